@@ -1,0 +1,74 @@
+// The driver contracts. Every implementation (sim, lab, libvirt) satisfies the same contract
+// suite (test/contract). Mutating methods are idempotent `ensure*`/verb operations: running one
+// again after a crash half-way is always safe. They throw PgopError (src/errors.ts) on failure.
+
+import type { ClusterSpec, NodeSpec } from '../spec/types.js';
+import type {
+  MachineObservation,
+  PoolObservation,
+  PostgresObservation,
+} from '../observe/types.js';
+
+/** Where node machines live: libvirt domains, lab namespaces, or the simulated hypervisor. */
+export interface ProviderDriver {
+  /** State of every node machine the spec names (missing ones included). */
+  observeMachines(cluster: ClusterSpec): Promise<Record<string, MachineObservation>>;
+  /** Create the machine if missing and start it if stopped; returns once it is started
+   *  (not necessarily reachable yet). */
+  ensureMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Fence: power the machine off at once. After this returns no process of the node runs and
+   *  it accepts no connection. Idempotent; succeeds on a missing machine. */
+  fenceMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Remove the machine and everything it owns (disks, directories). Idempotent. */
+  deleteMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Remove cluster-wide resources (networks, pgpool host) after every node is deleted. */
+  deleteClusterResources(cluster: ClusterSpec): Promise<void>;
+  /** Release connections and child processes. */
+  close(): Promise<void>;
+}
+
+/** PostgreSQL on a node, reached over SSH (real) or in memory (sim). */
+export interface PostgresDriver {
+  /** Health probe: null when the node cannot be reached at all (throws nothing). The error
+   *  string says why. */
+  probe(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }>;
+  /** The configHash a correctly configured node reports (for drift detection). */
+  desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string;
+  /** Packages, OS user, directories, archive script. Postgres is NOT started at boot: only the
+   *  operator starts it, so a fenced old primary can never come back as a primary by itself. */
+  ensureInstalled(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** initdb if needed (checksums on, for pg_rewind), configuration, start, roles/databases/
+   *  schemas/grants from the spec, replication slots for `standbys`. */
+  ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[]): Promise<void>;
+  /** Make the node a streaming standby of `primary`: clone with pg_basebackup if it has no data,
+   *  pg_rewind if it diverged (falling back to a fresh clone), point primary_conninfo/slot at
+   *  `primary`, start. Also the repoint operation after a failover. */
+  ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void>;
+  /** Rewrite managed configuration (conf.d, pg_hba) and reload; restart when a setting needs it. */
+  ensureConfigured(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Promote a standby and wait until it accepts writes. */
+  promote(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Clean shutdown of a primary for switchover (fast mode, after a checkpoint). */
+  demote(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** synchronous_standby_names = `ANY quorum (names)` or '' when names is empty. */
+  ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void>;
+  /** One physical slot per standby on the primary; drops slots of nodes no longer in the spec. */
+  ensureSlots(cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** pgpool-II in front of the cluster. */
+export interface PoolDriver {
+  observe(cluster: ClusterSpec): Promise<PoolObservation>;
+  /** Configure backends (every node of the spec), health checks, load balancing, pool_passwd,
+   *  pcp; start if stopped; make it route writes to `primary`. Idempotent. */
+  ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void>;
+  deletePool(cluster: ClusterSpec): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface World {
+  provider: ProviderDriver;
+  postgres: PostgresDriver;
+  pool: PoolDriver;
+}

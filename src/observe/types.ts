@@ -1,0 +1,81 @@
+// What the operator saw of the world in one pass. Errors are data here: a probe that failed is an
+// observation ("unreachable: connect ECONNREFUSED"), not an exception.
+
+/** Provider view of a node's machine (libvirt domain, lab namespace, simulated VM). */
+export type MachineState = 'missing' | 'running' | 'stopped';
+
+export interface MachineObservation {
+  state: MachineState;
+  /** Provider detail for humans, e.g. "domain shut off (destroyed)". */
+  detail?: string;
+}
+
+/** LSNs are byte positions (pg_lsn as a number; 2^53 bytes is ~9 PB, far beyond a WAL lifetime). */
+export type Lsn = number;
+
+export interface ReplicaStatus {
+  /** application_name = the standby's node name */
+  name: string;
+  state: string; // pg_stat_replication.state: streaming, catchup, ...
+  syncState: 'async' | 'sync' | 'quorum' | 'potential';
+  flushLsn: Lsn;
+  replayLsn: Lsn;
+}
+
+export interface PostgresObservation {
+  /** The data directory exists and holds an initialised cluster. */
+  initialized: boolean;
+  running: boolean;
+  /** pg_is_in_recovery(); meaningful only when running. */
+  inRecovery: boolean;
+  timeline: number;
+  /** Primary: pg_current_wal_lsn(); standby: last replayed. */
+  lsn: Lsn;
+  /** Standby: pg_last_wal_receive_lsn() (0 when not streaming). */
+  receiveLsn: Lsn;
+  /** Standby: the node name its primary_conninfo points at, or null. */
+  upstream: string | null;
+  /** Standby: the WAL receiver is streaming. */
+  streaming: boolean;
+  /** Primary: connected standbys. */
+  replicas: ReplicaStatus[];
+  /** Primary: current synchronous_standby_names ('' when async). */
+  syncStandbyNames: string;
+  /** Hash of the configuration pgop manages on the node; differs from the desired one on drift. */
+  configHash: string;
+}
+
+export interface NodeObservation {
+  name: string;
+  machine: MachineObservation;
+  /** The operator can reach the node's management plane (SSH). */
+  reachable: boolean;
+  /** null when it could not be read (unreachable, not installed). */
+  postgres: PostgresObservation | null;
+  /** Consecutive failed health probes (kept by the loop across passes, 0 after a success). */
+  misses: number;
+  /** Why the last probe failed, for `get nodes` and event reasons. */
+  error?: string;
+}
+
+export interface PoolBackend {
+  name: string;
+  status: 'up' | 'down' | 'unused';
+  role: 'primary' | 'standby' | 'unknown';
+}
+
+export interface PoolObservation {
+  reachable: boolean;
+  /** The node pgpool sends writes to, or null. */
+  primary: string | null;
+  backends: PoolBackend[];
+  configHash: string;
+  error?: string;
+}
+
+export interface ClusterObservation {
+  cluster: string;
+  at: number; // ms since epoch (injected clock)
+  nodes: Record<string, NodeObservation>;
+  pool: PoolObservation | null;
+}

@@ -1,0 +1,141 @@
+// The typed form of a Cluster spec, after YAML parsing, JSON Schema validation, defaults and
+// semantic checks (src/spec/parse.ts). schema/cluster.schema.json is the source of truth for
+// what a user may write; these types mirror it with every default filled in.
+
+/** A secret is never written in a spec: it is referenced and resolved at use time only. */
+export type SecretRef = { env: string } | { file: string };
+
+export type PgParameterValue = string | number | boolean;
+
+export interface NodeSpec {
+  name: string;
+  address: string; // IPv4, inside the provider's network
+  vcpus: number;
+  memoryMiB: number;
+  rootDiskGiB: number;
+  dataDiskGiB: number;
+  /** libvirt only: which hypervisor URI this node lives on (defaults to the provider's uri). */
+  hypervisor?: string;
+}
+
+export interface SimProviderSpec {
+  type: 'sim';
+}
+
+export interface LabProviderSpec {
+  type: 'lab';
+  /** CIDR of the lab bridge network, e.g. 10.77.0.0/24; node addresses must be inside it. */
+  network: string;
+  /** Where per-node directories (the seed's /u01, /u02), keys and sockets live. */
+  stateDir?: string;
+}
+
+export interface LibvirtProviderSpec {
+  type: 'libvirt';
+  uri: string;
+  baseImage: string;
+  pool: { name: string; path: string };
+  network: { name: string; cidr: string; gateway: string; bridge?: string };
+  dataDisk: { layout: 'lvm' | 'plain'; filesystem: 'xfs' | 'ext4' };
+  osFamily: 'debian' | 'rhel';
+  domainType: 'auto' | 'kvm' | 'qemu';
+  sshUser: string;
+}
+
+export type ProviderSpec = SimProviderSpec | LabProviderSpec | LibvirtProviderSpec;
+
+export interface HbaRule {
+  type: 'local' | 'host' | 'hostssl' | 'hostnossl';
+  database: string;
+  user: string;
+  address?: string;
+  method: 'scram-sha-256' | 'peer' | 'reject' | 'cert';
+}
+
+export interface PostgresSpec {
+  version: number;
+  /** postgresql.conf settings, written to conf.d/pgop.conf (seed: conf.d/custom.conf). */
+  parameters: Record<string, PgParameterValue>;
+  dataDir: string; // seed: /u01/pg11/data
+  archiveDir: string; // seed: /u02/archive
+  backupDir: string; // seed: /u02/backup
+  logDir: string; // seed: /var/log/postgres
+  /** The archive script (seed: /opt/postgres/scripts/archive.sh); %p %f are passed to it. */
+  archiveScript: boolean;
+  superuserPassword: SecretRef;
+  hba: HbaRule[];
+}
+
+export interface ReplicationSpec {
+  mode: 'async' | 'sync';
+  /** sync only: ANY <quorum> (standbys...) */
+  syncQuorum: number;
+  user: string;
+  password: SecretRef;
+  slots: boolean;
+}
+
+export interface PgpoolSpec {
+  enabled: boolean;
+  /** The pgpool host's address (a lab host, or the VIP holder with watchdog). */
+  address?: string;
+  port: number;
+  pcpPort: number;
+  healthCheckPeriodS: number;
+  loadBalancing: boolean;
+  watchdog: { enabled: boolean; vip?: string };
+  numInitChildren: number;
+}
+
+export interface RoleSpec {
+  name: string;
+  login: boolean;
+  superuser: boolean;
+  createdb: boolean;
+  password?: SecretRef;
+  searchPath?: string[];
+}
+
+export interface SchemaSpec {
+  name: string;
+  owner: string;
+}
+
+export interface GrantSpec {
+  role: string;
+  database: string;
+  schema: string;
+  /** GRANT <privileges> ON SCHEMA (e.g. USAGE) */
+  schemaPrivileges: string[];
+  /** ALTER DEFAULT PRIVILEGES IN SCHEMA ... GRANT <tablePrivileges> ON TABLES */
+  tablePrivileges: string[];
+}
+
+export interface DatabaseSpec {
+  name: string;
+  owner: string;
+  encoding: string;
+  locale?: string;
+  schemas: SchemaSpec[];
+}
+
+export interface FailureDetectionSpec {
+  probeIntervalMs: number;
+  missesBeforeFailover: number;
+  connectTimeoutMs: number;
+}
+
+export interface ClusterSpec {
+  apiVersion: 'pgop.dev/v1';
+  kind: 'Cluster';
+  name: string;
+  provider: ProviderSpec;
+  postgres: PostgresSpec;
+  nodes: NodeSpec[];
+  replication: ReplicationSpec;
+  pgpool: PgpoolSpec;
+  roles: RoleSpec[];
+  databases: DatabaseSpec[];
+  grants: GrantSpec[];
+  failureDetection: FailureDetectionSpec;
+}
