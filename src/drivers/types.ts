@@ -72,3 +72,41 @@ export interface World {
   postgres: PostgresDriver;
   pool: PoolDriver;
 }
+
+/** Running commands on a node host. The real one is SSH (src/drivers/ssh) with a pinned host
+ *  key; arguments are passed as an argv array and quoted by one helper (no shell injection). */
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  timeoutMs?: number;
+  /** run as this OS user (via sudo -u / runuser on the node) */
+  user?: string;
+  input?: string;
+  /** environment for the command; values are never logged */
+  env?: Record<string, string>;
+}
+
+export interface NodeShell {
+  /** Run argv on the host. Throws a transient PgopError when the host cannot be reached or the
+   *  command times out; a non-zero exit is returned, not thrown. */
+  exec(host: HostRef, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Write a file atomically (temp + rename) with mode and owner; returns true if it changed. */
+  writeFile(host: HostRef, path: string, content: string, opts?: { mode?: number; owner?: string }): Promise<boolean>;
+  /** File content or null when missing. */
+  readFile(host: HostRef, path: string): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+/** How to reach one host's management plane. */
+export interface HostRef {
+  /** cluster/node, for logs and host-key pinning */
+  id: string;
+  address: string;
+  port: number;
+  user: string;
+  privateKeyPath: string;
+}
