@@ -110,3 +110,16 @@ export interface HostRef {
   user: string;
   privateKeyPath: string;
 }
+
+/** Fault injection: one path for `pgop lab fault`, tests and benchmarks (sim and lab). */
+export interface FaultInjector {
+  /** SIGKILL the node's postmaster (its children die with it). */
+  kill(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Take the node's network link down / up again. */
+  partition(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  heal(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Stop / start the whole node (every process of it / the machine only: postgres stays down
+   *  until the operator starts it). */
+  stop(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  start(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+}
