@@ -34,6 +34,7 @@ export const NODE_ACTORS = [
   'startMachine',
   'rejoinStandby',
   'deleteMachine',
+  'restartPostgres',
 ] as const;
 export type NodeActor = (typeof NODE_ACTORS)[number];
 
@@ -51,6 +52,7 @@ export const NODE_EVENTS = [
   'machine.vanished', // the machine disappeared under us
   'node.unwanted', // no longer in the spec
   'machine.fenced', // a node on its way out is powered off
+  'postgres.stopped', // reachable, postgres down, and no other node can serve: start it in place
 ] as const;
 export type NodeEvent = (typeof NODE_EVENTS)[number];
 
@@ -81,6 +83,12 @@ export const NODE_EDGES: readonly NodeEdge[] = [
   { from: 'fenced', event: 'fence.released', to: 'rejoining', actor: 'startMachine' },
   { from: 'rejoining', event: 'machine.reachable', to: 'standby', actor: 'rejoinStandby' },
   { from: 'rejoining', event: 'machine.down', to: 'rejoining', actor: 'startMachine' },
+  // No other node can serve: bring a node's own postgres back in place (a primary stays
+  // primary, a standby restarts in recovery), rather than waiting forever for a primary.
+  { from: 'primary', event: 'machine.down', to: 'primary', actor: 'startMachine' },
+  { from: 'primary', event: 'postgres.stopped', to: 'primary', actor: 'restartPostgres' },
+  { from: 'degraded', event: 'postgres.stopped', to: 'standby', actor: 'restartPostgres' },
+  { from: 'rejoining', event: 'postgres.stopped', to: 'standby', actor: 'restartPostgres' },
   // A node lost before it ever held data (machine gone while provisioning/installing, or a
   // degraded standby's machine vanished) starts again from nothing.
   ...live.map((from): NodeEdge => ({ from, event: 'machine.vanished', to: 'absent', actor: null })),

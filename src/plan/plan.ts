@@ -1,0 +1,297 @@
+// The monitor: a pure, synchronous function from (spec, fresh observation, stored node states)
+// to ONE decision with a reason and a rule id. It never performs anything; the reconciler
+// steps the node machine with the decision's event and runs the edge's actor.
+//
+// Rules are tried in priority order; the first that applies decides. Safety rules (fence before
+// promote, sync-quorum evidence before promote) come before liveness rules.
+
+import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
+import type { NodeObservation } from '../observe/types.js';
+import type { NodeSpec } from '../spec/types.js';
+import type { Decision, PlanInput, PlanResult } from './types.js';
+
+/** Requeue delays (ms). Acting requeues at once: the next pass re-observes and re-plans. */
+export const REQUEUE = { afterAct: 0, waitShort: 200, waitBoot: 500 } as const;
+
+const holdsData = (s: NodeState) => s === 'standby' || s === 'degraded' || s === 'fenced' || s === 'rejoining';
+
+export function healthy(o: NodeObservation | undefined): boolean {
+  return !!o && o.reachable && !!o.postgres?.running;
+}
+
+function streamingFrom(o: NodeObservation | undefined, primary: string): boolean {
+  const pg = o?.postgres;
+  return !!pg && healthy(o) && pg.inRecovery && pg.streaming && pg.upstream === primary;
+}
+
+/** `ANY 1 (pg02, pg03)` / `ANY 1 ("pg02","pg03")` / `FIRST 1 (..)` / `pg02, pg03` / '' */
+export function parseSyncNames(s: string): { quorum: number; names: string[] } {
+  const t = s.trim();
+  if (t === '') return { quorum: 0, names: [] };
+  const m = /^(?:(ANY|FIRST)\s+)?(\d+)\s*\((.*)\)$/i.exec(t);
+  const list = (m ? m[3]! : t).split(',').map((x) => x.trim().replace(/^"(.*)"$/, '$1')).filter(Boolean);
+  return { quorum: m ? Number(m[2]) : 1, names: list.sort() };
+}
+
+function lsnOf(o: NodeObservation | undefined): number {
+  const pg = o?.postgres;
+  return pg ? Math.max(pg.lsn, pg.receiveLsn) : -1;
+}
+
+export function plan(input: PlanInput): PlanResult {
+  const { spec, observation } = input;
+  const obs = (n: string) => observation.nodes[n];
+  const state = (n: string): NodeState => input.states[n] ?? 'absent';
+  const specNames = spec.nodes.map((n) => n.name);
+  const strayNames = Object.keys(input.states).filter((n) => !specNames.includes(n) && state(n) !== 'absent').sort();
+  const budget = spec.failureDetection.missesBeforeFailover;
+  const probeMs = spec.failureDetection.probeIntervalMs;
+
+  const primary = specNames.find((n) => state(n) === 'primary') ?? strayNames.find((n) => state(n) === 'primary') ?? null;
+
+  const goals: Record<string, NodeGoal> = {};
+  for (const n of specNames) goals[n] = input.deletionRequested ? 'absent' : n === primary ? 'primary' : 'standby';
+  for (const n of strayNames) goals[n] = 'absent';
+
+  const result = (decision: Decision, phase?: PlanResult['phase']): PlanResult => ({
+    decision,
+    goals,
+    primary,
+    phase: phase ?? phaseFor(decision),
+  });
+  const phaseFor = (d: Decision): PlanResult['phase'] => {
+    if (input.deletionRequested) return d.kind === 'done' ? 'Deleted' : 'Deleting';
+    if (d.kind === 'done') return 'Healthy';
+    if (d.ruleId.startsWith('failover.')) return 'FailingOver';
+    if (d.ruleId.startsWith('switchover.')) return 'SwitchingOver';
+    const everStarted = specNames.some((n) => state(n) === 'primary' || holdsData(state(n)));
+    return everStarted ? 'Degraded' : 'Provisioning';
+  };
+  const act = (node: string, event: NodeDecision['event'], ruleId: string, reason: string, extra: Partial<NodeDecision> = {}) =>
+    result({ kind: 'act', node, event, ruleId, reason, requeueAfterMs: REQUEUE.afterAct, ...extra });
+  const wait = (ruleId: string, reason: string, node?: string, requeueAfterMs: number = REQUEUE.waitShort) =>
+    result({ kind: 'wait', node, ruleId, reason, requeueAfterMs });
+  type NodeDecision = Extract<Decision, { kind: 'act' }>;
+
+  // --- deletion: fence, then delete every machine, then cluster-wide resources -------------
+  if (input.deletionRequested) {
+    for (const n of [...specNames, ...strayNames]) {
+      const s = state(n);
+      if (s === 'absent') continue;
+      if (s === 'deleting') return act(n, 'machine.fenced', 'delete.remove-machine', `cluster deletion: removing ${n}'s machine and data`);
+      return act(n, 'node.unwanted', 'delete.fence', `cluster deletion: powering ${n} off first`);
+    }
+    // Also removes machines pgop created but never recorded (a crash between side effect and
+    // commit), then networks and the pgpool host; the reconciler then forgets the cluster.
+    return result({ kind: 'cluster', action: { type: 'deleteClusterResources' }, ruleId: 'delete.resources', reason: 'cluster deletion: every node is gone; removing machines left over, networks and the pgpool host', requeueAfterMs: REQUEUE.afterAct });
+  }
+
+  // --- bookkeeping: a machine that disappeared under a node ---------------------------------
+  for (const n of [...specNames, ...strayNames]) {
+    const s = state(n);
+    if (s !== 'absent' && s !== 'deleting' && obs(n)?.machine.state === 'missing') {
+      const why = s === 'primary' ? ' (the primary is gone for good: no fencing needed)' : '';
+      return act(n, 'machine.vanished', 'node.machine-vanished', `${n}'s machine no longer exists${why}; starting it over from nothing`);
+    }
+  }
+
+  // --- failover, step 1: fence a failed primary before anything else ------------------------
+  if (primary) {
+    const o = obs(primary);
+    if (o && !healthy(o) && o.misses >= budget) {
+      if (promotable(primary).length > 0) {
+        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby`);
+      }
+      // Nobody could take over: bring the primary itself back rather than fence the last copy.
+      if (o.machine.state === 'stopped') return act(primary, 'machine.down', 'recover.start-primary', `primary ${primary}'s machine is off and no standby can take over; starting it again`);
+      if (o.reachable) return act(primary, 'postgres.stopped', 'recover.restart-primary', `primary ${primary}'s postgres is down and no standby can take over; restarting it in place`);
+      return wait('failover.no-candidate', `primary ${primary} failed ${o.misses} probes (${o.error ?? 'postgres down'}) and no standby is healthy enough to take over`, primary, probeMs);
+    }
+  }
+
+  // --- no primary: elect one ------------------------------------------------------------
+  if (!primary) {
+    // A standby already writable: we promoted it and died before recording it. Adopt it.
+    const adopted = specNames.find((n) => state(n) === 'standby' && healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
+    if (adopted) return act(adopted, 'primary.elected', 'failover.adopt-promoted', `${adopted} is already writable (promotion finished before the operator recorded it); recording it as primary`);
+
+    const anyData = specNames.some((n) => holdsData(state(n)));
+    if (!anyData) {
+      // Bootstrap: the first installed node in spec order becomes the primary. One that already
+      // runs as a primary (initPrimary succeeded, commit lost) wins.
+      const installed = specNames.filter((n) => state(n) === 'installed');
+      const running = installed.find((n) => healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
+      const first = running ?? installed.find((n) => obs(n)?.reachable);
+      if (first) return act(first, 'primary.elected', 'bootstrap.init-primary', `no node holds data yet; initialising ${first} as the first primary`, { standbys: specNames.filter((x) => x !== first) });
+    } else {
+      const candidates = promotable(null);
+      const request = input.requests.find((r) => r.kind === 'switchover');
+      if (candidates.length > 0) {
+        const enough = syncEvidence();
+        if (!enough.ok) return wait('failover.sync-evidence', enough.reason, undefined, probeMs);
+        const best = candidates[0]!;
+        const target = request?.args.to && candidates.includes(request.args.to) && lsnOf(obs(request.args.to)) >= lsnOf(obs(best)) ? request.args.to : best;
+        const rule = request ? 'switchover.promote' : 'failover.promote';
+        return act(target, 'primary.elected', rule, `no primary; promoting ${target}: ${describeCandidate(target)}${candidates.length > 1 ? `, ahead of ${candidates.filter((c) => c !== target).map(describeCandidate).join(', ')}` : ''}`, {
+          standbys: specNames.filter((x) => x !== target),
+        });
+      }
+    }
+  }
+
+  // --- per-node convergence, in spec order ---------------------------------------------------
+  for (const n of specNames) {
+    const s = state(n);
+    const o = obs(n);
+    switch (s) {
+      case 'absent':
+        return act(n, 'node.wanted', 'node.provision', `${n} is in the spec but has no machine; provisioning it`);
+      case 'provisioned':
+        if (o?.reachable) return act(n, 'machine.reachable', 'node.install', `${n} answers over SSH; installing and configuring postgres`);
+        if (o?.machine.state === 'stopped') return act(n, 'machine.vanished', 'node.reprovision', `${n}'s machine stopped before installation; provisioning it again`);
+        continue; // booting: other nodes may still progress
+      case 'installed':
+        if (primary && healthy(obs(primary)) && o?.reachable) {
+          return act(n, 'primary.found', 'node.clone-standby', `${primary} is primary; cloning ${n} from it as a streaming standby`, { primary });
+        }
+        continue;
+      case 'standby':
+        if (!primary) continue;
+        if (!healthy(o) && (o?.misses ?? 0) >= budget) {
+          return act(n, 'probe.failed', 'standby.failed', `standby ${n} failed ${o?.misses} consecutive probes (${o?.error ?? 'postgres not running'})`);
+        }
+        if (healthy(o) && healthy(obs(primary)) && !streamingFrom(o, primary)) {
+          const up = o!.postgres!.upstream;
+          return act(n, 'primary.changed', 'standby.repoint', `standby ${n} ${up && up !== primary ? `follows ${up}` : 'is not streaming'}; pointing it at primary ${primary}`, { primary });
+        }
+        if (healthy(o) && o!.postgres!.configHash !== input.desiredConfigHash[n]) {
+          return act(n, 'config.drifted', 'node.config-drift', `${n}'s configuration differs from the spec; rewriting and reloading it`);
+        }
+        continue;
+      case 'primary':
+        if (healthy(o) && o!.postgres!.configHash !== input.desiredConfigHash[n]) {
+          return act(n, 'config.drifted', 'node.config-drift', `${n}'s configuration differs from the spec; rewriting and reloading it`);
+        }
+        continue;
+      case 'degraded':
+      case 'rejoining':
+        if (o?.machine.state === 'stopped') return act(n, 'machine.down', 'rejoin.start-machine', `${n}'s machine is off; starting it to rejoin`);
+        if (!o?.reachable) continue;
+        if (primary && healthy(obs(primary))) return act(n, 'machine.reachable', 'rejoin.standby', `${n} is reachable again; ${s === 'rejoining' ? 'rewinding it into' : 'rejoining it as'} a standby of ${primary}`, { primary });
+        if (!primary && promotable(null).length === 0) return act(n, 'postgres.stopped', 'recover.restart-in-place', `no primary and no healthy standby; restarting ${n}'s postgres in place so one can be promoted`);
+        continue;
+      case 'fenced': {
+        if (primary && healthy(obs(primary))) return act(n, 'fence.released', 'rejoin.release-fence', `${primary} is the new primary; restarting fenced ${n} to rejoin as a standby`);
+        const othersHoldData = specNames.some((x) => x !== n && (holdsData(state(x)) && state(x) !== 'fenced' || state(x) === 'primary'));
+        if (!primary && !othersHoldData) return act(n, 'fence.released', 'recover.release-last-copy', `${n} holds the only copy of the data and no other node can be promoted; restarting it`);
+        continue;
+      }
+      case 'deleting':
+        return act(n, 'machine.fenced', 'node.remove-machine', `${n} is powered off; removing its machine`);
+    }
+  }
+
+  // --- nodes removed from the spec --------------------------------------------------------
+  for (const n of strayNames) {
+    const s = state(n);
+    if (s === 'primary') continue; // handled by switchover below
+    if (s === 'deleting') return act(n, 'machine.fenced', 'node.remove-machine', `${n} left the spec and is powered off; removing its machine`);
+    return act(n, 'node.unwanted', 'node.unwanted', `${n} is no longer in the spec; powering it off before removal`);
+  }
+
+  // --- cluster-wide: sync quorum, pgpool, switchover ---------------------------------------
+  if (primary && healthy(obs(primary))) {
+    const p = obs(primary)!.postgres!;
+    const streaming = specNames.filter((n) => n !== primary && streamingFrom(obs(n), primary)).sort();
+    const current = parseSyncNames(p.syncStandbyNames);
+    if (spec.replication.mode === 'sync') {
+      const k = spec.replication.syncQuorum;
+      // Enable only once k standbys stream (else every write hangs). Never shrink the set
+      // below k: strict quorum keeps every acknowledged commit on k standbys.
+      const wanted = streaming.length >= k ? streaming : current.names.length >= k ? current.names : [];
+      if (wanted.join(',') !== current.names.join(',') || (wanted.length > 0 && current.quorum !== k)) {
+        return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary, names: wanted, quorum: k }, ruleId: 'sync.quorum', reason: wanted.length ? `requiring ANY ${k} of (${wanted.join(', ')}) to acknowledge commits` : `only ${streaming.length} of ${k} required standbys stream; keeping commits asynchronous until they do`, requeueAfterMs: REQUEUE.afterAct });
+      }
+    } else if (current.names.length > 0) {
+      return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary, names: [], quorum: 0 }, ruleId: 'sync.off', reason: 'replication mode is async; clearing synchronous_standby_names', requeueAfterMs: REQUEUE.afterAct });
+    }
+
+    if (spec.pgpool.enabled) {
+      const pool = observation.pool;
+      const downButHealthy = pool?.backends.filter((b) => b.status !== 'up' && (b.name === primary || streaming.includes(b.name))) ?? [];
+      if (!pool || !pool.reachable || pool.primary !== primary || downButHealthy.length > 0) {
+        const why = !pool || !pool.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : pool.primary !== primary ? `pgpool routes writes to ${pool.primary ?? 'nothing'}` : `pgpool marks ${downButHealthy.map((b) => b.name).join(', ')} down`;
+        return result({ kind: 'cluster', action: { type: 'ensurePool', primary }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
+      }
+    }
+
+    const request = input.requests.find((r) => r.kind === 'switchover');
+    if (request) {
+      const target = request.args.to;
+      if (target === primary) {
+        return result({ kind: 'cluster', action: { type: 'completeRequest', requestId: request.id }, ruleId: 'switchover.done', reason: `switchover complete: ${primary} is primary`, requeueAfterMs: REQUEUE.afterAct });
+      }
+      const candidates = streaming.filter((n) => specNames.includes(n));
+      const to = target ?? candidates.sort((a, b) => lsnOf(obs(b)) - lsnOf(obs(a)))[0];
+      if (!to || !candidates.includes(to)) {
+        return wait('switchover.wait-target', `switchover requested${target ? ` to ${target}` : ''}: no streaming standby to hand over to yet`, undefined, probeMs);
+      }
+      return act(primary, 'switchover.requested', 'switchover.demote', `switchover to ${to} requested: shutting ${primary} down cleanly so ${to} receives every commit`);
+    }
+  } else if (primary) {
+    return wait('primary.unhealthy', `primary ${primary} is not answering (${obs(primary)?.error ?? 'postgres down'}; ${obs(primary)?.misses ?? 0}/${budget} misses)`, primary, probeMs);
+  }
+
+  // --- nothing to do, or only waiting -------------------------------------------------------
+  const pending = specNames.filter((n) => {
+    const s = state(n);
+    return !(s === 'primary' ? healthy(obs(n)) : s === 'standby' && primary ? streamingFrom(obs(n), primary) : false);
+  });
+  if (pending.length > 0) {
+    const n = pending[0]!;
+    return wait('node.waiting', `waiting for ${n} (${state(n)}${obs(n)?.error ? `: ${obs(n)!.error}` : ''})`, n, state(n) === 'provisioned' ? REQUEUE.waitBoot : REQUEUE.waitShort);
+  }
+  // A completed switchover request whose target did not become primary (another won): close it.
+  const stale = input.requests.find((r) => r.kind === 'switchover');
+  if (stale) return result({ kind: 'cluster', action: { type: 'completeRequest', requestId: stale.id }, ruleId: 'switchover.done', reason: `switchover settled: ${primary} is primary`, requeueAfterMs: REQUEUE.afterAct });
+  return result({ kind: 'done', ruleId: 'cluster.converged', reason: `primary ${primary}, ${specNames.length - 1} streaming standbys; matches generation's spec`, requeueAfterMs: probeMs });
+
+  // --- helpers (hoisted) -----------------------------------------------------------------
+  /** Standbys that could be promoted now, best first (highest WAL position, then spec order). */
+  function promotable(exclude: string | null): string[] {
+    return specNames
+      .filter((n) => n !== exclude && state(n) === 'standby' && healthy(obs(n)))
+      .sort((a, b) => lsnOf(obs(b)) - lsnOf(obs(a)) || specNames.indexOf(a) - specNames.indexOf(b));
+  }
+  function describeCandidate(n: string): string {
+    const pg = obs(n)?.postgres;
+    return pg ? `${n} at LSN ${formatLsn(lsnOf(obs(n)))} on timeline ${pg.timeline}` : n;
+  }
+  /** In sync mode every acknowledged commit sits on >= k of the other nodes. Promoting the most
+   *  advanced of a set that includes all but k-1 of them is the only way to be sure to hold
+   *  every acknowledged commit (a quorum intersection). */
+  function syncEvidence(): { ok: true } | { ok: false; reason: string } {
+    if (spec.replication.mode !== 'sync') return { ok: true };
+    const k = spec.replication.syncQuorum;
+    const others = specNames.filter((n) => holdsData(state(n)) || state(n) === 'primary');
+    const visible = others.filter((n) => state(n) === 'standby' && healthy(obs(n)));
+    const needed = Math.max(1, others.length - k + 1);
+    if (visible.length >= needed) return { ok: true };
+    return { ok: false, reason: `sync mode: only ${visible.length} of ${others.length} standbys can be read; ${needed} are needed to be sure the promoted one holds every acknowledged commit` };
+  }
+}
+
+export function formatLsn(lsn: number): string {
+  if (lsn < 0) return '-';
+  const hi = Math.floor(lsn / 2 ** 32);
+  const lo = lsn % 2 ** 32;
+  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+}
+
+export function parseLsn(s: string): number {
+  const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(s.trim());
+  if (!m) throw new Error(`not an LSN: ${s}`);
+  return parseInt(m[1]!, 16) * 2 ** 32 + parseInt(m[2]!, 16);
+}
+
+export type { NodeSpec };

@@ -1,0 +1,69 @@
+import type { NodeEvent, NodeGoal, NodeState } from '../../machines/node-edges.js';
+import type { ClusterSpec } from '../spec/types.js';
+import type { ClusterObservation } from '../observe/types.js';
+import type { OperatorRequest } from '../store/types.js';
+
+export interface PlanInput {
+  spec: ClusterSpec;
+  deletionRequested: boolean;
+  observation: ClusterObservation;
+  /** Stored node states by name (nodes never stepped are absent). Includes nodes no longer in
+   *  the spec, so they can be removed. */
+  states: Record<string, NodeState>;
+  /** desired config hash per spec node (from the postgres driver; pure function of the spec) */
+  desiredConfigHash: Record<string, string>;
+  requests: OperatorRequest[];
+  now: number;
+}
+
+interface DecisionBase {
+  reason: string;
+  /** Stable id of the rule that decided, for tests and `get events`. */
+  ruleId: string;
+  requeueAfterMs: number;
+}
+
+/** Step one node's statechart with `event`; the edge's actor is the side effect. */
+export interface NodeDecision extends DecisionBase {
+  kind: 'act';
+  node: string;
+  event: NodeEvent;
+  /** the primary a standby should follow (clone, repoint, rejoin) */
+  primary?: string;
+  /** the standbys a new primary should prepare slots for */
+  standbys?: string[];
+}
+
+export type ClusterAction =
+  | { type: 'ensurePool'; primary: string | null }
+  | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
+  | { type: 'deleteClusterResources' }
+  | { type: 'completeRequest'; requestId: number };
+
+/** A side effect that is not a node transition (pgpool, sync quorum, teardown, bookkeeping). */
+export interface ClusterDecision extends DecisionBase {
+  kind: 'cluster';
+  action: ClusterAction;
+}
+
+export interface WaitDecision extends DecisionBase {
+  kind: 'wait';
+  node?: string;
+}
+
+export interface DoneDecision extends DecisionBase {
+  kind: 'done';
+  /** true when the cluster was deleted and its record may be removed */
+  deleted?: boolean;
+}
+
+export type Decision = NodeDecision | ClusterDecision | WaitDecision | DoneDecision;
+
+export interface PlanResult {
+  decision: Decision;
+  /** Goal per node, for display. */
+  goals: Record<string, NodeGoal>;
+  /** The node the cluster treats as primary (stored state), or null. */
+  primary: string | null;
+  phase: 'Provisioning' | 'Healthy' | 'Degraded' | 'FailingOver' | 'SwitchingOver' | 'Deleting' | 'Deleted';
+}

@@ -1,0 +1,63 @@
+// Run the side effect a decision names through the drivers. Each mapping is one idempotent
+// driver operation, so a pass that died half-way can simply run again.
+
+import type { NodeActor } from '../../machines/node-edges.js';
+import type { World } from '../drivers/types.js';
+import type { ClusterSpec, NodeSpec } from '../spec/types.js';
+import type { ClusterAction, NodeDecision } from '../plan/types.js';
+import { internal } from '../errors.js';
+
+function nodeOf(spec: ClusterSpec, name: string): NodeSpec {
+  const node = spec.nodes.find((n) => n.name === name);
+  if (node) return node;
+  // A node removed from the spec: the provider still needs its name (and nothing else) to
+  // fence and delete it.
+  return { name, address: '0.0.0.0', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 };
+}
+
+export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World): Promise<void> {
+  const node = nodeOf(spec, decision.node);
+  const primary = () => {
+    if (!decision.primary) throw internal(`decision ${decision.ruleId} for ${decision.node} runs ${actor} without a primary`);
+    return nodeOf(spec, decision.primary);
+  };
+  switch (actor) {
+    case 'provisionVm':
+    case 'startMachine':
+      return world.provider.ensureMachine(spec, node);
+    case 'installPostgres':
+      return world.postgres.ensureInstalled(spec, node);
+    case 'initPrimary':
+      return world.postgres.ensurePrimary(spec, node, decision.standbys ?? []);
+    case 'cloneStandby':
+    case 'repointStandby':
+    case 'rejoinStandby':
+      return world.postgres.ensureStandby(spec, node, primary());
+    case 'promoteStandby':
+      return world.postgres.promote(spec, node);
+    case 'configureNode':
+    case 'restartPostgres':
+      return world.postgres.ensureConfigured(spec, node);
+    case 'demotePrimary':
+      return world.postgres.demote(spec, node);
+    case 'fenceNode':
+      return world.provider.fenceMachine(spec, node);
+    case 'deleteMachine':
+      return world.provider.deleteMachine(spec, node);
+  }
+}
+
+export async function runClusterAction(action: ClusterAction, spec: ClusterSpec, world: World): Promise<void> {
+  switch (action.type) {
+    case 'ensurePool':
+      return world.pool.ensurePool(spec, action.primary);
+    case 'ensureSyncStandbys':
+      return world.postgres.ensureSyncStandbys(spec, nodeOf(spec, action.primary), action.names, action.quorum);
+    case 'deleteClusterResources':
+      if (spec.pgpool.enabled) await world.pool.deletePool(spec);
+      for (const node of spec.nodes) await world.provider.deleteMachine(spec, node);
+      return world.provider.deleteClusterResources(spec);
+    case 'completeRequest':
+      return; // bookkeeping only: the reconciler marks the request done
+  }
+}

@@ -1,0 +1,232 @@
+// The loop, one pass per cluster: observe afresh -> plan (pure) -> step the node machine
+// (pure) -> run the edge's actor through the drivers -> commit the new state and an event row
+// only after the side effect succeeded -> requeue. Level-based: a pass never trusts what a
+// previous pass meant to do, only what it observes now and what was committed.
+
+import { stepNode } from '../../machines/node-machine.js';
+import type { NodeState } from '../../machines/node-edges.js';
+import type { World } from '../drivers/types.js';
+import type { ClusterSpec } from '../spec/types.js';
+import type { Store } from '../store/store.js';
+import type { Decision, PlanResult } from '../plan/types.js';
+import { plan } from '../plan/plan.js';
+import { observeCluster } from './observe.js';
+import { runActor, runClusterAction } from './execute.js';
+import { PgopError, messageOf } from '../errors.js';
+
+export interface Clock {
+  now(): number;
+}
+
+export interface Log {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export const silentLog: Log = { info() {}, warn() {}, error() {} };
+
+export interface ReconcilerOptions {
+  store: Store;
+  /** The drivers for a cluster's provider (cached by the caller). */
+  worldFor(spec: ClusterSpec): World;
+  clock: Clock;
+  log?: Log;
+  /** Test hook: called after a side effect succeeded and before its commit; throwing here
+   *  simulates the operator dying at the worst moment. */
+  beforeCommit?: (cluster: string, decision: Decision) => void;
+}
+
+export interface PassResult {
+  cluster: string;
+  decision: Decision;
+  phase: PlanResult['phase'];
+  /** the actor/cluster action ran and its result was committed */
+  acted: boolean;
+  error?: PgopError | Error;
+  requeueAfterMs: number;
+  converged: boolean;
+  removed?: boolean;
+}
+
+const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000 };
+
+export class Reconciler {
+  private misses = new Map<string, Record<string, number>>();
+  private failures = new Map<string, { count: number; lastMessage: string }>();
+  private readonly log: Log;
+
+  constructor(private readonly opts: ReconcilerOptions) {
+    this.log = opts.log ?? silentLog;
+  }
+
+  async pass(name: string): Promise<PassResult | null> {
+    const { store, clock } = this.opts;
+    const cluster = store.getCluster(name);
+    if (!cluster) return null;
+    const spec = cluster.spec;
+    const world = this.opts.worldFor(spec);
+
+    const observation = await observeCluster(spec, world, this.misses.get(name) ?? {}, clock.now());
+    this.misses.set(name, Object.fromEntries(Object.values(observation.nodes).map((n) => [n.name, n.misses])));
+
+    const records = store.listNodes(name);
+    const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
+    const desiredConfigHash = Object.fromEntries(spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]));
+    const planned = plan({
+      spec,
+      deletionRequested: cluster.deletionRequested,
+      observation,
+      states,
+      desiredConfigHash,
+      requests: store.pendingRequests(name),
+      now: clock.now(),
+    });
+    const { decision } = planned;
+    const converged = decision.kind === 'done';
+
+    store.transaction(() => {
+      store.saveObservation(observation);
+      store.setClusterStatus(name, {
+        phase: planned.phase,
+        primary: planned.primary,
+        message: decision.reason,
+        ...(converged ? { observedGeneration: cluster.generation } : {}),
+      });
+      // Goals change with elections; keep the stored ones current for `get nodes`.
+      for (const r of records) {
+        const goal = planned.goals[r.name] ?? null;
+        if (r.goal !== goal) store.saveNodeState(name, r.name, r.state, { goal, message: r.message, now: r.lastTransitionAt });
+      }
+    });
+
+    const base = { cluster: name, decision, phase: planned.phase, converged };
+    if (decision.kind === 'wait' || decision.kind === 'done') {
+      this.failures.delete(name);
+      return { ...base, acted: false, requeueAfterMs: decision.requeueAfterMs };
+    }
+
+    try {
+      if (decision.kind === 'act') {
+        const from = states[decision.node] ?? 'absent';
+        const step = stepNode(from, decision.event);
+        if (!step) {
+          // The planner sent an event the machine has no edge for: a bug, said loudly.
+          throw new PgopError('internal', `no edge ${from} --${decision.event}--> in the node machine (rule ${decision.ruleId})`);
+        }
+        if (step.actor) await runActor(step.actor, decision, spec, world);
+        this.opts.beforeCommit?.(name, decision);
+        store.commitStep({
+          cluster: name,
+          node: decision.node,
+          state: step.to,
+          goal: planned.goals[decision.node] ?? null,
+          message: decision.reason,
+          event: { ruleId: decision.ruleId, reason: decision.reason, from: step.from, to: step.to },
+          now: clock.now(),
+        });
+        this.log.info({ cluster: name, node: decision.node, from: step.from, to: step.to, event: decision.event, actor: step.actor, rule: decision.ruleId }, decision.reason);
+      } else {
+        await runClusterAction(decision.action, spec, world);
+        this.opts.beforeCommit?.(name, decision);
+        if (decision.action.type === 'deleteClusterResources') {
+          store.transaction(() => {
+            store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
+            store.removeCluster(name);
+          });
+          this.misses.delete(name);
+          this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
+          return { ...base, acted: true, requeueAfterMs: 0, removed: true };
+        }
+        store.transaction(() => {
+          if (decision.action.type === 'completeRequest') store.completeRequest(decision.action.requestId, clock.now());
+          store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
+        });
+        this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
+      }
+      this.failures.delete(name);
+      return { ...base, acted: true, requeueAfterMs: decision.requeueAfterMs };
+    } catch (err) {
+      return { ...base, acted: false, ...this.failed(name, decision, err) };
+    }
+  }
+
+  /** Record a failed side effect once per distinct message and back off. */
+  private failed(name: string, decision: Decision, err: unknown): { error: Error; requeueAfterMs: number } {
+    const error = err instanceof Error ? err : new Error(String(err));
+    const kind = err instanceof PgopError ? err.kind : 'internal';
+    const message = messageOf(err);
+    const prev = this.failures.get(name);
+    const count = (prev?.count ?? 0) + 1;
+    this.failures.set(name, { count, lastMessage: message });
+    const node = decision.kind === 'act' ? decision.node : null;
+    if (prev?.lastMessage !== message) {
+      try {
+        this.opts.store.recordEvent({ time: this.opts.clock.now(), cluster: name, node, from: null, to: null, ruleId: `${decision.ruleId}.failed`, reason: `${kind}: ${message}` });
+      } catch {
+        // the store itself failing is logged below; the loop goes on
+      }
+    }
+    const logFn = kind === 'transient' ? this.log.warn : this.log.error;
+    logFn.call(this.log, { cluster: name, node, rule: decision.ruleId, kind, err: message }, `cannot apply decision ${decision.ruleId}`);
+    const requeueAfterMs = kind === 'terminal' ? BACKOFF.terminalMs : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (count - 1));
+    return { error, requeueAfterMs };
+  }
+}
+
+export interface RunOptions {
+  untilConverged?: boolean;
+  /** give up after this long (ms); run() then returns false */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** called once per loop iteration (serve uses it for the lock heartbeat) */
+  onTick?: () => void;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+const realSleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+/** Run passes for every cluster in the store, each on its own schedule. Returns true when it
+ *  stopped because everything converged (untilConverged) or was asked to stop, false on
+ *  timeout. */
+export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock, opts: RunOptions = {}): Promise<boolean> {
+  const sleep = opts.sleep ?? realSleep;
+  const due = new Map<string, number>();
+  const converged = new Map<string, boolean>();
+  const start = clock.now();
+  for (;;) {
+    if (opts.signal?.aborted) return true;
+    opts.onTick?.();
+    const names = store.listClusters().map((c) => c.name);
+    for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k));
+    const now = clock.now();
+    const ready = names.filter((n) => (due.get(n) ?? 0) <= now);
+    const results = await Promise.all(ready.map((n) => reconciler.pass(n)));
+    for (const r of results) {
+      if (!r) continue;
+      if (r.removed) {
+        due.delete(r.cluster);
+        converged.delete(r.cluster);
+        continue;
+      }
+      due.set(r.cluster, clock.now() + r.requeueAfterMs);
+      converged.set(r.cluster, r.converged);
+    }
+    const remaining = store.listClusters().map((c) => c.name);
+    if (opts.untilConverged && remaining.every((n) => converged.get(n) === true)) return true;
+    if (opts.timeoutMs !== undefined && clock.now() - start >= opts.timeoutMs) return false;
+    const next = Math.min(...remaining.map((n) => due.get(n) ?? 0), clock.now() + 1000);
+    const wait = Math.max(0, next - clock.now());
+    if (wait > 0) await sleep(opts.timeoutMs !== undefined ? Math.min(wait, start + opts.timeoutMs - clock.now()) : wait, opts.signal);
+  }
+}
