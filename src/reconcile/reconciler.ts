@@ -179,6 +179,8 @@ export interface RunOptions {
   /** give up after this long (ms); run() then returns false */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** stop (returning true) once this holds, checked after every round of passes */
+  stopWhen?: () => boolean;
   /** called once per loop iteration (serve uses it for the lock heartbeat) */
   onTick?: () => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -223,6 +225,7 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
       converged.set(r.cluster, r.converged);
     }
     const remaining = store.listClusters().map((c) => c.name);
+    if (opts.stopWhen?.()) return true;
     if (opts.untilConverged && remaining.every((n) => converged.get(n) === true)) return true;
     if (opts.timeoutMs !== undefined && clock.now() - start >= opts.timeoutMs) return false;
     const next = Math.min(...remaining.map((n) => due.get(n) ?? 0), clock.now() + 1000);

@@ -1,0 +1,152 @@
+// `pgop apply | diff | delete | switchover`: the commands that change what the store wants.
+
+import { hostname } from 'node:os';
+import { Store, processIsAlive } from '../../store/store.js';
+import { parseSpecFile } from '../../spec/parse.js';
+import { EXIT, terminal } from '../../errors.js';
+import type { ClusterSpec } from '../../spec/types.js';
+
+export async function applyCommand(db: string, file: string, dryRun: boolean): Promise<number> {
+  const parsed = parseSpecFile(file); // throws SpecError -> exit 2, nothing written
+  const kind = `cluster/${parsed.spec.name}`;
+  if (dryRun) {
+    const store = Store.open(db, { readonly: true });
+    try {
+      const existing = store.getCluster(parsed.spec.name);
+      const result = !existing ? 'created' : existing.specHash === parsed.hash ? 'unchanged' : 'configured';
+      process.stdout.write(`${kind} ${result} (dry run)\n`);
+    } finally {
+      store.close();
+    }
+    return EXIT.ok;
+  }
+  const store = Store.open(db);
+  try {
+    const { result, generation } = store.applySpec(parsed.spec, parsed.hash, parsed.source, Date.now());
+    process.stdout.write(`${kind} ${result}${result === 'unchanged' ? '' : ` (generation ${generation})`}\n`);
+  } finally {
+    store.close();
+  }
+  return EXIT.ok;
+}
+
+export interface SpecChange {
+  op: '+' | '-' | '~';
+  path: string;
+  from?: unknown;
+  to?: unknown;
+}
+
+/** Structural difference between two specs, as field paths a person can read. */
+export function diffSpecs(a: unknown, b: unknown, path = 'spec'): SpecChange[] {
+  if (JSON.stringify(a) === JSON.stringify(b)) return [];
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (Array.isArray(a) && Array.isArray(b)) {
+    // Arrays of named things (nodes, roles...) diff by name, others by index.
+    const named = (v: unknown[]) => v.every((x) => isObj(x) && typeof x.name === 'string');
+    if (named(a) && named(b)) {
+      const byName = (v: unknown[]) => new Map(v.map((x) => [(x as { name: string }).name, x]));
+      const ma = byName(a), mb = byName(b);
+      const out: SpecChange[] = [];
+      for (const [k, v] of ma) out.push(...(mb.has(k) ? diffSpecs(v, mb.get(k), `${path}[${k}]`) : [{ op: '-' as const, path: `${path}[${k}]`, from: v }]));
+      for (const [k, v] of mb) if (!ma.has(k)) out.push({ op: '+', path: `${path}[${k}]`, to: v });
+      return out;
+    }
+    return [{ op: '~', path, from: a, to: b }];
+  }
+  if (isObj(a) && isObj(b)) {
+    const out: SpecChange[] = [];
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      if (!(k in b)) out.push({ op: '-', path: `${path}.${k}`, from: a[k] });
+      else if (!(k in a)) out.push({ op: '+', path: `${path}.${k}`, to: b[k] });
+      else out.push(...diffSpecs(a[k], b[k], `${path}.${k}`));
+    }
+    return out;
+  }
+  return [{ op: '~', path, from: a, to: b }];
+}
+
+export async function diffCommand(db: string, file: string): Promise<number> {
+  const parsed = parseSpecFile(file);
+  const store = Store.open(db, { readonly: true });
+  try {
+    const existing = store.getCluster(parsed.spec.name);
+    if (!existing) {
+      process.stdout.write(`+ cluster/${parsed.spec.name} (new: ${parsed.spec.nodes.length} nodes, provider ${parsed.spec.provider.type})\n`);
+      return EXIT.changes;
+    }
+    if (existing.specHash === parsed.hash) {
+      process.stdout.write(`cluster/${parsed.spec.name} unchanged (generation ${existing.generation})\n`);
+      return EXIT.ok;
+    }
+    const show = (v: unknown) => JSON.stringify(v);
+    process.stdout.write(`cluster/${parsed.spec.name}: generation ${existing.generation} -> ${existing.generation + 1}\n`);
+    for (const c of diffSpecs(stripName(existing.spec), stripName(parsed.spec))) {
+      process.stdout.write(c.op === '~' ? `~ ${c.path}: ${show(c.from)} -> ${show(c.to)}\n` : c.op === '+' ? `+ ${c.path}: ${show(c.to)}\n` : `- ${c.path}: ${show(c.from)}\n`);
+    }
+    return EXIT.changes;
+  } finally {
+    store.close();
+  }
+}
+
+const stripName = (s: ClusterSpec) => {
+  const { name: _n, apiVersion: _a, kind: _k, ...rest } = s;
+  return rest;
+};
+
+/** Wait for `done()` while a running `pgop serve` does the work; when none runs, do it here. */
+async function driveUntil(db: string, store: Store, done: () => boolean, what: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const lock = store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive);
+  if (lock.ok) {
+    store.releaseServeLock(process.pid);
+    process.stderr.write(`no pgop serve is running; ${what} in this process\n`);
+    const { runServe } = await import('./serve.js');
+    return runServe(db, { until: done, timeoutMs, quiet: true });
+  }
+  process.stderr.write(`pgop serve (pid ${lock.pid}) is ${what}; waiting\n`);
+  while (Date.now() < deadline) {
+    if (done()) return true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return done();
+}
+
+export async function deleteCommand(db: string, kind: string, name: string, wait: boolean): Promise<number> {
+  if (kind !== 'cluster') throw terminal(`cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`);
+  const store = Store.open(db);
+  try {
+    if (!store.getCluster(name)) throw terminal(`cannot delete cluster ${name}: no such cluster`);
+    store.requestDeletion(name, Date.now());
+    process.stdout.write(`cluster/${name} deletion requested\n`);
+    if (!wait) return EXIT.ok;
+    const ok = await driveUntil(db, store, () => !store.getCluster(name), 'tearing it down', 10 * 60_000);
+    process.stdout.write(ok ? `cluster/${name} deleted\n` : `cluster/${name} not yet deleted (see pgop get events --cluster ${name})\n`);
+    return ok ? EXIT.ok : EXIT.transient;
+  } finally {
+    store.close();
+  }
+}
+
+export async function switchoverCommand(db: string, cluster: string, to: string | undefined): Promise<number> {
+  const store = Store.open(db);
+  try {
+    const c = store.getCluster(cluster);
+    if (!c) throw terminal(`cannot switch over cluster ${cluster}: no such cluster`);
+    if (to && !c.spec.nodes.some((n) => n.name === to)) throw terminal(`cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
+    if (to && c.primary === to) {
+      process.stdout.write(`cluster/${cluster}: ${to} is already the primary\n`);
+      return EXIT.ok;
+    }
+    const from = c.primary;
+    const id = store.enqueueRequest(cluster, 'switchover', to ? { to } : {}, Date.now());
+    const started = Date.now();
+    const ok = await driveUntil(db, store, () => !store.pendingRequests(cluster).some((r) => r.id === id), 'switching over', 5 * 60_000);
+    const now = store.getCluster(cluster);
+    process.stdout.write(ok ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} in ${((Date.now() - started) / 1000).toFixed(2)} s\n` : `cluster/${cluster}: switchover still in progress\n`);
+    return ok ? EXIT.ok : EXIT.transient;
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,86 @@
+// `pgop serve`: the reconcile loop, one per store (a lock row names the holder).
+
+import { hostname } from 'node:os';
+import { Store, processIsAlive } from '../../store/store.js';
+import { EXIT } from '../../errors.js';
+import { Reconciler, runLoop, type Log } from '../../reconcile/reconciler.js';
+import { createWorlds } from '../../drivers/registry.js';
+import { systemClock } from '../../drivers/sim/clock.js';
+
+export interface ServeOptions {
+  untilConverged?: boolean;
+  /** stop once this holds (used by `delete`/`switchover` when no serve runs) */
+  until?: () => boolean;
+  timeoutMs?: number;
+  /** warnings only, to stderr (when another command drives the loop) */
+  quiet?: boolean;
+}
+
+async function makeLogger(quiet: boolean): Promise<Log> {
+  const { pino } = await import('pino');
+  // Secrets never reach a log line: drivers never pass them in fields, and these paths are
+  // redacted in case a future field carries one.
+  const logger = pino(
+    { level: quiet ? 'warn' : process.env.PGOP_LOG_LEVEL ?? 'info', base: { pid: process.pid }, redact: ['*.password', '*.env', 'password', 'env'] },
+    quiet ? pino.destination(2) : pino.destination(1),
+  );
+  return {
+    info: (obj, msg) => logger.info(obj, msg),
+    warn: (obj, msg) => logger.warn(obj, msg),
+    error: (obj, msg) => logger.error(obj, msg),
+  };
+}
+
+export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
+  const store = Store.open(db);
+  const log = await makeLogger(!!o.quiet);
+  const lock = store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive);
+  if (!lock.ok) {
+    store.close();
+    process.stderr.write(`error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, since ${new Date(lock.startedAt).toISOString()}\n`);
+    process.exitCode = EXIT.locked;
+    throw Object.assign(new Error('locked'), { locked: true });
+  }
+  const worlds = createWorlds();
+  const abort = new AbortController();
+  const stop = (sig: string) => {
+    log.info({ signal: sig }, 'finishing the current step, then exiting');
+    abort.abort();
+  };
+  const onTerm = () => stop('SIGTERM');
+  const onInt = () => stop('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  try {
+    await worlds.prepare(store.listClusters().map((c) => c.spec));
+    const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
+    log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
+    const ok = await runLoop(reconciler, store, systemClock, {
+      untilConverged: !!o.untilConverged,
+      ...(o.until ? { stopWhen: o.until } : {}),
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+      signal: abort.signal,
+      onTick: () => {
+        store.heartbeat(process.pid, Date.now());
+      },
+    });
+    log.info({ converged: ok }, 'pgop serve stopped');
+    return ok;
+  } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    await worlds.close();
+    store.releaseServeLock(process.pid);
+    store.close();
+  }
+}
+
+export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
+  try {
+    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
+    return ok ? EXIT.ok : EXIT.changes;
+  } catch (err) {
+    if ((err as { locked?: boolean }).locked) return EXIT.locked;
+    throw err;
+  }
+}

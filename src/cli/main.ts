@@ -1,0 +1,120 @@
+// `pgop`: argument parsing and the ONE top-level catch that maps error kinds to exit codes.
+// Each command's module is imported only when that command runs, so `pgop get` never loads
+// the YAML parser, the schema validator, xstate or the drivers.
+
+import { Command, Option } from 'commander';
+import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
+
+export interface GlobalOptions {
+  db: string;
+}
+
+const program = new Command();
+program
+  .name('pgop')
+  .description('Kubernetes-free operator for highly-available PostgreSQL on libvirt hypervisors')
+  .option('--db <path>', 'state database (env PGOP_DB; default /var/lib/pgop/pgop.db as root, else ~/.local/state/pgop/pgop.db)')
+  .showHelpAfterError()
+  .exitOverride();
+
+async function dbPath(): Promise<string> {
+  const opt = program.opts<{ db?: string }>().db;
+  if (opt) return opt;
+  const { defaultDbPath } = await import('../store/store.js');
+  return defaultDbPath();
+}
+
+program
+  .command('apply')
+  .description('store a desired-state spec (prints cluster/NAME created|configured|unchanged)')
+  .requiredOption('-f, --file <file>', 'spec file (YAML)')
+  .option('--dry-run', 'validate and report what would happen; write nothing')
+  .action(async (o: { file: string; dryRun?: boolean }) => {
+    const { applyCommand } = await import('./commands/apply.js');
+    process.exitCode = await applyCommand(await dbPath(), o.file, !!o.dryRun);
+  });
+
+program
+  .command('diff')
+  .description('show what applying FILE would change (exit 0: nothing, 1: changes)')
+  .requiredOption('-f, --file <file>', 'spec file (YAML)')
+  .action(async (o: { file: string }) => {
+    const { diffCommand } = await import('./commands/apply.js');
+    process.exitCode = await diffCommand(await dbPath(), o.file);
+  });
+
+program
+  .command('get')
+  .description('list clusters, nodes or events')
+  .argument('<kind>', 'clusters | nodes | events')
+  .option('--cluster <name>', 'only this cluster')
+  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
+  .option('-w, --watch', 'keep printing as things change')
+  .action(async (kind: string, o: { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean }) => {
+    const { getCommand } = await import('./commands/get.js');
+    process.exitCode = await getCommand(await dbPath(), kind, o);
+  });
+
+program
+  .command('describe')
+  .description('everything pgop knows about one cluster or node')
+  .argument('<kind>', 'cluster | node')
+  .argument('<name>', 'cluster name, or node name (with --cluster when ambiguous)')
+  .option('--cluster <name>', 'the node\'s cluster')
+  .action(async (kind: string, name: string, o: { cluster?: string }) => {
+    const { describeCommand } = await import('./commands/get.js');
+    process.exitCode = await describeCommand(await dbPath(), kind, name, o.cluster);
+  });
+
+program
+  .command('delete')
+  .description('tear a cluster down (the running `pgop serve` does it) and forget it')
+  .argument('<kind>', 'cluster')
+  .argument('<name>')
+  .option('--wait', 'run the teardown in this process if no `pgop serve` is running, and wait for it')
+  .action(async (kind: string, name: string, o: { wait?: boolean }) => {
+    const { deleteCommand } = await import('./commands/apply.js');
+    process.exitCode = await deleteCommand(await dbPath(), kind, name, !!o.wait);
+  });
+
+program
+  .command('switchover')
+  .description('planned handover of the primary role, losing no acknowledged write')
+  .argument('<cluster>')
+  .option('--to <node>', 'the standby to promote (default: the most advanced)')
+  .action(async (cluster: string, o: { to?: string }) => {
+    const { switchoverCommand } = await import('./commands/apply.js');
+    process.exitCode = await switchoverCommand(await dbPath(), cluster, o.to);
+  });
+
+program
+  .command('serve')
+  .description('run the reconcile loop (one per store)')
+  .option('--until-converged', 'exit 0 once every cluster matches its spec (1 on timeout)')
+  .option('--timeout <seconds>', 'give up after this many seconds', (v) => Number(v))
+  .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
+    const { serveCommand } = await import('./commands/serve.js');
+    process.exitCode = await serveCommand(await dbPath(), o);
+  });
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    // commander's own exits (help, version, usage errors)
+    const code = (err as { code?: string; exitCode?: number }).code;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      return code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? 0 : EXIT.invalidInput;
+    }
+    if (err instanceof SpecError) {
+      process.stderr.write(`error: invalid spec\n${err.message}\n`);
+    } else if (err instanceof PgopError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      if (err.kind === 'internal') process.stderr.write('this is a bug in pgop; please report it with the log above\n');
+    } else {
+      process.stderr.write(`internal error: ${messageOf(err)}\n${(err as Error)?.stack ?? ''}\nthis is a bug in pgop; please report it\n`);
+    }
+    return exitCodeFor(err);
+  }
+}
