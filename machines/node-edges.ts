@@ -71,6 +71,7 @@ export const NODE_EDGES: readonly NodeEdge[] = [
   { from: 'provisioned', event: 'machine.reachable', to: 'installed', actor: 'installPostgres' },
   { from: 'installed', event: 'primary.elected', to: 'primary', actor: 'initPrimary' },
   { from: 'installed', event: 'primary.found', to: 'standby', actor: 'cloneStandby' },
+  { from: 'installed', event: 'machine.down', to: 'installed', actor: 'startMachine' },
   { from: 'standby', event: 'primary.elected', to: 'primary', actor: 'promoteStandby' },
   { from: 'standby', event: 'primary.changed', to: 'standby', actor: 'repointStandby' },
   { from: 'primary', event: 'config.drifted', to: 'primary', actor: 'configureNode' },

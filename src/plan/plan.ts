@@ -151,6 +151,7 @@ export function plan(input: PlanInput): PlanResult {
         if (o?.machine.state === 'stopped') return act(n, 'machine.vanished', 'node.reprovision', `${n}'s machine stopped before installation; provisioning it again`);
         continue; // booting: other nodes may still progress
       case 'installed':
+        if (o?.machine.state === 'stopped') return act(n, 'machine.down', 'node.start-machine', `${n}'s machine is off; starting it`);
         if (primary && healthy(obs(primary)) && o?.reachable) {
           return act(n, 'primary.found', 'node.clone-standby', `${primary} is primary; cloning ${n} from it as a streaming standby`, { primary });
         }
@@ -223,6 +224,13 @@ export function plan(input: PlanInput): PlanResult {
         const why = !pool || !pool.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : pool.primary !== primary ? `pgpool routes writes to ${pool.primary ?? 'nothing'}` : `pgpool marks ${downButHealthy.map((b) => b.name).join(', ')} down`;
         return result({ kind: 'cluster', action: { type: 'ensurePool', primary }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
       }
+    }
+
+    // The primary left the spec (scale-down): hand over first, then it is removed as a stray.
+    if (!specNames.includes(primary)) {
+      const to = streaming.sort((a, b) => lsnOf(obs(b)) - lsnOf(obs(a)))[0];
+      if (!to) return wait('scale.wait-handover', `primary ${primary} left the spec; waiting for a streaming standby to hand over to`, primary, probeMs);
+      return act(primary, 'switchover.requested', 'scale.handover', `primary ${primary} left the spec; shutting it down cleanly so ${to} takes over with every commit`);
     }
 
     const request = input.requests.find((r) => r.kind === 'switchover');

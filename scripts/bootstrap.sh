@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what pgop needs on a fresh Debian 12 machine (idempotent, quick when done already):
+# Debian packages (as root), npm packages, and the compiled CLI in dist/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The lab provider runs real postgres, pgpool-II and sshd in network namespaces.
+PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-server openssh-client iproute2 procps util-linux)
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Keep Debian's postinst from starting a stock cluster: pgop starts every postgres itself.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+else
+  echo "bootstrap: not root; skipping Debian packages (the lab provider and its tests need root)" >&2
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
