@@ -1,0 +1,429 @@
+// ProviderDriver, PostgresDriver and PoolDriver over a SimWorld. They enforce the preconditions
+// real libvirt/postgres/pgpool enforce (an unreachable node cannot be configured, a standby needs
+// a writable primary, data is never re-initialised), so a control loop that passes the property
+// tests against them does not lean on behaviour the real drivers lack. Every call settles
+// replication first: the world is always current when observed or changed.
+
+import { createHash } from 'node:crypto';
+import { internal, terminal, transient } from '../../errors.js';
+import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
+import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import type { FaultInjector, PoolDriver, PostgresDriver, ProviderDriver, World } from '../types.js';
+import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
+
+/** JSON with sorted keys: the same spec content always hashes the same. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+const hash = (v: unknown) => createHash('sha256').update(canonical(v)).digest('hex').slice(0, 16);
+
+/**
+ * The configHash a correctly configured node reports: the spec parts that end up in its managed
+ * files (parameters, pg_hba, the replication user/slot settings in primary_conninfo) plus the
+ * node's own identity (listen address, cluster_name). Sync mode and quorum are not in it: they
+ * are applied by ensureSyncStandbys and observed as syncStandbyNames, not as drift.
+ */
+export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
+  return hash({
+    parameters: cluster.postgres.parameters,
+    hba: cluster.postgres.hba,
+    replication: { user: cluster.replication.user, slots: cluster.replication.slots },
+    node: { name: node.name, address: node.address },
+  });
+}
+
+/** The configHash pgpool reports when configured from this spec. */
+export function desiredPoolConfigHash(cluster: ClusterSpec): string {
+  return hash({ pgpool: cluster.pgpool, backends: cluster.nodes.map((n) => ({ name: n.name, address: n.address })) });
+}
+
+/** synchronous_standby_names as postgres stores it ('' = async). Names are quoted: node names
+ *  may hold characters an unquoted identifier cannot. */
+export function formatSyncStandbyNames(names: string[], quorum: number): string {
+  return names.length === 0 ? '' : `ANY ${quorum} (${names.map((n) => `"${n}"`).join(', ')})`;
+}
+
+export interface SimDrivers extends World {
+  faults: FaultInjector;
+  sim: SimWorld;
+}
+
+export function createSimWorld(world: SimWorld): SimDrivers {
+  const what = (cluster: ClusterSpec, node: string) => `${cluster.name}/${node}`;
+
+  /** Why the operator cannot reach a node, or null when it can. */
+  function unreachable(n: SimNode | undefined): string | null {
+    if (!n) return 'machine missing';
+    if (n.machine !== 'running') return 'machine not running';
+    if (n.partitioned) return 'unreachable: link down';
+    return null;
+  }
+
+  /** The node, reachable over SSH, with postgres installed; else a transient error. */
+  function reach(cluster: ClusterSpec, node: NodeSpec, verb: string, needInstalled = true): SimNode {
+    world.settle(cluster.name);
+    const n = world.node(cluster.name, node.name);
+    const why = unreachable(n);
+    if (why !== null) throw transient(`cannot ${verb} ${what(cluster, node.name)}: ${why}`);
+    if (needInstalled && !n!.installed) throw transient(`cannot ${verb} ${what(cluster, node.name)}: postgres not installed`);
+    return n!;
+  }
+
+  function done(cluster: ClusterSpec, text: string) {
+    world.note(cluster.name, text);
+    world.settle(cluster.name);
+  }
+
+  function configure(cluster: ClusterSpec, node: NodeSpec, n: SimNode) {
+    n.pg.configHash = desiredConfigHash(cluster, node);
+  }
+
+  function makeSlots(cluster: ClusterSpec, n: SimNode, standbys: string[]) {
+    if (!cluster.replication.slots) return;
+    for (const s of standbys) {
+      if (s === n.name) continue;
+      const slot = slotNameFor(s);
+      if (!n.pg.slots.includes(slot)) n.pg.slots.push(slot);
+    }
+  }
+
+  const provider: ProviderDriver = {
+    async observeMachines(cluster) {
+      world.settle(cluster.name);
+      const out: Record<string, { state: 'missing' | 'running' | 'stopped'; detail?: string }> = {};
+      for (const spec of cluster.nodes) {
+        const n = world.node(cluster.name, spec.name);
+        // The hypervisor sees domains, not links: a partitioned machine is simply running.
+        out[spec.name] = n ? { state: n.machine, detail: n.machineDetail } : { state: 'missing', detail: 'no such domain' };
+      }
+      return out;
+    },
+
+    async ensureMachine(cluster, node) {
+      world.settle(cluster.name);
+      const n = world.node(cluster.name, node.name);
+      if (!n) {
+        world.createNode(cluster.name, node.name);
+        done(cluster, `provider create ${node.name}`);
+      } else if (n.machine === 'stopped') {
+        world.powerOn(n);
+        done(cluster, `provider start ${node.name}`);
+      }
+    },
+
+    async fenceMachine(cluster, node) {
+      // Out of band (the hypervisor): works on partitioned nodes too.
+      world.settle(cluster.name);
+      const n = world.node(cluster.name, node.name);
+      if (!n || n.machine !== 'running') return;
+      world.powerOff(n, 'domain shut off (fenced)');
+      done(cluster, `provider fence ${node.name}`);
+    },
+
+    async deleteMachine(cluster, node) {
+      world.settle(cluster.name);
+      if (!world.node(cluster.name, node.name)) return;
+      world.removeNode(cluster.name, node.name);
+      done(cluster, `provider delete ${node.name}`);
+    },
+
+    async deleteClusterResources(cluster) {
+      const left = [...world.state(cluster.name).nodes.keys()];
+      if (left.length > 0) {
+        throw transient(`cannot delete resources of cluster ${cluster.name}: machines still exist (${left.join(', ')})`);
+      }
+      world.dropCluster(cluster.name);
+    },
+
+    async close() {},
+  };
+
+  const postgres: PostgresDriver = {
+    async probe(cluster, node) {
+      world.settle(cluster.name);
+      const n = world.node(cluster.name, node.name);
+      const why = unreachable(n);
+      if (why !== null || !n) return { reachable: false, postgres: null, error: why ?? 'machine missing' };
+      if (!n.installed) return { reachable: true, postgres: null, error: 'postgres not installed' };
+      return { reachable: true, postgres: observe(cluster, n) };
+    },
+
+    desiredConfigHash,
+
+    async ensureInstalled(cluster, node) {
+      const n = reach(cluster, node, 'install postgres on', false);
+      if (n.installed) return;
+      n.installed = true;
+      done(cluster, `postgres install ${node.name}`);
+    },
+
+    async ensurePrimary(cluster, node, standbys) {
+      const n = reach(cluster, node, 'init primary');
+      const pg = n.pg;
+      if (!pg.initialized) {
+        // initdb (checksums on), configure, start.
+        Object.assign(pg, {
+          initialized: true,
+          systemId: world.newSystemId(),
+          running: true,
+          inRecovery: false,
+          timeline: 1,
+          log: [],
+          recs: [],
+          upstream: null,
+          slotName: null,
+          slots: [],
+          syncNames: [],
+          syncQuorum: 0,
+        });
+        configure(cluster, node, n);
+        makeSlots(cluster, n, standbys);
+        done(cluster, `postgres initdb+start primary ${node.name}`);
+        return;
+      }
+      if (pg.inRecovery) {
+        // pgop never re-initialises data, and a standby becomes primary only through promote.
+        throw terminal(`cannot init primary ${what(cluster, node.name)}: its data directory holds a standby; promote it instead`);
+      }
+      // Already a primary: (re)configure, start if down. Starting an old primary that another
+      // node has since replaced creates split brain, exactly as real postgres would.
+      const before = `${pg.configHash} ${pg.slots.join()}`;
+      configure(cluster, node, n);
+      makeSlots(cluster, n, standbys);
+      if (!pg.running) {
+        pg.running = true;
+        done(cluster, `postgres start primary ${node.name}`);
+      } else if (`${pg.configHash} ${pg.slots.join()}` !== before) done(cluster, `postgres reconfigure primary ${node.name}`);
+    },
+
+    async ensureStandby(cluster, node, primary) {
+      if (node.name === primary.name) throw internal(`cannot make ${what(cluster, node.name)} a standby: it is the primary named`);
+      const n = reach(cluster, node, 'make standby');
+      const p = world.node(cluster.name, primary.name);
+      const pwhy = unreachable(p);
+      if (pwhy !== null || !p) throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: ${pwhy}`);
+      if (!p.pg.running) throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: postgres not running`);
+      if (p.pg.inRecovery) throw transient(`cannot make standby ${what(cluster, node.name)}: ${primary.name} is not writable (in recovery)`);
+
+      const pg = n.pg;
+      let how: string;
+      if (!pg.initialized || pg.systemId !== p.pg.systemId) {
+        // pg_basebackup (also the fallback when pg_rewind cannot relate the two clusters).
+        world.copyLog(n, p);
+        pg.initialized = true;
+        pg.systemId = p.pg.systemId;
+        pg.slots = [];
+        how = 'clone';
+      } else if (!isPrefix(pg, p.pg)) {
+        // pg_rewind: back to the last common record, then replay the primary's WAL. Stale
+        // pg_replslot entries are emptied (lab notes).
+        world.copyLog(n, p, commonPrefixLength(pg, p.pg));
+        pg.slots = [];
+        how = 'rewind';
+      } else if (pg.upstream === primary.name && pg.inRecovery && pg.running) {
+        if (pg.configHash === desiredConfigHash(cluster, node)) return; // already following it
+        how = 'reconfigure';
+      } else how = 'repoint';
+
+      // postgresql.auto.conf is rewritten with this node's standby settings only (the copied one
+      // carries the source's slot name and synchronous_standby_names).
+      pg.timeline = how === 'reconfigure' ? pg.timeline : p.pg.timeline;
+      pg.inRecovery = true;
+      pg.upstream = primary.name;
+      pg.slotName = cluster.replication.slots ? slotNameFor(node.name) : null;
+      pg.syncNames = [];
+      pg.syncQuorum = 0;
+      pg.running = true;
+      configure(cluster, node, n);
+      done(cluster, `postgres ${how} standby ${node.name} -> ${primary.name}`);
+    },
+
+    async ensureConfigured(cluster, node) {
+      const n = reach(cluster, node, 'configure');
+      if (!n.pg.initialized) throw transient(`cannot configure ${what(cluster, node.name)}: no data directory yet`);
+      if (n.pg.configHash === desiredConfigHash(cluster, node)) return;
+      // Files rewritten; a running server reloads, a stopped one picks them up at its next start.
+      configure(cluster, node, n);
+      done(cluster, `postgres configure ${node.name}`);
+    },
+
+    async promote(cluster, node) {
+      const n = reach(cluster, node, 'promote');
+      const pg = n.pg;
+      if (!pg.initialized) throw transient(`cannot promote ${what(cluster, node.name)}: no data directory`);
+      if (!pg.running) throw transient(`cannot promote ${what(cluster, node.name)}: postgres not running`);
+      if (!pg.inRecovery) return; // already a primary: idempotent
+      // Promotion replays what was received and opens the next timeline.
+      pg.inRecovery = false;
+      pg.timeline += 1;
+      pg.upstream = null;
+      pg.slotName = null;
+      pg.streaming = false;
+      done(cluster, `postgres promote ${node.name} (timeline ${pg.timeline})`);
+    },
+
+    async demote(cluster, node) {
+      const n = reach(cluster, node, 'demote');
+      const pg = n.pg;
+      // Idempotent: the goal is "not a running primary". A standby is left alone.
+      if (!pg.running || pg.inRecovery) return;
+      // Fast shutdown: walsenders ship everything to connected standbys first; settle did.
+      world.settle(cluster.name);
+      pg.running = false;
+      done(cluster, `postgres demote ${node.name} (clean shutdown)`);
+    },
+
+    async ensureSyncStandbys(cluster, primary, names, quorum) {
+      const n = reach(cluster, primary, 'set synchronous standbys on');
+      if (!n.pg.running) throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: postgres not running`);
+      if (n.pg.inRecovery) throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: not a primary`);
+      if (names.length > 0 && (!Number.isInteger(quorum) || quorum < 1)) {
+        throw terminal(`cannot set synchronous standbys on ${what(cluster, primary.name)}: quorum must be a positive integer, got ${quorum}`);
+      }
+      // Names that do not stream yet are accepted, as postgres does: writes then hang.
+      const sameNames = n.pg.syncNames.length === names.length && names.every((s, i) => n.pg.syncNames[i] === s);
+      if (sameNames && (names.length === 0 || n.pg.syncQuorum === quorum)) return;
+      n.pg.syncNames = [...names];
+      n.pg.syncQuorum = names.length === 0 ? 0 : quorum;
+      done(cluster, `postgres sync standbys ${primary.name} = '${formatSyncStandbyNames(names, quorum)}'`);
+    },
+
+    async ensureSlots(cluster, primary, standbys) {
+      const n = reach(cluster, primary, 'manage slots on');
+      if (!n.pg.running) throw transient(`cannot manage slots on ${what(cluster, primary.name)}: postgres not running`);
+      const inSpec = new Set(cluster.nodes.map((s) => slotNameFor(s.name)));
+      // Slots of nodes no longer in the spec go (WAL retention is not modelled); slots are off
+      // altogether when the spec says so.
+      const kept = n.pg.slots.filter((s) => cluster.replication.slots && inSpec.has(s));
+      const before = n.pg.slots.join(',');
+      n.pg.slots = kept;
+      makeSlots(cluster, n, standbys);
+      if (n.pg.slots.join(',') !== before) done(cluster, `postgres slots ${primary.name} = [${n.pg.slots.join(', ')}]`);
+    },
+
+    async close() {},
+  };
+
+  function observe(cluster: ClusterSpec, n: SimNode): PostgresObservation {
+    const pg = n.pg;
+    if (!pg.initialized) {
+      return {
+        initialized: false,
+        running: false,
+        inRecovery: false,
+        timeline: 0,
+        lsn: 0,
+        receiveLsn: 0,
+        upstream: null,
+        streaming: false,
+        replicas: [],
+        syncStandbyNames: '',
+        configHash: pg.configHash,
+      };
+    }
+    const replicas: ReplicaStatus[] = [];
+    if (pg.running && !pg.inRecovery) {
+      for (const s of world.state(cluster.name).nodes.values()) {
+        if (!s.pg.streaming || s.pg.upstream !== n.name) continue;
+        const lsn = lsnOf(s.pg.log.length);
+        replicas.push({
+          name: s.name,
+          state: 'streaming',
+          syncState: pg.syncNames.includes(s.name) ? 'quorum' : 'async',
+          flushLsn: lsn,
+          replayLsn: lsn,
+        });
+      }
+    }
+    // A stopped server still has a control file and config files: timeline, LSN and role read
+    // from there (pg_controldata), as a real probe over SSH can.
+    return {
+      initialized: true,
+      running: pg.running,
+      inRecovery: pg.inRecovery,
+      timeline: pg.timeline,
+      lsn: lsnOf(pg.log.length),
+      receiveLsn: pg.streaming ? lsnOf(pg.log.length) : 0,
+      upstream: pg.inRecovery ? pg.upstream : null,
+      streaming: pg.streaming,
+      replicas,
+      syncStandbyNames: formatSyncStandbyNames(pg.syncNames, pg.syncQuorum),
+      configHash: pg.configHash,
+    };
+  }
+
+  const pool: PoolDriver = {
+    async observe(cluster) {
+      world.settle(cluster.name);
+      const p = world.state(cluster.name).pool;
+      if (!p || !p.running) {
+        return { reachable: false, primary: null, backends: [], configHash: p?.configHash ?? '', error: p ? 'pgpool not running' : 'pgpool not configured' };
+      }
+      const backends = cluster.nodes.map((spec) => {
+        if (!p.backends.includes(spec.name)) return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
+        const n = world.node(cluster.name, spec.name);
+        // pgpool's health check: it needs the link and a running postgres.
+        if (!world.linkUp(n) || !n.pg.running) return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
+        return { name: spec.name, status: 'up' as const, role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const) };
+      });
+      return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
+    },
+
+    async ensurePool(cluster, primary) {
+      world.settle(cluster.name);
+      if (primary !== null && !cluster.nodes.some((n) => n.name === primary)) {
+        throw internal(`cannot configure pgpool of ${cluster.name}: primary ${primary} is not a node of the spec`);
+      }
+      const c = world.state(cluster.name);
+      const next = {
+        running: true,
+        primary,
+        backends: cluster.nodes.map((n) => n.name),
+        configHash: desiredPoolConfigHash(cluster),
+      };
+      const prev = c.pool;
+      if (prev && prev.running && prev.primary === next.primary && prev.configHash === next.configHash && prev.backends.join() === next.backends.join()) return;
+      c.pool = next;
+      done(cluster, `pgpool ${prev ? (prev.running ? 'reconfigure' : 'restart') : 'start'} primary=${primary ?? '-'}`);
+    },
+
+    async deletePool(cluster) {
+      const c = world.state(cluster.name);
+      if (!c.pool) return;
+      c.pool = null;
+      world.note(cluster.name, 'pgpool delete');
+    },
+
+    async close() {},
+  };
+
+  const faults: FaultInjector = {
+    async kill(cluster, node) {
+      world.kill(cluster.name, node.name);
+    },
+    async partition(cluster, node) {
+      world.partition(cluster.name, node.name);
+    },
+    async heal(cluster, node) {
+      world.heal(cluster.name, node.name);
+    },
+    async stop(cluster, node) {
+      world.stop(cluster.name, node.name);
+    },
+    async start(cluster, node) {
+      world.start(cluster.name, node.name);
+    },
+  };
+
+  return { provider, postgres, pool, faults, sim: world };
+}
