@@ -1,0 +1,696 @@
+// The lab provider: each node machine is a network namespace on this machine with its own
+// address on a per-cluster bridge, its own sshd in a private mount namespace (so the node sees
+// the seed's /u01, /u02, /var/log/postgres, /var/run/postgresql as its own), and the host's
+// postgres/pgpool binaries. Fencing kills every process of the namespace at once.
+// Topology and paths: README.md beside this file.
+
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { ClusterSpec, LabProviderSpec, NodeSpec } from '../../spec/types.js';
+import type { MachineObservation } from '../../observe/types.js';
+import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
+import { PgopError, internal, terminal, transient } from '../../errors.js';
+import { assertSafeName, shellJoin } from '../ssh/quote.js';
+import {
+  deleteNetns,
+  ensureAddress,
+  ensureHub,
+  ensureNetns,
+  hubNs,
+  ipIn,
+  killNetnsProcesses,
+  labPrefix,
+  linkExists,
+  listLinks,
+  netnsExists,
+  netnsPids,
+  pidInNetns,
+  procComm,
+  procPpid,
+  run,
+  shortHash,
+} from './netns.js';
+
+export const POOL = 'pool';
+const SSHD = '/usr/sbin/sshd';
+const SSH_KEYGEN = 'ssh-keygen';
+const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
+/** Paths go into sshd_config and mount commands: keep them plain. */
+const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
+
+/** What each lab node sees as its own: <host>/<sub> bind-mounted on <target> in the node's
+ *  private mount namespace (in this order: /run before /var/run/postgresql, which is a path
+ *  below /run). Everything else (binaries, /etc, /usr) is the machine's own, shared. */
+export const PRIVATE_MOUNTS: readonly { sub: string; target: string; owner: 'root' | 'postgres'; mode: number; createMountPoint: boolean }[] = [
+  // The seed's layout.
+  { sub: 'u01', target: '/u01', owner: 'postgres', mode: 0o700, createMountPoint: true },
+  { sub: 'u02', target: '/u02', owner: 'postgres', mode: 0o755, createMountPoint: true },
+  { sub: 'log', target: '/var/log/postgres', owner: 'postgres', mode: 0o755, createMountPoint: true },
+  { sub: 'opt-postgres', target: '/opt/postgres', owner: 'postgres', mode: 0o755, createMountPoint: true },
+  // The postgres user's home (~/.pgpass, Debian's default cluster dirs) and pgpool's config dir.
+  { sub: 'pghome', target: '/var/lib/postgresql', owner: 'postgres', mode: 0o755, createMountPoint: true },
+  { sub: 'etc-pgpool2', target: '/etc/pgpool2', owner: 'root', mode: 0o755, createMountPoint: true },
+  // A home of its own for root, as on a real machine: the build machine's /root/.bashrc (which
+  // bash sources for every command sshd runs) must not run on nodes (measured: 0.8 s a command).
+  { sub: 'root', target: '/root', owner: 'root', mode: 0o700, createMountPoint: false },
+  // A /tmp of its own: nodes must not see each other's (or the machine's) temp files.
+  { sub: 'tmp', target: '/tmp', owner: 'root', mode: 0o1777, createMountPoint: false },
+  // sshd wants /run/sshd; three postgres on one machine need distinct socket dirs.
+  { sub: 'run', target: '/run', owner: 'root', mode: 0o755, createMountPoint: false },
+  { sub: 'pgrun', target: '/var/run/postgresql', owner: 'postgres', mode: 0o2775, createMountPoint: false },
+];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface LabTiming {
+  op: 'ensureMachine' | 'startSshd' | 'fence' | 'kill' | 'delete';
+  id: string;
+  ms: number;
+}
+
+export interface LabProviderOptions {
+  /** Namespace prefix (default labPrefix(): PGOP_LAB_PREFIX or `pgop`). */
+  prefix?: string;
+  /** How long to wait for a started sshd to listen (default 5000 ms). */
+  sshdStartTimeoutMs?: number;
+  /** Called with the duration of each mutating operation. */
+  onTiming?: (t: LabTiming) => void;
+}
+
+interface Net {
+  /** e.g. 10.77.0.1/24 */
+  gatewayCidr: string;
+  prefixLen: number;
+}
+
+interface ClusterCtx {
+  spec: ClusterSpec;
+  name: string;
+  prefix: string;
+  hub: string;
+  bridge: string;
+  net: Net;
+  stateDir: string;
+  clusterDir: string;
+  keyPath: string;
+}
+
+/** One lab host: a spec node or the pool host. */
+export interface LabHost {
+  cluster: string;
+  name: string;
+  id: string;
+  address: string;
+  ns: string;
+  dir: string;
+  /** hub-side veth (the node side is eth0 inside ns) */
+  hubVeth: string;
+}
+
+// ------------------------------------------------------------------ addresses
+
+function ipToInt(ip: string): number | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+  if (!m) return null;
+  const parts = m.slice(1).map(Number);
+  if (parts.some((p) => p > 255)) return null;
+  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
+}
+
+const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+
+function parseNetwork(cluster: string, cidr: string): { base: number; prefixLen: number; gateway: number; broadcast: number } {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
+  const addr = m ? ipToInt(m[1]!) : null;
+  const prefixLen = m ? Number(m[2]) : NaN;
+  if (addr === null || !(prefixLen >= 8 && prefixLen <= 30)) {
+    throw terminal(`cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`);
+  }
+  const mask = (0xffffffff << (32 - prefixLen)) >>> 0;
+  const base = (addr & mask) >>> 0;
+  return { base, prefixLen, gateway: base + 1, broadcast: (base | (~mask >>> 0)) >>> 0 };
+}
+
+function checkAddress(cluster: string, what: string, address: string, net: ReturnType<typeof parseNetwork>, cidr: string): void {
+  const a = ipToInt(address);
+  const mask = (0xffffffff << (32 - net.prefixLen)) >>> 0;
+  if (a === null || ((a & mask) >>> 0) !== net.base) {
+    throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is not inside ${cidr}`);
+  }
+  if (a === net.base || a === net.broadcast || a === net.gateway) {
+    throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`);
+  }
+}
+
+// ------------------------------------------------------------------ OS users
+
+function osUser(name: string): { uid: number; gid: number } | null {
+  try {
+    for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (f[0] === name) return { uid: Number(f[2]), gid: Number(f[3]) };
+    }
+  } catch {
+    /* no passwd */
+  }
+  return null;
+}
+
+// ------------------------------------------------------------------ the provider
+
+export class LabProvider implements ProviderDriver, FaultInjector {
+  private readonly prefixOverride: string | undefined;
+  private readonly sshdStartTimeoutMs: number;
+  private readonly onTiming: (t: LabTiming) => void;
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(opts: LabProviderOptions = {}) {
+    this.prefixOverride = opts.prefix;
+    this.sshdStartTimeoutMs = opts.sshdStartTimeoutMs ?? 5000;
+    this.onTiming = opts.onTiming ?? (() => {});
+  }
+
+  get prefix(): string {
+    return this.prefixOverride ?? labPrefix();
+  }
+
+  // ---------------------------------------------------------------- naming
+
+  private ctx(spec: ClusterSpec): ClusterCtx {
+    if (spec.provider.type !== 'lab') {
+      throw internal(`cannot use the lab provider for cluster ${spec.name}: its provider is ${spec.provider.type}`);
+    }
+    const provider = spec.provider as LabProviderSpec;
+    const name = assertSafeName('cluster', spec.name);
+    const net = parseNetwork(name, provider.network);
+    const stateDir = provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR;
+    if (!SAFE_PATH.test(stateDir) || stateDir.includes('/../')) {
+      throw terminal(`cannot use lab state directory ${JSON.stringify(stateDir)}: use an absolute path of letters, digits, '_', '.', '-' and '/'`);
+    }
+    for (const forbidden of [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run']) {
+      if (stateDir === forbidden || stateDir.startsWith(`${forbidden}/`)) {
+        throw terminal(`cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`);
+      }
+    }
+    const clusterDir = join(stateDir, name);
+    const prefix = this.prefix;
+    return {
+      spec,
+      name,
+      prefix,
+      hub: hubNs(prefix),
+      bridge: `br${shortHash(name, 6)}`,
+      net: { gatewayCidr: `${intToIp(net.gateway)}/${net.prefixLen}`, prefixLen: net.prefixLen },
+      stateDir,
+      clusterDir,
+      keyPath: join(clusterDir, 'operator_ed25519'),
+    };
+  }
+
+  private host(ctx: ClusterCtx, node: NodeSpec | typeof POOL): LabHost {
+    const provider = ctx.spec.provider as LabProviderSpec;
+    const net = parseNetwork(ctx.name, provider.network);
+    let name: string;
+    let address: string;
+    if (node === POOL) {
+      if (!ctx.spec.pgpool.enabled || !ctx.spec.pgpool.address) {
+        throw terminal(`cannot place the pool host of cluster ${ctx.name}: pgpool is disabled or spec.pgpool.address is missing`);
+      }
+      name = POOL;
+      address = ctx.spec.pgpool.address;
+    } else {
+      name = assertSafeName('node', node.name);
+      if (name === POOL) throw terminal(`cannot place node ${name} of cluster ${ctx.name}: the name "pool" is reserved for the pgpool host in the lab`);
+      address = node.address;
+    }
+    checkAddress(ctx.name, name === POOL ? 'the pool host' : `node ${name}`, address, net, provider.network);
+    return {
+      cluster: ctx.name,
+      name,
+      id: `${ctx.name}/${name}`,
+      address,
+      ns: `${ctx.prefix}-${ctx.name}-${name}`,
+      dir: join(ctx.clusterDir, name),
+      hubVeth: `v${shortHash(`${ctx.name}/${name}`, 8)}`,
+    };
+  }
+
+  /** Paths and names of one host, for tests, tools and the README's "by hand" recipe. */
+  describeHost(spec: ClusterSpec, node: NodeSpec | typeof POOL): LabHost & { keyPath: string; hub: string; bridge: string; hostKeyPub: string } {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    return { ...h, keyPath: ctx.keyPath, hub: ctx.hub, bridge: ctx.bridge, hostKeyPub: join(h.dir, 'ssh', 'ssh_host_ed25519_key.pub') };
+  }
+
+  hostRef(spec: ClusterSpec, node: NodeSpec | typeof POOL): HostRef {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    return { id: h.id, address: h.address, port: 22, user: 'root', privateKeyPath: ctx.keyPath };
+  }
+
+  /** Serialise mutations per cluster inside this process (hub, bridge and keys are shared). */
+  private async locked<T>(cluster: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(cluster) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.locks.set(cluster, tail);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(cluster) === tail) this.locks.delete(cluster);
+    }
+  }
+
+  private async timed<T>(op: LabTiming['op'], id: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    const res = await fn();
+    this.onTiming({ op, id, ms: Math.round(performance.now() - t0) });
+    return res;
+  }
+
+  // ---------------------------------------------------------------- observe
+
+  private sshdPid(h: LabHost): number | null {
+    try {
+      const pid = Number(readFileSync(join(h.dir, 'sshd.pid'), 'utf8').trim());
+      return Number.isInteger(pid) && pid > 1 ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private sshdAlive(h: LabHost): boolean {
+    const pid = this.sshdPid(h);
+    return pid !== null && pidInNetns(pid, h.ns) && procComm(pid) === 'sshd';
+  }
+
+  private observeHost(h: LabHost): MachineObservation {
+    if (!netnsExists(h.ns)) return { state: 'missing', detail: `namespace ${h.ns} does not exist` };
+    if (this.sshdAlive(h)) return { state: 'running', detail: `namespace ${h.ns}, sshd pid ${this.sshdPid(h)}` };
+    const n = netnsPids(h.ns).length;
+    return { state: 'stopped', detail: `namespace ${h.ns}, sshd not running (${n} process(es) left)` };
+  }
+
+  async observeMachines(spec: ClusterSpec): Promise<Record<string, MachineObservation>> {
+    const ctx = this.ctx(spec);
+    const out: Record<string, MachineObservation> = {};
+    for (const node of spec.nodes) out[node.name] = this.observeHost(this.host(ctx, node));
+    return out;
+  }
+
+  /** The pool host's machine state (not part of observeMachines, which covers spec nodes). */
+  async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
+    const ctx = this.ctx(spec);
+    return this.observeHost(this.host(ctx, POOL));
+  }
+
+  // ---------------------------------------------------------------- create / start
+
+  async ensureMachine(spec: ClusterSpec, node: NodeSpec): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    await this.locked(ctx.name, () =>
+      this.timed('ensureMachine', h.id, async () => {
+        await this.ensureClusterShared(ctx);
+        await this.ensureHost(ctx, h);
+        // The pool host is created along with the first node (the driver contract has no call
+        // for it); a pool host that exists but was stopped is left alone (fault injection).
+        if (spec.pgpool.enabled) {
+          const pool = this.host(ctx, POOL);
+          if (!netnsExists(pool.ns) || !existsSync(join(pool.dir, 'ssh', 'sshd_config'))) await this.ensureHost(ctx, pool);
+        }
+      }),
+    );
+  }
+
+  /** Create and start the pool host (address spec.pgpool.address). Idempotent. */
+  async ensurePoolHost(spec: ClusterSpec): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, POOL);
+    await this.locked(ctx.name, () =>
+      this.timed('ensureMachine', h.id, async () => {
+        await this.ensureClusterShared(ctx);
+        await this.ensureHost(ctx, h);
+      }),
+    );
+  }
+
+  private async ensureClusterShared(ctx: ClusterCtx): Promise<void> {
+    try {
+      await ensureHub(ctx.prefix);
+      if (!(await linkExists(ctx.hub, ctx.bridge))) {
+        try {
+          await ipIn(ctx.hub, ['link', 'add', ctx.bridge, 'type', 'bridge']);
+        } catch (err) {
+          if (!(await linkExists(ctx.hub, ctx.bridge))) throw err;
+        }
+      }
+      await ensureAddress(ctx.hub, ctx.bridge, ctx.net.gatewayCidr);
+      await ipIn(ctx.hub, ['link', 'set', ctx.bridge, 'up']);
+    } catch (err) {
+      throw wrap(err, `cannot create the lab network of cluster ${ctx.name}`);
+    }
+    await mkdir(ctx.clusterDir, { recursive: true, mode: 0o755 });
+    await ensureKeyPair(ctx.keyPath, `pgop-operator@${ctx.name}`);
+  }
+
+  private async ensureHost(ctx: ClusterCtx, h: LabHost): Promise<void> {
+    try {
+      await ensureNetns(h.ns);
+      await this.ensureLink(ctx, h);
+    } catch (err) {
+      throw wrap(err, `cannot create the network of ${h.id}`);
+    }
+    await this.ensureDirs(h);
+    await this.ensureSshFiles(ctx, h);
+    if (!this.sshdAlive(h)) await this.startSshd(h);
+  }
+
+  private async ensureLink(ctx: ClusterCtx, h: LabHost): Promise<void> {
+    const cidr = `${h.address}/${ctx.net.prefixLen}`;
+    if (await linkExists(h.ns, 'eth0')) {
+      // Existing link: keep its up/down state (a partition stays a partition).
+      await ensureAddress(h.ns, 'eth0', cidr);
+      if (await linkExists(ctx.hub, h.hubVeth)) await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
+      return;
+    }
+    // Leftovers of a half-done creation (or a hub veth not yet reaped after a namespace delete).
+    const tmp = `n${shortHash(`${ctx.name}/${h.name}`, 8)}`;
+    if (await linkExists(ctx.hub, h.hubVeth)) await ipIn(ctx.hub, ['link', 'del', h.hubVeth]);
+    if (await linkExists(h.ns, tmp)) await ipIn(h.ns, ['link', 'del', tmp]);
+    await ipIn(ctx.hub, ['link', 'add', h.hubVeth, 'type', 'veth', 'peer', 'name', tmp, 'netns', h.ns]);
+    await ipIn(h.ns, ['link', 'set', tmp, 'name', 'eth0']);
+    await ipIn(h.ns, ['addr', 'add', cidr, 'dev', 'eth0']);
+    await ipIn(h.ns, ['link', 'set', 'eth0', 'up']);
+    await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
+  }
+
+  private async ensureDirs(h: LabHost): Promise<void> {
+    try {
+      const pg = osUser('postgres');
+      for (const m of PRIVATE_MOUNTS) {
+        const src = join(h.dir, m.sub);
+        await mkdir(src, { recursive: true });
+        if (m.owner === 'postgres' && pg) await chown(src, pg.uid, pg.gid);
+        await chmod(src, m.mode);
+        // Mount point on the machine's own filesystem (left empty: only lab nodes mount over it).
+        if (m.createMountPoint) await mkdir(m.target, { recursive: true, mode: 0o755 });
+      }
+      for (const sub of ['run/sshd', 'run/postgresql', 'u02/archive', 'ssh']) await mkdir(join(h.dir, sub), { recursive: true });
+      await chmod(join(h.dir, 'run', 'sshd'), 0o755); // sshd's privilege separation dir: root, 0755
+      await chmod(join(h.dir, 'ssh'), 0o700);
+      if (pg) await chown(join(h.dir, 'u02', 'archive'), pg.uid, pg.gid);
+      await chmod(join(h.dir, 'u02', 'archive'), 0o700);
+    } catch (err) {
+      throw wrap(err, `cannot create the directories of ${h.id}`);
+    }
+  }
+
+  private async ensureSshFiles(ctx: ClusterCtx, h: LabHost): Promise<void> {
+    const ssh = join(h.dir, 'ssh');
+    const hostKey = join(ssh, 'ssh_host_ed25519_key');
+    await ensureKeyPair(hostKey, `pgop-host@${h.id}`);
+    const pub = await readFile(`${ctx.keyPath}.pub`, 'utf8');
+    await writeIfChanged(join(ssh, 'authorized_keys'), pub, 0o600);
+    const config = [
+      '# Written by pgop (lab provider). Key-only root login; no environment accepted.',
+      'Port 22',
+      `ListenAddress ${h.address}`,
+      'AddressFamily inet',
+      `HostKey ${hostKey}`,
+      'HostKeyAlgorithms ssh-ed25519',
+      'PidFile /run/sshd.pid',
+      `AuthorizedKeysFile ${join(ssh, 'authorized_keys')}`,
+      'PermitRootLogin prohibit-password',
+      'PubkeyAuthentication yes',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'PermitUserEnvironment no',
+      'X11Forwarding no',
+      'AllowAgentForwarding no',
+      'AllowTcpForwarding no',
+      'PrintMotd no',
+      'PrintLastLog no',
+      'UseDNS no',
+      'MaxSessions 64',
+      'MaxStartups 64:30:128',
+      'LoginGraceTime 20',
+      'ClientAliveInterval 5',
+      'ClientAliveCountMax 3',
+      '',
+    ].join('\n');
+    await writeIfChanged(join(ssh, 'sshd_config'), config, 0o600);
+  }
+
+  /** Start sshd in the host's namespace, inside a private mount namespace that puts the host's
+   *  directories on the seed's paths, and wait until it listens. */
+  private async startSshd(h: LabHost): Promise<void> {
+    await this.timed('startSshd', h.id, async () => {
+      const d = h.dir;
+      const script = [
+        ...PRIVATE_MOUNTS.map((m) => shellJoin(['mount', '--bind', join(d, m.sub), m.target])),
+        `exec ${shellJoin([SSHD, '-D', '-f', join(d, 'ssh', 'sshd_config'), '-E', join(d, 'sshd.log')])}`,
+      ].join(' && ');
+      const errPath = join(d, 'sshd.stderr');
+      const errFd = openSync(errPath, 'w', 0o600);
+      let exited: string | null = null;
+      let pid: number | undefined;
+      try {
+        const child = spawn('ip', ['netns', 'exec', h.ns, 'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script], {
+          detached: true,
+          stdio: ['ignore', 'ignore', errFd],
+        });
+        child.on('error', (err) => (exited = err.message));
+        child.on('exit', (code, sig) => (exited = sig ? `killed by ${sig}` : `exit ${code}`));
+        child.unref();
+        pid = child.pid;
+      } finally {
+        closeSync(errFd);
+      }
+      if (pid === undefined) throw terminal(`cannot start sshd on ${h.id}: spawn failed${exited ? ` (${exited})` : ''}`);
+      // Beside run/, outside the private mount: the operator finds it from the root view.
+      await writeFile(join(d, 'sshd.pid'), `${pid}\n`, { mode: 0o644 });
+      const deadline = Date.now() + this.sshdStartTimeoutMs;
+      for (;;) {
+        if (pidInNetns(pid, h.ns) && procComm(pid) === 'sshd' && listensOn22(pid)) return;
+        if (exited !== null) {
+          throw terminal(`cannot start sshd on ${h.id}: ${exited}: ${tail(errPath)} ${tail(join(d, 'sshd.log'))}`.trim());
+        }
+        if (Date.now() > deadline) {
+          throw transient(`cannot start sshd on ${h.id}: not listening after ${this.sshdStartTimeoutMs} ms: ${tail(join(d, 'sshd.log'))}`);
+        }
+        await sleep(5);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- fence / delete
+
+  async fenceMachine(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    await this.fenceHost(h);
+  }
+
+  private async fenceHost(h: LabHost): Promise<void> {
+    if (!netnsExists(h.ns)) return;
+    await this.timed('fence', h.id, async () => {
+      await killNetnsProcesses(h.ns);
+      await rm(join(h.dir, 'sshd.pid'), { force: true });
+    });
+  }
+
+  async deleteMachine(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    await this.locked(ctx.name, () => this.deleteHost(h));
+  }
+
+  private async deleteHost(h: LabHost): Promise<void> {
+    await this.timed('delete', h.id, async () => {
+      await this.fenceHost(h);
+      await deleteNetns(h.ns);
+      await rm(h.dir, { recursive: true, force: true });
+    });
+  }
+
+  async deleteClusterResources(spec: ClusterSpec): Promise<void> {
+    const ctx = this.ctx(spec);
+    await this.locked(ctx.name, async () => {
+      // The pool host, plus any host directory left by a node no longer in the spec.
+      const names = new Set<string>();
+      if (spec.pgpool.enabled && spec.pgpool.address) names.add(POOL);
+      try {
+        for (const e of readdirSync(ctx.clusterDir, { withFileTypes: true })) if (e.isDirectory()) names.add(e.name);
+      } catch {
+        /* no cluster dir */
+      }
+      for (const name of names) {
+        const h: LabHost = {
+          cluster: ctx.name,
+          name,
+          id: `${ctx.name}/${name}`,
+          address: '',
+          ns: `${ctx.prefix}-${ctx.name}-${assertSafeName('host', name)}`,
+          dir: join(ctx.clusterDir, name),
+          hubVeth: `v${shortHash(`${ctx.name}/${name}`, 8)}`,
+        };
+        await this.deleteHost(h);
+      }
+      try {
+        if (netnsExists(ctx.hub) && (await linkExists(ctx.hub, ctx.bridge))) await ipIn(ctx.hub, ['link', 'del', ctx.bridge]);
+      } catch (err) {
+        throw wrap(err, `cannot delete the lab network of cluster ${ctx.name}`);
+      }
+      await rm(ctx.clusterDir, { recursive: true, force: true });
+      // The hub goes with the last bridge, unless a process (the operator, a shell) lives in it:
+      // removing its name then would split later lab hosts from that process.
+      if (netnsExists(ctx.hub)) {
+        const bridges = await listLinks(ctx.hub, 'bridge');
+        if (bridges.length === 0 && netnsPids(ctx.hub).length === 0 && !pidInNetns(process.pid, ctx.hub)) await deleteNetns(ctx.hub);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    // No connections or children to release: sshd processes are the machines and keep running.
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  /** SIGKILL the postmaster (pid from <host>/u01/.../postmaster.pid) and wait until it and the
+   *  children it had are gone. No-op when no postmaster runs. */
+  async kill(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    const pidFile = join(hostPath(h, spec.postgres.dataDir), 'postmaster.pid');
+    let pid: number;
+    try {
+      pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+    } catch {
+      return; // no postmaster.pid: nothing runs
+    }
+    // A stale file may name a reused pid: only kill a postgres living in this node's namespace.
+    if (!pidInNetns(pid, h.ns) || procComm(pid) !== 'postgres') return;
+    await this.timed('kill', h.id, async () => {
+      const children = netnsPids(h.ns).filter((p) => procPpid(p) === pid);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        return;
+      }
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && [pid, ...children].some((p) => pidInNetns(p, h.ns))) await sleep(5);
+    });
+  }
+
+  async partition(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    await this.setLink(spec, node, 'down');
+  }
+
+  async heal(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    await this.setLink(spec, node, 'up');
+  }
+
+  private async setLink(spec: ClusterSpec, node: NodeSpec | typeof POOL, state: 'up' | 'down'): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    const verb = state === 'down' ? 'partition' : 'heal';
+    if (!netnsExists(h.ns)) throw terminal(`cannot ${verb} ${h.id}: machine missing`);
+    try {
+      await ipIn(h.ns, ['link', 'set', 'eth0', state]);
+    } catch (err) {
+      throw wrap(err, `cannot ${verb} ${h.id}`);
+    }
+  }
+
+  async stop(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    await this.fenceMachine(spec, node);
+  }
+
+  /** Start the machine again (sshd only; postgres stays down until the operator starts it). */
+  async start(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const ctx = this.ctx(spec);
+    const h = this.host(ctx, node);
+    if (!netnsExists(h.ns)) throw terminal(`cannot start ${h.id}: machine missing`);
+    await this.locked(ctx.name, async () => {
+      await this.ensureClusterShared(ctx);
+      await this.ensureHost(ctx, h);
+    });
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+function wrap(err: unknown, what: string): PgopError {
+  if (err instanceof PgopError) return new PgopError(err.kind, `${what}: ${err.message}`, { cause: err });
+  return terminal(`${what}: ${(err as Error)?.message ?? String(err)}`, err);
+}
+
+/** A node path on the seed's layout (/u01/..., /u02/...) as seen from this machine. */
+export function hostPath(h: Pick<LabHost, 'dir' | 'id'>, nodePath: string): string {
+  for (const root of ['/u01', '/u02']) {
+    if (nodePath === root || nodePath.startsWith(`${root}/`)) return join(h.dir, root.slice(1), nodePath.slice(root.length));
+  }
+  throw terminal(`cannot locate ${nodePath} of ${h.id}: lab nodes keep data under /u01 or /u02 only`);
+}
+
+function listensOn22(pid: number): boolean {
+  try {
+    const lines = readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n').slice(1);
+    return lines.some((l) => {
+      const f = l.trim().split(/\s+/);
+      return f[1]?.endsWith(':0016') === true && f[3] === '0A';
+    });
+  } catch {
+    return false;
+  }
+}
+
+function tail(path: string, max = 400): string {
+  try {
+    const s = readFileSync(path, 'utf8').trim();
+    return s.length > max ? `...${s.slice(-max)}` : s;
+  } catch {
+    return '';
+  }
+}
+
+async function writeIfChanged(path: string, content: string, mode: number): Promise<void> {
+  try {
+    if ((await readFile(path, 'utf8')) === content && (statSync(path).mode & 0o777) === mode) return;
+  } catch {
+    /* missing */
+  }
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, content, { mode });
+  await chmod(tmp, mode);
+  await rename(tmp, path);
+}
+
+/** ed25519 key pair at path / path.pub, created once (mode 0600), atomically. */
+async function ensureKeyPair(path: string, comment: string): Promise<void> {
+  if (existsSync(path) && existsSync(`${path}.pub`)) return;
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    await run(SSH_KEYGEN, ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', tmp]);
+    await chmod(tmp, 0o600);
+    await rename(`${tmp}.pub`, `${path}.pub`);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    await rm(`${tmp}.pub`, { force: true });
+    if (existsSync(path) && existsSync(`${path}.pub`)) return; // a concurrent creator won
+    throw terminal(`cannot create key ${path}: ${(err as Error).message}`, err);
+  }
+}
+
+/** The lab provider, its fault injector and hostRef in one object. */
+export function createLabProvider(opts: LabProviderOptions = {}): LabProvider {
+  return new LabProvider(opts);
+}
