@@ -283,11 +283,15 @@ describe.skipIf(!ready)('lab provider + ssh shell (real namespaces; run via scri
     await shell.exec(refB(), ['sh', '-c', 'nohup sleep 300 >/dev/null 2>&1 & echo started']);
     expect(netnsPids(hB.ns).length).toBeGreaterThanOrEqual(3);
     const sshdPid = Number(readFileSync(join(hB.dir, 'sshd.pid'), 'utf8'));
+    // A command in flight when the node is fenced: its outcome is unknown, so it throws.
+    const inFlight = shell.exec(refB(), ['sleep', '30']).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 300));
     const t0 = performance.now();
     await provider.fenceMachine(spec, b);
     report.fenceMs = Math.round(performance.now() - t0);
     expect(netnsPids(hB.ns)).toEqual([]);
     expect(pidInNetns(sshdPid, hB.ns)).toBe(false);
+    expect(await inFlight).toMatchObject({ kind: 'transient', message: 'cannot run sleep on lt/pg2: connection lost before the command finished' });
     expect((await provider.observeMachines(spec)).pg2).toMatchObject({ state: 'stopped' });
     // Namespace, veth and data stay.
     expect(labNamespaces()).toContain(hB.ns);

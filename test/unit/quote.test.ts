@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PgopError } from '../../src/errors.js';
 import { assertEnvName, assertSafeName, shellJoin, shellQuote } from '../../src/drivers/ssh/quote.js';
+import { SshShell } from '../../src/drivers/ssh/shell.js';
 
 const SHELLS = ['sh', 'bash'] as const;
 
@@ -112,5 +113,31 @@ describe('assertSafeName / assertEnvName', () => {
     expect(assertEnvName('PGPASSWORD')).toBe('PGPASSWORD');
     expect(() => assertEnvName('1X')).toThrow(/invalid name/);
     expect(() => assertEnvName('A=B')).toThrow(/invalid name/);
+  });
+});
+
+describe('SshShell.command (the string sent to the node), run by a local shell', () => {
+  it('passes env values of any content to the command, behind `timeout`', () => {
+    fc.assert(
+      fc.property(anyString, (value) => {
+        const cmd = SshShell.command(['printenv', 'PGOP_V'], { env: { PGOP_V: value }, timeoutMs: 5000 });
+        expect(cmd.startsWith('timeout -s KILL 5.000 env ')).toBe(true);
+        // printenv adds a newline; bash -c is what sshd runs for root on a node.
+        expect(execFileSync('bash', ['-c', cmd], { encoding: 'utf8' })).toBe(`${value}\n`);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('puts runuser outermost, so env and timeout apply to the user\'s command', () => {
+    expect(SshShell.command(['psql', '-c', 'select 1'], { user: 'postgres', env: { PGPASSWORD: 'x y' }, timeoutMs: 1500 })).toBe(
+      "runuser -u postgres -- timeout -s KILL 1.500 env 'PGPASSWORD=x y' psql -c 'select 1'",
+    );
+    expect(SshShell.command(['true'], { timeoutMs: 0 })).toBe('true');
+  });
+
+  it('refuses unsafe user names and env names', () => {
+    expect(() => SshShell.command(['id'], { user: 'root; id' })).toThrow(/cannot use user name/);
+    expect(() => SshShell.command(['id'], { env: { 'A B': '1' } })).toThrow(/invalid name/);
   });
 });

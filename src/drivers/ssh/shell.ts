@@ -311,7 +311,7 @@ export class SshShell implements NodeShell {
       ]);
       const out: Buffer[] = [];
       const errOut: Buffer[] = [];
-      const done = new Promise<ExecResult>((resolve) => {
+      const done = new Promise<ExecResult>((resolve, reject) => {
         stream.on('data', (d: Buffer) => out.push(d));
         stream.stderr.on('data', (d: Buffer) => errOut.push(d));
         let code: number | null = null;
@@ -320,13 +320,18 @@ export class SshShell implements NodeShell {
           code = c;
           signal = s;
         });
-        stream.on('close', () =>
+        stream.on('close', () => {
+          // No exit status at all: the connection went away mid-command; the outcome is unknown.
+          if (code === null && signal === undefined) {
+            reject(transient(`cannot run ${what} on ${host.id}: connection lost before the command finished`));
+            return;
+          }
           resolve({
-            code: code ?? (signal ? 128 + (signal === 'KILL' ? 9 : 15) : 255),
+            code: code ?? 128 + (SIGNALS[signal!] ?? 0),
             stdout: Buffer.concat(out).toString('utf8'),
             stderr: Buffer.concat(errOut).toString('utf8'),
-          }),
-        );
+          });
+        });
       });
       stream.on('error', () => {});
       stream.end(input ?? undefined);
@@ -407,6 +412,9 @@ export class SshShell implements NodeShell {
 }
 
 class ChannelOpenError extends Error {}
+
+/** Exit-signal names (RFC 4254, without "SIG") to numbers, for a shell-like 128+n exit code. */
+const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, ILL: 4, ABRT: 6, FPE: 8, KILL: 9, SEGV: 11, PIPE: 13, ALRM: 14, TERM: 15, USR1: 10, USR2: 12 };
 
 function assertPath(host: HostRef, path: string): void {
   if (!path.startsWith('/') || path.includes('\0')) throw terminal(`cannot use path ${JSON.stringify(path)} on ${host.id}: not an absolute path`);
