@@ -26,7 +26,9 @@ export PGOP_LAB_PREFIX="$prefix" PGOP_LAB_STATE="$state"
 cleanup() {
   local rc=$?
   local ns pids
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${prefix}-" || true); do
+  for ns in /run/netns/"${prefix}"-*; do
+    [ -e "$ns" ] || continue
+    ns=${ns##*/}
     for _ in 1 2 3 4 5 6 7 8 9 10; do
       pids=$(ip netns pids "$ns" 2>/dev/null || true)
       [ -z "$pids" ] && break
@@ -40,8 +42,6 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 ip netns add "$hub"
 ip -n "$hub" link set lo up
@@ -49,4 +49,9 @@ mkdir -p "$state"
 
 [ $# -gt 0 ] || set -- test/integration
 echo "test-integration: prefix $prefix, state $state, vitest in namespace $hub" >&2
-ip netns exec "$hub" npx vitest run --no-file-parallelism "$@"
+# In the background so that INT/TERM are handled at once: stop vitest (by its PID), then clean up.
+ip netns exec "$hub" npx vitest run --no-file-parallelism "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true; wait "$child" || true; exit 130' INT
+trap 'kill -TERM "$child" 2>/dev/null || true; wait "$child" || true; exit 143' TERM
+wait "$child"

@@ -6,6 +6,7 @@
 // `timeout` runs the command in its own process group and kills that group when the command
 // outlives timeoutMs, so a command whose channel we closed does not linger on the node (daemons
 // that detach with setsid, such as a postmaster started by pg_ctl, are not in that group).
+// argv[0] must therefore be a program, not a shell builtin (wrap those: ['sh', '-c', script]).
 // Env values travel inside the command string (sshd's AcceptEnv is empty on lab hosts) and are
 // never logged: logs show argv and env names only.
 
