@@ -44,7 +44,9 @@ export interface PostgresDriver {
    *  pg_rewind if it diverged (falling back to a fresh clone), point primary_conninfo/slot at
    *  `primary`, start. Also the repoint operation after a failover. */
   ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void>;
-  /** Rewrite managed configuration (conf.d, pg_hba) and reload; restart when a setting needs it. */
+  /** Rewrite managed configuration (conf.d, pg_hba) and reload; restart when a setting needs it.
+   *  Starts postgres in place when it is not running (a primary as primary, a standby in
+   *  recovery): the operator's way back when no other node can serve. */
   ensureConfigured(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
   /** Promote a standby and wait until it accepts writes. */
   promote(cluster: ClusterSpec, node: NodeSpec): Promise<void>;

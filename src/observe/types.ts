@@ -78,4 +78,8 @@ export interface ClusterObservation {
   at: number; // ms since epoch (injected clock)
   nodes: Record<string, NodeObservation>;
   pool: PoolObservation | null;
+  /** The primary's synchronous standby set as last seen while it was healthy (carried across
+   *  passes and operator restarts through the store): which nodes may hold acknowledged commits
+   *  when the primary is lost. Absent when never seen. */
+  lastSync?: { names: string[]; quorum: number; primary: string };
 }

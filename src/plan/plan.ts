@@ -207,9 +207,13 @@ export function plan(input: PlanInput): PlanResult {
     const current = parseSyncNames(p.syncStandbyNames);
     if (spec.replication.mode === 'sync') {
       const k = spec.replication.syncQuorum;
-      // Enable only once k standbys stream (else every write hangs). Never shrink the set
-      // below k: strict quorum keeps every acknowledged commit on k standbys.
-      const wanted = streaming.length >= k ? streaming : current.names.length >= k ? current.names : [];
+      // Enable only once k standbys stream (else every write hangs). Adding a streaming
+      // standby to the set is always safe; dropping a member is safe only once every
+      // remaining member holds all the primary's WAL (else a commit acknowledged by the dropped
+      // member alone would be outside the set the failover rule trusts).
+      const caughtUp = streaming.every((n) => (p.replicas.find((r) => r.name === n)?.flushLsn ?? -1) >= p.lsn);
+      const keep = caughtUp && streaming.length >= k ? [] : current.names;
+      const wanted = streaming.length >= k || current.names.length > 0 ? [...new Set([...streaming, ...keep])].sort() : [];
       if (wanted.join(',') !== current.names.join(',') || (wanted.length > 0 && current.quorum !== k)) {
         return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary, names: wanted, quorum: k }, ruleId: 'sync.quorum', reason: wanted.length ? `requiring ANY ${k} of (${wanted.join(', ')}) to acknowledge commits` : `only ${streaming.length} of ${k} required standbys stream; keeping commits asynchronous until they do`, requeueAfterMs: REQUEUE.afterAct });
       }
@@ -235,8 +239,10 @@ export function plan(input: PlanInput): PlanResult {
 
     const request = input.requests.find((r) => r.kind === 'switchover');
     if (request) {
+      // args.from: the primary when the request was made; args.to: the wanted one, if named.
       const target = request.args.to;
-      if (target === primary) {
+      const from = request.args.from;
+      if (target ? target === primary : !from || from !== primary) {
         return result({ kind: 'cluster', action: { type: 'completeRequest', requestId: request.id }, ruleId: 'switchover.done', reason: `switchover complete: ${primary} is primary`, requeueAfterMs: REQUEUE.afterAct });
       }
       const candidates = streaming.filter((n) => specNames.includes(n));
@@ -275,17 +281,27 @@ export function plan(input: PlanInput): PlanResult {
     const pg = obs(n)?.postgres;
     return pg ? `${n} at LSN ${formatLsn(lsnOf(obs(n)))} on timeline ${pg.timeline}` : n;
   }
-  /** In sync mode every acknowledged commit sits on >= k of the other nodes. Promoting the most
-   *  advanced of a set that includes all but k-1 of them is the only way to be sure to hold
-   *  every acknowledged commit (a quorum intersection). */
+  /** Every commit acknowledged under `ANY k (N)` sits on at least k members of N. Promoting
+   *  the most advanced of at least |N|-k+1 readable members is the only way to be sure to hold
+   *  every acknowledged commit (quorum intersection). N is the set last seen on the primary;
+   *  when it was never seen (a fresh operator), every node that may have streamed counts. */
   function syncEvidence(): { ok: true } | { ok: false; reason: string } {
-    if (spec.replication.mode !== 'sync') return { ok: true };
-    const k = spec.replication.syncQuorum;
-    const others = specNames.filter((n) => holdsData(state(n)) || state(n) === 'primary');
-    const visible = others.filter((n) => state(n) === 'standby' && healthy(obs(n)));
-    const needed = Math.max(1, others.length - k + 1);
+    const last = observation.lastSync;
+    let names: string[];
+    let k: number;
+    if (last) {
+      if (last.names.length === 0) return { ok: true };
+      names = last.names;
+      k = last.quorum;
+    } else {
+      if (spec.replication.mode !== 'sync') return { ok: true };
+      names = specNames.filter((n) => ['standby', 'degraded', 'rejoining'].includes(state(n)));
+      k = spec.replication.syncQuorum;
+    }
+    const visible = names.filter((n) => state(n) === 'standby' && healthy(obs(n)));
+    const needed = Math.max(1, names.length - k + 1);
     if (visible.length >= needed) return { ok: true };
-    return { ok: false, reason: `sync mode: only ${visible.length} of ${others.length} standbys can be read; ${needed} are needed to be sure the promoted one holds every acknowledged commit` };
+    return { ok: false, reason: `sync mode: commits were acknowledged by ANY ${k} of (${names.join(', ')}); only ${visible.length} of them can be read and ${needed} are needed to be sure the promoted node holds every acknowledged commit` };
   }
 }
 

@@ -9,7 +9,7 @@ import type { World } from '../drivers/types.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { Store } from '../store/store.js';
 import type { Decision, PlanResult } from '../plan/types.js';
-import { plan } from '../plan/plan.js';
+import { parseSyncNames, plan } from '../plan/plan.js';
 import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
@@ -54,6 +54,9 @@ const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000 };
 export class Reconciler {
   private misses = new Map<string, Record<string, number>>();
   private failures = new Map<string, { count: number; lastMessage: string }>();
+  /** The same successful action again and again means the world does not show its effect:
+   *  back off instead of spinning (a driver bug or an outside force fighting us). */
+  private repeats = new Map<string, { key: string; count: number }>();
   private readonly log: Log;
 
   constructor(private readonly opts: ReconcilerOptions) {
@@ -72,6 +75,16 @@ export class Reconciler {
 
     const records = store.listNodes(name);
     const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
+    // Remember the sync set while the primary is seen healthy; carry it forward otherwise.
+    const storedPrimary = records.find((r) => r.state === 'primary')?.name;
+    const primaryPg = storedPrimary ? observation.nodes[storedPrimary]?.postgres : undefined;
+    if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && observation.nodes[storedPrimary]?.reachable) {
+      const parsed = parseSyncNames(primaryPg.syncStandbyNames);
+      observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
+    } else {
+      const previous = store.getObservation(name)?.lastSync;
+      if (previous) observation.lastSync = previous;
+    }
     const desiredConfigHash = Object.fromEntries(spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]));
     const planned = plan({
       spec,
@@ -145,7 +158,13 @@ export class Reconciler {
         this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
       }
       this.failures.delete(name);
-      return { ...base, acted: true, requeueAfterMs: decision.requeueAfterMs };
+      const key = decision.kind === 'act' ? `${decision.node}/${decision.event}/${decision.ruleId}` : `${decision.action.type}/${decision.ruleId}`;
+      const prev = this.repeats.get(name);
+      const count = prev?.key === key ? prev.count + 1 : 1;
+      this.repeats.set(name, { key, count });
+      const requeueAfterMs = count >= 3 ? Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (count - 3)) : decision.requeueAfterMs;
+      if (count === 3) this.log.warn({ cluster: name, rule: decision.ruleId }, 'the same action succeeded three times without effect; backing off');
+      return { ...base, acted: true, requeueAfterMs };
     } catch (err) {
       return { ...base, acted: false, ...this.failed(name, decision, err) };
     }

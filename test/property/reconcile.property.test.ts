@@ -121,6 +121,10 @@ function commands(mode: 'async' | 'sync') {
     fc.tuple(node, fc.boolean()).map(([n, b]) => command(`lagging(${n},${b})`, (env) => env.sim.setLagging(env.spec.name, n, b), (env) => !!env.sim.node(env.spec.name, n))),
     node.map((n) => command(`driftConfig(${n})`, (env) => env.sim.driftConfig(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n) && !!env.sim.node(env.spec.name, n)?.installed)),
     fc.constant(null).map(() => command('crashPool', (env) => env.sim.crashPool(env.spec.name), (env) => env.sim.inspectPool(env.spec.name) !== null)),
+    fc.option(node, { nil: undefined }).map((to) => command(`switchover(${to ?? 'any'})`, (env) => {
+      const from = env.store.getCluster(env.spec.name)?.primary;
+      env.store.enqueueRequest(env.spec.name, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, env.clock.now());
+    })),
     fc.constant(null).map(() => command('crashOperatorMidPass', async (env) => { env.crashNextCommit = true; await pass(env); env.crashNextCommit = false; })),
     fc.constantFrom('param', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
       command(`specChange(${change})`, (env) => {

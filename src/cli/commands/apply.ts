@@ -140,7 +140,7 @@ export async function switchoverCommand(db: string, cluster: string, to: string 
       return EXIT.ok;
     }
     const from = c.primary;
-    const id = store.enqueueRequest(cluster, 'switchover', to ? { to } : {}, Date.now());
+    const id = store.enqueueRequest(cluster, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, Date.now());
     const started = Date.now();
     const ok = await driveUntil(db, store, () => !store.pendingRequests(cluster).some((r) => r.id === id), 'switching over', 5 * 60_000);
     const now = store.getCluster(cluster);

@@ -245,12 +245,26 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       pg.syncQuorum = 0;
       pg.running = true;
       configure(cluster, node, n);
+      // As the real driver: the slot is made on the primary first (slots are not replicated,
+      // so after a failover the new primary has none), and the call returns only once the
+      // standby streams.
+      makeSlots(cluster, p, [node.name]);
+      world.settle(cluster.name);
       done(cluster, `postgres ${how} standby ${node.name} -> ${primary.name}`);
+      if (!pg.streaming) throw transient(`cannot make standby ${what(cluster, node.name)}: it does not stream from ${primary.name}`);
     },
 
     async ensureConfigured(cluster, node) {
       const n = reach(cluster, node, 'configure');
       if (!n.pg.initialized) throw transient(`cannot configure ${what(cluster, node.name)}: no data directory yet`);
+      if (!n.pg.running) {
+        // Started in place: a primary as a primary, a standby (standby.signal) in recovery.
+        n.pg.running = true;
+        configure(cluster, node, n);
+        world.settle(cluster.name);
+        done(cluster, `postgres start ${node.name} in place (${n.pg.inRecovery ? 'standby' : 'primary'})`);
+        return;
+      }
       if (n.pg.configHash === desiredConfigHash(cluster, node)) return;
       // Files rewritten; a running server reloads, a stopped one picks them up at its next start.
       configure(cluster, node, n);

@@ -1,0 +1,128 @@
+// The CLI as a user runs it: the compiled bin/pgop (scripts/test-all.sh builds first).
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const root = new URL('../../', import.meta.url).pathname;
+const bin = join(root, 'bin/pgop');
+const simSpec = join(root, 'specs/sim-3node.yaml');
+
+function pgop(db: string, args: string[], opts: { input?: string } = {}) {
+  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', env: { ...process.env, PGOP_DB: '' }, input: opts.input ?? '' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'pgop-cli-'));
+
+beforeAll(() => {
+  if (!existsSync(join(root, 'dist/src/cli/main.js'))) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+});
+
+describe('pgop apply / diff', () => {
+  it('creates, then reports unchanged, then configured with a new generation', () => {
+    const dir = tmp();
+    const db = join(dir, 'pgop.db');
+    expect(pgop(db, ['apply', '-f', simSpec])).toMatchObject({ code: 0, stdout: 'cluster/sim created (generation 1)\n' });
+    expect(pgop(db, ['apply', '-f', simSpec])).toMatchObject({ code: 0, stdout: 'cluster/sim unchanged\n' });
+    expect(pgop(db, ['diff', '-f', simSpec]).code).toBe(0);
+    const changed = join(dir, 'changed.yaml');
+    writeFileSync(changed, readFileSync(simSpec, 'utf8').replace('address: 10.0.0.11', 'address: 10.0.0.11\n      memoryMiB: 4096'));
+    const diff = pgop(db, ['diff', '-f', changed]);
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toMatch(/~ spec\.nodes\[pg01\]\.memoryMiB: \d+ -> 4096/);
+    expect(pgop(db, ['apply', '--dry-run', '-f', changed]).stdout).toBe('cluster/sim configured (dry run)\n');
+    expect(pgop(db, ['apply', '-f', changed])).toMatchObject({ code: 0, stdout: 'cluster/sim configured (generation 2)\n' });
+  });
+
+  const bad: [string, (s: string) => string, RegExp][] = [
+    ['malformed YAML', (s) => s.replace('kind: Cluster', 'kind: [Cluster'), /bad\.yaml:\d+:\d+: /],
+    ['an unknown field', (s) => s.replace(/(\n\s+)address: 10\.0\.0\.12/, '$1adress: 10.0.0.12'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.adress: unknown field/],
+    ['a wrong type', (s) => s.replace('address: 10.0.0.11', 'address: 10.0.0.11\n      vcpus: two'), /bad\.yaml:\d+:\d+: spec\.nodes\[0\]\.vcpus: /],
+    ['duplicate node names', (s) => s.replace('name: pg02', 'name: pg01'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.name: duplicate node name/],
+    ['duplicate addresses', (s) => s.replace('10.0.0.12', '10.0.0.11'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.address: duplicate node address/],
+    ['a sync quorum larger than the standbys', (s) => s.replace(/mode: async/, 'mode: sync\n    syncQuorum: 3'), /bad\.yaml:\d+:\d+: spec\.replication\.syncQuorum: /],
+  ];
+  for (const [what, mutate, expected] of bad) {
+    it(`rejects ${what} with exit 2, file:line and the field, and leaves the store unchanged`, () => {
+      const dir = tmp();
+      const db = join(dir, 'pgop.db');
+      pgop(db, ['apply', '-f', simSpec]);
+      const before = readFileSync(db);
+      const file = join(dir, 'bad.yaml');
+      const text = mutate(readFileSync(simSpec, 'utf8'));
+      expect(text).not.toBe(readFileSync(simSpec, 'utf8'));
+      writeFileSync(file, text.replace('name: sim', 'name: sim'));
+      const r = pgop(db, ['apply', '-f', file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(expected);
+      expect(r.stdout).toBe('');
+      expect(readFileSync(db).equals(before)).toBe(true);
+      expect(pgop(db, ['get', 'clusters', '-o', 'json']).stdout).toContain('"generation": 1');
+    });
+  }
+});
+
+describe('pgop serve + get on the simulated provider', () => {
+  it('converges the sim spec; get shows one primary and two standbys; table fits 100 columns', () => {
+    const db = join(tmp(), 'pgop.db');
+    expect(pgop(db, ['apply', '-f', simSpec]).code).toBe(0);
+    const serve = pgop(db, ['serve', '--until-converged', '--timeout', '60']);
+    expect(serve.code, serve.stderr).toBe(0);
+    const json = JSON.parse(pgop(db, ['get', 'nodes', '-o', 'json']).stdout);
+    expect(json.items).toHaveLength(3);
+    for (const k of ['cluster', 'name', 'state', 'role', 'goal', 'address', 'timeline', 'lsn', 'lag_bytes', 'last_transition', 'message']) {
+      expect(json.items[0]).toHaveProperty(k);
+    }
+    expect(json.items.filter((n: { role: string }) => n.role === 'primary')).toHaveLength(1);
+    expect(json.items.filter((n: { role: string; state: string }) => n.role === 'standby' && n.state === 'standby')).toHaveLength(2);
+    const clusters = JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout);
+    expect(clusters.items[0]).toMatchObject({ name: 'sim', generation: 1, phase: 'Healthy', primary: 'pg01' });
+    expect(clusters.items[0].endpoint).toMatch(/:\d+$/);
+    const table = pgop(db, ['get', 'nodes']).stdout;
+    expect(table.split('\n')[0]).toMatch(/^CLUSTER\s+NAME\s+STATE\s+ROLE/);
+    for (const line of table.split('\n')) expect(line.length).toBeLessThanOrEqual(100);
+    const events = pgop(db, ['get', 'events', '--cluster', 'sim']).stdout;
+    expect(events).toContain('bootstrap.init-primary');
+    expect(pgop(db, ['get', 'nodes', '-o', 'yaml']).stdout).toMatch(/^kind: nodes/);
+    expect(pgop(db, ['describe', 'node', 'pg02']).stdout).toContain('observation:');
+    expect(pgop(db, ['get', 'frobs']).code).toBe(4);
+  });
+
+  it('switchover hands the primary role over, and delete tears the cluster down', () => {
+    const db = join(tmp(), 'pgop.db');
+    pgop(db, ['apply', '-f', simSpec]);
+    // sim worlds live in the serving process: switchover and delete drive the loop themselves
+    const r = pgop(db, ['switchover', 'sim', '--to', 'pg02']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/switched over: .* -> pg02/);
+    const d = pgop(db, ['delete', 'cluster', 'sim']);
+    expect(d.code, d.stderr).toBe(0);
+    expect(JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout).items).toEqual([]);
+  });
+
+  it('refuses a second serve on the same store, naming the holder', async () => {
+    const db = join(tmp(), 'pgop.db');
+    pgop(db, ['apply', '-f', simSpec]);
+    const first = spawn(process.execPath, [bin, '--db', db, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      await new Promise<void>((resolve) => first.stdout.once('data', () => resolve()));
+      const second = pgop(db, ['serve', '--until-converged', '--timeout', '5']);
+      expect(second.code).toBe(5);
+      expect(second.stderr).toContain(`pid ${first.pid}`);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
+      first.kill('SIGTERM');
+      // SIGTERM finishes the current step and exits cleanly
+      expect(await exited).toBe(0);
+    }
+  });
+
+  it('creates the store with owner-only permissions', () => {
+    const db = join(tmp(), 'sub', 'pgop.db');
+    pgop(db, ['apply', '-f', simSpec]);
+    expect(statSync(db).mode & 0o777).toBe(0o600);
+  });
+});
