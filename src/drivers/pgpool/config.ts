@@ -1,0 +1,210 @@
+// Pure generators for pgpool-II 4.3 on the pool host: pgpool.conf, pool_hba.conf, pcp.conf,
+// pool_passwd (AES entries, as pg_enc writes them) and the PCP pass file.
+//
+// pgop decides every promotion: pgpool only routes. Its failover_command merely reports a line
+// to <dir>/log/events.log, failover_on_backend_error is off, follow_primary_command is empty, and
+// it runs with -D so it never remembers a node it once marked down.
+
+import { createCipheriv, createHash } from 'node:crypto';
+import type { ClusterSpec } from '../../spec/types.js';
+import { terminal } from '../../errors.js';
+import { clusterNetworks, pgPort } from '../postgres/config.js';
+
+/** Where pgop keeps pgpool's files on the pool host (the lab pool host sees its own /u01). */
+export const DEFAULT_POOL_DIR = '/u01/pgpool';
+export const PCP_USER = 'pgop';
+
+export interface PoolPaths {
+  dir: string;
+  conf: string;
+  hba: string;
+  pcp: string;
+  passwd: string;
+  key: string;
+  pcpPass: string;
+  pcpSecret: string;
+  run: string;
+  log: string;
+  logFile: string;
+  events: string;
+  pid: string;
+  oiddir: string;
+  confHash: string;
+}
+
+export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
+  if (!dir.startsWith('/') || /[\s'"\\]/.test(dir)) throw terminal(`cannot use pgpool directory ${JSON.stringify(dir)}: need an absolute path without spaces or quotes`);
+  const d = dir.replace(/\/+$/, '');
+  return {
+    dir: d,
+    conf: `${d}/pgpool.conf`,
+    hba: `${d}/pool_hba.conf`,
+    pcp: `${d}/pcp.conf`,
+    passwd: `${d}/pool_passwd`,
+    key: `${d}/pgpoolkey`,
+    pcpPass: `${d}/pcppass`,
+    pcpSecret: `${d}/pcp.secret`,
+    run: `${d}/run`,
+    log: `${d}/log`,
+    logFile: `${d}/log/pgpool.log`,
+    events: `${d}/log/events.log`,
+    pid: `${d}/run/pgpool.pid`,
+    oiddir: `${d}/oiddir`,
+    confHash: `${d}/pgop.confhash`,
+  };
+}
+
+function q(s: string): string {
+  if (/[\n\r\0]/.test(s)) throw terminal('cannot render a pgpool value containing a newline or NUL');
+  if (s.includes("'")) throw terminal(`cannot render pgpool value ${JSON.stringify(s)}: single quotes are not allowed`);
+  return `'${s}'`;
+}
+
+/** pgpool.conf for the cluster: one backend per spec node, in spec order. */
+export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
+  const pp = cluster.pgpool;
+  if (!pp.address) throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
+  const period = Math.max(1, Math.round(pp.healthCheckPeriodS));
+  const port = pgPort(cluster);
+  const lines: string[] = [
+    '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
+    `# cluster ${cluster.name}`,
+    "backend_clustering_mode = 'streaming_replication'",
+    '',
+    '# connections',
+    `listen_addresses = ${q(pp.address)}`,
+    `port = ${pp.port}`,
+    `socket_dir = ${q(paths.run)}`,
+    `pcp_listen_addresses = ${q(pp.address)}`,
+    `pcp_port = ${pp.pcpPort}`,
+    `pcp_socket_dir = ${q(paths.run)}`,
+    `num_init_children = ${pp.numInitChildren}`,
+    'max_pool = 4',
+    'reserved_connections = 0',
+    '',
+    '# backends (spec order)',
+  ];
+  cluster.nodes.forEach((n, i) => {
+    lines.push(
+      `backend_hostname${i} = ${q(n.address)}`,
+      `backend_port${i} = ${port}`,
+      `backend_weight${i} = 1`,
+      `backend_data_directory${i} = ${q(cluster.postgres.dataDir)}`,
+      `backend_flag${i} = 'ALLOW_TO_FAILOVER'`,
+      `backend_application_name${i} = ${q(n.name)}`,
+    );
+  });
+  lines.push(
+    '',
+    '# authentication: scram from the network, passwords AES-encrypted in pool_passwd',
+    'enable_pool_hba = on',
+    `pool_passwd = ${q(paths.passwd)}`,
+    'allow_clear_text_frontend_auth = off',
+    'authentication_timeout = 30',
+    '',
+    '# load balancing',
+    `load_balance_mode = ${pp.loadBalancing ? 'on' : 'off'}`,
+    "disable_load_balance_on_write = 'transaction'",
+    'statement_level_load_balance = off',
+    '',
+    '# streaming replication check and health check (passwords come from pool_passwd)',
+    `sr_check_period = ${period}`,
+    "sr_check_user = 'postgres'",
+    "sr_check_password = ''",
+    "sr_check_database = 'postgres'",
+    'delay_threshold = 0',
+    `health_check_period = ${period}`,
+    `health_check_timeout = ${Math.max(2, period * 2)}`,
+    "health_check_user = 'postgres'",
+    "health_check_password = ''",
+    "health_check_database = 'postgres'",
+    'health_check_max_retries = 1',
+    'health_check_retry_delay = 1',
+    'connect_timeout = 2000',
+    '',
+    '# failover: pgop decides; pgpool only reports',
+    `failover_command = ${q(`echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
+    `failback_command = ${q(`echo failback node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
+    'failover_on_backend_error = off',
+    'failover_on_backend_shutdown = off',
+    "follow_primary_command = ''",
+    'detach_false_primary = off',
+    'auto_failback = off',
+    'search_primary_node_timeout = 30',
+    '',
+    '# process files (private to the pool host)',
+    `pid_file_name = ${q(paths.pid)}`,
+    `logdir = ${q(paths.log)}`,
+    `wd_ipc_socket_dir = ${q(paths.run)}`,
+    `memqcache_oiddir = ${q(paths.oiddir)}`,
+    'memory_cache_enabled = off',
+    'use_watchdog = off',
+    '',
+    '# logging (stderr, redirected to a file by pgop)',
+    "log_destination = 'stderr'",
+    'logging_collector = off',
+    "log_line_prefix = '%m: %a pid %p: '",
+    'log_connections = off',
+    'log_statement = off',
+    'log_per_node_statement = off',
+    'log_min_messages = warning',
+    '',
+  );
+  return lines.join('\n');
+}
+
+/** pool_hba.conf: scram-sha-256 from the cluster network (and the local socket). Never trust. */
+export function renderPoolHba(cluster: ClusterSpec): string {
+  const out = ['# Managed by pgop', '# TYPE  DATABASE  USER  ADDRESS  METHOD', 'local\tall\tall\t\tscram-sha-256'];
+  for (const n of clusterNetworks(cluster)) out.push(`host\tall\tall\t${n}\tscram-sha-256`);
+  return `${out.join('\n')}\n`;
+}
+
+/** pcp.conf: `user:md5(password)`. */
+export function renderPcpConf(pcpPassword: string, user = PCP_USER): string {
+  return `# Managed by pgop\n${user}:${createHash('md5').update(pcpPassword, 'utf8').digest('hex')}\n`;
+}
+
+/** The PCP pass file (PCPPASSFILE, mode 0600): host:port:user:password. */
+export function renderPcpPass(cluster: ClusterSpec, pcpPassword: string, user = PCP_USER): string {
+  const esc = (s: string) => s.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  return `*:${cluster.pgpool.pcpPort}:${user}:${esc(pcpPassword)}\n`;
+}
+
+/** pgpool's AES entry (what `pg_enc` prints): "AES" + base64(AES-256-CBC(password)), key and IV
+ *  from OpenSSL's EVP_BytesToKey(sha1, no salt, 1 round) over the key string. */
+export function poolAesEncrypt(password: string, key: string): string {
+  const { k, iv } = evpBytesToKey(Buffer.from(key, 'utf8'), 32, 16);
+  const c = createCipheriv('aes-256-cbc', k, iv);
+  return `AES${Buffer.concat([c.update(password, 'utf8'), c.final()]).toString('base64')}`;
+}
+
+function evpBytesToKey(pass: Buffer, keyLen: number, ivLen: number): { k: Buffer; iv: Buffer } {
+  let out = Buffer.alloc(0);
+  let prev = Buffer.alloc(0);
+  while (out.length < keyLen + ivLen) {
+    prev = createHash('sha1').update(Buffer.concat([prev, pass])).digest();
+    out = Buffer.concat([out, prev]);
+  }
+  return { k: out.subarray(0, keyLen), iv: out.subarray(keyLen, keyLen + ivLen) };
+}
+
+/** pool_passwd: one AES entry per user, sorted. */
+export function renderPoolPasswd(users: { name: string; password: string }[], key: string): string {
+  const lines = [...users]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((u) => {
+      if (u.name.includes(':') || /\s/.test(u.name)) throw terminal(`cannot write pool_passwd entry for ${JSON.stringify(u.name)}`);
+      return `${u.name}:${poolAesEncrypt(u.password, key)}`;
+    });
+  return `${lines.join('\n')}\n`;
+}
+
+/** The hash the pool reports when configured as desired (secrets excluded). */
+export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
+  return createHash('sha256')
+    .update(renderPgpoolConf(cluster, paths))
+    .update(Buffer.from([0]))
+    .update(renderPoolHba(cluster))
+    .digest('hex');
+}

@@ -1,0 +1,433 @@
+// PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH).
+//
+// pgpool runs as the postgres OS user from <dir> (default /u01/pgpool: the lab pool host's
+// private /u01), started `pgpool -n -D` under setsid/nohup with its stderr in <dir>/log. It never
+// decides a promotion: ensurePool() makes its view match the operator's (the given primary up and
+// primary, every reachable node attached), re-attaching nodes with pcp_attach_node and restarting
+// pgpool when its idea of the primary stays wrong.
+
+import { randomBytes } from 'node:crypto';
+import { connect as netConnect } from 'node:net';
+import pg from 'pg';
+import type { ClusterSpec } from '../../spec/types.js';
+import type { PoolBackend, PoolObservation } from '../../observe/types.js';
+import type { ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '../types.js';
+import { PgopError, messageOf, terminal, transient } from '../../errors.js';
+import { resolveSecret } from '../../spec/secrets.js';
+import { pgPort } from '../postgres/config.js';
+import {
+  PCP_USER,
+  desiredPoolConfigHash,
+  poolPaths,
+  renderPcpConf,
+  renderPcpPass,
+  renderPgpoolConf,
+  renderPoolHba,
+  renderPoolPasswd,
+  type PoolPaths,
+} from './config.js';
+
+export interface PoolDriverLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface SshPoolDriverOptions {
+  shell: NodeShell;
+  /** How to reach the pool host (lab: provider.hostRef(cluster, 'pool')). */
+  hostRef(cluster: ClusterSpec): HostRef;
+  /** pg client options for connecting to pgpool itself (default: spec.pgpool.address:port as
+   *  postgres with the superuser password). */
+  connect?(cluster: ClusterSpec): pg.ClientConfig;
+  /** pgpool's directory on the pool host (default /u01/pgpool). */
+  dir?: string;
+  /** pgpool binaries (default /usr/sbin). */
+  binDir?: string;
+  logger?: PoolDriverLog;
+  /** How long ensurePool waits for pgpool's view to match before restarting it (default 5 s;
+   *  after a restart it waits three times as long). */
+  settleTimeoutMs?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const silent: PoolDriverLog = { info() {}, warn() {} };
+
+export function defaultPoolConnect(cluster: ClusterSpec): pg.ClientConfig {
+  if (!cluster.pgpool.address) throw terminal(`cannot reach pgpool of ${cluster.name}: spec.pgpool.address is not set`);
+  return {
+    host: cluster.pgpool.address,
+    port: cluster.pgpool.port,
+    user: 'postgres',
+    database: 'postgres',
+    password: resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'),
+  };
+}
+
+interface PoolNodeRow {
+  node_id: string;
+  hostname: string;
+  port: string;
+  status: string;
+  role: string;
+  pg_role?: string;
+}
+
+export class SshPoolDriver implements PoolDriver {
+  private readonly shell: NodeShell;
+  private readonly hostRefOf: (cluster: ClusterSpec) => HostRef;
+  private readonly connectOf: (cluster: ClusterSpec) => pg.ClientConfig;
+  private readonly paths: PoolPaths;
+  private readonly bin: string;
+  private readonly log: PoolDriverLog;
+  private readonly settleTimeoutMs: number;
+  private readonly clients = new Map<string, { client: pg.Client; ready: Promise<pg.Client>; dead: boolean }>();
+
+  constructor(opts: SshPoolDriverOptions) {
+    this.shell = opts.shell;
+    this.hostRefOf = opts.hostRef;
+    this.connectOf = opts.connect ?? defaultPoolConnect;
+    this.paths = poolPaths(opts.dir);
+    this.bin = opts.binDir ?? '/usr/sbin';
+    this.log = opts.logger ?? silent;
+    this.settleTimeoutMs = opts.settleTimeoutMs ?? 5_000;
+  }
+
+  desiredConfigHash(cluster: ClusterSpec): string {
+    return desiredPoolConfigHash(cluster, this.paths);
+  }
+
+  // ---------------------------------------------------------------- remote helpers
+
+  private sh(cluster: ClusterSpec, script: string, args: (string | number)[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.shell.exec(this.hostRefOf(cluster), ['sh', '-c', `cd / || exit 1\n${script}`, 'pgop', ...args.map(String)], opts);
+  }
+
+  private async must(cluster: ClusterSpec, what: string, script: string, args: (string | number)[], opts: ExecOptions & { kind?: 'transient' | 'terminal' } = {}): Promise<ExecResult> {
+    const { kind = 'transient', ...o } = opts;
+    const res = await this.sh(cluster, script, args, o);
+    if (res.code !== 0) throw new PgopError(kind, `cannot ${what} on the pgpool host of ${cluster.name}: ${tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`}`);
+    return res;
+  }
+
+  // ---------------------------------------------------------------- observe
+
+  private client(cluster: ClusterSpec): Promise<pg.Client> {
+    const have = this.clients.get(cluster.name);
+    if (have && !have.dead) return have.ready;
+    const timeout = cluster.failureDetection.connectTimeoutMs;
+    const client = new pg.Client({
+      ...this.connectOf(cluster),
+      connectionTimeoutMillis: Math.max(2000, timeout * 2),
+      query_timeout: Math.max(2000, timeout * 2),
+      application_name: 'pgop-pool-probe',
+      keepAlive: true,
+    });
+    const entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
+    const kill = () => {
+      entry.dead = true;
+      if (this.clients.get(cluster.name) === entry) this.clients.delete(cluster.name);
+    };
+    client.on('error', kill);
+    client.on('end', kill);
+    entry.ready = client.connect().then(
+      () => client,
+      async (err) => {
+        kill();
+        await client.end().catch(() => {});
+        throw err;
+      },
+    );
+    this.clients.set(cluster.name, entry);
+    return entry.ready;
+  }
+
+  private dropClient(cluster: ClusterSpec): void {
+    const have = this.clients.get(cluster.name);
+    if (!have) return;
+    have.dead = true;
+    this.clients.delete(cluster.name);
+    have.client.end().catch(() => {});
+  }
+
+  /** SHOW POOL_NODES through pgpool, mapped to spec node names. */
+  private async poolNodes(cluster: ClusterSpec): Promise<PoolBackend[]> {
+    try {
+      const c = await this.client(cluster);
+      const r = await c.query<PoolNodeRow>('SHOW POOL_NODES');
+      return r.rows.map((row) => this.backendOf(cluster, row));
+    } catch (err) {
+      this.dropClient(cluster);
+      throw err;
+    }
+  }
+
+  private backendOf(cluster: ClusterSpec, row: PoolNodeRow): PoolBackend {
+    const id = Number(row.node_id);
+    const node = cluster.nodes[id]?.address === row.hostname ? cluster.nodes[id] : cluster.nodes.find((n) => n.address === row.hostname);
+    const s = row.status.toLowerCase();
+    const status: PoolBackend['status'] = s === 'up' || s === 'waiting' ? 'up' : s === 'unused' ? 'unused' : 'down';
+    const rl = row.role.toLowerCase();
+    const role: PoolBackend['role'] = rl === 'primary' ? 'primary' : rl === 'standby' ? 'standby' : 'unknown';
+    return { name: node?.name ?? row.hostname, status, role };
+  }
+
+  async observe(cluster: ClusterSpec): Promise<PoolObservation> {
+    let backends: PoolBackend[];
+    try {
+      backends = await this.poolNodes(cluster);
+    } catch (err) {
+      return { reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: ${pgMessage(err)}` };
+    }
+    let configHash = '';
+    try {
+      configHash = ((await this.shell.readFile(this.hostRefOf(cluster), this.paths.confHash)) ?? '').trim();
+    } catch {
+      /* the hash is informative; routing was observed */
+    }
+    const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
+    return { reachable: true, primary, backends, configHash };
+  }
+
+  // ---------------------------------------------------------------- ensure
+
+  /** Secrets on the pool host: the AES key of pool_passwd and the PCP password, generated once,
+   *  kept mode 0600 beside the configuration. */
+  private async secret(cluster: ClusterSpec, path: string): Promise<string> {
+    const host = this.hostRefOf(cluster);
+    const have = (await this.shell.readFile(host, path))?.trim();
+    if (have) return have;
+    const fresh = randomBytes(24).toString('base64url');
+    await this.shell.writeFile(host, path, `${fresh}\n`, { mode: 0o600, owner: 'postgres:postgres' });
+    return fresh;
+  }
+
+  private poolUsers(cluster: ClusterSpec): { name: string; password: string }[] {
+    const users = new Map<string, string>();
+    users.set('postgres', resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'));
+    for (const r of cluster.roles) {
+      if (r.password && r.login) users.set(r.name, resolveSecret(r.password, `the password of role ${r.name}`));
+    }
+    return [...users].map(([name, password]) => ({ name, password }));
+  }
+
+  async ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void> {
+    if (!cluster.pgpool.enabled) return;
+    const t0 = performance.now();
+    const host = this.hostRefOf(cluster);
+    const p = this.paths;
+    await this.must(cluster, 'prepare pgpool directories', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`], { user: 'root', kind: 'terminal' });
+    const key = await this.secret(cluster, p.key);
+    const pcpPassword = await this.secret(cluster, p.pcpSecret);
+    const own = { mode: 0o600, owner: 'postgres:postgres' };
+    let changed = false;
+    changed = (await this.shell.writeFile(host, p.conf, renderPgpoolConf(cluster, p), own)) || changed;
+    changed = (await this.shell.writeFile(host, p.hba, renderPoolHba(cluster), own)) || changed;
+    changed = (await this.shell.writeFile(host, p.pcp, renderPcpConf(pcpPassword), own)) || changed;
+    changed = (await this.shell.writeFile(host, p.passwd, renderPoolPasswd(this.poolUsers(cluster), key), own)) || changed;
+    await this.shell.writeFile(host, p.pcpPass, renderPcpPass(cluster, pcpPassword), own);
+    const hash = desiredPoolConfigHash(cluster, p);
+
+    let running = await this.isRunning(cluster);
+    if (running && changed) {
+      this.log.info({ cluster: cluster.name }, 'pgpool configuration changed: restarting');
+      await this.stopPgpool(cluster);
+      running = false;
+    }
+    if (!running) await this.startPgpool(cluster);
+    await this.shell.writeFile(host, p.confHash, `${hash}\n`, own);
+
+    await this.settle(cluster, primary);
+    this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool ensured');
+  }
+
+  /** Make pgpool's view match: `primary` up as primary, every reachable node attached. */
+  private async settle(cluster: ClusterSpec, primary: string | null): Promise<void> {
+    let restarted = false;
+    let deadline = Date.now() + this.settleTimeoutMs;
+    const attached = new Map<string, number>();
+    for (;;) {
+      let backends: PoolBackend[] | null = null;
+      let err = '';
+      try {
+        backends = await this.poolNodes(cluster);
+      } catch (e) {
+        err = pgMessage(e);
+      }
+      if (backends) {
+        const reach = await Promise.all(
+          cluster.nodes.map(async (n) => ({ n, up: await tcpReachable(n.address, pgPort(cluster), 1000) })),
+        );
+        let ok = true;
+        for (const [i, { n, up }] of reach.entries()) {
+          const b = backends.find((x) => x.name === n.name);
+          if (!b || b.status !== 'down' || !up) continue;
+          ok = false;
+          const last = attached.get(n.name) ?? 0;
+          if (Date.now() - last > 3000) {
+            attached.set(n.name, Date.now());
+            await this.pcp(cluster, 'pcp_attach_node', ['-n', String(i)]).catch((e) =>
+              this.log.warn({ node: n.name, error: messageOf(e) }, 'pcp_attach_node failed'),
+            );
+            this.log.info({ node: n.name }, 'pgpool: node attached');
+          }
+        }
+        const pb = primary ? backends.find((b) => b.name === primary) : undefined;
+        const primaryOk = primary === null || (pb?.status === 'up' && pb.role === 'primary');
+        const falsePrimary = backends.some((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary && primary !== null);
+        if (ok && primaryOk && !falsePrimary) return;
+        err = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
+      }
+      if (Date.now() > deadline) {
+        if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${err}`);
+        this.log.warn({ cluster: cluster.name, primary, why: err }, 'pgpool disagrees: restarting it');
+        await this.stopPgpool(cluster);
+        await this.startPgpool(cluster);
+        restarted = true;
+        deadline = Date.now() + this.settleTimeoutMs * 3;
+      }
+      await sleep(200);
+    }
+  }
+
+  private async pcp(cluster: ClusterSpec, cmd: string, args: string[]): Promise<ExecResult> {
+    return this.must(
+      cluster,
+      cmd,
+      '"$1" -h "$2" -p "$3" -U "$4" -w "$5" "$6"',
+      [`${this.bin}/${cmd}`, cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, PCP_USER, ...args],
+      { user: 'postgres', env: { PCPPASSFILE: this.paths.pcpPass }, timeoutMs: 30_000 },
+    );
+  }
+
+  private async isRunning(cluster: ClusterSpec): Promise<boolean> {
+    const res = await this.sh(cluster, RUNNING_SH, [this.paths.pid], { user: 'postgres' });
+    return res.code === 0;
+  }
+
+  private async startPgpool(cluster: ClusterSpec): Promise<void> {
+    const p = this.paths;
+    this.dropClient(cluster);
+    await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir], {
+      user: 'postgres',
+      kind: 'transient',
+      timeoutMs: 20_000,
+    });
+    // Ready when SHOW POOL_NODES answers.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      try {
+        await this.poolNodes(cluster);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) {
+          const log = await this.sh(cluster, 'tail -n 5 "$1"', [p.logFile], { user: 'postgres' }).catch(() => null);
+          throw transient(`cannot start pgpool of ${cluster.name}: ${pgMessage(err)} ${tail(log?.stdout ?? '')}`.trim());
+        }
+        await sleep(100);
+      }
+    }
+    this.log.info({ cluster: cluster.name }, 'pgpool started');
+  }
+
+  private async stopPgpool(cluster: ClusterSpec): Promise<void> {
+    this.dropClient(cluster);
+    await this.must(cluster, 'stop pgpool', STOP_SH, [`${this.bin}/pgpool`, this.paths.conf, this.paths.pid], { user: 'postgres', timeoutMs: 60_000 });
+  }
+
+  async deletePool(cluster: ClusterSpec): Promise<void> {
+    this.dropClient(cluster);
+    try {
+      await this.stopPgpool(cluster);
+    } catch (err) {
+      // an unreachable pool host has nothing left to stop
+      if (!(err instanceof PgopError && err.kind === 'transient')) throw err;
+    }
+    await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.clients.values()];
+    this.clients.clear();
+    await Promise.allSettled(all.map((c) => c.client.end()));
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+function tcpReachable(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect({ host, port });
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(ok);
+    };
+    const t = setTimeout(() => done(false), timeoutMs);
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+function tail(s: string, n = 400): string {
+  const t = s.trim();
+  return t.length > n ? `...${t.slice(-n)}` : t;
+}
+
+function pgMessage(err: unknown): string {
+  const e = err as { message?: string; code?: string };
+  return e?.message ?? String(err);
+}
+
+/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary. */
+const PREPARE_SH = `
+set -e
+[ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
+mkdir -p "$1" "$2" "$3" "$4"
+chown postgres:postgres "$1" "$2" "$3" "$4"
+chmod 700 "$1" "$2" "$3" "$4"
+# pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now pgpool2.service >/dev/null 2>&1 || true
+  systemctl disable --now pgpool-II.service >/dev/null 2>&1 || true
+fi
+`;
+
+/** $1 pid file: exit 0 when the pgpool it names is alive. */
+const RUNNING_SH = `
+[ -f "$1" ] || exit 1
+pid=$(head -n 1 "$1")
+[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/$pid/comm 2>/dev/null)" = pgpool ]
+`;
+
+/** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir. */
+const START_SH = `
+cd "$8" || exit 1
+if [ -f "$7" ]; then
+  pid=$(head -n 1 "$7")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/$pid/comm 2>/dev/null)" = pgpool ]; then exit 0; fi
+  rm -f "$7"
+fi
+rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
+setsid nohup "$1" -n -D -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
+i=0
+while [ $i -lt 100 ]; do
+  [ -s "$7" ] && exit 0
+  sleep 0.05; i=$((i+1))
+done
+echo "pgpool did not write its pid file" >&2
+tail -n 5 "$6" >&2
+exit 1
+`;
+
+/** As postgres. $1 pgpool $2 conf $3 pid file. */
+const STOP_SH = `
+[ -f "$3" ] || exit 0
+pid=$(head -n 1 "$3")
+if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then rm -f "$3"; exit 0; fi
+"$1" -f "$2" -m fast stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null
+i=0
+while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+rm -f "$3"
+exit 0
+`;

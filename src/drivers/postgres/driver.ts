@@ -1,0 +1,1184 @@
+// PostgresDriver over SSH (NodeShell) + the pg wire protocol.
+//
+// - Every remote command is an argv array; shell snippets are constant strings that get their
+//   values as positional parameters ($1...), never by interpolation.
+// - Secrets never appear on a command line, in an env assignment on a command line, or in an SQL
+//   statement: pg_basebackup/pg_rewind read PGPASSWORD from stdin inside the remote shell, and
+//   role passwords are sent as SCRAM verifiers computed here.
+// - Per-node settings go on the postmaster command line (pg_ctl -o), never into a file that a
+//   clone or a rewind copies.
+// Layout of the files pgop writes: config.ts.
+
+import pg from 'pg';
+import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
+import type { ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver } from '../types.js';
+import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
+import { resolveSecret } from '../../spec/secrets.js';
+import {
+  archiveScriptPath,
+  CONFHASH_FILE,
+  CONF_DIR,
+  CONF_FILE,
+  EMPTY_AUTO_CONF,
+  INCLUDE_DIR_LINE,
+  scriptDir,
+  SOCKET_DIR,
+  STANDBY_CONF_FILE,
+  SYNC_CONF_FILE,
+  binDir,
+  canFollowTimeline,
+  desiredConfigHash,
+  nodeOptionString,
+  parseLsn,
+  parseTimelineHistory,
+  pgPort,
+  quoteIdent,
+  quoteLiteral,
+  renderArchiveScript,
+  renderConf,
+  renderHba,
+  renderStandbyConf,
+  renderReplicationPassfile,
+  replicationPassfilePath,
+  renderSyncConf,
+  scramVerifier,
+  slotName,
+  syncStandbyNamesValue,
+  verifyScram,
+} from './config.js';
+
+export interface DriverLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface SshPostgresDriverOptions {
+  shell: NodeShell;
+  /** How to reach a node's management plane (SSH). */
+  hostRef(cluster: ClusterSpec, node: NodeSpec): HostRef;
+  /** pg client options for the operator's superuser connection to a node (default: node
+   *  address, the cluster's port, user postgres, spec.postgres.superuserPassword). */
+  connect?(cluster: ClusterSpec, node: NodeSpec): pg.ClientConfig;
+  logger?: DriverLog;
+  /** Upper bound for "wait until the standby streams" (default 30 s). */
+  streamTimeoutMs?: number;
+}
+
+/** The default `connect`: superuser over TCP to the node's address. */
+export function defaultConnect(cluster: ClusterSpec, node: NodeSpec): pg.ClientConfig {
+  return {
+    host: node.address,
+    port: pgPort(cluster),
+    user: 'postgres',
+    database: 'postgres',
+    password: resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const silent: DriverLog = { info() {}, warn() {} };
+
+/** What one SSH look at a node tells. */
+interface NodeState {
+  initialized: boolean;
+  nonEmpty: boolean;
+  standbySignal: boolean;
+  running: boolean;
+  /** pg_ctl status exit code (0 running, 3 not running, 4 no data dir) */
+  status: number;
+}
+
+interface ProbeRow {
+  in_recovery: boolean;
+  cur_lsn: string | null;
+  walfile: string | null;
+  replay_lsn: string | null;
+  receive_lsn: string | null;
+  ckpt_tli: number | null;
+  wr_status: string | null;
+  received_tli: number | null;
+  sender_host: string | null;
+  primary_conninfo: string | null;
+  ssn: string;
+  replicas: { name: string; state: string; sync: string; flush: string | null; replay: string | null }[] | null;
+  live_hash: string;
+  recorded_hash: string | null;
+  pending_restart: boolean | null;
+}
+
+// One round trip: role, positions, timeline, WAL receiver, replicas, config hash.
+const PROBE_SQL = `
+WITH r AS (SELECT pg_is_in_recovery() AS rec)
+SELECT r.rec AS in_recovery,
+  CASE WHEN NOT r.rec THEN pg_current_wal_lsn()::text END AS cur_lsn,
+  CASE WHEN NOT r.rec THEN pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
+  CASE WHEN r.rec THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
+  CASE WHEN r.rec THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
+  (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli,
+  w.status AS wr_status, w.received_tli, w.sender_host,
+  CASE WHEN r.rec THEN current_setting('primary_conninfo') END AS primary_conninfo,
+  current_setting('synchronous_standby_names') AS ssn,
+  (SELECT json_agg(json_build_object('name', application_name, 'state', state, 'sync', sync_state,
+      'flush', flush_lsn::text, 'replay', replay_lsn::text) ORDER BY application_name)
+     FROM pg_stat_replication) AS replicas,
+  encode(sha256(
+      coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
+      coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
+      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea)), 'hex') AS live_hash,
+  convert_from(pg_read_binary_file('${CONFHASH_FILE}', 0, 1024, true), 'UTF8') AS recorded_hash,
+  (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
+FROM r LEFT JOIN pg_stat_wal_receiver w ON true`;
+
+/** host=... out of a conninfo string (keyword/value form). */
+export function conninfoHost(conninfo: string | null | undefined): string | null {
+  if (!conninfo) return null;
+  const m = /(?:^|\s)host\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']+))/.exec(conninfo);
+  if (!m) return null;
+  return (m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]) ?? null;
+}
+
+export class SshPostgresDriver implements PostgresDriver {
+  private readonly shell: NodeShell;
+  private readonly hostRefOf: (cluster: ClusterSpec, node: NodeSpec) => HostRef;
+  private readonly connectOf: (cluster: ClusterSpec, node: NodeSpec) => pg.ClientConfig;
+  private readonly log: DriverLog;
+  private readonly streamTimeoutMs: number;
+  /** probe connections, one per cluster/node */
+  private readonly probes = new Map<string, { client: pg.Client; ready: Promise<pg.Client>; dead: boolean }>();
+  /** serialise probes per node */
+  private readonly probing = new Map<string, Promise<unknown>>();
+
+  constructor(opts: SshPostgresDriverOptions) {
+    this.shell = opts.shell;
+    this.hostRefOf = opts.hostRef;
+    this.connectOf = opts.connect ?? defaultConnect;
+    this.log = opts.logger ?? silent;
+    this.streamTimeoutMs = opts.streamTimeoutMs ?? 30_000;
+  }
+
+  desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
+    return desiredConfigHash(cluster, node);
+  }
+
+  // ======================================================================== remote helpers
+
+  private host(cluster: ClusterSpec, node: NodeSpec): HostRef {
+    return this.hostRefOf(cluster, node);
+  }
+
+  /** Run a constant shell script with positional arguments: sh -c <script> pgop <args...>. */
+  private sh(cluster: ClusterSpec, node: NodeSpec, script: string, args: (string | number)[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.shell.exec(this.host(cluster, node), ['sh', '-c', `cd / || exit 1\n${script}`, 'pgop', ...args.map(String)], opts);
+  }
+
+  /** As sh(), throwing `cannot <what> on <node>: <stderr>` on a non-zero exit. */
+  private async must(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    what: string,
+    script: string,
+    args: (string | number)[],
+    opts: ExecOptions & { kind?: 'transient' | 'terminal' } = {},
+  ): Promise<ExecResult> {
+    const { kind = 'transient', ...execOpts } = opts;
+    const res = await this.sh(cluster, node, script, args, execOpts);
+    if (res.code !== 0) {
+      const detail = tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`;
+      throw new PgopError(kind, `cannot ${what} on ${node.name}: ${detail}`);
+    }
+    return res;
+  }
+
+  private dataDir(cluster: ClusterSpec): string {
+    return cluster.postgres.dataDir.replace(/\/+$/, '');
+  }
+
+  private superuserPassword(cluster: ClusterSpec): string {
+    return resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password');
+  }
+
+  private replicationPassword(cluster: ClusterSpec): string {
+    return resolveSecret(cluster.replication.password, 'the replication password');
+  }
+
+  /** One SSH round trip: is the data directory initialised, does postgres run? */
+  private async nodeState(cluster: ClusterSpec, node: NodeSpec, timeoutMs?: number): Promise<NodeState> {
+    const res = await this.sh(cluster, node, NODE_STATE_SH, [this.dataDir(cluster), binDir(cluster)], { user: 'postgres', timeoutMs });
+    const m = /init=(\d) nonempty=(\d) standby=(\d) status=(\d+)/.exec(res.stdout);
+    if (!m) throw transient(`cannot inspect ${node.name}: ${tail(res.stderr) || `exit ${res.code}`}`);
+    return {
+      initialized: m[1] === '1',
+      nonEmpty: m[2] === '1',
+      standbySignal: m[3] === '1',
+      status: Number(m[4]),
+      running: m[4] === '0',
+    };
+  }
+
+  private async controlData(cluster: ClusterSpec, node: NodeSpec): Promise<{ state: string; timeline: number; checkpoint: number; minRecovery: number; minRecoveryTli: number }> {
+    const res = await this.must(cluster, node, 'read pg_controldata', '"$1/pg_controldata" -D "$2"', [binDir(cluster), this.dataDir(cluster)], {
+      user: 'postgres',
+      env: { LC_ALL: 'C' },
+    });
+    const get = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(res.stdout)?.[1]?.trim() ?? '';
+    return {
+      state: get('Database cluster state'),
+      timeline: Number(get("Latest checkpoint's TimeLineID")) || 0,
+      checkpoint: parseLsn(get('Latest checkpoint location')),
+      minRecovery: parseLsn(get('Minimum recovery ending location')),
+      minRecoveryTli: Number(get("Min recovery ending loc's timeline")) || 0,
+    };
+  }
+
+  // ======================================================================== pg connections
+
+  private clientConfig(cluster: ClusterSpec, node: NodeSpec, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
+    const timeout = cluster.failureDetection.connectTimeoutMs;
+    return {
+      port: pgPort(cluster),
+      ...this.connectOf(cluster, node),
+      connectionTimeoutMillis: timeout,
+      keepAlive: true,
+      application_name: 'pgop',
+      ...extra,
+    };
+  }
+
+  /** A fresh superuser session for a mutating operation; always ended. */
+  private async withAdmin<T>(cluster: ClusterSpec, node: NodeSpec, fn: (c: pg.Client) => Promise<T>, database?: string): Promise<T> {
+    const cfg = this.clientConfig(cluster, node, {
+      connectionTimeoutMillis: Math.max(5000, cluster.failureDetection.connectTimeoutMs),
+      ...(database ? { database } : {}),
+    });
+    const client = new pg.Client(cfg);
+    client.on('error', () => {});
+    try {
+      await client.connect();
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}`, err);
+    }
+    try {
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  private probeClient(cluster: ClusterSpec, node: NodeSpec): Promise<pg.Client> {
+    const key = `${cluster.name}/${node.name}`;
+    const have = this.probes.get(key);
+    if (have && !have.dead) return have.ready;
+    const timeout = cluster.failureDetection.connectTimeoutMs;
+    const client = new pg.Client(
+      this.clientConfig(cluster, node, {
+        statement_timeout: Math.max(1000, timeout * 2),
+        query_timeout: Math.max(1500, timeout * 2 + 500),
+        application_name: 'pgop-probe',
+      }),
+    );
+    const entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
+    const kill = () => {
+      entry.dead = true;
+      if (this.probes.get(key) === entry) this.probes.delete(key);
+    };
+    client.on('error', kill);
+    client.on('end', kill);
+    entry.ready = client.connect().then(
+      () => client,
+      async (err) => {
+        kill();
+        await client.end().catch(() => {});
+        throw err;
+      },
+    );
+    this.probes.set(key, entry);
+    return entry.ready;
+  }
+
+  private dropProbe(cluster: ClusterSpec, node: NodeSpec): void {
+    const key = `${cluster.name}/${node.name}`;
+    const have = this.probes.get(key);
+    if (!have) return;
+    have.dead = true;
+    this.probes.delete(key);
+    have.client.end().catch(() => {});
+  }
+
+  // ======================================================================== probe
+
+  async probe(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
+    const key = `${cluster.name}/${node.name}`;
+    const prev = this.probing.get(key);
+    if (prev) await prev.catch(() => {});
+    const p = this.probeOnce(cluster, node);
+    this.probing.set(key, p);
+    try {
+      return await p;
+    } finally {
+      if (this.probing.get(key) === p) this.probing.delete(key);
+    }
+  }
+
+  private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
+    let pgError: string;
+    try {
+      const client = await this.probeClient(cluster, node);
+      const obs = await this.query(cluster, client);
+      return { reachable: true, postgres: obs };
+    } catch (err) {
+      this.dropProbe(cluster, node);
+      pgError = `postgres: ${pgMessage(err)}`;
+    }
+    // Postgres did not answer: ONE ssh look tells "node up, postgres down" from "node gone".
+    try {
+      const st = await this.nodeState(cluster, node, Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2));
+      return {
+        reachable: true,
+        postgres: {
+          initialized: st.initialized,
+          running: st.running,
+          inRecovery: st.standbySignal,
+          timeline: 0,
+          lsn: 0,
+          receiveLsn: 0,
+          upstream: null,
+          streaming: false,
+          replicas: [],
+          syncStandbyNames: '',
+          configHash: '',
+        },
+        error: pgError,
+      };
+    } catch (err) {
+      return { reachable: false, postgres: null, error: `${pgError}; ssh: ${messageOf(err)}` };
+    }
+  }
+
+  /** The probe query on an open session. */
+  private async query(cluster: ClusterSpec, client: pg.Client): Promise<PostgresObservation> {
+    const script = cluster.postgres.archiveScript ? archiveScriptPath(cluster) : '';
+    const res = await client.query<ProbeRow>(PROBE_SQL, [script]);
+    const r = res.rows[0];
+    if (!r) throw internal('probe query returned no row');
+    return this.observationOf(cluster, r);
+  }
+
+  private observationOf(cluster: ClusterSpec, r: ProbeRow): PostgresObservation {
+    let timeline: number;
+    if (!r.in_recovery && r.walfile) timeline = parseInt(r.walfile.slice(0, 8), 16);
+    else timeline = r.received_tli ?? r.ckpt_tli ?? 0;
+    const upstreamAddr = r.in_recovery ? (r.sender_host ?? conninfoHost(r.primary_conninfo)) : null;
+    const upstream = upstreamAddr ? (cluster.nodes.find((n) => n.address === upstreamAddr)?.name ?? upstreamAddr) : null;
+    const replicas: ReplicaStatus[] = (r.replicas ?? []).map((x) => ({
+      name: x.name,
+      state: x.state,
+      syncState: (['async', 'sync', 'quorum', 'potential'].includes(x.sync) ? x.sync : 'async') as ReplicaStatus['syncState'],
+      flushLsn: parseLsn(x.flush),
+      replayLsn: parseLsn(x.replay),
+    }));
+    const live = r.live_hash;
+    const recorded = (r.recorded_hash ?? '').trim();
+    const configHash = r.pending_restart ? `pending-restart:${live}` : recorded === live ? live : `unapplied:${live}`;
+    return {
+      initialized: true,
+      running: true,
+      inRecovery: r.in_recovery,
+      timeline,
+      lsn: parseLsn(r.in_recovery ? r.replay_lsn : r.cur_lsn),
+      receiveLsn: r.in_recovery ? parseLsn(r.receive_lsn) : 0,
+      upstream,
+      streaming: r.wr_status === 'streaming',
+      replicas,
+      syncStandbyNames: r.ssn ?? '',
+      configHash,
+    };
+  }
+
+  /** The probe's view, through a fresh admin session (used by the ensure* operations). */
+  private async look(cluster: ClusterSpec, node: NodeSpec): Promise<PostgresObservation> {
+    return this.withAdmin(cluster, node, (c) => this.query(cluster, c));
+  }
+
+  // ======================================================================== install
+
+  async ensureInstalled(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const t0 = performance.now();
+    const family = cluster.provider.type === 'libvirt' ? cluster.provider.osFamily : 'debian';
+    const p = cluster.postgres;
+    await this.must(
+      cluster,
+      node,
+      'install postgres',
+      INSTALL_SH,
+      [binDir(cluster), p.version, this.dataDir(cluster), p.archiveDir, p.backupDir, p.logDir, family, scriptDir(cluster), SOCKET_DIR],
+      { user: 'root', timeoutMs: 15 * 60_000 },
+    );
+    if (p.archiveScript) {
+      await this.shell.writeFile(this.host(cluster, node), archiveScriptPath(cluster), renderArchiveScript(cluster), { mode: 0o755, owner: 'root:root' });
+    }
+    this.log.info({ node: node.name, ms: ms(t0) }, 'postgres installed');
+  }
+
+  // ======================================================================== managed files
+
+  /** conf.d/pgop.conf, pg_hba.conf, include_dir, archive script. Returns whether any changed. */
+  private async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec): Promise<boolean> {
+    const host = this.host(cluster, node);
+    const d = this.dataDir(cluster);
+    const inc = await this.must(cluster, node, 'prepare conf.d', INCLUDE_SH, [d, CONF_DIR, INCLUDE_DIR_LINE], { user: 'postgres', kind: 'terminal' });
+    let changed = inc.stdout.includes('include added');
+    const own = { mode: 0o600, owner: 'postgres:postgres' };
+    changed = (await this.shell.writeFile(host, `${d}/${CONF_DIR}/${CONF_FILE}`, renderConf(cluster, node), own)) || changed;
+    changed = (await this.shell.writeFile(host, `${d}/pg_hba.conf`, renderHba(cluster), own)) || changed;
+    if (cluster.postgres.archiveScript) {
+      changed = (await this.shell.writeFile(host, archiveScriptPath(cluster), renderArchiveScript(cluster), { mode: 0o755, owner: 'root:root' })) || changed;
+    }
+    return changed;
+  }
+
+  private async writeConfHash(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    await this.shell.writeFile(this.host(cluster, node), `${this.dataDir(cluster)}/${CONFHASH_FILE}`, `${desiredConfigHash(cluster, node)}\n`, {
+      mode: 0o600,
+      owner: 'postgres:postgres',
+    });
+  }
+
+  /** Standby files after a clone or rewind (or a repoint): standby conf + signal, empty sync conf
+   *  and auto.conf, no copied replication slots. */
+  private async writeStandbyFiles(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, fresh: boolean): Promise<boolean> {
+    const host = this.host(cluster, node);
+    const d = this.dataDir(cluster);
+    const own = { mode: 0o600, owner: 'postgres:postgres' };
+    let changed = false;
+    if (fresh) {
+      await this.must(cluster, node, 'clean copied state', CLEAN_COPY_SH, [d, CONF_DIR, SYNC_CONF_FILE], { user: 'postgres', kind: 'terminal' });
+      await this.shell.writeFile(host, `${d}/postgresql.auto.conf`, EMPTY_AUTO_CONF, own);
+      await this.shell.writeFile(host, `${d}/${CONF_DIR}/${SYNC_CONF_FILE}`, renderSyncConf([], 1), own);
+      changed = true;
+    }
+    changed = (await this.writeManagedFiles(cluster, node)) || changed;
+    await this.shell.writeFile(host, replicationPassfilePath(cluster), renderReplicationPassfile(cluster, this.replicationPassword(cluster)), own);
+    const conf = renderStandbyConf(cluster, node, primary);
+    changed = (await this.shell.writeFile(host, `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, conf, own)) || changed;
+    changed = (await this.shell.writeFile(host, `${d}/standby.signal`, '', own)) || changed;
+    return changed;
+  }
+
+  // ======================================================================== start / stop
+
+  private async start(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const t0 = performance.now();
+    const res = await this.sh(
+      cluster,
+      node,
+      START_SH,
+      [this.dataDir(cluster), binDir(cluster), nodeOptionString(cluster, node), `${cluster.postgres.logDir}/startup.log`, socketDir(cluster), pgPort(cluster)],
+      { user: 'postgres', timeoutMs: 90_000 },
+    );
+    if (res.code !== 0) {
+      // pg_ctl -w gives up after 60 s while a standby may still be catching up: running is fine.
+      const st = await this.nodeState(cluster, node);
+      if (!st.running) {
+        const log = await this.sh(
+          cluster,
+          node,
+          'tail -n 3 "$1/startup.log" 2>/dev/null; f=$(ls -t "$1"/postgresql-* 2>/dev/null | head -n 1); [ -n "$f" ] && grep -E "FATAL|PANIC|ERROR" "$f" | tail -n 3',
+          [cluster.postgres.logDir],
+          { user: 'postgres' },
+        );
+        throw transient(`cannot start postgres on ${node.name}: ${tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`} ${tail(log.stdout)}`.trim());
+      }
+    }
+    this.log.info({ node: node.name, ms: ms(t0) }, 'postgres started');
+  }
+
+  private async stop(cluster: ClusterSpec, node: NodeSpec, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    const t0 = performance.now();
+    this.dropProbe(cluster, node);
+    await this.must(cluster, node, 'stop postgres', STOP_SH, [this.dataDir(cluster), binDir(cluster), mode, socketDir(cluster), pgPort(cluster)], { user: 'postgres', timeoutMs: 120_000 });
+    this.log.info({ node: node.name, ms: ms(t0), mode }, 'postgres stopped');
+  }
+
+  // ======================================================================== primary
+
+  async ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[]): Promise<void> {
+    const t0 = performance.now();
+    const d = this.dataDir(cluster);
+    let st = await this.nodeState(cluster, node);
+    if (!st.initialized) {
+      if (st.nonEmpty) throw terminal(`cannot initialise ${node.name}: data directory ${d} is not empty and holds no database cluster`);
+      await this.must(cluster, node, 'initdb', INITDB_SH, [d, binDir(cluster)], { user: 'postgres', kind: 'terminal', timeoutMs: 300_000 });
+      this.log.info({ node: node.name, ms: ms(t0) }, 'initdb done');
+      st = await this.nodeState(cluster, node);
+    } else if (st.standbySignal) {
+      throw terminal(`cannot make ${node.name} a primary: it is a standby (standby.signal present); promote it instead`);
+    }
+    const changed = await this.writeManagedFiles(cluster, node);
+    await this.sh(cluster, node, 'rm -f "$1"', [`${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`], { user: 'postgres' });
+    await this.sh(cluster, node, 'umask 077; [ -f "$1" ] || cat > "$1"', [`${d}/${CONF_DIR}/${SYNC_CONF_FILE}`], { user: 'postgres', input: renderSyncConf([], 1) });
+    if (!st.running) await this.start(cluster, node);
+    await this.ensureSuperuserPassword(cluster, node);
+    if (st.running && changed) await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
+    await this.withAdmin(cluster, node, async (c) => {
+      const rec = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
+      if (rec.rows[0]?.rec) throw terminal(`cannot make ${node.name} a primary: it runs in recovery; promote it instead`);
+      await c.query("SET log_statement = 'none'");
+      await this.ensureRole(c, cluster.replication.user, { login: true, superuser: false, createdb: false, replication: true }, this.replicationPassword(cluster));
+      for (const r of cluster.roles) {
+        const pw = r.password ? resolveSecret(r.password, `the password of role ${r.name}`) : undefined;
+        await this.ensureRole(c, r.name, { login: r.login, superuser: r.superuser, createdb: r.createdb, replication: false }, pw);
+      }
+      for (const r of cluster.roles) {
+        if (r.searchPath && r.searchPath.length > 0) {
+          await c.query(`ALTER ROLE ${quoteIdent(r.name)} SET search_path TO ${r.searchPath.map(quoteIdent).join(', ')}`);
+        }
+      }
+      for (const db of cluster.databases) await this.ensureDatabase(c, node, db);
+    });
+    for (const db of cluster.databases) {
+      const grants = cluster.grants.filter((g) => g.database === db.name);
+      if (db.schemas.length === 0 && grants.length === 0) continue;
+      await this.withAdmin(
+        cluster,
+        node,
+        async (c) => {
+          for (const s of db.schemas) await this.ensureSchema(c, s.name, s.owner);
+          for (const g of grants) {
+            const owner = db.schemas.find((s) => s.name === g.schema)?.owner ?? (await this.schemaOwner(c, g.schema));
+            if (!owner) throw terminal(`cannot grant on schema ${g.schema} of ${db.name}: it does not exist`);
+            const sp = privileges(g.schemaPrivileges, SCHEMA_PRIVS, `schema privileges for ${g.role}`);
+            const tp = privileges(g.tablePrivileges, TABLE_PRIVS, `table privileges for ${g.role}`);
+            if (sp) await c.query(`GRANT ${sp} ON SCHEMA ${quoteIdent(g.schema)} TO ${quoteIdent(g.role)}`);
+            if (tp) {
+              await c.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${quoteIdent(owner)} IN SCHEMA ${quoteIdent(g.schema)} GRANT ${tp} ON TABLES TO ${quoteIdent(g.role)}`);
+              await c.query(`GRANT ${tp} ON ALL TABLES IN SCHEMA ${quoteIdent(g.schema)} TO ${quoteIdent(g.role)}`);
+            }
+          }
+        },
+        db.name,
+      );
+    }
+    await this.ensureSlots(cluster, node, standbys);
+    await this.writeConfHash(cluster, node);
+    this.log.info({ node: node.name, ms: ms(t0) }, 'primary ensured');
+  }
+
+  /** The superuser's password (SCRAM verifier) over the local socket with peer auth, when the
+   *  operator's TCP login does not work yet (fresh initdb) or the password changed. */
+  private async ensureSuperuserPassword(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const password = this.superuserPassword(cluster);
+    try {
+      await this.withAdmin(cluster, node, async () => {});
+      return;
+    } catch (err) {
+      const cause = (err as PgopError).cause as { code?: string } | undefined;
+      if (cause?.code !== '28P01' && cause?.code !== '28000' && !/password/i.test(messageOf(err))) throw err;
+    }
+    const sql = `SET log_statement = 'none';\nALTER ROLE postgres PASSWORD ${quoteLiteral(scramVerifier(password))};\n`;
+    await this.must(cluster, node, 'set the superuser password', PSQL_SH, [binDir(cluster), socketDir(cluster), pgPort(cluster)], {
+      user: 'postgres',
+      input: sql,
+      kind: 'terminal',
+    });
+  }
+
+  private async ensureRole(
+    c: pg.Client,
+    name: string,
+    a: { login: boolean; superuser: boolean; createdb: boolean; replication: boolean },
+    password?: string,
+  ): Promise<void> {
+    const cur = await c.query<{ rolcanlogin: boolean; rolsuper: boolean; rolcreatedb: boolean; rolreplication: boolean; rolpassword: string | null }>(
+      'SELECT rolcanlogin, rolsuper, rolcreatedb, rolreplication, rolpassword FROM pg_authid WHERE rolname = $1',
+      [name],
+    );
+    const attrs = [a.login ? 'LOGIN' : 'NOLOGIN', a.superuser ? 'SUPERUSER' : 'NOSUPERUSER', a.createdb ? 'CREATEDB' : 'NOCREATEDB', a.replication ? 'REPLICATION' : 'NOREPLICATION'];
+    const row = cur.rows[0];
+    const pwClause = password !== undefined && !(row && verifyScram(row.rolpassword, password)) ? ` PASSWORD ${quoteLiteral(scramVerifier(password))}` : '';
+    if (!row) {
+      await c.query(`CREATE ROLE ${quoteIdent(name)} WITH ${attrs.join(' ')}${pwClause}`);
+      this.log.info({ role: name }, 'role created');
+      return;
+    }
+    const same = row.rolcanlogin === a.login && row.rolsuper === a.superuser && row.rolcreatedb === a.createdb && row.rolreplication === a.replication;
+    if (!same || pwClause) await c.query(`ALTER ROLE ${quoteIdent(name)} WITH ${attrs.join(' ')}${pwClause}`);
+  }
+
+  private async ensureDatabase(c: pg.Client, node: NodeSpec, db: ClusterSpec['databases'][number]): Promise<void> {
+    const cur = await c.query<{ owner: string }>('SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1', [db.name]);
+    const row = cur.rows[0];
+    if (row) {
+      if (row.owner !== db.owner) await c.query(`ALTER DATABASE ${quoteIdent(db.name)} OWNER TO ${quoteIdent(db.owner)}`);
+      return;
+    }
+    if (!/^[A-Za-z0-9_-]+$/.test(db.encoding)) throw terminal(`cannot create database ${db.name}: bad encoding ${JSON.stringify(db.encoding)}`);
+    const create = (locale?: string) =>
+      c.query(
+        `CREATE DATABASE ${quoteIdent(db.name)} OWNER ${quoteIdent(db.owner)} TEMPLATE template0 ENCODING ${quoteLiteral(db.encoding)}` +
+          (locale ? ` LC_COLLATE ${quoteLiteral(locale)} LC_CTYPE ${quoteLiteral(locale)}` : ''),
+      );
+    try {
+      await create(db.locale);
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      if (db.locale && /locale/i.test(e.message ?? '')) {
+        this.log.warn({ node: node.name, database: db.name, locale: db.locale }, `locale ${db.locale} is missing on ${node.name}: using C.UTF-8`);
+        await create('C.UTF-8');
+      } else throw terminal(`cannot create database ${db.name} on ${node.name}: ${pgMessage(err)}`, err);
+    }
+    this.log.info({ node: node.name, database: db.name }, 'database created');
+  }
+
+  private async schemaOwner(c: pg.Client, schema: string): Promise<string | null> {
+    const r = await c.query<{ owner: string }>('SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = $1', [schema]);
+    return r.rows[0]?.owner ?? null;
+  }
+
+  private async ensureSchema(c: pg.Client, name: string, owner: string): Promise<void> {
+    const cur = await this.schemaOwner(c, name);
+    if (cur === null) await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(name)} AUTHORIZATION ${quoteIdent(owner)}`);
+    else if (cur !== owner) await c.query(`ALTER SCHEMA ${quoteIdent(name)} OWNER TO ${quoteIdent(owner)}`);
+  }
+
+  // ======================================================================== slots / sync
+
+  async ensureSlots(cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void> {
+    if (!cluster.replication.slots) return;
+    await this.withAdmin(cluster, primary, async (c) => {
+      const have = await c.query<{ slot_name: string; active: boolean }>("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'");
+      const names = new Set(have.rows.map((r) => r.slot_name));
+      for (const s of standbys) {
+        if (s === primary.name) continue;
+        const slot = slotName(s);
+        if (!names.has(slot)) {
+          await c.query('SELECT pg_create_physical_replication_slot($1, true)', [slot]).catch((err: { code?: string }) => {
+            if (err.code !== '42710') throw err; // created meanwhile
+          });
+          this.log.info({ node: primary.name, slot }, 'replication slot created');
+        }
+      }
+      const keep = new Set(cluster.nodes.filter((n) => n.name !== primary.name).map((n) => slotName(n.name)));
+      for (const r of have.rows) {
+        if (r.slot_name.startsWith('pgop_') && !keep.has(r.slot_name) && !r.active) {
+          await c.query('SELECT pg_drop_replication_slot($1)', [r.slot_name]).catch(() => {});
+          this.log.info({ node: primary.name, slot: r.slot_name }, 'replication slot dropped');
+        }
+      }
+    });
+  }
+
+  async ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void> {
+    const want = syncStandbyNamesValue(names, quorum);
+    const changed = await this.shell.writeFile(this.host(cluster, primary), `${this.dataDir(cluster)}/${CONF_DIR}/${SYNC_CONF_FILE}`, renderSyncConf(names, quorum), {
+      mode: 0o600,
+      owner: 'postgres:postgres',
+    });
+    await this.withAdmin(cluster, primary, async (c) => {
+      const cur = await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v");
+      if (!changed && cur.rows[0]?.v === want) return;
+      await c.query('SELECT pg_reload_conf()');
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        await sleep(20);
+        const r = await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v");
+        if (r.rows[0]?.v === want) break;
+        if (Date.now() > deadline) throw transient(`cannot set synchronous_standby_names on ${primary.name}: still ${JSON.stringify(r.rows[0]?.v)} after reload`);
+      }
+      this.log.info({ node: primary.name, synchronous_standby_names: want }, 'sync standbys set');
+    });
+  }
+
+  // ======================================================================== configuration
+
+  /** pg_reload_conf(), wait until this session re-read the files, then report file errors. */
+  private async reloadAndCheck(cluster: ClusterSpec, node: NodeSpec, c: pg.Client): Promise<{ pendingRestart: boolean }> {
+    const before = await c.query<{ t: Date }>('SELECT pg_conf_load_time() AS t');
+    await c.query('SELECT pg_reload_conf()');
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      await sleep(20);
+      const r = await c.query<{ t: Date }>('SELECT pg_conf_load_time() AS t');
+      if (r.rows[0]!.t.getTime() !== before.rows[0]!.t.getTime()) break;
+      if (Date.now() > deadline) break; // nothing re-read (no change seen by this backend): check anyway
+    }
+    const errs = await c.query<{ where: string; error: string }>(
+      `SELECT coalesce(sourcefile, '?') || ':' || coalesce(sourceline::text, '?') || ' ' || coalesce(name, '') AS where, error
+         FROM pg_file_settings WHERE error IS NOT NULL AND error <> 'setting could not be applied'
+       UNION ALL
+       SELECT 'pg_hba.conf:' || line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL`,
+    );
+    if (errs.rows.length > 0) {
+      throw terminal(`cannot configure postgres on ${node.name}: ${errs.rows.map((e) => `${e.where}: ${e.error}`).join('; ')}`);
+    }
+    const pending = await c.query<{ p: boolean | null }>('SELECT bool_or(pending_restart) AS p FROM pg_settings');
+    return { pendingRestart: pending.rows[0]?.p === true };
+  }
+
+  async ensureConfigured(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const t0 = performance.now();
+    const st = await this.nodeState(cluster, node);
+    if (!st.initialized) throw transient(`cannot configure ${node.name}: its data directory is not initialised yet`);
+    const changed = await this.writeManagedFiles(cluster, node);
+    if (st.running) {
+      const { pendingRestart } = await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
+      if (pendingRestart) {
+        this.log.info({ node: node.name }, 'restarting postgres: a changed setting needs it');
+        await this.stop(cluster, node, 'fast');
+        await this.start(cluster, node);
+      }
+    }
+    await this.writeConfHash(cluster, node);
+    this.log.info({ node: node.name, changed, ms: ms(t0) }, 'configuration ensured');
+  }
+
+  // ======================================================================== standby
+
+  /** The primary's role, timeline and the history of that timeline. */
+  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec): Promise<{ timeline: number; history: Map<number, number>; lsn: number }> {
+    return this.withAdmin(cluster, primary, async (c) => {
+      const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null }>(
+        `SELECT pg_is_in_recovery() AS rec,
+                CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
+                CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS lsn`,
+      );
+      const row = r.rows[0]!;
+      if (row.rec || !row.walfile) throw transient(`cannot follow ${primary.name}: it is not a primary (in recovery)`);
+      const timeline = parseInt(row.walfile.slice(0, 8), 16);
+      let history = new Map<number, number>();
+      if (timeline > 1) {
+        const f = `pg_wal/${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
+        const h = await c.query<{ t: string | null }>('SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), \'UTF8\') AS t', [f]);
+        history = parseTimelineHistory(h.rows[0]?.t ?? '');
+      }
+      return { timeline, history, lsn: parseLsn(row.lsn) };
+    });
+  }
+
+  async ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void> {
+    if (node.name === primary.name) throw internal(`cannot make ${node.name} a standby of itself`);
+    const t0 = performance.now();
+    const d = this.dataDir(cluster);
+    const pinfo = await this.primaryInfo(cluster, primary);
+    if (cluster.replication.slots) await this.ensureSlots(cluster, primary, [node.name]);
+
+    const st = await this.nodeState(cluster, node);
+    let action: 'clone' | 'rewind' | 'start' | 'done' = 'start';
+    let reason = '';
+    if (!st.initialized) {
+      action = 'clone';
+      reason = st.nonEmpty ? 'data directory holds no cluster' : 'no data';
+    } else if (st.running) {
+      let obs: PostgresObservation | null = null;
+      try {
+        obs = await this.look(cluster, node);
+      } catch (err) {
+        reason = `cannot query it (${messageOf(err)})`;
+      }
+      if (!obs) {
+        await this.stop(cluster, node);
+        action = 'rewind';
+      } else if (!obs.inRecovery) {
+        reason = 'it runs as a primary';
+        await this.stop(cluster, node);
+        action = 'rewind';
+      } else {
+        const want = renderStandbyConf(cluster, node, primary);
+        const have = await this.shell.readFile(this.host(cluster, node), `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`);
+        const confOk = have === want;
+        if (confOk && obs.upstream === primary.name && (obs.streaming || (await this.waitStreaming(cluster, node, primary, 6000, false)))) {
+          action = 'done';
+        } else {
+          const pos = Math.max(obs.lsn, obs.receiveLsn);
+          if (canFollowTimeline(obs.timeline, pos, pinfo.timeline, pinfo.history)) {
+            if (!confOk) {
+              // Repoint in place: primary_conninfo / primary_slot_name reload (PG >= 13).
+              await this.writeStandbyFiles(cluster, node, primary, false);
+              await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
+              if (await this.waitStreaming(cluster, node, primary, 10_000, false)) {
+                await this.writeConfHash(cluster, node);
+                this.log.info({ node: node.name, primary: primary.name, ms: ms(t0) }, 'standby repointed');
+                return;
+              }
+            }
+            reason = `not streaming from ${primary.name}`;
+          } else {
+            reason = `diverged (timeline ${obs.timeline} at ${pos}, primary on timeline ${pinfo.timeline})`;
+          }
+          await this.stop(cluster, node);
+          action = 'rewind';
+        }
+      }
+    } else {
+      const cd = await this.controlData(cluster, node);
+      const tli = Math.max(cd.timeline, cd.minRecoveryTli);
+      if (st.standbySignal && tli === pinfo.timeline) action = 'start';
+      else {
+        action = 'rewind';
+        reason = st.standbySignal ? `stopped standby on timeline ${tli}, primary on ${pinfo.timeline}` : `stopped former primary (${cd.state})`;
+      }
+    }
+
+    if (action === 'done') {
+      await this.writeManagedFiles(cluster, node);
+      await this.writeConfHash(cluster, node);
+      return;
+    }
+    if (action === 'rewind') {
+      const ok = await this.rewind(cluster, node, primary, reason);
+      action = ok ? 'start' : 'clone';
+      if (!ok) reason = 'rewind failed';
+    }
+    if (action === 'clone') {
+      await this.clone(cluster, node, primary, st.initialized || st.nonEmpty, reason);
+    } else {
+      await this.writeStandbyFiles(cluster, node, primary, false);
+    }
+    await this.waitChildrenGone(cluster, node);
+    await this.start(cluster, node);
+    await this.writeConfHash(cluster, node);
+    if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
+      throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms`);
+    }
+    this.log.info({ node: node.name, primary: primary.name, ms: ms(t0) }, 'standby ensured');
+  }
+
+  private async waitChildrenGone(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    await this.must(cluster, node, 'wait for the old postmaster to go', WAIT_GONE_SH, [this.dataDir(cluster), socketDir(cluster), pgPort(cluster)], { user: 'postgres', timeoutMs: 15_000 });
+  }
+
+  /** pg_rewind against the primary; false when it failed (the caller clones instead). */
+  private async rewind(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, reason: string): Promise<boolean> {
+    const t0 = performance.now();
+    await this.waitChildrenGone(cluster, node);
+    // pg_rewind (15) reads the source's timeline from its control file, which a freshly promoted
+    // primary updates only at its first checkpoint: without this, "no rewind required".
+    await this.withAdmin(cluster, primary, (c) => c.query('CHECKPOINT'));
+    const src = `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`;
+    const res = await this.sh(cluster, node, REWIND_SH, [this.dataDir(cluster), binDir(cluster), src], {
+      user: 'postgres',
+      input: `${this.superuserPassword(cluster)}\n`,
+      timeoutMs: 30 * 60_000,
+    });
+    if (res.code !== 0) {
+      this.log.warn({ node: node.name, primary: primary.name, reason, error: tail(res.stderr) }, 'pg_rewind failed: cloning instead');
+      return false;
+    }
+    await this.writeStandbyFiles(cluster, node, primary, true);
+    this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0), output: tail(res.stdout + res.stderr) }, 'rewound');
+    return true;
+  }
+
+  /** Fresh copy of the primary (pg_basebackup -X stream), the old data moved aside. */
+  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, moveAside: boolean, reason: string): Promise<void> {
+    const t0 = performance.now();
+    const d = this.dataDir(cluster);
+    await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d, moveAside ? '1' : '0'], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
+    const slot = cluster.replication.slots ? slotName(node.name) : '';
+    await this.must(
+      cluster,
+      node,
+      `clone ${primary.name}`,
+      BASEBACKUP_SH,
+      [d, binDir(cluster), primary.address, pgPort(cluster), cluster.replication.user, slot, `pgop_clone_${node.name}`],
+      { user: 'postgres', input: `${this.replicationPassword(cluster)}\n`, timeoutMs: 6 * 3600_000 },
+    );
+    await this.writeStandbyFiles(cluster, node, primary, true);
+    this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0) }, 'cloned');
+  }
+
+  /** Poll until the node streams from `primary` (true) or `timeoutMs` passes (false). */
+  private async waitStreaming(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, timeoutMs: number, _starting: boolean): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    let client: pg.Client | null = null;
+    try {
+      for (;;) {
+        try {
+          if (!client) {
+            client = new pg.Client(this.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
+            client.on('error', () => {});
+            await client.connect();
+          }
+          const r = await client.query<{ rec: boolean; status: string | null; host: string | null }>(
+            'SELECT pg_is_in_recovery() AS rec, w.status, w.sender_host AS host FROM (SELECT 1) x LEFT JOIN pg_stat_wal_receiver w ON true',
+          );
+          const row = r.rows[0];
+          if (row?.rec && row.status === 'streaming' && row.host === primary.address) return true;
+        } catch {
+          if (client) await client.end().catch(() => {});
+          client = null;
+        }
+        if (Date.now() > deadline) return false;
+        await sleep(50);
+      }
+    } finally {
+      if (client) await client.end().catch(() => {});
+    }
+  }
+
+  // ======================================================================== promote / demote
+
+  async promote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const t0 = performance.now();
+    const d = this.dataDir(cluster);
+    let promoted = false;
+    try {
+      promoted = await this.withAdmin(cluster, node, async (c) => {
+        const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
+        if (!r.rows[0]?.rec) return true; // already a primary
+        const p = await c.query<{ ok: boolean }>('SELECT pg_promote(true, 10) AS ok');
+        return p.rows[0]?.ok === true;
+      });
+    } catch (err) {
+      this.log.warn({ node: node.name, error: messageOf(err) }, 'pg_promote failed: trying pg_ctl promote');
+    }
+    if (!promoted) {
+      const st = await this.nodeState(cluster, node);
+      if (!st.running) throw transient(`cannot promote ${node.name}: postgres is not running`);
+      await this.must(cluster, node, 'promote', '"$2/pg_ctl" -D "$1" -w -t 30 promote', [d, binDir(cluster)], { user: 'postgres', timeoutMs: 60_000 });
+    }
+    await this.sh(cluster, node, 'rm -f "$1" "$2"', [`${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, `${d}/standby.signal`], { user: 'postgres' });
+    await this.withAdmin(cluster, node, async (c) => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
+        if (!r.rows[0]?.rec) break;
+        if (Date.now() > deadline) throw transient(`cannot promote ${node.name}: still in recovery after 30 s`);
+        await sleep(20);
+      }
+      await c.query('SELECT pg_reload_conf()');
+    });
+    await this.writeConfHash(cluster, node);
+    this.log.info({ node: node.name, ms: ms(t0) }, 'promoted');
+  }
+
+  async demote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const t0 = performance.now();
+    const st = await this.nodeState(cluster, node);
+    if (!st.running) return;
+    try {
+      await this.withAdmin(cluster, node, (c) => c.query('CHECKPOINT'));
+    } catch (err) {
+      this.log.warn({ node: node.name, error: messageOf(err) }, 'checkpoint before demote failed');
+    }
+    await this.stop(cluster, node, 'fast');
+    this.log.info({ node: node.name, ms: ms(t0) }, 'demoted (stopped)');
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.probes.values()];
+    this.probes.clear();
+    await Promise.allSettled(all.map((p) => p.client.end()));
+  }
+}
+
+// ============================================================================ helpers
+
+const SCHEMA_PRIVS = ['USAGE', 'CREATE', 'ALL', 'ALL PRIVILEGES'];
+const TABLE_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'ALL', 'ALL PRIVILEGES'];
+
+function privileges(list: string[], allowed: string[], what: string): string {
+  const out = list.map((p) => p.trim().toUpperCase());
+  for (const p of out) if (!allowed.includes(p)) throw terminal(`cannot grant ${what}: unknown privilege ${JSON.stringify(p)}`);
+  return out.join(', ');
+}
+
+function socketDir(cluster: ClusterSpec): string {
+  const s = cluster.postgres.parameters.unix_socket_directories;
+  return s === undefined ? SOCKET_DIR : String(s).split(',')[0]!.trim();
+}
+
+function ms(t0: number): number {
+  return Math.round(performance.now() - t0);
+}
+
+function tail(s: string, n = 400): string {
+  const t = s.trim();
+  return t.length > n ? `...${t.slice(-n)}` : t;
+}
+
+function pgMessage(err: unknown): string {
+  const e = err as { message?: string; code?: string };
+  const msg = e?.message ?? String(err);
+  return e?.code && /^[0-9A-Z]{5}$/.test(e.code) ? `${msg} (${e.code})` : msg;
+}
+
+// ============================================================================ node scripts
+// Constant scripts; values arrive as $1, $2, ... (never interpolated).
+
+/** Shell functions shared by the scripts below. A postmaster killed with -9 stays a zombie until
+ *  its parent (init) reaps it, and pg_ctl/postgres take a zombie for a live server (kill -0
+ *  succeeds): liveness here is "pid alive, not a zombie, named postgres". */
+const PM_FUNCS = `
+pid_alive() {
+  # $1: a postgres lock file (postmaster.pid, .s.PGSQL.<port>.lock): is the pid on its line 1 alive?
+  [ -f "$1" ] || return 1
+  pid=$(sed -n 1p "$1" 2>/dev/null | tr -d ' -')
+  case "$pid" in ''|*[!0-9]*) return 1;; esac
+  [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1)
+  [ "$state" != Z ] || return 1
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+  [ "$comm" = postgres ] || [ "$comm" = postmaster ]
+}
+pm_alive() { pid_alive "$1/postmaster.pid"; }
+shm_attached() {
+  # children of a dead postmaster keep its shared memory attached for a moment
+  f="$1/postmaster.pid"
+  [ -f "$f" ] || return 1
+  shmid=$(sed -n 7p "$f" 2>/dev/null | awk '{print $2}')
+  [ -n "$shmid" ] || return 1
+  n=$(awk -v id="$shmid" '$2==id {print $7}' /proc/sysvipc/shm 2>/dev/null)
+  [ -n "$n" ] && [ "$n" != 0 ]
+}
+clear_stale() {
+  # $1 data dir, $2 socket dir, $3 port. No live postmaster: wait (up to 10 s) for its children
+  # to go, then drop the stale lock files (postmaster.pid, the socket's .lock).
+  pm_alive "$1" && return 0
+  if [ -f "$1/postmaster.pid" ]; then
+    i=0
+    while shm_attached "$1" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+    if shm_attached "$1"; then echo "children of the old postmaster still hold its shared memory" >&2; return 1; fi
+    rm -f "$1/postmaster.pid"
+  fi
+  if [ -n "$2" ] && [ -n "$3" ] && [ -f "$2/.s.PGSQL.$3.lock" ] && ! pid_alive "$2/.s.PGSQL.$3.lock"; then
+    rm -f "$2/.s.PGSQL.$3.lock" "$2/.s.PGSQL.$3"
+  fi
+  return 0
+}
+`;
+
+/** $1 data dir, $2 bin dir -> "init=0|1 nonempty=0|1 standby=0|1 status=N" */
+const NODE_STATE_SH = `${PM_FUNCS}
+d="$1"
+init=0; [ -f "$d/PG_VERSION" ] && init=1
+nonempty=0; [ -n "$(ls -A "$d" 2>/dev/null)" ] && nonempty=1
+sb=0; [ -f "$d/standby.signal" ] && sb=1
+st=4
+if [ -d "$d" ]; then if pm_alive "$d"; then st=0; else st=3; fi; fi
+echo "init=$init nonempty=$nonempty standby=$sb status=$st"
+`;
+
+/** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir */
+const INSTALL_SH = `
+set -e
+b="$1"; v="$2"; d="$3"; arch="$4"; bk="$5"; logd="$6"; fam="$7"; sdir="$8"; sock="$9"
+if [ ! -x "$b/postgres" ]; then
+  if [ "$fam" = rhel ]; then
+    dnf -y -q install "postgresql$v-server" "postgresql$v-contrib"
+  else
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/pgop.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$v" >/dev/null
+  fi
+fi
+[ -x "$b/postgres" ] || { echo "postgres binaries missing in $b" >&2; exit 3; }
+# Postgres never starts at boot: only the operator starts it.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  for u in postgresql.service "postgresql@$v-main.service" "postgresql-$v.service"; do
+    systemctl disable --now "$u" >/dev/null 2>&1 || true
+    systemctl mask "$u" >/dev/null 2>&1 || true
+  done
+fi
+id postgres >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash postgres
+mkdir -p "$(dirname "$d")" "$d" "$arch" "$bk" "$logd" "$sdir"
+chown postgres:postgres "$d" "$arch" "$bk" "$logd"
+chmod 700 "$d" "$arch"
+if [ ! -d "$sock" ]; then mkdir -p "$sock"; fi
+chown postgres:postgres "$sock"; chmod 2775 "$sock"
+if [ -d /usr/lib/tmpfiles.d ] && [ ! -f /usr/lib/tmpfiles.d/postgresql.conf ] && [ ! -f /etc/tmpfiles.d/pgop-postgresql.conf ]; then
+  echo "d $sock 2775 postgres postgres -" > /etc/tmpfiles.d/pgop-postgresql.conf 2>/dev/null || true
+fi
+chmod 755 "$sdir"
+`;
+
+/** As postgres. $1 data dir, $2 conf.d name, $3 include line. */
+const INCLUDE_SH = `
+set -e
+d="$1"; c="$2"; line="$3"
+[ -f "$d/postgresql.conf" ] || { echo "no postgresql.conf in $d" >&2; exit 3; }
+mkdir -p "$d/$c"; chmod 700 "$d/$c"
+if ! grep -qxF "$line" "$d/postgresql.conf"; then
+  printf '\\n# pgop: managed settings\\n%s\\n' "$line" >> "$d/postgresql.conf"
+  echo "include added"
+fi
+`;
+
+/** As postgres. $1 data dir, $2 bin dir. No password: it is set as a SCRAM verifier after start. */
+const INITDB_SH = `
+set -e
+umask 077
+"$2/initdb" -D "$1" --data-checksums --auth-local=peer --auth-host=scram-sha-256 --username=postgres --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+`;
+
+/** As postgres. $1 data dir, $2 bin dir, $3 -o options, $4 log file, $5 socket dir, $6 port. */
+const START_SH = `${PM_FUNCS}
+d="$1"; b="$2"; o="$3"; log="$4"
+if pm_alive "$d"; then exit 0; fi
+clear_stale "$d" "$5" "$6" || exit 1
+exec "$b/pg_ctl" -D "$d" -w -t 60 -l "$log" -o "$o" start
+`;
+
+/** As postgres. $1 data dir, $2 bin dir, $3 mode, $4 socket dir, $5 port. Stops and waits until
+ *  no child is left. */
+const STOP_SH = `${PM_FUNCS}
+d="$1"; b="$2"; m="$3"
+if pm_alive "$d"; then
+  if ! "$b/pg_ctl" -D "$d" -w -t 60 -m "$m" stop >/dev/null; then
+    "$b/pg_ctl" -D "$d" -w -t 30 -m immediate stop >/dev/null || exit 1
+  fi
+fi
+clear_stale "$d" "$4" "$5"
+`;
+
+/** As postgres. $1 data dir, $2 socket dir, $3 port. After a kill -9 the children linger: wait
+ *  until they detached. */
+const WAIT_GONE_SH = `${PM_FUNCS}
+clear_stale "$1" "$2" "$3"
+`;
+
+/** As postgres; password on stdin. $1 data dir, $2 bin dir, $3 source conninfo (no password). */
+const REWIND_SH = `
+IFS= read -r PGPASSWORD; export PGPASSWORD
+d="$1"; b="$2"; src="$3"
+rm -f "$d/standby.signal" "$d/recovery.signal"
+exec "$b/pg_rewind" --target-pgdata="$d" --source-server="$src"
+`;
+
+/** As root. $1 data dir, $2 move aside (1) or refuse (0) when not empty. */
+const PREPARE_DATADIR_SH = `
+set -e
+d="$1"; mv_aside="$2"
+if [ -d "$d" ] && [ -n "$(ls -A "$d")" ]; then
+  if [ "$mv_aside" != 1 ]; then echo "$d is not empty" >&2; exit 3; fi
+  for old in "$d".pgop-old-*; do [ -e "$old" ] && rm -rf -- "$old"; done
+  mv -- "$d" "$d.pgop-old-$(date +%Y%m%d%H%M%S)"
+fi
+mkdir -p "$d"
+chown postgres:postgres "$d"
+chmod 700 "$d"
+`;
+
+/** As postgres; password on stdin. $1 data $2 bin $3 host $4 port $5 user $6 slot ('' = none) $7 app name. */
+const BASEBACKUP_SH = `
+IFS= read -r PGPASSWORD; export PGPASSWORD
+d="$1"; b="$2"
+if [ -n "$6" ]; then
+  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w -S "$6"
+else
+  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w
+fi
+`;
+
+/** As postgres. $1 data dir, $2 conf.d, $3 sync conf. Drop state a clone/rewind copied. */
+const CLEAN_COPY_SH = `
+set -e
+d="$1"
+mkdir -p "$d/$2"
+if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
+rm -f "$d/postmaster.opts" "$d/$2/$3"
+`;
+
+/** As postgres; SQL on stdin. $1 bin $2 socket dir $3 port. */
+const PSQL_SH = `exec "$1/psql" -X -q -v ON_ERROR_STOP=1 -h "$2" -p "$3" -d postgres -f -`;

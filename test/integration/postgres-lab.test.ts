@@ -1,0 +1,430 @@
+// Real postgres 15 + pgpool 4.3 on lab hosts (network namespaces with their own sshd), driven
+// through SshPostgresDriver / SshPoolDriver exactly as the operator drives them.
+// Runs inside the lab hub namespace: `bash scripts/test-integration.sh test/integration/postgres-lab.test.ts`.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
+import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provider.js';
+import { SshShell, createMemoryPins, type ShellLogEntry } from '../../src/drivers/ssh/shell.js';
+import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
+import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
+import { desiredConfigHash } from '../../src/drivers/postgres/config.js';
+import { PgopError } from '../../src/errors.js';
+
+const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const PW = {
+  su: `su-${randomBytes(9).toString('hex')}`,
+  repl: `repl-${randomBytes(9).toString('hex')}`,
+  owner: `own-${randomBytes(9).toString('hex')}`,
+  user: `usr-${randomBytes(9).toString('hex')}`,
+};
+const SECRETS = Object.values(PW);
+
+function labSpec(): ClusterSpec {
+  const node = (name: string, address: string): NodeSpec => ({ name, address, vcpus: 1, memoryMiB: 512, rootDiskGiB: 1, dataDiskGiB: 1 });
+  return {
+    apiVersion: 'pgop.dev/v1',
+    kind: 'Cluster',
+    name: 'pglab',
+    provider: { type: 'lab', network: '10.77.0.0/24' },
+    postgres: {
+      version: 15,
+      // the seed's custom.conf, lab-sized, stderr logging (no syslog in the lab)
+      parameters: {
+        log_destination: 'stderr',
+        logging_collector: 'on',
+        log_directory: '/var/log/postgres',
+        log_filename: 'postgresql-%Y-%m-%d.log',
+        log_truncate_on_rotation: 'on',
+        log_rotation_age: '1d',
+        log_rotation_size: 0,
+        log_min_duration_statement: -1,
+        log_duration: 'on',
+        log_line_prefix: '%m %c %u - ',
+        log_statement: 'all',
+        log_connections: 'on',
+        log_disconnections: 'on',
+        log_checkpoints: 'on',
+        log_timezone: 'Europe/Brussels',
+        shared_buffers: '32MB',
+        checkpoint_timeout: '15min',
+        max_replication_slots: 5,
+        archive_mode: 'on',
+        wal_level: 'replica',
+        max_wal_senders: 5,
+        hot_standby: 'on',
+        hot_standby_feedback: 'on',
+        wal_log_hints: 'on',
+      },
+      dataDir: '/u01/pg15/data',
+      archiveDir: '/u02/archive',
+      backupDir: '/u02/backup',
+      logDir: '/var/log/postgres',
+      archiveScript: true,
+      superuserPassword: { env: 'PGOP_IT_SU_PW' },
+      hba: [{ type: 'host', database: 'all', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' }],
+    },
+    nodes: [node('pg01', '10.77.0.11'), node('pg02', '10.77.0.12'), node('pg03', '10.77.0.13')],
+    replication: { mode: 'sync', syncQuorum: 1, user: 'replicator', password: { env: 'PGOP_IT_REPL_PW' }, slots: true },
+    pgpool: {
+      enabled: true,
+      address: '10.77.0.10',
+      port: 9999,
+      pcpPort: 9898,
+      healthCheckPeriodS: 1,
+      loadBalancing: true,
+      watchdog: { enabled: false },
+      numInitChildren: 8,
+    },
+    roles: [
+      { name: 'cl_owner', login: true, superuser: false, createdb: false, password: { env: 'PGOP_IT_OWNER_PW' } },
+      { name: 'cl_user', login: true, superuser: false, createdb: false, password: { env: 'PGOP_IT_USER_PW' }, searchPath: ['$user', 'cl_owner', 'public'] },
+    ],
+    databases: [{ name: 'critlib', owner: 'postgres', encoding: 'UTF8', locale: 'en_US.UTF8', schemas: [{ name: 'cl_owner', owner: 'cl_owner' }] }],
+    grants: [{ role: 'cl_user', database: 'critlib', schema: 'cl_owner', schemaPrivileges: ['USAGE'], tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] }],
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000 },
+  };
+}
+
+/** A short-lived client, always closed. */
+async function withPg<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionTimeoutMillis: 5000, ...cfg });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await sleep(50);
+  }
+}
+
+/** The reconcile loop retries transient errors; so does the test (each retry is recorded). */
+const retries: string[] = [];
+async function retry<T>(what: string, fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof PgopError && err.kind === 'transient') || i >= attempts) throw err;
+      retries.push(`${what}: ${err.message}`);
+    }
+  }
+}
+
+function psArgs(): Promise<string> {
+  return new Promise((resolve) => execFile('ps', ['-eo', 'args'], { maxBuffer: 8 << 20 }, (_e, out) => resolve(String(out ?? ''))));
+}
+
+/** Every file under dir whose path looks like a log. */
+function logFiles(dir: string, out: string[] = []): string[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const p = join(dir, e);
+    let st;
+    try {
+      st = statSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isDirectory()) logFiles(p, out);
+    else if (/\.log$|\.csv$|\/log\/|\/pg_log\/|stderr/.test(p)) out.push(p);
+  }
+  return out;
+}
+
+describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
+  const spec = labSpec();
+  const [pg01, pg02, pg03] = spec.nodes as [NodeSpec, NodeSpec, NodeSpec];
+  let provider: LabProvider;
+  let shell: SshShell;
+  let pgd: SshPostgresDriver;
+  let pool: SshPoolDriver;
+  const shellLog: ShellLogEntry[] = [];
+  const driverLog: string[] = [];
+  const leaks: string[] = [];
+  let sampler: NodeJS.Timeout | undefined;
+  let sampling = Promise.resolve();
+  const timings: Record<string, number> = {};
+
+  const direct = (n: NodeSpec, database = 'postgres', user = 'postgres', password = PW.su): pg.ClientConfig => ({ host: n.address, port: 5432, user, password, database });
+  const viaPool = (database: string, user: string, password: string): pg.ClientConfig => ({ host: spec.pgpool.address, port: spec.pgpool.port, user, password, database });
+
+  beforeAll(async () => {
+    process.env.PGOP_IT_SU_PW = PW.su;
+    process.env.PGOP_IT_REPL_PW = PW.repl;
+    process.env.PGOP_IT_OWNER_PW = PW.owner;
+    process.env.PGOP_IT_USER_PW = PW.user;
+    provider = createLabProvider();
+    shell = new SshShell(createMemoryPins(), { log: (e) => shellLog.push(e) });
+    const logger = {
+      info: (o: object, m?: string) => driverLog.push(`${m} ${JSON.stringify(o)}`),
+      warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),
+    };
+    pgd = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), logger });
+    pool = new SshPoolDriver({ shell, hostRef: (c) => provider.hostRef(c, 'pool'), logger });
+    // Sample every process's command line for the whole run: no password may ever show.
+    sampler = setInterval(() => {
+      sampling = sampling.then(async () => {
+        const out = await psArgs();
+        for (const line of out.split('\n')) if (SECRETS.some((s) => line.includes(s))) leaks.push(`ps: ${line}`);
+      });
+    }, 100);
+    const t0 = performance.now();
+    await Promise.all(spec.nodes.map((n) => provider.ensureMachine(spec, n)));
+    await provider.ensurePoolHost(spec);
+    timings.machines = Math.round(performance.now() - t0);
+  });
+
+  afterAll(async () => {
+    if (sampler) clearInterval(sampler);
+    await sampling.catch(() => {});
+    await pgd?.close().catch(() => {});
+    await pool?.close().catch(() => {});
+    await shell?.close().catch(() => {});
+    if (provider) {
+      for (const n of spec.nodes) await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
+      await provider.deleteMachine(spec, 'pool').catch((e) => console.error(`deleteMachine pool: ${e}`));
+      await provider.deleteClusterResources(spec).catch((e) => console.error(`deleteClusterResources: ${e}`));
+    }
+    console.log(`timings (ms): ${JSON.stringify(timings)}`);
+    console.log(`transient retries: ${retries.length}${retries.length ? `\n  ${retries.join('\n  ')}` : ''}`);
+    if (process.env.PGOP_IT_VERBOSE) {
+      console.log(driverLog.join('\n'));
+      console.log(shellLog.map((e) => `${e.id} ${e.ms}ms ${e.code ?? e.error ?? ''} ${(e.argv ?? []).slice(0, 3).join(' ').replace(/\s+/g, ' ').slice(0, 90)}`).join('\n'));
+    }
+  });
+
+  it('brings up a primary and two streaming standbys', async () => {
+    const t0 = performance.now();
+    await Promise.all(spec.nodes.map((n) => retry(`ensureInstalled ${n.name}`, () => pgd.ensureInstalled(spec, n))));
+    timings.install = Math.round(performance.now() - t0);
+    const t1 = performance.now();
+    await retry('ensurePrimary pg01', () => pgd.ensurePrimary(spec, pg01, [pg02.name, pg03.name]));
+    timings.primary = Math.round(performance.now() - t1);
+    const t2 = performance.now();
+    await Promise.all([
+      retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01)),
+      retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg01)),
+    ]);
+    timings.standbys = Math.round(performance.now() - t2);
+    timings.bringUp = Math.round(performance.now() - t1);
+
+    await withPg(direct(pg01), (c) => c.query('CREATE TABLE IF NOT EXISTS lagcheck(x int); INSERT INTO lagcheck VALUES (1)'));
+    const p1 = await pgd.probe(spec, pg01);
+    expect(p1.reachable).toBe(true);
+    expect(p1.postgres).toMatchObject({ initialized: true, running: true, inRecovery: false, timeline: 1, upstream: null });
+    expect(p1.postgres!.configHash).toBe(desiredConfigHash(spec, pg01));
+    const replicas = await until('both replicas streaming', async () => {
+      const p = await pgd.probe(spec, pg01);
+      const r = p.postgres!.replicas;
+      return r.length === 2 && r.every((x) => x.state === 'streaming') ? r : null;
+    });
+    expect(replicas.map((r) => r.name).sort()).toEqual(['pg02', 'pg03']);
+    for (const s of [pg02, pg03]) {
+      const p = await pgd.probe(spec, s);
+      expect(p.postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01', timeline: 1 });
+      expect(p.postgres!.configHash).toBe(desiredConfigHash(spec, s));
+      const lag = p1.postgres!.lsn - p.postgres!.lsn;
+      expect(Number.isFinite(lag)).toBe(true);
+      expect(p.postgres!.receiveLsn).toBeGreaterThan(0);
+    }
+    // idempotent: a second pass changes nothing and is quick
+    const t3 = performance.now();
+    await retry('ensurePrimary pg01', () => pgd.ensurePrimary(spec, pg01, [pg02.name, pg03.name]));
+    await retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01));
+    timings.idempotentPass = Math.round(performance.now() - t3);
+    // per-node settings live on the command line, not in copied files
+    const auto = await shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf');
+    expect(auto ?? '').not.toMatch(/listen_addresses|cluster_name|primary_conninfo/);
+    const settings = await withPg(direct(pg02), (c) =>
+      c.query<{ name: string; setting: string; source: string }>("SELECT name, setting, source FROM pg_settings WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')"),
+    );
+    const byName = Object.fromEntries(settings.rows.map((r) => [r.name, r]));
+    expect(byName.listen_addresses).toMatchObject({ setting: pg02.address, source: 'command line' });
+    expect(byName.cluster_name).toMatchObject({ setting: 'pg02', source: 'command line' });
+    expect(byName.primary_slot_name!.setting).toBe('pgop_pg02');
+    // a probe is one round trip
+    const t4 = performance.now();
+    await pgd.probe(spec, pg02);
+    timings.probe = Math.round(performance.now() - t4);
+  }, 180_000);
+
+  it('creates critlib, cl_owner, cl_user with grants, default privileges and search_path', async () => {
+    await withPg(direct(pg01, 'critlib'), async (c) => {
+      const roles = await c.query("SELECT rolname FROM pg_roles WHERE rolname IN ('cl_owner','cl_user','replicator') ORDER BY 1");
+      expect(roles.rows.map((r) => r.rolname)).toEqual(['cl_owner', 'cl_user', 'replicator']);
+      const sch = await c.query("SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'cl_owner'");
+      expect(sch.rows[0]?.owner).toBe('cl_owner');
+      const usage = await c.query("SELECT has_schema_privilege('cl_user', 'cl_owner', 'USAGE') AS u");
+      expect(usage.rows[0]?.u).toBe(true);
+      const sp = await c.query("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 'cl_user'::regrole");
+      expect(String(sp.rows[0]?.setconfig)).toMatch(/search_path="\$user", ?cl_owner, ?public/);
+      const db = await c.query("SELECT pg_encoding_to_char(encoding) AS enc, datcollate FROM pg_database WHERE datname = 'critlib'");
+      expect(db.rows[0]?.enc).toBe('UTF8');
+    });
+    // the owner creates a table; the user may use it through the default privileges + search_path
+    await withPg(direct(pg01, 'critlib', 'cl_owner', PW.owner), (c) => c.query('CREATE TABLE cl_owner.books (id int PRIMARY KEY, title text)'));
+    await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), async (c) => {
+      await c.query("INSERT INTO books VALUES (1, 'seed')");
+      const r = await c.query('SELECT title FROM books');
+      expect(r.rows[0]?.title).toBe('seed');
+      await expect(c.query('DROP TABLE books')).rejects.toThrow(/owner|permission/);
+    });
+  }, 60_000);
+
+  it('sync standbys on: a write through pgpool is visible on both standbys', async () => {
+    const t0 = performance.now();
+    await retry('ensureSyncStandbys pg01', () => pgd.ensureSyncStandbys(spec, pg01, [pg02.name, pg03.name], 1));
+    timings.syncOn = Math.round(performance.now() - t0);
+    const p = await pgd.probe(spec, pg01);
+    expect(p.postgres!.syncStandbyNames).toBe('ANY 1 ("pg02", "pg03")');
+    await until('quorum replicas', async () => {
+      const r = (await pgd.probe(spec, pg01)).postgres!.replicas;
+      return r.length === 2 && r.every((x) => x.syncState === 'quorum');
+    });
+    const t1 = performance.now();
+    await retry('ensurePool pg01', () => pool.ensurePool(spec, 'pg01'));
+    timings.poolUp = Math.round(performance.now() - t1);
+    const obs = await pool.observe(spec);
+    expect(obs).toMatchObject({ reachable: true, primary: 'pg01' });
+    expect(obs.backends.map((b) => `${b.name}:${b.status}`)).toEqual(['pg01:up', 'pg02:up', 'pg03:up']);
+    expect(obs.configHash).toBe(pool.desiredConfigHash(spec));
+
+    await withPg(viaPool('critlib', 'cl_user', PW.user), (c) => c.query("INSERT INTO books VALUES (2, 'via pgpool, sync')"));
+    for (const s of [pg02, pg03]) {
+      await until(`row on ${s.name}`, () =>
+        withPg(direct(s, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 2')).rowCount === 1),
+      );
+    }
+  }, 90_000);
+
+  it('restores a removed pg_hba line with ensureConfigured', async () => {
+    const host = provider.hostRef(spec, pg01);
+    const res = await shell.exec(host, ['sed', '-i', '/^host\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']);
+    expect(res.code).toBe(0);
+    expect(await shell.readFile(host, '/u01/pg15/data/pg_hba.conf')).not.toContain('host\tall\tall\t10.77.0.0/24');
+    const drift = await pgd.probe(spec, pg01);
+    expect(drift.postgres!.configHash).not.toBe(desiredConfigHash(spec, pg01));
+    const t0 = performance.now();
+    await retry('ensureConfigured pg01', () => pgd.ensureConfigured(spec, pg01));
+    timings.ensureConfigured = Math.round(performance.now() - t0);
+    expect(await shell.readFile(host, '/u01/pg15/data/pg_hba.conf')).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect((await pgd.probe(spec, pg01)).postgres!.configHash).toBe(desiredConfigHash(spec, pg01));
+    await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), (c) => c.query('SELECT 1'));
+  }, 60_000);
+
+  it('brings back a standby after kill -9 of its postmaster', async () => {
+    await provider.kill(spec, pg02);
+    const down = await pgd.probe(spec, pg02);
+    if (process.env.PGOP_IT_VERBOSE) console.log('after kill', JSON.stringify(down));
+    expect(down.reachable).toBe(true);
+    expect(down.postgres).toMatchObject({ initialized: true, running: false });
+    const t0 = performance.now();
+    await retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01));
+    timings.restartAfterKill = Math.round(performance.now() - t0);
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01' });
+  }, 90_000);
+
+  it('fails over: fence pg01, promote pg02, pg03 follows on timeline 2', async () => {
+    await withPg(direct(pg01, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (3, 'before failover')"));
+    await until('pg02 has row 3', () => withPg(direct(pg02, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 3')).rowCount === 1));
+    await provider.fenceMachine(spec, pg01);
+    const gone = await pgd.probe(spec, pg01);
+    expect(gone.reachable).toBe(false);
+    expect(gone.postgres).toBeNull();
+    const t0 = performance.now();
+    await retry('promote pg02', () => pgd.promote(spec, pg02));
+    timings.promote = Math.round(performance.now() - t0);
+    const p2 = await pgd.probe(spec, pg02);
+    expect(p2.postgres).toMatchObject({ inRecovery: false, timeline: 2, upstream: null });
+    await retry('promote pg02', () => pgd.promote(spec, pg02)); // idempotent
+    await withPg(direct(pg02, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (4, 'after failover')"));
+    const t1 = performance.now();
+    await retry('ensureSlots pg02', () => pgd.ensureSlots(spec, pg02, [pg03.name, pg01.name]));
+    await retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg02));
+    timings.repoint = Math.round(performance.now() - t1);
+    const p3 = await pgd.probe(spec, pg03);
+    expect(p3.postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg02', timeline: 2 });
+    await until('pg03 has row 4', () => withPg(direct(pg03, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1));
+  }, 120_000);
+
+  it('rewinds the old primary into a standby of pg02', async () => {
+    await provider.start(spec, pg01);
+    const st = await pgd.probe(spec, pg01);
+    if (process.env.PGOP_IT_VERBOSE) console.log('after start', JSON.stringify(st));
+    expect(st.reachable).toBe(true);
+    expect(st.postgres!.running).toBe(false); // the machine came back, postgres did not
+    const t0 = performance.now();
+    await retry('ensureStandby pg01', () => pgd.ensureStandby(spec, pg01, pg02));
+    timings.rejoinWithRewind = Math.round(performance.now() - t0);
+    const rewound = driverLog.filter((l) => l.startsWith('rewound') && l.includes('"node":"pg01"'));
+    expect(rewound.length).toBe(1);
+    timings.pgRewind = JSON.parse(rewound[0]!.slice('rewound '.length)).ms;
+    const p1 = await pgd.probe(spec, pg01);
+    expect(p1.postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg02', timeline: 2 });
+    const slots = await withPg(direct(pg01), (c) => c.query('SELECT slot_name FROM pg_replication_slots'));
+    expect(slots.rowCount).toBe(0); // stale slots of the old primary are gone
+    await until('pg01 has row 4', () => withPg(direct(pg01, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1));
+    const r = (await pgd.probe(spec, pg02)).postgres!.replicas.map((x) => x.name).sort();
+    expect(r).toEqual(['pg01', 'pg03']);
+  }, 120_000);
+
+  it('routes pgpool to pg02', async () => {
+    const t0 = performance.now();
+    await retry('ensurePool pg02', () => pool.ensurePool(spec, 'pg02'));
+    timings.poolReroute = Math.round(performance.now() - t0);
+    const obs = await pool.observe(spec);
+    expect(obs.primary).toBe('pg02');
+    expect(obs.backends.find((b) => b.name === 'pg02')).toMatchObject({ status: 'up', role: 'primary' });
+    expect(obs.backends.filter((b) => b.status === 'up').map((b) => b.name).sort()).toEqual(['pg01', 'pg02', 'pg03']);
+    await withPg(viaPool('critlib', 'cl_owner', PW.owner), async (c) => {
+      await c.query("INSERT INTO cl_owner.books VALUES (5, 'through pgpool to pg02')");
+      const who = await c.query<{ a: string }>('SELECT host(inet_server_addr()) AS a FROM cl_owner.books FOR UPDATE');
+      expect(who.rows[0]?.a).toBe(pg02.address);
+    });
+    await withPg(direct(pg02, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 5')).rowCount).toBe(1));
+  }, 90_000);
+
+  it('never showed a password in ps output, driver logs, shell logs or log files', async () => {
+    if (sampler) clearInterval(sampler);
+    sampler = undefined;
+    await sampling;
+    expect(leaks).toEqual([]);
+    for (const l of driverLog) for (const s of SECRETS) expect(l).not.toContain(s);
+    const shellText = JSON.stringify(shellLog);
+    for (const s of SECRETS) expect(shellText).not.toContain(s);
+    const files = logFiles(process.env.PGOP_LAB_STATE!);
+    expect(files.some((f) => /postgresql-.*\.log$/.test(f))).toBe(true);
+    for (const f of files) {
+      const text = readFileSync(f, 'utf8');
+      for (const s of SECRETS) if (text.includes(s)) throw new Error(`password found in ${f}`);
+    }
+  }, 30_000);
+});

@@ -1,0 +1,143 @@
+import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { simSpec } from '../helpers/sim-spec.js';
+import {
+  desiredPoolConfigHash,
+  poolAesEncrypt,
+  poolPaths,
+  renderPcpConf,
+  renderPcpPass,
+  renderPgpoolConf,
+  renderPoolHba,
+  renderPoolPasswd,
+} from '../../src/drivers/pgpool/config.js';
+
+function labSpec() {
+  const s = simSpec();
+  s.provider = { type: 'lab', network: '10.77.0.0/24' };
+  s.nodes = s.nodes.map((n, i) => ({ ...n, address: `10.77.0.${11 + i}` }));
+  s.pgpool.address = '10.77.0.10';
+  return s;
+}
+
+const settings = (conf: string) =>
+  Object.fromEntries(
+    conf
+      .split('\n')
+      .filter((l) => l.trim() && !l.startsWith('#'))
+      .map((l) => {
+        const i = l.indexOf('=');
+        return [l.slice(0, i).trim(), l.slice(i + 1).trim()];
+      }),
+  );
+
+describe('pgpool.conf', () => {
+  it('one backend per spec node, in spec order, streaming replication mode', () => {
+    const s = labSpec();
+    const c = settings(renderPgpoolConf(s));
+    expect(c.backend_clustering_mode).toBe("'streaming_replication'");
+    s.nodes.forEach((n, i) => {
+      expect(c[`backend_hostname${i}`]).toBe(`'${n.address}'`);
+      expect(c[`backend_port${i}`]).toBe('5432');
+      expect(c[`backend_weight${i}`]).toBe('1');
+      expect(c[`backend_flag${i}`]).toBe("'ALLOW_TO_FAILOVER'");
+      expect(c[`backend_application_name${i}`]).toBe(`'${n.name}'`);
+    });
+    expect(c[`backend_hostname${s.nodes.length}`]).toBeUndefined();
+  });
+
+  it('pgop decides promotions: failover only reports, no follow_primary, no failover on backend error', () => {
+    const c = settings(renderPgpoolConf(labSpec()));
+    expect(c.failover_on_backend_error).toBe('off');
+    expect(c.follow_primary_command).toBe("''");
+    expect(c.failover_command).toMatch(/^'echo failover .* >> \/u01\/pgpool\/log\/events\.log'$/);
+    expect(c.auto_failback).toBe('off');
+  });
+
+  it('listens on the pool address; sockets, pid and logs in its private dir; spec ports and period', () => {
+    const s = labSpec();
+    s.pgpool.healthCheckPeriodS = 2;
+    s.pgpool.loadBalancing = false;
+    const c = settings(renderPgpoolConf(s, poolPaths('/u01/pgpool')));
+    expect(c.listen_addresses).toBe("'10.77.0.10'");
+    expect(c.port).toBe('9999');
+    expect(c.pcp_port).toBe('9898');
+    for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir']) expect(c[k]).toBe("'/u01/pgpool/run'");
+    expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
+    expect(c.logdir).toBe("'/u01/pgpool/log'");
+    expect(c.health_check_period).toBe('2');
+    expect(c.sr_check_period).toBe('2');
+    expect(c.load_balance_mode).toBe('off');
+    expect(c.health_check_password).toBe("''"); // from pool_passwd
+    expect(c.enable_pool_hba).toBe('on');
+    expect(c.pool_passwd).toBe("'/u01/pgpool/pool_passwd'");
+  });
+
+  it('pgpool accepts the generated file (pgpool -n -f ... parses it)', () => {
+    if (!existsSync('/usr/sbin/pgpool')) return;
+    // `pgpool -f <conf> -a <hba> -F <pcp> ... stop` parses the config before looking for a pid file
+    // (no server is started, nothing listens).
+    const dir = execFileSync('mktemp', ['-d']).toString().trim();
+    try {
+      const paths = poolPaths(dir);
+      execFileSync('sh', ['-c', `mkdir -p ${dir}/run ${dir}/log`]);
+      const s = labSpec();
+      require_write(paths.conf, renderPgpoolConf(s, paths));
+      require_write(paths.hba, renderPoolHba(s));
+      require_write(paths.pcp, renderPcpConf('x'));
+      let out = '';
+      try {
+        execFileSync('/usr/sbin/pgpool', ['-f', paths.conf, '-a', paths.hba, '-F', paths.pcp, 'stop'], { stdio: 'pipe' });
+      } catch (e) {
+        out = String((e as { stderr: Buffer }).stderr);
+      }
+      expect(out).not.toMatch(/syntax error|invalid value|unrecognized configuration parameter|WARNING|could not open configuration/i);
+      expect(out).toMatch(/pid file|could not open pid/i);
+    } finally {
+      execFileSync('rm', ['-rf', dir]);
+    }
+  });
+});
+
+function require_write(path: string, content: string) {
+  writeFileSync(path, content, { mode: 0o600 });
+}
+
+describe('pool_hba.conf, pcp.conf, pool_passwd', () => {
+  it('scram from the network, never trust', () => {
+    const hba = renderPoolHba(labSpec());
+    expect(hba).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(hba).not.toMatch(/\btrust\b/);
+  });
+
+  it('pcp.conf holds md5(password), the pass file the password for the pcp port', () => {
+    expect(renderPcpConf('secret')).toContain(`pgop:${createHash('md5').update('secret').digest('hex')}`);
+    expect(renderPcpPass(labSpec(), 'a:b')).toBe('*:9898:pgop:a\\:b\n');
+  });
+
+  it('AES entries match pg_enc (known vectors from pgpool 4.3.5 pg_enc -K)', () => {
+    expect(poolAesEncrypt('secret', 'testkey')).toBe('AESYLROATKETwgvY557eVg7dQ==');
+    expect(poolAesEncrypt('a much longer password with spaces and $ymbols!', 'Another Key 123')).toBe(
+      'AESif9fVjhtwhkN8FZ5/eRCua9Lwfo5zPh+V8nnwihilF48XMX9awtc2BjcVXgTtfDt',
+    );
+  });
+
+  it('pool_passwd has one AES line per user and no clear password', () => {
+    const pw = renderPoolPasswd([{ name: 'postgres', password: 'su-pw' }, { name: 'cl_user', password: 'clu-pw' }], 'k');
+    const lines = pw.trim().split('\n');
+    expect(lines.map((l) => l.split(':')[0])).toEqual(['cl_user', 'postgres']);
+    for (const l of lines) expect(l.split(':')[1]).toMatch(/^AES[A-Za-z0-9+/=]+$/);
+    expect(pw).not.toContain('su-pw');
+    expect(pw).not.toContain('clu-pw');
+  });
+
+  it('the desired hash follows the configuration', () => {
+    const a = labSpec();
+    const b = labSpec();
+    b.pgpool.numInitChildren = 8;
+    expect(desiredPoolConfigHash(a)).toBe(desiredPoolConfigHash(labSpec()));
+    expect(desiredPoolConfigHash(a)).not.toBe(desiredPoolConfigHash(b));
+  });
+});
