@@ -157,10 +157,12 @@ export function plan(input: PlanInput): PlanResult {
         }
         continue;
       case 'standby':
-        if (!primary) continue;
+        // Marked degraded with or without a primary: a degraded node has ways back (restart
+        // in place, then promotion) that a stuck 'standby' has not.
         if (!healthy(o) && (o?.misses ?? 0) >= budget) {
           return act(n, 'probe.failed', 'standby.failed', `standby ${n} failed ${o?.misses} consecutive probes (${o?.error ?? 'postgres not running'})`);
         }
+        if (!primary) continue;
         if (healthy(o) && healthy(obs(primary)) && !streamingFrom(o, primary)) {
           const up = o!.postgres!.upstream;
           return act(n, 'primary.changed', 'standby.repoint', `standby ${n} ${up && up !== primary ? `follows ${up}` : 'is not streaming'}; pointing it at primary ${primary}`, { primary });
@@ -242,6 +244,9 @@ export function plan(input: PlanInput): PlanResult {
       // args.from: the primary when the request was made; args.to: the wanted one, if named.
       const target = request.args.to;
       const from = request.args.from;
+      if (target && !specNames.includes(target)) {
+        return result({ kind: 'cluster', action: { type: 'completeRequest', requestId: request.id }, ruleId: 'switchover.rejected', reason: `switchover to ${target} dropped: no such node in the spec`, requeueAfterMs: REQUEUE.afterAct });
+      }
       if (target ? target === primary : !from || from !== primary) {
         return result({ kind: 'cluster', action: { type: 'completeRequest', requestId: request.id }, ruleId: 'switchover.done', reason: `switchover complete: ${primary} is primary`, requeueAfterMs: REQUEUE.afterAct });
       }

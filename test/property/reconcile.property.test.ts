@@ -19,7 +19,7 @@ import { simSpec } from '../helpers/sim-spec.js';
 
 const RUNS = Number(process.env.PGOP_PROPERTY_RUNS ?? 600);
 const CONVERGENCE_BOUND = 80; // passes after the last fault
-const NODES = ['pg01', 'pg02', 'pg03'] as const;
+const NODES = ['pg01', 'pg02', 'pg03', 'pg04'] as const;
 
 class OperatorCrashed extends Error {}
 
@@ -126,13 +126,20 @@ function commands(mode: 'async' | 'sync') {
       env.store.enqueueRequest(env.spec.name, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, env.clock.now());
     })),
     fc.constant(null).map(() => command('crashOperatorMidPass', async (env) => { env.crashNextCommit = true; await pass(env); env.crashNextCommit = false; })),
-    fc.constantFrom('param', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
+    fc.constantFrom('param', 'scale', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
       command(`specChange(${change})`, (env) => {
         const prev = env.spec;
+        const scaled = (): ClusterSpec => {
+          // scale out to pg04, or back in: the removed node may be the primary at that moment
+          if (prev.nodes.some((n) => n.name === 'pg04')) return { ...prev, nodes: prev.nodes.filter((n) => n.name !== 'pg04') };
+          return { ...prev, nodes: [...prev.nodes, { ...prev.nodes[0]!, name: 'pg04', address: '10.0.0.14' }] };
+        };
         const spec: ClusterSpec =
           change === 'param'
             ? { ...prev, postgres: { ...prev.postgres, parameters: { ...prev.postgres.parameters, work_mem: `${4 + env.nextWriteId % 7}MB` } } }
-            : { ...prev, replication: { ...prev.replication, mode: prev.replication.mode === 'sync' ? 'async' : 'sync' } };
+            : change === 'scale'
+              ? scaled()
+              : { ...prev, replication: { ...prev.replication, mode: prev.replication.mode === 'sync' ? 'async' : 'sync' } };
         env.spec = spec;
         env.store.applySpec(spec, hashOf(spec), 'test', env.clock.now());
       }),
@@ -165,7 +172,10 @@ function assertConverged(env: Env) {
   const primary = writable[0]!;
   const nodes = env.store.listNodes(name);
   expect(nodes.filter((n) => n.state === 'primary').map((n) => n.name)).toEqual([primary]);
-  for (const n of NODES) {
+  const specNodes = env.spec.nodes.map((n) => n.name);
+  expect(nodes.map((n) => n.name).sort()).toEqual([...specNodes].sort());
+  for (const n of NODES) if (!specNodes.includes(n)) expect(env.sim.node(name, n), `${n} removed`).toBeUndefined();
+  for (const n of specNodes) {
     if (n === primary) continue;
     const node = env.sim.inspect(name, n)!;
     expect(node.pg.inRecovery, `${n} in recovery`).toBe(true);

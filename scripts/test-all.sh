@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs (scripts/bootstrap.sh), then
+#   1. unit + property tests (no root needed),
+#   2. as root: integration tests against the real lab (postgres, pgpool, sshd in network
+#      namespaces), run inside a lab hub namespace that scripts/test-integration.sh creates and
+#      removes again, whatever happens.
+# Ends with one line "pgop tests: N passed, N failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/bootstrap.sh
+
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+status=0
+
+echo "== unit and property tests"
+npx vitest run test/unit test/property --reporter=default --reporter=json --outputFile.json="$reports/unit.json" || status=1
+
+if [ "$(id -u)" = 0 ]; then
+  echo "== integration tests (real lab, root)"
+  bash scripts/test-integration.sh test/integration --reporter=default --reporter=json --outputFile.json="$reports/integration.json" || status=1
+else
+  echo "== integration tests skipped: they need root (network namespaces, sshd, postgres)"
+fi
+
+node -e '
+const fs = require("fs"); let passed = 0, failed = 0, skipped = 0;
+for (const f of fs.readdirSync(process.argv[1])) {
+  const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+  passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + (r.numTodoTests || 0);
+}
+console.log(`pgop tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+' "$reports"
+exit "$status"
