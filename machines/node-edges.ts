@@ -53,6 +53,7 @@ export const NODE_EVENTS = [
   'node.unwanted', // no longer in the spec
   'machine.fenced', // a node on its way out is powered off
   'postgres.stopped', // reachable, postgres down, and no other node can serve: start it in place
+  'standby.found', // an installed node already runs as a standby (clone finished, commit lost)
 ] as const;
 export type NodeEvent = (typeof NODE_EVENTS)[number];
 
@@ -72,6 +73,9 @@ export const NODE_EDGES: readonly NodeEdge[] = [
   { from: 'installed', event: 'primary.elected', to: 'primary', actor: 'initPrimary' },
   { from: 'installed', event: 'primary.found', to: 'standby', actor: 'cloneStandby' },
   { from: 'installed', event: 'machine.down', to: 'installed', actor: 'startMachine' },
+  // The operator died after a clone succeeded: adopt what the world shows.
+  { from: 'installed', event: 'standby.found', to: 'standby', actor: null },
+  { from: 'installed', event: 'postgres.stopped', to: 'installed', actor: 'restartPostgres' },
   { from: 'standby', event: 'primary.elected', to: 'primary', actor: 'promoteStandby' },
   { from: 'standby', event: 'primary.changed', to: 'standby', actor: 'repointStandby' },
   { from: 'primary', event: 'config.drifted', to: 'primary', actor: 'configureNode' },

@@ -95,6 +95,17 @@ export function plan(input: PlanInput): PlanResult {
     }
   }
 
+  // --- bookkeeping: an installed node that already holds a clone (operator died after the
+  // clone succeeded): start it if needed, then record it as the standby it is.
+  for (const n of specNames) {
+    const pg = obs(n)?.postgres;
+    if (state(n) !== 'installed' || !pg?.initialized || !obs(n)?.reachable) continue;
+    if (pg.running && pg.inRecovery) return act(n, 'standby.found', 'node.adopt-clone', `${n} already runs as a standby (its clone finished before the operator recorded it); recording it`);
+    // Started in place, a clone comes up in recovery and the first primary (initdb finished,
+    // commit lost) as a primary: either is then adopted by the rules here or the bootstrap.
+    if (!pg.running) return act(n, 'postgres.stopped', 'node.start-unrecorded', `${n} holds a data directory pgop has not recorded and postgres is down; starting it in place to adopt it`);
+  }
+
   // --- failover, step 1: fence a failed primary before anything else ------------------------
   if (primary) {
     const o = obs(primary);
@@ -115,11 +126,22 @@ export function plan(input: PlanInput): PlanResult {
     const adopted = specNames.find((n) => state(n) === 'standby' && healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
     if (adopted) return act(adopted, 'primary.elected', 'failover.adopt-promoted', `${adopted} is already writable (promotion finished before the operator recorded it); recording it as primary`);
 
-    const anyData = specNames.some((n) => holdsData(state(n)));
+    // Data counts whether recorded or only observed (a clone whose commit was lost); a node
+    // running as a writable primary while 'installed' is the bootstrap itself, not other data.
+    const anyData = specNames.some((n) => {
+      const pg = obs(n)?.postgres;
+      return holdsData(state(n)) || (!!pg?.initialized && !(state(n) === 'installed' && pg.running && !pg.inRecovery));
+    });
     if (!anyData) {
       // Bootstrap: the first installed node in spec order becomes the primary. One that already
       // runs as a primary (initPrimary succeeded, commit lost) wins.
       const installed = specNames.filter((n) => state(n) === 'installed');
+      // An installed node we cannot see may already hold the first primary (initdb done, the
+      // commit lost): initialising another one would make two. Wait until every one is seen.
+      const unseen = installed.filter((n) => !obs(n)?.reachable);
+      const off = unseen.find((n) => obs(n)?.machine.state === 'stopped');
+      if (off) return act(off, 'machine.down', 'node.start-machine', `${off}'s machine is off; starting it`);
+      if (unseen.length > 0) return wait('bootstrap.wait-unseen', `no node holds recorded data yet, but ${unseen.join(', ')} cannot be read and may hold an unrecorded primary; waiting before initialising one`, unseen[0], probeMs);
       const running = installed.find((n) => healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
       const first = running ?? installed.find((n) => obs(n)?.reachable);
       if (first) return act(first, 'primary.elected', 'bootstrap.init-primary', `no node holds data yet; initialising ${first} as the first primary`, { standbys: specNames.filter((x) => x !== first) });

@@ -1,0 +1,169 @@
+// The planner's decisions as values: rule id, node, event and a reason a person can read.
+
+import { describe, expect, it } from 'vitest';
+import { plan, parseSyncNames, formatLsn, parseLsn } from '../../src/plan/plan.js';
+import type { PlanInput } from '../../src/plan/types.js';
+import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
+import type { NodeState } from '../../machines/node-edges.js';
+import { simSpec } from '../helpers/sim-spec.js';
+
+const HASH = 'h';
+
+function pg(over: Partial<PostgresObservation> = {}): PostgresObservation {
+  return { initialized: true, running: true, inRecovery: true, timeline: 1, lsn: 1000, receiveLsn: 1000, upstream: 'pg01', streaming: true, replicas: [], syncStandbyNames: '', configHash: HASH, ...over };
+}
+function node(name: string, over: Partial<NodeObservation> = {}): NodeObservation {
+  return { name, machine: { state: 'running' }, reachable: true, postgres: pg(), misses: 0, ...over };
+}
+const primaryPg = (over: Partial<PostgresObservation> = {}) => pg({ inRecovery: false, upstream: null, streaming: false, lsn: 2000, ...over });
+
+function input(states: Record<string, NodeState>, nodes: Record<string, NodeObservation>, over: Partial<PlanInput> = {}): PlanInput {
+  const spec = over.spec ?? simSpec();
+  return {
+    spec,
+    deletionRequested: false,
+    observation: { cluster: spec.name, at: 0, nodes, pool: { reachable: true, primary: 'pg01', backends: [], configHash: '' } },
+    states,
+    desiredConfigHash: Object.fromEntries(spec.nodes.map((n) => [n.name, HASH])),
+    requests: [],
+    now: 0,
+    ...over,
+  };
+}
+
+const healthy3 = () => ({
+  pg01: node('pg01', { postgres: primaryPg() }),
+  pg02: node('pg02'),
+  pg03: node('pg03'),
+});
+const states3: Record<string, NodeState> = { pg01: 'primary', pg02: 'standby', pg03: 'standby' };
+
+describe('plan', () => {
+  it('provisions the first missing node of an empty cluster', () => {
+    const r = plan(input({}, { pg01: node('pg01', { machine: { state: 'missing' }, reachable: false, postgres: null }) }));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'node.wanted', ruleId: 'node.provision' });
+    expect(r.phase).toBe('Provisioning');
+  });
+
+  it('initialises the first installed node as primary when no node holds data', () => {
+    const r = plan(input({ pg01: 'installed', pg02: 'installed', pg03: 'provisioned' }, { pg01: node('pg01', { postgres: null }), pg02: node('pg02', { postgres: null }), pg03: node('pg03', { reachable: false, postgres: null }) }));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'primary.elected', ruleId: 'bootstrap.init-primary', standbys: ['pg02', 'pg03'] });
+  });
+
+  it('is done on a healthy cluster and says so', () => {
+    const r = plan(input(states3, healthy3()));
+    expect(r.decision).toMatchObject({ kind: 'done', ruleId: 'cluster.converged' });
+    expect(r.phase).toBe('Healthy');
+    expect(r.goals).toEqual({ pg01: 'primary', pg02: 'standby', pg03: 'standby' });
+  });
+
+  it('does not fail over on fewer misses than the budget (no flapping on one slow probe)', () => {
+    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: false, misses: 2, error: 'timeout' }) };
+    const r = plan(input(states3, nodes));
+    expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy' });
+  });
+
+  it('fences a primary that missed the budget before anything else, naming why', () => {
+    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' }) };
+    const r = plan(input(states3, nodes));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'probe.failed', ruleId: 'failover.fence-primary' });
+    expect(r.decision.reason).toContain('ECONNREFUSED');
+    expect(r.phase).toBe('FailingOver');
+  });
+
+  it('promotes the standby with the highest WAL position once the old primary is fenced', () => {
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }), pg02: node('pg02', { postgres: pg({ lsn: 1500, receiveLsn: 1600 }) }), pg03: node('pg03', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }) };
+    const r = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.elected', ruleId: 'failover.promote' });
+    expect(r.decision.reason).toMatch(/pg03 at LSN 0\/6A4 .*ahead of pg02 at LSN 0\/640/);
+  });
+
+  it('sync mode: refuses to promote without a quorum-intersecting set of readable standbys', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }), pg02: node('pg02', { reachable: false, postgres: null, misses: 5 }), pg03: node('pg03') };
+    const base = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
+    base.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+    expect(plan(base).decision).toMatchObject({ kind: 'wait', ruleId: 'failover.sync-evidence' });
+    // With both readable, the most advanced one is promoted.
+    const both = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, { ...nodes, pg02: node('pg02', { postgres: pg({ lsn: 1900, receiveLsn: 1900 }) }) }, { spec });
+    both.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+    expect(plan(both).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
+  });
+
+  it('sync mode: only the set last seen on the primary counts (a node that never streamed does not block)', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02'), pg03: node('pg03', { reachable: false, postgres: null }) };
+    const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'installed' }, nodes, { spec });
+    i.observation.lastSync = { names: ['pg02'], quorum: 1, primary: 'pg01' };
+    expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
+  });
+
+  it('adopts a standby that is already writable (operator died after promoting it)', () => {
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }), pg03: node('pg03') };
+    const r = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'primary.elected', ruleId: 'failover.adopt-promoted' });
+  });
+
+  it('repoints a standby that follows the old primary, and releases a fenced node once a new primary runs', () => {
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }), pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }) };
+    const s: Record<string, NodeState> = { pg01: 'fenced', pg02: 'primary', pg03: 'standby' };
+    const first = plan(input(s, nodes));
+    expect(first.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'rejoin.release-fence' });
+    const second = plan(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) }));
+    expect(second.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'machine.reachable', ruleId: 'rejoin.standby', primary: 'pg02' });
+    const third = plan(input({ ...s, pg01: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) }));
+    expect(third.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' });
+  });
+
+  it('reconciles configuration drift', () => {
+    const nodes = { ...healthy3(), pg02: node('pg02', { postgres: pg({ configHash: 'other' }) }) };
+    expect(plan(input(states3, nodes)).decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'config.drifted', ruleId: 'node.config-drift' });
+  });
+
+  it('turns sync quorum on only once enough standbys stream, and points pgpool at the primary', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    const oneStreaming = { ...healthy3(), pg03: node('pg03', { reachable: false, postgres: null }) };
+    const r = plan(input({ pg01: 'primary', pg02: 'standby', pg03: 'provisioned' }, oneStreaming, { spec }));
+    expect(r.decision).toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02'], quorum: 1 } });
+    const none = plan(input({ pg01: 'primary', pg02: 'installed', pg03: 'installed' }, { pg01: healthy3().pg01, pg02: node('pg02', { postgres: null }), pg03: node('pg03', { postgres: null }) }, { spec }));
+    expect(none.decision).not.toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys' } });
+    const pool = input(states3, healthy3());
+    pool.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' };
+    expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.route' });
+  });
+
+  it('never drops a sync member before the others caught up', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    const p = primaryPg({ lsn: 5000, syncStandbyNames: 'ANY 1 ("pg02", "pg03")', replicas: [{ name: 'pg02', state: 'streaming', syncState: 'quorum', flushLsn: 4000, replayLsn: 4000 }] });
+    const nodes = { pg01: node('pg01', { postgres: p }), pg02: node('pg02', { postgres: pg({ lsn: 4000 }) }), pg03: node('pg03', { reachable: false, postgres: null, misses: 1 }) };
+    const r = plan(input(states3, nodes, { spec }));
+    expect(r.decision).not.toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys' } });
+  });
+
+  it('switches over: demotes the primary cleanly first', () => {
+    const r = plan(input(states3, healthy3(), { requests: [{ id: 7, cluster: 'sim1', kind: 'switchover', args: { from: 'pg01', to: 'pg03' }, createdAt: 0 }] }));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'switchover.requested', ruleId: 'switchover.demote' });
+  });
+
+  it('removes a node that left the spec, and tears everything down on deletion', () => {
+    const r = plan(input({ ...states3, pg09: 'standby' }, healthy3()));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg09', event: 'node.unwanted' });
+    const d = plan(input(states3, healthy3(), { deletionRequested: true }));
+    expect(d.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'node.unwanted', ruleId: 'delete.fence' });
+    const last = plan(input({ pg01: 'absent' }, healthy3(), { deletionRequested: true }));
+    expect(last.decision).toMatchObject({ kind: 'cluster', action: { type: 'deleteClusterResources' } });
+  });
+
+  it('restarts a lone primary in place rather than fencing the last copy', () => {
+    const nodes = { pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 4 }), pg02: node('pg02', { reachable: false, postgres: null, misses: 4 }), pg03: node('pg03', { reachable: false, postgres: null, misses: 4 }) };
+    const r = plan(input({ pg01: 'primary', pg02: 'degraded', pg03: 'degraded' }, nodes));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'postgres.stopped', ruleId: 'recover.restart-primary' });
+  });
+
+  it('parses and formats LSNs and sync names', () => {
+    expect(parseLsn('16/B374D848')).toBe(0x16 * 2 ** 32 + 0xb374d848);
+    expect(formatLsn(parseLsn('0/3000148'))).toBe('0/3000148');
+    expect(parseSyncNames('ANY 1 ("pg02", "pg03")')).toEqual({ quorum: 1, names: ['pg02', 'pg03'] });
+    expect(parseSyncNames('')).toEqual({ quorum: 0, names: [] });
+  });
+});
