@@ -71,10 +71,10 @@ program
   .description('tear a cluster down (the running `pgop serve` does it) and forget it')
   .argument('<kind>', 'cluster')
   .argument('<name>')
-  .option('--wait', 'run the teardown in this process if no `pgop serve` is running, and wait for it')
-  .action(async (kind: string, name: string, o: { wait?: boolean }) => {
+  .option('--no-wait', 'only request the deletion; do not wait for the teardown')
+  .action(async (kind: string, name: string, o: { wait: boolean }) => {
     const { deleteCommand } = await import('./commands/apply.js');
-    process.exitCode = await deleteCommand(await dbPath(), kind, name, !!o.wait);
+    process.exitCode = await deleteCommand(await dbPath(), kind, name, o.wait);
   });
 
 program
@@ -95,6 +95,46 @@ program
   .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
     const { serveCommand } = await import('./commands/serve.js');
     process.exitCode = await serveCommand(await dbPath(), o);
+  });
+
+const lab = program.command('lab').description('the one-machine lab: real postgres, pgpool and sshd in network namespaces (root)');
+lab
+  .command('up')
+  .description('install what is missing, apply the lab spec, start the operator in the background, wait until healthy')
+  .option('-f, --file <file>', 'lab spec', undefined)
+  .option('--timeout <seconds>', 'give up waiting after this long', (v) => Number(v), 180)
+  .action(async (o: { file?: string; timeout: number }) => {
+    const { labUpCommand, DEFAULT_LAB_SPEC } = await import('./commands/lab.js');
+    process.exitCode = await labUpCommand(await dbPath(), o.file ?? DEFAULT_LAB_SPEC, o.timeout);
+  });
+lab
+  .command('down')
+  .description('remove the lab clusters (or the one in FILE) and stop the operator lab up started')
+  .option('-f, --file <file>', 'only the cluster of this spec')
+  .action(async (o: { file?: string }) => {
+    const { labDownCommand } = await import('./commands/lab.js');
+    process.exitCode = await labDownCommand(await dbPath(), o.file);
+  });
+lab
+  .command('fault')
+  .description('inject a fault: kill (SIGKILL the postmaster), partition/heal (link down/up), stop/start (whole node)')
+  .argument('<node>')
+  .argument('<action>', 'kill | partition | heal | stop | start')
+  .option('--cluster <name>', 'the lab cluster (default: the only one)')
+  .action(async (node: string, action: string, o: { cluster?: string }) => {
+    const { labFaultCommand } = await import('./commands/lab.js');
+    process.exitCode = await labFaultCommand(await dbPath(), node, action, o.cluster);
+  });
+
+program
+  .command('psql')
+  .description('psql through pgpool (or to one node), credentials supplied without showing them')
+  .argument('<cluster>')
+  .argument('[psqlArgs...]', 'arguments for psql, after --')
+  .option('--node <name>', 'connect straight to this node')
+  .action(async (cluster: string, psqlArgs: string[], o: { node?: string }) => {
+    const { psqlCommand } = await import('./commands/lab.js');
+    process.exitCode = await psqlCommand(await dbPath(), cluster, o.node, psqlArgs);
   });
 
 export async function main(argv: string[]): Promise<number> {

@@ -7,6 +7,7 @@ import type { World } from './types.js';
 import { terminal } from '../errors.js';
 import { SimWorld } from './sim/world.js';
 import { createSimWorld } from './sim/drivers.js';
+import type { Store } from '../store/store.js';
 
 export interface Worlds {
   worldFor(spec: ClusterSpec): World;
@@ -18,11 +19,23 @@ export interface Worlds {
 
 type Loader = () => Promise<World>;
 
-export function createWorlds(opts: { sim?: SimWorld; loaders?: Partial<Record<ClusterSpec['provider']['type'], Loader>> } = {}): Worlds {
+export interface WorldsOptions {
+  sim?: SimWorld;
+  /** the store real drivers pin SSH host keys in */
+  store?: Store;
+  log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  loaders?: Partial<Record<ClusterSpec['provider']['type'], Loader>>;
+}
+
+export function createWorlds(opts: WorldsOptions = {}): Worlds {
   const sim = opts.sim ?? new SimWorld();
   const simWorld = createSimWorld(sim);
   const loaded = new Map<string, World>([['sim', simWorld]]);
   const loaders: Partial<Record<string, Loader>> = {
+    lab: async () => {
+      const { createLabWorld } = await import('./lab/world.js');
+      return createLabWorld({ ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
+    },
     ...opts.loaders,
   };
   return {

@@ -103,7 +103,7 @@ describe('example specs', () => {
     expect(lab.provider).toEqual({ type: 'lab', network: '10.77.0.0/24' });
     expect(lab.nodes.map((n) => `${n.name}=${n.address}`)).toEqual(['pg01=10.77.0.11', 'pg02=10.77.0.12', 'pg03=10.77.0.13']);
     expect(lab.pgpool.address).toBe('10.77.0.10');
-    expect(lab.replication).toMatchObject({ mode: 'sync', syncQuorum: 1, password: { env: 'PGOP_REPLICATION_PASSWORD' } });
+    expect(lab.replication).toMatchObject({ mode: 'sync', syncQuorum: 1, password: { file: '/var/lib/pgop/secrets/lab/replicator' } });
 
     const vm = parseSpecFile(join(specsDir, 'libvirt-3node.yaml')).spec;
     expect(vm.provider).toEqual({
@@ -285,8 +285,8 @@ describe('the seed cluster round-trips', () => {
     delete expected.archive_command;
     expect(params).toEqual(expected);
     expect(spec.postgres.archiveScript).toBe(true);
-    expect(spec.postgres.superuserPassword).toEqual({ env: 'PGOP_SUPERUSER_PASSWORD' });
-    expect(spec.roles.map((r) => r.password)).toEqual([{ env: 'PGOP_CL_OWNER_PASSWORD' }, { env: 'PGOP_CL_USER_PASSWORD' }]);
+    expect(spec.postgres.superuserPassword).toEqual({ file: '/var/lib/pgop/secrets/lab/postgres' });
+    expect(spec.roles.map((r) => r.password)).toEqual([{ file: '/var/lib/pgop/secrets/lab/cl_owner' }, { file: '/var/lib/pgop/secrets/lab/cl_user' }]);
     expect(spec.grants[0]).toMatchObject({ role: 'cl_user', schema: 'cl_owner', tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] });
     expect(spec.roles[1]!.searchPath).toEqual(['$user', 'cl_owner', 'public']);
   });

@@ -5,6 +5,7 @@ import { Store, processIsAlive } from '../../store/store.js';
 import { parseSpecFile } from '../../spec/parse.js';
 import { EXIT, terminal } from '../../errors.js';
 import type { ClusterSpec } from '../../spec/types.js';
+import { enterLabHubIfNeeded } from '../lab-ns.js';
 
 export async function applyCommand(db: string, file: string, dryRun: boolean): Promise<number> {
   const parsed = parseSpecFile(file); // throws SpecError -> exit 2, nothing written
@@ -115,6 +116,7 @@ async function driveUntil(db: string, store: Store, done: () => boolean, what: s
 
 export async function deleteCommand(db: string, kind: string, name: string, wait: boolean): Promise<number> {
   if (kind !== 'cluster') throw terminal(`cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`);
+  if (wait) await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
     if (!store.getCluster(name)) throw terminal(`cannot delete cluster ${name}: no such cluster`);
@@ -130,6 +132,7 @@ export async function deleteCommand(db: string, kind: string, name: string, wait
 }
 
 export async function switchoverCommand(db: string, cluster: string, to: string | undefined): Promise<number> {
+  await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
     const c = store.getCluster(cluster);

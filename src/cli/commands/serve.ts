@@ -6,6 +6,7 @@ import { EXIT } from '../../errors.js';
 import { Reconciler, runLoop, type Log } from '../../reconcile/reconciler.js';
 import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
+import { enterLabHubIfNeeded } from '../lab-ns.js';
 
 export interface ServeOptions {
   untilConverged?: boolean;
@@ -41,7 +42,7 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     process.exitCode = EXIT.locked;
     throw Object.assign(new Error('locked'), { locked: true });
   }
-  const worlds = createWorlds();
+  const worlds = createWorlds({ store, log });
   const abort = new AbortController();
   const stop = (sig: string) => {
     log.info({ signal: sig }, 'finishing the current step, then exiting');
@@ -76,6 +77,7 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
 }
 
 export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
+  await enterLabHubIfNeeded(db);
   try {
     const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
     return ok ? EXIT.ok : EXIT.changes;

@@ -1,0 +1,232 @@
+// `pgop lab up|down|fault` and `pgop psql`: the one-machine lab as a newcomer meets it.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hostname } from 'node:os';
+import { Store, processIsAlive } from '../../store/store.js';
+import { parseSpecFile } from '../../spec/parse.js';
+import { resolveSecret } from '../../spec/secrets.js';
+import { EXIT, terminal } from '../../errors.js';
+import type { ClusterSpec, SecretRef } from '../../spec/types.js';
+import type { StoredCluster } from '../../store/types.js';
+
+const BIN = fileURLToPath(new URL('../../../../bin/pgop', import.meta.url));
+export const DEFAULT_LAB_SPEC = fileURLToPath(new URL('../../../../specs/lab-3node.yaml', import.meta.url));
+
+const operatorFiles = (db: string) => ({ pid: join(dirname(db), 'serve.pid'), log: join(dirname(db), 'serve.log') });
+
+function requireRoot(what: string) {
+  if (process.getuid?.() !== 0) throw terminal(`cannot ${what}: the lab needs root (network namespaces, sshd, postgres as its own user)`);
+}
+
+/** Secret files a lab spec references are made on first use: random, 0600, never printed. */
+function ensureSecretFiles(spec: ClusterSpec): string[] {
+  const refs: SecretRef[] = [spec.postgres.superuserPassword, spec.replication.password, ...spec.roles.flatMap((r) => (r.password ? [r.password] : []))];
+  const made: string[] = [];
+  for (const ref of refs) {
+    if (!('file' in ref) || existsSync(ref.file)) continue;
+    mkdirSync(dirname(ref.file), { recursive: true, mode: 0o700 });
+    writeFileSync(ref.file, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
+    made.push(ref.file);
+  }
+  for (const ref of refs) resolveSecret(ref, 'a secret the lab spec references'); // env refs must be set
+  return made;
+}
+
+function missingBinaries(spec: ClusterSpec): string[] {
+  const need = [`/usr/lib/postgresql/${spec.postgres.version}/bin/postgres`, '/usr/sbin/sshd', '/usr/bin/ssh-keygen', '/usr/sbin/pgpool', '/usr/bin/unshare'];
+  return need.filter((p) => !existsSync(p));
+}
+
+function serveHolder(store: Store): number | null {
+  const probe = store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive);
+  if (probe.ok) {
+    store.releaseServeLock(process.pid);
+    return null;
+  }
+  return probe.pid;
+}
+
+async function startOperator(db: string): Promise<number> {
+  const { ensureHub } = await import('../../drivers/lab/netns.js');
+  const hub = await ensureHub();
+  const files = operatorFiles(db);
+  const out = openSync(files.log, 'a', 0o600);
+  // `ip netns exec` execs node in place: the pid we record is the operator's own.
+  const child = spawn('ip', ['netns', 'exec', hub, process.execPath, BIN, '--db', db, 'serve'], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, PGOP_IN_HUB: process.env.PGOP_LAB_PREFIX ?? 'pgop' },
+  });
+  closeSync(out);
+  child.unref();
+  writeFileSync(files.pid, `${child.pid}\n`);
+  return child.pid!;
+}
+
+async function waitConverged(store: Store, name: string, timeoutMs: number, operatorPid: number, log: string): Promise<StoredCluster> {
+  const deadline = Date.now() + timeoutMs;
+  let lastEvent = store.listEvents({ cluster: name, limit: 1 })[0]?.id ?? 0;
+  for (;;) {
+    for (const e of store.listEvents({ cluster: name, afterId: lastEvent })) {
+      lastEvent = e.id;
+      const t = e.from || e.to ? `${e.node} ${e.from} -> ${e.to}` : e.node ?? 'cluster';
+      process.stdout.write(`  ${new Date(e.time).toISOString().slice(11, 23)}  ${t}: ${e.reason}\n`);
+    }
+    const c = store.getCluster(name);
+    if (c && c.observedGeneration === c.generation && c.phase === 'Healthy') return c;
+    if (!processIsAlive(operatorPid)) throw terminal(`cannot bring up cluster ${name}: the operator (pid ${operatorPid}) exited; see ${log}`);
+    if (Date.now() > deadline) throw PgopTimeout(name, c, log);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+const PgopTimeout = (name: string, c: StoredCluster | undefined, log: string) =>
+  terminal(`cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} (the operator keeps trying; see pgop get events --cluster ${name} and ${log})`);
+
+export async function labUpCommand(db: string, file: string, timeoutS: number): Promise<number> {
+  requireRoot('bring the lab up');
+  const parsed = parseSpecFile(file);
+  const spec = parsed.spec;
+  if (spec.provider.type !== 'lab') throw terminal(`cannot bring up ${file} with pgop lab up: its provider is ${spec.provider.type}, not lab (use pgop apply)`);
+  const missing = missingBinaries(spec);
+  if (missing.length) throw terminal(`cannot bring the lab up: missing ${missing.join(', ')} (run scripts/bootstrap.sh as root)`);
+  for (const f of ensureSecretFiles(spec)) process.stdout.write(`generated secret ${f} (0600)\n`);
+
+  const store = Store.open(db);
+  try {
+    const { result, generation } = store.applySpec(spec, parsed.hash, parsed.source, Date.now());
+    process.stdout.write(`cluster/${spec.name} ${result}${result === 'unchanged' ? '' : ` (generation ${generation})`}\n`);
+    const files = operatorFiles(db);
+    let pid = serveHolder(store);
+    if (pid === null) {
+      pid = await startOperator(db);
+      process.stdout.write(`operator started: pid ${pid}, log ${files.log}\n`);
+    } else {
+      process.stdout.write(`operator already running: pid ${pid}\n`);
+    }
+    const started = Date.now();
+    const c = await waitConverged(store, spec.name, timeoutS * 1000, pid, files.log);
+    process.stdout.write(`\ncluster ${spec.name} healthy in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
+    const { getCommand } = await import('./get.js');
+    await getCommand(db, 'nodes', { cluster: spec.name, output: 'table' });
+    const endpoint = spec.pgpool.enabled && spec.pgpool.address ? `${spec.pgpool.address}:${spec.pgpool.port}` : `primary ${c.primary}`;
+    process.stdout.write(`
+Clients connect through pgpool at ${endpoint} (inside the lab's namespaces only).
+  pgop psql ${spec.name}                       psql through pgpool (--node pg02 for one node)
+  pgop get nodes -w                        watch roles, timelines, LSNs and lag
+  pgop lab fault ${c.primary ?? 'pg01'} kill               kill -9 the primary's postmaster; watch the failover
+  pgop lab fault NODE partition|heal       take a node's link down / up again
+  pgop lab fault NODE stop|start           stop / start a whole node
+  pgop switchover ${spec.name} [--to NODE]      planned handover
+  pgop get events --cluster ${spec.name}       the story, each step with its reason
+  pgop lab down                            stop the operator and remove the lab
+Operator: pid ${pid}, log ${files.log}, store ${db}
+`);
+    return EXIT.ok;
+  } finally {
+    store.close();
+  }
+}
+
+export async function labDownCommand(db: string, file: string | undefined): Promise<number> {
+  requireRoot('take the lab down');
+  const store = Store.open(db);
+  let names: string[];
+  try {
+    names = file ? [parseSpecFile(file).spec.name] : store.listClusters().filter((c) => c.spec.provider.type === 'lab').map((c) => c.name);
+    names = names.filter((n) => store.getCluster(n));
+  } finally {
+    store.close();
+  }
+  const { deleteCommand } = await import('./apply.js');
+  for (const name of names) {
+    const code = await deleteCommand(db, 'cluster', name, true);
+    if (code !== EXIT.ok) return code;
+  }
+  // Stop the operator we started (by the PID we recorded, and only if it holds this store).
+  const files = operatorFiles(db);
+  if (existsSync(files.pid)) {
+    const pid = Number(readFileSync(files.pid, 'utf8').trim());
+    const again = Store.open(db);
+    const holder = serveHolder(again);
+    again.close();
+    if (pid > 0 && holder === pid && processIsAlive(pid)) {
+      process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + 15_000;
+      while (processIsAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      process.stdout.write(processIsAlive(pid) ? `operator pid ${pid} did not stop within 15 s\n` : `operator pid ${pid} stopped\n`);
+    }
+  }
+  if (!names.length) process.stdout.write('no lab cluster in the store\n');
+  return EXIT.ok;
+}
+
+async function labCluster(db: string, name: string | undefined): Promise<ClusterSpec> {
+  const store = Store.open(db, { readonly: true });
+  try {
+    const labs = store.listClusters().filter((c) => c.spec.provider.type === 'lab' && (!name || c.name === name));
+    if (labs.length === 0) throw terminal(`cannot find ${name ? `lab cluster ${name}` : 'a lab cluster'} in ${db}`);
+    if (labs.length > 1) throw terminal(`several lab clusters (${labs.map((c) => c.name).join(', ')}): pass --cluster`);
+    return labs[0]!.spec;
+  } finally {
+    store.close();
+  }
+}
+
+const FAULTS = ['kill', 'partition', 'heal', 'stop', 'start'] as const;
+
+export async function labFaultCommand(db: string, nodeName: string, action: string, clusterName: string | undefined): Promise<number> {
+  requireRoot('inject a fault');
+  if (!(FAULTS as readonly string[]).includes(action)) throw terminal(`cannot inject fault ${action}: use one of ${FAULTS.join(', ')}`);
+  const spec = await labCluster(db, clusterName);
+  const node = spec.nodes.find((n) => n.name === nodeName);
+  if (!node) throw terminal(`cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`);
+  const { createLabProvider } = await import('../../drivers/lab/provider.js');
+  const provider = createLabProvider();
+  const t = Date.now();
+  try {
+    await provider[action as (typeof FAULTS)[number]](spec, node);
+  } finally {
+    await provider.close();
+  }
+  process.stdout.write(`${spec.name}/${nodeName}: ${action} done at ${new Date(t).toISOString()}\n`);
+  return EXIT.ok;
+}
+
+export async function psqlCommand(db: string, clusterName: string, nodeName: string | undefined, args: string[]): Promise<number> {
+  const store = Store.open(db, { readonly: true });
+  let spec: ClusterSpec;
+  try {
+    const c = store.getCluster(clusterName);
+    if (!c) throw terminal(`cannot connect to cluster ${clusterName}: no such cluster`);
+    spec = c.spec;
+  } finally {
+    store.close();
+  }
+  if (spec.provider.type === 'sim') throw terminal(`cannot connect to cluster ${clusterName}: it is simulated`);
+  const node = nodeName ? spec.nodes.find((n) => n.name === nodeName) : undefined;
+  if (nodeName && !node) throw terminal(`cannot connect to ${clusterName}/${nodeName}: no such node`);
+  const [host, port] = node ? [node.address, 5432] : spec.pgpool.enabled && spec.pgpool.address ? [spec.pgpool.address, spec.pgpool.port] : [null, 0];
+  if (!host) throw terminal(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
+  // The password goes through the environment: never on a command line (ps shows those).
+  const env = { ...process.env, PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
+  const psql = existsSync(`/usr/lib/postgresql/${spec.postgres.version}/bin/psql`) ? `/usr/lib/postgresql/${spec.postgres.version}/bin/psql` : 'psql';
+  const argv = [psql, `host=${host} port=${port} user=postgres dbname=postgres application_name=pgop-psql`, ...args];
+  let cmd = argv[0]!;
+  let cmdArgs = argv.slice(1);
+  if (spec.provider.type === 'lab') {
+    requireRoot('connect to a lab cluster');
+    const { ensureHub, inHub } = await import('../../drivers/lab/netns.js');
+    if (!inHub()) {
+      const hub = await ensureHub();
+      cmd = 'ip';
+      cmdArgs = ['netns', 'exec', hub, ...argv];
+    }
+  }
+  const child = spawn(cmd, cmdArgs, { stdio: 'inherit', env });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? EXIT.internal)));
+}
