@@ -260,6 +260,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await retry('ensurePrimary pg01', () => pgd.ensurePrimary(spec, pg01, [pg02.name, pg03.name]));
     await retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01));
     timings.idempotentPass = Math.round(performance.now() - t3);
+    for (const what of ['role created', 'search_path set', 'database created', 'replication slot created', 'initdb done', 'cloned']) {
+      expect(driverLog.filter((l) => l.startsWith(what)).length, what).toBe(what === 'replication slot created' ? 2 : what === 'role created' ? 3 : what === 'cloned' ? 2 : 1);
+    }
     // per-node settings live on the command line, not in copied files
     const auto = await shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf');
     expect(auto ?? '').not.toMatch(/listen_addresses|cluster_name|primary_conninfo/);
@@ -340,6 +343,23 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), (c) => c.query('SELECT 1'));
   }, 60_000);
 
+  it('applies a setting that needs a restart: the standby restarts in place', async () => {
+    const spec2 = structuredClone(spec);
+    spec2.postgres.parameters.shared_buffers = '48MB';
+    expect((await pgd.probe(spec2, pg03)).postgres!.configHash).not.toBe(desiredConfigHash(spec2, pg03));
+    const t0 = performance.now();
+    await retry('ensureConfigured pg03', () => pgd.ensureConfigured(spec2, pg03));
+    timings.restartForSetting = Math.round(performance.now() - t0);
+    expect(driverLog.some((l) => l.startsWith('restarting postgres') && l.includes('pg03'))).toBe(true);
+    const p = await pgd.probe(spec2, pg03);
+    expect(p.postgres!.configHash).toBe(desiredConfigHash(spec2, pg03));
+    await until('pg03 streams again', async () => (await pgd.probe(spec2, pg03)).postgres?.streaming);
+    const sb = await withPg(direct(pg03), (c) => c.query<{ shared_buffers: string }>('SHOW shared_buffers'));
+    expect(sb.rows[0]?.shared_buffers).toBe('48MB');
+    await retry('ensureConfigured pg03', () => pgd.ensureConfigured(spec, pg03));
+    expect((await pgd.probe(spec, pg03)).postgres!.configHash).toBe(desiredConfigHash(spec, pg03));
+  }, 60_000);
+
   it('brings back a standby after kill -9 of its postmaster', async () => {
     await provider.kill(spec, pg02);
     const down = await pgd.probe(spec, pg02);
@@ -411,6 +431,44 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     });
     await withPg(direct(pg02, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 5')).rowCount).toBe(1));
   }, 90_000);
+
+  it('switches over: demote pg02, promote pg01, pg02 and pg03 follow without losing a commit', async () => {
+    await withPg(direct(pg02, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (6, 'last on pg02')"));
+    const t0 = performance.now();
+    await retry('demote pg02', () => pgd.demote(spec, pg02));
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: false });
+    await retry('promote pg01', () => pgd.promote(spec, pg01));
+    await Promise.all([
+      retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01)),
+      retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg01)),
+    ]);
+    timings.switchover = Math.round(performance.now() - t0);
+    const p1 = await pgd.probe(spec, pg01);
+    expect(p1.postgres).toMatchObject({ inRecovery: false, timeline: 3 });
+    for (const s of [pg02, pg03]) expect((await pgd.probe(spec, s)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01', timeline: 3 });
+    await withPg(direct(pg01, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 6')).rowCount).toBe(1));
+    await retry('ensurePool pg01', () => pool.ensurePool(spec, 'pg01'));
+    expect((await pool.observe(spec)).primary).toBe('pg01');
+  }, 120_000);
+
+  it('clones afresh when pg_rewind cannot work (data dir of another cluster)', async () => {
+    const host = provider.hostRef(spec, pg03);
+    const B = '/usr/lib/postgresql/15/bin';
+    const res = await shell.exec(
+      host,
+      ['sh', '-c', `cd / && ${B}/pg_ctl -D /u01/pg15/data -m fast -w stop >/dev/null && rm -rf /u01/pg15/data/* && ${B}/initdb -D /u01/pg15/data -A peer >/dev/null`],
+      { user: 'postgres', timeoutMs: 60_000 },
+    );
+    expect(res.code, res.stderr).toBe(0);
+    const t0 = performance.now();
+    await retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg01));
+    timings.rewindFallbackClone = Math.round(performance.now() - t0);
+    expect(driverLog.some((l) => l.startsWith('WARN pg_rewind failed: cloning instead') && l.includes('"node":"pg03"'))).toBe(true);
+    expect((await pgd.probe(spec, pg03)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01', timeline: 3 });
+    const aside = await shell.exec(host, ['sh', '-c', 'ls -d /u01/pg15/data.pgop-old-*']);
+    expect(aside.stdout.trim()).toMatch(/data\.pgop-old-\d+/);
+    await withPg(direct(pg03, 'critlib'), async (c) => expect((await c.query('SELECT count(*)::int AS n FROM cl_owner.books')).rows[0]?.n).toBe(6));
+  }, 120_000);
 
   it('never showed a password in ps output, driver logs, shell logs or log files', async () => {
     if (sampler) clearInterval(sampler);

@@ -34,7 +34,7 @@ import {
   syncStandbyNamesValue,
   verifyScram,
 } from '../../src/drivers/postgres/config.js';
-import { conninfoHost } from '../../src/drivers/postgres/driver.js';
+import { conninfoHost, printfEscape } from '../../src/drivers/postgres/driver.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 
 /** The seed's conf.d/custom.conf as spec parameters (listen_addresses included on purpose). */
@@ -358,5 +358,17 @@ describe('archive script (run for real in a temp dir)', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('printfEscape (file contents on one stdin line)', () => {
+  it("round-trips through dash's and bash's read -r + printf %b", () => {
+    const tricky = "  leading spaces\n\ttab \\ back\\slash 'q' \"dq\" %s %% $HOME `x` \\n literal\nünïcødé €\n\n";
+    for (const sh of ['sh', 'bash']) {
+      const out = execFileSync(sh, ['-c', 'read -r x; printf "%b" "$x"'], { input: `${printfEscape(tricky)}\n` });
+      expect(out.toString('utf8')).toBe(tricky);
+    }
+    expect(printfEscape('')).toBe('');
+    expect(printfEscape('a b\n')).not.toMatch(/[ \n]/);
   });
 });

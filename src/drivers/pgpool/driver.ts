@@ -15,6 +15,7 @@ import type { ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '..
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
+import { putFiles, type FileOp } from '../postgres/driver.js';
 import {
   PCP_USER,
   desiredPoolConfigHash,
@@ -44,8 +45,9 @@ export interface SshPoolDriverOptions {
   /** pgpool binaries (default /usr/sbin). */
   binDir?: string;
   logger?: PoolDriverLog;
-  /** How long ensurePool waits for pgpool's view to match before restarting it (default 5 s;
-   *  after a restart it waits three times as long). */
+  /** How long ensurePool waits for pgpool's view to match before restarting it (default 3 s; a
+   *  pgpool that does not answer twice in a row is restarted at once; after a restart it waits
+   *  at least 15 s). */
   settleTimeoutMs?: number;
 }
 
@@ -81,6 +83,7 @@ export class SshPoolDriver implements PoolDriver {
   private readonly log: PoolDriverLog;
   private readonly settleTimeoutMs: number;
   private readonly clients = new Map<string, { client: pg.Client; ready: Promise<pg.Client>; dead: boolean }>();
+  private readonly hashes = new Map<string, { hash: string; at: number }>();
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -89,7 +92,7 @@ export class SshPoolDriver implements PoolDriver {
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
-    this.settleTimeoutMs = opts.settleTimeoutMs ?? 5_000;
+    this.settleTimeoutMs = opts.settleTimeoutMs ?? 3_000;
   }
 
   desiredConfigHash(cluster: ClusterSpec): string {
@@ -178,28 +181,22 @@ export class SshPoolDriver implements PoolDriver {
     } catch (err) {
       return { reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: ${pgMessage(err)}` };
     }
-    let configHash = '';
-    try {
-      configHash = ((await this.shell.readFile(this.hostRefOf(cluster), this.paths.confHash)) ?? '').trim();
-    } catch {
-      /* the hash is informative; routing was observed */
+    // The applied hash lives on the pool host; read it at most every 10 s (observe runs every pass).
+    let cached = this.hashes.get(cluster.name);
+    if (!cached || Date.now() - cached.at > 10_000) {
+      try {
+        cached = { hash: ((await this.shell.readFile(this.hostRefOf(cluster), this.paths.confHash)) ?? '').trim(), at: Date.now() };
+        this.hashes.set(cluster.name, cached);
+      } catch {
+        /* the hash is informative; routing was observed */
+      }
     }
+    const configHash = cached?.hash ?? '';
     const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
     return { reachable: true, primary, backends, configHash };
   }
 
   // ---------------------------------------------------------------- ensure
-
-  /** Secrets on the pool host: the AES key of pool_passwd and the PCP password, generated once,
-   *  kept mode 0600 beside the configuration. */
-  private async secret(cluster: ClusterSpec, path: string): Promise<string> {
-    const host = this.hostRefOf(cluster);
-    const have = (await this.shell.readFile(host, path))?.trim();
-    if (have) return have;
-    const fresh = randomBytes(24).toString('base64url');
-    await this.shell.writeFile(host, path, `${fresh}\n`, { mode: 0o600, owner: 'postgres:postgres' });
-    return fresh;
-  }
 
   private poolUsers(cluster: ClusterSpec): { name: string; password: string }[] {
     const users = new Map<string, string>();
@@ -215,75 +212,101 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
-    await this.must(cluster, 'prepare pgpool directories', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`], { user: 'root', kind: 'terminal' });
-    const key = await this.secret(cluster, p.key);
-    const pcpPassword = await this.secret(cluster, p.pcpSecret);
-    const own = { mode: 0o600, owner: 'postgres:postgres' };
-    let changed = false;
-    changed = (await this.shell.writeFile(host, p.conf, renderPgpoolConf(cluster, p), own)) || changed;
-    changed = (await this.shell.writeFile(host, p.hba, renderPoolHba(cluster), own)) || changed;
-    changed = (await this.shell.writeFile(host, p.pcp, renderPcpConf(pcpPassword), own)) || changed;
-    changed = (await this.shell.writeFile(host, p.passwd, renderPoolPasswd(this.poolUsers(cluster), key), own)) || changed;
-    await this.shell.writeFile(host, p.pcpPass, renderPcpPass(cluster, pcpPassword), own);
-    const hash = desiredPoolConfigHash(cluster, p);
-
-    let running = await this.isRunning(cluster);
+    // One round trip: directories, the two secrets kept on the pool host (the AES key of
+    // pool_passwd and the PCP password, generated once, mode 0600), is pgpool running.
+    const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`, p.key, p.pcpSecret, p.pid], {
+      user: 'root',
+      kind: 'terminal',
+    });
+    const field = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(prep.stdout)?.[1]?.trim() ?? '';
+    let key = field('key');
+    let pcpPassword = field('pcp');
+    let running = field('running') === '1';
+    const files: FileOp[] = [];
+    if (!key) {
+      key = randomBytes(24).toString('base64url');
+      files.push({ op: 'write', path: p.key, content: `${key}\n` });
+    }
+    if (!pcpPassword) {
+      pcpPassword = randomBytes(24).toString('base64url');
+      files.push({ op: 'write', path: p.pcpSecret, content: `${pcpPassword}\n` });
+    }
+    files.push(
+      { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p) },
+      { op: 'write', path: p.hba, content: renderPoolHba(cluster) },
+      { op: 'write', path: p.pcp, content: renderPcpConf(pcpPassword) },
+      { op: 'write', path: p.passwd, content: renderPoolPasswd(this.poolUsers(cluster), key) },
+      { op: 'write', path: p.pcpPass, content: renderPcpPass(cluster, pcpPassword) },
+      { op: 'write', path: p.confHash, content: `${desiredPoolConfigHash(cluster, p)}\n` },
+    );
+    const changedPaths = await putFiles(this.shell, host, files);
+    this.hashes.set(cluster.name, { hash: desiredPoolConfigHash(cluster, p), at: Date.now() });
+    const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key].some((f) => changedPaths.has(f));
     if (running && changed) {
       this.log.info({ cluster: cluster.name }, 'pgpool configuration changed: restarting');
       await this.stopPgpool(cluster);
       running = false;
     }
     if (!running) await this.startPgpool(cluster);
-    await this.shell.writeFile(host, p.confHash, `${hash}\n`, own);
-
     await this.settle(cluster, primary);
     this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool ensured');
   }
 
   /** Make pgpool's view match: `primary` up as primary, every reachable node attached. */
   private async settle(cluster: ClusterSpec, primary: string | null): Promise<void> {
+    const t0 = Date.now();
     let restarted = false;
-    let deadline = Date.now() + this.settleTimeoutMs;
+    let deadline = t0 + this.settleTimeoutMs;
+    let unanswered = 0;
     const attached = new Map<string, number>();
     for (;;) {
       let backends: PoolBackend[] | null = null;
-      let err = '';
+      let why = '';
       try {
         backends = await this.poolNodes(cluster);
+        unanswered = 0;
       } catch (e) {
-        err = pgMessage(e);
+        why = `pgpool does not answer: ${pgMessage(e)}`;
+        unanswered++;
       }
       if (backends) {
-        const reach = await Promise.all(
-          cluster.nodes.map(async (n) => ({ n, up: await tcpReachable(n.address, pgPort(cluster), 1000) })),
-        );
-        let ok = true;
-        for (const [i, { n, up }] of reach.entries()) {
+        // Re-attach every node pgpool holds down but that answers again (pgpool never does it
+        // itself: auto_failback is off, and -D only helps at start).
+        const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), 1000)));
+        let attachedAll = true;
+        for (const [i, n] of cluster.nodes.entries()) {
           const b = backends.find((x) => x.name === n.name);
-          if (!b || b.status !== 'down' || !up) continue;
-          ok = false;
-          const last = attached.get(n.name) ?? 0;
-          if (Date.now() - last > 3000) {
+          if (!b || b.status !== 'down' || !reach[i]) continue;
+          attachedAll = false;
+          if (Date.now() - (attached.get(n.name) ?? 0) > 3000) {
             attached.set(n.name, Date.now());
-            await this.pcp(cluster, 'pcp_attach_node', ['-n', String(i)]).catch((e) =>
-              this.log.warn({ node: n.name, error: messageOf(e) }, 'pcp_attach_node failed'),
-            );
-            this.log.info({ node: n.name }, 'pgpool: node attached');
+            try {
+              await this.pcp(cluster, 'pcp_attach_node', ['-n', String(i)]);
+              this.log.info({ cluster: cluster.name, node: n.name }, 'pgpool: node attached');
+            } catch (e) {
+              this.log.warn({ cluster: cluster.name, node: n.name, error: messageOf(e) }, 'pcp_attach_node failed');
+            }
           }
         }
         const pb = primary ? backends.find((b) => b.name === primary) : undefined;
         const primaryOk = primary === null || (pb?.status === 'up' && pb.role === 'primary');
-        const falsePrimary = backends.some((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary && primary !== null);
-        if (ok && primaryOk && !falsePrimary) return;
-        err = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
+        const falsePrimary = primary !== null && backends.some((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary);
+        if (attachedAll && primaryOk && !falsePrimary) {
+          this.log.info({ cluster: cluster.name, primary, ms: Date.now() - t0, restarted }, 'pgpool routes as desired');
+          return;
+        }
+        why = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
       }
-      if (Date.now() > deadline) {
-        if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${err}`);
-        this.log.warn({ cluster: cluster.name, primary, why: err }, 'pgpool disagrees: restarting it');
+      // A pgpool that does not answer is usually stuck searching for a primary after a failover:
+      // restarting it (-D) is quicker than waiting, and it finds the primary by itself.
+      if (Date.now() > deadline || (unanswered >= 2 && !restarted)) {
+        if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${why}`);
+        this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
         await this.stopPgpool(cluster);
         await this.startPgpool(cluster);
         restarted = true;
-        deadline = Date.now() + this.settleTimeoutMs * 3;
+        deadline = Date.now() + Math.max(15_000, this.settleTimeoutMs * 3);
+        continue;
       }
       await sleep(200);
     }
@@ -297,11 +320,6 @@ export class SshPoolDriver implements PoolDriver {
       [`${this.bin}/${cmd}`, cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, PCP_USER, ...args],
       { user: 'postgres', env: { PCPPASSFILE: this.paths.pcpPass }, timeoutMs: 30_000 },
     );
-  }
-
-  private async isRunning(cluster: ClusterSpec): Promise<boolean> {
-    const res = await this.sh(cluster, RUNNING_SH, [this.paths.pid], { user: 'postgres' });
-    return res.code === 0;
   }
 
   private async startPgpool(cluster: ClusterSpec): Promise<void> {
@@ -343,6 +361,7 @@ export class SshPoolDriver implements PoolDriver {
       if (!(err instanceof PgopError && err.kind === 'transient')) throw err;
     }
     await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
+    this.hashes.delete(cluster.name);
   }
 
   async close(): Promise<void> {
@@ -378,13 +397,28 @@ function pgMessage(err: unknown): string {
   return e?.message ?? String(err);
 }
 
-/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary. */
-const PREPARE_SH = `
+/** alive <pid>: a live (not zombie) pgpool process. */
+const ALIVE_FN = `
+alive() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = pgpool ] || return 1
+  [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+}
+`;
+
+/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file.
+ *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
+const PREPARE_SH = `${ALIVE_FN}
 set -e
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
 mkdir -p "$1" "$2" "$3" "$4"
 chown postgres:postgres "$1" "$2" "$3" "$4"
 chmod 700 "$1" "$2" "$3" "$4"
+echo "key=$(head -n 1 "$6" 2>/dev/null || true)"
+echo "pcp=$(head -n 1 "$7" 2>/dev/null || true)"
+running=0
+if [ -f "$8" ] && alive "$(head -n 1 "$8")"; then running=1; fi
+echo "running=$running"
 # pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now pgpool2.service >/dev/null 2>&1 || true
@@ -392,19 +426,11 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 `;
 
-/** $1 pid file: exit 0 when the pgpool it names is alive. */
-const RUNNING_SH = `
-[ -f "$1" ] || exit 1
-pid=$(head -n 1 "$1")
-[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/$pid/comm 2>/dev/null)" = pgpool ]
-`;
-
 /** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir. */
-const START_SH = `
+const START_SH = `${ALIVE_FN}
 cd "$8" || exit 1
 if [ -f "$7" ]; then
-  pid=$(head -n 1 "$7")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/$pid/comm 2>/dev/null)" = pgpool ]; then exit 0; fi
+  if alive "$(head -n 1 "$7")"; then exit 0; fi
   rm -f "$7"
 fi
 rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
@@ -420,14 +446,14 @@ exit 1
 `;
 
 /** As postgres. $1 pgpool $2 conf $3 pid file. */
-const STOP_SH = `
+const STOP_SH = `${ALIVE_FN}
 [ -f "$3" ] || exit 0
 pid=$(head -n 1 "$3")
-if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then rm -f "$3"; exit 0; fi
+if ! alive "$pid"; then rm -f "$3"; exit 0; fi
 "$1" -f "$2" -m fast stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null
 i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+while alive "$pid" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if alive "$pid"; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
 rm -f "$3"
 exit 0
 `;

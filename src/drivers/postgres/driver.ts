@@ -9,6 +9,7 @@
 //   clone or a rewind copies.
 // Layout of the files pgop writes: config.ts.
 
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
@@ -79,6 +80,16 @@ export function defaultConnect(cluster: ClusterSpec, node: NodeSpec): pg.ClientC
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const silent: DriverLog = { info() {}, warn() {} };
 
+/** One file operation of apply(): write (replace when different), create (only when missing),
+ *  delete. Mode defaults to 0600, owner to postgres:postgres. */
+export interface FileOp {
+  op: 'write' | 'create' | 'delete';
+  path: string;
+  content?: string;
+  mode?: number;
+  owner?: string;
+}
+
 /** What one SSH look at a node tells. */
 interface NodeState {
   initialized: boolean;
@@ -96,6 +107,7 @@ interface ProbeRow {
   replay_lsn: string | null;
   receive_lsn: string | null;
   ckpt_tli: number | null;
+  minrec_tli: number | null;
   wr_status: string | null;
   received_tli: number | null;
   sender_host: string | null;
@@ -116,6 +128,7 @@ SELECT r.rec AS in_recovery,
   CASE WHEN r.rec THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
   CASE WHEN r.rec THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
   (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli,
+  CASE WHEN r.rec THEN (SELECT min_recovery_end_timeline FROM pg_control_recovery()) END AS minrec_tli,
   w.status AS wr_status, w.received_tli, w.sender_host,
   CASE WHEN r.rec THEN current_setting('primary_conninfo') END AS primary_conninfo,
   current_setting('synchronous_standby_names') AS ssn,
@@ -322,14 +335,21 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
-    let pgError: string;
-    try {
-      const client = await this.probeClient(cluster, node);
-      const obs = await this.query(cluster, client);
-      return { reachable: true, postgres: obs };
-    } catch (err) {
-      this.dropProbe(cluster, node);
-      pgError = `postgres: ${pgMessage(err)}`;
+    let pgError = '';
+    // A cached session may have died with a restart since the last probe: one fresh try then.
+    const cached = this.probes.has(`${cluster.name}/${node.name}`);
+    for (let attempt = 0; attempt < (cached ? 2 : 1); attempt++) {
+      try {
+        const client = await this.probeClient(cluster, node);
+        const obs = await this.query(cluster, client);
+        return { reachable: true, postgres: obs };
+      } catch (err) {
+        this.dropProbe(cluster, node);
+        pgError = `postgres: ${pgMessage(err)}`;
+        const e = err as { code?: string; message?: string };
+        // the server is there but refuses us: no point in a second connect
+        if (e.code === 'ECONNREFUSED' || e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '')) break;
+      }
     }
     // Postgres did not answer: ONE ssh look tells "node up, postgres down" from "node gone".
     try {
@@ -368,7 +388,9 @@ export class SshPostgresDriver implements PostgresDriver {
   private observationOf(cluster: ClusterSpec, r: ProbeRow): PostgresObservation {
     let timeline: number;
     if (!r.in_recovery && r.walfile) timeline = parseInt(r.walfile.slice(0, 8), 16);
-    else timeline = r.received_tli ?? r.ckpt_tli ?? 0;
+    // A standby: the WAL receiver's timeline; without one, the newest of the last restartpoint's
+    // and the minimum recovery point's (pg_control_checkpoint alone lags after a switch).
+    else timeline = r.received_tli ?? Math.max(r.ckpt_tli ?? 0, r.minrec_tli ?? 0);
     const upstreamAddr = r.in_recovery ? (r.sender_host ?? conninfoHost(r.primary_conninfo)) : null;
     const upstream = upstreamAddr ? (cluster.nodes.find((n) => n.address === upstreamAddr)?.name ?? upstreamAddr) : null;
     const replicas: ReplicaStatus[] = (r.replicas ?? []).map((x) => ({
@@ -415,55 +437,70 @@ export class SshPostgresDriver implements PostgresDriver {
       [binDir(cluster), p.version, this.dataDir(cluster), p.archiveDir, p.backupDir, p.logDir, family, scriptDir(cluster), SOCKET_DIR],
       { user: 'root', timeoutMs: 15 * 60_000 },
     );
-    if (p.archiveScript) {
-      await this.shell.writeFile(this.host(cluster, node), archiveScriptPath(cluster), renderArchiveScript(cluster), { mode: 0o755, owner: 'root:root' });
-    }
+    if (p.archiveScript) await this.apply(cluster, node, [this.scriptFile(cluster)], { dataDir: false });
     this.log.info({ node: node.name, ms: ms(t0) }, 'postgres installed');
   }
 
   // ======================================================================== managed files
 
-  /** conf.d/pgop.conf, pg_hba.conf, include_dir, archive script. Returns whether any changed. */
-  private async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec): Promise<boolean> {
-    const host = this.host(cluster, node);
+  /** Write, create-if-missing or delete files on a node (as root) in one round trip when nothing
+   *  changed, two when something did: the first compares (stat + sha256sum of every path, and
+   *  makes sure conf.d exists and postgresql.conf includes it, and after a copy drops the copied
+   *  replication slots), the second writes only what differs (temp file + rename; contents travel
+   *  on stdin, never on a command line). Returns the paths that changed. */
+  private async apply(cluster: ClusterSpec, node: NodeSpec, files: FileOp[], opts: { dataDir: boolean; clean?: boolean }): Promise<Set<string>> {
+    const pre = opts.dataDir ? { dataDir: this.dataDir(cluster), confDir: CONF_DIR, includeLine: INCLUDE_DIR_LINE, clean: !!opts.clean } : undefined;
+    return putFiles(this.shell, this.host(cluster, node), files, pre);
+  }
+
+  private scriptFile(cluster: ClusterSpec): FileOp {
+    return { op: 'write', path: archiveScriptPath(cluster), content: renderArchiveScript(cluster), mode: 0o755, owner: 'root:root' };
+  }
+
+  /** conf.d/pgop.conf, pg_hba.conf, archive script. */
+  private managedFiles(cluster: ClusterSpec, node: NodeSpec): FileOp[] {
     const d = this.dataDir(cluster);
-    const inc = await this.must(cluster, node, 'prepare conf.d', INCLUDE_SH, [d, CONF_DIR, INCLUDE_DIR_LINE], { user: 'postgres', kind: 'terminal' });
-    let changed = inc.stdout.includes('include added');
-    const own = { mode: 0o600, owner: 'postgres:postgres' };
-    changed = (await this.shell.writeFile(host, `${d}/${CONF_DIR}/${CONF_FILE}`, renderConf(cluster, node), own)) || changed;
-    changed = (await this.shell.writeFile(host, `${d}/pg_hba.conf`, renderHba(cluster), own)) || changed;
-    if (cluster.postgres.archiveScript) {
-      changed = (await this.shell.writeFile(host, archiveScriptPath(cluster), renderArchiveScript(cluster), { mode: 0o755, owner: 'root:root' })) || changed;
-    }
-    return changed;
+    const files: FileOp[] = [
+      { op: 'write', path: `${d}/${CONF_DIR}/${CONF_FILE}`, content: renderConf(cluster, node) },
+      { op: 'write', path: `${d}/pg_hba.conf`, content: renderHba(cluster) },
+    ];
+    if (cluster.postgres.archiveScript) files.push(this.scriptFile(cluster));
+    return files;
+  }
+
+  private confHashFile(cluster: ClusterSpec, node: NodeSpec): FileOp {
+    return { op: 'write', path: `${this.dataDir(cluster)}/${CONFHASH_FILE}`, content: `${desiredConfigHash(cluster, node)}\n` };
+  }
+
+  /** Managed files (+ extra), include_dir; true when a setting file changed (reload needed). */
+  private async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec, extra: FileOp[] = [], clean = false): Promise<boolean> {
+    const changed = await this.apply(cluster, node, [...this.managedFiles(cluster, node), ...extra], { dataDir: true, clean });
+    changed.delete(`${this.dataDir(cluster)}/${CONFHASH_FILE}`);
+    changed.delete(replicationPassfilePath(cluster));
+    return changed.size > 0;
   }
 
   private async writeConfHash(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
-    await this.shell.writeFile(this.host(cluster, node), `${this.dataDir(cluster)}/${CONFHASH_FILE}`, `${desiredConfigHash(cluster, node)}\n`, {
-      mode: 0o600,
-      owner: 'postgres:postgres',
-    });
+    await this.apply(cluster, node, [this.confHashFile(cluster, node)], { dataDir: false });
   }
 
-  /** Standby files after a clone or rewind (or a repoint): standby conf + signal, empty sync conf
-   *  and auto.conf, no copied replication slots. */
-  private async writeStandbyFiles(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, fresh: boolean): Promise<boolean> {
-    const host = this.host(cluster, node);
+  /** Standby files (after a clone or rewind, or for a repoint): standby conf + signal + passfile,
+   *  and after a copy an empty sync conf and auto.conf and no copied replication slots. */
+  private standbyFiles(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, fresh: boolean): FileOp[] {
     const d = this.dataDir(cluster);
-    const own = { mode: 0o600, owner: 'postgres:postgres' };
-    let changed = false;
+    const files: FileOp[] = [];
     if (fresh) {
-      await this.must(cluster, node, 'clean copied state', CLEAN_COPY_SH, [d, CONF_DIR, SYNC_CONF_FILE], { user: 'postgres', kind: 'terminal' });
-      await this.shell.writeFile(host, `${d}/postgresql.auto.conf`, EMPTY_AUTO_CONF, own);
-      await this.shell.writeFile(host, `${d}/${CONF_DIR}/${SYNC_CONF_FILE}`, renderSyncConf([], 1), own);
-      changed = true;
+      files.push(
+        { op: 'write', path: `${d}/postgresql.auto.conf`, content: EMPTY_AUTO_CONF },
+        { op: 'write', path: `${d}/${CONF_DIR}/${SYNC_CONF_FILE}`, content: renderSyncConf([], 1) },
+      );
     }
-    changed = (await this.writeManagedFiles(cluster, node)) || changed;
-    await this.shell.writeFile(host, replicationPassfilePath(cluster), renderReplicationPassfile(cluster, this.replicationPassword(cluster)), own);
-    const conf = renderStandbyConf(cluster, node, primary);
-    changed = (await this.shell.writeFile(host, `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, conf, own)) || changed;
-    changed = (await this.shell.writeFile(host, `${d}/standby.signal`, '', own)) || changed;
-    return changed;
+    files.push(
+      { op: 'write', path: replicationPassfilePath(cluster), content: renderReplicationPassfile(cluster, this.replicationPassword(cluster)) },
+      { op: 'write', path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, content: renderStandbyConf(cluster, node, primary) },
+      { op: 'write', path: `${d}/standby.signal`, content: '' },
+    );
+    return files;
   }
 
   // ======================================================================== start / stop
@@ -511,13 +548,16 @@ export class SshPostgresDriver implements PostgresDriver {
       if (st.nonEmpty) throw terminal(`cannot initialise ${node.name}: data directory ${d} is not empty and holds no database cluster`);
       await this.must(cluster, node, 'initdb', INITDB_SH, [d, binDir(cluster)], { user: 'postgres', kind: 'terminal', timeoutMs: 300_000 });
       this.log.info({ node: node.name, ms: ms(t0) }, 'initdb done');
-      st = await this.nodeState(cluster, node);
+      st = { ...st, initialized: true, nonEmpty: true };
     } else if (st.standbySignal) {
       throw terminal(`cannot make ${node.name} a primary: it is a standby (standby.signal present); promote it instead`);
     }
-    const changed = await this.writeManagedFiles(cluster, node);
-    await this.sh(cluster, node, 'rm -f "$1"', [`${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`], { user: 'postgres' });
-    await this.sh(cluster, node, 'umask 077; [ -f "$1" ] || cat > "$1"', [`${d}/${CONF_DIR}/${SYNC_CONF_FILE}`], { user: 'postgres', input: renderSyncConf([], 1) });
+    const extra: FileOp[] = [
+      { op: 'delete', path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}` },
+      { op: 'create', path: `${d}/${CONF_DIR}/${SYNC_CONF_FILE}`, content: renderSyncConf([], 1) },
+    ];
+    if (!st.running) extra.push(this.confHashFile(cluster, node));
+    const changed = await this.writeManagedFiles(cluster, node, extra);
     if (!st.running) await this.start(cluster, node);
     await this.ensureSuperuserPassword(cluster, node);
     if (st.running && changed) await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
@@ -531,8 +571,17 @@ export class SshPostgresDriver implements PostgresDriver {
         await this.ensureRole(c, r.name, { login: r.login, superuser: r.superuser, createdb: r.createdb, replication: false }, pw);
       }
       for (const r of cluster.roles) {
-        if (r.searchPath && r.searchPath.length > 0) {
+        if (!r.searchPath || r.searchPath.length === 0) continue;
+        // pg stores the setting as quote_ident()s joined by ", ": compare before altering
+        const same = await c.query<{ same: boolean }>(
+          `SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+              WHERE r.rolname = $1 AND s.setdatabase = 0
+                AND ('search_path=' || (SELECT string_agg(quote_ident(x), ', ' ORDER BY o) FROM unnest($2::text[]) WITH ORDINALITY AS u(x, o))) = ANY (s.setconfig)) AS same`,
+          [r.name, r.searchPath],
+        );
+        if (!same.rows[0]?.same) {
           await c.query(`ALTER ROLE ${quoteIdent(r.name)} SET search_path TO ${r.searchPath.map(quoteIdent).join(', ')}`);
+          this.log.info({ node: node.name, role: r.name }, 'search_path set');
         }
       }
       for (const db of cluster.databases) await this.ensureDatabase(c, node, db);
@@ -561,7 +610,7 @@ export class SshPostgresDriver implements PostgresDriver {
       );
     }
     await this.ensureSlots(cluster, node, standbys);
-    await this.writeConfHash(cluster, node);
+    if (st.running) await this.writeConfHash(cluster, node);
     this.log.info({ node: node.name, ms: ms(t0) }, 'primary ensured');
   }
 
@@ -647,20 +696,9 @@ export class SshPostgresDriver implements PostgresDriver {
   async ensureSlots(cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void> {
     if (!cluster.replication.slots) return;
     await this.withAdmin(cluster, primary, async (c) => {
-      const have = await c.query<{ slot_name: string; active: boolean }>("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'");
-      const names = new Set(have.rows.map((r) => r.slot_name));
-      for (const s of standbys) {
-        if (s === primary.name) continue;
-        const slot = slotName(s);
-        if (!names.has(slot)) {
-          await c.query('SELECT pg_create_physical_replication_slot($1, true)', [slot]).catch((err: { code?: string }) => {
-            if (err.code !== '42710') throw err; // created meanwhile
-          });
-          this.log.info({ node: primary.name, slot }, 'replication slot created');
-        }
-      }
+      const have = await this.createSlots(c, primary, standbys);
       const keep = new Set(cluster.nodes.filter((n) => n.name !== primary.name).map((n) => slotName(n.name)));
-      for (const r of have.rows) {
+      for (const r of have) {
         if (r.slot_name.startsWith('pgop_') && !keep.has(r.slot_name) && !r.active) {
           await c.query('SELECT pg_drop_replication_slot($1)', [r.slot_name]).catch(() => {});
           this.log.info({ node: primary.name, slot: r.slot_name }, 'replication slot dropped');
@@ -669,12 +707,26 @@ export class SshPostgresDriver implements PostgresDriver {
     });
   }
 
+  /** Create the missing physical slots of `standbys`; returns the slots that existed before. */
+  private async createSlots(c: pg.Client, primary: NodeSpec, standbys: string[]): Promise<{ slot_name: string; active: boolean }[]> {
+    const have = await c.query<{ slot_name: string; active: boolean }>("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'");
+    const names = new Set(have.rows.map((r) => r.slot_name));
+    for (const s of standbys) {
+      if (s === primary.name) continue;
+      const slot = slotName(s);
+      if (names.has(slot)) continue;
+      await c.query('SELECT pg_create_physical_replication_slot($1, true)', [slot]).catch((err: { code?: string }) => {
+        if (err.code !== '42710') throw err; // created meanwhile
+      });
+      this.log.info({ node: primary.name, slot }, 'replication slot created');
+    }
+    return have.rows;
+  }
+
   async ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void> {
     const want = syncStandbyNamesValue(names, quorum);
-    const changed = await this.shell.writeFile(this.host(cluster, primary), `${this.dataDir(cluster)}/${CONF_DIR}/${SYNC_CONF_FILE}`, renderSyncConf(names, quorum), {
-      mode: 0o600,
-      owner: 'postgres:postgres',
-    });
+    const path = `${this.dataDir(cluster)}/${CONF_DIR}/${SYNC_CONF_FILE}`;
+    const changed = (await this.apply(cluster, primary, [{ op: 'write', path, content: renderSyncConf(names, quorum) }], { dataDir: false })).size > 0;
     await this.withAdmin(cluster, primary, async (c) => {
       const cur = await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v");
       if (!changed && cur.rows[0]?.v === want) return;
@@ -735,8 +787,8 @@ export class SshPostgresDriver implements PostgresDriver {
 
   // ======================================================================== standby
 
-  /** The primary's role, timeline and the history of that timeline. */
-  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec): Promise<{ timeline: number; history: Map<number, number>; lsn: number }> {
+  /** The primary's timeline and the history of that timeline; creates `slotFor`'s slot. */
+  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec, slotFor?: string): Promise<{ timeline: number; history: Map<number, number>; lsn: number }> {
     return this.withAdmin(cluster, primary, async (c) => {
       const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null }>(
         `SELECT pg_is_in_recovery() AS rec,
@@ -749,9 +801,10 @@ export class SshPostgresDriver implements PostgresDriver {
       let history = new Map<number, number>();
       if (timeline > 1) {
         const f = `pg_wal/${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
-        const h = await c.query<{ t: string | null }>('SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), \'UTF8\') AS t', [f]);
+        const h = await c.query<{ t: string | null }>("SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), 'UTF8') AS t", [f]);
         history = parseTimelineHistory(h.rows[0]?.t ?? '');
       }
+      if (slotFor && cluster.replication.slots) await this.createSlots(c, primary, [slotFor]);
       return { timeline, history, lsn: parseLsn(row.lsn) };
     });
   }
@@ -760,8 +813,9 @@ export class SshPostgresDriver implements PostgresDriver {
     if (node.name === primary.name) throw internal(`cannot make ${node.name} a standby of itself`);
     const t0 = performance.now();
     const d = this.dataDir(cluster);
-    const pinfo = await this.primaryInfo(cluster, primary);
-    if (cluster.replication.slots) await this.ensureSlots(cluster, primary, [node.name]);
+    // The primary's timeline and history, and the node's slot on it (slots are not replicated:
+    // after a failover the new primary gets it before the standby is pointed at it).
+    const pinfo = await this.primaryInfo(cluster, primary, node.name);
 
     const st = await this.nodeState(cluster, node);
     let action: 'clone' | 'rewind' | 'start' | 'done' = 'start';
@@ -774,7 +828,12 @@ export class SshPostgresDriver implements PostgresDriver {
       try {
         obs = await this.look(cluster, node);
       } catch (err) {
-        reason = `cannot query it (${messageOf(err)})`;
+        // Only "the database system is starting up" (a standby that cannot reach a consistent
+        // state, e.g. after it diverged) is a reason to rewind; anything else (auth, network)
+        // is not something a rewind fixes.
+        const code = ((err as PgopError).cause as { code?: string } | undefined)?.code;
+        if (code !== '57P03') throw err;
+        reason = `stuck starting up (${messageOf(err)})`;
       }
       if (!obs) {
         await this.stop(cluster, node);
@@ -794,10 +853,9 @@ export class SshPostgresDriver implements PostgresDriver {
           if (canFollowTimeline(obs.timeline, pos, pinfo.timeline, pinfo.history)) {
             if (!confOk) {
               // Repoint in place: primary_conninfo / primary_slot_name reload (PG >= 13).
-              await this.writeStandbyFiles(cluster, node, primary, false);
+              await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, false), this.confHashFile(cluster, node)]);
               await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
               if (await this.waitStreaming(cluster, node, primary, 10_000, false)) {
-                await this.writeConfHash(cluster, node);
                 this.log.info({ node: node.name, primary: primary.name, ms: ms(t0) }, 'standby repointed');
                 return;
               }
@@ -821,23 +879,27 @@ export class SshPostgresDriver implements PostgresDriver {
     }
 
     if (action === 'done') {
-      await this.writeManagedFiles(cluster, node);
-      await this.writeConfHash(cluster, node);
+      const changed = await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, false), this.confHashFile(cluster, node)]);
+      if (changed) await this.withAdmin(cluster, node, (c) => this.reloadAndCheck(cluster, node, c));
       return;
     }
+    let fresh = false;
     if (action === 'rewind') {
-      const ok = await this.rewind(cluster, node, primary, reason);
-      action = ok ? 'start' : 'clone';
-      if (!ok) reason = 'rewind failed';
+      fresh = await this.rewind(cluster, node, primary, reason);
+      if (!fresh) {
+        action = 'clone';
+        reason = 'rewind failed';
+      }
     }
     if (action === 'clone') {
       await this.clone(cluster, node, primary, st.initialized || st.nonEmpty, reason);
-    } else {
-      await this.writeStandbyFiles(cluster, node, primary, false);
+      fresh = true;
     }
-    await this.waitChildrenGone(cluster, node);
+    // One round trip: managed files, standby conf + signal + passfile, and after a copy an empty
+    // sync conf and auto.conf and no copied slots; then start (which clears a dead postmaster's
+    // stale lock files first).
+    await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, fresh), this.confHashFile(cluster, node)], fresh);
     await this.start(cluster, node);
-    await this.writeConfHash(cluster, node);
     if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
       throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms`);
     }
@@ -865,7 +927,6 @@ export class SshPostgresDriver implements PostgresDriver {
       this.log.warn({ node: node.name, primary: primary.name, reason, error: tail(res.stderr) }, 'pg_rewind failed: cloning instead');
       return false;
     }
-    await this.writeStandbyFiles(cluster, node, primary, true);
     this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0), output: tail(res.stdout + res.stderr) }, 'rewound');
     return true;
   }
@@ -884,7 +945,6 @@ export class SshPostgresDriver implements PostgresDriver {
       [d, binDir(cluster), primary.address, pgPort(cluster), cluster.replication.user, slot, `pgop_clone_${node.name}`],
       { user: 'postgres', input: `${this.replicationPassword(cluster)}\n`, timeoutMs: 6 * 3600_000 },
     );
-    await this.writeStandbyFiles(cluster, node, primary, true);
     this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0) }, 'cloned');
   }
 
@@ -922,34 +982,39 @@ export class SshPostgresDriver implements PostgresDriver {
   async promote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     const t0 = performance.now();
     const d = this.dataDir(cluster);
-    let promoted = false;
+    const dropStandbyConf = () => this.apply(cluster, node, [{ op: 'delete', path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}` }], { dataDir: false });
+    let done = false;
     try {
-      promoted = await this.withAdmin(cluster, node, async (c) => {
+      done = await this.withAdmin(cluster, node, async (c) => {
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-        if (!r.rows[0]?.rec) return true; // already a primary
-        const p = await c.query<{ ok: boolean }>('SELECT pg_promote(true, 10) AS ok');
-        return p.rows[0]?.ok === true;
+        if (r.rows[0]?.rec) {
+          // waits until the promotion is complete (or 10 s)
+          const p = await c.query<{ ok: boolean }>('SELECT pg_promote(true, 10) AS ok');
+          if (p.rows[0]?.ok !== true) return false;
+        }
+        // primary_conninfo would linger in memory until the next reload
+        if ((await dropStandbyConf()).size > 0) await c.query('SELECT pg_reload_conf()');
+        return true;
       });
     } catch (err) {
       this.log.warn({ node: node.name, error: messageOf(err) }, 'pg_promote failed: trying pg_ctl promote');
     }
-    if (!promoted) {
+    if (!done) {
       const st = await this.nodeState(cluster, node);
       if (!st.running) throw transient(`cannot promote ${node.name}: postgres is not running`);
-      await this.must(cluster, node, 'promote', '"$2/pg_ctl" -D "$1" -w -t 30 promote', [d, binDir(cluster)], { user: 'postgres', timeoutMs: 60_000 });
-    }
-    await this.sh(cluster, node, 'rm -f "$1" "$2"', [`${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, `${d}/standby.signal`], { user: 'postgres' });
-    await this.withAdmin(cluster, node, async (c) => {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-        if (!r.rows[0]?.rec) break;
-        if (Date.now() > deadline) throw transient(`cannot promote ${node.name}: still in recovery after 30 s`);
-        await sleep(20);
+      if (st.standbySignal) {
+        await this.must(cluster, node, 'promote', '"$2/pg_ctl" -D "$1" -w -t 30 promote', [d, binDir(cluster)], { user: 'postgres', timeoutMs: 60_000 });
       }
-      await c.query('SELECT pg_reload_conf()');
-    });
-    await this.writeConfHash(cluster, node);
+      await dropStandbyConf();
+      await this.withAdmin(cluster, node, async (c) => {
+        const deadline = Date.now() + 30_000;
+        while ((await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')).rows[0]?.rec) {
+          if (Date.now() > deadline) throw transient(`cannot promote ${node.name}: still in recovery after 30 s`);
+          await sleep(20);
+        }
+        await c.query('SELECT pg_reload_conf()');
+      });
+    }
     this.log.info({ node: node.name, ms: ms(t0) }, 'promoted');
   }
 
@@ -975,8 +1040,74 @@ export class SshPostgresDriver implements PostgresDriver {
 
 // ============================================================================ helpers
 
+/** Write, create-if-missing or delete files on a host (as root) in one round trip when nothing
+ *  changed, two when something did: the first compares (stat + sha256sum of every path; with
+ *  `pre`, it also makes sure conf.d exists and postgresql.conf includes it, and after a copy drops
+ *  the copied replication slots), the second writes only what differs (temp file + rename;
+ *  contents travel on stdin, never on a command line). Returns the paths that changed. */
+export async function putFiles(
+  shell: NodeShell,
+  host: HostRef,
+  files: FileOp[],
+  pre?: { dataDir: string; confDir: string; includeLine: string; clean: boolean },
+): Promise<Set<string>> {
+  for (const f of files) if (!SAFE_PATH.test(f.path)) throw internal(`cannot write ${JSON.stringify(f.path)}: unsafe path`);
+  const run = async (what: string, script: string, args: string[], input?: string) => {
+    const res = await shell.exec(host, ['sh', '-c', `cd / || exit 1\n${script}`, 'pgop', ...args], { user: 'root', input });
+    if (res.code !== 0) throw terminal(`cannot ${what} on ${host.id}: ${tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`}`);
+    return res;
+  };
+  const paths = files.map((f) => f.path);
+  const res = await run('check files', CHECK_FILES_SH, [pre?.dataDir ?? '', pre?.confDir ?? '', pre?.includeLine ?? '', pre?.clean ? '1' : '0', ...paths]);
+  const changed = new Set<string>();
+  const stat = new Map<string, string>();
+  const sums = new Map<string, string>();
+  for (const line of res.stdout.split('\n')) {
+    if (line === 'include added' && pre) changed.add(`${pre.dataDir}/postgresql.conf`);
+    let m = /^S (\d+) (\S+) (\S+)$/.exec(line);
+    if (m) stat.set(m[3]!, `${m[1]} ${m[2]}`);
+    m = /^([0-9a-f]{64}) {2}(\S+)$/.exec(line);
+    if (m) sums.set(m[2]!, m[1]!);
+  }
+  const todo: string[] = [];
+  for (const f of files) {
+    const have = stat.get(f.path);
+    if (f.op === 'delete') {
+      if (have !== undefined) todo.push(`d 0 - ${f.path} -`);
+      continue;
+    }
+    if (f.op === 'create' && have !== undefined) continue;
+    const mode = (f.mode ?? 0o600).toString(8);
+    const owner = f.owner ?? 'postgres:postgres';
+    if (!/^[0-7]{3,4}$/.test(mode) || !/^[a-z_][a-z0-9_-]*:[a-z_][a-z0-9_-]*$/.test(owner)) throw internal(`bad file mode/owner for ${f.path}`);
+    const content = f.content ?? '';
+    const sum = createHash('sha256').update(content, 'utf8').digest('hex');
+    if (have === `${mode} ${owner}` && sums.get(f.path) === sum) continue;
+    todo.push(`w ${mode} ${owner} ${f.path} ${printfEscape(content)}`);
+  }
+  if (todo.length === 0) return changed;
+  const w = await run('write files', WRITE_FILES_SH, [], `${todo.join('\n')}\n`);
+  for (const line of w.stdout.split('\n')) if (line.startsWith('changed ')) changed.add(line.slice(8));
+  return changed;
+}
+
 const SCHEMA_PRIVS = ['USAGE', 'CREATE', 'ALL', 'ALL PRIVILEGES'];
 const TABLE_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'ALL', 'ALL PRIVILEGES'];
+
+/** Paths apply() accepts: plain absolute paths (they travel as shell words and stdin fields). */
+const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]+$/;
+
+/** Content for dash/bash `printf '%b'` on ONE line: printable ASCII as is (backslash doubled),
+ *  everything else (newline, space, tab, bytes >= 0x7f) as \0NNN octal escapes. */
+export function printfEscape(content: string): string {
+  let out = '';
+  for (const b of Buffer.from(content, 'utf8')) {
+    if (b === 0x5c) out += '\\\\';
+    else if (b > 0x20 && b < 0x7f) out += String.fromCharCode(b);
+    else out += `\\0${b.toString(8).padStart(3, '0')}`;
+  }
+  return out;
+}
 
 function privileges(list: string[], allowed: string[], what: string): string {
   const out = list.map((p) => p.trim().toUpperCase());
@@ -1060,6 +1191,51 @@ if [ -d "$d" ]; then if pm_alive "$d"; then st=0; else st=3; fi; fi
 echo "init=$init nonempty=$nonempty standby=$sb status=$st"
 `;
 
+/** As root. $1 data dir ('' = none) $2 conf.d name $3 include line $4 clean (1) after a copy,
+ *  $5... paths: "S <mode> <owner:group> <path>" and "<sha256>  <path>" for each existing one. */
+const CHECK_FILES_SH = `
+d="$1"; c="$2"; line="$3"; clean="$4"
+shift 4
+if [ -n "$d" ]; then
+  [ -f "$d/postgresql.conf" ] || { echo "no postgresql.conf in $d" >&2; exit 3; }
+  if [ ! -d "$d/$c" ]; then
+    mkdir "$d/$c" && chown postgres:postgres "$d/$c" && chmod 700 "$d/$c" || exit 1
+  fi
+  if ! grep -qxF "$line" "$d/postgresql.conf"; then
+    printf '\\n# pgop: managed settings\\n%s\\n' "$line" >> "$d/postgresql.conf" || exit 1
+    echo "include added"
+  fi
+  if [ "$clean" = 1 ]; then
+    if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf {} + || exit 1; fi
+    rm -f "$d/postmaster.opts"
+  fi
+fi
+[ $# -gt 0 ] || exit 0
+stat -c 'S %a %U:%G %n' -- "$@" 2>/dev/null
+sha256sum -- "$@" 2>/dev/null
+exit 0
+`;
+
+/** As root. stdin: "w <mode> <owner> <path> <printf %b content>" or "d 0 - <path> -" lines.
+ *  Each file goes to a temp file beside the target, then chmod, chown, rename. */
+const WRITE_FILES_SH = `
+umask 077
+while read -r op mode owner path content; do
+  case "$op" in
+    d)
+      rm -f -- "$path" || exit 1
+      echo "changed $path";;
+    w)
+      tmp="$path.pgop-$$"
+      if ! printf '%b' "$content" > "$tmp"; then rm -f -- "$tmp"; echo "cannot write $path" >&2; exit 1; fi
+      if [ "$mode" != 600 ] && ! chmod "$mode" "$tmp"; then rm -f -- "$tmp"; exit 1; fi
+      if ! chown "$owner" "$tmp" || ! mv -f -- "$tmp" "$path"; then rm -f -- "$tmp"; echo "cannot install $path" >&2; exit 1; fi
+      echo "changed $path";;
+  esac
+done
+exit 0
+`;
+
 /** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir */
 const INSTALL_SH = `
 set -e
@@ -1091,18 +1267,6 @@ if [ -d /usr/lib/tmpfiles.d ] && [ ! -f /usr/lib/tmpfiles.d/postgresql.conf ] &&
   echo "d $sock 2775 postgres postgres -" > /etc/tmpfiles.d/pgop-postgresql.conf 2>/dev/null || true
 fi
 chmod 755 "$sdir"
-`;
-
-/** As postgres. $1 data dir, $2 conf.d name, $3 include line. */
-const INCLUDE_SH = `
-set -e
-d="$1"; c="$2"; line="$3"
-[ -f "$d/postgresql.conf" ] || { echo "no postgresql.conf in $d" >&2; exit 3; }
-mkdir -p "$d/$c"; chmod 700 "$d/$c"
-if ! grep -qxF "$line" "$d/postgresql.conf"; then
-  printf '\\n# pgop: managed settings\\n%s\\n' "$line" >> "$d/postgresql.conf"
-  echo "include added"
-fi
 `;
 
 /** As postgres. $1 data dir, $2 bin dir. No password: it is set as a SCRAM verifier after start. */
@@ -1169,15 +1333,6 @@ if [ -n "$6" ]; then
 else
   exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w
 fi
-`;
-
-/** As postgres. $1 data dir, $2 conf.d, $3 sync conf. Drop state a clone/rewind copied. */
-const CLEAN_COPY_SH = `
-set -e
-d="$1"
-mkdir -p "$d/$2"
-if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
-rm -f "$d/postmaster.opts" "$d/$2/$3"
 `;
 
 /** As postgres; SQL on stdin. $1 bin $2 socket dir $3 port. */
