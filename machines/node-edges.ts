@@ -99,4 +99,6 @@ export const NODE_EDGES: readonly NodeEdge[] = [
   ...live.map((from): NodeEdge => ({ from, event: 'machine.vanished', to: 'absent', actor: null })),
   ...live.map((from): NodeEdge => ({ from, event: 'node.unwanted', to: 'deleting', actor: 'fenceNode' })),
   { from: 'deleting', event: 'machine.fenced', to: 'absent', actor: 'deleteMachine' },
+  // A machine made for a node that left the spec before its creation was recorded.
+  { from: 'absent', event: 'node.unwanted', to: 'deleting', actor: 'fenceNode' },
 ];

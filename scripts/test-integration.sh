@@ -50,7 +50,9 @@ mkdir -p "$state"
 [ $# -gt 0 ] || set -- test/integration
 echo "test-integration: prefix $prefix, state $state, vitest in namespace $hub" >&2
 # In the background so that INT/TERM are handled at once: stop vitest (by its PID), then clean up.
-ip netns exec "$hub" npx vitest run --no-file-parallelism "$@" &
+# nsenter (network namespace only), not `ip netns exec`: the latter gives vitest a private mount
+# namespace, and the namespaces the tests create would then be invisible (and uncleanable) here.
+nsenter --net="/run/netns/$hub" -- npx vitest run --no-file-parallelism "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true; wait "$child" || true; exit 130' INT
 trap 'kill -TERM "$child" 2>/dev/null || true; wait "$child" || true; exit 143' TERM

@@ -38,12 +38,18 @@ function lsnOf(o: NodeObservation | undefined): number {
   return pg ? Math.max(pg.lsn, pg.receiveLsn) : -1;
 }
 
+/** Node-local rules whose actions may run on several nodes in the same pass. */
+const PARALLEL_RULES: ReadonlySet<string> = new Set(['node.provision', 'node.install', 'node.clone-standby', 'node.start-machine', 'rejoin.start-machine', 'rejoin.standby', 'standby.repoint', 'node.config-drift']);
+
 export function plan(input: PlanInput): PlanResult {
   const { spec, observation } = input;
   const obs = (n: string) => observation.nodes[n];
   const state = (n: string): NodeState => input.states[n] ?? 'absent';
   const specNames = spec.nodes.map((n) => n.name);
-  const strayNames = Object.keys(input.states).filter((n) => !specNames.includes(n) && state(n) !== 'absent').sort();
+  // Nodes that left the spec: recorded ones, and unrecorded machines still there.
+  const strayNames = Object.keys(input.states)
+    .filter((n) => !specNames.includes(n) && (state(n) !== 'absent' || (obs(n) && obs(n)!.machine.state !== 'missing')))
+    .sort();
   const budget = spec.failureDetection.missesBeforeFailover;
   const probeMs = spec.failureDetection.probeIntervalMs;
 
@@ -110,7 +116,9 @@ export function plan(input: PlanInput): PlanResult {
   if (primary) {
     const o = obs(primary);
     if (o && !healthy(o) && o.misses >= budget) {
-      if (promotable(primary).length > 0) {
+      // Fence only when someone can then be promoted (in sync mode: with quorum evidence):
+      // fencing a primary nobody can replace turns an outage into a longer one.
+      if (promotable(primary).length > 0 && syncEvidence().ok) {
         return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby`);
       }
       // Nobody could take over: bring the primary itself back rather than fence the last copy.
@@ -121,6 +129,11 @@ export function plan(input: PlanInput): PlanResult {
   }
 
   // --- no primary: elect one ------------------------------------------------------------
+  let electionBlocked: PlanResult | undefined;
+  /** Of the fenced or rejoining nodes, the one that changed state last: the newest old primary. */
+  const freshestOldPrimary = [...specNames]
+    .filter((n) => state(n) === 'fenced' || state(n) === 'rejoining')
+    .sort((a, b) => (input.since?.[b] ?? 0) - (input.since?.[a] ?? 0))[0];
   if (!primary) {
     // A standby already writable: we promoted it and died before recording it. Adopt it.
     const adopted = specNames.find((n) => state(n) === 'standby' && healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
@@ -150,19 +163,24 @@ export function plan(input: PlanInput): PlanResult {
       const request = input.requests.find((r) => r.kind === 'switchover');
       if (candidates.length > 0) {
         const enough = syncEvidence();
-        if (!enough.ok) return wait('failover.sync-evidence', enough.reason, undefined, probeMs);
+        // Not enough evidence yet: let the nodes that could supply it recover (below) first.
+        if (!enough.ok) electionBlocked = wait('failover.sync-evidence', enough.reason, undefined, probeMs);
+        else {
         const best = candidates[0]!;
         const target = request?.args.to && candidates.includes(request.args.to) && lsnOf(obs(request.args.to)) >= lsnOf(obs(best)) ? request.args.to : best;
         const rule = request ? 'switchover.promote' : 'failover.promote';
         return act(target, 'primary.elected', rule, `no primary; promoting ${target}: ${describeCandidate(target)}${candidates.length > 1 ? `, ahead of ${candidates.filter((c) => c !== target).map(describeCandidate).join(', ')}` : ''}`, {
           standbys: specNames.filter((x) => x !== target),
         });
+        }
       }
     }
   }
 
-  // --- per-node convergence, in spec order ---------------------------------------------------
-  for (const n of specNames) {
+  // --- per-node convergence, in spec order. Actions that touch only their own node
+  // (provision, install, clone, restart, rewind, reconfigure a standby) on several nodes run
+  // together, one per node: bring-up and rejoin do not wait for each other. -----------------
+  function perNode(n: string): PlanResult | undefined {
     const s = state(n);
     const o = obs(n);
     switch (s) {
@@ -171,20 +189,20 @@ export function plan(input: PlanInput): PlanResult {
       case 'provisioned':
         if (o?.reachable) return act(n, 'machine.reachable', 'node.install', `${n} answers over SSH; installing and configuring postgres`);
         if (o?.machine.state === 'stopped') return act(n, 'machine.vanished', 'node.reprovision', `${n}'s machine stopped before installation; provisioning it again`);
-        continue; // booting: other nodes may still progress
+        return undefined; // booting: other nodes may still progress
       case 'installed':
         if (o?.machine.state === 'stopped') return act(n, 'machine.down', 'node.start-machine', `${n}'s machine is off; starting it`);
         if (primary && healthy(obs(primary)) && o?.reachable) {
           return act(n, 'primary.found', 'node.clone-standby', `${primary} is primary; cloning ${n} from it as a streaming standby`, { primary });
         }
-        continue;
+        return undefined;
       case 'standby':
         // Marked degraded with or without a primary: a degraded node has ways back (restart
         // in place, then promotion) that a stuck 'standby' has not.
         if (!healthy(o) && (o?.misses ?? 0) >= budget) {
           return act(n, 'probe.failed', 'standby.failed', `standby ${n} failed ${o?.misses} consecutive probes (${o?.error ?? 'postgres not running'})`);
         }
-        if (!primary) continue;
+        if (!primary) return undefined;
         if (healthy(o) && healthy(obs(primary)) && !streamingFrom(o, primary)) {
           const up = o!.postgres!.upstream;
           return act(n, 'primary.changed', 'standby.repoint', `standby ${n} ${up && up !== primary ? `follows ${up}` : 'is not streaming'}; pointing it at primary ${primary}`, { primary });
@@ -192,29 +210,50 @@ export function plan(input: PlanInput): PlanResult {
         if (healthy(o) && o!.postgres!.configHash !== input.desiredConfigHash[n]) {
           return act(n, 'config.drifted', 'node.config-drift', `${n}'s configuration differs from the spec; rewriting and reloading it`);
         }
-        continue;
+        return undefined;
       case 'primary':
         if (healthy(o) && o!.postgres!.configHash !== input.desiredConfigHash[n]) {
           return act(n, 'config.drifted', 'node.config-drift', `${n}'s configuration differs from the spec; rewriting and reloading it`);
         }
-        continue;
+        return undefined;
       case 'degraded':
       case 'rejoining':
         if (o?.machine.state === 'stopped') return act(n, 'machine.down', 'rejoin.start-machine', `${n}'s machine is off; starting it to rejoin`);
-        if (!o?.reachable) continue;
+        if (!o?.reachable) return undefined;
         if (primary && healthy(obs(primary))) return act(n, 'machine.reachable', 'rejoin.standby', `${n} is reachable again; ${s === 'rejoining' ? 'rewinding it into' : 'rejoining it as'} a standby of ${primary}`, { primary });
-        if (!primary && promotable(null).length === 0) return act(n, 'postgres.stopped', 'recover.restart-in-place', `no primary and no healthy standby; restarting ${n}'s postgres in place so one can be promoted`);
-        continue;
+        // Without a primary (the election above could not promote anyone), bring the node's
+        // own postgres back in place: a degraded standby comes up in recovery and may hold
+        // commits a sync-mode promotion must see. A rejoining node may be an old primary: only
+        // the most recent one comes back (writable, with all its commits, then recorded as
+        // primary again), and only when no standby can be promoted instead. Never two.
+        if (!primary && (s === 'degraded' || (n === freshestOldPrimary && (electionBlocked || promotable(null).length === 0)))) return act(n, 'postgres.stopped', 'recover.restart-in-place', `no primary; restarting ${n}'s postgres in place so the most advanced node can be promoted`);
+        return undefined;
       case 'fenced': {
         if (primary && healthy(obs(primary))) return act(n, 'fence.released', 'rejoin.release-fence', `${primary} is the new primary; restarting fenced ${n} to rejoin as a standby`);
-        const othersHoldData = specNames.some((x) => x !== n && (holdsData(state(x)) && state(x) !== 'fenced' || state(x) === 'primary'));
-        if (!primary && !othersHoldData) return act(n, 'fence.released', 'recover.release-last-copy', `${n} holds the only copy of the data and no other node can be promoted; restarting it`);
-        continue;
+        if (!primary && n === freshestOldPrimary && (electionBlocked || promotable(null).length === 0)) {
+          return act(n, 'fence.released', 'recover.release-last-primary', `no standby can be promoted${electionBlocked ? ` (${electionBlocked.decision.reason})` : ''}; restarting ${n}, the most recent primary, which holds every commit it acknowledged`);
+        }
+        return undefined;
       }
       case 'deleting':
         return act(n, 'machine.fenced', 'node.remove-machine', `${n} is powered off; removing its machine`);
     }
+    return undefined;
   }
+  for (const n of specNames) {
+    const r = perNode(n);
+    if (!r) continue;
+    if (r.decision.kind === 'act' && PARALLEL_RULES.has(r.decision.ruleId) && !(r.decision.ruleId === 'node.config-drift' && n === primary)) {
+      const also = specNames
+        .slice(specNames.indexOf(n) + 1)
+        .map((x) => (x === primary ? undefined : perNode(x)?.decision))
+        .filter((d): d is NodeDecision => d?.kind === 'act' && PARALLEL_RULES.has(d.ruleId));
+      if (also.length) r.also = also;
+    }
+    return r;
+  }
+
+  if (electionBlocked) return electionBlocked;
 
   // --- nodes removed from the spec --------------------------------------------------------
   for (const n of strayNames) {

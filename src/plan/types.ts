@@ -14,6 +14,8 @@ export interface PlanInput {
   desiredConfigHash: Record<string, string>;
   requests: OperatorRequest[];
   now: number;
+  /** When each node last changed state (ms): tells the most recent of several old primaries. */
+  since?: Record<string, number>;
 }
 
 interface DecisionBase {
@@ -61,6 +63,9 @@ export type Decision = NodeDecision | ClusterDecision | WaitDecision | DoneDecis
 
 export interface PlanResult {
   decision: Decision;
+  /** Further node-local actions on other nodes that may run in the same pass, concurrently
+   *  with `decision` (at most one per node; never failover, election or cluster actions). */
+  also?: NodeDecision[];
   /** Goal per node, for display. */
   goals: Record<string, NodeGoal>;
   /** The node the cluster treats as primary (stored state), or null. */

@@ -6,13 +6,14 @@ import type { World } from '../drivers/types.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterAction, NodeDecision } from '../plan/types.js';
 import { internal } from '../errors.js';
+import { strayNode } from './observe.js';
 
 function nodeOf(spec: ClusterSpec, name: string): NodeSpec {
   const node = spec.nodes.find((n) => n.name === name);
   if (node) return node;
   // A node removed from the spec: the provider still needs its name (and nothing else) to
   // fence and delete it.
-  return { name, address: '0.0.0.0', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 };
+  return strayNode(name);
 }
 
 export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World): Promise<void> {

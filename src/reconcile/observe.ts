@@ -5,16 +5,24 @@ import type { ClusterSpec } from '../spec/types.js';
 import type { World } from '../drivers/types.js';
 import type { ClusterObservation, NodeObservation } from '../observe/types.js';
 import { messageOf } from '../errors.js';
+import type { NodeSpec } from '../spec/types.js';
+
+/** What the provider needs of a node that left the spec: its name (machines are named after it). */
+export function strayNode(name: string): NodeSpec {
+  return { name, address: '0.0.0.0', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 };
+}
 
 export async function observeCluster(
   spec: ClusterSpec,
   world: World,
   previousMisses: Record<string, number>,
   now: number,
+  /** nodes no longer in the spec: only their machines are looked at (to remove them) */
+  strays: string[] = [],
 ): Promise<ClusterObservation> {
   let machines: Awaited<ReturnType<World['provider']['observeMachines']>>;
   try {
-    machines = await world.provider.observeMachines(spec);
+    machines = await world.provider.observeMachines(strays.length ? { ...spec, nodes: [...spec.nodes, ...strays.map(strayNode)] } : spec);
   } catch (err) {
     // The provider itself did not answer: treat every machine as unknown-but-present so the
     // planner neither reprovisions nor declares anything vanished on a provider hiccup.
@@ -48,6 +56,10 @@ export async function observeCluster(
       };
     }),
   );
+  for (const name of strays) {
+    const machine = machines[name] ?? { state: 'missing' as const };
+    nodes[name] = { name, machine, reachable: false, postgres: null, misses: 0 };
+  }
   let pool: ClusterObservation['pool'] = null;
   if (spec.pgpool.enabled) {
     try {

@@ -8,7 +8,7 @@ import type { NodeState } from '../../machines/node-edges.js';
 import type { World } from '../drivers/types.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { Store } from '../store/store.js';
-import type { Decision, PlanResult } from '../plan/types.js';
+import type { Decision, NodeDecision, PlanResult } from '../plan/types.js';
 import { parseSyncNames, plan } from '../plan/plan.js';
 import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
@@ -70,8 +70,15 @@ export class Reconciler {
     const spec = cluster.spec;
     const world = this.opts.worldFor(spec);
 
-    const observation = await observeCluster(spec, world, this.misses.get(name) ?? {}, clock.now());
+    const specNames = new Set(spec.nodes.map((n) => n.name));
+    const strays = store.listNodes(name).filter((r) => !specNames.has(r.name)).map((r) => r.name);
+    const observation = await observeCluster(spec, world, this.misses.get(name) ?? {}, clock.now(), strays);
     this.misses.set(name, Object.fromEntries(Object.values(observation.nodes).map((n) => [n.name, n.misses])));
+    // A node gone from the spec, its machine and its record: forget it.
+    for (const n of strays) {
+      const r = store.getNode(name, n);
+      if (r?.state === 'absent' && observation.nodes[n]?.machine.state === 'missing') store.deleteNodeRecord(name, n);
+    }
 
     const records = store.listNodes(name);
     const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
@@ -94,6 +101,7 @@ export class Reconciler {
       desiredConfigHash,
       requests: store.pendingRequests(name),
       now: clock.now(),
+      since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
     });
     const { decision } = planned;
     const converged = decision.kind === 'done';
@@ -121,24 +129,37 @@ export class Reconciler {
 
     try {
       if (decision.kind === 'act') {
-        const from = states[decision.node] ?? 'absent';
-        const step = stepNode(from, decision.event);
-        if (!step) {
-          // The planner sent an event the machine has no edge for: a bug, said loudly.
-          throw new PgopError('internal', `no edge ${from} --${decision.event}--> in the node machine (rule ${decision.ruleId})`);
+        const stepOne = async (d: NodeDecision) => {
+          const from = states[d.node] ?? 'absent';
+          const step = stepNode(from, d.event);
+          if (!step) {
+            // The planner sent an event the machine has no edge for: a bug, said loudly.
+            throw new PgopError('internal', `no edge ${from} --${d.event}--> in the node machine (rule ${d.ruleId})`);
+          }
+          // Record the node's name before its first side effect (a machine may come to exist
+          // even if this pass dies before the commit), so it can be found and removed later.
+          if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
+          if (step.actor) await runActor(step.actor, d, spec, world);
+          this.opts.beforeCommit?.(name, d);
+          store.commitStep({
+            cluster: name,
+            node: d.node,
+            state: step.to,
+            goal: planned.goals[d.node] ?? null,
+            message: d.reason,
+            event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
+            now: clock.now(),
+          });
+          this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId }, d.reason);
+        };
+        // Node-local actions on other nodes run alongside; each commits on its own success.
+        // Their failures are recorded like the main one's but do not fail the pass.
+        const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err)));
+        try {
+          await stepOne(decision);
+        } finally {
+          await Promise.all(extra);
         }
-        if (step.actor) await runActor(step.actor, decision, spec, world);
-        this.opts.beforeCommit?.(name, decision);
-        store.commitStep({
-          cluster: name,
-          node: decision.node,
-          state: step.to,
-          goal: planned.goals[decision.node] ?? null,
-          message: decision.reason,
-          event: { ruleId: decision.ruleId, reason: decision.reason, from: step.from, to: step.to },
-          now: clock.now(),
-        });
-        this.log.info({ cluster: name, node: decision.node, from: step.from, to: step.to, event: decision.event, actor: step.actor, rule: decision.ruleId }, decision.reason);
       } else {
         await runClusterAction(decision.action, spec, world);
         this.opts.beforeCommit?.(name, decision);

@@ -81,9 +81,16 @@ describe('plan', () => {
   it('sync mode: refuses to promote without a quorum-intersecting set of readable standbys', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
     const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }), pg02: node('pg02', { reachable: false, postgres: null, misses: 5 }), pg03: node('pg03') };
-    const base = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
+    const base = input({ pg01: 'fenced', pg02: 'degraded', pg03: 'standby' }, nodes, { spec });
     base.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
-    expect(plan(base).decision).toMatchObject({ kind: 'wait', ruleId: 'failover.sync-evidence' });
+    // No promotion: instead the old primary, which holds every acknowledged commit, comes back.
+    const blocked = plan(base).decision;
+    expect(blocked).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'recover.release-last-primary' });
+    expect(blocked.reason).toContain('only 1 of them can be read and 2 are needed');
+    // ...and a primary that cannot be replaced is restarted in place, not fenced.
+    const live = input({ pg01: 'primary', pg02: 'degraded', pg03: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 5 }) }, { spec });
+    live.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+    expect(plan(live).decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'postgres.stopped', ruleId: 'recover.restart-primary' });
     // With both readable, the most advanced one is promoted.
     const both = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, { ...nodes, pg02: node('pg02', { postgres: pg({ lsn: 1900, receiveLsn: 1900 }) }) }, { spec });
     both.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };

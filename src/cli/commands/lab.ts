@@ -51,12 +51,13 @@ function serveHolder(store: Store): number | null {
 }
 
 async function startOperator(db: string): Promise<number> {
-  const { ensureHub } = await import('../../drivers/lab/netns.js');
+  const { ensureHub, inNetnsArgv } = await import('../../drivers/lab/netns.js');
   const hub = await ensureHub();
   const files = operatorFiles(db);
   const out = openSync(files.log, 'a', 0o600);
-  // `ip netns exec` execs node in place: the pid we record is the operator's own.
-  const child = spawn('ip', ['netns', 'exec', hub, process.execPath, BIN, '--db', db, 'serve'], {
+  // nsenter execs node in place: the pid we record is the operator's own.
+  const [enter, ...enterArgs] = inNetnsArgv(hub);
+  const child = spawn(enter!, [...enterArgs, process.execPath, BIN, '--db', db, 'serve'], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, PGOP_IN_HUB: process.env.PGOP_LAB_PREFIX ?? 'pgop' },
@@ -161,6 +162,13 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
       process.stdout.write(processIsAlive(pid) ? `operator pid ${pid} did not stop within 15 s\n` : `operator pid ${pid} stopped\n`);
     }
   }
+  // The hub outlives clusters while a process (the operator) lives in it; now it may go too.
+  const { hubNs, netnsExists, netnsPids, listLinks, deleteNetns } = await import('../../drivers/lab/netns.js');
+  const hub = hubNs();
+  if (netnsExists(hub) && netnsPids(hub).length === 0 && (await listLinks(hub, 'bridge')).length === 0) {
+    await deleteNetns(hub);
+    process.stdout.write(`namespace ${hub} removed\n`);
+  }
   if (!names.length) process.stdout.write('no lab cluster in the store\n');
   return EXIT.ok;
 }
@@ -220,11 +228,11 @@ export async function psqlCommand(db: string, clusterName: string, nodeName: str
   let cmdArgs = argv.slice(1);
   if (spec.provider.type === 'lab') {
     requireRoot('connect to a lab cluster');
-    const { ensureHub, inHub } = await import('../../drivers/lab/netns.js');
+    const { ensureHub, inHub, inNetnsArgv } = await import('../../drivers/lab/netns.js');
     if (!inHub()) {
-      const hub = await ensureHub();
-      cmd = 'ip';
-      cmdArgs = ['netns', 'exec', hub, ...argv];
+      const [enter, ...enterArgs] = inNetnsArgv(await ensureHub());
+      cmd = enter!;
+      cmdArgs = [...enterArgs, ...argv];
     }
   }
   const child = spawn(cmd, cmdArgs, { stdio: 'inherit', env });

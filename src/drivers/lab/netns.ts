@@ -30,6 +30,16 @@ export function assertIfName(name: string): string {
 }
 
 /** `PGOP_LAB_PREFIX` or `pgop`. Tests use a unique prefix so they never touch a user's lab. */
+/** Enter only the network namespace: `ip netns exec` would also give the process a private
+ *  (slave) mount namespace, and namespaces it then creates with `ip netns add` would be bind
+ *  mounts nobody outside sees (the root namespace could neither list, enter nor clean them). */
+export const NSENTER = '/usr/bin/nsenter';
+
+/** argv prefix that runs a command in namespace `ns` (network only). */
+export function inNetnsArgv(ns: string): string[] {
+  return [NSENTER, `--net=${netnsPath(ns)}`, '--'];
+}
+
 export function labPrefix(): string {
   const p = process.env.PGOP_LAB_PREFIX ?? 'pgop';
   if (!PREFIX.test(p)) {
@@ -266,7 +276,7 @@ export async function reexecInHub(argv: readonly string[] = process.argv.slice(1
     throw internal(`cannot enter hub namespace ${hubNs(prefix)}: re-executed already but not inside it`);
   }
   const hub = await ensureHub(prefix);
-  const child = spawn(IP, ['netns', 'exec', hub, process.execPath, ...process.execArgv, ...argv], {
+  const child = spawn(NSENTER, [`--net=${netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...argv], {
     stdio: 'inherit',
     env: { ...process.env, PGOP_IN_HUB: prefix },
   });
