@@ -23,7 +23,7 @@ function requireRoot(what: string) {
 }
 
 /** Secret files a lab spec references are made on first use: random, 0600, never printed. */
-function ensureSecretFiles(spec: ClusterSpec): string[] {
+export function ensureSecretFiles(spec: ClusterSpec): string[] {
   const refs: SecretRef[] = [spec.postgres.superuserPassword, spec.replication.password, ...spec.roles.flatMap((r) => (r.password ? [r.password] : []))];
   const made: string[] = [];
   for (const ref of refs) {

@@ -42,17 +42,26 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({ shell, hostRef: (c) => provider.hostRef(c, 'pool'), ...(opts.log ? { logger: opts.log } : {}) });
   const store = opts.store;
+  // Machine operations of one cluster share its bridge, hub and key files: run them one at a
+  // time (the reconciler may provision several nodes in one pass). Fencing never waits.
+  const queues = new Map<string, Promise<unknown>>();
+  const serial = <T>(cluster: string, op: () => Promise<T>): Promise<T> => {
+    const prev = queues.get(cluster) ?? Promise.resolve();
+    const next = prev.then(op, op);
+    queues.set(cluster, next.catch(() => undefined));
+    return next;
+  };
   return {
     provider: {
       observeMachines: (c) => provider.observeMachines(c),
-      ensureMachine: (c, n) => provider.ensureMachine(c, n),
+      ensureMachine: (c, n) => serial(c.name, () => provider.ensureMachine(c, n)),
       fenceMachine: async (c, n) => {
         await provider.fenceMachine(c, n);
         // its sessions died with it; a later command must reconnect
         shell.disconnect(provider.hostRef(c, n).id);
       },
       deleteMachine: async (c, n) => {
-        await provider.deleteMachine(c, n);
+        await serial(c.name, () => provider.deleteMachine(c, n));
         shell.disconnect(provider.hostRef(c, n).id);
         // a node made again gets a new host key: the old pin must not refuse it
         store?.forgetHostKey(c.name, n.name);
