@@ -208,6 +208,14 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await pgd?.close().catch(() => {});
     await pool?.close().catch(() => {});
     await shell?.close().catch(() => {});
+    if (provider && process.env.PGOP_IT_VERBOSE) {
+      try {
+        const f = join(provider.describeHost(spec, 'pool').dir, 'u01/pgpool/log/pgpool.log');
+        console.log(`--- ${f}\n${readFileSync(f, 'utf8').split('\n').slice(-3000).join('\n')}`);
+      } catch {
+        /* no pool log */
+      }
+    }
     if (provider) {
       for (const n of spec.nodes) await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
       await provider.deleteMachine(spec, 'pool').catch((e) => console.error(`deleteMachine pool: ${e}`));
@@ -362,6 +370,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('brings back a standby after kill -9 of its postmaster', async () => {
     await provider.kill(spec, pg02);
+    // let pgpool's health check detach pg02: later, after the failover, pgpool holds the new
+    // primary down and must be re-attached / restarted by ensurePool
+    await until('pgpool marks pg02 down', async () => (await pool.observe(spec)).backends.find((b) => b.name === 'pg02')?.status === 'down');
     const down = await pgd.probe(spec, pg02);
     if (process.env.PGOP_IT_VERBOSE) console.log('after kill', JSON.stringify(down));
     expect(down.reachable).toBe(true);
@@ -431,6 +442,23 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     });
     await withPg(direct(pg02, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 5')).rowCount).toBe(1));
   }, 90_000);
+
+  it('restarts a pgpool that stopped answering', async () => {
+    const host = provider.hostRef(spec, 'pool');
+    const pid = (await shell.readFile(host, '/u01/pgpool/run/pgpool.pid'))?.replace(/\0/g, '').trim(); // pgpool writes a NUL
+    expect(pid).toMatch(/^\d+$/);
+    // freeze pgpool and all its children (they share its process group)
+    expect((await shell.exec(host, ['kill', '-STOP', '--', `-${pid}`])).code).toBe(0);
+    const t0 = performance.now();
+    await retry('ensurePool pg02', () => pool.ensurePool(spec, 'pg02'));
+    timings.poolRestartFrozen = Math.round(performance.now() - t0);
+    expect(driverLog.some((l) => l.startsWith('WARN pgpool disagrees: restarting it'))).toBe(true);
+    const obs = await pool.observe(spec);
+    expect(obs.primary).toBe('pg02');
+    expect(obs.backends.every((b) => b.status === 'up')).toBe(true);
+    const gone = await shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -c . || true`]);
+    expect(gone.stdout.trim()).toBe('0');
+  }, 60_000);
 
   it('switches over: demote pg02, promote pg01, pg02 and pg03 follow without losing a commit', async () => {
     await withPg(direct(pg02, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (6, 'last on pg02')"));

@@ -130,7 +130,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     "follow_primary_command = ''",
     'detach_false_primary = off',
     'auto_failback = off',
-    'search_primary_node_timeout = 10',
+    'search_primary_node_timeout = 5',
     '',
     '# process files (private to the pool host)',
     `pid_file_name = ${q(paths.pid)}`,

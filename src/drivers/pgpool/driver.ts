@@ -267,17 +267,22 @@ export class SshPoolDriver implements PoolDriver {
         unanswered = 0;
       } catch (e) {
         why = `pgpool does not answer: ${pgMessage(e)}`;
-        unanswered++;
+        // a timeout (not a refusal or a reset) counts double: pgpool is hung or stuck searching
+        unanswered += /timeout/i.test(pgMessage(e)) ? 2 : 1;
       }
       if (backends) {
         // Re-attach every node pgpool holds down but that answers again (pgpool never does it
         // itself: auto_failback is off, and -D only helps at start).
+        // The desired primary first, alone: attaching a standby while pgpool has no primary makes
+        // it search for one (search_primary_node_timeout) and queue every later request.
         const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), 1000)));
-        let attachedAll = true;
-        for (const [i, n] of cluster.nodes.entries()) {
-          const b = backends.find((x) => x.name === n.name);
-          if (!b || b.status !== 'down' || !reach[i]) continue;
-          attachedAll = false;
+        const isDown = (name: string) => backends!.find((x) => x.name === name)?.status === 'down';
+        const pi = primary ? cluster.nodes.findIndex((n) => n.name === primary) : -1;
+        const order = pi >= 0 && isDown(primary!) && reach[pi] ? [pi] : cluster.nodes.map((_, i) => i);
+        let attachedAll = !cluster.nodes.some((n, i) => isDown(n.name) && reach[i]);
+        for (const i of order) {
+          const n = cluster.nodes[i]!;
+          if (!isDown(n.name) || !reach[i]) continue;
           if (Date.now() - (attached.get(n.name) ?? 0) > 3000) {
             attached.set(n.name, Date.now());
             try {
@@ -450,10 +455,13 @@ const STOP_SH = `${ALIVE_FN}
 [ -f "$3" ] || exit 0
 pid=$(head -n 1 "$3")
 if ! alive "$pid"; then rm -f "$3"; exit 0; fi
-"$1" -f "$2" -m fast stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null
+# Fast shutdown (SIGINT). A main process busy searching for a primary, or a hung one, does not
+# act on it: after ~1 s SIGKILL its whole process group (started with setsid, the group is pgpool
+# and its children). Nothing is lost: pgpool runs with -D and keeps no other state.
+kill -INT "$pid" 2>/dev/null
 i=0
-while alive "$pid" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-if alive "$pid"; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+while alive "$pid" && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
+if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; sleep 0.1; fi
 rm -f "$3"
 exit 0
 `;

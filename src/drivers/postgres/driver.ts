@@ -108,6 +108,7 @@ interface ProbeRow {
   receive_lsn: string | null;
   ckpt_tli: number | null;
   minrec_tli: number | null;
+  last_segment: string | null;
   wr_status: string | null;
   received_tli: number | null;
   sender_host: string | null;
@@ -129,6 +130,8 @@ SELECT r.rec AS in_recovery,
   CASE WHEN r.rec THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
   (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli,
   CASE WHEN r.rec THEN (SELECT min_recovery_end_timeline FROM pg_control_recovery()) END AS minrec_tli,
+  CASE WHEN r.rec AND w.received_tli IS NULL THEN
+    (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') END AS last_segment,
   w.status AS wr_status, w.received_tli, w.sender_host,
   CASE WHEN r.rec THEN current_setting('primary_conninfo') END AS primary_conninfo,
   current_setting('synchronous_standby_names') AS ssn,
@@ -388,9 +391,13 @@ export class SshPostgresDriver implements PostgresDriver {
   private observationOf(cluster: ClusterSpec, r: ProbeRow): PostgresObservation {
     let timeline: number;
     if (!r.in_recovery && r.walfile) timeline = parseInt(r.walfile.slice(0, 8), 16);
-    // A standby: the WAL receiver's timeline; without one, the newest of the last restartpoint's
-    // and the minimum recovery point's (pg_control_checkpoint alone lags after a switch).
-    else timeline = r.received_tli ?? Math.max(r.ckpt_tli ?? 0, r.minrec_tli ?? 0);
+    // A standby: the WAL receiver's timeline; without one (its primary is gone), the newest of
+    // the last restartpoint's, the minimum recovery point's and that of the newest WAL segment it
+    // holds (pg_control_checkpoint alone lags behind a timeline switch until a restartpoint).
+    else {
+      const segTli = r.last_segment ? parseInt(r.last_segment.slice(0, 8), 16) : 0;
+      timeline = r.received_tli ?? Math.max(r.ckpt_tli ?? 0, r.minrec_tli ?? 0, segTli);
+    }
     const upstreamAddr = r.in_recovery ? (r.sender_host ?? conninfoHost(r.primary_conninfo)) : null;
     const upstream = upstreamAddr ? (cluster.nodes.find((n) => n.address === upstreamAddr)?.name ?? upstreamAddr) : null;
     const replicas: ReplicaStatus[] = (r.replicas ?? []).map((x) => ({
