@@ -1,0 +1,61 @@
+// The driver contract (test/contract) against the real lab drivers: namespaces, sshd, postgres
+// and pgpool over SSH. The same story the simulated world tells, told by real processes.
+// Root only; runs inside the hub namespace (scripts/test-integration.sh).
+
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe } from 'vitest';
+import { createLabWorld } from '../../src/drivers/lab/world.js';
+import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
+import { driverContract } from '../contract/driver-contract.js';
+import { labSpec } from '../helpers/lab-spec.js';
+
+const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX;
+
+if (!root) {
+  describe.skip('driver contract: lab (needs root, run by scripts/test-integration.sh)', () => {});
+} else {
+  process.env.PGOP_TEST_SUPERUSER_PASSWORD ??= randomBytes(12).toString('base64url');
+  process.env.PGOP_TEST_REPL_PASSWORD ??= randomBytes(12).toString('base64url');
+  const cluster = labSpec({ name: 'lc', network: '10.79.0.0/24', nodes: 3 });
+  driverContract('lab', async () => {
+    const world = createLabWorld({ pins: createMemoryPins() });
+    const su = process.env.PGOP_TEST_SUPERUSER_PASSWORD!;
+    const write = async (via: 'pool' | string, id: number): Promise<boolean> => {
+      const node = cluster.nodes.find((n) => n.name === via);
+      const client = new pg.Client({
+        host: node ? node.address : cluster.pgpool.address,
+        port: node ? 5432 : cluster.pgpool.port,
+        user: 'postgres',
+        password: su,
+        database: 'postgres',
+        connectionTimeoutMillis: 3000,
+        statement_timeout: 3000,
+        query_timeout: 4000,
+      });
+      try {
+        await client.connect();
+        await client.query('CREATE TABLE IF NOT EXISTS contract_writes (id bigint PRIMARY KEY)');
+        await client.query('INSERT INTO contract_writes VALUES ($1) ON CONFLICT DO NOTHING', [id]);
+        return true;
+      } catch {
+        return false;
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    };
+    return {
+      world,
+      faults: world.faults,
+      cluster,
+      write,
+      eventuallyMs: 20_000,
+      cleanup: async () => {
+        await world.pool.deletePool(cluster).catch(() => undefined);
+        for (const n of cluster.nodes) await world.provider.deleteMachine(cluster, n).catch(() => undefined);
+        await world.provider.deleteClusterResources(cluster).catch(() => undefined);
+        await Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]);
+      },
+    };
+  });
+}
