@@ -212,11 +212,12 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
-    // One round trip: directories, the two secrets kept on the pool host (the AES key of
+    // One round trip: pgpool installed (apt/dnf when missing), directories, the two secrets kept on the pool host (the AES key of
     // pool_passwd and the PCP password, generated once, mode 0600), is pgpool running.
     const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`, p.key, p.pcpSecret, p.pid], {
       user: 'root',
       kind: 'terminal',
+      timeoutMs: 15 * 60_000,
     });
     const field = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(prep.stdout)?.[1]?.trim() ?? '';
     let key = field('key');
@@ -415,6 +416,13 @@ alive() {
  *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
 const PREPARE_SH = `${ALIVE_FN}
 set -e
+if [ ! -x "$5" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgpool2 >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    dnf -y -q install pgpool-II
+  fi
+fi
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
 mkdir -p "$1" "$2" "$3" "$4"
 chown postgres:postgres "$1" "$2" "$3" "$4"
