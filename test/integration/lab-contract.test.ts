@@ -2,6 +2,7 @@
 // and pgpool over SSH. The same story the simulated world tells, told by real processes.
 // Root only; runs inside the hub namespace (scripts/test-integration.sh).
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe } from 'vitest';
@@ -23,6 +24,18 @@ if (!root) {
     const su = process.env.PGOP_TEST_SUPERUSER_PASSWORD!;
     const write = async (via: 'pool' | string, id: number): Promise<boolean> => {
       const node = cluster.nodes.find((n) => n.name === via);
+      if (node) {
+        // A client colocated with the node: psql from inside the node's own namespace, so it
+        // still reaches the node while the node's link is down.
+        const ns = `/run/netns/${process.env.PGOP_LAB_PREFIX}-${cluster.name}-${node.name}`;
+        const sql = `CREATE TABLE IF NOT EXISTS contract_writes (id bigint PRIMARY KEY); INSERT INTO contract_writes VALUES (${Number(id)}) ON CONFLICT DO NOTHING`;
+        const r = spawnSync('nsenter', [`--net=${ns}`, '--', '/usr/lib/postgresql/15/bin/psql', `host=${node.address} port=5432 user=postgres dbname=postgres connect_timeout=3`, '-v', 'ON_ERROR_STOP=1', '-qc', sql], {
+          env: { ...process.env, PGPASSWORD: su, PGOPTIONS: '-c statement_timeout=3000' },
+          timeout: 8000,
+          encoding: 'utf8',
+        });
+        return r.status === 0;
+      }
       const client = new pg.Client({
         host: node ? node.address : cluster.pgpool.address,
         port: node ? 5432 : cluster.pgpool.port,
