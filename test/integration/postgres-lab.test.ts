@@ -477,6 +477,14 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await withPg(direct(pg01, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 6')).rowCount).toBe(1));
     await retry('ensurePool pg01', () => pool.ensurePool(spec, 'pg01'));
     expect((await pool.observe(spec)).primary).toBe('pg01');
+    // every node reports the desired configuration, the promoted one included (no pending restart)
+    const restarts = () => driverLog.filter((l) => l.startsWith('restarting postgres')).length;
+    const before = restarts();
+    for (const n of spec.nodes) {
+      await retry(`ensureConfigured ${n.name}`, () => pgd.ensureConfigured(spec, n));
+      expect((await pgd.probe(spec, n)).postgres!.configHash, n.name).toBe(desiredConfigHash(spec, n));
+    }
+    expect(restarts()).toBe(before);
   }, 120_000);
 
   it('clones afresh when pg_rewind cannot work (data dir of another cluster)', async () => {

@@ -209,11 +209,12 @@ describe('renderHba', () => {
 });
 
 describe('standby and sync includes', () => {
-  it('standby conf points at the primary with the slot, latest timeline, and holds no password', () => {
+  it('standby conf points at the primary with the slot, only reloadable settings, no password', () => {
     const s = seedSpec();
     const conf = renderStandbyConf(s, s.nodes[1]!, s.nodes[0]!);
     expect(conf).toContain("primary_slot_name = 'pgop_pg02'");
-    expect(conf).toContain("recovery_target_timeline = 'latest'");
+    // only reloadable settings: removing the file on promote must not leave a pending restart
+    expect(conf).not.toMatch(/recovery_target_timeline\s*=/);
     expect(conninfoHost(/primary_conninfo = '(.*)'/.exec(conf)![1]!.replace(/''/g, "'"))).toBe(s.nodes[0]!.address);
     expect(conf).toContain("application_name=''pg02''");
     expect(conf).toContain("passfile=''/u01/pg15/pgop-replication.pgpass''");

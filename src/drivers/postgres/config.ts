@@ -341,8 +341,9 @@ export function renderReplicationPassfile(cluster: ClusterSpec, password: string
   return `*:*:*:${esc(cluster.replication.user)}:${esc(password)}\n`;
 }
 
-/** conf.d/pgop-standby.conf: primary_conninfo (password via passfile, never inline),
- *  primary_slot_name, latest timeline. Holds no secret. */
+/** conf.d/pgop-standby.conf: primary_conninfo (password via passfile, never inline) and
+ *  primary_slot_name, both reloadable (PG >= 13), so a repoint is a reload and removing the file
+ *  on promote needs no restart. Holds no secret. */
 export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): string {
   const conninfo = [
     `host=${conninfoQuote(primary.address)}`,
@@ -361,7 +362,8 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
     `primary_conninfo = ${confQuote(conninfo)}`,
   ];
   if (cluster.replication.slots) lines.push(`primary_slot_name = ${confQuote(slotName(node.name))}`);
-  lines.push(`recovery_target_timeline = 'latest'`);
+  // recovery_target_timeline is 'latest' by default (PG >= 12) and is NOT set here: it can only
+  // change at a restart, so removing it from a file on promote would leave a pending restart.
   return `${lines.join('\n')}\n`;
 }
 

@@ -762,16 +762,21 @@ export class SshPostgresDriver implements PostgresDriver {
       if (r.rows[0]!.t.getTime() !== before.rows[0]!.t.getTime()) break;
       if (Date.now() > deadline) break; // nothing re-read (no change seen by this backend): check anyway
     }
+    // Errors in the files pgop wrote are terminal; "needs a restart" is not an error here.
     const errs = await c.query<{ where: string; error: string }>(
       `SELECT coalesce(sourcefile, '?') || ':' || coalesce(sourceline::text, '?') || ' ' || coalesce(name, '') AS where, error
-         FROM pg_file_settings WHERE error IS NOT NULL AND error <> 'setting could not be applied'
+         FROM pg_file_settings
+        WHERE error IS NOT NULL AND error <> 'setting could not be applied' AND error NOT LIKE '%without restarting the server%'
        UNION ALL
        SELECT 'pg_hba.conf:' || line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL`,
     );
     if (errs.rows.length > 0) {
       throw terminal(`cannot configure postgres on ${node.name}: ${errs.rows.map((e) => `${e.where}: ${e.error}`).join('; ')}`);
     }
-    const pending = await c.query<{ p: boolean | null }>('SELECT bool_or(pending_restart) AS p FROM pg_settings');
+    const pending = await c.query<{ p: boolean | null }>(
+      `SELECT (SELECT bool_or(pending_restart) FROM pg_settings)
+           OR EXISTS (SELECT 1 FROM pg_file_settings WHERE error LIKE '%without restarting the server%') AS p`,
+    );
     return { pendingRestart: pending.rows[0]?.p === true };
   }
 
