@@ -504,6 +504,15 @@ export class Store {
 
   // ---------------------------------------------------------------- observations
 
+  /** The simulated provider's world (JSON), or undefined when none was saved. */
+  loadSimWorld(): string | undefined {
+    return (this.db.prepare('SELECT json FROM sim_world WHERE id = 1').get() as { json: string } | undefined)?.json;
+  }
+
+  saveSimWorld(json: string, now: number): void {
+    this.db.prepare('INSERT INTO sim_world (id, json, saved_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, saved_at = excluded.saved_at').run(json, now);
+  }
+
   saveObservation(obs: ClusterObservation): void {
     this.stmt(
       `INSERT INTO observations (cluster, at, json) VALUES (?, ?, ?)

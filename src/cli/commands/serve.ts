@@ -6,6 +6,7 @@ import { EXIT } from '../../errors.js';
 import { Reconciler, runLoop, type Log } from '../../reconcile/reconciler.js';
 import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
+import { SimWorld } from '../../drivers/sim/world.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
 
 export interface ServeOptions {
@@ -42,7 +43,11 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     process.exitCode = EXIT.locked;
     throw Object.assign(new Error('locked'), { locked: true });
   }
-  const worlds = createWorlds({ store, log });
+  // The simulated hypervisor outlives its operator: load it, and save it as the loop goes.
+  const saved = store.loadSimWorld();
+  const sim = saved ? SimWorld.fromJSON(saved) : new SimWorld();
+  const hasSim = () => store.listClusters().some((c) => c.spec.provider.type === 'sim');
+  const worlds = createWorlds({ store, log, sim });
   const abort = new AbortController();
   const stop = (sig: string) => {
     log.info({ signal: sig }, 'finishing the current step, then exiting');
@@ -63,8 +68,10 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       signal: abort.signal,
       onTick: () => {
         store.heartbeat(process.pid, Date.now());
+        if (hasSim()) store.saveSimWorld(sim.toJSON(), Date.now());
       },
     });
+    if (hasSim() || saved) store.saveSimWorld(sim.toJSON(), Date.now());
     log.info({ converged: ok }, 'pgop serve stopped');
     return ok;
   } finally {

@@ -148,6 +148,29 @@ export class SimWorld {
     this.clock = opts.clock ?? systemClock;
   }
 
+  /** The whole simulated world as JSON, so `pgop serve` can keep it across restarts (a
+   *  simulated hypervisor outlives its operator, as a real one does). */
+  toJSON(): string {
+    return JSON.stringify({
+      v: 1,
+      serial: this.serial,
+      systemIds: this.systemIds,
+      drifts: this.drifts,
+      clusters: [...this.clusters.values()].map((c) => ({ ...c, nodes: [...c.nodes.values()], journal: [] })),
+    });
+  }
+
+  static fromJSON(json: string, opts: { clock?: Clock } = {}): SimWorld {
+    const data = JSON.parse(json) as { v: number; serial: number; systemIds: number; drifts: number; clusters: (Omit<SimCluster, 'nodes'> & { nodes: SimNode[] })[] };
+    const w = new SimWorld(opts);
+    if (data.v !== 1) return w;
+    w.serial = data.serial;
+    w.systemIds = data.systemIds;
+    w.drifts = data.drifts;
+    for (const c of data.clusters) w.clusters.set(c.name, { ...c, nodes: new Map(c.nodes.map((n) => [n.name, n])) });
+    return w;
+  }
+
   // ---- state access (for the drivers; tests should prefer inspect()) ----
 
   /** The cluster's mutable state, created empty on first use. */
