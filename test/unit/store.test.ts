@@ -179,8 +179,9 @@ describe('migrations', () => {
     mkdirSync(migDir);
     for (const f of readdirSync(MIGRATIONS)) copyFileSync(join(MIGRATIONS, f), join(migDir, f));
     // not idempotent on purpose: a second run would add a second row
+    const next = readdirSync(MIGRATIONS).filter((f) => f.endsWith('.sql')).length + 1;
     writeFileSync(
-      join(migDir, '002_seed.sql'),
+      join(migDir, `${String(next).padStart(3, '0')}_seed.sql`),
       "INSERT INTO events (time, cluster, node, from_state, to_state, rule_id, reason) VALUES (0, 'x', NULL, NULL, NULL, 'seed', 'seed');",
     );
     const base = readdirSync(MIGRATIONS).length;
@@ -190,7 +191,7 @@ describe('migrations', () => {
     const s = openStore(dbPath, { migrationsDir: migDir });
     expect(s.listEvents().map((e) => e.ruleId)).toEqual(['seed']);
     expect(versions(dbPath)).toHaveLength(base + 1);
-    expect(versions(dbPath).at(-1)).toBe(2);
+    expect(versions(dbPath).at(-1)).toBe(next);
     s.close();
 
     // a pgop that only knows the shipped migrations refuses a store migrated past it
@@ -209,13 +210,15 @@ describe('migrations', () => {
     mkdirSync(migDir);
     for (const f of readdirSync(MIGRATIONS)) copyFileSync(join(MIGRATIONS, f), join(migDir, f));
     openStore(dbPath, { migrationsDir: migDir }).close();
-    writeFileSync(join(migDir, '002_bad.sql'), 'CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);');
-    expect(() => Store.open(dbPath, { migrationsDir: migDir })).toThrow(/002_bad\.sql/);
+    const next = readdirSync(MIGRATIONS).filter((f) => f.endsWith('.sql')).length + 1;
+    const bad = `${String(next).padStart(3, '0')}_bad.sql`;
+    writeFileSync(join(migDir, bad), 'CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);');
+    expect(() => Store.open(dbPath, { migrationsDir: migDir })).toThrow(new RegExp(bad.replace('.', '\\.')));
     const db = new Database(dbPath, { readonly: true });
     const extra = db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'extra'").pluck().get();
     db.close();
     expect(extra).toBe(0);
-    expect(versions(dbPath)).not.toContain(2);
+    expect(versions(dbPath)).not.toContain(next);
   });
 });
 
