@@ -37,6 +37,7 @@ const parsed = parseSpecFile(specFile);
 ensureSecretFiles(parsed.spec);
 const spec = parsed.spec;
 
+const steps = new Map<string, number[]>();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (xs: number[]) => `median ${median(xs).toFixed(2)} s  (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)})`;
 
@@ -74,12 +75,24 @@ async function scriptedTrial(dir: string): Promise<number> {
   const world = createLabWorld({ pins: createMemoryPins() });
   const [p, s1, s2] = spec.nodes as [typeof spec.nodes[0], typeof spec.nodes[0], typeof spec.nodes[0]];
   const t0 = performance.now();
+  let last = t0;
+  const lap = (what: string) => {
+    const now = performance.now();
+    steps.set(what, [...(steps.get(what) ?? []), (now - last) / 1000]);
+    last = now;
+  };
   for (const n of spec.nodes) await world.provider.ensureMachine(spec, n);
+  lap('machines (3, serial)');
   await Promise.all(spec.nodes.map((n) => world.postgres.ensureInstalled(spec, n)));
+  lap('install (3, parallel)');
   await world.postgres.ensurePrimary(spec, p, [s1.name, s2.name]);
+  lap('primary (initdb, start, roles, db)');
   await Promise.all([world.postgres.ensureStandby(spec, s1, p), world.postgres.ensureStandby(spec, s2, p)]);
+  lap('standbys (2 clones, parallel)');
   await world.postgres.ensureSyncStandbys(spec, p, [s1.name, s2.name], spec.replication.syncQuorum);
+  lap('sync quorum');
   await world.pool.ensurePool(spec, p.name);
+  lap('pgpool');
   const seconds = (performance.now() - t0) / 1000;
   await world.pool.deletePool(spec);
   for (const n of spec.nodes) await world.provider.deleteMachine(spec, n);
@@ -107,6 +120,7 @@ try {
   console.log(`  pgop: apply -> all nodes healthy          ${fmt(pgop)}`);
   console.log(`  baseline: same drivers, scripted by hand  ${fmt(scripted)}`);
   console.log(`  operator overhead                         ${(median(pgop) - median(scripted)).toFixed(2)} s (${(median(pgop) / median(scripted)).toFixed(2)}x)`);
+  for (const [what, xs] of steps) console.log(`    baseline step: ${what.padEnd(36)} ${median(xs).toFixed(2)} s`);
   console.log(`  operator peak RSS                         ${Math.max(...rss).toFixed(1)} MiB`);
   console.log(`  target <= ${TARGET_S} s: ${median(pgop) <= TARGET_S ? 'met' : `MISSED by ${(median(pgop) - TARGET_S).toFixed(2)} s`}`);
 } finally {
