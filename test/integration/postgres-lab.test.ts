@@ -209,6 +209,15 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await pool?.close().catch(() => {});
     await shell?.close().catch(() => {});
     if (provider && process.env.PGOP_IT_VERBOSE) {
+      for (const h of [...spec.nodes, 'pool' as const]) {
+        try {
+          const f = join(provider.describeHost(spec, h).dir, 'log/sshd.log');
+          const lines = readFileSync(f, 'utf8').split('\n').filter((l) => /error|fatal|disconnect|closed|timeout|kill|signal/i.test(l));
+          if (lines.length) console.log(`--- ${f}\n${lines.slice(-40).join('\n')}`);
+        } catch {
+          /* no log */
+        }
+      }
       try {
         const f = join(provider.describeHost(spec, 'pool').dir, 'u01/pgpool/log/pgpool.log');
         console.log(`--- ${f}\n${readFileSync(f, 'utf8').split('\n').slice(-3000).join('\n')}`);
@@ -272,7 +281,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       expect(driverLog.filter((l) => l.startsWith(what)).length, what).toBe(what === 'replication slot created' ? 2 : what === 'role created' ? 3 : what === 'cloned' ? 2 : 1);
     }
     // per-node settings live on the command line, not in copied files
-    const auto = await shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf');
+    const auto = await retry('readFile', () => shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf'));
     expect(auto ?? '').not.toMatch(/listen_addresses|cluster_name|primary_conninfo/);
     const settings = await withPg(direct(pg02), (c) =>
       c.query<{ name: string; setting: string; source: string }>("SELECT name, setting, source FROM pg_settings WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')"),
@@ -338,15 +347,15 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('restores a removed pg_hba line with ensureConfigured', async () => {
     const host = provider.hostRef(spec, pg01);
-    const res = await shell.exec(host, ['sed', '-i', '/^host\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']);
+    const res = await retry('exec', () => shell.exec(host, ['sed', '-i', '/^host\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']));
     expect(res.code).toBe(0);
-    expect(await shell.readFile(host, '/u01/pg15/data/pg_hba.conf')).not.toContain('host\tall\tall\t10.77.0.0/24');
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).not.toContain('host\tall\tall\t10.77.0.0/24');
     const drift = await pgd.probe(spec, pg01);
     expect(drift.postgres!.configHash).not.toBe(desiredConfigHash(spec, pg01));
     const t0 = performance.now();
     await retry('ensureConfigured pg01', () => pgd.ensureConfigured(spec, pg01));
     timings.ensureConfigured = Math.round(performance.now() - t0);
-    expect(await shell.readFile(host, '/u01/pg15/data/pg_hba.conf')).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
     expect((await pgd.probe(spec, pg01)).postgres!.configHash).toBe(desiredConfigHash(spec, pg01));
     await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), (c) => c.query('SELECT 1'));
   }, 60_000);
@@ -445,10 +454,10 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('restarts a pgpool that stopped answering', async () => {
     const host = provider.hostRef(spec, 'pool');
-    const pid = (await shell.readFile(host, '/u01/pgpool/run/pgpool.pid'))?.replace(/\0/g, '').trim(); // pgpool writes a NUL
+    const pid = (await retry('readFile', () => shell.readFile(host, '/u01/pgpool/run/pgpool.pid')))?.replace(/\0/g, '').trim(); // pgpool writes a NUL
     expect(pid).toMatch(/^\d+$/);
     // freeze pgpool and all its children (they share its process group)
-    expect((await shell.exec(host, ['kill', '-STOP', '--', `-${pid}`])).code).toBe(0);
+    expect((await retry('exec', () => shell.exec(host, ['kill', '-STOP', '--', `-${pid}`]))).code).toBe(0);
     const t0 = performance.now();
     await retry('ensurePool pg02', () => pool.ensurePool(spec, 'pg02'));
     timings.poolRestartFrozen = Math.round(performance.now() - t0);
@@ -456,7 +465,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const obs = await pool.observe(spec);
     expect(obs.primary).toBe('pg02');
     expect(obs.backends.every((b) => b.status === 'up')).toBe(true);
-    const gone = await shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -c . || true`]);
+    const gone = await retry('exec', () => shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -c . || true`]));
     expect(gone.stdout.trim()).toBe('0');
   }, 60_000);
 
@@ -501,7 +510,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     timings.rewindFallbackClone = Math.round(performance.now() - t0);
     expect(driverLog.some((l) => l.startsWith('WARN pg_rewind failed: cloning instead') && l.includes('"node":"pg03"'))).toBe(true);
     expect((await pgd.probe(spec, pg03)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01', timeline: 3 });
-    const aside = await shell.exec(host, ['sh', '-c', 'ls -d /u01/pg15/data.pgop-old-*']);
+    const aside = await retry('exec', () => shell.exec(host, ['sh', '-c', 'ls -d /u01/pg15/data.pgop-old-*']));
     expect(aside.stdout.trim()).toMatch(/data\.pgop-old-\d+/);
     await withPg(direct(pg03, 'critlib'), async (c) => expect((await c.query('SELECT count(*)::int AS n FROM cl_owner.books')).rows[0]?.n).toBe(6));
   }, 120_000);
