@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { Store, processIsAlive } from '../../store/store.js';
@@ -115,18 +115,23 @@ export async function labUpCommand(db: string, file: string, timeoutS: number): 
     const { getCommand } = await import('./get.js');
     await getCommand(db, 'nodes', { cluster: spec.name, output: 'table' });
     const endpoint = spec.pgpool.enabled && spec.pgpool.address ? `${spec.pgpool.address}:${spec.pgpool.port}` : `primary ${c.primary}`;
-    process.stdout.write(`
-Clients connect through pgpool at ${endpoint} (inside the lab's namespaces only).
-  pgop psql ${spec.name}                       psql through pgpool (--node pg02 for one node)
-  pgop get nodes -w                        watch roles, timelines, LSNs and lag
-  pgop lab fault ${c.primary ?? 'pg01'} kill               kill -9 the primary's postmaster; watch the failover
-  pgop lab fault NODE partition|heal       take a node's link down / up again
-  pgop lab fault NODE stop|start           stop / start a whole node
-  pgop switchover ${spec.name} [--to NODE]      planned handover
-  pgop get events --cluster ${spec.name}       the story, each step with its reason
-  pgop lab down                            stop the operator and remove the lab
-Operator: pid ${pid}, log ${files.log}, store ${db}
-`);
+    // How this pgop was invoked (./bin/pgop from a checkout, pgop when installed).
+    const me = process.argv[1] && relative(process.cwd(), process.argv[1]) === 'bin/pgop' ? './bin/pgop' : 'pgop';
+    const n = spec.name;
+    const tips: [string, string][] = [
+      [`${me} psql ${n}`, 'psql through pgpool (--node NODE for one node)'],
+      [`${me} get nodes -w`, 'watch roles, timelines, LSNs and lag'],
+      [`${me} lab fault ${c.primary ?? 'pg01'} kill`, "kill -9 the primary's postmaster; watch the failover"],
+      [`${me} lab fault NODE partition|heal`, "take a node's link down / up again"],
+      [`${me} lab fault NODE stop|start`, 'stop / start a whole node'],
+      [`${me} switchover ${n} [--to NODE]`, 'planned handover'],
+      [`${me} get events --cluster ${n}`, 'the story, each step with its reason'],
+      [`${me} lab down`, 'stop the operator and remove the lab'],
+    ];
+    const width = Math.max(...tips.map(([cmd]) => cmd.length)) + 3;
+    process.stdout.write(`\nClients connect through pgpool at ${endpoint} (inside the lab's namespaces only).\n`);
+    for (const [cmd, what] of tips) process.stdout.write(`  ${cmd.padEnd(width)}${what}\n`);
+    process.stdout.write(`Operator: pid ${pid}, log ${files.log}, store ${db}\n`);
     return EXIT.ok;
   } finally {
     store.close();
