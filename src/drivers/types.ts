@@ -88,7 +88,9 @@ export interface ExecOptions {
   /** run as this OS user (via sudo -u / runuser on the node) */
   user?: string;
   input?: string;
-  /** environment for the command; values are never logged */
+  /** environment for the command. Values are never logged, but they travel on the remote
+   *  command line (visible in the node's process list): never pass a secret here; send
+   *  secrets on `input` and read them in the remote shell. */
   env?: Record<string, string>;
 }
 
