@@ -9,6 +9,12 @@ import type {
   PostgresObservation,
 } from '../observe/types.js';
 
+/** What drivers log through (pino's shape; the reconciler passes its logger). */
+export interface DriverLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
 /** Where node machines live: libvirt domains, lab namespaces, or the simulated hypervisor. */
 export interface ProviderDriver {
   /** State of every node machine the spec names (missing ones included). */

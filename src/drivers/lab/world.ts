@@ -3,16 +3,13 @@
 // pgpool code runs against libvirt VMs; only the provider differs.
 
 import type { Store } from '../../store/store.js';
-import type { FaultInjector, World } from '../types.js';
+import type { DriverLog, FaultInjector, World } from '../types.js';
 import { createLabProvider } from './provider.js';
 import { SshShell, type HostKeyPins } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
 
-export interface LabWorldLog {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
+export type LabWorldLog = DriverLog;
 
 /** Host keys pinned in the store on first contact; ids are `cluster/host`. */
 export function storePins(store: Store): HostKeyPins {

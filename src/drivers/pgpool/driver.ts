@@ -11,7 +11,7 @@ import { connect as netConnect } from 'node:net';
 import pg from 'pg';
 import type { ClusterSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
-import type { ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
@@ -28,10 +28,8 @@ import {
   type PoolPaths,
 } from './config.js';
 
-export interface PoolDriverLog {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
+// the shared DriverLog, under the name this module exported first
+export type PoolDriverLog = DriverLog;
 
 export interface SshPoolDriverOptions {
   shell: NodeShell;

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
-import type { ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import {
@@ -49,10 +49,7 @@ import {
   verifyScram,
 } from './config.js';
 
-export interface DriverLog {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
+export type { DriverLog };
 
 export interface SshPostgresDriverOptions {
   shell: NodeShell;
