@@ -465,8 +465,15 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const obs = await pool.observe(spec);
     expect(obs.primary).toBe('pg02');
     expect(obs.backends.every((b) => b.status === 'up')).toBe(true);
-    const gone = await retry('exec', () => shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -c . || true`]));
-    expect(gone.stdout.trim()).toBe('0');
+    // The frozen group is gone: no live member left (zombies wait for a slow reaper here, and
+    // SIGKILLed members take a moment to exit).
+    let alive = '';
+    for (let i = 0; i < 50; i++) {
+      alive = (await retry('exec', () => shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -vc '^Z' || true`]))).stdout.trim();
+      if (alive === '0') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(alive).toBe('0');
   }, 60_000);
 
   it('switches over: demote pg02, promote pg01, pg02 and pg03 follow without losing a commit', async () => {
