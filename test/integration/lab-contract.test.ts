@@ -64,10 +64,13 @@ if (!root) {
       write,
       eventuallyMs: 20_000,
       cleanup: async () => {
-        await world.pool.deletePool(cluster).catch(() => undefined);
-        for (const n of cluster.nodes) await world.provider.deleteMachine(cluster, n).catch(() => undefined);
-        await world.provider.deleteClusterResources(cluster).catch(() => undefined);
-        await Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]);
+        // Each step bounded: after the contract's own teardown nothing is left to answer, and a
+        // cleanup must never be what fails the run (scripts/test-integration.sh sweeps anyway).
+        const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
+        await bounded(world.pool.deletePool(cluster));
+        for (const n of cluster.nodes) await bounded(world.provider.deleteMachine(cluster, n));
+        await bounded(world.provider.deleteClusterResources(cluster));
+        await bounded(Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]));
       },
     };
   });

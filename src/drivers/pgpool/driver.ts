@@ -15,7 +15,7 @@ import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
-import { putFiles, type FileOp } from '../postgres/driver.js';
+import { endClient, putFiles, type FileOp } from '../postgres/driver.js';
 import {
   PCP_USER,
   desiredPoolConfigHash,
@@ -134,7 +134,7 @@ export class SshPoolDriver implements PoolDriver {
       () => client,
       async (err) => {
         kill();
-        await client.end().catch(() => {});
+        await endClient(client);
         throw err;
       },
     );
@@ -147,7 +147,7 @@ export class SshPoolDriver implements PoolDriver {
     if (!have) return;
     have.dead = true;
     this.clients.delete(cluster.name);
-    have.client.end().catch(() => {});
+    void endClient(have.client);
   }
 
   /** SHOW POOL_NODES through pgpool, mapped to spec node names. */
@@ -371,7 +371,7 @@ export class SshPoolDriver implements PoolDriver {
   async close(): Promise<void> {
     const all = [...this.clients.values()];
     this.clients.clear();
-    await Promise.allSettled(all.map((c) => c.client.end()));
+    await Promise.allSettled(all.map((c) => endClient(c.client)));
   }
 }
 

@@ -269,13 +269,13 @@ export class SshPostgresDriver implements PostgresDriver {
     try {
       await client.connect();
     } catch (err) {
-      await client.end().catch(() => {});
+      await endClient(client);
       throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}`, err);
     }
     try {
       return await fn(client);
     } finally {
-      await client.end().catch(() => {});
+      await endClient(client);
     }
   }
 
@@ -302,7 +302,7 @@ export class SshPostgresDriver implements PostgresDriver {
       () => client,
       async (err) => {
         kill();
-        await client.end().catch(() => {});
+        await endClient(client);
         throw err;
       },
     );
@@ -316,7 +316,7 @@ export class SshPostgresDriver implements PostgresDriver {
     if (!have) return;
     have.dead = true;
     this.probes.delete(key);
-    have.client.end().catch(() => {});
+    void endClient(have.client);
   }
 
   // ======================================================================== probe
@@ -975,14 +975,14 @@ export class SshPostgresDriver implements PostgresDriver {
           const row = r.rows[0];
           if (row?.rec && row.status === 'streaming' && row.host === primary.address) return true;
         } catch {
-          if (client) await client.end().catch(() => {});
+          if (client) await endClient(client);
           client = null;
         }
         if (Date.now() > deadline) return false;
         await sleep(50);
       }
     } finally {
-      if (client) await client.end().catch(() => {});
+      if (client) await endClient(client);
     }
   }
 
@@ -1043,8 +1043,18 @@ export class SshPostgresDriver implements PostgresDriver {
   async close(): Promise<void> {
     const all = [...this.probes.values()];
     this.probes.clear();
-    await Promise.allSettled(all.map((p) => p.client.end()));
+    await Promise.allSettled(all.map((p) => endClient(p.client)));
   }
+}
+
+/** Close a pg client without waiting on a peer that may be gone (a fenced or deleted node never
+ *  answers the goodbye, and end() would wait for TCP to give up). */
+export async function endClient(client: pg.Client, ms = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const gone = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  await Promise.race([client.end().catch(() => undefined), gone]);
+  clearTimeout(timer);
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 // ============================================================================ helpers
