@@ -15,7 +15,8 @@ import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
-import { endClient, putFiles, type FileOp } from '../postgres/driver.js';
+import { putFiles, type FileOp } from '../postgres/driver.js';
+import { ClientCache } from '../pg-clients.js';
 import {
   PCP_USER,
   desiredPoolConfigHash,
@@ -80,7 +81,7 @@ export class SshPoolDriver implements PoolDriver {
   private readonly bin: string;
   private readonly log: PoolDriverLog;
   private readonly settleTimeoutMs: number;
-  private readonly clients = new Map<string, { client: pg.Client; ready: Promise<pg.Client>; dead: boolean }>();
+  private readonly clients = new ClientCache();
   private readonly hashes = new Map<string, { hash: string; at: number }>();
 
   constructor(opts: SshPoolDriverOptions) {
@@ -113,41 +114,18 @@ export class SshPoolDriver implements PoolDriver {
   // ---------------------------------------------------------------- observe
 
   private client(cluster: ClusterSpec): Promise<pg.Client> {
-    const have = this.clients.get(cluster.name);
-    if (have && !have.dead) return have.ready;
     const timeout = cluster.failureDetection.connectTimeoutMs;
-    const client = new pg.Client({
+    return this.clients.get(cluster.name, () => new pg.Client({
       ...this.connectOf(cluster),
       connectionTimeoutMillis: Math.max(2000, timeout * 2),
       query_timeout: Math.max(2000, timeout * 2),
       application_name: 'pgop-pool-probe',
       keepAlive: true,
-    });
-    const entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
-    const kill = () => {
-      entry.dead = true;
-      if (this.clients.get(cluster.name) === entry) this.clients.delete(cluster.name);
-    };
-    client.on('error', kill);
-    client.on('end', kill);
-    entry.ready = client.connect().then(
-      () => client,
-      async (err) => {
-        kill();
-        await endClient(client);
-        throw err;
-      },
-    );
-    this.clients.set(cluster.name, entry);
-    return entry.ready;
+    }));
   }
 
   private dropClient(cluster: ClusterSpec): void {
-    const have = this.clients.get(cluster.name);
-    if (!have) return;
-    have.dead = true;
-    this.clients.delete(cluster.name);
-    void endClient(have.client);
+    this.clients.drop(cluster.name);
   }
 
   /** SHOW POOL_NODES through pgpool, mapped to spec node names. */
@@ -369,9 +347,7 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   async close(): Promise<void> {
-    const all = [...this.clients.values()];
-    this.clients.clear();
-    await Promise.allSettled(all.map((c) => endClient(c.client)));
+    await this.clients.close();
   }
 }
 

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
+import { ClientCache, endClient } from '../pg-clients.js';
 import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
@@ -158,7 +159,7 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly log: DriverLog;
   private readonly streamTimeoutMs: number;
   /** probe connections, one per cluster/node */
-  private readonly probes = new Map<string, { client: pg.Client; ready: Promise<pg.Client>; dead: boolean }>();
+  private readonly probes = new ClientCache();
   /** serialise probes per node */
   private readonly probing = new Map<string, Promise<unknown>>();
 
@@ -280,43 +281,20 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   private probeClient(cluster: ClusterSpec, node: NodeSpec): Promise<pg.Client> {
-    const key = `${cluster.name}/${node.name}`;
-    const have = this.probes.get(key);
-    if (have && !have.dead) return have.ready;
     const timeout = cluster.failureDetection.connectTimeoutMs;
-    const client = new pg.Client(
-      this.clientConfig(cluster, node, {
-        statement_timeout: Math.max(1000, timeout * 2),
-        query_timeout: Math.max(1500, timeout * 2 + 500),
-        application_name: 'pgop-probe',
-      }),
+    return this.probes.get(`${cluster.name}/${node.name}`, () =>
+      new pg.Client(
+        this.clientConfig(cluster, node, {
+          statement_timeout: Math.max(1000, timeout * 2),
+          query_timeout: Math.max(1500, timeout * 2 + 500),
+          application_name: 'pgop-probe',
+        }),
+      ),
     );
-    const entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
-    const kill = () => {
-      entry.dead = true;
-      if (this.probes.get(key) === entry) this.probes.delete(key);
-    };
-    client.on('error', kill);
-    client.on('end', kill);
-    entry.ready = client.connect().then(
-      () => client,
-      async (err) => {
-        kill();
-        await endClient(client);
-        throw err;
-      },
-    );
-    this.probes.set(key, entry);
-    return entry.ready;
   }
 
   private dropProbe(cluster: ClusterSpec, node: NodeSpec): void {
-    const key = `${cluster.name}/${node.name}`;
-    const have = this.probes.get(key);
-    if (!have) return;
-    have.dead = true;
-    this.probes.delete(key);
-    void endClient(have.client);
+    this.probes.drop(`${cluster.name}/${node.name}`);
   }
 
   // ======================================================================== probe
@@ -1041,21 +1019,10 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   async close(): Promise<void> {
-    const all = [...this.probes.values()];
-    this.probes.clear();
-    await Promise.allSettled(all.map((p) => endClient(p.client)));
+    await this.probes.close();
   }
 }
 
-/** Close a pg client without waiting on a peer that may be gone (a fenced or deleted node never
- *  answers the goodbye, and end() would wait for TCP to give up). */
-export async function endClient(client: pg.Client, ms = 1000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const gone = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  await Promise.race([client.end().catch(() => undefined), gone]);
-  clearTimeout(timer);
-  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-}
 
 // ============================================================================ helpers
 

@@ -1,0 +1,67 @@
+// Long-lived pg sessions the operator keeps for probing (one per node, one per pgpool): made on
+// first use, dropped on error or end, and closed without waiting on a peer that may be gone.
+
+import pg from 'pg';
+
+/** Close a pg client without waiting on a peer that may be gone (a fenced or deleted node never
+ *  answers the goodbye, and end() would wait for TCP to give up). */
+export async function endClient(client: pg.Client, ms = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const gone = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  await Promise.race([client.end().catch(() => undefined), gone]);
+  clearTimeout(timer);
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
+interface Entry {
+  client: pg.Client;
+  ready: Promise<pg.Client>;
+  dead: boolean;
+}
+
+export class ClientCache {
+  private readonly entries = new Map<string, Entry>();
+
+  /** The connected session for `key`, connecting one made by `make` when there is none. */
+  get(key: string, make: () => pg.Client): Promise<pg.Client> {
+    const have = this.entries.get(key);
+    if (have && !have.dead) return have.ready;
+    const client = make();
+    const entry: Entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
+    const kill = () => {
+      entry.dead = true;
+      if (this.entries.get(key) === entry) this.entries.delete(key);
+    };
+    client.on('error', kill);
+    client.on('end', kill);
+    entry.ready = client.connect().then(
+      () => client,
+      async (err) => {
+        kill();
+        await endClient(client);
+        throw err;
+      },
+    );
+    this.entries.set(key, entry);
+    return entry.ready;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** Forget the session for `key` (after a failed query) and close it in the background. */
+  drop(key: string): void {
+    const have = this.entries.get(key);
+    if (!have) return;
+    have.dead = true;
+    this.entries.delete(key);
+    void endClient(have.client);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.allSettled(all.map((e) => endClient(e.client)));
+  }
+}
