@@ -4,7 +4,7 @@
 #   2. as root: integration tests against the real lab (postgres, pgpool, sshd in network
 #      namespaces), run inside a lab hub namespace that scripts/test-integration.sh creates and
 #      removes again, whatever happens.
-# Ends with one line "pgop tests: N passed, N failed".
+# Ends with one line "pgop: N passed, N failed, N skipped" (the plain closing line CI reads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,6 @@ for (const f of fs.readdirSync(process.argv[1])) {
   const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
   passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + (r.numTodoTests || 0);
 }
-console.log(`pgop tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+console.log(`pgop: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 ' "$reports"
 exit "$status"
