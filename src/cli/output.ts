@@ -3,6 +3,7 @@
 
 import type { EventRecord, NodeRecord, StoredCluster } from '../store/types.js';
 import type { ClusterObservation } from '../observe/types.js';
+import { formatLsn } from '../observe/lsn.js';
 
 export interface NodeItem {
   cluster: string;
@@ -47,11 +48,6 @@ export interface EventItem {
   reason: string;
 }
 
-export function formatLsn(lsn: number): string {
-  const hi = Math.floor(lsn / 2 ** 32);
-  const lo = lsn % 2 ** 32;
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
-}
 
 export function nodeItems(records: NodeRecord[], clusters: Map<string, StoredCluster>, observations: Map<string, ClusterObservation | undefined>): NodeItem[] {
   return records.map((r) => {

@@ -9,6 +9,7 @@ import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type { NodeObservation } from '../observe/types.js';
 import type { NodeSpec } from '../spec/types.js';
 import type { Decision, PlanInput, PlanResult } from './types.js';
+import { formatLsn, parseLsn } from '../observe/lsn.js';
 
 /** Requeue delays (ms). Acting requeues at once: the next pass re-observes and re-plans. */
 export const REQUEUE = { afterAct: 0, waitShort: 200, waitBoot: 500 } as const;
@@ -371,17 +372,6 @@ export function plan(input: PlanInput): PlanResult {
   }
 }
 
-export function formatLsn(lsn: number): string {
-  if (lsn < 0) return '-';
-  const hi = Math.floor(lsn / 2 ** 32);
-  const lo = lsn % 2 ** 32;
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
-}
-
-export function parseLsn(s: string): number {
-  const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(s.trim());
-  if (!m) throw new Error(`not an LSN: ${s}`);
-  return parseInt(m[1]!, 16) * 2 ** 32 + parseInt(m[2]!, 16);
-}
+export { formatLsn, parseLsn };
 
 export type { NodeSpec };

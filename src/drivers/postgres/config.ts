@@ -14,6 +14,7 @@
 // Per-node settings (listen_addresses, port, cluster_name, unix_socket_directories) are never in
 // a file pg_basebackup/pg_rewind copies: they go on the postmaster command line (nodeOptions()).
 
+import { parseLsn } from '../../observe/lsn.js';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { ClusterSpec, NodeSpec, PgParameterValue } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
@@ -431,19 +432,7 @@ export function verifyScram(verifier: string | null | undefined, password: strin
 
 // ------------------------------------------------------------------------------ LSN
 
-/** 'X/Y' -> byte position. */
-export function parseLsn(s: string | null | undefined): number {
-  if (!s) return 0;
-  const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(s.trim());
-  if (!m) return 0;
-  return parseInt(m[1]!, 16) * 2 ** 32 + parseInt(m[2]!, 16);
-}
-
-export function formatLsn(n: number): string {
-  const hi = Math.floor(n / 2 ** 32);
-  const lo = n - hi * 2 ** 32;
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
-}
+export { formatLsn, parseLsn } from '../../observe/lsn.js';
 
 /** Timeline history file (`<tli>\t<switch lsn>\t<reason>` lines) -> parent tli -> switch point. */
 export function parseTimelineHistory(text: string): Map<number, number> {
