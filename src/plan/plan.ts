@@ -8,7 +8,7 @@
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type { NodeObservation } from '../observe/types.js';
 import type { NodeSpec } from '../spec/types.js';
-import type { Decision, PlanInput, PlanResult } from './types.js';
+import type { Decision, NodeDecision, PlanInput, PlanResult } from './types.js';
 import { formatLsn, parseLsn } from '../observe/lsn.js';
 
 /** Requeue delays (ms). Acting requeues at once: the next pass re-observes and re-plans. */
@@ -78,7 +78,6 @@ export function plan(input: PlanInput): PlanResult {
     result({ kind: 'act', node, event, ruleId, reason, requeueAfterMs: REQUEUE.afterAct, ...extra });
   const wait = (ruleId: string, reason: string, node?: string, requeueAfterMs: number = REQUEUE.waitShort) =>
     result({ kind: 'wait', node, ruleId, reason, requeueAfterMs });
-  type NodeDecision = Extract<Decision, { kind: 'act' }>;
 
   // --- deletion: fence, then delete every machine, then cluster-wide resources -------------
   if (input.deletionRequested) {
