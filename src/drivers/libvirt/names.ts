@@ -1,0 +1,175 @@
+// Naming and addressing conventions of the libvirt provider (pure). Everything pgop creates on a
+// hypervisor is found again from the spec alone, so a half-done creation after a crash is
+// completed rather than duplicated:
+//
+//   domain           <cluster>-<node>                 (the pgpool host: <cluster>-pool)
+//   volumes          <cluster>-<node>-root.qcow2       qcow2 overlay on provider.baseImage
+//                    <cluster>-<node>-data.qcow2       the data disk (/u01, /u02)
+//                    <cluster>-<node>-seed.iso         cloud-init NoCloud seed (volume id cidata)
+//   network          provider.network.name             (spec default: pgop-<cluster>)
+//   DHCP host entry  name <cluster>-<node>, mac macFor(cluster, node), ip = node address
+//   MAC              52:54:00 + first 3 bytes of sha256("<cluster>/<node>")
+
+import { createHash } from 'node:crypto';
+import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
+import { internal, terminal } from '../../errors.js';
+
+/** The pgpool host's name inside a cluster (a node may not be called so). */
+export const POOL_HOST = 'pool';
+
+/** XML namespace of pgop's <metadata> elements on domains and networks. */
+export const PGOP_XMLNS = 'https://pgop.dev/xmlns/libvirt/1';
+
+/** Resources of the pgpool host, which the spec does not size. */
+export const POOL_HOST_SIZE = { vcpus: 1, memoryMiB: 1024 } as const;
+
+const NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+
+export function assertLibvirtName(kind: string, value: string): string {
+  if (!NAME.test(value)) {
+    throw terminal(`cannot use ${kind} name ${JSON.stringify(value)}: use 1-63 lowercase letters, digits, '_', '.' or '-'`);
+  }
+  return value;
+}
+
+export function libvirtProvider(spec: ClusterSpec): LibvirtProviderSpec {
+  if (spec.provider.type !== 'libvirt') {
+    throw internal(`cannot use the libvirt provider for cluster ${spec.name}: its provider is ${spec.provider.type}`);
+  }
+  return spec.provider;
+}
+
+/** One machine pgop makes for a cluster: a spec node or the pgpool host. */
+export interface MachinePlan {
+  cluster: string;
+  /** node name, or POOL_HOST */
+  name: string;
+  /** cluster/name: SSH host-key pinning id and log id */
+  id: string;
+  role: 'node' | 'pool';
+  uri: string;
+  domain: string;
+  address: string;
+  mac: string;
+  vcpus: number;
+  memoryMiB: number;
+  rootDiskGiB: number;
+  /** 0 for the pool host (no data disk) */
+  dataDiskGiB: number;
+  volumes: { root: string; data: string | null; seed: string };
+  dhcpName: string;
+}
+
+export const domainName = (cluster: string, node: string) => `${cluster}-${node}`;
+
+export const volumeNames = (cluster: string, node: string) => ({
+  root: `${cluster}-${node}-root.qcow2`,
+  data: `${cluster}-${node}-data.qcow2`,
+  seed: `${cluster}-${node}-seed.iso`,
+});
+
+/** Locally administered, deterministic: the KVM/QEMU OUI 52:54:00 plus 3 hash bytes. */
+export function macFor(cluster: string, node: string): string {
+  const h = createHash('sha256').update(`${cluster}/${node}`).digest();
+  return ['52', '54', '00', ...[h[0]!, h[1]!, h[2]!].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+/** Hypervisor URI of a node: node.hypervisor ?? provider.uri. */
+export function uriOf(spec: ClusterSpec, node: NodeSpec | null): string {
+  return node?.hypervisor ?? libvirtProvider(spec).uri;
+}
+
+export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST): MachinePlan {
+  const cluster = assertLibvirtName('cluster', spec.name);
+  if (node === POOL_HOST) {
+    if (!spec.pgpool.enabled || !spec.pgpool.address) {
+      throw terminal(`cannot place the pool host of cluster ${cluster}: pgpool is disabled or spec.pgpool.address is missing`);
+    }
+    const first = spec.nodes[0];
+    return {
+      cluster,
+      name: POOL_HOST,
+      id: `${cluster}/${POOL_HOST}`,
+      role: 'pool',
+      uri: uriOf(spec, null),
+      domain: domainName(cluster, POOL_HOST),
+      address: spec.pgpool.address,
+      mac: macFor(cluster, POOL_HOST),
+      vcpus: POOL_HOST_SIZE.vcpus,
+      memoryMiB: POOL_HOST_SIZE.memoryMiB,
+      rootDiskGiB: first?.rootDiskGiB ?? 20,
+      dataDiskGiB: 0,
+      volumes: { ...volumeNames(cluster, POOL_HOST), data: null },
+      dhcpName: domainName(cluster, POOL_HOST),
+    };
+  }
+  const name = assertLibvirtName('node', node.name);
+  if (name === POOL_HOST) throw terminal(`cannot place node ${name} of cluster ${cluster}: the name "pool" is reserved for the pgpool host`);
+  return {
+    cluster,
+    name,
+    id: `${cluster}/${name}`,
+    role: 'node',
+    uri: uriOf(spec, node),
+    domain: domainName(cluster, name),
+    address: node.address,
+    mac: macFor(cluster, name),
+    vcpus: node.vcpus,
+    memoryMiB: node.memoryMiB,
+    rootDiskGiB: node.rootDiskGiB,
+    dataDiskGiB: node.dataDiskGiB,
+    volumes: volumeNames(cluster, name),
+    dhcpName: domainName(cluster, name),
+  };
+}
+
+/** Every machine of the cluster: the spec's nodes, then the pool host when pgpool is on. */
+export function allMachines(spec: ClusterSpec): MachinePlan[] {
+  const out = spec.nodes.map((n) => machinePlan(spec, n));
+  if (spec.pgpool.enabled && spec.pgpool.address) out.push(machinePlan(spec, POOL_HOST));
+  const seen = new Map<string, string>();
+  for (const m of out) {
+    const other = seen.get(m.mac);
+    if (other) throw terminal(`cannot address ${m.id}: its derived MAC ${m.mac} collides with ${other}'s; rename one of them`);
+    seen.set(m.mac, m.id);
+  }
+  return out;
+}
+
+/** Distinct hypervisor URIs the cluster uses (provider.uri first). */
+export function clusterUris(spec: ClusterSpec): string[] {
+  return [...new Set([libvirtProvider(spec).uri, ...spec.nodes.map((n) => uriOf(spec, n))])];
+}
+
+// ------------------------------------------------------------------ IPv4
+
+export function ipToInt(ip: string): number | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+  if (!m) return null;
+  const p = m.slice(1).map(Number);
+  if (p.some((x) => x > 255)) return null;
+  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+}
+
+export const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+
+export interface Ipv4Net {
+  base: number;
+  prefixLen: number;
+  broadcast: number;
+}
+
+export function parseCidr(cidr: string): Ipv4Net {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
+  const addr = m ? ipToInt(m[1]!) : null;
+  const prefixLen = m ? Number(m[2]) : NaN;
+  if (addr === null || !(prefixLen >= 1 && prefixLen <= 30)) throw terminal(`cannot use network ${JSON.stringify(cidr)}: expected an IPv4 CIDR`);
+  const mask = (0xffffffff << (32 - prefixLen)) >>> 0;
+  const base = (addr & mask) >>> 0;
+  return { base, prefixLen, broadcast: (base | (~mask >>> 0)) >>> 0 };
+}
+
+export function inside(ip: string, net: Ipv4Net): boolean {
+  const a = ipToInt(ip);
+  return a !== null && a > net.base && a < net.broadcast;
+}

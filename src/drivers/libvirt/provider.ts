@@ -1,0 +1,784 @@
+// The libvirt provider: each node is a libvirt domain built from a cloud image (qcow2 overlay),
+// a data disk and a cloud-init NoCloud seed, on a NAT network with static DHCP reservations.
+// Fencing is `destroy` (immediate power-off). Domains go through @unraid/libvirt (one connection
+// per hypervisor URI); networks, pools and volumes through `virsh -c URI` (the binding has none);
+// lifecycle events through a supervised `virsh event --loop` child per URI (events.ts).
+// Conventions (names, MACs, paths): names.ts and README.md beside this file.
+
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { Hypervisor, DomainState, type Domain } from '@unraid/libvirt';
+import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
+import type { MachineObservation } from '../../observe/types.js';
+import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
+import { PgopError, messageOf, terminal, transient } from '../../errors.js';
+import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, volumeNames, type MachinePlan } from './names.js';
+import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
+import { buildSeedIso, renderSeed } from './cloudinit.js';
+import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
+import { EventWatcher, type LibvirtEvent } from './events.js';
+import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
+
+const execFileP = promisify(execFile);
+
+export const DEFAULT_STATE_DIR = '/var/lib/pgop/libvirt';
+const GiB = 1024 ** 3;
+
+export interface LibvirtProviderOptions {
+  /** Operator keys and ownership markers (default PGOP_LIBVIRT_STATE or /var/lib/pgop/libvirt). */
+  stateDir?: string;
+  log?: DriverLog;
+  /** Start an event watcher per hypervisor URI on first use (default true). */
+  watchEvents?: boolean;
+  /** Directory on the hypervisor for serial console logs (default /var/log/libvirt/qemu; null:
+   *  none). Never used with the test driver. */
+  serialLogDir?: string | null;
+  virsh?: Virsh;
+  /** Event watcher backoff (tests shorten it). */
+  eventBackoffMs?: { min: number; max: number };
+}
+
+export type MachineRef = NodeSpec | typeof POOL_HOST;
+
+/** What observeMachines and describeMachine report beyond the contract. */
+export interface DomainStatus {
+  exists: boolean;
+  state: 'missing' | 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutoff' | 'crashed' | 'pmsuspended' | 'nostate';
+}
+
+const silent: DriverLog = { info() {}, warn() {} };
+
+export class LibvirtProvider implements ProviderDriver {
+  readonly stateDir: string;
+  private readonly log: DriverLog;
+  private readonly virsh: Virsh;
+  private readonly watchEvents: boolean;
+  private readonly serialLogDir: string | null;
+  private readonly backoff: { min: number; max: number };
+  private readonly conns = new Map<string, Promise<Hypervisor>>();
+  private readonly watchers = new Map<string, EventWatcher>();
+  private readonly listeners = new Set<(e: LibvirtEvent) => void>();
+  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly domainTypes = new Map<string, Promise<{ type: DomainType; why: string }>>();
+  /** domain name per uri -> cluster/node, for labelling events */
+  private readonly known = new Map<string, { cluster: string; node: string }>();
+  /** last lifecycle event per uri|domain, for observation details */
+  private readonly lastEvent = new Map<string, LibvirtEvent>();
+  private closed = false;
+  private advised = false;
+
+  constructor(opts: LibvirtProviderOptions = {}) {
+    this.stateDir = opts.stateDir ?? process.env.PGOP_LIBVIRT_STATE ?? DEFAULT_STATE_DIR;
+    this.log = opts.log ?? silent;
+    this.virsh = opts.virsh ?? new Virsh();
+    this.watchEvents = opts.watchEvents ?? true;
+    this.serialLogDir = opts.serialLogDir === undefined ? '/var/log/libvirt/qemu' : opts.serialLogDir;
+    this.backoff = opts.eventBackoffMs ?? { min: 250, max: 30_000 };
+  }
+
+  // ---------------------------------------------------------------- public helpers
+
+  /** Names, addresses and paths of one machine (a spec node or the pool host). */
+  describeMachine(spec: ClusterSpec, node: MachineRef): MachinePlan & { keyPath: string; poolPath: string; network: string } {
+    const m = machinePlan(spec, node);
+    const p = libvirtProvider(spec);
+    return { ...m, keyPath: this.keyPath(spec), poolPath: p.pool.path, network: p.network.name };
+  }
+
+  /** How pgop's SSH layer reaches a machine: root with the cluster's operator key (the SSH
+   *  drivers run their commands as root, as on lab hosts; the spec's sshUser gets the same key
+   *  and passwordless sudo for people). Host keys are pinned in the store by the shell. */
+  hostRef(spec: ClusterSpec, node: MachineRef): HostRef {
+    const m = machinePlan(spec, node);
+    return { id: m.id, address: m.address, port: 22, user: 'root', privateKeyPath: this.keyPath(spec) };
+  }
+
+  keyPath(spec: ClusterSpec): string {
+    return join(this.stateDir, spec.name, 'operator_ed25519');
+  }
+
+  /** Subscribe to domain events of every hypervisor this provider has touched (and those
+   *  started with watch()). Returns the unsubscribe function. Listener errors are swallowed.
+   *
+   *  Event shape (events.ts LibvirtEvent): {uri, type, domain, lifecycle?: {kind, detail}, text,
+   *  at, cluster?, node?}. Typical use by the reconcile loop: wake up at once when
+   *  `type === 'lifecycle' && ['stopped','crashed','shutdown','suspended'].includes(kind)` for a
+   *  domain with cluster/node set, and re-observe everything on `type === 'resync'` (the watcher
+   *  (re)started: events may have been missed). */
+  onEvent(cb: (e: LibvirtEvent) => void): () => void {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+
+  /** Start the event watchers of every hypervisor the cluster uses (idempotent). */
+  watch(spec: ClusterSpec): void {
+    for (const uri of clusterUris(spec)) this.ensureWatcher(uri, true);
+    for (const m of allMachines(spec)) this.remember(m);
+  }
+
+  /** The running event watcher of a URI (tests). */
+  watcher(uri: string): EventWatcher | undefined {
+    return this.watchers.get(uri);
+  }
+
+  /** The domain type used for new domains on a URI (cached per URI). */
+  domainType(uri: string, requested: LibvirtProviderSpec['domainType']): Promise<{ type: DomainType; why: string }> {
+    const key = `${uri}|${requested}`;
+    let p = this.domainTypes.get(key);
+    if (!p) {
+      p = resolveDomainType(uri, requested, async () => {
+        const r = await this.virsh.run(uri, ['domcapabilities', '--virttype', 'kvm', '--arch', 'x86_64'], 'read kvm capabilities');
+        return r.stdout.includes('<domain>kvm</domain>');
+      });
+      this.domainTypes.set(key, p);
+      p.then(
+        (r) => this.log.info({ uri, domainType: r.type, why: r.why }, 'libvirt domain type'),
+        () => this.domainTypes.delete(key),
+      );
+    }
+    return p;
+  }
+
+  // ---------------------------------------------------------------- observe
+
+  async observeMachines(spec: ClusterSpec): Promise<Record<string, MachineObservation>> {
+    const out: Record<string, MachineObservation> = {};
+    await Promise.all(
+      spec.nodes.map(async (n) => {
+        out[n.name] = await this.observeOne(machinePlan(spec, n));
+      }),
+    );
+    return out;
+  }
+
+  /** The pool host's machine (not part of observeMachines, which covers spec nodes). */
+  async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
+    return this.observeOne(machinePlan(spec, POOL_HOST));
+  }
+
+  /** Raw libvirt state of one machine's domain. */
+  async domainStatus(spec: ClusterSpec, node: MachineRef): Promise<DomainStatus> {
+    const m = machinePlan(spec, node);
+    return this.withHv(m.uri, `observe domain ${m.domain}`, async (h) => {
+      const dom = await lookup(h, m.domain);
+      if (!dom) return { exists: false, state: 'missing' };
+      return { exists: true, state: stateName((await dom.getInfo()).state) };
+    });
+  }
+
+  private async observeOne(m: MachinePlan): Promise<MachineObservation> {
+    this.remember(m);
+    this.ensureWatcher(m.uri);
+    const st = await this.withHv(m.uri, `observe domain ${m.domain}`, async (h) => {
+      const dom = await lookup(h, m.domain);
+      if (!dom) return null;
+      return stateName((await dom.getInfo()).state);
+    });
+    const ev = this.lastEvent.get(`${m.uri}|${m.domain}`);
+    const why = ev?.lifecycle ? ` (last event: ${ev.type} ${ev.text})` : '';
+    if (st === null) return { state: 'missing', detail: `domain ${m.domain} is not defined on ${m.uri}` };
+    if (st === 'running' || st === 'blocked' || st === 'shutdown') {
+      return { state: 'running', detail: `domain ${m.domain} ${st === 'shutdown' ? 'shutting down' : 'running'}` };
+    }
+    return { state: 'stopped', detail: `domain ${m.domain} ${st === 'shutoff' ? 'shut off' : st}${why}` };
+  }
+
+  // ---------------------------------------------------------------- ensure
+
+  async ensureMachine(spec: ClusterSpec, node: NodeSpec): Promise<void> {
+    const m = machinePlan(spec, node);
+    await this.serial(spec.name, async () => {
+      await this.ensureOne(spec, m);
+      // The pool host comes with the first node (the contract has no call of its own for it).
+      if (spec.pgpool.enabled && spec.pgpool.address) await this.ensureOne(spec, machinePlan(spec, POOL_HOST));
+    });
+  }
+
+  /** Create and start the pgpool host (address spec.pgpool.address). Idempotent. */
+  async ensurePoolHost(spec: ClusterSpec): Promise<void> {
+    await this.serial(spec.name, () => this.ensureOne(spec, machinePlan(spec, POOL_HOST)));
+  }
+
+  /** Start a defined, stopped machine (nothing else: fault injection's `start`). */
+  async startMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
+    const m = machinePlan(spec, node);
+    await this.withHv(m.uri, `start ${m.id}`, async (h) => {
+      const dom = await lookup(h, m.domain);
+      if (!dom) throw terminal(`cannot start ${m.id}: domain ${m.domain} is not defined`);
+      await this.startDomain(dom, m);
+    });
+  }
+
+  private async ensureOne(spec: ClusterSpec, m: MachinePlan): Promise<void> {
+    const p = libvirtProvider(spec);
+    this.remember(m);
+    this.ensureWatcher(m.uri);
+    this.adviseOnce(m.uri);
+    const net = parseCidr(p.network.cidr);
+    if (!inside(m.address, net)) throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
+    const publicKey = await this.ensureKeyPair(spec);
+    // Shared per hypervisor: the pool and the network (one at a time per URI in this process).
+    await this.serial(`uri:${m.uri}`, async () => {
+      await this.ensurePool(m.uri, p.pool);
+      await this.ensureNetwork(spec, m.uri, [m]);
+    });
+    const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
+    if (existing) {
+      await this.checkOwned(existing, m);
+      await this.withHv(m.uri, `start ${m.id}`, () => this.startDomain(existing, m));
+      return;
+    }
+    // Not defined yet (first time, or a crash before the define): volumes, then define + start.
+    const poolPath = p.pool.path;
+    await this.ensureRootVolume(m, p);
+    if (m.volumes.data) await this.ensureDataVolume(m, p);
+    await this.ensureSeedVolume(spec, m, p, publicKey);
+    const { type } = await this.domainType(m.uri, p.domainType);
+    const xml = renderDomainXml({
+      name: m.domain,
+      type,
+      cluster: m.cluster,
+      node: m.name,
+      vcpus: m.vcpus,
+      memoryMiB: m.memoryMiB,
+      rootDisk: join(poolPath, m.volumes.root),
+      dataDisk: m.volumes.data ? join(poolPath, m.volumes.data) : null,
+      seedIso: join(poolPath, m.volumes.seed),
+      mac: m.mac,
+      network: p.network.name,
+      ...(this.serialLogDir && !parseUri(m.uri).test ? { serialLog: join(this.serialLogDir, `${m.domain}-serial.log`) } : {}),
+    });
+    const t0 = performance.now();
+    await this.withHv(m.uri, `define ${m.domain}`, async (h) => {
+      const dom = await h.domainDefineXML(xml);
+      const defineMs = Math.round(performance.now() - t0);
+      await this.startDomain(dom, m);
+      this.log.info({ id: m.id, domain: m.domain, uri: m.uri, type, defineMs, startMs: Math.round(performance.now() - t0) - defineMs }, 'libvirt domain defined and started');
+    });
+  }
+
+  private async startDomain(dom: Domain, m: MachinePlan): Promise<void> {
+    const st = stateName((await dom.getInfo()).state);
+    try {
+      switch (st) {
+        case 'running':
+        case 'blocked':
+        case 'shutdown':
+          return;
+        case 'paused':
+          await dom.resume();
+          return;
+        case 'pmsuspended':
+          await this.virsh.run(m.uri, ['dompmwakeup', m.domain], `wake ${m.id}`);
+          return;
+        default:
+          await dom.create();
+      }
+    } catch (err) {
+      // Started meanwhile (another caller, autostart): fine.
+      if (/already running|domain is already active/i.test(messageOf(err))) return;
+      throw err;
+    }
+  }
+
+  private async checkOwned(dom: Domain, m: MachinePlan): Promise<void> {
+    const xml = await dom.getXMLDesc();
+    const meta = pgopMetadata(xml, 'machine');
+    if (!meta || meta.cluster !== m.cluster || meta.node !== m.name) {
+      throw terminal(`cannot use domain ${m.domain} on ${m.uri} for ${m.id}: it exists but was not made by pgop for this node (rename the cluster or remove the domain)`);
+    }
+  }
+
+  // ---------------------------------------------------------------- pool, network, volumes
+
+  private markerPath(uri: string, kind: 'pool' | 'network', name: string): string {
+    const h = createHash('sha256').update(uri).digest('hex').slice(0, 12);
+    return join(this.stateDir, 'owned', `${kind}-${h}-${name}`);
+  }
+
+  private async ensurePool(uri: string, pool: LibvirtProviderSpec['pool']): Promise<void> {
+    const what = `set up storage pool ${pool.name} on ${uri}`;
+    let xml = (await this.virsh.maybe(uri, ['pool-dumpxml', pool.name], what))?.stdout ?? null;
+    if (xml === null) {
+      // Remembered before the define: a crash in between leaves a marker for a pool that may
+      // not exist, which only allows deleting a pool of that name when it is empty.
+      const marker = this.markerPath(uri, 'pool', pool.name);
+      await mkdir(dirname(marker), { recursive: true });
+      await writeFile(marker, `${uri}\n${pool.path}\n`);
+      try {
+        await this.virsh.withXml(uri, renderPoolXml(pool.name, pool.path), ['pool-define', '{}'], what);
+      } catch (err) {
+        if (!/already exists/i.test(messageOf(err))) throw err;
+      }
+      xml = (await this.virsh.run(uri, ['pool-dumpxml', pool.name], what)).stdout;
+      await this.virsh.run(uri, ['pool-autostart', pool.name], what).catch(() => undefined);
+    }
+    const have = poolPathOf(xml);
+    if (have !== null && have.replace(/\/+$/, '') !== pool.path.replace(/\/+$/, '')) {
+      throw terminal(`cannot ${what}: the pool exists with path ${have}, not ${pool.path}`);
+    }
+    const info = (await this.virsh.run(uri, ['pool-info', pool.name], what)).stdout;
+    if (!/^State:\s+running/m.test(info)) {
+      await this.virsh.run(uri, ['pool-build', pool.name], what).catch(() => undefined); // mkdir; fails harmlessly when it exists
+      try {
+        await this.virsh.run(uri, ['pool-start', pool.name], what);
+      } catch (err) {
+        if (!/already active/i.test(messageOf(err))) throw err;
+      }
+    }
+  }
+
+  private async networkState(uri: string, name: string, what: string): Promise<{ xml: string; active: boolean } | null> {
+    const dump = await this.virsh.maybe(uri, ['net-dumpxml', name], what);
+    if (!dump) return null;
+    const info = await this.virsh.run(uri, ['net-info', name], what);
+    return { xml: dump.stdout, active: /^Active:\s+yes/m.test(info.stdout) };
+  }
+
+  /** The network exists, is the spec's, is active and holds a reservation for each machine. */
+  private async ensureNetwork(spec: ClusterSpec, uri: string, machines: MachinePlan[]): Promise<void> {
+    const p = libvirtProvider(spec);
+    const name = p.network.name;
+    const what = `set up network ${name} on ${uri}`;
+    const want: DhcpHost[] = machines.map((m) => ({ mac: m.mac, name: m.dhcpName, ip: m.address }));
+    const prefixLen = parseCidr(p.network.cidr).prefixLen;
+    let st = await this.networkState(uri, name, what);
+    if (!st) {
+      const xml = renderNetworkXml({ name, cluster: spec.name, gateway: p.network.gateway, prefixLen, ...(p.network.bridge ? { bridge: p.network.bridge } : {}), hosts: want });
+      try {
+        await this.virsh.withXml(uri, xml, ['net-define', '{}'], what);
+      } catch (err) {
+        if (!/already exists/i.test(messageOf(err))) throw err;
+      }
+      await this.virsh.run(uri, ['net-autostart', name], what).catch(() => undefined);
+      st = await this.networkState(uri, name, what);
+      if (!st) throw transient(`cannot ${what}: it vanished right after being defined`);
+    }
+    const facts = networkFacts(st.xml);
+    if (facts.gateway !== p.network.gateway || facts.prefixLen !== prefixLen) {
+      throw terminal(`cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, not the spec's ${p.network.gateway}/${prefixLen} (name another network)`);
+    }
+    if (!st.active) {
+      try {
+        await this.virsh.run(uri, ['net-start', name], what);
+      } catch (err) {
+        if (!/already active/i.test(messageOf(err))) throw err;
+      }
+      st = { ...st, active: true };
+    }
+    const flags = st.active ? ['--live', '--config'] : ['--config'];
+    for (const h of want) {
+      const same = facts.hosts.find((x) => x.mac === h.mac && x.ip === h.ip && x.name === h.name);
+      if (same) continue;
+      for (const x of facts.hosts.filter((x) => x.mac === h.mac || x.ip === h.ip || x.name === h.name)) {
+        // An entry of this machine with old values is replaced; anyone else's address is not taken.
+        if (x.name !== h.name && x.mac !== h.mac) {
+          throw terminal(`cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`);
+        }
+        await this.virsh.run(uri, ['net-update', name, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
+      }
+      try {
+        await this.virsh.run(uri, ['net-update', name, 'add', 'ip-dhcp-host', dhcpHostXml(h), ...flags], what);
+      } catch (err) {
+        if (!/already exists|there is an existing dhcp host entry/i.test(messageOf(err))) throw err;
+      }
+    }
+  }
+
+  private async removeReservation(uri: string, network: string, m: MachinePlan): Promise<void> {
+    const what = `remove the reservation of ${m.id} from network ${network}`;
+    const st = await this.networkState(uri, network, what);
+    if (!st) return;
+    const flags = st.active ? ['--live', '--config'] : ['--config'];
+    for (const x of networkFacts(st.xml).hosts.filter((x) => x.mac === m.mac || x.name === m.dhcpName)) {
+      try {
+        await this.virsh.run(uri, ['net-update', network, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
+      } catch (err) {
+        if (!(err instanceof VirshError && err.notFound) && !/couldn't locate a matching dhcp host/i.test(messageOf(err))) throw err;
+      }
+    }
+  }
+
+  private async volume(uri: string, pool: string, vol: string) {
+    const r = await this.virsh.maybe(uri, ['vol-dumpxml', '--pool', pool, vol], `read volume ${vol}`);
+    return r ? volumeFacts(r.stdout) : null;
+  }
+
+  private async createVolume(uri: string, pool: string, xml: string, vol: string): Promise<void> {
+    try {
+      await this.virsh.withXml(uri, xml, ['vol-create', pool, '{}'], `create volume ${vol} in pool ${pool}`);
+    } catch (err) {
+      if (!/already exists|already in use/i.test(messageOf(err))) throw err;
+    }
+  }
+
+  private async deleteVolume(uri: string, pool: string, vol: string): Promise<void> {
+    await this.virsh.maybe(uri, ['vol-delete', '--pool', pool, vol], `delete volume ${vol} from pool ${pool}`);
+  }
+
+  /** qcow2 overlay on the base image, sized rootDiskGiB (the guest's growpart fills it). A
+   *  leftover that does not match (other base, other size) is made again: no domain uses it. */
+  private async ensureRootVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
+    const vol = m.volumes.root;
+    const cap = m.rootDiskGiB * GiB;
+    const have = await this.volume(m.uri, p.pool.name, vol);
+    if (have && have.backingPath === p.baseImage && have.capacityBytes === cap && have.format === 'qcow2') return;
+    if (have) await this.deleteVolume(m.uri, p.pool.name, vol);
+    const xml = renderVolumeXml({ name: vol, capacityBytes: cap, format: 'qcow2', backing: { path: p.baseImage, format: await this.baseFormat(m.uri, p.baseImage) } });
+    await this.createVolume(m.uri, p.pool.name, xml, vol);
+  }
+
+  /** Base image format: qcow2 unless qemu-img (local hypervisors) says raw. */
+  private async baseFormat(uri: string, path: string): Promise<'qcow2' | 'raw'> {
+    const info = parseUri(uri);
+    if (info.test || info.host !== '') return 'qcow2';
+    try {
+      const { stdout } = await execFileP('qemu-img', ['info', '--output=json', '-U', path], { timeout: 30_000 });
+      return (JSON.parse(stdout) as { format?: string }).format === 'raw' ? 'raw' : 'qcow2';
+    } catch (err) {
+      if (!existsSync(path)) throw terminal(`cannot create the root disk: base image ${path} does not exist`, err);
+      return 'qcow2';
+    }
+  }
+
+  /** The data disk is never made again once it exists: it holds the node's data. */
+  private async ensureDataVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
+    const vol = m.volumes.data!;
+    if (await this.volume(m.uri, p.pool.name, vol)) return;
+    await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: m.dataDiskGiB * GiB, format: 'qcow2' }), vol);
+  }
+
+  /** The seed ISO is (re)written on every creation attempt (the domain is not defined yet, so
+   *  nothing has read it): a crash between create and upload cannot leave an empty seed. The
+   *  test driver keeps no volume content (no vol-upload): there the volume alone is made. */
+  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string): Promise<void> {
+    const vol = m.volumes.seed;
+    const prefixLen = parseCidr(p.network.cidr).prefixLen;
+    const iso = await buildSeedIso(
+      renderSeed({
+        cluster: m.cluster,
+        name: m.name,
+        hostname: m.role === 'pool' ? `${m.cluster}-pool` : m.name,
+        osFamily: p.osFamily,
+        sshUser: p.sshUser,
+        publicKey,
+        mac: m.mac,
+        address: m.address,
+        prefixLen,
+        gateway: p.network.gateway,
+        dataDisk: m.volumes.data ? p.dataDisk : null,
+      }),
+    );
+    const have = await this.volume(m.uri, p.pool.name, vol);
+    if (have && have.capacityBytes !== iso.length) await this.deleteVolume(m.uri, p.pool.name, vol);
+    if (!have || have.capacityBytes !== iso.length) {
+      await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: iso.length, format: 'raw' }), vol);
+    }
+    if (parseUri(m.uri).test) return;
+    await this.virsh.upload(m.uri, p.pool.name, vol, iso, `write the cloud-init seed of ${m.id}`);
+  }
+
+  // ---------------------------------------------------------------- fence / delete
+
+  async fenceMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
+    const m = machinePlan(spec, node);
+    const t0 = performance.now();
+    const fenced = await this.withHv(m.uri, `fence ${m.id}`, async (h) => {
+      const dom = await lookup(h, m.domain);
+      if (!dom) return false;
+      return destroy(dom);
+    });
+    if (fenced) this.log.info({ id: m.id, domain: m.domain, ms: Math.round(performance.now() - t0) }, 'libvirt domain destroyed (fenced)');
+  }
+
+  async deleteMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
+    const m = machinePlan(spec, node);
+    await this.serial(spec.name, () => this.deleteOne(spec, m));
+  }
+
+  private async deleteOne(spec: ClusterSpec, m: MachinePlan): Promise<void> {
+    const p = libvirtProvider(spec);
+    await this.withHv(m.uri, `delete ${m.id}`, async (h) => {
+      const dom = await lookup(h, m.domain);
+      if (!dom) return;
+      await this.checkOwned(dom, m);
+      await destroy(dom);
+      try {
+        await dom.undefine();
+      } catch (err) {
+        if (NOT_FOUND.test(messageOf(err))) return;
+        // managed save images, snapshot metadata or nvram block the plain undefine
+        await this.virsh.maybe(m.uri, ['undefine', m.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${m.domain}`);
+      }
+    });
+    const poolExists = (await this.virsh.maybe(m.uri, ['pool-info', p.pool.name], `read pool ${p.pool.name}`)) !== null;
+    if (poolExists) {
+      for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol) await this.deleteVolume(m.uri, p.pool.name, vol);
+    }
+    await this.serial(`uri:${m.uri}`, () => this.removeReservation(m.uri, p.network.name, m));
+    this.log.info({ id: m.id, domain: m.domain, uri: m.uri }, 'libvirt machine deleted');
+  }
+
+  async deleteClusterResources(spec: ClusterSpec): Promise<void> {
+    const p = libvirtProvider(spec);
+    await this.serial(spec.name, async () => {
+      // The pool host, every node of the spec, and any other domain pgop made for this cluster.
+      const machines = allMachines(spec);
+      for (const m of machines) await this.deleteOne(spec, m);
+      for (const uri of clusterUris(spec)) {
+        // Domains of nodes no longer in the spec (found by their pgop metadata).
+        for (const d of await this.clusterDomains(uri, spec.name)) {
+          if (machines.some((m) => m.uri === uri && m.name === d.node)) continue;
+          await this.withHv(uri, `delete ${spec.name}/${d.node}`, async (h) => {
+            const dom = await lookup(h, d.domain);
+            if (!dom) return;
+            await destroy(dom);
+            try {
+              await dom.undefine();
+            } catch {
+              await this.virsh.maybe(uri, ['undefine', d.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${d.domain}`);
+            }
+          });
+          if (await this.virsh.maybe(uri, ['pool-info', p.pool.name], `read pool ${p.pool.name}`)) {
+            const v = volumeNames(spec.name, d.node);
+            for (const vol of [v.root, v.data, v.seed]) await this.deleteVolume(uri, p.pool.name, vol);
+          }
+        }
+        await this.serial(`uri:${uri}`, async () => {
+          await this.deleteNetworkIfUnused(uri, p.network.name);
+          await this.deletePoolIfOursAndEmpty(uri, p.pool.name);
+        });
+      }
+      await rm(join(this.stateDir, spec.name), { recursive: true, force: true });
+    });
+  }
+
+  /** Domains on uri whose pgop metadata names this cluster. */
+  private async clusterDomains(uri: string, cluster: string): Promise<{ domain: string; node: string }[]> {
+    return this.withHv(uri, `list the domains of ${cluster}`, async (h) => {
+      const out: { domain: string; node: string }[] = [];
+      for (const dom of await h.connectListAllDomains()) {
+        const name = await dom.getName();
+        if (!name.startsWith(`${cluster}-`)) continue;
+        const meta = pgopMetadata(await dom.getXMLDesc(), 'machine');
+        if (meta?.cluster === cluster && meta.node) out.push({ domain: name, node: meta.node });
+      }
+      return out;
+    });
+  }
+
+  private async deleteNetworkIfUnused(uri: string, name: string): Promise<void> {
+    const what = `delete network ${name} on ${uri}`;
+    const st = await this.networkState(uri, name, what);
+    if (!st) return;
+    const facts = networkFacts(st.xml);
+    if (!facts.owner || facts.hosts.length > 0) return; // not ours, or still reserved for someone
+    if (st.active) await this.virsh.maybe(uri, ['net-destroy', name], what);
+    await this.virsh.maybe(uri, ['net-undefine', name], what);
+    this.log.info({ uri, network: name }, 'libvirt network deleted');
+  }
+
+  private async deletePoolIfOursAndEmpty(uri: string, name: string): Promise<void> {
+    const marker = this.markerPath(uri, 'pool', name);
+    if (!existsSync(marker)) return;
+    const what = `delete storage pool ${name} on ${uri}`;
+    const info = await this.virsh.maybe(uri, ['pool-info', name], what);
+    if (info) {
+      const active = /^State:\s+running/m.test(info.stdout);
+      if (active) {
+        await this.virsh.run(uri, ['pool-refresh', name], what).catch(() => undefined);
+        const vols = (await this.virsh.run(uri, ['vol-list', name], what)).stdout.trim();
+        if (vols.length > 0) return; // someone else's volumes (or the base image) live there
+        await this.virsh.maybe(uri, ['pool-destroy', name], what);
+      }
+      await this.virsh.maybe(uri, ['pool-delete', name], what).catch(() => undefined); // rmdir; kept when not empty
+      await this.virsh.maybe(uri, ['pool-undefine', name], what);
+      this.log.info({ uri, pool: name }, 'libvirt storage pool deleted');
+    }
+    await rm(marker, { force: true });
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  /** Take the machine's NIC link down or up (virsh domif-setlink): a real network partition. */
+  async setLink(spec: ClusterSpec, node: MachineRef, state: 'up' | 'down'): Promise<void> {
+    const m = machinePlan(spec, node);
+    await this.virsh.run(m.uri, ['domif-setlink', m.domain, m.mac, state], `${state === 'down' ? 'partition' : 'heal'} ${m.id}`);
+  }
+
+  // ---------------------------------------------------------------- connections, events
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const ws = [...this.watchers.values()];
+    this.watchers.clear();
+    await Promise.allSettled(ws.map((w) => w.stop()));
+    const cs = [...this.conns.values()];
+    this.conns.clear();
+    await Promise.allSettled(cs.map(async (c) => (await c).connectClose()));
+  }
+
+  private remember(m: MachinePlan): void {
+    this.known.set(`${m.uri}|${m.domain}`, { cluster: m.cluster, node: m.name });
+  }
+
+  private ensureWatcher(uri: string, force = false): void {
+    if (this.closed || (!this.watchEvents && !force) || this.watchers.has(uri)) return;
+    const w = new EventWatcher(
+      uri,
+      (e) => {
+        const who = this.known.get(`${uri}|${e.domain}`);
+        if (who) {
+          e.cluster = who.cluster;
+          e.node = who.node;
+        }
+        if (e.lifecycle) this.lastEvent.set(`${uri}|${e.domain}`, e);
+        for (const l of this.listeners) {
+          try {
+            l(e);
+          } catch {
+            /* a listener's problem */
+          }
+        }
+      },
+      { log: this.log, minBackoffMs: this.backoff.min, maxBackoffMs: this.backoff.max },
+    );
+    this.watchers.set(uri, w);
+  }
+
+  private adviseOnce(uri: string): void {
+    if (this.advised || parseUri(uri).host !== '' || parseUri(uri).test) return;
+    this.advised = true;
+    const advice = kvmPermissionAdvice();
+    if (advice) this.log.warn({ uri }, advice);
+  }
+
+  private hv(uri: string): Promise<Hypervisor> {
+    let p = this.conns.get(uri);
+    if (!p) {
+      p = (async () => {
+        const h = new Hypervisor({ uri });
+        await h.connectOpen();
+        return h;
+      })();
+      this.conns.set(uri, p);
+      p.catch(() => {
+        if (this.conns.get(uri) === p) this.conns.delete(uri);
+      });
+    }
+    return p;
+  }
+
+  /** Run fn on the URI's connection; a connection found dead is reopened once. */
+  private async withHv<T>(uri: string, what: string, fn: (h: Hypervisor) => Promise<T>): Promise<T> {
+    if (this.closed) throw transient(`cannot ${what}: the libvirt provider is closed`);
+    for (let attempt = 0; ; attempt++) {
+      const p = this.hv(uri);
+      let h: Hypervisor;
+      try {
+        h = await p;
+      } catch (err) {
+        throw transient(`cannot ${what}: cannot connect to ${uri}: ${messageOf(err)}`, err);
+      }
+      try {
+        return await fn(h);
+      } catch (err) {
+        if (err instanceof PgopError) throw err;
+        const msg = messageOf(err);
+        if (CONNECTION_LOST.test(msg)) {
+          if (this.conns.get(uri) === p) this.conns.delete(uri);
+          h.connectClose().catch(() => undefined);
+          if (attempt === 0) continue;
+          throw transient(`cannot ${what}: ${msg}`, err);
+        }
+        throw terminal(`cannot ${what}: ${msg}`, err);
+      }
+    }
+  }
+
+  /** Machine operations of one key run one at a time in this process. */
+  private serial<T>(key: string, op: () => Promise<T>): Promise<T> {
+    const prev = this.queues.get(key) ?? Promise.resolve();
+    const next = prev.then(op, op);
+    const tail = next.catch(() => undefined);
+    this.queues.set(key, tail);
+    void tail.then(() => {
+      if (this.queues.get(key) === tail) this.queues.delete(key);
+    });
+    return next;
+  }
+
+  // ---------------------------------------------------------------- keys
+
+  /** ed25519 key pair of the cluster (created once, 0600, atomically); returns the public key. */
+  private async ensureKeyPair(spec: ClusterSpec): Promise<string> {
+    const path = this.keyPath(spec);
+    if (!existsSync(path) || !existsSync(`${path}.pub`)) {
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+      try {
+        await execFileP('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `pgop-operator@${spec.name}`, '-f', tmp], { timeout: 30_000 });
+        await chmod(tmp, 0o600);
+        await rename(`${tmp}.pub`, `${path}.pub`);
+        await rename(tmp, path);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        await rm(`${tmp}.pub`, { force: true });
+        if (!(existsSync(path) && existsSync(`${path}.pub`))) throw terminal(`cannot create key ${path}: ${messageOf(err)}`, err);
+      }
+    }
+    return (await readFile(`${path}.pub`, 'utf8')).trim();
+  }
+}
+
+// ------------------------------------------------------------------ domain helpers
+
+async function lookup(h: Hypervisor, name: string): Promise<Domain | null> {
+  try {
+    return await h.domainLookupByName(name);
+  } catch (err) {
+    if (NOT_FOUND.test(messageOf(err))) return null;
+    throw err;
+  }
+}
+
+/** virDomainDestroy; true when it stopped a running domain, false when it was not running. */
+async function destroy(dom: Domain): Promise<boolean> {
+  try {
+    await dom.destroy();
+    return true;
+  } catch (err) {
+    const msg = messageOf(err);
+    if (/not running|domain is not running|Requested operation is not valid/i.test(msg) || NOT_FOUND.test(msg)) return false;
+    throw err;
+  }
+}
+
+export function stateName(s: DomainState): DomainStatus['state'] {
+  switch (s) {
+    case DomainState.RUNNING:
+      return 'running';
+    case DomainState.BLOCKED:
+      return 'blocked';
+    case DomainState.PAUSED:
+      return 'paused';
+    case DomainState.SHUTDOWN:
+      return 'shutdown';
+    case DomainState.SHUTOFF:
+      return 'shutoff';
+    case DomainState.CRASHED:
+      return 'crashed';
+    case DomainState.PMSUSPENDED:
+      return 'pmsuspended';
+    default:
+      return 'nostate';
+  }
+}
+
+export function createLibvirtProvider(opts: LibvirtProviderOptions = {}): LibvirtProvider {
+  return new LibvirtProvider(opts);
+}
