@@ -1,0 +1,68 @@
+// Chaos on the real lab, pgop serve running as a child process, a writer going through pgpool the
+// whole time: kill -9 of the primary's postmaster, the primary's link down (then healed), a
+// standby killed. After each: exactly one primary (every node asked directly), every
+// acknowledged id on it (sync mode), no write accepted by the old primary after the promotion,
+// never two writable primaries at once, the old primary back as a streaming standby, and
+// `pgop get events` telling the story in order. RTO is printed, never asserted (bench:failover
+// reports it). One cluster for the whole file. Root only: scripts/test-integration.sh test/chaos.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChaosLab } from '../helpers/chaos-lab.js';
+import { currentPrimary, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
+import { eventTable, expectSafeFailover, isFence, isPromote, summary } from '../helpers/chaos-assert.js';
+import { missing, outage, sleep } from '../helpers/writer.js';
+
+const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
+const log = (s: string) => process.stdout.write(`[chaos] ${s}\n`);
+
+describe.skipIf(!root)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
+  const lab = root ? new ChaosLab({ name: 'cf', network: '10.91.0.0/24', mode: 'sync', log }) : (null as unknown as ChaosLab);
+
+  beforeAll(async () => {
+    await lab.up();
+  }, 400_000);
+
+  afterAll(async () => {
+    await lab.down();
+  }, 300_000);
+
+  it('kill -9 of the primary postmaster: fenced, a standby promoted, nothing acknowledged lost, old primary rejoins', async () => {
+    await waitConverged(lab, 120_000);
+    const r = await failoverTrial(lab, { fault: 'kill', run: 'kill-primary', system: 'pgop' });
+    log(summary(r));
+    await expectSafeFailover(lab, r);
+  });
+
+  it("the primary's link down, then healed: fenced before the promotion, no write on the isolated primary after it", async () => {
+    await waitConverged(lab, 120_000);
+    const r = await failoverTrial(lab, { fault: 'partition', run: 'partition-primary', system: 'pgop' });
+    log(summary(r));
+    await expectSafeFailover(lab, r);
+  });
+
+  it('a standby killed: the primary stays, writes go on, the standby streams again', async () => {
+    await waitConverged(lab, 120_000);
+    const { primary, standbys } = await currentPrimary(lab);
+    const victim = standbys[standbys.length - 1]!;
+    const before = lab.lastEventId();
+    const pool = lab.writer({ name: 'pool', run: 'kill-standby', via: 'pool' }).start();
+    let t0 = 0;
+    try {
+      await pool.firstAck();
+      await sleep(300);
+      t0 = await lab.fault(victim, 'kill');
+      await waitConverged(lab, 120_000);
+      await sleep(300);
+    } finally {
+      await pool.stop();
+    }
+    const events = (await lab.eventsCli()).filter((e) => e.id > before);
+    const ctx = `events (seconds after the kill):\n${eventTable(events, t0)}`;
+    log(`kill-standby ${victim}: write gap ${(outage(pool.acks, t0).ms / 1000).toFixed(2)} s, acks ${pool.acks.length}\n${ctx}`);
+    expect(await lab.primaries(), ctx).toEqual([primary]);
+    expect(missing(pool.acks, await lab.ids(primary, 'kill-standby', 'pool')), ctx).toEqual([]);
+    expect((await lab.replicas(primary))[victim], ctx).toBe('streaming');
+    expect(events.filter((e) => isFence(e) || isPromote(e)), `no failover for a standby\n${ctx}`).toEqual([]);
+    expect(events.some((e) => e.node === victim && !e.rule.endsWith('.failed') && e.reason.length > 0), `an event explains what happened to ${victim}\n${ctx}`).toBe(true);
+  });
+});

@@ -1,0 +1,65 @@
+// The safety checks every chaos scenario ends with, and the story `pgop get events` must tell.
+
+import { expect } from 'vitest';
+import type { ChaosLab, EventItem } from './chaos-lab.js';
+import type { TrialResult } from './chaos-scenario.js';
+
+const failed = (e: EventItem) => e.rule.endsWith('.failed');
+export const isFence = (e: EventItem) => /fence/.test(e.rule) && !/release/.test(e.rule) && !failed(e);
+export const isPromote = (e: EventItem) => /promot|adopt/.test(e.rule) && !failed(e);
+export const isRepoint = (e: EventItem) => /repoint|follow/.test(e.rule) && !failed(e);
+export const isPoolRoute = (e: EventItem) => /^pool\./.test(e.rule) && !failed(e);
+export const isRejoin = (e: EventItem) => /rejoin/.test(e.rule) && !failed(e);
+
+/** One line per event; with t0, times are seconds after it (+1.234). */
+export function eventTable(events: readonly EventItem[], t0?: number): string {
+  const at = (e: EventItem) => (t0 === undefined ? e.time.slice(11, 23) : `${((Date.parse(e.time) - t0) / 1000).toFixed(3).padStart(8)}s`);
+  return events.map((e) => `  ${at(e)} ${(e.node ?? '-').padEnd(5)} ${`${e.from ?? '-'}->${e.to ?? '-'}`.padEnd(22)} ${e.rule.padEnd(26)} ${e.reason}`).join('\n');
+}
+
+/** Problems with the failover story (empty when it is told in order, each step with a reason):
+ *  fence(old) < promote(new) < {repoint(each other standby), pool route, rejoin(old)}. */
+export function storyProblems(events: readonly EventItem[], oldPrimary: string, newPrimary: string, others: readonly string[]): string[] {
+  const problems: string[] = [];
+  const idx = (pred: (e: EventItem) => boolean) => events.findIndex(pred);
+  const fence = idx((e) => e.node === oldPrimary && isFence(e));
+  const promote = idx((e) => e.node === newPrimary && isPromote(e));
+  if (fence < 0) problems.push(`no fence event for ${oldPrimary}`);
+  if (promote < 0) problems.push(`no promote event for ${newPrimary}`);
+  if (fence >= 0 && promote >= 0 && fence > promote) problems.push(`${newPrimary} promoted before ${oldPrimary} was fenced`);
+  const after = (what: string, pred: (e: EventItem) => boolean) => {
+    const i = events.findIndex((e, j) => j > promote && pred(e));
+    if (i < 0) problems.push(`no ${what} event after the promotion`);
+  };
+  if (promote >= 0) {
+    for (const o of others) after(`repoint of ${o}`, (e) => e.node === o && isRepoint(e));
+    after('pgpool route', isPoolRoute);
+    after(`rejoin of ${oldPrimary}`, (e) => e.node === oldPrimary && isRejoin(e));
+  }
+  for (const e of events) if (!e.reason.trim()) problems.push(`event ${e.id} (${e.rule}) has no reason`);
+  return problems;
+}
+
+/** After a failover: one primary, every acked row on it, nothing acked by the old primary after
+ *  the promotion, never two primaries at once, the old primary streaming again, the story told. */
+export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { story?: boolean } = {}): Promise<void> {
+  const ctx = `${r.run}: ${JSON.stringify({ old: r.oldPrimary, new: r.newPrimary, final: r.finalPrimary, roles: r.finalRoles, notes: r.notes })}\nevents:\n${eventTable(r.events)}`;
+  const primaries = Object.keys(r.finalRoles).filter((n) => r.finalRoles[n] === 'primary');
+  expect(primaries, `exactly one primary at the end\n${ctx}`).toHaveLength(1);
+  expect(Object.values(r.finalRoles).filter((x) => x === 'standby'), `every other node a standby\n${ctx}`).toHaveLength(lab.nodes.length - 1);
+  expect(r.maxPrimaries, `never two writable primaries at once\n${ctx}`).toBeLessThanOrEqual(1);
+  expect(r.poolAcks, `writes through pgpool were acknowledged\n${ctx}`).toBeGreaterThan(0);
+  if (lab.mode === 'sync') expect(r.lostAcked, `every acknowledged id present on the primary (sync mode)\n${ctx}`).toEqual([]);
+  expect(r.oldPrimaryAcksAfterPromotion, `no write accepted by the old primary after the promotion (${r.promotionSource})\n${ctx}`).toBe(0);
+  const reps = await lab.replicas(primaries[0]!);
+  expect(reps[r.oldPrimary], `old primary ${r.oldPrimary} back as a streaming standby\n${ctx}`).toBe(primaries[0] === r.oldPrimary ? undefined : 'streaming');
+  if (o.story !== false && r.newPrimary) {
+    const others = lab.nodes.map((n) => n.name).filter((n) => n !== r.oldPrimary && n !== r.newPrimary);
+    expect(storyProblems(r.events, r.oldPrimary, r.newPrimary, others), `pgop get events tells the failover story\n${ctx}`).toEqual([]);
+  }
+}
+
+export function summary(r: TrialResult): string {
+  const f = (x: number | null) => (x === null ? '-' : x === Infinity ? 'inf' : `${(x / 1000).toFixed(2)}s`);
+  return `${r.run} [${r.mode}] ${r.fault} ${r.oldPrimary} -> ${r.newPrimary ?? '-'} (final ${r.finalPrimary ?? '-'}): RTO pgpool ${f(r.rtoPoolMs)}, direct ${f(r.rtoDirectMs)}, later gap ${f(r.laterGapMs)}, rejoin ${f(r.rejoinMs)}, acks ${r.poolAcks}, lost ${r.lostAcked.length}, old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion} (promotion from ${r.promotionSource}), max primaries ${r.maxPrimaries}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}${r.events.length ? `\nevents (seconds after the fault):\n${eventTable(r.events, r.t0)}` : ''}`;
+}

@@ -1,0 +1,511 @@
+// A lab cluster driven by pgop the way a user drives it — `pgop apply`, `pgop serve` as a child
+// process (so it can be SIGKILLed and restarted), `pgop get events` — plus what chaos tests and
+// bench:failover need to look at it from outside: every node's role read directly, replication
+// state, rows on a node, the new primary's promotion time from its own log, faults through the
+// lab's FaultInjector. Root only, inside a lab hub namespace (PGOP_LAB_PREFIX / PGOP_LAB_STATE set,
+// as scripts/test-integration.sh and bench:failover do).
+//
+// No vitest import here: bench/failover.ts compiles and uses this file too.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { Store } from '../../src/store/store.js';
+import { parseSpecFile } from '../../src/spec/parse.js';
+import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provider.js';
+import type { ClusterSpec } from '../../src/spec/types.js';
+import type { EventRecord } from '../../src/store/types.js';
+import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
+
+// Works from test/helpers (vitest) and from dist/test/helpers (bench): both are two levels deep.
+const here = fileURLToPath(new URL('.', import.meta.url));
+const repoGuess = join(here, '..', '..');
+export const REPO = existsSync(join(repoGuess, 'package.json')) ? repoGuess : join(repoGuess, '..');
+export const PGOP_BIN = join(REPO, 'bin', 'pgop');
+export const LAB_SPEC = join(REPO, 'specs', 'lab-3node.yaml');
+
+export type Role = 'primary' | 'standby' | 'down';
+export type Mode = 'sync' | 'async';
+export type FaultAction = 'kill' | 'partition' | 'heal' | 'stop' | 'start';
+
+export interface ChaosLabOptions {
+  /** cluster name (also the store directory's name) */
+  name: string;
+  /** e.g. 10.91.0.0/24: pool .10, nodes .11, .12, ... */
+  network: string;
+  mode: Mode;
+  nodes?: number;
+  /** progress lines (default: none) */
+  log?: (line: string) => void;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface EventItem {
+  id: number;
+  time: string;
+  cluster: string;
+  node: string | null;
+  from: string | null;
+  to: string | null;
+  rule: string;
+  reason: string;
+}
+
+export class ChaosLab {
+  readonly name: string;
+  readonly network: string;
+  readonly prefix: string;
+  readonly stateDir: string;
+  readonly work: string;
+  readonly db: string;
+  readonly specFile: string;
+  readonly nodes: { name: string; address: string }[];
+  readonly poolAddress: string;
+  readonly poolPort = 9999;
+  mode: Mode;
+  private readonly secrets: { postgres: string; replicator: string; chaos: string };
+  private serveChild: ChildProcess | null = null;
+  private serveStarts = 0;
+  private store: Store | null = null;
+  private provider: LabProvider | null = null;
+  private readonly log: (line: string) => void;
+
+  constructor(o: ChaosLabOptions) {
+    const prefix = process.env.PGOP_LAB_PREFIX;
+    const state = process.env.PGOP_LAB_STATE;
+    if (!prefix || !state) throw new Error('ChaosLab needs PGOP_LAB_PREFIX and PGOP_LAB_STATE (run inside scripts/test-integration.sh or bench:failover)');
+    this.name = o.name;
+    this.network = o.network;
+    this.prefix = prefix;
+    this.stateDir = state;
+    this.mode = o.mode;
+    this.work = join(state, `chaos-${o.name}`);
+    this.db = join(this.work, 'pgop.db');
+    this.specFile = join(this.work, 'spec.yaml');
+    const base = o.network.split('/')[0]!.split('.').slice(0, 3).join('.');
+    this.nodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({ name: `pg${i + 1}`, address: `${base}.${11 + i}` }));
+    this.poolAddress = `${base}.10`;
+    this.secrets = { postgres: randomBytes(15).toString('base64url'), replicator: randomBytes(15).toString('base64url'), chaos: randomBytes(15).toString('base64url') };
+    this.log = o.log ?? (() => {});
+  }
+
+  // ---------------------------------------------------------------- spec and CLI
+
+  /** The spec as YAML: failure detection and pgpool settings as the lab spec has them (so the
+   *  numbers follow specs/lab-3node.yaml), postgres logs with ms UTC timestamps (promotion time),
+   *  a superuser role `chaos` that may log in over the unix socket (the old-primary writer). */
+  specYaml(mode: Mode = this.mode): string {
+    const lab = parseYaml(readFileSync(LAB_SPEC, 'utf8')) as { spec: { failureDetection?: object; pgpool?: Record<string, unknown> } };
+    const s = (k: keyof ChaosLab['secrets']) => ({ file: join(this.work, 'secrets', k) });
+    const doc = {
+      apiVersion: 'pgop.dev/v1',
+      kind: 'Cluster',
+      metadata: { name: this.name },
+      spec: {
+        provider: { type: 'lab', network: this.network },
+        postgres: {
+          version: 15,
+          superuserPassword: s('postgres'),
+          parameters: {
+            wal_level: 'replica',
+            hot_standby: 'on',
+            wal_log_hints: 'on',
+            max_wal_senders: 10,
+            max_replication_slots: 10,
+            log_line_prefix: '%m [%p] ',
+            log_timezone: 'UTC',
+          },
+          hba: [
+            { type: 'host', database: 'all', user: 'all', address: this.network, method: 'scram-sha-256' },
+            { type: 'local', database: 'all', user: 'chaos', method: 'scram-sha-256' },
+          ],
+        },
+        nodes: this.nodes.map((n) => ({ name: n.name, address: n.address })),
+        replication: { mode, syncQuorum: 1, password: s('replicator') },
+        pgpool: { ...(lab.spec.pgpool ?? {}), enabled: true, address: this.poolAddress, port: this.poolPort },
+        roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],
+        ...(lab.spec.failureDetection ? { failureDetection: lab.spec.failureDetection } : {}),
+      },
+    };
+    return toYaml(doc);
+  }
+
+  /** The parsed spec currently in the store (for the fault injector). */
+  spec(): ClusterSpec {
+    return parseSpecFile(this.specFile).spec;
+  }
+
+  /** pgop CLI, asynchronously (a synchronous spawn would stall the writers' timers). */
+  pgop(args: string[], timeoutMs = 240_000): Promise<CliResult> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      child.on('close', (code) => {
+        clearTimeout(t);
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- operator
+
+  /** `pgop serve` as a child process of this one (it stays in this hub namespace). */
+  startServe(): number {
+    if (this.serveChild && this.serveChild.exitCode === null && this.serveChild.signalCode === null) return this.serveChild.pid!;
+    const log = openSync(join(this.work, 'serve.log'), 'a', 0o600);
+    writeFileSync(log, `--- serve start ${++this.serveStarts} at ${new Date().toISOString()}\n`);
+    const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, 'serve'], { stdio: ['ignore', log, log], env: process.env });
+    closeSync(log);
+    this.serveChild = child;
+    this.log(`serve started: pid ${child.pid}`);
+    return child.pid!;
+  }
+
+  get servePid(): number | null {
+    const c = this.serveChild;
+    return c && c.exitCode === null && c.signalCode === null ? c.pid ?? null : null;
+  }
+
+  /** Stop the serve child (SIGKILL: dies on the spot; SIGTERM: finishes its step) and wait. */
+  async stopServe(signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM', timeoutMs = 30_000): Promise<void> {
+    const c = this.serveChild;
+    if (!c) return;
+    this.serveChild = null;
+    if (c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill(signal);
+    const done = await Promise.race([exited.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!done) {
+      c.kill('SIGKILL');
+      await exited;
+    }
+    this.log(`serve stopped (${signal})`);
+  }
+
+  serveLogTail(chars = 3000): string {
+    try {
+      const s = readFileSync(join(this.work, 'serve.log'), 'utf8');
+      return s.slice(-chars);
+    } catch {
+      return '';
+    }
+  }
+
+  private openStore(): Store {
+    this.store ??= Store.open(this.db, { readonly: true });
+    return this.store;
+  }
+
+  cluster() {
+    return this.openStore().getCluster(this.name);
+  }
+
+  /** Events straight from the store (cheap enough to poll every few ms). */
+  events(afterId = 0): EventRecord[] {
+    return this.openStore().listEvents({ cluster: this.name, afterId });
+  }
+
+  lastEventId(): number {
+    return this.openStore().listEvents({ cluster: this.name, limit: 1 })[0]?.id ?? 0;
+  }
+
+  /** `pgop get events --cluster NAME -o json`: the story as the user reads it. */
+  async eventsCli(): Promise<EventItem[]> {
+    const r = await this.pgop(['get', 'events', '--cluster', this.name, '-o', 'json'], 60_000);
+    if (r.code !== 0) throw new Error(`pgop get events failed (${r.code}): ${r.stderr}`);
+    return (JSON.parse(r.stdout) as { items: EventItem[] }).items;
+  }
+
+  /** Healthy (pgop's own verdict) at the current generation. */
+  healthy(): boolean {
+    const c = this.cluster();
+    return !!c && c.phase === 'Healthy' && c.observedGeneration === c.generation;
+  }
+
+  async waitHealthy(timeoutMs: number, what = 'healthy'): Promise<void> {
+    await waitFor(async () => this.healthy(), timeoutMs, `cluster ${this.name} ${what}`, () => `phase ${this.cluster()?.phase}: ${this.cluster()?.message}\n${this.serveLogTail(1500)}`);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Secrets, spec, apply, serve, wait until healthy, create the writers' table. */
+  async up(timeoutMs = 300_000): Promise<void> {
+    mkdirSync(join(this.work, 'secrets'), { recursive: true, mode: 0o700 });
+    for (const [k, v] of Object.entries(this.secrets)) writeFileSync(join(this.work, 'secrets', k), `${v}\n`, { mode: 0o600 });
+    writeFileSync(this.specFile, this.specYaml());
+    const t0 = now();
+    const a = await this.pgop(['apply', '-f', this.specFile]);
+    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    this.startServe();
+    await this.waitHealthy(timeoutMs, 'up');
+    await this.withPool((c) => c.query(TABLE_DDL));
+    this.log(`cluster ${this.name} (${this.mode}) up in ${((now() - t0) / 1000).toFixed(1)} s`);
+  }
+
+  /** Apply the spec again with another replication mode and wait until pgop converged. */
+  async setMode(mode: Mode, timeoutMs = 120_000): Promise<void> {
+    if (mode === this.mode) return;
+    this.mode = mode;
+    writeFileSync(this.specFile, this.specYaml(mode));
+    const a = await this.pgop(['apply', '-f', this.specFile]);
+    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    this.startServe();
+    await sleep(500);
+    await this.waitHealthy(timeoutMs, `in ${mode} mode`);
+    // the mode really reached the primary
+    await waitFor(async () => {
+      const p = (await this.primaries())[0];
+      if (!p) return false;
+      const [r] = await this.query<{ v: string }>(p, "SELECT current_setting('synchronous_standby_names') AS v");
+      return mode === 'sync' ? r!.v !== '' : r!.v === '';
+    }, 60_000, `synchronous_standby_names for ${mode} mode`);
+  }
+
+  /** Everything gone, bounded in time, never throwing (scripts/test-integration.sh sweeps the
+   *  namespaces and the state dir anyway). */
+  async down(): Promise<void> {
+    try {
+      await this.stopServe('SIGKILL');
+      this.store?.close();
+      this.store = null;
+      if (existsSync(this.db)) {
+        const r = await this.pgop(['delete', 'cluster', this.name], 180_000);
+        this.log(`pgop delete cluster ${this.name}: exit ${r.code}${r.code ? ` ${r.stderr.slice(-500)}` : ''}`);
+      }
+      await this.provider?.close();
+      this.provider = null;
+    } catch (err) {
+      this.log(`teardown of ${this.name}: ${(err as Error).message}`);
+    } finally {
+      // PGOP_CHAOS_LOG_DIR=dir keeps the operator's log for a look afterwards
+      const keep = process.env.PGOP_CHAOS_LOG_DIR;
+      if (keep && existsSync(join(this.work, 'serve.log'))) {
+        mkdirSync(keep, { recursive: true });
+        copyFileSync(join(this.work, 'serve.log'), join(keep, `serve-${this.name}-${Date.now()}.log`));
+      }
+      rmSync(this.work, { recursive: true, force: true });
+    }
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  node(name: string): { name: string; address: string } {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  /** A fault through the lab's FaultInjector; returns the time it was issued. */
+  async fault(node: string, action: FaultAction): Promise<number> {
+    this.provider ??= createLabProvider();
+    const spec = this.spec();
+    const n = spec.nodes.find((x) => x.name === node);
+    if (!n) throw new Error(`no node ${node} in the spec`);
+    const t = now();
+    await this.provider[action](spec, n);
+    this.log(`fault ${action} ${node} at +0 (took ${(now() - t).toFixed(0)} ms)`);
+    return t;
+  }
+
+  // ---------------------------------------------------------------- looking at nodes
+
+  /** The node's unix socket directory as seen from this machine (reachable when its link is down). */
+  socketDir(node: string): string {
+    return join(this.stateDir, this.name, node, 'pgrun');
+  }
+
+  /** A node's server log (stderr of postgres: logging_collector is off in this spec). */
+  serverLog(node: string): string {
+    return join(this.stateDir, this.name, node, 'log', 'startup.log');
+  }
+
+  /** Client config to one node: over its unix socket as `chaos`, or over TCP as postgres. */
+  nodeConfig(node: string, via: 'socket' | 'tcp' = 'socket'): pg.ClientConfig {
+    return via === 'socket'
+      ? { host: this.socketDir(node), port: 5432, user: 'chaos', password: this.secrets.chaos, database: 'postgres' }
+      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres' };
+  }
+
+  poolConfig(): pg.ClientConfig {
+    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres' };
+  }
+
+  /** The superuser password, for the bench's pgpool baseline (.pgpass on the pool host). */
+  superuserPassword(): string {
+    return this.secrets.postgres;
+  }
+
+  async query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], via: 'socket' | 'tcp' = 'socket'): Promise<T[]> {
+    return once(this.nodeConfig(node, via), (c) => c.query<T>(sql, params).then((r) => r.rows));
+  }
+
+  async withPool<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    return once(this.poolConfig(), fn);
+  }
+
+  /** Every node's role, read directly (unix socket: a partitioned node answers too). */
+  async roles(): Promise<Record<string, Role>> {
+    const out: Record<string, Role> = {};
+    await Promise.all(
+      this.nodes.map(async (n) => {
+        try {
+          const [r] = await this.query<{ r: boolean }>(n.name, 'SELECT pg_is_in_recovery() AS r');
+          out[n.name] = r!.r ? 'standby' : 'primary';
+        } catch {
+          out[n.name] = 'down';
+        }
+      }),
+    );
+    return out;
+  }
+
+  async primaries(): Promise<string[]> {
+    const r = await this.roles();
+    return Object.keys(r).filter((n) => r[n] === 'primary').sort();
+  }
+
+  /** pg_stat_replication on `primary`: application_name -> state. */
+  async replicas(primary: string): Promise<Record<string, string>> {
+    const rows = await this.query<{ application_name: string; state: string }>(primary, 'SELECT application_name, state FROM pg_stat_replication');
+    return Object.fromEntries(rows.map((r) => [r.application_name, r.state]));
+  }
+
+  /** Ids of one writer's run present on `node`. */
+  async ids(node: string, run: string, writer: string): Promise<number[]> {
+    const rows = await this.query<{ id: string }>(node, 'SELECT id FROM chaos_writes WHERE run = $1 AND writer = $2', [run, writer]);
+    return rows.map((r) => Number(r.id));
+  }
+
+  /** The first "selected new timeline ID" line in the node's server log at or after `after`
+   *  (ms epoch): the moment its recovery ended, before it could accept any write. */
+  promotionFromLog(node: string, after: number): number | null {
+    let text: string;
+    try {
+      text = readFileSync(this.serverLog(node), 'utf8');
+    } catch {
+      return null;
+    }
+    for (const line of text.split('\n')) {
+      const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:\s+selected new timeline ID/.exec(line);
+      if (!m) continue;
+      const t = Date.parse(`${m[1]}T${m[2]}Z`);
+      // the log has ms resolution; allow for the truncation
+      if (t >= Math.floor(after) - 1) return t;
+    }
+    return null;
+  }
+
+  // ---------------------------------------------------------------- writers
+
+  writer(o: Omit<WriterOptions, 'connect'> & { via: 'pool' | { node: string; over: 'socket' | 'tcp' } }): Writer {
+    const { via, ...rest } = o;
+    return new Writer({ ...rest, connect: via === 'pool' ? this.poolConfig() : this.nodeConfig(via.node, via.over) });
+  }
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+async function once<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ ...cfg, connectionTimeoutMillis: 3000, query_timeout: 10_000 });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    return await fn(c);
+  } finally {
+    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    c.end().catch(() => undefined);
+  }
+}
+
+/** Poll `check` every 100 ms until it holds; throws with `detail()` after timeoutMs. */
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string, detail?: () => string | Promise<string>): Promise<void> {
+  const deadline = now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await check()) return;
+      last = undefined;
+    } catch (err) {
+      last = err;
+    }
+    if (now() > deadline) {
+      const d = detail ? await Promise.resolve(detail()).catch((e: Error) => e.message) : '';
+      throw new Error(`timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${d ? `\n${d}` : ''}`);
+    }
+    await sleep(100);
+  }
+}
+
+/** Repeated reads of every node's role over the unix sockets: records any moment at which two
+ *  nodes answered as writable primaries in the same sweep. */
+export class SplitBrainMonitor {
+  readonly sweeps: { t: number; primaries: string[] }[] = [];
+  maxPrimaries = 0;
+  firstSplitAt: number | null = null;
+  private clients = new Map<string, pg.Client>();
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(private readonly lab: ChaosLab, private readonly periodMs = 50) {}
+
+  start(): this {
+    this.loop = this.run();
+    return this;
+  }
+
+  private async ask(node: string): Promise<boolean | null> {
+    let c = this.clients.get(node);
+    try {
+      if (!c) {
+        c = new pg.Client({ ...this.lab.nodeConfig(node, 'socket'), connectionTimeoutMillis: 500, query_timeout: 500 });
+        c.on('error', () => {});
+        this.clients.set(node, c);
+        await c.connect();
+      }
+      const r = await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+      return !r.rows[0]!.r;
+    } catch {
+      if (c) {
+        (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        c.end().catch(() => undefined);
+      }
+      this.clients.delete(node);
+      return null;
+    }
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const t = now();
+      const answers = await Promise.all(this.lab.nodes.map(async (n) => [n.name, await this.ask(n.name)] as const));
+      const primaries = answers.filter(([, p]) => p === true).map(([n]) => n);
+      this.sweeps.push({ t, primaries });
+      if (primaries.length > this.maxPrimaries) this.maxPrimaries = primaries.length;
+      if (primaries.length > 1 && this.firstSplitAt === null) this.firstSplitAt = t;
+      await sleep(Math.max(0, this.periodMs - (now() - t)));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+    for (const c of this.clients.values()) {
+      (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      c.end().catch(() => undefined);
+    }
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,338 @@
+// One fault trial against a ChaosLab with writers running, and what it measured: RTO through
+// pgpool and direct, acknowledged rows lost, writes the old primary acknowledged after the new
+// one was promoted, rejoin time, how many primaries answered at once. Shared by the chaos tests
+// (which assert the safety parts) and bench:failover (which reports the numbers).
+//
+// Definitions (all times ms, same clock as pgop's event times):
+// - t0: the moment the fault was issued (just before the FaultInjector call).
+// - new primary N: the first promotion candidate that accepted a direct write.
+// - promotion time: the earliest of (a) N's own server log line "selected new timeline ID" (its
+//   recovery ended; it could not accept a write before), (b) the first direct write N accepted,
+//   (c) pgop's promote event for N. (a) is nearly always the earliest; `promotionSource` says
+//   which one it was.
+// - RTO via pgpool: the longest time without an acknowledged write through pgpool, from the last
+//   ack at or before t0 up to the first ack after the promotion time.
+// - RTO direct: first write N accepted directly minus t0.
+// - later gap: the longest gap between pgpool acks after that (rejoin, pgpool re-routing...).
+// - rejoin: from the moment the old primary's node was back (kill: t0; partition: the heal)
+//   until it streams from the primary (pg_stat_replication there).
+
+import { ChaosLab, SplitBrainMonitor, waitFor, type EventItem, type Role } from './chaos-lab.js';
+import { acksAfter, missing, now, outage, sleep, type Ack, type Writer } from './writer.js';
+
+export type System = 'pgop' | 'pgpool';
+export type Fault = 'kill' | 'partition';
+
+export interface DuringContext {
+  t0: number;
+  oldPrimary: string;
+  standbys: string[];
+  /** resolves with the node that accepted the first direct write (the first new primary) */
+  firstPromoted: Promise<string>;
+}
+
+export interface TrialOptions {
+  fault: Fault;
+  run: string;
+  system: System;
+  /** partition: heal this long after writes through pgpool resumed (default 500 ms) */
+  healAfterMs?: number;
+  /** runs concurrently from right after the fault (second faults, killing the operator) */
+  during?: (ctx: DuringContext) => Promise<void>;
+  /** how long to wait for writes through pgpool to resume (default 90 s) */
+  recoverTimeoutMs?: number;
+  /** pgop: how long to wait until every node streams from one primary again (default 180 s) */
+  convergeTimeoutMs?: number;
+  /** pgpool baseline: how long to keep watching after recovery / heal (default 2000 ms) */
+  watchAfterMs?: number;
+}
+
+export interface TrialResult {
+  run: string;
+  fault: Fault;
+  system: System;
+  mode: string;
+  oldPrimary: string;
+  /** the first node to accept a direct write after the fault */
+  newPrimary: string | null;
+  /** the primary at the end (after double faults it may differ from newPrimary) */
+  finalPrimary: string | null;
+  finalRoles: Record<string, Role>;
+  t0: number;
+  promotedAt: number | null;
+  promotionSource: string;
+  rtoPoolMs: number | null;
+  rtoDirectMs: number | null;
+  laterGapMs: number | null;
+  poolAcks: number;
+  /** acked through pgpool (and by the old primary before the promotion) but absent on the final primary */
+  lostAcked: number[];
+  /** writes the old primary acknowledged after the promotion time */
+  oldPrimaryAcksAfterPromotion: number;
+  rejoinMs: number | null;
+  healAt: number | null;
+  /** most nodes that answered as writable primaries in one sweep */
+  maxPrimaries: number;
+  /** events after t0 (pgop only) */
+  events: EventItem[];
+  notes: string[];
+}
+
+interface Probe {
+  node: string;
+  writer: Writer;
+}
+
+/** The single primary, read directly; throws when there is not exactly one. */
+export async function currentPrimary(lab: ChaosLab): Promise<{ primary: string; standbys: string[] }> {
+  const roles = await lab.roles();
+  const primaries = Object.keys(roles).filter((n) => roles[n] === 'primary');
+  if (primaries.length !== 1) throw new Error(`expected exactly one primary, roles: ${JSON.stringify(roles)}`);
+  return { primary: primaries[0]!, standbys: Object.keys(roles).filter((n) => roles[n] === 'standby').sort() };
+}
+
+/** Exactly one primary, every other node a streaming standby of it, and (pgop running) pgop
+ *  itself says Healthy. Returns the primary. */
+export async function waitConverged(lab: ChaosLab, timeoutMs: number, opts: { requireHealthy?: boolean } = {}): Promise<string> {
+  let primary = '';
+  await waitFor(
+    async () => {
+      const ps = await lab.primaries();
+      if (ps.length !== 1) return false;
+      primary = ps[0]!;
+      const reps = await lab.replicas(primary);
+      const ok = lab.nodes.every((n) => n.name === primary || reps[n.name] === 'streaming');
+      return ok && (opts.requireHealthy === false || lab.healthy());
+    },
+    timeoutMs,
+    'one primary with every other node streaming from it',
+    async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+  );
+  return primary;
+}
+
+function firstAckOf(w: Writer): Ack | undefined {
+  return w.acks.reduce<Ack | undefined>((a, b) => (!a || b.ackAt < a.ackAt ? b : a), undefined);
+}
+
+/** Longest gap between consecutive acks strictly after `from` (inclusive of from as a start). */
+function longestGapAfter(acks: readonly Ack[], from: number): number | null {
+  const ts = acks.map((a) => a.ackAt).filter((t) => t >= from).sort((a, b) => a - b);
+  if (ts.length < 2) return null;
+  let best = 0;
+  for (let i = 1; i < ts.length; i++) best = Math.max(best, ts[i]! - ts[i - 1]!);
+  return best;
+}
+
+const PROMOTE_RULE = /promot|adopt/;
+
+/** Run one failover trial. The cluster must have exactly one primary and streaming standbys. */
+export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<TrialResult> {
+  const notes: string[] = [];
+  const { primary: P, standbys } = await currentPrimary(lab);
+  const pool = lab.writer({ name: 'pool', run: o.run, via: 'pool' });
+  const old = lab.writer({ name: 'old', run: o.run, via: { node: P, over: 'socket' } });
+  const probes: Probe[] = standbys.map((s) => ({
+    node: s,
+    writer: lab.writer({ name: `direct-${s}`, run: o.run, via: { node: s, over: 'tcp' }, stopAfterFirstAck: true, retryMs: 20, intervalMs: 0 }),
+  }));
+  const monitor = new SplitBrainMonitor(lab);
+  const all = [pool, old, ...probes.map((p) => p.writer)];
+  const eventsBefore = o.system === 'pgop' ? lab.lastEventId() : 0;
+  let t0 = 0;
+  let healAt: number | null = null;
+  let during: Promise<void> = Promise.resolve();
+  let duringError: unknown;
+  let rejoinMs = null as number | null;
+  try {
+    for (const w of all) w.start();
+    monitor.start();
+    await Promise.race([pool.firstAck(), sleep(30_000)]);
+    if (!pool.acks.length) throw new Error(`no write through pgpool succeeded before the fault: ${pool.failures.slice(-3).map((f) => f.error).join('; ')}`);
+    await sleep(300);
+
+    t0 = await lab.fault(P, o.fault);
+    let resolvePromoted!: (n: string) => void;
+    const firstPromoted = new Promise<string>((r) => (resolvePromoted = r));
+    void Promise.race(probes.map((p) => p.writer.firstAck().then(() => p.node))).then(resolvePromoted);
+    if (o.during) during = o.during({ t0, oldPrimary: P, standbys, firstPromoted }).catch((err) => void (duringError = err));
+
+    // Writes through pgpool resumed on a promoted node.
+    const recoverDeadline = t0 + (o.recoverTimeoutMs ?? 90_000);
+    let recovered = false;
+    while (now() < recoverDeadline) {
+      const direct = probes.map((p) => firstAckOf(p.writer)?.ackAt).filter((t): t is number => t !== undefined);
+      const first = direct.length ? Math.min(...direct) : undefined;
+      // resumed on a promoted node, or (nobody promoted) on the old primary brought back
+      if (pool.acks.some((a) => a.ackAt > (first ?? t0 + 1000))) {
+        recovered = true;
+        break;
+      }
+      await sleep(20);
+    }
+    if (!recovered) notes.push(`writes through pgpool did not resume on a promoted node within ${((o.recoverTimeoutMs ?? 90_000) / 1000).toFixed(0)} s`);
+
+    if (o.fault === 'partition') {
+      if (recovered) await sleep(o.healAfterMs ?? 500);
+      healAt = await lab.fault(P, 'heal');
+    }
+    await during;
+    if (duringError) throw duringError;
+
+    if (o.system === 'pgop') {
+      const back = healAt ?? t0;
+      const deadline = now() + (o.convergeTimeoutMs ?? 180_000);
+      // Until one primary has every other node streaming and pgop says Healthy; on the way,
+      // the first moment the old primary streams from another node is its rejoin time.
+      await waitFor(
+        async () => {
+          const ps = await lab.primaries();
+          if (ps.length !== 1) return false;
+          const reps = await lab.replicas(ps[0]!);
+          if (ps[0] !== P && reps[P] === 'streaming' && rejoinMs === null) rejoinMs = now() - back;
+          return lab.nodes.every((n) => n.name === ps[0] || reps[n.name] === 'streaming') && lab.healthy();
+        },
+        Math.max(1000, deadline - now()),
+        `one primary with every other node (old primary ${P} too) streaming, pgop Healthy`,
+        async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+      );
+    } else {
+      await sleep(o.watchAfterMs ?? 2000);
+    }
+    await sleep(300);
+  } finally {
+    await Promise.all([...all.map((w) => w.stop()), monitor.stop()]);
+    await during;
+  }
+
+  // ---- what happened
+  const finalRoles = await lab.roles();
+  const finalPrimaries = Object.keys(finalRoles).filter((n) => finalRoles[n] === 'primary');
+  const directFirsts = probes.map((p) => ({ node: p.node, ack: firstAckOf(p.writer) })).filter((x) => x.ack).sort((a, b) => a.ack!.ackAt - b.ack!.ackAt);
+  const N = directFirsts[0]?.node ?? null;
+  const events = o.system === 'pgop' ? (await lab.eventsCli()).filter((e) => e.id > eventsBefore) : [];
+
+  let promotedAt: number | null = null;
+  let promotionSource = 'none';
+  if (N) {
+    const cands: [number | null, string][] = [
+      [lab.promotionFromLog(N, t0), `${N}'s server log (selected new timeline ID)`],
+      [directFirsts[0]!.ack!.ackAt, `first direct write accepted by ${N}`],
+    ];
+    const ev = events.find((e) => e.node === N && PROMOTE_RULE.test(e.rule) && !e.rule.endsWith('.failed'));
+    if (ev) cands.push([Date.parse(ev.time), `pgop event ${ev.rule}`]);
+    for (const [t, src] of cands) {
+      if (t !== null && (promotedAt === null || t < promotedAt)) {
+        promotedAt = t;
+        promotionSource = src;
+      }
+    }
+  }
+
+  // The final primary holds the rows: after a baseline partition there may be two; the one
+  // pgpool routed to (N) is where the acknowledged rows went.
+  const finalPrimary = finalPrimaries.length === 1 ? finalPrimaries[0]! : N && finalPrimaries.includes(N) ? N : finalPrimaries[0] ?? null;
+  if (finalPrimaries.length > 1) notes.push(`${finalPrimaries.length} primaries at the end: ${finalPrimaries.join(', ')}`);
+  let lostAcked: number[] = [];
+  if (finalPrimary) {
+    const poolIds = await lab.ids(finalPrimary, o.run, 'pool');
+    const oldIds = await lab.ids(finalPrimary, o.run, 'old');
+    const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
+    lostAcked = [...missing(pool.acks, poolIds), ...missing(oldBefore, oldIds).map((id) => -id)];
+  } else notes.push('no primary at the end: acknowledged rows not checked');
+
+  const firstPoolAfter = promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
+  const rto = firstPoolAfter ? outage(pool.acks, t0, firstPoolAfter.ackAt).ms : null;
+  return {
+    run: o.run,
+    fault: o.fault,
+    system: o.system,
+    mode: lab.mode,
+    oldPrimary: P,
+    newPrimary: N,
+    finalPrimary,
+    finalRoles,
+    t0,
+    promotedAt,
+    promotionSource,
+    rtoPoolMs: rto,
+    rtoDirectMs: directFirsts[0] ? directFirsts[0].ack!.ackAt - t0 : null,
+    laterGapMs: firstPoolAfter ? longestGapAfter(pool.acks, firstPoolAfter.ackAt) : null,
+    poolAcks: pool.acks.length,
+    lostAcked,
+    oldPrimaryAcksAfterPromotion: promotedAt === null ? 0 : acksAfter(old.acks, promotedAt).length,
+    rejoinMs,
+    healAt,
+    maxPrimaries: monitor.maxPrimaries,
+    events,
+    notes,
+  };
+}
+
+export interface SwitchoverResult {
+  run: string;
+  mode: string;
+  from: string;
+  to: string | null;
+  exitCode: number | null;
+  /** longest time without an acknowledged write through pgpool, from the command on */
+  unavailableMs: number | null;
+  poolAcks: number;
+  lostAcked: number[];
+  oldPrimaryAcksAfterPromotion: number;
+  maxPrimaries: number;
+  seconds: number;
+  notes: string[];
+}
+
+/** `pgop switchover` with the writers running. */
+export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): Promise<SwitchoverResult> {
+  const notes: string[] = [];
+  const { primary: P, standbys } = await currentPrimary(lab);
+  const pool = lab.writer({ name: 'pool', run, via: 'pool' });
+  const old = lab.writer({ name: 'old', run, via: { node: P, over: 'socket' } });
+  const probes = standbys.map((s) => ({ node: s, writer: lab.writer({ name: `direct-${s}`, run, via: { node: s, over: 'tcp' }, stopAfterFirstAck: true, retryMs: 20, intervalMs: 0 }) }));
+  const monitor = new SplitBrainMonitor(lab);
+  const all = [pool, old, ...probes.map((p) => p.writer)];
+  let t0 = 0;
+  let code: number | null = null;
+  let seconds = 0;
+  try {
+    for (const w of all) w.start();
+    monitor.start();
+    await Promise.race([pool.firstAck(), sleep(30_000)]);
+    if (!pool.acks.length) throw new Error('no write through pgpool succeeded before the switchover');
+    await sleep(300);
+    t0 = now();
+    const r = await lab.pgop(['switchover', lab.name, ...(to ? ['--to', to] : [])], 300_000);
+    seconds = (now() - t0) / 1000;
+    code = r.code;
+    if (r.code !== 0) notes.push(`pgop switchover exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
+    await waitConverged(lab, 120_000);
+    await sleep(500);
+  } finally {
+    await Promise.all([...all.map((w) => w.stop()), monitor.stop()]);
+  }
+  const { primary: N } = await currentPrimary(lab);
+  const direct = probes.find((p) => p.node === N)?.writer;
+  const firstDirect = direct ? firstAckOf(direct)?.ackAt ?? null : null;
+  const fromLog = lab.promotionFromLog(N, t0);
+  const promotedAt = [fromLog, firstDirect].filter((x): x is number => x !== null).reduce<number | null>((a, b) => (a === null || b < a ? b : a), null);
+  const poolIds = await lab.ids(N, run, 'pool');
+  const oldIds = await lab.ids(N, run, 'old');
+  const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
+  return {
+    run,
+    mode: lab.mode,
+    from: P,
+    to: N === P ? null : N,
+    exitCode: code,
+    unavailableMs: outage(pool.acks, t0).ms,
+    poolAcks: pool.acks.length,
+    lostAcked: [...missing(pool.acks, poolIds), ...missing(oldBefore, oldIds).map((id) => -id)],
+    oldPrimaryAcksAfterPromotion: promotedAt === null ? 0 : acksAfter(old.acks, promotedAt).length,
+    maxPrimaries: monitor.maxPrimaries,
+    seconds,
+    notes,
+  };
+}
