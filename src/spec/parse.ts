@@ -605,7 +605,7 @@ function normalize(doc: RawDoc): ClusterSpec {
     apiVersion: 'pgop.dev/v1',
     kind: 'Cluster',
     name: doc.metadata.name as string,
-    provider: normalizeProvider(p),
+    provider: normalizeProvider(p, doc.metadata.name as string),
     postgres,
     nodes,
     replication,
@@ -621,7 +621,7 @@ function normalize(doc: RawDoc): ClusterSpec {
   };
 }
 
-function normalizeProvider(p: Raw): ProviderSpec {
+function normalizeProvider(p: Raw, cluster: string): ProviderSpec {
   if (p.type === 'sim') return { type: 'sim' };
   if (p.type === 'lab') return omitUndefined({ type: 'lab' as const, network: p.network as string, stateDir: str(p.stateDir) });
   const pool = obj(p.pool);
@@ -632,7 +632,7 @@ function normalizeProvider(p: Raw): ProviderSpec {
     uri: str(p.uri) ?? 'qemu:///system',
     baseImage: p.baseImage as string,
     pool: p.pool === undefined ? { name: 'pgop', path: '/var/lib/pgop/pool' } : { name: pool.name as string, path: pool.path as string },
-    network: omitUndefined({ name: str(net.name) ?? 'pgop', cidr: net.cidr as string, gateway: net.gateway as string, bridge: str(net.bridge) }),
+    network: omitUndefined({ name: str(net.name) ?? `pgop-${cluster}`, cidr: net.cidr as string, gateway: net.gateway as string, bridge: str(net.bridge) }),
     dataDisk: {
       layout: (disk.layout as 'lvm' | 'plain' | undefined) ?? 'lvm',
       filesystem: (disk.filesystem as 'xfs' | 'ext4' | undefined) ?? 'xfs',
