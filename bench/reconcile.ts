@@ -31,7 +31,7 @@ function spec(i: number): ClusterSpec {
     replication: { mode: i % 2 ? 'sync' : 'async', syncQuorum: 1, user: 'replicator', password: { env: 'Y' }, slots: true },
     pgpool: { enabled: true, address: `${net}.10`, port: 9999, pcpPort: 9898, healthCheckPeriodS: 1, loadBalancing: true, watchdog: { enabled: false }, numInitChildren: 32 },
     roles: [], databases: [], grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000 },
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
   };
 }
 

@@ -22,22 +22,32 @@ interface Entry {
 export class ClientCache {
   private readonly entries = new Map<string, Entry>();
 
+  /** @param onLost called when a connected session ends or fails by itself (not dropped by
+   *  us): the peer went away, which is worth a look right now. */
+  constructor(private readonly onLost?: (key: string, why: string) => void) {}
+
   /** The connected session for `key`, connecting one made by `make` when there is none. */
   get(key: string, make: () => pg.Client): Promise<pg.Client> {
     const have = this.entries.get(key);
     if (have && !have.dead) return have.ready;
     const client = make();
     const entry: Entry = { client, ready: undefined as unknown as Promise<pg.Client>, dead: false };
-    const kill = () => {
+    let connected = false;
+    const kill = (why?: string) => {
+      const wasLive = connected && !entry.dead;
       entry.dead = true;
       if (this.entries.get(key) === entry) this.entries.delete(key);
+      if (wasLive && why !== undefined) this.onLost?.(key, why);
     };
-    client.on('error', kill);
-    client.on('end', kill);
+    client.on('error', (err: Error) => kill(err.message || 'connection error'));
+    client.on('end', () => kill('connection ended'));
     entry.ready = client.connect().then(
-      () => client,
+      () => {
+        connected = true;
+        return client;
+      },
       async (err) => {
-        kill();
+        kill(undefined);
         await endClient(client);
         throw err;
       },

@@ -3,7 +3,7 @@
 // needs them, so a sim-only operator never loads ssh2 or pg.
 
 import type { ClusterSpec } from '../spec/types.js';
-import type { World } from './types.js';
+import { Signals, type World } from './types.js';
 import { terminal } from '../errors.js';
 import { SimWorld } from './sim/world.js';
 import { createSimWorld } from './sim/drivers.js';
@@ -15,6 +15,8 @@ export interface Worlds {
   prepare(specs: ClusterSpec[]): Promise<void>;
   close(): Promise<void>;
   readonly sim: SimWorld;
+  /** What every loaded world's drivers noticed between passes (the loop wakes up on them). */
+  readonly signals: Signals;
 }
 
 type Loader = () => Promise<World>;
@@ -31,19 +33,21 @@ export function createWorlds(opts: WorldsOptions = {}): Worlds {
   const sim = opts.sim ?? new SimWorld();
   const simWorld = createSimWorld(sim);
   const loaded = new Map<string, World>([['sim', simWorld]]);
+  const signals = new Signals();
   const loaders: Partial<Record<string, Loader>> = {
     lab: async () => {
       const { createLabWorld } = await import('./lab/world.js');
-      return createLabWorld({ ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
+      return createLabWorld({ signals, ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
     },
     libvirt: async () => {
       const { createLibvirtWorld } = await import('./libvirt/world.js');
-      return createLibvirtWorld({ ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
+      return createLibvirtWorld({ signals, ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
     },
     ...opts.loaders,
   };
   return {
     sim,
+    signals,
     worldFor(spec) {
       const w = loaded.get(spec.provider.type);
       if (!w) throw terminal(`cannot reconcile cluster ${spec.name}: the ${spec.provider.type} provider is not loaded`);

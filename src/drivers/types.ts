@@ -75,10 +75,46 @@ export interface PoolDriver {
   close(): Promise<void>;
 }
 
+/** Something the world told without being asked: a probe session dropped, pgpool reported a
+ *  failover, a machine changed state. A hint to look again NOW; the planner never acts on a
+ *  signal itself, only on the fresh observation it triggers (so a forged or stale signal costs
+ *  one extra pass, nothing more). */
+export interface WorldSignal {
+  cluster: string;
+  node?: string;
+  kind: 'connection.lost' | 'pool.failover' | 'machine.lifecycle';
+  detail: string;
+}
+
+export type SignalListener = (signal: WorldSignal) => void;
+
+/** A fan-out of signals; drivers emit, the reconcile loop listens. */
+export class Signals {
+  private readonly listeners = new Set<SignalListener>();
+  on(listener: SignalListener): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+  emit(signal: WorldSignal): void {
+    for (const l of this.listeners) {
+      try {
+        l(signal);
+      } catch {
+        // a listener's bug must not break the driver that emitted
+      }
+    }
+  }
+}
+
 export interface World {
   provider: ProviderDriver;
   postgres: PostgresDriver;
   pool: PoolDriver;
+  /** Where drivers report what they noticed between passes (optional: sim has none). */
+  signals?: Signals;
+  /** The operator's address as the cluster's hosts see it: where pgpool's failover_command
+   *  reports (serve listens there). Absent: no reports, probes only. */
+  reportAddress?(cluster: ClusterSpec): string | null;
 }
 
 /** Running commands on a node host. The real one is SSH (src/drivers/ssh) with a pinned host

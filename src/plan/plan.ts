@@ -53,6 +53,9 @@ export function plan(input: PlanInput): PlanResult {
     .sort();
   const budget = spec.failureDetection.missesBeforeFailover;
   const probeMs = spec.failureDetection.probeIntervalMs;
+  // After a failed probe the next comes quickly: a dead primary is confirmed in `budget` quick
+  // probes; a merely slow one answers one of them and nothing happens.
+  const retryMs = spec.failureDetection.retryIntervalMs;
 
   const primary = specNames.find((n) => state(n) === 'primary') ?? strayNames.find((n) => state(n) === 'primary') ?? null;
 
@@ -174,6 +177,23 @@ export function plan(input: PlanInput): PlanResult {
         });
         }
       }
+    }
+  }
+
+  // --- right after a failover: clients first. pgpool must route writes to the new primary and
+  // the other standbys must follow it (in sync mode commits wait for them) before anything
+  // slower (rewinding the old primary) happens; both run in the same pass.
+  if (primary && healthy(obs(primary)) && spec.pgpool.enabled && specNames.includes(primary)) {
+    const pool = observation.pool;
+    const afterFailover = specNames.some((n) => state(n) === 'fenced' || state(n) === 'rejoining') || (!!pool?.reachable && pool.primary !== null && pool.primary !== primary);
+    if (afterFailover && (!pool?.reachable || pool.primary !== primary)) {
+      const repoints = specNames
+        .filter((n) => n !== primary && state(n) === 'standby' && healthy(obs(n)) && !streamingFrom(obs(n), primary))
+        .map((n): NodeDecision => ({ kind: 'act', node: n, event: 'primary.changed', ruleId: 'standby.repoint', reason: `standby ${n} follows ${obs(n)!.postgres!.upstream ?? 'nobody'}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct, primary }));
+      const why = !pool?.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : `pgpool routes writes to ${pool.primary}`;
+      const r = result({ kind: 'cluster', action: { type: 'ensurePool', primary }, ruleId: 'failover.pool-route', reason: `${why}; pointing it at new primary ${primary}${repoints.length ? ` while ${repoints.map((d) => d.node).join(', ')} follow it` : ''}`, requeueAfterMs: REQUEUE.afterAct });
+      if (repoints.length) r.also = repoints;
+      return r;
     }
   }
 
@@ -319,7 +339,7 @@ export function plan(input: PlanInput): PlanResult {
       return act(primary, 'switchover.requested', 'switchover.demote', `switchover to ${to} requested: shutting ${primary} down cleanly so ${to} receives every commit`);
     }
   } else if (primary) {
-    return wait('primary.unhealthy', `primary ${primary} is not answering (${obs(primary)?.error ?? 'postgres down'}; ${obs(primary)?.misses ?? 0}/${budget} misses)`, primary, probeMs);
+    return wait('primary.unhealthy', `primary ${primary} is not answering (${obs(primary)?.error ?? 'postgres down'}; ${obs(primary)?.misses ?? 0}/${budget} misses)`, primary, retryMs);
   }
 
   // --- nothing to do, or only waiting -------------------------------------------------------

@@ -12,6 +12,9 @@ export function strayNode(name: string): NodeSpec {
   return { name, address: '0.0.0.0', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 };
 }
 
+/** How long a pass waits for pgpool's answer once the nodes have answered. */
+const POOL_GRACE_MS = 150;
+
 export async function observeCluster(
   spec: ClusterSpec,
   world: World,
@@ -29,6 +32,10 @@ export async function observeCluster(
     machines = Object.fromEntries(spec.nodes.map((n) => [n.name, { state: 'running' as const, detail: `provider unavailable: ${messageOf(err)}` }]));
   }
   const nodes: Record<string, NodeObservation> = {};
+  // pgpool is read alongside the nodes (not after them): a pass costs the slowest look, not the sum.
+  const poolLook: Promise<ClusterObservation['pool']> = spec.pgpool.enabled
+    ? world.pool.observe(spec).catch((err) => ({ reachable: false, primary: null, backends: [], configHash: '', error: messageOf(err) }))
+    : Promise.resolve(null);
   await Promise.all(
     spec.nodes.map(async (node) => {
       const machine = machines[node.name] ?? { state: 'missing' as const };
@@ -60,13 +67,18 @@ export async function observeCluster(
     const machine = machines[name] ?? { state: 'missing' as const };
     nodes[name] = { name, machine, reachable: false, postgres: null, misses: 0 };
   }
-  let pool: ClusterObservation['pool'] = null;
-  if (spec.pgpool.enabled) {
-    try {
-      pool = await world.pool.observe(spec);
-    } catch (err) {
-      pool = { reachable: false, primary: null, backends: [], configHash: '', error: messageOf(err) };
-    }
-  }
+  // A pgpool in the middle of a failover answers nothing until it is done, and it may be waiting
+  // for this very pass to promote the new primary: wait only briefly beyond the nodes' probes.
+  // The look goes on in the background; a pass that needs pgpool (routing) waits for it there.
+  // While a node fails, pgpool is likely busy with the same failure and the pass is about the
+  // node: take pgpool's answer only if it is already there.
+  const grace = Object.values(nodes).some((n) => n.misses > 0) ? 0 : POOL_GRACE_MS;
+  const pool = await Promise.race([
+    poolLook,
+    new Promise<ClusterObservation['pool']>((resolve) => {
+      const t = setTimeout(() => resolve({ reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: no answer within ${grace} ms of the nodes' probes (busy failing over?)` }), grace);
+      void poolLook.finally(() => clearTimeout(t));
+    }),
+  ]);
   return { cluster: spec.name, at: now, nodes, pool };
 }

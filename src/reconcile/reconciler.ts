@@ -127,56 +127,56 @@ export class Reconciler {
       return { ...base, acted: false, requeueAfterMs: decision.requeueAfterMs };
     }
 
+    const stepOne = async (d: NodeDecision) => {
+      const from = states[d.node] ?? 'absent';
+      const step = stepNode(from, d.event);
+      if (!step) {
+        // The planner sent an event the machine has no edge for: a bug, said loudly.
+        throw new PgopError('internal', `no edge ${from} --${d.event}--> in the node machine (rule ${d.ruleId})`);
+      }
+      // Record the node's name before its first side effect (a machine may come to exist
+      // even if this pass dies before the commit), so it can be found and removed later.
+      if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
+      if (step.actor) await runActor(step.actor, d, spec, world);
+      this.opts.beforeCommit?.(name, d);
+      store.commitStep({
+        cluster: name,
+        node: d.node,
+        state: step.to,
+        goal: planned.goals[d.node] ?? null,
+        message: d.reason,
+        event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
+        now: clock.now(),
+      });
+      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId }, d.reason);
+    };
     try {
-      if (decision.kind === 'act') {
-        const stepOne = async (d: NodeDecision) => {
-          const from = states[d.node] ?? 'absent';
-          const step = stepNode(from, d.event);
-          if (!step) {
-            // The planner sent an event the machine has no edge for: a bug, said loudly.
-            throw new PgopError('internal', `no edge ${from} --${d.event}--> in the node machine (rule ${d.ruleId})`);
-          }
-          // Record the node's name before its first side effect (a machine may come to exist
-          // even if this pass dies before the commit), so it can be found and removed later.
-          if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
-          if (step.actor) await runActor(step.actor, d, spec, world);
-          this.opts.beforeCommit?.(name, d);
-          store.commitStep({
-            cluster: name,
-            node: d.node,
-            state: step.to,
-            goal: planned.goals[d.node] ?? null,
-            message: d.reason,
-            event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
-            now: clock.now(),
-          });
-          this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId }, d.reason);
-        };
-        // Node-local actions on other nodes run alongside; each commits on its own success.
-        // Their failures are recorded like the main one's but do not fail the pass.
-        const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err)));
-        try {
+      // Node-local actions on other nodes run alongside; each commits on its own success.
+      // Their failures are recorded like the main one's but do not fail the pass.
+      const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err)));
+      try {
+        if (decision.kind === 'act') {
           await stepOne(decision);
-        } finally {
-          await Promise.all(extra);
-        }
-      } else {
-        await runClusterAction(decision.action, spec, world);
-        this.opts.beforeCommit?.(name, decision);
-        if (decision.action.type === 'deleteClusterResources') {
+        } else {
+          await runClusterAction(decision.action, spec, world);
+          this.opts.beforeCommit?.(name, decision);
+          if (decision.action.type === 'deleteClusterResources') {
+            store.transaction(() => {
+              store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
+              store.removeCluster(name);
+            });
+            this.misses.delete(name);
+            this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
+            return { ...base, acted: true, requeueAfterMs: 0, removed: true };
+          }
           store.transaction(() => {
+            if (decision.action.type === 'completeRequest') store.completeRequest(decision.action.requestId, clock.now());
             store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
-            store.removeCluster(name);
           });
-          this.misses.delete(name);
-          this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
-          return { ...base, acted: true, requeueAfterMs: 0, removed: true };
+          this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
         }
-        store.transaction(() => {
-          if (decision.action.type === 'completeRequest') store.completeRequest(decision.action.requestId, clock.now());
-          store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
-        });
-        this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
+      } finally {
+        await Promise.all(extra);
       }
       this.failures.delete(name);
       const key = decision.kind === 'act' ? `${decision.node}/${decision.event}/${decision.ruleId}` : `${decision.action.type}/${decision.ruleId}`;
@@ -214,6 +214,38 @@ export class Reconciler {
   }
 }
 
+/** Clusters to look at now rather than at their requeue time: the world told something
+ *  (a probe session dropped, pgpool reported a failover, a machine changed state). */
+export class Wakeups {
+  private pending = new Set<string>();
+  private interrupt: (() => void) | null = null;
+
+  wake(cluster: string): void {
+    this.pending.add(cluster);
+    this.interrupt?.();
+  }
+
+  /** The clusters woken since the last call. */
+  take(): Set<string> {
+    const p = this.pending;
+    this.pending = new Set();
+    return p;
+  }
+
+  /** Sleep `ms`, or less when a cluster is woken meanwhile (or the signal aborts). */
+  sleep(ms: number, sleep: (ms: number, signal?: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<void> {
+    if (this.pending.size > 0) return Promise.resolve();
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.interrupt = () => ac.abort();
+    return sleep(ms, ac.signal).finally(() => {
+      this.interrupt = null;
+      signal?.removeEventListener('abort', onAbort);
+    });
+  }
+}
+
 export interface RunOptions {
   untilConverged?: boolean;
   /** give up after this long (ms); run() then returns false */
@@ -224,6 +256,8 @@ export interface RunOptions {
   /** called once per loop iteration (serve uses it for the lock heartbeat) */
   onTick?: () => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** wake-ups from the world's signals (serve subscribes them) */
+  wakeups?: Wakeups;
 }
 
 const realSleep = (ms: number, signal?: AbortSignal) =>
@@ -251,6 +285,7 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
     opts.onTick?.();
     const names = store.listClusters().map((c) => c.name);
     for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k));
+    for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);
     const now = clock.now();
     const ready = names.filter((n) => (due.get(n) ?? 0) <= now);
     const results = await Promise.all(ready.map((n) => reconciler.pass(n)));
@@ -270,6 +305,7 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
     if (opts.timeoutMs !== undefined && clock.now() - start >= opts.timeoutMs) return false;
     const next = Math.min(...remaining.map((n) => due.get(n) ?? 0), clock.now() + 1000);
     const wait = Math.max(0, next - clock.now());
-    if (wait > 0) await sleep(opts.timeoutMs !== undefined ? Math.min(wait, start + opts.timeoutMs - clock.now()) : wait, opts.signal);
+    const ms = opts.timeoutMs !== undefined ? Math.min(wait, start + opts.timeoutMs - clock.now()) : wait;
+    if (ms > 0) await (opts.wakeups ? opts.wakeups.sleep(ms, sleep, opts.signal) : sleep(ms, opts.signal));
   }
 }

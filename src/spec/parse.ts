@@ -617,6 +617,7 @@ function normalize(doc: RawDoc): ClusterSpec {
       probeIntervalMs: (fd.probeIntervalMs as number | undefined) ?? 1000,
       missesBeforeFailover: (fd.missesBeforeFailover as number | undefined) ?? 3,
       connectTimeoutMs: (fd.connectTimeoutMs as number | undefined) ?? 1000,
+      retryIntervalMs: (fd.retryIntervalMs as number | undefined) ?? 100,
     },
   };
 }

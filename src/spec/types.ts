@@ -122,7 +122,11 @@ export interface DatabaseSpec {
 export interface FailureDetectionSpec {
   probeIntervalMs: number;
   missesBeforeFailover: number;
+  /** Probe timeout (connect and query) in ms. */
   connectTimeoutMs: number;
+  /** After a failed probe the next one comes this soon (not probeIntervalMs later): a dead
+   *  primary is confirmed in missesBeforeFailover quick probes, a slow one is not failed over. */
+  retryIntervalMs: number;
 }
 
 export interface ClusterSpec {

@@ -52,6 +52,6 @@ export function labSpec(opts: LabSpecOptions = {}): ClusterSpec {
     roles: [],
     databases: [],
     grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000 },
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
   };
 }

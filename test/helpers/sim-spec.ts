@@ -85,7 +85,7 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
         tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
       },
     ],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 2000 },
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 2000, retryIntervalMs: 100 },
   };
   return merge(base, overrides);
 }

@@ -89,7 +89,7 @@ function labSpec(): ClusterSpec {
     ],
     databases: [{ name: 'critlib', owner: 'postgres', encoding: 'UTF8', locale: 'en_US.UTF8', schemas: [{ name: 'cl_owner', owner: 'cl_owner' }] }],
     grants: [{ role: 'cl_user', database: 'critlib', schema: 'cl_owner', schemaPrivileges: ['USAGE'], tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] }],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000 },
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
   };
 }
 

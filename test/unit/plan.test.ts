@@ -111,14 +111,19 @@ describe('plan', () => {
     expect(r.decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'primary.elected', ruleId: 'failover.adopt-promoted' });
   });
 
-  it('repoints a standby that follows the old primary, and releases a fenced node once a new primary runs', () => {
+  it('after a failover: pgpool and the other standbys follow the new primary first, then the fenced node is released', () => {
     const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }), pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }) };
     const s: Record<string, NodeState> = { pg01: 'fenced', pg02: 'primary', pg03: 'standby' };
-    const first = plan(input(s, nodes));
+    // pgpool still routes to pg01: clients come first, with pg03's repoint in the same pass
+    const clients = plan(input(s, nodes));
+    expect(clients.decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg02' }, ruleId: 'failover.pool-route' });
+    expect(clients.also).toEqual([expect.objectContaining({ node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' })]);
+    const routed = (i: PlanInput) => ((i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }), i);
+    const first = plan(routed(input(s, nodes)));
     expect(first.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'rejoin.release-fence' });
-    const second = plan(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) }));
+    const second = plan(routed(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) })));
     expect(second.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'machine.reachable', ruleId: 'rejoin.standby', primary: 'pg02' });
-    const third = plan(input({ ...s, pg01: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) }));
+    const third = plan(routed(input({ ...s, pg01: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) })));
     expect(third.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' });
   });
 
@@ -135,8 +140,11 @@ describe('plan', () => {
     const none = plan(input({ pg01: 'primary', pg02: 'installed', pg03: 'installed' }, { pg01: healthy3().pg01, pg02: node('pg02', { postgres: null }), pg03: node('pg03', { postgres: null }) }, { spec }));
     expect(none.decision).not.toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys' } });
     const pool = input(states3, healthy3());
-    pool.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' };
+    pool.observation.pool = { reachable: true, primary: null, backends: [{ name: 'pg02', status: 'down', role: 'standby' }], configHash: '' };
     expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.route' });
+    // pgpool routing writes to another node is a failover's aftermath: first, before all else
+    pool.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' };
+    expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'failover.pool-route' });
   });
 
   it('never drops a sync member before the others caught up', () => {

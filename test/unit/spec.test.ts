@@ -154,7 +154,7 @@ describe('example specs', () => {
       roles: [],
       databases: [],
       grants: [],
-      failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000 },
+      failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
     });
     expect(parseSpecText(edit(SIM_MINIMAL, 'metadata:', 'metadata:') + '  postgres: {version: 16}\n', 'c.yaml').spec.postgres.dataDir).toBe(
       '/u01/pg16/data',

@@ -46,7 +46,7 @@ function spec(name: string, overrides: Partial<ClusterSpec> = {}): ClusterSpec {
     roles: [{ name: 'app', login: true, superuser: false, createdb: false, password: { env: 'APP_PW' } }],
     databases: [],
     grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 500 },
+    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 500, retryIntervalMs: 100 },
     ...overrides,
   };
 }

@@ -3,11 +3,13 @@
 // pgpool code runs against libvirt VMs; only the provider differs.
 
 import type { Store } from '../../store/store.js';
-import type { DriverLog, FaultInjector, World } from '../types.js';
+import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { createLabProvider } from './provider.js';
 import { SshShell, type HostKeyPins } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
+import { reportPort } from '../../server/reports.js';
+import type { ClusterSpec } from '../../spec/types.js';
 
 export type LabWorldLog = DriverLog;
 
@@ -31,13 +33,20 @@ export function storePins(store: Store): HostKeyPins {
   };
 }
 
-export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: LabWorldLog } = {}): World & { faults: FaultInjector } {
+export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: LabWorldLog; signals?: Signals } = {}): World & { faults: FaultInjector } {
   const provider = createLabProvider();
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLabWorld needs a store or pins');
   const shell = new SshShell(pins);
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), ...(opts.log ? { logger: opts.log } : {}) });
-  const pool = new SshPoolDriver({ shell, hostRef: (c) => provider.hostRef(c, 'pool'), ...(opts.log ? { logger: opts.log } : {}) });
+  const signals = opts.signals ?? new Signals();
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  const reportAddress = (c: ClusterSpec) => provider.operatorAddress(c);
+  const pool = new SshPoolDriver({
+    shell,
+    hostRef: (c) => provider.hostRef(c, 'pool'),
+    reportTarget: (c) => ({ address: reportAddress(c), port: reportPort() }),
+    ...(opts.log ? { logger: opts.log } : {}),
+  });
   const store = opts.store;
   // Machine operations of one cluster share its bridge, hub and key files: run them one at a
   // time (the reconciler may provision several nodes in one pass). Fencing never waits.
@@ -75,6 +84,8 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
     },
     postgres,
     pool,
+    signals,
+    reportAddress,
     faults: provider,
   };
 }

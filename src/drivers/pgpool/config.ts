@@ -1,9 +1,11 @@
 // Pure generators for pgpool-II 4.3 on the pool host: pgpool.conf, pool_hba.conf, pcp.conf,
 // pool_passwd (AES entries, as pg_enc writes them) and the PCP pass file.
 //
-// pgop decides every promotion: pgpool only routes. Its failover_command merely reports a line
-// to <dir>/log/events.log, failover_on_backend_error is off, follow_primary_command is empty, and
-// it runs with -D so it never remembers a node it once marked down.
+// pgop decides every promotion: pgpool only routes. pgpool detaches a backend it sees fail
+// (failover_on_backend_error, health checks) and its failover_command then reports to the running
+// operator over HTTP and waits for its answer (the operator fences and promotes meanwhile), so
+// pgpool's own search for the new primary finds it at once. follow_primary_command is empty, and
+// pgpool runs with -D so it never remembers a node it once marked down.
 
 import { createCipheriv, createHash } from 'node:crypto';
 import type { ClusterSpec } from '../../spec/types.js';
@@ -30,6 +32,13 @@ export interface PoolPaths {
   pid: string;
   oiddir: string;
   confHash: string;
+  reportScript: string;
+}
+
+/** Where the operator listens for pgpool's reports, as seen from the pool host. */
+export interface ReportTarget {
+  address: string;
+  port: number;
 }
 
 export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
@@ -51,6 +60,7 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
     pid: `${d}/run/pgpool.pid`,
     oiddir: `${d}/oiddir`,
     confHash: `${d}/pgop.confhash`,
+    reportScript: `${d}/report-failover.sh`,
   };
 }
 
@@ -61,7 +71,7 @@ function q(s: string): string {
 }
 
 /** pgpool.conf for the cluster: one backend per spec node, in spec order. */
-export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
+export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), report?: ReportTarget | null): string {
   const pp = cluster.pgpool;
   if (!pp.address) throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
   const period = Math.max(1, Math.round(pp.healthCheckPeriodS));
@@ -122,10 +132,10 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     'health_check_retry_delay = 1',
     'connect_timeout = 2000',
     '',
-    '# failover: pgop decides; pgpool only reports',
-    `failover_command = ${q(`echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
+    '# failover: pgop decides; pgpool detaches what it sees fail, reports it and waits for pgop',
+    `failover_command = ${q(report ? `/usr/bin/timeout 15 /bin/bash ${paths.reportScript} %d %h %m %P` : `echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
     `failback_command = ${q(`echo failback node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
-    'failover_on_backend_error = off',
+    `failover_on_backend_error = ${report ? 'on' : 'off'}`,
     'failover_on_backend_shutdown = off',
     "follow_primary_command = ''",
     'detach_false_primary = off',
@@ -201,10 +211,35 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
 }
 
 /** The hash the pool reports when configured as desired (secrets excluded). */
-export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
-  return createHash('sha256')
-    .update(renderPgpoolConf(cluster, paths))
+export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), report?: ReportTarget | null): string {
+  const h = createHash('sha256')
+    .update(renderPgpoolConf(cluster, paths, report))
     .update(Buffer.from([0]))
-    .update(renderPoolHba(cluster))
-    .digest('hex');
+    .update(renderPoolHba(cluster));
+  if (report) h.update(Buffer.from([0])).update(renderReportScript(cluster, paths, report));
+  return h.digest('hex');
+}
+
+/** pgpool's failover_command: append a line to events.log, tell the operator which backend
+ *  pgpool detached, and wait (bounded) until the operator answers that the cluster has a primary
+ *  again, so that pgpool's search for the new primary succeeds at its first look. bash's
+ *  /dev/tcp needs nothing installed; when the operator does not run, the connect is refused at
+ *  once and pgpool carries on by itself. */
+export function renderReportScript(cluster: ClusterSpec, paths: PoolPaths, report: ReportTarget): string {
+  if (!/^[0-9A-Za-z.:-]+$/.test(report.address)) throw terminal(`cannot render the pgpool report script: bad operator address ${JSON.stringify(report.address)}`);
+  if (!/^[A-Za-z0-9._-]+$/.test(cluster.name)) throw terminal(`cannot render the pgpool report script: bad cluster name ${JSON.stringify(cluster.name)}`);
+  return [
+    '#!/bin/bash',
+    '# pgop: pgpool failover_command (node_id host new_main old_primary). Generated; do not edit.',
+    `events=${paths.events}`,
+    'echo "$(date -u +%FT%T.%3NZ) failover node=$1 host=$2 new_main=$3 old_primary=$4" >> "$events"',
+    `exec 3<>/dev/tcp/${report.address}/${report.port} || { echo "operator not reachable" >> "$events"; exit 0; }`,
+    `printf 'POST /v1/clusters/${cluster.name}/pool-failover?node_id=%s&host=%s&old_primary=%s HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' "$1" "$2" "$4" >&3`,
+    'answer=""',
+    // the last line of the answer is the operator's verdict (status line and headers come first)
+    'while IFS= read -r -t 12 line <&3; do answer="$line"; done',
+    `echo "$(date -u +%FT%T.%3NZ) operator: $(printf %s "$answer" | tr -d '\\r')" >> "$events"`,
+    'exit 0',
+    '',
+  ].join('\n');
 }

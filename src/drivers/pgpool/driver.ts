@@ -26,7 +26,9 @@ import {
   renderPgpoolConf,
   renderPoolHba,
   renderPoolPasswd,
+  renderReportScript,
   type PoolPaths,
+  type ReportTarget,
 } from './config.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -48,6 +50,9 @@ export interface SshPoolDriverOptions {
    *  pgpool that does not answer twice in a row is restarted at once; after a restart it waits
    *  at least 15 s). */
   settleTimeoutMs?: number;
+  /** Where the running operator hears pgpool's failover reports, as seen from the pool host
+   *  (lab: the hub's bridge address). Without it failover_command only writes events.log. */
+  reportTarget?(cluster: ClusterSpec): ReportTarget | null;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -83,6 +88,7 @@ export class SshPoolDriver implements PoolDriver {
   private readonly settleTimeoutMs: number;
   private readonly clients = new ClientCache();
   private readonly hashes = new Map<string, { hash: string; at: number }>();
+  private readonly reportTargetOf: (cluster: ClusterSpec) => ReportTarget | null;
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -92,10 +98,11 @@ export class SshPoolDriver implements PoolDriver {
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
     this.settleTimeoutMs = opts.settleTimeoutMs ?? 3_000;
+    this.reportTargetOf = opts.reportTarget ?? (() => null);
   }
 
   desiredConfigHash(cluster: ClusterSpec): string {
-    return desiredPoolConfigHash(cluster, this.paths);
+    return desiredPoolConfigHash(cluster, this.paths, this.reportTargetOf(cluster));
   }
 
   // ---------------------------------------------------------------- remote helpers
@@ -117,6 +124,8 @@ export class SshPoolDriver implements PoolDriver {
     const timeout = cluster.failureDetection.connectTimeoutMs;
     return this.clients.get(cluster.name, () => new pg.Client({
       ...this.connectOf(cluster),
+      // A pgpool that just started connects to every backend first: give it time. (A pgpool busy
+      // failing over does not hold up a pass: observe() waits only briefly for this answer.)
       connectionTimeoutMillis: Math.max(2000, timeout * 2),
       query_timeout: Math.max(2000, timeout * 2),
       application_name: 'pgop-pool-probe',
@@ -128,11 +137,14 @@ export class SshPoolDriver implements PoolDriver {
     this.clients.drop(cluster.name);
   }
 
-  /** SHOW POOL_NODES through pgpool, mapped to spec node names. */
+  /** pgpool's view of the backends, mapped to spec node names. SHOW POOL_BACKEND_STATS, not
+   *  SHOW POOL_NODES: the latter (4.3) opens a fresh session to every backend to fill its
+   *  pg_status/pg_role columns and took 0.5-0.9 s here; the former answers from shared memory
+   *  in ~2 ms with the same node_id/hostname/status/role. */
   private async poolNodes(cluster: ClusterSpec): Promise<PoolBackend[]> {
     try {
       const c = await this.client(cluster);
-      const r = await c.query<PoolNodeRow>('SHOW POOL_NODES');
+      const r = await c.query<PoolNodeRow>('SHOW POOL_BACKEND_STATS');
       return r.rows.map((row) => this.backendOf(cluster, row));
     } catch (err) {
       this.dropClient(cluster);
@@ -188,6 +200,16 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
+    const report = this.reportTargetOf(cluster);
+    const desired = desiredPoolConfigHash(cluster, p, report);
+    // During a failover only routing is wrong: when the files on the pool host are known to be
+    // current, skip the round trips that would rewrite them and go straight to routing.
+    const known = this.hashes.get(cluster.name);
+    if (known?.hash === desired && Date.now() - known.at < 60_000) {
+      await this.settle(cluster, primary);
+      this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool routed');
+      return;
+    }
     // One round trip: pgpool installed (apt/dnf when missing), directories, the two secrets kept on the pool host (the AES key of
     // pool_passwd and the PCP password, generated once, mode 0600), is pgpool running.
     const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`, p.key, p.pcpSecret, p.pid], {
@@ -209,15 +231,16 @@ export class SshPoolDriver implements PoolDriver {
       files.push({ op: 'write', path: p.pcpSecret, content: `${pcpPassword}\n` });
     }
     files.push(
-      { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p) },
+      { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p, report) },
       { op: 'write', path: p.hba, content: renderPoolHba(cluster) },
       { op: 'write', path: p.pcp, content: renderPcpConf(pcpPassword) },
       { op: 'write', path: p.passwd, content: renderPoolPasswd(this.poolUsers(cluster), key) },
       { op: 'write', path: p.pcpPass, content: renderPcpPass(cluster, pcpPassword) },
-      { op: 'write', path: p.confHash, content: `${desiredPoolConfigHash(cluster, p)}\n` },
+      { op: 'write', path: p.confHash, content: `${desired}\n` },
     );
+    if (report) files.push({ op: 'write', path: p.reportScript, content: renderReportScript(cluster, p, report) });
     const changedPaths = await putFiles(this.shell, host, files);
-    this.hashes.set(cluster.name, { hash: desiredPoolConfigHash(cluster, p), at: Date.now() });
+    this.hashes.set(cluster.name, { hash: desired, at: Date.now() });
     const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key].some((f) => changedPaths.has(f));
     if (running && changed) {
       this.log.info({ cluster: cluster.name }, 'pgpool configuration changed: restarting');
@@ -236,6 +259,8 @@ export class SshPoolDriver implements PoolDriver {
     let deadline = t0 + this.settleTimeoutMs;
     let unanswered = 0;
     const attached = new Map<string, number>();
+    const detached = new Set<string>();
+    const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
     for (;;) {
       let backends: PoolBackend[] | null = null;
       let why = '';
@@ -252,8 +277,25 @@ export class SshPoolDriver implements PoolDriver {
         // itself: auto_failback is off, and -D only helps at start).
         // The desired primary first, alone: attaching a standby while pgpool has no primary makes
         // it search for one (search_primary_node_timeout) and queue every later request.
-        const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), 1000)));
         const isDown = (name: string) => backends!.find((x) => x.name === name)?.status === 'down';
+        // pgpool still routes writes to a node that is not the primary (an old primary pgop
+        // fenced or demoted): detach it. pgpool then fails over by itself: its failover_command
+        // hears from the operator that the new primary is ready, and its search finds it at once.
+        const wrong = primary ? backends.find((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary) : undefined;
+        if (wrong && !detached.has(wrong.name)) {
+          const i = cluster.nodes.findIndex((n) => n.name === wrong.name);
+          if (i >= 0) {
+            detached.add(wrong.name);
+            try {
+              await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)]);
+              this.log.info({ cluster: cluster.name, node: wrong.name, primary }, 'pgpool: former primary detached');
+            } catch (e) {
+              this.log.warn({ cluster: cluster.name, node: wrong.name, error: messageOf(e) }, 'pcp_detach_node failed');
+            }
+            continue;
+          }
+        }
+        const reach = await Promise.all(cluster.nodes.map((n) => (isDown(n.name) ? tcpReachable(n.address, pgPort(cluster), probeMs) : Promise.resolve(true))));
         const pi = primary ? cluster.nodes.findIndex((n) => n.name === primary) : -1;
         const order = pi >= 0 && isDown(primary!) && reach[pi] ? [pi] : cluster.nodes.map((_, i) => i);
         let attachedAll = !cluster.nodes.some((n, i) => isDown(n.name) && reach[i]);
@@ -290,7 +332,7 @@ export class SshPoolDriver implements PoolDriver {
         deadline = Date.now() + Math.max(15_000, this.settleTimeoutMs * 3);
         continue;
       }
-      await sleep(200);
+      await sleep(50);
     }
   }
 
@@ -312,7 +354,7 @@ export class SshPoolDriver implements PoolDriver {
       kind: 'transient',
       timeoutMs: 20_000,
     });
-    // Ready when SHOW POOL_NODES answers.
+    // Ready when pgpool answers for its backends.
     const deadline = Date.now() + 15_000;
     for (;;) {
       try {

@@ -14,7 +14,7 @@ import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import { ClientCache, endClient } from '../pg-clients.js';
-import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, Signals } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import {
@@ -62,6 +62,8 @@ export interface SshPostgresDriverOptions {
   logger?: DriverLog;
   /** Upper bound for "wait until the standby streams" (default 30 s). */
   streamTimeoutMs?: number;
+  /** Where a dropped probe session is reported (the loop then looks at once). */
+  signals?: Signals;
 }
 
 /** The default `connect`: superuser over TCP to the node's address. */
@@ -152,6 +154,23 @@ export function conninfoHost(conninfo: string | null | undefined): string | null
   return (m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]) ?? null;
 }
 
+/** What a probe reports for a node whose postgres does not answer. */
+function downObservation(initialized: boolean, inRecovery: boolean, running = false): PostgresObservation {
+  return {
+    initialized,
+    running,
+    inRecovery,
+    timeline: 0,
+    lsn: 0,
+    receiveLsn: 0,
+    upstream: null,
+    streaming: false,
+    replicas: [],
+    syncStandbyNames: '',
+    configHash: '',
+  };
+}
+
 export class SshPostgresDriver implements PostgresDriver {
   private readonly shell: NodeShell;
   private readonly hostRefOf: (cluster: ClusterSpec, node: NodeSpec) => HostRef;
@@ -159,9 +178,13 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly log: DriverLog;
   private readonly streamTimeoutMs: number;
   /** probe connections, one per cluster/node */
-  private readonly probes = new ClientCache();
+  private readonly probes: ClientCache;
   /** serialise probes per node */
   private readonly probing = new Map<string, Promise<unknown>>();
+  /** per cluster/node: when postgres last answered a probe, and in which role */
+  private readonly lastAnswer = new Map<string, { at: number; inRecovery: boolean }>();
+  /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
+  private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
 
   constructor(opts: SshPostgresDriverOptions) {
     this.shell = opts.shell;
@@ -169,6 +192,11 @@ export class SshPostgresDriver implements PostgresDriver {
     this.connectOf = opts.connect ?? defaultConnect;
     this.log = opts.logger ?? silent;
     this.streamTimeoutMs = opts.streamTimeoutMs ?? 30_000;
+    const signals = opts.signals;
+    this.probes = new ClientCache((key, why) => {
+      const i = key.indexOf('/');
+      signals?.emit({ cluster: key.slice(0, i), node: key.slice(i + 1), kind: 'connection.lost', detail: `probe session to postgres lost: ${why}` });
+    });
   }
 
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
@@ -285,8 +313,10 @@ export class SshPostgresDriver implements PostgresDriver {
     return this.probes.get(`${cluster.name}/${node.name}`, () =>
       new pg.Client(
         this.clientConfig(cluster, node, {
-          statement_timeout: Math.max(1000, timeout * 2),
-          query_timeout: Math.max(1500, timeout * 2 + 500),
+          // One probe's budget is the spec's timeout: a link that went down shows as a miss
+          // after that long, not after TCP gives up.
+          statement_timeout: timeout,
+          query_timeout: timeout,
           application_name: 'pgop-probe',
         }),
       ),
@@ -313,45 +343,62 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
+    const key = `${cluster.name}/${node.name}`;
     let pgError = '';
+    let refused = false;
     // A cached session may have died with a restart since the last probe: one fresh try then.
-    const cached = this.probes.has(`${cluster.name}/${node.name}`);
+    const cached = this.probes.has(key);
     for (let attempt = 0; attempt < (cached ? 2 : 1); attempt++) {
       try {
         const client = await this.probeClient(cluster, node);
         const obs = await this.query(cluster, client);
+        this.lastAnswer.set(key, { at: Date.now(), inRecovery: obs.inRecovery });
+        this.looks.delete(key);
         return { reachable: true, postgres: obs };
       } catch (err) {
         this.dropProbe(cluster, node);
         pgError = `postgres: ${pgMessage(err)}`;
         const e = err as { code?: string; message?: string };
+        refused = e.code === 'ECONNREFUSED';
         // the server is there but refuses us: no point in a second connect
-        if (e.code === 'ECONNREFUSED' || e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '')) break;
+        if (refused || e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '')) break;
       }
     }
-    // Postgres did not answer: ONE ssh look tells "node up, postgres down" from "node gone".
-    try {
-      const st = await this.nodeState(cluster, node, Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2));
-      return {
-        reachable: true,
-        postgres: {
-          initialized: st.initialized,
-          running: st.running,
-          inRecovery: st.standbySignal,
-          timeline: 0,
-          lsn: 0,
-          receiveLsn: 0,
-          upstream: null,
-          streaming: false,
-          replicas: [],
-          syncStandbyNames: '',
-          configHash: '',
-        },
-        error: pgError,
-      };
-    } catch (err) {
-      return { reachable: false, postgres: null, error: `${pgError}; ssh: ${messageOf(err)}` };
+    const last = this.lastAnswer.get(key);
+    const recent = !!last && Date.now() - last.at < 10_000;
+    // The host's kernel refused the port of a postgres that answered moments ago: the host is
+    // up and its postmaster is gone. That is all the planner needs; no SSH round trip.
+    if (refused && recent) return { reachable: true, postgres: downObservation(true, last.inRecovery), error: pgError };
+    // Otherwise ONE ssh look tells "node up, postgres down" from "node gone". For a node that
+    // was healthy moments ago it runs in the background (its answer serves the next probes):
+    // a failed primary is confirmed at the probe cadence, not at SSH's.
+    const look = this.looks.get(key);
+    if (recent || (look && Date.now() - look.at < 3_000)) {
+      this.refreshLook(cluster, node);
+      if (!look) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet` };
+      return this.fromLook(look, pgError);
     }
+    await this.refreshLook(cluster, node);
+    return this.fromLook(this.looks.get(key)!, pgError);
+  }
+
+  private fromLook(look: { state: NodeState | null; error: string }, pgError: string) {
+    if (!look.state) return { reachable: false, postgres: null, error: `${pgError}; ssh: ${look.error}` };
+    return { reachable: true, postgres: downObservation(look.state.initialized, look.state.standbySignal, look.state.running), error: pgError };
+  }
+
+  /** Start (or join) an SSH look at the node; its result lands in `looks`. */
+  private refreshLook(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const key = `${cluster.name}/${node.name}`;
+    const have = this.looks.get(key);
+    if (have?.pending) return have.pending;
+    const pending = this.nodeState(cluster, node, Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2)).then(
+      (state) => void this.looks.set(key, { at: Date.now(), state, error: '' }),
+      (err) => void this.looks.set(key, { at: Date.now(), state: null, error: messageOf(err) }),
+    );
+    if (have) have.pending = pending;
+    else this.looks.set(key, { at: 0, state: null, error: 'not checked yet', pending });
+    return pending;
   }
 
   /** The probe query on an open session. */
@@ -974,13 +1021,21 @@ export class SshPostgresDriver implements PostgresDriver {
     try {
       done = await this.withAdmin(cluster, node, async (c) => {
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
+        // The standby conf goes meanwhile (primary_conninfo would linger until the next reload;
+        // removing it early is harmless: it is read only on reload or restart).
+        const dropping = dropStandbyConf();
+        dropping.catch(() => {});
         if (r.rows[0]?.rec) {
-          // waits until the promotion is complete (or 10 s)
-          const p = await c.query<{ ok: boolean }>('SELECT pg_promote(true, 10) AS ok');
+          // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
+          const p = await c.query<{ ok: boolean }>('SELECT pg_promote(false) AS ok');
           if (p.rows[0]?.ok !== true) return false;
+          const deadline = Date.now() + 10_000;
+          while ((await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')).rows[0]?.rec) {
+            if (Date.now() > deadline) return false;
+            await sleep(5);
+          }
         }
-        // primary_conninfo would linger in memory until the next reload
-        if ((await dropStandbyConf()).size > 0) await c.query('SELECT pg_reload_conf()');
+        if ((await dropping).size > 0) await c.query('SELECT pg_reload_conf()');
         return true;
       });
     } catch (err) {
