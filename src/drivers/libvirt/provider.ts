@@ -16,7 +16,7 @@ import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/type
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
-import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, volumeNames, type MachinePlan } from './names.js';
+import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
 import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
 import { buildSeedIso, renderSeed } from './cloudinit.js';
 import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
@@ -222,21 +222,27 @@ export class LibvirtProvider implements ProviderDriver {
     if (!inside(m.address, net)) throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
     const publicKey = await this.ensureKeyPair(spec);
     // Shared per hypervisor: the pool and the network (one at a time per URI in this process).
-    await this.serial(`uri:${m.uri}`, async () => {
-      await this.ensurePool(m.uri, p.pool);
-      await this.ensureNetwork(spec, m.uri, [m]);
-    });
+    const shared = () =>
+      this.serial(`uri:${m.uri}`, async () => {
+        await this.ensurePool(m.uri, p.pool);
+        await this.ensureNetwork(spec, m.uri, [m]);
+      });
     const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
     if (existing) {
-      await this.checkOwned(existing, m);
+      await this.withHv(m.uri, `check ${m.domain}`, () => this.checkOwned(existing, m));
+      const st = await this.withHv(m.uri, `observe ${m.domain}`, async () => stateName((await existing.getInfo()).state));
+      if (st === 'running' || st === 'blocked' || st === 'shutdown') return;
+      await shared(); // its disks and network must be there to start it
       await this.withHv(m.uri, `start ${m.id}`, () => this.startDomain(existing, m));
       return;
     }
+    await shared();
     // Not defined yet (first time, or a crash before the define): volumes, then define + start.
     const poolPath = p.pool.path;
-    await this.ensureRootVolume(m, p);
-    if (m.volumes.data) await this.ensureDataVolume(m, p);
-    await this.ensureSeedVolume(spec, m, p, publicKey);
+    const vols = await this.volumeNames(m.uri, p.pool.name);
+    await this.ensureRootVolume(m, p, vols);
+    if (m.volumes.data && !vols.has(m.volumes.data)) await this.ensureDataVolume(m, p);
+    await this.ensureSeedVolume(spec, m, p, publicKey, vols);
     const { type } = await this.domainType(m.uri, p.domainType);
     const xml = renderDomainXml({
       name: m.domain,
@@ -403,6 +409,24 @@ export class LibvirtProvider implements ProviderDriver {
     }
   }
 
+  /** Names of the volumes in a pool (one virsh call). */
+  private async volumeNames(uri: string, pool: string): Promise<Set<string>> {
+    const out = (await this.virsh.run(uri, ['vol-list', pool], `list the volumes of pool ${pool}`)).stdout;
+    return new Set(out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean));
+  }
+
+  /** Like volumeNames, null when the pool does not exist; an inactive pool is started first. */
+  private async volumeNamesIfPool(uri: string, pool: string): Promise<Set<string> | null> {
+    try {
+      return await this.volumeNames(uri, pool);
+    } catch (err) {
+      if (err instanceof VirshError && err.notFound) return null;
+      if (!/not active/i.test(messageOf(err))) throw err;
+      await this.virsh.run(uri, ['pool-start', pool], `start pool ${pool}`);
+      return this.volumeNames(uri, pool);
+    }
+  }
+
   private async volume(uri: string, pool: string, vol: string) {
     const r = await this.virsh.maybe(uri, ['vol-dumpxml', '--pool', pool, vol], `read volume ${vol}`);
     return r ? volumeFacts(r.stdout) : null;
@@ -422,10 +446,10 @@ export class LibvirtProvider implements ProviderDriver {
 
   /** qcow2 overlay on the base image, sized rootDiskGiB (the guest's growpart fills it). A
    *  leftover that does not match (other base, other size) is made again: no domain uses it. */
-  private async ensureRootVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
+  private async ensureRootVolume(m: MachinePlan, p: LibvirtProviderSpec, vols: Set<string>): Promise<void> {
     const vol = m.volumes.root;
     const cap = m.rootDiskGiB * GiB;
-    const have = await this.volume(m.uri, p.pool.name, vol);
+    const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
     if (have && have.backingPath === p.baseImage && have.capacityBytes === cap && have.format === 'qcow2') return;
     if (have) await this.deleteVolume(m.uri, p.pool.name, vol);
     const xml = renderVolumeXml({ name: vol, capacityBytes: cap, format: 'qcow2', backing: { path: p.baseImage, format: await this.baseFormat(m.uri, p.baseImage) } });
@@ -448,14 +472,13 @@ export class LibvirtProvider implements ProviderDriver {
   /** The data disk is never made again once it exists: it holds the node's data. */
   private async ensureDataVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
     const vol = m.volumes.data!;
-    if (await this.volume(m.uri, p.pool.name, vol)) return;
     await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: m.dataDiskGiB * GiB, format: 'qcow2' }), vol);
   }
 
   /** The seed ISO is (re)written on every creation attempt (the domain is not defined yet, so
    *  nothing has read it): a crash between create and upload cannot leave an empty seed. The
    *  test driver keeps no volume content (no vol-upload): there the volume alone is made. */
-  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string): Promise<void> {
+  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string, vols: Set<string>): Promise<void> {
     const vol = m.volumes.seed;
     const prefixLen = parseCidr(p.network.cidr).prefixLen;
     const iso = await buildSeedIso(
@@ -473,7 +496,7 @@ export class LibvirtProvider implements ProviderDriver {
         dataDisk: m.volumes.data ? p.dataDisk : null,
       }),
     );
-    const have = await this.volume(m.uri, p.pool.name, vol);
+    const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
     if (have && have.capacityBytes !== iso.length) await this.deleteVolume(m.uri, p.pool.name, vol);
     if (!have || have.capacityBytes !== iso.length) {
       await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: iso.length, format: 'raw' }), vol);
@@ -515,10 +538,8 @@ export class LibvirtProvider implements ProviderDriver {
         await this.virsh.maybe(m.uri, ['undefine', m.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${m.domain}`);
       }
     });
-    const poolExists = (await this.virsh.maybe(m.uri, ['pool-info', p.pool.name], `read pool ${p.pool.name}`)) !== null;
-    if (poolExists) {
-      for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol) await this.deleteVolume(m.uri, p.pool.name, vol);
-    }
+    const have = (await this.volumeNamesIfPool(m.uri, p.pool.name)) ?? new Set<string>();
+    for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol && have.has(vol)) await this.deleteVolume(m.uri, p.pool.name, vol);
     await this.serial(`uri:${m.uri}`, () => this.removeReservation(m.uri, p.network.name, m));
     this.log.info({ id: m.id, domain: m.domain, uri: m.uri }, 'libvirt machine deleted');
   }
@@ -547,6 +568,8 @@ export class LibvirtProvider implements ProviderDriver {
             const v = volumeNames(spec.name, d.node);
             for (const vol of [v.root, v.data, v.seed]) await this.deleteVolume(uri, p.pool.name, vol);
           }
+          const orphan = { ...machinePlan(spec, spec.nodes[0]!), name: d.node, id: `${spec.name}/${d.node}`, uri, domain: d.domain, mac: macFor(spec.name, d.node), dhcpName: d.domain };
+          await this.serial(`uri:${uri}`, () => this.removeReservation(uri, p.network.name, orphan));
         }
         await this.serial(`uri:${uri}`, async () => {
           await this.deleteNetworkIfUnused(uri, p.network.name);
