@@ -24,6 +24,14 @@ else
   echo "== integration tests skipped: they need root (network namespaces, sshd, postgres)"
 fi
 
+if [ "$(id -u)" = 0 ]; then
+  # A private libvirtd per test file, in its own network namespace (test/libvirt/helpers).
+  echo "== libvirt provider contract (real libvirtd, test driver, root)"
+  npx vitest run test/libvirt/contract --reporter=default --reporter=json --outputFile.json="$reports/libvirt.json" || status=1
+else
+  echo "== libvirt contract tests skipped: they need root (a private libvirtd in a network namespace)"
+fi
+
 node -e '
 const fs = require("fs"); let passed = 0, failed = 0, skipped = 0;
 for (const f of fs.readdirSync(process.argv[1])) {
