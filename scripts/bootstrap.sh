@@ -9,7 +9,7 @@ PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-s
 # The libvirt provider: libvirtd + qemu (its contract tests run a private libvirtd), virsh,
 # genisoimage for cloud-init seeds, libvirt-dev for @unraid/libvirt (node-gyp, during npm ci).
 # No daemon is started here (policy-rc.d below); tests start their own in a namespace.
-PKGS+=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils dnsmasq-base iptables genisoimage)
+PKGS+=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils dnsmasq-base iptables genisoimage libxml2-utils)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
