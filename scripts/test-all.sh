@@ -3,7 +3,8 @@
 #   1. unit + property tests (no root needed),
 #   2. as root: integration tests against the real lab (postgres, pgpool, sshd in network
 #      namespaces), run inside a lab hub namespace that scripts/test-integration.sh creates and
-#      removes again, whatever happens.
+#      removes again, whatever happens; then the chaos tests (test/chaos: faults with pgop
+#      serve and writers running) the same way.
 # Ends with one line "pgop: N passed, N failed, N skipped" (the plain closing line CI reads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ npx vitest run test/unit test/property --reporter=default --reporter=json --outp
 if [ "$(id -u)" = 0 ]; then
   echo "== integration tests (real lab, root)"
   bash scripts/test-integration.sh test/integration --reporter=default --reporter=json --outputFile.json="$reports/integration.json" || status=1
+  echo "== chaos tests (real lab, root: faults with pgop serve and a writer running)"
+  bash scripts/test-integration.sh test/chaos --reporter=default --reporter=json --outputFile.json="$reports/chaos.json" || status=1
 else
   echo "== integration tests skipped: they need root (network namespaces, sshd, postgres)"
 fi

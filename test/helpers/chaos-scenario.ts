@@ -75,7 +75,16 @@ export interface TrialResult {
   maxPrimaries: number;
   /** events after t0 (pgop only) */
   events: EventItem[];
+  /** per writer, its distinct errors after the fault with counts (diagnosis) */
+  errors: Record<string, Record<string, number>>;
   notes: string[];
+}
+
+/** Distinct error messages (after t) with their counts. */
+export function errorCounts(w: Writer, t: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f of w.failures) if (f.at >= t) out[f.error] = (out[f.error] ?? 0) + 1;
+  return out;
 }
 
 interface Probe {
@@ -265,6 +274,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     healAt,
     maxPrimaries: monitor.maxPrimaries,
     events,
+    errors: Object.fromEntries(all.map((w) => [w.name, errorCounts(w, t0)])),
     notes,
   };
 }
