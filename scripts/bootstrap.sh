@@ -10,6 +10,8 @@ PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-s
 # genisoimage for cloud-init seeds, libvirt-dev for @unraid/libvirt (node-gyp, during npm ci).
 # No daemon is started here (policy-rc.d below); tests start their own in a namespace.
 PKGS+=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils dnsmasq-base iptables genisoimage libxml2-utils)
+# `pgop image build`: debootstrap into a loop-mounted disk (sfdisk, partx, mkfs.ext4), qemu-img.
+PKGS+=(debootstrap fdisk e2fsprogs)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()

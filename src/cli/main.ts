@@ -4,6 +4,7 @@
 
 import { Command, Option } from 'commander';
 import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
+import type { ImageBuildFlags } from '../image/recipe.js';
 
 export interface GlobalOptions {
   db: string;
@@ -95,6 +96,25 @@ program
   .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
     const { serveCommand } = await import('./commands/serve.js');
     process.exitCode = await serveCommand(await dbPath(), o);
+  });
+
+const image = program.command('image').description('base images for the libvirt provider');
+image
+  .command('build')
+  .description('build the offline Debian cloud image (debootstrap; postgres, pgpool, cloud-init inside); skipped when its recipe is unchanged (root)')
+  .option('-f, --file <file>', 'libvirt spec: write the image to its provider.baseImage')
+  .option('-o, --output <path>', 'the qcow2 to write (default: the spec\'s baseImage, else /var/lib/pgop/images/debian-12-pgop.qcow2)')
+  .option('--force', 'rebuild even when the recipe is unchanged (from the cached debootstrap system)')
+  .option('--fresh', 'rebuild and run debootstrap again (newer package versions)')
+  .option('--cache-dir <dir>', 'downloaded packages and the last debootstrap system (default /var/cache/pgop/image)')
+  .option('--mirror <url>', 'Debian mirror (default http://deb.debian.org/debian)')
+  .option('--suite <name>', 'Debian suite (default bookworm)')
+  .option('--add-packages <list>', 'more packages to install, comma separated')
+  .option('--size-gib <n>', 'virtual size of the root disk (default 3; overlays may be larger, growpart fills them)')
+  .option('--compress', 'write a compressed qcow2 (smaller, slower to build)')
+  .action(async (o: ImageBuildFlags & { file?: string }) => {
+    const { imageBuildCommand } = await import('./commands/image.js');
+    process.exitCode = await imageBuildCommand(o);
   });
 
 const lab = program.command('lab').description('the one-machine lab: real postgres, pgpool and sshd in network namespaces (root)');
