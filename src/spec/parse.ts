@@ -4,7 +4,7 @@
 // fills defaults. Every problem found is reported at once, in document order.
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import {
@@ -63,7 +63,13 @@ const SIM_SECRET: SecretRef = { env: 'PGOP_SIM_PASSWORD' };
 // ---------------------------------------------------------------------------------------------
 // Public API
 
-export function parseSpecFile(path: string): ParsedSpec {
+export interface ParseOptions {
+  /** Also check what the spec names on this machine, as \`pgop apply\` does: the base image of a
+   *  libvirt cluster whose hypervisor is local must exist. Off for pure parsing (tests, diff). */
+  checkHost?: boolean;
+}
+
+export function parseSpecFile(path: string, opts: ParseOptions = {}): ParsedSpec {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -72,10 +78,10 @@ export function parseSpecFile(path: string): ParsedSpec {
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : String(code ?? err);
     throw new SpecError([{ file: path, line: 1, column: 1, path: '(file)', message: `cannot read spec: ${why}` }]);
   }
-  return parseSpecText(text, path);
+  return parseSpecText(text, path, opts);
 }
 
-export function parseSpecText(text: string, file: string): ParsedSpec {
+export function parseSpecText(text: string, file: string, opts: ParseOptions = {}): ParsedSpec {
   const lineCounter = new LineCounter();
   // prettyErrors off: we want the bare message; the position comes from the LineCounter.
   const docs = Array.from(parseAllDocuments(text, { lineCounter, prettyErrors: false }));
@@ -128,7 +134,7 @@ export function parseSpecText(text: string, file: string): ParsedSpec {
   }
   // Semantic checks run even when the schema failed (they guard every access), so one run
   // lists everything; a path the schema already flagged is not reported twice.
-  checkSemantics(raw, report);
+  checkSemantics(raw, report, opts);
   if (report.problems.length > 0) throw new SpecError(report.sorted());
 
   const spec = normalize(raw as RawDoc);
@@ -288,7 +294,7 @@ interface Net {
   path: Seg[];
 }
 
-function checkSemantics(rawDoc: unknown, r: Reporter): void {
+function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): void {
   const spec = obj(obj(rawDoc).spec);
   const provider = obj(spec.provider);
   const ptype = str(provider.type);
@@ -312,6 +318,7 @@ function checkSemantics(rawDoc: unknown, r: Reporter): void {
       else reserved.set(gw, 'is the network\'s gateway');
     }
     if (typeof provider.uri === 'string') checkUri(provider.uri, [...S, 'provider', 'uri'], r);
+    if (opts.checkHost) checkBaseImage(provider, nodes, [...S, 'provider', 'baseImage'], r);
   }
 
   const checkAddress = (value: unknown, path: Seg[]): number | undefined => {
@@ -488,6 +495,27 @@ function checkUri(uri: string, path: Seg[], r: Reporter): void {
   }
   if (!LIBVIRT_URI_SCHEMES.includes(m[1]!)) {
     r.add(path, `unknown URI scheme "${m[1]}": must be one of ${LIBVIRT_URI_SCHEMES.join(', ')}`);
+  }
+}
+
+/** A local hypervisor (no host in its URI; not libvirt's test driver) reads the base image from
+ *  this machine: it must be a file here before anything is created. Remote hypervisors are
+ *  checked when their first volume is made. */
+function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporter): void {
+  const image = provider.baseImage;
+  if (typeof image !== 'string' || !image.startsWith('/')) return; // the schema reports it
+  const uris = [typeof provider.uri === 'string' ? provider.uri : 'qemu:///system', ...nodes.map((n) => obj(n).hypervisor).filter((u): u is string => typeof u === 'string')];
+  const local = uris.find((u) => /^[A-Za-z][A-Za-z0-9+.-]*:\/\/\//.test(u) && !/^test[+:]/.test(u));
+  if (!local) return;
+  let why: string | undefined;
+  try {
+    if (!statSync(image).isFile()) why = 'is not a file';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (permission denied)' : `cannot be read (${String(code)})`;
+  }
+  if (why) {
+    r.add(path, `base image ${image} ${why} on this machine (the hypervisor of ${local}): build it with \`pgop image build\` or point baseImage at a downloaded cloud image`);
   }
 }
 

@@ -8,7 +8,7 @@ import type { ClusterSpec } from '../../spec/types.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
 
 export async function applyCommand(db: string, file: string, dryRun: boolean): Promise<number> {
-  const parsed = parseSpecFile(file); // throws SpecError -> exit 2, nothing written
+  const parsed = parseSpecFile(file, { checkHost: true }); // throws SpecError -> exit 2, nothing written
   const kind = `cluster/${parsed.spec.name}`;
   if (dryRun) {
     const store = Store.open(db, { readonly: true });
