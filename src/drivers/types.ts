@@ -68,6 +68,9 @@ export interface PostgresDriver {
 /** pgpool-II in front of the cluster. */
 export interface PoolDriver {
   observe(cluster: ClusterSpec): Promise<PoolObservation>;
+  /** pgpool's most recent view (from observe or from routing it), without asking it again:
+   *  what a pass uses while pgpool is too busy to answer at once. */
+  latest?(cluster: ClusterSpec): PoolObservation | null;
   /** Configure backends (every node of the spec), health checks, load balancing, pool_passwd,
    *  pcp; start if stopped; make it route writes to `primary`. Idempotent. */
   ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void>;

@@ -34,7 +34,9 @@ export async function observeCluster(
   const nodes: Record<string, NodeObservation> = {};
   // pgpool is read alongside the nodes (not after them): a pass costs the slowest look, not the sum.
   const poolLook: Promise<ClusterObservation['pool']> = spec.pgpool.enabled
-    ? world.pool.observe(spec).catch((err) => ({ reachable: false, primary: null, backends: [], configHash: '', error: messageOf(err) }))
+    ? world.pool
+        .observe(spec)
+        .catch((err) => ({ reachable: false, primary: null, backends: [], configHash: '', error: messageOf(err) }))
     : Promise.resolve(null);
   await Promise.all(
     spec.nodes.map(async (node) => {
@@ -68,17 +70,21 @@ export async function observeCluster(
     nodes[name] = { name, machine, reachable: false, postgres: null, misses: 0 };
   }
   // A pgpool in the middle of a failover answers nothing until it is done, and it may be waiting
-  // for this very pass to promote the new primary: wait only briefly beyond the nodes' probes.
-  // The look goes on in the background; a pass that needs pgpool (routing) waits for it there.
+  // for this very pass to promote the new primary: wait only briefly beyond the nodes' probes,
+  // then use its previous answer. The look goes on in the background and its answer (or its
+  // failure, after the driver's own timeout) serves the next pass; a pass that re-routes pgpool
+  // waits for pgpool there.
   // While a node fails, pgpool is likely busy with the same failure and the pass is about the
   // node: take pgpool's answer only if it is already there.
   const grace = Object.values(nodes).some((n) => n.misses > 0) ? 0 : POOL_GRACE_MS;
-  const pool = await Promise.race([
+  const late = Symbol('late');
+  const first = await Promise.race([
     poolLook,
-    new Promise<ClusterObservation['pool']>((resolve) => {
-      const t = setTimeout(() => resolve({ reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: no answer within ${grace} ms of the nodes' probes (busy failing over?)` }), grace);
+    new Promise<typeof late>((resolve) => {
+      const t = setTimeout(() => resolve(late), grace);
       void poolLook.finally(() => clearTimeout(t));
     }),
   ]);
+  const pool = first !== late ? first : (world.pool.latest?.(spec) ?? { reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: no answer yet (asked ${grace} ms after the nodes answered)` });
   return { cluster: spec.name, at: now, nodes, pool };
 }

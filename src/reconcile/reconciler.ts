@@ -72,7 +72,9 @@ export class Reconciler {
 
     const specNames = new Set(spec.nodes.map((n) => n.name));
     const strays = store.listNodes(name).filter((r) => !specNames.has(r.name)).map((r) => r.name);
+    const passStart = performance.now();
     const observation = await observeCluster(spec, world, this.misses.get(name) ?? {}, clock.now(), strays);
+    const observeMs = Math.round(performance.now() - passStart);
     this.misses.set(name, Object.fromEntries(Object.values(observation.nodes).map((n) => [n.name, n.misses])));
     // A node gone from the spec, its machine and its record: forget it.
     for (const n of strays) {
@@ -122,6 +124,10 @@ export class Reconciler {
     });
 
     const base = { cluster: name, decision, phase: planned.phase, converged };
+    if (decision.kind === 'wait' && /^(primary|failover)\./.test(decision.ruleId)) {
+      // the lead-up to a failover, pass by pass (how fast misses are confirmed)
+      this.log.info({ cluster: name, rule: decision.ruleId, node: decision.node, observeMs }, decision.reason);
+    }
     if (decision.kind === 'wait' || decision.kind === 'done') {
       this.failures.delete(name);
       return { ...base, acted: false, requeueAfterMs: decision.requeueAfterMs };
@@ -137,7 +143,9 @@ export class Reconciler {
       // Record the node's name before its first side effect (a machine may come to exist
       // even if this pass dies before the commit), so it can be found and removed later.
       if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
+      const actStart = performance.now();
       if (step.actor) await runActor(step.actor, d, spec, world);
+      const actMs = Math.round(performance.now() - actStart);
       this.opts.beforeCommit?.(name, d);
       store.commitStep({
         cluster: name,
@@ -148,7 +156,7 @@ export class Reconciler {
         event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
         now: clock.now(),
       });
-      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId }, d.reason);
+      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId, observeMs, actMs }, d.reason);
     };
     try {
       // Node-local actions on other nodes run alongside; each commits on its own success.

@@ -89,6 +89,8 @@ export class SshPoolDriver implements PoolDriver {
   private readonly clients = new ClientCache();
   private readonly hashes = new Map<string, { hash: string; at: number }>();
   private readonly reportTargetOf: (cluster: ClusterSpec) => ReportTarget | null;
+  /** the most recent view of pgpool's backends per cluster (observe() and settle() keep it) */
+  private readonly views = new Map<string, PoolObservation>();
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -167,7 +169,9 @@ export class SshPoolDriver implements PoolDriver {
     try {
       backends = await this.poolNodes(cluster);
     } catch (err) {
-      return { reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: ${pgMessage(err)}` };
+      const view: PoolObservation = { reachable: false, primary: null, backends: [], configHash: '', error: `pgpool: ${pgMessage(err)}` };
+      this.views.set(cluster.name, view);
+      return view;
     }
     // The applied hash lives on the pool host; read it at most every 10 s (observe runs every pass).
     let cached = this.hashes.get(cluster.name);
@@ -180,8 +184,18 @@ export class SshPoolDriver implements PoolDriver {
       }
     }
     const configHash = cached?.hash ?? '';
+    return this.remember(cluster, backends, configHash);
+  }
+
+  latest(cluster: ClusterSpec): PoolObservation | null {
+    return this.views.get(cluster.name) ?? null;
+  }
+
+  private remember(cluster: ClusterSpec, backends: PoolBackend[], configHash: string): PoolObservation {
     const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
-    return { reachable: true, primary, backends, configHash };
+    const view = { reachable: true, primary, backends, configHash };
+    this.views.set(cluster.name, view);
+    return view;
   }
 
   // ---------------------------------------------------------------- ensure
@@ -316,14 +330,17 @@ export class SshPoolDriver implements PoolDriver {
         const primaryOk = primary === null || (pb?.status === 'up' && pb.role === 'primary');
         const falsePrimary = primary !== null && backends.some((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary);
         if (attachedAll && primaryOk && !falsePrimary) {
+          this.remember(cluster, backends, this.hashes.get(cluster.name)?.hash ?? '');
           this.log.info({ cluster: cluster.name, primary, ms: Date.now() - t0, restarted }, 'pgpool routes as desired');
           return;
         }
         why = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
       }
-      // A pgpool that does not answer is usually stuck searching for a primary after a failover:
-      // restarting it (-D) is quicker than waiting, and it finds the primary by itself.
-      if (Date.now() > deadline || (unanswered >= 2 && !restarted)) {
+      // A pgpool that keeps not answering is stuck (e.g. searching for a primary that is not
+      // there): restarting it (-D) is quicker than waiting, and it finds the primary by itself.
+      // Not sooner than a second in: right after a failover pgpool restarts all its children,
+      // which drops our session once or twice, and a restart then would only add seconds.
+      if (Date.now() > deadline || (unanswered >= 4 && !restarted && Date.now() - t0 > 1500)) {
         if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${why}`);
         this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
         await this.stopPgpool(cluster);
@@ -386,6 +403,7 @@ export class SshPoolDriver implements PoolDriver {
     }
     await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
     this.hashes.delete(cluster.name);
+    this.views.delete(cluster.name);
   }
 
   async close(): Promise<void> {
