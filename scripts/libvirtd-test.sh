@@ -63,6 +63,9 @@ case "$cmd" in
     done
     [ -e "/run/netns/$ns" ] && { echo "libvirtd-test: namespace $ns exists already" >&2; exit 3; }
     mkdir -p "$dir"/etc "$dir"/run "$dir"/lib "$dir"/cache "$dir"/log
+    # libvirtd does not make the qemu log dir itself (the package does): virtlogd opens the
+    # guests' console logs there, and a domain with a log file does not start without it.
+    mkdir -p "$dir"/log/qemu
     # The machine's configuration without its guests, networks and pools.
     cp -a /etc/libvirt/. "$dir/etc/"
     rm -rf "$dir/etc/qemu/networks" "$dir/etc/storage" "$dir/etc/qemu/autostart"
