@@ -71,6 +71,8 @@ export interface PoolDriver {
   /** pgpool's most recent view (from observe or from routing it), without asking it again:
    *  what a pass uses while pgpool is too busy to answer at once. */
   latest?(cluster: ClusterSpec): PoolObservation | null;
+  /** Stop routing clients to this node now (fencing); best effort, never throws. */
+  detachBackend?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
   /** Configure backends (every node of the spec), health checks, load balancing, pool_passwd,
    *  pcp; start if stopped; make it route writes to `primary`. Idempotent. */
   ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void>;

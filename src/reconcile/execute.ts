@@ -42,7 +42,12 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
     case 'demotePrimary':
       return world.postgres.demote(spec, node);
     case 'fenceNode':
-      return world.provider.fenceMachine(spec, node);
+      // Fenced means no process of it runs (the provider's part, awaited: the safety) and no
+      // client is routed to it. The pool part starts pgpool's own failover now, overlapping the
+      // promotion that follows; it never throws, and routing is checked after the promotion.
+      await world.provider.fenceMachine(spec, node);
+      void world.pool.detachBackend?.(spec, node);
+      return;
     case 'deleteMachine':
       return world.provider.deleteMachine(spec, node);
   }

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import pg from 'pg';
-import type { ClusterSpec } from '../../spec/types.js';
+import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
 import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
@@ -353,14 +353,32 @@ export class SshPoolDriver implements PoolDriver {
     }
   }
 
-  private async pcp(cluster: ClusterSpec, cmd: string, args: string[]): Promise<ExecResult> {
+  private async pcp(cluster: ClusterSpec, cmd: string, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
     return this.must(
       cluster,
       cmd,
       '"$1" -h "$2" -p "$3" -U "$4" -w "$5" "$6"',
       [`${this.bin}/${cmd}`, cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, PCP_USER, ...args],
-      { user: 'postgres', env: { PCPPASSFILE: this.paths.pcpPass }, timeoutMs: 30_000 },
+      { user: 'postgres', env: { PCPPASSFILE: this.paths.pcpPass }, timeoutMs },
     );
+  }
+
+  /** Stop routing to a node at once (part of fencing it). pgpool then fails over by itself,
+   *  in parallel with the promotion: its failover_command waits for the operator's answer and
+   *  its search then finds the new primary. pcp_detach_node returns without waiting for that.
+   *  Best effort: a pgpool that is down or already detached the node needs nothing. */
+  async detachBackend(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    if (!cluster.pgpool.enabled) return;
+    const i = cluster.nodes.findIndex((n) => n.name === node.name);
+    const view = this.views.get(cluster.name);
+    if (i < 0 || view?.backends.find((b) => b.name === node.name)?.status === 'down') return;
+    const t0 = performance.now();
+    try {
+      await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)], Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4));
+      this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0) }, 'pgpool: fenced node detached');
+    } catch (err) {
+      this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(err) }, 'pgpool: cannot detach the fenced node (routing is fixed after the promotion)');
+    }
   }
 
   private async startPgpool(cluster: ClusterSpec): Promise<void> {

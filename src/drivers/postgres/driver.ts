@@ -1018,13 +1018,18 @@ export class SshPostgresDriver implements PostgresDriver {
     const d = this.dataDir(cluster);
     const dropStandbyConf = () => this.apply(cluster, node, [{ op: 'delete', path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}` }], { dataDir: false });
     let done = false;
+    const phases: Record<string, number> = {};
     try {
       done = await this.withAdmin(cluster, node, async (c) => {
+        phases.connectMs = ms(t0);
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-        // The standby conf goes meanwhile (primary_conninfo would linger until the next reload;
-        // removing it early is harmless: it is read only on reload or restart).
+        // The standby conf (primary_conninfo of the old primary) is removed in the background:
+        // on a primary it is inert (read only in recovery), so clients need not wait for the
+        // SSH round trips; a later rejoin as a standby rewrites it anyway.
         const dropping = dropStandbyConf();
-        dropping.catch(() => {});
+        void dropping.then(
+          (changed) => (changed.size > 0 ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined),
+        ).catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
         if (r.rows[0]?.rec) {
           // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
           const p = await c.query<{ ok: boolean }>('SELECT pg_promote(false) AS ok');
@@ -1034,8 +1039,8 @@ export class SshPostgresDriver implements PostgresDriver {
             if (Date.now() > deadline) return false;
             await sleep(5);
           }
+          phases.writableMs = ms(t0);
         }
-        if ((await dropping).size > 0) await c.query('SELECT pg_reload_conf()');
         return true;
       });
     } catch (err) {
@@ -1057,7 +1062,7 @@ export class SshPostgresDriver implements PostgresDriver {
         await c.query('SELECT pg_reload_conf()');
       });
     }
-    this.log.info({ node: node.name, ms: ms(t0) }, 'promoted');
+    this.log.info({ node: node.name, ms: ms(t0), ...phases }, 'promoted');
   }
 
   async demote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
