@@ -136,7 +136,8 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     `failover_command = ${q(report ? `/usr/bin/timeout 15 /bin/bash ${paths.reportScript} %d %h %m %P` : `echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
     `failback_command = ${q(`echo failback node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
     `failover_on_backend_error = ${report ? 'on' : 'off'}`,
-    'failover_on_backend_shutdown = off',
+    // a backend that says its postmaster went away (kill -9, shutdown) is detached at once too
+    `failover_on_backend_shutdown = ${report ? 'on' : 'off'}`,
     "follow_primary_command = ''",
     'detach_false_primary = off',
     'auto_failback = off',
