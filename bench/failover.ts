@@ -76,8 +76,9 @@ const repo = fileURLToPath(new URL('../../', import.meta.url));
 const startedAt = new Date();
 const say = (s: string) => process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
 const git = (args: string[]) => spawnSync('git', ['-C', repo, ...args], { encoding: 'utf8' }).stdout.trim();
-const commit = git(['rev-parse', 'HEAD']);
-const dirty = git(['status', '--porcelain', '--untracked-files=no']).split('\n').filter(Boolean).length;
+// PGOP_BENCH_COMMIT names the commit when the tree is an export without .git (a clean snapshot).
+const commit = process.env.PGOP_BENCH_COMMIT ?? git(['rev-parse', 'HEAD']);
+const dirty = process.env.PGOP_BENCH_COMMIT ? 0 : git(['status', '--porcelain', '--untracked-files=no']).split('\n').filter(Boolean).length;
 const loads: number[] = [loadavg()[0]!];
 
 interface FailedTrial {

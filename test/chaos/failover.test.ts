@@ -14,6 +14,8 @@ import { missing, outage, sleep } from '../helpers/writer.js';
 
 const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
 const log = (s: string) => process.stdout.write(`[chaos] ${s}\n`);
+/** Generous convergence deadlines (a loaded 2-core machine), never timing assertions. */
+const DEADLINES = { recoverTimeoutMs: 60_000, convergeTimeoutMs: 150_000 };
 
 describe.skipIf(!root)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
   const lab = root ? new ChaosLab({ name: 'cf', network: '10.91.0.0/24', mode: 'sync', log }) : (null as unknown as ChaosLab);
@@ -28,14 +30,14 @@ describe.skipIf(!root)('chaos: failover on the lab (root)', { timeout: 300_000 }
 
   it('kill -9 of the primary postmaster: fenced, a standby promoted, nothing acknowledged lost, old primary rejoins', async () => {
     await waitConverged(lab, 120_000);
-    const r = await failoverTrial(lab, { fault: 'kill', run: 'kill-primary', system: 'pgop' });
+    const r = await failoverTrial(lab, { fault: 'kill', run: 'kill-primary', system: 'pgop', ...DEADLINES });
     log(summary(r));
     await expectSafeFailover(lab, r);
   });
 
   it("the primary's link down, then healed: fenced before the promotion, no write on the isolated primary after it", async () => {
     await waitConverged(lab, 120_000);
-    const r = await failoverTrial(lab, { fault: 'partition', run: 'partition-primary', system: 'pgop' });
+    const r = await failoverTrial(lab, { fault: 'partition', run: 'partition-primary', system: 'pgop', ...DEADLINES });
     log(summary(r));
     await expectSafeFailover(lab, r);
   });

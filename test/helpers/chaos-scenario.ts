@@ -156,7 +156,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   try {
     for (const w of all) w.start();
     monitor.start();
-    await Promise.race([pool.firstAck(), sleep(30_000)]);
+    await Promise.race([pool.firstAck(), sleep(60_000)]);
     if (!pool.acks.length) throw new Error(`no write through pgpool succeeded before the fault: ${pool.failures.slice(-3).map((f) => f.error).join('; ')}`);
     await sleep(300);
 
@@ -310,7 +310,7 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   try {
     for (const w of all) w.start();
     monitor.start();
-    await Promise.race([pool.firstAck(), sleep(30_000)]);
+    await Promise.race([pool.firstAck(), sleep(60_000)]);
     if (!pool.acks.length) throw new Error('no write through pgpool succeeded before the switchover');
     await sleep(300);
     t0 = now();

@@ -43,9 +43,12 @@ export interface WriterOptions {
   intervalMs?: number;
   /** after a failure, the next attempt after this long (default 25) */
   retryMs?: number;
-  /** start another attempt while the newest one has been outstanding this long; 0: never (default 100) */
+  /** start another attempt while the newest one has been outstanding this long; 0: never (default 150) */
   hedgeMs?: number;
+  /** attempts at once, hedges included (default 8: each may hold one of pgpool's children) */
   maxInFlight?: number;
+  /** generous by default (3000 each): a session through pgpool on a loaded 2-core machine can
+   *  take over a second to set up; hedging, not short timeouts, gives the time resolution */
   connectTimeoutMs?: number;
   queryTimeoutMs?: number;
   /** stop by itself after the first acknowledged write (a probe) */
@@ -76,10 +79,10 @@ export class Writer {
       table: 'chaos_writes',
       intervalMs: 10,
       retryMs: 25,
-      hedgeMs: 100,
-      maxInFlight: 3,
-      connectTimeoutMs: 1000,
-      queryTimeoutMs: 1000,
+      hedgeMs: 150,
+      maxInFlight: 8,
+      connectTimeoutMs: 3000,
+      queryTimeoutMs: 3000,
       stopAfterFirstAck: false,
       firstId: 1,
       ...opts,
