@@ -252,3 +252,12 @@ describe('names and MACs', () => {
     expect(() => allMachines(clash)).toThrow(/collides/);
   });
 });
+
+describe('virsh session quoting', () => {
+  it('single-quotes every argument for virsh\'s parser and refuses line breaks', async () => {
+    const { virshQuote } = await import('../../src/drivers/libvirt/virsh.js');
+    expect(virshQuote('net-update')).toBe("'net-update'");
+    expect(virshQuote("<host mac='a'/>")).toBe("'<host mac='\\''a'\\''/>'");
+    expect(() => virshQuote('a\nquit')).toThrow(/line break/);
+  });
+});

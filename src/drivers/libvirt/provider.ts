@@ -308,7 +308,8 @@ export class LibvirtProvider implements ProviderDriver {
 
   private async ensurePool(uri: string, pool: LibvirtProviderSpec['pool']): Promise<void> {
     const what = `set up storage pool ${pool.name} on ${uri}`;
-    let xml = (await this.virsh.maybe(uri, ['pool-dumpxml', pool.name], what))?.stdout ?? null;
+    const xml = (await this.virsh.maybe(uri, ['pool-dumpxml', pool.name], what))?.stdout ?? null;
+    let active = false;
     if (xml === null) {
       // Remembered before the define: a crash in between leaves a marker for a pool that may
       // not exist, which only allows deleting a pool of that name when it is empty.
@@ -320,15 +321,15 @@ export class LibvirtProvider implements ProviderDriver {
       } catch (err) {
         if (!/already exists/i.test(messageOf(err))) throw err;
       }
-      xml = (await this.virsh.run(uri, ['pool-dumpxml', pool.name], what)).stdout;
       await this.virsh.run(uri, ['pool-autostart', pool.name], what).catch(() => undefined);
+    } else {
+      const have = poolPathOf(xml);
+      if (have !== null && have.replace(/\/+$/, '') !== pool.path.replace(/\/+$/, '')) {
+        throw terminal(`cannot ${what}: the pool exists with path ${have}, not ${pool.path}`);
+      }
+      active = /^State:\s+running/m.test((await this.virsh.run(uri, ['pool-info', pool.name], what)).stdout);
     }
-    const have = poolPathOf(xml);
-    if (have !== null && have.replace(/\/+$/, '') !== pool.path.replace(/\/+$/, '')) {
-      throw terminal(`cannot ${what}: the pool exists with path ${have}, not ${pool.path}`);
-    }
-    const info = (await this.virsh.run(uri, ['pool-info', pool.name], what)).stdout;
-    if (!/^State:\s+running/m.test(info)) {
+    if (!active) {
       await this.virsh.run(uri, ['pool-build', pool.name], what).catch(() => undefined); // mkdir; fails harmlessly when it exists
       try {
         await this.virsh.run(uri, ['pool-start', pool.name], what);
@@ -355,13 +356,15 @@ export class LibvirtProvider implements ProviderDriver {
     let st = await this.networkState(uri, name, what);
     if (!st) {
       const xml = renderNetworkXml({ name, cluster: spec.name, gateway: p.network.gateway, prefixLen, ...(p.network.bridge ? { bridge: p.network.bridge } : {}), hosts: want });
+      let defined = true;
       try {
         await this.virsh.withXml(uri, xml, ['net-define', '{}'], what);
       } catch (err) {
         if (!/already exists/i.test(messageOf(err))) throw err;
+        defined = false; // someone else's define won: read what it holds
       }
-      await this.virsh.run(uri, ['net-autostart', name], what).catch(() => undefined);
-      st = await this.networkState(uri, name, what);
+      if (defined) await this.virsh.run(uri, ['net-autostart', name], what).catch(() => undefined);
+      st = defined ? { xml, active: false } : await this.networkState(uri, name, what);
       if (!st) throw transient(`cannot ${what}: it vanished right after being defined`);
     }
     const facts = networkFacts(st.xml);
@@ -643,6 +646,7 @@ export class LibvirtProvider implements ProviderDriver {
     const cs = [...this.conns.values()];
     this.conns.clear();
     await Promise.allSettled(cs.map(async (c) => (await c).connectClose()));
+    await this.virsh.close();
   }
 
   private remember(m: MachinePlan): void {

@@ -46,19 +46,20 @@ export async function virshXml(uri: string, cmd: string, xml: string): Promise<s
   }
 }
 
-export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
+export async function startPrivateLibvirtd(opts: { qemuUser?: string } = {}): Promise<PrivateLibvirtd> {
   const parent = await mkdtemp(join(tmpdir(), 'pgop-libvirtd-'));
   const dir = join(parent, 'd');
-  const { stdout } = await execFileP('bash', [SCRIPT, 'start', dir], { timeout: 60_000 });
-  const env = parseAssignments(stdout);
+  const env = { ...process.env, ...(opts.qemuUser ? { LIBVIRTD_QEMU_USER: opts.qemuUser } : {}) };
+  const { stdout } = await execFileP('bash', [SCRIPT, 'start', dir], { timeout: 60_000, env });
+  const vars = parseAssignments(stdout);
   let keeper: ChildProcess | null = null;
   const d: PrivateLibvirtd = {
     dir,
-    netns: env.LIBVIRTD_NETNS!,
-    pid: Number(env.LIBVIRTD_PID),
-    socket: env.LIBVIRTD_SOCKET!,
-    testUri: env.LIBVIRT_TEST_URI!,
-    qemuUri: env.LIBVIRT_QEMU_URI!,
+    netns: vars.LIBVIRTD_NETNS!,
+    pid: Number(vars.LIBVIRTD_PID),
+    socket: vars.LIBVIRTD_SOCKET!,
+    testUri: vars.LIBVIRT_TEST_URI!,
+    qemuUri: vars.LIBVIRT_QEMU_URI!,
     async keepTestDriverAlive() {
       if (keeper) return;
       keeper = spawn('virsh', ['-q', '-c', d.testUri, 'event', '--all', '--loop'], { stdio: 'ignore' });
