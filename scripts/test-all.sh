@@ -29,8 +29,8 @@ fi
 
 if [ "$(id -u)" = 0 ]; then
   # A private libvirtd per test file, in its own network namespace (test/libvirt/helpers).
-  echo "== libvirt provider contract (real libvirtd, test driver, root)"
-  npx vitest run test/libvirt/contract --reporter=default --reporter=json --outputFile.json="$reports/libvirt.json" || status=1
+  echo "== libvirt provider contract (real libvirtd: test driver, and the qemu driver with an empty disk; root)"
+  npx vitest run test/libvirt/contract --no-file-parallelism --reporter=default --reporter=json --outputFile.json="$reports/libvirt.json" || status=1
 else
   echo "== libvirt contract tests skipped: they need root (a private libvirtd in a network namespace)"
 fi
