@@ -4,7 +4,7 @@
 
 import type { Store } from '../../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
-import type { DriverLog, FaultInjector, World } from '../types.js';
+import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { SshShell, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
@@ -13,16 +13,13 @@ import { shellJoin } from '../ssh/quote.js';
 import { terminal } from '../../errors.js';
 import { LibvirtProvider, type LibvirtProviderOptions, type MachineRef } from './provider.js';
 import { POOL_HOST } from './names.js';
-
-/** Where domain lifecycle events go (the reconcile loop's Signals fan-out; structural so that
- *  any emitter fits). */
-export interface LifecycleSignalSink {
-  emit(signal: { cluster: string; node?: string; kind: 'machine.lifecycle'; detail: string }): void;
-}
+import { parseUri } from './accel.js';
+import { reportPort } from '../../server/reports.js';
 
 export interface LibvirtWorldOptions {
-  /** domain lifecycle events of pgop's machines are emitted here as 'machine.lifecycle' */
-  signals?: LifecycleSignalSink;
+  /** The loop's fan-out: domain lifecycle events of pgop's machines are emitted here as
+   *  'machine.lifecycle', dropped probe sessions as 'connection.lost' (postgres driver). */
+  signals?: Signals;
   store?: Store;
   pins?: HostKeyPins;
   log?: DriverLog;
@@ -42,16 +39,28 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLibvirtWorld needs a store or pins');
   const shell = new SshShell(pins, opts.shell);
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), ...(opts.log ? { logger: opts.log } : {}) });
-  const pool = new SshPoolDriver({ shell, hostRef: (c) => provider.hostRef(c, POOL_HOST), ...(opts.log ? { logger: opts.log } : {}) });
+  const signals = opts.signals ?? new Signals();
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  // The operator runs on the (local) hypervisor: guests reach it at their network's gateway,
+  // the libvirt bridge's address. A remote hypervisor's guests have no such way back: no reports.
+  const reportAddress = (c: ClusterSpec): string | null => {
+    if (c.provider.type !== 'libvirt' || parseUri(c.provider.uri).host !== '') return null;
+    return c.provider.network.gateway;
+  };
+  const pool = new SshPoolDriver({
+    shell,
+    hostRef: (c) => provider.hostRef(c, POOL_HOST),
+    reportTarget: (c) => {
+      const address = reportAddress(c);
+      return address ? { address, port: reportPort() } : null;
+    },
+    ...(opts.log ? { logger: opts.log } : {}),
+  });
   const store = opts.store;
-  const signals = opts.signals;
-  if (signals) {
-    provider.onEvent((e) => {
-      if (e.type !== 'lifecycle' || !e.cluster || !e.lifecycle) return;
-      signals.emit({ cluster: e.cluster, ...(e.node ? { node: e.node } : {}), kind: 'machine.lifecycle', detail: `domain ${e.domain}: ${e.text}` });
-    });
-  }
+  provider.onEvent((e) => {
+    if (e.type !== 'lifecycle' || !e.cluster || !e.lifecycle) return;
+    signals.emit({ cluster: e.cluster, ...(e.node ? { node: e.node } : {}), kind: 'machine.lifecycle', detail: `domain ${e.domain}: ${e.text}` });
+  });
 
   const faults: FaultInjector = {
     /** SIGKILL the postmaster (first line of postmaster.pid) over SSH. */
@@ -100,6 +109,8 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
     },
     postgres,
     pool,
+    signals,
+    reportAddress,
     libvirt: provider,
     faults,
     shell,
