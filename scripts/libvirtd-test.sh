@@ -62,6 +62,11 @@ case "$cmd" in
       command -v "$b" >/dev/null || { echo "libvirtd-test: $b is not installed (scripts/bootstrap.sh installs libvirt)" >&2; exit 3; }
     done
     [ -e "/run/netns/$ns" ] && { echo "libvirtd-test: namespace $ns exists already" >&2; exit 3; }
+    # No udev here: a root-only /dev/kvm makes libvirt re-probe qemu on every call (a define took
+    # 68 s). Give it the group udev would (kvm, 0660).
+    if [ -c /dev/kvm ] && [ "$(stat -c %a /dev/kvm)" = 600 ] && getent group kvm >/dev/null; then
+      chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+    fi
     mkdir -p "$dir"/etc "$dir"/run "$dir"/lib "$dir"/cache "$dir"/log
     # libvirtd does not make the qemu log dir itself (the package does): virtlogd opens the
     # guests' console logs there, and a domain with a log file does not start without it.
