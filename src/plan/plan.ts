@@ -137,10 +137,18 @@ export function plan(input: PlanInput): PlanResult {
   const freshestOldPrimary = [...specNames]
     .filter((n) => state(n) === 'fenced' || state(n) === 'rejoining')
     .sort((a, b) => (input.since?.[b] ?? 0) - (input.since?.[a] ?? 0))[0];
+  /** Standbys whose machine answers but whose postgres is down. One of them may have been
+   *  promoted after the old primary was fenced (a promotion whose outcome the operator never
+   *  saw): an old primary is brought back only once each was restarted in place and looked at
+   *  (a writable one is adopted), or its newer commits would be rewound away. */
+  const mayHoldNewerPrimary = specNames.filter((n) => (state(n) === 'standby' || state(n) === 'degraded') && !!obs(n)?.reachable && !healthy(obs(n)));
   if (!primary) {
     // A standby already writable: we promoted it and died before recording it. Adopt it.
+    // A standby already writable: we promoted it and died before recording it, or its promotion
+    // succeeded although the actor reported a failure (it died right after) and it was then
+    // restarted in place (degraded -> standby). Adopt it: it holds the newest timeline.
     const adopted = specNames.find((n) => state(n) === 'standby' && healthy(obs(n)) && obs(n)!.postgres!.inRecovery === false);
-    if (adopted) return act(adopted, 'primary.elected', 'failover.adopt-promoted', `${adopted} is already writable (promotion finished before the operator recorded it); recording it as primary`);
+    if (adopted) return act(adopted, 'primary.elected', 'failover.adopt-promoted', `${adopted} is already writable (its promotion finished though it was not recorded); recording it as primary`);
 
     // Data counts whether recorded or only observed (a clone whose commit was lost); a node
     // running as a writable primary while 'installed' is the bootstrap itself, not other data.
@@ -246,11 +254,11 @@ export function plan(input: PlanInput): PlanResult {
         // commits a sync-mode promotion must see. A rejoining node may be an old primary: only
         // the most recent one comes back (writable, with all its commits, then recorded as
         // primary again), and only when no standby can be promoted instead. Never two.
-        if (!primary && (s === 'degraded' || (n === freshestOldPrimary && (electionBlocked || promotable(null).length === 0)))) return act(n, 'postgres.stopped', 'recover.restart-in-place', `no primary; restarting ${n}'s postgres in place so the most advanced node can be promoted`);
+        if (!primary && (s === 'degraded' || (n === freshestOldPrimary && mayHoldNewerPrimary.length === 0 && (electionBlocked || promotable(null).length === 0)))) return act(n, 'postgres.stopped', 'recover.restart-in-place', `no primary; restarting ${n}'s postgres in place so the most advanced node can be promoted`);
         return undefined;
       case 'fenced': {
         if (primary && healthy(obs(primary))) return act(n, 'fence.released', 'rejoin.release-fence', `${primary} is the new primary; restarting fenced ${n} to rejoin as a standby`);
-        if (!primary && n === freshestOldPrimary && (electionBlocked || promotable(null).length === 0)) {
+        if (!primary && n === freshestOldPrimary && mayHoldNewerPrimary.length === 0 && (electionBlocked || promotable(null).length === 0)) {
           return act(n, 'fence.released', 'recover.release-last-primary', `no standby can be promoted${electionBlocked ? ` (${electionBlocked.decision.reason})` : ''}; restarting ${n}, the most recent primary, which holds every commit it acknowledged`);
         }
         return undefined;

@@ -63,6 +63,33 @@ describe('plan', () => {
     expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy' });
   });
 
+  it('after a failed first probe, probes again after retryIntervalMs, not a whole probe interval', () => {
+    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: true, misses: 1, error: 'connect ECONNREFUSED' }) };
+    const r = plan(input(states3, nodes));
+    expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy', requeueAfterMs: 100 });
+  });
+
+  it('a promotion whose outcome was never seen: the old primary stays fenced until the candidate was restarted and looked at, and a writable one is adopted', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    const down = (n: string, over: Partial<NodeObservation> = {}) => node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
+    // pg01 fenced (old primary); pg02's promotion "failed" (it died right after); pg03 unreadable
+    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: down('pg02', { misses: 1 }), pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }) };
+    const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
+    i.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+    const r = plan(i);
+    expect(r.decision.ruleId).not.toBe('recover.release-last-primary');
+    expect(r.decision.kind === 'act' && r.decision.node === 'pg01').toBe(false);
+    // pg02 marked degraded, then restarted in place
+    const j = input({ pg01: 'fenced', pg02: 'degraded', pg03: 'standby' }, { ...nodes, pg02: down('pg02', { misses: 9 }) }, { spec });
+    j.observation.lastSync = i.observation.lastSync;
+    expect(plan(j).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'recover.restart-in-place' });
+    // restarted in place it is a standby again and comes up writable (it was promoted): adopted
+    // as the primary, not the older pg01
+    const k = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, { ...nodes, pg02: node('pg02', { postgres: primaryPg({ timeline: 4 }) }) }, { spec });
+    k.observation.lastSync = i.observation.lastSync;
+    expect(plan(k).decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'primary.elected', ruleId: 'failover.adopt-promoted' });
+  });
+
   it('fences a primary that missed the budget before anything else, naming why', () => {
     const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' }) };
     const r = plan(input(states3, nodes));

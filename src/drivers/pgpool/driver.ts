@@ -381,6 +381,12 @@ export class SshPoolDriver implements PoolDriver {
     }
   }
 
+  /** Wait (bounded) until pgpool's PCP port accepts connections. */
+  private async waitPcp(cluster: ClusterSpec): Promise<void> {
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && !(await tcpReachable(cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, 500))) await sleep(50);
+  }
+
   private async startPgpool(cluster: ClusterSpec): Promise<void> {
     const p = this.paths;
     this.dropClient(cluster);
@@ -389,6 +395,22 @@ export class SshPoolDriver implements PoolDriver {
       kind: 'transient',
       timeoutMs: 20_000,
     });
+    // Started with -D, pgpool believes every backend is up, and each new session would first
+    // wait out its connect timeout on a node whose link is down (a fenced old primary): detach
+    // the nodes that do not answer now, through PCP (which needs no backend). They are attached
+    // again once they answer (settle).
+    const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
+    const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), probeMs)));
+    const silent = cluster.nodes.map((n, i) => ({ n, i })).filter(({ i }) => !reach[i]);
+    if (silent.length > 0) {
+      await this.waitPcp(cluster);
+      for (const { n, i } of silent) {
+        await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)], 5000).then(
+          () => this.log.info({ cluster: cluster.name, node: n.name }, 'pgpool: unreachable node detached at start'),
+          (e) => this.log.warn({ cluster: cluster.name, node: n.name, error: messageOf(e) }, 'pgpool: cannot detach an unreachable node at start'),
+        );
+      }
+    }
     // Ready when pgpool answers for its backends.
     const deadline = Date.now() + 15_000;
     for (;;) {

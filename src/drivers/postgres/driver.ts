@@ -814,6 +814,11 @@ export class SshPostgresDriver implements PostgresDriver {
         await this.stop(cluster, node, 'fast');
         await this.start(cluster, node);
       }
+    } else {
+      // The way back when nobody else can serve: start it in place, in whatever role its data
+      // directory says (standby.signal or not). start() clears a dead postmaster's stale pid file.
+      this.log.info({ node: node.name, standby: st.standbySignal }, 'postgres is down: starting it in place');
+      await this.start(cluster, node);
     }
     await this.writeConfHash(cluster, node);
     this.log.info({ node: node.name, changed, ms: ms(t0) }, 'configuration ensured');
