@@ -142,13 +142,33 @@ export async function enableBaseline(lab: ChaosLab, primary: string): Promise<vo
     `: > ${BASELINE_LOG}; chown postgres:postgres ${BASELINE_LOG}`,
     RESTART_PGPOOL,
   ].join('\n');
+  try {
+    logOffsets.set(lab.name, readFileSync(poolLogPath(lab), 'utf8').length);
+  } catch {
+    logOffsets.set(lab.name, 0);
+  }
   await onPoolHost(lab, script);
   await waitPoolPrimary(lab, primary);
 }
 
-/** pgpool's failover log of the last baseline trial (what it did, when). */
+/** pgpool.log on this machine (the pool host's /u01 is a directory of the lab's state). */
+const poolLogPath = (lab: ChaosLab) => join(lab.stateDir, lab.name, 'pool', P.logFile);
+const logOffsets = new Map<string, number>();
+
+/** What pgpool did in the last baseline trial: the failover script's log, and pgpool's own log
+ *  lines since the baseline was enabled that mention failover, health checks, the primary or
+ *  children (at most 200). */
 export async function baselineLog(lab: ChaosLab): Promise<string> {
-  return onPoolHost(lab, `cat ${BASELINE_LOG} 2>/dev/null || true`).catch((e: Error) => e.message);
+  const script = await onPoolHost(lab, `cat ${BASELINE_LOG} 2>/dev/null || true`).catch((e: Error) => e.message);
+  let pool = '';
+  try {
+    const all = readFileSync(poolLogPath(lab), 'utf8').slice(logOffsets.get(lab.name) ?? 0);
+    const lines = all.split('\n').filter((l) => /failover|degenerat|promot|primary|restart|health|child|detach|down|timed out/i.test(l));
+    pool = lines.slice(-200).join('\n');
+  } catch (err) {
+    pool = (err as Error).message;
+  }
+  return `${script}\n--- pgpool.log\n${pool}`;
 }
 
 /** Back to pgop: its pgpool.conf, pgpool restarted, the old primary's node fenced, pgop serving. */

@@ -228,7 +228,7 @@ function report(): { text: string; summary: object[] } {
     ...(srows.length > 1 ? [table(srows), ''] : []),
     `RTO pgpool: longest time without an acknowledged write through pgpool, from the last ack before the fault to the first ack after the promotion. RTO direct: first write the new primary accepted directly, after the fault. Old-primary acks: writes the old primary acknowledged (unix socket, works while its link is down) after the new primary's promotion (its server log's "selected new timeline ID", or earlier evidence). 2 primaries seen: trials in which two nodes answered pg_is_in_recovery() = false in the same 50 ms sweep. Rejoin: from the old primary's node being back (kill: the fault; link down: the heal) to it streaming from the new primary.`,
     `Baseline: pgop stopped, pgpool's own failover with ${Object.entries(BASELINE_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')} (failover_command promotes pgpool's new main node with pg_promote(); standbys are not repointed), pgpool restarted; after each baseline trial pgop's pgpool.conf is restored, the old primary's node fenced and pgop repairs the cluster.`,
-    ...(misses.length ? ['', 'Missed targets:', ...misses.map((m) => `  - ${m}`)] : ['', 'Every target met.']),
+    ...(misses.length ? ['', 'Missed targets:', ...misses.map((m) => `  - ${m}`)] : SYSTEMS.includes('pgop') && trials.some((t) => t.system === 'pgop') ? ['', 'Every target met.'] : []),
     ...(failed.length ? ['', 'Failed trials:', ...failed.map((f) => `  - ${f.run}: ${f.error.split('\n')[0]}`)] : []),
   ];
   return { text: lines.join('\n'), summary };

@@ -43,9 +43,10 @@ export interface WriterOptions {
   intervalMs?: number;
   /** after a failure, the next attempt after this long (default 25) */
   retryMs?: number;
-  /** start another attempt while the newest one has been outstanding this long; 0: never (default 150) */
+  /** start another attempt while the newest one has been outstanding this long; 0: never (default 250) */
   hedgeMs?: number;
-  /** attempts at once, hedges included (default 8: each may hold one of pgpool's children) */
+  /** attempts at once, hedges included (default 4: each holds one of pgpool's children, and a
+   *  child stuck on a black-holed backend stays stuck after the client gave up) */
   maxInFlight?: number;
   /** generous by default (3000 each): a session through pgpool on a loaded 2-core machine can
    *  take over a second to set up; hedging, not short timeouts, gives the time resolution */
@@ -79,8 +80,8 @@ export class Writer {
       table: 'chaos_writes',
       intervalMs: 10,
       retryMs: 25,
-      hedgeMs: 150,
-      maxInFlight: 8,
+      hedgeMs: 250,
+      maxInFlight: 4,
       connectTimeoutMs: 3000,
       queryTimeoutMs: 3000,
       stopAfterFirstAck: false,
