@@ -144,7 +144,9 @@ if [ -x "$mnt/usr/bin/pg_lsclusters" ]; then
     in_root pg_dropcluster "$ver" "$name" </dev/null
   done
 fi
-for unit in postgresql.service pgpool2.service apt-daily.timer apt-daily-upgrade.timer; do
+# Nor what a database guest does not need at boot (LVM mirror/snapshot monitoring, fs scrubbing).
+for unit in postgresql.service pgpool2.service apt-daily.timer apt-daily-upgrade.timer \
+  lvm2-monitor.service e2scrub_reap.service e2scrub_all.timer; do
   if [ -e "$mnt/lib/systemd/system/$unit" ]; then in_root systemctl disable --quiet "$unit"; fi
 done
 # Each instance gets its own machine id and SSH host keys (cloud-init makes new ones).

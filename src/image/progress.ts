@@ -62,7 +62,7 @@ export class Progress {
   private beat(): void {
     if (!this.tty && this.current && this.now() - this.lastBeat >= this.heartbeatMs) {
       this.lastBeat = this.now();
-      this.out.write(`image build: ${this.current.name} still running (${secs(this.now() - this.current.start)})\n`);
+      this.out.write(`image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} still running (${secs(this.now() - this.current.start)})\n`);
     }
   }
 

@@ -234,7 +234,7 @@ describe('Progress (plain mode, not a terminal)', () => {
         'image build: partition and format the disk ...',
         'image build: partition and format the disk done (1.5 s)',
         'image build: debootstrap: download and install packages ...',
-        'image build: debootstrap still running (30.5 s)',
+        'image build: debootstrap: download and install packages still running (30.5 s)',
         'image build: debootstrap: download and install packages done (40.0 s)',
         '',
       ].join('\n'),
