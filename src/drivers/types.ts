@@ -33,11 +33,20 @@ export interface ProviderDriver {
   close(): Promise<void>;
 }
 
+export interface ProbeResult {
+  reachable: boolean;
+  postgres: PostgresObservation | null;
+  error?: string;
+  /** The failure is certain, not a slow answer: the host refused the port of a postgres that
+   *  answered moments ago (its postmaster is gone). It counts as the whole miss budget. */
+  gone?: boolean;
+}
+
 /** PostgreSQL on a node, reached over SSH (real) or in memory (sim). */
 export interface PostgresDriver {
   /** Health probe: null when the node cannot be reached at all (throws nothing). The error
    *  string says why. */
-  probe(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }>;
+  probe(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult>;
   /** The configHash a correctly configured node reports (for drift detection). */
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string;
   /** Packages, OS user, directories, archive script. Postgres is NOT started at boot: only the

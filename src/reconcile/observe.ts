@@ -44,12 +44,14 @@ export async function observeCluster(
       let reachable = false;
       let postgres: NodeObservation['postgres'] = null;
       let error: string | undefined = machine.state === 'running' ? undefined : `machine ${machine.state}`;
+      let gone = false;
       if (machine.state === 'running') {
         try {
           const probe = await world.postgres.probe(spec, node);
           reachable = probe.reachable;
           postgres = probe.postgres;
           error = probe.error;
+          gone = !!probe.gone;
         } catch (err) {
           error = messageOf(err);
         }
@@ -60,7 +62,8 @@ export async function observeCluster(
         machine,
         reachable,
         postgres,
-        misses: ok ? 0 : (previousMisses[node.name] ?? 0) + 1,
+        // a certain failure (the postmaster is gone) is not a slow probe: no need to ask again
+        misses: ok ? 0 : Math.max((previousMisses[node.name] ?? 0) + 1, gone ? spec.failureDetection.missesBeforeFailover : 0),
         ...(error !== undefined && !ok ? { error } : {}),
       };
     }),

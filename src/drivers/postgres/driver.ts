@@ -14,7 +14,7 @@ import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import { ClientCache, endClient } from '../pg-clients.js';
-import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, Signals } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeResult, Signals } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import {
@@ -329,7 +329,7 @@ export class SshPostgresDriver implements PostgresDriver {
 
   // ======================================================================== probe
 
-  async probe(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
+  async probe(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
     const prev = this.probing.get(key);
     if (prev) await prev.catch(() => {});
@@ -342,7 +342,7 @@ export class SshPostgresDriver implements PostgresDriver {
     }
   }
 
-  private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<{ reachable: boolean; postgres: PostgresObservation | null; error?: string }> {
+  private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
     let pgError = '';
     let refused = false;
@@ -368,7 +368,7 @@ export class SshPostgresDriver implements PostgresDriver {
     const recent = !!last && Date.now() - last.at < 10_000;
     // The host's kernel refused the port of a postgres that answered moments ago: the host is
     // up and its postmaster is gone. That is all the planner needs; no SSH round trip.
-    if (refused && recent) return { reachable: true, postgres: downObservation(true, last.inRecovery), error: pgError };
+    if (refused && recent) return { reachable: true, postgres: downObservation(true, last.inRecovery), error: pgError, gone: true };
     // Otherwise ONE ssh look tells "node up, postgres down" from "node gone". For a node that
     // was healthy moments ago it runs in the background (its answer serves the next probes):
     // a failed primary is confirmed at the probe cadence, not at SSH's.
@@ -1025,7 +1025,26 @@ export class SshPostgresDriver implements PostgresDriver {
     let done = false;
     const phases: Record<string, number> = {};
     try {
-      done = await this.withAdmin(cluster, node, async (c) => {
+      // On the probe session when it is open (no new connection + SCRAM on the failover's
+      // critical path), else on a fresh one; the steps are idempotent, so a retry is safe.
+      const session = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+        let c: pg.Client | null = null;
+        try {
+          c = await this.probeClient(cluster, node);
+        } catch {
+          this.dropProbe(cluster, node);
+        }
+        if (c) {
+          try {
+            return await fn(c);
+          } catch (err) {
+            this.dropProbe(cluster, node);
+            this.log.warn({ node: node.name, error: messageOf(err) }, 'promote on the probe session failed: again on a fresh session');
+          }
+        }
+        return this.withAdmin(cluster, node, fn);
+      };
+      done = await session(async (c) => {
         phases.connectMs = ms(t0);
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
         // The standby conf (primary_conninfo of the old primary) is removed in the background:
