@@ -7,6 +7,7 @@
 #
 #   bash scripts/libvirtd-test.sh start DIR [NETNS]   start; prints shell assignments:
 #        LIBVIRTD_DIR LIBVIRTD_NETNS LIBVIRTD_PID LIBVIRTD_SOCKET LIBVIRT_TEST_URI LIBVIRT_QEMU_URI
+#   bash scripts/libvirtd-test.sh restart DIR         restart libvirtd alone (as an upgrade would)
 #   bash scripts/libvirtd-test.sh stop DIR            kill every process of the namespace (by
 #        PID: libvirtd, virtlogd, dnsmasq, qemu), delete the namespace, remove DIR
 #
@@ -18,7 +19,7 @@
 # Environment: LIBVIRTD_QEMU_USER=root runs guests as root (default: the package's user).
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [NETNS] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [NETNS] | restart DIR | stop DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
@@ -52,9 +53,49 @@ stop() {
   rm -rf -- "$dir"
 }
 
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# Start libvirtd (and virtlogd when $1 = yes) in the namespace, in a fresh private mount
+# namespace over DIR's directories; wait until it answers.
+launch() {
+  local ns script sock ok
+  ns=$(cat "$dir/netns")
+  script="set -e
+for p in /etc/libvirt:etc /run/libvirt:run /var/lib/libvirt:lib /var/cache/libvirt:cache /var/log/libvirt:log; do
+  t=\${p%%:*}; s=$(q "$dir")/\${p#*:}
+  mkdir -p \"\$t\"; mount --bind \"\$s\" \"\$t\"
+done
+$([ "$1" = yes ] && echo "virtlogd -d -p $(q "$dir/virtlogd.pid")")
+exec libvirtd -p $(q "$dir/libvirtd.pid")"
+  rm -f "$dir/libvirtd.pid"
+  ip netns exec "$ns" unshare --mount --propagation private -- sh -c "$script" >>"$dir/libvirtd.log" 2>&1 </dev/null &
+  echo $! > "$dir/launch.pid"
+  sock="$dir/run/libvirt-sock"
+  ok=0
+  for _ in $(seq 300); do
+    if [ -S "$sock" ] && [ -s "$dir/libvirtd.pid" ] && virsh -q -c "test+unix:///default?socket=$sock" uri >/dev/null 2>&1; then ok=1; break; fi
+    kill -0 "$(cat "$dir/launch.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$ok" != 1 ]; then
+    echo "libvirtd-test: libvirtd did not come up:" >&2
+    tail -n 20 "$dir/libvirtd.log" >&2 || true
+    return 1
+  fi
+}
+
 case "$cmd" in
   stop)
     stop
+    ;;
+  restart)
+    # libvirtd only (virtlogd, guests and dnsmasq stay), as a package upgrade would.
+    pid=$(cat "$dir/libvirtd.pid")
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    launch no
+    echo "LIBVIRTD_PID=$(cat "$dir/libvirtd.pid")"
     ;;
   start)
     ns=${3:-pgvt$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')}
@@ -84,30 +125,9 @@ case "$cmd" in
     ip -n "$ns" link set lo up
     # mkdir -p of the mount points touches the machine's filesystem only when they are missing
     # (empty directories); everything written below them goes to DIR.
-    q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
-    script="set -e
-for p in /etc/libvirt:etc /run/libvirt:run /var/lib/libvirt:lib /var/cache/libvirt:cache /var/log/libvirt:log; do
-  t=\${p%%:*}; s=$(q "$dir")/\${p#*:}
-  mkdir -p \"\$t\"; mount --bind \"\$s\" \"\$t\"
-done
-virtlogd -d -p $(q "$dir/virtlogd.pid")
-exec libvirtd -p $(q "$dir/libvirtd.pid")"
-    ip netns exec "$ns" unshare --mount --propagation private -- sh -c "$script" >"$dir/libvirtd.log" 2>&1 </dev/null &
-    echo $! > "$dir/launch.pid"
+    launch yes || { stop; exit 1; }
     sock="$dir/run/libvirt-sock"
     test_uri="test+unix:///default?socket=$sock"
-    ok=0
-    for _ in $(seq 300); do
-      if [ -S "$sock" ] && virsh -q -c "$test_uri" uri >/dev/null 2>&1; then ok=1; break; fi
-      kill -0 "$(cat "$dir/launch.pid")" 2>/dev/null || break
-      sleep 0.1
-    done
-    if [ "$ok" != 1 ]; then
-      echo "libvirtd-test: libvirtd did not come up:" >&2
-      tail -n 20 "$dir/libvirtd.log" >&2 || true
-      stop
-      exit 1
-    fi
     echo "LIBVIRTD_DIR=$(q "$dir")"
     echo "LIBVIRTD_NETNS=$(q "$ns")"
     echo "LIBVIRTD_PID=$(cat "$dir/libvirtd.pid" 2>/dev/null || cat "$dir/launch.pid")"

@@ -283,4 +283,35 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
     await provider.deleteClusterResources(spec); // again: nothing left to do
     expect((await provider.observeMachines(spec)).pg1!.state).toBe('missing');
   });
+
+  it('survives a libvirtd restart: connections, the virsh session and the event watcher come back', async () => {
+    const node = spec.nodes[0]!;
+    await provider.ensureMachine(spec, node);
+    const w = provider.watcher(d.testUri)!;
+    const starts = w.starts;
+    await d.restart(); // the test driver forgets everything
+    // The first calls after the restart may fail as transient (the loop retries); within a few
+    // tries everything works again on fresh connections.
+    const retry = async <T>(f: () => Promise<T>): Promise<T> => {
+      for (let i = 0; ; i++) {
+        try {
+          return await f();
+        } catch (err) {
+          if (i >= 3 || !(err instanceof PgopError) || err.kind !== 'transient') throw err;
+        }
+      }
+    };
+    expect((await retry(() => provider.observeMachines(spec))).pg1!.state).toBe('missing');
+    await retry(() => provider.ensureMachine(spec, node));
+    expect((await virsh('domstate', 'lvc-pg1')).trim()).toBe('running');
+    const seen = events.length;
+    await waitFor('an event after the restart', async () => {
+      await provider.fenceMachine(spec, node);
+      await provider.ensureMachine(spec, node);
+      return events.slice(seen).find((e) => e.node === 'pg1' && e.lifecycle?.kind === 'started') ? true : undefined;
+    }, 60_000);
+    expect(w.starts).toBeGreaterThan(starts); // the watcher noticed the lost connection
+    await provider.deleteClusterResources(spec);
+    expect(await domains()).toEqual(['test']); // the fresh test driver's own
+  }, 120_000);
 });

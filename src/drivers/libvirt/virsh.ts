@@ -179,7 +179,12 @@ class VirshSession {
       // stderr
       const ea = this.err.indexOf(`${eA}\n`);
       const eb = this.err.indexOf(`${eB}\n`);
-      const stderr = this.err.slice(ea + eA.length + 1, eb).replace(/error: $/, '');
+      // virsh's own notes about its connection are not the command's errors: it reconnects by
+      // itself before the next command ("Reconnected to the hypervisor").
+      const stderr = this.err
+        .slice(ea + eA.length + 1, eb)
+        .replace(/error: $/, '')
+        .replace(/^error: (?:Reconnected to the hypervisor|Disconnected from .* due to .*)\n/gm, '');
       this.err = this.err.slice(eb + eB.length + 1);
       const failed = /^error:/m.test(stderr);
       return { stdout, stderr, failed };

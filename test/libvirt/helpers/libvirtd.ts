@@ -21,6 +21,9 @@ export interface PrivateLibvirtd {
   /** Keep one connection to the test driver open (its state is freed on the last close):
    *  a `virsh event --loop` child owned by the test. */
   keepTestDriverAlive(): Promise<void>;
+  /** Restart libvirtd alone (virtlogd, guests, dnsmasq stay), as a package upgrade would. The
+   *  test driver's state is gone afterwards. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -76,6 +79,10 @@ export async function startPrivateLibvirtd(opts: { qemuUser?: string } = {}): Pr
         if (Date.now() > deadline) throw new Error('the keeper connection to the test driver did not come up');
         await new Promise((r2) => setTimeout(r2, 100));
       }
+    },
+    async restart() {
+      const { stdout: out } = await execFileP('bash', [SCRIPT, 'restart', dir], { timeout: 60_000 });
+      d.pid = Number(parseAssignments(out).LIBVIRTD_PID);
     },
     async stop() {
       if (keeper && keeper.exitCode === null) {
