@@ -111,7 +111,7 @@ describe('example specs', () => {
       uri: 'qemu:///system',
       baseImage: '/var/lib/pgop/images/debian-12-pgop.qcow2',
       pool: { name: 'pgop', path: '/var/lib/pgop/pool' },
-      network: { name: 'pgop', cidr: '192.168.122.0/24', gateway: '192.168.122.1' },
+      network: { name: 'default', cidr: '192.168.122.0/24', gateway: '192.168.122.1' },
       dataDisk: { layout: 'lvm', filesystem: 'xfs' },
       osFamily: 'debian',
       domainType: 'auto',
