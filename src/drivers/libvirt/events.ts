@@ -5,8 +5,11 @@
 // been missed meanwhile: a listener should then observe everything again.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { VIRSH } from './virsh.js';
+
+const SETPRIV = '/usr/bin/setpriv';
 
 export type LifecycleKind =
   | 'defined'
@@ -118,9 +121,12 @@ export class EventWatcher {
     if (this.stopped) return;
     this.starts++;
     const started = Date.now();
-    const child = spawn(this.bin, ['-q', '-c', this.uri, 'event', '--all', '--loop', '--timestamp'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const argv = ['-q', '-c', this.uri, 'event', '--all', '--loop', '--timestamp'];
+    // `virsh event --loop` never exits by itself: with setpriv --pdeathsig it dies with this
+    // process even when that one is killed without a chance to stop it.
+    const child = existsSync(SETPRIV)
+      ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.bin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(this.bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let stderr = '';
     child.stderr!.setEncoding('utf8');
