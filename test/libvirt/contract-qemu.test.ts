@@ -20,7 +20,7 @@ import { libvirtTestSpec } from './helpers/spec.js';
 
 const execFileP = promisify(execFile);
 
-describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver (real qemu, TCG)', () => {
+describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver (real qemu, TCG; root and qemu only, skipped otherwise)', () => {
   let d: PrivateLibvirtd;
   let state: string;
   let spec: ClusterSpec;

@@ -50,7 +50,7 @@ async function waitFor<T>(what: string, f: () => T | undefined | Promise<T | und
   }
 }
 
-describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test driver)', () => {
+describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test driver; root only, skipped otherwise)', () => {
   let d: PrivateLibvirtd;
   let state: string;
   let spec: ClusterSpec;
