@@ -8,7 +8,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChaosLab } from '../helpers/chaos-lab.js';
-import { currentPrimary, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
+import { currentPrimary, errorCounts, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
 import { eventTable, expectSafeFailover, isFence, isPromote, summary } from '../helpers/chaos-assert.js';
 import { missing, outage, sleep } from '../helpers/writer.js';
 
@@ -60,7 +60,9 @@ describe.skipIf(!root)('chaos: failover on the lab (root)', { timeout: 300_000 }
     }
     const events = (await lab.eventsCli()).filter((e) => e.id > before);
     const ctx = `events (seconds after the kill):\n${eventTable(events, t0)}`;
-    log(`kill-standby ${victim}: write gap ${(outage(pool.acks, t0).ms / 1000).toFixed(2)} s, acks ${pool.acks.length}\n${ctx}`);
+    const o = outage(pool.acks, t0);
+    const errs = Object.entries(errorCounts(pool, t0)).map(([m, n]) => `${n}x ${m.slice(0, 100)}`).join(' | ');
+    log(`kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s (from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`);
     expect(await lab.primaries(), ctx).toEqual([primary]);
     expect(missing(pool.acks, await lab.ids(primary, 'kill-standby', 'pool')), ctx).toEqual([]);
     expect((await lab.replicas(primary))[victim], ctx).toBe('streaming');

@@ -61,7 +61,7 @@ export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { sto
 
 export function summary(r: TrialResult): string {
   const f = (x: number | null) => (x === null ? '-' : x === Infinity ? 'inf' : `${(x / 1000).toFixed(2)}s`);
-  return `${r.run} [${r.mode}] ${r.fault} ${r.oldPrimary} -> ${r.newPrimary ?? '-'} (final ${r.finalPrimary ?? '-'}): RTO pgpool ${f(r.rtoPoolMs)}, direct ${f(r.rtoDirectMs)}, later gap ${f(r.laterGapMs)}, rejoin ${f(r.rejoinMs)}, acks ${r.poolAcks}, lost ${r.lostAcked.length}, old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion} (promotion from ${r.promotionSource}), max primaries ${r.maxPrimaries}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}${topErrors(r)}${r.events.length ? `\nevents (seconds after the fault):\n${eventTable(r.events, r.t0)}` : ''}`;
+  return `${r.run} [${r.mode}] ${r.fault} ${r.oldPrimary} -> ${r.newPrimary ?? '-'} (final ${r.finalPrimary ?? '-'}): RTO pgpool ${f(r.rtoPoolMs)}, direct ${f(r.rtoDirectMs)}, later gap ${f(r.laterGapMs)}, rejoin ${f(r.rejoinMs)}, acks ${r.poolAcks}, lost ${r.lostAcked.length}${r.lostAcked.length ? ` (${r.lostAcked.slice(0, 5).join(', ')})` : ''}, old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion} (promotion from ${r.promotionSource}), max primaries ${r.maxPrimaries}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}${topErrors(r)}${r.events.length ? `\nevents (seconds after the fault):\n${eventTable(r.events, r.t0)}` : ''}`;
 }
 
 /** The most frequent errors of the pgpool writer after the fault (what clients saw). */

@@ -65,8 +65,9 @@ export interface TrialResult {
   rtoDirectMs: number | null;
   laterGapMs: number | null;
   poolAcks: number;
-  /** acked through pgpool (and by the old primary before the promotion) but absent on the final primary */
-  lostAcked: number[];
+  /** acknowledged writes absent on the final primary, as writer:id (through pgpool; by the old
+   *  primary before the promotion; the probes' direct writes on a promoted node) */
+  lostAcked: string[];
   /** writes the old primary acknowledged after the promotion time */
   oldPrimaryAcksAfterPromotion: number;
   rejoinMs: number | null;
@@ -242,12 +243,10 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   // pgpool routed to (N) is where the acknowledged rows went.
   const finalPrimary = finalPrimaries.length === 1 ? finalPrimaries[0]! : N && finalPrimaries.includes(N) ? N : finalPrimaries[0] ?? null;
   if (finalPrimaries.length > 1) notes.push(`${finalPrimaries.length} primaries at the end: ${finalPrimaries.join(', ')}`);
-  let lostAcked: number[] = [];
+  let lostAcked: string[] = [];
   if (finalPrimary) {
-    const poolIds = await lab.ids(finalPrimary, o.run, 'pool');
-    const oldIds = await lab.ids(finalPrimary, o.run, 'old');
     const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
-    lostAcked = [...missing(pool.acks, poolIds), ...missing(oldBefore, oldIds).map((id) => -id)];
+    lostAcked = await lostOn(lab, finalPrimary, o.run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
   } else notes.push('no primary at the end: acknowledged rows not checked');
 
   const firstPoolAfter = promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
@@ -279,6 +278,18 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   };
 }
 
+/** Acknowledged writes of `writers` (and `extra`'s chosen acks) missing on `node`, as writer:id. */
+async function lostOn(lab: ChaosLab, node: string, run: string, writers: Writer[], extra?: { writer: Writer; acks: Ack[] }): Promise<string[]> {
+  const out: string[] = [];
+  const check = async (w: Writer, acks: readonly Ack[]) => {
+    if (!acks.length) return;
+    for (const id of missing(acks, await lab.ids(node, run, w.name))) out.push(`${w.name}:${id}`);
+  };
+  for (const w of writers) await check(w, w.acks);
+  if (extra) await check(extra.writer, extra.acks);
+  return out;
+}
+
 export interface SwitchoverResult {
   run: string;
   mode: string;
@@ -288,7 +299,7 @@ export interface SwitchoverResult {
   /** longest time without an acknowledged write through pgpool, from the command on */
   unavailableMs: number | null;
   poolAcks: number;
-  lostAcked: number[];
+  lostAcked: string[];
   oldPrimaryAcksAfterPromotion: number;
   maxPrimaries: number;
   seconds: number;
@@ -328,9 +339,8 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   const firstDirect = direct ? firstAckOf(direct)?.ackAt ?? null : null;
   const fromLog = lab.promotionFromLog(N, t0);
   const promotedAt = [fromLog, firstDirect].filter((x): x is number => x !== null).reduce<number | null>((a, b) => (a === null || b < a ? b : a), null);
-  const poolIds = await lab.ids(N, run, 'pool');
-  const oldIds = await lab.ids(N, run, 'old');
   const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
+  const lostAcked = await lostOn(lab, N, run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
   return {
     run,
     mode: lab.mode,
@@ -339,7 +349,7 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
     exitCode: code,
     unavailableMs: outage(pool.acks, t0).ms,
     poolAcks: pool.acks.length,
-    lostAcked: [...missing(pool.acks, poolIds), ...missing(oldBefore, oldIds).map((id) => -id)],
+    lostAcked,
     oldPrimaryAcksAfterPromotion: promotedAt === null ? 0 : acksAfter(old.acks, promotedAt).length,
     maxPrimaries: monitor.maxPrimaries,
     seconds,
