@@ -236,9 +236,11 @@ function report(): { text: string; summary: object[] } {
 
 // ------------------------------------------------------------------------------ run
 
+// `on`, not `once`: Ctrl-C reaches this process twice (from the terminal and forwarded by the
+// outer one), and a second signal must not kill it before it cleaned up.
 const interrupted = new Promise<void>((resolve) => {
-  process.once('SIGINT', () => resolve());
-  process.once('SIGTERM', () => resolve());
+  process.on('SIGINT', () => resolve());
+  process.on('SIGTERM', () => resolve());
 });
 let stop = false;
 void interrupted.then(() => {
