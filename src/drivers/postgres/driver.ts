@@ -966,8 +966,28 @@ export class SshPostgresDriver implements PostgresDriver {
       this.log.warn({ node: node.name, primary: primary.name, reason, error: tail(res.stderr) }, 'pg_rewind failed: cloning instead');
       return false;
     }
+    if (/no rewind required/i.test(res.stdout + res.stderr) && !(await this.sameTimelineHistory(cluster, node, primary))) {
+      // Two promotions from the same timeline picked the same new timeline ID (no shared
+      // archive): pg_rewind compares IDs, sees one timeline and rewinds nothing, and the node
+      // would never stream. Its history differs from the primary's: copy the primary afresh.
+      this.log.warn({ node: node.name, primary: primary.name }, 'same timeline ID as the primary but a different history: cloning instead of trusting pg_rewind');
+      return false;
+    }
     this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0), output: tail(res.stdout + res.stderr) }, 'rewound');
     return true;
+  }
+
+  /** False when node and primary are on the same timeline ID > 1 whose history files differ
+   *  (or the node's is missing): the same ID was chosen by two different promotions. */
+  private async sameTimelineHistory(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<boolean> {
+    const cd = await this.controlData(cluster, node);
+    const tli = Math.max(cd.timeline, cd.minRecoveryTli);
+    const p = await this.primaryInfo(cluster, primary);
+    if (tli !== p.timeline || tli <= 1) return true;
+    const file = `pg_wal/${tli.toString(16).toUpperCase().padStart(8, '0')}.history`;
+    const theirs = await this.withAdmin(cluster, primary, async (c) => (await c.query<{ t: string | null }>("SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), 'UTF8') AS t", [file])).rows[0]?.t ?? null);
+    const ours = await this.shell.readFile(this.host(cluster, node), `${this.dataDir(cluster)}/${file}`);
+    return ours !== null && theirs !== null && ours === theirs;
   }
 
   /** Fresh copy of the primary (pg_basebackup -X stream), the old data moved aside. */
