@@ -138,6 +138,12 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
   mkdirSync(dirname(o.output), { recursive: true });
   mkdirSync(o.cacheDir, { recursive: true });
   const unlock = takeLock(o.output);
+  // We hold the lock: any work dir of this output is from a build that was killed outright.
+  for (const e of readdirSync(dirname(o.output))) {
+    if (!e.startsWith(`.${basename(o.output)}.build-`)) continue;
+    detachLeftoverLoops(join(dirname(o.output), e, 'build', 'root.raw'));
+    rmSync(join(dirname(o.output), e), { recursive: true, force: true });
+  }
   if (o.fresh) rmSync(rootfsCachePath(o), { force: true });
   const work = mkdtempSync(join(dirname(o.output), `.${basename(o.output)}.build-`));
   const tmpOut = join(work, 'image.qcow2');
@@ -146,7 +152,17 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
   const progress = new Progress(stderr);
   const tail: string[] = [];
   let child: ReturnType<typeof spawn> | null = null;
-  const forward = (sig: NodeJS.Signals) => () => child?.kill(sig);
+  // To the build's whole process group: unshare --fork ignores INT/TERM while it waits, and
+  // the script's trap must run (unmount, detach the loop device) after its current command.
+  const forward = (sig: NodeJS.Signals) => () => {
+    if (child?.pid) {
+      try {
+        process.kill(-child.pid, sig);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
   const onInt = forward('SIGINT');
   const onTerm = forward('SIGTERM');
   process.on('SIGINT', onInt);
@@ -155,7 +171,7 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
   try {
     const argv = ['--fork', '--kill-child=SIGTERM', '--mount', '--propagation', 'private', '--', 'bash', join(srcDir, 'build-image.sh'), ...scriptArgs(o, tmpOut, join(work, 'build'), join(srcDir, 'files'))];
     writeSync(log, `# unshare ${argv.join(' ')}\n`);
-    child = spawn('unshare', argv, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' } });
+    child = spawn('unshare', argv, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' }, detached: true });
     const onLine = (line: string) => {
       writeSync(log, `${line}\n`);
       tail.push(line);
