@@ -465,15 +465,14 @@ describe('determinism and cost', () => {
     expect(() => c.advance(-1)).toThrow(PgopError);
   });
 
-  it('ten thousand writes and probes stay well under a second', async () => {
+  // (Speed is measured by npm run bench:reconcile, not asserted here: a busy machine is no bug.)
+  it('ten thousand writes interleaved with probes all reach the streaming standby', async () => {
     await bringUp();
-    const t0 = performance.now();
     for (let i = 0; i < 10_000; i++) {
       direct(A, i);
       await d.postgres.probe(spec, B);
     }
     expect(sim.nodeLog(spec.name, C.name)).toHaveLength(10_000);
-    expect(performance.now() - t0).toBeLessThan(1_000);
   });
 });
 
