@@ -34,16 +34,18 @@ const enabled = process.getuid?.() === 0 && !!lv && !!image;
 const log = (s: string) => process.stderr.write(`[e2e ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 // Generous: three guests and the pgpool host boot at once under TCG on a shared 2-core machine.
-const BRINGUP_MS = 15 * 60_000;
-const FAILOVER_MS = 5 * 60_000;
-const REJOIN_MS = 10 * 60_000;
+// PGOP_E2E_SLOW=N multiplies them (a machine busy with other work).
+const SLOW = Math.max(1, Number(process.env.PGOP_E2E_SLOW ?? 1) || 1);
+const BRINGUP_MS = 15 * 60_000 * SLOW;
+const FAILOVER_MS = 5 * 60_000 * SLOW;
+const REJOIN_MS = 10 * 60_000 * SLOW;
 
 describe.skipIf(!enabled)('libvirt end to end: real VMs, failover by virsh destroy, rejoin (root)', { timeout: BRINGUP_MS + 120_000 }, () => {
   const work = join(lv?.dir ?? '/nonexistent', '..', 'e2e');
   const db = join(work, 'pgop.db');
   const serveLog = join(work, 'serve.log');
+  const secrets = ensureSecrets(); // before Pgop: its children get a copy of this env
   const pgop = new Pgop(db, { ...process.env, PGOP_LIBVIRT_STATE: join(work, 'libvirt-state') });
-  const secrets = ensureSecrets();
   let spec: E2eSpec;
   let deleted = false;
   let primary = '';

@@ -100,6 +100,9 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   doc.setIn(['spec', 'pgpool', 'address'], pool.address);
   doc.setIn(['spec', 'pgpool', 'watchdog'], doc.createNode({ enabled: false }));
   doc.setIn(['spec', 'pgpool', 'numInitChildren'], 8);
+  // TCG guests on a shared 2-core host answer slowly: probes get 5 s (the looks over SSH twice
+  // that) instead of 1 s, so a slow answer is not taken for a dead node.
+  doc.setIn(['spec', 'failureDetection'], doc.createNode({ probeIntervalMs: 2000, missesBeforeFailover: 3, connectTimeoutMs: 5000, retryIntervalMs: 500 }));
   const name = String(doc.getIn(['metadata', 'name']));
   return { yaml: doc.toString(), name, nodes, pgpool: pool, cidr, networkName, poolName };
 }
