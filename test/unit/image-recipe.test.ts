@@ -254,6 +254,25 @@ describe('Progress (plain mode, not a terminal)', () => {
   });
 });
 
+describe('Progress (terminal)', () => {
+  it('redraws one live line (cleared with CR + erase) and leaves a summary line per phase', () => {
+    let now = 0;
+    const out: string[] = [];
+    const p = new Progress({ write: (s: string) => out.push(s), isTTY: true, columns: 100 }, true, () => now);
+    p.phase('configure');
+    now = 500;
+    p.line('Generating locales (this might take a while)...');
+    (p as unknown as { redraw(): void }).redraw();
+    now = 3000;
+    p.finish(true);
+    const text = out.join('');
+    expect(text).toContain('\r\x1b[K');
+    expect(text).toMatch(/configure the system\s+0\.5 s\s+total 0\.5 s\s+Generating locales/);
+    expect(text.endsWith('  done  configure the system' + ' '.repeat(44 - 'configure the system'.length) + '    3.0 s\n')).toBe(true);
+    for (const chunk of out) for (const line of chunk.split('\r')) expect(line.replace('\x1b[K', '').replace(/\n$/, '').length).toBeLessThanOrEqual(99);
+  });
+});
+
 describe('pgop image build (CLI arguments)', () => {
   const bin = join(new URL('../../', import.meta.url).pathname, 'bin/pgop');
   const run = (args: string[]) => spawnSync(process.execPath, [bin, 'image', 'build', ...args], { encoding: 'utf8' });
