@@ -42,14 +42,20 @@ export function storyProblems(events: readonly EventItem[], oldPrimary: string, 
 
 /** After a failover: one primary, every acked row on it, nothing acked by the old primary after
  *  the promotion, never two primaries at once, the old primary streaming again, the story told. */
-export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { story?: boolean } = {}): Promise<void> {
+export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { story?: boolean; lossAllowed?: { from: number; to: number; why: string } } = {}): Promise<void> {
   const ctx = `${r.run}: ${JSON.stringify({ old: r.oldPrimary, new: r.newPrimary, final: r.finalPrimary, roles: r.finalRoles, notes: r.notes })}\nevents:\n${eventTable(r.events)}`;
   const primaries = Object.keys(r.finalRoles).filter((n) => r.finalRoles[n] === 'primary');
   expect(primaries, `exactly one primary at the end\n${ctx}`).toHaveLength(1);
   expect(Object.values(r.finalRoles).filter((x) => x === 'standby'), `every other node a standby\n${ctx}`).toHaveLength(lab.nodes.length - 1);
   expect(r.maxPrimaries, `never two writable primaries at once\n${ctx}`).toBeLessThanOrEqual(1);
   expect(r.poolAcks, `writes through pgpool were acknowledged\n${ctx}`).toBeGreaterThan(0);
-  if (lab.mode === 'sync') expect(r.lostAcked, `every acknowledged id present on the primary (sync mode)\n${ctx}`).toEqual([]);
+  if (lab.mode === 'sync') {
+    // Non-strict sync (README): a second failure inside the window after a promotion, before a
+    // standby streams from the new primary, may lose what was acknowledged in that window only.
+    const w = o.lossAllowed;
+    const outside = r.lostDetail.filter((l) => !w || l.ackAt < w.from || l.ackAt > w.to).map((l) => `${l.writer}:${l.id}`);
+    expect(outside, `every acknowledged id present on the primary (sync mode${w ? `; loss allowed only ${w.why}` : ''})\n${ctx}`).toEqual([]);
+  }
   expect(r.oldPrimaryAcksAfterPromotion, `no write accepted by the old primary after the promotion (${r.promotionSource})\n${ctx}`).toBe(0);
   const reps = await lab.replicas(primaries[0]!);
   expect(reps[r.oldPrimary], `old primary ${r.oldPrimary} back as a streaming standby\n${ctx}`).toBe(primaries[0] === r.oldPrimary ? undefined : 'streaming');

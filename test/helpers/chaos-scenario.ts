@@ -68,6 +68,8 @@ export interface TrialResult {
   /** acknowledged writes absent on the final primary, as writer:id (through pgpool; by the old
    *  primary before the promotion; the probes' direct writes on a promoted node) */
   lostAcked: string[];
+  /** the same, with when each was acknowledged */
+  lostDetail: LostAck[];
   /** writes the old primary acknowledged after the promotion time */
   oldPrimaryAcksAfterPromotion: number;
   rejoinMs: number | null;
@@ -243,10 +245,10 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   // pgpool routed to (N) is where the acknowledged rows went.
   const finalPrimary = finalPrimaries.length === 1 ? finalPrimaries[0]! : N && finalPrimaries.includes(N) ? N : finalPrimaries[0] ?? null;
   if (finalPrimaries.length > 1) notes.push(`${finalPrimaries.length} primaries at the end: ${finalPrimaries.join(', ')}`);
-  let lostAcked: string[] = [];
+  let lostDetail: LostAck[] = [];
   if (finalPrimary) {
     const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
-    lostAcked = await lostOn(lab, finalPrimary, o.run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
+    lostDetail = await lostOn(lab, finalPrimary, o.run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
   } else notes.push('no primary at the end: acknowledged rows not checked');
 
   const firstPoolAfter = promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
@@ -267,7 +269,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     rtoDirectMs: directFirsts[0] ? directFirsts[0].ack!.ackAt - t0 : null,
     laterGapMs: firstPoolAfter ? longestGapAfter(pool.acks, firstPoolAfter.ackAt) : null,
     poolAcks: pool.acks.length,
-    lostAcked,
+    lostAcked: lostDetail.map((l) => `${l.writer}:${l.id}`),
+    lostDetail,
     oldPrimaryAcksAfterPromotion: promotedAt === null ? 0 : acksAfter(old.acks, promotedAt).length,
     rejoinMs,
     healAt,
@@ -278,12 +281,19 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   };
 }
 
-/** Acknowledged writes of `writers` (and `extra`'s chosen acks) missing on `node`, as writer:id. */
-async function lostOn(lab: ChaosLab, node: string, run: string, writers: Writer[], extra?: { writer: Writer; acks: Ack[] }): Promise<string[]> {
-  const out: string[] = [];
+export interface LostAck {
+  writer: string;
+  id: number;
+  ackAt: number;
+}
+
+/** Acknowledged writes of `writers` (and `extra`'s chosen acks) missing on `node`. */
+async function lostOn(lab: ChaosLab, node: string, run: string, writers: Writer[], extra?: { writer: Writer; acks: Ack[] }): Promise<LostAck[]> {
+  const out: LostAck[] = [];
   const check = async (w: Writer, acks: readonly Ack[]) => {
     if (!acks.length) return;
-    for (const id of missing(acks, await lab.ids(node, run, w.name))) out.push(`${w.name}:${id}`);
+    const gone = new Set(missing(acks, await lab.ids(node, run, w.name)));
+    for (const a of acks) if (gone.has(a.id)) out.push({ writer: w.name, id: a.id, ackAt: a.ackAt });
   };
   for (const w of writers) await check(w, w.acks);
   if (extra) await check(extra.writer, extra.acks);
@@ -340,7 +350,7 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   const fromLog = lab.promotionFromLog(N, t0);
   const promotedAt = [fromLog, firstDirect].filter((x): x is number => x !== null).reduce<number | null>((a, b) => (a === null || b < a ? b : a), null);
   const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
-  const lostAcked = await lostOn(lab, N, run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
+  const lostAcked = (await lostOn(lab, N, run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore })).map((l) => `${l.writer}:${l.id}`);
   return {
     run,
     mode: lab.mode,
