@@ -46,9 +46,8 @@ export interface SshPoolDriverOptions {
   /** pgpool binaries (default /usr/sbin). */
   binDir?: string;
   logger?: PoolDriverLog;
-  /** How long ensurePool waits for pgpool's view to match before restarting it (default 3 s; a
-   *  pgpool that does not answer twice in a row is restarted at once; after a restart it waits
-   *  at least 15 s). */
+  /** How long ensurePool waits for pgpool's view to match before restarting it (default 10 s;
+   *  after a restart it waits at least 15 s). */
   settleTimeoutMs?: number;
   /** Where the running operator hears pgpool's failover reports, as seen from the pool host
    *  (lab: the hub's bridge address). Without it failover_command only writes events.log. */
@@ -99,7 +98,9 @@ export class SshPoolDriver implements PoolDriver {
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
-    this.settleTimeoutMs = opts.settleTimeoutMs ?? 3_000;
+    // Generous: a pgpool failing over on a loaded host can take seconds, and a restart is worse
+    // (with -D it believes every backend is up and first waits on the unreachable ones).
+    this.settleTimeoutMs = opts.settleTimeoutMs ?? 10_000;
     this.reportTargetOf = opts.reportTarget ?? (() => null);
   }
 
@@ -271,7 +272,6 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = Date.now();
     let restarted = false;
     let deadline = t0 + this.settleTimeoutMs;
-    let unanswered = 0;
     const attached = new Map<string, number>();
     const detached = new Set<string>();
     const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
@@ -280,11 +280,8 @@ export class SshPoolDriver implements PoolDriver {
       let why = '';
       try {
         backends = await this.poolNodes(cluster);
-        unanswered = 0;
       } catch (e) {
         why = `pgpool does not answer: ${pgMessage(e)}`;
-        // a timeout (not a refusal or a reset) counts double: pgpool is hung or stuck searching
-        unanswered += /timeout/i.test(pgMessage(e)) ? 2 : 1;
       }
       if (backends) {
         // Re-attach every node pgpool holds down but that answers again (pgpool never does it
@@ -336,11 +333,11 @@ export class SshPoolDriver implements PoolDriver {
         }
         why = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
       }
-      // A pgpool that keeps not answering is stuck (e.g. searching for a primary that is not
-      // there): restarting it (-D) is quicker than waiting, and it finds the primary by itself.
-      // Not sooner than a second in: right after a failover pgpool restarts all its children,
-      // which drops our session once or twice, and a restart then would only add seconds.
-      if (Date.now() > deadline || (unanswered >= 4 && !restarted && Date.now() - t0 > 1500)) {
+      // A pgpool that keeps not answering or keeps routing wrong is stuck (e.g. searching for a
+      // primary that is not there): restarting it (-D) lets it find the primary by itself. Only
+      // after settleTimeoutMs: right after a failover pgpool restarts its children and drops our
+      // session, and a hasty restart would only add seconds.
+      if (Date.now() > deadline) {
         if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${why}`);
         this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
         await this.stopPgpool(cluster);
