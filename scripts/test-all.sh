@@ -35,6 +35,12 @@ else
   echo "== libvirt contract tests skipped: they need root (a private libvirtd in a network namespace)"
 fi
 
+# Real VMs (qemu, TCG here): the image (built once, then reused), a private libvirtd in its own
+# network namespace, bring-up, failover by virsh destroy, rejoin, delete. The script says why it
+# skips (not root, or a host that cannot run qemu at all).
+echo "== libvirt end to end (real VMs, root)"
+bash scripts/test-e2e-libvirt.sh --reporter=default --reporter=json --outputFile.json="$reports/e2e-libvirt.json" || status=1
+
 node -e '
 const fs = require("fs"); let passed = 0, failed = 0, skipped = 0;
 for (const f of fs.readdirSync(process.argv[1])) {
