@@ -36,7 +36,7 @@ const log = (s: string) => process.stderr.write(`[e2e ${new Date().toISOString()
 // Generous: three guests and the pgpool host boot at once under TCG on a shared 2-core machine.
 // PGOP_E2E_SLOW=N multiplies them (a machine busy with other work).
 const SLOW = Math.max(1, Number(process.env.PGOP_E2E_SLOW ?? 1) || 1);
-const BRINGUP_MS = 15 * 60_000 * SLOW;
+const BRINGUP_MS = 20 * 60_000 * SLOW;
 const FAILOVER_MS = 5 * 60_000 * SLOW;
 const REJOIN_MS = 10 * 60_000 * SLOW;
 

@@ -74,7 +74,7 @@ export interface E2eSpec {
 
 /**
  * specs/libvirt-3node.yaml made to fit a private libvirtd and this machine: its URI, pool and
- * network inside the test's namespace, small guests (1 vCPU, ~1 GiB, small disks), postgres
+ * network inside the test's namespace, small guests (1 vCPU, 768 MiB, small disks), postgres
  * settings sized for them, one pgpool host (no watchdog VIP). Everything else (the seed's
  * parameters, archive script, LVM/xfs data disk, roles, database, grants) stays as the seed has it.
  */
@@ -94,7 +94,7 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   const nodes = names.map((name, i) => ({ name, address: `${net}.${11 + i}` }));
   doc.setIn(
     ['spec', 'nodes'],
-    doc.createNode(nodes.map((n) => ({ name: n.name, address: n.address, vcpus: 1, memoryMiB: o.memoryMiB ?? 1024, rootDiskGiB: 4, dataDiskGiB: 2 }))),
+    doc.createNode(nodes.map((n) => ({ name: n.name, address: n.address, vcpus: 1, memoryMiB: o.memoryMiB ?? 768, rootDiskGiB: 4, dataDiskGiB: 2 }))),
   );
   const pool = { address: `${net}.10`, port: Number(doc.getIn(['spec', 'pgpool', 'port']) ?? 9999) };
   doc.setIn(['spec', 'pgpool', 'address'], pool.address);
