@@ -465,7 +465,10 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       let exited: string | null = null;
       let pid: number | undefined;
       try {
-        const child = spawn('ip', ['netns', 'exec', h.ns, 'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script], {
+        // A private IPC namespace too, as a real machine has: postgres and pgpool keep SysV shared
+        // memory, which a SIGKILL (fence, kill -9) leaves behind; the kernel frees a namespace's
+        // segments when its last process exits, so fenced lab hosts leak nothing on this host.
+        const child = spawn('ip', ['netns', 'exec', h.ns, 'unshare', '--mount', '--ipc', '--propagation', 'private', '--', 'sh', '-c', script], {
           detached: true,
           stdio: ['ignore', 'ignore', errFd],
         });
