@@ -126,7 +126,7 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
     const r = await failoverTrial(lab, { fault, run, system });
     trials.push(r);
     const f = (x: number | null) => (x === null ? '-' : `${(x / 1000).toFixed(2)}s`);
-    say(`${run}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`);
+    say(`${run}${r.converged ? '' : ' (DID NOT CONVERGE)'}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`);
   } catch (err) {
     failed.push({ fault, mode, system, run, error: (err as Error).message });
     say(`${run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
@@ -168,7 +168,7 @@ function table(rows: string[][]): string {
 }
 
 function report(): { text: string; summary: object[] } {
-  const head = ['scenario', 'mode', 'system', 'ok/N', 'RTO pgpool s min/med/max', 'RTO direct s med', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'rejoin s med', 'pgop/baseline', 'targets'];
+  const head = ['scenario', 'mode', 'system', 'measured/N', 'RTO pgpool s min/med/max', 'RTO direct s med', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'rejoin s med', 'pgop/baseline', 'targets'];
   const rows: string[][] = [head];
   const summary: object[] = [];
   const misses: string[] = [];
@@ -178,6 +178,7 @@ function report(): { text: string; summary: object[] } {
       for (const system of SYSTEMS) {
         const ts = trials.filter((t) => t.fault === fault && t.mode === mode && t.system === system);
         const nFailed = failed.filter((f) => f.fault === fault && f.mode === mode && f.system === system).length;
+        const nStuck = ts.filter((t) => !t.converged).length;
         const rto = finite(ts.map((t) => t.rtoPoolMs));
         const noRecovery = ts.length - rto.length;
         const direct = med(finite(ts.map((t) => t.rtoDirectMs)));
@@ -195,18 +196,19 @@ function report(): { text: string; summary: object[] } {
             ['0 old-primary writes', oldAfter === 0],
           ];
           const bad = checks.filter(([, ok]) => !ok);
-          targets = bad.length === 0 && nFailed === 0 ? 'PASS' : `MISS: ${[...bad.map(([n]) => n), ...(nFailed ? [`${nFailed} trial(s) failed`] : [])].join(', ')}`;
+          targets = bad.length === 0 && nFailed === 0 && nStuck === 0 ? 'PASS' : `MISS: ${[...bad.map(([n]) => n), ...(nFailed ? [`${nFailed} trial(s) failed`] : []), ...(nStuck ? [`${nStuck} did not converge`] : [])].join(', ')}`;
+          if (nStuck) misses.push(`${fault}/${mode}: ${nStuck} trial(s) did not converge in time (old primary not back as a streaming standby, or pgop not Healthy)`);
           if (m !== null && m > TARGET_MS[fault]) misses.push(`${fault}/${mode}: median RTO ${sec(m)} s is ${sec(m - TARGET_MS[fault])} s over the ${TARGET_MS[fault] / 1000} s target`);
           if (mode === 'sync' && lost) misses.push(`${fault}/${mode}: ${lost} acknowledged row(s) lost`);
           if (oldAfter) misses.push(`${fault}/${mode}: ${oldAfter} write(s) accepted by the old primary after the promotion`);
         }
         const rtoCell = rto.length ? `${sec(Math.min(...rto))} / ${sec(med(rto))} / ${sec(Math.max(...rto))}${noRecovery ? ` (+${noRecovery} never)` : ''}` : noRecovery ? 'never' : '-';
         rows.push([fault === 'kill' ? 'kill -9 primary' : 'primary link down', mode, system === 'pgop' ? 'pgop' : 'pgpool own failover', `${ts.length}/${ts.length + nFailed}`, rtoCell, sec(direct), String(lost), String(oldAfter), `${split}/${ts.length}`, system === 'pgop' ? sec(rejoin) : 'n/a', ratio, targets]);
-        summary.push({ fault, mode, system, trials: ts.length, failedTrials: nFailed, rtoPoolMs: { min: rto.length ? Math.min(...rto) : null, median: med(rto), max: rto.length ? Math.max(...rto) : null, neverRecovered: noRecovery }, rtoDirectMedianMs: direct, ackedLost: lost, oldPrimaryAcksAfterPromotion: oldAfter, trialsWithTwoPrimaries: split, rejoinMedianMs: system === 'pgop' ? rejoin : null, ratioPgopToBaseline: ratio ? Number(ratio) : null, targets });
+        summary.push({ fault, mode, system, trials: ts.length, failedTrials: nFailed, notConverged: nStuck, rtoPoolMs: { min: rto.length ? Math.min(...rto) : null, median: med(rto), max: rto.length ? Math.max(...rto) : null, neverRecovered: noRecovery }, rtoDirectMedianMs: direct, ackedLost: lost, oldPrimaryAcksAfterPromotion: oldAfter, trialsWithTwoPrimaries: split, rejoinMedianMs: system === 'pgop' ? rejoin : null, ratioPgopToBaseline: ratio ? Number(ratio) : null, targets });
       }
     }
   }
-  const srows: string[][] = [['switchover', 'mode', 'ok/N', 'write unavailability s min/med/max', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'command s med', 'target']];
+  const srows: string[][] = [['switchover', 'mode', 'measured/N', 'write unavailability s min/med/max', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'command s med', 'target']];
   for (const mode of MODES) {
     const ss = switches.filter((s) => s.mode === mode);
     if (!ss.length && !failed.some((f) => f.run.startsWith(`${mode}-switchover`))) continue;

@@ -44,6 +44,7 @@ export function storyProblems(events: readonly EventItem[], oldPrimary: string, 
  *  the promotion, never two primaries at once, the old primary streaming again, the story told. */
 export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { story?: boolean; lossAllowed?: { from: number; to: number; why: string } } = {}): Promise<void> {
   const ctx = `${r.run}: ${JSON.stringify({ old: r.oldPrimary, new: r.newPrimary, final: r.finalPrimary, roles: r.finalRoles, notes: r.notes })}\nevents:\n${eventTable(r.events)}`;
+  expect(r.notConverged, `pgop converged: one primary, every other node streaming, Healthy\n${ctx}`).toBeNull();
   const primaries = Object.keys(r.finalRoles).filter((n) => r.finalRoles[n] === 'primary');
   expect(primaries, `exactly one primary at the end\n${ctx}`).toHaveLength(1);
   expect(Object.values(r.finalRoles).filter((x) => x === 'standby'), `every other node a standby\n${ctx}`).toHaveLength(lab.nodes.length - 1);

@@ -73,6 +73,11 @@ export interface TrialResult {
   /** writes the old primary acknowledged after the promotion time */
   oldPrimaryAcksAfterPromotion: number;
   rejoinMs: number | null;
+  /** pgop: one primary, every other node streaming from it and pgop Healthy within the deadline
+   *  (the pgpool baseline is never asked to converge: always true there) */
+  converged: boolean;
+  /** why not (the last state seen and the operator's log tail) */
+  notConverged: string | null;
   healAt: number | null;
   /** most nodes that answered as writable primaries in one sweep */
   maxPrimaries: number;
@@ -156,6 +161,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   let during: Promise<void> = Promise.resolve();
   let duringError: unknown;
   let rejoinMs = null as number | null;
+  let converged = o.system !== 'pgop';
+  let notConverged: string | null = null;
   try {
     for (const w of all) w.start();
     monitor.start();
@@ -196,18 +203,25 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
       const deadline = now() + (o.convergeTimeoutMs ?? 180_000);
       // Until one primary has every other node streaming and pgop says Healthy; on the way,
       // the first moment the old primary streams from another node is its rejoin time.
-      await waitFor(
-        async () => {
-          const ps = await lab.primaries();
-          if (ps.length !== 1) return false;
-          const reps = await lab.replicas(ps[0]!);
-          if (ps[0] !== P && reps[P] === 'streaming' && rejoinMs === null) rejoinMs = now() - back;
-          return lab.nodes.every((n) => n.name === ps[0] || reps[n.name] === 'streaming') && lab.healthy();
-        },
-        Math.max(1000, deadline - now()),
-        `one primary with every other node (old primary ${P} too) streaming, pgop Healthy`,
-        async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
-      );
+      // Not converging is a result too (recorded, with what was measured up to then).
+      try {
+        await waitFor(
+          async () => {
+            const ps = await lab.primaries();
+            if (ps.length !== 1) return false;
+            const reps = await lab.replicas(ps[0]!);
+            if (ps[0] !== P && reps[P] === 'streaming' && rejoinMs === null) rejoinMs = now() - back;
+            return lab.nodes.every((n) => n.name === ps[0] || reps[n.name] === 'streaming') && lab.healthy();
+          },
+          Math.max(1000, deadline - now()),
+          `one primary with every other node (old primary ${P} too) streaming, pgop Healthy`,
+          async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+        );
+        converged = true;
+      } catch (err) {
+        notConverged = (err as Error).message;
+        notes.push(`did not converge: ${notConverged.split('\n')[0]}`);
+      }
     } else {
       await sleep(o.watchAfterMs ?? 2000);
     }
@@ -273,6 +287,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     lostDetail,
     oldPrimaryAcksAfterPromotion: promotedAt === null ? 0 : acksAfter(old.acks, promotedAt).length,
     rejoinMs,
+    converged,
+    notConverged,
     healAt,
     maxPrimaries: monitor.maxPrimaries,
     events,
