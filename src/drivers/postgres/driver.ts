@@ -183,6 +183,8 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly probing = new Map<string, Promise<unknown>>();
   /** per cluster/node: when postgres last answered a probe, and in which role */
   private readonly lastAnswer = new Map<string, { at: number; inRecovery: boolean }>();
+  /** cluster/node keys whose last pg_rewind found nothing to rewind (see ensureStandby) */
+  private readonly noopRewinds = new Set<string>();
   /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
 
@@ -940,7 +942,21 @@ export class SshPostgresDriver implements PostgresDriver {
     await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, fresh), this.confHashFile(cluster, node)], fresh);
     await this.start(cluster, node);
     if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
-      throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms`);
+      const key = `${cluster.name}/${node.name}`;
+      if (!this.noopRewinds.delete(key)) throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms`);
+      // pg_rewind found "no rewind required" (same timeline ID, even the same history: two
+      // promotions from one switch point picked the same new ID) yet the node cannot follow: its
+      // WAL diverged after the switch. Only a fresh copy of the primary is right.
+      this.log.warn({ node: node.name, primary: primary.name }, 'not streaming after a rewind that found nothing to rewind: the timelines diverged under one ID; cloning afresh');
+      await this.stop(cluster, node, 'fast');
+      await this.clone(cluster, node, primary, true, 'diverged under the same timeline ID');
+      await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, true), this.confHashFile(cluster, node)], true);
+      await this.start(cluster, node);
+      if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
+        throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms (after a fresh clone)`);
+      }
+    } else {
+      this.noopRewinds.delete(`${cluster.name}/${node.name}`);
     }
     this.log.info({ node: node.name, primary: primary.name, ms: ms(t0) }, 'standby ensured');
   }
@@ -966,7 +982,9 @@ export class SshPostgresDriver implements PostgresDriver {
       this.log.warn({ node: node.name, primary: primary.name, reason, error: tail(res.stderr) }, 'pg_rewind failed: cloning instead');
       return false;
     }
-    if (/no rewind required/i.test(res.stdout + res.stderr) && !(await this.sameTimelineHistory(cluster, node, primary))) {
+    const noop = /no rewind required/i.test(res.stdout + res.stderr);
+    if (noop) this.noopRewinds.add(`${cluster.name}/${node.name}`);
+    if (noop && !(await this.sameTimelineHistory(cluster, node, primary))) {
       // Two promotions from the same timeline picked the same new timeline ID (no shared
       // archive): pg_rewind compares IDs, sees one timeline and rewinds nothing, and the node
       // would never stream. Its history differs from the primary's: copy the primary afresh.
