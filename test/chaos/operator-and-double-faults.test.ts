@@ -88,11 +88,14 @@ describe.skipIf(!root)('chaos: operator killed mid-failover, double faults (root
       run: 'kill-and-partition',
       system: 'pgop',
       ...DEADLINES,
-      during: async (ctx) => {
+      // the standby's link goes down first, the primary is killed right after
+      beforeFault: async (ctx) => {
         partitioned = ctx.standbys[ctx.standbys.length - 1]!;
         await lab.fault(partitioned, 'partition');
+      },
+      during: async () => {
         await sleep(6000);
-        healedAt = await lab.fault(partitioned, 'heal');
+        healedAt = await lab.fault(partitioned!, 'heal');
       },
     });
     log(summary(r));

@@ -37,6 +37,8 @@ export interface TrialOptions {
   system: System;
   /** partition: heal this long after writes through pgpool resumed (default 500 ms) */
   healAfterMs?: number;
+  /** runs right before the fault, writers already running (a first fault the main one joins) */
+  beforeFault?: (ctx: { oldPrimary: string; standbys: string[] }) => Promise<void>;
   /** runs concurrently from right after the fault (second faults, killing the operator) */
   during?: (ctx: DuringContext) => Promise<void>;
   /** how long to wait for writes through pgpool to resume (default 90 s) */
@@ -170,6 +172,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     if (!pool.acks.length) throw new Error(`no write through pgpool succeeded before the fault: ${pool.failures.slice(-3).map((f) => f.error).join('; ')}`);
     await sleep(300);
 
+    if (o.beforeFault) await o.beforeFault({ oldPrimary: P, standbys });
     t0 = await lab.fault(P, o.fault);
     let resolvePromoted!: (n: string) => void;
     const firstPromoted = new Promise<string>((r) => (resolvePromoted = r));
@@ -266,7 +269,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   } else notes.push('no primary at the end: acknowledged rows not checked');
 
   const firstPoolAfter = promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
-  const rto = firstPoolAfter ? outage(pool.acks, t0, firstPoolAfter.ackAt).ms : null;
+  // Nobody promoted (the old primary was brought back): the longest write gap after the fault.
+  const rto = firstPoolAfter ? outage(pool.acks, t0, firstPoolAfter.ackAt).ms : N === null && pool.acks.some((a) => a.ackAt > t0) ? outage(pool.acks, t0).ms : null;
   return {
     run: o.run,
     fault: o.fault,
