@@ -382,6 +382,11 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     // let pgpool's health check detach pg02: later, after the failover, pgpool holds the new
     // primary down and must be re-attached / restarted by ensurePool
     await until('pgpool marks pg02 down', async () => (await pool.observe(spec)).backends.find((b) => b.name === 'pg02')?.status === 'down');
+    // The first probe after the kill knows only that the postmaster is gone (`gone`); whether the
+    // node still answers is told by the SSH look it starts in the background.
+    const first = await pgd.probe(spec, pg02);
+    expect(first.gone).toBe(true);
+    await until('the SSH look sees pg02 up', async () => (await pgd.probe(spec, pg02)).reachable);
     const down = await pgd.probe(spec, pg02);
     if (process.env.PGOP_IT_VERBOSE) console.log('after kill', JSON.stringify(down));
     expect(down.reachable).toBe(true);
@@ -417,7 +422,12 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('rewinds the old primary into a standby of pg02', async () => {
     await provider.start(spec, pg01);
-    const st = await pgd.probe(spec, pg01);
+    // pg01 failed moments ago, so its probe answers from the last SSH look and refreshes that look
+    // in the background: wait for the look taken after the start.
+    const st = await until('pg01 answers over SSH again', async () => {
+      const p = await pgd.probe(spec, pg01);
+      return p.reachable ? p : null;
+    });
     if (process.env.PGOP_IT_VERBOSE) console.log('after start', JSON.stringify(st));
     expect(st.reachable).toBe(true);
     expect(st.postgres!.running).toBe(false); // the machine came back, postgres did not

@@ -368,17 +368,18 @@ export class SshPostgresDriver implements PostgresDriver {
     }
     const last = this.lastAnswer.get(key);
     const recent = !!last && Date.now() - last.at < 10_000;
-    // The host's kernel refused the port of a postgres that answered moments ago: the host is
-    // up and its postmaster is gone. That is all the planner needs; no SSH round trip.
-    if (refused && recent) return { reachable: true, postgres: downObservation(true, last.inRecovery), error: pgError, gone: true };
-    // Otherwise ONE ssh look tells "node up, postgres down" from "node gone". For a node that
-    // was healthy moments ago it runs in the background (its answer serves the next probes):
-    // a failed primary is confirmed at the probe cadence, not at SSH's.
+    // A refused port on a postgres that answered moments ago: its postmaster is gone for certain
+    // (`gone`: the whole miss budget at once). Whether the node itself still answers (postgres
+    // crashed) or not (fenced, sshd gone too) is the SSH look's to say, not the kernel's.
+    const gone = refused && recent ? { gone: true as const } : {};
+    // ONE ssh look tells "node up, postgres down" from "node gone". For a node that was healthy
+    // moments ago it runs in the background (its answer serves the next probes): a failed
+    // primary is confirmed at the probe cadence, not at SSH's.
     const look = this.looks.get(key);
     if (recent || (look && Date.now() - look.at < 3_000)) {
       this.refreshLook(cluster, node);
-      if (!look) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet` };
-      return this.fromLook(look, pgError);
+      if (!look || look.at === 0) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
+      return { ...this.fromLook(look, pgError), ...gone };
     }
     await this.refreshLook(cluster, node);
     return this.fromLook(this.looks.get(key)!, pgError);
