@@ -88,7 +88,10 @@ export class ReportServer {
     const host = url.searchParams.get('host') ?? '';
     const node = rec.spec.nodes[id]?.name ?? rec.spec.nodes.find((n) => n.address === host)?.name ?? null;
     const now = this.now();
-    this.opts.log.info({ cluster, node, host, from: req.socket.remoteAddress }, 'pgpool reports a failed backend');
+    // The script's start on the pool host's clock (the same clock in the lab; a guest's may drift)
+    const started = Number(url.searchParams.get('started'));
+    const scriptLagMs = Number.isFinite(started) && started > 0 ? Math.round(now - started * 1000) : undefined;
+    this.opts.log.info({ cluster, node, host, from: req.socket.remoteAddress, scriptLagMs }, 'pgpool reports a failed backend');
     try {
       this.opts.store.recordEvent({ time: now, cluster, node, from: null, to: null, ruleId: 'pool.reported', reason: `pgpool detached ${node ?? host} (it saw the backend fail); looking at the cluster now` });
     } catch {

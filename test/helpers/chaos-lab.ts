@@ -281,6 +281,13 @@ export class ChaosLab {
       await this.stopServe('SIGKILL');
       this.store?.close();
       this.store = null;
+      // PGOP_CHAOS_LOG_DIR=dir keeps pgpool's log too (the pool host goes with the delete below)
+      const keep = process.env.PGOP_CHAOS_LOG_DIR;
+      const poolLog = join(this.stateDir, this.name, 'pool', 'u01', 'pgpool', 'log', 'pgpool.log');
+      if (keep && existsSync(poolLog)) {
+        mkdirSync(keep, { recursive: true });
+        copyFileSync(poolLog, join(keep, `pgpool-${this.name}-${Date.now()}.log`));
+      }
       if (existsSync(this.db)) {
         const r = await this.pgop(['delete', 'cluster', this.name], 180_000);
         this.log(`pgop delete cluster ${this.name}: exit ${r.code}${r.code ? ` ${r.stderr.slice(-500)}` : ''}`);

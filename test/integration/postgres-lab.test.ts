@@ -382,10 +382,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     // let pgpool's health check detach pg02: later, after the failover, pgpool holds the new
     // primary down and must be re-attached / restarted by ensurePool
     await until('pgpool marks pg02 down', async () => (await pool.observe(spec)).backends.find((b) => b.name === 'pg02')?.status === 'down');
-    // The first probe after the kill knows only that the postmaster is gone (`gone`); whether the
-    // node still answers is told by the SSH look it starts in the background.
-    const first = await pgd.probe(spec, pg02);
-    expect(first.gone).toBe(true);
+    // A probe soon after the kill may know only that the postmaster is gone; whether the node
+    // still answers is told by the SSH look it starts in the background.
     await until('the SSH look sees pg02 up', async () => (await pgd.probe(spec, pg02)).reachable);
     const down = await pgd.probe(spec, pg02);
     if (process.env.PGOP_IT_VERBOSE) console.log('after kill', JSON.stringify(down));
@@ -546,5 +544,5 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       const text = readFileSync(f, 'utf8');
       for (const s of SECRETS) if (text.includes(s)) throw new Error(`password found in ${f}`);
     }
-  }, 30_000);
+  }, 120_000); // reads every log file of the lab: slow on a loaded host
 });

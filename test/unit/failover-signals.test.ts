@@ -58,7 +58,7 @@ describe('pgpool failover report', () => {
     expect(conf).toContain("failover_command = '/usr/bin/timeout 15 /bin/bash /u01/pgpool/report-failover.sh %d %h %m %P'");
     const script = renderReportScript(spec, paths, target);
     expect(script).toContain('exec 3<>/dev/tcp/10.77.0.1/7433');
-    expect(script).toContain('POST /v1/clusters/lab/pool-failover?node_id=%s&host=%s&old_primary=%s HTTP/1.0\\r\\n');
+    expect(script).toContain('POST /v1/clusters/lab/pool-failover?node_id=%s&host=%s&old_primary=%s&started=%s HTTP/1.0\\r\\n');
     expect(desiredPoolConfigHash(spec, paths, target)).not.toBe(desiredPoolConfigHash(spec, paths));
     expect(() => renderReportScript(spec, paths, { address: '10.0.0.1; rm -rf /', port: 1 })).toThrow(/bad operator address/);
   });

@@ -233,9 +233,11 @@ export function renderReportScript(cluster: ClusterSpec, paths: PoolPaths, repor
     '#!/bin/bash',
     '# pgop: pgpool failover_command (node_id host new_main old_primary). Generated; do not edit.',
     '# Only bash builtins on the way (no date/tr forks): pgpool waits for this script.',
+    // when pgpool started the script (bash 5 builtin): the operator logs how late the report came
+    'started=$EPOCHREALTIME',
     `events=${paths.events}`,
     `if exec 3<>/dev/tcp/${report.address}/${report.port}; then`,
-    `  printf 'POST /v1/clusters/${cluster.name}/pool-failover?node_id=%s&host=%s&old_primary=%s HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' "$1" "$2" "$4" >&3`,
+    `  printf 'POST /v1/clusters/${cluster.name}/pool-failover?node_id=%s&host=%s&old_primary=%s&started=%s HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' "$1" "$2" "$4" "$started" >&3`,
     '  printf -v sent "%(%FT%T)T" -1',
     '  answer=""',
     "  # the last line is the operator's verdict (the status line and headers come first)",

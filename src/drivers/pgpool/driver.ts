@@ -533,14 +533,24 @@ exit 1
 const STOP_SH = `${ALIVE_FN}
 [ -f "$3" ] || exit 0
 pid=$(head -n 1 "$3")
-if ! alive "$pid"; then rm -f "$3"; exit 0; fi
+case "$pid" in ''|*[!0-9]*) rm -f "$3"; exit 0 ;; esac
 # Fast shutdown (SIGINT). A main process busy searching for a primary, or a hung one, does not
 # act on it: after ~1 s SIGKILL its whole process group (started with setsid, the group is pgpool
 # and its children). Nothing is lost: pgpool runs with -D and keeps no other state.
-kill -INT "$pid" 2>/dev/null
-i=0
-while alive "$pid" && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
-if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; sleep 0.1; fi
+if alive "$pid"; then
+  kill -INT "$pid" 2>/dev/null
+  i=0
+  while alive "$pid" && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
+  if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; sleep 0.1; fi
+fi
+# Children that outlive their main process still hold the listening sockets, and the next start
+# fails with "Address already in use": end the rest of that group (pgpool processes only) and
+# wait until it is gone.
+if pgrep -g "$pid" -x pgpool >/dev/null 2>&1; then
+  kill -KILL -- "-$pid" 2>/dev/null
+  i=0
+  while pgrep -g "$pid" -x pgpool >/dev/null 2>&1 && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+fi
 rm -f "$3"
 exit 0
 `;
