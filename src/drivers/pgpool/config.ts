@@ -5,7 +5,8 @@
 // (failover_on_backend_error, health checks) and its failover_command then reports to the running
 // operator over HTTP and waits for its answer (the operator fences and promotes meanwhile), so
 // pgpool's own search for the new primary finds it at once. follow_primary_command is empty, and
-// pgpool runs with -D so it never remembers a node it once marked down.
+// pgpool starts from a status file the driver writes (what answers now), never from what it
+// remembered.
 
 import { createCipheriv, createHash } from 'node:crypto';
 import type { ClusterSpec } from '../../spec/types.js';

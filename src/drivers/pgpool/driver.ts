@@ -1,7 +1,8 @@
 // PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH).
 //
 // pgpool runs as the postgres OS user from <dir> (default /u01/pgpool: the lab pool host's
-// private /u01), started `pgpool -n -D` under setsid/nohup with its stderr in <dir>/log. It never
+// private /u01), started `pgpool -n` under setsid/nohup, from a status file pgop writes (the backends that do
+// not answer marked down), with its stderr in <dir>/log. It never
 // decides a promotion: ensurePool() makes its view match the operator's (the given primary up and
 // primary, every reachable node attached), re-attaching nodes with pcp_attach_node and restarting
 // pgpool when its idea of the primary stays wrong.
@@ -98,9 +99,10 @@ export class SshPoolDriver implements PoolDriver {
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
-    // Generous: a pgpool failing over on a loaded host can take seconds, and a restart is worse
-    // (with -D it believes every backend is up and first waits on the unreachable ones).
-    this.settleTimeoutMs = opts.settleTimeoutMs ?? 10_000;
+    // A pgpool failing over takes 1-3 s here (longer on a loaded host); one still silent or wrong
+    // after this is stuck (seen: its search for the primary hanging on a node whose link is down)
+    // and a restart, which starts with the unreachable nodes marked down, is the quicker way out.
+    this.settleTimeoutMs = opts.settleTimeoutMs ?? 6_000;
     this.reportTargetOf = opts.reportTarget ?? (() => null);
   }
 
@@ -285,7 +287,7 @@ export class SshPoolDriver implements PoolDriver {
       }
       if (backends) {
         // Re-attach every node pgpool holds down but that answers again (pgpool never does it
-        // itself: auto_failback is off, and -D only helps at start).
+        // itself: auto_failback is off).
         // The desired primary first, alone: attaching a standby while pgpool has no primary makes
         // it search for one (search_primary_node_timeout) and queue every later request.
         const isDown = (name: string) => backends!.find((x) => x.name === name)?.status === 'down';
@@ -334,7 +336,7 @@ export class SshPoolDriver implements PoolDriver {
         why = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
       }
       // A pgpool that keeps not answering or keeps routing wrong is stuck (e.g. searching for a
-      // primary that is not there): restarting it (-D) lets it find the primary by itself. Only
+      // primary that is not there): restarting it lets it find the primary by itself. Only
       // after settleTimeoutMs: right after a failover pgpool restarts its children and drops our
       // session, and a hasty restart would only add seconds.
       if (Date.now() > deadline) {
@@ -387,27 +389,21 @@ export class SshPoolDriver implements PoolDriver {
   private async startPgpool(cluster: ClusterSpec): Promise<void> {
     const p = this.paths;
     this.dropClient(cluster);
-    await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir], {
+    // pgpool starts from a status file that marks down the backends that do not answer now. A
+    // backend it believes up but cannot reach (a fenced old primary whose link is down) would
+    // hold its start-up search for a primary, and then every new session, until the link came
+    // back. Nodes marked down are attached again once they answer (settle).
+    const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
+    const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), probeMs)));
+    // all down: pgpool would have nothing to search; let it try every backend itself
+    const status = reach.some(Boolean) ? reach.map((r) => (r ? 'up' : 'down')) : reach.map(() => 'up');
+    await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir, `${status.join('\n')}\n`, `${p.log}/pgpool_status`], {
       user: 'postgres',
       kind: 'transient',
       timeoutMs: 20_000,
     });
-    // Started with -D, pgpool believes every backend is up, and each new session would first
-    // wait out its connect timeout on a node whose link is down (a fenced old primary): detach
-    // the nodes that do not answer now, through PCP (which needs no backend). They are attached
-    // again once they answer (settle).
-    const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
-    const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), probeMs)));
-    const silent = cluster.nodes.map((n, i) => ({ n, i })).filter(({ i }) => !reach[i]);
-    if (silent.length > 0) {
-      await this.waitPcp(cluster);
-      for (const { n, i } of silent) {
-        await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)], 5000).then(
-          () => this.log.info({ cluster: cluster.name, node: n.name }, 'pgpool: unreachable node detached at start'),
-          (e) => this.log.warn({ cluster: cluster.name, node: n.name, error: messageOf(e) }, 'pgpool: cannot detach an unreachable node at start'),
-        );
-      }
-    }
+    const down = cluster.nodes.filter((_, i) => status[i] === 'down').map((n) => n.name);
+    if (down.length > 0) this.log.info({ cluster: cluster.name, down }, 'pgpool starts with the unreachable nodes marked down');
     // Ready when pgpool answers for its backends.
     const deadline = Date.now() + 15_000;
     for (;;) {
@@ -510,7 +506,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 `;
 
-/** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir. */
+/** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir $9 status lines ${10} status file. */
 const START_SH = `${ALIVE_FN}
 cd "$8" || exit 1
 if [ -f "$7" ]; then
@@ -518,7 +514,8 @@ if [ -f "$7" ]; then
   rm -f "$7"
 fi
 rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
-setsid nohup "$1" -n -D -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
+printf '%s' "$9" > "\${10}" || exit 1
+setsid nohup "$1" -n -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
 i=0
 while [ $i -lt 100 ]; do
   [ -s "$7" ] && exit 0
@@ -536,7 +533,8 @@ pid=$(head -n 1 "$3")
 case "$pid" in ''|*[!0-9]*) rm -f "$3"; exit 0 ;; esac
 # Fast shutdown (SIGINT). A main process busy searching for a primary, or a hung one, does not
 # act on it: after ~1 s SIGKILL its whole process group (started with setsid, the group is pgpool
-# and its children). Nothing is lost: pgpool runs with -D and keeps no other state.
+# and its children). Nothing is lost: pgpool starts from the status file pgop writes and keeps
+# no other state.
 if alive "$pid"; then
   kill -INT "$pid" 2>/dev/null
   i=0
