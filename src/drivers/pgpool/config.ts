@@ -131,7 +131,10 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     "health_check_database = 'postgres'",
     'health_check_max_retries = 1',
     'health_check_retry_delay = 1',
-    'connect_timeout = 2000',
+    // pgpool's connects to backends give up as soon as the operator's probes do: after a node's
+    // link went down, pgpool's search for the new primary (which still tries the failed node)
+    // hung for seconds with 2000 ms here
+    `connect_timeout = ${Math.max(100, cluster.failureDetection.connectTimeoutMs)}`,
     '',
     '# failover: pgop decides; pgpool detaches what it sees fail, reports it and waits for pgop',
     `failover_command = ${q(report ? `/usr/bin/timeout 15 /bin/bash ${paths.reportScript} %d %h %m %P` : `echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,

@@ -318,6 +318,8 @@ export class SshPoolDriver implements PoolDriver {
           if (Date.now() - (attached.get(n.name) ?? 0) > 3000) {
             attached.set(n.name, Date.now());
             try {
+              // the route detachBackend set when the node was fenced (none: a no-op)
+              if (n.address !== cluster.pgpool.address) await this.sh(cluster, 'ip route del unreachable "$1"/32 2>/dev/null; exit 0', [n.address], { user: 'root', timeoutMs: 5000 });
               await this.pcp(cluster, 'pcp_attach_node', ['-n', String(i)]);
               this.log.info({ cluster: cluster.name, node: n.name }, 'pgpool: node attached');
             } catch (e) {
@@ -369,8 +371,24 @@ export class SshPoolDriver implements PoolDriver {
   async detachBackend(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
+    if (i < 0) return;
+    // Fence the node off the pool host's network too: pgpool 4.3, failing over from its main node
+    // (backend 0) when that node's link is down, hung in its search for the new primary until
+    // the link came back (12-57 s here), connect_timeout notwithstanding. With an unreachable
+    // route its connects to the node fail at once. Removed by settle() before the node is
+    // attached again.
+    const route = node.address === cluster.pgpool.address
+      ? Promise.resolve()
+      : this.sh(cluster, 'ip route replace unreachable "$1"/32', [node.address], { user: 'root', timeoutMs: 5000 }).then(
+          (r) => void (r.code !== 0 && this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, 'pgpool host: cannot fence the node off its network')),
+          (e) => this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool host: cannot fence the node off its network'),
+        );
     const view = this.views.get(cluster.name);
-    if (i < 0 || view?.backends.find((b) => b.name === node.name)?.status === 'down') return;
+    const detach = view?.backends.find((b) => b.name === node.name)?.status === 'down' ? Promise.resolve() : this.detach(cluster, node, i);
+    await Promise.all([route, detach]);
+  }
+
+  private async detach(cluster: ClusterSpec, node: NodeSpec, i: number): Promise<void> {
     const t0 = performance.now();
     try {
       await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)], Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4));
