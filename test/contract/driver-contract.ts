@@ -74,9 +74,16 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       }
     }
 
-    /** Probe a node that must be reachable with postgres readable. */
+    /** Probe a node that must be reachable with postgres readable. Right after its postgres
+     *  stopped, a probe knows only that the port refuses; whether the node answers is told by the
+     *  SSH look that probe starts in the background, so ask again until it has (bounded). */
     async function pg(node: NodeSpec): Promise<PostgresObservation> {
-      const r = await env.world.postgres.probe(spec(), node);
+      const deadline = Date.now() + 15_000;
+      let r = await env.world.postgres.probe(spec(), node);
+      while (!r.reachable && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await env.world.postgres.probe(spec(), node);
+      }
       expect(r.reachable, `${node.name} reachable (${r.error ?? ''})`).toBe(true);
       expect(r.postgres, `${node.name} postgres readable`).not.toBeNull();
       return r.postgres!;
