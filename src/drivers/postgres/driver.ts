@@ -466,7 +466,7 @@ export class SshPostgresDriver implements PostgresDriver {
       node,
       'install postgres',
       INSTALL_SH,
-      [binDir(cluster), p.version, this.dataDir(cluster), p.archiveDir, p.backupDir, p.logDir, family, scriptDir(cluster), SOCKET_DIR],
+      [binDir(cluster), p.version, this.dataDir(cluster), p.archiveDir, p.backupDir, p.logDir, family, scriptDir(cluster), SOCKET_DIR, cluster.provider.type === 'libvirt' ? 1 : 0],
       { user: 'root', timeoutMs: 15 * 60_000 },
     );
     if (p.archiveScript) await this.apply(cluster, node, [this.scriptFile(cluster)], { dataDir: false });
@@ -1349,6 +1349,11 @@ exit 0
 const INSTALL_SH = `
 set -e
 b="$1"; v="$2"; d="$3"; arch="$4"; bk="$5"; logd="$6"; fam="$7"; sdir="$8"; sock="$9"
+# A guest answers SSH before cloud-init's last stage (runcmd) has mounted the data disk on /u01:
+# directories made now would end up hidden under that mount. Wait for cloud-init to finish.
+if [ "\${10}" = 1 ] && command -v cloud-init >/dev/null 2>&1; then
+  timeout 900 cloud-init status --wait >/dev/null 2>&1 || true
+fi
 if [ ! -x "$b/postgres" ]; then
   if [ "$fam" = rhel ]; then
     dnf -y -q install "postgresql$v-server" "postgresql$v-contrib"
