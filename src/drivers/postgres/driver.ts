@@ -181,8 +181,8 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly probes: ClientCache;
   /** serialise probes per node */
   private readonly probing = new Map<string, Promise<unknown>>();
-  /** per cluster/node: when postgres last answered a probe, and in which role */
-  private readonly lastAnswer = new Map<string, { at: number; inRecovery: boolean }>();
+  /** per cluster/node: when postgres last answered a probe (ms since the epoch) */
+  private readonly lastAnswer = new Map<string, number>();
   /** cluster/node keys whose last pg_rewind found nothing to rewind (see ensureStandby) */
   private readonly noopRewinds = new Set<string>();
   /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
@@ -354,7 +354,7 @@ export class SshPostgresDriver implements PostgresDriver {
       try {
         const client = await this.probeClient(cluster, node);
         const obs = await this.query(cluster, client);
-        this.lastAnswer.set(key, { at: Date.now(), inRecovery: obs.inRecovery });
+        this.lastAnswer.set(key, Date.now());
         this.looks.delete(key);
         return { reachable: true, postgres: obs };
       } catch (err) {
@@ -367,7 +367,7 @@ export class SshPostgresDriver implements PostgresDriver {
       }
     }
     const last = this.lastAnswer.get(key);
-    const recent = !!last && Date.now() - last.at < 10_000;
+    const recent = last !== undefined && Date.now() - last < 10_000;
     // A refused port on a postgres that answered moments ago: its postmaster is gone for certain
     // (`gone`: the whole miss budget at once). Whether the node itself still answers (postgres
     // crashed) or not (fenced, sshd gone too) is the SSH look's to say, not the kernel's.
