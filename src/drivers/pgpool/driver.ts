@@ -372,11 +372,9 @@ export class SshPoolDriver implements PoolDriver {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
     if (i < 0) return;
-    // Fence the node off the pool host's network too: pgpool 4.3, failing over from its main node
-    // (backend 0) when that node's link is down, hung in its search for the new primary until
-    // the link came back (12-57 s here), connect_timeout notwithstanding. With an unreachable
-    // route its connects to the node fail at once. Removed by settle() before the node is
-    // attached again.
+    // Fence the node off the pool host's network too: with an unreachable route pgpool's
+    // connects to it (health checks, new sessions) fail at once instead of waiting out a timeout
+    // while its link is down. Removed by settle() before the node is attached again.
     const route = node.address === cluster.pgpool.address
       ? Promise.resolve()
       : this.sh(cluster, 'ip route replace unreachable "$1"/32', [node.address], { user: 'root', timeoutMs: 5000 }).then(
