@@ -1,9 +1,9 @@
 // PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH).
 //
 // pgpool runs as the postgres OS user from <dir> (default /u01/pgpool: the lab pool host's
-// private /u01), started `pgpool -n` under setsid/nohup, from a status file pgop writes (the backends that do
-// not answer marked down), with its stderr in <dir>/log. It never
-// decides a promotion: ensurePool() makes its view match the operator's (the given primary up and
+// private /u01), started `pgpool -n` under setsid/nohup from a status file pgop writes (the
+// backends that do not answer marked down), with its stderr in <dir>/log. It never decides a
+// promotion: ensurePool() makes its view match the operator's (the given primary up and
 // primary, every reachable node attached), re-attaching nodes with pcp_attach_node and restarting
 // pgpool when its idea of the primary stays wrong.
 
@@ -394,12 +394,6 @@ export class SshPoolDriver implements PoolDriver {
     } catch (err) {
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(err) }, 'pgpool: cannot detach the fenced node (routing is fixed after the promotion)');
     }
-  }
-
-  /** Wait (bounded) until pgpool's PCP port accepts connections. */
-  private async waitPcp(cluster: ClusterSpec): Promise<void> {
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline && !(await tcpReachable(cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, 500))) await sleep(50);
   }
 
   private async startPgpool(cluster: ClusterSpec): Promise<void> {
