@@ -32,6 +32,12 @@ export const BASELINE_SETTINGS: Record<string, string> = {
   health_check_period: '1',
   health_check_timeout: '2',
   health_check_max_retries: '0',
+  // pgop's own pgpool.conf has no health or replication checks (it drives pgpool over PCP):
+  // the baseline gets back what earlier baseline runs had (passwords from pool_passwd)
+  health_check_user: "'postgres'",
+  health_check_password: "''",
+  health_check_database: "'postgres'",
+  sr_check_period: '1',
   connect_timeout: '2000',
   follow_primary_command: "''",
   search_primary_node_timeout: '5',

@@ -29,7 +29,7 @@ function spec(i: number): ClusterSpec {
     postgres: { version: 15, parameters: { wal_level: 'replica', max_wal_senders: 5, hot_standby: 'on', wal_log_hints: 'on', shared_buffers: '128MB' }, dataDir: '/u01/pg15/data', archiveDir: '/u02/archive', backupDir: '/u02/backup', logDir: '/var/log/postgres', archiveScript: true, superuserPassword: { env: 'X' }, hba: [] },
     nodes: [1, 2, 3].map((k) => ({ name: `pg0${k}`, address: `${net}.${10 + k}`, vcpus: 2, memoryMiB: 1024, rootDiskGiB: 20, dataDiskGiB: 40 })),
     replication: { mode: i % 2 ? 'sync' : 'async', syncQuorum: 1, user: 'replicator', password: { env: 'Y' }, slots: true },
-    pgpool: { enabled: true, address: `${net}.10`, port: 9999, pcpPort: 9898, healthCheckPeriodS: 1, loadBalancing: true, watchdog: { enabled: false }, numInitChildren: 32 },
+    pgpool: { enabled: true, address: `${net}.10`, port: 9999, pcpPort: 9898, loadBalancing: true, watchdog: { enabled: false }, numInitChildren: 32 },
     roles: [], databases: [], grants: [],
     failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
   };

@@ -80,11 +80,15 @@ export interface PoolDriver {
   /** pgpool's most recent view (from observe or from routing it), without asking it again:
    *  what a pass uses while pgpool is too busy to answer at once. */
   latest?(cluster: ClusterSpec): PoolObservation | null;
-  /** Stop routing clients to this node now (fencing); best effort, never throws. */
+  /** Cut the pool host off a node being fenced; best effort, never throws. */
   detachBackend?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Route writes to a node being promoted (`promoted` settles when it is writable), as soon
+   *  as possible; best effort, never throws (the pool-route step that follows checks and
+   *  repairs pgpool's routing). */
+  routeToPrimary?(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void>;
   /** Configure backends (every node of the spec), health checks, load balancing, pool_passwd,
    *  pcp; start if stopped; make it route writes to `primary`. Idempotent. */
-  ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void>;
+  ensurePool(cluster: ClusterSpec, primary: string | null, failed?: string[]): Promise<void>;
   deletePool(cluster: ClusterSpec): Promise<void>;
   close(): Promise<void>;
 }
@@ -96,7 +100,7 @@ export interface PoolDriver {
 export interface WorldSignal {
   cluster: string;
   node?: string;
-  kind: 'connection.lost' | 'pool.failover' | 'machine.lifecycle';
+  kind: 'connection.lost' | 'machine.lifecycle';
   detail: string;
 }
 
@@ -126,9 +130,6 @@ export interface World {
   pool: PoolDriver;
   /** Where drivers report what they noticed between passes (optional: sim has none). */
   signals?: Signals;
-  /** The operator's address as the cluster's hosts see it: where pgpool's failover_command
-   *  reports (serve listens there). Absent: no reports, probes only. */
-  reportAddress?(cluster: ClusterSpec): string | null;
 }
 
 /** Running commands on a node host. The real one is SSH (src/drivers/ssh) with a pinned host

@@ -58,6 +58,8 @@ export function plan(input: PlanInput): PlanResult {
   const retryMs = spec.failureDetection.retryIntervalMs;
 
   const primary = specNames.find((n) => state(n) === 'primary') ?? strayNames.find((n) => state(n) === 'primary') ?? null;
+  /** nodes pgpool must not open sessions on: their postgres failed missesBeforeFailover probes */
+  const poolFailed = specNames.filter((n) => n !== primary && (obs(n)?.misses ?? 0) >= budget && !obs(n)?.postgres?.running);
 
   const goals: Record<string, NodeGoal> = {};
   for (const n of specNames) goals[n] = input.deletionRequested ? 'absent' : n === primary ? 'primary' : 'standby';
@@ -195,13 +197,27 @@ export function plan(input: PlanInput): PlanResult {
     const pool = observation.pool;
     const afterFailover = specNames.some((n) => state(n) === 'fenced' || state(n) === 'rejoining') || (!!pool?.reachable && pool.primary !== null && pool.primary !== primary);
     if (afterFailover && (!pool?.reachable || pool.primary !== primary)) {
-      const repoints = specNames
+      // While pgpool does not answer it is still switching (restarting its children): the
+      // standbys follow once it does, not alongside (their SSH round trips and reloads competed
+      // for the CPU with pgpool's restart and delayed the first write through it by up to 1 s).
+      // Commits on the new primary do not wait for them meanwhile: it starts with no sync set.
+      const repoints = !pool?.reachable ? [] : specNames
         .filter((n) => n !== primary && state(n) === 'standby' && healthy(obs(n)) && !streamingFrom(obs(n), primary))
         .map((n): NodeDecision => ({ kind: 'act', node: n, event: 'primary.changed', ruleId: 'standby.repoint', reason: `standby ${n} follows ${obs(n)!.postgres!.upstream ?? 'nobody'}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct, primary }));
       const why = !pool?.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : `pgpool routes writes to ${pool.primary}`;
-      const r = result({ kind: 'cluster', action: { type: 'ensurePool', primary }, ruleId: 'failover.pool-route', reason: `${why}; pointing it at new primary ${primary}${repoints.length ? ` while ${repoints.map((d) => d.node).join(', ')} follow it` : ''}`, requeueAfterMs: REQUEUE.afterAct });
+      const r = result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'failover.pool-route', reason: `${why}; pointing it at new primary ${primary}${repoints.length ? ` while ${repoints.map((d) => d.node).join(', ')} follow it` : ''}`, requeueAfterMs: REQUEUE.afterAct });
       if (repoints.length) r.also = repoints;
       return r;
+    }
+  }
+
+  // --- pgpool still sends sessions to a standby whose postgres failed: pgpool opens every new
+  // session on all its nodes, so each one would fail until the node is detached (pgpool does
+  // not detach anything by itself). Before slower per-node repairs.
+  if (primary && healthy(obs(primary)) && spec.pgpool.enabled && observation.pool?.reachable) {
+    const failed = observation.pool.backends.filter((b) => b.status === 'up' && poolFailed.includes(b.name)).map((b) => b.name);
+    if (failed.length > 0) {
+      return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.detach-failed', reason: `postgres on ${failed.join(', ')} failed ${budget}+ probes but pgpool still opens sessions there; detaching ${failed.length > 1 ? 'them' : 'it'}`, requeueAfterMs: REQUEUE.afterAct });
     }
   }
 
@@ -317,7 +333,7 @@ export function plan(input: PlanInput): PlanResult {
       const downButHealthy = pool?.backends.filter((b) => b.status !== 'up' && (b.name === primary || streaming.includes(b.name))) ?? [];
       if (!pool || !pool.reachable || pool.primary !== primary || downButHealthy.length > 0) {
         const why = !pool || !pool.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : pool.primary !== primary ? `pgpool routes writes to ${pool.primary ?? 'nothing'}` : `pgpool marks ${downButHealthy.map((b) => b.name).join(', ')} down`;
-        return result({ kind: 'cluster', action: { type: 'ensurePool', primary }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
+        return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
       }
     }
 

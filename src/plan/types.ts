@@ -37,7 +37,8 @@ export interface NodeDecision extends DecisionBase {
 }
 
 export type ClusterAction =
-  | { type: 'ensurePool'; primary: string | null }
+  /** failed: nodes whose postgres pgop sees failed (detached, not attached again meanwhile) */
+  | { type: 'ensurePool'; primary: string | null; failed?: string[] }
   | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
   | { type: 'deleteClusterResources' }
   | { type: 'completeRequest'; requestId: number };

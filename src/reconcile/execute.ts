@@ -35,7 +35,17 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
     case 'rejoinStandby':
       return world.postgres.ensureStandby(spec, node, primary());
     case 'promoteStandby':
-      return world.postgres.promote(spec, node);
+    {
+      // Clients first: pgpool is switched to the new primary in the same step (one PCP request,
+      // overlapping the promotion where that is safe), before the commit and before the other
+      // standbys are repointed. The old primary is fenced already: nothing routed anywhere can
+      // reach it.
+      const promoted = world.postgres.promote(spec, node);
+      const routed = world.pool.routeToPrimary?.(spec, node, promoted);
+      await promoted;
+      await routed;
+      return;
+    }
     case 'configureNode':
     case 'restartPostgres':
       return world.postgres.ensureConfigured(spec, node);
@@ -43,8 +53,8 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
       return world.postgres.demote(spec, node);
     case 'fenceNode':
       // Fenced means no process of it runs (the provider's part, awaited: the safety) and no
-      // client is routed to it. The pool part starts pgpool's own failover now, overlapping the
-      // promotion that follows; it never throws, and routing is checked after the promotion.
+      // client reaches it. The pool host's part (cut its sessions and route to the node) runs
+      // alongside the promotion that follows; it never throws.
       await world.provider.fenceMachine(spec, node);
       void world.pool.detachBackend?.(spec, node);
       return;
@@ -56,7 +66,7 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
 export async function runClusterAction(action: ClusterAction, spec: ClusterSpec, world: World): Promise<void> {
   switch (action.type) {
     case 'ensurePool':
-      return world.pool.ensurePool(spec, action.primary);
+      return world.pool.ensurePool(spec, action.primary, action.failed ?? []);
     case 'ensureSyncStandbys':
       return world.postgres.ensureSyncStandbys(spec, nodeOf(spec, action.primary), action.names, action.quorum);
     case 'deleteClusterResources':

@@ -580,7 +580,6 @@ function normalize(doc: RawDoc): ClusterSpec {
     address: str(pool.address),
     port: (pool.port as number | undefined) ?? 9999,
     pcpPort: (pool.pcpPort as number | undefined) ?? 9898,
-    healthCheckPeriodS: (pool.healthCheckPeriodS as number | undefined) ?? 1,
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,
     watchdog: omitUndefined({ enabled: (wd.enabled as boolean | undefined) ?? false, vip: str(wd.vip) }),
     numInitChildren: (pool.numInitChildren as number | undefined) ?? 32,

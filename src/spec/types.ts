@@ -81,7 +81,6 @@ export interface PgpoolSpec {
   address?: string;
   port: number;
   pcpPort: number;
-  healthCheckPeriodS: number;
   loadBalancing: boolean;
   watchdog: { enabled: boolean; vip?: string };
   numInitChildren: number;

@@ -248,12 +248,9 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       await env.faults.heal(spec(), A());
       const r = await env.world.postgres.probe(spec(), A());
       expect(r.reachable).toBe(false);
-      if (hasPool()) {
-        await eventually(async () => {
-          const o = await env.world.pool.observe(spec());
-          expect(o.backends.find((b) => b.name === A().name)?.status).toBe('down');
-        });
-      }
+      // the fence's pool part (as the fenceNode actor runs it): cut the pool host off A; never
+      // throws, and is undone when A is attached again (the ensurePool steps below)
+      if (hasPool()) await env.world.pool.detachBackend?.(spec(), A());
     });
 
     step('promote: the standby becomes a writable primary on the next timeline, idempotently', async () => {
@@ -263,6 +260,12 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       expect(p).toMatchObject({ running: true, inRecovery: false, timeline: 2, upstream: null });
       await env.world.postgres.ensureSyncStandbys(spec(), B(), [], 0);
       if (canWrite()) expect(await write(B(), 5)).toBe(true);
+      // pgpool (passive) is switched over PCP as the promoteStandby actor does, and says so
+      if (hasPool() && env.world.pool.routeToPrimary) {
+        await env.world.pool.routeToPrimary(spec(), B(), Promise.resolve());
+        await eventually(async () => expect((await env.world.pool.observe(spec())).primary).toBe(B().name));
+        if (canWrite()) expect(await write('pool', 16)).toBe(true);
+      }
     });
 
     step('the remaining standby is repointed to the new primary', async () => {

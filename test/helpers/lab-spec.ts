@@ -44,7 +44,6 @@ export function labSpec(opts: LabSpecOptions = {}): ClusterSpec {
       address: `${base}.10`,
       port: 9999,
       pcpPort: 9898,
-      healthCheckPeriodS: 1,
       loadBalancing: true,
       watchdog: { enabled: false },
       numInitChildren: 8,

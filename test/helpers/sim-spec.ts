@@ -67,7 +67,6 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
       address: '10.0.0.10',
       port: 9999,
       pcpPort: 9898,
-      healthCheckPeriodS: 1,
       loadBalancing: true,
       watchdog: { enabled: false },
       numInitChildren: 32,

@@ -1,17 +1,13 @@
-// The parts that make failover event-driven: wake-ups of the loop, pgpool's failover report
-// (rendered script + the operator's HTTP endpoint and its verdicts), all without a lab.
+// The parts that make failover fast, without a lab: wake-ups of the loop, and the PCP client
+// that switches pgpool's routing (its wire format, against a server that checks it as pgpool's
+// pcp_worker.c does; the lab tests drive the real pgpool with it).
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { request } from 'node:http';
-import { Store } from '../../src/store/store.js';
-import { Wakeups, silentLog } from '../../src/reconcile/reconciler.js';
-import { ReportServer } from '../../src/server/reports.js';
-import { poolPaths, renderPgpoolConf, renderReportScript, desiredPoolConfigHash } from '../../src/drivers/pgpool/config.js';
-import { simSpec } from '../helpers/sim-spec.js';
-import type { ClusterObservation } from '../../src/observe/types.js';
+import { createHash } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { Wakeups } from '../../src/reconcile/reconciler.js';
+import { PcpRefused, pcpRequest, requestMessage } from '../../src/drivers/pgpool/pcp.js';
+import { renderPcpConf } from '../../src/drivers/pgpool/config.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -41,90 +37,84 @@ describe('Wakeups', () => {
   });
 });
 
-describe('pgpool failover report', () => {
-  const spec = simSpec({ name: 'lab' });
-  const paths = poolPaths('/u01/pgpool');
+describe('PCP client', () => {
+  const md5 = (b: Buffer | string) => createHash('md5').update(b).digest('hex');
+  const msg = (type: string, body: Buffer) => {
+    const h = Buffer.alloc(5);
+    h.write(type, 0, 'latin1');
+    h.writeInt32BE(body.length + 4, 1);
+    return Buffer.concat([h, body]);
+  };
+  const cstr = (s: string) => Buffer.from(`${s}\0`);
 
-  it('without a report target pgpool only logs and never fails a backend over by itself', () => {
-    const conf = renderPgpoolConf(spec, paths);
-    expect(conf).toMatch(/^failover_on_backend_error = off$/m);
-    expect(conf).toMatch(/^failover_command = 'echo failover/m);
-  });
-
-  it('with one, failover_command runs the report script (bounded) and pgpool detaches what it sees fail', () => {
-    const target = { address: '10.77.0.1', port: 7433 };
-    const conf = renderPgpoolConf(spec, paths, target);
-    expect(conf).toMatch(/^failover_on_backend_error = on$/m);
-    expect(conf).toContain("failover_command = '/usr/bin/timeout 15 /bin/bash /u01/pgpool/report-failover.sh %d %h %m %P'");
-    const script = renderReportScript(spec, paths, target);
-    expect(script).toContain('exec 3<>/dev/tcp/10.77.0.1/7433');
-    expect(script).toContain('POST /v1/clusters/lab/pool-failover?node_id=%s&host=%s&old_primary=%s&started=%s HTTP/1.0\\r\\n');
-    expect(desiredPoolConfigHash(spec, paths, target)).not.toBe(desiredPoolConfigHash(spec, paths));
-    expect(() => renderReportScript(spec, paths, { address: '10.0.0.1; rm -rf /', port: 1 })).toThrow(/bad operator address/);
-  });
-});
-
-describe('ReportServer', () => {
-  function setup(answerWithinMs = 2_000) {
-    const dir = mkdtempSync(join(tmpdir(), 'pgop-reports-'));
-    const store = Store.open(join(dir, 'pgop.db'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    cleanups.push(() => store.close());
-    const spec = simSpec({ name: 'lab' });
-    store.applySpec(spec, 'h', 'test', 1);
-    for (const [n, s] of [['pg01', 'primary'], ['pg02', 'standby'], ['pg03', 'standby']] as const) store.saveNodeState('lab', n, s, { goal: s, message: '', now: 1 });
-    const woken: string[] = [];
-    const server = new ReportServer({ store, log: silentLog, wake: (c) => woken.push(c), answerWithinMs });
-    cleanups.push(() => server.close());
-    return { store, server, woken };
-  }
-  const post = (port: number, path: string) =>
-    new Promise<{ status: number; body: string; ms: number }>((resolve, reject) => {
-      const t0 = Date.now();
-      const req = request({ host: '127.0.0.1', port, path, method: 'POST' }, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim(), ms: Date.now() - t0 }));
+  /** A PCP server as pgpool's pcp_worker.c speaks it: salt, md5 check against the pcp.conf line
+   *  pgop writes, then one command. Records what it received. */
+  async function fakePgpool(password: string, answer: (type: string, body: Buffer) => Buffer | null) {
+    const conf = renderPcpConf(password).trim().split('\n').pop()!;
+    const [user, hashed] = conf.split(':') as [string, string];
+    const got: { type: string; body: Buffer }[] = [];
+    const server = createServer((sock: Socket) => {
+      let buf = Buffer.alloc(0);
+      const salt = Buffer.from([1, 2, 3, 4]);
+      sock.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
+          const type = String.fromCharCode(buf[0]!);
+          const body = buf.subarray(5, 1 + buf.readInt32BE(1));
+          buf = buf.subarray(1 + buf.readInt32BE(1));
+          got.push({ type, body });
+          if (type === 'M') sock.write(msg('m', salt));
+          else if (type === 'R') {
+            const [u, sent] = body.toString().split('\0');
+            // user_authenticate(): md5(md5(stored md5 + user) + salt)
+            const want = md5(Buffer.concat([Buffer.from(md5(hashed + u)), salt]));
+            if (u === user && sent === want) sock.write(msg('r', cstr('AuthenticationOK')));
+            else sock.end(msg('E', Buffer.concat([cstr('SERROR'), cstr('Mauthentication failed'), Buffer.from([0])])));
+          } else if (type === 'X') sock.end();
+          else {
+            const out = answer(type, body);
+            if (out) sock.write(out);
+          }
+        }
       });
-      req.on('error', reject);
-      req.end();
     });
-  const port = () => 20_000 + Math.floor(Math.random() * 20_000);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return { port: (server.address() as AddressInfo).port, got };
+  }
 
-  it('wakes the cluster at once, records the report, and answers only once the failover committed', async () => {
-    const { store, server, woken } = setup();
-    const p = port();
-    expect(await server.listen('127.0.0.1', p)).toBe(true);
-    const answer = post(p, '/v1/clusters/lab/pool-failover?node_id=0&host=10.0.0.11&old_primary=0');
-    await new Promise((r) => setTimeout(r, 150));
-    expect(woken).toEqual(['lab']);
-    expect(store.listEvents({ cluster: 'lab' }).map((e) => e.ruleId)).toContain('pool.reported');
-    // still pg01 primary: no answer yet; the failover commits pg02 as primary
-    store.saveNodeState('lab', 'pg01', 'fenced', { goal: 'standby', message: '', now: 2 });
-    store.saveNodeState('lab', 'pg02', 'primary', { goal: 'primary', message: '', now: 2 });
-    const r = await answer;
-    expect(r).toMatchObject({ status: 200, body: 'primary pg02' });
+  it('authenticates as pgpool checks it and sends promote, attach and detach in its layout', async () => {
+    const srv = await fakePgpool('s3cret', (type) => (type === 'C' ? msg('c', cstr('CommandComplete')) : msg('d', cstr('CommandComplete'))));
+    const target = { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' };
+    await pcpRequest(target, { kind: 'promote', nodeId: 1 }, 2000);
+    await pcpRequest(target, { kind: 'attach', nodeId: 2 }, 2000);
+    await pcpRequest(target, { kind: 'detach', nodeId: 0 }, 2000);
+    const commands = srv.got.filter((g) => !'MRX'.includes(g.type));
+    // process_promote_node() reads "<id> " up to the space, skips it and the NUL, then the option
+    expect(commands.map((c) => [c.type, c.body.toString('latin1')])).toEqual([
+      ['J', '1 \0n'],
+      ['C', '2\0'],
+      ['D', '0\0'],
+    ]);
+    expect(requestMessage({ kind: 'promote', nodeId: 1 }).readInt32BE(1)).toBe(4 + 4);
   });
 
-  it('answers at once for a standby, says when the reported primary proved healthy, and gives up after its bound', async () => {
-    const { store, server } = setup(300);
-    const p = port();
-    await server.listen('127.0.0.1', p);
-    expect((await post(p, '/v1/clusters/lab/pool-failover?node_id=1&host=x')).body).toBe('primary pg01');
-    const healthyObs = (at: number): ClusterObservation => ({
-      cluster: 'lab',
-      at,
-      pool: null,
-      nodes: { pg01: { name: 'pg01', machine: { state: 'running' }, reachable: true, misses: 0, postgres: { initialized: true, running: true, inRecovery: false, timeline: 1, lsn: 1, receiveLsn: 0, upstream: null, streaming: false, replicas: [], syncStandbyNames: '', configHash: '' } } },
-    });
-    const pending = post(p, '/v1/clusters/lab/pool-failover?node_id=0&host=x');
-    await new Promise((r) => setTimeout(r, 50));
-    store.saveObservation(healthyObs(Date.now() + 10));
-    expect((await pending).body).toBe('primary pg01 is healthy; attach it again');
-    store.saveObservation(healthyObs(0));
-    const late = await post(p, '/v1/clusters/lab/pool-failover?node_id=0&host=x');
-    expect(late.body).toBe('primary pg01 still being checked');
-    expect((await post(p, '/v1/clusters/nope/pool-failover?node_id=0')).status).toBe(404);
-    expect((await post(p, '/elsewhere')).status).toBe(404);
+  it('says why pgpool refused, and refuses a wrong password', async () => {
+    const srv = await fakePgpool('s3cret', () => msg('E', Buffer.concat([cstr('SFATAL'), cstr('Minvalid promote request'), cstr('Dspecified node is already primary node, can\'t promote node id 1'), Buffer.from([0])])));
+    const ok = { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' };
+    await expect(pcpRequest(ok, { kind: 'promote', nodeId: 1 }, 2000)).rejects.toThrow(/invalid promote request: specified node is already primary/);
+    await expect(pcpRequest({ ...ok, password: 'wrong' }, { kind: 'promote', nodeId: 1 }, 2000)).rejects.toBeInstanceOf(PcpRefused);
+  });
+
+  it('gives up within its timeout on a pgpool that never answers, and fails at once on a closed port', async () => {
+    const srv = await fakePgpool('s3cret', () => null);
+    const t0 = Date.now();
+    await expect(pcpRequest({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, { kind: 'attach', nodeId: 1 }, 300)).rejects.toThrow(/within 300 ms/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    await expect(pcpRequest({ host: '127.0.0.1', port, user: 'pgop', password: 'x' }, { kind: 'attach', nodeId: 1 }, 2000)).rejects.toThrow(/ECONNREFUSED/);
   });
 });

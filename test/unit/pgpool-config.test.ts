@@ -48,17 +48,21 @@ describe('pgpool.conf', () => {
     expect(c[`backend_hostname${s.nodes.length}`]).toBeUndefined();
   });
 
-  it('pgop decides promotions: failover only reports, no follow_primary, no failover on backend error', () => {
+  it('pgpool only routes: no health or replication checks, no failover or command of its own', () => {
     const c = settings(renderPgpoolConf(labSpec()));
     expect(c.failover_on_backend_error).toBe('off');
+    expect(c.failover_on_backend_shutdown).toBe('off');
+    expect(c.health_check_period).toBe('0');
+    expect(c.sr_check_period).toBe('0');
     expect(c.follow_primary_command).toBe("''");
-    expect(c.failover_command).toMatch(/^'echo failover .* >> \/u01\/pgpool\/log\/events\.log'$/);
+    expect(c.failover_command).toBe("''");
+    expect(c.failback_command).toBe("''");
     expect(c.auto_failback).toBe('off');
+    expect(c.detach_false_primary).toBe('off');
   });
 
-  it('listens on the pool address; sockets, pid and logs in its private dir; spec ports and period', () => {
+  it('listens on the pool address; sockets, pid and logs in its private dir; spec ports', () => {
     const s = labSpec();
-    s.pgpool.healthCheckPeriodS = 2;
     s.pgpool.loadBalancing = false;
     const c = settings(renderPgpoolConf(s, poolPaths('/u01/pgpool')));
     expect(c.listen_addresses).toBe("'10.77.0.10'");
@@ -67,10 +71,8 @@ describe('pgpool.conf', () => {
     for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir']) expect(c[k]).toBe("'/u01/pgpool/run'");
     expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
     expect(c.logdir).toBe("'/u01/pgpool/log'");
-    expect(c.health_check_period).toBe('2');
-    expect(c.sr_check_period).toBe('2');
     expect(c.load_balance_mode).toBe('off');
-    expect(c.health_check_password).toBe("''"); // from pool_passwd
+    expect(c.sr_check_password).toBe("''"); // from pool_passwd (pgpool's search for the primary)
     expect(c.enable_pool_hba).toBe('on');
     expect(c.pool_passwd).toBe("'/u01/pgpool/pool_passwd'");
   });

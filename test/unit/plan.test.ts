@@ -145,6 +145,12 @@ describe('plan', () => {
     const clients = plan(input(s, nodes));
     expect(clients.decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg02' }, ruleId: 'failover.pool-route' });
     expect(clients.also).toEqual([expect.objectContaining({ node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' })]);
+    // pgpool not answering is pgpool still switching (restarting its children): routing alone,
+    // the standbys follow in a later pass (their SSH work would compete with pgpool for the CPU)
+    const busy = input(s, nodes);
+    busy.observation.pool = { reachable: false, primary: null, backends: [], configHash: '', error: 'pgpool: no answer yet' };
+    expect(plan(busy).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg02' }, ruleId: 'failover.pool-route' });
+    expect(plan(busy).also ?? []).toEqual([]);
     const routed = (i: PlanInput) => ((i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }), i);
     const first = plan(routed(input(s, nodes)));
     expect(first.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'rejoin.release-fence' });
@@ -152,6 +158,21 @@ describe('plan', () => {
     expect(second.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'machine.reachable', ruleId: 'rejoin.standby', primary: 'pg02' });
     const third = plan(routed(input({ ...s, pg01: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) })));
     expect(third.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' });
+  });
+
+  it('detaches from pgpool a standby whose postgres failed (pgpool detaches nothing by itself)', () => {
+    const budget = simSpec().failureDetection.missesBeforeFailover;
+    const nodes = { ...healthy3(), pg03: node('pg03', { postgres: null, misses: budget, error: 'connect ECONNREFUSED' }) };
+    const i = input(states3, nodes);
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: [{ name: 'pg01', status: 'up', role: 'primary' }, { name: 'pg02', status: 'up', role: 'standby' }, { name: 'pg03', status: 'up', role: 'standby' }], configHash: '' };
+    expect(plan(i).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.detach-failed' });
+    // one slow probe is not a failure; a node pgpool already holds down needs nothing
+    const once = input(states3, { ...nodes, pg03: node('pg03', { postgres: null, misses: 1 }) });
+    once.observation.pool = i.observation.pool;
+    expect(plan(once).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
+    const down = input(states3, nodes);
+    down.observation.pool = { ...i.observation.pool, backends: i.observation.pool.backends.map((b) => (b.name === 'pg03' ? { ...b, status: 'down' as const } : b)) };
+    expect(plan(down).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
   });
 
   it('reconciles configuration drift', () => {

@@ -146,7 +146,6 @@ describe('example specs', () => {
         enabled: true,
         port: 9999,
         pcpPort: 9898,
-        healthCheckPeriodS: 1,
         loadBalancing: true,
         watchdog: { enabled: false },
         numInitChildren: 32,

@@ -38,7 +38,6 @@ function spec(name: string, overrides: Partial<ClusterSpec> = {}): ClusterSpec {
       enabled: false,
       port: 9999,
       pcpPort: 9898,
-      healthCheckPeriodS: 5,
       loadBalancing: false,
       watchdog: { enabled: false },
       numInitChildren: 32,

@@ -4,7 +4,6 @@ import { hostname } from 'node:os';
 import { Store, processIsAlive } from '../../store/store.js';
 import { EXIT } from '../../errors.js';
 import { Reconciler, Wakeups, runLoop, type Log } from '../../reconcile/reconciler.js';
-import { ReportServer } from '../../server/reports.js';
 import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
 import { SimWorld } from '../../drivers/sim/world.js';
@@ -58,25 +57,17 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   const onInt = () => stop('SIGINT');
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
-  // The world's signals (a dropped probe session, pgpool's failover reports) wake a cluster's
+  // The world's signals (a dropped probe session, a machine's lifecycle event) wake a cluster's
   // loop at once instead of at its next probe.
   const wakeups = new Wakeups();
   const offSignals = worlds.signals.on((s) => {
     log.info({ cluster: s.cluster, node: s.node, signal: s.kind }, s.detail);
     wakeups.wake(s.cluster);
   });
-  const reports = new ReportServer({ store, log, wake: (c) => wakeups.wake(c) });
-  const listenForReports = async () => {
-    for (const c of store.listClusters()) {
-      const address = worlds.worldFor(c.spec).reportAddress?.(c.spec);
-      if (address) await reports.listen(address);
-    }
-  };
   try {
     await worlds.prepare(store.listClusters().map((c) => c.spec));
     const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
-    let lastListen = 0;
     const ok = await runLoop(reconciler, store, systemClock, {
       untilConverged: !!o.untilConverged,
       ...(o.until ? { stopWhen: o.until } : {}),
@@ -86,11 +77,6 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       onTick: () => {
         store.heartbeat(process.pid, Date.now());
         if (hasSim()) store.saveSimWorld(sim.toJSON(), Date.now());
-        // a lab's bridge address exists only once its network does: retry now and then
-        if (Date.now() - lastListen > 2000) {
-          lastListen = Date.now();
-          void listenForReports().catch((err) => log.warn({ err: String(err) }, 'cannot listen for pgpool reports'));
-        }
       },
     });
     if (hasSim() || saved) store.saveSimWorld(sim.toJSON(), Date.now());
@@ -98,7 +84,6 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     return ok;
   } finally {
     offSignals();
-    await reports.close();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
     await worlds.close();

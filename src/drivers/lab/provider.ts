@@ -300,11 +300,6 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     return out;
   }
 
-  /** The operator's address on the cluster's bridge (the hub side): where lab hosts reach it. */
-  operatorAddress(spec: ClusterSpec): string {
-    return this.ctx(spec).net.gatewayCidr.split('/')[0]!;
-  }
-
   /** The pool host's machine state (not part of observeMachines, which covers spec nodes). */
   async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
     const ctx = this.ctx(spec);

@@ -8,8 +8,6 @@ import { createLabProvider } from './provider.js';
 import { SshShell, type HostKeyPins } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
-import { reportPort } from '../../server/reports.js';
-import type { ClusterSpec } from '../../spec/types.js';
 
 export type LabWorldLog = DriverLog;
 
@@ -40,11 +38,9 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   const shell = new SshShell(pins);
   const signals = opts.signals ?? new Signals();
   const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
-  const reportAddress = (c: ClusterSpec) => provider.operatorAddress(c);
   const pool = new SshPoolDriver({
     shell,
     hostRef: (c) => provider.hostRef(c, 'pool'),
-    reportTarget: (c) => ({ address: reportAddress(c), port: reportPort() }),
     ...(opts.log ? { logger: opts.log } : {}),
   });
   const store = opts.store;
@@ -85,7 +81,6 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
     postgres,
     pool,
     signals,
-    reportAddress,
     faults: provider,
   };
 }

@@ -13,8 +13,6 @@ import { shellJoin } from '../ssh/quote.js';
 import { terminal } from '../../errors.js';
 import { LibvirtProvider, type LibvirtProviderOptions, type MachineRef } from './provider.js';
 import { POOL_HOST } from './names.js';
-import { parseUri } from './accel.js';
-import { reportPort } from '../../server/reports.js';
 
 export interface LibvirtWorldOptions {
   /** The loop's fan-out: domain lifecycle events of pgop's machines are emitted here as
@@ -41,19 +39,9 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   const shell = new SshShell(pins, opts.shell);
   const signals = opts.signals ?? new Signals();
   const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
-  // The operator runs on the (local) hypervisor: guests reach it at their network's gateway,
-  // the libvirt bridge's address. A remote hypervisor's guests have no such way back: no reports.
-  const reportAddress = (c: ClusterSpec): string | null => {
-    if (c.provider.type !== 'libvirt' || parseUri(c.provider.uri).host !== '') return null;
-    return c.provider.network.gateway;
-  };
   const pool = new SshPoolDriver({
     shell,
     hostRef: (c) => provider.hostRef(c, POOL_HOST),
-    reportTarget: (c) => {
-      const address = reportAddress(c);
-      return address ? { address, port: reportPort() } : null;
-    },
     ...(opts.log ? { logger: opts.log } : {}),
   });
   const store = opts.store;
@@ -110,7 +98,6 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
     postgres,
     pool,
     signals,
-    reportAddress,
     libvirt: provider,
     faults,
     shell,

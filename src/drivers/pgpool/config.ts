@@ -1,12 +1,10 @@
 // Pure generators for pgpool-II 4.3 on the pool host: pgpool.conf, pool_hba.conf, pcp.conf,
 // pool_passwd (AES entries, as pg_enc writes them) and the PCP pass file.
 //
-// pgop decides every promotion: pgpool only routes. pgpool detaches a backend it sees fail
-// (failover_on_backend_error, health checks) and its failover_command then reports to the running
-// operator over HTTP and waits for its answer (the operator fences and promotes meanwhile), so
-// pgpool's own search for the new primary finds it at once. follow_primary_command is empty, and
-// pgpool starts from a status file the driver writes (what answers now), never from what it
-// remembered.
+// pgop decides every promotion and pgpool only routes: its health checks, streaming-replication
+// checks and failover on backend errors are off, and the operator switches its routing over
+// PCP (src/drivers/pgpool/pcp.ts). pgpool starts from a status file the driver writes (what
+// answers now), never from what it remembered.
 
 import { createCipheriv, createHash } from 'node:crypto';
 import type { ClusterSpec } from '../../spec/types.js';
@@ -33,13 +31,6 @@ export interface PoolPaths {
   pid: string;
   oiddir: string;
   confHash: string;
-  reportScript: string;
-}
-
-/** Where the operator listens for pgpool's reports, as seen from the pool host. */
-export interface ReportTarget {
-  address: string;
-  port: number;
 }
 
 export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
@@ -61,7 +52,6 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
     pid: `${d}/run/pgpool.pid`,
     oiddir: `${d}/oiddir`,
     confHash: `${d}/pgop.confhash`,
-    reportScript: `${d}/report-failover.sh`,
   };
 }
 
@@ -72,10 +62,9 @@ function q(s: string): string {
 }
 
 /** pgpool.conf for the cluster: one backend per spec node, in spec order. */
-export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), report?: ReportTarget | null): string {
+export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
   const pp = cluster.pgpool;
   if (!pp.address) throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
-  const period = Math.max(1, Math.round(pp.healthCheckPeriodS));
   const port = pgPort(cluster);
   const lines: string[] = [
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
@@ -118,30 +107,26 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     "disable_load_balance_on_write = 'transaction'",
     'statement_level_load_balance = off',
     '',
-    '# streaming replication check and health check (passwords come from pool_passwd)',
-    `sr_check_period = ${period}`,
+    // pgpool never decides anything by itself: no health checks, no streaming-replication
+    // checks, no failover on a backend error. pgop watches every node and drives pgpool over PCP
+    // (promote, attach, detach). Measured on a loaded 2-core host: pgpool's own failover, which
+    // spawns its failover_command and then searches for the primary with fresh SCRAM sessions,
+    // took 0.3-1.5 s after pgop's promotion; its streaming-replication check held the lock that
+    // search needs while blocked on a read from a node whose link was down (12 s stalls).
+    'sr_check_period = 0',
     "sr_check_user = 'postgres'",
     "sr_check_password = ''",
     "sr_check_database = 'postgres'",
     'delay_threshold = 0',
-    `health_check_period = ${period}`,
-    `health_check_timeout = ${Math.max(2, period * 2)}`,
-    "health_check_user = 'postgres'",
-    "health_check_password = ''",
-    "health_check_database = 'postgres'",
-    'health_check_max_retries = 1',
-    'health_check_retry_delay = 1',
-    // pgpool's connects to backends give up as soon as the operator's probes do: after a node's
-    // link went down, pgpool's search for the new primary (which still tries the failed node)
-    // hung for seconds with 2000 ms here
+    'health_check_period = 0',
+    // pgpool's connects to backends give up as soon as the operator's probes do
     `connect_timeout = ${Math.max(100, cluster.failureDetection.connectTimeoutMs)}`,
     '',
-    '# failover: pgop decides; pgpool detaches what it sees fail, reports it and waits for pgop',
-    `failover_command = ${q(report ? `/usr/bin/timeout 15 /bin/bash ${paths.reportScript} %d %h %m %P` : `echo failover node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
-    `failback_command = ${q(`echo failback node=%d host=%h new_main=%m old_primary=%P >> ${paths.events}`)}`,
-    `failover_on_backend_error = ${report ? 'on' : 'off'}`,
-    // a backend that says its postmaster went away (kill -9, shutdown) is detached at once too
-    `failover_on_backend_shutdown = ${report ? 'on' : 'off'}`,
+    // nothing to run: a command would be a process spawned while pgpool holds every session
+    "failover_command = ''",
+    "failback_command = ''",
+    'failover_on_backend_error = off',
+    'failover_on_backend_shutdown = off',
     "follow_primary_command = ''",
     'detach_false_primary = off',
     'auto_failback = off',
@@ -216,41 +201,10 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
 }
 
 /** The hash the pool reports when configured as desired (secrets excluded). */
-export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), report?: ReportTarget | null): string {
-  const h = createHash('sha256')
-    .update(renderPgpoolConf(cluster, paths, report))
+export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
+  return createHash('sha256')
+    .update(renderPgpoolConf(cluster, paths))
     .update(Buffer.from([0]))
-    .update(renderPoolHba(cluster));
-  if (report) h.update(Buffer.from([0])).update(renderReportScript(cluster, paths, report));
-  return h.digest('hex');
-}
-
-/** pgpool's failover_command: append a line to events.log, tell the operator which backend
- *  pgpool detached, and wait (bounded) until the operator answers that the cluster has a primary
- *  again, so that pgpool's search for the new primary succeeds at its first look. bash's
- *  /dev/tcp needs nothing installed; when the operator does not run, the connect is refused at
- *  once and pgpool carries on by itself. */
-export function renderReportScript(cluster: ClusterSpec, paths: PoolPaths, report: ReportTarget): string {
-  if (!/^[0-9A-Za-z.:-]+$/.test(report.address)) throw terminal(`cannot render the pgpool report script: bad operator address ${JSON.stringify(report.address)}`);
-  if (!/^[A-Za-z0-9._-]+$/.test(cluster.name)) throw terminal(`cannot render the pgpool report script: bad cluster name ${JSON.stringify(cluster.name)}`);
-  return [
-    '#!/bin/bash',
-    '# pgop: pgpool failover_command (node_id host new_main old_primary). Generated; do not edit.',
-    '# Only bash builtins on the way (no date/tr forks): pgpool waits for this script.',
-    // when pgpool started the script (bash 5 builtin): the operator logs how late the report came
-    'started=$EPOCHREALTIME',
-    `events=${paths.events}`,
-    `if exec 3<>/dev/tcp/${report.address}/${report.port}; then`,
-    `  printf 'POST /v1/clusters/${cluster.name}/pool-failover?node_id=%s&host=%s&old_primary=%s&started=%s HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' "$1" "$2" "$4" "$started" >&3`,
-    '  printf -v sent "%(%FT%T)T" -1',
-    '  answer=""',
-    "  # the last line is the operator's verdict (the status line and headers come first)",
-    '  while IFS= read -r -t 12 line <&3; do answer="$line"; done',
-    '  printf "%s failover node=%s host=%s new_main=%s old_primary=%s; operator: %s\\n" "$sent" "$1" "$2" "$3" "$4" "$answer" >> "$events"',
-    'else',
-    '  printf "%(%FT%T)T failover node=%s host=%s: operator not reachable\\n" -1 "$1" "$2" >> "$events"',
-    'fi',
-    'exit 0',
-    '',
-  ].join('\n');
+    .update(renderPoolHba(cluster))
+    .digest('hex');
 }

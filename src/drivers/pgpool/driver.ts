@@ -1,10 +1,12 @@
-// PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH).
+// PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH) for files and
+// processes and over PCP (src/drivers/pgpool/pcp.ts) for routing.
 //
 // pgpool runs as the postgres OS user from <dir> (default /u01/pgpool: the lab pool host's
 // private /u01), started `pgpool -n` under setsid/nohup from a status file pgop writes (the
-// backends that do not answer marked down), with its stderr in <dir>/log. It never decides a
-// promotion: ensurePool() makes its view match the operator's (the given primary up and
-// primary, every reachable node attached), re-attaching nodes with pcp_attach_node and restarting
+// backends that do not answer marked down), with its stderr in <dir>/log. It never decides
+// anything: its health checks and failover are off. The operator switches its routing when it
+// promotes a node (routeToPrimary), and ensurePool() makes its view match the operator's (the
+// given primary up and primary, every node attached while its postgres answers), restarting
 // pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
@@ -18,6 +20,7 @@ import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../postgres/driver.js';
 import { ClientCache } from '../pg-clients.js';
+import { PcpRefused, pcpRequest, type PcpRequest } from './pcp.js';
 import {
   PCP_USER,
   desiredPoolConfigHash,
@@ -27,9 +30,7 @@ import {
   renderPgpoolConf,
   renderPoolHba,
   renderPoolPasswd,
-  renderReportScript,
   type PoolPaths,
-  type ReportTarget,
 } from './config.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -50,9 +51,6 @@ export interface SshPoolDriverOptions {
   /** How long ensurePool waits for pgpool's view to match before restarting it (default 10 s;
    *  after a restart it waits at least 15 s). */
   settleTimeoutMs?: number;
-  /** Where the running operator hears pgpool's failover reports, as seen from the pool host
-   *  (lab: the hub's bridge address). Without it failover_command only writes events.log. */
-  reportTarget?(cluster: ClusterSpec): ReportTarget | null;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -88,9 +86,14 @@ export class SshPoolDriver implements PoolDriver {
   private readonly settleTimeoutMs: number;
   private readonly clients = new ClientCache();
   private readonly hashes = new Map<string, { hash: string; at: number }>();
-  private readonly reportTargetOf: (cluster: ClusterSpec) => ReportTarget | null;
   /** the most recent view of pgpool's backends per cluster (observe() and settle() keep it) */
   private readonly views = new Map<string, PoolObservation>();
+  /** the node pgpool last said it routes writes to (kept while pgpool cannot answer) */
+  private readonly lastPrimary = new Map<string, string>();
+  /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
+  private readonly switching = new Map<string, Promise<void>>();
+  /** the PCP password per cluster (generated once, kept on the pool host in pcp.secret) */
+  private readonly pcpPasswords = new Map<string, string>();
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -103,11 +106,10 @@ export class SshPoolDriver implements PoolDriver {
     // after this is stuck (seen: its search for the primary hanging on a node whose link is down)
     // and a restart, which starts with the unreachable nodes marked down, is the quicker way out.
     this.settleTimeoutMs = opts.settleTimeoutMs ?? 6_000;
-    this.reportTargetOf = opts.reportTarget ?? (() => null);
   }
 
   desiredConfigHash(cluster: ClusterSpec): string {
-    return desiredPoolConfigHash(cluster, this.paths, this.reportTargetOf(cluster));
+    return desiredPoolConfigHash(cluster, this.paths);
   }
 
   // ---------------------------------------------------------------- remote helpers
@@ -147,9 +149,12 @@ export class SshPoolDriver implements PoolDriver {
    *  pg_status/pg_role columns and took 0.5-0.9 s here; the former answers from shared memory
    *  in ~2 ms with the same node_id/hostname/status/role. */
   private async poolNodes(cluster: ClusterSpec): Promise<PoolBackend[]> {
+    // Bounded here as well as by pg's own timeouts: a pass once stayed stuck for minutes while
+    // routing pgpool right after a failover, with nothing else left to wait on.
+    const bound = Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2) + 1000;
     try {
-      const c = await this.client(cluster);
-      const r = await c.query<PoolNodeRow>('SHOW POOL_BACKEND_STATS');
+      const c = await within(this.client(cluster), bound, 'connecting to pgpool');
+      const r = await within(c.query<PoolNodeRow>('SHOW POOL_BACKEND_STATS'), bound, 'SHOW POOL_BACKEND_STATS');
       return r.rows.map((row) => this.backendOf(cluster, row));
     } catch (err) {
       this.dropClient(cluster);
@@ -168,6 +173,7 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   async observe(cluster: ClusterSpec): Promise<PoolObservation> {
+    if (this.switching.has(cluster.name)) return { reachable: false, primary: null, backends: [], configHash: '', error: 'pgpool: switching to the new primary (restarting its children)' };
     let backends: PoolBackend[];
     try {
       backends = await this.poolNodes(cluster);
@@ -196,6 +202,7 @@ export class SshPoolDriver implements PoolDriver {
 
   private remember(cluster: ClusterSpec, backends: PoolBackend[], configHash: string): PoolObservation {
     const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
+    if (primary) this.lastPrimary.set(cluster.name, primary);
     const view = { reachable: true, primary, backends, configHash };
     this.views.set(cluster.name, view);
     return view;
@@ -212,18 +219,17 @@ export class SshPoolDriver implements PoolDriver {
     return [...users].map(([name, password]) => ({ name, password }));
   }
 
-  async ensurePool(cluster: ClusterSpec, primary: string | null): Promise<void> {
+  async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
     if (!cluster.pgpool.enabled) return;
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
-    const report = this.reportTargetOf(cluster);
-    const desired = desiredPoolConfigHash(cluster, p, report);
+    const desired = desiredPoolConfigHash(cluster, p);
     // During a failover only routing is wrong: when the files on the pool host are known to be
     // current, skip the round trips that would rewrite them and go straight to routing.
     const known = this.hashes.get(cluster.name);
     if (known?.hash === desired && Date.now() - known.at < 60_000) {
-      await this.settle(cluster, primary);
+      await this.settle(cluster, primary, failed);
       this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool routed');
       return;
     }
@@ -247,15 +253,15 @@ export class SshPoolDriver implements PoolDriver {
       pcpPassword = randomBytes(24).toString('base64url');
       files.push({ op: 'write', path: p.pcpSecret, content: `${pcpPassword}\n` });
     }
+    this.pcpPasswords.set(cluster.name, pcpPassword);
     files.push(
-      { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p, report) },
+      { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p) },
       { op: 'write', path: p.hba, content: renderPoolHba(cluster) },
       { op: 'write', path: p.pcp, content: renderPcpConf(pcpPassword) },
       { op: 'write', path: p.passwd, content: renderPoolPasswd(this.poolUsers(cluster), key) },
       { op: 'write', path: p.pcpPass, content: renderPcpPass(cluster, pcpPassword) },
       { op: 'write', path: p.confHash, content: `${desired}\n` },
     );
-    if (report) files.push({ op: 'write', path: p.reportScript, content: renderReportScript(cluster, p, report) });
     const changedPaths = await putFiles(this.shell, host, files);
     this.hashes.set(cluster.name, { hash: desired, at: Date.now() });
     const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key].some((f) => changedPaths.has(f));
@@ -265,18 +271,24 @@ export class SshPoolDriver implements PoolDriver {
       running = false;
     }
     if (!running) await this.startPgpool(cluster);
-    await this.settle(cluster, primary);
+    await this.settle(cluster, primary, failed);
     this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool ensured');
   }
 
-  /** Make pgpool's view match: `primary` up as primary, every reachable node attached. */
-  private async settle(cluster: ClusterSpec, primary: string | null): Promise<void> {
+  /** Make pgpool's view match: `primary` up as primary, every other node attached while its
+   *  postgres answers and detached while it does not or the operator sees it `failed`. */
+  private async settle(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
+    await this.switching.get(cluster.name);
     const t0 = Date.now();
     let restarted = false;
     let deadline = t0 + this.settleTimeoutMs;
-    const attached = new Map<string, number>();
-    const detached = new Set<string>();
+    /** when each request was last sent: pgpool answers a request at once and acts on it a
+     *  moment later, so the same one is not sent again within 3 s */
+    const sent = new Map<string, number>();
+    const due = (key: string) => Date.now() - (sent.get(key) ?? 0) > 3000;
     const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
+    const pi = primary ? cluster.nodes.findIndex((n) => n.name === primary) : -1;
+    let lastSaid = t0;
     for (;;) {
       let backends: PoolBackend[] | null = null;
       let why = '';
@@ -284,63 +296,56 @@ export class SshPoolDriver implements PoolDriver {
         backends = await this.poolNodes(cluster);
       } catch (e) {
         why = `pgpool does not answer: ${pgMessage(e)}`;
+        // pgpool ends sessions while it switches routing and restarts its children; every new
+        // one opens sessions on all its nodes: do not add to its load by reconnecting at once
+        await sleep(250);
       }
       if (backends) {
-        // Re-attach every node pgpool holds down but that answers again (pgpool never does it
-        // itself: auto_failback is off).
-        // The desired primary first, alone: attaching a standby while pgpool has no primary makes
-        // it search for one (search_primary_node_timeout) and queue every later request.
-        const isDown = (name: string) => backends!.find((x) => x.name === name)?.status === 'down';
-        // pgpool still routes writes to a node that is not the primary (an old primary pgop
-        // fenced or demoted): detach it. pgpool then fails over by itself: its failover_command
-        // hears from the operator that the new primary is ready, and its search finds it at once.
-        const wrong = primary ? backends.find((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary) : undefined;
-        if (wrong && !detached.has(wrong.name)) {
-          const i = cluster.nodes.findIndex((n) => n.name === wrong.name);
-          if (i >= 0) {
-            detached.add(wrong.name);
-            try {
-              await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)]);
-              this.log.info({ cluster: cluster.name, node: wrong.name, primary }, 'pgpool: former primary detached');
-            } catch (e) {
-              this.log.warn({ cluster: cluster.name, node: wrong.name, error: messageOf(e) }, 'pcp_detach_node failed');
-            }
-            continue;
-          }
-        }
-        const reach = await Promise.all(cluster.nodes.map((n) => (isDown(n.name) ? tcpReachable(n.address, pgPort(cluster), probeMs) : Promise.resolve(true))));
-        const pi = primary ? cluster.nodes.findIndex((n) => n.name === primary) : -1;
-        const order = pi >= 0 && isDown(primary!) && reach[pi] ? [pi] : cluster.nodes.map((_, i) => i);
-        let attachedAll = !cluster.nodes.some((n, i) => isDown(n.name) && reach[i]);
-        for (const i of order) {
-          const n = cluster.nodes[i]!;
-          if (!isDown(n.name) || !reach[i]) continue;
-          if (Date.now() - (attached.get(n.name) ?? 0) > 3000) {
-            attached.set(n.name, Date.now());
-            try {
-              // the route detachBackend set when the node was fenced (none: a no-op)
-              if (n.address !== cluster.pgpool.address) await this.sh(cluster, 'ip route del unreachable "$1"/32 2>/dev/null; exit 0', [n.address], { user: 'root', timeoutMs: 5000 });
-              await this.pcp(cluster, 'pcp_attach_node', ['-n', String(i)]);
-              this.log.info({ cluster: cluster.name, node: n.name }, 'pgpool: node attached');
-            } catch (e) {
-              this.log.warn({ cluster: cluster.name, node: n.name, error: messageOf(e) }, 'pcp_attach_node failed');
-            }
-          }
-        }
+        const status = (name: string) => backends!.find((x) => x.name === name)?.status;
+        const reach = await Promise.all(cluster.nodes.map((n) => (failed.includes(n.name) && n.name !== primary ? Promise.resolve(false) : tcpReachable(n.address, pgPort(cluster), probeMs))));
         const pb = primary ? backends.find((b) => b.name === primary) : undefined;
         const primaryOk = primary === null || (pb?.status === 'up' && pb.role === 'primary');
-        const falsePrimary = primary !== null && backends.some((b) => b.role === 'primary' && b.status === 'up' && b.name !== primary);
-        if (attachedAll && primaryOk && !falsePrimary) {
+        if (!primaryOk && pi >= 0 && reach[pi]) {
+          // pgpool routes writes elsewhere (or nowhere). An attached node is made its primary at
+          // once with a PCP promote (pgpool only switches its routing and marks every other node
+          // down; they are attached again below). A detached one is attached: pgpool then looks
+          // for the primary among its nodes and finds it.
+          const kind = status(primary!) === 'up' ? 'promote' : 'attach';
+          if (due(`${kind}:${primary}`)) {
+            sent.set(`${kind}:${primary}`, Date.now());
+            if (kind === 'attach') await this.routeBack(cluster, cluster.nodes[pi]!);
+            await this.pcpLogged(cluster, { kind, nodeId: pi }, primary!);
+          }
+        } else if (primaryOk) {
+          // Every other node: attached while its postgres answers, detached while it does not
+          // (pgpool does neither by itself: its health checks and failover are off).
+          await Promise.all(cluster.nodes.map(async (n, i) => {
+            if (n.name === primary) return;
+            const st = status(n.name);
+            if (st === 'down' && reach[i] && due(`attach:${n.name}`)) {
+              sent.set(`attach:${n.name}`, Date.now());
+              await this.routeBack(cluster, n);
+              await this.pcpLogged(cluster, { kind: 'attach', nodeId: i }, n.name);
+            } else if (st === 'up' && !reach[i] && due(`detach:${n.name}`)) {
+              sent.set(`detach:${n.name}`, Date.now());
+              await this.pcpLogged(cluster, { kind: 'detach', nodeId: i }, n.name);
+            }
+          }));
+        }
+        const settled = primaryOk && cluster.nodes.every((n, i) => n.name === primary || (status(n.name) === 'up') === reach[i]);
+        if (settled) {
           this.remember(cluster, backends, this.hashes.get(cluster.name)?.hash ?? '');
           this.log.info({ cluster: cluster.name, primary, ms: Date.now() - t0, restarted }, 'pgpool routes as desired');
           return;
         }
         why = `pgpool sees ${backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ')}, want primary ${primary ?? '(none)'}`;
       }
-      // A pgpool that keeps not answering or keeps routing wrong is stuck (e.g. searching for a
-      // primary that is not there): restarting it lets it find the primary by itself. Only
-      // after settleTimeoutMs: right after a failover pgpool restarts its children and drops our
-      // session, and a hasty restart would only add seconds.
+      if (Date.now() - lastSaid > 2000) {
+        lastSaid = Date.now();
+        this.log.info({ cluster: cluster.name, primary, ms: Date.now() - t0, why }, 'pgpool: still settling');
+      }
+      // A pgpool that keeps not answering or keeps routing wrong is stuck: a restart, which
+      // starts it with the unreachable nodes marked down, lets it find the primary by itself.
       if (Date.now() > deadline) {
         if (restarted) throw transient(`cannot route pgpool of ${cluster.name} to ${primary ?? 'no primary'}: ${why}`);
         this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
@@ -354,45 +359,128 @@ export class SshPoolDriver implements PoolDriver {
     }
   }
 
-  private async pcp(cluster: ClusterSpec, cmd: string, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
-    return this.must(
-      cluster,
-      cmd,
-      '"$1" -h "$2" -p "$3" -U "$4" -w "$5" "$6"',
-      [`${this.bin}/${cmd}`, cluster.pgpool.address ?? '', cluster.pgpool.pcpPort, PCP_USER, ...args],
-      { user: 'postgres', env: { PCPPASSFILE: this.paths.pcpPass }, timeoutMs },
-    );
+  /** Where pgpool's PCP port is, with the password kept on the pool host. */
+  private async pcpTarget(cluster: ClusterSpec) {
+    let password = this.pcpPasswords.get(cluster.name);
+    if (!password) {
+      password = ((await this.shell.readFile(this.hostRefOf(cluster), this.paths.pcpSecret)) ?? '').trim();
+      if (!password) throw transient(`cannot reach pgpool's PCP port of ${cluster.name}: no PCP password on the pool host yet`);
+      this.pcpPasswords.set(cluster.name, password);
+    }
+    return { host: cluster.pgpool.address ?? '', port: cluster.pgpool.pcpPort, user: PCP_USER, password };
   }
 
-  /** Stop routing to a node at once (part of fencing it). pgpool then fails over by itself,
-   *  in parallel with the promotion: its failover_command waits for the operator's answer and
-   *  its search then finds the new primary. pcp_detach_node returns without waiting for that.
-   *  Best effort: a pgpool that is down or already detached the node needs nothing. */
-  async detachBackend(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+  private async pcpSend(cluster: ClusterSpec, req: PcpRequest): Promise<void> {
+    try {
+      await pcpRequest(await this.pcpTarget(cluster), req, Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4));
+    } catch (err) {
+      // a refused login: the password changed on the pool host; read it again next time
+      if (err instanceof PcpRefused && /authentication/i.test(err.message)) this.pcpPasswords.delete(cluster.name);
+      throw err;
+    }
+  }
+
+  /** A PCP request whose failure is only logged: settle() looks again and repeats it. */
+  private async pcpLogged(cluster: ClusterSpec, req: PcpRequest, node: string): Promise<void> {
+    const t0 = performance.now();
+    try {
+      await this.pcpSend(cluster, req);
+      this.log.info({ cluster: cluster.name, node, ms: Math.round(performance.now() - t0) }, `pgpool: ${req.kind} sent`);
+    } catch (e) {
+      this.log.warn({ cluster: cluster.name, node, error: messageOf(e) }, `pgpool: cannot ${req.kind} ${node}`);
+    }
+  }
+
+  /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
+  private async routeBack(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    if (node.address === cluster.pgpool.address) return;
+    await this.sh(cluster, 'ip route del unreachable "$1"/32 2>/dev/null; exit 0', [node.address], { user: 'root', timeoutMs: 5000 }).catch(() => {});
+  }
+
+  /** Route writes to `node`, which is being promoted (`promoted` settles when postgres is
+   *  writable), with one PCP request. When pgpool still routes to an old primary other than its
+   *  first node, that node is detached once the promotion is done: pgpool then searches for the
+   *  primary, finds it at its first look, and restarts only the children that used the old
+   *  node. Otherwise (node 0, which pgpool 4.3 answers by restarting every child anyway, or no
+   *  primary known) the node is promoted in pgpool at once, alongside the promotion: no search
+   *  (which took 0.1-0.45 s here), and pgpool's restart of its children overlaps postgres's
+   *  promotion; sessions opened before that finishes get a read-only error and retry. pgpool
+   *  marks every other node down until the pool-route step attaches it again. Best effort, never
+   *  throws: that step also repairs whatever this could not do. */
+  async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
     if (i < 0) return;
-    // Fence the node off the pool host's network too: with an unreachable route pgpool's
-    // connects to it (health checks, new sessions) fail at once instead of waiting out a timeout
-    // while its link is down. Removed by settle() before the node is attached again.
-    const route = node.address === cluster.pgpool.address
-      ? Promise.resolve()
-      : this.sh(cluster, 'ip route replace unreachable "$1"/32', [node.address], { user: 'root', timeoutMs: 5000 }).then(
-          (r) => void (r.code !== 0 && this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, 'pgpool host: cannot fence the node off its network')),
-          (e) => this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool host: cannot fence the node off its network'),
-        );
-    const view = this.views.get(cluster.name);
-    const detach = view?.backends.find((b) => b.name === node.name)?.status === 'down' ? Promise.resolve() : this.detach(cluster, node, i);
-    await Promise.all([route, detach]);
+    // pgpool's answer from before the failure (the failure itself often ends our session)
+    const old = this.lastPrimary.get(cluster.name);
+    const oi = old && old !== node.name ? cluster.nodes.findIndex((n) => n.name === old) : -1;
+    try {
+      if (oi > 0) {
+        if (!(await promoted.then(() => true, () => false))) return;
+        const t0 = performance.now();
+        try {
+          await this.pcpSend(cluster, { kind: 'detach', nodeId: oi });
+          this.log.info({ cluster: cluster.name, node: node.name, detached: old, ms: Math.round(performance.now() - t0) }, 'pgpool: old primary detached; pgpool looks for the new one');
+          this.whileSwitching(cluster, node.name);
+          return;
+        } catch (e) {
+          // already detached (or pgpool restarted meanwhile): promote instead
+          if (!(e instanceof PcpRefused)) throw e;
+        }
+      }
+      const t0 = performance.now();
+      await this.pcpSend(cluster, { kind: 'promote', nodeId: i });
+      this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0) }, 'pgpool: writes routed to the new primary');
+      this.whileSwitching(cluster, node.name);
+    } catch (e) {
+      // "already primary": pgpool routes there already
+      if (e instanceof PcpRefused && /already primary/i.test(e.message)) return;
+      this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool: cannot route writes to the new primary yet (the pool-route step repeats it)');
+    }
   }
 
-  private async detach(cluster: ClusterSpec, node: NodeSpec, i: number): Promise<void> {
-    const t0 = performance.now();
+  /** Until pgpool answers that it routes writes to `primary` (at most 5 s, in the background),
+   *  observe() reports pgpool as busy: the operator's next steps then route it (waiting for
+   *  this first) and leave the repointing of standbys over SSH, which competed with pgpool's
+   *  restart of its children for the CPU, until it is done. */
+  private whileSwitching(cluster: ClusterSpec, primary: string): void {
+    const done = this.waitRouted(cluster, primary).finally(() => {
+      if (this.switching.get(cluster.name) === done) this.switching.delete(cluster.name);
+    });
+    this.switching.set(cluster.name, done);
+  }
+
+  private async waitRouted(cluster: ClusterSpec, primary: string, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        const backends = await this.poolNodes(cluster);
+        if (backends.some((b) => b.name === primary && b.status === 'up' && b.role === 'primary')) {
+          this.remember(cluster, backends, this.hashes.get(cluster.name)?.hash ?? '');
+          return;
+        }
+        await sleep(100);
+      } catch {
+        // pgpool ends sessions while it switches: ask again a little later
+        await sleep(250);
+      }
+    }
+  }
+
+  /** Cut the pool host off a node being fenced: an `unreachable` route makes pgpool's new
+   *  connects to it fail at once instead of waiting out a timeout while its link is down, and
+   *  `ss -K` ends the sessions pgpool already has there (a read from a node whose link is down
+   *  would otherwise block until TCP gives up). pgpool's routing is switched by the promotion
+   *  that follows (routeToPrimary): a PCP detach of the primary now would make pgpool search
+   *  for a primary before there is one. The route is removed before the node is attached
+   *  again. Best effort: never throws. */
+  async detachBackend(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    if (!cluster.pgpool.enabled || node.address === cluster.pgpool.address) return;
     try {
-      await this.pcp(cluster, 'pcp_detach_node', ['-n', String(i)], Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4));
-      this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0) }, 'pgpool: fenced node detached');
-    } catch (err) {
-      this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(err) }, 'pgpool: cannot detach the fenced node (routing is fixed after the promotion)');
+      const r = await this.sh(cluster, 'ip route replace unreachable "$1"/32 || exit 1; ss -K dst "$1" >/dev/null 2>&1; exit 0', [node.address], { user: 'root', timeoutMs: 5000 });
+      if (r.code !== 0) this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, 'pgpool host: cannot fence the node off its network');
+    } catch (e) {
+      this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool host: cannot fence the node off its network');
     }
   }
 
@@ -447,6 +535,8 @@ export class SshPoolDriver implements PoolDriver {
     await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
     this.hashes.delete(cluster.name);
     this.views.delete(cluster.name);
+    this.lastPrimary.delete(cluster.name);
+    this.pcpPasswords.delete(cluster.name);
   }
 
   async close(): Promise<void> {
@@ -468,6 +558,13 @@ function tcpReachable(host: string, port: number, timeoutMs: number): Promise<bo
     s.once('connect', () => done(true));
     s.once('error', () => done(false));
   });
+}
+
+/** `p`, or a rejection after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 function tail(s: string, n = 400): string {
