@@ -148,10 +148,9 @@ export class SshPoolDriver implements PoolDriver {
    *  SHOW POOL_NODES: the latter (4.3) opens a fresh session to every backend to fill its
    *  pg_status/pg_role columns and took 0.5-0.9 s here; the former answers from shared memory
    *  in ~2 ms with the same node_id/hostname/status/role. */
-  private async poolNodes(cluster: ClusterSpec): Promise<PoolBackend[]> {
+  private async poolNodes(cluster: ClusterSpec, bound = Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2) + 1000): Promise<PoolBackend[]> {
     // Bounded here as well as by pg's own timeouts: a pass once stayed stuck for minutes while
     // routing pgpool right after a failover, with nothing else left to wait on.
-    const bound = Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2) + 1000;
     try {
       const c = await within(this.client(cluster), bound, 'connecting to pgpool');
       const r = await within(c.query<PoolNodeRow>('SHOW POOL_BACKEND_STATS'), bound, 'SHOW POOL_BACKEND_STATS');
@@ -454,7 +453,9 @@ export class SshPoolDriver implements PoolDriver {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       try {
-        const backends = await this.poolNodes(cluster);
+        // short looks (a look right after the switch waited out its whole 3 s bound in a quiet
+        // lab; pgpool answers a fresh session within ~0.3 s once it has restarted its children)
+        const backends = await this.poolNodes(cluster, 1000);
         if (backends.some((b) => b.name === primary && b.status === 'up' && b.role === 'primary')) {
           this.remember(cluster, backends, this.hashes.get(cluster.name)?.hash ?? '');
           return;
