@@ -93,8 +93,8 @@ export interface PoolDriver {
   close(): Promise<void>;
 }
 
-/** Something the world told without being asked: a probe session dropped, pgpool reported a
- *  failover, a machine changed state. A hint to look again NOW; the planner never acts on a
+/** Something the world told without being asked: a probe session dropped, a machine changed
+ *  state. A hint to look again NOW; the planner never acts on a
  *  signal itself, only on the fresh observation it triggers (so a forged or stale signal costs
  *  one extra pass, nothing more). */
 export interface WorldSignal {

@@ -72,9 +72,8 @@ export async function observeCluster(
     const machine = machines[name] ?? { state: 'missing' as const };
     nodes[name] = { name, machine, reachable: false, postgres: null, misses: 0 };
   }
-  // A pgpool in the middle of a failover answers nothing until it is done, and it may be waiting
-  // for this very pass to promote the new primary: wait only briefly beyond the nodes' probes,
-  // then use its previous answer. The look goes on in the background and its answer (or its
+  // A pgpool in the middle of a failover (restarting its children) answers nothing until it is
+  // done: wait only briefly beyond the nodes' probes, then use its previous answer. The look goes on in the background and its answer (or its
   // failure, after the driver's own timeout) serves the next pass; a pass that re-routes pgpool
   // waits for pgpool there.
   // While a node fails, pgpool is likely busy with the same failure and the pass is about the

@@ -223,7 +223,7 @@ export class Reconciler {
 }
 
 /** Clusters to look at now rather than at their requeue time: the world told something
- *  (a probe session dropped, pgpool reported a failover, a machine changed state). */
+ *  (a probe session dropped, a machine changed state). */
 export class Wakeups {
   private pending = new Set<string>();
   private interrupt: (() => void) | null = null;

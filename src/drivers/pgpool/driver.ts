@@ -274,8 +274,8 @@ export class SshPoolDriver implements PoolDriver {
     this.log.info({ cluster: cluster.name, primary, ms: Math.round(performance.now() - t0) }, 'pgpool ensured');
   }
 
-  /** Make pgpool's view match: `primary` up as primary, every other node attached while its
-   *  postgres answers and detached while it does not or the operator sees it `failed`. */
+  /** Make pgpool's view match: `primary` up as primary, every other node attached once its
+   *  postgres answers again, and detached when the operator saw it fail (`failed`). */
   private async settle(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
     await this.switching.get(cluster.name);
     const t0 = Date.now();
@@ -301,7 +301,12 @@ export class SshPoolDriver implements PoolDriver {
       }
       if (backends) {
         const status = (name: string) => backends!.find((x) => x.name === name)?.status;
-        const reach = await Promise.all(cluster.nodes.map((n) => (failed.includes(n.name) && n.name !== primary ? Promise.resolve(false) : tcpReachable(n.address, pgPort(cluster), probeMs))));
+        // Only a node pgpool holds down is probed (each accepted connect costs postgres a
+        // backend, every 50 ms round): one it routes to stays unless the operator saw it fail.
+        const reach = await Promise.all(cluster.nodes.map((n) => {
+          if (failed.includes(n.name) && n.name !== primary) return Promise.resolve(false);
+          return status(n.name) === 'up' ? Promise.resolve(true) : tcpReachable(n.address, pgPort(cluster), probeMs);
+        }));
         const pb = primary ? backends.find((b) => b.name === primary) : undefined;
         const primaryOk = primary === null || (pb?.status === 'up' && pb.role === 'primary');
         if (!primaryOk && pi >= 0 && reach[pi]) {
@@ -316,8 +321,8 @@ export class SshPoolDriver implements PoolDriver {
             await this.pcpLogged(cluster, { kind, nodeId: pi }, primary!);
           }
         } else if (primaryOk) {
-          // Every other node: attached while its postgres answers, detached while it does not
-          // (pgpool does neither by itself: its health checks and failover are off).
+          // Every other node: attached once its postgres answers, detached when the operator saw
+          // it fail (pgpool does neither by itself: its health checks and failover are off).
           await Promise.all(cluster.nodes.map(async (n, i) => {
             if (n.name === primary) return;
             const st = status(n.name);
