@@ -33,6 +33,7 @@ import type {
   RoleSpec,
   SecretRef,
 } from './types.js';
+import { PGPOOL_MAX_POOL, pgpoolConnectionBudget } from './types.js';
 
 export interface ParsedSpec {
   spec: ClusterSpec;
@@ -400,6 +401,16 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
     if (key === 'max_replication_slots' && repl.slots === false) continue;
     if (typeof v === 'number' && v < standbys) r.add([...parp, key], `${key} ${v} is less than the ${standbys} standbys (each needs ${what})`);
   }
+  if (pgpoolOn && typeof pgpool.numInitChildren === 'number') {
+    const { maxConnections, reserved, maxChildren } = pgpoolConnectionBudget(params);
+    const n = pgpool.numInitChildren;
+    if (n > maxChildren) {
+      r.add(
+        [...pp, 'numInitChildren'],
+        `numInitChildren ${n} x max_pool ${PGPOOL_MAX_POOL} = ${n * PGPOOL_MAX_POOL} pooled sessions per backend, more than max_connections ${maxConnections} - superuser_reserved_connections ${reserved} = ${maxConnections - reserved}: use at most ${Math.max(0, maxChildren)}, or raise postgres.parameters.max_connections`,
+      );
+    }
+  }
   const archiveOn = params.archive_mode === true || params.archive_mode === 'on' || params.archive_mode === 'always';
   if (archiveOn && params.archive_command === undefined && pg.archiveScript === false) {
     r.add([...parp, 'archive_mode'], 'archive_mode is on but there is no archive_command and postgres.archiveScript is false: WAL would pile up');
@@ -582,7 +593,8 @@ function normalize(doc: RawDoc): ClusterSpec {
     pcpPort: (pool.pcpPort as number | undefined) ?? 9898,
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,
     watchdog: omitUndefined({ enabled: (wd.enabled as boolean | undefined) ?? false, vip: str(wd.vip) }),
-    numInitChildren: (pool.numInitChildren as number | undefined) ?? 32,
+    // pgpool's own default (32), or less when postgres would not take that many pooled sessions
+    numInitChildren: (pool.numInitChildren as number | undefined) ?? Math.max(1, Math.min(32, pgpoolConnectionBudget(obj(pg.parameters)).maxChildren)),
   });
   const nodes: NodeSpec[] = arr(s.nodes).map((x) => {
     const n = obj(x);

@@ -148,7 +148,7 @@ describe('example specs', () => {
         pcpPort: 9898,
         loadBalancing: true,
         watchdog: { enabled: false },
-        numInitChildren: 32,
+        numInitChildren: 24, // 32 would exceed (max_connections 100 - 3) / max_pool 4
       },
       roles: [],
       databases: [],
@@ -425,6 +425,22 @@ describe('problems name file, line, column and path', () => {
     expect(problems(edit(LAB, '      wal_level: replica', '      work_mem: [1]'))).toEqual([
       problem(12, 17, 'spec.postgres.parameters.work_mem', 'must be string, number or boolean, got array'),
     ]);
+  });
+
+  it('pgpool children that postgres could not give a pooled session each', () => {
+    // pgpool's sizing rule: num_init_children * max_pool (4) <= max_connections - superuser_reserved_connections
+    expect(problems(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 25'))).toEqual([
+      problem(26, 22, 'spec.pgpool.numInitChildren', 'numInitChildren 25 x max_pool 4 = 100 pooled sessions per backend, more than max_connections 100 - superuser_reserved_connections 3 = 97: use at most 24'),
+    ]);
+    expect(parseSpecText(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 24'), 'c.yaml').spec.pgpool.numInitChildren).toBe(24);
+    const raised = edit(edit(LAB, '      wal_level: replica', "      wal_level: replica\n      max_connections: '200'\n      superuser_reserved_connections: 5"), '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 48');
+    expect(parseSpecText(raised, 'c.yaml').spec.pgpool.numInitChildren).toBe(48);
+    expect(problems(edit(raised, 'numInitChildren: 48', 'numInitChildren: 49'))).toEqual([
+      problem(28, 22, 'spec.pgpool.numInitChildren', 'numInitChildren 49 x max_pool 4 = 196 pooled sessions per backend, more than max_connections 200 - superuser_reserved_connections 5 = 195: use at most 48'),
+    ]);
+    // unset: pgpool's default 32 where it fits, else the most that fits
+    expect(parseSpecText(raised.replace('    numInitChildren: 48\n', ''), 'c.yaml').spec.pgpool.numInitChildren).toBe(32);
+    expect(parseSpecText(LAB, 'c.yaml').spec.pgpool.numInitChildren).toBe(24);
   });
 
   it('names that become host names', () => {
