@@ -61,7 +61,7 @@ describe('pgpool.conf', () => {
     expect(c.detach_false_primary).toBe('off');
   });
 
-  it('listens on the pool address; sockets, pid and logs in its private dir; spec ports', () => {
+  it('listens on the pool address; sockets and pid in its private dir, its status file on /run (tmpfs); spec ports', () => {
     const s = labSpec();
     s.pgpool.loadBalancing = false;
     const c = settings(renderPgpoolConf(s, poolPaths('/u01/pgpool')));
@@ -70,7 +70,8 @@ describe('pgpool.conf', () => {
     expect(c.pcp_port).toBe('9898');
     for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir']) expect(c[k]).toBe("'/u01/pgpool/run'");
     expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
-    expect(c.logdir).toBe("'/u01/pgpool/log'");
+    // logdir holds only pgpool_status, synced at each status change during a failover
+    expect(c.logdir).toBe("'/run/pgop-pgpool'");
     expect(c.load_balance_mode).toBe('off');
     expect(c.sr_check_password).toBe("''"); // from pool_passwd (pgpool's search for the primary)
     expect(c.enable_pool_hba).toBe('on');

@@ -43,7 +43,7 @@ const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
 /** What each lab node sees as its own: <host>/<sub> bind-mounted on <target> in the node's
  *  private mount namespace (in this order: /run before /var/run/postgresql, which is a path
  *  below /run). Everything else (binaries, /etc, /usr) is the machine's own, shared. */
-export const PRIVATE_MOUNTS: readonly { sub: string; target: string; owner: 'root' | 'postgres'; mode: number; createMountPoint: boolean }[] = [
+export const PRIVATE_MOUNTS: readonly { sub: string; target: string; owner: 'root' | 'postgres'; mode: number; createMountPoint: boolean; tmpfs?: boolean }[] = [
   // The seed's layout.
   { sub: 'u01', target: '/u01', owner: 'postgres', mode: 0o700, createMountPoint: true },
   { sub: 'u02', target: '/u02', owner: 'postgres', mode: 0o755, createMountPoint: true },
@@ -57,8 +57,10 @@ export const PRIVATE_MOUNTS: readonly { sub: string; target: string; owner: 'roo
   { sub: 'root', target: '/root', owner: 'root', mode: 0o700, createMountPoint: false },
   // A /tmp of its own: nodes must not see each other's (or the machine's) temp files.
   { sub: 'tmp', target: '/tmp', owner: 'root', mode: 0o1777, createMountPoint: false },
-  // sshd wants /run/sshd; three postgres on one machine need distinct socket dirs.
-  { sub: 'run', target: '/run', owner: 'root', mode: 0o755, createMountPoint: false },
+  // sshd wants /run/sshd; three postgres on one machine need distinct socket dirs. /run is a
+  // tmpfs, as on a real machine: emptied when the node is fenced (powered off), and a file
+  // synced there costs nothing (pgpool syncs its status file there during every failover).
+  { sub: 'run', target: '/run', owner: 'root', mode: 0o755, createMountPoint: false, tmpfs: true },
   { sub: 'pgrun', target: '/var/run/postgresql', owner: 'postgres', mode: 0o2775, createMountPoint: false },
 ];
 
@@ -452,7 +454,11 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await this.timed('startSshd', h.id, async () => {
       const d = h.dir;
       const script = [
-        ...PRIVATE_MOUNTS.map((m) => shellJoin(['mount', '--bind', join(d, m.sub), m.target])),
+        ...PRIVATE_MOUNTS.map((m) =>
+          m.tmpfs
+            ? `${shellJoin(['mount', '-t', 'tmpfs', '-o', `mode=${m.mode.toString(8)},size=64m`, 'tmpfs', m.target])} && mkdir -p ${m.target}/sshd ${m.target}/postgresql`
+            : shellJoin(['mount', '--bind', join(d, m.sub), m.target]),
+        ),
         `exec ${shellJoin([SSHD, '-D', '-f', join(d, 'ssh', 'sshd_config'), '-E', join(d, 'sshd.log')])}`,
       ].join(' && ');
       const errPath = join(d, 'sshd.stderr');

@@ -7,7 +7,7 @@
 // answers now), never from what it remembered.
 
 import { createCipheriv, createHash } from 'node:crypto';
-import type { ClusterSpec } from '../../spec/types.js';
+import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
 import { clusterNetworks, pgPort } from '../postgres/config.js';
 
@@ -31,6 +31,10 @@ export interface PoolPaths {
   pid: string;
   oiddir: string;
   confHash: string;
+  /** pgpool's logdir, which holds only its status file: on /run, a tmpfs. pgpool syncs the
+   *  file on every change of a backend's status, twice in a failover (20-90 ms each on the lab's
+   *  disk under load); pgop writes it before every start, so it need not outlive a reboot. */
+  statusDir: string;
 }
 
 export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
@@ -52,6 +56,7 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
     pid: `${d}/run/pgpool.pid`,
     oiddir: `${d}/oiddir`,
     confHash: `${d}/pgop.confhash`,
+    statusDir: '/run/pgop-pgpool',
   };
 }
 
@@ -79,7 +84,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     `pcp_port = ${pp.pcpPort}`,
     `pcp_socket_dir = ${q(paths.run)}`,
     `num_init_children = ${pp.numInitChildren}`,
-    'max_pool = 4',
+    `max_pool = ${PGPOOL_MAX_POOL}`,
     'reserved_connections = 0',
     '',
     '# backends (spec order)',
@@ -134,7 +139,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     '',
     '# process files (private to the pool host)',
     `pid_file_name = ${q(paths.pid)}`,
-    `logdir = ${q(paths.log)}`,
+    `logdir = ${q(paths.statusDir)}`,
     `wd_ipc_socket_dir = ${q(paths.run)}`,
     `memqcache_oiddir = ${q(paths.oiddir)}`,
     'memory_cache_enabled = off',

@@ -234,7 +234,7 @@ export class SshPoolDriver implements PoolDriver {
     }
     // One round trip: pgpool installed (apt/dnf when missing), directories, the two secrets kept on the pool host (the AES key of
     // pool_passwd and the PCP password, generated once, mode 0600), is pgpool running.
-    const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`, p.key, p.pcpSecret, p.pid], {
+    const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, [p.dir, p.run, p.log, p.oiddir, `${this.bin}/pgpool`, p.key, p.pcpSecret, p.pid, p.statusDir], {
       user: 'root',
       kind: 'terminal',
       timeoutMs: 15 * 60_000,
@@ -501,7 +501,7 @@ export class SshPoolDriver implements PoolDriver {
     const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), probeMs)));
     // all down: pgpool would have nothing to search; let it try every backend itself
     const status = reach.some(Boolean) ? reach.map((r) => (r ? 'up' : 'down')) : reach.map(() => 'up');
-    await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir, `${status.join('\n')}\n`, `${p.log}/pgpool_status`], {
+    await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir, `${status.join('\n')}\n`, `${p.statusDir}/pgpool_status`], {
       user: 'postgres',
       kind: 'transient',
       timeoutMs: 20_000,
@@ -592,7 +592,7 @@ alive() {
 }
 `;
 
-/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file.
+/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file $9 status dir.
  *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
 const PREPARE_SH = `${ALIVE_FN}
 set -e
@@ -604,9 +604,9 @@ if [ ! -x "$5" ]; then
   fi
 fi
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
-mkdir -p "$1" "$2" "$3" "$4"
-chown postgres:postgres "$1" "$2" "$3" "$4"
-chmod 700 "$1" "$2" "$3" "$4"
+mkdir -p "$1" "$2" "$3" "$4" "$9"
+chown postgres:postgres "$1" "$2" "$3" "$4" "$9"
+chmod 700 "$1" "$2" "$3" "$4" "$9"
 echo "key=$(head -n 1 "$6" 2>/dev/null || true)"
 echo "pcp=$(head -n 1 "$7" 2>/dev/null || true)"
 running=0
@@ -627,6 +627,8 @@ if [ -f "$7" ]; then
   rm -f "$7"
 fi
 rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
+# /run is emptied at boot; prepare (as root) creates the directory, this covers a restart
+mkdir -p "$(dirname "\${10}")" 2>/dev/null
 printf '%s' "$9" > "\${10}" || exit 1
 setsid nohup "$1" -n -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
 i=0
