@@ -77,11 +77,14 @@ export interface PostgresDriver {
 /** pgpool-II in front of the cluster. */
 export interface PoolDriver {
   observe(cluster: ClusterSpec): Promise<PoolObservation>;
+  /** The configHash pgpool reports once configured from this spec (drift detection). */
+  desiredConfigHash(cluster: ClusterSpec): string;
   /** pgpool's most recent view (from observe or from routing it), without asking it again:
    *  what a pass uses while pgpool is too busy to answer at once. */
   latest?(cluster: ClusterSpec): PoolObservation | null;
-  /** Cut the pool host off a node being fenced; best effort, never throws. */
-  detachBackend?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** Cut the pool host off a node being fenced and, given the standby about to be promoted,
+   *  make pgpool route to it at once; best effort, never throws. */
+  detachBackend?(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void>;
   /** Route writes to a node being promoted (`promoted` settles when it is writable), as soon
    *  as possible; best effort, never throws (the pool-route step that follows checks and
    *  repairs pgpool's routing). */

@@ -123,8 +123,9 @@ export function plan(input: PlanInput): PlanResult {
     if (o && !healthy(o) && o.misses >= budget) {
       // Fence only when someone can then be promoted (in sync mode: with quorum evidence):
       // fencing a primary nobody can replace turns an outage into a longer one.
-      if (promotable(primary).length > 0 && syncEvidence().ok) {
-        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby`);
+      const successor = promotable(primary)[0];
+      if (successor && syncEvidence().ok) {
+        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby${spec.pgpool.enabled ? ` (pgpool switches to ${successor} meanwhile)` : ''}`, spec.pgpool.enabled ? { successor } : {});
       }
       // Nobody could take over: bring the primary itself back rather than fence the last copy.
       if (o.machine.state === 'stopped') return act(primary, 'machine.down', 'recover.start-primary', `primary ${primary}'s machine is off and no standby can take over; starting it again`);
@@ -335,6 +336,10 @@ export function plan(input: PlanInput): PlanResult {
         const why = !pool || !pool.reachable ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}` : pool.primary !== primary ? `pgpool routes writes to ${pool.primary ?? 'nothing'}` : `pgpool marks ${downButHealthy.map((b) => b.name).join(', ')} down`;
         return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
       }
+      // After routing (a restart ends every client session: not in the middle of a failover).
+      if (input.desiredPoolConfigHash !== undefined && pool.configHash !== input.desiredPoolConfigHash) {
+        return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.reconfigure', reason: `pgpool's configuration differs from the spec (${pool.configHash ? 'changed' : 'not recorded'}); rewriting it and restarting pgpool`, requeueAfterMs: REQUEUE.afterAct });
+      }
     }
 
     // The primary left the spec (scale-down): hand over first, then it is removed as a stray.
@@ -383,9 +388,12 @@ export function plan(input: PlanInput): PlanResult {
   // --- helpers (hoisted) -----------------------------------------------------------------
   /** Standbys that could be promoted now, best first (highest WAL position, then spec order). */
   function promotable(exclude: string | null): string[] {
+    // Among equals, the one pgpool routes to (or is switching to, after the fence): no second
+    // switch of pgpool.
+    const poolTarget = observation.pool?.primary ?? null;
     return specNames
       .filter((n) => n !== exclude && state(n) === 'standby' && healthy(obs(n)))
-      .sort((a, b) => lsnOf(obs(b)) - lsnOf(obs(a)) || specNames.indexOf(a) - specNames.indexOf(b));
+      .sort((a, b) => lsnOf(obs(b)) - lsnOf(obs(a)) || Number(b === poolTarget) - Number(a === poolTarget) || specNames.indexOf(a) - specNames.indexOf(b));
   }
   function describeCandidate(n: string): string {
     const pg = obs(n)?.postgres;

@@ -12,6 +12,8 @@ export interface PlanInput {
   states: Record<string, NodeState>;
   /** desired config hash per spec node (from the postgres driver; pure function of the spec) */
   desiredConfigHash: Record<string, string>;
+  /** desired pgpool config hash (from the pool driver; pure function of the spec) */
+  desiredPoolConfigHash?: string;
   requests: OperatorRequest[];
   now: number;
   /** When each node last changed state (ms): tells the most recent of several old primaries. */
@@ -34,6 +36,10 @@ export interface NodeDecision extends DecisionBase {
   primary?: string;
   /** the standbys a new primary should prepare slots for */
   standbys?: string[];
+  /** fencing a failed primary: the standby the election would promote now. pgpool is switched
+   *  to it alongside the fence (it stops sending anything to the fenced node at once, and its
+   *  restart of its children overlaps the fence and the promotion instead of following them). */
+  successor?: string;
 }
 
 export type ClusterAction =

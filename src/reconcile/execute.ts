@@ -52,12 +52,16 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
     case 'demotePrimary':
       return world.postgres.demote(spec, node);
     case 'fenceNode':
+    {
       // Fenced means no process of it runs (the provider's part, awaited: the safety) and no
-      // client reaches it. The pool host's part (cut its sessions and route to the node) runs
-      // alongside the promotion that follows; it never throws.
+      // client reaches it. The pool host's part (cut its sessions there, switch pgpool to the
+      // likely successor) only takes traffic away from the node, so it starts alongside and runs
+      // on into the promotion that follows; it never throws.
+      const successor = decision.successor ? nodeOf(spec, decision.successor) : undefined;
+      void world.pool.detachBackend?.(spec, node, successor);
       await world.provider.fenceMachine(spec, node);
-      void world.pool.detachBackend?.(spec, node);
       return;
+    }
     case 'deleteMachine':
       return world.provider.deleteMachine(spec, node);
   }

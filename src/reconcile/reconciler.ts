@@ -101,6 +101,7 @@ export class Reconciler {
       observation,
       states,
       desiredConfigHash,
+      ...(spec.pgpool.enabled ? { desiredPoolConfigHash: world.pool.desiredConfigHash(spec) } : {}),
       requests: store.pendingRequests(name),
       now: clock.now(),
       since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Wakeups } from '../../src/reconcile/reconciler.js';
-import { PcpRefused, pcpRequest, requestMessage } from '../../src/drivers/pgpool/pcp.js';
+import { PcpRefused, PcpSession, pcpRequest, requestMessage } from '../../src/drivers/pgpool/pcp.js';
 import { renderPcpConf } from '../../src/drivers/pgpool/config.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -53,7 +53,9 @@ describe('PCP client', () => {
     const conf = renderPcpConf(password).trim().split('\n').pop()!;
     const [user, hashed] = conf.split(':') as [string, string];
     const got: { type: string; body: Buffer }[] = [];
+    const sockets: Socket[] = [];
     const server = createServer((sock: Socket) => {
+      sockets.push(sock);
       let buf = Buffer.alloc(0);
       const salt = Buffer.from([1, 2, 3, 4]);
       sock.on('data', (d) => {
@@ -80,7 +82,7 @@ describe('PCP client', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise((r) => server.close(r)));
-    return { port: (server.address() as AddressInfo).port, got };
+    return { port: (server.address() as AddressInfo).port, got, sockets };
   }
 
   it('authenticates as pgpool checks it and sends promote, attach and detach in its layout', async () => {
@@ -97,6 +99,24 @@ describe('PCP client', () => {
       ['D', '0\0'],
     ]);
     expect(requestMessage({ kind: 'promote', nodeId: 1 }).readInt32BE(1)).toBe(4 + 4);
+  });
+
+  it('an open session carries requests one after another, and is unusable once pgpool ends it', async () => {
+    const srv = await fakePgpool('s3cret', (type) => msg(type === 'C' ? 'c' : 'd', cstr('CommandComplete')));
+    const session = await PcpSession.open({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, 2000);
+    expect(session.usable).toBe(true);
+    await session.request({ kind: 'attach', nodeId: 2 }, 2000);
+    await session.request({ kind: 'promote', nodeId: 1 }, 2000);
+    // one login for both
+    expect(srv.got.map((g) => g.type)).toEqual(['M', 'R', 'C', 'J']);
+    session.close();
+    expect(session.usable).toBe(false);
+    await expect(session.request({ kind: 'attach', nodeId: 2 }, 2000)).rejects.toThrow(/closed/);
+    // pgpool ending the session (its PCP process restarts after a failover)
+    const again = await PcpSession.open({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, 2000);
+    for (const s of srv.sockets) s.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(again.usable).toBe(false);
   });
 
   it('says why pgpool refused, and refuses a wrong password', async () => {

@@ -195,6 +195,40 @@ describe('plan', () => {
     expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'failover.pool-route' });
   });
 
+  it('fences a failed primary naming the standby pgpool is switched to meanwhile: the one the election then promotes', () => {
+    const failed = node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' });
+    const nodes = { pg01: failed, pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }), pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
+    const r = plan(input(states3, nodes));
+    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', ruleId: 'failover.fence-primary', successor: 'pg03' });
+    expect(r.decision.reason).toContain('pgpool switches to pg03');
+    const fenced = { ...nodes, pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }) };
+    expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({ kind: 'act', node: 'pg03', ruleId: 'failover.promote' });
+    // standbys holding the same WAL: the one pgpool is switching to (no second switch)
+    const even = { ...fenced, pg02: node('pg02', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
+    const switching = input({ ...states3, pg01: 'fenced' }, even);
+    expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' }); // spec order
+    switching.observation.pool = { reachable: false, primary: 'pg03', backends: [], configHash: '', error: 'pgpool: switching to pg03' };
+    expect(plan(switching).decision).toMatchObject({ node: 'pg03', ruleId: 'failover.promote' });
+    // more WAL wins over pgpool's choice
+    switching.observation.nodes.pg02 = node('pg02', { postgres: pg({ lsn: 1200, receiveLsn: 1200 }) });
+    expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' });
+    // no pgpool, nothing to switch
+    const bare = plan(input(states3, nodes, { spec: simSpec({ pgpool: { enabled: false } }) }));
+    expect(bare.decision).toMatchObject({ ruleId: 'failover.fence-primary' });
+    expect(bare.decision).not.toHaveProperty('successor');
+  });
+
+  it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {
+    const i = input(states3, healthy3(), { desiredPoolConfigHash: 'wanted' });
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'older' };
+    expect(plan(i).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.reconfigure' });
+    // routing first
+    i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: 'older' };
+    expect(plan(i).decision).toMatchObject({ ruleId: 'failover.pool-route' });
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'wanted' };
+    expect(plan(i).decision).toMatchObject({ kind: 'done' });
+  });
+
   it('never drops a sync member before the others caught up', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
     const p = primaryPg({ lsn: 5000, syncStandbyNames: 'ANY 1 ("pg02", "pg03")', replicas: [{ name: 'pg02', state: 'streaming', syncState: 'quorum', flushLsn: 4000, replayLsn: 4000 }] });

@@ -20,7 +20,7 @@ import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../postgres/driver.js';
 import { ClientCache } from '../pg-clients.js';
-import { PcpRefused, pcpRequest, type PcpRequest } from './pcp.js';
+import { PcpRefused, PcpSession, pcpRequest, type PcpRequest } from './pcp.js';
 import {
   PCP_USER,
   desiredPoolConfigHash,
@@ -91,7 +91,11 @@ export class SshPoolDriver implements PoolDriver {
   /** the node pgpool last said it routes writes to (kept while pgpool cannot answer) */
   private readonly lastPrimary = new Map<string, string>();
   /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
-  private readonly switching = new Map<string, Promise<void>>();
+  private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
+  /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
+  private readonly switchedEarly = new Map<string, { node: string; at: number; done: Promise<boolean> }>();
+  /** a PCP session per cluster opened ahead of the request that needs it */
+  private readonly pcpReady = new Map<string, Promise<PcpSession | null>>();
   /** the PCP password per cluster (generated once, kept on the pool host in pcp.secret) */
   private readonly pcpPasswords = new Map<string, string>();
 
@@ -142,6 +146,34 @@ export class SshPoolDriver implements PoolDriver {
 
   private dropClient(cluster: ClusterSpec): void {
     this.clients.drop(cluster.name);
+    this.dropPcp(cluster.name);
+  }
+
+  private dropPcp(name: string): void {
+    const ready = this.pcpReady.get(name);
+    this.pcpReady.delete(name);
+    void ready?.then((s) => s?.close());
+  }
+
+  /** Open a PCP session now for the next request (a failover's), unless one is open. pgpool
+   *  ends it whenever it restarts its PCP process (after each failover): the next look opens
+   *  another. */
+  private warmPcp(cluster: ClusterSpec): void {
+    const ready = this.pcpReady.get(cluster.name);
+    if (ready) {
+      void ready.then((s) => {
+        if ((!s || !s.usable) && this.pcpReady.get(cluster.name) === ready) this.pcpReady.delete(cluster.name);
+      });
+      return;
+    }
+    const opening = this.pcpTarget(cluster)
+      .then((t) => PcpSession.open(t, this.pcpTimeoutMs(cluster)))
+      .catch(() => null);
+    this.pcpReady.set(cluster.name, opening);
+  }
+
+  private pcpTimeoutMs(cluster: ClusterSpec): number {
+    return Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4);
   }
 
   /** pgpool's view of the backends, mapped to spec node names. SHOW POOL_BACKEND_STATS, not
@@ -172,7 +204,10 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   async observe(cluster: ClusterSpec): Promise<PoolObservation> {
-    if (this.switching.has(cluster.name)) return { reachable: false, primary: null, backends: [], configHash: '', error: 'pgpool: switching to the new primary (restarting its children)' };
+    const to = this.switching.get(cluster.name);
+    // `primary` while unreachable: where pgpool is switching to (the election prefers it among
+    // standbys holding the same WAL: no second switch)
+    if (to) return { reachable: false, primary: to.primary, backends: [], configHash: '', error: `pgpool: switching to ${to.primary} (restarting its children)` };
     let backends: PoolBackend[];
     try {
       backends = await this.poolNodes(cluster);
@@ -192,6 +227,7 @@ export class SshPoolDriver implements PoolDriver {
       }
     }
     const configHash = cached?.hash ?? '';
+    this.warmPcp(cluster);
     return this.remember(cluster, backends, configHash);
   }
 
@@ -277,7 +313,7 @@ export class SshPoolDriver implements PoolDriver {
   /** Make pgpool's view match: `primary` up as primary, every other node attached once its
    *  postgres answers again, and detached when the operator saw it fail (`failed`). */
   private async settle(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
-    await this.switching.get(cluster.name);
+    await this.switching.get(cluster.name)?.done;
     const t0 = Date.now();
     let restarted = false;
     let deadline = t0 + this.settleTimeoutMs;
@@ -374,9 +410,28 @@ export class SshPoolDriver implements PoolDriver {
     return { host: cluster.pgpool.address ?? '', port: cluster.pgpool.pcpPort, user: PCP_USER, password };
   }
 
-  private async pcpSend(cluster: ClusterSpec, req: PcpRequest): Promise<void> {
+  /** Resolves with the session used: 'ready' (opened ahead) or 'fresh'. */
+  private async pcpSend(cluster: ClusterSpec, req: PcpRequest): Promise<'ready' | 'fresh'> {
+    // The session opened ahead, if it is still there (taken: one request per session, the
+    // next look opens another). It may have died unseen (a pool host that went away): a short
+    // bound, then a fresh session. A request sent twice is harmless (pgpool refuses the second
+    // promote as "already primary", attach and detach are idempotent).
+    const ready = this.pcpReady.get(cluster.name);
+    this.pcpReady.delete(cluster.name);
+    const warm = ready ? await Promise.race([ready, sleep(50).then(() => null)]) : null;
+    if (warm?.usable) {
+      try {
+        await warm.request(req, Math.max(500, cluster.failureDetection.connectTimeoutMs));
+        return 'ready';
+      } catch (err) {
+        if (err instanceof PcpRefused) throw err;
+      } finally {
+        warm.close();
+      }
+    } else void ready?.then((s) => s?.close());
     try {
-      await pcpRequest(await this.pcpTarget(cluster), req, Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4));
+      await pcpRequest(await this.pcpTarget(cluster), req, this.pcpTimeoutMs(cluster));
+      return 'fresh';
     } catch (err) {
       // a refused login: the password changed on the pool host; read it again next time
       if (err instanceof PcpRefused && /authentication/i.test(err.message)) this.pcpPasswords.delete(cluster.name);
@@ -415,6 +470,26 @@ export class SshPoolDriver implements PoolDriver {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
     if (i < 0) return;
+    // switched to it already, alongside the fence of the old primary (detachBackend)
+    const early = this.switchedEarly.get(cluster.name);
+    this.switchedEarly.delete(cluster.name);
+    if (early && Date.now() - early.at < 60_000 && (await early.done)) {
+      if (early.node === node.name) return;
+      // The election picked another standby than the one pgpool was switched to (it holds
+      // more WAL than was seen at the fence). pgpool marked it down then, and does not promote
+      // a node it holds down: attach it once it is writable, and pgpool's search for the
+      // primary (which a failback starts) finds it.
+      if (!(await promoted.then(() => true, () => false))) return;
+      await this.switching.get(cluster.name)?.done;
+      try {
+        await this.pcpSend(cluster, { kind: 'attach', nodeId: i });
+        this.log.info({ cluster: cluster.name, node: node.name, instead: early.node }, 'pgpool: new primary attached; pgpool looks for it');
+        this.whileSwitching(cluster, node.name);
+      } catch (e) {
+        this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool: cannot route writes to the new primary yet (the pool-route step repeats it)');
+      }
+      return;
+    }
     // pgpool's answer from before the failure (the failure itself often ends our session)
     const old = this.lastPrimary.get(cluster.name);
     const oi = old && old !== node.name ? cluster.nodes.findIndex((n) => n.name === old) : -1;
@@ -432,15 +507,27 @@ export class SshPoolDriver implements PoolDriver {
           if (!(e instanceof PcpRefused)) throw e;
         }
       }
-      const t0 = performance.now();
-      await this.pcpSend(cluster, { kind: 'promote', nodeId: i });
-      this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0) }, 'pgpool: writes routed to the new primary');
-      this.whileSwitching(cluster, node.name);
+      await this.pcpPromote(cluster, node, i);
     } catch (e) {
-      // "already primary": pgpool routes there already
-      if (e instanceof PcpRefused && /already primary/i.test(e.message)) return;
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool: cannot route writes to the new primary yet (the pool-route step repeats it)');
     }
+  }
+
+  /** PCP promote: pgpool marks every other backend down, restarts its children and routes
+   *  writes to `node`. Resolves true when pgpool took the request (or routes there already). */
+  private async pcpPromote(cluster: ClusterSpec, node: NodeSpec, nodeId: number): Promise<boolean> {
+    const t0 = performance.now();
+    let session: string;
+    try {
+      session = await this.pcpSend(cluster, { kind: 'promote', nodeId });
+    } catch (e) {
+      // "already primary": pgpool routes there already
+      if (e instanceof PcpRefused && /already primary/i.test(e.message)) return true;
+      throw e;
+    }
+    this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0), pcp: session }, 'pgpool: writes routed to the new primary');
+    this.whileSwitching(cluster, node.name);
+    return true;
   }
 
   /** Until pgpool answers that it routes writes to `primary` (at most 5 s, in the background),
@@ -448,10 +535,11 @@ export class SshPoolDriver implements PoolDriver {
    *  this first) and leave the repointing of standbys over SSH, which competed with pgpool's
    *  restart of its children for the CPU, until it is done. */
   private whileSwitching(cluster: ClusterSpec, primary: string): void {
-    const done = this.waitRouted(cluster, primary).finally(() => {
-      if (this.switching.get(cluster.name) === done) this.switching.delete(cluster.name);
+    const entry = { primary, done: Promise.resolve() };
+    entry.done = this.waitRouted(cluster, primary).finally(() => {
+      if (this.switching.get(cluster.name) === entry) this.switching.delete(cluster.name);
     });
-    this.switching.set(cluster.name, done);
+    this.switching.set(cluster.name, entry);
   }
 
   private async waitRouted(cluster: ClusterSpec, primary: string, timeoutMs = 5000): Promise<void> {
@@ -480,14 +568,35 @@ export class SshPoolDriver implements PoolDriver {
    *  that follows (routeToPrimary): a PCP detach of the primary now would make pgpool search
    *  for a primary before there is one. The route is removed before the node is attached
    *  again. Best effort: never throws. */
-  async detachBackend(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+  async detachBackend(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     if (!cluster.pgpool.enabled || node.address === cluster.pgpool.address) return;
+    await Promise.all([this.cutOff(cluster, node), successor ? this.switchEarly(cluster, successor) : undefined]);
+  }
+
+  private async cutOff(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     try {
       const r = await this.sh(cluster, 'ip route replace unreachable "$1"/32 || exit 1; ss -K dst "$1" >/dev/null 2>&1; exit 0', [node.address], { user: 'root', timeoutMs: 5000 });
       if (r.code !== 0) this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, 'pgpool host: cannot fence the node off its network');
     } catch (e) {
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool host: cannot fence the node off its network');
     }
+  }
+
+  /** pgpool to the standby about to be promoted, while the old primary is being fenced: pgpool
+   *  stops sending anything to the old primary at once, and its restart of every child (~0.3 s
+   *  with 8 children here, 1 s with 32) overlaps the fence and the promotion instead of
+   *  following them. Writes routed there fail (read-only) until the promotion, as they failed
+   *  on the dead primary before. Should the election pick another standby after all, the
+   *  promotion step switches pgpool again. */
+  private async switchEarly(cluster: ClusterSpec, successor: NodeSpec): Promise<void> {
+    const i = cluster.nodes.findIndex((n) => n.name === successor.name);
+    if (i < 0) return;
+    const done = this.pcpPromote(cluster, successor, i).catch((e) => {
+      this.log.warn({ cluster: cluster.name, node: successor.name, error: messageOf(e) }, 'pgpool: cannot switch to the successor yet (the promotion step does)');
+      return false;
+    });
+    this.switchedEarly.set(cluster.name, { node: successor.name, at: Date.now(), done });
+    await done;
   }
 
   private async startPgpool(cluster: ClusterSpec): Promise<void> {
@@ -546,6 +655,7 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   async close(): Promise<void> {
+    for (const name of [...this.pcpReady.keys()]) this.dropPcp(name);
     await this.clients.close();
   }
 }

@@ -124,33 +124,93 @@ class Reader {
   }
 }
 
+/** An authenticated PCP connection: requests one after another, until close() or pgpool ends it
+ *  (it does on every failover, when it restarts its PCP process). Opening one ahead of time
+ *  takes pgpool's fork of a PCP worker and the login's round trips off a failover. */
+export class PcpSession {
+  private closed = false;
+  private busy = false;
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly reader: Reader,
+  ) {
+    socket.on('close', () => (this.closed = true));
+  }
+
+  /** Connect and log in, within timeoutMs. Throws PcpRefused on a refused login. */
+  static async open(target: PcpTarget, timeoutMs: number): Promise<PcpSession> {
+    const socket = connect({ host: target.host, port: target.port });
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const reader = new Reader(socket);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      socket.write(message('M', Buffer.alloc(0)));
+      const salt = await reader.next();
+      if (salt.type !== 'm' || salt.body.length < 4) throw new Error(`unexpected PCP answer '${salt.type}' to the salt request`);
+      socket.write(message('R', Buffer.concat([cstr(target.user), cstr(authAnswer(target.user, target.password, salt.body.subarray(0, 4)))])));
+      const auth = await reader.next();
+      if (auth.type === 'E') throw new PcpRefused(`PCP authentication failed: ${errorText(auth.body)}`);
+      if (auth.type !== 'r') throw new Error(`unexpected PCP answer '${auth.type}' to authentication`);
+      return new PcpSession(socket, reader);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Open and not in the middle of a request. */
+  get usable(): boolean {
+    return !this.closed && !this.busy && !this.socket.destroyed;
+  }
+
+  /** Send one request and wait for pgpool's answer (at most timeoutMs: then the session is
+   *  closed, the request may or may not have been carried out). A refusal (PcpRefused) also
+   *  ends the session: pgpool reports most of them as FATAL and ends its worker. */
+  async request(req: PcpRequest, timeoutMs: number): Promise<void> {
+    if (!this.usable) throw new Error('PCP session is closed or busy');
+    this.busy = true;
+    const timer = setTimeout(() => this.socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      this.socket.write(requestMessage(req));
+      const answer = await this.reader.next();
+      if (answer.type === 'E') {
+        this.close();
+        throw new PcpRefused(errorText(answer.body));
+      }
+      const text = answer.body.toString('utf8').replace(/\0+$/, '');
+      if (text !== 'CommandComplete') {
+        this.close();
+        throw new Error(`unexpected PCP answer '${answer.type}' (${text}) to ${req.kind}`);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.busy = false;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.socket.destroyed) this.socket.end(message('X', Buffer.alloc(0)));
+    this.socket.destroy();
+  }
+}
+
 /** Connect, authenticate, send one request, wait for pgpool's answer, say goodbye. Throws
  *  PcpRefused when pgpool answered with an error, another Error when it could not be asked. */
 export async function pcpRequest(target: PcpTarget, req: PcpRequest, timeoutMs: number): Promise<void> {
-  const socket = connect({ host: target.host, port: target.port });
-  socket.setNoDelay(true);
-  const timer = setTimeout(() => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+  // timeoutMs bounds the login and the request each
+  const session = await PcpSession.open(target, timeoutMs);
   try {
-    const reader = new Reader(socket);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    socket.write(message('M', Buffer.alloc(0)));
-    const salt = await reader.next();
-    if (salt.type !== 'm' || salt.body.length < 4) throw new Error(`unexpected PCP answer '${salt.type}' to the salt request`);
-    socket.write(message('R', Buffer.concat([cstr(target.user), cstr(authAnswer(target.user, target.password, salt.body.subarray(0, 4)))])));
-    const auth = await reader.next();
-    if (auth.type === 'E') throw new PcpRefused(`PCP authentication failed: ${errorText(auth.body)}`);
-    if (auth.type !== 'r') throw new Error(`unexpected PCP answer '${auth.type}' to authentication`);
-    socket.write(requestMessage(req));
-    const answer = await reader.next();
-    if (answer.type === 'E') throw new PcpRefused(errorText(answer.body));
-    const text = answer.body.toString('utf8').replace(/\0+$/, '');
-    if (text !== 'CommandComplete') throw new Error(`unexpected PCP answer '${answer.type}' (${text}) to ${req.kind}`);
-    socket.end(message('X', Buffer.alloc(0)));
+    await session.request(req, timeoutMs);
   } finally {
-    clearTimeout(timer);
-    socket.destroy();
+    session.close();
   }
 }

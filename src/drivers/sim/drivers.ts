@@ -377,6 +377,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
   }
 
   const pool: PoolDriver = {
+    desiredConfigHash: (cluster) => desiredPoolConfigHash(cluster),
     async observe(cluster) {
       world.settle(cluster.name);
       const p = world.state(cluster.name).pool;
