@@ -87,6 +87,10 @@ export interface TrialResult {
   events: EventItem[];
   /** per writer, its distinct errors after the fault with counts (diagnosis) */
   errors: Record<string, Record<string, number>>;
+  /** the pgpool writer's attempts that failed between the fault and its first write after
+   *  the promotion, ms after the fault: when each started, when it failed, why; last, that
+   *  first write (diagnosis) */
+  poolAttempts: { sentMs: number; failedMs: number; error: string }[];
   notes: string[];
 }
 
@@ -297,6 +301,11 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     maxPrimaries: monitor.maxPrimaries,
     events,
     errors: Object.fromEntries(all.map((w) => [w.name, errorCounts(w, t0)])),
+    poolAttempts: pool.failures
+      .filter((f) => f.at >= t0 && (!firstPoolAfter || f.sentAt <= firstPoolAfter.ackAt))
+      .slice(0, 40)
+      .map((f) => ({ sentMs: Math.round(f.sentAt - t0), failedMs: Math.round(f.at - t0), error: f.error.slice(0, 120) }))
+      .concat(firstPoolAfter ? [{ sentMs: Math.round(firstPoolAfter.sentAt - t0), failedMs: Math.round(firstPoolAfter.ackAt - t0), error: '(acknowledged)' }] : []),
     notes,
   };
 }
