@@ -248,9 +248,10 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       await env.faults.heal(spec(), A());
       const r = await env.world.postgres.probe(spec(), A());
       expect(r.reachable).toBe(false);
-      // the fence's pool part (as the fenceNode actor runs it): cut the pool host off A; never
-      // throws, and is undone when A is attached again (the ensurePool steps below)
-      if (hasPool()) await env.world.pool.detachBackend?.(spec(), A());
+      // the fence's pool part (as the fenceNode actor runs it): cut the pool host off A and
+      // switch pgpool to the successor B (still a standby); never throws, and the cut is undone
+      // when A is attached again (the ensurePool steps below)
+      if (hasPool()) await env.world.pool.detachBackend?.(spec(), A(), B());
     });
 
     step('promote: the standby becomes a writable primary on the next timeline, idempotently', async () => {
@@ -260,7 +261,8 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       expect(p).toMatchObject({ running: true, inRecovery: false, timeline: 2, upstream: null });
       await env.world.postgres.ensureSyncStandbys(spec(), B(), [], 0);
       if (canWrite()) expect(await write(B(), 5)).toBe(true);
-      // pgpool (passive) is switched over PCP as the promoteStandby actor does, and says so
+      // pgpool (passive), switched to B at the fence, routes there (the promoteStandby actor's
+      // routeToPrimary has nothing left to do) and says so
       if (hasPool() && env.world.pool.routeToPrimary) {
         await env.world.pool.routeToPrimary(spec(), B(), Promise.resolve());
         await eventually(async () => expect((await env.world.pool.observe(spec())).primary).toBe(B().name));

@@ -324,6 +324,8 @@ export class SshPoolDriver implements PoolDriver {
     const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
     const pi = primary ? cluster.nodes.findIndex((n) => n.name === primary) : -1;
     let lastSaid = t0;
+    /** since when the primary to route to has not answered a connect (null: it did) */
+    let primaryGoneSince: number | null = null;
     for (;;) {
       let backends: PoolBackend[] | null = null;
       let why = '';
@@ -335,11 +337,23 @@ export class SshPoolDriver implements PoolDriver {
         // one opens sessions on all its nodes: do not add to its load by reconnecting at once
         await sleep(250);
       }
+      // A primary that stopped answering (it failed meanwhile; pgpool may not answer either):
+      // routing to it cannot succeed, and the operator must look again (and fail over) rather
+      // than wait out the bounds below.
+      const pgpoolRoutes = !!primary && backends?.some((b) => b.name === primary && b.status === 'up' && b.role === 'primary');
+      const primaryAnswers = pi >= 0 && !pgpoolRoutes ? await tcpReachable(cluster.nodes[pi]!.address, pgPort(cluster), probeMs) : undefined;
+      if (primaryAnswers === false) {
+        primaryGoneSince ??= Date.now();
+        if (Date.now() - primaryGoneSince > Math.max(1000, 3 * probeMs)) {
+          throw transient(`cannot route pgpool of ${cluster.name} to ${primary}: its postgres does not answer (${cluster.nodes[pi]!.address}:${pgPort(cluster)})`);
+        }
+      } else primaryGoneSince = null;
       if (backends) {
         const status = (name: string) => backends!.find((x) => x.name === name)?.status;
         // Only a node pgpool holds down is probed (each accepted connect costs postgres a
         // backend, every 50 ms round): one it routes to stays unless the operator saw it fail.
-        const reach = await Promise.all(cluster.nodes.map((n) => {
+        const reach = await Promise.all(cluster.nodes.map((n, i) => {
+          if (i === pi && primaryAnswers !== undefined) return Promise.resolve(primaryAnswers);
           if (failed.includes(n.name) && n.name !== primary) return Promise.resolve(false);
           return status(n.name) === 'up' ? Promise.resolve(true) : tcpReachable(n.address, pgPort(cluster), probeMs);
         }));
@@ -473,17 +487,19 @@ export class SshPoolDriver implements PoolDriver {
     // switched to it already, alongside the fence of the old primary (detachBackend)
     const early = this.switchedEarly.get(cluster.name);
     this.switchedEarly.delete(cluster.name);
-    if (early && Date.now() - early.at < 60_000 && (await early.done)) {
-      if (early.node === node.name) return;
-      // The election picked another standby than the one pgpool was switched to (it holds
-      // more WAL than was seen at the fence). pgpool marked it down then, and does not promote
-      // a node it holds down: attach it once it is writable, and pgpool's search for the
-      // primary (which a failback starts) finds it.
+    const switched = !!early && Date.now() - early.at < 60_000 && (await early.done);
+    if (switched && early!.node === node.name) return;
+    if (switched || this.heldDown(cluster, node)) {
+      // pgpool holds the node down: the election picked another standby than the one pgpool
+      // was switched to at the fence (which marked the others down), or an earlier switch left
+      // it down. pgpool does not promote a node it holds down: attach it once it is writable,
+      // and pgpool's search for the primary (which a failback starts) finds it.
       if (!(await promoted.then(() => true, () => false))) return;
       await this.switching.get(cluster.name)?.done;
       try {
+        await this.routeBack(cluster, node);
         await this.pcpSend(cluster, { kind: 'attach', nodeId: i });
-        this.log.info({ cluster: cluster.name, node: node.name, instead: early.node }, 'pgpool: new primary attached; pgpool looks for it');
+        this.log.info({ cluster: cluster.name, node: node.name, switchedTo: early?.node }, 'pgpool: new primary attached; pgpool looks for it');
         this.whileSwitching(cluster, node.name);
       } catch (e) {
         this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool: cannot route writes to the new primary yet (the pool-route step repeats it)');
@@ -513,6 +529,12 @@ export class SshPoolDriver implements PoolDriver {
     }
   }
 
+  /** pgpool held `node` down at its last answer: it ignores a PCP promote of such a node (and
+   *  still answers CommandComplete), so the node must be attached instead. */
+  private heldDown(cluster: ClusterSpec, node: NodeSpec): boolean {
+    return this.views.get(cluster.name)?.backends.some((b) => b.name === node.name && b.status !== 'up') ?? false;
+  }
+
   /** PCP promote: pgpool marks every other backend down, restarts its children and routes
    *  writes to `node`. Resolves true when pgpool took the request (or routes there already). */
   private async pcpPromote(cluster: ClusterSpec, node: NodeSpec, nodeId: number): Promise<boolean> {
@@ -526,6 +548,14 @@ export class SshPoolDriver implements PoolDriver {
       throw e;
     }
     this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0), pcp: session }, 'pgpool: writes routed to the new primary');
+    // What pgpool does with a promote (its "follow degeneration"): the node becomes its primary
+    // and every other one is marked down. Kept as its view until it answers again, so that a
+    // second failure right after does not ask it to promote a node it now holds down.
+    const view = this.views.get(cluster.name);
+    if (view) {
+      const backends = view.backends.map((b): PoolBackend => (b.name === node.name ? { ...b, status: 'up', role: 'primary' } : { ...b, status: 'down', role: 'standby' }));
+      this.views.set(cluster.name, { ...view, primary: node.name, backends });
+    }
     this.whileSwitching(cluster, node.name);
     return true;
   }
@@ -590,7 +620,8 @@ export class SshPoolDriver implements PoolDriver {
    *  promotion step switches pgpool again. */
   private async switchEarly(cluster: ClusterSpec, successor: NodeSpec): Promise<void> {
     const i = cluster.nodes.findIndex((n) => n.name === successor.name);
-    if (i < 0) return;
+    // a node pgpool holds down it would not promote: the promotion step attaches it instead
+    if (i < 0 || this.heldDown(cluster, successor)) return;
     const done = this.pcpPromote(cluster, successor, i).catch((e) => {
       this.log.warn({ cluster: cluster.name, node: successor.name, error: messageOf(e) }, 'pgpool: cannot switch to the successor yet (the promotion step does)');
       return false;
