@@ -41,6 +41,7 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   const pool = new SshPoolDriver({
     shell,
     hostRef: (c) => provider.hostRef(c, 'pool'),
+    signals,
     ...(opts.log ? { logger: opts.log } : {}),
   });
   const store = opts.store;

@@ -42,6 +42,7 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   const pool = new SshPoolDriver({
     shell,
     hostRef: (c) => provider.hostRef(c, POOL_HOST),
+    signals,
     ...(opts.log ? { logger: opts.log } : {}),
   });
   const store = opts.store;

@@ -14,7 +14,7 @@ import { connect as netConnect } from 'node:net';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
-import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver, Signals } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
@@ -48,6 +48,9 @@ export interface SshPoolDriverOptions {
   /** pgpool binaries (default /usr/sbin). */
   binDir?: string;
   logger?: PoolDriverLog;
+  /** The world's signals: a dropped probe session makes the driver open a PCP session at once,
+   *  for the switch a failover may ask of pgpool moments later. */
+  signals?: Signals;
   /** How long ensurePool waits for pgpool's view to match before restarting it (default 10 s;
    *  after a restart it waits at least 15 s). */
   settleTimeoutMs?: number;
@@ -94,8 +97,12 @@ export class SshPoolDriver implements PoolDriver {
   private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
   /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
   private readonly switchedEarly = new Map<string, { node: string; at: number; done: Promise<boolean> }>();
-  /** a PCP session per cluster opened ahead of the request that needs it */
-  private readonly pcpReady = new Map<string, Promise<PcpSession | null>>();
+  /** a PCP session per cluster opened ahead of the request that needs it, and when */
+  private readonly pcpReady = new Map<string, { at: number; session: Promise<PcpSession | null> }>();
+  /** no session is opened ahead before this time (see warmPcp) */
+  private readonly pcpQuietUntil = new Map<string, number>();
+  /** the spec each cluster was last looked at with (a signal names only the cluster) */
+  private readonly specs = new Map<string, ClusterSpec>();
   /** the PCP password per cluster (generated once, kept on the pool host in pcp.secret) */
   private readonly pcpPasswords = new Map<string, string>();
 
@@ -110,7 +117,13 @@ export class SshPoolDriver implements PoolDriver {
     // after this is stuck (seen: its search for the primary hanging on a node whose link is down)
     // and a restart, which starts with the unreachable nodes marked down, is the quicker way out.
     this.settleTimeoutMs = opts.settleTimeoutMs ?? 6_000;
+    this.offSignals = opts.signals?.on((s) => {
+      const spec = this.specs.get(s.cluster);
+      if (s.kind === 'connection.lost' && spec?.pgpool.enabled) this.warmPcp(spec, true);
+    });
   }
+
+  private readonly offSignals?: () => void;
 
   desiredConfigHash(cluster: ClusterSpec): string {
     return desiredPoolConfigHash(cluster, this.paths);
@@ -152,24 +165,39 @@ export class SshPoolDriver implements PoolDriver {
   private dropPcp(name: string): void {
     const ready = this.pcpReady.get(name);
     this.pcpReady.delete(name);
-    void ready?.then((s) => s?.close());
+    void ready?.session.then((s) => s?.close());
   }
 
-  /** Open a PCP session now for the next request (a failover's), unless one is open. pgpool
-   *  ends it whenever it restarts its PCP process (after each failover): the next look opens
-   *  another. */
-  private warmPcp(cluster: ClusterSpec): void {
+  /** Open a PCP session now for the next request (a failover's), unless one is open.
+   *  pgpool restarts its PCP process 1 s after each failover or failback it carries out, and
+   *  its main process waits for that until every PCP session of the old one is closed (seen:
+   *  a promote queued 0.6 s behind a session opened ahead). So: none is opened ahead for 8 s
+   *  after a request of ours (pgpool's failover, its search for a primary of at most 5 s, the
+   *  1 s, the restart), and one is kept at most 20 s (then opened anew), which bounds such a
+   *  wait should pgpool ever fail over by itself (its own failover is off). */
+  private warmPcp(cluster: ClusterSpec, failing = false): void {
     const ready = this.pcpReady.get(cluster.name);
-    if (ready) {
-      void ready.then((s) => {
+    if (ready && Date.now() - ready.at < 20_000) {
+      void ready.session.then((s) => {
         if ((!s || !s.usable) && this.pcpReady.get(cluster.name) === ready) this.pcpReady.delete(cluster.name);
       });
       return;
     }
-    const opening = this.pcpTarget(cluster)
+    if (ready) this.dropPcp(cluster.name);
+    // While a node fails (a probe session dropped) a switch is likely within the next moments:
+    // open one now whatever was sent before (pgpool's main waits at most until it is used),
+    // and close it unused after 3 s.
+    if (!failing && Date.now() < (this.pcpQuietUntil.get(cluster.name) ?? 0)) return;
+    const session = this.pcpTarget(cluster)
       .then((t) => PcpSession.open(t, this.pcpTimeoutMs(cluster)))
       .catch(() => null);
-    this.pcpReady.set(cluster.name, opening);
+    const entry = { at: Date.now(), session };
+    this.pcpReady.set(cluster.name, entry);
+    if (failing) {
+      setTimeout(() => {
+        if (this.pcpReady.get(cluster.name) === entry) this.dropPcp(cluster.name);
+      }, 3000).unref();
+    }
   }
 
   private pcpTimeoutMs(cluster: ClusterSpec): number {
@@ -227,6 +255,7 @@ export class SshPoolDriver implements PoolDriver {
       }
     }
     const configHash = cached?.hash ?? '';
+    this.specs.set(cluster.name, cluster);
     this.warmPcp(cluster);
     return this.remember(cluster, backends, configHash);
   }
@@ -314,6 +343,11 @@ export class SshPoolDriver implements PoolDriver {
    *  postgres answers again, and detached when the operator saw it fail (`failed`). */
   private async settle(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
     await this.switching.get(cluster.name)?.done;
+    // Whatever fenced it once, the node pgpool must route writes to is reachable from the pool
+    // host (a left-over `unreachable` route made pgpool fail every session: "failed to create
+    // a backend connection", while the operator itself reached the node).
+    const primaryNode = primary ? cluster.nodes.find((n) => n.name === primary) : undefined;
+    if (primaryNode) await this.routeBack(cluster, primaryNode);
     const t0 = Date.now();
     let restarted = false;
     let deadline = t0 + this.settleTimeoutMs;
@@ -432,7 +466,11 @@ export class SshPoolDriver implements PoolDriver {
     // promote as "already primary", attach and detach are idempotent).
     const ready = this.pcpReady.get(cluster.name);
     this.pcpReady.delete(cluster.name);
-    const warm = ready ? await Promise.race([ready, sleep(50).then(() => null)]) : null;
+    // every request makes pgpool fail over or back, then restart its PCP process (warmPcp)
+    this.pcpQuietUntil.set(cluster.name, Date.now() + 8000);
+    // one still logging in (opened when the failure was signalled) is waited for: a fresh one
+    // would only start that login later
+    const warm = !ready ? null : Date.now() - ready.at < 2000 ? await ready.session : await Promise.race([ready.session, sleep(50).then(() => null)]);
     if (warm?.usable) {
       try {
         await warm.request(req, Math.max(500, cluster.failureDetection.connectTimeoutMs));
@@ -442,7 +480,7 @@ export class SshPoolDriver implements PoolDriver {
       } finally {
         warm.close();
       }
-    } else void ready?.then((s) => s?.close());
+    } else void ready?.session.then((s) => s?.close());
     try {
       await pcpRequest(await this.pcpTarget(cluster), req, this.pcpTimeoutMs(cluster));
       return 'fresh';
@@ -465,9 +503,10 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
-  private async routeBack(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
-    if (node.address === cluster.pgpool.address) return;
-    await this.sh(cluster, 'ip route del unreachable "$1"/32 2>/dev/null; exit 0', [node.address], { user: 'root', timeoutMs: 5000 }).catch(() => {});
+  private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
+    const addresses = nodes.map((n) => n.address).filter((a) => a !== cluster.pgpool.address);
+    if (addresses.length === 0) return;
+    await this.sh(cluster, `${ROUTE_BACK_SH}\nexit 0`, addresses, { user: 'root', timeoutMs: 5000 }).catch(() => {});
   }
 
   /** Route writes to `node`, which is being promoted (`promoted` settles when postgres is
@@ -594,18 +633,22 @@ export class SshPoolDriver implements PoolDriver {
   /** Cut the pool host off a node being fenced: an `unreachable` route makes pgpool's new
    *  connects to it fail at once instead of waiting out a timeout while its link is down, and
    *  `ss -K` ends the sessions pgpool already has there (a read from a node whose link is down
-   *  would otherwise block until TCP gives up). pgpool's routing is switched by the promotion
-   *  that follows (routeToPrimary): a PCP detach of the primary now would make pgpool search
-   *  for a primary before there is one. The route is removed before the node is attached
-   *  again. Best effort: never throws. */
+   *  would otherwise block until TCP gives up). Given the successor, pgpool is switched to it
+   *  at the same time (switchEarly); without one, by the promotion (routeToPrimary). Not a PCP
+   *  detach of the old primary: pgpool would then search for a primary (up to 5 s, blocking
+   *  everything else it does) before there is one. The route is removed before the node is
+   *  attached again. Best effort: never throws. */
   async detachBackend(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     if (!cluster.pgpool.enabled || node.address === cluster.pgpool.address) return;
-    await Promise.all([this.cutOff(cluster, node), successor ? this.switchEarly(cluster, successor) : undefined]);
+    await Promise.all([this.cutOff(cluster, node, successor), successor ? this.switchEarly(cluster, successor) : undefined]);
   }
 
-  private async cutOff(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+  /** The route to `node` unreachable, its sessions ended; in the same round trip, the route to
+   *  the node pgpool is switched to is removed (a fence of it long ago may have left one). */
+  private async cutOff(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     try {
-      const r = await this.sh(cluster, 'ip route replace unreachable "$1"/32 || exit 1; ss -K dst "$1" >/dev/null 2>&1; exit 0', [node.address], { user: 'root', timeoutMs: 5000 });
+      const back = successor && successor.address !== cluster.pgpool.address ? [successor.address] : [];
+      const r = await this.sh(cluster, `ip route replace unreachable "$1"/32 || exit 1; ss -K dst "$1" >/dev/null 2>&1; shift\n${ROUTE_BACK_SH}\nexit 0`, [node.address, ...back], { user: 'root', timeoutMs: 5000 });
       if (r.code !== 0) this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, 'pgpool host: cannot fence the node off its network');
     } catch (e) {
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool host: cannot fence the node off its network');
@@ -641,6 +684,8 @@ export class SshPoolDriver implements PoolDriver {
     const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, pgPort(cluster), probeMs)));
     // all down: pgpool would have nothing to search; let it try every backend itself
     const status = reach.some(Boolean) ? reach.map((r) => (r ? 'up' : 'down')) : reach.map(() => 'up');
+    // a node started as up must be reachable from the pool host too
+    await this.routeBack(cluster, ...cluster.nodes.filter((_, i) => status[i] === 'up'));
     await this.must(cluster, 'start pgpool', START_SH, [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir, `${status.join('\n')}\n`, `${p.statusDir}/pgpool_status`], {
       user: 'postgres',
       kind: 'transient',
@@ -686,6 +731,7 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   async close(): Promise<void> {
+    this.offSignals?.();
     for (const name of [...this.pcpReady.keys()]) this.dropPcp(name);
     await this.clients.close();
   }
@@ -732,6 +778,9 @@ alive() {
   [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
 }
 `;
+
+/** As root: remove the `unreachable` route (set by a fence) to each address given. */
+const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
 
 /** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file $9 status dir.
  *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
