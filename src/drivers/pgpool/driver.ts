@@ -640,7 +640,7 @@ export class SshPoolDriver implements PoolDriver {
    *  attached again. Best effort: never throws. */
   async detachBackend(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     if (!cluster.pgpool.enabled || node.address === cluster.pgpool.address) return;
-    await Promise.all([this.cutOff(cluster, node, successor), successor ? this.switchEarly(cluster, successor) : undefined]);
+    await Promise.all([this.cutOff(cluster, node, successor), successor ? this.switchEarly(cluster, successor, node) : undefined]);
   }
 
   /** The route to `node` unreachable, its sessions ended; in the same round trip, the route to
@@ -661,10 +661,29 @@ export class SshPoolDriver implements PoolDriver {
    *  following them. Writes routed there fail (read-only) until the promotion, as they failed
    *  on the dead primary before. Should the election pick another standby after all, the
    *  promotion step switches pgpool again. */
-  private async switchEarly(cluster: ClusterSpec, successor: NodeSpec): Promise<void> {
+  private async switchEarly(cluster: ClusterSpec, successor: NodeSpec, failed: NodeSpec): Promise<void> {
     const i = cluster.nodes.findIndex((n) => n.name === successor.name);
-    // a node pgpool holds down it would not promote: the promotion step attaches it instead
-    if (i < 0 || this.heldDown(cluster, successor)) return;
+    if (i < 0) return;
+    if (this.heldDown(cluster, successor)) {
+      // pgpool would not promote it (the promotion step attaches it instead). A failed node it
+      // still holds up makes every new session fail (pgpool opens each on all its nodes): when
+      // it is the only one up, detach it now, and pgpool, finding no node to search, gives up
+      // its search for a primary at once. (With another node up the search would hold pgpool
+      // for up to 5 s: left to the pool-route step then.)
+      const fi = cluster.nodes.findIndex((n) => n.name === failed.name);
+      const view = this.views.get(cluster.name);
+      const up = view?.backends.filter((b) => b.status === 'up').map((b) => b.name) ?? [];
+      if (fi >= 0 && up.length === 1 && up[0] === failed.name) {
+        try {
+          await this.pcpSend(cluster, { kind: 'detach', nodeId: fi });
+          this.log.info({ cluster: cluster.name, node: failed.name }, 'pgpool: failed node detached (the successor is attached once promoted)');
+          this.views.set(cluster.name, { ...view!, primary: null, backends: view!.backends.map((b): PoolBackend => (b.name === failed.name ? { ...b, status: 'down' } : b)) });
+        } catch (e) {
+          this.log.warn({ cluster: cluster.name, node: failed.name, error: messageOf(e) }, 'pgpool: cannot detach the failed node (the pool-route step does)');
+        }
+      }
+      return;
+    }
     const done = this.pcpPromote(cluster, successor, i).catch((e) => {
       this.log.warn({ cluster: cluster.name, node: successor.name, error: messageOf(e) }, 'pgpool: cannot switch to the successor yet (the promotion step does)');
       return false;
