@@ -575,15 +575,15 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   /** PCP promote: pgpool marks every other backend down, restarts its children and routes
-   *  writes to `node`. Resolves true when pgpool took the request (or routes there already). */
-  private async pcpPromote(cluster: ClusterSpec, node: NodeSpec, nodeId: number): Promise<boolean> {
+   *  writes to `node`. Resolves when pgpool took the request (or routes there already). */
+  private async pcpPromote(cluster: ClusterSpec, node: NodeSpec, nodeId: number): Promise<void> {
     const t0 = performance.now();
     let session: string;
     try {
       session = await this.pcpSend(cluster, { kind: 'promote', nodeId });
     } catch (e) {
       // "already primary": pgpool routes there already
-      if (e instanceof PcpRefused && /already primary/i.test(e.message)) return true;
+      if (e instanceof PcpRefused && /already primary/i.test(e.message)) return;
       throw e;
     }
     this.log.info({ cluster: cluster.name, node: node.name, ms: Math.round(performance.now() - t0), pcp: session }, 'pgpool: writes routed to the new primary');
@@ -596,7 +596,6 @@ export class SshPoolDriver implements PoolDriver {
       this.views.set(cluster.name, { ...view, primary: node.name, backends });
     }
     this.whileSwitching(cluster, node.name);
-    return true;
   }
 
   /** Until pgpool answers that it routes writes to `primary` (at most 5 s, in the background),
@@ -684,7 +683,7 @@ export class SshPoolDriver implements PoolDriver {
       }
       return;
     }
-    const done = this.pcpPromote(cluster, successor, i).catch((e) => {
+    const done = this.pcpPromote(cluster, successor, i).then(() => true, (e) => {
       this.log.warn({ cluster: cluster.name, node: successor.name, error: messageOf(e) }, 'pgpool: cannot switch to the successor yet (the promotion step does)');
       return false;
     });

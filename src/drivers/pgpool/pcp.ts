@@ -124,6 +124,11 @@ class Reader {
   }
 }
 
+/** Destroys the socket unless cleared within timeoutMs (the pending read then fails). */
+function deadline(socket: Socket, timeoutMs: number): NodeJS.Timeout {
+  return setTimeout(() => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+}
+
 /** An authenticated PCP connection: requests one after another, until close() or pgpool ends it
  *  (it does on every failover, when it restarts its PCP process). Opening one ahead of time
  *  takes pgpool's fork of a PCP worker and the login's round trips off a failover. */
@@ -142,7 +147,7 @@ export class PcpSession {
   static async open(target: PcpTarget, timeoutMs: number): Promise<PcpSession> {
     const socket = connect({ host: target.host, port: target.port });
     socket.setNoDelay(true);
-    const timer = setTimeout(() => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+    const timer = deadline(socket, timeoutMs);
     try {
       const reader = new Reader(socket);
       await new Promise<void>((resolve, reject) => {
@@ -176,7 +181,7 @@ export class PcpSession {
   async request(req: PcpRequest, timeoutMs: number): Promise<void> {
     if (!this.usable) throw new Error('PCP session is closed or busy');
     this.busy = true;
-    const timer = setTimeout(() => this.socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+    const timer = deadline(this.socket, timeoutMs);
     try {
       this.socket.write(requestMessage(req));
       const answer = await this.reader.next();
