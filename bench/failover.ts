@@ -17,7 +17,7 @@
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,16 @@ if (!process.env.PGOP_IN_HUB) {
   const code = await new Promise<number>((r) => child.on('exit', (c, s) => r(c ?? (s ? 130 : 1))));
   for (const ns of netns.listNetns().filter((n) => n.startsWith(`${prefix}-`))) {
     await netns.killNetnsProcesses(ns).catch(() => undefined);
+    await netns.awaitNetnsEmpty(ns).catch(() => undefined);
     await netns.deleteNetns(ns).catch(() => undefined);
+    const cg = netns.machineCgroup(ns);
+    if (cg) {
+      try {
+        rmdirSync(cg);
+      } catch {
+        /* gone already */
+      }
+    }
   }
   rmSync(state, { recursive: true, force: true });
   process.exit(code);

@@ -38,6 +38,10 @@ cleanup() {
     done
     ip netns delete "$ns" 2>/dev/null || true
   done
+  # the lab machines' cgroups (empty now)
+  local cg
+  cg=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  [ -n "$cg" ] && rmdir "$cg"/pgop-lab/"${prefix}"-* 2>/dev/null
   rm -rf -- "$state"
   exit "$rc"
 }
