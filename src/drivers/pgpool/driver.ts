@@ -91,8 +91,6 @@ export class SshPoolDriver implements PoolDriver {
   private readonly hashes = new Map<string, { hash: string; at: number }>();
   /** the most recent view of pgpool's backends per cluster (observe() and settle() keep it) */
   private readonly views = new Map<string, PoolObservation>();
-  /** the node pgpool last said it routes writes to (kept while pgpool cannot answer) */
-  private readonly lastPrimary = new Map<string, string>();
   /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
   private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
   /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
@@ -216,7 +214,9 @@ export class SshPoolDriver implements PoolDriver {
       const r = await within(c.query<PoolNodeRow>('SHOW POOL_BACKEND_STATS'), bound, 'SHOW POOL_BACKEND_STATS');
       return r.rows.map((row) => this.backendOf(cluster, row));
     } catch (err) {
-      this.dropClient(cluster);
+      // Only the SQL session: pgpool ends it when the backend it used fails, which is the very
+      // moment a PCP session opened ahead is about to serve (a dead PCP session shows itself).
+      this.clients.drop(cluster.name);
       throw err;
     }
   }
@@ -266,7 +266,6 @@ export class SshPoolDriver implements PoolDriver {
 
   private remember(cluster: ClusterSpec, backends: PoolBackend[], configHash: string): PoolObservation {
     const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
-    if (primary) this.lastPrimary.set(cluster.name, primary);
     const view = { reachable: true, primary, backends, configHash };
     this.views.set(cluster.name, view);
     return view;
@@ -510,15 +509,13 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   /** Route writes to `node`, which is being promoted (`promoted` settles when postgres is
-   *  writable), with one PCP request. When pgpool still routes to an old primary other than its
-   *  first node, that node is detached once the promotion is done: pgpool then searches for the
-   *  primary, finds it at its first look, and restarts only the children that used the old
-   *  node. Otherwise (node 0, which pgpool 4.3 answers by restarting every child anyway, or no
-   *  primary known) the node is promoted in pgpool at once, alongside the promotion: no search
-   *  (which took 0.1-0.45 s here), and pgpool's restart of its children overlaps postgres's
-   *  promotion; sessions opened before that finishes get a read-only error and retry. pgpool
-   *  marks every other node down until the pool-route step attaches it again. Best effort, never
-   *  throws: that step also repairs whatever this could not do. */
+   *  writable), with one PCP request: a promote in pgpool at once, alongside postgres's
+   *  promotion, unless the fence switched pgpool to it already. pgpool's restart of its
+   *  children then overlaps the promotion (no search for the primary, which took 0.1-0.45 s
+   *  here); sessions opened before both finish get a read-only error and retry. pgpool marks
+   *  every other node down until the pool-route step attaches it again. A node pgpool holds
+   *  down (it ignores a promote of such a node) is attached once writable instead. Best effort,
+   *  never throws: the pool-route step also repairs whatever this could not do. */
   async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
@@ -545,23 +542,10 @@ export class SshPoolDriver implements PoolDriver {
       }
       return;
     }
-    // pgpool's answer from before the failure (the failure itself often ends our session)
-    const old = this.lastPrimary.get(cluster.name);
-    const oi = old && old !== node.name ? cluster.nodes.findIndex((n) => n.name === old) : -1;
+    // Not switched yet: promoted in pgpool now, alongside postgres's promotion, so that pgpool's
+    // restart of its children overlaps it (writes routed there fail read-only meanwhile, as
+    // they failed on the dead primary before).
     try {
-      if (oi > 0) {
-        if (!(await promoted.then(() => true, () => false))) return;
-        const t0 = performance.now();
-        try {
-          await this.pcpSend(cluster, { kind: 'detach', nodeId: oi });
-          this.log.info({ cluster: cluster.name, node: node.name, detached: old, ms: Math.round(performance.now() - t0) }, 'pgpool: old primary detached; pgpool looks for the new one');
-          this.whileSwitching(cluster, node.name);
-          return;
-        } catch (e) {
-          // already detached (or pgpool restarted meanwhile): promote instead
-          if (!(e instanceof PcpRefused)) throw e;
-        }
-      }
       await this.pcpPromote(cluster, node, i);
     } catch (e) {
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, 'pgpool: cannot route writes to the new primary yet (the pool-route step repeats it)');
@@ -744,7 +728,6 @@ export class SshPoolDriver implements PoolDriver {
     await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
     this.hashes.delete(cluster.name);
     this.views.delete(cluster.name);
-    this.lastPrimary.delete(cluster.name);
     this.pcpPasswords.delete(cluster.name);
   }
 
