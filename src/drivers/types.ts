@@ -42,11 +42,23 @@ export interface ProbeResult {
   gone?: boolean;
 }
 
+export interface ProbeOptions {
+  /** Accept the last probe's result if it is at most this old (ms): a pass that must not wait
+   *  for every node (see observeCluster's urgent passes). */
+  maxAgeMs?: number;
+}
+
 /** PostgreSQL on a node, reached over SSH (real) or in memory (sim). */
 export interface PostgresDriver {
   /** Health probe: null when the node cannot be reached at all (throws nothing). The error
    *  string says why. */
-  probe(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult>;
+  probe(cluster: ClusterSpec, node: NodeSpec, opts?: ProbeOptions): Promise<ProbeResult>;
+  /** Nodes whose postmaster is known to have died since their last probe: a backend of theirs
+   *  said so in its last words ("terminating connection due to unexpected postmaster exit").
+   *  The next probe of such a node reports it gone without a connect (and forgets the news). */
+  postmasterDeaths?(cluster: ClusterSpec): string[];
+  /** Call `listener` with the node's name whenever such news comes; returns the unsubscribe. */
+  watchPostmasterDeaths?(cluster: ClusterSpec, listener: (node: string) => void): () => void;
   /** The configHash a correctly configured node reports (for drift detection). */
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string;
   /** Packages, OS user, directories, archive script. Postgres is NOT started at boot: only the
@@ -97,9 +109,9 @@ export interface PoolDriver {
 }
 
 /** Something the world told without being asked: a probe session dropped, a machine changed
- *  state. A hint to look again NOW; the planner never acts on a
- *  signal itself, only on the fresh observation it triggers (so a forged or stale signal costs
- *  one extra pass, nothing more). */
+ *  state. A hint to look again NOW; the planner acts on the observation it triggers, not on the
+ *  signal (a forged or stale one costs one extra pass). One kind of news is an observation in
+ *  itself: a backend's last words that its postmaster died (see postmasterDeaths). */
 export interface WorldSignal {
   cluster: string;
   node?: string;

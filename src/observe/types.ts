@@ -78,6 +78,9 @@ export interface ClusterObservation {
   at: number; // ms since epoch (injected clock)
   nodes: Record<string, NodeObservation>;
   pool: PoolObservation | null;
+  /** An urgent look: these nodes' postmasters were reported dead, and the other nodes' probes
+   *  may be up to two probe intervals old (their last answers, not waited for afresh). */
+  urgent?: string[];
   /** The primary's synchronous standby set as last seen while it was healthy (carried across
    *  passes and operator restarts through the store): which nodes may hold acknowledged commits
    *  when the primary is lost. Absent when never seen. */

@@ -125,7 +125,12 @@ export function plan(input: PlanInput): PlanResult {
       // fencing a primary nobody can replace turns an outage into a longer one.
       const successor = promotable(primary)[0];
       if (successor && syncEvidence().ok) {
-        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby${spec.pgpool.enabled ? ` (pgpool switches to ${successor} meanwhile)` : ''}`, spec.pgpool.enabled ? { successor } : {});
+        // pgpool is switched to the likely successor during the fence only on a fresh look: an
+        // urgent one's standby answers predate the failure, and a switch to a standby the
+        // election then passes over costs pgpool a second failover (~1 s); the promotion step
+        // switches it then.
+        const early = spec.pgpool.enabled && !observation.urgent;
+        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby${early ? ` (pgpool switches to ${successor} meanwhile)` : ''}`, early ? { successor } : {});
       }
       // Nobody could take over: bring the primary itself back rather than fence the last copy.
       if (o.machine.state === 'stopped') return act(primary, 'machine.down', 'recover.start-primary', `primary ${primary}'s machine is off and no standby can take over; starting it again`);

@@ -51,6 +51,15 @@ export interface PassResult {
 
 const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000 };
 
+/** What an urgent look may decide: to fence the primary whose postmaster died, or to mark such
+ *  a standby failed. Both are safe on other nodes' slightly older answers (a fence only takes
+ *  a dead node out; the promotion that follows is planned on a fresh look). */
+const URGENT_RULES = new Set(['failover.fence-primary', 'standby.failed']);
+
+function urgentAllowed(decision: Decision, dead: string[]): boolean {
+  return decision.kind === 'act' && dead.includes(decision.node) && URGENT_RULES.has(decision.ruleId);
+}
+
 export class Reconciler {
   private misses = new Map<string, Record<string, number>>();
   private failures = new Map<string, { count: number; lastMessage: string }>();
@@ -73,39 +82,52 @@ export class Reconciler {
     const specNames = new Set(spec.nodes.map((n) => n.name));
     const strays = store.listNodes(name).filter((r) => !specNames.has(r.name)).map((r) => r.name);
     const passStart = performance.now();
-    const observation = await observeCluster(spec, world, this.misses.get(name) ?? {}, clock.now(), strays);
+    const previousMisses = this.misses.get(name) ?? {};
+    const look = async (opts: { urgent?: boolean }) => {
+      const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, opts);
+      // A node gone from the spec, its machine and its record: forget it.
+      for (const n of strays) {
+        const r = store.getNode(name, n);
+        if (r?.state === 'absent' && observation.nodes[n]?.machine.state === 'missing') store.deleteNodeRecord(name, n);
+      }
+      const records = store.listNodes(name);
+      const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
+      // Remember the sync set while the primary is seen healthy; carry it forward otherwise.
+      const storedPrimary = records.find((r) => r.state === 'primary')?.name;
+      const primaryPg = storedPrimary ? observation.nodes[storedPrimary]?.postgres : undefined;
+      if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && observation.nodes[storedPrimary]?.reachable) {
+        const parsed = parseSyncNames(primaryPg.syncStandbyNames);
+        observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
+      } else {
+        const previous = store.getObservation(name)?.lastSync;
+        if (previous) observation.lastSync = previous;
+      }
+      const desiredConfigHash = Object.fromEntries(spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]));
+      const planned = plan({
+        spec,
+        deletionRequested: cluster.deletionRequested,
+        observation,
+        states,
+        desiredConfigHash,
+        ...(spec.pgpool.enabled ? { desiredPoolConfigHash: world.pool.desiredConfigHash(spec) } : {}),
+        requests: store.pendingRequests(name),
+        now: clock.now(),
+        since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
+      });
+      return { observation, records, states, planned };
+    };
+    let { observation, records, states, planned } = await look({});
+    if (observation.urgent && !urgentAllowed(planned.decision, observation.urgent)) {
+      // An urgent look (other nodes' answers not fresh) serves only to fence or fail the node
+      // whose postmaster died; anything else is decided on a fresh look.
+      ({ observation, records, states, planned } = await look({ urgent: false }));
+    } else if (observation.urgent) {
+      // node-local steps on other nodes wait for a fresh look
+      delete planned.also;
+    }
     const observeMs = Math.round(performance.now() - passStart);
     this.misses.set(name, Object.fromEntries(Object.values(observation.nodes).map((n) => [n.name, n.misses])));
-    // A node gone from the spec, its machine and its record: forget it.
-    for (const n of strays) {
-      const r = store.getNode(name, n);
-      if (r?.state === 'absent' && observation.nodes[n]?.machine.state === 'missing') store.deleteNodeRecord(name, n);
-    }
 
-    const records = store.listNodes(name);
-    const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
-    // Remember the sync set while the primary is seen healthy; carry it forward otherwise.
-    const storedPrimary = records.find((r) => r.state === 'primary')?.name;
-    const primaryPg = storedPrimary ? observation.nodes[storedPrimary]?.postgres : undefined;
-    if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && observation.nodes[storedPrimary]?.reachable) {
-      const parsed = parseSyncNames(primaryPg.syncStandbyNames);
-      observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
-    } else {
-      const previous = store.getObservation(name)?.lastSync;
-      if (previous) observation.lastSync = previous;
-    }
-    const desiredConfigHash = Object.fromEntries(spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]));
-    const planned = plan({
-      spec,
-      deletionRequested: cluster.deletionRequested,
-      observation,
-      states,
-      desiredConfigHash,
-      ...(spec.pgpool.enabled ? { desiredPoolConfigHash: world.pool.desiredConfigHash(spec) } : {}),
-      requests: store.pendingRequests(name),
-      now: clock.now(),
-      since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
-    });
     const { decision } = planned;
     const converged = decision.kind === 'done';
 
@@ -157,7 +179,7 @@ export class Reconciler {
         event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
         now: clock.now(),
       });
-      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId, observeMs, actMs }, d.reason);
+      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId, observeMs, actMs, ...(observation.urgent ? { urgent: true } : {}) }, d.reason);
     };
     try {
       // Node-local actions on other nodes run alongside; each commits on its own success.

@@ -216,6 +216,13 @@ describe('plan', () => {
     const bare = plan(input(states3, nodes, { spec: simSpec({ pgpool: { enabled: false } }) }));
     expect(bare.decision).toMatchObject({ ruleId: 'failover.fence-primary' });
     expect(bare.decision).not.toHaveProperty('successor');
+    // an urgent look (standby answers from before the failure) names none: the promotion step
+    // switches pgpool to whoever the fresh election picks
+    const urgent = input(states3, nodes);
+    urgent.observation.urgent = ['pg01'];
+    expect(plan(urgent).decision).toMatchObject({ ruleId: 'failover.fence-primary' });
+    expect(plan(urgent).decision).not.toHaveProperty('successor');
+    expect(plan(urgent).decision.reason).not.toContain('pgpool switches');
   });
 
   it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {

@@ -14,7 +14,7 @@ import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import { ClientCache, endClient } from '../pg-clients.js';
-import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeResult, Signals } from '../types.js';
+import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeOptions, ProbeResult, Signals } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import {
@@ -185,6 +185,17 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly lastAnswer = new Map<string, number>();
   /** cluster/node keys whose last pg_rewind found nothing to rewind (see ensureStandby) */
   private readonly noopRewinds = new Set<string>();
+  /** per cluster/node: when a backend reported its postmaster dead, not yet told by a probe */
+  private readonly deaths = new Map<string, number>();
+  /** per cluster/node: the last probe's result and when it came */
+  private readonly lastProbe = new Map<string, { at: number; result: ProbeResult }>();
+  /** per cluster/node: a probe started when another node's postmaster was reported dead, for
+   *  the next probe call to take (once) */
+  private readonly postDeath = new Map<string, { at: number; p: Promise<ProbeResult> }>();
+  /** per cluster: who wants to hear of a postmaster's death at once (observeCluster) */
+  private readonly deathWatchers = new Map<string, Set<(node: string) => void>>();
+  /** per cluster: the spec of the last probe (a signal names only the cluster) */
+  private readonly probedSpecs = new Map<string, ClusterSpec>();
   /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
 
@@ -197,6 +208,9 @@ export class SshPostgresDriver implements PostgresDriver {
     const signals = opts.signals;
     this.probes = new ClientCache((key, why) => {
       const i = key.indexOf('/');
+      // A backend's last words when its postmaster is gone (postgres.c): as certain as a
+      // refused port, and here ~100 ms sooner than a connect on a host busy with the failure.
+      if (/unexpected postmaster exit/.test(why)) this.onPostmasterDeath(key);
       signals?.emit({ cluster: key.slice(0, i), node: key.slice(i + 1), kind: 'connection.lost', detail: `probe session to postgres lost: ${why}` });
     });
   }
@@ -331,26 +345,87 @@ export class SshPostgresDriver implements PostgresDriver {
 
   // ======================================================================== probe
 
-  async probe(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
+  async probe(cluster: ClusterSpec, node: NodeSpec, opts: ProbeOptions = {}): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
-    const prev = this.probing.get(key);
+    this.probedSpecs.set(cluster.name, cluster);
+    const last = this.lastProbe.get(key);
+    if (opts.maxAgeMs !== undefined && last && Date.now() - last.at <= opts.maxAgeMs) return last.result;
+    // Right after another node's postmaster died, the probe started at that news serves as
+    // fresh, once (see onPostmasterDeath), if it found postgres running: one that failed in
+    // the thick of the failure (a timeout while the host is busiest) is asked again.
+    const early = this.postDeath.get(key);
+    this.postDeath.delete(key);
+    if (early && Date.now() - early.at < 2_000) {
+      const r = await early.p.catch(() => null);
+      if (r?.reachable && r.postgres?.running) return r;
+    }
+    return this.probeNow(cluster, node);
+  }
+
+  private async probeNow(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
+    const key = `${cluster.name}/${node.name}`;
+    // news of its postmaster's death answers at once, not after a probe still connecting
+    const prev = this.deaths.has(key) ? undefined : this.probing.get(key);
     if (prev) await prev.catch(() => {});
     const p = this.probeOnce(cluster, node);
     this.probing.set(key, p);
     try {
-      return await p;
+      const result = await p;
+      this.lastProbe.set(key, { at: Date.now(), result });
+      return result;
     } finally {
       if (this.probing.get(key) === p) this.probing.delete(key);
     }
+  }
+
+  /** A backend reported its postmaster gone: remember it for the node's next probe, and probe
+   *  the cluster's other nodes at once. The promotion that follows the fence is then planned on
+   *  answers already there (fresh ones take 50-170 ms on a host busy with the failure). Their
+   *  WAL positions are final enough to elect on: a primary whose postmaster is dead acknowledges
+   *  no more commits (a backend waiting for its synchronous standbys exits without an answer),
+   *  so every acknowledged commit lies at or below what some standby had flushed by then. */
+  private onPostmasterDeath(key: string): void {
+    const now = Date.now();
+    this.deaths.set(key, now);
+    const cluster = key.slice(0, key.indexOf('/'));
+    for (const w of this.deathWatchers.get(cluster) ?? []) w(key.slice(cluster.length + 1));
+    const spec = this.probedSpecs.get(cluster);
+    for (const n of spec?.nodes ?? []) {
+      const k = `${cluster}/${n.name}`;
+      if (k === key || this.deaths.has(k)) continue;
+      const p = this.probeNow(spec!, n);
+      p.catch(() => undefined);
+      this.postDeath.set(k, { at: now, p });
+    }
+  }
+
+  watchPostmasterDeaths(cluster: ClusterSpec, listener: (node: string) => void): () => void {
+    const set = this.deathWatchers.get(cluster.name) ?? new Set();
+    this.deathWatchers.set(cluster.name, set);
+    set.add(listener);
+    return () => void set.delete(listener);
+  }
+
+  postmasterDeaths(cluster: ClusterSpec): string[] {
+    // news older than a few seconds is no longer news: a probe has looked since, or will
+    const now = Date.now();
+    return cluster.nodes.filter((n) => now - (this.deaths.get(`${cluster.name}/${n.name}`) ?? -Infinity) < 5_000).map((n) => n.name);
   }
 
   private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
     let pgError = '';
     let refused = false;
+    const death = this.deaths.get(key);
+    this.deaths.delete(key);
+    if (death !== undefined && Date.now() - death < 5_000) {
+      // told, not asked: this probe takes the news instead of a connect (the next one connects)
+      pgError = 'postgres: the postmaster exited (its backend said: terminating connection due to unexpected postmaster exit)';
+      refused = true;
+    }
     // A cached session may have died with a restart since the last probe: one fresh try then.
     const cached = this.probes.has(key);
-    for (let attempt = 0; attempt < (cached ? 2 : 1); attempt++) {
+    for (let attempt = 0; !refused && attempt < (cached ? 2 : 1); attempt++) {
       try {
         const client = await this.probeClient(cluster, node);
         const obs = await this.query(cluster, client);

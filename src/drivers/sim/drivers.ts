@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { internal, terminal, transient } from '../../errors.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
-import type { FaultInjector, PoolDriver, PostgresDriver, ProviderDriver, World } from '../types.js';
+import type { FaultInjector, PoolDriver, PostgresDriver, ProbeResult, ProviderDriver, World } from '../types.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
 
 /** JSON with sorted keys: the same spec content always hashes the same. */
@@ -148,14 +148,34 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     async close() {},
   };
 
+  const lastProbe = new Map<string, ProbeResult>();
+  const probeNow = (cluster: ClusterSpec, node: NodeSpec): ProbeResult => {
+    world.settle(cluster.name);
+    const key = `${cluster.name}/${node.name}`;
+    const n = world.node(cluster.name, node.name);
+    const why = unreachable(n);
+    const told = world.postmasterNews.delete(key);
+    if (why !== null || !n) return { reachable: false, postgres: null, error: why ?? 'machine missing' };
+    if (!n.installed) return { reachable: true, postgres: null, error: 'postgres not installed' };
+    // the news makes the failure certain (the whole miss budget at once), as in the real driver
+    if (told && !n.pg.running) return { reachable: true, postgres: observe(cluster, n), error: 'postgres: the postmaster exited (its backend said so)', gone: true };
+    return { reachable: true, postgres: observe(cluster, n) };
+  };
+
   const postgres: PostgresDriver = {
-    async probe(cluster, node) {
-      world.settle(cluster.name);
-      const n = world.node(cluster.name, node.name);
-      const why = unreachable(n);
-      if (why !== null || !n) return { reachable: false, postgres: null, error: why ?? 'machine missing' };
-      if (!n.installed) return { reachable: true, postgres: null, error: 'postgres not installed' };
-      return { reachable: true, postgres: observe(cluster, n) };
+    async probe(cluster, node, opts = {}) {
+      const key = `${cluster.name}/${node.name}`;
+      // Accepting an older answer: the sim hands out its last one whatever its age, the
+      // stalest a real driver could (property tests check that nothing unsafe follows).
+      const last = lastProbe.get(key);
+      if (opts.maxAgeMs !== undefined && last) return last;
+      const result = probeNow(cluster, node);
+      lastProbe.set(key, result);
+      return result;
+    },
+
+    postmasterDeaths(cluster) {
+      return cluster.nodes.filter((n) => world.postmasterNews.has(`${cluster.name}/${n.name}`)).map((n) => n.name);
     },
 
     desiredConfigHash,

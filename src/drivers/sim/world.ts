@@ -143,6 +143,9 @@ export class SimWorld {
   private serial = 0;
   private systemIds = 0;
   private drifts = 0;
+  /** cluster/node keys whose postmaster was killed while running: the operator's probe session
+   *  there ends with the backend's "unexpected postmaster exit" (news, not kept across restarts) */
+  readonly postmasterNews = new Set<string>();
 
   constructor(opts: { clock?: Clock } = {}) {
     this.clock = opts.clock ?? systemClock;
@@ -415,6 +418,7 @@ export class SimWorld {
   /** SIGKILL the postmaster: postgres down, data kept. */
   kill(cluster: Ref, node: Ref): void {
     this.fault(cluster, node, 'kill', (n) => {
+      if (n.pg.running) this.postmasterNews.add(`${typeof cluster === 'string' ? cluster : cluster.name}/${n.name}`);
       n.pg.running = false;
       n.pg.streaming = false;
     });
