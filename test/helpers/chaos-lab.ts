@@ -9,7 +9,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -287,6 +287,13 @@ export class ChaosLab {
       if (keep && existsSync(poolLog)) {
         mkdirSync(keep, { recursive: true });
         copyFileSync(poolLog, join(keep, `pgpool-${this.name}-${Date.now()}.log`));
+      }
+      // ... and the nodes' postgres logs (promotion steps, with ms timestamps)
+      for (const n of keep ? this.nodes : []) {
+        const dir = join(this.stateDir, this.name, n.name, 'log');
+        for (const f of existsSync(dir) ? readdirSync(dir).filter((x) => x.endsWith('.log')) : []) {
+          copyFileSync(join(dir, f), join(keep!, `postgres-${this.name}-${n.name}-${f}`));
+        }
       }
       if (existsSync(this.db)) {
         const r = await this.pgop(['delete', 'cluster', this.name], 180_000);
