@@ -232,13 +232,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  *  killed postmaster linger ~100 ms; a forking process may add one meanwhile). Refuses to act on
  *  a namespace the calling process itself lives in. Returns how many processes were killed. */
 /**
- * SIGKILL every process of namespace ns: the fence of a lab machine. Scans again until a scan
- * finds no process it has not killed yet (a child forked before the kill shows up in the next
- * scan). A killed process never runs another instruction of its own, so none can fork either:
- * after that scan, nothing of the machine acts any more, and the fence holds. Their exit (the
- * kernel tearing them down, seen taking 100-250 ms on a loaded host) is left to
- * `awaitNetnsEmpty`, where it matters: before the machine starts again or is removed.
- * Returns how many processes were killed.
+ * SIGKILL every process of namespace ns: the fence of a lab machine without a cgroup. Scans
+ * again until a scan finds no process it has not killed yet (a child forked before the kill
+ * shows up in the next scan; a killed process cannot fork), then waits until each has begun to
+ * exit (awaitExiting): from then on nothing of the machine acts any more, and the fence holds.
+ * Their teardown (seen taking 100-250 ms on a loaded host) is left to `awaitNetnsEmpty`, where
+ * it matters: before the machine starts again or is removed. Returns how many were killed.
  */
 export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promise<number> {
   if (pidInNetns(process.pid, ns)) throw internal(`cannot fence namespace ${ns}: the operator itself runs in it`);
@@ -249,7 +248,10 @@ export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promis
     const fresh = netnsPids(ns)
       .map((pid) => ({ pid, id: `${pid}@${procStartTime(pid)}` }))
       .filter((p) => !killed.has(p.id));
-    if (fresh.length === 0) return killed.size;
+    if (fresh.length === 0) {
+      await awaitExiting(netnsPids(ns), deadline);
+      return killed.size;
+    }
     for (const { pid, id } of fresh) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -261,6 +263,34 @@ export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promis
     if (Date.now() > deadline) {
       throw transient(`cannot fence namespace ${ns}: processes still appearing after ${timeoutMs} ms (${fresh.map((p) => p.pid).join(' ')})`);
     }
+  }
+}
+
+/**
+ * Wait until each of `pids` is exiting (the kernel has begun do_exit: PF_EXITING) or gone. A
+ * SIGKILL is only pending until its target is next scheduled: a process running on another CPU
+ * at that moment carries on for as long as the interrupt that stops it takes to land. Once it
+ * is exiting, it runs no code of its own again. (Its teardown, which takes longer, is not
+ * waited for.)
+ */
+export async function awaitExiting(pids: readonly number[], deadline = Date.now() + 10_000): Promise<void> {
+  let left = [...pids];
+  for (;;) {
+    left = left.filter((pid) => !exitingOrGone(pid));
+    if (left.length === 0) return;
+    if (Date.now() > deadline) throw transient(`${left.length} killed process(es) not exiting yet (${left.join(' ')})`);
+    await sleep(1);
+  }
+}
+
+function exitingOrGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const PF_EXITING = 0x4;
+    return fields[0] === 'Z' || fields[0] === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
+  } catch {
+    return true;
   }
 }
 
@@ -298,6 +328,15 @@ export function cgroup2Root(): string | null {
 export function machineCgroup(ns: string): string | null {
   const root = cgroup2Root();
   return root === null ? null : `${root}/pgop-lab/${ns}`;
+}
+
+/** The processes of cgroup dir (its cgroup.procs), none when it is gone. */
+export function cgroupPids(dir: string): number[] {
+  try {
+    return readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /** True when process pid runs in cgroup dir (a path under the v2 root). */

@@ -21,7 +21,9 @@ import {
   hubNs,
   ipIn,
   killNetnsProcesses,
+  awaitExiting,
   awaitNetnsEmpty,
+  cgroupPids,
   machineCgroup,
   pidInCgroup,
   labPrefix,
@@ -524,8 +526,10 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       const sshd = this.sshdPid(h);
       if (cg && sshd !== null && pidInCgroup(sshd, cg) && existsSync(join(cg, 'cgroup.kill'))) {
         // sshd is in the machine's cgroup, so is all it started: one write kills them all
-        // (the kernel also kills what forks meanwhile); their exit is not waited for.
+        // (the kernel also kills what forks meanwhile); then each has begun to exit (and runs
+        // no code of its own again), though its teardown is not waited for.
         writeFileSync(join(cg, 'cgroup.kill'), '1');
+        await awaitExiting(cgroupPids(cg));
       } else {
         // a machine started without a cgroup (or by an older pgop): kill what /proc shows
         await killNetnsProcesses(h.ns);
