@@ -46,6 +46,9 @@ export interface ProbeOptions {
   /** Accept the last probe's result if it is at most this old (ms): a pass that must not wait
    *  for every node (see observeCluster's urgent passes). */
   maxAgeMs?: number;
+  /** Accept, once, the probe started when another node's postmaster was reported dead: the look
+   *  right after an urgent fence plans the promotion on those answers. */
+  afterDeath?: boolean;
 }
 
 /** PostgreSQL on a node, reached over SSH (real) or in memory (sim). */

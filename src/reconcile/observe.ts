@@ -22,7 +22,7 @@ export async function observeCluster(
   now: number,
   /** nodes no longer in the spec: only their machines are looked at (to remove them) */
   strays: string[] = [],
-  opts: { urgent?: boolean } = {},
+  opts: { urgent?: boolean; afterDeath?: boolean } = {},
 ): Promise<ClusterObservation> {
   // Urgent: a postmaster was reported dead (its backend's last words). That node is known
   // without a connect; the others' last answers (at most two probe intervals old) are taken
@@ -43,7 +43,7 @@ export async function observeCluster(
           });
         });
   const probeOf = (node: NodeSpec) => {
-    const asked = world.postgres.probe(spec, node, dead.length > 0 && !dead.includes(node.name) ? maxAge : undefined);
+    const asked = world.postgres.probe(spec, node, dead.length > 0 && !dead.includes(node.name) ? maxAge : opts.afterDeath ? { afterDeath: true } : undefined);
     if (!news) return asked;
     asked.catch(() => undefined); // raced below: its failure may come after the race is over
     // the news answers for the dead node; for the others, their last answer will do then

@@ -62,6 +62,8 @@ function urgentAllowed(decision: Decision, dead: string[]): boolean {
 
 export class Reconciler {
   private misses = new Map<string, Record<string, number>>();
+  /** clusters whose last step fenced (or failed) a node on an urgent look */
+  private afterUrgent = new Set<string>();
   private failures = new Map<string, { count: number; lastMessage: string }>();
   /** The same successful action again and again means the world does not show its effect:
    *  back off instead of spinning (a driver bug or an outside force fighting us). */
@@ -83,7 +85,7 @@ export class Reconciler {
     const strays = store.listNodes(name).filter((r) => !specNames.has(r.name)).map((r) => r.name);
     const passStart = performance.now();
     const previousMisses = this.misses.get(name) ?? {};
-    const look = async (opts: { urgent?: boolean }) => {
+    const look = async (opts: { urgent?: boolean; afterDeath?: boolean }) => {
       const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, opts);
       // A node gone from the spec, its machine and its record: forget it.
       for (const n of strays) {
@@ -116,7 +118,8 @@ export class Reconciler {
       });
       return { observation, records, states, planned };
     };
-    let { observation, records, states, planned } = await look({});
+    // the look after an urgent fence plans the promotion on the answers taken at the news
+    let { observation, records, states, planned } = await look({ afterDeath: this.afterUrgent.delete(name) });
     if (observation.urgent && !urgentAllowed(planned.decision, observation.urgent)) {
       // An urgent look (other nodes' answers not fresh) serves only to fence or fail the node
       // whose postmaster died; anything else is decided on a fresh look.
@@ -210,6 +213,7 @@ export class Reconciler {
         await Promise.all(extra);
       }
       this.failures.delete(name);
+      if (observation.urgent) this.afterUrgent.add(name);
       const key = decision.kind === 'act' ? `${decision.node}/${decision.event}/${decision.ruleId}` : `${decision.action.type}/${decision.ruleId}`;
       const prev = this.repeats.get(name);
       const count = prev?.key === key ? prev.count + 1 : 1;

@@ -350,12 +350,13 @@ export class SshPostgresDriver implements PostgresDriver {
     this.probedSpecs.set(cluster.name, cluster);
     const last = this.lastProbe.get(key);
     if (opts.maxAgeMs !== undefined && last && Date.now() - last.at <= opts.maxAgeMs) return last.result;
-    // Right after another node's postmaster died, the probe started at that news serves as
-    // fresh, once (see onPostmasterDeath), if it found postgres running: one that failed in
-    // the thick of the failure (a timeout while the host is busiest) is asked again.
+    // Right after an urgent fence, the probe started at the news of the postmaster's death
+    // serves as fresh, once (see onPostmasterDeath), if it found postgres running: one that
+    // failed in the thick of the failure (a timeout while the host is busiest) is asked again.
+    // Any other look drops it: the operator may have acted on the node since.
     const early = this.postDeath.get(key);
     this.postDeath.delete(key);
-    if (early && Date.now() - early.at < 2_000) {
+    if (opts.afterDeath && early && Date.now() - early.at < 2_000) {
       const r = await early.p.catch(() => null);
       if (r?.reachable && r.postgres?.running) return r;
     }
