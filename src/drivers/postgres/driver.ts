@@ -452,9 +452,11 @@ export class SshPostgresDriver implements PostgresDriver {
     // moments ago it runs in the background (its answer serves the next probes): a failed
     // primary is confirmed at the probe cadence, not at SSH's.
     const look = this.looks.get(key);
-    if (recent || (look && Date.now() - look.at < 3_000)) {
+    const lookFresh = !!look && look.at !== 0 && Date.now() - look.at < 3_000;
+    if (recent || lookFresh) {
       this.refreshLook(cluster, node);
-      if (!look || look.at === 0) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
+      // an older look (from a failure long ago) says nothing about now
+      if (!lookFresh) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
       return { ...this.fromLook(look, pgError), ...gone };
     }
     await this.refreshLook(cluster, node);
