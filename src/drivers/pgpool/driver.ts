@@ -91,6 +91,11 @@ export class SshPoolDriver implements PoolDriver {
   private readonly hashes = new Map<string, { hash: string; at: number }>();
   /** the most recent view of pgpool's backends per cluster (observe() and settle() keep it) */
   private readonly views = new Map<string, PoolObservation>();
+  /** pgpool's nodes as last known: its last answer, updated by our own PCP requests, and kept
+   *  while it does not answer (a backend it holds up died: that changes nothing about the
+   *  others). heldDown() reads it: a view emptied by a failed look once made the driver promote
+   *  a node pgpool held down, which pgpool refused, and routing waited 7 s and a restart. */
+  private readonly knownBackends = new Map<string, PoolBackend[]>();
   /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
   private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
   /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
@@ -268,6 +273,7 @@ export class SshPoolDriver implements PoolDriver {
     const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
     const view = { reachable: true, primary, backends, configHash };
     this.views.set(cluster.name, view);
+    this.knownBackends.set(cluster.name, backends);
     return view;
   }
 
@@ -555,7 +561,7 @@ export class SshPoolDriver implements PoolDriver {
   /** pgpool held `node` down at its last answer: it ignores a PCP promote of such a node (and
    *  still answers CommandComplete), so the node must be attached instead. */
   private heldDown(cluster: ClusterSpec, node: NodeSpec): boolean {
-    return this.views.get(cluster.name)?.backends.some((b) => b.name === node.name && b.status !== 'up') ?? false;
+    return this.knownBackends.get(cluster.name)?.some((b) => b.name === node.name && b.status !== 'up') ?? false;
   }
 
   /** PCP promote: pgpool marks every other backend down, restarts its children and routes
@@ -575,10 +581,9 @@ export class SshPoolDriver implements PoolDriver {
     // and every other one is marked down. Kept as its view until it answers again, so that a
     // second failure right after does not ask it to promote a node it now holds down.
     const view = this.views.get(cluster.name);
-    if (view) {
-      const backends = view.backends.map((b): PoolBackend => (b.name === node.name ? { ...b, status: 'up', role: 'primary' } : { ...b, status: 'down', role: 'standby' }));
-      this.views.set(cluster.name, { ...view, primary: node.name, backends });
-    }
+    const promoted = (list: PoolBackend[]) => list.map((b): PoolBackend => (b.name === node.name ? { ...b, status: 'up', role: 'primary' } : { ...b, status: 'down', role: 'standby' }));
+    if (view) this.views.set(cluster.name, { ...view, primary: node.name, backends: promoted(view.backends) });
+    this.knownBackends.set(cluster.name, promoted(this.knownBackends.get(cluster.name) ?? []));
     this.whileSwitching(cluster, node.name);
   }
 
@@ -654,13 +659,16 @@ export class SshPoolDriver implements PoolDriver {
       // its search for a primary at once. (With another node up the search would hold pgpool
       // for up to 5 s: left to the pool-route step then.)
       const fi = cluster.nodes.findIndex((n) => n.name === failed.name);
-      const view = this.views.get(cluster.name);
-      const up = view?.backends.filter((b) => b.status === 'up').map((b) => b.name) ?? [];
+      const known = this.knownBackends.get(cluster.name) ?? [];
+      const up = known.filter((b) => b.status === 'up').map((b) => b.name);
       if (fi >= 0 && up.length === 1 && up[0] === failed.name) {
         try {
           await this.pcpSend(cluster, { kind: 'detach', nodeId: fi });
           this.log.info({ cluster: cluster.name, node: failed.name }, 'pgpool: failed node detached (the successor is attached once promoted)');
-          this.views.set(cluster.name, { ...view!, primary: null, backends: view!.backends.map((b): PoolBackend => (b.name === failed.name ? { ...b, status: 'down' } : b)) });
+          const detached = known.map((b): PoolBackend => (b.name === failed.name ? { ...b, status: 'down' } : b));
+          this.knownBackends.set(cluster.name, detached);
+          const view = this.views.get(cluster.name);
+          if (view) this.views.set(cluster.name, { ...view, primary: null, backends: detached });
         } catch (e) {
           this.log.warn({ cluster: cluster.name, node: failed.name, error: messageOf(e) }, 'pgpool: cannot detach the failed node (the pool-route step does)');
         }
