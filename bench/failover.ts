@@ -17,7 +17,7 @@
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,13 +48,21 @@ if (!process.env.PGOP_IN_HUB) {
     await netns.killNetnsProcesses(ns).catch(() => undefined);
     await netns.awaitNetnsEmpty(ns).catch(() => undefined);
     await netns.deleteNetns(ns).catch(() => undefined);
-    const cg = netns.machineCgroup(ns);
-    if (cg) {
-      try {
-        rmdirSync(cg);
-      } catch {
-        /* gone already */
-      }
+  }
+  // the lab machines' cgroups, namespaces gone or not
+  const root = netns.cgroup2Root();
+  const labCgroups = (() => {
+    try {
+      return root ? readdirSync(`${root}/pgop-lab`).filter((n) => n.startsWith(`${prefix}-`)) : [];
+    } catch {
+      return []; // no lab cgroup ever made
+    }
+  })();
+  for (const d of labCgroups) {
+    try {
+      rmdirSync(`${root}/pgop-lab/${d}`);
+    } catch {
+      /* still in use, or gone */
     }
   }
   rmSync(state, { recursive: true, force: true });

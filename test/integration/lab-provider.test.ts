@@ -350,6 +350,8 @@ describe.skipIf(!ready)('lab provider + ssh shell (real namespaces; run via scri
     await provider.deleteClusterResources(spec); // idempotent
     await provider.fenceMachine(spec, a); // fencing a missing machine succeeds
     expect(labNamespaces()).toEqual([]);
+    // and no machine cgroup (the pool host's was left behind once: a zombie held it at rmdir)
+    for (const h of hosts) expect(existsSync(machineCgroup(h.ns) ?? '/nonexistent'), `${h.ns}'s cgroup`).toBe(false);
     for (const pid of pids) expect(existsSync(`/proc/${pid}/ns/net`) && procComm(pid) === 'sshd').toBe(false);
     expect(existsSync(join(process.env.PGOP_LAB_STATE ?? '/var/lib/pgop/lab', 'lt'))).toBe(false);
     expect(execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' }).trim()).toBe('');

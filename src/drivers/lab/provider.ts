@@ -663,8 +663,11 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 
 // ------------------------------------------------------------------ helpers
 
-/** Remove an (empty) cgroup directory; one still holding processes, or gone, is left alone. */
+/** Remove a machine's cgroup once the last of its processes (zombies too, which the namespace
+ *  no longer shows) is gone; one still holding processes after 5 s, or gone, is left alone. */
 async function rmdirQuiet(dir: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (cgroupPids(dir).length > 0 && Date.now() < deadline) await sleep(5);
   await rmdir(dir).catch(() => undefined);
 }
 
