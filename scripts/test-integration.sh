@@ -41,7 +41,7 @@ cleanup() {
   # the lab machines' cgroups (empty now)
   local cg
   cg=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-  [ -n "$cg" ] && rmdir "$cg"/pgop-lab/"${prefix}"-* 2>/dev/null
+  if [ -n "$cg" ]; then rmdir "$cg"/pgop-lab/"${prefix}"-* 2>/dev/null || true; fi
   rm -rf -- "$state"
   exit "$rc"
 }
