@@ -243,16 +243,18 @@ export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promis
   if (pidInNetns(process.pid, ns)) throw internal(`cannot fence namespace ${ns}: the operator itself runs in it`);
   // a process is its pid and start time (a pid may be reused once its holder is gone)
   const killed = new Set<string>();
+  const killedPids: number[] = [];
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const fresh = netnsPids(ns)
       .map((pid) => ({ pid, id: `${pid}@${procStartTime(pid)}` }))
       .filter((p) => !killed.has(p.id));
     if (fresh.length === 0) {
-      await awaitExiting(netnsPids(ns), deadline);
+      await awaitExiting(killedPids, deadline);
       return killed.size;
     }
     for (const { pid, id } of fresh) {
+      killedPids.push(pid);
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -284,13 +286,20 @@ export async function awaitExiting(pids: readonly number[], deadline = Date.now(
 }
 
 function exitingOrGone(pid: number): boolean {
+  const fields = procStatFields(pid);
+  if (!fields) return true;
+  const PF_EXITING = 0x4;
+  return fields[0] === 'Z' || fields[0] === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
+}
+
+/** /proc/<pid>/stat from field 3 (state) on, or null when the process is gone. The command name
+ *  before it is in parentheses and may hold spaces. */
+function procStatFields(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const PF_EXITING = 0x4;
-    return fields[0] === 'Z' || fields[0] === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return true;
+    return null;
   }
 }
 
@@ -308,18 +317,23 @@ export async function awaitNetnsEmpty(ns: string, timeoutMs = 10_000): Promise<v
 
 // ---------------------------------------------------------------- machine cgroups
 
+let cgroup2RootCache: string | null | undefined;
+
 /** Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
  *  hybrid host), or null without one. */
 export function cgroup2Root(): string | null {
+  // read once: every fence asks, and the host's cgroup mounts do not move under a running pgop
+  if (cgroup2RootCache !== undefined) return cgroup2RootCache;
+  cgroup2RootCache = null;
   try {
     for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
       const f = line.split(' ');
-      if (f[2] === 'cgroup2' && f[1]) return f[1];
+      if (f[2] === 'cgroup2' && f[1]) return (cgroup2RootCache = f[1]);
     }
   } catch {
     /* no /proc: no cgroups either */
   }
-  return null;
+  return cgroup2RootCache;
 }
 
 /** The cgroup (v2) a lab machine's processes run in, or null where the host has none. Every
@@ -353,14 +367,8 @@ export function pidInCgroup(pid: number, dir: string): boolean {
 
 /** A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or -1. */
 function procStartTime(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the command name, which is in parentheses and may hold spaces
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[19]);
-  } catch {
-    return -1;
-  }
+  const fields = procStatFields(pid);
+  return fields ? Number(fields[19]) : -1;
 }
 
 /** Create the hub namespace (lo up, no default route) for a prefix if it is missing. */
