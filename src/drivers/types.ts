@@ -13,6 +13,8 @@ import type {
 export interface DriverLog {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
+  /** every remote command with its run time (PGOP_LOG_LEVEL=debug) */
+  debug?(obj: object, msg?: string): void;
 }
 
 /** Where node machines live: libvirt domains, lab namespaces, or the simulated hypervisor. */
@@ -89,6 +91,12 @@ export interface PostgresDriver {
   close(): Promise<void>;
 }
 
+/** Work a failover does not wait for (the pool host's cut-off of a node whose postmaster
+ *  died, the promoted node's leftover standby conf) runs this long after it began: the promotion
+ *  follows the fence within ~0.5 s, pgpool's restart of its children within ~1 s, and each SSH
+ *  command's processes (sshd, shells) took CPU from both on a host busy with the failure. */
+export const AFTER_FAILOVER_MS = 3_000;
+
 /** pgpool-II in front of the cluster. */
 export interface PoolDriver {
   observe(cluster: ClusterSpec): Promise<PoolObservation>;
@@ -99,7 +107,7 @@ export interface PoolDriver {
   latest?(cluster: ClusterSpec): PoolObservation | null;
   /** Cut the pool host off a node being fenced and, given the standby about to be promoted,
    *  make pgpool route to it at once; best effort, never throws. */
-  detachBackend?(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void>;
+  detachBackend?(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec, opts?: { cutOffAfterMs?: number }): Promise<void>;
   /** Route writes to a node being promoted (`promoted` settles when it is writable), as soon
    *  as possible; best effort, never throws (the pool-route step that follows checks and
    *  repairs pgpool's routing). */

@@ -130,7 +130,8 @@ export function plan(input: PlanInput): PlanResult {
         // election then passes over costs pgpool a second failover (~1 s); the promotion step
         // switches it then.
         const early = spec.pgpool.enabled && !observation.urgent;
-        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby${early ? ` (pgpool switches to ${successor} meanwhile)` : ''}`, early ? { successor } : {});
+        const told = observation.urgent?.includes(primary) ? { postmasterDeathReported: true as const } : {};
+        return act(primary, 'probe.failed', 'failover.fence-primary', `primary ${primary} failed ${o.misses} consecutive probes (${o.error ?? 'postgres not running'}); fencing it before promoting a standby${early ? ` (pgpool switches to ${successor} meanwhile)` : ''}`, { ...(early ? { successor } : {}), ...told });
       }
       // Nobody could take over: bring the primary itself back rather than fence the last copy.
       if (o.machine.state === 'stopped') return act(primary, 'machine.down', 'recover.start-primary', `primary ${primary}'s machine is off and no standby can take over; starting it again`);

@@ -3,6 +3,7 @@
 
 import type { NodeActor } from '../../machines/node-edges.js';
 import type { World } from '../drivers/types.js';
+import { AFTER_FAILOVER_MS } from '../drivers/types.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterAction, NodeDecision } from '../plan/types.js';
 import { internal } from '../errors.js';
@@ -15,6 +16,7 @@ function nodeOf(spec: ClusterSpec, name: string): NodeSpec {
   // fence and delete it.
   return strayNode(name);
 }
+
 
 export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World): Promise<void> {
   const node = nodeOf(spec, decision.node);
@@ -58,7 +60,7 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
       // likely successor) only takes traffic away from the node, so it starts alongside and runs
       // on into the promotion that follows; it never throws.
       const successor = decision.successor ? nodeOf(spec, decision.successor) : undefined;
-      void world.pool.detachBackend?.(spec, node, successor);
+      void world.pool.detachBackend?.(spec, node, successor, decision.postmasterDeathReported ? { cutOffAfterMs: AFTER_FAILOVER_MS } : {});
       await world.provider.fenceMachine(spec, node);
       return;
     }

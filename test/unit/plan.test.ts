@@ -223,6 +223,9 @@ describe('plan', () => {
     expect(plan(urgent).decision).toMatchObject({ ruleId: 'failover.fence-primary' });
     expect(plan(urgent).decision).not.toHaveProperty('successor');
     expect(plan(urgent).decision.reason).not.toContain('pgpool switches');
+    // its own backend told of the death: the pool host's cut-off can wait (nothing of it hangs)
+    expect(plan(urgent).decision).toMatchObject({ postmasterDeathReported: true });
+    expect(r.decision).not.toHaveProperty('postmasterDeathReported');
   });
 
   it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {

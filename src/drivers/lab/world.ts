@@ -5,7 +5,7 @@
 import type { Store } from '../../store/store.js';
 import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { createLabProvider } from './provider.js';
-import { SshShell, type HostKeyPins } from '../ssh/shell.js';
+import { SshShell, shellDebugLog, type HostKeyPins } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
 
@@ -35,7 +35,8 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   const provider = createLabProvider();
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLabWorld needs a store or pins');
-  const shell = new SshShell(pins);
+  const debug = shellDebugLog(opts.log);
+  const shell = new SshShell(pins, debug ? { log: debug } : {});
   const signals = opts.signals ?? new Signals();
   const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({

@@ -5,7 +5,7 @@
 import type { Store } from '../../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
-import { SshShell, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
+import { SshShell, shellDebugLog, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
 import { storePins } from '../lab/world.js';
@@ -36,7 +36,8 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   const provider = new LibvirtProvider({ ...(opts.log ? { log: opts.log } : {}), ...opts.provider });
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLibvirtWorld needs a store or pins');
-  const shell = new SshShell(pins, opts.shell);
+  const debug = shellDebugLog(opts.log);
+  const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), ...opts.shell });
   const signals = opts.signals ?? new Signals();
   const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({

@@ -99,6 +99,8 @@ export class SshPoolDriver implements PoolDriver {
   /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
   private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
   /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
+  /** cut-offs put off until the failover is over (cluster/address) */
+  private readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
   private readonly switchedEarly = new Map<string, { node: string; at: number; done: Promise<boolean> }>();
   /** a PCP session per cluster opened ahead of the request that needs it, and when */
   private readonly pcpReady = new Map<string, { at: number; session: Promise<PcpSession | null> }>();
@@ -510,6 +512,10 @@ export class SshPoolDriver implements PoolDriver {
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
   private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
     const addresses = nodes.map((n) => n.address).filter((a) => a !== cluster.pgpool.address);
+    for (const a of addresses) {
+      clearTimeout(this.laterCutOffs.get(`${cluster.name}/${a}`));
+      this.laterCutOffs.delete(`${cluster.name}/${a}`);
+    }
     if (addresses.length === 0) return;
     await this.sh(cluster, `${ROUTE_BACK_SH}\nexit 0`, addresses, { user: 'root', timeoutMs: 5000 }).catch(() => {});
   }
@@ -626,9 +632,23 @@ export class SshPoolDriver implements PoolDriver {
    *  detach of the old primary: pgpool would then search for a primary (up to 5 s, blocking
    *  everything else it does) before there is one. The route is removed before the node is
    *  attached again. Best effort: never throws. */
-  async detachBackend(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
+  async detachBackend(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec, opts: { cutOffAfterMs?: number } = {}): Promise<void> {
     if (!cluster.pgpool.enabled || node.address === cluster.pgpool.address) return;
-    await Promise.all([this.cutOff(cluster, node, successor), successor ? this.switchEarly(cluster, successor, node) : undefined]);
+    const cut = opts.cutOffAfterMs ? this.cutOffLater(cluster, node, opts.cutOffAfterMs) : this.cutOff(cluster, node, successor);
+    await Promise.all([cut, successor ? this.switchEarly(cluster, successor, node) : undefined]);
+  }
+
+  /** The cut-off, later (nothing of the node hangs a client now); called off when the node is
+   *  routed back first. */
+  private async cutOffLater(cluster: ClusterSpec, node: NodeSpec, afterMs: number): Promise<void> {
+    const key = `${cluster.name}/${node.address}`;
+    clearTimeout(this.laterCutOffs.get(key));
+    const timer = setTimeout(() => {
+      this.laterCutOffs.delete(key);
+      void this.cutOff(cluster, node);
+    }, afterMs);
+    timer.unref();
+    this.laterCutOffs.set(key, timer);
   }
 
   /** The route to `node` unreachable, its sessions ended; in the same round trip, the route to

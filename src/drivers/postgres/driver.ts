@@ -15,6 +15,7 @@ import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import { ClientCache, endClient } from '../pg-clients.js';
 import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeOptions, ProbeResult, Signals } from '../types.js';
+import { AFTER_FAILOVER_MS } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import {
@@ -171,6 +172,9 @@ function downObservation(initialized: boolean, inRecovery: boolean, running = fa
   };
 }
 
+/** How long after the news of a postmaster's death the node's SSH look waits. */
+const LOOK_AFTER_DEATH_MS = 1_500;
+
 export class SshPostgresDriver implements PostgresDriver {
   private readonly shell: NodeShell;
   private readonly hostRefOf: (cluster: ClusterSpec, node: NodeSpec) => HostRef;
@@ -198,6 +202,8 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly probedSpecs = new Map<string, ClusterSpec>();
   /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
+  /** No SSH look at a node before this time (its postmaster was reported dead: see probeOnce). */
+  private readonly lookNotBefore = new Map<string, { at: number; timer: NodeJS.Timeout }>();
 
   constructor(opts: SshPostgresDriverOptions) {
     this.shell = opts.shell;
@@ -423,6 +429,15 @@ export class SshPostgresDriver implements PostgresDriver {
       // told, not asked: this probe takes the news instead of a connect (the next one connects)
       pgError = 'postgres: the postmaster exited (its backend said: terminating connection due to unexpected postmaster exit)';
       refused = true;
+      // The SSH look that tells "node up, postgres down" waits a moment: the failover needs
+      // none (the news is the whole miss budget) and a primary is fenced meanwhile, while a
+      // look's processes on the node (sshd, shells) took CPU from the promotion and pgpool's
+      // restart on a host busy with the failure.
+      if (!this.lookNotBefore.has(key)) {
+        const timer = setTimeout(() => this.lookNotBefore.delete(key), LOOK_AFTER_DEATH_MS);
+        timer.unref();
+        this.lookNotBefore.set(key, { at: Date.now() + LOOK_AFTER_DEATH_MS, timer });
+      }
     }
     // A cached session may have died with a restart since the last probe: one fresh try then.
     const cached = this.probes.has(key);
@@ -454,7 +469,7 @@ export class SshPostgresDriver implements PostgresDriver {
     const look = this.looks.get(key);
     const lookFresh = !!look && look.at !== 0 && Date.now() - look.at < 3_000;
     if (recent || lookFresh) {
-      this.refreshLook(cluster, node);
+      if (!this.lookNotBefore.has(key)) void this.refreshLook(cluster, node);
       // an older look (from a failure long ago) says nothing about now
       if (!lookFresh) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
       return { ...this.fromLook(look, pgError), ...gone };
@@ -1164,13 +1179,15 @@ export class SshPostgresDriver implements PostgresDriver {
       done = await session(async (c) => {
         phases.connectMs = ms(t0);
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-        // The standby conf (primary_conninfo of the old primary) is removed in the background:
-        // on a primary it is inert (read only in recovery), so clients need not wait for the
-        // SSH round trips; a later rejoin as a standby rewrites it anyway.
-        const dropping = dropStandbyConf();
-        void dropping.then(
-          (changed) => (changed.size > 0 ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined),
-        ).catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
+        // The standby conf (primary_conninfo of the old primary) is removed once the failover
+        // is over: on a primary it is inert (read only in recovery), and the SSH round trips'
+        // processes took CPU from the promotion and pgpool's restart on a busy host. A later
+        // rejoin as a standby rewrites it anyway.
+        setTimeout(() => {
+          void dropStandbyConf().then(
+            (changed) => (changed.size > 0 ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined),
+          ).catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
+        }, AFTER_FAILOVER_MS).unref();
         if (r.rows[0]?.rec) {
           // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
           const p = await c.query<{ ok: boolean }>('SELECT pg_promote(false) AS ok');

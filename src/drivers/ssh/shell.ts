@@ -47,6 +47,12 @@ export interface ShellLogEntry {
   error?: string;
 }
 
+/** A shell log entry as a debug log line: each argument cut short (scripts are long). */
+export function shellDebugLog(log: { debug?(obj: object, msg?: string): void } | undefined): ((entry: ShellLogEntry) => void) | undefined {
+  if (!log?.debug) return undefined;
+  return (e) => log.debug!({ host: e.id, ms: e.ms === undefined ? undefined : Math.round(e.ms), user: e.user, code: e.code, error: e.error, argv: e.argv?.map((a) => (a.length > 60 ? `${a.slice(0, 60)}...` : a)), env: e.env }, `ssh ${e.event}`);
+}
+
 export interface SshShellOptions {
   /** TCP connect timeout (default 3000 ms). */
   connectTimeoutMs?: number;
@@ -250,7 +256,10 @@ export class SshShell implements NodeShell {
 
   async exec(host: HostRef, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
-    const cmd = SshShell.command(argv, { user: opts.user, env: opts.env, timeoutMs });
+    // Already that user (root's commands on a root login): no runuser, whose PAM session was
+    // the dearest of a command's processes here.
+    const user = opts.user === host.user ? undefined : opts.user;
+    const cmd = SshShell.command(argv, { user, env: opts.env, timeoutMs });
     const what = argv[0] ?? '';
     const t0 = performance.now();
     const deadline = timeoutMs > 0 ? t0 + timeoutMs : Infinity;
