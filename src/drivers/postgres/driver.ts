@@ -1184,9 +1184,11 @@ export class SshPostgresDriver implements PostgresDriver {
         // processes took CPU from the promotion and pgpool's restart on a busy host. A later
         // rejoin as a standby rewrites it anyway.
         setTimeout(() => {
-          void dropStandbyConf().then(
-            (changed) => (changed.size > 0 ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined),
-          ).catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
+          // unless it is a standby again by then (a quick switchover back): its conf is current
+          void this.withAdmin(cluster, node, (a) => a.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec'))
+            .then((rec) => (rec.rows[0]?.rec === false ? dropStandbyConf() : null))
+            .then((changed) => (changed?.size ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined))
+            .catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
         }, AFTER_FAILOVER_MS).unref();
         if (r.rows[0]?.rec) {
           // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
