@@ -13,7 +13,7 @@ import type {
 export interface DriverLog {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
-  /** every remote command with its run time (PGOP_LOG_LEVEL=debug) */
+  /** detail shown with PGOP_LOG_LEVEL=debug (every remote command and its run time) */
   debug?(obj: object, msg?: string): void;
 }
 

@@ -17,7 +17,6 @@ function nodeOf(spec: ClusterSpec, name: string): NodeSpec {
   return strayNode(name);
 }
 
-
 export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World): Promise<void> {
   const node = nodeOf(spec, decision.node);
   const primary = () => {

@@ -98,9 +98,9 @@ export class SshPoolDriver implements PoolDriver {
   private readonly knownBackends = new Map<string, PoolBackend[]>();
   /** a routing switch pgpool is still carrying out (restarting its children) per cluster */
   private readonly switching = new Map<string, { primary: string; done: Promise<void> }>();
-  /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
   /** cut-offs put off until the failover is over (cluster/address) */
   private readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
+  /** cluster -> the standby pgpool was switched to alongside a fence (skip it at the promotion) */
   private readonly switchedEarly = new Map<string, { node: string; at: number; done: Promise<boolean> }>();
   /** a PCP session per cluster opened ahead of the request that needs it, and when */
   private readonly pcpReady = new Map<string, { at: number; session: Promise<PcpSession | null> }>();
@@ -640,7 +640,7 @@ export class SshPoolDriver implements PoolDriver {
 
   /** The cut-off, later (nothing of the node hangs a client now); called off when the node is
    *  routed back first. */
-  private async cutOffLater(cluster: ClusterSpec, node: NodeSpec, afterMs: number): Promise<void> {
+  private cutOffLater(cluster: ClusterSpec, node: NodeSpec, afterMs: number): void {
     const key = `${cluster.name}/${node.address}`;
     clearTimeout(this.laterCutOffs.get(key));
     const timer = setTimeout(() => {

@@ -202,8 +202,8 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly probedSpecs = new Map<string, ClusterSpec>();
   /** per cluster/node: the last SSH look after a failed probe (null: SSH did not answer) */
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
-  /** No SSH look at a node before this time (its postmaster was reported dead: see probeOnce). */
-  private readonly lookNotBefore = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  /** Nodes not to look at over SSH for now (their postmaster was reported dead: see probeOnce). */
+  private readonly lookLater = new Set<string>();
 
   constructor(opts: SshPostgresDriverOptions) {
     this.shell = opts.shell;
@@ -433,10 +433,9 @@ export class SshPostgresDriver implements PostgresDriver {
       // none (the news is the whole miss budget) and a primary is fenced meanwhile, while a
       // look's processes on the node (sshd, shells) took CPU from the promotion and pgpool's
       // restart on a host busy with the failure.
-      if (!this.lookNotBefore.has(key)) {
-        const timer = setTimeout(() => this.lookNotBefore.delete(key), LOOK_AFTER_DEATH_MS);
-        timer.unref();
-        this.lookNotBefore.set(key, { at: Date.now() + LOOK_AFTER_DEATH_MS, timer });
+      if (!this.lookLater.has(key)) {
+        this.lookLater.add(key);
+        setTimeout(() => this.lookLater.delete(key), LOOK_AFTER_DEATH_MS).unref();
       }
     }
     // A cached session may have died with a restart since the last probe: one fresh try then.
@@ -469,7 +468,7 @@ export class SshPostgresDriver implements PostgresDriver {
     const look = this.looks.get(key);
     const lookFresh = !!look && look.at !== 0 && Date.now() - look.at < 3_000;
     if (recent || lookFresh) {
-      if (!this.lookNotBefore.has(key)) void this.refreshLook(cluster, node);
+      if (!this.lookLater.has(key)) void this.refreshLook(cluster, node);
       // an older look (from a failure long ago) says nothing about now
       if (!lookFresh) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
       return { ...this.fromLook(look, pgError), ...gone };
