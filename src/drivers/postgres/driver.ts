@@ -172,6 +172,8 @@ function downObservation(initialized: boolean, inRecovery: boolean, running = fa
   };
 }
 
+/** How long a backend's report of its postmaster's death stays news (a probe has looked since). */
+const DEATH_NEWS_MS = 5_000;
 /** How long after the news of a postmaster's death the node's SSH look waits. */
 const LOOK_AFTER_DEATH_MS = 1_500;
 
@@ -416,7 +418,7 @@ export class SshPostgresDriver implements PostgresDriver {
   postmasterDeaths(cluster: ClusterSpec): string[] {
     // news older than a few seconds is no longer news: a probe has looked since, or will
     const now = Date.now();
-    return cluster.nodes.filter((n) => now - (this.deaths.get(`${cluster.name}/${n.name}`) ?? -Infinity) < 5_000).map((n) => n.name);
+    return cluster.nodes.filter((n) => now - (this.deaths.get(`${cluster.name}/${n.name}`) ?? -Infinity) < DEATH_NEWS_MS).map((n) => n.name);
   }
 
   private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
@@ -425,7 +427,7 @@ export class SshPostgresDriver implements PostgresDriver {
     let refused = false;
     const death = this.deaths.get(key);
     this.deaths.delete(key);
-    if (death !== undefined && Date.now() - death < 5_000) {
+    if (death !== undefined && Date.now() - death < DEATH_NEWS_MS) {
       // told, not asked: this probe takes the news instead of a connect (the next one connects)
       pgError = 'postgres: the postmaster exited (its backend said: terminating connection due to unexpected postmaster exit)';
       refused = true;
@@ -1178,17 +1180,6 @@ export class SshPostgresDriver implements PostgresDriver {
       done = await session(async (c) => {
         phases.connectMs = ms(t0);
         const r = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-        // The standby conf (primary_conninfo of the old primary) is removed once the failover
-        // is over: on a primary it is inert (read only in recovery), and the SSH round trips'
-        // processes took CPU from the promotion and pgpool's restart on a busy host. A later
-        // rejoin as a standby rewrites it anyway.
-        setTimeout(() => {
-          // unless it is a standby again by then (a quick switchover back): its conf is current
-          void this.withAdmin(cluster, node, (a) => a.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec'))
-            .then((rec) => (rec.rows[0]?.rec === false ? dropStandbyConf() : null))
-            .then((changed) => (changed?.size ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined))
-            .catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
-        }, AFTER_FAILOVER_MS).unref();
         if (r.rows[0]?.rec) {
           // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
           const p = await c.query<{ ok: boolean }>('SELECT pg_promote(false) AS ok');
@@ -1214,7 +1205,19 @@ export class SshPostgresDriver implements PostgresDriver {
     } catch (err) {
       this.log.warn({ node: node.name, error: messageOf(err) }, 'pg_promote failed: trying pg_ctl promote');
     }
-    if (!done) {
+    if (done) {
+      // The standby conf (primary_conninfo of the old primary) is removed once the failover is
+      // over: on a primary it is inert (read only in recovery), and the SSH round trips'
+      // processes took CPU from the promotion and pgpool's restart on a busy host. A later
+      // rejoin as a standby rewrites it anyway.
+      setTimeout(() => {
+        // unless it is a standby again by then (a quick switchover back): its conf is current
+        void this.withAdmin(cluster, node, (a) => a.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec'))
+          .then((rec) => (rec.rows[0]?.rec === false ? dropStandbyConf() : null))
+          .then((changed) => (changed?.size ? this.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined))
+          .catch((err) => this.log.warn({ node: node.name, error: messageOf(err) }, 'cannot remove the standby configuration of the promoted node (inert on a primary)'));
+      }, AFTER_FAILOVER_MS).unref();
+    } else {
       const st = await this.nodeState(cluster, node);
       if (!st.running) throw transient(`cannot promote ${node.name}: postgres is not running`);
       if (st.standbySignal) {
