@@ -43,7 +43,8 @@ export interface ParsedSpec {
   source: string;
 }
 
-/** Settings pgop writes per node itself: a spec value would fight it. */
+/** Settings pgop writes per node itself (a spec value would fight it), and the ones that name
+ *  other configuration files (pgop writes every file postgres reads its configuration from). */
 export const MANAGED_PARAMETERS: ReadonlySet<string> = new Set([
   'listen_addresses',
   'port',
@@ -53,10 +54,23 @@ export const MANAGED_PARAMETERS: ReadonlySet<string> = new Set([
   'cluster_name',
   'unix_socket_directories',
   'hba_file',
+  'ident_file',
+  'config_file',
   'data_directory',
+  'include',
+  'include_dir',
+  'include_if_exists',
+  'recovery_target_timeline',
 ]);
 
 export const LIBVIRT_URI_SCHEMES: readonly string[] = ['qemu', 'qemu+ssh', 'qemu+tcp', 'qemu+tls', 'qemu+unix', 'test', 'test+unix'];
+
+/** The lab's and the libvirt provider's name for the pgpool host. */
+const RESERVED_NODE_NAME = 'pool';
+
+/** The postgres-owned directories each lab node mounts privately (src/drivers/lab/provider.ts
+ *  PRIVATE_MOUNTS, less /opt/postgres, which holds the archive script). */
+export const LAB_POSTGRES_MOUNTS: readonly string[] = ['/u01', '/u02', '/var/log/postgres', '/var/lib/postgresql'];
 
 /** sim never resolves secrets, so it gets a placeholder reference instead of requiring one. */
 const SIM_SECRET: SecretRef = { env: 'PGOP_SIM_PASSWORD' };
@@ -222,7 +236,10 @@ function schemaProblem(e: ErrorObject, r: Reporter): void {
       return;
     case 'pattern': {
       const hint = typeof ps.patternErrorMessage === 'string' ? ps.patternErrorMessage : `must match ${String(params.pattern)}`;
-      if (e.propertyName !== undefined) {
+      const precise = typeof data === 'string' ? preciseProblem(ps, data) : undefined;
+      if (precise !== undefined && e.propertyName === undefined) {
+        r.add(segs, `${precise}, got ${describe(data)}`);
+      } else if (e.propertyName !== undefined) {
         // From propertyNames: the offending thing is the key itself.
         r.add([...segs, e.propertyName], `invalid name "${e.propertyName}": ${hint}`, { atKey: true });
       } else {
@@ -244,6 +261,10 @@ function schemaProblem(e: ErrorObject, r: Reporter): void {
       return;
     case 'minLength':
       r.add(segs, params.limit === 1 ? 'must not be empty' : `must be at least ${String(params.limit)} characters`);
+      return;
+    case 'maxLength':
+      if (e.propertyName !== undefined) r.add([...segs, e.propertyName], `invalid name: must be at most ${String(params.limit)} characters`, { atKey: true });
+      else r.add(segs, `must be at most ${String(params.limit)} characters, got ${typeof data === 'string' ? data.length : '?'}`);
       return;
     case 'uniqueItems': {
       const [a, b] = [Number(params.i), Number(params.j)].sort((x, y) => x - y) as [number, number];
@@ -272,6 +293,62 @@ function schemaProblem(e: ErrorObject, r: Reporter): void {
       r.add(segs, e.message ?? `fails ${e.keyword}`);
   }
 }
+
+/** The rule a path or URI broke, in words (the schema's pattern says the same in one regex;
+ *  test/property/hostile-spec.property.test.ts checks that both agree). */
+function preciseProblem(ps: Record<string, unknown>, value: string): string | undefined {
+  if (ps === (schema.$defs.absPath as unknown)) return pathProblem('host', value);
+  if (ps === (schema.$defs.postgresDir as unknown)) return pathProblem('postgres', value);
+  if (ps === (schema.$defs.libvirtUri as unknown)) return libvirtUriProblem(value);
+  return undefined;
+}
+
+/** Roots below which paths on the operator's machine may lie (schema $defs.absPath). */
+export const HOST_PATH_ROOTS: readonly string[] = ['/var/lib/pgop', '/var/lib/libvirt', '/var/cache/pgop', '/etc/pgop', '/run/pgop', '/run/secrets', '/run/credentials', '/srv', '/data', '/u00-/u99', '/home', '/mnt', '/media', '/opt', '/tmp', '/var/tmp'];
+/** Directories pgop makes postgres-owned on the nodes: strictly below these... */
+export const POSTGRES_DIR_PARENTS: readonly string[] = ['/u00-/u99', '/srv', '/data'];
+/** ...or at or below these (schema $defs.postgresDir). */
+export const POSTGRES_DIR_ROOTS: readonly string[] = ['/var/lib/postgresql', '/var/lib/pgsql', '/var/log/postgres', '/var/log/postgresql', '/var/log/pgsql'];
+
+const under = (p: string, root: string) => (root === '/u00-/u99' ? /^\/u[0-9]{2}\/./.test(p) : p.startsWith(`${root}/`));
+
+/** Why `p` is not an acceptable path ('host': on the operator's machine; 'postgres': a directory
+ *  made postgres-owned on the nodes), or undefined when it is. */
+export function pathProblem(kind: 'host' | 'postgres', p: string): string | undefined {
+  if (!p.startsWith('/')) return 'must be an absolute path (starting with /)';
+  const bad = /[^A-Za-z0-9._/-]/u.exec(p);
+  if (bad) return `must be a path of letters, digits and . _ - / only (not ${JSON.stringify(bad[0])})`;
+  if (p === '/') return kind === 'host' ? `must lie below ${HOST_PATH_ROOTS.join(', ')}, not be /` : 'must not be /: pgop makes this directory owned by postgres';
+  const parts = p.slice(1).split('/');
+  if (parts.some((c) => c === '' || c.startsWith('.') || c.startsWith('-'))) {
+    return 'must be a normalised path (no //, no . or .. component, no trailing /, no component starting with . or -)';
+  }
+  if (kind === 'host') {
+    if (!HOST_PATH_ROOTS.some((r) => under(p, r))) {
+      return `must lie below ${HOST_PATH_ROOTS.join(', ')} (system directories such as /, /etc, /usr, /bin, /var/lib and /root are never allowed)`;
+    }
+  } else if (!POSTGRES_DIR_PARENTS.some((r) => under(p, r)) && !POSTGRES_DIR_ROOTS.some((r) => p === r || under(p, r))) {
+    return `is made owned by postgres, so it must lie strictly below ${POSTGRES_DIR_PARENTS.join(', ')}, or at or below ${POSTGRES_DIR_ROOTS.join(', ')} (never a system directory or one on root's PATH)`;
+  }
+  return undefined;
+}
+
+/** Why `uri` is not an acceptable libvirt URI, or undefined when it is. */
+export function libvirtUriProblem(uri: string): string | undefined {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(uri);
+  if (!m) return 'must be a libvirt URI like qemu:///system';
+  if (!LIBVIRT_URI_SCHEMES.includes(m[1]!)) return `unknown URI scheme "${m[1]}": must be one of ${LIBVIRT_URI_SCHEMES.join(', ')}`;
+  if (new RegExp(schema.$defs.libvirtUri.pattern, 'u').test(uri)) return undefined;
+  const query = uri.indexOf('?') >= 0 ? uri.slice(uri.indexOf('?') + 1) : '';
+  for (const kv of query === '' ? [] : query.split('&')) {
+    const name = kv.split('=')[0] ?? '';
+    if (!LIBVIRT_URI_PARAMS.includes(name)) return `URI parameter ${JSON.stringify(name)} is not allowed: use only ${LIBVIRT_URI_PARAMS.join(', ')} (with values of letters, digits and . _ - / ,)`;
+  }
+  return schema.$defs.libvirtUri.patternErrorMessage;
+}
+
+/** libvirt URI parameters a spec may use (command and netcat would run programs). */
+export const LIBVIRT_URI_PARAMS: readonly string[] = ['socket', 'keyfile', 'known_hosts', 'known_hosts_verify', 'no_verify', 'no_tty', 'pkipath', 'sshauth', 'mode'];
 
 const PLAINTEXT = 'passwords are referenced, never written in a spec: use {env: NAME} or {file: /abs/path}';
 const SECRET_SHAPE = 'must be exactly one of {env: NAME} or {file: /abs/path}';
@@ -336,6 +413,9 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
     const node = obj(n);
     const np: Seg[] = [...S, 'nodes', i];
     const name = str(node.name);
+    if (name === RESERVED_NODE_NAME && (ptype === 'lab' || ptype === 'libvirt')) {
+      r.add([...np, 'name'], `the node name ${RESERVED_NODE_NAME} is reserved for the pgpool host`);
+    }
     if (name !== undefined) {
       const prev = names.get(name);
       if (prev !== undefined) r.add([...np, 'name'], `duplicate node name ${name} (also ${formatPath([...S, 'nodes', prev, 'name'])})`);
@@ -390,6 +470,17 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
 
   // --- postgres parameters and hba
   const pg = obj(spec.postgres);
+  if (ptype === 'lab') {
+    // A lab node shares the machine's file system except its private mounts: a directory
+    // elsewhere would be the machine's own, shared by every node (and made postgres-owned).
+    for (const key of ['dataDir', 'archiveDir', 'backupDir', 'logDir']) {
+      const dir = pg[key];
+      if (typeof dir !== 'string' || pathProblem('postgres', dir) !== undefined) continue;
+      if (!LAB_POSTGRES_MOUNTS.some((m) => dir === m || dir.startsWith(`${m}/`))) {
+        r.add([...S, 'postgres', key], `${dir} is not private to a lab node: use a directory at or below ${LAB_POSTGRES_MOUNTS.join(', ')}`);
+      }
+    }
+  }
   const params = obj(pg.parameters);
   const parp: Seg[] = [...S, 'postgres', 'parameters'];
   for (const key of Object.keys(params)) {
@@ -499,14 +590,8 @@ function outsideOrEdge(ip: number, net: Net): string | undefined {
 }
 
 function checkUri(uri: string, path: Seg[], r: Reporter): void {
-  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(uri);
-  if (!m) {
-    r.add(path, `must be a libvirt URI like qemu:///system, got ${describe(uri)}`);
-    return;
-  }
-  if (!LIBVIRT_URI_SCHEMES.includes(m[1]!)) {
-    r.add(path, `unknown URI scheme "${m[1]}": must be one of ${LIBVIRT_URI_SCHEMES.join(', ')}`);
-  }
+  const why = libvirtUriProblem(uri);
+  if (why) r.add(path, `${why}, got ${describe(uri)}`);
 }
 
 /** A local hypervisor (no host in its URI; not libvirt's test driver) reads the base image from
@@ -514,7 +599,7 @@ function checkUri(uri: string, path: Seg[], r: Reporter): void {
  *  checked when their first volume is made. */
 function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporter): void {
   const image = provider.baseImage;
-  if (typeof image !== 'string' || !image.startsWith('/')) return; // the schema reports it
+  if (typeof image !== 'string' || pathProblem('host', image) !== undefined) return; // the schema reports it
   const uris = [typeof provider.uri === 'string' ? provider.uri : 'qemu:///system', ...nodes.map((n) => obj(n).hypervisor).filter((u): u is string => typeof u === 'string')];
   const local = uris.find((u) => /^[A-Za-z][A-Za-z0-9+.-]*:\/\/\//.test(u) && !/^test[+:]/.test(u));
   if (!local) return;

@@ -9,8 +9,9 @@ import type { SecretRef } from './types.js';
  *  `what` names it for the error message, e.g. "the replication password". */
 export function resolveSecret(ref: SecretRef, what: string): string {
   if ('env' in ref) {
-    const value = process.env[ref.env];
-    if (value === undefined) throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is not set`);
+    // Own properties only: process.env inherits from Object.prototype (constructor, toString).
+    const value = Object.prototype.hasOwnProperty.call(process.env, ref.env) ? process.env[ref.env] : undefined;
+    if (typeof value !== 'string') throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is not set`);
     if (value === '') throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is empty`);
     return value;
   }

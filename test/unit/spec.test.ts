@@ -395,7 +395,7 @@ describe('problems name file, line, column and path', () => {
     }
     expect(err?.problems).toEqual([problem(23, 15, 'spec.replication.password', 'passwords are referenced, never written in a spec')]);
     expect(err?.message).not.toContain('s3cr3t');
-    expect(problems(edit(LAB, '{env: PGOP_SUPERUSER_PASSWORD}', '{env: A, file: /b}'))).toEqual([
+    expect(problems(edit(LAB, '{env: PGOP_SUPERUSER_PASSWORD}', '{env: A, file: /etc/pgop/b}'))).toEqual([
       problem(10, 24, 'spec.postgres.superuserPassword', 'exactly one of {env: NAME} or {file: /abs/path}'),
     ]);
     expect(problems(edit(LAB, '{env: PGOP_SUPERUSER_PASSWORD}', '{value: s3cr3t}'))).toEqual([
