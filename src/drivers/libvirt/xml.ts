@@ -2,6 +2,7 @@
 // libvirt's own dumpxml output. libvirt formats its output canonically (one element per line,
 // single-quoted attributes), so reading a handful of attributes needs no XML library.
 
+import { terminal } from '../../errors.js';
 import { PGOP_XMLNS } from './names.js';
 
 export type DomainType = 'kvm' | 'qemu';
@@ -23,8 +24,21 @@ export interface DomainXmlInput {
   serialLog?: string;
 }
 
+/** Escape text for an XML attribute (either quote) or element. Characters XML 1.0 cannot carry
+ *  at all (NUL and the other C0 controls but tab, newline and CR) are refused, not dropped. */
 export function xmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/u.test(s)) throw terminal(`cannot write ${JSON.stringify(s)} into libvirt XML: it contains a control character`);
+  // Tab, newline and CR as references: an attribute value would turn them into spaces.
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;')
+    .replace(/\t/g, '&#9;')
+    .replace(/\n/g, '&#10;')
+    .replace(/\r/g, '&#13;');
 }
 
 const a = xmlEscape;

@@ -9,7 +9,10 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
-import { clusterNetworks, pgPort } from '../postgres/config.js';
+import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
 /** Where pgop keeps pgpool's files on the pool host (the lab pool host sees its own /u01). */
 export const DEFAULT_POOL_DIR = '/u01/pgpool';
@@ -60,8 +63,10 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
   };
 }
 
+/** A pgpool.conf string value. pgpool's parser has no escape for a quote, so a value with one
+ *  (or with a control character, which would end the line) is refused rather than quoted. */
 function q(s: string): string {
-  if (/[\n\r\0]/.test(s)) throw terminal('cannot render a pgpool value containing a newline or NUL');
+  if (CONTROL.test(s)) throw terminal('cannot render a pgpool value containing a newline, NUL or another control character');
   if (s.includes("'")) throw terminal(`cannot render pgpool value ${JSON.stringify(s)}: single quotes are not allowed`);
   return `'${s}'`;
 }
@@ -73,7 +78,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
   const port = pgPort(cluster);
   const lines: string[] = [
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
-    `# cluster ${cluster.name}`,
+    `# cluster ${commentText(cluster.name)}`,
     "backend_clustering_mode = 'streaming_replication'",
     '',
     '# connections',
@@ -199,7 +204,7 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
   const lines = [...users]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((u) => {
-      if (u.name.includes(':') || /\s/.test(u.name)) throw terminal(`cannot write pool_passwd entry for ${JSON.stringify(u.name)}`);
+      if (u.name.includes(':') || /\s/.test(u.name) || CONTROL.test(u.name)) throw terminal(`cannot write pool_passwd entry for ${JSON.stringify(u.name)}`);
       return `${u.name}:${poolAesEncrypt(u.password, key)}`;
     });
   return `${lines.join('\n')}\n`;

@@ -83,12 +83,23 @@ export function confValue(v: PgParameterValue): string {
 
 /** Single-quote a string for postgresql.conf ('' doubles a quote, backslashes are escapes). */
 export function confQuote(s: string): string {
-  if (/[\n\r\0]/.test(s)) throw terminal('cannot render a postgres parameter value containing a newline or NUL');
+  if (CONTROL.test(s)) throw terminal('cannot render a postgres parameter value containing a newline, NUL or another control character');
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+/** C0 and C1 control characters (newline, NUL, ...): never part of a rendered line. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+
+/** Text for a `#` comment line of a generated file (config or script): one line, or a bug. */
+export function commentText(s: string): string {
+  if (CONTROL.test(s)) throw terminal(`cannot write ${JSON.stringify(s)} into a comment: it contains a newline or control character`);
+  return s;
 }
 
 /** A libpq conninfo value (single-quoted, backslash escapes). */
 export function conninfoQuote(s: string): string {
+  if (CONTROL.test(s)) throw terminal('cannot render a connection parameter containing a newline, NUL or another control character');
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
@@ -155,7 +166,7 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
   const params = cluster.postgres.parameters;
   const lines: string[] = [
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
-    `# cluster ${cluster.name}: postgres ${cluster.postgres.version}`,
+    `# cluster ${commentText(cluster.name)}: postgres ${cluster.postgres.version}`,
   ];
   const skipped: string[] = [];
   const keys = Object.keys(params).sort();
@@ -211,12 +222,14 @@ export function renderHba(cluster: ClusterSpec): string {
   return `${out.join('\n')}\n`;
 }
 
+/** A pg_hba.conf word. Plain words are written as they are (keywords such as all and
+ *  replication, comma lists, +group, CIDRs); anything else is double-quoted, which makes it a
+ *  literal name. A word that cannot be quoted (a " or a control character) and an @file include
+ *  are refused: pgop never lets a spec name a file postgres reads. */
 function hbaWord(w: string): string {
-  if (/[\s#"]/.test(w) || w === '') {
-    if (/["\n]/.test(w)) throw terminal(`cannot render pg_hba.conf word ${JSON.stringify(w)}`);
-    return `"${w}"`;
-  }
-  return w;
+  if (w === '' || CONTROL.test(w) || w.includes('"') || w.startsWith('@')) throw terminal(`cannot render pg_hba.conf word ${JSON.stringify(w)}`);
+  if (/^\+?[A-Za-z0-9_.:/-]+(,\+?[A-Za-z0-9_.:/-]+)*$/.test(w)) return w;
+  return `"${w}"`;
 }
 
 // ------------------------------------------------------------------------------ archive.sh
@@ -228,8 +241,8 @@ export function renderArchiveScript(cluster: ClusterSpec): string {
   const dir = cluster.postgres.archiveDir;
   const log = `${cluster.postgres.logDir}/archive.log`;
   return `#!/bin/sh
-# Managed by pgop. archive_command = '${archiveScriptPath(cluster)} %p %f'
-# Copies WAL segment $1 to ${dir}/$2. Never overwrites: an identical existing copy is success,
+# Managed by pgop. archive_command = '${commentText(archiveScriptPath(cluster))} %p %f'
+# Copies WAL segment $1 to $ARCHIVE_DIR/$2. Never overwrites: an identical existing copy is success,
 # a different one is an error (postgres keeps the segment and retries).
 ARCHIVE_DIR=${shQuote(dir)}
 LOGFILE=${shQuote(log)}
@@ -359,7 +372,7 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
     'keepalives_count=3',
   ].join(' ');
   const lines = [
-    `# Managed by pgop: ${node.name} streams from ${primary.name}. Removed on promote.`,
+    `# Managed by pgop: ${commentText(node.name)} streams from ${commentText(primary.name)}. Removed on promote.`,
     `primary_conninfo = ${confQuote(conninfo)}`,
   ];
   if (cluster.replication.slots) lines.push(`primary_slot_name = ${confQuote(slotName(node.name))}`);
