@@ -16,7 +16,7 @@ import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/type
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
-import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
+import { POOL_HOST, allMachines, assertLibvirtName, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
 import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
 import { buildSeedIso, renderSeed } from './cloudinit.js';
 import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
@@ -302,6 +302,9 @@ export class LibvirtProvider implements ProviderDriver {
   // ---------------------------------------------------------------- pool, network, volumes
 
   private markerPath(uri: string, kind: 'pool' | 'network', name: string): string {
+    // The name becomes a file name under stateDir, written as root: only a libvirt name (no /,
+    // no ..) will do, whatever a spec or the schema let through.
+    assertLibvirtName(kind, name);
     const h = createHash('sha256').update(uri).digest('hex').slice(0, 12);
     return join(this.stateDir, 'owned', `${kind}-${h}-${name}`);
   }
@@ -315,6 +318,8 @@ export class LibvirtProvider implements ProviderDriver {
       // not exist, which only allows deleting a pool of that name when it is empty.
       const marker = this.markerPath(uri, 'pool', pool.name);
       await mkdir(dirname(marker), { recursive: true });
+      // One line each: a newline in either would forge the marker's content.
+      if (/[\u0000-\u001f\u007f]/u.test(uri + pool.path)) throw terminal(`cannot ${what}: the URI or the pool path contains a control character`);
       await writeFile(marker, `${uri}\n${pool.path}\n`);
       try {
         await this.virsh.withXml(uri, renderPoolXml(pool.name, pool.path), ['pool-define', '{}'], what);
