@@ -109,6 +109,16 @@ function substitute(base: string, leaf: Leaf, value: string): string | null {
   return doc.toString();
 }
 
+/** Does `text` hold `value` at the leaf? The yaml library does not write every string so that
+ *  it reads back (":\na" as a plain scalar): such a document is not what a user wrote. */
+function roundTrips(text: string, leaf: Leaf, value: string): boolean {
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) return false;
+  if (!leaf.key) return doc.getIn(leaf.path) === value;
+  const parent = leaf.path.length === 1 ? doc.contents : doc.getIn(leaf.path.slice(0, -1), true);
+  return isMap(parent) && parent.items.some((p) => isScalar(p.key) && p.key.value === value);
+}
+
 /** Lines of the key and of the value of the field at `path` in `text`. */
 function linesOf(text: string, path: Seg[]): Set<number> {
   const lc = new LineCounter();
@@ -403,7 +413,7 @@ describe('hostile strings in every string field of every spec kind', () => {
           const leaf = group[li % group.length]!;
           const value = MIXES[mi]!(leaf.original, p);
           const text = substitute(BASES[kind]!, leaf, value);
-          if (text === null) return;
+          if (text === null || !roundTrips(text, leaf, value)) return;
           const leafPath = leaf.key ? [...leaf.path.slice(0, -1), value] : leaf.path;
           let spec: ClusterSpec;
           try {
@@ -439,7 +449,7 @@ describe('hostile strings in every string field of every spec kind', () => {
       // both branches were exercised
       expect(rejected).toBeGreaterThan(0);
       expect(accepted).toBeGreaterThan(0);
-    });
+    }, Math.max(30_000, RUNS * 100));
   }
 });
 
