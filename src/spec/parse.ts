@@ -328,7 +328,7 @@ export function pathProblem(kind: 'host' | 'postgres', p: string): string | unde
       return `must lie below ${HOST_PATH_ROOTS.join(', ')} (system directories such as /, /etc, /usr, /bin, /var/lib and /root are never allowed)`;
     }
   } else if (!POSTGRES_DIR_PARENTS.some((r) => under(p, r)) && !POSTGRES_DIR_ROOTS.some((r) => p === r || under(p, r))) {
-    return `is made owned by postgres, so it must lie strictly below ${POSTGRES_DIR_PARENTS.join(', ')}, or at or below ${POSTGRES_DIR_ROOTS.join(', ')} (never a system directory or one on root's PATH)`;
+    return `must lie strictly below ${POSTGRES_DIR_PARENTS.join(', ')}, or at or below ${POSTGRES_DIR_ROOTS.join(', ')}: pgop makes this directory owned by postgres, so never a system directory or one on root's PATH`;
   }
   return undefined;
 }

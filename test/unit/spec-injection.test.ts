@@ -109,7 +109,7 @@ const cases: Case[] = [
     text: withPostgres(SIM, '    logDir: /usr/local/bin\n'),
     needle: '/usr/local/bin',
     field: 'spec.postgres.logDir',
-    message: /is made owned by postgres, so it must lie strictly below \/u00-\/u99, \/srv, \/data/,
+    message: /must lie strictly below \/u00-\/u99, \/srv, \/data, or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres/,
   },
   {
     what: 'backupDir .. traversal',
