@@ -116,7 +116,8 @@ export function quoteLiteral(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-const PARAM_NAME = /^[a-z_][a-z0-9_.]*$/;
+/** As the schema: a letter first (so never __proto__), custom parameters as prefix.name. */
+const PARAM_NAME = /^[a-z][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$/;
 
 // ------------------------------------------------------------------------------ helpers
 
