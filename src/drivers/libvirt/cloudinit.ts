@@ -110,6 +110,9 @@ export function renderMetaData(s: SeedInput): string {
 }
 
 export function renderUserData(s: SeedInput): string {
+  // cloud-init hands these to useradd and hostnamectl: names only, whatever reached here.
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(s.sshUser)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.sshUser)} is not a Unix user name`);
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.hostname)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.hostname)} is not a host name`);
   const key = s.publicKey.trim();
   if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(key)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: the operator key is not an ssh-ed25519 public key`);
   const doc: Record<string, unknown> = {
