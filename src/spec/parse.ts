@@ -72,6 +72,10 @@ const RESERVED_NODE_NAME = 'pool';
  *  PRIVATE_MOUNTS, less /opt/postgres, which holds the archive script). */
 export const LAB_POSTGRES_MOUNTS: readonly string[] = ['/u01', '/u02', '/var/log/postgres', '/var/lib/postgresql'];
 
+/** Every directory a lab node mounts privately (PRIVATE_MOUNTS, and /var/run, which is /run):
+ *  the lab's stateDir, which the operator reads on the machine itself, cannot lie there. */
+export const LAB_PRIVATE_MOUNTS: readonly string[] = ['/u01', '/u02', '/var/log/postgres', '/opt/postgres', '/var/lib/postgresql', '/etc/pgpool2', '/root', '/tmp', '/run', '/var/run/postgresql', '/var/run'];
+
 /** sim never resolves secrets, so it gets a placeholder reference instead of requiring one. */
 const SIM_SECRET: SecretRef = { env: 'PGOP_SIM_PASSWORD' };
 
@@ -384,6 +388,9 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
   const reserved = new Map<number, string>(); // address -> why it is not for nodes
   if (ptype === 'lab') {
     net = checkNetwork(provider.network, [...S, 'provider', 'network'], r);
+    const stateDir = provider.stateDir;
+    const inside = typeof stateDir === 'string' ? LAB_PRIVATE_MOUNTS.find((m) => stateDir === m || stateDir.startsWith(`${m}/`)) : undefined;
+    if (inside) r.add([...S, 'provider', 'stateDir'], `${String(stateDir)} lies under ${inside}, which every lab node mounts privately: choose another directory`);
     if (net) reserved.set(net.base + 1, 'is reserved for the lab bridge (the operator\'s own address)');
   } else if (ptype === 'libvirt') {
     const n = obj(provider.network);

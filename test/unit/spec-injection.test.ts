@@ -8,6 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LibvirtProvider } from '../../src/drivers/libvirt/provider.js';
+import { PRIVATE_MOUNTS } from '../../src/drivers/lab/provider.js';
+import { LAB_POSTGRES_MOUNTS, LAB_PRIVATE_MOUNTS, parseSpecText } from '../../src/spec/parse.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const bin = join(root, 'bin/pgop');
@@ -201,5 +203,15 @@ describe('the libvirt ownership marker', () => {
     expect(() => markerPath('qemu:///system', 'pool', 'x/../../../../root/.ssh/authorized_keys')).toThrow(/cannot use pool name/);
     expect(() => markerPath('qemu:///system', 'pool', '..')).toThrow(/cannot use pool name/);
     expect(markerPath('qemu:///system', 'pool', 'pgop')).toMatch(/\/owned\/pool-[0-9a-f]{12}-pgop$/);
+  });
+});
+
+describe('the lab mounts the parser knows', () => {
+  it('are the lab provider\'s: postgres directories on postgres-owned private mounts, stateDir off every private mount', () => {
+    const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
+    for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
+    expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual([...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort());
+    const text = edit(LAB, '    network: 10.77.0.0/24 ', '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ');
+    expect(() => parseSpecText(text, 'lab.yaml')).toThrow(/stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/);
   });
 });
