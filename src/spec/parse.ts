@@ -337,12 +337,14 @@ export function pathProblem(kind: 'host' | 'postgres', p: string): string | unde
   return undefined;
 }
 
+const LIBVIRT_URI = new RegExp(schema.$defs.libvirtUri.pattern, 'u');
+
 /** Why `uri` is not an acceptable libvirt URI, or undefined when it is. */
 export function libvirtUriProblem(uri: string): string | undefined {
   const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(uri);
   if (!m) return 'must be a libvirt URI like qemu:///system';
   if (!LIBVIRT_URI_SCHEMES.includes(m[1]!)) return `unknown URI scheme "${m[1]}": must be one of ${LIBVIRT_URI_SCHEMES.join(', ')}`;
-  if (new RegExp(schema.$defs.libvirtUri.pattern, 'u').test(uri)) return undefined;
+  if (LIBVIRT_URI.test(uri)) return undefined;
   const query = uri.indexOf('?') >= 0 ? uri.slice(uri.indexOf('?') + 1) : '';
   for (const kv of query === '' ? [] : query.split('&')) {
     const name = kv.split('=')[0] ?? '';
