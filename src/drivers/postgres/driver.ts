@@ -1502,6 +1502,7 @@ exit 0
  *  Each file is written by put_file / removed by del_file (src/drivers/ssh/node-fs.ts): as its
  *  directory's owner, or by root in a root-only directory; never through a link. */
 const WRITE_FILES_SH = `${NODE_FS_FUNCS}
+au_ids postgres postgres 2>/dev/null
 while read -r op mode owner path content; do
   case "$op" in
     d)

@@ -3,15 +3,18 @@
 // PROGRAM). Shell functions for the constant node scripts, and the path check every spec path
 // passes before it reaches a script.
 //
-// The rule (design.md, style 10): an operation inside a directory runs as that directory's
-// owner when it is not root (postgres writes its own files in its own directories: whatever
-// links it planted there, the write has only postgres's rights). Root acts itself only inside
-// directories that nobody else can change: every component of the resolved path owned by root
-// and writable by root alone (or sticky, where nobody else can rename root's entries). There it
-// creates a temp file with an unpredictable name (mktemp: O_EXCL, so never through a link),
-// sets mode and owner on it, and renames it over the target (a rename replaces a link, it never
-// follows one). Anything else is refused. No `chown -R`, no `rm -rf` by root in a tree another
-// user can write.
+// The rule (design.md, style 10), per operation inside a directory:
+// - The directory is postgres's (and so is the file): the operation runs as postgres (setpriv,
+//   no PAM). Whatever links postgres planted there, it has only postgres's rights.
+// - Only root can change the way to the directory: every directory on the path as written is
+//   root's and writable by root alone (or sticky: nobody else can rename root's entries), every
+//   link on it is root's and leads to such a chain. Root then creates a temp file with an
+//   unpredictable name (mktemp: O_EXCL, never through a link), sets mode and owner on it and
+//   renames it over the target (a rename replaces a link, it never follows one).
+// - Anything else is refused (exit 3, terminal): a root file in postgres's directory, a path
+//   through a directory postgres owns that resolves to root's, another user's directory.
+// No `chown -R`; no `rm -rf` by root in a tree another user can write (postgres removes its
+// trees; root only the empty top entry, in a root-only directory).
 
 import { terminal } from '../../errors.js';
 
@@ -50,9 +53,15 @@ fs_die() { echo "$*" >&2; exit 3; }
 # as_user USER GROUP CMD...: CMD with USER's uid, GROUP and USER's groups (no PAM session, no
 # capability left: a setuid away from root drops them all)
 as_user() {
-  _u=$(id -u -- "$1") && _g=$(getent group "$2" | cut -d: -f3) && [ -n "$_g" ] || { echo "no user $1 or group $2" >&2; return 1; }
+  au_ids "$1" "$2" || return 1
   shift 2
-  setpriv --reuid="$_u" --regid="$_g" --init-groups -- "$@"
+  setpriv --reuid="$_au_u" --regid="$_au_g" --init-groups -- "$@"
+}
+# au_ids USER GROUP: their ids in _au_u/_au_g, looked up once per shell (and its subshells)
+au_ids() {
+  [ "$1:$2" != "$_au_key" ] || return 0
+  _au_u=$(id -u -- "$1") && _au_g=$(getent group "$2" | cut -d: -f3) && [ -n "$_au_g" ] || { echo "no user $1 or group $2" >&2; return 1; }
+  _au_key="$1:$2"
 }
 # ro_dir DIR: DIR (a resolved path, no links) is a directory of root's that only root can
 # change (not group/other-writable, or sticky: nobody else can rename root's entries there)
