@@ -199,4 +199,27 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01' });
     expect(driverLog.some((l) => l.startsWith('cloned') && l.includes('"node":"pg02"'))).toBe(true);
   }, 180_000);
+
+  it('a clone moves another cluster aside and keeps it; only older copies of this cluster are removed', async () => {
+    await run(
+      pg02,
+      'postgres',
+      `"$2/pg_ctl" -D "$1" -m fast -w -t 30 stop >/dev/null
+      cp -a "$1" "$1.pgop-old-20000101000000"
+      "$2/initdb" -D "$1.pgop-old-20000102000000" -A peer >/dev/null
+      find "$1" -mindepth 1 -delete
+      "$2/initdb" -D "$1" -A peer >/dev/null`,
+      D,
+      B,
+    );
+    await retry(() => pgd.ensureStandby(spec, pg02, pg01));
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01' });
+    const aside = (await run(pg02, 'root', 'ls -d "$1".pgop-old-*', D)).trim().split('\n');
+    // the copy of this cluster is gone, the other cluster's old copy is kept, and so is the
+    // other cluster that was in the data directory (moved aside now)
+    expect(aside).not.toContain(`${D}.pgop-old-20000101000000`);
+    expect(aside).toContain(`${D}.pgop-old-20000102000000`);
+    expect(aside).toHaveLength(2);
+    expect(driverLog.some((l) => l.startsWith('WARN keeping /u01/pg15/data.pgop-old-20000102000000'))).toBe(true);
+  }, 180_000);
 });

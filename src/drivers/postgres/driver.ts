@@ -947,12 +947,13 @@ export class SshPostgresDriver implements PostgresDriver {
   // ======================================================================== standby
 
   /** The primary's timeline and the history of that timeline; creates `slotFor`'s slot. */
-  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec, slotFor?: string): Promise<{ timeline: number; history: Map<number, number>; lsn: number }> {
+  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec, slotFor?: string): Promise<{ timeline: number; history: Map<number, number>; lsn: number; systemId: string }> {
     return this.withAdmin(cluster, primary, async (c) => {
-      const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null }>(
+      const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null; sysid: string }>(
         `SELECT pg_is_in_recovery() AS rec,
                 CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
-                CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS lsn`,
+                CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS lsn,
+                (SELECT system_identifier::text FROM pg_control_system()) AS sysid`,
       );
       const row = r.rows[0]!;
       if (row.rec || !row.walfile) throw transient(`cannot follow ${primary.name}: it is not a primary (in recovery)`);
@@ -964,7 +965,7 @@ export class SshPostgresDriver implements PostgresDriver {
         history = parseTimelineHistory(h.rows[0]?.t ?? '');
       }
       if (slotFor && cluster.replication.slots) await this.createSlots(c, primary, [slotFor]);
-      return { timeline, history, lsn: parseLsn(row.lsn) };
+      return { timeline, history, lsn: parseLsn(row.lsn), systemId: row.sysid };
     });
   }
 
@@ -1051,7 +1052,7 @@ export class SshPostgresDriver implements PostgresDriver {
       }
     }
     if (action === 'clone') {
-      await this.clone(cluster, node, primary, reason);
+      await this.clone(cluster, node, primary, pinfo.systemId, reason);
       fresh = true;
     }
     // One round trip: managed files, standby conf + signal + passfile, and after a copy an empty
@@ -1067,7 +1068,7 @@ export class SshPostgresDriver implements PostgresDriver {
       // WAL diverged after the switch. Only a fresh copy of the primary is right.
       this.log.warn({ node: node.name, primary: primary.name }, 'not streaming after a rewind that found nothing to rewind: the timelines diverged under one ID; cloning afresh');
       await this.stop(cluster, node, 'fast');
-      await this.clone(cluster, node, primary, 'diverged under the same timeline ID');
+      await this.clone(cluster, node, primary, pinfo.systemId, 'diverged under the same timeline ID');
       await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, true), this.confHashFile(cluster, node)], true);
       await this.start(cluster, node);
       if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
@@ -1130,10 +1131,11 @@ export class SshPostgresDriver implements PostgresDriver {
    *  a database cluster moved aside, anything else refused (PREPARE_DATADIR_SH). A clone killed
    *  midway leaves a partial directory that the next look reports as such (NODE_STATE_SH), and
    *  the next pass clones again. */
-  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, reason: string): Promise<void> {
+  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, systemId: string, reason: string): Promise<void> {
     const t0 = performance.now();
     const d = this.dataDir(cluster);
-    await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
+    const prep = await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d, systemId, binDir(cluster)], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
+    for (const line of prep.stdout.split('\n')) if (line.startsWith('keeping ')) this.log.warn({ node: node.name }, line);
     const slot = cluster.replication.slots ? slotName(node.name) : '';
     await this.must(
       cluster,
@@ -1617,16 +1619,18 @@ rm -f "$d/standby.signal" "$d/recovery.signal"
 exec "$b/pg_rewind" --target-pgdata="$d" --source-server="$src"
 `;
 
-/** As root. $1 data dir: an empty directory of postgres (mode 0700) for pg_basebackup.
+/** As root. $1 data dir, $2 the primary's system identifier, $3 bin dir. Leaves an empty
+ *  directory of postgres (mode 0700) for pg_basebackup:
  *  - missing or empty: made so (pg_dir);
  *  - an interrupted clone (pgdata_kind partial): emptied, as postgres;
  *  - a database cluster (a diverged copy, another cluster's data): moved aside to
- *    <dir>.pgop-old-<time>; older copies are removed as postgres (root never recurses into a
- *    tree postgres can write). The rename runs as the parent's owner (postgres), or as root
- *    when only root can change the parent;
+ *    <dir>.pgop-old-<time>, and kept. Older copies of this cluster (same system identifier as
+ *    the primary) are removed as postgres (root never recurses into a tree postgres can write);
+ *    a copy of another cluster is kept ("keeping ..." on stdout). The rename runs as postgres
+ *    when the parent is postgres's, as root when only root can change the way to it;
  *  - anything else: refused (exit 3): pgop does not move or delete what it does not recognise. */
 const PREPARE_DATADIR_SH = `${NODE_FS_FUNCS}${PGDATA_KIND_FN}
-d="$1"
+d="$1"; sysid="$2"; b="$3"
 k=$(pgdata_kind "$d")
 case "$k" in
   other) fs_die "cannot clone into $d: it is not empty and holds neither a database cluster nor an interrupted clone (move it away or empty it)";;
@@ -1638,7 +1642,12 @@ if [ "$k" = partial ]; then
 elif [ "$k" = cluster ]; then
   parent=\${d%/*}; [ -n "$parent" ] || parent=/
   aside="$d.pgop-old-$(date +%Y%m%d%H%M%S)"
-  for old in "$d".pgop-old-*; do pg_rmtree "$old" || true; done
+  for old in "$d".pgop-old-*; do
+    [ -e "$old" ] || continue
+    old_id=$(as_user postgres postgres env LC_ALL=C "$b/pg_controldata" -D "$old" 2>/dev/null | sed -n "s/^Database system identifier: *//p")
+    if [ -n "$sysid" ] && [ "$old_id" = "$sysid" ]; then pg_rmtree "$old" || true
+    else echo "keeping $old: not a copy of this cluster (system identifier \${old_id:-unknown})"; fi
+  done
   if [ "$(stat -L -c %U -- "$parent")" = postgres ]; then
     as_user postgres postgres mv -T -- "$d" "$aside" || fs_die "cannot move $d aside"
   elif rparent=$(root_only "$parent"); then
