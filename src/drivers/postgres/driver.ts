@@ -1289,10 +1289,10 @@ export class SshPostgresDriver implements PostgresDriver {
  *  when something did: the first compares (stat + sha256sum of every path; with `pre`, it also
  *  makes sure conf.d exists and postgresql.conf includes it, and after a copy drops the copied
  *  replication slots, as postgres), the second writes only what differs (contents travel on
- *  stdin, never on a command line). Each file is written by its directory's owner when that is
- *  the file's owner, else by root in a directory only root can change (temp file with a random
- *  name, then a rename); any other case is refused (src/drivers/ssh/node-fs.ts). Returns the
- *  paths that changed. */
+ *  stdin, never on a command line). A file of postgres's in a directory of postgres's is written
+ *  by postgres; any other only where nobody but root can change the way to its directory, by
+ *  root (temp file with a random name, then a rename); anything else is refused
+ *  (src/drivers/ssh/node-fs.ts). Returns the paths that changed. */
 export async function putFiles(
   shell: NodeShell,
   host: HostRef,
@@ -1501,8 +1501,8 @@ exit 0
 `;
 
 /** As root. stdin: "w <mode> <owner> <path> <printf %b content>" or "d 0 - <path> -" lines.
- *  Each file is written by put_file / removed by del_file (src/drivers/ssh/node-fs.ts): as its
- *  directory's owner, or by root in a root-only directory; never through a link. */
+ *  Each file is written by put_file / removed by del_file (src/drivers/ssh/node-fs.ts): as
+ *  postgres in postgres's directories, by root in root-only ones; never through a link. */
 const WRITE_FILES_SH = `${NODE_FS_FUNCS}
 au_ids postgres postgres 2>/dev/null
 while read -r op mode owner path content; do
