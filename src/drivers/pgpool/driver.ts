@@ -19,6 +19,7 @@ import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../postgres/driver.js';
+import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
 import { ClientCache } from '../pg-clients.js';
 import { PcpRefused, PcpSession, pcpRequest, type PcpRequest } from './pcp.js';
 import {
@@ -753,7 +754,8 @@ export class SshPoolDriver implements PoolDriver {
       // an unreachable pool host has nothing left to stop
       if (!(err instanceof PgopError && err.kind === 'transient')) throw err;
     }
-    await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
+    // as postgres (its owner): root never recurses into a tree postgres can write
+    await this.sh(cluster, `${NODE_FS_FUNCS}\npg_rmtree "$1"`, [this.paths.dir], { user: 'root' }).catch(() => {});
     this.hashes.delete(cluster.name);
     this.views.delete(cluster.name);
     this.pcpPasswords.delete(cluster.name);
@@ -812,8 +814,11 @@ alive() {
 const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
 
 /** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file $9 status dir.
- *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
-const PREPARE_SH = `${ALIVE_FN}
+ *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. The directories
+ *  become postgres's through pg_dir (src/drivers/ssh/node-fs.ts: the ones inside pgpool's
+ *  directory are made by postgres itself); the secrets are read as postgres, their owner (root
+ *  would follow a link postgres put in their place). */
+const PREPARE_SH = `${ALIVE_FN}${NODE_FS_FUNCS}
 set -e
 if [ ! -x "$5" ]; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -823,13 +828,14 @@ if [ ! -x "$5" ]; then
   fi
 fi
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
-mkdir -p "$1" "$2" "$3" "$4" "$9"
-chown postgres:postgres "$1" "$2" "$3" "$4" "$9"
-chmod 700 "$1" "$2" "$3" "$4" "$9"
-echo "key=$(head -n 1 "$6" 2>/dev/null || true)"
-echo "pcp=$(head -n 1 "$7" 2>/dev/null || true)"
+set +e
+for dir in "$1" "$2" "$3" "$4"; do pg_dir "$dir" 700 fixed; done
+pg_dir "$9" 700 fixed
+set -e
+echo "key=$(as_user postgres postgres head -n 1 -- "$6" 2>/dev/null || true)"
+echo "pcp=$(as_user postgres postgres head -n 1 -- "$7" 2>/dev/null || true)"
 running=0
-if [ -f "$8" ] && alive "$(head -n 1 "$8")"; then running=1; fi
+if [ -f "$8" ] && alive "$(as_user postgres postgres head -n 1 -- "$8" 2>/dev/null)"; then running=1; fi
 echo "running=$running"
 # pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then

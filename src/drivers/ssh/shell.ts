@@ -10,13 +10,14 @@
 // Env values travel inside the command string (sshd's AcceptEnv is empty on lab hosts) and are
 // never logged: logs show argv and env names only.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Socket, connect as netConnect } from 'node:net';
 import { Client, type ClientChannel } from 'ssh2';
 import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../types.js';
 import { PgopError, terminal, transient } from '../../errors.js';
 import { assertEnvName, assertSafeName, shellJoin } from './quote.js';
+import { NODE_FS_FUNCS } from './node-fs.js';
 
 /** Where pinned host keys live (the store in production, a Map in tests). */
 export interface HostKeyPins {
@@ -388,17 +389,10 @@ export class SshShell implements NodeShell {
       if (sum === want && modeOk && ownerOk) return false;
     }
 
-    // 2. Write a temp file beside the target, then chmod, chown and rename it over the target.
-    const tmp = `${path}.pgop-${randomBytes(4).toString('hex')}`;
-    const steps = [
-      'umask 077',
-      `${shellJoin(['cat'])} > ${shellJoin([tmp])}`,
-      shellJoin(['chmod', mode, '--', tmp]),
-      ...(owner !== undefined ? [shellJoin(['chown', owner, '--', tmp])] : []),
-      shellJoin(['mv', '-f', '--', tmp, path]),
-    ];
-    const script = `${steps.join(' && ')} || { rc=$?; ${shellJoin(['rm', '-f', '--', tmp])}; exit $rc; }`;
-    const res = await this.exec(host, ['sh', '-c', script], { input: content });
+    // 2. Write it as the directory's owner, or as root in a directory only root can change,
+    //    through a temp file with a random name and a rename (put_file, node-fs.ts): never
+    //    through a link another user planted. Without an owner, the file is the directory's.
+    const res = await this.exec(host, ['sh', '-c', `cd / || exit 1\n${NODE_FS_FUNCS}\nput_file "$1" "$2" "$3"`, 'pgop', mode, owner ?? '', path], { input: content });
     if (res.code !== 0) throw terminal(`cannot write ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
     return true;
   }
