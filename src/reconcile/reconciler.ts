@@ -288,7 +288,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** stop (returning true) once this holds, checked after every round of passes */
   stopWhen?: () => boolean;
-  /** called once per loop iteration (serve uses it for the lock heartbeat) */
+  /** called once per loop iteration, before its passes (serve: the lock heartbeat, which
+   *  aborts `signal` when the lock was lost; no pass runs then) */
   onTick?: () => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** wake-ups from the world's signals (serve subscribes them) */
@@ -318,6 +319,8 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
   for (;;) {
     if (opts.signal?.aborted) return true;
     opts.onTick?.();
+    // onTick may stop the loop (serve: its lock was taken over): no pass after that
+    if (opts.signal?.aborted) return true;
     const names = store.listClusters().map((c) => c.name);
     for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k));
     for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);

@@ -72,6 +72,14 @@ export interface StepCommit {
   now: number;
 }
 
+/** The message of a write refused because this serve lost its lock (guardWithServeLock). */
+export const SERVE_LOCK_LOST = 'pgop: this serve no longer holds the serve lock';
+
+/** True when err is a write refused by guardWithServeLock. */
+export function isServeLockLost(err: unknown): boolean {
+  return err instanceof Error && err.message.includes(SERVE_LOCK_LOST);
+}
+
 export type ServeLockResult = { ok: true } | { ok: false; pid: number; hostname: string; startedAt: number };
 
 export interface ListEventsOptions {
@@ -622,13 +630,52 @@ export class Store {
     });
   }
 
-  /** false when `pid` no longer holds the lock (it was taken over): the caller should stop serving. */
-  heartbeat(pid: number, now: number): boolean {
-    return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0;
+  /**
+   * false when `pid` (on `hostname`, when given) no longer holds the lock (it was taken over):
+   * the caller must stop serving at once.
+   */
+  heartbeat(pid: number, now: number, hostname?: string): boolean {
+    if (hostname === undefined) return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0;
+    return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ? AND hostname = ?').run(now, pid, hostname).changes > 0;
   }
 
-  releaseServeLock(pid: number): boolean {
-    return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
+  /** The current holder of the serve lock, if any. */
+  serveLockHolder(): { pid: number; hostname: string; startedAt: number; heartbeatAt: number } | undefined {
+    const r = this.stmt('SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1').get() as LockRow | undefined;
+    return r && { pid: r.pid, hostname: r.hostname, startedAt: r.started_at, heartbeatAt: r.heartbeat_at };
+  }
+
+  /**
+   * Fence this connection's writes with the serve lock: from now on every INSERT, UPDATE or
+   * DELETE this Store makes (to any table but the lock's own) aborts, inside its own
+   * transaction, unless `pid` on `hostname` still holds the lock. A serve whose lock was taken
+   * over can then commit nothing more, not even a pass already under way when it happened
+   * (SQLite serialises the check with the takeover). The triggers are TEMP: they live in this
+   * connection only, so other commands (apply, get) are not affected.
+   */
+  guardWithServeLock(pid: number, hostname: string): void {
+    if (!Number.isInteger(pid)) throw internal(`guardWithServeLock: bad pid ${pid}`);
+    const host = `'${hostname.replace(/'/g, "''")}'`;
+    const tables = this.db
+      .prepare("SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('serve_lock', 'schema_migrations')")
+      .pluck()
+      .all() as string[];
+    const held = `EXISTS (SELECT 1 FROM main.serve_lock WHERE id = 1 AND pid = ${pid} AND hostname = ${host})`;
+    this.db.transaction(() => {
+      for (const t of tables) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(t)) throw internal(`guardWithServeLock: odd table name ${JSON.stringify(t)}`);
+        for (const op of ['INSERT', 'UPDATE', 'DELETE']) {
+          const name = `pgop_serve_guard_${t}_${op.toLowerCase()}`;
+          this.db.exec(`DROP TRIGGER IF EXISTS temp.${name}`);
+          this.db.exec(`CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`);
+        }
+      }
+    })();
+  }
+
+  releaseServeLock(pid: number, hostname?: string): boolean {
+    if (hostname === undefined) return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
+    return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ? AND hostname = ?').run(pid, hostname).changes > 0;
   }
 }
 
