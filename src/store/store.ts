@@ -542,18 +542,33 @@ export class Store {
     return row && { cluster: row.cluster, node: row.node, algo: row.algo, keyB64: row.key_b64, pinnedAt: row.pinned_at };
   }
 
+  /** Every pinned host key, by cluster and node (`pgop host-key list`). */
+  listHostKeys(cluster?: string): HostKeyRecord[] {
+    const rows = (
+      cluster === undefined
+        ? this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ORDER BY cluster, node').all()
+        : this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? ORDER BY cluster, node').all(cluster)
+    ) as { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number }[];
+    return rows.map((r) => ({ cluster: r.cluster, node: r.node, algo: r.algo, keyB64: r.key_b64, pinnedAt: r.pinned_at }));
+  }
+
   /**
-   * Trust on first use. Pinning the same key again is a no-op; pinning a different key over an
-   * existing pin throws a terminal error (a changed host key must be forgotten explicitly first).
+   * Pin a host key. Pinning the same key again is a no-op. With `replace` (the key pgop made
+   * for a machine it creates, or a rotated key that answered) any older pin is replaced;
+   * without it, a different key over an existing pin throws a terminal error.
    */
-  pinHostKey(cluster: string, node: string, algo: string, keyB64: string, now: number): void {
+  pinHostKey(cluster: string, node: string, algo: string, keyB64: string, now: number, opts: { replace?: boolean } = {}): void {
     this.transaction(() => {
       const cur = this.getHostKey(cluster, node);
       if (cur) {
         if (cur.algo === algo && cur.keyB64 === keyB64) return;
-        throw terminal(
-          `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; run \`pgop forget-host-key\` if the machine was rebuilt`,
-        );
+        if (!opts.replace) {
+          throw terminal(
+            `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; \`pgop host-key rotate\` replaces it with a new one, \`pgop host-key forget\` accepts the next one presented`,
+          );
+        }
+        this.stmt('UPDATE host_keys SET algo = ?, key_b64 = ?, pinned_at = ? WHERE cluster = ? AND node = ?').run(algo, keyB64, now, cluster, node);
+        return;
       }
       this.stmt('INSERT INTO host_keys (cluster, node, algo, key_b64, pinned_at) VALUES (?, ?, ?, ?, ?)').run(
         cluster,
