@@ -6,12 +6,13 @@
 // `node -e 0`. Runtime imports: better-sqlite3, node builtins and errors.ts (no imports) only.
 
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { internal, PgopError, terminal } from '../errors.js';
+import { makeDirs } from '../state-dirs.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
@@ -264,7 +265,8 @@ export class Store {
     }
 
     if (!memory && !readonly) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      // private (0700), except /var/lib/pgop itself: 0711, qemu traverses it (src/state-dirs.ts)
+      makeDirs(dirname(path), 0o700);
       if (!existsSync(path)) {
         // Create it ourselves so it is never world-readable, not even for an instant. SQLite
         // gives the -wal and -shm files the database file's mode.

@@ -14,6 +14,7 @@ import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, internal, terminal, transient } from '../../errors.js';
 import { assertSafeName, shellJoin } from '../ssh/quote.js';
 import { HOST_KEY_ALGO, ensureKeyPair, type KeyPair } from '../ssh/keys.js';
+import { makeDirs } from '../../state-dirs.js';
 import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
 import {
   deleteNetns,
@@ -375,7 +376,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     } catch (err) {
       throw wrap(err, `cannot create the lab network of cluster ${ctx.name}`);
     }
-    await mkdir(ctx.clusterDir, { recursive: true, mode: 0o755 });
+    makeDirs(ctx.clusterDir, 0o755);
     await ensureKeyPair(ctx.keyPath, `pgop-operator@${ctx.name}`);
   }
 

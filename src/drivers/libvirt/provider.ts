@@ -24,6 +24,7 @@ import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
 import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
 import { EventWatcher, type LibvirtEvent } from './events.js';
 import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
+import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
 
 const execFileP = promisify(execFile);
 
@@ -75,6 +76,7 @@ export class LibvirtProvider implements ProviderDriver {
   private readonly lastEvent = new Map<string, LibvirtEvent>();
   private closed = false;
   private advised = false;
+  private readonly warnedClosed = new Set<string>();
   private readonly hostKeys: HostKeyPins | undefined;
 
   constructor(opts: LibvirtProviderOptions = {}) {
@@ -249,6 +251,7 @@ export class LibvirtProvider implements ProviderDriver {
       this.serial(`uri:${m.uri}`, async () => {
         await this.ensurePool(m.uri, p.pool);
         await this.ensureNetwork(spec, m.uri, [m]);
+        this.openForQemu(m.uri, [p.pool.path, p.baseImage]);
       });
     const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
     if (existing) {
@@ -750,7 +753,24 @@ export class LibvirtProvider implements ProviderDriver {
           if (attempt === 0) continue;
           throw transient(`cannot ${what}: ${msg}`, err);
         }
-        throw terminal(`cannot ${what}: ${msg}`, err);
+        const advice = storageAccessAdvice(msg);
+        throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
+      }
+    }
+  }
+
+  /** qemu (libvirt-qemu) must traverse every directory above the disks of a local hypervisor:
+   *  pgop's own directories (under /var/lib/pgop, e.g. one an older pgop made 0700) are opened
+   *  for traversal (never the secrets); others still closed are said once. */
+  private openForQemu(uri: string, paths: string[]): void {
+    const u = parseUri(uri);
+    if (u.test || u.host !== '') return;
+    for (const path of paths) {
+      const closed = openPathForQemu(path);
+      const key = `${path}|${closed.join(',')}`;
+      if (closed.length > 0 && !this.warnedClosed.has(key)) {
+        this.warnedClosed.add(key);
+        this.log.warn({ uri, path, closed }, `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`);
       }
     }
   }

@@ -4,7 +4,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { makeDirs } from '../../state-dirs.js';
 import { dirname } from 'node:path';
 import { utils } from 'ssh2';
 import { messageOf, terminal } from '../../errors.js';
@@ -60,7 +61,7 @@ async function writeNew(path: string, content: string, mode: number): Promise<vo
  *  place from a fresh temp file in the same directory, made 0700 when missing; an existing
  *  directory keeps its mode: the private key file is 0600 either way). */
 export async function writeKeyPair(path: string, pair: KeyPair): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  makeDirs(dirname(path), 0o700);
   const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
     await writeNew(tmp, pair.privateKey, 0o600);
