@@ -154,6 +154,31 @@ describe.skipIf(!ready)('host keys made and pinned by pgop (real lab; run via sc
     expect((await world.shell.exec(info.hostRef(spec, node), ['true'])).code).toBe(0);
   });
 
+  it('`pgop host-key rotate CLUSTER pool` rotates the pool host\'s key and says so in an event; `list` shows the new fingerprint', async () => {
+    const { hostKeyRotateCommand, hostKeyListCommand } = await import('../../src/cli/commands/host-key.js');
+    const before = store.getHostKey('hk', 'pool')!.keyB64;
+    const out: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    try {
+      expect(await hostKeyRotateCommand(join(dir, 'pgop.db'), 'hk', 'pool')).toBe(0);
+      expect(await hostKeyListCommand(join(dir, 'pgop.db'), { cluster: 'hk' })).toBe(0);
+    } finally {
+      process.stdout.write = write;
+    }
+    const after = store.getHostKey('hk', 'pool')!.keyB64;
+    expect(after).not.toBe(before);
+    expect(out.join('')).toContain(`host key of hk/pool rotated: ${fingerprint(before)} -> ${fingerprint(after)}`);
+    expect(out.join('').split('\n').some((l) => /^hk\s+pool\s+ssh-ed25519\s+/.test(l) && l.includes(fingerprint(after)))).toBe(true);
+    expect(store.listEvents({ cluster: 'hk' }).filter((e) => e.ruleId === 'ssh.host-key-rotated').map((e) => e.node)).toEqual(['pool']);
+    const pool = new SshShell(storePins(store), { connectTimeoutMs: 2000 });
+    try {
+      expect((await pool.exec(info.hostRef(spec, 'pool'), ['true'])).code).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a re-provisioned node (deleteMachine + ensureMachine) gets a new key, pinned before its boot, that connects', async () => {
     const before = store.getHostKey('hk', 'pg1')!.keyB64;
     await world.provider.deleteMachine(spec, node);
