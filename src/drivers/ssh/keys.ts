@@ -7,8 +7,11 @@ import { existsSync } from 'node:fs';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { makeDirs } from '../../state-dirs.js';
 import { dirname } from 'node:path';
-import { utils } from 'ssh2';
+// ssh2 is CommonJS: Node's ESM loader finds Client as a named export but not utils
+import ssh2 from 'ssh2';
 import { messageOf, terminal } from '../../errors.js';
+
+const { utils } = ssh2;
 
 export const HOST_KEY_ALGO = 'ssh-ed25519';
 
