@@ -180,8 +180,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     process.env.PGOP_IT_REPL_PW = PW.repl;
     process.env.PGOP_IT_OWNER_PW = PW.owner;
     process.env.PGOP_IT_USER_PW = PW.user;
-    provider = createLabProvider();
-    shell = new SshShell(createMemoryPins(), { log: (e) => shellLog.push(e) });
+    const pins = createMemoryPins();
+    provider = createLabProvider({ hostKeys: pins });
+    shell = new SshShell(pins, { log: (e) => shellLog.push(e) });
     const logger = {
       info: (o: object, m?: string) => driverLog.push(`${m} ${JSON.stringify(o)}`),
       warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),

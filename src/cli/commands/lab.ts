@@ -2,7 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
@@ -10,6 +10,7 @@ import { Store, processIsAlive } from '../../store/store.js';
 import { parseSpecFile } from '../../spec/parse.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { EXIT, terminal } from '../../errors.js';
+import { makeDirs } from '../../state-dirs.js';
 import type { ClusterSpec, SecretRef } from '../../spec/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
@@ -28,7 +29,7 @@ export function ensureSecretFiles(spec: ClusterSpec): string[] {
   const made: string[] = [];
   for (const ref of refs) {
     if (!('file' in ref) || existsSync(ref.file)) continue;
-    mkdirSync(dirname(ref.file), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(ref.file), 0o700);
     writeFileSync(ref.file, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
     made.push(ref.file);
   }
