@@ -42,9 +42,13 @@ import { renderPcpPass, renderPgpoolConf, renderPoolHba, renderPoolPasswd } from
 import { allMachines, parseCidr } from '../../src/drivers/libvirt/names.js';
 import { renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml } from '../../src/drivers/libvirt/xml.js';
 import { renderSeed } from '../../src/drivers/libvirt/cloudinit.js';
+import { generateKeyPair } from '../../src/drivers/ssh/keys.js';
 import { shellJoin } from '../../src/drivers/ssh/quote.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../../src/drivers/types.js';
+
+/** The seed's host key: a real pair, so the renderer's key checks pass and only spec values vary. */
+const HOST_KEY = generateKeyPair('pgop-host');
 
 const root = new URL('../../', import.meta.url).pathname;
 const SEED = process.env.PGOP_PROPERTY_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.PGOP_PROPERTY_SEED ?? 1313);
@@ -356,7 +360,7 @@ function checkLibvirt(spec: ClusterSpec): void {
     expect(unXml(/<backingStore>\s*<path>([^<]*)<\/path>/.exec(volXml)![1]!)).toBe(p.baseImage);
     const hostname = m.role === 'pool' ? `${m.cluster}-pool` : m.name;
     const seed = renderSeed({
-      cluster: m.cluster, name: m.name, hostname, osFamily: p.osFamily, sshUser: p.sshUser, publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop', mac: m.mac,
+      cluster: m.cluster, name: m.name, hostname, osFamily: p.osFamily, sshUser: p.sshUser, publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop', hostKey: HOST_KEY, mac: m.mac,
       address: m.address, prefixLen, gateway: p.network.gateway, dataDisk: m.volumes.data ? p.dataDisk : null,
     });
     expect(parseYaml(seed['meta-data'])).toEqual({ 'instance-id': `pgop-${m.cluster}-${m.name}`, 'local-hostname': hostname });
