@@ -9,7 +9,7 @@
 //   node-<name>.crt/.key    a node's server certificate: SANs = node name + node address
 //   pool.crt/.key           pgpool's: SANs = "pgpool" + spec.pgpool.address (+ the watchdog VIP)
 //
-// ensure() runs on every probe: a comparison in memory (and a stat every 10 s); it reads files
+// ensure() runs on every probe: a comparison in memory and a stat; it reads files
 // only the first time and issues only what is missing, wrong (names, issuer, key) or due
 // (certificateDays, renewed renewBeforeDays ahead). A certificate merely due is renewed in the
 // background, so no probe waits on issuance. What changed then reaches the nodes as config drift
@@ -25,7 +25,7 @@ import { certFacts, judgeCa, judgeServerCert, type WantedNames } from './check.j
 
 const CA_DAYS = 3650;
 const CA_RENEW_DAYS = 365;
-/** how often ensure() looks again (in memory) and stats the directory */
+/** how often ensure() judges the certificates again (in memory) */
 const RECHECK_MS = 10_000;
 
 export { TLS_DEFAULTS, tlsOf };
@@ -124,17 +124,18 @@ export class ClusterTls {
   }
 
   /** The material, every certificate usable for the spec as it is now. Cheap when nothing
-   *  changed: no I/O but a stat every 10 s. */
+   *  changed: no I/O but a stat (the certificates are judged again every 10 s, in memory). */
   async ensure(cluster: ClusterSpec): Promise<TlsMaterial> {
     const dir = this.dirOf(cluster);
     const st = state(dir);
     const now = this.now();
     // a changed spec (a node added or moved, other lifetimes) is looked at at once
     const wantKey = JSON.stringify([[...wantedHosts(cluster)], tlsOf(cluster)]);
-    if (st.material && now - st.checkedAt < RECHECK_MS && st.wantKey === wantKey) return st.material;
+    // (a stat, ~2 us: a cluster deleted and made again under the same name lost its directory)
+    const present = existsSync(join(dir, 'ca.crt'));
+    if (st.material && present && now - st.checkedAt < RECHECK_MS && st.wantKey === wantKey) return st.material;
     if (st.issuing) return st.issuing;
-    // a cluster deleted and made again under the same name: its directory went with it
-    if (st.material && !existsSync(join(dir, 'ca.crt'))) st.material = null;
+    if (st.material && !present) st.material = null;
     st.material ??= loadSync(dir, wantedHosts(cluster));
     const problems = this.judge(cluster, st.material, now);
     if (problems.length === 0) {
