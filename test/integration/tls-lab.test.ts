@@ -196,6 +196,13 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
       return e;
     }, 10_000);
     expect(explainTlsError(err, victim)).toMatch(/not issued by the cluster CA/);
+    // pgpool verifies the backend's chain too (ssl_ca_cert): a session that needs a new backend
+    // connection to the node fails (template1: nothing cached for it)
+    const poolErr = await withClient({ host: pool, port: 9999, database: 'template1', ssl: ssl('pgpool', pool) }, (c) => c.query('SELECT 1')).then(() => null, (e: Error) => e);
+    expect(poolErr, 'a pgpool session over a backend with a foreign certificate').toBeTruthy();
+    const poolLog = readFileSync(join(state, 'tl', 'pool', 'u01', 'pgpool', 'log', 'pgpool.log'), 'utf8');
+    console.log(`pgpool: ${poolErr?.message}; log: ${poolLog.split('\n').filter((l) => /ssl|certificate/i.test(l)).slice(-3).join(' | ')}`);
+    expect(poolLog).toMatch(/certificate verify failed/);
     // the operator: its probe session is made anew, refused; the event names the refusal
     await stopServe();
     serveLog = '';
