@@ -10,6 +10,7 @@ import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
 import { rotateHostKey, type RotateResult } from '../ssh/rotate.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { ClusterTls } from '../../tls/material.js';
 
 export type LabWorldLog = DriverLog;
 
@@ -69,9 +70,12 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   const debug = shellDebugLog(opts.log);
   const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), onHostKeyRefused: hostKeyRefusedRecorder(opts.store, opts.log) });
   const signals = opts.signals ?? new Signals();
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  // one CA per cluster, shared by both drivers (lab: <state dir>/<cluster>/tls)
+  const tls = new ClusterTls(opts.log ? { log: opts.log } : {});
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, tls, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({
     shell,
+    tls,
     hostRef: (c) => provider.hostRef(c, 'pool'),
     signals,
     ...(opts.log ? { logger: opts.log } : {}),

@@ -2,12 +2,14 @@
 // (LibvirtProvider), SSH as root with the cluster's operator key and the host keys pgop made for
 // the machines (pinned in the store before their first boot), postgres and pgpool configured over SSH (the same code as on lab hosts).
 
+import { join } from 'node:path';
 import type { Store } from '../../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { SshShell, shellDebugLog, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
+import { ClusterTls } from '../../tls/material.js';
 import { hostKeyRefusedRecorder, storePins } from '../lab/world.js';
 import { shellJoin } from '../ssh/quote.js';
 import { terminal } from '../../errors.js';
@@ -42,9 +44,12 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   const debug = shellDebugLog(opts.log);
   const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), onHostKeyRefused: hostKeyRefusedRecorder(opts.store, opts.log), ...opts.shell });
   const signals = opts.signals ?? new Signals();
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  // one CA per cluster, shared by both drivers, beside the cluster's operator key
+  const tls = new ClusterTls({ dirOf: (c) => join(provider.stateDir, c.name, 'tls'), ...(opts.log ? { log: opts.log } : {}) });
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, tls, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({
     shell,
+    tls,
     hostRef: (c) => provider.hostRef(c, POOL_HOST),
     signals,
     ...(opts.log ? { logger: opts.log } : {}),

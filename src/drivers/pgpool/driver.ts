@@ -20,7 +20,9 @@ import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../postgres/driver.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
-import { ClientCache } from '../pg-clients.js';
+import { ClientCache, newClient } from '../pg-clients.js';
+import { ClusterTls, POOL_HOST } from '../../tls/material.js';
+import { clientTls } from '../../tls/client.js';
 import { PcpRefused, PcpSession, pcpRequest, type PcpRequest } from './pcp.js';
 import {
   PCP_USER,
@@ -32,6 +34,7 @@ import {
   renderPoolHba,
   renderPoolPasswd,
   type PoolPaths,
+  type PoolTlsFiles,
 } from './config.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -55,6 +58,8 @@ export interface SshPoolDriverOptions {
   /** How long ensurePool waits for pgpool's view to match before restarting it (default 10 s;
    *  after a restart it waits at least 15 s). */
   settleTimeoutMs?: number;
+  /** The clusters' CAs and certificates (default: in each provider's state directory). */
+  tls?: ClusterTls;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -111,6 +116,7 @@ export class SshPoolDriver implements PoolDriver {
   private readonly specs = new Map<string, ClusterSpec>();
   /** the PCP password per cluster (generated once, kept on the pool host in pcp.secret) */
   private readonly pcpPasswords = new Map<string, string>();
+  private readonly tls: ClusterTls;
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -119,6 +125,7 @@ export class SshPoolDriver implements PoolDriver {
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
+    this.tls = opts.tls ?? new ClusterTls({ log: this.log });
     // A pgpool failing over takes 1-3 s here (longer on a loaded host); one still silent or wrong
     // after this is stuck (seen: its search for the primary hanging on a node whose link is down)
     // and a restart, which starts with the unreachable nodes marked down, is the quicker way out.
@@ -132,7 +139,15 @@ export class SshPoolDriver implements PoolDriver {
   private readonly offSignals?: () => void;
 
   desiredConfigHash(cluster: ClusterSpec): string {
-    return desiredPoolConfigHash(cluster, this.paths);
+    return desiredPoolConfigHash(cluster, this.paths, this.poolTls(cluster));
+  }
+
+  /** pgpool's TLS files as pgop issued them (null: none yet, or TLS off). */
+  private poolTls(cluster: ClusterSpec): PoolTlsFiles {
+    if (!this.tls.enabled(cluster)) return null;
+    const m = this.tls.peek(cluster);
+    const h = m?.hosts.get(POOL_HOST);
+    return m && h ? { cert: h.cert, key: h.key, ca: m.caBundle } : null;
   }
 
   // ---------------------------------------------------------------- remote helpers
@@ -152,8 +167,9 @@ export class SshPoolDriver implements PoolDriver {
 
   private client(cluster: ClusterSpec): Promise<pg.Client> {
     const timeout = cluster.failureDetection.connectTimeoutMs;
-    return this.clients.get(cluster.name, () => new pg.Client({
+    return this.clients.get(cluster.name, () => newClient({
       ...this.connectOf(cluster),
+      ...this.sslConfig(cluster),
       // A pgpool that just started connects to every backend first: give it time. (A pgpool busy
       // failing over does not hold up a pass: observe() waits only briefly for this answer.)
       connectionTimeoutMillis: Math.max(2000, timeout * 2),
@@ -161,6 +177,15 @@ export class SshPoolDriver implements PoolDriver {
       application_name: 'pgop-pool-probe',
       keepAlive: true,
     }));
+  }
+
+  /** verify-full to pgpool (its certificate names spec.pgpool.address) when TLS is on. */
+  private sslConfig(cluster: ClusterSpec): Partial<pg.ClientConfig> {
+    if (!this.tls.enabled(cluster)) return {};
+    const m = this.tls.peek(cluster);
+    if (!m) throw transient(`cannot connect to pgpool of ${cluster.name}: the cluster CA is not issued yet`);
+    const host = this.connectOf(cluster).host ?? cluster.pgpool.address ?? '';
+    return { ssl: clientTls(m.caBundle, { name: 'pgpool', address: host }), enableChannelBinding: true } as Partial<pg.ClientConfig>;
   }
 
   private dropClient(cluster: ClusterSpec): void {
@@ -296,7 +321,11 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
-    const desired = desiredPoolConfigHash(cluster, p);
+    const tlsOn = this.tls.enabled(cluster);
+    if (tlsOn) await this.tls.ensure(cluster);
+    const tls = this.poolTls(cluster);
+    if (tlsOn && !tls) throw transient(`cannot configure pgpool of ${cluster.name}: no certificate issued for it yet`);
+    const desired = desiredPoolConfigHash(cluster, p, tls);
     // During a failover only routing is wrong: when the files on the pool host are known to be
     // current, skip the round trips that would rewrite them and go straight to routing.
     const known = this.hashes.get(cluster.name);
@@ -326,6 +355,9 @@ export class SshPoolDriver implements PoolDriver {
       files.push({ op: 'write', path: p.pcpSecret, content: `${pcpPassword}\n` });
     }
     this.pcpPasswords.set(cluster.name, pcpPassword);
+    if (tls) {
+      files.push({ op: 'write', path: p.sslCa, content: tls.ca }, { op: 'write', path: p.sslCert, content: tls.cert }, { op: 'write', path: p.sslKey, content: tls.key });
+    }
     files.push(
       { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p) },
       { op: 'write', path: p.hba, content: renderPoolHba(cluster) },
@@ -334,9 +366,11 @@ export class SshPoolDriver implements PoolDriver {
       { op: 'write', path: p.pcpPass, content: renderPcpPass(cluster, pcpPassword) },
       { op: 'write', path: p.confHash, content: `${desired}\n` },
     );
+
     const changedPaths = await putFiles(this.shell, host, files);
     this.hashes.set(cluster.name, { hash: desired, at: Date.now() });
-    const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key].some((f) => changedPaths.has(f));
+    // pgpool reads its TLS files only at start
+    const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key, p.sslCa, p.sslCert, p.sslKey].some((f) => changedPaths.has(f));
     if (running && changed) {
       this.log.info({ cluster: cluster.name }, 'pgpool configuration changed: restarting');
       await this.stopPgpool(cluster);

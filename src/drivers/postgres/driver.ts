@@ -13,7 +13,9 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
-import { ClientCache, endClient } from '../pg-clients.js';
+import { ClientCache, endClient, newClient } from '../pg-clients.js';
+import { ClusterTls, nodeHostId } from '../../tls/material.js';
+import { clientTls, explainTlsError } from '../../tls/client.js';
 import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeOptions, ProbeResult, Signals } from '../types.js';
 import { AFTER_FAILOVER_MS } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
@@ -48,6 +50,9 @@ import {
   renderSyncConf,
   scramVerifier,
   slotName,
+  nodeSslConninfo,
+  tlsNodePaths,
+  type NodeTlsFiles,
   syncStandbyNamesValue,
   verifyScram,
 } from './config.js';
@@ -66,6 +71,8 @@ export interface SshPostgresDriverOptions {
   streamTimeoutMs?: number;
   /** Where a dropped probe session is reported (the loop then looks at once). */
   signals?: Signals;
+  /** The clusters' CAs and certificates (default: in each provider's state directory). */
+  tls?: ClusterTls;
 }
 
 /** The default `connect`: superuser over TCP to the node's address. */
@@ -145,7 +152,9 @@ SELECT r.rec AS in_recovery,
   encode(sha256(
       coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
       coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
-      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea)), 'hex') AS live_hash,
+      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea) ||
+      coalesce((SELECT string_agg('\\x00'::bytea || coalesce(pg_read_binary_file(f, 0, 16777216, true), ''::bytea), ''::bytea ORDER BY o)
+                  FROM unnest($2::text[]) WITH ORDINALITY AS u(f, o)), ''::bytea)), 'hex') AS live_hash,
   convert_from(pg_read_binary_file('${CONFHASH_FILE}', 0, 1024, true), 'UTF8') AS recorded_hash,
   (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
 FROM r LEFT JOIN pg_stat_wal_receiver w ON true`;
@@ -209,6 +218,9 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
   /** Nodes not to look at over SSH for now (their postmaster was reported dead: see probeOnce). */
   private readonly lookLater = new Set<string>();
+  private readonly tls: ClusterTls;
+  /** per cluster/node: when the TLS files were last restored after a refused certificate */
+  private readonly tlsRepairs = new Map<string, number>();
 
   constructor(opts: SshPostgresDriverOptions) {
     this.shell = opts.shell;
@@ -216,6 +228,7 @@ export class SshPostgresDriver implements PostgresDriver {
     this.connectOf = opts.connect ?? defaultConnect;
     this.log = opts.logger ?? silent;
     this.streamTimeoutMs = opts.streamTimeoutMs ?? 30_000;
+    this.tls = opts.tls ?? new ClusterTls({ log: this.log });
     const signals = opts.signals;
     this.probes = new ClientCache((key, why) => {
       const i = key.indexOf('/');
@@ -227,7 +240,62 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
-    return desiredConfigHash(cluster, node);
+    return desiredConfigHash(cluster, node, this.nodeTls(cluster, node));
+  }
+
+  // ======================================================================== TLS
+
+  /** The node's TLS files as pgop issued them (null: none yet, or TLS off). */
+  private nodeTls(cluster: ClusterSpec, node: NodeSpec): NodeTlsFiles {
+    if (!this.tls.enabled(cluster)) return null;
+    const m = this.tls.peek(cluster);
+    const h = m?.hosts.get(nodeHostId(node.name));
+    return m && h ? { cert: h.cert, key: h.key, ca: m.caBundle } : null;
+  }
+
+  /** Issue or renew what the cluster needs (cheap when nothing is due: see ClusterTls). */
+  private async ensureTls(cluster: ClusterSpec): Promise<void> {
+    if (this.tls.enabled(cluster)) await this.tls.ensure(cluster);
+  }
+
+  /** An operation found the node serving a certificate pgop refuses (the probe only reports
+   *  it: the refusal is the operation's error, so it shows in the events). The files are pgop's
+   *  (config drift): rewrite them over SSH, whose host key is pinned (so this is the node, not
+   *  whoever took its address), and reload postgres there. Nothing is trusted meanwhile: the
+   *  operation fails, and the next one connects only if the certificate verifies. At most every
+   *  30 s per node. Returns what to add to the error. */
+  private async repairTls(cluster: ClusterSpec, node: NodeSpec, why: string): Promise<string> {
+    const key = `${cluster.name}/${node.name}`;
+    const last = this.tlsRepairs.get(key) ?? 0;
+    if (!this.tls.enabled(cluster) || Date.now() - last < 30_000) return '';
+    this.tlsRepairs.set(key, Date.now());
+    try {
+      await this.ensureTls(cluster);
+      const changed = await this.apply(cluster, node, this.tlsFiles(cluster, node), { dataDir: false });
+      if (changed.size === 0) {
+        this.log.warn({ node: node.name, why }, 'tls: the node holds the certificate pgop issued, yet what answers at its address does not present it');
+        return '; the node holds the certificate pgop issued: is something else answering at its address?';
+      }
+      await this.must(cluster, node, 'reload postgres', '"$2/pg_ctl" -D "$1" reload >/dev/null', [this.dataDir(cluster), binDir(cluster)], { user: 'postgres', timeoutMs: 10_000 });
+      this.log.warn({ node: node.name, why, rewritten: [...changed] }, 'tls: the node served a certificate pgop did not issue; its certificate files were rewritten over SSH and postgres reloaded');
+      return '; pgop rewrote its certificate files on the node over SSH and reloaded postgres';
+    } catch (err) {
+      this.log.warn({ node: node.name, error: messageOf(err) }, 'tls: cannot restore the certificate files of the node');
+      return '';
+    }
+  }
+
+  /** The TLS files of a node (certificate, key, CA bundle; owner postgres, 0600). */
+  private tlsFiles(cluster: ClusterSpec, node: NodeSpec): FileOp[] {
+    if (!this.tls.enabled(cluster)) return [];
+    const t = this.nodeTls(cluster, node);
+    if (!t) throw transient(`cannot configure TLS on ${node.name}: no certificate issued yet`);
+    const p = tlsNodePaths(cluster);
+    return [
+      { op: 'write', path: p.ca, content: t.ca },
+      { op: 'write', path: p.cert, content: t.cert },
+      { op: 'write', path: p.key, content: t.key },
+    ];
   }
 
   // ======================================================================== remote helpers
@@ -312,9 +380,19 @@ export class SshPostgresDriver implements PostgresDriver {
 
   private clientConfig(cluster: ClusterSpec, node: NodeSpec, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
     const timeout = cluster.failureDetection.connectTimeoutMs;
+    const base = this.connectOf(cluster, node);
+    let ssl: Partial<pg.ClientConfig> = {};
+    if (this.tls.enabled(cluster) && !String(base.host ?? '').startsWith('/')) {
+      // verify-full against the cluster CA; SCRAM with channel binding where offered (a unix
+      // socket, which a custom connect() may name, has no TLS)
+      const m = this.tls.peek(cluster);
+      if (!m) throw transient(`cannot connect to postgres on ${node.name}: the cluster CA is not issued yet`);
+      ssl = { ssl: clientTls(m.caBundle, { name: node.name, address: base.host ?? node.address }), enableChannelBinding: true } as Partial<pg.ClientConfig>;
+    }
     return {
       port: pgPort(cluster),
-      ...this.connectOf(cluster, node),
+      ...base,
+      ...ssl,
       connectionTimeoutMillis: timeout,
       keepAlive: true,
       application_name: 'pgop',
@@ -328,13 +406,14 @@ export class SshPostgresDriver implements PostgresDriver {
       connectionTimeoutMillis: Math.max(5000, cluster.failureDetection.connectTimeoutMs),
       ...(database ? { database } : {}),
     });
-    const client = new pg.Client(cfg);
+    const client = newClient(cfg);
     client.on('error', () => {});
     try {
       await client.connect();
     } catch (err) {
       await endClient(client);
-      throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}`, err);
+      const repaired = explainTlsError(err) ? await this.repairTls(cluster, node, pgMessage(err)) : '';
+      throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}${repaired}`, err);
     }
     try {
       return await fn(client);
@@ -346,7 +425,7 @@ export class SshPostgresDriver implements PostgresDriver {
   private probeClient(cluster: ClusterSpec, node: NodeSpec): Promise<pg.Client> {
     const timeout = cluster.failureDetection.connectTimeoutMs;
     return this.probes.get(`${cluster.name}/${node.name}`, () =>
-      new pg.Client(
+      newClient(
         this.clientConfig(cluster, node, {
           // One probe's budget is the spec's timeout: a link that went down shows as a miss
           // after that long, not after TCP gives up.
@@ -369,6 +448,8 @@ export class SshPostgresDriver implements PostgresDriver {
     this.probedSpecs.set(cluster.name, cluster);
     const last = this.lastProbe.get(key);
     if (opts.maxAgeMs !== undefined && last && Date.now() - last.at <= opts.maxAgeMs) return last.result;
+    // certificates issued or renewed when due (an in-memory check when nothing is)
+    await this.ensureTls(cluster).catch((err) => this.log.warn({ cluster: cluster.name, error: messageOf(err) }, 'tls: cannot issue certificates'));
     // Right after an urgent fence, the probe started at the news of the postmaster's death
     // serves as fresh, once (see onPostmasterDeath), if it found postgres running: one that
     // failed in the thick of the failure (a timeout while the host is busiest) is asked again.
@@ -512,7 +593,8 @@ export class SshPostgresDriver implements PostgresDriver {
   /** The probe query on an open session. */
   private async query(cluster: ClusterSpec, client: pg.Client): Promise<PostgresObservation> {
     const script = cluster.postgres.archiveScript ? archiveScriptPath(cluster) : '';
-    const res = await client.query<ProbeRow>(PROBE_SQL, [script]);
+    const t = tlsNodePaths(cluster);
+    const res = await client.query<ProbeRow>(PROBE_SQL, [script, this.tls.enabled(cluster) ? [t.cert, t.key, t.ca] : []]);
     const r = res.rows[0];
     if (!r) throw internal('probe query returned no row');
     return this.observationOf(cluster, r);
@@ -610,6 +692,7 @@ export class SshPostgresDriver implements PostgresDriver {
   private managedFiles(cluster: ClusterSpec, node: NodeSpec): FileOp[] {
     const d = this.dataDir(cluster);
     const files: FileOp[] = [
+      ...this.tlsFiles(cluster, node),
       { op: 'write', path: `${d}/${CONF_DIR}/${CONF_FILE}`, content: renderConf(cluster, node) },
       { op: 'write', path: `${d}/pg_hba.conf`, content: renderHba(cluster) },
     ];
@@ -618,11 +701,12 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   private confHashFile(cluster: ClusterSpec, node: NodeSpec): FileOp {
-    return { op: 'write', path: `${this.dataDir(cluster)}/${CONFHASH_FILE}`, content: `${desiredConfigHash(cluster, node)}\n` };
+    return { op: 'write', path: `${this.dataDir(cluster)}/${CONFHASH_FILE}`, content: `${desiredConfigHash(cluster, node, this.nodeTls(cluster, node))}\n` };
   }
 
   /** Managed files (+ extra), include_dir; true when a setting file changed (reload needed). */
   private async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec, extra: FileOp[] = [], clean = false): Promise<boolean> {
+    await this.ensureTls(cluster);
     const changed = await this.apply(cluster, node, [...this.managedFiles(cluster, node), ...extra], { dataDir: true, clean });
     changed.delete(`${this.dataDir(cluster)}/${CONFHASH_FILE}`);
     changed.delete(replicationPassfilePath(cluster));
@@ -691,6 +775,7 @@ export class SshPostgresDriver implements PostgresDriver {
 
   async ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[]): Promise<void> {
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const d = this.dataDir(cluster);
     let st = await this.nodeState(cluster, node);
     if (!st.initialized) {
@@ -924,6 +1009,7 @@ export class SshPostgresDriver implements PostgresDriver {
 
   async ensureConfigured(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const st = await this.nodeState(cluster, node);
     if (!st.initialized) throw transient(`cannot configure ${node.name}: its data directory is not initialised yet`);
     const changed = await this.writeManagedFiles(cluster, node);
@@ -972,6 +1058,7 @@ export class SshPostgresDriver implements PostgresDriver {
   async ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void> {
     if (node.name === primary.name) throw internal(`cannot make ${node.name} a standby of itself`);
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const d = this.dataDir(cluster);
     // The primary's timeline and history, and the node's slot on it (slots are not replicated:
     // after a failover the new primary gets it before the standby is pointed at it).
@@ -1091,7 +1178,7 @@ export class SshPostgresDriver implements PostgresDriver {
     // pg_rewind (15) reads the source's timeline from its control file, which a freshly promoted
     // primary updates only at its first checkpoint: without this, "no rewind required".
     await this.withAdmin(cluster, primary, (c) => c.query('CHECKPOINT'));
-    const src = `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`;
+    const src = [`host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`, ...nodeSslConninfo(cluster)].join(' ');
     const res = await this.sh(cluster, node, REWIND_SH, [this.dataDir(cluster), binDir(cluster), src], {
       user: 'postgres',
       input: `${this.superuserPassword(cluster)}\n`,
@@ -1136,6 +1223,12 @@ export class SshPostgresDriver implements PostgresDriver {
     const d = this.dataDir(cluster);
     const prep = await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d, systemId, binDir(cluster)], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
     for (const line of prep.stdout.split('\n')) if (line.startsWith('keeping ')) this.log.warn({ node: node.name }, line);
+    // pg_basebackup checks the primary's certificate against the CA file (verify-full)
+    const tlsOn = this.tls.enabled(cluster);
+    if (tlsOn) {
+      await this.ensureTls(cluster);
+      await this.apply(cluster, node, this.tlsFiles(cluster, node), { dataDir: false });
+    }
     const slot = cluster.replication.slots ? slotName(node.name) : '';
     await this.must(
       cluster,
@@ -1143,7 +1236,12 @@ export class SshPostgresDriver implements PostgresDriver {
       `clone ${primary.name}`,
       BASEBACKUP_SH,
       [d, binDir(cluster), primary.address, pgPort(cluster), cluster.replication.user, slot, `pgop_clone_${node.name}`],
-      { user: 'postgres', input: `${this.replicationPassword(cluster)}\n`, timeoutMs: 6 * 3600_000 },
+      {
+        user: 'postgres',
+        input: `${this.replicationPassword(cluster)}\n`,
+        timeoutMs: 6 * 3600_000,
+        ...(tlsOn ? { env: { PGSSLMODE: 'verify-full', PGSSLROOTCERT: tlsNodePaths(cluster).ca } } : {}),
+      },
     );
     this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0) }, 'cloned');
   }
@@ -1156,7 +1254,7 @@ export class SshPostgresDriver implements PostgresDriver {
       for (;;) {
         try {
           if (!client) {
-            client = new pg.Client(this.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
+            client = newClient(this.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
             client.on('error', () => {});
             await client.connect();
           }
@@ -1377,6 +1475,8 @@ function tail(s: string, n = 400): string {
 
 function pgMessage(err: unknown): string {
   const e = err as { message?: string; code?: string };
+  const tls = explainTlsError(err);
+  if (tls) return tls;
   const msg = e?.message ?? String(err);
   return e?.code && /^[0-9A-Z]{5}$/.test(e.code) ? `${msg} (${e.code})` : msg;
 }
