@@ -77,8 +77,9 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   beforeAll(async () => {
     process.env.PGOP_NF_SU_PW = PW.su;
     process.env.PGOP_NF_REPL_PW = PW.repl;
-    provider = createLabProvider();
-    shell = new SshShell(createMemoryPins());
+    const pins = createMemoryPins();
+    provider = createLabProvider({ hostKeys: pins });
+    shell = new SshShell(pins);
     const logger = {
       info: (o: object, m?: string) => driverLog.push(`${m} ${JSON.stringify(o)}`),
       warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),

@@ -26,6 +26,7 @@ import {
   SOCKET_DIR,
   binDir,
   clusterNetworks,
+  hbaType,
   nodeOptionString,
   nodeOptions,
   renderArchiveScript,
@@ -273,7 +274,7 @@ function checkPostgres(spec: ClusterSpec): void {
   const nets = clusterNetworks(spec);
   expect(rows.length).toBe(1 + 2 * nets.length + spec.postgres.hba.length);
   spec.postgres.hba.forEach((h, i) => {
-    expect(rows[1 + 2 * nets.length + i]).toEqual([h.type, h.database, h.user, ...(h.type === 'local' ? [] : [h.address!]), h.method]);
+    expect(rows[1 + 2 * nets.length + i]).toEqual([hbaType(spec, h.type), h.database, h.user, ...(h.type === 'local' ? [] : [h.address!]), h.method]);
   });
   expect(rows.slice(1, 1 + nets.length).map((r) => r[2])).toEqual(nets.map(() => spec.replication.user));
 
@@ -326,7 +327,7 @@ function checkPgpool(spec: ClusterSpec): void {
     expect(values.get(`backend_data_directory${i}`)).toBe(spec.postgres.dataDir);
     expect(values.get(`backend_application_name${i}`)).toBe(n.name);
   });
-  for (const line of renderPoolHba(spec).split('\n')) expect(line).toMatch(/^(#.*|local\tall\tall\t\tscram-sha-256|host\tall\tall\t[0-9./]+\tscram-sha-256|)$/);
+  for (const line of renderPoolHba(spec).split('\n')) expect(line).toMatch(/^(#.*|local\tall\tall\t\tscram-sha-256|host(ssl)?\tall\tall\t[0-9./]+\tscram-sha-256|)$/);
   const users = ['postgres', spec.replication.user, ...spec.roles.map((r) => r.name)];
   const passwd = renderPoolPasswd(users.map((name) => ({ name, password: 'pw' })), 'key').trimEnd().split('\n');
   expect(passwd.map((l) => /^([^:\s]+):AES[A-Za-z0-9+/=]+$/.exec(l)?.[1]).sort()).toEqual([...users].sort());

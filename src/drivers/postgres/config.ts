@@ -227,13 +227,20 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
 
 /** pg_hba.conf: peer for the local postgres OS user, scram-sha-256 from the cluster network for
  *  the replication user and the operator's superuser, then the spec's rules. Never `trust`. */
+/** The connection type a spec hba rule is written with: `host` becomes `hostssl` while TLS is on,
+ *  unless the spec keeps its host rules as written. */
+export function hbaType(cluster: ClusterSpec, type: HbaRule['type']): HbaRule['type'] {
+  const tls = tlsOf(cluster);
+  return type === 'host' && tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : type;
+}
+
 export function renderHba(cluster: ClusterSpec): string {
   const nets = clusterNetworks(cluster);
   const repl = cluster.replication.user;
   const tls = tlsOf(cluster);
   // pgop's own lines need TLS when it is on; the spec's `host` lines too unless it says otherwise
   const own = tls.enabled ? 'hostssl' : 'host';
-  const network = (type: HbaRule['type']) => (type === 'host' && tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : type);
+  const network = (type: HbaRule['type']) => hbaType(cluster, type);
   const rows: string[][] = [
     ['local', 'all', 'postgres', '', 'peer'],
     ...nets.map((n) => [own, 'replication', repl, n, 'scram-sha-256']),
