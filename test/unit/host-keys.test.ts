@@ -26,6 +26,15 @@ describe('key pairs made by pgop', () => {
     expect(() => generateKeyPair('two\nlines')).toThrow(/one line/);
   });
 
+  it('every pair carries a whole 32-byte key (ssh2 alone drops a leading zero byte in ~1 of 230)', () => {
+    // 1500 pairs: the library's short key would show up here with probability ~99.8%
+    for (let i = 0; i < 1500; i++) {
+      const k = generateKeyPair('pgop-host@c/n');
+      expect(Buffer.from(k.keyB64, 'base64').length).toBe(51);
+      expect(publicOfPrivate(k.privateKey)).toBe(k.keyB64);
+    }
+  });
+
   it('ensureKeyPair: made once (private 0600, public 0644, new directory 0700), then read back unchanged', async () => {
     const path = join(tmp, 'state', 'c1', 'hostkeys', 'n1_ed25519');
     const made = await ensureKeyPair(path, 'pgop-host@c1/n1');

@@ -27,10 +27,20 @@ export interface KeyPair {
 /** A fresh ed25519 key pair. The comment must be one line. */
 export function generateKeyPair(comment: string): KeyPair {
   if (/[\r\n]/.test(comment)) throw terminal(`cannot make a key with comment ${JSON.stringify(comment)}: it must be one line`);
-  const k = utils.generateKeyPairSync('ed25519', { comment });
-  const publicLine = k.public.trim();
-  return { privateKey: k.private, publicLine, keyB64: publicKeyB64(publicLine) };
+  // ssh2's keygen drops a leading zero byte of the 32-byte public key (about 1 key in 230): sshd
+  // then cannot load the host key. Such a pair is thrown away and another one made.
+  for (;;) {
+    const k = utils.generateKeyPairSync('ed25519', { comment });
+    const publicLine = k.public.trim();
+    const keyB64 = publicKeyB64(publicLine);
+    if (Buffer.from(keyB64, 'base64').length === ED25519_BLOB_BYTES && publicOfPrivate(k.private) === keyB64) {
+      return { privateKey: k.private, publicLine, keyB64 };
+    }
+  }
 }
+
+/** An ssh-ed25519 public key blob: string "ssh-ed25519" (4 + 11 bytes) and the key (4 + 32). */
+const ED25519_BLOB_BYTES = 51;
 
 /** The base64 blob of an `ssh-ed25519 AAAA... [comment]` line. */
 export function publicKeyB64(line: string): string {
