@@ -406,7 +406,11 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await retry('ensureSlots pg02', () => pgd.ensureSlots(spec, pg02, [pg03.name, pg01.name]));
     await retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg02));
     timings.repoint = Math.round(performance.now() - t1);
-    const p3 = await pgd.probe(spec, pg03);
+    // its walreceiver streams the rest of timeline 1 from pg02 before it crosses to timeline 2
+    const p3 = await until('pg03 streams from pg02 on timeline 2', async () => {
+      const p = await pgd.probe(spec, pg03);
+      return p.postgres?.timeline === 2 && p.postgres.streaming ? p : null;
+    });
     expect(p3.postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg02', timeline: 2 });
     await until('pg03 has row 4', () => withPg(direct(pg03, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1));
   }, 120_000);

@@ -272,11 +272,13 @@ export class SshPostgresDriver implements PostgresDriver {
     try {
       await this.ensureTls(cluster);
       const changed = await this.apply(cluster, node, this.tlsFiles(cluster, node), { dataDir: false });
-      if (changed.size === 0) {
-        this.log.warn({ node: node.name, why }, 'tls: the node holds the certificate pgop issued, yet what answers at its address does not present it');
-        return '; the node holds the certificate pgop issued: is something else answering at its address?';
-      }
+      // Reloaded even when the files were right already: an earlier repair may have rewritten
+      // them and then failed to reload, and postgres reads its certificate only at a reload.
       await this.must(cluster, node, 'reload postgres', '"$2/pg_ctl" -D "$1" reload >/dev/null', [this.dataDir(cluster), binDir(cluster)], { user: 'postgres', timeoutMs: 10_000 });
+      if (changed.size === 0) {
+        this.log.warn({ node: node.name, why }, 'tls: the node holds the certificate pgop issued, yet what answers at its address does not present it; postgres reloaded');
+        return '; the node holds the certificate pgop issued (postgres reloaded): if this persists, something else answers at its address';
+      }
       this.log.warn({ node: node.name, why, rewritten: [...changed] }, 'tls: the node served a certificate pgop did not issue; its certificate files were rewritten over SSH and postgres reloaded');
       return '; pgop rewrote its certificate files on the node over SSH and reloaded postgres';
     } catch (err) {
