@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Store } from '../../src/store/store.js';
-import { SimWorld } from '../../src/drivers/sim/world.js';
+import { SimWorld, slotNameFor } from '../../src/drivers/sim/world.js';
 import { SimClock } from '../../src/drivers/sim/clock.js';
 import { createSimWorld } from '../../src/drivers/sim/drivers.js';
 import { Reconciler, type PassResult } from '../../src/reconcile/reconciler.js';
@@ -188,6 +188,12 @@ function assertConverged(env: Env) {
     expect(node.pg.upstream, `${n} upstream`).toBe(primary);
   }
   expect(env.sim.inspectPool(name)?.primary).toBe(primary);
+  // A node that left the spec left everything (issue 19): no replication slot holding WAL for
+  // it on the primary, no place in the sync set, no pgpool backend.
+  const p = env.sim.inspect(name, primary)!.pg;
+  if (env.spec.replication.slots) expect([...p.slots].sort(), 'slots on the primary').toEqual(specNodes.filter((n) => n !== primary).map(slotNameFor).sort());
+  for (const n of p.syncNames) expect(specNodes, `sync standby ${n}`).toContain(n);
+  expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual([...specNodes].sort());
   // A write through pgpool now succeeds, synchronously in sync mode.
   const w = env.sim.write(name, 'pool', env.nextWriteId++);
   expect(w.acked, w.reason).toBe(true);
