@@ -338,7 +338,9 @@ export function plan(input: PlanInput): PlanResult {
       return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary, names: [], quorum: 0 }, ruleId: 'sync.off', reason: 'replication mode is async; clearing synchronous_standby_names', requeueAfterMs: REQUEUE.afterAct });
     }
 
-    if (spec.pgpool.enabled) {
+    // (A primary that left the spec is handed over first: pgpool is configured from the spec,
+    // which no longer holds it; the failover's pool step points pgpool at its successor.)
+    if (spec.pgpool.enabled && specNames.includes(primary)) {
       const pool = observation.pool;
       const downButHealthy = pool?.backends.filter((b) => b.status !== 'up' && (b.name === primary || streaming.includes(b.name))) ?? [];
       if (!pool || !pool.reachable || pool.primary !== primary || downButHealthy.length > 0) {
@@ -346,9 +348,7 @@ export function plan(input: PlanInput): PlanResult {
         return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.route', reason: `${why}; pointing it at primary ${primary}`, requeueAfterMs: REQUEUE.afterAct });
       }
       // After routing (a restart ends every client session: not in the middle of a failover).
-      // (Not while the primary itself left the spec: pgpool would lose its backend before the
-      // handover; the failover's pool step rewrites it then.)
-      if (input.desiredPoolConfigHash !== undefined && pool.configHash !== input.desiredPoolConfigHash && specNames.includes(primary)) {
+      if (input.desiredPoolConfigHash !== undefined && pool.configHash !== input.desiredPoolConfigHash) {
         return result({ kind: 'cluster', action: { type: 'ensurePool', primary, failed: poolFailed }, ruleId: 'pool.reconfigure', reason: `pgpool's configuration differs from the spec (${pool.configHash ? 'changed' : 'not recorded'}); rewriting it and restarting pgpool`, requeueAfterMs: REQUEUE.afterAct });
       }
     }
@@ -416,7 +416,7 @@ export function plan(input: PlanInput): PlanResult {
       const pool = observation.pool;
       // pgpool names a backend the spec no longer holds by its address
       const address = observation.strays?.[n]?.address;
-      if (spec.pgpool.enabled && pool?.reachable && pool.backends.some((b) => b.name === n || (address !== undefined && b.name === address))) {
+      if (spec.pgpool.enabled && pool?.reachable && pool.backends.some((b) => b.status !== 'unused' && (b.name === n || (address !== undefined && b.name === address)))) {
         return result({ kind: 'cluster', action: { type: 'ensurePool', primary: primary!, failed: poolFailed }, ruleId: 'scale.pool-remove', reason: `${n} left the spec; removing it from pgpool's backends before it is fenced (pgpool restarts, ending its client sessions)`, requeueAfterMs: REQUEUE.afterAct });
       }
     }

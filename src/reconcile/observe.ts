@@ -103,7 +103,7 @@ export async function observeCluster(
     // pgpool is read alongside the nodes (not after them): a pass costs the slowest look, not the sum.
     const poolLook: Promise<ClusterObservation['pool']> = spec.pgpool.enabled
       ? world.pool
-          .observe(spec)
+          .observe(seen) // pgpool may still have a node that left the spec: named, not an address
           .catch((err) => ({ reachable: false, primary: null, backends: [], configHash: '', error: messageOf(err) }))
       : Promise.resolve(null);
     await Promise.all(

@@ -131,6 +131,19 @@ function commands(mode: 'async' | 'sync') {
       env.store.enqueueRequest(env.spec.name, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, env.clock.now());
     })),
     fc.constant(null).map(() => command('crashOperatorMidPass', async (env) => { env.crashNextCommit = true; await pass(env); env.crashNextCommit = false; })),
+    // Scale-in of any node (the primary too) while at least three remain, or back out to the
+    // nodes left out: the removed node's machine, slot, sync membership and pgpool backend must go
+    // (the providers find it by what they hold, not by a spec; issue 19).
+    node.map((n) =>
+      command(`specScale(${n})`, (env) => {
+        const prev = env.spec;
+        const has = prev.nodes.some((x) => x.name === n);
+        if (has && prev.nodes.length <= 3) return;
+        const nodes = has ? prev.nodes.filter((x) => x.name !== n) : [...prev.nodes, { ...prev.nodes[0]!, name: n, address: `10.0.0.${11 + NODES.indexOf(n)}` }];
+        env.spec = { ...prev, nodes };
+        env.store.applySpec(env.spec, hashOf(env.spec), 'test', env.clock.now());
+      }),
+    ),
     fc.constantFrom('param', 'scale', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
       command(`specChange(${change})`, (env) => {
         const prev = env.spec;
