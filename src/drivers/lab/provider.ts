@@ -328,12 +328,23 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       try {
         address = readFileSync(join(ctx.clusterDir, name, HOST_ADDRESS_FILE), 'utf8').trim() || undefined;
       } catch {
-        /* made by an older pgop: the store's record of the node knows its address */
+        /* made by an older pgop: read below */
       }
       const h = this.hostNamed(ctx, name);
+      if (address === undefined && netnsExists(h.ns)) address = await this.linkAddress(h.ns);
       out[name] = { ...this.observeHost(h), ...(address !== undefined ? { address } : {}) };
     }
     return out;
+  }
+
+  /** The IPv4 address on a host's eth0 (a host made before its address was recorded). */
+  private async linkAddress(ns: string): Promise<string | undefined> {
+    try {
+      const out = JSON.parse((await ipIn(ns, ['-j', '-4', 'addr', 'show', 'dev', 'eth0'])).trim() || '[]') as { addr_info?: { local?: string }[] }[];
+      return out[0]?.addr_info?.[0]?.local;
+    } catch {
+      return undefined;
+    }
   }
 
   /** A host by name alone (no address: what fencing, deleting and observing need). */
