@@ -50,6 +50,8 @@ export const EXIT = {
   internal: 70,
   /** another `serve` holds the store */
   locked: 5,
+  /** this `serve` lost its lock to another one (taken over as stale) and stopped */
+  lockLost: 6,
 } as const;
 
 export function exitCodeFor(err: unknown): number {

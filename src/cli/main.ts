@@ -99,6 +99,35 @@ program
     process.exitCode = await serveCommand(await dbPath(), o);
   });
 
+const hostKey = program.command('host-key').description('the SSH host keys pgop made for its machines (pinned before their first boot)');
+hostKey
+  .command('list')
+  .description('pinned host keys, as fingerprints')
+  .option('--cluster <name>', 'only this cluster')
+  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+  .action(async (o: { cluster?: string; output: 'table' | 'json' }) => {
+    const { hostKeyListCommand } = await import('./commands/host-key.js');
+    process.exitCode = await hostKeyListCommand(await dbPath(), o);
+  });
+hostKey
+  .command('rotate')
+  .description('give a machine a new host key over its verified session; the pin changes only once the new key answers (root)')
+  .argument('<cluster>')
+  .argument('<node>', 'node name, or pool for the pgpool host')
+  .action(async (cluster: string, node: string) => {
+    const { hostKeyRotateCommand } = await import('./commands/host-key.js');
+    process.exitCode = await hostKeyRotateCommand(await dbPath(), cluster, node);
+  });
+hostKey
+  .command('forget')
+  .description('drop a pin: the next key the machine presents is accepted unverified (for a machine rebuilt outside pgop)')
+  .argument('<cluster>')
+  .argument('<node>', 'node name, or pool for the pgpool host')
+  .action(async (cluster: string, node: string) => {
+    const { hostKeyForgetCommand } = await import('./commands/host-key.js');
+    process.exitCode = await hostKeyForgetCommand(await dbPath(), cluster, node);
+  });
+
 const image = program.command('image').description('base images for the libvirt provider');
 image
   .command('build')

@@ -2,6 +2,13 @@
 // first use, dropped on error or end, and closed without waiting on a peer that may be gone.
 
 import pg from 'pg';
+import { scramOnly } from '../tls/client.js';
+
+/** A pg client for the operator's own sessions: it never answers a clear-text or MD5 password
+ *  request (src/tls/client.ts). */
+export function newClient(cfg: pg.ClientConfig): pg.Client {
+  return scramOnly(new pg.Client(cfg));
+}
 
 /** Close a pg client without waiting on a peer that may be gone (a fenced or deleted node never
  *  answers the goodbye, and end() would wait for TCP to give up). */

@@ -196,7 +196,10 @@ export interface NodeShell {
   /** Run argv on the host. Throws a transient PgopError when the host cannot be reached or the
    *  command times out; a non-zero exit is returned, not thrown. */
   exec(host: HostRef, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
-  /** Write a file atomically (temp + rename) with mode and owner; returns true if it changed. */
+  /** Write a file atomically (temp + rename) with mode and owner, never through a link another
+   *  user planted: as postgres in postgres's directories, as root only where only root can change
+   *  the way to the directory, refused elsewhere (src/drivers/ssh/node-fs.ts). Without an owner,
+   *  the file is root's in a root-only directory, else postgres's. Returns true if it changed. */
   writeFile(host: HostRef, path: string, content: string, opts?: { mode?: number; owner?: string }): Promise<boolean>;
   /** File content or null when missing. */
   readFile(host: HostRef, path: string): Promise<string | null>;

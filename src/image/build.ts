@@ -8,6 +8,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { makeDirs, openPathForQemu } from '../state-dirs.js';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -135,7 +136,9 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
   const missing = REQUIRED_TOOLS.filter((t) => !which(t));
   if (missing.length) throw terminal(`cannot build image: missing ${missing.join(', ')} (apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs)`);
 
-  mkdirSync(dirname(o.output), { recursive: true });
+  // qemu reads the image: the directories above it must be traversable (src/state-dirs.ts)
+  makeDirs(dirname(o.output), 0o755);
+  openPathForQemu(dirname(o.output));
   mkdirSync(o.cacheDir, { recursive: true });
   const unlock = takeLock(o.output);
   // We hold the lock: any work dir of this output is from a build that was killed outright.

@@ -49,7 +49,10 @@ export interface PassResult {
   removed?: boolean;
 }
 
-const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000 };
+/** A terminal failure (it will not fix itself) is tried again after 30 s, then ever more rarely
+ *  while it repeats (up to every 5 min): the event says it once, the log at each try. A new spec
+ *  generation is looked at at once (runLoop) and starts the count afresh. */
+const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
 
 /** How often a cluster's machines are listed in full when no node is being removed. */
 const LIST_MACHINES_EVERY_MS = 60_000;
@@ -68,6 +71,7 @@ export class Reconciler {
   /** clusters whose last step fenced (or failed) a node on an urgent look */
   private afterUrgent = new Set<string>();
   private failures = new Map<string, { count: number; lastMessage: string }>();
+  private generations = new Map<string, number>();
   /** The same successful action again and again means the world does not show its effect:
    *  back off instead of spinning (a driver bug or an outside force fighting us). */
   private repeats = new Map<string, { key: string; count: number }>();
@@ -87,6 +91,11 @@ export class Reconciler {
     if (!cluster) return null;
     const spec = cluster.spec;
     const world = this.opts.worldFor(spec);
+    // a new spec generation: earlier failures (and their backoff) no longer count
+    if (this.generations.get(name) !== cluster.generation) {
+      this.generations.set(name, cluster.generation);
+      this.failures.delete(name);
+    }
 
     const specNames = new Set(spec.nodes.map((n) => n.name));
     const recordedNodes = store.listNodes(name);
@@ -198,7 +207,7 @@ export class Reconciler {
     try {
       // Node-local actions on other nodes run alongside; each commits on its own success.
       // Their failures are recorded like the main one's but do not fail the pass.
-      const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err)));
+      const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err, false)));
       try {
         if (decision.kind === 'act') {
           await stepOne(decision);
@@ -256,13 +265,14 @@ export class Reconciler {
     }
   }
 
-  /** Record a failed side effect once per distinct message and back off. */
-  private failed(name: string, decision: Decision, err: unknown): { error: Error; requeueAfterMs: number } {
+  /** Record a failed side effect once per distinct message and back off. `pass`: the pass's own
+   *  decision failed (the backoff counts passes; a node-local step alongside does not count). */
+  private failed(name: string, decision: Decision, err: unknown, pass = true): { error: Error; requeueAfterMs: number } {
     const error = err instanceof Error ? err : new Error(String(err));
     const kind = err instanceof PgopError ? err.kind : 'internal';
     const message = messageOf(err);
     const prev = this.failures.get(name);
-    const count = (prev?.count ?? 0) + 1;
+    const count = (prev?.count ?? 0) + (pass ? 1 : 0);
     this.failures.set(name, { count, lastMessage: message });
     const node = decision.kind === 'act' ? decision.node : null;
     if (prev?.lastMessage !== message) {
@@ -274,7 +284,8 @@ export class Reconciler {
     }
     const logFn = kind === 'transient' ? this.log.warn : this.log.error;
     logFn.call(this.log, { cluster: name, node, rule: decision.ruleId, kind, err: message }, `cannot apply decision ${decision.ruleId}`);
-    const requeueAfterMs = kind === 'terminal' ? BACKOFF.terminalMs : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (count - 1));
+    const n = Math.max(1, count);
+    const requeueAfterMs = kind === 'terminal' ? Math.min(BACKOFF.terminalMaxMs, BACKOFF.terminalMs * 2 ** (n - 1)) : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (n - 1));
     return { error, requeueAfterMs };
   }
 }
@@ -318,7 +329,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** stop (returning true) once this holds, checked after every round of passes */
   stopWhen?: () => boolean;
-  /** called once per loop iteration (serve uses it for the lock heartbeat) */
+  /** called once per loop iteration, before its passes (serve: the lock heartbeat, which
+   *  aborts `signal` when the lock was lost; no pass runs then) */
   onTick?: () => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** wake-ups from the world's signals (serve subscribes them) */
@@ -344,12 +356,22 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
   const sleep = opts.sleep ?? realSleep;
   const due = new Map<string, number>();
   const converged = new Map<string, boolean>();
+  const generations = new Map<string, string>();
   const start = clock.now();
   for (;;) {
     if (opts.signal?.aborted) return true;
     opts.onTick?.();
-    const names = store.listClusters().map((c) => c.name);
-    for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k));
+    // onTick may stop the loop (serve: its lock was taken over): no pass after that
+    if (opts.signal?.aborted) return true;
+    const clusters = store.listClusters();
+    const names = clusters.map((c) => c.name);
+    for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k), generations.delete(k));
+    // a spec applied, a deletion or a request made meanwhile is looked at now, not after a backoff
+    for (const c of clusters) {
+      const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${store.pendingRequests(c.name).length}`;
+      if (generations.has(c.name) && generations.get(c.name) !== mark) due.set(c.name, 0);
+      generations.set(c.name, mark);
+    }
     for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);
     const now = clock.now();
     const ready = names.filter((n) => (due.get(n) ?? 0) <= now);

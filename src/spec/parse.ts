@@ -34,6 +34,7 @@ import type {
   SecretRef,
 } from './types.js';
 import { PGPOOL_MAX_POOL, pgpoolConnectionBudget } from './types.js';
+import type { TlsSpec } from './types.js';
 
 export interface ParsedSpec {
   spec: ClusterSpec;
@@ -511,6 +512,10 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
       );
     }
   }
+  const tls = obj(spec.tls);
+  if (typeof tls.renewBeforeDays === 'number' && tls.renewBeforeDays >= ((tls.certificateDays as number | undefined) ?? 90)) {
+    r.add([...S, 'tls', 'renewBeforeDays'], `renewBeforeDays ${tls.renewBeforeDays} must be less than certificateDays (${(tls.certificateDays as number | undefined) ?? 90}): certificates would be renewed on every pass`);
+  }
   const archiveOn = params.archive_mode === true || params.archive_mode === 'on' || params.archive_mode === 'always';
   if (archiveOn && params.archive_command === undefined && pg.archiveScript === false) {
     r.add([...parp, 'archive_mode'], 'archive_mode is on but there is no archive_command and postgres.archiveScript is false: WAL would pile up');
@@ -752,6 +757,17 @@ function normalize(doc: RawDoc): ClusterSpec {
       connectTimeoutMs: (fd.connectTimeoutMs as number | undefined) ?? 1000,
       retryIntervalMs: (fd.retryIntervalMs as number | undefined) ?? 100,
     },
+    // only when written: absent means the secure defaults (tlsOf), and existing specs keep their hash
+    ...(s.tls === undefined
+      ? {}
+      : {
+          tls: {
+            enabled: (obj(s.tls).enabled as boolean | undefined) ?? true,
+            certificateDays: (obj(s.tls).certificateDays as number | undefined) ?? 90,
+            renewBeforeDays: (obj(s.tls).renewBeforeDays as number | undefined) ?? 30,
+            hostRules: (obj(s.tls).hostRules as TlsSpec['hostRules'] | undefined) ?? 'hostssl',
+          },
+        }),
   };
 }
 

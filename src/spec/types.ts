@@ -144,6 +144,19 @@ export interface FailureDetectionSpec {
   retryIntervalMs: number;
 }
 
+/** TLS among the operator, pgpool and the nodes (src/tls/). Secure by default. */
+export interface TlsSpec {
+  /** ssl=on, hostssl rules, verify-full connections (default true; off only for debugging) */
+  enabled: boolean;
+  /** lifetime of the server certificates pgop issues (default 90) */
+  certificateDays: number;
+  /** renew this many days before expiry (default 30) */
+  renewBeforeDays: number;
+  /** spec pg_hba rules of type host: made hostssl (default), or kept as written (TLS optional
+   *  for those clients; also pgpool's client rules then) */
+  hostRules: 'hostssl' | 'as-written';
+}
+
 export interface ClusterSpec {
   apiVersion: 'pgop.dev/v1';
   kind: 'Cluster';
@@ -157,4 +170,6 @@ export interface ClusterSpec {
   databases: DatabaseSpec[];
   grants: GrantSpec[];
   failureDetection: FailureDetectionSpec;
+  /** absent: the defaults (tlsOf() in src/tls/material.ts) */
+  tls?: TlsSpec;
 }

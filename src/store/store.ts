@@ -6,12 +6,13 @@
 // `node -e 0`. Runtime imports: better-sqlite3, node builtins and errors.ts (no imports) only.
 
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { internal, PgopError, terminal } from '../errors.js';
+import { makeDirs } from '../state-dirs.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
@@ -70,6 +71,14 @@ export interface StepCommit {
   message: string;
   event: StepEvent;
   now: number;
+}
+
+/** The message of a write refused because this serve lost its lock (guardWithServeLock). */
+export const SERVE_LOCK_LOST = 'pgop: this serve no longer holds the serve lock';
+
+/** True when err is a write refused by guardWithServeLock. */
+export function isServeLockLost(err: unknown): boolean {
+  return err instanceof Error && err.message.includes(SERVE_LOCK_LOST);
 }
 
 export type ServeLockResult = { ok: true } | { ok: false; pid: number; hostname: string; startedAt: number };
@@ -259,7 +268,8 @@ export class Store {
     }
 
     if (!memory && !readonly) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      // private (0700), except /var/lib/pgop itself: 0711, qemu traverses it (src/state-dirs.ts)
+      makeDirs(dirname(path), 0o700);
       if (!existsSync(path)) {
         // Create it ourselves so it is never world-readable, not even for an instant. SQLite
         // gives the -wal and -shm files the database file's mode.
@@ -554,18 +564,33 @@ export class Store {
     return row && { cluster: row.cluster, node: row.node, algo: row.algo, keyB64: row.key_b64, pinnedAt: row.pinned_at };
   }
 
+  /** Every pinned host key, by cluster and node (`pgop host-key list`). */
+  listHostKeys(cluster?: string): HostKeyRecord[] {
+    const rows = (
+      cluster === undefined
+        ? this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ORDER BY cluster, node').all()
+        : this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? ORDER BY cluster, node').all(cluster)
+    ) as { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number }[];
+    return rows.map((r) => ({ cluster: r.cluster, node: r.node, algo: r.algo, keyB64: r.key_b64, pinnedAt: r.pinned_at }));
+  }
+
   /**
-   * Trust on first use. Pinning the same key again is a no-op; pinning a different key over an
-   * existing pin throws a terminal error (a changed host key must be forgotten explicitly first).
+   * Pin a host key. Pinning the same key again is a no-op. With `replace` (the key pgop made
+   * for a machine it creates, or a rotated key that answered) any older pin is replaced;
+   * without it, a different key over an existing pin throws a terminal error.
    */
-  pinHostKey(cluster: string, node: string, algo: string, keyB64: string, now: number): void {
+  pinHostKey(cluster: string, node: string, algo: string, keyB64: string, now: number, opts: { replace?: boolean } = {}): void {
     this.transaction(() => {
       const cur = this.getHostKey(cluster, node);
       if (cur) {
         if (cur.algo === algo && cur.keyB64 === keyB64) return;
-        throw terminal(
-          `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; run \`pgop forget-host-key\` if the machine was rebuilt`,
-        );
+        if (!opts.replace) {
+          throw terminal(
+            `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; \`pgop host-key rotate\` replaces it with a new one, \`pgop host-key forget\` accepts the next one presented`,
+          );
+        }
+        this.stmt('UPDATE host_keys SET algo = ?, key_b64 = ?, pinned_at = ? WHERE cluster = ? AND node = ?').run(algo, keyB64, now, cluster, node);
+        return;
       }
       this.stmt('INSERT INTO host_keys (cluster, node, algo, key_b64, pinned_at) VALUES (?, ?, ?, ?, ?)').run(
         cluster,
@@ -642,13 +667,52 @@ export class Store {
     });
   }
 
-  /** false when `pid` no longer holds the lock (it was taken over): the caller should stop serving. */
-  heartbeat(pid: number, now: number): boolean {
-    return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0;
+  /**
+   * false when `pid` (on `hostname`, when given) no longer holds the lock (it was taken over):
+   * the caller must stop serving at once.
+   */
+  heartbeat(pid: number, now: number, hostname?: string): boolean {
+    if (hostname === undefined) return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0;
+    return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ? AND hostname = ?').run(now, pid, hostname).changes > 0;
   }
 
-  releaseServeLock(pid: number): boolean {
-    return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
+  /** The current holder of the serve lock, if any. */
+  serveLockHolder(): { pid: number; hostname: string; startedAt: number; heartbeatAt: number } | undefined {
+    const r = this.stmt('SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1').get() as LockRow | undefined;
+    return r && { pid: r.pid, hostname: r.hostname, startedAt: r.started_at, heartbeatAt: r.heartbeat_at };
+  }
+
+  /**
+   * Fence this connection's writes with the serve lock: from now on every INSERT, UPDATE or
+   * DELETE this Store makes (to any table but the lock's own) aborts, inside its own
+   * transaction, unless `pid` on `hostname` still holds the lock. A serve whose lock was taken
+   * over can then commit nothing more, not even a pass already under way when it happened
+   * (SQLite serialises the check with the takeover). The triggers are TEMP: they live in this
+   * connection only, so other commands (apply, get) are not affected.
+   */
+  guardWithServeLock(pid: number, hostname: string): void {
+    if (!Number.isInteger(pid)) throw internal(`guardWithServeLock: bad pid ${pid}`);
+    const host = `'${hostname.replace(/'/g, "''")}'`;
+    const tables = this.db
+      .prepare("SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('serve_lock', 'schema_migrations')")
+      .pluck()
+      .all() as string[];
+    const held = `EXISTS (SELECT 1 FROM main.serve_lock WHERE id = 1 AND pid = ${pid} AND hostname = ${host})`;
+    this.db.transaction(() => {
+      for (const t of tables) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(t)) throw internal(`guardWithServeLock: odd table name ${JSON.stringify(t)}`);
+        for (const op of ['INSERT', 'UPDATE', 'DELETE']) {
+          const name = `pgop_serve_guard_${t}_${op.toLowerCase()}`;
+          this.db.exec(`DROP TRIGGER IF EXISTS temp.${name}`);
+          this.db.exec(`CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`);
+        }
+      }
+    })();
+  }
+
+  releaseServeLock(pid: number, hostname?: string): boolean {
+    if (hostname === undefined) return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
+    return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ? AND hostname = ?').run(pid, hostname).changes > 0;
   }
 }
 

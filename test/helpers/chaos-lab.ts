@@ -20,6 +20,7 @@ import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provi
 import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
 import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
+import { labSsl } from './lab-tls.js';
 
 // Works from test/helpers (vitest) and from dist/test/helpers (bench): both are two levels deep.
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -350,11 +351,12 @@ export class ChaosLab {
   nodeConfig(node: string, via: 'socket' | 'tcp' = 'socket'): pg.ClientConfig {
     return via === 'socket'
       ? { host: this.socketDir(node), port: 5432, user: 'chaos', password: this.secrets.chaos, database: 'postgres' }
-      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres' };
+      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: labSsl(this.stateDir, this.name, node, this.node(node).address) };
   }
 
+  /** Through pgpool: TLS (verify-full) as every network client of the lab must. */
   poolConfig(): pg.ClientConfig {
-    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres' };
+    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: labSsl(this.stateDir, this.name, 'pgpool', this.poolAddress) };
   }
 
   /** The superuser password, for the bench's pgpool baseline (.pgpass on the pool host). */

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe } from 'vitest';
 import { createLabWorld } from '../../src/drivers/lab/world.js';
+import { labSsl } from '../helpers/lab-tls.js';
 import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
 import { driverContract } from '../contract/driver-contract.js';
 import { labSpec } from '../helpers/lab-spec.js';
@@ -45,6 +46,7 @@ if (!root) {
         connectionTimeoutMillis: 3000,
         statement_timeout: 3000,
         query_timeout: 4000,
+        ssl: labSsl(process.env.PGOP_LAB_STATE!, cluster.name, 'pgpool', cluster.pgpool.address!),
       });
       try {
         await client.connect();

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labSsl } from '../helpers/lab-tls.js';
 
 const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
 const repo = new URL('../../', import.meta.url).pathname;
@@ -54,7 +55,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
   };
   const client = (host: string, port = 5432, user = 'postgres', password = secrets.postgres, database = 'postgres') =>
-    new pg.Client({ host, port, user, password, database, connectionTimeoutMillis: 5000, statement_timeout: 10_000 });
+    new pg.Client({ host, port, user, password, database, connectionTimeoutMillis: 5000, statement_timeout: 10_000, ssl: labSsl(state, 'op', host, host) });
   async function query<T extends pg.QueryResultRow>(c: pg.Client, sql: string, params: unknown[] = []): Promise<T[]> {
     await c.connect();
     try {

@@ -3,6 +3,7 @@
 // Runs inside the lab hub namespace: `bash scripts/test-integration.sh test/integration/postgres-lab.test.ts`.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labSsl } from '../helpers/lab-tls.js';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -13,7 +14,6 @@ import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provi
 import { SshShell, createMemoryPins, type ShellLogEntry } from '../../src/drivers/ssh/shell.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
-import { desiredConfigHash } from '../../src/drivers/postgres/config.js';
 import { PgopError } from '../../src/errors.js';
 
 const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
@@ -172,16 +172,19 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
   let sampling = Promise.resolve();
   const timings: Record<string, number> = {};
 
-  const direct = (n: NodeSpec, database = 'postgres', user = 'postgres', password = PW.su): pg.ClientConfig => ({ host: n.address, port: 5432, user, password, database });
-  const viaPool = (database: string, user: string, password: string): pg.ClientConfig => ({ host: spec.pgpool.address, port: spec.pgpool.port, user, password, database });
+  // network clients over TLS (verify-full against the cluster CA pgop issued)
+  const ssl = (name: string, address: string) => labSsl(process.env.PGOP_LAB_STATE!, spec.name, name, address);
+  const direct = (n: NodeSpec, database = 'postgres', user = 'postgres', password = PW.su): pg.ClientConfig => ({ host: n.address, port: 5432, user, password, database, ssl: ssl(n.name, n.address) });
+  const viaPool = (database: string, user: string, password: string): pg.ClientConfig => ({ host: spec.pgpool.address, port: spec.pgpool.port, user, password, database, ssl: ssl('pgpool', spec.pgpool.address!) });
 
   beforeAll(async () => {
     process.env.PGOP_IT_SU_PW = PW.su;
     process.env.PGOP_IT_REPL_PW = PW.repl;
     process.env.PGOP_IT_OWNER_PW = PW.owner;
     process.env.PGOP_IT_USER_PW = PW.user;
-    provider = createLabProvider();
-    shell = new SshShell(createMemoryPins(), { log: (e) => shellLog.push(e) });
+    const pins = createMemoryPins();
+    provider = createLabProvider({ hostKeys: pins });
+    shell = new SshShell(pins, { log: (e) => shellLog.push(e) });
     const logger = {
       info: (o: object, m?: string) => driverLog.push(`${m} ${JSON.stringify(o)}`),
       warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),
@@ -256,7 +259,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const p1 = await pgd.probe(spec, pg01);
     expect(p1.reachable).toBe(true);
     expect(p1.postgres).toMatchObject({ initialized: true, running: true, inRecovery: false, timeline: 1, upstream: null });
-    expect(p1.postgres!.configHash).toBe(desiredConfigHash(spec, pg01));
+    expect(p1.postgres!.configHash).toBe(pgd.desiredConfigHash(spec, pg01));
     const replicas = await until('both replicas streaming', async () => {
       const p = await pgd.probe(spec, pg01);
       const r = p.postgres!.replicas;
@@ -266,7 +269,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     for (const s of [pg02, pg03]) {
       const p = await pgd.probe(spec, s);
       expect(p.postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01', timeline: 1 });
-      expect(p.postgres!.configHash).toBe(desiredConfigHash(spec, s));
+      expect(p.postgres!.configHash).toBe(pgd.desiredConfigHash(spec, s));
       const lag = p1.postgres!.lsn - p.postgres!.lsn;
       expect(Number.isFinite(lag)).toBe(true);
       expect(p.postgres!.receiveLsn).toBeGreaterThan(0);
@@ -346,34 +349,34 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('restores a removed pg_hba line with ensureConfigured', async () => {
     const host = provider.hostRef(spec, pg01);
-    const res = await retry('exec', () => shell.exec(host, ['sed', '-i', '/^host\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']));
+    const res = await retry('exec', () => shell.exec(host, ['sed', '-i', '/^hostssl\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']));
     expect(res.code).toBe(0);
-    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).not.toContain('host\tall\tall\t10.77.0.0/24');
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).not.toContain('hostssl\tall\tall\t10.77.0.0/24');
     const drift = await pgd.probe(spec, pg01);
-    expect(drift.postgres!.configHash).not.toBe(desiredConfigHash(spec, pg01));
+    expect(drift.postgres!.configHash).not.toBe(pgd.desiredConfigHash(spec, pg01));
     const t0 = performance.now();
     await retry('ensureConfigured pg01', () => pgd.ensureConfigured(spec, pg01));
     timings.ensureConfigured = Math.round(performance.now() - t0);
-    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
-    expect((await pgd.probe(spec, pg01)).postgres!.configHash).toBe(desiredConfigHash(spec, pg01));
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).toContain('hostssl\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect((await pgd.probe(spec, pg01)).postgres!.configHash).toBe(pgd.desiredConfigHash(spec, pg01));
     await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), (c) => c.query('SELECT 1'));
   }, 60_000);
 
   it('applies a setting that needs a restart: the standby restarts in place', async () => {
     const spec2 = structuredClone(spec);
     spec2.postgres.parameters.shared_buffers = '48MB';
-    expect((await pgd.probe(spec2, pg03)).postgres!.configHash).not.toBe(desiredConfigHash(spec2, pg03));
+    expect((await pgd.probe(spec2, pg03)).postgres!.configHash).not.toBe(pgd.desiredConfigHash(spec2, pg03));
     const t0 = performance.now();
     await retry('ensureConfigured pg03', () => pgd.ensureConfigured(spec2, pg03));
     timings.restartForSetting = Math.round(performance.now() - t0);
     expect(driverLog.some((l) => l.startsWith('restarting postgres') && l.includes('pg03'))).toBe(true);
     const p = await pgd.probe(spec2, pg03);
-    expect(p.postgres!.configHash).toBe(desiredConfigHash(spec2, pg03));
+    expect(p.postgres!.configHash).toBe(pgd.desiredConfigHash(spec2, pg03));
     await until('pg03 streams again', async () => (await pgd.probe(spec2, pg03)).postgres?.streaming);
     const sb = await withPg(direct(pg03), (c) => c.query<{ shared_buffers: string }>('SHOW shared_buffers'));
     expect(sb.rows[0]?.shared_buffers).toBe('48MB');
     await retry('ensureConfigured pg03', () => pgd.ensureConfigured(spec, pg03));
-    expect((await pgd.probe(spec, pg03)).postgres!.configHash).toBe(desiredConfigHash(spec, pg03));
+    expect((await pgd.probe(spec, pg03)).postgres!.configHash).toBe(pgd.desiredConfigHash(spec, pg03));
   }, 60_000);
 
   it('brings back a standby after kill -9 of its postmaster', async () => {
@@ -506,7 +509,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const before = restarts();
     for (const n of spec.nodes) {
       await retry(`ensureConfigured ${n.name}`, () => pgd.ensureConfigured(spec, n));
-      expect((await pgd.probe(spec, n)).postgres!.configHash, n.name).toBe(desiredConfigHash(spec, n));
+      expect((await pgd.probe(spec, n)).postgres!.configHash, n.name).toBe(pgd.desiredConfigHash(spec, n));
     }
     expect(restarts()).toBe(before);
   }, 120_000);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TABLE_DDL, Writer, missing } from '../helpers/writer.js';
+import { labSsl } from '../helpers/lab-tls.js';
 
 const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
 const repo = new URL('../../', import.meta.url).pathname;
@@ -65,8 +66,10 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     const r = pgop('apply', '-f', join(work, 'spec.yaml'));
     expect(r.code, r.stderr).toBe(0);
   };
+  /** TLS, verify-full against the cluster's CA (the lab's hba takes network clients over TLS only). */
+  const ssl = (host: string) => labSsl(state, 'sc', host === POOL ? 'pgpool' : all.find((n) => addr(n) === host)!, host);
   const client = (host: string, port = 5432) =>
-    new pg.Client({ host, port, user: 'postgres', password: secrets.postgres, database: 'postgres', connectionTimeoutMillis: 5000, statement_timeout: 10_000 });
+    new pg.Client({ host, port, user: 'postgres', password: secrets.postgres, database: 'postgres', connectionTimeoutMillis: 5000, statement_timeout: 10_000, ssl: ssl(host) });
   async function query<T extends pg.QueryResultRow>(host: string, sql: string, params: unknown[] = [], port = 5432): Promise<T[]> {
     const c = client(host, port);
     await c.connect();
@@ -102,7 +105,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   async function scaleIn(keep: string[], gone: string, run: string) {
     const pids = netnsPids(gone);
     expect(pids.length, `${gone} runs processes before`).toBeGreaterThan(3); // sshd, postmaster and its children
-    const writer = new Writer({ name: 'pool', run, connect: { host: POOL, port: 9999, user: 'postgres', password: secrets.postgres, database: 'postgres' }, intervalMs: 20 }).start();
+    const writer = new Writer({ name: 'pool', run, connect: { host: POOL, port: 9999, user: 'postgres', password: secrets.postgres, database: 'postgres', ssl: ssl(POOL) }, intervalMs: 20 }).start();
     await writer.firstAck();
     apply(keep);
     try {

@@ -17,6 +17,9 @@ import { qemuBinary } from '../../src/drivers/libvirt/accel.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 import { isRoot, startPrivateLibvirtd, type PrivateLibvirtd } from './helpers/libvirtd.js';
 import { libvirtTestSpec } from './helpers/spec.js';
+import { parse as parseYaml } from 'yaml';
+import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
+import { readKeyPair } from '../../src/drivers/ssh/keys.js';
 
 const execFileP = promisify(execFile);
 
@@ -25,6 +28,7 @@ describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver
   let state: string;
   let spec: ClusterSpec;
   let provider: LibvirtProvider;
+  const pins = createMemoryPins();
   const virsh = async (...args: string[]) => (await execFileP('virsh', ['-q', '-c', d.qemuUri, ...args], { timeout: 60_000 })).stdout;
 
   beforeAll(async () => {
@@ -33,7 +37,7 @@ describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver
     const base = join(state, 'base.qcow2');
     await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
     spec = libvirtTestSpec({ name: 'lvq', uri: d.qemuUri, poolPath: join(state, 'pool'), baseImage: base, nodes: 1, pgpool: false, subnet: 60 });
-    provider = new LibvirtProvider({ stateDir: join(state, 'state'), serialLogDir: null });
+    provider = new LibvirtProvider({ stateDir: join(state, 'state'), serialLogDir: null, hostKeys: pins });
   }, 120_000);
 
   afterAll(async () => {
@@ -53,6 +57,12 @@ describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver
     const iso = join(pool, 'lvq-pg1-seed.iso');
     expect((await execFileP('isoinfo', ['-d', '-i', iso])).stdout).toMatch(/^Volume id: cidata$/m);
     expect((await execFileP('isoinfo', ['-J', '-i', iso, '-x', '/network-config'])).stdout).toContain('10.77.60.11/24');
+    // its user-data hands over the host key pgop made and pinned before this first boot
+    const userData = parseYaml((await execFileP('isoinfo', ['-J', '-i', iso, '-x', '/user-data'])).stdout) as Record<string, any>;
+    const hostKey = (await readKeyPair(provider.hostKeyPath(spec, spec.nodes[0]!)))!;
+    expect(userData.ssh_keys).toEqual({ ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicLine });
+    expect(userData.ssh_deletekeys).toBe(true);
+    expect(pins.getPinned('lvq/pg1')).toEqual({ algo: 'ssh-ed25519', keyB64: hostKey.keyB64 });
     expect((await virsh('domstate', 'lvq-pg1')).trim()).toBe('running');
     const hostsFile = readFileSync(join(d.dir, 'lib', 'dnsmasq', 'pgop-lvq.hostsfile'), 'utf8');
     expect(hostsFile).toContain(`${macFor('lvq', 'pg1')},10.77.60.11,lvq-pg1`);

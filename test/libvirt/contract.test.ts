@@ -6,10 +6,10 @@
 // end-to-end test's job. Root only (namespaces).
 
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LibvirtProvider } from '../../src/drivers/libvirt/provider.js';
@@ -18,6 +18,8 @@ import { macFor, POOL_HOST } from '../../src/drivers/libvirt/names.js';
 import { networkFacts, pgopMetadata, volumeFacts } from '../../src/drivers/libvirt/xml.js';
 import type { LibvirtEvent } from '../../src/drivers/libvirt/events.js';
 import { PgopError, transient } from '../../src/errors.js';
+import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
+import { readKeyPair } from '../../src/drivers/ssh/keys.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 import { isRoot, startPrivateLibvirtd, virshXml, type PrivateLibvirtd } from './helpers/libvirtd.js';
 import { libvirtTestSpec } from './helpers/spec.js';
@@ -63,8 +65,9 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
   const volumes = async (pool = 'pgt') => (await virsh('vol-list', pool)).split('\n').map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean).sort();
   const networks = async () => (await virsh('net-list', '--all', '--name')).split('\n').map((s) => s.trim()).filter(Boolean).sort();
   const reservations = async (net: string) => networkFacts(await virsh('net-dumpxml', net)).hosts;
+  const pins = createMemoryPins();
   const newProvider = (opts: ConstructorParameters<typeof LibvirtProvider>[0] = {}) =>
-    new LibvirtProvider({ stateDir: state, eventBackoffMs: { min: 50, max: 200 }, ...opts });
+    new LibvirtProvider({ stateDir: state, eventBackoffMs: { min: 50, max: 200 }, hostKeys: pins, ...opts });
 
   beforeAll(async () => {
     d = await startPrivateLibvirtd();
@@ -259,13 +262,36 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
     });
   });
 
-  it('deleteMachine removes domain, volumes and reservation; twice is fine', async () => {
+  it('each machine has its own host key, made and pinned before its domain was defined (0600 in a 0700 dir)', async () => {
+    for (const m of [spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const) {
+      const path = provider.hostKeyPath(spec, m);
+      const key = await readKeyPair(path);
+      expect(key, path).not.toBeNull();
+      const id = provider.hostRef(spec, m).id;
+      expect(pins.getPinned(id)).toEqual({ algo: 'ssh-ed25519', keyB64: key!.keyB64 });
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
+    }
+    const keys = new Set([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST].map((m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64));
+    expect(keys.size).toBe(3);
+  });
+
+  it('deleteMachine removes domain, volumes, reservation and host key; twice is fine; made again, it has a new pinned key', async () => {
     const node = spec.nodes[1]!;
+    const id = provider.hostRef(spec, node).id;
+    const before = pins.getPinned(id)!.keyB64;
     await provider.deleteMachine(spec, node);
     expect(await domains()).not.toContain('lvc-pg2');
     expect((await volumes()).filter((v) => v.startsWith('lvc-pg2-'))).toEqual([]);
     expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg2');
     expect((await provider.observeMachines(spec)).pg2!.state).toBe('missing');
+    expect(existsSync(provider.hostKeyPath(spec, node))).toBe(false);
+    await provider.deleteMachine(spec, node);
+    // re-provisioned: a new key, pinned (the provider pins before define + start)
+    await provider.ensureMachine(spec, node);
+    const after = pins.getPinned(id)!.keyB64;
+    expect(after).not.toBe(before);
+    expect((await readKeyPair(provider.hostKeyPath(spec, node)))!.keyB64).toBe(after);
     await provider.deleteMachine(spec, node);
   });
 

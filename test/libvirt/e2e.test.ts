@@ -13,6 +13,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientTls } from '../../src/tls/client.js';
 import {
   Pgop,
   describeNodes,
@@ -51,8 +52,10 @@ describe.skipIf(!enabled)('libvirt end to end: real VMs, failover by virsh destr
   let primary = '';
   let newPrimary = '';
   const node = (name: string) => spec.nodes.find((n) => n.name === name)!;
-  const viaPgpool = (): Endpoint => ({ host: spec.pgpool.address, port: spec.pgpool.port, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib' });
-  const direct = (name: string): Endpoint => ({ host: node(name).address, port: 5432, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib' });
+  // over TLS, verify-full against the CA pgop keeps beside the cluster's operator key
+  const ssl = (name: string, address: string) => clientTls(readFileSync(join(work, 'libvirt-state', spec.name, 'tls', 'ca.crt'), 'utf8'), { name, address });
+  const viaPgpool = (): Endpoint => ({ host: spec.pgpool.address, port: spec.pgpool.port, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib', ssl: ssl('pgpool', spec.pgpool.address!) });
+  const direct = (name: string): Endpoint => ({ host: node(name).address, port: 5432, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib', ssl: ssl(name, node(name).address) });
   const state = async () => `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
 
   beforeAll(() => {

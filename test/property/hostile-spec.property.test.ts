@@ -26,6 +26,7 @@ import {
   SOCKET_DIR,
   binDir,
   clusterNetworks,
+  hbaType,
   nodeOptionString,
   nodeOptions,
   renderArchiveScript,
@@ -42,9 +43,13 @@ import { renderPcpPass, renderPgpoolConf, renderPoolHba, renderPoolPasswd } from
 import { allMachines, parseCidr } from '../../src/drivers/libvirt/names.js';
 import { renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml } from '../../src/drivers/libvirt/xml.js';
 import { renderSeed } from '../../src/drivers/libvirt/cloudinit.js';
+import { generateKeyPair } from '../../src/drivers/ssh/keys.js';
 import { shellJoin } from '../../src/drivers/ssh/quote.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../../src/drivers/types.js';
+
+/** The seed's host key: a real pair, so the renderer's key checks pass and only spec values vary. */
+const HOST_KEY = generateKeyPair('pgop-host');
 
 const root = new URL('../../', import.meta.url).pathname;
 const SEED = process.env.PGOP_PROPERTY_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.PGOP_PROPERTY_SEED ?? 1313);
@@ -269,7 +274,7 @@ function checkPostgres(spec: ClusterSpec): void {
   const nets = clusterNetworks(spec);
   expect(rows.length).toBe(1 + 2 * nets.length + spec.postgres.hba.length);
   spec.postgres.hba.forEach((h, i) => {
-    expect(rows[1 + 2 * nets.length + i]).toEqual([h.type, h.database, h.user, ...(h.type === 'local' ? [] : [h.address!]), h.method]);
+    expect(rows[1 + 2 * nets.length + i]).toEqual([hbaType(spec, h.type), h.database, h.user, ...(h.type === 'local' ? [] : [h.address!]), h.method]);
   });
   expect(rows.slice(1, 1 + nets.length).map((r) => r[2])).toEqual(nets.map(() => spec.replication.user));
 
@@ -322,7 +327,7 @@ function checkPgpool(spec: ClusterSpec): void {
     expect(values.get(`backend_data_directory${i}`)).toBe(spec.postgres.dataDir);
     expect(values.get(`backend_application_name${i}`)).toBe(n.name);
   });
-  for (const line of renderPoolHba(spec).split('\n')) expect(line).toMatch(/^(#.*|local\tall\tall\t\tscram-sha-256|host\tall\tall\t[0-9./]+\tscram-sha-256|)$/);
+  for (const line of renderPoolHba(spec).split('\n')) expect(line).toMatch(/^(#.*|local\tall\tall\t\tscram-sha-256|host(ssl)?\tall\tall\t[0-9./]+\tscram-sha-256|)$/);
   const users = ['postgres', spec.replication.user, ...spec.roles.map((r) => r.name)];
   const passwd = renderPoolPasswd(users.map((name) => ({ name, password: 'pw' })), 'key').trimEnd().split('\n');
   expect(passwd.map((l) => /^([^:\s]+):AES[A-Za-z0-9+/=]+$/.exec(l)?.[1]).sort()).toEqual([...users].sort());
@@ -356,7 +361,7 @@ function checkLibvirt(spec: ClusterSpec): void {
     expect(unXml(/<backingStore>\s*<path>([^<]*)<\/path>/.exec(volXml)![1]!)).toBe(p.baseImage);
     const hostname = m.role === 'pool' ? `${m.cluster}-pool` : m.name;
     const seed = renderSeed({
-      cluster: m.cluster, name: m.name, hostname, osFamily: p.osFamily, sshUser: p.sshUser, publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop', mac: m.mac,
+      cluster: m.cluster, name: m.name, hostname, osFamily: p.osFamily, sshUser: p.sshUser, publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop', hostKey: HOST_KEY, mac: m.mac,
       address: m.address, prefixLen, gateway: p.network.gateway, dataDisk: m.volumes.data ? p.dataDisk : null,
     });
     expect(parseYaml(seed['meta-data'])).toEqual({ 'instance-id': `pgop-${m.cluster}-${m.name}`, 'local-hostname': hostname });

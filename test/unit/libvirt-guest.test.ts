@@ -19,9 +19,11 @@ import {
   type SeedInput,
 } from '../../src/drivers/libvirt/cloudinit.js';
 import { parseEventLine } from '../../src/drivers/libvirt/events.js';
+import { generateKeyPair, publicOfPrivate } from '../../src/drivers/ssh/keys.js';
 import { ACCEL_MARKER, bootSector, parseUri, probeAccel, qemuBinary, resolveDomainType } from '../../src/drivers/libvirt/accel.js';
 
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHr4ZLu2e6hzvYyS0Q3mWQ3Q9m3m0dE2xgk8w5m3n0aA pgop-operator@critlib';
+const HOST_KEY = generateKeyPair('pgop-host@critlib/pg01');
 const seed: SeedInput = {
   cluster: 'critlib',
   name: 'pg01',
@@ -29,6 +31,7 @@ const seed: SeedInput = {
   osFamily: 'debian',
   sshUser: 'pgop',
   publicKey: KEY,
+  hostKey: HOST_KEY,
   mac: '52:54:00:12:34:56',
   address: '192.168.122.10',
   prefixLen: 24,
@@ -44,7 +47,7 @@ describe('cloud-init seed', () => {
     expect(parse(renderMetaData(seed))).toEqual({ 'instance-id': 'pgop-critlib-pg01', 'local-hostname': 'pg01' });
   });
 
-  it('user-data: root and the ssh user with the operator key only, sudo, growpart, the data disk', () => {
+  it('user-data: root and the ssh user with the operator key only, no sudo, growpart, the data disk', () => {
     const text = renderUserData(seed);
     expect(text.startsWith('#cloud-config\n')).toBe(true);
     const doc = parse(text) as Record<string, any>;
@@ -52,20 +55,39 @@ describe('cloud-init seed', () => {
     expect(doc.disable_root).toBe(false);
     expect(doc.ssh_authorized_keys).toEqual([KEY]);
     expect(doc).not.toHaveProperty('ssh_pwauth'); // cloud-init would restart sshd mid-boot
-    expect(doc.users).toEqual([
-      { name: 'pgop', gecos: 'pgop operator', groups: ['sudo'], sudo: 'ALL=(ALL) NOPASSWD:ALL', shell: '/bin/bash', lock_passwd: true, ssh_authorized_keys: [KEY] },
-    ]);
+    // pgop logs in as root; the people's account has no sudo and no password
+    expect(doc.users).toEqual([{ name: 'pgop', gecos: 'pgop operator', shell: '/bin/bash', lock_passwd: true, ssh_authorized_keys: [KEY] }]);
+    expect(text).not.toMatch(/sudo|NOPASSWD/);
     expect(doc.growpart).toEqual({ mode: 'auto', devices: ['/'] });
     const files = Object.fromEntries((doc.write_files as { path: string; content: string; permissions: string }[]).map((f) => [f.path, f]));
     expect(files[SSHD_DROPIN_PATH]!.content).toMatch(/^PasswordAuthentication no$/m);
     expect(files[SSHD_DROPIN_PATH]!.content).toMatch(/^PermitRootLogin prohibit-password$/m);
+    expect(files[SSHD_DROPIN_PATH]!.content).toMatch(/^KbdInteractiveAuthentication no$/m);
+    expect(files[SSHD_DROPIN_PATH]!.content).toMatch(/^AuthenticationMethods publickey$/m);
+    expect(files[SSHD_DROPIN_PATH]!.content).toMatch(/^HostKey \/etc\/ssh\/ssh_host_ed25519_key$/m);
     expect(files[DATADISK_SCRIPT_PATH]).toMatchObject({ content: DATADISK_SCRIPT, permissions: '0755' });
     expect(doc.runcmd).toEqual([[DATADISK_SCRIPT_PATH, 'lvm', 'xfs']]);
   });
 
-  it('user-data: rhel uses wheel; plain ext4; the pool host has no data disk', () => {
+  it('user-data: the host key pgop made (and pinned) is the machine\'s only host key; cloud-init generates none', () => {
+    const doc = parse(renderUserData(seed)) as Record<string, any>;
+    expect(doc.ssh_keys).toEqual({ ed25519_private: HOST_KEY.privateKey, ed25519_public: HOST_KEY.publicLine });
+    expect(doc.ssh_deletekeys).toBe(true); // the image's (shared) keys go
+    expect(doc.ssh_genkeytypes).toEqual([]);
+    // what the guest will present is what was pinned: the private key's own public half
+    expect(publicOfPrivate(doc.ssh_keys.ed25519_private)).toBe(HOST_KEY.keyB64);
+    // two machines never share a key
+    expect(generateKeyPair('x').keyB64).not.toBe(HOST_KEY.keyB64);
+  });
+
+  it('refuses a host key that is not an OpenSSH ed25519 pair (nothing else reaches user-data)', () => {
+    expect(() => renderUserData({ ...seed, hostKey: { ...HOST_KEY, publicLine: 'ssh-rsa AAAA' } })).toThrow(/host key is not/);
+    expect(() => renderUserData({ ...seed, hostKey: { ...HOST_KEY, privateKey: `${HOST_KEY.privateKey}runcmd: [reboot]\n` } })).toThrow(/host key is not/);
+  });
+
+  it('user-data: plain ext4; the pool host has no data disk', () => {
     const rhel = parse(renderUserData({ ...seed, osFamily: 'rhel', dataDisk: { layout: 'plain', filesystem: 'ext4' } })) as Record<string, any>;
-    expect(rhel.users[0].groups).toEqual(['wheel']);
+    expect(rhel.users[0]).not.toHaveProperty('sudo');
     expect(rhel.runcmd).toEqual([[DATADISK_SCRIPT_PATH, 'plain', 'ext4']]);
     const pool = parse(renderUserData({ ...seed, name: 'pool', dataDisk: null })) as Record<string, any>;
     expect(pool.runcmd).toEqual([['mkdir', '-p', '/u01', '/u02']]);

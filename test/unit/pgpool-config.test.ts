@@ -111,8 +111,29 @@ function require_write(path: string, content: string) {
 describe('pool_hba.conf, pcp.conf, pool_passwd', () => {
   it('scram from the network, never trust', () => {
     const hba = renderPoolHba(labSpec());
-    expect(hba).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(hba).toContain('hostssl\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(hba).not.toMatch(/^host\t/m);
     expect(hba).not.toMatch(/\btrust\b/);
+  });
+
+  it('TLS: clients over hostssl, pgpool serves and verifies with the cluster CA files; off only when the spec says', () => {
+    const s = labSpec();
+    const paths = poolPaths('/u01/pgpool');
+    const conf = renderPgpoolConf(s, paths);
+    expect(conf).toContain('ssl = on');
+    expect(conf).toContain("ssl_cert = '/u01/pgpool/server.crt'");
+    expect(conf).toContain("ssl_key = '/u01/pgpool/server.key'");
+    expect(conf).toContain("ssl_ca_cert = '/u01/pgpool/ca.crt'");
+    // the certificate material is part of the desired hash: a renewal rewrites and restarts pgpool
+    const a = desiredPoolConfigHash(s, paths, { cert: 'c1', key: 'k', ca: 'ca' });
+    expect(desiredPoolConfigHash(s, paths, { cert: 'c2', key: 'k', ca: 'ca' })).not.toBe(a);
+    expect(desiredPoolConfigHash(s, paths, null)).not.toBe(a);
+    const asWritten = { ...s, tls: { enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'as-written' as const } };
+    expect(renderPoolHba(asWritten)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    const off = { ...s, tls: { ...asWritten.tls, enabled: false, hostRules: 'hostssl' as const } };
+    expect(renderPgpoolConf(off, paths)).not.toMatch(/^ssl/m);
+    expect(renderPoolHba(off)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(desiredPoolConfigHash(off, paths, null)).toBe(desiredPoolConfigHash(off, paths, { cert: 'x', key: 'y', ca: 'z' }));
   });
 
   it('pcp.conf holds md5(password), the pass file the password for the pcp port', () => {

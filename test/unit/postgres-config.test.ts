@@ -188,9 +188,11 @@ describe('renderHba', () => {
     const hba = renderHba(s);
     const rows = hba.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(/\s+/));
     expect(rows[0]).toEqual(['local', 'all', 'postgres', 'peer']);
-    expect(rows).toContainEqual(['host', 'replication', 'replicator', '10.77.0.0/24', 'scram-sha-256']);
-    expect(rows).toContainEqual(['host', 'all', 'postgres', '10.77.0.0/24', 'scram-sha-256']);
-    expect(rows[rows.length - 1]).toEqual(['host', 'critlib', 'all', '10.77.0.0/24', 'scram-sha-256']);
+    // TLS on (the default): every network line is hostssl, the spec's `host` rule too
+    expect(rows).toContainEqual(['hostssl', 'replication', 'replicator', '10.77.0.0/24', 'scram-sha-256']);
+    expect(rows).toContainEqual(['hostssl', 'all', 'postgres', '10.77.0.0/24', 'scram-sha-256']);
+    expect(rows[rows.length - 1]).toEqual(['hostssl', 'critlib', 'all', '10.77.0.0/24', 'scram-sha-256']);
+    expect(rows.filter((r) => r[0] === 'host')).toEqual([]);
     expect(hba).not.toMatch(/\btrust\b/);
     for (const r of rows) if (r[0] !== 'local') expect(r[r.length - 1]).not.toBe('trust');
   });
@@ -202,7 +204,7 @@ describe('renderHba', () => {
       network: { name: 'n', cidr: '192.168.122.0/24', gateway: '192.168.122.1' },
       dataDisk: { layout: 'lvm', filesystem: 'xfs' }, osFamily: 'debian', domainType: 'auto', sshUser: 'pgop',
     };
-    expect(renderHba(s)).toContain('host\treplication\treplicator\t192.168.122.0/24\tscram-sha-256');
+    expect(renderHba(s)).toContain('hostssl\treplication\treplicator\t192.168.122.0/24\tscram-sha-256');
     s.postgres.hba = [{ type: 'host', database: 'all', user: 'all', address: '0.0.0.0/0', method: 'trust' as never }];
     expect(() => renderHba(s)).toThrow(/trust/);
   });
@@ -317,13 +319,14 @@ describe('config hash', () => {
   it('covers conf, hba and the archive script', () => {
     const s = seedSpec();
     const n = s.nodes[0]!;
-    const h = desiredConfigHash(s, n);
-    expect(h).toBe(configHashOf(renderConf(s, n), renderHba(s), renderArchiveScript(s)));
+    const tls = { cert: 'C', key: 'K', ca: 'A' };
+    const h = desiredConfigHash(s, n, tls);
+    expect(h).toBe(configHashOf(renderConf(s, n), renderHba(s), renderArchiveScript(s), ['C', 'K', 'A']));
     const s2 = seedSpec();
     s2.postgres.hba = [];
-    expect(desiredConfigHash(s2, n)).not.toBe(h);
+    expect(desiredConfigHash(s2, n, tls)).not.toBe(h);
     const s3 = seedSpec({ archiveDir: '/u02/other' });
-    expect(desiredConfigHash(s3, n)).not.toBe(h);
+    expect(desiredConfigHash(s3, n, tls)).not.toBe(h);
   });
 });
 

@@ -2,14 +2,16 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { Store, processIsAlive } from '../../store/store.js';
 import { parseSpecFile } from '../../spec/parse.js';
 import { resolveSecret } from '../../spec/secrets.js';
+import { defaultTlsDir, tlsOf } from '../../tls/material.js';
 import { EXIT, terminal } from '../../errors.js';
+import { makeDirs } from '../../state-dirs.js';
 import type { ClusterSpec, SecretRef } from '../../spec/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
@@ -28,7 +30,7 @@ export function ensureSecretFiles(spec: ClusterSpec): string[] {
   const made: string[] = [];
   for (const ref of refs) {
     if (!('file' in ref) || existsSync(ref.file)) continue;
-    mkdirSync(dirname(ref.file), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(ref.file), 0o700);
     writeFileSync(ref.file, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
     made.push(ref.file);
   }
@@ -226,7 +228,9 @@ export async function psqlCommand(db: string, clusterName: string, nodeName: str
   const [host, port] = node ? [node.address, 5432] : spec.pgpool.enabled && spec.pgpool.address ? [spec.pgpool.address, spec.pgpool.port] : [null, 0];
   if (!host) throw terminal(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
   // The password goes through the environment: never on a command line (ps shows those).
-  const env = { ...process.env, PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
+  const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
+  // verify-full against the cluster CA (network clients are taken over TLS only)
+  if (tlsOf(spec).enabled) Object.assign(env, { PGSSLMODE: 'verify-full', PGSSLROOTCERT: join(defaultTlsDir(spec), 'ca.crt') });
   const psql = existsSync(`/usr/lib/postgresql/${spec.postgres.version}/bin/psql`) ? `/usr/lib/postgresql/${spec.postgres.version}/bin/psql` : 'psql';
   const argv = [psql, `host=${host} port=${port} user=postgres dbname=postgres application_name=pgop-psql`, ...args];
   let cmd = argv[0]!;

@@ -1,13 +1,26 @@
 // `pgop serve`: the reconcile loop, one per store (a lock row names the holder).
 
 import { hostname } from 'node:os';
-import { Store, processIsAlive } from '../../store/store.js';
-import { EXIT } from '../../errors.js';
+import { Store, isServeLockLost, processIsAlive } from '../../store/store.js';
+import { EXIT, PgopError } from '../../errors.js';
 import { Reconciler, Wakeups, runLoop, type Log } from '../../reconcile/reconciler.js';
 import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
 import { SimWorld } from '../../drivers/sim/world.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
+
+/** How often the lock is checked besides once per loop round (a long pass or sleep does not
+ *  delay noticing that the lock was taken over). */
+export const LOCK_CHECK_MS = 1_000;
+
+/** Thrown by runServe when its serve lock was taken over; serveCommand exits EXIT.lockLost. */
+export class ServeLockLostError extends PgopError {
+  readonly lockLost = true;
+  constructor(message: string) {
+    super('terminal', message);
+    this.name = 'ServeLockLostError';
+  }
+}
 
 export interface ServeOptions {
   untilConverged?: boolean;
@@ -36,13 +49,18 @@ async function makeLogger(quiet: boolean): Promise<Log> {
 export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   const store = Store.open(db);
   const log = await makeLogger(!!o.quiet);
-  const lock = store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive);
+  const host = hostname();
+  const lock = store.acquireServeLock(process.pid, host, Date.now(), processIsAlive);
   if (!lock.ok) {
     store.close();
     process.stderr.write(`error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, since ${new Date(lock.startedAt).toISOString()}\n`);
     process.exitCode = EXIT.locked;
     throw Object.assign(new Error('locked'), { locked: true });
   }
+  // From here on this connection commits nothing unless it still holds the lock (SQLite checks
+  // it inside each write's transaction), and losing it stops the loop at once.
+  store.guardWithServeLock(process.pid, host);
+  let lost: string | null = null;
   // The simulated hypervisor outlives its operator: load it, and save it as the loop goes.
   const saved = store.loadSimWorld();
   const sim = saved ? SimWorld.fromJSON(saved) : new SimWorld();
@@ -57,6 +75,27 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   const onInt = () => stop('SIGINT');
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
+  const checkLock = (): boolean => {
+    if (lost !== null) return false;
+    let held: boolean;
+    try {
+      held = store.heartbeat(process.pid, Date.now(), host);
+    } catch (err) {
+      // a busy store is not a lost lock; the next check tells
+      log.warn({ err: (err as Error).message }, 'cannot write the serve lock heartbeat');
+      return true;
+    }
+    if (held) return true;
+    const now = store.serveLockHolder();
+    lost = now
+      ? `this serve lost the lock of ${db} to pid ${now.pid} on ${now.hostname} (since ${new Date(now.startedAt).toISOString()}); stopping at once, nothing more is committed`
+      : `this serve lost the lock of ${db} (released by someone else); stopping at once, nothing more is committed`;
+    log.error({ db }, lost);
+    abort.abort();
+    return false;
+  };
+  const lockTimer = setInterval(checkLock, LOCK_CHECK_MS);
+  lockTimer.unref();
   // The world's signals (a dropped probe session, a machine's lifecycle event) wake a cluster's
   // loop at once instead of at its next probe.
   const wakeups = new Wakeups();
@@ -75,19 +114,29 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       signal: abort.signal,
       wakeups,
       onTick: () => {
-        store.heartbeat(process.pid, Date.now());
+        if (!checkLock()) return;
         if (hasSim()) store.saveSimWorld(sim.toJSON(), Date.now());
       },
+    }).catch((err: unknown) => {
+      // a write refused by the lock guard in the middle of a pass
+      if (isServeLockLost(err)) {
+        checkLock();
+        if (lost !== null) return false;
+      }
+      throw err;
     });
+    if (lost !== null) throw new ServeLockLostError(lost);
     if (hasSim() || saved) store.saveSimWorld(sim.toJSON(), Date.now());
     log.info({ converged: ok }, 'pgop serve stopped');
     return ok;
   } finally {
+    clearInterval(lockTimer);
     offSignals();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
     await worlds.close();
-    store.releaseServeLock(process.pid);
+    // a lock taken over is the new holder's: not ours to release
+    if (lost === null) store.releaseServeLock(process.pid, host);
     store.close();
   }
 }
@@ -99,6 +148,10 @@ export async function serveCommand(db: string, o: { untilConverged?: boolean; ti
     return ok ? EXIT.ok : EXIT.changes;
   } catch (err) {
     if ((err as { locked?: boolean }).locked) return EXIT.locked;
+    if (err instanceof ServeLockLostError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return EXIT.lockLost;
+    }
     throw err;
   }
 }

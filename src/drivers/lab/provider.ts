@@ -13,6 +13,9 @@ import type { MachineObservation } from '../../observe/types.js';
 import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, internal, terminal, transient } from '../../errors.js';
 import { assertSafeName, shellJoin } from '../ssh/quote.js';
+import { HOST_KEY_ALGO, ensureKeyPair, type KeyPair } from '../ssh/keys.js';
+import { makeDirs } from '../../state-dirs.js';
+import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
 import {
   deleteNetns,
   ensureAddress,
@@ -40,7 +43,6 @@ import {
 
 export const POOL = 'pool';
 const SSHD = '/usr/sbin/sshd';
-const SSH_KEYGEN = 'ssh-keygen';
 const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
 /** Paths go into sshd_config and mount commands: keep them plain. */
 const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
@@ -86,6 +88,9 @@ export interface LabProviderOptions {
   sshdStartTimeoutMs?: number;
   /** Called with the duration of each mutating operation. */
   onTiming?: (t: LabTiming) => void;
+  /** Where the host key pgop makes for each host is pinned, before its sshd first starts
+   *  (the store in production). Needed to create hosts; starting existing ones works without. */
+  hostKeys?: HostKeyPins;
 }
 
 interface Net {
@@ -174,9 +179,11 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   private readonly sshdStartTimeoutMs: number;
   private readonly onTiming: (t: LabTiming) => void;
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly hostKeys: HostKeyPins | undefined;
 
   constructor(opts: LabProviderOptions = {}) {
     this.prefixOverride = opts.prefix;
+    this.hostKeys = opts.hostKeys;
     this.sshdStartTimeoutMs = opts.sshdStartTimeoutMs ?? 5000;
     this.onTiming = opts.onTiming ?? (() => {});
   }
@@ -251,6 +258,15 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     return { ...h, keyPath: ctx.keyPath, hub: ctx.hub, bridge: ctx.bridge, hostKeyPub: join(h.dir, 'ssh', 'ssh_host_ed25519_key.pub') };
+  }
+
+  /** Where a host's sshd key lives and how its sshd re-reads it (`pgop host-key rotate`). A lab
+   *  node sees the machine's filesystem outside its private mounts, so the node's key file is
+   *  the state file itself; its sshd re-executes itself on SIGHUP (same pid, sessions kept). */
+  hostKeyTarget(spec: ClusterSpec, node: NodeSpec | typeof POOL): { nodePath: string; statePath: string; reload: string[] } {
+    const h = this.host(this.ctx(spec), node);
+    const path = join(h.dir, 'ssh', 'ssh_host_ed25519_key');
+    return { nodePath: path, statePath: path, reload: ['sh', '-c', 'kill -HUP "$(cat /run/sshd.pid)"'] };
   }
 
   hostRef(spec: ClusterSpec, node: NodeSpec | typeof POOL): HostRef {
@@ -420,7 +436,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     } catch (err) {
       throw wrap(err, `cannot create the lab network of cluster ${ctx.name}`);
     }
-    await mkdir(ctx.clusterDir, { recursive: true, mode: 0o755 });
+    makeDirs(ctx.clusterDir, 0o755);
     await ensureKeyPair(ctx.keyPath, `pgop-operator@${ctx.name}`);
   }
 
@@ -483,7 +499,9 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   private async ensureSshFiles(ctx: ClusterCtx, h: LabHost): Promise<void> {
     const ssh = join(h.dir, 'ssh');
     const hostKey = join(ssh, 'ssh_host_ed25519_key');
-    await ensureKeyPair(hostKey, `pgop-host@${h.id}`);
+    // Made here, by pgop, and pinned before sshd first starts: the first SSH contact is
+    // verified. A host made anew (its directory was removed with it) gets a new key.
+    this.pinHostKey(h, await ensureKeyPair(hostKey, `pgop-host@${h.id}`));
     const pub = await readFile(`${ctx.keyPath}.pub`, 'utf8');
     await writeIfChanged(join(ssh, 'authorized_keys'), pub, 0o600);
     const config = [
@@ -516,6 +534,18 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       '',
     ].join('\n');
     await writeIfChanged(join(ssh, 'sshd_config'), config, 0o600);
+  }
+
+  /** Pin the key pgop made for a host: a new key always; an existing one when nothing (or only
+   *  a `host-key forget` placeholder) is pinned. A different pin over an existing key is left
+   *  alone: the SSH client then refuses the host and says so. */
+  private pinHostKey(h: LabHost, key: KeyPair & { created: boolean }): void {
+    if (!this.hostKeys) {
+      if (key.created) throw internal(`cannot create ${h.id}: this lab provider was given no host key pins`);
+      return;
+    }
+    const cur = this.hostKeys.getPinned(h.id);
+    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(h.id, HOST_KEY_ALGO, key.keyB64);
   }
 
   /** Start sshd in the host's namespace, inside a private mount namespace that puts the host's
@@ -764,24 +794,6 @@ async function writeIfChanged(path: string, content: string, mode: number): Prom
   await writeFile(tmp, content, { mode });
   await chmod(tmp, mode);
   await rename(tmp, path);
-}
-
-/** ed25519 key pair at path / path.pub, created once (mode 0600), atomically. */
-async function ensureKeyPair(path: string, comment: string): Promise<void> {
-  if (existsSync(path) && existsSync(`${path}.pub`)) return;
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    await run(SSH_KEYGEN, ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', tmp]);
-    await chmod(tmp, 0o600);
-    await rename(`${tmp}.pub`, `${path}.pub`);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    await rm(`${tmp}.pub`, { force: true });
-    if (existsSync(path) && existsSync(`${path}.pub`)) return; // a concurrent creator won
-    throw terminal(`cannot create key ${path}: ${(err as Error).message}`, err);
-  }
 }
 
 /** The lab provider, its fault injector and hostRef in one object. */

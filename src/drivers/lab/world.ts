@@ -5,13 +5,17 @@
 import type { Store } from '../../store/store.js';
 import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { createLabProvider } from './provider.js';
-import { SshShell, shellDebugLog, type HostKeyPins } from '../ssh/shell.js';
+import { SshShell, shellDebugLog, type HostKeyPins, type HostKeyRefusal } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
+import { rotateHostKey, type RotateResult } from '../ssh/rotate.js';
+import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { ClusterTls } from '../../tls/material.js';
 
 export type LabWorldLog = DriverLog;
 
-/** Host keys pinned in the store on first contact; ids are `cluster/host`. */
+/** Host keys pinned in the store (ids are `cluster/host`): the provider pins the key it made
+ *  for a machine before the machine first starts. */
 export function storePins(store: Store): HostKeyPins {
   const split = (id: string) => {
     const i = id.indexOf('/');
@@ -25,22 +29,53 @@ export function storePins(store: Store): HostKeyPins {
     },
     pin(id, algo, keyB64) {
       const [cluster, node] = split(id);
-      // A cluster deleted meanwhile has no row to pin to: the connection is then refused.
-      store.pinHostKey(cluster, node, algo, keyB64, Date.now());
+      // A cluster deleted meanwhile has no row to pin to (foreign key): that throws, and the
+      // machine is not started (or the connection is refused).
+      store.pinHostKey(cluster, node, algo, keyB64, Date.now(), { replace: true });
     },
   };
 }
 
-export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: LabWorldLog; signals?: Signals } = {}): World & { faults: FaultInjector } {
-  const provider = createLabProvider();
+/** Host keys refused: an event naming the pinned and presented fingerprints, once per host and
+ *  presented key in this process (a probe every second must not flood the events). */
+export function hostKeyRefusedRecorder(store: Store | undefined, log: DriverLog | undefined): (r: HostKeyRefusal) => void {
+  const told = new Map<string, string>();
+  return (r) => {
+    if (told.get(r.id) === r.presented) return;
+    told.set(r.id, r.presented);
+    log?.warn({ host: r.id, expected: r.expected, presented: r.presented }, r.message);
+    if (!store) return;
+    const i = r.id.indexOf('/');
+    const cluster = r.id.slice(0, i);
+    const node = r.id.slice(i + 1);
+    try {
+      if (store.getCluster(cluster)) store.recordEvent({ time: Date.now(), cluster, node, from: null, to: null, ruleId: 'ssh.host-key-refused', reason: r.message });
+    } catch {
+      /* a store that refuses (lock lost) says so elsewhere */
+    }
+  };
+}
+
+export type LabWorld = World & {
+  faults: FaultInjector;
+  shell: SshShell;
+  /** `pgop host-key rotate`: a new host key for a host, over its verified session */
+  rotateHostKey(cluster: ClusterSpec, node: NodeSpec | 'pool'): Promise<RotateResult>;
+};
+
+export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: LabWorldLog; signals?: Signals } = {}): LabWorld {
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLabWorld needs a store or pins');
+  const provider = createLabProvider({ hostKeys: pins });
   const debug = shellDebugLog(opts.log);
-  const shell = new SshShell(pins, debug ? { log: debug } : {});
+  const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), onHostKeyRefused: hostKeyRefusedRecorder(opts.store, opts.log) });
   const signals = opts.signals ?? new Signals();
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  // one CA per cluster, shared by both drivers (lab: <state dir>/<cluster>/tls)
+  const tls = new ClusterTls(opts.log ? { log: opts.log } : {});
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, tls, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({
     shell,
+    tls,
     hostRef: (c) => provider.hostRef(c, 'pool'),
     signals,
     ...(opts.log ? { logger: opts.log } : {}),
@@ -85,5 +120,7 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
     pool,
     signals,
     faults: provider,
+    shell,
+    rotateHostKey: (c, n) => rotateHostKey({ shell, pins, ref: provider.hostRef(c, n), target: provider.hostKeyTarget(c, n) }),
   };
 }

@@ -5,10 +5,17 @@
 // What the guest gets on first boot:
 //  - hostname = node name; a static address on the NIC with the derived MAC (network-config v2:
 //    no DHCP in the guest, the network's DHCP reservation only keeps the address reserved);
+//  - the ed25519 host key pgop generated for this machine and pinned before its first boot
+//    (cloud-init ssh_keys; ssh_deletekeys removes the image's shared keys first and, with keys
+//    given, cloud-init generates none; its ssh module runs once per instance, so it never
+//    replaces the key later). sshd offers that key only;
 //  - root login with the operator's key only (pgop's SSH layer runs commands as root, as on lab
-//    hosts) and the spec's sshUser with the same key and passwordless sudo, for people;
-//  - /etc/ssh/sshd_config.d/10-pgop.conf: no passwords, root by key only (written before sshd
-//    starts; cloud-init's ssh_pwauth is left unset so it never restarts sshd mid-boot);
+//    hosts: it installs packages, writes system files and runs services, so a narrower sudo rule
+//    would still be root); the spec's sshUser with the same key, a locked password and NO sudo
+//    (it used to get passwordless sudo: a second way to root that pgop never used);
+//  - /etc/ssh/sshd_config.d/10-pgop.conf: public keys only (no passwords, no keyboard-interactive),
+//    root by key only, the one host key (written before sshd starts; cloud-init's ssh_pwauth is
+//    left unset so it never restarts sshd mid-boot);
 //  - growpart + resize of / to the overlay's size;
 //  - the data disk (virtio serial pgop-data) formatted and mounted: layout lvm = VG vg01 with
 //    lv_01 -> /u01 (60%) and lv_02 -> /u02 (the rest), as in the seed; layout plain = one
@@ -34,6 +41,8 @@ export interface SeedInput {
   sshUser: string;
   /** the operator's public key line (ssh-ed25519 AAAA... comment) */
   publicKey: string;
+  /** the machine's own ed25519 host key, made and pinned by pgop before the first boot */
+  hostKey: { privateKey: string; publicLine: string };
   mac: string;
   address: string;
   prefixLen: number;
@@ -99,11 +108,18 @@ echo "pgop-datadisk: /u01 and /u02 mounted ($layout, $fs)"
 `;
 
 export const SSHD_DROPIN_PATH = '/etc/ssh/sshd_config.d/10-pgop.conf';
-export const SSHD_DROPIN = `# Written by pgop: keys only.
+export const HOST_KEY_PATH = '/etc/ssh/ssh_host_ed25519_key';
+export const SSHD_DROPIN = `# Written by pgop: public keys only; the host key pgop made for this machine.
+HostKey ${HOST_KEY_PATH}
+HostKeyAlgorithms ssh-ed25519
+PubkeyAuthentication yes
+AuthenticationMethods publickey
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 `;
+
+const PRIVATE_KEY = /^-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?$/;
 
 export function renderMetaData(s: SeedInput): string {
   return stringify({ 'instance-id': `pgop-${s.cluster}-${s.name}`, 'local-hostname': s.hostname });
@@ -115,18 +131,24 @@ export function renderUserData(s: SeedInput): string {
   if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.hostname)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.hostname)} is not a host name`);
   const key = s.publicKey.trim();
   if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(key)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: the operator key is not an ssh-ed25519 public key`);
+  const hostPub = s.hostKey.publicLine.trim();
+  if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(hostPub) || !PRIVATE_KEY.test(s.hostKey.privateKey)) {
+    throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: the host key is not an OpenSSH ed25519 key pair`);
+  }
   const doc: Record<string, unknown> = {
     hostname: s.hostname,
     preserve_hostname: false,
     manage_etc_hosts: true,
     disable_root: false,
     ssh_authorized_keys: [key],
+    // the host key pgop pinned before this boot; the image's keys are removed, none generated
+    ssh_deletekeys: true,
+    ssh_genkeytypes: [],
+    ssh_keys: { ed25519_private: s.hostKey.privateKey, ed25519_public: hostPub },
     users: [
       {
         name: s.sshUser,
         gecos: 'pgop operator',
-        groups: [s.osFamily === 'rhel' ? 'wheel' : 'sudo'],
-        sudo: 'ALL=(ALL) NOPASSWD:ALL',
         shell: '/bin/bash',
         lock_passwd: true,
         ssh_authorized_keys: [key],

@@ -18,10 +18,13 @@ import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { POOL_HOST, allMachines, assertLibvirtName, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
 import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
-import { buildSeedIso, renderSeed } from './cloudinit.js';
+import { HOST_KEY_PATH, buildSeedIso, renderSeed } from './cloudinit.js';
+import { HOST_KEY_ALGO, ensureKeyPair, removeKeyPair, type KeyPair } from '../ssh/keys.js';
+import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
 import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
 import { EventWatcher, type LibvirtEvent } from './events.js';
 import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
+import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
 
 const execFileP = promisify(execFile);
 
@@ -40,6 +43,9 @@ export interface LibvirtProviderOptions {
   virsh?: Virsh;
   /** Event watcher backoff (tests shorten it). */
   eventBackoffMs?: { min: number; max: number };
+  /** Where the host key pgop makes for each machine is pinned before its first boot (the
+   *  store in production). Needed to create machines. */
+  hostKeys?: HostKeyPins;
 }
 
 export type MachineRef = NodeSpec | typeof POOL_HOST;
@@ -70,8 +76,11 @@ export class LibvirtProvider implements ProviderDriver {
   private readonly lastEvent = new Map<string, LibvirtEvent>();
   private closed = false;
   private advised = false;
+  private readonly warnedClosed = new Set<string>();
+  private readonly hostKeys: HostKeyPins | undefined;
 
   constructor(opts: LibvirtProviderOptions = {}) {
+    this.hostKeys = opts.hostKeys;
     this.stateDir = opts.stateDir ?? process.env.PGOP_LIBVIRT_STATE ?? DEFAULT_STATE_DIR;
     this.log = opts.log ?? silent;
     this.virsh = opts.virsh ?? new Virsh();
@@ -90,8 +99,8 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** How pgop's SSH layer reaches a machine: root with the cluster's operator key (the SSH
-   *  drivers run their commands as root, as on lab hosts; the spec's sshUser gets the same key
-   *  and passwordless sudo for people). Host keys are pinned in the store by the shell. */
+   *  drivers run their commands as root, as on lab hosts; the spec's sshUser gets the same key,
+   *  for people, without sudo). The host key is the one pgop made and pinned before the boot. */
   hostRef(spec: ClusterSpec, node: MachineRef): HostRef {
     const m = machinePlan(spec, node);
     return { id: m.id, address: m.address, port: 22, user: 'root', privateKeyPath: this.keyPath(spec) };
@@ -99,6 +108,22 @@ export class LibvirtProvider implements ProviderDriver {
 
   keyPath(spec: ClusterSpec): string {
     return join(this.stateDir, spec.name, 'operator_ed25519');
+  }
+
+  /** The machine's host key pair on the hypervisor (beside the operator key; 0600 in a 0700
+   *  directory): made before its first boot, handed over by cloud-init, removed with it. */
+  hostKeyPath(spec: ClusterSpec, node: MachineRef): string {
+    return this.hostKeyFile(machinePlan(spec, node));
+  }
+
+  private hostKeyFile(m: MachinePlan): string {
+    return join(this.stateDir, m.cluster, 'hostkeys', `${m.name}_ed25519`);
+  }
+
+  /** Where a guest's sshd key lives and how sshd re-reads it (`pgop host-key rotate`). */
+  hostKeyTarget(spec: ClusterSpec, node: MachineRef): { nodePath: string; statePath: string; reload: string[] } {
+    const reload = 'if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q ssh; then systemctl reload ssh; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active -q sshd; then systemctl reload sshd; else kill -HUP "$(cat /run/sshd.pid)"; fi';
+    return { nodePath: HOST_KEY_PATH, statePath: this.hostKeyPath(spec, node), reload: ['sh', '-c', reload] };
   }
 
   /** Subscribe to domain events of every hypervisor this provider has touched (and those
@@ -256,6 +281,7 @@ export class LibvirtProvider implements ProviderDriver {
       this.serial(`uri:${m.uri}`, async () => {
         await this.ensurePool(m.uri, p.pool);
         await this.ensureNetwork(spec, m.uri, [m]);
+        this.openForQemu(m.uri, [p.pool.path, p.baseImage]);
       });
     const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
     if (existing) {
@@ -268,11 +294,13 @@ export class LibvirtProvider implements ProviderDriver {
     }
     await shared();
     // Not defined yet (first time, or a crash before the define): volumes, then define + start.
+    // Its host key is made (once; a machine deleted lost its key with it) and pinned first.
+    const hostKey = await this.ensureHostKey(spec, m);
     const poolPath = p.pool.path;
     const vols = await this.volumeNames(m.uri, p.pool.name);
     await this.ensureRootVolume(m, p, vols);
     if (m.volumes.data && !vols.has(m.volumes.data)) await this.ensureDataVolume(m, p);
-    await this.ensureSeedVolume(spec, m, p, publicKey, vols);
+    await this.ensureSeedVolume(spec, m, p, publicKey, hostKey, vols);
     const { type } = await this.domainType(m.uri, p.domainType);
     const xml = renderDomainXml({
       name: m.domain,
@@ -516,7 +544,7 @@ export class LibvirtProvider implements ProviderDriver {
   /** The seed ISO is (re)written on every creation attempt (the domain is not defined yet, so
    *  nothing has read it): a crash between create and upload cannot leave an empty seed. The
    *  test driver keeps no volume content (no vol-upload): there the volume alone is made. */
-  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string, vols: Set<string>): Promise<void> {
+  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string, hostKey: KeyPair, vols: Set<string>): Promise<void> {
     const vol = m.volumes.seed;
     const prefixLen = parseCidr(p.network.cidr).prefixLen;
     const iso = await buildSeedIso(
@@ -527,6 +555,7 @@ export class LibvirtProvider implements ProviderDriver {
         osFamily: p.osFamily,
         sshUser: p.sshUser,
         publicKey,
+        hostKey,
         mac: m.mac,
         address: m.address,
         prefixLen,
@@ -579,6 +608,8 @@ export class LibvirtProvider implements ProviderDriver {
     const have = (await this.volumeNamesIfPool(m.uri, p.pool.name)) ?? new Set<string>();
     for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol && have.has(vol)) await this.deleteVolume(m.uri, p.pool.name, vol);
     await this.serial(`uri:${m.uri}`, () => this.removeReservation(m.uri, p.network.name, m));
+    // a machine made again gets a new host key
+    await removeKeyPair(this.hostKeyFile(m));
     this.log.info({ id: m.id, domain: m.domain, uri: m.uri }, 'libvirt machine deleted');
   }
 
@@ -757,7 +788,24 @@ export class LibvirtProvider implements ProviderDriver {
           if (attempt === 0) continue;
           throw transient(`cannot ${what}: ${msg}`, err);
         }
-        throw terminal(`cannot ${what}: ${msg}`, err);
+        const advice = storageAccessAdvice(msg);
+        throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
+      }
+    }
+  }
+
+  /** qemu (libvirt-qemu) must traverse every directory above the disks of a local hypervisor:
+   *  pgop's own directories (under /var/lib/pgop, e.g. one an older pgop made 0700) are opened
+   *  for traversal (never the secrets); others still closed are said once. */
+  private openForQemu(uri: string, paths: string[]): void {
+    const u = parseUri(uri);
+    if (u.test || u.host !== '') return;
+    for (const path of paths) {
+      const closed = openPathForQemu(path);
+      const key = `${path}|${closed.join(',')}`;
+      if (closed.length > 0 && !this.warnedClosed.has(key)) {
+        this.warnedClosed.add(key);
+        this.log.warn({ uri, path, closed }, `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`);
       }
     }
   }
@@ -778,22 +826,17 @@ export class LibvirtProvider implements ProviderDriver {
 
   /** ed25519 key pair of the cluster (created once, 0600, atomically); returns the public key. */
   private async ensureKeyPair(spec: ClusterSpec): Promise<string> {
-    const path = this.keyPath(spec);
-    if (!existsSync(path) || !existsSync(`${path}.pub`)) {
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-      try {
-        await execFileP('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `pgop-operator@${spec.name}`, '-f', tmp], { timeout: 30_000 });
-        await chmod(tmp, 0o600);
-        await rename(`${tmp}.pub`, `${path}.pub`);
-        await rename(tmp, path);
-      } catch (err) {
-        await rm(tmp, { force: true });
-        await rm(`${tmp}.pub`, { force: true });
-        if (!(existsSync(path) && existsSync(`${path}.pub`))) throw terminal(`cannot create key ${path}: ${messageOf(err)}`, err);
-      }
-    }
-    return (await readFile(`${path}.pub`, 'utf8')).trim();
+    return (await ensureKeyPair(this.keyPath(spec), `pgop-operator@${spec.name}`)).publicLine;
+  }
+
+  /** The machine's host key (made once) pinned before its first boot: a new key always, an
+   *  existing one when nothing (or only a `host-key forget` placeholder) is pinned. */
+  private async ensureHostKey(spec: ClusterSpec, m: MachinePlan): Promise<KeyPair> {
+    const key = await ensureKeyPair(this.hostKeyFile(m), `pgop-host@${m.id}`);
+    if (!this.hostKeys) throw terminal(`cannot create ${m.id}: this libvirt provider was given no host key pins`);
+    const cur = this.hostKeys.getPinned(m.id);
+    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(m.id, HOST_KEY_ALGO, key.keyB64);
+    return key;
   }
 }
 

@@ -1,18 +1,21 @@
 // The libvirt provider's drivers wired together, like createLabWorld: libvirt domains
-// (LibvirtProvider), SSH as root with the cluster's operator key and host keys pinned in the
-// store, postgres and pgpool configured over SSH (the same code as on lab hosts).
+// (LibvirtProvider), SSH as root with the cluster's operator key and the host keys pgop made for
+// the machines (pinned in the store before their first boot), postgres and pgpool configured over SSH (the same code as on lab hosts).
 
+import { join } from 'node:path';
 import type { Store } from '../../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
 import { SshShell, shellDebugLog, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
 import { SshPostgresDriver } from '../postgres/driver.js';
 import { SshPoolDriver } from '../pgpool/driver.js';
-import { storePins } from '../lab/world.js';
+import { ClusterTls } from '../../tls/material.js';
+import { hostKeyRefusedRecorder, storePins } from '../lab/world.js';
 import { shellJoin } from '../ssh/quote.js';
 import { terminal } from '../../errors.js';
 import { LibvirtProvider, type LibvirtProviderOptions, type MachineRef } from './provider.js';
 import { POOL_HOST } from './names.js';
+import { rotateHostKey, type RotateResult } from '../ssh/rotate.js';
 
 export interface LibvirtWorldOptions {
   /** The loop's fan-out: domain lifecycle events of pgop's machines are emitted here as
@@ -30,18 +33,23 @@ export type LibvirtWorld = World & {
   libvirt: LibvirtProvider;
   faults: FaultInjector;
   shell: SshShell;
+  /** `pgop host-key rotate`: a new host key for a machine, over its verified session */
+  rotateHostKey(cluster: ClusterSpec, node: MachineRef): Promise<RotateResult>;
 };
 
 export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld {
-  const provider = new LibvirtProvider({ ...(opts.log ? { log: opts.log } : {}), ...opts.provider });
   const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
   if (!pins) throw new Error('createLibvirtWorld needs a store or pins');
+  const provider = new LibvirtProvider({ ...(opts.log ? { log: opts.log } : {}), hostKeys: pins, ...opts.provider });
   const debug = shellDebugLog(opts.log);
-  const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), ...opts.shell });
+  const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), onHostKeyRefused: hostKeyRefusedRecorder(opts.store, opts.log), ...opts.shell });
   const signals = opts.signals ?? new Signals();
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, ...(opts.log ? { logger: opts.log } : {}) });
+  // one CA per cluster, shared by both drivers, beside the cluster's operator key
+  const tls = new ClusterTls({ dirOf: (c) => join(provider.stateDir, c.name, 'tls'), ...(opts.log ? { log: opts.log } : {}) });
+  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, tls, ...(opts.log ? { logger: opts.log } : {}) });
   const pool = new SshPoolDriver({
     shell,
+    tls,
     hostRef: (c) => provider.hostRef(c, POOL_HOST),
     signals,
     ...(opts.log ? { logger: opts.log } : {}),
@@ -104,5 +112,6 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
     libvirt: provider,
     faults,
     shell,
+    rotateHostKey: (c, n) => rotateHostKey({ shell, pins, ref: provider.hostRef(c, n), target: provider.hostKeyTarget(c, n) }),
   };
 }

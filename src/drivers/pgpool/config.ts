@@ -10,6 +10,7 @@ import { createCipheriv, createHash } from 'node:crypto';
 import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
 import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
+import { tlsOf } from '../../tls/settings.js';
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
@@ -34,6 +35,10 @@ export interface PoolPaths {
   pid: string;
   oiddir: string;
   confHash: string;
+  /** TLS: pgpool's server certificate and key, and the cluster CA bundle (owner postgres, 0600) */
+  sslCert: string;
+  sslKey: string;
+  sslCa: string;
   /** pgpool's logdir, which holds only its status file: on /run, a tmpfs. pgpool syncs the
    *  file on every change of a backend's status, twice in a failover (20-90 ms each on the lab's
    *  disk under load); pgop writes it before every start, so it need not outlive a reboot. */
@@ -59,6 +64,9 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
     pid: `${d}/run/pgpool.pid`,
     oiddir: `${d}/oiddir`,
     confHash: `${d}/pgop.confhash`,
+    sslCert: `${d}/server.crt`,
+    sslKey: `${d}/server.key`,
+    sslCa: `${d}/ca.crt`,
     statusDir: '/run/pgop-pgpool',
   };
 }
@@ -112,6 +120,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     'allow_clear_text_frontend_auth = off',
     'authentication_timeout = 30',
     '',
+    ...tlsLines(cluster, paths),
     '# load balancing',
     `load_balance_mode = ${pp.loadBalancing ? 'on' : 'off'}`,
     "disable_load_balance_on_write = 'transaction'",
@@ -163,10 +172,34 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
   return lines.join('\n');
 }
 
-/** pool_hba.conf: scram-sha-256 from the cluster network (and the local socket). Never trust. */
+/** TLS (pgpool 4.3): `ssl = on` serves clients with the pool host's certificate and makes pgpool
+ *  ask every backend for TLS; `ssl_ca_cert` makes it verify the backend's chain to the cluster CA
+ *  (SSL_VERIFY_PEER: chain and validity, not the host name or address: 4.3 does not check those),
+ *  and a backend that fails the check fails the session. pgpool does not insist: a backend that
+ *  answers the SSL request with "no" gets clear text (pool_ssl.c), which pgop's nodes never do
+ *  (pg_hba has only hostssl lines for the network). PCP has no TLS in 4.3 at all. */
+function tlsLines(cluster: ClusterSpec, paths: PoolPaths): string[] {
+  if (!tlsOf(cluster).enabled) return [];
+  return [
+    '# TLS to clients and to the backends (certificates from the cluster CA, kept by pgop)',
+    'ssl = on',
+    `ssl_cert = ${q(paths.sslCert)}`,
+    `ssl_key = ${q(paths.sslKey)}`,
+    `ssl_ca_cert = ${q(paths.sslCa)}`,
+    "ssl_ciphers = 'HIGH:!aNULL:!MD5:!3DES'",
+    'ssl_prefer_server_ciphers = on',
+    "ssl_ecdh_curve = 'prime256v1'",
+    '',
+  ];
+}
+
+/** pool_hba.conf: scram-sha-256 from the cluster network (over TLS when it is on) and the local
+ *  socket. Never trust. */
 export function renderPoolHba(cluster: ClusterSpec): string {
   const out = ['# Managed by pgop', '# TYPE  DATABASE  USER  ADDRESS  METHOD', 'local\tall\tall\t\tscram-sha-256'];
-  for (const n of clusterNetworks(cluster)) out.push(`host\tall\tall\t${n}\tscram-sha-256`);
+  const tls = tlsOf(cluster);
+  const type = tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : 'host';
+  for (const n of clusterNetworks(cluster)) out.push(`${type}\tall\tall\t${n}\tscram-sha-256`);
   return `${out.join('\n')}\n`;
 }
 
@@ -210,11 +243,18 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
   return `${lines.join('\n')}\n`;
 }
 
-/** The hash the pool reports when configured as desired (secrets excluded). */
-export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
-  return createHash('sha256')
+/** pgpool's TLS files when right: its certificate, key and the CA bundle; null: none yet. */
+export type PoolTlsFiles = { cert: string; key: string; ca: string } | null;
+
+/** The hash the pool reports when configured as desired (secrets excluded; with TLS, the
+ *  certificate material, so a renewal rewrites it and restarts pgpool, which reads it at start). */
+export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), tls?: PoolTlsFiles): string {
+  const h = createHash('sha256')
     .update(renderPgpoolConf(cluster, paths))
     .update(Buffer.from([0]))
-    .update(renderPoolHba(cluster))
-    .digest('hex');
+    .update(renderPoolHba(cluster));
+  if (tlsOf(cluster).enabled) {
+    for (const e of tls ? [tls.cert, tls.key, tls.ca] : ['pgop: no TLS material yet']) h.update(Buffer.from([0])).update(e);
+  }
+  return h.digest('hex');
 }

@@ -19,7 +19,10 @@ import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../postgres/driver.js';
-import { ClientCache } from '../pg-clients.js';
+import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
+import { ClientCache, newClient } from '../pg-clients.js';
+import { ClusterTls, POOL_HOST } from '../../tls/material.js';
+import { clientTls } from '../../tls/client.js';
 import { PcpRefused, PcpSession, pcpRequest, type PcpRequest } from './pcp.js';
 import {
   PCP_USER,
@@ -31,6 +34,7 @@ import {
   renderPoolHba,
   renderPoolPasswd,
   type PoolPaths,
+  type PoolTlsFiles,
 } from './config.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -54,6 +58,8 @@ export interface SshPoolDriverOptions {
   /** How long ensurePool waits for pgpool's view to match before restarting it (default 10 s;
    *  after a restart it waits at least 15 s). */
   settleTimeoutMs?: number;
+  /** The clusters' CAs and certificates (default: in each provider's state directory). */
+  tls?: ClusterTls;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -110,6 +116,7 @@ export class SshPoolDriver implements PoolDriver {
   private readonly specs = new Map<string, ClusterSpec>();
   /** the PCP password per cluster (generated once, kept on the pool host in pcp.secret) */
   private readonly pcpPasswords = new Map<string, string>();
+  private readonly tls: ClusterTls;
 
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
@@ -118,6 +125,7 @@ export class SshPoolDriver implements PoolDriver {
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
+    this.tls = opts.tls ?? new ClusterTls({ log: this.log });
     // A pgpool failing over takes 1-3 s here (longer on a loaded host); one still silent or wrong
     // after this is stuck (seen: its search for the primary hanging on a node whose link is down)
     // and a restart, which starts with the unreachable nodes marked down, is the quicker way out.
@@ -131,7 +139,15 @@ export class SshPoolDriver implements PoolDriver {
   private readonly offSignals?: () => void;
 
   desiredConfigHash(cluster: ClusterSpec): string {
-    return desiredPoolConfigHash(cluster, this.paths);
+    return desiredPoolConfigHash(cluster, this.paths, this.poolTls(cluster));
+  }
+
+  /** pgpool's TLS files as pgop issued them (null: none yet, or TLS off). */
+  private poolTls(cluster: ClusterSpec): PoolTlsFiles {
+    if (!this.tls.enabled(cluster)) return null;
+    const m = this.tls.peek(cluster);
+    const h = m?.hosts.get(POOL_HOST);
+    return m && h ? { cert: h.cert, key: h.key, ca: m.caBundle } : null;
   }
 
   // ---------------------------------------------------------------- remote helpers
@@ -151,8 +167,9 @@ export class SshPoolDriver implements PoolDriver {
 
   private client(cluster: ClusterSpec): Promise<pg.Client> {
     const timeout = cluster.failureDetection.connectTimeoutMs;
-    return this.clients.get(cluster.name, () => new pg.Client({
+    return this.clients.get(cluster.name, () => newClient({
       ...this.connectOf(cluster),
+      ...this.sslConfig(cluster),
       // A pgpool that just started connects to every backend first: give it time. (A pgpool busy
       // failing over does not hold up a pass: observe() waits only briefly for this answer.)
       connectionTimeoutMillis: Math.max(2000, timeout * 2),
@@ -160,6 +177,15 @@ export class SshPoolDriver implements PoolDriver {
       application_name: 'pgop-pool-probe',
       keepAlive: true,
     }));
+  }
+
+  /** verify-full to pgpool (its certificate names spec.pgpool.address) when TLS is on. */
+  private sslConfig(cluster: ClusterSpec): Partial<pg.ClientConfig> {
+    if (!this.tls.enabled(cluster)) return {};
+    const m = this.tls.peek(cluster);
+    if (!m) throw transient(`cannot connect to pgpool of ${cluster.name}: the cluster CA is not issued yet`);
+    const host = this.connectOf(cluster).host ?? cluster.pgpool.address ?? '';
+    return { ssl: clientTls(m.caBundle, { name: 'pgpool', address: host }), enableChannelBinding: true } as Partial<pg.ClientConfig>;
   }
 
   private dropClient(cluster: ClusterSpec): void {
@@ -295,7 +321,11 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const host = this.hostRefOf(cluster);
     const p = this.paths;
-    const desired = desiredPoolConfigHash(cluster, p);
+    const tlsOn = this.tls.enabled(cluster);
+    if (tlsOn) await this.tls.ensure(cluster);
+    const tls = this.poolTls(cluster);
+    if (tlsOn && !tls) throw transient(`cannot configure pgpool of ${cluster.name}: no certificate issued for it yet`);
+    const desired = desiredPoolConfigHash(cluster, p, tls);
     // During a failover only routing is wrong: when the files on the pool host are known to be
     // current, skip the round trips that would rewrite them and go straight to routing.
     const known = this.hashes.get(cluster.name);
@@ -325,6 +355,9 @@ export class SshPoolDriver implements PoolDriver {
       files.push({ op: 'write', path: p.pcpSecret, content: `${pcpPassword}\n` });
     }
     this.pcpPasswords.set(cluster.name, pcpPassword);
+    if (tls) {
+      files.push({ op: 'write', path: p.sslCa, content: tls.ca }, { op: 'write', path: p.sslCert, content: tls.cert }, { op: 'write', path: p.sslKey, content: tls.key });
+    }
     files.push(
       { op: 'write', path: p.conf, content: renderPgpoolConf(cluster, p) },
       { op: 'write', path: p.hba, content: renderPoolHba(cluster) },
@@ -333,9 +366,11 @@ export class SshPoolDriver implements PoolDriver {
       { op: 'write', path: p.pcpPass, content: renderPcpPass(cluster, pcpPassword) },
       { op: 'write', path: p.confHash, content: `${desired}\n` },
     );
+
     const changedPaths = await putFiles(this.shell, host, files);
     this.hashes.set(cluster.name, { hash: desired, at: Date.now() });
-    const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key].some((f) => changedPaths.has(f));
+    // pgpool reads its TLS files only at start
+    const changed = [p.conf, p.hba, p.pcp, p.passwd, p.key, p.sslCa, p.sslCert, p.sslKey].some((f) => changedPaths.has(f));
     if (running && changed) {
       this.log.info({ cluster: cluster.name }, 'pgpool configuration changed: restarting');
       await this.stopPgpool(cluster);
@@ -753,7 +788,8 @@ export class SshPoolDriver implements PoolDriver {
       // an unreachable pool host has nothing left to stop
       if (!(err instanceof PgopError && err.kind === 'transient')) throw err;
     }
-    await this.sh(cluster, 'rm -rf -- "$1"', [this.paths.dir], { user: 'root' }).catch(() => {});
+    // as postgres (its owner): root never recurses into a tree postgres can write
+    await this.sh(cluster, `${NODE_FS_FUNCS}\npg_rmtree "$1"`, [this.paths.dir], { user: 'root' }).catch(() => {});
     this.hashes.delete(cluster.name);
     this.views.delete(cluster.name);
     this.pcpPasswords.delete(cluster.name);
@@ -812,8 +848,11 @@ alive() {
 const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
 
 /** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file $9 status dir.
- *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. */
-const PREPARE_SH = `${ALIVE_FN}
+ *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. The directories
+ *  become postgres's through pg_dir (src/drivers/ssh/node-fs.ts: the ones inside pgpool's
+ *  directory are made by postgres itself); the secrets are read as postgres, their owner (root
+ *  would follow a link postgres put in their place). */
+const PREPARE_SH = `${ALIVE_FN}${NODE_FS_FUNCS}
 set -e
 if [ ! -x "$5" ]; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -823,13 +862,14 @@ if [ ! -x "$5" ]; then
   fi
 fi
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
-mkdir -p "$1" "$2" "$3" "$4" "$9"
-chown postgres:postgres "$1" "$2" "$3" "$4" "$9"
-chmod 700 "$1" "$2" "$3" "$4" "$9"
-echo "key=$(head -n 1 "$6" 2>/dev/null || true)"
-echo "pcp=$(head -n 1 "$7" 2>/dev/null || true)"
+set +e
+for dir in "$1" "$2" "$3" "$4"; do pg_dir "$dir" 700 fixed; done
+pg_dir "$9" 700 fixed
+set -e
+echo "key=$(as_user postgres postgres head -n 1 -- "$6" 2>/dev/null || true)"
+echo "pcp=$(as_user postgres postgres head -n 1 -- "$7" 2>/dev/null || true)"
 running=0
-if [ -f "$8" ] && alive "$(head -n 1 "$8")"; then running=1; fi
+if [ -f "$8" ] && alive "$(as_user postgres postgres head -n 1 -- "$8" 2>/dev/null)"; then running=1; fi
 echo "running=$running"
 # pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then

@@ -16,8 +16,9 @@
 
 import { parseLsn } from '../../observe/lsn.js';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import type { ClusterSpec, NodeSpec, PgParameterValue } from '../../spec/types.js';
+import type { ClusterSpec, HbaRule, NodeSpec, PgParameterValue } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
+import { tlsOf } from '../../tls/settings.js';
 
 export const PGOP_SCRIPT_DIR = '/opt/pgop/scripts';
 export const ARCHIVE_SCRIPT_PATH = `${PGOP_SCRIPT_DIR}/archive.sh`;
@@ -59,6 +60,23 @@ export const MANAGED_KEYS = [
   'hba_file',
   'ident_file',
 ] as const;
+
+/** Settings pgop owns while TLS is on (the spec's values are ignored, as for MANAGED_KEYS). */
+export const TLS_MANAGED_KEYS = ['ssl', 'ssl_cert_file', 'ssl_key_file', 'ssl_ca_file'] as const;
+
+/** Where a node's TLS files live: beside the data directory (like the replication passfile), never
+ *  inside it, so no clone or rewind copies another node's key. Owner postgres, key 0600. */
+export function tlsNodePaths(cluster: ClusterSpec): { cert: string; key: string; ca: string } {
+  const d = cluster.postgres.dataDir.replace(/\/+$/, '');
+  const parent = d.slice(0, d.lastIndexOf('/'));
+  return { cert: `${parent}/pgop-server.crt`, key: `${parent}/pgop-server.key`, ca: `${parent}/pgop-ca.crt` };
+}
+
+/** libpq options for the node's own outgoing connections (replication, pg_basebackup, pg_rewind):
+ *  verify-full against the cluster CA; none while TLS is off. */
+export function nodeSslConninfo(cluster: ClusterSpec): string[] {
+  return tlsOf(cluster).enabled ? ['sslmode=verify-full', `sslrootcert=${conninfoQuote(tlsNodePaths(cluster).ca)}`] : [];
+}
 
 /** Settings pgop needs for streaming replication and pg_rewind; used when the spec is silent. */
 const BASELINE: Record<string, PgParameterValue> = {
@@ -170,6 +188,7 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
     `# cluster ${commentText(cluster.name)}: postgres ${cluster.postgres.version}`,
   ];
   const skipped: string[] = [];
+  const tlsOn = tlsOf(cluster).enabled;
   const keys = Object.keys(params).sort();
   const seen = new Set<string>();
   for (const key of keys) {
@@ -177,7 +196,7 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
     if (!PARAM_NAME.test(k)) throw terminal(`cannot render postgres parameter ${JSON.stringify(key)}: invalid name`);
     if (seen.has(k)) throw terminal(`cannot render postgres parameter ${key}: given twice`);
     seen.add(k);
-    if ((PER_NODE_KEYS as readonly string[]).includes(k) || (MANAGED_KEYS as readonly string[]).includes(k)) {
+    if ((PER_NODE_KEYS as readonly string[]).includes(k) || (MANAGED_KEYS as readonly string[]).includes(k) || (tlsOn && (TLS_MANAGED_KEYS as readonly string[]).includes(k))) {
       skipped.push(k);
       continue;
     }
@@ -191,6 +210,12 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
   if (isOn(params.archive_mode) && cluster.postgres.archiveScript && !seen.has('archive_command')) {
     defaults.push(`archive_command = ${confQuote(`${archiveScriptPath(cluster)} %p %f`)}`);
   }
+  if (tlsOn) {
+    // TLS with the cluster CA's certificates (src/tls/); all of these reload on SIGHUP
+    const t = tlsNodePaths(cluster);
+    defaults.push('ssl = on', `ssl_cert_file = ${confQuote(t.cert)}`, `ssl_key_file = ${confQuote(t.key)}`, `ssl_ca_file = ${confQuote(t.ca)}`);
+    if (!seen.has('ssl_min_protocol_version')) defaults.push(`ssl_min_protocol_version = 'TLSv1.2'`);
+  }
   if (defaults.length > 0) lines.push('# pgop defaults', ...defaults);
   if (skipped.length > 0) {
     lines.push(`# not here on purpose (per node on the command line, or pgop-managed files): ${skipped.join(', ')}`);
@@ -202,20 +227,34 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
 
 /** pg_hba.conf: peer for the local postgres OS user, scram-sha-256 from the cluster network for
  *  the replication user and the operator's superuser, then the spec's rules. Never `trust`. */
+/** The connection type a spec hba rule is written with: `host` becomes `hostssl` while TLS is on,
+ *  unless the spec keeps its host rules as written. */
+export function hbaType(cluster: ClusterSpec, type: HbaRule['type']): HbaRule['type'] {
+  const tls = tlsOf(cluster);
+  return type === 'host' && tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : type;
+}
+
 export function renderHba(cluster: ClusterSpec): string {
   const nets = clusterNetworks(cluster);
   const repl = cluster.replication.user;
+  const tls = tlsOf(cluster);
+  // pgop's own lines need TLS when it is on; the spec's `host` lines too unless it says otherwise
+  const own = tls.enabled ? 'hostssl' : 'host';
+  const network = (type: HbaRule['type']) => hbaType(cluster, type);
   const rows: string[][] = [
     ['local', 'all', 'postgres', '', 'peer'],
-    ...nets.map((n) => ['host', 'replication', repl, n, 'scram-sha-256']),
-    ...nets.map((n) => ['host', 'all', 'postgres', n, 'scram-sha-256']),
+    ...nets.map((n) => [own, 'replication', repl, n, 'scram-sha-256']),
+    ...nets.map((n) => [own, 'all', 'postgres', n, 'scram-sha-256']),
   ];
   for (const r of cluster.postgres.hba) {
     if ((r.method as string) === 'trust') throw terminal('cannot render pg_hba.conf: method trust is not allowed');
+    if (r.type !== 'local' && ['password', 'md5', 'ident'].includes(r.method as string)) {
+      throw terminal(`cannot render pg_hba.conf: method ${r.method} is not allowed on a network rule (${r.database}/${r.user}): use scram-sha-256`);
+    }
     if (r.type === 'local') rows.push(['local', hbaWord(r.database), hbaWord(r.user), '', r.method]);
     else {
       if (!r.address) throw terminal(`cannot render pg_hba.conf: ${r.type} rule for ${r.database}/${r.user} has no address`);
-      rows.push([r.type, hbaWord(r.database), hbaWord(r.user), hbaWord(r.address), r.method]);
+      rows.push([network(r.type), hbaWord(r.database), hbaWord(r.user), hbaWord(r.address), r.method]);
     }
   }
   const out = ['# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.', '# TYPE  DATABASE  USER  ADDRESS  METHOD'];
@@ -298,18 +337,25 @@ export function shQuote(s: string): string {
 
 /** sha256 over conf + hba + archive script (NUL separated). The probe computes the same hash from
  *  the files on the node, so drift shows up in the observation. */
-export function configHashOf(conf: string, hba: string, script: string): string {
-  return createHash('sha256')
+export function configHashOf(conf: string, hba: string, script: string, extra: string[] = []): string {
+  const h = createHash('sha256')
     .update(Buffer.from(conf, 'utf8'))
     .update(Buffer.from([0]))
     .update(Buffer.from(hba, 'utf8'))
     .update(Buffer.from([0]))
-    .update(Buffer.from(script, 'utf8'))
-    .digest('hex');
+    .update(Buffer.from(script, 'utf8'));
+  // more files (the TLS certificate, key and CA), each after a NUL, in tlsNodePaths() order
+  for (const e of extra) h.update(Buffer.from([0])).update(Buffer.from(e, 'utf8'));
+  return h.digest('hex');
 }
 
-export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
-  return configHashOf(renderConf(cluster, node), renderHba(cluster), cluster.postgres.archiveScript ? renderArchiveScript(cluster) : '');
+/** What the node's TLS files hold when right: certificate, key, CA bundle (tlsNodePaths order).
+ *  null: no material yet (the hash then never matches, so the next pass writes them). */
+export type NodeTlsFiles = { cert: string; key: string; ca: string } | null;
+
+export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec, tls?: NodeTlsFiles): string {
+  const extra = !tlsOf(cluster).enabled ? [] : tls ? [tls.cert, tls.key, tls.ca] : ['pgop: no TLS material yet'];
+  return configHashOf(renderConf(cluster, node), renderHba(cluster), cluster.postgres.archiveScript ? renderArchiveScript(cluster) : '', extra);
 }
 
 // ------------------------------------------------------------------------------ per node
@@ -371,6 +417,7 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
     'keepalives_idle=2',
     'keepalives_interval=1',
     'keepalives_count=3',
+    ...nodeSslConninfo(cluster),
   ].join(' ');
   const lines = [
     `# Managed by pgop: ${commentText(node.name)} streams from ${commentText(primary.name)}. Removed on promote.`,

@@ -13,11 +13,14 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
-import { ClientCache, endClient } from '../pg-clients.js';
+import { ClientCache, endClient, newClient } from '../pg-clients.js';
+import { ClusterTls, nodeHostId } from '../../tls/material.js';
+import { clientTls, explainTlsError } from '../../tls/client.js';
 import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PostgresDriver, ProbeOptions, ProbeResult, Signals } from '../types.js';
 import { AFTER_FAILOVER_MS } from '../types.js';
 import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
+import { NODE_FS_FUNCS, SAFE_PATH, assertSafePath, shVar } from '../ssh/node-fs.js';
 import {
   archiveScriptPath,
   CONFHASH_FILE,
@@ -47,6 +50,9 @@ import {
   renderSyncConf,
   scramVerifier,
   slotName,
+  nodeSslConninfo,
+  tlsNodePaths,
+  type NodeTlsFiles,
   syncStandbyNamesValue,
   verifyScram,
 } from './config.js';
@@ -65,6 +71,8 @@ export interface SshPostgresDriverOptions {
   streamTimeoutMs?: number;
   /** Where a dropped probe session is reported (the loop then looks at once). */
   signals?: Signals;
+  /** The clusters' CAs and certificates (default: in each provider's state directory). */
+  tls?: ClusterTls;
 }
 
 /** The default `connect`: superuser over TCP to the node's address. */
@@ -99,6 +107,8 @@ interface NodeState {
   running: boolean;
   /** pg_ctl status exit code (0 running, 3 not running, 4 no data dir) */
   status: number;
+  /** an interrupted clone (or rewind) that never became a standby: cloned again */
+  partial: boolean;
 }
 
 interface ProbeRow {
@@ -144,7 +154,9 @@ SELECT r.rec AS in_recovery,
   encode(sha256(
       coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
       coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
-      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea)), 'hex') AS live_hash,
+      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea) ||
+      coalesce((SELECT string_agg('\\x00'::bytea || coalesce(pg_read_binary_file(f, 0, 16777216, true), ''::bytea), ''::bytea ORDER BY o)
+                  FROM unnest($2::text[]) WITH ORDINALITY AS u(f, o)), ''::bytea)), 'hex') AS live_hash,
   convert_from(pg_read_binary_file('${CONFHASH_FILE}', 0, 1024, true), 'UTF8') AS recorded_hash,
   (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
 FROM r LEFT JOIN pg_stat_wal_receiver w ON true`;
@@ -208,6 +220,9 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly looks = new Map<string, { at: number; state: NodeState | null; error: string; pending?: Promise<void> }>();
   /** Nodes not to look at over SSH for now (their postmaster was reported dead: see probeOnce). */
   private readonly lookLater = new Set<string>();
+  private readonly tls: ClusterTls;
+  /** per cluster/node: when the TLS files were last restored after a refused certificate */
+  private readonly tlsRepairs = new Map<string, number>();
 
   constructor(opts: SshPostgresDriverOptions) {
     this.shell = opts.shell;
@@ -215,6 +230,7 @@ export class SshPostgresDriver implements PostgresDriver {
     this.connectOf = opts.connect ?? defaultConnect;
     this.log = opts.logger ?? silent;
     this.streamTimeoutMs = opts.streamTimeoutMs ?? 30_000;
+    this.tls = opts.tls ?? new ClusterTls({ log: this.log });
     const signals = opts.signals;
     this.probes = new ClientCache((key, why) => {
       const i = key.indexOf('/');
@@ -226,7 +242,62 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
-    return desiredConfigHash(cluster, node);
+    return desiredConfigHash(cluster, node, this.nodeTls(cluster, node));
+  }
+
+  // ======================================================================== TLS
+
+  /** The node's TLS files as pgop issued them (null: none yet, or TLS off). */
+  private nodeTls(cluster: ClusterSpec, node: NodeSpec): NodeTlsFiles {
+    if (!this.tls.enabled(cluster)) return null;
+    const m = this.tls.peek(cluster);
+    const h = m?.hosts.get(nodeHostId(node.name));
+    return m && h ? { cert: h.cert, key: h.key, ca: m.caBundle } : null;
+  }
+
+  /** Issue or renew what the cluster needs (cheap when nothing is due: see ClusterTls). */
+  private async ensureTls(cluster: ClusterSpec): Promise<void> {
+    if (this.tls.enabled(cluster)) await this.tls.ensure(cluster);
+  }
+
+  /** An operation found the node serving a certificate pgop refuses (the probe only reports
+   *  it: the refusal is the operation's error, so it shows in the events). The files are pgop's
+   *  (config drift): rewrite them over SSH, whose host key is pinned (so this is the node, not
+   *  whoever took its address), and reload postgres there. Nothing is trusted meanwhile: the
+   *  operation fails, and the next one connects only if the certificate verifies. At most every
+   *  30 s per node. Returns what to add to the error. */
+  private async repairTls(cluster: ClusterSpec, node: NodeSpec, why: string): Promise<string> {
+    const key = `${cluster.name}/${node.name}`;
+    const last = this.tlsRepairs.get(key) ?? 0;
+    if (!this.tls.enabled(cluster) || Date.now() - last < 30_000) return '';
+    this.tlsRepairs.set(key, Date.now());
+    try {
+      await this.ensureTls(cluster);
+      const changed = await this.apply(cluster, node, this.tlsFiles(cluster, node), { dataDir: false });
+      if (changed.size === 0) {
+        this.log.warn({ node: node.name, why }, 'tls: the node holds the certificate pgop issued, yet what answers at its address does not present it');
+        return '; the node holds the certificate pgop issued: is something else answering at its address?';
+      }
+      await this.must(cluster, node, 'reload postgres', '"$2/pg_ctl" -D "$1" reload >/dev/null', [this.dataDir(cluster), binDir(cluster)], { user: 'postgres', timeoutMs: 10_000 });
+      this.log.warn({ node: node.name, why, rewritten: [...changed] }, 'tls: the node served a certificate pgop did not issue; its certificate files were rewritten over SSH and postgres reloaded');
+      return '; pgop rewrote its certificate files on the node over SSH and reloaded postgres';
+    } catch (err) {
+      this.log.warn({ node: node.name, error: messageOf(err) }, 'tls: cannot restore the certificate files of the node');
+      return '';
+    }
+  }
+
+  /** The TLS files of a node (certificate, key, CA bundle; owner postgres, 0600). */
+  private tlsFiles(cluster: ClusterSpec, node: NodeSpec): FileOp[] {
+    if (!this.tls.enabled(cluster)) return [];
+    const t = this.nodeTls(cluster, node);
+    if (!t) throw transient(`cannot configure TLS on ${node.name}: no certificate issued yet`);
+    const p = tlsNodePaths(cluster);
+    return [
+      { op: 'write', path: p.ca, content: t.ca },
+      { op: 'write', path: p.cert, content: t.cert },
+      { op: 'write', path: p.key, content: t.key },
+    ];
   }
 
   // ======================================================================== remote helpers
@@ -258,8 +329,15 @@ export class SshPostgresDriver implements PostgresDriver {
     return res;
   }
 
+  // Every spec path passes assertSafePath (one check, terminal) before it reaches a script:
+  // the schema constrains them first, this is the driver's own guard (pg_ctl and pg_rewind hand
+  // the data directory to sh -c).
   private dataDir(cluster: ClusterSpec): string {
-    return cluster.postgres.dataDir.replace(/\/+$/, '');
+    return assertSafePath('postgres.dataDir', cluster.postgres.dataDir);
+  }
+
+  private logDir(cluster: ClusterSpec): string {
+    return assertSafePath('postgres.logDir', cluster.postgres.logDir);
   }
 
   private superuserPassword(cluster: ClusterSpec): string {
@@ -273,7 +351,7 @@ export class SshPostgresDriver implements PostgresDriver {
   /** One SSH round trip: is the data directory initialised, does postgres run? */
   private async nodeState(cluster: ClusterSpec, node: NodeSpec, timeoutMs?: number): Promise<NodeState> {
     const res = await this.sh(cluster, node, NODE_STATE_SH, [this.dataDir(cluster), binDir(cluster)], { user: 'postgres', timeoutMs });
-    const m = /init=(\d) nonempty=(\d) standby=(\d) status=(\d+)/.exec(res.stdout);
+    const m = /init=(\d) nonempty=(\d) standby=(\d) status=(\d+) partial=(\d)/.exec(res.stdout);
     if (!m) throw transient(`cannot inspect ${node.name}: ${tail(res.stderr) || `exit ${res.code}`}`);
     return {
       initialized: m[1] === '1',
@@ -281,6 +359,7 @@ export class SshPostgresDriver implements PostgresDriver {
       standbySignal: m[3] === '1',
       status: Number(m[4]),
       running: m[4] === '0',
+      partial: m[5] === '1',
     };
   }
 
@@ -303,9 +382,19 @@ export class SshPostgresDriver implements PostgresDriver {
 
   private clientConfig(cluster: ClusterSpec, node: NodeSpec, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
     const timeout = cluster.failureDetection.connectTimeoutMs;
+    const base = this.connectOf(cluster, node);
+    let ssl: Partial<pg.ClientConfig> = {};
+    if (this.tls.enabled(cluster) && !String(base.host ?? '').startsWith('/')) {
+      // verify-full against the cluster CA; SCRAM with channel binding where offered (a unix
+      // socket, which a custom connect() may name, has no TLS)
+      const m = this.tls.peek(cluster);
+      if (!m) throw transient(`cannot connect to postgres on ${node.name}: the cluster CA is not issued yet`);
+      ssl = { ssl: clientTls(m.caBundle, { name: node.name, address: base.host ?? node.address }), enableChannelBinding: true } as Partial<pg.ClientConfig>;
+    }
     return {
       port: pgPort(cluster),
-      ...this.connectOf(cluster, node),
+      ...base,
+      ...ssl,
       connectionTimeoutMillis: timeout,
       keepAlive: true,
       application_name: 'pgop',
@@ -319,13 +408,14 @@ export class SshPostgresDriver implements PostgresDriver {
       connectionTimeoutMillis: Math.max(5000, cluster.failureDetection.connectTimeoutMs),
       ...(database ? { database } : {}),
     });
-    const client = new pg.Client(cfg);
+    const client = newClient(cfg);
     client.on('error', () => {});
     try {
       await client.connect();
     } catch (err) {
       await endClient(client);
-      throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}`, err);
+      const repaired = explainTlsError(err) ? await this.repairTls(cluster, node, pgMessage(err)) : '';
+      throw transient(`cannot connect to postgres on ${node.name}${database ? ` (database ${database})` : ''}: ${pgMessage(err)}${repaired}`, err);
     }
     try {
       return await fn(client);
@@ -337,7 +427,7 @@ export class SshPostgresDriver implements PostgresDriver {
   private probeClient(cluster: ClusterSpec, node: NodeSpec): Promise<pg.Client> {
     const timeout = cluster.failureDetection.connectTimeoutMs;
     return this.probes.get(`${cluster.name}/${node.name}`, () =>
-      new pg.Client(
+      newClient(
         this.clientConfig(cluster, node, {
           // One probe's budget is the spec's timeout: a link that went down shows as a miss
           // after that long, not after TCP gives up.
@@ -360,6 +450,8 @@ export class SshPostgresDriver implements PostgresDriver {
     this.probedSpecs.set(cluster.name, cluster);
     const last = this.lastProbe.get(key);
     if (opts.maxAgeMs !== undefined && last && Date.now() - last.at <= opts.maxAgeMs) return last.result;
+    // certificates issued or renewed when due (an in-memory check when nothing is)
+    await this.ensureTls(cluster).catch((err) => this.log.warn({ cluster: cluster.name, error: messageOf(err) }, 'tls: cannot issue certificates'));
     // Right after an urgent fence, the probe started at the news of the postmaster's death
     // serves as fresh, once (see onPostmasterDeath), if it found postgres running: one that
     // failed in the thick of the failure (a timeout while the host is busiest) is asked again.
@@ -503,7 +595,8 @@ export class SshPostgresDriver implements PostgresDriver {
   /** The probe query on an open session. */
   private async query(cluster: ClusterSpec, client: pg.Client): Promise<PostgresObservation> {
     const script = cluster.postgres.archiveScript ? archiveScriptPath(cluster) : '';
-    const res = await client.query<ProbeRow>(PROBE_SQL, [script]);
+    const t = tlsNodePaths(cluster);
+    const res = await client.query<ProbeRow>(PROBE_SQL, [script, this.tls.enabled(cluster) ? [t.cert, t.key, t.ca] : []]);
     const r = res.rows[0];
     if (!r) throw internal('probe query returned no row');
     return this.observationOf(cluster, r);
@@ -558,14 +651,20 @@ export class SshPostgresDriver implements PostgresDriver {
     const t0 = performance.now();
     const family = cluster.provider.type === 'libvirt' ? cluster.provider.osFamily : 'debian';
     const p = cluster.postgres;
-    await this.must(
+    const dirs = [this.dataDir(cluster), assertSafePath('postgres.archiveDir', p.archiveDir), assertSafePath('postgres.backupDir', p.backupDir), this.logDir(cluster)];
+    const res = await this.sh(
       cluster,
       node,
-      'install postgres',
       INSTALL_SH,
-      [binDir(cluster), p.version, this.dataDir(cluster), p.archiveDir, p.backupDir, p.logDir, family, scriptDir(cluster), SOCKET_DIR, cluster.provider.type === 'libvirt' ? 1 : 0],
+      [binDir(cluster), p.version, ...dirs, family, scriptDir(cluster), SOCKET_DIR, cluster.provider.type === 'libvirt' ? 1 : 0],
       { user: 'root', timeoutMs: 15 * 60_000 },
     );
+    if (res.code !== 0) {
+      // exit 3: a directory the install refuses to hand to postgres, or no binaries: retrying
+      // cannot help; anything else (a package download) may
+      const detail = tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`;
+      throw new PgopError(res.code === 3 ? 'terminal' : 'transient', `cannot install postgres on ${node.name}: ${detail}`);
+    }
     if (p.archiveScript) await this.apply(cluster, node, [this.scriptFile(cluster)], { dataDir: false });
     this.log.info({ node: node.name, ms: ms(t0) }, 'postgres installed');
   }
@@ -582,14 +681,21 @@ export class SshPostgresDriver implements PostgresDriver {
     return putFiles(this.shell, this.host(cluster, node), files, pre);
   }
 
+  /** archive.sh: root's in a root-only directory (/opt/pgop/scripts), so that postgres cannot
+   *  change what it runs; on a lab node the directory is the seed's /opt/postgres/scripts,
+   *  postgres's, and the script is postgres's too (postgres runs it as itself). */
   private scriptFile(cluster: ClusterSpec): FileOp {
-    return { op: 'write', path: archiveScriptPath(cluster), content: renderArchiveScript(cluster), mode: 0o755, owner: 'root:root' };
+    assertSafePath('postgres.archiveDir', cluster.postgres.archiveDir);
+    this.logDir(cluster);
+    const owner = cluster.provider.type === 'lab' ? 'postgres:postgres' : 'root:root';
+    return { op: 'write', path: archiveScriptPath(cluster), content: renderArchiveScript(cluster), mode: 0o755, owner };
   }
 
   /** conf.d/pgop.conf, pg_hba.conf, archive script. */
   private managedFiles(cluster: ClusterSpec, node: NodeSpec): FileOp[] {
     const d = this.dataDir(cluster);
     const files: FileOp[] = [
+      ...this.tlsFiles(cluster, node),
       { op: 'write', path: `${d}/${CONF_DIR}/${CONF_FILE}`, content: renderConf(cluster, node) },
       { op: 'write', path: `${d}/pg_hba.conf`, content: renderHba(cluster) },
     ];
@@ -598,11 +704,12 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   private confHashFile(cluster: ClusterSpec, node: NodeSpec): FileOp {
-    return { op: 'write', path: `${this.dataDir(cluster)}/${CONFHASH_FILE}`, content: `${desiredConfigHash(cluster, node)}\n` };
+    return { op: 'write', path: `${this.dataDir(cluster)}/${CONFHASH_FILE}`, content: `${desiredConfigHash(cluster, node, this.nodeTls(cluster, node))}\n` };
   }
 
   /** Managed files (+ extra), include_dir; true when a setting file changed (reload needed). */
   private async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec, extra: FileOp[] = [], clean = false): Promise<boolean> {
+    await this.ensureTls(cluster);
     const changed = await this.apply(cluster, node, [...this.managedFiles(cluster, node), ...extra], { dataDir: true, clean });
     changed.delete(`${this.dataDir(cluster)}/${CONFHASH_FILE}`);
     changed.delete(replicationPassfilePath(cluster));
@@ -640,7 +747,7 @@ export class SshPostgresDriver implements PostgresDriver {
       cluster,
       node,
       START_SH,
-      [this.dataDir(cluster), binDir(cluster), nodeOptionString(cluster, node), `${cluster.postgres.logDir}/startup.log`, socketDir(cluster), pgPort(cluster)],
+      [this.dataDir(cluster), binDir(cluster), nodeOptionString(cluster, node), `${this.logDir(cluster)}/startup.log`, socketDir(cluster), pgPort(cluster)],
       { user: 'postgres', timeoutMs: 90_000 },
     );
     if (res.code !== 0) {
@@ -651,7 +758,7 @@ export class SshPostgresDriver implements PostgresDriver {
           cluster,
           node,
           'tail -n 3 "$1/startup.log" 2>/dev/null; f=$(ls -t "$1"/postgresql-* 2>/dev/null | head -n 1); [ -n "$f" ] && grep -E "FATAL|PANIC|ERROR" "$f" | tail -n 3',
-          [cluster.postgres.logDir],
+          [this.logDir(cluster)],
           { user: 'postgres' },
         );
         throw transient(`cannot start postgres on ${node.name}: ${tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`} ${tail(log.stdout)}`.trim());
@@ -671,10 +778,11 @@ export class SshPostgresDriver implements PostgresDriver {
 
   async ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[]): Promise<void> {
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const d = this.dataDir(cluster);
     let st = await this.nodeState(cluster, node);
     if (!st.initialized) {
-      if (st.nonEmpty) throw terminal(`cannot initialise ${node.name}: data directory ${d} is not empty and holds no database cluster`);
+      if (st.nonEmpty) throw terminal(`cannot initialise ${node.name}: data directory ${d} is not empty and holds no database cluster${st.partial ? ' (an interrupted clone)' : ''}`);
       await this.must(cluster, node, 'initdb', INITDB_SH, [d, binDir(cluster)], { user: 'postgres', kind: 'terminal', timeoutMs: 300_000 });
       this.log.info({ node: node.name, ms: ms(t0) }, 'initdb done');
       st = { ...st, initialized: true, nonEmpty: true };
@@ -908,6 +1016,7 @@ export class SshPostgresDriver implements PostgresDriver {
 
   async ensureConfigured(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const st = await this.nodeState(cluster, node);
     if (!st.initialized) throw transient(`cannot configure ${node.name}: its data directory is not initialised yet`);
     const changed = await this.writeManagedFiles(cluster, node);
@@ -931,12 +1040,13 @@ export class SshPostgresDriver implements PostgresDriver {
   // ======================================================================== standby
 
   /** The primary's timeline and the history of that timeline; creates `slotFor`'s slot. */
-  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec, slotFor?: string): Promise<{ timeline: number; history: Map<number, number>; lsn: number }> {
+  private async primaryInfo(cluster: ClusterSpec, primary: NodeSpec, slotFor?: string): Promise<{ timeline: number; history: Map<number, number>; lsn: number; systemId: string }> {
     return this.withAdmin(cluster, primary, async (c) => {
-      const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null }>(
+      const r = await c.query<{ rec: boolean; walfile: string | null; lsn: string | null; sysid: string }>(
         `SELECT pg_is_in_recovery() AS rec,
                 CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
-                CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS lsn`,
+                CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS lsn,
+                (SELECT system_identifier::text FROM pg_control_system()) AS sysid`,
       );
       const row = r.rows[0]!;
       if (row.rec || !row.walfile) throw transient(`cannot follow ${primary.name}: it is not a primary (in recovery)`);
@@ -948,13 +1058,14 @@ export class SshPostgresDriver implements PostgresDriver {
         history = parseTimelineHistory(h.rows[0]?.t ?? '');
       }
       if (slotFor && cluster.replication.slots) await this.createSlots(c, primary, [slotFor]);
-      return { timeline, history, lsn: parseLsn(row.lsn) };
+      return { timeline, history, lsn: parseLsn(row.lsn), systemId: row.sysid };
     });
   }
 
   async ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void> {
     if (node.name === primary.name) throw internal(`cannot make ${node.name} a standby of itself`);
     const t0 = performance.now();
+    await this.ensureTls(cluster);
     const d = this.dataDir(cluster);
     // The primary's timeline and history, and the node's slot on it (slots are not replicated:
     // after a failover the new primary gets it before the standby is pointed at it).
@@ -965,7 +1076,7 @@ export class SshPostgresDriver implements PostgresDriver {
     let reason = '';
     if (!st.initialized) {
       action = 'clone';
-      reason = st.nonEmpty ? 'data directory holds no cluster' : 'no data';
+      reason = st.partial ? 'an interrupted clone (partial data directory)' : st.nonEmpty ? 'data directory holds no cluster' : 'no data';
     } else if (st.running) {
       let obs: PostgresObservation | null = null;
       try {
@@ -1035,7 +1146,7 @@ export class SshPostgresDriver implements PostgresDriver {
       }
     }
     if (action === 'clone') {
-      await this.clone(cluster, node, primary, st.initialized || st.nonEmpty, reason);
+      await this.clone(cluster, node, primary, pinfo.systemId, reason);
       fresh = true;
     }
     // One round trip: managed files, standby conf + signal + passfile, and after a copy an empty
@@ -1051,7 +1162,7 @@ export class SshPostgresDriver implements PostgresDriver {
       // WAL diverged after the switch. Only a fresh copy of the primary is right.
       this.log.warn({ node: node.name, primary: primary.name }, 'not streaming after a rewind that found nothing to rewind: the timelines diverged under one ID; cloning afresh');
       await this.stop(cluster, node, 'fast');
-      await this.clone(cluster, node, primary, true, 'diverged under the same timeline ID');
+      await this.clone(cluster, node, primary, pinfo.systemId, 'diverged under the same timeline ID');
       await this.writeManagedFiles(cluster, node, [...this.standbyFiles(cluster, node, primary, true), this.confHashFile(cluster, node)], true);
       await this.start(cluster, node);
       if (!(await this.waitStreaming(cluster, node, primary, this.streamTimeoutMs, true))) {
@@ -1074,7 +1185,7 @@ export class SshPostgresDriver implements PostgresDriver {
     // pg_rewind (15) reads the source's timeline from its control file, which a freshly promoted
     // primary updates only at its first checkpoint: without this, "no rewind required".
     await this.withAdmin(cluster, primary, (c) => c.query('CHECKPOINT'));
-    const src = `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`;
+    const src = [`host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`, ...nodeSslConninfo(cluster)].join(' ');
     const res = await this.sh(cluster, node, REWIND_SH, [this.dataDir(cluster), binDir(cluster), src], {
       user: 'postgres',
       input: `${this.superuserPassword(cluster)}\n`,
@@ -1110,11 +1221,21 @@ export class SshPostgresDriver implements PostgresDriver {
     return ours !== null && theirs !== null && ours === theirs;
   }
 
-  /** Fresh copy of the primary (pg_basebackup -X stream), the old data moved aside. */
-  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, moveAside: boolean, reason: string): Promise<void> {
+  /** Fresh copy of the primary (pg_basebackup -X stream): an interrupted clone is emptied first,
+   *  a database cluster moved aside, anything else refused (PREPARE_DATADIR_SH). A clone killed
+   *  midway leaves a partial directory that the next look reports as such (NODE_STATE_SH), and
+   *  the next pass clones again. */
+  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, systemId: string, reason: string): Promise<void> {
     const t0 = performance.now();
     const d = this.dataDir(cluster);
-    await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d, moveAside ? '1' : '0'], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
+    const prep = await this.must(cluster, node, 'prepare the data directory', PREPARE_DATADIR_SH, [d, systemId, binDir(cluster)], { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
+    for (const line of prep.stdout.split('\n')) if (line.startsWith('keeping ')) this.log.warn({ node: node.name }, line);
+    // pg_basebackup checks the primary's certificate against the CA file (verify-full)
+    const tlsOn = this.tls.enabled(cluster);
+    if (tlsOn) {
+      await this.ensureTls(cluster);
+      await this.apply(cluster, node, this.tlsFiles(cluster, node), { dataDir: false });
+    }
     const slot = cluster.replication.slots ? slotName(node.name) : '';
     await this.must(
       cluster,
@@ -1122,7 +1243,12 @@ export class SshPostgresDriver implements PostgresDriver {
       `clone ${primary.name}`,
       BASEBACKUP_SH,
       [d, binDir(cluster), primary.address, pgPort(cluster), cluster.replication.user, slot, `pgop_clone_${node.name}`],
-      { user: 'postgres', input: `${this.replicationPassword(cluster)}\n`, timeoutMs: 6 * 3600_000 },
+      {
+        user: 'postgres',
+        input: `${this.replicationPassword(cluster)}\n`,
+        timeoutMs: 6 * 3600_000,
+        ...(tlsOn ? { env: { PGSSLMODE: 'verify-full', PGSSLROOTCERT: tlsNodePaths(cluster).ca } } : {}),
+      },
     );
     this.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0) }, 'cloned');
   }
@@ -1135,7 +1261,7 @@ export class SshPostgresDriver implements PostgresDriver {
       for (;;) {
         try {
           if (!client) {
-            client = new pg.Client(this.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
+            client = newClient(this.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
             client.on('error', () => {});
             await client.connect();
           }
@@ -1264,11 +1390,14 @@ export class SshPostgresDriver implements PostgresDriver {
 
 // ============================================================================ helpers
 
-/** Write, create-if-missing or delete files on a host (as root) in one round trip when nothing
- *  changed, two when something did: the first compares (stat + sha256sum of every path; with
- *  `pre`, it also makes sure conf.d exists and postgresql.conf includes it, and after a copy drops
- *  the copied replication slots), the second writes only what differs (temp file + rename;
- *  contents travel on stdin, never on a command line). Returns the paths that changed. */
+/** Write, create-if-missing or delete files on a host in one round trip when nothing changed, two
+ *  when something did: the first compares (stat + sha256sum of every path; with `pre`, it also
+ *  makes sure conf.d exists and postgresql.conf includes it, and after a copy drops the copied
+ *  replication slots, as postgres), the second writes only what differs (contents travel on
+ *  stdin, never on a command line). A file of postgres's in a directory of postgres's is written
+ *  by postgres; any other only where nobody but root can change the way to its directory, by
+ *  root (temp file with a random name, then a rename); anything else is refused
+ *  (src/drivers/ssh/node-fs.ts). Returns the paths that changed. */
 export async function putFiles(
   shell: NodeShell,
   host: HostRef,
@@ -1288,8 +1417,9 @@ export async function putFiles(
   const sums = new Map<string, string>();
   for (const line of res.stdout.split('\n')) {
     if (line === 'include added' && pre) changed.add(`${pre.dataDir}/postgresql.conf`);
-    let m = /^S (\d+) (\S+) (\S+)$/.exec(line);
-    if (m) stat.set(m[3]!, `${m[1]} ${m[2]}`);
+    // anything but a regular file (a symlink someone planted) never matches: it is replaced
+    let m = /^S (\d+) (\S+) ([^|]+)\|(\S+)$/.exec(line);
+    if (m) stat.set(m[4]!, m[3]!.startsWith('regular') ? `${m[1]} ${m[2]}` : `not a regular file: ${m[3]}`);
     m = /^([0-9a-f]{64}) {2}(\S+)$/.exec(line);
     if (m) sums.set(m[2]!, m[1]!);
   }
@@ -1317,9 +1447,6 @@ export async function putFiles(
 
 const SCHEMA_PRIVS = ['USAGE', 'CREATE', 'ALL', 'ALL PRIVILEGES'];
 const TABLE_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'ALL', 'ALL PRIVILEGES'];
-
-/** Paths apply() accepts: plain absolute paths (they travel as shell words and stdin fields). */
-const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]+$/;
 
 /** Content for dash/bash `printf '%b'` on ONE line: printable ASCII as is (backslash doubled),
  *  everything else (newline, space, tab, bytes >= 0x7f) as \0NNN octal escapes. */
@@ -1355,6 +1482,8 @@ function tail(s: string, n = 400): string {
 
 function pgMessage(err: unknown): string {
   const e = err as { message?: string; code?: string };
+  const tls = explainTlsError(err);
+  if (tls) return tls;
   const msg = e?.message ?? String(err);
   return e?.code && /^[0-9A-Z]{5}$/.test(e.code) ? `${msg} (${e.code})` : msg;
 }
@@ -1404,64 +1533,104 @@ clear_stale() {
 }
 `;
 
-/** $1 data dir, $2 bin dir -> "init=0|1 nonempty=0|1 standby=0|1 status=N" */
-const NODE_STATE_SH = `${PM_FUNCS}
+/** pgdata_kind DIR: what a data directory holds. missing | empty | cluster (a database cluster
+ *  postgres can start) | partial (only what a data directory or a copy of one has, but no
+ *  global/pg_control, or a backup_label without a recovery signal: a pg_basebackup or pg_rewind
+ *  that did not finish, or whose standby files were never written; pg_basebackup sends
+ *  pg_control last) | other (anything else). */
+const PGDATA_KIND_FN = `
+pgdata_kind() {
+  [ -d "$1" ] || { echo missing; return 0; }
+  [ -n "$(ls -A -- "$1" 2>/dev/null)" ] || { echo empty; return 0; }
+  if [ -f "$1/PG_VERSION" ] && [ -f "$1/global/pg_control" ] && { [ ! -f "$1/backup_label" ] || [ -f "$1/standby.signal" ] || [ -f "$1/recovery.signal" ]; }; then
+    echo cluster; return 0
+  fi
+  for _e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+    [ -e "$_e" ] || [ -L "$_e" ] || continue
+    case "\${_e##*/}" in
+      PG_VERSION|backup_label|backup_label.old|backup_manifest|backup_manifest.tmp|base|global|pg_*|postgresql.conf|postgresql.auto.conf|postmaster.opts|postmaster.pid|tablespace_map|tablespace_map.old|standby.signal|recovery.signal|current_logfiles|log|conf.d|pgop.confhash) ;;
+      *) echo other; return 0;;
+    esac
+  done
+  echo partial
+}
+`;
+
+/** $1 data dir, $2 bin dir -> "init=0|1 nonempty=0|1 standby=0|1 status=N partial=0|1". A
+ *  partial data directory (an interrupted clone) is not initialised: it is cloned again. */
+const NODE_STATE_SH = `${PM_FUNCS}${PGDATA_KIND_FN}
 d="$1"
-init=0; [ -f "$d/PG_VERSION" ] && init=1
-nonempty=0; [ -n "$(ls -A "$d" 2>/dev/null)" ] && nonempty=1
+k=$(pgdata_kind "$d")
+init=0; [ "$k" = cluster ] && init=1
+nonempty=1; case "$k" in missing|empty) nonempty=0;; esac
+partial=0; [ "$k" = partial ] && partial=1
 sb=0; [ -f "$d/standby.signal" ] && sb=1
 st=4
 if [ -d "$d" ]; then if pm_alive "$d"; then st=0; else st=3; fi; fi
-echo "init=$init nonempty=$nonempty standby=$sb status=$st"
+echo "init=$init nonempty=$nonempty standby=$sb status=$st partial=$partial"
 `;
 
+/** As postgres (the data directory's owner), from CHECK_FILES_SH. $1 data dir $2 conf.d name
+ *  $3 include line $4 clean (1) after a copy. */
+const PRE_AS_PG = `d="$1"; c="$2"; line="$3"
+[ -f "$d/postgresql.conf" ] || { echo "no postgresql.conf in $d" >&2; exit 3; }
+if [ ! -d "$d/$c" ]; then mkdir -m 700 -- "$d/$c" || exit 1; fi
+if ! grep -qxF -- "$line" "$d/postgresql.conf"; then
+  printf "\\n# pgop: managed settings\\n%s\\n" "$line" >> "$d/postgresql.conf" || exit 1
+  echo "include added"
+fi
+if [ "$4" = 1 ]; then
+  if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || exit 1; fi
+  rm -f -- "$d/postmaster.opts"
+fi
+exit 0`;
+
 /** As root. $1 data dir ('' = none) $2 conf.d name $3 include line $4 clean (1) after a copy,
- *  $5... paths: "S <mode> <owner:group> <path>" and "<sha256>  <path>" for each existing one. */
-const CHECK_FILES_SH = `
+ *  $5... paths: "S <mode> <owner:group> <type>|<path>" for each existing one and
+ *  "<sha256>  <path>" for each regular file. The data directory's part (conf.d exists,
+ *  postgresql.conf includes it, after a copy no copied slots) runs as postgres, its owner:
+ *  root never writes in a directory postgres can change. */
+const CHECK_FILES_SH = `${NODE_FS_FUNCS}
+${shVar('PRE_AS_PG', PRE_AS_PG)}
 d="$1"; c="$2"; line="$3"; clean="$4"
 shift 4
 if [ -n "$d" ]; then
-  [ -f "$d/postgresql.conf" ] || { echo "no postgresql.conf in $d" >&2; exit 3; }
-  if [ ! -d "$d/$c" ]; then
-    mkdir "$d/$c" && chown postgres:postgres "$d/$c" && chmod 700 "$d/$c" || exit 1
-  fi
-  if ! grep -qxF "$line" "$d/postgresql.conf"; then
-    printf '\\n# pgop: managed settings\\n%s\\n' "$line" >> "$d/postgresql.conf" || exit 1
-    echo "include added"
-  fi
-  if [ "$clean" = 1 ]; then
-    if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf {} + || exit 1; fi
-    rm -f "$d/postmaster.opts"
-  fi
+  [ -d "$d" ] && [ "$(stat -L -c %U -- "$d")" = postgres ] || fs_die "cannot configure $d: not a directory of postgres"
+  as_user postgres postgres sh -c "$PRE_AS_PG" pre "$d" "$c" "$line" "$clean" || exit $?
 fi
 [ $# -gt 0 ] || exit 0
-stat -c 'S %a %U:%G %n' -- "$@" 2>/dev/null
-sha256sum -- "$@" 2>/dev/null
+stat -c 'S %a %U:%G %F|%n' -- "$@" 2>/dev/null
+n=$#
+for p in "$@"; do if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi; done
+shift $n
+[ $# -gt 0 ] && sha256sum -- "$@" 2>/dev/null
 exit 0
 `;
 
 /** As root. stdin: "w <mode> <owner> <path> <printf %b content>" or "d 0 - <path> -" lines.
- *  Each file goes to a temp file beside the target, then chmod, chown, rename. */
-const WRITE_FILES_SH = `
-umask 077
+ *  Each file is written by put_file / removed by del_file (src/drivers/ssh/node-fs.ts): as
+ *  postgres in postgres's directories, by root in root-only ones; never through a link. */
+const WRITE_FILES_SH = `${NODE_FS_FUNCS}
+au_ids postgres postgres 2>/dev/null
 while read -r op mode owner path content; do
   case "$op" in
     d)
-      rm -f -- "$path" || exit 1
+      (del_file "$path") || exit $?
       echo "changed $path";;
     w)
-      tmp="$path.pgop-$$"
-      if ! printf '%b' "$content" > "$tmp"; then rm -f -- "$tmp"; echo "cannot write $path" >&2; exit 1; fi
-      if [ "$mode" != 600 ] && ! chmod "$mode" "$tmp"; then rm -f -- "$tmp"; exit 1; fi
-      if ! chown "$owner" "$tmp" || ! mv -f -- "$tmp" "$path"; then rm -f -- "$tmp"; echo "cannot install $path" >&2; exit 1; fi
+      printf '%b' "$content" | (put_file "$mode" "$owner" "$path") || exit $?
       echo "changed $path";;
   esac
 done
 exit 0
 `;
 
-/** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir */
-const INSTALL_SH = `
+/** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir
+ *  ${10} wait for cloud-init. The spec's directories become postgres's through pg_dir
+ *  (src/drivers/ssh/node-fs.ts): created by the owner of their parent, handed over (chown, never
+ *  -R) only when root made them in a root-only directory; a system directory, a symlink another
+ *  user could have made, or a non-empty directory of root's or of another user is refused. */
+const INSTALL_SH = `${NODE_FS_FUNCS}
 set -e
 b="$1"; v="$2"; d="$3"; arch="$4"; bk="$5"; logd="$6"; fam="$7"; sdir="$8"; sock="$9"
 # A guest answers SSH before cloud-init's last stage (runcmd) has mounted the data disk on /u01:
@@ -1487,15 +1656,25 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   done
 fi
 id postgres >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash postgres
-mkdir -p "$(dirname "$d")" "$d" "$arch" "$bk" "$logd" "$sdir"
-chown postgres:postgres "$d" "$arch" "$bk" "$logd"
-chmod 700 "$d" "$arch"
-if [ ! -d "$sock" ]; then mkdir -p "$sock"; fi
-chown postgres:postgres "$sock"; chmod 2775 "$sock"
+set +e
+pg_dir "$d" 700
+pg_dir "$arch" 700
+pg_dir "$bk" -
+pg_dir "$logd" -
+# the socket directory is pgop's own constant (/var/run/postgresql), not a spec value
+pg_dir "$sock" 2775 fixed
+# The script directory: root's (755) in a root-only directory, so that postgres cannot change
+# what it runs; on a lab node it lies in the seed's /opt/postgres, which is postgres's, and is
+# then postgres's too (postgres runs the script as itself: nothing to protect from it there).
+mk_parents "$sdir"
+if [ "$(stat -L -c %U -- "$sdir")" = root ]; then
+  root_only "$sdir" >/dev/null || fs_die "cannot use $sdir for scripts: others than root can change it"
+  chmod 755 -- "$sdir" || exit 1
+fi
+set -e
 if [ -d /usr/lib/tmpfiles.d ] && [ ! -f /usr/lib/tmpfiles.d/postgresql.conf ] && [ ! -f /etc/tmpfiles.d/pgop-postgresql.conf ]; then
   echo "d $sock 2775 postgres postgres -" > /etc/tmpfiles.d/pgop-postgresql.conf 2>/dev/null || true
 fi
-chmod 755 "$sdir"
 `;
 
 /** As postgres. $1 data dir, $2 bin dir. No password: it is set as a SCRAM verifier after start. */
@@ -1505,12 +1684,20 @@ umask 077
 "$2/initdb" -D "$1" --data-checksums --auth-local=peer --auth-host=scram-sha-256 --username=postgres --encoding=UTF8 --locale=C.UTF-8 >/dev/null
 `;
 
-/** As postgres. $1 data dir, $2 bin dir, $3 -o options, $4 log file, $5 socket dir, $6 port. */
+/** As postgres. $1 data dir, $2 bin dir, $3 -o options, $4 log file, $5 socket dir, $6 port.
+ *  `pg_ctl start` runs the postmaster through `/bin/sh -c` with its -D and -l values inside
+ *  double quotes: the data directory goes in PGDATA instead (pg_ctl then puts no -D on that
+ *  line) and the output is redirected here, so no spec path is ever shell text. The -o string is
+ *  shell-quoted word by word (nodeOptionString). */
 const START_SH = `${PM_FUNCS}
 d="$1"; b="$2"; o="$3"; log="$4"
 if pm_alive "$d"; then exit 0; fi
 clear_stale "$d" "$5" "$6" || exit 1
-exec "$b/pg_ctl" -D "$d" -w -t 60 -l "$log" -o "$o" start
+PGDATA="$d"; export PGDATA
+"$b/pg_ctl" -w -t 60 -o "$o" start >> "$log" 2>&1 < /dev/null && exit 0
+rc=$?
+tail -n 5 "$log" >&2
+exit $rc
 `;
 
 /** As postgres. $1 data dir, $2 bin dir, $3 mode, $4 socket dir, $5 port. Stops and waits until
@@ -1539,18 +1726,44 @@ rm -f "$d/standby.signal" "$d/recovery.signal"
 exec "$b/pg_rewind" --target-pgdata="$d" --source-server="$src"
 `;
 
-/** As root. $1 data dir, $2 move aside (1) or refuse (0) when not empty. */
-const PREPARE_DATADIR_SH = `
-set -e
-d="$1"; mv_aside="$2"
-if [ -d "$d" ] && [ -n "$(ls -A "$d")" ]; then
-  if [ "$mv_aside" != 1 ]; then echo "$d is not empty" >&2; exit 3; fi
-  for old in "$d".pgop-old-*; do [ -e "$old" ] && rm -rf -- "$old"; done
-  mv -- "$d" "$d.pgop-old-$(date +%Y%m%d%H%M%S)"
+/** As root. $1 data dir, $2 the primary's system identifier, $3 bin dir. Leaves an empty
+ *  directory of postgres (mode 0700) for pg_basebackup:
+ *  - missing or empty: made so (pg_dir);
+ *  - an interrupted clone (pgdata_kind partial): emptied, as postgres;
+ *  - a database cluster (a diverged copy, another cluster's data): moved aside to
+ *    <dir>.pgop-old-<time>, and kept. Older copies of this cluster (same system identifier as
+ *    the primary) are removed as postgres (root never recurses into a tree postgres can write);
+ *    a copy of another cluster is kept ("keeping ..." on stdout). The rename runs as postgres
+ *    when the parent is postgres's, as root when only root can change the way to it;
+ *  - anything else: refused (exit 3): pgop does not move or delete what it does not recognise. */
+const PREPARE_DATADIR_SH = `${NODE_FS_FUNCS}${PGDATA_KIND_FN}
+d="$1"; sysid="$2"; b="$3"
+k=$(pgdata_kind "$d")
+case "$k" in
+  other) fs_die "cannot clone into $d: it is not empty and holds neither a database cluster nor an interrupted clone (move it away or empty it)";;
+  partial|cluster)
+    [ ! -L "$d" ] && [ "$(stat -c %U -- "$d")" = postgres ] || fs_die "cannot clone into $d: not a directory of postgres";;
+esac
+if [ "$k" = partial ]; then
+  as_user postgres postgres find "$d" -mindepth 1 -delete || fs_die "cannot empty the interrupted clone in $d"
+elif [ "$k" = cluster ]; then
+  parent=\${d%/*}; [ -n "$parent" ] || parent=/
+  aside="$d.pgop-old-$(date +%Y%m%d%H%M%S)"
+  for old in "$d".pgop-old-*; do
+    [ -e "$old" ] || continue
+    old_id=$(as_user postgres postgres env LC_ALL=C "$b/pg_controldata" -D "$old" 2>/dev/null | sed -n "s/^Database system identifier: *//p")
+    if [ -n "$sysid" ] && [ "$old_id" = "$sysid" ]; then pg_rmtree "$old" || true
+    else echo "keeping $old: not a copy of this cluster (system identifier \${old_id:-unknown})"; fi
+  done
+  if [ "$(stat -L -c %U -- "$parent")" = postgres ]; then
+    as_user postgres postgres mv -T -- "$d" "$aside" || fs_die "cannot move $d aside"
+  elif rparent=$(root_only "$parent"); then
+    mv -T -- "$rparent/\${d##*/}" "$rparent/\${aside##*/}" || fs_die "cannot move $d aside"
+  else
+    fs_die "cannot move $d aside: others than root can change $parent"
+  fi
 fi
-mkdir -p "$d"
-chown postgres:postgres "$d"
-chmod 700 "$d"
+pg_dir "$d" 700
 `;
 
 /** As postgres; password on stdin. $1 data $2 bin $3 host $4 port $5 user $6 slot ('' = none) $7 app name. */

@@ -1,5 +1,11 @@
-// NodeShell over SSH (ssh2): one cached connection per host, host keys pinned on first contact
-// (TOFU) and refused when they change, every remote command built by shellJoin (quote.ts).
+// NodeShell over SSH (ssh2): one cached connection per host, host keys verified from the first
+// contact and every remote command built by shellJoin (quote.ts).
+//
+// Host keys: pgop generates each machine's host key itself and pins it (HostKeyPins, the store's
+// host_keys table) before the machine first starts (lab: the sshd's HostKey; libvirt: cloud-init
+// ssh_keys). The client accepts the pinned key and nothing else; a host with no pin is refused
+// too. The one exception is explicit: `pgop host-key forget` leaves a TRUST_NEXT_KEY placeholder,
+// and the next key that host presents is pinned (for a machine pgop did not make).
 //
 // Remote command layout (each piece quoted by shellJoin):
 //   [runuser -u <user> --] [timeout -s KILL <secs>] [env K=V ...] argv...
@@ -10,28 +16,51 @@
 // Env values travel inside the command string (sshd's AcceptEnv is empty on lab hosts) and are
 // never logged: logs show argv and env names only.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Socket, connect as netConnect } from 'node:net';
 import { Client, type ClientChannel } from 'ssh2';
 import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../types.js';
 import { PgopError, terminal, transient } from '../../errors.js';
 import { assertEnvName, assertSafeName, shellJoin } from './quote.js';
+import { NODE_FS_FUNCS } from './node-fs.js';
 
-/** Where pinned host keys live (the store in production, a Map in tests). */
+export interface PinnedKey {
+  algo: string;
+  keyB64: string;
+}
+
+/** The algo of a placeholder pin: accept (and pin) the next key the host presents, once. Only
+ *  `pgop host-key forget` sets it. */
+export const TRUST_NEXT_KEY = 'trust-next-key';
+
+/** Where pinned host keys live (the store in production, a Map in tests), by host id. */
 export interface HostKeyPins {
-  getPinned(id: string): { algo: string; keyB64: string } | undefined;
+  getPinned(id: string): PinnedKey | undefined;
+  /** Pin a key pgop generated (or verified) for the host, replacing any earlier pin: a machine
+   *  made anew gets a new key, pinned before it starts. */
   pin(id: string, algo: string, keyB64: string): void;
 }
 
 /** In-memory pins: enough for tests and one-shot commands. */
-export function createMemoryPins(): HostKeyPins & { all(): Map<string, { algo: string; keyB64: string }> } {
-  const m = new Map<string, { algo: string; keyB64: string }>();
+export function createMemoryPins(): HostKeyPins & { all(): Map<string, PinnedKey>; forget(id: string): void } {
+  const m = new Map<string, PinnedKey>();
   return {
     getPinned: (id) => m.get(id),
     pin: (id, algo, keyB64) => void m.set(id, { algo, keyB64 }),
     all: () => m,
+    forget: (id) => void m.delete(id),
   };
+}
+
+/** What a refused host key looked like (for an event naming both fingerprints). */
+export interface HostKeyRefusal {
+  id: string;
+  address: string;
+  /** fingerprint of the pinned key; null when nothing is pinned */
+  expected: string | null;
+  presented: string;
+  message: string;
 }
 
 export interface ShellLogEntry {
@@ -63,6 +92,8 @@ export interface SshShellOptions {
   /** Keepalive probe interval (default 2000 ms; 3 misses drop the connection). */
   keepaliveIntervalMs?: number;
   log?: (entry: ShellLogEntry) => void;
+  /** Called when a host presents a key other than its pin (or has none pinned). */
+  onHostKeyRefused?: (r: HostKeyRefusal) => void;
 }
 
 interface Conn {
@@ -99,6 +130,7 @@ export class SshShell implements NodeShell {
   private readonly defaultTimeoutMs: number;
   private readonly keepaliveIntervalMs: number;
   private readonly log: (e: ShellLogEntry) => void;
+  private readonly onHostKeyRefused: (r: HostKeyRefusal) => void;
   /** id -> milliseconds the last successful connect took (TCP + handshake + auth). */
   readonly connectMs = new Map<string, number>();
 
@@ -111,6 +143,7 @@ export class SshShell implements NodeShell {
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 60_000;
     this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 2000;
     this.log = opts.log ?? (() => {});
+    this.onHostKeyRefused = opts.onHostKeyRefused ?? (() => {});
   }
 
   // ---------------------------------------------------------------- connections
@@ -199,14 +232,23 @@ export class SshShell implements NodeShell {
             const algo = keyAlgo(blob);
             const keyB64 = blob.toString('base64');
             const pinned = this.pins.getPinned(host.id);
-            if (!pinned) {
+            if (pinned?.algo === TRUST_NEXT_KEY) {
+              // explicitly asked for (`pgop host-key forget`): this one key is taken as presented
               this.pins.pin(host.id, algo, keyB64);
               return true;
             }
-            if (pinned.algo === algo && pinned.keyB64 === keyB64) return true;
-            mismatch = terminal(
-              `cannot connect to ${host.id}: host key changed (pinned ${fingerprint(pinned.keyB64)}, presented ${fingerprint(keyB64)})`,
-            );
+            if (pinned && pinned.algo === algo && pinned.keyB64 === keyB64) return true;
+            const presented = fingerprint(keyB64);
+            const expected = pinned ? fingerprint(pinned.keyB64) : null;
+            const message = pinned
+              ? `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: it presented ${presented}, but the key pinned for it is ${expected} (another machine answers at this address, or its key was replaced outside pgop; see \`pgop host-key list\`)`
+              : `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: it presented ${presented}, and no key is pinned for it (pgop pins the key it makes for a machine before the machine first starts; for a machine made otherwise, \`pgop host-key forget\` accepts the next key it presents)`;
+            mismatch = terminal(message);
+            try {
+              this.onHostKeyRefused({ id: host.id, address: host.address, expected, presented, message });
+            } catch {
+              /* a listener's problem */
+            }
             return false;
           },
         });
@@ -388,17 +430,10 @@ export class SshShell implements NodeShell {
       if (sum === want && modeOk && ownerOk) return false;
     }
 
-    // 2. Write a temp file beside the target, then chmod, chown and rename it over the target.
-    const tmp = `${path}.pgop-${randomBytes(4).toString('hex')}`;
-    const steps = [
-      'umask 077',
-      `${shellJoin(['cat'])} > ${shellJoin([tmp])}`,
-      shellJoin(['chmod', mode, '--', tmp]),
-      ...(owner !== undefined ? [shellJoin(['chown', owner, '--', tmp])] : []),
-      shellJoin(['mv', '-f', '--', tmp, path]),
-    ];
-    const script = `${steps.join(' && ')} || { rc=$?; ${shellJoin(['rm', '-f', '--', tmp])}; exit $rc; }`;
-    const res = await this.exec(host, ['sh', '-c', script], { input: content });
+    // 2. Write it as the directory's owner, or as root in a directory only root can change,
+    //    through a temp file with a random name and a rename (put_file, node-fs.ts): never
+    //    through a link another user planted. Without an owner, the file is the directory's.
+    const res = await this.exec(host, ['sh', '-c', `cd / || exit 1\n${NODE_FS_FUNCS}\nput_file "$1" "$2" "$3"`, 'pgop', mode, owner ?? '', path], { input: content });
     if (res.code !== 0) throw terminal(`cannot write ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
     return true;
   }

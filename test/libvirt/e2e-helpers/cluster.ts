@@ -237,6 +237,8 @@ export interface Endpoint {
   user?: string;
   password: string;
   database?: string;
+  /** TLS options (the cluster's network rules are hostssl) */
+  ssl?: pg.ClientConfig['ssl'];
 }
 
 /** One statement on a fresh connection (closed again, even after an error). */
@@ -250,6 +252,7 @@ export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(e: En
     connectionTimeoutMillis: Math.min(timeoutMs, 5000),
     statement_timeout: timeoutMs,
     query_timeout: timeoutMs + 1000,
+    ...(e.ssl ? { ssl: e.ssl } : {}),
   });
   c.on('error', () => undefined);
   try {
