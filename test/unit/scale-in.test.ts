@@ -128,3 +128,24 @@ describe('scale-in against the simulated world', () => {
     await expect(env.drivers.provider.observeMachines(madeUp)).rejects.toThrow(/made at 10\.0\.0\.11, not 0\.0\.0\.0/);
   });
 });
+
+describe('observeCluster and nodes that left the spec', () => {
+  it('observes a stray through its recorded NodeSpec; a failed listing leaves it unknown-but-present, never missing', async () => {
+    const { observeCluster } = await import('../../src/reconcile/observe.js');
+    const env = setup('async');
+    env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
+    await env.converge();
+    const three = { ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') };
+    const seen = await observeCluster(three, env.drivers, {}, env.clock.now(), { pg04 });
+    expect(seen.strays).toEqual({ pg04 });
+    expect(seen.nodes.pg04).toMatchObject({ machine: { state: 'running' }, reachable: true, postgres: { inRecovery: true, streaming: true } });
+    const failing = { ...env.drivers, provider: { ...env.drivers.provider, listMachines: async () => Promise.reject(new Error('libvirtd restarting')) } };
+    const blind = await observeCluster(three, failing, {}, env.clock.now(), { pg04 });
+    expect(blind.nodes.pg04!.machine).toEqual({ state: 'running', detail: 'provider unavailable: libvirtd restarting' });
+    // unrecorded and unlisted without asking: nothing is made up
+    const plain = await observeCluster(three, env.drivers, {}, env.clock.now(), {});
+    expect(plain.nodes.pg04).toBeUndefined();
+    const listed = await observeCluster(three, env.drivers, {}, env.clock.now(), {}, { listMachines: true });
+    expect(listed.strays).toEqual({ pg04: { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 } });
+  });
+});
