@@ -102,11 +102,13 @@ export class Reconciler {
     // Nodes that left the spec, with the NodeSpec they were made with (their real host).
     const strays = Object.fromEntries(recordedNodes.filter((r) => !specNames.has(r.name)).map((r) => [r.name, store.getNodeSpec(name, r.name)]));
     this.rememberNodeSpecs(name, spec, recordedNodes.map((r) => r.name));
-    // The provider's full list of machines: every pass while nodes are being removed, else now
-    // and then (it finds machines of nodes that left the spec unrecorded).
-    const listMachines = Object.keys(strays).length > 0 || clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS;
-    const passStart = performance.now();
     const previousMisses = this.misses.get(name) ?? {};
+    // The provider's full list of machines: every pass while nodes are being removed, else now
+    // and then (it finds machines of nodes that left the spec unrecorded), but not while a node
+    // fails (the listing comes before the probes: a failover's passes do not wait for it).
+    const failing = Object.values(previousMisses).some((m) => m > 0) || this.afterUrgent.has(name);
+    const listMachines = Object.keys(strays).length > 0 || (!failing && clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS);
+    const passStart = performance.now();
     const look = async (opts: { urgent?: boolean; afterDeath?: boolean }) => {
       const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines });
       if (listMachines) this.listedAt.set(name, clock.now());
