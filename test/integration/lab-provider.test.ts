@@ -17,6 +17,7 @@ import { createLabProvider, type LabTiming } from '../../src/drivers/lab/provide
 import { SshShell, createMemoryPins, fingerprint, type ShellLogEntry } from '../../src/drivers/ssh/shell.js';
 import { labSpec } from '../helpers/lab-spec.js';
 import { generateKeyPair } from '../../src/drivers/ssh/keys.js';
+import { eventually } from '../helpers/eventually.js';
 
 const prefix = process.env.PGOP_LAB_PREFIX;
 const isRoot = process.getuid?.() === 0;
@@ -284,7 +285,7 @@ describe.skipIf(!ready)('lab provider + ssh shell (real namespaces; run via scri
     }
     // The link is back; a SYN sent while the bridge port comes up can be lost and a connect with a
     // 1 s budget then times out once: heal restores within a few attempts, not at the first one.
-    expect((await untilAnswers(() => fresh.exec(refA(), ['echo', 'back'], { timeoutMs: 10_000 }))).stdout).toBe('back\n');
+    expect((await eventually(() => fresh.exec(refA(), ['echo', 'back'], { timeoutMs: 10_000 }), 10_000, { stepMs: 0, retryIf: (e) => (e as { kind?: string }).kind === 'transient' })).stdout).toBe('back\n');
     expect((await shell.exec(refA(), ['echo', 'back'], { timeoutMs: 15_000 })).stdout).toBe('back\n');
     await fresh.close();
   });
@@ -393,14 +394,3 @@ function killedOrExiting(pid: number): boolean {
   }
 }
 
-/** The first answer within 10 s: a transient failure (a connect timeout) is tried again. */
-async function untilAnswers<T>(op: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      return await op();
-    } catch (err) {
-      if ((err as { kind?: string }).kind !== 'transient' || Date.now() > deadline) throw err;
-    }
-  }
-}

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labSsl } from '../helpers/lab-tls.js';
+import { eventually } from '../helpers/eventually.js';
 
 const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
 const repo = new URL('../../', import.meta.url).pathname;
@@ -62,17 +63,6 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
       return (await c.query<T>(sql, params)).rows;
     } finally {
       await c.end();
-    }
-  }
-  async function eventually(check: () => Promise<void>, ms = 20_000) {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      try {
-        return await check();
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 300));
-      }
     }
   }
   const nodesJson = () => JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as { name: string; role: string; state: string; lag_bytes: number | null; timeline: number; message: string }[];

@@ -15,6 +15,7 @@ import { SshShell, createMemoryPins, type ShellLogEntry } from '../../src/driver
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
 import { PgopError } from '../../src/errors.js';
+import { withPg } from '../helpers/eventually.js';
 
 const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -92,17 +93,6 @@ function labSpec(): ClusterSpec {
   };
 }
 
-/** A short-lived client, always closed. */
-async function withPg<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionTimeoutMillis: 5000, ...cfg });
-  c.on('error', () => {});
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
 
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labSsl } from '../helpers/lab-tls.js';
 import { createCa, issueServer } from '../../src/tls/ca.js';
 import { explainTlsError } from '../../src/tls/client.js';
+import { eventually as eventuallyPassing, withPg } from '../helpers/eventually.js';
 
 const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
 const repo = new URL('../../', import.meta.url).pathname;
@@ -53,28 +54,9 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   }
   const ssl = (name: string, address: string) => labSsl(state, 'tl', name, address);
-  async function withClient<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-    const c = new pg.Client({ user: 'postgres', password: su, database: 'postgres', connectionTimeoutMillis: 5000, ...cfg });
-    c.on('error', () => {});
-    await c.connect();
-    try {
-      return await fn(c);
-    } finally {
-      await c.end().catch(() => {});
-    }
-  }
+  const withClient = <T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>) => withPg({ user: 'postgres', password: su, database: 'postgres', ...cfg }, fn);
   const node = (n: string) => ({ host: addr(n), port: 5432, ssl: ssl(n, addr(n)) });
-  async function eventually<T>(check: () => Promise<T>, ms = 30_000): Promise<T> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      try {
-        return await check();
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 300));
-      }
-    }
-  }
+  const eventually = <T>(check: () => Promise<T>, ms = 30_000) => eventuallyPassing(check, ms);
   function startServe() {
     serve = spawn(process.execPath, [bin, '--db', db, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
     serve.stdout!.on('data', (d: Buffer) => (serveLog += d.toString()));
