@@ -51,7 +51,8 @@ program
   .option('--cluster <name>', 'only this cluster')
   .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
   .option('-w, --watch', 'keep printing as things change')
-  .action(async (kind: string, o: { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean }) => {
+  .option('--all-incarnations', 'events: also those of earlier clusters of that name (deleted, then created again)')
+  .action(async (kind: string, o: { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean; allIncarnations?: boolean }) => {
     const { getCommand } = await import('./commands/get.js');
     process.exitCode = await getCommand(await dbPath(), kind, o);
   });

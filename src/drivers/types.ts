@@ -9,6 +9,13 @@ import type {
   PostgresObservation,
 } from '../observe/types.js';
 
+/** A machine as listed by the provider (see ProviderDriver.listMachines). */
+export interface ListedMachine extends MachineObservation {
+  address?: string;
+  /** the hypervisor URI it lives on, when not the provider's default (libvirt) */
+  hypervisor?: string;
+}
+
 /** What drivers log through (pino's shape; the reconciler passes its logger). */
 export interface DriverLog {
   info(obj: object, msg?: string): void;
@@ -21,6 +28,11 @@ export interface DriverLog {
 export interface ProviderDriver {
   /** State of every node machine the spec names (missing ones included). */
   observeMachines(cluster: ClusterSpec): Promise<Record<string, MachineObservation>>;
+  /** Every node machine the provider really holds for the cluster, whether the spec names it or
+   *  not (the pool host excluded), by node name: how a node that left the spec is found for its
+   *  removal (lab: the cluster's recorded hosts; libvirt: domains carrying pgop's ownership
+   *  metadata for the cluster). `address` is the one the machine was made with, when known. */
+  listMachines(cluster: ClusterSpec): Promise<Record<string, ListedMachine>>;
   /** Create the machine if missing and start it if stopped; returns once it is started
    *  (not necessarily reachable yet). */
   ensureMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
@@ -88,6 +100,9 @@ export interface PostgresDriver {
   ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void>;
   /** One physical slot per standby on the primary; drops slots of nodes no longer in the spec. */
   ensureSlots(cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void>;
+  /** The name of the replication slot a standby of this name streams through (as listed in
+   *  PostgresObservation.slots): how the planner sees that a removed node's slot is left. */
+  slotName(node: string): string;
   close(): Promise<void>;
 }
 

@@ -43,6 +43,9 @@ export interface PostgresObservation {
   syncStandbyNames: string;
   /** Hash of the configuration pgop manages on the node; differs from the desired one on drift. */
   configHash: string;
+  /** The physical replication slots on the node (a primary's: one per standby). Absent when not
+   *  read. */
+  slots?: string[];
 }
 
 export interface NodeObservation {
@@ -85,4 +88,8 @@ export interface ClusterObservation {
    *  passes and operator restarts through the store): which nodes may hold acknowledged commits
    *  when the primary is lost. Absent when never seen. */
   lastSync?: { names: string[]; quorum: number; primary: string };
+  /** Nodes that left the spec but still have a record or a machine, with the NodeSpec they are
+   *  reached by (the one recorded when they were made, else the provider's address): their
+   *  removal acts on these. They are observed like spec nodes (in `nodes`). */
+  strays?: Record<string, import('../spec/types.js').NodeSpec>;
 }

@@ -47,9 +47,10 @@ export function plan(input: PlanInput): PlanResult {
   const obs = (n: string) => observation.nodes[n];
   const state = (n: string): NodeState => input.states[n] ?? 'absent';
   const specNames = spec.nodes.map((n) => n.name);
-  // Nodes that left the spec: recorded ones, and unrecorded machines still there.
-  const strayNames = Object.keys(input.states)
-    .filter((n) => !specNames.includes(n) && (state(n) !== 'absent' || (obs(n) && obs(n)!.machine.state !== 'missing')))
+  // Nodes that left the spec: recorded ones (until they are forgotten: rule scale.forget), and
+  // machines the provider holds for the cluster that no record knows.
+  const strayNames = [...new Set([...Object.keys(input.states), ...Object.keys(observation.strays ?? {})])]
+    .filter((n) => !specNames.includes(n))
     .sort();
   const budget = spec.failureDetection.missesBeforeFailover;
   const probeMs = spec.failureDetection.probeIntervalMs;
@@ -97,8 +98,9 @@ export function plan(input: PlanInput): PlanResult {
     return result({ kind: 'cluster', action: { type: 'deleteClusterResources' }, ruleId: 'delete.resources', reason: 'cluster deletion: every node is gone; removing machines left over, networks and the pgpool host', requeueAfterMs: REQUEUE.afterAct });
   }
 
-  // --- bookkeeping: a machine that disappeared under a node ---------------------------------
-  for (const n of [...specNames, ...strayNames]) {
+  // --- bookkeeping: a machine that disappeared under a node (a node that left the spec is
+  // removed step by step instead, below; only a primary's loss is news to the election) ------
+  for (const n of [...specNames, ...strayNames.filter((x) => state(x) === 'primary')]) {
     const s = state(n);
     if (s !== 'absent' && s !== 'deleting' && obs(n)?.machine.state === 'missing') {
       const why = s === 'primary' ? ' (the primary is gone for good: no fencing needed)' : '';
@@ -306,12 +308,13 @@ export function plan(input: PlanInput): PlanResult {
 
   if (electionBlocked) return electionBlocked;
 
-  // --- nodes removed from the spec --------------------------------------------------------
+  // --- nodes removed from the spec (scale-in), one step a pass, in this order: out of the sync
+  // set (no commit waits for it), out of pgpool (no client reaches it), fenced, its machine and
+  // data deleted, its replication slot dropped on the primary (no WAL held for it), forgotten.
+  // A primary is handed over first (scale.handover, below) and then removed the same way.
   for (const n of strayNames) {
-    const s = state(n);
-    if (s === 'primary') continue; // handled by switchover below
-    if (s === 'deleting') return act(n, 'machine.fenced', 'node.remove-machine', `${n} left the spec and is powered off; removing its machine`);
-    return act(n, 'node.unwanted', 'node.unwanted', `${n} is no longer in the spec; powering it off before removal`);
+    const r = removeStray(n);
+    if (r) return r;
   }
 
   // --- cluster-wide: sync quorum, pgpool, switchover ---------------------------------------
@@ -335,7 +338,9 @@ export function plan(input: PlanInput): PlanResult {
       return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary, names: [], quorum: 0 }, ruleId: 'sync.off', reason: 'replication mode is async; clearing synchronous_standby_names', requeueAfterMs: REQUEUE.afterAct });
     }
 
-    if (spec.pgpool.enabled) {
+    // (A primary that left the spec is handed over first: pgpool is configured from the spec,
+    // which no longer holds it; the failover's pool step points pgpool at its successor.)
+    if (spec.pgpool.enabled && specNames.includes(primary)) {
       const pool = observation.pool;
       const downButHealthy = pool?.backends.filter((b) => b.status !== 'up' && (b.name === primary || streaming.includes(b.name))) ?? [];
       if (!pool || !pool.reachable || pool.primary !== primary || downButHealthy.length > 0) {
@@ -392,6 +397,50 @@ export function plan(input: PlanInput): PlanResult {
   return result({ kind: 'done', ruleId: 'cluster.converged', reason: `primary ${primary}, ${specNames.length - 1} streaming standbys; matches generation's spec`, requeueAfterMs: probeMs });
 
   // --- helpers (hoisted) -----------------------------------------------------------------
+  /** The next step of removing `n`, a node that left the spec, or undefined (wait for it). */
+  function removeStray(n: string): PlanResult | undefined {
+    const s = state(n);
+    if (s === 'primary') return undefined; // handed over first (scale.handover)
+    const o = obs(n);
+    const livePrimary = primary && specNames.includes(primary) && healthy(obs(primary)) ? obs(primary)!.postgres! : null;
+    if (livePrimary && s !== 'absent') {
+      const current = parseSyncNames(livePrimary.syncStandbyNames);
+      if (current.names.includes(n)) {
+        const k = spec.replication.mode === 'sync' ? spec.replication.syncQuorum : current.quorum;
+        const left = current.names.filter((x) => !strayNames.includes(x));
+        // fewer members than the quorum would stop every commit: asynchronous until sync.quorum
+        // finds enough streaming standbys again
+        const names = left.length >= k ? left : [];
+        return result({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary: primary!, names, quorum: k }, ruleId: 'scale.sync-remove', reason: `${n} left the spec; taking it out of synchronous_standby_names first (${names.length ? `ANY ${k} of (${names.join(', ')})` : 'asynchronous commits until enough standbys stream'})`, requeueAfterMs: REQUEUE.afterAct });
+      }
+      const pool = observation.pool;
+      // pgpool names a backend the spec no longer holds by its address
+      const address = observation.strays?.[n]?.address;
+      if (spec.pgpool.enabled && pool?.reachable && pool.backends.some((b) => b.status !== 'unused' && (b.name === n || (address !== undefined && b.name === address)))) {
+        return result({ kind: 'cluster', action: { type: 'ensurePool', primary: primary!, failed: poolFailed }, ruleId: 'scale.pool-remove', reason: `${n} left the spec; removing it from pgpool's backends before it is fenced (pgpool restarts, ending its client sessions)`, requeueAfterMs: REQUEUE.afterAct });
+      }
+    }
+    if (s !== 'deleting' && s !== 'absent') {
+      return act(n, 'node.unwanted', 'scale.fence', `${n} left the spec${o?.postgres?.running ? ` (postgres ${o.postgres.inRecovery ? 'streaming' : 'running'})` : ''}; fencing it before its machine is removed`, { leavingSpec: true });
+    }
+    // a failed listing says nothing about the machine (observeCluster): ask again next pass
+    if (s === 'absent' && o?.machine.detail?.startsWith('provider unavailable')) return undefined;
+    if (s === 'absent' && o && o.machine.state !== 'missing') {
+      // a machine made for it before its record (or left by a removal that died half-way)
+      return act(n, 'node.unwanted', 'scale.fence', `${n} left the spec but its machine still exists (${o.machine.detail ?? o.machine.state}); fencing it before removal`, { leavingSpec: true });
+    }
+    if (s === 'deleting') return act(n, 'machine.fenced', 'scale.remove-machine', `${n} left the spec and is fenced; deleting its machine with its disks and data`);
+    // absent, machine gone: its slot on the primary, then the record
+    const slot = input.slotNames?.[n];
+    if (slot && primary && !specNames.includes(primary)) return undefined; // after the handover
+    if (slot && !livePrimary) return undefined; // the slot is dropped on a primary that answers
+    if (slot && livePrimary?.slots?.includes(slot)) {
+      return result({ kind: 'cluster', action: { type: 'dropSlots', primary: primary!, node: n }, ruleId: 'scale.drop-slot', reason: `${n}'s machine is gone; dropping its replication slot ${slot} on primary ${primary}, which would otherwise keep WAL for it for ever`, requeueAfterMs: REQUEUE.afterAct });
+    }
+    if (livePrimary && !livePrimary.slots && slot) return undefined; // slots not read: cannot tell yet
+    return result({ kind: 'cluster', action: { type: 'forgetNode', node: n }, ruleId: 'scale.forget', reason: `${n} left the spec and is gone: no machine, no pgpool backend, no replication slot, not in synchronous_standby_names; forgetting it`, requeueAfterMs: REQUEUE.afterAct });
+  }
+
   /** Standbys that could be promoted now, best first (highest WAL position, then spec order). */
   function promotable(exclude: string | null): string[] {
     // Among equals, the one pgpool routes to (or is switching to, after the fence): no second

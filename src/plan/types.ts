@@ -18,6 +18,9 @@ export interface PlanInput {
   now: number;
   /** When each node last changed state (ms): tells the most recent of several old primaries. */
   since?: Record<string, number>;
+  /** The replication slot name of each node that left the spec (from the postgres driver):
+   *  a removed node is forgotten only once its slot on the primary is gone. */
+  slotNames?: Record<string, string>;
 }
 
 interface DecisionBase {
@@ -44,6 +47,10 @@ export interface NodeDecision extends DecisionBase {
    *  a client (its host refused connections at once), so cutting the pool host off it can wait
    *  until the failover is over. */
   postmasterDeathReported?: true;
+  /** fencing a node that left the spec (scale-in): pgpool no longer has it as a backend, and the
+   *  pool host is not cut off its address (a route left there would refuse a node made again at
+   *  that address later). */
+  leavingSpec?: true;
 }
 
 export type ClusterAction =
@@ -51,6 +58,10 @@ export type ClusterAction =
   | { type: 'ensurePool'; primary: string | null; failed?: string[] }
   | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
   | { type: 'deleteClusterResources' }
+  /** drop, on the primary, the replication slots of nodes that left the spec */
+  | { type: 'dropSlots'; primary: string; node: string }
+  /** a node that left the spec is gone everywhere (machine, pgpool, slot, sync set): forget it */
+  | { type: 'forgetNode'; node: string }
   | { type: 'completeRequest'; requestId: number };
 
 /** A side effect that is not a node transition (pgpool, sync quorum, teardown, bookkeeping). */

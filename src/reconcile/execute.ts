@@ -6,22 +6,26 @@ import type { World } from '../drivers/types.js';
 import { AFTER_FAILOVER_MS } from '../drivers/types.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterAction, NodeDecision } from '../plan/types.js';
-import { internal } from '../errors.js';
-import { strayNode } from './observe.js';
+import { internal, terminal } from '../errors.js';
 
-function nodeOf(spec: ClusterSpec, name: string): NodeSpec {
+/** Nodes that left the spec, by name, as the observation found them (see observeCluster). */
+export type StrayNodes = Record<string, NodeSpec>;
+
+function nodeOf(spec: ClusterSpec, name: string, strays: StrayNodes): NodeSpec {
   const node = spec.nodes.find((n) => n.name === name);
   if (node) return node;
-  // A node removed from the spec: the provider still needs its name (and nothing else) to
-  // fence and delete it.
-  return strayNode(name);
+  // A node removed from the spec: reached through the NodeSpec it was made with (its real
+  // address and host), never a made-up one.
+  const stray = strays[name];
+  if (stray) return stray;
+  throw terminal(`cannot reach node ${name} of cluster ${spec.name}: it left the spec, and neither the store nor the provider knows its address`);
 }
 
-export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World): Promise<void> {
-  const node = nodeOf(spec, decision.node);
+export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World, strays: StrayNodes = {}): Promise<void> {
+  const node = nodeOf(spec, decision.node, strays);
   const primary = () => {
     if (!decision.primary) throw internal(`decision ${decision.ruleId} for ${decision.node} runs ${actor} without a primary`);
-    return nodeOf(spec, decision.primary);
+    return nodeOf(spec, decision.primary, strays);
   };
   switch (actor) {
     case 'provisionVm':
@@ -58,8 +62,8 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
       // client reaches it. The pool host's part (cut its sessions there, switch pgpool to the
       // likely successor) only takes traffic away from the node, so it starts alongside and runs
       // on into the promotion that follows; it never throws.
-      const successor = decision.successor ? nodeOf(spec, decision.successor) : undefined;
-      void world.pool.detachBackend?.(spec, node, successor, decision.postmasterDeathReported ? { cutOffAfterMs: AFTER_FAILOVER_MS } : {});
+      const successor = decision.successor ? nodeOf(spec, decision.successor, strays) : undefined;
+      if (!decision.leavingSpec) void world.pool.detachBackend?.(spec, node, successor, decision.postmasterDeathReported ? { cutOffAfterMs: AFTER_FAILOVER_MS } : {});
       await world.provider.fenceMachine(spec, node);
       return;
     }
@@ -68,12 +72,17 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
   }
 }
 
-export async function runClusterAction(action: ClusterAction, spec: ClusterSpec, world: World): Promise<void> {
+export async function runClusterAction(action: ClusterAction, spec: ClusterSpec, world: World, strays: StrayNodes = {}): Promise<void> {
   switch (action.type) {
     case 'ensurePool':
       return world.pool.ensurePool(spec, action.primary, action.failed ?? []);
     case 'ensureSyncStandbys':
-      return world.postgres.ensureSyncStandbys(spec, nodeOf(spec, action.primary), action.names, action.quorum);
+      return world.postgres.ensureSyncStandbys(spec, nodeOf(spec, action.primary, strays), action.names, action.quorum);
+    case 'dropSlots':
+      // drops the slots of every node no longer in the spec (no slot is created: standbys = [])
+      return world.postgres.ensureSlots(spec, nodeOf(spec, action.primary, strays), []);
+    case 'forgetNode':
+      return; // bookkeeping only: the reconciler deletes the node's record
     case 'deleteClusterResources':
       if (spec.pgpool.enabled) await world.pool.deletePool(spec);
       for (const node of spec.nodes) await world.provider.deleteMachine(spec, node);

@@ -54,6 +54,9 @@ export interface PassResult {
  *  generation is looked at at once (runLoop) and starts the count afresh. */
 const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
 
+/** How often a cluster's machines are listed in full when no node is being removed. */
+const LIST_MACHINES_EVERY_MS = 60_000;
+
 /** What an urgent look may decide: to fence the primary whose postmaster died, or to mark such
  *  a standby failed. Both are safe on other nodes' slightly older answers (a fence only takes
  *  a dead node out; the promotion that follows is planned on a fresh look). */
@@ -73,6 +76,10 @@ export class Reconciler {
    *  back off instead of spinning (a driver bug or an outside force fighting us). */
   private repeats = new Map<string, { key: string; count: number }>();
   private readonly log: Log;
+  /** cluster/node -> the NodeSpec JSON last saved to the store */
+  private nodeSpecs = new Map<string, string>();
+  /** when each cluster's machines were last listed in full */
+  private listedAt = new Map<string, number>();
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.log = opts.log ?? silentLog;
@@ -91,16 +98,20 @@ export class Reconciler {
     }
 
     const specNames = new Set(spec.nodes.map((n) => n.name));
-    const strays = store.listNodes(name).filter((r) => !specNames.has(r.name)).map((r) => r.name);
-    const passStart = performance.now();
+    const recordedNodes = store.listNodes(name);
+    // Nodes that left the spec, with the NodeSpec they were made with (their real host).
+    const strays = Object.fromEntries(recordedNodes.filter((r) => !specNames.has(r.name)).map((r) => [r.name, store.getNodeSpec(name, r.name)]));
+    this.rememberNodeSpecs(name, spec, recordedNodes.map((r) => r.name));
     const previousMisses = this.misses.get(name) ?? {};
+    // The provider's full list of machines: every pass while nodes are being removed, else now
+    // and then (it finds machines of nodes that left the spec unrecorded), but not while a node
+    // fails (the listing comes before the probes: a failover's passes do not wait for it).
+    const failing = Object.values(previousMisses).some((m) => m > 0) || this.afterUrgent.has(name);
+    const listMachines = Object.keys(strays).length > 0 || (!failing && clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS);
+    const passStart = performance.now();
     const look = async (opts: { urgent?: boolean; afterDeath?: boolean }) => {
-      const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, opts);
-      // A node gone from the spec, its machine and its record: forget it.
-      for (const n of strays) {
-        const r = store.getNode(name, n);
-        if (r?.state === 'absent' && observation.nodes[n]?.machine.state === 'missing') store.deleteNodeRecord(name, n);
-      }
+      const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines });
+      if (listMachines) this.listedAt.set(name, clock.now());
       const records = store.listNodes(name);
       const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
       // Remember the sync set while the primary is seen healthy; carry it forward otherwise.
@@ -124,6 +135,7 @@ export class Reconciler {
         requests: store.pendingRequests(name),
         now: clock.now(),
         since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
+        slotNames: Object.fromEntries([...records.map((r) => r.name), ...Object.keys(observation.strays ?? {})].filter((n) => !specNames.has(n)).map((n) => [n, world.postgres.slotName(n)])),
       });
       return { observation, records, states, planned };
     };
@@ -178,8 +190,9 @@ export class Reconciler {
       // Record the node's name before its first side effect (a machine may come to exist
       // even if this pass dies before the commit), so it can be found and removed later.
       if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
+      this.rememberNodeSpecs(name, spec, [d.node]);
       const actStart = performance.now();
-      if (step.actor) await runActor(step.actor, d, spec, world);
+      if (step.actor) await runActor(step.actor, d, spec, world, observation.strays);
       const actMs = Math.round(performance.now() - actStart);
       this.opts.beforeCommit?.(name, d);
       store.commitStep({
@@ -201,7 +214,7 @@ export class Reconciler {
         if (decision.kind === 'act') {
           await stepOne(decision);
         } else {
-          await runClusterAction(decision.action, spec, world);
+          await runClusterAction(decision.action, spec, world, observation.strays);
           this.opts.beforeCommit?.(name, decision);
           if (decision.action.type === 'deleteClusterResources') {
             store.transaction(() => {
@@ -212,9 +225,15 @@ export class Reconciler {
             this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
             return { ...base, acted: true, requeueAfterMs: 0, removed: true };
           }
+          const action = decision.action;
           store.transaction(() => {
-            if (decision.action.type === 'completeRequest') store.completeRequest(decision.action.requestId, clock.now());
-            store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
+            if (action.type === 'completeRequest') store.completeRequest(action.requestId, clock.now());
+            if (action.type === 'forgetNode') {
+              store.deleteNodeRecord(name, action.node);
+              this.nodeSpecs.delete(`${name}/${action.node}`);
+            }
+            const node = action.type === 'forgetNode' || action.type === 'dropSlots' ? action.node : null;
+            store.recordEvent({ time: clock.now(), cluster: name, node, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
           });
           this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
         }
@@ -232,6 +251,19 @@ export class Reconciler {
       return { ...base, acted: true, requeueAfterMs };
     } catch (err) {
       return { ...base, acted: false, ...this.failed(name, decision, err) };
+    }
+  }
+
+  /** Record the NodeSpec of the spec's nodes that have a record (once per change, per process):
+   *  a node that leaves the spec later is removed from the host it really is on. */
+  private rememberNodeSpecs(cluster: string, spec: ClusterSpec, names: string[]): void {
+    for (const n of spec.nodes) {
+      if (!names.includes(n.name)) continue;
+      const key = `${cluster}/${n.name}`;
+      const json = JSON.stringify(n);
+      if (this.nodeSpecs.get(key) === json) continue;
+      this.opts.store.saveNodeSpec(cluster, n);
+      this.nodeSpecs.set(key, json);
     }
   }
 

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 import { internal, PgopError, terminal } from '../errors.js';
 import { makeDirs } from '../state-dirs.js';
-import type { ClusterSpec } from '../spec/types.js';
+import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type { ApplyResult, EventRecord, NodeRecord, OperatorRequest, StoredCluster } from './types.js';
@@ -89,6 +89,9 @@ export interface ListEventsOptions {
   afterId?: number;
   /** keep only the last `limit` matching events (still returned in ascending id order) */
   limit?: number;
+  /** with `cluster`: also the events of earlier clusters of that name (deleted, then created
+   *  again); by default only the current incarnation's */
+  allIncarnations?: boolean;
 }
 
 /** `$PGOP_DB`, else /var/lib/pgop/pgop.db for root, else ${XDG_STATE_HOME:-~/.local/state}/pgop/pgop.db. */
@@ -340,8 +343,8 @@ export class Store {
         generation = 1;
         result = 'created';
         this.stmt(
-          `INSERT INTO clusters (name, generation, spec_json, spec_hash, spec_source, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO clusters (name, generation, spec_json, spec_hash, spec_source, created_at, updated_at, events_after_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))`,
         ).run(spec.name, generation, json, hash, source, now, now);
       } else if (cur.spec_hash === hash) {
         return { result: 'unchanged' as const, generation: cur.generation };
@@ -454,6 +457,18 @@ export class Store {
     ).run(cluster, name, state, opts.goal, opts.now, opts.message);
   }
 
+  /** Remember the NodeSpec a node was provisioned (or last acted on) with: once it leaves the
+   *  spec, its removal must still reach its real host. */
+  saveNodeSpec(cluster: string, node: NodeSpec): void {
+    this.stmt('UPDATE nodes SET spec_json = ? WHERE cluster = ? AND name = ?').run(JSON.stringify(node), cluster, node.name);
+  }
+
+  /** The last NodeSpec recorded for a node, or undefined (never recorded, or no such node). */
+  getNodeSpec(cluster: string, name: string): NodeSpec | undefined {
+    const json = this.stmt('SELECT spec_json FROM nodes WHERE cluster = ? AND name = ?').pluck().get(cluster, name) as string | null | undefined;
+    return json ? (JSON.parse(json) as NodeSpec) : undefined;
+  }
+
   deleteNodeRecord(cluster: string, name: string): boolean {
     return this.stmt('DELETE FROM nodes WHERE cluster = ? AND name = ?').run(cluster, name).changes > 0;
   }
@@ -474,6 +489,11 @@ export class Store {
     if (opts.cluster !== undefined) {
       where.push('cluster = ?');
       args.push(opts.cluster);
+      if (!opts.allIncarnations) {
+        // the current incarnation's (a cluster that no longer exists: all of its history)
+        where.push('id > coalesce((SELECT events_after_id FROM clusters WHERE name = ?), 0)');
+        args.push(opts.cluster);
+      }
     }
     if (opts.afterId !== undefined) {
       where.push('id > ?');

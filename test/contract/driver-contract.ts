@@ -330,6 +330,34 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       }
     });
 
+    step('scale-in: a node that left the spec is listed by the provider, leaves pgpool, and once deleted holds no slot', async () => {
+      // A (a standby of C now) leaves the spec.
+      const smaller: ClusterSpec = { ...spec(), nodes: spec().nodes.filter((n) => n.name !== A().name) };
+      expect(Object.keys(await env.world.provider.observeMachines(smaller))).not.toContain(A().name);
+      const listed = await env.world.provider.listMachines(smaller);
+      expect(listed[A().name], 'listed though the spec no longer names it').toMatchObject({ state: 'running', address: A().address });
+      for (const n of [B(), C()]) expect(listed[n.name]?.state, n.name).toBe('running');
+      const slot = env.world.postgres.slotName(A().name);
+      if (spec().replication.slots) expect((await pg(C())).slots).toContain(slot);
+      if (hasPool()) {
+        await env.world.pool.ensurePool(smaller, C().name);
+        await eventually(async () => {
+          const o = await env.world.pool.observe(smaller);
+          expect(o.primary).toBe(C().name);
+          expect(o.backends.map((b) => b.name)).not.toContain(A().name);
+          expect(o.backends.map((b) => b.name)).not.toContain(A().address);
+        });
+      }
+      await env.world.provider.fenceMachine(smaller, A());
+      await env.world.provider.deleteMachine(smaller, A());
+      expect((await env.world.provider.listMachines(smaller))[A().name], 'gone from the listing').toBeUndefined();
+      await eventually(async () => {
+        await env.world.postgres.ensureSlots(smaller, C(), []);
+        expect((await pg(C())).slots ?? []).not.toContain(slot);
+      });
+      await expectStreaming(B(), C(), 3);
+    });
+
     step('deleteMachine removes every machine, idempotently; then the cluster resources', async () => {
       if (hasPool()) await env.world.pool.deletePool(spec());
       for (const n of trio()) {

@@ -8,7 +8,7 @@
 // Run any other way (not root, or not inside the hub) the suite is skipped.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgopError } from '../../src/errors.js';
@@ -93,6 +93,18 @@ describe.skipIf(!ready)('lab provider + ssh shell (real namespaces; run via scri
     for (const sub of ['u01', 'u02', 'log', 'run', 'pgrun', 'ssh']) expect(existsSync(join(hA.dir, sub))).toBe(true);
     expect(statSync(join(hA.dir, 'u01')).mode & 0o777).toBe(0o700);
     expect(statSync(join(hA.dir, 'u02', 'archive')).mode & 0o777).toBe(0o700);
+  });
+
+  it('listMachines reports every node host with the address it was made at (not the pool host), also one made before addresses were recorded', async () => {
+    const withoutB = { ...spec, nodes: [a] }; // pg2 left the spec
+    const listed = await provider.listMachines(withoutB);
+    expect(Object.keys(listed).sort()).toEqual(['pg1', 'pg2']);
+    expect(listed.pg2).toMatchObject({ state: 'running', address: b.address });
+    const hB = provider.describeHost(spec, b);
+    rmSync(join(hB.dir, 'address'));
+    expect((await provider.listMachines(withoutB)).pg2).toMatchObject({ state: 'running', address: b.address });
+    await provider.ensureMachine(spec, b); // records it again
+    expect(readFileSync(join(hB.dir, 'address'), 'utf8')).toBe(`${b.address}\n`);
   });
 
   it('no lab namespace has a default route (the hub neither)', async () => {

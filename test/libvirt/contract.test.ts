@@ -295,6 +295,25 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
     await provider.deleteMachine(spec, node);
   });
 
+  it('listMachines finds a node that left the spec (pgop metadata, reserved address); its removal leaves no domain, volume, seed or reservation', async () => {
+    const bigger = libvirtTestSpec({ name: 'lvc', uri: d.testUri, poolPath: join(state, 'pool'), nodes: 3 });
+    const pg3 = bigger.nodes[2]!;
+    await provider.ensureMachine(bigger, pg3);
+    expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual(['lvc-pg3-data.qcow2', 'lvc-pg3-root.qcow2', 'lvc-pg3-seed.iso']);
+    // the spec no longer names pg3: observeMachines does not look, listMachines finds it
+    expect(Object.keys(await provider.observeMachines(spec))).not.toContain('pg3');
+    const listed = await provider.listMachines(spec);
+    expect(listed.pg3).toMatchObject({ state: 'running', address: pg3.address });
+    expect(Object.keys(listed)).not.toContain('pool');
+    // removed as scale-in does: fence, then delete through the NodeSpec it was made with
+    await provider.fenceMachine(spec, pg3);
+    await provider.deleteMachine(spec, pg3);
+    expect(await domains()).not.toContain('lvc-pg3');
+    expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([]);
+    expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg3');
+    expect((await provider.listMachines(spec)).pg3).toBeUndefined();
+  });
+
   it('deleteClusterResources removes every machine, the network, the pool pgop made and the keys', async () => {
     // A domain of a node no longer in the spec, found by its metadata.
     const bigger = libvirtTestSpec({ name: 'lvc', uri: d.testUri, poolPath: join(state, 'pool'), nodes: 3 });

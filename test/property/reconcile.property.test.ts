@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Store } from '../../src/store/store.js';
-import { SimWorld } from '../../src/drivers/sim/world.js';
+import { SimWorld, slotNameFor } from '../../src/drivers/sim/world.js';
 import { SimClock } from '../../src/drivers/sim/clock.js';
 import { createSimWorld } from '../../src/drivers/sim/drivers.js';
 import { Reconciler, type PassResult } from '../../src/reconcile/reconciler.js';
@@ -131,6 +131,19 @@ function commands(mode: 'async' | 'sync') {
       env.store.enqueueRequest(env.spec.name, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, env.clock.now());
     })),
     fc.constant(null).map(() => command('crashOperatorMidPass', async (env) => { env.crashNextCommit = true; await pass(env); env.crashNextCommit = false; })),
+    // Scale-in of any node (the primary too) while at least three remain, or back out to the
+    // nodes left out: the removed node's machine, slot, sync membership and pgpool backend must go
+    // (the providers find it by what they hold, not by a spec; issue 19).
+    node.map((n) =>
+      command(`specScale(${n})`, (env) => {
+        const prev = env.spec;
+        const has = prev.nodes.some((x) => x.name === n);
+        if (has && prev.nodes.length <= 3) return;
+        const nodes = has ? prev.nodes.filter((x) => x.name !== n) : [...prev.nodes, { ...prev.nodes[0]!, name: n, address: `10.0.0.${11 + NODES.indexOf(n)}` }];
+        env.spec = { ...prev, nodes };
+        env.store.applySpec(env.spec, hashOf(env.spec), 'test', env.clock.now());
+      }),
+    ),
     fc.constantFrom('param', 'scale', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
       command(`specChange(${change})`, (env) => {
         const prev = env.spec;
@@ -188,6 +201,12 @@ function assertConverged(env: Env) {
     expect(node.pg.upstream, `${n} upstream`).toBe(primary);
   }
   expect(env.sim.inspectPool(name)?.primary).toBe(primary);
+  // A node that left the spec left everything (issue 19): no replication slot holding WAL for
+  // it on the primary, no place in the sync set, no pgpool backend.
+  const p = env.sim.inspect(name, primary)!.pg;
+  if (env.spec.replication.slots) expect([...p.slots].sort(), 'slots on the primary').toEqual(specNodes.filter((n) => n !== primary).map(slotNameFor).sort());
+  for (const n of p.syncNames) expect(specNodes, `sync standby ${n}`).toContain(n);
+  expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual([...specNodes].sort());
   // A write through pgpool now succeeds, synchronously in sync mode.
   const w = env.sim.write(name, 'pool', env.nextWriteId++);
   expect(w.acked, w.reason).toBe(true);

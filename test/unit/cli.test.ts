@@ -101,6 +101,12 @@ describe('pgop serve + get on the simulated provider', () => {
     const d = pgop(db, ['delete', 'cluster', 'sim']);
     expect(d.code, d.stderr).toBe(0);
     expect(JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout).items).toEqual([]);
+    // created again under the same name: its own event history, the old one on request (issue 19)
+    const rules = (args: string[]) => (JSON.parse(pgop(db, ['get', 'events', '--cluster', 'sim', '-o', 'json', ...args]).stdout).items as { rule: string }[]).map((e) => e.rule);
+    expect(rules([])).toContain('delete.resources');
+    pgop(db, ['apply', '-f', simSpec]);
+    expect(rules([])).toEqual([]);
+    expect(rules(['--all-incarnations'])).toEqual(expect.arrayContaining(['bootstrap.init-primary', 'delete.resources']));
   });
 
   it('refuses a second serve on the same store, naming the holder', async () => {

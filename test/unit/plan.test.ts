@@ -274,3 +274,61 @@ describe('plan', () => {
     expect(parseSyncNames('')).toEqual({ quorum: 0, names: [] });
   });
 });
+
+describe('plan: scale-in (a node that left the spec, issue 19)', () => {
+  const pg04Spec = { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1024, rootDiskGiB: 10, dataDiskGiB: 10 };
+  const slotNames = { pg04: 'pgop_pg04' };
+  const withPg04 = (over: Partial<NodeObservation> = {}, primary: Partial<PostgresObservation> = {}) => ({
+    ...healthy3(),
+    pg01: node('pg01', { postgres: primaryPg({ slots: ['pgop_pg02', 'pgop_pg03', 'pgop_pg04'], ...primary }) }),
+    pg04: node('pg04', over),
+  });
+  const scaleIn = (states: Record<string, NodeState>, nodes: Record<string, NodeObservation>, pool: string[] = ['pg01', 'pg02', 'pg03']) => {
+    const i = input(states, nodes, { slotNames });
+    i.observation.strays = { pg04: pg04Spec };
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: pool.map((name) => ({ name, status: 'up' as const, role: name === 'pg01' ? ('primary' as const) : ('standby' as const) })), configHash: '' };
+    return plan(i);
+  };
+
+  it('takes it out of the sync set first; with fewer members left than the quorum, commits go asynchronous', () => {
+    const r = scaleIn({ ...states3, pg04: 'standby' }, withPg04({}, { syncStandbyNames: 'ANY 1 (pg02, pg03, pg04)' }));
+    expect(r.decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.sync-remove', action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'] } });
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 2 } });
+    const i = input({ ...states3, pg04: 'standby' }, withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }), { spec, slotNames });
+    i.observation.strays = { pg04: pg04Spec };
+    expect(plan(i).decision).toMatchObject({ ruleId: 'scale.sync-remove', action: { names: [], quorum: 2 } }); // ANY 2 of (pg02) would stop every commit
+  });
+
+  it('then out of pgpool (named, or by address), then fenced without cutting the pool host off its address', () => {
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', 'pg04']).decision).toMatchObject({ ruleId: 'scale.pool-remove', action: { type: 'ensurePool', primary: 'pg01' } });
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', '10.0.0.14']).decision).toMatchObject({ ruleId: 'scale.pool-remove' });
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04()).decision).toMatchObject({ kind: 'act', node: 'pg04', event: 'node.unwanted', ruleId: 'scale.fence', leavingSpec: true });
+  });
+
+  it('then its machine, then its slot on the primary, then it is forgotten; never "vanished"', () => {
+    const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
+    expect(scaleIn({ ...states3, pg04: 'deleting' }, withPg04({ machine: { state: 'stopped' }, reachable: false, postgres: null })).decision).toMatchObject({ node: 'pg04', event: 'machine.fenced', ruleId: 'scale.remove-machine' });
+    // a standby whose machine is gone already is removed the same way, not "vanished"
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(gone)).decision).toMatchObject({ node: 'pg04', ruleId: 'scale.fence' });
+    expect(scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone)).decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.drop-slot', action: { type: 'dropSlots', primary: 'pg01', node: 'pg04' } });
+    expect(scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone, { slots: ['pgop_pg02', 'pgop_pg03'] })).decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.forget', action: { type: 'forgetNode', node: 'pg04' } });
+  });
+
+  it('waits while the provider could not list its machines, and while no primary can drop its slot', () => {
+    const unknown = { machine: { state: 'running' as const, detail: 'provider unavailable: timeout' }, reachable: false, postgres: null };
+    const r = scaleIn({ ...states3, pg04: 'absent' }, withPg04(unknown));
+    expect(r.decision.ruleId).not.toMatch(/^scale\./);
+    const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
+    const nodes = { ...withPg04(gone), pg01: node('pg01', { postgres: null, reachable: false, misses: 1, error: 'timeout' }) };
+    expect(scaleIn({ ...states3, pg04: 'absent' }, nodes).decision.ruleId).not.toMatch(/^scale\.(drop-slot|forget)$/);
+  });
+
+  it('a primary that left the spec is handed over first; pgpool is not rewritten without it before', () => {
+    const spec = simSpec({ nodes: simSpec().nodes.slice(1) });
+    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: primaryPg({ syncStandbyNames: '' }) }) };
+    const i = input(states3, nodes, { spec, slotNames: { pg01: 'pgop_pg01' }, desiredPoolConfigHash: 'new' });
+    i.observation.strays = { pg01: simSpec().nodes[0]! };
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'old' };
+    expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'switchover.requested', ruleId: 'scale.handover' });
+  });
+});

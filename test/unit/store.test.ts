@@ -420,6 +420,39 @@ describe('events', () => {
     // a recreated cluster starts again at generation 1
     expect(store.applySpec(spec('alpha'), 'h1', 'a.yaml', 9)).toEqual({ result: 'created', generation: 1 });
   });
+
+  it('a cluster deleted and created again starts with its own event history (issue 19)', () => {
+    const store = openStore();
+    store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
+    ev(store, 'alpha', 10);
+    ev(store, 'beta', 11);
+    store.removeCluster('alpha');
+    ev(store, 'alpha', 12); // the deletion's own last event
+    expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([10, 12]); // gone: its whole history
+    store.applySpec(spec('alpha'), 'h1', 'a.yaml', 20);
+    expect(store.listEvents({ cluster: 'alpha' })).toEqual([]);
+    ev(store, 'alpha', 21);
+    expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([21]);
+    expect(store.listEvents({ cluster: 'alpha', limit: 5 }).map((e) => e.time)).toEqual([21]);
+    expect(store.listEvents({ cluster: 'alpha', allIncarnations: true }).map((e) => e.time)).toEqual([10, 12, 21]);
+    expect(store.listEvents().map((e) => e.time)).toEqual([10, 11, 12, 21]);
+    // re-applying a changed spec is the same incarnation
+    store.applySpec(spec('alpha', { replication: { ...spec('alpha').replication, mode: 'sync' } }), 'h2', 'a.yaml', 30);
+    expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([21]);
+  });
+
+  it('remembers the NodeSpec a node was recorded with, until its record goes', () => {
+    const store = openStore();
+    store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
+    expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
+    store.saveNodeState('alpha', 'pg1', 'absent', { goal: 'primary', message: '', now: 1 });
+    expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
+    store.saveNodeSpec('alpha', spec('alpha').nodes[0]!);
+    store.commitStep({ cluster: 'alpha', node: 'pg1', state: 'provisioned', goal: 'primary', message: '', event: { ruleId: 'r', reason: '' }, now: 2 });
+    expect(store.getNodeSpec('alpha', 'pg1')).toEqual(spec('alpha').nodes[0]);
+    store.deleteNodeRecord('alpha', 'pg1');
+    expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
+  });
 });
 
 describe('observations, host keys, requests', () => {

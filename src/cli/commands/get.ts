@@ -9,7 +9,7 @@ import type { ClusterObservation } from '../../observe/types.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 
-function collect(store: Store, kind: string, cluster: string | undefined) {
+function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
   if (cluster && !clusters.has(cluster) && kind !== 'events') throw terminal(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {
@@ -28,7 +28,7 @@ function collect(store: Store, kind: string, cluster: string | undefined) {
     }
     case 'events':
     case 'event':
-      return { kind: 'events' as const, items: store.listEvents({ ...(cluster ? { cluster } : {}), limit: 500 }).map(eventItem) };
+      return { kind: 'events' as const, items: store.listEvents({ ...(cluster ? { cluster } : {}), ...(allIncarnations ? { allIncarnations } : {}), limit: 500 }).map(eventItem) };
     default:
       throw terminal(`cannot get ${kind}: unknown kind (clusters, nodes, events)`);
   }
@@ -56,12 +56,12 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
   return renderTable(head, data.items.map((e) => [e.time.replace('T', ' ').replace('Z', ''), e.cluster, e.node ?? '-', e.from || e.to ? `${e.from ?? '-'} -> ${e.to ?? '-'}` : '-', e.rule, e.reason]), [undefined, undefined, undefined, undefined, undefined, wide ? undefined : 80]);
 }
 
-export async function getCommand(db: string, kind: string, o: { cluster?: string; output: Format; watch?: boolean }): Promise<number> {
+export async function getCommand(db: string, kind: string, o: { cluster?: string; output: Format; watch?: boolean; allIncarnations?: boolean }): Promise<number> {
   const store = Store.open(db, { readonly: true });
   try {
     let last = '';
     for (;;) {
-      const out = await render(collect(store, kind, o.cluster), o.output);
+      const out = await render(collect(store, kind, o.cluster, !!o.allIncarnations), o.output);
       if (out !== last) {
         process.stdout.write(`${o.watch && last ? '\n' : ''}${out}\n`);
         last = out;

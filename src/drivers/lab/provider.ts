@@ -46,6 +46,8 @@ const SSHD = '/usr/sbin/sshd';
 const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
 /** Paths go into sshd_config and mount commands: keep them plain. */
 const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
+/** In a node host's directory: the address the host was made with (see listMachines). */
+const HOST_ADDRESS_FILE = 'address';
 
 /** What each lab node sees as its own: <host>/<sub> bind-mounted on <target> in the node's
  *  private mount namespace (in this order: /run before /var/run/postgresql, which is a path
@@ -324,6 +326,63 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     return out;
   }
 
+  /** Every node host of the cluster this machine holds (spec'd or not): the host directories
+   *  in the cluster's state dir, with the address each was made with (HOST_ADDRESS_FILE). */
+  async listMachines(spec: ClusterSpec): Promise<Record<string, MachineObservation & { address?: string }>> {
+    const ctx = this.ctx(spec);
+    const out: Record<string, MachineObservation & { address?: string }> = {};
+    let entries: string[];
+    try {
+      entries = readdirSync(ctx.clusterDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out;
+      throw wrap(err, `cannot list the lab hosts of cluster ${ctx.name}`);
+    }
+    for (const name of entries) {
+      if (name === POOL || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) continue;
+      let address: string | undefined;
+      try {
+        address = readFileSync(join(ctx.clusterDir, name, HOST_ADDRESS_FILE), 'utf8').trim() || undefined;
+      } catch {
+        /* made by an older pgop: read below */
+      }
+      const h = this.hostNamed(ctx, name);
+      if (address === undefined && netnsExists(h.ns)) address = await this.linkAddress(h.ns);
+      out[name] = { ...this.observeHost(h), ...(address !== undefined ? { address } : {}) };
+    }
+    return out;
+  }
+
+  /** The IPv4 address on a host's eth0 (a host made before its address was recorded). */
+  private async linkAddress(ns: string): Promise<string | undefined> {
+    try {
+      const out = JSON.parse((await ipIn(ns, ['-j', '-4', 'addr', 'show', 'dev', 'eth0'])).trim() || '[]') as { addr_info?: { local?: string }[] }[];
+      return out[0]?.addr_info?.[0]?.local;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A host by name alone (no address: what fencing, deleting and observing need). */
+  private hostNamed(ctx: ClusterCtx, name: string): LabHost {
+    return {
+      cluster: ctx.name,
+      name,
+      id: `${ctx.name}/${name}`,
+      address: '',
+      ns: `${ctx.prefix}-${ctx.name}-${assertSafeName('host', name)}`,
+      dir: join(ctx.clusterDir, name),
+      hubVeth: `v${shortHash(`${ctx.name}/${name}`, 8)}`,
+    };
+  }
+
+  /** Note the address a node host is made with, before anything of it exists: a node that
+   *  leaves the spec is then found (listMachines) and removed at its real address. */
+  private async recordHost(h: LabHost): Promise<void> {
+    await mkdir(h.dir, { recursive: true, mode: 0o755 });
+    await writeIfChanged(join(h.dir, HOST_ADDRESS_FILE), `${h.address}\n`, 0o644);
+  }
+
   /** The pool host's machine state (not part of observeMachines, which covers spec nodes). */
   async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
     const ctx = this.ctx(spec);
@@ -338,6 +397,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await this.locked(ctx.name, () =>
       this.timed('ensureMachine', h.id, async () => {
         await this.ensureClusterShared(ctx);
+        await this.recordHost(h);
         await this.ensureHost(ctx, h);
         // The pool host is created along with the first node (the driver contract has no call
         // for it); a pool host that exists but was stopped is left alone (fault injection).
@@ -596,18 +656,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       } catch {
         /* no cluster dir */
       }
-      for (const name of names) {
-        const h: LabHost = {
-          cluster: ctx.name,
-          name,
-          id: `${ctx.name}/${name}`,
-          address: '',
-          ns: `${ctx.prefix}-${ctx.name}-${assertSafeName('host', name)}`,
-          dir: join(ctx.clusterDir, name),
-          hubVeth: `v${shortHash(`${ctx.name}/${name}`, 8)}`,
-        };
-        await this.deleteHost(h);
-      }
+      for (const name of names) await this.deleteHost(this.hostNamed(ctx, name));
       try {
         if (netnsExists(ctx.hub) && (await linkExists(ctx.hub, ctx.bridge))) await ipIn(ctx.hub, ['link', 'del', ctx.bridge]);
       } catch (err) {

@@ -93,6 +93,7 @@ export function createLabWorld(opts: { store?: Store; pins?: HostKeyPins; log?: 
   return {
     provider: {
       observeMachines: (c) => provider.observeMachines(c),
+      listMachines: (c) => provider.listMachines(c),
       ensureMachine: (c, n) => serial(c.name, () => provider.ensureMachine(c, n)),
       fenceMachine: async (c, n) => {
         await provider.fenceMachine(c, n);

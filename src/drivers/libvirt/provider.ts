@@ -180,6 +180,36 @@ export class LibvirtProvider implements ProviderDriver {
     return out;
   }
 
+  /** Every node domain pgop made for the cluster on its hypervisors (found by pgop's ownership
+   *  metadata, spec'd or not; the pool host excluded), with the address of its DHCP reservation
+   *  and the hypervisor it lives on: how a node that left the spec is found for its removal. */
+  async listMachines(spec: ClusterSpec): Promise<Record<string, MachineObservation & { address?: string; hypervisor?: string }>> {
+    const p = libvirtProvider(spec);
+    const out: Record<string, MachineObservation & { address?: string; hypervisor?: string }> = {};
+    for (const uri of clusterUris(spec)) {
+      const domains = (await this.clusterDomains(uri, spec.name)).filter((d) => d.node !== POOL_HOST);
+      if (domains.length === 0) continue;
+      const net = await this.networkState(uri, p.network.name, `read network ${p.network.name}`);
+      const hosts = net ? networkFacts(net.xml).hosts : [];
+      for (const d of domains) {
+        const st = await this.withHv(uri, `observe domain ${d.domain}`, async (h) => {
+          const dom = await lookup(h, d.domain);
+          return dom ? stateName((await dom.getInfo()).state) : null;
+        });
+        if (st === null) continue; // undefined meanwhile
+        const address = hosts.find((x) => x.name === d.domain)?.ip;
+        const running = st === 'running' || st === 'blocked' || st === 'shutdown';
+        out[d.node] = {
+          state: running ? 'running' : 'stopped',
+          detail: `domain ${d.domain} ${running ? 'running' : st} on ${uri}`,
+          ...(address ? { address } : {}),
+          ...(uri !== p.uri ? { hypervisor: uri } : {}),
+        };
+      }
+    }
+    return out;
+  }
+
   /** The pool host's machine (not part of observeMachines, which covers spec nodes). */
   async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
     return this.observeOne(machinePlan(spec, POOL_HOST));

@@ -86,6 +86,7 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   return {
     provider: {
       observeMachines: (c) => provider.observeMachines(c),
+      listMachines: (c) => provider.listMachines(c),
       ensureMachine: (c, n) => provider.ensureMachine(c, n),
       fenceMachine: async (c, n) => {
         await provider.fenceMachine(c, n);

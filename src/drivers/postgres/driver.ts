@@ -126,6 +126,7 @@ interface ProbeRow {
   primary_conninfo: string | null;
   ssn: string;
   replicas: { name: string; state: string; sync: string; flush: string | null; replay: string | null }[] | null;
+  slots: string[] | null;
   live_hash: string;
   recorded_hash: string | null;
   pending_restart: boolean | null;
@@ -149,6 +150,7 @@ SELECT r.rec AS in_recovery,
   (SELECT json_agg(json_build_object('name', application_name, 'state', state, 'sync', sync_state,
       'flush', flush_lsn::text, 'replay', replay_lsn::text) ORDER BY application_name)
      FROM pg_stat_replication) AS replicas,
+  (SELECT json_agg(slot_name ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical') AS slots,
   encode(sha256(
       coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
       coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
@@ -636,6 +638,7 @@ export class SshPostgresDriver implements PostgresDriver {
       replicas,
       syncStandbyNames: r.ssn ?? '',
       configHash,
+      slots: r.slots ?? [],
     };
   }
 
@@ -928,6 +931,10 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   // ======================================================================== slots / sync
+
+  slotName(node: string): string {
+    return slotName(node);
+  }
 
   async ensureSlots(cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void> {
     if (!cluster.replication.slots) return;

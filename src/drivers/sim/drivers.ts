@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import { internal, terminal, transient } from '../../errors.js';
-import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
+import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { FaultInjector, PoolDriver, PostgresDriver, ProbeResult, ProviderDriver, World } from '../types.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
@@ -103,8 +103,24 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       const out: Record<string, { state: 'missing' | 'running' | 'stopped'; detail?: string }> = {};
       for (const spec of cluster.nodes) {
         const n = world.node(cluster.name, spec.name);
+        // As the real providers, a machine is found only through the node it was made for:
+        // asked about a node at another address (a made-up spec of a node that left it), the
+        // lab refuses to look (its address lies outside the network) and libvirt looks on
+        // another host. Strays are found by listMachines.
+        if (n?.address !== undefined && n.address !== spec.address) {
+          throw terminal(`cannot observe machine ${what(cluster, spec.name)}: it was made at ${n.address}, not ${spec.address}`);
+        }
         // The hypervisor sees domains, not links: a partitioned machine is simply running.
         out[spec.name] = n ? { state: n.machine, detail: n.machineDetail } : { state: 'missing', detail: 'no such domain' };
+      }
+      return out;
+    },
+
+    async listMachines(cluster) {
+      world.settle(cluster.name);
+      const out: Record<string, { state: 'missing' | 'running' | 'stopped'; detail?: string; address?: string }> = {};
+      for (const n of world.clusterNames().includes(cluster.name) ? world.state(cluster.name).nodes.values() : []) {
+        out[n.name] = { state: n.machine, detail: n.machineDetail, ...(n.address !== undefined ? { address: n.address } : {}) };
       }
       return out;
     },
@@ -113,7 +129,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       world.settle(cluster.name);
       const n = world.node(cluster.name, node.name);
       if (!n) {
-        world.createNode(cluster.name, node.name);
+        world.createNode(cluster.name, node.name, node.address);
         done(cluster, `provider create ${node.name}`);
       } else if (n.machine === 'stopped') {
         world.powerOn(n);
@@ -332,13 +348,17 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       done(cluster, `postgres sync standbys ${primary.name} = '${formatSyncStandbyNames(names, quorum)}'`);
     },
 
+    slotName: slotNameFor,
+
     async ensureSlots(cluster, primary, standbys) {
       const n = reach(cluster, primary, 'manage slots on');
       if (!n.pg.running) throw transient(`cannot manage slots on ${what(cluster, primary.name)}: postgres not running`);
       const inSpec = new Set(cluster.nodes.map((s) => slotNameFor(s.name)));
       // Slots of nodes no longer in the spec go (WAL retention is not modelled); slots are off
       // altogether when the spec says so.
-      const kept = n.pg.slots.filter((s) => cluster.replication.slots && inSpec.has(s));
+      // As postgres: a slot a standby still streams through (active) cannot be dropped.
+      const active = new Set([...world.state(cluster.name).nodes.values()].filter((s) => s.pg.streaming && s.pg.upstream === n.name).map((s) => slotNameFor(s.name)));
+      const kept = n.pg.slots.filter((s) => (cluster.replication.slots && inSpec.has(s)) || active.has(s));
       const before = n.pg.slots.join(',');
       n.pg.slots = kept;
       makeSlots(cluster, n, standbys);
@@ -393,6 +413,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       replicas,
       syncStandbyNames: formatSyncStandbyNames(pg.syncNames, pg.syncQuorum),
       configHash: pg.configHash,
+      // read with SQL, as the real probe does: only from a running server
+      ...(pg.running ? { slots: [...pg.slots] } : {}),
     };
   }
 
@@ -404,13 +426,21 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       if (!p || !p.running) {
         return { reachable: false, primary: null, backends: [], configHash: p?.configHash ?? '', error: p ? 'pgpool not running' : 'pgpool not configured' };
       }
-      const backends = cluster.nodes.map((spec) => {
+      const backends: PoolBackend[] = cluster.nodes.map((spec) => {
         if (!p.backends.includes(spec.name)) return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
         const n = world.node(cluster.name, spec.name);
         // pgpool's health check: it needs the link and a running postgres.
         if (!world.linkUp(n) || !n.pg.running) return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
         return { name: spec.name, status: 'up' as const, role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const) };
       });
+      // As pgpool: it reports every backend it was configured with; one the spec no longer names
+      // is known by its host address only (the real driver names backends from the spec).
+      for (const name of p.backends) {
+        if (cluster.nodes.some((s) => s.name === name)) continue;
+        const n = world.node(cluster.name, name);
+        const status = n && world.linkUp(n) && n.pg.running ? ('up' as const) : ('down' as const);
+        backends.push({ name: n?.address ?? name, status, role: status === 'up' ? (n!.pg.inRecovery ? 'standby' : 'primary') : 'unknown' });
+      }
       return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
     },
 

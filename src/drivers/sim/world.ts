@@ -62,6 +62,8 @@ export interface SimNode {
   /** Packages, user, directories in place (ensureInstalled). */
   installed: boolean;
   pg: SimPostgres;
+  /** The address the machine was made with (as a lab host's or a VM's static address). */
+  address?: string;
 }
 
 export interface SimPool {
@@ -201,9 +203,10 @@ export class SimWorld {
   }
 
   /** A new machine with empty disks, started. */
-  createNode(cluster: Ref, node: Ref): SimNode {
+  createNode(cluster: Ref, node: Ref, address?: string): SimNode {
     const c = this.state(cluster);
     const n: SimNode = {
+      ...(address !== undefined ? { address } : {}),
       name: nameOf(node),
       machine: 'running',
       machineDetail: 'domain running',
