@@ -187,7 +187,6 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     expect(poolLog).toMatch(/certificate verify failed/);
     // the operator: its probe session is made anew, refused; the event names the refusal
     await stopServe();
-    serveLog = '';
     startServe();
     const events = await eventually(async () => {
       const ev = pgop('get', 'events', '--cluster', 'tl', '-o', 'json').stdout;
