@@ -11,6 +11,7 @@ import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provi
 import { SshShell, createMemoryPins } from '../../src/drivers/ssh/shell.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import { PgopError } from '../../src/errors.js';
+import { labNode, labSpec } from '../helpers/lab-spec.js';
 
 const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
 
@@ -18,32 +19,22 @@ const PW = { su: `su-${randomBytes(9).toString('hex')}`, repl: `repl-${randomByt
 const D = '/u01/pg15/data';
 const B = '/usr/lib/postgresql/15/bin';
 
-function labSpec(): ClusterSpec {
-  const node = (name: string, address: string): NodeSpec => ({ name, address, vcpus: 1, memoryMiB: 512, rootDiskGiB: 1, dataDiskGiB: 1 });
+/** Two lab nodes (pg01 primary, pg02 standby), no pgpool, the seed's archive script. */
+function nodeFilesSpec(): ClusterSpec {
+  const base = labSpec({ name: 'nfiles', network: '10.78.0.0/24', nodes: 2, pgpool: false });
   return {
-    apiVersion: 'pgop.dev/v1',
-    kind: 'Cluster',
-    name: 'nfiles',
-    provider: { type: 'lab', network: '10.78.0.0/24' },
+    ...base,
     postgres: {
-      version: 15,
+      ...base.postgres,
       parameters: { shared_buffers: '16MB', max_wal_senders: 5, max_replication_slots: 5, wal_level: 'replica', hot_standby: 'on', wal_log_hints: 'on' },
       dataDir: D,
-      archiveDir: '/u02/archive',
-      backupDir: '/u02/backup',
-      logDir: '/var/log/postgres',
       archiveScript: true,
       superuserPassword: { env: 'PGOP_NF_SU_PW' },
       hba: [{ type: 'host', database: 'all', user: 'all', address: '10.78.0.0/24', method: 'scram-sha-256' }],
     },
-    nodes: [node('pg01', '10.78.0.11'), node('pg02', '10.78.0.12')],
-    replication: { mode: 'async', syncQuorum: 1, user: 'replicator', password: { env: 'PGOP_NF_REPL_PW' }, slots: true },
-    pgpool: { enabled: false, port: 9999, pcpPort: 9898, loadBalancing: false, watchdog: { enabled: false }, numInitChildren: 8 },
-    roles: [],
-    databases: [],
-    grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
-  } as unknown as ClusterSpec;
+    nodes: [labNode('pg01', '10.78.0.11'), labNode('pg02', '10.78.0.12')],
+    replication: { ...base.replication, password: { env: 'PGOP_NF_REPL_PW' } },
+  };
 }
 
 /** The reconcile loop retries transient errors; so does the test. */
@@ -58,7 +49,7 @@ async function retry<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
 }
 
 describe.skipIf(!inLab)('files written as root on a node, and interrupted clones', () => {
-  const spec = labSpec();
+  const spec = nodeFilesSpec();
   const [pg01, pg02] = spec.nodes as [NodeSpec, NodeSpec];
   let provider: LabProvider;
   let shell: SshShell;
