@@ -14,7 +14,8 @@
 // namespace of that prefix is emptied and deleted and its state directory removed.
 //
 // Env: PGOP_BENCH_TRIALS (5), PGOP_BENCH_MODES (sync,async), PGOP_BENCH_FAULTS (kill,partition),
-// PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them).
+// PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
+// PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
@@ -87,6 +88,7 @@ const MODES = list<Mode>(process.env.PGOP_BENCH_MODES, ['sync', 'async']);
 const FAULTS = list<Fault>(process.env.PGOP_BENCH_FAULTS, ['kill', 'partition']);
 const SYSTEMS = list<System>(process.env.PGOP_BENCH_SYSTEMS, ['pgop', 'pgpool']);
 const SWITCHOVERS = Number(process.env.PGOP_BENCH_SWITCHOVERS ?? TRIALS);
+const TLS = process.env.PGOP_BENCH_TLS !== 'off';
 const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000 };
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -114,7 +116,7 @@ let generation = 0;
 let lab: Lab = newLab();
 function newLab(): Lab {
   generation++;
-  return new ChaosLab({ name: generation === 1 ? 'bf' : `bf${generation}`, network: `10.${94 + generation}.0.0/24`, mode: MODES[0] ?? 'sync', log: (s) => say(`  ${s}`) });
+  return new ChaosLab({ name: generation === 1 ? 'bf' : `bf${generation}`, network: `10.${94 + generation}.0.0/24`, mode: MODES[0] ?? 'sync', tls: TLS, log: (s) => say(`  ${s}`) });
 }
 
 /** Converged under pgop, or a fresh cluster in the wanted mode. */
@@ -239,7 +241,7 @@ function report(): { text: string; summary: object[] } {
     summary.push({ switchover: true, mode, trials: ss.length, failedTrials: nFailed, unavailableMs: { min: u.length ? Math.min(...u) : null, median: med(u), max: u.length ? Math.max(...u) : null }, ackedLost: lost, oldPrimaryAcksAfterPromotion: oldAfter, target });
   }
   const lines = [
-    `bench:failover on ${commit.slice(0, 12)}${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ${TRIALS} trial(s) per row, ${startedAt.toISOString()} .. ${new Date().toISOString()}`,
+    `bench:failover on ${commit.slice(0, 12)}${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ${startedAt.toISOString()} .. ${new Date().toISOString()}`,
     `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} (2 cores shared with other work)`,
     '',
     table(rows),
@@ -297,7 +299,7 @@ try {
   const dir = join(repo, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `failover-${startedAt.toISOString().replace(/[:]/g, '').replace(/\..*/, '')}.json`);
-  writeFileSync(file, `${JSON.stringify({ bench: 'failover', commit, dirtyTrackedFiles: dirty, startedAt, finishedAt: new Date(), trialsPerRow: TRIALS, modes: MODES, faults: FAULTS, systems: SYSTEMS, targetsMs: TARGET_MS, baselineSettings: BASELINE_SETTINGS, loadAverage: { min: Math.min(...loads), max: Math.max(...loads) }, summary, trials, switchovers: switches, failed, baselineLogs, table: text }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ bench: 'failover', commit, dirtyTrackedFiles: dirty, startedAt, finishedAt: new Date(), trialsPerRow: TRIALS, tls: TLS, modes: MODES, faults: FAULTS, systems: SYSTEMS, targetsMs: TARGET_MS, baselineSettings: BASELINE_SETTINGS, loadAverage: { min: Math.min(...loads), max: Math.max(...loads) }, summary, trials, switchovers: switches, failed, baselineLogs, table: text }, null, 2)}\n`);
   say(`results: ${file}`);
   await lab.down();
 }

@@ -40,6 +40,8 @@ export interface ChaosLabOptions {
   network: string;
   mode: Mode;
   nodes?: number;
+  /** TLS between clients, pgpool and postgres (default true) */
+  tls?: boolean;
   /** progress lines (default: none) */
   log?: (line: string) => void;
 }
@@ -73,6 +75,8 @@ export class ChaosLab {
   readonly poolAddress: string;
   readonly poolPort = 9999;
   mode: Mode;
+  /** false only for benches that measure what TLS costs */
+  readonly tls: boolean;
   private readonly secrets: { postgres: string; replicator: string; chaos: string };
   private serveChild: ChildProcess | null = null;
   private serveStarts = 0;
@@ -89,6 +93,7 @@ export class ChaosLab {
     this.prefix = prefix;
     this.stateDir = state;
     this.mode = o.mode;
+    this.tls = o.tls ?? true;
     this.work = join(state, `chaos-${o.name}`);
     this.db = join(this.work, 'pgop.db');
     this.specFile = join(this.work, 'spec.yaml');
@@ -135,6 +140,7 @@ export class ChaosLab {
         pgpool: { ...(lab.spec.pgpool ?? {}), enabled: true, address: this.poolAddress, port: this.poolPort },
         roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],
         ...(lab.spec.failureDetection ? { failureDetection: lab.spec.failureDetection } : {}),
+        ...(this.tls ? {} : { tls: { enabled: false } }),
       },
     };
     return toYaml(doc);
@@ -351,12 +357,12 @@ export class ChaosLab {
   nodeConfig(node: string, via: 'socket' | 'tcp' = 'socket'): pg.ClientConfig {
     return via === 'socket'
       ? { host: this.socketDir(node), port: 5432, user: 'chaos', password: this.secrets.chaos, database: 'postgres' }
-      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: labSsl(this.stateDir, this.name, node, this.node(node).address) };
+      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: this.tls && labSsl(this.stateDir, this.name, node, this.node(node).address) };
   }
 
   /** Through pgpool: TLS (verify-full) as every network client of the lab must. */
   poolConfig(): pg.ClientConfig {
-    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: labSsl(this.stateDir, this.name, 'pgpool', this.poolAddress) };
+    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: this.tls && labSsl(this.stateDir, this.name, 'pgpool', this.poolAddress) };
   }
 
   /** The superuser password, for the bench's pgpool baseline (.pgpass on the pool host). */
