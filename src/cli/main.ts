@@ -2,18 +2,43 @@
 // Each command's module is imported only when that command runs, so `pgop get` never loads
 // the YAML parser, the schema validator, xstate or the drivers.
 
-import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Argument, Command, Option } from 'commander';
 import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
 import type { ImageBuildFlags } from '../image/recipe.js';
+import { parseDuration } from './duration.js';
+import { cliExitCode } from './errors.js';
+import { pinChildLocale } from './child-locale.js';
 
 export interface GlobalOptions {
   db: string;
+}
+
+/** The resource kinds each command takes (singular forms too, as kubectl). */
+export const KINDS = {
+  get: ['clusters', 'nodes', 'events', 'cluster', 'node', 'event'],
+  describe: ['cluster', 'node'],
+  delete: ['cluster'],
+} as const;
+
+/** The version in the package.json beside dist/ (or beside src/ when run from the checkout). */
+function packageVersion(): string {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'pgop' && pkg.version) return pkg.version;
+    } catch {
+      // not this one
+    }
+  }
+  return 'unknown';
 }
 
 const program = new Command();
 program
   .name('pgop')
   .description('Kubernetes-free operator for highly-available PostgreSQL on libvirt hypervisors')
+  .version(packageVersion(), '--version', 'print the version and exit')
   .option('--db <path>', 'state database (env PGOP_DB; default /var/lib/pgop/pgop.db as root, else ~/.local/state/pgop/pgop.db)')
   .showHelpAfterError()
   .exitOverride();
@@ -28,7 +53,7 @@ async function dbPath(): Promise<string> {
 program
   .command('apply')
   .description('store a desired-state spec (prints cluster/NAME created|configured|unchanged)')
-  .requiredOption('-f, --file <file>', 'spec file (YAML)')
+  .requiredOption('-f, --file <file>', 'spec file (YAML; - reads standard input)')
   .option('--dry-run', 'validate and report what would happen; write nothing')
   .action(async (o: { file: string; dryRun?: boolean }) => {
     const { applyCommand } = await import('./commands/apply.js');
@@ -38,29 +63,32 @@ program
 program
   .command('diff')
   .description('show what applying FILE would change (exit 0: nothing, 1: changes)')
-  .requiredOption('-f, --file <file>', 'spec file (YAML)')
+  .requiredOption('-f, --file <file>', 'spec file (YAML; - reads standard input)')
   .action(async (o: { file: string }) => {
     const { diffCommand } = await import('./commands/apply.js');
     process.exitCode = await diffCommand(await dbPath(), o.file);
   });
 
+type GetFlags = { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean; allIncarnations?: boolean };
+
 program
   .command('get')
   .description('list clusters, nodes or events')
-  .argument('<kind>', 'clusters | nodes | events')
+  .addArgument(new Argument('<kind>', 'clusters | nodes | events').choices(KINDS.get))
+  .argument('[names...]', 'only these clusters or nodes')
   .option('--cluster <name>', 'only this cluster')
   .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
-  .option('-w, --watch', 'keep printing as things change')
+  .option('-w, --watch', 'keep printing what changes (-o json: one object per line)')
   .option('--all-incarnations', 'events: also those of earlier clusters of that name (deleted, then created again)')
-  .action(async (kind: string, o: { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean; allIncarnations?: boolean }) => {
+  .action(async (kind: string, names: string[], o: GetFlags) => {
     const { getCommand } = await import('./commands/get.js');
-    process.exitCode = await getCommand(await dbPath(), kind, o);
+    process.exitCode = await getCommand(await dbPath(), kind, names, o);
   });
 
 program
   .command('describe')
   .description('everything pgop knows about one cluster or node')
-  .argument('<kind>', 'cluster | node')
+  .addArgument(new Argument('<kind>', 'cluster | node').choices(KINDS.describe))
   .argument('<name>', 'cluster name, or node name (with --cluster when ambiguous)')
   .option('--cluster <name>', 'the node\'s cluster')
   .action(async (kind: string, name: string, o: { cluster?: string }) => {
@@ -71,12 +99,13 @@ program
 program
   .command('delete')
   .description('tear a cluster down (the running `pgop serve` does it) and forget it')
-  .argument('<kind>', 'cluster')
+  .addArgument(new Argument('<kind>', 'cluster').choices(KINDS.delete))
   .argument('<name>')
   .option('--no-wait', 'only request the deletion; do not wait for the teardown')
-  .action(async (kind: string, name: string, o: { wait: boolean }) => {
+  .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 10 * 60_000)
+  .action(async (kind: string, name: string, o: { wait: boolean; timeout: number }) => {
     const { deleteCommand } = await import('./commands/apply.js');
-    process.exitCode = await deleteCommand(await dbPath(), kind, name, o.wait);
+    process.exitCode = await deleteCommand(await dbPath(), kind, name, o.wait, o.timeout);
   });
 
 program
@@ -84,16 +113,17 @@ program
   .description('planned handover of the primary role, losing no acknowledged write')
   .argument('<cluster>')
   .option('--to <node>', 'the standby to promote (default: the most advanced)')
-  .action(async (cluster: string, o: { to?: string }) => {
+  .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 5 * 60_000)
+  .action(async (cluster: string, o: { to?: string; timeout: number }) => {
     const { switchoverCommand } = await import('./commands/apply.js');
-    process.exitCode = await switchoverCommand(await dbPath(), cluster, o.to);
+    process.exitCode = await switchoverCommand(await dbPath(), cluster, o.to, o.timeout);
   });
 
 program
   .command('serve')
   .description('run the reconcile loop (one per store)')
   .option('--until-converged', 'exit 0 once every cluster matches its spec (1 on timeout)')
-  .option('--timeout <seconds>', 'give up after this many seconds', (v) => Number(v))
+  .option('--timeout <duration>', 'give up after this long (90, 90s, 5m, 1h, 500ms)', parseDuration)
   .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
     const { serveCommand } = await import('./commands/serve.js');
     process.exitCode = await serveCommand(await dbPath(), o);
@@ -152,7 +182,7 @@ lab
   .command('up')
   .description('install what is missing, apply the lab spec, start the operator in the background, wait until healthy')
   .option('-f, --file <file>', 'lab spec', undefined)
-  .option('--timeout <seconds>', 'give up waiting after this long', (v) => Number(v), 180)
+  .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 180_000)
   .action(async (o: { file?: string; timeout: number }) => {
     const { labUpCommand, DEFAULT_LAB_SPEC } = await import('./commands/lab.js');
     process.exitCode = await labUpCommand(await dbPath(), o.file ?? DEFAULT_LAB_SPEC, o.timeout);
@@ -187,7 +217,46 @@ program
     process.exitCode = await psqlCommand(await dbPath(), cluster, o.node, psqlArgs);
   });
 
+program
+  .command('completion')
+  .description('print the shell completion script (source <(pgop completion bash))')
+  .addArgument(new Argument('<shell>', 'bash | zsh').choices(['bash', 'zsh']))
+  .action(async (shell: 'bash' | 'zsh') => {
+    const { completionScript } = await import('./completion.js');
+    process.stdout.write(completionScript(shell));
+  });
+
+program
+  .command('__complete', { hidden: true })
+  .description('the candidates for the last of WORDS (used by the completion scripts)')
+  .argument('[words...]')
+  .allowUnknownOption()
+  .action(async (words: string[]) => {
+    const { completeWords } = await import('./completion.js');
+    const candidates = completeWords(program, words.length > 0 ? words : ['']);
+    if (candidates.length > 0) process.stdout.write(`${candidates.join('\n')}\n`);
+  });
+
+const service = program.command('service').description('the systemd unit for pgop serve');
+service
+  .command('show')
+  .description('print the unit (for --db, or the default store)')
+  .action(async () => {
+    const { serviceShowCommand } = await import('./commands/service.js');
+    process.exitCode = await serviceShowCommand({ db: program.opts<{ db?: string }>().db });
+  });
+service
+  .command('install')
+  .description('write /etc/systemd/system/pgop.service, reload systemd and print how to enable it (root)')
+  .option('--unit-dir <dir>', 'where to write the unit', '/etc/systemd/system')
+  .option('--no-reload', 'do not run systemctl daemon-reload')
+  .action(async (o: { unitDir: string; reload: boolean }) => {
+    const { serviceInstallCommand } = await import('./commands/service.js');
+    process.exitCode = await serviceInstallCommand({ db: program.opts<{ db?: string }>().db, ...o });
+  });
+
 export async function main(argv: string[]): Promise<number> {
+  pinChildLocale();
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
@@ -196,6 +265,11 @@ export async function main(argv: string[]): Promise<number> {
     const code = (err as { code?: string; exitCode?: number }).code;
     if (typeof code === 'string' && code.startsWith('commander.')) {
       return code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? 0 : EXIT.invalidInput;
+    }
+    const cliCode = cliExitCode(err);
+    if (cliCode !== undefined) {
+      process.stderr.write(`error: ${messageOf(err)}\n`);
+      return cliCode;
     }
     if (err instanceof SpecError) {
       process.stderr.write(`error: invalid spec\n${err.message}\n`);

@@ -88,7 +88,7 @@ describe('pgop serve + get on the simulated provider', () => {
     expect(events).toContain('bootstrap.init-primary');
     expect(pgop(db, ['get', 'nodes', '-o', 'yaml']).stdout).toMatch(/^kind: nodes/);
     expect(pgop(db, ['describe', 'node', 'pg02']).stdout).toContain('observation:');
-    expect(pgop(db, ['get', 'frobs']).code).toBe(4);
+    expect(pgop(db, ['get', 'frobs']).code).toBe(2); // an unknown kind is a usage error (issue 18)
   });
 
   it('switchover hands the primary role over, and delete tears the cluster down', () => {

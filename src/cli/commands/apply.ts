@@ -2,13 +2,20 @@
 
 import { hostname } from 'node:os';
 import { Store, processIsAlive } from '../../store/store.js';
-import { parseSpecFile } from '../../spec/parse.js';
-import { EXIT, terminal } from '../../errors.js';
+import { readFileSync } from 'node:fs';
+import { EXIT } from '../../errors.js';
+import { parseSpecFile, parseSpecText, type ParseOptions, type ParsedSpec } from '../../spec/parse.js';
+import { NotFoundError, UsageError } from '../errors.js';
 import type { ClusterSpec } from '../../spec/types.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
 
+/** `-f FILE`, or `-f -` for standard input (its errors then name `<stdin>`). */
+export function readSpec(file: string, opts: ParseOptions = {}): ParsedSpec {
+  return file === '-' ? parseSpecText(readFileSync(0, 'utf8'), '<stdin>', opts) : parseSpecFile(file, opts);
+}
+
 export async function applyCommand(db: string, file: string, dryRun: boolean): Promise<number> {
-  const parsed = parseSpecFile(file, { checkHost: true }); // throws SpecError -> exit 2, nothing written
+  const parsed = readSpec(file, { checkHost: true }); // throws SpecError -> exit 2, nothing written
   const kind = `cluster/${parsed.spec.name}`;
   if (dryRun) {
     const store = Store.open(db, { readonly: true });
@@ -68,7 +75,7 @@ export function diffSpecs(a: unknown, b: unknown, path = 'spec'): SpecChange[] {
 }
 
 export async function diffCommand(db: string, file: string): Promise<number> {
-  const parsed = parseSpecFile(file);
+  const parsed = readSpec(file);
   const store = Store.open(db, { readonly: true });
   try {
     const existing = store.getCluster(parsed.spec.name);
@@ -114,16 +121,16 @@ async function driveUntil(db: string, store: Store, done: () => boolean, what: s
   return done();
 }
 
-export async function deleteCommand(db: string, kind: string, name: string, wait: boolean): Promise<number> {
-  if (kind !== 'cluster') throw terminal(`cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`);
+export async function deleteCommand(db: string, kind: string, name: string, wait: boolean, timeoutMs = 10 * 60_000): Promise<number> {
+  if (kind !== 'cluster') throw new UsageError(`cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`);
   if (wait) await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
-    if (!store.getCluster(name)) throw terminal(`cannot delete cluster ${name}: no such cluster`);
+    if (!store.getCluster(name)) throw new NotFoundError(`cannot delete cluster ${name}: no such cluster`);
     store.requestDeletion(name, Date.now());
     process.stdout.write(`cluster/${name} deletion requested\n`);
     if (!wait) return EXIT.ok;
-    const ok = await driveUntil(db, store, () => !store.getCluster(name), 'tearing it down', 10 * 60_000);
+    const ok = await driveUntil(db, store, () => !store.getCluster(name), 'tearing it down', timeoutMs);
     process.stdout.write(ok ? `cluster/${name} deleted\n` : `cluster/${name} not yet deleted (see pgop get events --cluster ${name})\n`);
     return ok ? EXIT.ok : EXIT.transient;
   } finally {
@@ -131,13 +138,13 @@ export async function deleteCommand(db: string, kind: string, name: string, wait
   }
 }
 
-export async function switchoverCommand(db: string, cluster: string, to: string | undefined): Promise<number> {
+export async function switchoverCommand(db: string, cluster: string, to: string | undefined, timeoutMs = 5 * 60_000): Promise<number> {
   await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
     const c = store.getCluster(cluster);
-    if (!c) throw terminal(`cannot switch over cluster ${cluster}: no such cluster`);
-    if (to && !c.spec.nodes.some((n) => n.name === to)) throw terminal(`cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
+    if (!c) throw new NotFoundError(`cannot switch over cluster ${cluster}: no such cluster`);
+    if (to && !c.spec.nodes.some((n) => n.name === to)) throw new NotFoundError(`cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
     if (to && c.primary === to) {
       process.stdout.write(`cluster/${cluster}: ${to} is already the primary\n`);
       return EXIT.ok;
@@ -145,7 +152,7 @@ export async function switchoverCommand(db: string, cluster: string, to: string 
     const from = c.primary;
     const id = store.enqueueRequest(cluster, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, Date.now());
     const started = Date.now();
-    const ok = await driveUntil(db, store, () => !store.pendingRequests(cluster).some((r) => r.id === id), 'switching over', 5 * 60_000);
+    const ok = await driveUntil(db, store, () => !store.pendingRequests(cluster).some((r) => r.id === id), 'switching over', timeoutMs);
     const now = store.getCluster(cluster);
     process.stdout.write(ok ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} in ${((Date.now() - started) / 1000).toFixed(2)} s\n` : `cluster/${cluster}: switchover still in progress\n`);
     return ok ? EXIT.ok : EXIT.transient;

@@ -1,7 +1,8 @@
 // `pgop get` and `pgop describe`: read-only views of the store.
 
 import { Store } from '../../store/store.js';
-import { EXIT, terminal } from '../../errors.js';
+import { EXIT } from '../../errors.js';
+import { CLI_EXIT, NotFoundError, UsageError } from '../errors.js';
 import { age, clusterItem, eventItem, humanBytes, nodeItems, type NodeItem } from '../output.js';
 import { renderTable } from '../table.js';
 import type { StoredCluster } from '../../store/types.js';
@@ -11,7 +12,7 @@ type Format = 'table' | 'wide' | 'json' | 'yaml';
 
 function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
-  if (cluster && !clusters.has(cluster) && kind !== 'events') throw terminal(`cannot get ${kind}: no cluster named ${cluster}`);
+  if (cluster && !clusters.has(cluster) && kind !== 'events') throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {
     case 'clusters':
     case 'cluster': {
@@ -30,7 +31,7 @@ function collect(store: Store, kind: string, cluster: string | undefined, allInc
     case 'event':
       return { kind: 'events' as const, items: store.listEvents({ ...(cluster ? { cluster } : {}), ...(allIncarnations ? { allIncarnations } : {}), limit: 500 }).map(eventItem) };
     default:
-      throw terminal(`cannot get ${kind}: unknown kind (clusters, nodes, events)`);
+      throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events)`);
   }
 }
 
@@ -56,21 +57,78 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
   return renderTable(head, data.items.map((e) => [e.time.replace('T', ' ').replace('Z', ''), e.cluster, e.node ?? '-', e.from || e.to ? `${e.from ?? '-'} -> ${e.to ?? '-'}` : '-', e.rule, e.reason]), [undefined, undefined, undefined, undefined, undefined, wide ? undefined : 80]);
 }
 
-export async function getCommand(db: string, kind: string, o: { cluster?: string; output: Format; watch?: boolean; allIncarnations?: boolean }): Promise<number> {
+type Collected = ReturnType<typeof collect>;
+
+/** Only the named items (clusters or nodes by name); a name matching nothing is NotFound. */
+function onlyNamed(data: Collected, names: string[]): { data: Collected; missing: string[] } {
+  if (names.length === 0) return { data, missing: [] };
+  if (data.kind === 'events') throw new UsageError('cannot get events by name: filter them with --cluster');
+  const wanted = new Set(names);
+  const items = (data.items as { name: string }[]).filter((i) => wanted.has(i.name));
+  const missing = names.filter((n) => !items.some((i) => i.name === n));
+  return { data: { ...data, items } as Collected, missing };
+}
+
+/** An item's identity across polls, for `-w -o json` (one line per item that changed). */
+const itemKey = (data: Collected, item: Collected['items'][number]) =>
+  data.kind === 'events' ? `event/${(item as { id: number }).id}` : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
+
+interface GetFlags {
+  cluster?: string;
+  output: Format;
+  watch?: boolean;
+  allIncarnations?: boolean;
+}
+
+export async function getCommand(db: string, kind: string, names: string[], o: GetFlags): Promise<number> {
   const store = Store.open(db, { readonly: true });
   try {
-    let last = '';
-    for (;;) {
-      const out = await render(collect(store, kind, o.cluster, !!o.allIncarnations), o.output);
-      if (out !== last) {
-        process.stdout.write(`${o.watch && last ? '\n' : ''}${out}\n`);
-        last = out;
-      }
-      if (!o.watch) return EXIT.ok;
-      await new Promise((r) => setTimeout(r, 1000));
+    const read = () => onlyNamed(collect(store, kind, o.cluster, !!o.allIncarnations), names);
+    if (!o.watch) {
+      const { data, missing } = read();
+      await print(data, o.output);
+      return reportMissing(data.kind, missing);
     }
+    await watch(read, o.output);
+    return EXIT.ok;
   } finally {
     store.close();
+  }
+}
+
+async function print(data: Collected, format: Format): Promise<void> {
+  // As kubectl: an empty table is a sentence on stderr; json/yaml still print the empty list.
+  if (data.items.length === 0 && (format === 'table' || format === 'wide')) process.stderr.write('No resources found\n');
+  else process.stdout.write(`${await render(data, format)}\n`);
+}
+
+function reportMissing(kind: string, missing: string[]): number {
+  for (const name of missing) process.stderr.write(`error: ${kind.replace(/s$/, '')} ${JSON.stringify(name)} not found\n`);
+  return missing.length > 0 ? CLI_EXIT.notFound : EXIT.ok;
+}
+
+/** Print again only when something changed: the table whole, JSON one changed item a line. */
+async function watch(read: () => { data: Collected }, format: Format): Promise<never> {
+  let lastState: string | undefined;
+  const printed = new Map<string, string>();
+  for (;;) {
+    const { data } = read();
+    const state = JSON.stringify(data.items);
+    if (state !== lastState) {
+      if (format === 'json') {
+        for (const item of data.items) {
+          const line = JSON.stringify(item);
+          const key = itemKey(data, item);
+          if (printed.get(key) !== line) process.stdout.write(`${line}\n`);
+          printed.set(key, line);
+        }
+      } else {
+        if (lastState !== undefined) process.stdout.write(format === 'yaml' ? '---\n' : '\n');
+        await print(data, format);
+      }
+      lastState = state;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
 }
 
@@ -80,7 +138,7 @@ export async function describeCommand(db: string, kind: string, name: string, cl
     const { stringify } = await import('yaml');
     if (kind === 'cluster') {
       const c = store.getCluster(name);
-      if (!c) throw terminal(`cannot describe cluster ${name}: no such cluster`);
+      if (!c) throw new NotFoundError(`cannot describe cluster ${name}: no such cluster`);
       const nodes = collect(store, 'nodes', name).items;
       const events = store.listEvents({ cluster: name, limit: 15 }).map(eventItem);
       const history = store.specHistory(name).map((h) => ({ generation: h.generation, hash: h.specHash.slice(0, 12), applied: new Date(h.appliedAt).toISOString() }));
@@ -89,8 +147,8 @@ export async function describeCommand(db: string, kind: string, name: string, cl
     }
     if (kind === 'node') {
       const records = store.listNodes(cluster).filter((r) => r.name === name);
-      if (records.length === 0) throw terminal(`cannot describe node ${name}: no such node${cluster ? ` in cluster ${cluster}` : ''}`);
-      if (records.length > 1) throw terminal(`cannot describe node ${name}: it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`);
+      if (records.length === 0) throw new NotFoundError(`cannot describe node ${name}: no such node${cluster ? ` in cluster ${cluster}` : ''}`);
+      if (records.length > 1) throw new UsageError(`cannot describe node ${name}: it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`);
       const rec = records[0]!;
       const item = (collect(store, 'nodes', rec.cluster).items as NodeItem[]).find((n) => n.name === name);
       const obs = store.getObservation(rec.cluster)?.nodes[name];
@@ -99,7 +157,7 @@ export async function describeCommand(db: string, kind: string, name: string, cl
       process.stdout.write(stringify({ node: item, spec: spec ?? null, observation: obs ?? null, events }));
       return EXIT.ok;
     }
-    throw terminal(`cannot describe ${kind}: unknown kind (cluster, node)`);
+    throw new UsageError(`cannot describe ${kind}: unknown kind (cluster, node)`);
   } finally {
     store.close();
   }

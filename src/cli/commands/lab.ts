@@ -12,6 +12,7 @@ import { resolveSecret } from '../../spec/secrets.js';
 import { defaultTlsDir, tlsOf } from '../../tls/material.js';
 import { EXIT, terminal } from '../../errors.js';
 import { makeDirs } from '../../state-dirs.js';
+import { userLocaleEnv } from '../child-locale.js';
 import type { ClusterSpec, SecretRef } from '../../spec/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
@@ -90,7 +91,7 @@ async function waitConverged(store: Store, name: string, timeoutMs: number, oper
 const PgopTimeout = (name: string, c: StoredCluster | undefined, log: string) =>
   terminal(`cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} (the operator keeps trying; see pgop get events --cluster ${name} and ${log})`);
 
-export async function labUpCommand(db: string, file: string, timeoutS: number): Promise<number> {
+export async function labUpCommand(db: string, file: string, timeoutMs: number): Promise<number> {
   requireRoot('bring the lab up');
   const parsed = parseSpecFile(file);
   const spec = parsed.spec;
@@ -112,10 +113,10 @@ export async function labUpCommand(db: string, file: string, timeoutS: number): 
       process.stdout.write(`operator already running: pid ${pid}\n`);
     }
     const started = Date.now();
-    const c = await waitConverged(store, spec.name, timeoutS * 1000, pid, files.log);
+    const c = await waitConverged(store, spec.name, timeoutMs, pid, files.log);
     process.stdout.write(`\ncluster ${spec.name} healthy in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
     const { getCommand } = await import('./get.js');
-    await getCommand(db, 'nodes', { cluster: spec.name, output: 'table' });
+    await getCommand(db, 'nodes', [], { cluster: spec.name, output: 'table' });
     const endpoint = spec.pgpool.enabled && spec.pgpool.address ? `${spec.pgpool.address}:${spec.pgpool.port}` : `primary ${c.primary}`;
     // How this pgop was invoked (./bin/pgop from a checkout, pgop when installed).
     const me = process.argv[1] && relative(process.cwd(), process.argv[1]) === 'bin/pgop' ? './bin/pgop' : 'pgop';
@@ -228,7 +229,7 @@ export async function psqlCommand(db: string, clusterName: string, nodeName: str
   const [host, port] = node ? [node.address, 5432] : spec.pgpool.enabled && spec.pgpool.address ? [spec.pgpool.address, spec.pgpool.port] : [null, 0];
   if (!host) throw terminal(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
   // The password goes through the environment: never on a command line (ps shows those).
-  const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
+  const env: NodeJS.ProcessEnv = { ...userLocaleEnv(), PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
   // verify-full against the cluster CA (network clients are taken over TLS only)
   if (tlsOf(spec).enabled) Object.assign(env, { PGSSLMODE: 'verify-full', PGSSLROOTCERT: join(defaultTlsDir(spec), 'ca.crt') });
   const psql = existsSync(`/usr/lib/postgresql/${spec.postgres.version}/bin/psql`) ? `/usr/lib/postgresql/${spec.postgres.version}/bin/psql` : 'psql';

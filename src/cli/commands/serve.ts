@@ -43,6 +43,7 @@ async function makeLogger(quiet: boolean): Promise<Log> {
     info: (obj, msg) => logger.info(obj, msg),
     warn: (obj, msg) => logger.warn(obj, msg),
     error: (obj, msg) => logger.error(obj, msg),
+    debug: (obj, msg) => logger.debug(obj, msg),
   };
 }
 
@@ -107,6 +108,7 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     await worlds.prepare(store.listClusters().map((c) => c.spec));
     const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
+    log.debug?.({ untilConverged: !!o.untilConverged, timeoutMs: o.timeoutMs ?? null }, 'serve options');
     const ok = await runLoop(reconciler, store, systemClock, {
       untilConverged: !!o.untilConverged,
       ...(o.until ? { stopWhen: o.until } : {}),
@@ -141,10 +143,11 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   }
 }
 
+/** `timeout` in milliseconds (parseDuration). */
 export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
   await enterLabHubIfNeeded(db);
   try {
-    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
+    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}) });
     return ok ? EXIT.ok : EXIT.changes;
   } catch (err) {
     if ((err as { locked?: boolean }).locked) return EXIT.locked;

@@ -11,7 +11,7 @@ import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { Hypervisor, DomainState, type Domain } from '@unraid/libvirt';
+import type { Hypervisor, DomainState, Domain } from '@unraid/libvirt';
 import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
@@ -754,6 +754,7 @@ export class LibvirtProvider implements ProviderDriver {
     let p = this.conns.get(uri);
     if (!p) {
       p = (async () => {
+        const { Hypervisor } = await loadLibvirtBinding();
         const h = new Hypervisor({ uri });
         await h.connectOpen();
         return h;
@@ -863,25 +864,21 @@ async function destroy(dom: Domain): Promise<boolean> {
   }
 }
 
-export function stateName(s: DomainState): DomainStatus['state'] {
-  switch (s) {
-    case DomainState.RUNNING:
-      return 'running';
-    case DomainState.BLOCKED:
-      return 'blocked';
-    case DomainState.PAUSED:
-      return 'paused';
-    case DomainState.SHUTDOWN:
-      return 'shutdown';
-    case DomainState.SHUTOFF:
-      return 'shutoff';
-    case DomainState.CRASHED:
-      return 'crashed';
-    case DomainState.PMSUSPENDED:
-      return 'pmsuspended';
-    default:
-      return 'nostate';
+/** @unraid/libvirt is an optional dependency (a native build): only libvirt clusters load it. */
+async function loadLibvirtBinding(): Promise<typeof import('@unraid/libvirt')> {
+  try {
+    return await import('@unraid/libvirt');
+  } catch (err) {
+    const hint = 'reinstall pgop without --omit=optional; it builds against libvirt-dev';
+    throw terminal(`cannot use the libvirt provider: the optional package @unraid/libvirt is missing (${hint}): ${messageOf(err)}`, err);
   }
+}
+
+/** libvirt's virDomainState numbers (a stable C ABI), so that this needs no runtime import. */
+const DOMAIN_STATE_NAMES: readonly DomainStatus['state'][] = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'];
+
+export function stateName(s: DomainState | number): DomainStatus['state'] {
+  return DOMAIN_STATE_NAMES[s] ?? 'nostate';
 }
 
 export function createLibvirtProvider(opts: LibvirtProviderOptions = {}): LibvirtProvider {
