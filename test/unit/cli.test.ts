@@ -1,25 +1,12 @@
 // The CLI as a user runs it: the compiled bin/pgop (scripts/test-all.sh builds first).
 
 import { beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { bin, ensureBuilt, pgop, root, simSpec, tmp } from '../helpers/pgop-cli.js';
 
-const root = new URL('../../', import.meta.url).pathname;
-const bin = join(root, 'bin/pgop');
-const simSpec = join(root, 'specs/sim-3node.yaml');
-
-function pgop(db: string, args: string[], opts: { input?: string } = {}) {
-  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', env: { ...process.env, PGOP_DB: '' }, input: opts.input ?? '' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-const tmp = () => mkdtempSync(join(tmpdir(), 'pgop-cli-'));
-
-beforeAll(() => {
-  if (!existsSync(join(root, 'dist/src/cli/main.js'))) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
-});
+beforeAll(ensureBuilt);
 
 describe('pgop apply / diff', () => {
   it('creates, then reports unchanged, then configured with a new generation', () => {
