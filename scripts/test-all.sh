@@ -18,6 +18,9 @@ status=0
 echo "== unit and property tests"
 npx vitest run test/unit test/property --reporter=default --reporter=json --outputFile.json="$reports/unit.json" || status=1
 
+echo "== packaging: npm pack, then npm install -g of the tarball into a fresh prefix (npm registry)"
+npx vitest run test/packaging --reporter=default --reporter=json --outputFile.json="$reports/packaging.json" || status=1
+
 if [ "$(id -u)" = 0 ]; then
   echo "== integration tests (real lab, root)"
   bash scripts/test-integration.sh test/integration --reporter=default --reporter=json --outputFile.json="$reports/integration.json" || status=1
