@@ -24,7 +24,10 @@ export function completeWords(program: Command, words: string[]): string[] {
       const opt = findOption(cmd, program, word);
       if (opt && takesValue(opt) && !word.includes('=')) pendingValue = opt;
     } else {
-      const sub = positional === 0 ? cmd.commands.find((c) => c.name() === word || c.aliases().includes(word)) : undefined;
+      const sub =
+        positional === 0
+          ? cmd.commands.find((c) => c.name() === word || c.aliases().includes(word))
+          : undefined;
       if (sub) cmd = sub;
       else positional++;
     }
@@ -37,20 +40,25 @@ export function completeWords(program: Command, words: string[]): string[] {
     const flags = options.flatMap((o) => (o.long ? [o.long] : o.short ? [o.short] : []));
     return filter([...new Set(flags)], current);
   }
-  const subs = cmd.createHelp().visibleCommands(cmd).map((c) => c.name());
+  const subs = cmd
+    .createHelp()
+    .visibleCommands(cmd)
+    .map((c) => c.name());
   if (subs.length > 0 && positional === 0) return filter(subs, current);
   const arg = cmd.registeredArguments[positional] ?? cmd.registeredArguments.at(-1);
   return filter(arg?.argChoices ?? [], current);
 }
 
-const filter = (candidates: readonly string[], prefix: string) => candidates.filter((c) => c.startsWith(prefix));
+const filter = (candidates: readonly string[], prefix: string) =>
+  candidates.filter((c) => c.startsWith(prefix));
 
 const BASH = `# pgop bash completion: source <(pgop completion bash), or save it to
 # /etc/bash_completion.d/pgop
 _pgop() {
   local IFS=$'\\n'
   local cur="\${COMP_WORDS[COMP_CWORD]}"
-  COMPREPLY=($(compgen -W "$("\${COMP_WORDS[0]}" __complete -- "\${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null)" -- "$cur"))
+  local typed=("\${COMP_WORDS[@]:1:COMP_CWORD}")
+  COMPREPLY=($(compgen -W "$("\${COMP_WORDS[0]}" __complete -- "\${typed[@]}" 2>/dev/null)" -- "$cur"))
 }
 complete -o default -F _pgop pgop
 `;

@@ -11,7 +11,9 @@ export function parseDuration(text: string): number {
   const m = DURATION.exec(text.trim());
   const ms = m ? Number(m[1]) * UNIT_MS[(m[2] ?? 's') as keyof typeof UNIT_MS] : NaN;
   if (!Number.isFinite(ms) || ms <= 0) {
-    throw new InvalidArgumentError(`not a duration: ${JSON.stringify(text)} (examples: 90, 90s, 5m, 1h, 500ms)`);
+    throw new InvalidArgumentError(
+      `not a duration: ${JSON.stringify(text)} (examples: 90, 90s, 5m, 1h, 500ms)`,
+    );
   }
   return Math.round(ms);
 }

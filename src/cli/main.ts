@@ -25,7 +25,10 @@ export const KINDS = {
 function packageVersion(): string {
   for (const rel of ['../../package.json', '../../../package.json']) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
       if (pkg.name === 'pgop' && pkg.version) return pkg.version;
     } catch {
       // not this one
@@ -39,7 +42,10 @@ program
   .name('pgop')
   .description('Kubernetes-free operator for highly-available PostgreSQL on libvirt hypervisors')
   .version(packageVersion(), '--version', 'print the version and exit')
-  .option('--db <path>', 'state database (env PGOP_DB; default /var/lib/pgop/pgop.db as root, else ~/.local/state/pgop/pgop.db)')
+  .option(
+    '--db <path>',
+    'state database (env PGOP_DB; default /var/lib/pgop/pgop.db as root, else ~/.local/state/pgop/pgop.db)',
+  )
   .showHelpAfterError()
   .exitOverride();
 
@@ -69,7 +75,12 @@ program
     process.exitCode = await diffCommand(await dbPath(), o.file);
   });
 
-type GetFlags = { cluster?: string; output: 'table' | 'wide' | 'json' | 'yaml'; watch?: boolean; allIncarnations?: boolean };
+type GetFlags = {
+  cluster?: string;
+  output: 'table' | 'wide' | 'json' | 'yaml';
+  watch?: boolean;
+  allIncarnations?: boolean;
+};
 
 program
   .command('get')
@@ -77,9 +88,16 @@ program
   .addArgument(new Argument('<kind>', 'clusters | nodes | events').choices(KINDS.get))
   .argument('[names...]', 'only these clusters or nodes')
   .option('--cluster <name>', 'only this cluster')
-  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
+  .addOption(
+    new Option('-o, --output <format>', 'output format')
+      .choices(['table', 'wide', 'json', 'yaml'])
+      .default('table'),
+  )
   .option('-w, --watch', 'keep printing what changes (-o json: one object per line)')
-  .option('--all-incarnations', 'events: also those of earlier clusters of that name (deleted, then created again)')
+  .option(
+    '--all-incarnations',
+    'events: also those of earlier clusters of that name (deleted, then created again)',
+  )
   .action(async (kind: string, names: string[], o: GetFlags) => {
     const { getCommand } = await import('./commands/get.js');
     process.exitCode = await getCommand(await dbPath(), kind, names, o);
@@ -90,7 +108,7 @@ program
   .description('everything pgop knows about one cluster or node')
   .addArgument(new Argument('<kind>', 'cluster | node').choices(KINDS.describe))
   .argument('<name>', 'cluster name, or node name (with --cluster when ambiguous)')
-  .option('--cluster <name>', 'the node\'s cluster')
+  .option('--cluster <name>', "the node's cluster")
   .action(async (kind: string, name: string, o: { cluster?: string }) => {
     const { describeCommand } = await import('./commands/get.js');
     process.exitCode = await describeCommand(await dbPath(), kind, name, o.cluster);
@@ -102,7 +120,12 @@ program
   .addArgument(new Argument('<kind>', 'cluster').choices(KINDS.delete))
   .argument('<name>')
   .option('--no-wait', 'only request the deletion; do not wait for the teardown')
-  .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 10 * 60_000)
+  .option(
+    '--timeout <duration>',
+    'give up waiting after this long (90, 90s, 5m, 1h)',
+    parseDuration,
+    10 * 60_000,
+  )
   .action(async (kind: string, name: string, o: { wait: boolean; timeout: number }) => {
     const { deleteCommand } = await import('./commands/apply.js');
     process.exitCode = await deleteCommand(await dbPath(), kind, name, o.wait, o.timeout);
@@ -113,7 +136,12 @@ program
   .description('planned handover of the primary role, losing no acknowledged write')
   .argument('<cluster>')
   .option('--to <node>', 'the standby to promote (default: the most advanced)')
-  .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 5 * 60_000)
+  .option(
+    '--timeout <duration>',
+    'give up waiting after this long (90, 90s, 5m, 1h)',
+    parseDuration,
+    5 * 60_000,
+  )
   .action(async (cluster: string, o: { to?: string; timeout: number }) => {
     const { switchoverCommand } = await import('./commands/apply.js');
     process.exitCode = await switchoverCommand(await dbPath(), cluster, o.to, o.timeout);
@@ -129,7 +157,9 @@ program
     process.exitCode = await serveCommand(await dbPath(), o);
   });
 
-const hostKey = program.command('host-key').description('the SSH host keys pgop made for its machines (pinned before their first boot)');
+const hostKey = program
+  .command('host-key')
+  .description('the SSH host keys pgop made for its machines (pinned before their first boot)');
 hostKey
   .command('list')
   .description('pinned host keys, as fingerprints')
@@ -141,7 +171,9 @@ hostKey
   });
 hostKey
   .command('rotate')
-  .description('give a machine a new host key over its verified session; the pin changes only once the new key answers (root)')
+  .description(
+    'give a machine a new host key over its verified session; the pin changes only once the new key answers (root)',
+  )
   .argument('<cluster>')
   .argument('<node>', 'node name, or pool for the pgpool host')
   .action(async (cluster: string, node: string) => {
@@ -150,7 +182,9 @@ hostKey
   });
 hostKey
   .command('forget')
-  .description('drop a pin: the next key the machine presents is accepted unverified (for a machine rebuilt outside pgop)')
+  .description(
+    'drop a pin: the next key the machine presents is accepted unverified (for a machine rebuilt outside pgop)',
+  )
   .argument('<cluster>')
   .argument('<node>', 'node name, or pool for the pgpool host')
   .action(async (cluster: string, node: string) => {
@@ -161,26 +195,41 @@ hostKey
 const image = program.command('image').description('base images for the libvirt provider');
 image
   .command('build')
-  .description('build the offline Debian cloud image (debootstrap; postgres, pgpool, cloud-init inside); skipped when its recipe is unchanged (root)')
+  .description(
+    'build the offline Debian cloud image (debootstrap; postgres, pgpool, cloud-init inside); skipped when its recipe is unchanged (root)',
+  )
   .option('-f, --file <file>', 'libvirt spec: write the image to its provider.baseImage')
-  .option('-o, --output <path>', 'the qcow2 to write (default: the spec\'s baseImage, else /var/lib/pgop/images/debian-12-pgop.qcow2)')
+  .option(
+    '-o, --output <path>',
+    "the qcow2 to write (default: the spec's baseImage, else /var/lib/pgop/images/debian-12-pgop.qcow2)",
+  )
   .option('--force', 'rebuild even when the recipe is unchanged (from the cached debootstrap system)')
   .option('--fresh', 'rebuild and run debootstrap again (newer package versions)')
-  .option('--cache-dir <dir>', 'downloaded packages and the last debootstrap system (default /var/cache/pgop/image)')
+  .option(
+    '--cache-dir <dir>',
+    'downloaded packages and the last debootstrap system (default /var/cache/pgop/image)',
+  )
   .option('--mirror <url>', 'Debian mirror (default http://deb.debian.org/debian)')
   .option('--suite <name>', 'Debian suite (default bookworm)')
   .option('--add-packages <list>', 'more packages to install, comma separated')
-  .option('--size-gib <n>', 'virtual size of the root disk (default 3; overlays may be larger, growpart fills them)')
+  .option(
+    '--size-gib <n>',
+    'virtual size of the root disk (default 3; overlays may be larger, growpart fills them)',
+  )
   .option('--compress', 'write a compressed qcow2 (smaller, slower to build)')
   .action(async (o: ImageBuildFlags & { file?: string }) => {
     const { imageBuildCommand } = await import('./commands/image.js');
     process.exitCode = await imageBuildCommand(o);
   });
 
-const lab = program.command('lab').description('the one-machine lab: real postgres, pgpool and sshd in network namespaces (root)');
+const lab = program
+  .command('lab')
+  .description('the one-machine lab: real postgres, pgpool and sshd in network namespaces (root)');
 lab
   .command('up')
-  .description('install what is missing, apply the lab spec, start the operator in the background, wait until healthy')
+  .description(
+    'install what is missing, apply the lab spec, start the operator in the background, wait until healthy',
+  )
   .option('-f, --file <file>', 'lab spec', undefined)
   .option('--timeout <duration>', 'give up waiting after this long (90, 90s, 5m, 1h)', parseDuration, 180_000)
   .action(async (o: { file?: string; timeout: number }) => {
@@ -197,7 +246,9 @@ lab
   });
 lab
   .command('fault')
-  .description('inject a fault: kill (SIGKILL the postmaster), partition/heal (link down/up), stop/start (whole node)')
+  .description(
+    'inject a fault: kill (SIGKILL the postmaster), partition/heal (link down/up), stop/start (whole node)',
+  )
   .argument('<node>')
   .argument('<action>', 'kill | partition | heal | stop | start')
   .option('--cluster <name>', 'the lab cluster (default: the only one)')
@@ -264,7 +315,9 @@ export async function main(argv: string[]): Promise<number> {
     // commander's own exits (help, version, usage errors)
     const code = (err as { code?: string; exitCode?: number }).code;
     if (typeof code === 'string' && code.startsWith('commander.')) {
-      return code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? 0 : EXIT.invalidInput;
+      return code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help'
+        ? 0
+        : EXIT.invalidInput;
     }
     const cliCode = cliExitCode(err);
     if (cliCode !== undefined) {
@@ -275,9 +328,12 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error: invalid spec\n${err.message}\n`);
     } else if (err instanceof PgopError) {
       process.stderr.write(`error: ${err.message}\n`);
-      if (err.kind === 'internal') process.stderr.write('this is a bug in pgop; please report it with the log above\n');
+      if (err.kind === 'internal')
+        process.stderr.write('this is a bug in pgop; please report it with the log above\n');
     } else {
-      process.stderr.write(`internal error: ${messageOf(err)}\n${(err as Error)?.stack ?? ''}\nthis is a bug in pgop; please report it\n`);
+      process.stderr.write(
+        `internal error: ${messageOf(err)}\n${(err as Error)?.stack ?? ''}\nthis is a bug in pgop; please report it\n`,
+      );
     }
     return exitCodeFor(err);
   }

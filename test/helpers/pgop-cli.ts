@@ -15,9 +15,17 @@ export interface CliResult {
   stderr: string;
 }
 
-export function pgop(db: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
+export function pgop(
+  db: string,
+  args: string[],
+  opts: { input?: string; env?: NodeJS.ProcessEnv } = {},
+): CliResult {
   const env = { ...process.env, PGOP_DB: '', ...opts.env };
-  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', env, input: opts.input ?? '' });
+  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], {
+    encoding: 'utf8',
+    env,
+    input: opts.input ?? '',
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -25,5 +33,6 @@ export const tmp = () => mkdtempSync(join(tmpdir(), 'pgop-cli-'));
 
 /** For beforeAll: the CLI tests run the build (scripts/test-all.sh builds first). */
 export function ensureBuilt(): void {
-  if (!existsSync(join(root, 'dist/src/cli/main.js'))) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  if (!existsSync(join(root, 'dist/src/cli/main.js')))
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
 }

@@ -9,7 +9,16 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -32,11 +41,13 @@ function cleanCheckout(): string {
  */
 function localPrebuilds(): NodeJS.ProcessEnv {
   const mod = join(root, 'node_modules/better-sqlite3');
-  const version = (JSON.parse(readFileSync(join(mod, 'package.json'), 'utf8')) as { version: string }).version;
+  const version = (JSON.parse(readFileSync(join(mod, 'package.json'), 'utf8')) as { version: string })
+    .version;
   if (!existsSync(join(mod, 'build/Release/better_sqlite3.node'))) return {};
   const dir = join(work, 'prebuilds');
   mkdirSync(dir);
-  const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  const target = `node-v${process.versions.modules}-${process.platform}-${process.arch}`;
+  const name = `better-sqlite3-v${version}-${target}.tar.gz`;
   execFileSync('tar', ['-czf', join(dir, name), '-C', mod, 'build/Release/better_sqlite3.node']);
   return { npm_config_better_sqlite3_local_prebuilds: dir };
 }
@@ -44,35 +55,65 @@ function localPrebuilds(): NodeJS.ProcessEnv {
 describe('npm pack + npm install -g', () => {
   it('gives a working pgop in a fresh prefix', () => {
     const checkout = cleanCheckout();
-    const npmEnv = { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' };
-    execFileSync('npm', ['pack', '--silent', '--pack-destination', work], { cwd: checkout, env: npmEnv, stdio: ['ignore', 'ignore', 'inherit'] });
+    const npmEnv = {
+      ...process.env,
+      npm_config_audit: 'false',
+      npm_config_fund: 'false',
+      npm_config_update_notifier: 'false',
+    };
+    execFileSync('npm', ['pack', '--silent', '--pack-destination', work], {
+      cwd: checkout,
+      env: npmEnv,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     const tarball = readdirSync(work).find((f) => /^pgop-.*\.tgz$/.test(f));
     expect(tarball).toBeDefined();
 
     const fresh = join(work, 'fresh');
     const prefix = join(work, 'prefix');
     mkdirSync(fresh);
-    const install = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', join(work, tarball!)], {
-      cwd: fresh,
-      env: { ...npmEnv, ...localPrebuilds() },
-      encoding: 'utf8',
-    });
+    const install = spawnSync(
+      'npm',
+      ['install', '-g', '--prefix', prefix, '--prefer-offline', join(work, tarball!)],
+      {
+        cwd: fresh,
+        env: { ...npmEnv, ...localPrebuilds() },
+        encoding: 'utf8',
+      },
+    );
     expect(install.status, install.stderr).toBe(0);
 
     const pkgDir = join(prefix, 'lib/node_modules/pgop');
     rmSync(join(pkgDir, 'node_modules/@unraid/libvirt'), { recursive: true, force: true });
-    const pgop = (...args: string[]) => spawnSync(join(prefix, 'bin/pgop'), ['--db', join(work, 'pgop.db'), ...args], { cwd: fresh, encoding: 'utf8', env: { ...process.env, PGOP_DB: '' } });
-    const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+    const pgop = (...args: string[]) =>
+      spawnSync(join(prefix, 'bin/pgop'), ['--db', join(work, 'pgop.db'), ...args], {
+        cwd: fresh,
+        encoding: 'utf8',
+        env: { ...process.env, PGOP_DB: '' },
+      });
+    const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string })
+      .version;
     expect(pgop('--version')).toMatchObject({ status: 0, stdout: `${version}\n` });
     const spec = join(pkgDir, 'specs/sim-3node.yaml');
-    expect(pgop('apply', '--dry-run', '-f', spec)).toMatchObject({ status: 0, stdout: 'cluster/sim created (dry run)\n' });
+    expect(pgop('apply', '--dry-run', '-f', spec)).toMatchObject({
+      status: 0,
+      stdout: 'cluster/sim created (dry run)\n',
+    });
     // the store's migrations, the planner and the machines, from the installed files
     expect(pgop('apply', '-f', spec).status).toBe(0);
     const serve = pgop('serve', '--until-converged', '--timeout', '60s');
     expect(serve.status, serve.stderr).toBe(0);
     expect(pgop('get', 'clusters').stdout).toMatch(/^sim\s+1\s+Healthy/m);
     // the libvirt driver still loads without its optional binding (it is needed only to connect)
-    const load = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(pkgDir, 'dist/src/drivers/libvirt/world.js'))})`], { encoding: 'utf8' });
+    const load = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `await import(${JSON.stringify(join(pkgDir, 'dist/src/drivers/libvirt/world.js'))})`,
+      ],
+      { encoding: 'utf8' },
+    );
     expect(load.status, load.stderr).toBe(0);
   }, 240_000);
 });

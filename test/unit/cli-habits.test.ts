@@ -47,7 +47,12 @@ describe('durations', () => {
 
   it('garbage exits 2 on every duration flag', () => {
     const db = join(tmp(), 'pgop.db');
-    for (const args of [['serve', '--timeout', '60x'], ['delete', 'cluster', 'sim', '--timeout', 'soon'], ['switchover', 'sim', '--timeout', '-1'], ['lab', 'up', '--timeout', '3 m']]) {
+    for (const args of [
+      ['serve', '--timeout', '60x'],
+      ['delete', 'cluster', 'sim', '--timeout', 'soon'],
+      ['switchover', 'sim', '--timeout', '-1'],
+      ['lab', 'up', '--timeout', '3 m'],
+    ]) {
       const r = pgop(db, args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/not a duration/);
@@ -64,11 +69,14 @@ describe('durations', () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 
-  it('switchover and delete --timeout bound their wait for a serve that does not answer (exit 3)', async () => {
+  it('switchover and delete --timeout bound their wait for a serve that does not answer', async () => {
     const db = join(tmp(), 'pgop.db');
     pgop(db, ['apply', '-f', simSpec]);
     // a serve that holds the lock but is stopped: the commands wait for it, up to --timeout
-    const serve = spawn(process.execPath, [bin, '--db', db, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGOP_DB: '' } });
+    const serve = spawn(process.execPath, [bin, '--db', db, 'serve'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PGOP_DB: '' },
+    });
     try {
       await new Promise<void>((resolve) => serve.stdout.once('data', () => resolve()));
       serve.kill('SIGSTOP');
@@ -92,9 +100,14 @@ describe('durations', () => {
 describe('apply -f - (standard input)', () => {
   it('stores a spec read from stdin, and diff -f - compares one', () => {
     const db = join(tmp(), 'pgop.db');
-    expect(pgop(db, ['apply', '-f', '-'], { input: simText })).toMatchObject({ code: 0, stdout: 'cluster/sim created (generation 1)\n' });
+    expect(pgop(db, ['apply', '-f', '-'], { input: simText })).toMatchObject({
+      code: 0,
+      stdout: 'cluster/sim created (generation 1)\n',
+    });
     expect(pgop(db, ['diff', '-f', '-'], { input: simText }).code).toBe(0);
-    expect(pgop(db, ['apply', '--dry-run', '-f', '-'], { input: simText }).stdout).toBe('cluster/sim unchanged (dry run)\n');
+    expect(pgop(db, ['apply', '--dry-run', '-f', '-'], { input: simText }).stdout).toBe(
+      'cluster/sim unchanged (dry run)\n',
+    );
   });
 
   it('names <stdin> with line, column and field in its errors', () => {
@@ -115,7 +128,10 @@ describe('get NAME..., usage errors and missing things', () => {
   it('get nodes NAME... lists only those nodes', () => {
     const r = pgop(db, ['get', 'nodes', 'pg03', 'pg01', '-o', 'json']);
     expect(r.code).toBe(0);
-    expect((JSON.parse(r.stdout).items as { name: string }[]).map((n) => n.name).sort()).toEqual(['pg01', 'pg03']);
+    expect((JSON.parse(r.stdout).items as { name: string }[]).map((n) => n.name).sort()).toEqual([
+      'pg01',
+      'pg03',
+    ]);
     expect(pgop(db, ['get', 'clusters', 'sim', '-o', 'json']).stdout).toContain('"name": "sim"');
   });
 
@@ -127,13 +143,29 @@ describe('get NAME..., usage errors and missing things', () => {
   });
 
   it('usage mistakes exit 2 everywhere', () => {
-    for (const args of [['get', 'pods'], ['describe', 'pods', 'x'], ['delete', 'node', 'pg01'], ['get', 'events', 'pg01'], ['get'], ['get', 'nodes', '--frob'], ['switchover'], ['completion', 'fish']]) {
+    for (const args of [
+      ['get', 'pods'],
+      ['describe', 'pods', 'x'],
+      ['delete', 'node', 'pg01'],
+      ['get', 'events', 'pg01'],
+      ['get'],
+      ['get', 'nodes', '--frob'],
+      ['switchover'],
+      ['completion', 'fish'],
+    ]) {
       expect(pgop(db, args).code, args.join(' ')).toBe(2);
     }
   });
 
-  it('things that do not exist exit 1 (kubectl\'s NotFound), distinct from usage', () => {
-    for (const args of [['describe', 'cluster', 'nope'], ['describe', 'node', 'pg09'], ['get', 'nodes', '--cluster', 'nope'], ['switchover', 'nope'], ['switchover', 'sim', '--to', 'pg09'], ['delete', 'cluster', 'nope']]) {
+  it("things that do not exist exit 1 (kubectl's NotFound), distinct from usage", () => {
+    for (const args of [
+      ['describe', 'cluster', 'nope'],
+      ['describe', 'node', 'pg09'],
+      ['get', 'nodes', '--cluster', 'nope'],
+      ['switchover', 'nope'],
+      ['switchover', 'sim', '--to', 'pg09'],
+      ['delete', 'cluster', 'nope'],
+    ]) {
       const r = pgop(db, args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toMatch(/no such|no cluster named/);
@@ -144,8 +176,16 @@ describe('get NAME..., usage errors and missing things', () => {
 describe('empty lists', () => {
   it('say "No resources found" on stderr and exit 0, as kubectl; json still prints the empty list', () => {
     const db = join(tmp(), 'pgop.db');
-    expect(pgop(db, ['get', 'clusters'])).toMatchObject({ code: 0, stdout: '', stderr: 'No resources found\n' });
-    expect(pgop(db, ['get', 'nodes', '-o', 'wide'])).toMatchObject({ code: 0, stdout: '', stderr: 'No resources found\n' });
+    expect(pgop(db, ['get', 'clusters'])).toMatchObject({
+      code: 0,
+      stdout: '',
+      stderr: 'No resources found\n',
+    });
+    expect(pgop(db, ['get', 'nodes', '-o', 'wide'])).toMatchObject({
+      code: 0,
+      stdout: '',
+      stderr: 'No resources found\n',
+    });
     const json = pgop(db, ['get', 'nodes', '-o', 'json']);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toEqual({ kind: 'nodes', items: [] });
@@ -154,7 +194,10 @@ describe('empty lists', () => {
 
 /** Run `pgop get ... -w`, collect its stdout for `ms`, optionally do something half way. */
 async function watchFor(db: string, args: string[], ms: number, midway?: () => void): Promise<string> {
-  const child = spawn(process.execPath, [bin, '--db', db, 'get', ...args, '-w'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGOP_DB: '' } });
+  const child = spawn(process.execPath, [bin, '--db', db, 'get', ...args, '-w'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PGOP_DB: '' },
+  });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise((r) => setTimeout(r, ms / 2));
@@ -184,7 +227,9 @@ describe('get -w', () => {
 
   it('table: redraws when something changed', async () => {
     const file = changedSpec();
-    const out = await watchFor(db, ['clusters'], 4_000, () => expect(pgop(db, ['apply', '-f', file]).code).toBe(0));
+    const out = await watchFor(db, ['clusters'], 4_000, () =>
+      expect(pgop(db, ['apply', '-f', file]).code).toBe(0),
+    );
     expect(out.match(/^NAME\s+GEN/gm)).toHaveLength(2);
   });
 
@@ -192,7 +237,9 @@ describe('get -w', () => {
     const wantedGen = JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout).items[0].generation + 1;
     const file = join(tmp(), 'again.yaml');
     writeFileSync(file, simText.replace('address: 10.0.0.12', 'address: 10.0.0.12\n      memoryMiB: 2048'));
-    const out = await watchFor(db, ['clusters', '-o', 'json'], 4_000, () => expect(pgop(db, ['apply', '-f', file]).code).toBe(0));
+    const out = await watchFor(db, ['clusters', '-o', 'json'], 4_000, () =>
+      expect(pgop(db, ['apply', '-f', file]).code).toBe(0),
+    );
     const lines = out.trimEnd().split('\n');
     expect(lines).toHaveLength(2);
     const items = lines.map((l) => JSON.parse(l) as { name: string; generation: number });
@@ -205,9 +252,15 @@ describe('PGOP_LOG_LEVEL', () => {
   it('debug logs the debug lines; the default level does not', () => {
     const db = join(tmp(), 'pgop.db');
     pgop(db, ['apply', '-f', simSpec]);
-    const debug = pgop(db, ['serve', '--until-converged', '--timeout', '60'], { env: { PGOP_LOG_LEVEL: 'debug' } });
+    const debug = pgop(db, ['serve', '--until-converged', '--timeout', '60'], {
+      env: { PGOP_LOG_LEVEL: 'debug' },
+    });
     expect(debug.code, debug.stderr).toBe(0);
-    const levels = (s: string) => s.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { level: number; msg: string }));
+    const levels = (s: string) =>
+      s
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { level: number; msg: string });
     expect(levels(debug.stdout)).toContainEqual(expect.objectContaining({ level: 20, msg: 'serve options' }));
     const info = pgop(db, ['serve', '--until-converged', '--timeout', '60'], { env: { PGOP_LOG_LEVEL: '' } });
     expect(levels(info.stdout).filter((l) => l.level < 30)).toEqual([]);
@@ -215,7 +268,7 @@ describe('PGOP_LOG_LEVEL', () => {
 });
 
 describe('child processes run in the C locale', () => {
-  it('pinChildLocale sets LC_ALL=C and remembers the user\'s locale for interactive children', () => {
+  it("pinChildLocale sets LC_ALL=C and remembers the user's locale for interactive children", () => {
     const env: NodeJS.ProcessEnv = { LC_ALL: 'de_DE.UTF-8', LANG: 'de_DE.UTF-8' };
     pinChildLocale(env);
     expect(env.LC_ALL).toBe('C');
@@ -231,8 +284,12 @@ describe('child processes run in the C locale', () => {
     const script = `const { main } = await import(${JSON.stringify(join(root, 'dist/src/cli/main.js'))});
       await main(['node', 'pgop', '--version']);
       const { execFileSync } = await import('node:child_process');
-      process.stdout.write('child:' + execFileSync('sh', ['-c', 'printf %s "$LC_ALL"'], { encoding: 'utf8' }));`;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'de_DE.UTF-8', PGOP_USER_LC_ALL: undefined } });
+      const seen = execFileSync('sh', ['-c', 'printf %s "$LC_ALL"'], { encoding: 'utf8' });
+      process.stdout.write('child:' + seen);`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      env: { ...process.env, LC_ALL: 'de_DE.UTF-8', PGOP_USER_LC_ALL: undefined },
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('child:C');
   });
@@ -241,13 +298,21 @@ describe('child processes run in the C locale', () => {
 describe('pgop completion', () => {
   // bash runs the script as a user's shell would: `pgop` found on PATH
   const pathDir = mkdtempSync(join(tmpdir(), 'pgop-completion-'));
-  writeFileSync(join(pathDir, 'pgop'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} "$@"\n`);
+  writeFileSync(
+    join(pathDir, 'pgop'),
+    `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} "$@"\n`,
+  );
   chmodSync(join(pathDir, 'pgop'), 0o755);
   const script = join(pathDir, 'pgop.bash');
   const complete = (line: string): string[] => {
     const words = line.split(' ');
-    const sh = `source ${script}; COMP_WORDS=(${words.map((w) => JSON.stringify(w)).join(' ')}); COMP_CWORD=${words.length - 1}; _pgop; printf '%s\\n' "\${COMPREPLY[@]}"`;
-    const r = spawnSync('bash', ['-c', sh], { encoding: 'utf8', env: { ...process.env, PATH: `${pathDir}:${process.env.PATH}` } });
+    const compWords = words.map((w) => JSON.stringify(w)).join(' ');
+    const sh = `source ${script}; COMP_WORDS=(${compWords}); COMP_CWORD=${words.length - 1}; _pgop; \
+      printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const r = spawnSync('bash', ['-c', sh], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${pathDir}:${process.env.PATH}` },
+    });
     expect(r.status, r.stderr).toBe(0);
     return r.stdout.split('\n').filter(Boolean);
   };
@@ -269,7 +334,7 @@ describe('pgop completion', () => {
     expect(complete('pgop completion ').sort()).toEqual(['bash', 'zsh']);
   });
 
-  it('completes flags, global ones too, and the choices of a flag\'s value', () => {
+  it("completes flags, global ones too, and the choices of a flag's value", () => {
     expect(complete('pgop get nodes --o')).toEqual(['--output']);
     expect(complete('pgop get nodes -o ').sort()).toEqual(['json', 'table', 'wide', 'yaml']);
     expect(complete('pgop --db x.db get nodes -o j')).toEqual(['json']);

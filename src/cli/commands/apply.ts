@@ -48,15 +48,22 @@ export interface SpecChange {
 /** Structural difference between two specs, as field paths a person can read. */
 export function diffSpecs(a: unknown, b: unknown, path = 'spec'): SpecChange[] {
   if (JSON.stringify(a) === JSON.stringify(b)) return [];
-  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
   if (Array.isArray(a) && Array.isArray(b)) {
     // Arrays of named things (nodes, roles...) diff by name, others by index.
     const named = (v: unknown[]) => v.every((x) => isObj(x) && typeof x.name === 'string');
     if (named(a) && named(b)) {
       const byName = (v: unknown[]) => new Map(v.map((x) => [(x as { name: string }).name, x]));
-      const ma = byName(a), mb = byName(b);
+      const ma = byName(a),
+        mb = byName(b);
       const out: SpecChange[] = [];
-      for (const [k, v] of ma) out.push(...(mb.has(k) ? diffSpecs(v, mb.get(k), `${path}[${k}]`) : [{ op: '-' as const, path: `${path}[${k}]`, from: v }]));
+      for (const [k, v] of ma)
+        out.push(
+          ...(mb.has(k)
+            ? diffSpecs(v, mb.get(k), `${path}[${k}]`)
+            : [{ op: '-' as const, path: `${path}[${k}]`, from: v }]),
+        );
       for (const [k, v] of mb) if (!ma.has(k)) out.push({ op: '+', path: `${path}[${k}]`, to: v });
       return out;
     }
@@ -80,7 +87,9 @@ export async function diffCommand(db: string, file: string): Promise<number> {
   try {
     const existing = store.getCluster(parsed.spec.name);
     if (!existing) {
-      process.stdout.write(`+ cluster/${parsed.spec.name} (new: ${parsed.spec.nodes.length} nodes, provider ${parsed.spec.provider.type})\n`);
+      process.stdout.write(
+        `+ cluster/${parsed.spec.name} (new: ${parsed.spec.nodes.length} nodes, provider ${parsed.spec.provider.type})\n`,
+      );
       return EXIT.changes;
     }
     if (existing.specHash === parsed.hash) {
@@ -88,9 +97,17 @@ export async function diffCommand(db: string, file: string): Promise<number> {
       return EXIT.ok;
     }
     const show = (v: unknown) => JSON.stringify(v);
-    process.stdout.write(`cluster/${parsed.spec.name}: generation ${existing.generation} -> ${existing.generation + 1}\n`);
+    process.stdout.write(
+      `cluster/${parsed.spec.name}: generation ${existing.generation} -> ${existing.generation + 1}\n`,
+    );
     for (const c of diffSpecs(stripName(existing.spec), stripName(parsed.spec))) {
-      process.stdout.write(c.op === '~' ? `~ ${c.path}: ${show(c.from)} -> ${show(c.to)}\n` : c.op === '+' ? `+ ${c.path}: ${show(c.to)}\n` : `- ${c.path}: ${show(c.from)}\n`);
+      process.stdout.write(
+        c.op === '~'
+          ? `~ ${c.path}: ${show(c.from)} -> ${show(c.to)}\n`
+          : c.op === '+'
+            ? `+ ${c.path}: ${show(c.to)}\n`
+            : `- ${c.path}: ${show(c.from)}\n`,
+      );
     }
     return EXIT.changes;
   } finally {
@@ -104,7 +121,13 @@ const stripName = (s: ClusterSpec) => {
 };
 
 /** Wait for `done()` while a running `pgop serve` does the work; when none runs, do it here. */
-async function driveUntil(db: string, store: Store, done: () => boolean, what: string, timeoutMs: number): Promise<boolean> {
+async function driveUntil(
+  db: string,
+  store: Store,
+  done: () => boolean,
+  what: string,
+  timeoutMs: number,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   const lock = store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive);
   if (lock.ok) {
@@ -121,8 +144,17 @@ async function driveUntil(db: string, store: Store, done: () => boolean, what: s
   return done();
 }
 
-export async function deleteCommand(db: string, kind: string, name: string, wait: boolean, timeoutMs = 10 * 60_000): Promise<number> {
-  if (kind !== 'cluster') throw new UsageError(`cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`);
+export async function deleteCommand(
+  db: string,
+  kind: string,
+  name: string,
+  wait: boolean,
+  timeoutMs = 10 * 60_000,
+): Promise<number> {
+  if (kind !== 'cluster')
+    throw new UsageError(
+      `cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`,
+    );
   if (wait) await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
@@ -131,30 +163,55 @@ export async function deleteCommand(db: string, kind: string, name: string, wait
     process.stdout.write(`cluster/${name} deletion requested\n`);
     if (!wait) return EXIT.ok;
     const ok = await driveUntil(db, store, () => !store.getCluster(name), 'tearing it down', timeoutMs);
-    process.stdout.write(ok ? `cluster/${name} deleted\n` : `cluster/${name} not yet deleted (see pgop get events --cluster ${name})\n`);
+    process.stdout.write(
+      ok
+        ? `cluster/${name} deleted\n`
+        : `cluster/${name} not yet deleted (see pgop get events --cluster ${name})\n`,
+    );
     return ok ? EXIT.ok : EXIT.transient;
   } finally {
     store.close();
   }
 }
 
-export async function switchoverCommand(db: string, cluster: string, to: string | undefined, timeoutMs = 5 * 60_000): Promise<number> {
+export async function switchoverCommand(
+  db: string,
+  cluster: string,
+  to: string | undefined,
+  timeoutMs = 5 * 60_000,
+): Promise<number> {
   await enterLabHubIfNeeded(db);
   const store = Store.open(db);
   try {
     const c = store.getCluster(cluster);
     if (!c) throw new NotFoundError(`cannot switch over cluster ${cluster}: no such cluster`);
-    if (to && !c.spec.nodes.some((n) => n.name === to)) throw new NotFoundError(`cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
+    if (to && !c.spec.nodes.some((n) => n.name === to))
+      throw new NotFoundError(`cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
     if (to && c.primary === to) {
       process.stdout.write(`cluster/${cluster}: ${to} is already the primary\n`);
       return EXIT.ok;
     }
     const from = c.primary;
-    const id = store.enqueueRequest(cluster, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, Date.now());
+    const id = store.enqueueRequest(
+      cluster,
+      'switchover',
+      { ...(from ? { from } : {}), ...(to ? { to } : {}) },
+      Date.now(),
+    );
     const started = Date.now();
-    const ok = await driveUntil(db, store, () => !store.pendingRequests(cluster).some((r) => r.id === id), 'switching over', timeoutMs);
+    const ok = await driveUntil(
+      db,
+      store,
+      () => !store.pendingRequests(cluster).some((r) => r.id === id),
+      'switching over',
+      timeoutMs,
+    );
     const now = store.getCluster(cluster);
-    process.stdout.write(ok ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} in ${((Date.now() - started) / 1000).toFixed(2)} s\n` : `cluster/${cluster}: switchover still in progress\n`);
+    process.stdout.write(
+      ok
+        ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} in ${((Date.now() - started) / 1000).toFixed(2)} s\n`
+        : `cluster/${cluster}: switchover still in progress\n`,
+    );
     return ok ? EXIT.ok : EXIT.transient;
   } finally {
     store.close();

@@ -12,24 +12,37 @@ type Format = 'table' | 'wide' | 'json' | 'yaml';
 
 function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
-  if (cluster && !clusters.has(cluster) && kind !== 'events') throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
+  if (cluster && !clusters.has(cluster) && kind !== 'events')
+    throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {
     case 'clusters':
     case 'cluster': {
       const nodes = store.listNodes();
-      const items = [...clusters.values()].filter((c) => !cluster || c.name === cluster).map((c) => clusterItem(c, nodes.filter((n) => n.cluster === c.name).length));
+      const items = [...clusters.values()]
+        .filter((c) => !cluster || c.name === cluster)
+        .map((c) => clusterItem(c, nodes.filter((n) => n.cluster === c.name).length));
       return { kind: 'clusters' as const, items };
     }
     case 'nodes':
     case 'node': {
       const records = store.listNodes(cluster);
       const observations = new Map<string, ClusterObservation | undefined>();
-      for (const name of new Set(records.map((r) => r.cluster))) observations.set(name, store.getObservation(name));
+      for (const name of new Set(records.map((r) => r.cluster)))
+        observations.set(name, store.getObservation(name));
       return { kind: 'nodes' as const, items: nodeItems(records, clusters, observations) };
     }
     case 'events':
     case 'event':
-      return { kind: 'events' as const, items: store.listEvents({ ...(cluster ? { cluster } : {}), ...(allIncarnations ? { allIncarnations } : {}), limit: 500 }).map(eventItem) };
+      return {
+        kind: 'events' as const,
+        items: store
+          .listEvents({
+            ...(cluster ? { cluster } : {}),
+            ...(allIncarnations ? { allIncarnations } : {}),
+            limit: 500,
+          })
+          .map(eventItem),
+      };
     default:
       throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events)`);
   }
@@ -44,17 +57,63 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
   const wide = format === 'wide';
   const now = Date.now();
   if (data.kind === 'clusters') {
-    const head = ['NAME', 'GEN', 'PHASE', 'PRIMARY', 'ENDPOINT', 'NODES', 'REPLICATION', ...(wide ? ['PROVIDER', 'MESSAGE'] : [])];
-    return renderTable(head, data.items.map((c) => [c.name, c.observed_generation === c.generation ? c.generation : `${c.observed_generation}/${c.generation}`, c.phase, c.primary ?? '-', c.endpoint ?? '-', c.nodes, c.replication, ...(wide ? [c.provider, c.message] : [])]));
+    const head = [
+      'NAME',
+      'GEN',
+      'PHASE',
+      'PRIMARY',
+      'ENDPOINT',
+      'NODES',
+      'REPLICATION',
+      ...(wide ? ['PROVIDER', 'MESSAGE'] : []),
+    ];
+    return renderTable(
+      head,
+      data.items.map((c) => [
+        c.name,
+        c.observed_generation === c.generation ? c.generation : `${c.observed_generation}/${c.generation}`,
+        c.phase,
+        c.primary ?? '-',
+        c.endpoint ?? '-',
+        c.nodes,
+        c.replication,
+        ...(wide ? [c.provider, c.message] : []),
+      ]),
+    );
   }
   if (data.kind === 'nodes') {
-    const row = (n: NodeItem) => [n.cluster, n.name, n.state, n.role, n.goal ?? '-', n.address, n.timeline ?? '-', n.lsn ?? '-', humanBytes(n.lag_bytes), age(n.last_transition, now)];
+    const row = (n: NodeItem) => [
+      n.cluster,
+      n.name,
+      n.state,
+      n.role,
+      n.goal ?? '-',
+      n.address,
+      n.timeline ?? '-',
+      n.lsn ?? '-',
+      humanBytes(n.lag_bytes),
+      age(n.last_transition, now),
+    ];
     const head = ['CLUSTER', 'NAME', 'STATE', 'ROLE', 'GOAL', 'ADDRESS', 'TL', 'LSN', 'LAG', 'AGE'];
     if (!wide) return renderTable(head, data.items.map(row), [12, 12]);
-    return renderTable([...head, 'MACHINE', 'UPSTREAM', 'MESSAGE'], data.items.map((n) => [...row(n), n.machine, n.upstream ?? '-', n.message]));
+    return renderTable(
+      [...head, 'MACHINE', 'UPSTREAM', 'MESSAGE'],
+      data.items.map((n) => [...row(n), n.machine, n.upstream ?? '-', n.message]),
+    );
   }
   const head = ['TIME', 'CLUSTER', 'NODE', 'TRANSITION', 'RULE', 'REASON'];
-  return renderTable(head, data.items.map((e) => [e.time.replace('T', ' ').replace('Z', ''), e.cluster, e.node ?? '-', e.from || e.to ? `${e.from ?? '-'} -> ${e.to ?? '-'}` : '-', e.rule, e.reason]), [undefined, undefined, undefined, undefined, undefined, wide ? undefined : 80]);
+  return renderTable(
+    head,
+    data.items.map((e) => [
+      e.time.replace('T', ' ').replace('Z', ''),
+      e.cluster,
+      e.node ?? '-',
+      e.from || e.to ? `${e.from ?? '-'} -> ${e.to ?? '-'}` : '-',
+      e.rule,
+      e.reason,
+    ]),
+    [undefined, undefined, undefined, undefined, undefined, wide ? undefined : 80],
+  );
 }
 
 type Collected = ReturnType<typeof collect>;
@@ -71,7 +130,9 @@ function onlyNamed(data: Collected, names: string[]): { data: Collected; missing
 
 /** An item's identity across polls, for `-w -o json` (one line per item that changed). */
 const itemKey = (data: Collected, item: Collected['items'][number]) =>
-  data.kind === 'events' ? `event/${(item as { id: number }).id}` : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
+  data.kind === 'events'
+    ? `event/${(item as { id: number }).id}`
+    : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
 
 interface GetFlags {
   cluster?: string;
@@ -98,12 +159,14 @@ export async function getCommand(db: string, kind: string, names: string[], o: G
 
 async function print(data: Collected, format: Format): Promise<void> {
   // As kubectl: an empty table is a sentence on stderr; json/yaml still print the empty list.
-  if (data.items.length === 0 && (format === 'table' || format === 'wide')) process.stderr.write('No resources found\n');
+  if (data.items.length === 0 && (format === 'table' || format === 'wide'))
+    process.stderr.write('No resources found\n');
   else process.stdout.write(`${await render(data, format)}\n`);
 }
 
 function reportMissing(kind: string, missing: string[]): number {
-  for (const name of missing) process.stderr.write(`error: ${kind.replace(/s$/, '')} ${JSON.stringify(name)} not found\n`);
+  for (const name of missing)
+    process.stderr.write(`error: ${kind.replace(/s$/, '')} ${JSON.stringify(name)} not found\n`);
   return missing.length > 0 ? CLI_EXIT.notFound : EXIT.ok;
 }
 
@@ -132,7 +195,12 @@ async function watch(read: () => { data: Collected }, format: Format): Promise<n
   }
 }
 
-export async function describeCommand(db: string, kind: string, name: string, cluster?: string): Promise<number> {
+export async function describeCommand(
+  db: string,
+  kind: string,
+  name: string,
+  cluster?: string,
+): Promise<number> {
   const store = Store.open(db, { readonly: true });
   try {
     const { stringify } = await import('yaml');
@@ -141,19 +209,37 @@ export async function describeCommand(db: string, kind: string, name: string, cl
       if (!c) throw new NotFoundError(`cannot describe cluster ${name}: no such cluster`);
       const nodes = collect(store, 'nodes', name).items;
       const events = store.listEvents({ cluster: name, limit: 15 }).map(eventItem);
-      const history = store.specHistory(name).map((h) => ({ generation: h.generation, hash: h.specHash.slice(0, 12), applied: new Date(h.appliedAt).toISOString() }));
-      process.stdout.write(stringify({ cluster: clusterItem(c, nodes.length), nodes, spec: c.spec, history, events }));
+      const history = store
+        .specHistory(name)
+        .map((h) => ({
+          generation: h.generation,
+          hash: h.specHash.slice(0, 12),
+          applied: new Date(h.appliedAt).toISOString(),
+        }));
+      process.stdout.write(
+        stringify({ cluster: clusterItem(c, nodes.length), nodes, spec: c.spec, history, events }),
+      );
       return EXIT.ok;
     }
     if (kind === 'node') {
       const records = store.listNodes(cluster).filter((r) => r.name === name);
-      if (records.length === 0) throw new NotFoundError(`cannot describe node ${name}: no such node${cluster ? ` in cluster ${cluster}` : ''}`);
-      if (records.length > 1) throw new UsageError(`cannot describe node ${name}: it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`);
+      if (records.length === 0)
+        throw new NotFoundError(
+          `cannot describe node ${name}: no such node${cluster ? ` in cluster ${cluster}` : ''}`,
+        );
+      if (records.length > 1)
+        throw new UsageError(
+          `cannot describe node ${name}: it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`,
+        );
       const rec = records[0]!;
       const item = (collect(store, 'nodes', rec.cluster).items as NodeItem[]).find((n) => n.name === name);
       const obs = store.getObservation(rec.cluster)?.nodes[name];
       const spec = store.getCluster(rec.cluster)?.spec.nodes.find((n) => n.name === name);
-      const events = store.listEvents({ cluster: rec.cluster, limit: 200 }).filter((e) => e.node === name).slice(-15).map(eventItem);
+      const events = store
+        .listEvents({ cluster: rec.cluster, limit: 200 })
+        .filter((e) => e.node === name)
+        .slice(-15)
+        .map(eventItem);
       process.stdout.write(stringify({ node: item, spec: spec ?? null, observation: obs ?? null, events }));
       return EXIT.ok;
     }

@@ -65,7 +65,11 @@ export async function serviceShowCommand(o: { db?: string }): Promise<number> {
   return EXIT.ok;
 }
 
-export async function serviceInstallCommand(o: { db?: string; unitDir: string; reload: boolean }): Promise<number> {
+export async function serviceInstallCommand(o: {
+  db?: string;
+  unitDir: string;
+  reload: boolean;
+}): Promise<number> {
   const path = join(o.unitDir, UNIT_NAME);
   mkdirSync(o.unitDir, { recursive: true });
   writeFileSync(path, renderUnit({ db: resolve(o.db ?? '/var/lib/pgop/pgop.db') }), { mode: 0o644 });

@@ -870,12 +870,15 @@ async function loadLibvirtBinding(): Promise<typeof import('@unraid/libvirt')> {
     return await import('@unraid/libvirt');
   } catch (err) {
     const hint = 'reinstall pgop without --omit=optional; it builds against libvirt-dev';
-    throw terminal(`cannot use the libvirt provider: the optional package @unraid/libvirt is missing (${hint}): ${messageOf(err)}`, err);
+    const what = `the optional package @unraid/libvirt is missing (${hint})`;
+    throw terminal(`cannot use the libvirt provider: ${what}: ${messageOf(err)}`, err);
   }
 }
 
 /** libvirt's virDomainState numbers (a stable C ABI), so that this needs no runtime import. */
-const DOMAIN_STATE_NAMES: readonly DomainStatus['state'][] = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'];
+const DOMAIN_STATE_NAMES: readonly DomainStatus['state'][] = [
+  'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended',
+];
 
 export function stateName(s: DomainState | number): DomainStatus['state'] {
   return DOMAIN_STATE_NAMES[s] ?? 'nostate';
