@@ -85,7 +85,7 @@ type GetFlags = {
 program
   .command('get')
   .description('list clusters, nodes or events')
-  .addArgument(new Argument('<kind>', 'clusters | nodes | events').choices(KINDS.get))
+  .addArgument(new Argument('<kind>', 'what to list').choices(KINDS.get))
   .argument('[names...]', 'only these clusters or nodes')
   .option('--cluster <name>', 'only this cluster')
   .addOption(
@@ -106,7 +106,7 @@ program
 program
   .command('describe')
   .description('everything pgop knows about one cluster or node')
-  .addArgument(new Argument('<kind>', 'cluster | node').choices(KINDS.describe))
+  .addArgument(new Argument('<kind>', 'what to describe').choices(KINDS.describe))
   .argument('<name>', 'cluster name, or node name (with --cluster when ambiguous)')
   .option('--cluster <name>', "the node's cluster")
   .action(async (kind: string, name: string, o: { cluster?: string }) => {
@@ -117,7 +117,7 @@ program
 program
   .command('delete')
   .description('tear a cluster down (the running `pgop serve` does it) and forget it')
-  .addArgument(new Argument('<kind>', 'cluster').choices(KINDS.delete))
+  .addArgument(new Argument('<kind>', 'what to delete').choices(KINDS.delete))
   .argument('<name>')
   .option('--no-wait', 'only request the deletion; do not wait for the teardown')
   .option(
@@ -154,7 +154,9 @@ program
   .option('--timeout <duration>', 'give up after this long (90, 90s, 5m, 1h, 500ms)', parseDuration)
   .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
     const { serveCommand } = await import('./commands/serve.js');
-    process.exitCode = await serveCommand(await dbPath(), o);
+    // serveCommand takes seconds; parseDuration gives milliseconds
+    const timeout = o.timeout === undefined ? {} : { timeout: o.timeout / 1000 };
+    process.exitCode = await serveCommand(await dbPath(), { untilConverged: !!o.untilConverged, ...timeout });
   });
 
 const hostKey = program
@@ -271,7 +273,7 @@ program
 program
   .command('completion')
   .description('print the shell completion script (source <(pgop completion bash))')
-  .addArgument(new Argument('<shell>', 'bash | zsh').choices(['bash', 'zsh']))
+  .addArgument(new Argument('<shell>', 'the shell').choices(['bash', 'zsh']))
   .action(async (shell: 'bash' | 'zsh') => {
     const { completionScript } = await import('./completion.js');
     process.stdout.write(completionScript(shell));

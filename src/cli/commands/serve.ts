@@ -143,11 +143,10 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   }
 }
 
-/** `timeout` in milliseconds (parseDuration). */
 export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
   await enterLabHubIfNeeded(db);
   try {
-    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}) });
+    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
     return ok ? EXIT.ok : EXIT.changes;
   } catch (err) {
     if ((err as { locked?: boolean }).locked) return EXIT.locked;
