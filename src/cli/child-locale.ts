@@ -2,8 +2,8 @@
 // is only stable in the C locale, and on a translated system virsh's lifecycle events would
 // silently stop matching. Every child inherits this process's environment, so setting LC_ALL
 // once here, before any command runs, covers every spawn site (and those added later).
-// Remote commands over SSH are not covered: sshd builds their environment, and the drivers set
-// LC_ALL=C on the remote tools they parse.
+// Remote commands over SSH are not covered: sshd builds their environment (pgop's lab hosts and
+// image set no translated locale); a driver that parses a remote tool sets LC_ALL=C for it.
 
 const SAVED = 'PGOP_USER_LC_ALL';
 
