@@ -9,17 +9,11 @@ import type { ImageBuildFlags } from '../image/recipe.js';
 import { parseDuration } from './duration.js';
 import { cliExitCode } from './errors.js';
 import { pinChildLocale } from './child-locale.js';
+import { KINDS, LAB_FAULTS } from './vocabulary.js';
 
 export interface GlobalOptions {
   db: string;
 }
-
-/** The resource kinds each command takes (singular forms too, as kubectl). */
-export const KINDS = {
-  get: ['clusters', 'nodes', 'events', 'cluster', 'node', 'event'],
-  describe: ['cluster', 'node'],
-  delete: ['cluster'],
-} as const;
 
 /** The version in the package.json beside dist/ (or beside src/ when run from the checkout). */
 function packageVersion(): string {
@@ -252,7 +246,7 @@ lab
     'inject a fault: kill (SIGKILL the postmaster), partition/heal (link down/up), stop/start (whole node)',
   )
   .argument('<node>')
-  .argument('<action>', 'kill | partition | heal | stop | start')
+  .addArgument(new Argument('<action>', 'the fault').choices(LAB_FAULTS))
   .option('--cluster <name>', 'the lab cluster (default: the only one)')
   .action(async (node: string, action: string, o: { cluster?: string }) => {
     const { labFaultCommand } = await import('./commands/lab.js');

@@ -152,6 +152,7 @@ describe('get NAME..., usage errors and missing things', () => {
       ['get', 'nodes', '--frob'],
       ['switchover'],
       ['completion', 'fish'],
+      ['lab', 'fault', 'pg01', 'frob'],
     ]) {
       expect(pgop(db, args).code, args.join(' ')).toBe(2);
     }
@@ -165,10 +166,14 @@ describe('get NAME..., usage errors and missing things', () => {
       ['switchover', 'nope'],
       ['switchover', 'sim', '--to', 'pg09'],
       ['delete', 'cluster', 'nope'],
+      ['host-key', 'list', '--cluster', 'nope'],
+      ['host-key', 'forget', 'nope', 'pg01'],
+      ['host-key', 'forget', 'sim', 'pg09'],
     ]) {
       const r = pgop(db, args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toMatch(/no such|no cluster named/);
+      expect(r.stderr).not.toContain('Usage:');
     }
   });
 });
@@ -332,6 +337,7 @@ describe('pgop completion', () => {
     expect(complete('pgop delete ')).toEqual(['cluster']);
     expect(complete('pgop service ').sort()).toEqual(['help', 'install', 'show']);
     expect(complete('pgop completion ').sort()).toEqual(['bash', 'zsh']);
+    expect(complete('pgop lab fault pg01 ').sort()).toEqual(['heal', 'kill', 'partition', 'start', 'stop']);
   });
 
   it("completes flags, global ones too, and the choices of a flag's value", () => {

@@ -4,6 +4,7 @@
 import { Store } from '../../store/store.js';
 import { EXIT, terminal } from '../../errors.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
+import { NotFoundError } from '../errors.js';
 import { renderTable } from '../table.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 
@@ -20,7 +21,7 @@ async function fingerprintOf(keyB64: string): Promise<string> {
 export async function hostKeyListCommand(db: string, o: { cluster?: string; output?: 'table' | 'json' }): Promise<number> {
   const store = Store.open(db, { readonly: true });
   try {
-    if (o.cluster !== undefined && !store.getCluster(o.cluster)) throw terminal(`cannot list the host keys of cluster ${o.cluster}: no such cluster`);
+    if (o.cluster !== undefined && !store.getCluster(o.cluster)) throw new NotFoundError(`cannot list the host keys of cluster ${o.cluster}: no such cluster`);
     const keys = store.listHostKeys(o.cluster);
     const items = await Promise.all(
       keys.map(async (k) => ({
@@ -51,7 +52,7 @@ function machineOf(spec: ClusterSpec, node: string): NodeSpec | typeof POOL {
   const n = spec.nodes.find((x) => x.name === node);
   if (!n) {
     const names = [...spec.nodes.map((x) => x.name), ...(spec.pgpool.enabled && spec.pgpool.address ? [POOL] : [])];
-    throw terminal(`cannot find ${spec.name}/${node}: no such machine (${names.join(', ')})`);
+    throw new NotFoundError(`cannot find ${spec.name}/${node}: no such machine (${names.join(', ')})`);
   }
   return n;
 }
@@ -61,7 +62,7 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
   const store = Store.open(db);
   try {
     const c = store.getCluster(cluster);
-    if (!c) throw terminal(`cannot rotate the host key of ${cluster}/${node}: no such cluster`);
+    if (!c) throw new NotFoundError(`cannot rotate the host key of ${cluster}/${node}: no such cluster`);
     const spec = c.spec;
     const machine = machineOf(spec, node);
     if (spec.provider.type === 'sim') throw terminal(`cannot rotate the host key of ${cluster}/${node}: simulated machines have no SSH`);
@@ -92,7 +93,7 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
   const store = Store.open(db);
   try {
     const c = store.getCluster(cluster);
-    if (!c) throw terminal(`cannot forget the host key of ${cluster}/${node}: no such cluster`);
+    if (!c) throw new NotFoundError(`cannot forget the host key of ${cluster}/${node}: no such cluster`);
     machineOf(c.spec, node);
     const had = store.getHostKey(cluster, node);
     store.pinHostKey(cluster, node, TRUST_NEXT_KEY, '', Date.now(), { replace: true });

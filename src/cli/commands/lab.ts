@@ -13,6 +13,8 @@ import { defaultTlsDir, tlsOf } from '../../tls/material.js';
 import { EXIT, terminal } from '../../errors.js';
 import { makeDirs } from '../../state-dirs.js';
 import { userLocaleEnv } from '../child-locale.js';
+import { NotFoundError, UsageError } from '../errors.js';
+import { LAB_FAULTS } from '../vocabulary.js';
 import type { ClusterSpec, SecretRef } from '../../spec/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
@@ -185,27 +187,26 @@ async function labCluster(db: string, name: string | undefined): Promise<Cluster
   const store = Store.open(db, { readonly: true });
   try {
     const labs = store.listClusters().filter((c) => c.spec.provider.type === 'lab' && (!name || c.name === name));
-    if (labs.length === 0) throw terminal(`cannot find ${name ? `lab cluster ${name}` : 'a lab cluster'} in ${db}`);
-    if (labs.length > 1) throw terminal(`several lab clusters (${labs.map((c) => c.name).join(', ')}): pass --cluster`);
+    if (labs.length === 0) throw new NotFoundError(`cannot find ${name ? `lab cluster ${name}` : 'a lab cluster'} in ${db}`);
+    if (labs.length > 1) throw new UsageError(`several lab clusters (${labs.map((c) => c.name).join(', ')}): pass --cluster`);
     return labs[0]!.spec;
   } finally {
     store.close();
   }
 }
 
-const FAULTS = ['kill', 'partition', 'heal', 'stop', 'start'] as const;
 
 export async function labFaultCommand(db: string, nodeName: string, action: string, clusterName: string | undefined): Promise<number> {
   requireRoot('inject a fault');
-  if (!(FAULTS as readonly string[]).includes(action)) throw terminal(`cannot inject fault ${action}: use one of ${FAULTS.join(', ')}`);
+  if (!(LAB_FAULTS as readonly string[]).includes(action)) throw new UsageError(`cannot inject fault ${action}: use one of ${LAB_FAULTS.join(', ')}`);
   const spec = await labCluster(db, clusterName);
   const node = spec.nodes.find((n) => n.name === nodeName);
-  if (!node) throw terminal(`cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`);
+  if (!node) throw new NotFoundError(`cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`);
   const { createLabProvider } = await import('../../drivers/lab/provider.js');
   const provider = createLabProvider();
   const t = Date.now();
   try {
-    await provider[action as (typeof FAULTS)[number]](spec, node);
+    await provider[action as (typeof LAB_FAULTS)[number]](spec, node);
   } finally {
     await provider.close();
   }
@@ -218,16 +219,16 @@ export async function psqlCommand(db: string, clusterName: string, nodeName: str
   let spec: ClusterSpec;
   try {
     const c = store.getCluster(clusterName);
-    if (!c) throw terminal(`cannot connect to cluster ${clusterName}: no such cluster`);
+    if (!c) throw new NotFoundError(`cannot connect to cluster ${clusterName}: no such cluster`);
     spec = c.spec;
   } finally {
     store.close();
   }
   if (spec.provider.type === 'sim') throw terminal(`cannot connect to cluster ${clusterName}: it is simulated`);
   const node = nodeName ? spec.nodes.find((n) => n.name === nodeName) : undefined;
-  if (nodeName && !node) throw terminal(`cannot connect to ${clusterName}/${nodeName}: no such node`);
+  if (nodeName && !node) throw new NotFoundError(`cannot connect to ${clusterName}/${nodeName}: no such node`);
   const [host, port] = node ? [node.address, 5432] : spec.pgpool.enabled && spec.pgpool.address ? [spec.pgpool.address, spec.pgpool.port] : [null, 0];
-  if (!host) throw terminal(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
+  if (!host) throw new UsageError(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
   // The password goes through the environment: never on a command line (ps shows those).
   const env: NodeJS.ProcessEnv = { ...userLocaleEnv(), PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
   // verify-full against the cluster CA (network clients are taken over TLS only)
