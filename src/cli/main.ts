@@ -304,6 +304,11 @@ service
 
 export async function main(argv: string[]): Promise<number> {
   pinChildLocale();
+  // `pgop get -w -o json | head -1`: a reader that went away ends pgop quietly, as it does `cat`
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(EXIT.ok);
+  });
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

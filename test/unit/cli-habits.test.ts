@@ -253,6 +253,23 @@ describe('get -w', () => {
   });
 });
 
+describe('a reader that goes away (pgop get -w | head -1)', () => {
+  it('ends pgop quietly with exit 0', async () => {
+    const db = join(tmp(), 'pgop.db');
+    pgop(db, ['apply', '-f', simSpec]);
+    const child = spawn(process.execPath, [bin, '--db', db, 'get', 'clusters', '-w', '-o', 'json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PGOP_DB: '' },
+    });
+    child.stdout.destroy(); // before pgop's first write
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code, stderr).toBe(0);
+    expect(stderr).toBe('');
+  });
+});
+
 describe('PGOP_LOG_LEVEL', () => {
   it('debug logs the debug lines; the default level does not', () => {
     const db = join(tmp(), 'pgop.db');
