@@ -4,7 +4,8 @@
 import fc from 'fast-check';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { SimClock } from '../../src/drivers/sim/clock.js';
-import { createSimWorld, desiredConfigHash, formatSyncStandbyNames, type SimDrivers } from '../../src/drivers/sim/drivers.js';
+import { createSimWorld, desiredConfigHash, type SimDrivers } from '../../src/drivers/sim/drivers.js';
+import { syncStandbyNamesValue as formatSyncStandbyNames } from '../../src/drivers/postgres/sync-names.js';
 import { lsnOf, slotNameFor, SimWorld } from '../../src/drivers/sim/world.js';
 import { PgopError } from '../../src/errors.js';
 import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';

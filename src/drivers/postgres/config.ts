@@ -19,6 +19,10 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { ClusterSpec, HbaRule, NodeSpec, PgParameterValue } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
 import { tlsOf } from '../../tls/settings.js';
+import { shellQuote } from '../ssh/quote.js';
+import { syncStandbyNamesValue } from './sync-names.js';
+
+export { syncStandbyNamesValue };
 
 export const PGOP_SCRIPT_DIR = '/opt/pgop/scripts';
 export const ARCHIVE_SCRIPT_PATH = `${PGOP_SCRIPT_DIR}/archive.sh`;
@@ -284,8 +288,8 @@ export function renderArchiveScript(cluster: ClusterSpec): string {
 # Managed by pgop. archive_command = '${commentText(archiveScriptPath(cluster))} %p %f'
 # Copies WAL segment $1 to $ARCHIVE_DIR/$2. Never overwrites: an identical existing copy is success,
 # a different one is an error (postgres keeps the segment and retries).
-ARCHIVE_DIR=${shQuote(dir)}
-LOGFILE=${shQuote(log)}
+ARCHIVE_DIR=${shellQuote(dir, { always: true })}
+LOGFILE=${shellQuote(log, { always: true })}
 src="$1"
 name="$2"
 if [ -z "$src" ] || [ -z "$name" ]; then
@@ -325,12 +329,6 @@ fi
 log "ERROR cannot archive $name"
 exit 1
 `;
-}
-
-/** POSIX single quoting for values embedded in generated scripts. */
-export function shQuote(s: string): string {
-  if (s.includes('\0')) throw terminal('cannot quote a shell word containing NUL');
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 // ------------------------------------------------------------------------------ hash
@@ -382,7 +380,8 @@ export function nodeOptions(cluster: ClusterSpec, node: NodeSpec): string[] {
 /** The `pg_ctl -o` string: pg_ctl hands it to /bin/sh, so every word is shell-quoted. */
 export function nodeOptionString(cluster: ClusterSpec, node: NodeSpec): string {
   return nodeOptions(cluster, node)
-    .map((w) => (/^[A-Za-z0-9_.,:/=-]+$/.test(w) ? w : shQuote(w)))
+    // `=` and `,` stay bare: no option word is the first of a command (no assignment there)
+    .map((w) => (/^[A-Za-z0-9_.,:/=-]+$/.test(w) ? w : shellQuote(w)))
     .join(' ');
 }
 
@@ -427,13 +426,6 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
   // recovery_target_timeline is 'latest' by default (PG >= 12) and is NOT set here: it can only
   // change at a restart, so removing it from a file on promote would leave a pending restart.
   return `${lines.join('\n')}\n`;
-}
-
-/** synchronous_standby_names value: `ANY q ("a", "b")`, or '' when names is empty. */
-export function syncStandbyNamesValue(names: string[], quorum: number): string {
-  if (names.length === 0) return '';
-  const q = Math.max(1, Math.min(Math.floor(quorum), names.length));
-  return `ANY ${q} (${[...names].sort().map((n) => `"${n.replace(/"/g, '')}"`).join(', ')})`;
 }
 
 export function renderSyncConf(names: string[], quorum: number): string {
