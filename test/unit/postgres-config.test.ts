@@ -34,7 +34,8 @@ import {
   syncStandbyNamesValue,
   verifyScram,
 } from '../../src/drivers/postgres/config.js';
-import { conninfoHost, printfEscape } from '../../src/drivers/postgres/driver.js';
+import { conninfoHost } from '../../src/drivers/postgres/probe-query.js';
+import { printfEscape } from '../../src/drivers/remote/files.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 
 /** The seed's conf.d/custom.conf as spec parameters (listen_addresses included on purpose). */

@@ -18,9 +18,10 @@ import type { DriverLog, ExecOptions, ExecResult, HostRef, NodeShell, PoolDriver
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
-import { putFiles, type FileOp } from '../postgres/driver.js';
+import { putFiles, type FileOp } from '../remote/files.js';
+import { runScript, sleep, tail } from '../remote/run.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
-import { ClientCache, newClient } from '../pg-clients.js';
+import { ClientCache, newClient, pgMessage } from '../pg-clients.js';
 import { ClusterTls, POOL_HOST } from '../../tls/material.js';
 import { clientTls } from '../../tls/client.js';
 import { PcpRefused, PcpSession, pcpRequest, type PcpRequest } from './pcp.js';
@@ -62,7 +63,6 @@ export interface SshPoolDriverOptions {
   tls?: ClusterTls;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const silent: PoolDriverLog = { info() {}, warn() {} };
 
 export function defaultPoolConnect(cluster: ClusterSpec): pg.ClientConfig {
@@ -153,7 +153,7 @@ export class SshPoolDriver implements PoolDriver {
   // ---------------------------------------------------------------- remote helpers
 
   private sh(cluster: ClusterSpec, script: string, args: (string | number)[], opts: ExecOptions = {}): Promise<ExecResult> {
-    return this.shell.exec(this.hostRefOf(cluster), ['sh', '-c', `cd / || exit 1\n${script}`, 'pgop', ...args.map(String)], opts);
+    return runScript(this.shell, this.hostRefOf(cluster), { text: script, args }, opts);
   }
 
   private async must(cluster: ClusterSpec, what: string, script: string, args: (string | number)[], opts: ExecOptions & { kind?: 'transient' | 'terminal' } = {}): Promise<ExecResult> {
@@ -823,16 +823,6 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-function tail(s: string, n = 400): string {
-  const t = s.trim();
-  return t.length > n ? `...${t.slice(-n)}` : t;
-}
-
-function pgMessage(err: unknown): string {
-  const e = err as { message?: string; code?: string };
-  return e?.message ?? String(err);
 }
 
 /** alive <pid>: a live (not zombie) pgpool process. */
