@@ -332,6 +332,13 @@ describe('config hash', () => {
 });
 
 describe('archive script (run for real in a temp dir)', () => {
+  it('quotes its paths even when plain: its bytes are part of the config hash, so they must not move', () => {
+    const s = seedSpec({ archiveDir: '/u01/archive', logDir: '/u01/log' });
+    const text = renderArchiveScript(s);
+    expect(text).toContain("\nARCHIVE_DIR='/u01/archive'\n");
+    expect(text).toContain("\nLOGFILE='/u01/log/archive.log'\n");
+  });
+
   it('archives, accepts an identical retry, refuses to overwrite different content', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgop-arch-'));
     try {

@@ -229,8 +229,6 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
 
 // ------------------------------------------------------------------------------ pg_hba.conf
 
-/** pg_hba.conf: peer for the local postgres OS user, scram-sha-256 from the cluster network for
- *  the replication user and the operator's superuser, then the spec's rules. Never `trust`. */
 /** The connection type a spec hba rule is written with: `host` becomes `hostssl` while TLS is on,
  *  unless the spec keeps its host rules as written. */
 export function hbaType(cluster: ClusterSpec, type: HbaRule['type']): HbaRule['type'] {
@@ -238,6 +236,8 @@ export function hbaType(cluster: ClusterSpec, type: HbaRule['type']): HbaRule['t
   return type === 'host' && tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : type;
 }
 
+/** pg_hba.conf: peer for the local postgres OS user, scram-sha-256 from the cluster network for
+ *  the replication user and the operator's superuser, then the spec's rules. Never `trust`. */
 export function renderHba(cluster: ClusterSpec): string {
   const nets = clusterNetworks(cluster);
   const repl = cluster.replication.user;

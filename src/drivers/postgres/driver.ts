@@ -11,7 +11,15 @@
 
 import type pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
-import type { DriverLog, HostRef, NodeShell, PostgresDriver, ProbeOptions, ProbeResult, Signals } from '../types.js';
+import type {
+  DriverLog,
+  HostRef,
+  NodeShell,
+  PostgresDriver,
+  ProbeOptions,
+  ProbeResult,
+  Signals,
+} from '../types.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { ClusterTls } from '../../tls/material.js';
 import { pgPort, slotName } from './config.js';
@@ -118,7 +126,12 @@ export class SshPostgresDriver implements PostgresDriver {
     return ensureSlots(this.access, cluster, primary, standbys);
   }
 
-  ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void> {
+  ensureSyncStandbys(
+    cluster: ClusterSpec,
+    primary: NodeSpec,
+    names: string[],
+    quorum: number,
+  ): Promise<void> {
     return this.replication.ensureSyncStandbys(cluster, primary, names, quorum);
   }
 

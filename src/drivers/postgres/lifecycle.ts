@@ -33,7 +33,12 @@ import {
 import { ms, socketDir, type NodeAccess } from './node-access.js';
 import type { Prober } from './probe.js';
 import { initdbScript, installScript, startScript, startupErrorsScript, stopScript } from './scripts.js';
-import { ensureRolesAndDatabases, ensureSchemasAndGrants, ensureSlots, ensureSuperuserPassword } from './sql-objects.js';
+import {
+  ensureRolesAndDatabases,
+  ensureSchemasAndGrants,
+  ensureSlots,
+  ensureSuperuserPassword,
+} from './sql-objects.js';
 
 export class Lifecycle {
   constructor(
@@ -82,7 +87,13 @@ export class Lifecycle {
     assertSafePath('postgres.archiveDir', cluster.postgres.archiveDir);
     this.a.logDir(cluster);
     const owner = cluster.provider.type === 'lab' ? 'postgres:postgres' : 'root:root';
-    return { op: 'write', path: archiveScriptPath(cluster), content: renderArchiveScript(cluster), mode: 0o755, owner };
+    return {
+      op: 'write',
+      path: archiveScriptPath(cluster),
+      content: renderArchiveScript(cluster),
+      mode: 0o755,
+      owner,
+    };
   }
 
   /** TLS files, conf.d/pgop.conf, pg_hba.conf, archive script. */
@@ -104,7 +115,12 @@ export class Lifecycle {
   }
 
   /** Managed files (+ extra), include_dir; true when a setting file changed (reload needed). */
-  async writeManagedFiles(cluster: ClusterSpec, node: NodeSpec, extra: FileOp[] = [], clean = false): Promise<boolean> {
+  async writeManagedFiles(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    extra: FileOp[] = [],
+    clean = false,
+  ): Promise<boolean> {
     await this.a.ensureTls(cluster);
     const files = [...this.managedFiles(cluster, node), ...extra];
     const changed = await this.a.apply(cluster, node, files, { dataDir: true, clean });
@@ -131,7 +147,11 @@ export class Lifecycle {
     const passfile = renderReplicationPassfile(cluster, this.a.replicationPassword(cluster));
     files.push(
       { op: 'write', path: replicationPassfilePath(cluster), content: passfile },
-      { op: 'write', path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`, content: renderStandbyConf(cluster, node, primary) },
+      {
+        op: 'write',
+        path: `${d}/${CONF_DIR}/${STANDBY_CONF_FILE}`,
+        content: renderStandbyConf(cluster, node, primary),
+      },
       { op: 'write', path: `${d}/standby.signal`, content: '' },
     );
     return files;
@@ -154,8 +174,12 @@ export class Lifecycle {
       // pg_ctl -w gives up after 60 s while a standby may still be catching up: running is fine.
       const st = await this.a.nodeState(cluster, node);
       if (!st.running) {
-        const log = await this.a.run(cluster, node, startupErrorsScript(this.a.logDir(cluster)), { user: 'postgres' });
-        throw transient(`cannot start postgres on ${node.name}: ${failureDetail(res)} ${tail(log.stdout)}`.trim());
+        const log = await this.a.run(cluster, node, startupErrorsScript(this.a.logDir(cluster)), {
+          user: 'postgres',
+        });
+        throw transient(
+          `cannot start postgres on ${node.name}: ${failureDetail(res)} ${tail(log.stdout)}`.trim(),
+        );
       }
     }
     this.a.log.info({ node: node.name, ms: ms(t0) }, 'postgres started');
@@ -164,7 +188,13 @@ export class Lifecycle {
   async stop(cluster: ClusterSpec, node: NodeSpec, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
     const t0 = performance.now();
     this.prober.dropProbe(cluster, node);
-    const script = stopScript(this.a.dataDir(cluster), binDir(cluster), mode, socketDir(cluster), pgPort(cluster));
+    const script = stopScript(
+      this.a.dataDir(cluster),
+      binDir(cluster),
+      mode,
+      socketDir(cluster),
+      pgPort(cluster),
+    );
     await this.a.must(cluster, node, 'stop postgres', script, { user: 'postgres', timeoutMs: 120_000 });
     this.a.log.info({ node: node.name, ms: ms(t0), mode }, 'postgres stopped');
   }
@@ -184,18 +214,22 @@ export class Lifecycle {
     }
     // Errors in the files pgop wrote are terminal; "needs a restart" is not an error here.
     const errs = await c.query<{ where: string; error: string }>(
-      `SELECT coalesce(sourcefile, '?') || ':' || coalesce(sourceline::text, '?') || ' ' || coalesce(name, '') AS where, error
+      `SELECT coalesce(sourcefile, '?') || ':' || coalesce(sourceline::text, '?') || ' ' || coalesce(name, '')
+                AS where, error
          FROM pg_file_settings
-        WHERE error IS NOT NULL AND error <> 'setting could not be applied' AND error NOT LIKE '%without restarting the server%'
+        WHERE error IS NOT NULL AND error <> 'setting could not be applied'
+          AND error NOT LIKE '%without restarting the server%'
        UNION ALL
        SELECT 'pg_hba.conf:' || line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL`,
     );
     if (errs.rows.length > 0) {
-      throw terminal(`cannot configure postgres on ${node.name}: ${errs.rows.map((e) => `${e.where}: ${e.error}`).join('; ')}`);
+      const why = errs.rows.map((e) => `${e.where}: ${e.error}`).join('; ');
+      throw terminal(`cannot configure postgres on ${node.name}: ${why}`);
     }
     const pending = await c.query<{ p: boolean | null }>(
       `SELECT (SELECT bool_or(pending_restart) FROM pg_settings)
-           OR EXISTS (SELECT 1 FROM pg_file_settings WHERE error LIKE '%without restarting the server%') AS p`,
+           OR EXISTS (SELECT 1 FROM pg_file_settings
+                       WHERE error LIKE '%without restarting the server%') AS p`,
     );
     return { pendingRestart: pending.rows[0]?.p === true };
   }
@@ -209,7 +243,8 @@ export class Lifecycle {
     const t0 = performance.now();
     await this.a.ensureTls(cluster);
     const st = await this.a.nodeState(cluster, node);
-    if (!st.initialized) throw transient(`cannot configure ${node.name}: its data directory is not initialised yet`);
+    if (!st.initialized)
+      throw transient(`cannot configure ${node.name}: its data directory is not initialised yet`);
     const changed = await this.writeManagedFiles(cluster, node);
     if (st.running) {
       const { pendingRestart } = await this.reload(cluster, node);
@@ -221,7 +256,10 @@ export class Lifecycle {
     } else {
       // The way back when nobody else can serve: start it in place, in whatever role its data
       // directory says (standby.signal or not). start() clears a dead postmaster's stale pid file.
-      this.a.log.info({ node: node.name, standby: st.standbySignal }, 'postgres is down: starting it in place');
+      this.a.log.info(
+        { node: node.name, standby: st.standbySignal },
+        'postgres is down: starting it in place',
+      );
       await this.start(cluster, node);
     }
     await this.writeConfHash(cluster, node);
@@ -246,7 +284,8 @@ export class Lifecycle {
     if (running && changed) await this.reload(cluster, node);
     await this.a.withAdmin(cluster, node, async (c) => {
       const rec = await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec');
-      if (rec.rows[0]?.rec) throw terminal(`cannot make ${node.name} a primary: it runs in recovery; promote it instead`);
+      if (rec.rows[0]?.rec)
+        throw terminal(`cannot make ${node.name} a primary: it runs in recovery; promote it instead`);
       await ensureRolesAndDatabases(c, cluster, node, this.a.replicationPassword(cluster), this.a.log);
     });
     await ensureSchemasAndGrants(this.a, cluster, node);
@@ -261,15 +300,23 @@ export class Lifecycle {
     const d = this.a.dataDir(cluster);
     const st = await this.a.nodeState(cluster, node);
     if (st.initialized) {
-      if (st.standbySignal) throw terminal(`cannot make ${node.name} a primary: it is a standby (standby.signal present); promote it instead`);
+      if (st.standbySignal)
+        throw terminal(
+          `cannot make ${node.name} a primary: it is a standby (standby.signal present); promote it instead`,
+        );
       return st.running;
     }
     if (st.nonEmpty) {
       const partial = st.partial ? ' (an interrupted clone)' : '';
-      throw terminal(`cannot initialise ${node.name}: data directory ${d} is not empty and holds no database cluster${partial}`);
+      const what = `data directory ${d} is not empty and holds no database cluster${partial}`;
+      throw terminal(`cannot initialise ${node.name}: ${what}`);
     }
     const initdb = initdbScript(d, binDir(cluster));
-    await this.a.must(cluster, node, 'initdb', initdb, { user: 'postgres', kind: 'terminal', timeoutMs: 300_000 });
+    await this.a.must(cluster, node, 'initdb', initdb, {
+      user: 'postgres',
+      kind: 'terminal',
+      timeoutMs: 300_000,
+    });
     this.a.log.info({ node: node.name, ms: ms(t0) }, 'initdb done');
     return st.running;
   }

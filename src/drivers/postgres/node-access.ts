@@ -13,7 +13,16 @@ import { endClient, newClient, pgMessage } from '../pg-clients.js';
 import { assertSafePath } from '../ssh/node-fs.js';
 import { putFiles, type FileOp } from '../remote/files.js';
 import { failureDetail, runScript, tail, type NodeScript } from '../remote/run.js';
-import { CONF_DIR, INCLUDE_DIR_LINE, SOCKET_DIR, binDir, parseLsn, pgPort, tlsNodePaths, type NodeTlsFiles } from './config.js';
+import {
+  CONF_DIR,
+  INCLUDE_DIR_LINE,
+  SOCKET_DIR,
+  binDir,
+  parseLsn,
+  pgPort,
+  tlsNodePaths,
+  type NodeTlsFiles,
+} from './config.js';
 import { controlDataScript, nodeStateScript, reloadScript } from './scripts.js';
 
 /** What one SSH look at a node tells. */
@@ -90,9 +99,19 @@ export class NodeAccess {
 
   /** Write, create-if-missing or delete files on the node (src/drivers/remote/files.ts); with
    *  `dataDir`, also make sure conf.d is included (and after a copy, `clean`: no copied slots). */
-  apply(cluster: ClusterSpec, node: NodeSpec, files: FileOp[], opts: { dataDir: boolean; clean?: boolean }): Promise<Set<string>> {
+  apply(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    files: FileOp[],
+    opts: { dataDir: boolean; clean?: boolean },
+  ): Promise<Set<string>> {
     const pre = opts.dataDir
-      ? { dataDir: this.dataDir(cluster), confDir: CONF_DIR, includeLine: INCLUDE_DIR_LINE, clean: !!opts.clean }
+      ? {
+          dataDir: this.dataDir(cluster),
+          confDir: CONF_DIR,
+          includeLine: INCLUDE_DIR_LINE,
+          clean: !!opts.clean,
+        }
       : undefined;
     return putFiles(this.shell, this.host(cluster, node), files, pre);
   }
@@ -134,7 +153,10 @@ export class NodeAccess {
 
   async controlData(cluster: ClusterSpec, node: NodeSpec): Promise<ControlData> {
     const script = controlDataScript(binDir(cluster), this.dataDir(cluster));
-    const res = await this.must(cluster, node, 'read pg_controldata', script, { user: 'postgres', env: { LC_ALL: 'C' } });
+    const res = await this.must(cluster, node, 'read pg_controldata', script, {
+      user: 'postgres',
+      env: { LC_ALL: 'C' },
+    });
     const get = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(res.stdout)?.[1]?.trim() ?? '';
     return {
       state: get('Database cluster state'),
@@ -171,7 +193,12 @@ export class NodeAccess {
   }
 
   /** A fresh superuser session for a mutating operation; always ended. */
-  async withAdmin<T>(cluster: ClusterSpec, node: NodeSpec, fn: (c: pg.Client) => Promise<T>, database?: string): Promise<T> {
+  async withAdmin<T>(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    fn: (c: pg.Client) => Promise<T>,
+    database?: string,
+  ): Promise<T> {
     const cfg = this.clientConfig(cluster, node, {
       connectionTimeoutMillis: Math.max(5000, cluster.failureDetection.connectTimeoutMs),
       ...(database ? { database } : {}),
@@ -242,17 +269,25 @@ export class NodeAccess {
       if (changed.size === 0) {
         this.log.warn(
           { node: node.name, why },
-          'tls: the node holds the certificate pgop issued, yet what answers at its address does not present it; postgres reloaded',
+          'tls: the node holds the certificate pgop issued, ' +
+            'yet what answers at its address does not present it; postgres reloaded',
         );
-        return '; the node holds the certificate pgop issued (postgres reloaded): if this persists, something else answers at its address';
+        return (
+          '; the node holds the certificate pgop issued (postgres reloaded): ' +
+          'if this persists, something else answers at its address'
+        );
       }
       this.log.warn(
         { node: node.name, why, rewritten: [...changed] },
-        'tls: the node served a certificate pgop did not issue; its certificate files were rewritten over SSH and postgres reloaded',
+        'tls: the node served a certificate pgop did not issue; ' +
+          'its certificate files were rewritten over SSH and postgres reloaded',
       );
       return '; pgop rewrote its certificate files on the node over SSH and reloaded postgres';
     } catch (err) {
-      this.log.warn({ node: node.name, error: messageOf(err) }, 'tls: cannot restore the certificate files of the node');
+      this.log.warn(
+        { node: node.name, error: messageOf(err) },
+        'tls: cannot restore the certificate files of the node',
+      );
       return '';
     }
   }

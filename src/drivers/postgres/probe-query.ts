@@ -21,7 +21,8 @@ interface ProbeRow {
   sender_host: string | null;
   primary_conninfo: string | null;
   ssn: string;
-  replicas: { name: string; state: string; sync: string; flush: string | null; replay: string | null }[] | null;
+  replicas:
+    { name: string; state: string; sync: string; flush: string | null; replay: string | null }[] | null;
   slots: string[] | null;
   live_hash: string;
   recorded_hash: string | null;
@@ -46,12 +47,17 @@ SELECT r.rec AS in_recovery,
   (SELECT json_agg(json_build_object('name', application_name, 'state', state, 'sync', sync_state,
       'flush', flush_lsn::text, 'replay', replay_lsn::text) ORDER BY application_name)
      FROM pg_stat_replication) AS replicas,
-  (SELECT json_agg(slot_name ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical') AS slots,
+  (SELECT json_agg(slot_name ORDER BY slot_name) FROM pg_replication_slots
+     WHERE slot_type = 'physical') AS slots,
   encode(sha256(
-      coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
-      coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea) || '\\x00'::bytea ||
-      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END, ''::bytea) ||
-      coalesce((SELECT string_agg('\\x00'::bytea || coalesce(pg_read_binary_file(f, 0, 16777216, true), ''::bytea), ''::bytea ORDER BY o)
+      coalesce(pg_read_binary_file('${CONF_DIR}/${CONF_FILE}', 0, 16777216, true), ''::bytea)
+        || '\\x00'::bytea ||
+      coalesce(pg_read_binary_file(current_setting('hba_file'), 0, 16777216, true), ''::bytea)
+        || '\\x00'::bytea ||
+      coalesce(CASE WHEN $1::text <> '' THEN pg_read_binary_file($1::text, 0, 16777216, true) END,
+               ''::bytea) ||
+      coalesce((SELECT string_agg('\\x00'::bytea || coalesce(pg_read_binary_file(f, 0, 16777216, true),
+                                                          ''::bytea), ''::bytea ORDER BY o)
                   FROM unnest($2::text[]) WITH ORDINALITY AS u(f, o)), ''::bytea)), 'hex') AS live_hash,
   convert_from(pg_read_binary_file('${CONFHASH_FILE}', 0, 1024, true), 'UTF8') AS recorded_hash,
   (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
@@ -66,7 +72,11 @@ export function conninfoHost(conninfo: string | null | undefined): string | null
 }
 
 /** What a probe reports for a node whose postgres does not answer. */
-export function downObservation(initialized: boolean, inRecovery: boolean, running = false): PostgresObservation {
+export function downObservation(
+  initialized: boolean,
+  inRecovery: boolean,
+  running = false,
+): PostgresObservation {
   return {
     initialized,
     running,
@@ -83,7 +93,11 @@ export function downObservation(initialized: boolean, inRecovery: boolean, runni
 }
 
 /** The probe query on an open session; `tlsOn`: the TLS files count in the config hash. */
-export async function queryObservation(cluster: ClusterSpec, client: pg.Client, tlsOn: boolean): Promise<PostgresObservation> {
+export async function queryObservation(
+  cluster: ClusterSpec,
+  client: pg.Client,
+  tlsOn: boolean,
+): Promise<PostgresObservation> {
   const script = cluster.postgres.archiveScript ? archiveScriptPath(cluster) : '';
   const t = tlsNodePaths(cluster);
   const res = await client.query<ProbeRow>(PROBE_SQL, [script, tlsOn ? [t.cert, t.key, t.ca] : []]);
@@ -104,17 +118,25 @@ function observationOf(cluster: ClusterSpec, r: ProbeRow): PostgresObservation {
     timeline = r.received_tli ?? Math.max(r.ckpt_tli ?? 0, r.minrec_tli ?? 0, segTli);
   }
   const upstreamAddr = r.in_recovery ? (r.sender_host ?? conninfoHost(r.primary_conninfo)) : null;
-  const upstream = upstreamAddr ? (cluster.nodes.find((n) => n.address === upstreamAddr)?.name ?? upstreamAddr) : null;
+  const upstream = upstreamAddr
+    ? (cluster.nodes.find((n) => n.address === upstreamAddr)?.name ?? upstreamAddr)
+    : null;
   const replicas: ReplicaStatus[] = (r.replicas ?? []).map((x) => ({
     name: x.name,
     state: x.state,
-    syncState: (['async', 'sync', 'quorum', 'potential'].includes(x.sync) ? x.sync : 'async') as ReplicaStatus['syncState'],
+    syncState: (['async', 'sync', 'quorum', 'potential'].includes(x.sync)
+      ? x.sync
+      : 'async') as ReplicaStatus['syncState'],
     flushLsn: parseLsn(x.flush),
     replayLsn: parseLsn(x.replay),
   }));
   const live = r.live_hash;
   const recorded = (r.recorded_hash ?? '').trim();
-  const configHash = r.pending_restart ? `pending-restart:${live}` : recorded === live ? live : `unapplied:${live}`;
+  const configHash = r.pending_restart
+    ? `pending-restart:${live}`
+    : recorded === live
+      ? live
+      : `unapplied:${live}`;
   return {
     initialized: true,
     running: true,

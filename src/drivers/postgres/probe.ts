@@ -100,7 +100,12 @@ export class Prober {
     // certificates issued or renewed when due (an in-memory check when nothing is)
     await this.access
       .ensureTls(cluster)
-      .catch((err) => this.access.log.warn({ cluster: cluster.name, error: messageOf(err) }, 'tls: cannot issue certificates'));
+      .catch((err) =>
+        this.access.log.warn(
+          { cluster: cluster.name, error: messageOf(err) },
+          'tls: cannot issue certificates',
+        ),
+      );
     // Right after an urgent fence, the probe started at the news of the postmaster's death
     // serves as fresh, once (see onPostmasterDeath), if it found postgres running: one that
     // failed in the thick of the failure (a timeout while the host is busiest) is asked again.
@@ -172,7 +177,10 @@ export class Prober {
   private async probeOnce(cluster: ClusterSpec, node: NodeSpec): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
     const told = this.takeDeathNews(key);
-    let pgError = told ? 'postgres: the postmaster exited (its backend said: terminating connection due to unexpected postmaster exit)' : '';
+    let pgError = told
+      ? 'postgres: the postmaster exited ' +
+        '(its backend said: terminating connection due to unexpected postmaster exit)'
+      : '';
     let refused = told;
     // A cached session may have died with a restart since the last probe: one fresh try then.
     const cached = this.probes.has(key);
@@ -213,7 +221,12 @@ export class Prober {
   }
 
   /** What a probe that got no answer from postgres reports, from the SSH look. */
-  private async afterMiss(cluster: ClusterSpec, node: NodeSpec, pgError: string, refused: boolean): Promise<ProbeResult> {
+  private async afterMiss(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    pgError: string,
+    refused: boolean,
+  ): Promise<ProbeResult> {
     const key = `${cluster.name}/${node.name}`;
     const last = this.lastAnswer.get(key);
     const recent = last !== undefined && Date.now() - last < RECENT_ANSWER_MS;
@@ -229,7 +242,8 @@ export class Prober {
     if (recent || lookFresh) {
       if (!this.lookLater.has(key)) void this.refreshLook(cluster, node);
       // an older look (from a failure long ago) says nothing about now
-      if (!lookFresh) return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
+      if (!lookFresh)
+        return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
       return { ...fromLook(look, pgError), ...gone };
     }
     await this.refreshLook(cluster, node);
@@ -259,5 +273,9 @@ export class Prober {
 function fromLook(look: Look, pgError: string): ProbeResult {
   if (!look.state) return { reachable: false, postgres: null, error: `${pgError}; ssh: ${look.error}` };
   const s = look.state;
-  return { reachable: true, postgres: downObservation(s.initialized, s.standbySignal, s.running), error: pgError };
+  return {
+    reachable: true,
+    postgres: downObservation(s.initialized, s.standbySignal, s.running),
+    error: pgError,
+  };
 }

@@ -27,7 +27,13 @@ import {
 import { ms, socketDir, type NodeAccess, type NodeState } from './node-access.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Prober } from './probe.js';
-import { basebackupScript, prepareDataDirScript, promoteScript, rewindScript, waitGoneScript } from './scripts.js';
+import {
+  basebackupScript,
+  prepareDataDirScript,
+  promoteScript,
+  rewindScript,
+  waitGoneScript,
+} from './scripts.js';
 import { createSlots } from './sql-objects.js';
 
 interface PrimaryInfo {
@@ -67,14 +73,21 @@ export class Replication {
     const st = await this.a.nodeState(cluster, node);
     let step: StandbyStep;
     if (!st.initialized) {
-      const reason = st.partial ? 'an interrupted clone (partial data directory)' : st.nonEmpty ? 'data directory holds no cluster' : 'no data';
+      const reason = st.partial
+        ? 'an interrupted clone (partial data directory)'
+        : st.nonEmpty
+          ? 'data directory holds no cluster'
+          : 'no data';
       step = { action: 'clone', reason };
     } else if (st.running) step = await this.runningStandbyStep(cluster, node, primary, pinfo, t0);
     else step = await this.stoppedStandbyStep(cluster, node, st, pinfo);
 
     if (step.action === 'repointed') return;
     if (step.action === 'done') {
-      const files = [...this.life.standbyFiles(cluster, node, primary, false), this.life.confHashFile(cluster, node)];
+      const files = [
+        ...this.life.standbyFiles(cluster, node, primary, false),
+        this.life.confHashFile(cluster, node),
+      ];
       if (await this.life.writeManagedFiles(cluster, node, files)) await this.life.reload(cluster, node);
       return;
     }
@@ -110,7 +123,10 @@ export class Replication {
     }
     const standby = obs;
     const want = renderStandbyConf(cluster, node, primary);
-    const have = await this.a.shell.readFile(this.a.host(cluster, node), `${this.a.dataDir(cluster)}/${CONF_DIR}/${STANDBY_CONF_FILE}`);
+    const have = await this.a.shell.readFile(
+      this.a.host(cluster, node),
+      `${this.a.dataDir(cluster)}/${CONF_DIR}/${STANDBY_CONF_FILE}`,
+    );
     const confOk = have === want;
     const streams = () => standby.streaming || this.waitStreaming(cluster, node, primary, 6000);
     if (confOk && obs.upstream === primary.name && (await streams())) return { action: 'done', reason };
@@ -130,23 +146,39 @@ export class Replication {
 
   /** primary_conninfo / primary_slot_name reload (PG >= 13): true when it then streams. */
   private async repointInPlace(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<boolean> {
-    const files = [...this.life.standbyFiles(cluster, node, primary, false), this.life.confHashFile(cluster, node)];
+    const files = [
+      ...this.life.standbyFiles(cluster, node, primary, false),
+      this.life.confHashFile(cluster, node),
+    ];
     await this.life.writeManagedFiles(cluster, node, files);
     await this.life.reload(cluster, node);
     return this.waitStreaming(cluster, node, primary, 10_000);
   }
 
   /** A stopped node: started as it is when it is a standby on the primary's timeline. */
-  private async stoppedStandbyStep(cluster: ClusterSpec, node: NodeSpec, st: NodeState, pinfo: PrimaryInfo): Promise<StandbyStep> {
+  private async stoppedStandbyStep(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    st: NodeState,
+    pinfo: PrimaryInfo,
+  ): Promise<StandbyStep> {
     const cd = await this.a.controlData(cluster, node);
     const tli = Math.max(cd.timeline, cd.minRecoveryTli);
     if (st.standbySignal && tli === pinfo.timeline) return { action: 'start', reason: '' };
-    const reason = st.standbySignal ? `stopped standby on timeline ${tli}, primary on ${pinfo.timeline}` : `stopped former primary (${cd.state})`;
+    const reason = st.standbySignal
+      ? `stopped standby on timeline ${tli}, primary on ${pinfo.timeline}`
+      : `stopped former primary (${cd.state})`;
     return { action: 'rewind', reason };
   }
 
   /** Rewind (or clone when that fails), write the standby files, start, and wait to stream. */
-  private async copyAndStart(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, pinfo: PrimaryInfo, step: StandbyStep): Promise<void> {
+  private async copyAndStart(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    pinfo: PrimaryInfo,
+    step: StandbyStep,
+  ): Promise<void> {
     let { action, reason } = step;
     let fresh = false;
     if (action === 'rewind') {
@@ -170,14 +202,18 @@ export class Replication {
       return;
     }
     if (!this.noopRewinds.delete(key)) {
-      throw transient(`cannot make ${node.name} a standby of ${primary.name}: not streaming after ${this.streamTimeoutMs} ms`);
+      throw transient(
+        `cannot make ${node.name} a standby of ${primary.name}: ` +
+          `not streaming after ${this.streamTimeoutMs} ms`,
+      );
     }
     // pg_rewind found "no rewind required" (same timeline ID, even the same history: two
     // promotions from one switch point picked the same new ID) yet the node cannot follow: its
     // WAL diverged after the switch. Only a fresh copy of the primary is right.
     this.a.log.warn(
       { node: node.name, primary: primary.name },
-      'not streaming after a rewind that found nothing to rewind: the timelines diverged under one ID; cloning afresh',
+      'not streaming after a rewind that found nothing to rewind: ' +
+        'the timelines diverged under one ID; cloning afresh',
     );
     await this.life.stop(cluster, node, 'fast');
     await this.clone(cluster, node, primary, pinfo.systemId, 'diverged under the same timeline ID');
@@ -188,8 +224,16 @@ export class Replication {
     }
   }
 
-  private async writeStandbyAndStart(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, fresh: boolean): Promise<void> {
-    const files = [...this.life.standbyFiles(cluster, node, primary, fresh), this.life.confHashFile(cluster, node)];
+  private async writeStandbyAndStart(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    fresh: boolean,
+  ): Promise<void> {
+    const files = [
+      ...this.life.standbyFiles(cluster, node, primary, fresh),
+      this.life.confHashFile(cluster, node),
+    ];
     await this.life.writeManagedFiles(cluster, node, files, fresh);
     await this.life.start(cluster, node);
   }
@@ -204,7 +248,8 @@ export class Replication {
                 (SELECT system_identifier::text FROM pg_control_system()) AS sysid`,
       );
       const row = r.rows[0]!;
-      if (row.rec || !row.walfile) throw transient(`cannot follow ${primary.name}: it is not a primary (in recovery)`);
+      if (row.rec || !row.walfile)
+        throw transient(`cannot follow ${primary.name}: it is not a primary (in recovery)`);
       const timeline = parseInt(row.walfile.slice(0, 8), 16);
       let history = new Map<number, number>();
       if (timeline > 1) history = parseTimelineHistory((await readHistoryFile(c, timeline)) ?? '');
@@ -214,23 +259,36 @@ export class Replication {
   }
 
   /** pg_rewind against the primary; false when it failed (the caller clones instead). */
-  private async rewind(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, reason: string): Promise<boolean> {
+  private async rewind(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    reason: string,
+  ): Promise<boolean> {
     const t0 = performance.now();
     const d = this.a.dataDir(cluster);
     const gone = waitGoneScript(d, socketDir(cluster), pgPort(cluster));
-    await this.a.must(cluster, node, 'wait for the old postmaster to go', gone, { user: 'postgres', timeoutMs: 15_000 });
+    await this.a.must(cluster, node, 'wait for the old postmaster to go', gone, {
+      user: 'postgres',
+      timeoutMs: 15_000,
+    });
     // pg_rewind (15) reads the source's timeline from its control file, which a freshly promoted
     // primary updates only at its first checkpoint: without this, "no rewind required".
     await this.a.withAdmin(cluster, primary, (c) => c.query('CHECKPOINT'));
-    const source = `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`;
-    const src = [source, ...nodeSslConninfo(cluster)].join(' ');
+    const src = [
+      `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`,
+      ...nodeSslConninfo(cluster),
+    ].join(' ');
     const res = await this.a.run(cluster, node, rewindScript(d, binDir(cluster), src), {
       user: 'postgres',
       input: `${this.a.superuserPassword(cluster)}\n`,
       timeoutMs: 30 * 60_000,
     });
     if (res.code !== 0) {
-      this.a.log.warn({ node: node.name, primary: primary.name, reason, error: tail(res.stderr) }, 'pg_rewind failed: cloning instead');
+      this.a.log.warn(
+        { node: node.name, primary: primary.name, reason, error: tail(res.stderr) },
+        'pg_rewind failed: cloning instead',
+      );
       return false;
     }
     const noop = /no rewind required/i.test(res.stdout + res.stderr);
@@ -252,13 +310,20 @@ export class Replication {
 
   /** False when node and primary are on the same timeline ID > 1 whose history files differ
    *  (or the node's is missing): the same ID was chosen by two different promotions. */
-  private async sameTimelineHistory(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<boolean> {
+  private async sameTimelineHistory(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+  ): Promise<boolean> {
     const cd = await this.a.controlData(cluster, node);
     const tli = Math.max(cd.timeline, cd.minRecoveryTli);
     const p = await this.primaryInfo(cluster, primary);
     if (tli !== p.timeline || tli <= 1) return true;
     const theirs = await this.a.withAdmin(cluster, primary, (c) => readHistoryFile(c, tli));
-    const ours = await this.a.shell.readFile(this.a.host(cluster, node), `${this.a.dataDir(cluster)}/${historyFile(tli)}`);
+    const ours = await this.a.shell.readFile(
+      this.a.host(cluster, node),
+      `${this.a.dataDir(cluster)}/${historyFile(tli)}`,
+    );
     return ours !== null && theirs !== null && ours === theirs;
   }
 
@@ -266,12 +331,23 @@ export class Replication {
    *  a database cluster moved aside, anything else refused (prepareDataDirScript). A clone killed
    *  midway leaves a partial directory that the next look reports as such (nodeStateScript), and
    *  the next pass clones again. */
-  private async clone(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, systemId: string, reason: string): Promise<void> {
+  private async clone(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    systemId: string,
+    reason: string,
+  ): Promise<void> {
     const t0 = performance.now();
     const d = this.a.dataDir(cluster);
     const prepare = prepareDataDirScript(d, systemId, binDir(cluster));
-    const prep = await this.a.must(cluster, node, 'prepare the data directory', prepare, { user: 'root', kind: 'terminal', timeoutMs: 600_000 });
-    for (const line of prep.stdout.split('\n')) if (line.startsWith('keeping ')) this.a.log.warn({ node: node.name }, line);
+    const prep = await this.a.must(cluster, node, 'prepare the data directory', prepare, {
+      user: 'root',
+      kind: 'terminal',
+      timeoutMs: 600_000,
+    });
+    for (const line of prep.stdout.split('\n'))
+      if (line.startsWith('keeping ')) this.a.log.warn({ node: node.name }, line);
     // pg_basebackup checks the primary's certificate against the CA file (verify-full)
     const tlsOn = this.a.tls.enabled(cluster);
     if (tlsOn) {
@@ -297,7 +373,12 @@ export class Replication {
   }
 
   /** Poll until the node streams from `primary` (true) or `timeoutMs` passes (false). */
-  private async waitStreaming(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, timeoutMs: number): Promise<boolean> {
+  private async waitStreaming(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    timeoutMs: number,
+  ): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     let client: pg.Client | null = null;
     try {
@@ -309,7 +390,8 @@ export class Replication {
             await client.connect();
           }
           const r = await client.query<{ rec: boolean; status: string | null; host: string | null }>(
-            'SELECT pg_is_in_recovery() AS rec, w.status, w.sender_host AS host FROM (SELECT 1) x LEFT JOIN pg_stat_wal_receiver w ON true',
+            'SELECT pg_is_in_recovery() AS rec, w.status, w.sender_host AS host ' +
+              'FROM (SELECT 1) x LEFT JOIN pg_stat_wal_receiver w ON true',
           );
           const row = r.rows[0];
           if (row?.rec && row.status === 'streaming' && row.host === primary.address) return true;
@@ -327,13 +409,19 @@ export class Replication {
 
   // ---------------------------------------------------------------------- sync standbys
 
-  async ensureSyncStandbys(cluster: ClusterSpec, primary: NodeSpec, names: string[], quorum: number): Promise<void> {
+  async ensureSyncStandbys(
+    cluster: ClusterSpec,
+    primary: NodeSpec,
+    names: string[],
+    quorum: number,
+  ): Promise<void> {
     const want = syncStandbyNamesValue(names, quorum);
     const path = `${this.a.dataDir(cluster)}/${CONF_DIR}/${SYNC_CONF_FILE}`;
     const file = { op: 'write' as const, path, content: renderSyncConf(names, quorum) };
     const changed = (await this.a.apply(cluster, primary, [file], { dataDir: false })).size > 0;
     await this.a.withAdmin(cluster, primary, async (c) => {
-      const current = async () => (await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v")).rows[0]?.v;
+      const current = async () =>
+        (await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v")).rows[0]?.v;
       if (!changed && (await current()) === want) return;
       await c.query('SELECT pg_reload_conf()');
       const deadline = Date.now() + 10_000;
@@ -341,7 +429,11 @@ export class Replication {
         await sleep(20);
         const v = await current();
         if (v === want) break;
-        if (Date.now() > deadline) throw transient(`cannot set synchronous_standby_names on ${primary.name}: still ${JSON.stringify(v)} after reload`);
+        if (Date.now() > deadline)
+          throw transient(
+            `cannot set synchronous_standby_names on ${primary.name}: ` +
+              `still ${JSON.stringify(v)} after reload`,
+          );
       }
       this.a.log.info({ node: primary.name, synchronous_standby_names: want }, 'sync standbys set');
     });
@@ -365,7 +457,11 @@ export class Replication {
 
   /** On the probe session when it is open (no new connection + SCRAM on the failover's
    *  critical path), else on a fresh one; the steps are idempotent, so a retry is safe. */
-  private async onProbeSession<T>(cluster: ClusterSpec, node: NodeSpec, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  private async onProbeSession<T>(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    fn: (c: pg.Client) => Promise<T>,
+  ): Promise<T> {
     let c: pg.Client | null = null;
     try {
       c = await this.prober.probeClient(cluster, node);
@@ -377,7 +473,10 @@ export class Replication {
         return await fn(c);
       } catch (err) {
         this.prober.dropProbe(cluster, node);
-        this.a.log.warn({ node: node.name, error: messageOf(err) }, 'promote on the probe session failed: again on a fresh session');
+        this.a.log.warn(
+          { node: node.name, error: messageOf(err) },
+          'promote on the probe session failed: again on a fresh session',
+        );
       }
     }
     return this.a.withAdmin(cluster, node, fn);
@@ -386,7 +485,8 @@ export class Replication {
   /** pg_promote on a session; false when postgres refused or did not finish within 10 s. */
   private async pgPromote(c: pg.Client, t0: number, phases: Record<string, number>): Promise<boolean> {
     phases.connectMs = ms(t0);
-    const inRecovery = async () => (await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')).rows[0]?.rec;
+    const inRecovery = async () =>
+      (await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')).rows[0]?.rec;
     if (!(await inRecovery())) return true;
     // pg_promote(wait) polls every 100 ms; polling ourselves every 5 ms saves most of it.
     const p = await c.query<{ ok: boolean }>('SELECT pg_promote(false) AS ok');
@@ -424,7 +524,11 @@ export class Replication {
       void this.a
         .withAdmin(cluster, node, (a) => a.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec'))
         .then((rec) => (rec.rows[0]?.rec === false ? this.dropStandbyConf(cluster, node) : null))
-        .then((changed) => (changed?.size ? this.a.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()')) : undefined))
+        .then((changed) =>
+          changed?.size
+            ? this.a.withAdmin(cluster, node, (a) => a.query('SELECT pg_reload_conf()'))
+            : undefined,
+        )
         .catch((err) =>
           this.a.log.warn(
             { node: node.name, error: messageOf(err) },
@@ -446,7 +550,8 @@ export class Replication {
     await this.a.withAdmin(cluster, node, async (c) => {
       const deadline = Date.now() + 30_000;
       while ((await c.query<{ rec: boolean }>('SELECT pg_is_in_recovery() AS rec')).rows[0]?.rec) {
-        if (Date.now() > deadline) throw transient(`cannot promote ${node.name}: still in recovery after 30 s`);
+        if (Date.now() > deadline)
+          throw transient(`cannot promote ${node.name}: still in recovery after 30 s`);
         await sleep(20);
       }
       await c.query('SELECT pg_reload_conf()');

@@ -29,7 +29,17 @@ export interface InstallValues {
 }
 
 export function installScript(v: InstallValues): NodeScript {
-  const args = [v.binDir, v.version, v.dataDir, v.archiveDir, v.backupDir, v.logDir, v.family, v.scriptDir, v.socketDir];
+  const args = [
+    v.binDir,
+    v.version,
+    v.dataDir,
+    v.archiveDir,
+    v.backupDir,
+    v.logDir,
+    v.family,
+    v.scriptDir,
+    v.socketDir,
+  ];
   return { text: INSTALL_SH, args: [...args, v.waitForCloudInit ? 1 : 0] };
 }
 
@@ -56,7 +66,13 @@ export function startupErrorsScript(logDir: string): NodeScript {
   return { text: STARTUP_ERRORS_SH, args: [logDir] };
 }
 
-export function stopScript(dataDir: string, binDir: string, mode: 'fast' | 'immediate', socketDir: string, port: number): NodeScript {
+export function stopScript(
+  dataDir: string,
+  binDir: string,
+  mode: 'fast' | 'immediate',
+  socketDir: string,
+  port: number,
+): NodeScript {
   return { text: STOP_SH, args: [dataDir, binDir, mode, socketDir, port] };
 }
 
@@ -94,7 +110,10 @@ export interface BasebackupValues {
 
 /** The replication password goes on stdin, never on a command line. */
 export function basebackupScript(v: BasebackupValues): NodeScript {
-  return { text: BASEBACKUP_SH, args: [v.dataDir, v.binDir, v.host, v.port, v.user, v.slot, v.applicationName] };
+  return {
+    text: BASEBACKUP_SH,
+    args: [v.dataDir, v.binDir, v.host, v.port, v.user, v.slot, v.applicationName],
+  };
 }
 
 /** psql over the local socket (peer auth); the SQL goes on stdin. */
@@ -104,7 +123,6 @@ export function psqlScript(binDir: string, socketDir: string, port: number): Nod
 
 // ------------------------------------------------------------------------------ script texts
 // Constant scripts; values arrive as $1, $2, ... (never interpolated).
-
 
 /** Shell functions shared by the scripts below. A postmaster killed with -9 stays a zombie until
  *  its parent (init) reaps it, and pg_ctl/postgres take a zombie for a live server (kill -0

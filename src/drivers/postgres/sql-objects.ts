@@ -21,11 +21,25 @@ interface RoleAttributes {
 }
 
 const SCHEMA_PRIVS = ['USAGE', 'CREATE', 'ALL', 'ALL PRIVILEGES'];
-const TABLE_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'ALL', 'ALL PRIVILEGES'];
+const TABLE_PRIVS = [
+  'SELECT',
+  'INSERT',
+  'UPDATE',
+  'DELETE',
+  'TRUNCATE',
+  'REFERENCES',
+  'TRIGGER',
+  'ALL',
+  'ALL PRIVILEGES',
+];
 
 /** The superuser's password (SCRAM verifier) over the local socket with peer auth, when the
  *  operator's TCP login does not work yet (fresh initdb) or the password changed. */
-export async function ensureSuperuserPassword(a: NodeAccess, cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+export async function ensureSuperuserPassword(
+  a: NodeAccess,
+  cluster: ClusterSpec,
+  node: NodeSpec,
+): Promise<void> {
   const password = a.superuserPassword(cluster);
   try {
     await a.withAdmin(cluster, node, async () => {});
@@ -34,9 +48,14 @@ export async function ensureSuperuserPassword(a: NodeAccess, cluster: ClusterSpe
     const cause = (err as PgopError).cause as { code?: string } | undefined;
     if (cause?.code !== '28P01' && cause?.code !== '28000' && !/password/i.test(messageOf(err))) throw err;
   }
-  const sql = `SET log_statement = 'none';\nALTER ROLE postgres PASSWORD ${quoteLiteral(scramVerifier(password))};\n`;
+  const verifier = quoteLiteral(scramVerifier(password));
+  const sql = `SET log_statement = 'none';\nALTER ROLE postgres PASSWORD ${verifier};\n`;
   const psql = psqlScript(binDir(cluster), socketDir(cluster), pgPort(cluster));
-  await a.must(cluster, node, 'set the superuser password', psql, { user: 'postgres', input: sql, kind: 'terminal' });
+  await a.must(cluster, node, 'set the superuser password', psql, {
+    user: 'postgres',
+    input: sql,
+    kind: 'terminal',
+  });
 }
 
 /** The replication user, the spec's roles and their search paths, and its databases, on one
@@ -53,7 +72,13 @@ export async function ensureRolesAndDatabases(
   await ensureRole(c, cluster.replication.user, replication, log, replicationPassword);
   for (const r of cluster.roles) {
     const pw = r.password ? resolveSecret(r.password, `the password of role ${r.name}`) : undefined;
-    await ensureRole(c, r.name, { login: r.login, superuser: r.superuser, createdb: r.createdb, replication: false }, log, pw);
+    await ensureRole(
+      c,
+      r.name,
+      { login: r.login, superuser: r.superuser, createdb: r.createdb, replication: false },
+      log,
+      pw,
+    );
   }
   for (const r of cluster.roles) {
     if (r.searchPath && r.searchPath.length > 0) await ensureSearchPath(c, node, r.name, r.searchPath, log);
@@ -62,7 +87,11 @@ export async function ensureRolesAndDatabases(
 }
 
 /** Each database's schemas and grants, on a session of that database. */
-export async function ensureSchemasAndGrants(a: NodeAccess, cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+export async function ensureSchemasAndGrants(
+  a: NodeAccess,
+  cluster: ClusterSpec,
+  node: NodeSpec,
+): Promise<void> {
   for (const db of cluster.databases) {
     const grants = cluster.grants.filter((g) => g.database === db.name);
     if (db.schemas.length === 0 && grants.length === 0) continue;
@@ -87,14 +116,30 @@ async function ensureGrant(c: pg.Client, db: Database, g: ClusterSpec['grants'][
   const role = quoteIdent(g.role);
   if (sp) await c.query(`GRANT ${sp} ON SCHEMA ${schema} TO ${role}`);
   if (tp) {
-    await c.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${quoteIdent(owner)} IN SCHEMA ${schema} GRANT ${tp} ON TABLES TO ${role}`);
+    await c.query(
+      `ALTER DEFAULT PRIVILEGES FOR ROLE ${quoteIdent(owner)} IN SCHEMA ${schema} ` +
+        `GRANT ${tp} ON TABLES TO ${role}`,
+    );
     await c.query(`GRANT ${tp} ON ALL TABLES IN SCHEMA ${schema} TO ${role}`);
   }
 }
 
-async function ensureRole(c: pg.Client, name: string, a: RoleAttributes, log: DriverLog, password?: string): Promise<void> {
-  const cur = await c.query<{ rolcanlogin: boolean; rolsuper: boolean; rolcreatedb: boolean; rolreplication: boolean; rolpassword: string | null }>(
-    'SELECT rolcanlogin, rolsuper, rolcreatedb, rolreplication, rolpassword FROM pg_authid WHERE rolname = $1',
+async function ensureRole(
+  c: pg.Client,
+  name: string,
+  a: RoleAttributes,
+  log: DriverLog,
+  password?: string,
+): Promise<void> {
+  const cur = await c.query<{
+    rolcanlogin: boolean;
+    rolsuper: boolean;
+    rolcreatedb: boolean;
+    rolreplication: boolean;
+    rolpassword: string | null;
+  }>(
+    'SELECT rolcanlogin, rolsuper, rolcreatedb, rolreplication, rolpassword ' +
+      'FROM pg_authid WHERE rolname = $1',
     [name],
   );
   const attrs = [
@@ -112,16 +157,27 @@ async function ensureRole(c: pg.Client, name: string, a: RoleAttributes, log: Dr
     return;
   }
   const same =
-    row.rolcanlogin === a.login && row.rolsuper === a.superuser && row.rolcreatedb === a.createdb && row.rolreplication === a.replication;
+    row.rolcanlogin === a.login &&
+    row.rolsuper === a.superuser &&
+    row.rolcreatedb === a.createdb &&
+    row.rolreplication === a.replication;
   if (!same || pwClause) await c.query(`ALTER ROLE ${quoteIdent(name)} WITH ${attrs.join(' ')}${pwClause}`);
 }
 
-async function ensureSearchPath(c: pg.Client, node: NodeSpec, role: string, searchPath: string[], log: DriverLog): Promise<void> {
+async function ensureSearchPath(
+  c: pg.Client,
+  node: NodeSpec,
+  role: string,
+  searchPath: string[],
+  log: DriverLog,
+): Promise<void> {
   // pg stores the setting as quote_ident()s joined by ", ": compare before altering
   const same = await c.query<{ same: boolean }>(
     `SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
         WHERE r.rolname = $1 AND s.setdatabase = 0
-          AND ('search_path=' || (SELECT string_agg(quote_ident(x), ', ' ORDER BY o) FROM unnest($2::text[]) WITH ORDINALITY AS u(x, o))) = ANY (s.setconfig)) AS same`,
+          AND ('search_path=' || (SELECT string_agg(quote_ident(x), ', ' ORDER BY o)
+                                    FROM unnest($2::text[]) WITH ORDINALITY AS u(x, o))) = ANY (s.setconfig)
+     ) AS same`,
     [role, searchPath],
   );
   if (same.rows[0]?.same) return;
@@ -130,16 +186,22 @@ async function ensureSearchPath(c: pg.Client, node: NodeSpec, role: string, sear
 }
 
 async function ensureDatabase(c: pg.Client, node: NodeSpec, db: Database, log: DriverLog): Promise<void> {
-  const cur = await c.query<{ owner: string }>('SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1', [db.name]);
+  const cur = await c.query<{ owner: string }>(
+    'SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1',
+    [db.name],
+  );
   const row = cur.rows[0];
   if (row) {
-    if (row.owner !== db.owner) await c.query(`ALTER DATABASE ${quoteIdent(db.name)} OWNER TO ${quoteIdent(db.owner)}`);
+    if (row.owner !== db.owner)
+      await c.query(`ALTER DATABASE ${quoteIdent(db.name)} OWNER TO ${quoteIdent(db.owner)}`);
     return;
   }
-  if (!/^[A-Za-z0-9_-]+$/.test(db.encoding)) throw terminal(`cannot create database ${db.name}: bad encoding ${JSON.stringify(db.encoding)}`);
+  if (!/^[A-Za-z0-9_-]+$/.test(db.encoding))
+    throw terminal(`cannot create database ${db.name}: bad encoding ${JSON.stringify(db.encoding)}`);
   const create = (locale?: string) =>
     c.query(
-      `CREATE DATABASE ${quoteIdent(db.name)} OWNER ${quoteIdent(db.owner)} TEMPLATE template0 ENCODING ${quoteLiteral(db.encoding)}` +
+      `CREATE DATABASE ${quoteIdent(db.name)} OWNER ${quoteIdent(db.owner)} TEMPLATE template0 ` +
+        `ENCODING ${quoteLiteral(db.encoding)}` +
         (locale ? ` LC_COLLATE ${quoteLiteral(locale)} LC_CTYPE ${quoteLiteral(locale)}` : ''),
     );
   try {
@@ -147,7 +209,10 @@ async function ensureDatabase(c: pg.Client, node: NodeSpec, db: Database, log: D
   } catch (err) {
     const e = err as { code?: string; message?: string };
     if (db.locale && /locale/i.test(e.message ?? '')) {
-      log.warn({ node: node.name, database: db.name, locale: db.locale }, `locale ${db.locale} is missing on ${node.name}: using C.UTF-8`);
+      log.warn(
+        { node: node.name, database: db.name, locale: db.locale },
+        `locale ${db.locale} is missing on ${node.name}: using C.UTF-8`,
+      );
       await create('C.UTF-8');
     } else throw terminal(`cannot create database ${db.name} on ${node.name}: ${pgMessage(err)}`, err);
   }
@@ -155,19 +220,24 @@ async function ensureDatabase(c: pg.Client, node: NodeSpec, db: Database, log: D
 }
 
 async function schemaOwner(c: pg.Client, schema: string): Promise<string | null> {
-  const r = await c.query<{ owner: string }>('SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = $1', [schema]);
+  const r = await c.query<{ owner: string }>(
+    'SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = $1',
+    [schema],
+  );
   return r.rows[0]?.owner ?? null;
 }
 
 async function ensureSchema(c: pg.Client, name: string, owner: string): Promise<void> {
   const cur = await schemaOwner(c, name);
-  if (cur === null) await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(name)} AUTHORIZATION ${quoteIdent(owner)}`);
+  if (cur === null)
+    await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(name)} AUTHORIZATION ${quoteIdent(owner)}`);
   else if (cur !== owner) await c.query(`ALTER SCHEMA ${quoteIdent(name)} OWNER TO ${quoteIdent(owner)}`);
 }
 
 function privileges(list: string[], allowed: string[], what: string): string {
   const out = list.map((p) => p.trim().toUpperCase());
-  for (const p of out) if (!allowed.includes(p)) throw terminal(`cannot grant ${what}: unknown privilege ${JSON.stringify(p)}`);
+  for (const p of out)
+    if (!allowed.includes(p)) throw terminal(`cannot grant ${what}: unknown privilege ${JSON.stringify(p)}`);
   return out.join(', ');
 }
 
@@ -175,7 +245,12 @@ function privileges(list: string[], allowed: string[], what: string): string {
 
 /** The standbys' slots on the primary; pgop's slots of nodes no longer in the spec are dropped
  *  once inactive. */
-export async function ensureSlots(a: NodeAccess, cluster: ClusterSpec, primary: NodeSpec, standbys: string[]): Promise<void> {
+export async function ensureSlots(
+  a: NodeAccess,
+  cluster: ClusterSpec,
+  primary: NodeSpec,
+  standbys: string[],
+): Promise<void> {
   if (!cluster.replication.slots) return;
   await a.withAdmin(cluster, primary, async (c) => {
     const have = await createSlots(c, primary, standbys, a.log);
@@ -204,9 +279,11 @@ export async function createSlots(
     if (s === primary.name) continue;
     const slot = slotName(s);
     if (names.has(slot)) continue;
-    await c.query('SELECT pg_create_physical_replication_slot($1, true)', [slot]).catch((err: { code?: string }) => {
-      if (err.code !== '42710') throw err; // created meanwhile
-    });
+    await c
+      .query('SELECT pg_create_physical_replication_slot($1, true)', [slot])
+      .catch((err: { code?: string }) => {
+        if (err.code !== '42710') throw err; // created meanwhile
+      });
     log.info({ node: primary.name, slot }, 'replication slot created');
   }
   return have.rows;

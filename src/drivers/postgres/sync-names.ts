@@ -6,5 +6,8 @@
 export function syncStandbyNamesValue(names: string[], quorum: number): string {
   if (names.length === 0) return '';
   const q = Math.max(1, Math.min(Math.floor(quorum), names.length));
-  return `ANY ${q} (${[...names].sort().map((n) => `"${n.replace(/"/g, '')}"`).join(', ')})`;
+  return `ANY ${q} (${[...names]
+    .sort()
+    .map((n) => `"${n.replace(/"/g, '')}"`)
+    .join(', ')})`;
 }

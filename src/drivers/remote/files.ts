@@ -36,14 +36,26 @@ export interface DataDirPrep {
  *  by postgres; any other only where nobody but root can change the way to its directory, by
  *  root (temp file with a random name, then a rename); anything else is refused. Returns the
  *  paths that changed. */
-export async function putFiles(shell: NodeShell, host: HostRef, files: FileOp[], pre?: DataDirPrep): Promise<Set<string>> {
-  for (const f of files) if (!SAFE_PATH.test(f.path)) throw internal(`cannot write ${JSON.stringify(f.path)}: unsafe path`);
+export async function putFiles(
+  shell: NodeShell,
+  host: HostRef,
+  files: FileOp[],
+  pre?: DataDirPrep,
+): Promise<Set<string>> {
+  for (const f of files)
+    if (!SAFE_PATH.test(f.path)) throw internal(`cannot write ${JSON.stringify(f.path)}: unsafe path`);
   const run = async (what: string, script: NodeScript, input?: string) => {
     const res = await runScript(shell, host, script, { user: 'root', input });
     if (res.code !== 0) throw terminal(`cannot ${what} on ${host.id}: ${failureDetail(res)}`);
     return res;
   };
-  const res = await run('check files', checkFilesScript(files.map((f) => f.path), pre));
+  const res = await run(
+    'check files',
+    checkFilesScript(
+      files.map((f) => f.path),
+      pre,
+    ),
+  );
   const changed = new Set<string>();
   const { stat, sums, includeAdded } = parseCheck(res.stdout);
   if (includeAdded && pre) changed.add(`${pre.dataDir}/postgresql.conf`);
@@ -59,7 +71,11 @@ export async function putFiles(shell: NodeShell, host: HostRef, files: FileOp[],
 }
 
 /** CHECK_FILES_SH's answer: "<mode> <owner>" (or why it is not a regular file) and sha256 per path. */
-function parseCheck(stdout: string): { stat: Map<string, string>; sums: Map<string, string>; includeAdded: boolean } {
+function parseCheck(stdout: string): {
+  stat: Map<string, string>;
+  sums: Map<string, string>;
+  includeAdded: boolean;
+} {
   const stat = new Map<string, string>();
   const sums = new Map<string, string>();
   let includeAdded = false;
@@ -80,7 +96,8 @@ function writeLine(f: FileOp, have: string | undefined, haveSum: string | undefi
   if (f.op === 'create' && have !== undefined) return null;
   const mode = (f.mode ?? 0o600).toString(8);
   const owner = f.owner ?? 'postgres:postgres';
-  if (!/^[0-7]{3,4}$/.test(mode) || !/^[a-z_][a-z0-9_-]*:[a-z_][a-z0-9_-]*$/.test(owner)) throw internal(`bad file mode/owner for ${f.path}`);
+  if (!/^[0-7]{3,4}$/.test(mode) || !/^[a-z_][a-z0-9_-]*:[a-z_][a-z0-9_-]*$/.test(owner))
+    throw internal(`bad file mode/owner for ${f.path}`);
   const content = f.content ?? '';
   const sum = createHash('sha256').update(content, 'utf8').digest('hex');
   if (have === `${mode} ${owner}` && haveSum === sum) return null;
@@ -102,7 +119,13 @@ export function printfEscape(content: string): string {
 // ------------------------------------------------------------------------------ scripts
 
 function checkFilesScript(paths: string[], pre?: DataDirPrep): NodeScript {
-  const args = [pre?.dataDir ?? '', pre?.confDir ?? '', pre?.includeLine ?? '', pre?.clean ? '1' : '0', ...paths];
+  const args = [
+    pre?.dataDir ?? '',
+    pre?.confDir ?? '',
+    pre?.includeLine ?? '',
+    pre?.clean ? '1' : '0',
+    ...paths,
+  ];
   return { text: CHECK_FILES_SH, args };
 }
 

@@ -13,7 +13,12 @@ export interface NodeScript {
 
 /** Run `script` with its arguments: sh -c <script> pgop <args...>, from / (a working directory
  *  another user could remove or replace is never inherited). */
-export function runScript(shell: NodeShell, host: HostRef, script: NodeScript, opts: ExecOptions = {}): Promise<ExecResult> {
+export function runScript(
+  shell: NodeShell,
+  host: HostRef,
+  script: NodeScript,
+  opts: ExecOptions = {},
+): Promise<ExecResult> {
   const argv = ['sh', '-c', `cd / || exit 1\n${script.text}`, 'pgop', ...script.args.map(String)];
   return shell.exec(host, argv, opts);
 }
