@@ -1,5 +1,6 @@
-// Long-lived pg sessions the operator keeps for probing (one per node, one per pgpool): made on
-// first use, dropped on error or end, and closed without waiting on a peer that may be gone.
+// The operator's pg sessions: long-lived ones for probing (one per node, one per pgpool), made on
+// first use, dropped on error or end, and closed without waiting on a peer that may be gone; and
+// the one way a pg error is worded in pgop's messages (pgMessage).
 
 import pg from 'pg';
 import { explainTlsError, scramOnly } from '../tls/client.js';

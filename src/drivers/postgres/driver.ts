@@ -26,6 +26,7 @@ import { pgPort, slotName } from './config.js';
 import { Lifecycle } from './lifecycle.js';
 import { NodeAccess } from './node-access.js';
 import { Prober } from './probe.js';
+import { Promotion } from './promote.js';
 import { Replication } from './replication.js';
 import { ensureSlots } from './sql-objects.js';
 
@@ -65,6 +66,7 @@ export class SshPostgresDriver implements PostgresDriver {
   private readonly prober: Prober;
   private readonly life: Lifecycle;
   private readonly replication: Replication;
+  private readonly promotion: Promotion;
 
   constructor(opts: SshPostgresDriverOptions) {
     const log = opts.logger ?? silent;
@@ -78,6 +80,7 @@ export class SshPostgresDriver implements PostgresDriver {
     this.prober = new Prober(this.access, opts.signals);
     this.life = new Lifecycle(this.access, this.prober);
     this.replication = new Replication(this.access, this.prober, this.life, opts.streamTimeoutMs ?? 30_000);
+    this.promotion = new Promotion(this.access, this.prober);
   }
 
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string {
@@ -140,7 +143,7 @@ export class SshPostgresDriver implements PostgresDriver {
   }
 
   promote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
-    return this.replication.promote(cluster, node);
+    return this.promotion.promote(cluster, node);
   }
 
   close(): Promise<void> {

@@ -43,6 +43,8 @@ export interface ControlData {
   checkpoint: number;
   minRecovery: number;
   minRecoveryTli: number;
+  /** the newer of the checkpoint's and the minimum recovery point's timeline */
+  latestTimeline: number;
 }
 
 export interface NodeAccessOptions {
@@ -158,12 +160,15 @@ export class NodeAccess {
       env: { LC_ALL: 'C' },
     });
     const get = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(res.stdout)?.[1]?.trim() ?? '';
+    const timeline = Number(get("Latest checkpoint's TimeLineID")) || 0;
+    const minRecoveryTli = Number(get("Min recovery ending loc's timeline")) || 0;
     return {
       state: get('Database cluster state'),
-      timeline: Number(get("Latest checkpoint's TimeLineID")) || 0,
+      timeline,
       checkpoint: parseLsn(get('Latest checkpoint location')),
       minRecovery: parseLsn(get('Minimum recovery ending location')),
-      minRecoveryTli: Number(get("Min recovery ending loc's timeline")) || 0,
+      minRecoveryTli,
+      latestTimeline: Math.max(timeline, minRecoveryTli),
     };
   }
 
