@@ -19,7 +19,7 @@ import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
 import { putFiles, type FileOp } from '../remote/files.js';
-import { runScript, sleep, tail } from '../remote/run.js';
+import { failureDetail, runScript, sleep, tail } from '../remote/run.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
 import { ClientCache, newClient, pgMessage } from '../pg-clients.js';
 import { ClusterTls, POOL_HOST } from '../../tls/material.js';
@@ -159,7 +159,7 @@ export class SshPoolDriver implements PoolDriver {
   private async must(cluster: ClusterSpec, what: string, script: string, args: (string | number)[], opts: ExecOptions & { kind?: 'transient' | 'terminal' } = {}): Promise<ExecResult> {
     const { kind = 'transient', ...o } = opts;
     const res = await this.sh(cluster, script, args, o);
-    if (res.code !== 0) throw new PgopError(kind, `cannot ${what} on the pgpool host of ${cluster.name}: ${tail(res.stderr) || tail(res.stdout) || `exit ${res.code}`}`);
+    if (res.code !== 0) throw new PgopError(kind, `cannot ${what} on the pgpool host of ${cluster.name}: ${failureDetail(res)}`);
     return res;
   }
 
