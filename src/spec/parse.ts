@@ -35,6 +35,7 @@ import type {
 } from './types.js';
 import { PGPOOL_MAX_POOL, pgpoolConnectionBudget } from './types.js';
 import type { TlsSpec } from './types.js';
+import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../net/ipv4.js';
 
 export interface ParsedSpec {
   spec: ClusterSpec;
@@ -371,10 +372,7 @@ const obj = (v: unknown): Raw => (isObject(v) ? v : {});
 const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
-interface Net {
-  base: number;
-  prefix: number;
-  broadcast: number;
+interface Net extends Ipv4Network {
   cidr: string;
   path: Seg[];
 }
@@ -579,25 +577,22 @@ function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions = {}): 
 
 function checkNetwork(value: unknown, path: Seg[], r: Reporter): Net | undefined {
   if (typeof value !== 'string') return undefined;
-  const m = /^(.+)\/(\d+)$/.exec(value);
-  const ip = m ? parseIpv4(m[1]) : undefined;
-  if (!m || ip === undefined) return undefined; // the schema pattern reports it
-  const prefix = Number(m[2]);
-  if (prefix > 30) {
+  const parsed = parseCidr(value);
+  if (!parsed) return undefined; // the schema pattern reports it
+  if (parsed.prefixLen > 30) {
     r.add(path, `network ${value} is too small: use a prefix of /30 or shorter`);
     return undefined;
   }
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const base = (ip & mask) >>> 0;
-  if (base !== ip) {
-    r.add(path, `${value} has host bits set: the network is ${formatIpv4(base)}/${prefix}`);
+  const net = networkOf(parsed.address, parsed.prefixLen);
+  if (net.base !== parsed.address) {
+    r.add(path, `${value} has host bits set: the network is ${formatIpv4(net.base)}/${net.prefixLen}`);
     return undefined;
   }
-  return { base, prefix, broadcast: (base | ~mask) >>> 0, cidr: value, path };
+  return { ...net, cidr: value, path };
 }
 
 function outsideOrEdge(ip: number, net: Net): string | undefined {
-  if (ip < net.base || ip > net.broadcast) return `is outside the network ${net.cidr} (${formatPath(net.path)})`;
+  if (!inNetwork(ip, net)) return `is outside the network ${net.cidr} (${formatPath(net.path)})`;
   if (ip === net.base) return `is the network address of ${net.cidr}`;
   if (ip === net.broadcast) return `is the broadcast address of ${net.cidr}`;
   return undefined;
@@ -628,21 +623,6 @@ function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporte
     r.add(path, `base image ${image} ${why} on this machine (the hypervisor of ${local}): build it with \`pgop image build\` or point baseImage at a downloaded cloud image`);
   }
 }
-
-function parseIpv4(v: unknown): number | undefined {
-  if (typeof v !== 'string') return undefined;
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(v);
-  if (!m) return undefined;
-  let n = 0;
-  for (let i = 1; i <= 4; i++) {
-    const o = Number(m[i]);
-    if (o > 255) return undefined;
-    n = n * 256 + o;
-  }
-  return n;
-}
-
-const formatIpv4 = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 
 // ---------------------------------------------------------------------------------------------
 // Defaults: the typed spec. Only called on a document that passed every check above.

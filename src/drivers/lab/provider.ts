@@ -15,6 +15,7 @@ import { PgopError, internal, terminal, transient } from '../../errors.js';
 import { assertSafeName, shellJoin } from '../ssh/quote.js';
 import { HOST_KEY_ALGO, ensureKeyPair, type KeyPair } from '../ssh/keys.js';
 import { makeDirs } from '../../state-dirs.js';
+import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
 import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
 import {
   deleteNetns,
@@ -125,36 +126,30 @@ export interface LabHost {
 
 // ------------------------------------------------------------------ addresses
 
-function ipToInt(ip: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (!m) return null;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255)) return null;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
+type LabNetwork = Ipv4Network & { gateway: number };
 
-const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-
-function parseNetwork(cluster: string, cidr: string): { base: number; prefixLen: number; gateway: number; broadcast: number } {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
-  const addr = m ? ipToInt(m[1]!) : null;
-  const prefixLen = m ? Number(m[2]) : NaN;
-  if (addr === null || !(prefixLen >= 8 && prefixLen <= 30)) {
-    throw terminal(`cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`);
+/** The cluster's bridge network: prefix length 8-30, host bits ignored, the hub on its first
+ *  address. */
+function parseNetwork(cluster: string, cidr: string): LabNetwork {
+  const parsed = parseCidr(cidr);
+  if (!parsed || !(parsed.prefixLen >= 8 && parsed.prefixLen <= 30)) {
+    throw terminal(
+      `cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`,
+    );
   }
-  const mask = (0xffffffff << (32 - prefixLen)) >>> 0;
-  const base = (addr & mask) >>> 0;
-  return { base, prefixLen, gateway: base + 1, broadcast: (base | (~mask >>> 0)) >>> 0 };
+  const net = networkOf(parsed.address, parsed.prefixLen);
+  return { ...net, gateway: net.base + 1 };
 }
 
-function checkAddress(cluster: string, what: string, address: string, net: ReturnType<typeof parseNetwork>, cidr: string): void {
-  const a = ipToInt(address);
-  const mask = (0xffffffff << (32 - net.prefixLen)) >>> 0;
-  if (a === null || ((a & mask) >>> 0) !== net.base) {
+function checkAddress(cluster: string, what: string, address: string, net: LabNetwork, cidr: string): void {
+  const a = parseIpv4(address);
+  if (a === undefined || !inNetwork(a, net)) {
     throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is not inside ${cidr}`);
   }
   if (a === net.base || a === net.broadcast || a === net.gateway) {
-    throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`);
+    throw terminal(
+      `cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`,
+    );
   }
 }
 
@@ -218,7 +213,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       prefix,
       hub: hubNs(prefix),
       bridge: `br${shortHash(name, 6)}`,
-      net: { gatewayCidr: `${intToIp(net.gateway)}/${net.prefixLen}`, prefixLen: net.prefixLen },
+      net: { gatewayCidr: `${formatIpv4(net.gateway)}/${net.prefixLen}`, prefixLen: net.prefixLen },
       stateDir,
       clusterDir,
       keyPath: join(clusterDir, 'operator_ed25519'),
