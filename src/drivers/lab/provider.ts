@@ -13,10 +13,10 @@ import type { MachineObservation } from '../../observe/types.js';
 import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, internal, terminal, transient } from '../../errors.js';
 import { assertSafeName, shellJoin } from '../ssh/quote.js';
-import { HOST_KEY_ALGO, ensureKeyPair, type KeyPair } from '../ssh/keys.js';
+import { ensureOperatorKey, ensurePinnedHostKey } from '../ssh/keys.js';
 import { makeDirs } from '../../state-dirs.js';
 import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
-import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
+import type { HostKeyPins } from '../ssh/shell.js';
 import {
   deleteNetns,
   ensureAddress,
@@ -432,7 +432,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       throw wrap(err, `cannot create the lab network of cluster ${ctx.name}`);
     }
     makeDirs(ctx.clusterDir, 0o755);
-    await ensureKeyPair(ctx.keyPath, `pgop-operator@${ctx.name}`);
+    await ensureOperatorKey(ctx.keyPath, ctx.name);
   }
 
   private async ensureHost(ctx: ClusterCtx, h: LabHost): Promise<void> {
@@ -494,9 +494,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   private async ensureSshFiles(ctx: ClusterCtx, h: LabHost): Promise<void> {
     const ssh = join(h.dir, 'ssh');
     const hostKey = join(ssh, 'ssh_host_ed25519_key');
-    // Made here, by pgop, and pinned before sshd first starts: the first SSH contact is
-    // verified. A host made anew (its directory was removed with it) gets a new key.
-    this.pinHostKey(h, await ensureKeyPair(hostKey, `pgop-host@${h.id}`));
+    // A host made anew (its directory was removed with it) gets a new key.
+    await ensurePinnedHostKey(hostKey, h.id, this.hostKeys, 'lab');
     const pub = await readFile(`${ctx.keyPath}.pub`, 'utf8');
     await writeIfChanged(join(ssh, 'authorized_keys'), pub, 0o600);
     const config = [
@@ -529,18 +528,6 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       '',
     ].join('\n');
     await writeIfChanged(join(ssh, 'sshd_config'), config, 0o600);
-  }
-
-  /** Pin the key pgop made for a host: a new key always; an existing one when nothing (or only
-   *  a `host-key forget` placeholder) is pinned. A different pin over an existing key is left
-   *  alone: the SSH client then refuses the host and says so. */
-  private pinHostKey(h: LabHost, key: KeyPair & { created: boolean }): void {
-    if (!this.hostKeys) {
-      if (key.created) throw internal(`cannot create ${h.id}: this lab provider was given no host key pins`);
-      return;
-    }
-    const cur = this.hostKeys.getPinned(h.id);
-    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(h.id, HOST_KEY_ALGO, key.keyB64);
   }
 
   /** Start sshd in the host's namespace, inside a private mount namespace that puts the host's

@@ -19,8 +19,8 @@ import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { POOL_HOST, allMachines, assertLibvirtName, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
 import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
 import { HOST_KEY_PATH, buildSeedIso, renderSeed } from './cloudinit.js';
-import { HOST_KEY_ALGO, ensureKeyPair, removeKeyPair, type KeyPair } from '../ssh/keys.js';
-import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
+import { ensureOperatorKey, ensurePinnedHostKey, removeKeyPair, type KeyPair } from '../ssh/keys.js';
+import type { HostKeyPins } from '../ssh/shell.js';
 import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
 import { EventWatcher, type LibvirtEvent } from './events.js';
 import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
@@ -275,7 +275,7 @@ export class LibvirtProvider implements ProviderDriver {
     this.adviseOnce(m.uri);
     const net = parseCidr(p.network.cidr);
     if (!inside(m.address, net)) throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
-    const publicKey = await this.ensureKeyPair(spec);
+    const publicKey = (await ensureOperatorKey(this.keyPath(spec), spec.name)).publicLine;
     // Shared per hypervisor: the pool and the network (one at a time per URI in this process).
     const shared = () =>
       this.serial(`uri:${m.uri}`, async () => {
@@ -295,7 +295,7 @@ export class LibvirtProvider implements ProviderDriver {
     await shared();
     // Not defined yet (first time, or a crash before the define): volumes, then define + start.
     // Its host key is made (once; a machine deleted lost its key with it) and pinned first.
-    const hostKey = await this.ensureHostKey(spec, m);
+    const hostKey = await ensurePinnedHostKey(this.hostKeyFile(m), m.id, this.hostKeys, 'libvirt');
     const poolPath = p.pool.path;
     const vols = await this.volumeNames(m.uri, p.pool.name);
     await this.ensureRootVolume(m, p, vols);
@@ -820,23 +820,6 @@ export class LibvirtProvider implements ProviderDriver {
       if (this.queues.get(key) === tail) this.queues.delete(key);
     });
     return next;
-  }
-
-  // ---------------------------------------------------------------- keys
-
-  /** ed25519 key pair of the cluster (created once, 0600, atomically); returns the public key. */
-  private async ensureKeyPair(spec: ClusterSpec): Promise<string> {
-    return (await ensureKeyPair(this.keyPath(spec), `pgop-operator@${spec.name}`)).publicLine;
-  }
-
-  /** The machine's host key (made once) pinned before its first boot: a new key always, an
-   *  existing one when nothing (or only a `host-key forget` placeholder) is pinned. */
-  private async ensureHostKey(spec: ClusterSpec, m: MachinePlan): Promise<KeyPair> {
-    const key = await ensureKeyPair(this.hostKeyFile(m), `pgop-host@${m.id}`);
-    if (!this.hostKeys) throw terminal(`cannot create ${m.id}: this libvirt provider was given no host key pins`);
-    const cur = this.hostKeys.getPinned(m.id);
-    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(m.id, HOST_KEY_ALGO, key.keyB64);
-    return key;
   }
 }
 
