@@ -15,6 +15,8 @@ import { PgopError, internal, terminal, transient } from '../../errors.js';
 import { assertSafeName, shellJoin } from '../ssh/quote.js';
 import { ensureOperatorKey, ensurePinnedHostKey } from '../ssh/keys.js';
 import { makeDirs } from '../../state-dirs.js';
+import { assertSafePath } from '../ssh/node-fs.js';
+import { createKeyedQueue } from '../keyed-queue.js';
 import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
 import type { HostKeyPins } from '../ssh/shell.js';
 import {
@@ -45,8 +47,6 @@ import {
 export const POOL = 'pool';
 const SSHD = '/usr/sbin/sshd';
 const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
-/** Paths go into sshd_config and mount commands: keep them plain. */
-const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
 /** In a node host's directory: the address the host was made with (see listMachines). */
 const HOST_ADDRESS_FILE = 'address';
 
@@ -173,7 +173,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   private readonly prefixOverride: string | undefined;
   private readonly sshdStartTimeoutMs: number;
   private readonly onTiming: (t: LabTiming) => void;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Machine operations of one cluster share its hub, bridge and key files. Fencing never waits. */
+  private readonly locked = createKeyedQueue();
   private readonly hostKeys: HostKeyPins | undefined;
 
   constructor(opts: LabProviderOptions = {}) {
@@ -196,10 +197,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const provider = spec.provider as LabProviderSpec;
     const name = assertSafeName('cluster', spec.name);
     const net = parseNetwork(name, provider.network);
-    const stateDir = provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR;
-    if (!SAFE_PATH.test(stateDir) || stateDir.includes('/../')) {
-      throw terminal(`cannot use lab state directory ${JSON.stringify(stateDir)}: use an absolute path of letters, digits, '_', '.', '-' and '/'`);
-    }
+    // it goes into sshd_config and mount commands
+    const stateDir = assertSafePath('lab state directory', provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR);
     for (const forbidden of [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run']) {
       if (stateDir === forbidden || stateDir.startsWith(`${forbidden}/`)) {
         throw terminal(`cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`);
@@ -268,19 +267,6 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     return { id: h.id, address: h.address, port: 22, user: 'root', privateKeyPath: ctx.keyPath };
-  }
-
-  /** Serialise mutations per cluster inside this process (hub, bridge and keys are shared). */
-  private async locked<T>(cluster: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(cluster) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.locks.set(cluster, tail);
-    try {
-      return await next;
-    } finally {
-      if (this.locks.get(cluster) === tail) this.locks.delete(cluster);
-    }
   }
 
   private async timed<T>(op: LabTiming['op'], id: string, fn: () => Promise<T>): Promise<T> {

@@ -25,6 +25,7 @@ import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
 import { EventWatcher, type LibvirtEvent } from './events.js';
 import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
 import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
+import { createKeyedQueue } from '../keyed-queue.js';
 
 const execFileP = promisify(execFile);
 
@@ -68,7 +69,9 @@ export class LibvirtProvider implements ProviderDriver {
   private readonly conns = new Map<string, Promise<Hypervisor>>();
   private readonly watchers = new Map<string, EventWatcher>();
   private readonly listeners = new Set<(e: LibvirtEvent) => void>();
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Machine operations of one cluster (key: its name), or on one hypervisor's shared pool and
+   *  network (key: uri:<uri>), run one at a time in this process. */
+  private readonly serial = createKeyedQueue();
   private readonly domainTypes = new Map<string, Promise<{ type: DomainType; why: string }>>();
   /** domain name per uri -> cluster/node, for labelling events */
   private readonly known = new Map<string, { cluster: string; node: string }>();
@@ -808,18 +811,6 @@ export class LibvirtProvider implements ProviderDriver {
         this.log.warn({ uri, path, closed }, `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`);
       }
     }
-  }
-
-  /** Machine operations of one key run one at a time in this process. */
-  private serial<T>(key: string, op: () => Promise<T>): Promise<T> {
-    const prev = this.queues.get(key) ?? Promise.resolve();
-    const next = prev.then(op, op);
-    const tail = next.catch(() => undefined);
-    this.queues.set(key, tail);
-    void tail.then(() => {
-      if (this.queues.get(key) === tail) this.queues.delete(key);
-    });
-    return next;
   }
 }
 
