@@ -7,7 +7,7 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -798,7 +798,7 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** qemu (libvirt-qemu) must traverse every directory above the disks of a local hypervisor:
-   *  pgop's own directories (under /var/lib/pgop, e.g. one an older pgop made 0700) are opened
+   *  pgop's own directories (under /var/lib/pgop, even one made 0700) are opened
    *  for traversal (never the secrets); others still closed are said once. */
   private openForQemu(uri: string, paths: string[]): void {
     const u = parseUri(uri);
