@@ -4,7 +4,14 @@
 
 import type { Store } from '../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
-import { Signals, type DriverLog, type FaultInjector, type HostRef, type ProviderDriver, type World } from './types.js';
+import {
+  Signals,
+  type DriverLog,
+  type FaultInjector,
+  type HostRef,
+  type ProviderDriver,
+  type World,
+} from './types.js';
 import {
   SshShell,
   shellDebugLog,

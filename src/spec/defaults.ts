@@ -65,7 +65,9 @@ export function normalize(doc: RawDoc): ClusterSpec {
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,
     watchdog: omitUndefined({ enabled: (wd.enabled as boolean | undefined) ?? false, vip: str(wd.vip) }),
     // pgpool's own default (32), or less when postgres would not take that many pooled sessions
-    numInitChildren: (pool.numInitChildren as number | undefined) ?? Math.max(1, Math.min(32, pgpoolConnectionBudget(obj(pg.parameters)).maxChildren)),
+    numInitChildren:
+      (pool.numInitChildren as number | undefined) ??
+      Math.max(1, Math.min(32, pgpoolConnectionBudget(obj(pg.parameters)).maxChildren)),
   });
   const nodes: NodeSpec[] = arr(s.nodes).map((x) => {
     const n = obj(x);
@@ -145,7 +147,8 @@ export function normalize(doc: RawDoc): ClusterSpec {
 
 function normalizeProvider(p: Raw, cluster: string): ProviderSpec {
   if (p.type === 'sim') return { type: 'sim' };
-  if (p.type === 'lab') return omitUndefined({ type: 'lab' as const, network: p.network as string, stateDir: str(p.stateDir) });
+  if (p.type === 'lab')
+    return omitUndefined({ type: 'lab' as const, network: p.network as string, stateDir: str(p.stateDir) });
   const pool = obj(p.pool);
   const net = obj(p.network);
   const disk = obj(p.dataDisk);
@@ -153,8 +156,16 @@ function normalizeProvider(p: Raw, cluster: string): ProviderSpec {
     type: 'libvirt',
     uri: str(p.uri) ?? 'qemu:///system',
     baseImage: p.baseImage as string,
-    pool: p.pool === undefined ? { name: 'pgop', path: '/var/lib/pgop/pool' } : { name: pool.name as string, path: pool.path as string },
-    network: omitUndefined({ name: str(net.name) ?? `pgop-${cluster}`, cidr: net.cidr as string, gateway: net.gateway as string, bridge: str(net.bridge) }),
+    pool:
+      p.pool === undefined
+        ? { name: 'pgop', path: '/var/lib/pgop/pool' }
+        : { name: pool.name as string, path: pool.path as string },
+    network: omitUndefined({
+      name: str(net.name) ?? `pgop-${cluster}`,
+      cidr: net.cidr as string,
+      gateway: net.gateway as string,
+      bridge: str(net.bridge),
+    }),
     dataDisk: {
       layout: (disk.layout as 'lvm' | 'plain' | undefined) ?? 'lvm',
       filesystem: (disk.filesystem as 'xfs' | 'ext4' | undefined) ?? 'xfs',
@@ -178,4 +189,3 @@ function omitUndefined<T extends object>(o: T): T {
   for (const k of Object.keys(o) as Array<keyof T>) if (o[k] === undefined) delete o[k];
   return o;
 }
-

@@ -38,8 +38,17 @@ export function parseSpecFile(path: string, opts: ParseOptions = {}): ParsedSpec
     text = readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : String(code ?? err);
-    throw new SpecError([{ file: path, line: 1, column: 1, path: '(file)', message: `cannot read spec: ${why}` }]);
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'is a directory'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : String(code ?? err);
+    throw new SpecError([
+      { file: path, line: 1, column: 1, path: '(file)', message: `cannot read spec: ${why}` },
+    ]);
   }
   return parseSpecText(text, path, opts);
 }
@@ -60,14 +69,22 @@ export function parseSpecText(text: string, file: string, opts: ParseOptions = {
   const real = docs.filter((d) => !isEmptyDocument(d));
   const doc = real[0];
   if (!doc) {
-    throw new SpecError([{ file, line: 1, column: 1, path: '(document)', message: 'empty document: expected a Cluster spec' }]);
+    throw new SpecError([
+      { file, line: 1, column: 1, path: '(document)', message: 'empty document: expected a Cluster spec' },
+    ]);
   }
   if (real.length > 1) {
     // Point at the `---` that starts the second cluster.
     const second = real[1]!;
     const { line, col } = at(second.range[0]);
     throw new SpecError([
-      { file, line, column: col, path: '(document)', message: 'more than one YAML document: write one cluster per file' },
+      {
+        file,
+        line,
+        column: col,
+        path: '(document)',
+        message: 'more than one YAML document: write one cluster per file',
+      },
     ]);
   }
 
@@ -77,7 +94,13 @@ export function parseSpecText(text: string, file: string, opts: ParseOptions = {
     Alias(_, node) {
       if (!node.resolve(doc)) {
         const { line, col } = at(node.range?.[0] ?? 0);
-        syntax.push({ file, line, column: col, path: '(yaml)', message: `unknown alias *${node.source}: no anchor &${node.source} before it` });
+        syntax.push({
+          file,
+          line,
+          column: col,
+          path: '(yaml)',
+          message: `unknown alias *${node.source}: no anchor &${node.source} before it`,
+        });
       }
     },
   });
@@ -87,7 +110,9 @@ export function parseSpecText(text: string, file: string, opts: ParseOptions = {
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    throw new SpecError([{ file, line: 1, column: 1, path: '(yaml)', message: err instanceof Error ? err.message : String(err) }]);
+    throw new SpecError([
+      { file, line: 1, column: 1, path: '(yaml)', message: err instanceof Error ? err.message : String(err) },
+    ]);
   }
 
   const report = new Reporter(file, doc, at);
@@ -107,7 +132,8 @@ export function parseSpecText(text: string, file: string, opts: ParseOptions = {
 /** JSON with object keys sorted at every level (arrays keep their order). */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  if (Array.isArray(value))
+    return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
   const obj = value as Record<string, unknown>;
   const parts: string[] = [];
   for (const k of Object.keys(obj).sort()) {

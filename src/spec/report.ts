@@ -134,4 +134,3 @@ function editDistance(a: string, b: string): number {
   }
   return prev[b.length]!;
 }
-

@@ -41,7 +41,9 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
       const name = String(params.additionalProperty);
       const known = Object.keys((ps.properties as Record<string, unknown> | undefined) ?? {});
       const guess = closest(name, known);
-      r.add([...segs, name], `unknown field "${name}"${guess ? ` (did you mean "${guess}"?)` : ''}`, { atKey: true });
+      r.add([...segs, name], `unknown field "${name}"${guess ? ` (did you mean "${guess}"?)` : ''}`, {
+        atKey: true,
+      });
       return;
     }
     case 'required': {
@@ -55,7 +57,10 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
         r.add(segs, typeof data === 'string' || typeof data === 'number' ? PLAINTEXT : SECRET_SHAPE);
         return;
       }
-      r.add(segs, `must be ${orList(([] as string[]).concat(params.type as string | string[]))}, got ${describe(data)}`);
+      r.add(
+        segs,
+        `must be ${orList(([] as string[]).concat(params.type as string | string[]))}, got ${describe(data)}`,
+      );
       return;
     }
     case 'minProperties':
@@ -63,13 +68,19 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
       r.add(segs, isSecret ? SECRET_SHAPE : `${e.message ?? 'invalid'}`);
       return;
     case 'enum':
-      r.add(segs, `must be one of ${(params.allowedValues as unknown[]).map(String).join(', ')}; got ${describe(data)}`);
+      r.add(
+        segs,
+        `must be one of ${(params.allowedValues as unknown[]).map(String).join(', ')}; got ${describe(data)}`,
+      );
       return;
     case 'const':
       r.add(segs, `must be ${JSON.stringify(params.allowedValue)}, got ${describe(data)}`);
       return;
     case 'pattern': {
-      const hint = typeof ps.patternErrorMessage === 'string' ? ps.patternErrorMessage : `must match ${String(params.pattern)}`;
+      const hint =
+        typeof ps.patternErrorMessage === 'string'
+          ? ps.patternErrorMessage
+          : `must match ${String(params.pattern)}`;
       const precise = typeof data === 'string' ? preciseProblem(ps, data) : undefined;
       if (precise !== undefined && e.propertyName === undefined) {
         r.add(segs, `${precise}, got ${describe(data)}`);
@@ -94,11 +105,21 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
       r.add(segs, `must have at most ${String(params.limit)} items`);
       return;
     case 'minLength':
-      r.add(segs, params.limit === 1 ? 'must not be empty' : `must be at least ${String(params.limit)} characters`);
+      r.add(
+        segs,
+        params.limit === 1 ? 'must not be empty' : `must be at least ${String(params.limit)} characters`,
+      );
       return;
     case 'maxLength':
-      if (e.propertyName !== undefined) r.add([...segs, e.propertyName], `invalid name: must be at most ${String(params.limit)} characters`, { atKey: true });
-      else r.add(segs, `must be at most ${String(params.limit)} characters, got ${typeof data === 'string' ? data.length : '?'}`);
+      if (e.propertyName !== undefined)
+        r.add([...segs, e.propertyName], `invalid name: must be at most ${String(params.limit)} characters`, {
+          atKey: true,
+        });
+      else
+        r.add(
+          segs,
+          `must be at most ${String(params.limit)} characters, got ${typeof data === 'string' ? data.length : '?'}`,
+        );
       return;
     case 'uniqueItems': {
       const [a, b] = [Number(params.i), Number(params.j)].sort((x, y) => x - y) as [number, number];
@@ -112,9 +133,14 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
       if (params.error === 'tag') {
         r.add([...segs, tag], `must be string, got ${describe(value)}`);
       } else {
-        const options = ((ps.oneOf as Array<{ properties: Record<string, { const: string }> }>) ?? []).map((o) => o.properties[tag]?.const);
+        const options = ((ps.oneOf as Array<{ properties: Record<string, { const: string }> }>) ?? []).map(
+          (o) => o.properties[tag]?.const,
+        );
         const shown = typeof value === 'string' ? JSON.stringify(value) : describe(value);
-        r.add([...segs, tag], `unknown ${segs.at(-1) ?? ''} type ${shown}: must be one of ${options.join(', ')}`);
+        r.add(
+          [...segs, tag],
+          `unknown ${segs.at(-1) ?? ''} type ${shown}: must be one of ${options.join(', ')}`,
+        );
       }
       return;
     }

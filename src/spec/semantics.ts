@@ -38,9 +38,16 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   if (ptype === 'lab') {
     net = checkNetwork(provider.network, [...S, 'provider', 'network'], r);
     const stateDir = provider.stateDir;
-    const inside = typeof stateDir === 'string' ? LAB_PRIVATE_MOUNTS.find((m) => stateDir === m || stateDir.startsWith(`${m}/`)) : undefined;
-    if (inside) r.add([...S, 'provider', 'stateDir'], `${String(stateDir)} lies under ${inside}, which every lab node mounts privately: choose another directory`);
-    if (net) reserved.set(net.base + 1, 'is reserved for the lab bridge (the operator\'s own address)');
+    const inside =
+      typeof stateDir === 'string'
+        ? LAB_PRIVATE_MOUNTS.find((m) => stateDir === m || stateDir.startsWith(`${m}/`))
+        : undefined;
+    if (inside)
+      r.add(
+        [...S, 'provider', 'stateDir'],
+        `${String(stateDir)} lies under ${inside}, which every lab node mounts privately: choose another directory`,
+      );
+    if (net) reserved.set(net.base + 1, "is reserved for the lab bridge (the operator's own address)");
   } else if (ptype === 'libvirt') {
     const n = obj(provider.network);
     net = checkNetwork(n.cidr, [...S, 'provider', 'network', 'cidr'], r);
@@ -49,7 +56,7 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     if (net && gw !== undefined) {
       const why = outsideOrEdge(gw, net);
       if (why) r.add(gwPath, `gateway ${String(n.gateway)} ${why}`);
-      else reserved.set(gw, 'is the network\'s gateway');
+      else reserved.set(gw, "is the network's gateway");
     }
     if (typeof provider.uri === 'string') checkUri(provider.uri, [...S, 'provider', 'uri'], r);
     if (opts.checkHost) checkBaseImage(provider, nodes, [...S, 'provider', 'baseImage'], r);
@@ -74,14 +81,21 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     }
     if (name !== undefined) {
       const prev = names.get(name);
-      if (prev !== undefined) r.add([...np, 'name'], `duplicate node name ${name} (also ${formatPath([...S, 'nodes', prev, 'name'])})`);
+      if (prev !== undefined)
+        r.add(
+          [...np, 'name'],
+          `duplicate node name ${name} (also ${formatPath([...S, 'nodes', prev, 'name'])})`,
+        );
       else names.set(name, i);
     }
     const ip = checkAddress(node.address, [...np, 'address']);
     if (ip !== undefined) {
       const prev = addresses.get(ip);
       if (prev !== undefined) {
-        r.add([...np, 'address'], `duplicate node address ${String(node.address)} (also ${formatPath([...S, 'nodes', prev, 'address'])})`);
+        r.add(
+          [...np, 'address'],
+          `duplicate node address ${String(node.address)} (also ${formatPath([...S, 'nodes', prev, 'address'])})`,
+        );
       } else addresses.set(ip, i);
     }
     if (node.hypervisor !== undefined) {
@@ -97,12 +111,20 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   const notANode = (value: unknown, path: Seg[], what: string) => {
     const ip = checkAddress(value, path);
     const owner = ip === undefined ? undefined : addresses.get(ip);
-    if (owner !== undefined) r.add(path, `${what} ${String(value)} is also the address of ${formatPath([...S, 'nodes', owner, 'address'])}`);
+    if (owner !== undefined)
+      r.add(
+        path,
+        `${what} ${String(value)} is also the address of ${formatPath([...S, 'nodes', owner, 'address'])}`,
+      );
     return ip;
   };
   if (pgpool.address === undefined) {
     if (ptype === 'lab' && pgpoolOn) {
-      r.add([...pp, 'address'], 'missing required field "address" (the lab runs pgpool on a host of its own)', { at: pp });
+      r.add(
+        [...pp, 'address'],
+        'missing required field "address" (the lab runs pgpool on a host of its own)',
+        { at: pp },
+      );
     }
   }
   notANode(pgpool.address, [...pp, 'address'], 'pgpool address');
@@ -133,20 +155,31 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       const dir = pg[key];
       if (typeof dir !== 'string' || pathProblem('postgres', dir) !== undefined) continue;
       if (!LAB_POSTGRES_MOUNTS.some((m) => dir === m || dir.startsWith(`${m}/`))) {
-        r.add([...S, 'postgres', key], `${dir} is not private to a lab node: use a directory at or below ${LAB_POSTGRES_MOUNTS.join(', ')}`);
+        r.add(
+          [...S, 'postgres', key],
+          `${dir} is not private to a lab node: use a directory at or below ${LAB_POSTGRES_MOUNTS.join(', ')}`,
+        );
       }
     }
   }
   const params = obj(pg.parameters);
   const parp: Seg[] = [...S, 'postgres', 'parameters'];
   for (const key of Object.keys(params)) {
-    if (MANAGED_PARAMETERS.has(key)) r.add([...parp, key], `${key} is managed by pgop (set per node): remove it from the spec`, { atKey: true });
+    if (MANAGED_PARAMETERS.has(key))
+      r.add([...parp, key], `${key} is managed by pgop (set per node): remove it from the spec`, {
+        atKey: true,
+      });
   }
-  if (params.wal_level === 'minimal') r.add([...parp, 'wal_level'], 'wal_level minimal cannot feed standbys: use replica or logical');
-  for (const [key, what] of [['max_wal_senders', 'a sender'], ['max_replication_slots', 'a slot']] as const) {
+  if (params.wal_level === 'minimal')
+    r.add([...parp, 'wal_level'], 'wal_level minimal cannot feed standbys: use replica or logical');
+  for (const [key, what] of [
+    ['max_wal_senders', 'a sender'],
+    ['max_replication_slots', 'a slot'],
+  ] as const) {
     const v = params[key];
     if (key === 'max_replication_slots' && repl.slots === false) continue;
-    if (typeof v === 'number' && v < standbys) r.add([...parp, key], `${key} ${v} is less than the ${standbys} standbys (each needs ${what})`);
+    if (typeof v === 'number' && v < standbys)
+      r.add([...parp, key], `${key} ${v} is less than the ${standbys} standbys (each needs ${what})`);
   }
   if (pgpoolOn && typeof pgpool.numInitChildren === 'number') {
     const { maxConnections, reserved, maxChildren } = pgpoolConnectionBudget(params);
@@ -159,17 +192,28 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     }
   }
   const tls = obj(spec.tls);
-  if (typeof tls.renewBeforeDays === 'number' && tls.renewBeforeDays >= ((tls.certificateDays as number | undefined) ?? 90)) {
-    r.add([...S, 'tls', 'renewBeforeDays'], `renewBeforeDays ${tls.renewBeforeDays} must be less than certificateDays (${(tls.certificateDays as number | undefined) ?? 90}): certificates would be renewed on every pass`);
+  if (
+    typeof tls.renewBeforeDays === 'number' &&
+    tls.renewBeforeDays >= ((tls.certificateDays as number | undefined) ?? 90)
+  ) {
+    r.add(
+      [...S, 'tls', 'renewBeforeDays'],
+      `renewBeforeDays ${tls.renewBeforeDays} must be less than certificateDays (${(tls.certificateDays as number | undefined) ?? 90}): certificates would be renewed on every pass`,
+    );
   }
-  const archiveOn = params.archive_mode === true || params.archive_mode === 'on' || params.archive_mode === 'always';
+  const archiveOn =
+    params.archive_mode === true || params.archive_mode === 'on' || params.archive_mode === 'always';
   if (archiveOn && params.archive_command === undefined && pg.archiveScript === false) {
-    r.add([...parp, 'archive_mode'], 'archive_mode is on but there is no archive_command and postgres.archiveScript is false: WAL would pile up');
+    r.add(
+      [...parp, 'archive_mode'],
+      'archive_mode is on but there is no archive_command and postgres.archiveScript is false: WAL would pile up',
+    );
   }
   arr(pg.hba).forEach((h, i) => {
     const rule = obj(h);
     const hp: Seg[] = [...S, 'postgres', 'hba', i];
-    if (rule.type === 'local' && rule.address !== undefined) r.add([...hp, 'address'], 'local rules take no address');
+    if (rule.type === 'local' && rule.address !== undefined)
+      r.add([...hp, 'address'], 'local rules take no address');
     if (typeof rule.type === 'string' && rule.type !== 'local' && rule.address === undefined) {
       r.add([...hp, 'address'], `missing required field "address" (${rule.type} rules need one)`, { at: hp });
     }
@@ -181,13 +225,17 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     const name = str(obj(x).name);
     if (name === undefined) return;
     const p: Seg[] = [...S, 'roles', i, 'name'];
-    if (name === 'postgres') r.add(p, 'postgres is the superuser pgop manages (its password is spec.postgres.superuserPassword)');
-    else if (name === replUser) r.add(p, `${name} is the replication user pgop manages (spec.replication.user)`);
-    else if (roles.has(name)) r.add(p, `duplicate role ${name} (also ${formatPath([...S, 'roles', roles.get(name)!, 'name'])})`);
+    if (name === 'postgres')
+      r.add(p, 'postgres is the superuser pgop manages (its password is spec.postgres.superuserPassword)');
+    else if (name === replUser)
+      r.add(p, `${name} is the replication user pgop manages (spec.replication.user)`);
+    else if (roles.has(name))
+      r.add(p, `duplicate role ${name} (also ${formatPath([...S, 'roles', roles.get(name)!, 'name'])})`);
     else roles.set(name, i);
   });
   const roleExists = (v: unknown, path: Seg[]) => {
-    if (typeof v === 'string' && v !== 'postgres' && !roles.has(v)) r.add(path, `unknown role "${v}": not in spec.roles (nor postgres)`);
+    if (typeof v === 'string' && v !== 'postgres' && !roles.has(v))
+      r.add(path, `unknown role "${v}": not in spec.roles (nor postgres)`);
   };
   const databases = new Map<string, Set<string>>();
   arr(spec.databases).forEach((x, i) => {
@@ -257,7 +305,10 @@ function checkUri(uri: string, path: Seg[], r: Reporter): void {
 function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporter): void {
   const image = provider.baseImage;
   if (typeof image !== 'string' || pathProblem('host', image) !== undefined) return; // the schema reports it
-  const uris = [typeof provider.uri === 'string' ? provider.uri : 'qemu:///system', ...nodes.map((n) => obj(n).hypervisor).filter((u): u is string => typeof u === 'string')];
+  const uris = [
+    typeof provider.uri === 'string' ? provider.uri : 'qemu:///system',
+    ...nodes.map((n) => obj(n).hypervisor).filter((u): u is string => typeof u === 'string'),
+  ];
   const local = uris.find((u) => /^[A-Za-z][A-Za-z0-9+.-]*:\/\/\//.test(u) && !/^test[+:]/.test(u));
   if (!local) return;
   let why: string | undefined;
@@ -265,9 +316,17 @@ function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporte
     if (!statSync(image).isFile()) why = 'is not a file';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be read (permission denied)' : `cannot be read (${String(code)})`;
+    why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'cannot be read (permission denied)'
+          : `cannot be read (${String(code)})`;
   }
   if (why) {
-    r.add(path, `base image ${image} ${why} on this machine (the hypervisor of ${local}): build it with \`pgop image build\` or point baseImage at a downloaded cloud image`);
+    r.add(
+      path,
+      `base image ${image} ${why} on this machine (the hypervisor of ${local}): build it with \`pgop image build\` or point baseImage at a downloaded cloud image`,
+    );
   }
 }

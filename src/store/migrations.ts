@@ -47,14 +47,18 @@ export function listMigrations(dir: string): Migration[] {
 export function migrate(db: Database.Database, migrations: Migration[], readonly: boolean): void {
   const latest = migrations[migrations.length - 1]!.version;
   const appliedVersions = (): Set<number> => {
-    const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+    const exists = db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+      .get();
     if (!exists) return new Set();
-    return new Set((db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]));
+    return new Set(db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]);
   };
   const check = (applied: Set<number>): Migration[] => {
     const newest = Math.max(0, ...applied);
     if (newest > latest) {
-      throw terminal(`store schema version ${newest} is newer than this pgop understands (${latest}): upgrade pgop`);
+      throw terminal(
+        `store schema version ${newest} is newer than this pgop understands (${latest}): upgrade pgop`,
+      );
     }
     return migrations.filter((m) => !applied.has(m.version));
   };
@@ -66,7 +70,9 @@ export function migrate(db: Database.Database, migrations: Migration[], readonly
     );
   }
   db.transaction(() => {
-    db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)');
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)',
+    );
     const insert = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
     for (const m of check(appliedVersions())) {
       try {

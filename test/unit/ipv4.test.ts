@@ -19,7 +19,16 @@ describe('ipv4', () => {
   });
 
   it('refuses what is not a dotted quad', () => {
-    for (const bad of ['', '10.0.0', '10.0.0.256', '10.0.0.1.2', '1000.0.0.1', 'a.b.c.d', ' 10.0.0.1', '10.0.0.1/24']) {
+    for (const bad of [
+      '',
+      '10.0.0',
+      '10.0.0.256',
+      '10.0.0.1.2',
+      '1000.0.0.1',
+      'a.b.c.d',
+      ' 10.0.0.1',
+      '10.0.0.1/24',
+    ]) {
       expect(parseIpv4(bad), bad).toBeUndefined();
     }
     expect(parseIpv4(42)).toBeUndefined();
@@ -29,7 +38,14 @@ describe('ipv4', () => {
     expect(parseCidr('10.77.0.0/24')).toEqual({ address: 0x0a4d0000, prefixLen: 24 });
     expect(parseCidr('10.77.0.9/24')).toEqual({ address: 0x0a4d0009, prefixLen: 24 });
     expect(parseCidr('0.0.0.0/0')).toEqual({ address: 0, prefixLen: 0 });
-    for (const bad of ['10.77.0.0', '10.77.0.0/33', '10.77.0.0/', '10.77.0/24', '10.77.0.0/24/1', '10.77.0.0/124']) {
+    for (const bad of [
+      '10.77.0.0',
+      '10.77.0.0/33',
+      '10.77.0.0/',
+      '10.77.0/24',
+      '10.77.0.0/24/1',
+      '10.77.0.0/124',
+    ]) {
       expect(parseCidr(bad), bad).toBeUndefined();
     }
   });

@@ -41,7 +41,9 @@ describe('ensurePinnedHostKey', () => {
     const path = join(tmp, 'c', 'key');
     const err = await ensurePinnedHostKey(path, 'c/n3', undefined, 'lab').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PgopError);
-    expect((err as PgopError).message).toBe('cannot create c/n3: this lab provider was given no host key pins');
+    expect((err as PgopError).message).toBe(
+      'cannot create c/n3: this lab provider was given no host key pins',
+    );
     expect((await ensurePinnedHostKey(path, 'c/n3', undefined, 'lab')).created).toBe(false);
     await removeKeyPair(path);
   });

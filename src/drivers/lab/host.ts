@@ -114,7 +114,11 @@ export async function ensureHostDirs(h: LabHost): Promise<void> {
 
 /** The host's key (made once, pinned before sshd first starts), the operator's key as its
  *  only authorized key, and its sshd_config. */
-export async function ensureSshFiles(h: LabHost, operatorKeyPath: string, pins: HostKeyPins | undefined): Promise<void> {
+export async function ensureSshFiles(
+  h: LabHost,
+  operatorKeyPath: string,
+  pins: HostKeyPins | undefined,
+): Promise<void> {
   const ssh = join(h.dir, 'ssh');
   const hostKey = join(ssh, 'ssh_host_ed25519_key');
   // A host made anew (its directory was removed with it) gets a new key.
@@ -186,7 +190,9 @@ export async function startSshd(h: LabHost, timeoutMs: number): Promise<void> {
   const errPath = join(h.dir, 'sshd.stderr');
   const child = spawnSshd(h, errPath);
   if (child.pid === undefined) {
-    throw terminal(`cannot start sshd on ${h.id}: spawn failed${child.exited() ? ` (${child.exited()})` : ''}`);
+    throw terminal(
+      `cannot start sshd on ${h.id}: spawn failed${child.exited() ? ` (${child.exited()})` : ''}`,
+    );
   }
   const pid = child.pid;
   // Beside run/, outside the private mount: the operator finds it from the root view.
@@ -211,7 +217,7 @@ function spawnSshd(h: LabHost, errPath: string): { pid: number | undefined; exit
   const script = [
     ...PRIVATE_MOUNTS.map((m) =>
       m.tmpfs
-        ? `${shellJoin(['mount', '-t', 'tmpfs', '-o', `mode=${m.mode.toString(8)},size=64m`, 'tmpfs', m.target])}` +
+        ? shellJoin(['mount', '-t', 'tmpfs', '-o', `mode=${m.mode.toString(8)},size=64m`, 'tmpfs', m.target]) +
           ` && mkdir -p ${m.target}/sshd ${m.target}/postgresql`
         : shellJoin(['mount', '--bind', join(d, m.sub), m.target]),
     ),

@@ -55,7 +55,8 @@ export class HypervisorResources {
       const marker = this.markerPath(uri, 'pool', pool.name);
       await mkdir(dirname(marker), { recursive: true });
       // One line each: a newline in either would forge the marker's content.
-      if (/[\u0000-\u001f\u007f]/u.test(uri + pool.path)) throw terminal(`cannot ${what}: the URI or the pool path contains a control character`);
+      if (/[\u0000-\u001f\u007f]/u.test(uri + pool.path))
+        throw terminal(`cannot ${what}: the URI or the pool path contains a control character`);
       await writeFile(marker, `${uri}\n${pool.path}\n`);
       try {
         await this.virsh.withXml(uri, renderPoolXml(pool.name, pool.path), ['pool-define', '{}'], what);
@@ -71,7 +72,8 @@ export class HypervisorResources {
       active = /^State:\s+running/m.test((await this.virsh.run(uri, ['pool-info', pool.name], what)).stdout);
     }
     if (!active) {
-      await this.virsh.run(uri, ['pool-build', pool.name], what).catch(() => undefined); // mkdir; fails harmlessly when it exists
+      // mkdir; fails harmlessly when it exists
+      await this.virsh.run(uri, ['pool-build', pool.name], what).catch(() => undefined);
       try {
         await this.virsh.run(uri, ['pool-start', pool.name], what);
       } catch (err) {
@@ -80,7 +82,11 @@ export class HypervisorResources {
     }
   }
 
-  async networkState(uri: string, name: string, what: string): Promise<{ xml: string; active: boolean } | null> {
+  async networkState(
+    uri: string,
+    name: string,
+    what: string,
+  ): Promise<{ xml: string; active: boolean } | null> {
     const dump = await this.virsh.maybe(uri, ['net-dumpxml', name], what);
     if (!dump) return null;
     const info = await this.virsh.run(uri, ['net-info', name], what);
@@ -96,7 +102,14 @@ export class HypervisorResources {
     const prefixLen = parseCidr(p.network.cidr).prefixLen;
     let st = await this.networkState(uri, name, what);
     if (!st) {
-      const xml = renderNetworkXml({ name, cluster: spec.name, gateway: p.network.gateway, prefixLen, ...(p.network.bridge ? { bridge: p.network.bridge } : {}), hosts: want });
+      const xml = renderNetworkXml({
+        name,
+        cluster: spec.name,
+        gateway: p.network.gateway,
+        prefixLen,
+        ...(p.network.bridge ? { bridge: p.network.bridge } : {}),
+        hosts: want,
+      });
       let defined = true;
       try {
         await this.virsh.withXml(uri, xml, ['net-define', '{}'], what);
@@ -110,7 +123,9 @@ export class HypervisorResources {
     }
     const facts = networkFacts(st.xml);
     if (facts.gateway !== p.network.gateway || facts.prefixLen !== prefixLen) {
-      throw terminal(`cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, not the spec's ${p.network.gateway}/${prefixLen} (name another network)`);
+      throw terminal(
+        `cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, not the spec's ${p.network.gateway}/${prefixLen} (name another network)`,
+      );
     }
     if (!st.active) {
       try {
@@ -127,12 +142,22 @@ export class HypervisorResources {
       for (const x of facts.hosts.filter((x) => x.mac === h.mac || x.ip === h.ip || x.name === h.name)) {
         // An entry of this machine with old values is replaced; anyone else's address is not taken.
         if (x.name !== h.name && x.mac !== h.mac) {
-          throw terminal(`cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`);
+          throw terminal(
+            `cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`,
+          );
         }
-        await this.virsh.run(uri, ['net-update', name, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
+        await this.virsh.run(
+          uri,
+          ['net-update', name, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags],
+          what,
+        );
       }
       try {
-        await this.virsh.run(uri, ['net-update', name, 'add', 'ip-dhcp-host', dhcpHostXml(h), ...flags], what);
+        await this.virsh.run(
+          uri,
+          ['net-update', name, 'add', 'ip-dhcp-host', dhcpHostXml(h), ...flags],
+          what,
+        );
       } catch (err) {
         if (!/already exists|there is an existing dhcp host entry/i.test(messageOf(err))) throw err;
       }
@@ -146,9 +171,17 @@ export class HypervisorResources {
     const flags = st.active ? ['--live', '--config'] : ['--config'];
     for (const x of networkFacts(st.xml).hosts.filter((x) => x.mac === m.mac || x.name === m.dhcpName)) {
       try {
-        await this.virsh.run(uri, ['net-update', network, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
+        await this.virsh.run(
+          uri,
+          ['net-update', network, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags],
+          what,
+        );
       } catch (err) {
-        if (!(err instanceof VirshError && err.notFound) && !/couldn't locate a matching dhcp host/i.test(messageOf(err))) throw err;
+        if (
+          !(err instanceof VirshError && err.notFound) &&
+          !/couldn't locate a matching dhcp host/i.test(messageOf(err))
+        )
+          throw err;
       }
     }
   }
@@ -156,7 +189,12 @@ export class HypervisorResources {
   /** Names of the volumes in a pool (one virsh call). */
   async volumeNames(uri: string, pool: string): Promise<Set<string>> {
     const out = (await this.virsh.run(uri, ['vol-list', pool], `list the volumes of pool ${pool}`)).stdout;
-    return new Set(out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean));
+    return new Set(
+      out
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/)[0] ?? '')
+        .filter(Boolean),
+    );
   }
 
   /** Like volumeNames, null when the pool does not exist; an inactive pool is started first. */
@@ -185,7 +223,11 @@ export class HypervisorResources {
   }
 
   async deleteVolume(uri: string, pool: string, vol: string): Promise<void> {
-    await this.virsh.maybe(uri, ['vol-delete', '--pool', pool, vol], `delete volume ${vol} from pool ${pool}`);
+    await this.virsh.maybe(
+      uri,
+      ['vol-delete', '--pool', pool, vol],
+      `delete volume ${vol} from pool ${pool}`,
+    );
   }
 
   /** qcow2 overlay on the base image, sized rootDiskGiB (the guest's growpart fills it). A
@@ -194,9 +236,15 @@ export class HypervisorResources {
     const vol = m.volumes.root;
     const cap = m.rootDiskGiB * GiB;
     const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
-    if (have && have.backingPath === p.baseImage && have.capacityBytes === cap && have.format === 'qcow2') return;
+    if (have && have.backingPath === p.baseImage && have.capacityBytes === cap && have.format === 'qcow2')
+      return;
     if (have) await this.deleteVolume(m.uri, p.pool.name, vol);
-    const xml = renderVolumeXml({ name: vol, capacityBytes: cap, format: 'qcow2', backing: { path: p.baseImage, format: await this.baseFormat(m.uri, p.baseImage) } });
+    const xml = renderVolumeXml({
+      name: vol,
+      capacityBytes: cap,
+      format: 'qcow2',
+      backing: { path: p.baseImage, format: await this.baseFormat(m.uri, p.baseImage) },
+    });
     await this.createVolume(m.uri, p.pool.name, xml, vol);
   }
 
@@ -205,10 +253,13 @@ export class HypervisorResources {
     const info = parseUri(uri);
     if (info.test || info.host !== '') return 'qcow2';
     try {
-      const { stdout } = await execFileP('qemu-img', ['info', '--output=json', '-U', path], { timeout: 30_000 });
+      const { stdout } = await execFileP('qemu-img', ['info', '--output=json', '-U', path], {
+        timeout: 30_000,
+      });
       return (JSON.parse(stdout) as { format?: string }).format === 'raw' ? 'raw' : 'qcow2';
     } catch (err) {
-      if (!existsSync(path)) throw terminal(`cannot create the root disk: base image ${path} does not exist`, err);
+      if (!existsSync(path))
+        throw terminal(`cannot create the root disk: base image ${path} does not exist`, err);
       return 'qcow2';
     }
   }
@@ -216,13 +267,25 @@ export class HypervisorResources {
   /** The data disk is never made again once it exists: it holds the node's data. */
   async ensureDataVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
     const vol = m.volumes.data!;
-    await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: m.dataDiskGiB * GiB, format: 'qcow2' }), vol);
+    await this.createVolume(
+      m.uri,
+      p.pool.name,
+      renderVolumeXml({ name: vol, capacityBytes: m.dataDiskGiB * GiB, format: 'qcow2' }),
+      vol,
+    );
   }
 
   /** The seed ISO is (re)written on every creation attempt (the domain is not defined yet, so
    *  nothing has read it): a crash between create and upload cannot leave an empty seed. The
    *  test driver keeps no volume content (no vol-upload): there the volume alone is made. */
-  async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string, hostKey: KeyPair, vols: Set<string>): Promise<void> {
+  async ensureSeedVolume(
+    spec: ClusterSpec,
+    m: MachinePlan,
+    p: LibvirtProviderSpec,
+    publicKey: string,
+    hostKey: KeyPair,
+    vols: Set<string>,
+  ): Promise<void> {
     const vol = m.volumes.seed;
     const prefixLen = parseCidr(p.network.cidr).prefixLen;
     const iso = await buildSeedIso(
@@ -244,7 +307,12 @@ export class HypervisorResources {
     const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
     if (have && have.capacityBytes !== iso.length) await this.deleteVolume(m.uri, p.pool.name, vol);
     if (!have || have.capacityBytes !== iso.length) {
-      await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: iso.length, format: 'raw' }), vol);
+      await this.createVolume(
+        m.uri,
+        p.pool.name,
+        renderVolumeXml({ name: vol, capacityBytes: iso.length, format: 'raw' }),
+        vol,
+      );
     }
     if (parseUri(m.uri).test) return;
     await this.virsh.upload(m.uri, p.pool.name, vol, iso, `write the cloud-init seed of ${m.id}`);
@@ -274,7 +342,8 @@ export class HypervisorResources {
         if (vols.length > 0) return; // someone else's volumes (or the base image) live there
         await this.virsh.maybe(uri, ['pool-destroy', name], what);
       }
-      await this.virsh.maybe(uri, ['pool-delete', name], what).catch(() => undefined); // rmdir; kept when not empty
+      // rmdir; kept when not empty
+      await this.virsh.maybe(uri, ['pool-delete', name], what).catch(() => undefined);
       await this.virsh.maybe(uri, ['pool-undefine', name], what);
       this.log.info({ uri, pool: name }, 'libvirt storage pool deleted');
     }

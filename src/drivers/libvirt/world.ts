@@ -30,7 +30,11 @@ export type LibvirtWorld = SshWorld & {
 
 export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld {
   const pins = worldPins(opts, 'createLibvirtWorld');
-  const provider = new LibvirtProvider({ ...(opts.log ? { log: opts.log } : {}), hostKeys: pins, ...opts.provider });
+  const provider = new LibvirtProvider({
+    ...(opts.log ? { log: opts.log } : {}),
+    hostKeys: pins,
+    ...opts.provider,
+  });
   const world = createSshWorld({
     ...(opts.store ? { store: opts.store } : {}),
     ...(opts.log ? { log: opts.log } : {}),
@@ -45,7 +49,12 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
   provider.onEvent((e) => {
     if (e.type !== 'lifecycle' || !e.cluster || !e.lifecycle) return;
     const node = e.node ? { node: e.node } : {};
-    world.signals.emit({ cluster: e.cluster, ...node, kind: 'machine.lifecycle', detail: `domain ${e.domain}: ${e.text}` });
+    world.signals.emit({
+      cluster: e.cluster,
+      ...node,
+      kind: 'machine.lifecycle',
+      detail: `domain ${e.domain}: ${e.text}`,
+    });
   });
   return { ...world, libvirt: provider };
 }
