@@ -146,22 +146,26 @@ export class HypervisorResources {
             `cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`,
           );
         }
-        await this.virsh.run(
-          uri,
-          ['net-update', name, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags],
-          what,
-        );
+        await this.updateDhcpHost(uri, name, 'delete', x, flags, what);
       }
       try {
-        await this.virsh.run(
-          uri,
-          ['net-update', name, 'add', 'ip-dhcp-host', dhcpHostXml(h), ...flags],
-          what,
-        );
+        await this.updateDhcpHost(uri, name, 'add', h, flags, what);
       } catch (err) {
         if (!/already exists|there is an existing dhcp host entry/i.test(messageOf(err))) throw err;
       }
     }
+  }
+
+  /** Add or delete one DHCP reservation (flags: --config, and --live on an active network). */
+  private async updateDhcpHost(
+    uri: string,
+    network: string,
+    op: 'add' | 'delete',
+    host: DhcpHost,
+    flags: string[],
+    what: string,
+  ): Promise<void> {
+    await this.virsh.run(uri, ['net-update', network, op, 'ip-dhcp-host', dhcpHostXml(host), ...flags], what);
   }
 
   async removeReservation(uri: string, network: string, m: MachinePlan): Promise<void> {
@@ -171,11 +175,7 @@ export class HypervisorResources {
     const flags = st.active ? ['--live', '--config'] : ['--config'];
     for (const x of networkFacts(st.xml).hosts.filter((x) => x.mac === m.mac || x.name === m.dhcpName)) {
       try {
-        await this.virsh.run(
-          uri,
-          ['net-update', network, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags],
-          what,
-        );
+        await this.updateDhcpHost(uri, network, 'delete', x, flags, what);
       } catch (err) {
         if (
           !(err instanceof VirshError && err.notFound) &&
