@@ -7,7 +7,7 @@
 
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Hypervisor, DomainState, type Domain } from '@unraid/libvirt';
+import { Hypervisor, type Domain } from '@unraid/libvirt';
 import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
@@ -23,6 +23,9 @@ import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
 import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
 import { createKeyedQueue } from '../keyed-queue.js';
 import { HypervisorResources } from './resources.js';
+import { destroy, lookup, stateName, type DomainStateName } from './domains.js';
+
+export { stateName } from './domains.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/pgop/libvirt';
 
@@ -48,7 +51,7 @@ export type MachineRef = NodeSpec | typeof POOL_HOST;
 /** What observeMachines and describeMachine report beyond the contract. */
 export interface DomainStatus {
   exists: boolean;
-  state: 'missing' | 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutoff' | 'crashed' | 'pmsuspended' | 'nostate';
+  state: DomainStateName;
 }
 
 const silent: DriverLog = { info() {}, warn() {} };
@@ -561,50 +564,6 @@ export class LibvirtProvider implements ProviderDriver {
         this.log.warn({ uri, path, closed }, `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`);
       }
     }
-  }
-}
-
-// ------------------------------------------------------------------ domain helpers
-
-async function lookup(h: Hypervisor, name: string): Promise<Domain | null> {
-  try {
-    return await h.domainLookupByName(name);
-  } catch (err) {
-    if (NOT_FOUND.test(messageOf(err))) return null;
-    throw err;
-  }
-}
-
-/** virDomainDestroy; true when it stopped a running domain, false when it was not running. */
-async function destroy(dom: Domain): Promise<boolean> {
-  try {
-    await dom.destroy();
-    return true;
-  } catch (err) {
-    const msg = messageOf(err);
-    if (/not running|domain is not running|Requested operation is not valid/i.test(msg) || NOT_FOUND.test(msg)) return false;
-    throw err;
-  }
-}
-
-export function stateName(s: DomainState): DomainStatus['state'] {
-  switch (s) {
-    case DomainState.RUNNING:
-      return 'running';
-    case DomainState.BLOCKED:
-      return 'blocked';
-    case DomainState.PAUSED:
-      return 'paused';
-    case DomainState.SHUTDOWN:
-      return 'shutdown';
-    case DomainState.SHUTOFF:
-      return 'shutoff';
-    case DomainState.CRASHED:
-      return 'crashed';
-    case DomainState.PMSUSPENDED:
-      return 'pmsuspended';
-    default:
-      return 'nostate';
   }
 }
 
