@@ -236,7 +236,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * again until a scan finds no process it has not killed yet (a child forked before the kill
  * shows up in the next scan; a killed process cannot fork), then waits until each has begun to
  * exit (awaitExiting): from then on nothing of the machine acts any more, and the fence holds.
- * Their teardown (seen taking 100-250 ms on a loaded host) is left to `awaitNetnsEmpty`, where
+ * Their teardown (it can take a few hundred ms) is left to `awaitNetnsEmpty`, where
  * it matters: before the machine starts again or is removed. Returns how many were killed.
  */
 export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promise<number> {
