@@ -272,7 +272,7 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
       expect(statSync(path).mode & 0o777).toBe(0o600);
       expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
     }
-    const keys = new Set([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST].map((m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64));
+    const keys = new Set(([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const).map((m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64));
     expect(keys.size).toBe(3);
   });
 
