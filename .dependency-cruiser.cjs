@@ -1,37 +1,40 @@
 // The layering of shared/design.md ("who decides, who executes"), checked on every `npm run lint`.
 // Type-only imports count: a type pulled across a layer couples the layers all the same.
+const forbid = (name, comment, from, to) => ({
+  name,
+  comment,
+  severity: 'error',
+  from: { path: from },
+  to: { path: to },
+});
+
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
-    {
-      name: 'plan-and-machines-are-pure',
-      comment: 'The planner and the node statechart decide from data: no driver, no store.',
-      severity: 'error',
-      from: { path: '^(src/plan|machines)/' },
-      to: { path: '^src/(drivers|store)/' },
-    },
-    {
-      name: 'drivers-do-not-drive-the-loop',
-      comment:
-        'Drivers execute what they are asked; the reconciler and the CLI call them, never the reverse.',
-      severity: 'error',
-      from: { path: '^src/drivers/' },
-      to: { path: '^src/(reconcile|cli)/' },
-    },
-    {
-      name: 'store-and-spec-know-no-driver',
-      comment: 'What is stored and what is specified do not depend on how the world is reached.',
-      severity: 'error',
-      from: { path: '^src/(store|spec)/' },
-      to: { path: '^src/drivers/' },
-    },
-    {
-      name: 'shipped-code-imports-no-test-code',
-      comment: 'dist/ is built from src and machines only; tests and benches stay out of it.',
-      severity: 'error',
-      from: { path: '^(src|machines)/' },
-      to: { path: '^(test|bench)/' },
-    },
+    forbid(
+      'plan-and-machines-are-pure',
+      'The planner and the node statechart decide from data: no driver, no store.',
+      '^(src/plan|machines)/',
+      '^src/(drivers|store)/',
+    ),
+    forbid(
+      'drivers-do-not-drive-the-loop',
+      'Drivers execute what they are asked; the reconciler and the CLI call them, never the reverse.',
+      '^src/drivers/',
+      '^src/(reconcile|cli)/',
+    ),
+    forbid(
+      'store-and-spec-know-no-driver',
+      'What is stored and what is specified do not depend on how the world is reached.',
+      '^src/(store|spec)/',
+      '^src/drivers/',
+    ),
+    forbid(
+      'shipped-code-imports-no-test-code',
+      'dist/ is built from src and machines only; tests and benches stay out of it.',
+      '^(src|machines)/',
+      '^(test|bench)/',
+    ),
   ],
   options: {
     doNotFollow: { path: 'node_modules' },
