@@ -94,7 +94,11 @@ program
   .description('run the reconcile loop (one per store)')
   .option('--until-converged', 'exit 0 once every cluster matches its spec (1 on timeout)')
   .option('--timeout <seconds>', 'give up after this many seconds', (v) => Number(v))
-  .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
+  .option('--listen <addr:port>', 'HTTP API, /metrics and dashboard (default 127.0.0.1:9187; off: none; not loopback: needs --token-file and TLS)')
+  .option('--token-file <file>', 'bearer token for the API (needed for write endpoints and any non-loopback listen)')
+  .option('--tls-cert <file>', 'TLS certificate (PEM) for the listener')
+  .option('--tls-key <file>', 'TLS private key (PEM) for the listener')
+  .action(async (o: { untilConverged?: boolean; timeout?: number; listen?: string; tokenFile?: string; tlsCert?: string; tlsKey?: string }) => {
     const { serveCommand } = await import('./commands/serve.js');
     process.exitCode = await serveCommand(await dbPath(), o);
   });

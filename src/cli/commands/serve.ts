@@ -8,6 +8,8 @@ import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
 import { SimWorld } from '../../drivers/sim/world.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
+import type { ListenConfig, ListenFlags } from '../../server/listen.js';
+import type { HttpServer } from '../../server/http.js';
 
 /** How often the lock is checked besides once per loop round (a long pass or sleep does not
  *  delay noticing that the lock was taken over). */
@@ -29,7 +31,13 @@ export interface ServeOptions {
   timeoutMs?: number;
   /** warnings only, to stderr (when another command drives the loop) */
   quiet?: boolean;
+  /** the HTTP API, metrics and dashboard (none when absent) */
+  http?: ListenConfig;
 }
+
+/** /readyz fails once the loop has not come round for this long (a pass is short; a stuck
+ *  one is not). */
+const LOOP_STALL_MS = 60_000;
 
 async function makeLogger(quiet: boolean): Promise<Log> {
   const { pino } = await import('pino');
@@ -61,6 +69,8 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   // it inside each write's transaction), and losing it stops the loop at once.
   store.guardWithServeLock(process.pid, host);
   let lost: string | null = null;
+  let storeWritable = true;
+  let loopAt = Date.now();
   // The simulated hypervisor outlives its operator: load it, and save it as the loop goes.
   const saved = store.loadSimWorld();
   const sim = saved ? SimWorld.fromJSON(saved) : new SimWorld();
@@ -80,7 +90,9 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     let held: boolean;
     try {
       held = store.heartbeat(process.pid, Date.now(), host);
+      storeWritable = true;
     } catch (err) {
+      storeWritable = false;
       // a busy store is not a lost lock; the next check tells
       log.warn({ err: (err as Error).message }, 'cannot write the serve lock heartbeat');
       return true;
@@ -103,7 +115,13 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     log.info({ cluster: s.cluster, node: s.node, signal: s.kind }, s.detail);
     wakeups.wake(s.cluster);
   });
+  let http: HttpServer | null = null;
   try {
+    if (o.http) http = await startHttp(store, o.http, log, () => ({
+      lockHeld: lost === null,
+      storeWritable,
+      loopAlive: Date.now() - loopAt < LOOP_STALL_MS,
+    }));
     await worlds.prepare(store.listClusters().map((c) => c.spec));
     const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
@@ -113,7 +131,9 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       signal: abort.signal,
       wakeups,
+      ...(http ? { onPass: http.metrics.onPass.bind(http.metrics) } : {}),
       onTick: () => {
+        loopAt = Date.now();
         if (!checkLock()) return;
         if (hasSim()) store.saveSimWorld(sim.toJSON(), Date.now());
       },
@@ -131,6 +151,7 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     return ok;
   } finally {
     clearInterval(lockTimer);
+    await http?.close();
     offSignals();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
@@ -141,10 +162,42 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   }
 }
 
-export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
+type ReadinessFn = () => import('../../server/http.js').Readiness;
+
+async function startHttp(store: Store, listen: ListenConfig, log: Log, readiness: ReadinessFn): Promise<HttpServer | null> {
+  const { startHttpServer } = await import('../../server/http.js');
+  try {
+    const server = await startHttpServer({ store, listen, readiness, log });
+    const a = server.address();
+    log.info({ listen: `${a.host}:${a.port}`, tls: !!listen.tls, writes: !!listen.token }, 'HTTP API, metrics and dashboard listening');
+    return server;
+  } catch (err) {
+    // Another serve (of another store) may have the default port: the loop matters more.
+    if (!listen.explicit && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      log.warn({ listen: `${listen.host}:${listen.port}` }, 'the default HTTP address is in use; serving without HTTP (pass --listen)');
+      return null;
+    }
+    throw new PgopError('terminal', `cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number } & ListenFlags): Promise<number> {
+  const { ListenError, resolveListen } = await import('../../server/listen.js');
+  let http: ListenConfig | null;
+  try {
+    http = resolveListen(o);
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    process.stderr.write(`error: ${err.message}\n`);
+    return EXIT.invalidInput;
+  }
   await enterLabHubIfNeeded(db);
   try {
-    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
+    const ok = await runServe(db, {
+      untilConverged: !!o.untilConverged,
+      ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}),
+      ...(http ? { http } : {}),
+    });
     return ok ? EXIT.ok : EXIT.changes;
   } catch (err) {
     if ((err as { locked?: boolean }).locked) return EXIT.locked;
