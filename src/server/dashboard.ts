@@ -38,6 +38,7 @@ color:#f0c560;font-weight:550;display:none}
 .pool{border:1px solid #bc8cff55;background:#bc8cff12;border-radius:10px;padding:10px 14px;margin-bottom:8px;
 display:flex;flex-wrap:wrap;gap:6px 16px;align-items:center}
 .pool .name{color:var(--pool);font-weight:650}
+.pool .bad{color:var(--down);font-weight:600}
 .arrow{text-align:center;color:var(--dim);font-size:12px;margin:2px 0 8px}
 .nodes{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:12px}
 .node{border:1px solid var(--line);border-left:4px solid var(--unknown);border-radius:10px;padding:11px 13px;
@@ -54,7 +55,7 @@ background:#131a21;transition:box-shadow .4s}
 .meta dt{color:var(--dim)}.meta dd{margin:0;font-family:var(--mono);font-size:12px;overflow-wrap:anywhere}
 .lagbar{height:5px;border-radius:3px;background:#26313c;margin-top:8px;overflow:hidden}
 .lagbar i{display:block;height:100%;background:var(--standby)}
-.chip{font-size:11px;padding:0 6px;border-radius:5px;border:1px solid var(--line);color:var(--dim);margin-left:4px}
+.chip{white-space:nowrap;font-size:11px;padding:0 6px;border-radius:5px;border:1px solid var(--line);color:var(--dim);margin-left:4px}
 .chip.sync,.chip.quorum{color:var(--primary);border-color:#3fb95066}
 .msg{margin-top:7px;font-size:12px;color:var(--dim);overflow-wrap:anywhere}
 .node.down .msg{color:#ff9b94}
@@ -149,7 +150,7 @@ function clusterView(c) {
     h('div', { class: 'body' },
       h('div', { class: 'topo' }, h('div', { class: 'section' }, 'Topology'),
         pool ? h('div', { class: 'pool', 'data-field': 'pool' }, h('span', { class: 'name' }, 'pgpool'), h('span', { class: 'kv' }, c.endpoint ?? ''),
-          h('span', { class: 'kv' }, pool.reachable ? 'writes → ' : 'unreachable', pool.reachable ? h('b', {}, pool.primary ?? 'nobody') : null),
+          pool.reachable ? h('span', { class: 'kv' }, 'writes → ', h('b', {}, pool.primary ?? 'nobody')) : h('span', { class: 'bad' }, 'not answering'),
           h('span', { class: 'kv' }, pool.backends.map((b) => b.name + ' ' + b.status).join(' · '))) : null,
         pool ? h('div', { class: 'arrow' }, '▼') : null,
         h('div', { class: 'nodes' }, nodes.sort((a, b) => order[a.role] - order[b.role] || a.name.localeCompare(b.name)).map((n) => nodeCard(n, topo, c.name))),
