@@ -30,6 +30,8 @@ export interface HttpServerOptions {
   metrics?: ServeMetrics;
   jobs?: JobSource;
   log?: Log;
+  /** serve on this inherited listening socket instead of binding `listen` */
+  fd?: number;
 }
 
 export interface HttpServer {
@@ -160,10 +162,12 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
   server.requestTimeout = 0; // event streams stay open
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(listen.port, listen.host, () => {
+    const ready = () => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if (o.fd !== undefined) server.listen({ fd: o.fd }, ready);
+    else server.listen(listen.port, listen.host, ready);
   });
   return {
     metrics,

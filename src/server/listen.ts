@@ -1,7 +1,7 @@
 // Where `pgop serve` listens, and what a listen address demands: loopback is open to local
 // readers; anything else needs a bearer token and TLS, or it is refused before serve starts.
 
-import { isIP } from 'node:net';
+import { createServer, isIP, type AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9187';
@@ -23,6 +23,9 @@ export interface ListenConfig {
   /** asked for with --listen: failing to bind stops serve (the default only warns) */
   explicit: boolean;
 }
+
+/** Names the fd of a listening socket a parent process handed over (see bindForChild). */
+export const LISTEN_FD_ENV = 'PGOP_LISTEN_FD';
 
 /** A usage mistake in the listen flags (exit 2). */
 export class ListenError extends Error {}
@@ -73,4 +76,17 @@ export function resolveListen(flags: ListenFlags): ListenConfig | null {
     if (!tls) throw new ListenError(`cannot listen on ${value}: a non-loopback address needs --tls-cert and --tls-key`);
   }
   return { host, port, token, tls, explicit: flags.listen !== undefined };
+}
+
+/** Bind the listen address in this process's network namespace for a child to serve on (the
+ *  lab's serve runs in the hub namespace; the socket bound here keeps the dashboard reachable
+ *  from the host). `close` after the child was spawned: this process must not accept. */
+export async function bindForChild(listen: ListenConfig): Promise<{ fd: number; port: number; close(): void }> {
+  const server = createServer({ pauseOnConnect: true }, (socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  return { fd, port: (server.address() as AddressInfo).port, close: () => server.close() };
 }

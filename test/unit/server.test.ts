@@ -3,7 +3,7 @@
 // non-loopback reads need the token, and the metrics count a failover.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -15,6 +15,7 @@ import { EpisodeTracker, ServeMetrics, lsnBytes } from '../../src/server/metrics
 import { ListenError, resolveListen, type ListenConfig } from '../../src/server/listen.js';
 import { createCa, issueServer } from '../../src/tls/ca.js';
 import type { PassResult } from '../../src/reconcile/reconciler.js';
+import { handOverListener } from '../../src/cli/commands/serve.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const bin = join(root, 'bin/pgop');
@@ -262,3 +263,37 @@ describe('readiness', () => {
   });
 });
 
+
+describe('a listening socket handed to a serve in another namespace', { timeout: 30_000 }, () => {
+  it('is served by the child; the parent that bound it accepts nothing', async () => {
+    const listen = { host: '127.0.0.1', port: 0, token: null, tls: null, explicit: true };
+    const handOver = (await handOverListener(listen))!;
+    const child = spawn(process.execPath, [bin, '--db', db, 'serve', '--timeout', '8', '--listen', '127.0.0.1:1'], {
+      stdio: ['ignore', 'pipe', 'pipe', ...handOver.fds],
+      env: { ...process.env, PGOP_DB: '' },
+    });
+    handOver.spawned();
+    expect(process.env.PGOP_LISTEN_FD).toBeUndefined();
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise((r) => child.on('exit', r));
+    try {
+      const nodes = async () => {
+        for (let i = 0; ; i++) {
+          const r = await fetch(`http://127.0.0.1:${handOver.port}/api/v1/nodes`).catch((err: Error) => err);
+          if (!(r instanceof Error) || i > 50) return r;
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      };
+      // several requests: none may land in (and hang on) this process
+      for (let i = 0; i < 5; i++) {
+        const r = await nodes();
+        expect(r instanceof Error ? r.message : r.status, log).toBe(200);
+      }
+      expect(log).toMatch(/HTTP API, metrics and dashboard listening/);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+});

@@ -167,7 +167,10 @@ type ReadinessFn = () => import('../../server/http.js').Readiness;
 async function startHttp(store: Store, listen: ListenConfig, log: Log, readiness: ReadinessFn): Promise<HttpServer | null> {
   const { startHttpServer } = await import('../../server/http.js');
   try {
-    const server = await startHttpServer({ store, listen, readiness, log });
+    const { LISTEN_FD_ENV } = await import('../../server/listen.js');
+    const inherited = process.env[LISTEN_FD_ENV];
+    const fd = inherited && /^\d+$/.test(inherited) ? Number(inherited) : undefined;
+    const server = await startHttpServer({ store, listen, readiness, log, ...(fd !== undefined ? { fd } : {}) });
     const a = server.address();
     log.info({ listen: `${a.host}:${a.port}`, tls: !!listen.tls, writes: !!listen.token }, 'HTTP API, metrics and dashboard listening');
     return server;
@@ -177,6 +180,27 @@ async function startHttp(store: Store, listen: ListenConfig, log: Log, readiness
       log.warn({ listen: `${listen.host}:${listen.port}` }, 'the default HTTP address is in use; serving without HTTP (pass --listen)');
       return null;
     }
+    throw new PgopError('terminal', `cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The listen address bound here for a child. When the default address is taken, undefined:
+ *  the child then binds in its own namespace. */
+export async function handOverListener(listen: ListenConfig): Promise<{ fds: number[]; port: number; spawned(): void } | undefined> {
+  const { LISTEN_FD_ENV, bindForChild } = await import('../../server/listen.js');
+  try {
+    const bound = await bindForChild(listen);
+    process.env[LISTEN_FD_ENV] = '3';
+    return {
+      fds: [bound.fd],
+      port: bound.port,
+      spawned() {
+        delete process.env[LISTEN_FD_ENV];
+        bound.close();
+      },
+    };
+  } catch (err) {
+    if (!listen.explicit) return undefined;
     throw new PgopError('terminal', `cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
   }
 }
@@ -191,7 +215,12 @@ export async function serveCommand(db: string, o: { untilConverged?: boolean; ti
     process.stderr.write(`error: ${err.message}\n`);
     return EXIT.invalidInput;
   }
-  await enterLabHubIfNeeded(db);
+  // Lab clusters: this command runs again in the hub namespace; the HTTP socket is bound here
+  // first so that the host (not only the hub) reaches the dashboard.
+  const inherited = !!process.env.PGOP_LISTEN_FD;
+  const handOver = http && !inherited && !process.env.PGOP_IN_HUB ? await handOverListener(http) : undefined;
+  await enterLabHubIfNeeded(db, false, handOver);
+  handOver?.spawned(); // not re-executed: this process binds the address itself
   try {
     const ok = await runServe(db, {
       untilConverged: !!o.untilConverged,
