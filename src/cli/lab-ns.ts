@@ -5,7 +5,11 @@ import { Store } from '../store/store.js';
 import { terminal } from '../errors.js';
 
 /** Re-run this command inside the hub when the store holds lab clusters (never returns then). */
-export async function enterLabHubIfNeeded(db: string, force = false, handOver?: { fds: number[]; spawned(): void }): Promise<void> {
+export async function enterLabHubIfNeeded(
+  db: string,
+  force = false,
+  handOver?: { fds: number[]; spawned(): void },
+): Promise<void> {
   if (process.env.PGOP_IN_HUB) return;
   if (!force) {
     const store = Store.open(db, { readonly: true });

@@ -25,7 +25,10 @@ export class EventStreams {
   private poller: NodeJS.Timeout | null = null;
   private keepalive: NodeJS.Timeout | null = null;
 
-  constructor(private readonly store: Store, private readonly onError: (err: unknown) => void = () => {}) {
+  constructor(
+    private readonly store: Store,
+    private readonly onError: (err: unknown) => void = () => {},
+  ) {
     this.lastId = lastEventId(store);
   }
 
@@ -42,7 +45,8 @@ export class EventStreams {
     const sub: Subscriber = { res, ...(opts.cluster ? { cluster: opts.cluster } : {}) };
     this.startTimers();
     if (opts.afterId !== undefined && opts.afterId < this.lastId) {
-      for (const e of eventsAfter(this.store, opts.afterId, opts.cluster)) if (e.id <= this.lastId) res.write(sseFrame(e));
+      for (const e of eventsAfter(this.store, opts.afterId, opts.cluster))
+        if (e.id <= this.lastId) res.write(sseFrame(e));
     }
     this.subscribers.add(sub);
     res.on('close', () => {

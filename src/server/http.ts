@@ -4,7 +4,12 @@
 // but the health checks and the (data-free) dashboard page.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../store/store.js';
@@ -44,21 +49,37 @@ export interface HttpServer {
 const API_KINDS = new Set<ApiKind>(['clusters', 'nodes', 'events', 'jobs']);
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
 
-const SECURITY_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' };
+const SECURITY_HEADERS = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
 // The page may talk to this server only: no fonts, scripts or images from anywhere else.
-const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const DASHBOARD_CSP =
+  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; " +
+  "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-function send(res: ServerResponse, status: number, body: string, type: string, extra: Record<string, string> = {}): void {
+function send(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  type: string,
+  extra: Record<string, string> = {},
+): void {
   res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, ...extra });
   res.end(body);
 }
 
-const sendJson = (res: ServerResponse, status: number, value: unknown) => send(res, status, `${JSON.stringify(value, null, 2)}\n`, 'application/json; charset=utf-8');
+const sendJson = (res: ServerResponse, status: number, value: unknown) =>
+  send(res, status, `${JSON.stringify(value, null, 2)}\n`, 'application/json; charset=utf-8');
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -83,7 +104,9 @@ async function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<string
 export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
   const { store, listen } = o;
   const metrics = o.metrics ?? new ServeMetrics(store, o.jobs ?? noJobs);
-  const streams = new EventStreams(store, (err) => o.log?.warn({ err: messageOf(err) }, 'cannot read events for the stream'));
+  const streams = new EventStreams(store, (err) =>
+    o.log?.warn({ err: messageOf(err) }, 'cannot read events for the stream'),
+  );
   const tokenDigest = listen.token ? digest(listen.token) : null;
   const readsNeedToken = !isLoopback(listen.host);
 
@@ -103,7 +126,8 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://pgop');
     const path = url.pathname.replace(/\/+$/, '') || '/';
-    if (!hostAllowed(req)) throw new HttpError(421, 'this server answers only requests addressed to loopback');
+    if (!hostAllowed(req))
+      throw new HttpError(421, 'this server answers only requests addressed to loopback');
     if (path === '/healthz') return send(res, 200, 'ok\n', 'text/plain; charset=utf-8');
     if (path === '/readyz') {
       const r = o.readiness();
@@ -111,23 +135,34 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
       return sendJson(res, ready ? 200 : 503, { ready, checks: r });
     }
     if (path === '/' && req.method === 'GET') {
-      return send(res, 200, DASHBOARD_HTML, 'text/html; charset=utf-8', { 'content-security-policy': DASHBOARD_CSP });
+      return send(res, 200, DASHBOARD_HTML, 'text/html; charset=utf-8', {
+        'content-security-policy': DASHBOARD_CSP,
+      });
     }
     if (req.method === 'POST') return write(req, res, path);
-    if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `method ${req.method} not allowed`);
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      throw new HttpError(405, `method ${req.method} not allowed`);
     if (readsNeedToken && !tokenOk(req)) throw new HttpError(401, 'a bearer token is needed');
     if (path === '/metrics') return send(res, 200, await metrics.scrape(), metrics.contentType);
     const cluster = url.searchParams.get('cluster') ?? undefined;
     if (path === '/api/v1/events/stream') {
       const last = req.headers['last-event-id'] ?? url.searchParams.get('after');
       const afterId = typeof last === 'string' && /^\d+$/.test(last) ? Number(last) : undefined;
-      return streams.open(res, { ...(cluster ? { cluster } : {}), ...(afterId !== undefined ? { afterId } : {}) });
+      return streams.open(res, {
+        ...(cluster ? { cluster } : {}),
+        ...(afterId !== undefined ? { afterId } : {}),
+      });
     }
-    if (path === '/api/v1/topology') return sendJson(res, 200, { kind: 'topology', items: topologyItems(store, cluster) });
+    if (path === '/api/v1/topology')
+      return sendJson(res, 200, { kind: 'topology', items: topologyItems(store, cluster) });
     const kind = /^\/api\/v1\/([a-z]+)$/.exec(path)?.[1] as ApiKind | undefined;
     if (kind && API_KINDS.has(kind)) {
       const allIncarnations = ['1', 'true', ''].includes(url.searchParams.get('all-incarnations') ?? 'no');
-      return sendJson(res, 200, apiDocument(store, kind, { ...(cluster ? { cluster } : {}), allIncarnations }, o.jobs ?? noJobs));
+      return sendJson(
+        res,
+        200,
+        apiDocument(store, kind, { ...(cluster ? { cluster } : {}), allIncarnations }, o.jobs ?? noJobs),
+      );
     }
     throw new HttpError(404, `no such endpoint: ${path}`);
   }
@@ -151,13 +186,23 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     route(req, res).catch((err: unknown) => {
-      const status = err instanceof HttpError ? err.status : err instanceof PgopError && err.kind === 'terminal' ? 404 : 500;
-      if (status === 500) o.log?.error({ err: messageOf(err), path: (req.url ?? '').split('?')[0] }, 'HTTP request failed');
+      const status =
+        err instanceof HttpError
+          ? err.status
+          : err instanceof PgopError && err.kind === 'terminal'
+            ? 404
+            : 500;
+      if (status === 500)
+        o.log?.error({ err: messageOf(err), path: (req.url ?? '').split('?')[0] }, 'HTTP request failed');
       if (res.headersSent) return void res.end();
-      sendJson(res, status, { error: status === 500 ? 'internal error (see the serve log)' : messageOf(err) });
+      sendJson(res, status, {
+        error: status === 500 ? 'internal error (see the serve log)' : messageOf(err),
+      });
     });
   };
-  const server: Server = listen.tls ? createHttpsServer({ cert: listen.tls.cert, key: listen.tls.key, minVersion: 'TLSv1.2' }, handler) : createHttpServer(handler);
+  const server: Server = listen.tls
+    ? createHttpsServer({ cert: listen.tls.cert, key: listen.tls.key, minVersion: 'TLSv1.2' }, handler)
+    : createHttpServer(handler);
   server.headersTimeout = 10_000;
   server.requestTimeout = 0; // event streams stay open
   await new Promise<void>((resolve, reject) => {
@@ -184,10 +229,15 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
 }
 
 /** Queue a switchover as `pgop switchover` does; the loop carries it out. */
-export function requestSwitchover(store: Store, cluster: string, to: string | undefined): { request: number | null; message: string } {
+export function requestSwitchover(
+  store: Store,
+  cluster: string,
+  to: string | undefined,
+): { request: number | null; message: string } {
   const c = store.getCluster(cluster);
   if (!c) throw new HttpError(404, `cannot switch over cluster ${cluster}: no such cluster`);
-  if (to && !c.spec.nodes.some((n) => n.name === to)) throw new HttpError(400, `cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
+  if (to && !c.spec.nodes.some((n) => n.name === to))
+    throw new HttpError(400, `cannot switch over cluster ${cluster} to ${to}: no such node in its spec`);
   if (to && c.primary === to) return { request: null, message: `${to} is already the primary` };
   const args = { ...(c.primary ? { from: c.primary } : {}), ...(to ? { to } : {}) };
   const id = store.enqueueRequest(cluster, 'switchover', args, Date.now());

@@ -34,11 +34,15 @@ export function parseListen(value: string): { host: string; port: number } {
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(value) ?? /^([^:\s]+):(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new ListenError(`cannot listen on ${JSON.stringify(value)}: expected ADDR:PORT, [IPV6]:PORT or off`);
+    throw new ListenError(
+      `cannot listen on ${JSON.stringify(value)}: expected ADDR:PORT, [IPV6]:PORT or off`,
+    );
   }
   const host = m[1]!;
   if (host !== 'localhost' && isIP(host) === 0) {
-    throw new ListenError(`cannot listen on ${JSON.stringify(value)}: ${host} is not an IP address (or localhost)`);
+    throw new ListenError(
+      `cannot listen on ${JSON.stringify(value)}: ${host} is not an IP address (or localhost)`,
+    );
   }
   return { host, port };
 }
@@ -51,7 +55,9 @@ function readSecretFile(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new ListenError(`cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    throw new ListenError(
+      `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+    );
   }
 }
 
@@ -62,18 +68,27 @@ export function resolveListen(flags: ListenFlags): ListenConfig | null {
   const value = flags.listen ?? DEFAULT_LISTEN;
   if (value === 'off') return null;
   const { host, port } = parseListen(value);
-  if (!!flags.tlsCert !== !!flags.tlsKey) throw new ListenError('cannot use TLS: give both --tls-cert and --tls-key');
+  if (!!flags.tlsCert !== !!flags.tlsKey)
+    throw new ListenError('cannot use TLS: give both --tls-cert and --tls-key');
   let token: string | null = null;
   if (flags.tokenFile) {
     token = readSecretFile(flags.tokenFile, 'the token file').toString('utf8').trim();
-    if (token.length < 16) throw new ListenError(`cannot use the token in ${flags.tokenFile}: it must be at least 16 characters`);
+    if (token.length < 16)
+      throw new ListenError(`cannot use the token in ${flags.tokenFile}: it must be at least 16 characters`);
   }
-  const tls = flags.tlsCert && flags.tlsKey
-    ? { cert: readSecretFile(flags.tlsCert, 'the TLS certificate'), key: readSecretFile(flags.tlsKey, 'the TLS key') }
-    : null;
+  const tls =
+    flags.tlsCert && flags.tlsKey
+      ? {
+          cert: readSecretFile(flags.tlsCert, 'the TLS certificate'),
+          key: readSecretFile(flags.tlsKey, 'the TLS key'),
+        }
+      : null;
   if (!isLoopback(host)) {
     if (!token) throw new ListenError(`cannot listen on ${value}: a non-loopback address needs --token-file`);
-    if (!tls) throw new ListenError(`cannot listen on ${value}: a non-loopback address needs --tls-cert and --tls-key`);
+    if (!tls)
+      throw new ListenError(
+        `cannot listen on ${value}: a non-loopback address needs --tls-cert and --tls-key`,
+      );
   }
   return { host, port, token, tls, explicit: flags.listen !== undefined };
 }
@@ -81,7 +96,9 @@ export function resolveListen(flags: ListenFlags): ListenConfig | null {
 /** Bind the listen address in this process's network namespace for a child to serve on (the
  *  lab's serve runs in the hub namespace; the socket bound here keeps the dashboard reachable
  *  from the host). `close` after the child was spawned: this process must not accept. */
-export async function bindForChild(listen: ListenConfig): Promise<{ fd: number; port: number; close(): void }> {
+export async function bindForChild(
+  listen: ListenConfig,
+): Promise<{ fd: number; port: number; close(): void }> {
   const server = createServer({ pauseOnConnect: true }, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

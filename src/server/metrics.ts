@@ -23,12 +23,18 @@ export class EpisodeTracker {
   /** The finished episode and its duration (s), if this pass finished one. */
   note(r: PassResult, now: number): { kind: 'failover' | 'switchover'; seconds: number } | null {
     const rule = r.decision.ruleId;
-    const kind = rule === 'primary.unhealthy' || rule.startsWith('failover.') ? 'failover'
-      : rule.startsWith('switchover.') && rule !== 'switchover.rejected' ? 'switchover' : null;
+    const kind =
+      rule === 'primary.unhealthy' || rule.startsWith('failover.')
+        ? 'failover'
+        : rule.startsWith('switchover.') && rule !== 'switchover.rejected'
+          ? 'switchover'
+          : null;
     const open = this.started.get(r.cluster);
     if (kind && (!open || open.kind !== kind)) this.started.set(r.cluster, { kind, at: now });
     const episode = this.started.get(r.cluster);
-    const ends = r.acted && (rule === 'failover.promote' || rule === 'failover.adopt-promoted' || rule === 'switchover.done');
+    const ends =
+      r.acted &&
+      (rule === 'failover.promote' || rule === 'failover.adopt-promoted' || rule === 'switchover.done');
     if (episode && ends) {
       this.started.delete(r.cluster);
       return { kind: episode.kind, seconds: (now - episode.at) / 1000 };
@@ -43,46 +49,106 @@ export class ServeMetrics {
   readonly registry = new Registry();
   private readonly episodes = new EpisodeTracker();
   private readonly g = {
-    phase: this.gauge('pgop_cluster_phase', 'The cluster phase (1 for the current one).', ['cluster', 'phase']),
+    phase: this.gauge('pgop_cluster_phase', 'The cluster phase (1 for the current one).', [
+      'cluster',
+      'phase',
+    ]),
     generation: this.gauge('pgop_cluster_generation', 'The stored spec generation.', ['cluster']),
-    observedGeneration: this.gauge('pgop_cluster_observed_generation', 'The generation the loop last converged.', ['cluster']),
-    role: this.gauge('pgop_node_role', 'The node role as observed (1 for the current one).', ['cluster', 'node', 'role']),
-    state: this.gauge('pgop_node_state', 'The node machine state (1 for the current one).', ['cluster', 'node', 'state']),
-    reachable: this.gauge('pgop_node_reachable', 'The operator reaches the node (1) or not (0).', ['cluster', 'node']),
+    observedGeneration: this.gauge(
+      'pgop_cluster_observed_generation',
+      'The generation the loop last converged.',
+      ['cluster'],
+    ),
+    role: this.gauge('pgop_node_role', 'The node role as observed (1 for the current one).', [
+      'cluster',
+      'node',
+      'role',
+    ]),
+    state: this.gauge('pgop_node_state', 'The node machine state (1 for the current one).', [
+      'cluster',
+      'node',
+      'state',
+    ]),
+    reachable: this.gauge('pgop_node_reachable', 'The operator reaches the node (1) or not (0).', [
+      'cluster',
+      'node',
+    ]),
     lag: this.gauge('pgop_node_lag_bytes', 'WAL bytes a standby has yet to replay.', ['cluster', 'node']),
     timeline: this.gauge('pgop_node_timeline', 'The timeline of a running postgres.', ['cluster', 'node']),
-    lsn: this.gauge('pgop_node_lsn_bytes', 'WAL position (primary: current; standby: replayed).', ['cluster', 'node']),
-    sync: this.gauge('pgop_node_sync_state', 'A standby\'s sync state on its primary (1 for the current one).', ['cluster', 'node', 'sync_state']),
+    lsn: this.gauge('pgop_node_lsn_bytes', 'WAL position (primary: current; standby: replayed).', [
+      'cluster',
+      'node',
+    ]),
+    sync: this.gauge(
+      'pgop_node_sync_state',
+      "A standby's sync state on its primary (1 for the current one).",
+      ['cluster', 'node', 'sync_state'],
+    ),
     poolUp: this.gauge('pgop_pgpool_up', 'pgpool answers the operator (1) or not (0).', ['cluster']),
-    poolPrimary: this.gauge('pgop_pgpool_primary', 'The node pgpool sends writes to (1).', ['cluster', 'node']),
-    poolBackend: this.gauge('pgop_pgpool_backend_up', 'A pgpool backend is up (1), down or unused (0).', ['cluster', 'node']),
+    poolPrimary: this.gauge('pgop_pgpool_primary', 'The node pgpool sends writes to (1).', [
+      'cluster',
+      'node',
+    ]),
+    poolBackend: this.gauge('pgop_pgpool_backend_up', 'A pgpool backend is up (1), down or unused (0).', [
+      'cluster',
+      'node',
+    ]),
     jobs: this.gauge('pgop_jobs_running', 'Running jobs by kind.', ['cluster', 'kind']),
   };
   private readonly passDuration = new Histogram({
-    name: 'pgop_reconcile_pass_duration_seconds', help: 'Duration of one reconcile pass (observe, plan, act, commit).',
-    labelNames: ['cluster', 'outcome'], buckets: PASS_BUCKETS, registers: [this.registry],
+    name: 'pgop_reconcile_pass_duration_seconds',
+    help: 'Duration of one reconcile pass (observe, plan, act, commit).',
+    labelNames: ['cluster', 'outcome'],
+    buckets: PASS_BUCKETS,
+    registers: [this.registry],
   });
   private readonly probeDuration = new Histogram({
-    name: 'pgop_probe_duration_seconds', help: 'Duration of one look at a cluster (every node and pgpool probed in parallel).',
-    labelNames: ['cluster'], buckets: PASS_BUCKETS, registers: [this.registry],
+    name: 'pgop_probe_duration_seconds',
+    help: 'Duration of one look at a cluster (every node and pgpool probed in parallel).',
+    labelNames: ['cluster'],
+    buckets: PASS_BUCKETS,
+    registers: [this.registry],
   });
-  private readonly lastPass = this.gauge('pgop_reconcile_last_pass_timestamp_seconds', 'When the last pass ended.', ['cluster']);
+  private readonly lastPass = this.gauge(
+    'pgop_reconcile_last_pass_timestamp_seconds',
+    'When the last pass ended.',
+    ['cluster'],
+  );
   private readonly episodeCount = {
-    failover: new Counter({ name: 'pgop_failovers_total', help: 'Failovers completed (a standby promoted).', labelNames: ['cluster'], registers: [this.registry] }),
-    switchover: new Counter({ name: 'pgop_switchovers_total', help: 'Switchovers completed.', labelNames: ['cluster'], registers: [this.registry] }),
+    failover: new Counter({
+      name: 'pgop_failovers_total',
+      help: 'Failovers completed (a standby promoted).',
+      labelNames: ['cluster'],
+      registers: [this.registry],
+    }),
+    switchover: new Counter({
+      name: 'pgop_switchovers_total',
+      help: 'Switchovers completed.',
+      labelNames: ['cluster'],
+      registers: [this.registry],
+    }),
   };
   private readonly episodeDuration = {
     failover: new Histogram({
-      name: 'pgop_failover_duration_seconds', help: 'From the first pass that saw the primary failing to the promotion.',
-      labelNames: ['cluster'], buckets: EPISODE_BUCKETS, registers: [this.registry],
+      name: 'pgop_failover_duration_seconds',
+      help: 'From the first pass that saw the primary failing to the promotion.',
+      labelNames: ['cluster'],
+      buckets: EPISODE_BUCKETS,
+      registers: [this.registry],
     }),
     switchover: new Histogram({
-      name: 'pgop_switchover_duration_seconds', help: 'From the first switchover step to its completion.',
-      labelNames: ['cluster'], buckets: EPISODE_BUCKETS, registers: [this.registry],
+      name: 'pgop_switchover_duration_seconds',
+      help: 'From the first switchover step to its completion.',
+      labelNames: ['cluster'],
+      buckets: EPISODE_BUCKETS,
+      registers: [this.registry],
     }),
   };
 
-  constructor(private readonly store: Store, private readonly jobs: JobSource = noJobs) {}
+  constructor(
+    private readonly store: Store,
+    private readonly jobs: JobSource = noJobs,
+  ) {}
 
   private gauge<T extends string>(name: string, help: string, labelNames: T[]): Gauge<T> {
     return new Gauge({ name, help, labelNames, registers: [this.registry] });
@@ -145,6 +211,7 @@ export class ServeMetrics {
     if (!obs.pool) return;
     this.g.poolUp.set({ cluster }, obs.pool.reachable ? 1 : 0);
     if (obs.pool.primary) this.g.poolPrimary.set({ cluster, node: obs.pool.primary }, 1);
-    for (const b of obs.pool.backends) this.g.poolBackend.set({ cluster, node: b.name }, b.status === 'up' ? 1 : 0);
+    for (const b of obs.pool.backends)
+      this.g.poolBackend.set({ cluster, node: b.name }, b.status === 'up' ? 1 : 0);
   }
 }

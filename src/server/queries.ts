@@ -33,7 +33,12 @@ export interface ApiQuery {
   allIncarnations?: boolean;
 }
 
-export function apiDocument<K extends ApiKind>(store: Store, kind: K, q: ApiQuery, jobs: JobSource = noJobs): Extract<ApiDocument, { kind: K }> {
+export function apiDocument<K extends ApiKind>(
+  store: Store,
+  kind: K,
+  q: ApiQuery,
+  jobs: JobSource = noJobs,
+): Extract<ApiDocument, { kind: K }> {
   if (kind === 'jobs') return { kind: 'jobs', items: jobs(q.cluster) } as Extract<ApiDocument, { kind: K }>;
   const data = collect(store, kind, q.cluster, !!q.allIncarnations);
   return { kind: data.kind, items: data.items } as Extract<ApiDocument, { kind: K }>;
@@ -56,22 +61,39 @@ export interface TopologyItem {
   observed_at: string | null;
   replicas: { name: string; state: string; sync_state: string }[];
   sync: { names: string[]; quorum: number } | null;
-  pool: { reachable: boolean; primary: string | null; backends: { name: string; status: string; role: string }[] } | null;
+  pool: {
+    reachable: boolean;
+    primary: string | null;
+    backends: { name: string; status: string; role: string }[];
+  } | null;
 }
 
 export function topologyItems(store: Store, cluster?: string): TopologyItem[] {
-  const names = store.listClusters().map((c) => c.name).filter((n) => !cluster || n === cluster);
+  const names = store
+    .listClusters()
+    .map((c) => c.name)
+    .filter((n) => !cluster || n === cluster);
   return names.map((name) => {
     const obs = store.getObservation(name);
-    const primary = obs && Object.values(obs.nodes).find((n) => n.reachable && n.postgres?.running && !n.postgres.inRecovery);
+    const primary =
+      obs &&
+      Object.values(obs.nodes).find((n) => n.reachable && n.postgres?.running && !n.postgres.inRecovery);
     const pool = obs?.pool;
     return {
       cluster: name,
       observed_at: obs ? new Date(obs.at).toISOString() : null,
-      replicas: (primary?.postgres?.replicas ?? []).map((r) => ({ name: r.name, state: r.state, sync_state: r.syncState })),
+      replicas: (primary?.postgres?.replicas ?? []).map((r) => ({
+        name: r.name,
+        state: r.state,
+        sync_state: r.syncState,
+      })),
       sync: obs?.lastSync ? { names: obs.lastSync.names, quorum: obs.lastSync.quorum } : null,
       pool: pool
-        ? { reachable: pool.reachable, primary: pool.primary, backends: pool.backends.map((b) => ({ name: b.name, status: b.status, role: b.role })) }
+        ? {
+            reachable: pool.reachable,
+            primary: pool.primary,
+            backends: pool.backends.map((b) => ({ name: b.name, status: b.status, role: b.role })),
+          }
         : null,
     };
   });

@@ -61,7 +61,7 @@ async function startOperator(db: string): Promise<number> {
   const [enter, ...enterArgs] = inNetnsArgv(hub);
   // its HTTP socket is bound here, so the dashboard is reachable from the host, not only the hub
   const { resolveListen } = await import('../../server/listen.js');
-  const { handOverListener } = await import('./serve.js');
+  const { handOverListener } = await import('../../server/serve-http.js');
   const http = await handOverListener(resolveListen({})!);
   const child = spawn(enter!, [...enterArgs, process.execPath, BIN, '--db', db, 'serve'], {
     detached: true,

@@ -117,11 +117,12 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   });
   let http: HttpServer | null = null;
   try {
-    if (o.http) http = await startHttp(store, o.http, log, () => ({
-      lockHeld: lost === null,
-      storeWritable,
-      loopAlive: Date.now() - loopAt < LOOP_STALL_MS,
-    }));
+    if (o.http) {
+      const { startServeHttp } = await import('../../server/serve-http.js');
+      const loopAlive = () => Date.now() - loopAt < LOOP_STALL_MS;
+      const readiness = () => ({ lockHeld: lost === null, storeWritable, loopAlive: loopAlive() });
+      http = await startServeHttp(store, o.http, log, readiness);
+    }
     await worlds.prepare(store.listClusters().map((c) => c.spec));
     const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
@@ -162,50 +163,10 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   }
 }
 
-type ReadinessFn = () => import('../../server/http.js').Readiness;
-
-async function startHttp(store: Store, listen: ListenConfig, log: Log, readiness: ReadinessFn): Promise<HttpServer | null> {
-  const { startHttpServer } = await import('../../server/http.js');
-  try {
-    const { LISTEN_FD_ENV } = await import('../../server/listen.js');
-    const inherited = process.env[LISTEN_FD_ENV];
-    const fd = inherited && /^\d+$/.test(inherited) ? Number(inherited) : undefined;
-    const server = await startHttpServer({ store, listen, readiness, log, ...(fd !== undefined ? { fd } : {}) });
-    const a = server.address();
-    log.info({ listen: `${a.host}:${a.port}`, tls: !!listen.tls, writes: !!listen.token }, 'HTTP API, metrics and dashboard listening');
-    return server;
-  } catch (err) {
-    // Another serve (of another store) may have the default port: the loop matters more.
-    if (!listen.explicit && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      log.warn({ listen: `${listen.host}:${listen.port}` }, 'the default HTTP address is in use; serving without HTTP (pass --listen)');
-      return null;
-    }
-    throw new PgopError('terminal', `cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** The listen address bound here for a child. When the default address is taken, undefined:
- *  the child then binds in its own namespace. */
-export async function handOverListener(listen: ListenConfig): Promise<{ fds: number[]; port: number; spawned(): void } | undefined> {
-  const { LISTEN_FD_ENV, bindForChild } = await import('../../server/listen.js');
-  try {
-    const bound = await bindForChild(listen);
-    process.env[LISTEN_FD_ENV] = '3';
-    return {
-      fds: [bound.fd],
-      port: bound.port,
-      spawned() {
-        delete process.env[LISTEN_FD_ENV];
-        bound.close();
-      },
-    };
-  } catch (err) {
-    if (!listen.explicit) return undefined;
-    throw new PgopError('terminal', `cannot listen on ${listen.host}:${listen.port}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number } & ListenFlags): Promise<number> {
+export async function serveCommand(
+  db: string,
+  o: { untilConverged?: boolean; timeout?: number } & ListenFlags,
+): Promise<number> {
   const { ListenError, resolveListen } = await import('../../server/listen.js');
   let http: ListenConfig | null;
   try {
@@ -217,8 +178,8 @@ export async function serveCommand(db: string, o: { untilConverged?: boolean; ti
   }
   // Lab clusters: this command runs again in the hub namespace; the HTTP socket is bound here
   // first so that the host (not only the hub) reaches the dashboard.
-  const inherited = !!process.env.PGOP_LISTEN_FD;
-  const handOver = http && !inherited && !process.env.PGOP_IN_HUB ? await handOverListener(http) : undefined;
+  const { handOverBeforeHub } = await import('../../server/serve-http.js');
+  const handOver = http ? await handOverBeforeHub(http) : undefined;
   await enterLabHubIfNeeded(db, false, handOver);
   handOver?.spawned(); // not re-executed: this process binds the address itself
   try {
