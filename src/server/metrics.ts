@@ -45,104 +45,66 @@ export class EpisodeTracker {
   }
 }
 
+type Label = 'cluster' | 'node' | 'role' | 'state' | 'phase' | 'sync_state' | 'kind' | 'outcome';
+const C: Label[] = ['cluster'];
+const CN: Label[] = ['cluster', 'node'];
+
 export class ServeMetrics {
   readonly registry = new Registry();
   private readonly episodes = new EpisodeTracker();
   private readonly g = {
-    phase: this.gauge('pgop_cluster_phase', 'The cluster phase (1 for the current one).', [
-      'cluster',
-      'phase',
+    phase: this.gauge('pgop_cluster_phase', 'The cluster phase (1 for the current one).', [...C, 'phase']),
+    generation: this.gauge('pgop_cluster_generation', 'The stored spec generation.', C),
+    observedGeneration: this.gauge('pgop_cluster_observed_generation', 'The generation last converged.', C),
+    role: this.gauge('pgop_node_role', 'The node role as observed (1 for the current one).', [...CN, 'role']),
+    state: this.gauge('pgop_node_state', 'The node machine state (1 for the current one).', [...CN, 'state']),
+    reachable: this.gauge('pgop_node_reachable', 'The operator reaches the node (1) or not (0).', CN),
+    lag: this.gauge('pgop_node_lag_bytes', 'WAL bytes a standby has yet to replay.', CN),
+    timeline: this.gauge('pgop_node_timeline', 'The timeline of a running postgres.', CN),
+    lsn: this.gauge('pgop_node_lsn_bytes', 'WAL position (primary: current; standby: replayed).', CN),
+    sync: this.gauge('pgop_node_sync_state', "A standby's sync state (1 for the current one).", [
+      ...CN,
+      'sync_state',
     ]),
-    generation: this.gauge('pgop_cluster_generation', 'The stored spec generation.', ['cluster']),
-    observedGeneration: this.gauge(
-      'pgop_cluster_observed_generation',
-      'The generation the loop last converged.',
-      ['cluster'],
-    ),
-    role: this.gauge('pgop_node_role', 'The node role as observed (1 for the current one).', [
-      'cluster',
-      'node',
-      'role',
-    ]),
-    state: this.gauge('pgop_node_state', 'The node machine state (1 for the current one).', [
-      'cluster',
-      'node',
-      'state',
-    ]),
-    reachable: this.gauge('pgop_node_reachable', 'The operator reaches the node (1) or not (0).', [
-      'cluster',
-      'node',
-    ]),
-    lag: this.gauge('pgop_node_lag_bytes', 'WAL bytes a standby has yet to replay.', ['cluster', 'node']),
-    timeline: this.gauge('pgop_node_timeline', 'The timeline of a running postgres.', ['cluster', 'node']),
-    lsn: this.gauge('pgop_node_lsn_bytes', 'WAL position (primary: current; standby: replayed).', [
-      'cluster',
-      'node',
-    ]),
-    sync: this.gauge(
-      'pgop_node_sync_state',
-      "A standby's sync state on its primary (1 for the current one).",
-      ['cluster', 'node', 'sync_state'],
-    ),
-    poolUp: this.gauge('pgop_pgpool_up', 'pgpool answers the operator (1) or not (0).', ['cluster']),
-    poolPrimary: this.gauge('pgop_pgpool_primary', 'The node pgpool sends writes to (1).', [
-      'cluster',
-      'node',
-    ]),
-    poolBackend: this.gauge('pgop_pgpool_backend_up', 'A pgpool backend is up (1), down or unused (0).', [
-      'cluster',
-      'node',
-    ]),
-    jobs: this.gauge('pgop_jobs_running', 'Running jobs by kind.', ['cluster', 'kind']),
+    poolUp: this.gauge('pgop_pgpool_up', 'pgpool answers the operator (1) or not (0).', C),
+    poolPrimary: this.gauge('pgop_pgpool_primary', 'The node pgpool sends writes to (1).', CN),
+    poolBackend: this.gauge('pgop_pgpool_backend_up', 'A pgpool backend is up (1), down or unused (0).', CN),
+    jobs: this.gauge('pgop_jobs_running', 'Running jobs by kind.', [...C, 'kind']),
   };
-  private readonly passDuration = new Histogram({
-    name: 'pgop_reconcile_pass_duration_seconds',
-    help: 'Duration of one reconcile pass (observe, plan, act, commit).',
-    labelNames: ['cluster', 'outcome'],
-    buckets: PASS_BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly probeDuration = new Histogram({
-    name: 'pgop_probe_duration_seconds',
-    help: 'Duration of one look at a cluster (every node and pgpool probed in parallel).',
-    labelNames: ['cluster'],
-    buckets: PASS_BUCKETS,
-    registers: [this.registry],
-  });
+  private readonly passDuration = this.histogram(
+    'pgop_reconcile_pass_duration_seconds',
+    'Duration of one reconcile pass (observe, plan, act, commit).',
+    [...C, 'outcome'],
+    PASS_BUCKETS,
+  );
+  private readonly probeDuration = this.histogram(
+    'pgop_probe_duration_seconds',
+    'Duration of one look at a cluster (every node and pgpool probed in parallel).',
+    C,
+    PASS_BUCKETS,
+  );
   private readonly lastPass = this.gauge(
     'pgop_reconcile_last_pass_timestamp_seconds',
     'When the last pass ended.',
-    ['cluster'],
+    C,
   );
   private readonly episodeCount = {
-    failover: new Counter({
-      name: 'pgop_failovers_total',
-      help: 'Failovers completed (a standby promoted).',
-      labelNames: ['cluster'],
-      registers: [this.registry],
-    }),
-    switchover: new Counter({
-      name: 'pgop_switchovers_total',
-      help: 'Switchovers completed.',
-      labelNames: ['cluster'],
-      registers: [this.registry],
-    }),
+    failover: this.counter('pgop_failovers_total', 'Failovers completed (a standby promoted).'),
+    switchover: this.counter('pgop_switchovers_total', 'Switchovers completed.'),
   };
   private readonly episodeDuration = {
-    failover: new Histogram({
-      name: 'pgop_failover_duration_seconds',
-      help: 'From the first pass that saw the primary failing to the promotion.',
-      labelNames: ['cluster'],
-      buckets: EPISODE_BUCKETS,
-      registers: [this.registry],
-    }),
-    switchover: new Histogram({
-      name: 'pgop_switchover_duration_seconds',
-      help: 'From the first switchover step to its completion.',
-      labelNames: ['cluster'],
-      buckets: EPISODE_BUCKETS,
-      registers: [this.registry],
-    }),
+    failover: this.histogram(
+      'pgop_failover_duration_seconds',
+      'From the first pass that saw the primary failing to the promotion.',
+      C,
+      EPISODE_BUCKETS,
+    ),
+    switchover: this.histogram(
+      'pgop_switchover_duration_seconds',
+      'From the first switchover step to its completion.',
+      C,
+      EPISODE_BUCKETS,
+    ),
   };
 
   constructor(
@@ -150,8 +112,16 @@ export class ServeMetrics {
     private readonly jobs: JobSource = noJobs,
   ) {}
 
-  private gauge<T extends string>(name: string, help: string, labelNames: T[]): Gauge<T> {
+  private gauge(name: string, help: string, labelNames: Label[]): Gauge<Label> {
     return new Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private counter(name: string, help: string): Counter<Label> {
+    return new Counter({ name, help, labelNames: C, registers: [this.registry] });
+  }
+
+  private histogram(name: string, help: string, labelNames: Label[], buckets: number[]): Histogram<Label> {
+    return new Histogram({ name, help, labelNames, buckets, registers: [this.registry] });
   }
 
   /** The loop's observer: one finished pass and how long it took. */
