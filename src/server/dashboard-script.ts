@@ -45,12 +45,12 @@ const bytes = (n) =>
   n === null || n === undefined
     ? '-'
     : n < 1024
-      ? n + ' B'
+      ? n + '\\u00a0B'
       : n < 1048576
-        ? (n / 1024).toFixed(1) + ' KiB'
+        ? (n / 1024).toFixed(1) + '\\u00a0KiB'
         : n < 1073741824
-          ? (n / 1048576).toFixed(1) + ' MiB'
-          : (n / 1073741824).toFixed(2) + ' GiB';
+          ? (n / 1048576).toFixed(1) + '\\u00a0MiB'
+          : (n / 1073741824).toFixed(2) + '\\u00a0GiB';
 const clock = (iso) =>
   new Date(iso).toLocaleTimeString([], { hour12: false }) +
   '.' +
