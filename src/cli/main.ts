@@ -5,6 +5,7 @@
 import { Command, Option } from 'commander';
 import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
 import type { ImageBuildFlags } from '../image/recipe.js';
+import type { ListenFlags } from '../server/listen.js';
 
 export interface GlobalOptions {
   db: string;
@@ -94,7 +95,14 @@ program
   .description('run the reconcile loop (one per store)')
   .option('--until-converged', 'exit 0 once every cluster matches its spec (1 on timeout)')
   .option('--timeout <seconds>', 'give up after this many seconds', (v) => Number(v))
-  .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
+  .option(
+    '--listen <addr:port>',
+    'HTTP API, /metrics and dashboard (default 127.0.0.1:9187; off: none; other than loopback: token and TLS)',
+  )
+  .option('--token-file <file>', 'bearer token for the API (write endpoints; any non-loopback listen)')
+  .option('--tls-cert <file>', 'TLS certificate (PEM) for the listener')
+  .option('--tls-key <file>', 'TLS private key (PEM) for the listener')
+  .action(async (o: { untilConverged?: boolean; timeout?: number } & ListenFlags) => {
     const { serveCommand } = await import('./commands/serve.js');
     process.exitCode = await serveCommand(await dbPath(), o);
   });

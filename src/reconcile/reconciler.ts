@@ -47,6 +47,8 @@ export interface PassResult {
   requeueAfterMs: number;
   converged: boolean;
   removed?: boolean;
+  /** how long the look at the world took (every probe in parallel) */
+  observeMs?: number;
 }
 
 /** A terminal failure (it will not fix itself) is tried again after 30 s, then ever more rarely
@@ -170,7 +172,7 @@ export class Reconciler {
       }
     });
 
-    const base = { cluster: name, decision, phase: planned.phase, converged };
+    const base = { cluster: name, decision, phase: planned.phase, converged, observeMs };
     if (decision.kind === 'wait' && /^(primary|failover)\./.test(decision.ruleId)) {
       // the lead-up to a failover, pass by pass (how fast misses are confirmed)
       this.log.info({ cluster: name, rule: decision.ruleId, node: decision.node, observeMs }, decision.reason);
@@ -337,6 +339,8 @@ export interface RunOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** wake-ups from the world's signals (serve subscribes them) */
   wakeups?: Wakeups;
+  /** told of every finished pass and its duration (serve: the metrics) */
+  onPass?: (result: PassResult, passMs: number) => void;
 }
 
 const realSleep = (ms: number, signal?: AbortSignal) =>
@@ -377,7 +381,13 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
     for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);
     const now = clock.now();
     const ready = names.filter((n) => (due.get(n) ?? 0) <= now);
-    const results = await Promise.all(ready.map((n) => reconciler.pass(n)));
+    const timedPass = async (n: string) => {
+      const t0 = performance.now();
+      const r = await reconciler.pass(n);
+      if (r) opts.onPass?.(r, performance.now() - t0);
+      return r;
+    };
+    const results = await Promise.all(ready.map(timedPass));
     for (const r of results) {
       if (!r) continue;
       if (r.removed) {

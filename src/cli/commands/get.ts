@@ -9,7 +9,7 @@ import type { ClusterObservation } from '../../observe/types.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 
-function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
+export function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
   if (cluster && !clusters.has(cluster) && kind !== 'events') throw terminal(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {

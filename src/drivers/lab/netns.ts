@@ -388,16 +388,21 @@ export function inHub(prefix: string = labPrefix()): boolean {
  *  inherited, forward SIGTERM/SIGINT to it, and exit with its exit code. The CLI calls it for lab
  *  clusters so that the operator connects to lab hosts directly and never from the root
  *  namespace. Never returns. */
-export async function reexecInHub(argv: readonly string[] = process.argv.slice(1)): Promise<never> {
+export async function reexecInHub(
+  argv: readonly string[] = process.argv.slice(1),
+  handOver?: { fds: number[]; spawned(): void },
+): Promise<never> {
   const prefix = labPrefix();
   if (process.env.PGOP_IN_HUB === prefix) {
     throw internal(`cannot enter hub namespace ${hubNs(prefix)}: re-executed already but not inside it`);
   }
   const hub = await ensureHub(prefix);
   const child = spawn(NSENTER, [`--net=${netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...argv], {
-    stdio: 'inherit',
+    // handed-over fds (serve's HTTP socket, bound in this namespace) become fd 3, 4, ...
+    stdio: ['inherit', 'inherit', 'inherit', ...(handOver?.fds ?? [])],
     env: { ...process.env, PGOP_IN_HUB: prefix },
   });
+  handOver?.spawned();
   const forward = (sig: NodeJS.Signals) => () => {
     try {
       child.kill(sig);
