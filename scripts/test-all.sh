@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --test
 
 echo "== lint (formatter, eslint, dependency rules, typecheck of src, test, bench)"
 if ! npm run --silent lint; then
