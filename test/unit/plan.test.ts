@@ -1,7 +1,8 @@
 // The planner's decisions as values: rule id, node, event and a reason a person can read.
 
 import { describe, expect, it } from 'vitest';
-import { plan, parseSyncNames, formatLsn, parseLsn } from '../../src/plan/plan.js';
+import { plan, parseSyncNames } from '../../src/plan/plan.js';
+import { formatLsn, parseLsn } from '../../src/observe/lsn.js';
 import type { PlanInput } from '../../src/plan/types.js';
 import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
 import type { NodeState } from '../../machines/node-edges.js';
