@@ -40,7 +40,7 @@ function scan(): { literals: Written[]; computed: Written[] } {
   return { literals, computed };
 }
 
-const ordered = [
+const ordered: string[] = [
   ...RULES.flatMap((s) => ('id' in s ? [s.id] : [])),
   ...NODE_RULES.map((r) => r.id),
   ...STRAY_RULES.map((r) => r.id),
