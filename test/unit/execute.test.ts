@@ -63,7 +63,8 @@ describe('runClusterAction', () => {
   it('ensurePool and ensureSyncStandbys reach their drivers', async () => {
     const { world, calls } = recordingWorld();
     await runClusterAction({ type: 'ensurePool', primary: 'pg01' }, spec, world);
-    await runClusterAction({ type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02'], quorum: 1 }, spec, world);
+    const sync: ClusterAction = { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02'], quorum: 1 };
+    await runClusterAction(sync, spec, world);
     expect(calls).toEqual(['pool.ensurePool', 'postgres.ensureSyncStandbys']);
   });
 });
