@@ -43,13 +43,7 @@ export interface EventRecord {
   reason: string;
 }
 
-export interface OperatorRequest {
-  id: number;
-  cluster: string;
-  kind: 'switchover';
-  args: Record<string, string>;
-  createdAt: number;
-}
+export type { OperatorRequest } from '../plan/types.js';
 
 export interface StoreOpenOptions {
   /**
