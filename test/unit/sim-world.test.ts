@@ -543,6 +543,8 @@ describe('random schedules of driver calls and faults', () => {
             const others = nodes.filter((x) => x !== n).map((x) => x.name);
             return d.postgres.ensureSyncStandbys(spec, n, (b as number) === 0 ? [] : others, b as number);
           }
+          default:
+            throw new Error(`no such operation: ${String(kind)}`);
         }
       };
       try {

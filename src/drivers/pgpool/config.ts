@@ -13,7 +13,6 @@ import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
 import { tlsOf } from '../../tls/settings.js';
 import { resolveSecret } from '../../spec/secrets.js';
 
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
 /** Where pgop keeps pgpool's files on the pool host (the lab pool host sees its own /u01). */

@@ -402,7 +402,7 @@ export class SshPoolDriver implements PoolDriver {
     const pi = goal.primary === null ? -1 : goal.nodes.indexOf(goal.primary);
     const primaryAnswers = mustProbePrimary(goal, backends) ? await probe(pi) : undefined;
     if (!backends) return { backends, error, reach: [], primaryAnswers };
-    const reach = await Promise.all(knownReach(goal, backends, primaryAnswers).map((k, i) => k ?? probe(i)));
+    const reach = await Promise.all(knownReach(goal, backends, primaryAnswers).map(async (k, i) => k ?? probe(i)));
     return { backends, reach, primaryAnswers };
   }
 
