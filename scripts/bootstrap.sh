@@ -12,6 +12,9 @@ PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-s
 PKGS+=(libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils dnsmasq-base iptables genisoimage libxml2-utils)
 # `pgop image build`: debootstrap into a loop-mounted disk (sfdisk, partx, mkfs.ext4), qemu-img.
 PKGS+=(debootstrap fdisk e2fsprogs)
+# Only for the test suite (`bootstrap.sh --test`): promtool and a Prometheus server (never
+# started as a service here), headless Chromium for the dashboard test.
+if [ "${1:-}" = --test ]; then PKGS+=(prometheus chromium); fi
 
 if [ "$(id -u)" = 0 ]; then
   missing=()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (scripts/bootstrap.sh), then
+#   0. `npm run lint` (formatter, eslint, dependency rules, typecheck; ~1 min): a failure stops here,
 #   1. unit + property tests (no root needed),
 #   2. as root: integration tests against the real lab (postgres, pgpool, sshd in network
 #      namespaces), run inside a lab hub namespace that scripts/test-integration.sh creates and
@@ -9,7 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --test
+
+echo "== lint (formatter, eslint, dependency rules, typecheck of src, test, bench)"
+if ! npm run --silent lint; then
+  echo "lint failed: fix what it lists (npm run lint) before the tests run"
+  exit 1
+fi
 
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT

@@ -5,7 +5,11 @@ import { Store } from '../store/store.js';
 import { terminal } from '../errors.js';
 
 /** Re-run this command inside the hub when the store holds lab clusters (never returns then). */
-export async function enterLabHubIfNeeded(db: string, force = false): Promise<void> {
+export async function enterLabHubIfNeeded(
+  db: string,
+  force = false,
+  handOver?: { fds: number[]; spawned(): void },
+): Promise<void> {
   if (process.env.PGOP_IN_HUB) return;
   if (!force) {
     const store = Store.open(db, { readonly: true });
@@ -18,5 +22,5 @@ export async function enterLabHubIfNeeded(db: string, force = false): Promise<vo
   if (process.getuid?.() !== 0) throw terminal('cannot reach lab clusters: the lab provider needs root (network namespaces, sshd)');
   const { inHub, reexecInHub } = await import('../drivers/lab/netns.js');
   if (inHub()) return;
-  await reexecInHub();
+  await reexecInHub(undefined, handOver);
 }

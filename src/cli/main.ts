@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Argument, Command, Option } from 'commander';
 import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
 import type { ImageBuildFlags } from '../image/recipe.js';
+import type { ListenFlags } from '../server/listen.js';
 import { parseDuration } from './duration.js';
 import { cliExitCode } from './errors.js';
 import { pinChildLocale } from './child-locale.js';
@@ -146,11 +147,18 @@ program
   .description('run the reconcile loop (one per store)')
   .option('--until-converged', 'exit 0 once every cluster matches its spec (1 on timeout)')
   .option('--timeout <duration>', 'give up after this long (90, 90s, 5m, 1h, 500ms)', parseDuration)
-  .action(async (o: { untilConverged?: boolean; timeout?: number }) => {
+  .option(
+    '--listen <addr:port>',
+    'HTTP API, /metrics and dashboard (default 127.0.0.1:9187; off: none; other than loopback: token and TLS)',
+  )
+  .option('--token-file <file>', 'bearer token for the API (write endpoints; any non-loopback listen)')
+  .option('--tls-cert <file>', 'TLS certificate (PEM) for the listener')
+  .option('--tls-key <file>', 'TLS private key (PEM) for the listener')
+  .action(async (o: { untilConverged?: boolean; timeout?: number } & ListenFlags) => {
     const { serveCommand } = await import('./commands/serve.js');
     // serveCommand takes seconds; parseDuration gives milliseconds
-    const timeout = o.timeout === undefined ? {} : { timeout: o.timeout / 1000 };
-    process.exitCode = await serveCommand(await dbPath(), { untilConverged: !!o.untilConverged, ...timeout });
+    const timeout = o.timeout === undefined ? undefined : o.timeout / 1000;
+    process.exitCode = await serveCommand(await dbPath(), { ...o, timeout });
   });
 
 const hostKey = program

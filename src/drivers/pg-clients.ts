@@ -1,8 +1,9 @@
-// Long-lived pg sessions the operator keeps for probing (one per node, one per pgpool): made on
-// first use, dropped on error or end, and closed without waiting on a peer that may be gone.
+// The operator's pg sessions: long-lived ones for probing (one per node, one per pgpool), made on
+// first use, dropped on error or end, and closed without waiting on a peer that may be gone; and
+// the one way a pg error is worded in pgop's messages (pgMessage).
 
 import pg from 'pg';
-import { scramOnly } from '../tls/client.js';
+import { explainTlsError, scramOnly } from '../tls/client.js';
 
 /** A pg client for the operator's own sessions: it never answers a clear-text or MD5 password
  *  request (src/tls/client.ts). */
@@ -18,6 +19,16 @@ export async function endClient(client: pg.Client, ms = 1000): Promise<void> {
   await Promise.race([client.end().catch(() => undefined), gone]);
   clearTimeout(timer);
   (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
+/** A pg error as one line: the TLS explanation for a refused certificate, else the message with
+ *  its SQLSTATE (the code tells "starting up" from "auth failed" where the text may not). */
+export function pgMessage(err: unknown): string {
+  const e = err as { message?: string; code?: string };
+  const tls = explainTlsError(err);
+  if (tls) return tls;
+  const msg = e?.message ?? String(err);
+  return e?.code && /^[0-9A-Z]{5}$/.test(e.code) ? `${msg} (${e.code})` : msg;
 }
 
 interface Entry {

@@ -1,7 +1,16 @@
 import type { NodeEvent, NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
-import type { OperatorRequest } from '../store/types.js';
+import type { RuleId } from './rule-ids.js';
+
+/** An operator's request the planner acts on (stored in the store, decided on here). */
+export interface OperatorRequest {
+  id: number;
+  cluster: string;
+  kind: 'switchover';
+  args: Record<string, string>;
+  createdAt: number;
+}
 
 export interface PlanInput {
   spec: ClusterSpec;
@@ -26,7 +35,7 @@ export interface PlanInput {
 interface DecisionBase {
   reason: string;
   /** Stable id of the rule that decided, for tests and `get events`. */
-  ruleId: string;
+  ruleId: RuleId;
   requeueAfterMs: number;
 }
 
@@ -77,8 +86,6 @@ export interface WaitDecision extends DecisionBase {
 
 export interface DoneDecision extends DecisionBase {
   kind: 'done';
-  /** true when the cluster was deleted and its record may be removed */
-  deleted?: boolean;
 }
 
 export type Decision = NodeDecision | ClusterDecision | WaitDecision | DoneDecision;
@@ -94,3 +101,12 @@ export interface PlanResult {
   primary: string | null;
   phase: 'Provisioning' | 'Healthy' | 'Degraded' | 'FailingOver' | 'SwitchingOver' | 'Deleting' | 'Deleted';
 }
+
+/** A decision as a rule returns it: plan() stamps the deciding rule's id on it. */
+export type Verdict = Unstamped<Decision> & {
+  /** further node-local decisions for the same pass (see PlanResult.also) */
+  also?: NodeDecision[];
+};
+export type NodeVerdict = Unstamped<NodeDecision>;
+type Unstamped<D> = D extends unknown ? Omit<D, 'ruleId'> : never;
+

@@ -18,13 +18,24 @@ function nodeOf(spec: ClusterSpec, name: string, strays: StrayNodes): NodeSpec {
   // address and host), never a made-up one.
   const stray = strays[name];
   if (stray) return stray;
-  throw terminal(`cannot reach node ${name} of cluster ${spec.name}: it left the spec, and neither the store nor the provider knows its address`);
+  throw terminal(
+    `cannot reach node ${name} of cluster ${spec.name}: it left the spec, and neither the store nor ` +
+      'the provider knows its address',
+  );
 }
 
-export async function runActor(actor: NodeActor, decision: NodeDecision, spec: ClusterSpec, world: World, strays: StrayNodes = {}): Promise<void> {
+export async function runActor(
+  actor: NodeActor,
+  decision: NodeDecision,
+  spec: ClusterSpec,
+  world: World,
+  strays: StrayNodes = {},
+): Promise<void> {
   const node = nodeOf(spec, decision.node, strays);
   const primary = () => {
-    if (!decision.primary) throw internal(`decision ${decision.ruleId} for ${decision.node} runs ${actor} without a primary`);
+    if (!decision.primary) {
+      throw internal(`decision ${decision.ruleId} for ${decision.node} runs ${actor} without a primary`);
+    }
     return nodeOf(spec, decision.primary, strays);
   };
   switch (actor) {
@@ -40,44 +51,64 @@ export async function runActor(actor: NodeActor, decision: NodeDecision, spec: C
     case 'rejoinStandby':
       return world.postgres.ensureStandby(spec, node, primary());
     case 'promoteStandby':
-    {
-      // Clients first: pgpool is switched to the new primary in the same step (one PCP request,
-      // overlapping the promotion where that is safe), before the commit and before the other
-      // standbys are repointed. The old primary is fenced already: nothing routed anywhere can
-      // reach it.
-      const promoted = world.postgres.promote(spec, node);
-      const routed = world.pool.routeToPrimary?.(spec, node, promoted);
-      await promoted;
-      await routed;
-      return;
-    }
+      return promoteStandby(spec, node, world);
     case 'configureNode':
     case 'restartPostgres':
       return world.postgres.ensureConfigured(spec, node);
     case 'demotePrimary':
       return world.postgres.demote(spec, node);
     case 'fenceNode':
-    {
-      // Fenced means no process of it runs (the provider's part, awaited: the safety) and no
-      // client reaches it. The pool host's part (cut its sessions there, switch pgpool to the
-      // likely successor) only takes traffic away from the node, so it starts alongside and runs
-      // on into the promotion that follows; it never throws.
-      const successor = decision.successor ? nodeOf(spec, decision.successor, strays) : undefined;
-      if (!decision.leavingSpec) void world.pool.detachBackend?.(spec, node, successor, decision.postmasterDeathReported ? { cutOffAfterMs: AFTER_FAILOVER_MS } : {});
-      await world.provider.fenceMachine(spec, node);
-      return;
-    }
+      return fenceNode(spec, node, decision, world, strays);
     case 'deleteMachine':
       return world.provider.deleteMachine(spec, node);
+    default: {
+      // A new actor must be mapped here: the reconciler commits the step once this returns.
+      const unmapped: never = actor;
+      throw internal(`actor ${String(unmapped)} (rule ${decision.ruleId}) has no driver operation`);
+    }
   }
 }
 
-export async function runClusterAction(action: ClusterAction, spec: ClusterSpec, world: World, strays: StrayNodes = {}): Promise<void> {
+/** Clients first: pgpool is switched to the new primary in the same step (one PCP request,
+ *  overlapping the promotion where that is safe), before the commit and before the other standbys
+ *  are repointed. The old primary is fenced already: nothing routed anywhere can reach it. */
+async function promoteStandby(spec: ClusterSpec, node: NodeSpec, world: World): Promise<void> {
+  const promoted = world.postgres.promote(spec, node);
+  const routed = world.pool.routeToPrimary?.(spec, node, promoted);
+  await promoted;
+  await routed;
+}
+
+/** Fenced means no process of it runs (the provider's part, awaited: the safety) and no client
+ *  reaches it. The pool host's part (cut its sessions there, switch pgpool to the likely
+ *  successor) only takes traffic away from the node, so it starts alongside and runs on into the
+ *  promotion that follows; it never throws. */
+async function fenceNode(
+  spec: ClusterSpec,
+  node: NodeSpec,
+  decision: NodeDecision,
+  world: World,
+  strays: StrayNodes,
+): Promise<void> {
+  const successor = decision.successor ? nodeOf(spec, decision.successor, strays) : undefined;
+  const cutOff = decision.postmasterDeathReported ? { cutOffAfterMs: AFTER_FAILOVER_MS } : {};
+  if (!decision.leavingSpec) void world.pool.detachBackend?.(spec, node, successor, cutOff);
+  await world.provider.fenceMachine(spec, node);
+}
+
+export async function runClusterAction(
+  action: ClusterAction,
+  spec: ClusterSpec,
+  world: World,
+  strays: StrayNodes = {},
+): Promise<void> {
   switch (action.type) {
     case 'ensurePool':
       return world.pool.ensurePool(spec, action.primary, action.failed ?? []);
-    case 'ensureSyncStandbys':
-      return world.postgres.ensureSyncStandbys(spec, nodeOf(spec, action.primary, strays), action.names, action.quorum);
+    case 'ensureSyncStandbys': {
+      const primary = nodeOf(spec, action.primary, strays);
+      return world.postgres.ensureSyncStandbys(spec, primary, action.names, action.quorum);
+    }
     case 'dropSlots':
       // drops the slots of every node no longer in the spec (no slot is created: standbys = [])
       return world.postgres.ensureSlots(spec, nodeOf(spec, action.primary, strays), []);
@@ -89,5 +120,9 @@ export async function runClusterAction(action: ClusterAction, spec: ClusterSpec,
       return world.provider.deleteClusterResources(spec);
     case 'completeRequest':
       return; // bookkeeping only: the reconciler marks the request done
+    default: {
+      const unmapped: never = action;
+      throw internal(`cluster action ${JSON.stringify(unmapped)} has no driver operation`);
+    }
   }
 }

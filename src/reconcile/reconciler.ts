@@ -8,8 +8,13 @@ import type { NodeState } from '../../machines/node-edges.js';
 import type { World } from '../drivers/types.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { Store } from '../store/store.js';
-import type { Decision, NodeDecision, PlanResult } from '../plan/types.js';
-import { parseSyncNames, plan } from '../plan/plan.js';
+import type { NodeRecord, StoredCluster } from '../store/types.js';
+import type { ClusterDecision, Decision, NodeDecision, PlanResult } from '../plan/types.js';
+import { plan } from '../plan/plan.js';
+import { parseSyncNames } from '../plan/sync.js';
+import { failedRuleId, type RuleId } from '../plan/rule-ids.js';
+import type { ClusterObservation } from '../observe/types.js';
+import type { NodeSpec } from '../spec/types.js';
 import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
@@ -48,6 +53,8 @@ export interface PassResult {
   requeueAfterMs: number;
   converged: boolean;
   removed?: boolean;
+  /** how long the look at the world took (every probe in parallel) */
+  observeMs?: number;
 }
 
 /** A terminal failure (it will not fix itself) is tried again after 30 s, then ever more rarely
@@ -61,10 +68,35 @@ const LIST_MACHINES_EVERY_MS = 60_000;
 /** What an urgent look may decide: to fence the primary whose postmaster died, or to mark such
  *  a standby failed. Both are safe on other nodes' slightly older answers (a fence only takes
  *  a dead node out; the promotion that follows is planned on a fresh look). */
-const URGENT_RULES = new Set(['failover.fence-primary', 'standby.failed']);
+const URGENT_RULES: ReadonlySet<RuleId> = new Set<RuleId>(['failover.fence-primary', 'standby.failed']);
 
 function urgentAllowed(decision: Decision, dead: string[]): boolean {
   return decision.kind === 'act' && dead.includes(decision.node) && URGENT_RULES.has(decision.ruleId);
+}
+
+/** What one look at a cluster saw, and what the planner made of it. */
+interface Look {
+  observation: ClusterObservation;
+  records: NodeRecord[];
+  states: Record<string, NodeState>;
+  planned: PlanResult;
+}
+
+/** Settled once per pass, before its look(s). */
+interface LookSetup {
+  /** nodes that left the spec, with the NodeSpec they were made with (their real host) */
+  strays: Record<string, NodeSpec | undefined>;
+  previousMisses: Record<string, number>;
+  listMachines: boolean;
+}
+
+/** A pass that acts: what its steps need. */
+interface Acting {
+  name: string;
+  spec: ClusterSpec;
+  world: World;
+  look: Look;
+  observeMs: number;
 }
 
 export class Reconciler {
@@ -87,8 +119,7 @@ export class Reconciler {
   }
 
   async pass(name: string): Promise<PassResult | null> {
-    const { store, clock } = this.opts;
-    const cluster = store.getCluster(name);
+    const cluster = this.opts.store.getCluster(name);
     if (!cluster) return null;
     const spec = cluster.spec;
     const world = this.opts.worldFor(spec);
@@ -97,162 +128,245 @@ export class Reconciler {
       this.generations.set(name, cluster.generation);
       this.failures.delete(name);
     }
+    const passStart = performance.now();
+    const look = await this.lookWithUrgency(cluster, world, this.setUpLook(cluster));
+    const observeMs = Math.round(performance.now() - passStart);
+    const nodes = Object.values(look.observation.nodes);
+    this.misses.set(name, Object.fromEntries(nodes.map((n) => [n.name, n.misses])));
+    this.recordStatus(cluster, look);
 
+    const { decision, phase } = look.planned;
+    const converged = decision.kind === 'done';
+    if (decision.kind === 'wait' && /^(primary|failover)\./.test(decision.ruleId)) {
+      // the lead-up to a failover, pass by pass (how fast misses are confirmed)
+      const fields = { cluster: name, rule: decision.ruleId, node: decision.node, observeMs };
+      this.log.info(fields, decision.reason);
+    }
+    if (decision.kind === 'wait' || decision.kind === 'done') {
+      this.failures.delete(name);
+      const requeueAfterMs = decision.requeueAfterMs;
+      return { cluster: name, decision, phase, converged, acted: false, requeueAfterMs, observeMs };
+    }
+    return this.act({ name, spec, world, look, observeMs }, decision);
+  }
+
+  private setUpLook(cluster: StoredCluster): LookSetup {
+    const { store, clock } = this.opts;
+    const { name, spec } = cluster;
     const specNames = new Set(spec.nodes.map((n) => n.name));
     const recordedNodes = store.listNodes(name);
-    // Nodes that left the spec, with the NodeSpec they were made with (their real host).
-    const strays = Object.fromEntries(recordedNodes.filter((r) => !specNames.has(r.name)).map((r) => [r.name, store.getNodeSpec(name, r.name)]));
+    const strays = Object.fromEntries(
+      recordedNodes
+        .filter((r) => !specNames.has(r.name))
+        .map((r) => [r.name, store.getNodeSpec(name, r.name)]),
+    );
     this.rememberNodeSpecs(name, spec, recordedNodes.map((r) => r.name));
     const previousMisses = this.misses.get(name) ?? {};
     // The provider's full list of machines: every pass while nodes are being removed, else now
     // and then (it finds machines of nodes that left the spec unrecorded), but not while a node
     // fails (the listing comes before the probes: a failover's passes do not wait for it).
     const failing = Object.values(previousMisses).some((m) => m > 0) || this.afterUrgent.has(name);
-    const listMachines = Object.keys(strays).length > 0 || (!failing && clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS);
-    const passStart = performance.now();
-    const look = async (opts: { urgent?: boolean; afterDeath?: boolean }) => {
-      const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines });
-      if (listMachines) this.listedAt.set(name, clock.now());
-      const records = store.listNodes(name);
-      const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
-      // Remember the sync set while the primary is seen healthy; carry it forward otherwise.
-      const storedPrimary = records.find((r) => r.state === 'primary')?.name;
-      const primaryPg = storedPrimary ? observation.nodes[storedPrimary]?.postgres : undefined;
-      if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && observation.nodes[storedPrimary]?.reachable) {
-        const parsed = parseSyncNames(primaryPg.syncStandbyNames);
-        observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
-      } else {
-        const previous = store.getObservation(name)?.lastSync;
-        if (previous) observation.lastSync = previous;
-      }
-      const desiredConfigHash = Object.fromEntries(spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]));
-      const planned = plan({
-        spec,
-        deletionRequested: cluster.deletionRequested,
-        observation,
-        states,
-        desiredConfigHash,
-        ...(spec.pgpool.enabled ? { desiredPoolConfigHash: world.pool.desiredConfigHash(spec) } : {}),
-        requests: store.pendingRequests(name),
-        now: clock.now(),
-        since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
-        slotNames: Object.fromEntries([...records.map((r) => r.name), ...Object.keys(observation.strays ?? {})].filter((n) => !specNames.has(n)).map((n) => [n, world.postgres.slotName(n)])),
-      });
-      return { observation, records, states, planned };
-    };
+    const listedLongAgo = clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS;
+    const listMachines = Object.keys(strays).length > 0 || (!failing && listedLongAgo);
+    return { strays, previousMisses, listMachines };
+  }
+
+  /** An urgent look (other nodes' answers not fresh) serves only to fence or fail the node whose
+   *  postmaster died; anything else is decided on a fresh look. */
+  private async lookWithUrgency(cluster: StoredCluster, world: World, setup: LookSetup): Promise<Look> {
     // the look after an urgent fence plans the promotion on the answers taken at the news
-    let { observation, records, states, planned } = await look({ afterDeath: this.afterUrgent.delete(name) });
-    if (observation.urgent && !urgentAllowed(planned.decision, observation.urgent)) {
-      // An urgent look (other nodes' answers not fresh) serves only to fence or fail the node
-      // whose postmaster died; anything else is decided on a fresh look.
-      ({ observation, records, states, planned } = await look({ urgent: false }));
-    } else if (observation.urgent) {
-      // node-local steps on other nodes wait for a fresh look
-      delete planned.also;
+    const afterDeath = this.afterUrgent.delete(cluster.name);
+    const first = await this.look(cluster, world, setup, { afterDeath });
+    const dead = first.observation.urgent;
+    if (!dead) return first;
+    if (!urgentAllowed(first.planned.decision, dead)) {
+      return this.look(cluster, world, setup, { urgent: false });
     }
-    const observeMs = Math.round(performance.now() - passStart);
-    this.misses.set(name, Object.fromEntries(Object.values(observation.nodes).map((n) => [n.name, n.misses])));
+    // node-local steps on other nodes wait for a fresh look
+    delete first.planned.also;
+    return first;
+  }
 
-    const { decision } = planned;
-    const converged = decision.kind === 'done';
+  private async look(
+    cluster: StoredCluster,
+    world: World,
+    setup: LookSetup,
+    opts: { urgent?: boolean; afterDeath?: boolean },
+  ): Promise<Look> {
+    const { store, clock } = this.opts;
+    const { name, spec } = cluster;
+    const { strays, previousMisses, listMachines } = setup;
+    const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, {
+      ...opts,
+      listMachines,
+    });
+    if (listMachines) this.listedAt.set(name, clock.now());
+    const records = store.listNodes(name);
+    const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
+    this.carrySyncSet(name, observation, records);
+    const specNames = new Set(spec.nodes.map((n) => n.name));
+    const leftSpec = [...records.map((r) => r.name), ...Object.keys(observation.strays ?? {})].filter(
+      (n) => !specNames.has(n),
+    );
+    const planned = plan({
+      spec,
+      deletionRequested: cluster.deletionRequested,
+      observation,
+      states,
+      desiredConfigHash: Object.fromEntries(
+        spec.nodes.map((n) => [n.name, world.postgres.desiredConfigHash(spec, n)]),
+      ),
+      ...(spec.pgpool.enabled ? { desiredPoolConfigHash: world.pool.desiredConfigHash(spec) } : {}),
+      requests: store.pendingRequests(name),
+      now: clock.now(),
+      since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
+      slotNames: Object.fromEntries(leftSpec.map((n) => [n, world.postgres.slotName(n)])),
+    });
+    return { observation, records, states, planned };
+  }
 
+  /** Remember the sync set while the primary is seen healthy; carry it forward otherwise. */
+  private carrySyncSet(name: string, observation: ClusterObservation, records: NodeRecord[]): void {
+    const storedPrimary = records.find((r) => r.state === 'primary')?.name;
+    const seen = storedPrimary ? observation.nodes[storedPrimary] : undefined;
+    const primaryPg = seen?.postgres;
+    if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && seen?.reachable) {
+      const parsed = parseSyncNames(primaryPg.syncStandbyNames);
+      observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
+    } else {
+      const previous = this.opts.store.getObservation(name)?.lastSync;
+      if (previous) observation.lastSync = previous;
+    }
+  }
+
+  private recordStatus(cluster: StoredCluster, { observation, records, planned }: Look): void {
+    const { store } = this.opts;
+    const { name } = cluster;
     store.transaction(() => {
       store.saveObservation(observation);
       store.setClusterStatus(name, {
         phase: planned.phase,
         primary: planned.primary,
-        message: decision.reason,
-        ...(converged ? { observedGeneration: cluster.generation } : {}),
+        message: planned.decision.reason,
+        ...(planned.decision.kind === 'done' ? { observedGeneration: cluster.generation } : {}),
       });
       // Goals change with elections; keep the stored ones current for `get nodes`.
       for (const r of records) {
         const goal = planned.goals[r.name] ?? null;
-        if (r.goal !== goal) store.saveNodeState(name, r.name, r.state, { goal, message: r.message, now: r.lastTransitionAt });
+        if (r.goal === goal) continue;
+        store.saveNodeState(name, r.name, r.state, { goal, message: r.message, now: r.lastTransitionAt });
       }
     });
+  }
 
-    const base = { cluster: name, decision, phase: planned.phase, converged };
-    if (decision.kind === 'wait' && /^(primary|failover)\./.test(decision.ruleId)) {
-      // the lead-up to a failover, pass by pass (how fast misses are confirmed)
-      this.log.info({ cluster: name, rule: decision.ruleId, node: decision.node, observeMs }, decision.reason);
-    }
-    if (decision.kind === 'wait' || decision.kind === 'done') {
-      this.failures.delete(name);
-      return { ...base, acted: false, requeueAfterMs: decision.requeueAfterMs };
-    }
-
-    const stepOne = async (d: NodeDecision) => {
-      const from = states[d.node] ?? 'absent';
-      const step = stepNode(from, d.event);
-      if (!step) {
-        // The planner sent an event the machine has no edge for: a bug, said loudly.
-        throw new PgopError('internal', `no edge ${from} --${d.event}--> in the node machine (rule ${d.ruleId})`);
-      }
-      // Record the node's name before its first side effect (a machine may come to exist
-      // even if this pass dies before the commit), so it can be found and removed later.
-      if (!states[d.node]) store.saveNodeState(name, d.node, 'absent', { goal: planned.goals[d.node] ?? null, message: d.reason, now: clock.now() });
-      this.rememberNodeSpecs(name, spec, [d.node]);
-      const actStart = performance.now();
-      if (step.actor) await runActor(step.actor, d, spec, world, observation.strays);
-      const actMs = Math.round(performance.now() - actStart);
-      this.opts.beforeCommit?.(name, d);
-      store.commitStep({
-        cluster: name,
-        node: d.node,
-        state: step.to,
-        goal: planned.goals[d.node] ?? null,
-        message: d.reason,
-        event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
-        now: clock.now(),
-      });
-      this.log.info({ cluster: name, node: d.node, from: step.from, to: step.to, event: d.event, actor: step.actor, rule: d.ruleId, observeMs, actMs, ...(observation.urgent ? { urgent: true } : {}) }, d.reason);
-    };
+  /** Run the decision (and the node-local steps alongside), commit what succeeded, requeue. */
+  private async act(acting: Acting, decision: NodeDecision | ClusterDecision): Promise<PassResult> {
+    const { name, look, observeMs } = acting;
+    const base = { cluster: name, decision, phase: look.planned.phase, converged: false, observeMs };
     try {
       // Node-local actions on other nodes run alongside; each commits on its own success.
       // Their failures are recorded like the main one's but do not fail the pass.
-      const extra = (planned.also ?? []).map((d) => stepOne(d).catch((err) => void this.failed(name, d, err, false)));
+      const extra = (look.planned.also ?? []).map((d) =>
+        this.stepOne(acting, d).catch((err) => void this.failed(name, d, err, false)),
+      );
       try {
-        if (decision.kind === 'act') {
-          await stepOne(decision);
-        } else {
-          await runClusterAction(decision.action, spec, world, observation.strays);
-          this.opts.beforeCommit?.(name, decision);
-          if (decision.action.type === 'deleteClusterResources') {
-            store.transaction(() => {
-              store.recordEvent({ time: clock.now(), cluster: name, node: null, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
-              store.removeCluster(name);
-            });
-            this.misses.delete(name);
-            this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
-            return { ...base, acted: true, requeueAfterMs: 0, removed: true };
-          }
-          const action = decision.action;
-          store.transaction(() => {
-            if (action.type === 'completeRequest') store.completeRequest(action.requestId, clock.now());
-            if (action.type === 'forgetNode') {
-              store.deleteNodeRecord(name, action.node);
-              this.nodeSpecs.delete(`${name}/${action.node}`);
-            }
-            const node = action.type === 'forgetNode' || action.type === 'dropSlots' ? action.node : null;
-            store.recordEvent({ time: clock.now(), cluster: name, node, from: null, to: null, ruleId: decision.ruleId, reason: decision.reason });
-          });
-          this.log.info({ cluster: name, rule: decision.ruleId, action: decision.action.type }, decision.reason);
+        if (decision.kind === 'act') await this.stepOne(acting, decision);
+        else if ((await this.runCluster(acting, decision)) === 'removed') {
+          return { ...base, acted: true, requeueAfterMs: 0, removed: true };
         }
       } finally {
         await Promise.all(extra);
       }
       this.failures.delete(name);
-      if (observation.urgent) this.afterUrgent.add(name);
-      const key = decision.kind === 'act' ? `${decision.node}/${decision.event}/${decision.ruleId}` : `${decision.action.type}/${decision.ruleId}`;
-      const prev = this.repeats.get(name);
-      const count = prev?.key === key ? prev.count + 1 : 1;
-      this.repeats.set(name, { key, count });
-      const requeueAfterMs = count >= 3 ? Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (count - 3)) : decision.requeueAfterMs;
-      if (count === 3) this.log.warn({ cluster: name, rule: decision.ruleId }, 'the same action succeeded three times without effect; backing off');
-      return { ...base, acted: true, requeueAfterMs };
+      if (look.observation.urgent) this.afterUrgent.add(name);
+      return { ...base, acted: true, requeueAfterMs: this.requeueAfterSuccess(name, decision) };
     } catch (err) {
       return { ...base, acted: false, ...this.failed(name, decision, err) };
     }
+  }
+
+  /** Step the node machine, run the edge's actor, then commit the new state and its event. */
+  private async stepOne(acting: Acting, d: NodeDecision): Promise<void> {
+    const { store, clock } = this.opts;
+    const { name, spec, world, look, observeMs } = acting;
+    const from = look.states[d.node] ?? 'absent';
+    const step = stepNode(from, d.event);
+    if (!step) {
+      // The planner sent an event the machine has no edge for: a bug, said loudly.
+      const edge = `${from} --${d.event}-->`;
+      throw new PgopError('internal', `no edge ${edge} in the node machine (rule ${d.ruleId})`);
+    }
+    const goal = look.planned.goals[d.node] ?? null;
+    // Record the node's name before its first side effect (a machine may come to exist even if
+    // this pass dies before the commit), so it can be found and removed later.
+    if (!look.states[d.node]) {
+      store.saveNodeState(name, d.node, 'absent', { goal, message: d.reason, now: clock.now() });
+    }
+    this.rememberNodeSpecs(name, spec, [d.node]);
+    const actStart = performance.now();
+    if (step.actor) await runActor(step.actor, d, spec, world, look.observation.strays);
+    const actMs = Math.round(performance.now() - actStart);
+    this.opts.beforeCommit?.(name, d);
+    store.commitStep({
+      cluster: name,
+      node: d.node,
+      state: step.to,
+      goal,
+      message: d.reason,
+      event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
+      now: clock.now(),
+    });
+    const urgent = look.observation.urgent ? { urgent: true } : {};
+    const { from: stepFrom, to, actor } = step;
+    const timing = { observeMs, actMs, ...urgent };
+    const fields = { node: d.node, from: stepFrom, to, event: d.event, actor, rule: d.ruleId, ...timing };
+    this.log.info({ cluster: name, ...fields }, d.reason);
+  }
+
+  /** Run a cluster-wide action and record it. 'removed': the cluster itself is gone. */
+  private async runCluster(acting: Acting, decision: ClusterDecision): Promise<'removed' | void> {
+    const { store, clock } = this.opts;
+    const { name, spec, world, look } = acting;
+    const { action } = decision;
+    await runClusterAction(action, spec, world, look.observation.strays);
+    this.opts.beforeCommit?.(name, decision);
+    const { ruleId, reason } = decision;
+    const event = { time: clock.now(), cluster: name, from: null, to: null, ruleId, reason };
+    if (action.type === 'deleteClusterResources') {
+      store.transaction(() => {
+        store.recordEvent({ ...event, node: null });
+        store.removeCluster(name);
+      });
+      this.misses.delete(name);
+      this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
+      return 'removed';
+    }
+    store.transaction(() => {
+      if (action.type === 'completeRequest') store.completeRequest(action.requestId, clock.now());
+      if (action.type === 'forgetNode') {
+        store.deleteNodeRecord(name, action.node);
+        this.nodeSpecs.delete(`${name}/${action.node}`);
+      }
+      const node = action.type === 'forgetNode' || action.type === 'dropSlots' ? action.node : null;
+      store.recordEvent({ ...event, node });
+    });
+    this.log.info({ cluster: name, rule: decision.ruleId, action: action.type }, decision.reason);
+  }
+
+  /** The decision's own delay, unless the same action keeps succeeding without effect. */
+  private requeueAfterSuccess(name: string, decision: NodeDecision | ClusterDecision): number {
+    const key =
+      decision.kind === 'act'
+        ? `${decision.node}/${decision.event}/${decision.ruleId}`
+        : `${decision.action.type}/${decision.ruleId}`;
+    const prev = this.repeats.get(name);
+    const count = prev?.key === key ? prev.count + 1 : 1;
+    this.repeats.set(name, { key, count });
+    if (count === 3) {
+      const msg = 'the same action succeeded three times without effect; backing off';
+      this.log.warn({ cluster: name, rule: decision.ruleId }, msg);
+    }
+    return count >= 3 ? Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (count - 3)) : decision.requeueAfterMs;
   }
 
   /** Record the NodeSpec of the spec's nodes that have a record (once per change, per process):
@@ -270,7 +384,12 @@ export class Reconciler {
 
   /** Record a failed side effect once per distinct message and back off. `pass`: the pass's own
    *  decision failed (the backoff counts passes; a node-local step alongside does not count). */
-  private failed(name: string, decision: Decision, err: unknown, pass = true): { error: Error; requeueAfterMs: number } {
+  private failed(
+    name: string,
+    decision: Decision,
+    err: unknown,
+    pass = true,
+  ): { error: Error; requeueAfterMs: number } {
     const error = err instanceof Error ? err : new Error(String(err));
     const kind = err instanceof PgopError ? err.kind : 'internal';
     const message = messageOf(err);
@@ -280,15 +399,22 @@ export class Reconciler {
     const node = decision.kind === 'act' ? decision.node : null;
     if (prev?.lastMessage !== message) {
       try {
-        this.opts.store.recordEvent({ time: this.opts.clock.now(), cluster: name, node, from: null, to: null, ruleId: `${decision.ruleId}.failed`, reason: `${kind}: ${message}` });
+        const ruleId = failedRuleId(decision.ruleId);
+        const time = this.opts.clock.now();
+        const reason = `${kind}: ${message}`;
+        this.opts.store.recordEvent({ time, cluster: name, node, from: null, to: null, ruleId, reason });
       } catch {
         // the store itself failing is logged below; the loop goes on
       }
     }
     const logFn = kind === 'transient' ? this.log.warn : this.log.error;
-    logFn.call(this.log, { cluster: name, node, rule: decision.ruleId, kind, err: message }, `cannot apply decision ${decision.ruleId}`);
+    const fields = { cluster: name, node, rule: decision.ruleId, kind, err: message };
+    logFn.call(this.log, fields, `cannot apply decision ${decision.ruleId}`);
     const n = Math.max(1, count);
-    const requeueAfterMs = kind === 'terminal' ? Math.min(BACKOFF.terminalMaxMs, BACKOFF.terminalMs * 2 ** (n - 1)) : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (n - 1));
+    const requeueAfterMs =
+      kind === 'terminal'
+        ? Math.min(BACKOFF.terminalMaxMs, BACKOFF.terminalMs * 2 ** (n - 1))
+        : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (n - 1));
     return { error, requeueAfterMs };
   }
 }
@@ -338,6 +464,8 @@ export interface RunOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** wake-ups from the world's signals (serve subscribes them) */
   wakeups?: Wakeups;
+  /** told of every finished pass and its duration (serve: the metrics) */
+  onPass?: (result: PassResult, passMs: number) => void;
 }
 
 const realSleep = (ms: number, signal?: AbortSignal) =>
@@ -378,7 +506,13 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
     for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);
     const now = clock.now();
     const ready = names.filter((n) => (due.get(n) ?? 0) <= now);
-    const results = await Promise.all(ready.map((n) => reconciler.pass(n)));
+    const timedPass = async (n: string) => {
+      const t0 = performance.now();
+      const r = await reconciler.pass(n);
+      if (r) opts.onPass?.(r, performance.now() - t0);
+      return r;
+    };
+    const results = await Promise.all(ready.map(timedPass));
     for (const r of results) {
       if (!r) continue;
       if (r.removed) {

@@ -6,72 +6,52 @@
 // `node -e 0`. Runtime imports: better-sqlite3, node builtins and errors.ts (no imports) only.
 
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { internal, PgopError, terminal } from '../errors.js';
 import { makeDirs } from '../state-dirs.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
-import type { ApplyResult, EventRecord, NodeRecord, OperatorRequest, StoredCluster } from './types.js';
-
-export interface StoreOpenOptions {
-  /**
-   * Open for reading only (`pgop get ...`): no migrations are applied and writes throw. A store
-   * file that does not exist yet reads as an empty store (nothing has been applied) and no file
-   * is created. A store whose schema is older than this pgop throws a terminal error.
-   */
-  readonly?: boolean;
-  /** Override where migrations are read from (tests). */
-  migrationsDir?: string;
-}
-
-export interface SpecHistoryEntry {
-  cluster: string;
-  generation: number;
-  specHash: string;
-  spec: ClusterSpec;
-  specSource: string;
-  appliedAt: number;
-}
-
-export interface HostKeyRecord {
-  cluster: string;
-  node: string;
-  algo: string;
-  keyB64: string;
-  pinnedAt: number;
-}
-
-export interface ClusterStatus {
-  phase: string;
-  primary: string | null;
-  message: string;
-  observedGeneration?: number;
-}
-
-/** The event written by commitStep; cluster, node and time come from the step. */
-export interface StepEvent {
-  ruleId: string;
-  reason: string;
-  /** defaults to the node's state before the step (null for a node not yet recorded) */
-  from?: string | null;
-  /** defaults to the step's state */
-  to?: string | null;
-}
-
-export interface StepCommit {
-  cluster: string;
-  node: string;
-  state: NodeState;
-  goal: NodeGoal | null;
-  message: string;
-  event: StepEvent;
-  now: number;
-}
+import type {
+  ApplyResult,
+  ClusterStatus,
+  EventRecord,
+  HostKeyRecord,
+  ListEventsOptions,
+  NodeRecord,
+  OperatorRequest,
+  ServeLockResult,
+  SpecHistoryEntry,
+  StepCommit,
+  StoreOpenOptions,
+  StoredCluster,
+} from './types.js';
+export type {
+  StoreOpenOptions,
+  SpecHistoryEntry,
+  HostKeyRecord,
+  ClusterStatus,
+  StepEvent,
+  StepCommit,
+  ServeLockResult,
+  ListEventsOptions,
+} from './types.js';
+import { listMigrations, migrate, migrationsDirectory } from './migrations.js';
+import {
+  CLUSTER_COLS,
+  EVENT_COLS,
+  NODE_COLS,
+  toCluster,
+  toEvent,
+  toNode,
+  type ClusterRow,
+  type EventRow,
+  type LockRow,
+  type NodeRow,
+} from './rows.js';
 
 /** The message of a write refused because this serve lost its lock (guardWithServeLock). */
 export const SERVE_LOCK_LOST = 'pgop: this serve no longer holds the serve lock';
@@ -79,19 +59,6 @@ export const SERVE_LOCK_LOST = 'pgop: this serve no longer holds the serve lock'
 /** True when err is a write refused by guardWithServeLock. */
 export function isServeLockLost(err: unknown): boolean {
   return err instanceof Error && err.message.includes(SERVE_LOCK_LOST);
-}
-
-export type ServeLockResult = { ok: true } | { ok: false; pid: number; hostname: string; startedAt: number };
-
-export interface ListEventsOptions {
-  cluster?: string;
-  /** only events with id > afterId (follow mode) */
-  afterId?: number;
-  /** keep only the last `limit` matching events (still returned in ascending id order) */
-  limit?: number;
-  /** with `cluster`: also the events of earlier clusters of that name (deleted, then created
-   *  again); by default only the current incarnation's */
-  allIncarnations?: boolean;
 }
 
 /** `$PGOP_DB`, else /var/lib/pgop/pgop.db for root, else ${XDG_STATE_HOME:-~/.local/state}/pgop/pgop.db. */
@@ -112,38 +79,6 @@ export function processIsAlive(pid: number): boolean {
   }
 }
 
-interface Migration {
-  version: number;
-  file: string;
-}
-
-const MIGRATION_FILE = /^(\d+)_[A-Za-z0-9_.-]+\.sql$/;
-
-/** schema/migrations, whether this module runs from src/store/ (vitest) or dist/src/store/ (build). */
-function migrationsDirectory(): string {
-  for (const rel of ['../../schema/migrations/', '../../../schema/migrations/']) {
-    const dir = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(dir)) return dir;
-  }
-  throw internal(`schema/migrations not found relative to ${fileURLToPath(import.meta.url)}`);
-}
-
-function listMigrations(dir: string): Migration[] {
-  const out: Migration[] = [];
-  const seen = new Map<number, string>();
-  for (const file of readdirSync(dir)) {
-    const m = MIGRATION_FILE.exec(file);
-    if (!m) continue;
-    const version = Number(m[1]);
-    const dup = seen.get(version);
-    if (dup !== undefined) throw internal(`two migrations with version ${version}: ${dup} and ${file}`);
-    seen.set(version, file);
-    out.push({ version, file: join(dir, file) });
-  }
-  if (out.length === 0) throw internal(`no migrations in ${dir}`);
-  return out.sort((a, b) => a.version - b.version);
-}
-
 /** A string-valued key ending in "password" (password, superuserPassword) is a plaintext secret. */
 function findPlaintextSecret(value: unknown, path: string): string | null {
   if (Array.isArray(value)) {
@@ -161,86 +96,6 @@ function findPlaintextSecret(value: unknown, path: string): string | null {
   }
   return null;
 }
-
-interface ClusterRow {
-  name: string;
-  generation: number;
-  spec_json: string;
-  spec_hash: string;
-  created_at: number;
-  updated_at: number;
-  deletion_requested: number;
-  phase: string;
-  primary_node: string | null;
-  observed_generation: number;
-  message: string;
-}
-
-interface NodeRow {
-  cluster: string;
-  name: string;
-  state: string;
-  goal: string | null;
-  last_transition_at: number;
-  message: string;
-}
-
-interface EventRow {
-  id: number;
-  time: number;
-  cluster: string;
-  node: string | null;
-  from_state: string | null;
-  to_state: string | null;
-  rule_id: string;
-  reason: string;
-}
-
-interface LockRow {
-  pid: number;
-  hostname: string;
-  started_at: number;
-  heartbeat_at: number;
-}
-
-const toCluster = (r: ClusterRow): StoredCluster => ({
-  name: r.name,
-  generation: r.generation,
-  spec: JSON.parse(r.spec_json) as ClusterSpec,
-  specHash: r.spec_hash,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-  deletionRequested: r.deletion_requested !== 0,
-  phase: r.phase,
-  primary: r.primary_node,
-  observedGeneration: r.observed_generation,
-  message: r.message,
-});
-
-const toNode = (r: NodeRow): NodeRecord => ({
-  cluster: r.cluster,
-  name: r.name,
-  state: r.state as NodeState,
-  goal: r.goal as NodeGoal | null,
-  lastTransitionAt: r.last_transition_at,
-  message: r.message,
-});
-
-const toEvent = (r: EventRow): EventRecord => ({
-  id: r.id,
-  time: r.time,
-  cluster: r.cluster,
-  node: r.node,
-  from: r.from_state,
-  to: r.to_state,
-  ruleId: r.rule_id,
-  reason: r.reason,
-});
-
-const CLUSTER_COLS =
-  'name, generation, spec_json, spec_hash, created_at, updated_at, deletion_requested, phase, primary_node, observed_generation, message';
-const NODE_COLS = 'cluster, name, state, goal, last_transition_at, message';
-const EVENT_COLS = 'id, time, cluster, node, from_state, to_state, rule_id, reason';
 
 export class Store {
   private readonly stmts = new Map<string, Database.Statement>();
@@ -714,44 +569,4 @@ export class Store {
     if (hostname === undefined) return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
     return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ? AND hostname = ?').run(pid, hostname).changes > 0;
   }
-}
-
-/**
- * Apply pending migrations in version order. The fast path (everything applied) is two reads and
- * reads no migration file. Pending ones are applied in one IMMEDIATE transaction, re-checked
- * inside it so two processes opening a fresh store at once do not both apply them.
- */
-function migrate(db: Database.Database, migrations: Migration[], readonly: boolean): void {
-  const latest = migrations[migrations.length - 1]!.version;
-  const appliedVersions = (): Set<number> => {
-    const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
-    if (!exists) return new Set();
-    return new Set((db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]));
-  };
-  const check = (applied: Set<number>): Migration[] => {
-    const newest = Math.max(0, ...applied);
-    if (newest > latest) {
-      throw terminal(`store schema version ${newest} is newer than this pgop understands (${latest}): upgrade pgop`);
-    }
-    return migrations.filter((m) => !applied.has(m.version));
-  };
-
-  if (check(appliedVersions()).length === 0) return;
-  if (readonly) {
-    throw terminal(
-      `store schema is older than this pgop (latest ${latest}); run a writing command (e.g. pgop apply) to migrate it`,
-    );
-  }
-  db.transaction(() => {
-    db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)');
-    const insert = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
-    for (const m of check(appliedVersions())) {
-      try {
-        db.exec(readFileSync(m.file, 'utf8'));
-      } catch (err) {
-        throw internal(`migration ${m.file} failed: ${(err as Error).message}`, err);
-      }
-      insert.run(m.version, Date.now());
-    }
-  }).immediate();
 }

@@ -6,27 +6,15 @@
 // `pgop get events` telling the story in order. RTO is printed, never asserted (bench:failover
 // reports it). One cluster for the whole file. Root only: scripts/test-integration.sh test/chaos.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChaosLab } from '../helpers/chaos-lab.js';
+import { describe, expect, it } from 'vitest';
+import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
+import { IN_LAB } from '../helpers/lab-env.js';
 import { currentPrimary, errorCounts, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
 import { eventTable, expectSafeFailover, isFence, isPromote, summary } from '../helpers/chaos-assert.js';
 import { missing, outage, sleep } from '../helpers/writer.js';
 
-const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
-const log = (s: string) => process.stdout.write(`[chaos] ${s}\n`);
-/** Generous convergence deadlines (a loaded 2-core machine), never timing assertions. */
-const DEADLINES = { recoverTimeoutMs: 60_000, convergeTimeoutMs: 150_000 };
-
-describe.skipIf(!root)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
-  const lab = root ? new ChaosLab({ name: 'cf', network: '10.91.0.0/24', mode: 'sync', log }) : (null as unknown as ChaosLab);
-
-  beforeAll(async () => {
-    await lab.up();
-  }, 400_000);
-
-  afterAll(async () => {
-    await lab.down();
-  }, 300_000);
+describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
+  const lab = useChaosLab({ name: 'cf', network: '10.91.0.0/24', mode: 'sync' });
 
   it('kill -9 of the primary postmaster: fenced, a standby promoted, nothing acknowledged lost, old primary rejoins', async () => {
     await waitConverged(lab, 120_000);

@@ -6,28 +6,16 @@
 // once, every node streaming again, and the events telling what happened. Root only:
 // scripts/test-integration.sh test/chaos.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChaosLab } from '../helpers/chaos-lab.js';
+import { describe, expect, it } from 'vitest';
+import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
+import { IN_LAB } from '../helpers/lab-env.js';
 import { failoverTrial, waitConverged, type DuringContext } from '../helpers/chaos-scenario.js';
 import { eventTable, expectSafeFailover, isFence, isPromote, isRejoin, summary } from '../helpers/chaos-assert.js';
 import { now, sleep } from '../helpers/writer.js';
 import type { EventRecord } from '../../src/store/types.js';
 
-const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
-const log = (s: string) => process.stdout.write(`[chaos] ${s}\n`);
-/** Generous convergence deadlines (a loaded 2-core machine), never timing assertions. */
-const DEADLINES = { recoverTimeoutMs: 60_000, convergeTimeoutMs: 150_000 };
-
-describe.skipIf(!root)('chaos: operator killed mid-failover, double faults (root)', { timeout: 300_000 }, () => {
-  const lab = root ? new ChaosLab({ name: 'co', network: '10.92.0.0/24', mode: 'sync', log }) : (null as unknown as ChaosLab);
-
-  beforeAll(async () => {
-    await lab.up();
-  }, 400_000);
-
-  afterAll(async () => {
-    await lab.down();
-  }, 300_000);
+describe.skipIf(!IN_LAB)('chaos: operator killed mid-failover, double faults (root)', { timeout: 300_000 }, () => {
+  const lab = useChaosLab({ name: 'co', network: '10.92.0.0/24', mode: 'sync' });
 
   /** Wait (polling the store) for the first event after `afterId` that `pred` accepts. */
   async function waitEvent(afterId: number, pred: (e: EventRecord) => boolean, timeoutMs: number, what: string): Promise<EventRecord> {
@@ -56,27 +44,26 @@ describe.skipIf(!root)('chaos: operator killed mid-failover, double faults (root
     return { seen, during };
   }
 
-  it('the operator SIGKILLed right after it fenced the failed primary, then restarted: the failover completes safely', async () => {
+  /** A kill -9 of the primary, the operator SIGKILLed mid-failover (see killOperatorAt): still safe. */
+  async function failoverWithOperatorKilled(run: string, pred: (e: EventRecord, ctx: DuringContext) => boolean, what: string) {
     await waitConverged(lab, 120_000);
-    const k = killOperatorAt((e, ctx) => e.node === ctx.oldPrimary && isFence(asItem(e)), 'fence');
-    const r = await failoverTrial(lab, { fault: 'kill', run: 'operator-killed-after-fence', system: 'pgop', during: k.during, ...DEADLINES });
+    const k = killOperatorAt(pred, what);
+    const r = await failoverTrial(lab, { fault: 'kill', run, system: 'pgop', during: k.during, ...DEADLINES });
     log(summary(r));
     expect(k.seen.killedAt, 'the operator was killed mid-failover').toBeDefined();
     await expectSafeFailover(lab, r);
+  }
+
+  it('the operator SIGKILLed right after it fenced the failed primary, then restarted: the failover completes safely', async () => {
+    await failoverWithOperatorKilled('operator-killed-after-fence', (e, ctx) => e.node === ctx.oldPrimary && isFence(asItem(e)), 'fence');
   });
 
   it('the operator SIGKILLed right after it promoted the new primary, then restarted: repoint, pgpool and rejoin still happen', async () => {
-    await waitConverged(lab, 120_000);
-    const k = killOperatorAt((e) => isPromote(asItem(e)), 'promote');
-    const r = await failoverTrial(lab, { fault: 'kill', run: 'operator-killed-after-promote', system: 'pgop', during: k.during, ...DEADLINES });
-    log(summary(r));
-    expect(k.seen.killedAt, 'the operator was killed mid-failover').toBeDefined();
-    await expectSafeFailover(lab, r);
+    await failoverWithOperatorKilled('operator-killed-after-promote', (e) => isPromote(asItem(e)), 'promote');
   });
 
   // Runs before the double kill: when pgop cannot repair that, nothing after it starts from a
-  // converged cluster. (Opt-in for a while: it had failed only after a stuck double kill; it
-  // passed on the fixed code at 962073e, 31 s.)
+  // converged cluster.
   it("two faults in a row: the primary killed while a standby's link is down; no promotion without the sync quorum's evidence, safe once healed", async () => {
     await waitConverged(lab, 120_000);
     let partitioned: string | undefined;

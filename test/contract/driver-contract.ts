@@ -10,8 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FaultInjector, World } from '../../src/drivers/types.js';
 import { type ErrorKind, PgopError } from '../../src/errors.js';
-import type { PostgresObservation } from '../../src/observe/types.js';
+import type { PoolObservation, PostgresObservation } from '../../src/observe/types.js';
 import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
+import { eventually as retryUntil } from '../helpers/eventually.js';
 
 export interface ContractEnv {
   world: World;
@@ -62,17 +63,18 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
     const hasPool = () => spec().pgpool.enabled;
     const canWrite = () => env.write !== undefined;
 
-    async function eventually<T>(fn: () => Promise<T>): Promise<T> {
-      const deadline = Date.now() + (env.eventuallyMs ?? 15_000);
-      for (;;) {
-        try {
-          return await fn();
-        } catch (err) {
-          if (Date.now() >= deadline) throw err;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-    }
+    const eventually = <T>(check: () => Promise<T>): Promise<T> =>
+      retryUntil(check, env.eventuallyMs ?? 15_000, { stepMs: 100 });
+
+    /** pgpool answers, routes to `primary` and has every backend up; `also` checks more of that look. */
+    const poolRoutesTo = (primary: string, also: (o: PoolObservation) => void = () => {}) =>
+      eventually(async () => {
+        const o = await env.world.pool.observe(spec());
+        expect(o.reachable).toBe(true);
+        expect(o.primary).toBe(primary);
+        for (const n of trio()) expect(o.backends.find((b) => b.name === n.name)?.status, n.name).toBe('up');
+        also(o);
+      });
 
     /** Probe a node that must be reachable with postgres readable. Right after its postgres
      *  stopped, a probe knows only that the port refuses; whether the node answers is told by the
@@ -208,12 +210,7 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       async () => {
         await env.world.pool.ensurePool(spec(), A().name);
         await env.world.pool.ensurePool(spec(), A().name);
-        await eventually(async () => {
-          const o = await env.world.pool.observe(spec());
-          expect(o.reachable).toBe(true);
-          expect(o.primary).toBe(A().name);
-          for (const n of trio()) expect(o.backends.find((b) => b.name === n.name)?.status, n.name).toBe('up');
-        });
+        await poolRoutesTo(A().name);
         if (canWrite()) expect(await write('pool', 2)).toBe(true);
       },
       hasPool,
@@ -311,13 +308,7 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       'ensurePool follows the new primary',
       async () => {
         await env.world.pool.ensurePool(spec(), C().name);
-        await eventually(async () => {
-          const o = await env.world.pool.observe(spec());
-          expect(o.reachable).toBe(true);
-          expect(o.primary).toBe(C().name);
-          for (const n of trio()) expect(o.backends.find((b) => b.name === n.name)?.status, n.name).toBe('up');
-          expect(o.backends.find((b) => b.name === C().name)?.role).toBe('primary');
-        });
+        await poolRoutesTo(C().name, (o) => expect(o.backends.find((b) => b.name === C().name)?.role).toBe('primary'));
         if (canWrite()) expect(await write('pool', 8)).toBe(true);
       },
       hasPool,

@@ -11,7 +11,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { Store } from '../../src/store/store.js';
@@ -21,12 +20,9 @@ import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
 import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
 import { labSsl } from './lab-tls.js';
+import { PGOP_BIN, REPO } from './lab-env.js';
 
-// Works from test/helpers (vitest) and from dist/test/helpers (bench): both are two levels deep.
-const here = fileURLToPath(new URL('.', import.meta.url));
-const repoGuess = join(here, '..', '..');
-export const REPO = existsSync(join(repoGuess, 'package.json')) ? repoGuess : join(repoGuess, '..');
-export const PGOP_BIN = join(REPO, 'bin', 'pgop');
+export { PGOP_BIN, REPO };
 export const LAB_SPEC = join(REPO, 'specs', 'lab-3node.yaml');
 
 export type Role = 'primary' | 'standby' | 'down';

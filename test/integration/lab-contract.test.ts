@@ -38,8 +38,8 @@ if (!root) {
         return r.status === 0;
       }
       const client = new pg.Client({
-        host: node ? node.address : cluster.pgpool.address,
-        port: node ? 5432 : cluster.pgpool.port,
+        host: cluster.pgpool.address,
+        port: cluster.pgpool.port,
         user: 'postgres',
         password: su,
         database: 'postgres',

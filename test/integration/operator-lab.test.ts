@@ -5,18 +5,15 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labSsl } from '../helpers/lab-tls.js';
+import { IN_LAB, runPgop, writeSecretFiles } from '../helpers/lab-env.js';
 import { eventually } from '../helpers/eventually.js';
 
-const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
-const repo = new URL('../../', import.meta.url).pathname;
-const bin = join(repo, 'bin/pgop');
-
-describe.skipIf(!root)('pgop on the lab provider (root)', { timeout: 300_000 }, () => {
+describe.skipIf(!IN_LAB)('pgop on the lab provider (root)', { timeout: 300_000 }, () => {
   const prefix = process.env.PGOP_LAB_PREFIX!;
   const state = process.env.PGOP_LAB_STATE!;
   const work = join(state, 'operator-test');
@@ -47,9 +44,9 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   }
 
   function pgop(...args: string[]) {
-    const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', timeout: 240_000 });
+    const r = runPgop(db, args);
     outputs.push(r.stdout, r.stderr);
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    return r;
   }
   const converge = () => {
     const r = pgop('serve', '--until-converged', '--timeout', '180');
@@ -68,8 +65,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   const nodesJson = () => JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as { name: string; role: string; state: string; lag_bytes: number | null; timeline: number; message: string }[];
 
   beforeAll(() => {
-    mkdirSync(join(work, 'secrets'), { recursive: true, mode: 0o700 });
-    for (const [k, v] of Object.entries(secrets)) writeFileSync(join(work, 'secrets', k), `${v}\n`, { mode: 0o600 });
+    writeSecretFiles(work, secrets);
     writeFileSync(join(work, 'spec.yaml'), spec('8MB'));
   });
 

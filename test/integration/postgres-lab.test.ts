@@ -16,6 +16,7 @@ import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
 import { PgopError } from '../../src/errors.js';
 import { withPg } from '../helpers/eventually.js';
+import { labNode, labSpec } from '../helpers/lab-spec.js';
 
 const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -28,15 +29,14 @@ const PW = {
 };
 const SECRETS = Object.values(PW);
 
-function labSpec(): ClusterSpec {
-  const node = (name: string, address: string): NodeSpec => ({ name, address, vcpus: 1, memoryMiB: 512, rootDiskGiB: 1, dataDiskGiB: 1 });
+/** Three lab nodes and a pool host; the seed's custom.conf (lab-sized), roles, database and
+ *  grants; synchronous replication. */
+function postgresLabSpec(): ClusterSpec {
+  const base = labSpec({ name: 'pglab', network: '10.77.0.0/24', nodes: 3, pgpool: true });
   return {
-    apiVersion: 'pgop.dev/v1',
-    kind: 'Cluster',
-    name: 'pglab',
-    provider: { type: 'lab', network: '10.77.0.0/24' },
+    ...base,
     postgres: {
-      version: 15,
+      ...base.postgres,
       // the seed's custom.conf, lab-sized, stderr logging (no syslog in the lab)
       parameters: {
         log_destination: 'stderr',
@@ -64,35 +64,43 @@ function labSpec(): ClusterSpec {
         hot_standby_feedback: 'on',
         wal_log_hints: 'on',
       },
-      dataDir: '/u01/pg15/data',
-      archiveDir: '/u02/archive',
-      backupDir: '/u02/backup',
-      logDir: '/var/log/postgres',
       archiveScript: true,
       superuserPassword: { env: 'PGOP_IT_SU_PW' },
       hba: [{ type: 'host', database: 'all', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' }],
     },
-    nodes: [node('pg01', '10.77.0.11'), node('pg02', '10.77.0.12'), node('pg03', '10.77.0.13')],
-    replication: { mode: 'sync', syncQuorum: 1, user: 'replicator', password: { env: 'PGOP_IT_REPL_PW' }, slots: true },
-    pgpool: {
-      enabled: true,
-      address: '10.77.0.10',
-      port: 9999,
-      pcpPort: 9898,
-      loadBalancing: true,
-      watchdog: { enabled: false },
-      numInitChildren: 8,
-    },
+    nodes: [labNode('pg01', '10.77.0.11'), labNode('pg02', '10.77.0.12'), labNode('pg03', '10.77.0.13')],
+    replication: { ...base.replication, mode: 'sync', password: { env: 'PGOP_IT_REPL_PW' } },
     roles: [
       { name: 'cl_owner', login: true, superuser: false, createdb: false, password: { env: 'PGOP_IT_OWNER_PW' } },
-      { name: 'cl_user', login: true, superuser: false, createdb: false, password: { env: 'PGOP_IT_USER_PW' }, searchPath: ['$user', 'cl_owner', 'public'] },
+      {
+        name: 'cl_user',
+        login: true,
+        superuser: false,
+        createdb: false,
+        password: { env: 'PGOP_IT_USER_PW' },
+        searchPath: ['$user', 'cl_owner', 'public'],
+      },
     ],
-    databases: [{ name: 'critlib', owner: 'postgres', encoding: 'UTF8', locale: 'en_US.UTF8', schemas: [{ name: 'cl_owner', owner: 'cl_owner' }] }],
-    grants: [{ role: 'cl_user', database: 'critlib', schema: 'cl_owner', schemaPrivileges: ['USAGE'], tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] }],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
+    databases: [
+      {
+        name: 'critlib',
+        owner: 'postgres',
+        encoding: 'UTF8',
+        locale: 'en_US.UTF8',
+        schemas: [{ name: 'cl_owner', owner: 'cl_owner' }],
+      },
+    ],
+    grants: [
+      {
+        role: 'cl_user',
+        database: 'critlib',
+        schema: 'cl_owner',
+        schemaPrivileges: ['USAGE'],
+        tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+      },
+    ],
   };
 }
-
 
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -149,7 +157,7 @@ function logFiles(dir: string, out: string[] = []): string[] {
 }
 
 describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
-  const spec = labSpec();
+  const spec = postgresLabSpec();
   const [pg01, pg02, pg03] = spec.nodes as [NodeSpec, NodeSpec, NodeSpec];
   let provider: LabProvider;
   let shell: SshShell;

@@ -7,18 +7,15 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TABLE_DDL, Writer, missing } from '../helpers/writer.js';
 import { labSsl } from '../helpers/lab-tls.js';
+import { IN_LAB, PGOP_BIN, runPgop, writeSecretFiles } from '../helpers/lab-env.js';
 
-const root = process.getuid?.() === 0 && !!process.env.PGOP_LAB_PREFIX && !!process.env.PGOP_LAB_STATE;
-const repo = new URL('../../', import.meta.url).pathname;
-const bin = join(repo, 'bin/pgop');
-
-describe.skipIf(!root)('scale-in on the lab provider (root)', { timeout: 420_000 }, () => {
+describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_000 }, () => {
   const prefix = process.env.PGOP_LAB_PREFIX!;
   const state = process.env.PGOP_LAB_STATE!;
   const work = join(state, 'scale-in-test');
@@ -45,14 +42,11 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
 `;
   }
 
-  function pgop(...args: string[]) {
-    const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', timeout: 240_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  }
+  const pgop = (...args: string[]) => runPgop(db, args);
   /** `pgop serve --until-converged` as a child process, leaving this event loop free (writers). */
   function converge(timeoutS = 240): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [bin, '--db', db, 'serve', '--until-converged', '--timeout', String(timeoutS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [PGOP_BIN, '--db', db, 'serve', '--until-converged', '--timeout', String(timeoutS)], { stdio: ['ignore', 'pipe', 'pipe'] });
       let err = '';
       const keep = (d: Buffer) => (err = (err + d.toString()).slice(-4000));
       child.stdout.on('data', keep);
@@ -153,8 +147,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   }
 
   beforeAll(() => {
-    mkdirSync(join(work, 'secrets'), { recursive: true, mode: 0o700 });
-    for (const [k, v] of Object.entries(secrets)) writeFileSync(join(work, 'secrets', k), `${v}\n`, { mode: 0o600 });
+    writeSecretFiles(work, secrets);
   });
 
   afterAll(() => {

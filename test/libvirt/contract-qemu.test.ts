@@ -6,7 +6,7 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,7 +15,7 @@ import { LibvirtProvider } from '../../src/drivers/libvirt/provider.js';
 import { macFor } from '../../src/drivers/libvirt/names.js';
 import { qemuBinary } from '../../src/drivers/libvirt/accel.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
-import { isRoot, startPrivateLibvirtd, type PrivateLibvirtd } from './helpers/libvirtd.js';
+import { isRoot, startPrivateLibvirtd, tearDownContract, type PrivateLibvirtd } from './helpers/libvirtd.js';
 import { libvirtTestSpec } from './helpers/spec.js';
 import { parse as parseYaml } from 'yaml';
 import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
@@ -40,11 +40,7 @@ describe.skipIf(!isRoot() || !qemuBinary())('libvirt provider on the qemu driver
     provider = new LibvirtProvider({ stateDir: join(state, 'state'), serialLogDir: null, hostKeys: pins });
   }, 120_000);
 
-  afterAll(async () => {
-    await provider?.close();
-    await d?.stop();
-    if (state) await rm(state, { recursive: true, force: true });
-  }, 120_000);
+  afterAll(() => tearDownContract(provider, d, state), 120_000);
 
   it('makes real volumes, a NAT network with the reservation and a running qemu guest', async () => {
     await provider.ensureMachine(spec, spec.nodes[0]!);

@@ -7,7 +7,7 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,7 +21,7 @@ import { PgopError, transient } from '../../src/errors.js';
 import { createMemoryPins } from '../../src/drivers/ssh/shell.js';
 import { readKeyPair } from '../../src/drivers/ssh/keys.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
-import { isRoot, startPrivateLibvirtd, virshXml, type PrivateLibvirtd } from './helpers/libvirtd.js';
+import { isRoot, startPrivateLibvirtd, tearDownContract, virshXml, type PrivateLibvirtd } from './helpers/libvirtd.js';
 import { libvirtTestSpec } from './helpers/spec.js';
 
 const execFileP = promisify(execFile);
@@ -85,11 +85,7 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
     });
   }, 120_000);
 
-  afterAll(async () => {
-    await provider?.close();
-    await d?.stop();
-    if (state) await rm(state, { recursive: true, force: true });
-  }, 120_000);
+  afterAll(() => tearDownContract(provider, d, state), 120_000);
 
   it('observes every node of a fresh cluster as missing', async () => {
     const obs = await provider.observeMachines(spec);
@@ -272,7 +268,7 @@ describe.skipIf(!isRoot())('libvirt provider contract (real libvirtd, test drive
       expect(statSync(path).mode & 0o777).toBe(0o600);
       expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
     }
-    const keys = new Set([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST].map((m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64));
+    const keys = new Set(([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const).map((m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64));
     expect(keys.size).toBe(3);
   });
 

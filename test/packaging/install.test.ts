@@ -55,68 +55,72 @@ function localPrebuilds(): NodeJS.ProcessEnv {
 const registryReachable = spawnSync('npm', ['ping'], { timeout: 20_000 }).status === 0;
 
 describe('npm pack + npm install -g', () => {
-  it.skipIf(!registryReachable)('gives a working pgop in a fresh prefix (skipped without the npm registry)', () => {
-    const checkout = cleanCheckout();
-    const npmEnv = {
-      ...process.env,
-      npm_config_audit: 'false',
-      npm_config_fund: 'false',
-      npm_config_update_notifier: 'false',
-    };
-    const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', work], {
-      cwd: checkout,
-      env: npmEnv,
-      encoding: 'utf8',
-    });
-    expect(pack.status, pack.stderr).toBe(0);
-    const tarball = readdirSync(work).find((f) => /^pgop-.*\.tgz$/.test(f));
-    expect(tarball).toBeDefined();
-
-    const fresh = join(work, 'fresh');
-    const prefix = join(work, 'prefix');
-    mkdirSync(fresh);
-    const install = spawnSync(
-      'npm',
-      ['install', '-g', '--prefix', prefix, '--prefer-offline', join(work, tarball!)],
-      {
-        cwd: fresh,
-        env: { ...npmEnv, ...localPrebuilds() },
+  it.skipIf(!registryReachable)(
+    'gives a working pgop in a fresh prefix (skipped without the npm registry)',
+    () => {
+      const checkout = cleanCheckout();
+      const npmEnv = {
+        ...process.env,
+        npm_config_audit: 'false',
+        npm_config_fund: 'false',
+        npm_config_update_notifier: 'false',
+      };
+      const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', work], {
+        cwd: checkout,
+        env: npmEnv,
         encoding: 'utf8',
-      },
-    );
-    expect(install.status, install.stderr).toBe(0);
-
-    const pkgDir = join(prefix, 'lib/node_modules/pgop');
-    rmSync(join(pkgDir, 'node_modules/@unraid/libvirt'), { recursive: true, force: true });
-    const pgop = (...args: string[]) =>
-      spawnSync(join(prefix, 'bin/pgop'), ['--db', join(work, 'pgop.db'), ...args], {
-        cwd: fresh,
-        encoding: 'utf8',
-        env: { ...process.env, PGOP_DB: '' },
       });
-    const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string })
-      .version;
-    expect(pgop('--version')).toMatchObject({ status: 0, stdout: `${version}\n` });
-    const spec = join(pkgDir, 'specs/sim-3node.yaml');
-    expect(pgop('apply', '--dry-run', '-f', spec)).toMatchObject({
-      status: 0,
-      stdout: 'cluster/sim created (dry run)\n',
-    });
-    // the store's migrations, the planner and the machines, from the installed files
-    expect(pgop('apply', '-f', spec).status).toBe(0);
-    const serve = pgop('serve', '--until-converged', '--timeout', '60s');
-    expect(serve.status, serve.stderr).toBe(0);
-    expect(pgop('get', 'clusters').stdout).toMatch(/^sim\s+1\s+Healthy/m);
-    // the libvirt driver still loads without its optional binding (it is needed only to connect)
-    const load = spawnSync(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `await import(${JSON.stringify(join(pkgDir, 'dist/src/drivers/libvirt/world.js'))})`,
-      ],
-      { encoding: 'utf8' },
-    );
-    expect(load.status, load.stderr).toBe(0);
-  }, 240_000);
+      expect(pack.status, pack.stderr).toBe(0);
+      const tarball = readdirSync(work).find((f) => /^pgop-.*\.tgz$/.test(f));
+      expect(tarball).toBeDefined();
+
+      const fresh = join(work, 'fresh');
+      const prefix = join(work, 'prefix');
+      mkdirSync(fresh);
+      const install = spawnSync(
+        'npm',
+        ['install', '-g', '--prefix', prefix, '--prefer-offline', join(work, tarball!)],
+        {
+          cwd: fresh,
+          env: { ...npmEnv, ...localPrebuilds() },
+          encoding: 'utf8',
+        },
+      );
+      expect(install.status, install.stderr).toBe(0);
+
+      const pkgDir = join(prefix, 'lib/node_modules/pgop');
+      rmSync(join(pkgDir, 'node_modules/@unraid/libvirt'), { recursive: true, force: true });
+      const pgop = (...args: string[]) =>
+        spawnSync(join(prefix, 'bin/pgop'), ['--db', join(work, 'pgop.db'), ...args], {
+          cwd: fresh,
+          encoding: 'utf8',
+          env: { ...process.env, PGOP_DB: '' },
+        });
+      const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string })
+        .version;
+      expect(pgop('--version')).toMatchObject({ status: 0, stdout: `${version}\n` });
+      const spec = join(pkgDir, 'specs/sim-3node.yaml');
+      expect(pgop('apply', '--dry-run', '-f', spec)).toMatchObject({
+        status: 0,
+        stdout: 'cluster/sim created (dry run)\n',
+      });
+      // the store's migrations, the planner and the machines, from the installed files
+      expect(pgop('apply', '-f', spec).status).toBe(0);
+      const serve = pgop('serve', '--until-converged', '--timeout', '60s');
+      expect(serve.status, serve.stderr).toBe(0);
+      expect(pgop('get', 'clusters').stdout).toMatch(/^sim\s+1\s+Healthy/m);
+      // the libvirt driver still loads without its optional binding (it is needed only to connect)
+      const load = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `await import(${JSON.stringify(join(pkgDir, 'dist/src/drivers/libvirt/world.js'))})`,
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(load.status, load.stderr).toBe(0);
+    },
+    240_000,
+  );
 });

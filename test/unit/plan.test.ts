@@ -1,7 +1,8 @@
 // The planner's decisions as values: rule id, node, event and a reason a person can read.
 
 import { describe, expect, it } from 'vitest';
-import { plan, parseSyncNames, formatLsn, parseLsn } from '../../src/plan/plan.js';
+import { plan, parseSyncNames } from '../../src/plan/plan.js';
+import { formatLsn, parseLsn } from '../../src/observe/lsn.js';
 import type { PlanInput } from '../../src/plan/types.js';
 import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
 import type { NodeState } from '../../machines/node-edges.js';
@@ -330,5 +331,183 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
     i.observation.strays = { pg01: simSpec().nodes[0]! };
     i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'old' };
     expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'switchover.requested', ruleId: 'scale.handover' });
+  });
+});
+
+// One case per rule not pinned above, so that moving a rule in src/plan/rules.ts shows here.
+describe('plan: each rule decides its case', () => {
+  type States = Record<string, NodeState>;
+  const decide = (states: States, nodes: Record<string, NodeObservation>, over: Partial<PlanInput> = {}) =>
+    plan(input(states, nodes, over)).decision;
+  const off = { machine: { state: 'stopped' as const }, reachable: false, postgres: null };
+  const down = { reachable: false, postgres: null, misses: 3, error: 'timeout' };
+  const switchover = (args: Record<string, string>) => ({
+    requests: [{ id: 7, cluster: 'sim', kind: 'switchover' as const, args, createdAt: 0 }],
+  });
+  const completes = (ruleId: string) => ({
+    kind: 'cluster',
+    ruleId,
+    action: { type: 'completeRequest', requestId: 7 },
+  });
+
+  it('deletion: fence, then remove the machine, then the cluster resources', () => {
+    const r = plan(input(states3, healthy3(), { deletionRequested: true }));
+    expect(r.decision).toMatchObject({ node: 'pg01', event: 'node.unwanted', ruleId: 'delete.fence' });
+    expect(r.phase).toBe('Deleting');
+    expect(decide({ ...states3, pg01: 'deleting' }, healthy3(), { deletionRequested: true })).toMatchObject({
+      node: 'pg01',
+      event: 'machine.fenced',
+      ruleId: 'delete.remove-machine',
+    });
+    expect(decide({}, {}, { deletionRequested: true })).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'deleteClusterResources' },
+      ruleId: 'delete.resources',
+    });
+  });
+
+  it('an installed node with unrecorded data is adopted as a standby, or started first', () => {
+    const states = { ...states3, pg02: 'installed' as const };
+    expect(decide(states, healthy3())).toMatchObject({
+      node: 'pg02',
+      event: 'standby.found',
+      ruleId: 'node.adopt-clone',
+    });
+    const stopped = { ...healthy3(), pg02: node('pg02', { postgres: pg({ running: false }) }) };
+    expect(decide(states, stopped)).toMatchObject({
+      node: 'pg02',
+      event: 'postgres.stopped',
+      ruleId: 'node.start-unrecorded',
+    });
+  });
+
+  it('a failed primary nobody can replace: wait for a candidate, or start its machine if it is off', () => {
+    const nodes = { pg01: node('pg01', down), pg02: node('pg02', down), pg03: node('pg03', down) };
+    const states = { ...states3, pg02: 'degraded' as const, pg03: 'degraded' as const };
+    expect(decide(states, nodes)).toMatchObject({
+      kind: 'wait',
+      node: 'pg01',
+      ruleId: 'failover.no-candidate',
+      requeueAfterMs: 1000,
+    });
+    const stopped = { ...nodes, pg01: node('pg01', { ...off, misses: 3 }) };
+    expect(decide(states, stopped)).toMatchObject({
+      node: 'pg01',
+      event: 'machine.down',
+      ruleId: 'recover.start-primary',
+    });
+  });
+
+  it('sync mode without enough evidence and no old primary to bring back: wait, saying why', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    // pg03's machine answers but its postgres is down: it may hold a newer primary
+    const pg03 = node('pg03', { postgres: null, misses: 1 });
+    const nodes = { pg01: node('pg01', off), pg02: node('pg02'), pg03 };
+    const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
+    i.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+    const r = plan(i).decision;
+    expect(r).toMatchObject({ kind: 'wait', ruleId: 'failover.sync-evidence', requeueAfterMs: 1000 });
+    expect(r.reason).toContain('only 1 of them can be read and 2 are needed');
+  });
+
+  it('bootstrap: an installed node that cannot be read is waited for, or started when it is off', () => {
+    const states: States = { pg01: 'installed', pg02: 'installed', pg03: 'installed' };
+    const nodes = {
+      pg01: node('pg01', { postgres: null }),
+      pg02: node('pg02', { reachable: false, postgres: null }),
+      pg03: node('pg03', { postgres: null }),
+    };
+    expect(decide(states, nodes)).toMatchObject({ node: 'pg02', ruleId: 'bootstrap.wait-unseen' });
+    expect(decide(states, { ...nodes, pg02: node('pg02', off) })).toMatchObject({
+      node: 'pg02',
+      event: 'machine.down',
+      ruleId: 'node.start-machine',
+    });
+  });
+
+  it('per node: install (with the next node alongside), reprovision, remove, wait for a boot', () => {
+    const states = { ...states3, pg02: 'provisioned' as const, pg03: 'provisioned' as const };
+    const fresh = { ...healthy3(), pg02: node('pg02', { postgres: null }) };
+    fresh.pg03 = node('pg03', { postgres: null });
+    const r = plan(input(states, fresh));
+    expect(r.decision).toMatchObject({ node: 'pg02', event: 'machine.reachable', ruleId: 'node.install' });
+    expect(r.also).toEqual([expect.objectContaining({ node: 'pg03', ruleId: 'node.install' })]);
+    const one = { ...states3, pg02: 'provisioned' as const };
+    expect(decide(one, { ...healthy3(), pg02: node('pg02', off) })).toMatchObject({
+      node: 'pg02',
+      event: 'machine.vanished',
+      ruleId: 'node.reprovision',
+    });
+    const booting = node('pg02', { reachable: false, postgres: null });
+    expect(decide(one, { ...healthy3(), pg02: booting })).toMatchObject({
+      kind: 'wait',
+      node: 'pg02',
+      ruleId: 'node.waiting',
+      requeueAfterMs: 500,
+    });
+    expect(decide({ ...states3, pg02: 'deleting' }, healthy3())).toMatchObject({
+      node: 'pg02',
+      event: 'machine.fenced',
+      ruleId: 'node.remove-machine',
+    });
+  });
+
+  it('a standby that failed its probes is marked failed; a degraded one that is off is started', () => {
+    expect(decide(states3, { ...healthy3(), pg02: node('pg02', down) })).toMatchObject({
+      node: 'pg02',
+      event: 'probe.failed',
+      ruleId: 'standby.failed',
+    });
+    const states = { ...states3, pg02: 'degraded' as const };
+    expect(decide(states, { ...healthy3(), pg02: node('pg02', off) })).toMatchObject({
+      node: 'pg02',
+      event: 'machine.down',
+      ruleId: 'rejoin.start-machine',
+    });
+  });
+
+  it('sync.quorum sets the set once the standbys stream; sync.off clears it in async mode', () => {
+    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+    expect(decide(states3, healthy3(), { spec })).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'sync.quorum',
+      action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'], quorum: 1 },
+    });
+    const syncing = primaryPg({ syncStandbyNames: 'ANY 1 (pg02)' });
+    const set = { ...healthy3(), pg01: node('pg01', { postgres: syncing }) };
+    expect(decide(states3, set)).toMatchObject({ ruleId: 'sync.off', action: { names: [], quorum: 0 } });
+  });
+
+  // standbys whose postgres is down (not failed yet): nobody streams, and no per-node rule acts
+  const notStreaming = () => ({
+    ...healthy3(),
+    pg02: node('pg02', { postgres: pg({ running: false }) }),
+    pg03: node('pg03', { postgres: pg({ running: false }) }),
+  });
+
+  it('a primary that left the spec waits for a streaming standby to hand over to', () => {
+    const spec = simSpec({ nodes: simSpec().nodes.slice(1) });
+    const i = input(states3, notStreaming(), { spec });
+    i.observation.strays = { pg01: simSpec().nodes[0]! };
+    expect(plan(i).decision).toMatchObject({
+      kind: 'wait',
+      node: 'pg01',
+      ruleId: 'scale.wait-handover',
+      requeueAfterMs: 1000,
+    });
+  });
+
+  it('switchover: rejected, done, waiting for a target, promoting the target', () => {
+    const rejected = decide(states3, healthy3(), switchover({ to: 'pg09', from: 'pg01' }));
+    expect(rejected).toMatchObject(completes('switchover.rejected'));
+    const done = decide(states3, healthy3(), switchover({ to: 'pg01', from: 'pg03' }));
+    expect(done).toMatchObject(completes('switchover.done'));
+    const waiting = decide(states3, notStreaming(), switchover({ from: 'pg01' }));
+    expect(waiting).toMatchObject({ kind: 'wait', ruleId: 'switchover.wait-target' });
+    const fenced: States = { pg01: 'fenced', pg02: 'standby', pg03: 'standby' };
+    const nodes = { ...healthy3(), pg01: node('pg01', off) };
+    const r = plan(input(fenced, nodes, switchover({ to: 'pg03', from: 'pg01' })));
+    expect(r.decision).toMatchObject({ node: 'pg03', ruleId: 'switchover.promote' });
+    expect(r.phase).toBe('SwitchingOver');
   });
 });

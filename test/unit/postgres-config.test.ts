@@ -34,7 +34,8 @@ import {
   syncStandbyNamesValue,
   verifyScram,
 } from '../../src/drivers/postgres/config.js';
-import { conninfoHost, printfEscape } from '../../src/drivers/postgres/driver.js';
+import { conninfoHost } from '../../src/drivers/postgres/probe-query.js';
+import { printfEscape } from '../../src/drivers/remote/files.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 
 /** The seed's conf.d/custom.conf as spec parameters (listen_addresses included on purpose). */
@@ -331,6 +332,13 @@ describe('config hash', () => {
 });
 
 describe('archive script (run for real in a temp dir)', () => {
+  it('quotes its paths even when plain: its bytes are part of the config hash, so they must not move', () => {
+    const s = seedSpec({ archiveDir: '/u01/archive', logDir: '/u01/log' });
+    const text = renderArchiveScript(s);
+    expect(text).toContain("\nARCHIVE_DIR='/u01/archive'\n");
+    expect(text).toContain("\nLOGFILE='/u01/log/archive.log'\n");
+  });
+
   it('archives, accepts an identical retry, refuses to overwrite different content', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgop-arch-'));
     try {

@@ -56,7 +56,22 @@ describe('shellQuote', () => {
     }
   });
 
+  it('always: quotes plain words too, and the shell still reads back exactly the input', () => {
+    expect(shellQuote('/u01/pg15/data', { always: true })).toBe("'/u01/pg15/data'");
+    expect(shellQuote('', { always: true })).toBe("''");
+    for (const shell of SHELLS) {
+      fc.assert(
+        fc.property(anyString, (s) => {
+          const out = execFileSync(shell, ['-c', `printf %s ${shellQuote(s, { always: true })}`], { encoding: 'utf8' });
+          expect(out).toBe(s);
+        }),
+        { numRuns: 50 },
+      );
+    }
+  });
+
   it('refuses NUL bytes (no argv can carry them) with a terminal error', () => {
+    expect(() => shellQuote('a\0b', { always: true })).toThrow(/NUL/);
     expect(() => shellQuote('a\0b')).toThrow(PgopError);
     expect(() => shellQuote('a\0b')).toThrow(/NUL/);
   });

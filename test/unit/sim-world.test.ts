@@ -4,7 +4,8 @@
 import fc from 'fast-check';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { SimClock } from '../../src/drivers/sim/clock.js';
-import { createSimWorld, desiredConfigHash, formatSyncStandbyNames, type SimDrivers } from '../../src/drivers/sim/drivers.js';
+import { createSimWorld, desiredConfigHash, type SimDrivers } from '../../src/drivers/sim/drivers.js';
+import { syncStandbyNamesValue as formatSyncStandbyNames } from '../../src/drivers/postgres/sync-names.js';
 import { lsnOf, slotNameFor, SimWorld } from '../../src/drivers/sim/world.js';
 import { PgopError } from '../../src/errors.js';
 import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
@@ -404,6 +405,12 @@ describe('driver preconditions', () => {
     expect(formatSyncStandbyNames(['a-1', 'b'], 1)).toBe('ANY 1 ("a-1", "b")');
   });
 
+  it('reports synchronous_standby_names as the real driver sets it: names sorted, quorum clamped', async () => {
+    await bringUp();
+    await d.postgres.ensureSyncStandbys(spec, A, [C.name, B.name], 5);
+    expect((await probe(A)).syncStandbyNames).toBe('ANY 2 ("pg02", "pg03")');
+  });
+
   it('deleteClusterResources waits for every machine to go', async () => {
     await bringUp();
     await failsWith(d.provider.deleteClusterResources(spec), 'transient', /machines still exist/);
@@ -536,6 +543,8 @@ describe('random schedules of driver calls and faults', () => {
             const others = nodes.filter((x) => x !== n).map((x) => x.name);
             return d.postgres.ensureSyncStandbys(spec, n, (b as number) === 0 ? [] : others, b as number);
           }
+          default:
+            throw new Error(`no such operation: ${String(kind)}`);
         }
       };
       try {

@@ -7,7 +7,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LibvirtProvider } from '../../src/drivers/libvirt/provider.js';
+import { HypervisorResources } from '../../src/drivers/libvirt/resources.js';
+import { Virsh } from '../../src/drivers/libvirt/virsh.js';
 import { PRIVATE_MOUNTS } from '../../src/drivers/lab/provider.js';
 import { LAB_POSTGRES_MOUNTS, LAB_PRIVATE_MOUNTS, parseSpecText } from '../../src/spec/parse.js';
 
@@ -198,8 +199,8 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
 
 describe('the libvirt ownership marker', () => {
   it('refuses a pool name that is not a libvirt name, whatever reached the provider', () => {
-    const p = new LibvirtProvider({ stateDir: mkdtempSync(join(tmpdir(), 'pgop-marker-')) });
-    const markerPath = (p as unknown as { markerPath(uri: string, kind: string, name: string): string }).markerPath.bind(p);
+    const r = new HypervisorResources(new Virsh(), mkdtempSync(join(tmpdir(), 'pgop-marker-')), { info() {}, warn() {} });
+    const markerPath = (uri: string, kind: 'pool' | 'network', name: string) => r.markerPath(uri, kind, name);
     expect(() => markerPath('qemu:///system', 'pool', 'x/../../../../root/.ssh/authorized_keys')).toThrow(/cannot use pool name/);
     expect(() => markerPath('qemu:///system', 'pool', '..')).toThrow(/cannot use pool name/);
     expect(markerPath('qemu:///system', 'pool', 'pgop')).toMatch(/\/owned\/pool-[0-9a-f]{12}-pgop$/);

@@ -10,7 +10,7 @@ import type { ClusterObservation } from '../../observe/types.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 
-function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
+export function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
   if (cluster && !clusters.has(cluster) && kind !== 'events')
     throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
@@ -209,13 +209,11 @@ export async function describeCommand(
       if (!c) throw new NotFoundError(`cannot describe cluster ${name}: no such cluster`);
       const nodes = collect(store, 'nodes', name).items;
       const events = store.listEvents({ cluster: name, limit: 15 }).map(eventItem);
-      const history = store
-        .specHistory(name)
-        .map((h) => ({
-          generation: h.generation,
-          hash: h.specHash.slice(0, 12),
-          applied: new Date(h.appliedAt).toISOString(),
-        }));
+      const history = store.specHistory(name).map((h) => ({
+        generation: h.generation,
+        hash: h.specHash.slice(0, 12),
+        applied: new Date(h.appliedAt).toISOString(),
+      }));
       process.stdout.write(
         stringify({ cluster: clusterItem(c, nodes.length), nodes, spec: c.spec, history, events }),
       );

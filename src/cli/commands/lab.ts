@@ -62,11 +62,16 @@ async function startOperator(db: string): Promise<number> {
   const out = openSync(files.log, 'a', 0o600);
   // nsenter execs node in place: the pid we record is the operator's own.
   const [enter, ...enterArgs] = inNetnsArgv(hub);
+  // its HTTP socket is bound here, so the dashboard is reachable from the host, not only the hub
+  const { resolveListen } = await import('../../server/listen.js');
+  const { handOverListener } = await import('../../server/serve-http.js');
+  const http = await handOverListener(resolveListen({})!);
   const child = spawn(enter!, [...enterArgs, process.execPath, BIN, '--db', db, 'serve'], {
     detached: true,
-    stdio: ['ignore', out, out],
+    stdio: ['ignore', out, out, ...(http?.fds ?? [])],
     env: { ...process.env, PGOP_IN_HUB: process.env.PGOP_LAB_PREFIX ?? 'pgop' },
   });
+  http?.spawned();
   closeSync(out);
   child.unref();
   writeFileSync(files.pid, `${child.pid}\n`);

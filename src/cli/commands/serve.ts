@@ -8,6 +8,8 @@ import { createWorlds } from '../../drivers/registry.js';
 import { systemClock } from '../../drivers/sim/clock.js';
 import { SimWorld } from '../../drivers/sim/world.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
+import type { ListenConfig, ListenFlags } from '../../server/listen.js';
+import type { HttpServer } from '../../server/http.js';
 
 /** How often the lock is checked besides once per loop round (a long pass or sleep does not
  *  delay noticing that the lock was taken over). */
@@ -29,7 +31,13 @@ export interface ServeOptions {
   timeoutMs?: number;
   /** warnings only, to stderr (when another command drives the loop) */
   quiet?: boolean;
+  /** the HTTP API, metrics and dashboard (none when absent) */
+  http?: ListenConfig;
 }
+
+/** /readyz fails once the loop has not come round for this long (a pass is short; a stuck
+ *  one is not). */
+const LOOP_STALL_MS = 60_000;
 
 async function makeLogger(quiet: boolean): Promise<Log> {
   const { pino } = await import('pino');
@@ -62,6 +70,8 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   // it inside each write's transaction), and losing it stops the loop at once.
   store.guardWithServeLock(process.pid, host);
   let lost: string | null = null;
+  let storeWritable = true;
+  let loopAt = Date.now();
   // The simulated hypervisor outlives its operator: load it, and save it as the loop goes.
   const saved = store.loadSimWorld();
   const sim = saved ? SimWorld.fromJSON(saved) : new SimWorld();
@@ -81,7 +91,9 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     let held: boolean;
     try {
       held = store.heartbeat(process.pid, Date.now(), host);
+      storeWritable = true;
     } catch (err) {
+      storeWritable = false;
       // a busy store is not a lost lock; the next check tells
       log.warn({ err: (err as Error).message }, 'cannot write the serve lock heartbeat');
       return true;
@@ -104,7 +116,14 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     log.info({ cluster: s.cluster, node: s.node, signal: s.kind }, s.detail);
     wakeups.wake(s.cluster);
   });
+  let http: HttpServer | null = null;
   try {
+    if (o.http) {
+      const { startServeHttp } = await import('../../server/serve-http.js');
+      const loopAlive = () => Date.now() - loopAt < LOOP_STALL_MS;
+      const readiness = () => ({ lockHeld: lost === null, storeWritable, loopAlive: loopAlive() });
+      http = await startServeHttp(store, o.http, log, readiness);
+    }
     await worlds.prepare(store.listClusters().map((c) => c.spec));
     const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
@@ -115,7 +134,9 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
       signal: abort.signal,
       wakeups,
+      ...(http ? { onPass: http.metrics.onPass.bind(http.metrics) } : {}),
       onTick: () => {
+        loopAt = Date.now();
         if (!checkLock()) return;
         if (hasSim()) store.saveSimWorld(sim.toJSON(), Date.now());
       },
@@ -133,6 +154,7 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     return ok;
   } finally {
     clearInterval(lockTimer);
+    await http?.close();
     offSignals();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
@@ -143,10 +165,31 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   }
 }
 
-export async function serveCommand(db: string, o: { untilConverged?: boolean; timeout?: number }): Promise<number> {
-  await enterLabHubIfNeeded(db);
+export async function serveCommand(
+  db: string,
+  o: { untilConverged?: boolean; timeout?: number } & ListenFlags,
+): Promise<number> {
+  const { ListenError, resolveListen } = await import('../../server/listen.js');
+  let http: ListenConfig | null;
   try {
-    const ok = await runServe(db, { untilConverged: !!o.untilConverged, ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}) });
+    http = resolveListen(o);
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    process.stderr.write(`error: ${err.message}\n`);
+    return EXIT.invalidInput;
+  }
+  // Lab clusters: this command runs again in the hub namespace; the HTTP socket is bound here
+  // first so that the host (not only the hub) reaches the dashboard.
+  const { handOverBeforeHub } = await import('../../server/serve-http.js');
+  const handOver = http ? await handOverBeforeHub(http) : undefined;
+  await enterLabHubIfNeeded(db, false, handOver);
+  handOver?.spawned(); // not re-executed: this process binds the address itself
+  try {
+    const ok = await runServe(db, {
+      untilConverged: !!o.untilConverged,
+      ...(o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {}),
+      ...(http ? { http } : {}),
+    });
     return ok ? EXIT.ok : EXIT.changes;
   } catch (err) {
     if ((err as { locked?: boolean }).locked) return EXIT.locked;

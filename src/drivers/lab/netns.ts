@@ -236,7 +236,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * again until a scan finds no process it has not killed yet (a child forked before the kill
  * shows up in the next scan; a killed process cannot fork), then waits until each has begun to
  * exit (awaitExiting): from then on nothing of the machine acts any more, and the fence holds.
- * Their teardown (seen taking 100-250 ms on a loaded host) is left to `awaitNetnsEmpty`, where
+ * Their teardown (it can take a few hundred ms) is left to `awaitNetnsEmpty`, where
  * it matters: before the machine starts again or is removed. Returns how many were killed.
  */
 export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promise<number> {
@@ -388,16 +388,21 @@ export function inHub(prefix: string = labPrefix()): boolean {
  *  inherited, forward SIGTERM/SIGINT to it, and exit with its exit code. The CLI calls it for lab
  *  clusters so that the operator connects to lab hosts directly and never from the root
  *  namespace. Never returns. */
-export async function reexecInHub(argv: readonly string[] = process.argv.slice(1)): Promise<never> {
+export async function reexecInHub(
+  argv: readonly string[] = process.argv.slice(1),
+  handOver?: { fds: number[]; spawned(): void },
+): Promise<never> {
   const prefix = labPrefix();
   if (process.env.PGOP_IN_HUB === prefix) {
     throw internal(`cannot enter hub namespace ${hubNs(prefix)}: re-executed already but not inside it`);
   }
   const hub = await ensureHub(prefix);
   const child = spawn(NSENTER, [`--net=${netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...argv], {
-    stdio: 'inherit',
+    // handed-over fds (serve's HTTP socket, bound in this namespace) become fd 3, 4, ...
+    stdio: ['inherit', 'inherit', 'inherit', ...(handOver?.fds ?? [])],
     env: { ...process.env, PGOP_IN_HUB: prefix },
   });
+  handOver?.spawned();
   const forward = (sig: NodeJS.Signals) => () => {
     try {
       child.kill(sig);

@@ -4,18 +4,20 @@
 // postgres/pgpool binaries. Fencing kills every process of the namespace at once.
 // Topology and paths: README.md beside this file.
 
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ClusterSpec, LabProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
-import { PgopError, internal, terminal, transient } from '../../errors.js';
-import { assertSafeName, shellJoin } from '../ssh/quote.js';
-import { HOST_KEY_ALGO, ensureKeyPair, type KeyPair } from '../ssh/keys.js';
+import { internal, terminal } from '../../errors.js';
+import { assertSafeName } from '../ssh/quote.js';
+import { ensureOperatorKey } from '../ssh/keys.js';
 import { makeDirs } from '../../state-dirs.js';
-import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
+import { assertSafePath } from '../ssh/node-fs.js';
+import { createKeyedQueue } from '../keyed-queue.js';
+import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
+import type { HostKeyPins } from '../ssh/shell.js';
 import {
   deleteNetns,
   ensureAddress,
@@ -37,43 +39,27 @@ import {
   pidInNetns,
   procComm,
   procPpid,
-  run,
   shortHash,
 } from './netns.js';
+import {
+  PRIVATE_MOUNTS,
+  ensureHostDirs,
+  ensureSshFiles,
+  hostPath,
+  sleep,
+  sshdPid,
+  startSshd,
+  wrap,
+  writeIfChanged,
+  type LabHost,
+} from './host.js';
+
+export { PRIVATE_MOUNTS, hostPath, type LabHost, type PrivateMount } from './host.js';
 
 export const POOL = 'pool';
-const SSHD = '/usr/sbin/sshd';
 const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
-/** Paths go into sshd_config and mount commands: keep them plain. */
-const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]*$/;
 /** In a node host's directory: the address the host was made with (see listMachines). */
 const HOST_ADDRESS_FILE = 'address';
-
-/** What each lab node sees as its own: <host>/<sub> bind-mounted on <target> in the node's
- *  private mount namespace (in this order: /run before /var/run/postgresql, which is a path
- *  below /run). Everything else (binaries, /etc, /usr) is the machine's own, shared. */
-export const PRIVATE_MOUNTS: readonly { sub: string; target: string; owner: 'root' | 'postgres'; mode: number; createMountPoint: boolean; tmpfs?: boolean }[] = [
-  // The seed's layout.
-  { sub: 'u01', target: '/u01', owner: 'postgres', mode: 0o700, createMountPoint: true },
-  { sub: 'u02', target: '/u02', owner: 'postgres', mode: 0o755, createMountPoint: true },
-  { sub: 'log', target: '/var/log/postgres', owner: 'postgres', mode: 0o755, createMountPoint: true },
-  { sub: 'opt-postgres', target: '/opt/postgres', owner: 'postgres', mode: 0o755, createMountPoint: true },
-  // The postgres user's home (~/.pgpass, Debian's default cluster dirs) and pgpool's config dir.
-  { sub: 'pghome', target: '/var/lib/postgresql', owner: 'postgres', mode: 0o755, createMountPoint: true },
-  { sub: 'etc-pgpool2', target: '/etc/pgpool2', owner: 'root', mode: 0o755, createMountPoint: true },
-  // A home of its own for root, as on a real machine: the build machine's /root/.bashrc (which
-  // bash sources for every command sshd runs) must not run on nodes (measured: 0.8 s a command).
-  { sub: 'root', target: '/root', owner: 'root', mode: 0o700, createMountPoint: false },
-  // A /tmp of its own: nodes must not see each other's (or the machine's) temp files.
-  { sub: 'tmp', target: '/tmp', owner: 'root', mode: 0o1777, createMountPoint: false },
-  // sshd wants /run/sshd; three postgres on one machine need distinct socket dirs. /run is a
-  // tmpfs, as on a real machine: emptied when the node is fenced (powered off), and a file
-  // synced there costs nothing (pgpool syncs its status file there during every failover).
-  { sub: 'run', target: '/run', owner: 'root', mode: 0o755, createMountPoint: false, tmpfs: true },
-  { sub: 'pgrun', target: '/var/run/postgresql', owner: 'postgres', mode: 0o2775, createMountPoint: false },
-];
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface LabTiming {
   op: 'ensureMachine' | 'startSshd' | 'fence' | 'kill' | 'delete';
@@ -111,65 +97,33 @@ interface ClusterCtx {
   keyPath: string;
 }
 
-/** One lab host: a spec node or the pool host. */
-export interface LabHost {
-  cluster: string;
-  name: string;
-  id: string;
-  address: string;
-  ns: string;
-  dir: string;
-  /** hub-side veth (the node side is eth0 inside ns) */
-  hubVeth: string;
-}
-
 // ------------------------------------------------------------------ addresses
 
-function ipToInt(ip: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (!m) return null;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255)) return null;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
+type LabNetwork = Ipv4Network & { gateway: number };
 
-const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-
-function parseNetwork(cluster: string, cidr: string): { base: number; prefixLen: number; gateway: number; broadcast: number } {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
-  const addr = m ? ipToInt(m[1]!) : null;
-  const prefixLen = m ? Number(m[2]) : NaN;
-  if (addr === null || !(prefixLen >= 8 && prefixLen <= 30)) {
-    throw terminal(`cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`);
+/** The cluster's bridge network: prefix length 8-30, host bits ignored, the hub on its first
+ *  address. */
+function parseNetwork(cluster: string, cidr: string): LabNetwork {
+  const parsed = parseCidr(cidr);
+  if (!parsed || !(parsed.prefixLen >= 8 && parsed.prefixLen <= 30)) {
+    throw terminal(
+      `cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`,
+    );
   }
-  const mask = (0xffffffff << (32 - prefixLen)) >>> 0;
-  const base = (addr & mask) >>> 0;
-  return { base, prefixLen, gateway: base + 1, broadcast: (base | (~mask >>> 0)) >>> 0 };
+  const net = networkOf(parsed.address, parsed.prefixLen);
+  return { ...net, gateway: net.base + 1 };
 }
 
-function checkAddress(cluster: string, what: string, address: string, net: ReturnType<typeof parseNetwork>, cidr: string): void {
-  const a = ipToInt(address);
-  const mask = (0xffffffff << (32 - net.prefixLen)) >>> 0;
-  if (a === null || ((a & mask) >>> 0) !== net.base) {
+function checkAddress(cluster: string, what: string, address: string, net: LabNetwork, cidr: string): void {
+  const a = parseIpv4(address);
+  if (a === undefined || !inNetwork(a, net)) {
     throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is not inside ${cidr}`);
   }
   if (a === net.base || a === net.broadcast || a === net.gateway) {
-    throw terminal(`cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`);
+    throw terminal(
+      `cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`,
+    );
   }
-}
-
-// ------------------------------------------------------------------ OS users
-
-function osUser(name: string): { uid: number; gid: number } | null {
-  try {
-    for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
-      const f = line.split(':');
-      if (f[0] === name) return { uid: Number(f[2]), gid: Number(f[3]) };
-    }
-  } catch {
-    /* no passwd */
-  }
-  return null;
 }
 
 // ------------------------------------------------------------------ the provider
@@ -178,7 +132,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   private readonly prefixOverride: string | undefined;
   private readonly sshdStartTimeoutMs: number;
   private readonly onTiming: (t: LabTiming) => void;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Machine operations of one cluster share its hub, bridge and key files. Fencing never waits. */
+  private readonly locked = createKeyedQueue();
   private readonly hostKeys: HostKeyPins | undefined;
 
   constructor(opts: LabProviderOptions = {}) {
@@ -201,10 +156,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const provider = spec.provider as LabProviderSpec;
     const name = assertSafeName('cluster', spec.name);
     const net = parseNetwork(name, provider.network);
-    const stateDir = provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR;
-    if (!SAFE_PATH.test(stateDir) || stateDir.includes('/../')) {
-      throw terminal(`cannot use lab state directory ${JSON.stringify(stateDir)}: use an absolute path of letters, digits, '_', '.', '-' and '/'`);
-    }
+    // it goes into sshd_config and mount commands
+    const stateDir = assertSafePath('lab state directory', provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR);
     for (const forbidden of [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run']) {
       if (stateDir === forbidden || stateDir.startsWith(`${forbidden}/`)) {
         throw terminal(`cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`);
@@ -218,7 +171,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       prefix,
       hub: hubNs(prefix),
       bridge: `br${shortHash(name, 6)}`,
-      net: { gatewayCidr: `${intToIp(net.gateway)}/${net.prefixLen}`, prefixLen: net.prefixLen },
+      net: { gatewayCidr: `${formatIpv4(net.gateway)}/${net.prefixLen}`, prefixLen: net.prefixLen },
       stateDir,
       clusterDir,
       keyPath: join(clusterDir, 'operator_ed25519'),
@@ -275,19 +228,6 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     return { id: h.id, address: h.address, port: 22, user: 'root', privateKeyPath: ctx.keyPath };
   }
 
-  /** Serialise mutations per cluster inside this process (hub, bridge and keys are shared). */
-  private async locked<T>(cluster: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(cluster) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.locks.set(cluster, tail);
-    try {
-      return await next;
-    } finally {
-      if (this.locks.get(cluster) === tail) this.locks.delete(cluster);
-    }
-  }
-
   private async timed<T>(op: LabTiming['op'], id: string, fn: () => Promise<T>): Promise<T> {
     const t0 = performance.now();
     const res = await fn();
@@ -297,25 +237,15 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 
   // ---------------------------------------------------------------- observe
 
-  private sshdPid(h: LabHost): number | null {
-    try {
-      const pid = Number(readFileSync(join(h.dir, 'sshd.pid'), 'utf8').trim());
-      return Number.isInteger(pid) && pid > 1 ? pid : null;
-    } catch {
-      return null;
-    }
-  }
-
   private sshdAlive(h: LabHost): boolean {
-    const pid = this.sshdPid(h);
+    const pid = sshdPid(h);
     return pid !== null && pidInNetns(pid, h.ns) && procComm(pid) === 'sshd';
   }
 
   private observeHost(h: LabHost): MachineObservation {
     if (!netnsExists(h.ns)) return { state: 'missing', detail: `namespace ${h.ns} does not exist` };
-    if (this.sshdAlive(h)) return { state: 'running', detail: `namespace ${h.ns}, sshd pid ${this.sshdPid(h)}` };
-    // (No count of the processes left: right after a fence, a scan of /proc stalls on the ones
-    // still exiting, for up to 0.2 s seen, in the middle of the failover.)
+    if (this.sshdAlive(h)) return { state: 'running', detail: `namespace ${h.ns}, sshd pid ${sshdPid(h)}` };
+    // no count of the processes left: scanning /proc right after a fence stalls on the exiting ones
     return { state: 'stopped', detail: `namespace ${h.ns}, sshd not running` };
   }
 
@@ -344,7 +274,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       try {
         address = readFileSync(join(ctx.clusterDir, name, HOST_ADDRESS_FILE), 'utf8').trim() || undefined;
       } catch {
-        /* made by an older pgop: read below */
+        /* made before addresses were recorded: read below */
       }
       const h = this.hostNamed(ctx, name);
       if (address === undefined && netnsExists(h.ns)) address = await this.linkAddress(h.ns);
@@ -437,7 +367,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       throw wrap(err, `cannot create the lab network of cluster ${ctx.name}`);
     }
     makeDirs(ctx.clusterDir, 0o755);
-    await ensureKeyPair(ctx.keyPath, `pgop-operator@${ctx.name}`);
+    await ensureOperatorKey(ctx.keyPath, ctx.name);
   }
 
   private async ensureHost(ctx: ClusterCtx, h: LabHost): Promise<void> {
@@ -447,12 +377,12 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     } catch (err) {
       throw wrap(err, `cannot create the network of ${h.id}`);
     }
-    await this.ensureDirs(h);
-    await this.ensureSshFiles(ctx, h);
+    await ensureHostDirs(h);
+    await ensureSshFiles(h, ctx.keyPath, this.hostKeys);
     if (!this.sshdAlive(h)) {
       // a fence just before (rejoin) may leave killed processes holding ports and shared memory
       await awaitNetnsEmpty(h.ns);
-      await this.startSshd(h);
+      await this.timed('startSshd', h.id, () => startSshd(h, this.sshdStartTimeoutMs));
     }
   }
 
@@ -475,132 +405,6 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
   }
 
-  private async ensureDirs(h: LabHost): Promise<void> {
-    try {
-      const pg = osUser('postgres');
-      for (const m of PRIVATE_MOUNTS) {
-        const src = join(h.dir, m.sub);
-        await mkdir(src, { recursive: true });
-        if (m.owner === 'postgres' && pg) await chown(src, pg.uid, pg.gid);
-        await chmod(src, m.mode);
-        // Mount point on the machine's own filesystem (left empty: only lab nodes mount over it).
-        if (m.createMountPoint) await mkdir(m.target, { recursive: true, mode: 0o755 });
-      }
-      for (const sub of ['run/sshd', 'run/postgresql', 'u02/archive', 'ssh']) await mkdir(join(h.dir, sub), { recursive: true });
-      await chmod(join(h.dir, 'run', 'sshd'), 0o755); // sshd's privilege separation dir: root, 0755
-      await chmod(join(h.dir, 'ssh'), 0o700);
-      if (pg) await chown(join(h.dir, 'u02', 'archive'), pg.uid, pg.gid);
-      await chmod(join(h.dir, 'u02', 'archive'), 0o700);
-    } catch (err) {
-      throw wrap(err, `cannot create the directories of ${h.id}`);
-    }
-  }
-
-  private async ensureSshFiles(ctx: ClusterCtx, h: LabHost): Promise<void> {
-    const ssh = join(h.dir, 'ssh');
-    const hostKey = join(ssh, 'ssh_host_ed25519_key');
-    // Made here, by pgop, and pinned before sshd first starts: the first SSH contact is
-    // verified. A host made anew (its directory was removed with it) gets a new key.
-    this.pinHostKey(h, await ensureKeyPair(hostKey, `pgop-host@${h.id}`));
-    const pub = await readFile(`${ctx.keyPath}.pub`, 'utf8');
-    await writeIfChanged(join(ssh, 'authorized_keys'), pub, 0o600);
-    const config = [
-      '# Written by pgop (lab provider). Key-only root login; no environment accepted.',
-      'Port 22',
-      `ListenAddress ${h.address}`,
-      'AddressFamily inet',
-      `HostKey ${hostKey}`,
-      'HostKeyAlgorithms ssh-ed25519',
-      'PidFile /run/sshd.pid',
-      `AuthorizedKeysFile ${join(ssh, 'authorized_keys')}`,
-      'PermitRootLogin prohibit-password',
-      'PubkeyAuthentication yes',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      'StrictModes no',
-      'PermitUserEnvironment no',
-      'X11Forwarding no',
-      'AllowAgentForwarding no',
-      'AllowTcpForwarding no',
-      'PrintMotd no',
-      'PrintLastLog no',
-      'UseDNS no',
-      'MaxSessions 64',
-      'MaxStartups 64:30:128',
-      'LoginGraceTime 20',
-      'ClientAliveInterval 5',
-      'ClientAliveCountMax 3',
-      '',
-    ].join('\n');
-    await writeIfChanged(join(ssh, 'sshd_config'), config, 0o600);
-  }
-
-  /** Pin the key pgop made for a host: a new key always; an existing one when nothing (or only
-   *  a `host-key forget` placeholder) is pinned. A different pin over an existing key is left
-   *  alone: the SSH client then refuses the host and says so. */
-  private pinHostKey(h: LabHost, key: KeyPair & { created: boolean }): void {
-    if (!this.hostKeys) {
-      if (key.created) throw internal(`cannot create ${h.id}: this lab provider was given no host key pins`);
-      return;
-    }
-    const cur = this.hostKeys.getPinned(h.id);
-    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(h.id, HOST_KEY_ALGO, key.keyB64);
-  }
-
-  /** Start sshd in the host's namespace, inside a private mount namespace that puts the host's
-   *  directories on the seed's paths, and wait until it listens. */
-  private async startSshd(h: LabHost): Promise<void> {
-    await this.timed('startSshd', h.id, async () => {
-      const d = h.dir;
-      const script = [
-        ...PRIVATE_MOUNTS.map((m) =>
-          m.tmpfs
-            ? `${shellJoin(['mount', '-t', 'tmpfs', '-o', `mode=${m.mode.toString(8)},size=64m`, 'tmpfs', m.target])} && mkdir -p ${m.target}/sshd ${m.target}/postgresql`
-            : shellJoin(['mount', '--bind', join(d, m.sub), m.target]),
-        ),
-        `exec ${shellJoin([SSHD, '-D', '-f', join(d, 'ssh', 'sshd_config'), '-E', join(d, 'sshd.log')])}`,
-      ].join(' && ');
-      const errPath = join(d, 'sshd.stderr');
-      const errFd = openSync(errPath, 'w', 0o600);
-      let exited: string | null = null;
-      let pid: number | undefined;
-      try {
-        // A private IPC namespace too, as a real machine has: postgres and pgpool keep SysV shared
-        // memory, which a SIGKILL (fence, kill -9) leaves behind; the kernel frees a namespace's
-        // segments when its last process exits, so fenced lab hosts leak nothing on this host.
-        const start = ['ip', 'netns', 'exec', h.ns, 'unshare', '--mount', '--ipc', '--propagation', 'private', '--', 'sh', '-c', script];
-        // Into the machine's cgroup first (from this mount view: `ip netns exec` hides the
-        // cgroup mounts), so that sshd and all it starts are in it: the fence kills that.
-        const cg = machineCgroup(h.ns);
-        if (cg) mkdirSync(cg, { recursive: true });
-        const child = cg
-          ? spawn('sh', ['-c', `echo $$ > "$1/cgroup.procs" && shift && exec "$@"`, 'pgop', cg, ...start], { detached: true, stdio: ['ignore', 'ignore', errFd] })
-          : spawn(start[0]!, start.slice(1), { detached: true, stdio: ['ignore', 'ignore', errFd] });
-        child.on('error', (err) => (exited = err.message));
-        child.on('exit', (code, sig) => (exited = sig ? `killed by ${sig}` : `exit ${code}`));
-        child.unref();
-        pid = child.pid;
-      } finally {
-        closeSync(errFd);
-      }
-      if (pid === undefined) throw terminal(`cannot start sshd on ${h.id}: spawn failed${exited ? ` (${exited})` : ''}`);
-      // Beside run/, outside the private mount: the operator finds it from the root view.
-      await writeFile(join(d, 'sshd.pid'), `${pid}\n`, { mode: 0o644 });
-      const deadline = Date.now() + this.sshdStartTimeoutMs;
-      for (;;) {
-        if (pidInNetns(pid, h.ns) && procComm(pid) === 'sshd' && listensOn22(pid)) return;
-        if (exited !== null) {
-          throw terminal(`cannot start sshd on ${h.id}: ${exited}: ${tail(errPath)} ${tail(join(d, 'sshd.log'))}`.trim());
-        }
-        if (Date.now() > deadline) {
-          throw transient(`cannot start sshd on ${h.id}: not listening after ${this.sshdStartTimeoutMs} ms: ${tail(join(d, 'sshd.log'))}`);
-        }
-        await sleep(5);
-      }
-    });
-  }
-
   // ---------------------------------------------------------------- fence / delete
 
   async fenceMachine(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
@@ -613,7 +417,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     if (!netnsExists(h.ns)) return;
     await this.timed('fence', h.id, async () => {
       const cg = machineCgroup(h.ns);
-      const sshd = this.sshdPid(h);
+      const sshd = sshdPid(h);
       if (cg && sshd !== null && pidInCgroup(sshd, cg) && existsSync(join(cg, 'cgroup.kill'))) {
         // sshd is in the machine's cgroup, so is all it started: one write kills them all
         // (the kernel also kills what forks meanwhile); then each has begun to exit (and runs
@@ -621,7 +425,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
         writeFileSync(join(cg, 'cgroup.kill'), '1');
         await awaitExiting(cgroupPids(cg));
       } else {
-        // a machine started without a cgroup (or by an older pgop): kill what /proc shows
+        // a machine started without a cgroup: kill what /proc shows
         await killNetnsProcesses(h.ns);
       }
       rmSync(join(h.dir, 'sshd.pid'), { force: true });
@@ -748,52 +552,6 @@ async function rmdirQuiet(dir: string): Promise<void> {
   const deadline = Date.now() + 5_000;
   while (cgroupPids(dir).length > 0 && Date.now() < deadline) await sleep(5);
   await rmdir(dir).catch(() => undefined);
-}
-
-function wrap(err: unknown, what: string): PgopError {
-  if (err instanceof PgopError) return new PgopError(err.kind, `${what}: ${err.message}`, { cause: err });
-  return terminal(`${what}: ${(err as Error)?.message ?? String(err)}`, err);
-}
-
-/** A node path on the seed's layout (/u01/..., /u02/...) as seen from this machine. */
-export function hostPath(h: Pick<LabHost, 'dir' | 'id'>, nodePath: string): string {
-  for (const root of ['/u01', '/u02']) {
-    if (nodePath === root || nodePath.startsWith(`${root}/`)) return join(h.dir, root.slice(1), nodePath.slice(root.length));
-  }
-  throw terminal(`cannot locate ${nodePath} of ${h.id}: lab nodes keep data under /u01 or /u02 only`);
-}
-
-function listensOn22(pid: number): boolean {
-  try {
-    const lines = readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n').slice(1);
-    return lines.some((l) => {
-      const f = l.trim().split(/\s+/);
-      return f[1]?.endsWith(':0016') === true && f[3] === '0A';
-    });
-  } catch {
-    return false;
-  }
-}
-
-function tail(path: string, max = 400): string {
-  try {
-    const s = readFileSync(path, 'utf8').trim();
-    return s.length > max ? `...${s.slice(-max)}` : s;
-  } catch {
-    return '';
-  }
-}
-
-async function writeIfChanged(path: string, content: string, mode: number): Promise<void> {
-  try {
-    if ((await readFile(path, 'utf8')) === content && (statSync(path).mode & 0o777) === mode) return;
-  } catch {
-    /* missing */
-  }
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode });
-  await chmod(tmp, mode);
-  await rename(tmp, path);
 }
 
 /** The lab provider, its fault injector and hostRef in one object. */

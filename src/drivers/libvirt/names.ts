@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
 import { internal, terminal } from '../../errors.js';
+import { isHostOf, networkOf, parseCidr as parseCidrText, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
 
 /** The pgpool host's name inside a cluster (a node may not be called so). */
 export const POOL_HOST = 'pool';
@@ -143,33 +144,19 @@ export function clusterUris(spec: ClusterSpec): string[] {
 
 // ------------------------------------------------------------------ IPv4
 
-export function ipToInt(ip: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (!m) return null;
-  const p = m.slice(1).map(Number);
-  if (p.some((x) => x > 255)) return null;
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
+export type Ipv4Net = Ipv4Network;
 
-export const intToIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-
-export interface Ipv4Net {
-  base: number;
-  prefixLen: number;
-  broadcast: number;
-}
-
+/** The provider's network (prefix length 1-30; host bits ignored). */
 export function parseCidr(cidr: string): Ipv4Net {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr);
-  const addr = m ? ipToInt(m[1]!) : null;
-  const prefixLen = m ? Number(m[2]) : NaN;
-  if (addr === null || !(prefixLen >= 1 && prefixLen <= 30)) throw terminal(`cannot use network ${JSON.stringify(cidr)}: expected an IPv4 CIDR`);
-  const mask = (0xffffffff << (32 - prefixLen)) >>> 0;
-  const base = (addr & mask) >>> 0;
-  return { base, prefixLen, broadcast: (base | (~mask >>> 0)) >>> 0 };
+  const parsed = parseCidrText(cidr);
+  if (!parsed || !(parsed.prefixLen >= 1 && parsed.prefixLen <= 30)) {
+    throw terminal(`cannot use network ${JSON.stringify(cidr)}: expected an IPv4 CIDR`);
+  }
+  return networkOf(parsed.address, parsed.prefixLen);
 }
 
+/** A host address of the network (not its network or broadcast address). */
 export function inside(ip: string, net: Ipv4Net): boolean {
-  const a = ipToInt(ip);
-  return a !== null && a > net.base && a < net.broadcast;
+  const a = parseIpv4(ip);
+  return a !== undefined && isHostOf(a, net);
 }

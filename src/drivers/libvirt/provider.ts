@@ -5,31 +5,29 @@
 // lifecycle events through a supervised `virsh event --loop` child per URI (events.ts).
 // Conventions (names, MACs, paths): names.ts and README.md beside this file.
 
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
-import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
-import type { Hypervisor, DomainState, Domain } from '@unraid/libvirt';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Hypervisor, Domain } from '@unraid/libvirt';
 import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
-import { POOL_HOST, allMachines, assertLibvirtName, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
-import { dhcpHostXml, networkFacts, pgopMetadata, poolPathOf, renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml, volumeFacts, type DhcpHost, type DomainType } from './xml.js';
-import { HOST_KEY_PATH, buildSeedIso, renderSeed } from './cloudinit.js';
-import { HOST_KEY_ALGO, ensureKeyPair, removeKeyPair, type KeyPair } from '../ssh/keys.js';
-import { TRUST_NEXT_KEY, type HostKeyPins } from '../ssh/shell.js';
-import { CONNECTION_LOST, NOT_FOUND, Virsh, VirshError } from './virsh.js';
+import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
+import { networkFacts, pgopMetadata, renderDomainXml, type DomainType } from './xml.js';
+import { HOST_KEY_PATH } from './cloudinit.js';
+import { ensureOperatorKey, ensurePinnedHostKey, removeKeyPair } from '../ssh/keys.js';
+import type { HostKeyPins } from '../ssh/shell.js';
+import { CONNECTION_LOST, NOT_FOUND, Virsh } from './virsh.js';
 import { EventWatcher, type LibvirtEvent } from './events.js';
 import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
 import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
+import { createKeyedQueue } from '../keyed-queue.js';
+import { HypervisorResources } from './resources.js';
+import { destroy, loadLibvirtBinding, lookup, stateName, type DomainStateName } from './domains.js';
 
-const execFileP = promisify(execFile);
+export { stateName } from './domains.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/pgop/libvirt';
-const GiB = 1024 ** 3;
 
 export interface LibvirtProviderOptions {
   /** Operator keys and ownership markers (default PGOP_LIBVIRT_STATE or /var/lib/pgop/libvirt). */
@@ -53,7 +51,7 @@ export type MachineRef = NodeSpec | typeof POOL_HOST;
 /** What observeMachines and describeMachine report beyond the contract. */
 export interface DomainStatus {
   exists: boolean;
-  state: 'missing' | 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutoff' | 'crashed' | 'pmsuspended' | 'nostate';
+  state: DomainStateName;
 }
 
 const silent: DriverLog = { info() {}, warn() {} };
@@ -68,7 +66,9 @@ export class LibvirtProvider implements ProviderDriver {
   private readonly conns = new Map<string, Promise<Hypervisor>>();
   private readonly watchers = new Map<string, EventWatcher>();
   private readonly listeners = new Set<(e: LibvirtEvent) => void>();
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Machine operations of one cluster (key: its name), or on one hypervisor's shared pool and
+   *  network (key: uri:<uri>), run one at a time in this process. */
+  private readonly serial = createKeyedQueue();
   private readonly domainTypes = new Map<string, Promise<{ type: DomainType; why: string }>>();
   /** domain name per uri -> cluster/node, for labelling events */
   private readonly known = new Map<string, { cluster: string; node: string }>();
@@ -78,6 +78,7 @@ export class LibvirtProvider implements ProviderDriver {
   private advised = false;
   private readonly warnedClosed = new Set<string>();
   private readonly hostKeys: HostKeyPins | undefined;
+  private readonly resources: HypervisorResources;
 
   constructor(opts: LibvirtProviderOptions = {}) {
     this.hostKeys = opts.hostKeys;
@@ -87,6 +88,7 @@ export class LibvirtProvider implements ProviderDriver {
     this.watchEvents = opts.watchEvents ?? true;
     this.serialLogDir = opts.serialLogDir === undefined ? '/var/log/libvirt/qemu' : opts.serialLogDir;
     this.backoff = opts.eventBackoffMs ?? { min: 250, max: 30_000 };
+    this.resources = new HypervisorResources(this.virsh, this.stateDir, this.log);
   }
 
   // ---------------------------------------------------------------- public helpers
@@ -189,7 +191,7 @@ export class LibvirtProvider implements ProviderDriver {
     for (const uri of clusterUris(spec)) {
       const domains = (await this.clusterDomains(uri, spec.name)).filter((d) => d.node !== POOL_HOST);
       if (domains.length === 0) continue;
-      const net = await this.networkState(uri, p.network.name, `read network ${p.network.name}`);
+      const net = await this.resources.networkState(uri, p.network.name, `read network ${p.network.name}`);
       const hosts = net ? networkFacts(net.xml).hosts : [];
       for (const d of domains) {
         const st = await this.withHv(uri, `observe domain ${d.domain}`, async (h) => {
@@ -275,12 +277,12 @@ export class LibvirtProvider implements ProviderDriver {
     this.adviseOnce(m.uri);
     const net = parseCidr(p.network.cidr);
     if (!inside(m.address, net)) throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
-    const publicKey = await this.ensureKeyPair(spec);
+    const publicKey = (await ensureOperatorKey(this.keyPath(spec), spec.name)).publicLine;
     // Shared per hypervisor: the pool and the network (one at a time per URI in this process).
     const shared = () =>
       this.serial(`uri:${m.uri}`, async () => {
-        await this.ensurePool(m.uri, p.pool);
-        await this.ensureNetwork(spec, m.uri, [m]);
+        await this.resources.ensurePool(m.uri, p.pool);
+        await this.resources.ensureNetwork(spec, m.uri, [m]);
         this.openForQemu(m.uri, [p.pool.path, p.baseImage]);
       });
     const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
@@ -295,12 +297,12 @@ export class LibvirtProvider implements ProviderDriver {
     await shared();
     // Not defined yet (first time, or a crash before the define): volumes, then define + start.
     // Its host key is made (once; a machine deleted lost its key with it) and pinned first.
-    const hostKey = await this.ensureHostKey(spec, m);
+    const hostKey = await ensurePinnedHostKey(this.hostKeyFile(m), m.id, this.hostKeys, 'libvirt');
     const poolPath = p.pool.path;
-    const vols = await this.volumeNames(m.uri, p.pool.name);
-    await this.ensureRootVolume(m, p, vols);
-    if (m.volumes.data && !vols.has(m.volumes.data)) await this.ensureDataVolume(m, p);
-    await this.ensureSeedVolume(spec, m, p, publicKey, hostKey, vols);
+    const vols = await this.resources.volumeNames(m.uri, p.pool.name);
+    await this.resources.ensureRootVolume(m, p, vols);
+    if (m.volumes.data && !vols.has(m.volumes.data)) await this.resources.ensureDataVolume(m, p);
+    await this.resources.ensureSeedVolume(spec, m, p, publicKey, hostKey, vols);
     const { type } = await this.domainType(m.uri, p.domainType);
     const xml = renderDomainXml({
       name: m.domain,
@@ -357,221 +359,6 @@ export class LibvirtProvider implements ProviderDriver {
     }
   }
 
-  // ---------------------------------------------------------------- pool, network, volumes
-
-  private markerPath(uri: string, kind: 'pool' | 'network', name: string): string {
-    // The name becomes a file name under stateDir, written as root: only a libvirt name (no /,
-    // no ..) will do, whatever a spec or the schema let through.
-    assertLibvirtName(kind, name);
-    const h = createHash('sha256').update(uri).digest('hex').slice(0, 12);
-    return join(this.stateDir, 'owned', `${kind}-${h}-${name}`);
-  }
-
-  private async ensurePool(uri: string, pool: LibvirtProviderSpec['pool']): Promise<void> {
-    const what = `set up storage pool ${pool.name} on ${uri}`;
-    const xml = (await this.virsh.maybe(uri, ['pool-dumpxml', pool.name], what))?.stdout ?? null;
-    let active = false;
-    if (xml === null) {
-      // Remembered before the define: a crash in between leaves a marker for a pool that may
-      // not exist, which only allows deleting a pool of that name when it is empty.
-      const marker = this.markerPath(uri, 'pool', pool.name);
-      await mkdir(dirname(marker), { recursive: true });
-      // One line each: a newline in either would forge the marker's content.
-      if (/[\u0000-\u001f\u007f]/u.test(uri + pool.path)) throw terminal(`cannot ${what}: the URI or the pool path contains a control character`);
-      await writeFile(marker, `${uri}\n${pool.path}\n`);
-      try {
-        await this.virsh.withXml(uri, renderPoolXml(pool.name, pool.path), ['pool-define', '{}'], what);
-      } catch (err) {
-        if (!/already exists/i.test(messageOf(err))) throw err;
-      }
-      await this.virsh.run(uri, ['pool-autostart', pool.name], what).catch(() => undefined);
-    } else {
-      const have = poolPathOf(xml);
-      if (have !== null && have.replace(/\/+$/, '') !== pool.path.replace(/\/+$/, '')) {
-        throw terminal(`cannot ${what}: the pool exists with path ${have}, not ${pool.path}`);
-      }
-      active = /^State:\s+running/m.test((await this.virsh.run(uri, ['pool-info', pool.name], what)).stdout);
-    }
-    if (!active) {
-      await this.virsh.run(uri, ['pool-build', pool.name], what).catch(() => undefined); // mkdir; fails harmlessly when it exists
-      try {
-        await this.virsh.run(uri, ['pool-start', pool.name], what);
-      } catch (err) {
-        if (!/already active/i.test(messageOf(err))) throw err;
-      }
-    }
-  }
-
-  private async networkState(uri: string, name: string, what: string): Promise<{ xml: string; active: boolean } | null> {
-    const dump = await this.virsh.maybe(uri, ['net-dumpxml', name], what);
-    if (!dump) return null;
-    const info = await this.virsh.run(uri, ['net-info', name], what);
-    return { xml: dump.stdout, active: /^Active:\s+yes/m.test(info.stdout) };
-  }
-
-  /** The network exists, is the spec's, is active and holds a reservation for each machine. */
-  private async ensureNetwork(spec: ClusterSpec, uri: string, machines: MachinePlan[]): Promise<void> {
-    const p = libvirtProvider(spec);
-    const name = p.network.name;
-    const what = `set up network ${name} on ${uri}`;
-    const want: DhcpHost[] = machines.map((m) => ({ mac: m.mac, name: m.dhcpName, ip: m.address }));
-    const prefixLen = parseCidr(p.network.cidr).prefixLen;
-    let st = await this.networkState(uri, name, what);
-    if (!st) {
-      const xml = renderNetworkXml({ name, cluster: spec.name, gateway: p.network.gateway, prefixLen, ...(p.network.bridge ? { bridge: p.network.bridge } : {}), hosts: want });
-      let defined = true;
-      try {
-        await this.virsh.withXml(uri, xml, ['net-define', '{}'], what);
-      } catch (err) {
-        if (!/already exists/i.test(messageOf(err))) throw err;
-        defined = false; // someone else's define won: read what it holds
-      }
-      if (defined) await this.virsh.run(uri, ['net-autostart', name], what).catch(() => undefined);
-      st = defined ? { xml, active: false } : await this.networkState(uri, name, what);
-      if (!st) throw transient(`cannot ${what}: it vanished right after being defined`);
-    }
-    const facts = networkFacts(st.xml);
-    if (facts.gateway !== p.network.gateway || facts.prefixLen !== prefixLen) {
-      throw terminal(`cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, not the spec's ${p.network.gateway}/${prefixLen} (name another network)`);
-    }
-    if (!st.active) {
-      try {
-        await this.virsh.run(uri, ['net-start', name], what);
-      } catch (err) {
-        if (!/already active/i.test(messageOf(err))) throw err;
-      }
-      st = { ...st, active: true };
-    }
-    const flags = st.active ? ['--live', '--config'] : ['--config'];
-    for (const h of want) {
-      const same = facts.hosts.find((x) => x.mac === h.mac && x.ip === h.ip && x.name === h.name);
-      if (same) continue;
-      for (const x of facts.hosts.filter((x) => x.mac === h.mac || x.ip === h.ip || x.name === h.name)) {
-        // An entry of this machine with old values is replaced; anyone else's address is not taken.
-        if (x.name !== h.name && x.mac !== h.mac) {
-          throw terminal(`cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`);
-        }
-        await this.virsh.run(uri, ['net-update', name, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
-      }
-      try {
-        await this.virsh.run(uri, ['net-update', name, 'add', 'ip-dhcp-host', dhcpHostXml(h), ...flags], what);
-      } catch (err) {
-        if (!/already exists|there is an existing dhcp host entry/i.test(messageOf(err))) throw err;
-      }
-    }
-  }
-
-  private async removeReservation(uri: string, network: string, m: MachinePlan): Promise<void> {
-    const what = `remove the reservation of ${m.id} from network ${network}`;
-    const st = await this.networkState(uri, network, what);
-    if (!st) return;
-    const flags = st.active ? ['--live', '--config'] : ['--config'];
-    for (const x of networkFacts(st.xml).hosts.filter((x) => x.mac === m.mac || x.name === m.dhcpName)) {
-      try {
-        await this.virsh.run(uri, ['net-update', network, 'delete', 'ip-dhcp-host', dhcpHostXml(x), ...flags], what);
-      } catch (err) {
-        if (!(err instanceof VirshError && err.notFound) && !/couldn't locate a matching dhcp host/i.test(messageOf(err))) throw err;
-      }
-    }
-  }
-
-  /** Names of the volumes in a pool (one virsh call). */
-  private async volumeNames(uri: string, pool: string): Promise<Set<string>> {
-    const out = (await this.virsh.run(uri, ['vol-list', pool], `list the volumes of pool ${pool}`)).stdout;
-    return new Set(out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean));
-  }
-
-  /** Like volumeNames, null when the pool does not exist; an inactive pool is started first. */
-  private async volumeNamesIfPool(uri: string, pool: string): Promise<Set<string> | null> {
-    try {
-      return await this.volumeNames(uri, pool);
-    } catch (err) {
-      if (err instanceof VirshError && err.notFound) return null;
-      if (!/not active/i.test(messageOf(err))) throw err;
-      await this.virsh.run(uri, ['pool-start', pool], `start pool ${pool}`);
-      return this.volumeNames(uri, pool);
-    }
-  }
-
-  private async volume(uri: string, pool: string, vol: string) {
-    const r = await this.virsh.maybe(uri, ['vol-dumpxml', '--pool', pool, vol], `read volume ${vol}`);
-    return r ? volumeFacts(r.stdout) : null;
-  }
-
-  private async createVolume(uri: string, pool: string, xml: string, vol: string): Promise<void> {
-    try {
-      await this.virsh.withXml(uri, xml, ['vol-create', pool, '{}'], `create volume ${vol} in pool ${pool}`);
-    } catch (err) {
-      if (!/already exists|already in use/i.test(messageOf(err))) throw err;
-    }
-  }
-
-  private async deleteVolume(uri: string, pool: string, vol: string): Promise<void> {
-    await this.virsh.maybe(uri, ['vol-delete', '--pool', pool, vol], `delete volume ${vol} from pool ${pool}`);
-  }
-
-  /** qcow2 overlay on the base image, sized rootDiskGiB (the guest's growpart fills it). A
-   *  leftover that does not match (other base, other size) is made again: no domain uses it. */
-  private async ensureRootVolume(m: MachinePlan, p: LibvirtProviderSpec, vols: Set<string>): Promise<void> {
-    const vol = m.volumes.root;
-    const cap = m.rootDiskGiB * GiB;
-    const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
-    if (have && have.backingPath === p.baseImage && have.capacityBytes === cap && have.format === 'qcow2') return;
-    if (have) await this.deleteVolume(m.uri, p.pool.name, vol);
-    const xml = renderVolumeXml({ name: vol, capacityBytes: cap, format: 'qcow2', backing: { path: p.baseImage, format: await this.baseFormat(m.uri, p.baseImage) } });
-    await this.createVolume(m.uri, p.pool.name, xml, vol);
-  }
-
-  /** Base image format: qcow2 unless qemu-img (local hypervisors) says raw. */
-  private async baseFormat(uri: string, path: string): Promise<'qcow2' | 'raw'> {
-    const info = parseUri(uri);
-    if (info.test || info.host !== '') return 'qcow2';
-    try {
-      const { stdout } = await execFileP('qemu-img', ['info', '--output=json', '-U', path], { timeout: 30_000 });
-      return (JSON.parse(stdout) as { format?: string }).format === 'raw' ? 'raw' : 'qcow2';
-    } catch (err) {
-      if (!existsSync(path)) throw terminal(`cannot create the root disk: base image ${path} does not exist`, err);
-      return 'qcow2';
-    }
-  }
-
-  /** The data disk is never made again once it exists: it holds the node's data. */
-  private async ensureDataVolume(m: MachinePlan, p: LibvirtProviderSpec): Promise<void> {
-    const vol = m.volumes.data!;
-    await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: m.dataDiskGiB * GiB, format: 'qcow2' }), vol);
-  }
-
-  /** The seed ISO is (re)written on every creation attempt (the domain is not defined yet, so
-   *  nothing has read it): a crash between create and upload cannot leave an empty seed. The
-   *  test driver keeps no volume content (no vol-upload): there the volume alone is made. */
-  private async ensureSeedVolume(spec: ClusterSpec, m: MachinePlan, p: LibvirtProviderSpec, publicKey: string, hostKey: KeyPair, vols: Set<string>): Promise<void> {
-    const vol = m.volumes.seed;
-    const prefixLen = parseCidr(p.network.cidr).prefixLen;
-    const iso = await buildSeedIso(
-      renderSeed({
-        cluster: m.cluster,
-        name: m.name,
-        hostname: m.role === 'pool' ? `${m.cluster}-pool` : m.name,
-        osFamily: p.osFamily,
-        sshUser: p.sshUser,
-        publicKey,
-        hostKey,
-        mac: m.mac,
-        address: m.address,
-        prefixLen,
-        gateway: p.network.gateway,
-        dataDisk: m.volumes.data ? p.dataDisk : null,
-      }),
-    );
-    const have = vols.has(vol) ? await this.volume(m.uri, p.pool.name, vol) : null;
-    if (have && have.capacityBytes !== iso.length) await this.deleteVolume(m.uri, p.pool.name, vol);
-    if (!have || have.capacityBytes !== iso.length) {
-      await this.createVolume(m.uri, p.pool.name, renderVolumeXml({ name: vol, capacityBytes: iso.length, format: 'raw' }), vol);
-    }
-    if (parseUri(m.uri).test) return;
-    await this.virsh.upload(m.uri, p.pool.name, vol, iso, `write the cloud-init seed of ${m.id}`);
-  }
-
   // ---------------------------------------------------------------- fence / delete
 
   async fenceMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
@@ -605,9 +392,9 @@ export class LibvirtProvider implements ProviderDriver {
         await this.virsh.maybe(m.uri, ['undefine', m.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${m.domain}`);
       }
     });
-    const have = (await this.volumeNamesIfPool(m.uri, p.pool.name)) ?? new Set<string>();
-    for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol && have.has(vol)) await this.deleteVolume(m.uri, p.pool.name, vol);
-    await this.serial(`uri:${m.uri}`, () => this.removeReservation(m.uri, p.network.name, m));
+    const have = (await this.resources.volumeNamesIfPool(m.uri, p.pool.name)) ?? new Set<string>();
+    for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol && have.has(vol)) await this.resources.deleteVolume(m.uri, p.pool.name, vol);
+    await this.serial(`uri:${m.uri}`, () => this.resources.removeReservation(m.uri, p.network.name, m));
     // a machine made again gets a new host key
     await removeKeyPair(this.hostKeyFile(m));
     this.log.info({ id: m.id, domain: m.domain, uri: m.uri }, 'libvirt machine deleted');
@@ -635,14 +422,14 @@ export class LibvirtProvider implements ProviderDriver {
           });
           if (await this.virsh.maybe(uri, ['pool-info', p.pool.name], `read pool ${p.pool.name}`)) {
             const v = volumeNames(spec.name, d.node);
-            for (const vol of [v.root, v.data, v.seed]) await this.deleteVolume(uri, p.pool.name, vol);
+            for (const vol of [v.root, v.data, v.seed]) await this.resources.deleteVolume(uri, p.pool.name, vol);
           }
           const orphan = { ...machinePlan(spec, spec.nodes[0]!), name: d.node, id: `${spec.name}/${d.node}`, uri, domain: d.domain, mac: macFor(spec.name, d.node), dhcpName: d.domain };
-          await this.serial(`uri:${uri}`, () => this.removeReservation(uri, p.network.name, orphan));
+          await this.serial(`uri:${uri}`, () => this.resources.removeReservation(uri, p.network.name, orphan));
         }
         await this.serial(`uri:${uri}`, async () => {
-          await this.deleteNetworkIfUnused(uri, p.network.name);
-          await this.deletePoolIfOursAndEmpty(uri, p.pool.name);
+          await this.resources.deleteNetworkIfUnused(uri, p.network.name);
+          await this.resources.deletePoolIfOursAndEmpty(uri, p.pool.name);
         });
       }
       await rm(join(this.stateDir, spec.name), { recursive: true, force: true });
@@ -661,37 +448,6 @@ export class LibvirtProvider implements ProviderDriver {
       }
       return out;
     });
-  }
-
-  private async deleteNetworkIfUnused(uri: string, name: string): Promise<void> {
-    const what = `delete network ${name} on ${uri}`;
-    const st = await this.networkState(uri, name, what);
-    if (!st) return;
-    const facts = networkFacts(st.xml);
-    if (!facts.owner || facts.hosts.length > 0) return; // not ours, or still reserved for someone
-    if (st.active) await this.virsh.maybe(uri, ['net-destroy', name], what);
-    await this.virsh.maybe(uri, ['net-undefine', name], what);
-    this.log.info({ uri, network: name }, 'libvirt network deleted');
-  }
-
-  private async deletePoolIfOursAndEmpty(uri: string, name: string): Promise<void> {
-    const marker = this.markerPath(uri, 'pool', name);
-    if (!existsSync(marker)) return;
-    const what = `delete storage pool ${name} on ${uri}`;
-    const info = await this.virsh.maybe(uri, ['pool-info', name], what);
-    if (info) {
-      const active = /^State:\s+running/m.test(info.stdout);
-      if (active) {
-        await this.virsh.run(uri, ['pool-refresh', name], what).catch(() => undefined);
-        const vols = (await this.virsh.run(uri, ['vol-list', name], what)).stdout.trim();
-        if (vols.length > 0) return; // someone else's volumes (or the base image) live there
-        await this.virsh.maybe(uri, ['pool-destroy', name], what);
-      }
-      await this.virsh.maybe(uri, ['pool-delete', name], what).catch(() => undefined); // rmdir; kept when not empty
-      await this.virsh.maybe(uri, ['pool-undefine', name], what);
-      this.log.info({ uri, pool: name }, 'libvirt storage pool deleted');
-    }
-    await rm(marker, { force: true });
   }
 
   // ---------------------------------------------------------------- faults
@@ -796,7 +552,7 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** qemu (libvirt-qemu) must traverse every directory above the disks of a local hypervisor:
-   *  pgop's own directories (under /var/lib/pgop, e.g. one an older pgop made 0700) are opened
+   *  pgop's own directories (under /var/lib/pgop, even one made 0700) are opened
    *  for traversal (never the secrets); others still closed are said once. */
   private openForQemu(uri: string, paths: string[]): void {
     const u = parseUri(uri);
@@ -810,78 +566,6 @@ export class LibvirtProvider implements ProviderDriver {
       }
     }
   }
-
-  /** Machine operations of one key run one at a time in this process. */
-  private serial<T>(key: string, op: () => Promise<T>): Promise<T> {
-    const prev = this.queues.get(key) ?? Promise.resolve();
-    const next = prev.then(op, op);
-    const tail = next.catch(() => undefined);
-    this.queues.set(key, tail);
-    void tail.then(() => {
-      if (this.queues.get(key) === tail) this.queues.delete(key);
-    });
-    return next;
-  }
-
-  // ---------------------------------------------------------------- keys
-
-  /** ed25519 key pair of the cluster (created once, 0600, atomically); returns the public key. */
-  private async ensureKeyPair(spec: ClusterSpec): Promise<string> {
-    return (await ensureKeyPair(this.keyPath(spec), `pgop-operator@${spec.name}`)).publicLine;
-  }
-
-  /** The machine's host key (made once) pinned before its first boot: a new key always, an
-   *  existing one when nothing (or only a `host-key forget` placeholder) is pinned. */
-  private async ensureHostKey(spec: ClusterSpec, m: MachinePlan): Promise<KeyPair> {
-    const key = await ensureKeyPair(this.hostKeyFile(m), `pgop-host@${m.id}`);
-    if (!this.hostKeys) throw terminal(`cannot create ${m.id}: this libvirt provider was given no host key pins`);
-    const cur = this.hostKeys.getPinned(m.id);
-    if (key.created || !cur || cur.algo === TRUST_NEXT_KEY) this.hostKeys.pin(m.id, HOST_KEY_ALGO, key.keyB64);
-    return key;
-  }
-}
-
-// ------------------------------------------------------------------ domain helpers
-
-async function lookup(h: Hypervisor, name: string): Promise<Domain | null> {
-  try {
-    return await h.domainLookupByName(name);
-  } catch (err) {
-    if (NOT_FOUND.test(messageOf(err))) return null;
-    throw err;
-  }
-}
-
-/** virDomainDestroy; true when it stopped a running domain, false when it was not running. */
-async function destroy(dom: Domain): Promise<boolean> {
-  try {
-    await dom.destroy();
-    return true;
-  } catch (err) {
-    const msg = messageOf(err);
-    if (/not running|domain is not running|Requested operation is not valid/i.test(msg) || NOT_FOUND.test(msg)) return false;
-    throw err;
-  }
-}
-
-/** @unraid/libvirt is an optional dependency (a native build): only libvirt clusters load it. */
-async function loadLibvirtBinding(): Promise<typeof import('@unraid/libvirt')> {
-  try {
-    return await import('@unraid/libvirt');
-  } catch (err) {
-    const hint = 'reinstall pgop without --omit=optional; it builds against libvirt-dev';
-    const what = `the optional package @unraid/libvirt is missing (${hint})`;
-    throw terminal(`cannot use the libvirt provider: ${what}: ${messageOf(err)}`, err);
-  }
-}
-
-/** libvirt's virDomainState numbers (a stable C ABI), so that this needs no runtime import. */
-const DOMAIN_STATE_NAMES: readonly DomainStatus['state'][] = [
-  'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended',
-];
-
-export function stateName(s: DomainState | number): DomainStatus['state'] {
-  return DOMAIN_STATE_NAMES[s] ?? 'nostate';
 }
 
 export function createLibvirtProvider(opts: LibvirtProviderOptions = {}): LibvirtProvider {

@@ -1,21 +1,16 @@
-// The libvirt provider's drivers wired together, like createLabWorld: libvirt domains
-// (LibvirtProvider), SSH as root with the cluster's operator key and the host keys pgop made for
-// the machines (pinned in the store before their first boot), postgres and pgpool configured over SSH (the same code as on lab hosts).
+// The libvirt provider's world: libvirt domains (LibvirtProvider) behind the shared SSH world
+// (ssh-world.ts), reached as root with the cluster's operator key and the host keys pgop made
+// for the machines (pinned in the store before their first boot).
 
 import { join } from 'node:path';
 import type { Store } from '../../store/store.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
-import { Signals, type DriverLog, type FaultInjector, type World } from '../types.js';
-import { SshShell, shellDebugLog, type HostKeyPins, type SshShellOptions } from '../ssh/shell.js';
-import { SshPostgresDriver } from '../postgres/driver.js';
-import { SshPoolDriver } from '../pgpool/driver.js';
-import { ClusterTls } from '../../tls/material.js';
-import { hostKeyRefusedRecorder, storePins } from '../lab/world.js';
+import type { DriverLog, FaultInjector, Signals } from '../types.js';
+import type { HostKeyPins, SshShell, SshShellOptions } from '../ssh/shell.js';
+import { createSshWorld, worldPins, type SshWorld } from '../ssh-world.js';
 import { shellJoin } from '../ssh/quote.js';
 import { terminal } from '../../errors.js';
-import { LibvirtProvider, type LibvirtProviderOptions, type MachineRef } from './provider.js';
-import { POOL_HOST } from './names.js';
-import { rotateHostKey, type RotateResult } from '../ssh/rotate.js';
+import { LibvirtProvider, type LibvirtProviderOptions } from './provider.js';
 
 export interface LibvirtWorldOptions {
   /** The loop's fan-out: domain lifecycle events of pgop's machines are emitted here as
@@ -28,39 +23,44 @@ export interface LibvirtWorldOptions {
   shell?: SshShellOptions;
 }
 
-export type LibvirtWorld = World & {
+export type LibvirtWorld = SshWorld & {
   /** the provider itself: hostRef, describeMachine, onEvent, watch, ensurePoolHost, ... */
   libvirt: LibvirtProvider;
-  faults: FaultInjector;
-  shell: SshShell;
-  /** `pgop host-key rotate`: a new host key for a machine, over its verified session */
-  rotateHostKey(cluster: ClusterSpec, node: MachineRef): Promise<RotateResult>;
 };
 
 export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld {
-  const pins = opts.pins ?? (opts.store ? storePins(opts.store) : undefined);
-  if (!pins) throw new Error('createLibvirtWorld needs a store or pins');
-  const provider = new LibvirtProvider({ ...(opts.log ? { log: opts.log } : {}), hostKeys: pins, ...opts.provider });
-  const debug = shellDebugLog(opts.log);
-  const shell = new SshShell(pins, { ...(debug ? { log: debug } : {}), onHostKeyRefused: hostKeyRefusedRecorder(opts.store, opts.log), ...opts.shell });
-  const signals = opts.signals ?? new Signals();
-  // one CA per cluster, shared by both drivers, beside the cluster's operator key
-  const tls = new ClusterTls({ dirOf: (c) => join(provider.stateDir, c.name, 'tls'), ...(opts.log ? { log: opts.log } : {}) });
-  const postgres = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), signals, tls, ...(opts.log ? { logger: opts.log } : {}) });
-  const pool = new SshPoolDriver({
-    shell,
-    tls,
-    hostRef: (c) => provider.hostRef(c, POOL_HOST),
-    signals,
-    ...(opts.log ? { logger: opts.log } : {}),
+  const pins = worldPins(opts, 'createLibvirtWorld');
+  const provider = new LibvirtProvider({
+    ...(opts.log ? { log: opts.log } : {}),
+    hostKeys: pins,
+    ...opts.provider,
   });
-  const store = opts.store;
+  const world = createSshWorld({
+    ...(opts.store ? { store: opts.store } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.signals ? { signals: opts.signals } : {}),
+    ...(opts.shell ? { shell: opts.shell } : {}),
+    machines: provider,
+    pins,
+    // the cluster's CA beside its operator key
+    tlsDirOf: (c) => join(provider.stateDir, c.name, 'tls'),
+    faults: (shell) => libvirtFaults(provider, shell),
+  });
   provider.onEvent((e) => {
     if (e.type !== 'lifecycle' || !e.cluster || !e.lifecycle) return;
-    signals.emit({ cluster: e.cluster, ...(e.node ? { node: e.node } : {}), kind: 'machine.lifecycle', detail: `domain ${e.domain}: ${e.text}` });
+    const node = e.node ? { node: e.node } : {};
+    world.signals.emit({
+      cluster: e.cluster,
+      ...node,
+      kind: 'machine.lifecycle',
+      detail: `domain ${e.domain}: ${e.text}`,
+    });
   });
+  return { ...world, libvirt: provider };
+}
 
-  const faults: FaultInjector = {
+function libvirtFaults(provider: LibvirtProvider, shell: SshShell): FaultInjector {
+  return {
     /** SIGKILL the postmaster (first line of postmaster.pid) over SSH. */
     async kill(c: ClusterSpec, n: NodeSpec) {
       const pidFile = `${c.postgres.dataDir}/postmaster.pid`;
@@ -75,43 +75,5 @@ export function createLibvirtWorld(opts: LibvirtWorldOptions = {}): LibvirtWorld
       shell.disconnect(provider.hostRef(c, n).id);
     },
     start: (c, n) => provider.startMachine(c, n),
-  };
-
-  const forget = (c: ClusterSpec, n: MachineRef) => {
-    shell.disconnect(provider.hostRef(c, n).id);
-    // a machine made again gets new host keys: the old pin must not refuse it
-    store?.forgetHostKey(c.name, n === POOL_HOST ? POOL_HOST : n.name);
-  };
-
-  return {
-    provider: {
-      observeMachines: (c) => provider.observeMachines(c),
-      listMachines: (c) => provider.listMachines(c),
-      ensureMachine: (c, n) => provider.ensureMachine(c, n),
-      fenceMachine: async (c, n) => {
-        await provider.fenceMachine(c, n);
-        // its sessions died with it; a later command must reconnect
-        shell.disconnect(provider.hostRef(c, n).id);
-      },
-      deleteMachine: async (c, n) => {
-        await provider.deleteMachine(c, n);
-        forget(c, n);
-      },
-      deleteClusterResources: async (c) => {
-        await provider.deleteClusterResources(c);
-        if (c.pgpool.enabled && c.pgpool.address) forget(c, POOL_HOST);
-      },
-      close: async () => {
-        await shell.close();
-        await provider.close();
-      },
-    },
-    postgres,
-    pool,
-    signals,
-    libvirt: provider,
-    faults,
-    shell,
-    rotateHostKey: (c, n) => rotateHostKey({ shell, pins, ref: provider.hostRef(c, n), target: provider.hostKeyTarget(c, n) }),
   };
 }

@@ -27,7 +27,6 @@ export interface DomainXmlInput {
 /** Escape text for an XML attribute (either quote) or element. Characters XML 1.0 cannot carry
  *  at all (NUL and the other C0 controls but tab, newline and CR) are refused, not dropped. */
 export function xmlEscape(s: string): string {
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/u.test(s)) throw terminal(`cannot write ${JSON.stringify(s)} into libvirt XML: it contains a control character`);
   // Tab, newline and CR as references: an attribute value would turn them into spaces.
   return s

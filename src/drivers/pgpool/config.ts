@@ -11,8 +11,8 @@ import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
 import { terminal } from '../../errors.js';
 import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
 import { tlsOf } from '../../tls/settings.js';
+import { resolveSecret } from '../../spec/secrets.js';
 
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
 /** Where pgop keeps pgpool's files on the pool host (the lab pool host sees its own /u01). */
@@ -81,10 +81,28 @@ function q(s: string): string {
 
 /** pgpool.conf for the cluster: one backend per spec node, in spec order. */
 export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
+  const lines = [
+    ...connectionLines(cluster, paths),
+    ...backendLines(cluster),
+    ...authLines(paths),
+    ...tlsLines(cluster, paths),
+    '# load balancing',
+    `load_balance_mode = ${cluster.pgpool.loadBalancing ? 'on' : 'off'}`,
+    "disable_load_balance_on_write = 'transaction'",
+    'statement_level_load_balance = off',
+    '',
+    ...noDecisionLines(cluster),
+    ...processLines(paths),
+  ];
+  return lines.join('\n');
+}
+
+function connectionLines(cluster: ClusterSpec, paths: PoolPaths): string[] {
   const pp = cluster.pgpool;
-  if (!pp.address) throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
-  const port = pgPort(cluster);
-  const lines: string[] = [
+  if (!pp.address) {
+    throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
+  }
+  return [
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
     `# cluster ${commentText(cluster.name)}`,
     "backend_clustering_mode = 'streaming_replication'",
@@ -100,38 +118,44 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     `max_pool = ${PGPOOL_MAX_POOL}`,
     'reserved_connections = 0',
     '',
-    '# backends (spec order)',
   ];
-  cluster.nodes.forEach((n, i) => {
-    lines.push(
+}
+
+function backendLines(cluster: ClusterSpec): string[] {
+  const port = pgPort(cluster);
+  return [
+    '# backends (spec order)',
+    ...cluster.nodes.flatMap((n, i) => [
       `backend_hostname${i} = ${q(n.address)}`,
       `backend_port${i} = ${port}`,
       `backend_weight${i} = 1`,
       `backend_data_directory${i} = ${q(cluster.postgres.dataDir)}`,
       `backend_flag${i} = 'ALLOW_TO_FAILOVER'`,
       `backend_application_name${i} = ${q(n.name)}`,
-    );
-  });
-  lines.push(
+    ]),
     '',
+  ];
+}
+
+function authLines(paths: PoolPaths): string[] {
+  return [
     '# authentication: scram from the network, passwords AES-encrypted in pool_passwd',
     'enable_pool_hba = on',
     `pool_passwd = ${q(paths.passwd)}`,
     'allow_clear_text_frontend_auth = off',
     'authentication_timeout = 30',
     '',
-    ...tlsLines(cluster, paths),
-    '# load balancing',
-    `load_balance_mode = ${pp.loadBalancing ? 'on' : 'off'}`,
-    "disable_load_balance_on_write = 'transaction'",
-    'statement_level_load_balance = off',
-    '',
-    // pgpool never decides anything by itself: no health checks, no streaming-replication
-    // checks, no failover on a backend error. pgop watches every node and drives pgpool over PCP
-    // (promote, attach, detach). Measured on a loaded 2-core host: pgpool's own failover, which
-    // spawns its failover_command and then searches for the primary with fresh SCRAM sessions,
-    // took 0.3-1.5 s after pgop's promotion; its streaming-replication check held the lock that
-    // search needs while blocked on a read from a node whose link was down (12 s stalls).
+  ];
+}
+
+/** pgpool never decides anything by itself: no health checks, no streaming-replication checks,
+ *  no failover on a backend error. pgop watches every node and drives pgpool over PCP (promote,
+ *  attach, detach). Measured on a loaded 2-core host: pgpool's own failover, which spawns its
+ *  failover_command and then searches for the primary with fresh SCRAM sessions, took 0.3-1.5 s
+ *  after pgop's promotion; its streaming-replication check held the lock that search needs
+ *  while blocked on a read from a node whose link was down (12 s stalls). */
+function noDecisionLines(cluster: ClusterSpec): string[] {
+  return [
     'sr_check_period = 0',
     "sr_check_user = 'postgres'",
     "sr_check_password = ''",
@@ -151,6 +175,11 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     'auto_failback = off',
     'search_primary_node_timeout = 5',
     '',
+  ];
+}
+
+function processLines(paths: PoolPaths): string[] {
+  return [
     '# process files (private to the pool host)',
     `pid_file_name = ${q(paths.pid)}`,
     `logdir = ${q(paths.statusDir)}`,
@@ -168,8 +197,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     'log_per_node_statement = off',
     'log_min_messages = warning',
     '',
-  );
-  return lines.join('\n');
+  ];
 }
 
 /** TLS (pgpool 4.3): `ssl = on` serves clients with the pool host's certificate and makes pgpool
@@ -241,6 +269,57 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
       return `${u.name}:${poolAesEncrypt(u.password, key)}`;
     });
   return `${lines.join('\n')}\n`;
+}
+
+/** The users pool_passwd lists: postgres and every spec role that logs in with a password. */
+export function poolUsers(cluster: ClusterSpec): { name: string; password: string }[] {
+  const users = new Map<string, string>();
+  users.set('postgres', resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'));
+  for (const r of cluster.roles) {
+    if (r.password && r.login) users.set(r.name, resolveSecret(r.password, `the password of role ${r.name}`));
+  }
+  return [...users].map(([name, password]) => ({ name, password }));
+}
+
+/** A file of pgpool's configuration as pgop writes it on the pool host. */
+export interface PoolFile {
+  op: 'write';
+  path: string;
+  content: string;
+}
+
+/** The secrets kept on the pool host: pool_passwd's AES key and the PCP password. */
+export interface PoolSecrets {
+  key: string;
+  pcpPassword: string;
+}
+
+/** Every configuration file of pgpool's (the secrets' own files aside), the applied hash last. */
+export function renderPoolFiles(
+  cluster: ClusterSpec,
+  paths: PoolPaths,
+  secrets: PoolSecrets,
+  tls: PoolTlsFiles,
+): PoolFile[] {
+  const file = (path: string, content: string): PoolFile => ({ op: 'write', path, content });
+  const tlsFiles = tls
+    ? [file(paths.sslCa, tls.ca), file(paths.sslCert, tls.cert), file(paths.sslKey, tls.key)]
+    : [];
+  return [
+    ...tlsFiles,
+    file(paths.conf, renderPgpoolConf(cluster, paths)),
+    file(paths.hba, renderPoolHba(cluster)),
+    file(paths.pcp, renderPcpConf(secrets.pcpPassword)),
+    file(paths.passwd, renderPoolPasswd(poolUsers(cluster), secrets.key)),
+    file(paths.pcpPass, renderPcpPass(cluster, secrets.pcpPassword)),
+    file(paths.confHash, `${desiredPoolConfigHash(cluster, paths, tls)}\n`),
+  ];
+}
+
+/** The files whose change restarts a running pgpool (it reads its TLS files only at start). */
+export function restartFiles(paths: PoolPaths): string[] {
+  const { conf, hba, pcp, passwd, key, sslCa, sslCert, sslKey } = paths;
+  return [conf, hba, pcp, passwd, key, sslCa, sslCert, sslKey];
 }
 
 /** pgpool's TLS files when right: its certificate, key and the CA bundle; null: none yet. */

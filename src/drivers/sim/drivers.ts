@@ -9,6 +9,7 @@ import { internal, terminal, transient } from '../../errors.js';
 import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { FaultInjector, PoolDriver, PostgresDriver, ProbeResult, ProviderDriver, World } from '../types.js';
+import { syncStandbyNamesValue } from '../postgres/sync-names.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
 
 /** JSON with sorted keys: the same spec content always hashes the same. */
@@ -45,12 +46,6 @@ export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string 
 /** The configHash pgpool reports when configured from this spec. */
 export function desiredPoolConfigHash(cluster: ClusterSpec): string {
   return hash({ pgpool: cluster.pgpool, backends: cluster.nodes.map((n) => ({ name: n.name, address: n.address })) });
-}
-
-/** synchronous_standby_names as postgres stores it ('' = async). Names are quoted: node names
- *  may hold characters an unquoted identifier cannot. */
-export function formatSyncStandbyNames(names: string[], quorum: number): string {
-  return names.length === 0 ? '' : `ANY ${quorum} (${names.map((n) => `"${n}"`).join(', ')})`;
 }
 
 export interface SimDrivers extends World {
@@ -345,7 +340,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       if (sameNames && (names.length === 0 || n.pg.syncQuorum === quorum)) return;
       n.pg.syncNames = [...names];
       n.pg.syncQuorum = names.length === 0 ? 0 : quorum;
-      done(cluster, `postgres sync standbys ${primary.name} = '${formatSyncStandbyNames(names, quorum)}'`);
+      done(cluster, `postgres sync standbys ${primary.name} = '${syncStandbyNamesValue(names, quorum)}'`);
     },
 
     slotName: slotNameFor,
@@ -411,7 +406,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       upstream: pg.inRecovery ? pg.upstream : null,
       streaming: pg.streaming,
       replicas,
-      syncStandbyNames: formatSyncStandbyNames(pg.syncNames, pg.syncQuorum),
+      syncStandbyNames: syncStandbyNamesValue(pg.syncNames, pg.syncQuorum),
       configHash: pg.configHash,
       // read with SQL, as the real probe does: only from a running server
       ...(pg.running ? { slots: [...pg.slots] } : {}),

@@ -9,7 +9,8 @@ import { makeDirs } from '../../state-dirs.js';
 import { dirname } from 'node:path';
 // ssh2 is CommonJS: Node's ESM loader finds Client as a named export but not utils
 import ssh2 from 'ssh2';
-import { messageOf, terminal } from '../../errors.js';
+import { internal, messageOf, terminal } from '../../errors.js';
+import { TRUST_NEXT_KEY, type HostKeyPins } from './shell.js';
 
 const { utils } = ssh2;
 
@@ -104,6 +105,31 @@ export async function ensureKeyPair(path: string, comment: string): Promise<KeyP
   const pair = generateKeyPair(comment);
   await writeKeyPair(path, pair);
   return { ...pair, created: true };
+}
+
+/** The cluster's operator login key pair (the providers' SSH identity on every machine). */
+export function ensureOperatorKey(path: string, cluster: string): Promise<KeyPair & { created: boolean }> {
+  return ensureKeyPair(path, `pgop-operator@${cluster}`);
+}
+
+/** A machine's host key pair, made once and pinned before its sshd first starts, so that the
+ *  first SSH contact is verified too. A new key is always pinned; an existing one only when
+ *  nothing (or a `host-key forget` placeholder) is pinned: a different pin over it is left for
+ *  the SSH client to refuse, and say so. Pins are needed to make a key, not to reuse one. */
+export async function ensurePinnedHostKey(
+  path: string,
+  id: string,
+  pins: HostKeyPins | undefined,
+  provider: string,
+): Promise<KeyPair & { created: boolean }> {
+  const key = await ensureKeyPair(path, `pgop-host@${id}`);
+  if (!pins) {
+    if (key.created) throw internal(`cannot create ${id}: this ${provider} provider was given no host key pins`);
+    return key;
+  }
+  const current = pins.getPinned(id);
+  if (key.created || !current || current.algo === TRUST_NEXT_KEY) pins.pin(id, HOST_KEY_ALGO, key.keyB64);
+  return key;
 }
 
 /** Remove a key pair (both files); missing is fine. */

@@ -1,6 +1,6 @@
-// The ONE quoting helper every remote command goes through. A remote command over SSH is a
-// single string that the node's login shell parses (`$SHELL -c <string>`), so every argument is
-// POSIX single-quoted here: inside single quotes no character is special, and a single quote
+// The ONE shell quoting helper: every remote command goes through it, and so does every value
+// pgop writes into a generated script. A remote command over SSH is a single string that the
+// node's login shell parses (`$SHELL -c <string>`), so every argument is POSIX single-quoted here: inside single quotes no character is special, and a single quote
 // itself is written as '\'' (close, escaped quote, reopen). Works the same in sh, dash and bash.
 
 import { terminal } from '../../errors.js';
@@ -10,11 +10,12 @@ import { terminal } from '../../errors.js';
  *  start of a word), `{}` `,` combinations (bash brace expansion) and every glob character. */
 const SAFE = /^[A-Za-z0-9_@%+:./-]+$/;
 
-/** Quote one argument so that the shell reads it back as exactly `arg`, one word. */
-export function shellQuote(arg: string): string {
+/** Quote one argument so that the shell reads it back as exactly `arg`, one word. `always`
+ *  quotes even a word that needs none (for generated files whose exact bytes matter). */
+export function shellQuote(arg: string, opts: { always?: boolean } = {}): string {
   if (typeof arg !== 'string') throw terminal(`cannot quote argument: not a string (${typeof arg})`);
   if (arg.includes('\0')) throw terminal('cannot quote argument: it contains a NUL byte');
-  if (SAFE.test(arg)) return arg;
+  if (!opts.always && SAFE.test(arg)) return arg;
   return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -22,7 +23,7 @@ export function shellQuote(arg: string): string {
  *  into exactly argv (no expansion, no word splitting, no globbing, no command substitution). */
 export function shellJoin(argv: readonly string[]): string {
   if (argv.length === 0) throw terminal('cannot quote command: empty argv');
-  return argv.map(shellQuote).join(' ');
+  return argv.map((a) => shellQuote(a)).join(' ');
 }
 
 /** Names that end up in file paths, namespace names, interface names, OS user names: letters,

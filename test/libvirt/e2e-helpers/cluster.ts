@@ -14,8 +14,8 @@ import pg from 'pg';
 import { parseDocument } from 'yaml';
 
 const execFileP = promisify(execFile);
-/** The checkout (this file runs from test/ under vitest and from dist/test/ in the bench). */
-export const REPO = new URL('../../../', import.meta.url).pathname.replace(/\/dist\/$/, '/');
+/** The checkout (this file runs from test/ under vitest and from dist-bench/test/ in the bench). */
+export const REPO = new URL('../../../', import.meta.url).pathname.replace(/\/dist-bench\/$/, '/');
 export const BIN = join(REPO, 'bin/pgop');
 export const SEED_SPEC = join(REPO, 'specs/libvirt-3node.yaml');
 

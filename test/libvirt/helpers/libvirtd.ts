@@ -98,3 +98,14 @@ export async function startPrivateLibvirtd(opts: { qemuUser?: string } = {}): Pr
   };
   return d;
 }
+
+/** A contract file's teardown: the provider's connections, the daemon, the state dir (each if made). */
+export async function tearDownContract(
+  provider: { close(): Promise<void> } | undefined,
+  daemon: PrivateLibvirtd | undefined,
+  state: string | undefined,
+): Promise<void> {
+  await provider?.close();
+  await daemon?.stop();
+  if (state) await rm(state, { recursive: true, force: true });
+}

@@ -1,0 +1,110 @@
+// The shell scripts the pgpool driver runs on the pool host (arguments as $1..., never spliced
+// into the text).
+
+import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
+
+/** alive <pid>: a live (not zombie) pgpool process. */
+const ALIVE_FN = `
+alive() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = pgpool ] || return 1
+  [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+}
+`;
+
+/** As root: remove the `unreachable` route (set by a fence) to each address given. */
+export const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
+
+/** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file
+ *  $9 status dir.
+ *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. The directories
+ *  become postgres's through pg_dir (src/drivers/ssh/node-fs.ts: the ones inside pgpool's
+ *  directory are made by postgres itself); the secrets are read as postgres, their owner (root
+ *  would follow a link postgres put in their place). */
+export const PREPARE_SH = `${ALIVE_FN}${NODE_FS_FUNCS}
+set -e
+if [ ! -x "$5" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgpool2 >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    dnf -y -q install pgpool-II
+  fi
+fi
+[ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
+set +e
+for dir in "$1" "$2" "$3" "$4"; do pg_dir "$dir" 700 fixed; done
+pg_dir "$9" 700 fixed
+set -e
+echo "key=$(as_user postgres postgres head -n 1 -- "$6" 2>/dev/null || true)"
+echo "pcp=$(as_user postgres postgres head -n 1 -- "$7" 2>/dev/null || true)"
+running=0
+if [ -f "$8" ] && alive "$(as_user postgres postgres head -n 1 -- "$8" 2>/dev/null)"; then running=1; fi
+echo "running=$running"
+# pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now pgpool2.service >/dev/null 2>&1 || true
+  systemctl disable --now pgpool-II.service >/dev/null 2>&1 || true
+fi
+`;
+
+/** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir $9 status lines
+ *  ${10} status file. */
+export const START_SH = `${ALIVE_FN}
+cd "$8" || exit 1
+if [ -f "$7" ]; then
+  if alive "$(head -n 1 "$7")"; then exit 0; fi
+  rm -f "$7"
+fi
+rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
+# /run is emptied at boot; prepare (as root) creates the directory, this covers a restart
+mkdir -p "$(dirname "\${10}")" 2>/dev/null
+printf '%s' "$9" > "\${10}" || exit 1
+setsid nohup "$1" -n -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
+i=0
+while [ $i -lt 100 ]; do
+  [ -s "$7" ] && exit 0
+  sleep 0.05; i=$((i+1))
+done
+echo "pgpool did not write its pid file" >&2
+tail -n 5 "$6" >&2
+exit 1
+`;
+
+/** As postgres. $1 pgpool $2 conf $3 pid file. */
+export const STOP_SH = `${ALIVE_FN}
+[ -f "$3" ] || exit 0
+pid=$(head -n 1 "$3")
+case "$pid" in ''|*[!0-9]*) rm -f "$3"; exit 0 ;; esac
+# Fast shutdown (SIGINT). A main process busy searching for a primary, or a hung one, does not
+# act on it: after ~1 s SIGKILL its whole process group (started with setsid, the group is pgpool
+# and its children). Nothing is lost: pgpool starts from the status file pgop writes and keeps
+# no other state.
+if alive "$pid"; then
+  kill -INT "$pid" 2>/dev/null
+  i=0
+  while alive "$pid" && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done
+  if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; sleep 0.1; fi
+fi
+# Children that outlive their main process still hold the listening sockets, and the next start
+# fails with "Address already in use": end the rest of that group (pgpool processes only) and
+# wait until it is gone.
+if pgrep -g "$pid" -x pgpool >/dev/null 2>&1; then
+  kill -KILL -- "-$pid" 2>/dev/null
+  i=0
+  while pgrep -g "$pid" -x pgpool >/dev/null 2>&1 && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+fi
+rm -f "$3"
+exit 0
+`;
+
+/** As root: the route to $1 made `unreachable` and pgpool's sessions there ended, then the
+ *  route to each further address removed. */
+export const CUT_OFF_SH = `ip route replace unreachable "$1"/32 || exit 1
+ss -K dst "$1" >/dev/null 2>&1
+shift
+${ROUTE_BACK_SH}
+exit 0`;
+
+/** As root: pgpool's directory removed, as postgres (its owner): root never recurses into a
+ *  tree postgres can write. */
+export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;

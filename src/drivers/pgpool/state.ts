@@ -1,0 +1,99 @@
+// What the pgpool driver knows of one cluster's pgpool between calls: one object per cluster,
+// created at the first look, dropped by deletePool.
+
+import type { ClusterSpec } from '../../spec/types.js';
+import type { PoolBackend, PoolObservation } from '../../observe/types.js';
+import type { PcpSession } from './pcp.js';
+
+/** A PCP session opened ahead of the request that needs it (see warmPcp). */
+export interface PcpOpenedAhead {
+  at: number;
+  session: Promise<PcpSession | null>;
+}
+
+export class PoolClusterState {
+  /** the spec the cluster was last looked at with (a signal names only the cluster) */
+  spec: ClusterSpec | undefined;
+  /** the most recent view of pgpool's backends (observe() and routing keep it) */
+  view: PoolObservation | null = null;
+  /** pgpool's nodes as last known: its last answer, updated by our own PCP requests, and kept
+   *  while it does not answer (a backend it holds up died: that changes nothing about the
+   *  others). heldDown() reads it: a view emptied by a failed look would let the driver
+   *  promote a node pgpool holds down, which pgpool refuses. */
+  knownBackends: PoolBackend[] = [];
+  /** the config hash applied on the pool host, and when it was read or written */
+  appliedHash: { hash: string; at: number } | undefined;
+  /** a routing switch pgpool is still carrying out (restarting its children) */
+  switching: { primary: string; done: Promise<void> } | undefined;
+  /** the standby pgpool was switched to alongside a fence (the promotion then skips it) */
+  switchedEarly: { node: string; at: number; done: Promise<boolean> } | undefined;
+  pcpOpenedAhead: PcpOpenedAhead | undefined;
+  /** no PCP session is opened ahead before this time (see warmPcp) */
+  pcpQuietUntil = 0;
+  /** the PCP password (generated once, kept on the pool host in pcp.secret) */
+  pcpPassword: string | undefined;
+  /** cut-offs put off until the failover is over, by node address */
+  readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
+
+  /** pgpool's answer about its backends, taken as its current view. */
+  remember(backends: PoolBackend[], configHash: string): PoolObservation {
+    const primary = backends.find((b) => b.role === 'primary' && b.status === 'up')?.name ?? null;
+    const view = { reachable: true, primary, backends, configHash };
+    this.view = view;
+    this.knownBackends = backends;
+    return view;
+  }
+
+  /** pgpool held `node` down at its last answer: it ignores a PCP promote of such a node (and
+   *  still answers CommandComplete), so the node must be attached instead. */
+  heldDown(node: string): boolean {
+    return this.knownBackends.some((b) => b.name === node && b.status !== 'up');
+  }
+
+  /** What pgpool does with a promote (its "follow degeneration"): the node becomes its primary
+   *  and every other one is marked down. Kept as its view until it answers again, so that a
+   *  second failure right after does not ask it to promote a node it now holds down. */
+  markPromoted(node: string): void {
+    const promoted = (list: PoolBackend[]) =>
+      list.map(
+        (b): PoolBackend =>
+          b.name === node
+            ? { ...b, status: 'up', role: 'primary' }
+            : { ...b, status: 'down', role: 'standby' },
+      );
+    if (this.view) this.view = { ...this.view, primary: node, backends: promoted(this.view.backends) };
+    this.knownBackends = promoted(this.knownBackends);
+  }
+
+  /** pgpool took a detach of `node`: it holds it down and routes writes nowhere. `from`: the
+   *  backends as known when the detach was sent. */
+  markDetached(node: string, from: PoolBackend[] = this.knownBackends): void {
+    const detached = from.map((b): PoolBackend => (b.name === node ? { ...b, status: 'down' } : b));
+    this.knownBackends = detached;
+    if (this.view) this.view = { ...this.view, primary: null, backends: detached };
+  }
+
+  /** Names of the backends pgpool held up at its last answer. */
+  upBackends(): string[] {
+    return this.knownBackends.filter((b) => b.status === 'up').map((b) => b.name);
+  }
+
+  /** The session opened ahead, closed and forgotten. */
+  dropPcp(): void {
+    const ready = this.pcpOpenedAhead;
+    this.pcpOpenedAhead = undefined;
+    void ready?.session.then((s) => s?.close());
+  }
+
+  /** A later cut-off of `address` called off (the node is routed back first). */
+  callOffCutOff(address: string): void {
+    clearTimeout(this.laterCutOffs.get(address));
+    this.laterCutOffs.delete(address);
+  }
+
+  /** Everything pending closed: the cluster's pgpool is gone. */
+  dispose(): void {
+    this.dropPcp();
+    for (const address of [...this.laterCutOffs.keys()]) this.callOffCutOff(address);
+  }
+}

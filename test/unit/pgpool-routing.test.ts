@@ -1,0 +1,206 @@
+import { describe, expect, it } from 'vitest';
+import type { PoolBackend } from '../../src/observe/types.js';
+import {
+  NO_ANSWER_BACKOFF_MS,
+  POLL_MS,
+  RESEND_AFTER_MS,
+  knownReach,
+  mustProbePrimary,
+  nextRoutingStep,
+  primaryGoneSince,
+  requestKey,
+  type PoolLook,
+  type RoutingClock,
+  type RoutingGoal,
+} from '../../src/drivers/pgpool/routing.js';
+import { PoolClusterState } from '../../src/drivers/pgpool/state.js';
+
+const nodes = ['pg01', 'pg02', 'pg03'];
+const goal = (primary: string | null, failed: string[] = []): RoutingGoal => ({ nodes, primary, failed });
+
+const b = (name: string, status: PoolBackend['status'], role: PoolBackend['role'] = 'standby') => ({
+  name,
+  status,
+  role,
+});
+
+const NOW = 100_000;
+const clock = (over: Partial<RoutingClock> = {}): RoutingClock => ({
+  now: NOW,
+  deadline: NOW + 6000,
+  restarted: false,
+  primaryGoneSince: null,
+  primaryGoneLimitMs: 1000,
+  sent: new Map(),
+  ...over,
+});
+
+const look = (backends: PoolBackend[] | null, reach: boolean[] = [true, true, true]): PoolLook =>
+  backends ? { backends, reach } : { backends: null, error: 'connection refused', reach: [] };
+
+const routed = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'up')];
+
+describe('nextRoutingStep', () => {
+  it('is done when pgpool routes to the primary and holds up exactly the nodes that answer', () => {
+    expect(nextRoutingStep(goal('pg01'), look(routed), clock())).toEqual({
+      send: [],
+      next: { kind: 'done' },
+      why: '',
+    });
+    const pg03Down = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'down')];
+    expect(nextRoutingStep(goal('pg01'), look(pg03Down, [true, true, false]), clock()).next).toEqual({
+      kind: 'done',
+    });
+  });
+
+  it('waits longer after a look pgpool did not answer, and says why', () => {
+    const step = nextRoutingStep(goal('pg01'), look(null), clock());
+    expect(step.send).toEqual([]);
+    expect(step.next).toEqual({ kind: 'wait', ms: NO_ANSWER_BACKOFF_MS + POLL_MS });
+    expect(step.why).toBe('pgpool does not answer: connection refused');
+  });
+
+  it('promotes the wanted primary when pgpool holds it up but routes writes elsewhere', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'up')];
+    const step = nextRoutingStep(goal('pg02'), look(backends), clock());
+    expect(step.send).toEqual([{ kind: 'promote', node: 'pg02', nodeId: 1 }]);
+    expect(step.next).toEqual({ kind: 'wait', ms: POLL_MS });
+    expect(step.why).toBe('pgpool sees pg01:up/primary pg02:up/standby pg03:up/standby, want primary pg02');
+  });
+
+  it('attaches the wanted primary when pgpool holds it down', () => {
+    const backends = [b('pg01', 'down', 'standby'), b('pg02', 'down'), b('pg03', 'up', 'primary')];
+    const step = nextRoutingStep(goal('pg02'), look(backends, [false, true, true]), clock());
+    expect(step.send).toEqual([{ kind: 'attach', node: 'pg02', nodeId: 1 }]);
+  });
+
+  it('sends nothing for a wanted primary whose postgres does not answer, nor for one not in the spec', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'up')];
+    const silent = nextRoutingStep(goal('pg02'), look(backends, [true, false, true]), clock());
+    expect(silent.send).toEqual([]);
+    expect(silent.next).toEqual({ kind: 'wait', ms: POLL_MS });
+    const unknown = nextRoutingStep(goal('pg09'), look(backends), clock());
+    expect(unknown.send).toEqual([]);
+    expect(unknown.next.kind).toBe('wait');
+  });
+
+  it('leaves the other nodes alone until the primary is routed', () => {
+    const backends = [b('pg01', 'up', 'standby'), b('pg02', 'up'), b('pg03', 'down')];
+    const step = nextRoutingStep(goal('pg01'), look(backends, [true, false, true]), clock());
+    expect(step.send).toEqual([{ kind: 'promote', node: 'pg01', nodeId: 0 }]);
+  });
+
+  it('attaches a node held down whose postgres answers and detaches one held up that does not', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'down'), b('pg03', 'up')];
+    const step = nextRoutingStep(goal('pg01'), look(backends, [true, true, false]), clock());
+    expect(step.send).toEqual([
+      { kind: 'attach', node: 'pg02', nodeId: 1 },
+      { kind: 'detach', node: 'pg03', nodeId: 2 },
+    ]);
+    expect(step.next).toEqual({ kind: 'wait', ms: POLL_MS });
+  });
+
+  it('never attaches a node pgpool marks unused', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'unused'), b('pg03', 'up')];
+    const step = nextRoutingStep(goal('pg01'), look(backends), clock());
+    expect(step.send).toEqual([]);
+    expect(step.next.kind).toBe('wait');
+  });
+
+  it('routes the other nodes when no primary is wanted', () => {
+    const backends = [b('pg01', 'down'), b('pg02', 'up'), b('pg03', 'up')];
+    expect(nextRoutingStep(goal(null), look(backends, [true, true, true]), clock()).send).toEqual([
+      { kind: 'attach', node: 'pg01', nodeId: 0 },
+    ]);
+    expect(nextRoutingStep(goal(null), look(backends, [false, true, true]), clock()).next).toEqual({
+      kind: 'done',
+    });
+  });
+
+  it('does not repeat a request within RESEND_AFTER_MS, and repeats it after', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'up')];
+    const key = requestKey({ kind: 'promote', node: 'pg02' });
+    const recent = clock({ sent: new Map([[key, NOW - RESEND_AFTER_MS]]) });
+    expect(nextRoutingStep(goal('pg02'), look(backends), recent).send).toEqual([]);
+    const old = clock({ sent: new Map([[key, NOW - RESEND_AFTER_MS - 1]]) });
+    expect(nextRoutingStep(goal('pg02'), look(backends), old).send).toHaveLength(1);
+  });
+
+  it('restarts pgpool once past the deadline, still sending what is due', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'up')];
+    const step = nextRoutingStep(goal('pg02'), look(backends), clock({ deadline: NOW - 1 }));
+    expect(step.next).toEqual({ kind: 'restart' });
+    expect(step.send).toEqual([{ kind: 'promote', node: 'pg02', nodeId: 1 }]);
+    expect(nextRoutingStep(goal('pg01'), look(null), clock({ deadline: NOW - 1 })).next).toEqual({
+      kind: 'restart',
+    });
+    expect(nextRoutingStep(goal('pg02'), look(backends), clock({ deadline: NOW })).next.kind).toBe('wait');
+  });
+
+  it('gives up past the deadline after a restart', () => {
+    const step = nextRoutingStep(goal('pg01'), look(null), clock({ deadline: NOW - 1, restarted: true }));
+    expect(step.next).toEqual({ kind: 'give-up', cause: 'stuck' });
+    expect(step.why).toBe('pgpool does not answer: connection refused');
+  });
+
+  it('gives up at once when the wanted primary stays silent beyond the limit', () => {
+    const gone = clock({ primaryGoneSince: NOW - 1001 });
+    expect(nextRoutingStep(goal('pg01'), look(null), gone)).toEqual({
+      send: [],
+      next: { kind: 'give-up', cause: 'primary-silent' },
+      why: 'the primary does not answer',
+    });
+    const recently = clock({ primaryGoneSince: NOW - 1000 });
+    expect(nextRoutingStep(goal('pg01'), look(null), recently).next.kind).toBe('wait');
+  });
+});
+
+describe('what the routing loop probes', () => {
+  it('probes the wanted primary unless pgpool routes to it', () => {
+    expect(mustProbePrimary(goal('pg01'), routed)).toBe(false);
+    expect(mustProbePrimary(goal('pg02'), routed)).toBe(true);
+    expect(mustProbePrimary(goal('pg01'), null)).toBe(true);
+    expect(mustProbePrimary(goal(null), null)).toBe(false);
+    expect(mustProbePrimary(goal('pg09'), null)).toBe(false);
+  });
+
+  it('probes only the nodes pgpool holds down and the operator did not see fail', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'down'), b('pg03', 'up')];
+    expect(knownReach(goal('pg01'), backends, undefined)).toEqual([true, undefined, true]);
+    expect(knownReach(goal('pg01', ['pg03']), backends, undefined)).toEqual([true, undefined, false]);
+    expect(knownReach(goal('pg01', ['pg02']), backends, undefined)).toEqual([true, false, true]);
+    // the primary's own probe wins; a failed primary is not taken as unreachable
+    expect(knownReach(goal('pg02', ['pg02']), backends, true)).toEqual([true, true, true]);
+    expect(knownReach(goal('pg02', ['pg02']), backends, undefined)).toEqual([true, undefined, true]);
+    expect(knownReach(goal('pg03'), backends, false)).toEqual([true, undefined, false]);
+  });
+
+  it('tracks since when the primary has been silent', () => {
+    const silent: PoolLook = { backends: null, reach: [], primaryAnswers: false };
+    expect(primaryGoneSince(null, silent, NOW)).toBe(NOW);
+    expect(primaryGoneSince(NOW - 500, silent, NOW)).toBe(NOW - 500);
+    expect(primaryGoneSince(NOW - 500, { ...silent, primaryAnswers: true }, NOW)).toBeNull();
+    expect(primaryGoneSince(NOW - 500, { ...silent, primaryAnswers: undefined }, NOW)).toBeNull();
+  });
+});
+
+describe('PoolClusterState', () => {
+  it('takes a promote as pgpool carries it out: the node primary, every other one held down', () => {
+    const s = new PoolClusterState();
+    s.remember(routed, 'h');
+    expect(s.heldDown('pg02')).toBe(false);
+    s.markPromoted('pg02');
+    expect(s.view?.primary).toBe('pg02');
+    expect(s.heldDown('pg01')).toBe(true);
+    expect(s.heldDown('pg02')).toBe(false);
+    expect(s.upBackends()).toEqual(['pg02']);
+  });
+
+  it('takes a detach as the node held down and no primary', () => {
+    const s = new PoolClusterState();
+    s.remember([b('pg01', 'up', 'primary'), b('pg02', 'down'), b('pg03', 'down')], 'h');
+    s.markDetached('pg01');
+    expect(s.view).toMatchObject({ primary: null, reachable: true });
+    expect(s.upBackends()).toEqual([]);
+  });
+});
