@@ -3,11 +3,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bin, ensureBuilt, pgop, root, simSpec, tmp } from '../helpers/pgop-cli.js';
 import { parseDuration } from '../../src/cli/duration.js';
 import { pinChildLocale, userLocaleEnv } from '../../src/cli/child-locale.js';
+import { Store, processIsAlive } from '../../src/store/store.js';
 
 beforeAll(ensureBuilt);
 
@@ -69,17 +70,13 @@ describe('durations', () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 
-  it('switchover and delete --timeout bound their wait for a serve that does not answer', async () => {
+  it('switchover and delete --timeout bound their wait for a serve that does not answer', () => {
     const db = join(tmp(), 'pgop.db');
     pgop(db, ['apply', '-f', simSpec]);
-    // a serve that holds the lock but is stopped: the commands wait for it, up to --timeout
-    const serve = spawn(process.execPath, [bin, '--db', db, 'serve'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, PGOP_DB: '' },
-    });
+    // this process holds the serve lock and does nothing: the commands wait for it, up to --timeout
+    const store = Store.open(db);
+    expect(store.acquireServeLock(process.pid, hostname(), Date.now(), processIsAlive).ok).toBe(true);
     try {
-      await new Promise<void>((resolve) => serve.stdout.once('data', () => resolve()));
-      serve.kill('SIGSTOP');
       const started = Date.now();
       const sw = pgop(db, ['switchover', 'sim', '--to', 'pg02', '--timeout', '300ms']);
       expect(sw.code, sw.stderr).toBe(3);
@@ -89,10 +86,8 @@ describe('durations', () => {
       expect(del.stdout).toContain('not yet deleted');
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
-      const exited = new Promise((r) => serve.once('exit', r));
-      serve.kill('SIGCONT');
-      serve.kill('SIGTERM');
-      await exited;
+      store.releaseServeLock(process.pid);
+      store.close();
     }
   });
 });
