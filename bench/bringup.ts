@@ -39,14 +39,17 @@ const spec = parsed.spec;
 
 const steps = new Map<string, number[]>();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const fmt = (xs: number[]) => `median ${median(xs).toFixed(2)} s  (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)})`;
+const fmt = (xs: number[]) =>
+  `median ${median(xs).toFixed(2)} s  (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)})`;
 
 async function teardown(db: string) {
   const store = Store.open(db);
   const worlds = createWorlds({ store });
   await worlds.prepare([spec]);
   if (store.getCluster(spec.name)) store.requestDeletion(spec.name, Date.now());
-  else store.applySpec(spec, parsed.hash, parsed.source, Date.now()) && store.requestDeletion(spec.name, Date.now());
+  else
+    store.applySpec(spec, parsed.hash, parsed.source, Date.now()) &&
+      store.requestDeletion(spec.name, Date.now());
   const r = new Reconciler({ store, worldFor: (s) => worlds.worldFor(s), clock: systemClock });
   await runLoop(r, store, systemClock, { stopWhen: () => !store.getCluster(spec.name), timeoutMs: 120_000 });
   await worlds.close();
@@ -62,7 +65,11 @@ async function operatorTrial(dir: string): Promise<{ seconds: number; peakRssMiB
   let peak = 0;
   const t0 = performance.now();
   store.applySpec(spec, parsed.hash, parsed.source, Date.now());
-  const ok = await runLoop(reconciler, store, systemClock, { untilConverged: true, timeoutMs: 180_000, onTick: () => (peak = Math.max(peak, process.memoryUsage().rss)) });
+  const ok = await runLoop(reconciler, store, systemClock, {
+    untilConverged: true,
+    timeoutMs: 180_000,
+    onTick: () => (peak = Math.max(peak, process.memoryUsage().rss)),
+  });
   const seconds = (performance.now() - t0) / 1000;
   if (!ok) throw new Error('the lab cluster did not converge within 180 s');
   await worlds.close();
@@ -73,7 +80,7 @@ async function operatorTrial(dir: string): Promise<{ seconds: number; peakRssMiB
 
 async function scriptedTrial(dir: string): Promise<number> {
   const world = createLabWorld({ pins: createMemoryPins() });
-  const [p, s1, s2] = spec.nodes as [typeof spec.nodes[0], typeof spec.nodes[0], typeof spec.nodes[0]];
+  const [p, s1, s2] = spec.nodes as [(typeof spec.nodes)[0], (typeof spec.nodes)[0], (typeof spec.nodes)[0]];
   const t0 = performance.now();
   let last = t0;
   const lap = (what: string) => {
@@ -116,13 +123,20 @@ try {
     pgop.push(r.seconds);
     rss.push(r.peakRssMiB);
   }
-  console.log(`bench:bringup  specs/lab-3node.yaml (3 nodes + pgpool, sync quorum 1), ${TRIALS} trials each, from nothing`);
+  console.log(
+    `bench:bringup  specs/lab-3node.yaml (3 nodes + pgpool, sync quorum 1), ${TRIALS} trials each, from nothing`,
+  );
   console.log(`  pgop: apply -> all nodes healthy          ${fmt(pgop)}`);
   console.log(`  baseline: same drivers, scripted by hand  ${fmt(scripted)}`);
-  console.log(`  operator overhead                         ${(median(pgop) - median(scripted)).toFixed(2)} s (${(median(pgop) / median(scripted)).toFixed(2)}x)`);
-  for (const [what, xs] of steps) console.log(`    baseline step: ${what.padEnd(36)} ${median(xs).toFixed(2)} s`);
+  console.log(
+    `  operator overhead                         ${(median(pgop) - median(scripted)).toFixed(2)} s (${(median(pgop) / median(scripted)).toFixed(2)}x)`,
+  );
+  for (const [what, xs] of steps)
+    console.log(`    baseline step: ${what.padEnd(36)} ${median(xs).toFixed(2)} s`);
   console.log(`  operator peak RSS                         ${Math.max(...rss).toFixed(1)} MiB`);
-  console.log(`  target <= ${TARGET_S} s: ${median(pgop) <= TARGET_S ? 'met' : `MISSED by ${(median(pgop) - TARGET_S).toFixed(2)} s`}`);
+  console.log(
+    `  target <= ${TARGET_S} s: ${median(pgop) <= TARGET_S ? 'met' : `MISSED by ${(median(pgop) - TARGET_S).toFixed(2)} s`}`,
+  );
 } finally {
   rmSync(dir, { recursive: true, force: true });
   rmSync(stateRoot, { recursive: true, force: true });

@@ -93,7 +93,23 @@ function heredoc(tag: string, body: string): string {
 /** Run a script as root on the lab's pool host (script on stdin). */
 export function onPoolHost(lab: ChaosLab, script: string, timeoutMs = 60_000): Promise<string> {
   const key = join(lab.stateDir, lab.name, 'operator_ed25519');
-  const args = ['-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', `root@${lab.poolAddress}`, 'sh', '-s'];
+  const args = [
+    '-i',
+    key,
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'LogLevel=ERROR',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'ConnectTimeout=5',
+    `root@${lab.poolAddress}`,
+    'sh',
+    '-s',
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn('ssh', args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -121,7 +137,9 @@ async function waitPoolPrimary(lab: ChaosLab, primary: string, timeoutMs = 60_00
   let last = '';
   for (;;) {
     try {
-      const rows = await lab.withPool((c) => c.query<{ hostname: string; status: string; role: string }>('SHOW POOL_NODES').then((r) => r.rows));
+      const rows = await lab.withPool((c) =>
+        c.query<{ hostname: string; status: string; role: string }>('SHOW POOL_NODES').then((r) => r.rows),
+      );
       const addr = lab.node(primary).address;
       if (rows.some((r) => r.hostname === addr && r.status === 'up' && r.role === 'primary')) return;
       last = rows.map((r) => `${r.hostname}:${r.status}/${r.role}`).join(' ');
@@ -165,11 +183,15 @@ const logOffsets = new Map<string, number>();
  *  lines since the baseline was enabled that mention failover, health checks, the primary or
  *  children (at most 200). */
 export async function baselineLog(lab: ChaosLab): Promise<string> {
-  const script = await onPoolHost(lab, `cat ${BASELINE_LOG} 2>/dev/null || true`).catch((e: Error) => e.message);
+  const script = await onPoolHost(lab, `cat ${BASELINE_LOG} 2>/dev/null || true`).catch(
+    (e: Error) => e.message,
+  );
   let pool = '';
   try {
     const all = readFileSync(poolLogPath(lab), 'utf8').slice(logOffsets.get(lab.name) ?? 0);
-    const lines = all.split('\n').filter((l) => /failover|degenerat|promot|primary|restart|health|child|detach|down|timed out/i.test(l));
+    const lines = all
+      .split('\n')
+      .filter((l) => /failover|degenerat|promot|primary|restart|health|child|detach|down|timed out/i.test(l));
     pool = lines.slice(-200).join('\n');
   } catch (err) {
     pool = (err as Error).message;
@@ -179,7 +201,10 @@ export async function baselineLog(lab: ChaosLab): Promise<string> {
 
 /** Back to pgop: its pgpool.conf, pgpool restarted, the old primary's node fenced, pgop serving. */
 export async function disableBaseline(lab: ChaosLab, oldPrimary: string): Promise<void> {
-  await onPoolHost(lab, [`[ -f ${SAVED} ] && mv -f ${SAVED} ${P.conf}`, `rm -f ${SCRIPT} ${PGPASS}`, RESTART_PGPOOL].join('\n'));
+  await onPoolHost(
+    lab,
+    [`[ -f ${SAVED} ] && mv -f ${SAVED} ${P.conf}`, `rm -f ${SCRIPT} ${PGPASS}`, RESTART_PGPOOL].join('\n'),
+  );
   await lab.fault(oldPrimary, 'stop');
   lab.startServe();
 }

@@ -37,10 +37,14 @@ if (!process.env.PGOP_IN_HUB) {
   process.env.PGOP_LAB_PREFIX = prefix;
   const hub = await netns.ensureHub(prefix);
   mkdirSync(state, { recursive: true });
-  const child = spawn(netns.NSENTER, [`--net=${netns.netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, PGOP_LAB_PREFIX: prefix, PGOP_LAB_STATE: state, PGOP_IN_HUB: prefix },
-  });
+  const child = spawn(
+    netns.NSENTER,
+    [`--net=${netns.netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, PGOP_LAB_PREFIX: prefix, PGOP_LAB_STATE: state, PGOP_IN_HUB: prefix },
+    },
+  );
   const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));
@@ -73,8 +77,10 @@ if (!process.env.PGOP_IN_HUB) {
 // ------------------------------------------------------------------------------ inside the hub
 
 const { ChaosLab } = await import('../test/helpers/chaos-lab.js');
-const { currentPrimary, failoverTrial, switchoverTrial, waitConverged } = await import('../test/helpers/chaos-scenario.js');
-const { BASELINE_SETTINGS, baselineLog, disableBaseline, enableBaseline } = await import('./failover-baseline.js');
+const { currentPrimary, failoverTrial, switchoverTrial, waitConverged } =
+  await import('../test/helpers/chaos-scenario.js');
+const { BASELINE_SETTINGS, baselineLog, disableBaseline, enableBaseline } =
+  await import('./failover-baseline.js');
 type Lab = InstanceType<typeof ChaosLab>;
 type Trial = Awaited<ReturnType<typeof failoverTrial>>;
 type Switch = Awaited<ReturnType<typeof switchoverTrial>>;
@@ -82,7 +88,13 @@ type Mode = 'sync' | 'async';
 type Fault = 'kill' | 'partition';
 type System = 'pgop' | 'pgpool';
 
-const list = <T extends string>(env: string | undefined, def: T[]): T[] => (env ? (env.split(',').map((s) => s.trim()).filter(Boolean) as T[]) : def);
+const list = <T extends string>(env: string | undefined, def: T[]): T[] =>
+  env
+    ? (env
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean) as T[])
+    : def;
 const TRIALS = Number(process.env.PGOP_BENCH_TRIALS ?? 5);
 const MODES = list<Mode>(process.env.PGOP_BENCH_MODES, ['sync', 'async']);
 const FAULTS = list<Fault>(process.env.PGOP_BENCH_FAULTS, ['kill', 'partition']);
@@ -97,7 +109,9 @@ const say = (s: string) => process.stdout.write(`${new Date().toISOString().slic
 const git = (args: string[]) => spawnSync('git', ['-C', repo, ...args], { encoding: 'utf8' }).stdout.trim();
 // PGOP_BENCH_COMMIT names the commit when the tree is an export without .git (a clean snapshot).
 const commit = process.env.PGOP_BENCH_COMMIT ?? git(['rev-parse', 'HEAD']);
-const dirty = process.env.PGOP_BENCH_COMMIT ? 0 : git(['status', '--porcelain', '--untracked-files=no']).split('\n').filter(Boolean).length;
+const dirty = process.env.PGOP_BENCH_COMMIT
+  ? 0
+  : git(['status', '--porcelain', '--untracked-files=no']).split('\n').filter(Boolean).length;
 const loads: number[] = [loadavg()[0]!];
 
 interface FailedTrial {
@@ -116,7 +130,13 @@ let generation = 0;
 let lab: Lab = newLab();
 function newLab(): Lab {
   generation++;
-  return new ChaosLab({ name: generation === 1 ? 'bf' : `bf${generation}`, network: `10.${94 + generation}.0.0/24`, mode: MODES[0] ?? 'sync', tls: TLS, log: (s) => say(`  ${s}`) });
+  return new ChaosLab({
+    name: generation === 1 ? 'bf' : `bf${generation}`,
+    network: `10.${94 + generation}.0.0/24`,
+    mode: MODES[0] ?? 'sync',
+    tls: TLS,
+    log: (s) => say(`  ${s}`),
+  });
 }
 
 /** Converged under pgop, or a fresh cluster in the wanted mode. */
@@ -127,7 +147,9 @@ async function ready(mode: Mode): Promise<void> {
     await lab.setMode(mode);
     return;
   } catch (err) {
-    say(`cluster ${lab.name} does not converge (${(err as Error).message.split('\n')[0]}); building a fresh one`);
+    say(
+      `cluster ${lab.name} does not converge (${(err as Error).message.split('\n')[0]}); building a fresh one`,
+    );
   }
   await lab.down();
   lab = newLab();
@@ -145,14 +167,18 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
     const r = await failoverTrial(lab, { fault, run, system });
     trials.push(r);
     const f = (x: number | null) => (x === null ? '-' : `${(x / 1000).toFixed(2)}s`);
-    say(`${run}${r.converged ? '' : ' (DID NOT CONVERGE)'}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`);
+    say(
+      `${run}${r.converged ? '' : ' (DID NOT CONVERGE)'}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
+    );
   } catch (err) {
     failed.push({ fault, mode, system, run, error: (err as Error).message });
     say(`${run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
   } finally {
     if (system === 'pgpool' && primary) {
       baselineLogs[run] = await baselineLog(lab);
-      await disableBaseline(lab, primary).catch((err: Error) => say(`  restoring pgop after the baseline: ${err.message}`));
+      await disableBaseline(lab, primary).catch((err: Error) =>
+        say(`  restoring pgop after the baseline: ${err.message}`),
+      );
     }
   }
 }
@@ -163,7 +189,9 @@ async function switchoverRun(mode: Mode, i: number): Promise<void> {
   try {
     const r = await switchoverTrial(lab, run);
     switches.push(r);
-    say(`${run}: ${r.from} -> ${r.to ?? '-'}  write unavailability ${(r.unavailableMs! / 1000).toFixed(2)}s  lost ${r.lostAcked.length}  command ${r.seconds.toFixed(2)}s${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`);
+    say(
+      `${run}: ${r.from} -> ${r.to ?? '-'}  write unavailability ${(r.unavailableMs! / 1000).toFixed(2)}s  lost ${r.lostAcked.length}  command ${r.seconds.toFixed(2)}s${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
+    );
   } catch (err) {
     failed.push({ fault: 'kill', mode, system: 'pgop', run, error: (err as Error).message });
     say(`${run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
@@ -178,25 +206,54 @@ const med = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-const sec = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : ms === Infinity ? 'never' : `${(ms / 1000).toFixed(2)}`);
+const sec = (ms: number | null | undefined) =>
+  ms === null || ms === undefined ? '-' : ms === Infinity ? 'never' : `${(ms / 1000).toFixed(2)}`;
 const finite = (xs: (number | null)[]) => xs.filter((x): x is number => x !== null && Number.isFinite(x));
 
 function table(rows: string[][]): string {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r, j) => r.map((c, i) => c.padEnd(w[i]!)).join(' | ') + (j === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('-|-')}` : '')).join('\n');
+  return rows
+    .map(
+      (r, j) =>
+        r.map((c, i) => c.padEnd(w[i]!)).join(' | ') +
+        (j === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('-|-')}` : ''),
+    )
+    .join('\n');
 }
 
 function report(): { text: string; summary: object[] } {
-  const head = ['scenario', 'mode', 'system', 'measured/N', 'RTO pgpool s min/med/max', 'RTO direct s med', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'rejoin s med', 'pgop/baseline', 'targets'];
+  const head = [
+    'scenario',
+    'mode',
+    'system',
+    'measured/N',
+    'RTO pgpool s min/med/max',
+    'RTO direct s med',
+    'acked lost',
+    'old-primary acks after promotion',
+    '2 primaries seen',
+    'rejoin s med',
+    'pgop/baseline',
+    'targets',
+  ];
   const rows: string[][] = [head];
   const summary: object[] = [];
   const misses: string[] = [];
   for (const fault of FAULTS) {
     for (const mode of MODES) {
-      const medOf = (system: System) => med(finite(trials.filter((t) => t.fault === fault && t.mode === mode && t.system === system).map((t) => t.rtoPoolMs)));
+      const medOf = (system: System) =>
+        med(
+          finite(
+            trials
+              .filter((t) => t.fault === fault && t.mode === mode && t.system === system)
+              .map((t) => t.rtoPoolMs),
+          ),
+        );
       for (const system of SYSTEMS) {
         const ts = trials.filter((t) => t.fault === fault && t.mode === mode && t.system === system);
-        const nFailed = failed.filter((f) => f.fault === fault && f.mode === mode && f.system === system).length;
+        const nFailed = failed.filter(
+          (f) => f.fault === fault && f.mode === mode && f.system === system,
+        ).length;
         const nStuck = ts.filter((t) => !t.converged).length;
         const rto = finite(ts.map((t) => t.rtoPoolMs));
         const noRecovery = ts.length - rto.length;
@@ -205,29 +262,96 @@ function report(): { text: string; summary: object[] } {
         const oldAfter = ts.reduce((a, t) => a + t.oldPrimaryAcksAfterPromotion, 0);
         const split = ts.filter((t) => t.maxPrimaries > 1).length;
         const rejoin = med(finite(ts.map((t) => t.rejoinMs)));
-        const ratio = system === 'pgop' && medOf('pgop') !== null && medOf('pgpool') ? (medOf('pgop')! / medOf('pgpool')!).toFixed(2) : '';
+        const ratio =
+          system === 'pgop' && medOf('pgop') !== null && medOf('pgpool')
+            ? (medOf('pgop')! / medOf('pgpool')!).toFixed(2)
+            : '';
         let targets = '';
         if (system === 'pgop') {
           const m = med(rto);
           const checks: [string, boolean][] = [
-            [`RTO med <= ${TARGET_MS[fault] / 1000} s`, m !== null && m <= TARGET_MS[fault] && noRecovery === 0],
+            [
+              `RTO med <= ${TARGET_MS[fault] / 1000} s`,
+              m !== null && m <= TARGET_MS[fault] && noRecovery === 0,
+            ],
             ['0 acked lost', mode !== 'sync' || lost === 0],
             ['0 old-primary writes', oldAfter === 0],
           ];
           const bad = checks.filter(([, ok]) => !ok);
-          targets = bad.length === 0 && nFailed === 0 && nStuck === 0 ? 'PASS' : `MISS: ${[...bad.map(([n]) => n), ...(nFailed ? [`${nFailed} trial(s) failed`] : []), ...(nStuck ? [`${nStuck} did not converge`] : [])].join(', ')}`;
-          if (nStuck) misses.push(`${fault}/${mode}: ${nStuck} trial(s) did not converge in time (old primary not back as a streaming standby, or pgop not Healthy)`);
-          if (m !== null && m > TARGET_MS[fault]) misses.push(`${fault}/${mode}: median RTO ${sec(m)} s is ${sec(m - TARGET_MS[fault])} s over the ${TARGET_MS[fault] / 1000} s target`);
+          targets =
+            bad.length === 0 && nFailed === 0 && nStuck === 0
+              ? 'PASS'
+              : `MISS: ${[...bad.map(([n]) => n), ...(nFailed ? [`${nFailed} trial(s) failed`] : []), ...(nStuck ? [`${nStuck} did not converge`] : [])].join(', ')}`;
+          if (nStuck)
+            misses.push(
+              `${fault}/${mode}: ${nStuck} trial(s) did not converge in time (old primary not back as a streaming standby, or pgop not Healthy)`,
+            );
+          if (m !== null && m > TARGET_MS[fault])
+            misses.push(
+              `${fault}/${mode}: median RTO ${sec(m)} s is ${sec(m - TARGET_MS[fault])} s over the ${TARGET_MS[fault] / 1000} s target`,
+            );
           if (mode === 'sync' && lost) misses.push(`${fault}/${mode}: ${lost} acknowledged row(s) lost`);
-          if (oldAfter) misses.push(`${fault}/${mode}: ${oldAfter} write(s) accepted by the old primary after the promotion`);
+          if (oldAfter)
+            misses.push(
+              `${fault}/${mode}: ${oldAfter} write(s) accepted by the old primary after the promotion`,
+            );
         }
-        const rtoCell = rto.length ? `${sec(Math.min(...rto))} / ${sec(med(rto))} / ${sec(Math.max(...rto))}${noRecovery ? ` (+${noRecovery} never)` : ''}` : noRecovery ? 'never' : '-';
-        rows.push([fault === 'kill' ? 'kill -9 primary' : 'primary link down', mode, system === 'pgop' ? 'pgop' : 'pgpool own failover', `${ts.length}/${ts.length + nFailed}`, rtoCell, sec(direct), String(lost), String(oldAfter), `${split}/${ts.length}`, system === 'pgop' ? sec(rejoin) : 'n/a', ratio, targets]);
-        summary.push({ fault, mode, system, trials: ts.length, failedTrials: nFailed, notConverged: nStuck, rtoPoolMs: { min: rto.length ? Math.min(...rto) : null, median: med(rto), max: rto.length ? Math.max(...rto) : null, neverRecovered: noRecovery }, rtoDirectMedianMs: direct, ackedLost: lost, oldPrimaryAcksAfterPromotion: oldAfter, trialsWithTwoPrimaries: split, rejoinMedianMs: system === 'pgop' ? rejoin : null, ratioPgopToBaseline: ratio ? Number(ratio) : null, targets });
+        const rtoCell = rto.length
+          ? `${sec(Math.min(...rto))} / ${sec(med(rto))} / ${sec(Math.max(...rto))}${noRecovery ? ` (+${noRecovery} never)` : ''}`
+          : noRecovery
+            ? 'never'
+            : '-';
+        rows.push([
+          fault === 'kill' ? 'kill -9 primary' : 'primary link down',
+          mode,
+          system === 'pgop' ? 'pgop' : 'pgpool own failover',
+          `${ts.length}/${ts.length + nFailed}`,
+          rtoCell,
+          sec(direct),
+          String(lost),
+          String(oldAfter),
+          `${split}/${ts.length}`,
+          system === 'pgop' ? sec(rejoin) : 'n/a',
+          ratio,
+          targets,
+        ]);
+        summary.push({
+          fault,
+          mode,
+          system,
+          trials: ts.length,
+          failedTrials: nFailed,
+          notConverged: nStuck,
+          rtoPoolMs: {
+            min: rto.length ? Math.min(...rto) : null,
+            median: med(rto),
+            max: rto.length ? Math.max(...rto) : null,
+            neverRecovered: noRecovery,
+          },
+          rtoDirectMedianMs: direct,
+          ackedLost: lost,
+          oldPrimaryAcksAfterPromotion: oldAfter,
+          trialsWithTwoPrimaries: split,
+          rejoinMedianMs: system === 'pgop' ? rejoin : null,
+          ratioPgopToBaseline: ratio ? Number(ratio) : null,
+          targets,
+        });
       }
     }
   }
-  const srows: string[][] = [['switchover', 'mode', 'measured/N', 'write unavailability s min/med/max', 'acked lost', 'old-primary acks after promotion', '2 primaries seen', 'command s med', 'target']];
+  const srows: string[][] = [
+    [
+      'switchover',
+      'mode',
+      'measured/N',
+      'write unavailability s min/med/max',
+      'acked lost',
+      'old-primary acks after promotion',
+      '2 primaries seen',
+      'command s med',
+      'target',
+    ],
+  ];
   for (const mode of MODES) {
     const ss = switches.filter((s) => s.mode === mode);
     if (!ss.length && !failed.some((f) => f.run.startsWith(`${mode}-switchover`))) continue;
@@ -235,10 +359,36 @@ function report(): { text: string; summary: object[] } {
     const u = finite(ss.map((s) => s.unavailableMs));
     const lost = ss.reduce((a, s) => a + s.lostAcked.length, 0);
     const oldAfter = ss.reduce((a, s) => a + s.oldPrimaryAcksAfterPromotion, 0);
-    const target = lost === 0 && nFailed === 0 && ss.every((s) => s.exitCode === 0) ? 'PASS (0 acked lost)' : `MISS: ${lost} acked lost${nFailed ? `, ${nFailed} failed` : ''}`;
+    const target =
+      lost === 0 && nFailed === 0 && ss.every((s) => s.exitCode === 0)
+        ? 'PASS (0 acked lost)'
+        : `MISS: ${lost} acked lost${nFailed ? `, ${nFailed} failed` : ''}`;
     if (lost) misses.push(`switchover/${mode}: ${lost} acknowledged row(s) lost`);
-    srows.push(['pgop switchover', mode, `${ss.length}/${ss.length + nFailed}`, u.length ? `${sec(Math.min(...u))} / ${sec(med(u))} / ${sec(Math.max(...u))}` : '-', String(lost), String(oldAfter), `${ss.filter((s) => s.maxPrimaries > 1).length}/${ss.length}`, sec(med(ss.map((s) => s.seconds * 1000))), target]);
-    summary.push({ switchover: true, mode, trials: ss.length, failedTrials: nFailed, unavailableMs: { min: u.length ? Math.min(...u) : null, median: med(u), max: u.length ? Math.max(...u) : null }, ackedLost: lost, oldPrimaryAcksAfterPromotion: oldAfter, target });
+    srows.push([
+      'pgop switchover',
+      mode,
+      `${ss.length}/${ss.length + nFailed}`,
+      u.length ? `${sec(Math.min(...u))} / ${sec(med(u))} / ${sec(Math.max(...u))}` : '-',
+      String(lost),
+      String(oldAfter),
+      `${ss.filter((s) => s.maxPrimaries > 1).length}/${ss.length}`,
+      sec(med(ss.map((s) => s.seconds * 1000))),
+      target,
+    ]);
+    summary.push({
+      switchover: true,
+      mode,
+      trials: ss.length,
+      failedTrials: nFailed,
+      unavailableMs: {
+        min: u.length ? Math.min(...u) : null,
+        median: med(u),
+        max: u.length ? Math.max(...u) : null,
+      },
+      ackedLost: lost,
+      oldPrimaryAcksAfterPromotion: oldAfter,
+      target,
+    });
   }
   const lines = [
     `bench:failover on ${commit.slice(0, 12)}${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ${startedAt.toISOString()} .. ${new Date().toISOString()}`,
@@ -248,9 +398,19 @@ function report(): { text: string; summary: object[] } {
     '',
     ...(srows.length > 1 ? [table(srows), ''] : []),
     `RTO pgpool: longest time without an acknowledged write through pgpool, from the last ack before the fault to the first ack after the promotion. RTO direct: first write the new primary accepted directly, after the fault. Old-primary acks: writes the old primary acknowledged (unix socket, works while its link is down) after the new primary's promotion (its server log's "selected new timeline ID", or earlier evidence). 2 primaries seen: trials in which two nodes answered pg_is_in_recovery() = false in the same 50 ms sweep. Rejoin: from the old primary's node being back (kill: the fault; link down: the heal) to it streaming from the new primary.`,
-    `Baseline: pgop stopped, pgpool's own failover with ${Object.entries(BASELINE_SETTINGS).map(([k, v]) => `${k}=${v}`).join(', ')} (failover_command promotes pgpool's new main node with pg_promote(); standbys are not repointed), pgpool restarted; after each baseline trial pgop's pgpool.conf is restored, the old primary's node fenced and pgop repairs the cluster.`,
-    ...(misses.length ? ['', 'Missed targets:', ...misses.map((m) => `  - ${m}`)] : SYSTEMS.includes('pgop') && trials.some((t) => t.system === 'pgop') ? ['', 'Every target met.'] : []),
-    ...(failed.length ? ['', 'Failed trials:', ...failed.map((f) => `  - ${f.run}: ${f.error.split('\n')[0]}`)] : []),
+    `Baseline: pgop stopped, pgpool's own failover with ${Object.entries(BASELINE_SETTINGS)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(
+        ', ',
+      )} (failover_command promotes pgpool's new main node with pg_promote(); standbys are not repointed), pgpool restarted; after each baseline trial pgop's pgpool.conf is restored, the old primary's node fenced and pgop repairs the cluster.`,
+    ...(misses.length
+      ? ['', 'Missed targets:', ...misses.map((m) => `  - ${m}`)]
+      : SYSTEMS.includes('pgop') && trials.some((t) => t.system === 'pgop')
+        ? ['', 'Every target met.']
+        : []),
+    ...(failed.length
+      ? ['', 'Failed trials:', ...failed.map((f) => `  - ${f.run}: ${f.error.split('\n')[0]}`)]
+      : []),
   ];
   return { text: lines.join('\n'), summary };
 }
@@ -271,7 +431,9 @@ void interrupted.then(() => {
 
 const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000);
 try {
-  say(`bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}, ${SWITCHOVERS} switchover(s) per mode; prefix ${process.env.PGOP_LAB_PREFIX}`);
+  say(
+    `bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}, ${SWITCHOVERS} switchover(s) per mode; prefix ${process.env.PGOP_LAB_PREFIX}`,
+  );
   await lab.up();
   for (const mode of MODES) {
     for (let i = 1; i <= TRIALS && !stop; i++) {
@@ -299,7 +461,10 @@ try {
   const dir = join(repo, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `failover-${startedAt.toISOString().replace(/[:]/g, '').replace(/\..*/, '')}.json`);
-  writeFileSync(file, `${JSON.stringify({ bench: 'failover', commit, dirtyTrackedFiles: dirty, startedAt, finishedAt: new Date(), trialsPerRow: TRIALS, tls: TLS, modes: MODES, faults: FAULTS, systems: SYSTEMS, targetsMs: TARGET_MS, baselineSettings: BASELINE_SETTINGS, loadAverage: { min: Math.min(...loads), max: Math.max(...loads) }, summary, trials, switchovers: switches, failed, baselineLogs, table: text }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ bench: 'failover', commit, dirtyTrackedFiles: dirty, startedAt, finishedAt: new Date(), trialsPerRow: TRIALS, tls: TLS, modes: MODES, faults: FAULTS, systems: SYSTEMS, targetsMs: TARGET_MS, baselineSettings: BASELINE_SETTINGS, loadAverage: { min: Math.min(...loads), max: Math.max(...loads) }, summary, trials, switchovers: switches, failed, baselineLogs, table: text }, null, 2)}\n`,
+  );
   say(`results: ${file}`);
   await lab.down();
 }

@@ -35,7 +35,9 @@ try {
     get.push(time(process.execPath, [bin, 'get', 'nodes'], env));
     getJson.push(time(process.execPath, [bin, 'get', 'nodes', '-o', 'json'], env));
   }
-  const b = median(bare), g = median(get), j = median(getJson);
+  const b = median(bare),
+    g = median(get),
+    j = median(getJson);
   console.log(`bench:get  ${RUNS} runs each, medians`);
   console.log(`  node -e 0 (baseline)   ${b.toFixed(1)} ms`);
   console.log(`  pgop get nodes         ${g.toFixed(1)} ms   ${(g / b).toFixed(2)}x baseline`);

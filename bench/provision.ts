@@ -49,7 +49,8 @@ async function main() {
     // cold: an empty cache; warm: the cache the cold build filled (or the machine's default one)
     const cold = process.env.BENCH_COLD !== '0';
     const cacheDir = cold ? join(run, 'cache') : undefined;
-    const opts = (force: boolean) => resolveBuildOptions({ output: image, ...(cacheDir ? { cacheDir } : {}), force });
+    const opts = (force: boolean) =>
+      resolveBuildOptions({ output: image, ...(cacheDir ? { cacheDir } : {}), force });
     if (cold) {
       process.stderr.write('bench:provision: image build, cold (downloads every package)\n');
       const r = await buildImage(opts(true));
@@ -57,21 +58,47 @@ async function main() {
     }
     process.stderr.write('bench:provision: image build, warm\n');
     const warm = await buildImage(opts(true));
-    out(`image build, warm (cached packages${cold ? ' + debootstrap system' : ''}, --force)`, `${warm.seconds.toFixed(1)} s  ${Object.entries(warm.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+    out(
+      `image build, warm (cached packages${cold ? ' + debootstrap system' : ''}, --force)`,
+      `${warm.seconds.toFixed(1)} s  ${Object.entries(warm.phases)
+        .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+        .join(', ')}`,
+    );
     const again = await buildImage(opts(false));
     out('image build, unchanged recipe', `${again.status} in ${again.seconds.toFixed(2)} s`);
-    out('image size', `${(warm.fileBytes / 2 ** 20).toFixed(0)} MiB qcow2 (virtual ${opts(false).sizeGiB} GiB)`);
+    out(
+      'image size',
+      `${(warm.fileBytes / 2 ** 20).toFixed(0)} MiB qcow2 (virtual ${opts(false).sizeGiB} GiB)`,
+    );
 
-    const start = execFileSync('bash', [join(repo, 'scripts/libvirtd-test.sh'), 'start', libvirtdDir], { encoding: 'utf8' });
+    const start = execFileSync('bash', [join(repo, 'scripts/libvirtd-test.sh'), 'start', libvirtdDir], {
+      encoding: 'utf8',
+    });
     libvirtdStarted = true;
     const env = parseAssignments(start);
     const resultFile = join(run, 'cluster.json');
     process.stderr.write(`bench:provision: cluster in namespace ${env.LIBVIRTD_NETNS}\n`);
     const code = await new Promise<number>((resolve) => {
-      const child = spawn('nsenter', [`--net=/run/netns/${env.LIBVIRTD_NETNS}`, '--', process.execPath, fileURLToPath(import.meta.url), '--in-netns'], {
-        stdio: 'inherit',
-        env: { ...process.env, ...env, PGOP_BENCH_IMAGE: image, PGOP_BENCH_WORK: join(run, 'cluster'), PGOP_BENCH_RESULT: resultFile },
-      });
+      const child = spawn(
+        'nsenter',
+        [
+          `--net=/run/netns/${env.LIBVIRTD_NETNS}`,
+          '--',
+          process.execPath,
+          fileURLToPath(import.meta.url),
+          '--in-netns',
+        ],
+        {
+          stdio: 'inherit',
+          env: {
+            ...process.env,
+            ...env,
+            PGOP_BENCH_IMAGE: image,
+            PGOP_BENCH_WORK: join(run, 'cluster'),
+            PGOP_BENCH_RESULT: resultFile,
+          },
+        },
+      );
       const fwd = (sig: NodeJS.Signals) => () => child.kill(sig);
       process.once('SIGINT', fwd('SIGINT'));
       process.once('SIGTERM', fwd('SIGTERM'));
@@ -80,9 +107,14 @@ async function main() {
     if (code !== 0) throw new Error(`the cluster part failed (exit ${code})`);
     const r = JSON.parse(readFileSync(resultFile, 'utf8')) as ClusterResult;
     out('apply -> 3 healthy VMs + pgpool (pgop serve)', `${r.applyToHealthyS.toFixed(1)} s`);
-    out(`virsh destroy primary (${r.primary}) -> first write via pgpool`, `${r.destroyToWriteS.toFixed(1)} s  (new primary ${r.newPrimary}, ${r.writeAttempts} attempts every 200 ms)`);
+    out(
+      `virsh destroy primary (${r.primary}) -> first write via pgpool`,
+      `${r.destroyToWriteS.toFixed(1)} s  (new primary ${r.newPrimary}, ${r.writeAttempts} attempts every 200 ms)`,
+    );
     out(`virsh destroy -> ${r.primary} streaming again as a standby`, `${r.destroyToRejoinS.toFixed(1)} s`);
-    console.log(`bench:provision  libvirt provider, qemu TCG, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores (shared), 1 trial`);
+    console.log(
+      `bench:provision  libvirt provider, qemu TCG, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores (shared), 1 trial`,
+    );
     for (const l of lines) console.log(l);
   } catch (e) {
     for (const l of lines) console.log(l);
@@ -90,7 +122,9 @@ async function main() {
   } finally {
     if (libvirtdStarted) {
       try {
-        execFileSync('bash', [join(repo, 'scripts/libvirtd-test.sh'), 'stop', libvirtdDir], { stdio: 'inherit' });
+        execFileSync('bash', [join(repo, 'scripts/libvirtd-test.sh'), 'stop', libvirtdDir], {
+          stdio: 'inherit',
+        });
       } catch {
         /* reported by the script */
       }
@@ -106,12 +140,25 @@ async function clusterPart() {
   const work = process.env.PGOP_BENCH_WORK!;
   mkdirSync(work, { recursive: true, mode: 0o755 });
   const secrets = h.ensureSecrets();
-  const spec = h.e2eSpec({ uri: lv.qemuUri, baseImage: process.env.PGOP_BENCH_IMAGE!, poolPath: join(work, 'pool'), subnet: 100 + Math.floor(Math.random() * 150) });
+  const spec = h.e2eSpec({
+    uri: lv.qemuUri,
+    baseImage: process.env.PGOP_BENCH_IMAGE!,
+    poolPath: join(work, 'pool'),
+    subnet: 100 + Math.floor(Math.random() * 150),
+  });
   writeFileSync(join(work, 'spec.yaml'), spec.yaml);
-  const pgop = new h.Pgop(join(work, 'pgop.db'), { ...process.env, PGOP_LIBVIRT_STATE: join(work, 'libvirt-state') });
+  const pgop = new h.Pgop(join(work, 'pgop.db'), {
+    ...process.env,
+    PGOP_LIBVIRT_STATE: join(work, 'libvirt-state'),
+  });
   const serveLog = join(work, 'serve.log');
   const log = (s: string) => process.stderr.write(`bench:provision: ${s}\n`);
-  const viaPgpool = { host: spec.pgpool.address, port: spec.pgpool.port, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib' };
+  const viaPgpool = {
+    host: spec.pgpool.address,
+    port: spec.pgpool.port,
+    password: secrets.PGOP_SUPERUSER_PASSWORD,
+    database: 'critlib',
+  };
   const describe = async () => h.describeNodes(await pgop.nodes());
   let deleted = false;
   try {
@@ -131,7 +178,10 @@ async function clusterPart() {
     const applyToHealthyS = (performance.now() - t0) / 1000;
     log(`healthy after ${applyToHealthyS.toFixed(1)} s`);
     const primary = c.primary!;
-    await h.sql(viaPgpool, 'CREATE TABLE IF NOT EXISTS bench_writes (id serial PRIMARY KEY, at timestamptz DEFAULT now())');
+    await h.sql(
+      viaPgpool,
+      'CREATE TABLE IF NOT EXISTS bench_writes (id serial PRIMARY KEY, at timestamptz DEFAULT now())',
+    );
     await h.sql(viaPgpool, 'INSERT INTO bench_writes DEFAULT VALUES');
     const t1 = performance.now();
     await h.virsh(lv.qemuUri, 'destroy', `${spec.name}-${primary}`);
@@ -152,12 +202,25 @@ async function clusterPart() {
       async () => {
         const [cl, items] = [await pgop.cluster(spec.name), await pgop.nodes()];
         const old = items.find((n) => n.name === primary);
-        return cl && cl.primary !== primary && old?.role === 'standby' && old.streaming && h.healthy(cl, items, 3) ? cl : undefined;
+        return cl &&
+          cl.primary !== primary &&
+          old?.role === 'standby' &&
+          old.streaming &&
+          h.healthy(cl, items, 3)
+          ? cl
+          : undefined;
       },
       { timeoutMs: 15 * 60_000, intervalMs: 1000, log, describe },
     );
     const destroyToRejoinS = (performance.now() - t1) / 1000;
-    const result: ClusterResult = { applyToHealthyS, destroyToWriteS, writeAttempts, destroyToRejoinS, primary, newPrimary: after.primary! };
+    const result: ClusterResult = {
+      applyToHealthyS,
+      destroyToWriteS,
+      writeAttempts,
+      destroyToRejoinS,
+      primary,
+      newPrimary: after.primary!,
+    };
     writeFileSync(process.env.PGOP_BENCH_RESULT!, JSON.stringify(result));
     const del = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
     if (del.code !== 0) throw new Error(`delete failed: ${del.stderr.slice(-1000)}`);

@@ -65,7 +65,15 @@ export interface NodeEdge {
   actor: NodeActor | null;
 }
 
-const live: NodeState[] = ['provisioned', 'installed', 'primary', 'standby', 'degraded', 'fenced', 'rejoining'];
+const live: NodeState[] = [
+  'provisioned',
+  'installed',
+  'primary',
+  'standby',
+  'degraded',
+  'fenced',
+  'rejoining',
+];
 
 export const NODE_EDGES: readonly NodeEdge[] = [
   { from: 'absent', event: 'node.wanted', to: 'provisioned', actor: 'provisionVm' },

@@ -27,7 +27,13 @@ export function stateRoot(env: NodeJS.ProcessEnv = process.env): string {
 export const STATE_ROOT_MODE = 0o711;
 /** Members of the state root that stay private whatever the root's mode. */
 export const PRIVATE_DIRS = ['secrets', 'libvirt'] as const;
-export const PRIVATE_FILES = ['pgop.db', 'pgop.db-wal', 'pgop.db-shm', 'pgop.db-journal', 'serve.log'] as const;
+export const PRIVATE_FILES = [
+  'pgop.db',
+  'pgop.db-wal',
+  'pgop.db-shm',
+  'pgop.db-journal',
+  'serve.log',
+] as const;
 
 const under = (p: string, dir: string) => p === dir || p.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 
@@ -125,7 +131,10 @@ export function openPathForQemu(path: string, root = stateRoot()): string[] {
 /** The advice appended to libvirt's "Cannot access storage file '<path>' ...: Permission
  *  denied": which directories above the file qemu cannot traverse. Null when not that error. */
 export function storageAccessAdvice(message: string): string | null {
-  const m = /Cannot access storage file '([^']+)'(?: \([^)]*\))?: Permission denied|Could not open '([^']+)': Permission denied/.exec(message);
+  const m =
+    /Cannot access storage file '([^']+)'(?: \([^)]*\))?: Permission denied|Could not open '([^']+)': Permission denied/.exec(
+      message,
+    );
   if (!m) return null;
   const file = m[1] ?? m[2]!;
   const closed = untraversable(dirname(file));

@@ -19,7 +19,8 @@ export async function enterLabHubIfNeeded(
       store.close();
     }
   }
-  if (process.getuid?.() !== 0) throw terminal('cannot reach lab clusters: the lab provider needs root (network namespaces, sshd)');
+  if (process.getuid?.() !== 0)
+    throw terminal('cannot reach lab clusters: the lab provider needs root (network namespaces, sshd)');
   const { inHub, reexecInHub } = await import('../drivers/lab/netns.js');
   if (inHub()) return;
   await reexecInHub(undefined, handOver);

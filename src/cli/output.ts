@@ -48,8 +48,11 @@ export interface EventItem {
   reason: string;
 }
 
-
-export function nodeItems(records: NodeRecord[], clusters: Map<string, StoredCluster>, observations: Map<string, ClusterObservation | undefined>): NodeItem[] {
+export function nodeItems(
+  records: NodeRecord[],
+  clusters: Map<string, StoredCluster>,
+  observations: Map<string, ClusterObservation | undefined>,
+): NodeItem[] {
   return records.map((r) => {
     const cluster = clusters.get(r.cluster);
     const spec = cluster?.spec.nodes.find((n) => n.name === r.name);
@@ -57,11 +60,22 @@ export function nodeItems(records: NodeRecord[], clusters: Map<string, StoredClu
     const o = obs?.nodes[r.name];
     const pg = o?.postgres ?? null;
     const running = !!pg?.running && !!o?.reachable;
-    const role: NodeItem['role'] = !o ? 'unknown' : !running ? 'down' : pg!.inRecovery ? 'standby' : 'primary';
+    const role: NodeItem['role'] = !o
+      ? 'unknown'
+      : !running
+        ? 'down'
+        : pg!.inRecovery
+          ? 'standby'
+          : 'primary';
     // Lag: bytes the standby has yet to replay, against the primary's current WAL position.
     const primaryName = cluster?.primary;
     const primaryPg = primaryName ? obs?.nodes[primaryName]?.postgres : null;
-    const lag = role === 'standby' && primaryPg?.running ? Math.max(0, primaryPg.lsn - pg!.lsn) : role === 'primary' ? 0 : null;
+    const lag =
+      role === 'standby' && primaryPg?.running
+        ? Math.max(0, primaryPg.lsn - pg!.lsn)
+        : role === 'primary'
+          ? 0
+          : null;
     return {
       cluster: r.cluster,
       name: r.name,
@@ -85,7 +99,12 @@ export function nodeItems(records: NodeRecord[], clusters: Map<string, StoredClu
 export function clusterItem(c: StoredCluster, nodeCount: number): ClusterItem {
   const spec = c.spec;
   const primaryAddress = spec.nodes.find((n) => n.name === c.primary)?.address;
-  const endpoint = spec.pgpool.enabled && spec.pgpool.address ? `${spec.pgpool.address}:${spec.pgpool.port}` : primaryAddress ? `${primaryAddress}:5432` : null;
+  const endpoint =
+    spec.pgpool.enabled && spec.pgpool.address
+      ? `${spec.pgpool.address}:${spec.pgpool.port}`
+      : primaryAddress
+        ? `${primaryAddress}:5432`
+        : null;
   return {
     name: c.name,
     generation: c.generation,
@@ -102,7 +121,16 @@ export function clusterItem(c: StoredCluster, nodeCount: number): ClusterItem {
 }
 
 export function eventItem(e: EventRecord): EventItem {
-  return { id: e.id, time: new Date(e.time).toISOString(), cluster: e.cluster, node: e.node, from: e.from, to: e.to, rule: e.ruleId, reason: e.reason };
+  return {
+    id: e.id,
+    time: new Date(e.time).toISOString(),
+    cluster: e.cluster,
+    node: e.node,
+    from: e.from,
+    to: e.to,
+    rule: e.ruleId,
+    reason: e.reason,
+  };
 }
 
 export function age(iso: string, now: number): string {

@@ -3,7 +3,11 @@
 // and everything pgop prints in a table is ASCII (names are validated, LSNs and states are).
 
 /** Render rows as aligned columns. `maxWidths[i]` truncates column i (with an ellipsis). */
-export function renderTable(head: string[], rows: (string | number)[][], maxWidths: (number | undefined)[] = []): string {
+export function renderTable(
+  head: string[],
+  rows: (string | number)[][],
+  maxWidths: (number | undefined)[] = [],
+): string {
   const cells = [head, ...rows.map((r) => r.map(String))];
   const widths = head.map((_, i) => {
     const natural = Math.max(...cells.map((r) => (r[i] ?? '').length));
@@ -11,5 +15,12 @@ export function renderTable(head: string[], rows: (string | number)[][], maxWidt
     return cap !== undefined ? Math.min(cap, natural) : natural;
   });
   const fit = (s: string, w: number) => (s.length > w ? `${s.slice(0, Math.max(0, w - 1))}…` : s.padEnd(w));
-  return cells.map((r) => widths.map((w, i) => fit(r[i] ?? '', w)).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      widths
+        .map((w, i) => fit(r[i] ?? '', w))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

@@ -37,11 +37,19 @@ export function createWorlds(opts: WorldsOptions = {}): Worlds {
   const loaders: Partial<Record<string, Loader>> = {
     lab: async () => {
       const { createLabWorld } = await import('./lab/world.js');
-      return createLabWorld({ signals, ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
+      return createLabWorld({
+        signals,
+        ...(opts.store ? { store: opts.store } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
+      });
     },
     libvirt: async () => {
       const { createLibvirtWorld } = await import('./libvirt/world.js');
-      return createLibvirtWorld({ signals, ...(opts.store ? { store: opts.store } : {}), ...(opts.log ? { log: opts.log } : {}) });
+      return createLibvirtWorld({
+        signals,
+        ...(opts.store ? { store: opts.store } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
+      });
     },
     ...opts.loaders,
   };
@@ -50,7 +58,10 @@ export function createWorlds(opts: WorldsOptions = {}): Worlds {
     signals,
     worldFor(spec) {
       const w = loaded.get(spec.provider.type);
-      if (!w) throw terminal(`cannot reconcile cluster ${spec.name}: the ${spec.provider.type} provider is not loaded`);
+      if (!w)
+        throw terminal(
+          `cannot reconcile cluster ${spec.name}: the ${spec.provider.type} provider is not loaded`,
+        );
       return w;
     },
     async prepare(specs) {

@@ -3,11 +3,7 @@
 // again after a crash half-way is always safe. They throw PgopError (src/errors.ts) on failure.
 
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
-import type {
-  MachineObservation,
-  PoolObservation,
-  PostgresObservation,
-} from '../observe/types.js';
+import type { MachineObservation, PoolObservation, PostgresObservation } from '../observe/types.js';
 
 /** A machine as listed by the provider (see ProviderDriver.listMachines). */
 export interface ListedMachine extends MachineObservation {
@@ -122,7 +118,12 @@ export interface PoolDriver {
   latest?(cluster: ClusterSpec): PoolObservation | null;
   /** Cut the pool host off a node being fenced and, given the standby about to be promoted,
    *  make pgpool route to it at once; best effort, never throws. */
-  detachBackend?(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec, opts?: { cutOffAfterMs?: number }): Promise<void>;
+  detachBackend?(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    successor?: NodeSpec,
+    opts?: { cutOffAfterMs?: number },
+  ): Promise<void>;
   /** Route writes to a node being promoted (`promoted` settles when it is writable), as soon
    *  as possible; best effort, never throws (the pool-route step that follows checks and
    *  repairs pgpool's routing). */
@@ -200,7 +201,12 @@ export interface NodeShell {
    *  user planted: as postgres in postgres's directories, as root only where only root can change
    *  the way to the directory, refused elsewhere (src/drivers/ssh/node-fs.ts). Without an owner,
    *  the file is root's in a root-only directory, else postgres's. Returns true if it changed. */
-  writeFile(host: HostRef, path: string, content: string, opts?: { mode?: number; owner?: string }): Promise<boolean>;
+  writeFile(
+    host: HostRef,
+    path: string,
+    content: string,
+    opts?: { mode?: number; owner?: string },
+  ): Promise<boolean>;
   /** File content or null when missing. */
   readFile(host: HostRef, path: string): Promise<string | null>;
   close(): Promise<void>;

@@ -7,14 +7,37 @@
 // renamed into place only when complete: a failed or interrupted build leaves the old image.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { makeDirs, openPathForQemu } from '../state-dirs.js';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { terminal, transient } from '../errors.js';
 import { Progress, type ProgressSink } from './progress.js';
-import { isUpToDate, manifestPath, parseManifest, recipeHash, rootfsCachePath, scriptArgs, type ImageBuildOptions, type ImageManifest, type RecipeFile } from './recipe.js';
+import {
+  isUpToDate,
+  manifestPath,
+  parseManifest,
+  recipeHash,
+  rootfsCachePath,
+  scriptArgs,
+  type ImageBuildOptions,
+  type ImageManifest,
+  type RecipeFile,
+} from './recipe.js';
 
 /** src/image in the package (works from src/ under vitest and from dist/src/ after the build). */
 export function imageSourceDir(): string {
@@ -28,12 +51,18 @@ export function imageSourceDir(): string {
 
 /** The build script and every file of the overlay tree, as hashed. */
 export function readRecipeFiles(srcDir = imageSourceDir()): RecipeFile[] {
-  const out: RecipeFile[] = [{ path: 'build-image.sh', content: readFileSync(join(srcDir, 'build-image.sh')) }];
+  const out: RecipeFile[] = [
+    { path: 'build-image.sh', content: readFileSync(join(srcDir, 'build-image.sh')) },
+  ];
   const walk = (dir: string) => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.isFile()) out.push({ path: relative(srcDir, p), content: Buffer.concat([Buffer.from(`mode ${statSync(p).mode & 0o7777}\n`), readFileSync(p)]) });
+      else if (e.isFile())
+        out.push({
+          path: relative(srcDir, p),
+          content: Buffer.concat([Buffer.from(`mode ${statSync(p).mode & 0o7777}\n`), readFileSync(p)]),
+        });
     }
   };
   walk(join(srcDir, 'files'));
@@ -41,7 +70,15 @@ export function readRecipeFiles(srcDir = imageSourceDir()): RecipeFile[] {
 }
 
 export function hashOf(o: ImageBuildOptions, srcDir = imageSourceDir()): string {
-  return recipeHash({ suite: o.suite, mirror: o.mirror, packages: o.packages, sizeGiB: o.sizeGiB, label: o.label, compress: o.compress, files: readRecipeFiles(srcDir) });
+  return recipeHash({
+    suite: o.suite,
+    mirror: o.mirror,
+    packages: o.packages,
+    sizeGiB: o.sizeGiB,
+    label: o.label,
+    compress: o.compress,
+    files: readRecipeFiles(srcDir),
+  });
 }
 
 export interface BuildResult {
@@ -55,7 +92,17 @@ export interface BuildResult {
   phases: Record<string, number>;
 }
 
-const REQUIRED_TOOLS = ['debootstrap', 'qemu-img', 'sfdisk', 'losetup', 'partx', 'unshare', 'mkfs.ext4', 'chroot', 'fstrim'];
+const REQUIRED_TOOLS = [
+  'debootstrap',
+  'qemu-img',
+  'sfdisk',
+  'losetup',
+  'partx',
+  'unshare',
+  'mkfs.ext4',
+  'chroot',
+  'fstrim',
+];
 
 function which(tool: string): boolean {
   return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin')
@@ -97,8 +144,13 @@ function takeLock(output: string): () => void {
 /** Loop devices still attached to `raw` (a build killed before its own clean-up ran). */
 function detachLeftoverLoops(raw: string): void {
   if (!existsSync(raw)) return;
-  const r = spawnSync('losetup', ['--associated', raw, '--output', 'NAME', '--noheadings'], { encoding: 'utf8' });
-  for (const dev of (r.stdout ?? '').split('\n').map((s) => s.trim()).filter(Boolean)) {
+  const r = spawnSync('losetup', ['--associated', raw, '--output', 'NAME', '--noheadings'], {
+    encoding: 'utf8',
+  });
+  for (const dev of (r.stdout ?? '')
+    .split('\n')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     spawnSync('partx', ['-d', dev]);
     spawnSync('losetup', ['-d', dev]);
   }
@@ -125,16 +177,30 @@ export function imageUpToDate(o: ImageBuildOptions, srcDir = imageSourceDir()): 
   return isUpToDate(readManifest(o.output), hashOf(o, srcDir), fileSize(o.output));
 }
 
-export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = process.stderr): Promise<BuildResult> {
+export async function buildImage(
+  o: ImageBuildOptions,
+  stderr: ProgressSink = process.stderr,
+): Promise<BuildResult> {
   const t0 = performance.now();
   const srcDir = imageSourceDir();
   const hash = hashOf(o, srcDir);
   if (!o.force && isUpToDate(readManifest(o.output), hash, fileSize(o.output))) {
-    return { status: 'up-to-date', output: o.output, recipeHash: hash, seconds: (performance.now() - t0) / 1000, fileBytes: fileSize(o.output)!, phases: {} };
+    return {
+      status: 'up-to-date',
+      output: o.output,
+      recipeHash: hash,
+      seconds: (performance.now() - t0) / 1000,
+      fileBytes: fileSize(o.output)!,
+      phases: {},
+    };
   }
-  if (process.getuid?.() !== 0) throw terminal('cannot build image: needs root (loop devices, mounts, chroot)');
+  if (process.getuid?.() !== 0)
+    throw terminal('cannot build image: needs root (loop devices, mounts, chroot)');
   const missing = REQUIRED_TOOLS.filter((t) => !which(t));
-  if (missing.length) throw terminal(`cannot build image: missing ${missing.join(', ')} (apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs)`);
+  if (missing.length)
+    throw terminal(
+      `cannot build image: missing ${missing.join(', ')} (apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs)`,
+    );
 
   // qemu reads the image: the directories above it must be traversable (src/state-dirs.ts)
   makeDirs(dirname(o.output), 0o755);
@@ -172,9 +238,23 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
   process.on('SIGTERM', onTerm);
   let ok = false;
   try {
-    const argv = ['--fork', '--kill-child=SIGTERM', '--mount', '--propagation', 'private', '--', 'bash', join(srcDir, 'build-image.sh'), ...scriptArgs(o, tmpOut, join(work, 'build'), join(srcDir, 'files'))];
+    const argv = [
+      '--fork',
+      '--kill-child=SIGTERM',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'bash',
+      join(srcDir, 'build-image.sh'),
+      ...scriptArgs(o, tmpOut, join(work, 'build'), join(srcDir, 'files')),
+    ];
     writeSync(log, `# unshare ${argv.join(' ')}\n`);
-    child = spawn('unshare', argv, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' }, detached: true });
+    child = spawn('unshare', argv, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C.UTF-8' },
+      detached: true,
+    });
     const onLine = (line: string) => {
       writeSync(log, `${line}\n`);
       tail.push(line);
@@ -195,7 +275,9 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
     });
     if (code !== 0) {
       progress.finish(false);
-      throw terminal(`cannot build image ${o.output}: build-image.sh exited ${code}; last output:\n${tail.map((l) => `  ${l}`).join('\n')}\n(full log: ${logPath})`);
+      throw terminal(
+        `cannot build image ${o.output}: build-image.sh exited ${code}; last output:\n${tail.map((l) => `  ${l}`).join('\n')}\n(full log: ${logPath})`,
+      );
     }
     ok = true;
     progress.finish(true);
@@ -215,7 +297,14 @@ export async function buildImage(o: ImageBuildOptions, stderr: ProgressSink = pr
     };
     writeFileSync(`${manifestPath(o.output)}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
     renameSync(`${manifestPath(o.output)}.tmp`, manifestPath(o.output));
-    return { status: 'built', output: o.output, recipeHash: hash, seconds, fileBytes, phases: { ...progress.durations } };
+    return {
+      status: 'built',
+      output: o.output,
+      recipeHash: hash,
+      seconds,
+      fileBytes,
+      phases: { ...progress.durations },
+    };
   } finally {
     if (!ok) progress.finish(false);
     process.off('SIGINT', onInt);

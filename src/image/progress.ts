@@ -38,7 +38,9 @@ export class Progress {
   ) {
     this.t0 = this.now();
     // Long silent steps (update-initramfs) get a heartbeat too, not only chatty ones.
-    this.timer = this.tty ? setInterval(() => this.redraw(), 250) : setInterval(() => this.beat(), Math.min(heartbeatMs, 5000));
+    this.timer = this.tty
+      ? setInterval(() => this.redraw(), 250)
+      : setInterval(() => this.beat(), Math.min(heartbeatMs, 5000));
     this.timer.unref();
   }
 
@@ -62,7 +64,9 @@ export class Progress {
   private beat(): void {
     if (!this.tty && this.current && this.now() - this.lastBeat >= this.heartbeatMs) {
       this.lastBeat = this.now();
-      this.out.write(`image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} still running (${secs(this.now() - this.current.start)})\n`);
+      this.out.write(
+        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} still running (${secs(this.now() - this.current.start)})\n`,
+      );
     }
   }
 
@@ -71,7 +75,9 @@ export class Progress {
     if (ok) this.endPhase();
     else if (this.current) {
       this.clearLine();
-      this.out.write(`image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} FAILED after ${secs(this.now() - this.current.start)}\n`);
+      this.out.write(
+        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} FAILED after ${secs(this.now() - this.current.start)}\n`,
+      );
       this.current = null;
     }
     if (this.timer) clearInterval(this.timer);
@@ -85,7 +91,11 @@ export class Progress {
     this.durations[this.current.name] = ms / 1000;
     this.clearLine();
     const title = PHASE_TITLES[this.current.name] ?? this.current.name;
-    this.out.write(this.tty ? `  done  ${title.padEnd(44)} ${secs(ms).padStart(8)}\n` : `image build: ${title} done (${secs(ms)})\n`);
+    this.out.write(
+      this.tty
+        ? `  done  ${title.padEnd(44)} ${secs(ms).padStart(8)}\n`
+        : `image build: ${title} done (${secs(ms)})\n`,
+    );
     this.current = null;
   }
 

@@ -106,43 +106,84 @@ export function resolveBuildOptions(flags: ImageBuildFlags, specBaseImage?: stri
   } catch {
     throw bad(`not a mirror URL: ${JSON.stringify(mirror)}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:' && url.protocol !== 'file:') throw bad(`the mirror must be an http(s) or file URL: ${mirror}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:' && url.protocol !== 'file:')
+    throw bad(`the mirror must be an http(s) or file URL: ${mirror}`);
   if (/\s/.test(mirror)) throw bad(`the mirror URL has white space: ${JSON.stringify(mirror)}`);
   const extra = (flags.addPackages ?? '').split(/[\s,]+/).filter(Boolean);
   for (const p of extra) if (!PKG_RE.test(p)) throw bad(`not a Debian package name: ${JSON.stringify(p)}`);
   const packages = [...new Set([...DEFAULT_PACKAGES, ...extra])];
   const sizeGiB = flags.sizeGib === undefined ? DEFAULTS.sizeGiB : Number(flags.sizeGib);
-  if (!Number.isInteger(sizeGiB) || sizeGiB < 2 || sizeGiB > 64) throw bad(`--size-gib must be a whole number from 2 to 64, not ${JSON.stringify(flags.sizeGib)}`);
-  return { output, cacheDir, suite, mirror, packages, sizeGiB, label: DEFAULTS.label, compress: !!flags.compress, force: !!flags.force || !!flags.fresh, fresh: !!flags.fresh };
+  if (!Number.isInteger(sizeGiB) || sizeGiB < 2 || sizeGiB > 64)
+    throw bad(`--size-gib must be a whole number from 2 to 64, not ${JSON.stringify(flags.sizeGib)}`);
+  return {
+    output,
+    cacheDir,
+    suite,
+    mirror,
+    packages,
+    sizeGiB,
+    label: DEFAULTS.label,
+    compress: !!flags.compress,
+    force: !!flags.force || !!flags.fresh,
+    fresh: !!flags.fresh,
+  };
 }
 
 /**
  * Where the system debootstrap made is kept (a tar file): named after what decides its content
  * (suite, mirror, the package set), so a changed package list never reuses an old system.
  */
-export function rootfsCachePath(o: Pick<ImageBuildOptions, 'cacheDir' | 'suite' | 'mirror' | 'packages'>): string {
+export function rootfsCachePath(
+  o: Pick<ImageBuildOptions, 'cacheDir' | 'suite' | 'mirror' | 'packages'>,
+): string {
   const key = createHash('sha256')
-    .update(JSON.stringify({ v: RECIPE_VERSION, variant: 'minbase', suite: o.suite, mirror: o.mirror, packages: [...new Set(o.packages)].sort() }))
+    .update(
+      JSON.stringify({
+        v: RECIPE_VERSION,
+        variant: 'minbase',
+        suite: o.suite,
+        mirror: o.mirror,
+        packages: [...new Set(o.packages)].sort(),
+      }),
+    )
     .digest('hex')
     .slice(0, 16);
   return join(o.cacheDir, 'rootfs', `rootfs-${o.suite}-${key}.tar`);
 }
 
 /** argv of build-image.sh (after the script path). Values are separate elements: no shell parsing. */
-export function scriptArgs(o: ImageBuildOptions, tmpOutput: string, workDir: string, filesDir: string): string[] {
-  for (const p of o.packages) if (!PKG_RE.test(p)) throw terminal(`cannot build image: not a Debian package name: ${JSON.stringify(p)}`);
-  if (!LABEL_RE.test(o.label)) throw terminal(`cannot build image: bad filesystem label ${JSON.stringify(o.label)}`);
+export function scriptArgs(
+  o: ImageBuildOptions,
+  tmpOutput: string,
+  workDir: string,
+  filesDir: string,
+): string[] {
+  for (const p of o.packages)
+    if (!PKG_RE.test(p))
+      throw terminal(`cannot build image: not a Debian package name: ${JSON.stringify(p)}`);
+  if (!LABEL_RE.test(o.label))
+    throw terminal(`cannot build image: bad filesystem label ${JSON.stringify(o.label)}`);
   return [
-    '--out', tmpOutput,
-    '--work', workDir,
-    '--cache', o.cacheDir,
-    '--suite', o.suite,
-    '--mirror', o.mirror,
-    '--packages', o.packages.join(','),
-    '--files', filesDir,
-    '--label', o.label,
-    '--size-gib', String(o.sizeGiB),
-    '--rootfs-cache', rootfsCachePath(o),
+    '--out',
+    tmpOutput,
+    '--work',
+    workDir,
+    '--cache',
+    o.cacheDir,
+    '--suite',
+    o.suite,
+    '--mirror',
+    o.mirror,
+    '--packages',
+    o.packages.join(','),
+    '--files',
+    filesDir,
+    '--label',
+    o.label,
+    '--size-gib',
+    String(o.sizeGiB),
+    '--rootfs-cache',
+    rootfsCachePath(o),
     ...(o.compress ? ['--compress'] : []),
   ];
 }
@@ -182,7 +223,9 @@ export function recipeHash(r: RecipeInputs): string {
   field('label', r.label);
   field('compress', r.compress ? '1' : '0');
   const files = [...r.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (let i = 1; i < files.length; i++) if (files[i]!.path === files[i - 1]!.path) throw terminal(`cannot hash the image recipe: ${files[i]!.path} listed twice`);
+  for (let i = 1; i < files.length; i++)
+    if (files[i]!.path === files[i - 1]!.path)
+      throw terminal(`cannot hash the image recipe: ${files[i]!.path} listed twice`);
   for (const f of files) field(`file:${f.path}`, f.content);
   return h.digest('hex');
 }
@@ -216,5 +259,7 @@ export function parseManifest(text: string): ImageManifest | null {
 
 /** Up to date: the manifest names this recipe and the image file is still the one it describes. */
 export function isUpToDate(manifest: ImageManifest | null, hash: string, imageBytes: number | null): boolean {
-  return !!manifest && manifest.recipeHash === hash && imageBytes !== null && imageBytes === manifest.fileBytes;
+  return (
+    !!manifest && manifest.recipeHash === hash && imageBytes !== null && imageBytes === manifest.fileBytes
+  );
 }

@@ -152,19 +152,17 @@ export function routePoolAfterFailover(ctx: PlanContext): Verdict | undefined {
     : specNames
         .filter((n) => n !== primary && state(n) === 'standby' && healthy(obs(n)))
         .filter((n) => !streamingFrom(obs(n), primary))
-        .map(
-          (n): NodeDecision => ({
-            kind: 'act',
-            node: n,
-            event: 'primary.changed',
-            ruleId: 'standby.repoint',
-            reason:
-              `standby ${n} follows ${obs(n)!.postgres!.upstream ?? 'nobody'}; ` +
-              `pointing it at primary ${primary}`,
-            requeueAfterMs: REQUEUE.afterAct,
-            primary,
-          }),
-        );
+        .map((n): NodeDecision => ({
+          kind: 'act',
+          node: n,
+          event: 'primary.changed',
+          ruleId: 'standby.repoint',
+          reason:
+            `standby ${n} follows ${obs(n)!.postgres!.upstream ?? 'nobody'}; ` +
+            `pointing it at primary ${primary}`,
+          requeueAfterMs: REQUEUE.afterAct,
+          primary,
+        }));
   const why = !pool?.reachable
     ? `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}`
     : `pgpool routes writes to ${pool.primary}`;

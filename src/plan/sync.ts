@@ -37,7 +37,7 @@ export function setSyncQuorum(ctx: PlanContext): Verdict | undefined {
     wanted.length
       ? `requiring ANY ${k} of (${wanted.join(', ')}) to acknowledge commits`
       : `only ${streaming.length} of ${k} required standbys stream; ` +
-        'keeping commits asynchronous until they do',
+          'keeping commits asynchronous until they do',
   );
 }
 

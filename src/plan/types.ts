@@ -109,4 +109,3 @@ export type Verdict = Unstamped<Decision> & {
 };
 export type NodeVerdict = Unstamped<NodeDecision>;
 type Unstamped<D> = D extends unknown ? Omit<D, 'ruleId'> : never;
-

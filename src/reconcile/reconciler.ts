@@ -160,7 +160,11 @@ export class Reconciler {
         .filter((r) => !specNames.has(r.name))
         .map((r) => [r.name, store.getNodeSpec(name, r.name)]),
     );
-    this.rememberNodeSpecs(name, spec, recordedNodes.map((r) => r.name));
+    this.rememberNodeSpecs(
+      name,
+      spec,
+      recordedNodes.map((r) => r.name),
+    );
     const previousMisses = this.misses.get(name) ?? {};
     // The provider's full list of machines: every pass while nodes are being removed, else now
     // and then (it finds machines of nodes that left the spec unrecorded), but not while a node
@@ -438,7 +442,11 @@ export class Wakeups {
   }
 
   /** Sleep `ms`, or less when a cluster is woken meanwhile (or the signal aborts). */
-  sleep(ms: number, sleep: (ms: number, signal?: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  sleep(
+    ms: number,
+    sleep: (ms: number, signal?: AbortSignal) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<void> {
     if (this.pending.size > 0) return Promise.resolve();
     const ac = new AbortController();
     const onAbort = () => ac.abort();
@@ -483,7 +491,12 @@ const realSleep = (ms: number, signal?: AbortSignal) =>
 /** Run passes for every cluster in the store, each on its own schedule. Returns true when it
  *  stopped because everything converged (untilConverged) or was asked to stop, false on
  *  timeout. */
-export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock, opts: RunOptions = {}): Promise<boolean> {
+export async function runLoop(
+  reconciler: Reconciler,
+  store: Store,
+  clock: Clock,
+  opts: RunOptions = {},
+): Promise<boolean> {
   const sleep = opts.sleep ?? realSleep;
   const due = new Map<string, number>();
   const converged = new Map<string, boolean>();
@@ -496,7 +509,8 @@ export async function runLoop(reconciler: Reconciler, store: Store, clock: Clock
     if (opts.signal?.aborted) return true;
     const clusters = store.listClusters();
     const names = clusters.map((c) => c.name);
-    for (const k of [...due.keys()]) if (!names.includes(k)) (due.delete(k), converged.delete(k), generations.delete(k));
+    for (const k of [...due.keys()])
+      if (!names.includes(k)) (due.delete(k), converged.delete(k), generations.delete(k));
     // a spec applied, a deletion or a request made meanwhile is looked at now, not after a backoff
     for (const c of clusters) {
       const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${store.pendingRequests(c.name).length}`;

@@ -32,7 +32,13 @@ export async function startServeHttp(
   const inherited = process.env[LISTEN_FD_ENV];
   const fd = inherited && /^\d+$/.test(inherited) ? Number(inherited) : undefined;
   try {
-    const server = await startHttpServer({ store, listen, readiness, log, ...(fd !== undefined ? { fd } : {}) });
+    const server = await startHttpServer({
+      store,
+      listen,
+      readiness,
+      log,
+      ...(fd !== undefined ? { fd } : {}),
+    });
     const a = server.address();
     const where = { listen: `${a.host}:${a.port}`, tls: !!listen.tls, writes: !!listen.token };
     log.info(where, 'HTTP API, metrics and dashboard listening');

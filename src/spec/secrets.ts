@@ -10,8 +10,11 @@ import type { SecretRef } from './types.js';
 export function resolveSecret(ref: SecretRef, what: string): string {
   if ('env' in ref) {
     // Own properties only: process.env inherits from Object.prototype (constructor, toString).
-    const value = Object.prototype.hasOwnProperty.call(process.env, ref.env) ? process.env[ref.env] : undefined;
-    if (typeof value !== 'string') throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is not set`);
+    const value = Object.prototype.hasOwnProperty.call(process.env, ref.env)
+      ? process.env[ref.env]
+      : undefined;
+    if (typeof value !== 'string')
+      throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is not set`);
     if (value === '') throw terminal(`cannot resolve ${what}: environment variable ${ref.env} is empty`);
     return value;
   }
@@ -20,7 +23,12 @@ export function resolveSecret(ref: SecretRef, what: string): string {
     text = readFileSync(ref.file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable (permission denied)' : `cannot be read (${code ?? 'error'})`;
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'is not readable (permission denied)'
+          : `cannot be read (${code ?? 'error'})`;
     // The fs error is not chained as cause: only the path and code matter, and nothing of the
     // file may leak into logs.
     throw terminal(`cannot resolve ${what}: file ${ref.file} ${why}`);

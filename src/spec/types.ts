@@ -92,7 +92,11 @@ export const PGPOOL_MAX_POOL = 4;
 /** What pgpool may open on each backend, against what postgres lets non-superusers open
  *  (pgpool's sizing rule: num_init_children * max_pool <= max_connections -
  *  superuser_reserved_connections). Beyond it, client sessions fail once the cache fills. */
-export function pgpoolConnectionBudget(parameters: Record<string, unknown>): { maxConnections: number; reserved: number; maxChildren: number } {
+export function pgpoolConnectionBudget(parameters: Record<string, unknown>): {
+  maxConnections: number;
+  reserved: number;
+  maxChildren: number;
+} {
   const num = (v: unknown, dflt: number) => {
     const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
     return Number.isInteger(n) ? n : dflt;

@@ -183,15 +183,22 @@ export class Store {
 
   // ---------------------------------------------------------------- clusters
 
-  applySpec(spec: ClusterSpec, hash: string, source: string, now: number): { result: ApplyResult; generation: number } {
+  applySpec(
+    spec: ClusterSpec,
+    hash: string,
+    source: string,
+    now: number,
+  ): { result: ApplyResult; generation: number } {
     const json = JSON.stringify(spec);
     const leak = findPlaintextSecret(JSON.parse(json), 'spec');
-    if (leak) throw internal(`refusing to store a plaintext secret at ${leak}: specs hold {env}|{file} references only`);
+    if (leak)
+      throw internal(
+        `refusing to store a plaintext secret at ${leak}: specs hold {env}|{file} references only`,
+      );
 
     return this.transaction(() => {
       const cur = this.stmt('SELECT generation, spec_hash FROM clusters WHERE name = ?').get(spec.name) as
-        | { generation: number; spec_hash: string }
-        | undefined;
+        { generation: number; spec_hash: string } | undefined;
       let result: ApplyResult;
       let generation: number;
       if (!cur) {
@@ -221,12 +228,15 @@ export class Store {
   }
 
   getCluster(name: string): StoredCluster | undefined {
-    const row = this.stmt(`SELECT ${CLUSTER_COLS} FROM clusters WHERE name = ?`).get(name) as ClusterRow | undefined;
+    const row = this.stmt(`SELECT ${CLUSTER_COLS} FROM clusters WHERE name = ?`).get(name) as
+      ClusterRow | undefined;
     return row && toCluster(row);
   }
 
   listClusters(): StoredCluster[] {
-    return (this.stmt(`SELECT ${CLUSTER_COLS} FROM clusters ORDER BY name`).all() as ClusterRow[]).map(toCluster);
+    return (this.stmt(`SELECT ${CLUSTER_COLS} FROM clusters ORDER BY name`).all() as ClusterRow[]).map(
+      toCluster,
+    );
   }
 
   /** Every applied generation, oldest first. */
@@ -254,7 +264,10 @@ export class Store {
 
   /** Marks the cluster for teardown; false when there is no such cluster. */
   requestDeletion(name: string, now: number): boolean {
-    return this.stmt('UPDATE clusters SET deletion_requested = 1, updated_at = ? WHERE name = ?').run(now, name).changes > 0;
+    return (
+      this.stmt('UPDATE clusters SET deletion_requested = 1, updated_at = ? WHERE name = ?').run(now, name)
+        .changes > 0
+    );
   }
 
   /** Deletes the cluster, its spec history, nodes, observation, host keys and requests. Events stay. */
@@ -290,9 +303,10 @@ export class Store {
   }
 
   getNode(cluster: string, name: string): NodeRecord | undefined {
-    const row = this.stmt(`SELECT ${NODE_COLS} FROM nodes WHERE cluster = ? AND name = ?`).get(cluster, name) as
-      | NodeRow
-      | undefined;
+    const row = this.stmt(`SELECT ${NODE_COLS} FROM nodes WHERE cluster = ? AND name = ?`).get(
+      cluster,
+      name,
+    ) as NodeRow | undefined;
     return row && toNode(row);
   }
 
@@ -315,12 +329,18 @@ export class Store {
   /** Remember the NodeSpec a node was provisioned (or last acted on) with: once it leaves the
    *  spec, its removal must still reach its real host. */
   saveNodeSpec(cluster: string, node: NodeSpec): void {
-    this.stmt('UPDATE nodes SET spec_json = ? WHERE cluster = ? AND name = ?').run(JSON.stringify(node), cluster, node.name);
+    this.stmt('UPDATE nodes SET spec_json = ? WHERE cluster = ? AND name = ?').run(
+      JSON.stringify(node),
+      cluster,
+      node.name,
+    );
   }
 
   /** The last NodeSpec recorded for a node, or undefined (never recorded, or no such node). */
   getNodeSpec(cluster: string, name: string): NodeSpec | undefined {
-    const json = this.stmt('SELECT spec_json FROM nodes WHERE cluster = ? AND name = ?').pluck().get(cluster, name) as string | null | undefined;
+    const json = this.stmt('SELECT spec_json FROM nodes WHERE cluster = ? AND name = ?')
+      .pluck()
+      .get(cluster, name) as string | null | undefined;
     return json ? (JSON.parse(json) as NodeSpec) : undefined;
   }
 
@@ -357,7 +377,8 @@ export class Store {
     const cond = where.length ? `WHERE ${where.join(' AND ')}` : '';
     let rows: EventRow[];
     if (opts.limit !== undefined) {
-      if (!Number.isInteger(opts.limit) || opts.limit < 0) throw internal(`listEvents: bad limit ${opts.limit}`);
+      if (!Number.isInteger(opts.limit) || opts.limit < 0)
+        throw internal(`listEvents: bad limit ${opts.limit}`);
       rows = this.stmt(
         `SELECT * FROM (SELECT ${EVENT_COLS} FROM events ${cond} ORDER BY id DESC LIMIT ?) ORDER BY id ASC`,
       ).all(...args, opts.limit) as EventRow[];
@@ -374,7 +395,11 @@ export class Store {
   commitStep(step: StepCommit): number {
     return this.transaction(() => {
       const before = this.getNode(step.cluster, step.node);
-      this.saveNodeState(step.cluster, step.node, step.state, { goal: step.goal, message: step.message, now: step.now });
+      this.saveNodeState(step.cluster, step.node, step.state, {
+        goal: step.goal,
+        message: step.message,
+        now: step.now,
+      });
       return this.recordEvent({
         time: step.now,
         cluster: step.cluster,
@@ -391,11 +416,16 @@ export class Store {
 
   /** The simulated provider's world (JSON), or undefined when none was saved. */
   loadSimWorld(): string | undefined {
-    return (this.db.prepare('SELECT json FROM sim_world WHERE id = 1').get() as { json: string } | undefined)?.json;
+    return (this.db.prepare('SELECT json FROM sim_world WHERE id = 1').get() as { json: string } | undefined)
+      ?.json;
   }
 
   saveSimWorld(json: string, now: number): void {
-    this.db.prepare('INSERT INTO sim_world (id, json, saved_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, saved_at = excluded.saved_at').run(json, now);
+    this.db
+      .prepare(
+        'INSERT INTO sim_world (id, json, saved_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, saved_at = excluded.saved_at',
+      )
+      .run(json, now);
   }
 
   saveObservation(obs: ClusterObservation): void {
@@ -406,7 +436,8 @@ export class Store {
   }
 
   getObservation(cluster: string): ClusterObservation | undefined {
-    const row = this.stmt('SELECT json FROM observations WHERE cluster = ?').get(cluster) as { json: string } | undefined;
+    const row = this.stmt('SELECT json FROM observations WHERE cluster = ?').get(cluster) as
+      { json: string } | undefined;
     return row && (JSON.parse(row.json) as ClusterObservation);
   }
 
@@ -415,18 +446,37 @@ export class Store {
   getHostKey(cluster: string, node: string): HostKeyRecord | undefined {
     const row = this.stmt(
       'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? AND node = ?',
-    ).get(cluster, node) as { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number } | undefined;
-    return row && { cluster: row.cluster, node: row.node, algo: row.algo, keyB64: row.key_b64, pinnedAt: row.pinned_at };
+    ).get(cluster, node) as
+      { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number } | undefined;
+    return (
+      row && {
+        cluster: row.cluster,
+        node: row.node,
+        algo: row.algo,
+        keyB64: row.key_b64,
+        pinnedAt: row.pinned_at,
+      }
+    );
   }
 
   /** Every pinned host key, by cluster and node (`pgop host-key list`). */
   listHostKeys(cluster?: string): HostKeyRecord[] {
     const rows = (
       cluster === undefined
-        ? this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ORDER BY cluster, node').all()
-        : this.stmt('SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? ORDER BY cluster, node').all(cluster)
+        ? this.stmt(
+            'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ORDER BY cluster, node',
+          ).all()
+        : this.stmt(
+            'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? ORDER BY cluster, node',
+          ).all(cluster)
     ) as { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number }[];
-    return rows.map((r) => ({ cluster: r.cluster, node: r.node, algo: r.algo, keyB64: r.key_b64, pinnedAt: r.pinned_at }));
+    return rows.map((r) => ({
+      cluster: r.cluster,
+      node: r.node,
+      algo: r.algo,
+      keyB64: r.key_b64,
+      pinnedAt: r.pinned_at,
+    }));
   }
 
   /**
@@ -434,7 +484,14 @@ export class Store {
    * for a machine it creates, or a rotated key that answered) any older pin is replaced;
    * without it, a different key over an existing pin throws a terminal error.
    */
-  pinHostKey(cluster: string, node: string, algo: string, keyB64: string, now: number, opts: { replace?: boolean } = {}): void {
+  pinHostKey(
+    cluster: string,
+    node: string,
+    algo: string,
+    keyB64: string,
+    now: number,
+    opts: { replace?: boolean } = {},
+  ): void {
     this.transaction(() => {
       const cur = this.getHostKey(cluster, node);
       if (cur) {
@@ -444,7 +501,9 @@ export class Store {
             `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; \`pgop host-key rotate\` replaces it with a new one, \`pgop host-key forget\` accepts the next one presented`,
           );
         }
-        this.stmt('UPDATE host_keys SET algo = ?, key_b64 = ?, pinned_at = ? WHERE cluster = ? AND node = ?').run(algo, keyB64, now, cluster, node);
+        this.stmt(
+          'UPDATE host_keys SET algo = ?, key_b64 = ?, pinned_at = ? WHERE cluster = ? AND node = ?',
+        ).run(algo, keyB64, now, cluster, node);
         return;
       }
       this.stmt('INSERT INTO host_keys (cluster, node, algo, key_b64, pinned_at) VALUES (?, ?, ?, ?, ?)').run(
@@ -463,13 +522,15 @@ export class Store {
 
   // ---------------------------------------------------------------- operator requests
 
-  enqueueRequest(cluster: string, kind: OperatorRequest['kind'], args: Record<string, string>, now: number): number {
-    const info = this.stmt('INSERT INTO requests (cluster, kind, args_json, created_at) VALUES (?, ?, ?, ?)').run(
-      cluster,
-      kind,
-      JSON.stringify(args),
-      now,
-    );
+  enqueueRequest(
+    cluster: string,
+    kind: OperatorRequest['kind'],
+    args: Record<string, string>,
+    now: number,
+  ): number {
+    const info = this.stmt(
+      'INSERT INTO requests (cluster, kind, args_json, created_at) VALUES (?, ?, ?, ?)',
+    ).run(cluster, kind, JSON.stringify(args), now);
     return Number(info.lastInsertRowid);
   }
 
@@ -489,7 +550,9 @@ export class Store {
 
   /** false when the request does not exist or was already taken. */
   completeRequest(id: number, now: number): boolean {
-    return this.stmt('UPDATE requests SET taken_at = ? WHERE id = ? AND taken_at IS NULL').run(now, id).changes > 0;
+    return (
+      this.stmt('UPDATE requests SET taken_at = ? WHERE id = ? AND taken_at IS NULL').run(now, id).changes > 0
+    );
   }
 
   // ---------------------------------------------------------------- serve lock
@@ -499,11 +562,16 @@ export class Store {
    * succeeds. A holder on this host whose pid is no longer alive is stale and replaced; a holder
    * on another host is never judged (its pid means nothing here).
    */
-  acquireServeLock(pid: number, hostname: string, now: number, isAlive: (pid: number) => boolean): ServeLockResult {
+  acquireServeLock(
+    pid: number,
+    hostname: string,
+    now: number,
+    isAlive: (pid: number) => boolean,
+  ): ServeLockResult {
     return this.transaction((): ServeLockResult => {
-      const cur = this.stmt('SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1').get() as
-        | LockRow
-        | undefined;
+      const cur = this.stmt(
+        'SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1',
+      ).get() as LockRow | undefined;
       if (cur) {
         const self = cur.pid === pid && cur.hostname === hostname;
         if (self) {
@@ -527,13 +595,24 @@ export class Store {
    * the caller must stop serving at once.
    */
   heartbeat(pid: number, now: number, hostname?: string): boolean {
-    if (hostname === undefined) return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0;
-    return this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ? AND hostname = ?').run(now, pid, hostname).changes > 0;
+    if (hostname === undefined)
+      return (
+        this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ?').run(now, pid).changes > 0
+      );
+    return (
+      this.stmt('UPDATE serve_lock SET heartbeat_at = ? WHERE id = 1 AND pid = ? AND hostname = ?').run(
+        now,
+        pid,
+        hostname,
+      ).changes > 0
+    );
   }
 
   /** The current holder of the serve lock, if any. */
   serveLockHolder(): { pid: number; hostname: string; startedAt: number; heartbeatAt: number } | undefined {
-    const r = this.stmt('SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1').get() as LockRow | undefined;
+    const r = this.stmt(
+      'SELECT pid, hostname, started_at, heartbeat_at FROM serve_lock WHERE id = 1',
+    ).get() as LockRow | undefined;
     return r && { pid: r.pid, hostname: r.hostname, startedAt: r.started_at, heartbeatAt: r.heartbeat_at };
   }
 
@@ -549,24 +628,33 @@ export class Store {
     if (!Number.isInteger(pid)) throw internal(`guardWithServeLock: bad pid ${pid}`);
     const host = `'${hostname.replace(/'/g, "''")}'`;
     const tables = this.db
-      .prepare("SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('serve_lock', 'schema_migrations')")
+      .prepare(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('serve_lock', 'schema_migrations')",
+      )
       .pluck()
       .all() as string[];
     const held = `EXISTS (SELECT 1 FROM main.serve_lock WHERE id = 1 AND pid = ${pid} AND hostname = ${host})`;
     this.db.transaction(() => {
       for (const t of tables) {
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(t)) throw internal(`guardWithServeLock: odd table name ${JSON.stringify(t)}`);
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(t))
+          throw internal(`guardWithServeLock: odd table name ${JSON.stringify(t)}`);
         for (const op of ['INSERT', 'UPDATE', 'DELETE']) {
           const name = `pgop_serve_guard_${t}_${op.toLowerCase()}`;
           this.db.exec(`DROP TRIGGER IF EXISTS temp.${name}`);
-          this.db.exec(`CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`);
+          this.db.exec(
+            `CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`,
+          );
         }
       }
     })();
   }
 
   releaseServeLock(pid: number, hostname?: string): boolean {
-    if (hostname === undefined) return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
-    return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ? AND hostname = ?').run(pid, hostname).changes > 0;
+    if (hostname === undefined)
+      return this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ?').run(pid).changes > 0;
+    return (
+      this.stmt('DELETE FROM serve_lock WHERE id = 1 AND pid = ? AND hostname = ?').run(pid, hostname)
+        .changes > 0
+    );
   }
 }

@@ -52,7 +52,10 @@ function serial(): string {
 
 async function pkcs8Pem(key: CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey));
-  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string;
+  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({
+    format: 'pem',
+    type: 'pkcs8',
+  }) as string;
 }
 
 async function importSigningKey(pem: string): Promise<CryptoKey> {
@@ -63,7 +66,10 @@ async function importSigningKey(pem: string): Promise<CryptoKey> {
 /** A self-signed CA for one cluster (CA:TRUE, pathlen 0: it signs server certificates only). */
 export async function createCa(cluster: string, now: Date, days: number): Promise<Pem> {
   const x = await x509();
-  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as unknown as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, [
+    'sign',
+    'verify',
+  ])) as unknown as CryptoKeyPair;
   const cert = await x.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: [{ CN: [`pgop cluster ${cluster} CA`] }, { O: ['pgop'] }],
@@ -84,7 +90,10 @@ export async function createCa(cluster: string, now: Date, days: number): Promis
 export async function issueServer(ca: Pem, subject: ServerSubject, now: Date, days: number): Promise<Pem> {
   const x = await x509();
   const caCert = new x.X509Certificate(ca.cert);
-  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as unknown as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, [
+    'sign',
+    'verify',
+  ])) as unknown as CryptoKeyPair;
   const dns = [...new Set([subject.name, ...(subject.dns ?? [])])];
   const cert = await x.X509CertificateGenerator.create({
     serialNumber: serial(),
@@ -96,7 +105,10 @@ export async function issueServer(ca: Pem, subject: ServerSubject, now: Date, da
     signingKey: await importSigningKey(ca.key),
     signingAlgorithm: ALG,
     extensions: [
-      new x.SubjectAlternativeNameExtension([...dns.map((value) => ({ type: 'dns' as const, value })), ...subject.ips.map((value) => ({ type: 'ip' as const, value }))]),
+      new x.SubjectAlternativeNameExtension([
+        ...dns.map((value) => ({ type: 'dns' as const, value })),
+        ...subject.ips.map((value) => ({ type: 'ip' as const, value })),
+      ]),
       new x.BasicConstraintsExtension(false, undefined, true),
       new x.KeyUsagesExtension(x.KeyUsageFlags.digitalSignature, true),
       new x.ExtendedKeyUsageExtension([x.ExtendedKeyUsage.serverAuth], false),

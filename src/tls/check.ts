@@ -31,7 +31,13 @@ export function certFacts(pem: string): CertFacts | null {
     if (part.startsWith('DNS:')) dns.push(part.slice(4));
     else if (part.startsWith('IP Address:')) ips.push(part.slice(11));
   }
-  return { notBefore: Date.parse(c.validFrom), notAfter: Date.parse(c.validTo), dns, ips, serial: c.serialNumber };
+  return {
+    notBefore: Date.parse(c.validFrom),
+    notAfter: Date.parse(c.validTo),
+    dns,
+    ips,
+    serial: c.serialNumber,
+  };
 }
 
 export type Verdict =
@@ -62,36 +68,54 @@ export function judgeServerCert(
   } catch {
     return { usable: false, reason: 'the certificate cannot be read' };
   }
-  if (!c.checkIssued(ca) || !c.verify(ca.publicKey)) return { usable: false, reason: 'not issued by the current cluster CA' };
+  if (!c.checkIssued(ca) || !c.verify(ca.publicKey))
+    return { usable: false, reason: 'not issued by the current cluster CA' };
   try {
-    if (!c.checkPrivateKey(createPrivateKey(key))) return { usable: false, reason: 'the key does not match the certificate' };
+    if (!c.checkPrivateKey(createPrivateKey(key)))
+      return { usable: false, reason: 'the key does not match the certificate' };
   } catch {
     return { usable: false, reason: 'the key cannot be read' };
   }
   const f = certFacts(cert)!;
-  const same = (a: string[], b: string[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+  const same = (a: string[], b: string[]) =>
+    a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
   if (!same(f.ips, want.ips) || !same(f.dns, want.dns)) {
-    return { usable: false, reason: `its names differ (has ${[...f.dns, ...f.ips].join(', ')}; wants ${[...want.dns, ...want.ips].join(', ')})` };
+    return {
+      usable: false,
+      reason: `its names differ (has ${[...f.dns, ...f.ips].join(', ')}; wants ${[...want.dns, ...want.ips].join(', ')})`,
+    };
   }
   if (now >= f.notAfter) return { usable: false, reason: `expired on ${new Date(f.notAfter).toISOString()}` };
-  if (now < f.notBefore) return { usable: false, reason: `not valid before ${new Date(f.notBefore).toISOString()}` };
+  if (now < f.notBefore)
+    return { usable: false, reason: `not valid before ${new Date(f.notBefore).toISOString()}` };
   const left = f.notAfter - now;
-  if (left <= renewBeforeDays * DAY_MS) return { usable: true, reason: `expires in ${Math.floor(left / DAY_MS)} days (renewed ${renewBeforeDays} days ahead)` };
+  if (left <= renewBeforeDays * DAY_MS)
+    return {
+      usable: true,
+      reason: `expires in ${Math.floor(left / DAY_MS)} days (renewed ${renewBeforeDays} days ahead)`,
+    };
   return null;
 }
 
 /** The CA itself: null while it has more than `renewBeforeDays` left. */
-export function judgeCa(cert: string | null, key: string | null, now: number, renewBeforeDays: number): Verdict {
+export function judgeCa(
+  cert: string | null,
+  key: string | null,
+  now: number,
+  renewBeforeDays: number,
+): Verdict {
   if (!cert || !key) return { usable: false, reason: 'no CA yet' };
   let c: X509Certificate;
   try {
     c = new X509Certificate(cert);
-    if (!c.ca || !c.checkPrivateKey(createPrivateKey(key))) return { usable: false, reason: 'the CA certificate and key do not belong together' };
+    if (!c.ca || !c.checkPrivateKey(createPrivateKey(key)))
+      return { usable: false, reason: 'the CA certificate and key do not belong together' };
   } catch {
     return { usable: false, reason: 'the CA cannot be read' };
   }
   const notAfter = Date.parse(c.validTo);
   if (now >= notAfter) return { usable: false, reason: 'the CA expired' };
-  if (notAfter - now <= renewBeforeDays * DAY_MS) return { usable: true, reason: `the CA expires in ${Math.floor((notAfter - now) / DAY_MS)} days` };
+  if (notAfter - now <= renewBeforeDays * DAY_MS)
+    return { usable: true, reason: `the CA expires in ${Math.floor((notAfter - now) / DAY_MS)} days` };
   return null;
 }

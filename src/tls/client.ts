@@ -61,7 +61,12 @@ export function scramOnly(client: pg.Client): pg.Client {
   type Internals = { connection: { emit(ev: string, err: Error): void; stream?: { destroy(): void } } };
   const refuse = (what: string) =>
     function (this: Internals) {
-      const err = Object.assign(new Error(`the server asked for a ${what} password: refused (pgop authenticates by SCRAM only; is this the server pgop configured?)`), { code: 'PGOP_AUTH_DOWNGRADE' });
+      const err = Object.assign(
+        new Error(
+          `the server asked for a ${what} password: refused (pgop authenticates by SCRAM only; is this the server pgop configured?)`,
+        ),
+        { code: 'PGOP_AUTH_DOWNGRADE' },
+      );
       this.connection.emit('error', err);
       this.connection.stream?.destroy();
     };

@@ -15,7 +15,16 @@
 // background, so no probe waits on issuance. What changed then reaches the nodes as config drift
 // (the material is part of the configuration hash): no SSH while nothing changed.
 
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ClusterSpec } from '../spec/types.js';
@@ -45,7 +54,8 @@ export function wantedHosts(cluster: ClusterSpec): Map<string, WantedNames> {
 }
 
 export function nodeHostId(node: string): string {
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(node)) throw terminal(`cannot issue a certificate for node ${JSON.stringify(node)}: unsafe name`);
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(node))
+    throw terminal(`cannot issue a certificate for node ${JSON.stringify(node)}: unsafe name`);
   return `node-${node}`;
 }
 
@@ -91,7 +101,12 @@ export interface ClusterTlsOptions {
  *  state (their defaults and environment overrides). */
 export function defaultTlsDir(cluster: ClusterSpec): string {
   const p = cluster.provider;
-  const base = p.type === 'lab' ? (p.stateDir ?? process.env.PGOP_LAB_STATE ?? '/var/lib/pgop/lab') : p.type === 'libvirt' ? (process.env.PGOP_LIBVIRT_STATE ?? '/var/lib/pgop/libvirt') : (process.env.PGOP_SIM_STATE ?? '/var/lib/pgop/sim');
+  const base =
+    p.type === 'lab'
+      ? (p.stateDir ?? process.env.PGOP_LAB_STATE ?? '/var/lib/pgop/lab')
+      : p.type === 'libvirt'
+        ? (process.env.PGOP_LIBVIRT_STATE ?? '/var/lib/pgop/libvirt')
+        : (process.env.PGOP_SIM_STATE ?? '/var/lib/pgop/sim');
   return join(base, cluster.name, 'tls');
 }
 
@@ -133,7 +148,8 @@ export class ClusterTls {
     const wantKey = JSON.stringify([[...wantedHosts(cluster)], tlsOf(cluster)]);
     // (a stat, ~2 us: a cluster deleted and made again under the same name lost its directory)
     const present = existsSync(join(dir, 'ca.crt'));
-    if (st.material && present && now - st.checkedAt < RECHECK_MS && st.wantKey === wantKey) return st.material;
+    if (st.material && present && now - st.checkedAt < RECHECK_MS && st.wantKey === wantKey)
+      return st.material;
     if (st.issuing) return st.issuing;
     if (st.material && !present) st.material = null;
     st.material ??= loadSync(dir, wantedHosts(cluster));
@@ -149,7 +165,12 @@ export class ClusterTls {
     st.issuing = run;
     // merely due: serve what we have, renew in the background
     if (st.material && problems.every((p) => p.usable)) {
-      run.catch((err) => this.log?.warn({ cluster: cluster.name, error: (err as Error).message }, 'tls: cannot renew certificates (will retry)'));
+      run.catch((err) =>
+        this.log?.warn(
+          { cluster: cluster.name, error: (err as Error).message },
+          'tls: cannot renew certificates (will retry)',
+        ),
+      );
       st.checkedAt = now;
       st.wantKey = wantKey;
       return st.material;
@@ -157,20 +178,30 @@ export class ClusterTls {
     return run;
   }
 
-  private judge(cluster: ClusterSpec, m: TlsMaterial | null, now: number): { host: string; usable: boolean; reason: string }[] {
+  private judge(
+    cluster: ClusterSpec,
+    m: TlsMaterial | null,
+    now: number,
+  ): { host: string; usable: boolean; reason: string }[] {
     const t = tlsOf(cluster);
     const out: { host: string; usable: boolean; reason: string }[] = [];
     const caV = judgeCa(m?.ca.cert ?? null, m?.ca.key ?? null, now, CA_RENEW_DAYS);
     if (caV) out.push({ host: 'ca', ...caV });
     for (const [host, want] of wantedHosts(cluster)) {
       const h = m?.hosts.get(host);
-      const v = m ? judgeServerCert(h?.cert ?? null, h?.key ?? null, m.ca.cert, want, now, t.renewBeforeDays) : { usable: false, reason: 'no CA yet' };
+      const v = m
+        ? judgeServerCert(h?.cert ?? null, h?.key ?? null, m.ca.cert, want, now, t.renewBeforeDays)
+        : { usable: false, reason: 'no CA yet' };
       if (v) out.push({ host, ...v });
     }
     return out;
   }
 
-  private async issue(cluster: ClusterSpec, dir: string, problems: { host: string; reason: string }[]): Promise<TlsMaterial> {
+  private async issue(
+    cluster: ClusterSpec,
+    dir: string,
+    problems: { host: string; reason: string }[],
+  ): Promise<TlsMaterial> {
     const { createCa, issueServer } = await import('./ca.js');
     const t = tlsOf(cluster);
     const now = this.now();
@@ -190,7 +221,10 @@ export class ClusterTls {
       else rmSync(join(dir, 'ca-previous.crt'), { force: true });
       writeAtomic(join(dir, 'ca.key'), ca.key, 0o600);
       writeAtomic(join(dir, 'ca.crt'), ca.cert, 0o600);
-      this.log?.info({ cluster: cluster.name, dir, reason: problems.find((p) => p.host === 'ca')?.reason }, 'tls: cluster CA issued');
+      this.log?.info(
+        { cluster: cluster.name, dir, reason: problems.find((p) => p.host === 'ca')?.reason },
+        'tls: cluster CA issued',
+      );
       m = null;
     }
     const hosts = new Map(m?.hosts ?? []);
@@ -198,11 +232,19 @@ export class ClusterTls {
       const h = hosts.get(host);
       const v = judgeServerCert(h?.cert ?? null, h?.key ?? null, ca.cert, want, now, t.renewBeforeDays);
       if (!v) continue;
-      const issued = await issueServer(ca, { name: want.dns[0]!, dns: want.dns.slice(1), ips: want.ips }, new Date(now), t.certificateDays);
+      const issued = await issueServer(
+        ca,
+        { name: want.dns[0]!, dns: want.dns.slice(1), ips: want.ips },
+        new Date(now),
+        t.certificateDays,
+      );
       writeAtomic(join(dir, `${host}.key`), issued.key, 0o600);
       writeAtomic(join(dir, `${host}.crt`), issued.cert, 0o600);
       hosts.set(host, issued);
-      this.log?.info({ cluster: cluster.name, host, reason: v.reason, days: t.certificateDays }, 'tls: server certificate issued');
+      this.log?.info(
+        { cluster: cluster.name, host, reason: v.reason, days: t.certificateDays },
+        'tls: server certificate issued',
+      );
     }
     const material: TlsMaterial = { dir, ca, caBundle: bundle(ca.cert, previous), hosts };
     st.material = material;
@@ -242,7 +284,12 @@ function loadSync(dir: string, hosts: Map<string, WantedNames>): TlsMaterial | n
     const key = readOr(join(dir, `${host}.key`));
     if (cert && key) out.set(host, { cert, key });
   }
-  return { dir, ca: { cert: caCert, key: caKey }, caBundle: bundle(caCert, readOr(join(dir, 'ca-previous.crt'))), hosts: out };
+  return {
+    dir,
+    ca: { cert: caCert, key: caKey },
+    caBundle: bundle(caCert, readOr(join(dir, 'ca-previous.crt'))),
+    hosts: out,
+  };
 }
 
 /** The TLS directory: created 0700 (and made 0700 again if it was not), owned by whoever runs

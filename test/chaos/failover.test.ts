@@ -25,7 +25,12 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
 
   it("the primary's link down, then healed: fenced before the promotion, no write on the isolated primary after it", async () => {
     await waitConverged(lab, 120_000);
-    const r = await failoverTrial(lab, { fault: 'partition', run: 'partition-primary', system: 'pgop', ...DEADLINES });
+    const r = await failoverTrial(lab, {
+      fault: 'partition',
+      run: 'partition-primary',
+      system: 'pgop',
+      ...DEADLINES,
+    });
     log(summary(r));
     await expectSafeFailover(lab, r);
   });
@@ -49,12 +54,22 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
     const events = (await lab.eventsCli()).filter((e) => e.id > before);
     const ctx = `events (seconds after the kill):\n${eventTable(events, t0)}`;
     const o = outage(pool.acks, t0);
-    const errs = Object.entries(errorCounts(pool, t0)).map(([m, n]) => `${n}x ${m.slice(0, 100)}`).join(' | ');
-    log(`kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s (from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`);
+    const errs = Object.entries(errorCounts(pool, t0))
+      .map(([m, n]) => `${n}x ${m.slice(0, 100)}`)
+      .join(' | ');
+    log(
+      `kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s (from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`,
+    );
     expect(await lab.primaries(), ctx).toEqual([primary]);
     expect(missing(pool.acks, await lab.ids(primary, 'kill-standby', 'pool')), ctx).toEqual([]);
     expect((await lab.replicas(primary))[victim], ctx).toBe('streaming');
-    expect(events.filter((e) => isFence(e) || isPromote(e)), `no failover for a standby\n${ctx}`).toEqual([]);
-    expect(events.some((e) => e.node === victim && !e.rule.endsWith('.failed') && e.reason.length > 0), `an event explains what happened to ${victim}\n${ctx}`).toBe(true);
+    expect(
+      events.filter((e) => isFence(e) || isPromote(e)),
+      `no failover for a standby\n${ctx}`,
+    ).toEqual([]);
+    expect(
+      events.some((e) => e.node === victim && !e.rule.endsWith('.failed') && e.reason.length > 0),
+      `an event explains what happened to ${victim}\n${ctx}`,
+    ).toBe(true);
   });
 });

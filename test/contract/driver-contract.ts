@@ -36,7 +36,8 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
 
     beforeAll(async () => {
       env = await setup();
-      if (env.cluster.nodes.length < 3) throw new Error('driver contract needs a cluster of at least 3 nodes');
+      if (env.cluster.nodes.length < 3)
+        throw new Error('driver contract needs a cluster of at least 3 nodes');
     });
     afterAll(async () => {
       await env?.cleanup();
@@ -155,10 +156,18 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       await env.world.postgres.ensurePrimary(spec(), A(), [B().name, C().name]);
       await env.world.postgres.ensurePrimary(spec(), A(), [B().name, C().name]);
       const p = await pg(A());
-      expect(p).toMatchObject({ initialized: true, running: true, inRecovery: false, timeline: 1, upstream: null });
+      expect(p).toMatchObject({
+        initialized: true,
+        running: true,
+        inRecovery: false,
+        timeline: 1,
+        upstream: null,
+      });
       expect(p.lsn).toBeGreaterThan(0);
       expect(p.configHash).toBe(env.world.postgres.desiredConfigHash(spec(), A()));
-      expect(env.world.postgres.desiredConfigHash(spec(), A())).toBe(env.world.postgres.desiredConfigHash(spec(), A()));
+      expect(env.world.postgres.desiredConfigHash(spec(), A())).toBe(
+        env.world.postgres.desiredConfigHash(spec(), A()),
+      );
     });
 
     step('ensureStandby: the others stream from the primary, which lists them as replicas', async () => {
@@ -191,7 +200,9 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
         const p = await pg(A());
         expect(p.syncStandbyNames).not.toBe('');
         for (const n of [B(), C()]) {
-          expect(['quorum', 'sync', 'potential']).toContain(p.replicas.find((r) => r.name === n.name)?.syncState);
+          expect(['quorum', 'sync', 'potential']).toContain(
+            p.replicas.find((r) => r.name === n.name)?.syncState,
+          );
         }
       });
       if (canWrite()) expect(await write(A(), 1)).toBe(true);
@@ -308,7 +319,9 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       'ensurePool follows the new primary',
       async () => {
         await env.world.pool.ensurePool(spec(), C().name);
-        await poolRoutesTo(C().name, (o) => expect(o.backends.find((b) => b.name === C().name)?.role).toBe('primary'));
+        await poolRoutesTo(C().name, (o) =>
+          expect(o.backends.find((b) => b.name === C().name)?.role).toBe('primary'),
+        );
         if (canWrite()) expect(await write('pool', 8)).toBe(true);
       },
       hasPool,
@@ -321,33 +334,42 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
       }
     });
 
-    step('scale-in: a node that left the spec is listed by the provider, leaves pgpool, and once deleted holds no slot', async () => {
-      // A (a standby of C now) leaves the spec.
-      const smaller: ClusterSpec = { ...spec(), nodes: spec().nodes.filter((n) => n.name !== A().name) };
-      expect(Object.keys(await env.world.provider.observeMachines(smaller))).not.toContain(A().name);
-      const listed = await env.world.provider.listMachines(smaller);
-      expect(listed[A().name], 'listed though the spec no longer names it').toMatchObject({ state: 'running', address: A().address });
-      for (const n of [B(), C()]) expect(listed[n.name]?.state, n.name).toBe('running');
-      const slot = env.world.postgres.slotName(A().name);
-      if (spec().replication.slots) expect((await pg(C())).slots).toContain(slot);
-      if (hasPool()) {
-        await env.world.pool.ensurePool(smaller, C().name);
-        await eventually(async () => {
-          const o = await env.world.pool.observe(smaller);
-          expect(o.primary).toBe(C().name);
-          expect(o.backends.map((b) => b.name)).not.toContain(A().name);
-          expect(o.backends.map((b) => b.name)).not.toContain(A().address);
+    step(
+      'scale-in: a node that left the spec is listed by the provider, leaves pgpool, and once deleted holds no slot',
+      async () => {
+        // A (a standby of C now) leaves the spec.
+        const smaller: ClusterSpec = { ...spec(), nodes: spec().nodes.filter((n) => n.name !== A().name) };
+        expect(Object.keys(await env.world.provider.observeMachines(smaller))).not.toContain(A().name);
+        const listed = await env.world.provider.listMachines(smaller);
+        expect(listed[A().name], 'listed though the spec no longer names it').toMatchObject({
+          state: 'running',
+          address: A().address,
         });
-      }
-      await env.world.provider.fenceMachine(smaller, A());
-      await env.world.provider.deleteMachine(smaller, A());
-      expect((await env.world.provider.listMachines(smaller))[A().name], 'gone from the listing').toBeUndefined();
-      await eventually(async () => {
-        await env.world.postgres.ensureSlots(smaller, C(), []);
-        expect((await pg(C())).slots ?? []).not.toContain(slot);
-      });
-      await expectStreaming(B(), C(), 3);
-    });
+        for (const n of [B(), C()]) expect(listed[n.name]?.state, n.name).toBe('running');
+        const slot = env.world.postgres.slotName(A().name);
+        if (spec().replication.slots) expect((await pg(C())).slots).toContain(slot);
+        if (hasPool()) {
+          await env.world.pool.ensurePool(smaller, C().name);
+          await eventually(async () => {
+            const o = await env.world.pool.observe(smaller);
+            expect(o.primary).toBe(C().name);
+            expect(o.backends.map((b) => b.name)).not.toContain(A().name);
+            expect(o.backends.map((b) => b.name)).not.toContain(A().address);
+          });
+        }
+        await env.world.provider.fenceMachine(smaller, A());
+        await env.world.provider.deleteMachine(smaller, A());
+        expect(
+          (await env.world.provider.listMachines(smaller))[A().name],
+          'gone from the listing',
+        ).toBeUndefined();
+        await eventually(async () => {
+          await env.world.postgres.ensureSlots(smaller, C(), []);
+          expect((await pg(C())).slots ?? []).not.toContain(slot);
+        });
+        await expectStreaming(B(), C(), 3);
+      },
+    );
 
     step('deleteMachine removes every machine, idempotently; then the cluster resources', async () => {
       if (hasPool()) await env.world.pool.deletePool(spec());

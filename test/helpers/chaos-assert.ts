@@ -13,20 +13,32 @@ export const isRejoin = (e: EventItem) => /rejoin/.test(e.rule) && !failed(e);
 
 /** One line per event; with t0, times are seconds after it (+1.234). */
 export function eventTable(events: readonly EventItem[], t0?: number): string {
-  const at = (e: EventItem) => (t0 === undefined ? e.time.slice(11, 23) : `${((Date.parse(e.time) - t0) / 1000).toFixed(3).padStart(8)}s`);
-  return events.map((e) => `  ${at(e)} ${(e.node ?? '-').padEnd(5)} ${`${e.from ?? '-'}->${e.to ?? '-'}`.padEnd(22)} ${e.rule.padEnd(26)} ${e.reason}`).join('\n');
+  const at = (e: EventItem) =>
+    t0 === undefined ? e.time.slice(11, 23) : `${((Date.parse(e.time) - t0) / 1000).toFixed(3).padStart(8)}s`;
+  return events
+    .map(
+      (e) =>
+        `  ${at(e)} ${(e.node ?? '-').padEnd(5)} ${`${e.from ?? '-'}->${e.to ?? '-'}`.padEnd(22)} ${e.rule.padEnd(26)} ${e.reason}`,
+    )
+    .join('\n');
 }
 
 /** Problems with the failover story (empty when it is told in order, each step with a reason):
  *  fence(old) < promote(new) < {repoint(each other standby), pool route, rejoin(old)}. */
-export function storyProblems(events: readonly EventItem[], oldPrimary: string, newPrimary: string, others: readonly string[]): string[] {
+export function storyProblems(
+  events: readonly EventItem[],
+  oldPrimary: string,
+  newPrimary: string,
+  others: readonly string[],
+): string[] {
   const problems: string[] = [];
   const idx = (pred: (e: EventItem) => boolean) => events.findIndex(pred);
   const fence = idx((e) => e.node === oldPrimary && isFence(e));
   const promote = idx((e) => e.node === newPrimary && isPromote(e));
   if (fence < 0) problems.push(`no fence event for ${oldPrimary}`);
   if (promote < 0) problems.push(`no promote event for ${newPrimary}`);
-  if (fence >= 0 && promote >= 0 && fence > promote) problems.push(`${newPrimary} promoted before ${oldPrimary} was fenced`);
+  if (fence >= 0 && promote >= 0 && fence > promote)
+    problems.push(`${newPrimary} promoted before ${oldPrimary} was fenced`);
   const after = (what: string, pred: (e: EventItem) => boolean) => {
     const i = events.findIndex((e, j) => j > promote && pred(e));
     if (i < 0) problems.push(`no ${what} event after the promotion`);
@@ -42,27 +54,50 @@ export function storyProblems(events: readonly EventItem[], oldPrimary: string, 
 
 /** After a failover: one primary, every acked row on it, nothing acked by the old primary after
  *  the promotion, never two primaries at once, the old primary streaming again, the story told. */
-export async function expectSafeFailover(lab: ChaosLab, r: TrialResult, o: { story?: boolean; lossAllowed?: { from: number; to: number; why: string } } = {}): Promise<void> {
+export async function expectSafeFailover(
+  lab: ChaosLab,
+  r: TrialResult,
+  o: { story?: boolean; lossAllowed?: { from: number; to: number; why: string } } = {},
+): Promise<void> {
   const ctx = `${r.run}: ${JSON.stringify({ old: r.oldPrimary, new: r.newPrimary, final: r.finalPrimary, roles: r.finalRoles, notes: r.notes })}\nevents:\n${eventTable(r.events)}`;
-  expect(r.notConverged, `pgop converged: one primary, every other node streaming, Healthy\n${ctx}`).toBeNull();
+  expect(
+    r.notConverged,
+    `pgop converged: one primary, every other node streaming, Healthy\n${ctx}`,
+  ).toBeNull();
   const primaries = Object.keys(r.finalRoles).filter((n) => r.finalRoles[n] === 'primary');
   expect(primaries, `exactly one primary at the end\n${ctx}`).toHaveLength(1);
-  expect(Object.values(r.finalRoles).filter((x) => x === 'standby'), `every other node a standby\n${ctx}`).toHaveLength(lab.nodes.length - 1);
+  expect(
+    Object.values(r.finalRoles).filter((x) => x === 'standby'),
+    `every other node a standby\n${ctx}`,
+  ).toHaveLength(lab.nodes.length - 1);
   expect(r.maxPrimaries, `never two writable primaries at once\n${ctx}`).toBeLessThanOrEqual(1);
   expect(r.poolAcks, `writes through pgpool were acknowledged\n${ctx}`).toBeGreaterThan(0);
   if (lab.mode === 'sync') {
     // Non-strict sync (README): a second failure inside the window after a promotion, before a
     // standby streams from the new primary, may lose what was acknowledged in that window only.
     const w = o.lossAllowed;
-    const outside = r.lostDetail.filter((l) => !w || l.ackAt < w.from || l.ackAt > w.to).map((l) => `${l.writer}:${l.id}`);
-    expect(outside, `every acknowledged id present on the primary (sync mode${w ? `; loss allowed only ${w.why}` : ''})\n${ctx}`).toEqual([]);
+    const outside = r.lostDetail
+      .filter((l) => !w || l.ackAt < w.from || l.ackAt > w.to)
+      .map((l) => `${l.writer}:${l.id}`);
+    expect(
+      outside,
+      `every acknowledged id present on the primary (sync mode${w ? `; loss allowed only ${w.why}` : ''})\n${ctx}`,
+    ).toEqual([]);
   }
-  expect(r.oldPrimaryAcksAfterPromotion, `no write accepted by the old primary after the promotion (${r.promotionSource})\n${ctx}`).toBe(0);
+  expect(
+    r.oldPrimaryAcksAfterPromotion,
+    `no write accepted by the old primary after the promotion (${r.promotionSource})\n${ctx}`,
+  ).toBe(0);
   const reps = await lab.replicas(primaries[0]!);
-  expect(reps[r.oldPrimary], `old primary ${r.oldPrimary} back as a streaming standby\n${ctx}`).toBe(primaries[0] === r.oldPrimary ? undefined : 'streaming');
+  expect(reps[r.oldPrimary], `old primary ${r.oldPrimary} back as a streaming standby\n${ctx}`).toBe(
+    primaries[0] === r.oldPrimary ? undefined : 'streaming',
+  );
   if (o.story !== false && r.newPrimary) {
     const others = lab.nodes.map((n) => n.name).filter((n) => n !== r.oldPrimary && n !== r.newPrimary);
-    expect(storyProblems(r.events, r.oldPrimary, r.newPrimary, others), `pgop get events tells the failover story\n${ctx}`).toEqual([]);
+    expect(
+      storyProblems(r.events, r.oldPrimary, r.newPrimary, others),
+      `pgop get events tells the failover story\n${ctx}`,
+    ).toEqual([]);
   }
 }
 
@@ -73,6 +108,10 @@ export function summary(r: TrialResult): string {
 
 /** The most frequent errors of the pgpool writer after the fault (what clients saw). */
 function topErrors(r: TrialResult): string {
-  const e = Object.entries(r.errors?.pool ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 3);
-  return e.length ? `\npgpool writer errors after the fault: ${e.map(([m, n]) => `${n}x ${m.slice(0, 120)}`).join(' | ')}` : '';
+  const e = Object.entries(r.errors?.pool ?? {})
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3);
+  return e.length
+    ? `\npgpool writer errors after the fault: ${e.map(([m, n]) => `${n}x ${m.slice(0, 120)}`).join(' | ')}`
+    : '';
 }

@@ -9,7 +9,17 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
@@ -83,7 +93,10 @@ export class ChaosLab {
   constructor(o: ChaosLabOptions) {
     const prefix = process.env.PGOP_LAB_PREFIX;
     const state = process.env.PGOP_LAB_STATE;
-    if (!prefix || !state) throw new Error('ChaosLab needs PGOP_LAB_PREFIX and PGOP_LAB_STATE (run inside scripts/test-integration.sh or bench:failover)');
+    if (!prefix || !state)
+      throw new Error(
+        'ChaosLab needs PGOP_LAB_PREFIX and PGOP_LAB_STATE (run inside scripts/test-integration.sh or bench:failover)',
+      );
     this.name = o.name;
     this.network = o.network;
     this.prefix = prefix;
@@ -94,9 +107,16 @@ export class ChaosLab {
     this.db = join(this.work, 'pgop.db');
     this.specFile = join(this.work, 'spec.yaml');
     const base = o.network.split('/')[0]!.split('.').slice(0, 3).join('.');
-    this.nodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({ name: `pg${i + 1}`, address: `${base}.${11 + i}` }));
+    this.nodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({
+      name: `pg${i + 1}`,
+      address: `${base}.${11 + i}`,
+    }));
     this.poolAddress = `${base}.10`;
-    this.secrets = { postgres: randomBytes(15).toString('base64url'), replicator: randomBytes(15).toString('base64url'), chaos: randomBytes(15).toString('base64url') };
+    this.secrets = {
+      postgres: randomBytes(15).toString('base64url'),
+      replicator: randomBytes(15).toString('base64url'),
+      chaos: randomBytes(15).toString('base64url'),
+    };
     this.log = o.log ?? (() => {});
   }
 
@@ -106,7 +126,9 @@ export class ChaosLab {
    *  numbers follow specs/lab-3node.yaml), postgres logs with ms UTC timestamps (promotion time),
    *  a superuser role `chaos` that may log in over the unix socket (the old-primary writer). */
   specYaml(mode: Mode = this.mode): string {
-    const lab = parseYaml(readFileSync(LAB_SPEC, 'utf8')) as { spec: { failureDetection?: object; pgpool?: Record<string, unknown> } };
+    const lab = parseYaml(readFileSync(LAB_SPEC, 'utf8')) as {
+      spec: { failureDetection?: object; pgpool?: Record<string, unknown> };
+    };
     const s = (k: keyof ChaosLab['secrets']) => ({ file: join(this.work, 'secrets', k) });
     const doc = {
       apiVersion: 'pgop.dev/v1',
@@ -150,7 +172,10 @@ export class ChaosLab {
   /** pgop CLI, asynchronously (a synchronous spawn would stall the writers' timers). */
   pgop(args: string[], timeoutMs = 240_000): Promise<CliResult> {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+      const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: process.env,
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -167,10 +192,14 @@ export class ChaosLab {
 
   /** `pgop serve` as a child process of this one (it stays in this hub namespace). */
   startServe(): number {
-    if (this.serveChild && this.serveChild.exitCode === null && this.serveChild.signalCode === null) return this.serveChild.pid!;
+    if (this.serveChild && this.serveChild.exitCode === null && this.serveChild.signalCode === null)
+      return this.serveChild.pid!;
     const log = openSync(join(this.work, 'serve.log'), 'a', 0o600);
     writeFileSync(log, `--- serve start ${++this.serveStarts} at ${new Date().toISOString()}\n`);
-    const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, 'serve'], { stdio: ['ignore', log, log], env: process.env });
+    const child = spawn(process.execPath, [PGOP_BIN, '--db', this.db, 'serve'], {
+      stdio: ['ignore', log, log],
+      env: process.env,
+    });
     closeSync(log);
     this.serveChild = child;
     this.log(`serve started: pid ${child.pid}`);
@@ -179,7 +208,7 @@ export class ChaosLab {
 
   get servePid(): number | null {
     const c = this.serveChild;
-    return c && c.exitCode === null && c.signalCode === null ? c.pid ?? null : null;
+    return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
   }
 
   /** Stop the serve child (SIGKILL: dies on the spot; SIGTERM: finishes its step) and wait. */
@@ -239,7 +268,12 @@ export class ChaosLab {
   }
 
   async waitHealthy(timeoutMs: number, what = 'healthy'): Promise<void> {
-    await waitFor(async () => this.healthy(), timeoutMs, `cluster ${this.name} ${what}`, () => `phase ${this.cluster()?.phase}: ${this.cluster()?.message}\n${this.serveLogTail(1500)}`);
+    await waitFor(
+      async () => this.healthy(),
+      timeoutMs,
+      `cluster ${this.name} ${what}`,
+      () => `phase ${this.cluster()?.phase}: ${this.cluster()?.message}\n${this.serveLogTail(1500)}`,
+    );
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -247,7 +281,8 @@ export class ChaosLab {
   /** Secrets, spec, apply, serve, wait until healthy, create the writers' table. */
   async up(timeoutMs = 300_000): Promise<void> {
     mkdirSync(join(this.work, 'secrets'), { recursive: true, mode: 0o700 });
-    for (const [k, v] of Object.entries(this.secrets)) writeFileSync(join(this.work, 'secrets', k), `${v}\n`, { mode: 0o600 });
+    for (const [k, v] of Object.entries(this.secrets))
+      writeFileSync(join(this.work, 'secrets', k), `${v}\n`, { mode: 0o600 });
     writeFileSync(this.specFile, this.specYaml());
     const t0 = now();
     const a = await this.pgop(['apply', '-f', this.specFile]);
@@ -269,12 +304,19 @@ export class ChaosLab {
     await sleep(500);
     await this.waitHealthy(timeoutMs, `in ${mode} mode`);
     // the mode really reached the primary
-    await waitFor(async () => {
-      const p = (await this.primaries())[0];
-      if (!p) return false;
-      const [r] = await this.query<{ v: string }>(p, "SELECT current_setting('synchronous_standby_names') AS v");
-      return mode === 'sync' ? r!.v !== '' : r!.v === '';
-    }, 60_000, `synchronous_standby_names for ${mode} mode`);
+    await waitFor(
+      async () => {
+        const p = (await this.primaries())[0];
+        if (!p) return false;
+        const [r] = await this.query<{ v: string }>(
+          p,
+          "SELECT current_setting('synchronous_standby_names') AS v",
+        );
+        return mode === 'sync' ? r!.v !== '' : r!.v === '';
+      },
+      60_000,
+      `synchronous_standby_names for ${mode} mode`,
+    );
   }
 
   /** Everything gone, bounded in time, never throwing (scripts/test-integration.sh sweeps the
@@ -300,7 +342,9 @@ export class ChaosLab {
       }
       if (existsSync(this.db)) {
         const r = await this.pgop(['delete', 'cluster', this.name], 180_000);
-        this.log(`pgop delete cluster ${this.name}: exit ${r.code}${r.code ? ` ${r.stderr.slice(-500)}` : ''}`);
+        this.log(
+          `pgop delete cluster ${this.name}: exit ${r.code}${r.code ? ` ${r.stderr.slice(-500)}` : ''}`,
+        );
       }
       await this.provider?.close();
       this.provider = null;
@@ -352,13 +396,33 @@ export class ChaosLab {
   /** Client config to one node: over its unix socket as `chaos`, or over TCP as postgres. */
   nodeConfig(node: string, via: 'socket' | 'tcp' = 'socket'): pg.ClientConfig {
     return via === 'socket'
-      ? { host: this.socketDir(node), port: 5432, user: 'chaos', password: this.secrets.chaos, database: 'postgres' }
-      : { host: this.node(node).address, port: 5432, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: this.tls && labSsl(this.stateDir, this.name, node, this.node(node).address) };
+      ? {
+          host: this.socketDir(node),
+          port: 5432,
+          user: 'chaos',
+          password: this.secrets.chaos,
+          database: 'postgres',
+        }
+      : {
+          host: this.node(node).address,
+          port: 5432,
+          user: 'postgres',
+          password: this.secrets.postgres,
+          database: 'postgres',
+          ssl: this.tls && labSsl(this.stateDir, this.name, node, this.node(node).address),
+        };
   }
 
   /** Through pgpool: TLS (verify-full) as every network client of the lab must. */
   poolConfig(): pg.ClientConfig {
-    return { host: this.poolAddress, port: this.poolPort, user: 'postgres', password: this.secrets.postgres, database: 'postgres', ssl: this.tls && labSsl(this.stateDir, this.name, 'pgpool', this.poolAddress) };
+    return {
+      host: this.poolAddress,
+      port: this.poolPort,
+      user: 'postgres',
+      password: this.secrets.postgres,
+      database: 'postgres',
+      ssl: this.tls && labSsl(this.stateDir, this.name, 'pgpool', this.poolAddress),
+    };
   }
 
   /** The superuser password, for the bench's pgpool baseline (.pgpass on the pool host). */
@@ -366,7 +430,12 @@ export class ChaosLab {
     return this.secrets.postgres;
   }
 
-  async query<T extends pg.QueryResultRow>(node: string, sql: string, params: unknown[] = [], via: 'socket' | 'tcp' = 'socket'): Promise<T[]> {
+  async query<T extends pg.QueryResultRow>(
+    node: string,
+    sql: string,
+    params: unknown[] = [],
+    via: 'socket' | 'tcp' = 'socket',
+  ): Promise<T[]> {
     return once(this.nodeConfig(node, via), (c) => c.query<T>(sql, params).then((r) => r.rows));
   }
 
@@ -392,18 +461,27 @@ export class ChaosLab {
 
   async primaries(): Promise<string[]> {
     const r = await this.roles();
-    return Object.keys(r).filter((n) => r[n] === 'primary').sort();
+    return Object.keys(r)
+      .filter((n) => r[n] === 'primary')
+      .sort();
   }
 
   /** pg_stat_replication on `primary`: application_name -> state. */
   async replicas(primary: string): Promise<Record<string, string>> {
-    const rows = await this.query<{ application_name: string; state: string }>(primary, 'SELECT application_name, state FROM pg_stat_replication');
+    const rows = await this.query<{ application_name: string; state: string }>(
+      primary,
+      'SELECT application_name, state FROM pg_stat_replication',
+    );
     return Object.fromEntries(rows.map((r) => [r.application_name, r.state]));
   }
 
   /** Ids of one writer's run present on `node`. */
   async ids(node: string, run: string, writer: string): Promise<number[]> {
-    const rows = await this.query<{ id: string }>(node, 'SELECT id FROM chaos_writes WHERE run = $1 AND writer = $2', [run, writer]);
+    const rows = await this.query<{ id: string }>(
+      node,
+      'SELECT id FROM chaos_writes WHERE run = $1 AND writer = $2',
+      [run, writer],
+    );
     return rows.map((r) => Number(r.id));
   }
 
@@ -417,7 +495,9 @@ export class ChaosLab {
       return null;
     }
     for (const line of text.split('\n')) {
-      const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:\s+selected new timeline ID/.exec(line);
+      const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:\s+selected new timeline ID/.exec(
+        line,
+      );
       if (!m) continue;
       const t = Date.parse(`${m[1]}T${m[2]}Z`);
       // the log has ms resolution; allow for the truncation
@@ -428,9 +508,14 @@ export class ChaosLab {
 
   // ---------------------------------------------------------------- writers
 
-  writer(o: Omit<WriterOptions, 'connect'> & { via: 'pool' | { node: string; over: 'socket' | 'tcp' } }): Writer {
+  writer(
+    o: Omit<WriterOptions, 'connect'> & { via: 'pool' | { node: string; over: 'socket' | 'tcp' } },
+  ): Writer {
     const { via, ...rest } = o;
-    return new Writer({ ...rest, connect: via === 'pool' ? this.poolConfig() : this.nodeConfig(via.node, via.over) });
+    return new Writer({
+      ...rest,
+      connect: via === 'pool' ? this.poolConfig() : this.nodeConfig(via.node, via.over),
+    });
   }
 }
 
@@ -449,7 +534,12 @@ async function once<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): 
 }
 
 /** Poll `check` every 100 ms until it holds; throws with `detail()` after timeoutMs. */
-export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string, detail?: () => string | Promise<string>): Promise<void> {
+export async function waitFor(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+  detail?: () => string | Promise<string>,
+): Promise<void> {
   const deadline = now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -461,7 +551,9 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
     }
     if (now() > deadline) {
       const d = detail ? await Promise.resolve(detail()).catch((e: Error) => e.message) : '';
-      throw new Error(`timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${d ? `\n${d}` : ''}`);
+      throw new Error(
+        `timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${d ? `\n${d}` : ''}`,
+      );
     }
     await sleep(100);
   }
@@ -477,7 +569,10 @@ export class SplitBrainMonitor {
   private stopped = false;
   private loop: Promise<void> | null = null;
 
-  constructor(private readonly lab: ChaosLab, private readonly periodMs = 50) {}
+  constructor(
+    private readonly lab: ChaosLab,
+    private readonly periodMs = 50,
+  ) {}
 
   start(): this {
     this.loop = this.run();
@@ -488,7 +583,11 @@ export class SplitBrainMonitor {
     let c = this.clients.get(node);
     try {
       if (!c) {
-        c = new pg.Client({ ...this.lab.nodeConfig(node, 'socket'), connectionTimeoutMillis: 500, query_timeout: 500 });
+        c = new pg.Client({
+          ...this.lab.nodeConfig(node, 'socket'),
+          connectionTimeoutMillis: 500,
+          query_timeout: 500,
+        });
         c.on('error', () => {});
         this.clients.set(node, c);
         await c.connect();
@@ -508,7 +607,9 @@ export class SplitBrainMonitor {
   private async run(): Promise<void> {
     while (!this.stopped) {
       const t = now();
-      const answers = await Promise.all(this.lab.nodes.map(async (n) => [n.name, await this.ask(n.name)] as const));
+      const answers = await Promise.all(
+        this.lab.nodes.map(async (n) => [n.name, await this.ask(n.name)] as const),
+      );
       const primaries = answers.filter(([, p]) => p === true).map(([n]) => n);
       this.sweeps.push({ t, primaries });
       if (primaries.length > this.maxPrimaries) this.maxPrimaries = primaries.length;

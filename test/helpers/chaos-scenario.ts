@@ -110,13 +110,23 @@ interface Probe {
 export async function currentPrimary(lab: ChaosLab): Promise<{ primary: string; standbys: string[] }> {
   const roles = await lab.roles();
   const primaries = Object.keys(roles).filter((n) => roles[n] === 'primary');
-  if (primaries.length !== 1) throw new Error(`expected exactly one primary, roles: ${JSON.stringify(roles)}`);
-  return { primary: primaries[0]!, standbys: Object.keys(roles).filter((n) => roles[n] === 'standby').sort() };
+  if (primaries.length !== 1)
+    throw new Error(`expected exactly one primary, roles: ${JSON.stringify(roles)}`);
+  return {
+    primary: primaries[0]!,
+    standbys: Object.keys(roles)
+      .filter((n) => roles[n] === 'standby')
+      .sort(),
+  };
 }
 
 /** Exactly one primary, every other node a streaming standby of it, and (pgop running) pgop
  *  itself says Healthy. Returns the primary. */
-export async function waitConverged(lab: ChaosLab, timeoutMs: number, opts: { requireHealthy?: boolean } = {}): Promise<string> {
+export async function waitConverged(
+  lab: ChaosLab,
+  timeoutMs: number,
+  opts: { requireHealthy?: boolean } = {},
+): Promise<string> {
   let primary = '';
   await waitFor(
     async () => {
@@ -129,7 +139,8 @@ export async function waitConverged(lab: ChaosLab, timeoutMs: number, opts: { re
     },
     timeoutMs,
     'one primary with every other node streaming from it',
-    async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+    async () =>
+      `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
   );
   return primary;
 }
@@ -140,7 +151,10 @@ function firstAckOf(w: Writer): Ack | undefined {
 
 /** Longest gap between consecutive acks strictly after `from` (inclusive of from as a start). */
 function longestGapAfter(acks: readonly Ack[], from: number): number | null {
-  const ts = acks.map((a) => a.ackAt).filter((t) => t >= from).sort((a, b) => a - b);
+  const ts = acks
+    .map((a) => a.ackAt)
+    .filter((t) => t >= from)
+    .sort((a, b) => a - b);
   if (ts.length < 2) return null;
   let best = 0;
   for (let i = 1; i < ts.length; i++) best = Math.max(best, ts[i]! - ts[i - 1]!);
@@ -157,7 +171,14 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   const old = lab.writer({ name: 'old', run: o.run, via: { node: P, over: 'socket' } });
   const probes: Probe[] = standbys.map((s) => ({
     node: s,
-    writer: lab.writer({ name: `direct-${s}`, run: o.run, via: { node: s, over: 'tcp' }, stopAfterFirstAck: true, retryMs: 20, intervalMs: 0 }),
+    writer: lab.writer({
+      name: `direct-${s}`,
+      run: o.run,
+      via: { node: s, over: 'tcp' },
+      stopAfterFirstAck: true,
+      retryMs: 20,
+      intervalMs: 0,
+    }),
   }));
   const monitor = new SplitBrainMonitor(lab);
   const all = [pool, old, ...probes.map((p) => p.writer)];
@@ -173,7 +194,13 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     for (const w of all) w.start();
     monitor.start();
     await Promise.race([pool.firstAck(), sleep(60_000)]);
-    if (!pool.acks.length) throw new Error(`no write through pgpool succeeded before the fault: ${pool.failures.slice(-3).map((f) => f.error).join('; ')}`);
+    if (!pool.acks.length)
+      throw new Error(
+        `no write through pgpool succeeded before the fault: ${pool.failures
+          .slice(-3)
+          .map((f) => f.error)
+          .join('; ')}`,
+      );
     await sleep(300);
 
     if (o.beforeFault) await o.beforeFault({ oldPrimary: P, standbys });
@@ -181,13 +208,18 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     let resolvePromoted!: (n: string) => void;
     const firstPromoted = new Promise<string>((r) => (resolvePromoted = r));
     void Promise.race(probes.map((p) => p.writer.firstAck().then(() => p.node))).then(resolvePromoted);
-    if (o.during) during = o.during({ t0, oldPrimary: P, standbys, firstPromoted }).catch((err) => void (duringError = err));
+    if (o.during)
+      during = o
+        .during({ t0, oldPrimary: P, standbys, firstPromoted })
+        .catch((err) => void (duringError = err));
 
     // Writes through pgpool resumed on a promoted node.
     const recoverDeadline = t0 + (o.recoverTimeoutMs ?? 90_000);
     let recovered = false;
     while (now() < recoverDeadline) {
-      const direct = probes.map((p) => firstAckOf(p.writer)?.ackAt).filter((t): t is number => t !== undefined);
+      const direct = probes
+        .map((p) => firstAckOf(p.writer)?.ackAt)
+        .filter((t): t is number => t !== undefined);
       const first = direct.length ? Math.min(...direct) : undefined;
       // resumed on a promoted node, or (nobody promoted) on the old primary brought back
       if (pool.acks.some((a) => a.ackAt > (first ?? t0 + 1000))) {
@@ -196,7 +228,10 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
       }
       await sleep(20);
     }
-    if (!recovered) notes.push(`writes through pgpool did not resume on a promoted node within ${((o.recoverTimeoutMs ?? 90_000) / 1000).toFixed(0)} s`);
+    if (!recovered)
+      notes.push(
+        `writes through pgpool did not resume on a promoted node within ${((o.recoverTimeoutMs ?? 90_000) / 1000).toFixed(0)} s`,
+      );
 
     if (o.fault === 'partition') {
       if (recovered) await sleep(o.healAfterMs ?? 500);
@@ -222,7 +257,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
           },
           Math.max(1000, deadline - now()),
           `one primary with every other node (old primary ${P} too) streaming, pgop Healthy`,
-          async () => `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+          async () =>
+            `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
         );
         converged = true;
       } catch (err) {
@@ -241,7 +277,10 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   // ---- what happened
   const finalRoles = await lab.roles();
   const finalPrimaries = Object.keys(finalRoles).filter((n) => finalRoles[n] === 'primary');
-  const directFirsts = probes.map((p) => ({ node: p.node, ack: firstAckOf(p.writer) })).filter((x) => x.ack).sort((a, b) => a.ack!.ackAt - b.ack!.ackAt);
+  const directFirsts = probes
+    .map((p) => ({ node: p.node, ack: firstAckOf(p.writer) }))
+    .filter((x) => x.ack)
+    .sort((a, b) => a.ack!.ackAt - b.ack!.ackAt);
   const N = directFirsts[0]?.node ?? null;
   const events = o.system === 'pgop' ? (await lab.eventsCli()).filter((e) => e.id > eventsBefore) : [];
 
@@ -264,17 +303,31 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
 
   // The final primary holds the rows: after a baseline partition there may be two; the one
   // pgpool routed to (N) is where the acknowledged rows went.
-  const finalPrimary = finalPrimaries.length === 1 ? finalPrimaries[0]! : N && finalPrimaries.includes(N) ? N : finalPrimaries[0] ?? null;
-  if (finalPrimaries.length > 1) notes.push(`${finalPrimaries.length} primaries at the end: ${finalPrimaries.join(', ')}`);
+  const finalPrimary =
+    finalPrimaries.length === 1
+      ? finalPrimaries[0]!
+      : N && finalPrimaries.includes(N)
+        ? N
+        : (finalPrimaries[0] ?? null);
+  if (finalPrimaries.length > 1)
+    notes.push(`${finalPrimaries.length} primaries at the end: ${finalPrimaries.join(', ')}`);
   let lostDetail: LostAck[] = [];
   if (finalPrimary) {
     const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
-    lostDetail = await lostOn(lab, finalPrimary, o.run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore });
+    lostDetail = await lostOn(lab, finalPrimary, o.run, [pool, ...probes.map((p) => p.writer)], {
+      writer: old,
+      acks: oldBefore,
+    });
   } else notes.push('no primary at the end: acknowledged rows not checked');
 
-  const firstPoolAfter = promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
+  const firstPoolAfter =
+    promotedAt === null ? undefined : pool.sortedAcks().find((a) => a.ackAt > promotedAt!);
   // Nobody promoted (the old primary was brought back): the longest write gap after the fault.
-  const rto = firstPoolAfter ? outage(pool.acks, t0, firstPoolAfter.ackAt).ms : N === null && pool.acks.some((a) => a.ackAt > t0) ? outage(pool.acks, t0).ms : null;
+  const rto = firstPoolAfter
+    ? outage(pool.acks, t0, firstPoolAfter.ackAt).ms
+    : N === null && pool.acks.some((a) => a.ackAt > t0)
+      ? outage(pool.acks, t0).ms
+      : null;
   return {
     run: o.run,
     fault: o.fault,
@@ -304,8 +357,22 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     poolAttempts: pool.failures
       .filter((f) => f.at >= t0 && (!firstPoolAfter || f.sentAt <= firstPoolAfter.ackAt))
       .slice(0, 40)
-      .map((f) => ({ sentMs: Math.round(f.sentAt - t0), failedMs: Math.round(f.at - t0), error: f.error.slice(0, 120) }))
-      .concat(firstPoolAfter ? [{ sentMs: Math.round(firstPoolAfter.sentAt - t0), failedMs: Math.round(firstPoolAfter.ackAt - t0), error: '(acknowledged)' }] : []),
+      .map((f) => ({
+        sentMs: Math.round(f.sentAt - t0),
+        failedMs: Math.round(f.at - t0),
+        error: f.error.slice(0, 120),
+      }))
+      .concat(
+        firstPoolAfter
+          ? [
+              {
+                sentMs: Math.round(firstPoolAfter.sentAt - t0),
+                failedMs: Math.round(firstPoolAfter.ackAt - t0),
+                error: '(acknowledged)',
+              },
+            ]
+          : [],
+      ),
     notes,
   };
 }
@@ -317,7 +384,13 @@ export interface LostAck {
 }
 
 /** Acknowledged writes of `writers` (and `extra`'s chosen acks) missing on `node`. */
-async function lostOn(lab: ChaosLab, node: string, run: string, writers: Writer[], extra?: { writer: Writer; acks: Ack[] }): Promise<LostAck[]> {
+async function lostOn(
+  lab: ChaosLab,
+  node: string,
+  run: string,
+  writers: Writer[],
+  extra?: { writer: Writer; acks: Ack[] },
+): Promise<LostAck[]> {
   const out: LostAck[] = [];
   const check = async (w: Writer, acks: readonly Ack[]) => {
     if (!acks.length) return;
@@ -351,7 +424,17 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   const { primary: P, standbys } = await currentPrimary(lab);
   const pool = lab.writer({ name: 'pool', run, via: 'pool' });
   const old = lab.writer({ name: 'old', run, via: { node: P, over: 'socket' } });
-  const probes = standbys.map((s) => ({ node: s, writer: lab.writer({ name: `direct-${s}`, run, via: { node: s, over: 'tcp' }, stopAfterFirstAck: true, retryMs: 20, intervalMs: 0 }) }));
+  const probes = standbys.map((s) => ({
+    node: s,
+    writer: lab.writer({
+      name: `direct-${s}`,
+      run,
+      via: { node: s, over: 'tcp' },
+      stopAfterFirstAck: true,
+      retryMs: 20,
+      intervalMs: 0,
+    }),
+  }));
   const monitor = new SplitBrainMonitor(lab);
   const all = [pool, old, ...probes.map((p) => p.writer)];
   let t0 = 0;
@@ -375,11 +458,15 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   }
   const { primary: N } = await currentPrimary(lab);
   const direct = probes.find((p) => p.node === N)?.writer;
-  const firstDirect = direct ? firstAckOf(direct)?.ackAt ?? null : null;
+  const firstDirect = direct ? (firstAckOf(direct)?.ackAt ?? null) : null;
   const fromLog = lab.promotionFromLog(N, t0);
-  const promotedAt = [fromLog, firstDirect].filter((x): x is number => x !== null).reduce<number | null>((a, b) => (a === null || b < a ? b : a), null);
+  const promotedAt = [fromLog, firstDirect]
+    .filter((x): x is number => x !== null)
+    .reduce<number | null>((a, b) => (a === null || b < a ? b : a), null);
   const oldBefore = old.acks.filter((a) => promotedAt === null || a.ackAt <= promotedAt);
-  const lostAcked = (await lostOn(lab, N, run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore })).map((l) => `${l.writer}:${l.id}`);
+  const lostAcked = (
+    await lostOn(lab, N, run, [pool, ...probes.map((p) => p.writer)], { writer: old, acks: oldBefore })
+  ).map((l) => `${l.writer}:${l.id}`);
   return {
     run,
     mode: lab.mode,

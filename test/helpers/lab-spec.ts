@@ -38,7 +38,13 @@ export function labSpec(opts: LabSpecOptions = {}): ClusterSpec {
       hba: [],
     },
     nodes,
-    replication: { mode: 'async', syncQuorum: 1, user: 'replicator', password: { env: 'PGOP_TEST_REPL_PASSWORD' }, slots: true },
+    replication: {
+      mode: 'async',
+      syncQuorum: 1,
+      user: 'replicator',
+      password: { env: 'PGOP_TEST_REPL_PASSWORD' },
+      slots: true,
+    },
     pgpool: {
       enabled: opts.pgpool ?? true,
       address: `${base}.10`,
@@ -51,6 +57,11 @@ export function labSpec(opts: LabSpecOptions = {}): ClusterSpec {
     roles: [],
     databases: [],
     grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
+    failureDetection: {
+      probeIntervalMs: 1000,
+      missesBeforeFailover: 3,
+      connectTimeoutMs: 1000,
+      retryIntervalMs: 100,
+    },
   };
 }

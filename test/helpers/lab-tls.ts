@@ -14,6 +14,11 @@ export function labCaFile(stateDir: string, cluster: string): string {
 }
 
 /** `ssl` for a client of `address` (a node's, or pgpool's). */
-export function labSsl(stateDir: string, cluster: string, name: string, address: string): pg.ClientConfig['ssl'] {
+export function labSsl(
+  stateDir: string,
+  cluster: string,
+  name: string,
+  address: string,
+): pg.ClientConfig['ssl'] {
   return clientTls(readFileSync(labCaFile(stateDir, cluster), 'utf8'), { name, address });
 }

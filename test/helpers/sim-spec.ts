@@ -11,7 +11,14 @@ export type DeepPartial<T> = T extends (infer U)[]
 
 function merge<T>(base: T, over: unknown): T {
   if (over === undefined) return base;
-  if (Array.isArray(over) || over === null || typeof over !== 'object' || typeof base !== 'object' || base === null || Array.isArray(base)) {
+  if (
+    Array.isArray(over) ||
+    over === null ||
+    typeof over !== 'object' ||
+    typeof base !== 'object' ||
+    base === null ||
+    Array.isArray(base)
+  ) {
     return over as T;
   }
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
@@ -46,7 +53,13 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
       superuserPassword: { env: 'PGOP_SUPERUSER_PASSWORD' },
       hba: [
         { type: 'local', database: 'all', user: 'postgres', method: 'peer' },
-        { type: 'host', database: 'replication', user: 'replicator', address: '10.0.0.0/24', method: 'scram-sha-256' },
+        {
+          type: 'host',
+          database: 'replication',
+          user: 'replicator',
+          address: '10.0.0.0/24',
+          method: 'scram-sha-256',
+        },
         { type: 'host', database: 'all', user: 'all', address: '10.0.0.0/24', method: 'scram-sha-256' },
       ],
     },
@@ -72,9 +85,24 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
       numInitChildren: 32,
     },
     roles: [
-      { name: 'app', login: true, superuser: false, createdb: false, password: { env: 'APP_PASSWORD' }, searchPath: ['app', 'public'] },
+      {
+        name: 'app',
+        login: true,
+        superuser: false,
+        createdb: false,
+        password: { env: 'APP_PASSWORD' },
+        searchPath: ['app', 'public'],
+      },
     ],
-    databases: [{ name: 'appdb', owner: 'app', encoding: 'UTF8', locale: 'C.UTF-8', schemas: [{ name: 'app', owner: 'app' }] }],
+    databases: [
+      {
+        name: 'appdb',
+        owner: 'app',
+        encoding: 'UTF8',
+        locale: 'C.UTF-8',
+        schemas: [{ name: 'app', owner: 'app' }],
+      },
+    ],
     grants: [
       {
         role: 'app',
@@ -84,7 +112,12 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
         tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
       },
     ],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 2000, retryIntervalMs: 100 },
+    failureDetection: {
+      probeIntervalMs: 1000,
+      missesBeforeFailover: 3,
+      connectTimeoutMs: 2000,
+      retryIntervalMs: 100,
+    },
   };
   return merge(base, overrides);
 }

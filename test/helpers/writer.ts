@@ -138,7 +138,11 @@ export class Writer {
     const t = now();
     if (this.inFlight === 0) {
       if (t >= this.earliestNext) this.launch(t);
-    } else if (this.o.hedgeMs > 0 && this.inFlight < this.o.maxInFlight && t - this.newestLaunch >= this.o.hedgeMs) {
+    } else if (
+      this.o.hedgeMs > 0 &&
+      this.inFlight < this.o.maxInFlight &&
+      t - this.newestLaunch >= this.o.hedgeMs
+    ) {
       this.launch(t);
     }
     this.timer = setTimeout(this.tick, 5);
@@ -158,12 +162,21 @@ export class Writer {
     let client = this.idle.pop();
     try {
       if (!client) {
-        client = new pg.Client({ ...this.o.connect, connectionTimeoutMillis: this.o.connectTimeoutMs, query_timeout: this.o.queryTimeoutMs, application_name: `chaos-${this.o.name}` });
+        client = new pg.Client({
+          ...this.o.connect,
+          connectionTimeoutMillis: this.o.connectTimeoutMs,
+          query_timeout: this.o.queryTimeoutMs,
+          application_name: `chaos-${this.o.name}`,
+        });
         client.on('error', () => {});
         this.all.add(client);
         await client.connect();
       }
-      await client.query(`INSERT INTO ${this.o.table} (run, writer, id) VALUES ($1, $2, $3)`, [this.o.run, this.o.name, id]);
+      await client.query(`INSERT INTO ${this.o.table} (run, writer, id) VALUES ($1, $2, $3)`, [
+        this.o.run,
+        this.o.name,
+        id,
+      ]);
       const ackAt = now();
       this.acks.push({ id, sentAt, ackAt });
       for (const w of this.firstAckWaiters.splice(0)) w();
@@ -174,7 +187,12 @@ export class Writer {
       if (this.o.stopAfterFirstAck) this.stopped = true;
     } catch (err) {
       const e = err as { code?: string; message?: string };
-      this.failures.push({ id, sentAt, at: now(), error: `${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}` });
+      this.failures.push({
+        id,
+        sentAt,
+        at: now(),
+        error: `${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`,
+      });
       this.earliestNext = now() + this.o.retryMs;
       if (client) {
         if (e.code && KEEP_SESSION.has(e.code) && !this.stopped) this.idle.push(client);
@@ -223,7 +241,8 @@ export function outage(acks: readonly Ack[], t0: number, until?: number): Outage
     if (t - prev > best.to - best.from) best = { from: prev, to: t };
     prev = t;
   }
-  if (until !== undefined && until - prev > best.to - best.from) return { lastBefore, firstAfter: null, ms: until - prev };
+  if (until !== undefined && until - prev > best.to - best.from)
+    return { lastBefore, firstAfter: null, ms: until - prev };
   return { lastBefore, firstAfter: best.to, ms: best.to - best.from };
 }
 
@@ -235,7 +254,11 @@ export function acksAfter(acks: readonly Ack[], t: number): Ack[] {
 /** Ids in `acked` missing from `present`. */
 export function missing(acked: readonly Ack[], present: Iterable<number>): number[] {
   const have = new Set(present);
-  return acked.filter((a) => !have.has(a.id)).map((a) => a.id).sort((a, b) => a - b);
+  return acked
+    .filter((a) => !have.has(a.id))
+    .map((a) => a.id)
+    .sort((a, b) => a - b);
 }
 
-export const TABLE_DDL = 'CREATE TABLE IF NOT EXISTS chaos_writes (run text NOT NULL, writer text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, writer, id))';
+export const TABLE_DDL =
+  'CREATE TABLE IF NOT EXISTS chaos_writes (run text NOT NULL, writer text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, writer, id))';

@@ -30,11 +30,24 @@ if (!root) {
         // still reaches the node while the node's link is down.
         const ns = `/run/netns/${process.env.PGOP_LAB_PREFIX}-${cluster.name}-${node.name}`;
         const sql = `CREATE TABLE IF NOT EXISTS contract_writes (id bigint PRIMARY KEY); INSERT INTO contract_writes VALUES (${Number(id)}) ON CONFLICT DO NOTHING`;
-        const r = spawnSync('nsenter', [`--net=${ns}`, '--', '/usr/lib/postgresql/15/bin/psql', `host=${node.address} port=5432 user=postgres dbname=postgres connect_timeout=3`, '-v', 'ON_ERROR_STOP=1', '-qc', sql], {
-          env: { ...process.env, PGPASSWORD: su, PGOPTIONS: '-c statement_timeout=3000' },
-          timeout: 8000,
-          encoding: 'utf8',
-        });
+        const r = spawnSync(
+          'nsenter',
+          [
+            `--net=${ns}`,
+            '--',
+            '/usr/lib/postgresql/15/bin/psql',
+            `host=${node.address} port=5432 user=postgres dbname=postgres connect_timeout=3`,
+            '-v',
+            'ON_ERROR_STOP=1',
+            '-qc',
+            sql,
+          ],
+          {
+            env: { ...process.env, PGPASSWORD: su, PGOPTIONS: '-c statement_timeout=3000' },
+            timeout: 8000,
+            encoding: 'utf8',
+          },
+        );
         return r.status === 0;
       }
       const client = new pg.Client({
@@ -68,11 +81,14 @@ if (!root) {
       cleanup: async () => {
         // Each step bounded: after the contract's own teardown nothing is left to answer, and a
         // cleanup must never be what fails the run (scripts/test-integration.sh sweeps anyway).
-        const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
+        const bounded = (p: Promise<unknown>) =>
+          Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
         await bounded(world.pool.deletePool(cluster));
         for (const n of cluster.nodes) await bounded(world.provider.deleteMachine(cluster, n));
         await bounded(world.provider.deleteClusterResources(cluster));
-        await bounded(Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]));
+        await bounded(
+          Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]),
+        );
       },
     };
   });

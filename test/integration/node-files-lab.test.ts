@@ -26,7 +26,14 @@ function nodeFilesSpec(): ClusterSpec {
     ...base,
     postgres: {
       ...base.postgres,
-      parameters: { shared_buffers: '16MB', max_wal_senders: 5, max_replication_slots: 5, wal_level: 'replica', hot_standby: 'on', wal_log_hints: 'on' },
+      parameters: {
+        shared_buffers: '16MB',
+        max_wal_senders: 5,
+        max_replication_slots: 5,
+        wal_level: 'replica',
+        hot_standby: 'on',
+        wal_log_hints: 'on',
+      },
       dataDir: D,
       archiveScript: true,
       superuserPassword: { env: 'PGOP_NF_SU_PW' },
@@ -57,13 +64,23 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   const driverLog: string[] = [];
 
   /** Run a shell script on a node as `user`; returns stdout, throws on a non-zero exit. */
-  const run = async (n: NodeSpec, user: 'root' | 'postgres', script: string, ...args: string[]): Promise<string> => {
-    const res = await shell.exec(provider.hostRef(spec, n), ['sh', '-c', `cd / || exit 1\n${script}`, 'sh', ...args], { user, timeoutMs: 120_000 });
+  const run = async (
+    n: NodeSpec,
+    user: 'root' | 'postgres',
+    script: string,
+    ...args: string[]
+  ): Promise<string> => {
+    const res = await shell.exec(
+      provider.hostRef(spec, n),
+      ['sh', '-c', `cd / || exit 1\n${script}`, 'sh', ...args],
+      { user, timeoutMs: 120_000 },
+    );
     if (res.code !== 0) throw new Error(`script on ${n.name} as ${user} exited ${res.code}: ${res.stderr}`);
     return res.stdout;
   };
   /** A root-owned file on the node that the attacks aim at: content, owner and mode. */
-  const canary = (n: NodeSpec, path: string) => run(n, 'root', 'stat -c "%U:%G %a" -- "$1" && cat -- "$1"', path);
+  const canary = (n: NodeSpec, path: string) =>
+    run(n, 'root', 'stat -c "%U:%G %a" -- "$1" && cat -- "$1"', path);
 
   beforeAll(async () => {
     process.env.PGOP_NF_SU_PW = PW.su;
@@ -86,7 +103,8 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     await pgd?.close().catch(() => {});
     await shell?.close().catch(() => {});
     if (provider) {
-      for (const n of spec.nodes) await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
+      for (const n of spec.nodes)
+        await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
       await provider.deleteClusterResources(spec).catch((e) => console.error(`deleteClusterResources: ${e}`));
     }
     if (process.env.PGOP_IT_VERBOSE) console.log(driverLog.join('\n'));
@@ -113,21 +131,42 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
       D,
     );
     expect(Number(planted.trim())).toBeGreaterThan(60_000);
-    const r1 = await retry(() => pgd.ensureConfigured(spec, pg01)).then(() => null, (e: unknown) => e);
-    expect.soft(await canary(pg01, C1), 'the temp-name symlinks were followed').toBe('root:root 644\ncanary\n');
+    const r1 = await retry(() => pgd.ensureConfigured(spec, pg01)).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect
+      .soft(await canary(pg01, C1), 'the temp-name symlinks were followed')
+      .toBe('root:root 644\ncanary\n');
     expect.soft(r1).toBeNull();
     // the managed files were rewritten (the planted lines are gone), owned by postgres
-    expect.soft(await run(pg01, 'root', 'cat -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D)).not.toContain('changed by postgres');
-    expect.soft((await run(pg01, 'root', 'stat -c "%U:%G %a %F" -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D)).trim().split('\n')).toEqual([
-      'postgres:postgres 600 regular file',
-      'postgres:postgres 600 regular file',
-    ]);
+    expect
+      .soft(await run(pg01, 'root', 'cat -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
+      .not.toContain('changed by postgres');
+    expect
+      .soft(
+        (await run(pg01, 'root', 'stat -c "%U:%G %a %F" -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
+          .trim()
+          .split('\n'),
+      )
+      .toEqual(['postgres:postgres 600 regular file', 'postgres:postgres 600 regular file']);
     await run(pg01, 'postgres', 'find "$1" -maxdepth 2 -type l -name "*.pgop-*" -delete', D);
 
     // 2. postgresql.conf itself a symlink to a root file (pgop appends its include line to it)
-    await run(pg01, 'postgres', 'cp -p "$1/postgresql.conf" "$1/postgresql.conf.keep" && ln -sf "$2" "$1/postgresql.conf"', D, C2);
-    const r2 = await pgd.ensureConfigured(spec, pg01).then(() => null, (e: unknown) => e);
-    expect.soft(await canary(pg01, C2), 'postgresql.conf, a symlink, was followed').toBe('root:root 644\ncanary\n');
+    await run(
+      pg01,
+      'postgres',
+      'cp -p "$1/postgresql.conf" "$1/postgresql.conf.keep" && ln -sf "$2" "$1/postgresql.conf"',
+      D,
+      C2,
+    );
+    const r2 = await pgd.ensureConfigured(spec, pg01).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect
+      .soft(await canary(pg01, C2), 'postgresql.conf, a symlink, was followed')
+      .toBe('root:root 644\ncanary\n');
     if (r2) expect.soft(r2).toBeInstanceOf(PgopError);
     await run(pg01, 'postgres', 'mv -f "$1/postgresql.conf.keep" "$1/postgresql.conf"', D);
     await retry(() => pgd.ensureConfigured(spec, pg01));
@@ -156,10 +195,15 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   it('a standby data directory holding something else is refused, neither moved nor deleted', async () => {
     await run(pg02, 'postgres', 'mkdir -p /u02/other && echo precious > /u02/other/notes.txt');
     const other = { ...spec, postgres: { ...spec.postgres, dataDir: '/u02/other' } };
-    const err = await pgd.ensureStandby(other, pg02, pg01).then(() => null, (e: unknown) => e);
+    const err = await pgd.ensureStandby(other, pg02, pg01).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toMatchObject({ kind: 'terminal' });
     expect(String((err as Error).message)).toMatch(/not empty/);
-    expect(await run(pg02, 'root', 'cat /u02/other/notes.txt; ls -d /u02/other.pgop-old-* 2>/dev/null || true')).toBe('precious\n');
+    expect(
+      await run(pg02, 'root', 'cat /u02/other/notes.txt; ls -d /u02/other.pgop-old-* 2>/dev/null || true'),
+    ).toBe('precious\n');
     await run(pg02, 'postgres', 'rm -rf /u02/other');
   }, 60_000);
 
@@ -188,7 +232,12 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     const p = await pgd.probe(spec, pg02);
     expect(p.postgres).toMatchObject({ running: false, initialized: false });
     await retry(() => pgd.ensureStandby(spec, pg02, pg01));
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01' });
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
+      running: true,
+      inRecovery: true,
+      streaming: true,
+      upstream: 'pg01',
+    });
     expect(driverLog.some((l) => l.startsWith('cloned') && l.includes('"node":"pg02"'))).toBe(true);
   }, 180_000);
 
@@ -205,13 +254,20 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
       B,
     );
     await retry(() => pgd.ensureStandby(spec, pg02, pg01));
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01' });
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
+      running: true,
+      inRecovery: true,
+      streaming: true,
+      upstream: 'pg01',
+    });
     const aside = (await run(pg02, 'root', 'ls -d "$1".pgop-old-*', D)).trim().split('\n');
     // the copy of this cluster is gone, the other cluster's old copy is kept, and so is the
     // other cluster that was in the data directory (moved aside now)
     expect(aside).not.toContain(`${D}.pgop-old-20000101000000`);
     expect(aside).toContain(`${D}.pgop-old-20000102000000`);
     expect(aside).toHaveLength(2);
-    expect(driverLog.some((l) => l.startsWith('WARN keeping /u01/pg15/data.pgop-old-20000102000000'))).toBe(true);
+    expect(driverLog.some((l) => l.startsWith('WARN keeping /u01/pg15/data.pgop-old-20000102000000'))).toBe(
+      true,
+    );
   }, 180_000);
 });

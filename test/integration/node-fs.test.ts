@@ -20,14 +20,19 @@ const canRun = process.getuid?.() === 0 && hasPostgresUser();
 /** Run the functions with a script; code and combined output. */
 function sh(script: string, args: string[], input = ''): { code: number; out: string } {
   try {
-    const out = execFileSync('sh', ['-c', `cd / || exit 1\n${NODE_FS_FUNCS}\n${script}`, 'sh', ...args], { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = execFileSync('sh', ['-c', `cd / || exit 1\n${NODE_FS_FUNCS}\n${script}`, 'sh', ...args], {
+      input,
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     return { code: 0, out };
   } catch (e) {
     const err = e as { status: number; stdout: string; stderr: string };
     return { code: err.status, out: `${err.stdout}${err.stderr}` };
   }
 }
-const asPg = (cmd: string, ...args: string[]) => sh('c=$1; shift; as_user postgres postgres sh -c "$c" sh "$@"', [cmd, ...args]);
+const asPg = (cmd: string, ...args: string[]) =>
+  sh('c=$1; shift; as_user postgres postgres sh -c "$c" sh "$@"', [cmd, ...args]);
 
 describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', () => {
   // root 0755 under /var/lib, so postgres can reach its own subdirectory
@@ -35,14 +40,24 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
   const stat = (p: string) => sh('stat -c "%U:%G %a %F" -- "$1"', [p]).out.trim();
 
   beforeAll(() => {
-    expect(sh('mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"', [B]).code).toBe(0);
+    expect(
+      sh(
+        'mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"',
+        [B],
+      ).code,
+    ).toBe(0);
   });
   afterAll(() => {
     sh('rm -rf -- "$1"', [B]);
   });
 
   it('put_file writes a postgres file in a postgres directory as postgres: a planted symlink is replaced, its target untouched', () => {
-    expect(asPg('ln -s "$1/canary" "$1/pg/f.conf"; for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done', B).code).toBe(0);
+    expect(
+      asPg(
+        'ln -s "$1/canary" "$1/pg/f.conf"; for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done',
+        B,
+      ).code,
+    ).toBe(0);
     const r = sh('put_file 600 postgres:postgres "$1/pg/f.conf"', [B], 'hello\n');
     expect(r).toEqual({ code: 0, out: '' });
     expect(stat(`${B}/pg/f.conf`)).toBe('postgres:postgres 600 regular file');
@@ -65,7 +80,11 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     expect(stat(`${B}/script.sh`)).toBe('root:root 755 regular file');
     expect(sh('put_file 600 postgres:postgres "$1/pass"', [B], 'secret\n').code).toBe(0);
     expect(stat(`${B}/pass`)).toBe('postgres:postgres 600 regular file');
-    expect(sh('ls -a -- "$1"', [B]).out.split('\n').filter((l) => l.includes('pgop-'))).toEqual([]);
+    expect(
+      sh('ls -a -- "$1"', [B])
+        .out.split('\n')
+        .filter((l) => l.includes('pgop-')),
+    ).toEqual([]);
   });
 
   it('put_file refuses a root file in a directory postgres can change', () => {
@@ -78,7 +97,9 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
   it('del_file removes a planted link, never its target', () => {
     expect(asPg('ln -sfn "$1/canary" "$1/pg/gone"', B).code).toBe(0);
     expect(sh('del_file "$1/pg/gone"', [B]).code).toBe(0);
-    expect(sh('[ -e "$1/pg/gone" ] || [ -L "$1/pg/gone" ] || echo gone; cat -- "$1/canary"', [B]).out).toBe('gone\ncanary\n');
+    expect(sh('[ -e "$1/pg/gone" ] || [ -L "$1/pg/gone" ] || echo gone; cat -- "$1/canary"', [B]).out).toBe(
+      'gone\ncanary\n',
+    );
   });
 
   it('pg_dir creates as the parent owner, hands over only what root made, refuses links, system and foreign directories', () => {
@@ -93,14 +114,22 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     expect(sh('pg_dir "$1/pg/logs" 700', [B])).toMatchObject({ code: 3 });
     expect(stat(B)).toBe('root:root 755 directory');
     // system directories, also reached through a path
-    for (const p of ['/', '/usr/local/bin', '/etc/ssh', '/var/lib', '/root']) expect(sh('pg_dir "$1" 700', [p]), p).toMatchObject({ code: 3 });
+    for (const p of ['/', '/usr/local/bin', '/etc/ssh', '/var/lib', '/root'])
+      expect(sh('pg_dir "$1" 700', [p]), p).toMatchObject({ code: 3 });
     // a non-empty directory of root's that pgop did not make
-    expect(sh('mkdir "$1/full" && touch "$1/full/x" && pg_dir "$1/full" 700', [B])).toMatchObject({ code: 3 });
+    expect(sh('mkdir "$1/full" && touch "$1/full/x" && pg_dir "$1/full" 700', [B])).toMatchObject({
+      code: 3,
+    });
     expect(stat(`${B}/full`)).toBe('root:root 755 directory');
   });
 
   it('pg_rmtree removes a postgres tree as postgres, the top entry as root in a root-only directory', () => {
-    expect(asPg('mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ln -s "$1/canary" "$1/new/data/link"', B).code).toBe(0);
+    expect(
+      asPg(
+        'mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ln -s "$1/canary" "$1/new/data/link"',
+        B,
+      ).code,
+    ).toBe(0);
     expect(sh('pg_rmtree "$1/new/data"', [B]).code).toBe(0);
     expect(sh('ls -A -- "$1/new"; cat -- "$1/canary"', [B]).out).toBe('canary\n');
   });

@@ -71,7 +71,13 @@ function postgresLabSpec(): ClusterSpec {
     nodes: [labNode('pg01', '10.77.0.11'), labNode('pg02', '10.77.0.12'), labNode('pg03', '10.77.0.13')],
     replication: { ...base.replication, mode: 'sync', password: { env: 'PGOP_IT_REPL_PW' } },
     roles: [
-      { name: 'cl_owner', login: true, superuser: false, createdb: false, password: { env: 'PGOP_IT_OWNER_PW' } },
+      {
+        name: 'cl_owner',
+        login: true,
+        superuser: false,
+        createdb: false,
+        password: { env: 'PGOP_IT_OWNER_PW' },
+      },
       {
         name: 'cl_user',
         login: true,
@@ -102,7 +108,11 @@ function postgresLabSpec(): ClusterSpec {
   };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -112,7 +122,8 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await sleep(50);
   }
 }
@@ -131,7 +142,9 @@ async function retry<T>(what: string, fn: () => Promise<T>, attempts = 3): Promi
 }
 
 function psArgs(): Promise<string> {
-  return new Promise((resolve) => execFile('ps', ['-eo', 'args'], { maxBuffer: 8 << 20 }, (_e, out) => resolve(String(out ?? ''))));
+  return new Promise((resolve) =>
+    execFile('ps', ['-eo', 'args'], { maxBuffer: 8 << 20 }, (_e, out) => resolve(String(out ?? ''))),
+  );
 }
 
 /** Every file under dir whose path looks like a log. */
@@ -171,9 +184,29 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
   const timings: Record<string, number> = {};
 
   // network clients over TLS (verify-full against the cluster CA pgop issued)
-  const ssl = (name: string, address: string) => labSsl(process.env.PGOP_LAB_STATE!, spec.name, name, address);
-  const direct = (n: NodeSpec, database = 'postgres', user = 'postgres', password = PW.su): pg.ClientConfig => ({ host: n.address, port: 5432, user, password, database, ssl: ssl(n.name, n.address) });
-  const viaPool = (database: string, user: string, password: string): pg.ClientConfig => ({ host: spec.pgpool.address, port: spec.pgpool.port, user, password, database, ssl: ssl('pgpool', spec.pgpool.address!) });
+  const ssl = (name: string, address: string) =>
+    labSsl(process.env.PGOP_LAB_STATE!, spec.name, name, address);
+  const direct = (
+    n: NodeSpec,
+    database = 'postgres',
+    user = 'postgres',
+    password = PW.su,
+  ): pg.ClientConfig => ({
+    host: n.address,
+    port: 5432,
+    user,
+    password,
+    database,
+    ssl: ssl(n.name, n.address),
+  });
+  const viaPool = (database: string, user: string, password: string): pg.ClientConfig => ({
+    host: spec.pgpool.address,
+    port: spec.pgpool.port,
+    user,
+    password,
+    database,
+    ssl: ssl('pgpool', spec.pgpool.address!),
+  });
 
   beforeAll(async () => {
     process.env.PGOP_IT_SU_PW = PW.su;
@@ -193,7 +226,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     sampler = setInterval(() => {
       sampling = sampling.then(async () => {
         const out = await psArgs();
-        for (const line of out.split('\n')) if (SECRETS.some((s) => line.includes(s))) leaks.push(`ps: ${line}`);
+        for (const line of out.split('\n'))
+          if (SECRETS.some((s) => line.includes(s))) leaks.push(`ps: ${line}`);
       });
     }, 100);
     const t0 = performance.now();
@@ -212,7 +246,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       for (const h of [...spec.nodes, 'pool' as const]) {
         try {
           const f = join(provider.describeHost(spec, h).dir, 'log/sshd.log');
-          const lines = readFileSync(f, 'utf8').split('\n').filter((l) => /error|fatal|disconnect|closed|timeout|kill|signal/i.test(l));
+          const lines = readFileSync(f, 'utf8')
+            .split('\n')
+            .filter((l) => /error|fatal|disconnect|closed|timeout|kill|signal/i.test(l));
           if (lines.length) console.log(`--- ${f}\n${lines.slice(-40).join('\n')}`);
         } catch {
           /* no log */
@@ -226,7 +262,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       }
     }
     if (provider) {
-      for (const n of spec.nodes) await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
+      for (const n of spec.nodes)
+        await provider.deleteMachine(spec, n).catch((e) => console.error(`deleteMachine ${n.name}: ${e}`));
       await provider.deleteMachine(spec, 'pool').catch((e) => console.error(`deleteMachine pool: ${e}`));
       await provider.deleteClusterResources(spec).catch((e) => console.error(`deleteClusterResources: ${e}`));
     }
@@ -234,13 +271,22 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     console.log(`transient retries: ${retries.length}${retries.length ? `\n  ${retries.join('\n  ')}` : ''}`);
     if (process.env.PGOP_IT_VERBOSE) {
       console.log(driverLog.join('\n'));
-      console.log(shellLog.map((e) => `${e.id} ${e.ms}ms ${e.code ?? e.error ?? ''} ${(e.argv ?? []).slice(0, 3).join(' ').replace(/\s+/g, ' ').slice(0, 90)}`).join('\n'));
+      console.log(
+        shellLog
+          .map(
+            (e) =>
+              `${e.id} ${e.ms}ms ${e.code ?? e.error ?? ''} ${(e.argv ?? []).slice(0, 3).join(' ').replace(/\s+/g, ' ').slice(0, 90)}`,
+          )
+          .join('\n'),
+      );
     }
   });
 
   it('brings up a primary and two streaming standbys', async () => {
     const t0 = performance.now();
-    await Promise.all(spec.nodes.map((n) => retry(`ensureInstalled ${n.name}`, () => pgd.ensureInstalled(spec, n))));
+    await Promise.all(
+      spec.nodes.map((n) => retry(`ensureInstalled ${n.name}`, () => pgd.ensureInstalled(spec, n))),
+    );
     timings.install = Math.round(performance.now() - t0);
     const t1 = performance.now();
     await retry('ensurePrimary pg01', () => pgd.ensurePrimary(spec, pg01, [pg02.name, pg03.name]));
@@ -253,10 +299,18 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     timings.standbys = Math.round(performance.now() - t2);
     timings.bringUp = Math.round(performance.now() - t1);
 
-    await withPg(direct(pg01), (c) => c.query('CREATE TABLE IF NOT EXISTS lagcheck(x int); INSERT INTO lagcheck VALUES (1)'));
+    await withPg(direct(pg01), (c) =>
+      c.query('CREATE TABLE IF NOT EXISTS lagcheck(x int); INSERT INTO lagcheck VALUES (1)'),
+    );
     const p1 = await pgd.probe(spec, pg01);
     expect(p1.reachable).toBe(true);
-    expect(p1.postgres).toMatchObject({ initialized: true, running: true, inRecovery: false, timeline: 1, upstream: null });
+    expect(p1.postgres).toMatchObject({
+      initialized: true,
+      running: true,
+      inRecovery: false,
+      timeline: 1,
+      upstream: null,
+    });
     expect(p1.postgres!.configHash).toBe(pgd.desiredConfigHash(spec, pg01));
     const replicas = await until('both replicas streaming', async () => {
       const p = await pgd.probe(spec, pg01);
@@ -266,7 +320,13 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     expect(replicas.map((r) => r.name).sort()).toEqual(['pg02', 'pg03']);
     for (const s of [pg02, pg03]) {
       const p = await pgd.probe(spec, s);
-      expect(p.postgres).toMatchObject({ running: true, inRecovery: true, streaming: true, upstream: 'pg01', timeline: 1 });
+      expect(p.postgres).toMatchObject({
+        running: true,
+        inRecovery: true,
+        streaming: true,
+        upstream: 'pg01',
+        timeline: 1,
+      });
       expect(p.postgres!.configHash).toBe(pgd.desiredConfigHash(spec, s));
       const lag = p1.postgres!.lsn - p.postgres!.lsn;
       expect(Number.isFinite(lag)).toBe(true);
@@ -277,14 +337,27 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     await retry('ensurePrimary pg01', () => pgd.ensurePrimary(spec, pg01, [pg02.name, pg03.name]));
     await retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01));
     timings.idempotentPass = Math.round(performance.now() - t3);
-    for (const what of ['role created', 'search_path set', 'database created', 'replication slot created', 'initdb done', 'cloned']) {
-      expect(driverLog.filter((l) => l.startsWith(what)).length, what).toBe(what === 'replication slot created' ? 2 : what === 'role created' ? 3 : what === 'cloned' ? 2 : 1);
+    for (const what of [
+      'role created',
+      'search_path set',
+      'database created',
+      'replication slot created',
+      'initdb done',
+      'cloned',
+    ]) {
+      expect(driverLog.filter((l) => l.startsWith(what)).length, what).toBe(
+        what === 'replication slot created' ? 2 : what === 'role created' ? 3 : what === 'cloned' ? 2 : 1,
+      );
     }
     // per-node settings live on the command line, not in copied files
-    const auto = await retry('readFile', () => shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf'));
+    const auto = await retry('readFile', () =>
+      shell.readFile(provider.hostRef(spec, pg02), '/u01/pg15/data/postgresql.auto.conf'),
+    );
     expect(auto ?? '').not.toMatch(/listen_addresses|cluster_name|primary_conninfo/);
     const settings = await withPg(direct(pg02), (c) =>
-      c.query<{ name: string; setting: string; source: string }>("SELECT name, setting, source FROM pg_settings WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')"),
+      c.query<{ name: string; setting: string; source: string }>(
+        "SELECT name, setting, source FROM pg_settings WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')",
+      ),
     );
     const byName = Object.fromEntries(settings.rows.map((r) => [r.name, r]));
     expect(byName.listen_addresses).toMatchObject({ setting: pg02.address, source: 'command line' });
@@ -298,19 +371,27 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('creates critlib, cl_owner, cl_user with grants, default privileges and search_path', async () => {
     await withPg(direct(pg01, 'critlib'), async (c) => {
-      const roles = await c.query("SELECT rolname FROM pg_roles WHERE rolname IN ('cl_owner','cl_user','replicator') ORDER BY 1");
+      const roles = await c.query(
+        "SELECT rolname FROM pg_roles WHERE rolname IN ('cl_owner','cl_user','replicator') ORDER BY 1",
+      );
       expect(roles.rows.map((r) => r.rolname)).toEqual(['cl_owner', 'cl_user', 'replicator']);
-      const sch = await c.query("SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'cl_owner'");
+      const sch = await c.query(
+        "SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'cl_owner'",
+      );
       expect(sch.rows[0]?.owner).toBe('cl_owner');
       const usage = await c.query("SELECT has_schema_privilege('cl_user', 'cl_owner', 'USAGE') AS u");
       expect(usage.rows[0]?.u).toBe(true);
       const sp = await c.query("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 'cl_user'::regrole");
       expect(String(sp.rows[0]?.setconfig)).toMatch(/search_path="\$user", ?cl_owner, ?public/);
-      const db = await c.query("SELECT pg_encoding_to_char(encoding) AS enc, datcollate FROM pg_database WHERE datname = 'critlib'");
+      const db = await c.query(
+        "SELECT pg_encoding_to_char(encoding) AS enc, datcollate FROM pg_database WHERE datname = 'critlib'",
+      );
       expect(db.rows[0]?.enc).toBe('UTF8');
     });
     // the owner creates a table; the user may use it through the default privileges + search_path
-    await withPg(direct(pg01, 'critlib', 'cl_owner', PW.owner), (c) => c.query('CREATE TABLE cl_owner.books (id int PRIMARY KEY, title text)'));
+    await withPg(direct(pg01, 'critlib', 'cl_owner', PW.owner), (c) =>
+      c.query('CREATE TABLE cl_owner.books (id int PRIMARY KEY, title text)'),
+    );
     await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), async (c) => {
       await c.query("INSERT INTO books VALUES (1, 'seed')");
       const r = await c.query('SELECT title FROM books');
@@ -321,7 +402,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
 
   it('sync standbys on: a write through pgpool is visible on both standbys', async () => {
     const t0 = performance.now();
-    await retry('ensureSyncStandbys pg01', () => pgd.ensureSyncStandbys(spec, pg01, [pg02.name, pg03.name], 1));
+    await retry('ensureSyncStandbys pg01', () =>
+      pgd.ensureSyncStandbys(spec, pg01, [pg02.name, pg03.name], 1),
+    );
     timings.syncOn = Math.round(performance.now() - t0);
     const p = await pgd.probe(spec, pg01);
     expect(p.postgres!.syncStandbyNames).toBe('ANY 1 ("pg02", "pg03")');
@@ -337,25 +420,36 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     expect(obs.backends.map((b) => `${b.name}:${b.status}`)).toEqual(['pg01:up', 'pg02:up', 'pg03:up']);
     expect(obs.configHash).toBe(pool.desiredConfigHash(spec));
 
-    await withPg(viaPool('critlib', 'cl_user', PW.user), (c) => c.query("INSERT INTO books VALUES (2, 'via pgpool, sync')"));
+    await withPg(viaPool('critlib', 'cl_user', PW.user), (c) =>
+      c.query("INSERT INTO books VALUES (2, 'via pgpool, sync')"),
+    );
     for (const s of [pg02, pg03]) {
       await until(`row on ${s.name}`, () =>
-        withPg(direct(s, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 2')).rowCount === 1),
+        withPg(
+          direct(s, 'critlib'),
+          async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 2')).rowCount === 1,
+        ),
       );
     }
   }, 90_000);
 
   it('restores a removed pg_hba line with ensureConfigured', async () => {
     const host = provider.hostRef(spec, pg01);
-    const res = await retry('exec', () => shell.exec(host, ['sed', '-i', '/^hostssl\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']));
+    const res = await retry('exec', () =>
+      shell.exec(host, ['sed', '-i', '/^hostssl\tall\tall\t10.77.0.0\\/24/d', '/u01/pg15/data/pg_hba.conf']),
+    );
     expect(res.code).toBe(0);
-    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).not.toContain('hostssl\tall\tall\t10.77.0.0/24');
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).not.toContain(
+      'hostssl\tall\tall\t10.77.0.0/24',
+    );
     const drift = await pgd.probe(spec, pg01);
     expect(drift.postgres!.configHash).not.toBe(pgd.desiredConfigHash(spec, pg01));
     const t0 = performance.now();
     await retry('ensureConfigured pg01', () => pgd.ensureConfigured(spec, pg01));
     timings.ensureConfigured = Math.round(performance.now() - t0);
-    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).toContain('hostssl\tall\tall\t10.77.0.0/24\tscram-sha-256');
+    expect(await retry('readFile', () => shell.readFile(host, '/u01/pg15/data/pg_hba.conf'))).toContain(
+      'hostssl\tall\tall\t10.77.0.0/24\tscram-sha-256',
+    );
     expect((await pgd.probe(spec, pg01)).postgres!.configHash).toBe(pgd.desiredConfigHash(spec, pg01));
     await withPg(direct(pg01, 'critlib', 'cl_user', PW.user), (c) => c.query('SELECT 1'));
   }, 60_000);
@@ -393,12 +487,23 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const t0 = performance.now();
     await retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01));
     timings.restartAfterKill = Math.round(performance.now() - t0);
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01' });
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
+      inRecovery: true,
+      streaming: true,
+      upstream: 'pg01',
+    });
   }, 90_000);
 
   it('fails over: fence pg01, promote pg02, pg03 follows on timeline 2', async () => {
-    await withPg(direct(pg01, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (3, 'before failover')"));
-    await until('pg02 has row 3', () => withPg(direct(pg02, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 3')).rowCount === 1));
+    await withPg(direct(pg01, 'critlib'), (c) =>
+      c.query("INSERT INTO cl_owner.books VALUES (3, 'before failover')"),
+    );
+    await until('pg02 has row 3', () =>
+      withPg(
+        direct(pg02, 'critlib'),
+        async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 3')).rowCount === 1,
+      ),
+    );
     await provider.fenceMachine(spec, pg01);
     const gone = await pgd.probe(spec, pg01);
     expect(gone.reachable).toBe(false);
@@ -409,7 +514,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const p2 = await pgd.probe(spec, pg02);
     expect(p2.postgres).toMatchObject({ inRecovery: false, timeline: 2, upstream: null });
     await retry('promote pg02', () => pgd.promote(spec, pg02)); // idempotent
-    await withPg(direct(pg02, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (4, 'after failover')"));
+    await withPg(direct(pg02, 'critlib'), (c) =>
+      c.query("INSERT INTO cl_owner.books VALUES (4, 'after failover')"),
+    );
     const t1 = performance.now();
     await retry('ensureSlots pg02', () => pgd.ensureSlots(spec, pg02, [pg03.name, pg01.name]));
     await retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg02));
@@ -420,7 +527,12 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       return p.postgres?.timeline === 2 && p.postgres.streaming ? p : null;
     });
     expect(p3.postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg02', timeline: 2 });
-    await until('pg03 has row 4', () => withPg(direct(pg03, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1));
+    await until('pg03 has row 4', () =>
+      withPg(
+        direct(pg03, 'critlib'),
+        async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1,
+      ),
+    );
   }, 120_000);
 
   it('rewinds the old primary into a standby of pg02', async () => {
@@ -444,7 +556,12 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     expect(p1.postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg02', timeline: 2 });
     const slots = await withPg(direct(pg01), (c) => c.query('SELECT slot_name FROM pg_replication_slots'));
     expect(slots.rowCount).toBe(0); // stale slots of the old primary are gone
-    await until('pg01 has row 4', () => withPg(direct(pg01, 'critlib'), async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1));
+    await until('pg01 has row 4', () =>
+      withPg(
+        direct(pg01, 'critlib'),
+        async (c) => (await c.query('SELECT 1 FROM cl_owner.books WHERE id = 4')).rowCount === 1,
+      ),
+    );
     const r = (await pgd.probe(spec, pg02)).postgres!.replicas.map((x) => x.name).sort();
     expect(r).toEqual(['pg01', 'pg03']);
   }, 120_000);
@@ -456,18 +573,29 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const obs = await pool.observe(spec);
     expect(obs.primary).toBe('pg02');
     expect(obs.backends.find((b) => b.name === 'pg02')).toMatchObject({ status: 'up', role: 'primary' });
-    expect(obs.backends.filter((b) => b.status === 'up').map((b) => b.name).sort()).toEqual(['pg01', 'pg02', 'pg03']);
+    expect(
+      obs.backends
+        .filter((b) => b.status === 'up')
+        .map((b) => b.name)
+        .sort(),
+    ).toEqual(['pg01', 'pg02', 'pg03']);
     await withPg(viaPool('critlib', 'cl_owner', PW.owner), async (c) => {
       await c.query("INSERT INTO cl_owner.books VALUES (5, 'through pgpool to pg02')");
-      const who = await c.query<{ a: string }>('SELECT host(inet_server_addr()) AS a FROM cl_owner.books FOR UPDATE');
+      const who = await c.query<{ a: string }>(
+        'SELECT host(inet_server_addr()) AS a FROM cl_owner.books FOR UPDATE',
+      );
       expect(who.rows[0]?.a).toBe(pg02.address);
     });
-    await withPg(direct(pg02, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 5')).rowCount).toBe(1));
+    await withPg(direct(pg02, 'critlib'), async (c) =>
+      expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 5')).rowCount).toBe(1),
+    );
   }, 90_000);
 
   it('restarts a pgpool that stopped answering', async () => {
     const host = provider.hostRef(spec, 'pool');
-    const pid = (await retry('readFile', () => shell.readFile(host, '/u01/pgpool/run/pgpool.pid')))?.replace(/\0/g, '').trim(); // pgpool writes a NUL
+    const pid = (await retry('readFile', () => shell.readFile(host, '/u01/pgpool/run/pgpool.pid')))
+      ?.replace(/\0/g, '')
+      .trim(); // pgpool writes a NUL
     expect(pid).toMatch(/^\d+$/);
     // freeze pgpool and all its children (they share its process group)
     expect((await retry('exec', () => shell.exec(host, ['kill', '-STOP', '--', `-${pid}`]))).code).toBe(0);
@@ -482,7 +610,11 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     // SIGKILLed members take a moment to exit).
     let alive = '';
     for (let i = 0; i < 50; i++) {
-      alive = (await retry('exec', () => shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -vc '^Z' || true`]))).stdout.trim();
+      alive = (
+        await retry('exec', () =>
+          shell.exec(host, ['sh', '-c', `ps -o stat= -g ${pid} | grep -vc '^Z' || true`]),
+        )
+      ).stdout.trim();
       if (alive === '0') break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -490,7 +622,9 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
   }, 60_000);
 
   it('switches over: demote pg02, promote pg01, pg02 and pg03 follow without losing a commit', async () => {
-    await withPg(direct(pg02, 'critlib'), (c) => c.query("INSERT INTO cl_owner.books VALUES (6, 'last on pg02')"));
+    await withPg(direct(pg02, 'critlib'), (c) =>
+      c.query("INSERT INTO cl_owner.books VALUES (6, 'last on pg02')"),
+    );
     const t0 = performance.now();
     await retry('demote pg02', () => pgd.demote(spec, pg02));
     expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: false });
@@ -502,8 +636,16 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     timings.switchover = Math.round(performance.now() - t0);
     const p1 = await pgd.probe(spec, pg01);
     expect(p1.postgres).toMatchObject({ inRecovery: false, timeline: 3 });
-    for (const s of [pg02, pg03]) expect((await pgd.probe(spec, s)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01', timeline: 3 });
-    await withPg(direct(pg01, 'critlib'), async (c) => expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 6')).rowCount).toBe(1));
+    for (const s of [pg02, pg03])
+      expect((await pgd.probe(spec, s)).postgres).toMatchObject({
+        inRecovery: true,
+        streaming: true,
+        upstream: 'pg01',
+        timeline: 3,
+      });
+    await withPg(direct(pg01, 'critlib'), async (c) =>
+      expect((await c.query('SELECT 1 FROM cl_owner.books WHERE id = 6')).rowCount).toBe(1),
+    );
     await retry('ensurePool pg01', () => pool.ensurePool(spec, 'pg01'));
     expect((await pool.observe(spec)).primary).toBe('pg01');
     // every node reports the desired configuration, the promoted one included (no pending restart)
@@ -521,18 +663,35 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     const B = '/usr/lib/postgresql/15/bin';
     const res = await shell.exec(
       host,
-      ['sh', '-c', `cd / && ${B}/pg_ctl -D /u01/pg15/data -m fast -w stop >/dev/null && rm -rf /u01/pg15/data/* && ${B}/initdb -D /u01/pg15/data -A peer >/dev/null`],
+      [
+        'sh',
+        '-c',
+        `cd / && ${B}/pg_ctl -D /u01/pg15/data -m fast -w stop >/dev/null && rm -rf /u01/pg15/data/* && ${B}/initdb -D /u01/pg15/data -A peer >/dev/null`,
+      ],
       { user: 'postgres', timeoutMs: 60_000 },
     );
     expect(res.code, res.stderr).toBe(0);
     const t0 = performance.now();
     await retry('ensureStandby pg03', () => pgd.ensureStandby(spec, pg03, pg01));
     timings.rewindFallbackClone = Math.round(performance.now() - t0);
-    expect(driverLog.some((l) => l.startsWith('WARN pg_rewind failed: cloning instead') && l.includes('"node":"pg03"'))).toBe(true);
-    expect((await pgd.probe(spec, pg03)).postgres).toMatchObject({ inRecovery: true, streaming: true, upstream: 'pg01', timeline: 3 });
-    const aside = await retry('exec', () => shell.exec(host, ['sh', '-c', 'ls -d /u01/pg15/data.pgop-old-*']));
+    expect(
+      driverLog.some(
+        (l) => l.startsWith('WARN pg_rewind failed: cloning instead') && l.includes('"node":"pg03"'),
+      ),
+    ).toBe(true);
+    expect((await pgd.probe(spec, pg03)).postgres).toMatchObject({
+      inRecovery: true,
+      streaming: true,
+      upstream: 'pg01',
+      timeline: 3,
+    });
+    const aside = await retry('exec', () =>
+      shell.exec(host, ['sh', '-c', 'ls -d /u01/pg15/data.pgop-old-*']),
+    );
     expect(aside.stdout.trim()).toMatch(/data\.pgop-old-\d+/);
-    await withPg(direct(pg03, 'critlib'), async (c) => expect((await c.query('SELECT count(*)::int AS n FROM cl_owner.books')).rows[0]?.n).toBe(6));
+    await withPg(direct(pg03, 'critlib'), async (c) =>
+      expect((await c.query('SELECT count(*)::int AS n FROM cl_owner.books')).rows[0]?.n).toBe(6),
+    );
   }, 120_000);
 
   it('never showed a password in ps output, driver logs, shell logs or log files', async () => {

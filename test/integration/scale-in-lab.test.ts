@@ -20,7 +20,10 @@ describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_0
   const state = process.env.PGOP_LAB_STATE!;
   const work = join(state, 'scale-in-test');
   const db = join(work, 'pgop.db');
-  const secrets = { postgres: randomBytes(15).toString('base64url'), replicator: randomBytes(15).toString('base64url') };
+  const secrets = {
+    postgres: randomBytes(15).toString('base64url'),
+    replicator: randomBytes(15).toString('base64url'),
+  };
   const all = ['pg1', 'pg2', 'pg3', 'pg4'];
   const addr = (n: string) => `10.83.0.${11 + all.indexOf(n)}`;
   const POOL = '10.83.0.10';
@@ -46,13 +49,25 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   /** `pgop serve --until-converged` as a child process, leaving this event loop free (writers). */
   function converge(timeoutS = 240): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [PGOP_BIN, '--db', db, 'serve', '--until-converged', '--timeout', String(timeoutS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [PGOP_BIN, '--db', db, 'serve', '--until-converged', '--timeout', String(timeoutS)],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       let err = '';
       const keep = (d: Buffer) => (err = (err + d.toString()).slice(-4000));
       child.stdout.on('data', keep);
       child.stderr.on('data', keep);
       child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`serve exited ${code}: ${err}\n${pgop('get', 'events', '--cluster', 'sc').stdout.split('\n').slice(-25).join('\n')}`))));
+      child.on('exit', (code) =>
+        code === 0
+          ? resolve()
+          : reject(
+              new Error(
+                `serve exited ${code}: ${err}\n${pgop('get', 'events', '--cluster', 'sc').stdout.split('\n').slice(-25).join('\n')}`,
+              ),
+            ),
+      );
     });
   }
   const apply = (nodes: string[]) => {
@@ -61,10 +76,25 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     expect(r.code, r.stderr).toBe(0);
   };
   /** TLS, verify-full against the cluster's CA (the lab's hba takes network clients over TLS only). */
-  const ssl = (host: string) => labSsl(state, 'sc', host === POOL ? 'pgpool' : all.find((n) => addr(n) === host)!, host);
+  const ssl = (host: string) =>
+    labSsl(state, 'sc', host === POOL ? 'pgpool' : all.find((n) => addr(n) === host)!, host);
   const client = (host: string, port = 5432) =>
-    new pg.Client({ host, port, user: 'postgres', password: secrets.postgres, database: 'postgres', connectionTimeoutMillis: 5000, statement_timeout: 10_000, ssl: ssl(host) });
-  async function query<T extends pg.QueryResultRow>(host: string, sql: string, params: unknown[] = [], port = 5432): Promise<T[]> {
+    new pg.Client({
+      host,
+      port,
+      user: 'postgres',
+      password: secrets.postgres,
+      database: 'postgres',
+      connectionTimeoutMillis: 5000,
+      statement_timeout: 10_000,
+      ssl: ssl(host),
+    });
+  async function query<T extends pg.QueryResultRow>(
+    host: string,
+    sql: string,
+    params: unknown[] = [],
+    port = 5432,
+  ): Promise<T[]> {
     const c = client(host, port);
     await c.connect();
     try {
@@ -73,11 +103,19 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
       await c.end();
     }
   }
-  const nodesJson = () => JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as { name: string; role: string; state: string }[];
+  const nodesJson = () =>
+    JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as {
+      name: string;
+      role: string;
+      state: string;
+    }[];
   const primary = () => nodesJson().find((n) => n.role === 'primary')!.name;
   const ns = (n: string) => `${prefix}-sc-${n}`;
   const netnsPids = (n: string) =>
-    spawnSync('ip', ['netns', 'pids', ns(n)], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean).map(Number);
+    spawnSync('ip', ['netns', 'pids', ns(n)], { encoding: 'utf8' })
+      .stdout.split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   /** The process still runs (a zombie waiting for its parent to reap it runs nothing: dead). */
   const alive = (pid: number) => {
     try {
@@ -99,7 +137,19 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   async function scaleIn(keep: string[], gone: string, run: string) {
     const pids = netnsPids(gone);
     expect(pids.length, `${gone} runs processes before`).toBeGreaterThan(3); // sshd, postmaster and its children
-    const writer = new Writer({ name: 'pool', run, connect: { host: POOL, port: 9999, user: 'postgres', password: secrets.postgres, database: 'postgres', ssl: ssl(POOL) }, intervalMs: 20 }).start();
+    const writer = new Writer({
+      name: 'pool',
+      run,
+      connect: {
+        host: POOL,
+        port: 9999,
+        user: 'postgres',
+        password: secrets.postgres,
+        database: 'postgres',
+        ssl: ssl(POOL),
+      },
+      intervalMs: 20,
+    }).start();
     await writer.firstAck();
     apply(keep);
     try {
@@ -109,7 +159,11 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     }
     const p = primary();
     expect(keep).toContain(p);
-    expect(nodesJson().map((n) => n.name).sort()).toEqual([...keep].sort());
+    expect(
+      nodesJson()
+        .map((n) => n.name)
+        .sort(),
+    ).toEqual([...keep].sort());
 
     // no namespace, process or data directory of it
     const names = existsSync('/run/netns') ? readdirSync('/run/netns') : [];
@@ -117,26 +171,56 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     expect(pids.filter(alive).map(describePid), `processes of ${gone} still alive`).toEqual([]);
     expect(existsSync(join(state, 'sc', gone)), `${gone}'s host directory`).toBe(false);
     // no slot for it on the primary, not in the sync set, not in pgpool
-    const slots = (await query<{ slot_name: string }>(addr(p), 'SELECT slot_name FROM pg_replication_slots')).map((r) => r.slot_name);
+    const slots = (
+      await query<{ slot_name: string }>(addr(p), 'SELECT slot_name FROM pg_replication_slots')
+    ).map((r) => r.slot_name);
     expect(slots).not.toContain(`pgop_${gone}`);
-    expect(slots.sort()).toEqual(keep.filter((n) => n !== p).map((n) => `pgop_${n}`).sort());
-    const ssn = (await query<{ synchronous_standby_names: string }>(addr(p), 'SHOW synchronous_standby_names'))[0]!.synchronous_standby_names;
+    expect(slots.sort()).toEqual(
+      keep
+        .filter((n) => n !== p)
+        .map((n) => `pgop_${n}`)
+        .sort(),
+    );
+    const ssn = (
+      await query<{ synchronous_standby_names: string }>(addr(p), 'SHOW synchronous_standby_names')
+    )[0]!.synchronous_standby_names;
     expect(ssn).not.toContain(gone);
     expect(ssn).toMatch(/^ANY 1 \(/); // back to sync with the standbys left
     const poolNodes = await query<{ hostname: string }>(POOL, 'SHOW POOL_NODES', [], 9999);
     expect(poolNodes.map((r) => r.hostname).sort()).toEqual(keep.map(addr).sort());
     // the remaining standbys stream from the primary
-    const repl = (await query<{ application_name: string; state: string }>(addr(p), 'SELECT application_name, state FROM pg_stat_replication')).map((r) => `${r.application_name}:${r.state}`);
-    expect(repl.sort()).toEqual(keep.filter((n) => n !== p).map((n) => `${n}:streaming`).sort());
+    const repl = (
+      await query<{ application_name: string; state: string }>(
+        addr(p),
+        'SELECT application_name, state FROM pg_stat_replication',
+      )
+    ).map((r) => `${r.application_name}:${r.state}`);
+    expect(repl.sort()).toEqual(
+      keep
+        .filter((n) => n !== p)
+        .map((n) => `${n}:streaming`)
+        .sort(),
+    );
 
     // no acknowledged write lost
     expect(writer.acks.length).toBeGreaterThan(10);
-    const ids = (await query<{ id: string }>(addr(p), 'SELECT id FROM chaos_writes WHERE run = $1 AND writer = $2', [run, 'pool'])).map((r) => Number(r.id));
+    const ids = (
+      await query<{ id: string }>(addr(p), 'SELECT id FROM chaos_writes WHERE run = $1 AND writer = $2', [
+        run,
+        'pool',
+      ])
+    ).map((r) => Number(r.id));
     expect(missing(writer.acks, ids)).toEqual([]);
-    console.log(`${run}: ${writer.acks.length} writes acknowledged through pgpool during the scale-in, all on primary ${p}; ${writer.failures.length} attempts failed (pgpool restarts, the handover)`);
+    console.log(
+      `${run}: ${writer.acks.length} writes acknowledged through pgpool during the scale-in, all on primary ${p}; ${writer.failures.length} attempts failed (pgpool restarts, the handover)`,
+    );
 
     // the story
-    const events = JSON.parse(pgop('get', 'events', '--cluster', 'sc', '-o', 'json').stdout).items as { node: string | null; rule: string; reason: string }[];
+    const events = JSON.parse(pgop('get', 'events', '--cluster', 'sc', '-o', 'json').stdout).items as {
+      node: string | null;
+      rule: string;
+      reason: string;
+    }[];
     const story = events.filter((e) => e.node === gone).map((e) => e.rule);
     expect(story).toEqual(expect.arrayContaining(['scale.fence', 'scale.remove-machine', 'scale.forget']));
     expect(story.indexOf('scale.fence')).toBeLessThan(story.indexOf('scale.remove-machine'));
@@ -164,17 +248,35 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     apply(all);
     await converge();
     expect(readFileSync(join(state, 'sc', 'pg4', 'address'), 'utf8').trim()).toBe(addr('pg4'));
-    const repl = (await query<{ application_name: string }>(addr('pg1'), 'SELECT application_name FROM pg_stat_replication')).map((r) => r.application_name);
+    const repl = (
+      await query<{ application_name: string }>(
+        addr('pg1'),
+        'SELECT application_name FROM pg_stat_replication',
+      )
+    ).map((r) => r.application_name);
     expect(repl).toContain('pg4');
-    const slots = (await query<{ slot_name: string; active: boolean }>(addr('pg1'), 'SELECT slot_name, active FROM pg_replication_slots'));
+    const slots = await query<{ slot_name: string; active: boolean }>(
+      addr('pg1'),
+      'SELECT slot_name, active FROM pg_replication_slots',
+    );
     expect(slots).toContainEqual({ slot_name: 'pgop_pg4', active: true });
-    expect((await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names'))[0]!.synchronous_standby_names).toContain('pg4');
+    expect(
+      (await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names'))[0]!
+        .synchronous_standby_names,
+    ).toContain('pg4');
   });
 
   it('4 -> 3: removing a standby leaves nothing of it, and no acknowledged write is lost', async () => {
     const { events } = await scaleIn(['pg1', 'pg2', 'pg3'], 'pg4', 'scale-standby');
     const story = events.filter((e) => e.node === 'pg4' || e.reason.startsWith('pg4 ')).map((e) => e.rule);
-    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual(['scale.sync-remove', 'scale.pool-remove', 'scale.fence', 'scale.remove-machine', 'scale.drop-slot', 'scale.forget']);
+    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual([
+      'scale.sync-remove',
+      'scale.pool-remove',
+      'scale.fence',
+      'scale.remove-machine',
+      'scale.drop-slot',
+      'scale.forget',
+    ]);
     expect(primary()).toBe('pg1');
   });
 

@@ -41,167 +41,234 @@ const BRINGUP_MS = 20 * 60_000 * SLOW;
 const FAILOVER_MS = 5 * 60_000 * SLOW;
 const REJOIN_MS = 10 * 60_000 * SLOW;
 
-describe.skipIf(!enabled)('libvirt end to end: real VMs, failover by virsh destroy, rejoin (root)', { timeout: BRINGUP_MS + 120_000 }, () => {
-  const work = join(lv?.dir ?? '/nonexistent', '..', 'e2e');
-  const db = join(work, 'pgop.db');
-  const serveLog = join(work, 'serve.log');
-  const secrets = ensureSecrets(); // before Pgop: its children get a copy of this env
-  const pgop = new Pgop(db, { ...process.env, PGOP_LIBVIRT_STATE: join(work, 'libvirt-state') });
-  let spec: E2eSpec;
-  let deleted = false;
-  let primary = '';
-  let newPrimary = '';
-  const node = (name: string) => spec.nodes.find((n) => n.name === name)!;
-  // over TLS, verify-full against the CA pgop keeps beside the cluster's operator key
-  const ssl = (name: string, address: string) => clientTls(readFileSync(join(work, 'libvirt-state', spec.name, 'tls', 'ca.crt'), 'utf8'), { name, address });
-  const viaPgpool = (): Endpoint => ({ host: spec.pgpool.address, port: spec.pgpool.port, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib', ssl: ssl('pgpool', spec.pgpool.address!) });
-  const direct = (name: string): Endpoint => ({ host: node(name).address, port: 5432, password: secrets.PGOP_SUPERUSER_PASSWORD, database: 'critlib', ssl: ssl(name, node(name).address) });
-  const state = async () => `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
+describe.skipIf(!enabled)(
+  'libvirt end to end: real VMs, failover by virsh destroy, rejoin (root)',
+  { timeout: BRINGUP_MS + 120_000 },
+  () => {
+    const work = join(lv?.dir ?? '/nonexistent', '..', 'e2e');
+    const db = join(work, 'pgop.db');
+    const serveLog = join(work, 'serve.log');
+    const secrets = ensureSecrets(); // before Pgop: its children get a copy of this env
+    const pgop = new Pgop(db, { ...process.env, PGOP_LIBVIRT_STATE: join(work, 'libvirt-state') });
+    let spec: E2eSpec;
+    let deleted = false;
+    let primary = '';
+    let newPrimary = '';
+    const node = (name: string) => spec.nodes.find((n) => n.name === name)!;
+    // over TLS, verify-full against the CA pgop keeps beside the cluster's operator key
+    const ssl = (name: string, address: string) =>
+      clientTls(readFileSync(join(work, 'libvirt-state', spec.name, 'tls', 'ca.crt'), 'utf8'), {
+        name,
+        address,
+      });
+    const viaPgpool = (): Endpoint => ({
+      host: spec.pgpool.address,
+      port: spec.pgpool.port,
+      password: secrets.PGOP_SUPERUSER_PASSWORD,
+      database: 'critlib',
+      ssl: ssl('pgpool', spec.pgpool.address!),
+    });
+    const direct = (name: string): Endpoint => ({
+      host: node(name).address,
+      port: 5432,
+      password: secrets.PGOP_SUPERUSER_PASSWORD,
+      database: 'critlib',
+      ssl: ssl(name, node(name).address),
+    });
+    const state = async () =>
+      `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
 
-  beforeAll(() => {
-    mkdirSync(work, { recursive: true, mode: 0o755 }); // the pool is below it: qemu runs as libvirt-qemu
-    spec = e2eSpec({ uri: lv!.qemuUri, baseImage: image!, poolPath: join(work, 'pool'), subnet: 100 + Math.floor(Math.random() * 150) });
-    writeFileSync(join(work, 'spec.yaml'), spec.yaml);
-    log(`work dir ${work}; libvirtd ${lv!.qemuUri} in netns ${lv!.netns}; network ${spec.cidr}`);
-  });
+    beforeAll(() => {
+      mkdirSync(work, { recursive: true, mode: 0o755 }); // the pool is below it: qemu runs as libvirt-qemu
+      spec = e2eSpec({
+        uri: lv!.qemuUri,
+        baseImage: image!,
+        poolPath: join(work, 'pool'),
+        subnet: 100 + Math.floor(Math.random() * 150),
+      });
+      writeFileSync(join(work, 'spec.yaml'), spec.yaml);
+      log(`work dir ${work}; libvirtd ${lv!.qemuUri} in netns ${lv!.netns}; network ${spec.cidr}`);
+    });
 
-  afterAll(async () => {
-    // Tear down whatever the tests left (a failure half-way included); the wrapper then kills
-    // what is left in the namespace and removes the libvirtd's directories.
-    try {
-      if (!deleted && spec) {
-        if (!pgop.serveAlive()) pgop.startServe(serveLog);
-        const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
-        if (r.code !== 0) log(`delete after failure: exit ${r.code}: ${r.stderr.slice(-500)}`);
+    afterAll(async () => {
+      // Tear down whatever the tests left (a failure half-way included); the wrapper then kills
+      // what is left in the namespace and removes the libvirtd's directories.
+      try {
+        if (!deleted && spec) {
+          if (!pgop.serveAlive()) pgop.startServe(serveLog);
+          const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
+          if (r.code !== 0) log(`delete after failure: exit ${r.code}: ${r.stderr.slice(-500)}`);
+        }
+      } finally {
+        await pgop.stopServe();
+        if (process.env.PGOP_E2E_KEEP_WORK !== '1') rmSync(work, { recursive: true, force: true });
       }
-    } finally {
-      await pgop.stopServe();
-      if (process.env.PGOP_E2E_KEEP_WORK !== '1') rmSync(work, { recursive: true, force: true });
-    }
-  }, 900_000);
+    }, 900_000);
 
-  it('applies the seed spec and serves it to 3 healthy VMs and a pgpool host', async () => {
-    const t0 = Date.now();
-    const applied = await pgop.runAsync(['apply', '-f', join(work, 'spec.yaml')]);
-    expect(applied.stderr).toBe('');
-    expect(applied.stdout).toBe(`cluster/${spec.name} created (generation 1)\n`);
-    pgop.startServe(serveLog);
-    await waitFor(
-      '3 healthy nodes',
-      async () => {
-        if (!pgop.serveAlive()) throw new Error(`pgop serve exited:\n${tailOf(serveLog, 40)}`);
-        const [c, items] = [await pgop.cluster(spec.name), await pgop.nodes()];
-        return c && healthy(c, items, 3) ? c : undefined;
-      },
-      { timeoutMs: BRINGUP_MS, intervalMs: 10_000, log, describe: state },
-    ).then((c) => (primary = c.primary!));
-    log(`healthy after ${((Date.now() - t0) / 1000).toFixed(0)} s; primary ${primary}`);
-    const inv = await libvirtInventory(lv!.qemuUri);
-    expect(inv.domains.sort()).toEqual([...spec.nodes.map((n) => `${spec.name}-${n.name}`), `${spec.name}-pool`].sort());
-    expect(inv.networks).toContain(spec.networkName);
-    for (const d of inv.domains) expect((await virsh(lv!.qemuUri, 'domstate', d)).trim()).toBe('running');
-  });
-
-  // Each step needs the one before it: once one failed, the rest fail at once (afterAll cleans up).
-  const needPrimary = () => {
-    if (!primary) throw new Error('the cluster never became healthy (see the first test)');
-  };
-
-  it('replicates a write through pgpool to every standby, with the seed\'s roles and grants', async () => {
-    needPrimary();
-    await sql(viaPgpool(), 'CREATE TABLE IF NOT EXISTS cl_owner.e2e (id int PRIMARY KEY, at timestamptz DEFAULT now())');
-    await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) SELECT g FROM generate_series(1, 100) g');
-    const standbys = spec.nodes.map((n) => n.name).filter((n) => n !== primary);
-    for (const s of standbys) {
-      const row = await waitFor(
-        `the rows on ${s}`,
+    it('applies the seed spec and serves it to 3 healthy VMs and a pgpool host', async () => {
+      const t0 = Date.now();
+      const applied = await pgop.runAsync(['apply', '-f', join(work, 'spec.yaml')]);
+      expect(applied.stderr).toBe('');
+      expect(applied.stdout).toBe(`cluster/${spec.name} created (generation 1)\n`);
+      pgop.startServe(serveLog);
+      await waitFor(
+        '3 healthy nodes',
         async () => {
-          const [r] = await sql<{ n: string; rec: boolean }>(direct(s), 'SELECT count(*) AS n, pg_is_in_recovery() AS rec FROM cl_owner.e2e');
-          return r && r.n === '100' ? r : undefined;
+          if (!pgop.serveAlive()) throw new Error(`pgop serve exited:\n${tailOf(serveLog, 40)}`);
+          const [c, items] = [await pgop.cluster(spec.name), await pgop.nodes()];
+          return c && healthy(c, items, 3) ? c : undefined;
         },
-        { timeoutMs: 60_000, intervalMs: 500 },
+        { timeoutMs: BRINGUP_MS, intervalMs: 10_000, log, describe: state },
+      ).then((c) => (primary = c.primary!));
+      log(`healthy after ${((Date.now() - t0) / 1000).toFixed(0)} s; primary ${primary}`);
+      const inv = await libvirtInventory(lv!.qemuUri);
+      expect(inv.domains.sort()).toEqual(
+        [...spec.nodes.map((n) => `${spec.name}-${n.name}`), `${spec.name}-pool`].sort(),
       );
-      expect(row).toEqual({ n: '100', rec: true });
-    }
-    // cl_user (the seed's application role) reads and writes through pgpool, unqualified via its search_path.
-    const user: Endpoint = { ...viaPgpool(), user: 'cl_user', password: secrets.PGOP_CL_USER_PASSWORD };
-    await sql({ ...viaPgpool(), user: 'cl_owner', password: secrets.PGOP_CL_OWNER_PASSWORD }, 'CREATE TABLE IF NOT EXISTS cl_owner.items (id int)');
-    await sql(user, 'INSERT INTO items VALUES (1)');
-    expect((await sql<{ n: string }>(user, 'SELECT count(*) AS n FROM items'))[0]!.n).toBe('1');
-    await expect(sql(user, 'DROP TABLE items')).rejects.toThrow(/must be owner|permission denied/);
-  });
+      expect(inv.networks).toContain(spec.networkName);
+      for (const d of inv.domains) expect((await virsh(lv!.qemuUri, 'domstate', d)).trim()).toBe('running');
+    });
 
-  it('fails over after `virsh destroy` of the primary: a new primary, writes through pgpool again', { timeout: FAILOVER_MS + 60_000 }, async () => {
-    needPrimary();
-    const domain = `${spec.name}-${primary}`;
-    const t0 = Date.now();
-    await virsh(lv!.qemuUri, 'destroy', domain);
-    log(`destroyed ${domain}`);
-    let attempts = 0;
-    await waitFor(
-      'a write through pgpool',
+    // Each step needs the one before it: once one failed, the rest fail at once (afterAll cleans up).
+    const needPrimary = () => {
+      if (!primary) throw new Error('the cluster never became healthy (see the first test)');
+    };
+
+    it("replicates a write through pgpool to every standby, with the seed's roles and grants", async () => {
+      needPrimary();
+      await sql(
+        viaPgpool(),
+        'CREATE TABLE IF NOT EXISTS cl_owner.e2e (id int PRIMARY KEY, at timestamptz DEFAULT now())',
+      );
+      await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) SELECT g FROM generate_series(1, 100) g');
+      const standbys = spec.nodes.map((n) => n.name).filter((n) => n !== primary);
+      for (const s of standbys) {
+        const row = await waitFor(
+          `the rows on ${s}`,
+          async () => {
+            const [r] = await sql<{ n: string; rec: boolean }>(
+              direct(s),
+              'SELECT count(*) AS n, pg_is_in_recovery() AS rec FROM cl_owner.e2e',
+            );
+            return r && r.n === '100' ? r : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 500 },
+        );
+        expect(row).toEqual({ n: '100', rec: true });
+      }
+      // cl_user (the seed's application role) reads and writes through pgpool, unqualified via its search_path.
+      const user: Endpoint = { ...viaPgpool(), user: 'cl_user', password: secrets.PGOP_CL_USER_PASSWORD };
+      await sql(
+        { ...viaPgpool(), user: 'cl_owner', password: secrets.PGOP_CL_OWNER_PASSWORD },
+        'CREATE TABLE IF NOT EXISTS cl_owner.items (id int)',
+      );
+      await sql(user, 'INSERT INTO items VALUES (1)');
+      expect((await sql<{ n: string }>(user, 'SELECT count(*) AS n FROM items'))[0]!.n).toBe('1');
+      await expect(sql(user, 'DROP TABLE items')).rejects.toThrow(/must be owner|permission denied/);
+    });
+
+    it(
+      'fails over after `virsh destroy` of the primary: a new primary, writes through pgpool again',
+      { timeout: FAILOVER_MS + 60_000 },
       async () => {
-        attempts++;
-        await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1000)', [], 5000);
-        return true;
+        needPrimary();
+        const domain = `${spec.name}-${primary}`;
+        const t0 = Date.now();
+        await virsh(lv!.qemuUri, 'destroy', domain);
+        log(`destroyed ${domain}`);
+        let attempts = 0;
+        await waitFor(
+          'a write through pgpool',
+          async () => {
+            attempts++;
+            await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1000)', [], 5000);
+            return true;
+          },
+          { timeoutMs: FAILOVER_MS, intervalMs: 500, log, describe: state },
+        );
+        log(
+          `first write through pgpool ${((Date.now() - t0) / 1000).toFixed(1)} s after the destroy (${attempts} attempts)`,
+        );
+        const c = await waitFor(
+          'a new primary in the store',
+          async () => {
+            const cl = await pgop.cluster(spec.name);
+            return cl?.primary && cl.primary !== primary ? cl : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 1000, describe: state },
+        );
+        newPrimary = c.primary!;
+        const [r] = await sql<{ rec: boolean; n: string }>(
+          direct(newPrimary),
+          'SELECT pg_is_in_recovery() AS rec, count(*) AS n FROM cl_owner.e2e',
+        );
+        expect(r).toEqual({ rec: false, n: '101' });
+        // every write acknowledged before the destroy survived (async replication; the standby had replayed them)
+        expect(
+          (
+            await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e WHERE id <= 100')
+          )[0]!.n,
+        ).toBe('100');
       },
-      { timeoutMs: FAILOVER_MS, intervalMs: 500, log, describe: state },
     );
-    log(`first write through pgpool ${((Date.now() - t0) / 1000).toFixed(1)} s after the destroy (${attempts} attempts)`);
-    const c = await waitFor('a new primary in the store', async () => {
-      const cl = await pgop.cluster(spec.name);
-      return cl?.primary && cl.primary !== primary ? cl : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 1000, describe: state });
-    newPrimary = c.primary!;
-    const [r] = await sql<{ rec: boolean; n: string }>(direct(newPrimary), 'SELECT pg_is_in_recovery() AS rec, count(*) AS n FROM cl_owner.e2e');
-    expect(r).toEqual({ rec: false, n: '101' });
-    // every write acknowledged before the destroy survived (async replication; the standby had replayed them)
-    expect((await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e WHERE id <= 100'))[0]!.n).toBe('100');
-  });
 
-  it('brings the old primary back as a standby of the new one (rejoin)', { timeout: REJOIN_MS + 60_000 }, async () => {
-    if (!newPrimary) throw new Error('there was no failover (see the test before)');
-    const t0 = Date.now();
-    await waitFor(
-      `${primary} streaming as a standby`,
+    it(
+      'brings the old primary back as a standby of the new one (rejoin)',
+      { timeout: REJOIN_MS + 60_000 },
       async () => {
-        const [c, items] = [await pgop.cluster(spec.name), await pgop.nodes()];
-        const old = items.find((n) => n.name === primary);
-        return c?.primary === newPrimary && old?.role === 'standby' && old.state === 'standby' && old.streaming && healthy(c, items, 3) ? old : undefined;
+        if (!newPrimary) throw new Error('there was no failover (see the test before)');
+        const t0 = Date.now();
+        await waitFor(
+          `${primary} streaming as a standby`,
+          async () => {
+            const [c, items] = [await pgop.cluster(spec.name), await pgop.nodes()];
+            const old = items.find((n) => n.name === primary);
+            return c?.primary === newPrimary &&
+              old?.role === 'standby' &&
+              old.state === 'standby' &&
+              old.streaming &&
+              healthy(c, items, 3)
+              ? old
+              : undefined;
+          },
+          { timeoutMs: REJOIN_MS, intervalMs: 5000, log, describe: state },
+        );
+        log(`${primary} rejoined after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+        expect((await virsh(lv!.qemuUri, 'domstate', `${spec.name}-${primary}`)).trim()).toBe('running');
+        await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1001)');
+        const row = await waitFor(
+          `the newest row on ${primary}`,
+          async () => {
+            const [r] = await sql<{ n: string; rec: boolean }>(
+              direct(primary),
+              'SELECT count(*) AS n, pg_is_in_recovery() AS rec FROM cl_owner.e2e',
+            );
+            return r && r.n === '102' ? r : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 500 },
+        );
+        expect(row).toEqual({ n: '102', rec: true });
       },
-      { timeoutMs: REJOIN_MS, intervalMs: 5000, log, describe: state },
     );
-    log(`${primary} rejoined after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-    expect((await virsh(lv!.qemuUri, 'domstate', `${spec.name}-${primary}`)).trim()).toBe('running');
-    await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1001)');
-    const row = await waitFor(
-      `the newest row on ${primary}`,
-      async () => {
-        const [r] = await sql<{ n: string; rec: boolean }>(direct(primary), 'SELECT count(*) AS n, pg_is_in_recovery() AS rec FROM cl_owner.e2e');
-        return r && r.n === '102' ? r : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 500 },
-    );
-    expect(row).toEqual({ n: '102', rec: true });
-  });
 
-  it('deletes the cluster: no domain, volume or network is left', { timeout: 660_000 }, async () => {
-    const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
-    expect(r.code, r.stderr.slice(-2000)).toBe(0);
-    deleted = true;
-    const inv = await libvirtInventory(lv!.qemuUri);
-    expect(inv.domains).toEqual([]);
-    expect(inv.volumes).toEqual([]);
-    expect(inv.networks).not.toContain(spec.networkName);
-    expect(inv.pools).not.toContain(spec.poolName);
-    expect((await pgop.nodes()).length).toBe(0);
-  });
+    it('deletes the cluster: no domain, volume or network is left', { timeout: 660_000 }, async () => {
+      const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
+      expect(r.code, r.stderr.slice(-2000)).toBe(0);
+      deleted = true;
+      const inv = await libvirtInventory(lv!.qemuUri);
+      expect(inv.domains).toEqual([]);
+      expect(inv.volumes).toEqual([]);
+      expect(inv.networks).not.toContain(spec.networkName);
+      expect(inv.pools).not.toContain(spec.poolName);
+      expect((await pgop.nodes()).length).toBe(0);
+    });
 
-  it('never printed a secret', () => {
-    const all = pgop.outputs.join('\n') + readFileSafe(serveLog);
-    for (const s of Object.values(secrets)) expect(all).not.toContain(s);
-  });
-});
+    it('never printed a secret', () => {
+      const all = pgop.outputs.join('\n') + readFileSafe(serveLog);
+      for (const s of Object.values(secrets)) expect(all).not.toContain(s);
+    });
+  },
+);
 
 function readFileSafe(p: string): string {
   try {
@@ -212,5 +279,10 @@ function readFileSafe(p: string): string {
 }
 
 function tailOf(p: string, n: number): string {
-  return readFileSafe(p).trimEnd().split('\n').slice(-n).map((l) => `    ${l.slice(0, 300)}`).join('\n');
+  return readFileSafe(p)
+    .trimEnd()
+    .split('\n')
+    .slice(-n)
+    .map((l) => `    ${l.slice(0, 300)}`)
+    .join('\n');
 }

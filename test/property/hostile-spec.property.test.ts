@@ -15,7 +15,16 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineCounter, isMap, isScalar, isSeq, parse as parseYaml, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import {
+  LineCounter,
+  isMap,
+  isScalar,
+  isSeq,
+  parse as parseYaml,
+  parseDocument,
+  type Document,
+  type Node as YamlNode,
+} from 'yaml';
 import schema from '../../schema/cluster.schema.json' with { type: 'json' };
 import { SpecError } from '../../src/errors.js';
 import { formatPath, libvirtUriProblem, parseSpecText, pathProblem } from '../../src/spec/parse.js';
@@ -39,9 +48,19 @@ import {
   scriptDir,
   syncStandbyNamesValue,
 } from '../../src/drivers/postgres/config.js';
-import { renderPcpPass, renderPgpoolConf, renderPoolHba, renderPoolPasswd } from '../../src/drivers/pgpool/config.js';
+import {
+  renderPcpPass,
+  renderPgpoolConf,
+  renderPoolHba,
+  renderPoolPasswd,
+} from '../../src/drivers/pgpool/config.js';
 import { allMachines, parseCidr } from '../../src/drivers/libvirt/names.js';
-import { renderDomainXml, renderNetworkXml, renderPoolXml, renderVolumeXml } from '../../src/drivers/libvirt/xml.js';
+import {
+  renderDomainXml,
+  renderNetworkXml,
+  renderPoolXml,
+  renderVolumeXml,
+} from '../../src/drivers/libvirt/xml.js';
 import { renderSeed } from '../../src/drivers/libvirt/cloudinit.js';
 import { generateKeyPair } from '../../src/drivers/ssh/keys.js';
 import { shellJoin } from '../../src/drivers/ssh/quote.js';
@@ -52,7 +71,10 @@ import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../../src/driv
 const HOST_KEY = generateKeyPair('pgop-host');
 
 const root = new URL('../../', import.meta.url).pathname;
-const SEED = process.env.PGOP_PROPERTY_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.PGOP_PROPERTY_SEED ?? 1313);
+const SEED =
+  process.env.PGOP_PROPERTY_SEED === 'random'
+    ? Date.now() % 2 ** 31
+    : Number(process.env.PGOP_PROPERTY_SEED ?? 1313);
 const RUNS = Number(process.env.PGOP_PROPERTY_RUNS ?? 300);
 
 const BASES: Record<string, string> = {
@@ -97,7 +119,9 @@ function leavesOf(doc: Document): Leaf[][] {
   return [...groups.values()];
 }
 
-const LEAVES: Record<string, Leaf[][]> = Object.fromEntries(Object.entries(BASES).map(([k, t]) => [k, leavesOf(parseDocument(t))]));
+const LEAVES: Record<string, Leaf[][]> = Object.fromEntries(
+  Object.entries(BASES).map(([k, t]) => [k, leavesOf(parseDocument(t))]),
+);
 
 /** The spec text with the leaf's value (or key) replaced; null when a key would collide. */
 function substitute(base: string, leaf: Leaf, value: string): string | null {
@@ -150,14 +174,84 @@ function linesOf(text: string, path: Seg[]): Set<number> {
 // ------------------------------------------------------------------------ hostile strings
 
 const PIECES = [
-  '$(id)', '$(touch /tmp/pwned)', '`id`', '${IFS}', '$HOME', "'", '"', "'\\''", '\\', '\n', '\r', '\r\n', '\t', '\0', '\u0007', '\u007f', '\u0085',
-  '\u2028', '..', '../../../../etc/passwd', '/../', '//', '/./', '-', '--help', '-rf', ';id', '|id', '&&id', '&', '>x', '<x', '*', '?', '~',
-  '{a,b}', '#', '%', '%p', ' ', 'a b', '=', ':', ',', '@', '@/etc/passwd', '+', '!', '^', '[x]', '&amp;', '<x/>', "'/><x a='", ']]>', '---', '{{x}}',
-  'é', '日本語', '🐘', '\ufeff', 'null', 'true', '0x1F', '__proto__', 'constructor', 'all', 'trust', 'pg_x', 'root', 'postgres', 'x'.repeat(300),
+  '$(id)',
+  '$(touch /tmp/pwned)',
+  '`id`',
+  '${IFS}',
+  '$HOME',
+  "'",
+  '"',
+  "'\\''",
+  '\\',
+  '\n',
+  '\r',
+  '\r\n',
+  '\t',
+  '\0',
+  '\u0007',
+  '\u007f',
+  '\u0085',
+  '\u2028',
+  '..',
+  '../../../../etc/passwd',
+  '/../',
+  '//',
+  '/./',
+  '-',
+  '--help',
+  '-rf',
+  ';id',
+  '|id',
+  '&&id',
+  '&',
+  '>x',
+  '<x',
+  '*',
+  '?',
+  '~',
+  '{a,b}',
+  '#',
+  '%',
+  '%p',
+  ' ',
+  'a b',
+  '=',
+  ':',
+  ',',
+  '@',
+  '@/etc/passwd',
+  '+',
+  '!',
+  '^',
+  '[x]',
+  '&amp;',
+  '<x/>',
+  "'/><x a='",
+  ']]>',
+  '---',
+  '{{x}}',
+  'é',
+  '日本語',
+  '🐘',
+  '\ufeff',
+  'null',
+  'true',
+  '0x1F',
+  '__proto__',
+  'constructor',
+  'all',
+  'trust',
+  'pg_x',
+  'root',
+  'postgres',
+  'x'.repeat(300),
   '/'.repeat(3) + 'a'.repeat(5000),
 ];
-const ALPHABET = [..."abcXYZ019._-/ $`'\"\\\n\t;|&<>(){}*?~#%=:,@+!^[]é日\0"];
-const piece = fc.oneof(fc.constantFrom(...PIECES), fc.string({ unit: fc.constantFrom(...ALPHABET), minLength: 1, maxLength: 12 }));
+const ALPHABET = [...'abcXYZ019._-/ $`\'"\\\n\t;|&<>(){}*?~#%=:,@+!^[]é日\0'];
+const piece = fc.oneof(
+  fc.constantFrom(...PIECES),
+  fc.string({ unit: fc.constantFrom(...ALPHABET), minLength: 1, maxLength: 12 }),
+);
 
 /** How the piece meets the field's own value: replaced by it, or mixed into it (near-valid
  *  values are the ones that slip through a loose pattern). */
@@ -208,7 +302,12 @@ function confEntries(text: string): Map<string, string> {
     if (line === '' || line.startsWith('#')) continue;
     const m = /^([a-z][a-z0-9_.]*) = (?:'((?:[^'\\\n]|''|\\[^\n])*)'|(-?[0-9][0-9.e+-]*|on|off))$/.exec(line);
     if (!m) throw new Error(`postgresql.conf line not lexed as one setting: ${JSON.stringify(line)}`);
-    out.set(m[1]!, m[2] !== undefined ? m[2].replace(/''|\\(.)/g, (s, c: string | undefined) => (s === "''" ? "'" : c!)) : m[3]!);
+    out.set(
+      m[1]!,
+      m[2] !== undefined
+        ? m[2].replace(/''|\\(.)/g, (s, c: string | undefined) => (s === "''" ? "'" : c!))
+        : m[3]!,
+    );
   }
   return out;
 }
@@ -220,7 +319,8 @@ function hbaRows(text: string): string[][] {
     if (line === '' || line.startsWith('#')) continue;
     const words: string[] = [];
     for (const m of line.matchAll(/"([^"]*)"|([^\s"#]+)|(\S)/g)) {
-      if (m[3] !== undefined) throw new Error(`pg_hba line with a stray ${JSON.stringify(m[3])}: ${JSON.stringify(line)}`);
+      if (m[3] !== undefined)
+        throw new Error(`pg_hba line with a stray ${JSON.stringify(m[3])}: ${JSON.stringify(line)}`);
       words.push(m[1] ?? m[2]!);
     }
     rows.push(words);
@@ -242,11 +342,21 @@ function conninfo(s: string): Record<string, string> {
   return out;
 }
 
-const ENT = "&(?:amp|lt|gt|quot|apos|#9|#10|#13);";
+const ENT = '&(?:amp|lt|gt|quot|apos|#9|#10|#13);';
 /** The XML with every attribute value and text node emptied: what a value could change if it
  *  were not escaped. */
-const xmlSkeleton = (xml: string) => xml.replace(new RegExp(`'(?:[^'<>&]|${ENT})*'`, 'g'), "''").replace(new RegExp(`>(?:[^<>&]|${ENT})*<`, 'g'), '><');
-const unXml = (s: string) => s.replace(/&#(\d+);/g, (_, d: string) => String.fromCharCode(Number(d))).replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+const xmlSkeleton = (xml: string) =>
+  xml
+    .replace(new RegExp(`'(?:[^'<>&]|${ENT})*'`, 'g'), "''")
+    .replace(new RegExp(`>(?:[^<>&]|${ENT})*<`, 'g'), '><');
+const unXml = (s: string) =>
+  s
+    .replace(/&#(\d+);/g, (_, d: string) => String.fromCharCode(Number(d)))
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 
 // ------------------------------------------------------------------------ rendering, checked
 
@@ -254,7 +364,8 @@ const unXml = (s: string) => s.replace(/&#(\d+);/g, (_, d: string) => String.fro
 function neutral<T>(v: T): T {
   if (typeof v === 'string') return 'x' as T;
   if (Array.isArray(v)) return v.map(neutral) as T;
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, neutral(x)])) as T;
+  if (v && typeof v === 'object')
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, neutral(x)])) as T;
   return v;
 }
 
@@ -267,23 +378,43 @@ function checkPostgres(spec: ClusterSpec): void {
     if (skipped.has(k)) continue;
     expect(conf.get(k), k).toBe(typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v));
   }
-  if (!('log_directory' in spec.postgres.parameters)) expect(conf.get('log_directory')).toBe(spec.postgres.logDir);
+  if (!('log_directory' in spec.postgres.parameters))
+    expect(conf.get('log_directory')).toBe(spec.postgres.logDir);
 
   // pg_hba.conf: pgop's rows, then the spec's, word for word
   const rows = hbaRows(renderHba(spec));
   const nets = clusterNetworks(spec);
   expect(rows.length).toBe(1 + 2 * nets.length + spec.postgres.hba.length);
   spec.postgres.hba.forEach((h, i) => {
-    expect(rows[1 + 2 * nets.length + i]).toEqual([hbaType(spec, h.type), h.database, h.user, ...(h.type === 'local' ? [] : [h.address!]), h.method]);
+    expect(rows[1 + 2 * nets.length + i]).toEqual([
+      hbaType(spec, h.type),
+      h.database,
+      h.user,
+      ...(h.type === 'local' ? [] : [h.address!]),
+      h.method,
+    ]);
   });
   expect(rows.slice(1, 1 + nets.length).map((r) => r[2])).toEqual(nets.map(() => spec.replication.user));
 
   // archive.sh: the directories only on their two assignment lines, as one quoted word each
   const script = renderArchiveScript(spec);
-  const placeholder = renderArchiveScript({ ...spec, postgres: { ...spec.postgres, archiveDir: '/u99/a', logDir: '/u99/l' } });
-  const strip = (s: string) => s.split('\n').filter((l) => !/^(ARCHIVE_DIR|LOGFILE)=/.test(l)).join('\n');
+  const placeholder = renderArchiveScript({
+    ...spec,
+    postgres: { ...spec.postgres, archiveDir: '/u99/a', logDir: '/u99/l' },
+  });
+  const strip = (s: string) =>
+    s
+      .split('\n')
+      .filter((l) => !/^(ARCHIVE_DIR|LOGFILE)=/.test(l))
+      .join('\n');
   expect(strip(script)).toBe(strip(placeholder));
-  const assigned = (name: string) => shellWords(script.split('\n').find((l) => l.startsWith(`${name}=`))!.slice(name.length + 1));
+  const assigned = (name: string) =>
+    shellWords(
+      script
+        .split('\n')
+        .find((l) => l.startsWith(`${name}=`))!
+        .slice(name.length + 1),
+    );
   expect(assigned('ARCHIVE_DIR')).toEqual([spec.postgres.archiveDir]);
   expect(assigned('LOGFILE')).toEqual([`${spec.postgres.logDir}/archive.log`]);
 
@@ -297,17 +428,39 @@ function checkPostgres(spec: ClusterSpec): void {
       application_name: n1.name,
     });
     const names = spec.nodes.slice(1).map((n) => n.name);
-    expect(confEntries(renderSyncConf(names, 1)).get('synchronous_standby_names')).toBe(syncStandbyNamesValue(names, 1));
+    expect(confEntries(renderSyncConf(names, 1)).get('synchronous_standby_names')).toBe(
+      syncStandbyNamesValue(names, 1),
+    );
   }
   expect(renderReplicationPassfile(spec, 'pw').split('\n')).toHaveLength(2);
 
   // the postmaster options pg_ctl hands to /bin/sh, and the paths it puts in "..." there
   expect(shellWords(nodeOptionString(spec, n0))).toEqual(nodeOptions(spec, n0));
-  for (const p of [spec.postgres.dataDir, spec.postgres.logDir, spec.postgres.archiveDir, spec.postgres.backupDir]) {
+  for (const p of [
+    spec.postgres.dataDir,
+    spec.postgres.logDir,
+    spec.postgres.archiveDir,
+    spec.postgres.backupDir,
+  ]) {
     expect(p, 'a path pg_ctl or a script may put inside double quotes').toMatch(/^\/[A-Za-z0-9._/-]+$/);
   }
   // the argv of a remote command: one shellJoin'd line that splits back into exactly argv
-  const argv = ['sh', '-c', 'exit 0', 'pgop', binDir(spec), String(spec.postgres.version), spec.postgres.dataDir, spec.postgres.archiveDir, spec.postgres.backupDir, spec.postgres.logDir, scriptDir(spec), SOCKET_DIR, `${spec.postgres.logDir}/startup.log`, nodeOptionString(spec, n0)];
+  const argv = [
+    'sh',
+    '-c',
+    'exit 0',
+    'pgop',
+    binDir(spec),
+    String(spec.postgres.version),
+    spec.postgres.dataDir,
+    spec.postgres.archiveDir,
+    spec.postgres.backupDir,
+    spec.postgres.logDir,
+    scriptDir(spec),
+    SOCKET_DIR,
+    `${spec.postgres.logDir}/startup.log`,
+    nodeOptionString(spec, n0),
+  ];
   expect(shellWords(shellJoin(argv))).toEqual(argv);
 }
 
@@ -327,9 +480,17 @@ function checkPgpool(spec: ClusterSpec): void {
     expect(values.get(`backend_data_directory${i}`)).toBe(spec.postgres.dataDir);
     expect(values.get(`backend_application_name${i}`)).toBe(n.name);
   });
-  for (const line of renderPoolHba(spec).split('\n')) expect(line).toMatch(/^(#.*|local\tall\tall\t\tscram-sha-256|host(ssl)?\tall\tall\t[0-9./]+\tscram-sha-256|)$/);
+  for (const line of renderPoolHba(spec).split('\n'))
+    expect(line).toMatch(
+      /^(#.*|local\tall\tall\t\tscram-sha-256|host(ssl)?\tall\tall\t[0-9./]+\tscram-sha-256|)$/,
+    );
   const users = ['postgres', spec.replication.user, ...spec.roles.map((r) => r.name)];
-  const passwd = renderPoolPasswd(users.map((name) => ({ name, password: 'pw' })), 'key').trimEnd().split('\n');
+  const passwd = renderPoolPasswd(
+    users.map((name) => ({ name, password: 'pw' })),
+    'key',
+  )
+    .trimEnd()
+    .split('\n');
   expect(passwd.map((l) => /^([^:\s]+):AES[A-Za-z0-9+/=]+$/.exec(l)?.[1]).sort()).toEqual([...users].sort());
   expect(renderPcpPass(spec, 'pw').split('\n')).toHaveLength(2);
 }
@@ -344,31 +505,69 @@ function checkLibvirt(spec: ClusterSpec): void {
   expect(unXml(/<path>([^<]*)<\/path>/.exec(pool)![1]!)).toBe(p.pool.path);
   expect(unXml(/<name>([^<]*)<\/name>/.exec(pool)![1]!)).toBe(p.pool.name);
   const machines = allMachines(spec);
-  const net = { name: p.network.name, cluster: spec.name, gateway: p.network.gateway, prefixLen, ...(p.network.bridge ? { bridge: p.network.bridge } : {}), hosts: machines.map((m) => ({ mac: m.mac, name: m.dhcpName, ip: m.address })) };
+  const net = {
+    name: p.network.name,
+    cluster: spec.name,
+    gateway: p.network.gateway,
+    prefixLen,
+    ...(p.network.bridge ? { bridge: p.network.bridge } : {}),
+    hosts: machines.map((m) => ({ mac: m.mac, name: m.dhcpName, ip: m.address })),
+  };
   same(renderNetworkXml(net), renderNetworkXml(neutral(net)));
   for (const m of machines) {
     const dom = {
-      name: m.domain, type: 'kvm' as const, cluster: m.cluster, node: m.name, vcpus: m.vcpus, memoryMiB: m.memoryMiB,
-      rootDisk: join(p.pool.path, m.volumes.root), dataDisk: m.volumes.data ? join(p.pool.path, m.volumes.data) : null,
-      seedIso: join(p.pool.path, m.volumes.seed), mac: m.mac, network: p.network.name,
+      name: m.domain,
+      type: 'kvm' as const,
+      cluster: m.cluster,
+      node: m.name,
+      vcpus: m.vcpus,
+      memoryMiB: m.memoryMiB,
+      rootDisk: join(p.pool.path, m.volumes.root),
+      dataDisk: m.volumes.data ? join(p.pool.path, m.volumes.data) : null,
+      seedIso: join(p.pool.path, m.volumes.seed),
+      mac: m.mac,
+      network: p.network.name,
     };
     const xml = renderDomainXml(dom);
-    same(xml, renderDomainXml({ ...neutral(dom), type: 'kvm', dataDisk: dom.dataDisk === null ? null : 'x' }));
+    same(
+      xml,
+      renderDomainXml({ ...neutral(dom), type: 'kvm', dataDisk: dom.dataDisk === null ? null : 'x' }),
+    );
     expect(unXml(/<source file='([^']*)'/.exec(xml)![1]!)).toBe(dom.rootDisk);
-    const vol = { name: m.volumes.root, capacityBytes: 1 << 30, format: 'qcow2' as const, backing: { path: p.baseImage, format: 'qcow2' as const } };
+    const vol = {
+      name: m.volumes.root,
+      capacityBytes: 1 << 30,
+      format: 'qcow2' as const,
+      backing: { path: p.baseImage, format: 'qcow2' as const },
+    };
     const volXml = renderVolumeXml(vol);
     same(volXml, renderVolumeXml({ ...vol, name: 'x', backing: { path: 'x', format: 'qcow2' } }));
     expect(unXml(/<backingStore>\s*<path>([^<]*)<\/path>/.exec(volXml)![1]!)).toBe(p.baseImage);
     const hostname = m.role === 'pool' ? `${m.cluster}-pool` : m.name;
     const seed = renderSeed({
-      cluster: m.cluster, name: m.name, hostname, osFamily: p.osFamily, sshUser: p.sshUser, publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop', hostKey: HOST_KEY, mac: m.mac,
-      address: m.address, prefixLen, gateway: p.network.gateway, dataDisk: m.volumes.data ? p.dataDisk : null,
+      cluster: m.cluster,
+      name: m.name,
+      hostname,
+      osFamily: p.osFamily,
+      sshUser: p.sshUser,
+      publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB pgop',
+      hostKey: HOST_KEY,
+      mac: m.mac,
+      address: m.address,
+      prefixLen,
+      gateway: p.network.gateway,
+      dataDisk: m.volumes.data ? p.dataDisk : null,
     });
-    expect(parseYaml(seed['meta-data'])).toEqual({ 'instance-id': `pgop-${m.cluster}-${m.name}`, 'local-hostname': hostname });
+    expect(parseYaml(seed['meta-data'])).toEqual({
+      'instance-id': `pgop-${m.cluster}-${m.name}`,
+      'local-hostname': hostname,
+    });
     const user = parseYaml(seed['user-data']) as { hostname: string; users: { name: string }[] };
     expect(user.hostname).toBe(hostname);
     expect(user.users.map((u) => u.name)).toEqual([p.sshUser]);
-    const netcfg = parseYaml(seed['network-config']) as { ethernets: { eth0: { addresses: string[]; routes: { via: string }[] } } };
+    const netcfg = parseYaml(seed['network-config']) as {
+      ethernets: { eth0: { addresses: string[]; routes: { via: string }[] } };
+    };
     expect(netcfg.ethernets.eth0.addresses).toEqual([`${m.address}/${prefixLen}`]);
     expect(netcfg.ethernets.eth0.routes[0]!.via).toBe(p.network.gateway);
   }
@@ -387,19 +586,37 @@ async function checkDriverArgv(spec: ClusterSpec): Promise<void> {
     readFile: async () => null,
     close: async () => undefined,
   };
-  const driver = new SshPostgresDriver({ shell, hostRef: (c, n) => ({ id: `${c.name}/${n.name}`, address: n.address, port: 22, user: 'root', privateKeyPath: '/nonexistent' }) });
+  const driver = new SshPostgresDriver({
+    shell,
+    hostRef: (c, n) => ({
+      id: `${c.name}/${n.name}`,
+      address: n.address,
+      port: 22,
+      user: 'root',
+      privateKeyPath: '/nonexistent',
+    }),
+  });
   const node = spec.nodes[0]!;
   for (const step of [() => driver.ensureInstalled(spec, node), () => driver.ensureConfigured(spec, node)]) {
     await step().catch(() => undefined); // canned answers may not satisfy every parser: the argv is what counts
   }
   await driver.close();
   // the install command takes the directories as arguments
-  expect(argvs.some((a) => a.includes(spec.postgres.logDir) && a.includes(spec.postgres.archiveDir))).toBe(true);
-  const values = [spec.postgres.dataDir, spec.postgres.archiveDir, spec.postgres.backupDir, spec.postgres.logDir];
+  expect(argvs.some((a) => a.includes(spec.postgres.logDir) && a.includes(spec.postgres.archiveDir))).toBe(
+    true,
+  );
+  const values = [
+    spec.postgres.dataDir,
+    spec.postgres.archiveDir,
+    spec.postgres.backupDir,
+    spec.postgres.logDir,
+  ];
   for (const argv of argvs) {
     expect(shellWords(shellJoin(argv))).toEqual(argv);
     // a script (sh -c SCRIPT) takes spec values as positional parameters, never in its text
-    if (argv[0] === 'sh' && argv[1] === '-c') for (const v of values) if (v.length > 12) expect(argv[2]!.includes(v), `${v} inside a script`).toBe(false);
+    if (argv[0] === 'sh' && argv[1] === '-c')
+      for (const v of values)
+        if (v.length > 12) expect(argv[2]!.includes(v), `${v} inside a script`).toBe(false);
   }
 }
 
@@ -409,60 +626,106 @@ const TEXT_CHARS = /[^A-Za-z0-9._/:@,+$%-]/;
 
 describe('hostile strings in every string field of every spec kind', () => {
   for (const kind of Object.keys(BASES)) {
-    it(`${kind}: rejected naming the field at its line, or rendered as inert data (${LEAVES[kind]!.length} string fields)`, async () => {
-      const groups = LEAVES[kind]!;
-      let accepted = 0;
-      let rejected = 0;
-      await fc.assert(
-        fc.asyncProperty(fc.nat(groups.length - 1), fc.nat(1000), fc.nat(MIXES.length - 1), piece, async (gi, li, mi, p) => {
-          const group = groups[gi]!;
-          const leaf = group[li % group.length]!;
-          const value = MIXES[mi]!(leaf.original, p);
-          const text = substitute(BASES[kind]!, leaf, value);
-          if (text === null || !roundTrips(text, leaf, value)) return;
-          const leafPath = leaf.key ? [...leaf.path.slice(0, -1), value] : leaf.path;
-          let spec: ClusterSpec;
-          try {
-            spec = parseSpecText(text, 'hostile.yaml').spec;
-          } catch (err) {
-            if (!(err instanceof SpecError)) throw err;
-            rejected++;
-            const nLines = text.split('\n').length;
-            expect(err.problems.length).toBeGreaterThan(0);
-            for (const pr of err.problems) {
-              expect(pr.file).toBe('hostile.yaml');
-              expect(pr.line).toBeGreaterThanOrEqual(1);
-              expect(pr.line).toBeLessThanOrEqual(nLines);
-              expect(pr.column).toBeGreaterThanOrEqual(1);
-            }
-            if (TEXT_CHARS.test(value) || value.length > 255) {
-              // a renamed key: named as an unknown field, or as the field now missing
-              const named = new Set([formatPath(leafPath), ...(leaf.key ? [formatPath(leaf.path)] : [])]);
-              const own = err.problems.find((pr) => named.has(pr.path));
-              expect(own, `no problem names ${formatPath(leafPath)} for ${JSON.stringify(value)}: ${JSON.stringify(err.problems)}`).toBeDefined();
-              if (own!.path === formatPath(leafPath)) expect([...linesOf(text, leafPath)]).toContain(own!.line);
-            }
-            return;
-          }
-          accepted++;
-          checkPostgres(spec);
-          checkPgpool(spec);
-          checkLibvirt(spec);
-          await checkDriverArgv(spec);
-        }),
-        { seed: SEED, numRuns: RUNS },
-      );
-      // both branches were exercised
-      expect(rejected).toBeGreaterThan(0);
-      expect(accepted).toBeGreaterThan(0);
-    }, Math.max(30_000, RUNS * 100));
+    it(
+      `${kind}: rejected naming the field at its line, or rendered as inert data (${LEAVES[kind]!.length} string fields)`,
+      async () => {
+        const groups = LEAVES[kind]!;
+        let accepted = 0;
+        let rejected = 0;
+        await fc.assert(
+          fc.asyncProperty(
+            fc.nat(groups.length - 1),
+            fc.nat(1000),
+            fc.nat(MIXES.length - 1),
+            piece,
+            async (gi, li, mi, p) => {
+              const group = groups[gi]!;
+              const leaf = group[li % group.length]!;
+              const value = MIXES[mi]!(leaf.original, p);
+              const text = substitute(BASES[kind]!, leaf, value);
+              if (text === null || !roundTrips(text, leaf, value)) return;
+              const leafPath = leaf.key ? [...leaf.path.slice(0, -1), value] : leaf.path;
+              let spec: ClusterSpec;
+              try {
+                spec = parseSpecText(text, 'hostile.yaml').spec;
+              } catch (err) {
+                if (!(err instanceof SpecError)) throw err;
+                rejected++;
+                const nLines = text.split('\n').length;
+                expect(err.problems.length).toBeGreaterThan(0);
+                for (const pr of err.problems) {
+                  expect(pr.file).toBe('hostile.yaml');
+                  expect(pr.line).toBeGreaterThanOrEqual(1);
+                  expect(pr.line).toBeLessThanOrEqual(nLines);
+                  expect(pr.column).toBeGreaterThanOrEqual(1);
+                }
+                if (TEXT_CHARS.test(value) || value.length > 255) {
+                  // a renamed key: named as an unknown field, or as the field now missing
+                  const named = new Set([formatPath(leafPath), ...(leaf.key ? [formatPath(leaf.path)] : [])]);
+                  const own = err.problems.find((pr) => named.has(pr.path));
+                  expect(
+                    own,
+                    `no problem names ${formatPath(leafPath)} for ${JSON.stringify(value)}: ${JSON.stringify(err.problems)}`,
+                  ).toBeDefined();
+                  if (own!.path === formatPath(leafPath))
+                    expect([...linesOf(text, leafPath)]).toContain(own!.line);
+                }
+                return;
+              }
+              accepted++;
+              checkPostgres(spec);
+              checkPgpool(spec);
+              checkLibvirt(spec);
+              await checkDriverArgv(spec);
+            },
+          ),
+          { seed: SEED, numRuns: RUNS },
+        );
+        // both branches were exercised
+        expect(rejected).toBeGreaterThan(0);
+        expect(accepted).toBeGreaterThan(0);
+      },
+      Math.max(30_000, RUNS * 100),
+    );
   }
 });
 
 describe('the schema patterns and the messages that explain them agree', () => {
   const re = (def: 'absPath' | 'postgresDir' | 'libvirtUri') => new RegExp(schema.$defs[def].pattern, 'u');
   const part = fc.oneof(
-    fc.constantFrom('var', 'lib', 'log', 'pgop', 'postgres', 'postgresql', 'pgsql', 'libvirt', 'etc', 'usr', 'local', 'bin', 'srv', 'data', 'u01', 'u2', 'u123', 'tmp', 'opt', 'run', 'secrets', 'root', 'home', '.', '..', '', '-x', '.x', 'a b', 'a$b', 'é'),
+    fc.constantFrom(
+      'var',
+      'lib',
+      'log',
+      'pgop',
+      'postgres',
+      'postgresql',
+      'pgsql',
+      'libvirt',
+      'etc',
+      'usr',
+      'local',
+      'bin',
+      'srv',
+      'data',
+      'u01',
+      'u2',
+      'u123',
+      'tmp',
+      'opt',
+      'run',
+      'secrets',
+      'root',
+      'home',
+      '.',
+      '..',
+      '',
+      '-x',
+      '.x',
+      'a b',
+      'a$b',
+      'é',
+    ),
     fc.string({ unit: fc.constantFrom(...'ab0._-'), maxLength: 4 }),
   );
   const path = fc.array(part, { minLength: 0, maxLength: 5 }).map((ps) => `/${ps.join('/')}`);
@@ -479,11 +742,32 @@ describe('the schema patterns and the messages that explain them agree', () => {
   });
   it('known URIs: the ones specs and tests use pass, the dangerous ones do not', () => {
     const uriRe = re('libvirtUri');
-    for (const ok of ['qemu:///system', 'qemu:///session', 'qemu+ssh://root@hv1/system', 'qemu+ssh://h2/system', 'test:///default', 'test+unix:///default?socket=/tmp/pgop-libvirtd-Ab3/d/run/libvirt-sock', 'qemu+unix:///system?socket=/tmp/x/run/libvirt-sock', 'qemu+tls://hv.example.com:16514/system?pkipath=/etc/pgop/pki', 'qemu+ssh://pgop@10.0.0.5:2222/system?keyfile=/var/lib/pgop/id&no_verify=1']) {
+    for (const ok of [
+      'qemu:///system',
+      'qemu:///session',
+      'qemu+ssh://root@hv1/system',
+      'qemu+ssh://h2/system',
+      'test:///default',
+      'test+unix:///default?socket=/tmp/pgop-libvirtd-Ab3/d/run/libvirt-sock',
+      'qemu+unix:///system?socket=/tmp/x/run/libvirt-sock',
+      'qemu+tls://hv.example.com:16514/system?pkipath=/etc/pgop/pki',
+      'qemu+ssh://pgop@10.0.0.5:2222/system?keyfile=/var/lib/pgop/id&no_verify=1',
+    ]) {
       expect(uriRe.test(ok), ok).toBe(true);
       expect(libvirtUriProblem(ok), ok).toBeUndefined();
     }
-    for (const bad of ['qemu+ssh://hv/system?netcat=/tmp/x', 'qemu+ssh://hv/system?command=id', 'qemu+ext:///system?command=/bin/sh', 'xen:///system', 'qemu:///system\n', "qemu://h'/system", 'qemu:///sys tem', 'qemu://-oProxyCommand=id/system', 'qemu+ssh://$(id)@h/system', 'qemu:///../etc']) {
+    for (const bad of [
+      'qemu+ssh://hv/system?netcat=/tmp/x',
+      'qemu+ssh://hv/system?command=id',
+      'qemu+ext:///system?command=/bin/sh',
+      'xen:///system',
+      'qemu:///system\n',
+      "qemu://h'/system",
+      'qemu:///sys tem',
+      'qemu://-oProxyCommand=id/system',
+      'qemu+ssh://$(id)@h/system',
+      'qemu:///../etc',
+    ]) {
       expect(uriRe.test(bad), bad).toBe(false);
       expect(libvirtUriProblem(bad), bad).toBeDefined();
     }

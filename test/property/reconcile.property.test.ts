@@ -64,7 +64,17 @@ function setup(mode: 'async' | 'sync'): Env {
   const store = Store.open(':memory:');
   const spec = simSpec({ name: 'prop', replication: { mode, syncQuorum: 1 } });
   store.applySpec(spec, hashOf(spec), 'test', clock.now());
-  const env = { clock, sim, store, spec, crashNextCommit: false, crashedThisPass: false, nextWriteId: 1, vanished: 0, trace: [] as string[] } as Omit<Env, 'reconciler'> as Env;
+  const env = {
+    clock,
+    sim,
+    store,
+    spec,
+    crashNextCommit: false,
+    crashedThisPass: false,
+    nextWriteId: 1,
+    vanished: 0,
+    trace: [] as string[],
+  } as Omit<Env, 'reconciler'> as Env;
   env.reconciler = newReconciler(env);
   return env;
 }
@@ -78,23 +88,34 @@ async function pass(env: Env): Promise<PassResult | null> {
     env.trace.push('  operator restarted');
   }
   env.clock.advance(Math.max(r?.requeueAfterMs ?? 0, 100));
-  if (r) env.trace.push(`  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}${r.error ? ` (failed: ${r.error.message})` : ''}`);
+  if (r)
+    env.trace.push(
+      `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}${r.error ? ` (failed: ${r.error.message})` : ''}`,
+    );
   return r;
 }
 
 function checkSafety(env: Env) {
   const writable = env.sim.writablePrimaries(env.spec.name);
-  if (writable.length > 1) throw new Error(`two writable primaries: ${writable.join(', ')}\n${env.trace.slice(-40).join('\n')}`);
+  if (writable.length > 1)
+    throw new Error(`two writable primaries: ${writable.join(', ')}\n${env.trace.slice(-40).join('\n')}`);
   {
     // Acks counted as sync only while synchronous_standby_names was set; check in every mode.
     const lost = env.sim.lostSyncAcks(env.spec.name);
-    if (lost.length > 0) throw new Error(`acknowledged sync commits lost: ${lost.join(', ')}\n${env.trace.slice(-40).join('\n')}`);
+    if (lost.length > 0)
+      throw new Error(
+        `acknowledged sync commits lost: ${lost.join(', ')}\n${env.trace.slice(-40).join('\n')}`,
+      );
   }
 }
 
 type Cmd = fc.AsyncCommand<object, Env>;
 
-function command(name: string, run: (env: Env) => Promise<void> | void, check: (env: Env) => boolean = () => true): Cmd {
+function command(
+  name: string,
+  run: (env: Env) => Promise<void> | void,
+  check: (env: Env) => boolean = () => true,
+): Cmd {
   return {
     check: (_m: object) => true,
     async run(_m: object, env: Env) {
@@ -111,26 +132,116 @@ function commands(mode: 'async' | 'sync') {
   const node = fc.constantFrom(...NODES);
   return [
     fc.constant(null).map(() => command('pass', async (env) => void (await pass(env)))),
-    fc.integer({ min: 1, max: 4 }).map((n) => command(`passes(${n})`, async (env) => { for (let i = 0; i < n; i++) await pass(env); })),
-    fc.constant(null).map(() => command('write(pool)', (env) => void env.sim.write(env.spec.name, 'pool', env.nextWriteId++))),
-    node.map((n) => command(`write(direct ${n})`, (env) => void env.sim.write(env.spec.name, { node: n }, env.nextWriteId++), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`kill(${n})`, (env) => env.sim.kill(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`partition(${n})`, (env) => env.sim.partition(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`heal(${n})`, (env) => env.sim.heal(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`stop(${n})`, (env) => env.sim.stop(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`start(${n})`, (env) => env.sim.start(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`destroyDomain(${n})`, (env) => env.sim.destroyDomain(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n))),
+    fc.integer({ min: 1, max: 4 }).map((n) =>
+      command(`passes(${n})`, async (env) => {
+        for (let i = 0; i < n; i++) await pass(env);
+      }),
+    ),
+    fc
+      .constant(null)
+      .map(() =>
+        command('write(pool)', (env) => void env.sim.write(env.spec.name, 'pool', env.nextWriteId++)),
+      ),
+    node.map((n) =>
+      command(
+        `write(direct ${n})`,
+        (env) => void env.sim.write(env.spec.name, { node: n }, env.nextWriteId++),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `kill(${n})`,
+        (env) => env.sim.kill(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `partition(${n})`,
+        (env) => env.sim.partition(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `heal(${n})`,
+        (env) => env.sim.heal(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `stop(${n})`,
+        (env) => env.sim.stop(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `start(${n})`,
+        (env) => env.sim.start(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `destroyDomain(${n})`,
+        (env) => env.sim.destroyDomain(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
     // Losing a machine with its disks: one per schedule, the failure budget a 3-node
     // cluster with a quorum of 1 promises to survive without losing acknowledged commits.
-    node.map((n) => command(`vanish(${n})`, (env) => { env.vanished++; env.sim.vanish(env.spec.name, n); }, (env) => env.vanished === 0 && !!env.sim.node(env.spec.name, n))),
-    fc.tuple(node, fc.boolean()).map(([n, b]) => command(`lagging(${n},${b})`, (env) => env.sim.setLagging(env.spec.name, n, b), (env) => !!env.sim.node(env.spec.name, n))),
-    node.map((n) => command(`driftConfig(${n})`, (env) => env.sim.driftConfig(env.spec.name, n), (env) => !!env.sim.node(env.spec.name, n) && !!env.sim.node(env.spec.name, n)?.installed)),
-    fc.constant(null).map(() => command('crashPool', (env) => env.sim.crashPool(env.spec.name), (env) => env.sim.inspectPool(env.spec.name) !== null)),
-    fc.option(node, { nil: undefined }).map((to) => command(`switchover(${to ?? 'any'})`, (env) => {
-      const from = env.store.getCluster(env.spec.name)?.primary;
-      env.store.enqueueRequest(env.spec.name, 'switchover', { ...(from ? { from } : {}), ...(to ? { to } : {}) }, env.clock.now());
-    })),
-    fc.constant(null).map(() => command('crashOperatorMidPass', async (env) => { env.crashNextCommit = true; await pass(env); env.crashNextCommit = false; })),
+    node.map((n) =>
+      command(
+        `vanish(${n})`,
+        (env) => {
+          env.vanished++;
+          env.sim.vanish(env.spec.name, n);
+        },
+        (env) => env.vanished === 0 && !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    fc.tuple(node, fc.boolean()).map(([n, b]) =>
+      command(
+        `lagging(${n},${b})`,
+        (env) => env.sim.setLagging(env.spec.name, n, b),
+        (env) => !!env.sim.node(env.spec.name, n),
+      ),
+    ),
+    node.map((n) =>
+      command(
+        `driftConfig(${n})`,
+        (env) => env.sim.driftConfig(env.spec.name, n),
+        (env) => !!env.sim.node(env.spec.name, n) && !!env.sim.node(env.spec.name, n)?.installed,
+      ),
+    ),
+    fc.constant(null).map(() =>
+      command(
+        'crashPool',
+        (env) => env.sim.crashPool(env.spec.name),
+        (env) => env.sim.inspectPool(env.spec.name) !== null,
+      ),
+    ),
+    fc.option(node, { nil: undefined }).map((to) =>
+      command(`switchover(${to ?? 'any'})`, (env) => {
+        const from = env.store.getCluster(env.spec.name)?.primary;
+        env.store.enqueueRequest(
+          env.spec.name,
+          'switchover',
+          { ...(from ? { from } : {}), ...(to ? { to } : {}) },
+          env.clock.now(),
+        );
+      }),
+    ),
+    fc.constant(null).map(() =>
+      command('crashOperatorMidPass', async (env) => {
+        env.crashNextCommit = true;
+        await pass(env);
+        env.crashNextCommit = false;
+      }),
+    ),
     // Scale-in of any node (the primary too) while at least three remain, or back out to the
     // nodes left out: the removed node's machine, slot, sync membership and pgpool backend must go
     // (the providers find it by what they hold, not by a spec; issue 19).
@@ -139,7 +250,9 @@ function commands(mode: 'async' | 'sync') {
         const prev = env.spec;
         const has = prev.nodes.some((x) => x.name === n);
         if (has && prev.nodes.length <= 3) return;
-        const nodes = has ? prev.nodes.filter((x) => x.name !== n) : [...prev.nodes, { ...prev.nodes[0]!, name: n, address: `10.0.0.${11 + NODES.indexOf(n)}` }];
+        const nodes = has
+          ? prev.nodes.filter((x) => x.name !== n)
+          : [...prev.nodes, { ...prev.nodes[0]!, name: n, address: `10.0.0.${11 + NODES.indexOf(n)}` }];
         env.spec = { ...prev, nodes };
         env.store.applySpec(env.spec, hashOf(env.spec), 'test', env.clock.now());
       }),
@@ -149,15 +262,31 @@ function commands(mode: 'async' | 'sync') {
         const prev = env.spec;
         const scaled = (): ClusterSpec => {
           // scale out to pg04, or back in: the removed node may be the primary at that moment
-          if (prev.nodes.some((n) => n.name === 'pg04')) return { ...prev, nodes: prev.nodes.filter((n) => n.name !== 'pg04') };
-          return { ...prev, nodes: [...prev.nodes, { ...prev.nodes[0]!, name: 'pg04', address: '10.0.0.14' }] };
+          if (prev.nodes.some((n) => n.name === 'pg04'))
+            return { ...prev, nodes: prev.nodes.filter((n) => n.name !== 'pg04') };
+          return {
+            ...prev,
+            nodes: [...prev.nodes, { ...prev.nodes[0]!, name: 'pg04', address: '10.0.0.14' }],
+          };
         };
         const spec: ClusterSpec =
           change === 'param'
-            ? { ...prev, postgres: { ...prev.postgres, parameters: { ...prev.postgres.parameters, work_mem: `${4 + env.nextWriteId % 7}MB` } } }
+            ? {
+                ...prev,
+                postgres: {
+                  ...prev.postgres,
+                  parameters: { ...prev.postgres.parameters, work_mem: `${4 + (env.nextWriteId % 7)}MB` },
+                },
+              }
             : change === 'scale'
               ? scaled()
-              : { ...prev, replication: { ...prev.replication, mode: prev.replication.mode === 'sync' ? 'async' : 'sync' } };
+              : {
+                  ...prev,
+                  replication: {
+                    ...prev.replication,
+                    mode: prev.replication.mode === 'sync' ? 'async' : 'sync',
+                  },
+                };
         env.spec = spec;
         env.store.applySpec(spec, hashOf(spec), 'test', env.clock.now());
       }),
@@ -192,7 +321,8 @@ function assertConverged(env: Env) {
   expect(nodes.filter((n) => n.state === 'primary').map((n) => n.name)).toEqual([primary]);
   const specNodes = env.spec.nodes.map((n) => n.name);
   expect(nodes.map((n) => n.name).sort()).toEqual([...specNodes].sort());
-  for (const n of NODES) if (!specNodes.includes(n)) expect(env.sim.node(name, n), `${n} removed`).toBeUndefined();
+  for (const n of NODES)
+    if (!specNodes.includes(n)) expect(env.sim.node(name, n), `${n} removed`).toBeUndefined();
   for (const n of specNodes) {
     if (n === primary) continue;
     const node = env.sim.inspect(name, n)!;
@@ -204,9 +334,17 @@ function assertConverged(env: Env) {
   // A node that left the spec left everything (issue 19): no replication slot holding WAL for
   // it on the primary, no place in the sync set, no pgpool backend.
   const p = env.sim.inspect(name, primary)!.pg;
-  if (env.spec.replication.slots) expect([...p.slots].sort(), 'slots on the primary').toEqual(specNodes.filter((n) => n !== primary).map(slotNameFor).sort());
+  if (env.spec.replication.slots)
+    expect([...p.slots].sort(), 'slots on the primary').toEqual(
+      specNodes
+        .filter((n) => n !== primary)
+        .map(slotNameFor)
+        .sort(),
+    );
   for (const n of p.syncNames) expect(specNodes, `sync standby ${n}`).toContain(n);
-  expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual([...specNodes].sort());
+  expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual(
+    [...specNodes].sort(),
+  );
   // A write through pgpool now succeeds, synchronously in sync mode.
   const w = env.sim.write(name, 'pool', env.nextWriteId++);
   expect(w.acked, w.reason).toBe(true);
@@ -222,7 +360,12 @@ function params(runs: number) {
   const env = process.env.PGOP_PROPERTY_SEED;
   const seed = env === 'random' ? undefined : env ? Number(env) : DEFAULT_SEED;
   const path = process.env.PGOP_PROPERTY_PATH;
-  return { numRuns: runs, ...(seed !== undefined ? { seed } : {}), ...(path ? { path } : {}), endOnFailure: false };
+  return {
+    numRuns: runs,
+    ...(seed !== undefined ? { seed } : {}),
+    ...(path ? { path } : {}),
+    endOnFailure: false,
+  };
 }
 
 for (const mode of ['async', 'sync'] as const) {

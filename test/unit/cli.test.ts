@@ -12,25 +12,57 @@ describe('pgop apply / diff', () => {
   it('creates, then reports unchanged, then configured with a new generation', () => {
     const dir = tmp();
     const db = join(dir, 'pgop.db');
-    expect(pgop(db, ['apply', '-f', simSpec])).toMatchObject({ code: 0, stdout: 'cluster/sim created (generation 1)\n' });
+    expect(pgop(db, ['apply', '-f', simSpec])).toMatchObject({
+      code: 0,
+      stdout: 'cluster/sim created (generation 1)\n',
+    });
     expect(pgop(db, ['apply', '-f', simSpec])).toMatchObject({ code: 0, stdout: 'cluster/sim unchanged\n' });
     expect(pgop(db, ['diff', '-f', simSpec]).code).toBe(0);
     const changed = join(dir, 'changed.yaml');
-    writeFileSync(changed, readFileSync(simSpec, 'utf8').replace('address: 10.0.0.11', 'address: 10.0.0.11\n      memoryMiB: 4096'));
+    writeFileSync(
+      changed,
+      readFileSync(simSpec, 'utf8').replace(
+        'address: 10.0.0.11',
+        'address: 10.0.0.11\n      memoryMiB: 4096',
+      ),
+    );
     const diff = pgop(db, ['diff', '-f', changed]);
     expect(diff.code).toBe(1);
     expect(diff.stdout).toMatch(/~ spec\.nodes\[pg01\]\.memoryMiB: \d+ -> 4096/);
     expect(pgop(db, ['apply', '--dry-run', '-f', changed]).stdout).toBe('cluster/sim configured (dry run)\n');
-    expect(pgop(db, ['apply', '-f', changed])).toMatchObject({ code: 0, stdout: 'cluster/sim configured (generation 2)\n' });
+    expect(pgop(db, ['apply', '-f', changed])).toMatchObject({
+      code: 0,
+      stdout: 'cluster/sim configured (generation 2)\n',
+    });
   });
 
   const bad: [string, (s: string) => string, RegExp][] = [
     ['malformed YAML', (s) => s.replace('kind: Cluster', 'kind: [Cluster'), /bad\.yaml:\d+:\d+: /],
-    ['an unknown field', (s) => s.replace(/(\n\s+)address: 10\.0\.0\.12/, '$1adress: 10.0.0.12'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.adress: unknown field/],
-    ['a wrong type', (s) => s.replace('address: 10.0.0.11', 'address: 10.0.0.11\n      vcpus: two'), /bad\.yaml:\d+:\d+: spec\.nodes\[0\]\.vcpus: /],
-    ['duplicate node names', (s) => s.replace('name: pg02', 'name: pg01'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.name: duplicate node name/],
-    ['duplicate addresses', (s) => s.replace('10.0.0.12', '10.0.0.11'), /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.address: duplicate node address/],
-    ['a sync quorum larger than the standbys', (s) => s.replace(/mode: async/, 'mode: sync\n    syncQuorum: 3'), /bad\.yaml:\d+:\d+: spec\.replication\.syncQuorum: /],
+    [
+      'an unknown field',
+      (s) => s.replace(/(\n\s+)address: 10\.0\.0\.12/, '$1adress: 10.0.0.12'),
+      /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.adress: unknown field/,
+    ],
+    [
+      'a wrong type',
+      (s) => s.replace('address: 10.0.0.11', 'address: 10.0.0.11\n      vcpus: two'),
+      /bad\.yaml:\d+:\d+: spec\.nodes\[0\]\.vcpus: /,
+    ],
+    [
+      'duplicate node names',
+      (s) => s.replace('name: pg02', 'name: pg01'),
+      /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.name: duplicate node name/,
+    ],
+    [
+      'duplicate addresses',
+      (s) => s.replace('10.0.0.12', '10.0.0.11'),
+      /bad\.yaml:\d+:\d+: spec\.nodes\[1\]\.address: duplicate node address/,
+    ],
+    [
+      'a sync quorum larger than the standbys',
+      (s) => s.replace(/mode: async/, 'mode: sync\n    syncQuorum: 3'),
+      /bad\.yaml:\d+:\d+: spec\.replication\.syncQuorum: /,
+    ],
   ];
   for (const [what, mutate, expected] of bad) {
     it(`rejects ${what} with exit 2, file:line and the field, and leaves the store unchanged`, () => {
@@ -60,13 +92,34 @@ describe('pgop serve + get on the simulated provider', () => {
     expect(serve.code, serve.stderr).toBe(0);
     const json = JSON.parse(pgop(db, ['get', 'nodes', '-o', 'json']).stdout);
     expect(json.items).toHaveLength(3);
-    for (const k of ['cluster', 'name', 'state', 'role', 'goal', 'address', 'timeline', 'lsn', 'lag_bytes', 'last_transition', 'message']) {
+    for (const k of [
+      'cluster',
+      'name',
+      'state',
+      'role',
+      'goal',
+      'address',
+      'timeline',
+      'lsn',
+      'lag_bytes',
+      'last_transition',
+      'message',
+    ]) {
       expect(json.items[0]).toHaveProperty(k);
     }
     expect(json.items.filter((n: { role: string }) => n.role === 'primary')).toHaveLength(1);
-    expect(json.items.filter((n: { role: string; state: string }) => n.role === 'standby' && n.state === 'standby')).toHaveLength(2);
+    expect(
+      json.items.filter(
+        (n: { role: string; state: string }) => n.role === 'standby' && n.state === 'standby',
+      ),
+    ).toHaveLength(2);
     const clusters = JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout);
-    expect(clusters.items[0]).toMatchObject({ name: 'sim', generation: 1, phase: 'Healthy', primary: 'pg01' });
+    expect(clusters.items[0]).toMatchObject({
+      name: 'sim',
+      generation: 1,
+      phase: 'Healthy',
+      primary: 'pg01',
+    });
     expect(clusters.items[0].endpoint).toMatch(/:\d+$/);
     const table = pgop(db, ['get', 'nodes']).stdout;
     expect(table.split('\n')[0]).toMatch(/^CLUSTER\s+NAME\s+STATE\s+ROLE/);
@@ -89,11 +142,18 @@ describe('pgop serve + get on the simulated provider', () => {
     expect(d.code, d.stderr).toBe(0);
     expect(JSON.parse(pgop(db, ['get', 'clusters', '-o', 'json']).stdout).items).toEqual([]);
     // created again under the same name: its own event history, the old one on request (issue 19)
-    const rules = (args: string[]) => (JSON.parse(pgop(db, ['get', 'events', '--cluster', 'sim', '-o', 'json', ...args]).stdout).items as { rule: string }[]).map((e) => e.rule);
+    const rules = (args: string[]) =>
+      (
+        JSON.parse(pgop(db, ['get', 'events', '--cluster', 'sim', '-o', 'json', ...args]).stdout).items as {
+          rule: string;
+        }[]
+      ).map((e) => e.rule);
     expect(rules([])).toContain('delete.resources');
     pgop(db, ['apply', '-f', simSpec]);
     expect(rules([])).toEqual([]);
-    expect(rules(['--all-incarnations'])).toEqual(expect.arrayContaining(['bootstrap.init-primary', 'delete.resources']));
+    expect(rules(['--all-incarnations'])).toEqual(
+      expect.arrayContaining(['bootstrap.init-primary', 'delete.resources']),
+    );
   });
 
   it('refuses a second serve on the same store, naming the holder', async () => {
@@ -113,12 +173,23 @@ describe('pgop serve + get on the simulated provider', () => {
     }
   });
 
-  it('the real drivers load under Node\'s own ESM loader (vitest\'s CommonJS interop would hide a bad named import)', () => {
-    for (const m of ['src/drivers/lab/world.js', 'src/drivers/libvirt/world.js', 'src/cli/commands/host-key.js']) {
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(root, 'dist', m))})`], { encoding: 'utf8' });
+  it("the real drivers load under Node's own ESM loader (vitest's CommonJS interop would hide a bad named import)", () => {
+    for (const m of [
+      'src/drivers/lab/world.js',
+      'src/drivers/libvirt/world.js',
+      'src/cli/commands/host-key.js',
+    ]) {
+      const r = spawnSync(
+        process.execPath,
+        ['--input-type=module', '-e', `await import(${JSON.stringify(join(root, 'dist', m))})`],
+        { encoding: 'utf8' },
+      );
       expect(r.status, `${m}: ${r.stderr}`).toBe(0);
     }
-    expect(pgop(join(tmp(), 'pgop.db'), ['host-key', 'list'])).toMatchObject({ code: 0, stdout: 'no host keys pinned\n' });
+    expect(pgop(join(tmp(), 'pgop.db'), ['host-key', 'list'])).toMatchObject({
+      code: 0,
+      stdout: 'no host keys pinned\n',
+    });
   });
 
   it('creates the store with owner-only permissions', () => {

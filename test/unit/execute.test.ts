@@ -16,10 +16,12 @@ function recordingWorld(): { world: World; calls: string[] } {
     new Proxy(
       {},
       {
-        get: (_, method) => (..._args: unknown[]) => {
-          calls.push(`${part}.${String(method)}`);
-          return Promise.resolve();
-        },
+        get:
+          (_, method) =>
+          (..._args: unknown[]) => {
+            calls.push(`${part}.${String(method)}`);
+            return Promise.resolve();
+          },
       },
     );
   const world = { provider: driver('provider'), postgres: driver('postgres'), pool: driver('pool') };

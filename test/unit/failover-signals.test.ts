@@ -71,7 +71,10 @@ describe('PCP client', () => {
             // user_authenticate(): md5(md5(stored md5 + user) + salt)
             const want = md5(Buffer.concat([Buffer.from(md5(hashed + u)), salt]));
             if (u === user && sent === want) sock.write(msg('r', cstr('AuthenticationOK')));
-            else sock.end(msg('E', Buffer.concat([cstr('SERROR'), cstr('Mauthentication failed'), Buffer.from([0])])));
+            else
+              sock.end(
+                msg('E', Buffer.concat([cstr('SERROR'), cstr('Mauthentication failed'), Buffer.from([0])])),
+              );
           } else if (type === 'X') sock.end();
           else {
             const out = answer(type, body);
@@ -86,7 +89,9 @@ describe('PCP client', () => {
   }
 
   it('authenticates as pgpool checks it and sends promote, attach and detach in its layout', async () => {
-    const srv = await fakePgpool('s3cret', (type) => (type === 'C' ? msg('c', cstr('CommandComplete')) : msg('d', cstr('CommandComplete'))));
+    const srv = await fakePgpool('s3cret', (type) =>
+      type === 'C' ? msg('c', cstr('CommandComplete')) : msg('d', cstr('CommandComplete')),
+    );
     const target = { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' };
     await pcpRequest(target, { kind: 'promote', nodeId: 1 }, 2000);
     await pcpRequest(target, { kind: 'attach', nodeId: 2 }, 2000);
@@ -103,7 +108,10 @@ describe('PCP client', () => {
 
   it('an open session carries requests one after another, and is unusable once pgpool ends it', async () => {
     const srv = await fakePgpool('s3cret', (type) => msg(type === 'C' ? 'c' : 'd', cstr('CommandComplete')));
-    const session = await PcpSession.open({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, 2000);
+    const session = await PcpSession.open(
+      { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' },
+      2000,
+    );
     expect(session.usable).toBe(true);
     await session.request({ kind: 'attach', nodeId: 2 }, 2000);
     await session.request({ kind: 'promote', nodeId: 1 }, 2000);
@@ -113,28 +121,57 @@ describe('PCP client', () => {
     expect(session.usable).toBe(false);
     await expect(session.request({ kind: 'attach', nodeId: 2 }, 2000)).rejects.toThrow(/closed/);
     // pgpool ending the session (its PCP process restarts after a failover)
-    const again = await PcpSession.open({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, 2000);
+    const again = await PcpSession.open(
+      { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' },
+      2000,
+    );
     for (const s of srv.sockets) s.destroy();
     await new Promise((r) => setTimeout(r, 50));
     expect(again.usable).toBe(false);
   });
 
   it('says why pgpool refused, and refuses a wrong password', async () => {
-    const srv = await fakePgpool('s3cret', () => msg('E', Buffer.concat([cstr('SFATAL'), cstr('Minvalid promote request'), cstr('Dspecified node is already primary node, can\'t promote node id 1'), Buffer.from([0])])));
+    const srv = await fakePgpool('s3cret', () =>
+      msg(
+        'E',
+        Buffer.concat([
+          cstr('SFATAL'),
+          cstr('Minvalid promote request'),
+          cstr("Dspecified node is already primary node, can't promote node id 1"),
+          Buffer.from([0]),
+        ]),
+      ),
+    );
     const ok = { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' };
-    await expect(pcpRequest(ok, { kind: 'promote', nodeId: 1 }, 2000)).rejects.toThrow(/invalid promote request: specified node is already primary/);
-    await expect(pcpRequest({ ...ok, password: 'wrong' }, { kind: 'promote', nodeId: 1 }, 2000)).rejects.toBeInstanceOf(PcpRefused);
+    await expect(pcpRequest(ok, { kind: 'promote', nodeId: 1 }, 2000)).rejects.toThrow(
+      /invalid promote request: specified node is already primary/,
+    );
+    await expect(
+      pcpRequest({ ...ok, password: 'wrong' }, { kind: 'promote', nodeId: 1 }, 2000),
+    ).rejects.toBeInstanceOf(PcpRefused);
   });
 
   it('gives up within its timeout on a pgpool that never answers, and fails at once on a closed port', async () => {
     const srv = await fakePgpool('s3cret', () => null);
     const t0 = Date.now();
-    await expect(pcpRequest({ host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' }, { kind: 'attach', nodeId: 1 }, 300)).rejects.toThrow(/within 300 ms/);
+    await expect(
+      pcpRequest(
+        { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' },
+        { kind: 'attach', nodeId: 1 },
+        300,
+      ),
+    ).rejects.toThrow(/within 300 ms/);
     expect(Date.now() - t0).toBeLessThan(5000);
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((r) => closed.close(r));
-    await expect(pcpRequest({ host: '127.0.0.1', port, user: 'pgop', password: 'x' }, { kind: 'attach', nodeId: 1 }, 2000)).rejects.toThrow(/ECONNREFUSED/);
+    await expect(
+      pcpRequest(
+        { host: '127.0.0.1', port, user: 'pgop', password: 'x' },
+        { kind: 'attach', nodeId: 1 },
+        2000,
+      ),
+    ).rejects.toThrow(/ECONNREFUSED/);
   });
 });

@@ -7,8 +7,21 @@ import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Server } from 'ssh2';
-import { ensureKeyPair, generateKeyPair, publicOfPrivate, readKeyPair, removeKeyPair, type KeyPair } from '../../src/drivers/ssh/keys.js';
-import { SshShell, TRUST_NEXT_KEY, createMemoryPins, fingerprint, type HostKeyRefusal } from '../../src/drivers/ssh/shell.js';
+import {
+  ensureKeyPair,
+  generateKeyPair,
+  publicOfPrivate,
+  readKeyPair,
+  removeKeyPair,
+  type KeyPair,
+} from '../../src/drivers/ssh/keys.js';
+import {
+  SshShell,
+  TRUST_NEXT_KEY,
+  createMemoryPins,
+  fingerprint,
+  type HostKeyRefusal,
+} from '../../src/drivers/ssh/shell.js';
 import { PgopError } from '../../src/errors.js';
 import { Store } from '../../src/store/store.js';
 import { simSpec } from '../helpers/sim-spec.js';
@@ -64,7 +77,9 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     const { writeFileSync } = await import('node:fs');
     writeFileSync(operatorPath, operator.privateKey, { mode: 0o600 });
     server = new Server({ hostKeys: [hostKey.privateKey] }, (client) => {
-      client.on('authentication', (ctx) => (ctx.method === 'publickey' ? ctx.accept() : ctx.reject(['publickey'])));
+      client.on('authentication', (ctx) =>
+        ctx.method === 'publickey' ? ctx.accept() : ctx.reject(['publickey']),
+      );
       client.on('ready', () => {
         client.on('session', (accept) => {
           const session = accept();
@@ -104,9 +119,13 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     const err = await attempt(pins, refusals).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PgopError);
     expect((err as PgopError).kind).toBe('terminal');
-    expect((err as PgopError).message).toMatch(/host key refused: it presented SHA256:\S+, and no key is pinned for it/);
+    expect((err as PgopError).message).toMatch(
+      /host key refused: it presented SHA256:\S+, and no key is pinned for it/,
+    );
     expect(pins.all().size).toBe(0);
-    expect(refusals).toEqual([expect.objectContaining({ id: 't/n1', expected: null, presented: fingerprint(hostKey.keyB64) })]);
+    expect(refusals).toEqual([
+      expect.objectContaining({ id: 't/n1', expected: null, presented: fingerprint(hostKey.keyB64) }),
+    ]);
   });
 
   it('refuses another key, naming the pinned and the presented fingerprints', async () => {
@@ -116,9 +135,14 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     const refusals: HostKeyRefusal[] = [];
     const err = (await attempt(pins, refusals).catch((e: unknown) => e)) as PgopError;
     expect(err.kind).toBe('terminal');
-    expect(err.message).toContain(`it presented ${fingerprint(hostKey.keyB64)}, but the key pinned for it is ${fingerprint(other.keyB64)}`);
+    expect(err.message).toContain(
+      `it presented ${fingerprint(hostKey.keyB64)}, but the key pinned for it is ${fingerprint(other.keyB64)}`,
+    );
     expect(pins.getPinned('t/n1')!.keyB64).toBe(other.keyB64); // unchanged
-    expect(refusals[0]).toMatchObject({ expected: fingerprint(other.keyB64), presented: fingerprint(hostKey.keyB64) });
+    expect(refusals[0]).toMatchObject({
+      expected: fingerprint(other.keyB64),
+      presented: fingerprint(hostKey.keyB64),
+    });
   });
 
   it('after `host-key forget` (an explicit placeholder) the next key is accepted once and pinned', async () => {
@@ -146,7 +170,6 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     }
   });
 });
-
 
 describe('pgop host-key list | forget', () => {
   const capture = async (fn: () => Promise<number>) => {
@@ -178,8 +201,18 @@ describe('pgop host-key list | forget', () => {
     expect(list.stdout).toMatch(/^CLUSTER\s+NODE\s+ALGO\s+FINGERPRINT\s+PINNED\n/);
     expect(list.stdout).toContain(`c1       pg01  ssh-ed25519  ${fingerprint(k1.keyB64)}`);
     expect(list.stdout).not.toContain(k1.keyB64); // no key material, fingerprints only
-    const json = JSON.parse((await capture(() => hostKeyListCommand(db, { cluster: 'c1', output: 'json' }))).stdout);
-    expect(json.items).toEqual([{ cluster: 'c1', node: 'pg01', algo: 'ssh-ed25519', fingerprint: fingerprint(k1.keyB64), pinnedAt: '2026-01-01T00:00:00.000Z' }]);
+    const json = JSON.parse(
+      (await capture(() => hostKeyListCommand(db, { cluster: 'c1', output: 'json' }))).stdout,
+    );
+    expect(json.items).toEqual([
+      {
+        cluster: 'c1',
+        node: 'pg01',
+        algo: 'ssh-ed25519',
+        fingerprint: fingerprint(k1.keyB64),
+        pinnedAt: '2026-01-01T00:00:00.000Z',
+      },
+    ]);
     await expect(hostKeyListCommand(db, { cluster: 'nope' })).rejects.toThrow(/no such cluster/);
 
     const forget = await capture(() => hostKeyForgetCommand(db, 'c1', 'pg01'));
@@ -190,7 +223,9 @@ describe('pgop host-key list | forget', () => {
     expect(after.getHostKey('c1', 'pg01')).toMatchObject({ algo: TRUST_NEXT_KEY });
     expect(after.listEvents({ cluster: 'c1' }).map((e) => e.ruleId)).toEqual(['ssh.host-key-forgotten']);
     after.close();
-    expect((await capture(() => hostKeyListCommand(db, {}))).stdout).toContain('(forgotten: the next key presented will be accepted)');
+    expect((await capture(() => hostKeyListCommand(db, {}))).stdout).toContain(
+      '(forgotten: the next key presented will be accepted)',
+    );
     await expect(hostKeyForgetCommand(db, 'c1', 'pg09')).rejects.toThrow(/no such machine/);
   });
 });

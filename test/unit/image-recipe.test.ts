@@ -6,7 +6,17 @@ import { cpSync, mkdtempSync, writeFileSync, chmodSync, readFileSync } from 'nod
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULTS, DEFAULT_PACKAGES, isUpToDate, parseManifest, recipeHash, resolveBuildOptions, rootfsCachePath, scriptArgs, type RecipeInputs } from '../../src/image/recipe.js';
+import {
+  DEFAULTS,
+  DEFAULT_PACKAGES,
+  isUpToDate,
+  parseManifest,
+  recipeHash,
+  resolveBuildOptions,
+  rootfsCachePath,
+  scriptArgs,
+  type RecipeInputs,
+} from '../../src/image/recipe.js';
 import { imageSourceDir, readRecipeFiles, hashOf } from '../../src/image/build.js';
 import { Progress } from '../../src/image/progress.js';
 import { PgopError } from '../../src/errors.js';
@@ -45,7 +55,10 @@ describe('recipeHash', () => {
     ['the size', { sizeGiB: 4 }],
     ['the label', { label: 'other' }],
     ['compression', { compress: true }],
-    ['one byte of the script', { files: [{ path: 'build-image.sh', content: 'echo hi \n' }, base.files[1]!] }],
+    [
+      'one byte of the script',
+      { files: [{ path: 'build-image.sh', content: 'echo hi \n' }, base.files[1]!] },
+    ],
     ['a config file renamed', { files: [base.files[0]!, { path: 'files/etc/y.cfg', content: 'x: 1\n' }] }],
     ['a config file added', { files: [...base.files, { path: 'files/etc/z', content: '' }] }],
   ];
@@ -90,7 +103,19 @@ describe('the shipped recipe', () => {
   });
 
   it('names the packages the guest needs (python3-cffi-backend explicitly: debootstrap misses virtual packages)', () => {
-    for (const p of ['linux-image-cloud-amd64', 'cloud-init', 'openssh-server', 'postgresql-15', 'pgpool2', 'postgresql-15-pgpool2', 'python3-cffi-backend', 'qemu-guest-agent', 'lvm2', 'xfsprogs', 'locales'])
+    for (const p of [
+      'linux-image-cloud-amd64',
+      'cloud-init',
+      'openssh-server',
+      'postgresql-15',
+      'pgpool2',
+      'postgresql-15-pgpool2',
+      'python3-cffi-backend',
+      'qemu-guest-agent',
+      'lvm2',
+      'xfsprogs',
+      'locales',
+    ])
       expect(DEFAULT_PACKAGES).toContain(p);
   });
 });
@@ -121,12 +146,23 @@ describe('resolveBuildOptions', () => {
     expect(resolveBuildOptions({}, '/spec/img.qcow2').output).toBe('/spec/img.qcow2');
   });
 
-  it('adds extra packages once, comma or space separated; trims the mirror\'s trailing slash', () => {
-    const o = resolveBuildOptions({ addPackages: 'htop, vim  htop,cloud-init', mirror: 'http://deb.debian.org/debian/', sizeGib: '5', force: true, compress: true });
+  it("adds extra packages once, comma or space separated; trims the mirror's trailing slash", () => {
+    const o = resolveBuildOptions({
+      addPackages: 'htop, vim  htop,cloud-init',
+      mirror: 'http://deb.debian.org/debian/',
+      sizeGib: '5',
+      force: true,
+      compress: true,
+    });
     expect(o.packages.filter((p) => p === 'htop')).toHaveLength(1);
     expect(o.packages.filter((p) => p === 'cloud-init')).toHaveLength(1);
     expect(o.packages.slice(-2)).toEqual(['htop', 'vim']);
-    expect(o).toMatchObject({ mirror: 'http://deb.debian.org/debian', sizeGiB: 5, force: true, compress: true });
+    expect(o).toMatchObject({
+      mirror: 'http://deb.debian.org/debian',
+      sizeGiB: 5,
+      force: true,
+      compress: true,
+    });
   });
 
   const bad: [string, Parameters<typeof resolveBuildOptions>[0], RegExp][] = [
@@ -164,7 +200,9 @@ describe('rootfsCachePath', () => {
     const p = rootfsCachePath(o);
     expect(p).toMatch(/^\/var\/cache\/pgop\/image\/rootfs\/rootfs-bookworm-[0-9a-f]{16}\.tar$/);
     expect(rootfsCachePath({ ...o, packages: [...o.packages].reverse() })).toBe(p);
-    expect(rootfsCachePath(resolveBuildOptions({ output: '/x/y.qcow2', sizeGib: 8, compress: true }))).toBe(p);
+    expect(rootfsCachePath(resolveBuildOptions({ output: '/x/y.qcow2', sizeGib: 8, compress: true }))).toBe(
+      p,
+    );
     expect(rootfsCachePath(resolveBuildOptions({ addPackages: 'htop' }))).not.toBe(p);
     expect(rootfsCachePath(resolveBuildOptions({ mirror: 'http://mirror.example/debian' }))).not.toBe(p);
     expect(rootfsCachePath(resolveBuildOptions({ suite: 'trixie' }))).toMatch(/rootfs-trixie-/);
@@ -189,8 +227,12 @@ describe('scriptArgs', () => {
 
   it('refuses packages or labels that did not come through validation', () => {
     const o = resolveBuildOptions({});
-    expect(() => scriptArgs({ ...o, packages: ['ok', 'a b'] }, '/a', '/b', '/c')).toThrow(/not a Debian package name/);
-    expect(() => scriptArgs({ ...o, label: 'a label that is far too long' }, '/a', '/b', '/c')).toThrow(/bad filesystem label/);
+    expect(() => scriptArgs({ ...o, packages: ['ok', 'a b'] }, '/a', '/b', '/c')).toThrow(
+      /not a Debian package name/,
+    );
+    expect(() => scriptArgs({ ...o, label: 'a label that is far too long' }, '/a', '/b', '/c')).toThrow(
+      /bad filesystem label/,
+    );
   });
 });
 
@@ -268,14 +310,21 @@ describe('Progress (terminal)', () => {
     const text = out.join('');
     expect(text).toContain('\r\x1b[K');
     expect(text).toMatch(/configure the system\s+0\.5 s\s+total 0\.5 s\s+Generating locales/);
-    expect(text.endsWith('  done  configure the system' + ' '.repeat(44 - 'configure the system'.length) + '    3.0 s\n')).toBe(true);
-    for (const chunk of out) for (const line of chunk.split('\r')) expect(line.replace('\x1b[K', '').replace(/\n$/, '').length).toBeLessThanOrEqual(99);
+    expect(
+      text.endsWith(
+        '  done  configure the system' + ' '.repeat(44 - 'configure the system'.length) + '    3.0 s\n',
+      ),
+    ).toBe(true);
+    for (const chunk of out)
+      for (const line of chunk.split('\r'))
+        expect(line.replace('\x1b[K', '').replace(/\n$/, '').length).toBeLessThanOrEqual(99);
   });
 });
 
 describe('pgop image build (CLI arguments)', () => {
   const bin = join(new URL('../../', import.meta.url).pathname, 'bin/pgop');
-  const run = (args: string[]) => spawnSync(process.execPath, [bin, 'image', 'build', ...args], { encoding: 'utf8' });
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [bin, 'image', 'build', ...args], { encoding: 'utf8' });
   it('rejects bad flags with exit 4 before building anything', () => {
     const r = run(['--size-gib', '1', '-o', join(tmpdir(), 'never.qcow2')]);
     expect(r.status).toBe(4);

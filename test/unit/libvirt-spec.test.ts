@@ -17,7 +17,16 @@ const image = join(dir, 'base.qcow2');
 writeFileSync(image, 'not really qcow2, but a file');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const SPEC = (o: { uri?: string; image?: string; hypervisor?: string; pg2?: string; pool?: string; gateway?: string } = {}) => `apiVersion: pgop.dev/v1
+const SPEC = (
+  o: {
+    uri?: string;
+    image?: string;
+    hypervisor?: string;
+    pg2?: string;
+    pool?: string;
+    gateway?: string;
+  } = {},
+) => `apiVersion: pgop.dev/v1
 kind: Cluster
 metadata:
   name: lv
@@ -73,7 +82,8 @@ describe('libvirt settings at apply', () => {
         file: 'lv.yaml',
         ...at(text, 'baseImage'),
         path: 'spec.provider.baseImage',
-        message: 'base image /var/lib/pgop/images/nope.qcow2 does not exist on this machine (the hypervisor of qemu:///system): build it with `pgop image build` or point baseImage at a downloaded cloud image',
+        message:
+          'base image /var/lib/pgop/images/nope.qcow2 does not exist on this machine (the hypervisor of qemu:///system): build it with `pgop image build` or point baseImage at a downloaded cloud image',
       },
     ]);
     // pure parsing (diff, tests) does not look at the machine
@@ -83,51 +93,95 @@ describe('libvirt settings at apply', () => {
   it('a base image that is a directory is refused too', () => {
     const d = join(dir, 'imgdir');
     mkdirSync(d, { recursive: true });
-    expect(problems(SPEC({ image: d })).map((p) => p.message)).toEqual([expect.stringContaining(`${d} is not a file`)]);
+    expect(problems(SPEC({ image: d })).map((p) => p.message)).toEqual([
+      expect.stringContaining(`${d} is not a file`),
+    ]);
   });
 
   it('remote and test-driver hypervisors are not checked here; a local node hypervisor is', () => {
     const missing = '/var/lib/pgop/images/nope.qcow2';
     expect(problems(SPEC({ uri: 'qemu+ssh://root@hv1/system', image: missing }))).toEqual([]);
     expect(problems(SPEC({ uri: 'test+unix:///default?socket=/tmp/s', image: missing }))).toEqual([]);
-    expect(problems(SPEC({ uri: 'qemu+ssh://root@hv1/system', image: missing, hypervisor: 'qemu:///system' })).map((p) => p.path)).toEqual(['spec.provider.baseImage']);
+    expect(
+      problems(SPEC({ uri: 'qemu+ssh://root@hv1/system', image: missing, hypervisor: 'qemu:///system' })).map(
+        (p) => p.path,
+      ),
+    ).toEqual(['spec.provider.baseImage']);
   });
 
   it('an unknown URI scheme, in the provider or a node', () => {
     const text = SPEC({ uri: 'vmware://host/x' });
     expect(problems(text)).toEqual([
-      { file: 'lv.yaml', ...at(text, 'uri'), path: 'spec.provider.uri', message: expect.stringMatching(/^unknown URI scheme "vmware": must be one of qemu, /) },
+      {
+        file: 'lv.yaml',
+        ...at(text, 'uri'),
+        path: 'spec.provider.uri',
+        message: expect.stringMatching(/^unknown URI scheme "vmware": must be one of qemu, /),
+      },
     ]);
     const node = SPEC({ hypervisor: 'xen://h/' });
-    expect(problems(node).map((p) => [p.path, p.line])).toEqual([['spec.nodes[0].hypervisor', at(node, 'address').line]]);
-    expect(problems(SPEC({ uri: 'not a uri' })).map((p) => p.message)).toEqual([expect.stringMatching(/must be a libvirt URI like qemu:\/\/\/system/)]);
+    expect(problems(node).map((p) => [p.path, p.line])).toEqual([
+      ['spec.nodes[0].hypervisor', at(node, 'address').line],
+    ]);
+    expect(problems(SPEC({ uri: 'not a uri' })).map((p) => p.message)).toEqual([
+      expect.stringMatching(/must be a libvirt URI like qemu:\/\/\/system/),
+    ]);
   });
 
   it('addresses outside the network: a node, the pgpool host, the gateway', () => {
     const text = SPEC({ pg2: '10.61.0.12', pool: '192.168.1.20' });
-    expect(problems(text).map((p) => ({ path: p.path, line: p.line, column: p.column, message: p.message }))).toEqual([
-      { path: 'spec.nodes[1].address', line: at(text, 'address', 1).line, column: expect.any(Number), message: '10.61.0.12 is outside the network 10.60.0.0/24 (spec.provider.network.cidr)' },
-      { path: 'spec.pgpool.address', ...at(text, 'address', 2), message: '192.168.1.20 is outside the network 10.60.0.0/24 (spec.provider.network.cidr)' },
+    expect(
+      problems(text).map((p) => ({ path: p.path, line: p.line, column: p.column, message: p.message })),
+    ).toEqual([
+      {
+        path: 'spec.nodes[1].address',
+        line: at(text, 'address', 1).line,
+        column: expect.any(Number),
+        message: '10.61.0.12 is outside the network 10.60.0.0/24 (spec.provider.network.cidr)',
+      },
+      {
+        path: 'spec.pgpool.address',
+        ...at(text, 'address', 2),
+        message: '192.168.1.20 is outside the network 10.60.0.0/24 (spec.provider.network.cidr)',
+      },
     ]);
     const gw = SPEC({ gateway: '10.70.0.1' });
-    expect(problems(gw).map((p) => [p.path, p.line])).toEqual([['spec.provider.network.gateway', at(gw, 'gateway').line]]);
+    expect(problems(gw).map((p) => [p.path, p.line])).toEqual([
+      ['spec.provider.network.gateway', at(gw, 'gateway').line],
+    ]);
   });
 });
 
 describe('pgop apply with malformed libvirt settings', () => {
   beforeAll(() => {
-    if (!existsSync(join(root, 'dist/src/cli/main.js'))) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+    if (!existsSync(join(root, 'dist/src/cli/main.js')))
+      execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
   });
 
   const pgop = (db: string, args: string[]) => {
-    const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', env: { ...process.env, PGOP_DB: '' } });
+    const r = spawnSync(process.execPath, [bin, '--db', db, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, PGOP_DB: '' },
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
   const cases: [string, string, RegExp][] = [
-    ['a missing base image', SPEC({ image: '/var/lib/pgop/images/nope.qcow2' }), /bad\.yaml:9:16: spec\.provider\.baseImage: base image \/var\/lib\/pgop\/images\/nope\.qcow2 does not exist/],
-    ['an unknown URI scheme', SPEC({ uri: 'vmware://h/x' }), /bad\.yaml:8:10: spec\.provider\.uri: unknown URI scheme "vmware"/],
-    ['an address outside the network', SPEC({ pg2: '10.61.0.12' }), /bad\.yaml:19:\d+: spec\.nodes\[1\]\.address: 10\.61\.0\.12 is outside the network/],
+    [
+      'a missing base image',
+      SPEC({ image: '/var/lib/pgop/images/nope.qcow2' }),
+      /bad\.yaml:9:16: spec\.provider\.baseImage: base image \/var\/lib\/pgop\/images\/nope\.qcow2 does not exist/,
+    ],
+    [
+      'an unknown URI scheme',
+      SPEC({ uri: 'vmware://h/x' }),
+      /bad\.yaml:8:10: spec\.provider\.uri: unknown URI scheme "vmware"/,
+    ],
+    [
+      'an address outside the network',
+      SPEC({ pg2: '10.61.0.12' }),
+      /bad\.yaml:19:\d+: spec\.nodes\[1\]\.address: 10\.61\.0\.12 is outside the network/,
+    ],
   ];
   for (const [what, text, expected] of cases) {
     it(`rejects ${what}: exit 2, file:line:col, nothing stored`, () => {
@@ -148,6 +202,9 @@ describe('pgop apply with malformed libvirt settings', () => {
     const db = join(d, 'pgop.db');
     const file = join(d, 'good.yaml');
     writeFileSync(file, SPEC());
-    expect(pgop(db, ['apply', '-f', file])).toMatchObject({ code: 0, stdout: 'cluster/lv created (generation 1)\n' });
+    expect(pgop(db, ['apply', '-f', file])).toMatchObject({
+      code: 0,
+      stdout: 'cluster/lv created (generation 1)\n',
+    });
   });
 });

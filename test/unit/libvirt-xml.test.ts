@@ -20,7 +20,15 @@ import {
   xmlEscape,
   type DomainXmlInput,
 } from '../../src/drivers/libvirt/xml.js';
-import { POOL_HOST, allMachines, clusterUris, domainName, macFor, machinePlan, volumeNames } from '../../src/drivers/libvirt/names.js';
+import {
+  POOL_HOST,
+  allMachines,
+  clusterUris,
+  domainName,
+  macFor,
+  machinePlan,
+  volumeNames,
+} from '../../src/drivers/libvirt/names.js';
 import { PGOP_XMLNS } from '../../src/drivers/libvirt/names.js';
 import { parseSpecText } from '../../src/spec/parse.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
@@ -87,7 +95,12 @@ describe('renderDomainXml', () => {
       { dev: 'vdb', bus: 'virtio' },
       { dev: 'hdc', bus: 'ide' },
     ]);
-    expect(allAttrs(xml, 'source').map((s) => s.file ?? s.network)).toEqual([base.rootDisk, base.dataDisk, base.seedIso, 'pgop-critlib']);
+    expect(allAttrs(xml, 'source').map((s) => s.file ?? s.network)).toEqual([
+      base.rootDisk,
+      base.dataDisk,
+      base.seedIso,
+      'pgop-critlib',
+    ]);
     expect(xml).toMatch(/<disk type='file' device='cdrom'>[\s\S]*<readonly\/>[\s\S]*<\/disk>/);
     expect(xml).toContain("<mac address='52:54:00:12:34:56'/>");
     expect(xml).toContain("<serial type='pty'>");
@@ -115,7 +128,7 @@ describe('renderDomainXml', () => {
     expect(xmlEscape(`<"'&>`)).toBe('&lt;&quot;&apos;&amp;&gt;');
   });
 
-  it.skipIf(!canValidate)('passes libvirt\'s domain schema (both types, with and without data disk)', () => {
+  it.skipIf(!canValidate)("passes libvirt's domain schema (both types, with and without data disk)", () => {
     validate(renderDomainXml(base), 'domain');
     validate(renderDomainXml({ ...base, type: 'kvm', dataDisk: null, serialLog: undefined }), 'domain');
   });
@@ -133,7 +146,7 @@ describe('network, pool and volume XML', () => {
     ],
   });
 
-  it('a NAT network with only static reservations, marked as pgop\'s', () => {
+  it("a NAT network with only static reservations, marked as pgop's", () => {
     expect(net).toContain("<forward mode='nat'/>");
     expect(net).not.toContain('<range');
     const f = networkFacts(net);
@@ -147,10 +160,21 @@ describe('network, pool and volume XML', () => {
         { mac: '52:54:00:aa:bb:02', name: 'critlib-pg02', ip: '10.9.0.12' },
       ],
     });
-    expect(networkFacts(renderNetworkXml({ name: 'n', cluster: 'c', gateway: '10.0.0.1', prefixLen: 16, bridge: 'pgbr0', hosts: [] })).bridge).toBe('pgbr0');
+    expect(
+      networkFacts(
+        renderNetworkXml({
+          name: 'n',
+          cluster: 'c',
+          gateway: '10.0.0.1',
+          prefixLen: 16,
+          bridge: 'pgbr0',
+          hosts: [],
+        }),
+      ).bridge,
+    ).toBe('pgbr0');
   });
 
-  it('reads libvirt\'s own output: netmask instead of prefix, a stored metadata prefix, foreign networks', () => {
+  it("reads libvirt's own output: netmask instead of prefix, a stored metadata prefix, foreign networks", () => {
     const dumped = `<network>
   <name>default</name>
   <metadata>
@@ -173,7 +197,12 @@ describe('network, pool and volume XML', () => {
   });
 
   it('volumes: qcow2 overlay with backing store, raw seed; facts read back', () => {
-    const vol = renderVolumeXml({ name: 'c-n-root.qcow2', capacityBytes: 20 * 1024 ** 3, format: 'qcow2', backing: { path: '/img/base.qcow2', format: 'qcow2' } });
+    const vol = renderVolumeXml({
+      name: 'c-n-root.qcow2',
+      capacityBytes: 20 * 1024 ** 3,
+      format: 'qcow2',
+      backing: { path: '/img/base.qcow2', format: 'qcow2' },
+    });
     expect(vol).toContain('<backingStore>');
     const dumped = `<volume type='file'>
   <name>c-n-root.qcow2</name>
@@ -189,15 +218,30 @@ describe('network, pool and volume XML', () => {
     <format type='qcow2'/>
   </backingStore>
 </volume>`;
-    expect(volumeFacts(dumped)).toEqual({ path: '/p/c-n-root.qcow2', capacityBytes: 20 * 1024 ** 3, format: 'qcow2', backingPath: '/img/base.qcow2' });
-    expect(volumeFacts(renderVolumeXml({ name: 's.iso', capacityBytes: 374784, format: 'raw' }))).toMatchObject({ capacityBytes: 374784, backingPath: null });
+    expect(volumeFacts(dumped)).toEqual({
+      path: '/p/c-n-root.qcow2',
+      capacityBytes: 20 * 1024 ** 3,
+      format: 'qcow2',
+      backingPath: '/img/base.qcow2',
+    });
+    expect(
+      volumeFacts(renderVolumeXml({ name: 's.iso', capacityBytes: 374784, format: 'raw' })),
+    ).toMatchObject({ capacityBytes: 374784, backingPath: null });
     expect(poolPathOf(renderPoolXml('pgop', '/var/lib/pgop/pool'))).toBe('/var/lib/pgop/pool');
   });
 
-  it.skipIf(!canValidate)('passes libvirt\'s network, pool and volume schemas', () => {
+  it.skipIf(!canValidate)("passes libvirt's network, pool and volume schemas", () => {
     validate(net, 'network');
     validate(renderPoolXml('pgop', '/var/lib/pgop/pool'), 'storagepool');
-    validate(renderVolumeXml({ name: 'c-n-root.qcow2', capacityBytes: 1 << 30, format: 'qcow2', backing: { path: '/img/b.qcow2', format: 'qcow2' } }), 'storagevol');
+    validate(
+      renderVolumeXml({
+        name: 'c-n-root.qcow2',
+        capacityBytes: 1 << 30,
+        format: 'qcow2',
+        backing: { path: '/img/b.qcow2', format: 'qcow2' },
+      }),
+      'storagevol',
+    );
     validate(renderVolumeXml({ name: 'c-n-seed.iso', capacityBytes: 374784, format: 'raw' }), 'storagevol');
   });
 });
@@ -206,7 +250,9 @@ describe('names and MACs', () => {
   it('MACs are deterministic, locally administered KVM addresses, distinct per node and cluster', () => {
     expect(macFor('critlib', 'pg01')).toBe(macFor('critlib', 'pg01'));
     expect(macFor('critlib', 'pg01')).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
-    const macs = new Set(['pg01', 'pg02', 'pg03', 'pool'].flatMap((n) => [macFor('critlib', n), macFor('other', n)]));
+    const macs = new Set(
+      ['pg01', 'pg02', 'pg03', 'pool'].flatMap((n) => [macFor('critlib', n), macFor('other', n)]),
+    );
     expect(macs.size).toBe(8);
   });
 
@@ -224,10 +270,19 @@ describe('names and MACs', () => {
       rootDiskGiB: 30,
       dataDiskGiB: 50,
       dhcpName: 'critlib-pg01',
-      volumes: { root: 'critlib-pg01-root.qcow2', data: 'critlib-pg01-data.qcow2', seed: 'critlib-pg01-seed.iso' },
+      volumes: {
+        root: 'critlib-pg01-root.qcow2',
+        data: 'critlib-pg01-data.qcow2',
+        seed: 'critlib-pg01-seed.iso',
+      },
     });
     expect(machinePlan(s, s.nodes[1]!).uri).toBe('qemu+ssh://h2/system');
-    expect(machinePlan(s, POOL_HOST)).toMatchObject({ domain: 'critlib-pool', address: '10.9.0.20', dataDiskGiB: 0, volumes: { data: null } });
+    expect(machinePlan(s, POOL_HOST)).toMatchObject({
+      domain: 'critlib-pool',
+      address: '10.9.0.20',
+      dataDiskGiB: 0,
+      volumes: { data: null },
+    });
     expect(allMachines(s).map((x) => x.name)).toEqual(['pg01', 'pg02', 'pool']);
     expect(clusterUris(s)).toEqual(['qemu:///system', 'qemu+ssh://h2/system']);
     expect(domainName('a', 'b')).toBe('a-b');
@@ -248,13 +303,19 @@ describe('names and MACs', () => {
       if (other) pair = [other, name];
       else seen.set(mac, name);
     }
-    const clash = { ...s, nodes: [{ ...s.nodes[0]!, name: pair[0] }, { ...s.nodes[0]!, name: pair[1], address: '10.9.0.13' }] };
+    const clash = {
+      ...s,
+      nodes: [
+        { ...s.nodes[0]!, name: pair[0] },
+        { ...s.nodes[0]!, name: pair[1], address: '10.9.0.13' },
+      ],
+    };
     expect(() => allMachines(clash)).toThrow(/collides/);
   });
 });
 
 describe('virsh session quoting', () => {
-  it('single-quotes every argument for virsh\'s parser and refuses line breaks', async () => {
+  it("single-quotes every argument for virsh's parser and refuses line breaks", async () => {
     const { virshQuote } = await import('../../src/drivers/libvirt/virsh.js');
     expect(virshQuote('net-update')).toBe("'net-update'");
     expect(virshQuote("<host mac='a'/>")).toBe("'<host mac='\\''a'\\''/>'");

@@ -6,7 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { getShortestPaths } from 'xstate/graph';
 import { createMachine } from 'xstate';
 import { nodeMachine, snapshotFor, stepNode } from '../../machines/node-machine.js';
-import { NODE_EDGES, NODE_EVENTS, NODE_GOALS, NODE_STATES, type NodeState } from '../../machines/node-edges.js';
+import {
+  NODE_EDGES,
+  NODE_EVENTS,
+  NODE_GOALS,
+  NODE_STATES,
+  type NodeState,
+} from '../../machines/node-edges.js';
 
 const allEvents = NODE_EVENTS.map((type) => ({ type }));
 /** Reaching a serving goal must not go through removing the node or losing its machine: those
@@ -15,7 +21,10 @@ const servingEvents = allEvents.filter((e) => e.type !== 'node.unwanted' && e.ty
 
 /** States reachable from `from` in `machine`, by its own transition function. */
 function reachableStates(machine: typeof nodeMachine, from: NodeState, events = allEvents): Set<string> {
-  const paths = getShortestPaths(machine, { events, fromState: machine.resolveState({ value: from, context: {} }) });
+  const paths = getShortestPaths(machine, {
+    events,
+    fromState: machine.resolveState({ value: from, context: {} }),
+  });
   return new Set(paths.map((p) => String(p.state.value)));
 }
 
@@ -26,7 +35,7 @@ function dead(machine: typeof nodeMachine): string[] {
     const any = reachableStates(machine, s);
     const serving = reachableStates(machine, s, servingEvents);
     for (const g of NODE_GOALS) {
-      const ok = g === 'absent' ? any.has(g) : serving.has(g) || (s === g);
+      const ok = g === 'absent' ? any.has(g) : serving.has(g) || s === g;
       if (!ok) problems.push(`${s} cannot reach goal ${g}`);
     }
   }
@@ -41,7 +50,10 @@ describe('node machine graph', () => {
   it('every state has at least one way out', () => {
     for (const s of NODE_STATES) {
       const snap = snapshotFor(s);
-      expect(allEvents.some((e) => snap.can(e)), `${s} has no outgoing edge`).toBe(true);
+      expect(
+        allEvents.some((e) => snap.can(e)),
+        `${s} has no outgoing edge`,
+      ).toBe(true);
     }
   });
 
@@ -56,14 +68,30 @@ describe('node machine graph', () => {
       if (dead(m).length > 0) caught.push(`${skip.from} --${skip.event}-->`);
     }
     // The edges every recovery depends on must be among them.
-    for (const e of ['absent --node.wanted-->', 'fenced --fence.released-->', 'standby --primary.elected-->', 'primary --probe.failed-->', 'deleting --machine.fenced-->']) {
+    for (const e of [
+      'absent --node.wanted-->',
+      'fenced --fence.released-->',
+      'standby --primary.elected-->',
+      'primary --probe.failed-->',
+      'deleting --machine.fenced-->',
+    ]) {
       expect(caught).toContain(e);
     }
   });
 
   it('stepping is pure and returns the edge actor', () => {
-    expect(stepNode('absent', 'node.wanted')).toEqual({ from: 'absent', to: 'provisioned', event: 'node.wanted', actor: 'provisionVm' });
-    expect(stepNode('primary', 'probe.failed')).toEqual({ from: 'primary', to: 'fenced', event: 'probe.failed', actor: 'fenceNode' });
+    expect(stepNode('absent', 'node.wanted')).toEqual({
+      from: 'absent',
+      to: 'provisioned',
+      event: 'node.wanted',
+      actor: 'provisionVm',
+    });
+    expect(stepNode('primary', 'probe.failed')).toEqual({
+      from: 'primary',
+      to: 'fenced',
+      event: 'probe.failed',
+      actor: 'fenceNode',
+    });
     expect(stepNode('absent', 'probe.failed')).toBeNull();
   });
 

@@ -3,7 +3,8 @@ import { assertSafePath, shVar } from '../../src/drivers/ssh/node-fs.js';
 
 describe('assertSafePath: the one check every spec path passes before a node script', () => {
   it('accepts plain absolute paths and drops a trailing slash', () => {
-    for (const p of ['/u01/pg15/data', '/var/log/postgres', '/u02/archive', '/opt/pg-15_x.y']) expect(assertSafePath('p', p)).toBe(p);
+    for (const p of ['/u01/pg15/data', '/var/log/postgres', '/u02/archive', '/opt/pg-15_x.y'])
+      expect(assertSafePath('p', p)).toBe(p);
     expect(assertSafePath('p', '/u01/pg15/data/')).toBe('/u01/pg15/data');
   });
 
@@ -25,7 +26,10 @@ describe('assertSafePath: the one check every spec path passes before a node scr
       '/u01/x\0',
       `/${'a'.repeat(2000)}`,
     ];
-    for (const p of bad) expect(() => assertSafePath('postgres.logDir', p), JSON.stringify(p)).toThrow(expect.objectContaining({ kind: 'terminal' }));
+    for (const p of bad)
+      expect(() => assertSafePath('postgres.logDir', p), JSON.stringify(p)).toThrow(
+        expect.objectContaining({ kind: 'terminal' }),
+      );
   });
 
   it('inner scripts are single-quoted shell variables: a single quote in one is a bug', () => {

@@ -68,7 +68,8 @@ describe('pgpool.conf', () => {
     expect(c.listen_addresses).toBe("'10.77.0.10'");
     expect(c.port).toBe('9999');
     expect(c.pcp_port).toBe('9898');
-    for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir']) expect(c[k]).toBe("'/u01/pgpool/run'");
+    for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir'])
+      expect(c[k]).toBe("'/u01/pgpool/run'");
     expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
     // logdir holds only pgpool_status, synced at each status change during a failover
     expect(c.logdir).toBe("'/run/pgop-pgpool'");
@@ -92,11 +93,15 @@ describe('pgpool.conf', () => {
       require_write(paths.pcp, renderPcpConf('x'));
       let out = '';
       try {
-        execFileSync('/usr/sbin/pgpool', ['-f', paths.conf, '-a', paths.hba, '-F', paths.pcp, 'stop'], { stdio: 'pipe' });
+        execFileSync('/usr/sbin/pgpool', ['-f', paths.conf, '-a', paths.hba, '-F', paths.pcp, 'stop'], {
+          stdio: 'pipe',
+        });
       } catch (e) {
         out = String((e as { stderr: Buffer }).stderr);
       }
-      expect(out).not.toMatch(/syntax error|invalid value|unrecognized configuration parameter|WARNING|could not open configuration/i);
+      expect(out).not.toMatch(
+        /syntax error|invalid value|unrecognized configuration parameter|WARNING|could not open configuration/i,
+      );
       expect(out).toMatch(/pid file|could not open pid/i);
     } finally {
       execFileSync('rm', ['-rf', dir]);
@@ -128,12 +133,17 @@ describe('pool_hba.conf, pcp.conf, pool_passwd', () => {
     const a = desiredPoolConfigHash(s, paths, { cert: 'c1', key: 'k', ca: 'ca' });
     expect(desiredPoolConfigHash(s, paths, { cert: 'c2', key: 'k', ca: 'ca' })).not.toBe(a);
     expect(desiredPoolConfigHash(s, paths, null)).not.toBe(a);
-    const asWritten = { ...s, tls: { enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'as-written' as const } };
+    const asWritten = {
+      ...s,
+      tls: { enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'as-written' as const },
+    };
     expect(renderPoolHba(asWritten)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
     const off = { ...s, tls: { ...asWritten.tls, enabled: false, hostRules: 'hostssl' as const } };
     expect(renderPgpoolConf(off, paths)).not.toMatch(/^ssl/m);
     expect(renderPoolHba(off)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
-    expect(desiredPoolConfigHash(off, paths, null)).toBe(desiredPoolConfigHash(off, paths, { cert: 'x', key: 'y', ca: 'z' }));
+    expect(desiredPoolConfigHash(off, paths, null)).toBe(
+      desiredPoolConfigHash(off, paths, { cert: 'x', key: 'y', ca: 'z' }),
+    );
   });
 
   it('pcp.conf holds md5(password), the pass file the password for the pcp port', () => {
@@ -149,7 +159,13 @@ describe('pool_hba.conf, pcp.conf, pool_passwd', () => {
   });
 
   it('pool_passwd has one AES line per user and no clear password', () => {
-    const pw = renderPoolPasswd([{ name: 'postgres', password: 'su-pw' }, { name: 'cl_user', password: 'clu-pw' }], 'k');
+    const pw = renderPoolPasswd(
+      [
+        { name: 'postgres', password: 'su-pw' },
+        { name: 'cl_user', password: 'clu-pw' },
+      ],
+      'k',
+    );
     const lines = pw.trim().split('\n');
     expect(lines.map((l) => l.split(':')[0])).toEqual(['cl_user', 'postgres']);
     for (const l of lines) expect(l.split(':')[1]).toMatch(/^AES[A-Za-z0-9+/=]+$/);

@@ -11,19 +11,42 @@ import { simSpec } from '../helpers/sim-spec.js';
 const HASH = 'h';
 
 function pg(over: Partial<PostgresObservation> = {}): PostgresObservation {
-  return { initialized: true, running: true, inRecovery: true, timeline: 1, lsn: 1000, receiveLsn: 1000, upstream: 'pg01', streaming: true, replicas: [], syncStandbyNames: '', configHash: HASH, ...over };
+  return {
+    initialized: true,
+    running: true,
+    inRecovery: true,
+    timeline: 1,
+    lsn: 1000,
+    receiveLsn: 1000,
+    upstream: 'pg01',
+    streaming: true,
+    replicas: [],
+    syncStandbyNames: '',
+    configHash: HASH,
+    ...over,
+  };
 }
 function node(name: string, over: Partial<NodeObservation> = {}): NodeObservation {
   return { name, machine: { state: 'running' }, reachable: true, postgres: pg(), misses: 0, ...over };
 }
-const primaryPg = (over: Partial<PostgresObservation> = {}) => pg({ inRecovery: false, upstream: null, streaming: false, lsn: 2000, ...over });
+const primaryPg = (over: Partial<PostgresObservation> = {}) =>
+  pg({ inRecovery: false, upstream: null, streaming: false, lsn: 2000, ...over });
 
-function input(states: Record<string, NodeState>, nodes: Record<string, NodeObservation>, over: Partial<PlanInput> = {}): PlanInput {
+function input(
+  states: Record<string, NodeState>,
+  nodes: Record<string, NodeObservation>,
+  over: Partial<PlanInput> = {},
+): PlanInput {
   const spec = over.spec ?? simSpec();
   return {
     spec,
     deletionRequested: false,
-    observation: { cluster: spec.name, at: 0, nodes, pool: { reachable: true, primary: 'pg01', backends: [], configHash: '' } },
+    observation: {
+      cluster: spec.name,
+      at: 0,
+      nodes,
+      pool: { reachable: true, primary: 'pg01', backends: [], configHash: '' },
+    },
     states,
     desiredConfigHash: Object.fromEntries(spec.nodes.map((n) => [n.name, HASH])),
     requests: [],
@@ -41,14 +64,36 @@ const states3: Record<string, NodeState> = { pg01: 'primary', pg02: 'standby', p
 
 describe('plan', () => {
   it('provisions the first missing node of an empty cluster', () => {
-    const r = plan(input({}, { pg01: node('pg01', { machine: { state: 'missing' }, reachable: false, postgres: null }) }));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'node.wanted', ruleId: 'node.provision' });
+    const r = plan(
+      input({}, { pg01: node('pg01', { machine: { state: 'missing' }, reachable: false, postgres: null }) }),
+    );
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'node.wanted',
+      ruleId: 'node.provision',
+    });
     expect(r.phase).toBe('Provisioning');
   });
 
   it('initialises the first installed node as primary when no node holds data', () => {
-    const r = plan(input({ pg01: 'installed', pg02: 'installed', pg03: 'provisioned' }, { pg01: node('pg01', { postgres: null }), pg02: node('pg02', { postgres: null }), pg03: node('pg03', { reachable: false, postgres: null }) }));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'primary.elected', ruleId: 'bootstrap.init-primary', standbys: ['pg02', 'pg03'] });
+    const r = plan(
+      input(
+        { pg01: 'installed', pg02: 'installed', pg03: 'provisioned' },
+        {
+          pg01: node('pg01', { postgres: null }),
+          pg02: node('pg02', { postgres: null }),
+          pg03: node('pg03', { reachable: false, postgres: null }),
+        },
+      ),
+    );
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'primary.elected',
+      ruleId: 'bootstrap.init-primary',
+      standbys: ['pg02', 'pg03'],
+    });
   });
 
   it('is done on a healthy cluster and says so', () => {
@@ -59,156 +104,365 @@ describe('plan', () => {
   });
 
   it('does not fail over on fewer misses than the budget (no flapping on one slow probe)', () => {
-    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: false, misses: 2, error: 'timeout' }) };
+    const nodes = {
+      ...healthy3(),
+      pg01: node('pg01', { postgres: null, reachable: false, misses: 2, error: 'timeout' }),
+    };
     const r = plan(input(states3, nodes));
     expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy' });
   });
 
   it('after a failed first probe, probes again after retryIntervalMs, not a whole probe interval', () => {
-    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: true, misses: 1, error: 'connect ECONNREFUSED' }) };
+    const nodes = {
+      ...healthy3(),
+      pg01: node('pg01', { postgres: null, reachable: true, misses: 1, error: 'connect ECONNREFUSED' }),
+    };
     const r = plan(input(states3, nodes));
     expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy', requeueAfterMs: 100 });
   });
 
   it('a promotion whose outcome was never seen: the old primary stays fenced until the candidate was restarted and looked at, and a writable one is adopted', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const down = (n: string, over: Partial<NodeObservation> = {}) => node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
+    const down = (n: string, over: Partial<NodeObservation> = {}) =>
+      node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
     // pg01 fenced (old primary); pg02's promotion "failed" (it died right after); pg03 unreadable
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: down('pg02', { misses: 1 }), pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }) };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      pg02: down('pg02', { misses: 1 }),
+      pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }),
+    };
     const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
     i.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
     const r = plan(i);
     expect(r.decision.ruleId).not.toBe('recover.release-last-primary');
     expect(r.decision.kind === 'act' && r.decision.node === 'pg01').toBe(false);
     // pg02 marked degraded, then restarted in place
-    const j = input({ pg01: 'fenced', pg02: 'degraded', pg03: 'standby' }, { ...nodes, pg02: down('pg02', { misses: 9 }) }, { spec });
+    const j = input(
+      { pg01: 'fenced', pg02: 'degraded', pg03: 'standby' },
+      { ...nodes, pg02: down('pg02', { misses: 9 }) },
+      { spec },
+    );
     j.observation.lastSync = i.observation.lastSync;
     expect(plan(j).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'recover.restart-in-place' });
     // restarted in place it is a standby again and comes up writable (it was promoted): adopted
     // as the primary, not the older pg01
-    const k = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, { ...nodes, pg02: node('pg02', { postgres: primaryPg({ timeline: 4 }) }) }, { spec });
+    const k = input(
+      { pg01: 'fenced', pg02: 'standby', pg03: 'standby' },
+      { ...nodes, pg02: node('pg02', { postgres: primaryPg({ timeline: 4 }) }) },
+      { spec },
+    );
     k.observation.lastSync = i.observation.lastSync;
-    expect(plan(k).decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'primary.elected', ruleId: 'failover.adopt-promoted' });
+    expect(plan(k).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg02',
+      event: 'primary.elected',
+      ruleId: 'failover.adopt-promoted',
+    });
   });
 
   it('fences a primary that missed the budget before anything else, naming why', () => {
-    const nodes = { ...healthy3(), pg01: node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' }) };
+    const nodes = {
+      ...healthy3(),
+      pg01: node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' }),
+    };
     const r = plan(input(states3, nodes));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'probe.failed', ruleId: 'failover.fence-primary' });
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'probe.failed',
+      ruleId: 'failover.fence-primary',
+    });
     expect(r.decision.reason).toContain('ECONNREFUSED');
     expect(r.phase).toBe('FailingOver');
   });
 
   it('promotes the standby with the highest WAL position once the old primary is fenced', () => {
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }), pg02: node('pg02', { postgres: pg({ lsn: 1500, receiveLsn: 1600 }) }), pg03: node('pg03', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }) };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }),
+      pg02: node('pg02', { postgres: pg({ lsn: 1500, receiveLsn: 1600 }) }),
+      pg03: node('pg03', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }),
+    };
     const r = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.elected', ruleId: 'failover.promote' });
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg03',
+      event: 'primary.elected',
+      ruleId: 'failover.promote',
+    });
     expect(r.decision.reason).toMatch(/pg03 at LSN 0\/6A4 .*ahead of pg02 at LSN 0\/640/);
   });
 
   it('sync mode: refuses to promote without a quorum-intersecting set of readable standbys', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }), pg02: node('pg02', { reachable: false, postgres: null, misses: 5 }), pg03: node('pg03') };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }),
+      pg02: node('pg02', { reachable: false, postgres: null, misses: 5 }),
+      pg03: node('pg03'),
+    };
     const base = input({ pg01: 'fenced', pg02: 'degraded', pg03: 'standby' }, nodes, { spec });
     base.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
     // No promotion: instead the old primary, which holds every acknowledged commit, comes back.
     const blocked = plan(base).decision;
-    expect(blocked).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'recover.release-last-primary' });
+    expect(blocked).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'fence.released',
+      ruleId: 'recover.release-last-primary',
+    });
     expect(blocked.reason).toContain('only 1 of them can be read and 2 are needed');
     // ...and a primary that cannot be replaced is restarted in place, not fenced.
-    const live = input({ pg01: 'primary', pg02: 'degraded', pg03: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 5 }) }, { spec });
+    const live = input(
+      { pg01: 'primary', pg02: 'degraded', pg03: 'standby' },
+      { ...nodes, pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 5 }) },
+      { spec },
+    );
     live.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
-    expect(plan(live).decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'postgres.stopped', ruleId: 'recover.restart-primary' });
+    expect(plan(live).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'postgres.stopped',
+      ruleId: 'recover.restart-primary',
+    });
     // With both readable, the most advanced one is promoted.
-    const both = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, { ...nodes, pg02: node('pg02', { postgres: pg({ lsn: 1900, receiveLsn: 1900 }) }) }, { spec });
+    const both = input(
+      { pg01: 'fenced', pg02: 'standby', pg03: 'standby' },
+      { ...nodes, pg02: node('pg02', { postgres: pg({ lsn: 1900, receiveLsn: 1900 }) }) },
+      { spec },
+    );
     both.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
     expect(plan(both).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
   });
 
   it('sync mode: only the set last seen on the primary counts (a node that never streamed does not block)', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02'), pg03: node('pg03', { reachable: false, postgres: null }) };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      pg02: node('pg02'),
+      pg03: node('pg03', { reachable: false, postgres: null }),
+    };
     const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'installed' }, nodes, { spec });
     i.observation.lastSync = { names: ['pg02'], quorum: 1, primary: 'pg01' };
     expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
   });
 
   it('adopts a standby that is already writable (operator died after promoting it)', () => {
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }), pg03: node('pg03') };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
+      pg03: node('pg03'),
+    };
     const r = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'primary.elected', ruleId: 'failover.adopt-promoted' });
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg02',
+      event: 'primary.elected',
+      ruleId: 'failover.adopt-promoted',
+    });
   });
 
   it('after a failover: pgpool and the other standbys follow the new primary first, then the fenced node is released', () => {
-    const nodes = { pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }), pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }), pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }) };
+    const nodes = {
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
+      pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }),
+    };
     const s: Record<string, NodeState> = { pg01: 'fenced', pg02: 'primary', pg03: 'standby' };
     // pgpool still routes to pg01: clients come first, with pg03's repoint in the same pass
     const clients = plan(input(s, nodes));
-    expect(clients.decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg02' }, ruleId: 'failover.pool-route' });
-    expect(clients.also).toEqual([expect.objectContaining({ node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' })]);
+    expect(clients.decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg02' },
+      ruleId: 'failover.pool-route',
+    });
+    expect(clients.also).toEqual([
+      expect.objectContaining({
+        node: 'pg03',
+        event: 'primary.changed',
+        ruleId: 'standby.repoint',
+        primary: 'pg02',
+      }),
+    ]);
     // pgpool not answering is pgpool still switching (restarting its children): routing alone,
     // the standbys follow in a later pass (their SSH work would compete with pgpool for the CPU)
     const busy = input(s, nodes);
-    busy.observation.pool = { reachable: false, primary: null, backends: [], configHash: '', error: 'pgpool: no answer yet' };
-    expect(plan(busy).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg02' }, ruleId: 'failover.pool-route' });
+    busy.observation.pool = {
+      reachable: false,
+      primary: null,
+      backends: [],
+      configHash: '',
+      error: 'pgpool: no answer yet',
+    };
+    expect(plan(busy).decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg02' },
+      ruleId: 'failover.pool-route',
+    });
     expect(plan(busy).also ?? []).toEqual([]);
-    const routed = (i: PlanInput) => ((i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }), i);
+    const routed = (i: PlanInput) => (
+      (i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }),
+      i
+    );
     const first = plan(routed(input(s, nodes)));
-    expect(first.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'fence.released', ruleId: 'rejoin.release-fence' });
-    const second = plan(routed(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) })));
-    expect(second.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'machine.reachable', ruleId: 'rejoin.standby', primary: 'pg02' });
-    const third = plan(routed(input({ ...s, pg01: 'standby' }, { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) })));
-    expect(third.decision).toMatchObject({ kind: 'act', node: 'pg03', event: 'primary.changed', ruleId: 'standby.repoint', primary: 'pg02' });
+    expect(first.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'fence.released',
+      ruleId: 'rejoin.release-fence',
+    });
+    const second = plan(
+      routed(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) })),
+    );
+    expect(second.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'machine.reachable',
+      ruleId: 'rejoin.standby',
+      primary: 'pg02',
+    });
+    const third = plan(
+      routed(
+        input(
+          { ...s, pg01: 'standby' },
+          { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) },
+        ),
+      ),
+    );
+    expect(third.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg03',
+      event: 'primary.changed',
+      ruleId: 'standby.repoint',
+      primary: 'pg02',
+    });
   });
 
   it('detaches from pgpool a standby whose postgres failed (pgpool detaches nothing by itself)', () => {
     const budget = simSpec().failureDetection.missesBeforeFailover;
-    const nodes = { ...healthy3(), pg03: node('pg03', { postgres: null, misses: budget, error: 'connect ECONNREFUSED' }) };
+    const nodes = {
+      ...healthy3(),
+      pg03: node('pg03', { postgres: null, misses: budget, error: 'connect ECONNREFUSED' }),
+    };
     const i = input(states3, nodes);
-    i.observation.pool = { reachable: true, primary: 'pg01', backends: [{ name: 'pg01', status: 'up', role: 'primary' }, { name: 'pg02', status: 'up', role: 'standby' }, { name: 'pg03', status: 'up', role: 'standby' }], configHash: '' };
-    expect(plan(i).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.detach-failed' });
+    i.observation.pool = {
+      reachable: true,
+      primary: 'pg01',
+      backends: [
+        { name: 'pg01', status: 'up', role: 'primary' },
+        { name: 'pg02', status: 'up', role: 'standby' },
+        { name: 'pg03', status: 'up', role: 'standby' },
+      ],
+      configHash: '',
+    };
+    expect(plan(i).decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg01' },
+      ruleId: 'pool.detach-failed',
+    });
     // one slow probe is not a failure; a node pgpool already holds down needs nothing
     const once = input(states3, { ...nodes, pg03: node('pg03', { postgres: null, misses: 1 }) });
     once.observation.pool = i.observation.pool;
     expect(plan(once).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
     const down = input(states3, nodes);
-    down.observation.pool = { ...i.observation.pool, backends: i.observation.pool.backends.map((b) => (b.name === 'pg03' ? { ...b, status: 'down' as const } : b)) };
+    down.observation.pool = {
+      ...i.observation.pool,
+      backends: i.observation.pool.backends.map((b) =>
+        b.name === 'pg03' ? { ...b, status: 'down' as const } : b,
+      ),
+    };
     expect(plan(down).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
   });
 
   it('reconciles configuration drift', () => {
     const nodes = { ...healthy3(), pg02: node('pg02', { postgres: pg({ configHash: 'other' }) }) };
-    expect(plan(input(states3, nodes)).decision).toMatchObject({ kind: 'act', node: 'pg02', event: 'config.drifted', ruleId: 'node.config-drift' });
+    expect(plan(input(states3, nodes)).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg02',
+      event: 'config.drifted',
+      ruleId: 'node.config-drift',
+    });
   });
 
   it('turns sync quorum on only once enough standbys stream, and points pgpool at the primary', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
     const oneStreaming = { ...healthy3(), pg03: node('pg03', { reachable: false, postgres: null }) };
     const r = plan(input({ pg01: 'primary', pg02: 'standby', pg03: 'provisioned' }, oneStreaming, { spec }));
-    expect(r.decision).toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02'], quorum: 1 } });
-    const none = plan(input({ pg01: 'primary', pg02: 'installed', pg03: 'installed' }, { pg01: healthy3().pg01, pg02: node('pg02', { postgres: null }), pg03: node('pg03', { postgres: null }) }, { spec }));
+    expect(r.decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02'], quorum: 1 },
+    });
+    const none = plan(
+      input(
+        { pg01: 'primary', pg02: 'installed', pg03: 'installed' },
+        {
+          pg01: healthy3().pg01,
+          pg02: node('pg02', { postgres: null }),
+          pg03: node('pg03', { postgres: null }),
+        },
+        { spec },
+      ),
+    );
     expect(none.decision).not.toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys' } });
     const pool = input(states3, healthy3());
-    pool.observation.pool = { reachable: true, primary: null, backends: [{ name: 'pg02', status: 'down', role: 'standby' }], configHash: '' };
-    expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.route' });
+    pool.observation.pool = {
+      reachable: true,
+      primary: null,
+      backends: [{ name: 'pg02', status: 'down', role: 'standby' }],
+      configHash: '',
+    };
+    expect(plan(pool).decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg01' },
+      ruleId: 'pool.route',
+    });
     // pgpool routing writes to another node is a failover's aftermath: first, before all else
     pool.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' };
-    expect(plan(pool).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'failover.pool-route' });
+    expect(plan(pool).decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg01' },
+      ruleId: 'failover.pool-route',
+    });
   });
 
   it('fences a failed primary naming the standby pgpool is switched to meanwhile: the one the election then promotes', () => {
-    const failed = node('pg01', { postgres: null, reachable: false, misses: 3, error: 'connect ECONNREFUSED' });
-    const nodes = { pg01: failed, pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }), pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
+    const failed = node('pg01', {
+      postgres: null,
+      reachable: false,
+      misses: 3,
+      error: 'connect ECONNREFUSED',
+    });
+    const nodes = {
+      pg01: failed,
+      pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }),
+      pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }),
+    };
     const r = plan(input(states3, nodes));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', ruleId: 'failover.fence-primary', successor: 'pg03' });
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      ruleId: 'failover.fence-primary',
+      successor: 'pg03',
+    });
     expect(r.decision.reason).toContain('pgpool switches to pg03');
-    const fenced = { ...nodes, pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }) };
-    expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({ kind: 'act', node: 'pg03', ruleId: 'failover.promote' });
+    const fenced = {
+      ...nodes,
+      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+    };
+    expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg03',
+      ruleId: 'failover.promote',
+    });
     // standbys holding the same WAL: the one pgpool is switching to (no second switch)
     const even = { ...fenced, pg02: node('pg02', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
     const switching = input({ ...states3, pg01: 'fenced' }, even);
     expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' }); // spec order
-    switching.observation.pool = { reachable: false, primary: 'pg03', backends: [], configHash: '', error: 'pgpool: switching to pg03' };
+    switching.observation.pool = {
+      reachable: false,
+      primary: 'pg03',
+      backends: [],
+      configHash: '',
+      error: 'pgpool: switching to pg03',
+    };
     expect(plan(switching).decision).toMatchObject({ node: 'pg03', ruleId: 'failover.promote' });
     // more WAL wins over pgpool's choice
     switching.observation.nodes.pg02 = node('pg02', { postgres: pg({ lsn: 1200, receiveLsn: 1200 }) });
@@ -232,7 +486,11 @@ describe('plan', () => {
   it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {
     const i = input(states3, healthy3(), { desiredPoolConfigHash: 'wanted' });
     i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'older' };
-    expect(plan(i).decision).toMatchObject({ kind: 'cluster', action: { type: 'ensurePool', primary: 'pg01' }, ruleId: 'pool.reconfigure' });
+    expect(plan(i).decision).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg01' },
+      ruleId: 'pool.reconfigure',
+    });
     // routing first
     i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: 'older' };
     expect(plan(i).decision).toMatchObject({ ruleId: 'failover.pool-route' });
@@ -242,30 +500,63 @@ describe('plan', () => {
 
   it('never drops a sync member before the others caught up', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const p = primaryPg({ lsn: 5000, syncStandbyNames: 'ANY 1 ("pg02", "pg03")', replicas: [{ name: 'pg02', state: 'streaming', syncState: 'quorum', flushLsn: 4000, replayLsn: 4000 }] });
-    const nodes = { pg01: node('pg01', { postgres: p }), pg02: node('pg02', { postgres: pg({ lsn: 4000 }) }), pg03: node('pg03', { reachable: false, postgres: null, misses: 1 }) };
+    const p = primaryPg({
+      lsn: 5000,
+      syncStandbyNames: 'ANY 1 ("pg02", "pg03")',
+      replicas: [{ name: 'pg02', state: 'streaming', syncState: 'quorum', flushLsn: 4000, replayLsn: 4000 }],
+    });
+    const nodes = {
+      pg01: node('pg01', { postgres: p }),
+      pg02: node('pg02', { postgres: pg({ lsn: 4000 }) }),
+      pg03: node('pg03', { reachable: false, postgres: null, misses: 1 }),
+    };
     const r = plan(input(states3, nodes, { spec }));
     expect(r.decision).not.toMatchObject({ kind: 'cluster', action: { type: 'ensureSyncStandbys' } });
   });
 
   it('switches over: demotes the primary cleanly first', () => {
-    const r = plan(input(states3, healthy3(), { requests: [{ id: 7, cluster: 'sim1', kind: 'switchover', args: { from: 'pg01', to: 'pg03' }, createdAt: 0 }] }));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'switchover.requested', ruleId: 'switchover.demote' });
+    const r = plan(
+      input(states3, healthy3(), {
+        requests: [
+          { id: 7, cluster: 'sim1', kind: 'switchover', args: { from: 'pg01', to: 'pg03' }, createdAt: 0 },
+        ],
+      }),
+    );
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'switchover.requested',
+      ruleId: 'switchover.demote',
+    });
   });
 
   it('removes a node that left the spec, and tears everything down on deletion', () => {
     const r = plan(input({ ...states3, pg09: 'standby' }, healthy3()));
     expect(r.decision).toMatchObject({ kind: 'act', node: 'pg09', event: 'node.unwanted' });
     const d = plan(input(states3, healthy3(), { deletionRequested: true }));
-    expect(d.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'node.unwanted', ruleId: 'delete.fence' });
+    expect(d.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'node.unwanted',
+      ruleId: 'delete.fence',
+    });
     const last = plan(input({ pg01: 'absent' }, healthy3(), { deletionRequested: true }));
     expect(last.decision).toMatchObject({ kind: 'cluster', action: { type: 'deleteClusterResources' } });
   });
 
   it('restarts a lone primary in place rather than fencing the last copy', () => {
-    const nodes = { pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 4 }), pg02: node('pg02', { reachable: false, postgres: null, misses: 4 }), pg03: node('pg03', { reachable: false, postgres: null, misses: 4 }) };
+    const nodes = {
+      pg01: node('pg01', { postgres: pg({ running: false, inRecovery: false }), misses: 4 }),
+      pg02: node('pg02', { reachable: false, postgres: null, misses: 4 }),
+      pg03: node('pg03', { reachable: false, postgres: null, misses: 4 }),
+    };
     const r = plan(input({ pg01: 'primary', pg02: 'degraded', pg03: 'degraded' }, nodes));
-    expect(r.decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'postgres.stopped', ruleId: 'recover.restart-primary' });
+    expect(r.decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'postgres.stopped',
+      ruleId: 'recover.restart-primary',
+    });
   });
 
   it('parses and formats LSNs and sync names', () => {
@@ -277,51 +568,121 @@ describe('plan', () => {
 });
 
 describe('plan: scale-in (a node that left the spec, issue 19)', () => {
-  const pg04Spec = { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1024, rootDiskGiB: 10, dataDiskGiB: 10 };
+  const pg04Spec = {
+    name: 'pg04',
+    address: '10.0.0.14',
+    vcpus: 1,
+    memoryMiB: 1024,
+    rootDiskGiB: 10,
+    dataDiskGiB: 10,
+  };
   const slotNames = { pg04: 'pgop_pg04' };
   const withPg04 = (over: Partial<NodeObservation> = {}, primary: Partial<PostgresObservation> = {}) => ({
     ...healthy3(),
-    pg01: node('pg01', { postgres: primaryPg({ slots: ['pgop_pg02', 'pgop_pg03', 'pgop_pg04'], ...primary }) }),
+    pg01: node('pg01', {
+      postgres: primaryPg({ slots: ['pgop_pg02', 'pgop_pg03', 'pgop_pg04'], ...primary }),
+    }),
     pg04: node('pg04', over),
   });
-  const scaleIn = (states: Record<string, NodeState>, nodes: Record<string, NodeObservation>, pool: string[] = ['pg01', 'pg02', 'pg03']) => {
+  const scaleIn = (
+    states: Record<string, NodeState>,
+    nodes: Record<string, NodeObservation>,
+    pool: string[] = ['pg01', 'pg02', 'pg03'],
+  ) => {
     const i = input(states, nodes, { slotNames });
     i.observation.strays = { pg04: pg04Spec };
-    i.observation.pool = { reachable: true, primary: 'pg01', backends: pool.map((name) => ({ name, status: 'up' as const, role: name === 'pg01' ? ('primary' as const) : ('standby' as const) })), configHash: '' };
+    i.observation.pool = {
+      reachable: true,
+      primary: 'pg01',
+      backends: pool.map((name) => ({
+        name,
+        status: 'up' as const,
+        role: name === 'pg01' ? ('primary' as const) : ('standby' as const),
+      })),
+      configHash: '',
+    };
     return plan(i);
   };
 
   it('takes it out of the sync set first; with fewer members left than the quorum, commits go asynchronous', () => {
-    const r = scaleIn({ ...states3, pg04: 'standby' }, withPg04({}, { syncStandbyNames: 'ANY 1 (pg02, pg03, pg04)' }));
-    expect(r.decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.sync-remove', action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'] } });
+    const r = scaleIn(
+      { ...states3, pg04: 'standby' },
+      withPg04({}, { syncStandbyNames: 'ANY 1 (pg02, pg03, pg04)' }),
+    );
+    expect(r.decision).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'scale.sync-remove',
+      action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'] },
+    });
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 2 } });
-    const i = input({ ...states3, pg04: 'standby' }, withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }), { spec, slotNames });
+    const i = input(
+      { ...states3, pg04: 'standby' },
+      withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }),
+      { spec, slotNames },
+    );
     i.observation.strays = { pg04: pg04Spec };
     expect(plan(i).decision).toMatchObject({ ruleId: 'scale.sync-remove', action: { names: [], quorum: 2 } }); // ANY 2 of (pg02) would stop every commit
   });
 
   it('then out of pgpool (named, or by address), then fenced without cutting the pool host off its address', () => {
-    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', 'pg04']).decision).toMatchObject({ ruleId: 'scale.pool-remove', action: { type: 'ensurePool', primary: 'pg01' } });
-    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', '10.0.0.14']).decision).toMatchObject({ ruleId: 'scale.pool-remove' });
-    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04()).decision).toMatchObject({ kind: 'act', node: 'pg04', event: 'node.unwanted', ruleId: 'scale.fence', leavingSpec: true });
+    expect(
+      scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', 'pg04']).decision,
+    ).toMatchObject({ ruleId: 'scale.pool-remove', action: { type: 'ensurePool', primary: 'pg01' } });
+    expect(
+      scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', '10.0.0.14']).decision,
+    ).toMatchObject({ ruleId: 'scale.pool-remove' });
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04()).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg04',
+      event: 'node.unwanted',
+      ruleId: 'scale.fence',
+      leavingSpec: true,
+    });
   });
 
   it('then its machine, then its slot on the primary, then it is forgotten; never "vanished"', () => {
     const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
-    expect(scaleIn({ ...states3, pg04: 'deleting' }, withPg04({ machine: { state: 'stopped' }, reachable: false, postgres: null })).decision).toMatchObject({ node: 'pg04', event: 'machine.fenced', ruleId: 'scale.remove-machine' });
+    expect(
+      scaleIn(
+        { ...states3, pg04: 'deleting' },
+        withPg04({ machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      ).decision,
+    ).toMatchObject({ node: 'pg04', event: 'machine.fenced', ruleId: 'scale.remove-machine' });
     // a standby whose machine is gone already is removed the same way, not "vanished"
-    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(gone)).decision).toMatchObject({ node: 'pg04', ruleId: 'scale.fence' });
-    expect(scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone)).decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.drop-slot', action: { type: 'dropSlots', primary: 'pg01', node: 'pg04' } });
-    expect(scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone, { slots: ['pgop_pg02', 'pgop_pg03'] })).decision).toMatchObject({ kind: 'cluster', ruleId: 'scale.forget', action: { type: 'forgetNode', node: 'pg04' } });
+    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(gone)).decision).toMatchObject({
+      node: 'pg04',
+      ruleId: 'scale.fence',
+    });
+    expect(scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone)).decision).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'scale.drop-slot',
+      action: { type: 'dropSlots', primary: 'pg01', node: 'pg04' },
+    });
+    expect(
+      scaleIn({ ...states3, pg04: 'absent' }, withPg04(gone, { slots: ['pgop_pg02', 'pgop_pg03'] })).decision,
+    ).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'scale.forget',
+      action: { type: 'forgetNode', node: 'pg04' },
+    });
   });
 
   it('waits while the provider could not list its machines, and while no primary can drop its slot', () => {
-    const unknown = { machine: { state: 'running' as const, detail: 'provider unavailable: timeout' }, reachable: false, postgres: null };
+    const unknown = {
+      machine: { state: 'running' as const, detail: 'provider unavailable: timeout' },
+      reachable: false,
+      postgres: null,
+    };
     const r = scaleIn({ ...states3, pg04: 'absent' }, withPg04(unknown));
     expect(r.decision.ruleId).not.toMatch(/^scale\./);
     const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
-    const nodes = { ...withPg04(gone), pg01: node('pg01', { postgres: null, reachable: false, misses: 1, error: 'timeout' }) };
-    expect(scaleIn({ ...states3, pg04: 'absent' }, nodes).decision.ruleId).not.toMatch(/^scale\.(drop-slot|forget)$/);
+    const nodes = {
+      ...withPg04(gone),
+      pg01: node('pg01', { postgres: null, reachable: false, misses: 1, error: 'timeout' }),
+    };
+    expect(scaleIn({ ...states3, pg04: 'absent' }, nodes).decision.ruleId).not.toMatch(
+      /^scale\.(drop-slot|forget)$/,
+    );
   });
 
   it('a primary that left the spec is handed over first; pgpool is not rewritten without it before', () => {
@@ -330,7 +691,12 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
     const i = input(states3, nodes, { spec, slotNames: { pg01: 'pgop_pg01' }, desiredPoolConfigHash: 'new' });
     i.observation.strays = { pg01: simSpec().nodes[0]! };
     i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'old' };
-    expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg01', event: 'switchover.requested', ruleId: 'scale.handover' });
+    expect(plan(i).decision).toMatchObject({
+      kind: 'act',
+      node: 'pg01',
+      event: 'switchover.requested',
+      ruleId: 'scale.handover',
+    });
   });
 });
 

@@ -70,7 +70,14 @@ const SEED_PARAMS = {
 function seedSpec(over: Partial<ClusterSpec['postgres']> = {}): ClusterSpec {
   const s = simSpec({ provider: { type: 'lab', network: '10.77.0.0/24' } as never });
   s.provider = { type: 'lab', network: '10.77.0.0/24' };
-  s.postgres = { ...s.postgres, parameters: { ...SEED_PARAMS }, hba: [{ type: 'host', database: 'critlib', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' }], ...over };
+  s.postgres = {
+    ...s.postgres,
+    parameters: { ...SEED_PARAMS },
+    hba: [
+      { type: 'host', database: 'critlib', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' },
+    ],
+    ...over,
+  };
   return s;
 }
 
@@ -132,7 +139,8 @@ describe('renderConf', () => {
       .split('\n')
       .filter((l) => !l.startsWith('#') && l.includes('='))
       .map((l) => l.split('=')[0]!.trim());
-    for (const k of [...PER_NODE_KEYS, 'synchronous_standby_names', 'primary_conninfo', 'primary_slot_name']) expect(assigned).not.toContain(k);
+    for (const k of [...PER_NODE_KEYS, 'synchronous_standby_names', 'primary_conninfo', 'primary_slot_name'])
+      expect(assigned).not.toContain(k);
   });
 
   it('is identical for every node (pg_basebackup copies it)', () => {
@@ -173,7 +181,9 @@ describe('per-node options', () => {
     expect(opts).toContain('unix_socket_directories=/var/run/postgresql');
     delete s.postgres.parameters.listen_addresses;
     expect(nodeOptions(s, n)).toContain(`listen_addresses=${n.address}`);
-    expect(nodeOptionString(s, n)).toBe(`-c listen_addresses=${n.address} -c port=5432 -c cluster_name=${n.name} -c unix_socket_directories=/var/run/postgresql`);
+    expect(nodeOptionString(s, n)).toBe(
+      `-c listen_addresses=${n.address} -c port=5432 -c cluster_name=${n.name} -c unix_socket_directories=/var/run/postgresql`,
+    );
   });
 
   it('rejects values that would need shell tricks', () => {
@@ -187,7 +197,10 @@ describe('renderHba', () => {
   it('peer locally, scram from the network, spec rules after, never trust', () => {
     const s = seedSpec();
     const hba = renderHba(s);
-    const rows = hba.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(/\s+/));
+    const rows = hba
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => l.split(/\s+/));
     expect(rows[0]).toEqual(['local', 'all', 'postgres', 'peer']);
     // TLS on (the default): every network line is hostssl, the spec's `host` rule too
     expect(rows).toContainEqual(['hostssl', 'replication', 'replicator', '10.77.0.0/24', 'scram-sha-256']);
@@ -201,12 +214,20 @@ describe('renderHba', () => {
   it('uses the libvirt network cidr and refuses trust rules', () => {
     const s = seedSpec();
     s.provider = {
-      type: 'libvirt', uri: 'qemu:///system', baseImage: '/x', pool: { name: 'p', path: '/p' },
+      type: 'libvirt',
+      uri: 'qemu:///system',
+      baseImage: '/x',
+      pool: { name: 'p', path: '/p' },
       network: { name: 'n', cidr: '192.168.122.0/24', gateway: '192.168.122.1' },
-      dataDisk: { layout: 'lvm', filesystem: 'xfs' }, osFamily: 'debian', domainType: 'auto', sshUser: 'pgop',
+      dataDisk: { layout: 'lvm', filesystem: 'xfs' },
+      osFamily: 'debian',
+      domainType: 'auto',
+      sshUser: 'pgop',
     };
     expect(renderHba(s)).toContain('hostssl\treplication\treplicator\t192.168.122.0/24\tscram-sha-256');
-    s.postgres.hba = [{ type: 'host', database: 'all', user: 'all', address: '0.0.0.0/0', method: 'trust' as never }];
+    s.postgres.hba = [
+      { type: 'host', database: 'all', user: 'all', address: '0.0.0.0/0', method: 'trust' as never },
+    ];
     expect(() => renderHba(s)).toThrow(/trust/);
   });
 });
@@ -218,7 +239,9 @@ describe('standby and sync includes', () => {
     expect(conf).toContain("primary_slot_name = 'pgop_pg02'");
     // only reloadable settings: removing the file on promote must not leave a pending restart
     expect(conf).not.toMatch(/recovery_target_timeline\s*=/);
-    expect(conninfoHost(/primary_conninfo = '(.*)'/.exec(conf)![1]!.replace(/''/g, "'"))).toBe(s.nodes[0]!.address);
+    expect(conninfoHost(/primary_conninfo = '(.*)'/.exec(conf)![1]!.replace(/''/g, "'"))).toBe(
+      s.nodes[0]!.address,
+    );
     expect(conf).toContain("application_name=''pg02''");
     expect(conf).toContain("passfile=''/u01/pg15/pgop-replication.pgpass''");
     expect(conf).not.toMatch(/password=/);
@@ -237,7 +260,9 @@ describe('standby and sync includes', () => {
     expect(syncStandbyNamesValue([], 1)).toBe('');
     expect(syncStandbyNamesValue(['pg03', 'pg02'], 1)).toBe('ANY 1 ("pg02", "pg03")');
     expect(syncStandbyNamesValue(['pg02'], 5)).toBe('ANY 1 ("pg02")');
-    expect(renderSyncConf(['pg02', 'pg03'], 2)).toContain(`synchronous_standby_names = 'ANY 2 ("pg02", "pg03")'`);
+    expect(renderSyncConf(['pg02', 'pg03'], 2)).toContain(
+      `synchronous_standby_names = 'ANY 2 ("pg02", "pg03")'`,
+    );
   });
 
   it('slot names are safe identifiers', () => {
@@ -248,14 +273,16 @@ describe('standby and sync includes', () => {
 
 describe('SCRAM-SHA-256 verifier', () => {
   it('verifies a verifier postgres 15 generated (password "pencil")', () => {
-    const fromPg = 'SCRAM-SHA-256$4096:x67DhuxM/gGk/9/6/vZfUQ==$sATZxz38PdUH+KYXILU5lDN/4TMCF5qJMpa1hfziXms=:QQv07tCotk2AvN1L8tlIKbjpModDHk4q5dnB9A0zJXE=';
+    const fromPg =
+      'SCRAM-SHA-256$4096:x67DhuxM/gGk/9/6/vZfUQ==$sATZxz38PdUH+KYXILU5lDN/4TMCF5qJMpa1hfziXms=:QQv07tCotk2AvN1L8tlIKbjpModDHk4q5dnB9A0zJXE=';
     expect(verifyScram(fromPg, 'pencil')).toBe(true);
     expect(verifyScram(fromPg, 'pencil2')).toBe(false);
     expect(scramVerifier('pencil', { salt: Buffer.from('x67DhuxM/gGk/9/6/vZfUQ==', 'base64') })).toBe(fromPg);
   });
 
   it('matches postgres for a non-ASCII password', () => {
-    const fromPg = 'SCRAM-SHA-256$4096:MloNslyIkl04BFZe0jvbNQ==$bJWQixwoQg74aNxljgwO8HcbmQuIOgoAEZJu1VWOzAw=:kXKFUDgyFqfK7qn33+DGYG303iUk8AdIu83jJbZwcvo=';
+    const fromPg =
+      'SCRAM-SHA-256$4096:MloNslyIkl04BFZe0jvbNQ==$bJWQixwoQg74aNxljgwO8HcbmQuIOgoAEZJu1VWOzAw=:kXKFUDgyFqfK7qn33+DGYG303iUk8AdIu83jJbZwcvo=';
     expect(verifyScram(fromPg, 'pâss wörd€')).toBe(true);
   });
 
@@ -267,7 +294,9 @@ describe('SCRAM-SHA-256 verifier', () => {
     const clientSig = createHmac('sha256', k.storedKey).update(authMessage).digest();
     const proof = Buffer.from(k.clientKey.map((b, i) => b ^ clientSig[i]!));
     expect(proof.toString('base64')).toBe('dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=');
-    expect(createHmac('sha256', k.serverKey).update(authMessage).digest('base64')).toBe('6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=');
+    expect(createHmac('sha256', k.serverKey).update(authMessage).digest('base64')).toBe(
+      '6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=',
+    );
     expect(createHash('sha256').update(k.clientKey).digest().equals(k.storedKey)).toBe(true);
   });
 
@@ -299,7 +328,9 @@ describe('quoting, LSNs and timelines', () => {
   });
 
   it('decides from the timeline history whether a node can follow without rewind', () => {
-    const h = parseTimelineHistory('1\t0/5000148\tno recovery target specified\n\n2\t0/7000000\tno recovery target specified\n');
+    const h = parseTimelineHistory(
+      '1\t0/5000148\tno recovery target specified\n\n2\t0/7000000\tno recovery target specified\n',
+    );
     expect(h.get(1)).toBe(0x5000148);
     expect(canFollowTimeline(3, 1, 3, h)).toBe(true);
     expect(canFollowTimeline(1, 0x5000100, 3, h)).toBe(true);
@@ -310,7 +341,7 @@ describe('quoting, LSNs and timelines', () => {
   });
 
   it('reads host= out of conninfo strings', () => {
-    expect(conninfoHost("host=10.0.0.1 port=5432 user=r password=x")).toBe('10.0.0.1');
+    expect(conninfoHost('host=10.0.0.1 port=5432 user=r password=x')).toBe('10.0.0.1');
     expect(conninfoHost("user=r host='10.0.0.2' password='a b'")).toBe('10.0.0.2');
     expect(conninfoHost('')).toBe(null);
   });
@@ -366,7 +397,11 @@ describe('archive script (run for real in a temp dir)', () => {
       expect(existsSync(join(dir, 'log', 'archive.log'))).toBe(true);
       expect(readFileSync(join(dir, 'log', 'archive.log'), 'utf8')).toMatch(/not overwriting/);
       // no temp files left behind
-      expect(execFileSync('ls', ['-A', join(dir, 'archive')]).toString().trim()).toBe('000000010000000000000001');
+      expect(
+        execFileSync('ls', ['-A', join(dir, 'archive')])
+          .toString()
+          .trim(),
+      ).toBe('000000010000000000000001');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -375,9 +410,12 @@ describe('archive script (run for real in a temp dir)', () => {
 
 describe('printfEscape (file contents on one stdin line)', () => {
   it("round-trips through dash's and bash's read -r + printf %b", () => {
-    const tricky = "  leading spaces\n\ttab \\ back\\slash 'q' \"dq\" %s %% $HOME `x` \\n literal\nünïcødé €\n\n";
+    const tricky =
+      '  leading spaces\n\ttab \\ back\\slash \'q\' "dq" %s %% $HOME `x` \\n literal\nünïcødé €\n\n';
     for (const sh of ['sh', 'bash']) {
-      const out = execFileSync(sh, ['-c', 'read -r x; printf "%b" "$x"'], { input: `${printfEscape(tricky)}\n` });
+      const out = execFileSync(sh, ['-c', 'read -r x; printf "%b" "$x"'], {
+        input: `${printfEscape(tricky)}\n`,
+      });
       expect(out.toString('utf8')).toBe(tricky);
     }
     expect(printfEscape('')).toBe('');

@@ -27,10 +27,22 @@ class RecordingShell implements NodeShell {
   async close(): Promise<void> {}
 }
 
-const hostRef = (): HostRef => ({ id: 'n', address: '127.0.0.1', port: 22, user: 'root', privateKeyPath: '/nonexistent' });
+const hostRef = (): HostRef => ({
+  id: 'n',
+  address: '127.0.0.1',
+  port: 22,
+  user: 'root',
+  privateKeyPath: '/nonexistent',
+});
 
 describe('postgres driver: spec paths are data', () => {
-  const hostile = ['/var/log/pg$(id>/tmp/pwned)', '/var/log/`id`', '/var/log/pg\n/x', '/var/log/a b', '/u01/../etc'];
+  const hostile = [
+    '/var/log/pg$(id>/tmp/pwned)',
+    '/var/log/`id`',
+    '/var/log/pg\n/x',
+    '/var/log/a b',
+    '/u01/../etc',
+  ];
 
   for (const field of ['logDir', 'dataDir', 'archiveDir', 'backupDir'] as const) {
     it(`refuses a hostile postgres.${field} before any node script runs (terminal)`, async () => {
@@ -39,7 +51,10 @@ describe('postgres driver: spec paths are data', () => {
         spec.postgres[field] = value;
         const shell = new RecordingShell(() => ({ code: 0, stdout: '', stderr: '' }));
         const d = new SshPostgresDriver({ shell, hostRef });
-        await expect(d.ensureInstalled(spec, spec.nodes[0]!), `${field}=${JSON.stringify(value)}`).rejects.toMatchObject({ kind: 'terminal' });
+        await expect(
+          d.ensureInstalled(spec, spec.nodes[0]!),
+          `${field}=${JSON.stringify(value)}`,
+        ).rejects.toMatchObject({ kind: 'terminal' });
         expect(shell.calls.filter((c) => c.argv.some((a) => a.includes(value)))).toEqual([]);
         await d.close();
       }
@@ -49,8 +64,16 @@ describe('postgres driver: spec paths are data', () => {
   it('starts postgres with the data directory in PGDATA and its output redirected: pg_ctl gets neither -D nor -l', async () => {
     const spec = lab();
     // the node: initialised, postgres down; every other command succeeds
-    const shell = new RecordingShell((argv) => ({ code: 0, stdout: argv[2]?.includes('pgdata_kind') ? 'init=1 nonempty=1 standby=0 status=3 partial=0\n' : '', stderr: '' }));
-    const d = new SshPostgresDriver({ shell, hostRef, connect: () => ({ host: '127.0.0.1', port: 1, password: 'x' }) });
+    const shell = new RecordingShell((argv) => ({
+      code: 0,
+      stdout: argv[2]?.includes('pgdata_kind') ? 'init=1 nonempty=1 standby=0 status=3 partial=0\n' : '',
+      stderr: '',
+    }));
+    const d = new SshPostgresDriver({
+      shell,
+      hostRef,
+      connect: () => ({ host: '127.0.0.1', port: 1, password: 'x' }),
+    });
     await d.ensureConfigured(spec, spec.nodes[0]!).catch(() => undefined); // the SQL part cannot connect here
     const start = shell.calls.find((c) => c.argv[2]?.includes('pg_ctl') && c.argv[2].includes(' start'));
     expect(start, 'a pg_ctl start').toBeDefined();

@@ -11,16 +11,27 @@ import { SshShell } from '../../src/drivers/ssh/shell.js';
 const SHELLS = ['sh', 'bash'] as const;
 
 /** What `<shell> -c 'printf %s <quoted>'` prints. */
-const printed = (shell: string, s: string) => execFileSync(shell, ['-c', `printf %s ${shellQuote(s)}`], { encoding: 'utf8' });
+const printed = (shell: string, s: string) =>
+  execFileSync(shell, ['-c', `printf %s ${shellQuote(s)}`], { encoding: 'utf8' });
 
 /** The argv a shell sees for `<shell> -c 'for a in <joined>...'`, NUL-separated. */
 const splitBack = (shell: string, argv: string[]) =>
-  execFileSync(shell, ['-c', `for a in ${shellJoin(argv)}; do printf '%s\\0' "$a"; done`], { encoding: 'utf8' })
+  execFileSync(shell, ['-c', `for a in ${shellJoin(argv)}; do printf '%s\\0' "$a"; done`], {
+    encoding: 'utf8',
+  })
     .split('\0')
     .slice(0, -1);
 
 /** Strings without NUL (no argv can carry one), any Unicode code point, and the nasty ASCII. */
-const nasty = fc.constantFrom(...`'"\\$\`!*?[]{}()<>|&;~#= \t\n%@+:,./-`.split(''), '$(id)', '`id`', "'\\''", '${HOME}', '~root', 'a=b');
+const nasty = fc.constantFrom(
+  ...`'"\\$\`!*?[]{}()<>|&;~#= \t\n%@+:,./-`.split(''),
+  '$(id)',
+  '`id`',
+  "'\\''",
+  '${HOME}',
+  '~root',
+  'a=b',
+);
 const anyString = fc
   .array(fc.oneof(fc.string({ unit: 'binary' }), nasty), { maxLength: 6 })
   .map((parts) => parts.join('').replace(/\0/g, ''));
@@ -52,7 +63,9 @@ describe('shellQuote', () => {
 
   it('a leading NAME=value word stays a command argument, not an assignment', () => {
     for (const shell of SHELLS) {
-      expect(execFileSync(shell, ['-c', `${shellJoin(['printf', '%s', 'PATH=/nowhere'])}`], { encoding: 'utf8' })).toBe('PATH=/nowhere');
+      expect(
+        execFileSync(shell, ['-c', `${shellJoin(['printf', '%s', 'PATH=/nowhere'])}`], { encoding: 'utf8' }),
+      ).toBe('PATH=/nowhere');
     }
   });
 
@@ -62,7 +75,9 @@ describe('shellQuote', () => {
     for (const shell of SHELLS) {
       fc.assert(
         fc.property(anyString, (s) => {
-          const out = execFileSync(shell, ['-c', `printf %s ${shellQuote(s, { always: true })}`], { encoding: 'utf8' });
+          const out = execFileSync(shell, ['-c', `printf %s ${shellQuote(s, { always: true })}`], {
+            encoding: 'utf8',
+          });
           expect(out).toBe(s);
         }),
         { numRuns: 50 },
@@ -96,7 +111,8 @@ describe('shellJoin', () => {
 
 describe('assertSafeName / assertEnvName', () => {
   it('accepts names usable in paths, namespaces and user names', () => {
-    for (const ok of ['pg1', 'db-01', 'a.b_c', 'postgres', 'X'.repeat(63)]) expect(assertSafeName('node', ok)).toBe(ok);
+    for (const ok of ['pg1', 'db-01', 'a.b_c', 'postgres', 'X'.repeat(63)])
+      expect(assertSafeName('node', ok)).toBe(ok);
   });
 
   it('refuses anything else with a terminal error naming the kind', () => {
@@ -144,10 +160,14 @@ describe('SshShell.command (the string sent to the node), run by a local shell',
     );
   });
 
-  it('puts runuser outermost, so env and timeout apply to the user\'s command', () => {
-    expect(SshShell.command(['psql', '-c', 'select 1'], { user: 'postgres', env: { PGPASSWORD: 'x y' }, timeoutMs: 1500 })).toBe(
-      "runuser -u postgres -- timeout -s KILL 1.500 env 'PGPASSWORD=x y' psql -c 'select 1'",
-    );
+  it("puts runuser outermost, so env and timeout apply to the user's command", () => {
+    expect(
+      SshShell.command(['psql', '-c', 'select 1'], {
+        user: 'postgres',
+        env: { PGPASSWORD: 'x y' },
+        timeoutMs: 1500,
+      }),
+    ).toBe("runuser -u postgres -- timeout -s KILL 1.500 env 'PGPASSWORD=x y' psql -c 'select 1'");
     expect(SshShell.command(['true'], { timeoutMs: 0 })).toBe('true');
   });
 

@@ -4,7 +4,12 @@
 
 import { describe, expect, it } from 'vitest';
 import { simSpec } from '../helpers/sim-spec.js';
-import { renderArchiveScript, renderConf, renderHba, renderStandbyConf } from '../../src/drivers/postgres/config.js';
+import {
+  renderArchiveScript,
+  renderConf,
+  renderHba,
+  renderStandbyConf,
+} from '../../src/drivers/postgres/config.js';
 import { renderPgpoolConf, renderPoolPasswd } from '../../src/drivers/pgpool/config.js';
 import { renderPoolXml, xmlEscape } from '../../src/drivers/libvirt/xml.js';
 import type { ClusterSpec, HbaRule } from '../../src/spec/types.js';
@@ -13,7 +18,12 @@ const spec = (o: Partial<ClusterSpec['postgres']> = {}, name = 'sim'): ClusterSp
   const s = simSpec();
   return { ...s, name, postgres: { ...s.postgres, ...o } };
 };
-const hba = (r: Partial<HbaRule>): ClusterSpec => spec({ hba: [{ type: 'host', database: 'all', user: 'all', address: '10.0.0.0/24', method: 'scram-sha-256', ...r }] });
+const hba = (r: Partial<HbaRule>): ClusterSpec =>
+  spec({
+    hba: [
+      { type: 'host', database: 'all', user: 'all', address: '10.0.0.0/24', method: 'scram-sha-256', ...r },
+    ],
+  });
 
 describe('renderers refuse or quote values the schema would have refused', () => {
   it('archive.sh: archiveDir appears only in its quoted assignment, never in a comment line', () => {
@@ -30,7 +40,9 @@ describe('renderers refuse or quote values the schema would have refused', () =>
     expect(() => renderConf(withParam('__proto__', 'x'))).toThrow(/invalid name/);
     expect(() => renderConf(withParam('work_mem', "4MB\nshared_preload_libraries = 'x'"))).toThrow(/newline/);
     expect(() => renderConf(withParam('work_mem', '4MB\u0085'))).toThrow(/control character/);
-    expect(renderConf(withParam('log_line_prefix', "%m '$(id)' \\"))).toContain(`log_line_prefix = '%m ''$(id)'' \\\\'`);
+    expect(renderConf(withParam('log_line_prefix', "%m '$(id)' \\"))).toContain(
+      `log_line_prefix = '%m ''$(id)'' \\\\'`,
+    );
   });
 
   it('comments: a cluster or node name with a newline is refused, not written', () => {
@@ -45,8 +57,18 @@ describe('renderers refuse or quote values the schema would have refused', () =>
     expect(() => renderHba(hba({ user: 'x"#' }))).toThrow(/pg_hba\.conf word/);
     expect(() => renderHba(hba({ user: 'x\ny' }))).toThrow(/pg_hba\.conf word/);
     expect(() => renderHba(hba({ database: '@/etc/passwd' }))).toThrow(/pg_hba\.conf word/);
-    expect(renderHba(hba({ user: 'a b#c' })).trimEnd().split('\n').at(-1)).toBe('host\tall\t"a b#c"\t10.0.0.0/24\tscram-sha-256');
-    expect(renderHba(hba({ user: '+admins,app' })).trimEnd().split('\n').at(-1)).toBe('host\tall\t+admins,app\t10.0.0.0/24\tscram-sha-256');
+    expect(
+      renderHba(hba({ user: 'a b#c' }))
+        .trimEnd()
+        .split('\n')
+        .at(-1),
+    ).toBe('host\tall\t"a b#c"\t10.0.0.0/24\tscram-sha-256');
+    expect(
+      renderHba(hba({ user: '+admins,app' }))
+        .trimEnd()
+        .split('\n')
+        .at(-1),
+    ).toBe('host\tall\t+admins,app\t10.0.0.0/24\tscram-sha-256');
   });
 
   it('pgpool: values with control characters and pool_passwd names with them are refused', () => {
@@ -55,7 +77,7 @@ describe('renderers refuse or quote values the schema would have refused', () =>
   });
 
   it('libvirt XML: markup is escaped, line breaks kept as references, NUL refused', () => {
-    expect(renderPoolXml("x'/><evil a='", '/srv/p')).toContain("<name>x&apos;/&gt;&lt;evil a=&apos;</name>");
+    expect(renderPoolXml("x'/><evil a='", '/srv/p')).toContain('<name>x&apos;/&gt;&lt;evil a=&apos;</name>');
     expect(xmlEscape('a\tb\nc\rd')).toBe('a&#9;b&#10;c&#13;d');
     expect(() => xmlEscape('a\u0000b')).toThrow(/control character/);
   });

@@ -35,7 +35,13 @@ function setup(mode: 'sync' | 'async') {
         clock.advance(Math.max(r.requeueAfterMs, 100));
         if (r.converged) return i;
       }
-      throw new Error(`did not converge:\n${store.listEvents({ cluster: env.spec.name }).slice(-20).map((e) => `${e.node} ${e.ruleId} ${e.reason}`).join('\n')}`);
+      throw new Error(
+        `did not converge:\n${store
+          .listEvents({ cluster: env.spec.name })
+          .slice(-20)
+          .map((e) => `${e.node} ${e.ruleId} ${e.reason}`)
+          .join('\n')}`,
+      );
     },
   };
   env.apply(env.spec);
@@ -43,7 +49,14 @@ function setup(mode: 'sync' | 'async') {
 }
 
 type Env = ReturnType<typeof setup>;
-const pg04: NodeSpec = { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1024, rootDiskGiB: 10, dataDiskGiB: 10 };
+const pg04: NodeSpec = {
+  name: 'pg04',
+  address: '10.0.0.14',
+  vcpus: 1,
+  memoryMiB: 1024,
+  rootDiskGiB: 10,
+  dataDiskGiB: 10,
+};
 
 function primaryOf(env: Env): string {
   const w = env.sim.writablePrimaries(env.spec.name);
@@ -78,8 +91,17 @@ describe('scale-in against the simulated world', () => {
     env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
     await env.converge();
     expectGone(env, 'pg04');
-    const story = env.store.listEvents({ cluster: env.spec.name, afterId: before }).filter((e) => e.node === 'pg04' || e.reason.includes('pg04'));
-    expect(story.map((e) => e.ruleId)).toEqual(['scale.sync-remove', 'scale.pool-remove', 'scale.fence', 'scale.remove-machine', 'scale.drop-slot', 'scale.forget']);
+    const story = env.store
+      .listEvents({ cluster: env.spec.name, afterId: before })
+      .filter((e) => e.node === 'pg04' || e.reason.includes('pg04'));
+    expect(story.map((e) => e.ruleId)).toEqual([
+      'scale.sync-remove',
+      'scale.pool-remove',
+      'scale.fence',
+      'scale.remove-machine',
+      'scale.drop-slot',
+      'scale.forget',
+    ]);
     expect(story.map((e) => e.ruleId)).not.toContain('node.machine-vanished');
     // a write through pgpool is acknowledged synchronously by the remaining standbys
     const w = env.sim.write(env.spec.name, 'pool', 1);
@@ -97,9 +119,14 @@ describe('scale-in against the simulated world', () => {
     expectGone(env, old);
     const now = primaryOf(env);
     expect(now).not.toBe(old);
-    const rules = env.store.listEvents({ cluster: env.spec.name }).filter((e) => e.node === old || e.reason.includes(old)).map((e) => e.ruleId);
+    const rules = env.store
+      .listEvents({ cluster: env.spec.name })
+      .filter((e) => e.node === old || e.reason.includes(old))
+      .map((e) => e.ruleId);
     expect(rules).toContain('scale.handover');
-    expect(rules.slice(rules.indexOf('scale.handover'))).toEqual(expect.arrayContaining(['scale.fence', 'scale.remove-machine', 'scale.forget']));
+    expect(rules.slice(rules.indexOf('scale.handover'))).toEqual(
+      expect.arrayContaining(['scale.fence', 'scale.remove-machine', 'scale.forget']),
+    );
     expect(rules).not.toContain('node.machine-vanished');
     expect(env.sim.lostSyncAcks(env.spec.name)).toEqual([]);
   });
@@ -124,8 +151,13 @@ describe('scale-in against the simulated world', () => {
   it('the simulated provider refuses to look for a machine through a made-up spec, as the lab does', async () => {
     const env = setup('async');
     await env.converge();
-    const madeUp = { ...env.spec, nodes: [...env.spec.nodes.slice(1), { ...env.spec.nodes[0]!, address: '0.0.0.0' }] };
-    await expect(env.drivers.provider.observeMachines(madeUp)).rejects.toThrow(/made at 10\.0\.0\.11, not 0\.0\.0\.0/);
+    const madeUp = {
+      ...env.spec,
+      nodes: [...env.spec.nodes.slice(1), { ...env.spec.nodes[0]!, address: '0.0.0.0' }],
+    };
+    await expect(env.drivers.provider.observeMachines(madeUp)).rejects.toThrow(
+      /made at 10\.0\.0\.11, not 0\.0\.0\.0/,
+    );
   });
 });
 
@@ -138,14 +170,29 @@ describe('observeCluster and nodes that left the spec', () => {
     const three = { ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') };
     const seen = await observeCluster(three, env.drivers, {}, env.clock.now(), { pg04 });
     expect(seen.strays).toEqual({ pg04 });
-    expect(seen.nodes.pg04).toMatchObject({ machine: { state: 'running' }, reachable: true, postgres: { inRecovery: true, streaming: true } });
-    const failing = { ...env.drivers, provider: { ...env.drivers.provider, listMachines: async () => Promise.reject(new Error('libvirtd restarting')) } };
+    expect(seen.nodes.pg04).toMatchObject({
+      machine: { state: 'running' },
+      reachable: true,
+      postgres: { inRecovery: true, streaming: true },
+    });
+    const failing = {
+      ...env.drivers,
+      provider: {
+        ...env.drivers.provider,
+        listMachines: async () => Promise.reject(new Error('libvirtd restarting')),
+      },
+    };
     const blind = await observeCluster(three, failing, {}, env.clock.now(), { pg04 });
-    expect(blind.nodes.pg04!.machine).toEqual({ state: 'running', detail: 'provider unavailable: libvirtd restarting' });
+    expect(blind.nodes.pg04!.machine).toEqual({
+      state: 'running',
+      detail: 'provider unavailable: libvirtd restarting',
+    });
     // unrecorded and unlisted without asking: nothing is made up
     const plain = await observeCluster(three, env.drivers, {}, env.clock.now(), {});
     expect(plain.nodes.pg04).toBeUndefined();
     const listed = await observeCluster(three, env.drivers, {}, env.clock.now(), {}, { listMachines: true });
-    expect(listed.strays).toEqual({ pg04: { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 } });
+    expect(listed.strays).toEqual({
+      pg04: { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 },
+    });
   });
 });

@@ -32,7 +32,15 @@ describe('serve lock guard (store)', () => {
       expect(a.acquireServeLock(100, 'h1', 1000, () => true)).toEqual({ ok: true });
       a.guardWithServeLock(100, 'h1');
       a.applySpec(simSpec({ name: 'c1' }), 'h-1', 'src', 1000);
-      a.recordEvent({ time: 1, cluster: 'c1', node: null, from: null, to: null, ruleId: 'x', reason: 'while holding' });
+      a.recordEvent({
+        time: 1,
+        cluster: 'c1',
+        node: null,
+        from: null,
+        to: null,
+        ruleId: 'x',
+        reason: 'while holding',
+      });
       // b judges 100 dead (stale) and takes over
       expect(b.acquireServeLock(200, 'h1', 2000, () => false)).toEqual({ ok: true });
       const refused = (fn: () => unknown) => {
@@ -44,8 +52,28 @@ describe('serve lock guard (store)', () => {
         }
         expect(isServeLockLost(err), String(err)).toBe(true);
       };
-      refused(() => a.recordEvent({ time: 2, cluster: 'c1', node: null, from: null, to: null, ruleId: 'x', reason: 'after losing' }));
-      refused(() => a.commitStep({ cluster: 'c1', node: 'pg01', state: 'provisioned', goal: 'primary', message: 'm', event: { ruleId: 'r', reason: 'r' }, now: 3 }));
+      refused(() =>
+        a.recordEvent({
+          time: 2,
+          cluster: 'c1',
+          node: null,
+          from: null,
+          to: null,
+          ruleId: 'x',
+          reason: 'after losing',
+        }),
+      );
+      refused(() =>
+        a.commitStep({
+          cluster: 'c1',
+          node: 'pg01',
+          state: 'provisioned',
+          goal: 'primary',
+          message: 'm',
+          event: { ruleId: 'r', reason: 'r' },
+          now: 3,
+        }),
+      );
       refused(() => a.setClusterStatus('c1', { phase: 'X', primary: null, message: 'm' }));
       refused(() => a.saveSimWorld('{}', 4));
       expect(a.heartbeat(100, 5000, 'h1')).toBe(false);
@@ -53,7 +81,15 @@ describe('serve lock guard (store)', () => {
       expect(b.listEvents().map((e) => e.reason)).toEqual(['while holding']);
       expect(b.getNode('c1', 'pg01')).toBeUndefined();
       // the new holder's connection is not affected by a's (temporary, per-connection) guard
-      b.recordEvent({ time: 6, cluster: 'c1', node: null, from: null, to: null, ruleId: 'x', reason: 'new holder' });
+      b.recordEvent({
+        time: 6,
+        cluster: 'c1',
+        node: null,
+        from: null,
+        to: null,
+        ruleId: 'x',
+        reason: 'new holder',
+      });
       expect(b.serveLockHolder()).toMatchObject({ pid: 200, hostname: 'h1' });
     } finally {
       a.close();
@@ -63,7 +99,7 @@ describe('serve lock guard (store)', () => {
 });
 
 describe('pgop serve losing its lock', () => {
-  it('stops before its next pass, commits nothing more, keeps the new holder\'s lock and exits 6', async () => {
+  it("stops before its next pass, commits nothing more, keeps the new holder's lock and exits 6", async () => {
     const db = newDb();
     const setup = Store.open(db);
     setup.applySpec(simSpec({ name: 'c1' }), 'h-1', 'src', Date.now());
@@ -74,13 +110,18 @@ describe('pgop serve losing its lock', () => {
     let calls = 0;
     let eventsAtTakeover = -1;
     const TAKEOVER_AT = 3;
-    vi.spyOn(Reconciler.prototype, 'pass').mockImplementation(async function (this: Reconciler, name: string) {
+    vi.spyOn(Reconciler.prototype, 'pass').mockImplementation(async function (
+      this: Reconciler,
+      name: string,
+    ) {
       calls++;
       if (calls === TAKEOVER_AT) {
         // another serve on this host finds our pid "dead" and takes the lock over, just as this
         // pass begins: the pass runs on, but none of its writes may land
         eventsAtTakeover = other.listEvents().length;
-        expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({ ok: true });
+        expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({
+          ok: true,
+        });
       }
       return original.call(this, name);
     });
@@ -94,7 +135,9 @@ describe('pgop serve losing its lock', () => {
       expect(eventsAtTakeover).toBeGreaterThan(0); // the serve did commit while it held the lock
       expect(other.listEvents().length).toBe(eventsAtTakeover);
       expect(other.serveLockHolder()).toMatchObject({ pid: process.pid + 1, hostname: hostname() });
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(new RegExp(`lost the lock of .* to pid ${process.pid + 1} on `));
+      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(
+        new RegExp(`lost the lock of .* to pid ${process.pid + 1} on `),
+      );
     } finally {
       stderr.mockRestore();
       other.close();
@@ -112,7 +155,9 @@ describe('pgop serve losing its lock', () => {
         (e: unknown) => e,
       );
       await new Promise((r) => setTimeout(r, 300));
-      expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({ ok: true });
+      expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({
+        ok: true,
+      });
       const t0 = Date.now();
       const res = await outcome;
       expect(res).toBeInstanceOf(ServeLockLostError);

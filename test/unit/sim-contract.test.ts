@@ -13,7 +13,8 @@ function simEnv(cluster = simSpec()) {
     world: drivers,
     faults: drivers.faults,
     cluster,
-    write: async (via: 'pool' | string, id: number) => sim.write(cluster.name, via === 'pool' ? 'pool' : { node: via }, id).acked,
+    write: async (via: 'pool' | string, id: number) =>
+      sim.write(cluster.name, via === 'pool' ? 'pool' : { node: via }, id).acked,
     eventuallyMs: 0, // every effect is immediate in the sim: check once, never sleep
     cleanup: async () => {},
   };

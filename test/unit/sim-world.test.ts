@@ -111,7 +111,12 @@ describe('WAL and replication', () => {
     expect(sim.nodeLog(spec.name, A.name)).toEqual([1, 2]);
     await d.postgres.ensureStandby(spec, A, B);
     expect(sim.nodeLog(spec.name, A.name)).toEqual([1, 3]);
-    expect(await probe(A)).toMatchObject({ streaming: true, upstream: B.name, timeline: 2, inRecovery: true });
+    expect(await probe(A)).toMatchObject({
+      streaming: true,
+      upstream: B.name,
+      timeline: 2,
+      inRecovery: true,
+    });
     expect(sim.journal(spec.name).some((l) => l.includes(`rewind standby ${A.name}`))).toBe(true);
   });
 
@@ -242,10 +247,17 @@ describe('split brain and the invariant helpers', () => {
     await bringUp();
     sim.partition(spec.name, A.name);
     expect(direct(A, 1)).toMatchObject({ acked: true, node: A.name });
-    expect(sim.write(spec.name, 'pool', 2)).toMatchObject({ acked: false, reason: `pgpool cannot reach ${A.name}` });
+    expect(sim.write(spec.name, 'pool', 2)).toMatchObject({
+      acked: false,
+      reason: `pgpool cannot reach ${A.name}`,
+    });
     expect(sim.nodeLog(spec.name, B.name)).toEqual([]);
     const pool = await d.pool.observe(spec);
-    expect(pool.backends.find((b) => b.name === A.name)).toEqual({ name: A.name, status: 'down', role: 'unknown' });
+    expect(pool.backends.find((b) => b.name === A.name)).toEqual({
+      name: A.name,
+      status: 'down',
+      role: 'unknown',
+    });
     expect((await d.postgres.probe(spec, A)).error).toBe('unreachable: link down');
   });
 
@@ -257,7 +269,10 @@ describe('split brain and the invariant helpers', () => {
     expect(sim.writablePrimaries(spec.name)).toEqual([A.name, B.name]);
     await d.provider.fenceMachine(spec, A); // out of band: works through the partition
     expect(sim.writablePrimaries(spec.name)).toEqual([B.name]);
-    expect((await d.provider.observeMachines(spec))[A.name]).toEqual({ state: 'stopped', detail: 'domain shut off (fenced)' });
+    expect((await d.provider.observeMachines(spec))[A.name]).toEqual({
+      state: 'stopped',
+      detail: 'domain shut off (fenced)',
+    });
   });
 
   it('lostSyncAcks: a promotion of the standby lacking an acked commit loses it', async () => {
@@ -315,7 +330,11 @@ describe('driver preconditions', () => {
     await failsWith(d.postgres.promote(spec, C), 'transient', /link down/);
     sim.vanish(spec.name, C.name);
     await failsWith(d.postgres.ensureInstalled(spec, C), 'transient', /machine missing/);
-    expect(await d.postgres.probe(spec, C)).toEqual({ reachable: false, postgres: null, error: 'machine missing' });
+    expect(await d.postgres.probe(spec, C)).toEqual({
+      reachable: false,
+      postgres: null,
+      error: 'machine missing',
+    });
   });
 
   it('ensureStandby needs a reachable, running, writable primary', async () => {
@@ -348,9 +367,16 @@ describe('driver preconditions', () => {
   it('a fresh machine needs installing before postgres: a vanished node starts from nothing', async () => {
     await bringUp();
     sim.vanish(spec.name, C.name);
-    expect((await d.provider.observeMachines(spec))[C.name]).toEqual({ state: 'missing', detail: 'no such domain' });
+    expect((await d.provider.observeMachines(spec))[C.name]).toEqual({
+      state: 'missing',
+      detail: 'no such domain',
+    });
     await d.provider.ensureMachine(spec, C);
-    expect(await d.postgres.probe(spec, C)).toEqual({ reachable: true, postgres: null, error: 'postgres not installed' });
+    expect(await d.postgres.probe(spec, C)).toEqual({
+      reachable: true,
+      postgres: null,
+      error: 'postgres not installed',
+    });
     await failsWith(d.postgres.ensureStandby(spec, C, A), 'transient', /not installed/);
     await d.postgres.ensureInstalled(spec, C);
     expect((await probe(C)).initialized).toBe(false);
@@ -362,9 +388,18 @@ describe('driver preconditions', () => {
     await bringUp();
     direct(A, 1);
     sim.destroyDomain(spec.name, B.name);
-    expect((await d.provider.observeMachines(spec))[B.name]).toEqual({ state: 'stopped', detail: 'domain shut off (destroyed)' });
+    expect((await d.provider.observeMachines(spec))[B.name]).toEqual({
+      state: 'stopped',
+      detail: 'domain shut off (destroyed)',
+    });
     sim.start(spec.name, B.name);
-    expect(await probe(B)).toMatchObject({ running: false, initialized: true, inRecovery: true, upstream: A.name, lsn: lsnOf(1) });
+    expect(await probe(B)).toMatchObject({
+      running: false,
+      initialized: true,
+      inRecovery: true,
+      upstream: A.name,
+      lsn: lsnOf(1),
+    });
     await d.postgres.ensureStandby(spec, B, A);
     expect((await probe(B)).streaming).toBe(true);
   });
@@ -392,7 +427,9 @@ describe('driver preconditions', () => {
     const s = simSpec();
     const n = s.nodes[0]!;
     const h = desiredConfigHash(s, n);
-    const reordered = simSpec({ postgres: { parameters: Object.fromEntries(Object.entries(s.postgres.parameters).reverse()) } });
+    const reordered = simSpec({
+      postgres: { parameters: Object.fromEntries(Object.entries(s.postgres.parameters).reverse()) },
+    });
     expect(desiredConfigHash(reordered, n)).toBe(h);
     expect(desiredConfigHash(simSpec({ postgres: { parameters: { work_mem: '8MB' } } }), n)).not.toBe(h);
     expect(desiredConfigHash(simSpec({ replication: { slots: false } }), n)).not.toBe(h);
@@ -421,7 +458,11 @@ describe('pgpool', () => {
   it('a crashed pgpool is unreachable and refuses writes until ensurePool restarts it', async () => {
     await bringUp();
     sim.crashPool(spec.name);
-    expect(await d.pool.observe(spec)).toMatchObject({ reachable: false, primary: null, error: 'pgpool not running' });
+    expect(await d.pool.observe(spec)).toMatchObject({
+      reachable: false,
+      primary: null,
+      error: 'pgpool not running',
+    });
     expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: false, reason: 'pgpool not running' });
     await d.pool.ensurePool(spec, A.name);
     expect(sim.write(spec.name, 'pool', 2).acked).toBe(true);
@@ -491,8 +532,41 @@ describe('random schedules of driver calls and faults', () => {
   const nodeIx = fc.integer({ min: 0, max: 2 });
   // Writes weigh most so that most runs carry acknowledged commits through the faults.
   const op = fc.oneof(
-    { weight: 2, arbitrary: fc.tuple(fc.constantFrom('kill', 'partition', 'heal', 'stop', 'start', 'destroy', 'vanish', 'drift', 'lag', 'unlag'), nodeIx) },
-    { weight: 3, arbitrary: fc.tuple(fc.constantFrom('machine', 'install', 'primary', 'configure', 'promote', 'demote', 'fence', 'slots', 'pool'), nodeIx) },
+    {
+      weight: 2,
+      arbitrary: fc.tuple(
+        fc.constantFrom(
+          'kill',
+          'partition',
+          'heal',
+          'stop',
+          'start',
+          'destroy',
+          'vanish',
+          'drift',
+          'lag',
+          'unlag',
+        ),
+        nodeIx,
+      ),
+    },
+    {
+      weight: 3,
+      arbitrary: fc.tuple(
+        fc.constantFrom(
+          'machine',
+          'install',
+          'primary',
+          'configure',
+          'promote',
+          'demote',
+          'fence',
+          'slots',
+          'pool',
+        ),
+        nodeIx,
+      ),
+    },
     { weight: 2, arbitrary: fc.tuple(fc.constant('standby'), nodeIx, fc.integer({ min: 1, max: 2 })) },
     { weight: 1, arbitrary: fc.tuple(fc.constant('sync'), nodeIx, fc.integer({ min: 0, max: 2 })) },
     { weight: 6, arbitrary: fc.tuple(fc.constant('write'), fc.integer({ min: -1, max: 2 })) },
@@ -513,32 +587,61 @@ describe('random schedules of driver calls and faults', () => {
       const n = at(a);
       const call = async (): Promise<unknown> => {
         switch (kind) {
-          case 'kill': return sim.kill(spec.name, n.name);
-          case 'partition': return sim.partition(spec.name, n.name);
-          case 'heal': return sim.heal(spec.name, n.name);
-          case 'stop': return sim.stop(spec.name, n.name);
-          case 'start': return sim.start(spec.name, n.name);
-          case 'destroy': return sim.destroyDomain(spec.name, n.name);
-          case 'vanish': return sim.vanish(spec.name, n.name);
-          case 'drift': return sim.driftConfig(spec.name, n.name);
-          case 'lag': return sim.setLagging(spec.name, n.name, true);
-          case 'unlag': return sim.setLagging(spec.name, n.name, false);
-          case 'crashPool': return sim.crashPool(spec.name);
-          case 'write': return sim.write(spec.name, a === -1 ? 'pool' : { node: n.name }, ++id);
-          case 'machine': return d.provider.ensureMachine(spec, n);
-          case 'install': return d.postgres.ensureInstalled(spec, n);
+          case 'kill':
+            return sim.kill(spec.name, n.name);
+          case 'partition':
+            return sim.partition(spec.name, n.name);
+          case 'heal':
+            return sim.heal(spec.name, n.name);
+          case 'stop':
+            return sim.stop(spec.name, n.name);
+          case 'start':
+            return sim.start(spec.name, n.name);
+          case 'destroy':
+            return sim.destroyDomain(spec.name, n.name);
+          case 'vanish':
+            return sim.vanish(spec.name, n.name);
+          case 'drift':
+            return sim.driftConfig(spec.name, n.name);
+          case 'lag':
+            return sim.setLagging(spec.name, n.name, true);
+          case 'unlag':
+            return sim.setLagging(spec.name, n.name, false);
+          case 'crashPool':
+            return sim.crashPool(spec.name);
+          case 'write':
+            return sim.write(spec.name, a === -1 ? 'pool' : { node: n.name }, ++id);
+          case 'machine':
+            return d.provider.ensureMachine(spec, n);
+          case 'install':
+            return d.postgres.ensureInstalled(spec, n);
           case 'primary': {
             // Without promotions, only the first node may ever be initialised as a primary.
             if (!withPromotions && a !== 0) return;
-            return d.postgres.ensurePrimary(spec, n, nodes.filter((x) => x !== n).map((x) => x.name));
+            return d.postgres.ensurePrimary(
+              spec,
+              n,
+              nodes.filter((x) => x !== n).map((x) => x.name),
+            );
           }
-          case 'configure': return d.postgres.ensureConfigured(spec, n);
-          case 'promote': return d.postgres.promote(spec, n);
-          case 'demote': return d.postgres.demote(spec, n);
-          case 'fence': return d.provider.fenceMachine(spec, n);
-          case 'slots': return d.postgres.ensureSlots(spec, n, nodes.filter((x) => x !== n).map((x) => x.name));
-          case 'pool': return d.pool.ensurePool(spec, n.name);
-          case 'standby': return d.postgres.ensureStandby(spec, n, at(((a as number) + (b as number)) % 3));
+          case 'configure':
+            return d.postgres.ensureConfigured(spec, n);
+          case 'promote':
+            return d.postgres.promote(spec, n);
+          case 'demote':
+            return d.postgres.demote(spec, n);
+          case 'fence':
+            return d.provider.fenceMachine(spec, n);
+          case 'slots':
+            return d.postgres.ensureSlots(
+              spec,
+              n,
+              nodes.filter((x) => x !== n).map((x) => x.name),
+            );
+          case 'pool':
+            return d.pool.ensurePool(spec, n.name);
+          case 'standby':
+            return d.postgres.ensureStandby(spec, n, at(((a as number) + (b as number)) % 3));
           case 'sync': {
             const others = nodes.filter((x) => x !== n).map((x) => x.name);
             return d.postgres.ensureSyncStandbys(spec, n, (b as number) === 0 ? [] : others, b as number);
@@ -579,15 +682,29 @@ describe('random schedules of driver calls and faults', () => {
   }
 
   const bootstrap: (string | number)[][] = [
-    ['machine', 0], ['machine', 1], ['machine', 2], ['install', 0], ['install', 1], ['install', 2],
-    ['primary', 0], ['standby', 1, 2], ['standby', 2, 1], ['pool', 0],
+    ['machine', 0],
+    ['machine', 1],
+    ['machine', 2],
+    ['install', 0],
+    ['install', 1],
+    ['install', 2],
+    ['primary', 0],
+    ['standby', 1, 2],
+    ['standby', 2, 1],
+    ['pool', 0],
   ];
 
   it('keep the physics coherent (with promotions)', async () => {
-    await fc.assert(fc.asyncProperty(fc.array(op, { maxLength: 60 }), (ops) => run([...bootstrap, ...ops], true)), { numRuns: 300 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), (ops) => run([...bootstrap, ...ops], true)),
+      { numRuns: 300 },
+    );
   });
 
   it('never make two primaries or lose a commit when nobody promotes', async () => {
-    await fc.assert(fc.asyncProperty(fc.array(op, { maxLength: 60 }), (ops) => run([...bootstrap, ...ops], false)), { numRuns: 300 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), (ops) => run([...bootstrap, ...ops], false)),
+      { numRuns: 300 },
+    );
   });
 });

@@ -16,11 +16,17 @@ const root = new URL('../../', import.meta.url).pathname;
 const bin = join(root, 'bin/pgop');
 const SIM = readFileSync(join(root, 'specs/sim-3node.yaml'), 'utf8');
 // The test driver's URI: apply checks no base image for it.
-const LIBVIRT = readFileSync(join(root, 'specs/libvirt-3node.yaml'), 'utf8').replace('uri: qemu:///system', 'uri: test:///default');
+const LIBVIRT = readFileSync(join(root, 'specs/libvirt-3node.yaml'), 'utf8').replace(
+  'uri: qemu:///system',
+  'uri: test:///default',
+);
 const LAB = readFileSync(join(root, 'specs/lab-3node.yaml'), 'utf8');
 
 function pgop(db: string, args: string[]) {
-  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], { encoding: 'utf8', env: { ...process.env, PGOP_DB: '' } });
+  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PGOP_DB: '' },
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -39,7 +45,8 @@ function at(text: string, needle: string): { line: number; column: number } {
   return { line: before.length, column: before.at(-1)!.length + 1 };
 }
 
-const withPostgres = (base: string, lines: string) => edit(base, '  postgres:\n    version: 15\n', `  postgres:\n    version: 15\n${lines}`);
+const withPostgres = (base: string, lines: string) =>
+  edit(base, '  postgres:\n    version: 15\n', `  postgres:\n    version: 15\n${lines}`);
 
 interface Case {
   what: string;
@@ -53,14 +60,22 @@ interface Case {
 const cases: Case[] = [
   {
     what: 'a libvirt pool name that walks out of the state directory (hole 2)',
-    text: edit(LIBVIRT, '      name: pgop\n      path: /var/lib/pgop/pool', '      name: "x/../../../../root/.ssh/authorized_keys"\n      path: /var/lib/pgop/pool'),
+    text: edit(
+      LIBVIRT,
+      '      name: pgop\n      path: /var/lib/pgop/pool',
+      '      name: "x/../../../../root/.ssh/authorized_keys"\n      path: /var/lib/pgop/pool',
+    ),
     needle: '"x/../../',
     field: 'spec.provider.pool.name',
     message: /must be a libvirt object name/,
   },
   {
     what: 'a command substitution in logDir (hole 3: pg_ctl runs -l through /bin/sh)',
-    text: edit(SIM, 'parameters:\n      wal_level', 'logDir: "/var/log/pg$(id>/tmp/pwned)"\n    parameters:\n      wal_level'),
+    text: edit(
+      SIM,
+      'parameters:\n      wal_level',
+      'logDir: "/var/log/pg$(id>/tmp/pwned)"\n    parameters:\n      wal_level',
+    ),
     needle: '"/var/log/pg$(',
     field: 'spec.postgres.logDir',
     message: /must be a path of letters, digits and \. _ - \/ only \(not "\$"\)/,
@@ -74,7 +89,11 @@ const cases: Case[] = [
   },
   {
     what: 'a parameter value with a newline',
-    text: edit(SIM, '      wal_level: replica', `      wal_level: "replica\\nshared_preload_libraries = 'evil'"`),
+    text: edit(
+      SIM,
+      '      wal_level: replica',
+      `      wal_level: "replica\\nshared_preload_libraries = 'evil'"`,
+    ),
     needle: '"replica\\n',
     field: 'spec.postgres.parameters.wal_level',
     message: /must be one line without control characters/,
@@ -88,7 +107,10 @@ const cases: Case[] = [
   },
   {
     what: 'an hba word with a double quote (the renderer refused it later)',
-    text: withPostgres(SIM, `    hba:\n      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`),
+    text: withPostgres(
+      SIM,
+      `    hba:\n      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`,
+    ),
     needle: `'x"`,
     field: 'spec.postgres.hba[0].user',
     message: /must be a lowercase role name/,
@@ -112,7 +134,8 @@ const cases: Case[] = [
     text: withPostgres(SIM, '    logDir: /usr/local/bin\n'),
     needle: '/usr/local/bin',
     field: 'spec.postgres.logDir',
-    message: /must lie strictly below \/u00-\/u99, \/srv, \/data, or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres/,
+    message:
+      /must lie strictly below \/u00-\/u99, \/srv, \/data, or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres/,
   },
   {
     what: 'backupDir .. traversal',
@@ -129,7 +152,7 @@ const cases: Case[] = [
     message: /must lie below \/var\/lib\/pgop/,
   },
   {
-    what: 'a lab logDir outside the node\'s private mounts',
+    what: "a lab logDir outside the node's private mounts",
     text: edit(LAB, 'logDir: /var/log/postgres', 'logDir: /srv/pglog'),
     needle: '/srv/pglog',
     field: 'spec.postgres.logDir',
@@ -151,7 +174,11 @@ const cases: Case[] = [
   },
   {
     what: 'a bridge name that is not an interface name',
-    text: edit(LIBVIRT, '      gateway: 192.168.122.1', "      gateway: 192.168.122.1\n      bridge: \"br0'/><x\""),
+    text: edit(
+      LIBVIRT,
+      '      gateway: 192.168.122.1',
+      '      gateway: 192.168.122.1\n      bridge: "br0\'/><x"',
+    ),
     needle: '"br0',
     field: 'spec.provider.network.bridge',
     message: /must be a network interface name/,
@@ -162,14 +189,18 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
   let dir: string;
   let db: string;
   beforeAll(() => {
-    if (!existsSync(join(root, 'dist/src/cli/main.js'))) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+    if (!existsSync(join(root, 'dist/src/cli/main.js')))
+      execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
     dir = mkdtempSync(join(tmpdir(), 'pgop-inject-'));
     db = join(dir, 'pgop.db');
     const file = join(dir, 'sim.yaml');
     writeFileSync(file, SIM);
     expect(pgop(db, ['apply', '-f', file]).code).toBe(0);
     // the unmodified bases are valid: each case below fails only for its value
-    for (const [name, base] of [['lab', LAB], ['libvirt', LIBVIRT]] as const) {
+    for (const [name, base] of [
+      ['lab', LAB],
+      ['libvirt', LIBVIRT],
+    ] as const) {
       writeFileSync(join(dir, `${name}.yaml`), base);
       const r = pgop(db, ['apply', '--dry-run', '-f', join(dir, `${name}.yaml`)]);
       expect(r.code, r.stderr).toBe(0);
@@ -181,7 +212,10 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
       const file = join(dir, 'bad.yaml');
       writeFileSync(file, c.text);
       const before = readFileSync(db);
-      for (const args of [['apply', '--dry-run', '-f', file], ['apply', '-f', file]]) {
+      for (const args of [
+        ['apply', '--dry-run', '-f', file],
+        ['apply', '-f', file],
+      ]) {
         const r = pgop(db, args);
         expect(r.code, r.stderr).toBe(2);
         expect(r.stdout).toBe('');
@@ -199,20 +233,33 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
 
 describe('the libvirt ownership marker', () => {
   it('refuses a pool name that is not a libvirt name, whatever reached the provider', () => {
-    const r = new HypervisorResources(new Virsh(), mkdtempSync(join(tmpdir(), 'pgop-marker-')), { info() {}, warn() {} });
+    const r = new HypervisorResources(new Virsh(), mkdtempSync(join(tmpdir(), 'pgop-marker-')), {
+      info() {},
+      warn() {},
+    });
     const markerPath = (uri: string, kind: 'pool' | 'network', name: string) => r.markerPath(uri, kind, name);
-    expect(() => markerPath('qemu:///system', 'pool', 'x/../../../../root/.ssh/authorized_keys')).toThrow(/cannot use pool name/);
+    expect(() => markerPath('qemu:///system', 'pool', 'x/../../../../root/.ssh/authorized_keys')).toThrow(
+      /cannot use pool name/,
+    );
     expect(() => markerPath('qemu:///system', 'pool', '..')).toThrow(/cannot use pool name/);
     expect(markerPath('qemu:///system', 'pool', 'pgop')).toMatch(/\/owned\/pool-[0-9a-f]{12}-pgop$/);
   });
 });
 
 describe('the lab mounts the parser knows', () => {
-  it('are the lab provider\'s: postgres directories on postgres-owned private mounts, stateDir off every private mount', () => {
+  it("are the lab provider's: postgres directories on postgres-owned private mounts, stateDir off every private mount", () => {
     const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
     for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
-    expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual([...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort());
-    const text = edit(LAB, '    network: 10.77.0.0/24 ', '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ');
-    expect(() => parseSpecText(text, 'lab.yaml')).toThrow(/stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/);
+    expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual(
+      [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort(),
+    );
+    const text = edit(
+      LAB,
+      '    network: 10.77.0.0/24 ',
+      '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ',
+    );
+    expect(() => parseSpecText(text, 'lab.yaml')).toThrow(
+      /stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/,
+    );
   });
 });

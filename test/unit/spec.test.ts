@@ -95,15 +95,27 @@ describe('example specs', () => {
     const sim = parseSpecFile(join(specsDir, 'sim-3node.yaml')).spec;
     expect(sim.name).toBe('sim');
     expect(sim.provider).toEqual({ type: 'sim' });
-    expect(sim.nodes.map((n) => `${n.name}=${n.address}`)).toEqual(['pg01=10.0.0.11', 'pg02=10.0.0.12', 'pg03=10.0.0.13']);
+    expect(sim.nodes.map((n) => `${n.name}=${n.address}`)).toEqual([
+      'pg01=10.0.0.11',
+      'pg02=10.0.0.12',
+      'pg03=10.0.0.13',
+    ]);
     expect(sim.replication.mode).toBe('async');
 
     const lab = parseSpecFile(join(specsDir, 'lab-3node.yaml')).spec;
     expect(lab.name).toBe('lab');
     expect(lab.provider).toEqual({ type: 'lab', network: '10.77.0.0/24' });
-    expect(lab.nodes.map((n) => `${n.name}=${n.address}`)).toEqual(['pg01=10.77.0.11', 'pg02=10.77.0.12', 'pg03=10.77.0.13']);
+    expect(lab.nodes.map((n) => `${n.name}=${n.address}`)).toEqual([
+      'pg01=10.77.0.11',
+      'pg02=10.77.0.12',
+      'pg03=10.77.0.13',
+    ]);
     expect(lab.pgpool.address).toBe('10.77.0.10');
-    expect(lab.replication).toMatchObject({ mode: 'sync', syncQuorum: 1, password: { file: '/var/lib/pgop/secrets/lab/replicator' } });
+    expect(lab.replication).toMatchObject({
+      mode: 'sync',
+      syncQuorum: 1,
+      password: { file: '/var/lib/pgop/secrets/lab/replicator' },
+    });
 
     const vm = parseSpecFile(join(specsDir, 'libvirt-3node.yaml')).spec;
     expect(vm.provider).toEqual({
@@ -140,8 +152,16 @@ describe('example specs', () => {
         superuserPassword: { env: 'PGOP_SIM_PASSWORD' },
         hba: [],
       },
-      nodes: [{ name: 'a', address: '10.0.0.1', vcpus: 2, memoryMiB: 1024, rootDiskGiB: 20, dataDiskGiB: 40 }],
-      replication: { mode: 'async', syncQuorum: 1, user: 'replicator', password: { env: 'PGOP_SIM_PASSWORD' }, slots: true },
+      nodes: [
+        { name: 'a', address: '10.0.0.1', vcpus: 2, memoryMiB: 1024, rootDiskGiB: 20, dataDiskGiB: 40 },
+      ],
+      replication: {
+        mode: 'async',
+        syncQuorum: 1,
+        user: 'replicator',
+        password: { env: 'PGOP_SIM_PASSWORD' },
+        slots: true,
+      },
       pgpool: {
         enabled: true,
         port: 9999,
@@ -153,11 +173,17 @@ describe('example specs', () => {
       roles: [],
       databases: [],
       grants: [],
-      failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 1000, retryIntervalMs: 100 },
+      failureDetection: {
+        probeIntervalMs: 1000,
+        missesBeforeFailover: 3,
+        connectTimeoutMs: 1000,
+        retryIntervalMs: 100,
+      },
     });
-    expect(parseSpecText(edit(SIM_MINIMAL, 'metadata:', 'metadata:') + '  postgres: {version: 16}\n', 'c.yaml').spec.postgres.dataDir).toBe(
-      '/u01/pg16/data',
-    );
+    expect(
+      parseSpecText(edit(SIM_MINIMAL, 'metadata:', 'metadata:') + '  postgres: {version: 16}\n', 'c.yaml')
+        .spec.postgres.dataDir,
+    ).toBe('/u01/pg16/data');
   });
 
   it('documents in the schema the defaults parse applies', () => {
@@ -182,7 +208,12 @@ describe('example specs', () => {
   });
 
   it('has a schema that is valid JSON Schema 2020-12 under ajv strict mode', () => {
-    const ajv = new Ajv2020({ strict: true, strictRequired: false, allowUnionTypes: true, discriminator: true });
+    const ajv = new Ajv2020({
+      strict: true,
+      strictRequired: false,
+      allowUnionTypes: true,
+      discriminator: true,
+    });
     ajv.addKeyword({ keyword: 'patternErrorMessage', schemaType: 'string' });
     expect(ajv.validateSchema(schema), JSON.stringify(ajv.errors)).toBe(true);
     expect(() => ajv.compile(schema)).not.toThrow();
@@ -222,7 +253,9 @@ describe('the seed cluster round-trips', () => {
 
   it('libvirt-3node expresses the seed', () => {
     const { spec } = parseSpecFile(join(specsDir, 'libvirt-3node.yaml'));
-    const params = Object.fromEntries(Object.entries(spec.postgres.parameters).map(([k, v]) => [k, String(v)]));
+    const params = Object.fromEntries(
+      Object.entries(spec.postgres.parameters).map(([k, v]) => [k, String(v)]),
+    );
     const expected = { ...SEED_CONF };
     delete expected.listen_addresses; // pgop sets it per node
     delete expected.archive_command; // archiveScript: the seed's archive.sh (its typo'd path fixed)
@@ -244,9 +277,19 @@ describe('the seed cluster round-trips', () => {
         dataDiskGiB: 40, // vol-create-as --capacity 40G
       })),
     );
-    expect(spec.pgpool).toMatchObject({ enabled: true, address: '192.168.122.20', watchdog: { enabled: true, vip: '192.168.122.20' } });
+    expect(spec.pgpool).toMatchObject({
+      enabled: true,
+      address: '192.168.122.20',
+      watchdog: { enabled: true, vip: '192.168.122.20' },
+    });
     expect(spec.roles).toEqual([
-      { name: 'cl_owner', login: true, superuser: false, createdb: false, password: { env: 'PGOP_CL_OWNER_PASSWORD' } },
+      {
+        name: 'cl_owner',
+        login: true,
+        superuser: false,
+        createdb: false,
+        password: { env: 'PGOP_CL_OWNER_PASSWORD' },
+      },
       {
         name: 'cl_user',
         login: true,
@@ -257,7 +300,13 @@ describe('the seed cluster round-trips', () => {
       },
     ]);
     expect(spec.databases).toEqual([
-      { name: 'critlib', owner: 'postgres', encoding: 'UTF8', locale: 'en_US.UTF8', schemas: [{ name: 'cl_owner', owner: 'cl_owner' }] },
+      {
+        name: 'critlib',
+        owner: 'postgres',
+        encoding: 'UTF8',
+        locale: 'en_US.UTF8',
+        schemas: [{ name: 'cl_owner', owner: 'cl_owner' }],
+      },
     ]);
     expect(spec.grants).toEqual([
       {
@@ -272,7 +321,9 @@ describe('the seed cluster round-trips', () => {
 
   it('lab-3node keeps the seed settings with lab sizes and stderr logging', () => {
     const { spec } = parseSpecFile(join(specsDir, 'lab-3node.yaml'));
-    const params = Object.fromEntries(Object.entries(spec.postgres.parameters).map(([k, v]) => [k, String(v)]));
+    const params = Object.fromEntries(
+      Object.entries(spec.postgres.parameters).map(([k, v]) => [k, String(v)]),
+    );
     const expected: Record<string, string> = {
       ...SEED_CONF,
       shared_buffers: '128MB',
@@ -285,19 +336,30 @@ describe('the seed cluster round-trips', () => {
     expect(params).toEqual(expected);
     expect(spec.postgres.archiveScript).toBe(true);
     expect(spec.postgres.superuserPassword).toEqual({ file: '/var/lib/pgop/secrets/lab/postgres' });
-    expect(spec.roles.map((r) => r.password)).toEqual([{ file: '/var/lib/pgop/secrets/lab/cl_owner' }, { file: '/var/lib/pgop/secrets/lab/cl_user' }]);
-    expect(spec.grants[0]).toMatchObject({ role: 'cl_user', schema: 'cl_owner', tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] });
+    expect(spec.roles.map((r) => r.password)).toEqual([
+      { file: '/var/lib/pgop/secrets/lab/cl_owner' },
+      { file: '/var/lib/pgop/secrets/lab/cl_user' },
+    ]);
+    expect(spec.grants[0]).toMatchObject({
+      role: 'cl_user',
+      schema: 'cl_owner',
+      tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+    });
     expect(spec.roles[1]!.searchPath).toEqual(['$user', 'cl_owner', 'public']);
   });
 });
 
 describe('problems name file, line, column and path', () => {
   it('malformed YAML', () => {
-    expect(problems(edit(LAB, '    type: lab', '\ttype: lab'))).toEqual([problem(7, 1, '(yaml)', 'Tabs are not allowed as indentation')]);
+    expect(problems(edit(LAB, '    type: lab', '\ttype: lab'))).toEqual([
+      problem(7, 1, '(yaml)', 'Tabs are not allowed as indentation'),
+    ]);
     expect(problems(edit(LAB, '    syncQuorum: 1', '    syncQuorum: 1\n    mode: async'))).toEqual([
       problem(23, 5, '(yaml)', 'Map keys must be unique'),
     ]);
-    expect(problems(edit(LAB, '    address: 10.77.0.10', '    address: *pool'))).toEqual([problem(25, 14, '(yaml)', 'unknown alias *pool')]);
+    expect(problems(edit(LAB, '    address: 10.77.0.10', '    address: *pool'))).toEqual([
+      problem(25, 14, '(yaml)', 'unknown alias *pool'),
+    ]);
   });
 
   it('more than one document', () => {
@@ -313,20 +375,24 @@ describe('problems name file, line, column and path', () => {
       problem(16, 7, 'spec.nodes[1].address', 'missing required field "address"'),
       problem(17, 7, 'spec.nodes[1].adress', 'unknown field "adress" (did you mean "address"?)'),
     ]);
-    expect(problems(edit(LAB, 'kind: Cluster', 'kind: Cluster\nstatus: {}'))).toEqual([problem(3, 1, 'status', 'unknown field "status"')]);
+    expect(problems(edit(LAB, 'kind: Cluster', 'kind: Cluster\nstatus: {}'))).toEqual([
+      problem(3, 1, 'status', 'unknown field "status"'),
+    ]);
   });
 
   it('wrong type, at the value', () => {
-    expect(problems(edit(LAB, '      address: 10.77.0.12', '      address: 10.77.0.12\n      vcpus: two'))).toEqual([
-      problem(18, 14, 'spec.nodes[1].vcpus', 'must be integer, got string "two"'),
-    ]);
+    expect(
+      problems(edit(LAB, '      address: 10.77.0.12', '      address: 10.77.0.12\n      vcpus: two')),
+    ).toEqual([problem(18, 14, 'spec.nodes[1].vcpus', 'must be integer, got string "two"')]);
     expect(problems(edit(LAB, '    syncQuorum: 1', '    syncQuorum: 1.5'))).toEqual([
       problem(22, 17, 'spec.replication.syncQuorum', 'must be integer, got number 1.5'),
     ]);
   });
 
   it('missing required field, at the parent map', () => {
-    expect(problems(edit(LAB, '    superuserPassword: {env: PGOP_SUPERUSER_PASSWORD}', '    version: 15'))).toEqual([
+    expect(
+      problems(edit(LAB, '    superuserPassword: {env: PGOP_SUPERUSER_PASSWORD}', '    version: 15')),
+    ).toEqual([
       problem(10, 5, 'spec.postgres.superuserPassword', 'missing required field "superuserPassword"'),
     ]);
   });
@@ -339,7 +405,12 @@ describe('problems name file, line, column and path', () => {
 
   it('duplicate node addresses', () => {
     expect(problems(edit(LAB, '      address: 10.77.0.13', '      address: 10.77.0.11'))).toEqual([
-      problem(19, 16, 'spec.nodes[2].address', 'duplicate node address 10.77.0.11 (also spec.nodes[0].address)'),
+      problem(
+        19,
+        16,
+        'spec.nodes[2].address',
+        'duplicate node address 10.77.0.11 (also spec.nodes[0].address)',
+      ),
     ]);
   });
 
@@ -354,7 +425,12 @@ describe('problems name file, line, column and path', () => {
 
   it('addresses outside the network or reserved', () => {
     expect(problems(edit(LAB, '      address: 10.77.0.12', '      address: 10.78.0.12'))).toEqual([
-      problem(17, 16, 'spec.nodes[1].address', '10.78.0.12 is outside the network 10.77.0.0/24 (spec.provider.network)'),
+      problem(
+        17,
+        16,
+        'spec.nodes[1].address',
+        '10.78.0.12 is outside the network 10.77.0.0/24 (spec.provider.network)',
+      ),
     ]);
     expect(problems(edit(LAB, '      address: 10.77.0.12', '      address: 10.77.0.1'))).toEqual([
       problem(17, 16, 'spec.nodes[1].address', 'reserved for the lab bridge'),
@@ -383,17 +459,24 @@ describe('problems name file, line, column and path', () => {
     expect(problems(LAB.replace('  pgpool:\n    address: 10.77.0.10\n', ''))).toEqual([
       problem(5, 1, 'spec.pgpool.address', 'missing required field "address"'),
     ]);
-    expect(parseSpecText(edit(LAB, '    address: 10.77.0.10', '    enabled: false'), 'c.yaml').spec.pgpool.enabled).toBe(false);
+    expect(
+      parseSpecText(edit(LAB, '    address: 10.77.0.10', '    enabled: false'), 'c.yaml').spec.pgpool.enabled,
+    ).toBe(false);
   });
 
   it('plaintext passwords, never echoed', () => {
     let err: SpecError | undefined;
     try {
-      parseSpecText(edit(LAB, '    password: {env: PGOP_REPLICATION_PASSWORD}', '    password: s3cr3t-Value'), 'c.yaml');
+      parseSpecText(
+        edit(LAB, '    password: {env: PGOP_REPLICATION_PASSWORD}', '    password: s3cr3t-Value'),
+        'c.yaml',
+      );
     } catch (e) {
       err = e as SpecError;
     }
-    expect(err?.problems).toEqual([problem(23, 15, 'spec.replication.password', 'passwords are referenced, never written in a spec')]);
+    expect(err?.problems).toEqual([
+      problem(23, 15, 'spec.replication.password', 'passwords are referenced, never written in a spec'),
+    ]);
     expect(err?.message).not.toContain('s3cr3t');
     expect(problems(edit(LAB, '{env: PGOP_SUPERUSER_PASSWORD}', '{env: A, file: /etc/pgop/b}'))).toEqual([
       problem(10, 24, 'spec.postgres.superuserPassword', 'exactly one of {env: NAME} or {file: /abs/path}'),
@@ -411,7 +494,12 @@ describe('problems name file, line, column and path', () => {
       problem(9, 16, 'spec.provider.baseImage', 'must be an absolute path'),
     ]);
     expect(problems(edit(LIBVIRT, 'type: libvirt', 'type: vmware'))).toEqual([
-      problem(7, 11, 'spec.provider.type', 'unknown provider type "vmware": must be one of sim, lab, libvirt'),
+      problem(
+        7,
+        11,
+        'spec.provider.type',
+        'unknown provider type "vmware": must be one of sim, lab, libvirt',
+      ),
     ]);
   });
 
@@ -429,22 +517,51 @@ describe('problems name file, line, column and path', () => {
 
   it('pgpool children that postgres could not give a pooled session each', () => {
     // pgpool's sizing rule: num_init_children * max_pool (4) <= max_connections - superuser_reserved_connections
-    expect(problems(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 25'))).toEqual([
-      problem(26, 22, 'spec.pgpool.numInitChildren', 'numInitChildren 25 x max_pool 4 = 100 pooled sessions per backend, more than max_connections 100 - superuser_reserved_connections 3 = 97: use at most 24'),
+    expect(
+      problems(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 25')),
+    ).toEqual([
+      problem(
+        26,
+        22,
+        'spec.pgpool.numInitChildren',
+        'numInitChildren 25 x max_pool 4 = 100 pooled sessions per backend, more than max_connections 100 - superuser_reserved_connections 3 = 97: use at most 24',
+      ),
     ]);
-    expect(parseSpecText(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 24'), 'c.yaml').spec.pgpool.numInitChildren).toBe(24);
-    const raised = edit(edit(LAB, '      wal_level: replica', "      wal_level: replica\n      max_connections: '200'\n      superuser_reserved_connections: 5"), '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 48');
+    expect(
+      parseSpecText(
+        edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 24'),
+        'c.yaml',
+      ).spec.pgpool.numInitChildren,
+    ).toBe(24);
+    const raised = edit(
+      edit(
+        LAB,
+        '      wal_level: replica',
+        "      wal_level: replica\n      max_connections: '200'\n      superuser_reserved_connections: 5",
+      ),
+      '    address: 10.77.0.10',
+      '    address: 10.77.0.10\n    numInitChildren: 48',
+    );
     expect(parseSpecText(raised, 'c.yaml').spec.pgpool.numInitChildren).toBe(48);
     expect(problems(edit(raised, 'numInitChildren: 48', 'numInitChildren: 49'))).toEqual([
-      problem(28, 22, 'spec.pgpool.numInitChildren', 'numInitChildren 49 x max_pool 4 = 196 pooled sessions per backend, more than max_connections 200 - superuser_reserved_connections 5 = 195: use at most 48'),
+      problem(
+        28,
+        22,
+        'spec.pgpool.numInitChildren',
+        'numInitChildren 49 x max_pool 4 = 196 pooled sessions per backend, more than max_connections 200 - superuser_reserved_connections 5 = 195: use at most 48',
+      ),
     ]);
     // unset: pgpool's default 32 where it fits, else the most that fits
-    expect(parseSpecText(raised.replace('    numInitChildren: 48\n', ''), 'c.yaml').spec.pgpool.numInitChildren).toBe(32);
+    expect(
+      parseSpecText(raised.replace('    numInitChildren: 48\n', ''), 'c.yaml').spec.pgpool.numInitChildren,
+    ).toBe(32);
     expect(parseSpecText(LAB, 'c.yaml').spec.pgpool.numInitChildren).toBe(24);
   });
 
   it('names that become host names', () => {
-    expect(problems(edit(LAB, '  name: lab', '  name: Lab_1'))).toEqual([problem(4, 9, 'metadata.name', 'must be a lowercase name')]);
+    expect(problems(edit(LAB, '  name: lab', '  name: Lab_1'))).toEqual([
+      problem(4, 9, 'metadata.name', 'must be a lowercase name'),
+    ]);
   });
 
   it('roles, databases and schemas that are referenced must exist', () => {
@@ -483,7 +600,13 @@ describe('problems name file, line, column and path', () => {
       parseSpecFile('/nonexistent/pgop.yaml');
     } catch (e) {
       expect((e as SpecError).problems).toEqual([
-        { file: '/nonexistent/pgop.yaml', line: 1, column: 1, path: '(file)', message: 'cannot read spec: no such file' },
+        {
+          file: '/nonexistent/pgop.yaml',
+          line: 1,
+          column: 1,
+          path: '(file)',
+          message: 'cannot read spec: no such file',
+        },
       ]);
       expect((e as SpecError).kind).toBe('terminal');
     }
@@ -550,8 +673,12 @@ describe('secrets', () => {
     }
     expect(err).toBeInstanceOf(PgopError);
     expect((err as PgopError).kind).toBe('terminal');
-    expect((err as PgopError).message).toBe('cannot resolve the replication password: environment variable PGOP_TEST_MISSING is not set');
-    expect(() => resolveSecret({ file: '/nonexistent/pw' }, 'x')).toThrow('cannot resolve x: file /nonexistent/pw does not exist');
+    expect((err as PgopError).message).toBe(
+      'cannot resolve the replication password: environment variable PGOP_TEST_MISSING is not set',
+    );
+    expect(() => resolveSecret({ file: '/nonexistent/pw' }, 'x')).toThrow(
+      'cannot resolve x: file /nonexistent/pw does not exist',
+    );
   });
 
   it('describes references for display', () => {

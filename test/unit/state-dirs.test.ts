@@ -35,7 +35,10 @@ describe('the state root on a fresh machine', () => {
     const spec = simSpec({ name: 'lab', roles: [] });
     spec.postgres.superuserPassword = secret('postgres');
     spec.replication.password = secret('replicator');
-    expect(ensureSecretFiles(spec).sort()).toEqual([join(root, 'secrets', 'lab', 'postgres'), join(root, 'secrets', 'lab', 'replicator')]);
+    expect(ensureSecretFiles(spec).sort()).toEqual([
+      join(root, 'secrets', 'lab', 'postgres'),
+      join(root, 'secrets', 'lab', 'replicator'),
+    ]);
     const store = Store.open(join(root, 'pgop.db'));
     store.applySpec(spec, 'h', 's', 1); // writes: -wal and -shm appear
     const key = await ensureKeyPair(join(root, 'libvirt', 'c1', 'operator_ed25519'), 'pgop-operator@c1');
@@ -58,8 +61,14 @@ describe('the state root on a fresh machine', () => {
     expect(traversableByOthers(join(root, 'pool'))).toBe(true);
     expect(traversableByOthers(join(root, 'images'))).toBe(true);
     // ... and not into the secrets or the keys
-    expect(untraversable(join(root, 'secrets', 'lab'))).toEqual([join(root, 'secrets'), join(root, 'secrets', 'lab')]);
-    expect(untraversable(join(root, 'libvirt', 'c1'))).toEqual([join(root, 'libvirt'), join(root, 'libvirt', 'c1')]);
+    expect(untraversable(join(root, 'secrets', 'lab'))).toEqual([
+      join(root, 'secrets'),
+      join(root, 'secrets', 'lab'),
+    ]);
+    expect(untraversable(join(root, 'libvirt', 'c1'))).toEqual([
+      join(root, 'libvirt'),
+      join(root, 'libvirt', 'c1'),
+    ]);
     store.close();
   });
 
@@ -106,11 +115,15 @@ describe('a state root an older pgop made 0700', () => {
 
   it('libvirt\'s "Permission denied" on a disk becomes advice naming the closed directories', () => {
     const disk = join(root, 'e2e-1', 'pool', 'c-pg1-root.qcow2');
-    const advice = storageAccessAdvice(`internal error: process exited while connecting to monitor: Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`);
+    const advice = storageAccessAdvice(
+      `internal error: process exited while connecting to monitor: Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`,
+    );
     expect(advice).toContain(`qemu (user libvirt-qemu) cannot reach ${disk}`);
     expect(advice).toContain(`${root} (mode 0700) is closed to it`);
     expect(storageAccessAdvice('some other error')).toBeNull();
     openPathForQemu(dirname(disk));
-    expect(storageAccessAdvice(`Cannot access storage file '${disk}': Permission denied`)).toMatch(/cannot read .*check its owner and mode/);
+    expect(storageAccessAdvice(`Cannot access storage file '${disk}': Permission denied`)).toMatch(
+      /cannot read .*check its owner and mode/,
+    );
   });
 });

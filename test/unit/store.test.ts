@@ -1,6 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,7 +42,13 @@ function spec(name: string, overrides: Partial<ClusterSpec> = {}): ClusterSpec {
       { name: 'pg1', address: '10.0.0.11', vcpus: 2, memoryMiB: 2048, rootDiskGiB: 10, dataDiskGiB: 20 },
       { name: 'pg2', address: '10.0.0.12', vcpus: 2, memoryMiB: 2048, rootDiskGiB: 10, dataDiskGiB: 20 },
     ],
-    replication: { mode: 'async', syncQuorum: 1, user: 'replicator', password: { file: '/etc/pgop/repl' }, slots: true },
+    replication: {
+      mode: 'async',
+      syncQuorum: 1,
+      user: 'replicator',
+      password: { file: '/etc/pgop/repl' },
+      slots: true,
+    },
     pgpool: {
       enabled: false,
       port: 9999,
@@ -45,7 +60,12 @@ function spec(name: string, overrides: Partial<ClusterSpec> = {}): ClusterSpec {
     roles: [{ name: 'app', login: true, superuser: false, createdb: false, password: { env: 'APP_PW' } }],
     databases: [],
     grants: [],
-    failureDetection: { probeIntervalMs: 1000, missesBeforeFailover: 3, connectTimeoutMs: 500, retryIntervalMs: 100 },
+    failureDetection: {
+      probeIntervalMs: 1000,
+      missesBeforeFailover: 3,
+      connectTimeoutMs: 500,
+      retryIntervalMs: 100,
+    },
     ...overrides,
   };
 }
@@ -153,10 +173,17 @@ describe('applySpec', () => {
   it('setClusterStatus updates status and keeps observedGeneration when omitted', () => {
     const store = openStore();
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
-    expect(store.setClusterStatus('alpha', { phase: 'Healthy', primary: 'pg1', message: 'ok', observedGeneration: 1 })).toBe(
+    expect(
+      store.setClusterStatus('alpha', {
+        phase: 'Healthy',
+        primary: 'pg1',
+        message: 'ok',
+        observedGeneration: 1,
+      }),
+    ).toBe(true);
+    expect(store.setClusterStatus('alpha', { phase: 'Degraded', primary: 'pg1', message: 'pg2 down' })).toBe(
       true,
     );
-    expect(store.setClusterStatus('alpha', { phase: 'Degraded', primary: 'pg1', message: 'pg2 down' })).toBe(true);
     const c = store.getCluster('alpha')!;
     expect([c.phase, c.primary, c.message, c.observedGeneration]).toEqual(['Degraded', 'pg1', 'pg2 down', 1]);
     expect(store.setClusterStatus('nope', { phase: 'Healthy', primary: null, message: '' })).toBe(false);
@@ -246,7 +273,9 @@ describe('files', () => {
     rw.saveNodeState('alpha', 'pg1', 'installed', { goal: 'primary', message: '', now: 5 });
     const ro = openStore(dbPath, { readonly: true });
     expect(ro.listNodes().map((n) => n.state)).toEqual(['installed']);
-    expect(() => ro.saveNodeState('alpha', 'pg1', 'primary', { goal: 'primary', message: '', now: 6 })).toThrow(/readonly/);
+    expect(() =>
+      ro.saveNodeState('alpha', 'pg1', 'primary', { goal: 'primary', message: '', now: 6 }),
+    ).toThrow(/readonly/);
     expect(rw.getNode('alpha', 'pg1')!.state).toBe('installed');
   });
 
@@ -288,7 +317,9 @@ describe('nodes and commitStep', () => {
 
   it('refuses a node of a cluster that does not exist', () => {
     const store = openStore();
-    expect(() => store.saveNodeState('ghost', 'pg1', 'installed', { goal: null, message: '', now: 1 })).toThrow(/FOREIGN KEY/);
+    expect(() =>
+      store.saveNodeState('ghost', 'pg1', 'installed', { goal: null, message: '', now: 1 }),
+    ).toThrow(/FOREIGN KEY/);
   });
 
   it('commitStep writes the state and the event together, from defaulting to the previous state', () => {
@@ -313,10 +344,32 @@ describe('nodes and commitStep', () => {
       now: 200,
     });
     expect(id2).toBeGreaterThan(id1);
-    expect(store.getNode('alpha', 'pg1')).toMatchObject({ state: 'installed', lastTransitionAt: 200, message: 'installed' });
+    expect(store.getNode('alpha', 'pg1')).toMatchObject({
+      state: 'installed',
+      lastTransitionAt: 200,
+      message: 'installed',
+    });
     expect(store.listEvents({ cluster: 'alpha' })).toEqual([
-      { id: id1, time: 100, cluster: 'alpha', node: 'pg1', from: null, to: 'provisioned', ruleId: 'node.wanted', reason: 'in the spec, no machine' },
-      { id: id2, time: 200, cluster: 'alpha', node: 'pg1', from: 'provisioned', to: 'installed', ruleId: 'machine.reachable', reason: 'ssh ok' },
+      {
+        id: id1,
+        time: 100,
+        cluster: 'alpha',
+        node: 'pg1',
+        from: null,
+        to: 'provisioned',
+        ruleId: 'node.wanted',
+        reason: 'in the spec, no machine',
+      },
+      {
+        id: id2,
+        time: 200,
+        cluster: 'alpha',
+        node: 'pg1',
+        from: 'provisioned',
+        to: 'installed',
+        ruleId: 'machine.reachable',
+        reason: 'ssh ok',
+      },
     ]);
   });
 
@@ -360,7 +413,15 @@ describe('nodes and commitStep', () => {
     expect(() =>
       store.transaction(() => {
         store.saveNodeState('alpha', 'pg1', 'installed', { goal: null, message: '', now: 1 });
-        store.recordEvent({ time: 1, cluster: 'alpha', node: 'pg1', from: null, to: 'installed', ruleId: 'r', reason: '' });
+        store.recordEvent({
+          time: 1,
+          cluster: 'alpha',
+          node: 'pg1',
+          from: null,
+          to: 'installed',
+          ruleId: 'r',
+          reason: '',
+        });
         throw new Error('abort');
       }),
     ).toThrow('abort');
@@ -372,12 +433,26 @@ describe('nodes and commitStep', () => {
 
 describe('events', () => {
   const ev = (store: Store, cluster: string, time: number) =>
-    store.recordEvent({ time, cluster, node: null, from: null, to: null, ruleId: `r${time}`, reason: `t${time}` });
+    store.recordEvent({
+      time,
+      cluster,
+      node: null,
+      from: null,
+      to: null,
+      ruleId: `r${time}`,
+      reason: `t${time}`,
+    });
 
   it('lists in id order, filters by cluster and afterId, and limit keeps the last n', () => {
     const store = openStore();
     // times deliberately out of order: ordering is by id, not time
-    const ids = [ev(store, 'a', 5), ev(store, 'b', 4), ev(store, 'a', 3), ev(store, 'a', 2), ev(store, 'b', 1)];
+    const ids = [
+      ev(store, 'a', 5),
+      ev(store, 'b', 4),
+      ev(store, 'a', 3),
+      ev(store, 'a', 2),
+      ev(store, 'b', 1),
+    ];
     expect(ids).toEqual([...ids].sort((x, y) => x - y));
     expect(new Set(ids).size).toBe(5);
 
@@ -398,7 +473,15 @@ describe('events', () => {
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
     store.applySpec(spec('beta'), 'b1', 'b.yaml', 1);
     for (const c of ['alpha', 'beta']) {
-      store.commitStep({ cluster: c, node: 'pg1', state: 'provisioned', goal: 'primary', message: '', event: { ruleId: 'r', reason: '' }, now: 2 });
+      store.commitStep({
+        cluster: c,
+        node: 'pg1',
+        state: 'provisioned',
+        goal: 'primary',
+        message: '',
+        event: { ruleId: 'r', reason: '' },
+        now: 2,
+      });
       store.saveObservation({ cluster: c, at: 3, nodes: {}, pool: null });
       store.pinHostKey(c, 'pg1', 'ssh-ed25519', 'AAAA', 4);
       store.enqueueRequest(c, 'switchover', { to: 'pg2' }, 5);
@@ -434,10 +517,17 @@ describe('events', () => {
     ev(store, 'alpha', 21);
     expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([21]);
     expect(store.listEvents({ cluster: 'alpha', limit: 5 }).map((e) => e.time)).toEqual([21]);
-    expect(store.listEvents({ cluster: 'alpha', allIncarnations: true }).map((e) => e.time)).toEqual([10, 12, 21]);
+    expect(store.listEvents({ cluster: 'alpha', allIncarnations: true }).map((e) => e.time)).toEqual([
+      10, 12, 21,
+    ]);
     expect(store.listEvents().map((e) => e.time)).toEqual([10, 11, 12, 21]);
     // re-applying a changed spec is the same incarnation
-    store.applySpec(spec('alpha', { replication: { ...spec('alpha').replication, mode: 'sync' } }), 'h2', 'a.yaml', 30);
+    store.applySpec(
+      spec('alpha', { replication: { ...spec('alpha').replication, mode: 'sync' } }),
+      'h2',
+      'a.yaml',
+      30,
+    );
     expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([21]);
   });
 
@@ -448,7 +538,15 @@ describe('events', () => {
     store.saveNodeState('alpha', 'pg1', 'absent', { goal: 'primary', message: '', now: 1 });
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
     store.saveNodeSpec('alpha', spec('alpha').nodes[0]!);
-    store.commitStep({ cluster: 'alpha', node: 'pg1', state: 'provisioned', goal: 'primary', message: '', event: { ruleId: 'r', reason: '' }, now: 2 });
+    store.commitStep({
+      cluster: 'alpha',
+      node: 'pg1',
+      state: 'provisioned',
+      goal: 'primary',
+      message: '',
+      event: { ruleId: 'r', reason: '' },
+      now: 2,
+    });
     expect(store.getNodeSpec('alpha', 'pg1')).toEqual(spec('alpha').nodes[0]);
     store.deleteNodeRecord('alpha', 'pg1');
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
@@ -463,7 +561,14 @@ describe('observations, host keys, requests', () => {
       cluster: 'alpha',
       at: 10,
       nodes: {
-        pg1: { name: 'pg1', machine: { state: 'running' }, reachable: true, postgres: null, misses: 2, error: 'refused' },
+        pg1: {
+          name: 'pg1',
+          machine: { state: 'running' },
+          reachable: true,
+          postgres: null,
+          misses: 2,
+          error: 'refused',
+        },
       },
       pool: null,
     };
@@ -479,7 +584,13 @@ describe('observations, host keys, requests', () => {
     expect(store.getHostKey('alpha', 'pg1')).toBeUndefined();
     store.pinHostKey('alpha', 'pg1', 'ssh-ed25519', 'KEY1', 5);
     store.pinHostKey('alpha', 'pg1', 'ssh-ed25519', 'KEY1', 6); // same key: no-op
-    expect(store.getHostKey('alpha', 'pg1')).toEqual({ cluster: 'alpha', node: 'pg1', algo: 'ssh-ed25519', keyB64: 'KEY1', pinnedAt: 5 });
+    expect(store.getHostKey('alpha', 'pg1')).toEqual({
+      cluster: 'alpha',
+      node: 'pg1',
+      algo: 'ssh-ed25519',
+      keyB64: 'KEY1',
+      pinnedAt: 5,
+    });
     expect(() => store.pinHostKey('alpha', 'pg1', 'ssh-ed25519', 'KEY2', 7)).toThrow(/already pinned/);
     expect(store.getHostKey('alpha', 'pg1')!.keyB64).toBe('KEY1');
     expect(store.forgetHostKey('alpha', 'pg1')).toBe(true);
@@ -509,7 +620,12 @@ describe('serve lock', () => {
     const b = openStore();
     const alive = () => true;
     expect(a.acquireServeLock(100, 'h1', 1000, alive)).toEqual({ ok: true });
-    expect(b.acquireServeLock(200, 'h1', 2000, alive)).toEqual({ ok: false, pid: 100, hostname: 'h1', startedAt: 1000 });
+    expect(b.acquireServeLock(200, 'h1', 2000, alive)).toEqual({
+      ok: false,
+      pid: 100,
+      hostname: 'h1',
+      startedAt: 1000,
+    });
     // the holder re-acquiring is fine
     expect(a.acquireServeLock(100, 'h1', 3000, alive)).toEqual({ ok: true });
     expect(a.heartbeat(100, 4000)).toBe(true);
@@ -518,7 +634,12 @@ describe('serve lock', () => {
     expect(b.releaseServeLock(200)).toBe(false);
     expect(a.releaseServeLock(100)).toBe(true);
     expect(b.acquireServeLock(200, 'h1', 5000, alive)).toEqual({ ok: true });
-    expect(a.acquireServeLock(100, 'h1', 6000, alive)).toEqual({ ok: false, pid: 200, hostname: 'h1', startedAt: 5000 });
+    expect(a.acquireServeLock(100, 'h1', 6000, alive)).toEqual({
+      ok: false,
+      pid: 200,
+      hostname: 'h1',
+      startedAt: 5000,
+    });
   });
 
   it('replaces a dead holder on the same host, never judges another host', () => {
@@ -530,11 +651,21 @@ describe('serve lock', () => {
       return pid !== 100;
     };
     // another host: pid 100 means nothing there, so isAlive is not consulted
-    expect(store.acquireServeLock(300, 'h2', 1500, deadIs100)).toEqual({ ok: false, pid: 100, hostname: 'h1', startedAt: 1000 });
+    expect(store.acquireServeLock(300, 'h2', 1500, deadIs100)).toEqual({
+      ok: false,
+      pid: 100,
+      hostname: 'h1',
+      startedAt: 1000,
+    });
     expect(asked).toEqual([]);
     expect(store.acquireServeLock(200, 'h1', 2000, deadIs100)).toEqual({ ok: true });
     expect(asked).toEqual([100]);
     expect(store.heartbeat(100, 2500)).toBe(false); // the old holder learns it lost the lock
-    expect(store.acquireServeLock(300, 'h1', 3000, () => true)).toEqual({ ok: false, pid: 200, hostname: 'h1', startedAt: 2000 });
+    expect(store.acquireServeLock(300, 'h1', 3000, () => true)).toEqual({
+      ok: false,
+      pid: 200,
+      hostname: 'h1',
+      startedAt: 2000,
+    });
   });
 });

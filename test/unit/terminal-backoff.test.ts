@@ -20,8 +20,12 @@ describe('terminal failures back off', () => {
     const spec = simSpec({ name: 'tb' });
     store.applySpec(spec, canonicalJson(spec), 'test', clock.now());
     const drivers = createSimWorld(sim);
-    const msg = "cannot start tb/pg01: Cannot access storage file '/var/lib/pgop/pool/tb-pg01-root.qcow2' (as uid:64055, gid:64055): Permission denied";
-    const world = { ...drivers, provider: { ...drivers.provider, ensureMachine: async () => Promise.reject(terminal(msg)) } };
+    const msg =
+      "cannot start tb/pg01: Cannot access storage file '/var/lib/pgop/pool/tb-pg01-root.qcow2' (as uid:64055, gid:64055): Permission denied";
+    const world = {
+      ...drivers,
+      provider: { ...drivers.provider, ensureMachine: async () => Promise.reject(terminal(msg)) },
+    };
     const reconciler = new Reconciler({ store, worldFor: () => world, clock });
     const delays: number[] = [];
     for (let i = 0; i < 7; i++) {

@@ -41,9 +41,35 @@ describe('issuance', () => {
         writeFileSync(join(dir, 'ca.crt'), ca.cert);
         writeFileSync(join(dir, 'srv.crt'), srv.cert);
         const at = String(Math.floor((T0 + DAY) / 1000));
-        const out = execFileSync('openssl', ['verify', '-attime', at, '-purpose', 'sslserver', '-verify_ip', '10.77.0.11', '-CAfile', join(dir, 'ca.crt'), join(dir, 'srv.crt')]).toString();
+        const out = execFileSync('openssl', [
+          'verify',
+          '-attime',
+          at,
+          '-purpose',
+          'sslserver',
+          '-verify_ip',
+          '10.77.0.11',
+          '-CAfile',
+          join(dir, 'ca.crt'),
+          join(dir, 'srv.crt'),
+        ]).toString();
         expect(out).toMatch(/OK/);
-        expect(() => execFileSync('openssl', ['verify', '-attime', at, '-verify_ip', '10.77.0.99', '-CAfile', join(dir, 'ca.crt'), join(dir, 'srv.crt')], { stdio: 'pipe' })).toThrow();
+        expect(() =>
+          execFileSync(
+            'openssl',
+            [
+              'verify',
+              '-attime',
+              at,
+              '-verify_ip',
+              '10.77.0.99',
+              '-CAfile',
+              join(dir, 'ca.crt'),
+              join(dir, 'srv.crt'),
+            ],
+            { stdio: 'pipe' },
+          ),
+        ).toThrow();
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
@@ -57,11 +83,25 @@ describe('issuance', () => {
     const srv = await issueServer(ca, { name: 'pg01', ips: ['10.77.0.11'] }, new Date(T0), 90);
     const foreign = await issueServer(other, { name: 'pg01', ips: ['10.77.0.11'] }, new Date(T0), 90);
     expect(judgeServerCert(srv.cert, srv.key, ca.cert, want, T0 + DAY, 30)).toBeNull();
-    expect(judgeServerCert(srv.cert, srv.key, ca.cert, want, T0 + 61 * DAY, 30)).toMatchObject({ usable: true, reason: expect.stringMatching(/expires in 29 days/) });
-    expect(judgeServerCert(srv.cert, srv.key, ca.cert, want, T0 + 91 * DAY, 30)).toMatchObject({ usable: false, reason: expect.stringMatching(/expired/) });
-    expect(judgeServerCert(srv.cert, srv.key, ca.cert, { dns: ['pg01'], ips: ['10.77.0.21'] }, T0 + DAY, 30)).toMatchObject({ usable: false, reason: expect.stringMatching(/names differ/) });
-    expect(judgeServerCert(foreign.cert, foreign.key, ca.cert, want, T0 + DAY, 30)).toMatchObject({ usable: false, reason: 'not issued by the current cluster CA' });
-    expect(judgeServerCert(srv.cert, foreign.key, ca.cert, want, T0 + DAY, 30)).toMatchObject({ usable: false, reason: expect.stringMatching(/key does not match/) });
+    expect(judgeServerCert(srv.cert, srv.key, ca.cert, want, T0 + 61 * DAY, 30)).toMatchObject({
+      usable: true,
+      reason: expect.stringMatching(/expires in 29 days/),
+    });
+    expect(judgeServerCert(srv.cert, srv.key, ca.cert, want, T0 + 91 * DAY, 30)).toMatchObject({
+      usable: false,
+      reason: expect.stringMatching(/expired/),
+    });
+    expect(
+      judgeServerCert(srv.cert, srv.key, ca.cert, { dns: ['pg01'], ips: ['10.77.0.21'] }, T0 + DAY, 30),
+    ).toMatchObject({ usable: false, reason: expect.stringMatching(/names differ/) });
+    expect(judgeServerCert(foreign.cert, foreign.key, ca.cert, want, T0 + DAY, 30)).toMatchObject({
+      usable: false,
+      reason: 'not issued by the current cluster CA',
+    });
+    expect(judgeServerCert(srv.cert, foreign.key, ca.cert, want, T0 + DAY, 30)).toMatchObject({
+      usable: false,
+      reason: expect.stringMatching(/key does not match/),
+    });
     expect(judgeServerCert(null, null, ca.cert, want, T0, 30)).toMatchObject({ usable: false });
     expect(judgeCa(ca.cert, ca.key, T0 + DAY, 365)).toBeNull();
     expect(judgeCa(ca.cert, ca.key, T0 + 3300 * DAY, 365)).toMatchObject({ usable: true });
@@ -85,12 +125,24 @@ describe('ClusterTls: the material on disk, renewal', () => {
     const m = await make().ensure(spec());
     const tdir = join(dir, 'tt', 'tls');
     expect(statSync(tdir).mode & 0o777).toBe(0o700);
-    for (const f of ['ca.crt', 'ca.key', 'node-pg1.crt', 'node-pg1.key', 'node-pg3.key', 'pool.crt', 'pool.key']) {
+    for (const f of [
+      'ca.crt',
+      'ca.key',
+      'node-pg1.crt',
+      'node-pg1.key',
+      'node-pg3.key',
+      'pool.crt',
+      'pool.key',
+    ]) {
       expect(statSync(join(tdir, f)).mode & 0o777, f).toBe(0o600);
     }
     expect([...m.hosts.keys()].sort()).toEqual(['node-pg1', 'node-pg2', 'node-pg3', 'pool']);
-    expect(new X509Certificate(m.hosts.get('pool')!.cert).subjectAltName).toBe('DNS:pgpool, IP Address:10.77.0.10');
-    expect(new X509Certificate(m.hosts.get('node-pg2')!.cert).subjectAltName).toBe('DNS:pg2, IP Address:10.77.0.12');
+    expect(new X509Certificate(m.hosts.get('pool')!.cert).subjectAltName).toBe(
+      'DNS:pgpool, IP Address:10.77.0.10',
+    );
+    expect(new X509Certificate(m.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
+      'DNS:pg2, IP Address:10.77.0.12',
+    );
     expect(m.caBundle).toBe(readFileSync(join(tdir, 'ca.crt'), 'utf8'));
   });
 
@@ -112,7 +164,9 @@ describe('ClusterTls: the material on disk, renewal', () => {
     const moved = spec();
     moved.nodes[1]!.address = '10.77.0.42';
     const b = await tls.ensure(moved);
-    expect(new X509Certificate(b.hosts.get('node-pg2')!.cert).subjectAltName).toBe('DNS:pg2, IP Address:10.77.0.42');
+    expect(new X509Certificate(b.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
+      'DNS:pg2, IP Address:10.77.0.42',
+    );
     expect(b.hosts.get('node-pg1')!.cert).toBe(a.hosts.get('node-pg1')!.cert);
     // 61 days on: 29 days left of 90, renewed 30 ahead: the probe gets the old ones at once
     now += 61 * DAY;

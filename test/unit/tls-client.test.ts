@@ -31,7 +31,10 @@ function fakePostgres(cert: Pem | null, auth: 3 | 5): Promise<{ server: Server; 
             buf = Buffer.concat([buf, d]);
             if (buf.length >= 4 && buf.length >= buf.readInt32BE(0)) {
               seen.startup = true;
-              const req = auth === 3 ? Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3]) : Buffer.from([0x52, 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4]);
+              const req =
+                auth === 3
+                  ? Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3])
+                  : Buffer.from([0x52, 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4]);
               sock.write(req);
             }
           } else seen.after = Buffer.concat([seen.after, d]);
@@ -39,7 +42,10 @@ function fakePostgres(cert: Pem | null, auth: 3 | 5): Promise<{ server: Server; 
       };
       if (isSsl && cert) {
         raw.write('S');
-        sock = new TLSSocket(raw, { isServer: true, secureContext: createSecureContext({ cert: cert.cert, key: cert.key }) });
+        sock = new TLSSocket(raw, {
+          isServer: true,
+          secureContext: createSecureContext({ cert: cert.cert, key: cert.key }),
+        });
         sock.on('error', () => {});
         onStartup();
       } else if (isSsl) {
@@ -49,7 +55,11 @@ function fakePostgres(cert: Pem | null, auth: 3 | 5): Promise<{ server: Server; 
     });
     raw.on('error', () => {});
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port, seen })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ server, port: (server.address() as { port: number }).port, seen }),
+    ),
+  );
 }
 
 describe('operator connections: verify-full and SCRAM only', () => {
@@ -73,7 +83,15 @@ describe('operator connections: verify-full and SCRAM only', () => {
   });
 
   const connect = async (port: number) => {
-    const c = newClient({ host: '127.0.0.1', port, user: 'postgres', password: 'the-secret-password', database: 'postgres', ssl: clientTls(ca.cert, { name: 'pg01', address: '127.0.0.1' }), connectionTimeoutMillis: 3000 });
+    const c = newClient({
+      host: '127.0.0.1',
+      port,
+      user: 'postgres',
+      password: 'the-secret-password',
+      database: 'postgres',
+      ssl: clientTls(ca.cert, { name: 'pg01', address: '127.0.0.1' }),
+      connectionTimeoutMillis: 3000,
+    });
     c.on('error', () => {});
     try {
       await c.connect();
@@ -90,7 +108,9 @@ describe('operator connections: verify-full and SCRAM only', () => {
     server = f.server;
     const err = await connect(f.port);
     expect(err).not.toBeNull();
-    expect(explainTlsError(err, 'pg01')).toMatch(/^TLS: the server certificate of pg01 is refused: not issued by the cluster CA/);
+    expect(explainTlsError(err, 'pg01')).toMatch(
+      /^TLS: the server certificate of pg01 is refused: not issued by the cluster CA/,
+    );
     expect(f.seen.startup).toBe(false);
   });
 
@@ -111,7 +131,10 @@ describe('operator connections: verify-full and SCRAM only', () => {
     expect(f.seen.startup).toBe(false);
   });
 
-  for (const [kind, auth] of [['clear-text', 3], ['MD5', 5]] as const) {
+  for (const [kind, auth] of [
+    ['clear-text', 3],
+    ['MD5', 5],
+  ] as const) {
     it(`a server with a good certificate that asks for a ${kind} password gets none`, async () => {
       const f = await fakePostgres(good, auth);
       server = f.server;

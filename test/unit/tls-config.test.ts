@@ -16,7 +16,11 @@ import { parseSpecText } from '../../src/spec/parse.js';
 import { tlsOf } from '../../src/tls/settings.js';
 import type { ClusterSpec, HbaRule } from '../../src/spec/types.js';
 
-const rows = (hba: string) => hba.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split('\t').filter(Boolean));
+const rows = (hba: string) =>
+  hba
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split('\t').filter(Boolean));
 
 function spec(hba: HbaRule[] = [], tls?: Partial<NonNullable<ClusterSpec['tls']>>): ClusterSpec {
   const s = labSpec({ network: '10.77.0.0/24', nodes: 3 });
@@ -30,7 +34,11 @@ describe('postgres TLS rendering', () => {
     const s = spec();
     s.postgres.parameters = { ssl: 'off', ssl_cert_file: '/etc/evil.crt', ssl_ciphers: 'HIGH' };
     const conf = renderConf(s, s.nodes[0]!);
-    expect(tlsNodePaths(s)).toEqual({ cert: '/u01/pg15/pgop-server.crt', key: '/u01/pg15/pgop-server.key', ca: '/u01/pg15/pgop-ca.crt' });
+    expect(tlsNodePaths(s)).toEqual({
+      cert: '/u01/pg15/pgop-server.crt',
+      key: '/u01/pg15/pgop-server.key',
+      ca: '/u01/pg15/pgop-ca.crt',
+    });
     expect(conf).toContain('ssl = on');
     expect(conf).not.toContain('ssl = off');
     expect(conf).not.toContain('evil');
@@ -48,7 +56,13 @@ describe('postgres TLS rendering', () => {
   it('pg_hba: every network line hostssl + scram, spec host rules too; explicit hostnossl stays; local stays', () => {
     const s = spec([
       { type: 'host', database: 'app', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' },
-      { type: 'hostnossl', database: 'legacy', user: 'old', address: '10.77.0.99/32', method: 'scram-sha-256' },
+      {
+        type: 'hostnossl',
+        database: 'legacy',
+        user: 'old',
+        address: '10.77.0.99/32',
+        method: 'scram-sha-256',
+      },
       { type: 'hostssl', database: 'all', user: 'all', address: '10.77.0.0/24', method: 'cert' },
       { type: 'local', database: 'all', user: 'all', method: 'peer' },
     ]);
@@ -65,10 +79,22 @@ describe('postgres TLS rendering', () => {
   });
 
   it('pg_hba: hostRules as-written keeps the spec host rules (pgop lines stay hostssl); tls off: host everywhere', () => {
-    const rule: HbaRule = { type: 'host', database: 'app', user: 'all', address: '10.77.0.0/24', method: 'scram-sha-256' };
+    const rule: HbaRule = {
+      type: 'host',
+      database: 'app',
+      user: 'all',
+      address: '10.77.0.0/24',
+      method: 'scram-sha-256',
+    };
     const asWritten = rows(renderHba(spec([rule], { hostRules: 'as-written' })));
     expect(asWritten).toContainEqual(['host', 'app', 'all', '10.77.0.0/24', 'scram-sha-256']);
-    expect(asWritten).toContainEqual(['hostssl', 'replication', 'replicator', '10.77.0.0/24', 'scram-sha-256']);
+    expect(asWritten).toContainEqual([
+      'hostssl',
+      'replication',
+      'replicator',
+      '10.77.0.0/24',
+      'scram-sha-256',
+    ]);
     const off = rows(renderHba(spec([rule], { enabled: false })));
     expect(off.filter((x) => x[0] === 'hostssl')).toEqual([]);
     expect(renderConf(spec([], { enabled: false }), spec().nodes[0]!)).not.toMatch(/^ssl/m);
@@ -76,7 +102,9 @@ describe('postgres TLS rendering', () => {
 
   it('pg_hba: password, md5 and trust are refused on network lines', () => {
     for (const method of ['password', 'md5', 'trust']) {
-      const s = spec([{ type: 'host', database: 'all', user: 'all', address: '10.0.0.0/8', method: method as never }]);
+      const s = spec([
+        { type: 'host', database: 'all', user: 'all', address: '10.0.0.0/8', method: method as never },
+      ]);
       expect(() => renderHba(s), method).toThrow(new RegExp(method));
     }
   });
@@ -87,7 +115,9 @@ describe('postgres TLS rendering', () => {
     expect(conf).toContain("sslmode=verify-full sslrootcert=''/u01/pg15/pgop-ca.crt''");
     expect(nodeSslConninfo(s)).toEqual(['sslmode=verify-full', "sslrootcert='/u01/pg15/pgop-ca.crt'"]);
     expect(nodeSslConninfo(spec([], { enabled: false }))).toEqual([]);
-    expect(renderStandbyConf(spec([], { enabled: false }), s.nodes[1]!, s.nodes[0]!)).not.toContain('sslmode');
+    expect(renderStandbyConf(spec([], { enabled: false }), s.nodes[1]!, s.nodes[0]!)).not.toContain(
+      'sslmode',
+    );
   });
 
   it('the configuration hash covers the certificate, key and CA: a replaced file on a node is drift', () => {
@@ -106,7 +136,12 @@ describe('postgres TLS rendering', () => {
 
   it('the simulated provider has no TLS', () => {
     expect(tlsOf(simSpec()).enabled).toBe(false);
-    expect(tlsOf(spec())).toEqual({ enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'hostssl' });
+    expect(tlsOf(spec())).toEqual({
+      enabled: true,
+      certificateDays: 90,
+      renewBeforeDays: 30,
+      hostRules: 'hostssl',
+    });
   });
 });
 
@@ -120,11 +155,19 @@ spec:
 `;
   it('absent: no field (the secure defaults apply); present: filled in', () => {
     expect(parseSpecText(base, 't.yaml').spec.tls).toBeUndefined();
-    expect(parseSpecText(`${base}  tls: {certificateDays: 30, renewBeforeDays: 10}\n`, 't.yaml').spec.tls).toEqual({ enabled: true, certificateDays: 30, renewBeforeDays: 10, hostRules: 'hostssl' });
+    expect(
+      parseSpecText(`${base}  tls: {certificateDays: 30, renewBeforeDays: 10}\n`, 't.yaml').spec.tls,
+    ).toEqual({ enabled: true, certificateDays: 30, renewBeforeDays: 10, hostRules: 'hostssl' });
   });
   it('rejects a renewal window as long as the lifetime, and unknown settings, with the position', () => {
-    expect(() => parseSpecText(`${base}  tls: {certificateDays: 30, renewBeforeDays: 30}\n`, 't.yaml')).toThrow(/t\.yaml:\d+:\d+: spec\.tls\.renewBeforeDays: renewBeforeDays 30 must be less than certificateDays/);
+    expect(() =>
+      parseSpecText(`${base}  tls: {certificateDays: 30, renewBeforeDays: 30}\n`, 't.yaml'),
+    ).toThrow(
+      /t\.yaml:\d+:\d+: spec\.tls\.renewBeforeDays: renewBeforeDays 30 must be less than certificateDays/,
+    );
     expect(() => parseSpecText(`${base}  tls: {mode: off}\n`, 't.yaml')).toThrow(/spec\.tls/);
-    expect(() => parseSpecText(`${base}  tls: {hostRules: host}\n`, 't.yaml')).toThrow(/spec\.tls\.hostRules/);
+    expect(() => parseSpecText(`${base}  tls: {hostRules: host}\n`, 't.yaml')).toThrow(
+      /spec\.tls\.hostRules/,
+    );
   });
 });

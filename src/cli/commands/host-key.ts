@@ -18,10 +18,14 @@ async function fingerprintOf(keyB64: string): Promise<string> {
   return `SHA256:${createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64').replace(/=+$/, '')}`;
 }
 
-export async function hostKeyListCommand(db: string, o: { cluster?: string; output?: 'table' | 'json' }): Promise<number> {
+export async function hostKeyListCommand(
+  db: string,
+  o: { cluster?: string; output?: 'table' | 'json' },
+): Promise<number> {
   const store = Store.open(db, { readonly: true });
   try {
-    if (o.cluster !== undefined && !store.getCluster(o.cluster)) throw new NotFoundError(`cannot list the host keys of cluster ${o.cluster}: no such cluster`);
+    if (o.cluster !== undefined && !store.getCluster(o.cluster))
+      throw new NotFoundError(`cannot list the host keys of cluster ${o.cluster}: no such cluster`);
     const keys = store.listHostKeys(o.cluster);
     const items = await Promise.all(
       keys.map(async (k) => ({
@@ -38,7 +42,13 @@ export async function hostKeyListCommand(db: string, o: { cluster?: string; outp
     } else if (items.length === 0) {
       process.stdout.write('no host keys pinned\n');
     } else {
-      const rows = items.map((i) => [i.cluster, i.node, i.algo ?? '-', i.fingerprint ?? `(${i.note})`, i.pinnedAt]);
+      const rows = items.map((i) => [
+        i.cluster,
+        i.node,
+        i.algo ?? '-',
+        i.fingerprint ?? `(${i.note})`,
+        i.pinnedAt,
+      ]);
       process.stdout.write(`${renderTable(['CLUSTER', 'NODE', 'ALGO', 'FINGERPRINT', 'PINNED'], rows)}\n`);
     }
     return EXIT.ok;
@@ -51,7 +61,10 @@ function machineOf(spec: ClusterSpec, node: string): NodeSpec | typeof POOL {
   if (node === POOL && spec.pgpool.enabled && spec.pgpool.address) return POOL;
   const n = spec.nodes.find((x) => x.name === node);
   if (!n) {
-    const names = [...spec.nodes.map((x) => x.name), ...(spec.pgpool.enabled && spec.pgpool.address ? [POOL] : [])];
+    const names = [
+      ...spec.nodes.map((x) => x.name),
+      ...(spec.pgpool.enabled && spec.pgpool.address ? [POOL] : []),
+    ];
     throw new NotFoundError(`cannot find ${spec.name}/${node}: no such machine (${names.join(', ')})`);
   }
   return n;
@@ -65,9 +78,21 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
     if (!c) throw new NotFoundError(`cannot rotate the host key of ${cluster}/${node}: no such cluster`);
     const spec = c.spec;
     const machine = machineOf(spec, node);
-    if (spec.provider.type === 'sim') throw terminal(`cannot rotate the host key of ${cluster}/${node}: simulated machines have no SSH`);
-    if (process.getuid?.() !== 0) throw terminal(`cannot rotate the host key of ${cluster}/${node}: needs root (the keys and the SSH login are root's)`);
-    let world: { rotateHostKey(c: ClusterSpec, n: NodeSpec | typeof POOL): Promise<import('../../drivers/ssh/rotate.js').RotateResult>; provider: { close(): Promise<void> }; postgres: { close(): Promise<void> }; pool: { close(): Promise<void> } };
+    if (spec.provider.type === 'sim')
+      throw terminal(`cannot rotate the host key of ${cluster}/${node}: simulated machines have no SSH`);
+    if (process.getuid?.() !== 0)
+      throw terminal(
+        `cannot rotate the host key of ${cluster}/${node}: needs root (the keys and the SSH login are root's)`,
+      );
+    let world: {
+      rotateHostKey(
+        c: ClusterSpec,
+        n: NodeSpec | typeof POOL,
+      ): Promise<import('../../drivers/ssh/rotate.js').RotateResult>;
+      provider: { close(): Promise<void> };
+      postgres: { close(): Promise<void> };
+      pool: { close(): Promise<void> };
+    };
     if (spec.provider.type === 'lab') {
       const { createLabWorld } = await import('../../drivers/lab/world.js');
       world = createLabWorld({ store });
@@ -78,7 +103,15 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
     try {
       const r = await world.rotateHostKey(spec, machine);
       const reason = `host key of ${r.id} rotated: ${r.previous} -> ${r.current}${r.resumed ? ' (a rotation cut short earlier, finished)' : ''}`;
-      store.recordEvent({ time: Date.now(), cluster, node, from: null, to: null, ruleId: 'ssh.host-key-rotated', reason });
+      store.recordEvent({
+        time: Date.now(),
+        cluster,
+        node,
+        from: null,
+        to: null,
+        ruleId: 'ssh.host-key-rotated',
+        reason,
+      });
       process.stdout.write(`${reason}\n`);
       return EXIT.ok;
     } finally {
@@ -98,9 +131,19 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
     const had = store.getHostKey(cluster, node);
     store.pinHostKey(cluster, node, TRUST_NEXT_KEY, '', Date.now(), { replace: true });
     const reason = `host key of ${cluster}/${node} forgotten${had && had.algo !== TRUST_NEXT_KEY ? ` (was ${await fingerprintOf(had.keyB64)})` : ''}: the next key it presents will be accepted and pinned, unverified`;
-    store.recordEvent({ time: Date.now(), cluster, node, from: null, to: null, ruleId: 'ssh.host-key-forgotten', reason });
+    store.recordEvent({
+      time: Date.now(),
+      cluster,
+      node,
+      from: null,
+      to: null,
+      ruleId: 'ssh.host-key-forgotten',
+      reason,
+    });
     process.stdout.write(`${reason}\n`);
-    process.stderr.write('warning: that first contact is not verified; for a machine pgop made, `pgop host-key rotate` (or deleting and re-creating it) keeps every contact verified\n');
+    process.stderr.write(
+      'warning: that first contact is not verified; for a machine pgop made, `pgop host-key rotate` (or deleting and re-creating it) keeps every contact verified\n',
+    );
     return EXIT.ok;
   } finally {
     store.close();

@@ -13,9 +13,12 @@ export function specBaseImage(file: string): string {
   } catch (e) {
     throw terminal(`cannot read ${file}: ${(e as Error).message}`);
   }
-  const provider = (doc as { spec?: { provider?: { type?: unknown; baseImage?: unknown } } } | null)?.spec?.provider;
-  if (provider?.type !== 'libvirt') throw terminal(`cannot build image for ${file}: its provider is not libvirt`);
-  if (typeof provider.baseImage !== 'string' || !provider.baseImage) throw terminal(`cannot build image for ${file}: spec.provider.baseImage is not set`);
+  const provider = (doc as { spec?: { provider?: { type?: unknown; baseImage?: unknown } } } | null)?.spec
+    ?.provider;
+  if (provider?.type !== 'libvirt')
+    throw terminal(`cannot build image for ${file}: its provider is not libvirt`);
+  if (typeof provider.baseImage !== 'string' || !provider.baseImage)
+    throw terminal(`cannot build image for ${file}: spec.provider.baseImage is not set`);
   return provider.baseImage;
 }
 
@@ -26,9 +29,13 @@ export async function imageBuildCommand(flags: ImageBuildFlags & { file?: string
   const { buildImage } = await import('../../image/build.js');
   const r = await buildImage(opts);
   if (r.status === 'up-to-date') {
-    process.stdout.write(`image ${r.output} up to date (recipe ${r.recipeHash.slice(0, 12)}, ${mib(r.fileBytes)}); --force rebuilds it\n`);
+    process.stdout.write(
+      `image ${r.output} up to date (recipe ${r.recipeHash.slice(0, 12)}, ${mib(r.fileBytes)}); --force rebuilds it\n`,
+    );
   } else {
-    process.stdout.write(`image ${r.output} built in ${r.seconds.toFixed(1)} s (${mib(r.fileBytes)}, recipe ${r.recipeHash.slice(0, 12)})\n`);
+    process.stdout.write(
+      `image ${r.output} built in ${r.seconds.toFixed(1)} s (${mib(r.fileBytes)}, recipe ${r.recipeHash.slice(0, 12)})\n`,
+    );
   }
   return EXIT.ok;
 }

@@ -21,15 +21,23 @@ import type { StoredCluster } from '../../store/types.js';
 const BIN = fileURLToPath(new URL('../../../../bin/pgop', import.meta.url));
 export const DEFAULT_LAB_SPEC = fileURLToPath(new URL('../../../../specs/lab-3node.yaml', import.meta.url));
 
-const operatorFiles = (db: string) => ({ pid: join(dirname(db), 'serve.pid'), log: join(dirname(db), 'serve.log') });
+const operatorFiles = (db: string) => ({
+  pid: join(dirname(db), 'serve.pid'),
+  log: join(dirname(db), 'serve.log'),
+});
 
 function requireRoot(what: string) {
-  if (process.getuid?.() !== 0) throw terminal(`cannot ${what}: the lab needs root (network namespaces, sshd, postgres as its own user)`);
+  if (process.getuid?.() !== 0)
+    throw terminal(`cannot ${what}: the lab needs root (network namespaces, sshd, postgres as its own user)`);
 }
 
 /** Secret files a lab spec references are made on first use: random, 0600, never printed. */
 export function ensureSecretFiles(spec: ClusterSpec): string[] {
-  const refs: SecretRef[] = [spec.postgres.superuserPassword, spec.replication.password, ...spec.roles.flatMap((r) => (r.password ? [r.password] : []))];
+  const refs: SecretRef[] = [
+    spec.postgres.superuserPassword,
+    spec.replication.password,
+    ...spec.roles.flatMap((r) => (r.password ? [r.password] : [])),
+  ];
   const made: string[] = [];
   for (const ref of refs) {
     if (!('file' in ref) || existsSync(ref.file)) continue;
@@ -42,7 +50,13 @@ export function ensureSecretFiles(spec: ClusterSpec): string[] {
 }
 
 function missingBinaries(spec: ClusterSpec): string[] {
-  const need = [`/usr/lib/postgresql/${spec.postgres.version}/bin/postgres`, '/usr/sbin/sshd', '/usr/bin/ssh-keygen', '/usr/sbin/pgpool', '/usr/bin/unshare'];
+  const need = [
+    `/usr/lib/postgresql/${spec.postgres.version}/bin/postgres`,
+    '/usr/sbin/sshd',
+    '/usr/bin/ssh-keygen',
+    '/usr/sbin/pgpool',
+    '/usr/bin/unshare',
+  ];
   return need.filter((p) => !existsSync(p));
 }
 
@@ -78,39 +92,56 @@ async function startOperator(db: string): Promise<number> {
   return child.pid!;
 }
 
-async function waitConverged(store: Store, name: string, timeoutMs: number, operatorPid: number, log: string): Promise<StoredCluster> {
+async function waitConverged(
+  store: Store,
+  name: string,
+  timeoutMs: number,
+  operatorPid: number,
+  log: string,
+): Promise<StoredCluster> {
   const deadline = Date.now() + timeoutMs;
   let lastEvent = store.listEvents({ cluster: name, limit: 1 })[0]?.id ?? 0;
   for (;;) {
     for (const e of store.listEvents({ cluster: name, afterId: lastEvent })) {
       lastEvent = e.id;
-      const t = e.from || e.to ? `${e.node} ${e.from} -> ${e.to}` : e.node ?? 'cluster';
+      const t = e.from || e.to ? `${e.node} ${e.from} -> ${e.to}` : (e.node ?? 'cluster');
       process.stdout.write(`  ${new Date(e.time).toISOString().slice(11, 23)}  ${t}: ${e.reason}\n`);
     }
     const c = store.getCluster(name);
     if (c && c.observedGeneration === c.generation && c.phase === 'Healthy') return c;
-    if (!processIsAlive(operatorPid)) throw terminal(`cannot bring up cluster ${name}: the operator (pid ${operatorPid}) exited; see ${log}`);
+    if (!processIsAlive(operatorPid))
+      throw terminal(`cannot bring up cluster ${name}: the operator (pid ${operatorPid}) exited; see ${log}`);
     if (Date.now() > deadline) throw PgopTimeout(name, c, log);
     await new Promise((r) => setTimeout(r, 300));
   }
 }
 
 const PgopTimeout = (name: string, c: StoredCluster | undefined, log: string) =>
-  terminal(`cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} (the operator keeps trying; see pgop get events --cluster ${name} and ${log})`);
+  terminal(
+    `cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} (the operator keeps trying; see pgop get events --cluster ${name} and ${log})`,
+  );
 
 export async function labUpCommand(db: string, file: string, timeoutMs: number): Promise<number> {
   requireRoot('bring the lab up');
   const parsed = parseSpecFile(file);
   const spec = parsed.spec;
-  if (spec.provider.type !== 'lab') throw terminal(`cannot bring up ${file} with pgop lab up: its provider is ${spec.provider.type}, not lab (use pgop apply)`);
+  if (spec.provider.type !== 'lab')
+    throw terminal(
+      `cannot bring up ${file} with pgop lab up: its provider is ${spec.provider.type}, not lab (use pgop apply)`,
+    );
   const missing = missingBinaries(spec);
-  if (missing.length) throw terminal(`cannot bring the lab up: missing ${missing.join(', ')} (run scripts/bootstrap.sh as root)`);
+  if (missing.length)
+    throw terminal(
+      `cannot bring the lab up: missing ${missing.join(', ')} (run scripts/bootstrap.sh as root)`,
+    );
   for (const f of ensureSecretFiles(spec)) process.stdout.write(`generated secret ${f} (0600)\n`);
 
   const store = Store.open(db);
   try {
     const { result, generation } = store.applySpec(spec, parsed.hash, parsed.source, Date.now());
-    process.stdout.write(`cluster/${spec.name} ${result}${result === 'unchanged' ? '' : ` (generation ${generation})`}\n`);
+    process.stdout.write(
+      `cluster/${spec.name} ${result}${result === 'unchanged' ? '' : ` (generation ${generation})`}\n`,
+    );
     const files = operatorFiles(db);
     let pid = serveHolder(store);
     if (pid === null) {
@@ -121,12 +152,18 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
     }
     const started = Date.now();
     const c = await waitConverged(store, spec.name, timeoutMs, pid, files.log);
-    process.stdout.write(`\ncluster ${spec.name} healthy in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
+    process.stdout.write(
+      `\ncluster ${spec.name} healthy in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`,
+    );
     const { getCommand } = await import('./get.js');
     await getCommand(db, 'nodes', [], { cluster: spec.name, output: 'table' });
-    const endpoint = spec.pgpool.enabled && spec.pgpool.address ? `${spec.pgpool.address}:${spec.pgpool.port}` : `primary ${c.primary}`;
+    const endpoint =
+      spec.pgpool.enabled && spec.pgpool.address
+        ? `${spec.pgpool.address}:${spec.pgpool.port}`
+        : `primary ${c.primary}`;
     // How this pgop was invoked (./bin/pgop from a checkout, pgop when installed).
-    const me = process.argv[1] && relative(process.cwd(), process.argv[1]) === 'bin/pgop' ? './bin/pgop' : 'pgop';
+    const me =
+      process.argv[1] && relative(process.cwd(), process.argv[1]) === 'bin/pgop' ? './bin/pgop' : 'pgop';
     const n = spec.name;
     const tips: [string, string][] = [
       [`${me} psql ${n}`, 'psql through pgpool (--node NODE for one node)'],
@@ -139,7 +176,9 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
       [`${me} lab down`, 'stop the operator and remove the lab'],
     ];
     const width = Math.max(...tips.map(([cmd]) => cmd.length)) + 3;
-    process.stdout.write(`\nClients connect through pgpool at ${endpoint} (inside the lab's namespaces only).\n`);
+    process.stdout.write(
+      `\nClients connect through pgpool at ${endpoint} (inside the lab's namespaces only).\n`,
+    );
     for (const [cmd, what] of tips) process.stdout.write(`  ${cmd.padEnd(width)}${what}\n`);
     process.stdout.write(`Operator: pid ${pid}, log ${files.log}, store ${db}\n`);
     return EXIT.ok;
@@ -153,7 +192,12 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
   const store = Store.open(db);
   let names: string[];
   try {
-    names = file ? [parseSpecFile(file).spec.name] : store.listClusters().filter((c) => c.spec.provider.type === 'lab').map((c) => c.name);
+    names = file
+      ? [parseSpecFile(file).spec.name]
+      : store
+          .listClusters()
+          .filter((c) => c.spec.provider.type === 'lab')
+          .map((c) => c.name);
     names = names.filter((n) => store.getCluster(n));
   } finally {
     store.close();
@@ -174,11 +218,16 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
       process.kill(pid, 'SIGTERM');
       const deadline = Date.now() + 15_000;
       while (processIsAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      process.stdout.write(processIsAlive(pid) ? `operator pid ${pid} did not stop within 15 s\n` : `operator pid ${pid} stopped\n`);
+      process.stdout.write(
+        processIsAlive(pid)
+          ? `operator pid ${pid} did not stop within 15 s\n`
+          : `operator pid ${pid} stopped\n`,
+      );
     }
   }
   // The hub outlives clusters while a process (the operator) lives in it; now it may go too.
-  const { hubNs, netnsExists, netnsPids, listLinks, deleteNetns } = await import('../../drivers/lab/netns.js');
+  const { hubNs, netnsExists, netnsPids, listLinks, deleteNetns } =
+    await import('../../drivers/lab/netns.js');
   const hub = hubNs();
   if (netnsExists(hub) && netnsPids(hub).length === 0 && (await listLinks(hub, 'bridge')).length === 0) {
     await deleteNetns(hub);
@@ -191,22 +240,34 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
 async function labCluster(db: string, name: string | undefined): Promise<ClusterSpec> {
   const store = Store.open(db, { readonly: true });
   try {
-    const labs = store.listClusters().filter((c) => c.spec.provider.type === 'lab' && (!name || c.name === name));
-    if (labs.length === 0) throw new NotFoundError(`cannot find ${name ? `lab cluster ${name}` : 'a lab cluster'} in ${db}`);
-    if (labs.length > 1) throw new UsageError(`several lab clusters (${labs.map((c) => c.name).join(', ')}): pass --cluster`);
+    const labs = store
+      .listClusters()
+      .filter((c) => c.spec.provider.type === 'lab' && (!name || c.name === name));
+    if (labs.length === 0)
+      throw new NotFoundError(`cannot find ${name ? `lab cluster ${name}` : 'a lab cluster'} in ${db}`);
+    if (labs.length > 1)
+      throw new UsageError(`several lab clusters (${labs.map((c) => c.name).join(', ')}): pass --cluster`);
     return labs[0]!.spec;
   } finally {
     store.close();
   }
 }
 
-
-export async function labFaultCommand(db: string, nodeName: string, action: string, clusterName: string | undefined): Promise<number> {
+export async function labFaultCommand(
+  db: string,
+  nodeName: string,
+  action: string,
+  clusterName: string | undefined,
+): Promise<number> {
   requireRoot('inject a fault');
-  if (!(LAB_FAULTS as readonly string[]).includes(action)) throw new UsageError(`cannot inject fault ${action}: use one of ${LAB_FAULTS.join(', ')}`);
+  if (!(LAB_FAULTS as readonly string[]).includes(action))
+    throw new UsageError(`cannot inject fault ${action}: use one of ${LAB_FAULTS.join(', ')}`);
   const spec = await labCluster(db, clusterName);
   const node = spec.nodes.find((n) => n.name === nodeName);
-  if (!node) throw new NotFoundError(`cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`);
+  if (!node)
+    throw new NotFoundError(
+      `cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`,
+    );
   const { createLabProvider } = await import('../../drivers/lab/provider.js');
   const provider = createLabProvider();
   const t = Date.now();
@@ -219,7 +280,12 @@ export async function labFaultCommand(db: string, nodeName: string, action: stri
   return EXIT.ok;
 }
 
-export async function psqlCommand(db: string, clusterName: string, nodeName: string | undefined, args: string[]): Promise<number> {
+export async function psqlCommand(
+  db: string,
+  clusterName: string,
+  nodeName: string | undefined,
+  args: string[],
+): Promise<number> {
   const store = Store.open(db, { readonly: true });
   let spec: ClusterSpec;
   try {
@@ -229,17 +295,34 @@ export async function psqlCommand(db: string, clusterName: string, nodeName: str
   } finally {
     store.close();
   }
-  if (spec.provider.type === 'sim') throw terminal(`cannot connect to cluster ${clusterName}: it is simulated`);
+  if (spec.provider.type === 'sim')
+    throw terminal(`cannot connect to cluster ${clusterName}: it is simulated`);
   const node = nodeName ? spec.nodes.find((n) => n.name === nodeName) : undefined;
-  if (nodeName && !node) throw new NotFoundError(`cannot connect to ${clusterName}/${nodeName}: no such node`);
-  const [host, port] = node ? [node.address, 5432] : spec.pgpool.enabled && spec.pgpool.address ? [spec.pgpool.address, spec.pgpool.port] : [null, 0];
+  if (nodeName && !node)
+    throw new NotFoundError(`cannot connect to ${clusterName}/${nodeName}: no such node`);
+  const [host, port] = node
+    ? [node.address, 5432]
+    : spec.pgpool.enabled && spec.pgpool.address
+      ? [spec.pgpool.address, spec.pgpool.port]
+      : [null, 0];
   if (!host) throw new UsageError(`cannot connect to cluster ${clusterName}: it has no pgpool; pass --node`);
   // The password goes through the environment: never on a command line (ps shows those).
-  const env: NodeJS.ProcessEnv = { ...userLocaleEnv(), PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'), PGCONNECT_TIMEOUT: '5' };
+  const env: NodeJS.ProcessEnv = {
+    ...userLocaleEnv(),
+    PGPASSWORD: resolveSecret(spec.postgres.superuserPassword, 'the postgres superuser password'),
+    PGCONNECT_TIMEOUT: '5',
+  };
   // verify-full against the cluster CA (network clients are taken over TLS only)
-  if (tlsOf(spec).enabled) Object.assign(env, { PGSSLMODE: 'verify-full', PGSSLROOTCERT: join(defaultTlsDir(spec), 'ca.crt') });
-  const psql = existsSync(`/usr/lib/postgresql/${spec.postgres.version}/bin/psql`) ? `/usr/lib/postgresql/${spec.postgres.version}/bin/psql` : 'psql';
-  const argv = [psql, `host=${host} port=${port} user=postgres dbname=postgres application_name=pgop-psql`, ...args];
+  if (tlsOf(spec).enabled)
+    Object.assign(env, { PGSSLMODE: 'verify-full', PGSSLROOTCERT: join(defaultTlsDir(spec), 'ca.crt') });
+  const psql = existsSync(`/usr/lib/postgresql/${spec.postgres.version}/bin/psql`)
+    ? `/usr/lib/postgresql/${spec.postgres.version}/bin/psql`
+    : 'psql';
+  const argv = [
+    psql,
+    `host=${host} port=${port} user=postgres dbname=postgres application_name=pgop-psql`,
+    ...args,
+  ];
   let cmd = argv[0]!;
   let cmdArgs = argv.slice(1);
   if (spec.provider.type === 'lab') {

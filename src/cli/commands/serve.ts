@@ -44,7 +44,11 @@ async function makeLogger(quiet: boolean): Promise<Log> {
   // Secrets never reach a log line: drivers never pass them in fields, and these paths are
   // redacted in case a future field carries one.
   const logger = pino(
-    { level: quiet ? 'warn' : process.env.PGOP_LOG_LEVEL ?? 'info', base: { pid: process.pid }, redact: ['*.password', '*.env', 'password', 'env'] },
+    {
+      level: quiet ? 'warn' : (process.env.PGOP_LOG_LEVEL ?? 'info'),
+      base: { pid: process.pid },
+      redact: ['*.password', '*.env', 'password', 'env'],
+    },
     quiet ? pino.destination(2) : pino.destination(1),
   );
   return {
@@ -62,7 +66,9 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   const lock = store.acquireServeLock(process.pid, host, Date.now(), processIsAlive);
   if (!lock.ok) {
     store.close();
-    process.stderr.write(`error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, since ${new Date(lock.startedAt).toISOString()}\n`);
+    process.stderr.write(
+      `error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, since ${new Date(lock.startedAt).toISOString()}\n`,
+    );
     process.exitCode = EXIT.locked;
     throw Object.assign(new Error('locked'), { locked: true });
   }
@@ -125,7 +131,12 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
       http = await startServeHttp(store, o.http, log, readiness);
     }
     await worlds.prepare(store.listClusters().map((c) => c.spec));
-    const reconciler = new Reconciler({ store, worldFor: (spec) => worlds.worldFor(spec), clock: systemClock, log });
+    const reconciler = new Reconciler({
+      store,
+      worldFor: (spec) => worlds.worldFor(spec),
+      clock: systemClock,
+      log,
+    });
     log.info({ db, clusters: store.listClusters().map((c) => c.name) }, 'pgop serve started');
     log.debug?.({ untilConverged: !!o.untilConverged, timeoutMs: o.timeoutMs ?? null }, 'serve options');
     const ok = await runLoop(reconciler, store, systemClock, {

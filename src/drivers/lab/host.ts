@@ -217,8 +217,15 @@ function spawnSshd(h: LabHost, errPath: string): { pid: number | undefined; exit
   const script = [
     ...PRIVATE_MOUNTS.map((m) =>
       m.tmpfs
-        ? shellJoin(['mount', '-t', 'tmpfs', '-o', `mode=${m.mode.toString(8)},size=64m`, 'tmpfs', m.target]) +
-          ` && mkdir -p ${m.target}/sshd ${m.target}/postgresql`
+        ? shellJoin([
+            'mount',
+            '-t',
+            'tmpfs',
+            '-o',
+            `mode=${m.mode.toString(8)},size=64m`,
+            'tmpfs',
+            m.target,
+          ]) + ` && mkdir -p ${m.target}/sshd ${m.target}/postgresql`
         : shellJoin(['mount', '--bind', join(d, m.sub), m.target]),
     ),
     `exec ${shellJoin([SSHD, '-D', '-f', join(d, 'ssh', 'sshd_config'), '-E', join(d, 'sshd.log')])}`,

@@ -25,7 +25,8 @@ export function assertNsName(name: string): string {
 }
 
 export function assertIfName(name: string): string {
-  if (!IF_NAME.test(name)) throw terminal(`cannot use interface name ${JSON.stringify(name)}: invalid or longer than 15 characters`);
+  if (!IF_NAME.test(name))
+    throw terminal(`cannot use interface name ${JSON.stringify(name)}: invalid or longer than 15 characters`);
   return name;
 }
 
@@ -43,7 +44,9 @@ export function inNetnsArgv(ns: string): string[] {
 export function labPrefix(): string {
   const p = process.env.PGOP_LAB_PREFIX ?? 'pgop';
   if (!PREFIX.test(p)) {
-    throw terminal(`cannot use lab prefix ${JSON.stringify(p)}: use 1-16 lowercase letters and digits, starting with a letter`);
+    throw terminal(
+      `cannot use lab prefix ${JSON.stringify(p)}: use 1-16 lowercase letters and digits, starting with a letter`,
+    );
   }
   return p;
 }
@@ -65,17 +68,27 @@ export interface RunResult {
 /** Run a program with an argv array; rejects with the exit code and stderr in the error. */
 export function run(file: string, args: readonly string[], timeoutMs = 15_000): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) {
-        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
-        const cause = e.killed
-          ? `timed out after ${timeoutMs} ms`
-          : (String(stderr).trim() || e.message).split('\n').slice(-3).join(' | ');
-        reject(Object.assign(new Error(cause), { exitCode: typeof e.code === 'number' ? e.code : undefined, stderr: String(stderr) }));
-        return;
-      }
-      resolve({ stdout: String(stdout), stderr: String(stderr) });
-    });
+    execFile(
+      file,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
+          const cause = e.killed
+            ? `timed out after ${timeoutMs} ms`
+            : (String(stderr).trim() || e.message).split('\n').slice(-3).join(' | ');
+          reject(
+            Object.assign(new Error(cause), {
+              exitCode: typeof e.code === 'number' ? e.code : undefined,
+              stderr: String(stderr),
+            }),
+          );
+          return;
+        }
+        resolve({ stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
   });
 }
 
@@ -171,7 +184,10 @@ export async function ensureAddress(ns: string, dev: string, cidr: string): Prom
 /** Routes of a namespace, one per line (`ip -n ns route show`). */
 export async function routes(ns: string, family: '-4' | '-6' = '-4'): Promise<string[]> {
   const out = await ipIn(ns, [family, 'route', 'show']);
-  return out.split('\n').map((l) => l.trim()).filter(Boolean);
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 /** Inode identity of a namespace file, for comparisons with /proc/<pid>/ns/net. */
@@ -240,7 +256,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * it matters: before the machine starts again or is removed. Returns how many were killed.
  */
 export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promise<number> {
-  if (pidInNetns(process.pid, ns)) throw internal(`cannot fence namespace ${ns}: the operator itself runs in it`);
+  if (pidInNetns(process.pid, ns))
+    throw internal(`cannot fence namespace ${ns}: the operator itself runs in it`);
   // a process is its pid and start time (a pid may be reused once its holder is gone)
   const killed = new Set<string>();
   const killedPids: number[] = [];
@@ -263,7 +280,9 @@ export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promis
       killed.add(id);
     }
     if (Date.now() > deadline) {
-      throw transient(`cannot fence namespace ${ns}: processes still appearing after ${timeoutMs} ms (${fresh.map((p) => p.pid).join(' ')})`);
+      throw transient(
+        `cannot fence namespace ${ns}: processes still appearing after ${timeoutMs} ms (${fresh.map((p) => p.pid).join(' ')})`,
+      );
     }
   }
 }
@@ -280,7 +299,8 @@ export async function awaitExiting(pids: readonly number[], deadline = Date.now(
   for (;;) {
     left = left.filter((pid) => !exitingOrGone(pid));
     if (left.length === 0) return;
-    if (Date.now() > deadline) throw transient(`${left.length} killed process(es) not exiting yet (${left.join(' ')})`);
+    if (Date.now() > deadline)
+      throw transient(`${left.length} killed process(es) not exiting yet (${left.join(' ')})`);
     await sleep(1);
   }
 }
@@ -310,7 +330,10 @@ export async function awaitNetnsEmpty(ns: string, timeoutMs = 10_000): Promise<v
   for (;;) {
     const pids = netnsPids(ns);
     if (pids.length === 0) return;
-    if (Date.now() > deadline) throw transient(`namespace ${ns}: ${pids.length} process(es) still there after ${timeoutMs} ms (${pids.join(' ')})`);
+    if (Date.now() > deadline)
+      throw transient(
+        `namespace ${ns}: ${pids.length} process(es) still there after ${timeoutMs} ms (${pids.join(' ')})`,
+      );
     await sleep(5);
   }
 }
@@ -358,7 +381,9 @@ export function pidInCgroup(pid: number, dir: string): boolean {
   const root = cgroup2Root();
   if (root === null || !dir.startsWith(root)) return false;
   try {
-    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('0::'));
     return line?.slice(3) === dir.slice(root.length);
   } catch {
     return false;
@@ -397,11 +422,15 @@ export async function reexecInHub(
     throw internal(`cannot enter hub namespace ${hubNs(prefix)}: re-executed already but not inside it`);
   }
   const hub = await ensureHub(prefix);
-  const child = spawn(NSENTER, [`--net=${netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...argv], {
-    // handed-over fds (serve's HTTP socket, bound in this namespace) become fd 3, 4, ...
-    stdio: ['inherit', 'inherit', 'inherit', ...(handOver?.fds ?? [])],
-    env: { ...process.env, PGOP_IN_HUB: prefix },
-  });
+  const child = spawn(
+    NSENTER,
+    [`--net=${netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...argv],
+    {
+      // handed-over fds (serve's HTTP socket, bound in this namespace) become fd 3, 4, ...
+      stdio: ['inherit', 'inherit', 'inherit', ...(handOver?.fds ?? [])],
+      env: { ...process.env, PGOP_IN_HUB: prefix },
+    },
+  );
   handOver?.spawned();
   const forward = (sig: NodeJS.Signals) => () => {
     try {
@@ -415,7 +444,9 @@ export async function reexecInHub(
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   return new Promise<never>((_, reject) => {
-    child.on('error', (err) => reject(new PgopError('terminal', `cannot enter hub namespace ${hub}: ${err.message}`, { cause: err })));
+    child.on('error', (err) =>
+      reject(new PgopError('terminal', `cannot enter hub namespace ${hub}: ${err.message}`, { cause: err })),
+    );
     child.on('exit', (code, signal) => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);

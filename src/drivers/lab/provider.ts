@@ -151,16 +151,23 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 
   private ctx(spec: ClusterSpec): ClusterCtx {
     if (spec.provider.type !== 'lab') {
-      throw internal(`cannot use the lab provider for cluster ${spec.name}: its provider is ${spec.provider.type}`);
+      throw internal(
+        `cannot use the lab provider for cluster ${spec.name}: its provider is ${spec.provider.type}`,
+      );
     }
     const provider = spec.provider as LabProviderSpec;
     const name = assertSafeName('cluster', spec.name);
     const net = parseNetwork(name, provider.network);
     // it goes into sshd_config and mount commands
-    const stateDir = assertSafePath('lab state directory', provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR);
+    const stateDir = assertSafePath(
+      'lab state directory',
+      provider.stateDir ?? process.env.PGOP_LAB_STATE ?? DEFAULT_STATE_DIR,
+    );
     for (const forbidden of [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run']) {
       if (stateDir === forbidden || stateDir.startsWith(`${forbidden}/`)) {
-        throw terminal(`cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`);
+        throw terminal(
+          `cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`,
+        );
       }
     }
     const clusterDir = join(stateDir, name);
@@ -185,13 +192,18 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     let address: string;
     if (node === POOL) {
       if (!ctx.spec.pgpool.enabled || !ctx.spec.pgpool.address) {
-        throw terminal(`cannot place the pool host of cluster ${ctx.name}: pgpool is disabled or spec.pgpool.address is missing`);
+        throw terminal(
+          `cannot place the pool host of cluster ${ctx.name}: pgpool is disabled or spec.pgpool.address is missing`,
+        );
       }
       name = POOL;
       address = ctx.spec.pgpool.address;
     } else {
       name = assertSafeName('node', node.name);
-      if (name === POOL) throw terminal(`cannot place node ${name} of cluster ${ctx.name}: the name "pool" is reserved for the pgpool host in the lab`);
+      if (name === POOL)
+        throw terminal(
+          `cannot place node ${name} of cluster ${ctx.name}: the name "pool" is reserved for the pgpool host in the lab`,
+        );
       address = node.address;
     }
     checkAddress(ctx.name, name === POOL ? 'the pool host' : `node ${name}`, address, net, provider.network);
@@ -207,16 +219,28 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   }
 
   /** Paths and names of one host, for tests, tools and the README's "by hand" recipe. */
-  describeHost(spec: ClusterSpec, node: NodeSpec | typeof POOL): LabHost & { keyPath: string; hub: string; bridge: string; hostKeyPub: string } {
+  describeHost(
+    spec: ClusterSpec,
+    node: NodeSpec | typeof POOL,
+  ): LabHost & { keyPath: string; hub: string; bridge: string; hostKeyPub: string } {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
-    return { ...h, keyPath: ctx.keyPath, hub: ctx.hub, bridge: ctx.bridge, hostKeyPub: join(h.dir, 'ssh', 'ssh_host_ed25519_key.pub') };
+    return {
+      ...h,
+      keyPath: ctx.keyPath,
+      hub: ctx.hub,
+      bridge: ctx.bridge,
+      hostKeyPub: join(h.dir, 'ssh', 'ssh_host_ed25519_key.pub'),
+    };
   }
 
   /** Where a host's sshd key lives and how its sshd re-reads it (`pgop host-key rotate`). A lab
    *  node sees the machine's filesystem outside its private mounts, so the node's key file is
    *  the state file itself; its sshd re-executes itself on SIGHUP (same pid, sessions kept). */
-  hostKeyTarget(spec: ClusterSpec, node: NodeSpec | typeof POOL): { nodePath: string; statePath: string; reload: string[] } {
+  hostKeyTarget(
+    spec: ClusterSpec,
+    node: NodeSpec | typeof POOL,
+  ): { nodePath: string; statePath: string; reload: string[] } {
     const h = this.host(this.ctx(spec), node);
     const path = join(h.dir, 'ssh', 'ssh_host_ed25519_key');
     return { nodePath: path, statePath: path, reload: ['sh', '-c', 'kill -HUP "$(cat /run/sshd.pid)"'] };
@@ -263,7 +287,9 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const out: Record<string, MachineObservation & { address?: string }> = {};
     let entries: string[];
     try {
-      entries = readdirSync(ctx.clusterDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+      entries = readdirSync(ctx.clusterDir, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out;
       throw wrap(err, `cannot list the lab hosts of cluster ${ctx.name}`);
@@ -286,7 +312,9 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   /** The IPv4 address on a host's eth0 (a host made before its address was recorded). */
   private async linkAddress(ns: string): Promise<string | undefined> {
     try {
-      const out = JSON.parse((await ipIn(ns, ['-j', '-4', 'addr', 'show', 'dev', 'eth0'])).trim() || '[]') as { addr_info?: { local?: string }[] }[];
+      const out = JSON.parse(
+        (await ipIn(ns, ['-j', '-4', 'addr', 'show', 'dev', 'eth0'])).trim() || '[]',
+      ) as { addr_info?: { local?: string }[] }[];
       return out[0]?.addr_info?.[0]?.local;
     } catch {
       return undefined;
@@ -333,7 +361,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
         // for it); a pool host that exists but was stopped is left alone (fault injection).
         if (spec.pgpool.enabled) {
           const pool = this.host(ctx, POOL);
-          if (!netnsExists(pool.ns) || !existsSync(join(pool.dir, 'ssh', 'sshd_config'))) await this.ensureHost(ctx, pool);
+          if (!netnsExists(pool.ns) || !existsSync(join(pool.dir, 'ssh', 'sshd_config')))
+            await this.ensureHost(ctx, pool);
         }
       }),
     );
@@ -391,7 +420,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     if (await linkExists(h.ns, 'eth0')) {
       // Existing link: keep its up/down state (a partition stays a partition).
       await ensureAddress(h.ns, 'eth0', cidr);
-      if (await linkExists(ctx.hub, h.hubVeth)) await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
+      if (await linkExists(ctx.hub, h.hubVeth))
+        await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
       return;
     }
     // Leftovers of a half-done creation (or a hub veth not yet reaped after a namespace delete).
@@ -456,13 +486,15 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       const names = new Set<string>();
       if (spec.pgpool.enabled && spec.pgpool.address) names.add(POOL);
       try {
-        for (const e of readdirSync(ctx.clusterDir, { withFileTypes: true })) if (e.isDirectory()) names.add(e.name);
+        for (const e of readdirSync(ctx.clusterDir, { withFileTypes: true }))
+          if (e.isDirectory()) names.add(e.name);
       } catch {
         /* no cluster dir */
       }
       for (const name of names) await this.deleteHost(this.hostNamed(ctx, name));
       try {
-        if (netnsExists(ctx.hub) && (await linkExists(ctx.hub, ctx.bridge))) await ipIn(ctx.hub, ['link', 'del', ctx.bridge]);
+        if (netnsExists(ctx.hub) && (await linkExists(ctx.hub, ctx.bridge)))
+          await ipIn(ctx.hub, ['link', 'del', ctx.bridge]);
       } catch (err) {
         throw wrap(err, `cannot delete the lab network of cluster ${ctx.name}`);
       }
@@ -471,7 +503,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       // removing its name then would split later lab hosts from that process.
       if (netnsExists(ctx.hub)) {
         const bridges = await listLinks(ctx.hub, 'bridge');
-        if (bridges.length === 0 && netnsPids(ctx.hub).length === 0 && !pidInNetns(process.pid, ctx.hub)) await deleteNetns(ctx.hub);
+        if (bridges.length === 0 && netnsPids(ctx.hub).length === 0 && !pidInNetns(process.pid, ctx.hub))
+          await deleteNetns(ctx.hub);
       }
     });
   }
@@ -516,7 +549,11 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await this.setLink(spec, node, 'up');
   }
 
-  private async setLink(spec: ClusterSpec, node: NodeSpec | typeof POOL, state: 'up' | 'down'): Promise<void> {
+  private async setLink(
+    spec: ClusterSpec,
+    node: NodeSpec | typeof POOL,
+    state: 'up' | 'down',
+  ): Promise<void> {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     const verb = state === 'down' ? 'partition' : 'heal';

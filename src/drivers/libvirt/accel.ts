@@ -45,7 +45,11 @@ export interface ProbeResult {
  *  before timeoutMs. */
 export async function probeAccel(accel: 'kvm' | 'tcg', timeoutMs = 10_000): Promise<ProbeResult> {
   const t0 = performance.now();
-  const done = (ok: boolean, detail: string): ProbeResult => ({ ok, detail, ms: Math.round(performance.now() - t0) });
+  const done = (ok: boolean, detail: string): ProbeResult => ({
+    ok,
+    detail,
+    ms: Math.round(performance.now() - t0),
+  });
   const qemu = qemuBinary();
   if (!qemu) return done(false, 'no qemu-system-x86_64 on this host');
   const dir = await mkdtemp(join(tmpdir(), 'pgop-accel-'));
@@ -55,8 +59,24 @@ export async function probeAccel(accel: 'kvm' | 'tcg', timeoutMs = 10_000): Prom
     return await new Promise<ProbeResult>((resolve) => {
       const child = spawn(
         qemu,
-        ['-accel', accel, '-machine', 'pc', '-m', '16', '-nodefaults', '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
-          '-drive', `file=${img},format=raw,if=ide,snapshot=on`],
+        [
+          '-accel',
+          accel,
+          '-machine',
+          'pc',
+          '-m',
+          '16',
+          '-nodefaults',
+          '-display',
+          'none',
+          '-serial',
+          'stdio',
+          '-monitor',
+          'none',
+          '-no-reboot',
+          '-drive',
+          `file=${img},format=raw,if=ide,snapshot=on`,
+        ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       let out = '';
@@ -69,14 +89,19 @@ export async function probeAccel(accel: 'kvm' | 'tcg', timeoutMs = 10_000): Prom
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
         resolve(done(ok, detail));
       };
-      const timer = setTimeout(() => finish(false, `no output from a ${accel} guest within ${timeoutMs} ms`), timeoutMs);
+      const timer = setTimeout(
+        () => finish(false, `no output from a ${accel} guest within ${timeoutMs} ms`),
+        timeoutMs,
+      );
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString('latin1');
         if (out.includes(ACCEL_MARKER)) finish(true, `${accel} guest booted`);
       });
       child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-500)));
       child.on('error', (e) => finish(false, e.message));
-      child.on('exit', (code, sig) => finish(false, `qemu exited (${sig ?? code}) before the guest spoke: ${err.trim()}`));
+      child.on('exit', (code, sig) =>
+        finish(false, `qemu exited (${sig ?? code}) before the guest spoke: ${err.trim()}`),
+      );
     });
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -112,7 +137,11 @@ export function localKvmWorks(): Promise<ProbeResult> {
   if (!localKvm) {
     localKvm = kvmDeviceUsable()
       ? probeAccel('kvm')
-      : Promise.resolve({ ok: false, detail: existsSync('/dev/kvm') ? '/dev/kvm is not accessible' : 'no /dev/kvm', ms: 0 });
+      : Promise.resolve({
+          ok: false,
+          detail: existsSync('/dev/kvm') ? '/dev/kvm is not accessible' : 'no /dev/kvm',
+          ms: 0,
+        });
   }
   return localKvm;
 }
@@ -150,8 +179,14 @@ export async function resolveDomainType(
   if (info.test) return { type: 'qemu', why: 'libvirt test driver' };
   if (info.host !== '') {
     const adv = await advertisesKvm().catch(() => false);
-    return { type: adv ? 'kvm' : 'qemu', why: adv ? 'remote hypervisor advertises kvm (not probed)' : 'remote hypervisor does not advertise kvm' };
+    return {
+      type: adv ? 'kvm' : 'qemu',
+      why: adv ? 'remote hypervisor advertises kvm (not probed)' : 'remote hypervisor does not advertise kvm',
+    };
   }
   const probe = await localKvmWorks();
-  return { type: probe.ok ? 'kvm' : 'qemu', why: probe.ok ? `kvm probe: ${probe.detail} in ${probe.ms} ms` : `kvm not usable: ${probe.detail}` };
+  return {
+    type: probe.ok ? 'kvm' : 'qemu',
+    why: probe.ok ? `kvm probe: ${probe.detail} in ${probe.ms} ms` : `kvm not usable: ${probe.detail}`,
+  };
 }

@@ -119,7 +119,8 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 `;
 
-const PRIVATE_KEY = /^-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?$/;
+const PRIVATE_KEY =
+  /^-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?$/;
 
 export function renderMetaData(s: SeedInput): string {
   return stringify({ 'instance-id': `pgop-${s.cluster}-${s.name}`, 'local-hostname': s.hostname });
@@ -127,13 +128,24 @@ export function renderMetaData(s: SeedInput): string {
 
 export function renderUserData(s: SeedInput): string {
   // cloud-init hands these to useradd and hostnamectl: names only, whatever reached here.
-  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(s.sshUser)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.sshUser)} is not a Unix user name`);
-  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.hostname)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.hostname)} is not a host name`);
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(s.sshUser))
+    throw terminal(
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.sshUser)} is not a Unix user name`,
+    );
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.hostname))
+    throw terminal(
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.hostname)} is not a host name`,
+    );
   const key = s.publicKey.trim();
-  if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(key)) throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: the operator key is not an ssh-ed25519 public key`);
+  if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(key))
+    throw terminal(
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: the operator key is not an ssh-ed25519 public key`,
+    );
   const hostPub = s.hostKey.publicLine.trim();
   if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(hostPub) || !PRIVATE_KEY.test(s.hostKey.privateKey)) {
-    throw terminal(`cannot render the cloud-init seed of ${s.cluster}/${s.name}: the host key is not an OpenSSH ed25519 key pair`);
+    throw terminal(
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: the host key is not an OpenSSH ed25519 key pair`,
+    );
   }
   const doc: Record<string, unknown> = {
     hostname: s.hostname,
@@ -158,9 +170,13 @@ export function renderUserData(s: SeedInput): string {
     resize_rootfs: true,
     write_files: [
       { path: SSHD_DROPIN_PATH, permissions: '0644', owner: 'root:root', content: SSHD_DROPIN },
-      ...(s.dataDisk ? [{ path: DATADISK_SCRIPT_PATH, permissions: '0755', owner: 'root:root', content: DATADISK_SCRIPT }] : []),
+      ...(s.dataDisk
+        ? [{ path: DATADISK_SCRIPT_PATH, permissions: '0755', owner: 'root:root', content: DATADISK_SCRIPT }]
+        : []),
     ],
-    runcmd: s.dataDisk ? [[DATADISK_SCRIPT_PATH, s.dataDisk.layout, s.dataDisk.filesystem]] : [['mkdir', '-p', '/u01', '/u02']],
+    runcmd: s.dataDisk
+      ? [[DATADISK_SCRIPT_PATH, s.dataDisk.layout, s.dataDisk.filesystem]]
+      : [['mkdir', '-p', '/u01', '/u02']],
   };
   return `#cloud-config\n${stringify(doc, { lineWidth: 0 })}`;
 }
@@ -182,7 +198,11 @@ export function renderNetworkConfig(s: SeedInput): string {
 }
 
 export function renderSeed(s: SeedInput): SeedFiles {
-  return { 'meta-data': renderMetaData(s), 'user-data': renderUserData(s), 'network-config': renderNetworkConfig(s) };
+  return {
+    'meta-data': renderMetaData(s),
+    'user-data': renderUserData(s),
+    'network-config': renderNetworkConfig(s),
+  };
 }
 
 export const GENISOIMAGE = 'genisoimage';
@@ -195,12 +215,30 @@ export async function buildSeedIso(files: SeedFiles): Promise<Buffer> {
     for (const n of names) await writeFile(join(dir, n), files[n], { mode: 0o600 });
     const out = join(dir, 'seed.iso');
     try {
-      await execFileP(GENISOIMAGE, ['-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', '-input-charset', 'utf-8', ...names.map((n) => join(dir, n))], {
-        timeout: 30_000,
-      });
+      await execFileP(
+        GENISOIMAGE,
+        [
+          '-quiet',
+          '-output',
+          out,
+          '-volid',
+          'cidata',
+          '-joliet',
+          '-rock',
+          '-input-charset',
+          'utf-8',
+          ...names.map((n) => join(dir, n)),
+        ],
+        {
+          timeout: 30_000,
+        },
+      );
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { stderr?: string };
-      const why = e.code === 'ENOENT' ? `${GENISOIMAGE} is not installed (Debian package genisoimage)` : (e.stderr?.trim() || e.message);
+      const why =
+        e.code === 'ENOENT'
+          ? `${GENISOIMAGE} is not installed (Debian package genisoimage)`
+          : e.stderr?.trim() || e.message;
       throw terminal(`cannot build the cloud-init seed ISO: ${why}`, err);
     }
     return await readFile(out);

@@ -54,7 +54,8 @@ const LIFECYCLE: Record<string, LifecycleKind> = {
   Crashed: 'crashed',
 };
 
-const LINE = /^(?:(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)([+-]\d{4})?: )?event '([^']+)' for domain (?:'((?:[^']|'(?!:))*)'|(\S+?)):?(?: (.*))?$/;
+const LINE =
+  /^(?:(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)([+-]\d{4})?: )?event '([^']+)' for domain (?:'((?:[^']|'(?!:))*)'|(\S+?)):?(?: (.*))?$/;
 
 /** Parse one line of `virsh event --loop [--timestamp]` output; null for anything else (the
  *  closing "events received" line, blank lines). */
@@ -125,7 +126,9 @@ export class EventWatcher {
     // `virsh event --loop` never exits by itself: with setpriv --pdeathsig it dies with this
     // process even when that one is killed without a chance to stop it.
     const child = existsSync(SETPRIV)
-      ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.bin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+      ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.bin, ...argv], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        })
       : spawn(this.bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let stderr = '';
@@ -165,7 +168,13 @@ export class EventWatcher {
     child.unref();
     (child.stdout as unknown as { unref?: () => void }).unref?.();
     (child.stderr as unknown as { unref?: () => void }).unref?.();
-    this.emit({ uri: this.uri, type: 'resync', domain: '', text: this.starts === 1 ? 'watcher started' : 'watcher restarted', at: Date.now() });
+    this.emit({
+      uri: this.uri,
+      type: 'resync',
+      domain: '',
+      text: this.starts === 1 ? 'watcher started' : 'watcher restarted',
+      at: Date.now(),
+    });
   }
 
   /** Stop for good: kill the child by its PID and wait for it to exit. */

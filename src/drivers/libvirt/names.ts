@@ -13,7 +13,13 @@
 import { createHash } from 'node:crypto';
 import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
 import { internal, terminal } from '../../errors.js';
-import { isHostOf, networkOf, parseCidr as parseCidrText, parseIpv4, type Ipv4Network } from '../../net/ipv4.js';
+import {
+  isHostOf,
+  networkOf,
+  parseCidr as parseCidrText,
+  parseIpv4,
+  type Ipv4Network,
+} from '../../net/ipv4.js';
 
 /** The pgpool host's name inside a cluster (a node may not be called so). */
 export const POOL_HOST = 'pool';
@@ -28,14 +34,18 @@ const NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export function assertLibvirtName(kind: string, value: string): string {
   if (!NAME.test(value)) {
-    throw terminal(`cannot use ${kind} name ${JSON.stringify(value)}: use 1-63 lowercase letters, digits, '_', '.' or '-'`);
+    throw terminal(
+      `cannot use ${kind} name ${JSON.stringify(value)}: use 1-63 lowercase letters, digits, '_', '.' or '-'`,
+    );
   }
   return value;
 }
 
 export function libvirtProvider(spec: ClusterSpec): LibvirtProviderSpec {
   if (spec.provider.type !== 'libvirt') {
-    throw internal(`cannot use the libvirt provider for cluster ${spec.name}: its provider is ${spec.provider.type}`);
+    throw internal(
+      `cannot use the libvirt provider for cluster ${spec.name}: its provider is ${spec.provider.type}`,
+    );
   }
   return spec.provider;
 }
@@ -84,7 +94,9 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST
   const cluster = assertLibvirtName('cluster', spec.name);
   if (node === POOL_HOST) {
     if (!spec.pgpool.enabled || !spec.pgpool.address) {
-      throw terminal(`cannot place the pool host of cluster ${cluster}: pgpool is disabled or spec.pgpool.address is missing`);
+      throw terminal(
+        `cannot place the pool host of cluster ${cluster}: pgpool is disabled or spec.pgpool.address is missing`,
+      );
     }
     const first = spec.nodes[0];
     return {
@@ -105,7 +117,10 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST
     };
   }
   const name = assertLibvirtName('node', node.name);
-  if (name === POOL_HOST) throw terminal(`cannot place node ${name} of cluster ${cluster}: the name "pool" is reserved for the pgpool host`);
+  if (name === POOL_HOST)
+    throw terminal(
+      `cannot place node ${name} of cluster ${cluster}: the name "pool" is reserved for the pgpool host`,
+    );
   return {
     cluster,
     name,
@@ -131,7 +146,10 @@ export function allMachines(spec: ClusterSpec): MachinePlan[] {
   const seen = new Map<string, string>();
   for (const m of out) {
     const other = seen.get(m.mac);
-    if (other) throw terminal(`cannot address ${m.id}: its derived MAC ${m.mac} collides with ${other}'s; rename one of them`);
+    if (other)
+      throw terminal(
+        `cannot address ${m.id}: its derived MAC ${m.mac} collides with ${other}'s; rename one of them`,
+      );
     seen.set(m.mac, m.id);
   }
   return out;

@@ -12,7 +12,18 @@ import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/type
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
-import { POOL_HOST, allMachines, clusterUris, libvirtProvider, machinePlan, parseCidr, inside, macFor, volumeNames, type MachinePlan } from './names.js';
+import {
+  POOL_HOST,
+  allMachines,
+  clusterUris,
+  libvirtProvider,
+  machinePlan,
+  parseCidr,
+  inside,
+  macFor,
+  volumeNames,
+  type MachinePlan,
+} from './names.js';
 import { networkFacts, pgopMetadata, renderDomainXml, type DomainType } from './xml.js';
 import { HOST_KEY_PATH } from './cloudinit.js';
 import { ensureOperatorKey, ensurePinnedHostKey, removeKeyPair } from '../ssh/keys.js';
@@ -94,7 +105,10 @@ export class LibvirtProvider implements ProviderDriver {
   // ---------------------------------------------------------------- public helpers
 
   /** Names, addresses and paths of one machine (a spec node or the pool host). */
-  describeMachine(spec: ClusterSpec, node: MachineRef): MachinePlan & { keyPath: string; poolPath: string; network: string } {
+  describeMachine(
+    spec: ClusterSpec,
+    node: MachineRef,
+  ): MachinePlan & { keyPath: string; poolPath: string; network: string } {
     const m = machinePlan(spec, node);
     const p = libvirtProvider(spec);
     return { ...m, keyPath: this.keyPath(spec), poolPath: p.pool.path, network: p.network.name };
@@ -123,8 +137,12 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** Where a guest's sshd key lives and how sshd re-reads it (`pgop host-key rotate`). */
-  hostKeyTarget(spec: ClusterSpec, node: MachineRef): { nodePath: string; statePath: string; reload: string[] } {
-    const reload = 'if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q ssh; then systemctl reload ssh; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active -q sshd; then systemctl reload sshd; else kill -HUP "$(cat /run/sshd.pid)"; fi';
+  hostKeyTarget(
+    spec: ClusterSpec,
+    node: MachineRef,
+  ): { nodePath: string; statePath: string; reload: string[] } {
+    const reload =
+      'if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q ssh; then systemctl reload ssh; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active -q sshd; then systemctl reload sshd; else kill -HUP "$(cat /run/sshd.pid)"; fi';
     return { nodePath: HOST_KEY_PATH, statePath: this.hostKeyPath(spec, node), reload: ['sh', '-c', reload] };
   }
 
@@ -153,12 +171,19 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** The domain type used for new domains on a URI (cached per URI). */
-  domainType(uri: string, requested: LibvirtProviderSpec['domainType']): Promise<{ type: DomainType; why: string }> {
+  domainType(
+    uri: string,
+    requested: LibvirtProviderSpec['domainType'],
+  ): Promise<{ type: DomainType; why: string }> {
     const key = `${uri}|${requested}`;
     let p = this.domainTypes.get(key);
     if (!p) {
       p = resolveDomainType(uri, requested, async () => {
-        const r = await this.virsh.run(uri, ['domcapabilities', '--virttype', 'kvm', '--arch', 'x86_64'], 'read kvm capabilities');
+        const r = await this.virsh.run(
+          uri,
+          ['domcapabilities', '--virttype', 'kvm', '--arch', 'x86_64'],
+          'read kvm capabilities',
+        );
         return r.stdout.includes('<domain>kvm</domain>');
       });
       this.domainTypes.set(key, p);
@@ -185,7 +210,9 @@ export class LibvirtProvider implements ProviderDriver {
   /** Every node domain pgop made for the cluster on its hypervisors (found by pgop's ownership
    *  metadata, spec'd or not; the pool host excluded), with the address of its DHCP reservation
    *  and the hypervisor it lives on: how a node that left the spec is found for its removal. */
-  async listMachines(spec: ClusterSpec): Promise<Record<string, MachineObservation & { address?: string; hypervisor?: string }>> {
+  async listMachines(
+    spec: ClusterSpec,
+  ): Promise<Record<string, MachineObservation & { address?: string; hypervisor?: string }>> {
     const p = libvirtProvider(spec);
     const out: Record<string, MachineObservation & { address?: string; hypervisor?: string }> = {};
     for (const uri of clusterUris(spec)) {
@@ -239,7 +266,10 @@ export class LibvirtProvider implements ProviderDriver {
     const why = ev?.lifecycle ? ` (last event: ${ev.type} ${ev.text})` : '';
     if (st === null) return { state: 'missing', detail: `domain ${m.domain} is not defined on ${m.uri}` };
     if (st === 'running' || st === 'blocked' || st === 'shutdown') {
-      return { state: 'running', detail: `domain ${m.domain} ${st === 'shutdown' ? 'shutting down' : 'running'}` };
+      return {
+        state: 'running',
+        detail: `domain ${m.domain} ${st === 'shutdown' ? 'shutting down' : 'running'}`,
+      };
     }
     return { state: 'stopped', detail: `domain ${m.domain} ${st === 'shutoff' ? 'shut off' : st}${why}` };
   }
@@ -251,7 +281,8 @@ export class LibvirtProvider implements ProviderDriver {
     await this.serial(spec.name, async () => {
       await this.ensureOne(spec, m);
       // The pool host comes with the first node (the contract has no call of its own for it).
-      if (spec.pgpool.enabled && spec.pgpool.address) await this.ensureOne(spec, machinePlan(spec, POOL_HOST));
+      if (spec.pgpool.enabled && spec.pgpool.address)
+        await this.ensureOne(spec, machinePlan(spec, POOL_HOST));
     });
   }
 
@@ -276,7 +307,8 @@ export class LibvirtProvider implements ProviderDriver {
     this.ensureWatcher(m.uri);
     this.adviseOnce(m.uri);
     const net = parseCidr(p.network.cidr);
-    if (!inside(m.address, net)) throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
+    if (!inside(m.address, net))
+      throw terminal(`cannot place ${m.id}: address ${m.address} is not inside ${p.network.cidr}`);
     const publicKey = (await ensureOperatorKey(this.keyPath(spec), spec.name)).publicLine;
     // Shared per hypervisor: the pool and the network (one at a time per URI in this process).
     const shared = () =>
@@ -288,7 +320,9 @@ export class LibvirtProvider implements ProviderDriver {
     const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
     if (existing) {
       await this.withHv(m.uri, `check ${m.domain}`, () => this.checkOwned(existing, m));
-      const st = await this.withHv(m.uri, `observe ${m.domain}`, async () => stateName((await existing.getInfo()).state));
+      const st = await this.withHv(m.uri, `observe ${m.domain}`, async () =>
+        stateName((await existing.getInfo()).state),
+      );
       if (st === 'running' || st === 'blocked' || st === 'shutdown') return;
       await shared(); // its disks and network must be there to start it
       await this.withHv(m.uri, `start ${m.id}`, () => this.startDomain(existing, m));
@@ -316,14 +350,26 @@ export class LibvirtProvider implements ProviderDriver {
       seedIso: join(poolPath, m.volumes.seed),
       mac: m.mac,
       network: p.network.name,
-      ...(this.serialLogDir && !parseUri(m.uri).test ? { serialLog: join(this.serialLogDir, `${m.domain}-serial.log`) } : {}),
+      ...(this.serialLogDir && !parseUri(m.uri).test
+        ? { serialLog: join(this.serialLogDir, `${m.domain}-serial.log`) }
+        : {}),
     });
     const t0 = performance.now();
     await this.withHv(m.uri, `define ${m.domain}`, async (h) => {
       const dom = await h.domainDefineXML(xml);
       const defineMs = Math.round(performance.now() - t0);
       await this.startDomain(dom, m);
-      this.log.info({ id: m.id, domain: m.domain, uri: m.uri, type, defineMs, startMs: Math.round(performance.now() - t0) - defineMs }, 'libvirt domain defined and started');
+      this.log.info(
+        {
+          id: m.id,
+          domain: m.domain,
+          uri: m.uri,
+          type,
+          defineMs,
+          startMs: Math.round(performance.now() - t0) - defineMs,
+        },
+        'libvirt domain defined and started',
+      );
     });
   }
 
@@ -355,7 +401,9 @@ export class LibvirtProvider implements ProviderDriver {
     const xml = await dom.getXMLDesc();
     const meta = pgopMetadata(xml, 'machine');
     if (!meta || meta.cluster !== m.cluster || meta.node !== m.name) {
-      throw terminal(`cannot use domain ${m.domain} on ${m.uri} for ${m.id}: it exists but was not made by pgop for this node (rename the cluster or remove the domain)`);
+      throw terminal(
+        `cannot use domain ${m.domain} on ${m.uri} for ${m.id}: it exists but was not made by pgop for this node (rename the cluster or remove the domain)`,
+      );
     }
   }
 
@@ -369,7 +417,11 @@ export class LibvirtProvider implements ProviderDriver {
       if (!dom) return false;
       return destroy(dom);
     });
-    if (fenced) this.log.info({ id: m.id, domain: m.domain, ms: Math.round(performance.now() - t0) }, 'libvirt domain destroyed (fenced)');
+    if (fenced)
+      this.log.info(
+        { id: m.id, domain: m.domain, ms: Math.round(performance.now() - t0) },
+        'libvirt domain destroyed (fenced)',
+      );
   }
 
   async deleteMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
@@ -389,11 +441,16 @@ export class LibvirtProvider implements ProviderDriver {
       } catch (err) {
         if (NOT_FOUND.test(messageOf(err))) return;
         // managed save images, snapshot metadata or nvram block the plain undefine
-        await this.virsh.maybe(m.uri, ['undefine', m.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${m.domain}`);
+        await this.virsh.maybe(
+          m.uri,
+          ['undefine', m.domain, '--managed-save', '--snapshots-metadata', '--nvram'],
+          `undefine ${m.domain}`,
+        );
       }
     });
     const have = (await this.resources.volumeNamesIfPool(m.uri, p.pool.name)) ?? new Set<string>();
-    for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed]) if (vol && have.has(vol)) await this.resources.deleteVolume(m.uri, p.pool.name, vol);
+    for (const vol of [m.volumes.root, m.volumes.data, m.volumes.seed])
+      if (vol && have.has(vol)) await this.resources.deleteVolume(m.uri, p.pool.name, vol);
     await this.serial(`uri:${m.uri}`, () => this.resources.removeReservation(m.uri, p.network.name, m));
     // a machine made again gets a new host key
     await removeKeyPair(this.hostKeyFile(m));
@@ -417,15 +474,30 @@ export class LibvirtProvider implements ProviderDriver {
             try {
               await dom.undefine();
             } catch {
-              await this.virsh.maybe(uri, ['undefine', d.domain, '--managed-save', '--snapshots-metadata', '--nvram'], `undefine ${d.domain}`);
+              await this.virsh.maybe(
+                uri,
+                ['undefine', d.domain, '--managed-save', '--snapshots-metadata', '--nvram'],
+                `undefine ${d.domain}`,
+              );
             }
           });
           if (await this.virsh.maybe(uri, ['pool-info', p.pool.name], `read pool ${p.pool.name}`)) {
             const v = volumeNames(spec.name, d.node);
-            for (const vol of [v.root, v.data, v.seed]) await this.resources.deleteVolume(uri, p.pool.name, vol);
+            for (const vol of [v.root, v.data, v.seed])
+              await this.resources.deleteVolume(uri, p.pool.name, vol);
           }
-          const orphan = { ...machinePlan(spec, spec.nodes[0]!), name: d.node, id: `${spec.name}/${d.node}`, uri, domain: d.domain, mac: macFor(spec.name, d.node), dhcpName: d.domain };
-          await this.serial(`uri:${uri}`, () => this.resources.removeReservation(uri, p.network.name, orphan));
+          const orphan = {
+            ...machinePlan(spec, spec.nodes[0]!),
+            name: d.node,
+            id: `${spec.name}/${d.node}`,
+            uri,
+            domain: d.domain,
+            mac: macFor(spec.name, d.node),
+            dhcpName: d.domain,
+          };
+          await this.serial(`uri:${uri}`, () =>
+            this.resources.removeReservation(uri, p.network.name, orphan),
+          );
         }
         await this.serial(`uri:${uri}`, async () => {
           await this.resources.deleteNetworkIfUnused(uri, p.network.name);
@@ -455,7 +527,11 @@ export class LibvirtProvider implements ProviderDriver {
   /** Take the machine's NIC link down or up (virsh domif-setlink): a real network partition. */
   async setLink(spec: ClusterSpec, node: MachineRef, state: 'up' | 'down'): Promise<void> {
     const m = machinePlan(spec, node);
-    await this.virsh.run(m.uri, ['domif-setlink', m.domain, m.mac, state], `${state === 'down' ? 'partition' : 'heal'} ${m.id}`);
+    await this.virsh.run(
+      m.uri,
+      ['domif-setlink', m.domain, m.mac, state],
+      `${state === 'down' ? 'partition' : 'heal'} ${m.id}`,
+    );
   }
 
   // ---------------------------------------------------------------- connections, events
@@ -562,7 +638,10 @@ export class LibvirtProvider implements ProviderDriver {
       const key = `${path}|${closed.join(',')}`;
       if (closed.length > 0 && !this.warnedClosed.has(key)) {
         this.warnedClosed.add(key);
-        this.log.warn({ uri, path, closed }, `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`);
+        this.log.warn(
+          { uri, path, closed },
+          `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`,
+        );
       }
     }
   }

@@ -17,7 +17,8 @@ export interface VirshResult {
 }
 
 /** libvirt's "no such object" answers (domain, network, pool, volume). */
-export const NOT_FOUND = /not found|no (?:domain|network|storage pool|storage vol(?:ume)?) with matching|Storage volume not found|Storage pool not found/i;
+export const NOT_FOUND =
+  /not found|no (?:domain|network|storage pool|storage vol(?:ume)?) with matching|Storage volume not found|Storage pool not found/i;
 /** The daemon or the connection went away: worth a retry. */
 export const CONNECTION_LOST =
   /Failed to connect socket|Cannot recv data|End of file while reading|Cannot write data|client socket is closed|not connected|connection.*(?:closed|reset|refused)|Broken pipe|failed to connect to the hypervisor|timed out|Unable to connect/i;
@@ -47,7 +48,8 @@ export interface VirshOptions {
 
 /** Quote one argument for virsh's own command parser (single quotes; ' as '\''). */
 export function virshQuote(arg: string): string {
-  if (/[\n\r\0]/.test(arg)) throw terminal(`cannot pass ${JSON.stringify(arg)} to virsh: it contains a line break or NUL`);
+  if (/[\n\r\0]/.test(arg))
+    throw terminal(`cannot pass ${JSON.stringify(arg)} to virsh: it contains a line break or NUL`);
   return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -83,7 +85,10 @@ class VirshSession {
     this.err = '';
     this.prompt = null;
     this.exited = null;
-    const child = spawn(this.bin, ['-q', '-c', this.uri], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, VIRSH_HISTSIZE: '0', COLUMNS: '100000', LINES: '1000', TERM: 'dumb' } });
+    const child = spawn(this.bin, ['-q', '-c', this.uri], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, VIRSH_HISTSIZE: '0', COLUMNS: '100000', LINES: '1000', TERM: 'dumb' },
+    });
     this.child = child;
     child.stdout!.setEncoding('utf8');
     child.stderr!.setEncoding('utf8');
@@ -109,7 +114,10 @@ class VirshSession {
   private idle(ref: boolean): void {
     const c = this.child;
     if (!c) return;
-    for (const s of [c.stdin, c.stdout, c.stderr] as unknown as ({ ref?: () => void; unref?: () => void } | null)[]) {
+    for (const s of [c.stdin, c.stdout, c.stderr] as unknown as ({
+      ref?: () => void;
+      unref?: () => void;
+    } | null)[]) {
       if (ref) s?.ref?.();
       else s?.unref?.();
     }
@@ -119,7 +127,10 @@ class VirshSession {
 
   private async waitFor(cond: () => boolean, deadline: number): Promise<void> {
     while (!cond()) {
-      if (this.exited !== null) throw transient(`virsh session for ${this.uri} ended: ${this.exited}: ${this.err.trim().slice(-300)}`);
+      if (this.exited !== null)
+        throw transient(
+          `virsh session for ${this.uri} ended: ${this.exited}: ${this.err.trim().slice(-300)}`,
+        );
       const left = deadline - Date.now();
       if (left <= 0) throw transient(`virsh timed out after ${this.timeoutMs} ms`);
       await new Promise<void>((resolve) => {
@@ -174,7 +185,10 @@ class VirshSession {
       const second = first < 0 ? -1 : seg.indexOf('\n', first + 1);
       const start = second + 1;
       const end = seg.lastIndexOf(echoB) - (this.prompt ?? '').length;
-      if (a < 0 || second < 0 || end < start || !seg.slice(first + 1, second).includes(args[0] ?? '')) throw internal(`cannot read virsh's answer to ${args[0]}: unexpected session output ${JSON.stringify(seg.slice(0, 600))} (command ${JSON.stringify(cmdline.slice(0, 300))})`);
+      if (a < 0 || second < 0 || end < start || !seg.slice(first + 1, second).includes(args[0] ?? ''))
+        throw internal(
+          `cannot read virsh's answer to ${args[0]}: unexpected session output ${JSON.stringify(seg.slice(0, 600))} (command ${JSON.stringify(cmdline.slice(0, 300))})`,
+        );
       const stdout = seg.slice(start, end);
       // stderr
       const ea = this.err.indexOf(`${eA}\n`);
@@ -252,7 +266,13 @@ export class Virsh {
     } catch (err) {
       if (err instanceof PgopError && err.kind === 'internal') throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test(messageOf(err))) {
-        throw new VirshError('terminal', `cannot ${what}: ${this.bin} is not installed (Debian package libvirt-clients)`, '', false, err);
+        throw new VirshError(
+          'terminal',
+          `cannot ${what}: ${this.bin} is not installed (Debian package libvirt-clients)`,
+          '',
+          false,
+          err,
+        );
       }
       throw new VirshError('transient', `cannot ${what}: ${messageOf(err)}`, '', false, err);
     }
@@ -272,17 +292,32 @@ export class Virsh {
   /** One `virsh -c uri ...args` process. */
   runProcess(uri: string, args: string[], what: string): Promise<VirshResult> {
     return new Promise((resolve, reject) => {
-      execFile(this.bin, ['-q', '-c', uri, ...args], { timeout: this.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-        if (!err) return resolve({ stdout, stderr });
-        const e = err as NodeJS.ErrnoException & { killed?: boolean };
-        if (e.code === 'ENOENT') {
-          return reject(new VirshError('terminal', `cannot ${what}: ${this.bin} is not installed (Debian package libvirt-clients)`, '', false, err));
-        }
-        const cause = e.killed ? `virsh timed out after ${this.timeoutMs} ms` : virshCause(String(stderr)) || e.message;
-        const notFound = NOT_FOUND.test(String(stderr));
-        const kind = e.killed || CONNECTION_LOST.test(String(stderr)) ? 'transient' : 'terminal';
-        reject(new VirshError(kind, `cannot ${what}: ${cause}`, String(stderr), notFound, err));
-      });
+      execFile(
+        this.bin,
+        ['-q', '-c', uri, ...args],
+        { timeout: this.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+        (err, stdout, stderr) => {
+          if (!err) return resolve({ stdout, stderr });
+          const e = err as NodeJS.ErrnoException & { killed?: boolean };
+          if (e.code === 'ENOENT') {
+            return reject(
+              new VirshError(
+                'terminal',
+                `cannot ${what}: ${this.bin} is not installed (Debian package libvirt-clients)`,
+                '',
+                false,
+                err,
+              ),
+            );
+          }
+          const cause = e.killed
+            ? `virsh timed out after ${this.timeoutMs} ms`
+            : virshCause(String(stderr)) || e.message;
+          const notFound = NOT_FOUND.test(String(stderr));
+          const kind = e.killed || CONNECTION_LOST.test(String(stderr)) ? 'transient' : 'terminal';
+          reject(new VirshError(kind, `cannot ${what}: ${cause}`, String(stderr), notFound, err));
+        },
+      );
     });
   }
 
@@ -302,7 +337,11 @@ export class Virsh {
     try {
       const path = join(dir, 'doc.xml');
       await writeFile(path, xml, { mode: 0o600 });
-      return await this.run(uri, args.map((a) => (a === '{}' ? path : a)), what);
+      return await this.run(
+        uri,
+        args.map((a) => (a === '{}' ? path : a)),
+        what,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

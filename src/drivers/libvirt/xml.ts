@@ -27,7 +27,8 @@ export interface DomainXmlInput {
 /** Escape text for an XML attribute (either quote) or element. Characters XML 1.0 cannot carry
  *  at all (NUL and the other C0 controls but tab, newline and CR) are refused, not dropped. */
 export function xmlEscape(s: string): string {
-  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/u.test(s)) throw terminal(`cannot write ${JSON.stringify(s)} into libvirt XML: it contains a control character`);
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/u.test(s))
+    throw terminal(`cannot write ${JSON.stringify(s)} into libvirt XML: it contains a control character`);
   // Tab, newline and CR as references: an attribute value would turn them into spaces.
   return s
     .replace(/&/g, '&amp;')
@@ -49,7 +50,10 @@ const a = xmlEscape;
  *  RNG (TCG guests otherwise wait for entropy at boot). on_crash destroys: a crashed guest is
  *  fenced, never restarted in place. */
 export function renderDomainXml(d: DomainXmlInput): string {
-  const cpu = d.type === 'kvm' ? `  <cpu mode='host-passthrough' check='none' migratable='off'/>` : `  <cpu mode='maximum' check='none'/>`;
+  const cpu =
+    d.type === 'kvm'
+      ? `  <cpu mode='host-passthrough' check='none' migratable='off'/>`
+      : `  <cpu mode='maximum' check='none'/>`;
   const disks = [
     `    <disk type='file' device='disk'>`,
     `      <driver name='qemu' type='qcow2' discard='unmap'/>`,
@@ -166,7 +170,15 @@ export function renderNetworkXml(n: NetworkXmlInput): string {
 }
 
 export const renderPoolXml = (name: string, path: string) =>
-  [`<pool type='dir'>`, `  <name>${a(name)}</name>`, `  <target>`, `    <path>${a(path)}</path>`, `  </target>`, `</pool>`, ''].join('\n');
+  [
+    `<pool type='dir'>`,
+    `  <name>${a(name)}</name>`,
+    `  <target>`,
+    `    <path>${a(path)}</path>`,
+    `  </target>`,
+    `</pool>`,
+    '',
+  ].join('\n');
 
 export interface VolumeXmlInput {
   name: string;
@@ -185,7 +197,12 @@ export function renderVolumeXml(v: VolumeXmlInput): string {
     `    <format type='${v.format}'/>`,
     `  </target>`,
     ...(v.backing
-      ? [`  <backingStore>`, `    <path>${a(v.backing.path)}</path>`, `    <format type='${v.backing.format}'/>`, `  </backingStore>`]
+      ? [
+          `  <backingStore>`,
+          `    <path>${a(v.backing.path)}</path>`,
+          `    <format type='${v.backing.format}'/>`,
+          `  </backingStore>`,
+        ]
       : []),
     `</volume>`,
     '',
@@ -195,7 +212,12 @@ export function renderVolumeXml(v: VolumeXmlInput): string {
 // ------------------------------------------------------------------ reading libvirt's XML
 
 function unescape(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 }
 
 /** Attributes of the first element `tag` in xml (either quote style). */
@@ -207,7 +229,8 @@ export function attrsOf(xml: string, tag: string): Record<string, string> | null
 
 function parseAttrs(s: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of s.matchAll(/([A-Za-z_:][\w:.-]*)\s*=\s*(?:'([^']*)'|"([^"]*)")/g)) out[m[1]!] = unescape(m[2] ?? m[3] ?? '');
+  for (const m of s.matchAll(/([A-Za-z_:][\w:.-]*)\s*=\s*(?:'([^']*)'|"([^"]*)")/g))
+    out[m[1]!] = unescape(m[2] ?? m[3] ?? '');
   return out;
 }
 
@@ -249,7 +272,9 @@ export function networkFacts(xml: string): NetworkFacts {
   const ip = attrsOf(xml, 'ip');
   let prefixLen: number | null = ip?.prefix !== undefined ? Number(ip.prefix) : null;
   if (prefixLen === null && ip?.netmask) {
-    prefixLen = ip.netmask.split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).replace(/0/g, '').length, 0);
+    prefixLen = ip.netmask
+      .split('.')
+      .reduce((n, o) => n + (Number(o) >>> 0).toString(2).replace(/0/g, '').length, 0);
   }
   const meta = pgopMetadata(xml, 'network');
   return {
@@ -284,7 +309,22 @@ export function volumeFacts(xml: string): VolumeFacts {
 
 function unitBytes(unit: string): number {
   const u = unit.toLowerCase();
-  const table: Record<string, number> = { b: 1, bytes: 1, kib: 1024, k: 1024, mib: 1024 ** 2, m: 1024 ** 2, gib: 1024 ** 3, g: 1024 ** 3, tib: 1024 ** 4, t: 1024 ** 4, kb: 1000, mb: 1e6, gb: 1e9, tb: 1e12 };
+  const table: Record<string, number> = {
+    b: 1,
+    bytes: 1,
+    kib: 1024,
+    k: 1024,
+    mib: 1024 ** 2,
+    m: 1024 ** 2,
+    gib: 1024 ** 3,
+    g: 1024 ** 3,
+    tib: 1024 ** 4,
+    t: 1024 ** 4,
+    kb: 1000,
+    mb: 1e6,
+    gb: 1e9,
+    tb: 1e12,
+  };
   return table[u] ?? 1;
 }
 

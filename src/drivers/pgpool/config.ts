@@ -46,7 +46,10 @@ export interface PoolPaths {
 }
 
 export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
-  if (!dir.startsWith('/') || /[\s'"\\]/.test(dir)) throw terminal(`cannot use pgpool directory ${JSON.stringify(dir)}: need an absolute path without spaces or quotes`);
+  if (!dir.startsWith('/') || /[\s'"\\]/.test(dir))
+    throw terminal(
+      `cannot use pgpool directory ${JSON.stringify(dir)}: need an absolute path without spaces or quotes`,
+    );
   const d = dir.replace(/\/+$/, '');
   return {
     dir: d,
@@ -74,8 +77,10 @@ export function poolPaths(dir: string = DEFAULT_POOL_DIR): PoolPaths {
 /** A pgpool.conf string value. pgpool's parser has no escape for a quote, so a value with one
  *  (or with a control character, which would end the line) is refused rather than quoted. */
 function q(s: string): string {
-  if (CONTROL.test(s)) throw terminal('cannot render a pgpool value containing a newline, NUL or another control character');
-  if (s.includes("'")) throw terminal(`cannot render pgpool value ${JSON.stringify(s)}: single quotes are not allowed`);
+  if (CONTROL.test(s))
+    throw terminal('cannot render a pgpool value containing a newline, NUL or another control character');
+  if (s.includes("'"))
+    throw terminal(`cannot render pgpool value ${JSON.stringify(s)}: single quotes are not allowed`);
   return `'${s}'`;
 }
 
@@ -224,7 +229,11 @@ function tlsLines(cluster: ClusterSpec, paths: PoolPaths): string[] {
 /** pool_hba.conf: scram-sha-256 from the cluster network (over TLS when it is on) and the local
  *  socket. Never trust. */
 export function renderPoolHba(cluster: ClusterSpec): string {
-  const out = ['# Managed by pgop', '# TYPE  DATABASE  USER  ADDRESS  METHOD', 'local\tall\tall\t\tscram-sha-256'];
+  const out = [
+    '# Managed by pgop',
+    '# TYPE  DATABASE  USER  ADDRESS  METHOD',
+    'local\tall\tall\t\tscram-sha-256',
+  ];
   const tls = tlsOf(cluster);
   const type = tls.enabled && tls.hostRules === 'hostssl' ? 'hostssl' : 'host';
   for (const n of clusterNetworks(cluster)) out.push(`${type}\tall\tall\t${n}\tscram-sha-256`);
@@ -254,7 +263,9 @@ function evpBytesToKey(pass: Buffer, keyLen: number, ivLen: number): { k: Buffer
   let out = Buffer.alloc(0);
   let prev = Buffer.alloc(0);
   while (out.length < keyLen + ivLen) {
-    prev = createHash('sha1').update(Buffer.concat([prev, pass])).digest();
+    prev = createHash('sha1')
+      .update(Buffer.concat([prev, pass]))
+      .digest();
     out = Buffer.concat([out, prev]);
   }
   return { k: out.subarray(0, keyLen), iv: out.subarray(keyLen, keyLen + ivLen) };
@@ -265,7 +276,8 @@ export function renderPoolPasswd(users: { name: string; password: string }[], ke
   const lines = [...users]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((u) => {
-      if (u.name.includes(':') || /\s/.test(u.name) || CONTROL.test(u.name)) throw terminal(`cannot write pool_passwd entry for ${JSON.stringify(u.name)}`);
+      if (u.name.includes(':') || /\s/.test(u.name) || CONTROL.test(u.name))
+        throw terminal(`cannot write pool_passwd entry for ${JSON.stringify(u.name)}`);
       return `${u.name}:${poolAesEncrypt(u.password, key)}`;
     });
   return `${lines.join('\n')}\n`;
@@ -327,13 +339,18 @@ export type PoolTlsFiles = { cert: string; key: string; ca: string } | null;
 
 /** The hash the pool reports when configured as desired (secrets excluded; with TLS, the
  *  certificate material, so a renewal rewrites it and restarts pgpool, which reads it at start). */
-export function desiredPoolConfigHash(cluster: ClusterSpec, paths: PoolPaths = poolPaths(), tls?: PoolTlsFiles): string {
+export function desiredPoolConfigHash(
+  cluster: ClusterSpec,
+  paths: PoolPaths = poolPaths(),
+  tls?: PoolTlsFiles,
+): string {
   const h = createHash('sha256')
     .update(renderPgpoolConf(cluster, paths))
     .update(Buffer.from([0]))
     .update(renderPoolHba(cluster));
   if (tlsOf(cluster).enabled) {
-    for (const e of tls ? [tls.cert, tls.key, tls.ca] : ['pgop: no TLS material yet']) h.update(Buffer.from([0])).update(e);
+    for (const e of tls ? [tls.cert, tls.key, tls.ca] : ['pgop: no TLS material yet'])
+      h.update(Buffer.from([0])).update(e);
   }
   return h.digest('hex');
 }

@@ -190,7 +190,10 @@ export class SshPoolDriver implements PoolDriver {
     const { kind = 'transient', ...o } = opts;
     const res = await this.sh(cluster, script, args, o);
     if (res.code !== 0) {
-      throw new PgopError(kind, `cannot ${what} on the pgpool host of ${cluster.name}: ${failureDetail(res)}`);
+      throw new PgopError(
+        kind,
+        `cannot ${what} on the pgpool host of ${cluster.name}: ${failureDetail(res)}`,
+      );
     }
     return res;
   }
@@ -402,7 +405,9 @@ export class SshPoolDriver implements PoolDriver {
     const pi = goal.primary === null ? -1 : goal.nodes.indexOf(goal.primary);
     const primaryAnswers = mustProbePrimary(goal, backends) ? await probe(pi) : undefined;
     if (!backends) return { backends, error, reach: [], primaryAnswers };
-    const reach = await Promise.all(knownReach(goal, backends, primaryAnswers).map(async (k, i) => k ?? probe(i)));
+    const reach = await Promise.all(
+      knownReach(goal, backends, primaryAnswers).map(async (k, i) => k ?? probe(i)),
+    );
     return { backends, reach, primaryAnswers };
   }
 
@@ -571,4 +576,3 @@ function tcpReachable(host: string, port: number, timeoutMs: number): Promise<bo
     s.once('error', () => done(false));
   });
 }
-

@@ -52,7 +52,12 @@ export function requestMessage(req: PcpRequest): Buffer {
 
 /** md5 answer to the salt, as pcp_authorize() computes it. */
 export function authAnswer(user: string, password: string, salt: Buffer): string {
-  return md5hex(Buffer.concat([Buffer.from(md5hex(Buffer.concat([Buffer.from(md5hex(password)), Buffer.from(user)]))), salt]));
+  return md5hex(
+    Buffer.concat([
+      Buffer.from(md5hex(Buffer.concat([Buffer.from(md5hex(password)), Buffer.from(user)]))),
+      salt,
+    ]),
+  );
 }
 
 /** The human part of an 'E' body: fields of a type byte and a NUL-terminated string. */
@@ -114,7 +119,8 @@ class Reader {
   async next(): Promise<{ type: string; body: Buffer }> {
     for (;;) {
       // after a failure only a whole message already read can still come
-      if (this.failure && (this.buf.length < 5 || this.buf.length < 1 + this.buf.readInt32BE(1))) throw this.failure;
+      if (this.failure && (this.buf.length < 5 || this.buf.length < 1 + this.buf.readInt32BE(1)))
+        throw this.failure;
       const m = await new Promise<{ type: string; body: Buffer }>((resolve, reject) => {
         this.waiting = { resolve, reject };
         this.deliver();
@@ -126,7 +132,10 @@ class Reader {
 
 /** Destroys the socket unless cleared within timeoutMs (the pending read then fails). */
 function deadline(socket: Socket, timeoutMs: number): NodeJS.Timeout {
-  return setTimeout(() => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)), timeoutMs);
+  return setTimeout(
+    () => socket.destroy(new Error(`no answer from pgpool's PCP port within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
 }
 
 /** An authenticated PCP connection: requests one after another, until close() or pgpool ends it
@@ -156,8 +165,17 @@ export class PcpSession {
       });
       socket.write(message('M', Buffer.alloc(0)));
       const salt = await reader.next();
-      if (salt.type !== 'm' || salt.body.length < 4) throw new Error(`unexpected PCP answer '${salt.type}' to the salt request`);
-      socket.write(message('R', Buffer.concat([cstr(target.user), cstr(authAnswer(target.user, target.password, salt.body.subarray(0, 4)))])));
+      if (salt.type !== 'm' || salt.body.length < 4)
+        throw new Error(`unexpected PCP answer '${salt.type}' to the salt request`);
+      socket.write(
+        message(
+          'R',
+          Buffer.concat([
+            cstr(target.user),
+            cstr(authAnswer(target.user, target.password, salt.body.subarray(0, 4))),
+          ]),
+        ),
+      );
       const auth = await reader.next();
       if (auth.type === 'E') throw new PcpRefused(`PCP authentication failed: ${errorText(auth.body)}`);
       if (auth.type !== 'r') throw new Error(`unexpected PCP answer '${auth.type}' to authentication`);

@@ -55,11 +55,8 @@ export class PoolClusterState {
    *  second failure right after does not ask it to promote a node it now holds down. */
   markPromoted(node: string): void {
     const promoted = (list: PoolBackend[]) =>
-      list.map(
-        (b): PoolBackend =>
-          b.name === node
-            ? { ...b, status: 'up', role: 'primary' }
-            : { ...b, status: 'down', role: 'standby' },
+      list.map((b): PoolBackend =>
+        b.name === node ? { ...b, status: 'up', role: 'primary' } : { ...b, status: 'down', role: 'standby' },
       );
     if (this.view) this.view = { ...this.view, primary: node, backends: promoted(this.view.backends) };
     this.knownBackends = promoted(this.knownBackends);

@@ -79,7 +79,9 @@ export function tlsNodePaths(cluster: ClusterSpec): { cert: string; key: string;
 /** libpq options for the node's own outgoing connections (replication, pg_basebackup, pg_rewind):
  *  verify-full against the cluster CA; none while TLS is off. */
 export function nodeSslConninfo(cluster: ClusterSpec): string[] {
-  return tlsOf(cluster).enabled ? ['sslmode=verify-full', `sslrootcert=${conninfoQuote(tlsNodePaths(cluster).ca)}`] : [];
+  return tlsOf(cluster).enabled
+    ? ['sslmode=verify-full', `sslrootcert=${conninfoQuote(tlsNodePaths(cluster).ca)}`]
+    : [];
 }
 
 /** Settings pgop needs for streaming replication and pg_rewind; used when the spec is silent. */
@@ -97,7 +99,8 @@ const BASELINE: Record<string, PgParameterValue> = {
 export function confValue(v: PgParameterValue): string {
   if (typeof v === 'boolean') return v ? 'on' : 'off';
   if (typeof v === 'number') {
-    if (!Number.isFinite(v)) throw terminal(`cannot render postgres parameter value ${v}: not a finite number`);
+    if (!Number.isFinite(v))
+      throw terminal(`cannot render postgres parameter value ${v}: not a finite number`);
     return String(v);
   }
   return confQuote(v);
@@ -105,7 +108,10 @@ export function confValue(v: PgParameterValue): string {
 
 /** Single-quote a string for postgresql.conf ('' doubles a quote, backslashes are escapes). */
 export function confQuote(s: string): string {
-  if (CONTROL.test(s)) throw terminal('cannot render a postgres parameter value containing a newline, NUL or another control character');
+  if (CONTROL.test(s))
+    throw terminal(
+      'cannot render a postgres parameter value containing a newline, NUL or another control character',
+    );
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
@@ -114,13 +120,19 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
 /** Text for a `#` comment line of a generated file (config or script): one line, or a bug. */
 export function commentText(s: string): string {
-  if (CONTROL.test(s)) throw terminal(`cannot write ${JSON.stringify(s)} into a comment: it contains a newline or control character`);
+  if (CONTROL.test(s))
+    throw terminal(
+      `cannot write ${JSON.stringify(s)} into a comment: it contains a newline or control character`,
+    );
   return s;
 }
 
 /** A libpq conninfo value (single-quoted, backslash escapes). */
 export function conninfoQuote(s: string): string {
-  if (CONTROL.test(s)) throw terminal('cannot render a connection parameter containing a newline, NUL or another control character');
+  if (CONTROL.test(s))
+    throw terminal(
+      'cannot render a connection parameter containing a newline, NUL or another control character',
+    );
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
@@ -152,7 +164,8 @@ export function isOn(v: PgParameterValue | undefined): boolean {
 /** Where the binaries are: Debian/Ubuntu (postgresql-common) or RHEL (PGDG rpms). */
 export function binDir(cluster: ClusterSpec): string {
   const v = cluster.postgres.version;
-  if (cluster.provider.type === 'libvirt' && cluster.provider.osFamily === 'rhel') return `/usr/pgsql-${v}/bin`;
+  if (cluster.provider.type === 'libvirt' && cluster.provider.osFamily === 'rhel')
+    return `/usr/pgsql-${v}/bin`;
   return `/usr/lib/postgresql/${v}/bin`;
 }
 
@@ -160,7 +173,8 @@ export function pgPort(cluster: ClusterSpec): number {
   const p = cluster.postgres.parameters.port;
   if (p === undefined) return DEFAULT_PORT;
   const n = typeof p === 'number' ? p : Number(p);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw terminal(`cannot use postgres port ${String(p)}: not a TCP port`);
+  if (!Number.isInteger(n) || n < 1 || n > 65535)
+    throw terminal(`cannot use postgres port ${String(p)}: not a TCP port`);
   return n;
 }
 
@@ -196,10 +210,15 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
   const seen = new Set<string>();
   for (const key of keys) {
     const k = key.toLowerCase();
-    if (!PARAM_NAME.test(k)) throw terminal(`cannot render postgres parameter ${JSON.stringify(key)}: invalid name`);
+    if (!PARAM_NAME.test(k))
+      throw terminal(`cannot render postgres parameter ${JSON.stringify(key)}: invalid name`);
     if (seen.has(k)) throw terminal(`cannot render postgres parameter ${key}: given twice`);
     seen.add(k);
-    if ((PER_NODE_KEYS as readonly string[]).includes(k) || (MANAGED_KEYS as readonly string[]).includes(k) || (tlsOn && (TLS_MANAGED_KEYS as readonly string[]).includes(k))) {
+    if (
+      (PER_NODE_KEYS as readonly string[]).includes(k) ||
+      (MANAGED_KEYS as readonly string[]).includes(k) ||
+      (tlsOn && (TLS_MANAGED_KEYS as readonly string[]).includes(k))
+    ) {
       skipped.push(k);
       continue;
     }
@@ -216,12 +235,19 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
   if (tlsOn) {
     // TLS with the cluster CA's certificates (src/tls/); all of these reload on SIGHUP
     const t = tlsNodePaths(cluster);
-    defaults.push('ssl = on', `ssl_cert_file = ${confQuote(t.cert)}`, `ssl_key_file = ${confQuote(t.key)}`, `ssl_ca_file = ${confQuote(t.ca)}`);
+    defaults.push(
+      'ssl = on',
+      `ssl_cert_file = ${confQuote(t.cert)}`,
+      `ssl_key_file = ${confQuote(t.key)}`,
+      `ssl_ca_file = ${confQuote(t.ca)}`,
+    );
     if (!seen.has('ssl_min_protocol_version')) defaults.push(`ssl_min_protocol_version = 'TLSv1.2'`);
   }
   if (defaults.length > 0) lines.push('# pgop defaults', ...defaults);
   if (skipped.length > 0) {
-    lines.push(`# not here on purpose (per node on the command line, or pgop-managed files): ${skipped.join(', ')}`);
+    lines.push(
+      `# not here on purpose (per node on the command line, or pgop-managed files): ${skipped.join(', ')}`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -250,17 +276,26 @@ export function renderHba(cluster: ClusterSpec): string {
     ...nets.map((n) => [own, 'all', 'postgres', n, 'scram-sha-256']),
   ];
   for (const r of cluster.postgres.hba) {
-    if ((r.method as string) === 'trust') throw terminal('cannot render pg_hba.conf: method trust is not allowed');
+    if ((r.method as string) === 'trust')
+      throw terminal('cannot render pg_hba.conf: method trust is not allowed');
     if (r.type !== 'local' && ['password', 'md5', 'ident'].includes(r.method as string)) {
-      throw terminal(`cannot render pg_hba.conf: method ${r.method} is not allowed on a network rule (${r.database}/${r.user}): use scram-sha-256`);
+      throw terminal(
+        `cannot render pg_hba.conf: method ${r.method} is not allowed on a network rule (${r.database}/${r.user}): use scram-sha-256`,
+      );
     }
     if (r.type === 'local') rows.push(['local', hbaWord(r.database), hbaWord(r.user), '', r.method]);
     else {
-      if (!r.address) throw terminal(`cannot render pg_hba.conf: ${r.type} rule for ${r.database}/${r.user} has no address`);
+      if (!r.address)
+        throw terminal(
+          `cannot render pg_hba.conf: ${r.type} rule for ${r.database}/${r.user} has no address`,
+        );
       rows.push([network(r.type), hbaWord(r.database), hbaWord(r.user), hbaWord(r.address), r.method]);
     }
   }
-  const out = ['# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.', '# TYPE  DATABASE  USER  ADDRESS  METHOD'];
+  const out = [
+    '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
+    '# TYPE  DATABASE  USER  ADDRESS  METHOD',
+  ];
   for (const r of rows) out.push(r.filter((w, i) => !(i === 3 && w === '')).join('\t'));
   return `${out.join('\n')}\n`;
 }
@@ -270,7 +305,8 @@ export function renderHba(cluster: ClusterSpec): string {
  *  literal name. A word that cannot be quoted (a " or a control character) and an @file include
  *  are refused: pgop never lets a spec name a file postgres reads. */
 function hbaWord(w: string): string {
-  if (w === '' || CONTROL.test(w) || w.includes('"') || w.startsWith('@')) throw terminal(`cannot render pg_hba.conf word ${JSON.stringify(w)}`);
+  if (w === '' || CONTROL.test(w) || w.includes('"') || w.startsWith('@'))
+    throw terminal(`cannot render pg_hba.conf word ${JSON.stringify(w)}`);
   if (/^\+?[A-Za-z0-9_.:/-]+(,\+?[A-Za-z0-9_.:/-]+)*$/.test(w)) return w;
   return `"${w}"`;
 }
@@ -351,8 +387,17 @@ export function configHashOf(conf: string, hba: string, script: string, extra: s
 export type NodeTlsFiles = { cert: string; key: string; ca: string } | null;
 
 export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec, tls?: NodeTlsFiles): string {
-  const extra = !tlsOf(cluster).enabled ? [] : tls ? [tls.cert, tls.key, tls.ca] : ['pgop: no TLS material yet'];
-  return configHashOf(renderConf(cluster, node), renderHba(cluster), cluster.postgres.archiveScript ? renderArchiveScript(cluster) : '', extra);
+  const extra = !tlsOf(cluster).enabled
+    ? []
+    : tls
+      ? [tls.cert, tls.key, tls.ca]
+      : ['pgop: no TLS material yet'];
+  return configHashOf(
+    renderConf(cluster, node),
+    renderHba(cluster),
+    cluster.postgres.archiveScript ? renderArchiveScript(cluster) : '',
+    extra,
+  );
 }
 
 // ------------------------------------------------------------------------------ per node
@@ -361,7 +406,8 @@ export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec, tls?: No
 export function nodeOptions(cluster: ClusterSpec, node: NodeSpec): string[] {
   const params = cluster.postgres.parameters;
   const listen = params.listen_addresses !== undefined ? String(params.listen_addresses) : node.address;
-  const sockets = params.unix_socket_directories !== undefined ? String(params.unix_socket_directories) : SOCKET_DIR;
+  const sockets =
+    params.unix_socket_directories !== undefined ? String(params.unix_socket_directories) : SOCKET_DIR;
   const kv: [string, string][] = [
     ['listen_addresses', listen],
     ['port', String(pgPort(cluster))],
@@ -370,7 +416,8 @@ export function nodeOptions(cluster: ClusterSpec, node: NodeSpec): string[] {
   ];
   const out: string[] = [];
   for (const [k, v] of kv) {
-    if (!/^[A-Za-z0-9_.,:*/ -]+$/.test(v)) throw terminal(`cannot pass ${k}=${JSON.stringify(v)} on the postgres command line`);
+    if (!/^[A-Za-z0-9_.,:*/ -]+$/.test(v))
+      throw terminal(`cannot pass ${k}=${JSON.stringify(v)} on the postgres command line`);
     out.push('-c', `${k}=${v}`);
   }
   return out;
@@ -378,10 +425,12 @@ export function nodeOptions(cluster: ClusterSpec, node: NodeSpec): string[] {
 
 /** The `pg_ctl -o` string: pg_ctl hands it to /bin/sh, so every word is shell-quoted. */
 export function nodeOptionString(cluster: ClusterSpec, node: NodeSpec): string {
-  return nodeOptions(cluster, node)
-    // `=` and `,` stay bare: no option word is the first of a command (no assignment there)
-    .map((w) => (/^[A-Za-z0-9_.,:/=-]+$/.test(w) ? w : shellQuote(w)))
-    .join(' ');
+  return (
+    nodeOptions(cluster, node)
+      // `=` and `,` stay bare: no option word is the first of a command (no assignment there)
+      .map((w) => (/^[A-Za-z0-9_.,:/=-]+$/.test(w) ? w : shellQuote(w)))
+      .join(' ')
+  );
 }
 
 /** The replication password file (libpq passfile, mode 0600, owner postgres): beside the data
@@ -433,7 +482,8 @@ export function renderSyncConf(names: string[], quorum: number): string {
 
 /** What postgresql.auto.conf holds when empty (written after clone/rewind to drop copied
  *  settings). */
-export const EMPTY_AUTO_CONF = '# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n';
+export const EMPTY_AUTO_CONF =
+  '# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n';
 
 // ------------------------------------------------------------------------------ SCRAM
 
@@ -498,7 +548,12 @@ export function parseTimelineHistory(text: string): Map<number, number> {
 /** Can a node on timeline `tli` at WAL position `lsn` follow a primary on `primaryTli` with this
  *  history, without a rewind? Same timeline, or an ancestor timeline left at or after our
  *  position. */
-export function canFollowTimeline(tli: number, lsn: number, primaryTli: number, history: Map<number, number>): boolean {
+export function canFollowTimeline(
+  tli: number,
+  lsn: number,
+  primaryTli: number,
+  history: Map<number, number>,
+): boolean {
   if (tli === primaryTli) return true;
   if (tli > primaryTli) return false;
   const switchPoint = history.get(tli);

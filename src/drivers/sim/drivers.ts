@@ -8,7 +8,14 @@ import { createHash } from 'node:crypto';
 import { internal, terminal, transient } from '../../errors.js';
 import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
-import type { FaultInjector, PoolDriver, PostgresDriver, ProbeResult, ProviderDriver, World } from '../types.js';
+import type {
+  FaultInjector,
+  PoolDriver,
+  PostgresDriver,
+  ProbeResult,
+  ProviderDriver,
+  World,
+} from '../types.js';
 import { syncStandbyNamesValue } from '../postgres/sync-names.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
 
@@ -45,7 +52,10 @@ export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string 
 
 /** The configHash pgpool reports when configured from this spec. */
 export function desiredPoolConfigHash(cluster: ClusterSpec): string {
-  return hash({ pgpool: cluster.pgpool, backends: cluster.nodes.map((n) => ({ name: n.name, address: n.address })) });
+  return hash({
+    pgpool: cluster.pgpool,
+    backends: cluster.nodes.map((n) => ({ name: n.name, address: n.address })),
+  });
 }
 
 export interface SimDrivers extends World {
@@ -70,7 +80,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     const n = world.node(cluster.name, node.name);
     const why = unreachable(n);
     if (why !== null) throw transient(`cannot ${verb} ${what(cluster, node.name)}: ${why}`);
-    if (needInstalled && !n!.installed) throw transient(`cannot ${verb} ${what(cluster, node.name)}: postgres not installed`);
+    if (needInstalled && !n!.installed)
+      throw transient(`cannot ${verb} ${what(cluster, node.name)}: postgres not installed`);
     return n!;
   }
 
@@ -103,19 +114,32 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         // lab refuses to look (its address lies outside the network) and libvirt looks on
         // another host. Strays are found by listMachines.
         if (n?.address !== undefined && n.address !== spec.address) {
-          throw terminal(`cannot observe machine ${what(cluster, spec.name)}: it was made at ${n.address}, not ${spec.address}`);
+          throw terminal(
+            `cannot observe machine ${what(cluster, spec.name)}: it was made at ${n.address}, not ${spec.address}`,
+          );
         }
         // The hypervisor sees domains, not links: a partitioned machine is simply running.
-        out[spec.name] = n ? { state: n.machine, detail: n.machineDetail } : { state: 'missing', detail: 'no such domain' };
+        out[spec.name] = n
+          ? { state: n.machine, detail: n.machineDetail }
+          : { state: 'missing', detail: 'no such domain' };
       }
       return out;
     },
 
     async listMachines(cluster) {
       world.settle(cluster.name);
-      const out: Record<string, { state: 'missing' | 'running' | 'stopped'; detail?: string; address?: string }> = {};
-      for (const n of world.clusterNames().includes(cluster.name) ? world.state(cluster.name).nodes.values() : []) {
-        out[n.name] = { state: n.machine, detail: n.machineDetail, ...(n.address !== undefined ? { address: n.address } : {}) };
+      const out: Record<
+        string,
+        { state: 'missing' | 'running' | 'stopped'; detail?: string; address?: string }
+      > = {};
+      for (const n of world.clusterNames().includes(cluster.name)
+        ? world.state(cluster.name).nodes.values()
+        : []) {
+        out[n.name] = {
+          state: n.machine,
+          detail: n.machineDetail,
+          ...(n.address !== undefined ? { address: n.address } : {}),
+        };
       }
       return out;
     },
@@ -151,7 +175,9 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     async deleteClusterResources(cluster) {
       const left = [...world.state(cluster.name).nodes.keys()];
       if (left.length > 0) {
-        throw transient(`cannot delete resources of cluster ${cluster.name}: machines still exist (${left.join(', ')})`);
+        throw transient(
+          `cannot delete resources of cluster ${cluster.name}: machines still exist (${left.join(', ')})`,
+        );
       }
       world.dropCluster(cluster.name);
     },
@@ -169,7 +195,13 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     if (why !== null || !n) return { reachable: false, postgres: null, error: why ?? 'machine missing' };
     if (!n.installed) return { reachable: true, postgres: null, error: 'postgres not installed' };
     // the news makes the failure certain (the whole miss budget at once), as in the real driver
-    if (told && !n.pg.running) return { reachable: true, postgres: observe(cluster, n), error: 'postgres: the postmaster exited (its backend said so)', gone: true };
+    if (told && !n.pg.running)
+      return {
+        reachable: true,
+        postgres: observe(cluster, n),
+        error: 'postgres: the postmaster exited (its backend said so)',
+        gone: true,
+      };
     return { reachable: true, postgres: observe(cluster, n) };
   };
 
@@ -186,7 +218,9 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     },
 
     postmasterDeaths(cluster) {
-      return cluster.nodes.filter((n) => world.postmasterNews.has(`${cluster.name}/${n.name}`)).map((n) => n.name);
+      return cluster.nodes
+        .filter((n) => world.postmasterNews.has(`${cluster.name}/${n.name}`))
+        .map((n) => n.name);
     },
 
     desiredConfigHash,
@@ -224,7 +258,9 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       }
       if (pg.inRecovery) {
         // pgop never re-initialises data, and a standby becomes primary only through promote.
-        throw terminal(`cannot init primary ${what(cluster, node.name)}: its data directory holds a standby; promote it instead`);
+        throw terminal(
+          `cannot init primary ${what(cluster, node.name)}: its data directory holds a standby; promote it instead`,
+        );
       }
       // Already a primary: (re)configure, start if down. Starting an old primary that another
       // node has since replaced creates split brain, exactly as real postgres would.
@@ -234,17 +270,26 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       if (!pg.running) {
         pg.running = true;
         done(cluster, `postgres start primary ${node.name}`);
-      } else if (`${pg.configHash} ${pg.slots.join()}` !== before) done(cluster, `postgres reconfigure primary ${node.name}`);
+      } else if (`${pg.configHash} ${pg.slots.join()}` !== before)
+        done(cluster, `postgres reconfigure primary ${node.name}`);
     },
 
     async ensureStandby(cluster, node, primary) {
-      if (node.name === primary.name) throw internal(`cannot make ${what(cluster, node.name)} a standby: it is the primary named`);
+      if (node.name === primary.name)
+        throw internal(`cannot make ${what(cluster, node.name)} a standby: it is the primary named`);
       const n = reach(cluster, node, 'make standby');
       const p = world.node(cluster.name, primary.name);
       const pwhy = unreachable(p);
-      if (pwhy !== null || !p) throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: ${pwhy}`);
-      if (!p.pg.running) throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: postgres not running`);
-      if (p.pg.inRecovery) throw transient(`cannot make standby ${what(cluster, node.name)}: ${primary.name} is not writable (in recovery)`);
+      if (pwhy !== null || !p)
+        throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: ${pwhy}`);
+      if (!p.pg.running)
+        throw transient(
+          `cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: postgres not running`,
+        );
+      if (p.pg.inRecovery)
+        throw transient(
+          `cannot make standby ${what(cluster, node.name)}: ${primary.name} is not writable (in recovery)`,
+        );
 
       const pg = n.pg;
       let how: string;
@@ -282,12 +327,16 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       makeSlots(cluster, p, [node.name]);
       world.settle(cluster.name);
       done(cluster, `postgres ${how} standby ${node.name} -> ${primary.name}`);
-      if (!pg.streaming) throw transient(`cannot make standby ${what(cluster, node.name)}: it does not stream from ${primary.name}`);
+      if (!pg.streaming)
+        throw transient(
+          `cannot make standby ${what(cluster, node.name)}: it does not stream from ${primary.name}`,
+        );
     },
 
     async ensureConfigured(cluster, node) {
       const n = reach(cluster, node, 'configure');
-      if (!n.pg.initialized) throw transient(`cannot configure ${what(cluster, node.name)}: no data directory yet`);
+      if (!n.pg.initialized)
+        throw transient(`cannot configure ${what(cluster, node.name)}: no data directory yet`);
       if (!n.pg.running) {
         // Started in place: a primary as a primary, a standby (standby.signal) in recovery.
         n.pg.running = true;
@@ -330,13 +379,20 @@ export function createSimWorld(world: SimWorld): SimDrivers {
 
     async ensureSyncStandbys(cluster, primary, names, quorum) {
       const n = reach(cluster, primary, 'set synchronous standbys on');
-      if (!n.pg.running) throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: postgres not running`);
-      if (n.pg.inRecovery) throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: not a primary`);
+      if (!n.pg.running)
+        throw transient(
+          `cannot set synchronous standbys on ${what(cluster, primary.name)}: postgres not running`,
+        );
+      if (n.pg.inRecovery)
+        throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: not a primary`);
       if (names.length > 0 && (!Number.isInteger(quorum) || quorum < 1)) {
-        throw terminal(`cannot set synchronous standbys on ${what(cluster, primary.name)}: quorum must be a positive integer, got ${quorum}`);
+        throw terminal(
+          `cannot set synchronous standbys on ${what(cluster, primary.name)}: quorum must be a positive integer, got ${quorum}`,
+        );
       }
       // Names that do not stream yet are accepted, as postgres does: writes then hang.
-      const sameNames = n.pg.syncNames.length === names.length && names.every((s, i) => n.pg.syncNames[i] === s);
+      const sameNames =
+        n.pg.syncNames.length === names.length && names.every((s, i) => n.pg.syncNames[i] === s);
       if (sameNames && (names.length === 0 || n.pg.syncQuorum === quorum)) return;
       n.pg.syncNames = [...names];
       n.pg.syncQuorum = names.length === 0 ? 0 : quorum;
@@ -347,17 +403,23 @@ export function createSimWorld(world: SimWorld): SimDrivers {
 
     async ensureSlots(cluster, primary, standbys) {
       const n = reach(cluster, primary, 'manage slots on');
-      if (!n.pg.running) throw transient(`cannot manage slots on ${what(cluster, primary.name)}: postgres not running`);
+      if (!n.pg.running)
+        throw transient(`cannot manage slots on ${what(cluster, primary.name)}: postgres not running`);
       const inSpec = new Set(cluster.nodes.map((s) => slotNameFor(s.name)));
       // Slots of nodes no longer in the spec go (WAL retention is not modelled); slots are off
       // altogether when the spec says so.
       // As postgres: a slot a standby still streams through (active) cannot be dropped.
-      const active = new Set([...world.state(cluster.name).nodes.values()].filter((s) => s.pg.streaming && s.pg.upstream === n.name).map((s) => slotNameFor(s.name)));
+      const active = new Set(
+        [...world.state(cluster.name).nodes.values()]
+          .filter((s) => s.pg.streaming && s.pg.upstream === n.name)
+          .map((s) => slotNameFor(s.name)),
+      );
       const kept = n.pg.slots.filter((s) => (cluster.replication.slots && inSpec.has(s)) || active.has(s));
       const before = n.pg.slots.join(',');
       n.pg.slots = kept;
       makeSlots(cluster, n, standbys);
-      if (n.pg.slots.join(',') !== before) done(cluster, `postgres slots ${primary.name} = [${n.pg.slots.join(', ')}]`);
+      if (n.pg.slots.join(',') !== before)
+        done(cluster, `postgres slots ${primary.name} = [${n.pg.slots.join(', ')}]`);
     },
 
     async close() {},
@@ -419,14 +481,26 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       world.settle(cluster.name);
       const p = world.state(cluster.name).pool;
       if (!p || !p.running) {
-        return { reachable: false, primary: null, backends: [], configHash: p?.configHash ?? '', error: p ? 'pgpool not running' : 'pgpool not configured' };
+        return {
+          reachable: false,
+          primary: null,
+          backends: [],
+          configHash: p?.configHash ?? '',
+          error: p ? 'pgpool not running' : 'pgpool not configured',
+        };
       }
       const backends: PoolBackend[] = cluster.nodes.map((spec) => {
-        if (!p.backends.includes(spec.name)) return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
+        if (!p.backends.includes(spec.name))
+          return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
         const n = world.node(cluster.name, spec.name);
         // pgpool's health check: it needs the link and a running postgres.
-        if (!world.linkUp(n) || !n.pg.running) return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
-        return { name: spec.name, status: 'up' as const, role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const) };
+        if (!world.linkUp(n) || !n.pg.running)
+          return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
+        return {
+          name: spec.name,
+          status: 'up' as const,
+          role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const),
+        };
       });
       // As pgpool: it reports every backend it was configured with; one the spec no longer names
       // is known by its host address only (the real driver names backends from the spec).
@@ -434,7 +508,11 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         if (cluster.nodes.some((s) => s.name === name)) continue;
         const n = world.node(cluster.name, name);
         const status = n && world.linkUp(n) && n.pg.running ? ('up' as const) : ('down' as const);
-        backends.push({ name: n?.address ?? name, status, role: status === 'up' ? (n!.pg.inRecovery ? 'standby' : 'primary') : 'unknown' });
+        backends.push({
+          name: n?.address ?? name,
+          status,
+          role: status === 'up' ? (n!.pg.inRecovery ? 'standby' : 'primary') : 'unknown',
+        });
       }
       return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
     },
@@ -442,7 +520,9 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     async ensurePool(cluster, primary) {
       world.settle(cluster.name);
       if (primary !== null && !cluster.nodes.some((n) => n.name === primary)) {
-        throw internal(`cannot configure pgpool of ${cluster.name}: primary ${primary} is not a node of the spec`);
+        throw internal(
+          `cannot configure pgpool of ${cluster.name}: primary ${primary} is not a node of the spec`,
+        );
       }
       const c = world.state(cluster.name);
       const next = {
@@ -452,9 +532,19 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         configHash: desiredPoolConfigHash(cluster),
       };
       const prev = c.pool;
-      if (prev && prev.running && prev.primary === next.primary && prev.configHash === next.configHash && prev.backends.join() === next.backends.join()) return;
+      if (
+        prev &&
+        prev.running &&
+        prev.primary === next.primary &&
+        prev.configHash === next.configHash &&
+        prev.backends.join() === next.backends.join()
+      )
+        return;
       c.pool = next;
-      done(cluster, `pgpool ${prev ? (prev.running ? 'reconfigure' : 'restart') : 'start'} primary=${primary ?? '-'}`);
+      done(
+        cluster,
+        `pgpool ${prev ? (prev.running ? 'reconfigure' : 'restart') : 'start'} primary=${primary ?? '-'}`,
+      );
     },
 
     async deletePool(cluster) {

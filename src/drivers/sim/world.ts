@@ -166,13 +166,20 @@ export class SimWorld {
   }
 
   static fromJSON(json: string, opts: { clock?: Clock } = {}): SimWorld {
-    const data = JSON.parse(json) as { v: number; serial: number; systemIds: number; drifts: number; clusters: (Omit<SimCluster, 'nodes'> & { nodes: SimNode[] })[] };
+    const data = JSON.parse(json) as {
+      v: number;
+      serial: number;
+      systemIds: number;
+      drifts: number;
+      clusters: (Omit<SimCluster, 'nodes'> & { nodes: SimNode[] })[];
+    };
     const w = new SimWorld(opts);
     if (data.v !== 1) return w;
     w.serial = data.serial;
     w.systemIds = data.systemIds;
     w.drifts = data.drifts;
-    for (const c of data.clusters) w.clusters.set(c.name, { ...c, nodes: new Map(c.nodes.map((n) => [n.name, n])) });
+    for (const c of data.clusters)
+      w.clusters.set(c.name, { ...c, nodes: new Map(c.nodes.map((n) => [n.name, n])) });
     return w;
   }
 
@@ -314,7 +321,8 @@ export class SimWorld {
       if (c.pool.primary === null) return this.refuse(c, id, null, 'pgpool has no primary backend');
       target = c.nodes.get(c.pool.primary);
       // pgpool is a separate host: it needs the link as well as a writable postgres.
-      if (!this.linkUp(target)) return this.refuse(c, id, c.pool.primary, `pgpool cannot reach ${c.pool.primary}`);
+      if (!this.linkUp(target))
+        return this.refuse(c, id, c.pool.primary, `pgpool cannot reach ${c.pool.primary}`);
     } else {
       target = c.nodes.get(via.node);
       if (!target || target.machine !== 'running') return this.refuse(c, id, via.node, 'machine not running');
@@ -334,7 +342,13 @@ export class SimWorld {
         if (s && s.streaming && s.upstream === target.name && s.recs[pos] === rec) flushed++;
       }
       if (flushed < pg.syncQuorum) {
-        return this.refuse(c, id, target.name, `waiting for synchronous replication: ${flushed} of ${pg.syncQuorum} standbys`, true);
+        return this.refuse(
+          c,
+          id,
+          target.name,
+          `waiting for synchronous replication: ${flushed} of ${pg.syncQuorum} standbys`,
+          true,
+        );
       }
     }
     c.acked.push({ id, node: target.name, timeline: pg.timeline, sync, at: this.clock.now() });
@@ -421,7 +435,8 @@ export class SimWorld {
   /** SIGKILL the postmaster: postgres down, data kept. */
   kill(cluster: Ref, node: Ref): void {
     this.fault(cluster, node, 'kill', (n) => {
-      if (n.pg.running) this.postmasterNews.add(`${typeof cluster === 'string' ? cluster : cluster.name}/${n.name}`);
+      if (n.pg.running)
+        this.postmasterNews.add(`${typeof cluster === 'string' ? cluster : cluster.name}/${n.name}`);
       n.pg.running = false;
       n.pg.streaming = false;
     });

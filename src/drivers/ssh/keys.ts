@@ -27,14 +27,18 @@ export interface KeyPair {
 
 /** A fresh ed25519 key pair. The comment must be one line. */
 export function generateKeyPair(comment: string): KeyPair {
-  if (/[\r\n]/.test(comment)) throw terminal(`cannot make a key with comment ${JSON.stringify(comment)}: it must be one line`);
+  if (/[\r\n]/.test(comment))
+    throw terminal(`cannot make a key with comment ${JSON.stringify(comment)}: it must be one line`);
   // ssh2's keygen drops a leading zero byte of the 32-byte public key (about 1 key in 230): sshd
   // then cannot load the host key. Such a pair is thrown away and another one made.
   for (;;) {
     const k = utils.generateKeyPairSync('ed25519', { comment });
     const publicLine = k.public.trim();
     const keyB64 = publicKeyB64(publicLine);
-    if (Buffer.from(keyB64, 'base64').length === ED25519_BLOB_BYTES && publicOfPrivate(k.private) === keyB64) {
+    if (
+      Buffer.from(keyB64, 'base64').length === ED25519_BLOB_BYTES &&
+      publicOfPrivate(k.private) === keyB64
+    ) {
       return { privateKey: k.private, publicLine, keyB64 };
     }
   }
@@ -55,7 +59,8 @@ export function publicOfPrivate(privateKey: string): string {
   const k = utils.parseKey(privateKey);
   if (k instanceof Error) throw terminal(`cannot read a private key: ${k.message}`);
   const key = Array.isArray(k) ? k[0]! : k;
-  if (key.type !== HOST_KEY_ALGO) throw terminal(`cannot use a ${key.type} key: pgop's keys are ${HOST_KEY_ALGO}`);
+  if (key.type !== HOST_KEY_ALGO)
+    throw terminal(`cannot use a ${key.type} key: pgop's keys are ${HOST_KEY_ALGO}`);
   return key.getPublicSSH().toString('base64');
 }
 
@@ -124,7 +129,8 @@ export async function ensurePinnedHostKey(
 ): Promise<KeyPair & { created: boolean }> {
   const key = await ensureKeyPair(path, `pgop-host@${id}`);
   if (!pins) {
-    if (key.created) throw internal(`cannot create ${id}: this ${provider} provider was given no host key pins`);
+    if (key.created)
+      throw internal(`cannot create ${id}: this ${provider} provider was given no host key pins`);
     return key;
   }
   const current = pins.getPinned(id);

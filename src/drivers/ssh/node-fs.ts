@@ -27,8 +27,18 @@ export const SAFE_PATH = /^\/[A-Za-z0-9_.\/-]+$/;
  *  trailing slash), [A-Za-z0-9_./-] only. Throws a terminal error otherwise. */
 export function assertSafePath(what: string, path: string): string {
   const p = typeof path === 'string' && path.length > 1 ? path.replace(/\/+$/, '') : path;
-  if (typeof p !== 'string' || !SAFE_PATH.test(p) || p.split('/').slice(1).some((c) => c === '' || c === '.' || c === '..') || p.length > 1024) {
-    throw terminal(`cannot use ${what} ${JSON.stringify(path)}: not a plain absolute path (letters, digits, '_', '.', '-' and '/' only; no '..')`);
+  if (
+    typeof p !== 'string' ||
+    !SAFE_PATH.test(p) ||
+    p
+      .split('/')
+      .slice(1)
+      .some((c) => c === '' || c === '.' || c === '..') ||
+    p.length > 1024
+  ) {
+    throw terminal(
+      `cannot use ${what} ${JSON.stringify(path)}: not a plain absolute path (letters, digits, '_', '.', '-' and '/' only; no '..')`,
+    );
   }
   return p;
 }

@@ -13,7 +13,14 @@ import { existsSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import type { HostRef } from '../types.js';
 import { PgopError, messageOf, terminal } from '../../errors.js';
-import { HOST_KEY_ALGO, generateKeyPair, readKeyPair, removeKeyPair, writeKeyPair, type KeyPair } from './keys.js';
+import {
+  HOST_KEY_ALGO,
+  generateKeyPair,
+  readKeyPair,
+  removeKeyPair,
+  writeKeyPair,
+  type KeyPair,
+} from './keys.js';
 import { SshShell, TRUST_NEXT_KEY, createMemoryPins, fingerprint, type HostKeyPins } from './shell.js';
 
 export interface HostKeyTarget {
@@ -45,13 +52,21 @@ export interface RotateResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Does the host answer with exactly this key? (a fresh connection that accepts nothing else) */
-async function answersWith(ref: HostRef, key: KeyPair, timeoutMs: number): Promise<{ ok: boolean; why: string }> {
+async function answersWith(
+  ref: HostRef,
+  key: KeyPair,
+  timeoutMs: number,
+): Promise<{ ok: boolean; why: string }> {
   const deadline = Date.now() + timeoutMs;
   let why = '';
   for (;;) {
     const pins = createMemoryPins();
     pins.pin(ref.id, HOST_KEY_ALGO, key.keyB64);
-    const probe = new SshShell(pins, { connectTimeoutMs: 2000, readyTimeoutMs: 3000, defaultTimeoutMs: 5000 });
+    const probe = new SshShell(pins, {
+      connectTimeoutMs: 2000,
+      readyTimeoutMs: 3000,
+      defaultTimeoutMs: 5000,
+    });
     try {
       const r = await probe.exec(ref, ['true']);
       if (r.code === 0) return { ok: true, why: '' };
@@ -76,7 +91,9 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
   const { ref, target, shell } = o;
   const pinned = o.pins.getPinned(ref.id);
   if (!pinned || pinned.algo === TRUST_NEXT_KEY) {
-    throw terminal(`cannot rotate the host key of ${ref.id}: no verified key is pinned for it (a rotation needs a session the current key proves)`);
+    throw terminal(
+      `cannot rotate the host key of ${ref.id}: no verified key is pinned for it (a rotation needs a session the current key proves)`,
+    );
   }
   const previous = fingerprint(pinned.keyB64);
   const next = `${target.statePath}.next`;
@@ -91,10 +108,13 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
 
   // 1. the current key answers (the shell refuses anything but the pin)
   const check = await shell.exec(ref, ['true']);
-  if (check.code !== 0) throw terminal(`cannot rotate the host key of ${ref.id}: a command on it failed (exit ${check.code})`);
+  if (check.code !== 0)
+    throw terminal(`cannot rotate the host key of ${ref.id}: a command on it failed (exit ${check.code})`);
   const old = await readKeyPair(target.statePath);
   if (old && old.keyB64 !== pinned.keyB64) {
-    throw terminal(`cannot rotate the host key of ${ref.id}: the key pgop keeps for it (${target.statePath}) is not the pinned one`);
+    throw terminal(
+      `cannot rotate the host key of ${ref.id}: the key pgop keeps for it (${target.statePath}) is not the pinned one`,
+    );
   }
 
   // 2. the new key, kept on the hypervisor before anything changes on the node
@@ -106,7 +126,10 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
     if (old) {
       try {
         await shell.writeFile(ref, target.nodePath, old.privateKey, { mode: 0o600, owner: 'root:root' });
-        await shell.writeFile(ref, `${target.nodePath}.pub`, `${old.publicLine}\n`, { mode: 0o644, owner: 'root:root' });
+        await shell.writeFile(ref, `${target.nodePath}.pub`, `${old.publicLine}\n`, {
+          mode: 0o644,
+          owner: 'root:root',
+        });
         await shell.exec(ref, target.reload);
         restored = 'the old key was put back';
       } catch (err) {
@@ -120,7 +143,10 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
   // 3. onto the node, over the verified session, and sshd re-reads it
   try {
     await shell.writeFile(ref, target.nodePath, key.privateKey, { mode: 0o600, owner: 'root:root' });
-    await shell.writeFile(ref, `${target.nodePath}.pub`, `${key.publicLine}\n`, { mode: 0o644, owner: 'root:root' });
+    await shell.writeFile(ref, `${target.nodePath}.pub`, `${key.publicLine}\n`, {
+      mode: 0o644,
+      owner: 'root:root',
+    });
     const r = await shell.exec(ref, target.reload);
     if (r.code !== 0) return await restore(`sshd did not reload (exit ${r.code}: ${r.stderr.trim()})`);
   } catch (err) {

@@ -43,7 +43,10 @@ export interface HostKeyPins {
 }
 
 /** In-memory pins: enough for tests and one-shot commands. */
-export function createMemoryPins(): HostKeyPins & { all(): Map<string, PinnedKey>; forget(id: string): void } {
+export function createMemoryPins(): HostKeyPins & {
+  all(): Map<string, PinnedKey>;
+  forget(id: string): void;
+} {
   const m = new Map<string, PinnedKey>();
   return {
     getPinned: (id) => m.get(id),
@@ -77,9 +80,23 @@ export interface ShellLogEntry {
 }
 
 /** A shell log entry as a debug log line: each argument cut short (scripts are long). */
-export function shellDebugLog(log: { debug?(obj: object, msg?: string): void } | undefined): ((entry: ShellLogEntry) => void) | undefined {
+export function shellDebugLog(
+  log: { debug?(obj: object, msg?: string): void } | undefined,
+): ((entry: ShellLogEntry) => void) | undefined {
   if (!log?.debug) return undefined;
-  return (e) => log.debug!({ host: e.id, ms: e.ms === undefined ? undefined : Math.round(e.ms), user: e.user, code: e.code, error: e.error, argv: e.argv?.map((a) => (a.length > 60 ? `${a.slice(0, 60)}...` : a)), env: e.env }, `ssh ${e.event}`);
+  return (e) =>
+    log.debug!(
+      {
+        host: e.id,
+        ms: e.ms === undefined ? undefined : Math.round(e.ms),
+        user: e.user,
+        code: e.code,
+        error: e.error,
+        argv: e.argv?.map((a) => (a.length > 60 ? `${a.slice(0, 60)}...` : a)),
+        env: e.env,
+      },
+      `ssh ${e.event}`,
+    );
 }
 
 export interface SshShellOptions {
@@ -185,7 +202,10 @@ export class SshShell implements NodeShell {
     const t0 = performance.now();
     conn.ready = (async () => {
       const privateKey = await this.privateKey(host.privateKeyPath).catch((err: Error) => {
-        throw terminal(`cannot connect to ${host.id}: cannot read private key ${host.privateKeyPath}: ${err.message}`, err);
+        throw terminal(
+          `cannot connect to ${host.id}: cannot read private key ${host.privateKeyPath}: ${err.message}`,
+          err,
+        );
       });
       const sock = await this.tcpConnect(host);
       return new Promise<Client>((resolve, reject) => {
@@ -201,7 +221,12 @@ export class SshShell implements NodeShell {
             ? `handshake timed out after ${this.readyTimeoutMs} ms`
             : err.message;
           const authFailed = /authentication methods failed/i.test(err.message);
-          reject((authFailed ? terminal : transient)(`cannot connect to ${host.id} (${host.address}:${host.port}): ${msg}`, err));
+          reject(
+            (authFailed ? terminal : transient)(
+              `cannot connect to ${host.id} (${host.address}:${host.port}): ${msg}`,
+              err,
+            ),
+          );
         };
         client.on('ready', () => {
           settled = true;
@@ -264,7 +289,11 @@ export class SshShell implements NodeShell {
       sock.setNoDelay(true);
       const timer = setTimeout(() => {
         sock.destroy();
-        reject(transient(`cannot connect to ${host.id} (${host.address}:${host.port}): timed out after ${this.connectTimeoutMs} ms`));
+        reject(
+          transient(
+            `cannot connect to ${host.id} (${host.address}:${host.port}): timed out after ${this.connectTimeoutMs} ms`,
+          ),
+        );
       }, this.connectTimeoutMs);
       sock.once('connect', () => {
         clearTimeout(timer);
@@ -274,7 +303,12 @@ export class SshShell implements NodeShell {
       sock.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         sock.destroy();
-        reject(transient(`cannot connect to ${host.id} (${host.address}:${host.port}): ${err.code ?? err.message}`, err));
+        reject(
+          transient(
+            `cannot connect to ${host.id} (${host.address}:${host.port}): ${err.code ?? err.message}`,
+            err,
+          ),
+        );
       });
     });
   }
@@ -282,11 +316,15 @@ export class SshShell implements NodeShell {
   // ---------------------------------------------------------------- commands
 
   /** The exact command string sent to the node (also used by tests). */
-  static command(argv: string[], opts: { user?: string; env?: Record<string, string>; timeoutMs?: number } = {}): string {
+  static command(
+    argv: string[],
+    opts: { user?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+  ): string {
     if (argv.length === 0) throw terminal('cannot run an empty command');
     const parts: string[] = [];
     if (opts.user !== undefined) parts.push('runuser', '-u', assertSafeName('user', opts.user), '--');
-    if (opts.timeoutMs && opts.timeoutMs > 0) parts.push('timeout', '-s', 'KILL', (opts.timeoutMs / 1000).toFixed(3));
+    if (opts.timeoutMs && opts.timeoutMs > 0)
+      parts.push('timeout', '-s', 'KILL', (opts.timeoutMs / 1000).toFixed(3));
     const envNames = Object.keys(opts.env ?? {});
     if (envNames.length > 0) {
       parts.push('env');
@@ -305,7 +343,13 @@ export class SshShell implements NodeShell {
     const what = argv[0] ?? '';
     const t0 = performance.now();
     const deadline = timeoutMs > 0 ? t0 + timeoutMs : Infinity;
-    const entry: ShellLogEntry = { event: 'exec', id: host.id, argv: [...argv], user: opts.user, env: redact(opts.env) };
+    const entry: ShellLogEntry = {
+      event: 'exec',
+      id: host.id,
+      argv: [...argv],
+      user: opts.user,
+      env: redact(opts.env),
+    };
     try {
       // One retry when the cached connection turned out dead before the channel opened:
       // the command has not started then, so running it again is safe.
@@ -320,7 +364,10 @@ export class SshShell implements NodeShell {
       entry.code = res.code;
       return res;
     } catch (err) {
-      const e = err instanceof ChannelOpenError ? transient(`cannot run ${what} on ${host.id}: ${err.message}`, err) : err;
+      const e =
+        err instanceof ChannelOpenError
+          ? transient(`cannot run ${what} on ${host.id}: ${err.message}`, err)
+          : err;
       entry.error = (e as Error).message;
       throw e;
     } finally {
@@ -375,7 +422,9 @@ export class SshShell implements NodeShell {
         stream.on('close', () => {
           // No exit status at all: the connection went away mid-command; the outcome is unknown.
           if (code === null && signal === undefined) {
-            reject(transient(`cannot run ${what} on ${host.id}: connection lost before the command finished`));
+            reject(
+              transient(`cannot run ${what} on ${host.id}: connection lost before the command finished`),
+            );
             return;
           }
           resolve({
@@ -410,7 +459,12 @@ export class SshShell implements NodeShell {
     }
   }
 
-  async writeFile(host: HostRef, path: string, content: string, opts: { mode?: number; owner?: string } = {}): Promise<boolean> {
+  async writeFile(
+    host: HostRef,
+    path: string,
+    content: string,
+    opts: { mode?: number; owner?: string } = {},
+  ): Promise<boolean> {
     assertPath(host, path);
     const mode = (opts.mode ?? 0o644).toString(8).padStart(4, '0');
     const owner = opts.owner;
@@ -420,7 +474,11 @@ export class SshShell implements NodeShell {
 
     // 1. Compare: content hash, mode, owner (one round trip).
     // (sha256sum reads stdin: with a file argument it escapes odd names in its output.)
-    const probe = await this.exec(host, ['sh', '-c', `${shellJoin(['sha256sum'])} < ${shellJoin([path])} && ${shellJoin(['stat', '-c', '%a %U %U:%G', '--', path])}`]);
+    const probe = await this.exec(host, [
+      'sh',
+      '-c',
+      `${shellJoin(['sha256sum'])} < ${shellJoin([path])} && ${shellJoin(['stat', '-c', '%a %U %U:%G', '--', path])}`,
+    ]);
     if (probe.code === 0) {
       const [sumLine, statLine] = probe.stdout.trim().split('\n');
       const sum = sumLine?.split(' ')[0];
@@ -433,16 +491,34 @@ export class SshShell implements NodeShell {
     // 2. Write it as the directory's owner, or as root in a directory only root can change,
     //    through a temp file with a random name and a rename (put_file, node-fs.ts): never
     //    through a link another user planted. Without an owner, the file is the directory's.
-    const res = await this.exec(host, ['sh', '-c', `cd / || exit 1\n${NODE_FS_FUNCS}\nput_file "$1" "$2" "$3"`, 'pgop', mode, owner ?? '', path], { input: content });
-    if (res.code !== 0) throw terminal(`cannot write ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
+    const res = await this.exec(
+      host,
+      [
+        'sh',
+        '-c',
+        `cd / || exit 1\n${NODE_FS_FUNCS}\nput_file "$1" "$2" "$3"`,
+        'pgop',
+        mode,
+        owner ?? '',
+        path,
+      ],
+      { input: content },
+    );
+    if (res.code !== 0)
+      throw terminal(`cannot write ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
     return true;
   }
 
   async readFile(host: HostRef, path: string): Promise<string | null> {
     assertPath(host, path);
-    const res = await this.exec(host, ['sh', '-c', `[ -e ${shellJoin([path])} ] || exit 100; exec ${shellJoin(['cat', '--', path])}`]);
+    const res = await this.exec(host, [
+      'sh',
+      '-c',
+      `[ -e ${shellJoin([path])} ] || exit 100; exec ${shellJoin(['cat', '--', path])}`,
+    ]);
     if (res.code === 100) return null;
-    if (res.code !== 0) throw terminal(`cannot read ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
+    if (res.code !== 0)
+      throw terminal(`cannot read ${path} on ${host.id}: ${res.stderr.trim() || `exit ${res.code}`}`);
     return res.stdout;
   }
 
@@ -459,8 +535,23 @@ export class SshShell implements NodeShell {
 class ChannelOpenError extends Error {}
 
 /** Exit-signal names (RFC 4254, without "SIG") to numbers, for a shell-like 128+n exit code. */
-const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, ILL: 4, ABRT: 6, FPE: 8, KILL: 9, SEGV: 11, PIPE: 13, ALRM: 14, TERM: 15, USR1: 10, USR2: 12 };
+const SIGNALS: Record<string, number> = {
+  HUP: 1,
+  INT: 2,
+  QUIT: 3,
+  ILL: 4,
+  ABRT: 6,
+  FPE: 8,
+  KILL: 9,
+  SEGV: 11,
+  PIPE: 13,
+  ALRM: 14,
+  TERM: 15,
+  USR1: 10,
+  USR2: 12,
+};
 
 function assertPath(host: HostRef, path: string): void {
-  if (!path.startsWith('/') || path.includes('\0')) throw terminal(`cannot use path ${JSON.stringify(path)} on ${host.id}: not an absolute path`);
+  if (!path.startsWith('/') || path.includes('\0'))
+    throw terminal(`cannot use path ${JSON.stringify(path)} on ${host.id}: not an absolute path`);
 }

@@ -41,7 +41,12 @@ export function parseAssignments(out: string): Record<string, string> {
   return env;
 }
 
-export const SECRET_ENVS = ['PGOP_SUPERUSER_PASSWORD', 'PGOP_REPLICATION_PASSWORD', 'PGOP_CL_OWNER_PASSWORD', 'PGOP_CL_USER_PASSWORD'] as const;
+export const SECRET_ENVS = [
+  'PGOP_SUPERUSER_PASSWORD',
+  'PGOP_REPLICATION_PASSWORD',
+  'PGOP_CL_OWNER_PASSWORD',
+  'PGOP_CL_USER_PASSWORD',
+] as const;
 
 /** Random passwords for the seed spec's env references, set in this process's env (children inherit them). */
 export function ensureSecrets(): Record<(typeof SECRET_ENVS)[number], string> {
@@ -87,14 +92,26 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   doc.setIn(['spec', 'provider', 'uri'], o.uri);
   doc.setIn(['spec', 'provider', 'baseImage'], o.baseImage);
   doc.setIn(['spec', 'provider', 'pool'], doc.createNode({ name: poolName, path: o.poolPath }));
-  doc.setIn(['spec', 'provider', 'network'], doc.createNode({ name: networkName, cidr, gateway: `${net}.1` }));
+  doc.setIn(
+    ['spec', 'provider', 'network'],
+    doc.createNode({ name: networkName, cidr, gateway: `${net}.1` }),
+  );
   doc.setIn(['spec', 'postgres', 'parameters', 'shared_buffers'], '128MB');
   doc.setIn(['spec', 'postgres', 'hba', 0, 'address'], cidr);
   const names = ['pg01', 'pg02', 'pg03'];
   const nodes = names.map((name, i) => ({ name, address: `${net}.${11 + i}` }));
   doc.setIn(
     ['spec', 'nodes'],
-    doc.createNode(nodes.map((n) => ({ name: n.name, address: n.address, vcpus: 1, memoryMiB: o.memoryMiB ?? 768, rootDiskGiB: 4, dataDiskGiB: 2 }))),
+    doc.createNode(
+      nodes.map((n) => ({
+        name: n.name,
+        address: n.address,
+        vcpus: 1,
+        memoryMiB: o.memoryMiB ?? 768,
+        rootDiskGiB: 4,
+        dataDiskGiB: 2,
+      })),
+    ),
   );
   const pool = { address: `${net}.10`, port: Number(doc.getIn(['spec', 'pgpool', 'port']) ?? 9999) };
   doc.setIn(['spec', 'pgpool', 'address'], pool.address);
@@ -102,7 +119,15 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   doc.setIn(['spec', 'pgpool', 'numInitChildren'], 8);
   // TCG guests on a shared 2-core host answer slowly: probes get 5 s (the looks over SSH twice
   // that) instead of 1 s, so a slow answer is not taken for a dead node.
-  doc.setIn(['spec', 'failureDetection'], doc.createNode({ probeIntervalMs: 2000, missesBeforeFailover: 3, connectTimeoutMs: 5000, retryIntervalMs: 500 }));
+  doc.setIn(
+    ['spec', 'failureDetection'],
+    doc.createNode({
+      probeIntervalMs: 2000,
+      missesBeforeFailover: 3,
+      connectTimeoutMs: 5000,
+      retryIntervalMs: 500,
+    }),
+  );
   const name = String(doc.getIn(['metadata', 'name']));
   return { yaml: doc.toString(), name, nodes, pgpool: pool, cidr, networkName, poolName };
 }
@@ -139,20 +164,36 @@ export class Pgop {
   ) {}
 
   run(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-    const r = spawnSync(process.execPath, [BIN, '--db', this.db, ...args], { encoding: 'utf8', timeout: 900_000, env: this.env });
+    const r = spawnSync(process.execPath, [BIN, '--db', this.db, ...args], {
+      encoding: 'utf8',
+      timeout: 900_000,
+      env: this.env,
+    });
     this.outputs.push(r.stdout ?? '', r.stderr ?? '');
     return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   }
 
-  async runAsync(args: string[], timeoutMs = 900_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  async runAsync(
+    args: string[],
+    timeoutMs = 900_000,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
     try {
-      const r = await execFileP(process.execPath, [BIN, '--db', this.db, ...args], { encoding: 'utf8', timeout: timeoutMs, env: this.env, maxBuffer: 64 << 20 });
+      const r = await execFileP(process.execPath, [BIN, '--db', this.db, ...args], {
+        encoding: 'utf8',
+        timeout: timeoutMs,
+        env: this.env,
+        maxBuffer: 64 << 20,
+      });
       this.outputs.push(r.stdout, r.stderr);
       return { code: 0, ...r };
     } catch (e) {
       const err = e as { code?: number; stdout?: string; stderr?: string };
       this.outputs.push(err.stdout ?? '', err.stderr ?? '');
-      return { code: typeof err.code === 'number' ? err.code : 1, stdout: err.stdout ?? '', stderr: err.stderr ?? String(e) };
+      return {
+        code: typeof err.code === 'number' ? err.code : 1,
+        stdout: err.stdout ?? '',
+        stderr: err.stderr ?? String(e),
+      };
     }
   }
 
@@ -171,7 +212,10 @@ export class Pgop {
   startServe(logFile: string): number {
     if (this.serveChild && this.serveChild.exitCode === null) return this.serveChild.pid!;
     const fd = openSync(logFile, 'a', 0o600);
-    this.serveChild = spawn(process.execPath, [BIN, '--db', this.db, 'serve'], { stdio: ['ignore', fd, fd], env: this.env });
+    this.serveChild = spawn(process.execPath, [BIN, '--db', this.db, 'serve'], {
+      stdio: ['ignore', fd, fd],
+      env: this.env,
+    });
     closeSync(fd);
     return this.serveChild.pid!;
   }
@@ -221,7 +265,9 @@ export async function waitFor<T>(
     const now = Date.now();
     if (now - t0 > o.timeoutMs) {
       const state = o.describe ? await o.describe().catch((e) => String(e)) : '';
-      throw new Error(`timed out after ${Math.round((now - t0) / 1000)} s waiting for ${what}${lastErr ? `; last error: ${(lastErr as Error).message}` : ''}${state ? `\n${state}` : ''}`);
+      throw new Error(
+        `timed out after ${Math.round((now - t0) / 1000)} s waiting for ${what}${lastErr ? `; last error: ${(lastErr as Error).message}` : ''}${state ? `\n${state}` : ''}`,
+      );
     }
     if (o.log && now - lastLog >= 30_000) {
       lastLog = now;
@@ -242,7 +288,12 @@ export interface Endpoint {
 }
 
 /** One statement on a fresh connection (closed again, even after an error). */
-export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(e: Endpoint, text: string, params: unknown[] = [], timeoutMs = 10_000): Promise<T[]> {
+export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(
+  e: Endpoint,
+  text: string,
+  params: unknown[] = [],
+  timeoutMs = 10_000,
+): Promise<T[]> {
   const c = new pg.Client({
     host: e.host,
     port: e.port,
@@ -269,8 +320,14 @@ export async function virsh(uri: string, ...args: string[]): Promise<string> {
 }
 
 /** What the private libvirtd still holds: domains, networks, pools and their volumes. */
-export async function libvirtInventory(uri: string): Promise<{ domains: string[]; networks: string[]; pools: string[]; volumes: string[] }> {
-  const lines = (s: string) => s.split('\n').map((l) => l.trim()).filter(Boolean);
+export async function libvirtInventory(
+  uri: string,
+): Promise<{ domains: string[]; networks: string[]; pools: string[]; volumes: string[] }> {
+  const lines = (s: string) =>
+    s
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
   const domains = lines(await virsh(uri, 'list', '--all', '--name'));
   const networks = lines(await virsh(uri, 'net-list', '--all', '--name'));
   const pools = lines(await virsh(uri, 'pool-list', '--all', '--name'));
@@ -284,7 +341,12 @@ export async function libvirtInventory(uri: string): Promise<{ domains: string[]
 
 /** `pgop get nodes` as a few lines, for failure messages and progress. */
 export function describeNodes(items: NodeItem[]): string {
-  return items.map((n) => `    ${n.name.padEnd(5)} state=${n.state} role=${n.role} goal=${n.goal ?? '-'} machine=${n.machine} tl=${n.timeline ?? '-'} ${n.message ? `msg=${n.message.slice(0, 160)}` : ''}`).join('\n');
+  return items
+    .map(
+      (n) =>
+        `    ${n.name.padEnd(5)} state=${n.state} role=${n.role} goal=${n.goal ?? '-'} machine=${n.machine} tl=${n.timeline ?? '-'} ${n.message ? `msg=${n.message.slice(0, 160)}` : ''}`,
+    )
+    .join('\n');
 }
 
 /** Healthy: the cluster converged on its current generation, one primary, the other nodes streaming standbys. */
@@ -292,5 +354,10 @@ export function healthy(c: ClusterItem | null, items: NodeItem[], expectedNodes:
   if (!c || c.phase !== 'Healthy' || c.observed_generation !== c.generation || !c.primary) return false;
   const primaries = items.filter((n) => n.role === 'primary' && n.state === 'primary');
   const standbys = items.filter((n) => n.role === 'standby' && n.state === 'standby' && n.streaming);
-  return items.length === expectedNodes && primaries.length === 1 && primaries[0]!.name === c.primary && standbys.length === expectedNodes - 1;
+  return (
+    items.length === expectedNodes &&
+    primaries.length === 1 &&
+    primaries[0]!.name === c.primary &&
+    standbys.length === expectedNodes - 1
+  );
 }

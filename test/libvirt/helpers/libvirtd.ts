@@ -43,7 +43,8 @@ export async function virshXml(uri: string, cmd: string, xml: string): Promise<s
   const dir = await mkdtemp(join(tmpdir(), 'pgop-xml-'));
   try {
     await writeFile(join(dir, 'doc.xml'), xml);
-    return (await execFileP('virsh', ['-q', '-c', uri, cmd, join(dir, 'doc.xml')], { timeout: 30_000 })).stdout;
+    return (await execFileP('virsh', ['-q', '-c', uri, cmd, join(dir, 'doc.xml')], { timeout: 30_000 }))
+      .stdout;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -70,13 +71,18 @@ export async function startPrivateLibvirtd(opts: { qemuUser?: string } = {}): Pr
       const marker = `pgop-keeper-${process.pid}`;
       const deadline = Date.now() + 20_000;
       for (;;) {
-        await virshXml(d.testUri, 'net-define', `<network><name>${marker}</name></network>`).catch(() => undefined);
-        const r = await execFileP('virsh', ['-q', '-c', d.testUri, 'net-list', '--all', '--name'], { timeout: 10_000 }).catch(() => ({ stdout: '' }));
+        await virshXml(d.testUri, 'net-define', `<network><name>${marker}</name></network>`).catch(
+          () => undefined,
+        );
+        const r = await execFileP('virsh', ['-q', '-c', d.testUri, 'net-list', '--all', '--name'], {
+          timeout: 10_000,
+        }).catch(() => ({ stdout: '' }));
         if (r.stdout.split('\n').includes(marker)) {
           await execFileP('virsh', ['-q', '-c', d.testUri, 'net-undefine', marker], { timeout: 10_000 });
           return;
         }
-        if (Date.now() > deadline) throw new Error('the keeper connection to the test driver did not come up');
+        if (Date.now() > deadline)
+          throw new Error('the keeper connection to the test driver did not come up');
         await new Promise((r2) => setTimeout(r2, 100));
       }
     },
