@@ -13,7 +13,8 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../store/store.js';
-import { PgopError, messageOf } from '../errors.js';
+import { PgopError, SpecError, messageOf } from '../errors.js';
+import { parseSpecText } from '../spec/parse.js';
 import type { Log } from '../reconcile/reconciler.js';
 import { isLoopback, type ListenConfig } from './listen.js';
 import { ServeMetrics } from './metrics.js';
@@ -170,6 +171,12 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
   async function write(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (!tokenDigest) throw new HttpError(403, 'write endpoints are off: start pgop serve with --token-file');
     if (!tokenOk(req)) throw new HttpError(401, 'a bearer token is needed');
+    if (path === '/api/v1/apply') {
+      const dryRun = ['1', 'true', ''].includes(
+        new URL(req.url ?? '/', 'http://x').searchParams.get('dryRun') ?? 'no',
+      );
+      return sendJson(res, 200, applySpecText(store, await readBody(req), dryRun));
+    }
     const m = /^\/api\/v1\/clusters\/([^/]+)\/switchover$/.exec(path);
     if (!m) throw new HttpError(404, `no such endpoint: POST ${path}`);
     const body = await readBody(req);
@@ -242,4 +249,28 @@ export function requestSwitchover(
   const args = { ...(c.primary ? { from: c.primary } : {}), ...(to ? { to } : {}) };
   const id = store.enqueueRequest(cluster, 'switchover', args, Date.now());
   return { request: id, message: 'switchover requested' };
+}
+
+/** `pgop apply -f -` over HTTP: the body is the spec YAML; an invalid spec changes nothing and its
+ *  error names `<request>`, the line, column and field, as the CLI does for a file. */
+export function applySpecText(
+  store: Store,
+  yaml: string,
+  dryRun: boolean,
+): { cluster: string; result: string; generation?: number; dryRun: boolean } {
+  let parsed;
+  try {
+    parsed = parseSpecText(yaml, '<request>', { checkHost: true });
+  } catch (err) {
+    if (err instanceof SpecError) throw new HttpError(400, err.message);
+    throw err;
+  }
+  const cluster = parsed.spec.name;
+  if (dryRun) {
+    const existing = store.getCluster(cluster);
+    const result = !existing ? 'created' : existing.specHash === parsed.hash ? 'unchanged' : 'configured';
+    return { cluster, result, dryRun };
+  }
+  const { result, generation } = store.applySpec(parsed.spec, parsed.hash, parsed.source, Date.now());
+  return { cluster, result, generation, dryRun };
 }

@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -260,7 +260,7 @@ describe('listen addresses and the token', { timeout: 60_000 }, () => {
     );
   });
 
-  it('on a non-loopback listener: TLS, reads and writes need the token; a switchover is queued', async () => {
+  it('on a non-loopback listener: TLS, reads and writes need the token; a switchover is queued, a spec applied', async () => {
     const ca = await createCa('serve-test', new Date(), 1);
     const cert = await issueServer(ca, { name: 'localhost', ips: ['127.0.0.1'] }, new Date(), 1);
     const token = 'a-test-token-of-some-length';
@@ -300,6 +300,28 @@ describe('listen addresses and the token', { timeout: 60_000 }, () => {
       );
       expect(ok.body + JSON.stringify(ok.headers)).not.toContain(token);
       store.completeRequest(id, Date.now());
+
+      const apply = (body: string, query = '', t: string | undefined = token) =>
+        call(server, `/api/v1/apply${query}`, {
+          method: 'POST',
+          body,
+          tls: true,
+          ...(t ? { token: t } : {}),
+        });
+      const yaml = readFileSync(simSpec, 'utf8');
+      const generation = store.getCluster('sim')!.generation;
+      expect((await apply(yaml, '', '')).status).toBe(401);
+      expect(JSON.parse((await apply(yaml)).body)).toMatchObject({ cluster: 'sim', result: 'unchanged' });
+      const refused = await apply(yaml.replace('mode: async', 'mode: sometimes'));
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.body).error).toMatch(/<request>:27:\d+.*mode/s);
+      const sync = yaml.replace('mode: async', 'mode: sync');
+      const dry = JSON.parse((await apply(sync, '?dryRun=true')).body);
+      expect(dry).toMatchObject({ result: 'configured', dryRun: true });
+      expect(store.getCluster('sim')!.generation).toBe(generation);
+      const applied = JSON.parse((await apply(sync)).body);
+      expect(applied).toMatchObject({ result: 'configured', generation: generation + 1 });
+      expect(store.getCluster('sim')!.spec.replication.mode).toBe('sync');
     } finally {
       await server.close();
       store.close();
