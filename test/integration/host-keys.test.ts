@@ -46,7 +46,7 @@ describe.skipIf(!ready)(
     };
     /** a connection from a fresh client that trusts exactly these pins */
     const tryConnect = async (pins: HostKeyPins) => {
-      const shell = new SshShell(pins, { connectTimeoutMs: 2000 });
+      const shell = new SshShell(pins, { connectTimeoutMs: 5000 });
       try {
         return await shell.exec(info.hostRef(spec, node), ['id', '-u']);
       } finally {
