@@ -124,18 +124,21 @@ try {
     rss.push(r.peakRssMiB);
   }
   console.log(
-    `bench:bringup  specs/lab-3node.yaml (3 nodes + pgpool, sync quorum 1), ${TRIALS} trials each, from nothing`,
+    `bench:bringup  specs/lab-3node.yaml (3 nodes + pgpool, sync quorum 1), ` +
+      `${TRIALS} trials each, from nothing`,
   );
   console.log(`  pgop: apply -> all nodes healthy          ${fmt(pgop)}`);
   console.log(`  baseline: same drivers, scripted by hand  ${fmt(scripted)}`);
   console.log(
-    `  operator overhead                         ${(median(pgop) - median(scripted)).toFixed(2)} s (${(median(pgop) / median(scripted)).toFixed(2)}x)`,
+    `  operator overhead                         ${(median(pgop) - median(scripted)).toFixed(2)} s ` +
+      `(${(median(pgop) / median(scripted)).toFixed(2)}x)`,
   );
   for (const [what, xs] of steps)
     console.log(`    baseline step: ${what.padEnd(36)} ${median(xs).toFixed(2)} s`);
   console.log(`  operator peak RSS                         ${Math.max(...rss).toFixed(1)} MiB`);
   console.log(
-    `  target <= ${TARGET_S} s: ${median(pgop) <= TARGET_S ? 'met' : `MISSED by ${(median(pgop) - TARGET_S).toFixed(2)} s`}`,
+    `  target <= ${TARGET_S} s: ` +
+      `${median(pgop) <= TARGET_S ? 'met' : `MISSED by ${(median(pgop) - TARGET_S).toFixed(2)} s`}`,
   );
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -53,20 +53,27 @@ export function baselineConf(pgopConf: string): string {
   return `${out.trimEnd()}\n# bench:failover baseline: pgpool decides failovers itself\n`;
 }
 
-const FAILOVER_SH = `#!/bin/sh
+const FAILOVER_SH =
+  `#!/bin/sh
 # bench:failover baseline failover_command: %d %h %m %H %P
 failed=$1; failed_host=$2; new_main=$3; new_host=$4; old_primary=$5
-echo "$(date +%s.%N) failover node=$failed host=$failed_host new_main=$new_main new_host=$new_host old_primary=$old_primary" >> ${BASELINE_LOG}
+echo "$(date +%s.%N) failover node=$failed host=$failed_host new_main=$new_main ` +
+  `new_host=$new_host old_primary=$old_primary" >> ${BASELINE_LOG}
 # only the primary's failure needs a promotion
 [ "$failed" = "$old_primary" ] || exit 0
 [ -n "$new_host" ] || exit 0
-PGPASSFILE=${PGPASS} PGCONNECT_TIMEOUT=3 ${PSQL} -h "$new_host" -p 5432 -U postgres -d postgres -w -Atc 'SELECT pg_promote(true, 10)' >> ${BASELINE_LOG} 2>&1
+PGPASSFILE=${PGPASS} PGCONNECT_TIMEOUT=3 ${PSQL} -h "$new_host" -p 5432 -U postgres -d postgres -w ` +
+  `-Atc 'SELECT pg_promote(true, 10)' >> ${BASELINE_LOG} 2>&1
 echo "$(date +%s.%N) promote $new_host rc=$?" >> ${BASELINE_LOG}
 exit 0
 `;
 
+/** pgpool's command line as pgop starts it (RESTART_PGPOOL). */
+const PGPOOL_ARGS = `-n -D -f ${P.conf} -a ${P.hba} -F ${P.pcp} -k ${P.key}`;
+
 /** Restart pgpool as postgres the way pgop starts it (-n -D, setsid, log to its log file). */
-const RESTART_PGPOOL = `
+const RESTART_PGPOOL =
+  `
 pidf=${P.pid}
 alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cat /proc/$1/comm 2>/dev/null)" = pgpool ]; }
 if [ -f "$pidf" ]; then
@@ -74,13 +81,14 @@ if [ -f "$pidf" ]; then
   if alive "$pid"; then
     kill -INT "$pid" 2>/dev/null || true
     i=0; while alive "$pid" && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
-    if alive "$pid"; then kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    if alive "$pid"; then ` +
+  `kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   fi
   rm -f "$pidf"
 fi
 rm -f ${P.run}/.s.PGSQL.* 2>/dev/null
 cd ${P.dir}
-runuser -u postgres -- setsid nohup /usr/sbin/pgpool -n -D -f ${P.conf} -a ${P.hba} -F ${P.pcp} -k ${P.key} >> ${P.logFile} 2>&1 < /dev/null &
+runuser -u postgres -- setsid nohup /usr/sbin/pgpool ${PGPOOL_ARGS} >> ${P.logFile} 2>&1 < /dev/null &
 i=0; while [ ! -s "$pidf" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 [ -s "$pidf" ] || { echo "pgpool did not start" >&2; tail -n 5 ${P.logFile} >&2; exit 1; }
 `;
@@ -155,11 +163,12 @@ async function waitPoolPrimary(lab: ChaosLab, primary: string, timeoutMs = 60_00
 export async function enableBaseline(lab: ChaosLab, primary: string): Promise<void> {
   await lab.stopServe('SIGTERM');
   const conf = baselineConf(pgopConf(lab));
+  const pgpass = `*:5432:*:postgres:${lab.superuserPassword().replace(/\\/g, '\\\\').replace(/:/g, '\\:')}`;
   const script = [
     `cp -p ${P.conf} ${SAVED}`,
     `cat > ${P.conf} ${heredoc('PGOP_BENCH_CONF', conf)}`,
     `cat > ${SCRIPT} ${heredoc('PGOP_BENCH_SH', FAILOVER_SH)}`,
-    `(umask 077; cat > ${PGPASS} ${heredoc('PGOP_BENCH_PASS', `*:5432:*:postgres:${lab.superuserPassword().replace(/\\/g, '\\\\').replace(/:/g, '\\:')}`)})`,
+    `(umask 077; cat > ${PGPASS} ${heredoc('PGOP_BENCH_PASS', pgpass)})`,
     `chown postgres:postgres ${P.conf} ${SCRIPT} ${PGPASS}`,
     `chmod 0700 ${SCRIPT}`,
     `chmod 0600 ${PGPASS}`,

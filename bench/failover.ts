@@ -148,7 +148,8 @@ async function ready(mode: Mode): Promise<void> {
     return;
   } catch (err) {
     say(
-      `cluster ${lab.name} does not converge (${(err as Error).message.split('\n')[0]}); building a fresh one`,
+      `cluster ${lab.name} does not converge ` +
+        `(${(err as Error).message.split('\n')[0]}); building a fresh one`,
     );
   }
   await lab.down();
@@ -168,7 +169,10 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
     trials.push(r);
     const f = (x: number | null) => (x === null ? '-' : `${(x / 1000).toFixed(2)}s`);
     say(
-      `${run}${r.converged ? '' : ' (DID NOT CONVERGE)'}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
+      `${run}${r.converged ? '' : ' (DID NOT CONVERGE)'}: ${r.oldPrimary} -> ${r.newPrimary ?? '-'}  ` +
+        `RTO pgpool ${f(r.rtoPoolMs)}  direct ${f(r.rtoDirectMs)}  rejoin ${f(r.rejoinMs)}  ` +
+        `lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  ` +
+        `max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
     );
   } catch (err) {
     failed.push({ fault, mode, system, run, error: (err as Error).message });
@@ -190,7 +194,9 @@ async function switchoverRun(mode: Mode, i: number): Promise<void> {
     const r = await switchoverTrial(lab, run);
     switches.push(r);
     say(
-      `${run}: ${r.from} -> ${r.to ?? '-'}  write unavailability ${(r.unavailableMs! / 1000).toFixed(2)}s  lost ${r.lostAcked.length}  command ${r.seconds.toFixed(2)}s${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
+      `${run}: ${r.from} -> ${r.to ?? '-'}  ` +
+        `write unavailability ${(r.unavailableMs! / 1000).toFixed(2)}s  lost ${r.lostAcked.length}  ` +
+        `command ${r.seconds.toFixed(2)}s${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
     );
   } catch (err) {
     failed.push({ fault: 'kill', mode, system: 'pgop', run, error: (err as Error).message });
@@ -278,17 +284,21 @@ function report(): { text: string; summary: object[] } {
             ['0 old-primary writes', oldAfter === 0],
           ];
           const bad = checks.filter(([, ok]) => !ok);
-          targets =
-            bad.length === 0 && nFailed === 0 && nStuck === 0
-              ? 'PASS'
-              : `MISS: ${[...bad.map(([n]) => n), ...(nFailed ? [`${nFailed} trial(s) failed`] : []), ...(nStuck ? [`${nStuck} did not converge`] : [])].join(', ')}`;
+          const missed = [
+            ...bad.map(([n]) => n),
+            ...(nFailed ? [`${nFailed} trial(s) failed`] : []),
+            ...(nStuck ? [`${nStuck} did not converge`] : []),
+          ];
+          targets = bad.length === 0 && nFailed === 0 && nStuck === 0 ? 'PASS' : `MISS: ${missed.join(', ')}`;
           if (nStuck)
             misses.push(
-              `${fault}/${mode}: ${nStuck} trial(s) did not converge in time (old primary not back as a streaming standby, or pgop not Healthy)`,
+              `${fault}/${mode}: ${nStuck} trial(s) did not converge in time ` +
+                `(old primary not back as a streaming standby, or pgop not Healthy)`,
             );
           if (m !== null && m > TARGET_MS[fault])
             misses.push(
-              `${fault}/${mode}: median RTO ${sec(m)} s is ${sec(m - TARGET_MS[fault])} s over the ${TARGET_MS[fault] / 1000} s target`,
+              `${fault}/${mode}: median RTO ${sec(m)} s is ${sec(m - TARGET_MS[fault])} s ` +
+                `over the ${TARGET_MS[fault] / 1000} s target`,
             );
           if (mode === 'sync' && lost) misses.push(`${fault}/${mode}: ${lost} acknowledged row(s) lost`);
           if (oldAfter)
@@ -297,7 +307,8 @@ function report(): { text: string; summary: object[] } {
             );
         }
         const rtoCell = rto.length
-          ? `${sec(Math.min(...rto))} / ${sec(med(rto))} / ${sec(Math.max(...rto))}${noRecovery ? ` (+${noRecovery} never)` : ''}`
+          ? `${sec(Math.min(...rto))} / ${sec(med(rto))} / ${sec(Math.max(...rto))}` +
+            `${noRecovery ? ` (+${noRecovery} never)` : ''}`
           : noRecovery
             ? 'never'
             : '-';
@@ -390,19 +401,34 @@ function report(): { text: string; summary: object[] } {
       target,
     });
   }
+  const baselineSettings = Object.entries(BASELINE_SETTINGS)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
   const lines = [
-    `bench:failover on ${commit.slice(0, 12)}${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ${startedAt.toISOString()} .. ${new Date().toISOString()}`,
-    `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} (2 cores shared with other work)`,
+    `bench:failover on ${commit.slice(0, 12)}` +
+      `${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ` +
+      `TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ` +
+      `${startedAt.toISOString()} .. ${new Date().toISOString()}`,
+    `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} ` +
+      `(2 cores shared with other work)`,
     '',
     table(rows),
     '',
     ...(srows.length > 1 ? [table(srows), ''] : []),
-    `RTO pgpool: longest time without an acknowledged write through pgpool, from the last ack before the fault to the first ack after the promotion. RTO direct: first write the new primary accepted directly, after the fault. Old-primary acks: writes the old primary acknowledged (unix socket, works while its link is down) after the new primary's promotion (its server log's "selected new timeline ID", or earlier evidence). 2 primaries seen: trials in which two nodes answered pg_is_in_recovery() = false in the same 50 ms sweep. Rejoin: from the old primary's node being back (kill: the fault; link down: the heal) to it streaming from the new primary.`,
-    `Baseline: pgop stopped, pgpool's own failover with ${Object.entries(BASELINE_SETTINGS)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(
-        ', ',
-      )} (failover_command promotes pgpool's new main node with pg_promote(); standbys are not repointed), pgpool restarted; after each baseline trial pgop's pgpool.conf is restored, the old primary's node fenced and pgop repairs the cluster.`,
+    `RTO pgpool: longest time without an acknowledged write through pgpool, ` +
+      `from the last ack before the fault to the first ack after the promotion. ` +
+      `RTO direct: first write the new primary accepted directly, after the fault. ` +
+      `Old-primary acks: writes the old primary acknowledged (unix socket, works while its link is down) ` +
+      `after the new primary's promotion ` +
+      `(its server log's "selected new timeline ID", or earlier evidence). ` +
+      `2 primaries seen: trials in which two nodes answered pg_is_in_recovery() = false ` +
+      `in the same 50 ms sweep. ` +
+      `Rejoin: from the old primary's node being back (kill: the fault; link down: the heal) ` +
+      `to it streaming from the new primary.`,
+    `Baseline: pgop stopped, pgpool's own failover with ${baselineSettings} ` +
+      `(failover_command promotes pgpool's new main node with pg_promote(); standbys are not repointed), ` +
+      `pgpool restarted; after each baseline trial pgop's pgpool.conf is restored, ` +
+      `the old primary's node fenced and pgop repairs the cluster.`,
     ...(misses.length
       ? ['', 'Missed targets:', ...misses.map((m) => `  - ${m}`)]
       : SYSTEMS.includes('pgop') && trials.some((t) => t.system === 'pgop')
@@ -432,7 +458,8 @@ void interrupted.then(() => {
 const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000);
 try {
   say(
-    `bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}, ${SWITCHOVERS} switchover(s) per mode; prefix ${process.env.PGOP_LAB_PREFIX}`,
+    `bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}, ` +
+      `${SWITCHOVERS} switchover(s) per mode; prefix ${process.env.PGOP_LAB_PREFIX}`,
   );
   await lab.up();
   for (const mode of MODES) {
@@ -461,10 +488,28 @@ try {
   const dir = join(repo, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `failover-${startedAt.toISOString().replace(/[:]/g, '').replace(/\..*/, '')}.json`);
-  writeFileSync(
-    file,
-    `${JSON.stringify({ bench: 'failover', commit, dirtyTrackedFiles: dirty, startedAt, finishedAt: new Date(), trialsPerRow: TRIALS, tls: TLS, modes: MODES, faults: FAULTS, systems: SYSTEMS, targetsMs: TARGET_MS, baselineSettings: BASELINE_SETTINGS, loadAverage: { min: Math.min(...loads), max: Math.max(...loads) }, summary, trials, switchovers: switches, failed, baselineLogs, table: text }, null, 2)}\n`,
-  );
+  const record = {
+    bench: 'failover',
+    commit,
+    dirtyTrackedFiles: dirty,
+    startedAt,
+    finishedAt: new Date(),
+    trialsPerRow: TRIALS,
+    tls: TLS,
+    modes: MODES,
+    faults: FAULTS,
+    systems: SYSTEMS,
+    targetsMs: TARGET_MS,
+    baselineSettings: BASELINE_SETTINGS,
+    loadAverage: { min: Math.min(...loads), max: Math.max(...loads) },
+    summary,
+    trials,
+    switchovers: switches,
+    failed,
+    baselineLogs,
+    table: text,
+  };
+  writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`);
   say(`results: ${file}`);
   await lab.down();
 }

@@ -109,11 +109,13 @@ async function main() {
     out('apply -> 3 healthy VMs + pgpool (pgop serve)', `${r.applyToHealthyS.toFixed(1)} s`);
     out(
       `virsh destroy primary (${r.primary}) -> first write via pgpool`,
-      `${r.destroyToWriteS.toFixed(1)} s  (new primary ${r.newPrimary}, ${r.writeAttempts} attempts every 200 ms)`,
+      `${r.destroyToWriteS.toFixed(1)} s  ` +
+        `(new primary ${r.newPrimary}, ${r.writeAttempts} attempts every 200 ms)`,
     );
     out(`virsh destroy -> ${r.primary} streaming again as a standby`, `${r.destroyToRejoinS.toFixed(1)} s`);
     console.log(
-      `bench:provision  libvirt provider, qemu TCG, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores (shared), 1 trial`,
+      `bench:provision  libvirt provider, qemu TCG, ` +
+        `${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores (shared), 1 trial`,
     );
     for (const l of lines) console.log(l);
   } catch (e) {

@@ -148,20 +148,25 @@ async function main() {
 
     const med = median(full);
     console.log(
-      `bench:reconcile  ${CLUSTERS} clusters x 3 nodes, ${ROUNDS} passes each (converge took ${rounds} passes)`,
+      `bench:reconcile  ${CLUSTERS} clusters x 3 nodes, ` +
+        `${ROUNDS} passes each (converge took ${rounds} passes)`,
     );
     console.log(
-      `  full pass (observe+plan+store)   median ${med.toFixed(2)} ms   p95 ${p95(full).toFixed(2)} ms   min ${Math.min(...full).toFixed(2)} ms`,
+      `  full pass (observe+plan+store)   median ${med.toFixed(2)} ms   ` +
+        `p95 ${p95(full).toFixed(2)} ms   min ${Math.min(...full).toFixed(2)} ms`,
     );
     console.log(
-      `  baseline (observe+plan, no store) median ${median(baseline).toFixed(2)} ms   p95 ${p95(baseline).toFixed(2)} ms`,
+      `  baseline (observe+plan, no store) median ${median(baseline).toFixed(2)} ms   ` +
+        `p95 ${p95(baseline).toFixed(2)} ms`,
     );
     console.log(
-      `  store overhead                    ${(med - median(baseline)).toFixed(2)} ms per pass (${(med / median(baseline)).toFixed(2)}x baseline)`,
+      `  store overhead                    ${(med - median(baseline)).toFixed(2)} ms per pass ` +
+        `(${(med / median(baseline)).toFixed(2)}x baseline)`,
     );
     console.log(`  peak RSS                          ${(peakRss / 2 ** 20).toFixed(1)} MiB`);
     console.log(
-      `  target <= ${TARGET_MS} ms per pass: ${med <= TARGET_MS ? 'met' : `MISSED by ${(med - TARGET_MS).toFixed(2)} ms`}`,
+      `  target <= ${TARGET_MS} ms per pass: ` +
+        `${med <= TARGET_MS ? 'met' : `MISSED by ${(med - TARGET_MS).toFixed(2)} ms`}`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -131,14 +131,22 @@ export function openPathForQemu(path: string, root = stateRoot()): string[] {
 /** The advice appended to libvirt's "Cannot access storage file '<path>' ...: Permission
  *  denied": which directories above the file qemu cannot traverse. Null when not that error. */
 export function storageAccessAdvice(message: string): string | null {
-  const m =
-    /Cannot access storage file '([^']+)'(?: \([^)]*\))?: Permission denied|Could not open '([^']+)': Permission denied/.exec(
-      message,
-    );
+  const denied = new RegExp(
+    [
+      String.raw`Cannot access storage file '([^']+)'(?: \([^)]*\))?: Permission denied`,
+      "Could not open '([^']+)': Permission denied",
+    ].join('|'),
+  );
+  const m = denied.exec(message);
   if (!m) return null;
   const file = m[1] ?? m[2]!;
   const closed = untraversable(dirname(file));
+  const mode = (d: string) => (statSync(d).mode & 0o777).toString(8).padStart(4, '0');
   return closed.length > 0
-    ? `qemu (user libvirt-qemu) cannot reach ${file}: it must traverse every directory above it, and ${closed.map((d) => `${d} (mode ${(statSync(d).mode & 0o777).toString(8).padStart(4, '0')})`).join(', ')} ${closed.length === 1 ? 'is' : 'are'} closed to it; pgop opens its own directories under ${stateRoot()} itself: put the pool or image there, or \`chmod o+x\` those directories`
-    : `qemu (user libvirt-qemu) cannot read ${file} (check its owner and mode, and any security driver such as AppArmor)`;
+    ? `qemu (user libvirt-qemu) cannot reach ${file}: it must traverse every directory above it, and ` +
+        `${closed.map((d) => `${d} (mode ${mode(d)})`).join(', ')} ${closed.length === 1 ? 'is' : 'are'} ` +
+        `closed to it; pgop opens its own directories under ${stateRoot()} itself: ` +
+        `put the pool or image there, or \`chmod o+x\` those directories`
+    : `qemu (user libvirt-qemu) cannot read ${file} ` +
+        `(check its owner and mode, and any security driver such as AppArmor)`;
 }

@@ -149,7 +149,8 @@ program
   .option('--timeout <duration>', 'give up after this long (90, 90s, 5m, 1h, 500ms)', parseDuration)
   .option(
     '--listen <addr:port>',
-    'HTTP API, /metrics and dashboard (default 127.0.0.1:9187; off: none; other than loopback: token and TLS)',
+    'HTTP API, /metrics and dashboard ' +
+      '(default 127.0.0.1:9187; off: none; other than loopback: token and TLS)',
   )
   .option('--token-file <file>', 'bearer token for the API (write endpoints; any non-loopback listen)')
   .option('--tls-cert <file>', 'TLS certificate (PEM) for the listener')
@@ -176,7 +177,8 @@ hostKey
 hostKey
   .command('rotate')
   .description(
-    'give a machine a new host key over its verified session; the pin changes only once the new key answers (root)',
+    'give a machine a new host key over its verified session; ' +
+      'the pin changes only once the new key answers (root)',
   )
   .argument('<cluster>')
   .argument('<node>', 'node name, or pool for the pgpool host')
@@ -187,7 +189,8 @@ hostKey
 hostKey
   .command('forget')
   .description(
-    'drop a pin: the next key the machine presents is accepted unverified (for a machine rebuilt outside pgop)',
+    'drop a pin: the next key the machine presents is accepted unverified ' +
+      '(for a machine rebuilt outside pgop)',
   )
   .argument('<cluster>')
   .argument('<node>', 'node name, or pool for the pgpool host')
@@ -200,7 +203,8 @@ const image = program.command('image').description('base images for the libvirt 
 image
   .command('build')
   .description(
-    'build the offline Debian cloud image (debootstrap; postgres, pgpool, cloud-init inside); skipped when its recipe is unchanged (root)',
+    'build the offline Debian cloud image (debootstrap; postgres, pgpool, cloud-init inside); ' +
+      'skipped when its recipe is unchanged (root)',
   )
   .option('-f, --file <file>', 'libvirt spec: write the image to its provider.baseImage')
   .option(
@@ -341,7 +345,8 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write('this is a bug in pgop; please report it with the log above\n');
     } else {
       process.stderr.write(
-        `internal error: ${messageOf(err)}\n${(err as Error)?.stack ?? ''}\nthis is a bug in pgop; please report it\n`,
+        `internal error: ${messageOf(err)}\n${(err as Error)?.stack ?? ''}\n` +
+          `this is a bug in pgop; please report it\n`,
       );
     }
     return exitCodeFor(err);

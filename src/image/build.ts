@@ -199,7 +199,8 @@ export async function buildImage(
   const missing = REQUIRED_TOOLS.filter((t) => !which(t));
   if (missing.length)
     throw terminal(
-      `cannot build image: missing ${missing.join(', ')} (apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs)`,
+      `cannot build image: missing ${missing.join(', ')} ` +
+        `(apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs)`,
     );
 
   // qemu reads the image: the directories above it must be traversable (src/state-dirs.ts)
@@ -276,7 +277,8 @@ export async function buildImage(
     if (code !== 0) {
       progress.finish(false);
       throw terminal(
-        `cannot build image ${o.output}: build-image.sh exited ${code}; last output:\n${tail.map((l) => `  ${l}`).join('\n')}\n(full log: ${logPath})`,
+        `cannot build image ${o.output}: build-image.sh exited ${code}; last output:\n` +
+          `${tail.map((l) => `  ${l}`).join('\n')}\n(full log: ${logPath})`,
       );
     }
     ok = true;

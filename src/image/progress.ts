@@ -65,7 +65,8 @@ export class Progress {
     if (!this.tty && this.current && this.now() - this.lastBeat >= this.heartbeatMs) {
       this.lastBeat = this.now();
       this.out.write(
-        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} still running (${secs(this.now() - this.current.start)})\n`,
+        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} ` +
+          `still running (${secs(this.now() - this.current.start)})\n`,
       );
     }
   }
@@ -76,7 +77,8 @@ export class Progress {
     else if (this.current) {
       this.clearLine();
       this.out.write(
-        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} FAILED after ${secs(this.now() - this.current.start)}\n`,
+        `image build: ${PHASE_TITLES[this.current.name] ?? this.current.name} ` +
+          `FAILED after ${secs(this.now() - this.current.start)}\n`,
       );
       this.current = null;
     }
@@ -106,7 +108,10 @@ export class Progress {
   private redraw(): void {
     if (!this.current) return;
     const width = Math.max(40, (this.out.columns ?? 80) - 1);
-    const head = `  ${SPIN[this.tick++ % SPIN.length]}  ${(PHASE_TITLES[this.current.name] ?? this.current.name).padEnd(44)} ${secs(this.now() - this.current.start).padStart(8)}  total ${secs(this.now() - this.t0)}`;
+    const head =
+      `  ${SPIN[this.tick++ % SPIN.length]}  ` +
+      `${(PHASE_TITLES[this.current.name] ?? this.current.name).padEnd(44)} ` +
+      `${secs(this.now() - this.current.start).padStart(8)}  total ${secs(this.now() - this.t0)}`;
     const room = width - head.length - 3;
     const tail = room > 10 && this.lastLine ? `   ${this.lastLine.slice(0, room)}` : '';
     this.out.write(`\r\x1b[K${(head + tail).slice(0, width)}`);

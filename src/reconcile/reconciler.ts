@@ -513,7 +513,8 @@ export async function runLoop(
       if (!names.includes(k)) (due.delete(k), converged.delete(k), generations.delete(k));
     // a spec applied, a deletion or a request made meanwhile is looked at now, not after a backoff
     for (const c of clusters) {
-      const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${store.pendingRequests(c.name).length}`;
+      const pendingCount = store.pendingRequests(c.name).length;
+      const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${pendingCount}`;
       if (generations.has(c.name) && generations.get(c.name) !== mark) due.set(c.name, 0);
       generations.set(c.name, mark);
     }

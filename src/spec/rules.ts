@@ -119,17 +119,27 @@ export function pathProblem(kind: 'host' | 'postgres', p: string): string | unde
       : 'must not be /: pgop makes this directory owned by postgres';
   const parts = p.slice(1).split('/');
   if (parts.some((c) => c === '' || c.startsWith('.') || c.startsWith('-'))) {
-    return 'must be a normalised path (no //, no . or .. component, no trailing /, no component starting with . or -)';
+    return (
+      'must be a normalised path ' +
+      '(no //, no . or .. component, no trailing /, no component starting with . or -)'
+    );
   }
   if (kind === 'host') {
     if (!HOST_PATH_ROOTS.some((r) => under(p, r))) {
-      return `must lie below ${HOST_PATH_ROOTS.join(', ')} (system directories such as /, /etc, /usr, /bin, /var/lib and /root are never allowed)`;
+      return (
+        `must lie below ${HOST_PATH_ROOTS.join(', ')} ` +
+        `(system directories such as /, /etc, /usr, /bin, /var/lib and /root are never allowed)`
+      );
     }
   } else if (
     !POSTGRES_DIR_PARENTS.some((r) => under(p, r)) &&
     !POSTGRES_DIR_ROOTS.some((r) => p === r || under(p, r))
   ) {
-    return `must lie strictly below ${POSTGRES_DIR_PARENTS.join(', ')}, or at or below ${POSTGRES_DIR_ROOTS.join(', ')}: pgop makes this directory owned by postgres, so never a system directory or one on root's PATH`;
+    return (
+      `must lie strictly below ${POSTGRES_DIR_PARENTS.join(', ')}, ` +
+      `or at or below ${POSTGRES_DIR_ROOTS.join(', ')}: ` +
+      `pgop makes this directory owned by postgres, so never a system directory or one on root's PATH`
+    );
   }
   return undefined;
 }
@@ -147,7 +157,10 @@ export function libvirtUriProblem(uri: string): string | undefined {
   for (const kv of query === '' ? [] : query.split('&')) {
     const name = kv.split('=')[0] ?? '';
     if (!LIBVIRT_URI_PARAMS.includes(name))
-      return `URI parameter ${JSON.stringify(name)} is not allowed: use only ${LIBVIRT_URI_PARAMS.join(', ')} (with values of letters, digits and . _ - / ,)`;
+      return (
+        `URI parameter ${JSON.stringify(name)} is not allowed: ` +
+        `use only ${LIBVIRT_URI_PARAMS.join(', ')} (with values of letters, digits and . _ - / ,)`
+      );
   }
   return schema.$defs.libvirtUri.patternErrorMessage;
 }

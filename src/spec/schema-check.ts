@@ -118,7 +118,8 @@ export function schemaProblem(e: ErrorObject, r: Reporter): void {
       else
         r.add(
           segs,
-          `must be at most ${String(params.limit)} characters, got ${typeof data === 'string' ? data.length : '?'}`,
+          `must be at most ${String(params.limit)} characters, ` +
+            `got ${typeof data === 'string' ? data.length : '?'}`,
         );
       return;
     case 'uniqueItems': {

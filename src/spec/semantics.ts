@@ -45,7 +45,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     if (inside)
       r.add(
         [...S, 'provider', 'stateDir'],
-        `${String(stateDir)} lies under ${inside}, which every lab node mounts privately: choose another directory`,
+        `${String(stateDir)} lies under ${inside}, ` +
+          `which every lab node mounts privately: choose another directory`,
       );
     if (net) reserved.set(net.base + 1, "is reserved for the lab bridge (the operator's own address)");
   } else if (ptype === 'libvirt') {
@@ -94,7 +95,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       if (prev !== undefined) {
         r.add(
           [...np, 'address'],
-          `duplicate node address ${String(node.address)} (also ${formatPath([...S, 'nodes', prev, 'address'])})`,
+          `duplicate node address ${String(node.address)} ` +
+            `(also ${formatPath([...S, 'nodes', prev, 'address'])})`,
         );
       } else addresses.set(ip, i);
     }
@@ -141,7 +143,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   if (repl.mode === 'sync' && nodes.length > 0 && quorum > standbys) {
     r.add(
       [...S, 'replication', 'syncQuorum'],
-      `syncQuorum ${quorum} is more than the ${standbys} standby${standbys === 1 ? '' : 's'} of ${nodes.length} node${nodes.length === 1 ? '' : 's'}: sync mode needs syncQuorum <= nodes - 1`,
+      `syncQuorum ${quorum} is more than the ${standbys} standby${standbys === 1 ? '' : 's'} ` +
+        `of ${nodes.length} node${nodes.length === 1 ? '' : 's'}: sync mode needs syncQuorum <= nodes - 1`,
     );
   }
   const replUser = str(repl.user) ?? 'replicator';
@@ -157,7 +160,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       if (!LAB_POSTGRES_MOUNTS.some((m) => dir === m || dir.startsWith(`${m}/`))) {
         r.add(
           [...S, 'postgres', key],
-          `${dir} is not private to a lab node: use a directory at or below ${LAB_POSTGRES_MOUNTS.join(', ')}`,
+          `${dir} is not private to a lab node: ` +
+            `use a directory at or below ${LAB_POSTGRES_MOUNTS.join(', ')}`,
         );
       }
     }
@@ -187,7 +191,10 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     if (n > maxChildren) {
       r.add(
         [...pp, 'numInitChildren'],
-        `numInitChildren ${n} x max_pool ${PGPOOL_MAX_POOL} = ${n * PGPOOL_MAX_POOL} pooled sessions per backend, more than max_connections ${maxConnections} - superuser_reserved_connections ${reserved} = ${maxConnections - reserved}: use at most ${Math.max(0, maxChildren)}, or raise postgres.parameters.max_connections`,
+        `numInitChildren ${n} x max_pool ${PGPOOL_MAX_POOL} = ${n * PGPOOL_MAX_POOL} ` +
+          `pooled sessions per backend, more than max_connections ${maxConnections} ` +
+          `- superuser_reserved_connections ${reserved} = ${maxConnections - reserved}: ` +
+          `use at most ${Math.max(0, maxChildren)}, or raise postgres.parameters.max_connections`,
       );
     }
   }
@@ -198,7 +205,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   ) {
     r.add(
       [...S, 'tls', 'renewBeforeDays'],
-      `renewBeforeDays ${tls.renewBeforeDays} must be less than certificateDays (${(tls.certificateDays as number | undefined) ?? 90}): certificates would be renewed on every pass`,
+      `renewBeforeDays ${tls.renewBeforeDays} must be less than certificateDays ` +
+        `(${(tls.certificateDays as number | undefined) ?? 90}): certificates would be renewed on every pass`,
     );
   }
   const archiveOn =
@@ -206,7 +214,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   if (archiveOn && params.archive_command === undefined && pg.archiveScript === false) {
     r.add(
       [...parp, 'archive_mode'],
-      'archive_mode is on but there is no archive_command and postgres.archiveScript is false: WAL would pile up',
+      'archive_mode is on but there is no archive_command and postgres.archiveScript is false: ' +
+        'WAL would pile up',
     );
   }
   arr(pg.hba).forEach((h, i) => {
@@ -326,7 +335,8 @@ function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporte
   if (why) {
     r.add(
       path,
-      `base image ${image} ${why} on this machine (the hypervisor of ${local}): build it with \`pgop image build\` or point baseImage at a downloaded cloud image`,
+      `base image ${image} ${why} on this machine (the hypervisor of ${local}): ` +
+        `build it with \`pgop image build\` or point baseImage at a downloaded cloud image`,
     );
   }
 }

@@ -66,12 +66,14 @@ export function migrate(db: Database.Database, migrations: Migration[], readonly
   if (check(appliedVersions()).length === 0) return;
   if (readonly) {
     throw terminal(
-      `store schema is older than this pgop (latest ${latest}); run a writing command (e.g. pgop apply) to migrate it`,
+      `store schema is older than this pgop (latest ${latest}); ` +
+        `run a writing command (e.g. pgop apply) to migrate it`,
     );
   }
   db.transaction(() => {
     db.exec(
-      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)',
+      'CREATE TABLE IF NOT EXISTS schema_migrations ' +
+        '(version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)',
     );
     const insert = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
     for (const m of check(appliedVersions())) {

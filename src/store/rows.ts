@@ -81,6 +81,7 @@ export const toEvent = (r: EventRow): EventRecord => ({
 });
 
 export const CLUSTER_COLS =
-  'name, generation, spec_json, spec_hash, created_at, updated_at, deletion_requested, phase, primary_node, observed_generation, message';
+  'name, generation, spec_json, spec_hash, created_at, updated_at, deletion_requested, ' +
+  'phase, primary_node, observed_generation, message';
 export const NODE_COLS = 'cluster, name, state, goal, last_transition_at, message';
 export const EVENT_COLS = 'id, time, cluster, node, from_state, to_state, rule_id, reason';

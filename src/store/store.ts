@@ -205,7 +205,8 @@ export class Store {
         generation = 1;
         result = 'created';
         this.stmt(
-          `INSERT INTO clusters (name, generation, spec_json, spec_hash, spec_source, created_at, updated_at, events_after_id)
+          `INSERT INTO clusters (name, generation, spec_json, spec_hash, spec_source, ` +
+            `created_at, updated_at, events_after_id)
            VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM events))`,
         ).run(spec.name, generation, json, hash, source, now, now);
       } else if (cur.spec_hash === hash) {
@@ -352,7 +353,8 @@ export class Store {
 
   recordEvent(e: Omit<EventRecord, 'id'>): number {
     const info = this.stmt(
-      `INSERT INTO events (time, cluster, node, from_state, to_state, rule_id, reason) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO events (time, cluster, node, from_state, to_state, rule_id, reason) ` +
+        `VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ).run(e.time, e.cluster, e.node, e.from, e.to, e.ruleId, e.reason);
     return Number(info.lastInsertRowid);
   }
@@ -423,7 +425,8 @@ export class Store {
   saveSimWorld(json: string, now: number): void {
     this.db
       .prepare(
-        'INSERT INTO sim_world (id, json, saved_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, saved_at = excluded.saved_at',
+        'INSERT INTO sim_world (id, json, saved_at) VALUES (1, ?, ?) ' +
+          'ON CONFLICT(id) DO UPDATE SET json = excluded.json, saved_at = excluded.saved_at',
       )
       .run(json, now);
   }
@@ -467,7 +470,8 @@ export class Store {
             'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ORDER BY cluster, node',
           ).all()
         : this.stmt(
-            'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys WHERE cluster = ? ORDER BY cluster, node',
+            'SELECT cluster, node, algo, key_b64, pinned_at FROM host_keys ' +
+              'WHERE cluster = ? ORDER BY cluster, node',
           ).all(cluster)
     ) as { cluster: string; node: string; algo: string; key_b64: string; pinned_at: number }[];
     return rows.map((r) => ({
@@ -498,7 +502,9 @@ export class Store {
         if (cur.algo === algo && cur.keyB64 === keyB64) return;
         if (!opts.replace) {
           throw terminal(
-            `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; \`pgop host-key rotate\` replaces it with a new one, \`pgop host-key forget\` accepts the next one presented`,
+            `host key of ${cluster}/${node} is already pinned (${cur.algo}) and differs; ` +
+              `\`pgop host-key rotate\` replaces it with a new one, ` +
+              `\`pgop host-key forget\` accepts the next one presented`,
           );
         }
         this.stmt(
@@ -537,7 +543,8 @@ export class Store {
   /** Not yet taken, oldest first. */
   pendingRequests(cluster: string): OperatorRequest[] {
     const rows = this.stmt(
-      'SELECT id, cluster, kind, args_json, created_at FROM requests WHERE cluster = ? AND taken_at IS NULL ORDER BY id',
+      'SELECT id, cluster, kind, args_json, created_at FROM requests ' +
+        'WHERE cluster = ? AND taken_at IS NULL ORDER BY id',
     ).all(cluster) as { id: number; cluster: string; kind: string; args_json: string; created_at: number }[];
     return rows.map((r) => ({
       id: r.id,
@@ -629,11 +636,13 @@ export class Store {
     const host = `'${hostname.replace(/'/g, "''")}'`;
     const tables = this.db
       .prepare(
-        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('serve_lock', 'schema_migrations')",
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' " +
+          "AND name NOT IN ('serve_lock', 'schema_migrations')",
       )
       .pluck()
       .all() as string[];
-    const held = `EXISTS (SELECT 1 FROM main.serve_lock WHERE id = 1 AND pid = ${pid} AND hostname = ${host})`;
+    const owner = `id = 1 AND pid = ${pid} AND hostname = ${host}`;
+    const held = `EXISTS (SELECT 1 FROM main.serve_lock WHERE ${owner})`;
     this.db.transaction(() => {
       for (const t of tables) {
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(t))
@@ -642,7 +651,8 @@ export class Store {
           const name = `pgop_serve_guard_${t}_${op.toLowerCase()}`;
           this.db.exec(`DROP TRIGGER IF EXISTS temp.${name}`);
           this.db.exec(
-            `CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`,
+            `CREATE TEMP TRIGGER ${name} BEFORE ${op} ON main.${t} WHEN NOT ${held} ` +
+              `BEGIN SELECT RAISE(ABORT, '${SERVE_LOCK_LOST}'); END`,
           );
         }
       }

@@ -82,7 +82,9 @@ export function judgeServerCert(
   if (!same(f.ips, want.ips) || !same(f.dns, want.dns)) {
     return {
       usable: false,
-      reason: `its names differ (has ${[...f.dns, ...f.ips].join(', ')}; wants ${[...want.dns, ...want.ips].join(', ')})`,
+      reason:
+        `its names differ (has ${[...f.dns, ...f.ips].join(', ')}; ` +
+        `wants ${[...want.dns, ...want.ips].join(', ')})`,
     };
   }
   if (now >= f.notAfter) return { usable: false, reason: `expired on ${new Date(f.notAfter).toISOString()}` };

@@ -25,7 +25,9 @@ export function clientTls(caBundle: string, peer: Peer): pg.ClientConfig['ssl'] 
     checkServerIdentity: (_host: string, cert: PeerCertificate) => {
       const err = checkServerIdentity(peer.address, cert);
       if (err) {
-        err.message = `the certificate of ${peer.name} does not name ${peer.address} (${(err as Error & { reason?: string }).reason ?? err.message})`;
+        err.message =
+          `the certificate of ${peer.name} does not name ${peer.address} ` +
+          `(${(err as Error & { reason?: string }).reason ?? err.message})`;
       }
       return err;
     },
@@ -52,7 +54,10 @@ export function explainTlsError(err: unknown, peer?: string): string | null {
   const e = err as { code?: string; message?: string } | null;
   const why = e?.code ? TLS_CODES[e.code] : undefined;
   if (!why) return null;
-  return `TLS: the server certificate${peer ? ` of ${peer}` : ''} is refused: ${why} (${e?.message ?? e?.code}); nothing was sent to it`;
+  return (
+    `TLS: the server certificate${peer ? ` of ${peer}` : ''} is refused: ` +
+    `${why} (${e?.message ?? e?.code}); nothing was sent to it`
+  );
 }
 
 /** Refuse clear-text and MD5 password requests on this client: the connect fails before any
@@ -63,7 +68,8 @@ export function scramOnly(client: pg.Client): pg.Client {
     function (this: Internals) {
       const err = Object.assign(
         new Error(
-          `the server asked for a ${what} password: refused (pgop authenticates by SCRAM only; is this the server pgop configured?)`,
+          `the server asked for a ${what} password: refused ` +
+            `(pgop authenticates by SCRAM only; is this the server pgop configured?)`,
         ),
         { code: 'PGOP_AUTH_DOWNGRADE' },
       );

@@ -88,7 +88,8 @@ export async function diffCommand(db: string, file: string): Promise<number> {
     const existing = store.getCluster(parsed.spec.name);
     if (!existing) {
       process.stdout.write(
-        `+ cluster/${parsed.spec.name} (new: ${parsed.spec.nodes.length} nodes, provider ${parsed.spec.provider.type})\n`,
+        `+ cluster/${parsed.spec.name} (new: ${parsed.spec.nodes.length} nodes, ` +
+          `provider ${parsed.spec.provider.type})\n`,
       );
       return EXIT.changes;
     }
@@ -153,7 +154,8 @@ export async function deleteCommand(
 ): Promise<number> {
   if (kind !== 'cluster')
     throw new UsageError(
-      `cannot delete ${kind}: only clusters can be deleted (remove a node from the spec and apply it to delete a node)`,
+      `cannot delete ${kind}: only clusters can be deleted ` +
+        `(remove a node from the spec and apply it to delete a node)`,
     );
   if (wait) await enterLabHubIfNeeded(db);
   const store = Store.open(db);
@@ -209,7 +211,8 @@ export async function switchoverCommand(
     const now = store.getCluster(cluster);
     process.stdout.write(
       ok
-        ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} in ${((Date.now() - started) / 1000).toFixed(2)} s\n`
+        ? `cluster/${cluster} switched over: ${from ?? '-'} -> ${now?.primary ?? '-'} ` +
+            `in ${((Date.now() - started) / 1000).toFixed(2)} s\n`
         : `cluster/${cluster}: switchover still in progress\n`,
     );
     return ok ? EXIT.ok : EXIT.transient;

@@ -227,7 +227,8 @@ export async function describeCommand(
         );
       if (records.length > 1)
         throw new UsageError(
-          `cannot describe node ${name}: it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`,
+          `cannot describe node ${name}: ` +
+            `it exists in clusters ${records.map((r) => r.cluster).join(', ')}; pass --cluster`,
         );
       const rec = records[0]!;
       const item = (collect(store, 'nodes', rec.cluster).items as NodeItem[]).find((n) => n.name === name);

@@ -15,7 +15,8 @@ const POOL = 'pool';
 
 async function fingerprintOf(keyB64: string): Promise<string> {
   const { createHash } = await import('node:crypto');
-  return `SHA256:${createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64').replace(/=+$/, '')}`;
+  const digest = createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64');
+  return `SHA256:${digest.replace(/=+$/, '')}`;
 }
 
 export async function hostKeyListCommand(
@@ -82,7 +83,8 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
       throw terminal(`cannot rotate the host key of ${cluster}/${node}: simulated machines have no SSH`);
     if (process.getuid?.() !== 0)
       throw terminal(
-        `cannot rotate the host key of ${cluster}/${node}: needs root (the keys and the SSH login are root's)`,
+        `cannot rotate the host key of ${cluster}/${node}: ` +
+          `needs root (the keys and the SSH login are root's)`,
       );
     let world: {
       rotateHostKey(
@@ -102,7 +104,9 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
     }
     try {
       const r = await world.rotateHostKey(spec, machine);
-      const reason = `host key of ${r.id} rotated: ${r.previous} -> ${r.current}${r.resumed ? ' (a rotation cut short earlier, finished)' : ''}`;
+      const reason =
+        `host key of ${r.id} rotated: ${r.previous} -> ${r.current}` +
+        `${r.resumed ? ' (a rotation cut short earlier, finished)' : ''}`;
       store.recordEvent({
         time: Date.now(),
         cluster,
@@ -130,7 +134,10 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
     machineOf(c.spec, node);
     const had = store.getHostKey(cluster, node);
     store.pinHostKey(cluster, node, TRUST_NEXT_KEY, '', Date.now(), { replace: true });
-    const reason = `host key of ${cluster}/${node} forgotten${had && had.algo !== TRUST_NEXT_KEY ? ` (was ${await fingerprintOf(had.keyB64)})` : ''}: the next key it presents will be accepted and pinned, unverified`;
+    const reason =
+      `host key of ${cluster}/${node} forgotten` +
+      `${had && had.algo !== TRUST_NEXT_KEY ? ` (was ${await fingerprintOf(had.keyB64)})` : ''}` +
+      `: the next key it presents will be accepted and pinned, unverified`;
     store.recordEvent({
       time: Date.now(),
       cluster,
@@ -142,7 +149,8 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
     });
     process.stdout.write(`${reason}\n`);
     process.stderr.write(
-      'warning: that first contact is not verified; for a machine pgop made, `pgop host-key rotate` (or deleting and re-creating it) keeps every contact verified\n',
+      'warning: that first contact is not verified; for a machine pgop made, ' +
+        '`pgop host-key rotate` (or deleting and re-creating it) keeps every contact verified\n',
     );
     return EXIT.ok;
   } finally {

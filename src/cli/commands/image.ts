@@ -30,11 +30,13 @@ export async function imageBuildCommand(flags: ImageBuildFlags & { file?: string
   const r = await buildImage(opts);
   if (r.status === 'up-to-date') {
     process.stdout.write(
-      `image ${r.output} up to date (recipe ${r.recipeHash.slice(0, 12)}, ${mib(r.fileBytes)}); --force rebuilds it\n`,
+      `image ${r.output} up to date ` +
+        `(recipe ${r.recipeHash.slice(0, 12)}, ${mib(r.fileBytes)}); --force rebuilds it\n`,
     );
   } else {
     process.stdout.write(
-      `image ${r.output} built in ${r.seconds.toFixed(1)} s (${mib(r.fileBytes)}, recipe ${r.recipeHash.slice(0, 12)})\n`,
+      `image ${r.output} built in ${r.seconds.toFixed(1)} s ` +
+        `(${mib(r.fileBytes)}, recipe ${r.recipeHash.slice(0, 12)})\n`,
     );
   }
   return EXIT.ok;

@@ -118,7 +118,8 @@ async function waitConverged(
 
 const PgopTimeout = (name: string, c: StoredCluster | undefined, log: string) =>
   terminal(
-    `cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} (the operator keeps trying; see pgop get events --cluster ${name} and ${log})`,
+    `cannot bring up cluster ${name} in time: phase ${c?.phase ?? '?'}: ${c?.message ?? ''} ` +
+      `(the operator keeps trying; see pgop get events --cluster ${name} and ${log})`,
   );
 
 export async function labUpCommand(db: string, file: string, timeoutMs: number): Promise<number> {
@@ -127,7 +128,8 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
   const spec = parsed.spec;
   if (spec.provider.type !== 'lab')
     throw terminal(
-      `cannot bring up ${file} with pgop lab up: its provider is ${spec.provider.type}, not lab (use pgop apply)`,
+      `cannot bring up ${file} with pgop lab up: ` +
+        `its provider is ${spec.provider.type}, not lab (use pgop apply)`,
     );
   const missing = missingBinaries(spec);
   if (missing.length)
@@ -266,7 +268,8 @@ export async function labFaultCommand(
   const node = spec.nodes.find((n) => n.name === nodeName);
   if (!node)
     throw new NotFoundError(
-      `cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} (${spec.nodes.map((n) => n.name).join(', ')})`,
+      `cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} ` +
+        `(${spec.nodes.map((n) => n.name).join(', ')})`,
     );
   const { createLabProvider } = await import('../../drivers/lab/provider.js');
   const provider = createLabProvider();

@@ -67,7 +67,8 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
   if (!lock.ok) {
     store.close();
     process.stderr.write(
-      `error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, since ${new Date(lock.startedAt).toISOString()}\n`,
+      `error: another pgop serve holds ${db}: pid ${lock.pid} on ${lock.hostname}, ` +
+        `since ${new Date(lock.startedAt).toISOString()}\n`,
     );
     process.exitCode = EXIT.locked;
     throw Object.assign(new Error('locked'), { locked: true });
@@ -107,8 +108,10 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     if (held) return true;
     const now = store.serveLockHolder();
     lost = now
-      ? `this serve lost the lock of ${db} to pid ${now.pid} on ${now.hostname} (since ${new Date(now.startedAt).toISOString()}); stopping at once, nothing more is committed`
-      : `this serve lost the lock of ${db} (released by someone else); stopping at once, nothing more is committed`;
+      ? `this serve lost the lock of ${db} to pid ${now.pid} on ${now.hostname} ` +
+        `(since ${new Date(now.startedAt).toISOString()}); stopping at once, nothing more is committed`
+      : `this serve lost the lock of ${db} (released by someone else); ` +
+        `stopping at once, nothing more is committed`;
     log.error({ db }, lost);
     abort.abort();
     return false;

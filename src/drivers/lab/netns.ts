@@ -45,7 +45,8 @@ export function labPrefix(): string {
   const p = process.env.PGOP_LAB_PREFIX ?? 'pgop';
   if (!PREFIX.test(p)) {
     throw terminal(
-      `cannot use lab prefix ${JSON.stringify(p)}: use 1-16 lowercase letters and digits, starting with a letter`,
+      `cannot use lab prefix ${JSON.stringify(p)}: ` +
+        `use 1-16 lowercase letters and digits, starting with a letter`,
     );
   }
   return p;
@@ -281,7 +282,8 @@ export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promis
     }
     if (Date.now() > deadline) {
       throw transient(
-        `cannot fence namespace ${ns}: processes still appearing after ${timeoutMs} ms (${fresh.map((p) => p.pid).join(' ')})`,
+        `cannot fence namespace ${ns}: processes still appearing after ${timeoutMs} ms ` +
+          `(${fresh.map((p) => p.pid).join(' ')})`,
       );
     }
   }

@@ -107,7 +107,8 @@ function parseNetwork(cluster: string, cidr: string): LabNetwork {
   const parsed = parseCidr(cidr);
   if (!parsed || !(parsed.prefixLen >= 8 && parsed.prefixLen <= 30)) {
     throw terminal(
-      `cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: expected an IPv4 CIDR with a prefix length 8-30`,
+      `cannot use network ${JSON.stringify(cidr)} of cluster ${cluster}: ` +
+        `expected an IPv4 CIDR with a prefix length 8-30`,
     );
   }
   const net = networkOf(parsed.address, parsed.prefixLen);
@@ -121,7 +122,8 @@ function checkAddress(cluster: string, what: string, address: string, net: LabNe
   }
   if (a === net.base || a === net.broadcast || a === net.gateway) {
     throw terminal(
-      `cannot place ${what} of cluster ${cluster}: address ${address} is the network, broadcast or hub address of ${cidr}`,
+      `cannot place ${what} of cluster ${cluster}: ` +
+        `address ${address} is the network, broadcast or hub address of ${cidr}`,
     );
   }
 }
@@ -166,7 +168,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     for (const forbidden of [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run']) {
       if (stateDir === forbidden || stateDir.startsWith(`${forbidden}/`)) {
         throw terminal(
-          `cannot use lab state directory ${stateDir}: it lies under ${forbidden}, which lab nodes mount privately`,
+          `cannot use lab state directory ${stateDir}: ` +
+            `it lies under ${forbidden}, which lab nodes mount privately`,
         );
       }
     }
@@ -193,7 +196,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     if (node === POOL) {
       if (!ctx.spec.pgpool.enabled || !ctx.spec.pgpool.address) {
         throw terminal(
-          `cannot place the pool host of cluster ${ctx.name}: pgpool is disabled or spec.pgpool.address is missing`,
+          `cannot place the pool host of cluster ${ctx.name}: ` +
+            `pgpool is disabled or spec.pgpool.address is missing`,
         );
       }
       name = POOL;
@@ -202,7 +206,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       name = assertSafeName('node', node.name);
       if (name === POOL)
         throw terminal(
-          `cannot place node ${name} of cluster ${ctx.name}: the name "pool" is reserved for the pgpool host in the lab`,
+          `cannot place node ${name} of cluster ${ctx.name}: ` +
+            `the name "pool" is reserved for the pgpool host in the lab`,
         );
       address = node.address;
     }

@@ -124,7 +124,10 @@ export function kvmPermissionAdvice(): string | null {
   try {
     const st = statSync('/dev/kvm');
     if ((st.mode & 0o060) === 0o060) return null;
-    return '/dev/kvm is not group read-write (no udev?): libvirt re-probes qemu on every call; run `chgrp kvm /dev/kvm && chmod 0660 /dev/kvm`';
+    return (
+      '/dev/kvm is not group read-write (no udev?): libvirt re-probes qemu on every call; ' +
+      'run `chgrp kvm /dev/kvm && chmod 0660 /dev/kvm`'
+    );
   } catch {
     return null;
   }

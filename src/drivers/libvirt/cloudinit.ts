@@ -61,6 +61,8 @@ export const DATADISK_SCRIPT_PATH = '/usr/local/sbin/pgop-datadisk';
 
 /** Runs once per instance (cloud-init runcmd) and is safe to run again: every step checks what
  *  exists first. $1 layout (lvm|plain), $2 filesystem (xfs|ext4). */
+const FSTAB_APPEND = `printf '%s %s %s %s 0 %s\\n' "$1" "$2" "$3" "$4" "$5" >> /etc/fstab`;
+
 export const DATADISK_SCRIPT = `#!/bin/sh
 # Written by pgop: format and mount the data disk on /u01 and /u02 (idempotent).
 set -eu
@@ -79,7 +81,7 @@ need() {
 settle() { command -v udevadm >/dev/null 2>&1 && udevadm settle || true; }
 mkfs_() { if [ "$fs" = xfs ]; then mkfs.xfs -q -L "$2" "$1"; else mkfs.ext4 -q -L "$2" "$1"; fi; }
 hasfs() { [ -n "$(blkid -o value -s TYPE "$1" 2>/dev/null || true)" ]; }
-fstab() { grep -qs "^[^#]*[[:space:]]$2[[:space:]]" /etc/fstab || printf '%s %s %s %s 0 %s\\n' "$1" "$2" "$3" "$4" "$5" >> /etc/fstab; }
+fstab() { grep -qs "^[^#]*[[:space:]]$2[[:space:]]" /etc/fstab || ${FSTAB_APPEND}; }
 [ "$fs" = xfs ] && need mkfs.xfs xfsprogs
 mkdir -p /u01 /u02
 if [ "$layout" = lvm ]; then
@@ -130,21 +132,25 @@ export function renderUserData(s: SeedInput): string {
   // cloud-init hands these to useradd and hostnamectl: names only, whatever reached here.
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(s.sshUser))
     throw terminal(
-      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.sshUser)} is not a Unix user name`,
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ` +
+        `${JSON.stringify(s.sshUser)} is not a Unix user name`,
     );
   if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.hostname))
     throw terminal(
-      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ${JSON.stringify(s.hostname)} is not a host name`,
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ` +
+        `${JSON.stringify(s.hostname)} is not a host name`,
     );
   const key = s.publicKey.trim();
   if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(key))
     throw terminal(
-      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: the operator key is not an ssh-ed25519 public key`,
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ` +
+        `the operator key is not an ssh-ed25519 public key`,
     );
   const hostPub = s.hostKey.publicLine.trim();
   if (!/^ssh-ed25519 [A-Za-z0-9+/=]+( \S.*)?$/.test(hostPub) || !PRIVATE_KEY.test(s.hostKey.privateKey)) {
     throw terminal(
-      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: the host key is not an OpenSSH ed25519 key pair`,
+      `cannot render the cloud-init seed of ${s.cluster}/${s.name}: ` +
+        `the host key is not an OpenSSH ed25519 key pair`,
     );
   }
   const doc: Record<string, unknown> = {

@@ -54,8 +54,10 @@ const LIFECYCLE: Record<string, LifecycleKind> = {
   Crashed: 'crashed',
 };
 
-const LINE =
-  /^(?:(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)([+-]\d{4})?: )?event '([^']+)' for domain (?:'((?:[^']|'(?!:))*)'|(\S+?)):?(?: (.*))?$/;
+const LINE = new RegExp(
+  String.raw`^(?:(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)([+-]\d{4})?: )?` +
+    String.raw`event '([^']+)' for domain (?:'((?:[^']|'(?!:))*)'|(\S+?)):?(?: (.*))?$`,
+);
 
 /** Parse one line of `virsh event --loop [--timestamp]` output; null for anything else (the
  *  closing "events received" line, blank lines). */

@@ -95,7 +95,8 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST
   if (node === POOL_HOST) {
     if (!spec.pgpool.enabled || !spec.pgpool.address) {
       throw terminal(
-        `cannot place the pool host of cluster ${cluster}: pgpool is disabled or spec.pgpool.address is missing`,
+        `cannot place the pool host of cluster ${cluster}: ` +
+          `pgpool is disabled or spec.pgpool.address is missing`,
       );
     }
     const first = spec.nodes[0];

@@ -142,7 +142,11 @@ export class LibvirtProvider implements ProviderDriver {
     node: MachineRef,
   ): { nodePath: string; statePath: string; reload: string[] } {
     const reload =
-      'if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q ssh; then systemctl reload ssh; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active -q sshd; then systemctl reload sshd; else kill -HUP "$(cat /run/sshd.pid)"; fi';
+      'if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q ssh; ' +
+      'then systemctl reload ssh; ' +
+      'elif command -v systemctl >/dev/null 2>&1 && systemctl is-active -q sshd; ' +
+      'then systemctl reload sshd; ' +
+      'else kill -HUP "$(cat /run/sshd.pid)"; fi';
     return { nodePath: HOST_KEY_PATH, statePath: this.hostKeyPath(spec, node), reload: ['sh', '-c', reload] };
   }
 
@@ -402,7 +406,8 @@ export class LibvirtProvider implements ProviderDriver {
     const meta = pgopMetadata(xml, 'machine');
     if (!meta || meta.cluster !== m.cluster || meta.node !== m.name) {
       throw terminal(
-        `cannot use domain ${m.domain} on ${m.uri} for ${m.id}: it exists but was not made by pgop for this node (rename the cluster or remove the domain)`,
+        `cannot use domain ${m.domain} on ${m.uri} for ${m.id}: ` +
+          `it exists but was not made by pgop for this node (rename the cluster or remove the domain)`,
       );
     }
   }
@@ -640,7 +645,8 @@ export class LibvirtProvider implements ProviderDriver {
         this.warnedClosed.add(key);
         this.log.warn(
           { uri, path, closed },
-          `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others (chmod o+x, unless qemu runs as root)`,
+          `qemu may not reach ${path}: ${closed.join(', ')} cannot be traversed by others ` +
+            `(chmod o+x, unless qemu runs as root)`,
         );
       }
     }

@@ -124,7 +124,8 @@ export class HypervisorResources {
     const facts = networkFacts(st.xml);
     if (facts.gateway !== p.network.gateway || facts.prefixLen !== prefixLen) {
       throw terminal(
-        `cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, not the spec's ${p.network.gateway}/${prefixLen} (name another network)`,
+        `cannot ${what}: it exists with address ${facts.gateway}/${facts.prefixLen}, ` +
+          `not the spec's ${p.network.gateway}/${prefixLen} (name another network)`,
       );
     }
     if (!st.active) {
@@ -143,7 +144,8 @@ export class HypervisorResources {
         // An entry of this machine with old values is replaced; anyone else's address is not taken.
         if (x.name !== h.name && x.mac !== h.mac) {
           throw terminal(
-            `cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: it is reserved for ${x.name || x.mac}`,
+            `cannot reserve ${h.ip} for ${spec.name}/${h.name} on network ${name}: ` +
+              `it is reserved for ${x.name || x.mac}`,
           );
         }
         await this.updateDhcpHost(uri, name, 'delete', x, flags, what);

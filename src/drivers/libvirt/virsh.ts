@@ -17,11 +17,32 @@ export interface VirshResult {
 }
 
 /** libvirt's "no such object" answers (domain, network, pool, volume). */
-export const NOT_FOUND =
-  /not found|no (?:domain|network|storage pool|storage vol(?:ume)?) with matching|Storage volume not found|Storage pool not found/i;
+export const NOT_FOUND = new RegExp(
+  [
+    'not found',
+    'no (?:domain|network|storage pool|storage vol(?:ume)?) with matching',
+    'Storage volume not found',
+    'Storage pool not found',
+  ].join('|'),
+  'i',
+);
 /** The daemon or the connection went away: worth a retry. */
-export const CONNECTION_LOST =
-  /Failed to connect socket|Cannot recv data|End of file while reading|Cannot write data|client socket is closed|not connected|connection.*(?:closed|reset|refused)|Broken pipe|failed to connect to the hypervisor|timed out|Unable to connect/i;
+export const CONNECTION_LOST = new RegExp(
+  [
+    'Failed to connect socket',
+    'Cannot recv data',
+    'End of file while reading',
+    'Cannot write data',
+    'client socket is closed',
+    'not connected',
+    'connection.*(?:closed|reset|refused)',
+    'Broken pipe',
+    'failed to connect to the hypervisor',
+    'timed out',
+    'Unable to connect',
+  ].join('|'),
+  'i',
+);
 
 export class VirshError extends PgopError {
   constructor(
@@ -55,8 +76,9 @@ export function virshQuote(arg: string): string {
 
 /** Output of one interactive virsh for a URI. Each command is framed by markers virsh echoes
  *  itself (echo --xml turns <M> into &lt;M&gt;, so the echoed command line never matches the
- *  marker): stdout  P echo --xml '<A>'\n &lt;A&gt; P echo --err ...\n P <cmd>\n OUTPUT P echo --xml '<B>'\n &lt;B&gt;
- *  where P is virsh's prompt (read once at start); stderr  error: &lt;A&gt;\n ERRORS error: &lt;B&gt;\n. */
+ *  marker), where P is virsh's prompt (read once at start):
+ *  stdout  P echo --xml '<A>'\n &lt;A&gt; P echo --err ...\n P <cmd>\n OUTPUT P echo --xml '<B>'\n &lt;B&gt;
+ *  stderr  error: &lt;A&gt;\n ERRORS error: &lt;B&gt;\n. */
 class VirshSession {
   private child: ChildProcess | null = null;
   private out = '';
@@ -172,7 +194,8 @@ class VirshSession {
       const eB = xmlEsc(B);
       const echoB = `echo --xml ${virshQuote(B)}\n`;
       this.child!.stdin!.write(
-        `echo --xml ${virshQuote(A)}\necho --err --xml ${virshQuote(A)}\n${cmdline}\n${echoB}echo --err --xml ${virshQuote(B)}\n`,
+        `echo --xml ${virshQuote(A)}\necho --err --xml ${virshQuote(A)}\n` +
+          `${cmdline}\n${echoB}echo --err --xml ${virshQuote(B)}\n`,
       );
       await this.waitFor(() => this.out.includes(eB) && this.err.includes(`${eB}\n`), deadline);
       // stdout
@@ -187,7 +210,9 @@ class VirshSession {
       const end = seg.lastIndexOf(echoB) - (this.prompt ?? '').length;
       if (a < 0 || second < 0 || end < start || !seg.slice(first + 1, second).includes(args[0] ?? ''))
         throw internal(
-          `cannot read virsh's answer to ${args[0]}: unexpected session output ${JSON.stringify(seg.slice(0, 600))} (command ${JSON.stringify(cmdline.slice(0, 300))})`,
+          `cannot read virsh's answer to ${args[0]}: ` +
+            `unexpected session output ${JSON.stringify(seg.slice(0, 600))} ` +
+            `(command ${JSON.stringify(cmdline.slice(0, 300))})`,
         );
       const stdout = seg.slice(start, end);
       // stderr

@@ -64,7 +64,9 @@ function libvirtFaults(provider: LibvirtProvider, shell: SshShell): FaultInjecto
     /** SIGKILL the postmaster (first line of postmaster.pid) over SSH. */
     async kill(c: ClusterSpec, n: NodeSpec) {
       const pidFile = `${c.postgres.dataDir}/postmaster.pid`;
-      const script = `p=$(head -n1 ${shellJoin([pidFile])} 2>/dev/null) || exit 0; [ -n "$p" ] && kill -9 "$p" 2>/dev/null; exit 0`;
+      const script =
+        `p=$(head -n1 ${shellJoin([pidFile])} 2>/dev/null) || exit 0; ` +
+        `[ -n "$p" ] && kill -9 "$p" 2>/dev/null; exit 0`;
       const res = await shell.exec(provider.hostRef(c, n), ['sh', '-c', script]);
       if (res.code !== 0) throw terminal(`cannot kill postgres on ${c.name}/${n.name}: ${res.stderr.trim()}`);
     },

@@ -280,7 +280,8 @@ export function renderHba(cluster: ClusterSpec): string {
       throw terminal('cannot render pg_hba.conf: method trust is not allowed');
     if (r.type !== 'local' && ['password', 'md5', 'ident'].includes(r.method as string)) {
       throw terminal(
-        `cannot render pg_hba.conf: method ${r.method} is not allowed on a network rule (${r.database}/${r.user}): use scram-sha-256`,
+        `cannot render pg_hba.conf: method ${r.method} is not allowed on a network rule ` +
+          `(${r.database}/${r.user}): use scram-sha-256`,
       );
     }
     if (r.type === 'local') rows.push(['local', hbaWord(r.database), hbaWord(r.user), '', r.method]);
@@ -467,7 +468,8 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
     ...nodeSslConninfo(cluster),
   ].join(' ');
   const lines = [
-    `# Managed by pgop: ${commentText(node.name)} streams from ${commentText(primary.name)}. Removed on promote.`,
+    `# Managed by pgop: ${commentText(node.name)} streams from ${commentText(primary.name)}. ` +
+      `Removed on promote.`,
     `primary_conninfo = ${confQuote(conninfo)}`,
   ];
   if (cluster.replication.slots) lines.push(`primary_slot_name = ${confQuote(slotName(node.name))}`);
@@ -477,7 +479,10 @@ export function renderStandbyConf(cluster: ClusterSpec, node: NodeSpec, primary:
 }
 
 export function renderSyncConf(names: string[], quorum: number): string {
-  return `# Managed by pgop (ensureSyncStandbys)\nsynchronous_standby_names = ${confQuote(syncStandbyNamesValue(names, quorum))}\n`;
+  return (
+    `# Managed by pgop (ensureSyncStandbys)\n` +
+    `synchronous_standby_names = ${confQuote(syncStandbyNamesValue(names, quorum))}\n`
+  );
 }
 
 /** What postgresql.auto.conf holds when empty (written after clone/rewind to drop copied
@@ -519,7 +524,10 @@ export function scramKeys(password: string, salt: Buffer, iterations: number): S
 export function scramVerifier(password: string, opts: { salt?: Buffer; iterations?: number } = {}): string {
   const salt = opts.salt ?? randomBytes(16);
   const k = scramKeys(password, salt, opts.iterations ?? 4096);
-  return `SCRAM-SHA-256$${k.iterations}:${salt.toString('base64')}$${k.storedKey.toString('base64')}:${k.serverKey.toString('base64')}`;
+  return (
+    `SCRAM-SHA-256$${k.iterations}:${salt.toString('base64')}` +
+    `$${k.storedKey.toString('base64')}:${k.serverKey.toString('base64')}`
+  );
 }
 
 /** Does `verifier` (as stored in pg_authid.rolpassword) accept `password`? */

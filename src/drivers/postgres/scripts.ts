@@ -127,7 +127,8 @@ export function psqlScript(binDir: string, socketDir: string, port: number): Nod
 /** Shell functions shared by the scripts below. A postmaster killed with -9 stays a zombie until
  *  its parent (init) reaps it, and pg_ctl/postgres take a zombie for a live server (kill -0
  *  succeeds): liveness here is "pid alive, not a zombie, named postgres". */
-const PM_FUNCS = `
+const PM_FUNCS =
+  `
 pid_alive() {
   # $1: a postgres lock file (postmaster.pid, .s.PGSQL.<port>.lock): is the pid on its line 1 alive?
   [ -f "$1" ] || return 1
@@ -156,7 +157,8 @@ clear_stale() {
   if [ -f "$1/postmaster.pid" ]; then
     i=0
     while shm_attached "$1" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-    if shm_attached "$1"; then echo "children of the old postmaster still hold its shared memory" >&2; return 1; fi
+    if shm_attached "$1"; then ` +
+  `echo "children of the old postmaster still hold its shared memory" >&2; return 1; fi
     rm -f "$1/postmaster.pid"
   fi
   if [ -n "$2" ] && [ -n "$3" ] && [ -f "$2/.s.PGSQL.$3.lock" ] && ! pid_alive "$2/.s.PGSQL.$3.lock"; then
@@ -166,22 +168,48 @@ clear_stale() {
 }
 `;
 
+/** What a data directory or a copy of one may hold besides the cluster itself (pgdata_kind). */
+const CLUSTER_ENTRIES = [
+  'PG_VERSION',
+  'backup_label',
+  'backup_label.old',
+  'backup_manifest',
+  'backup_manifest.tmp',
+  'base',
+  'global',
+  'pg_*',
+  'postgresql.conf',
+  'postgresql.auto.conf',
+  'postmaster.opts',
+  'postmaster.pid',
+  'tablespace_map',
+  'tablespace_map.old',
+  'standby.signal',
+  'recovery.signal',
+  'current_logfiles',
+  'log',
+  'conf.d',
+  'pgop.confhash',
+].join('|');
+
 /** pgdata_kind DIR: what a data directory holds. missing | empty | cluster (a database cluster
  *  postgres can start) | partial (only what a data directory or a copy of one has, but no
  *  global/pg_control, or a backup_label without a recovery signal: a pg_basebackup or pg_rewind
  *  that did not finish, or whose standby files were never written; pg_basebackup sends
  *  pg_control last) | other (anything else). */
-const PGDATA_KIND_FN = `
+const PGDATA_KIND_FN =
+  `
 pgdata_kind() {
   [ -d "$1" ] || { echo missing; return 0; }
   [ -n "$(ls -A -- "$1" 2>/dev/null)" ] || { echo empty; return 0; }
-  if [ -f "$1/PG_VERSION" ] && [ -f "$1/global/pg_control" ] && { [ ! -f "$1/backup_label" ] || [ -f "$1/standby.signal" ] || [ -f "$1/recovery.signal" ]; }; then
+  if [ -f "$1/PG_VERSION" ] && [ -f "$1/global/pg_control" ] && ` +
+  `{ [ ! -f "$1/backup_label" ] || [ -f "$1/standby.signal" ] || [ -f "$1/recovery.signal" ]; }; then
     echo cluster; return 0
   fi
   for _e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$_e" ] || [ -L "$_e" ] || continue
     case "\${_e##*/}" in
-      PG_VERSION|backup_label|backup_label.old|backup_manifest|backup_manifest.tmp|base|global|pg_*|postgresql.conf|postgresql.auto.conf|postmaster.opts|postmaster.pid|tablespace_map|tablespace_map.old|standby.signal|recovery.signal|current_logfiles|log|conf.d|pgop.confhash) ;;
+      ${CLUSTER_ENTRIES}) ;;
       *) echo other; return 0;;
     esac
   done
@@ -203,12 +231,17 @@ if [ -d "$d" ]; then if pm_alive "$d"; then st=0; else st=3; fi; fi
 echo "init=$init nonempty=$nonempty standby=$sb status=$st partial=$partial"
 `;
 
+/** The postgres user, when the package did not make it (INSTALL_SH). */
+const USERADD_POSTGRES =
+  'useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash postgres';
+
 /** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir
  *  ${10} wait for cloud-init. The spec's directories become postgres's through pg_dir
  *  (src/drivers/ssh/node-fs.ts): created by the owner of their parent, handed over (chown, never
  *  -R) only when root made them in a root-only directory; a system directory, a symlink another
  *  user could have made, or a non-empty directory of root's or of another user is refused. */
-const INSTALL_SH = `${NODE_FS_FUNCS}
+const INSTALL_SH =
+  `${NODE_FS_FUNCS}
 set -e
 b="$1"; v="$2"; d="$3"; arch="$4"; bk="$5"; logd="$6"; fam="$7"; sdir="$8"; sock="$9"
 # A guest answers SSH before cloud-init's last stage (runcmd) has mounted the data disk on /u01:
@@ -233,7 +266,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl mask "$u" >/dev/null 2>&1 || true
   done
 fi
-id postgres >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash postgres
+id postgres >/dev/null 2>&1 || ${USERADD_POSTGRES}
 set +e
 pg_dir "$d" 700
 pg_dir "$arch" 700
@@ -250,16 +283,27 @@ if [ "$(stat -L -c %U -- "$sdir")" = root ]; then
   chmod 755 -- "$sdir" || exit 1
 fi
 set -e
-if [ -d /usr/lib/tmpfiles.d ] && [ ! -f /usr/lib/tmpfiles.d/postgresql.conf ] && [ ! -f /etc/tmpfiles.d/pgop-postgresql.conf ]; then
+if [ -d /usr/lib/tmpfiles.d ] && [ ! -f /usr/lib/tmpfiles.d/postgresql.conf ] && ` +
+  `[ ! -f /etc/tmpfiles.d/pgop-postgresql.conf ]; then
   echo "d $sock 2775 postgres postgres -" > /etc/tmpfiles.d/pgop-postgresql.conf 2>/dev/null || true
 fi
 `;
+
+/** initdb's options besides the data directory (INITDB_SH). */
+const INITDB_OPTIONS = [
+  '--data-checksums',
+  '--auth-local=peer',
+  '--auth-host=scram-sha-256',
+  '--username=postgres',
+  '--encoding=UTF8',
+  '--locale=C.UTF-8',
+].join(' ');
 
 /** As postgres. $1 data dir, $2 bin dir. No password: it is set as a SCRAM verifier after start. */
 const INITDB_SH = `
 set -e
 umask 077
-"$2/initdb" -D "$1" --data-checksums --auth-local=peer --auth-host=scram-sha-256 --username=postgres --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+"$2/initdb" -D "$1" ${INITDB_OPTIONS} >/dev/null
 `;
 
 /** As postgres. $1 data dir, $2 bin dir, $3 -o options, $4 log file, $5 socket dir, $6 port.
@@ -314,13 +358,16 @@ exec "$b/pg_rewind" --target-pgdata="$d" --source-server="$src"
  *    a copy of another cluster is kept ("keeping ..." on stdout). The rename runs as postgres
  *    when the parent is postgres's, as root when only root can change the way to it;
  *  - anything else: refused (exit 3): pgop does not move or delete what it does not recognise. */
-const PREPARE_DATADIR_SH = `${NODE_FS_FUNCS}${PGDATA_KIND_FN}
+const PREPARE_DATADIR_SH =
+  `${NODE_FS_FUNCS}${PGDATA_KIND_FN}
 d="$1"; sysid="$2"; b="$3"
 k=$(pgdata_kind "$d")
 case "$k" in
-  other) fs_die "cannot clone into $d: it is not empty and holds neither a database cluster nor an interrupted clone (move it away or empty it)";;
+  other) fs_die "cannot clone into $d: it is not empty and holds neither a database cluster ` +
+  `nor an interrupted clone (move it away or empty it)";;
   partial|cluster)
-    [ ! -L "$d" ] && [ "$(stat -c %U -- "$d")" = postgres ] || fs_die "cannot clone into $d: not a directory of postgres";;
+    [ ! -L "$d" ] && [ "$(stat -c %U -- "$d")" = postgres ] || ` +
+  `fs_die "cannot clone into $d: not a directory of postgres";;
 esac
 if [ "$k" = partial ]; then
   as_user postgres postgres find "$d" -mindepth 1 -delete || fs_die "cannot empty the interrupted clone in $d"
@@ -329,7 +376,8 @@ elif [ "$k" = cluster ]; then
   aside="$d.pgop-old-$(date +%Y%m%d%H%M%S)"
   for old in "$d".pgop-old-*; do
     [ -e "$old" ] || continue
-    old_id=$(as_user postgres postgres env LC_ALL=C "$b/pg_controldata" -D "$old" 2>/dev/null | sed -n "s/^Database system identifier: *//p")
+    old_id=$(as_user postgres postgres env LC_ALL=C "$b/pg_controldata" -D "$old" 2>/dev/null ` +
+  `| sed -n "s/^Database system identifier: *//p")
     if [ -n "$sysid" ] && [ "$old_id" = "$sysid" ]; then pg_rmtree "$old" || true
     else echo "keeping $old: not a copy of this cluster (system identifier \${old_id:-unknown})"; fi
   done
@@ -345,11 +393,13 @@ pg_dir "$d" 700
 `;
 
 /** As postgres; password on stdin. $1 data $2 bin $3 host $4 port $5 user $6 slot ('' = none) $7 app name. */
-const BASEBACKUP_SH = `
+const BASEBACKUP_SH =
+  `
 IFS= read -r PGPASSWORD; export PGPASSWORD
 d="$1"; b="$2"
 if [ -n "$6" ]; then
-  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w -S "$6"
+  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" ` +
+  `-X stream -c fast -w -S "$6"
 else
   exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w
 fi
@@ -360,4 +410,6 @@ const PSQL_SH = `exec "$1/psql" -X -q -v ON_ERROR_STOP=1 -h "$2" -p "$3" -d post
 
 /** As postgres. $1 log dir. */
 const STARTUP_ERRORS_SH =
-  'tail -n 3 "$1/startup.log" 2>/dev/null; f=$(ls -t "$1"/postgresql-* 2>/dev/null | head -n 1); [ -n "$f" ] && grep -E "FATAL|PANIC|ERROR" "$f" | tail -n 3';
+  'tail -n 3 "$1/startup.log" 2>/dev/null; ' +
+  'f=$(ls -t "$1"/postgresql-* 2>/dev/null | head -n 1); ' +
+  '[ -n "$f" ] && grep -E "FATAL|PANIC|ERROR" "$f" | tail -n 3';

@@ -129,6 +129,9 @@ function checkFilesScript(paths: string[], pre?: DataDirPrep): NodeScript {
   return { text: CHECK_FILES_SH, args };
 }
 
+/** Empties pg_replslot in the data directory $d (PRE_AS_PG, after a copy). */
+const CLEAR_SLOTS = 'find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +';
+
 /** As postgres (the data directory's owner), from CHECK_FILES_SH. $1 data dir $2 conf.d name
  *  $3 include line $4 clean (1) after a copy. */
 const PRE_AS_PG = `d="$1"; c="$2"; line="$3"
@@ -139,7 +142,7 @@ if ! grep -qxF -- "$line" "$d/postgresql.conf"; then
   echo "include added"
 fi
 if [ "$4" = 1 ]; then
-  if [ -d "$d/pg_replslot" ]; then find "$d/pg_replslot" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || exit 1; fi
+  if [ -d "$d/pg_replslot" ]; then ${CLEAR_SLOTS} || exit 1; fi
   rm -f -- "$d/postmaster.opts"
 fi
 exit 0`;
@@ -149,12 +152,14 @@ exit 0`;
  *  "<sha256>  <path>" for each regular file. The data directory's part (conf.d exists,
  *  postgresql.conf includes it, after a copy no copied slots) runs as postgres, its owner:
  *  root never writes in a directory postgres can change. */
-const CHECK_FILES_SH = `${NODE_FS_FUNCS}
+const CHECK_FILES_SH =
+  `${NODE_FS_FUNCS}
 ${shVar('PRE_AS_PG', PRE_AS_PG)}
 d="$1"; c="$2"; line="$3"; clean="$4"
 shift 4
 if [ -n "$d" ]; then
-  [ -d "$d" ] && [ "$(stat -L -c %U -- "$d")" = postgres ] || fs_die "cannot configure $d: not a directory of postgres"
+  [ -d "$d" ] && [ "$(stat -L -c %U -- "$d")" = postgres ] ` +
+  `|| fs_die "cannot configure $d: not a directory of postgres"
   as_user postgres postgres sh -c "$PRE_AS_PG" pre "$d" "$c" "$line" "$clean" || exit $?
 fi
 [ $# -gt 0 ] || exit 0

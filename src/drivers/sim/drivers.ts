@@ -115,7 +115,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         // another host. Strays are found by listMachines.
         if (n?.address !== undefined && n.address !== spec.address) {
           throw terminal(
-            `cannot observe machine ${what(cluster, spec.name)}: it was made at ${n.address}, not ${spec.address}`,
+            `cannot observe machine ${what(cluster, spec.name)}: ` +
+              `it was made at ${n.address}, not ${spec.address}`,
           );
         }
         // The hypervisor sees domains, not links: a partitioned machine is simply running.
@@ -259,7 +260,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       if (pg.inRecovery) {
         // pgop never re-initialises data, and a standby becomes primary only through promote.
         throw terminal(
-          `cannot init primary ${what(cluster, node.name)}: its data directory holds a standby; promote it instead`,
+          `cannot init primary ${what(cluster, node.name)}: ` +
+            `its data directory holds a standby; promote it instead`,
         );
       }
       // Already a primary: (re)configure, start if down. Starting an old primary that another
@@ -387,7 +389,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         throw transient(`cannot set synchronous standbys on ${what(cluster, primary.name)}: not a primary`);
       if (names.length > 0 && (!Number.isInteger(quorum) || quorum < 1)) {
         throw terminal(
-          `cannot set synchronous standbys on ${what(cluster, primary.name)}: quorum must be a positive integer, got ${quorum}`,
+          `cannot set synchronous standbys on ${what(cluster, primary.name)}: ` +
+            `quorum must be a positive integer, got ${quorum}`,
         );
       }
       // Names that do not stream yet are accepted, as postgres does: writes then hang.

@@ -37,7 +37,8 @@ export function assertSafePath(what: string, path: string): string {
     p.length > 1024
   ) {
     throw terminal(
-      `cannot use ${what} ${JSON.stringify(path)}: not a plain absolute path (letters, digits, '_', '.', '-' and '/' only; no '..')`,
+      `cannot use ${what} ${JSON.stringify(path)}: not a plain absolute path ` +
+        `(letters, digits, '_', '.', '-' and '/' only; no '..')`,
     );
   }
   return p;
@@ -57,8 +58,70 @@ if cat > "$tmp" && chmod "$3" -- "$tmp" && mv -f -T -- "$tmp" "$1/$2"; then exit
 rm -f -- "$tmp"
 exit 1`;
 
+/** is_system_dir's case patterns: / and the directories of the OS itself, then the trees below
+ *  the OS's own directories (NODE_FS_FUNCS). */
+const SYSTEM_DIRS = [
+  '/',
+  '/bin',
+  '/boot',
+  '/dev',
+  '/etc',
+  '/home',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/media',
+  '/mnt',
+  '/opt',
+  '/proc',
+  '/root',
+  '/run',
+  '/sbin',
+  '/srv',
+  '/sys',
+  '/tmp',
+  '/usr',
+  '/var',
+].join('|');
+const VAR_SYSTEM_DIRS = [
+  '/var/lib',
+  '/var/log',
+  '/var/run',
+  '/var/tmp',
+  '/var/cache',
+  '/var/spool',
+  '/var/mail',
+  '/var/opt',
+  '/var/local',
+  '/var/backups',
+  '/var/lib/dpkg',
+  '/var/lib/apt',
+  '/var/lib/rpm',
+].join('|');
+const SYSTEM_TREES = [
+  '/bin/*',
+  '/boot/*',
+  '/dev/*',
+  '/etc/*',
+  '/lib/*',
+  '/lib32/*',
+  '/lib64/*',
+  '/libx32/*',
+  '/proc/*',
+  '/root/*',
+  '/run/*',
+  '/sbin/*',
+  '/sys/*',
+  '/tmp/*',
+  '/usr/*',
+  '/var/tmp/*',
+  '/var/run/*',
+].join('|');
+
 /** Shell functions for scripts run as root. Failures of the rule exit 3 (terminal). */
-export const NODE_FS_FUNCS = `
+export const NODE_FS_FUNCS =
+  `
 fs_die() { echo "$*" >&2; exit 3; }
 # as_user USER GROUP CMD...: CMD with USER's uid, GROUP and USER's groups (no PAM session, no
 # capability left: a setuid away from root drops them all)
@@ -70,7 +133,8 @@ as_user() {
 # au_ids USER GROUP: their ids in _au_u/_au_g, looked up once per shell (and its subshells)
 au_ids() {
   [ "$1:$2" != "$_au_key" ] || return 0
-  _au_u=$(id -u -- "$1") && _au_g=$(getent group "$2" | cut -d: -f3) && [ -n "$_au_g" ] || { echo "no user $1 or group $2" >&2; return 1; }
+  _au_u=$(id -u -- "$1") && _au_g=$(getent group "$2" | cut -d: -f3) && [ -n "$_au_g" ] ` +
+  `|| { echo "no user $1 or group $2" >&2; return 1; }
   _au_key="$1:$2"
 }
 # ro_dir DIR: DIR (a resolved path, no links) is a directory of root's that only root can
@@ -125,17 +189,21 @@ put_file() {
   _downer=$(stat -L -c %U -- "$_dir") || fs_die "cannot write $_path: cannot stat $_dir"
   _rdir=$(root_only "$_dir") || _rdir=""
   if [ -z "$_own" ]; then if [ -n "$_rdir" ]; then _own=root:root; else _own=postgres:postgres; fi; fi
-  case "$_own" in *:*) ;; *) _own="$_own:$(id -gn -- "$_own")" || fs_die "cannot write $_path: no user $_own";; esac
+  case "$_own" in *:*) ;; *) _own="$_own:$(id -gn -- "$_own")" ` +
+  `|| fs_die "cannot write $_path: no user $_own";; esac
   _fu=\${_own%%:*}
   if [ "$_fu" = postgres ] && [ "$_downer" = postgres ]; then
-    as_user postgres "\${_own#*:}" sh -c "$PUT_AS_OWNER" put "$_dir" "$_base" "$_mode" || fs_die "cannot write $_path as postgres"
+    as_user postgres "\${_own#*:}" sh -c "$PUT_AS_OWNER" put "$_dir" "$_base" "$_mode" ` +
+  `|| fs_die "cannot write $_path as postgres"
   elif [ -n "$_rdir" ]; then
     _tmp=$(mktemp -- "$_rdir/.$_base.pgop-XXXXXXXXXX") || fs_die "cannot write $_path: mktemp failed"
-    if ! { cat > "$_tmp" && chmod "$_mode" -- "$_tmp" && chown "$_own" -- "$_tmp" && mv -f -T -- "$_tmp" "$_rdir/$_base"; }; then
+    if ! { cat > "$_tmp" && chmod "$_mode" -- "$_tmp" && chown "$_own" -- "$_tmp" ` +
+  `&& mv -f -T -- "$_tmp" "$_rdir/$_base"; }; then
       rm -f -- "$_tmp"; fs_die "cannot install $_path"
     fi
   else
-    fs_die "cannot write $_path as $_own: its directory $_dir is $_downer's and others than root can change the way to it"
+    fs_die "cannot write $_path as $_own: its directory $_dir is $_downer's ` +
+  `and others than root can change the way to it"
   fi
 }
 # del_file PATH: remove PATH (a link itself, never its target), as postgres in a directory of
@@ -155,9 +223,9 @@ del_file() {
 # is_system_dir PATH: / and the directories of the OS itself; pgop never hands one to postgres
 is_system_dir() {
   case "$1" in
-    /|/bin|/boot|/dev|/etc|/home|/lib|/lib32|/lib64|/libx32|/media|/mnt|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/var) return 0;;
-    /var/lib|/var/log|/var/run|/var/tmp|/var/cache|/var/spool|/var/mail|/var/opt|/var/local|/var/backups|/var/lib/dpkg|/var/lib/apt|/var/lib/rpm) return 0;;
-    /bin/*|/boot/*|/dev/*|/etc/*|/lib/*|/lib32/*|/lib64/*|/libx32/*|/proc/*|/root/*|/run/*|/sbin/*|/sys/*|/tmp/*|/usr/*|/var/tmp/*|/var/run/*) return 0;;
+    ${SYSTEM_DIRS}) return 0;;
+    ${VAR_SYSTEM_DIRS}) return 0;;
+    ${SYSTEM_TREES}) return 0;;
   esac
   return 1
 }
@@ -173,7 +241,8 @@ mk_parents() {
     [ -n "$_c" ] || continue
     _parent=\${_p:-/}; _p="$_p/$_c"
     if [ -L "$_p" ]; then
-      { [ "$(stat -c %u -- "$_p")" = 0 ] && root_only "$_parent" >/dev/null && [ -d "$_p" ]; } || fs_die "cannot use $1: $_p is a symlink another user may have made, or leads nowhere"
+      { [ "$(stat -c %u -- "$_p")" = 0 ] && root_only "$_parent" >/dev/null && [ -d "$_p" ]; } ` +
+  `|| fs_die "cannot use $1: $_p is a symlink another user may have made, or leads nowhere"
     elif [ -d "$_p" ]; then :
     elif [ -e "$_p" ]; then fs_die "cannot use $1: $_p is not a directory"
     else
@@ -205,19 +274,24 @@ pg_dir() {
   _t=$(cd -P -- "$1" && pwd -P) || fs_die "cannot use $1"
   _tp=\${_t%/*}; [ -n "$_tp" ] || _tp=/
   if ! { root_only "$_gp" >/dev/null && ro_chain "$_tp"; }; then
-    as_user postgres postgres sh -c '[ -d "$1" ] && [ "$(stat -L -c %U -- "$1")" = postgres ] || { echo "cannot use $1: not a directory of postgres" >&2; exit 3; }
-      [ "$2" = - ] || [ "$(stat -L -c %a -- "$1")" = "$2" ] || chmod -- "$2" "$1"' pg_dir "$1" "$2" || fs_die "cannot use $1 as a directory of postgres"
+    as_user postgres postgres sh -c '[ -d "$1" ] && [ "$(stat -L -c %U -- "$1")" = postgres ] ` +
+  `|| { echo "cannot use $1: not a directory of postgres" >&2; exit 3; }
+      [ "$2" = - ] || [ "$(stat -L -c %a -- "$1")" = "$2" ] || chmod -- "$2" "$1"' pg_dir "$1" "$2" ` +
+  `|| fs_die "cannot use $1 as a directory of postgres"
     return 0
   fi
-  [ "$3" = fixed ] || ! is_system_dir "$_t" || fs_die "cannot hand $1 to postgres: it leads to the system directory $_t"
+  [ "$3" = fixed ] || ! is_system_dir "$_t" ` +
+  `|| fs_die "cannot hand $1 to postgres: it leads to the system directory $_t"
   _o=$(stat -c %U -- "$_t")
   if [ "$_o" = postgres ]; then
-    if [ "$2" != - ] && [ "$(stat -c %a -- "$_t")" != "$2" ]; then chmod "$2" -- "$_t" || fs_die "cannot chmod $1"; fi
+    if [ "$2" != - ] && [ "$(stat -c %a -- "$_t")" != "$2" ]; then ` +
+  `chmod "$2" -- "$_t" || fs_die "cannot chmod $1"; fi
     return 0
   fi
   [ "$_o" = root ] || fs_die "cannot hand $1 to postgres: it belongs to $_o"
   if [ "$MK_CREATED" != "$1" ] && [ -n "$(ls -A -- "$_t")" ]; then
-    fs_die "cannot hand $1 to postgres: it is root's and not empty (let pgop create it, or make it postgres's)"
+    fs_die "cannot hand $1 to postgres: it is root's and not empty ` +
+  `(let pgop create it, or make it postgres's)"
   fi
   chown postgres:postgres -- "$_t" || fs_die "cannot chown $1"
   if [ "$2" != - ]; then chmod "$2" -- "$_t" || fs_die "cannot chmod $1"; fi

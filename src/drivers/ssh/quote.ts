@@ -1,7 +1,8 @@
 // The ONE shell quoting helper: every remote command goes through it, and so does every value
 // pgop writes into a generated script. A remote command over SSH is a single string that the
-// node's login shell parses (`$SHELL -c <string>`), so every argument is POSIX single-quoted here: inside single quotes no character is special, and a single quote
-// itself is written as '\'' (close, escaped quote, reopen). Works the same in sh, dash and bash.
+// node's login shell parses (`$SHELL -c <string>`), so every argument is POSIX single-quoted here:
+// inside single quotes no character is special, and a single quote itself is written as '\''
+// (close, escaped quote, reopen). Works the same in sh, dash and bash.
 
 import { terminal } from '../../errors.js';
 
@@ -34,7 +35,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export function assertSafeName(kind: string, value: string): string {
   if (typeof value !== 'string' || !NAME.test(value)) {
     throw terminal(
-      `cannot use ${kind} name ${JSON.stringify(value)}: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit`,
+      `cannot use ${kind} name ${JSON.stringify(value)}: ` +
+        `use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit`,
     );
   }
   return value;

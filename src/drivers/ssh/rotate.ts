@@ -92,7 +92,8 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
   const pinned = o.pins.getPinned(ref.id);
   if (!pinned || pinned.algo === TRUST_NEXT_KEY) {
     throw terminal(
-      `cannot rotate the host key of ${ref.id}: no verified key is pinned for it (a rotation needs a session the current key proves)`,
+      `cannot rotate the host key of ${ref.id}: no verified key is pinned for it ` +
+        `(a rotation needs a session the current key proves)`,
     );
   }
   const previous = fingerprint(pinned.keyB64);
@@ -113,7 +114,8 @@ export async function rotateHostKey(o: RotateOptions): Promise<RotateResult> {
   const old = await readKeyPair(target.statePath);
   if (old && old.keyB64 !== pinned.keyB64) {
     throw terminal(
-      `cannot rotate the host key of ${ref.id}: the key pgop keeps for it (${target.statePath}) is not the pinned one`,
+      `cannot rotate the host key of ${ref.id}: ` +
+        `the key pgop keeps for it (${target.statePath}) is not the pinned one`,
     );
   }
 

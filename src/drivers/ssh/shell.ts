@@ -124,7 +124,8 @@ export const REDACTED = '<redacted>';
 
 /** OpenSSH-style fingerprint of a raw public key blob: SHA256:<base64 without padding>. */
 export function fingerprint(keyB64: string): string {
-  return `SHA256:${createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64').replace(/=+$/, '')}`;
+  const digest = createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64');
+  return `SHA256:${digest.replace(/=+$/, '')}`;
 }
 
 /** Algorithm name inside an SSH public key blob (string length + name). */
@@ -266,8 +267,14 @@ export class SshShell implements NodeShell {
             const presented = fingerprint(keyB64);
             const expected = pinned ? fingerprint(pinned.keyB64) : null;
             const message = pinned
-              ? `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: it presented ${presented}, but the key pinned for it is ${expected} (another machine answers at this address, or its key was replaced outside pgop; see \`pgop host-key list\`)`
-              : `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: it presented ${presented}, and no key is pinned for it (pgop pins the key it makes for a machine before the machine first starts; for a machine made otherwise, \`pgop host-key forget\` accepts the next key it presents)`;
+              ? `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: ` +
+                `it presented ${presented}, but the key pinned for it is ${expected} ` +
+                `(another machine answers at this address, or its key was replaced outside pgop; ` +
+                `see \`pgop host-key list\`)`
+              : `cannot connect to ${host.id} (${host.address}:${host.port}): host key refused: ` +
+                `it presented ${presented}, and no key is pinned for it ` +
+                `(pgop pins the key it makes for a machine before the machine first starts; ` +
+                `for a machine made otherwise, \`pgop host-key forget\` accepts the next key it presents)`;
             mismatch = terminal(message);
             try {
               this.onHostKeyRefused({ id: host.id, address: host.address, expected, presented, message });
@@ -291,7 +298,8 @@ export class SshShell implements NodeShell {
         sock.destroy();
         reject(
           transient(
-            `cannot connect to ${host.id} (${host.address}:${host.port}): timed out after ${this.connectTimeoutMs} ms`,
+            `cannot connect to ${host.id} (${host.address}:${host.port}): ` +
+              `timed out after ${this.connectTimeoutMs} ms`,
           ),
         );
       }, this.connectTimeoutMs);
@@ -477,7 +485,8 @@ export class SshShell implements NodeShell {
     const probe = await this.exec(host, [
       'sh',
       '-c',
-      `${shellJoin(['sha256sum'])} < ${shellJoin([path])} && ${shellJoin(['stat', '-c', '%a %U %U:%G', '--', path])}`,
+      `${shellJoin(['sha256sum'])} < ${shellJoin([path])} && ` +
+        `${shellJoin(['stat', '-c', '%a %U %U:%G', '--', path])}`,
     ]);
     if (probe.code === 0) {
       const [sumLine, statLine] = probe.stdout.trim().split('\n');
