@@ -240,31 +240,35 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('brings up 3 nodes, then scales out to 4: pg4 streams through its slot and is a sync candidate', async () => {
-    apply(['pg1', 'pg2', 'pg3']);
-    await converge();
-    expect(primary()).toBe('pg1');
-    await query(POOL, TABLE_DDL, [], 9999);
-    apply(all);
-    await converge();
-    expect(readFileSync(join(state, 'sc', 'pg4', 'address'), 'utf8').trim()).toBe(addr('pg4'));
-    const repl = (
-      await query<{ application_name: string }>(
+  it(
+    'brings up 3 nodes, then scales out to 4: pg4 streams through its slot and is a sync ' + 'candidate',
+    async () => {
+      apply(['pg1', 'pg2', 'pg3']);
+      await converge();
+      expect(primary()).toBe('pg1');
+      await query(POOL, TABLE_DDL, [], 9999);
+      apply(all);
+      await converge();
+      expect(readFileSync(join(state, 'sc', 'pg4', 'address'), 'utf8').trim()).toBe(addr('pg4'));
+      const repl = (
+        await query<{ application_name: string }>(
+          addr('pg1'),
+          'SELECT application_name FROM pg_stat_replication',
+        )
+      ).map((r) => r.application_name);
+      expect(repl).toContain('pg4');
+      const slots = await query<{ slot_name: string; active: boolean }>(
         addr('pg1'),
-        'SELECT application_name FROM pg_stat_replication',
-      )
-    ).map((r) => r.application_name);
-    expect(repl).toContain('pg4');
-    const slots = await query<{ slot_name: string; active: boolean }>(
-      addr('pg1'),
-      'SELECT slot_name, active FROM pg_replication_slots',
-    );
-    expect(slots).toContainEqual({ slot_name: 'pgop_pg4', active: true });
-    expect(
-      (await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names'))[0]!
-        .synchronous_standby_names,
-    ).toContain('pg4');
-  });
+        'SELECT slot_name, active FROM pg_replication_slots',
+      );
+      expect(slots).toContainEqual({ slot_name: 'pgop_pg4', active: true });
+      expect(
+        (
+          await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names')
+        )[0]!.synchronous_standby_names,
+      ).toContain('pg4');
+    },
+  );
 
   it('4 -> 3: removing a standby leaves nothing of it, and no acknowledged write is lost', async () => {
     const { events } = await scaleIn(['pg1', 'pg2', 'pg3'], 'pg4', 'scale-standby');

@@ -247,19 +247,23 @@ describe('the libvirt ownership marker', () => {
 });
 
 describe('the lab mounts the parser knows', () => {
-  it("are the lab provider's: postgres directories on postgres-owned private mounts, stateDir off every private mount", () => {
-    const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
-    for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
-    expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual(
-      [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort(),
-    );
-    const text = edit(
-      LAB,
-      '    network: 10.77.0.0/24 ',
-      '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ',
-    );
-    expect(() => parseSpecText(text, 'lab.yaml')).toThrow(
-      /stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/,
-    );
-  });
+  it(
+    "are the lab provider's: postgres directories on postgres-owned private mounts, stateDir off every " +
+      'private mount',
+    () => {
+      const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
+      for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
+      expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual(
+        [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort(),
+      );
+      const text = edit(
+        LAB,
+        '    network: 10.77.0.0/24 ',
+        '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ',
+      );
+      expect(() => parseSpecText(text, 'lab.yaml')).toThrow(
+        /stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/,
+      );
+    },
+  );
 });
