@@ -71,7 +71,9 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
       .map(([m, n]) => `${n}x ${m.slice(0, 100)}`)
       .join(' | ');
     log(
-      `kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s (from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`,
+      `kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s ` +
+        `(from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}` +
+        `${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`,
     );
     expect(await lab.primaries(), ctx).toEqual([primary]);
     expect(missing(pool.acks, await lab.ids(primary, 'kill-standby', 'pool')), ctx).toEqual([]);

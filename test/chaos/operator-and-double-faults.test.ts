@@ -67,7 +67,9 @@ describe.skipIf(!IN_LAB)(
         await lab.stopServe('SIGKILL');
         seen.killedAt = now();
         log(
-          `operator SIGKILLed ${(seen.killedAt - ctx.t0).toFixed(0)} ms after the fault, ${(seen.killedAt - seen.event.time).toFixed(0)} ms after event ${seen.event.ruleId} on ${seen.event.node}`,
+          `operator SIGKILLed ${(seen.killedAt - ctx.t0).toFixed(0)} ms after the fault, ` +
+            `${(seen.killedAt - seen.event.time).toFixed(0)} ms after event ` +
+            `${seen.event.ruleId} on ${seen.event.node}`,
         );
         await sleep(1000);
         lab.startServe();
@@ -186,7 +188,8 @@ describe.skipIf(!IN_LAB)(
           (l) => r.promotedAt !== null && l.ackAt >= r.promotedAt && l.ackAt <= secondDeadAt,
         );
         log(
-          `acknowledged by ${second} in its non-strict window and lost with it: ${inWindow.length} (${inWindow.map((l) => `${l.writer}:${l.id}`).join(', ')})`,
+          `acknowledged by ${second} in its non-strict window and lost with it: ${inWindow.length} ` +
+            `(${inWindow.map((l) => `${l.writer}:${l.id}`).join(', ')})`,
         );
         await expectSafeFailover(lab, r, {
           story: false,

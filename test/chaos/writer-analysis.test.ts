@@ -26,7 +26,7 @@ describe('outage()', () => {
   });
 
   it(
-    'is infinite when nothing was acknowledged after the fault, and counts a trailing gap up to ' + '`until`',
+    'is infinite when nothing was acknowledged after the fault, ' + 'and counts a trailing gap up to `until`',
     () => {
       expect(outage(acks(100), 105).ms).toBe(Infinity);
       expect(outage(acks(100, 200), 105, 1200)).toEqual({ lastBefore: 100, firstAfter: null, ms: 1000 });

@@ -128,7 +128,8 @@ describe.skipIf(!ready)(
             if (!/host key refused/.test(message)) await sleep(200);
           }
           expect(message).toContain(
-            `it presented ${fingerprint(foreign.keyB64)}, but the key pinned for it is ${fingerprint(original.keyB64)}`,
+            `it presented ${fingerprint(foreign.keyB64)}, ` +
+              `but the key pinned for it is ${fingerprint(original.keyB64)}`,
           );
           const events = store
             .listEvents({ cluster: 'hk' })

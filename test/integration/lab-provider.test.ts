@@ -197,7 +197,8 @@ describe.skipIf(!ready)(
       async () => {
         // No '/' inside the name (it would be a directory); commands that would create PWNED* in the
         // remote shell's working directory (/root) or in /tmp if anything were evaluated.
-        const name = `/tmp/we ird 'q' "dq" $(touch PWNED1) \`touch PWNED2\`; touch PWNED3; *.txt \\ $HOME ~ \u00e9`;
+        const name =
+          `/tmp/we ird 'q' "dq" $(touch PWNED1) \`touch PWNED2\`; ` + `touch PWNED3; *.txt \\ $HOME ~ \u00e9`;
         const content = `line1\n$(touch PWNED4)\n'quotes' "dq" \\ \u00e9\u2603\n`;
         expect(await shell.writeFile(refA(), name, content)).toBe(true);
         expect(await shell.readFile(refA(), name)).toBe(content);
@@ -233,7 +234,8 @@ describe.skipIf(!ready)(
         true,
       );
       expect(await shell.readFile(refA(), p)).toBe('a = 2\n');
-      expect((await shell.exec(refA(), ['ls', '-a', '/u01'])).stdout).toBe('.\n..\npgop-test.conf\n'); // no temp file left
+      // no temp file left
+      expect((await shell.exec(refA(), ['ls', '-a', '/u01'])).stdout).toBe('.\n..\npgop-test.conf\n');
       await expect(shell.writeFile(refA(), '/no/such/dir/f', 'x')).rejects.toMatchObject({
         kind: 'terminal',
       });
@@ -481,7 +483,8 @@ describe.skipIf(!ready)(
         const err = await shell.exec(refB(), ['true']).catch((e: unknown) => e);
         expect(err).toMatchObject({ kind: 'terminal' });
         expect((err as Error).message).toContain(
-          `it presented ${fingerprint(foreign.keyB64)}, but the key pinned for it is ${fingerprint(oldPin.keyB64)}`,
+          `it presented ${fingerprint(foreign.keyB64)}, ` +
+            `but the key pinned for it is ${fingerprint(oldPin.keyB64)}`,
         );
         expect(pins.getPinned(hB.id)).toEqual(oldPin); // the pin is not overwritten
         // and with no pin at all nothing is trusted either (no TOFU)

@@ -122,11 +122,14 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
       // 1. Every name the write path could pick for a temp file beside a managed file (one per
       //    possible pid), a symlink to a root file; then make two managed files differ so that
       //    the next reconcile rewrites them.
+      const plantLinks =
+        'my ($t, $max, @f) = @ARGV; ' +
+        'for my $f (@f) { for my $i (1 .. $max) { symlink($t, "$f.pgop-$i") or die "$f.pgop-$i: $!" } }';
       const planted = await run(
         pg01,
         'postgres',
         `max=$(cat /proc/sys/kernel/pid_max)
-      perl -e 'my ($t, $max, @f) = @ARGV; for my $f (@f) { for my $i (1 .. $max) { symlink($t, "$f.pgop-$i") or die "$f.pgop-$i: $!" } }' "$1" "$max" "$2/pg_hba.conf" "$2/conf.d/pgop.conf"
+      perl -e '${plantLinks}' "$1" "$max" "$2/pg_hba.conf" "$2/conf.d/pgop.conf"
       echo "# changed by postgres" >> "$2/pg_hba.conf"
       echo "# changed by postgres" >> "$2/conf.d/pgop.conf"
       find "$2" -maxdepth 2 -type l -name '*.pgop-*' | wc -l`,
@@ -215,12 +218,15 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   it('a clone whose pg_basebackup was killed midway is detected and redone', async () => {
     // stop the standby, empty its data directory and clone by hand, slowly, killing
     // pg_basebackup with SIGKILL once the copy has begun (PG_VERSION there, pg_control not yet)
+    const slowClone =
+      'PGPASSFILE=/u01/pg15/pgop-replication.pgpass "$2/pg_basebackup" ' +
+      '-D "$1" -h "$3" -U replicator -X stream -c fast -w --max-rate=32k';
     const out = await run(
       pg02,
       'postgres',
       `"$2/pg_ctl" -D "$1" -m fast -w -t 30 stop >/dev/null
       find "$1" -mindepth 1 -delete
-      PGPASSFILE=/u01/pg15/pgop-replication.pgpass "$2/pg_basebackup" -D "$1" -h "$3" -U replicator -X stream -c fast -w --max-rate=32k </dev/null >/dev/null 2>&1 &
+      ${slowClone} </dev/null >/dev/null 2>&1 &
       pid=$!
       i=0; while [ ! -f "$1/PG_VERSION" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
       # -X stream forks a WAL streamer that outlives a SIGKILL of its parent: that child too

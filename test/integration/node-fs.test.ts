@@ -42,7 +42,8 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
   beforeAll(() => {
     expect(
       sh(
-        'mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"',
+        'mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && ' +
+          'printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"',
         [B],
       ).code,
     ).toBe(0);
@@ -57,7 +58,8 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     () => {
       expect(
         asPg(
-          'ln -s "$1/canary" "$1/pg/f.conf"; for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done',
+          'ln -s "$1/canary" "$1/pg/f.conf"; ' +
+            'for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done',
           B,
         ).code,
       ).toBe(0);
@@ -138,7 +140,8 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
   it('pg_rmtree removes a postgres tree as postgres, the top entry as root in a root-only directory', () => {
     expect(
       asPg(
-        'mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ln -s "$1/canary" "$1/new/data/link"',
+        'mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ' +
+          'ln -s "$1/canary" "$1/new/data/link"',
         B,
       ).code,
     ).toBe(0);

@@ -32,6 +32,11 @@ describe.skipIf(!root)('TLS everywhere on the lab (root)', { timeout: 400_000 },
   let serve: ChildProcess | null = null;
   let serveLog = '';
 
+  const parameters =
+    'wal_level: replica, max_wal_senders: 5, max_replication_slots: 5, ' +
+    'hot_standby: "on", wal_log_hints: "on"';
+  const failureDetection =
+    'probeIntervalMs: 500, missesBeforeFailover: 1, connectTimeoutMs: 3000, retryIntervalMs: 100';
   const spec = `apiVersion: pgop.dev/v1
 kind: Cluster
 metadata: {name: tl}
@@ -39,14 +44,14 @@ spec:
   provider: {type: lab, network: 10.84.0.0/24}
   postgres:
     superuserPassword: {file: ${work}/su}
-    parameters: {wal_level: replica, max_wal_senders: 5, max_replication_slots: 5, hot_standby: "on", wal_log_hints: "on"}
+    parameters: {${parameters}}
     hba: [{type: host, database: all, user: all, address: 10.84.0.0/24, method: scram-sha-256}]
   nodes:
 ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   replication: {mode: async, password: {file: ${work}/repl}}
   pgpool: {enabled: true, address: ${pool}, numInitChildren: 4}
   # one refused probe is a failed standby: the event that names the refusal comes at once
-  failureDetection: {probeIntervalMs: 500, missesBeforeFailover: 1, connectTimeoutMs: 3000, retryIntervalMs: 100}
+  failureDetection: {${failureDetection}}
 `;
 
   function pgop(...args: string[]) {
@@ -144,9 +149,11 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
                     ssl: boolean;
                     version: string | null;
                   }>(
-                    `SELECT a.backend_type AS kind, a.application_name AS app, host(a.client_addr) AS addr, s.ssl, s.version
+                    `SELECT a.backend_type AS kind, a.application_name AS app, ` +
+                      `host(a.client_addr) AS addr, s.ssl, s.version
                    FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-                  WHERE a.backend_type IN ('client backend', 'walsender') AND a.client_addr IS NOT NULL AND a.pid <> pg_backend_pid()`,
+                  WHERE a.backend_type IN ('client backend', 'walsender') AND a.client_addr IS NOT NULL ` +
+                      `AND a.pid <> pg_backend_pid()`,
                   )
                 ).rows,
             );
