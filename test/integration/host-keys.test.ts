@@ -108,7 +108,7 @@ describe.skipIf(!ready)(
     );
 
     it(
-      'a node whose sshd presents another key is refused, with an event naming both ' + 'fingerprints',
+      'a node whose sshd presents another key is refused, ' + 'with an event naming both fingerprints',
       async () => {
         const h = info.describeHost(spec, node);
         const keyFile = join(h.dir, 'ssh', 'ssh_host_ed25519_key');

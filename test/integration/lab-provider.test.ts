@@ -146,7 +146,7 @@ describe.skipIf(!ready)(
     });
 
     it(
-      'ssh: runs commands as root and as another user, passes stdin and env, never logs env ' + 'values',
+      'ssh: runs commands as root and as another user, ' + 'passes stdin and env, never logs env values',
       async () => {
         const t0 = performance.now();
         const r = await shell.exec(refA(), ['id', '-u']);
@@ -193,7 +193,7 @@ describe.skipIf(!ready)(
     });
 
     it(
-      'writeFile/readFile round-trip a hostile file name and content without executing ' + 'anything',
+      'writeFile/readFile round-trip a hostile file ' + 'name and content without executing anything',
       async () => {
         // No '/' inside the name (it would be a directory); commands that would create PWNED* in the
         // remote shell's working directory (/root) or in /tmp if anything were evaluated.
@@ -411,7 +411,7 @@ describe.skipIf(!ready)(
     });
 
     it(
-      'fence kills every process of the node (sshd too); observe says stopped; connects are ' + 'refused',
+      'fence kills every process of the node (sshd too); ' + 'observe says stopped; connects are refused',
       async () => {
         const hB = provider.describeHost(spec, b);
         // Something else running on the node besides sshd.

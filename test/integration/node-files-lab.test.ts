@@ -253,7 +253,7 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   }, 180_000);
 
   it(
-    'a clone moves another cluster aside and keeps it; only older copies of this cluster are ' + 'removed',
+    'a clone moves another cluster aside and keeps it; ' + 'only older copies of this cluster are removed',
     async () => {
       await run(
         pg02,

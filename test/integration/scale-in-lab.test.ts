@@ -247,7 +247,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   });
 
   it(
-    'brings up 3 nodes, then scales out to 4: pg4 streams through its slot and is a sync ' + 'candidate',
+    'brings up 3 nodes, then scales out to 4: ' + 'pg4 streams through its slot and is a sync candidate',
     async () => {
       apply(['pg1', 'pg2', 'pg3']);
       await converge();

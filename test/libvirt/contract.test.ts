@@ -233,7 +233,7 @@ describe.skipIf(!isRoot())(
     });
 
     it(
-      'a crash at any step of creating a machine is completed by the next call, never ' + 'duplicated',
+      'a crash at any step of creating a machine is ' + 'completed by the next call, never duplicated',
       async () => {
         const node = spec.nodes[1]!;
         // How many virsh commands a clean creation of pg2 takes (pool host and pg1 exist already).
@@ -325,7 +325,7 @@ describe.skipIf(!isRoot())(
     });
 
     it(
-      "a shared network keeps the other cluster's reservations and is deleted with the last " + 'one',
+      "a shared network keeps the other cluster's " + 'reservations and is deleted with the last one',
       async () => {
         const shared = libvirtTestSpec({
           name: 'lvz',
@@ -470,7 +470,7 @@ describe.skipIf(!isRoot())(
     );
 
     it(
-      'deleteClusterResources removes every machine, the network, the pool pgop made and the ' + 'keys',
+      'deleteClusterResources removes every machine, ' + 'the network, the pool pgop made and the keys',
       async () => {
         // A domain of a node no longer in the spec, found by its metadata.
         const bigger = libvirtTestSpec({
@@ -493,7 +493,7 @@ describe.skipIf(!isRoot())(
     );
 
     it(
-      'survives a libvirtd restart: connections, the virsh session and the event watcher come ' + 'back',
+      'survives a libvirtd restart: connections, ' + 'the virsh session and the event watcher come back',
       async () => {
         const node = spec.nodes[0]!;
         await provider.ensureMachine(spec, node);

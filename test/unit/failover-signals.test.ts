@@ -152,7 +152,7 @@ describe('PCP client', () => {
   });
 
   it(
-    'gives up within its timeout on a pgpool that never answers, and fails at once on a closed ' + 'port',
+    'gives up within its timeout on a pgpool that never answers, ' + 'and fails at once on a closed port',
     async () => {
       const srv = await fakePgpool('s3cret', () => null);
       const t0 = Date.now();

@@ -49,7 +49,7 @@ describe('key pairs made by pgop', () => {
   });
 
   it(
-    'ensureKeyPair: made once (private 0600, public 0644, new directory 0700), then read back ' + 'unchanged',
+    'ensureKeyPair: made once (private 0600, public 0644, ' + 'new directory 0700), then read back unchanged',
     async () => {
       const path = join(tmp, 'state', 'c1', 'hostkeys', 'n1_ed25519');
       const made = await ensureKeyPair(path, 'pgop-host@c1/n1');
@@ -139,7 +139,8 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     const err = (await attempt(pins, refusals).catch((e: unknown) => e)) as PgopError;
     expect(err.kind).toBe('terminal');
     expect(err.message).toContain(
-      `it presented ${fingerprint(hostKey.keyB64)}, but the key pinned for it is ${fingerprint(other.keyB64)}`,
+      `it presented ${fingerprint(hostKey.keyB64)}, ` +
+        `but the key pinned for it is ${fingerprint(other.keyB64)}`,
     );
     expect(pins.getPinned('t/n1')!.keyB64).toBe(other.keyB64); // unchanged
     expect(refusals[0]).toMatchObject({
@@ -149,7 +150,7 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
   });
 
   it(
-    'after `host-key forget` (an explicit placeholder) the next key is accepted once and ' + 'pinned',
+    'after `host-key forget` (an explicit placeholder) ' + 'the next key is accepted once and pinned',
     async () => {
       const pins = createMemoryPins();
       pins.pin('t/n1', TRUST_NEXT_KEY, '');

@@ -299,7 +299,7 @@ describe('domain type', () => {
   );
 
   it(
-    'explicit types are kept; auto on the test driver is qemu; remote hosts trust the ' + 'advertisement',
+    'explicit types are kept; auto on the test driver is qemu; ' + 'remote hosts trust the advertisement',
     async () => {
       const never = async () => {
         throw new Error('must not ask');

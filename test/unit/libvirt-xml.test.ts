@@ -175,7 +175,7 @@ describe('network, pool and volume XML', () => {
   });
 
   it(
-    "reads libvirt's own output: netmask instead of prefix, a stored metadata prefix, foreign " + 'networks',
+    "reads libvirt's own output: netmask instead of prefix, " + 'a stored metadata prefix, foreign networks',
     () => {
       const dumped = `<network>
   <name>default</name>

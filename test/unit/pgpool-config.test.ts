@@ -104,7 +104,11 @@ describe('pgpool.conf', () => {
         out = String((e as { stderr: Buffer }).stderr);
       }
       expect(out).not.toMatch(
-        /syntax error|invalid value|unrecognized configuration parameter|WARNING|could not open configuration/i,
+        new RegExp(
+          'syntax error|invalid value|unrecognized configuration parameter|WARNING|' +
+            'could not open configuration',
+          'i',
+        ),
       );
       expect(out).toMatch(/pid file|could not open pid/i);
     } finally {

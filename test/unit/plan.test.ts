@@ -474,7 +474,8 @@ describe('plan', () => {
       // standbys holding the same WAL: the one pgpool is switching to (no second switch)
       const even = { ...fenced, pg02: node('pg02', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
       const switching = input({ ...states3, pg01: 'fenced' }, even);
-      expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' }); // spec order
+      // spec order
+      expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' });
       switching.observation.pool = {
         reachable: false,
         primary: 'pg03',

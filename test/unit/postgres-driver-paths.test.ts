@@ -77,7 +77,8 @@ describe('postgres driver: spec paths are data', () => {
         hostRef,
         connect: () => ({ host: '127.0.0.1', port: 1, password: 'x' }),
       });
-      await d.ensureConfigured(spec, spec.nodes[0]!).catch(() => undefined); // the SQL part cannot connect here
+      // the SQL part cannot connect here
+      await d.ensureConfigured(spec, spec.nodes[0]!).catch(() => undefined);
       const start = shell.calls.find((c) => c.argv[2]?.includes('pg_ctl') && c.argv[2].includes(' start'));
       expect(start, 'a pg_ctl start').toBeDefined();
       const script = start!.argv[2]!;

@@ -136,7 +136,7 @@ describe('scale-in against the simulated world', () => {
   });
 
   it(
-    'finds a machine of a node that left the spec through the provider, though the store forgot ' + 'it',
+    'finds a machine of a node that left the spec through the provider, ' + 'though the store forgot it',
     async () => {
       const env = setup('async');
       await env.converge();
@@ -156,7 +156,7 @@ describe('scale-in against the simulated world', () => {
   );
 
   it(
-    'the simulated provider refuses to look for a machine through a made-up spec, as the lab ' + 'does',
+    'the simulated provider refuses to look for a ' + 'machine through a made-up spec, as the lab does',
     async () => {
       const env = setup('async');
       await env.converge();

@@ -100,7 +100,7 @@ describe('serve lock guard (store)', () => {
 
 describe('pgop serve losing its lock', () => {
   it(
-    "stops before its next pass, commits nothing more, keeps the new holder's lock and exits " + '6',
+    'stops before its next pass, commits nothing more, ' + "keeps the new holder's lock and exits 6",
     async () => {
       const db = newDb();
       const setup = Store.open(db);

@@ -443,7 +443,7 @@ describe('driver preconditions', () => {
   });
 
   it(
-    'reports synchronous_standby_names as the real driver sets it: names sorted, quorum ' + 'clamped',
+    'reports synchronous_standby_names as the real driver sets it: ' + 'names sorted, quorum clamped',
     async () => {
       await bringUp();
       await d.postgres.ensureSyncStandbys(spec, A, [C.name, B.name], 5);

@@ -109,7 +109,8 @@ const cases: Case[] = [
     what: 'an hba word with a double quote (the renderer refused it later)',
     text: withPostgres(
       SIM,
-      `    hba:\n      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`,
+      `    hba:\n` +
+        `      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`,
     ),
     needle: `'x"`,
     field: 'spec.postgres.hba[0].user',
@@ -134,8 +135,10 @@ const cases: Case[] = [
     text: withPostgres(SIM, '    logDir: /usr/local/bin\n'),
     needle: '/usr/local/bin',
     field: 'spec.postgres.logDir',
-    message:
-      /must lie strictly below \/u00-\/u99, \/srv, \/data, or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres/,
+    message: new RegExp(
+      String.raw`must lie strictly below \/u00-\/u99, \/srv, \/data, ` +
+        String.raw`or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres`,
+    ),
   },
   {
     what: 'backupDir .. traversal',

@@ -128,7 +128,8 @@ describe('a state root an older pgop made 0700', () => {
   it('libvirt\'s "Permission denied" on a disk becomes advice naming the closed directories', () => {
     const disk = join(root, 'e2e-1', 'pool', 'c-pg1-root.qcow2');
     const advice = storageAccessAdvice(
-      `internal error: process exited while connecting to monitor: Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`,
+      'internal error: process exited while connecting to monitor: ' +
+        `Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`,
     );
     expect(advice).toContain(`qemu (user libvirt-qemu) cannot reach ${disk}`);
     expect(advice).toContain(`${root} (mode 0700) is closed to it`);

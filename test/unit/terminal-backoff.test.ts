@@ -14,7 +14,7 @@ import { simSpec } from '../helpers/sim-spec.js';
 
 describe('terminal failures back off', () => {
   it(
-    '30 s, 60 s, 120 s, 240 s, then every 300 s; one event; a new generation resets the ' + 'backoff',
+    '30 s, 60 s, 120 s, 240 s, then every 300 s; ' + 'one event; a new generation resets the backoff',
     async () => {
       const clock = new SimClock(1_700_000_000_000);
       const sim = new SimWorld({ clock });
@@ -23,7 +23,8 @@ describe('terminal failures back off', () => {
       store.applySpec(spec, canonicalJson(spec), 'test', clock.now());
       const drivers = createSimWorld(sim);
       const msg =
-        "cannot start tb/pg01: Cannot access storage file '/var/lib/pgop/pool/tb-pg01-root.qcow2' (as uid:64055, gid:64055): Permission denied";
+        "cannot start tb/pg01: Cannot access storage file '/var/lib/pgop/pool/tb-pg01-root.qcow2' " +
+        '(as uid:64055, gid:64055): Permission denied';
       const world = {
         ...drivers,
         provider: { ...drivers.provider, ensureMachine: async () => Promise.reject(terminal(msg)) },

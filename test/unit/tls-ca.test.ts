@@ -126,7 +126,7 @@ describe('ClusterTls: the material on disk, renewal', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it(
-    'issues a CA and one certificate per node and for pgpool, private files in a 0700 ' + 'directory',
+    'issues a CA and one certificate per node and for pgpool, ' + 'private files in a 0700 directory',
     async () => {
       const m = await make().ensure(spec());
       const tdir = join(dir, 'tt', 'tls');
@@ -166,7 +166,7 @@ describe('ClusterTls: the material on disk, renewal', () => {
   });
 
   it(
-    'a changed address or a new node gets a certificate at once; a due one is renewed in the ' + 'background',
+    'a changed address or a new node gets a certificate at once; ' + 'a due one is renewed in the background',
     async () => {
       const tls = make();
       const a = await tls.ensure(spec());

@@ -104,7 +104,7 @@ describe('operator connections: verify-full and SCRAM only', () => {
   };
 
   it(
-    'a certificate of another CA is refused before the startup message: "not issued by the cluster ' + 'CA"',
+    'a certificate of another CA is refused before the startup message: ' + '"not issued by the cluster CA"',
     async () => {
       const f = await fakePostgres(foreign, 5);
       server = f.server;
@@ -118,7 +118,7 @@ describe('operator connections: verify-full and SCRAM only', () => {
   );
 
   it(
-    'a certificate of the cluster CA for another address is refused: it "does not name" the ' + 'address',
+    'a certificate of the cluster CA for another address is refused: ' + 'it "does not name" the address',
     async () => {
       const f = await fakePostgres(wrongAddress, 5);
       server = f.server;

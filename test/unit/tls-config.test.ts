@@ -122,7 +122,7 @@ describe('postgres TLS rendering', () => {
   });
 
   it(
-    'replication, pg_basebackup and pg_rewind connect with verify-full against the CA file on the ' + 'node',
+    'replication, pg_basebackup and pg_rewind connect ' + 'with verify-full against the CA file on the node',
     () => {
       const s = spec();
       const conf = renderStandbyConf(s, s.nodes[1]!, s.nodes[0]!);
