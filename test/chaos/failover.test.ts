@@ -16,24 +16,37 @@ import { missing, outage, sleep } from '../helpers/writer.js';
 describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
   const lab = useChaosLab({ name: 'cf', network: '10.91.0.0/24', mode: 'sync' });
 
-  it('kill -9 of the primary postmaster: fenced, a standby promoted, nothing acknowledged lost, old primary rejoins', async () => {
-    await waitConverged(lab, 120_000);
-    const r = await failoverTrial(lab, { fault: 'kill', run: 'kill-primary', system: 'pgop', ...DEADLINES });
-    log(summary(r));
-    await expectSafeFailover(lab, r);
-  });
+  it(
+    'kill -9 of the primary postmaster: fenced, a standby promoted, nothing acknowledged lost, old ' +
+      'primary rejoins',
+    async () => {
+      await waitConverged(lab, 120_000);
+      const r = await failoverTrial(lab, {
+        fault: 'kill',
+        run: 'kill-primary',
+        system: 'pgop',
+        ...DEADLINES,
+      });
+      log(summary(r));
+      await expectSafeFailover(lab, r);
+    },
+  );
 
-  it("the primary's link down, then healed: fenced before the promotion, no write on the isolated primary after it", async () => {
-    await waitConverged(lab, 120_000);
-    const r = await failoverTrial(lab, {
-      fault: 'partition',
-      run: 'partition-primary',
-      system: 'pgop',
-      ...DEADLINES,
-    });
-    log(summary(r));
-    await expectSafeFailover(lab, r);
-  });
+  it(
+    "the primary's link down, then healed: fenced before the promotion, no write on the isolated primary " +
+      'after it',
+    async () => {
+      await waitConverged(lab, 120_000);
+      const r = await failoverTrial(lab, {
+        fault: 'partition',
+        run: 'partition-primary',
+        system: 'pgop',
+        ...DEADLINES,
+      });
+      log(summary(r));
+      await expectSafeFailover(lab, r);
+    },
+  );
 
   it('a standby killed: the primary stays, writes go on, the standby streams again', async () => {
     await waitConverged(lab, 120_000);
@@ -58,7 +71,9 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
       .map(([m, n]) => `${n}x ${m.slice(0, 100)}`)
       .join(' | ');
     log(
-      `kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s (from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`,
+      `kill-standby ${victim}: write gap ${(o.ms / 1000).toFixed(2)} s ` +
+        `(from +${(((o.lastBefore ?? t0) - t0) / 1000).toFixed(2)} s), acks ${pool.acks.length}` +
+        `${errs ? `\npgpool writer errors after the kill: ${errs}` : ''}\n${ctx}`,
     );
     expect(await lab.primaries(), ctx).toEqual([primary]);
     expect(missing(pool.acks, await lab.ids(primary, 'kill-standby', 'pool')), ctx).toEqual([]);

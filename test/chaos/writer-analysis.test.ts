@@ -25,10 +25,13 @@ describe('outage()', () => {
     expect(outage(a, 105, 310).ms).toBe(200);
   });
 
-  it('is infinite when nothing was acknowledged after the fault, and counts a trailing gap up to `until`', () => {
-    expect(outage(acks(100), 105).ms).toBe(Infinity);
-    expect(outage(acks(100, 200), 105, 1200)).toEqual({ lastBefore: 100, firstAfter: null, ms: 1000 });
-  });
+  it(
+    'is infinite when nothing was acknowledged after the fault, ' + 'and counts a trailing gap up to `until`',
+    () => {
+      expect(outage(acks(100), 105).ms).toBe(Infinity);
+      expect(outage(acks(100, 200), 105, 1200)).toEqual({ lastBefore: 100, firstAfter: null, ms: 1000 });
+    },
+  );
 
   it('does not depend on the order acks were recorded in (hedged attempts finish out of order)', () => {
     const a = acks(900, 100, 910, 90);

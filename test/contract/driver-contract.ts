@@ -335,7 +335,8 @@ export function driverContract(name: string, setup: () => Promise<ContractEnv>):
     });
 
     step(
-      'scale-in: a node that left the spec is listed by the provider, leaves pgpool, and once deleted holds no slot',
+      'scale-in: a node that left the spec is listed by the provider, leaves pgpool, ' +
+        'and once deleted holds no slot',
       async () => {
         // A (a standby of C now) leaves the spec.
         const smaller: ClusterSpec = { ...spec(), nodes: spec().nodes.filter((n) => n.name !== A().name) };

@@ -18,7 +18,8 @@ export function eventTable(events: readonly EventItem[], t0?: number): string {
   return events
     .map(
       (e) =>
-        `  ${at(e)} ${(e.node ?? '-').padEnd(5)} ${`${e.from ?? '-'}->${e.to ?? '-'}`.padEnd(22)} ${e.rule.padEnd(26)} ${e.reason}`,
+        `  ${at(e)} ${(e.node ?? '-').padEnd(5)} ${`${e.from ?? '-'}->${e.to ?? '-'}`.padEnd(22)} ` +
+        `${e.rule.padEnd(26)} ${e.reason}`,
     )
     .join('\n');
 }
@@ -59,7 +60,14 @@ export async function expectSafeFailover(
   r: TrialResult,
   o: { story?: boolean; lossAllowed?: { from: number; to: number; why: string } } = {},
 ): Promise<void> {
-  const ctx = `${r.run}: ${JSON.stringify({ old: r.oldPrimary, new: r.newPrimary, final: r.finalPrimary, roles: r.finalRoles, notes: r.notes })}\nevents:\n${eventTable(r.events)}`;
+  const outcome = {
+    old: r.oldPrimary,
+    new: r.newPrimary,
+    final: r.finalPrimary,
+    roles: r.finalRoles,
+    notes: r.notes,
+  };
+  const ctx = `${r.run}: ${JSON.stringify(outcome)}\nevents:\n${eventTable(r.events)}`;
   expect(
     r.notConverged,
     `pgop converged: one primary, every other node streaming, Healthy\n${ctx}`,
@@ -81,7 +89,8 @@ export async function expectSafeFailover(
       .map((l) => `${l.writer}:${l.id}`);
     expect(
       outside,
-      `every acknowledged id present on the primary (sync mode${w ? `; loss allowed only ${w.why}` : ''})\n${ctx}`,
+      `every acknowledged id present on the primary ` +
+        `(sync mode${w ? `; loss allowed only ${w.why}` : ''})\n${ctx}`,
     ).toEqual([]);
   }
   expect(
@@ -103,7 +112,17 @@ export async function expectSafeFailover(
 
 export function summary(r: TrialResult): string {
   const f = (x: number | null) => (x === null ? '-' : x === Infinity ? 'inf' : `${(x / 1000).toFixed(2)}s`);
-  return `${r.run} [${r.mode}] ${r.fault} ${r.oldPrimary} -> ${r.newPrimary ?? '-'} (final ${r.finalPrimary ?? '-'}): RTO pgpool ${f(r.rtoPoolMs)}, direct ${f(r.rtoDirectMs)}, later gap ${f(r.laterGapMs)}, rejoin ${f(r.rejoinMs)}, acks ${r.poolAcks}, lost ${r.lostAcked.length}${r.lostAcked.length ? ` (${r.lostAcked.slice(0, 5).join(', ')})` : ''}, old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion} (promotion from ${r.promotionSource}), max primaries ${r.maxPrimaries}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}${topErrors(r)}${r.events.length ? `\nevents (seconds after the fault):\n${eventTable(r.events, r.t0)}` : ''}`;
+  return (
+    `${r.run} [${r.mode}] ${r.fault} ${r.oldPrimary} -> ${r.newPrimary ?? '-'} ` +
+    `(final ${r.finalPrimary ?? '-'}): ` +
+    `RTO pgpool ${f(r.rtoPoolMs)}, direct ${f(r.rtoDirectMs)}, later gap ${f(r.laterGapMs)}, ` +
+    `rejoin ${f(r.rejoinMs)}, acks ${r.poolAcks}, lost ${r.lostAcked.length}` +
+    `${r.lostAcked.length ? ` (${r.lostAcked.slice(0, 5).join(', ')})` : ''}, ` +
+    `old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion} ` +
+    `(promotion from ${r.promotionSource}), ` +
+    `max primaries ${r.maxPrimaries}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}${topErrors(r)}` +
+    `${r.events.length ? `\nevents (seconds after the fault):\n${eventTable(r.events, r.t0)}` : ''}`
+  );
 }
 
 /** The most frequent errors of the pgpool writer after the fault (what clients saw). */

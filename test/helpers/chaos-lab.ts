@@ -95,7 +95,8 @@ export class ChaosLab {
     const state = process.env.PGOP_LAB_STATE;
     if (!prefix || !state)
       throw new Error(
-        'ChaosLab needs PGOP_LAB_PREFIX and PGOP_LAB_STATE (run inside scripts/test-integration.sh or bench:failover)',
+        'ChaosLab needs PGOP_LAB_PREFIX and PGOP_LAB_STATE ' +
+          '(run inside scripts/test-integration.sh or bench:failover)',
       );
     this.name = o.name;
     this.network = o.network;
@@ -552,7 +553,8 @@ export async function waitFor(
     if (now() > deadline) {
       const d = detail ? await Promise.resolve(detail()).catch((e: Error) => e.message) : '';
       throw new Error(
-        `timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${d ? `\n${d}` : ''}`,
+        `timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}` +
+          `${last ? ` (last error: ${(last as Error).message})` : ''}${d ? `\n${d}` : ''}`,
       );
     }
     await sleep(100);

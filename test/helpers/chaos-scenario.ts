@@ -140,7 +140,8 @@ export async function waitConverged(
     timeoutMs,
     'one primary with every other node streaming from it',
     async () =>
-      `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+      `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; ` +
+      `pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
   );
   return primary;
 }
@@ -230,7 +231,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     }
     if (!recovered)
       notes.push(
-        `writes through pgpool did not resume on a promoted node within ${((o.recoverTimeoutMs ?? 90_000) / 1000).toFixed(0)} s`,
+        `writes through pgpool did not resume on a promoted node ` +
+          `within ${((o.recoverTimeoutMs ?? 90_000) / 1000).toFixed(0)} s`,
       );
 
     if (o.fault === 'partition') {
@@ -258,7 +260,8 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
           Math.max(1000, deadline - now()),
           `one primary with every other node (old primary ${P} too) streaming, pgop Healthy`,
           async () =>
-            `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+            `roles ${JSON.stringify(await lab.roles().catch(() => ({})))}; ` +
+            `pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
         );
         converged = true;
       } catch (err) {

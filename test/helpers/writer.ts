@@ -261,4 +261,5 @@ export function missing(acked: readonly Ack[], present: Iterable<number>): numbe
 }
 
 export const TABLE_DDL =
-  'CREATE TABLE IF NOT EXISTS chaos_writes (run text NOT NULL, writer text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, writer, id))';
+  'CREATE TABLE IF NOT EXISTS chaos_writes (run text NOT NULL, writer text NOT NULL, id bigint NOT NULL, ' +
+  'at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, writer, id))';

@@ -29,7 +29,9 @@ if (!root) {
         // A client colocated with the node: psql from inside the node's own namespace, so it
         // still reaches the node while the node's link is down.
         const ns = `/run/netns/${process.env.PGOP_LAB_PREFIX}-${cluster.name}-${node.name}`;
-        const sql = `CREATE TABLE IF NOT EXISTS contract_writes (id bigint PRIMARY KEY); INSERT INTO contract_writes VALUES (${Number(id)}) ON CONFLICT DO NOTHING`;
+        const sql =
+          'CREATE TABLE IF NOT EXISTS contract_writes (id bigint PRIMARY KEY); ' +
+          `INSERT INTO contract_writes VALUES (${Number(id)}) ON CONFLICT DO NOTHING`;
         const r = spawnSync(
           'nsenter',
           [

@@ -115,20 +115,24 @@ describe.skipIf(!ready)(
       expect(statSync(join(hA.dir, 'u02', 'archive')).mode & 0o777).toBe(0o700);
     });
 
-    it('listMachines reports every node host with the address it was made at (not the pool host), also one made before addresses were recorded', async () => {
-      const withoutB = { ...spec, nodes: [a] }; // pg2 left the spec
-      const listed = await provider.listMachines(withoutB);
-      expect(Object.keys(listed).sort()).toEqual(['pg1', 'pg2']);
-      expect(listed.pg2).toMatchObject({ state: 'running', address: b.address });
-      const hB = provider.describeHost(spec, b);
-      rmSync(join(hB.dir, 'address'));
-      expect((await provider.listMachines(withoutB)).pg2).toMatchObject({
-        state: 'running',
-        address: b.address,
-      });
-      await provider.ensureMachine(spec, b); // records it again
-      expect(readFileSync(join(hB.dir, 'address'), 'utf8')).toBe(`${b.address}\n`);
-    });
+    it(
+      'listMachines reports every node host with the address it was made at (not the pool host), also ' +
+        'one made before addresses were recorded',
+      async () => {
+        const withoutB = { ...spec, nodes: [a] }; // pg2 left the spec
+        const listed = await provider.listMachines(withoutB);
+        expect(Object.keys(listed).sort()).toEqual(['pg1', 'pg2']);
+        expect(listed.pg2).toMatchObject({ state: 'running', address: b.address });
+        const hB = provider.describeHost(spec, b);
+        rmSync(join(hB.dir, 'address'));
+        expect((await provider.listMachines(withoutB)).pg2).toMatchObject({
+          state: 'running',
+          address: b.address,
+        });
+        await provider.ensureMachine(spec, b); // records it again
+        expect(readFileSync(join(hB.dir, 'address'), 'utf8')).toBe(`${b.address}\n`);
+      },
+    );
 
     it('no lab namespace has a default route (the hub neither)', async () => {
       for (const ns of [hubNs(prefix), ...labNamespaces()]) {
@@ -141,37 +145,42 @@ describe.skipIf(!ready)(
       expect(execFileSync('ip', ['route', 'show', 'default'], { encoding: 'utf8' }).trim()).toBe('');
     });
 
-    it('ssh: runs commands as root and as another user, passes stdin and env, never logs env values', async () => {
-      const t0 = performance.now();
-      const r = await shell.exec(refA(), ['id', '-u']);
-      report.sshFirstExecMs = Math.round(performance.now() - t0);
-      report.sshConnectMs = shell.connectMs.get(refA().id)!;
-      expect(r).toEqual({ code: 0, stdout: '0\n', stderr: '' });
+    it(
+      'ssh: runs commands as root and as another user, ' + 'passes stdin and env, never logs env values',
+      async () => {
+        const t0 = performance.now();
+        const r = await shell.exec(refA(), ['id', '-u']);
+        report.sshFirstExecMs = Math.round(performance.now() - t0);
+        report.sshConnectMs = shell.connectMs.get(refA().id)!;
+        expect(r).toEqual({ code: 0, stdout: '0\n', stderr: '' });
 
-      const t1 = performance.now();
-      await shell.exec(refA(), ['true']);
-      report.sshCachedExecMs = Math.round(performance.now() - t1);
+        const t1 = performance.now();
+        await shell.exec(refA(), ['true']);
+        report.sshCachedExecMs = Math.round(performance.now() - t1);
 
-      expect((await shell.exec(refA(), ['id', '-un'], { user: 'postgres' })).stdout).toBe('postgres\n');
-      expect((await shell.exec(refA(), ['cat'], { input: 'from stdin\n' })).stdout).toBe('from stdin\n');
-      const secret = 's3cr3t-$(touch /tmp/pwned)-\'"';
-      const env = await shell.exec(refA(), ['printenv', 'PGPASSWORD'], {
-        env: { PGPASSWORD: secret },
-        user: 'postgres',
-      });
-      expect(env.stdout).toBe(`${secret}\n`);
-      const failing = await shell.exec(refA(), ['sh', '-c', 'echo oops >&2; exit 7']);
-      expect(failing).toEqual({ code: 7, stdout: '', stderr: 'oops\n' });
-      expect(JSON.stringify(logs)).not.toContain('s3cr3t');
-      expect(logs.some((l) => l.env?.PGPASSWORD === '<redacted>')).toBe(true);
+        expect((await shell.exec(refA(), ['id', '-un'], { user: 'postgres' })).stdout).toBe('postgres\n');
+        expect((await shell.exec(refA(), ['cat'], { input: 'from stdin\n' })).stdout).toBe('from stdin\n');
+        const secret = 's3cr3t-$(touch /tmp/pwned)-\'"';
+        const env = await shell.exec(refA(), ['printenv', 'PGPASSWORD'], {
+          env: { PGPASSWORD: secret },
+          user: 'postgres',
+        });
+        expect(env.stdout).toBe(`${secret}\n`);
+        const failing = await shell.exec(refA(), ['sh', '-c', 'echo oops >&2; exit 7']);
+        expect(failing).toEqual({ code: 7, stdout: '', stderr: 'oops\n' });
+        expect(JSON.stringify(logs)).not.toContain('s3cr3t');
+        expect(logs.some((l) => l.env?.PGPASSWORD === '<redacted>')).toBe(true);
 
-      // The pool host answers too.
-      expect((await shell.exec(provider.hostRef(spec, 'pool'), ['hostname', '-I'])).stdout).toContain(
-        '10.78.0.10',
-      );
-      // sshd accepted no environment: LANG etc. from the client never reach the node.
-      expect((await shell.exec(refA(), ['sh', '-c', 'echo "${PGOP_IN_HUB-unset}"'])).stdout).toBe('unset\n');
-    });
+        // The pool host answers too.
+        expect((await shell.exec(provider.hostRef(spec, 'pool'), ['hostname', '-I'])).stdout).toContain(
+          '10.78.0.10',
+        );
+        // sshd accepted no environment: LANG etc. from the client never reach the node.
+        expect((await shell.exec(refA(), ['sh', '-c', 'echo "${PGOP_IN_HUB-unset}"'])).stdout).toBe(
+          'unset\n',
+        );
+      },
+    );
 
     it('the pin is the host key pgop made for the node (pinned before its sshd started)', () => {
       const hA = provider.describeHost(spec, a);
@@ -183,25 +192,29 @@ describe.skipIf(!ready)(
       expect(fingerprint(pubB64!)).toBe(fp);
     });
 
-    it('writeFile/readFile round-trip a hostile file name and content without executing anything', async () => {
-      // No '/' inside the name (it would be a directory); commands that would create PWNED* in the
-      // remote shell's working directory (/root) or in /tmp if anything were evaluated.
-      const name = `/tmp/we ird 'q' "dq" $(touch PWNED1) \`touch PWNED2\`; touch PWNED3; *.txt \\ $HOME ~ \u00e9`;
-      const content = `line1\n$(touch PWNED4)\n'quotes' "dq" \\ \u00e9\u2603\n`;
-      expect(await shell.writeFile(refA(), name, content)).toBe(true);
-      expect(await shell.readFile(refA(), name)).toBe(content);
-      expect(await shell.writeFile(refA(), name, content)).toBe(false);
-      const pwned = await shell.exec(refA(), [
-        'sh',
-        '-c',
-        'ls -1 /root /tmp / | grep -x "PWNED[0-9]" || true',
-      ]);
-      expect(pwned.stdout).toBe('');
-      expect(await shell.readFile(refA(), '/tmp/does not exist')).toBeNull();
-      const ls = await shell.exec(refA(), ['ls', '-1', '/tmp']);
-      expect(ls.stdout.split('\n').filter((l) => l.startsWith('we ird'))).toHaveLength(1);
-      await shell.exec(refA(), ['rm', '-f', '--', name]);
-    });
+    it(
+      'writeFile/readFile round-trip a hostile file ' + 'name and content without executing anything',
+      async () => {
+        // No '/' inside the name (it would be a directory); commands that would create PWNED* in the
+        // remote shell's working directory (/root) or in /tmp if anything were evaluated.
+        const name =
+          `/tmp/we ird 'q' "dq" $(touch PWNED1) \`touch PWNED2\`; ` + `touch PWNED3; *.txt \\ $HOME ~ \u00e9`;
+        const content = `line1\n$(touch PWNED4)\n'quotes' "dq" \\ \u00e9\u2603\n`;
+        expect(await shell.writeFile(refA(), name, content)).toBe(true);
+        expect(await shell.readFile(refA(), name)).toBe(content);
+        expect(await shell.writeFile(refA(), name, content)).toBe(false);
+        const pwned = await shell.exec(refA(), [
+          'sh',
+          '-c',
+          'ls -1 /root /tmp / | grep -x "PWNED[0-9]" || true',
+        ]);
+        expect(pwned.stdout).toBe('');
+        expect(await shell.readFile(refA(), '/tmp/does not exist')).toBeNull();
+        const ls = await shell.exec(refA(), ['ls', '-1', '/tmp']);
+        expect(ls.stdout.split('\n').filter((l) => l.startsWith('we ird'))).toHaveLength(1);
+        await shell.exec(refA(), ['rm', '-f', '--', name]);
+      },
+    );
 
     it('writeFile sets mode and owner atomically and reports whether anything changed', async () => {
       const p = '/u01/pgop-test.conf';
@@ -221,76 +234,81 @@ describe.skipIf(!ready)(
         true,
       );
       expect(await shell.readFile(refA(), p)).toBe('a = 2\n');
-      expect((await shell.exec(refA(), ['ls', '-a', '/u01'])).stdout).toBe('.\n..\npgop-test.conf\n'); // no temp file left
+      // no temp file left
+      expect((await shell.exec(refA(), ['ls', '-a', '/u01'])).stdout).toBe('.\n..\npgop-test.conf\n');
       await expect(shell.writeFile(refA(), '/no/such/dir/f', 'x')).rejects.toMatchObject({
         kind: 'terminal',
       });
       await shell.exec(refA(), ['rm', '-f', p]);
     });
 
-    it('each node sees its own private /u01, /u02, /var/log/postgres, /var/run/postgresql, /root, /tmp, /opt/postgres, /var/lib/postgresql, /etc/pgpool2', async () => {
-      await shell.writeFile(refA(), '/u01/x', 'node A\n');
-      expect(await shell.readFile(refA(), '/u01/x')).toBe('node A\n');
-      expect(await shell.readFile(refB(), '/u01/x')).toBeNull();
-      // It is the host dir of A, and not the machine's own /u01.
-      const hA = provider.describeHost(spec, a);
-      expect(readFileSync(join(hA.dir, 'u01', 'x'), 'utf8')).toBe('node A\n');
-      expect(existsSync('/u01/x')).toBe(false);
-      const paths = [
-        '/u01',
-        '/u02',
-        '/u02/archive',
-        '/var/log/postgres',
-        '/var/run/postgresql',
-        '/run/sshd',
-        '/root',
-        '/tmp',
-        '/opt/postgres',
-        '/var/lib/postgresql',
-        '/etc/pgpool2',
-      ];
-      const st = await shell.exec(refB(), ['stat', '-c', '%n %U %a', ...paths]);
-      expect(st.stdout.trim().split('\n')).toEqual([
-        '/u01 postgres 700',
-        '/u02 postgres 755',
-        '/u02/archive postgres 700',
-        '/var/log/postgres postgres 755',
-        '/var/run/postgresql postgres 2775',
-        '/run/sshd root 755',
-        '/root root 700',
-        '/tmp root 1777',
-        '/opt/postgres postgres 755',
-        '/var/lib/postgresql postgres 755',
-        '/etc/pgpool2 root 755',
-      ]);
-      // Every one of them is a mount of its own on the node, none on the machine.
-      const mounts = (await shell.exec(refB(), ['cat', '/proc/self/mountinfo'])).stdout
-        .split('\n')
-        .map((l) => l.split(' ')[4]);
-      for (const p of [
-        '/u01',
-        '/u02',
-        '/var/log/postgres',
-        '/run',
-        '/run/postgresql',
-        '/root',
-        '/tmp',
-        '/opt/postgres',
-        '/var/lib/postgresql',
-        '/etc/pgpool2',
-      ]) {
-        expect(mounts, p).toContain(p);
-      }
-      const own = readFileSync('/proc/self/mountinfo', 'utf8')
-        .split('\n')
-        .map((l) => l.split(' ')[4]);
-      for (const p of ['/u01', '/u02', '/var/log/postgres', '/opt/postgres', '/etc/pgpool2'])
-        expect(own, p).not.toContain(p);
-      await shell.writeFile(refA(), '/tmp/only-on-a', 'a');
-      expect(await shell.readFile(refB(), '/tmp/only-on-a')).toBeNull();
-      expect(existsSync('/tmp/only-on-a')).toBe(false);
-      await shell.exec(refA(), ['rm', '-f', '/u01/x']);
-    });
+    it(
+      'each node sees its own private /u01, /u02, /var/log/postgres, /var/run/postgresql, /root, /tmp, ' +
+        '/opt/postgres, /var/lib/postgresql, /etc/pgpool2',
+      async () => {
+        await shell.writeFile(refA(), '/u01/x', 'node A\n');
+        expect(await shell.readFile(refA(), '/u01/x')).toBe('node A\n');
+        expect(await shell.readFile(refB(), '/u01/x')).toBeNull();
+        // It is the host dir of A, and not the machine's own /u01.
+        const hA = provider.describeHost(spec, a);
+        expect(readFileSync(join(hA.dir, 'u01', 'x'), 'utf8')).toBe('node A\n');
+        expect(existsSync('/u01/x')).toBe(false);
+        const paths = [
+          '/u01',
+          '/u02',
+          '/u02/archive',
+          '/var/log/postgres',
+          '/var/run/postgresql',
+          '/run/sshd',
+          '/root',
+          '/tmp',
+          '/opt/postgres',
+          '/var/lib/postgresql',
+          '/etc/pgpool2',
+        ];
+        const st = await shell.exec(refB(), ['stat', '-c', '%n %U %a', ...paths]);
+        expect(st.stdout.trim().split('\n')).toEqual([
+          '/u01 postgres 700',
+          '/u02 postgres 755',
+          '/u02/archive postgres 700',
+          '/var/log/postgres postgres 755',
+          '/var/run/postgresql postgres 2775',
+          '/run/sshd root 755',
+          '/root root 700',
+          '/tmp root 1777',
+          '/opt/postgres postgres 755',
+          '/var/lib/postgresql postgres 755',
+          '/etc/pgpool2 root 755',
+        ]);
+        // Every one of them is a mount of its own on the node, none on the machine.
+        const mounts = (await shell.exec(refB(), ['cat', '/proc/self/mountinfo'])).stdout
+          .split('\n')
+          .map((l) => l.split(' ')[4]);
+        for (const p of [
+          '/u01',
+          '/u02',
+          '/var/log/postgres',
+          '/run',
+          '/run/postgresql',
+          '/root',
+          '/tmp',
+          '/opt/postgres',
+          '/var/lib/postgresql',
+          '/etc/pgpool2',
+        ]) {
+          expect(mounts, p).toContain(p);
+        }
+        const own = readFileSync('/proc/self/mountinfo', 'utf8')
+          .split('\n')
+          .map((l) => l.split(' ')[4]);
+        for (const p of ['/u01', '/u02', '/var/log/postgres', '/opt/postgres', '/etc/pgpool2'])
+          expect(own, p).not.toContain(p);
+        await shell.writeFile(refA(), '/tmp/only-on-a', 'a');
+        expect(await shell.readFile(refB(), '/tmp/only-on-a')).toBeNull();
+        expect(existsSync('/tmp/only-on-a')).toBe(false);
+        await shell.exec(refA(), ['rm', '-f', '/u01/x']);
+      },
+    );
 
     it('a command that outlives its timeout is killed, on the node too', async () => {
       const t0 = performance.now();
@@ -392,43 +410,46 @@ describe.skipIf(!ready)(
       await fresh.close();
     });
 
-    it('fence kills every process of the node (sshd too); observe says stopped; connects are refused', async () => {
-      const hB = provider.describeHost(spec, b);
-      // Something else running on the node besides sshd.
-      await shell.exec(refB(), ['sh', '-c', 'nohup sleep 300 >/dev/null 2>&1 & echo started']);
-      expect(netnsPids(hB.ns).length).toBeGreaterThanOrEqual(3);
-      const sshdPid = Number(readFileSync(join(hB.dir, 'sshd.pid'), 'utf8'));
-      // the machine runs in a cgroup of its own (the fence kills that) where the host has cgroup v2
-      const cg = machineCgroup(hB.ns);
-      if (cg) expect(pidInCgroup(sshdPid, cg)).toBe(true);
-      // A command in flight when the node is fenced: its outcome is unknown, so it throws.
-      const inFlight = shell.exec(refB(), ['sleep', '30']).catch((e: unknown) => e);
-      await new Promise((r) => setTimeout(r, 300));
-      const t0 = performance.now();
-      await provider.fenceMachine(spec, b);
-      report.fenceMs = Math.round(performance.now() - t0);
-      // The fence does not wait for the kernel to tear the killed processes down; what it
-      // guarantees is that each one left is killed or exiting: none runs code of its own.
-      expect(netnsPids(hB.ns).filter((p) => !killedOrExiting(p))).toEqual([]);
-      await awaitNetnsEmpty(hB.ns, 5000);
-      expect(pidInNetns(sshdPid, hB.ns)).toBe(false);
-      expect(await inFlight).toMatchObject({
-        kind: 'transient',
-        message: 'cannot run sleep on lt/pg2: connection lost before the command finished',
-      });
-      expect((await provider.observeMachines(spec)).pg2).toMatchObject({ state: 'stopped' });
-      // Namespace, veth and data stay.
-      expect(labNamespaces()).toContain(hB.ns);
-      expect(existsSync(join(hB.dir, 'u01'))).toBe(true);
-      const fresh = new SshShell(pins);
-      // refused at once (not a timeout): the message says ECONNREFUSED
-      await expect(fresh.exec(refB(), ['true'])).rejects.toMatchObject({
-        kind: 'transient',
-        message: expect.stringContaining('ECONNREFUSED'),
-      });
-      await fresh.close();
-      await provider.fenceMachine(spec, b); // idempotent
-    });
+    it(
+      'fence kills every process of the node (sshd too); ' + 'observe says stopped; connects are refused',
+      async () => {
+        const hB = provider.describeHost(spec, b);
+        // Something else running on the node besides sshd.
+        await shell.exec(refB(), ['sh', '-c', 'nohup sleep 300 >/dev/null 2>&1 & echo started']);
+        expect(netnsPids(hB.ns).length).toBeGreaterThanOrEqual(3);
+        const sshdPid = Number(readFileSync(join(hB.dir, 'sshd.pid'), 'utf8'));
+        // the machine runs in a cgroup of its own (the fence kills that) where the host has cgroup v2
+        const cg = machineCgroup(hB.ns);
+        if (cg) expect(pidInCgroup(sshdPid, cg)).toBe(true);
+        // A command in flight when the node is fenced: its outcome is unknown, so it throws.
+        const inFlight = shell.exec(refB(), ['sleep', '30']).catch((e: unknown) => e);
+        await new Promise((r) => setTimeout(r, 300));
+        const t0 = performance.now();
+        await provider.fenceMachine(spec, b);
+        report.fenceMs = Math.round(performance.now() - t0);
+        // The fence does not wait for the kernel to tear the killed processes down; what it
+        // guarantees is that each one left is killed or exiting: none runs code of its own.
+        expect(netnsPids(hB.ns).filter((p) => !killedOrExiting(p))).toEqual([]);
+        await awaitNetnsEmpty(hB.ns, 5000);
+        expect(pidInNetns(sshdPid, hB.ns)).toBe(false);
+        expect(await inFlight).toMatchObject({
+          kind: 'transient',
+          message: 'cannot run sleep on lt/pg2: connection lost before the command finished',
+        });
+        expect((await provider.observeMachines(spec)).pg2).toMatchObject({ state: 'stopped' });
+        // Namespace, veth and data stay.
+        expect(labNamespaces()).toContain(hB.ns);
+        expect(existsSync(join(hB.dir, 'u01'))).toBe(true);
+        const fresh = new SshShell(pins);
+        // refused at once (not a timeout): the message says ECONNREFUSED
+        await expect(fresh.exec(refB(), ['true'])).rejects.toMatchObject({
+          kind: 'transient',
+          message: expect.stringContaining('ECONNREFUSED'),
+        });
+        await fresh.close();
+        await provider.fenceMachine(spec, b); // idempotent
+      },
+    );
 
     it('start brings sshd back (postgres stays down); the cached connection is replaced', async () => {
       const t0 = performance.now();
@@ -444,60 +465,69 @@ describe.skipIf(!ready)(
       ).toEqual([]);
     });
 
-    it('refuses a replaced host key with a terminal error naming both fingerprints; nothing unpinned is trusted', async () => {
-      const hB = provider.describeHost(spec, b);
-      const oldPin = pins.getPinned(hB.id)!;
-      expect(oldPin).toBeDefined();
-      await provider.stop(spec, b);
-      // someone else's key in its place (the files exist, so pgop neither makes nor pins a new one)
-      const foreign = generateKeyPair('not-pgop');
-      writeFileSync(join(hB.dir, 'ssh', 'ssh_host_ed25519_key'), foreign.privateKey, { mode: 0o600 });
-      writeFileSync(join(hB.dir, 'ssh', 'ssh_host_ed25519_key.pub'), `${foreign.publicLine}\n`);
-      await provider.start(spec, b);
-      expect(readFileSync(hB.hostKeyPub, 'utf8').split(' ')[1]).toBe(foreign.keyB64);
+    it(
+      'refuses a replaced host key with a terminal error naming both fingerprints; nothing unpinned is ' +
+        'trusted',
+      async () => {
+        const hB = provider.describeHost(spec, b);
+        const oldPin = pins.getPinned(hB.id)!;
+        expect(oldPin).toBeDefined();
+        await provider.stop(spec, b);
+        // someone else's key in its place (the files exist, so pgop neither makes nor pins a new one)
+        const foreign = generateKeyPair('not-pgop');
+        writeFileSync(join(hB.dir, 'ssh', 'ssh_host_ed25519_key'), foreign.privateKey, { mode: 0o600 });
+        writeFileSync(join(hB.dir, 'ssh', 'ssh_host_ed25519_key.pub'), `${foreign.publicLine}\n`);
+        await provider.start(spec, b);
+        expect(readFileSync(hB.hostKeyPub, 'utf8').split(' ')[1]).toBe(foreign.keyB64);
 
-      const err = await shell.exec(refB(), ['true']).catch((e: unknown) => e);
-      expect(err).toMatchObject({ kind: 'terminal' });
-      expect((err as Error).message).toContain(
-        `it presented ${fingerprint(foreign.keyB64)}, but the key pinned for it is ${fingerprint(oldPin.keyB64)}`,
-      );
-      expect(pins.getPinned(hB.id)).toEqual(oldPin); // the pin is not overwritten
-      // and with no pin at all nothing is trusted either (no TOFU)
-      const other = new SshShell(createMemoryPins());
-      const err2 = await other.exec(refB(), ['id', '-u']).catch((e: unknown) => e);
-      expect((err2 as Error).message).toMatch(/no key is pinned for it/);
-      await other.close();
-    });
+        const err = await shell.exec(refB(), ['true']).catch((e: unknown) => e);
+        expect(err).toMatchObject({ kind: 'terminal' });
+        expect((err as Error).message).toContain(
+          `it presented ${fingerprint(foreign.keyB64)}, ` +
+            `but the key pinned for it is ${fingerprint(oldPin.keyB64)}`,
+        );
+        expect(pins.getPinned(hB.id)).toEqual(oldPin); // the pin is not overwritten
+        // and with no pin at all nothing is trusted either (no TOFU)
+        const other = new SshShell(createMemoryPins());
+        const err2 = await other.exec(refB(), ['id', '-u']).catch((e: unknown) => e);
+        expect((err2 as Error).message).toMatch(/no key is pinned for it/);
+        await other.close();
+      },
+    );
 
-    it('delete leaves no namespace, no process and no directory; the hub stays while this process lives in it', async () => {
-      const hosts = [
-        provider.describeHost(spec, a),
-        provider.describeHost(spec, b),
-        provider.describeHost(spec, 'pool'),
-      ];
-      const pids = hosts.flatMap((h) => netnsPids(h.ns));
-      expect(pids.length).toBeGreaterThanOrEqual(3);
-      await shell.close();
-      await provider.deleteMachine(spec, a);
-      await provider.deleteMachine(spec, b);
-      expect(existsSync(hosts[0]!.dir)).toBe(false);
-      await provider.deleteClusterResources(spec);
-      await provider.deleteClusterResources(spec); // idempotent
-      await provider.fenceMachine(spec, a); // fencing a missing machine succeeds
-      expect(labNamespaces()).toEqual([]);
-      // and no machine cgroup (the pool host's was left behind once: a zombie held it at rmdir)
-      for (const h of hosts)
-        expect(existsSync(machineCgroup(h.ns) ?? '/nonexistent'), `${h.ns}'s cgroup`).toBe(false);
-      for (const pid of pids)
-        expect(existsSync(`/proc/${pid}/ns/net`) && procComm(pid) === 'sshd').toBe(false);
-      expect(existsSync(join(process.env.PGOP_LAB_STATE ?? '/var/lib/pgop/lab', 'lt'))).toBe(false);
-      expect(execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' }).trim()).toBe(
-        '',
-      );
-      expect(inHub(prefix)).toBe(true);
-      expect((await provider.observeMachines(spec)).pg1?.state).toBe('missing');
-      expect(readdirSync(process.env.PGOP_LAB_STATE ?? '/nonexistent')).toEqual([]);
-    });
+    it(
+      'delete leaves no namespace, no process and no directory; the hub stays while this process lives ' +
+        'in it',
+      async () => {
+        const hosts = [
+          provider.describeHost(spec, a),
+          provider.describeHost(spec, b),
+          provider.describeHost(spec, 'pool'),
+        ];
+        const pids = hosts.flatMap((h) => netnsPids(h.ns));
+        expect(pids.length).toBeGreaterThanOrEqual(3);
+        await shell.close();
+        await provider.deleteMachine(spec, a);
+        await provider.deleteMachine(spec, b);
+        expect(existsSync(hosts[0]!.dir)).toBe(false);
+        await provider.deleteClusterResources(spec);
+        await provider.deleteClusterResources(spec); // idempotent
+        await provider.fenceMachine(spec, a); // fencing a missing machine succeeds
+        expect(labNamespaces()).toEqual([]);
+        // and no machine cgroup (the pool host's was left behind once: a zombie held it at rmdir)
+        for (const h of hosts)
+          expect(existsSync(machineCgroup(h.ns) ?? '/nonexistent'), `${h.ns}'s cgroup`).toBe(false);
+        for (const pid of pids)
+          expect(existsSync(`/proc/${pid}/ns/net`) && procComm(pid) === 'sshd').toBe(false);
+        expect(existsSync(join(process.env.PGOP_LAB_STATE ?? '/var/lib/pgop/lab', 'lt'))).toBe(false);
+        expect(
+          execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' }).trim(),
+        ).toBe('');
+        expect(inHub(prefix)).toBe(true);
+        expect((await provider.observeMachines(spec)).pg1?.state).toBe('missing');
+        expect(readdirSync(process.env.PGOP_LAB_STATE ?? '/nonexistent')).toEqual([]);
+      },
+    );
   },
 );
 

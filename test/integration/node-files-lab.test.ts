@@ -110,69 +110,77 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     if (process.env.PGOP_IT_VERBOSE) console.log(driverLog.join('\n'));
   });
 
-  it('a reconcile does not follow symlinks that postgres planted under every temp name and for postgresql.conf', async () => {
-    // root-owned canaries in the node's private /root (postgres cannot even read them)
-    const C1 = `/root/canary-${randomBytes(4).toString('hex')}`;
-    const C2 = `/root/canary-${randomBytes(4).toString('hex')}`;
-    await run(pg01, 'root', 'umask 022; for c in "$1" "$2"; do printf "canary\\n" > "$c"; done', C1, C2);
+  it(
+    'a reconcile does not follow symlinks that postgres planted under every temp name and for ' +
+      'postgresql.conf',
+    async () => {
+      // root-owned canaries in the node's private /root (postgres cannot even read them)
+      const C1 = `/root/canary-${randomBytes(4).toString('hex')}`;
+      const C2 = `/root/canary-${randomBytes(4).toString('hex')}`;
+      await run(pg01, 'root', 'umask 022; for c in "$1" "$2"; do printf "canary\\n" > "$c"; done', C1, C2);
 
-    // 1. Every name the write path could pick for a temp file beside a managed file (one per
-    //    possible pid), a symlink to a root file; then make two managed files differ so that
-    //    the next reconcile rewrites them.
-    const planted = await run(
-      pg01,
-      'postgres',
-      `max=$(cat /proc/sys/kernel/pid_max)
-      perl -e 'my ($t, $max, @f) = @ARGV; for my $f (@f) { for my $i (1 .. $max) { symlink($t, "$f.pgop-$i") or die "$f.pgop-$i: $!" } }' "$1" "$max" "$2/pg_hba.conf" "$2/conf.d/pgop.conf"
+      // 1. Every name the write path could pick for a temp file beside a managed file (one per
+      //    possible pid), a symlink to a root file; then make two managed files differ so that
+      //    the next reconcile rewrites them.
+      const plantLinks =
+        'my ($t, $max, @f) = @ARGV; ' +
+        'for my $f (@f) { for my $i (1 .. $max) { symlink($t, "$f.pgop-$i") or die "$f.pgop-$i: $!" } }';
+      const planted = await run(
+        pg01,
+        'postgres',
+        `max=$(cat /proc/sys/kernel/pid_max)
+      perl -e '${plantLinks}' "$1" "$max" "$2/pg_hba.conf" "$2/conf.d/pgop.conf"
       echo "# changed by postgres" >> "$2/pg_hba.conf"
       echo "# changed by postgres" >> "$2/conf.d/pgop.conf"
       find "$2" -maxdepth 2 -type l -name '*.pgop-*' | wc -l`,
-      C1,
-      D,
-    );
-    expect(Number(planted.trim())).toBeGreaterThan(60_000);
-    const r1 = await retry(() => pgd.ensureConfigured(spec, pg01)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect
-      .soft(await canary(pg01, C1), 'the temp-name symlinks were followed')
-      .toBe('root:root 644\ncanary\n');
-    expect.soft(r1).toBeNull();
-    // the managed files were rewritten (the planted lines are gone), owned by postgres
-    expect
-      .soft(await run(pg01, 'root', 'cat -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
-      .not.toContain('changed by postgres');
-    expect
-      .soft(
-        (await run(pg01, 'root', 'stat -c "%U:%G %a %F" -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
-          .trim()
-          .split('\n'),
-      )
-      .toEqual(['postgres:postgres 600 regular file', 'postgres:postgres 600 regular file']);
-    await run(pg01, 'postgres', 'find "$1" -maxdepth 2 -type l -name "*.pgop-*" -delete', D);
+        C1,
+        D,
+      );
+      expect(Number(planted.trim())).toBeGreaterThan(60_000);
+      const r1 = await retry(() => pgd.ensureConfigured(spec, pg01)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect
+        .soft(await canary(pg01, C1), 'the temp-name symlinks were followed')
+        .toBe('root:root 644\ncanary\n');
+      expect.soft(r1).toBeNull();
+      // the managed files were rewritten (the planted lines are gone), owned by postgres
+      expect
+        .soft(await run(pg01, 'root', 'cat -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
+        .not.toContain('changed by postgres');
+      expect
+        .soft(
+          (await run(pg01, 'root', 'stat -c "%U:%G %a %F" -- "$1/pg_hba.conf" "$1/conf.d/pgop.conf"', D))
+            .trim()
+            .split('\n'),
+        )
+        .toEqual(['postgres:postgres 600 regular file', 'postgres:postgres 600 regular file']);
+      await run(pg01, 'postgres', 'find "$1" -maxdepth 2 -type l -name "*.pgop-*" -delete', D);
 
-    // 2. postgresql.conf itself a symlink to a root file (pgop appends its include line to it)
-    await run(
-      pg01,
-      'postgres',
-      'cp -p "$1/postgresql.conf" "$1/postgresql.conf.keep" && ln -sf "$2" "$1/postgresql.conf"',
-      D,
-      C2,
-    );
-    const r2 = await pgd.ensureConfigured(spec, pg01).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect
-      .soft(await canary(pg01, C2), 'postgresql.conf, a symlink, was followed')
-      .toBe('root:root 644\ncanary\n');
-    if (r2) expect.soft(r2).toBeInstanceOf(PgopError);
-    await run(pg01, 'postgres', 'mv -f "$1/postgresql.conf.keep" "$1/postgresql.conf"', D);
-    await retry(() => pgd.ensureConfigured(spec, pg01));
-    // postgres still answers with the rewritten files
-    expect((await pgd.probe(spec, pg01)).postgres).toMatchObject({ running: true, inRecovery: false });
-  }, 180_000);
+      // 2. postgresql.conf itself a symlink to a root file (pgop appends its include line to it)
+      await run(
+        pg01,
+        'postgres',
+        'cp -p "$1/postgresql.conf" "$1/postgresql.conf.keep" && ln -sf "$2" "$1/postgresql.conf"',
+        D,
+        C2,
+      );
+      const r2 = await pgd.ensureConfigured(spec, pg01).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect
+        .soft(await canary(pg01, C2), 'postgresql.conf, a symlink, was followed')
+        .toBe('root:root 644\ncanary\n');
+      if (r2) expect.soft(r2).toBeInstanceOf(PgopError);
+      await run(pg01, 'postgres', 'mv -f "$1/postgresql.conf.keep" "$1/postgresql.conf"', D);
+      await retry(() => pgd.ensureConfigured(spec, pg01));
+      // postgres still answers with the rewritten files
+      expect((await pgd.probe(spec, pg01)).postgres).toMatchObject({ running: true, inRecovery: false });
+    },
+    180_000,
+  );
 
   it('install refuses to hand a system directory, or a symlink postgres planted, to postgres', async () => {
     // /etc/pgpool2 is root's and private to each lab node (a stand-in for /etc or /usr/local/bin)
@@ -210,12 +218,15 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
   it('a clone whose pg_basebackup was killed midway is detected and redone', async () => {
     // stop the standby, empty its data directory and clone by hand, slowly, killing
     // pg_basebackup with SIGKILL once the copy has begun (PG_VERSION there, pg_control not yet)
+    const slowClone =
+      'PGPASSFILE=/u01/pg15/pgop-replication.pgpass "$2/pg_basebackup" ' +
+      '-D "$1" -h "$3" -U replicator -X stream -c fast -w --max-rate=32k';
     const out = await run(
       pg02,
       'postgres',
       `"$2/pg_ctl" -D "$1" -m fast -w -t 30 stop >/dev/null
       find "$1" -mindepth 1 -delete
-      PGPASSFILE=/u01/pg15/pgop-replication.pgpass "$2/pg_basebackup" -D "$1" -h "$3" -U replicator -X stream -c fast -w --max-rate=32k </dev/null >/dev/null 2>&1 &
+      ${slowClone} </dev/null >/dev/null 2>&1 &
       pid=$!
       i=0; while [ ! -f "$1/PG_VERSION" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
       # -X stream forks a WAL streamer that outlives a SIGKILL of its parent: that child too
@@ -241,33 +252,37 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     expect(driverLog.some((l) => l.startsWith('cloned') && l.includes('"node":"pg02"'))).toBe(true);
   }, 180_000);
 
-  it('a clone moves another cluster aside and keeps it; only older copies of this cluster are removed', async () => {
-    await run(
-      pg02,
-      'postgres',
-      `"$2/pg_ctl" -D "$1" -m fast -w -t 30 stop >/dev/null
+  it(
+    'a clone moves another cluster aside and keeps it; ' + 'only older copies of this cluster are removed',
+    async () => {
+      await run(
+        pg02,
+        'postgres',
+        `"$2/pg_ctl" -D "$1" -m fast -w -t 30 stop >/dev/null
       cp -a "$1" "$1.pgop-old-20000101000000"
       "$2/initdb" -D "$1.pgop-old-20000102000000" -A peer >/dev/null
       find "$1" -mindepth 1 -delete
       "$2/initdb" -D "$1" -A peer >/dev/null`,
-      D,
-      B,
-    );
-    await retry(() => pgd.ensureStandby(spec, pg02, pg01));
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
-      running: true,
-      inRecovery: true,
-      streaming: true,
-      upstream: 'pg01',
-    });
-    const aside = (await run(pg02, 'root', 'ls -d "$1".pgop-old-*', D)).trim().split('\n');
-    // the copy of this cluster is gone, the other cluster's old copy is kept, and so is the
-    // other cluster that was in the data directory (moved aside now)
-    expect(aside).not.toContain(`${D}.pgop-old-20000101000000`);
-    expect(aside).toContain(`${D}.pgop-old-20000102000000`);
-    expect(aside).toHaveLength(2);
-    expect(driverLog.some((l) => l.startsWith('WARN keeping /u01/pg15/data.pgop-old-20000102000000'))).toBe(
-      true,
-    );
-  }, 180_000);
+        D,
+        B,
+      );
+      await retry(() => pgd.ensureStandby(spec, pg02, pg01));
+      expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
+        running: true,
+        inRecovery: true,
+        streaming: true,
+        upstream: 'pg01',
+      });
+      const aside = (await run(pg02, 'root', 'ls -d "$1".pgop-old-*', D)).trim().split('\n');
+      // the copy of this cluster is gone, the other cluster's old copy is kept, and so is the
+      // other cluster that was in the data directory (moved aside now)
+      expect(aside).not.toContain(`${D}.pgop-old-20000101000000`);
+      expect(aside).toContain(`${D}.pgop-old-20000102000000`);
+      expect(aside).toHaveLength(2);
+      expect(driverLog.some((l) => l.startsWith('WARN keeping /u01/pg15/data.pgop-old-20000102000000'))).toBe(
+        true,
+      );
+    },
+    180_000,
+  );
 });

@@ -42,7 +42,8 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
   beforeAll(() => {
     expect(
       sh(
-        'mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"',
+        'mkdir -m 755 -- "$1" && mkdir -m 700 -- "$1/pg" && chown postgres:postgres -- "$1/pg" && ' +
+          'printf "canary\\n" > "$1/canary" && chmod 644 "$1/canary"',
         [B],
       ).code,
     ).toBe(0);
@@ -51,19 +52,24 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     sh('rm -rf -- "$1"', [B]);
   });
 
-  it('put_file writes a postgres file in a postgres directory as postgres: a planted symlink is replaced, its target untouched', () => {
-    expect(
-      asPg(
-        'ln -s "$1/canary" "$1/pg/f.conf"; for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done',
-        B,
-      ).code,
-    ).toBe(0);
-    const r = sh('put_file 600 postgres:postgres "$1/pg/f.conf"', [B], 'hello\n');
-    expect(r).toEqual({ code: 0, out: '' });
-    expect(stat(`${B}/pg/f.conf`)).toBe('postgres:postgres 600 regular file');
-    expect(sh('cat -- "$1/pg/f.conf" "$1/canary"', [B]).out).toBe('hello\ncanary\n');
-    expect(stat(`${B}/canary`)).toBe('root:root 644 regular file');
-  });
+  it(
+    'put_file writes a postgres file in a postgres directory as postgres: a planted symlink is replaced, ' +
+      'its target untouched',
+    () => {
+      expect(
+        asPg(
+          'ln -s "$1/canary" "$1/pg/f.conf"; ' +
+            'for i in 1 2 3 4 5 6 7 8 9; do ln -s "$1/canary" "$1/pg/f.conf.pgop-$i"; done',
+          B,
+        ).code,
+      ).toBe(0);
+      const r = sh('put_file 600 postgres:postgres "$1/pg/f.conf"', [B], 'hello\n');
+      expect(r).toEqual({ code: 0, out: '' });
+      expect(stat(`${B}/pg/f.conf`)).toBe('postgres:postgres 600 regular file');
+      expect(sh('cat -- "$1/pg/f.conf" "$1/canary"', [B]).out).toBe('hello\ncanary\n');
+      expect(stat(`${B}/canary`)).toBe('root:root 644 regular file');
+    },
+  );
 
   it('put_file as postgres cannot reach a root file even through a link postgres made', () => {
     // postgres swaps the directory itself for a link to root's directory: the write runs as
@@ -75,17 +81,21 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     expect(stat(`${B}/canary`)).toBe('root:root 644 regular file');
   });
 
-  it('put_file writes root files (and postgres files) in a root-only directory as root, with mode and owner', () => {
-    expect(sh('put_file 755 root:root "$1/script.sh"', [B], '#!/bin/sh\n').code).toBe(0);
-    expect(stat(`${B}/script.sh`)).toBe('root:root 755 regular file');
-    expect(sh('put_file 600 postgres:postgres "$1/pass"', [B], 'secret\n').code).toBe(0);
-    expect(stat(`${B}/pass`)).toBe('postgres:postgres 600 regular file');
-    expect(
-      sh('ls -a -- "$1"', [B])
-        .out.split('\n')
-        .filter((l) => l.includes('pgop-')),
-    ).toEqual([]);
-  });
+  it(
+    'put_file writes root files (and postgres files) in a root-only directory as root, with mode and ' +
+      'owner',
+    () => {
+      expect(sh('put_file 755 root:root "$1/script.sh"', [B], '#!/bin/sh\n').code).toBe(0);
+      expect(stat(`${B}/script.sh`)).toBe('root:root 755 regular file');
+      expect(sh('put_file 600 postgres:postgres "$1/pass"', [B], 'secret\n').code).toBe(0);
+      expect(stat(`${B}/pass`)).toBe('postgres:postgres 600 regular file');
+      expect(
+        sh('ls -a -- "$1"', [B])
+          .out.split('\n')
+          .filter((l) => l.includes('pgop-')),
+      ).toEqual([]);
+    },
+  );
 
   it('put_file refuses a root file in a directory postgres can change', () => {
     const r = sh('put_file 755 root:root "$1/pg/script.sh"', [B], 'x');
@@ -102,31 +112,36 @@ describe.skipIf(!canRun)('node-fs: root never follows what postgres planted', ()
     );
   });
 
-  it('pg_dir creates as the parent owner, hands over only what root made, refuses links, system and foreign directories', () => {
-    expect(sh('pg_dir "$1/new/data" 700', [B]).code).toBe(0);
-    expect(stat(`${B}/new`)).toBe('root:root 755 directory');
-    expect(stat(`${B}/new/data`)).toBe('postgres:postgres 700 directory');
-    expect(sh('pg_dir "$1/pg/a/b" 700', [B]).code).toBe(0);
-    expect(stat(`${B}/pg/a`)).toBe('postgres:postgres 755 directory');
-    expect(stat(`${B}/pg/a/b`)).toBe('postgres:postgres 700 directory');
-    // a link postgres planted where a directory is wanted, to root's directory
-    expect(asPg('ln -s "$1" "$1/pg/logs"', B).code).toBe(0);
-    expect(sh('pg_dir "$1/pg/logs" 700', [B])).toMatchObject({ code: 3 });
-    expect(stat(B)).toBe('root:root 755 directory');
-    // system directories, also reached through a path
-    for (const p of ['/', '/usr/local/bin', '/etc/ssh', '/var/lib', '/root'])
-      expect(sh('pg_dir "$1" 700', [p]), p).toMatchObject({ code: 3 });
-    // a non-empty directory of root's that pgop did not make
-    expect(sh('mkdir "$1/full" && touch "$1/full/x" && pg_dir "$1/full" 700', [B])).toMatchObject({
-      code: 3,
-    });
-    expect(stat(`${B}/full`)).toBe('root:root 755 directory');
-  });
+  it(
+    'pg_dir creates as the parent owner, hands over only what root made, refuses links, system and ' +
+      'foreign directories',
+    () => {
+      expect(sh('pg_dir "$1/new/data" 700', [B]).code).toBe(0);
+      expect(stat(`${B}/new`)).toBe('root:root 755 directory');
+      expect(stat(`${B}/new/data`)).toBe('postgres:postgres 700 directory');
+      expect(sh('pg_dir "$1/pg/a/b" 700', [B]).code).toBe(0);
+      expect(stat(`${B}/pg/a`)).toBe('postgres:postgres 755 directory');
+      expect(stat(`${B}/pg/a/b`)).toBe('postgres:postgres 700 directory');
+      // a link postgres planted where a directory is wanted, to root's directory
+      expect(asPg('ln -s "$1" "$1/pg/logs"', B).code).toBe(0);
+      expect(sh('pg_dir "$1/pg/logs" 700', [B])).toMatchObject({ code: 3 });
+      expect(stat(B)).toBe('root:root 755 directory');
+      // system directories, also reached through a path
+      for (const p of ['/', '/usr/local/bin', '/etc/ssh', '/var/lib', '/root'])
+        expect(sh('pg_dir "$1" 700', [p]), p).toMatchObject({ code: 3 });
+      // a non-empty directory of root's that pgop did not make
+      expect(sh('mkdir "$1/full" && touch "$1/full/x" && pg_dir "$1/full" 700', [B])).toMatchObject({
+        code: 3,
+      });
+      expect(stat(`${B}/full`)).toBe('root:root 755 directory');
+    },
+  );
 
   it('pg_rmtree removes a postgres tree as postgres, the top entry as root in a root-only directory', () => {
     expect(
       asPg(
-        'mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ln -s "$1/canary" "$1/new/data/link"',
+        'mkdir -p "$1/new/data/base/1" && touch "$1/new/data/base/1/x" && ' +
+          'ln -s "$1/canary" "$1/new/data/link"',
         B,
       ).code,
     ).toBe(0);

@@ -29,6 +29,19 @@ describe.skipIf(!IN_LAB)('pgop on the lab provider (root)', { timeout: 300_000 }
   const addr = (n: string) => `10.81.0.${11 + nodes.indexOf(n)}`;
 
   function spec(workMem: string) {
+    const parameters = [
+      'wal_level: replica',
+      'max_wal_senders: 5',
+      'max_replication_slots: 5',
+      'hot_standby: "on"',
+      'wal_log_hints: "on"',
+      `work_mem: ${workMem}`,
+      'archive_mode: "on"',
+    ].join(', ');
+    const roles = [
+      `{name: owner, password: {file: ${work}/secrets/owner}}`,
+      `{name: app, password: {file: ${work}/secrets/app}, searchPath: ["$user", owner, public]}`,
+    ].join(', ');
     return `apiVersion: pgop.dev/v1
 kind: Cluster
 metadata: {name: op}
@@ -36,13 +49,13 @@ spec:
   provider: {type: lab, network: 10.81.0.0/24}
   postgres:
     superuserPassword: {file: ${work}/secrets/postgres}
-    parameters: {wal_level: replica, max_wal_senders: 5, max_replication_slots: 5, hot_standby: "on", wal_log_hints: "on", work_mem: ${workMem}, archive_mode: "on"}
+    parameters: {${parameters}}
     hba: [{type: host, database: all, user: all, address: 10.81.0.0/24, method: scram-sha-256}]
   nodes:
 ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   replication: {mode: sync, syncQuorum: 1, password: {file: ${work}/secrets/replicator}}
   pgpool: {enabled: true, address: 10.81.0.10, numInitChildren: 8}
-  roles: [{name: owner, password: {file: ${work}/secrets/owner}}, {name: app, password: {file: ${work}/secrets/app}, searchPath: ["$user", owner, public]}]
+  roles: [${roles}]
   databases: [{name: appdb, schemas: [{name: owner, owner: owner}]}]
   grants: [{role: app, database: appdb, schema: owner, tablePrivileges: [SELECT, INSERT]}]
 `;

@@ -1,6 +1,7 @@
 // Real postgres 15 + pgpool 4.3 on lab hosts (network namespaces with their own sshd), driven
 // through SshPostgresDriver / SshPoolDriver exactly as the operator drives them.
-// Runs inside the lab hub namespace: `bash scripts/test-integration.sh test/integration/postgres-lab.test.ts`.
+// Runs inside the lab hub namespace:
+// `bash scripts/test-integration.sh test/integration/postgres-lab.test.ts`.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labSsl } from '../helpers/lab-tls.js';
@@ -275,7 +276,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
         shellLog
           .map(
             (e) =>
-              `${e.id} ${e.ms}ms ${e.code ?? e.error ?? ''} ${(e.argv ?? []).slice(0, 3).join(' ').replace(/\s+/g, ' ').slice(0, 90)}`,
+              `${e.id} ${e.ms}ms ${e.code ?? e.error ?? ''} ` +
+              `${(e.argv ?? []).slice(0, 3).join(' ').replace(/\s+/g, ' ').slice(0, 90)}`,
           )
           .join('\n'),
       );
@@ -356,7 +358,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     expect(auto ?? '').not.toMatch(/listen_addresses|cluster_name|primary_conninfo/);
     const settings = await withPg(direct(pg02), (c) =>
       c.query<{ name: string; setting: string; source: string }>(
-        "SELECT name, setting, source FROM pg_settings WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')",
+        'SELECT name, setting, source FROM pg_settings ' +
+          "WHERE name IN ('listen_addresses','cluster_name','primary_slot_name')",
       ),
     );
     const byName = Object.fromEntries(settings.rows.map((r) => [r.name, r]));
@@ -666,7 +669,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       [
         'sh',
         '-c',
-        `cd / && ${B}/pg_ctl -D /u01/pg15/data -m fast -w stop >/dev/null && rm -rf /u01/pg15/data/* && ${B}/initdb -D /u01/pg15/data -A peer >/dev/null`,
+        `cd / && ${B}/pg_ctl -D /u01/pg15/data -m fast -w stop >/dev/null && ` +
+          `rm -rf /u01/pg15/data/* && ${B}/initdb -D /u01/pg15/data -A peer >/dev/null`,
       ],
       { user: 'postgres', timeoutMs: 60_000 },
     );

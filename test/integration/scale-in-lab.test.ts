@@ -29,6 +29,9 @@ describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_0
   const POOL = '10.83.0.10';
 
   function spec(nodes: string[]) {
+    const parameters =
+      'wal_level: replica, max_wal_senders: 8, max_replication_slots: 8, ' +
+      'hot_standby: "on", wal_log_hints: "on"';
     return `apiVersion: pgop.dev/v1
 kind: Cluster
 metadata: {name: sc}
@@ -36,7 +39,7 @@ spec:
   provider: {type: lab, network: 10.83.0.0/24}
   postgres:
     superuserPassword: {file: ${work}/secrets/postgres}
-    parameters: {wal_level: replica, max_wal_senders: 8, max_replication_slots: 8, hot_standby: "on", wal_log_hints: "on"}
+    parameters: {${parameters}}
     hba: [{type: host, database: all, user: all, address: 10.83.0.0/24, method: scram-sha-256}]
   nodes:
 ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
@@ -64,7 +67,8 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
           ? resolve()
           : reject(
               new Error(
-                `serve exited ${code}: ${err}\n${pgop('get', 'events', '--cluster', 'sc').stdout.split('\n').slice(-25).join('\n')}`,
+                `serve exited ${code}: ${err}\n` +
+                  `${pgop('get', 'events', '--cluster', 'sc').stdout.split('\n').slice(-25).join('\n')}`,
               ),
             ),
       );
@@ -136,7 +140,8 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   /** Scale in to `keep` while a writer writes through pgpool; then check nothing of `gone` is left. */
   async function scaleIn(keep: string[], gone: string, run: string) {
     const pids = netnsPids(gone);
-    expect(pids.length, `${gone} runs processes before`).toBeGreaterThan(3); // sshd, postmaster and its children
+    // sshd, postmaster and its children
+    expect(pids.length, `${gone} runs processes before`).toBeGreaterThan(3);
     const writer = new Writer({
       name: 'pool',
       run,
@@ -212,7 +217,8 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     ).map((r) => Number(r.id));
     expect(missing(writer.acks, ids)).toEqual([]);
     console.log(
-      `${run}: ${writer.acks.length} writes acknowledged through pgpool during the scale-in, all on primary ${p}; ${writer.failures.length} attempts failed (pgpool restarts, the handover)`,
+      `${run}: ${writer.acks.length} writes acknowledged through pgpool during the scale-in, ` +
+        `all on primary ${p}; ${writer.failures.length} attempts failed (pgpool restarts, the handover)`,
     );
 
     // the story
@@ -240,31 +246,35 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('brings up 3 nodes, then scales out to 4: pg4 streams through its slot and is a sync candidate', async () => {
-    apply(['pg1', 'pg2', 'pg3']);
-    await converge();
-    expect(primary()).toBe('pg1');
-    await query(POOL, TABLE_DDL, [], 9999);
-    apply(all);
-    await converge();
-    expect(readFileSync(join(state, 'sc', 'pg4', 'address'), 'utf8').trim()).toBe(addr('pg4'));
-    const repl = (
-      await query<{ application_name: string }>(
+  it(
+    'brings up 3 nodes, then scales out to 4: ' + 'pg4 streams through its slot and is a sync candidate',
+    async () => {
+      apply(['pg1', 'pg2', 'pg3']);
+      await converge();
+      expect(primary()).toBe('pg1');
+      await query(POOL, TABLE_DDL, [], 9999);
+      apply(all);
+      await converge();
+      expect(readFileSync(join(state, 'sc', 'pg4', 'address'), 'utf8').trim()).toBe(addr('pg4'));
+      const repl = (
+        await query<{ application_name: string }>(
+          addr('pg1'),
+          'SELECT application_name FROM pg_stat_replication',
+        )
+      ).map((r) => r.application_name);
+      expect(repl).toContain('pg4');
+      const slots = await query<{ slot_name: string; active: boolean }>(
         addr('pg1'),
-        'SELECT application_name FROM pg_stat_replication',
-      )
-    ).map((r) => r.application_name);
-    expect(repl).toContain('pg4');
-    const slots = await query<{ slot_name: string; active: boolean }>(
-      addr('pg1'),
-      'SELECT slot_name, active FROM pg_replication_slots',
-    );
-    expect(slots).toContainEqual({ slot_name: 'pgop_pg4', active: true });
-    expect(
-      (await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names'))[0]!
-        .synchronous_standby_names,
-    ).toContain('pg4');
-  });
+        'SELECT slot_name, active FROM pg_replication_slots',
+      );
+      expect(slots).toContainEqual({ slot_name: 'pgop_pg4', active: true });
+      expect(
+        (
+          await query<{ synchronous_standby_names: string }>(addr('pg1'), 'SHOW synchronous_standby_names')
+        )[0]!.synchronous_standby_names,
+      ).toContain('pg4');
+    },
+  );
 
   it('4 -> 3: removing a standby leaves nothing of it, and no acknowledged write is lost', async () => {
     const { events } = await scaleIn(['pg1', 'pg2', 'pg3'], 'pg4', 'scale-standby');

@@ -71,17 +71,20 @@ describe.skipIf(!root)('HTTP API, metrics and dashboard on the lab (root)', { ti
     mkdirSync(RESULTS, { recursive: true });
     writeFileSync(join(RESULTS, name), Buffer.from(data, 'base64'));
   };
+  const cardRoles = "[...c.querySelectorAll('.node')].map((n) => [n.dataset.node, n.dataset.role])";
   /** What the page shows of the cluster: its primary, each node card's role, the event rules. */
   const shown = () =>
-    evaluate<{ primary: string | null; cards: Record<string, string>; rules: string[] }>(`(() => {
+    evaluate<{ primary: string | null; cards: Record<string, string>; rules: string[] }>(
+      `(() => {
     const c = document.querySelector('section[data-cluster="web"]');
     if (!c) return { primary: null, cards: {}, rules: [] };
     return {
       primary: c.dataset.primary,
-      cards: Object.fromEntries([...c.querySelectorAll('.node')].map((n) => [n.dataset.node, n.dataset.role])),
+      cards: Object.fromEntries(${cardRoles}),
       rules: [...c.querySelectorAll('.events li')].map((l) => l.dataset.rule),
     };
-  })()`);
+  })()`,
+    );
 
   beforeAll(async () => {
     expect(

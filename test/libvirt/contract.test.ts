@@ -232,42 +232,48 @@ describe.skipIf(!isRoot())(
       expect((await virsh('domstate', 'lvc-pg1')).trim()).toBe('running');
     });
 
-    it('a crash at any step of creating a machine is completed by the next call, never duplicated', async () => {
-      const node = spec.nodes[1]!;
-      // How many virsh commands a clean creation of pg2 takes (pool host and pg1 exist already).
-      const counting = new CrashingVirsh(-1);
-      const probe = newProvider({ virsh: counting, watchEvents: false });
-      await probe.ensureMachine(spec, node);
-      await probe.close();
-      // A crash before a read leaves the state a crash before the next change leaves: crash
-      // before every command that changes something (and the binding's define/start come after
-      // the last one, so "crash after the last virsh command" is covered by the define test below).
-      const changes = counting.verbs.flatMap((v, i) =>
-        /^(pool|net|vol)-(define|build|start|autostart|update|create|upload|delete|destroy|undefine)$/.test(v)
-          ? [i + 1]
-          : [],
-      );
-      expect(counting.verbs).toEqual(expect.arrayContaining(['net-update', 'vol-create']));
-      expect(changes.length).toBeGreaterThanOrEqual(4); // reservation, root, data, seed
-      const want = { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') };
-      for (const k of changes) {
-        await provider.deleteMachine(spec, node);
-        expect(await domains()).not.toContain('lvc-pg2');
-        const crashing = newProvider({ virsh: new CrashingVirsh(k), watchEvents: false });
-        await expect(crashing.ensureMachine(spec, node), `crash at virsh call ${k}`).rejects.toThrow(
-          /simulated crash/,
+    it(
+      'a crash at any step of creating a machine is ' + 'completed by the next call, never duplicated',
+      async () => {
+        const node = spec.nodes[1]!;
+        // How many virsh commands a clean creation of pg2 takes (pool host and pg1 exist already).
+        const counting = new CrashingVirsh(-1);
+        const probe = newProvider({ virsh: counting, watchEvents: false });
+        await probe.ensureMachine(spec, node);
+        await probe.close();
+        // A crash before a read leaves the state a crash before the next change leaves: crash
+        // before every command that changes something (and the binding's define/start come after
+        // the last one, so "crash after the last virsh command" is covered by the define test below).
+        const changes = counting.verbs.flatMap((v, i) =>
+          /^(pool|net|vol)-(define|build|start|autostart|update|create|upload|delete|destroy|undefine)$/.test(
+            v,
+          )
+            ? [i + 1]
+            : [],
         );
-        await crashing.close();
-        const fresh = newProvider({ watchEvents: false });
-        await fresh.ensureMachine(spec, node);
-        await fresh.close();
-        expect(
-          { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') },
-          `after a crash at virsh call ${k}`,
-        ).toEqual(want);
-        expect((await virsh('domstate', 'lvc-pg2')).trim()).toBe('running');
-      }
-    }, 120_000);
+        expect(counting.verbs).toEqual(expect.arrayContaining(['net-update', 'vol-create']));
+        expect(changes.length).toBeGreaterThanOrEqual(4); // reservation, root, data, seed
+        const want = { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') };
+        for (const k of changes) {
+          await provider.deleteMachine(spec, node);
+          expect(await domains()).not.toContain('lvc-pg2');
+          const crashing = newProvider({ virsh: new CrashingVirsh(k), watchEvents: false });
+          await expect(crashing.ensureMachine(spec, node), `crash at virsh call ${k}`).rejects.toThrow(
+            /simulated crash/,
+          );
+          await crashing.close();
+          const fresh = newProvider({ watchEvents: false });
+          await fresh.ensureMachine(spec, node);
+          await fresh.close();
+          expect(
+            { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') },
+            `after a crash at virsh call ${k}`,
+          ).toEqual(want);
+          expect((await virsh('domstate', 'lvc-pg2')).trim()).toBe('running');
+        }
+      },
+      120_000,
+    );
 
     it('a domain defined but never started (crash after define) is started, not redefined', async () => {
       const node = spec.nodes[1]!;
@@ -318,48 +324,51 @@ describe.skipIf(!isRoot())(
       expect(await domains()).not.toContain('lvy-pg1');
     });
 
-    it("a shared network keeps the other cluster's reservations and is deleted with the last one", async () => {
-      const shared = libvirtTestSpec({
-        name: 'lvz',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        subnet: 53,
-        nodes: 1,
-        pgpool: false,
-        network: 'pgop-shared',
-      });
-      const shared2 = libvirtTestSpec({
-        name: 'lvw',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        subnet: 53,
-        nodes: 1,
-        pgpool: false,
-        network: 'pgop-shared',
-      });
-      shared2.nodes[0]!.address = '10.77.53.21';
-      await provider.ensureMachine(shared, shared.nodes[0]!);
-      await provider.ensureMachine(shared2, shared2.nodes[0]!);
-      expect((await reservations('pgop-shared')).map((h) => h.name).sort()).toEqual(['lvw-pg1', 'lvz-pg1']);
-      // The same address for another machine is refused.
-      const thief = libvirtTestSpec({
-        name: 'lvv',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        subnet: 53,
-        nodes: 1,
-        pgpool: false,
-        network: 'pgop-shared',
-      });
-      await expect(provider.ensureMachine(thief, thief.nodes[0]!)).rejects.toThrow(
-        /10\.77\.53\.11.*reserved for lvz-pg1/,
-      );
-      await provider.deleteClusterResources(shared);
-      expect(await networks()).toContain('pgop-shared');
-      expect((await reservations('pgop-shared')).map((h) => h.name)).toEqual(['lvw-pg1']);
-      await provider.deleteClusterResources(shared2);
-      expect(await networks()).not.toContain('pgop-shared');
-    });
+    it(
+      "a shared network keeps the other cluster's " + 'reservations and is deleted with the last one',
+      async () => {
+        const shared = libvirtTestSpec({
+          name: 'lvz',
+          uri: d.testUri,
+          poolPath: join(state, 'pool'),
+          subnet: 53,
+          nodes: 1,
+          pgpool: false,
+          network: 'pgop-shared',
+        });
+        const shared2 = libvirtTestSpec({
+          name: 'lvw',
+          uri: d.testUri,
+          poolPath: join(state, 'pool'),
+          subnet: 53,
+          nodes: 1,
+          pgpool: false,
+          network: 'pgop-shared',
+        });
+        shared2.nodes[0]!.address = '10.77.53.21';
+        await provider.ensureMachine(shared, shared.nodes[0]!);
+        await provider.ensureMachine(shared2, shared2.nodes[0]!);
+        expect((await reservations('pgop-shared')).map((h) => h.name).sort()).toEqual(['lvw-pg1', 'lvz-pg1']);
+        // The same address for another machine is refused.
+        const thief = libvirtTestSpec({
+          name: 'lvv',
+          uri: d.testUri,
+          poolPath: join(state, 'pool'),
+          subnet: 53,
+          nodes: 1,
+          pgpool: false,
+          network: 'pgop-shared',
+        });
+        await expect(provider.ensureMachine(thief, thief.nodes[0]!)).rejects.toThrow(
+          /10\.77\.53\.11.*reserved for lvz-pg1/,
+        );
+        await provider.deleteClusterResources(shared);
+        expect(await networks()).toContain('pgop-shared');
+        expect((await reservations('pgop-shared')).map((h) => h.name)).toEqual(['lvw-pg1']);
+        await provider.deleteClusterResources(shared2);
+        expect(await networks()).not.toContain('pgop-shared');
+      },
+    );
 
     it('the event watcher is restarted when its virsh child dies, and events flow again', async () => {
       const w = provider.watcher(d.testUri)!;
@@ -383,126 +392,145 @@ describe.skipIf(!isRoot())(
       });
     });
 
-    it('each machine has its own host key, made and pinned before its domain was defined (0600 in a 0700 dir)', async () => {
-      for (const m of [spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const) {
-        const path = provider.hostKeyPath(spec, m);
-        const key = await readKeyPair(path);
-        expect(key, path).not.toBeNull();
-        const id = provider.hostRef(spec, m).id;
-        expect(pins.getPinned(id)).toEqual({ algo: 'ssh-ed25519', keyB64: key!.keyB64 });
-        expect(statSync(path).mode & 0o777).toBe(0o600);
-        expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
-      }
-      const keys = new Set(
-        ([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const).map(
-          (m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64,
-        ),
-      );
-      expect(keys.size).toBe(3);
-    });
-
-    it('deleteMachine removes domain, volumes, reservation and host key; twice is fine; made again, it has a new pinned key', async () => {
-      const node = spec.nodes[1]!;
-      const id = provider.hostRef(spec, node).id;
-      const before = pins.getPinned(id)!.keyB64;
-      await provider.deleteMachine(spec, node);
-      expect(await domains()).not.toContain('lvc-pg2');
-      expect((await volumes()).filter((v) => v.startsWith('lvc-pg2-'))).toEqual([]);
-      expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg2');
-      expect((await provider.observeMachines(spec)).pg2!.state).toBe('missing');
-      expect(existsSync(provider.hostKeyPath(spec, node))).toBe(false);
-      await provider.deleteMachine(spec, node);
-      // re-provisioned: a new key, pinned (the provider pins before define + start)
-      await provider.ensureMachine(spec, node);
-      const after = pins.getPinned(id)!.keyB64;
-      expect(after).not.toBe(before);
-      expect((await readKeyPair(provider.hostKeyPath(spec, node)))!.keyB64).toBe(after);
-      await provider.deleteMachine(spec, node);
-    });
-
-    it('listMachines finds a node that left the spec (pgop metadata, reserved address); its removal leaves no domain, volume, seed or reservation', async () => {
-      const bigger = libvirtTestSpec({
-        name: 'lvc',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        nodes: 3,
-      });
-      const pg3 = bigger.nodes[2]!;
-      await provider.ensureMachine(bigger, pg3);
-      expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([
-        'lvc-pg3-data.qcow2',
-        'lvc-pg3-root.qcow2',
-        'lvc-pg3-seed.iso',
-      ]);
-      // the spec no longer names pg3: observeMachines does not look, listMachines finds it
-      expect(Object.keys(await provider.observeMachines(spec))).not.toContain('pg3');
-      const listed = await provider.listMachines(spec);
-      expect(listed.pg3).toMatchObject({ state: 'running', address: pg3.address });
-      expect(Object.keys(listed)).not.toContain('pool');
-      // removed as scale-in does: fence, then delete through the NodeSpec it was made with
-      await provider.fenceMachine(spec, pg3);
-      await provider.deleteMachine(spec, pg3);
-      expect(await domains()).not.toContain('lvc-pg3');
-      expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([]);
-      expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg3');
-      expect((await provider.listMachines(spec)).pg3).toBeUndefined();
-    });
-
-    it('deleteClusterResources removes every machine, the network, the pool pgop made and the keys', async () => {
-      // A domain of a node no longer in the spec, found by its metadata.
-      const bigger = libvirtTestSpec({
-        name: 'lvc',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        nodes: 3,
-      });
-      await provider.ensureMachine(bigger, bigger.nodes[2]!);
-      expect(await domains()).toContain('lvc-pg3');
-      expect(existsSync(provider.keyPath(spec))).toBe(true);
-      await provider.deleteClusterResources(spec);
-      expect(await domains()).toEqual(['test']);
-      expect(await networks()).not.toContain('pgop-lvc');
-      expect(await maybeVirsh('pool-info', 'pgt')).toBeNull();
-      expect(existsSync(provider.keyPath(spec))).toBe(false);
-      await provider.deleteClusterResources(spec); // again: nothing left to do
-      expect((await provider.observeMachines(spec)).pg1!.state).toBe('missing');
-    });
-
-    it('survives a libvirtd restart: connections, the virsh session and the event watcher come back', async () => {
-      const node = spec.nodes[0]!;
-      await provider.ensureMachine(spec, node);
-      const w = provider.watcher(d.testUri)!;
-      const starts = w.starts;
-      await d.restart(); // the test driver forgets everything
-      // The first calls after the restart may fail as transient (the loop retries); within a few
-      // tries everything works again on fresh connections.
-      const retry = async <T>(f: () => Promise<T>): Promise<T> => {
-        for (let i = 0; ; i++) {
-          try {
-            return await f();
-          } catch (err) {
-            if (i >= 3 || !(err instanceof PgopError) || err.kind !== 'transient') throw err;
-          }
+    it(
+      'each machine has its own host key, made and pinned before its domain was defined (0600 in a 0700 ' +
+        'dir)',
+      async () => {
+        for (const m of [spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const) {
+          const path = provider.hostKeyPath(spec, m);
+          const key = await readKeyPair(path);
+          expect(key, path).not.toBeNull();
+          const id = provider.hostRef(spec, m).id;
+          expect(pins.getPinned(id)).toEqual({ algo: 'ssh-ed25519', keyB64: key!.keyB64 });
+          expect(statSync(path).mode & 0o777).toBe(0o600);
+          expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
         }
-      };
-      expect((await retry(() => provider.observeMachines(spec))).pg1!.state).toBe('missing');
-      await retry(() => provider.ensureMachine(spec, node));
-      expect((await virsh('domstate', 'lvc-pg1')).trim()).toBe('running');
-      const seen = events.length;
-      await waitFor(
-        'an event after the restart',
-        async () => {
-          await provider.fenceMachine(spec, node);
-          await provider.ensureMachine(spec, node);
-          return events.slice(seen).find((e) => e.node === 'pg1' && e.lifecycle?.kind === 'started')
-            ? true
-            : undefined;
-        },
-        60_000,
-      );
-      expect(w.starts).toBeGreaterThan(starts); // the watcher noticed the lost connection
-      await provider.deleteClusterResources(spec);
-      expect(await domains()).toEqual(['test']); // the fresh test driver's own
-    }, 120_000);
+        const keys = new Set(
+          ([spec.nodes[0]!, spec.nodes[1]!, POOL_HOST] as const).map(
+            (m) => pins.getPinned(provider.hostRef(spec, m).id)!.keyB64,
+          ),
+        );
+        expect(keys.size).toBe(3);
+      },
+    );
+
+    it(
+      'deleteMachine removes domain, volumes, reservation and host key; twice is fine; made again, it ' +
+        'has a new pinned key',
+      async () => {
+        const node = spec.nodes[1]!;
+        const id = provider.hostRef(spec, node).id;
+        const before = pins.getPinned(id)!.keyB64;
+        await provider.deleteMachine(spec, node);
+        expect(await domains()).not.toContain('lvc-pg2');
+        expect((await volumes()).filter((v) => v.startsWith('lvc-pg2-'))).toEqual([]);
+        expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg2');
+        expect((await provider.observeMachines(spec)).pg2!.state).toBe('missing');
+        expect(existsSync(provider.hostKeyPath(spec, node))).toBe(false);
+        await provider.deleteMachine(spec, node);
+        // re-provisioned: a new key, pinned (the provider pins before define + start)
+        await provider.ensureMachine(spec, node);
+        const after = pins.getPinned(id)!.keyB64;
+        expect(after).not.toBe(before);
+        expect((await readKeyPair(provider.hostKeyPath(spec, node)))!.keyB64).toBe(after);
+        await provider.deleteMachine(spec, node);
+      },
+    );
+
+    it(
+      'listMachines finds a node that left the spec (pgop metadata, reserved address); its removal ' +
+        'leaves no domain, volume, seed or reservation',
+      async () => {
+        const bigger = libvirtTestSpec({
+          name: 'lvc',
+          uri: d.testUri,
+          poolPath: join(state, 'pool'),
+          nodes: 3,
+        });
+        const pg3 = bigger.nodes[2]!;
+        await provider.ensureMachine(bigger, pg3);
+        expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([
+          'lvc-pg3-data.qcow2',
+          'lvc-pg3-root.qcow2',
+          'lvc-pg3-seed.iso',
+        ]);
+        // the spec no longer names pg3: observeMachines does not look, listMachines finds it
+        expect(Object.keys(await provider.observeMachines(spec))).not.toContain('pg3');
+        const listed = await provider.listMachines(spec);
+        expect(listed.pg3).toMatchObject({ state: 'running', address: pg3.address });
+        expect(Object.keys(listed)).not.toContain('pool');
+        // removed as scale-in does: fence, then delete through the NodeSpec it was made with
+        await provider.fenceMachine(spec, pg3);
+        await provider.deleteMachine(spec, pg3);
+        expect(await domains()).not.toContain('lvc-pg3');
+        expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([]);
+        expect((await reservations('pgop-lvc')).map((h) => h.name)).not.toContain('lvc-pg3');
+        expect((await provider.listMachines(spec)).pg3).toBeUndefined();
+      },
+    );
+
+    it(
+      'deleteClusterResources removes every machine, ' + 'the network, the pool pgop made and the keys',
+      async () => {
+        // A domain of a node no longer in the spec, found by its metadata.
+        const bigger = libvirtTestSpec({
+          name: 'lvc',
+          uri: d.testUri,
+          poolPath: join(state, 'pool'),
+          nodes: 3,
+        });
+        await provider.ensureMachine(bigger, bigger.nodes[2]!);
+        expect(await domains()).toContain('lvc-pg3');
+        expect(existsSync(provider.keyPath(spec))).toBe(true);
+        await provider.deleteClusterResources(spec);
+        expect(await domains()).toEqual(['test']);
+        expect(await networks()).not.toContain('pgop-lvc');
+        expect(await maybeVirsh('pool-info', 'pgt')).toBeNull();
+        expect(existsSync(provider.keyPath(spec))).toBe(false);
+        await provider.deleteClusterResources(spec); // again: nothing left to do
+        expect((await provider.observeMachines(spec)).pg1!.state).toBe('missing');
+      },
+    );
+
+    it(
+      'survives a libvirtd restart: connections, ' + 'the virsh session and the event watcher come back',
+      async () => {
+        const node = spec.nodes[0]!;
+        await provider.ensureMachine(spec, node);
+        const w = provider.watcher(d.testUri)!;
+        const starts = w.starts;
+        await d.restart(); // the test driver forgets everything
+        // The first calls after the restart may fail as transient (the loop retries); within a few
+        // tries everything works again on fresh connections.
+        const retry = async <T>(f: () => Promise<T>): Promise<T> => {
+          for (let i = 0; ; i++) {
+            try {
+              return await f();
+            } catch (err) {
+              if (i >= 3 || !(err instanceof PgopError) || err.kind !== 'transient') throw err;
+            }
+          }
+        };
+        expect((await retry(() => provider.observeMachines(spec))).pg1!.state).toBe('missing');
+        await retry(() => provider.ensureMachine(spec, node));
+        expect((await virsh('domstate', 'lvc-pg1')).trim()).toBe('running');
+        const seen = events.length;
+        await waitFor(
+          'an event after the restart',
+          async () => {
+            await provider.fenceMachine(spec, node);
+            await provider.ensureMachine(spec, node);
+            return events.slice(seen).find((e) => e.node === 'pg1' && e.lifecycle?.kind === 'started')
+              ? true
+              : undefined;
+          },
+          60_000,
+        );
+        expect(w.starts).toBeGreaterThan(starts); // the watcher noticed the lost connection
+        await provider.deleteClusterResources(spec);
+        expect(await domains()).toEqual(['test']); // the fresh test driver's own
+      },
+      120_000,
+    );
   },
 );

@@ -76,7 +76,8 @@ describe.skipIf(!enabled)(
       ssl: ssl(name, node(name).address),
     });
     const state = async () =>
-      `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
+      `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n` +
+      `${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
 
     beforeAll(() => {
       mkdirSync(work, { recursive: true, mode: 0o755 }); // the pool is below it: qemu runs as libvirt-qemu
@@ -156,7 +157,8 @@ describe.skipIf(!enabled)(
         );
         expect(row).toEqual({ n: '100', rec: true });
       }
-      // cl_user (the seed's application role) reads and writes through pgpool, unqualified via its search_path.
+      // cl_user (the seed's application role) reads and writes through pgpool, unqualified via its
+      // search_path.
       const user: Endpoint = { ...viaPgpool(), user: 'cl_user', password: secrets.PGOP_CL_USER_PASSWORD };
       await sql(
         { ...viaPgpool(), user: 'cl_owner', password: secrets.PGOP_CL_OWNER_PASSWORD },
@@ -187,7 +189,8 @@ describe.skipIf(!enabled)(
           { timeoutMs: FAILOVER_MS, intervalMs: 500, log, describe: state },
         );
         log(
-          `first write through pgpool ${((Date.now() - t0) / 1000).toFixed(1)} s after the destroy (${attempts} attempts)`,
+          `first write through pgpool ${((Date.now() - t0) / 1000).toFixed(1)} s after the destroy ` +
+            `(${attempts} attempts)`,
         );
         const c = await waitFor(
           'a new primary in the store',
@@ -203,7 +206,8 @@ describe.skipIf(!enabled)(
           'SELECT pg_is_in_recovery() AS rec, count(*) AS n FROM cl_owner.e2e',
         );
         expect(r).toEqual({ rec: false, n: '101' });
-        // every write acknowledged before the destroy survived (async replication; the standby had replayed them)
+        // every write acknowledged before the destroy survived (async replication; the standby had
+        // replayed them)
         expect(
           (
             await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e WHERE id <= 100')

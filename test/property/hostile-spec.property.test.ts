@@ -9,7 +9,8 @@
 // that parse back equal. Nothing renders with an error (a spec that passes apply must not break
 // later).
 //
-// Replay or explore: PGOP_PROPERTY_SEED=<seed> PGOP_PROPERTY_RUNS=<n> npx vitest run test/property/hostile-spec
+// Replay or explore:
+//   PGOP_PROPERTY_SEED=<seed> PGOP_PROPERTY_RUNS=<n> npx vitest run test/property/hostile-spec
 
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -598,7 +599,8 @@ async function checkDriverArgv(spec: ClusterSpec): Promise<void> {
   });
   const node = spec.nodes[0]!;
   for (const step of [() => driver.ensureInstalled(spec, node), () => driver.ensureConfigured(spec, node)]) {
-    await step().catch(() => undefined); // canned answers may not satisfy every parser: the argv is what counts
+    // canned answers may not satisfy every parser: the argv is what counts
+    await step().catch(() => undefined);
   }
   await driver.close();
   // the install command takes the directories as arguments
@@ -627,7 +629,8 @@ const TEXT_CHARS = /[^A-Za-z0-9._/:@,+$%-]/;
 describe('hostile strings in every string field of every spec kind', () => {
   for (const kind of Object.keys(BASES)) {
     it(
-      `${kind}: rejected naming the field at its line, or rendered as inert data (${LEAVES[kind]!.length} string fields)`,
+      `${kind}: rejected naming the field at its line, or rendered as inert data ` +
+        `(${LEAVES[kind]!.length} string fields)`,
       async () => {
         const groups = LEAVES[kind]!;
         let accepted = 0;
@@ -665,7 +668,8 @@ describe('hostile strings in every string field of every spec kind', () => {
                   const own = err.problems.find((pr) => named.has(pr.path));
                   expect(
                     own,
-                    `no problem names ${formatPath(leafPath)} for ${JSON.stringify(value)}: ${JSON.stringify(err.problems)}`,
+                    `no problem names ${formatPath(leafPath)} for ${JSON.stringify(value)}: ` +
+                      `${JSON.stringify(err.problems)}`,
                   ).toBeDefined();
                   if (own!.path === formatPath(leafPath))
                     expect([...linesOf(text, leafPath)]).toContain(own!.line);

@@ -90,7 +90,8 @@ async function pass(env: Env): Promise<PassResult | null> {
   env.clock.advance(Math.max(r?.requeueAfterMs ?? 0, 100));
   if (r)
     env.trace.push(
-      `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}${r.error ? ` (failed: ${r.error.message})` : ''}`,
+      `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}` +
+        `${r.error ? ` (failed: ${r.error.message})` : ''}`,
     );
   return r;
 }
@@ -370,23 +371,28 @@ function params(runs: number) {
 
 for (const mode of ['async', 'sync'] as const) {
   describe(`reconcile loop under faults (${mode})`, () => {
-    it(`keeps one primary${mode === 'sync' ? ', loses no acknowledged commit,' : ''} and converges (${RUNS} schedules)`, async () => {
-      await fc.assert(
-        fc.asyncProperty(fc.commands(commands(mode), { maxCommands: 40 }), async (cmds) => {
-          const env = setup(mode);
-          try {
-            // Bring the cluster up first so faults hit a running cluster as often as a young one.
-            await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
-            checkSafety(env);
-            await converge(env);
-            assertConverged(env);
-          } finally {
-            env.store.close();
-          }
-        }),
-        params(RUNS),
-      );
-    }, 600_000);
+    it(
+      `keeps one primary${mode === 'sync' ? ', loses no acknowledged commit,' : ''}` +
+        ` and converges (${RUNS} schedules)`,
+      async () => {
+        await fc.assert(
+          fc.asyncProperty(fc.commands(commands(mode), { maxCommands: 40 }), async (cmds) => {
+            const env = setup(mode);
+            try {
+              // Bring the cluster up first so faults hit a running cluster as often as a young one.
+              await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
+              checkSafety(env);
+              await converge(env);
+              assertConverged(env);
+            } finally {
+              env.store.close();
+            }
+          }),
+          params(RUNS),
+        );
+      },
+      600_000,
+    );
   });
 }
 

@@ -173,24 +173,28 @@ describe('pgop serve + get on the simulated provider', () => {
     }
   });
 
-  it("the real drivers load under Node's own ESM loader (vitest's CommonJS interop would hide a bad named import)", () => {
-    for (const m of [
-      'src/drivers/lab/world.js',
-      'src/drivers/libvirt/world.js',
-      'src/cli/commands/host-key.js',
-    ]) {
-      const r = spawnSync(
-        process.execPath,
-        ['--input-type=module', '-e', `await import(${JSON.stringify(join(root, 'dist', m))})`],
-        { encoding: 'utf8' },
-      );
-      expect(r.status, `${m}: ${r.stderr}`).toBe(0);
-    }
-    expect(pgop(join(tmp(), 'pgop.db'), ['host-key', 'list'])).toMatchObject({
-      code: 0,
-      stdout: 'no host keys pinned\n',
-    });
-  });
+  it(
+    "the real drivers load under Node's own ESM loader (vitest's CommonJS interop would hide a bad named " +
+      'import)',
+    () => {
+      for (const m of [
+        'src/drivers/lab/world.js',
+        'src/drivers/libvirt/world.js',
+        'src/cli/commands/host-key.js',
+      ]) {
+        const r = spawnSync(
+          process.execPath,
+          ['--input-type=module', '-e', `await import(${JSON.stringify(join(root, 'dist', m))})`],
+          { encoding: 'utf8' },
+        );
+        expect(r.status, `${m}: ${r.stderr}`).toBe(0);
+      }
+      expect(pgop(join(tmp(), 'pgop.db'), ['host-key', 'list'])).toMatchObject({
+        code: 0,
+        stdout: 'no host keys pinned\n',
+      });
+    },
+  );
 
   it('creates the store with owner-only permissions', () => {
     const db = join(tmp(), 'sub', 'pgop.db');

@@ -151,27 +151,30 @@ describe('PCP client', () => {
     ).rejects.toBeInstanceOf(PcpRefused);
   });
 
-  it('gives up within its timeout on a pgpool that never answers, and fails at once on a closed port', async () => {
-    const srv = await fakePgpool('s3cret', () => null);
-    const t0 = Date.now();
-    await expect(
-      pcpRequest(
-        { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' },
-        { kind: 'attach', nodeId: 1 },
-        300,
-      ),
-    ).rejects.toThrow(/within 300 ms/);
-    expect(Date.now() - t0).toBeLessThan(5000);
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise((r) => closed.close(r));
-    await expect(
-      pcpRequest(
-        { host: '127.0.0.1', port, user: 'pgop', password: 'x' },
-        { kind: 'attach', nodeId: 1 },
-        2000,
-      ),
-    ).rejects.toThrow(/ECONNREFUSED/);
-  });
+  it(
+    'gives up within its timeout on a pgpool that never answers, ' + 'and fails at once on a closed port',
+    async () => {
+      const srv = await fakePgpool('s3cret', () => null);
+      const t0 = Date.now();
+      await expect(
+        pcpRequest(
+          { host: '127.0.0.1', port: srv.port, user: 'pgop', password: 's3cret' },
+          { kind: 'attach', nodeId: 1 },
+          300,
+        ),
+      ).rejects.toThrow(/within 300 ms/);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      const closed = createServer();
+      await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+      const port = (closed.address() as AddressInfo).port;
+      await new Promise((r) => closed.close(r));
+      await expect(
+        pcpRequest(
+          { host: '127.0.0.1', port, user: 'pgop', password: 'x' },
+          { kind: 'attach', nodeId: 1 },
+          2000,
+        ),
+      ).rejects.toThrow(/ECONNREFUSED/);
+    },
+  );
 });

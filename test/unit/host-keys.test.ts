@@ -48,21 +48,24 @@ describe('key pairs made by pgop', () => {
     }
   });
 
-  it('ensureKeyPair: made once (private 0600, public 0644, new directory 0700), then read back unchanged', async () => {
-    const path = join(tmp, 'state', 'c1', 'hostkeys', 'n1_ed25519');
-    const made = await ensureKeyPair(path, 'pgop-host@c1/n1');
-    expect(made.created).toBe(true);
-    expect(statSync(path).mode & 0o777).toBe(0o600);
-    expect(statSync(`${path}.pub`).mode & 0o777).toBe(0o644);
-    expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
-    const again = await ensureKeyPair(path, 'pgop-host@c1/n1');
-    expect(again).toEqual({ ...made, created: false });
-    expect((await readKeyPair(path))!.keyB64).toBe(made.keyB64);
-    await removeKeyPair(path);
-    const remade = await ensureKeyPair(path, 'pgop-host@c1/n1');
-    expect(remade.created).toBe(true);
-    expect(remade.keyB64).not.toBe(made.keyB64);
-  });
+  it(
+    'ensureKeyPair: made once (private 0600, public 0644, ' + 'new directory 0700), then read back unchanged',
+    async () => {
+      const path = join(tmp, 'state', 'c1', 'hostkeys', 'n1_ed25519');
+      const made = await ensureKeyPair(path, 'pgop-host@c1/n1');
+      expect(made.created).toBe(true);
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      expect(statSync(`${path}.pub`).mode & 0o777).toBe(0o644);
+      expect(statSync(dirname(path)).mode & 0o777).toBe(0o700);
+      const again = await ensureKeyPair(path, 'pgop-host@c1/n1');
+      expect(again).toEqual({ ...made, created: false });
+      expect((await readKeyPair(path))!.keyB64).toBe(made.keyB64);
+      await removeKeyPair(path);
+      const remade = await ensureKeyPair(path, 'pgop-host@c1/n1');
+      expect(remade.created).toBe(true);
+      expect(remade.keyB64).not.toBe(made.keyB64);
+    },
+  );
 });
 
 describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 server)', () => {
@@ -136,7 +139,8 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     const err = (await attempt(pins, refusals).catch((e: unknown) => e)) as PgopError;
     expect(err.kind).toBe('terminal');
     expect(err.message).toContain(
-      `it presented ${fingerprint(hostKey.keyB64)}, but the key pinned for it is ${fingerprint(other.keyB64)}`,
+      `it presented ${fingerprint(hostKey.keyB64)}, ` +
+        `but the key pinned for it is ${fingerprint(other.keyB64)}`,
     );
     expect(pins.getPinned('t/n1')!.keyB64).toBe(other.keyB64); // unchanged
     expect(refusals[0]).toMatchObject({
@@ -145,12 +149,15 @@ describe('the SSH client accepts the pinned key and nothing else (loopback ssh2 
     });
   });
 
-  it('after `host-key forget` (an explicit placeholder) the next key is accepted once and pinned', async () => {
-    const pins = createMemoryPins();
-    pins.pin('t/n1', TRUST_NEXT_KEY, '');
-    expect((await attempt(pins)).code).toBe(0);
-    expect(pins.getPinned('t/n1')).toEqual({ algo: 'ssh-ed25519', keyB64: hostKey.keyB64 });
-  });
+  it(
+    'after `host-key forget` (an explicit placeholder) ' + 'the next key is accepted once and pinned',
+    async () => {
+      const pins = createMemoryPins();
+      pins.pin('t/n1', TRUST_NEXT_KEY, '');
+      expect((await attempt(pins)).code).toBe(0);
+      expect(pins.getPinned('t/n1')).toEqual({ algo: 'ssh-ed25519', keyB64: hostKey.keyB64 });
+    },
+  );
 
   it('the pin a store keeps is replaced only on purpose', () => {
     const store = Store.open(join(tmp, 'pins.db'));

@@ -102,22 +102,26 @@ describe('the shipped recipe', () => {
     expect(hashOf(resolveBuildOptions({ addPackages: 'htop' }))).not.toBe(h);
   });
 
-  it('names the packages the guest needs (python3-cffi-backend explicitly: debootstrap misses virtual packages)', () => {
-    for (const p of [
-      'linux-image-cloud-amd64',
-      'cloud-init',
-      'openssh-server',
-      'postgresql-15',
-      'pgpool2',
-      'postgresql-15-pgpool2',
-      'python3-cffi-backend',
-      'qemu-guest-agent',
-      'lvm2',
-      'xfsprogs',
-      'locales',
-    ])
-      expect(DEFAULT_PACKAGES).toContain(p);
-  });
+  it(
+    'names the packages the guest needs (python3-cffi-backend explicitly: debootstrap misses virtual ' +
+      'packages)',
+    () => {
+      for (const p of [
+        'linux-image-cloud-amd64',
+        'cloud-init',
+        'openssh-server',
+        'postgresql-15',
+        'pgpool2',
+        'postgresql-15-pgpool2',
+        'python3-cffi-backend',
+        'qemu-guest-agent',
+        'lvm2',
+        'xfsprogs',
+        'locales',
+      ])
+        expect(DEFAULT_PACKAGES).toContain(p);
+    },
+  );
 });
 
 describe('resolveBuildOptions', () => {

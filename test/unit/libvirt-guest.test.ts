@@ -90,19 +90,23 @@ describe('cloud-init seed', () => {
     expect(doc.runcmd).toEqual([[DATADISK_SCRIPT_PATH, 'lvm', 'xfs']]);
   });
 
-  it("user-data: the host key pgop made (and pinned) is the machine's only host key; cloud-init generates none", () => {
-    const doc = parse(renderUserData(seed)) as Record<string, any>;
-    expect(doc.ssh_keys).toEqual({
-      ed25519_private: HOST_KEY.privateKey,
-      ed25519_public: HOST_KEY.publicLine,
-    });
-    expect(doc.ssh_deletekeys).toBe(true); // the image's (shared) keys go
-    expect(doc.ssh_genkeytypes).toEqual([]);
-    // what the guest will present is what was pinned: the private key's own public half
-    expect(publicOfPrivate(doc.ssh_keys.ed25519_private)).toBe(HOST_KEY.keyB64);
-    // two machines never share a key
-    expect(generateKeyPair('x').keyB64).not.toBe(HOST_KEY.keyB64);
-  });
+  it(
+    "user-data: the host key pgop made (and pinned) is the machine's only host key; cloud-init generates " +
+      'none',
+    () => {
+      const doc = parse(renderUserData(seed)) as Record<string, any>;
+      expect(doc.ssh_keys).toEqual({
+        ed25519_private: HOST_KEY.privateKey,
+        ed25519_public: HOST_KEY.publicLine,
+      });
+      expect(doc.ssh_deletekeys).toBe(true); // the image's (shared) keys go
+      expect(doc.ssh_genkeytypes).toEqual([]);
+      // what the guest will present is what was pinned: the private key's own public half
+      expect(publicOfPrivate(doc.ssh_keys.ed25519_private)).toBe(HOST_KEY.keyB64);
+      // two machines never share a key
+      expect(generateKeyPair('x').keyB64).not.toBe(HOST_KEY.keyB64);
+    },
+  );
 
   it('refuses a host key that is not an OpenSSH ed25519 pair (nothing else reaches user-data)', () => {
     expect(() => renderUserData({ ...seed, hostKey: { ...HOST_KEY, publicLine: 'ssh-rsa AAAA' } })).toThrow(
@@ -294,23 +298,28 @@ describe('domain type', () => {
     60_000,
   );
 
-  it('explicit types are kept; auto on the test driver is qemu; remote hosts trust the advertisement', async () => {
-    const never = async () => {
-      throw new Error('must not ask');
-    };
-    expect(await resolveDomainType('qemu:///system', 'kvm', never)).toEqual({
-      type: 'kvm',
-      why: 'set in the spec',
-    });
-    expect((await resolveDomainType('test+unix:///default?socket=/x', 'auto', never)).type).toBe('qemu');
-    expect((await resolveDomainType('qemu+ssh://root@h2/system', 'auto', async () => true)).type).toBe('kvm');
-    expect((await resolveDomainType('qemu+ssh://h2/system', 'auto', async () => false)).type).toBe('qemu');
-    expect(parseUri('qemu+ssh://root@h2:22/system')).toEqual({
-      scheme: 'qemu+ssh',
-      host: 'h2:22',
-      driver: 'qemu',
-      test: false,
-    });
-    expect(parseUri('qemu:///system')).toMatchObject({ host: '', driver: 'qemu' });
-  });
+  it(
+    'explicit types are kept; auto on the test driver is qemu; ' + 'remote hosts trust the advertisement',
+    async () => {
+      const never = async () => {
+        throw new Error('must not ask');
+      };
+      expect(await resolveDomainType('qemu:///system', 'kvm', never)).toEqual({
+        type: 'kvm',
+        why: 'set in the spec',
+      });
+      expect((await resolveDomainType('test+unix:///default?socket=/x', 'auto', never)).type).toBe('qemu');
+      expect((await resolveDomainType('qemu+ssh://root@h2/system', 'auto', async () => true)).type).toBe(
+        'kvm',
+      );
+      expect((await resolveDomainType('qemu+ssh://h2/system', 'auto', async () => false)).type).toBe('qemu');
+      expect(parseUri('qemu+ssh://root@h2:22/system')).toEqual({
+        scheme: 'qemu+ssh',
+        host: 'h2:22',
+        driver: 'qemu',
+        test: false,
+      });
+      expect(parseUri('qemu:///system')).toMatchObject({ host: '', driver: 'qemu' });
+    },
+  );
 });

@@ -83,7 +83,9 @@ describe('libvirt settings at apply', () => {
         ...at(text, 'baseImage'),
         path: 'spec.provider.baseImage',
         message:
-          'base image /var/lib/pgop/images/nope.qcow2 does not exist on this machine (the hypervisor of qemu:///system): build it with `pgop image build` or point baseImage at a downloaded cloud image',
+          'base image /var/lib/pgop/images/nope.qcow2 does not exist on this machine ' +
+          '(the hypervisor of qemu:///system): ' +
+          'build it with `pgop image build` or point baseImage at a downloaded cloud image',
       },
     ]);
     // pure parsing (diff, tests) does not look at the machine
@@ -170,7 +172,10 @@ describe('pgop apply with malformed libvirt settings', () => {
     [
       'a missing base image',
       SPEC({ image: '/var/lib/pgop/images/nope.qcow2' }),
-      /bad\.yaml:9:16: spec\.provider\.baseImage: base image \/var\/lib\/pgop\/images\/nope\.qcow2 does not exist/,
+      new RegExp(
+        String.raw`bad\.yaml:9:16: spec\.provider\.baseImage: ` +
+          String.raw`base image \/var\/lib\/pgop\/images\/nope\.qcow2 does not exist`,
+      ),
     ],
     [
       'an unknown URI scheme',

@@ -174,8 +174,10 @@ describe('network, pool and volume XML', () => {
     ).toBe('pgbr0');
   });
 
-  it("reads libvirt's own output: netmask instead of prefix, a stored metadata prefix, foreign networks", () => {
-    const dumped = `<network>
+  it(
+    "reads libvirt's own output: netmask instead of prefix, " + 'a stored metadata prefix, foreign networks',
+    () => {
+      const dumped = `<network>
   <name>default</name>
   <metadata>
     <x:network xmlns:x="${PGOP_XMLNS}" owner="pgop" cluster="c1"/>
@@ -189,12 +191,13 @@ describe('network, pool and volume XML', () => {
     </dhcp>
   </ip>
 </network>`;
-    const f = networkFacts(dumped);
-    expect(f.prefixLen).toBe(24);
-    expect(f.owner).toEqual({ cluster: 'c1' });
-    expect(f.hosts).toEqual([{ mac: '52:54:00:aa:00:01', name: 'h', ip: '192.168.122.5' }]);
-    expect(networkFacts(dumped.replace(/<metadata>[\s\S]*<\/metadata>/, '')).owner).toBeNull();
-  });
+      const f = networkFacts(dumped);
+      expect(f.prefixLen).toBe(24);
+      expect(f.owner).toEqual({ cluster: 'c1' });
+      expect(f.hosts).toEqual([{ mac: '52:54:00:aa:00:01', name: 'h', ip: '192.168.122.5' }]);
+      expect(networkFacts(dumped.replace(/<metadata>[\s\S]*<\/metadata>/, '')).owner).toBeNull();
+    },
+  );
 
   it('volumes: qcow2 overlay with backing store, raw seed; facts read back', () => {
     const vol = renderVolumeXml({

@@ -61,23 +61,27 @@ describe('pgpool.conf', () => {
     expect(c.detach_false_primary).toBe('off');
   });
 
-  it('listens on the pool address; sockets and pid in its private dir, its status file on /run (tmpfs); spec ports', () => {
-    const s = labSpec();
-    s.pgpool.loadBalancing = false;
-    const c = settings(renderPgpoolConf(s, poolPaths('/u01/pgpool')));
-    expect(c.listen_addresses).toBe("'10.77.0.10'");
-    expect(c.port).toBe('9999');
-    expect(c.pcp_port).toBe('9898');
-    for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir'])
-      expect(c[k]).toBe("'/u01/pgpool/run'");
-    expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
-    // logdir holds only pgpool_status, synced at each status change during a failover
-    expect(c.logdir).toBe("'/run/pgop-pgpool'");
-    expect(c.load_balance_mode).toBe('off');
-    expect(c.sr_check_password).toBe("''"); // from pool_passwd (pgpool's search for the primary)
-    expect(c.enable_pool_hba).toBe('on');
-    expect(c.pool_passwd).toBe("'/u01/pgpool/pool_passwd'");
-  });
+  it(
+    'listens on the pool address; sockets and pid in its private dir, its status file on /run (tmpfs); ' +
+      'spec ports',
+    () => {
+      const s = labSpec();
+      s.pgpool.loadBalancing = false;
+      const c = settings(renderPgpoolConf(s, poolPaths('/u01/pgpool')));
+      expect(c.listen_addresses).toBe("'10.77.0.10'");
+      expect(c.port).toBe('9999');
+      expect(c.pcp_port).toBe('9898');
+      for (const k of ['socket_dir', 'pcp_socket_dir', 'wd_ipc_socket_dir'])
+        expect(c[k]).toBe("'/u01/pgpool/run'");
+      expect(c.pid_file_name).toBe("'/u01/pgpool/run/pgpool.pid'");
+      // logdir holds only pgpool_status, synced at each status change during a failover
+      expect(c.logdir).toBe("'/run/pgop-pgpool'");
+      expect(c.load_balance_mode).toBe('off');
+      expect(c.sr_check_password).toBe("''"); // from pool_passwd (pgpool's search for the primary)
+      expect(c.enable_pool_hba).toBe('on');
+      expect(c.pool_passwd).toBe("'/u01/pgpool/pool_passwd'");
+    },
+  );
 
   it('pgpool accepts the generated file (pgpool -n -f ... parses it)', () => {
     if (!existsSync('/usr/sbin/pgpool')) return;
@@ -100,7 +104,11 @@ describe('pgpool.conf', () => {
         out = String((e as { stderr: Buffer }).stderr);
       }
       expect(out).not.toMatch(
-        /syntax error|invalid value|unrecognized configuration parameter|WARNING|could not open configuration/i,
+        new RegExp(
+          'syntax error|invalid value|unrecognized configuration parameter|WARNING|' +
+            'could not open configuration',
+          'i',
+        ),
       );
       expect(out).toMatch(/pid file|could not open pid/i);
     } finally {
@@ -121,30 +129,34 @@ describe('pool_hba.conf, pcp.conf, pool_passwd', () => {
     expect(hba).not.toMatch(/\btrust\b/);
   });
 
-  it('TLS: clients over hostssl, pgpool serves and verifies with the cluster CA files; off only when the spec says', () => {
-    const s = labSpec();
-    const paths = poolPaths('/u01/pgpool');
-    const conf = renderPgpoolConf(s, paths);
-    expect(conf).toContain('ssl = on');
-    expect(conf).toContain("ssl_cert = '/u01/pgpool/server.crt'");
-    expect(conf).toContain("ssl_key = '/u01/pgpool/server.key'");
-    expect(conf).toContain("ssl_ca_cert = '/u01/pgpool/ca.crt'");
-    // the certificate material is part of the desired hash: a renewal rewrites and restarts pgpool
-    const a = desiredPoolConfigHash(s, paths, { cert: 'c1', key: 'k', ca: 'ca' });
-    expect(desiredPoolConfigHash(s, paths, { cert: 'c2', key: 'k', ca: 'ca' })).not.toBe(a);
-    expect(desiredPoolConfigHash(s, paths, null)).not.toBe(a);
-    const asWritten = {
-      ...s,
-      tls: { enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'as-written' as const },
-    };
-    expect(renderPoolHba(asWritten)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
-    const off = { ...s, tls: { ...asWritten.tls, enabled: false, hostRules: 'hostssl' as const } };
-    expect(renderPgpoolConf(off, paths)).not.toMatch(/^ssl/m);
-    expect(renderPoolHba(off)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
-    expect(desiredPoolConfigHash(off, paths, null)).toBe(
-      desiredPoolConfigHash(off, paths, { cert: 'x', key: 'y', ca: 'z' }),
-    );
-  });
+  it(
+    'TLS: clients over hostssl, pgpool serves and verifies with the cluster CA files; off only when the ' +
+      'spec says',
+    () => {
+      const s = labSpec();
+      const paths = poolPaths('/u01/pgpool');
+      const conf = renderPgpoolConf(s, paths);
+      expect(conf).toContain('ssl = on');
+      expect(conf).toContain("ssl_cert = '/u01/pgpool/server.crt'");
+      expect(conf).toContain("ssl_key = '/u01/pgpool/server.key'");
+      expect(conf).toContain("ssl_ca_cert = '/u01/pgpool/ca.crt'");
+      // the certificate material is part of the desired hash: a renewal rewrites and restarts pgpool
+      const a = desiredPoolConfigHash(s, paths, { cert: 'c1', key: 'k', ca: 'ca' });
+      expect(desiredPoolConfigHash(s, paths, { cert: 'c2', key: 'k', ca: 'ca' })).not.toBe(a);
+      expect(desiredPoolConfigHash(s, paths, null)).not.toBe(a);
+      const asWritten = {
+        ...s,
+        tls: { enabled: true, certificateDays: 90, renewBeforeDays: 30, hostRules: 'as-written' as const },
+      };
+      expect(renderPoolHba(asWritten)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+      const off = { ...s, tls: { ...asWritten.tls, enabled: false, hostRules: 'hostssl' as const } };
+      expect(renderPgpoolConf(off, paths)).not.toMatch(/^ssl/m);
+      expect(renderPoolHba(off)).toContain('host\tall\tall\t10.77.0.0/24\tscram-sha-256');
+      expect(desiredPoolConfigHash(off, paths, null)).toBe(
+        desiredPoolConfigHash(off, paths, { cert: 'x', key: 'y', ca: 'z' }),
+      );
+    },
+  );
 
   it('pcp.conf holds md5(password), the pass file the password for the pcp port', () => {
     expect(renderPcpConf('secret')).toContain(`pgop:${createHash('md5').update('secret').digest('hex')}`);

@@ -121,44 +121,52 @@ describe('plan', () => {
     expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'primary.unhealthy', requeueAfterMs: 100 });
   });
 
-  it('a promotion whose outcome was never seen: the old primary stays fenced until the candidate was restarted and looked at, and a writable one is adopted', () => {
-    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const down = (n: string, over: Partial<NodeObservation> = {}) =>
-      node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
-    // pg01 fenced (old primary); pg02's promotion "failed" (it died right after); pg03 unreadable
-    const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
-      pg02: down('pg02', { misses: 1 }),
-      pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }),
-    };
-    const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
-    i.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
-    const r = plan(i);
-    expect(r.decision.ruleId).not.toBe('recover.release-last-primary');
-    expect(r.decision.kind === 'act' && r.decision.node === 'pg01').toBe(false);
-    // pg02 marked degraded, then restarted in place
-    const j = input(
-      { pg01: 'fenced', pg02: 'degraded', pg03: 'standby' },
-      { ...nodes, pg02: down('pg02', { misses: 9 }) },
-      { spec },
-    );
-    j.observation.lastSync = i.observation.lastSync;
-    expect(plan(j).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'recover.restart-in-place' });
-    // restarted in place it is a standby again and comes up writable (it was promoted): adopted
-    // as the primary, not the older pg01
-    const k = input(
-      { pg01: 'fenced', pg02: 'standby', pg03: 'standby' },
-      { ...nodes, pg02: node('pg02', { postgres: primaryPg({ timeline: 4 }) }) },
-      { spec },
-    );
-    k.observation.lastSync = i.observation.lastSync;
-    expect(plan(k).decision).toMatchObject({
-      kind: 'act',
-      node: 'pg02',
-      event: 'primary.elected',
-      ruleId: 'failover.adopt-promoted',
-    });
-  });
+  it(
+    'a promotion whose outcome was never seen: the old primary stays fenced until the candidate was ' +
+      'restarted and looked at, and a writable one is adopted',
+    () => {
+      const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+      const down = (n: string, over: Partial<NodeObservation> = {}) =>
+        node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
+      // pg01 fenced (old primary); pg02's promotion "failed" (it died right after); pg03 unreadable
+      const nodes = {
+        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg02: down('pg02', { misses: 1 }),
+        pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }),
+      };
+      const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes, { spec });
+      i.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 1, primary: 'pg01' };
+      const r = plan(i);
+      expect(r.decision.ruleId).not.toBe('recover.release-last-primary');
+      expect(r.decision.kind === 'act' && r.decision.node === 'pg01').toBe(false);
+      // pg02 marked degraded, then restarted in place
+      const j = input(
+        { pg01: 'fenced', pg02: 'degraded', pg03: 'standby' },
+        { ...nodes, pg02: down('pg02', { misses: 9 }) },
+        { spec },
+      );
+      j.observation.lastSync = i.observation.lastSync;
+      expect(plan(j).decision).toMatchObject({
+        kind: 'act',
+        node: 'pg02',
+        ruleId: 'recover.restart-in-place',
+      });
+      // restarted in place it is a standby again and comes up writable (it was promoted): adopted
+      // as the primary, not the older pg01
+      const k = input(
+        { pg01: 'fenced', pg02: 'standby', pg03: 'standby' },
+        { ...nodes, pg02: node('pg02', { postgres: primaryPg({ timeline: 4 }) }) },
+        { spec },
+      );
+      k.observation.lastSync = i.observation.lastSync;
+      expect(plan(k).decision).toMatchObject({
+        kind: 'act',
+        node: 'pg02',
+        event: 'primary.elected',
+        ruleId: 'failover.adopt-promoted',
+      });
+    },
+  );
 
   it('fences a primary that missed the budget before anything else, naming why', () => {
     const nodes = {
@@ -233,17 +241,21 @@ describe('plan', () => {
     expect(plan(both).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
   });
 
-  it('sync mode: only the set last seen on the primary counts (a node that never streamed does not block)', () => {
-    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
-    const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
-      pg02: node('pg02'),
-      pg03: node('pg03', { reachable: false, postgres: null }),
-    };
-    const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'installed' }, nodes, { spec });
-    i.observation.lastSync = { names: ['pg02'], quorum: 1, primary: 'pg01' };
-    expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
-  });
+  it(
+    'sync mode: only the set last seen on the primary counts (a node that never streamed does not ' +
+      'block)',
+    () => {
+      const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+      const nodes = {
+        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg02: node('pg02'),
+        pg03: node('pg03', { reachable: false, postgres: null }),
+      };
+      const i = input({ pg01: 'fenced', pg02: 'standby', pg03: 'installed' }, nodes, { spec });
+      i.observation.lastSync = { names: ['pg02'], quorum: 1, primary: 'pg01' };
+      expect(plan(i).decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
+    },
+  );
 
   it('adopts a standby that is already writable (operator died after promoting it)', () => {
     const nodes = {
@@ -260,81 +272,85 @@ describe('plan', () => {
     });
   });
 
-  it('after a failover: pgpool and the other standbys follow the new primary first, then the fenced node is released', () => {
-    const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
-      pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
-      pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }),
-    };
-    const s: Record<string, NodeState> = { pg01: 'fenced', pg02: 'primary', pg03: 'standby' };
-    // pgpool still routes to pg01: clients come first, with pg03's repoint in the same pass
-    const clients = plan(input(s, nodes));
-    expect(clients.decision).toMatchObject({
-      kind: 'cluster',
-      action: { type: 'ensurePool', primary: 'pg02' },
-      ruleId: 'failover.pool-route',
-    });
-    expect(clients.also).toEqual([
-      expect.objectContaining({
+  it(
+    'after a failover: pgpool and the other standbys follow the new primary first, then the fenced node ' +
+      'is released',
+    () => {
+      const nodes = {
+        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
+        pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }),
+      };
+      const s: Record<string, NodeState> = { pg01: 'fenced', pg02: 'primary', pg03: 'standby' };
+      // pgpool still routes to pg01: clients come first, with pg03's repoint in the same pass
+      const clients = plan(input(s, nodes));
+      expect(clients.decision).toMatchObject({
+        kind: 'cluster',
+        action: { type: 'ensurePool', primary: 'pg02' },
+        ruleId: 'failover.pool-route',
+      });
+      expect(clients.also).toEqual([
+        expect.objectContaining({
+          node: 'pg03',
+          event: 'primary.changed',
+          ruleId: 'standby.repoint',
+          primary: 'pg02',
+        }),
+      ]);
+      // pgpool not answering is pgpool still switching (restarting its children): routing alone,
+      // the standbys follow in a later pass (their SSH work would compete with pgpool for the CPU)
+      const busy = input(s, nodes);
+      busy.observation.pool = {
+        reachable: false,
+        primary: null,
+        backends: [],
+        configHash: '',
+        error: 'pgpool: no answer yet',
+      };
+      expect(plan(busy).decision).toMatchObject({
+        kind: 'cluster',
+        action: { type: 'ensurePool', primary: 'pg02' },
+        ruleId: 'failover.pool-route',
+      });
+      expect(plan(busy).also ?? []).toEqual([]);
+      const routed = (i: PlanInput) => (
+        (i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }),
+        i
+      );
+      const first = plan(routed(input(s, nodes)));
+      expect(first.decision).toMatchObject({
+        kind: 'act',
+        node: 'pg01',
+        event: 'fence.released',
+        ruleId: 'rejoin.release-fence',
+      });
+      const second = plan(
+        routed(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) })),
+      );
+      expect(second.decision).toMatchObject({
+        kind: 'act',
+        node: 'pg01',
+        event: 'machine.reachable',
+        ruleId: 'rejoin.standby',
+        primary: 'pg02',
+      });
+      const third = plan(
+        routed(
+          input(
+            { ...s, pg01: 'standby' },
+            { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) },
+          ),
+        ),
+      );
+      expect(third.decision).toMatchObject({
+        kind: 'act',
         node: 'pg03',
         event: 'primary.changed',
         ruleId: 'standby.repoint',
         primary: 'pg02',
-      }),
-    ]);
-    // pgpool not answering is pgpool still switching (restarting its children): routing alone,
-    // the standbys follow in a later pass (their SSH work would compete with pgpool for the CPU)
-    const busy = input(s, nodes);
-    busy.observation.pool = {
-      reachable: false,
-      primary: null,
-      backends: [],
-      configHash: '',
-      error: 'pgpool: no answer yet',
-    };
-    expect(plan(busy).decision).toMatchObject({
-      kind: 'cluster',
-      action: { type: 'ensurePool', primary: 'pg02' },
-      ruleId: 'failover.pool-route',
-    });
-    expect(plan(busy).also ?? []).toEqual([]);
-    const routed = (i: PlanInput) => (
-      (i.observation.pool = { reachable: true, primary: 'pg02', backends: [], configHash: '' }),
-      i
-    );
-    const first = plan(routed(input(s, nodes)));
-    expect(first.decision).toMatchObject({
-      kind: 'act',
-      node: 'pg01',
-      event: 'fence.released',
-      ruleId: 'rejoin.release-fence',
-    });
-    const second = plan(
-      routed(input({ ...s, pg01: 'rejoining' }, { ...nodes, pg01: node('pg01', { postgres: null }) })),
-    );
-    expect(second.decision).toMatchObject({
-      kind: 'act',
-      node: 'pg01',
-      event: 'machine.reachable',
-      ruleId: 'rejoin.standby',
-      primary: 'pg02',
-    });
-    const third = plan(
-      routed(
-        input(
-          { ...s, pg01: 'standby' },
-          { ...nodes, pg01: node('pg01', { postgres: pg({ upstream: 'pg02' }) }) },
-        ),
-      ),
-    );
-    expect(third.decision).toMatchObject({
-      kind: 'act',
-      node: 'pg03',
-      event: 'primary.changed',
-      ruleId: 'standby.repoint',
-      primary: 'pg02',
-    });
-  });
+      });
+    },
+  );
 
   it('detaches from pgpool a standby whose postgres failed (pgpool detaches nothing by itself)', () => {
     const budget = simSpec().failureDetection.missesBeforeFailover;
@@ -423,65 +439,70 @@ describe('plan', () => {
     });
   });
 
-  it('fences a failed primary naming the standby pgpool is switched to meanwhile: the one the election then promotes', () => {
-    const failed = node('pg01', {
-      postgres: null,
-      reachable: false,
-      misses: 3,
-      error: 'connect ECONNREFUSED',
-    });
-    const nodes = {
-      pg01: failed,
-      pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }),
-      pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }),
-    };
-    const r = plan(input(states3, nodes));
-    expect(r.decision).toMatchObject({
-      kind: 'act',
-      node: 'pg01',
-      ruleId: 'failover.fence-primary',
-      successor: 'pg03',
-    });
-    expect(r.decision.reason).toContain('pgpool switches to pg03');
-    const fenced = {
-      ...nodes,
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
-    };
-    expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({
-      kind: 'act',
-      node: 'pg03',
-      ruleId: 'failover.promote',
-    });
-    // standbys holding the same WAL: the one pgpool is switching to (no second switch)
-    const even = { ...fenced, pg02: node('pg02', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
-    const switching = input({ ...states3, pg01: 'fenced' }, even);
-    expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' }); // spec order
-    switching.observation.pool = {
-      reachable: false,
-      primary: 'pg03',
-      backends: [],
-      configHash: '',
-      error: 'pgpool: switching to pg03',
-    };
-    expect(plan(switching).decision).toMatchObject({ node: 'pg03', ruleId: 'failover.promote' });
-    // more WAL wins over pgpool's choice
-    switching.observation.nodes.pg02 = node('pg02', { postgres: pg({ lsn: 1200, receiveLsn: 1200 }) });
-    expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' });
-    // no pgpool, nothing to switch
-    const bare = plan(input(states3, nodes, { spec: simSpec({ pgpool: { enabled: false } }) }));
-    expect(bare.decision).toMatchObject({ ruleId: 'failover.fence-primary' });
-    expect(bare.decision).not.toHaveProperty('successor');
-    // an urgent look (standby answers from before the failure) names none: the promotion step
-    // switches pgpool to whoever the fresh election picks
-    const urgent = input(states3, nodes);
-    urgent.observation.urgent = ['pg01'];
-    expect(plan(urgent).decision).toMatchObject({ ruleId: 'failover.fence-primary' });
-    expect(plan(urgent).decision).not.toHaveProperty('successor');
-    expect(plan(urgent).decision.reason).not.toContain('pgpool switches');
-    // its own backend told of the death: the pool host's cut-off can wait (nothing of it hangs)
-    expect(plan(urgent).decision).toMatchObject({ postmasterDeathReported: true });
-    expect(r.decision).not.toHaveProperty('postmasterDeathReported');
-  });
+  it(
+    'fences a failed primary naming the standby pgpool is switched to meanwhile: the one the election ' +
+      'then promotes',
+    () => {
+      const failed = node('pg01', {
+        postgres: null,
+        reachable: false,
+        misses: 3,
+        error: 'connect ECONNREFUSED',
+      });
+      const nodes = {
+        pg01: failed,
+        pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }),
+        pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }),
+      };
+      const r = plan(input(states3, nodes));
+      expect(r.decision).toMatchObject({
+        kind: 'act',
+        node: 'pg01',
+        ruleId: 'failover.fence-primary',
+        successor: 'pg03',
+      });
+      expect(r.decision.reason).toContain('pgpool switches to pg03');
+      const fenced = {
+        ...nodes,
+        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      };
+      expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({
+        kind: 'act',
+        node: 'pg03',
+        ruleId: 'failover.promote',
+      });
+      // standbys holding the same WAL: the one pgpool is switching to (no second switch)
+      const even = { ...fenced, pg02: node('pg02', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }) };
+      const switching = input({ ...states3, pg01: 'fenced' }, even);
+      // spec order
+      expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' });
+      switching.observation.pool = {
+        reachable: false,
+        primary: 'pg03',
+        backends: [],
+        configHash: '',
+        error: 'pgpool: switching to pg03',
+      };
+      expect(plan(switching).decision).toMatchObject({ node: 'pg03', ruleId: 'failover.promote' });
+      // more WAL wins over pgpool's choice
+      switching.observation.nodes.pg02 = node('pg02', { postgres: pg({ lsn: 1200, receiveLsn: 1200 }) });
+      expect(plan(switching).decision).toMatchObject({ node: 'pg02', ruleId: 'failover.promote' });
+      // no pgpool, nothing to switch
+      const bare = plan(input(states3, nodes, { spec: simSpec({ pgpool: { enabled: false } }) }));
+      expect(bare.decision).toMatchObject({ ruleId: 'failover.fence-primary' });
+      expect(bare.decision).not.toHaveProperty('successor');
+      // an urgent look (standby answers from before the failure) names none: the promotion step
+      // switches pgpool to whoever the fresh election picks
+      const urgent = input(states3, nodes);
+      urgent.observation.urgent = ['pg01'];
+      expect(plan(urgent).decision).toMatchObject({ ruleId: 'failover.fence-primary' });
+      expect(plan(urgent).decision).not.toHaveProperty('successor');
+      expect(plan(urgent).decision.reason).not.toContain('pgpool switches');
+      // its own backend told of the death: the pool host's cut-off can wait (nothing of it hangs)
+      expect(plan(urgent).decision).toMatchObject({ postmasterDeathReported: true });
+      expect(r.decision).not.toHaveProperty('postmasterDeathReported');
+    },
+  );
 
   it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {
     const i = input(states3, healthy3(), { desiredPoolConfigHash: 'wanted' });
@@ -604,41 +625,52 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
     return plan(i);
   };
 
-  it('takes it out of the sync set first; with fewer members left than the quorum, commits go asynchronous', () => {
-    const r = scaleIn(
-      { ...states3, pg04: 'standby' },
-      withPg04({}, { syncStandbyNames: 'ANY 1 (pg02, pg03, pg04)' }),
-    );
-    expect(r.decision).toMatchObject({
-      kind: 'cluster',
-      ruleId: 'scale.sync-remove',
-      action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'] },
-    });
-    const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 2 } });
-    const i = input(
-      { ...states3, pg04: 'standby' },
-      withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }),
-      { spec, slotNames },
-    );
-    i.observation.strays = { pg04: pg04Spec };
-    expect(plan(i).decision).toMatchObject({ ruleId: 'scale.sync-remove', action: { names: [], quorum: 2 } }); // ANY 2 of (pg02) would stop every commit
-  });
+  it(
+    'takes it out of the sync set first; with fewer members left than the quorum, commits go ' +
+      'asynchronous',
+    () => {
+      const r = scaleIn(
+        { ...states3, pg04: 'standby' },
+        withPg04({}, { syncStandbyNames: 'ANY 1 (pg02, pg03, pg04)' }),
+      );
+      expect(r.decision).toMatchObject({
+        kind: 'cluster',
+        ruleId: 'scale.sync-remove',
+        action: { type: 'ensureSyncStandbys', primary: 'pg01', names: ['pg02', 'pg03'] },
+      });
+      const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 2 } });
+      const i = input(
+        { ...states3, pg04: 'standby' },
+        withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }),
+        { spec, slotNames },
+      );
+      i.observation.strays = { pg04: pg04Spec };
+      expect(plan(i).decision).toMatchObject({
+        ruleId: 'scale.sync-remove',
+        action: { names: [], quorum: 2 },
+      }); // ANY 2 of (pg02) would stop every commit
+    },
+  );
 
-  it('then out of pgpool (named, or by address), then fenced without cutting the pool host off its address', () => {
-    expect(
-      scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', 'pg04']).decision,
-    ).toMatchObject({ ruleId: 'scale.pool-remove', action: { type: 'ensurePool', primary: 'pg01' } });
-    expect(
-      scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', '10.0.0.14']).decision,
-    ).toMatchObject({ ruleId: 'scale.pool-remove' });
-    expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04()).decision).toMatchObject({
-      kind: 'act',
-      node: 'pg04',
-      event: 'node.unwanted',
-      ruleId: 'scale.fence',
-      leavingSpec: true,
-    });
-  });
+  it(
+    'then out of pgpool (named, or by address), then fenced without cutting the pool host off its ' +
+      'address',
+    () => {
+      expect(
+        scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', 'pg04']).decision,
+      ).toMatchObject({ ruleId: 'scale.pool-remove', action: { type: 'ensurePool', primary: 'pg01' } });
+      expect(
+        scaleIn({ ...states3, pg04: 'standby' }, withPg04(), ['pg01', 'pg02', 'pg03', '10.0.0.14']).decision,
+      ).toMatchObject({ ruleId: 'scale.pool-remove' });
+      expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04()).decision).toMatchObject({
+        kind: 'act',
+        node: 'pg04',
+        event: 'node.unwanted',
+        ruleId: 'scale.fence',
+        leavingSpec: true,
+      });
+    },
+  );
 
   it('then its machine, then its slot on the primary, then it is forgotten; never "vanished"', () => {
     const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };

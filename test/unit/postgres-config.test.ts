@@ -182,7 +182,8 @@ describe('per-node options', () => {
     delete s.postgres.parameters.listen_addresses;
     expect(nodeOptions(s, n)).toContain(`listen_addresses=${n.address}`);
     expect(nodeOptionString(s, n)).toBe(
-      `-c listen_addresses=${n.address} -c port=5432 -c cluster_name=${n.name} -c unix_socket_directories=/var/run/postgresql`,
+      `-c listen_addresses=${n.address} -c port=5432 -c cluster_name=${n.name} ` +
+        '-c unix_socket_directories=/var/run/postgresql',
     );
   });
 
@@ -274,7 +275,8 @@ describe('standby and sync includes', () => {
 describe('SCRAM-SHA-256 verifier', () => {
   it('verifies a verifier postgres 15 generated (password "pencil")', () => {
     const fromPg =
-      'SCRAM-SHA-256$4096:x67DhuxM/gGk/9/6/vZfUQ==$sATZxz38PdUH+KYXILU5lDN/4TMCF5qJMpa1hfziXms=:QQv07tCotk2AvN1L8tlIKbjpModDHk4q5dnB9A0zJXE=';
+      'SCRAM-SHA-256$4096:x67DhuxM/gGk/9/6/vZfUQ==$sATZxz38PdUH+KYXILU5lDN/4TMCF5qJMpa1hfziXms=:' +
+      'QQv07tCotk2AvN1L8tlIKbjpModDHk4q5dnB9A0zJXE=';
     expect(verifyScram(fromPg, 'pencil')).toBe(true);
     expect(verifyScram(fromPg, 'pencil2')).toBe(false);
     expect(scramVerifier('pencil', { salt: Buffer.from('x67DhuxM/gGk/9/6/vZfUQ==', 'base64') })).toBe(fromPg);
@@ -282,7 +284,8 @@ describe('SCRAM-SHA-256 verifier', () => {
 
   it('matches postgres for a non-ASCII password', () => {
     const fromPg =
-      'SCRAM-SHA-256$4096:MloNslyIkl04BFZe0jvbNQ==$bJWQixwoQg74aNxljgwO8HcbmQuIOgoAEZJu1VWOzAw=:kXKFUDgyFqfK7qn33+DGYG303iUk8AdIu83jJbZwcvo=';
+      'SCRAM-SHA-256$4096:MloNslyIkl04BFZe0jvbNQ==$bJWQixwoQg74aNxljgwO8HcbmQuIOgoAEZJu1VWOzAw=:' +
+      'kXKFUDgyFqfK7qn33+DGYG303iUk8AdIu83jJbZwcvo=';
     expect(verifyScram(fromPg, 'pâss wörd€')).toBe(true);
   });
 
@@ -290,7 +293,9 @@ describe('SCRAM-SHA-256 verifier', () => {
     const salt = Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64');
     const k = scramKeys('pencil', salt, 4096);
     const authMessage =
-      'n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0';
+      'n=user,r=rOprNGfwEbeRWgbNEkqO,' +
+      'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,' +
+      'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0';
     const clientSig = createHmac('sha256', k.storedKey).update(authMessage).digest();
     const proof = Buffer.from(k.clientKey.map((b, i) => b ^ clientSig[i]!));
     expect(proof.toString('base64')).toBe('dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=');

@@ -61,30 +61,35 @@ describe('postgres driver: spec paths are data', () => {
     });
   }
 
-  it('starts postgres with the data directory in PGDATA and its output redirected: pg_ctl gets neither -D nor -l', async () => {
-    const spec = lab();
-    // the node: initialised, postgres down; every other command succeeds
-    const shell = new RecordingShell((argv) => ({
-      code: 0,
-      stdout: argv[2]?.includes('pgdata_kind') ? 'init=1 nonempty=1 standby=0 status=3 partial=0\n' : '',
-      stderr: '',
-    }));
-    const d = new SshPostgresDriver({
-      shell,
-      hostRef,
-      connect: () => ({ host: '127.0.0.1', port: 1, password: 'x' }),
-    });
-    await d.ensureConfigured(spec, spec.nodes[0]!).catch(() => undefined); // the SQL part cannot connect here
-    const start = shell.calls.find((c) => c.argv[2]?.includes('pg_ctl') && c.argv[2].includes(' start'));
-    expect(start, 'a pg_ctl start').toBeDefined();
-    const script = start!.argv[2]!;
-    const pgCtl = script.split('\n').find((l) => /pg_ctl"? .*start/.test(l))!;
-    expect(pgCtl).not.toMatch(/ -D | -l /);
-    expect(script).toContain('PGDATA="$d"; export PGDATA');
-    expect(start!.opts.user).toBe('postgres');
-    // the values travel as positional parameters only
-    expect(start!.argv.slice(4)).toContain(spec.postgres.dataDir);
-    expect(start!.argv.slice(4)).toContain(`${spec.postgres.logDir}/startup.log`);
-    await d.close();
-  });
+  it(
+    'starts postgres with the data directory in PGDATA and its output redirected: pg_ctl gets neither -D ' +
+      'nor -l',
+    async () => {
+      const spec = lab();
+      // the node: initialised, postgres down; every other command succeeds
+      const shell = new RecordingShell((argv) => ({
+        code: 0,
+        stdout: argv[2]?.includes('pgdata_kind') ? 'init=1 nonempty=1 standby=0 status=3 partial=0\n' : '',
+        stderr: '',
+      }));
+      const d = new SshPostgresDriver({
+        shell,
+        hostRef,
+        connect: () => ({ host: '127.0.0.1', port: 1, password: 'x' }),
+      });
+      // the SQL part cannot connect here
+      await d.ensureConfigured(spec, spec.nodes[0]!).catch(() => undefined);
+      const start = shell.calls.find((c) => c.argv[2]?.includes('pg_ctl') && c.argv[2].includes(' start'));
+      expect(start, 'a pg_ctl start').toBeDefined();
+      const script = start!.argv[2]!;
+      const pgCtl = script.split('\n').find((l) => /pg_ctl"? .*start/.test(l))!;
+      expect(pgCtl).not.toMatch(/ -D | -l /);
+      expect(script).toContain('PGDATA="$d"; export PGDATA');
+      expect(start!.opts.user).toBe('postgres');
+      // the values travel as positional parameters only
+      expect(start!.argv.slice(4)).toContain(spec.postgres.dataDir);
+      expect(start!.argv.slice(4)).toContain(`${spec.postgres.logDir}/startup.log`);
+      await d.close();
+    },
+  );
 });

@@ -77,36 +77,40 @@ function expectGone(env: Env, node: string) {
 }
 
 describe('scale-in against the simulated world', () => {
-  it('3 -> 4 -> 3: the removed standby leaves the sync set, pgpool, its machine and its slot, then is forgotten', async () => {
-    const env = setup('sync');
-    await env.converge();
-    env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
-    await env.converge();
-    expect(env.sim.inspect(env.spec.name, 'pg04')!.pg.streaming).toBe(true);
-    const primary = primaryOf(env);
-    expect(env.sim.inspect(env.spec.name, primary)!.pg.syncNames).toContain('pg04');
-    expect(env.store.getNodeSpec(env.spec.name, 'pg04')).toEqual(pg04);
-    const before = env.store.listEvents({ cluster: env.spec.name }).at(-1)!.id;
+  it(
+    '3 -> 4 -> 3: the removed standby leaves the sync set, pgpool, its machine and its slot, then is ' +
+      'forgotten',
+    async () => {
+      const env = setup('sync');
+      await env.converge();
+      env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
+      await env.converge();
+      expect(env.sim.inspect(env.spec.name, 'pg04')!.pg.streaming).toBe(true);
+      const primary = primaryOf(env);
+      expect(env.sim.inspect(env.spec.name, primary)!.pg.syncNames).toContain('pg04');
+      expect(env.store.getNodeSpec(env.spec.name, 'pg04')).toEqual(pg04);
+      const before = env.store.listEvents({ cluster: env.spec.name }).at(-1)!.id;
 
-    env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
-    await env.converge();
-    expectGone(env, 'pg04');
-    const story = env.store
-      .listEvents({ cluster: env.spec.name, afterId: before })
-      .filter((e) => e.node === 'pg04' || e.reason.includes('pg04'));
-    expect(story.map((e) => e.ruleId)).toEqual([
-      'scale.sync-remove',
-      'scale.pool-remove',
-      'scale.fence',
-      'scale.remove-machine',
-      'scale.drop-slot',
-      'scale.forget',
-    ]);
-    expect(story.map((e) => e.ruleId)).not.toContain('node.machine-vanished');
-    // a write through pgpool is acknowledged synchronously by the remaining standbys
-    const w = env.sim.write(env.spec.name, 'pool', 1);
-    expect(w.acked && w.sync, w.reason).toBe(true);
-  });
+      env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
+      await env.converge();
+      expectGone(env, 'pg04');
+      const story = env.store
+        .listEvents({ cluster: env.spec.name, afterId: before })
+        .filter((e) => e.node === 'pg04' || e.reason.includes('pg04'));
+      expect(story.map((e) => e.ruleId)).toEqual([
+        'scale.sync-remove',
+        'scale.pool-remove',
+        'scale.fence',
+        'scale.remove-machine',
+        'scale.drop-slot',
+        'scale.forget',
+      ]);
+      expect(story.map((e) => e.ruleId)).not.toContain('node.machine-vanished');
+      // a write through pgpool is acknowledged synchronously by the remaining standbys
+      const w = env.sim.write(env.spec.name, 'pool', 1);
+      expect(w.acked && w.sync, w.reason).toBe(true);
+    },
+  );
 
   it('3 -> 2 removing the primary: handed over first, then removed the same way', async () => {
     const env = setup('sync');
@@ -131,68 +135,85 @@ describe('scale-in against the simulated world', () => {
     expect(env.sim.lostSyncAcks(env.spec.name)).toEqual([]);
   });
 
-  it('finds a machine of a node that left the spec through the provider, though the store forgot it', async () => {
-    const env = setup('async');
-    await env.converge();
-    env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
-    await env.converge();
-    env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
-    // the record is lost (a store restored from an older backup, say): the machine is still found
-    env.store.deleteNodeRecord(env.spec.name, 'pg04');
-    const listed = await env.drivers.provider.listMachines(env.spec);
-    expect(listed.pg04).toMatchObject({ state: 'running', address: '10.0.0.14' });
-    // the loop lists every machine of a cluster now and then (not every pass) when it knows of
-    // no node leaving
-    env.clock.advance(61_000);
-    await env.converge();
-    expectGone(env, 'pg04');
-  });
+  it(
+    'finds a machine of a node that left the spec through the provider, ' + 'though the store forgot it',
+    async () => {
+      const env = setup('async');
+      await env.converge();
+      env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
+      await env.converge();
+      env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
+      // the record is lost (a store restored from an older backup, say): the machine is still found
+      env.store.deleteNodeRecord(env.spec.name, 'pg04');
+      const listed = await env.drivers.provider.listMachines(env.spec);
+      expect(listed.pg04).toMatchObject({ state: 'running', address: '10.0.0.14' });
+      // the loop lists every machine of a cluster now and then (not every pass) when it knows of
+      // no node leaving
+      env.clock.advance(61_000);
+      await env.converge();
+      expectGone(env, 'pg04');
+    },
+  );
 
-  it('the simulated provider refuses to look for a machine through a made-up spec, as the lab does', async () => {
-    const env = setup('async');
-    await env.converge();
-    const madeUp = {
-      ...env.spec,
-      nodes: [...env.spec.nodes.slice(1), { ...env.spec.nodes[0]!, address: '0.0.0.0' }],
-    };
-    await expect(env.drivers.provider.observeMachines(madeUp)).rejects.toThrow(
-      /made at 10\.0\.0\.11, not 0\.0\.0\.0/,
-    );
-  });
+  it(
+    'the simulated provider refuses to look for a ' + 'machine through a made-up spec, as the lab does',
+    async () => {
+      const env = setup('async');
+      await env.converge();
+      const madeUp = {
+        ...env.spec,
+        nodes: [...env.spec.nodes.slice(1), { ...env.spec.nodes[0]!, address: '0.0.0.0' }],
+      };
+      await expect(env.drivers.provider.observeMachines(madeUp)).rejects.toThrow(
+        /made at 10\.0\.0\.11, not 0\.0\.0\.0/,
+      );
+    },
+  );
 });
 
 describe('observeCluster and nodes that left the spec', () => {
-  it('observes a stray through its recorded NodeSpec; a failed listing leaves it unknown-but-present, never missing', async () => {
-    const { observeCluster } = await import('../../src/reconcile/observe.js');
-    const env = setup('async');
-    env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
-    await env.converge();
-    const three = { ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') };
-    const seen = await observeCluster(three, env.drivers, {}, env.clock.now(), { pg04 });
-    expect(seen.strays).toEqual({ pg04 });
-    expect(seen.nodes.pg04).toMatchObject({
-      machine: { state: 'running' },
-      reachable: true,
-      postgres: { inRecovery: true, streaming: true },
-    });
-    const failing = {
-      ...env.drivers,
-      provider: {
-        ...env.drivers.provider,
-        listMachines: async () => Promise.reject(new Error('libvirtd restarting')),
-      },
-    };
-    const blind = await observeCluster(three, failing, {}, env.clock.now(), { pg04 });
-    expect(blind.nodes.pg04!.machine).toEqual({
-      state: 'running',
-      detail: 'provider unavailable: libvirtd restarting',
-    });
-    // unrecorded and unlisted without asking: nothing is made up
-    const plain = await observeCluster(three, env.drivers, {}, env.clock.now(), {});
-    expect(plain.nodes.pg04).toBeUndefined();
-    const listed = await observeCluster(three, env.drivers, {}, env.clock.now(), {}, { listMachines: true });
-    expect(listed.strays).toEqual({
-      pg04: { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 },
-    });
-  });
+  it(
+    'observes a stray through its recorded NodeSpec; a failed listing leaves it unknown-but-present, ' +
+      'never missing',
+    async () => {
+      const { observeCluster } = await import('../../src/reconcile/observe.js');
+      const env = setup('async');
+      env.apply({ ...env.spec, nodes: [...env.spec.nodes, pg04] });
+      await env.converge();
+      const three = { ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') };
+      const seen = await observeCluster(three, env.drivers, {}, env.clock.now(), { pg04 });
+      expect(seen.strays).toEqual({ pg04 });
+      expect(seen.nodes.pg04).toMatchObject({
+        machine: { state: 'running' },
+        reachable: true,
+        postgres: { inRecovery: true, streaming: true },
+      });
+      const failing = {
+        ...env.drivers,
+        provider: {
+          ...env.drivers.provider,
+          listMachines: async () => Promise.reject(new Error('libvirtd restarting')),
+        },
+      };
+      const blind = await observeCluster(three, failing, {}, env.clock.now(), { pg04 });
+      expect(blind.nodes.pg04!.machine).toEqual({
+        state: 'running',
+        detail: 'provider unavailable: libvirtd restarting',
+      });
+      // unrecorded and unlisted without asking: nothing is made up
+      const plain = await observeCluster(three, env.drivers, {}, env.clock.now(), {});
+      expect(plain.nodes.pg04).toBeUndefined();
+      const listed = await observeCluster(
+        three,
+        env.drivers,
+        {},
+        env.clock.now(),
+        {},
+        { listMachines: true },
+      );
+      expect(listed.strays).toEqual({
+        pg04: { name: 'pg04', address: '10.0.0.14', vcpus: 1, memoryMiB: 1, rootDiskGiB: 1, dataDiskGiB: 1 },
+      });
+    },
+  );
 });

@@ -99,50 +99,53 @@ describe('serve lock guard (store)', () => {
 });
 
 describe('pgop serve losing its lock', () => {
-  it("stops before its next pass, commits nothing more, keeps the new holder's lock and exits 6", async () => {
-    const db = newDb();
-    const setup = Store.open(db);
-    setup.applySpec(simSpec({ name: 'c1' }), 'h-1', 'src', Date.now());
-    setup.close();
+  it(
+    'stops before its next pass, commits nothing more, ' + "keeps the new holder's lock and exits 6",
+    async () => {
+      const db = newDb();
+      const setup = Store.open(db);
+      setup.applySpec(simSpec({ name: 'c1' }), 'h-1', 'src', Date.now());
+      setup.close();
 
-    const other = Store.open(db);
-    const original = Reconciler.prototype.pass;
-    let calls = 0;
-    let eventsAtTakeover = -1;
-    const TAKEOVER_AT = 3;
-    vi.spyOn(Reconciler.prototype, 'pass').mockImplementation(async function (
-      this: Reconciler,
-      name: string,
-    ) {
-      calls++;
-      if (calls === TAKEOVER_AT) {
-        // another serve on this host finds our pid "dead" and takes the lock over, just as this
-        // pass begins: the pass runs on, but none of its writes may land
-        eventsAtTakeover = other.listEvents().length;
-        expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({
-          ok: true,
-        });
+      const other = Store.open(db);
+      const original = Reconciler.prototype.pass;
+      let calls = 0;
+      let eventsAtTakeover = -1;
+      const TAKEOVER_AT = 3;
+      vi.spyOn(Reconciler.prototype, 'pass').mockImplementation(async function (
+        this: Reconciler,
+        name: string,
+      ) {
+        calls++;
+        if (calls === TAKEOVER_AT) {
+          // another serve on this host finds our pid "dead" and takes the lock over, just as this
+          // pass begins: the pass runs on, but none of its writes may land
+          eventsAtTakeover = other.listEvents().length;
+          expect(other.acquireServeLock(process.pid + 1, hostname(), Date.now(), () => false)).toEqual({
+            ok: true,
+          });
+        }
+        return original.call(this, name);
+      });
+      const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+      try {
+        const t0 = Date.now();
+        const code = await serveCommand(db, { untilConverged: true, timeout: 30 });
+        expect(code).toBe(EXIT.lockLost);
+        expect(Date.now() - t0).toBeLessThan(5_000);
+        expect(calls).toBe(TAKEOVER_AT); // no pass after the takeover's
+        expect(eventsAtTakeover).toBeGreaterThan(0); // the serve did commit while it held the lock
+        expect(other.listEvents().length).toBe(eventsAtTakeover);
+        expect(other.serveLockHolder()).toMatchObject({ pid: process.pid + 1, hostname: hostname() });
+        expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(
+          new RegExp(`lost the lock of .* to pid ${process.pid + 1} on `),
+        );
+      } finally {
+        stderr.mockRestore();
+        other.close();
       }
-      return original.call(this, name);
-    });
-    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      const t0 = Date.now();
-      const code = await serveCommand(db, { untilConverged: true, timeout: 30 });
-      expect(code).toBe(EXIT.lockLost);
-      expect(Date.now() - t0).toBeLessThan(5_000);
-      expect(calls).toBe(TAKEOVER_AT); // no pass after the takeover's
-      expect(eventsAtTakeover).toBeGreaterThan(0); // the serve did commit while it held the lock
-      expect(other.listEvents().length).toBe(eventsAtTakeover);
-      expect(other.serveLockHolder()).toMatchObject({ pid: process.pid + 1, hostname: hostname() });
-      expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(
-        new RegExp(`lost the lock of .* to pid ${process.pid + 1} on `),
-      );
-    } finally {
-      stderr.mockRestore();
-      other.close();
-    }
-  });
+    },
+  );
 
   it('a lock taken over while the loop sleeps is noticed within a second', async () => {
     const db = newDb();

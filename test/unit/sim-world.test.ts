@@ -442,11 +442,14 @@ describe('driver preconditions', () => {
     expect(formatSyncStandbyNames(['a-1', 'b'], 1)).toBe('ANY 1 ("a-1", "b")');
   });
 
-  it('reports synchronous_standby_names as the real driver sets it: names sorted, quorum clamped', async () => {
-    await bringUp();
-    await d.postgres.ensureSyncStandbys(spec, A, [C.name, B.name], 5);
-    expect((await probe(A)).syncStandbyNames).toBe('ANY 2 ("pg02", "pg03")');
-  });
+  it(
+    'reports synchronous_standby_names as the real driver sets it: ' + 'names sorted, quorum clamped',
+    async () => {
+      await bringUp();
+      await d.postgres.ensureSyncStandbys(spec, A, [C.name, B.name], 5);
+      expect((await probe(A)).syncStandbyNames).toBe('ANY 2 ("pg02", "pg03")');
+    },
+  );
 
   it('deleteClusterResources waits for every machine to go', async () => {
     await bringUp();

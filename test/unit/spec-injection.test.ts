@@ -109,7 +109,8 @@ const cases: Case[] = [
     what: 'an hba word with a double quote (the renderer refused it later)',
     text: withPostgres(
       SIM,
-      `    hba:\n      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`,
+      `    hba:\n` +
+        `      - {type: host, database: all, user: 'x"#', address: 10.0.0.0/24, method: scram-sha-256}\n`,
     ),
     needle: `'x"`,
     field: 'spec.postgres.hba[0].user',
@@ -134,8 +135,10 @@ const cases: Case[] = [
     text: withPostgres(SIM, '    logDir: /usr/local/bin\n'),
     needle: '/usr/local/bin',
     field: 'spec.postgres.logDir',
-    message:
-      /must lie strictly below \/u00-\/u99, \/srv, \/data, or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres/,
+    message: new RegExp(
+      String.raw`must lie strictly below \/u00-\/u99, \/srv, \/data, ` +
+        String.raw`or at or below \/var\/lib\/postgresql.*: pgop makes this directory owned by postgres`,
+    ),
   },
   {
     what: 'backupDir .. traversal',
@@ -247,19 +250,23 @@ describe('the libvirt ownership marker', () => {
 });
 
 describe('the lab mounts the parser knows', () => {
-  it("are the lab provider's: postgres directories on postgres-owned private mounts, stateDir off every private mount", () => {
-    const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
-    for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
-    expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual(
-      [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort(),
-    );
-    const text = edit(
-      LAB,
-      '    network: 10.77.0.0/24 ',
-      '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ',
-    );
-    expect(() => parseSpecText(text, 'lab.yaml')).toThrow(
-      /stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/,
-    );
-  });
+  it(
+    "are the lab provider's: postgres directories on postgres-owned private mounts, stateDir off every " +
+      'private mount',
+    () => {
+      const postgresOwned = PRIVATE_MOUNTS.filter((m) => m.owner === 'postgres').map((m) => m.target);
+      for (const m of LAB_POSTGRES_MOUNTS) expect(postgresOwned).toContain(m);
+      expect([...LAB_PRIVATE_MOUNTS].sort()).toEqual(
+        [...PRIVATE_MOUNTS.map((m) => m.target), '/var/run'].sort(),
+      );
+      const text = edit(
+        LAB,
+        '    network: 10.77.0.0/24 ',
+        '    stateDir: /tmp/pgop-lab\n    network: 10.77.0.0/24 ',
+      );
+      expect(() => parseSpecText(text, 'lab.yaml')).toThrow(
+        /stateDir: \/tmp\/pgop-lab lies under \/tmp, which every lab node mounts privately/,
+      );
+    },
+  );
 });

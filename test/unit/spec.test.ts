@@ -516,7 +516,8 @@ describe('problems name file, line, column and path', () => {
   });
 
   it('pgpool children that postgres could not give a pooled session each', () => {
-    // pgpool's sizing rule: num_init_children * max_pool (4) <= max_connections - superuser_reserved_connections
+    // pgpool's sizing rule:
+    //   num_init_children * max_pool (4) <= max_connections - superuser_reserved_connections
     expect(
       problems(edit(LAB, '    address: 10.77.0.10', '    address: 10.77.0.10\n    numInitChildren: 25')),
     ).toEqual([
@@ -524,7 +525,8 @@ describe('problems name file, line, column and path', () => {
         26,
         22,
         'spec.pgpool.numInitChildren',
-        'numInitChildren 25 x max_pool 4 = 100 pooled sessions per backend, more than max_connections 100 - superuser_reserved_connections 3 = 97: use at most 24',
+        'numInitChildren 25 x max_pool 4 = 100 pooled sessions per backend, ' +
+          'more than max_connections 100 - superuser_reserved_connections 3 = 97: use at most 24',
       ),
     ]);
     expect(
@@ -548,7 +550,8 @@ describe('problems name file, line, column and path', () => {
         28,
         22,
         'spec.pgpool.numInitChildren',
-        'numInitChildren 49 x max_pool 4 = 196 pooled sessions per backend, more than max_connections 200 - superuser_reserved_connections 5 = 195: use at most 48',
+        'numInitChildren 49 x max_pool 4 = 196 pooled sessions per backend, ' +
+          'more than max_connections 200 - superuser_reserved_connections 5 = 195: use at most 48',
       ),
     ]);
     // unset: pgpool's default 32 where it fits, else the most that fits

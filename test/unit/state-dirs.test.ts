@@ -30,56 +30,64 @@ afterEach(() => {
 });
 
 describe('the state root on a fresh machine', () => {
-  it('secrets first (as `pgop lab up` does), then the store, keys, image dir and a pool: private where it must be, traversable to the disks', async () => {
-    const secret = (n: string) => ({ file: join(root, 'secrets', 'lab', n) });
-    const spec = simSpec({ name: 'lab', roles: [] });
-    spec.postgres.superuserPassword = secret('postgres');
-    spec.replication.password = secret('replicator');
-    expect(ensureSecretFiles(spec).sort()).toEqual([
-      join(root, 'secrets', 'lab', 'postgres'),
-      join(root, 'secrets', 'lab', 'replicator'),
-    ]);
-    const store = Store.open(join(root, 'pgop.db'));
-    store.applySpec(spec, 'h', 's', 1); // writes: -wal and -shm appear
-    const key = await ensureKeyPair(join(root, 'libvirt', 'c1', 'operator_ed25519'), 'pgop-operator@c1');
-    makeDirs(join(root, 'images'), 0o755); // image build
-    mkdirSync(join(root, 'pool'), { mode: 0o711 }); // libvirt's pool-build
-    expect(openPathForQemu(join(root, 'pool'))).toEqual([]);
-    expect(openPathForQemu(join(root, 'images', 'debian-12-pgop.qcow2'))).toEqual([]);
+  it(
+    'secrets first (as `pgop lab up` does), then the store, keys, image dir and a pool: private where it ' +
+      'must be, traversable to the disks',
+    async () => {
+      const secret = (n: string) => ({ file: join(root, 'secrets', 'lab', n) });
+      const spec = simSpec({ name: 'lab', roles: [] });
+      spec.postgres.superuserPassword = secret('postgres');
+      spec.replication.password = secret('replicator');
+      expect(ensureSecretFiles(spec).sort()).toEqual([
+        join(root, 'secrets', 'lab', 'postgres'),
+        join(root, 'secrets', 'lab', 'replicator'),
+      ]);
+      const store = Store.open(join(root, 'pgop.db'));
+      store.applySpec(spec, 'h', 's', 1); // writes: -wal and -shm appear
+      const key = await ensureKeyPair(join(root, 'libvirt', 'c1', 'operator_ed25519'), 'pgop-operator@c1');
+      makeDirs(join(root, 'images'), 0o755); // image build
+      mkdirSync(join(root, 'pool'), { mode: 0o711 }); // libvirt's pool-build
+      expect(openPathForQemu(join(root, 'pool'))).toEqual([]);
+      expect(openPathForQemu(join(root, 'images', 'debian-12-pgop.qcow2'))).toEqual([]);
 
-    expect(mode(root)).toBe(0o711); // traversable, not listable
-    expect(mode(join(root, 'pgop.db'))).toBe(0o600);
-    expect(mode(join(root, 'pgop.db-wal'))).toBe(0o600);
-    expect(mode(join(root, 'secrets'))).toBe(0o700);
-    expect(mode(join(root, 'secrets', 'lab'))).toBe(0o700);
-    expect(mode(join(root, 'secrets', 'lab', 'postgres'))).toBe(0o600);
-    expect(mode(join(root, 'secrets', 'lab', 'replicator'))).toBe(0o600);
-    expect(mode(join(root, 'libvirt'))).toBe(0o700);
-    expect(mode(join(root, 'libvirt', 'c1', 'operator_ed25519'))).toBe(0o600);
-    expect(key.created).toBe(true);
-    // qemu's way to the disks: o+x on every directory above them
-    expect(traversableByOthers(join(root, 'pool'))).toBe(true);
-    expect(traversableByOthers(join(root, 'images'))).toBe(true);
-    // ... and not into the secrets or the keys
-    expect(untraversable(join(root, 'secrets', 'lab'))).toEqual([
-      join(root, 'secrets'),
-      join(root, 'secrets', 'lab'),
-    ]);
-    expect(untraversable(join(root, 'libvirt', 'c1'))).toEqual([
-      join(root, 'libvirt'),
-      join(root, 'libvirt', 'c1'),
-    ]);
-    store.close();
-  });
+      expect(mode(root)).toBe(0o711); // traversable, not listable
+      expect(mode(join(root, 'pgop.db'))).toBe(0o600);
+      expect(mode(join(root, 'pgop.db-wal'))).toBe(0o600);
+      expect(mode(join(root, 'secrets'))).toBe(0o700);
+      expect(mode(join(root, 'secrets', 'lab'))).toBe(0o700);
+      expect(mode(join(root, 'secrets', 'lab', 'postgres'))).toBe(0o600);
+      expect(mode(join(root, 'secrets', 'lab', 'replicator'))).toBe(0o600);
+      expect(mode(join(root, 'libvirt'))).toBe(0o700);
+      expect(mode(join(root, 'libvirt', 'c1', 'operator_ed25519'))).toBe(0o600);
+      expect(key.created).toBe(true);
+      // qemu's way to the disks: o+x on every directory above them
+      expect(traversableByOthers(join(root, 'pool'))).toBe(true);
+      expect(traversableByOthers(join(root, 'images'))).toBe(true);
+      // ... and not into the secrets or the keys
+      expect(untraversable(join(root, 'secrets', 'lab'))).toEqual([
+        join(root, 'secrets'),
+        join(root, 'secrets', 'lab'),
+      ]);
+      expect(untraversable(join(root, 'libvirt', 'c1'))).toEqual([
+        join(root, 'libvirt'),
+        join(root, 'libvirt', 'c1'),
+      ]);
+      store.close();
+    },
+  );
 
-  it('a store made first (outside a lab) leaves the root 0711 too; a store elsewhere keeps its directory private', () => {
-    Store.open(join(root, 'pgop.db')).close();
-    expect(mode(root)).toBe(0o711);
-    const elsewhere = join(base, 'home', 'me', '.local', 'state', 'pgop');
-    Store.open(join(elsewhere, 'pgop.db')).close();
-    expect(mode(elsewhere)).toBe(0o700);
-    expect(mode(join(elsewhere, 'pgop.db'))).toBe(0o600);
-  });
+  it(
+    'a store made first (outside a lab) leaves the root 0711 too; a store elsewhere keeps its directory ' +
+      'private',
+    () => {
+      Store.open(join(root, 'pgop.db')).close();
+      expect(mode(root)).toBe(0o711);
+      const elsewhere = join(base, 'home', 'me', '.local', 'state', 'pgop');
+      Store.open(join(elsewhere, 'pgop.db')).close();
+      expect(mode(elsewhere)).toBe(0o700);
+      expect(mode(join(elsewhere, 'pgop.db'))).toBe(0o600);
+    },
+  );
 });
 
 describe('a state root an older pgop made 0700', () => {
@@ -93,15 +101,19 @@ describe('a state root an older pgop made 0700', () => {
     mkdirSync(join(root, 'e2e-1', 'pool'), { recursive: true, mode: 0o755 });
   });
 
-  it('qemu could not reach a disk below it; opening the path for qemu makes the root 0711 after closing its private members', () => {
-    const pool = join(root, 'e2e-1', 'pool');
-    expect(untraversable(pool)).toEqual([root]);
-    expect(openPathForQemu(pool)).toEqual([]);
-    expect(mode(root)).toBe(0o711);
-    expect(mode(join(root, 'secrets'))).toBe(0o700);
-    expect(mode(join(root, 'pgop.db'))).toBe(0o600);
-    expect(traversableByOthers(pool)).toBe(true);
-  });
+  it(
+    'qemu could not reach a disk below it; opening the path for qemu makes the root 0711 after closing ' +
+      'its private members',
+    () => {
+      const pool = join(root, 'e2e-1', 'pool');
+      expect(untraversable(pool)).toEqual([root]);
+      expect(openPathForQemu(pool)).toEqual([]);
+      expect(mode(root)).toBe(0o711);
+      expect(mode(join(root, 'secrets'))).toBe(0o700);
+      expect(mode(join(root, 'pgop.db'))).toBe(0o600);
+      expect(traversableByOthers(pool)).toBe(true);
+    },
+  );
 
   it('never opens a private member, nor a directory outside the state root: those are reported', () => {
     expect(openPathForQemu(join(root, 'secrets', 'lab', 'disk.qcow2'))).toEqual([root]);
@@ -116,7 +128,8 @@ describe('a state root an older pgop made 0700', () => {
   it('libvirt\'s "Permission denied" on a disk becomes advice naming the closed directories', () => {
     const disk = join(root, 'e2e-1', 'pool', 'c-pg1-root.qcow2');
     const advice = storageAccessAdvice(
-      `internal error: process exited while connecting to monitor: Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`,
+      'internal error: process exited while connecting to monitor: ' +
+        `Cannot access storage file '${disk}' (as uid:64055, gid:64055): Permission denied`,
     );
     expect(advice).toContain(`qemu (user libvirt-qemu) cannot reach ${disk}`);
     expect(advice).toContain(`${root} (mode 0700) is closed to it`);

@@ -208,7 +208,8 @@ describe('migrations', () => {
     const next = readdirSync(MIGRATIONS).filter((f) => f.endsWith('.sql')).length + 1;
     writeFileSync(
       join(migDir, `${String(next).padStart(3, '0')}_seed.sql`),
-      "INSERT INTO events (time, cluster, node, from_state, to_state, rule_id, reason) VALUES (0, 'x', NULL, NULL, NULL, 'seed', 'seed');",
+      'INSERT INTO events (time, cluster, node, from_state, to_state, rule_id, reason) ' +
+        "VALUES (0, 'x', NULL, NULL, NULL, 'seed', 'seed');",
     );
     const base = readdirSync(MIGRATIONS).length;
 
@@ -511,7 +512,8 @@ describe('events', () => {
     ev(store, 'beta', 11);
     store.removeCluster('alpha');
     ev(store, 'alpha', 12); // the deletion's own last event
-    expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([10, 12]); // gone: its whole history
+    // gone: its whole history
+    expect(store.listEvents({ cluster: 'alpha' }).map((e) => e.time)).toEqual([10, 12]);
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 20);
     expect(store.listEvents({ cluster: 'alpha' })).toEqual([]);
     ev(store, 'alpha', 21);

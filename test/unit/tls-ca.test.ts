@@ -17,64 +17,68 @@ const DAY = 86_400_000;
 const T0 = Date.parse('2026-01-10T00:00:00Z');
 
 describe('issuance', () => {
-  it('a CA and a server certificate with the node name and address as SANs, verifiable by OpenSSL and Node', async () => {
-    const ca = await createCa('lab', new Date(T0), 3650);
-    const srv = await issueServer(ca, { name: 'pg01', ips: ['10.77.0.11'] }, new Date(T0), 90);
-    const c = new X509Certificate(srv.cert);
-    const caC = new X509Certificate(ca.cert);
-    expect(caC.ca).toBe(true);
-    expect(c.ca).toBe(false);
-    expect(c.subjectAltName).toBe('DNS:pg01, IP Address:10.77.0.11');
-    expect(c.checkIP('10.77.0.11')).toBe('10.77.0.11');
-    expect(c.checkIP('10.77.0.12')).toBeUndefined();
-    expect(c.checkHost('pg01')).toBe('pg01');
-    expect(c.checkIssued(caC) && c.verify(caC.publicKey)).toBe(true);
-    expect(c.keyUsage).toContain('1.3.6.1.5.5.7.3.1'); // serverAuth
-    const f = certFacts(srv.cert)!;
-    expect(f.notAfter - T0).toBe(90 * DAY);
-    expect(T0 - f.notBefore).toBe(3_600_000); // an hour back: clock skew
-    expect(c.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
-    expect(srv.key).toMatch(/^-----BEGIN PRIVATE KEY-----/);
-    if (existsSync('/usr/bin/openssl')) {
-      const dir = mkdtempSync(join(tmpdir(), 'pgop-tls-'));
-      try {
-        writeFileSync(join(dir, 'ca.crt'), ca.cert);
-        writeFileSync(join(dir, 'srv.crt'), srv.cert);
-        const at = String(Math.floor((T0 + DAY) / 1000));
-        const out = execFileSync('openssl', [
-          'verify',
-          '-attime',
-          at,
-          '-purpose',
-          'sslserver',
-          '-verify_ip',
-          '10.77.0.11',
-          '-CAfile',
-          join(dir, 'ca.crt'),
-          join(dir, 'srv.crt'),
-        ]).toString();
-        expect(out).toMatch(/OK/);
-        expect(() =>
-          execFileSync(
-            'openssl',
-            [
-              'verify',
-              '-attime',
-              at,
-              '-verify_ip',
-              '10.77.0.99',
-              '-CAfile',
-              join(dir, 'ca.crt'),
-              join(dir, 'srv.crt'),
-            ],
-            { stdio: 'pipe' },
-          ),
-        ).toThrow();
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
+  it(
+    'a CA and a server certificate with the node name and address as SANs, verifiable by OpenSSL and ' +
+      'Node',
+    async () => {
+      const ca = await createCa('lab', new Date(T0), 3650);
+      const srv = await issueServer(ca, { name: 'pg01', ips: ['10.77.0.11'] }, new Date(T0), 90);
+      const c = new X509Certificate(srv.cert);
+      const caC = new X509Certificate(ca.cert);
+      expect(caC.ca).toBe(true);
+      expect(c.ca).toBe(false);
+      expect(c.subjectAltName).toBe('DNS:pg01, IP Address:10.77.0.11');
+      expect(c.checkIP('10.77.0.11')).toBe('10.77.0.11');
+      expect(c.checkIP('10.77.0.12')).toBeUndefined();
+      expect(c.checkHost('pg01')).toBe('pg01');
+      expect(c.checkIssued(caC) && c.verify(caC.publicKey)).toBe(true);
+      expect(c.keyUsage).toContain('1.3.6.1.5.5.7.3.1'); // serverAuth
+      const f = certFacts(srv.cert)!;
+      expect(f.notAfter - T0).toBe(90 * DAY);
+      expect(T0 - f.notBefore).toBe(3_600_000); // an hour back: clock skew
+      expect(c.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      expect(srv.key).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+      if (existsSync('/usr/bin/openssl')) {
+        const dir = mkdtempSync(join(tmpdir(), 'pgop-tls-'));
+        try {
+          writeFileSync(join(dir, 'ca.crt'), ca.cert);
+          writeFileSync(join(dir, 'srv.crt'), srv.cert);
+          const at = String(Math.floor((T0 + DAY) / 1000));
+          const out = execFileSync('openssl', [
+            'verify',
+            '-attime',
+            at,
+            '-purpose',
+            'sslserver',
+            '-verify_ip',
+            '10.77.0.11',
+            '-CAfile',
+            join(dir, 'ca.crt'),
+            join(dir, 'srv.crt'),
+          ]).toString();
+          expect(out).toMatch(/OK/);
+          expect(() =>
+            execFileSync(
+              'openssl',
+              [
+                'verify',
+                '-attime',
+                at,
+                '-verify_ip',
+                '10.77.0.99',
+                '-CAfile',
+                join(dir, 'ca.crt'),
+                join(dir, 'srv.crt'),
+              ],
+              { stdio: 'pipe' },
+            ),
+          ).toThrow();
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
       }
-    }
-  });
+    },
+  );
 
   it('judges: fine, due (usable), and wrong (names, issuer, key, expiry)', async () => {
     const ca = await createCa('lab', new Date(T0), 3650);
@@ -121,30 +125,33 @@ describe('ClusterTls: the material on disk, renewal', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('issues a CA and one certificate per node and for pgpool, private files in a 0700 directory', async () => {
-    const m = await make().ensure(spec());
-    const tdir = join(dir, 'tt', 'tls');
-    expect(statSync(tdir).mode & 0o777).toBe(0o700);
-    for (const f of [
-      'ca.crt',
-      'ca.key',
-      'node-pg1.crt',
-      'node-pg1.key',
-      'node-pg3.key',
-      'pool.crt',
-      'pool.key',
-    ]) {
-      expect(statSync(join(tdir, f)).mode & 0o777, f).toBe(0o600);
-    }
-    expect([...m.hosts.keys()].sort()).toEqual(['node-pg1', 'node-pg2', 'node-pg3', 'pool']);
-    expect(new X509Certificate(m.hosts.get('pool')!.cert).subjectAltName).toBe(
-      'DNS:pgpool, IP Address:10.77.0.10',
-    );
-    expect(new X509Certificate(m.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
-      'DNS:pg2, IP Address:10.77.0.12',
-    );
-    expect(m.caBundle).toBe(readFileSync(join(tdir, 'ca.crt'), 'utf8'));
-  });
+  it(
+    'issues a CA and one certificate per node and for pgpool, ' + 'private files in a 0700 directory',
+    async () => {
+      const m = await make().ensure(spec());
+      const tdir = join(dir, 'tt', 'tls');
+      expect(statSync(tdir).mode & 0o777).toBe(0o700);
+      for (const f of [
+        'ca.crt',
+        'ca.key',
+        'node-pg1.crt',
+        'node-pg1.key',
+        'node-pg3.key',
+        'pool.crt',
+        'pool.key',
+      ]) {
+        expect(statSync(join(tdir, f)).mode & 0o777, f).toBe(0o600);
+      }
+      expect([...m.hosts.keys()].sort()).toEqual(['node-pg1', 'node-pg2', 'node-pg3', 'pool']);
+      expect(new X509Certificate(m.hosts.get('pool')!.cert).subjectAltName).toBe(
+        'DNS:pgpool, IP Address:10.77.0.10',
+      );
+      expect(new X509Certificate(m.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
+        'DNS:pg2, IP Address:10.77.0.12',
+      );
+      expect(m.caBundle).toBe(readFileSync(join(tdir, 'ca.crt'), 'utf8'));
+    },
+  );
 
   it('nothing due: the same material, nothing issued (also after a restart, from disk)', async () => {
     const a = await make().ensure(spec());
@@ -158,27 +165,30 @@ describe('ClusterTls: the material on disk, renewal', () => {
     expect(c.ca.cert).toBe(a.ca.cert);
   });
 
-  it('a changed address or a new node gets a certificate at once; a due one is renewed in the background', async () => {
-    const tls = make();
-    const a = await tls.ensure(spec());
-    const moved = spec();
-    moved.nodes[1]!.address = '10.77.0.42';
-    const b = await tls.ensure(moved);
-    expect(new X509Certificate(b.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
-      'DNS:pg2, IP Address:10.77.0.42',
-    );
-    expect(b.hosts.get('node-pg1')!.cert).toBe(a.hosts.get('node-pg1')!.cert);
-    // 61 days on: 29 days left of 90, renewed 30 ahead: the probe gets the old ones at once
-    now += 61 * DAY;
-    const due = await tls.ensure(moved);
-    expect(due.hosts.get('node-pg1')!.cert).toBe(a.hosts.get('node-pg1')!.cert);
-    await new Promise((r) => setTimeout(r, 300));
-    now += 11_000;
-    const renewed = await tls.ensure(moved);
-    const f = certFacts(renewed.hosts.get('node-pg1')!.cert)!;
-    expect(f.notAfter).toBe(T0 + 61 * DAY + 90 * DAY);
-    expect(renewed.ca.cert).toBe(a.ca.cert);
-  });
+  it(
+    'a changed address or a new node gets a certificate at once; ' + 'a due one is renewed in the background',
+    async () => {
+      const tls = make();
+      const a = await tls.ensure(spec());
+      const moved = spec();
+      moved.nodes[1]!.address = '10.77.0.42';
+      const b = await tls.ensure(moved);
+      expect(new X509Certificate(b.hosts.get('node-pg2')!.cert).subjectAltName).toBe(
+        'DNS:pg2, IP Address:10.77.0.42',
+      );
+      expect(b.hosts.get('node-pg1')!.cert).toBe(a.hosts.get('node-pg1')!.cert);
+      // 61 days on: 29 days left of 90, renewed 30 ahead: the probe gets the old ones at once
+      now += 61 * DAY;
+      const due = await tls.ensure(moved);
+      expect(due.hosts.get('node-pg1')!.cert).toBe(a.hosts.get('node-pg1')!.cert);
+      await new Promise((r) => setTimeout(r, 300));
+      now += 11_000;
+      const renewed = await tls.ensure(moved);
+      const f = certFacts(renewed.hosts.get('node-pg1')!.cert)!;
+      expect(f.notAfter).toBe(T0 + 61 * DAY + 90 * DAY);
+      expect(renewed.ca.cert).toBe(a.ca.cert);
+    },
+  );
 
   it('a CA near its end is replaced; the previous one stays in the bundle while it is valid', async () => {
     const tls = make();

@@ -103,25 +103,31 @@ describe('operator connections: verify-full and SCRAM only', () => {
     }
   };
 
-  it('a certificate of another CA is refused before the startup message: "not issued by the cluster CA"', async () => {
-    const f = await fakePostgres(foreign, 5);
-    server = f.server;
-    const err = await connect(f.port);
-    expect(err).not.toBeNull();
-    expect(explainTlsError(err, 'pg01')).toMatch(
-      /^TLS: the server certificate of pg01 is refused: not issued by the cluster CA/,
-    );
-    expect(f.seen.startup).toBe(false);
-  });
+  it(
+    'a certificate of another CA is refused before the startup message: ' + '"not issued by the cluster CA"',
+    async () => {
+      const f = await fakePostgres(foreign, 5);
+      server = f.server;
+      const err = await connect(f.port);
+      expect(err).not.toBeNull();
+      expect(explainTlsError(err, 'pg01')).toMatch(
+        /^TLS: the server certificate of pg01 is refused: not issued by the cluster CA/,
+      );
+      expect(f.seen.startup).toBe(false);
+    },
+  );
 
-  it('a certificate of the cluster CA for another address is refused: it "does not name" the address', async () => {
-    const f = await fakePostgres(wrongAddress, 5);
-    server = f.server;
-    const err = await connect(f.port);
-    expect(err?.message).toMatch(/the certificate of pg01 does not name 127\.0\.0\.1/);
-    expect(explainTlsError(err)).toMatch(/issued for another host/);
-    expect(f.seen.startup).toBe(false);
-  });
+  it(
+    'a certificate of the cluster CA for another address is refused: ' + 'it "does not name" the address',
+    async () => {
+      const f = await fakePostgres(wrongAddress, 5);
+      server = f.server;
+      const err = await connect(f.port);
+      expect(err?.message).toMatch(/the certificate of pg01 does not name 127\.0\.0\.1/);
+      expect(explainTlsError(err)).toMatch(/issued for another host/);
+      expect(f.seen.startup).toBe(false);
+    },
+  );
 
   it('a server that does not speak TLS is refused (no fallback to clear text)', async () => {
     const f = await fakePostgres(null, 3);

@@ -266,7 +266,8 @@ export async function waitFor<T>(
     if (now - t0 > o.timeoutMs) {
       const state = o.describe ? await o.describe().catch((e) => String(e)) : '';
       throw new Error(
-        `timed out after ${Math.round((now - t0) / 1000)} s waiting for ${what}${lastErr ? `; last error: ${(lastErr as Error).message}` : ''}${state ? `\n${state}` : ''}`,
+        `timed out after ${Math.round((now - t0) / 1000)} s waiting for ${what}` +
+          `${lastErr ? `; last error: ${(lastErr as Error).message}` : ''}${state ? `\n${state}` : ''}`,
       );
     }
     if (o.log && now - lastLog >= 30_000) {
@@ -344,12 +345,16 @@ export function describeNodes(items: NodeItem[]): string {
   return items
     .map(
       (n) =>
-        `    ${n.name.padEnd(5)} state=${n.state} role=${n.role} goal=${n.goal ?? '-'} machine=${n.machine} tl=${n.timeline ?? '-'} ${n.message ? `msg=${n.message.slice(0, 160)}` : ''}`,
+        `    ${n.name.padEnd(5)} state=${n.state} role=${n.role} goal=${n.goal ?? '-'} ` +
+        `machine=${n.machine} tl=${n.timeline ?? '-'} ${n.message ? `msg=${n.message.slice(0, 160)}` : ''}`,
     )
     .join('\n');
 }
 
-/** Healthy: the cluster converged on its current generation, one primary, the other nodes streaming standbys. */
+/**
+ * Healthy: the cluster converged on its current generation, one primary, the other nodes
+ * streaming standbys.
+ */
 export function healthy(c: ClusterItem | null, items: NodeItem[], expectedNodes: number): boolean {
   if (!c || c.phase !== 'Healthy' || c.observed_generation !== c.generation || !c.primary) return false;
   const primaries = items.filter((n) => n.role === 'primary' && n.state === 'primary');

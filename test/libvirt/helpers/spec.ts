@@ -20,10 +20,10 @@ export interface LibvirtTestSpecOptions {
 export function libvirtTestSpec(o: LibvirtTestSpecOptions): ClusterSpec {
   const net = `10.77.${o.subnet ?? 50}`;
   const n = o.nodes ?? 2;
+  const size = 'vcpus: 1, memoryMiB: 512, rootDiskGiB: 4, dataDiskGiB: 2';
   const nodes = Array.from(
     { length: n },
-    (_, i) =>
-      `    - {name: pg${i + 1}, address: ${net}.${11 + i}, vcpus: 1, memoryMiB: 512, rootDiskGiB: 4, dataDiskGiB: 2}`,
+    (_, i) => `    - {name: pg${i + 1}, address: ${net}.${11 + i}, ${size}}`,
   );
   const yaml = `apiVersion: pgop.dev/v1
 kind: Cluster
