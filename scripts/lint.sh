@@ -17,6 +17,9 @@ check "typecheck (src, machines, bench, test)" "$bin/tsc" -p tsconfig.typecheck.
 check "dependency rules" "$bin/depcruise" src machines bench test --config .dependency-cruiser.cjs
 check "format (prettier)" "$bin/prettier" --check --log-level warn '**/*.{ts,js,cjs}'
 check "eslint" "$bin/eslint" --max-warnings 0 .
+# Prettier wraps code at 110 but never breaks a string, template or comment: those are checked here.
+check "line width (110)" awk 'length > 110 { print FILENAME ":" FNR ": " length " characters"; n++ } END { exit n > 0 }' \
+  $(git ls-files '*.ts' '*.js' '*.cjs')
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint failed: ${failed[*]}"

@@ -260,7 +260,7 @@ describe('listen addresses and the token', { timeout: 60_000 }, () => {
     );
   });
 
-  it('on a non-loopback listener: TLS, reads and writes need the token; a switchover is queued, a spec applied', async () => {
+  it('on a non-loopback listener: TLS; reads and writes need the token; switchover and apply', async () => {
     const ca = await createCa('serve-test', new Date(), 1);
     const cert = await issueServer(ca, { name: 'localhost', ips: ['127.0.0.1'] }, new Date(), 1);
     const token = 'a-test-token-of-some-length';
