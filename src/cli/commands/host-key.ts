@@ -107,16 +107,7 @@ export async function hostKeyRotateCommand(db: string, cluster: string, node: st
       const reason =
         `host key of ${r.id} rotated: ${r.previous} -> ${r.current}` +
         `${r.resumed ? ' (a rotation cut short earlier, finished)' : ''}`;
-      store.recordEvent({
-        time: Date.now(),
-        cluster,
-        node,
-        from: null,
-        to: null,
-        ruleId: 'ssh.host-key-rotated',
-        reason,
-      });
-      process.stdout.write(`${reason}\n`);
+      announce(store, { cluster, node, ruleId: 'ssh.host-key-rotated', reason });
       return EXIT.ok;
     } finally {
       await Promise.allSettled([world.provider.close(), world.postgres.close(), world.pool.close()]);
@@ -138,16 +129,7 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
       `host key of ${cluster}/${node} forgotten` +
       `${had && had.algo !== TRUST_NEXT_KEY ? ` (was ${await fingerprintOf(had.keyB64)})` : ''}` +
       `: the next key it presents will be accepted and pinned, unverified`;
-    store.recordEvent({
-      time: Date.now(),
-      cluster,
-      node,
-      from: null,
-      to: null,
-      ruleId: 'ssh.host-key-forgotten',
-      reason,
-    });
-    process.stdout.write(`${reason}\n`);
+    announce(store, { cluster, node, ruleId: 'ssh.host-key-forgotten', reason });
     process.stderr.write(
       'warning: that first contact is not verified; for a machine pgop made, ' +
         '`pgop host-key rotate` (or deleting and re-creating it) keeps every contact verified\n',
@@ -156,4 +138,10 @@ export async function hostKeyForgetCommand(db: string, cluster: string, node: st
   } finally {
     store.close();
   }
+}
+
+/** A host-key change made by hand: an event (the cluster's story) and the same line on stdout. */
+function announce(store: Store, e: { cluster: string; node: string; ruleId: string; reason: string }): void {
+  store.recordEvent({ time: Date.now(), from: null, to: null, ...e });
+  process.stdout.write(`${e.reason}\n`);
 }

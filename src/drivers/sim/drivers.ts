@@ -16,6 +16,7 @@ import type {
   ProviderDriver,
   World,
 } from '../types.js';
+import { downObservation } from '../postgres/probe-query.js';
 import { syncStandbyNamesValue } from '../postgres/sync-names.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
 
@@ -430,21 +431,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
 
   function observe(cluster: ClusterSpec, n: SimNode): PostgresObservation {
     const pg = n.pg;
-    if (!pg.initialized) {
-      return {
-        initialized: false,
-        running: false,
-        inRecovery: false,
-        timeline: 0,
-        lsn: 0,
-        receiveLsn: 0,
-        upstream: null,
-        streaming: false,
-        replicas: [],
-        syncStandbyNames: '',
-        configHash: pg.configHash,
-      };
-    }
+    if (!pg.initialized) return { ...downObservation(false, false), configHash: pg.configHash };
     const replicas: ReplicaStatus[] = [];
     if (pg.running && !pg.inRecovery) {
       for (const s of world.state(cluster.name).nodes.values()) {
