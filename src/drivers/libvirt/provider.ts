@@ -386,7 +386,7 @@ export class LibvirtProvider implements ProviderDriver {
         case 'shutdown':
           return;
         case 'paused':
-          await dom.resume();
+          await this.resumeOrReset(dom, m);
           return;
         case 'pmsuspended':
           await this.virsh.run(m.uri, ['dompmwakeup', m.domain], `wake ${m.id}`);
@@ -398,6 +398,22 @@ export class LibvirtProvider implements ProviderDriver {
       // Started meanwhile (another caller, autostart): fine.
       if (/already running|domain is already active/i.test(messageOf(err))) return;
       throw err;
+    }
+  }
+
+  /** A guest that qemu stopped on an internal error (a KVM emulation failure, say) cannot be
+   *  resumed, only reset: it is powered off and booted again, as a crashed machine would be. */
+  private async resumeOrReset(dom: Domain, m: MachinePlan): Promise<void> {
+    try {
+      await dom.resume();
+    } catch (err) {
+      if (!/resetting the virtual machine is required/i.test(messageOf(err))) throw err;
+      this.log.warn(
+        { id: m.id, domain: m.domain, error: messageOf(err) },
+        'guest stopped by an internal error; resetting it',
+      );
+      await destroy(dom);
+      await dom.create();
     }
   }
 

@@ -67,6 +67,15 @@ export interface E2eSpecOptions {
   memoryMiB?: number;
 }
 
+/** The e2e's guests run under TCG unless PGOP_E2E_DOMAIN_TYPE says otherwise (auto, kvm): some
+ *  hosts pass pgop's KVM probe yet crash a Debian kernel under nested KVM (README, libvirt). */
+export function e2eDomainType(): 'auto' | 'kvm' | 'qemu' {
+  const t = process.env.PGOP_E2E_DOMAIN_TYPE ?? 'qemu';
+  if (t !== 'auto' && t !== 'kvm' && t !== 'qemu')
+    throw new Error(`PGOP_E2E_DOMAIN_TYPE=${t}: auto, kvm or qemu`);
+  return t;
+}
+
 export interface E2eSpec {
   yaml: string;
   name: string;
@@ -91,6 +100,7 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   const poolName = `pgop-e2e${o.subnet}`;
   doc.setIn(['spec', 'provider', 'uri'], o.uri);
   doc.setIn(['spec', 'provider', 'baseImage'], o.baseImage);
+  doc.setIn(['spec', 'provider', 'domainType'], e2eDomainType());
   doc.setIn(['spec', 'provider', 'pool'], doc.createNode({ name: poolName, path: o.poolPath }));
   doc.setIn(
     ['spec', 'provider', 'network'],
