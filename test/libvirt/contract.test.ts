@@ -75,25 +75,29 @@ describe.skipIf(!isRoot())(
     const virsh = async (...args: string[]) =>
       (await execFileP('virsh', ['-q', '-c', d.testUri, ...args], { timeout: 30_000 })).stdout;
     const maybeVirsh = (...args: string[]) => virsh(...args).catch(() => null);
-    const domains = async () =>
-      (await virsh('list', '--all', '--name'))
+    /** A `virsh ... --name` listing: one name a line, sorted. */
+    const names = async (...args: string[]) =>
+      (await virsh(...args))
         .split('\n')
         .map((s) => s.trim())
         .filter(Boolean)
         .sort();
+    const domains = () => names('list', '--all', '--name');
     const volumes = async (pool = 'pgt') =>
       (await virsh('vol-list', pool))
         .split('\n')
         .map((l) => l.trim().split(/\s+/)[0]!)
         .filter(Boolean)
         .sort();
-    const networks = async () =>
-      (await virsh('net-list', '--all', '--name'))
-        .split('\n')
-        .map((s) => s.trim())
-        .filter(Boolean)
-        .sort();
+    const networks = () => names('net-list', '--all', '--name');
     const reservations = async (net: string) => networkFacts(await virsh('net-dumpxml', net)).hosts;
+    /** Domains, volumes and the cluster network's reservations: what a repeated or crashed
+     *  ensureMachine must leave as a clean one does. */
+    const machines = async () => ({
+      doms: await domains(),
+      vols: await volumes(),
+      res: await reservations('pgop-lvc'),
+    });
     const pins = createMemoryPins();
     const newProvider = (opts: ConstructorParameters<typeof LibvirtProvider>[0] = {}) =>
       new LibvirtProvider({
@@ -185,20 +189,10 @@ describe.skipIf(!isRoot())(
     });
 
     it('ensureMachine again changes nothing (no duplicate domain, volume or reservation)', async () => {
-      const before = {
-        doms: await domains(),
-        vols: await volumes(),
-        res: await reservations('pgop-lvc'),
-        nets: await networks(),
-      };
+      const before = { ...(await machines()), nets: await networks() };
       const uuid = await virsh('domuuid', 'lvc-pg1');
       await provider.ensureMachine(spec, spec.nodes[0]!);
-      expect({
-        doms: await domains(),
-        vols: await volumes(),
-        res: await reservations('pgop-lvc'),
-        nets: await networks(),
-      }).toEqual(before);
+      expect({ ...(await machines()), nets: await networks() }).toEqual(before);
       expect(await virsh('domuuid', 'lvc-pg1')).toBe(uuid);
     });
 
@@ -253,7 +247,7 @@ describe.skipIf(!isRoot())(
         );
         expect(counting.verbs).toEqual(expect.arrayContaining(['net-update', 'vol-create']));
         expect(changes.length).toBeGreaterThanOrEqual(4); // reservation, root, data, seed
-        const want = { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') };
+        const want = await machines();
         for (const k of changes) {
           await provider.deleteMachine(spec, node);
           expect(await domains()).not.toContain('lvc-pg2');
@@ -265,10 +259,7 @@ describe.skipIf(!isRoot())(
           const fresh = newProvider({ watchEvents: false });
           await fresh.ensureMachine(spec, node);
           await fresh.close();
-          expect(
-            { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') },
-            `after a crash at virsh call ${k}`,
-          ).toEqual(want);
+          expect(await machines(), `after a crash at virsh call ${k}`).toEqual(want);
           expect((await virsh('domstate', 'lvc-pg2')).trim()).toBe('running');
         }
       },

@@ -10,8 +10,8 @@ import { SimClock } from '../../src/drivers/sim/clock.js';
 import { createSimWorld } from '../../src/drivers/sim/drivers.js';
 import { Reconciler } from '../../src/reconcile/reconciler.js';
 import { canonicalJson } from '../../src/spec/parse.js';
-import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
-import { simSpec } from '../helpers/sim-spec.js';
+import type { ClusterSpec } from '../../src/spec/types.js';
+import { SIM_PG04, simSpec } from '../helpers/sim-spec.js';
 
 function setup(mode: 'sync' | 'async') {
   const clock = new SimClock(1_700_000_000_000);
@@ -49,14 +49,7 @@ function setup(mode: 'sync' | 'async') {
 }
 
 type Env = ReturnType<typeof setup>;
-const pg04: NodeSpec = {
-  name: 'pg04',
-  address: '10.0.0.14',
-  vcpus: 1,
-  memoryMiB: 1024,
-  rootDiskGiB: 10,
-  dataDiskGiB: 10,
-};
+const pg04 = SIM_PG04;
 
 function primaryOf(env: Env): string {
   const w = env.sim.writablePrimaries(env.spec.name);
