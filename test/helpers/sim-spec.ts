@@ -132,3 +132,14 @@ export const SIM_PG04: NodeSpec = {
   rootDiskGiB: 10,
   dataDiskGiB: 10,
 };
+
+/** The least a sim spec can say: one node; the parser fills in the rest. */
+export function minimalSimYaml(name: string): string {
+  return `apiVersion: pgop.dev/v1
+kind: Cluster
+metadata: {name: ${name}}
+spec:
+  provider: {type: sim}
+  nodes: [{name: a, address: 10.0.0.1}]
+`;
+}

@@ -15,6 +15,7 @@ import { TABLE_DDL, Writer, missing } from '../helpers/writer.js';
 import { labSsl } from '../helpers/lab-tls.js';
 import { IN_LAB, PGOP_BIN, runPgop, writeSecretFiles } from '../helpers/lab-env.js';
 import { labClusterYaml, labQuery } from '../helpers/lab-cluster.js';
+import { STANDBY_REMOVAL_RULES } from '../helpers/scale-in.js';
 
 describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_000 }, () => {
   const prefix = process.env.PGOP_LAB_PREFIX!;
@@ -264,14 +265,7 @@ describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_0
   it('4 -> 3: removing a standby leaves nothing of it, and no acknowledged write is lost', async () => {
     const { events } = await scaleIn(['pg1', 'pg2', 'pg3'], 'pg4', 'scale-standby');
     const story = events.filter((e) => e.node === 'pg4' || e.reason.startsWith('pg4 ')).map((e) => e.rule);
-    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual([
-      'scale.sync-remove',
-      'scale.pool-remove',
-      'scale.fence',
-      'scale.remove-machine',
-      'scale.drop-slot',
-      'scale.forget',
-    ]);
+    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual(STANDBY_REMOVAL_RULES);
     expect(primary()).toBe('pg1');
   });
 

@@ -7,6 +7,7 @@ import schema from '../../schema/cluster.schema.json' with { type: 'json' };
 import { PgopError, SpecError, type SpecProblem } from '../../src/errors.js';
 import { canonicalJson, parseSpecFile, parseSpecText } from '../../src/spec/parse.js';
 import { describeSecret, resolveSecret } from '../../src/spec/secrets.js';
+import { minimalSimYaml } from '../helpers/sim-spec.js';
 import { specDefaults } from '../helpers/spec-defaults.js';
 import { SEED_PARAMS, seedDatabases, seedGrants, seedRoles } from '../helpers/seed.js';
 
@@ -84,13 +85,7 @@ spec:
     password: {env: PGOP_REPLICATION_PASSWORD}
 `;
 
-const SIM_MINIMAL = `apiVersion: pgop.dev/v1
-kind: Cluster
-metadata: {name: s}
-spec:
-  provider: {type: sim}
-  nodes: [{name: a, address: 10.0.0.1}]
-`;
+const SIM_MINIMAL = minimalSimYaml('s');
 
 describe('example specs', () => {
   it('parse, and the templates used below are valid', () => {

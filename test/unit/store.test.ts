@@ -379,31 +379,23 @@ describe('nodes and commitStep', () => {
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
     store.saveNodeState('alpha', 'pg1', 'installed', { goal: 'primary', message: 'before', now: 50 });
     const before = store.getNode('alpha', 'pg1');
-    expect(() =>
+    const promote = (event: { ruleId: string; reason: string }, now: number) =>
       store.commitStep({
         cluster: 'alpha',
         node: 'pg1',
         state: 'primary',
         goal: 'primary',
         message: 'after',
-        // rule_id is NOT NULL: the event insert fails after the node upsert ran
-        event: { ruleId: null as unknown as string, reason: 'boom' },
-        now: 60,
-      }),
-    ).toThrow(/NOT NULL/);
+        event,
+        now,
+      });
+    // rule_id is NOT NULL: the event insert fails after the node upsert ran
+    expect(() => promote({ ruleId: null as unknown as string, reason: 'boom' }, 60)).toThrow(/NOT NULL/);
     expect(store.getNode('alpha', 'pg1')).toEqual(before);
     expect(store.listEvents()).toEqual([]);
 
     // and the store is still usable afterwards (no transaction left open)
-    store.commitStep({
-      cluster: 'alpha',
-      node: 'pg1',
-      state: 'primary',
-      goal: 'primary',
-      message: 'after',
-      event: { ruleId: 'primary.elected', reason: 'first primary' },
-      now: 70,
-    });
+    promote({ ruleId: 'primary.elected', reason: 'first primary' }, 70);
     expect(store.getNode('alpha', 'pg1')!.state).toBe('primary');
     expect(store.listEvents()).toHaveLength(1);
   });
