@@ -78,6 +78,17 @@ const openStore = (path = dbPath, opts?: Parameters<typeof Store.open>[1]) => {
   open.push(s);
   return s;
 };
+/** pg1 of `cluster` committed as provisioned (rule r, at 2). */
+const provisionPg1 = (store: Store, cluster: string) =>
+  store.commitStep({
+    cluster,
+    node: 'pg1',
+    state: 'provisioned',
+    goal: 'primary',
+    message: '',
+    event: { ruleId: 'r', reason: '' },
+    now: 2,
+  });
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'pgop-store-'));
@@ -466,15 +477,7 @@ describe('events', () => {
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
     store.applySpec(spec('beta'), 'b1', 'b.yaml', 1);
     for (const c of ['alpha', 'beta']) {
-      store.commitStep({
-        cluster: c,
-        node: 'pg1',
-        state: 'provisioned',
-        goal: 'primary',
-        message: '',
-        event: { ruleId: 'r', reason: '' },
-        now: 2,
-      });
+      provisionPg1(store, c);
       store.saveObservation({ cluster: c, at: 3, nodes: {}, pool: null });
       store.pinHostKey(c, 'pg1', 'ssh-ed25519', 'AAAA', 4);
       store.enqueueRequest(c, 'switchover', { to: 'pg2' }, 5);
@@ -532,15 +535,7 @@ describe('events', () => {
     store.saveNodeState('alpha', 'pg1', 'absent', { goal: 'primary', message: '', now: 1 });
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
     store.saveNodeSpec('alpha', spec('alpha').nodes[0]!);
-    store.commitStep({
-      cluster: 'alpha',
-      node: 'pg1',
-      state: 'provisioned',
-      goal: 'primary',
-      message: '',
-      event: { ruleId: 'r', reason: '' },
-      now: 2,
-    });
+    provisionPg1(store, 'alpha');
     expect(store.getNodeSpec('alpha', 'pg1')).toEqual(spec('alpha').nodes[0]);
     store.deleteNodeRecord('alpha', 'pg1');
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
