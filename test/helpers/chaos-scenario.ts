@@ -106,6 +106,22 @@ interface Probe {
   writer: Writer;
 }
 
+/** A writer straight to each standby over TCP, retrying fast and stopping at its first
+ *  acknowledged write: a standby that took one was writable. */
+function standbyProbes(lab: ChaosLab, standbys: string[], run: string): Probe[] {
+  return standbys.map((s) => ({
+    node: s,
+    writer: lab.writer({
+      name: `direct-${s}`,
+      run,
+      via: { node: s, over: 'tcp' },
+      stopAfterFirstAck: true,
+      retryMs: 20,
+      intervalMs: 0,
+    }),
+  }));
+}
+
 /** The single primary, read directly; throws when there is not exactly one. */
 export async function currentPrimary(lab: ChaosLab): Promise<{ primary: string; standbys: string[] }> {
   const roles = await lab.roles();
@@ -170,17 +186,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   const { primary: P, standbys } = await currentPrimary(lab);
   const pool = lab.writer({ name: 'pool', run: o.run, via: 'pool' });
   const old = lab.writer({ name: 'old', run: o.run, via: { node: P, over: 'socket' } });
-  const probes: Probe[] = standbys.map((s) => ({
-    node: s,
-    writer: lab.writer({
-      name: `direct-${s}`,
-      run: o.run,
-      via: { node: s, over: 'tcp' },
-      stopAfterFirstAck: true,
-      retryMs: 20,
-      intervalMs: 0,
-    }),
-  }));
+  const probes = standbyProbes(lab, standbys, o.run);
   const monitor = new SplitBrainMonitor(lab);
   const all = [pool, old, ...probes.map((p) => p.writer)];
   const eventsBefore = o.system === 'pgop' ? lab.lastEventId() : 0;
@@ -427,17 +433,7 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   const { primary: P, standbys } = await currentPrimary(lab);
   const pool = lab.writer({ name: 'pool', run, via: 'pool' });
   const old = lab.writer({ name: 'old', run, via: { node: P, over: 'socket' } });
-  const probes = standbys.map((s) => ({
-    node: s,
-    writer: lab.writer({
-      name: `direct-${s}`,
-      run,
-      via: { node: s, over: 'tcp' },
-      stopAfterFirstAck: true,
-      retryMs: 20,
-      intervalMs: 0,
-    }),
-  }));
+  const probes = standbyProbes(lab, standbys, run);
   const monitor = new SplitBrainMonitor(lab);
   const all = [pool, old, ...probes.map((p) => p.writer)];
   let t0 = 0;

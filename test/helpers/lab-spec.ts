@@ -2,6 +2,7 @@
 // parser would give it). Override what a test needs.
 
 import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
+import { specDefaults } from './spec-defaults.js';
 
 export interface LabSpecOptions {
   name?: string;
@@ -21,47 +22,21 @@ export function labSpec(opts: LabSpecOptions = {}): ClusterSpec {
   const base = network.split('/')[0]!.split('.').slice(0, 3).join('.');
   const n = opts.nodes ?? 2;
   const nodes = Array.from({ length: n }, (_, i) => labNode(`pg${i + 1}`, `${base}.${11 + i}`));
+  const { postgres, replication, pgpool, ...objects } = specDefaults();
   return {
     apiVersion: 'pgop.dev/v1',
     kind: 'Cluster',
     name: opts.name ?? 'lt',
     provider: { type: 'lab', network, ...(opts.stateDir ? { stateDir: opts.stateDir } : {}) },
     postgres: {
-      version: 15,
-      parameters: {},
-      dataDir: '/u01/pg15/data',
-      archiveDir: '/u02/archive',
-      backupDir: '/u02/backup',
-      logDir: '/var/log/postgres',
+      ...postgres,
       archiveScript: false,
       superuserPassword: { env: 'PGOP_TEST_SUPERUSER_PASSWORD' },
       hba: [],
     },
     nodes,
-    replication: {
-      mode: 'async',
-      syncQuorum: 1,
-      user: 'replicator',
-      password: { env: 'PGOP_TEST_REPL_PASSWORD' },
-      slots: true,
-    },
-    pgpool: {
-      enabled: opts.pgpool ?? true,
-      address: `${base}.10`,
-      port: 9999,
-      pcpPort: 9898,
-      loadBalancing: true,
-      watchdog: { enabled: false },
-      numInitChildren: 8,
-    },
-    roles: [],
-    databases: [],
-    grants: [],
-    failureDetection: {
-      probeIntervalMs: 1000,
-      missesBeforeFailover: 3,
-      connectTimeoutMs: 1000,
-      retryIntervalMs: 100,
-    },
+    replication: { ...replication, password: { env: 'PGOP_TEST_REPL_PASSWORD' } },
+    pgpool: { enabled: opts.pgpool ?? true, address: `${base}.10`, ...pgpool, numInitChildren: 8 },
+    ...objects,
   };
 }

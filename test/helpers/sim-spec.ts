@@ -1,7 +1,7 @@
 // A complete ClusterSpec for tests, every default filled in (src/spec/types.ts), without going
 // through the spec parser: the drivers and the loop are tested on typed specs directly.
 
-import type { ClusterSpec } from '../../src/spec/types.js';
+import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
 
 export type DeepPartial<T> = T extends (infer U)[]
   ? U[] // arrays are replaced, never merged
@@ -120,4 +120,26 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
     },
   };
   return merge(base, overrides);
+}
+
+/** A fourth node on simSpec's network (smaller than pg01..pg03): what scaling out adds and scaling
+ *  in removes. */
+export const SIM_PG04: NodeSpec = {
+  name: 'pg04',
+  address: '10.0.0.14',
+  vcpus: 1,
+  memoryMiB: 1024,
+  rootDiskGiB: 10,
+  dataDiskGiB: 10,
+};
+
+/** The least a sim spec can say: one node; the parser fills in the rest. */
+export function minimalSimYaml(name: string): string {
+  return `apiVersion: pgop.dev/v1
+kind: Cluster
+metadata: {name: ${name}}
+spec:
+  provider: {type: sim}
+  nodes: [{name: a, address: 10.0.0.1}]
+`;
 }

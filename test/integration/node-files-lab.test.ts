@@ -78,6 +78,16 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     if (res.code !== 0) throw new Error(`script on ${n.name} as ${user} exited ${res.code}: ${res.stderr}`);
     return res.stdout;
   };
+  /** pg02 made a standby of pg01 (retried: a clone may meet pg01 still settling) streams from it. */
+  const expectClonedStandby = async () => {
+    await retry(() => pgd.ensureStandby(spec, pg02, pg01));
+    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
+      running: true,
+      inRecovery: true,
+      streaming: true,
+      upstream: 'pg01',
+    });
+  };
   /** A root-owned file on the node that the attacks aim at: content, owner and mode. */
   const canary = (n: NodeSpec, path: string) =>
     run(n, 'root', 'stat -c "%U:%G %a" -- "$1" && cat -- "$1"', path);
@@ -242,13 +252,7 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
     // the SSH look says: no database cluster there (so the planner clones, not starts it)
     const p = await pgd.probe(spec, pg02);
     expect(p.postgres).toMatchObject({ running: false, initialized: false });
-    await retry(() => pgd.ensureStandby(spec, pg02, pg01));
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
-      running: true,
-      inRecovery: true,
-      streaming: true,
-      upstream: 'pg01',
-    });
+    await expectClonedStandby();
     expect(driverLog.some((l) => l.startsWith('cloned') && l.includes('"node":"pg02"'))).toBe(true);
   }, 180_000);
 
@@ -266,13 +270,7 @@ describe.skipIf(!inLab)('files written as root on a node, and interrupted clones
         D,
         B,
       );
-      await retry(() => pgd.ensureStandby(spec, pg02, pg01));
-      expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({
-        running: true,
-        inRecovery: true,
-        streaming: true,
-        upstream: 'pg01',
-      });
+      await expectClonedStandby();
       const aside = (await run(pg02, 'root', 'ls -d "$1".pgop-old-*', D)).trim().split('\n');
       // the copy of this cluster is gone, the other cluster's old copy is kept, and so is the
       // other cluster that was in the data directory (moved aside now)

@@ -7,11 +7,12 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labSsl } from '../helpers/lab-tls.js';
 import { IN_LAB, runPgop, writeSecretFiles } from '../helpers/lab-env.js';
 import { eventually } from '../helpers/eventually.js';
+import { labClusterYaml, labQuery } from '../helpers/lab-cluster.js';
 
 describe.skipIf(!IN_LAB)('pgop on the lab provider (root)', { timeout: 300_000 }, () => {
   const prefix = process.env.PGOP_LAB_PREFIX!;
@@ -37,28 +38,24 @@ describe.skipIf(!IN_LAB)('pgop on the lab provider (root)', { timeout: 300_000 }
       'wal_log_hints: "on"',
       `work_mem: ${workMem}`,
       'archive_mode: "on"',
-    ].join(', ');
+    ];
     const roles = [
       `{name: owner, password: {file: ${work}/secrets/owner}}`,
       `{name: app, password: {file: ${work}/secrets/app}, searchPath: ["$user", owner, public]}`,
     ].join(', ');
-    return `apiVersion: pgop.dev/v1
-kind: Cluster
-metadata: {name: op}
-spec:
-  provider: {type: lab, network: 10.81.0.0/24}
-  postgres:
-    superuserPassword: {file: ${work}/secrets/postgres}
-    parameters: {${parameters}}
-    hba: [{type: host, database: all, user: all, address: 10.81.0.0/24, method: scram-sha-256}]
-  nodes:
-${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
-  replication: {mode: sync, syncQuorum: 1, password: {file: ${work}/secrets/replicator}}
-  pgpool: {enabled: true, address: 10.81.0.10, numInitChildren: 8}
-  roles: [${roles}]
+    return labClusterYaml({
+      name: 'op',
+      network: '10.81.0.0/24',
+      work,
+      nodes,
+      addr,
+      parameters,
+      pool: '10.81.0.10',
+      more: `  roles: [${roles}]
   databases: [{name: appdb, schemas: [{name: owner, owner: owner}]}]
   grants: [{role: app, database: appdb, schema: owner, tablePrivileges: [SELECT, INSERT]}]
-`;
+`,
+    });
   }
 
   function pgop(...args: string[]) {
@@ -76,29 +73,8 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
     user = 'postgres',
     password = secrets.postgres,
     database = 'postgres',
-  ) =>
-    new pg.Client({
-      host,
-      port,
-      user,
-      password,
-      database,
-      connectionTimeoutMillis: 5000,
-      statement_timeout: 10_000,
-      ssl: labSsl(state, 'op', host, host),
-    });
-  async function query<T extends pg.QueryResultRow>(
-    c: pg.Client,
-    sql: string,
-    params: unknown[] = [],
-  ): Promise<T[]> {
-    await c.connect();
-    try {
-      return (await c.query<T>(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  }
+  ): pg.ClientConfig => ({ host, port, user, password, database, ssl: labSsl(state, 'op', host, host) });
+  const query = labQuery;
   const nodesJson = () =>
     JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as {
       name: string;

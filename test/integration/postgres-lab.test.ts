@@ -18,6 +18,7 @@ import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
 import { PgopError } from '../../src/errors.js';
 import { withPg } from '../helpers/eventually.js';
 import { labNode, labSpec } from '../helpers/lab-spec.js';
+import { SEED_PARAMS, seedDatabases, seedGrants, seedRoles } from '../helpers/seed.js';
 
 const inLab = process.getuid?.() === 0 && !!process.env.PGOP_LAB_STATE;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -34,35 +35,16 @@ const SECRETS = Object.values(PW);
  *  grants; synchronous replication. */
 function postgresLabSpec(): ClusterSpec {
   const base = labSpec({ name: 'pglab', network: '10.77.0.0/24', nodes: 3, pgpool: true });
+  const { listen_addresses: _, ...seedParams } = SEED_PARAMS;
   return {
     ...base,
     postgres: {
       ...base.postgres,
       // the seed's custom.conf, lab-sized, stderr logging (no syslog in the lab)
       parameters: {
+        ...seedParams,
         log_destination: 'stderr',
-        logging_collector: 'on',
-        log_directory: '/var/log/postgres',
-        log_filename: 'postgresql-%Y-%m-%d.log',
-        log_truncate_on_rotation: 'on',
-        log_rotation_age: '1d',
-        log_rotation_size: 0,
-        log_min_duration_statement: -1,
-        log_duration: 'on',
-        log_line_prefix: '%m %c %u - ',
-        log_statement: 'all',
-        log_connections: 'on',
-        log_disconnections: 'on',
-        log_checkpoints: 'on',
-        log_timezone: 'Europe/Brussels',
         shared_buffers: '32MB',
-        checkpoint_timeout: '15min',
-        max_replication_slots: 5,
-        archive_mode: 'on',
-        wal_level: 'replica',
-        max_wal_senders: 5,
-        hot_standby: 'on',
-        hot_standby_feedback: 'on',
         wal_log_hints: 'on',
       },
       archiveScript: true,
@@ -71,41 +53,9 @@ function postgresLabSpec(): ClusterSpec {
     },
     nodes: [labNode('pg01', '10.77.0.11'), labNode('pg02', '10.77.0.12'), labNode('pg03', '10.77.0.13')],
     replication: { ...base.replication, mode: 'sync', password: { env: 'PGOP_IT_REPL_PW' } },
-    roles: [
-      {
-        name: 'cl_owner',
-        login: true,
-        superuser: false,
-        createdb: false,
-        password: { env: 'PGOP_IT_OWNER_PW' },
-      },
-      {
-        name: 'cl_user',
-        login: true,
-        superuser: false,
-        createdb: false,
-        password: { env: 'PGOP_IT_USER_PW' },
-        searchPath: ['$user', 'cl_owner', 'public'],
-      },
-    ],
-    databases: [
-      {
-        name: 'critlib',
-        owner: 'postgres',
-        encoding: 'UTF8',
-        locale: 'en_US.UTF8',
-        schemas: [{ name: 'cl_owner', owner: 'cl_owner' }],
-      },
-    ],
-    grants: [
-      {
-        role: 'cl_user',
-        database: 'critlib',
-        schema: 'cl_owner',
-        schemaPrivileges: ['USAGE'],
-        tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
-      },
-    ],
+    roles: seedRoles({ env: 'PGOP_IT_OWNER_PW' }, { env: 'PGOP_IT_USER_PW' }),
+    databases: seedDatabases(),
+    grants: seedGrants(),
   };
 }
 

@@ -9,11 +9,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TABLE_DDL, Writer, missing } from '../helpers/writer.js';
 import { labSsl } from '../helpers/lab-tls.js';
 import { IN_LAB, PGOP_BIN, runPgop, writeSecretFiles } from '../helpers/lab-env.js';
+import { labClusterYaml, labQuery } from '../helpers/lab-cluster.js';
+import { STANDBY_REMOVAL_RULES } from '../helpers/scale-in.js';
 
 describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_000 }, () => {
   const prefix = process.env.PGOP_LAB_PREFIX!;
@@ -29,23 +31,21 @@ describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_0
   const POOL = '10.83.0.10';
 
   function spec(nodes: string[]) {
-    const parameters =
-      'wal_level: replica, max_wal_senders: 8, max_replication_slots: 8, ' +
-      'hot_standby: "on", wal_log_hints: "on"';
-    return `apiVersion: pgop.dev/v1
-kind: Cluster
-metadata: {name: sc}
-spec:
-  provider: {type: lab, network: 10.83.0.0/24}
-  postgres:
-    superuserPassword: {file: ${work}/secrets/postgres}
-    parameters: {${parameters}}
-    hba: [{type: host, database: all, user: all, address: 10.83.0.0/24, method: scram-sha-256}]
-  nodes:
-${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
-  replication: {mode: sync, syncQuorum: 1, password: {file: ${work}/secrets/replicator}}
-  pgpool: {enabled: true, address: ${POOL}, numInitChildren: 8}
-`;
+    return labClusterYaml({
+      name: 'sc',
+      network: '10.83.0.0/24',
+      work,
+      nodes,
+      addr,
+      parameters: [
+        'wal_level: replica',
+        'max_wal_senders: 8',
+        'max_replication_slots: 8',
+        'hot_standby: "on"',
+        'wal_log_hints: "on"',
+      ],
+      pool: POOL,
+    });
   }
 
   const pgop = (...args: string[]) => runPgop(db, args);
@@ -82,31 +82,17 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   /** TLS, verify-full against the cluster's CA (the lab's hba takes network clients over TLS only). */
   const ssl = (host: string) =>
     labSsl(state, 'sc', host === POOL ? 'pgpool' : all.find((n) => addr(n) === host)!, host);
-  const client = (host: string, port = 5432) =>
-    new pg.Client({
-      host,
-      port,
-      user: 'postgres',
-      password: secrets.postgres,
-      database: 'postgres',
-      connectionTimeoutMillis: 5000,
-      statement_timeout: 10_000,
-      ssl: ssl(host),
-    });
-  async function query<T extends pg.QueryResultRow>(
+  const query = <T extends pg.QueryResultRow>(
     host: string,
     sql: string,
     params: unknown[] = [],
     port = 5432,
-  ): Promise<T[]> {
-    const c = client(host, port);
-    await c.connect();
-    try {
-      return (await c.query<T>(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  }
+  ) =>
+    labQuery<T>(
+      { host, port, user: 'postgres', password: secrets.postgres, database: 'postgres', ssl: ssl(host) },
+      sql,
+      params,
+    );
   const nodesJson = () =>
     JSON.parse(pgop('get', 'nodes', '-o', 'json').stdout).items as {
       name: string;
@@ -279,14 +265,7 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
   it('4 -> 3: removing a standby leaves nothing of it, and no acknowledged write is lost', async () => {
     const { events } = await scaleIn(['pg1', 'pg2', 'pg3'], 'pg4', 'scale-standby');
     const story = events.filter((e) => e.node === 'pg4' || e.reason.startsWith('pg4 ')).map((e) => e.rule);
-    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual([
-      'scale.sync-remove',
-      'scale.pool-remove',
-      'scale.fence',
-      'scale.remove-machine',
-      'scale.drop-slot',
-      'scale.forget',
-    ]);
+    expect(story.slice(story.indexOf('scale.sync-remove'))).toEqual(STANDBY_REMOVAL_RULES);
     expect(primary()).toBe('pg1');
   });
 

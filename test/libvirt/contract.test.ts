@@ -28,7 +28,7 @@ import {
   virshXml,
   type PrivateLibvirtd,
 } from './helpers/libvirtd.js';
-import { libvirtTestSpec } from './helpers/spec.js';
+import { libvirtTestSpec, type LibvirtTestSpecOptions } from './helpers/spec.js';
 
 const execFileP = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -75,25 +75,35 @@ describe.skipIf(!isRoot())(
     const virsh = async (...args: string[]) =>
       (await execFileP('virsh', ['-q', '-c', d.testUri, ...args], { timeout: 30_000 })).stdout;
     const maybeVirsh = (...args: string[]) => virsh(...args).catch(() => null);
-    const domains = async () =>
-      (await virsh('list', '--all', '--name'))
+    /** A `virsh ... --name` listing: one name a line, sorted. */
+    const names = async (...args: string[]) =>
+      (await virsh(...args))
         .split('\n')
         .map((s) => s.trim())
         .filter(Boolean)
         .sort();
+    const domains = () => names('list', '--all', '--name');
     const volumes = async (pool = 'pgt') =>
       (await virsh('vol-list', pool))
         .split('\n')
         .map((l) => l.trim().split(/\s+/)[0]!)
         .filter(Boolean)
         .sort();
-    const networks = async () =>
-      (await virsh('net-list', '--all', '--name'))
-        .split('\n')
-        .map((s) => s.trim())
-        .filter(Boolean)
-        .sort();
+    const networks = () => names('net-list', '--all', '--name');
     const reservations = async (net: string) => networkFacts(await virsh('net-dumpxml', net)).hosts;
+    /** Domains, volumes and the cluster network's reservations: what a repeated or crashed
+     *  ensureMachine must leave as a clean one does. */
+    const machines = async () => ({
+      doms: await domains(),
+      vols: await volumes(),
+      res: await reservations('pgop-lvc'),
+    });
+    /** A spec on this daemon and storage pool. */
+    const testSpec = (o: Omit<LibvirtTestSpecOptions, 'uri' | 'poolPath'>) =>
+      libvirtTestSpec({ uri: d.testUri, poolPath: join(state, 'pool'), ...o });
+    /** Another cluster: one node, no pgpool, on 10.77.`subnet`.0/24 (in `network` when given). */
+    const otherCluster = (name: string, subnet: number, network?: string) =>
+      testSpec({ name, subnet, nodes: 1, pgpool: false, ...(network ? { network } : {}) });
     const pins = createMemoryPins();
     const newProvider = (opts: ConstructorParameters<typeof LibvirtProvider>[0] = {}) =>
       new LibvirtProvider({
@@ -107,7 +117,7 @@ describe.skipIf(!isRoot())(
       d = await startPrivateLibvirtd();
       await d.keepTestDriverAlive();
       state = await mkdtemp(join(tmpdir(), 'pgop-libvirt-state-'));
-      spec = libvirtTestSpec({ name: 'lvc', uri: d.testUri, poolPath: join(state, 'pool'), nodes: 2 });
+      spec = testSpec({ name: 'lvc', nodes: 2 });
       provider = newProvider();
       provider.onEvent((e) => events.push(e));
       provider.watch(spec);
@@ -185,20 +195,10 @@ describe.skipIf(!isRoot())(
     });
 
     it('ensureMachine again changes nothing (no duplicate domain, volume or reservation)', async () => {
-      const before = {
-        doms: await domains(),
-        vols: await volumes(),
-        res: await reservations('pgop-lvc'),
-        nets: await networks(),
-      };
+      const before = { ...(await machines()), nets: await networks() };
       const uuid = await virsh('domuuid', 'lvc-pg1');
       await provider.ensureMachine(spec, spec.nodes[0]!);
-      expect({
-        doms: await domains(),
-        vols: await volumes(),
-        res: await reservations('pgop-lvc'),
-        nets: await networks(),
-      }).toEqual(before);
+      expect({ ...(await machines()), nets: await networks() }).toEqual(before);
       expect(await virsh('domuuid', 'lvc-pg1')).toBe(uuid);
     });
 
@@ -253,7 +253,7 @@ describe.skipIf(!isRoot())(
         );
         expect(counting.verbs).toEqual(expect.arrayContaining(['net-update', 'vol-create']));
         expect(changes.length).toBeGreaterThanOrEqual(4); // reservation, root, data, seed
-        const want = { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') };
+        const want = await machines();
         for (const k of changes) {
           await provider.deleteMachine(spec, node);
           expect(await domains()).not.toContain('lvc-pg2');
@@ -265,10 +265,7 @@ describe.skipIf(!isRoot())(
           const fresh = newProvider({ watchEvents: false });
           await fresh.ensureMachine(spec, node);
           await fresh.close();
-          expect(
-            { doms: await domains(), vols: await volumes(), res: await reservations('pgop-lvc') },
-            `after a crash at virsh call ${k}`,
-          ).toEqual(want);
+          expect(await machines(), `after a crash at virsh call ${k}`).toEqual(want);
           expect((await virsh('domstate', 'lvc-pg2')).trim()).toBe('running');
         }
       },
@@ -285,14 +282,7 @@ describe.skipIf(!isRoot())(
     });
 
     it('refuses a domain of the same name that pgop did not make, and leaves it alone', async () => {
-      const other = libvirtTestSpec({
-        name: 'lvx',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        subnet: 51,
-        nodes: 1,
-        pgpool: false,
-      });
+      const other = otherCluster('lvx', 51);
       await virshXml(
         d.testUri,
         'define',
@@ -309,15 +299,7 @@ describe.skipIf(!isRoot())(
     });
 
     it("refuses a network of the spec's name with another address", async () => {
-      const clash = libvirtTestSpec({
-        name: 'lvy',
-        uri: d.testUri,
-        poolPath: join(state, 'pool'),
-        subnet: 52,
-        nodes: 1,
-        pgpool: false,
-        network: 'pgop-lvc',
-      });
+      const clash = otherCluster('lvy', 52, 'pgop-lvc');
       await expect(provider.ensureMachine(clash, clash.nodes[0]!)).rejects.toThrow(
         /exists with address 10\.77\.50\.1\/24, not the spec's 10\.77\.52\.1\/24/,
       );
@@ -327,38 +309,14 @@ describe.skipIf(!isRoot())(
     it(
       "a shared network keeps the other cluster's " + 'reservations and is deleted with the last one',
       async () => {
-        const shared = libvirtTestSpec({
-          name: 'lvz',
-          uri: d.testUri,
-          poolPath: join(state, 'pool'),
-          subnet: 53,
-          nodes: 1,
-          pgpool: false,
-          network: 'pgop-shared',
-        });
-        const shared2 = libvirtTestSpec({
-          name: 'lvw',
-          uri: d.testUri,
-          poolPath: join(state, 'pool'),
-          subnet: 53,
-          nodes: 1,
-          pgpool: false,
-          network: 'pgop-shared',
-        });
+        const shared = otherCluster('lvz', 53, 'pgop-shared');
+        const shared2 = otherCluster('lvw', 53, 'pgop-shared');
         shared2.nodes[0]!.address = '10.77.53.21';
         await provider.ensureMachine(shared, shared.nodes[0]!);
         await provider.ensureMachine(shared2, shared2.nodes[0]!);
         expect((await reservations('pgop-shared')).map((h) => h.name).sort()).toEqual(['lvw-pg1', 'lvz-pg1']);
         // The same address for another machine is refused.
-        const thief = libvirtTestSpec({
-          name: 'lvv',
-          uri: d.testUri,
-          poolPath: join(state, 'pool'),
-          subnet: 53,
-          nodes: 1,
-          pgpool: false,
-          network: 'pgop-shared',
-        });
+        const thief = otherCluster('lvv', 53, 'pgop-shared');
         await expect(provider.ensureMachine(thief, thief.nodes[0]!)).rejects.toThrow(
           /10\.77\.53\.11.*reserved for lvz-pg1/,
         );
@@ -441,12 +399,7 @@ describe.skipIf(!isRoot())(
       'listMachines finds a node that left the spec (pgop metadata, reserved address); its removal ' +
         'leaves no domain, volume, seed or reservation',
       async () => {
-        const bigger = libvirtTestSpec({
-          name: 'lvc',
-          uri: d.testUri,
-          poolPath: join(state, 'pool'),
-          nodes: 3,
-        });
+        const bigger = testSpec({ name: 'lvc', nodes: 3 });
         const pg3 = bigger.nodes[2]!;
         await provider.ensureMachine(bigger, pg3);
         expect((await volumes()).filter((v) => v.startsWith('lvc-pg3-'))).toEqual([
@@ -473,12 +426,7 @@ describe.skipIf(!isRoot())(
       'deleteClusterResources removes every machine, ' + 'the network, the pool pgop made and the keys',
       async () => {
         // A domain of a node no longer in the spec, found by its metadata.
-        const bigger = libvirtTestSpec({
-          name: 'lvc',
-          uri: d.testUri,
-          poolPath: join(state, 'pool'),
-          nodes: 3,
-        });
+        const bigger = testSpec({ name: 'lvc', nodes: 3 });
         await provider.ensureMachine(bigger, bigger.nodes[2]!);
         expect(await domains()).toContain('lvc-pg3');
         expect(existsSync(provider.keyPath(spec))).toBe(true);

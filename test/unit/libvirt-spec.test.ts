@@ -2,16 +2,14 @@
 // scheme, a base image missing on a local hypervisor, addresses outside the network. Each
 // problem names file:line:column of the field; `pgop apply` exits 2 and stores nothing.
 
-import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt, pgop } from '../helpers/pgop-cli.js';
 import { parseSpecText } from '../../src/spec/parse.js';
 import { SpecError, type SpecProblem } from '../../src/errors.js';
 
-const root = new URL('../../', import.meta.url).pathname;
-const bin = join(root, 'bin/pgop');
 const dir = mkdtempSync(join(tmpdir(), 'pgop-libvirt-spec-'));
 const image = join(dir, 'base.qcow2');
 writeFileSync(image, 'not really qcow2, but a file');
@@ -156,17 +154,8 @@ describe('libvirt settings at apply', () => {
 
 describe('pgop apply with malformed libvirt settings', () => {
   beforeAll(() => {
-    if (!existsSync(join(root, 'dist/src/cli/main.js')))
-      execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+    ensureBuilt();
   });
-
-  const pgop = (db: string, args: string[]) => {
-    const r = spawnSync(process.execPath, [bin, '--db', db, ...args], {
-      encoding: 'utf8',
-      env: { ...process.env, PGOP_DB: '' },
-    });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
 
   const cases: [string, string, RegExp][] = [
     [

@@ -6,7 +6,7 @@ import { formatLsn, parseLsn } from '../../src/observe/lsn.js';
 import type { PlanInput } from '../../src/plan/types.js';
 import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
 import type { NodeState } from '../../machines/node-edges.js';
-import { simSpec } from '../helpers/sim-spec.js';
+import { SIM_PG04, simSpec } from '../helpers/sim-spec.js';
 
 const HASH = 'h';
 
@@ -31,6 +31,19 @@ function node(name: string, over: Partial<NodeObservation> = {}): NodeObservatio
 }
 const primaryPg = (over: Partial<PostgresObservation> = {}) =>
   pg({ inRecovery: false, upstream: null, streaming: false, lsn: 2000, ...over });
+/** A node whose machine is off: unreachable, no postgres. */
+const off = { machine: { state: 'stopped' as const }, reachable: false, postgres: null };
+/** pgpool reachable, routing to `primary`, every backend in `names` up. */
+const poolUp = (primary: string, names: string[]) => ({
+  reachable: true,
+  primary,
+  backends: names.map((name) => ({
+    name,
+    status: 'up' as const,
+    role: name === primary ? ('primary' as const) : ('standby' as const),
+  })),
+  configHash: '',
+});
 
 function input(
   states: Record<string, NodeState>,
@@ -130,7 +143,7 @@ describe('plan', () => {
         node(n, { postgres: pg({ running: false, lsn: 0 }), ...over });
       // pg01 fenced (old primary); pg02's promotion "failed" (it died right after); pg03 unreadable
       const nodes = {
-        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg01: node('pg01', off),
         pg02: down('pg02', { misses: 1 }),
         pg03: node('pg03', { reachable: false, postgres: null, misses: 5 }),
       };
@@ -186,7 +199,7 @@ describe('plan', () => {
 
   it('promotes the standby with the highest WAL position once the old primary is fenced', () => {
     const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }),
+      pg01: node('pg01', { ...off, misses: 5 }),
       pg02: node('pg02', { postgres: pg({ lsn: 1500, receiveLsn: 1600 }) }),
       pg03: node('pg03', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }),
     };
@@ -203,7 +216,7 @@ describe('plan', () => {
   it('sync mode: refuses to promote without a quorum-intersecting set of readable standbys', () => {
     const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
     const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null, misses: 5 }),
+      pg01: node('pg01', { ...off, misses: 5 }),
       pg02: node('pg02', { reachable: false, postgres: null, misses: 5 }),
       pg03: node('pg03'),
     };
@@ -247,7 +260,7 @@ describe('plan', () => {
     () => {
       const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
       const nodes = {
-        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg01: node('pg01', off),
         pg02: node('pg02'),
         pg03: node('pg03', { reachable: false, postgres: null }),
       };
@@ -259,7 +272,7 @@ describe('plan', () => {
 
   it('adopts a standby that is already writable (operator died after promoting it)', () => {
     const nodes = {
-      pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+      pg01: node('pg01', off),
       pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
       pg03: node('pg03'),
     };
@@ -277,7 +290,7 @@ describe('plan', () => {
       'is released',
     () => {
       const nodes = {
-        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg01: node('pg01', off),
         pg02: node('pg02', { postgres: primaryPg({ timeline: 2 }) }),
         pg03: node('pg03', { postgres: pg({ upstream: 'pg01', streaming: false }) }),
       };
@@ -359,16 +372,7 @@ describe('plan', () => {
       pg03: node('pg03', { postgres: null, misses: budget, error: 'connect ECONNREFUSED' }),
     };
     const i = input(states3, nodes);
-    i.observation.pool = {
-      reachable: true,
-      primary: 'pg01',
-      backends: [
-        { name: 'pg01', status: 'up', role: 'primary' },
-        { name: 'pg02', status: 'up', role: 'standby' },
-        { name: 'pg03', status: 'up', role: 'standby' },
-      ],
-      configHash: '',
-    };
+    i.observation.pool = poolUp('pg01', ['pg01', 'pg02', 'pg03']);
     expect(plan(i).decision).toMatchObject({
       kind: 'cluster',
       action: { type: 'ensurePool', primary: 'pg01' },
@@ -464,7 +468,7 @@ describe('plan', () => {
       expect(r.decision.reason).toContain('pgpool switches to pg03');
       const fenced = {
         ...nodes,
-        pg01: node('pg01', { machine: { state: 'stopped' }, reachable: false, postgres: null }),
+        pg01: node('pg01', off),
       };
       expect(plan(input({ ...states3, pg01: 'fenced' }, fenced)).decision).toMatchObject({
         kind: 'act',
@@ -589,14 +593,6 @@ describe('plan', () => {
 });
 
 describe('plan: scale-in (a node that left the spec, issue 19)', () => {
-  const pg04Spec = {
-    name: 'pg04',
-    address: '10.0.0.14',
-    vcpus: 1,
-    memoryMiB: 1024,
-    rootDiskGiB: 10,
-    dataDiskGiB: 10,
-  };
   const slotNames = { pg04: 'pgop_pg04' };
   const withPg04 = (over: Partial<NodeObservation> = {}, primary: Partial<PostgresObservation> = {}) => ({
     ...healthy3(),
@@ -611,17 +607,8 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
     pool: string[] = ['pg01', 'pg02', 'pg03'],
   ) => {
     const i = input(states, nodes, { slotNames });
-    i.observation.strays = { pg04: pg04Spec };
-    i.observation.pool = {
-      reachable: true,
-      primary: 'pg01',
-      backends: pool.map((name) => ({
-        name,
-        status: 'up' as const,
-        role: name === 'pg01' ? ('primary' as const) : ('standby' as const),
-      })),
-      configHash: '',
-    };
+    i.observation.strays = { pg04: SIM_PG04 };
+    i.observation.pool = poolUp('pg01', pool);
     return plan(i);
   };
 
@@ -644,7 +631,7 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
         withPg04({}, { syncStandbyNames: 'ANY 2 (pg02, pg04)' }),
         { spec, slotNames },
       );
-      i.observation.strays = { pg04: pg04Spec };
+      i.observation.strays = { pg04: SIM_PG04 };
       expect(plan(i).decision).toMatchObject({
         ruleId: 'scale.sync-remove',
         action: { names: [], quorum: 2 },
@@ -674,12 +661,11 @@ describe('plan: scale-in (a node that left the spec, issue 19)', () => {
 
   it('then its machine, then its slot on the primary, then it is forgotten; never "vanished"', () => {
     const gone = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
-    expect(
-      scaleIn(
-        { ...states3, pg04: 'deleting' },
-        withPg04({ machine: { state: 'stopped' }, reachable: false, postgres: null }),
-      ).decision,
-    ).toMatchObject({ node: 'pg04', event: 'machine.fenced', ruleId: 'scale.remove-machine' });
+    expect(scaleIn({ ...states3, pg04: 'deleting' }, withPg04(off)).decision).toMatchObject({
+      node: 'pg04',
+      event: 'machine.fenced',
+      ruleId: 'scale.remove-machine',
+    });
     // a standby whose machine is gone already is removed the same way, not "vanished"
     expect(scaleIn({ ...states3, pg04: 'standby' }, withPg04(gone)).decision).toMatchObject({
       node: 'pg04',
@@ -737,7 +723,6 @@ describe('plan: each rule decides its case', () => {
   type States = Record<string, NodeState>;
   const decide = (states: States, nodes: Record<string, NodeObservation>, over: Partial<PlanInput> = {}) =>
     plan(input(states, nodes, over)).decision;
-  const off = { machine: { state: 'stopped' as const }, reachable: false, postgres: null };
   const down = { reachable: false, postgres: null, misses: 3, error: 'timeout' };
   const switchover = (args: Record<string, string>) => ({
     requests: [{ id: 7, cluster: 'sim', kind: 'switchover' as const, args, createdAt: 0 }],

@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync, chmodSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simSpec } from '../helpers/sim-spec.js';
+import { SEED_PARAMS } from '../helpers/seed.js';
 import {
   ARCHIVE_SCRIPT_PATH,
   LAB_SCRIPT_DIR,
@@ -37,35 +38,6 @@ import {
 import { conninfoHost } from '../../src/drivers/postgres/probe-query.js';
 import { printfEscape } from '../../src/drivers/remote/files.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
-
-/** The seed's conf.d/custom.conf as spec parameters (listen_addresses included on purpose). */
-const SEED_PARAMS = {
-  log_destination: 'syslog,csvlog',
-  logging_collector: 'on',
-  log_directory: '/var/log/postgres',
-  log_filename: 'postgresql-%Y-%m-%d.log',
-  log_truncate_on_rotation: 'on',
-  log_rotation_age: '1d',
-  log_rotation_size: 0,
-  log_min_duration_statement: -1,
-  log_duration: 'on',
-  log_line_prefix: '%m %c %u - ',
-  log_statement: 'all',
-  log_connections: 'on',
-  log_disconnections: 'on',
-  log_checkpoints: 'on',
-  log_timezone: 'Europe/Brussels',
-  shared_buffers: '512MB',
-  checkpoint_timeout: '15min',
-  listen_addresses: '*',
-  max_replication_slots: 5,
-  archive_mode: 'on',
-  wal_level: 'replica',
-  max_wal_senders: 5,
-  hot_standby: 'on',
-  hot_standby_feedback: 'on',
-  wal_log_hints: true,
-};
 
 function seedSpec(over: Partial<ClusterSpec['postgres']> = {}): ClusterSpec {
   const s = simSpec({ provider: { type: 'lab', network: '10.77.0.0/24' } as never });

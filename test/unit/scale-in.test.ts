@@ -10,8 +10,9 @@ import { SimClock } from '../../src/drivers/sim/clock.js';
 import { createSimWorld } from '../../src/drivers/sim/drivers.js';
 import { Reconciler } from '../../src/reconcile/reconciler.js';
 import { canonicalJson } from '../../src/spec/parse.js';
-import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
-import { simSpec } from '../helpers/sim-spec.js';
+import type { ClusterSpec } from '../../src/spec/types.js';
+import { SIM_PG04, simSpec } from '../helpers/sim-spec.js';
+import { STANDBY_REMOVAL_RULES } from '../helpers/scale-in.js';
 
 function setup(mode: 'sync' | 'async') {
   const clock = new SimClock(1_700_000_000_000);
@@ -49,14 +50,7 @@ function setup(mode: 'sync' | 'async') {
 }
 
 type Env = ReturnType<typeof setup>;
-const pg04: NodeSpec = {
-  name: 'pg04',
-  address: '10.0.0.14',
-  vcpus: 1,
-  memoryMiB: 1024,
-  rootDiskGiB: 10,
-  dataDiskGiB: 10,
-};
+const pg04 = SIM_PG04;
 
 function primaryOf(env: Env): string {
   const w = env.sim.writablePrimaries(env.spec.name);
@@ -97,14 +91,7 @@ describe('scale-in against the simulated world', () => {
       const story = env.store
         .listEvents({ cluster: env.spec.name, afterId: before })
         .filter((e) => e.node === 'pg04' || e.reason.includes('pg04'));
-      expect(story.map((e) => e.ruleId)).toEqual([
-        'scale.sync-remove',
-        'scale.pool-remove',
-        'scale.fence',
-        'scale.remove-machine',
-        'scale.drop-slot',
-        'scale.forget',
-      ]);
+      expect(story.map((e) => e.ruleId)).toEqual(STANDBY_REMOVAL_RULES);
       expect(story.map((e) => e.ruleId)).not.toContain('node.machine-vanished');
       // a write through pgpool is acknowledged synchronously by the remaining standbys
       const w = env.sim.write(env.spec.name, 'pool', 1);

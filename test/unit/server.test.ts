@@ -3,8 +3,9 @@
 // non-loopback reads need the token, and the metrics count a failover.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { ensureBuilt } from '../helpers/pgop-cli.js';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -81,8 +82,7 @@ let dir: string;
 let db: string;
 
 beforeAll(() => {
-  if (!existsSync(join(root, 'dist/src/cli/main.js')))
-    execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), 'pgop-server-'));
   db = join(dir, 'pgop.db');
   expect(pgop(db, ['apply', '-f', simSpec]).code).toBe(0);

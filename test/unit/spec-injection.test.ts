@@ -3,8 +3,8 @@
 // exactly as it was. Every case here passed `apply` before the schema constrained it.
 
 import { beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { ensureBuilt, pgop } from '../helpers/pgop-cli.js';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HypervisorResources } from '../../src/drivers/libvirt/resources.js';
@@ -21,14 +21,6 @@ const LIBVIRT = readFileSync(join(root, 'specs/libvirt-3node.yaml'), 'utf8').rep
   'uri: test:///default',
 );
 const LAB = readFileSync(join(root, 'specs/lab-3node.yaml'), 'utf8');
-
-function pgop(db: string, args: string[]) {
-  const r = spawnSync(process.execPath, [bin, '--db', db, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PGOP_DB: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** `text` with `from` (which must occur exactly once) replaced by `to`. */
 function edit(text: string, from: string, to: string): string {
@@ -192,8 +184,7 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
   let dir: string;
   let db: string;
   beforeAll(() => {
-    if (!existsSync(join(root, 'dist/src/cli/main.js')))
-      execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+    ensureBuilt();
     dir = mkdtempSync(join(tmpdir(), 'pgop-inject-'));
     db = join(dir, 'pgop.db');
     const file = join(dir, 'sim.yaml');

@@ -7,6 +7,9 @@ import schema from '../../schema/cluster.schema.json' with { type: 'json' };
 import { PgopError, SpecError, type SpecProblem } from '../../src/errors.js';
 import { canonicalJson, parseSpecFile, parseSpecText } from '../../src/spec/parse.js';
 import { describeSecret, resolveSecret } from '../../src/spec/secrets.js';
+import { minimalSimYaml } from '../helpers/sim-spec.js';
+import { specDefaults } from '../helpers/spec-defaults.js';
+import { SEED_PARAMS, seedDatabases, seedGrants, seedRoles } from '../helpers/seed.js';
 
 const specsDir = join(import.meta.dirname, '../../specs');
 
@@ -82,13 +85,7 @@ spec:
     password: {env: PGOP_REPLICATION_PASSWORD}
 `;
 
-const SIM_MINIMAL = `apiVersion: pgop.dev/v1
-kind: Cluster
-metadata: {name: s}
-spec:
-  provider: {type: sim}
-  nodes: [{name: a, address: 10.0.0.1}]
-`;
+const SIM_MINIMAL = minimalSimYaml('s');
 
 describe('example specs', () => {
   it('parse, and the templates used below are valid', () => {
@@ -136,18 +133,14 @@ describe('example specs', () => {
 
   it('fills every default', () => {
     const { spec } = parseSpecText(SIM_MINIMAL, 'c.yaml');
+    const { postgres, replication, pgpool, ...objects } = specDefaults();
     expect(spec).toEqual({
       apiVersion: 'pgop.dev/v1',
       kind: 'Cluster',
       name: 's',
       provider: { type: 'sim' },
       postgres: {
-        version: 15,
-        parameters: {},
-        dataDir: '/u01/pg15/data',
-        archiveDir: '/u02/archive',
-        backupDir: '/u02/backup',
-        logDir: '/var/log/postgres',
+        ...postgres,
         archiveScript: true,
         superuserPassword: { env: 'PGOP_SIM_PASSWORD' },
         hba: [],
@@ -155,30 +148,13 @@ describe('example specs', () => {
       nodes: [
         { name: 'a', address: '10.0.0.1', vcpus: 2, memoryMiB: 1024, rootDiskGiB: 20, dataDiskGiB: 40 },
       ],
-      replication: {
-        mode: 'async',
-        syncQuorum: 1,
-        user: 'replicator',
-        password: { env: 'PGOP_SIM_PASSWORD' },
-        slots: true,
-      },
+      replication: { ...replication, password: { env: 'PGOP_SIM_PASSWORD' } },
       pgpool: {
         enabled: true,
-        port: 9999,
-        pcpPort: 9898,
-        loadBalancing: true,
-        watchdog: { enabled: false },
+        ...pgpool,
         numInitChildren: 24, // 32 would exceed (max_connections 100 - 3) / max_pool 4
       },
-      roles: [],
-      databases: [],
-      grants: [],
-      failureDetection: {
-        probeIntervalMs: 1000,
-        missesBeforeFailover: 3,
-        connectTimeoutMs: 1000,
-        retryIntervalMs: 100,
-      },
+      ...objects,
     });
     expect(
       parseSpecText(edit(SIM_MINIMAL, 'metadata:', 'metadata:') + '  postgres: {version: 16}\n', 'c.yaml')
@@ -223,32 +199,8 @@ describe('example specs', () => {
 describe('the seed cluster round-trips', () => {
   // shared/seed: $PGDATA/conf.d/custom.conf, verbatim values (quotes removed).
   const SEED_CONF: Record<string, string> = {
-    log_destination: 'syslog,csvlog',
-    logging_collector: 'on',
-    log_directory: '/var/log/postgres',
-    log_filename: 'postgresql-%Y-%m-%d.log',
-    log_truncate_on_rotation: 'on',
-    log_rotation_age: '1d',
-    log_rotation_size: '0',
-    log_min_duration_statement: '-1',
-    log_duration: 'on',
-    log_line_prefix: '%m %c %u - ',
-    log_statement: 'all',
-    log_connections: 'on',
-    log_disconnections: 'on',
-    log_checkpoints: 'on',
-    log_timezone: 'Europe/Brussels',
-    shared_buffers: '512MB',
-    checkpoint_timeout: '15min',
-    listen_addresses: '*',
-    max_replication_slots: '5',
-    archive_mode: 'on',
+    ...Object.fromEntries(Object.entries(SEED_PARAMS).map(([k, v]) => [k, String(v)])),
     archive_command: '/opt/posgres/scripts/archive.sh  %p %f',
-    wal_level: 'replica',
-    max_wal_senders: '5',
-    hot_standby: 'on',
-    hot_standby_feedback: 'on',
-    wal_log_hints: 'true',
   };
 
   it('libvirt-3node expresses the seed', () => {
@@ -282,41 +234,11 @@ describe('the seed cluster round-trips', () => {
       address: '192.168.122.20',
       watchdog: { enabled: true, vip: '192.168.122.20' },
     });
-    expect(spec.roles).toEqual([
-      {
-        name: 'cl_owner',
-        login: true,
-        superuser: false,
-        createdb: false,
-        password: { env: 'PGOP_CL_OWNER_PASSWORD' },
-      },
-      {
-        name: 'cl_user',
-        login: true,
-        superuser: false,
-        createdb: false,
-        password: { env: 'PGOP_CL_USER_PASSWORD' },
-        searchPath: ['$user', 'cl_owner', 'public'],
-      },
-    ]);
-    expect(spec.databases).toEqual([
-      {
-        name: 'critlib',
-        owner: 'postgres',
-        encoding: 'UTF8',
-        locale: 'en_US.UTF8',
-        schemas: [{ name: 'cl_owner', owner: 'cl_owner' }],
-      },
-    ]);
-    expect(spec.grants).toEqual([
-      {
-        role: 'cl_user',
-        database: 'critlib',
-        schema: 'cl_owner',
-        schemaPrivileges: ['USAGE'],
-        tablePrivileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
-      },
-    ]);
+    expect(spec.roles).toEqual(
+      seedRoles({ env: 'PGOP_CL_OWNER_PASSWORD' }, { env: 'PGOP_CL_USER_PASSWORD' }),
+    );
+    expect(spec.databases).toEqual(seedDatabases());
+    expect(spec.grants).toEqual(seedGrants());
   });
 
   it('lab-3node keeps the seed settings with lab sizes and stderr logging', () => {

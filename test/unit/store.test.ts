@@ -78,6 +78,17 @@ const openStore = (path = dbPath, opts?: Parameters<typeof Store.open>[1]) => {
   open.push(s);
   return s;
 };
+/** pg1 of `cluster` committed as provisioned (rule r, at 2). */
+const provisionPg1 = (store: Store, cluster: string) =>
+  store.commitStep({
+    cluster,
+    node: 'pg1',
+    state: 'provisioned',
+    goal: 'primary',
+    message: '',
+    event: { ruleId: 'r', reason: '' },
+    now: 2,
+  });
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'pgop-store-'));
@@ -379,31 +390,23 @@ describe('nodes and commitStep', () => {
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
     store.saveNodeState('alpha', 'pg1', 'installed', { goal: 'primary', message: 'before', now: 50 });
     const before = store.getNode('alpha', 'pg1');
-    expect(() =>
+    const promote = (event: { ruleId: string; reason: string }, now: number) =>
       store.commitStep({
         cluster: 'alpha',
         node: 'pg1',
         state: 'primary',
         goal: 'primary',
         message: 'after',
-        // rule_id is NOT NULL: the event insert fails after the node upsert ran
-        event: { ruleId: null as unknown as string, reason: 'boom' },
-        now: 60,
-      }),
-    ).toThrow(/NOT NULL/);
+        event,
+        now,
+      });
+    // rule_id is NOT NULL: the event insert fails after the node upsert ran
+    expect(() => promote({ ruleId: null as unknown as string, reason: 'boom' }, 60)).toThrow(/NOT NULL/);
     expect(store.getNode('alpha', 'pg1')).toEqual(before);
     expect(store.listEvents()).toEqual([]);
 
     // and the store is still usable afterwards (no transaction left open)
-    store.commitStep({
-      cluster: 'alpha',
-      node: 'pg1',
-      state: 'primary',
-      goal: 'primary',
-      message: 'after',
-      event: { ruleId: 'primary.elected', reason: 'first primary' },
-      now: 70,
-    });
+    promote({ ruleId: 'primary.elected', reason: 'first primary' }, 70);
     expect(store.getNode('alpha', 'pg1')!.state).toBe('primary');
     expect(store.listEvents()).toHaveLength(1);
   });
@@ -474,15 +477,7 @@ describe('events', () => {
     store.applySpec(spec('alpha'), 'h1', 'a.yaml', 1);
     store.applySpec(spec('beta'), 'b1', 'b.yaml', 1);
     for (const c of ['alpha', 'beta']) {
-      store.commitStep({
-        cluster: c,
-        node: 'pg1',
-        state: 'provisioned',
-        goal: 'primary',
-        message: '',
-        event: { ruleId: 'r', reason: '' },
-        now: 2,
-      });
+      provisionPg1(store, c);
       store.saveObservation({ cluster: c, at: 3, nodes: {}, pool: null });
       store.pinHostKey(c, 'pg1', 'ssh-ed25519', 'AAAA', 4);
       store.enqueueRequest(c, 'switchover', { to: 'pg2' }, 5);
@@ -540,15 +535,7 @@ describe('events', () => {
     store.saveNodeState('alpha', 'pg1', 'absent', { goal: 'primary', message: '', now: 1 });
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();
     store.saveNodeSpec('alpha', spec('alpha').nodes[0]!);
-    store.commitStep({
-      cluster: 'alpha',
-      node: 'pg1',
-      state: 'provisioned',
-      goal: 'primary',
-      message: '',
-      event: { ruleId: 'r', reason: '' },
-      now: 2,
-    });
+    provisionPg1(store, 'alpha');
     expect(store.getNodeSpec('alpha', 'pg1')).toEqual(spec('alpha').nodes[0]);
     store.deleteNodeRecord('alpha', 'pg1');
     expect(store.getNodeSpec('alpha', 'pg1')).toBeUndefined();

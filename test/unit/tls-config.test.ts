@@ -2,7 +2,7 @@
 // configuration hash) and how the spec's tls section parses.
 
 import { describe, expect, it } from 'vitest';
-import { simSpec } from '../helpers/sim-spec.js';
+import { minimalSimYaml, simSpec } from '../helpers/sim-spec.js';
 import { labSpec } from '../helpers/lab-spec.js';
 import {
   desiredConfigHash,
@@ -161,13 +161,7 @@ describe('postgres TLS rendering', () => {
 });
 
 describe('spec tls section', () => {
-  const base = `apiVersion: pgop.dev/v1
-kind: Cluster
-metadata: {name: t}
-spec:
-  provider: {type: sim}
-  nodes: [{name: a, address: 10.0.0.1}]
-`;
+  const base = minimalSimYaml('t');
   it('absent: no field (the secure defaults apply); present: filled in', () => {
     expect(parseSpecText(base, 't.yaml').spec.tls).toBeUndefined();
     expect(
