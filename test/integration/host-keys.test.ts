@@ -26,7 +26,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe.skipIf(!ready)(
   'host keys made and pinned by pgop (real lab; run via scripts/test-integration.sh)',
   () => {
-    const spec = labSpec({ name: 'hk', network: '10.83.0.0/24', nodes: 1, pgpool: true });
+    const spec = labSpec({ name: 'hk', network: '10.85.0.0/24', nodes: 1, pgpool: true });
     const node = spec.nodes[0]!;
     const info = createLabProvider(); // paths only
     const dir = mkdtempSync(join(tmpdir(), 'pgop-hk-'));

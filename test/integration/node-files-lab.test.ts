@@ -21,7 +21,7 @@ const B = '/usr/lib/postgresql/15/bin';
 
 /** Two lab nodes (pg01 primary, pg02 standby), no pgpool, the seed's archive script. */
 function nodeFilesSpec(): ClusterSpec {
-  const base = labSpec({ name: 'nfiles', network: '10.78.0.0/24', nodes: 2, pgpool: false });
+  const base = labSpec({ name: 'nfiles', network: '10.86.0.0/24', nodes: 2, pgpool: false });
   return {
     ...base,
     postgres: {
@@ -37,9 +37,9 @@ function nodeFilesSpec(): ClusterSpec {
       dataDir: D,
       archiveScript: true,
       superuserPassword: { env: 'PGOP_NF_SU_PW' },
-      hba: [{ type: 'host', database: 'all', user: 'all', address: '10.78.0.0/24', method: 'scram-sha-256' }],
+      hba: [{ type: 'host', database: 'all', user: 'all', address: '10.86.0.0/24', method: 'scram-sha-256' }],
     },
-    nodes: [labNode('pg01', '10.78.0.11'), labNode('pg02', '10.78.0.12')],
+    nodes: [labNode('pg01', '10.86.0.11'), labNode('pg02', '10.86.0.12')],
     replication: { ...base.replication, password: { env: 'PGOP_NF_REPL_PW' } },
   };
 }
