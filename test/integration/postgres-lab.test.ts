@@ -16,7 +16,7 @@ import { SshShell, createMemoryPins, type ShellLogEntry } from '../../src/driver
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
 import { PgopError } from '../../src/errors.js';
-import { withPg } from '../helpers/eventually.js';
+import { eventually, withPg } from '../helpers/eventually.js';
 import { labNode, labSpec } from '../helpers/lab-spec.js';
 import { SEED_PARAMS, seedDatabases, seedGrants, seedRoles } from '../helpers/seed.js';
 
@@ -580,7 +580,14 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
     );
     const t0 = performance.now();
     await retry('demote pg02', () => pgd.demote(spec, pg02));
-    expect((await pgd.probe(spec, pg02)).postgres).toMatchObject({ running: false });
+    // A probe within seconds of the node's last answer says "not checked yet" (postgres null)
+    // while its SSH look runs in the background; the next probe reads the look.
+    const seen = await eventually(async () => {
+      const { postgres } = await pgd.probe(spec, pg02);
+      if (!postgres) throw new Error('pg02 not looked at yet');
+      return postgres;
+    }, 10_000);
+    expect(seen).toMatchObject({ running: false });
     await retry('promote pg01', () => pgd.promote(spec, pg01));
     await Promise.all([
       retry('ensureStandby pg02', () => pgd.ensureStandby(spec, pg02, pg01)),
