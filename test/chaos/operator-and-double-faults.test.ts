@@ -20,6 +20,7 @@ import {
 } from '../helpers/chaos-assert.js';
 import { now, sleep } from '../helpers/writer.js';
 import type { EventRecord } from '../../src/store/types.js';
+import { eventItem } from '../../src/cli/output.js';
 
 describe.skipIf(!IN_LAB)(
   'chaos: operator killed mid-failover, double faults (root)',
@@ -43,17 +44,6 @@ describe.skipIf(!IN_LAB)(
         await sleep(5);
       }
     }
-    const asItem = (e: EventRecord) => ({
-      id: e.id,
-      time: new Date(e.time).toISOString(),
-      cluster: e.cluster,
-      node: e.node,
-      from: e.from,
-      to: e.to,
-      rule: e.ruleId,
-      reason: e.reason,
-    });
-
     /** SIGKILL the operator as soon as an event `pred` accepts is committed, restart it 1 s later. */
     function killOperatorAt(pred: (e: EventRecord, ctx: DuringContext) => boolean, what: string) {
       const seen: { event?: EventRecord; killedAt?: number } = {};
@@ -103,7 +93,7 @@ describe.skipIf(!IN_LAB)(
       async () => {
         await failoverWithOperatorKilled(
           'operator-killed-after-fence',
-          (e, ctx) => e.node === ctx.oldPrimary && isFence(asItem(e)),
+          (e, ctx) => e.node === ctx.oldPrimary && isFence(eventItem(e)),
           'fence',
         );
       },
@@ -115,7 +105,7 @@ describe.skipIf(!IN_LAB)(
       async () => {
         await failoverWithOperatorKilled(
           'operator-killed-after-promote',
-          (e) => isPromote(asItem(e)),
+          (e) => isPromote(eventItem(e)),
           'promote',
         );
       },
