@@ -434,7 +434,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     if (await linkExists(ctx.hub, h.hubVeth)) await ipIn(ctx.hub, ['link', 'del', h.hubVeth]);
     if (await linkExists(h.ns, tmp)) await ipIn(h.ns, ['link', 'del', tmp]);
     await ipIn(ctx.hub, ['link', 'add', h.hubVeth, 'type', 'veth', 'peer', 'name', tmp, 'netns', h.ns]);
-    await ipIn(h.ns, ['link', 'set', tmp, 'name', 'eth0']);
+    await ipIn(h.ns, ['link', 'set', tmp, 'name', 'eth0', 'address', hostMac(h.id)]);
     await ipIn(h.ns, ['addr', 'add', cidr, 'dev', 'eth0']);
     await ipIn(h.ns, ['link', 'set', 'eth0', 'up']);
     await ipIn(ctx.hub, ['link', 'set', h.hubVeth, 'master', ctx.bridge, 'up']);
@@ -599,4 +599,11 @@ async function rmdirQuiet(dir: string): Promise<void> {
 /** The lab provider, its fault injector and hostRef in one object. */
 export function createLabProvider(opts: LabProviderOptions = {}): LabProvider {
   return new LabProvider(opts);
+}
+
+/** A host's MAC, derived from its id (locally administered, unicast): a host made again keeps
+ *  it, so neighbours' ARP entries stay right and nobody waits seconds to re-learn the address. */
+export function hostMac(id: string): string {
+  const hex = `02${shortHash(`mac:${id}`, 10)}`;
+  return hex.match(/../g)!.join(':');
 }
