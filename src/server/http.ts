@@ -15,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import type { Store } from '../store/store.js';
 import { PgopError, SpecError, messageOf } from '../errors.js';
 import { parseSpecText } from '../spec/parse.js';
+import { dryRunResult } from '../cli/commands/apply.js';
 import type { Log } from '../reconcile/reconciler.js';
 import { isLoopback, type ListenConfig } from './listen.js';
 import { ServeMetrics } from './metrics.js';
@@ -267,9 +268,7 @@ export function applySpecText(
   }
   const cluster = parsed.spec.name;
   if (dryRun) {
-    const existing = store.getCluster(cluster);
-    const result = !existing ? 'created' : existing.specHash === parsed.hash ? 'unchanged' : 'configured';
-    return { cluster, result, dryRun };
+    return { cluster, result: dryRunResult(store, parsed), dryRun };
   }
   const { result, generation } = store.applySpec(parsed.spec, parsed.hash, parsed.source, Date.now());
   return { cluster, result, generation, dryRun };

@@ -14,14 +14,19 @@ export function readSpec(file: string, opts: ParseOptions = {}): ParsedSpec {
   return file === '-' ? parseSpecText(readFileSync(0, 'utf8'), '<stdin>', opts) : parseSpecFile(file, opts);
 }
 
+/** What `apply` would do with this spec: nothing stored yet, the same spec, or a change. */
+export function dryRunResult(store: Store, parsed: ParsedSpec): 'created' | 'unchanged' | 'configured' {
+  const existing = store.getCluster(parsed.spec.name);
+  return !existing ? 'created' : existing.specHash === parsed.hash ? 'unchanged' : 'configured';
+}
+
 export async function applyCommand(db: string, file: string, dryRun: boolean): Promise<number> {
   const parsed = readSpec(file, { checkHost: true }); // throws SpecError -> exit 2, nothing written
   const kind = `cluster/${parsed.spec.name}`;
   if (dryRun) {
     const store = Store.open(db, { readonly: true });
     try {
-      const existing = store.getCluster(parsed.spec.name);
-      const result = !existing ? 'created' : existing.specHash === parsed.hash ? 'unchanged' : 'configured';
+      const result = dryRunResult(store, parsed);
       process.stdout.write(`${kind} ${result} (dry run)\n`);
     } finally {
       store.close();
