@@ -212,15 +212,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       address = node.address;
     }
     checkAddress(ctx.name, name === POOL ? 'the pool host' : `node ${name}`, address, net, provider.network);
-    return {
-      cluster: ctx.name,
-      name,
-      id: `${ctx.name}/${name}`,
-      address,
-      ns: `${ctx.prefix}-${ctx.name}-${name}`,
-      dir: join(ctx.clusterDir, name),
-      hubVeth: `v${shortHash(`${ctx.name}/${name}`, 8)}`,
-    };
+    return { ...this.hostNamed(ctx, name), address };
   }
 
   /** Paths and names of one host, for tests, tools and the README's "by hand" recipe. */
