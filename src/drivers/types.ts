@@ -20,6 +20,14 @@ export interface DriverLog {
   debug?(obj: object, msg?: string): void;
 }
 
+/** What a long operation running as a job (src/reconcile/jobs.ts) gets from the loop: a signal
+ *  that cancels it (the driver stops its remote work, e.g. kills pg_basebackup, and throws) and a
+ *  place to report progress in bytes (pg_basebackup / pg_rewind report them). */
+export interface JobContext {
+  signal: AbortSignal;
+  progress(doneBytes: number, totalBytes?: number): void;
+}
+
 /** Where node machines live: libvirt domains, lab namespaces, or the simulated hypervisor. */
 export interface ProviderDriver {
   /** State of every node machine the spec names (missing ones included). */
@@ -31,12 +39,12 @@ export interface ProviderDriver {
   listMachines(cluster: ClusterSpec): Promise<Record<string, ListedMachine>>;
   /** Create the machine if missing and start it if stopped; returns once it is started
    *  (not necessarily reachable yet). */
-  ensureMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  ensureMachine(cluster: ClusterSpec, node: NodeSpec, job?: JobContext): Promise<void>;
   /** Fence: power the machine off at once. After this returns no process of the node runs and
    *  it accepts no connection. Idempotent; succeeds on a missing machine. */
   fenceMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
   /** Remove the machine and everything it owns (disks, directories). Idempotent. */
-  deleteMachine(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  deleteMachine(cluster: ClusterSpec, node: NodeSpec, job?: JobContext): Promise<void>;
   /** Remove cluster-wide resources (networks, pgpool host) after every node is deleted. */
   deleteClusterResources(cluster: ClusterSpec): Promise<void>;
   /** Release connections and child processes. */
@@ -76,14 +84,14 @@ export interface PostgresDriver {
   desiredConfigHash(cluster: ClusterSpec, node: NodeSpec): string;
   /** Packages, OS user, directories, archive script. Postgres is NOT started at boot: only the
    *  operator starts it, so a fenced old primary can never come back as a primary by itself. */
-  ensureInstalled(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  ensureInstalled(cluster: ClusterSpec, node: NodeSpec, job?: JobContext): Promise<void>;
   /** initdb if needed (checksums on, for pg_rewind), configuration, start, roles/databases/
    *  schemas/grants from the spec, replication slots for `standbys`. */
-  ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[]): Promise<void>;
+  ensurePrimary(cluster: ClusterSpec, node: NodeSpec, standbys: string[], job?: JobContext): Promise<void>;
   /** Make the node a streaming standby of `primary`: clone with pg_basebackup if it has no data,
    *  pg_rewind if it diverged (falling back to a fresh clone), point primary_conninfo/slot at
    *  `primary`, start. Also the repoint operation after a failover. */
-  ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void>;
+  ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, job?: JobContext): Promise<void>;
   /** Rewrite managed configuration (conf.d, pg_hba) and reload; restart when a setting needs it.
    *  Starts postgres in place when it is not running (a primary as primary, a standby in
    *  recovery): the operator's way back when no other node can serve. */
