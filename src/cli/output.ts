@@ -1,6 +1,7 @@
 // Turning store records into what `get`/`describe` print. Kept free of heavy imports: `get`
 // must start in about twice the time of a bare `node -e 0`.
 
+import type { JobRecord } from '../store/jobs.js';
 import type { EventRecord, NodeRecord, StoredCluster } from '../store/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
@@ -147,4 +148,51 @@ export function humanBytes(n: number | null): string {
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)}K`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}M`;
   return `${(n / 1024 ** 3).toFixed(1)}G`;
+}
+
+export interface JobItem {
+  id: number;
+  cluster: string;
+  node: string;
+  kind: string;
+  state: string;
+  rule: string;
+  source: string | null;
+  started: string;
+  finished: string | null;
+  deadline: string;
+  done_bytes: number | null;
+  total_bytes: number | null;
+  /** 0..100 when the total is known */
+  percent: number | null;
+  message: string;
+}
+
+export function jobItem(j: JobRecord): JobItem {
+  const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+  return {
+    id: j.id,
+    cluster: j.cluster,
+    node: j.node,
+    kind: j.kind,
+    state: j.state,
+    rule: j.ruleId,
+    source: j.source,
+    started: iso(j.startedAt)!,
+    finished: iso(j.finishedAt),
+    deadline: iso(j.deadlineAt)!,
+    done_bytes: j.doneBytes,
+    total_bytes: j.totalBytes,
+    percent:
+      j.totalBytes && j.doneBytes !== null
+        ? Math.min(100, Math.floor((100 * j.doneBytes) / j.totalBytes))
+        : null,
+    message: j.message,
+  };
+}
+
+/** "45% of 300.0M", "120.3M", or "-". */
+export function jobProgress(j: JobItem): string {
+  if (j.percent !== null) return `${j.percent}% of ${humanBytes(j.total_bytes)}`;
+  return j.done_bytes !== null ? humanBytes(j.done_bytes) : '-';
 }

@@ -1,7 +1,8 @@
 // Bootstrap: no node holds data yet, so the first installed node becomes the primary.
 
-import { act, healthy, wait, type PlanContext } from './context.js';
+import { REQUEUE, act, healthy, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
+import { jobOf } from './jobs.js';
 
 function installedNodes(ctx: PlanContext): string[] | undefined {
   if (ctx.primary || ctx.anyData) return undefined;
@@ -36,6 +37,19 @@ export function waitForUnseen(ctx: PlanContext): Verdict | undefined {
   );
 }
 
+/** How long the first primary waits for an earlier spec node whose machine is up but does not
+ *  answer over SSH yet: a lab host's first seconds (a VM's boot is longer: then the first to
+ *  answer is the first primary). */
+const BOOT_PATIENCE_MS = 10_000;
+
+/** Being set up: its job runs, or its machine was just made and is booting. */
+function onItsWay(ctx: PlanContext, n: string): boolean {
+  const job = jobOf(ctx, n);
+  if (job) return job.state === 'running';
+  if (ctx.state(n) !== 'provisioned' || ctx.obs(n)?.machine.state !== 'running') return false;
+  return ctx.input.now - (ctx.input.since?.[n] ?? 0) < BOOT_PATIENCE_MS;
+}
+
 /** One that already runs as a primary (initPrimary succeeded, its commit lost) wins. */
 export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const installed = installedNodes(ctx);
@@ -43,6 +57,13 @@ export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const running = installed.find((n) => healthy(ctx.obs(n)) && ctx.obs(n)!.postgres!.inRecovery === false);
   const first = running ?? installed.find((n) => ctx.obs(n)?.reachable);
   if (!first) return undefined;
+  // the first primary is the first spec node that can be: one still being installed comes first
+  const earlier = ctx.specNames.slice(0, ctx.specNames.indexOf(first));
+  const coming = running ? undefined : earlier.find((n) => onItsWay(ctx, n));
+  if (coming) {
+    const reason = `no node holds data yet; ${coming} is being set up and will be the first primary`;
+    return wait(reason, coming, REQUEUE.waitBoot);
+  }
   return act(first, 'primary.elected', `no node holds data yet; initialising ${first} as the first primary`, {
     standbys: ctx.specNames.filter((x) => x !== first),
   });

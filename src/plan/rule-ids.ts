@@ -62,6 +62,13 @@ export const RULE_IDS = {
   'switchover.demote': 'a switchover shuts the primary down cleanly',
   'switchover.promote': 'a switchover promotes its target (or the most advanced standby)',
   'switchover.done': 'a switchover request is complete (or settled otherwise): closed',
+  // jobs: long actions the loop does not wait on
+  'job.running': "a node's job is running (or cooling down after a failure): nothing else for it",
+  'job.cancel': 'a running job is cancelled: its primary changed, or it passed its deadline',
+  'job.started': "written by the loop: a long action started as a job (its success is the step's own event)",
+  'job.failed': 'written by the loop: a job failed; the node cools down before it is tried again',
+  'job.cancelled': 'written by the loop: a job was cancelled and stopped',
+  'job.interrupted': 'written by the loop: a job of an earlier operator process did not finish; redone',
   // steady state
   'primary.unhealthy': 'the primary misses probes, not yet enough to fail over',
   'cluster.converged': 'every node is at its goal',

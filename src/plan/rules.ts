@@ -15,6 +15,7 @@ import * as scale from './scale.js';
 import { clearSyncNames, setSyncQuorum } from './sync.js';
 import { detachFailedFromPool, reconfigurePool, routePool } from './pool.js';
 import * as switchover from './switchover.js';
+import { cancelStaleJob, waitForJobs } from './jobs.js';
 
 export interface Rule {
   id: RuleId;
@@ -68,6 +69,7 @@ export const RULES: readonly Step[] = [
   rule('node.adopt-clone', node.adoptClone),
   rule('node.start-unrecorded', node.startUnrecorded),
   rule('failover.fence-primary', failover.fencePrimary),
+  rule('job.cancel', cancelStaleJob),
   rule('recover.start-primary', failover.startFailedPrimary),
   rule('recover.restart-primary', failover.restartFailedPrimary),
   rule('failover.no-candidate', failover.waitForCandidate),
@@ -93,6 +95,7 @@ export const RULES: readonly Step[] = [
   rule('switchover.wait-target', switchover.waitForSwitchoverTarget),
   rule('switchover.demote', switchover.demoteForSwitchover),
   rule('primary.unhealthy', failover.waitForPrimary),
+  rule('job.running', waitForJobs),
   rule('node.waiting', node.waitForNodes),
   rule('switchover.done', switchover.closeSettledSwitchover),
   rule('cluster.converged', node.converged),

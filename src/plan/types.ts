@@ -12,6 +12,22 @@ export interface OperatorRequest {
   createdAt: number;
 }
 
+/** A node's job as the planner sees it: running (the node is busy: no other step is planned for
+ *  it but the ones that pre-empt jobs, e.g. a fence), or cooling down after a failed job. */
+export interface JobView {
+  id: number;
+  /** the actor it runs (cloneStandby, installPostgres, ...) */
+  kind: string;
+  state: 'running' | 'cooling';
+  /** the primary a standby is cloned or rewound from */
+  source?: string;
+  deadlineAt: number;
+  /** cancellation was asked for and is under way */
+  cancelling?: boolean;
+  doneBytes?: number;
+  totalBytes?: number;
+}
+
 export interface PlanInput {
   spec: ClusterSpec;
   deletionRequested: boolean;
@@ -30,6 +46,8 @@ export interface PlanInput {
   /** The replication slot name of each node that left the spec (from the postgres driver):
    *  a removed node is forgotten only once its slot on the primary is gone. */
   slotNames?: Record<string, string>;
+  /** each busy node's job (running or cooling down after a failure), by node name */
+  jobs?: Record<string, JobView>;
 }
 
 interface DecisionBase {
@@ -71,7 +89,9 @@ export type ClusterAction =
   | { type: 'dropSlots'; primary: string; node: string }
   /** a node that left the spec is gone everywhere (machine, pgpool, slot, sync set): forget it */
   | { type: 'forgetNode'; node: string }
-  | { type: 'completeRequest'; requestId: number };
+  | { type: 'completeRequest'; requestId: number }
+  /** stop a running job (its work is redone as the plan then says) */
+  | { type: 'cancelJob'; jobId: number; node: string };
 
 /** A side effect that is not a node transition (pgpool, sync quorum, teardown, bookkeeping). */
 export interface ClusterDecision extends DecisionBase {

@@ -2,7 +2,7 @@
 // driver operation, so a pass that died half-way can simply run again.
 
 import type { NodeActor } from '../../machines/node-edges.js';
-import type { World } from '../drivers/types.js';
+import type { JobContext, World } from '../drivers/types.js';
 import { AFTER_FAILOVER_MS } from '../drivers/types.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterAction, NodeDecision } from '../plan/types.js';
@@ -30,6 +30,7 @@ export async function runActor(
   spec: ClusterSpec,
   world: World,
   strays: StrayNodes = {},
+  job?: JobContext,
 ): Promise<void> {
   const node = nodeOf(spec, decision.node, strays);
   const primary = () => {
@@ -41,15 +42,15 @@ export async function runActor(
   switch (actor) {
     case 'provisionVm':
     case 'startMachine':
-      return world.provider.ensureMachine(spec, node);
+      return world.provider.ensureMachine(spec, node, job);
     case 'installPostgres':
-      return world.postgres.ensureInstalled(spec, node);
+      return world.postgres.ensureInstalled(spec, node, job);
     case 'initPrimary':
-      return world.postgres.ensurePrimary(spec, node, decision.standbys ?? []);
+      return world.postgres.ensurePrimary(spec, node, decision.standbys ?? [], job);
     case 'cloneStandby':
     case 'repointStandby':
     case 'rejoinStandby':
-      return world.postgres.ensureStandby(spec, node, primary());
+      return world.postgres.ensureStandby(spec, node, primary(), job);
     case 'promoteStandby':
       return promoteStandby(spec, node, world);
     case 'configureNode':
@@ -60,7 +61,7 @@ export async function runActor(
     case 'fenceNode':
       return fenceNode(spec, node, decision, world, strays);
     case 'deleteMachine':
-      return world.provider.deleteMachine(spec, node);
+      return world.provider.deleteMachine(spec, node, job);
     default: {
       // A new actor must be mapped here: the reconciler commits the step once this returns.
       const unmapped: never = actor;
@@ -120,6 +121,8 @@ export async function runClusterAction(
       return world.provider.deleteClusterResources(spec);
     case 'completeRequest':
       return; // bookkeeping only: the reconciler marks the request done
+    case 'cancelJob':
+      return; // the reconciler's job runner cancels it
     default: {
       const unmapped: never = action;
       throw internal(`cluster action ${JSON.stringify(unmapped)} has no driver operation`);

@@ -4,7 +4,9 @@
 // previous pass meant to do, only what it observes now and what was committed.
 
 import { stepNode } from '../../machines/node-machine.js';
-import type { NodeState } from '../../machines/node-edges.js';
+
+type NodeStep = NonNullable<ReturnType<typeof stepNode>>;
+import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type { World } from '../drivers/types.js';
 import type { ClusterSpec } from '../spec/types.js';
 import type { Store } from '../store/store.js';
@@ -18,6 +20,8 @@ import type { NodeSpec } from '../spec/types.js';
 import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
+import { JOB_ACTORS, JobRunner } from './jobs.js';
+import { PREEMPTS_JOBS } from '../plan/jobs.js';
 
 export interface Clock {
   now(): number;
@@ -113,9 +117,13 @@ export class Reconciler {
   private nodeSpecs = new Map<string, string>();
   /** when each cluster's machines were last listed in full */
   private listedAt = new Map<string, number>();
+  /** long actions started by passes and not waited on */
+  readonly jobs: JobRunner;
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.log = opts.log ?? silentLog;
+    const { store, clock, beforeCommit } = opts;
+    this.jobs = new JobRunner({ store, clock, log: this.log, ...(beforeCommit ? { beforeCommit } : {}) });
   }
 
   async pass(name: string): Promise<PassResult | null> {
@@ -123,10 +131,12 @@ export class Reconciler {
     if (!cluster) return null;
     const spec = cluster.spec;
     const world = this.opts.worldFor(spec);
+    this.jobs.settleOrphans(name);
     // a new spec generation: earlier failures (and their backoff) no longer count
     if (this.generations.get(name) !== cluster.generation) {
       this.generations.set(name, cluster.generation);
       this.failures.delete(name);
+      this.jobs.resetCooling(name);
     }
     const passStart = performance.now();
     const look = await this.lookWithUrgency(cluster, world, this.setUpLook(cluster));
@@ -225,6 +235,7 @@ export class Reconciler {
       now: clock.now(),
       since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
       slotNames: Object.fromEntries(leftSpec.map((n) => [n, world.postgres.slotName(n)])),
+      jobs: this.jobs.views(name, clock.now()),
     });
     return { observation, records, states, planned };
   }
@@ -257,8 +268,7 @@ export class Reconciler {
       // Goals change with elections; keep the stored ones current for `get nodes`.
       for (const r of records) {
         const goal = planned.goals[r.name] ?? null;
-        if (r.goal === goal) continue;
-        store.saveNodeState(name, r.name, r.state, { goal, message: r.message, now: r.lastTransitionAt });
+        if (r.goal !== goal) store.setNodeGoal(name, r.name, goal);
       }
     });
   }
@@ -307,6 +317,9 @@ export class Reconciler {
       store.saveNodeState(name, d.node, 'absent', { goal, message: d.reason, now: clock.now() });
     }
     this.rememberNodeSpecs(name, spec, [d.node]);
+    // a fence or a removal takes the node away: its job (if any) is stopped first
+    if (PREEMPTS_JOBS.has(d.ruleId)) this.jobs.cancelNode(name, d.node, `pre-empted: ${d.reason}`);
+    if (step.actor && JOB_ACTORS.has(step.actor)) return this.startJob(acting, d, step, goal);
     const actStart = performance.now();
     if (step.actor) await runActor(step.actor, d, spec, world, look.observation.strays);
     const actMs = Math.round(performance.now() - actStart);
@@ -327,11 +340,35 @@ export class Reconciler {
     this.log.info({ cluster: name, ...fields }, d.reason);
   }
 
+  /** A long actor runs as a job; its commit follows its success (src/reconcile/jobs.ts). */
+  private startJob(acting: Acting, d: NodeDecision, step: NodeStep, goal: NodeGoal | null): void {
+    const { name, spec, world, look } = acting;
+    // the node moved since this pass read the records (another job settled meanwhile)
+    const current = this.opts.store.getNode(name, d.node)?.state ?? 'absent';
+    if (current !== step.from || this.jobs.runningOn(name, d.node)) {
+      throw new PgopError('transient', `${d.node} changed while this pass planned; planning again`);
+    }
+    const { strays } = look.observation;
+    const actor = step.actor!;
+    this.jobs.start({
+      cluster: name,
+      spec,
+      decision: d,
+      actor,
+      from: step.from,
+      to: step.to,
+      goal,
+      run: (job) => runActor(actor, d, spec, world, strays, job),
+    });
+  }
+
   /** Run a cluster-wide action and record it. 'removed': the cluster itself is gone. */
   private async runCluster(acting: Acting, decision: ClusterDecision): Promise<'removed' | void> {
     const { store, clock } = this.opts;
     const { name, spec, world, look } = acting;
     const { action } = decision;
+    if (action.type === 'cancelJob') this.jobs.cancel(action.jobId, decision.reason);
+    if (action.type === 'deleteClusterResources') this.jobs.cancelCluster(name, 'the cluster is deleted');
     await runClusterAction(action, spec, world, look.observation.strays);
     this.opts.beforeCommit?.(name, decision);
     const { ruleId, reason } = decision;
@@ -342,6 +379,7 @@ export class Reconciler {
         store.removeCluster(name);
       });
       this.misses.delete(name);
+      this.jobs.forgetCluster(name);
       this.log.info({ cluster: name, rule: decision.ruleId }, 'cluster deleted');
       return 'removed';
     }
@@ -488,9 +526,14 @@ const realSleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done, { once: true });
   });
 
-/** Run passes for every cluster in the store, each on its own schedule. Returns true when it
- *  stopped because everything converged (untilConverged) or was asked to stop, false on
- *  timeout. */
+/** How long a stop waits for passes in flight (they are short and bounded; jobs are not waited
+ *  for: the next operator adopts them). */
+const STOP_GRACE_MS = 1_000;
+
+/** Run passes for every cluster in the store, each on its own schedule: a pass of one cluster
+ *  never waits for another's (a slow pass or a hung node delays only its own cluster). Returns
+ *  true when it stopped because everything converged (untilConverged) or was asked to stop,
+ *  false on timeout. */
 export async function runLoop(
   reconciler: Reconciler,
   store: Store,
@@ -498,53 +541,107 @@ export async function runLoop(
   opts: RunOptions = {},
 ): Promise<boolean> {
   const sleep = opts.sleep ?? realSleep;
-  const due = new Map<string, number>();
-  const converged = new Map<string, boolean>();
-  const generations = new Map<string, string>();
+  const wakeups = opts.wakeups ?? new Wakeups();
+  const schedule = new Schedule(store);
+  const inflight = new Map<string, Promise<void>>();
+  // a settled job, or a finished pass, is news: look again (at once for that cluster)
+  const stopListening = reconciler.jobs.onSettled((c) => wakeups.wake(c));
+  const finished = (cluster: string) => wakeups.wake(`\u0000${cluster}`);
   const start = clock.now();
-  for (;;) {
-    if (opts.signal?.aborted) return true;
-    opts.onTick?.();
-    // onTick may stop the loop (serve: its lock was taken over): no pass after that
-    if (opts.signal?.aborted) return true;
-    const clusters = store.listClusters();
-    const names = clusters.map((c) => c.name);
-    for (const k of [...due.keys()])
-      if (!names.includes(k)) (due.delete(k), converged.delete(k), generations.delete(k));
-    // a spec applied, a deletion or a request made meanwhile is looked at now, not after a backoff
-    for (const c of clusters) {
-      const pendingCount = store.pendingRequests(c.name).length;
-      const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${pendingCount}`;
-      if (generations.has(c.name) && generations.get(c.name) !== mark) due.set(c.name, 0);
-      generations.set(c.name, mark);
-    }
-    for (const k of opts.wakeups?.take() ?? []) if (names.includes(k)) due.set(k, 0);
-    const now = clock.now();
-    const ready = names.filter((n) => (due.get(n) ?? 0) <= now);
-    const timedPass = async (n: string) => {
-      const t0 = performance.now();
+  // a pass that throws (a bug: its failures are caught inside) ends the loop, as it always did
+  const crashed: { err?: unknown } = {};
+  const runPass = async (n: string) => {
+    const t0 = performance.now();
+    try {
       const r = await reconciler.pass(n);
       if (r) opts.onPass?.(r, performance.now() - t0);
-      return r;
-    };
-    const results = await Promise.all(ready.map(timedPass));
-    for (const r of results) {
-      if (!r) continue;
-      if (r.removed) {
-        due.delete(r.cluster);
-        converged.delete(r.cluster);
-        continue;
-      }
-      due.set(r.cluster, clock.now() + r.requeueAfterMs);
-      converged.set(r.cluster, r.converged);
+      schedule.passed(n, r, clock.now());
+    } catch (err) {
+      if (!('err' in crashed)) crashed.err = err;
+    } finally {
+      inflight.delete(n);
+      finished(n);
     }
-    const remaining = store.listClusters().map((c) => c.name);
-    if (opts.stopWhen?.()) return true;
-    if (opts.untilConverged && remaining.every((n) => converged.get(n) === true)) return true;
-    if (opts.timeoutMs !== undefined && clock.now() - start >= opts.timeoutMs) return false;
-    const next = Math.min(...remaining.map((n) => due.get(n) ?? 0), clock.now() + 1000);
-    const wait = Math.max(0, next - clock.now());
-    const ms = opts.timeoutMs !== undefined ? Math.min(wait, start + opts.timeoutMs - clock.now()) : wait;
-    if (ms > 0) await (opts.wakeups ? opts.wakeups.sleep(ms, sleep, opts.signal) : sleep(ms, opts.signal));
+  };
+  try {
+    for (;;) {
+      if ('err' in crashed) throw crashed.err;
+      if (opts.signal?.aborted) return true;
+      opts.onTick?.();
+      // onTick may stop the loop (serve: its lock was taken over): no pass after that
+      if (opts.signal?.aborted) return true;
+      const names = schedule.refresh(wakeups.take());
+      const now = clock.now();
+      for (const n of names) {
+        if (inflight.has(n) || !schedule.isDue(n, now)) continue;
+        inflight.set(n, runPass(n));
+      }
+      if (opts.stopWhen?.()) return true;
+      const idle = inflight.size === 0;
+      if (opts.untilConverged && idle && schedule.allConverged()) return true;
+      if (opts.timeoutMs !== undefined && clock.now() - start >= opts.timeoutMs) return false;
+      const idleNames = names.filter((n) => !inflight.has(n));
+      const next = Math.min(schedule.nextDue(idleNames), clock.now() + 1000);
+      let ms = Math.max(0, next - clock.now());
+      if (opts.timeoutMs !== undefined) ms = Math.min(ms, start + opts.timeoutMs - clock.now());
+      if (ms > 0) await wakeups.sleep(ms, sleep, opts.signal);
+      else if (!idle && idleNames.every((n) => !schedule.isDue(n, clock.now()))) {
+        await wakeups.sleep(1000, sleep, opts.signal);
+      }
+    }
+  } finally {
+    stopListening();
+    // passes in flight are short (every remote call is bounded); do not hang a stop on one
+    await Promise.race([Promise.allSettled(inflight.values()), sleep(STOP_GRACE_MS)]);
+  }
+}
+
+/** When each cluster is due for its next pass, and whether its last pass converged. */
+class Schedule {
+  private due = new Map<string, number>();
+  private converged = new Map<string, boolean>();
+  private marks = new Map<string, string>();
+  private names: string[] = [];
+
+  constructor(private readonly store: Store) {}
+
+  /** The store's clusters now; those changed meanwhile (spec, deletion, request) or woken are
+   *  due at once, not after a backoff. */
+  refresh(woken: Set<string>): string[] {
+    const clusters = this.store.listClusters();
+    this.names = clusters.map((c) => c.name);
+    for (const k of [...this.due.keys()]) {
+      if (!this.names.includes(k)) (this.due.delete(k), this.converged.delete(k), this.marks.delete(k));
+    }
+    for (const c of clusters) {
+      const pendingCount = this.store.pendingRequests(c.name).length;
+      const mark = `${c.generation}/${c.updatedAt}/${c.deletionRequested}/${pendingCount}`;
+      if (this.marks.has(c.name) && this.marks.get(c.name) !== mark) this.due.set(c.name, 0);
+      this.marks.set(c.name, mark);
+    }
+    for (const k of woken) if (this.names.includes(k)) this.due.set(k, 0);
+    return this.names;
+  }
+
+  isDue(name: string, now: number): boolean {
+    return (this.due.get(name) ?? 0) <= now;
+  }
+
+  passed(name: string, r: PassResult | null, now: number): void {
+    if (!r || r.removed) {
+      this.due.delete(name);
+      this.converged.delete(name);
+      return;
+    }
+    this.due.set(name, now + r.requeueAfterMs);
+    this.converged.set(name, r.converged);
+  }
+
+  allConverged(): boolean {
+    return this.store.listClusters().every((c) => this.converged.get(c.name) === true);
+  }
+
+  nextDue(names: string[]): number {
+    return Math.min(...names.map((n) => this.due.get(n) ?? 0));
   }
 }

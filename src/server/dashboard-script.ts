@@ -136,7 +136,7 @@ function clusterView(c) {
     .filter((e) => e.cluster === c.name)
     .slice(-60)
     .reverse();
-  const jobs = state.jobs.filter((j) => j.cluster === c.name);
+  const jobs = state.jobs.filter((j) => j.cluster === c.name && j.state === 'running');
   const phaseClass = ['Healthy', 'FailingOver', 'Degraded'].includes(c.phase)
     ? 'ph-' + c.phase
     : 'ph-other';
@@ -228,7 +228,7 @@ function clusterView(c) {
                     {},
                     h('span', { class: 't' }, j.kind),
                     h('span', { class: 'n' }, j.node ?? '—'),
-                    h('span', {}, j.progress === null ? 'running' : Math.round(100 * j.progress) + '%'),
+                    h('span', {}, j.percent === null ? j.state : j.percent + '%'),
                   ),
                 ),
               )

@@ -20,7 +20,7 @@ import type { Log } from '../reconcile/reconciler.js';
 import { isLoopback, type ListenConfig } from './listen.js';
 import { ServeMetrics } from './metrics.js';
 import { EventStreams } from './event-stream.js';
-import { apiDocument, noJobs, topologyItems, type ApiKind, type JobSource } from './queries.js';
+import { apiDocument, topologyItems, type ApiKind } from './queries.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 
 /** What /readyz reports: each check and whether it holds. */
@@ -35,7 +35,6 @@ export interface HttpServerOptions {
   listen: ListenConfig;
   readiness: () => Readiness;
   metrics?: ServeMetrics;
-  jobs?: JobSource;
   log?: Log;
   /** serve on this inherited listening socket instead of binding `listen` */
   fd?: number;
@@ -105,7 +104,7 @@ async function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<string
 
 export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer> {
   const { store, listen } = o;
-  const metrics = o.metrics ?? new ServeMetrics(store, o.jobs ?? noJobs);
+  const metrics = o.metrics ?? new ServeMetrics(store);
   const streams = new EventStreams(store, (err) =>
     o.log?.warn({ err: messageOf(err) }, 'cannot read events for the stream'),
   );
@@ -163,7 +162,7 @@ export async function startHttpServer(o: HttpServerOptions): Promise<HttpServer>
       return sendJson(
         res,
         200,
-        apiDocument(store, kind, { ...(cluster ? { cluster } : {}), allIncarnations }, o.jobs ?? noJobs),
+        apiDocument(store, kind, { ...(cluster ? { cluster } : {}), allIncarnations }),
       );
     }
     throw new HttpError(404, `no such endpoint: ${path}`);

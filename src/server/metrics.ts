@@ -4,7 +4,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { PassResult } from '../reconcile/reconciler.js';
 import type { Store } from '../store/store.js';
-import { apiDocument, noJobs, type JobSource } from './queries.js';
+import { apiDocument } from './queries.js';
 
 const PASS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const EPISODE_BUCKETS = [0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300];
@@ -107,10 +107,7 @@ export class ServeMetrics {
     ),
   };
 
-  constructor(
-    private readonly store: Store,
-    private readonly jobs: JobSource = noJobs,
-  ) {}
+  constructor(private readonly store: Store) {}
 
   private gauge(name: string, help: string, labelNames: Label[]): Gauge<Label> {
     return new Gauge({ name, help, labelNames, registers: [this.registry] });
@@ -167,7 +164,8 @@ export class ServeMetrics {
       if (n.timeline !== null) this.g.timeline.set(l, n.timeline);
       if (n.lsn !== null) this.g.lsn.set(l, lsnBytes(n.lsn));
     }
-    for (const j of this.jobs()) if (!j.outcome) this.g.jobs.inc({ cluster: j.cluster, kind: j.kind });
+    for (const j of this.store.jobs.list({ running: true }))
+      this.g.jobs.inc({ cluster: j.cluster, kind: j.kind });
   }
 
   private refreshObservation(cluster: string): void {

@@ -3,23 +3,7 @@
 
 import type { Store } from '../store/store.js';
 import { collect } from '../cli/commands/get.js';
-import { eventItem, type ClusterItem, type EventItem, type NodeItem } from '../cli/output.js';
-
-/** A job as the API will show it once jobs exist (clone, rewind, backup ...). */
-export interface JobItem {
-  id: number;
-  cluster: string;
-  node: string | null;
-  kind: string;
-  started: string;
-  deadline: string | null;
-  progress: number | null;
-  outcome: string | null;
-}
-
-/** Where jobs come from; none exist yet, so the default source lists nothing. */
-export type JobSource = (cluster?: string) => JobItem[];
-export const noJobs: JobSource = () => [];
+import { eventItem, type ClusterItem, type EventItem, type JobItem, type NodeItem } from '../cli/output.js';
 
 export type ApiKind = 'clusters' | 'nodes' | 'events' | 'jobs';
 export type ApiDocument =
@@ -37,9 +21,7 @@ export function apiDocument<K extends ApiKind>(
   store: Store,
   kind: K,
   q: ApiQuery,
-  jobs: JobSource = noJobs,
 ): Extract<ApiDocument, { kind: K }> {
-  if (kind === 'jobs') return { kind: 'jobs', items: jobs(q.cluster) } as Extract<ApiDocument, { kind: K }>;
   const data = collect(store, kind, q.cluster, !!q.allIncarnations);
   return { kind: data.kind, items: data.items } as Extract<ApiDocument, { kind: K }>;
 }

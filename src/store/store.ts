@@ -40,6 +40,7 @@ export type {
   ListEventsOptions,
 } from './types.js';
 import { listMigrations, migrate, migrationsDirectory } from './migrations.js';
+import { JobTable } from './jobs.js';
 import {
   CLUSTER_COLS,
   EVENT_COLS,
@@ -100,6 +101,8 @@ function findPlaintextSecret(value: unknown, path: string): string | null {
 export class Store {
   private readonly stmts = new Map<string, Database.Statement>();
   private closed = false;
+  /** long actions the loop started (src/reconcile/jobs.ts) */
+  readonly jobs = new JobTable((sql) => this.stmt(sql));
 
   private constructor(
     private readonly db: Database.Database,
@@ -271,10 +274,11 @@ export class Store {
     );
   }
 
-  /** Deletes the cluster, its spec history, nodes, observation, host keys and requests. Events stay. */
+  /** Deletes the cluster, its spec history, nodes, observation, host keys, requests and jobs.
+   *  Events stay. */
   removeCluster(name: string): boolean {
     return this.transaction(() => {
-      for (const table of ['nodes', 'observations', 'host_keys', 'requests']) {
+      for (const table of ['nodes', 'observations', 'host_keys', 'requests', 'jobs']) {
         this.stmt(`DELETE FROM ${table} WHERE cluster = ?`).run(name);
       }
       this.stmt('DELETE FROM spec_history WHERE cluster = ?').run(name);
@@ -325,6 +329,11 @@ export class Store {
                                    ELSE excluded.last_transition_at END,
          state = excluded.state, goal = excluded.goal, message = excluded.message`,
     ).run(cluster, name, state, opts.goal, opts.now, opts.message);
+  }
+
+  /** Only the goal: a job may commit the node's state at any time, never overwritten here. */
+  setNodeGoal(cluster: string, name: string, goal: NodeGoal | null): void {
+    this.stmt('UPDATE nodes SET goal = ? WHERE cluster = ? AND name = ?').run(goal, cluster, name);
   }
 
   /** Remember the NodeSpec a node was provisioned (or last acted on) with: once it leaves the

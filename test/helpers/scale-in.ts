@@ -6,6 +6,8 @@ export const STANDBY_REMOVAL_RULES = [
   'scale.sync-remove',
   'scale.pool-remove',
   'scale.fence',
+  // the machine's removal runs as a job: its start, then the commit of its step
+  'job.started',
   'scale.remove-machine',
   'scale.drop-slot',
   'scale.forget',

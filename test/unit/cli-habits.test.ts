@@ -344,7 +344,16 @@ describe('pgop completion', () => {
     expect(complete('pgop ge')).toEqual(['get']);
     expect(complete('pgop s').sort()).toEqual(['serve', 'service', 'switchover']);
     expect(complete('pgop __')).toEqual([]);
-    expect(complete('pgop get ').sort()).toEqual(['cluster', 'clusters', 'event', 'events', 'node', 'nodes']);
+    expect(complete('pgop get ').sort()).toEqual([
+      'cluster',
+      'clusters',
+      'event',
+      'events',
+      'job',
+      'jobs',
+      'node',
+      'nodes',
+    ]);
     expect(complete('pgop describe c')).toEqual(['cluster']);
     expect(complete('pgop delete ')).toEqual(['cluster']);
     expect(complete('pgop service ').sort()).toEqual(['help', 'install', 'show']);

@@ -8,72 +8,7 @@ import type { NodeObservation, PostgresObservation } from '../../src/observe/typ
 import type { NodeState } from '../../machines/node-edges.js';
 import { SIM_PG04, simSpec } from '../helpers/sim-spec.js';
 
-const HASH = 'h';
-
-function pg(over: Partial<PostgresObservation> = {}): PostgresObservation {
-  return {
-    initialized: true,
-    running: true,
-    inRecovery: true,
-    timeline: 1,
-    lsn: 1000,
-    receiveLsn: 1000,
-    upstream: 'pg01',
-    streaming: true,
-    replicas: [],
-    syncStandbyNames: '',
-    configHash: HASH,
-    ...over,
-  };
-}
-function node(name: string, over: Partial<NodeObservation> = {}): NodeObservation {
-  return { name, machine: { state: 'running' }, reachable: true, postgres: pg(), misses: 0, ...over };
-}
-const primaryPg = (over: Partial<PostgresObservation> = {}) =>
-  pg({ inRecovery: false, upstream: null, streaming: false, lsn: 2000, ...over });
-/** A node whose machine is off: unreachable, no postgres. */
-const off = { machine: { state: 'stopped' as const }, reachable: false, postgres: null };
-/** pgpool reachable, routing to `primary`, every backend in `names` up. */
-const poolUp = (primary: string, names: string[]) => ({
-  reachable: true,
-  primary,
-  backends: names.map((name) => ({
-    name,
-    status: 'up' as const,
-    role: name === primary ? ('primary' as const) : ('standby' as const),
-  })),
-  configHash: '',
-});
-
-function input(
-  states: Record<string, NodeState>,
-  nodes: Record<string, NodeObservation>,
-  over: Partial<PlanInput> = {},
-): PlanInput {
-  const spec = over.spec ?? simSpec();
-  return {
-    spec,
-    deletionRequested: false,
-    observation: {
-      cluster: spec.name,
-      at: 0,
-      nodes,
-      pool: { reachable: true, primary: 'pg01', backends: [], configHash: '' },
-    },
-    states,
-    desiredConfigHash: Object.fromEntries(spec.nodes.map((n) => [n.name, HASH])),
-    requests: [],
-    now: 0,
-    ...over,
-  };
-}
-
-const healthy3 = () => ({
-  pg01: node('pg01', { postgres: primaryPg() }),
-  pg02: node('pg02'),
-  pg03: node('pg03'),
-});
-const states3: Record<string, NodeState> = { pg01: 'primary', pg02: 'standby', pg03: 'standby' };
+import { HASH, healthy3, input, node, off, pg, poolUp, primaryPg, states3 } from '../helpers/plan-input.js';
 
 describe('plan', () => {
   it('provisions the first missing node of an empty cluster', () => {

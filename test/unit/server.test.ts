@@ -109,6 +109,8 @@ describe('the JSON API', { timeout: 30_000 }, () => {
       ['events', ''],
       ['events', '?cluster=sim'],
       ['nodes', '?cluster=sim'],
+      ['jobs', ''],
+      ['jobs', '?cluster=sim'],
     ] as const) {
       const cli = JSON.parse(
         pgop(db, ['get', kind, '-o', 'json', ...(query ? ['--cluster', 'sim'] : [])]).stdout,
@@ -121,8 +123,14 @@ describe('the JSON API', { timeout: 30_000 }, () => {
     }
   });
 
-  it('lists jobs in the same shape (none exist yet) and answers an unknown cluster with 404', async () => {
-    expect(JSON.parse((await call(server, '/api/v1/jobs')).body)).toEqual({ kind: 'jobs', items: [] });
+  it('lists the bring-up jobs, finished, and answers an unknown cluster with 404', async () => {
+    const jobs = JSON.parse((await call(server, '/api/v1/jobs')).body) as {
+      items: { kind: string; state: string }[];
+    };
+    expect(new Set(jobs.items.map((j) => j.kind))).toEqual(
+      new Set(['provisionVm', 'installPostgres', 'initPrimary', 'cloneStandby']),
+    );
+    expect(jobs.items.every((j) => j.state === 'succeeded')).toBe(true);
     const missing = await call(server, '/api/v1/nodes?cluster=nope');
     expect(missing.status).toBe(404);
     expect(JSON.parse(missing.body).error).toMatch(/no cluster named nope/);

@@ -3,7 +3,16 @@
 import { Store } from '../../store/store.js';
 import { EXIT } from '../../errors.js';
 import { CLI_EXIT, NotFoundError, UsageError } from '../errors.js';
-import { age, clusterItem, eventItem, humanBytes, nodeItems, type NodeItem } from '../output.js';
+import {
+  age,
+  clusterItem,
+  eventItem,
+  humanBytes,
+  jobItem,
+  jobProgress,
+  nodeItems,
+  type NodeItem,
+} from '../output.js';
 import { renderTable } from '../table.js';
 import type { StoredCluster } from '../../store/types.js';
 import type { ClusterObservation } from '../../observe/types.js';
@@ -12,7 +21,7 @@ type Format = 'table' | 'wide' | 'json' | 'yaml';
 
 export function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
-  if (cluster && !clusters.has(cluster) && kind !== 'events')
+  if (cluster && !clusters.has(cluster) && kind !== 'events' && kind !== 'jobs' && kind !== 'job')
     throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {
     case 'clusters':
@@ -43,8 +52,14 @@ export function collect(store: Store, kind: string, cluster: string | undefined,
           })
           .map(eventItem),
       };
+    case 'jobs':
+    case 'job':
+      return {
+        kind: 'jobs' as const,
+        items: store.jobs.list({ ...(cluster ? { cluster } : {}), limit: 200 }).map(jobItem),
+      };
     default:
-      throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events)`);
+      throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events, jobs)`);
   }
 }
 
@@ -101,6 +116,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
       data.items.map((n) => [...row(n), n.machine, n.upstream ?? '-', n.message]),
     );
   }
+  if (data.kind === 'jobs') return renderJobs(data.items, wide, now);
   const head = ['TIME', 'CLUSTER', 'NODE', 'TRANSITION', 'RULE', 'REASON'];
   return renderTable(
     head,
@@ -116,12 +132,35 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
   );
 }
 
+function renderJobs(items: ReturnType<typeof jobItem>[], wide: boolean, now: number): string {
+  const head = ['ID', 'CLUSTER', 'NODE', 'KIND', 'STATE', 'AGE', 'PROGRESS', 'DEADLINE'];
+  const untilDeadline = (iso: string) => {
+    const left = Date.parse(iso) - now;
+    return left > 0 ? `in ${age(new Date(now - left).toISOString(), now)}` : 'passed';
+  };
+  return renderTable(
+    [...head, ...(wide ? ['SOURCE', 'RULE', 'MESSAGE'] : [])],
+    items.map((j) => [
+      j.id,
+      j.cluster,
+      j.node,
+      j.kind,
+      j.state,
+      age(j.started, now),
+      jobProgress(j),
+      j.state === 'running' ? untilDeadline(j.deadline) : '-',
+      ...(wide ? [j.source ?? '-', j.rule, j.message] : []),
+    ]),
+  );
+}
+
 type Collected = ReturnType<typeof collect>;
 
 /** Only the named items (clusters or nodes by name); a name matching nothing is NotFound. */
 function onlyNamed(data: Collected, names: string[]): { data: Collected; missing: string[] } {
   if (names.length === 0) return { data, missing: [] };
-  if (data.kind === 'events') throw new UsageError('cannot get events by name: filter them with --cluster');
+  if (data.kind === 'events' || data.kind === 'jobs')
+    throw new UsageError(`cannot get ${data.kind} by name: filter them with --cluster`);
   const wanted = new Set(names);
   const items = (data.items as { name: string }[]).filter((i) => wanted.has(i.name));
   const missing = names.filter((n) => !items.some((i) => i.name === n));
@@ -130,8 +169,8 @@ function onlyNamed(data: Collected, names: string[]): { data: Collected; missing
 
 /** An item's identity across polls, for `-w -o json` (one line per item that changed). */
 const itemKey = (data: Collected, item: Collected['items'][number]) =>
-  data.kind === 'events'
-    ? `event/${(item as { id: number }).id}`
+  data.kind === 'events' || data.kind === 'jobs'
+    ? `${data.kind}/${(item as { id: number }).id}`
     : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
 
 interface GetFlags {
@@ -239,7 +278,11 @@ export async function describeCommand(
         .filter((e) => e.node === name)
         .slice(-15)
         .map(eventItem);
-      process.stdout.write(stringify({ node: item, spec: spec ?? null, observation: obs ?? null, events }));
+      const running = store.jobs.list({ cluster: rec.cluster, running: true }).find((j) => j.node === name);
+      const job = running ? jobItem(running) : null;
+      process.stdout.write(
+        stringify({ node: item, job, spec: spec ?? null, observation: obs ?? null, events }),
+      );
       return EXIT.ok;
     }
     throw new UsageError(`cannot describe ${kind}: unknown kind (cluster, node)`);
