@@ -28,6 +28,7 @@ import { parseSpecFile } from '../../src/spec/parse.js';
 import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provider.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
+import type { JobRecord } from '../../src/store/jobs.js';
 import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
 import { labSsl } from './lab-tls.js';
 import { PGOP_BIN, REPO } from './lab-env.js';
@@ -45,7 +46,11 @@ export interface ChaosLabOptions {
   /** e.g. 10.91.0.0/24: pool .10, nodes .11, .12, ... */
   network: string;
   mode: Mode;
+  /** nodes the lab may have (pg1..pgN); the spec starts with `initialNodes` of them */
   nodes?: number;
+  initialNodes?: number;
+  /** replication settings beyond mode and quorum (e.g. cloneMaxRate) */
+  replication?: Record<string, unknown>;
   /** TLS between clients, pgpool and postgres (default true) */
   tls?: boolean;
   /** progress lines (default: none) */
@@ -77,7 +82,10 @@ export class ChaosLab {
   readonly work: string;
   readonly db: string;
   readonly specFile: string;
-  readonly nodes: { name: string; address: string }[];
+  /** the nodes the spec has now (scaleTo changes them) */
+  nodes: { name: string; address: string }[];
+  readonly allNodes: { name: string; address: string }[];
+  private readonly replication: Record<string, unknown>;
   readonly poolAddress: string;
   readonly poolPort = 9999;
   mode: Mode;
@@ -108,10 +116,12 @@ export class ChaosLab {
     this.db = join(this.work, 'pgop.db');
     this.specFile = join(this.work, 'spec.yaml');
     const base = o.network.split('/')[0]!.split('.').slice(0, 3).join('.');
-    this.nodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({
+    this.allNodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({
       name: `pg${i + 1}`,
       address: `${base}.${11 + i}`,
     }));
+    this.nodes = this.allNodes.slice(0, o.initialNodes ?? this.allNodes.length);
+    this.replication = o.replication ?? {};
     this.poolAddress = `${base}.10`;
     this.secrets = {
       postgres: randomBytes(15).toString('base64url'),
@@ -155,7 +165,7 @@ export class ChaosLab {
           ],
         },
         nodes: this.nodes.map((n) => ({ name: n.name, address: n.address })),
-        replication: { mode, syncQuorum: 1, password: s('replicator') },
+        replication: { mode, syncQuorum: 1, password: s('replicator'), ...this.replication },
         pgpool: { ...(lab.spec.pgpool ?? {}), enabled: true, address: this.poolAddress, port: this.poolPort },
         roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],
         ...(lab.spec.failureDetection ? { failureDetection: lab.spec.failureDetection } : {}),
@@ -251,6 +261,11 @@ export class ChaosLab {
     return this.openStore().listEvents({ cluster: this.name, afterId });
   }
 
+  /** The cluster's jobs, newest first. */
+  jobs(): JobRecord[] {
+    return this.openStore().jobs.list({ cluster: this.name });
+  }
+
   lastEventId(): number {
     return this.openStore().listEvents({ cluster: this.name, limit: 1 })[0]?.id ?? 0;
   }
@@ -318,6 +333,14 @@ export class ChaosLab {
       60_000,
       `synchronous_standby_names for ${mode} mode`,
     );
+  }
+
+  /** Apply the spec with the first `count` nodes (scale out or in); does not wait. */
+  async scaleTo(count: number): Promise<void> {
+    this.nodes = this.allNodes.slice(0, count);
+    writeFileSync(this.specFile, this.specYaml());
+    const a = await this.pgop(['apply', '-f', this.specFile]);
+    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
   }
 
   /** Everything gone, bounded in time, never throwing (scripts/test-integration.sh sweeps the
