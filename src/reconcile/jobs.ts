@@ -16,7 +16,10 @@ import type { RuleId } from '../plan/rule-ids.js';
 import { PgopError, messageOf } from '../errors.js';
 import type { Clock, Log } from './reconciler.js';
 
-/** Actors that can take longer than about a second (boots, packages, initdb, copies). */
+/** Actors that can take longer than about a second: boots, packages, initdb, copies. A fence and
+ *  a promotion stay in the pass (short, bounded, and a failover waits for them), and so do a
+ *  restart, a reload and a switchover's clean shutdown: they stop postgres on purpose, and as jobs
+ *  the probes meanwhile would take the stopped primary for a failed one. */
 export const JOB_ACTORS: ReadonlySet<NodeActor> = new Set<NodeActor>([
   'provisionVm',
   'startMachine',
