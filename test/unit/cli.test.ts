@@ -129,6 +129,31 @@ describe('pgop serve + get on the simulated provider', () => {
     expect(pgop(db, ['get', 'nodes', '-o', 'yaml']).stdout).toMatch(/^kind: nodes/);
     expect(pgop(db, ['describe', 'node', 'pg02']).stdout).toContain('observation:');
     expect(pgop(db, ['get', 'frobs']).code).toBe(2); // an unknown kind is a usage error (issue 18)
+    // the bring-up's long steps ran as jobs: each recorded with its kind, node, rule and outcome
+    const jobs = JSON.parse(pgop(db, ['get', 'jobs', '--cluster', 'sim', '-o', 'json']).stdout);
+    expect(jobs.kind).toBe('jobs');
+    const kinds = jobs.items.map((j: { node: string; kind: string }) => `${j.node} ${j.kind}`).sort();
+    expect(kinds).toEqual([
+      'pg01 initPrimary',
+      'pg01 installPostgres',
+      'pg01 provisionVm',
+      'pg02 cloneStandby',
+      'pg02 installPostgres',
+      'pg02 provisionVm',
+      'pg03 cloneStandby',
+      'pg03 installPostgres',
+      'pg03 provisionVm',
+    ]);
+    expect(jobs.items.every((j: { state: string }) => j.state === 'succeeded')).toBe(true);
+    expect(jobs.items[0]).toMatchObject({
+      cluster: 'sim',
+      rule: expect.any(String),
+      deadline: expect.any(String),
+    });
+    const jobTable = pgop(db, ['get', 'jobs']).stdout.split('\n');
+    expect(jobTable[0]).toMatch(/^ID\s+CLUSTER\s+NODE\s+KIND\s+STATE\s+AGE\s+PROGRESS\s+DEADLINE/);
+    expect(jobTable.filter((l) => /cloneStandby\s+succeeded/.test(l))).toHaveLength(2);
+    expect(pgop(db, ['describe', 'node', 'pg02']).stdout).toMatch(/^job: null$/m);
   });
 
   it('switchover hands the primary role over, and delete tears the cluster down', () => {
