@@ -60,7 +60,8 @@ describe.skipIf(!IN_LAB)(
       const job = lab.jobs().find((j) => j.id === jobId)!;
       expect(job.state, 'the clone still runs when the fault comes').toBe('running');
       log(
-        `pg4's clone (job #${jobId} from ${job.source}): ${job.doneBytes} of ${job.totalBytes} bytes at the fault`,
+        `pg4's clone (job #${jobId} from ${job.source}): ` +
+          `${job.doneBytes} of ${job.totalBytes} bytes at the fault`,
       );
       return jobId;
     }

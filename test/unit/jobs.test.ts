@@ -72,7 +72,9 @@ const story = (env: { store: Store; spec: ClusterSpec }) =>
   env.store.listEvents({ cluster: env.spec.name }).map((e) => `${e.node ?? '-'} ${e.ruleId}: ${e.reason}`);
 
 describe('jobs', () => {
-  it('a failover goes ahead while a new standby clones; the clone is cancelled and redone from the new primary', async () => {
+  const failoverMidClone =
+    'a failover goes ahead while a new standby clones; the clone is cancelled and redone from the new primary';
+  it(failoverMidClone, async () => {
     let seen = { hung: 0, sources: [] as string[] };
     const env = setup('jobs1', (d) => {
       const h = hangingFirstClone(d, 'pg04');
