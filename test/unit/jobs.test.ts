@@ -73,7 +73,8 @@ const story = (env: { store: Store; spec: ClusterSpec }) =>
 
 describe('jobs', () => {
   const failoverMidClone =
-    'a failover goes ahead while a new standby clones; the clone is cancelled and redone from the new primary';
+    'a failover goes ahead while a new standby clones; ' +
+    'the clone is cancelled and redone from the new primary';
   it(failoverMidClone, async () => {
     let seen = { hung: 0, sources: [] as string[] };
     const env = setup('jobs1', (d) => {
