@@ -241,4 +241,8 @@ export interface FaultInjector {
    *  until the operator starts it). */
   stop(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
   start(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** SIGSTOP / SIGCONT the node's postmaster and its children: postgres hangs with its ports
+   *  open (connects succeed, nothing answers). Absent where it cannot be modelled (sim). */
+  hang?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  resume?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
 }
