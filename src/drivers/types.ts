@@ -58,6 +58,9 @@ export interface ProbeResult {
   /** The failure is certain, not a slow answer: the host refused the port of a postgres that
    *  answered moments ago (its postmaster is gone). It counts as the whole miss budget. */
   gone?: boolean;
+  /** Its postmaster runs (the SSH look) yet postgres gave no answer within the probe's budget:
+   *  it hangs (stopped, stuck). Its state cannot be read (postgres: null). */
+  hung?: boolean;
 }
 
 export interface ProbeOptions {

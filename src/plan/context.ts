@@ -54,11 +54,11 @@ export function healthy(o: NodeObservation | undefined): boolean {
   return !!o && o.reachable && !!o.postgres?.running;
 }
 
-/** SSH answers but postgres cannot be read: its postmaster runs yet gave the probe no answer
- *  (stopped, stuck). Acting on it over pg or pg_ctl would only wait out timeouts while the loop
- *  waits too: it is waited for (or fenced, as a failed primary is). */
+/** Its postmaster runs yet gave the probe no answer (stopped, stuck): acting on it over pg or
+ *  pg_ctl would only wait out timeouts while the loop waits too. It is waited for (or fenced, as
+ *  a failed primary is). */
 export function hangs(o: NodeObservation | undefined): boolean {
-  return !!o && o.reachable && o.postgres === null && o.machine.state === 'running';
+  return !!o?.hung;
 }
 
 export function streamingFrom(o: NodeObservation | undefined, primary: string): boolean {

@@ -287,7 +287,12 @@ export function fromLook(look: Look, miss: Miss): ProbeResult {
   if (!look.state) return { reachable: false, postgres: null, error: `${pgError}; ssh: ${look.error}` };
   const s = look.state;
   if (s.running && miss.timedOut)
-    return { reachable: true, postgres: null, error: `${pgError}; ssh: postgres runs but does not answer` };
+    return {
+      reachable: true,
+      postgres: null,
+      error: `${pgError}; ssh: postgres runs but does not answer`,
+      hung: true,
+    };
   return {
     reachable: true,
     postgres: downObservation(s.initialized, s.standbySignal, s.running),
