@@ -13,7 +13,8 @@
 // Runs in a lab hub namespace of its own (unique prefix); on exit, pass or fail or Ctrl-C, every
 // namespace of that prefix is emptied and deleted and its state directory removed.
 //
-// Env: PGOP_BENCH_TRIALS (5), PGOP_BENCH_MODES (sync,async), PGOP_BENCH_FAULTS (kill,partition),
+// Env: PGOP_BENCH_TRIALS (5), PGOP_BENCH_MODES (sync,async), PGOP_BENCH_FAULTS (kill,partition; hang too:
+// the primary's postgres SIGSTOPped),
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
 // PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false).
 
@@ -85,7 +86,7 @@ type Lab = InstanceType<typeof ChaosLab>;
 type Trial = Awaited<ReturnType<typeof failoverTrial>>;
 type Switch = Awaited<ReturnType<typeof switchoverTrial>>;
 type Mode = 'sync' | 'async';
-type Fault = 'kill' | 'partition';
+type Fault = 'kill' | 'partition' | 'hang';
 type System = 'pgop' | 'pgpool';
 
 const list = <T extends string>(env: string | undefined, def: T[]): T[] =>
@@ -101,7 +102,8 @@ const FAULTS = list<Fault>(process.env.PGOP_BENCH_FAULTS, ['kill', 'partition'])
 const SYSTEMS = list<System>(process.env.PGOP_BENCH_SYSTEMS, ['pgop', 'pgpool']);
 const SWITCHOVERS = Number(process.env.PGOP_BENCH_SWITCHOVERS ?? TRIALS);
 const TLS = process.env.PGOP_BENCH_TLS !== 'off';
-const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000 };
+// a hung postgres is detected like a link that went down: the same budget
+const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000, hang: 2000 };
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 
 const startedAt = new Date();

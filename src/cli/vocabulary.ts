@@ -10,4 +10,4 @@ export const KINDS = {
 } as const;
 
 /** What `pgop lab fault NODE ACTION` can do. */
-export const LAB_FAULTS = ['kill', 'partition', 'heal', 'stop', 'start'] as const;
+export const LAB_FAULTS = ['kill', 'partition', 'heal', 'stop', 'start', 'hang', 'resume'] as const;

@@ -58,6 +58,9 @@ export interface ProbeResult {
   /** The failure is certain, not a slow answer: the host refused the port of a postgres that
    *  answered moments ago (its postmaster is gone). It counts as the whole miss budget. */
   gone?: boolean;
+  /** Its postmaster runs (the SSH look) yet postgres gave no answer within the probe's budget:
+   *  it hangs (stopped, stuck). Its state cannot be read (postgres: null). */
+  hung?: boolean;
 }
 
 export interface ProbeOptions {
@@ -241,4 +244,8 @@ export interface FaultInjector {
    *  until the operator starts it). */
   stop(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
   start(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  /** SIGSTOP / SIGCONT the node's postmaster and its children: postgres hangs with its ports
+   *  open (connects succeed, nothing answers). Absent where it cannot be modelled (sim). */
+  hang?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
+  resume?(cluster: ClusterSpec, node: NodeSpec): Promise<void>;
 }

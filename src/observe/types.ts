@@ -59,6 +59,8 @@ export interface NodeObservation {
   misses: number;
   /** Why the last probe failed, for `get nodes` and event reasons. */
   error?: string;
+  /** Its postmaster runs but postgres answered no probe in time (ProbeResult.hung). */
+  hung?: boolean;
 }
 
 export interface PoolBackend {

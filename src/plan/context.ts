@@ -54,6 +54,13 @@ export function healthy(o: NodeObservation | undefined): boolean {
   return !!o && o.reachable && !!o.postgres?.running;
 }
 
+/** Its postmaster runs yet gave the probe no answer (stopped, stuck): acting on it over pg or
+ *  pg_ctl would only wait out timeouts while the loop waits too. It is waited for (or fenced, as
+ *  a failed primary is). */
+export function hangs(o: NodeObservation | undefined): boolean {
+  return !!o?.hung;
+}
+
 export function streamingFrom(o: NodeObservation | undefined, primary: string): boolean {
   const pg = o?.postgres;
   return !!pg && healthy(o) && pg.inRecovery && pg.streaming && pg.upstream === primary;

@@ -7,6 +7,7 @@ import {
   REQUEUE,
   act,
   clusterAction,
+  hangs,
   healthy,
   lsnOf,
   streamingFrom,
@@ -58,7 +59,7 @@ export function startFailedPrimary(ctx: PlanContext): Verdict | undefined {
 
 export function restartFailedPrimary(ctx: PlanContext): Verdict | undefined {
   const o = failedPrimary(ctx);
-  if (!o || replaceable(ctx) || o.machine.state === 'stopped' || !o.reachable) return undefined;
+  if (!o || replaceable(ctx) || o.machine.state === 'stopped' || !o.reachable || hangs(o)) return undefined;
   const p = ctx.primary!;
   return act(
     p,

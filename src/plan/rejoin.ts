@@ -1,7 +1,7 @@
 // Degraded, rejoining and fenced nodes come back: as standbys of the primary when there is one,
 // else in place so that the most advanced node can be promoted.
 
-import { act, type PlanContext } from './context.js';
+import { act, hangs, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
 
 const returning = (ctx: PlanContext, n: string) =>
@@ -14,7 +14,8 @@ export function startMachineToRejoin(ctx: PlanContext, n: string): Verdict | und
 
 export function rejoinAsStandby(ctx: PlanContext, n: string): Verdict | undefined {
   const { primary } = ctx;
-  if (!returning(ctx, n) || !ctx.obs(n)?.reachable || !primary || !ctx.primaryHealthy) return undefined;
+  const o = ctx.obs(n);
+  if (!returning(ctx, n) || !o?.reachable || hangs(o) || !primary || !ctx.primaryHealthy) return undefined;
   const how = ctx.state(n) === 'rejoining' ? 'rewinding it into' : 'rejoining it as';
   return act(n, 'machine.reachable', `${n} is reachable again; ${how} a standby of ${primary}`, { primary });
 }
@@ -25,7 +26,7 @@ export function rejoinAsStandby(ctx: PlanContext, n: string): Verdict | undefine
  *  when no standby can be promoted instead. Never two. */
 export function restartInPlace(ctx: PlanContext, n: string): Verdict | undefined {
   const o = ctx.obs(n);
-  if (!returning(ctx, n) || o?.machine.state === 'stopped' || !o?.reachable) return undefined;
+  if (!returning(ctx, n) || o?.machine.state === 'stopped' || !o?.reachable || hangs(o)) return undefined;
   if (ctx.primary || (ctx.state(n) !== 'degraded' && n !== ctx.lastPrimaryToBringBack)) return undefined;
   return act(
     n,

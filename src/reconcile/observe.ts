@@ -204,6 +204,7 @@ async function observeNode(
   let postgres: NodeObservation['postgres'] = null;
   let error: string | undefined = machine.state === 'running' ? undefined : `machine ${machine.state}`;
   let gone = false;
+  let hung = false;
   if (machine.state === 'running') {
     try {
       const probed = await probe(node);
@@ -211,6 +212,7 @@ async function observeNode(
       postgres = probed.postgres;
       error = probed.error;
       gone = !!probed.gone;
+      hung = !!probed.hung;
     } catch (err) {
       error = messageOf(err);
     }
@@ -225,6 +227,7 @@ async function observeNode(
     postgres,
     misses: ok ? 0 : Math.max(previousMisses + 1, budget),
     ...(error !== undefined && !ok ? { error } : {}),
+    ...(hung ? { hung } : {}),
   };
 }
 

@@ -29,6 +29,7 @@ import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provi
 import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
 import type { JobRecord } from '../../src/store/jobs.js';
+import type { ClusterObservation } from '../../src/observe/types.js';
 import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
 import { labSsl } from './lab-tls.js';
 import { PGOP_BIN, REPO } from './lab-env.js';
@@ -38,7 +39,7 @@ export const LAB_SPEC = join(REPO, 'specs', 'lab-3node.yaml');
 
 export type Role = 'primary' | 'standby' | 'down';
 export type Mode = 'sync' | 'async';
-export type FaultAction = 'kill' | 'partition' | 'heal' | 'stop' | 'start';
+export type FaultAction = 'kill' | 'partition' | 'heal' | 'stop' | 'start' | 'hang' | 'resume';
 
 export interface ChaosLabOptions {
   /** cluster name (also the store directory's name) */
@@ -254,6 +255,11 @@ export class ChaosLab {
 
   cluster() {
     return this.openStore().getCluster(this.name);
+  }
+
+  /** pgop's last observation of the cluster (one per pass), straight from the store. */
+  observation(): ClusterObservation | undefined {
+    return this.openStore().getObservation(this.name);
   }
 
   /** Events straight from the store (cheap enough to poll every few ms). */

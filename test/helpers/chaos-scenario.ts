@@ -21,7 +21,7 @@ import { ChaosLab, SplitBrainMonitor, waitFor, type EventItem, type Role } from 
 import { acksAfter, missing, now, outage, sleep, type Ack, type Writer } from './writer.js';
 
 export type System = 'pgop' | 'pgpool';
-export type Fault = 'kill' | 'partition';
+export type Fault = 'kill' | 'partition' | 'hang';
 
 export interface DuringContext {
   t0: number;

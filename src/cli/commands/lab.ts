@@ -173,6 +173,7 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
       [`${me} lab fault ${c.primary ?? 'pg01'} kill`, "kill -9 the primary's postmaster; watch the failover"],
       [`${me} lab fault NODE partition|heal`, "take a node's link down / up again"],
       [`${me} lab fault NODE stop|start`, 'stop / start a whole node'],
+      [`${me} lab fault NODE hang|resume`, "SIGSTOP / SIGCONT a node's postgres (ports open, no answers)"],
       [`${me} switchover ${n} [--to NODE]`, 'planned handover'],
       [`${me} get events --cluster ${n}`, 'the story, each step with its reason'],
       [`${me} lab down`, 'stop the operator and remove the lab'],

@@ -515,17 +515,9 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   /** SIGKILL the postmaster (pid from <host>/u01/.../postmaster.pid) and wait until it and the
    *  children it had are gone. No-op when no postmaster runs. */
   async kill(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
-    const ctx = this.ctx(spec);
-    const h = this.host(ctx, node);
-    const pidFile = join(hostPath(h, spec.postgres.dataDir), 'postmaster.pid');
-    let pid: number;
-    try {
-      pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
-    } catch {
-      return; // no postmaster.pid: nothing runs
-    }
-    // A stale file may name a reused pid: only kill a postgres living in this node's namespace.
-    if (!pidInNetns(pid, h.ns) || procComm(pid) !== 'postgres') return;
+    const h = this.host(this.ctx(spec), node);
+    const pid = this.postmasterPid(spec, h);
+    if (pid === null) return;
     await this.timed('kill', h.id, async () => {
       const children = netnsPids(h.ns).filter((p) => procPpid(p) === pid);
       try {
@@ -536,6 +528,40 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       const deadline = Date.now() + 5000;
       while (Date.now() < deadline && [pid, ...children].some((p) => pidInNetns(p, h.ns))) await sleep(5);
     });
+  }
+
+  /** SIGSTOP the postmaster, then each of its children (backends, walsender, walreceiver...):
+   *  the node's postgres hangs with its ports open (the kernel still completes TCP connects, but
+   *  nothing answers). Stopped first, the postmaster forks no child the scan would miss. No-op
+   *  when no postmaster runs. */
+  async hang(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const h = this.host(this.ctx(spec), node);
+    const pid = this.postmasterPid(spec, h);
+    if (pid === null) return;
+    signalQuietly(pid, 'SIGSTOP');
+    for (const child of netnsPids(h.ns).filter((p) => procPpid(p) === pid)) signalQuietly(child, 'SIGSTOP');
+  }
+
+  /** SIGCONT what hang() stopped: the children first, then the postmaster. */
+  async resume(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+    const h = this.host(this.ctx(spec), node);
+    const pid = this.postmasterPid(spec, h);
+    if (pid === null) return;
+    for (const child of netnsPids(h.ns).filter((p) => procPpid(p) === pid)) signalQuietly(child, 'SIGCONT');
+    signalQuietly(pid, 'SIGCONT');
+  }
+
+  /** The node's postmaster (first line of postmaster.pid), if one lives in its namespace: a
+   *  stale file may name a reused pid. */
+  private postmasterPid(spec: ClusterSpec, h: LabHost): number | null {
+    const pidFile = join(hostPath(h, spec.postgres.dataDir), 'postmaster.pid');
+    let pid: number;
+    try {
+      pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+    } catch {
+      return null; // no postmaster.pid: nothing runs
+    }
+    return pidInNetns(pid, h.ns) && procComm(pid) === 'postgres' ? pid : null;
   }
 
   async partition(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
@@ -579,6 +605,14 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 }
 
 // ------------------------------------------------------------------ helpers
+
+function signalQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    /* gone meanwhile */
+  }
+}
 
 /** Remove a machine's cgroup once the last of its processes (zombies too, which the namespace
  *  no longer shows) is gone; one still holding processes after 5 s, or gone, is left alone. */

@@ -70,6 +70,8 @@ function libvirtFaults(provider: LibvirtProvider, shell: SshShell): FaultInjecto
       const res = await shell.exec(provider.hostRef(c, n), ['sh', '-c', script]);
       if (res.code !== 0) throw terminal(`cannot kill postgres on ${c.name}/${n.name}: ${res.stderr.trim()}`);
     },
+    hang: (c, n) => signalPostgres(provider, shell, c, n, 'STOP'),
+    resume: (c, n) => signalPostgres(provider, shell, c, n, 'CONT'),
     partition: (c, n) => provider.setLink(c, n, 'down'),
     heal: (c, n) => provider.setLink(c, n, 'up'),
     async stop(c, n) {
@@ -78,4 +80,24 @@ function libvirtFaults(provider: LibvirtProvider, shell: SshShell): FaultInjecto
     },
     start: (c, n) => provider.startMachine(c, n),
   };
+}
+
+/** SIGSTOP (postmaster first: it forks nothing more) or SIGCONT (children first) the node's
+ *  postmaster and its children over SSH; no postmaster.pid: nothing to do. */
+async function signalPostgres(
+  provider: LibvirtProvider,
+  shell: SshShell,
+  c: ClusterSpec,
+  n: NodeSpec,
+  signal: 'STOP' | 'CONT',
+): Promise<void> {
+  const pidFile = `${c.postgres.dataDir}/postmaster.pid`;
+  const script =
+    'p=$(head -n1 "$1" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; ' +
+    '[ "$2" = STOP ] && kill -STOP "$p"; ' +
+    'for k in $(pgrep -P "$p"); do kill -"$2" "$k"; done; ' +
+    '[ "$2" = CONT ] && kill -CONT "$p"; exit 0';
+  const res = await shell.exec(provider.hostRef(c, n), ['sh', '-c', script, 'pgop', pidFile, signal]);
+  if (res.code !== 0)
+    throw terminal(`cannot signal postgres (${signal}) on ${c.name}/${n.name}: ${res.stderr.trim()}`);
 }

@@ -8,6 +8,7 @@ import { transient } from '../../errors.js';
 import { ClientCache, newClient } from '../pg-clients.js';
 import type { ClusterTls } from '../../tls/material.js';
 import { clientTls } from '../../tls/client.js';
+import { KEEPALIVE_IDLE_MS, poolSessionTimeoutMs } from '../timeouts.js';
 
 interface PoolNodeRow {
   node_id: string;
@@ -32,10 +33,7 @@ export class PoolBackendsQuery {
    *  took 0.5-0.9 s; the former answers from shared memory in ~2 ms with the same
    *  node_id/hostname/status/role. Bounded here as well as by pg's own timeouts: nothing else
    *  may hold up a pass that routes pgpool right after a failover. */
-  async backends(
-    cluster: ClusterSpec,
-    bound = Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2) + 1000,
-  ): Promise<PoolBackend[]> {
+  async backends(cluster: ClusterSpec, bound = poolSessionTimeoutMs(cluster) + 1000): Promise<PoolBackend[]> {
     try {
       const c = await within(this.client(cluster), bound, 'connecting to pgpool');
       const query = 'SHOW POOL_BACKEND_STATS';
@@ -58,17 +56,17 @@ export class PoolBackendsQuery {
   }
 
   private client(cluster: ClusterSpec): Promise<pg.Client> {
-    const timeout = cluster.failureDetection.connectTimeoutMs;
+    const timeout = poolSessionTimeoutMs(cluster);
     return this.clients.get(cluster.name, () =>
       newClient({
         ...this.connectOf(cluster),
         ...this.sslConfig(cluster),
-        // A pgpool that just started connects to every backend first: give it time. (A pgpool
-        // busy failing over does not hold up a pass: observe() waits only briefly for this.)
-        connectionTimeoutMillis: Math.max(2000, timeout * 2),
-        query_timeout: Math.max(2000, timeout * 2),
+        // (A pgpool busy failing over does not hold up a pass: observe() waits only briefly.)
+        connectionTimeoutMillis: timeout,
+        query_timeout: timeout,
         application_name: 'pgop-pool-probe',
         keepAlive: true,
+        keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
       }),
     );
   }

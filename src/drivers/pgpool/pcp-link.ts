@@ -8,6 +8,7 @@ import { transient } from '../../errors.js';
 import { PCP_USER } from './config.js';
 import { PcpRefused, PcpSession, pcpRequest, type PcpRequest, type PcpTarget } from './pcp.js';
 import type { PoolClusterState } from './state.js';
+import { pcpTimeoutMs } from '../timeouts.js';
 
 /** One cluster's pgpool as PCP sees it. */
 export interface PcpLink {
@@ -23,10 +24,6 @@ const OPENED_AHEAD_MAX_AGE_MS = 20_000;
 const QUIET_AFTER_REQUEST_MS = 8_000;
 /** A session opened because a node is failing is closed unused after this long. */
 const FAILING_SESSION_MS = 3_000;
-
-export function pcpTimeoutMs(cluster: ClusterSpec): number {
-  return Math.max(2000, cluster.failureDetection.connectTimeoutMs * 4);
-}
 
 /** Where pgpool's PCP port is, with the password kept on the pool host. */
 export async function pcpTarget(link: PcpLink): Promise<PcpTarget> {

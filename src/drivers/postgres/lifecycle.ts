@@ -30,7 +30,7 @@ import {
   replicationPassfilePath,
   scriptDir,
 } from './config.js';
-import { ms, socketDir, type NodeAccess } from './node-access.js';
+import { checkpoint, ms, socketDir, type NodeAccess } from './node-access.js';
 import type { Prober } from './probe.js';
 import { initdbScript, installScript, startScript, startupErrorsScript, stopScript } from './scripts.js';
 import {
@@ -328,7 +328,7 @@ export class Lifecycle {
     const st = await this.a.nodeState(cluster, node);
     if (!st.running) return;
     try {
-      await this.a.withAdmin(cluster, node, (c) => c.query('CHECKPOINT'));
+      await this.a.withAdmin(cluster, node, checkpoint);
     } catch (err) {
       this.a.log.warn({ node: node.name, error: messageOf(err) }, 'checkpoint before demote failed');
     }

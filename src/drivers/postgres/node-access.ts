@@ -10,6 +10,15 @@ import { resolveSecret } from '../../spec/secrets.js';
 import { ClusterTls, nodeHostId } from '../../tls/material.js';
 import { clientTls, explainTlsError } from '../../tls/client.js';
 import { endClient, newClient, pgMessage } from '../pg-clients.js';
+import {
+  ADMIN_LOCK_MS,
+  ADMIN_STATEMENT_MS,
+  CHECKPOINT_MS,
+  CLIENT_GRACE_MS,
+  KEEPALIVE_IDLE_MS,
+  adminConnectTimeoutMs,
+  probeTimeoutMs,
+} from '../timeouts.js';
 import { assertSafePath } from '../ssh/node-fs.js';
 import { putFiles, type FileOp } from '../remote/files.js';
 import { failureDetail, runScript, tail, type NodeScript } from '../remote/run.js';
@@ -174,8 +183,10 @@ export class NodeAccess {
 
   // ---------------------------------------------------------------------- pg sessions
 
+  /** Every pg session to a node is bounded (src/drivers/timeouts.ts): its connect, each
+   *  statement on the server and, for a node that hangs and cannot cancel, on the client too.
+   *  `extra` narrows them (the probe: its own budget). */
   clientConfig(cluster: ClusterSpec, node: NodeSpec, extra: Partial<pg.ClientConfig> = {}): pg.ClientConfig {
-    const timeout = cluster.failureDetection.connectTimeoutMs;
     const base = this.connectOf(cluster, node);
     let ssl: Partial<pg.ClientConfig> = {};
     if (this.tls.enabled(cluster) && !String(base.host ?? '').startsWith('/')) {
@@ -190,8 +201,12 @@ export class NodeAccess {
       port: pgPort(cluster),
       ...base,
       ...ssl,
-      connectionTimeoutMillis: timeout,
+      connectionTimeoutMillis: probeTimeoutMs(cluster),
+      statement_timeout: ADMIN_STATEMENT_MS,
+      lock_timeout: ADMIN_LOCK_MS,
+      query_timeout: ADMIN_STATEMENT_MS + CLIENT_GRACE_MS,
       keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
       application_name: 'pgop',
       ...extra,
     };
@@ -205,7 +220,7 @@ export class NodeAccess {
     database?: string,
   ): Promise<T> {
     const cfg = this.clientConfig(cluster, node, {
-      connectionTimeoutMillis: Math.max(5000, cluster.failureDetection.connectTimeoutMs),
+      connectionTimeoutMillis: adminConnectTimeoutMs(cluster),
       ...(database ? { database } : {}),
     });
     const client = newClient(cfg);
@@ -296,6 +311,13 @@ export class NodeAccess {
       return '';
     }
   }
+}
+
+/** CHECKPOINT on an admin session: it may rightly take minutes (every dirty buffer written), so
+ *  it gets its own bounds instead of the session's. */
+export async function checkpoint(c: pg.Client): Promise<void> {
+  await c.query(`SET statement_timeout = ${CHECKPOINT_MS}`);
+  await c.query({ text: 'CHECKPOINT', query_timeout: CHECKPOINT_MS + CLIENT_GRACE_MS } as pg.QueryConfig);
 }
 
 /** The socket directory postgres listens on (the first of unix_socket_directories). */

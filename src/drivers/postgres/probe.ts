@@ -10,6 +10,7 @@ import { messageOf } from '../../errors.js';
 import { ClientCache, newClient, pgMessage } from '../pg-clients.js';
 import type { NodeAccess, NodeState } from './node-access.js';
 import { downObservation, queryObservation } from './probe-query.js';
+import { lookTimeoutMs, probeTimeoutMs } from '../timeouts.js';
 
 /** How long a backend's report of its postmaster's death stays news (a probe has looked since). */
 const DEATH_NEWS_MS = 5_000;
@@ -22,7 +23,7 @@ const RECENT_ANSWER_MS = 10_000;
 /** How long an SSH look's answer serves the next probes. */
 const LOOK_FRESH_MS = 3_000;
 
-interface Look {
+export interface Look {
   at: number;
   /** null: SSH did not answer */
   state: NodeState | null;
@@ -69,7 +70,7 @@ export class Prober {
 
   /** The node's probe session (opened when there is none). */
   probeClient(cluster: ClusterSpec, node: NodeSpec): Promise<pg.Client> {
-    const timeout = cluster.failureDetection.connectTimeoutMs;
+    const timeout = probeTimeoutMs(cluster);
     return this.probes.get(`${cluster.name}/${node.name}`, () =>
       newClient(
         this.access.clientConfig(cluster, node, {
@@ -182,9 +183,10 @@ export class Prober {
         '(its backend said: terminating connection due to unexpected postmaster exit)'
       : '';
     let refused = told;
+    let timedOut = false;
     // A cached session may have died with a restart since the last probe: one fresh try then.
     const cached = this.probes.has(key);
-    for (let attempt = 0; !refused && attempt < (cached ? 2 : 1); attempt++) {
+    for (let attempt = 0; !refused && !timedOut && attempt < (cached ? 2 : 1); attempt++) {
       try {
         const client = await this.probeClient(cluster, node);
         const obs = await this.query(cluster, client);
@@ -196,11 +198,11 @@ export class Prober {
         pgError = `postgres: ${pgMessage(err)}`;
         const e = err as { code?: string; message?: string };
         refused = e.code === 'ECONNREFUSED';
-        // the server is there but refuses us: no point in a second connect
-        if (refused || e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '')) break;
+        // the server refuses us, or gave no answer in the probe's budget: no second connect
+        timedOut = e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '');
       }
     }
-    return this.afterMiss(cluster, node, pgError, refused);
+    return this.afterMiss(cluster, node, { pgError, refused, timedOut });
   }
 
   /** Takes the news of the node's postmaster's death, if fresh: the probe then reports it instead
@@ -221,12 +223,8 @@ export class Prober {
   }
 
   /** What a probe that got no answer from postgres reports, from the SSH look. */
-  private async afterMiss(
-    cluster: ClusterSpec,
-    node: NodeSpec,
-    pgError: string,
-    refused: boolean,
-  ): Promise<ProbeResult> {
+  private async afterMiss(cluster: ClusterSpec, node: NodeSpec, miss: Miss): Promise<ProbeResult> {
+    const { pgError, refused } = miss;
     const key = `${cluster.name}/${node.name}`;
     const last = this.lastAnswer.get(key);
     const recent = last !== undefined && Date.now() - last < RECENT_ANSWER_MS;
@@ -244,10 +242,10 @@ export class Prober {
       // an older look (from a failure long ago) says nothing about now
       if (!lookFresh)
         return { reachable: false, postgres: null, error: `${pgError}; ssh: not checked yet`, ...gone };
-      return { ...fromLook(look, pgError), ...gone };
+      return { ...fromLook(look, miss), ...gone };
     }
     await this.refreshLook(cluster, node);
-    return fromLook(this.looks.get(key)!, pgError);
+    return fromLook(this.looks.get(key)!, miss);
   }
 
   /** Start (or join) an SSH look at the node; its result lands in `looks`. */
@@ -255,7 +253,7 @@ export class Prober {
     const key = `${cluster.name}/${node.name}`;
     const have = this.looks.get(key);
     if (have?.pending) return have.pending;
-    const timeoutMs = Math.max(2000, cluster.failureDetection.connectTimeoutMs * 2);
+    const timeoutMs = lookTimeoutMs(cluster);
     const pending = this.access.nodeState(cluster, node, timeoutMs).then(
       (state) => void this.looks.set(key, { at: Date.now(), state, error: '' }),
       (err) => void this.looks.set(key, { at: Date.now(), state: null, error: messageOf(err) }),
@@ -270,9 +268,31 @@ export class Prober {
   }
 }
 
-function fromLook(look: Look, pgError: string): ProbeResult {
+/** Why a probe got no observation from postgres. */
+interface Miss {
+  pgError: string;
+  /** the port was refused (or a backend told of its postmaster's death) */
+  refused: boolean;
+  /** no answer within the probe's budget: the link is down, or postgres hangs */
+  timedOut: boolean;
+}
+
+/** The probe's result from the SSH look. A postmaster that runs (pg_ctl status: its pid is
+ *  alive) yet gave no answer within the probe's budget hangs (stopped, stuck in the kernel):
+ *  it is no healthier than one that is gone, and its state cannot be read (postgres: null) -
+ *  the misses count on towards a failover as after a link-down. One that answered with an
+ *  error (starting up, too many connections) is running as the look says. */
+export function fromLook(look: Look, miss: Miss): ProbeResult {
+  const { pgError } = miss;
   if (!look.state) return { reachable: false, postgres: null, error: `${pgError}; ssh: ${look.error}` };
   const s = look.state;
+  if (s.running && miss.timedOut)
+    return {
+      reachable: true,
+      postgres: null,
+      error: `${pgError}; ssh: postgres runs but does not answer`,
+      hung: true,
+    };
   return {
     reachable: true,
     postgres: downObservation(s.initialized, s.standbySignal, s.running),

@@ -23,7 +23,7 @@ import {
   syncStandbyNamesValue,
   tlsNodePaths,
 } from './config.js';
-import { ms, socketDir, type NodeAccess, type NodeState } from './node-access.js';
+import { checkpoint, ms, socketDir, type NodeAccess, type NodeState } from './node-access.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Prober } from './probe.js';
 import { basebackupScript, prepareDataDirScript, rewindScript, waitGoneScript } from './scripts.js';
@@ -267,7 +267,7 @@ export class Replication {
     });
     // pg_rewind (15) reads the source's timeline from its control file, which a freshly promoted
     // primary updates only at its first checkpoint: without this, "no rewind required".
-    await this.a.withAdmin(cluster, primary, (c) => c.query('CHECKPOINT'));
+    await this.a.withAdmin(cluster, primary, checkpoint);
     const src = [
       `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`,
       ...nodeSslConninfo(cluster),

@@ -24,6 +24,13 @@ import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../types.js';
 import { PgopError, terminal, transient } from '../../errors.js';
 import { assertEnvName, assertSafeName, shellJoin } from './quote.js';
 import { NODE_FS_FUNCS } from './node-fs.js';
+import {
+  SSH_CONNECT_MS,
+  SSH_EXEC_DEFAULT_MS,
+  SSH_KEEPALIVE_COUNT,
+  SSH_KEEPALIVE_MS,
+  SSH_READY_MS,
+} from '../timeouts.js';
 
 export interface PinnedKey {
   algo: string;
@@ -156,10 +163,10 @@ export class SshShell implements NodeShell {
     private readonly pins: HostKeyPins,
     opts: SshShellOptions = {},
   ) {
-    this.connectTimeoutMs = opts.connectTimeoutMs ?? 3000;
-    this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
-    this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 60_000;
-    this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 2000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? SSH_CONNECT_MS;
+    this.readyTimeoutMs = opts.readyTimeoutMs ?? SSH_READY_MS;
+    this.defaultTimeoutMs = opts.defaultTimeoutMs ?? SSH_EXEC_DEFAULT_MS;
+    this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? SSH_KEEPALIVE_MS;
     this.log = opts.log ?? (() => {});
     this.onHostKeyRefused = opts.onHostKeyRefused ?? (() => {});
   }
@@ -251,7 +258,7 @@ export class SshShell implements NodeShell {
           privateKey,
           readyTimeout: this.readyTimeoutMs,
           keepaliveInterval: this.keepaliveIntervalMs,
-          keepaliveCountMax: 3,
+          keepaliveCountMax: SSH_KEEPALIVE_COUNT,
           algorithms: { serverHostKey: ['ssh-ed25519'] },
           // hostHash unset: the verifier receives the raw public key blob.
           hostVerifier: (blob: Buffer) => {
