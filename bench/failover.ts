@@ -18,8 +18,8 @@
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
 // PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false).
 
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,51 +29,8 @@ if (process.getuid?.() !== 0) {
   process.exit(0);
 }
 
-const netns = await import('../src/drivers/lab/netns.js');
-
-if (!process.env.PGOP_IN_HUB) {
-  // The outer process: a fresh hub, this file again inside it, then sweep everything of the prefix.
-  const prefix = process.env.PGOP_LAB_PREFIX ?? `pgf${process.pid.toString(36).slice(-4)}`;
-  const state = process.env.PGOP_LAB_STATE ?? `/var/lib/pgop/bench-${prefix}`;
-  process.env.PGOP_LAB_PREFIX = prefix;
-  const hub = await netns.ensureHub(prefix);
-  mkdirSync(state, { recursive: true });
-  const child = spawn(
-    netns.NSENTER,
-    [`--net=${netns.netnsPath(hub)}`, '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)],
-    {
-      stdio: 'inherit',
-      env: { ...process.env, PGOP_LAB_PREFIX: prefix, PGOP_LAB_STATE: state, PGOP_IN_HUB: prefix },
-    },
-  );
-  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
-  process.on('SIGINT', forward('SIGINT'));
-  process.on('SIGTERM', forward('SIGTERM'));
-  const code = await new Promise<number>((r) => child.on('exit', (c, s) => r(c ?? (s ? 130 : 1))));
-  for (const ns of netns.listNetns().filter((n) => n.startsWith(`${prefix}-`))) {
-    await netns.killNetnsProcesses(ns).catch(() => undefined);
-    await netns.awaitNetnsEmpty(ns).catch(() => undefined);
-    await netns.deleteNetns(ns).catch(() => undefined);
-  }
-  // the lab machines' cgroups, namespaces gone or not
-  const root = netns.cgroup2Root();
-  const labCgroups = (() => {
-    try {
-      return root ? readdirSync(`${root}/pgop-lab`).filter((n) => n.startsWith(`${prefix}-`)) : [];
-    } catch {
-      return []; // no lab cgroup ever made
-    }
-  })();
-  for (const d of labCgroups) {
-    try {
-      rmdirSync(`${root}/pgop-lab/${d}`);
-    } catch {
-      /* still in use, or gone */
-    }
-  }
-  rmSync(state, { recursive: true, force: true });
-  process.exit(code);
-}
+const { enterLabHub } = await import('./lab-hub.js');
+await enterLabHub('pgf');
 
 // ------------------------------------------------------------------------------ inside the hub
 

@@ -56,6 +56,8 @@ export interface ChaosLabOptions {
   tls?: boolean;
   /** progress lines (default: none) */
   log?: (line: string) => void;
+  /** share this lab's store and `pgop serve` (two clusters under one operator) */
+  operator?: ChaosLab;
 }
 
 export interface CliResult {
@@ -94,6 +96,8 @@ export class ChaosLab {
   readonly tls: boolean;
   private readonly secrets: { postgres: string; replicator: string; chaos: string };
   private serveChild: ChildProcess | null = null;
+  /** the lab whose operator this one shares, if any */
+  private readonly owner: ChaosLab | null;
   private serveStarts = 0;
   private store: Store | null = null;
   private provider: LabProvider | null = null;
@@ -114,7 +118,8 @@ export class ChaosLab {
     this.mode = o.mode;
     this.tls = o.tls ?? true;
     this.work = join(state, `chaos-${o.name}`);
-    this.db = join(this.work, 'pgop.db');
+    this.owner = o.operator ?? null;
+    this.db = this.owner ? this.owner.db : join(this.work, 'pgop.db');
     this.specFile = join(this.work, 'spec.yaml');
     const base = o.network.split('/')[0]!.split('.').slice(0, 3).join('.');
     this.allNodes = Array.from({ length: o.nodes ?? 3 }, (_, i) => ({
@@ -204,6 +209,7 @@ export class ChaosLab {
 
   /** `pgop serve` as a child process of this one (it stays in this hub namespace). */
   startServe(): number {
+    if (this.owner) return this.owner.startServe();
     if (this.serveChild && this.serveChild.exitCode === null && this.serveChild.signalCode === null)
       return this.serveChild.pid!;
     const log = openSync(join(this.work, 'serve.log'), 'a', 0o600);
@@ -219,12 +225,14 @@ export class ChaosLab {
   }
 
   get servePid(): number | null {
+    if (this.owner) return this.owner.servePid;
     const c = this.serveChild;
     return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
   }
 
   /** Stop the serve child (SIGKILL: dies on the spot; SIGTERM: finishes its step) and wait. */
   async stopServe(signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM', timeoutMs = 30_000): Promise<void> {
+    if (this.owner) return this.owner.stopServe(signal, timeoutMs);
     const c = this.serveChild;
     if (!c) return;
     this.serveChild = null;
@@ -241,7 +249,7 @@ export class ChaosLab {
 
   serveLogTail(chars = 3000): string {
     try {
-      const s = readFileSync(join(this.work, 'serve.log'), 'utf8');
+      const s = readFileSync(join((this.owner ?? this).work, 'serve.log'), 'utf8');
       return s.slice(-chars);
     } catch {
       return '';
@@ -353,7 +361,8 @@ export class ChaosLab {
    *  namespaces and the state dir anyway). */
   async down(): Promise<void> {
     try {
-      await this.stopServe('SIGKILL');
+      // a lab sharing another's operator leaves it running: that operator deletes this cluster
+      if (!this.owner) await this.stopServe('SIGKILL');
       this.store?.close();
       this.store = null;
       // PGOP_CHAOS_LOG_DIR=dir keeps pgpool's log too (the pool host goes with the delete below)
