@@ -150,7 +150,8 @@ function report(): string {
   });
   return (
     `bench:failover-neighbour on ${commit.slice(0, 12)}, ${TRIALS} trial(s) per row, ` +
-    `A's clone at ${CLONE_MAX_RATE}B/s of ~330 MB, ${startedAt.toISOString()} .. ${new Date().toISOString()}\n` +
+    `A's clone at ${CLONE_MAX_RATE}B/s of ~330 MB, ` +
+    `${startedAt.toISOString()} .. ${new Date().toISOString()}\n` +
     `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)}\n\n` +
     `${text.join('\n')}\n\n` +
     `A's clone at each fault: ${rows
@@ -164,7 +165,8 @@ function report(): string {
 const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000);
 try {
   say(
-    `bench:failover-neighbour: ${TRIALS} trial(s) x ${FAULTS.join('/')}; prefix ${process.env.PGOP_LAB_PREFIX}`,
+    `bench:failover-neighbour: ${TRIALS} trial(s) x ${FAULTS.join('/')}; ` +
+      `prefix ${process.env.PGOP_LAB_PREFIX}`,
   );
   await b.up();
   await a.up();

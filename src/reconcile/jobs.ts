@@ -365,9 +365,9 @@ export function copyDeadline(startedAt: number, totalBytes: number, maxBytesPerS
 
 /** replication.cloneMaxRate (pg_basebackup --max-rate: kB/s, or with a k or M suffix) in bytes/s. */
 function maxRateOf(spec: ClusterSpec): number | null {
-  const rate = (spec.replication as { cloneMaxRate?: string | number }).cloneMaxRate;
+  const rate = spec.replication.cloneMaxRate;
   if (rate === undefined) return null;
-  const m = /^(\d+)([kM]?)$/.exec(String(rate));
+  const m = /^(\d+)([kM]?)$/.exec(rate);
   if (!m) return null;
   return Number(m[1]) * (m[2] === 'M' ? 2 ** 20 : 2 ** 10);
 }

@@ -148,6 +148,14 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     );
   }
   const replUser = str(repl.user) ?? 'replicator';
+  const rate = /^(\d+)([kM]?)$/.exec(str(repl.cloneMaxRate) ?? '');
+  const kBps = rate ? Number(rate[1]) * (rate[2] === 'M' ? 1024 : 1) : null;
+  if (kBps !== null && (kBps < 32 || kBps > 1024 * 1024)) {
+    r.add(
+      [...S, 'replication', 'cloneMaxRate'],
+      `${rate![0]} is outside pg_basebackup's range of 32k to 1024M`,
+    );
+  }
 
   // --- postgres parameters and hba
   const pg = obj(spec.postgres);

@@ -73,6 +73,8 @@ export interface ReplicationSpec {
   user: string;
   password: SecretRef;
   slots: boolean;
+  /** pg_basebackup --max-rate for a standby's clone (kB/s, or with a k or M suffix) */
+  cloneMaxRate?: string;
 }
 
 export interface PgpoolSpec {

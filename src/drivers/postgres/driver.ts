@@ -13,6 +13,7 @@ import type pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type {
   DriverLog,
+  JobContext,
   HostRef,
   NodeShell,
   PostgresDriver,
@@ -138,8 +139,8 @@ export class SshPostgresDriver implements PostgresDriver {
     return this.replication.ensureSyncStandbys(cluster, primary, names, quorum);
   }
 
-  ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void> {
-    return this.replication.ensureStandby(cluster, node, primary);
+  ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec, job?: JobContext): Promise<void> {
+    return this.replication.ensureStandby(cluster, node, primary, job);
   }
 
   promote(cluster: ClusterSpec, node: NodeSpec): Promise<void> {

@@ -26,7 +26,14 @@ import {
 import { checkpoint, ms, socketDir, type NodeAccess, type NodeState } from './node-access.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Prober } from './probe.js';
-import { basebackupScript, prepareDataDirScript, rewindScript, waitGoneScript } from './scripts.js';
+import {
+  basebackupScript,
+  prepareDataDirScript,
+  rewindScript,
+  stopCopyScript,
+  waitGoneScript,
+} from './scripts.js';
+import type { JobContext } from '../types.js';
 import { createSlots } from './sql-objects.js';
 
 interface PrimaryInfo {
@@ -56,7 +63,12 @@ export class Replication {
 
   // ---------------------------------------------------------------------- standby
 
-  async ensureStandby(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec): Promise<void> {
+  async ensureStandby(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    job?: JobContext,
+  ): Promise<void> {
     if (node.name === primary.name) throw internal(`cannot make ${node.name} a standby of itself`);
     const t0 = performance.now();
     await this.a.ensureTls(cluster);
@@ -84,7 +96,7 @@ export class Replication {
       if (await this.life.writeManagedFiles(cluster, node, files)) await this.life.reload(cluster, node);
       return;
     }
-    await this.copyAndStart(cluster, node, primary, pinfo, step);
+    await this.copyAndStart(cluster, node, primary, pinfo, step, job);
     this.a.log.info({ node: node.name, primary: primary.name, ms: ms(t0) }, 'standby ensured');
   }
 
@@ -171,18 +183,19 @@ export class Replication {
     primary: NodeSpec,
     pinfo: PrimaryInfo,
     step: StandbyStep,
+    job?: JobContext,
   ): Promise<void> {
     let { action, reason } = step;
     let fresh = false;
     if (action === 'rewind') {
-      fresh = await this.rewind(cluster, node, primary, reason);
+      fresh = await this.rewind(cluster, node, primary, reason, job);
       if (!fresh) {
         action = 'clone';
         reason = 'rewind failed';
       }
     }
     if (action === 'clone') {
-      await this.clone(cluster, node, primary, pinfo.systemId, reason);
+      await this.clone(cluster, node, primary, pinfo.systemId, reason, job);
       fresh = true;
     }
     // One round trip: managed files, standby conf + signal + passfile, and after a copy an empty
@@ -257,6 +270,7 @@ export class Replication {
     node: NodeSpec,
     primary: NodeSpec,
     reason: string,
+    job?: JobContext,
   ): Promise<boolean> {
     const t0 = performance.now();
     const d = this.a.dataDir(cluster);
@@ -272,11 +286,12 @@ export class Replication {
       `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`,
       ...nodeSslConninfo(cluster),
     ].join(' ');
-    const res = await this.a.run(cluster, node, rewindScript(d, binDir(cluster), src), {
+    const rewinding = this.a.run(cluster, node, rewindScript(d, binDir(cluster), src, copyPidFile(cluster)), {
       user: 'postgres',
       input: `${this.a.superuserPassword(cluster)}\n`,
       timeoutMs: 30 * 60_000,
     });
+    const res = await this.whileCopying(cluster, node, job, rewinding, `rewind of ${node.name}`);
     if (res.code !== 0) {
       this.a.log.warn(
         { node: node.name, primary: primary.name, reason, error: tail(res.stderr) },
@@ -329,9 +344,11 @@ export class Replication {
     primary: NodeSpec,
     systemId: string,
     reason: string,
+    job?: JobContext,
   ): Promise<void> {
     const t0 = performance.now();
     const d = this.a.dataDir(cluster);
+    throwIfCancelled(job, `clone of ${node.name}`);
     const prepare = prepareDataDirScript(d, systemId, binDir(cluster));
     const prep = await this.a.must(cluster, node, 'prepare the data directory', prepare, {
       user: 'root',
@@ -353,15 +370,79 @@ export class Replication {
       port: pgPort(cluster),
       user: cluster.replication.user,
       slot: cluster.replication.slots ? slotName(node.name) : '',
-      applicationName: `pgop_clone_${node.name}`,
+      applicationName: cloneAppName(node),
+      maxRate: cluster.replication.cloneMaxRate ?? '',
+      pidFile: copyPidFile(cluster),
     });
-    await this.a.must(cluster, node, `clone ${primary.name}`, script, {
+    const copying = this.a.must(cluster, node, `clone ${primary.name}`, script, {
       user: 'postgres',
       input: `${this.a.replicationPassword(cluster)}\n`,
       timeoutMs: 6 * 3600_000,
       ...(tlsOn ? { env: { PGSSLMODE: 'verify-full', PGSSLROOTCERT: tlsNodePaths(cluster).ca } } : {}),
     });
+    const progress = job && this.reportCloneProgress(cluster, node, primary, job);
+    try {
+      await this.whileCopying(cluster, node, job, copying, `clone of ${node.name}`);
+    } finally {
+      progress?.stop();
+    }
     this.a.log.info({ node: node.name, primary: primary.name, reason, ms: ms(t0) }, 'cloned');
+  }
+
+  /** Wait for a copy (pg_basebackup / pg_rewind) to end; when its job is cancelled meanwhile, stop
+   *  the copy on the node and reject (the data directory is left partial: redone next time). */
+  private async whileCopying<T>(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    job: JobContext | undefined,
+    copying: Promise<T>,
+    what: string,
+  ): Promise<T> {
+    if (!job) return copying;
+    const stop = () =>
+      void this.a
+        .run(cluster, node, stopCopyScript(copyPidFile(cluster), this.a.dataDir(cluster)), {
+          user: 'postgres',
+        })
+        .catch((err: unknown) =>
+          this.a.log.warn({ node: node.name, err: messageOf(err) }, `cannot stop the ${what}`),
+        );
+    job.signal.addEventListener('abort', stop, { once: true });
+    if (job.signal.aborted) stop();
+    try {
+      const done = await copying;
+      throwIfCancelled(job, what);
+      return done;
+    } catch (err) {
+      throwIfCancelled(job, what);
+      throw err;
+    } finally {
+      job.signal.removeEventListener('abort', stop);
+    }
+  }
+
+  /** pg_basebackup's bytes, as the primary counts them (pg_stat_progress_basebackup), every second. */
+  private reportCloneProgress(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    job: JobContext,
+  ): { stop(): void } {
+    let stopped = false;
+    const poll = async () => {
+      while (!stopped && !job.signal.aborted) {
+        await sleep(CLONE_PROGRESS_MS);
+        if (stopped) return;
+        try {
+          const row = await this.a.withAdmin(cluster, primary, (c) => cloneProgress(c, cloneAppName(node)));
+          if (row) job.progress(row.done, row.total ?? undefined);
+        } catch {
+          // progress is a nicety: a failed look is tried again next second
+        }
+      }
+    };
+    void poll();
+    return { stop: () => void (stopped = true) };
   }
 
   /** Poll until the node streams from `primary` (true) or `timeoutMs` passes (false). */
@@ -440,4 +521,33 @@ function historyFile(timeline: number): string {
 async function readHistoryFile(c: pg.Client, timeline: number): Promise<string | null> {
   const sql = "SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), 'UTF8') AS t";
   return (await c.query<{ t: string | null }>(sql, [historyFile(timeline)])).rows[0]?.t ?? null;
+}
+
+/** How often a running clone's bytes are read on the primary. */
+const CLONE_PROGRESS_MS = 1_000;
+
+/** pg_basebackup's application_name: how its walsender is found on the primary. */
+const cloneAppName = (node: NodeSpec) => `pgop_clone_${node.name}`;
+
+/** Where a copy's script leaves its pid (the socket directory: postgres's, one per node). */
+const copyPidFile = (cluster: ClusterSpec) => `${socketDir(cluster)}/pgop-copy.pid`;
+
+function throwIfCancelled(job: JobContext | undefined, what: string): void {
+  if (!job?.signal.aborted) return;
+  const why = job.signal.reason instanceof Error ? job.signal.reason.message : 'cancelled';
+  throw transient(`${what} stopped: ${why}`);
+}
+
+async function cloneProgress(
+  c: pg.Client,
+  appName: string,
+): Promise<{ done: number; total: number | null } | null> {
+  const r = await c.query<{ done: string; total: string | null }>(
+    `SELECT p.backup_streamed::text AS done, p.backup_total::text AS total
+       FROM pg_stat_progress_basebackup p JOIN pg_stat_replication r USING (pid)
+      WHERE r.application_name = $1`,
+    [appName],
+  );
+  const row = r.rows[0];
+  return row ? { done: Number(row.done), total: row.total === null ? null : Number(row.total) } : null;
 }

@@ -89,8 +89,13 @@ export function promoteScript(dataDir: string, binDir: string): NodeScript {
 }
 
 /** The superuser's password goes on stdin, never on a command line. */
-export function rewindScript(dataDir: string, binDir: string, sourceConninfo: string): NodeScript {
-  return { text: REWIND_SH, args: [dataDir, binDir, sourceConninfo] };
+export function rewindScript(
+  dataDir: string,
+  binDir: string,
+  sourceConninfo: string,
+  pidFile: string,
+): NodeScript {
+  return { text: REWIND_SH, args: [dataDir, binDir, sourceConninfo, pidFile] };
 }
 
 export function prepareDataDirScript(dataDir: string, systemId: string, binDir: string): NodeScript {
@@ -106,14 +111,23 @@ export interface BasebackupValues {
   /** '' = no slot */
   slot: string;
   applicationName: string;
+  /** pg_basebackup --max-rate; '' = none */
+  maxRate: string;
+  /** where the script leaves pg_basebackup's pid (a directory of postgres) */
+  pidFile: string;
 }
 
 /** The replication password goes on stdin, never on a command line. */
 export function basebackupScript(v: BasebackupValues): NodeScript {
   return {
     text: BASEBACKUP_SH,
-    args: [v.dataDir, v.binDir, v.host, v.port, v.user, v.slot, v.applicationName],
+    args: [v.dataDir, v.binDir, v.host, v.port, v.user, v.slot, v.applicationName, v.maxRate, v.pidFile],
   };
+}
+
+/** Stop the copy (pg_basebackup / pg_rewind) into `dataDir` whose pid `pidFile` holds. */
+export function stopCopyScript(pidFile: string, dataDir: string): NodeScript {
+  return { text: STOP_COPY_SH, args: [pidFile, dataDir] };
 }
 
 /** psql over the local socket (peer auth); the SQL goes on stdin. */
@@ -340,11 +354,13 @@ const WAIT_GONE_SH = `${PM_FUNCS}
 clear_stale "$1" "$2" "$3"
 `;
 
-/** As postgres; password on stdin. $1 data dir, $2 bin dir, $3 source conninfo (no password). */
+/** As postgres; password on stdin. $1 data dir, $2 bin dir, $3 source conninfo (no password),
+ *  $4 pid file (see BASEBACKUP_SH). */
 const REWIND_SH = `
 IFS= read -r PGPASSWORD; export PGPASSWORD
 d="$1"; b="$2"; src="$3"
 rm -f "$d/standby.signal" "$d/recovery.signal"
+echo $$ > "$4"
 exec "$b/pg_rewind" --target-pgdata="$d" --source-server="$src"
 `;
 
@@ -392,17 +408,32 @@ fi
 pg_dir "$d" 700
 `;
 
-/** As postgres; password on stdin. $1 data $2 bin $3 host $4 port $5 user $6 slot ('' = none) $7 app name. */
-const BASEBACKUP_SH =
-  `
+/** As postgres; password on stdin. $1 data $2 bin $3 host $4 port $5 user $6 slot ('' = none)
+ *  $7 app name $8 max rate ('' = none) $9 pid file: pg_basebackup's pid (this shell's, as it
+ *  execs), so that a cancelled job can stop it (stopCopyScript). */
+const BASEBACKUP_SH = `
 IFS= read -r PGPASSWORD; export PGPASSWORD
-d="$1"; b="$2"
-if [ -n "$6" ]; then
-  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" ` +
-  `-X stream -c fast -w -S "$6"
-else
-  exec "$b/pg_basebackup" -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w
-fi
+d="$1"; b="$2"; slot="$6"; rate="$8"; pidfile="$9"
+set -- -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fast -w
+[ -z "$slot" ] || set -- "$@" -S "$slot"
+[ -z "$rate" ] || set -- "$@" -r "$rate"
+echo $$ > "$pidfile"
+exec "$b/pg_basebackup" "$@"
+`;
+
+/** As postgres (who can signal only postgres's own processes). $1 pid file, $2 data dir. Stops
+ *  the pg_basebackup or pg_rewind the pid file names, if it is one copying into $2 in this
+ *  node's mount namespace (a lab machine's nodes share the pid space): TERM, then KILL. */
+const STOP_COPY_SH = `
+pid=$(cat "$1" 2>/dev/null) || exit 0
+case "$pid" in ''|*[!0-9]*) exit 0;; esac
+[ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$(readlink /proc/self/ns/mnt)" ] || exit 0
+prog=$(tr '\\0' '\\n' < "/proc/$pid/cmdline" 2>/dev/null | head -n 1)
+case "$prog" in */pg_basebackup|*/pg_rewind) ;; *) exit 0;; esac
+tr '\\0' '\\n' < "/proc/$pid/cmdline" | grep -qxF -e "$2" -e "--target-pgdata=$2" || exit 0
+kill -TERM "$pid" 2>/dev/null || exit 0
+for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+kill -KILL "$pid" 2>/dev/null || true
 `;
 
 /** As postgres; SQL on stdin. $1 bin $2 socket dir $3 port. */
