@@ -160,6 +160,9 @@ program
     // serveCommand takes seconds; parseDuration gives milliseconds
     const timeout = o.timeout === undefined ? undefined : o.timeout / 1000;
     process.exitCode = await serveCommand(await dbPath(), { ...o, timeout });
+    // Stopped: the lock is released and the store closed; sockets abandoned at the stop (a node
+    // that no longer answers) must not keep the process alive.
+    process.exit();
   });
 
 const hostKey = program

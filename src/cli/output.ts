@@ -35,7 +35,34 @@ export interface ClusterItem {
   nodes: number;
   replication: string;
   deletion_requested: boolean;
+  /** whether a `pgop serve` is working on the store (its lock's heartbeat) */
+  operator: OperatorItem;
   message: string;
+}
+
+export interface OperatorItem {
+  state: 'serving' | 'stale' | 'none';
+  pid: number | null;
+  host: string | null;
+  heartbeat_age_s: number | null;
+}
+
+/** A serve writes its lock's heartbeat every second; one silent this long is gone or stuck. */
+const OPERATOR_STALE_MS = 10_000;
+
+export function operatorItem(
+  holder: { pid: number; hostname: string; heartbeatAt: number } | undefined,
+  now: number,
+): OperatorItem {
+  if (!holder) return { state: 'none', pid: null, host: null, heartbeat_age_s: null };
+  const age = Math.max(0, now - holder.heartbeatAt);
+  const state = age > OPERATOR_STALE_MS ? 'stale' : 'serving';
+  return { state, pid: holder.pid, host: holder.hostname, heartbeat_age_s: Math.round(age / 100) / 10 };
+}
+
+/** "serving", "stale 12s", "none". */
+export function operatorText(o: OperatorItem): string {
+  return o.state === 'stale' ? `stale ${Math.round(o.heartbeat_age_s ?? 0)}s` : o.state;
 }
 
 export interface EventItem {
@@ -97,7 +124,7 @@ export function nodeItems(
   });
 }
 
-export function clusterItem(c: StoredCluster, nodeCount: number): ClusterItem {
+export function clusterItem(c: StoredCluster, nodeCount: number, operator: OperatorItem): ClusterItem {
   const spec = c.spec;
   const primaryAddress = spec.nodes.find((n) => n.name === c.primary)?.address;
   const endpoint =
@@ -117,7 +144,12 @@ export function clusterItem(c: StoredCluster, nodeCount: number): ClusterItem {
     nodes: nodeCount,
     replication: spec.replication.mode === 'sync' ? `sync (ANY ${spec.replication.syncQuorum})` : 'async',
     deletion_requested: c.deletionRequested,
-    message: c.message,
+    operator,
+    // a cluster on its way somewhere with nobody to take it there says so
+    message:
+      operator.state !== 'serving' && c.phase !== 'Healthy'
+        ? `no operator is serving this store (run pgop serve); last: ${c.message}`
+        : c.message,
   };
 }
 

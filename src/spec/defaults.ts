@@ -56,6 +56,7 @@ export function normalize(doc: RawDoc): ClusterSpec {
     user: str(repl.user) ?? 'replicator',
     password: secret(repl.password, isSim),
     slots: (repl.slots as boolean | undefined) ?? true,
+    ...(str(repl.cloneMaxRate) ? { cloneMaxRate: str(repl.cloneMaxRate)! } : {}),
   };
   const pgpool: PgpoolSpec = omitUndefined({
     enabled: (pool.enabled as boolean | undefined) ?? true,

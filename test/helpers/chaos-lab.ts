@@ -231,20 +231,30 @@ export class ChaosLab {
   }
 
   /** Stop the serve child (SIGKILL: dies on the spot; SIGTERM: finishes its step) and wait. */
-  async stopServe(signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM', timeoutMs = 30_000): Promise<void> {
+  /** Returns how long the child took to exit after the signal (ms), null when none ran. */
+  async stopServe(signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM', timeoutMs = 30_000): Promise<number | null> {
     if (this.owner) return this.owner.stopServe(signal, timeoutMs);
     const c = this.serveChild;
-    if (!c) return;
+    if (!c) return null;
     this.serveChild = null;
-    if (c.exitCode !== null || c.signalCode !== null) return;
+    if (c.exitCode !== null || c.signalCode !== null) return null;
     const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    const t0 = now();
     c.kill(signal);
     const done = await Promise.race([exited.then(() => true), sleep(timeoutMs).then(() => false)]);
+    const took = now() - t0;
     if (!done) {
       c.kill('SIGKILL');
       await exited;
     }
-    this.log(`serve stopped (${signal})`);
+    this.log(`serve stopped (${signal}) ${took.toFixed(0)} ms after the signal`);
+    return took;
+  }
+
+  /** Network namespaces of this cluster's hosts that still exist. */
+  async leftoverNamespaces(): Promise<string[]> {
+    const { listNetns } = await import('../../src/drivers/lab/netns.js');
+    return listNetns().filter((n) => n.startsWith(`${this.prefix}-${this.name}-`));
   }
 
   serveLogTail(chars = 3000): string {

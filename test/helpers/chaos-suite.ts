@@ -1,6 +1,6 @@
 // The frame of a chaos test file: one lab cluster for the whole file, up before its tests and down
 // after them, and the deadlines its trials allow.
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { ChaosLab, type ChaosLabOptions } from './chaos-lab.js';
 import { IN_LAB } from './lab-env.js';
 
@@ -16,7 +16,11 @@ export function useChaosLab(options: Omit<ChaosLabOptions, 'log'>): ChaosLab {
     await lab.up();
   }, 400_000);
   afterAll(async () => {
+    // serve stops within 2 s of SIGTERM whatever its sockets do; the delete leaves nothing
+    const stopMs = await lab.stopServe('SIGTERM');
     await lab.down();
+    expect(stopMs ?? 0, 'serve exited within 2 s of SIGTERM').toBeLessThanOrEqual(2_000);
+    expect(await lab.leftoverNamespaces(), 'no namespace of the cluster left').toEqual([]);
   }, 300_000);
   return lab;
 }

@@ -358,7 +358,15 @@ describe('pgop completion', () => {
     expect(complete('pgop delete ')).toEqual(['cluster']);
     expect(complete('pgop service ').sort()).toEqual(['help', 'install', 'show']);
     expect(complete('pgop completion ').sort()).toEqual(['bash', 'zsh']);
-    expect(complete('pgop lab fault pg01 ').sort()).toEqual(['heal', 'kill', 'partition', 'start', 'stop']);
+    expect(complete('pgop lab fault pg01 ').sort()).toEqual([
+      'hang',
+      'heal',
+      'kill',
+      'partition',
+      'resume',
+      'start',
+      'stop',
+    ]);
   });
 
   it("completes flags, global ones too, and the choices of a flag's value", () => {

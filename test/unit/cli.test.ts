@@ -181,6 +181,24 @@ describe('pgop serve + get on the simulated provider', () => {
     );
   });
 
+  it('serve exits within 2 s of SIGTERM in the middle of its work, and releases its lock', async () => {
+    const db = join(tmp(), 'pgop.db');
+    pgop(db, ['apply', '-f', simSpec]);
+    const serve = spawn(process.execPath, [bin, '--db', db, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => serve.once('exit', (code) => resolve(code)));
+    // stopped while it brings the cluster up: passes and jobs in flight
+    await new Promise<void>((resolve) =>
+      serve.stdout.on('data', (d: Buffer) => /job started/.test(d.toString()) && resolve()),
+    );
+    const t0 = performance.now();
+    serve.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(performance.now() - t0).toBeLessThanOrEqual(2_000);
+    // the next serve takes the lock at once and finishes the bring-up (jobs interrupted are redone)
+    const next = pgop(db, ['serve', '--until-converged', '--timeout', '60']);
+    expect(next.code, next.stderr).toBe(0);
+  });
+
   it('refuses a second serve on the same store, naming the holder', async () => {
     const db = join(tmp(), 'pgop.db');
     pgop(db, ['apply', '-f', simSpec]);

@@ -11,6 +11,8 @@ import {
   jobItem,
   jobProgress,
   nodeItems,
+  operatorItem,
+  operatorText,
   type NodeItem,
 } from '../output.js';
 import { renderTable } from '../table.js';
@@ -27,9 +29,10 @@ export function collect(store: Store, kind: string, cluster: string | undefined,
     case 'clusters':
     case 'cluster': {
       const nodes = store.listNodes();
+      const operator = operatorItem(store.serveLockHolder(), Date.now());
       const items = [...clusters.values()]
         .filter((c) => !cluster || c.name === cluster)
-        .map((c) => clusterItem(c, nodes.filter((n) => n.cluster === c.name).length));
+        .map((c) => clusterItem(c, nodes.filter((n) => n.cluster === c.name).length, operator));
       return { kind: 'clusters' as const, items };
     }
     case 'nodes':
@@ -80,6 +83,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
       'ENDPOINT',
       'NODES',
       'REPLICATION',
+      'OPERATOR',
       ...(wide ? ['PROVIDER', 'MESSAGE'] : []),
     ];
     return renderTable(
@@ -92,6 +96,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
         c.endpoint ?? '-',
         c.nodes,
         c.replication,
+        operatorText(c.operator),
         ...(wide ? [c.provider, c.message] : []),
       ]),
     );
@@ -254,7 +259,13 @@ export async function describeCommand(
         applied: new Date(h.appliedAt).toISOString(),
       }));
       process.stdout.write(
-        stringify({ cluster: clusterItem(c, nodes.length), nodes, spec: c.spec, history, events }),
+        stringify({
+          cluster: clusterItem(c, nodes.length, operatorItem(store.serveLockHolder(), Date.now())),
+          nodes,
+          spec: c.spec,
+          history,
+          events,
+        }),
       );
       return EXIT.ok;
     }

@@ -35,6 +35,12 @@ export interface ServeOptions {
   http?: ListenConfig;
 }
 
+/** How long a stopping serve waits for its connections to close (runLoop gives its passes up to
+ *  1 s): within 2 s of SIGTERM the process is gone. */
+const CLOSE_GRACE_MS = 700;
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
 /** /readyz fails once the loop has not come round for this long (a pass is short; a stuck
  *  one is not). */
 const LOOP_STALL_MS = 60_000;
@@ -168,11 +174,14 @@ export async function runServe(db: string, o: ServeOptions): Promise<boolean> {
     return ok;
   } finally {
     clearInterval(lockTimer);
-    await http?.close();
     offSignals();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
-    await worlds.close();
+    // Sockets to a node that vanished (its namespace gone, a peer that never answers) must not
+    // hold a stop: what does not close in time is abandoned, and serveCommand's caller exits.
+    const closed = Promise.allSettled([http?.close(), worlds.close()]);
+    const inTime = await Promise.race([closed.then(() => true), delay(CLOSE_GRACE_MS).then(() => false)]);
+    if (!inTime) log.warn({ ms: CLOSE_GRACE_MS }, 'connections did not close in time; abandoned');
     // a lock taken over is the new holder's: not ours to release
     if (lost === null) store.releaseServeLock(process.pid, host);
     store.close();

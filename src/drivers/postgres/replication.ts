@@ -407,10 +407,21 @@ export class Replication {
         .catch((err: unknown) =>
           this.a.log.warn({ node: node.name, err: messageOf(err) }, `cannot stop the ${what}`),
         );
+    // a copy that does not stop (its node gone) is abandoned: the job ends anyway
+    let giveUp: NodeJS.Timeout | undefined;
+    let give = () => {};
+    const abandoned = new Promise<never>((_, reject) => {
+      give = () => {
+        giveUp = setTimeout(() => reject(transient(`${what} did not stop; abandoned`)), STOP_GRACE_MS);
+      };
+    });
+    job.signal.addEventListener('abort', give, { once: true });
+    if (job.signal.aborted) give();
+    abandoned.catch(() => undefined); // only ever raced below
     job.signal.addEventListener('abort', stop, { once: true });
     if (job.signal.aborted) stop();
     try {
-      const done = await copying;
+      const done = await Promise.race([copying, abandoned]);
       throwIfCancelled(job, what);
       return done;
     } catch (err) {
@@ -418,6 +429,8 @@ export class Replication {
       throw err;
     } finally {
       job.signal.removeEventListener('abort', stop);
+      job.signal.removeEventListener('abort', give);
+      clearTimeout(giveUp);
     }
   }
 
@@ -522,6 +535,9 @@ async function readHistoryFile(c: pg.Client, timeline: number): Promise<string |
   const sql = "SELECT convert_from(pg_read_binary_file($1, 0, 16777216, true), 'UTF8') AS t";
   return (await c.query<{ t: string | null }>(sql, [historyFile(timeline)])).rows[0]?.t ?? null;
 }
+
+/** How long a cancelled copy may take to stop before its job stops waiting for it. */
+const STOP_GRACE_MS = 5_000;
 
 /** How often a running clone's bytes are read on the primary. */
 const CLONE_PROGRESS_MS = 1_000;

@@ -423,7 +423,8 @@ exec "$b/pg_basebackup" "$@"
 
 /** As postgres (who can signal only postgres's own processes). $1 pid file, $2 data dir. Stops
  *  the pg_basebackup or pg_rewind the pid file names, if it is one copying into $2 in this
- *  node's mount namespace (a lab machine's nodes share the pid space): TERM, then KILL. */
+ *  node's mount namespace (a lab machine's nodes share the pid space), and its children
+ *  (pg_basebackup -X stream forks its WAL streamer): TERM, then KILL. */
 const STOP_COPY_SH = `
 pid=$(cat "$1" 2>/dev/null) || exit 0
 case "$pid" in ''|*[!0-9]*) exit 0;; esac
@@ -431,9 +432,13 @@ case "$pid" in ''|*[!0-9]*) exit 0;; esac
 prog=$(tr '\\0' '\\n' < "/proc/$pid/cmdline" 2>/dev/null | head -n 1)
 case "$prog" in */pg_basebackup|*/pg_rewind) ;; *) exit 0;; esac
 tr '\\0' '\\n' < "/proc/$pid/cmdline" | grep -qxF -e "$2" -e "--target-pgdata=$2" || exit 0
-kill -TERM "$pid" 2>/dev/null || exit 0
-for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
-kill -KILL "$pid" 2>/dev/null || true
+kids=$(pgrep -P "$pid" 2>/dev/null | tr '\\n' ' ')
+kill -TERM "$pid" $kids 2>/dev/null || true
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  alive=; for p in "$pid" $kids; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ -n "$alive" ] || exit 0; sleep 0.1
+done
+kill -KILL "$pid" $kids 2>/dev/null || true
 `;
 
 /** As postgres; SQL on stdin. $1 bin $2 socket dir $3 port. */
