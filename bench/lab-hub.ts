@@ -1,10 +1,10 @@
 // A bench that talks to lab hosts runs inside a lab hub namespace of its own (the root namespace
 // routes unknown addresses off the machine): the outer process makes a fresh hub with a unique
 // prefix, runs the same script again inside it, and on exit (pass, fail or Ctrl-C) empties and
-// deletes every namespace of that prefix, the lab's cgroups and its state directory.
+// deletes every namespace of that prefix, the lab's cgroups and its state directory (sweepLab).
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 
 /** Returns inside the hub; in the outer process it never returns (exits with the inner code). */
 export async function enterLabHub(tag: string): Promise<void> {
@@ -27,27 +27,7 @@ export async function enterLabHub(tag: string): Promise<void> {
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));
   const code = await new Promise<number>((r) => child.on('exit', (c, s) => r(c ?? (s ? 130 : 1))));
-  for (const ns of netns.listNetns().filter((n) => n.startsWith(`${prefix}-`))) {
-    await netns.killNetnsProcesses(ns).catch(() => undefined);
-    await netns.awaitNetnsEmpty(ns).catch(() => undefined);
-    await netns.deleteNetns(ns).catch(() => undefined);
-  }
-  // the lab machines' cgroups, namespaces gone or not
-  const root = netns.cgroup2Root();
-  const labCgroups = (() => {
-    try {
-      return root ? readdirSync(`${root}/pgop-lab`).filter((n) => n.startsWith(`${prefix}-`)) : [];
-    } catch {
-      return []; // no lab cgroup ever made
-    }
-  })();
-  for (const d of labCgroups) {
-    try {
-      rmdirSync(`${root}/pgop-lab/${d}`);
-    } catch {
-      /* still in use, or gone */
-    }
-  }
+  await netns.sweepLab(prefix);
   rmSync(state, { recursive: true, force: true });
   process.exit(code);
 }

@@ -205,9 +205,8 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
   } finally {
     store.close();
   }
-  const { deleteCommand } = await import('./apply.js');
   for (const name of names) {
-    const code = await deleteCommand(db, 'cluster', name, true);
+    const code = await deleteInHub(db, name);
     if (code !== EXIT.ok) return code;
   }
   // Stop the operator we started (by the PID we recorded, and only if it holds this store).
@@ -217,27 +216,54 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
     const again = Store.open(db);
     const holder = serveHolder(again);
     again.close();
-    if (pid > 0 && holder === pid && processIsAlive(pid)) {
-      process.kill(pid, 'SIGTERM');
-      const deadline = Date.now() + 15_000;
-      while (processIsAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      process.stdout.write(
-        processIsAlive(pid)
-          ? `operator pid ${pid} did not stop within 15 s\n`
-          : `operator pid ${pid} stopped\n`,
-      );
-    }
+    if (pid > 0 && holder === pid && processIsAlive(pid)) await stopOperator(pid);
+  }
+  const { hubNs, netnsExists, netnsPids, listLinks, deleteNetns, labPrefix, sweepLab } =
+    await import('../../drivers/lab/netns.js');
+  if (!file || !(await anyLabCluster(db))) {
+    // The whole lab is down: whatever an earlier run or a crash left of it goes too (by name:
+    // <prefix>-*, its processes ended by PID). Run again, it finds nothing.
+    const left = await sweepLab(labPrefix());
+    for (const ns of left) process.stdout.write(`namespace ${ns} removed\n`);
+    if (!names.length && !left.length) process.stdout.write('nothing of the lab is left\n');
+    return EXIT.ok;
   }
   // The hub outlives clusters while a process (the operator) lives in it; now it may go too.
-  const { hubNs, netnsExists, netnsPids, listLinks, deleteNetns } =
-    await import('../../drivers/lab/netns.js');
   const hub = hubNs();
   if (netnsExists(hub) && netnsPids(hub).length === 0 && (await listLinks(hub, 'bridge')).length === 0) {
     await deleteNetns(hub);
     process.stdout.write(`namespace ${hub} removed\n`);
   }
-  if (!names.length) process.stdout.write('no lab cluster in the store\n');
   return EXIT.ok;
+}
+
+/** `pgop delete cluster NAME` as a child (it runs in the hub namespace): this process stays out
+ *  of the hub, so that it can remove the hub afterwards. */
+async function deleteInHub(db: string, name: string): Promise<number> {
+  const { spawn } = await import('node:child_process');
+  const argv = [...process.execArgv, process.argv[1]!, '--db', db, 'delete', 'cluster', name];
+  const child = spawn(process.execPath, argv, { stdio: 'inherit' });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? EXIT.internal)));
+}
+
+/** SIGTERM (serve exits within 2 s), then SIGKILL after 15 s: it is the operator `lab up` started. */
+async function stopOperator(pid: number): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + 15_000;
+  while (processIsAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (processIsAlive(pid)) {
+    process.kill(pid, 'SIGKILL');
+    process.stdout.write(`operator pid ${pid} did not stop within 15 s: killed\n`);
+  } else process.stdout.write(`operator pid ${pid} stopped\n`);
+}
+
+async function anyLabCluster(db: string): Promise<boolean> {
+  const store = Store.open(db, { readonly: true });
+  try {
+    return store.listClusters().some((c) => c.spec.provider.type === 'lab');
+  } finally {
+    store.close();
+  }
 }
 
 async function labCluster(db: string, name: string | undefined): Promise<ClusterSpec> {

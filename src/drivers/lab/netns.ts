@@ -6,7 +6,7 @@
 
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { PgopError, internal, terminal, transient } from '../../errors.js';
 
 const IP = 'ip';
@@ -459,4 +459,33 @@ export async function reexecInHub(
       process.exit(code ?? 1);
     });
   });
+}
+
+/** Everything a lab of `prefix` left on this machine: its namespaces (the processes in them
+ *  ended by PID first) and its machines' cgroups. Returns the namespaces removed. Only the names
+ *  `<prefix>-*`: another lab's (tests, benches) have prefixes of their own. */
+export async function sweepLab(prefix: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const ns of listNetns().filter((n) => n.startsWith(`${prefix}-`))) {
+    await killNetnsProcesses(ns).catch(() => undefined);
+    await awaitNetnsEmpty(ns).catch(() => undefined);
+    await deleteNetns(ns)
+      .then(() => removed.push(ns))
+      .catch(() => undefined);
+  }
+  const root = cgroup2Root();
+  let cgroups: string[] = [];
+  try {
+    cgroups = root ? readdirSync(`${root}/pgop-lab`).filter((n) => n.startsWith(`${prefix}-`)) : [];
+  } catch {
+    // no lab cgroup was ever made
+  }
+  for (const d of cgroups) {
+    try {
+      rmdirSync(`${root}/pgop-lab/${d}`);
+    } catch {
+      // still in use, or gone
+    }
+  }
+  return removed;
 }
