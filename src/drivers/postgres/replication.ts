@@ -286,6 +286,7 @@ export class Replication {
       `host=${primary.address} port=${pgPort(cluster)} user=postgres dbname=postgres connect_timeout=5`,
       ...nodeSslConninfo(cluster),
     ].join(' ');
+    await this.stopLeftoverCopy(cluster, node);
     const rewinding = this.a.run(cluster, node, rewindScript(d, binDir(cluster), src, copyPidFile(cluster)), {
       user: 'postgres',
       input: `${this.a.superuserPassword(cluster)}\n`,
@@ -349,6 +350,9 @@ export class Replication {
     const t0 = performance.now();
     const d = this.a.dataDir(cluster);
     throwIfCancelled(job, `clone of ${node.name}`);
+    // A copy an earlier operator started may still run (its SSH session died with it, the
+    // process did not): stopped before its directory is emptied and copied into afresh.
+    await this.stopLeftoverCopy(cluster, node);
     const prepare = prepareDataDirScript(d, systemId, binDir(cluster));
     const prep = await this.a.must(cluster, node, 'prepare the data directory', prepare, {
       user: 'root',
@@ -432,6 +436,11 @@ export class Replication {
       job.signal.removeEventListener('abort', give);
       clearTimeout(giveUp);
     }
+  }
+
+  private async stopLeftoverCopy(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const stop = stopCopyScript(copyPidFile(cluster), this.a.dataDir(cluster));
+    await this.a.must(cluster, node, 'stop a copy left running', stop, { user: 'postgres' });
   }
 
   /** pg_basebackup's bytes, as the primary counts them (pg_stat_progress_basebackup), every second. */
