@@ -148,7 +148,9 @@ describe('jobs', () => {
     env.store.close();
   });
 
-  it('bootstrap passes over a node whose initdb failed while it cools down: the others are not held up', async () => {
+  const coolingBootstrap =
+    'bootstrap passes over a node whose initdb failed while it cools down: the others are not held up';
+  it(coolingBootstrap, async () => {
     const env = setup('jobs5');
     await env.passUntil(() => env.store.getNode(env.spec.name, 'pg01')?.state === 'installed');
     // pg01's data directory holds the leftovers of a clone that was interrupted: initdb refuses
