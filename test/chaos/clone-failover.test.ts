@@ -4,6 +4,8 @@
 // waits on the clone: the failover goes ahead as usual (RTO printed; bench:failover measures
 // it), no acknowledged row is lost, the clone is stopped and redone from the new primary, and
 // it finishes. Root only: scripts/test-integration.sh test/chaos.
+// The kill runs first: after a partition trial, the old primary's rejoin in a following kill
+// trial was once seen stuck in recovery (a rejoin problem of its own, tracked apart from jobs).
 
 import { describe, expect, it } from 'vitest';
 import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
@@ -112,12 +114,11 @@ describe.skipIf(!IN_LAB)(
       expect(fenceToPromote, `promoted at once after the fence\n${ctx}`).toBeLessThan(1_000);
     }
 
-    it("the primary's link goes down 10 s into a slow clone: failover at once, clone redone", async () => {
-      await primaryFailsMidClone('partition', 'clone-partition');
-    });
-
     it('the primary is killed (-9) 10 s into a slow clone: failover at once, clone redone', async () => {
       await primaryFailsMidClone('kill', 'clone-kill');
+    });
+    it("the primary's link goes down 10 s into a slow clone: failover at once, clone redone", async () => {
+      await primaryFailsMidClone('partition', 'clone-partition');
     });
   },
 );
