@@ -14,6 +14,7 @@ import { NodeAccess } from '../../src/drivers/postgres/node-access.js';
 import { Prober, fromLook, type Look } from '../../src/drivers/postgres/probe.js';
 import { ClusterTls } from '../../src/tls/material.js';
 import { plan } from '../../src/plan/plan.js';
+import { pg as pgObservation } from '../helpers/plan-input.js';
 import type { PlanInput } from '../../src/plan/types.js';
 import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
 import {
@@ -160,20 +161,7 @@ describe('the planner and a hung node', () => {
   const spec = lab();
   const names = spec.nodes.map((n) => n.name);
   const [p, s1, s2] = names as [string, string, string];
-  const pg = (over: Partial<PostgresObservation> = {}): PostgresObservation => ({
-    initialized: true,
-    running: true,
-    inRecovery: true,
-    timeline: 1,
-    lsn: 1000,
-    receiveLsn: 1000,
-    upstream: p,
-    streaming: true,
-    replicas: [],
-    syncStandbyNames: '',
-    configHash: 'h',
-    ...over,
-  });
+  const pg = (over: Partial<PostgresObservation> = {}) => pgObservation({ upstream: p, ...over });
   const up = (name: string, over: Partial<PostgresObservation> = {}): NodeObservation => ({
     name,
     machine: { state: 'running' },
