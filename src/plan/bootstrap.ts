@@ -1,6 +1,6 @@
 // Bootstrap: no node holds data yet, so the first installed node becomes the primary.
 
-import { REQUEUE, act, healthy, wait, type PlanContext } from './context.js';
+import { act, healthy, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
 import { jobOf } from './jobs.js';
 
@@ -38,9 +38,11 @@ export function waitForUnseen(ctx: PlanContext): Verdict | undefined {
 }
 
 /** How long the first primary waits for an earlier spec node whose machine is up but does not
- *  answer over SSH yet: a lab host's first seconds (a VM's boot is longer: then the first to
- *  answer is the first primary). */
-const BOOT_PATIENCE_MS = 10_000;
+ *  answer over SSH yet: a lab host's first seconds on a busy machine (a VM's boot under TCG is
+ *  longer: then the first to answer is the first primary). */
+const BOOT_PATIENCE_MS = 30_000;
+/** How often it looks again meanwhile (a job that settles wakes the loop anyway). */
+const BOOT_LOOK_MS = 1_000;
 
 /** Being set up: its job runs, or its machine was just made and is booting. */
 function onItsWay(ctx: PlanContext, n: string): boolean {
@@ -64,7 +66,7 @@ export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const coming = running ? undefined : earlier.find((n) => onItsWay(ctx, n));
   if (coming) {
     const reason = `no node holds data yet; ${coming} is being set up and will be the first primary`;
-    return wait(reason, coming, REQUEUE.waitBoot);
+    return wait(reason, coming, BOOT_LOOK_MS);
   }
   return act(first, 'primary.elected', `no node holds data yet; initialising ${first} as the first primary`, {
     standbys: ctx.specNames.filter((x) => x !== first),
