@@ -227,6 +227,9 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
       const forged = await issueServer(other, { name: victim, ips: [addr(victim)] }, now, 30);
       const files = join(state, 'tl', victim, 'u01', 'pg15');
       const owner = statSync(join(files, 'pgop-server.key'));
+      // pgop stays out of it until pgpool and clients have met the foreign certificate (it would
+      // restart the node to restore its own, and pgpool would meet a refused port instead)
+      await stopServe();
       // a session opened before, to reload the server once its files are swapped
       await withClient(node(victim), async (c) => {
         for (const [f, content] of [
@@ -265,7 +268,6 @@ ${nodes.map((n) => `    - {name: ${n}, address: ${addr(n)}}`).join('\n')}
       );
       expect(poolLog).toMatch(/certificate verify failed/);
       // the operator: its probe session is made anew, refused; the event names the refusal
-      await stopServe();
       startServe();
       const events = await eventually(async () => {
         const ev = pgop('get', 'events', '--cluster', 'tl', '-o', 'json').stdout;
