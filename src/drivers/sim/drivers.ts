@@ -10,6 +10,7 @@ import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../obse
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type {
   FaultInjector,
+  JobContext,
   PoolDriver,
   PostgresDriver,
   ProbeResult,
@@ -19,6 +20,7 @@ import type {
 import { downObservation } from '../postgres/probe-query.js';
 import { syncStandbyNamesValue } from '../postgres/sync-names.js';
 import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
+import { isInstant, work, type SimWork } from './work.js';
 
 /** JSON with sorted keys: the same spec content always hashes the same. */
 function canonical(v: unknown): string {
@@ -62,16 +64,24 @@ export function desiredPoolConfigHash(cluster: ClusterSpec): string {
 export interface SimDrivers extends World {
   faults: FaultInjector;
   sim: SimWorld;
+  /** The operator process holding these drivers died: the long operations it started report
+   *  nothing more (what their processes on the nodes do by themselves still happens). */
+  detach(): void;
 }
 
 export function createSimWorld(world: SimWorld): SimDrivers {
   const what = (cluster: ClusterSpec, node: string) => `${cluster.name}/${node}`;
+  let detached = false;
+  const alive = () => !detached;
+  /** A long operation of this operator on a node (see work.ts). */
+  const longWork = (w: Omit<SimWork, 'alive'>) => work(world, { ...w, alive });
 
   /** Why the operator cannot reach a node, or null when it can. */
   function unreachable(n: SimNode | undefined): string | null {
     if (!n) return 'machine missing';
     if (n.machine !== 'running') return 'machine not running';
     if (n.partitioned) return 'unreachable: link down';
+    if (n.booting) return 'unreachable: still booting';
     return null;
   }
 
@@ -89,6 +99,80 @@ export function createSimWorld(world: SimWorld): SimDrivers {
   function done(cluster: ClusterSpec, text: string) {
     world.note(cluster.name, text);
     world.settle(cluster.name);
+  }
+
+  /** The node to make a standby and its primary, as ensureStandby needs them; else transient. */
+  function standbyAndPrimary(cluster: ClusterSpec, node: NodeSpec, primary: NodeSpec) {
+    const n = reach(cluster, node, 'make standby');
+    const p = world.node(cluster.name, primary.name);
+    const pwhy = unreachable(p);
+    const cannot = `cannot make standby ${what(cluster, node.name)}`;
+    if (pwhy !== null || !p) throw transient(`${cannot}: primary ${primary.name}: ${pwhy}`);
+    if (!p.pg.running) throw transient(`${cannot}: primary ${primary.name}: postgres not running`);
+    if (p.pg.inRecovery) throw transient(`${cannot}: ${primary.name} is not writable (in recovery)`);
+    return { n, p };
+  }
+
+  /** A fresh data directory: initdb's result, started or not. */
+  function initdb(n: SimNode, running: boolean) {
+    Object.assign(n.pg, {
+      initialized: true,
+      partial: false,
+      systemId: world.newSystemId(),
+      running,
+      inRecovery: false,
+      timeline: 1,
+      log: [],
+      recs: [],
+      upstream: null,
+      slotName: null,
+      slots: [],
+      syncNames: [],
+      syncQuorum: 0,
+    });
+  }
+
+  /** initdb taking time. It goes on by itself if the operator dies (starting the server, the
+   *  config files and the slots are the operator's part). Returns the node, reached again. */
+  async function initdbInTime(cluster: ClusterSpec, node: NodeSpec, n: SimNode, job?: JobContext) {
+    const epoch = (n.dataEpoch = (n.dataEpoch ?? 0) + 1);
+    const ours = () => n.dataEpoch === epoch && !n.pg.initialized && !n.pg.partial;
+    const remote = () => {
+      if (!ours()) return;
+      initdb(n, false);
+      done(cluster, `postgres initdb ${node.name} finished after its operator died (not started)`);
+    };
+    const w = { cluster: cluster.name, node: node.name, what: `initdb on ${what(cluster, node.name)}` };
+    await longWork({ ...w, kind: 'initdb', needs: 'session', job, remote });
+    const again = reach(cluster, node, 'init primary');
+    // as initdb: it refuses a directory someone else wrote meanwhile
+    if (again !== n || !ours())
+      throw terminal(`cannot initialise ${what(cluster, node.name)}: its data directory is not empty`);
+    return n;
+  }
+
+  /** A clone or rewind taking time. Until it ends the node holds no usable cluster: pg_basebackup
+   *  empties the directory first, pg_rewind rewrites it in place; stopped midway (cancelled, its
+   *  source gone) it leaves a partial directory, which the next clone empties. An operator that
+   *  dies midway leaves it partial too: a copy that ends without the standby files the operator
+   *  writes after it is no usable standby either (the real nodeStateScript calls it partial). */
+  async function copyInTime(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    primary: NodeSpec,
+    n: SimNode,
+    how: 'clone' | 'rewind',
+    job?: JobContext,
+  ) {
+    const epoch = (n.dataEpoch = (n.dataEpoch ?? 0) + 1);
+    Object.assign(n.pg, { running: false, streaming: false, initialized: false, partial: true });
+    Object.assign(n.pg, { log: [], recs: [], slots: [], syncNames: [], syncQuorum: 0 });
+    done(cluster, `postgres ${how} ${node.name} from ${primary.name} begins`);
+    const copy = `${how} ${what(cluster, node.name)} from ${primary.name}`;
+    const w = { cluster: cluster.name, node: node.name, source: primary.name, what: copy };
+    await longWork({ ...w, kind: 'copy', needs: 'session', job });
+    if (n.dataEpoch !== epoch)
+      throw transient(`cannot ${copy}: another copy took its data directory over meanwhile`);
   }
 
   function configure(cluster: ClusterSpec, node: NodeSpec, n: SimNode) {
@@ -146,16 +230,30 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       return out;
     },
 
-    async ensureMachine(cluster, node) {
+    async ensureMachine(cluster, node, job) {
       world.settle(cluster.name);
       const n = world.node(cluster.name, node.name);
+      const bootMs = world.jobDuration(cluster.name, node.name, 'machine');
       if (!n) {
-        world.createNode(cluster.name, node.name, node.address);
+        world.boot(cluster.name, world.createNode(cluster.name, node.name, node.address), bootMs);
         done(cluster, `provider create ${node.name}`);
       } else if (n.machine === 'stopped') {
         world.powerOn(n);
+        world.boot(cluster.name, n, bootMs);
         done(cluster, `provider start ${node.name}`);
-      }
+      } else if (!n.booting) return;
+      if (isInstant(world, cluster.name, node.name, 'machine')) return;
+      // as the real providers: the domain is up, then its SSH is waited for
+      const boot = `boot ${what(cluster, node.name)}`;
+      await longWork({
+        cluster: cluster.name,
+        node: node.name,
+        kind: 'machine',
+        what: boot,
+        needs: 'machine',
+        job,
+      });
+      reach(cluster, node, 'boot', false);
     },
 
     async fenceMachine(cluster, node) {
@@ -167,9 +265,21 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       done(cluster, `provider fence ${node.name}`);
     },
 
-    async deleteMachine(cluster, node) {
+    async deleteMachine(cluster, node, job) {
       world.settle(cluster.name);
       if (!world.node(cluster.name, node.name)) return;
+      if (!isInstant(world, cluster.name, node.name, 'delete')) {
+        const remove = `remove ${what(cluster, node.name)}`;
+        await longWork({
+          cluster: cluster.name,
+          node: node.name,
+          kind: 'delete',
+          what: remove,
+          needs: 'nothing',
+          job,
+        });
+        if (!world.node(cluster.name, node.name)) return;
+      }
       world.removeNode(cluster.name, node.name);
       done(cluster, `provider delete ${node.name}`);
     },
@@ -227,37 +337,41 @@ export function createSimWorld(world: SimWorld): SimDrivers {
 
     desiredConfigHash,
 
-    async ensureInstalled(cluster, node) {
+    async ensureInstalled(cluster, node, job) {
       const n = reach(cluster, node, 'install postgres on', false);
       if (n.installed) return;
-      n.installed = true;
-      done(cluster, `postgres install ${node.name}`);
+      const installed = () => {
+        n.installed = true;
+        done(cluster, `postgres install ${node.name}`);
+      };
+      if (!isInstant(world, cluster.name, node.name, 'install')) {
+        const install = `install postgres on ${what(cluster, node.name)}`;
+        // the package manager on the node goes on if the operator dies
+        const w = { cluster: cluster.name, node: node.name, kind: 'install' as const, what: install };
+        await longWork({ ...w, needs: 'session', job, remote: installed });
+        reach(cluster, node, 'install postgres on', false);
+      }
+      installed();
     },
 
-    async ensurePrimary(cluster, node, standbys) {
-      const n = reach(cluster, node, 'init primary');
-      const pg = n.pg;
-      if (!pg.initialized) {
+    async ensurePrimary(cluster, node, standbys, job) {
+      let n = reach(cluster, node, 'init primary');
+      if (!n.pg.initialized) {
+        if (n.pg.partial) {
+          // as the real driver: initdb never writes over files it does not know
+          const why = 'its data directory is not empty and holds no database cluster (an interrupted clone)';
+          throw terminal(`cannot initialise ${what(cluster, node.name)}: ${why}`);
+        }
+        if (!isInstant(world, cluster.name, node.name, 'initdb'))
+          n = await initdbInTime(cluster, node, n, job);
         // initdb (checksums on), configure, start.
-        Object.assign(pg, {
-          initialized: true,
-          systemId: world.newSystemId(),
-          running: true,
-          inRecovery: false,
-          timeline: 1,
-          log: [],
-          recs: [],
-          upstream: null,
-          slotName: null,
-          slots: [],
-          syncNames: [],
-          syncQuorum: 0,
-        });
+        initdb(n, true);
         configure(cluster, node, n);
         makeSlots(cluster, n, standbys);
         done(cluster, `postgres initdb+start primary ${node.name}`);
         return;
       }
+      const pg = n.pg;
       if (pg.inRecovery) {
         // pgop never re-initialises data, and a standby becomes primary only through promote.
         throw terminal(
@@ -277,42 +391,33 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         done(cluster, `postgres reconfigure primary ${node.name}`);
     },
 
-    async ensureStandby(cluster, node, primary) {
+    async ensureStandby(cluster, node, primary, job) {
       if (node.name === primary.name)
         throw internal(`cannot make ${what(cluster, node.name)} a standby: it is the primary named`);
-      const n = reach(cluster, node, 'make standby');
-      const p = world.node(cluster.name, primary.name);
-      const pwhy = unreachable(p);
-      if (pwhy !== null || !p)
-        throw transient(`cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: ${pwhy}`);
-      if (!p.pg.running)
-        throw transient(
-          `cannot make standby ${what(cluster, node.name)}: primary ${primary.name}: postgres not running`,
-        );
-      if (p.pg.inRecovery)
-        throw transient(
-          `cannot make standby ${what(cluster, node.name)}: ${primary.name} is not writable (in recovery)`,
-        );
-
-      const pg = n.pg;
-      let how: string;
-      if (!pg.initialized || pg.systemId !== p.pg.systemId) {
-        // pg_basebackup (also the fallback when pg_rewind cannot relate the two clusters).
-        world.copyLog(n, p);
-        pg.initialized = true;
-        pg.systemId = p.pg.systemId;
-        pg.slots = [];
-        how = 'clone';
-      } else if (!isPrefix(pg, p.pg)) {
-        // pg_rewind: back to the last common record, then replay the primary's WAL. Stale
-        // pg_replslot entries are emptied (lab notes).
-        world.copyLog(n, p, commonPrefixLength(pg, p.pg));
-        pg.slots = [];
-        how = 'rewind';
-      } else if (pg.upstream === primary.name && pg.inRecovery && pg.running) {
-        if (pg.configHash === desiredConfigHash(cluster, node)) return; // already following it
+      let { n, p } = standbyAndPrimary(cluster, node, primary);
+      let how: 'clone' | 'rewind' | 'reconfigure' | 'repoint';
+      // pg_basebackup (also the fallback when pg_rewind cannot relate the two clusters); pg_rewind
+      // goes back to the last common record, then the primary's WAL is replayed
+      if (!n.pg.initialized || n.pg.systemId !== p.pg.systemId) how = 'clone';
+      else if (!isPrefix(n.pg, p.pg)) how = 'rewind';
+      else if (n.pg.upstream === primary.name && n.pg.inRecovery && n.pg.running) {
+        if (n.pg.configHash === desiredConfigHash(cluster, node)) return; // already following it
         how = 'reconfigure';
       } else how = 'repoint';
+      if (how === 'clone' || how === 'rewind') {
+        const common = how === 'rewind' ? commonPrefixLength(n.pg, p.pg) : 0;
+        if (!isInstant(world, cluster.name, node.name, 'copy')) {
+          const copying = n;
+          await copyInTime(cluster, node, primary, n, how, job);
+          ({ n, p } = standbyAndPrimary(cluster, node, primary));
+          if (n !== copying) throw transient(`cannot make standby ${what(cluster, node.name)}: replaced`);
+        }
+        // the primary's log only grew meanwhile (the copy failed otherwise): a clone takes all of it
+        world.copyLog(n, p, how === 'rewind' ? common : p.pg.log.length);
+        // stale pg_replslot entries are emptied (lab notes)
+        Object.assign(n.pg, { initialized: true, partial: false, systemId: p.pg.systemId, slots: [] });
+      }
+      const pg = n.pg;
 
       // postgresql.auto.conf is rewritten with this node's standby settings only (the copied one
       // carries the source's slot name and synchronous_standby_names).
@@ -565,5 +670,8 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     },
   };
 
-  return { provider, postgres, pool, faults, sim: world };
+  const detach = () => {
+    detached = true;
+  };
+  return { provider, postgres, pool, faults, sim: world, detach };
 }

@@ -12,7 +12,7 @@
 // "a is a prefix of b" is one comparison of a's last serial.
 
 import type { MachineState } from '../../observe/types.js';
-import { type Clock, systemClock } from './clock.js';
+import { type Clock, type TimerClock, systemClock } from './clock.js';
 
 export const lsnOf = (logLength: number): number => 0x1000000 + 64 * logLength;
 
@@ -48,6 +48,9 @@ export interface SimPostgres {
   syncNames: string[];
   syncQuorum: number;
   configHash: string;
+  /** What an interrupted pg_basebackup or pg_rewind leaves: files, but no usable cluster
+   *  (initialized is false). initdb refuses it; the next clone empties it. */
+  partial?: boolean;
 }
 
 export interface SimNode {
@@ -64,7 +67,17 @@ export interface SimNode {
   pg: SimPostgres;
   /** The address the machine was made with (as a lab host's or a VM's static address). */
   address?: string;
+  /** Powered on, but not up yet: nothing answers until the boot ends. */
+  booting?: boolean;
+  /** Counts power-ons: a process started on the node survives only while this stays the same. */
+  bootId?: number;
+  /** Counts the long writers of the data directory (initdb, copies): the last one started owns it. */
+  dataEpoch?: number;
 }
+
+/** The sim's long operations, each of which can take time (SimWorld.setJobDuration). */
+export type SimJobKind = 'machine' | 'install' | 'initdb' | 'copy' | 'delete';
+export const SIM_JOB_KINDS: readonly SimJobKind[] = ['machine', 'install', 'initdb', 'copy', 'delete'];
 
 export interface SimPool {
   running: boolean;
@@ -148,6 +161,13 @@ export class SimWorld {
   /** cluster/node keys whose postmaster was killed while running: the operator's probe session
    *  there ends with the backend's "unexpected postmaster exit" (news, not kept across restarts) */
   readonly postmasterNews = new Set<string>();
+  /** cluster/node/kind -> how long that long operation takes (none: it finishes at once) */
+  private jobDurations = new Map<string, number>();
+  /** cluster/node -> the kind of error its next long operation fails with */
+  private jobFailures = new Map<string, 'transient' | 'terminal'>();
+  /** told after every settle: long operations in flight notice the world breaking under them */
+  private settleWatchers = new Set<(cluster: string) => void>();
+  private boots = 0;
 
   constructor(opts: { clock?: Clock } = {}) {
     this.clock = opts.clock ?? systemClock;
@@ -161,6 +181,7 @@ export class SimWorld {
       serial: this.serial,
       systemIds: this.systemIds,
       drifts: this.drifts,
+      boots: this.boots,
       clusters: [...this.clusters.values()].map((c) => ({ ...c, nodes: [...c.nodes.values()], journal: [] })),
     });
   }
@@ -171,6 +192,7 @@ export class SimWorld {
       serial: number;
       systemIds: number;
       drifts: number;
+      boots?: number;
       clusters: (Omit<SimCluster, 'nodes'> & { nodes: SimNode[] })[];
     };
     const w = new SimWorld(opts);
@@ -178,6 +200,7 @@ export class SimWorld {
     w.serial = data.serial;
     w.systemIds = data.systemIds;
     w.drifts = data.drifts;
+    w.boots = data.boots ?? 0;
     for (const c of data.clusters)
       w.clusters.set(c.name, { ...c, nodes: new Map(c.nodes.map((n) => [n.name, n])) });
     return w;
@@ -221,6 +244,7 @@ export class SimWorld {
       lagging: false,
       installed: false,
       pg: freshPostgres(),
+      bootId: ++this.boots,
     };
     c.nodes.set(n.name, n);
     return n;
@@ -234,6 +258,7 @@ export class SimWorld {
   powerOff(n: SimNode, detail: string): void {
     n.machine = 'stopped';
     n.machineDetail = detail;
+    n.booting = false;
     n.pg.running = false;
     n.pg.streaming = false;
   }
@@ -242,11 +267,69 @@ export class SimWorld {
   powerOn(n: SimNode): void {
     n.machine = 'running';
     n.machineDetail = 'domain running';
+    n.booting = false;
+    n.bootId = ++this.boots;
+  }
+
+  /** A machine just powered on takes `ms` to boot: the hypervisor finishes it whoever waits. */
+  boot(cluster: Ref, n: SimNode, ms: number): void {
+    if (ms <= 0) return;
+    n.booting = true;
+    const bootId = n.bootId;
+    void this.sleep(ms).then(() => {
+      if (this.node(cluster, n.name) !== n || n.bootId !== bootId || !n.booting) return;
+      n.booting = false;
+      this.note(cluster, `machine ${n.name} booted`);
+      this.settle(cluster);
+    });
   }
 
   /** The operator (SSH), other nodes and pgpool can reach it. */
   linkUp(n: SimNode | undefined): n is SimNode {
-    return !!n && n.machine === 'running' && !n.partitioned;
+    return !!n && n.machine === 'running' && !n.partitioned && !n.booting;
+  }
+
+  // ---- time taken by long operations (jobs); none by default ----
+
+  /** Wait on the world's clock (a SimClock's timers fire as the test advances it). */
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    const clock = this.clock as Partial<TimerClock>;
+    return (clock.sleep ? clock : systemClock).sleep!(ms, signal);
+  }
+
+  /** How long a node's long operations take (one kind, or every kind). */
+  setJobDuration(cluster: Ref, node: Ref, ms: number, kind?: SimJobKind): void {
+    for (const k of kind ? [kind] : SIM_JOB_KINDS) {
+      this.jobDurations.set(`${nameOf(cluster)}/${nameOf(node)}/${k}`, Math.max(0, ms));
+    }
+  }
+
+  jobDuration(cluster: Ref, node: Ref, kind: SimJobKind): number {
+    return this.jobDurations.get(`${nameOf(cluster)}/${nameOf(node)}/${kind}`) ?? 0;
+  }
+
+  /** Fault: the node's next long operation fails at its end (a mirror down, a disk full). */
+  failNextJob(cluster: Ref, node: Ref, kind: 'transient' | 'terminal' = 'transient'): void {
+    this.jobFailures.set(`${nameOf(cluster)}/${nameOf(node)}`, kind);
+    this.note(cluster, `fault failNextJob ${nameOf(node)} (${kind})`);
+  }
+
+  hasJobFailure(cluster: Ref, node: Ref): boolean {
+    return this.jobFailures.has(`${nameOf(cluster)}/${nameOf(node)}`);
+  }
+
+  /** The failure injected for the node's next long operation, taken (once). */
+  takeJobFailure(cluster: Ref, node: Ref): 'transient' | 'terminal' | undefined {
+    const key = `${nameOf(cluster)}/${nameOf(node)}`;
+    const kind = this.jobFailures.get(key);
+    this.jobFailures.delete(key);
+    return kind;
+  }
+
+  /** Call `watcher` with the cluster's name after every settle (every change is followed by one). */
+  onSettle(watcher: (cluster: string) => void): () => void {
+    this.settleWatchers.add(watcher);
+    return () => this.settleWatchers.delete(watcher);
   }
 
   newSystemId(): number {
@@ -302,6 +385,7 @@ export class SimWorld {
         pg.recs.push(u.pg.recs[i]!);
       }
     }
+    for (const watcher of this.settleWatchers) watcher(c.name);
   }
 
   /**
