@@ -21,6 +21,15 @@ export function jobOf(ctx: PlanContext, node: string): JobView | undefined {
   return ctx.input.jobs?.[node];
 }
 
+/** The node's job that a rule must wait for: any, except that a rule taking the node away
+ *  pre-empts it; a removal already running is never pre-empted (its own rule would cancel it
+ *  and start it again, pass after pass, and a slow removal would never end). */
+export function blockingJob(ctx: PlanContext, node: string, ruleId: RuleId): JobView | undefined {
+  const job = jobOf(ctx, node);
+  if (!job || (PREEMPTS_JOBS.has(ruleId) && job.kind !== 'deleteMachine')) return undefined;
+  return job;
+}
+
 export function describeJob(node: string, job: JobView): string {
   const what = `${node}: job #${job.id} (${job.kind})`;
   if (job.state === 'cooling') return `${what} failed; cooling down before it is tried again`;

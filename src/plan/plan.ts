@@ -5,7 +5,7 @@
 import { buildContext, holdsData, type PlanContext } from './context.js';
 import type { RuleId } from './rule-ids.js';
 import { RULES, type NodeRule, type Step } from './rules.js';
-import { PREEMPTS_JOBS, describeJob, jobOf } from './jobs.js';
+import { blockingJob, describeJob, jobOf } from './jobs.js';
 import type { Decision, NodeDecision, PlanInput, PlanResult, Verdict } from './types.js';
 
 export { REQUEUE, healthy } from './context.js';
@@ -50,7 +50,7 @@ function decideStep(ctx: PlanContext, step: Step): Decided | undefined {
   }
   const verdict = step.decide(ctx);
   if (!verdict) return undefined;
-  const job = verdict.kind === 'act' && !PREEMPTS_JOBS.has(step.id) ? jobOf(ctx, verdict.node) : undefined;
+  const job = verdict.kind === 'act' ? blockingJob(ctx, verdict.node, step.id) : undefined;
   if (job && verdict.kind === 'act') {
     // the node is busy with its job: its next step waits for the job's outcome
     const reason = `${describeJob(verdict.node, job)}; then: ${verdict.reason}`;
@@ -65,7 +65,7 @@ function firstForNode(ctx: PlanContext, rules: readonly NodeRule[], n: string) {
   const busy = jobOf(ctx, n) !== undefined;
   for (const rule of rules) {
     // a busy node's only steps are the ones that take it away (its job is cancelled first)
-    if (busy && !PREEMPTS_JOBS.has(rule.id)) continue;
+    if (busy && blockingJob(ctx, n, rule.id)) continue;
     const verdict = rule.decide(ctx, n);
     if (verdict) return { decision: stamp(verdict, rule.id).decision, parallel: !!rule.parallel };
   }

@@ -130,6 +130,21 @@ describe('jobs', () => {
     env.store.close();
   });
 
+  it('a slow removal is not pre-empted by its own rule, pass after pass', async () => {
+    const env = setup('jobs4');
+    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
+    await env.passUntil(env.converged);
+    // removing pg04's machine takes a minute: the passes meanwhile must wait for it, not cancel it
+    env.sim.setJobDuration(env.spec.name, 'pg04', 60_000, 'delete');
+    env.apply({ ...env.spec, nodes: env.spec.nodes.filter((n) => n.name !== 'pg04') });
+    await env.passUntil(() => !env.sim.node(env.spec.name, 'pg04') && env.converged(), 400);
+    const removals = env.store.jobs.list({}).filter((j) => j.node === 'pg04' && j.kind === 'deleteMachine');
+    // the first removal runs to its end (a pass that looked before it ended may remove again)
+    expect(removals[0]?.state).toBe('succeeded');
+    expect(removals.filter((j) => j.state !== 'succeeded')).toEqual([]);
+    env.store.close();
+  });
+
   it("one cluster's stuck pass does not hold up another cluster's passes", async () => {
     const store = Store.open(':memory:');
     const sim = new SimWorld({ clock: systemClock });
