@@ -55,7 +55,9 @@ export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const installed = installedNodes(ctx);
   if (!installed || unseen(ctx, installed).length > 0) return undefined;
   const running = installed.find((n) => healthy(ctx.obs(n)) && ctx.obs(n)!.postgres!.inRecovery === false);
-  const first = running ?? installed.find((n) => ctx.obs(n)?.reachable);
+  // a node whose job just failed (its initdb, say: a leftover it will not write over) is passed
+  // over while it cools down: electing it again would hold every other node up with it
+  const first = running ?? installed.find((n) => ctx.obs(n)?.reachable && jobOf(ctx, n)?.state !== 'cooling');
   if (!first) return undefined;
   // the first primary is the first spec node that can be: one still being installed comes first
   const earlier = ctx.specNames.slice(0, ctx.specNames.indexOf(first));

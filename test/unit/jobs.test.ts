@@ -145,6 +145,23 @@ describe('jobs', () => {
     env.store.close();
   });
 
+  it('bootstrap passes over a node whose initdb failed while it cools down: the others are not held up', async () => {
+    const env = setup('jobs5');
+    await env.passUntil(() => env.store.getNode(env.spec.name, 'pg01')?.state === 'installed');
+    // pg01's data directory holds the leftovers of a clone that was interrupted: initdb refuses
+    // to write over them (terminal), as the real driver does, every time it is tried
+    env.sim.node(env.spec.name, 'pg01')!.pg.partial = true;
+    await env.passUntil(env.converged, 400);
+    const primary = env.sim.writablePrimaries(env.spec.name);
+    expect(primary).toEqual(['pg02']);
+    // pg01 was then cloned (a clone empties an interrupted one)
+    expect(env.sim.inspect(env.spec.name, 'pg01')?.pg).toMatchObject({ inRecovery: true, upstream: 'pg02' });
+    expect(story(env).some((e) => e.startsWith('pg01 job.failed') && e.includes('interrupted clone'))).toBe(
+      true,
+    );
+    env.store.close();
+  });
+
   it("one cluster's stuck pass does not hold up another cluster's passes", async () => {
     const store = Store.open(':memory:');
     const sim = new SimWorld({ clock: systemClock });
