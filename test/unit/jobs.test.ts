@@ -72,7 +72,10 @@ const story = (env: { store: Store; spec: ClusterSpec }) =>
   env.store.listEvents({ cluster: env.spec.name }).map((e) => `${e.node ?? '-'} ${e.ruleId}: ${e.reason}`);
 
 describe('jobs', () => {
-  it('a failover goes ahead while a new standby clones; the clone is cancelled and redone from the new primary', async () => {
+  const failoverDuringClone =
+    'a failover goes ahead while a new standby clones; ' +
+    'the clone is cancelled and redone from the new primary';
+  it(failoverDuringClone, async () => {
     let seen = { hung: 0, sources: [] as string[] };
     const env = setup('jobs1', (d) => {
       const h = hangingFirstClone(d, 'pg04');
@@ -145,7 +148,7 @@ describe('jobs', () => {
     env.store.close();
   });
 
-  it('bootstrap passes over a node whose initdb failed while it cools down: the others are not held up', async () => {
+  it('bootstrap passes over a node whose initdb failed while it cools: others go on', async () => {
     const env = setup('jobs5');
     await env.passUntil(() => env.store.getNode(env.spec.name, 'pg01')?.state === 'installed');
     // pg01's data directory holds the leftovers of a clone that was interrupted: initdb refuses
