@@ -64,9 +64,17 @@ export function cancelStaleJob(ctx: PlanContext): Verdict | undefined {
   return undefined;
 }
 
-/** Nothing else to do while jobs run: wait for them (the loop is woken when one settles). */
+/** Nothing else to do while jobs run: wait for them (the loop is woken when one settles). A node
+ *  that left the spec and whose job failed (its removal) is not done with either: no other rule
+ *  waits for it, so the cluster would be called converged with its machine still there. */
 export function waitForJobs(ctx: PlanContext): Verdict | undefined {
-  const running = Object.entries(ctx.input.jobs ?? {}).filter(([, j]) => j.state === 'running');
-  if (running.length === 0) return undefined;
-  return wait(running.map(([n, j]) => describeJob(n, j)).join('; '), running[0]![0], 1_000);
+  const pending = Object.entries(ctx.input.jobs ?? {}).filter(
+    ([n, j]) => j.state === 'running' || !ctx.specNames.includes(n),
+  );
+  if (pending.length === 0) return undefined;
+  const cooledAt = Math.min(...pending.map(([, j]) => (j.state === 'running' ? Infinity : j.deadlineAt)));
+  const requeueAfterMs = pending.some(([, j]) => j.state === 'running')
+    ? 1_000
+    : Math.max(200, cooledAt - ctx.input.now);
+  return wait(pending.map(([n, j]) => describeJob(n, j)).join('; '), pending[0]![0], requeueAfterMs);
 }

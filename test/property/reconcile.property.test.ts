@@ -3,24 +3,42 @@
 // passes. After every step: never two writable primaries, and (sync mode) no acknowledged
 // commit lost. After the faults stop: convergence to the spec within a bounded number of passes.
 //
+// Jobs (issue 15): the sim's long operations (boots, installs, initdb, copies, removals) take sim
+// time, per node and kind: each schedule starts with a random profile (instant, seconds,
+// minutes) and may change it, let time pass without a pass (jobs finish between passes), make
+// a node's next job fail, and kill the operator while its jobs run. Time passes as in runLoop:
+// a pass is followed by its requeue delay, cut short when a job settles (the loop wakes then).
+//
 // A failure prints fast-check's seed and path; replay it with
-//   PGOP_PROPERTY_SEED=<seed> PGOP_PROPERTY_PATH=<path> npx vitest run test/property
+//   PGOP_PROPERTY_SEED=<seed> PGOP_PROPERTY_PATH=<path> PGOP_PROPERTY_REPLAY=<replayPath> \
+//     npx vitest run test/property
 // and explore beyond the default seed with PGOP_PROPERTY_SEED=random PGOP_PROPERTY_RUNS=5000.
 
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Store } from '../../src/store/store.js';
-import { SimWorld, slotNameFor } from '../../src/drivers/sim/world.js';
+import { SIM_JOB_KINDS, SimWorld, slotNameFor, type SimJobKind } from '../../src/drivers/sim/world.js';
 import { SimClock } from '../../src/drivers/sim/clock.js';
-import { createSimWorld } from '../../src/drivers/sim/drivers.js';
+import { createSimWorld, type SimDrivers } from '../../src/drivers/sim/drivers.js';
 import { Reconciler, type PassResult } from '../../src/reconcile/reconciler.js';
+import type { JobRecord } from '../../src/store/jobs.js';
 import { canonicalJson } from '../../src/spec/parse.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 import { simSpec } from '../helpers/sim-spec.js';
 
 const RUNS = Number(process.env.PGOP_PROPERTY_RUNS ?? 600);
-const CONVERGENCE_BOUND = 80; // passes after the last fault
+/** After the last fault: at most this many passes that act (the bound before jobs, when every
+ *  pass acted or waited a moment; waits for jobs now fill the time between), within this much
+ *  sim time. The time covers the slowest chain the
+ *  schedules can leave behind: a copy hung on a link that went down mid-way runs into its
+ *  deadline (2 min + its size at 1 MiB/s: its duration, up to 4 min), is redone (4 min),
+ *  and the other nodes' jobs, cooling after failures (up to 5 min after a terminal one) and
+ *  their redos come on top; the largest seen over the default seeds is printed by the suite. */
+const CONVERGENCE_BOUND = { passes: 80, simMs: 60 * 60_000 };
 const NODES = ['pg01', 'pg02', 'pg03', 'pg04'] as const;
+/** How long a node's jobs take: at once (as before jobs), seconds (a lab host), minutes (a VM
+ *  under TCG, a large copy). */
+const JOB_MS = [0, 3_000, 45_000, 240_000] as const;
 
 class OperatorCrashed extends Error {}
 
@@ -29,70 +47,118 @@ interface Env {
   sim: SimWorld;
   store: Store;
   reconciler: Reconciler;
+  /** the running operator process dies (its drivers are detached, its jobs orphaned) */
+  killOperator(): void;
   spec: ClusterSpec;
   crashNextCommit: boolean;
-  crashedThisPass: boolean;
+  /** the operator died at a commit (a pass's or a job's): a new one must start */
+  crashed: boolean;
+  /** a job settled: the loop would look at the cluster at once */
+  woken: boolean;
   nextWriteId: number;
   vanished: number;
   trace: string[];
+  stats: Stats;
+}
+
+interface Stats {
+  jobsStarted: number;
+  jobsSucceeded: number;
+  jobsFailed: number;
+  jobsCancelled: number;
+  jobsInterrupted: number;
+  restarts: number;
+  maxConvergeMs: number;
+  maxConvergePasses: number;
 }
 
 function hashOf(spec: ClusterSpec): string {
   return canonicalJson(spec);
 }
 
-function newReconciler(env: Omit<Env, 'reconciler'> & { reconciler?: Reconciler }): Reconciler {
-  const drivers = createSimWorld(env.sim);
-  return new Reconciler({
+/** A new operator process: nothing in memory but the store. An operator's death ends what runs
+ *  in it (its passes, its jobs' promises: nothing it started reports back or commits), but not
+ *  what it started on the nodes: a package install, an initdb or a pg_basebackup goes on as a
+ *  process there (the SSH channel closing does not stop them), and a machine boot on the
+ *  hypervisor. The sim lets those land (work.ts `remote`); a copy that ends without the standby
+ *  files the operator would have written is left partial, as the real directory would be. */
+function startOperator(env: Env): void {
+  const drivers: SimDrivers = createSimWorld(env.sim);
+  let dead = false;
+  const die = () => {
+    dead = true;
+    drivers.detach();
+  };
+  env.reconciler = new Reconciler({
     store: env.store,
     worldFor: () => drivers,
     clock: env.clock,
     beforeCommit: () => {
-      // Once dead, no other commit of the same pass (parallel node actions) lands either.
-      if (env.crashNextCommit || env.crashedThisPass) {
+      // Once dead, no other commit of this process (parallel node actions, jobs) lands either.
+      if (dead) throw new OperatorCrashed('the operator is dead');
+      if (env.crashNextCommit) {
         env.crashNextCommit = false;
-        env.crashedThisPass = true;
+        env.crashed = true;
+        die();
         throw new OperatorCrashed('operator killed after the side effect, before the commit');
       }
     },
   });
+  env.reconciler.jobs.onSettled(() => {
+    env.woken = true;
+  });
+  env.killOperator = die;
 }
 
-function setup(mode: 'async' | 'sync'): Env {
+function restartOperator(env: Env, why: string): void {
+  env.killOperator();
+  env.crashed = false;
+  env.stats.restarts++;
+  startOperator(env);
+  env.trace.push(`  operator restarted (${why})`);
+}
+
+function setup(mode: 'async' | 'sync', profile: JobProfile = {}): Env {
   const clock = new SimClock(1_700_000_000_000);
   const sim = new SimWorld({ clock });
   const store = Store.open(':memory:');
   const spec = simSpec({ name: 'prop', replication: { mode, syncQuorum: 1 } });
   store.applySpec(spec, hashOf(spec), 'test', clock.now());
+  for (const [node, ms] of Object.entries(profile)) sim.setJobDuration(spec.name, node, ms);
   const env = {
     clock,
     sim,
     store,
     spec,
     crashNextCommit: false,
-    crashedThisPass: false,
+    crashed: false,
+    woken: false,
     nextWriteId: 1,
     vanished: 0,
     trace: [] as string[],
-  } as Omit<Env, 'reconciler'> as Env;
-  env.reconciler = newReconciler(env);
+    stats: { ...emptyStats },
+  } as Omit<Env, 'reconciler' | 'killOperator'> as Env;
+  startOperator(env);
   return env;
+}
+
+/** Let sim time pass (jobs run and settle at their own times). `wake`: as runLoop, stop early
+ *  when a job settles. A commit that killed the operator meanwhile restarts it. */
+async function letTimePass(env: Env, ms: number, wake: boolean): Promise<void> {
+  env.woken = false;
+  await env.clock.advanceSettling(ms, () => (wake && env.woken) || env.crashed);
+  if (env.crashed) restartOperator(env, 'died at a job commit');
 }
 
 async function pass(env: Env): Promise<PassResult | null> {
   const r = await env.reconciler.pass(env.spec.name);
-  if (env.crashedThisPass) {
-    env.crashedThisPass = false;
-    // The process died: a new one starts with nothing in memory but the store.
-    env.reconciler = newReconciler(env);
-    env.trace.push('  operator restarted');
-  }
-  env.clock.advance(Math.max(r?.requeueAfterMs ?? 0, 100));
   if (r)
     env.trace.push(
       `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}` +
         `${r.error ? ` (failed: ${r.error.message})` : ''}`,
     );
+  if (env.crashed) restartOperator(env, 'died at a commit');
+  await letTimePass(env, Math.max(r?.requeueAfterMs ?? 0, 100), true);
   return r;
 }
 
@@ -123,6 +189,7 @@ function command(
       if (!check(env)) return;
       env.trace.push(name);
       await run(env);
+      if (env.crashed) restartOperator(env, 'died at a job commit');
       checkSafety(env);
     },
     toString: () => name,
@@ -236,6 +303,8 @@ function commands(mode: 'async' | 'sync') {
         );
       }),
     ),
+    // The operator dies at its next commit: a pass's step (after its side effect) or a job's
+    // (the job's work done, its record left running), whichever comes first.
     fc.constant(null).map(() =>
       command('crashOperatorMidPass', async (env) => {
         env.crashNextCommit = true;
@@ -243,6 +312,16 @@ function commands(mode: 'async' | 'sync') {
         env.crashNextCommit = false;
       }),
     ),
+    fc.constant(null).map(() =>
+      command('crashOperatorAtJobCommit', async (env) => {
+        env.crashNextCommit = true;
+        await letTimePass(env, 60_000, false);
+        env.crashNextCommit = false;
+      }),
+    ),
+    // The operator dies between passes, its jobs running: they are orphans in the store.
+    fc.constant(null).map(() => command('killOperator', (env) => restartOperator(env, 'killed'))),
+    ...jobCommands(),
     // Scale-in of any node (the primary too) while at least three remain, or back out to the
     // nodes left out: the removed node's machine, slot, sync membership and pgpool backend must go
     // (the providers find it by what they hold, not by a spec; issue 19).
@@ -295,6 +374,71 @@ function commands(mode: 'async' | 'sync') {
   ];
 }
 
+type JobProfile = Partial<Record<(typeof NODES)[number], number>>;
+
+/** A schedule's first job durations: instant everywhere (as before jobs), or per node. */
+const jobProfile: fc.Arbitrary<JobProfile> = fc.oneof(
+  { weight: 1, arbitrary: fc.constant({}) },
+  {
+    weight: 3,
+    arbitrary: fc.record(Object.fromEntries(NODES.map((n) => [n, fc.constantFrom(...JOB_MS)]))),
+  },
+);
+
+function jobCommands() {
+  const node = fc.constantFrom(...NODES);
+  const kind = fc.option(fc.constantFrom<SimJobKind>(...SIM_JOB_KINDS), { nil: undefined });
+  // faults aimed at a running job (passes first, until one runs): the primary a copy reads
+  // from, or the job's own node; listed thrice, as commands are picked evenly and these need a
+  // job running to do anything
+  const breakSource = fc.constantFrom('kill', 'partition', 'stop').map((how) =>
+    command(`breakJobSource(${how})`, async (env) => {
+      const job = await passesUntilJob(env, (j) => j.source !== null);
+      if (job?.source) faultOn(env, how, job.source);
+    }),
+  );
+  const breakNode = fc.constantFrom('partition', 'stop', 'destroyDomain').map((how) =>
+    command(`breakJobNode(${how})`, async (env) => {
+      const job = await passesUntilJob(env, (j) => !!env.sim.node(env.spec.name, j.node));
+      if (job) faultOn(env, how, job.node);
+    }),
+  );
+  return [
+    ...[breakSource, breakSource, breakSource, breakNode, breakNode, breakNode],
+    fc
+      .tuple(node, fc.constantFrom(...JOB_MS), kind)
+      .map(([n, ms, k]) =>
+        command(`jobTime(${n},${ms}${k ? `,${k}` : ''})`, (env) =>
+          env.sim.setJobDuration(env.spec.name, n, ms, k),
+        ),
+      ),
+    // time passes without a pass (the operator busy elsewhere): jobs finish between passes
+    fc
+      .constantFrom(1_000, 10_000, 60_000, 300_000)
+      .map((ms) => command(`time(${ms})`, (env) => letTimePass(env, ms, false))),
+    fc
+      .tuple(node, fc.constantFrom('transient', 'terminal' as const))
+      .map(([n, k]) => command(`failNextJob(${n},${k})`, (env) => env.sim.failNextJob(env.spec.name, n, k))),
+  ];
+}
+
+/** A job the store says runs (an orphan of a dead operator too: its work may go on) and that
+ *  `which` accepts, after passes (at most 30) until there is one. */
+async function passesUntilJob(env: Env, which: (job: JobRecord) => boolean): Promise<JobRecord | undefined> {
+  for (let i = 0; i <= 30; i++) {
+    const job = env.store.jobs.list({ cluster: env.spec.name, running: true }).find(which);
+    if (job || i === 30) return job;
+    await pass(env);
+    checkSafety(env);
+  }
+  return undefined;
+}
+
+function faultOn(env: Env, how: 'kill' | 'partition' | 'stop' | 'destroyDomain', node: string): void {
+  env.trace.push(`  ${how}(${node})`);
+  env.sim[how](env.spec.name, node);
+}
+
 async function converge(env: Env): Promise<number> {
   // Faults stop: links heal, slow standbys catch up. Machines stay as the faults left them:
   // restarting what it fenced or lost is the operator's job.
@@ -305,12 +449,49 @@ async function converge(env: Env): Promise<number> {
     }
   }
   env.trace.push('-- faults stop --');
-  for (let i = 1; i <= CONVERGENCE_BOUND; i++) {
+  const start = env.clock.now();
+  let working = 0;
+  for (let passes = 1; ; passes++) {
     const r = await pass(env);
     checkSafety(env);
-    if (r?.converged) return i;
+    if (r?.converged) {
+      const s = env.stats;
+      s.maxConvergeMs = Math.max(s.maxConvergeMs, env.clock.now() - start);
+      s.maxConvergePasses = Math.max(s.maxConvergePasses, working);
+      return passes;
+    }
+    if (r?.decision.kind !== 'wait') working++;
+    const tookMs = env.clock.now() - start;
+    if (working > CONVERGENCE_BOUND.passes || tookMs > CONVERGENCE_BOUND.simMs) {
+      const bound = `${CONVERGENCE_BOUND.passes} acting passes and ${CONVERGENCE_BOUND.simMs} ms`;
+      throw new Error(`did not converge within ${bound}\n${env.trace.slice(-60).join('\n')}`);
+    }
   }
-  throw new Error(`did not converge within ${CONVERGENCE_BOUND} passes\n${env.trace.slice(-60).join('\n')}`);
+}
+
+const emptyStats: Stats = {
+  jobsStarted: 0,
+  jobsSucceeded: 0,
+  jobsFailed: 0,
+  jobsCancelled: 0,
+  jobsInterrupted: 0,
+  restarts: 0,
+  maxConvergeMs: 0,
+  maxConvergePasses: 0,
+};
+
+/** Adds a finished schedule's job outcomes (from the store) to `total`. */
+function addStats(total: Stats, env: Env): void {
+  const jobs = env.store.jobs.list({ cluster: env.spec.name });
+  const count = (state: string) => jobs.filter((j) => j.state === state).length;
+  total.jobsStarted += jobs.length;
+  total.jobsSucceeded += count('succeeded');
+  total.jobsFailed += count('failed');
+  total.jobsCancelled += count('cancelled');
+  total.jobsInterrupted += count('interrupted');
+  total.restarts += env.stats.restarts;
+  total.maxConvergeMs = Math.max(total.maxConvergeMs, env.stats.maxConvergeMs);
+  total.maxConvergePasses = Math.max(total.maxConvergePasses, env.stats.maxConvergePasses);
 }
 
 function assertConverged(env: Env) {
@@ -357,6 +538,13 @@ function assertConverged(env: Env) {
 // schedules (the failing seed and path are printed either way).
 const DEFAULT_SEED = 20261125;
 
+/** fast-check prints a commands' replayPath beside the counterexample: it is needed with the
+ *  seed and path to replay the same commands. */
+function replayPath(): { replayPath?: string } {
+  const replay = process.env.PGOP_PROPERTY_REPLAY;
+  return replay ? { replayPath: replay } : {};
+}
+
 function params(runs: number) {
   const env = process.env.PGOP_PROPERTY_SEED;
   const seed = env === 'random' ? undefined : env ? Number(env) : DEFAULT_SEED;
@@ -370,26 +558,40 @@ function params(runs: number) {
 }
 
 for (const mode of ['async', 'sync'] as const) {
-  describe(`reconcile loop under faults (${mode})`, () => {
+  describe(`reconcile loop under faults and jobs (${mode})`, () => {
     it(
       `keeps one primary${mode === 'sync' ? ', loses no acknowledged commit,' : ''}` +
         ` and converges (${RUNS} schedules)`,
       async () => {
+        const total: Stats = { ...emptyStats };
+        let schedules = 0;
         await fc.assert(
-          fc.asyncProperty(fc.commands(commands(mode), { maxCommands: 40 }), async (cmds) => {
-            const env = setup(mode);
-            try {
-              // Bring the cluster up first so faults hit a running cluster as often as a young one.
-              await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
-              checkSafety(env);
-              await converge(env);
-              assertConverged(env);
-            } finally {
-              env.store.close();
-            }
-          }),
+          fc.asyncProperty(
+            jobProfile,
+            fc.commands(commands(mode), { maxCommands: 40, ...replayPath() }),
+            async (profile, cmds) => {
+              const env = setup(mode, profile);
+              try {
+                await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
+                checkSafety(env);
+                await converge(env);
+                assertConverged(env);
+                schedules++;
+                addStats(total, env);
+              } finally {
+                env.store.close();
+              }
+            },
+          ),
           params(RUNS),
         );
+        console.info(`${mode}: ${schedules} schedules passed; jobs: ${JSON.stringify(total)}`);
+        // the schedules did exercise every outcome of a job
+        expect(total.jobsSucceeded).toBeGreaterThan(0);
+        if (schedules >= 100) {
+          for (const k of ['jobsFailed', 'jobsCancelled', 'jobsInterrupted'] as const)
+            expect(total[k], k).toBeGreaterThan(0);
+        }
       },
       600_000,
     );

@@ -47,6 +47,19 @@ describe('plan with jobs', () => {
     expect(promote.decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'failover.promote' });
   });
 
+  it('does not converge while the removal of a node that left the spec cools down after a failure', () => {
+    const states = { ...states3, pg04: 'deleting' as const };
+    const removal: JobView = { id: 9, kind: 'deleteMachine', state: 'cooling', deadlineAt: 30_000 };
+    const r = plan(input(states, healthy3(), { jobs: { pg04: removal }, now: 10_000 }));
+    expect(r.decision).toMatchObject({
+      kind: 'wait',
+      ruleId: 'job.running',
+      node: 'pg04',
+      requeueAfterMs: 20_000,
+    });
+    expect(r.decision.reason).toContain('failed; cooling down');
+  });
+
   it('cancels a clone from an old primary once another node is primary', () => {
     const nodes = {
       pg01: node('pg01', { ...off }),
