@@ -27,8 +27,16 @@ export function jobOf(ctx: PlanContext, node: string): JobView | undefined {
 export function blockingJob(ctx: PlanContext, node: string, ruleId: RuleId): JobView | undefined {
   const job = jobOf(ctx, node);
   if (!job || (PREEMPTS_JOBS.has(ruleId) && job.kind !== 'deleteMachine')) return undefined;
+  // a failed repoint or rewind cooling down must not hold up the promotion of that standby
+  if (job.state === 'cooling' && PROMOTIONS.has(ruleId)) return undefined;
   return job;
 }
+
+const PROMOTIONS: ReadonlySet<RuleId> = new Set<RuleId>([
+  'failover.promote',
+  'switchover.promote',
+  'failover.adopt-promoted',
+]);
 
 export function describeJob(node: string, job: JobView): string {
   const what = `${node}: job #${job.id} (${job.kind})`;

@@ -103,3 +103,14 @@ describe('plan with jobs', () => {
     expect(r.also ?? []).toEqual([]);
   });
 });
+
+describe('plan with a node cooling down', () => {
+  it('promotes the best standby even while a failed job of its cools down', () => {
+    const dead = { ...off, misses: 3 };
+    const nodes = { ...healthy3(), pg01: node('pg01', dead) };
+    const states = { ...states3, pg01: 'fenced' as const };
+    const cooling: JobView = { id: 9, kind: 'repointStandby', state: 'cooling', deadlineAt: 30_000 };
+    const r = plan(input(states, nodes, { now: 1_000, jobs: { pg02: cooling, pg03: cooling } }));
+    expect(r.decision).toMatchObject({ kind: 'act', ruleId: 'failover.promote' });
+  });
+});
