@@ -40,7 +40,7 @@ export function waitForUnseen(ctx: PlanContext): Verdict | undefined {
 /** How long the first primary waits for an earlier spec node whose machine is up but does not
  *  answer over SSH yet: a lab host's first seconds on a busy machine (a VM's boot under TCG is
  *  longer: then the first to answer is the first primary). */
-const BOOT_PATIENCE_MS = 120_000;
+const BOOT_PATIENCE_MS = 10_000;
 /** How often it looks again meanwhile (a job that settles wakes the loop anyway). */
 const BOOT_LOOK_MS = 1_000;
 
