@@ -14,6 +14,8 @@ import type { JobRecord } from '../store/jobs.js';
 import type { JobView, NodeDecision } from '../plan/types.js';
 import type { RuleId } from '../plan/rule-ids.js';
 import { PgopError, messageOf } from '../errors.js';
+import { cloneRateKBps } from '../spec/rates.js';
+import { backoffMs, type Backoff } from './backoff.js';
 import type { Clock, Log } from './reconciler.js';
 
 /** Actors that can take longer than about a second: boots, packages, initdb, copies. A fence and
@@ -41,7 +43,7 @@ const SLOWEST_COPY_BYTES_PER_S = 1 * 2 ** 20;
 /** A job's progress is written at most this often. */
 const PROGRESS_WRITE_MS = 1_000;
 /** After a failed job its node waits this long (doubling per failure in a row) before a retry. */
-const COOLING = { baseMs: 1_000, maxMs: 30_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
+const COOLING: Backoff = { baseMs: 1_000, maxMs: 30_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
 
 const COPY_ACTORS: ReadonlySet<string> = new Set(['cloneStandby', 'repointStandby', 'rejoinStandby']);
 
@@ -301,10 +303,7 @@ export class JobRunner {
     const kind = err instanceof PgopError ? err.kind : 'internal';
     const k = key(r.cluster, r.node);
     const failures = (this.cooling.get(k)?.failures ?? 0) + 1;
-    const coolMs =
-      kind === 'terminal'
-        ? Math.min(COOLING.terminalMaxMs, COOLING.terminalMs * 2 ** (failures - 1))
-        : Math.min(COOLING.maxMs, COOLING.baseMs * 2 ** (failures - 1));
+    const coolMs = backoffMs(COOLING, kind, failures);
     const until = this.opts.clock.now() + coolMs;
     const message = `${kind}: ${messageOf(err)}`;
     // the event says a repeated failure once (the job rows and the log keep every one)
@@ -365,9 +364,6 @@ export function copyDeadline(startedAt: number, totalBytes: number, maxBytesPerS
 
 /** replication.cloneMaxRate (pg_basebackup --max-rate: kB/s, or with a k or M suffix) in bytes/s. */
 function maxRateOf(spec: ClusterSpec): number | null {
-  const rate = spec.replication.cloneMaxRate;
-  if (rate === undefined) return null;
-  const m = /^(\d+)([kM]?)$/.exec(rate);
-  if (!m) return null;
-  return Number(m[1]) * (m[2] === 'M' ? 2 ** 20 : 2 ** 10);
+  const kBps = cloneRateKBps(spec.replication.cloneMaxRate);
+  return kBps === null ? null : kBps * 2 ** 10;
 }

@@ -21,6 +21,7 @@ import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
 import { JOB_ACTORS, JobRunner } from './jobs.js';
+import { backoffMs, type Backoff } from './backoff.js';
 import { PREEMPTS_JOBS } from '../plan/jobs.js';
 
 export interface Clock {
@@ -64,7 +65,7 @@ export interface PassResult {
 /** A terminal failure (it will not fix itself) is tried again after 30 s, then ever more rarely
  *  while it repeats (up to every 5 min): the event says it once, the log at each try. A new spec
  *  generation is looked at at once (runLoop) and starts the count afresh. */
-const BACKOFF = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
+const BACKOFF: Backoff = { baseMs: 200, maxMs: 5_000, terminalMs: 30_000, terminalMaxMs: 300_000 };
 
 /** How often a cluster's machines are listed in full when no node is being removed. */
 const LIST_MACHINES_EVERY_MS = 60_000;
@@ -452,12 +453,7 @@ export class Reconciler {
     const logFn = kind === 'transient' ? this.log.warn : this.log.error;
     const fields = { cluster: name, node, rule: decision.ruleId, kind, err: message };
     logFn.call(this.log, fields, `cannot apply decision ${decision.ruleId}`);
-    const n = Math.max(1, count);
-    const requeueAfterMs =
-      kind === 'terminal'
-        ? Math.min(BACKOFF.terminalMaxMs, BACKOFF.terminalMs * 2 ** (n - 1))
-        : Math.min(BACKOFF.maxMs, BACKOFF.baseMs * 2 ** (n - 1));
-    return { error, requeueAfterMs };
+    return { error, requeueAfterMs: backoffMs(BACKOFF, kind, count) };
   }
 }
 

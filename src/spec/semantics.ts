@@ -2,6 +2,7 @@
 // sizing, names that must be unique. The raw document may be schema-invalid here, so every
 // access is guarded.
 
+import { cloneRateKBps } from './rates.js';
 import { statSync } from 'node:fs';
 import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../net/ipv4.js';
 import { Reporter, describe, formatPath, type Seg } from './report.js';
@@ -148,13 +149,10 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     );
   }
   const replUser = str(repl.user) ?? 'replicator';
-  const rate = /^(\d+)([kM]?)$/.exec(str(repl.cloneMaxRate) ?? '');
-  const kBps = rate ? Number(rate[1]) * (rate[2] === 'M' ? 1024 : 1) : null;
+  const kBps = cloneRateKBps(str(repl.cloneMaxRate));
   if (kBps !== null && (kBps < 32 || kBps > 1024 * 1024)) {
-    r.add(
-      [...S, 'replication', 'cloneMaxRate'],
-      `${rate![0]} is outside pg_basebackup's range of 32k to 1024M`,
-    );
+    const rate = str(repl.cloneMaxRate)!;
+    r.add([...S, 'replication', 'cloneMaxRate'], `${rate} is outside pg_basebackup's range of 32k to 1024M`);
   }
 
   // --- postgres parameters and hba
