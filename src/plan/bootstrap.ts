@@ -56,6 +56,15 @@ function onItsWay(ctx: PlanContext, n: string): boolean {
 export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const installed = installedNodes(ctx);
   if (!installed || unseen(ctx, installed).length > 0) return undefined;
+  // one is being initialised (an earlier node's failed try may have cooled down meanwhile)
+  const initialising = installed.find((n) => {
+    const job = jobOf(ctx, n);
+    return job?.kind === 'initPrimary' && job.state === 'running';
+  });
+  if (initialising) {
+    const reason = `no node holds data yet; ${initialising} is being initialised as the first primary`;
+    return { ...wait(reason, initialising, BOOT_LOOK_MS), setUpMeanwhile: true };
+  }
   const running = installed.find((n) => healthy(ctx.obs(n)) && ctx.obs(n)!.postgres!.inRecovery === false);
   // a node whose job just failed (its initdb, say: a leftover it will not write over) is passed
   // over while it cools down: electing it again would hold every other node up with it
@@ -66,7 +75,8 @@ export function initPrimary(ctx: PlanContext): Verdict | undefined {
   const coming = running ? undefined : earlier.find((n) => onItsWay(ctx, n));
   if (coming) {
     const reason = `no node holds data yet; ${coming} is being set up and will be the first primary`;
-    return wait(reason, coming, BOOT_LOOK_MS);
+    // its own provisioning and install (and every other node's) go on meanwhile
+    return { ...wait(reason, coming, BOOT_LOOK_MS), setUpMeanwhile: true };
   }
   return act(first, 'primary.elected', `no node holds data yet; initialising ${first} as the first primary`, {
     standbys: ctx.specNames.filter((x) => x !== first),

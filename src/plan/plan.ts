@@ -4,7 +4,7 @@
 
 import { buildContext, holdsData, type PlanContext } from './context.js';
 import type { RuleId } from './rule-ids.js';
-import { RULES, type NodeRule, type Step } from './rules.js';
+import { NODE_RULES, RULES, type NodeRule, type Step } from './rules.js';
 import { blockingJob, describeJob, jobOf } from './jobs.js';
 import type { Decision, NodeDecision, PlanInput, PlanResult, Verdict } from './types.js';
 
@@ -35,8 +35,18 @@ interface Decided {
 }
 
 function stamp(verdict: Verdict, ruleId: RuleId): Decided {
-  const { also, ...rest } = verdict;
+  const { also, setUpMeanwhile: _, ...rest } = verdict;
   return { decision: { ...rest, ruleId } as Decision, also };
+}
+
+/** Node-local set-up steps (provision, install) of the nodes not installed yet: they may run
+ *  while the cluster waits for something else, since none of them makes a primary. */
+function setUpSteps(ctx: PlanContext): NodeDecision[] {
+  return ctx.specNames
+    .filter((n) => ctx.state(n) === 'absent' || ctx.state(n) === 'provisioned')
+    .map((n) => firstForNode(ctx, NODE_RULES, n))
+    .filter((d) => d?.parallel && d.decision.kind === 'act')
+    .map((d) => d!.decision as NodeDecision);
 }
 
 function decideStep(ctx: PlanContext, step: Step): Decided | undefined {
@@ -58,7 +68,12 @@ function decideStep(ctx: PlanContext, step: Step): Decided | undefined {
     const requeueAfterMs = job.state === 'cooling' ? Math.max(200, job.deadlineAt - ctx.input.now) : 1_000;
     return { decision: { kind: 'wait', node: verdict.node, reason, requeueAfterMs, ruleId: 'job.running' } };
   }
-  return stamp(verdict, step.id);
+  const decided = stamp(verdict, step.id);
+  if (verdict.kind === 'wait' && verdict.setUpMeanwhile) {
+    const also = setUpSteps(ctx);
+    if (also.length > 0) decided.also = also;
+  }
+  return decided;
 }
 
 function firstForNode(ctx: PlanContext, rules: readonly NodeRule[], n: string) {

@@ -126,6 +126,9 @@ export interface PlanResult {
 export type Verdict = Unstamped<Decision> & {
   /** further node-local decisions for the same pass (see PlanResult.also) */
   also?: NodeDecision[];
+  /** a wait that holds back only what it names: nodes not yet installed go on being provisioned
+   *  and installed meanwhile (plan() adds those steps as `also`) */
+  setUpMeanwhile?: true;
 };
 export type NodeVerdict = Unstamped<NodeDecision>;
 type Unstamped<D> = D extends unknown ? Omit<D, 'ruleId'> : never;

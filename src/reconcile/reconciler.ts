@@ -58,6 +58,8 @@ export interface PassResult {
   requeueAfterMs: number;
   converged: boolean;
   removed?: boolean;
+  /** node-local steps that ran alongside the decision */
+  also?: NodeDecision[];
   /** how long the look at the world took (every probe in parallel) */
   observeMs?: number;
 }
@@ -154,9 +156,13 @@ export class Reconciler {
       this.log.info(fields, decision.reason);
     }
     if (decision.kind === 'wait' || decision.kind === 'done') {
+      // node-local steps that may go on while the cluster waits (a node's install, say)
+      const acting = { name, spec, world, look, observeMs };
+      const acted = (await Promise.all(this.alongside(acting))).length > 0;
       this.failures.delete(name);
       const requeueAfterMs = decision.requeueAfterMs;
-      return { cluster: name, decision, phase, converged, acted: false, requeueAfterMs, observeMs };
+      const { also } = look.planned;
+      return { cluster: name, decision, phase, converged, acted, requeueAfterMs, observeMs, also };
     }
     return this.act({ name, spec, world, look, observeMs }, decision);
   }
@@ -277,13 +283,10 @@ export class Reconciler {
   /** Run the decision (and the node-local steps alongside), commit what succeeded, requeue. */
   private async act(acting: Acting, decision: NodeDecision | ClusterDecision): Promise<PassResult> {
     const { name, look, observeMs } = acting;
-    const base = { cluster: name, decision, phase: look.planned.phase, converged: false, observeMs };
+    const { phase, also } = look.planned;
+    const base = { cluster: name, decision, phase, converged: false, observeMs, also };
     try {
-      // Node-local actions on other nodes run alongside; each commits on its own success.
-      // Their failures are recorded like the main one's but do not fail the pass.
-      const extra = (look.planned.also ?? []).map((d) =>
-        this.stepOne(acting, d).catch((err) => void this.failed(name, d, err, false)),
-      );
+      const extra = this.alongside(acting);
       try {
         if (decision.kind === 'act') await this.stepOne(acting, decision);
         else if ((await this.runCluster(acting, decision)) === 'removed') {
@@ -298,6 +301,14 @@ export class Reconciler {
     } catch (err) {
       return { ...base, acted: false, ...this.failed(name, decision, err) };
     }
+  }
+
+  /** Node-local steps run alongside the decision; each commits on its own success, and their
+   *  failures are recorded like the main one's but do not fail the pass. */
+  private alongside(acting: Acting): Promise<void>[] {
+    return (acting.look.planned.also ?? []).map((d) =>
+      this.stepOne(acting, d).catch((err) => void this.failed(acting.name, d, err, false)),
+    );
   }
 
   /** Step the node machine, run the edge's actor, then commit the new state and its event. */

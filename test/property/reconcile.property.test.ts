@@ -152,26 +152,34 @@ async function letTimePass(env: Env, ms: number, wake: boolean): Promise<void> {
 
 async function pass(env: Env): Promise<PassResult | null> {
   const r = await env.reconciler.pass(env.spec.name);
-  if (r)
-    env.trace.push(
-      `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}` +
-        `${r.error ? ` (failed: ${r.error.message})` : ''}`,
-    );
+  if (r) {
+    const also = (r.also ?? []).map((d) => ` + ${d.ruleId}(${d.node})`).join('');
+    const error = r.error ? ` (failed: ${r.error.message})` : '';
+    traceLine(env, `  pass: ${r.decision.kind} ${r.decision.ruleId}: ${r.decision.reason}${also}${error}`);
+  }
   if (env.crashed) restartOperator(env, 'died at a commit');
   await letTimePass(env, Math.max(r?.requeueAfterMs ?? 0, 100), true);
   return r;
 }
 
+/** A pass repeated unchanged (a wait) is one line with a count, so the trace shows the story. */
+function traceLine(env: Env, line: string): void {
+  const last = env.trace.length - 1;
+  const repeated = /^(.*?)(?: ×(\d+))?$/.exec(env.trace[last] ?? '');
+  if (repeated?.[1] === line) env.trace[last] = `${line} ×${Number(repeated[2] ?? 1) + 1}`;
+  else env.trace.push(line);
+}
+
 function checkSafety(env: Env) {
   const writable = env.sim.writablePrimaries(env.spec.name);
   if (writable.length > 1)
-    throw new Error(`two writable primaries: ${writable.join(', ')}\n${env.trace.slice(-40).join('\n')}`);
+    throw new Error(`two writable primaries: ${writable.join(', ')}\n${env.trace.slice(-80).join('\n')}`);
   {
     // Acks counted as sync only while synchronous_standby_names was set; check in every mode.
     const lost = env.sim.lostSyncAcks(env.spec.name);
     if (lost.length > 0)
       throw new Error(
-        `acknowledged sync commits lost: ${lost.join(', ')}\n${env.trace.slice(-40).join('\n')}`,
+        `acknowledged sync commits lost: ${lost.join(', ')}\n${env.trace.slice(-80).join('\n')}`,
       );
   }
 }

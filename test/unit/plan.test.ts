@@ -743,6 +743,31 @@ describe('plan: each rule decides its case', () => {
     });
   });
 
+  it('bootstrap: the first spec node, still being set up, is waited for while its install goes on', () => {
+    const states: States = { pg01: 'provisioned', pg02: 'installed', pg03: 'installed' };
+    const nodes = {
+      pg01: node('pg01', { postgres: null }),
+      pg02: node('pg02', { postgres: null }),
+      pg03: node('pg03', { postgres: null }),
+    };
+    const i = input(states, nodes);
+    i.since = { pg01: i.now - 1_000 };
+    const r = plan(i);
+    expect(r.decision).toMatchObject({ kind: 'wait', node: 'pg01', ruleId: 'bootstrap.init-primary' });
+    // the wait must not hold back the install of the node it waits for: pg01 would never be ready
+    expect(r.also).toEqual([expect.objectContaining({ node: 'pg01', ruleId: 'node.install' })]);
+    // once it is installed it is the first primary, though pg02 was ready first
+    const next = input({ ...states, pg01: 'installed' }, nodes);
+    expect(plan(next).decision).toMatchObject({ node: 'pg01', ruleId: 'bootstrap.init-primary' });
+    // pg01's try failed and cooled down while pg02 was being initialised: pg02 is waited for
+    next.jobs = { pg02: { id: 8, kind: 'initPrimary', state: 'running', deadlineAt: next.now + 60_000 } };
+    expect(plan(next).decision).toMatchObject({
+      kind: 'wait',
+      node: 'pg02',
+      ruleId: 'bootstrap.init-primary',
+    });
+  });
+
   it('per node: install (with the next node alongside), reprovision, remove, wait for a boot', () => {
     const states = { ...states3, pg02: 'provisioned' as const, pg03: 'provisioned' as const };
     const fresh = { ...healthy3(), pg02: node('pg02', { postgres: null }) };
