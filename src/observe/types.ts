@@ -26,6 +26,9 @@ export interface PostgresObservation {
   /** The data directory exists and holds an initialised cluster. */
   initialized: boolean;
   running: boolean;
+  /** Running, but it refuses every session (57P03: starting up, not yet consistent, shutting
+   *  down): pgpool fails every session while it holds such a node up. */
+  refusesSessions?: true;
   /** pg_is_in_recovery(); meaningful only when running. */
   inRecovery: boolean;
   timeline: number;

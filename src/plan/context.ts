@@ -115,9 +115,7 @@ export function buildContext(input: PlanInput): PlanContext {
     streaming: primaryHealthy
       ? specNames.filter((n) => n !== primary && streamingFrom(obs(n), primary!)).sort()
       : [],
-    poolFailed: specNames.filter(
-      (n) => n !== primary && (obs(n)?.misses ?? 0) >= budget && !obs(n)?.postgres?.running,
-    ),
+    poolFailed: specNames.filter((n) => n !== primary && failsPoolSessions(base, n)),
     goals: goalsOf(base),
     candidates,
     syncEvidence,
@@ -126,6 +124,14 @@ export function buildContext(input: PlanInput): PlanContext {
     lastPrimaryToBringBack: lastPrimaryToBringBack(base, candidates, electionBlockedBy),
     switchoverRequest: input.requests.find((r) => r.kind === 'switchover'),
   };
+}
+
+/** A node pgpool must not hold up: its postgres failed the budget of probes, or it refuses
+ *  sessions outside a standby's brief restart (one being rejoined or rebuilt: up to minutes). */
+function failsPoolSessions({ obs, state, budget }: ContextBase, n: string): boolean {
+  const pg = obs(n)?.postgres;
+  if (pg?.refusesSessions) return state(n) !== 'standby' && state(n) !== 'primary';
+  return (obs(n)?.misses ?? 0) >= budget && !pg?.running;
 }
 
 type ContextBase = Pick<

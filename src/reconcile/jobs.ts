@@ -90,8 +90,15 @@ export class JobRunner {
   private cooling = new Map<string, Cooling>();
   private orphansSettled = new Set<string>();
   private listeners = new Set<(cluster: string) => void>();
+  private settledCount = new Map<string, number>();
 
   constructor(private readonly opts: JobRunnerOptions) {}
+
+  /** How many of the cluster's jobs have settled so far: a pass whose look at the world spans a
+   *  settle pairs an older look with newer stored states, and looks again. */
+  settledSoFar(cluster: string): number {
+    return this.settledCount.get(cluster) ?? 0;
+  }
 
   /** Called with the cluster's name whenever one of its jobs settles (the loop wakes it). */
   onSettled(listener: (cluster: string) => void): () => void {
@@ -254,6 +261,7 @@ export class JobRunner {
       this.opts.log.error({ cluster: r.cluster, job: r.id, err: messageOf(e) }, 'job outcome not recorded');
       return;
     }
+    this.settledCount.set(r.cluster, this.settledSoFar(r.cluster) + 1);
     for (const l of this.listeners) l(r.cluster);
   }
 

@@ -217,10 +217,14 @@ export class Reconciler {
     const { store, clock } = this.opts;
     const { name, spec } = cluster;
     const { strays, previousMisses, listMachines } = setup;
-    const observation = await observeCluster(spec, world, previousMisses, clock.now(), strays, {
-      ...opts,
-      listMachines,
-    });
+    const observe = () =>
+      observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines });
+    const settled = this.jobs.settledSoFar(name);
+    let observation = await observe();
+    // a job that committed during the look (a machine deleted, say) left it behind the stored
+    // states: planning on both would redo the job's step; look once more (not when a postmaster
+    // death is news: that look serves a fence at once)
+    if (this.jobs.settledSoFar(name) !== settled && !observation.urgent) observation = await observe();
     if (listMachines) this.listedAt.set(name, clock.now());
     const records = store.listNodes(name);
     const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));

@@ -327,6 +327,23 @@ describe('plan', () => {
     expect(plan(down).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
   });
 
+  it('detaches a node being rejoined whose postgres refuses sessions (starting up), not a standby', () => {
+    const starting = node('pg03', {
+      postgres: { ...pg(), lsn: 0, timeline: 0, streaming: false, refusesSessions: true },
+      error: 'the database system is not yet accepting connections (57P03)',
+    });
+    const i = input({ ...states3, pg03: 'rejoining' }, { ...healthy3(), pg03: starting });
+    i.observation.pool = poolUp('pg01', ['pg01', 'pg02', 'pg03']);
+    expect(plan(i).decision).toMatchObject({
+      action: { type: 'ensurePool', primary: 'pg01', failed: ['pg03'] },
+      ruleId: 'pool.detach-failed',
+    });
+    // a standby's brief restart (a setting that needs one) is not detached for it
+    const restarting = input(states3, { ...healthy3(), pg03: starting });
+    restarting.observation.pool = i.observation.pool;
+    expect(plan(restarting).decision).not.toMatchObject({ ruleId: 'pool.detach-failed' });
+  });
+
   it('reconciles configuration drift', () => {
     const nodes = { ...healthy3(), pg02: node('pg02', { postgres: pg({ configHash: 'other' }) }) };
     expect(plan(input(states3, nodes)).decision).toMatchObject({

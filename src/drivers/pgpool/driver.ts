@@ -10,7 +10,6 @@
 // answers: the steps in routing.ts), restarting pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
-import { connect as netConnect } from 'node:net';
 import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
@@ -26,6 +25,7 @@ import type {
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { pgPort } from '../postgres/config.js';
+import { acceptsSessions } from '../postgres/ready.js';
 import { putFiles, type FileOp } from '../remote/files.js';
 import { failureDetail, runScript, sleep, tail } from '../remote/run.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
@@ -263,7 +263,8 @@ export class SshPoolDriver implements PoolDriver {
     // current, skip the round trips that would rewrite them and go straight to routing.
     const known = state.appliedHash;
     const current = known?.hash === desired && Date.now() - known.at < 60_000;
-    if (!current) await this.configure(cluster, state, tls, desired);
+    const down = failed.filter((n) => n !== primary);
+    if (!current) await this.configure(cluster, { state, tls, desired, down });
     await this.settle(cluster, primary, failed);
     const ms = Math.round(performance.now() - t0);
     this.log.info({ cluster: cluster.name, primary, ms }, current ? 'pgpool routed' : 'pgpool ensured');
@@ -283,9 +284,12 @@ export class SshPoolDriver implements PoolDriver {
    *  start changed. */
   private async configure(
     cluster: ClusterSpec,
-    state: PoolClusterState,
-    tls: PoolTlsFiles,
-    desired: string,
+    {
+      state,
+      tls,
+      desired,
+      down,
+    }: { state: PoolClusterState; tls: PoolTlsFiles; desired: string; down: string[] },
   ): Promise<void> {
     const p = this.paths;
     // One round trip: pgpool installed (apt/dnf when missing), directories, the two secrets kept
@@ -319,7 +323,7 @@ export class SshPoolDriver implements PoolDriver {
       await this.stopPgpool(cluster);
       running = false;
     }
-    if (!running) await this.startPgpool(cluster);
+    if (!running) await this.startPgpool(cluster, down);
   }
 
   // ---------------------------------------------------------------- routing
@@ -373,7 +377,10 @@ export class SshPoolDriver implements PoolDriver {
       }
       this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
       await this.stopPgpool(cluster);
-      await this.startPgpool(cluster);
+      await this.startPgpool(
+        cluster,
+        failed.filter((n) => n !== primary),
+      );
       clock.restarted = true;
       clock.deadline = Date.now() + Math.max(15_000, this.settleTimeoutMs * 3);
     }
@@ -394,7 +401,7 @@ export class SshPoolDriver implements PoolDriver {
   /** pgpool's backends, and whether each node's postgres answers (probed only where pgpool's
    *  answer and the operator's `failed` do not tell). */
   private async look(cluster: ClusterSpec, goal: RoutingGoal, probeMs: number): Promise<PoolLook> {
-    const probe = (i: number) => tcpReachable(cluster.nodes[i]!.address, pgPort(cluster), probeMs);
+    const probe = (i: number) => acceptsSessions(cluster.nodes[i]!.address, pgPort(cluster), probeMs);
     let backends: PoolBackend[] | null = null;
     let error: string | undefined;
     try {
@@ -487,16 +494,19 @@ export class SshPoolDriver implements PoolDriver {
 
   // ---------------------------------------------------------------- process
 
-  private async startPgpool(cluster: ClusterSpec): Promise<void> {
+  /** Starts pgpool with `failed` (the operator saw them fail) marked down. */
+  private async startPgpool(cluster: ClusterSpec, failed: string[]): Promise<void> {
     const p = this.paths;
     this.dropClient(cluster);
-    // pgpool starts from a status file that marks down the backends that do not answer now. A
+    // pgpool starts from a status file that marks down the backends that take no session now. A
     // backend it believes up but cannot reach (a fenced old primary whose link is down) would
-    // hold its start-up search for a primary, and then every new session, until the link came
-    // back. Nodes marked down are attached again once they answer (settle).
+    // hold its start-up search for a primary, and one that refuses sessions (a standby starting
+    // up) fails every new session. Nodes marked down are attached again once they answer (settle).
     const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
     const port = pgPort(cluster);
-    const reach = await Promise.all(cluster.nodes.map((n) => tcpReachable(n.address, port, probeMs)));
+    const reach = await Promise.all(
+      cluster.nodes.map(async (n) => !failed.includes(n.name) && acceptsSessions(n.address, port, probeMs)),
+    );
     // all down: pgpool would have nothing to search; let it try every backend itself
     const status = reach.some(Boolean) ? reach.map((r) => (r ? 'up' : 'down')) : reach.map(() => 'up');
     // a node started as up must be reachable from the pool host too
@@ -510,7 +520,10 @@ export class SshPoolDriver implements PoolDriver {
     });
     const down = cluster.nodes.filter((_, i) => status[i] === 'down').map((n) => n.name);
     if (down.length > 0) {
-      this.log.info({ cluster: cluster.name, down }, 'pgpool starts with the unreachable nodes marked down');
+      this.log.info(
+        { cluster: cluster.name, down },
+        'pgpool starts with the nodes that take no session down',
+      );
     }
     await this.waitAnswering(cluster);
     this.log.info({ cluster: cluster.name }, 'pgpool started');
@@ -562,17 +575,3 @@ export class SshPoolDriver implements PoolDriver {
 }
 
 // ------------------------------------------------------------------ helpers
-
-function tcpReachable(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect({ host, port });
-    const done = (ok: boolean) => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(ok);
-    };
-    const t = setTimeout(() => done(false), timeoutMs);
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}

@@ -293,9 +293,13 @@ export function fromLook(look: Look, miss: Miss): ProbeResult {
       error: `${pgError}; ssh: postgres runs but does not answer`,
       hung: true,
     };
+  const refuses = s.running && /\(57P03\)/.test(pgError);
   return {
     reachable: true,
-    postgres: downObservation(s.initialized, s.standbySignal, s.running),
+    postgres: {
+      ...downObservation(s.initialized, s.standbySignal, s.running),
+      ...(refuses ? { refusesSessions: true } : {}),
+    },
     error: pgError,
   };
 }

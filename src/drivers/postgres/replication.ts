@@ -30,6 +30,7 @@ import {
   basebackupScript,
   prepareDataDirScript,
   rewindScript,
+  recoveryTitleScript,
   stopCopyScript,
   waitGoneScript,
 } from './scripts.js';
@@ -43,6 +44,10 @@ interface PrimaryInfo {
   lsn: number;
   systemId: string;
 }
+
+/** How long a standby that takes no session may replay one WAL segment before it counts as
+ *  stuck (a diverged one never gets consistent) and is rewound. */
+const STUCK_STARTING_MS = 10_000;
 
 /** What ensureStandby does after its look at the node. `repointed`: nothing more (it streams). */
 interface StandbyStep {
@@ -119,7 +124,11 @@ export class Replication {
       // is not something a rewind fixes.
       const code = ((err as PgopError).cause as { code?: string } | undefined)?.code;
       if (code !== '57P03') throw err;
-      reason = `stuck starting up (${messageOf(err)})`;
+      // still replaying (a rewind's restart that an earlier try gave up waiting for): a rewind
+      // now would throw its progress away and start it again
+      if (await this.waitStreaming(cluster, node, primary, STUCK_STARTING_MS)) {
+        obs = await this.prober.look(cluster, node);
+      } else reason = `stuck starting up (${messageOf(err)})`;
     }
     if (!obs || !obs.inRecovery) {
       if (obs) reason = 'it runs as a primary';
@@ -467,14 +476,18 @@ export class Replication {
     return { stop: () => void (stopped = true) };
   }
 
-  /** Poll until the node streams from `primary` (true) or `timeoutMs` passes (false). */
+  /** Poll until the node streams from `primary` (true) or `timeoutMs` passes (false). While it
+   *  takes no session because it still replays towards a consistent state (after a rewind: all
+   *  the WAL since the last common checkpoint, hundreds of MB after a bulk load), the time
+   *  starts again each time its replay moves on to another WAL segment. */
   private async waitStreaming(
     cluster: ClusterSpec,
     node: NodeSpec,
     primary: NodeSpec,
     timeoutMs: number,
   ): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
+    let deadline = Date.now() + timeoutMs;
+    const replay = new ReplayWatch(() => this.recoveryTitle(cluster, node));
     let client: pg.Client | null = null;
     try {
       for (;;) {
@@ -490,15 +503,27 @@ export class Replication {
           );
           const row = r.rows[0];
           if (row?.rec && row.status === 'streaming' && row.host === primary.address) return true;
-        } catch {
+        } catch (err) {
           if (client) await endClient(client);
           client = null;
+          if (sqlState(err) === '57P03' && (await replay.movedOn())) deadline = Date.now() + timeoutMs;
         }
         if (Date.now() > deadline) return false;
         await sleep(50);
       }
     } finally {
       if (client) await endClient(client);
+    }
+  }
+
+  /** The startup process's title on the node ('' when none or the look failed). */
+  private async recoveryTitle(cluster: ClusterSpec, node: NodeSpec): Promise<string> {
+    const script = recoveryTitleScript(this.a.dataDir(cluster));
+    try {
+      const res = await this.a.run(cluster, node, script, { user: 'postgres', timeoutMs: 5000 });
+      return res.code === 0 ? res.stdout.trim() : '';
+    } catch {
+      return '';
     }
   }
 
@@ -576,3 +601,22 @@ async function cloneProgress(
   const row = r.rows[0];
   return row ? { done: Number(row.done), total: row.total === null ? null : Number(row.total) } : null;
 }
+
+/** Whether a recovering standby's replay moves on: its startup process names the WAL segment it
+ *  replays; looked at every 2 s at most. */
+class ReplayWatch {
+  private last = '';
+  private lookedAt = 0;
+  constructor(private readonly title: () => Promise<string>) {}
+
+  async movedOn(): Promise<boolean> {
+    if (Date.now() - this.lookedAt < 2000) return false;
+    this.lookedAt = Date.now();
+    const title = await this.title();
+    const moved = /recovering \S+/.test(title) && title !== this.last && this.last !== '';
+    if (title) this.last = title;
+    return moved;
+  }
+}
+
+const sqlState = (err: unknown) => (err as { code?: string } | undefined)?.code;

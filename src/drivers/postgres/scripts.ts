@@ -130,6 +130,12 @@ export function stopCopyScript(pidFile: string, dataDir: string): NodeScript {
   return { text: STOP_COPY_SH, args: [pidFile, dataDir] };
 }
 
+/** The title of the postmaster's startup process in `dataDir` ("startup recovering <WAL
+ *  segment>"): it names the segment being replayed, so two looks tell whether recovery moves. */
+export function recoveryTitleScript(dataDir: string): NodeScript {
+  return { text: RECOVERY_TITLE_SH, args: [dataDir] };
+}
+
 /** psql over the local socket (peer auth); the SQL goes on stdin. */
 export function psqlScript(binDir: string, socketDir: string, port: number): NodeScript {
   return { text: PSQL_SH, args: [binDir, socketDir, port] };
@@ -419,6 +425,15 @@ set -- -D "$d" -h "$3" -p "$4" -U "$5" -d "application_name=$7" -X stream -c fas
 [ -z "$rate" ] || set -- "$@" -r "$rate"
 echo $$ > "$pidfile"
 exec "$b/pg_basebackup" "$@"
+`;
+
+/** $1 data dir: the startup process's title, if its postmaster runs (nothing otherwise). */
+const RECOVERY_TITLE_SH = `${PM_FUNCS}
+pm_alive "$1" || exit 0
+for kid in $(pgrep -P "$pid" 2>/dev/null); do
+  title=$(tr '\\0' ' ' < "/proc/$kid/cmdline" 2>/dev/null)
+  case "$title" in *startup*) printf '%s\\n' "$title"; exit 0;; esac
+done
 `;
 
 /** As postgres (who can signal only postgres's own processes). $1 pid file, $2 data dir. Stops
