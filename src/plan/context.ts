@@ -50,6 +50,12 @@ export interface PlanContext {
   switchoverRequest: OperatorRequest | undefined;
 }
 
+/** The look began before the node's last recorded step (a job committed during it): what it
+ *  saw of the node's machine is older than its state, so no verdict on the machine from it. */
+export function lookPredates(ctx: Pick<PlanContext, 'input'>, node: string): boolean {
+  return (ctx.input.since?.[node] ?? 0) > ctx.input.observation.at;
+}
+
 export function healthy(o: NodeObservation | undefined): boolean {
   return !!o && o.reachable && !!o.postgres?.running;
 }

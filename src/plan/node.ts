@@ -1,7 +1,7 @@
 // One node towards its goal: bring-up (provision, install, clone), standby upkeep, removal; and
 // bookkeeping for a world that is ahead of the records.
 
-import { REQUEUE, act, healthy, streamingFrom, wait, type PlanContext } from './context.js';
+import { REQUEUE, act, healthy, lookPredates, streamingFrom, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
 
 /** The machine under a node disappeared. A node that left the spec is removed step by step
@@ -10,7 +10,8 @@ export function machineVanished(ctx: PlanContext): Verdict | undefined {
   const strayPrimaries = ctx.strayNames.filter((x) => ctx.state(x) === 'primary');
   const n = [...ctx.specNames, ...strayPrimaries].find((x) => {
     const s = ctx.state(x);
-    return s !== 'absent' && s !== 'deleting' && ctx.obs(x)?.machine.state === 'missing';
+    const gone = ctx.obs(x)?.machine.state === 'missing' && !lookPredates(ctx, x);
+    return s !== 'absent' && s !== 'deleting' && gone;
   });
   if (n === undefined) return undefined;
   const why = ctx.state(n) === 'primary' ? ' (the primary is gone for good: no fencing needed)' : '';
@@ -64,6 +65,7 @@ export function install(ctx: PlanContext, n: string): Verdict | undefined {
 export function reprovision(ctx: PlanContext, n: string): Verdict | undefined {
   const o = ctx.obs(n);
   if (ctx.state(n) !== 'provisioned' || o?.reachable || o?.machine.state !== 'stopped') return undefined;
+  if (lookPredates(ctx, n)) return undefined;
   return act(n, 'machine.vanished', `${n}'s machine stopped before installation; provisioning it again`);
 }
 

@@ -4,7 +4,7 @@
 // A primary is handed over first and then removed the same way.
 
 import type { PostgresObservation } from '../observe/types.js';
-import { act, clusterAction, lsnOf, wait, type PlanContext } from './context.js';
+import { act, clusterAction, lookPredates, lsnOf, wait, type PlanContext } from './context.js';
 import { parseSyncNames } from './sync.js';
 import type { Verdict } from './types.js';
 
@@ -67,6 +67,7 @@ export function fenceLeaving(ctx: PlanContext, n: string): Verdict | undefined {
   }
   // a machine made for it before its record (or left by a removal that died half-way)
   if (s !== 'absent' || !o || listingFailed(ctx, n) || o.machine.state === 'missing') return undefined;
+  if (lookPredates(ctx, n)) return undefined; // it saw the machine before its removal committed
   const what = o.machine.detail ?? o.machine.state;
   return act(
     n,

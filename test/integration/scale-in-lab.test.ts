@@ -218,7 +218,8 @@ describe.skipIf(!IN_LAB)('scale-in on the lab provider (root)', { timeout: 420_0
     expect(story.indexOf('scale.fence')).toBeLessThan(story.indexOf('scale.remove-machine'));
     expect(story.indexOf('scale.remove-machine')).toBeLessThan(story.lastIndexOf('scale.forget'));
     expect(events.map((e) => e.rule)).toContain('scale.pool-remove');
-    expect(events.filter((e) => e.node === gone).map((e) => e.rule)).not.toContain('node.machine-vanished');
+    const told = events.map((e) => `${e.node ?? '-'} ${e.rule}: ${e.reason}`).join('\n');
+    expect(story, `the events:\n${told}`).not.toContain('node.machine-vanished');
     return { writer, events };
   }
 

@@ -785,6 +785,23 @@ describe('plan: each rule decides its case', () => {
     });
   });
 
+  it('a look that began before a job committed the node is no evidence against its machine', () => {
+    // pg02's provisioning committed at t=10 while the look (t=0) still saw no machine
+    const provisioned = input(
+      { ...states3, pg02: 'provisioned' },
+      { ...healthy3(), pg02: node('pg02', off) },
+    );
+    provisioned.since = { pg02: 10 };
+    expect(plan(provisioned).decision).not.toMatchObject({ event: 'machine.vanished' });
+    const missing = { machine: { state: 'missing' as const }, reachable: false, postgres: null };
+    const vanished = input(states3, { ...healthy3(), pg02: node('pg02', missing) });
+    vanished.since = { pg02: 10 };
+    expect(plan(vanished).decision).not.toMatchObject({ ruleId: 'node.machine-vanished' });
+    // the same look taken after the step: the machine did vanish
+    vanished.observation.at = 20;
+    expect(plan(vanished).decision).toMatchObject({ node: 'pg02', ruleId: 'node.machine-vanished' });
+  });
+
   it('per node: install (with the next node alongside), reprovision, remove, wait for a boot', () => {
     const states = { ...states3, pg02: 'provisioned' as const, pg03: 'provisioned' as const };
     const fresh = { ...healthy3(), pg02: node('pg02', { postgres: null }) };
