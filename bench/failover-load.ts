@@ -19,7 +19,7 @@ import { now, sleep, type Writer } from '../test/helpers/writer.js';
 import { poolSwitchover } from './failover-baseline.js';
 import { commitGap } from './pgbench-parse.js';
 import { initPgbench, PgbenchLoad, type ClientRun, type PgbenchTarget } from './pgbench-load.js';
-import { med, sec, spread, table } from './table.js';
+import { finite, med, sec, spread, table } from './table.js';
 
 export type Scenario =
   'primary-kill' | 'primary-partition' | 'standby-kill' | 'standby-partition' | 'switchover';
@@ -226,7 +226,10 @@ export function loadLine(t: LoadTrial): string {
 }
 
 /** The table: one row per scenario, mode and system, as the trials came out. */
-export function loadReport(trials: LoadTrial[], failedRuns: string[]): { text: string; summary: object[] } {
+export function loadReport(
+  trials: LoadTrial[],
+  failed: { fault: string; mode: string; system: string }[],
+): { text: string; summary: object[] } {
   const rows: string[][] = [
     [
       'scenario',
@@ -243,11 +246,13 @@ export function loadReport(trials: LoadTrial[], failedRuns: string[]): { text: s
     ],
   ];
   const summary: object[] = [];
-  const keys = [...new Set(trials.map((t) => `${t.scenario}|${t.mode}|${t.system}`))];
+  const keyOf = (x: { mode: string; system: string }, scenario: string) =>
+    `${scenario}|${x.mode}|${x.system}`;
+  const keys = new Set([...trials.map((t) => keyOf(t, t.scenario)), ...failed.map((f) => keyOf(f, f.fault))]);
   for (const key of keys) {
     const [scenario, mode, system] = key.split('|') as [Scenario, string, System];
-    const ts = trials.filter((t) => `${t.scenario}|${t.mode}|${t.system}` === key);
-    const nFailed = failedRuns.filter((r) => r.startsWith(`${mode}-${scenario}-${system}-`)).length;
+    const ts = trials.filter((t) => keyOf(t, t.scenario) === key);
+    const nFailed = failed.filter((f) => keyOf(f, f.fault) === key).length;
     const lost = ts.some((t) => t.lostTx === null) ? null : ts.reduce((n, t) => n + t.lostTx!, 0);
     const row = {
       scenario,
@@ -260,8 +265,8 @@ export function loadReport(trials: LoadTrial[], failedRuns: string[]): { text: s
       sessionsAbortedMedian: med(ts.map((t) => t.sessionsAborted)),
       ackedTxLost: lost,
       balanced: `${ts.filter((t) => t.balanced).length}/${ts.length}`,
-      maxPrimaries: Math.max(...ts.map((t) => t.maxPrimaries)),
-      lightWriterMedian: sec(med(ts.map((t) => t.writerRtoMs ?? Infinity))),
+      maxPrimaries: Math.max(0, ...ts.map((t) => t.maxPrimaries)),
+      lightWriterMedian: sec(med(finite(ts.map((t) => t.writerRtoMs)))),
     };
     summary.push(row);
     rows.push([

@@ -241,10 +241,7 @@ function failedLines(): string[] {
 
 /** The load mode's table, with the same header and failures as the writer's. */
 function loadReportText(): { text: string; summary: object[] } {
-  const { text, summary } = loadReport(
-    loadTrials,
-    failed.map((f) => f.run),
-  );
+  const { text, summary } = loadReport(loadTrials, failed);
   return { text: [...runHeader(), text, ...failedLines()].join('\n'), summary };
 }
 
