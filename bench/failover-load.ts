@@ -15,7 +15,7 @@ import {
   type System,
 } from '../test/helpers/chaos-scenario.js';
 import { labCaFile } from '../test/helpers/lab-tls.js';
-import { now, sleep, type Writer } from '../test/helpers/writer.js';
+import { now, outage, sleep, type Writer } from '../test/helpers/writer.js';
 import { poolSwitchover } from './failover-baseline.js';
 import { commitGap } from './pgbench-parse.js';
 import { initPgbench, PgbenchLoad, type ClientRun, type PgbenchTarget } from './pgbench-load.js';
@@ -56,6 +56,9 @@ export interface LoadTrial {
   t0: number;
   /** (a) ms from the fault to the first commit of a session opened after it (Infinity: none) */
   newSessionMs: number;
+  /** the longest time without a new session's commit, from the last one before the fault: a
+   *  fault that bites late (pgpool noticing a dead standby) fails sessions after a first success */
+  newSessionGapMs: number;
   /** (b) the longest time one pgbench client went without a commit, from its last before the fault */
   pgbenchGapMs: number;
   /** the same for all clients together (nobody committed) */
@@ -197,6 +200,7 @@ function measure(
   return {
     t0: s.t0,
     newSessionMs: firstNew ? firstNew.ackAt - s.t0 : Infinity,
+    newSessionGapMs: outage(probe.acks, s.t0, until).ms,
     pgbenchGapMs: gaps.length ? Math.max(...gaps) : Infinity,
     pgbenchAllGapMs: commitGap([...byClient.values()].flat(), s.t0, until),
     sessionsAborted: runs.reduce((n, r) => n + r.report.aborted.length, 0),
@@ -217,8 +221,9 @@ function measure(
 /** One line per trial as it ends. */
 export function loadLine(t: LoadTrial): string {
   return (
-    `${t.run}: new session ${sec(t.newSessionMs)}s  pgbench gap ${sec(t.pgbenchGapMs)}s ` +
-    `(all clients ${sec(t.pgbenchAllGapMs)}s)  aborted ${t.sessionsAborted}  ` +
+    `${t.run}: new session ${sec(t.newSessionMs)}s (gap ${sec(t.newSessionGapMs)}s)  ` +
+    `pgbench gap ${sec(t.pgbenchGapMs)}s (all clients ${sec(t.pgbenchAllGapMs)}s)  ` +
+    `aborted ${t.sessionsAborted}  ` +
     `committed ${t.committed ?? '?'} / history +${t.historyGrowth}  lost ${t.lostTx ?? '?'}  ` +
     `bank ${t.balanced ? 'balanced' : 'UNBALANCED'}  max primaries ${t.maxPrimaries}  ` +
     `writer ${sec(t.writerRtoMs)}s${t.notes.length ? `  (${t.notes.join('; ')})` : ''}`
@@ -237,6 +242,7 @@ export function loadReport(
       'system',
       'measured/N',
       'new session s min/med/max',
+      'new-session gap s med',
       'pgbench gap s min/med/max',
       'sessions aborted med',
       'acked tx lost',
@@ -261,6 +267,7 @@ export function loadReport(
       trials: ts.length,
       failedTrials: nFailed,
       newSession: spread(ts.map((t) => t.newSessionMs)),
+      newSessionGapMedian: sec(med(finite(ts.map((t) => t.newSessionGapMs)))),
       pgbenchGap: spread(ts.map((t) => t.pgbenchGapMs)),
       sessionsAbortedMedian: med(ts.map((t) => t.sessionsAborted)),
       ackedTxLost: lost,
@@ -275,6 +282,7 @@ export function loadReport(
       system === 'pgop' ? 'pgop' : 'pgpool own',
       `${ts.length}/${ts.length + nFailed}`,
       row.newSession,
+      row.newSessionGapMedian,
       row.pgbenchGap,
       String(row.sessionsAbortedMedian),
       lost === null ? '?' : String(lost),
@@ -289,7 +297,8 @@ export function loadReport(
 const LEGEND =
   `Under load: pgbench TPC-B-like clients through pgpool, each client its own pgbench process, ` +
   `started again at once when its session aborts. New session: from the fault (or the switchover ` +
-  `command) to the first commit of a session opened after it (a new session every 50 ms). ` +
+  `command) to the first commit of a session opened after it (a new session every 50 ms); ` +
+  `new-session gap: the longest time without such a commit, from the last one before the fault. ` +
   `pgbench gap: the longest time one client went without a commit, from its last commit before ` +
   `the fault. Sessions aborted: pgbench's "client N aborted" per trial. Acked tx lost: pgbench's ` +
   `committed transactions minus pgbench_history's growth on the final primary. Bank balanced: ` +
