@@ -39,6 +39,8 @@ const TITLE: Record<Scenario, string> = {
 };
 /** pgbench committing on every client before the fault */
 const WARMUP_MS = 2000;
+/** after the scenario, how long the load keeps running for every client to commit again */
+const BACK_TIMEOUT_MS = 30_000;
 
 export interface BankSums {
   accounts: string;
@@ -78,6 +80,8 @@ export interface LoadTrial {
   /** the light writer through pgpool: its longest time without an acknowledged write */
   writerRtoMs: number | null;
   notes: string[];
+  /** per client: its pgbench processes, commits, longest gap and abort messages (diagnosis) */
+  perClient: { client: number; runs: number; commits: number; gapMs: number; aborted: string[] }[];
   /** the scenario's own trial (chaos-scenario.ts) */
   detail: object;
 }
@@ -169,6 +173,8 @@ export async function loadTrial(
   try {
     await sleep(WARMUP_MS);
     outcome = await runScenario(lab, o.scenario, o.system, o.run, o.target);
+    if (!(await load.committingAfter(outcome.t0, BACK_TIMEOUT_MS)))
+      outcome.notes.push(`a pgbench client did not commit again within ${BACK_TIMEOUT_MS / 1000} s`);
   } finally {
     until = now();
     [runs] = await Promise.all([load.stop(), probe.stop()]);
@@ -189,6 +195,11 @@ function measure(
   const byClient = new Map<number, number[]>();
   for (const r of runs) byClient.set(r.client, [...(byClient.get(r.client) ?? []), ...r.commits]);
   const gaps = [...byClient.values()].map((ts) => commitGap(ts, s.t0, until));
+  const clients = [...byClient.keys()].map((client, i) => {
+    const own = runs.filter((r) => r.client === client);
+    const aborted = own.flatMap((r) => r.report.aborted).slice(0, 3);
+    return { client, runs: own.length, commits: byClient.get(client)!.length, gapMs: gaps[i]!, aborted };
+  });
   const firstNew = probe.sortedAcks().find((a) => a.sentAt >= s.t0);
   const committed = runs.some((r) => r.report.processed === null && r.commits.length)
     ? null
@@ -214,6 +225,7 @@ function measure(
     finalPrimary: s.finalPrimary,
     writerRtoMs: s.writerRtoMs,
     notes,
+    perClient: clients,
     detail: s.detail,
   };
 }

@@ -3,15 +3,16 @@
 // again at once, as an application reconnects: one pgbench with -c N cannot restart one client,
 // and a client that stays dead has no next commit to measure its gap by. No --max-tries, so a
 // session that breaks aborts visibly. Stopped with SIGALRM, which pgbench 15 takes as the end of
-// -T: it finishes its transaction, writes its log and its report.
+// -T: it finishes its transaction, writes its log and its report. Its log is written in blocks,
+// so whether a client commits again is read live from its progress lines (-P 1) instead.
 //
 // The password reaches pgbench in a 0600 PGPASSFILE, never on its command line.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { sleep } from '../test/helpers/writer.js';
-import { commitTimes, parseReport, type PgbenchReport } from './pgbench-parse.js';
+import { now, sleep } from '../test/helpers/writer.js';
+import { commitTimes, parseReport, progressCommits, type PgbenchReport } from './pgbench-parse.js';
 
 const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
 
@@ -52,11 +53,18 @@ function pgEnv(t: PgbenchTarget, dir: string): NodeJS.ProcessEnv {
   };
 }
 
-/** Exit code and everything it printed (report on stdout, aborts on stderr). */
-function collect(child: ChildProcess): Promise<{ code: number | null; output: string }> {
+/** Exit code and everything it printed (report on stdout, aborts and progress on stderr). */
+function collect(
+  child: ChildProcess,
+  onOutput: (text: string) => void = () => {},
+): Promise<{ code: number | null; output: string }> {
   let output = '';
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const take = (d: Buffer) => {
+    output += d.toString();
+    onOutput(d.toString());
+  };
+  child.stdout?.on('data', take);
+  child.stderr?.on('data', take);
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
 }
 
@@ -85,6 +93,8 @@ export class PgbenchLoad {
   private readonly current = new Map<number, ChildProcess>();
   private loops: Promise<ClientRun[]>[] = [];
   private env: NodeJS.ProcessEnv = {};
+  /** per client, when it last reported a second with commits */
+  private readonly committedAt = new Map<number, number>();
 
   constructor(
     private readonly o: { target: PgbenchTarget; clients: number; dir: string; restartMs?: number },
@@ -101,10 +111,12 @@ export class PgbenchLoad {
     const runs: ClientRun[] = [];
     for (let seq = 0; !this.stopping; seq++) {
       const prefix = join(this.o.dir, `c${k}-${seq}`);
-      const args = ['-n', '-c', '1', '-j', '1', '-T', '86400', '-l', `--log-prefix=${prefix}`];
+      const args = ['-n', '-c', '1', '-j', '1', '-T', '86400', '-P', '1', '-l', `--log-prefix=${prefix}`];
       const child = spawn(PGBENCH, args, { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
       this.current.set(k, child);
-      const { code, output } = await collect(child);
+      const { code, output } = await collect(child, (text) => {
+        if (progressCommits(text)) this.committedAt.set(k, now());
+      });
       runs.push({
         client: k,
         seq,
@@ -115,6 +127,18 @@ export class PgbenchLoad {
       if (!this.stopping) await sleep(this.o.restartMs ?? 50);
     }
     return runs;
+  }
+
+  /** Whether every client reported a whole second with commits that began after `t`, within
+   *  timeoutMs (the trial's window stays open until each client is back). */
+  async committingAfter(t: number, timeoutMs: number): Promise<boolean> {
+    const deadline = now() + timeoutMs;
+    const back = () =>
+      Array.from({ length: this.o.clients }, (_, k) => k).every(
+        (k) => (this.committedAt.get(k) ?? 0) > t + 1000,
+      );
+    while (!back() && now() < deadline) await sleep(100);
+    return back();
   }
 
   /** End every client (SIGALRM; SIGKILL after timeoutMs: a session stuck on a dead peer) and

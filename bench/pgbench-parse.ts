@@ -35,6 +35,11 @@ export function parseReport(output: string): PgbenchReport {
   };
 }
 
+/** Whether progress output (-P) reports a second with commits: "progress: 5.0 s, 812.0 tps, ...". */
+export function progressCommits(text: string): boolean {
+  return [...text.matchAll(/progress: [\d.]+ s, ([\d.]+) tps/g)].some((m) => Number(m[1]) > 0);
+}
+
 /** The longest time without a commit from the last one at or before t0 until `until`
  *  (Infinity: none after t0), as the writers' outage() counts it. */
 export function commitGap(times: readonly number[], t0: number, until: number): number {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { commitGap, commitTimes, parseReport } from '../../bench/pgbench-parse.js';
+import { commitGap, commitTimes, parseReport, progressCommits } from '../../bench/pgbench-parse.js';
 
 describe('pgbench log and report', () => {
   it('reads commit times from per-transaction log lines, skipping what did not commit', () => {
@@ -37,6 +37,17 @@ describe('pgbench log and report', () => {
     expect(r.processed).toBe(1234);
     expect(r.aborted).toHaveLength(2);
     expect(r.connectFailed).toBe(false);
+  });
+
+  it('reads from progress lines whether a client committed in the last second', () => {
+    expect(progressCommits('progress: 3.0 s, 0.0 tps, lat 0.000 ms stddev 0.000, 0 failed\n')).toBe(false);
+    expect(
+      progressCommits(
+        'progress: 4.0 s, 0.0 tps, lat 0.000 ms stddev 0.000, 0 failed\n' +
+          'progress: 5.0 s, 123.5 tps, lat 8.091 ms stddev 2.310, 0 failed\n',
+      ),
+    ).toBe(true);
+    expect(progressCommits('pgbench: error: client 0 aborted in command 8 (SQL) of script 0\n')).toBe(false);
   });
 
   it('tells a run that never connected from one that committed nothing', () => {
