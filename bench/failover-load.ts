@@ -81,7 +81,15 @@ export interface LoadTrial {
   writerRtoMs: number | null;
   notes: string[];
   /** per client: its pgbench processes, commits, longest gap and abort messages (diagnosis) */
-  perClient: { client: number; runs: number; commits: number; gapMs: number; aborted: string[] }[];
+  perClient: {
+    client: number;
+    runs: number;
+    commits: number;
+    gapMs: number;
+    aborted: string[];
+    /** each run's exit code and how it ended */
+    ends: string[];
+  }[];
   /** the scenario's own trial (chaos-scenario.ts) */
   detail: object;
 }
@@ -198,7 +206,15 @@ function measure(
   const clients = [...byClient.keys()].map((client, i) => {
     const own = runs.filter((r) => r.client === client);
     const aborted = own.flatMap((r) => r.report.aborted).slice(0, 3);
-    return { client, runs: own.length, commits: byClient.get(client)!.length, gapMs: gaps[i]!, aborted };
+    const ends = own.map((r) => `${r.exitCode}: ${r.ended}`);
+    return {
+      client,
+      runs: own.length,
+      commits: byClient.get(client)!.length,
+      gapMs: gaps[i]!,
+      aborted,
+      ends,
+    };
   });
   const firstNew = probe.sortedAcks().find((a) => a.sentAt >= s.t0);
   const committed = runs.some((r) => r.report.processed === null && r.commits.length)

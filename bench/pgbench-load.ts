@@ -31,6 +31,8 @@ export interface ClientRun {
   client: number;
   seq: number;
   exitCode: number | null;
+  /** its first error line, else its last line (how it ended) */
+  ended: string;
   report: PgbenchReport;
   /** epoch ms of its commits, from its log */
   commits: number[];
@@ -78,6 +80,11 @@ export async function initPgbench(t: PgbenchTarget, dir: string, scale: number):
   if (code !== 0) throw new Error(`cannot initialise pgbench: exit ${code}: ${output.trim().slice(-500)}`);
 }
 
+function ended(output: string): string {
+  const lines = output.split('\n').filter((l) => l.trim() && !l.startsWith('progress:'));
+  return (lines.find((l) => l.includes('error:')) ?? lines[lines.length - 1] ?? '').slice(0, 200);
+}
+
 /** The log files pgbench wrote for --log-prefix=`prefix` (`prefix.<pid>`). */
 function readLogs(prefix: string): string {
   const dir = dirname(prefix);
@@ -121,6 +128,7 @@ export class PgbenchLoad {
         client: k,
         seq,
         exitCode: code,
+        ended: ended(output),
         report: parseReport(output),
         commits: commitTimes(readLogs(prefix)),
       });

@@ -30,7 +30,8 @@ export function parseReport(output: string): PgbenchReport {
   const processed = /number of transactions actually processed: (\d+)/.exec(output);
   return {
     processed: processed ? Number(processed[1]) : null,
-    aborted: output.split('\n').filter((l) => /\bclient \d+ aborted\b/.test(l)),
+    // "client 0 aborted in command 8 ...", "client 0 script 0 aborted in command 5 query 0: ..."
+    aborted: output.split('\n').filter((l) => /\bclient \d+ (script \d+ )?aborted\b/.test(l)),
     connectFailed: /could not create connection for client/.test(output),
   };
 }

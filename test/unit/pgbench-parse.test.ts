@@ -27,6 +27,7 @@ describe('pgbench log and report', () => {
       'pgbench (15.18 (Debian 15.18-0+deb12u1))',
       'pgbench: error: client 0 aborted in command 8 (SQL) of script 0; perhaps the backend died',
       'pgbench: error: client 3 aborted in command 4 (SQL) of script 0; server closed the connection',
+      'pgbench: error: client 2 script 0 aborted in command 5 query 0: FATAL:  terminating connection',
       'transaction type: <builtin: TPC-B (sort of)>',
       'number of clients: 4',
       'number of transactions actually processed: 1234',
@@ -35,7 +36,7 @@ describe('pgbench log and report', () => {
     ].join('\n');
     const r = parseReport(out);
     expect(r.processed).toBe(1234);
-    expect(r.aborted).toHaveLength(2);
+    expect(r.aborted).toHaveLength(3);
     expect(r.connectFailed).toBe(false);
   });
 
