@@ -13,8 +13,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { poolPaths } from '../src/drivers/pgpool/config.js';
-import type { ChaosLab } from '../test/helpers/chaos-lab.js';
+import { PCP_USER, poolPaths } from '../src/drivers/pgpool/config.js';
+import type { ChaosLab, CliResult } from '../test/helpers/chaos-lab.js';
 import { sleep } from '../test/helpers/writer.js';
 
 const P = poolPaths();
@@ -216,4 +216,22 @@ export async function disableBaseline(lab: ChaosLab, oldPrimary: string): Promis
   );
   await lab.fault(oldPrimary, 'stop');
   lab.startServe();
+}
+
+/** pgpool's own switchover to `to` (pcp_promote_node --switchover): pgpool detaches the primary
+ *  and its failover_command promotes `to`; the old primary is left running (fenced afterwards by
+ *  disableBaseline, as after a failover). */
+export async function poolSwitchover(lab: ChaosLab, to: string): Promise<CliResult> {
+  const nodes = await lab.withPool((c) =>
+    c.query<{ node_id: string; hostname: string }>('SHOW POOL_NODES').then((r) => r.rows),
+  );
+  const id = nodes.find((n) => n.hostname === lab.node(to).address)?.node_id;
+  if (id === undefined) return { code: 1, stdout: '', stderr: `pgpool has no backend for ${to}` };
+  const pcp =
+    `PCPPASSFILE=${P.pcpPass} pcp_promote_node -h ${P.run} -p ${lab.spec().pgpool.pcpPort} ` +
+    `-U ${PCP_USER} -w -s -n ${id}`;
+  return onPoolHost(lab, pcp).then(
+    (stdout) => ({ code: 0, stdout, stderr: '' }),
+    (err: Error) => ({ code: 1, stdout: '', stderr: err.message }),
+  );
 }

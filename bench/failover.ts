@@ -17,12 +17,18 @@
 // the primary's postgres SIGSTOPped),
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
 // PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false).
+//
+// PGOP_BENCH_LOAD=pgbench (default: writer, the above): the same comparison under a real client's
+// load (bench/failover-load.ts): pgbench clients (PGOP_BENCH_CLIENTS, 4; pgbench -i -s
+// PGOP_BENCH_SCALE, 10) through pgpool, for PGOP_BENCH_SCENARIOS (primary-kill, primary-partition,
+// standby-kill, standby-partition, switchover), each under pgop and pgpool's own failover.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { finite, med, sec, table } from './table.js';
 
 if (process.getuid?.() !== 0) {
   console.log('bench:failover needs root (network namespaces, sshd, postgres, pgpool); skipped');
@@ -39,6 +45,9 @@ const { currentPrimary, failoverTrial, switchoverTrial, waitConverged } =
   await import('../test/helpers/chaos-scenario.js');
 const { BASELINE_SETTINGS, baselineLog, disableBaseline, enableBaseline } =
   await import('./failover-baseline.js');
+const { SCENARIOS, loadLine, loadReport, loadTrial } = await import('./failover-load.js');
+type Scenario = (typeof SCENARIOS)[number];
+type LoadTrial = Awaited<ReturnType<typeof loadTrial>>;
 type Lab = InstanceType<typeof ChaosLab>;
 type Trial = Awaited<ReturnType<typeof failoverTrial>>;
 type Switch = Awaited<ReturnType<typeof switchoverTrial>>;
@@ -59,6 +68,10 @@ const FAULTS = list<Fault>(process.env.PGOP_BENCH_FAULTS, ['kill', 'partition'])
 const SYSTEMS = list<System>(process.env.PGOP_BENCH_SYSTEMS, ['pgop', 'pgpool']);
 const SWITCHOVERS = Number(process.env.PGOP_BENCH_SWITCHOVERS ?? TRIALS);
 const TLS = process.env.PGOP_BENCH_TLS !== 'off';
+const LOAD = process.env.PGOP_BENCH_LOAD === 'pgbench' ? 'pgbench' : 'writer';
+const CLIENTS = Number(process.env.PGOP_BENCH_CLIENTS ?? 4);
+const SCALE = Number(process.env.PGOP_BENCH_SCALE ?? 10);
+const LOAD_SCENARIOS = list<Scenario>(process.env.PGOP_BENCH_SCENARIOS, SCENARIOS);
 // a hung postgres is detected like a link that went down: the same budget
 const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000, hang: 2000 };
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -74,7 +87,8 @@ const dirty = process.env.PGOP_BENCH_COMMIT
 const loads: number[] = [loadavg()[0]!];
 
 interface FailedTrial {
-  fault: Fault;
+  /** a fault, or a load scenario */
+  fault: string;
   mode: Mode;
   system: System;
   run: string;
@@ -83,6 +97,7 @@ interface FailedTrial {
 const trials: Trial[] = [];
 const failed: FailedTrial[] = [];
 const switches: Switch[] = [];
+const loadTrials: LoadTrial[] = [];
 const baselineLogs: Record<string, string> = {};
 
 let generation = 0;
@@ -117,13 +132,51 @@ async function ready(mode: Mode): Promise<void> {
   await lab.up();
 }
 
+interface RunPlan {
+  mode: Mode;
+  system: System;
+  run: string;
+  /** recorded with a failure (a fault, or a load scenario) */
+  scenario: string;
+  /** the node fenced after a pgpool baseline trial (default: the primary) */
+  fenced?: (c: { primary: string; standbys: string[] }) => string;
+}
+
+/** One trial on a ready cluster under `system` (pgpool: its own failover enabled around it, then
+ *  pgop's setup back with the node `fenced` names fenced); a failure is recorded, not thrown. */
+async function underSystem(
+  p: RunPlan,
+  trial: (c: { primary: string; standbys: string[] }) => Promise<void>,
+): Promise<void> {
+  await ready(p.mode);
+  let fenced = '';
+  try {
+    const c = await currentPrimary(lab);
+    fenced = p.fenced?.(c) ?? c.primary;
+    if (p.system === 'pgpool') await enableBaseline(lab, c.primary);
+    await trial(c);
+  } catch (err) {
+    failed.push({
+      fault: p.scenario,
+      mode: p.mode,
+      system: p.system,
+      run: p.run,
+      error: (err as Error).message,
+    });
+    say(`${p.run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
+  } finally {
+    if (p.system === 'pgpool' && fenced) {
+      baselineLogs[p.run] = await baselineLog(lab);
+      await disableBaseline(lab, fenced).catch((err: Error) =>
+        say(`  restoring pgop after the baseline: ${err.message}`),
+      );
+    }
+  }
+}
+
 async function failoverRun(mode: Mode, fault: Fault, system: System, i: number): Promise<void> {
   const run = `${mode}-${fault}-${system}-${i}`;
-  await ready(mode);
-  let primary = '';
-  try {
-    primary = (await currentPrimary(lab)).primary;
-    if (system === 'pgpool') await enableBaseline(lab, primary);
+  await underSystem({ mode, system, run, scenario: fault }, async () => {
     const r = await failoverTrial(lab, { fault, run, system });
     trials.push(r);
     const f = (x: number | null) => (x === null ? '-' : `${(x / 1000).toFixed(2)}s`);
@@ -133,17 +186,20 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
         `lost ${r.lostAcked.length}  old-primary acks after promotion ${r.oldPrimaryAcksAfterPromotion}  ` +
         `max primaries ${r.maxPrimaries}${r.notes.length ? `  (${r.notes.join('; ')})` : ''}`,
     );
-  } catch (err) {
-    failed.push({ fault, mode, system, run, error: (err as Error).message });
-    say(`${run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
-  } finally {
-    if (system === 'pgpool' && primary) {
-      baselineLogs[run] = await baselineLog(lab);
-      await disableBaseline(lab, primary).catch((err: Error) =>
-        say(`  restoring pgop after the baseline: ${err.message}`),
-      );
-    }
-  }
+  });
+}
+
+/** A load-mode trial: the standby faulted or switched to alternates with the trial number. */
+async function loadRun(mode: Mode, scenario: Scenario, system: System, i: number): Promise<void> {
+  const run = `${mode}-${scenario}-${system}-${i}`;
+  const pick = (c: { standbys: string[] }) => c.standbys[i % c.standbys.length]!;
+  const fenced = scenario.startsWith('standby') ? pick : undefined;
+  await underSystem({ mode, system, run, scenario, fenced }, async (c) => {
+    const target = scenario.startsWith('primary') ? c.primary : pick(c);
+    const t = await loadTrial(lab, { scenario, system, run, target, clients: CLIENTS, scale: SCALE });
+    loadTrials.push(t);
+    say(loadLine(t));
+  });
 }
 
 async function switchoverRun(mode: Mode, i: number): Promise<void> {
@@ -165,25 +221,28 @@ async function switchoverRun(mode: Mode, i: number): Promise<void> {
 
 // ------------------------------------------------------------------------------ report
 
-const med = (xs: number[]) => {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const sec = (ms: number | null | undefined) =>
-  ms === null || ms === undefined ? '-' : ms === Infinity ? 'never' : `${(ms / 1000).toFixed(2)}`;
-const finite = (xs: (number | null)[]) => xs.filter((x): x is number => x !== null && Number.isFinite(x));
+function runHeader(): string[] {
+  return [
+    `bench:failover on ${commit.slice(0, 12)}` +
+      `${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ` +
+      `TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ` +
+      `${startedAt.toISOString()} .. ${new Date().toISOString()}`,
+    `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} ` +
+      `(2 cores shared with other work)`,
+    '',
+  ];
+}
 
-function table(rows: string[][]): string {
-  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map(
-      (r, j) =>
-        r.map((c, i) => c.padEnd(w[i]!)).join(' | ') +
-        (j === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('-|-')}` : ''),
-    )
-    .join('\n');
+function failedLines(): string[] {
+  return failed.length
+    ? ['', 'Failed trials:', ...failed.map((f) => `  - ${f.run}: ${f.error.split('\n')[0]}`)]
+    : [];
+}
+
+/** The load mode's table, with the same header and failures as the writer's. */
+function loadReportText(): { text: string; summary: object[] } {
+  const { text, summary } = loadReport(loadTrials, failed);
+  return { text: [...runHeader(), text, ...failedLines()].join('\n'), summary };
 }
 
 function report(): { text: string; summary: object[] } {
@@ -364,13 +423,7 @@ function report(): { text: string; summary: object[] } {
     .map(([k, v]) => `${k}=${v}`)
     .join(', ');
   const lines = [
-    `bench:failover on ${commit.slice(0, 12)}` +
-      `${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ` +
-      `TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ` +
-      `${startedAt.toISOString()} .. ${new Date().toISOString()}`,
-    `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} ` +
-      `(2 cores shared with other work)`,
-    '',
+    ...runHeader(),
     table(rows),
     '',
     ...(srows.length > 1 ? [table(srows), ''] : []),
@@ -393,9 +446,7 @@ function report(): { text: string; summary: object[] } {
       : SYSTEMS.includes('pgop') && trials.some((t) => t.system === 'pgop')
         ? ['', 'Every target met.']
         : []),
-    ...(failed.length
-      ? ['', 'Failed trials:', ...failed.map((f) => `  - ${f.run}: ${f.error.split('\n')[0]}`)]
-      : []),
+    ...failedLines(),
   ];
   return { text: lines.join('\n'), summary };
 }
@@ -415,34 +466,47 @@ void interrupted.then(() => {
 });
 
 const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000);
+// Each fault moves the primary to the other node, so a fixed order would always give one system
+// the same failing node; pgpool treats its main node (backend 0) differently (it restarts every
+// child when node 0 fails: about 1 s more here). Alternating the order per trial gives both
+// systems both nodes.
+const inOrder = (i: number) => (i % 2 === 1 ? SYSTEMS : [...SYSTEMS].reverse());
+
+async function writerBench(mode: Mode): Promise<void> {
+  for (let i = 1; i <= TRIALS && !stop; i++) {
+    for (const fault of FAULTS) {
+      for (const system of inOrder(i)) if (!stop) await failoverRun(mode, fault, system, i);
+    }
+  }
+  for (let i = 1; i <= SWITCHOVERS && !stop; i++) await switchoverRun(mode, i);
+}
+
+async function loadBench(mode: Mode): Promise<void> {
+  for (let i = 1; i <= TRIALS && !stop; i++) {
+    for (const scenario of LOAD_SCENARIOS) {
+      for (const system of inOrder(i)) if (!stop) await loadRun(mode, scenario, system, i);
+    }
+  }
+}
+
 try {
   say(
-    `bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}, ` +
-      `${SWITCHOVERS} switchover(s) per mode; prefix ${process.env.PGOP_LAB_PREFIX}`,
+    LOAD === 'pgbench'
+      ? `bench:failover under pgbench (${CLIENTS} clients, scale ${SCALE}): ${TRIALS} trial(s) x ` +
+          `${LOAD_SCENARIOS.join('/')} x ${MODES.join('/')} x ${SYSTEMS.join('/')}; ` +
+          `prefix ${process.env.PGOP_LAB_PREFIX}`
+      : `bench:failover: ${TRIALS} trial(s) x ${FAULTS.join('/')} x ${MODES.join('/')} x ` +
+          `${SYSTEMS.join('/')}, ${SWITCHOVERS} switchover(s) per mode; ` +
+          `prefix ${process.env.PGOP_LAB_PREFIX}`,
   );
   await lab.up();
-  for (const mode of MODES) {
-    for (let i = 1; i <= TRIALS && !stop; i++) {
-      for (const fault of FAULTS) {
-        // Each fault moves the primary to the other node, so a fixed order would always give one
-        // system the same failing node; pgpool treats its main node (backend 0) differently (it
-        // restarts every child when node 0 fails: about 1 s more here). Alternating the order
-        // per trial gives both systems both nodes.
-        const order = i % 2 === 1 ? SYSTEMS : [...SYSTEMS].reverse();
-        for (const system of order) {
-          if (stop) break;
-          await failoverRun(mode, fault, system, i);
-        }
-      }
-    }
-    for (let i = 1; i <= SWITCHOVERS && !stop; i++) await switchoverRun(mode, i);
-  }
+  for (const mode of MODES) await (LOAD === 'pgbench' ? loadBench(mode) : writerBench(mode));
 } catch (err) {
   say(`bench aborted: ${(err as Error).stack ?? err}`);
   process.exitCode = 1;
 } finally {
   clearInterval(loadTimer);
-  const { text, summary } = report();
+  const { text, summary } = LOAD === 'pgbench' ? loadReportText() : report();
   process.stdout.write(`\n${text}\n`);
   const dir = join(repo, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
@@ -455,6 +519,8 @@ try {
     finishedAt: new Date(),
     trialsPerRow: TRIALS,
     tls: TLS,
+    load: LOAD === 'pgbench' ? { clients: CLIENTS, scale: SCALE, scenarios: LOAD_SCENARIOS } : 'writer',
+    loadTrials,
     modes: MODES,
     faults: FAULTS,
     systems: SYSTEMS,

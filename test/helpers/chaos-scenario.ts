@@ -17,7 +17,14 @@
 // - rejoin: from the moment the old primary's node was back (kill: t0; partition: the heal)
 //   until it streams from the primary (pg_stat_replication there).
 
-import { ChaosLab, SplitBrainMonitor, waitFor, type EventItem, type Role } from './chaos-lab.js';
+import {
+  ChaosLab,
+  SplitBrainMonitor,
+  waitFor,
+  type CliResult,
+  type EventItem,
+  type Role,
+} from './chaos-lab.js';
 import { acksAfter, missing, now, outage, sleep, type Ack, type Writer } from './writer.js';
 
 export type System = 'pgop' | 'pgpool';
@@ -162,6 +169,29 @@ export async function waitConverged(
   return primary;
 }
 
+/** Whether a write through pgpool started after `t` was acknowledged within timeoutMs. */
+async function resumed(pool: Writer, t: number, timeoutMs: number): Promise<boolean> {
+  const deadline = now() + timeoutMs;
+  while (now() < deadline) {
+    if (pool.acks.some((a) => a.sentAt > t)) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+/** Until the writer through pgpool has written for a moment (throws when it cannot at all). */
+async function writing(pool: Writer, before: string): Promise<void> {
+  await Promise.race([pool.firstAck(), sleep(60_000)]);
+  if (!pool.acks.length)
+    throw new Error(
+      `no write through pgpool succeeded before ${before}: ${pool.failures
+        .slice(-3)
+        .map((f) => f.error)
+        .join('; ')}`,
+    );
+  await sleep(300);
+}
+
 function firstAckOf(w: Writer): Ack | undefined {
   return w.acks.reduce<Ack | undefined>((a, b) => (!a || b.ackAt < a.ackAt ? b : a), undefined);
 }
@@ -200,15 +230,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   try {
     for (const w of all) w.start();
     monitor.start();
-    await Promise.race([pool.firstAck(), sleep(60_000)]);
-    if (!pool.acks.length)
-      throw new Error(
-        `no write through pgpool succeeded before the fault: ${pool.failures
-          .slice(-3)
-          .map((f) => f.error)
-          .join('; ')}`,
-      );
-    await sleep(300);
+    await writing(pool, 'the fault');
 
     if (o.beforeFault) await o.beforeFault({ oldPrimary: P, standbys });
     t0 = await lab.fault(P, o.fault);
@@ -386,6 +408,101 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
   };
 }
 
+export interface StandbyTrialResult {
+  run: string;
+  fault: 'kill' | 'partition';
+  system: System;
+  mode: string;
+  node: string;
+  primary: string;
+  t0: number;
+  healAt: number | null;
+  /** longest time without an acknowledged write through pgpool after the fault */
+  rtoPoolMs: number | null;
+  lostAcked: string[];
+  maxPrimaries: number;
+  /** pgop: from the node being back (kill: the fault; link down: the heal) to it streaming again
+   *  with pgop Healthy */
+  rejoinMs: number | null;
+  converged: boolean;
+  notes: string[];
+}
+
+/** A fault of one standby with the writer through pgpool running: the primary stays; pgop must
+ *  bring the standby back, pgpool's own failover only detaches it. */
+export async function standbyTrial(
+  lab: ChaosLab,
+  o: { fault: 'kill' | 'partition'; run: string; system: System; node?: string },
+): Promise<StandbyTrialResult> {
+  const notes: string[] = [];
+  const { primary, standbys } = await currentPrimary(lab);
+  const node = o.node ?? standbys[0]!;
+  const pool = lab.writer({ name: 'pool', run: o.run, via: 'pool' });
+  const monitor = new SplitBrainMonitor(lab);
+  let t0 = 0;
+  let healAt: number | null = null;
+  let rejoinMs: number | null = null;
+  try {
+    pool.start();
+    monitor.start();
+    await writing(pool, 'the fault');
+    t0 = await lab.fault(node, o.fault);
+    // a killed standby lingers in pg_stat_replication for a moment: not "back" yet
+    if (o.fault === 'kill')
+      await waitFor(async () => (await lab.replicas(primary))[node] !== 'streaming', 5000, 'gone').catch(() =>
+        notes.push(`${node} still streaming 5 s after kill -9`),
+      );
+    if (!(await resumed(pool, t0, 90_000))) notes.push('writes through pgpool did not resume in 90 s');
+    if (o.fault === 'partition') {
+      await sleep(500);
+      healAt = await lab.fault(node, 'heal');
+    }
+    if (o.system === 'pgop') rejoinMs = await standbyBack(lab, primary, node, healAt ?? t0, notes);
+    else await sleep(2000);
+    await sleep(300);
+  } finally {
+    await Promise.all([pool.stop(), monitor.stop()]);
+  }
+  return {
+    run: o.run,
+    fault: o.fault,
+    system: o.system,
+    mode: lab.mode,
+    node,
+    primary,
+    t0,
+    healAt,
+    rtoPoolMs: outage(pool.acks, t0).ms,
+    lostAcked: (await lostOn(lab, primary, o.run, [pool])).map((l) => `${l.writer}:${l.id}`),
+    maxPrimaries: monitor.maxPrimaries,
+    rejoinMs,
+    converged: o.system !== 'pgop' || rejoinMs !== null,
+    notes,
+  };
+}
+
+/** ms from `back` until `node` streams from `primary` with pgop Healthy (null: not in 180 s). */
+async function standbyBack(
+  lab: ChaosLab,
+  primary: string,
+  node: string,
+  back: number,
+  notes: string[],
+): Promise<number | null> {
+  try {
+    await waitFor(
+      async () => (await lab.replicas(primary))[node] === 'streaming' && lab.healthy(),
+      180_000,
+      `${node} streaming from ${primary} again, pgop Healthy`,
+      () => `pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+    );
+    return now() - back;
+  } catch (err) {
+    notes.push(`did not converge: ${(err as Error).message.split('\n')[0]}`);
+    return null;
+  }
+}
+
 export interface LostAck {
   writer: string;
   id: number;
@@ -414,6 +531,9 @@ async function lostOn(
 export interface SwitchoverResult {
   run: string;
   mode: string;
+  system: System;
+  /** when the command was issued */
+  t0: number;
   from: string;
   to: string | null;
   exitCode: number | null;
@@ -427,8 +547,26 @@ export interface SwitchoverResult {
   notes: string[];
 }
 
-/** `pgop switchover` with the writers running. */
-export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): Promise<SwitchoverResult> {
+export interface SwitchoverOptions {
+  to?: string;
+  /** pgop (`pgop switchover`, the default) or pgpool's own (`command` runs it, `to` names the
+   *  node): pgpool leaves the old primary a detached primary, so nothing converges; the trial
+   *  ends once writes through pgpool resumed */
+  system?: System;
+  command?: () => Promise<CliResult>;
+}
+
+/** A switchover with the writers running. */
+export async function switchoverTrial(
+  lab: ChaosLab,
+  run: string,
+  o: SwitchoverOptions = {},
+): Promise<SwitchoverResult> {
+  const system = o.system ?? 'pgop';
+  if (system === 'pgpool' && !(o.command && o.to))
+    throw new Error("pgpool's switchover needs command and to");
+  const command =
+    o.command ?? (() => lab.pgop(['switchover', lab.name, ...(o.to ? ['--to', o.to] : [])], 300_000));
   const notes: string[] = [];
   const { primary: P, standbys } = await currentPrimary(lab);
   const pool = lab.writer({ name: 'pool', run, via: 'pool' });
@@ -442,20 +580,19 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   try {
     for (const w of all) w.start();
     monitor.start();
-    await Promise.race([pool.firstAck(), sleep(60_000)]);
-    if (!pool.acks.length) throw new Error('no write through pgpool succeeded before the switchover');
-    await sleep(300);
+    await writing(pool, 'the switchover');
     t0 = now();
-    const r = await lab.pgop(['switchover', lab.name, ...(to ? ['--to', to] : [])], 300_000);
+    const r = await command();
     seconds = (now() - t0) / 1000;
     code = r.code;
-    if (r.code !== 0) notes.push(`pgop switchover exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
-    await waitConverged(lab, 120_000);
-    await sleep(500);
+    if (r.code !== 0) notes.push(`${system} switchover exit ${r.code}: ${r.stderr.trim().slice(-300)}`);
+    if (system === 'pgop') await waitConverged(lab, 120_000);
+    else if (!(await resumed(pool, now(), 90_000))) notes.push('writes through pgpool did not resume');
+    await sleep(system === 'pgop' ? 500 : 2000);
   } finally {
     await Promise.all([...all.map((w) => w.stop()), monitor.stop()]);
   }
-  const { primary: N } = await currentPrimary(lab);
+  const N = system === 'pgop' ? (await currentPrimary(lab)).primary : o.to!;
   const direct = probes.find((p) => p.node === N)?.writer;
   const firstDirect = direct ? (firstAckOf(direct)?.ackAt ?? null) : null;
   const fromLog = lab.promotionFromLog(N, t0);
@@ -469,6 +606,8 @@ export async function switchoverTrial(lab: ChaosLab, run: string, to?: string): 
   return {
     run,
     mode: lab.mode,
+    system,
+    t0,
     from: P,
     to: N === P ? null : N,
     exitCode: code,

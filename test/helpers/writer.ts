@@ -54,6 +54,8 @@ export interface WriterOptions {
   queryTimeoutMs?: number;
   /** stop by itself after the first acknowledged write (a probe) */
   stopAfterFirstAck?: boolean;
+  /** close the session after each write: every write is what a newly connecting client gets */
+  newSessionEach?: boolean;
   /** first id (default 1) */
   firstId?: number;
 }
@@ -85,6 +87,7 @@ export class Writer {
       connectTimeoutMs: 3000,
       queryTimeoutMs: 3000,
       stopAfterFirstAck: false,
+      newSessionEach: false,
       firstId: 1,
       ...opts,
     };
@@ -180,7 +183,7 @@ export class Writer {
       const ackAt = now();
       this.acks.push({ id, sentAt, ackAt });
       for (const w of this.firstAckWaiters.splice(0)) w();
-      if (this.stopped) {
+      if (this.stopped || this.o.newSessionEach) {
         destroy(client);
         this.all.delete(client);
       } else this.idle.push(client);
@@ -195,7 +198,8 @@ export class Writer {
       });
       this.earliestNext = now() + this.o.retryMs;
       if (client) {
-        if (e.code && KEEP_SESSION.has(e.code) && !this.stopped) this.idle.push(client);
+        if (e.code && KEEP_SESSION.has(e.code) && !this.stopped && !this.o.newSessionEach)
+          this.idle.push(client);
         else {
           destroy(client);
           this.all.delete(client);
