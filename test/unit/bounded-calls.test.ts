@@ -142,8 +142,11 @@ describe('fromLook', () => {
       pgError: 'postgres: starting up (57P03)',
       refused: false,
       timedOut: false,
+      refusesSessions: true,
     });
     expect(r.postgres?.running).toBe(true);
+    // pgpool must not hold it up: it takes no session yet
+    expect(r.postgres?.refusesSessions).toBe(true);
   });
 
   it('a running postmaster that gave no answer in time hangs: postgres unreadable', () => {

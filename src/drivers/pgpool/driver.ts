@@ -263,8 +263,7 @@ export class SshPoolDriver implements PoolDriver {
     // current, skip the round trips that would rewrite them and go straight to routing.
     const known = state.appliedHash;
     const current = known?.hash === desired && Date.now() - known.at < 60_000;
-    const down = failed.filter((n) => n !== primary);
-    if (!current) await this.configure(cluster, { state, tls, desired, down });
+    if (!current) await this.configure(cluster, { state, tls, desired, failed, primary });
     await this.settle(cluster, primary, failed);
     const ms = Math.round(performance.now() - t0);
     this.log.info({ cluster: cluster.name, primary, ms }, current ? 'pgpool routed' : 'pgpool ensured');
@@ -284,13 +283,9 @@ export class SshPoolDriver implements PoolDriver {
    *  start changed. */
   private async configure(
     cluster: ClusterSpec,
-    {
-      state,
-      tls,
-      desired,
-      down,
-    }: { state: PoolClusterState; tls: PoolTlsFiles; desired: string; down: string[] },
+    how: { state: PoolClusterState; tls: PoolTlsFiles; desired: string } & StartRouting,
   ): Promise<void> {
+    const { state, tls, desired } = how;
     const p = this.paths;
     // One round trip: pgpool installed (apt/dnf when missing), directories, the two secrets kept
     // on the pool host (the AES key of pool_passwd and the PCP password, generated once, mode
@@ -323,7 +318,7 @@ export class SshPoolDriver implements PoolDriver {
       await this.stopPgpool(cluster);
       running = false;
     }
-    if (!running) await this.startPgpool(cluster, down);
+    if (!running) await this.startPgpool(cluster, how);
   }
 
   // ---------------------------------------------------------------- routing
@@ -377,10 +372,7 @@ export class SshPoolDriver implements PoolDriver {
       }
       this.log.warn({ cluster: cluster.name, primary, why }, 'pgpool disagrees: restarting it');
       await this.stopPgpool(cluster);
-      await this.startPgpool(
-        cluster,
-        failed.filter((n) => n !== primary),
-      );
+      await this.startPgpool(cluster, { failed, primary });
       clock.restarted = true;
       clock.deadline = Date.now() + Math.max(15_000, this.settleTimeoutMs * 3);
     }
@@ -494,8 +486,8 @@ export class SshPoolDriver implements PoolDriver {
 
   // ---------------------------------------------------------------- process
 
-  /** Starts pgpool with `failed` (the operator saw them fail) marked down. */
-  private async startPgpool(cluster: ClusterSpec, failed: string[]): Promise<void> {
+  /** Starts pgpool with the nodes the operator saw fail (never the wanted primary) marked down. */
+  private async startPgpool(cluster: ClusterSpec, { failed, primary }: StartRouting): Promise<void> {
     const p = this.paths;
     this.dropClient(cluster);
     // pgpool starts from a status file that marks down the backends that take no session now. A
@@ -505,7 +497,10 @@ export class SshPoolDriver implements PoolDriver {
     const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
     const port = pgPort(cluster);
     const reach = await Promise.all(
-      cluster.nodes.map(async (n) => !failed.includes(n.name) && acceptsSessions(n.address, port, probeMs)),
+      cluster.nodes.map(async (n) => {
+        const failedOne = n.name !== primary && failed.includes(n.name);
+        return !failedOne && acceptsSessions(n.address, port, probeMs);
+      }),
     );
     // all down: pgpool would have nothing to search; let it try every backend itself
     const status = reach.some(Boolean) ? reach.map((r) => (r ? 'up' : 'down')) : reach.map(() => 'up');
@@ -575,3 +570,9 @@ export class SshPoolDriver implements PoolDriver {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/** What a (re)start of pgpool needs to know of the routing wanted. */
+interface StartRouting {
+  failed: string[];
+  primary: string | null;
+}

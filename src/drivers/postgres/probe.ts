@@ -184,6 +184,7 @@ export class Prober {
       : '';
     let refused = told;
     let timedOut = false;
+    let refusesSessions = false;
     // A cached session may have died with a restart since the last probe: one fresh try then.
     const cached = this.probes.has(key);
     for (let attempt = 0; !refused && !timedOut && attempt < (cached ? 2 : 1); attempt++) {
@@ -200,9 +201,10 @@ export class Prober {
         refused = e.code === 'ECONNREFUSED';
         // the server refuses us, or gave no answer in the probe's budget: no second connect
         timedOut = e.code === 'ETIMEDOUT' || /timeout/i.test(e.message ?? '');
+        refusesSessions = e.code === '57P03';
       }
     }
-    return this.afterMiss(cluster, node, { pgError, refused, timedOut });
+    return this.afterMiss(cluster, node, { pgError, refused, timedOut, refusesSessions });
   }
 
   /** Takes the news of the node's postmaster's death, if fresh: the probe then reports it instead
@@ -275,6 +277,8 @@ interface Miss {
   refused: boolean;
   /** no answer within the probe's budget: the link is down, or postgres hangs */
   timedOut: boolean;
+  /** postgres answered "cannot connect now" (57P03: starting up, not consistent, shutting down) */
+  refusesSessions?: boolean;
 }
 
 /** The probe's result from the SSH look. A postmaster that runs (pg_ctl status: its pid is
@@ -293,7 +297,7 @@ export function fromLook(look: Look, miss: Miss): ProbeResult {
       error: `${pgError}; ssh: postgres runs but does not answer`,
       hung: true,
     };
-  const refuses = s.running && /\(57P03\)/.test(pgError);
+  const refuses = s.running && !!miss.refusesSessions;
   return {
     reachable: true,
     postgres: {
