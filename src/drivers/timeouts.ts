@@ -35,9 +35,9 @@ export const KEEPALIVE_IDLE_MS = 5_000;
 
 // ------------------------------------------------------------------ pgpool
 
-/** The SQL session to pgpool (SHOW POOL_BACKEND_STATS): a pgpool that just started connects to
- *  every backend first. */
-export const poolSessionTimeoutMs = (c: ClusterSpec): number =>
+/** A look at pgpool's backends over PCP, all of it: the login, the node count and one question
+ *  per backend. */
+export const poolLookTimeoutMs = (c: ClusterSpec): number =>
   Math.max(2_000, c.failureDetection.connectTimeoutMs * 2);
 
 /** A PCP login and a PCP request each: pgpool answers from its own memory, but may be in the

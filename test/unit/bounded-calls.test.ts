@@ -21,7 +21,7 @@ import {
   ADMIN_STATEMENT_MS,
   KEEPALIVE_IDLE_MS,
   pcpTimeoutMs,
-  poolSessionTimeoutMs,
+  poolLookTimeoutMs,
 } from '../../src/drivers/timeouts.js';
 
 const lab = (): ClusterSpec => {
@@ -87,7 +87,7 @@ describe('pg sessions to a node are bounded', () => {
     const spec = lab();
     for (const connectTimeoutMs of [100, 300, 1000, 5000]) {
       const s = { ...spec, failureDetection: { ...spec.failureDetection, connectTimeoutMs } };
-      expect(poolSessionTimeoutMs(s)).toBeGreaterThanOrEqual(Math.max(2000, connectTimeoutMs));
+      expect(poolLookTimeoutMs(s)).toBeGreaterThanOrEqual(Math.max(2000, connectTimeoutMs));
       expect(pcpTimeoutMs(s)).toBeGreaterThanOrEqual(Math.max(2000, connectTimeoutMs));
     }
   });

@@ -1,5 +1,5 @@
 // The parts that make failover fast, without a lab: wake-ups of the loop, and the PCP client
-// that switches pgpool's routing (its wire format, against a server that checks it as pgpool's
+// that reads and switches pgpool's routing (its wire format, against a server that checks it as pgpool's
 // pcp_worker.c does; the lab tests drive the real pgpool with it).
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,6 +8,10 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Wakeups } from '../../src/reconcile/reconciler.js';
 import { PcpRefused, PcpSession, pcpRequest, requestMessage } from '../../src/drivers/pgpool/pcp.js';
 import { renderPcpConf } from '../../src/drivers/pgpool/config.js';
+import { poolBackends } from '../../src/drivers/pgpool/backends.js';
+import { PoolClusterState } from '../../src/drivers/pgpool/state.js';
+import { parseSpecFile } from '../../src/spec/parse.js';
+import { join } from 'node:path';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -128,6 +132,44 @@ describe('PCP client', () => {
     for (const s of srv.sockets) s.destroy();
     await new Promise((r) => setTimeout(r, 50));
     expect(again.usable).toBe(false);
+  });
+
+  it("reads pgpool's backends as pcp_worker.c lays them out: node count, then each one's stats", async () => {
+    const spec = parseSpecFile(join(__dirname, '../../specs/lab-3node.yaml')).spec;
+    const [a, b, c] = spec.nodes.map((n) => n.address);
+    // inform_health_check_stats(): node_id, hostname, port, status, role, then counters
+    const rows = [
+      [a, 'down', 'standby'],
+      [c, 'up', 'standby'], // pgpool's node 1 has pg03's address: matched by address
+      [b, 'waiting', 'primary'],
+    ];
+    const srv = await fakePgpool('s3cret', (type, body) => {
+      if (type === 'L') return msg('l', Buffer.concat([cstr('CommandComplete'), cstr('3')]));
+      const id = Number(body.toString().replace(/\0$/, ''));
+      const [host, status, role] = rows[id]!;
+      const f = [String(id), host!, '5432', status!, role!, '2026-12-03 09:00:00', '0', '0'];
+      return msg('h', Buffer.concat([cstr('CommandComplete'), ...f.map(cstr)]));
+    });
+    const cluster = { ...spec, pgpool: { ...spec.pgpool, address: '127.0.0.1', pcpPort: srv.port } };
+    const state = new PoolClusterState();
+    const link = { cluster, state, readPassword: () => Promise.resolve('s3cret\n') };
+    expect(await poolBackends(link, 2000)).toEqual([
+      { name: 'pg01', status: 'down', role: 'standby' },
+      { name: 'pg03', status: 'up', role: 'standby' },
+      { name: 'pg02', status: 'up', role: 'primary' },
+    ]);
+    // one login, closed at once: an open PCP session holds up pgpool's PCP restart
+    await new Promise((r) => setTimeout(r, 50));
+    expect(srv.got.map((g) => g.type)).toEqual(['M', 'R', 'L', 'H', 'H', 'H', 'X']);
+    expect(srv.got.filter((g) => g.type === 'H').map((g) => g.body.toString())).toEqual([
+      '0\0',
+      '1\0',
+      '2\0',
+    ]);
+    // a wrong password kept: read again at the next look
+    state.pcpPassword = 'stale';
+    await expect(poolBackends(link, 2000)).rejects.toBeInstanceOf(PcpRefused);
+    expect(state.pcpPassword).toBeUndefined();
   });
 
   it('says why pgpool refused, and refuses a wrong password', async () => {

@@ -1,90 +1,61 @@
-// pgpool's view of its backends, asked over SQL (a pg session to pgpool itself, TLS
-// verify-full when the cluster has TLS), mapped to the spec's node names.
+// pgpool's view of its backends, asked over PCP and mapped to the spec's node names.
+//
+// Not over SQL (SHOW POOL_BACKEND_STATS through a session to pgpool): that session needs a free
+// pgpool child, and under client load every child is busy. A link-down failover then waited
+// ~13 s for its routing check while the clients held all 8 children of the lab. PCP is served
+// by pgpool's own PCP process, from shared memory.
 
-import pg from 'pg';
 import type { ClusterSpec } from '../../spec/types.js';
 import type { PoolBackend } from '../../observe/types.js';
-import { transient } from '../../errors.js';
-import { ClientCache, newClient } from '../pg-clients.js';
-import type { ClusterTls } from '../../tls/material.js';
-import { clientTls } from '../../tls/client.js';
-import { KEEPALIVE_IDLE_MS, poolSessionTimeoutMs } from '../timeouts.js';
+import { PcpRefused, PcpSession } from './pcp.js';
+import { pcpTarget, type PcpLink } from './pcp-link.js';
 
-interface PoolNodeRow {
-  node_id: string;
+/** The columns of one backend that pgop reads (pgpool's words). */
+export interface PoolNodeRow {
+  nodeId: string;
   hostname: string;
-  port: string;
   status: string;
   role: string;
-  pg_role?: string;
 }
 
-/** One SQL session per cluster to pgpool, for SHOW POOL_BACKEND_STATS. */
-export class PoolBackendsQuery {
-  private readonly clients = new ClientCache();
+/** More backends than this in an answer is a malformed answer, not a cluster. */
+const MAX_BACKENDS = 128;
 
-  constructor(
-    private readonly connectOf: (cluster: ClusterSpec) => pg.ClientConfig,
-    private readonly tls: ClusterTls,
-  ) {}
-
-  /** pgpool's view of the backends. SHOW POOL_BACKEND_STATS, not SHOW POOL_NODES: the latter
-   *  (4.3) opens a fresh session to every backend to fill its pg_status/pg_role columns and
-   *  took 0.5-0.9 s; the former answers from shared memory in ~2 ms with the same
-   *  node_id/hostname/status/role. Bounded here as well as by pg's own timeouts: nothing else
-   *  may hold up a pass that routes pgpool right after a failover. */
-  async backends(cluster: ClusterSpec, bound = poolSessionTimeoutMs(cluster) + 1000): Promise<PoolBackend[]> {
-    try {
-      const c = await within(this.client(cluster), bound, 'connecting to pgpool');
-      const query = 'SHOW POOL_BACKEND_STATS';
-      const r = await within(c.query<PoolNodeRow>(query), bound, query);
-      return r.rows.map((row) => backendOf(cluster, row));
-    } catch (err) {
-      // Only the SQL session: pgpool ends it when the backend it used fails, which is the very
-      // moment a PCP session opened ahead is about to serve (a dead PCP session shows itself).
-      this.drop(cluster);
-      throw err;
+/** pgpool's backends: node count ('L'), then each backend's health-check stats ('H'), which
+ *  start with node id, hostname, port, status and role. A session of its own, closed at once:
+ *  a PCP session left open holds up pgpool's restart of its PCP process after a failover. */
+export async function poolBackends(link: PcpLink, boundMs: number): Promise<PoolBackend[]> {
+  const end = Date.now() + boundMs;
+  // each step gets what is left of the bound (a step that runs out ends the session)
+  const left = () => Math.max(1, end - Date.now());
+  let session: PcpSession;
+  try {
+    session = await PcpSession.open(await pcpTarget(link), left());
+  } catch (err) {
+    // a refused login: the password changed on the pool host; read it again next time
+    if (err instanceof PcpRefused) link.state.pcpPassword = undefined;
+    throw err;
+  }
+  try {
+    const [count = ''] = await session.query({ kind: 'node-count' }, left());
+    const n = Number(count);
+    if (!Number.isInteger(n) || n < 0 || n > MAX_BACKENDS) {
+      throw new Error(`pgpool answered a node count of ${JSON.stringify(count)}`);
     }
-  }
-
-  drop(cluster: ClusterSpec): void {
-    this.clients.drop(cluster.name);
-  }
-
-  close(): Promise<void> {
-    return this.clients.close();
-  }
-
-  private client(cluster: ClusterSpec): Promise<pg.Client> {
-    const timeout = poolSessionTimeoutMs(cluster);
-    return this.clients.get(cluster.name, () =>
-      newClient({
-        ...this.connectOf(cluster),
-        ...this.sslConfig(cluster),
-        // (A pgpool busy failing over does not hold up a pass: observe() waits only briefly.)
-        connectionTimeoutMillis: timeout,
-        query_timeout: timeout,
-        application_name: 'pgop-pool-probe',
-        keepAlive: true,
-        keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
-      }),
-    );
-  }
-
-  /** verify-full to pgpool (its certificate names spec.pgpool.address) when TLS is on. */
-  private sslConfig(cluster: ClusterSpec): Partial<pg.ClientConfig> {
-    if (!this.tls.enabled(cluster)) return {};
-    const m = this.tls.peek(cluster);
-    if (!m) throw transient(`cannot connect to pgpool of ${cluster.name}: the cluster CA is not issued yet`);
-    const host = this.connectOf(cluster).host ?? cluster.pgpool.address ?? '';
-    const ssl = clientTls(m.caBundle, { name: 'pgpool', address: host });
-    return { ssl, enableChannelBinding: true } as Partial<pg.ClientConfig>;
+    const rows: PoolNodeRow[] = [];
+    for (let nodeId = 0; nodeId < n; nodeId++) {
+      const f = await session.query({ kind: 'backend-stats', nodeId }, left());
+      rows.push({ nodeId: f[0] ?? '', hostname: f[1] ?? '', status: f[3] ?? '', role: f[4] ?? '' });
+    }
+    return rows.map((row) => backendOf(link.cluster, row));
+  } finally {
+    session.close();
   }
 }
 
 /** A row of pgpool's, by node id when its address matches, else by address. */
-function backendOf(cluster: ClusterSpec, row: PoolNodeRow): PoolBackend {
-  const id = Number(row.node_id);
+export function backendOf(cluster: ClusterSpec, row: PoolNodeRow): PoolBackend {
+  const id = Number(row.nodeId);
   const node =
     cluster.nodes[id]?.address === row.hostname
       ? cluster.nodes[id]
@@ -95,13 +66,4 @@ function backendOf(cluster: ClusterSpec, row: PoolNodeRow): PoolBackend {
   const rl = row.role.toLowerCase();
   const role: PoolBackend['role'] = rl === 'primary' ? 'primary' : rl === 'standby' ? 'standby' : 'unknown';
   return { name: node?.name ?? row.hostname, status, role };
-}
-
-/** `p`, or a rejection after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>(
-    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)),
-  );
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

@@ -10,7 +10,6 @@
 // answers: the steps in routing.ts), restarting pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
 import type {
@@ -29,7 +28,8 @@ import { acceptsSessions } from '../postgres/ready.js';
 import { putFiles, type FileOp } from '../remote/files.js';
 import { failureDetail, runScript, sleep, tail } from '../remote/run.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
-import { ClientCache, newClient, pgMessage } from '../pg-clients.js';
+import { pgMessage } from '../pg-clients.js';
+import { poolLookTimeoutMs } from '../timeouts.js';
 import { ClusterTls, POOL_HOST } from '../../tls/material.js';
 import {
   desiredPoolConfigHash,
@@ -40,7 +40,7 @@ import {
   type PoolSecrets,
   type PoolTlsFiles,
 } from './config.js';
-import { PoolBackendsQuery } from './backends.js';
+import { poolBackends } from './backends.js';
 import { FailoverRouting } from './failover.js';
 import { sendPcp, warmPcp, type PcpLink } from './pcp-link.js';
 import {
@@ -64,9 +64,6 @@ export interface SshPoolDriverOptions {
   shell: NodeShell;
   /** How to reach the pool host (lab: provider.hostRef(cluster, 'pool')). */
   hostRef(cluster: ClusterSpec): HostRef;
-  /** pg client options for connecting to pgpool itself (default: spec.pgpool.address:port as
-   *  postgres with the superuser password). */
-  connect?(cluster: ClusterSpec): pg.ClientConfig;
   /** pgpool's directory on the pool host (default /u01/pgpool). */
   dir?: string;
   /** pgpool binaries (default /usr/sbin). */
@@ -84,28 +81,13 @@ export interface SshPoolDriverOptions {
 
 const silent: PoolDriverLog = { info() {}, warn() {} };
 
-export function defaultPoolConnect(cluster: ClusterSpec): pg.ClientConfig {
-  if (!cluster.pgpool.address) {
-    throw terminal(`cannot reach pgpool of ${cluster.name}: spec.pgpool.address is not set`);
-  }
-  return {
-    host: cluster.pgpool.address,
-    port: cluster.pgpool.port,
-    user: 'postgres',
-    database: 'postgres',
-    password: resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'),
-  };
-}
-
 export class SshPoolDriver implements PoolDriver {
   private readonly shell: NodeShell;
   private readonly hostRefOf: (cluster: ClusterSpec) => HostRef;
-  private readonly connectOf: (cluster: ClusterSpec) => pg.ClientConfig;
   private readonly paths: PoolPaths;
   private readonly bin: string;
   private readonly log: PoolDriverLog;
   private readonly settleTimeoutMs: number;
-  private readonly backends: PoolBackendsQuery;
   private readonly tls: ClusterTls;
   /** everything known of each cluster's pgpool, by cluster name */
   private readonly states = new Map<string, PoolClusterState>();
@@ -115,12 +97,10 @@ export class SshPoolDriver implements PoolDriver {
   constructor(opts: SshPoolDriverOptions) {
     this.shell = opts.shell;
     this.hostRefOf = opts.hostRef;
-    this.connectOf = opts.connect ?? defaultPoolConnect;
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
     this.log = opts.logger ?? silent;
     this.tls = opts.tls ?? new ClusterTls({ log: this.log });
-    this.backends = new PoolBackendsQuery(this.connectOf, this.tls);
     // A pgpool failing over takes 1-3 s (longer on a loaded host); one still silent or wrong
     // after this is stuck (e.g. its search for the primary hanging on a node whose link is
     // down), and a restart, which starts with the unreachable nodes marked down, is quicker.
@@ -201,12 +181,11 @@ export class SshPoolDriver implements PoolDriver {
   // ---------------------------------------------------------------- observe
 
   private dropClient(cluster: ClusterSpec): void {
-    this.backends.drop(cluster);
     this.states.get(cluster.name)?.dropPcp();
   }
 
-  private poolNodes(cluster: ClusterSpec, bound?: number): Promise<PoolBackend[]> {
-    return this.backends.backends(cluster, bound);
+  private poolNodes(cluster: ClusterSpec, bound = poolLookTimeoutMs(cluster)): Promise<PoolBackend[]> {
+    return poolBackends(this.link(cluster), bound);
   }
 
   async observe(cluster: ClusterSpec): Promise<PoolObservation> {
@@ -524,22 +503,28 @@ export class SshPoolDriver implements PoolDriver {
     this.log.info({ cluster: cluster.name }, 'pgpool started');
   }
 
-  /** Until pgpool answers for its backends (15 s). */
+  /** Until pgpool answers for its backends over PCP and a child of its answers a session's
+   *  start (15 s). */
   private async waitAnswering(cluster: ClusterSpec): Promise<void> {
     const deadline = Date.now() + 15_000;
+    const address = cluster.pgpool.address ?? '';
+    const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
     for (;;) {
+      let cause: string;
       try {
         await this.poolNodes(cluster);
-        return;
+        if (await acceptsSessions(address, cluster.pgpool.port, probeMs)) return;
+        cause = `no child answers on ${address}:${cluster.pgpool.port}`;
       } catch (err) {
-        if (Date.now() > deadline) {
-          const opts = { user: 'postgres' };
-          const log = await this.sh(cluster, 'tail -n 5 "$1"', [this.paths.logFile], opts).catch(() => null);
-          const cause = `${pgMessage(err)} ${tail(log?.stdout ?? '')}`.trim();
-          throw transient(`cannot start pgpool of ${cluster.name}: ${cause}`);
-        }
-        await sleep(100);
+        cause = pgMessage(err);
       }
+      if (Date.now() > deadline) {
+        const opts = { user: 'postgres' };
+        const log = await this.sh(cluster, 'tail -n 5 "$1"', [this.paths.logFile], opts).catch(() => null);
+        const detail = `${cause} ${tail(log?.stdout ?? '')}`.trim();
+        throw transient(`cannot start pgpool of ${cluster.name}: ${detail}`);
+      }
+      await sleep(100);
     }
   }
 
@@ -562,10 +547,10 @@ export class SshPoolDriver implements PoolDriver {
     this.states.delete(cluster.name);
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.offSignals?.();
     for (const state of this.states.values()) state.dropPcp();
-    await this.backends.close();
+    return Promise.resolve();
   }
 }
 

@@ -23,6 +23,15 @@ export type PcpRequest =
   | { kind: 'attach'; nodeId: number }
   | { kind: 'detach'; nodeId: number };
 
+/** Questions answered from pgpool's shared memory by its PCP worker: no backend is asked, and
+ *  no pgpool child is needed, so they answer while every child is busy with clients. ('I', node
+ *  info, is not one of them: its pg_status column opens a session to the node.) */
+export type PcpQuery =
+  /** how many backends pgpool has */
+  | { kind: 'node-count' }
+  /** one backend's health-check statistics, which begin with its address, status and role */
+  | { kind: 'backend-stats'; nodeId: number };
+
 /** pgpool refused the request (its error message); the connection itself worked. */
 export class PcpRefused extends Error {}
 
@@ -48,6 +57,19 @@ export function requestMessage(req: PcpRequest): Buffer {
     case 'detach':
       return message('D', cstr(String(req.nodeId)));
   }
+}
+
+/** 'L' node count (no body), 'H' health-check stats ("<id>" NUL). */
+export function queryMessage(q: PcpQuery): Buffer {
+  if (q.kind === 'node-count') return message('L', Buffer.alloc(0));
+  return message('H', cstr(String(q.nodeId)));
+}
+
+/** An answer's body: NUL-terminated strings, the first "CommandComplete". */
+export function answerFields(body: Buffer): string[] {
+  const fields = body.toString('utf8').split('\0');
+  if (fields.at(-1) === '') fields.pop();
+  return fields;
 }
 
 /** md5 answer to the salt, as pcp_authorize() computes it. */
@@ -197,21 +219,36 @@ export class PcpSession {
    *  closed, the request may or may not have been carried out). A refusal (PcpRefused) also
    *  ends the session: pgpool reports most of them as FATAL and ends its worker. */
   async request(req: PcpRequest, timeoutMs: number): Promise<void> {
+    const fields = await this.exchange(requestMessage(req), timeoutMs, req.kind);
+    if (fields.length !== 0) {
+      this.close();
+      throw new Error(`unexpected PCP answer (${fields.join(' ')}) to ${req.kind}`);
+    }
+  }
+
+  /** Ask a read-only question; resolves with the answer's fields. */
+  query(q: PcpQuery, timeoutMs: number): Promise<string[]> {
+    return this.exchange(queryMessage(q), timeoutMs, q.kind);
+  }
+
+  /** One message out, one answer in: its NUL-separated fields after "CommandComplete". */
+  private async exchange(out: Buffer, timeoutMs: number, what: string): Promise<string[]> {
     if (!this.usable) throw new Error('PCP session is closed or busy');
     this.busy = true;
     const timer = deadline(this.socket, timeoutMs);
     try {
-      this.socket.write(requestMessage(req));
+      this.socket.write(out);
       const answer = await this.reader.next();
       if (answer.type === 'E') {
         this.close();
         throw new PcpRefused(errorText(answer.body));
       }
-      const text = answer.body.toString('utf8').replace(/\0+$/, '');
-      if (text !== 'CommandComplete') {
+      const [code, ...fields] = answerFields(answer.body);
+      if (code !== 'CommandComplete') {
         this.close();
-        throw new Error(`unexpected PCP answer '${answer.type}' (${text}) to ${req.kind}`);
+        throw new Error(`unexpected PCP answer '${answer.type}' (${code ?? ''}) to ${what}`);
       }
+      return fields;
     } finally {
       clearTimeout(timer);
       this.busy = false;
