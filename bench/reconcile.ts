@@ -66,6 +66,7 @@ function spec(i: number): ClusterSpec {
       port: 9999,
       pcpPort: 9898,
       loadBalancing: true,
+      primaryApplications: [],
       watchdog: { enabled: false },
       numInitChildren: 32,
     },

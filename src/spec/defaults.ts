@@ -64,6 +64,7 @@ export function normalize(doc: RawDoc): ClusterSpec {
     port: (pool.port as number | undefined) ?? 9999,
     pcpPort: (pool.pcpPort as number | undefined) ?? 9898,
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,
+    primaryApplications: arr(pool.primaryApplications).map(String),
     watchdog: omitUndefined({ enabled: (wd.enabled as boolean | undefined) ?? false, vip: str(wd.vip) }),
     // pgpool's own default (32), or less when postgres would not take that many pooled sessions
     numInitChildren:

@@ -84,6 +84,8 @@ export interface PgpoolSpec {
   port: number;
   pcpPort: number;
   loadBalancing: boolean;
+  /** application_names whose sessions pgpool sends to the primary only */
+  primaryApplications: string[];
   watchdog: { enabled: boolean; vip?: string };
   numInitChildren: number;
 }

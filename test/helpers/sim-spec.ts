@@ -81,6 +81,7 @@ export function simSpec(overrides: DeepPartial<ClusterSpec> = {}): ClusterSpec {
       port: 9999,
       pcpPort: 9898,
       loadBalancing: true,
+      primaryApplications: [],
       watchdog: { enabled: false },
       numInitChildren: 32,
     },

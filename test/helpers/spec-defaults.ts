@@ -9,7 +9,7 @@ export interface SpecDefaults extends Pick<
 > {
   postgres: Pick<PostgresSpec, 'version' | 'parameters' | 'dataDir' | 'archiveDir' | 'backupDir' | 'logDir'>;
   replication: Omit<ReplicationSpec, 'password'>;
-  pgpool: Pick<PgpoolSpec, 'port' | 'pcpPort' | 'loadBalancing' | 'watchdog'>;
+  pgpool: Pick<PgpoolSpec, 'port' | 'pcpPort' | 'loadBalancing' | 'primaryApplications' | 'watchdog'>;
 }
 
 /** The defaults, each call a fresh copy: postgres 15's layout, async replication with slots,
@@ -25,7 +25,13 @@ export function specDefaults(): SpecDefaults {
       logDir: '/var/log/postgres',
     },
     replication: { mode: 'async', syncQuorum: 1, user: 'replicator', slots: true },
-    pgpool: { port: 9999, pcpPort: 9898, loadBalancing: true, watchdog: { enabled: false } },
+    pgpool: {
+      port: 9999,
+      pcpPort: 9898,
+      loadBalancing: true,
+      primaryApplications: [],
+      watchdog: { enabled: false },
+    },
     roles: [],
     databases: [],
     grants: [],

@@ -34,6 +34,16 @@ const settings = (conf: string) =>
   );
 
 describe('pgpool.conf', () => {
+  it('pins the named applications to the primary, each name whole and a dot only a dot', () => {
+    const s = labSpec();
+    expect(settings(renderPgpoolConf(s)).app_name_redirect_preference_list).toBeUndefined();
+    s.pgpool.primaryApplications = ['pgbench', 'billing.v2'];
+    const c = settings(renderPgpoolConf(s));
+    expect(c.app_name_redirect_preference_list).toBe("'pgbench:primary,billing[.]v2:primary'");
+    s.pgpool.primaryApplications = ["x',y"];
+    expect(() => renderPgpoolConf(s)).toThrow(/unsafe application name/);
+  });
+
   it('one backend per spec node, in spec order, streaming replication mode', () => {
     const s = labSpec();
     const c = settings(renderPgpoolConf(s));

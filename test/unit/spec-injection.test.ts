@@ -51,6 +51,13 @@ interface Case {
 
 const cases: Case[] = [
   {
+    what: 'a pgpool.conf quote in an application name (it would end app_name_redirect_preference_list)',
+    text: edit(LAB, 'primaryApplications: [pgbench]', `primaryApplications: [pgbench, "x'"]`),
+    needle: `"x'"`,
+    field: 'spec.pgpool.primaryApplications[1]',
+    message: /must be an application_name of 1-63 letters/,
+  },
+  {
     what: 'a libvirt pool name that walks out of the state directory (hole 2)',
     text: edit(
       LIBVIRT,

@@ -54,6 +54,7 @@ function spec(name: string, overrides: Partial<ClusterSpec> = {}): ClusterSpec {
       port: 9999,
       pcpPort: 9898,
       loadBalancing: false,
+      primaryApplications: [],
       watchdog: { enabled: false },
       numInitChildren: 32,
     },

@@ -8,7 +8,7 @@
 
 import { createCipheriv, createHash } from 'node:crypto';
 import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
-import { terminal } from '../../errors.js';
+import { internal, terminal } from '../../errors.js';
 import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
 import { tlsOf } from '../../tls/settings.js';
 import { resolveSecret } from '../../spec/secrets.js';
@@ -84,6 +84,20 @@ function q(s: string): string {
   return `'${s}'`;
 }
 
+/** Sessions of these applications load-balance to the primary: a standby's detach, which ends
+ *  the sessions that load-balance to it, never ends theirs. pgpool anchors each name as a
+ *  case-insensitive regular expression; the schema allows only [A-Za-z0-9_.-], and a dot is
+ *  written as [.] so that it matches only itself. */
+function primaryApplicationLines(cluster: ClusterSpec): string[] {
+  const apps = cluster.pgpool.primaryApplications;
+  if (apps.length === 0) return [];
+  for (const a of apps) {
+    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(a)) throw internal(`unsafe application name ${JSON.stringify(a)}`);
+  }
+  const list = apps.map((a) => `${a.replaceAll('.', '[.]')}:primary`).join(',');
+  return [`app_name_redirect_preference_list = '${list}'`];
+}
+
 /** pgpool.conf for the cluster: one backend per spec node, in spec order. */
 export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPaths()): string {
   const lines = [
@@ -95,6 +109,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     `load_balance_mode = ${cluster.pgpool.loadBalancing ? 'on' : 'off'}`,
     "disable_load_balance_on_write = 'transaction'",
     'statement_level_load_balance = off',
+    ...primaryApplicationLines(cluster),
     '',
     ...noDecisionLines(cluster),
     ...processLines(paths),
