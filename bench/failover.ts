@@ -16,7 +16,8 @@
 // Env: PGOP_BENCH_TRIALS (5), PGOP_BENCH_MODES (sync,async), PGOP_BENCH_FAULTS (kill,partition; hang too:
 // the primary's postgres SIGSTOPped),
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
-// PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false).
+// PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false),
+// PGOP_BENCH_LOAD_BALANCING (the lab spec's: on; off: pgpool holds only the primary).
 //
 // PGOP_BENCH_LOAD=pgbench (default: writer, the above): the same comparison under a real client's
 // load (bench/failover-load.ts): pgbench clients (PGOP_BENCH_CLIENTS, 4; pgbench -i -s
@@ -72,6 +73,8 @@ const LOAD = process.env.PGOP_BENCH_LOAD === 'pgbench' ? 'pgbench' : 'writer';
 const CLIENTS = Number(process.env.PGOP_BENCH_CLIENTS ?? 4);
 const SCALE = Number(process.env.PGOP_BENCH_SCALE ?? 10);
 const LOAD_SCENARIOS = list<Scenario>(process.env.PGOP_BENCH_SCENARIOS, SCENARIOS);
+// the lab spec's pgpool.loadBalancing unless set: off keeps standbys out of pgpool
+const LOAD_BALANCING = process.env.PGOP_BENCH_LOAD_BALANCING;
 // a hung postgres is detected like a link that went down: the same budget
 const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000, hang: 2000 };
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -109,6 +112,7 @@ function newLab(): Lab {
     network: `10.${94 + generation}.0.0/24`,
     mode: MODES[0] ?? 'sync',
     tls: TLS,
+    ...(LOAD_BALANCING ? { pgpool: { loadBalancing: LOAD_BALANCING !== 'off' } } : {}),
     log: (s) => say(`  ${s}`),
   });
 }
@@ -225,7 +229,8 @@ function runHeader(): string[] {
   return [
     `bench:failover on ${commit.slice(0, 12)}` +
       `${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ` +
-      `TLS ${TLS ? 'on' : 'off'}, ${TRIALS} trial(s) per row, ` +
+      `TLS ${TLS ? 'on' : 'off'}, pgpool load balancing ${LOAD_BALANCING ?? 'as the lab spec'}, ` +
+      `${TRIALS} trial(s) per row, ` +
       `${startedAt.toISOString()} .. ${new Date().toISOString()}`,
     `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} ` +
       `(2 cores shared with other work)`,

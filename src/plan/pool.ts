@@ -3,6 +3,7 @@
 
 import { clusterAction, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
+import { poolHoldsStandbys } from '../spec/types.js';
 
 /** pgpool opens every new session on all its nodes, so each one fails until a failed node is
  *  detached (pgpool detaches nothing by itself). Decided before slower per-node repairs. */
@@ -34,10 +35,16 @@ function poolOfSpecPrimary(ctx: PlanContext) {
 function misrouting(ctx: PlanContext, primary: string, pool: PoolLook): string | undefined {
   if (!pool || !pool.reachable) return `pgpool is not answering${pool?.error ? ` (${pool.error})` : ''}`;
   if (pool.primary !== primary) return `pgpool routes writes to ${pool.primary ?? 'nothing'}`;
+  const holdsStandbys = poolHoldsStandbys(ctx.input.spec.pgpool);
   const down = pool.backends.filter(
-    (b) => b.status !== 'up' && (b.name === primary || ctx.streaming.includes(b.name)),
+    (b) => b.status !== 'up' && (b.name === primary || (holdsStandbys && ctx.streaming.includes(b.name))),
   );
-  return down.length > 0 ? `pgpool marks ${down.map((b) => b.name).join(', ')} down` : undefined;
+  if (down.length > 0) return `pgpool marks ${down.map((b) => b.name).join(', ')} down`;
+  if (holdsStandbys) return undefined;
+  const held = pool.backends.filter((b) => b.status === 'up' && b.name !== primary).map((b) => b.name);
+  return held.length > 0
+    ? `pgpool holds ${held.join(', ')} up though it balances no load to standbys`
+    : undefined;
 }
 type PoolLook = PlanContext['input']['observation']['pool'];
 

@@ -90,6 +90,11 @@ export interface PgpoolSpec {
   numInitChildren: number;
 }
 
+/** Whether pgpool holds the standbys up: only when it load-balances reads to them. Otherwise they
+ *  serve no pgpool client, and keeping them out of pgpool spares its clients every attach and
+ *  detach (pgpool 4.3 ends each session that runs a query while it carries one out). */
+export const poolHoldsStandbys = (pgpool: Pick<PgpoolSpec, 'loadBalancing'>): boolean => pgpool.loadBalancing;
+
 /** Backend sessions each pgpool child may cache (pgpool's max_pool; pgop writes it). */
 export const PGPOOL_MAX_POOL = 4;
 

@@ -54,6 +54,8 @@ export interface ChaosLabOptions {
   replication?: Record<string, unknown>;
   /** TLS between clients, pgpool and postgres (default true) */
   tls?: boolean;
+  /** pgpool settings over the lab spec's (e.g. loadBalancing) */
+  pgpool?: Record<string, unknown>;
   /** progress lines (default: none) */
   log?: (line: string) => void;
   /** share this lab's store and `pgop serve` (two clusters under one operator) */
@@ -89,6 +91,7 @@ export class ChaosLab {
   nodes: { name: string; address: string }[];
   readonly allNodes: { name: string; address: string }[];
   private readonly replication: Record<string, unknown>;
+  private readonly pgpoolOverrides: Record<string, unknown>;
   readonly poolAddress: string;
   readonly poolPort = 9999;
   mode: Mode;
@@ -128,6 +131,7 @@ export class ChaosLab {
     }));
     this.nodes = this.allNodes.slice(0, o.initialNodes ?? this.allNodes.length);
     this.replication = o.replication ?? {};
+    this.pgpoolOverrides = o.pgpool ?? {};
     this.poolAddress = `${base}.10`;
     this.secrets = {
       postgres: randomBytes(15).toString('base64url'),
@@ -172,7 +176,13 @@ export class ChaosLab {
         },
         nodes: this.nodes.map((n) => ({ name: n.name, address: n.address })),
         replication: { mode, syncQuorum: 1, password: s('replicator'), ...this.replication },
-        pgpool: { ...(lab.spec.pgpool ?? {}), enabled: true, address: this.poolAddress, port: this.poolPort },
+        pgpool: {
+          ...(lab.spec.pgpool ?? {}),
+          ...this.pgpoolOverrides,
+          enabled: true,
+          address: this.poolAddress,
+          port: this.poolPort,
+        },
         roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],
         ...(lab.spec.failureDetection ? { failureDetection: lab.spec.failureDetection } : {}),
         ...(this.tls ? {} : { tls: { enabled: false } }),

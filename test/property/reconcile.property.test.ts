@@ -345,40 +345,45 @@ function commands(mode: 'async' | 'sync') {
         env.store.applySpec(env.spec, hashOf(env.spec), 'test', env.clock.now());
       }),
     ),
-    fc.constantFrom('param', 'scale', ...(mode === 'async' ? ['toSync'] : ['toAsync'])).map((change) =>
-      command(`specChange(${change})`, (env) => {
-        const prev = env.spec;
-        const scaled = (): ClusterSpec => {
-          // scale out to pg04, or back in: the removed node may be the primary at that moment
-          if (prev.nodes.some((n) => n.name === 'pg04'))
-            return { ...prev, nodes: prev.nodes.filter((n) => n.name !== 'pg04') };
-          return {
-            ...prev,
-            nodes: [...prev.nodes, { ...prev.nodes[0]!, name: 'pg04', address: '10.0.0.14' }],
+    fc
+      .constantFrom('param', 'scale', 'balance', ...(mode === 'async' ? ['toSync'] : ['toAsync']))
+      .map((change) =>
+        command(`specChange(${change})`, (env) => {
+          const prev = env.spec;
+          const scaled = (): ClusterSpec => {
+            // scale out to pg04, or back in: the removed node may be the primary at that moment
+            if (prev.nodes.some((n) => n.name === 'pg04'))
+              return { ...prev, nodes: prev.nodes.filter((n) => n.name !== 'pg04') };
+            return {
+              ...prev,
+              nodes: [...prev.nodes, { ...prev.nodes[0]!, name: 'pg04', address: '10.0.0.14' }],
+            };
           };
-        };
-        const spec: ClusterSpec =
-          change === 'param'
-            ? {
-                ...prev,
-                postgres: {
-                  ...prev.postgres,
-                  parameters: { ...prev.postgres.parameters, work_mem: `${4 + (env.nextWriteId % 7)}MB` },
-                },
-              }
-            : change === 'scale'
-              ? scaled()
-              : {
+          const spec: ClusterSpec =
+            change === 'param'
+              ? {
                   ...prev,
-                  replication: {
-                    ...prev.replication,
-                    mode: prev.replication.mode === 'sync' ? 'async' : 'sync',
+                  postgres: {
+                    ...prev.postgres,
+                    parameters: { ...prev.postgres.parameters, work_mem: `${4 + (env.nextWriteId % 7)}MB` },
                   },
-                };
-        env.spec = spec;
-        env.store.applySpec(spec, hashOf(spec), 'test', env.clock.now());
-      }),
-    ),
+                }
+              : change === 'scale'
+                ? scaled()
+                : change === 'balance'
+                  ? // load balancing off: pgpool holds only the primary
+                    { ...prev, pgpool: { ...prev.pgpool, loadBalancing: !prev.pgpool.loadBalancing } }
+                  : {
+                      ...prev,
+                      replication: {
+                        ...prev.replication,
+                        mode: prev.replication.mode === 'sync' ? 'async' : 'sync',
+                      },
+                    };
+          env.spec = spec;
+          env.store.applySpec(spec, hashOf(spec), 'test', env.clock.now());
+        }),
+      ),
   ];
 }
 

@@ -16,7 +16,11 @@ import {
 import { PoolClusterState } from '../../src/drivers/pgpool/state.js';
 
 const nodes = ['pg01', 'pg02', 'pg03'];
-const goal = (primary: string | null, failed: string[] = []): RoutingGoal => ({ nodes, primary, failed });
+const goal = (
+  primary: string | null,
+  failed: string[] = [],
+  standbys: RoutingGoal['standbys'] = 'attached',
+): RoutingGoal => ({ nodes, primary, failed, standbys });
 
 const b = (name: string, status: PoolBackend['status'], role: PoolBackend['role'] = 'standby') => ({
   name,
@@ -98,6 +102,24 @@ describe('nextRoutingStep', () => {
       { kind: 'detach', node: 'pg03', nodeId: 2 },
     ]);
     expect(step.next).toEqual({ kind: 'wait', ms: POLL_MS });
+  });
+
+  it('with load balancing off holds only the primary: detaches standbys, attaches none, probes none', () => {
+    const backends = [b('pg01', 'up', 'primary'), b('pg02', 'down'), b('pg03', 'up')];
+    const g = goal('pg01', [], 'detached');
+    expect(knownReach(g, backends, undefined)).toEqual([true, false, false]);
+    const step = nextRoutingStep(g, look(backends, [true, false, false]), clock());
+    expect(step.send).toEqual([{ kind: 'detach', node: 'pg03', nodeId: 2 }]);
+    const settled = [b('pg01', 'up', 'primary'), b('pg02', 'down'), b('pg03', 'down')];
+    expect(nextRoutingStep(g, look(settled, [true, false, false]), clock()).next).toEqual({ kind: 'done' });
+    // a primary held down is still attached
+    const primaryDown = [b('pg01', 'down'), b('pg02', 'down'), b('pg03', 'down')];
+    const again = nextRoutingStep(
+      g,
+      { ...look(primaryDown, [true, false, false]), primaryAnswers: true },
+      clock(),
+    );
+    expect(again.send).toEqual([{ kind: 'attach', node: 'pg01', nodeId: 0 }]);
   });
 
   it('never attaches a node pgpool marks unused', () => {

@@ -460,6 +460,26 @@ describe('plan', () => {
     },
   );
 
+  it('with load balancing off wants pgpool to hold only the primary, and a standby down is no fault', () => {
+    const i = input(states3, healthy3(), { desiredPoolConfigHash: 'h' });
+    i.spec = { ...i.spec, pgpool: { ...i.spec.pgpool, loadBalancing: false } };
+    const backends = (pg02: 'up' | 'down') => [
+      { name: 'pg01', status: 'up' as const, role: 'primary' as const },
+      { name: 'pg02', status: pg02, role: 'standby' as const },
+      { name: 'pg03', status: 'down' as const, role: 'standby' as const },
+    ];
+    i.observation.pool = { reachable: true, primary: 'pg01', backends: backends('down'), configHash: 'h' };
+    expect(plan(i).decision).toMatchObject({ kind: 'done' });
+    i.observation.pool = { ...i.observation.pool, backends: backends('up') };
+    const d = plan(i).decision;
+    expect(d).toMatchObject({
+      kind: 'cluster',
+      action: { type: 'ensurePool', primary: 'pg01' },
+      ruleId: 'pool.route',
+    });
+    expect(d.reason).toContain('pgpool holds pg02 up though it balances no load to standbys');
+  });
+
   it('rewrites a pgpool configuration that differs from the spec, once pgpool routes right', () => {
     const i = input(states3, healthy3(), { desiredPoolConfigHash: 'wanted' });
     i.observation.pool = { reachable: true, primary: 'pg01', backends: [], configHash: 'older' };

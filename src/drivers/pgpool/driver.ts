@@ -10,7 +10,7 @@
 // answers: the steps in routing.ts), restarting pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
-import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { poolHoldsStandbys, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
 import type {
   DriverLog,
@@ -313,7 +313,12 @@ export class SshPoolDriver implements PoolDriver {
     // a backend connection", while the operator itself reaches the node).
     const primaryNode = primary ? cluster.nodes.find((n) => n.name === primary) : undefined;
     if (primaryNode) await this.routeBack(cluster, primaryNode);
-    const goal: RoutingGoal = { nodes: cluster.nodes.map((n) => n.name), primary, failed };
+    const goal: RoutingGoal = {
+      nodes: cluster.nodes.map((n) => n.name),
+      primary,
+      failed,
+      standbys: standbysOf(cluster),
+    };
     const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
     const t0 = Date.now();
     const sent = new Map<string, number>();
@@ -465,7 +470,8 @@ export class SshPoolDriver implements PoolDriver {
 
   // ---------------------------------------------------------------- process
 
-  /** Starts pgpool with the nodes the operator saw fail (never the wanted primary) marked down. */
+  /** Starts pgpool with the nodes the operator saw fail (never the wanted primary) marked down,
+   *  and with load balancing off every node but the primary. */
   private async startPgpool(cluster: ClusterSpec, { failed, primary }: StartRouting): Promise<void> {
     const p = this.paths;
     this.dropClient(cluster);
@@ -475,10 +481,11 @@ export class SshPoolDriver implements PoolDriver {
     // up) fails every new session. Nodes marked down are attached again once they answer (settle).
     const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
     const port = pgPort(cluster);
+    const detached = standbysOf(cluster) === 'detached' && primary !== null;
     const reach = await Promise.all(
       cluster.nodes.map(async (n) => {
-        const failedOne = n.name !== primary && failed.includes(n.name);
-        return !failedOne && acceptsSessions(n.address, port, probeMs);
+        const notHeld = n.name !== primary && (detached || failed.includes(n.name));
+        return !notHeld && acceptsSessions(n.address, port, probeMs);
       }),
     );
     // all down: pgpool would have nothing to search; let it try every backend itself
@@ -555,6 +562,9 @@ export class SshPoolDriver implements PoolDriver {
 }
 
 // ------------------------------------------------------------------ helpers
+
+const standbysOf = (cluster: ClusterSpec): RoutingGoal['standbys'] =>
+  poolHoldsStandbys(cluster.pgpool) ? 'attached' : 'detached';
 
 /** What a (re)start of pgpool needs to know of the routing wanted. */
 interface StartRouting {

@@ -6,12 +6,17 @@
 import type { PoolBackend } from '../../observe/types.js';
 
 /** What the operator wants pgpool to route: `primary` up as its primary, every other node
- *  attached while its postgres answers, detached when the operator saw it fail. */
+ *  attached while its postgres answers (when standbys are attached at all), detached when the
+ *  operator saw it fail. */
 export interface RoutingGoal {
   /** the spec's node names, in spec order (pgpool's node ids) */
   nodes: string[];
   primary: string | null;
   failed: string[];
+  /** 'detached' (load balancing off): pgpool holds only the primary. Its standbys then serve no
+   *  pgpool client, and every attach or detach in pgpool ends the sessions that run a query
+   *  meanwhile, so a standby's death and return are kept out of pgpool altogether. */
+  standbys: 'attached' | 'detached';
 }
 
 /** One look at pgpool and the nodes. */
@@ -93,6 +98,8 @@ export function knownReach(
 ): (boolean | undefined)[] {
   return goal.nodes.map((name) => {
     if (name === goal.primary && primaryAnswers !== undefined) return primaryAnswers;
+    // not held whether it answers or not
+    if (name !== goal.primary && goal.standbys === 'detached') return false;
     if (goal.failed.includes(name) && name !== goal.primary) return false;
     return statusOf(backends, name) === 'up' ? true : undefined;
   });
@@ -117,7 +124,7 @@ export function nextRoutingStep(goal: RoutingGoal, look: PoolLook, clock: Routin
     : primaryRequest(goal, look, backends);
   const send = wanted.filter((r) => clock.now - (clock.sent.get(requestKey(r)) ?? 0) > RESEND_AFTER_MS);
   const matches = goal.nodes.every(
-    (name, i) => name === goal.primary || (statusOf(backends, name) === 'up') === look.reach[i],
+    (name, i) => name === goal.primary || (statusOf(backends, name) === 'up') === holds(goal, look.reach, i),
   );
   if (primaryOk && matches) return { send: [], next: { kind: 'done' }, why: '' };
   const sees = backends.map((b) => `${b.name}:${b.status}/${b.role}`).join(' ');
@@ -142,10 +149,16 @@ function followersRequests(goal: RoutingGoal, reach: boolean[], backends: PoolBa
   goal.nodes.forEach((node, nodeId) => {
     if (node === goal.primary) return;
     const status = statusOf(backends, node);
-    if (status === 'down' && reach[nodeId]) out.push({ kind: 'attach', node, nodeId });
-    else if (status === 'up' && !reach[nodeId]) out.push({ kind: 'detach', node, nodeId });
+    const wanted = holds(goal, reach, nodeId);
+    if (status === 'down' && wanted) out.push({ kind: 'attach', node, nodeId });
+    else if (status === 'up' && !wanted) out.push({ kind: 'detach', node, nodeId });
   });
   return out;
+}
+
+/** Whether pgpool should hold the node at `nodeId` (not the primary) up. */
+function holds(goal: RoutingGoal, reach: boolean[], nodeId: number): boolean {
+  return goal.standbys === 'attached' && !!reach[nodeId];
 }
 
 /** Not routed as wanted yet: wait for pgpool, or past the deadline restart it once, then give up. */

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { internal, terminal, transient } from '../../errors.js';
 import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
-import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { poolHoldsStandbys, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type {
   FaultInjector,
   JobContext,
@@ -588,8 +588,10 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         if (!p.backends.includes(spec.name))
           return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
         const n = world.node(cluster.name, spec.name);
+        // pgop keeps standbys detached when pgpool balances no load to them; otherwise, as
         // pgpool's health check: it needs the link and a running postgres.
-        if (!world.linkUp(n) || !n.pg.running)
+        const detached = !poolHoldsStandbys(cluster.pgpool) && spec.name !== p.primary;
+        if (detached || !world.linkUp(n) || !n.pg.running)
           return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
         return {
           name: spec.name,
