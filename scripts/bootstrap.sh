@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # The lab provider runs real postgres, pgpool-II and sshd in network namespaces.
 PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-server openssh-client iproute2 procps util-linux)
+# arping: a pool host announces the virtual IP it takes over (gratuitous ARP).
+PKGS+=(iputils-arping)
 # The libvirt provider: libvirtd + qemu (its contract tests run a private libvirtd), virsh,
 # genisoimage for cloud-init seeds, libvirt-dev for @unraid/libvirt (node-gyp, during npm ci).
 # No daemon is started here (policy-rc.d below); tests start their own in a namespace.

@@ -10,4 +10,14 @@ export const KINDS = {
 } as const;
 
 /** What `pgop lab fault NODE ACTION` can do. */
-export const LAB_FAULTS = ['kill', 'partition', 'heal', 'stop', 'start', 'hang', 'resume'] as const;
+export const LAB_FAULTS = [
+  'kill',
+  'kill-pgpool',
+  'partition',
+  'heal',
+  'stop',
+  'start',
+  'hang',
+  'resume',
+] as const;
+export type LabFault = (typeof LAB_FAULTS)[number];

@@ -3,12 +3,14 @@
 // CA per cluster shared by both. Only the machines differ; the provider passes them in.
 
 import type { Store } from '../store/store.js';
-import type { ClusterSpec, NodeSpec } from '../spec/types.js';
+import { SINGLE_POOL_HOST, poolHosts, type ClusterSpec } from '../spec/types.js';
+import type { MachineObservation } from '../observe/types.js';
 import {
   Signals,
   type DriverLog,
   type FaultInjector,
   type HostRef,
+  type MachineRef,
   type ProviderDriver,
   type World,
 } from './types.js';
@@ -21,12 +23,12 @@ import {
 } from './ssh/shell.js';
 import { rotateHostKey, type HostKeyTarget, type RotateResult } from './ssh/rotate.js';
 import { SshPostgresDriver } from './postgres/driver.js';
-import { SshPoolDriver } from './pgpool/driver.js';
+import { SshPoolDriver } from './pgpool/pool-hosts.js';
 import { ClusterTls } from '../tls/material.js';
 
-/** The pgpool host's name in both SSH providers (a node may not be called so). */
-export const POOL_HOST = 'pool';
-export type MachineRef = NodeSpec | typeof POOL_HOST;
+/** The one pgpool host's name in both SSH providers (a node may not be called so). */
+export const POOL_HOST = SINGLE_POOL_HOST;
+export type { MachineRef };
 
 /** Host keys pinned in the store (ids are `cluster/host`): the provider pins the key it made
  *  for a machine before the machine first starts. */
@@ -76,6 +78,10 @@ export function hostKeyRefusedRecorder(
 /** What the shared part needs of a provider's machines. */
 export interface SshMachines extends ProviderDriver {
   hostRef(cluster: ClusterSpec, node: MachineRef): HostRef;
+  fenceMachine(cluster: ClusterSpec, node: MachineRef): Promise<void>;
+  /** Create or start a pool host's machine. */
+  ensurePoolHost(cluster: ClusterSpec, host: string): Promise<void>;
+  observePoolHost(cluster: ClusterSpec, host: string): Promise<MachineObservation>;
   hostKeyTarget(cluster: ClusterSpec, node: MachineRef): HostKeyTarget;
 }
 
@@ -121,11 +127,25 @@ export function createSshWorld(opts: SshWorldOptions): SshWorld {
   const tls = new ClusterTls({ ...(opts.tlsDirOf ? { dirOf: opts.tlsDirOf } : {}), ...(log ? { log } : {}) });
   const hostRef = (c: ClusterSpec, n: MachineRef) => machines.hostRef(c, n);
   const postgres = new SshPostgresDriver({ shell, hostRef, signals, tls, ...logger });
-  const pool = new SshPoolDriver({ shell, tls, hostRef: (c) => hostRef(c, POOL_HOST), signals, ...logger });
   const disconnect = (c: ClusterSpec, n: MachineRef) => shell.disconnect(hostRef(c, n).id);
+  const pool = new SshPoolDriver({
+    shell,
+    tls,
+    hostRef,
+    signals,
+    ...logger,
+    machines: {
+      fence: async (c, host) => {
+        await machines.fenceMachine(c, host);
+        disconnect(c, host);
+      },
+      start: (c, host) => machines.ensurePoolHost(c, host),
+      observe: (c, host) => machines.observePoolHost(c, host),
+    },
+  });
   // a machine made again gets a new host key: the old pin must not refuse it
   const forgetPin = (c: ClusterSpec, n: MachineRef) =>
-    store?.forgetHostKey(c.name, n === POOL_HOST ? POOL_HOST : n.name);
+    store?.forgetHostKey(c.name, typeof n === 'string' ? n : n.name);
   return {
     provider: {
       observeMachines: (c) => machines.observeMachines(c),
@@ -142,10 +162,10 @@ export function createSshWorld(opts: SshWorldOptions): SshWorld {
         forgetPin(c, n);
       },
       deleteClusterResources: async (c) => {
-        const hasPoolHost = c.pgpool.enabled && !!c.pgpool.address;
-        if (hasPoolHost) disconnect(c, POOL_HOST);
+        const hosts = poolHosts(c).map((h) => h.name);
+        for (const h of hosts) disconnect(c, h);
         await machines.deleteClusterResources(c);
-        if (hasPoolHost) forgetPin(c, POOL_HOST);
+        for (const h of hosts) forgetPin(c, h);
       },
       close: async () => {
         await shell.close();

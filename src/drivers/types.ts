@@ -5,6 +5,9 @@
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { MachineObservation, PoolObservation, PostgresObservation } from '../observe/types.js';
 
+/** A machine: a node of the spec, or a pool host by name (poolHosts in src/spec/types.ts). */
+export type MachineRef = NodeSpec | string;
+
 /** A machine as listed by the provider (see ProviderDriver.listMachines). */
 export interface ListedMachine extends MachineObservation {
   address?: string;
@@ -140,8 +143,14 @@ export interface PoolDriver {
    *  repairs pgpool's routing). */
   routeToPrimary?(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void>;
   /** Configure backends (every node of the spec), health checks, load balancing, pool_passwd,
-   *  pcp; start if stopped; make it route writes to `primary`. Idempotent. */
-  ensurePool(cluster: ClusterSpec, primary: string | null, failed?: string[]): Promise<void>;
+   *  pcp; start if stopped; make it route writes to `primary`. Idempotent. On one pool host,
+   *  or on every one (host undefined). */
+  ensurePool(cluster: ClusterSpec, primary: string | null, failed?: string[], host?: string): Promise<void>;
+  /** With several pool hosts (spec.pgpool.hosts): the virtual IP on `holder` alone, every other
+   *  host made to drop it first (powered off when it cannot be reached). */
+  moveVip?(cluster: ClusterSpec, holder: string): Promise<void>;
+  /** Start a pool host's machine again (one fenced or stopped). */
+  startHost?(cluster: ClusterSpec, host: string): Promise<void>;
   deletePool(cluster: ClusterSpec): Promise<void>;
   close(): Promise<void>;
 }

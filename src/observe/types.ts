@@ -79,6 +79,25 @@ export interface PoolObservation {
   backends: PoolBackend[];
   configHash: string;
   error?: string;
+  /** With several pool hosts: each one's pgpool (the fields above are those of the one serving
+   *  clients: the virtual IP's holder, else the first that answers). */
+  hosts?: PoolHostObservation[];
+}
+
+/** One pool host's pgpool and its part in the virtual IP. */
+export interface PoolHostObservation extends Omit<PoolObservation, 'hosts'> {
+  name: string;
+  /** pgpool's port: 'open' (a connect succeeds), 'refused' (nothing listens: pgpool is dead on a
+   *  live host), 'silent' (no answer within connectTimeoutMs: host down or cut off) */
+  port: 'open' | 'refused' | 'silent';
+  /** looks in a row the port was silent */
+  silentLooks: number;
+  /** holds the virtual IP, as last read over SSH (null: never read) */
+  holdsVip: boolean | null;
+  /** the host's shell answered at the last look (holdsVip is current) */
+  shellReachable: boolean;
+  /** the machine's state as the provider reports it, when it can */
+  machine?: MachineObservation['state'];
 }
 
 export interface ClusterObservation {

@@ -3,7 +3,8 @@
 
 import { clusterAction, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
-import { poolHoldsStandbys } from '../spec/types.js';
+import { poolHoldsStandbys, poolVip } from '../spec/types.js';
+import type { PoolHostObservation } from '../observe/types.js';
 
 /** pgpool opens every new session on all its nodes, so each one fails until a failed node is
  *  detached (pgpool detaches nothing by itself). Decided before slower per-node repairs. */
@@ -28,7 +29,11 @@ function poolOfSpecPrimary(ctx: PlanContext) {
   if (!primary || !ctx.primaryHealthy || !ctx.input.spec.pgpool.enabled || !ctx.specNames.includes(primary)) {
     return undefined;
   }
-  return { primary, pool: ctx.input.observation.pool };
+  const pool = ctx.input.observation.pool;
+  // the virtual IP's holder is dead: moving the address comes first (holdVirtualIp)
+  const holder = pool?.hosts?.find((h) => h.holdsVip === true);
+  if (holder && holder.port !== 'open') return undefined;
+  return { primary, pool };
 }
 
 /** Why pgpool does not route as it should, or undefined when it does. */
@@ -69,4 +74,74 @@ export function reconfigurePool(ctx: PlanContext): Verdict | undefined {
     `pgpool's configuration differs from the spec (${look.pool.configHash ? 'changed' : 'not recorded'}); ` +
       'rewriting it and restarting pgpool',
   );
+}
+
+// ------------------------------------------------------------------ several pool hosts
+
+/** A pool host's pgpool serves no client: nothing listens on its port, or the port stayed silent
+ *  for the failure budget's looks in a row (host down or cut off). */
+const poolHostDead = (h: PoolHostObservation, budget: number) =>
+  h.port === 'refused' || h.silentLooks >= budget;
+
+/** Clients reach pgpool at the virtual IP: exactly one pool host holds it, one whose pgpool
+ *  listens. Otherwise it goes to a live pool host reached over SSH (the holder that still
+ *  listens, else one routing to the primary, else the first in spec order); the driver makes
+ *  every other host drop it first, powering off one it cannot reach. */
+export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
+  const vip = poolVip(ctx.input.spec);
+  const hosts = ctx.input.observation.pool?.hosts;
+  if (!vip || !hosts) return undefined;
+  // not read yet (the operator just started): a live holder may be among them
+  if (hosts.some((h) => h.holdsVip === null && h.shellReachable && h.port === 'open')) return undefined;
+  const holders = hosts.filter((h) => h.holdsVip === true);
+  const sole = holders.length === 1 ? holders[0]! : undefined;
+  if (sole && !poolHostDead(sole, ctx.budget)) return undefined;
+  const live = hosts.filter((h) => h.shellReachable && h.port === 'open');
+  const to =
+    live.find((h) => h.holdsVip === true) ??
+    live.find((h) => ctx.primary !== undefined && h.primary === ctx.primary) ??
+    live[0];
+  if (!to) return undefined;
+  const why = !sole
+    ? holders.length === 0
+      ? `no pool host holds the virtual IP ${vip}`
+      : `${holders.map((h) => h.name).join(' and ')} all hold the virtual IP ${vip}`
+    : sole.port === 'refused'
+      ? `pgpool on ${sole.name}, which holds the virtual IP ${vip}, is not running (its port refuses)`
+      : `${sole.name}, which holds the virtual IP ${vip}, has not answered ${sole.silentLooks} looks`;
+  return clusterAction({ type: 'moveVip', to: to.name }, `${why}; moving it to ${to.name}`);
+}
+
+/** A pool host that was fenced or stopped is started again (it then gets its pgpool back). */
+export function startPoolHost(ctx: PlanContext): Verdict | undefined {
+  const hosts = ctx.input.observation.pool?.hosts;
+  // a missing one is made with the first node; later (a pool host added to the spec) here
+  const down = hosts?.find((h) => h.machine === 'stopped' || (h.machine === 'missing' && ctx.primary));
+  if (!down) return undefined;
+  return clusterAction(
+    { type: 'startPoolHost', host: down.name },
+    `pool host ${down.name} is ${down.machine}: starting it (no client reaches it before it holds the ` +
+      'virtual IP)',
+  );
+}
+
+/** Every pool host's pgpool as the serving one's: configured from the spec, routing to the
+ *  primary, so that the virtual IP can move there at any moment. */
+export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
+  const look = poolOfSpecPrimary(ctx);
+  const hosts = look?.pool?.hosts;
+  if (!look || !hosts) return undefined;
+  const desired = ctx.input.desiredPoolConfigHash;
+  for (const h of hosts) {
+    if (!h.shellReachable || h.holdsVip === true || (h.machine && h.machine !== 'running')) continue;
+    const drift = desired !== undefined && h.reachable && h.configHash !== '' && h.configHash !== desired;
+    const why =
+      misrouting(ctx, look.primary, h) ?? (drift ? "pgpool's configuration differs from the spec" : null);
+    if (!why) continue;
+    return clusterAction(
+      { type: 'ensurePool', primary: look.primary, failed: ctx.poolFailed, host: h.name },
+      `pool host ${h.name}: ${why}; configuring it and pointing it at primary ${look.primary}`,
+    );
+  }
+  return undefined;
 }

@@ -44,6 +44,10 @@ export const RULE_IDS = {
   'sync.quorum': 'synchronous_standby_names is set to the streaming standbys and the quorum',
   'sync.off': 'async mode: synchronous_standby_names is cleared',
   // pgpool
+  'pool.vip-holder':
+    'the virtual IP is on no live pool host (or on two): move it, fencing the old holder first',
+  'pool.host-start': 'a pool host is fenced or stopped: start it again',
+  'pool.host-route': 'a pool host that does not serve clients is configured and routed like the serving one',
   'pool.route': 'pgpool routes writes elsewhere or marks a healthy node down: point it at the primary',
   'pool.reconfigure': "pgpool's configuration differs from the spec: rewrite it and restart pgpool",
   'pool.detach-failed': 'pgpool still opens sessions on a failed standby: detach it',

@@ -13,7 +13,14 @@ import * as node from './node.js';
 import * as rejoin from './rejoin.js';
 import * as scale from './scale.js';
 import { clearSyncNames, setSyncQuorum } from './sync.js';
-import { detachFailedFromPool, reconfigurePool, routePool } from './pool.js';
+import {
+  detachFailedFromPool,
+  holdVirtualIp,
+  reconfigurePool,
+  routeOtherPoolHosts,
+  routePool,
+  startPoolHost,
+} from './pool.js';
 import * as switchover from './switchover.js';
 import { cancelStaleJob, waitForJobs } from './jobs.js';
 
@@ -69,6 +76,7 @@ export const RULES: readonly Step[] = [
   rule('node.adopt-clone', node.adoptClone),
   rule('node.start-unrecorded', node.startUnrecorded),
   rule('failover.fence-primary', failover.fencePrimary),
+  rule('pool.vip-holder', holdVirtualIp),
   rule('job.cancel', cancelStaleJob),
   rule('recover.start-primary', failover.startFailedPrimary),
   rule('recover.restart-primary', failover.restartFailedPrimary),
@@ -88,6 +96,8 @@ export const RULES: readonly Step[] = [
   rule('sync.off', clearSyncNames),
   rule('pool.route', routePool),
   rule('pool.reconfigure', reconfigurePool),
+  rule('pool.host-start', startPoolHost),
+  rule('pool.host-route', routeOtherPoolHosts),
   rule('scale.wait-handover', scale.waitForHandover),
   rule('scale.handover', scale.handOver),
   rule('switchover.rejected', switchover.rejectSwitchover),

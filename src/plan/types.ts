@@ -82,7 +82,11 @@ export interface NodeDecision extends DecisionBase {
 
 export type ClusterAction =
   /** failed: nodes whose postgres pgop sees failed (detached, not attached again meanwhile) */
-  | { type: 'ensurePool'; primary: string | null; failed?: string[] }
+  | { type: 'ensurePool'; primary: string | null; failed?: string[]; host?: string }
+  /** the virtual IP on pool host `to` alone (the others made to drop it first) */
+  | { type: 'moveVip'; to: string }
+  /** start a pool host's machine again (fenced or stopped) */
+  | { type: 'startPoolHost'; host: string }
   | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
   | { type: 'deleteClusterResources' }
   /** drop, on the primary, the replication slots of nodes that left the spec */

@@ -105,7 +105,13 @@ export async function runClusterAction(
 ): Promise<void> {
   switch (action.type) {
     case 'ensurePool':
-      return world.pool.ensurePool(spec, action.primary, action.failed ?? []);
+      return world.pool.ensurePool(spec, action.primary, action.failed ?? [], action.host);
+    case 'moveVip':
+      if (!world.pool.moveVip) throw internal(`this pool driver cannot move a virtual IP`);
+      return world.pool.moveVip(spec, action.to);
+    case 'startPoolHost':
+      if (!world.pool.startHost) throw internal(`this pool driver cannot start pool host ${action.host}`);
+      return world.pool.startHost(spec, action.host);
     case 'ensureSyncStandbys': {
       const primary = nodeOf(spec, action.primary, strays);
       return world.postgres.ensureSyncStandbys(spec, primary, action.names, action.quorum);

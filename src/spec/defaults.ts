@@ -61,6 +61,10 @@ export function normalize(doc: RawDoc): ClusterSpec {
   const pgpool: PgpoolSpec = omitUndefined({
     enabled: (pool.enabled as boolean | undefined) ?? true,
     address: str(pool.address),
+    hosts:
+      pool.hosts === undefined
+        ? undefined
+        : arr(pool.hosts).map((x) => ({ name: String(obj(x).name), address: String(obj(x).address) })),
     port: (pool.port as number | undefined) ?? 9999,
     pcpPort: (pool.pcpPort as number | undefined) ?? 9898,
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,

@@ -130,7 +130,8 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       );
     }
   }
-  notANode(pgpool.address, [...pp, 'address'], 'pgpool address');
+  const endpoint = notANode(pgpool.address, [...pp, 'address'], 'pgpool address');
+  if (pgpool.hosts !== undefined) checkPoolHosts(pgpool, pp, { names, endpoint, notANode }, r);
   // With watchdog the vip may equal `address` (clients' address = the VIP holder).
   notANode(obj(pgpool.watchdog).vip, [...pp, 'watchdog', 'vip'], 'watchdog vip');
   if (typeof pgpool.port === 'number' && pgpool.port === (pgpool.pcpPort ?? 9898)) {
@@ -345,4 +346,60 @@ function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporte
         `build it with \`pgop image build\` or point baseImage at a downloaded cloud image`,
     );
   }
+}
+
+/** Pool hosts: names unique among nodes and pool hosts, addresses their own (not a node's, not the
+ *  virtual IP they pass among them), and a virtual IP to pass. */
+function checkPoolHosts(
+  pgpool: Raw,
+  pp: Seg[],
+  known: {
+    names: Map<string, number>;
+    endpoint: number | undefined;
+    notANode: (value: unknown, path: Seg[], what: string) => number | undefined;
+  },
+  r: Reporter,
+): void {
+  if (pgpool.address === undefined)
+    r.add([...pp, 'address'], 'missing required field "address" (the virtual IP the pool hosts pass on)', {
+      at: pp,
+    });
+  if (obj(pgpool.watchdog).enabled === true)
+    r.add(
+      [...pp, 'watchdog', 'enabled'],
+      "pgpool's watchdog and pool hosts both move the virtual IP: choose one (remove hosts or watchdog)",
+    );
+  const hostNames = new Map<string, number>();
+  const hostAddresses = new Map<number, number>();
+  arr(pgpool.hosts).forEach((raw, i) => {
+    const host = obj(raw);
+    const hp: Seg[] = [...pp, 'hosts', i];
+    const name = str(host.name);
+    const node = name === undefined ? undefined : known.names.get(name);
+    if (node !== undefined)
+      r.add([...hp, 'name'], `pool host name ${name} is also ${formatPath(['spec', 'nodes', node, 'name'])}`);
+    const sameName = name === undefined ? undefined : hostNames.get(name);
+    if (sameName !== undefined)
+      r.add(
+        [...hp, 'name'],
+        `duplicate pool host name ${name} (also ${formatPath([...pp, 'hosts', sameName])})`,
+      );
+    else if (name !== undefined) hostNames.set(name, i);
+    const ip = known.notANode(host.address, [...hp, 'address'], 'pool host address');
+    if (ip === undefined) return;
+    if (ip === known.endpoint)
+      r.add(
+        [...hp, 'address'],
+        `${String(host.address)} is the virtual IP (spec.pgpool.address): ` +
+          'give the pool host an address of its own',
+      );
+    const sameAddress = hostAddresses.get(ip);
+    if (sameAddress !== undefined)
+      r.add(
+        [...hp, 'address'],
+        `duplicate pool host address ${String(host.address)} ` +
+          `(also ${formatPath([...pp, 'hosts', sameAddress])})`,
+      );
+    else hostAddresses.set(ip, i);
+  });
 }

@@ -79,8 +79,10 @@ export interface ReplicationSpec {
 
 export interface PgpoolSpec {
   enabled: boolean;
-  /** The pgpool host's address (a lab host, or the VIP holder with watchdog). */
+  /** The address clients use: the one pool host's own, or with `hosts` a virtual IP. */
   address?: string;
+  /** pgpool on these machines, the virtual IP `address` held by one of them at a time */
+  hosts?: PoolHostSpec[];
   port: number;
   pcpPort: number;
   loadBalancing: boolean;
@@ -88,6 +90,28 @@ export interface PgpoolSpec {
   primaryApplications: string[];
   watchdog: { enabled: boolean; vip?: string };
   numInitChildren: number;
+}
+
+export interface PoolHostSpec {
+  name: string;
+  address: string;
+}
+
+/** The name of the one pool host of a spec without `pgpool.hosts` (no node may be called so). */
+export const SINGLE_POOL_HOST = 'pool';
+
+/** The machines pgpool runs on: the spec's hosts, or the one pool host at `address`. */
+export function poolHosts(spec: { pgpool: PgpoolSpec }): PoolHostSpec[] {
+  const pp = spec.pgpool;
+  if (!pp.enabled) return [];
+  if (pp.hosts && pp.hosts.length > 0) return pp.hosts;
+  return pp.address ? [{ name: SINGLE_POOL_HOST, address: pp.address }] : [];
+}
+
+/** The virtual IP pgop moves among the pool hosts, when there are several. */
+export function poolVip(spec: { pgpool: PgpoolSpec }): string | undefined {
+  const pp = spec.pgpool;
+  return pp.enabled && pp.hosts && pp.hosts.length > 0 ? pp.address : undefined;
 }
 
 /** Whether pgpool holds the standbys up: only when it load-balances reads to them. Otherwise they

@@ -7,7 +7,8 @@
 //   ca-previous.crt         the CA before the last renewal, trusted until it expires (so nodes
 //                           still serving a certificate of the old CA are accepted meanwhile)
 //   node-<name>.crt/.key    a node's server certificate: SANs = node name + node address
-//   pool.crt/.key           pgpool's: SANs = "pgpool" + spec.pgpool.address (+ the watchdog VIP)
+//   pool.crt/.key           pgpool's (one for every pool host): SANs = "pgpool" + spec.pgpool.address
+//                           (+ the watchdog VIP) + each pool host's own address
 //
 // ensure() runs on every probe: a comparison in memory and a stat; it reads files
 // only the first time and issues only what is missing, wrong (names, issuer, key) or due
@@ -27,7 +28,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { ClusterSpec } from '../spec/types.js';
+import { poolHosts, type ClusterSpec } from '../spec/types.js';
 import { TLS_DEFAULTS, tlsOf } from './settings.js';
 import { terminal } from '../errors.js';
 import { certFacts, judgeCa, judgeServerCert, type WantedNames } from './check.js';
@@ -47,7 +48,11 @@ export function wantedHosts(cluster: ClusterSpec): Map<string, WantedNames> {
   for (const n of cluster.nodes) out.set(nodeHostId(n.name), { dns: [n.name], ips: [n.address] });
   const pp = cluster.pgpool;
   if (pp.enabled && pp.address) {
-    const ips = [pp.address, ...(pp.watchdog.enabled && pp.watchdog.vip ? [pp.watchdog.vip] : [])];
+    const ips = [
+      pp.address,
+      ...(pp.watchdog.enabled && pp.watchdog.vip ? [pp.watchdog.vip] : []),
+      ...poolHosts(cluster).map((h) => h.address),
+    ];
     out.set(POOL_HOST, { dns: ['pgpool'], ips: [...new Set(ips)] });
   }
   return out;

@@ -14,7 +14,7 @@ import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
 import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provider.js';
 import { SshShell, createMemoryPins, type ShellLogEntry } from '../../src/drivers/ssh/shell.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
-import { SshPoolDriver } from '../../src/drivers/pgpool/driver.js';
+import { SshPoolDriver } from '../../src/drivers/pgpool/pool-hosts.js';
 import { PgopError } from '../../src/errors.js';
 import { eventually, withPg } from '../helpers/eventually.js';
 import { labNode, labSpec } from '../helpers/lab-spec.js';
@@ -172,7 +172,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),
     };
     pgd = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), logger });
-    pool = new SshPoolDriver({ shell, hostRef: (c) => provider.hostRef(c, 'pool'), logger });
+    pool = new SshPoolDriver({ shell, hostRef: (c, h) => provider.hostRef(c, h), logger });
     // Sample every process's command line for the whole run: no password may ever show.
     sampler = setInterval(() => {
       sampling = sampling.then(async () => {

@@ -362,6 +362,7 @@ describe('pgop completion', () => {
       'hang',
       'heal',
       'kill',
+      'kill-pgpool',
       'partition',
       'resume',
       'start',

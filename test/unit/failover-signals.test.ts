@@ -152,7 +152,7 @@ describe('PCP client', () => {
     });
     const cluster = { ...spec, pgpool: { ...spec.pgpool, address: '127.0.0.1', pcpPort: srv.port } };
     const state = new PoolClusterState();
-    const link = { cluster, state, readPassword: () => Promise.resolve('s3cret\n') };
+    const link = { cluster, address: '127.0.0.1', state, readPassword: () => Promise.resolve('s3cret\n') };
     expect(await poolBackends(link, 2000)).toEqual([
       { name: 'pg01', status: 'down', role: 'standby' },
       { name: 'pg03', status: 'up', role: 'standby' },

@@ -295,7 +295,7 @@ describe('names and MACs', () => {
 
   it('refuses a node called pool and two machines whose derived MACs collide', () => {
     const s = spec();
-    expect(() => machinePlan(s, { ...s.nodes[0]!, name: 'pool' })).toThrow(/reserved for the pgpool host/);
+    expect(() => machinePlan(s, { ...s.nodes[0]!, name: 'pool' })).toThrow(/names a pgpool host/);
     // find two node names whose 24-bit MAC suffix collides (birthday search, a few thousand names)
     const seen = new Map<string, string>();
     let pair: [string, string] | undefined;

@@ -14,8 +14,9 @@ import { EXIT, terminal } from '../../errors.js';
 import { makeDirs } from '../../state-dirs.js';
 import { userLocaleEnv } from '../child-locale.js';
 import { NotFoundError, UsageError } from '../errors.js';
-import { LAB_FAULTS } from '../vocabulary.js';
-import type { ClusterSpec, SecretRef } from '../../spec/types.js';
+import { LAB_FAULTS, type LabFault } from '../vocabulary.js';
+import { poolHosts, type ClusterSpec, type SecretRef } from '../../spec/types.js';
+import type { MachineRef } from '../../drivers/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
 const BIN = fileURLToPath(new URL('../../../../bin/pgop', import.meta.url));
@@ -174,6 +175,14 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
       [`${me} lab fault NODE partition|heal`, "take a node's link down / up again"],
       [`${me} lab fault NODE stop|start`, 'stop / start a whole node'],
       [`${me} lab fault NODE hang|resume`, "SIGSTOP / SIGCONT a node's postgres (ports open, no answers)"],
+      ...(poolHosts(spec).length > 1
+        ? [
+            [
+              `${me} lab fault POOLHOST kill-pgpool|stop|partition`,
+              'fail the virtual IP holder; watch it move',
+            ] as [string, string],
+          ]
+        : []),
       [`${me} switchover ${n} [--to NODE]`, 'planned handover'],
       [`${me} get events --cluster ${n}`, 'the story, each step with its reason'],
       [`${me} lab down`, 'stop the operator and remove the lab'],
@@ -292,17 +301,26 @@ export async function labFaultCommand(
   if (!(LAB_FAULTS as readonly string[]).includes(action))
     throw new UsageError(`cannot inject fault ${action}: use one of ${LAB_FAULTS.join(', ')}`);
   const spec = await labCluster(db, clusterName);
-  const node = spec.nodes.find((n) => n.name === nodeName);
-  if (!node)
+  const pool = poolHosts(spec).find((h) => h.name === nodeName);
+  const node: MachineRef | undefined = pool ? pool.name : spec.nodes.find((n) => n.name === nodeName);
+  if (!node) {
+    const known = [...spec.nodes.map((n) => n.name), ...poolHosts(spec).map((h) => h.name)];
     throw new NotFoundError(
-      `cannot inject a fault into ${nodeName}: no such node in cluster ${spec.name} ` +
-        `(${spec.nodes.map((n) => n.name).join(', ')})`,
+      `cannot inject a fault into ${nodeName}: no such node or pool host in cluster ${spec.name} ` +
+        `(${known.join(', ')})`,
     );
+  }
+  if (action === 'kill-pgpool' && !pool)
+    throw new UsageError(`cannot inject fault kill-pgpool into ${nodeName}: pgpool runs on the pool hosts`);
+  if ((action === 'hang' || action === 'resume') && pool)
+    throw new UsageError(`cannot inject fault ${action} into ${nodeName}: it is a pool host (no postgres)`);
   const { createLabProvider } = await import('../../drivers/lab/provider.js');
   const provider = createLabProvider();
   const t = Date.now();
   try {
-    await provider[action as (typeof LAB_FAULTS)[number]](spec, node);
+    // on a pool host, kill is kill-pgpool: pgpool is what runs there
+    const verb = action === 'kill-pgpool' ? 'kill' : (action as Exclude<LabFault, 'kill-pgpool'>);
+    await provider[verb](spec, node);
   } finally {
     await provider.close();
   }

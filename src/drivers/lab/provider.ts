@@ -7,9 +7,10 @@
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SINGLE_POOL_HOST, poolHosts, poolVip } from '../../spec/types.js';
 import type { ClusterSpec, LabProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
-import type { FaultInjector, HostRef, ProviderDriver } from '../types.js';
+import type { FaultInjector, HostRef, MachineRef, ProviderDriver } from '../types.js';
 import { internal, terminal } from '../../errors.js';
 import { assertSafeName } from '../ssh/quote.js';
 import { ensureOperatorKey } from '../ssh/keys.js';
@@ -56,10 +57,12 @@ import {
 
 export { PRIVATE_MOUNTS, hostPath, type LabHost, type PrivateMount } from './host.js';
 
-export const POOL = 'pool';
+export const POOL = SINGLE_POOL_HOST;
 const DEFAULT_STATE_DIR = '/var/lib/pgop/lab';
 /** In a node host's directory: the address the host was made with (see listMachines). */
 const HOST_ADDRESS_FILE = 'address';
+/** Marks a pool host's directory: listMachines lists node hosts only. */
+const POOL_HOST_FILE = 'pool-host';
 
 export interface LabTiming {
   op: 'ensureMachine' | 'startSshd' | 'fence' | 'kill' | 'delete';
@@ -188,37 +191,40 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     };
   }
 
-  private host(ctx: ClusterCtx, node: NodeSpec | typeof POOL): LabHost {
+  private host(ctx: ClusterCtx, node: MachineRef): LabHost {
     const provider = ctx.spec.provider as LabProviderSpec;
     const net = parseNetwork(ctx.name, provider.network);
+    const pools = poolHosts(ctx.spec);
     let name: string;
     let address: string;
-    if (node === POOL) {
-      if (!ctx.spec.pgpool.enabled || !ctx.spec.pgpool.address) {
-        throw terminal(
-          `cannot place the pool host of cluster ${ctx.name}: ` +
-            `pgpool is disabled or spec.pgpool.address is missing`,
-        );
+    if (typeof node === 'string') {
+      const pool = pools.find((h) => h.name === node);
+      if (!pool) {
+        const why = ctx.spec.pgpool.enabled
+          ? `the spec names no such pool host (${pools.map((h) => h.name).join(', ') || 'none'})`
+          : 'pgpool is disabled';
+        throw terminal(`cannot place pool host ${node} of cluster ${ctx.name}: ${why}`);
       }
-      name = POOL;
-      address = ctx.spec.pgpool.address;
+      name = assertSafeName('pool host', pool.name);
+      address = pool.address;
     } else {
       name = assertSafeName('node', node.name);
-      if (name === POOL)
+      if (name === POOL || pools.some((h) => h.name === name))
         throw terminal(
           `cannot place node ${name} of cluster ${ctx.name}: ` +
-            `the name "pool" is reserved for the pgpool host in the lab`,
+            `the name "${name}" is a pgpool host's in the lab`,
         );
       address = node.address;
     }
-    checkAddress(ctx.name, name === POOL ? 'the pool host' : `node ${name}`, address, net, provider.network);
+    const what = typeof node === 'string' ? `pool host ${name}` : `node ${name}`;
+    checkAddress(ctx.name, what, address, net, provider.network);
     return { ...this.hostNamed(ctx, name), address };
   }
 
   /** Paths and names of one host, for tests, tools and the README's "by hand" recipe. */
   describeHost(
     spec: ClusterSpec,
-    node: NodeSpec | typeof POOL,
+    node: MachineRef,
   ): LabHost & { keyPath: string; hub: string; bridge: string; hostKeyPub: string } {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
@@ -236,14 +242,14 @@ export class LabProvider implements ProviderDriver, FaultInjector {
    *  the state file itself; its sshd re-executes itself on SIGHUP (same pid, sessions kept). */
   hostKeyTarget(
     spec: ClusterSpec,
-    node: NodeSpec | typeof POOL,
+    node: MachineRef,
   ): { nodePath: string; statePath: string; reload: string[] } {
     const h = this.host(this.ctx(spec), node);
     const path = join(h.dir, 'ssh', 'ssh_host_ed25519_key');
     return { nodePath: path, statePath: path, reload: ['sh', '-c', 'kill -HUP "$(cat /run/sshd.pid)"'] };
   }
 
-  hostRef(spec: ClusterSpec, node: NodeSpec | typeof POOL): HostRef {
+  hostRef(spec: ClusterSpec, node: MachineRef): HostRef {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     return { id: h.id, address: h.address, port: 22, user: 'root', privateKeyPath: ctx.keyPath };
@@ -293,6 +299,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     }
     for (const name of entries) {
       if (name === POOL || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) continue;
+      if (existsSync(join(ctx.clusterDir, name, POOL_HOST_FILE))) continue;
       let address: string | undefined;
       try {
         address = readFileSync(join(ctx.clusterDir, name, HOST_ADDRESS_FILE), 'utf8').trim() || undefined;
@@ -338,10 +345,10 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await writeIfChanged(join(h.dir, HOST_ADDRESS_FILE), `${h.address}\n`, 0o644);
   }
 
-  /** The pool host's machine state (not part of observeMachines, which covers spec nodes). */
-  async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
+  /** A pool host's machine state (not part of observeMachines, which covers spec nodes). */
+  async observePoolHost(spec: ClusterSpec, name: string = POOL): Promise<MachineObservation> {
     const ctx = this.ctx(spec);
-    return this.observeHost(this.host(ctx, POOL));
+    return this.observeHost(this.host(ctx, name));
   }
 
   // ---------------------------------------------------------------- create / start
@@ -354,27 +361,33 @@ export class LabProvider implements ProviderDriver, FaultInjector {
         await this.ensureClusterShared(ctx);
         await this.recordHost(h);
         await this.ensureHost(ctx, h);
-        // The pool host is created along with the first node (the driver contract has no call
-        // for it); a pool host that exists but was stopped is left alone (fault injection).
-        if (spec.pgpool.enabled) {
-          const pool = this.host(ctx, POOL);
+        // The pool hosts are created along with the first node (the driver contract has no call
+        // for them); one that exists but was stopped is left alone (fault injection, fencing).
+        for (const pool of poolHosts(spec).map((p) => this.host(ctx, p.name))) {
           if (!netnsExists(pool.ns) || !existsSync(join(pool.dir, 'ssh', 'sshd_config')))
-            await this.ensureHost(ctx, pool);
+            await this.ensurePoolHostIn(ctx, pool);
         }
       }),
     );
   }
 
-  /** Create and start the pool host (address spec.pgpool.address). Idempotent. */
-  async ensurePoolHost(spec: ClusterSpec): Promise<void> {
+  /** Create and start a pool host (every one when no name is given). Idempotent. */
+  async ensurePoolHost(spec: ClusterSpec, name?: string): Promise<void> {
     const ctx = this.ctx(spec);
-    const h = this.host(ctx, POOL);
-    await this.locked(ctx.name, () =>
-      this.timed('ensureMachine', h.id, async () => {
-        await this.ensureClusterShared(ctx);
-        await this.ensureHost(ctx, h);
-      }),
-    );
+    const names = name === undefined ? poolHosts(spec).map((p) => p.name) : [name];
+    await this.locked(ctx.name, async () => {
+      await this.ensureClusterShared(ctx);
+      for (const n of names) {
+        const h = this.host(ctx, n);
+        await this.timed('ensureMachine', h.id, () => this.ensurePoolHostIn(ctx, h));
+      }
+    });
+  }
+
+  private async ensurePoolHostIn(ctx: ClusterCtx, h: LabHost): Promise<void> {
+    await mkdir(h.dir, { recursive: true, mode: 0o755 });
+    await writeIfChanged(join(h.dir, POOL_HOST_FILE), 'pgpool\n', 0o644);
+    await this.ensureHost(ctx, h);
   }
 
   private async ensureClusterShared(ctx: ClusterCtx): Promise<void> {
@@ -434,10 +447,24 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 
   // ---------------------------------------------------------------- fence / delete
 
-  async fenceMachine(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async fenceMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     await this.fenceHost(h);
+    // A pool host's kernel would go on answering ARP for the virtual IP with no process left:
+    // a machine powered off holds no address.
+    const vip = poolVip(spec);
+    if (typeof node === 'string' && vip) await this.dropAddress(h, vip);
+  }
+
+  private async dropAddress(h: LabHost, address: string): Promise<void> {
+    if (!netnsExists(h.ns) || !(await linkExists(h.ns, 'eth0'))) return;
+    try {
+      const held = await ipIn(h.ns, ['-4', '-o', 'addr', 'show', 'dev', 'eth0', 'to', `${address}/32`]);
+      if (held.trim() !== '') await ipIn(h.ns, ['addr', 'del', `${address}/32`, 'dev', 'eth0']);
+    } catch (err) {
+      throw wrap(err, `cannot fence ${h.id}: cannot take ${address} off it`);
+    }
   }
 
   private async fenceHost(h: LabHost): Promise<void> {
@@ -459,7 +486,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     });
   }
 
-  async deleteMachine(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async deleteMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     await this.locked(ctx.name, () => this.deleteHost(h));
@@ -479,9 +506,8 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   async deleteClusterResources(spec: ClusterSpec): Promise<void> {
     const ctx = this.ctx(spec);
     await this.locked(ctx.name, async () => {
-      // The pool host, plus any host directory left by a node no longer in the spec.
-      const names = new Set<string>();
-      if (spec.pgpool.enabled && spec.pgpool.address) names.add(POOL);
+      // The pool hosts, plus any host directory left by a node no longer in the spec.
+      const names = new Set<string>(poolHosts(spec).map((h) => h.name));
       try {
         for (const e of readdirSync(ctx.clusterDir, { withFileTypes: true }))
           if (e.isDirectory()) names.add(e.name);
@@ -514,8 +540,9 @@ export class LabProvider implements ProviderDriver, FaultInjector {
 
   /** SIGKILL the postmaster (pid from <host>/u01/.../postmaster.pid) and wait until it and the
    *  children it had are gone. No-op when no postmaster runs. */
-  async kill(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async kill(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const h = this.host(this.ctx(spec), node);
+    if (typeof node === 'string') return this.killPgpool(h);
     const pid = this.postmasterPid(spec, h);
     if (pid === null) return;
     await this.timed('kill', h.id, async () => {
@@ -530,11 +557,22 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     });
   }
 
+  /** SIGKILL every pgpool process of a pool host (its main process and children) and wait until
+   *  they are gone. */
+  private async killPgpool(h: LabHost): Promise<void> {
+    await this.timed('kill', h.id, async () => {
+      const pids = netnsPids(h.ns).filter((p) => procComm(p) === 'pgpool');
+      for (const pid of pids) signalQuietly(pid, 'SIGKILL');
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && pids.some((p) => pidInNetns(p, h.ns))) await sleep(5);
+    });
+  }
+
   /** SIGSTOP the postmaster, then each of its children (backends, walsender, walreceiver...):
    *  the node's postgres hangs with its ports open (the kernel still completes TCP connects, but
    *  nothing answers). Stopped first, the postmaster forks no child the scan would miss. No-op
    *  when no postmaster runs. */
-  async hang(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async hang(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const h = this.host(this.ctx(spec), node);
     const pid = this.postmasterPid(spec, h);
     if (pid === null) return;
@@ -543,7 +581,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   }
 
   /** SIGCONT what hang() stopped: the children first, then the postmaster. */
-  async resume(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async resume(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const h = this.host(this.ctx(spec), node);
     const pid = this.postmasterPid(spec, h);
     if (pid === null) return;
@@ -564,19 +602,15 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     return pidInNetns(pid, h.ns) && procComm(pid) === 'postgres' ? pid : null;
   }
 
-  async partition(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async partition(spec: ClusterSpec, node: MachineRef): Promise<void> {
     await this.setLink(spec, node, 'down');
   }
 
-  async heal(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async heal(spec: ClusterSpec, node: MachineRef): Promise<void> {
     await this.setLink(spec, node, 'up');
   }
 
-  private async setLink(
-    spec: ClusterSpec,
-    node: NodeSpec | typeof POOL,
-    state: 'up' | 'down',
-  ): Promise<void> {
+  private async setLink(spec: ClusterSpec, node: MachineRef, state: 'up' | 'down'): Promise<void> {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     const verb = state === 'down' ? 'partition' : 'heal';
@@ -588,12 +622,12 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     }
   }
 
-  async stop(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async stop(spec: ClusterSpec, node: MachineRef): Promise<void> {
     await this.fenceMachine(spec, node);
   }
 
   /** Start the machine again (sshd only; postgres stays down until the operator starts it). */
-  async start(spec: ClusterSpec, node: NodeSpec | typeof POOL): Promise<void> {
+  async start(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     if (!netnsExists(h.ns)) throw terminal(`cannot start ${h.id}: machine missing`);

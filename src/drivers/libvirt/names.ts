@@ -11,7 +11,7 @@
 //   MAC              52:54:00 + first 3 bytes of sha256("<cluster>/<node>")
 
 import { createHash } from 'node:crypto';
-import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
+import { poolHosts, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
 import { internal, terminal } from '../../errors.js';
 import {
   isHostOf,
@@ -90,38 +90,36 @@ export function uriOf(spec: ClusterSpec, node: NodeSpec | null): string {
   return node?.hypervisor ?? libvirtProvider(spec).uri;
 }
 
-export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST): MachinePlan {
+export function machinePlan(spec: ClusterSpec, node: NodeSpec | string): MachinePlan {
   const cluster = assertLibvirtName('cluster', spec.name);
-  if (node === POOL_HOST) {
-    if (!spec.pgpool.enabled || !spec.pgpool.address) {
-      throw terminal(
-        `cannot place the pool host of cluster ${cluster}: ` +
-          `pgpool is disabled or spec.pgpool.address is missing`,
-      );
+  if (typeof node === 'string') {
+    const pool = poolHosts(spec).find((h) => h.name === node);
+    if (!pool) {
+      const why = spec.pgpool.enabled ? 'the spec names no such pool host' : 'pgpool is disabled';
+      throw terminal(`cannot place pool host ${node} of cluster ${cluster}: ${why}`);
     }
+    const name = assertLibvirtName('pool host', pool.name);
     const first = spec.nodes[0];
     return {
       cluster,
-      name: POOL_HOST,
-      id: `${cluster}/${POOL_HOST}`,
+      name,
+      id: `${cluster}/${name}`,
       role: 'pool',
       uri: uriOf(spec, null),
-      domain: domainName(cluster, POOL_HOST),
-      address: spec.pgpool.address,
-      mac: macFor(cluster, POOL_HOST),
+      domain: domainName(cluster, name),
+      address: pool.address,
+      mac: macFor(cluster, name),
       vcpus: POOL_HOST_SIZE.vcpus,
       memoryMiB: POOL_HOST_SIZE.memoryMiB,
       rootDiskGiB: first?.rootDiskGiB ?? 20,
       dataDiskGiB: 0,
-      volumes: { ...volumeNames(cluster, POOL_HOST), data: null },
-      dhcpName: domainName(cluster, POOL_HOST),
+      volumes: { ...volumeNames(cluster, name), data: null },
+      dhcpName: domainName(cluster, name),
     };
   }
   const name = assertLibvirtName('node', node.name);
-  if (name === POOL_HOST)
-    throw terminal(
-      `cannot place node ${name} of cluster ${cluster}: the name "pool" is reserved for the pgpool host`,
-    );
+  if (name === POOL_HOST || poolHosts(spec).some((h) => h.name === name))
+    throw terminal(`cannot place node ${name} of cluster ${cluster}: "${name}" names a pgpool host`);
   return {
     cluster,
     name,
@@ -143,7 +141,7 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | typeof POOL_HOST
 /** Every machine of the cluster: the spec's nodes, then the pool host when pgpool is on. */
 export function allMachines(spec: ClusterSpec): MachinePlan[] {
   const out = spec.nodes.map((n) => machinePlan(spec, n));
-  if (spec.pgpool.enabled && spec.pgpool.address) out.push(machinePlan(spec, POOL_HOST));
+  for (const h of poolHosts(spec)) out.push(machinePlan(spec, h.name));
   const seen = new Map<string, string>();
   for (const m of out) {
     const other = seen.get(m.mac);

@@ -8,7 +8,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hypervisor, Domain } from '@unraid/libvirt';
-import type { ClusterSpec, LibvirtProviderSpec, NodeSpec } from '../../spec/types.js';
+import { poolHosts, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
 import { PgopError, messageOf, terminal, transient } from '../../errors.js';
@@ -57,7 +57,7 @@ export interface LibvirtProviderOptions {
   hostKeys?: HostKeyPins;
 }
 
-export type MachineRef = NodeSpec | typeof POOL_HOST;
+export type MachineRef = NodeSpec | string;
 
 /** What observeMachines and describeMachine report beyond the contract. */
 export interface DomainStatus {
@@ -220,7 +220,9 @@ export class LibvirtProvider implements ProviderDriver {
     const p = libvirtProvider(spec);
     const out: Record<string, MachineObservation & { address?: string; hypervisor?: string }> = {};
     for (const uri of clusterUris(spec)) {
-      const domains = (await this.clusterDomains(uri, spec.name)).filter((d) => d.node !== POOL_HOST);
+      const domains = (await this.clusterDomains(uri, spec.name)).filter(
+        (d) => d.node !== POOL_HOST && !poolHosts(spec).some((h) => h.name === d.node),
+      );
       if (domains.length === 0) continue;
       const net = await this.resources.networkState(uri, p.network.name, `read network ${p.network.name}`);
       const hosts = net ? networkFacts(net.xml).hosts : [];
@@ -244,8 +246,8 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** The pool host's machine (not part of observeMachines, which covers spec nodes). */
-  async observePoolHost(spec: ClusterSpec): Promise<MachineObservation> {
-    return this.observeOne(machinePlan(spec, POOL_HOST));
+  async observePoolHost(spec: ClusterSpec, host: string = POOL_HOST): Promise<MachineObservation> {
+    return this.observeOne(machinePlan(spec, host));
   }
 
   /** Raw libvirt state of one machine's domain. */
@@ -284,15 +286,17 @@ export class LibvirtProvider implements ProviderDriver {
     const m = machinePlan(spec, node);
     await this.serial(spec.name, async () => {
       await this.ensureOne(spec, m);
-      // The pool host comes with the first node (the contract has no call of its own for it).
-      if (spec.pgpool.enabled && spec.pgpool.address)
-        await this.ensureOne(spec, machinePlan(spec, POOL_HOST));
+      // The pool hosts come with the first node (the contract has no call of its own for them).
+      for (const h of poolHosts(spec)) await this.ensureOne(spec, machinePlan(spec, h.name));
     });
   }
 
-  /** Create and start the pgpool host (address spec.pgpool.address). Idempotent. */
-  async ensurePoolHost(spec: ClusterSpec): Promise<void> {
-    await this.serial(spec.name, () => this.ensureOne(spec, machinePlan(spec, POOL_HOST)));
+  /** Create and start a pgpool host (every one when no name is given). Idempotent. */
+  async ensurePoolHost(spec: ClusterSpec, host?: string): Promise<void> {
+    const names = host === undefined ? poolHosts(spec).map((h) => h.name) : [host];
+    await this.serial(spec.name, async () => {
+      for (const n of names) await this.ensureOne(spec, machinePlan(spec, n));
+    });
   }
 
   /** Start a defined, stopped machine (nothing else: fault injection's `start`). */

@@ -294,7 +294,7 @@ export class HypervisorResources {
       renderSeed({
         cluster: m.cluster,
         name: m.name,
-        hostname: m.role === 'pool' ? `${m.cluster}-pool` : m.name,
+        hostname: m.name === 'pool' ? `${m.cluster}-pool` : m.name,
         osFamily: p.osFamily,
         sshUser: p.sshUser,
         publicKey,

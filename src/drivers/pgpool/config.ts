@@ -7,7 +7,7 @@
 // answers now), never from what it remembered.
 
 import { createCipheriv, createHash } from 'node:crypto';
-import { PGPOOL_MAX_POOL, type ClusterSpec } from '../../spec/types.js';
+import { PGPOOL_MAX_POOL, poolVip, type ClusterSpec } from '../../spec/types.js';
 import { internal, terminal } from '../../errors.js';
 import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
 import { tlsOf } from '../../tls/settings.js';
@@ -122,16 +122,19 @@ function connectionLines(cluster: ClusterSpec, paths: PoolPaths): string[] {
   if (!pp.address) {
     throw terminal(`cannot configure pgpool for ${cluster.name}: spec.pgpool.address is not set`);
   }
+  // Several pool hosts: each pgpool listens on its own address and, while it holds it, on the
+  // virtual IP (the same file for every pool host).
+  const listen = poolVip(cluster) ? '*' : pp.address;
   return [
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
     `# cluster ${commentText(cluster.name)}`,
     "backend_clustering_mode = 'streaming_replication'",
     '',
     '# connections',
-    `listen_addresses = ${q(pp.address)}`,
+    `listen_addresses = ${q(listen)}`,
     `port = ${pp.port}`,
     `socket_dir = ${q(paths.run)}`,
-    `pcp_listen_addresses = ${q(pp.address)}`,
+    `pcp_listen_addresses = ${q(listen)}`,
     `pcp_port = ${pp.pcpPort}`,
     `pcp_socket_dir = ${q(paths.run)}`,
     `num_init_children = ${pp.numInitChildren}`,

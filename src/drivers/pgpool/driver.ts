@@ -1,5 +1,6 @@
-// PoolDriver: pgpool-II 4.3 on the pool host, reached through NodeShell (SSH) for files and
-// processes and over PCP (src/drivers/pgpool/pcp.ts) for routing.
+// pgpool-II 4.3 on one pool host, reached through NodeShell (SSH) for files and processes and
+// over PCP (src/drivers/pgpool/pcp.ts) for routing. SshPoolDriver (pool-hosts.ts) runs one of
+// these per pool host and moves the virtual IP among them.
 //
 // pgpool runs as the postgres OS user from <dir> (default /u01/pgpool: the lab pool host's
 // private /u01), started `pgpool -n` under setsid/nohup from a status file pgop writes (the
@@ -10,7 +11,7 @@
 // answers: the steps in routing.ts), restarting pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
-import { poolHoldsStandbys, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
+import { poolHoldsStandbys, poolHosts, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
 import type {
   DriverLog,
@@ -60,10 +61,12 @@ import { PoolClusterState } from './state.js';
 // the shared DriverLog, under the name this module exported first
 export type PoolDriverLog = DriverLog;
 
-export interface SshPoolDriverOptions {
+export interface PgpoolOnHostOptions {
   shell: NodeShell;
-  /** How to reach the pool host (lab: provider.hostRef(cluster, 'pool')). */
-  hostRef(cluster: ClusterSpec): HostRef;
+  /** The pool host's name (poolHosts in src/spec/types.ts). */
+  host: string;
+  /** How to reach a pool host (lab: provider.hostRef(cluster, name)). */
+  hostRef(cluster: ClusterSpec, host: string): HostRef;
   /** pgpool's directory on the pool host (default /u01/pgpool). */
   dir?: string;
   /** pgpool binaries (default /usr/sbin). */
@@ -81,7 +84,8 @@ export interface SshPoolDriverOptions {
 
 const silent: PoolDriverLog = { info() {}, warn() {} };
 
-export class SshPoolDriver implements PoolDriver {
+export class PgpoolOnHost implements PoolDriver {
+  readonly host: string;
   private readonly shell: NodeShell;
   private readonly hostRefOf: (cluster: ClusterSpec) => HostRef;
   private readonly paths: PoolPaths;
@@ -94,12 +98,17 @@ export class SshPoolDriver implements PoolDriver {
   private readonly failover: FailoverRouting;
   private readonly offSignals?: () => void;
 
-  constructor(opts: SshPoolDriverOptions) {
+  constructor(opts: PgpoolOnHostOptions) {
     this.shell = opts.shell;
-    this.hostRefOf = opts.hostRef;
+    this.host = opts.host;
+    this.hostRefOf = (cluster) => opts.hostRef(cluster, opts.host);
     this.paths = poolPaths(opts.dir);
     this.bin = opts.binDir ?? '/usr/sbin';
-    this.log = opts.logger ?? silent;
+    const log = opts.logger ?? silent;
+    this.log = {
+      info: (obj, msg) => log.info({ poolHost: opts.host, ...obj }, msg),
+      warn: (obj, msg) => log.warn({ poolHost: opts.host, ...obj }, msg),
+    };
     this.tls = opts.tls ?? new ClusterTls({ log: this.log });
     // A pgpool failing over takes 1-3 s (longer on a loaded host); one still silent or wrong
     // after this is stuck (e.g. its search for the primary hanging on a node whose link is
@@ -129,9 +138,15 @@ export class SshPoolDriver implements PoolDriver {
     return state;
   }
 
+  /** The pool host's own address (pgpool listens there and, on the holder, on the virtual IP). */
+  address(cluster: ClusterSpec): string {
+    return poolHosts(cluster).find((h) => h.name === this.host)?.address ?? '';
+  }
+
   private link(cluster: ClusterSpec): PcpLink {
     return {
       cluster,
+      address: this.address(cluster),
       state: this.state(cluster),
       readPassword: () => this.shell.readFile(this.hostRefOf(cluster), this.paths.pcpSecret),
     };
@@ -172,7 +187,7 @@ export class SshPoolDriver implements PoolDriver {
     if (res.code !== 0) {
       throw new PgopError(
         kind,
-        `cannot ${what} on the pgpool host of ${cluster.name}: ${failureDetail(res)}`,
+        `cannot ${what} on pool host ${this.host} of ${cluster.name}: ${failureDetail(res)}`,
       );
     }
     return res;
@@ -224,6 +239,17 @@ export class SshPoolDriver implements PoolDriver {
       }
     }
     return state.appliedHash?.hash ?? '';
+  }
+
+  /** pgpool's port is not open (pgpool or its host died, or the host restarted): what was known
+   *  of its files and view no longer holds, so the next ensurePool prepares and starts it anew. */
+  lost(cluster: ClusterSpec, error: string): PoolObservation {
+    const state = this.state(cluster);
+    const view: PoolObservation = { reachable: false, primary: null, backends: [], configHash: '', error };
+    state.view = view;
+    state.appliedHash = undefined;
+    state.dropPcp();
+    return view;
   }
 
   latest(cluster: ClusterSpec): PoolObservation | null {
@@ -411,7 +437,7 @@ export class SshPoolDriver implements PoolDriver {
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
   private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
-    const addresses = nodes.map((n) => n.address).filter((a) => a !== cluster.pgpool.address);
+    const addresses = nodes.map((n) => n.address).filter((a) => a !== this.address(cluster));
     const state = this.state(cluster);
     for (const a of addresses) state.callOffCutOff(a);
     if (addresses.length === 0) return;
@@ -457,7 +483,7 @@ export class SshPoolDriver implements PoolDriver {
   private async cutOff(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     const what = 'pgpool host: cannot fence the node off its network';
     try {
-      const back = successor && successor.address !== cluster.pgpool.address ? [successor.address] : [];
+      const back = successor && successor.address !== this.address(cluster) ? [successor.address] : [];
       const opts = { user: 'root', timeoutMs: 5000 };
       const r = await this.sh(cluster, CUT_OFF_SH, [node.address, ...back], opts);
       if (r.code !== 0) {
@@ -514,7 +540,7 @@ export class SshPoolDriver implements PoolDriver {
    *  start (15 s). */
   private async waitAnswering(cluster: ClusterSpec): Promise<void> {
     const deadline = Date.now() + 15_000;
-    const address = cluster.pgpool.address ?? '';
+    const address = this.address(cluster);
     const probeMs = Math.max(300, cluster.failureDetection.connectTimeoutMs);
     for (;;) {
       let cause: string;

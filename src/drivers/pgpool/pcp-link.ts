@@ -13,6 +13,8 @@ import { pcpTimeoutMs } from '../timeouts.js';
 /** One cluster's pgpool as PCP sees it. */
 export interface PcpLink {
   cluster: ClusterSpec;
+  /** the pool host's own address (its PCP port listens there) */
+  address: string;
   state: PoolClusterState;
   /** The PCP password kept on the pool host (null or empty: none yet). */
   readPassword(): Promise<string | null>;
@@ -37,7 +39,7 @@ export async function pcpTarget(link: PcpLink): Promise<PcpTarget> {
     }
     state.pcpPassword = password;
   }
-  return { host: cluster.pgpool.address ?? '', port: cluster.pgpool.pcpPort, user: PCP_USER, password };
+  return { host: link.address, port: cluster.pgpool.pcpPort, user: PCP_USER, password };
 }
 
 /** Open a PCP session now for the next request (a failover's), unless one is open.

@@ -108,3 +108,24 @@ exit 0`;
 /** As root: pgpool's directory removed, as postgres (its owner): root never recurses into a
  *  tree postgres can write. */
 export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;
+
+/** As root. $1 the virtual IP: prints held or free. */
+export const VIP_HELD_SH = 'if ip -4 -o addr show to "$1/32" | grep -q .; then echo held; else echo free; fi';
+
+/** As root. $1 the virtual IP: removed from every interface that has it (nothing: a no-op). */
+export const VIP_DROP_SH = `set -e
+ip -4 -o addr show to "$1/32" | while read -r _ dev _ cidr _; do ip addr del "$cidr" dev "$dev"; done`;
+
+/** As root. $1 the virtual IP, $2 the host's own address: the VIP added (as /32) on the interface
+ *  that carries $2, then announced with an unsolicited ARP so that neighbours' caches point at
+ *  this host at once (no arping: a warning, and neighbours learn it when their entry expires). */
+export const VIP_ADD_SH = `set -e
+dev=$(ip -4 -o addr show to "$2/32" | while read -r _ d _; do echo "$d"; break; done)
+[ -n "$dev" ] || { echo "no interface carries $2" >&2; exit 2; }
+ip -4 -o addr show to "$1/32" | grep -q . || ip addr add "$1/32" dev "$dev"
+if command -v arping >/dev/null 2>&1; then
+  # sent at once; arping then lingers a second per count (not waited for), the second a repeat
+  setsid arping -q -U -c 2 -I "$dev" "$1" </dev/null >/dev/null 2>&1 &
+else
+  echo "warning: no arping (iputils-arping): neighbours keep the old holder until their ARP entry expires"
+fi`;

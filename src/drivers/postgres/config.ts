@@ -16,7 +16,13 @@
 
 import { parseLsn } from '../../observe/lsn.js';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import type { ClusterSpec, HbaRule, NodeSpec, PgParameterValue } from '../../spec/types.js';
+import {
+  poolHosts,
+  type ClusterSpec,
+  type HbaRule,
+  type NodeSpec,
+  type PgParameterValue,
+} from '../../spec/types.js';
 import { terminal } from '../../errors.js';
 import { tlsOf } from '../../tls/settings.js';
 import { shellQuote } from '../ssh/quote.js';
@@ -191,6 +197,7 @@ export function clusterNetworks(cluster: ClusterSpec): string[] {
   // sim: no real network; the node addresses (and the pool's) themselves
   const addrs = new Set(cluster.nodes.map((n) => n.address));
   if (cluster.pgpool.enabled && cluster.pgpool.address) addrs.add(cluster.pgpool.address);
+  for (const h of poolHosts(cluster)) addrs.add(h.address);
   return [...addrs].map((a) => `${a}/32`);
 }
 

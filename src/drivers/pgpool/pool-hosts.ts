@@ -1,0 +1,322 @@
+// PoolDriver over every pool host of a cluster: one pgpool per host (PgpoolOnHost, driver.ts),
+// all routing to the same primary, and with several hosts the cluster's virtual IP (the spec's
+// pgpool.address) on exactly one of them. The planner decides where the address goes
+// (plan/pool.ts); this moves it: every other host is made to drop it first (over SSH, or its
+// machine is powered off when SSH cannot reach it), then the holder adds it and announces it
+// with a gratuitous ARP, so that neighbours send to the new holder at once.
+
+import { createConnection } from 'node:net';
+import { poolHosts, poolVip, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
+import type { MachineObservation, PoolHostObservation, PoolObservation } from '../../observe/types.js';
+import type { DriverLog, PoolDriver } from '../types.js';
+import { messageOf, transient } from '../../errors.js';
+import { failureDetail, runScript } from '../remote/run.js';
+import { PgpoolOnHost, type PgpoolOnHostOptions } from './driver.js';
+import { VIP_ADD_SH, VIP_DROP_SH, VIP_HELD_SH } from './scripts.js';
+
+/** What the driver needs of the provider to fence and restart a pool host's machine. */
+export interface PoolHostMachines {
+  fence(cluster: ClusterSpec, host: string): Promise<void>;
+  start(cluster: ClusterSpec, host: string): Promise<void>;
+  observe?(cluster: ClusterSpec, host: string): Promise<MachineObservation>;
+}
+
+export interface SshPoolDriverOptions extends Omit<PgpoolOnHostOptions, 'host'> {
+  machines?: PoolHostMachines;
+}
+
+/** How often the virtual IP's place is read over SSH while nothing moved it (the driver is the
+ *  only one that moves it; a look in between reuses the last answer). */
+const VIP_REREAD_MS = 1_000;
+
+interface HostVipState {
+  holds: boolean | null;
+  reading?: Promise<void>;
+  port: PoolHostObservation['port'];
+  readAt: number;
+  shellReachable: boolean;
+  silentLooks: number;
+}
+
+export class SshPoolDriver implements PoolDriver {
+  private readonly opts: SshPoolDriverOptions;
+  private readonly log: DriverLog;
+  private readonly onHost = new Map<string, PgpoolOnHost>();
+  /** by cluster, then pool host */
+  private readonly vip = new Map<string, Map<string, HostVipState>>();
+
+  constructor(opts: SshPoolDriverOptions) {
+    this.opts = opts;
+    this.log = opts.logger ?? { info() {}, warn() {} };
+  }
+
+  /** The pgpool of one pool host (one object serves that host name in every cluster). */
+  host(name: string): PgpoolOnHost {
+    let d = this.onHost.get(name);
+    if (!d) {
+      d = new PgpoolOnHost({ ...this.opts, host: name });
+      this.onHost.set(name, d);
+    }
+    return d;
+  }
+
+  private hosts(cluster: ClusterSpec): PgpoolOnHost[] {
+    return poolHosts(cluster).map((h) => this.host(h.name));
+  }
+
+  private vipState(cluster: ClusterSpec, host: string): HostVipState {
+    let byHost = this.vip.get(cluster.name);
+    if (!byHost) this.vip.set(cluster.name, (byHost = new Map()));
+    let s = byHost.get(host);
+    if (!s)
+      byHost.set(
+        host,
+        (s = { holds: null, port: 'silent', readAt: 0, shellReachable: true, silentLooks: 0 }),
+      );
+    return s;
+  }
+
+  desiredConfigHash(cluster: ClusterSpec): string {
+    // every pool host gets the same files (pgpool listens on '*' there)
+    return this.hosts(cluster)[0]?.desiredConfigHash(cluster) ?? '';
+  }
+
+  // ---------------------------------------------------------------- observe
+
+  async observe(cluster: ClusterSpec): Promise<PoolObservation> {
+    const hosts = this.hosts(cluster);
+    if (!poolVip(cluster) || hosts.length === 0) {
+      return hosts[0]?.observe(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
+    }
+    const looks = await Promise.all(hosts.map((h) => this.lookAt(cluster, h)));
+    return serving(looks);
+  }
+
+  latest(cluster: ClusterSpec): PoolObservation | null {
+    const hosts = this.hosts(cluster);
+    if (!poolVip(cluster)) return hosts[0]?.latest(cluster) ?? null;
+    const looks = hosts.map((h): PoolHostObservation => {
+      const view = h.latest(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
+      const s = this.vipState(cluster, h.host);
+      return { ...view, name: h.host, port: s.port, silentLooks: s.silentLooks, ...vipFields(s) };
+    });
+    return looks.length > 0 ? serving(looks) : null;
+  }
+
+  /** One pool host: its pgpool port first (bounded by connectTimeoutMs), pgpool over PCP only
+   *  when the port is open (a dead or cut-off host would hold the look for PCP's timeout), and
+   *  the virtual IP over SSH at most every second, in the background (the look takes the last
+   *  answer: a host SSH cannot reach must not hold it up either). */
+  private async lookAt(cluster: ClusterSpec, h: PgpoolOnHost): Promise<PoolHostObservation> {
+    const s = this.vipState(cluster, h.host);
+    if (!s.reading && Date.now() - s.readAt >= VIP_REREAD_MS) {
+      s.reading = this.readVip(cluster, h.host).finally(() => (s.reading = undefined));
+    }
+    const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
+    const [port, machine] = await Promise.all([
+      portState(h.address(cluster), cluster.pgpool.port, timeoutMs),
+      this.opts.machines?.observe?.(cluster, h.host).catch(() => undefined),
+    ]);
+    s.silentLooks = port === 'silent' ? s.silentLooks + 1 : 0;
+    s.port = port;
+    const view = port === 'open' ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
+    return {
+      ...view,
+      name: h.host,
+      port,
+      silentLooks: s.silentLooks,
+      ...vipFields(s),
+      ...(machine ? { machine: machine.state } : {}),
+    };
+  }
+
+  /** Whether the host holds the virtual IP, over SSH; an unreachable host keeps its last answer. */
+  private async readVip(cluster: ClusterSpec, host: string): Promise<void> {
+    const s = this.vipState(cluster, host);
+    const startedAt = Date.now();
+    try {
+      const res = await this.run(cluster, host, VIP_HELD_SH, [poolVip(cluster) ?? ''], 2_000);
+      // a move meanwhile knows better
+      if (s.readAt <= startedAt) s.holds = res.stdout.trim() === 'held';
+      s.shellReachable = true;
+    } catch {
+      s.shellReachable = false;
+    }
+    s.readAt = Math.max(s.readAt, Date.now());
+  }
+
+  private run(cluster: ClusterSpec, host: string, script: string, args: string[], timeoutMs: number) {
+    const ref = this.opts.hostRef(cluster, host);
+    return runScript(this.opts.shell, ref, { text: script, args }, { user: 'root', timeoutMs });
+  }
+
+  // ---------------------------------------------------------------- ensure
+
+  /** One pool host, or every one (host undefined): then a host that cannot be reached is only
+   *  logged unless it serves clients (its own repair is a step of its own, see plan/pool.ts). */
+  async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = [], host?: string) {
+    if (host !== undefined) return this.host(host).ensurePool(cluster, primary, failed);
+    const servingName = this.servingHost(cluster);
+    if (poolVip(cluster) && servingName !== undefined) await this.mustListen(cluster, servingName);
+    // a host last seen unreachable would hold up a failover's routing step for its timeouts
+    const hosts = this.hosts(cluster).filter(
+      (h) => h.host === servingName || this.looksAlive(cluster, h.host),
+    );
+    const results = await Promise.allSettled(hosts.map((h) => h.ensurePool(cluster, primary, failed)));
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') return;
+      const name = hosts[i]!.host;
+      if (name === servingName || hosts.length === 1) throw r.reason;
+      this.log.warn(
+        { cluster: cluster.name, poolHost: name, error: messageOf(r.reason) },
+        'pgpool not ensured',
+      );
+    });
+  }
+
+  /** The serving pgpool's port, checked right before it is routed: one that died since the
+   *  pass looked would hold the routing step for its whole settle timeout, while moving the
+   *  virtual IP (the next pass) is what clients need. */
+  private async mustListen(cluster: ClusterSpec, host: string): Promise<void> {
+    const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
+    const port = await portState(this.host(host).address(cluster), cluster.pgpool.port, timeoutMs);
+    if (port === 'open') return;
+    this.vipState(cluster, host).port = port;
+    throw transient(
+      `pgpool on pool host ${host} of ${cluster.name} is down (its port ${port}): the virtual IP moves first`,
+    );
+  }
+
+  private looksAlive(cluster: ClusterSpec, host: string): boolean {
+    const s = this.vipState(cluster, host);
+    return s.shellReachable && s.silentLooks === 0;
+  }
+
+  /** The pool host clients reach: the virtual IP's holder as last read, else the first. */
+  private servingHost(cluster: ClusterSpec): string | undefined {
+    const names = poolHosts(cluster).map((h) => h.name);
+    return names.find((n) => this.vipState(cluster, n).holds === true) ?? names[0];
+  }
+
+  /** The virtual IP on `holder` alone: dropped everywhere else first (a host SSH cannot reach
+   *  is powered off by its provider), then added on `holder` and announced. */
+  async moveVip(cluster: ClusterSpec, holder: string): Promise<void> {
+    const vip = poolVip(cluster);
+    if (!vip) return;
+    const t0 = performance.now();
+    const others = poolHosts(cluster).filter((h) => h.name !== holder);
+    await Promise.all(others.map((h) => this.dropVip(cluster, h.name, vip)));
+    const res = await this.run(cluster, holder, VIP_ADD_SH, [vip, this.host(holder).address(cluster)], 5_000);
+    if (res.code !== 0)
+      throw transient(`cannot put ${vip} on pool host ${holder} of ${cluster.name}: ${failureDetail(res)}`);
+    Object.assign(this.vipState(cluster, holder), { holds: true, readAt: Date.now(), shellReachable: true });
+    const ms = Math.round(performance.now() - t0);
+    this.log.info({ cluster: cluster.name, poolHost: holder, vip, ms }, 'virtual IP moved');
+  }
+
+  /** The address off one host: over SSH, else by powering the machine off (fence). */
+  private async dropVip(cluster: ClusterSpec, host: string, vip: string): Promise<void> {
+    const s = this.vipState(cluster, host);
+    let why: string;
+    // known not to hold it and silent: nothing to take off (only this driver adds the address)
+    if (s.silentLooks > 0 && s.holds === false) return;
+    if (s.silentLooks > 0) {
+      // its port went silent (host down or cut off): SSH would only time out as well
+      why = `pgpool's port silent for ${s.silentLooks} looks`;
+    } else {
+      try {
+        const res = await this.run(cluster, host, VIP_DROP_SH, [vip], 1_500);
+        if (res.code === 0) {
+          Object.assign(s, { holds: false, readAt: Date.now(), shellReachable: true });
+          return;
+        }
+        why = failureDetail(res);
+      } catch (err) {
+        why = messageOf(err);
+      }
+    }
+    const machines = this.opts.machines;
+    if (!machines) throw transient(`cannot take ${vip} off pool host ${host} of ${cluster.name}: ${why}`);
+    this.log.warn(
+      { cluster: cluster.name, poolHost: host, error: why },
+      'fencing pool host: the virtual IP cannot be taken off it over SSH',
+    );
+    await machines.fence(cluster, host);
+    Object.assign(s, { holds: false, readAt: Date.now(), shellReachable: false });
+  }
+
+  /** Start a pool host's machine again (after a fence); its pgpool follows (ensurePool). */
+  async startHost(cluster: ClusterSpec, host: string): Promise<void> {
+    if (!this.opts.machines) throw transient(`cannot start pool host ${host}: the provider cannot`);
+    await this.opts.machines.start(cluster, host);
+    this.vipState(cluster, host).readAt = 0;
+    this.host(host).lost(cluster, 'pool host started again');
+  }
+
+  // ---------------------------------------------------------------- failover: every pgpool
+
+  async detachBackend(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    successor?: NodeSpec,
+    opts?: { cutOffAfterMs?: number },
+  ): Promise<void> {
+    await Promise.all(this.hosts(cluster).map((h) => h.detachBackend(cluster, node, successor, opts)));
+  }
+
+  /** Every pgpool switched; the promotion waits only for those that looked alive (and the
+   *  serving one): the others' requests run on in the background, bounded by PCP timeouts. */
+  async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
+    const servingName = this.servingHost(cluster);
+    const waits: Promise<void>[] = [];
+    for (const h of this.hosts(cluster)) {
+      const routed = h.routeToPrimary(cluster, node, promoted);
+      if (h.host === servingName || this.looksAlive(cluster, h.host)) waits.push(routed);
+    }
+    await Promise.all(waits);
+  }
+
+  async deletePool(cluster: ClusterSpec): Promise<void> {
+    await Promise.all(this.hosts(cluster).map((h) => h.deletePool(cluster)));
+    this.vip.delete(cluster.name);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.onHost.values()].map((h) => h.close()));
+  }
+}
+
+const vipFields = (s: HostVipState) => ({ holdsVip: s.holds, shellReachable: s.shellReachable });
+
+/** The observation clients see: the sole holder's pgpool, else the first that answers. */
+function serving(looks: PoolHostObservation[]): PoolObservation {
+  const holders = looks.filter((l) => l.holdsVip === true);
+  const main = (holders.length === 1 ? holders[0] : undefined) ?? looks.find((l) => l.reachable) ?? looks[0]!;
+  const {
+    name: _name,
+    port: _port,
+    silentLooks: _s,
+    holdsVip: _h,
+    shellReachable: _r,
+    machine: _m,
+    ...view
+  } = main;
+  return { ...view, hosts: looks };
+}
+
+/** A TCP connect to pgpool's port: accepted, refused (nothing listens), or no answer in time. */
+function portState(host: string, port: number, timeoutMs: number): Promise<PoolHostObservation['port']> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port });
+    const done = (state: PoolHostObservation['port']) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(state);
+    };
+    const timer = setTimeout(() => done('silent'), timeoutMs);
+    socket.once('connect', () => done('open'));
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      done(err.code === 'ECONNREFUSED' ? 'refused' : 'silent'),
+    );
+  });
+}
