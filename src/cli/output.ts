@@ -5,6 +5,7 @@ import type { JobRecord } from '../store/jobs.js';
 import type { EventRecord, NodeRecord, StoredCluster } from '../store/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
+import { poolHosts, poolVip } from '../spec/types.js';
 
 export interface NodeItem {
   cluster: string;
@@ -31,6 +32,8 @@ export interface ClusterItem {
   phase: string;
   primary: string | null;
   endpoint: string | null;
+  /** with several pool hosts: who holds the endpoint (the virtual IP) and each host's state */
+  pool?: PoolItem;
   provider: string;
   nodes: number;
   replication: string;
@@ -38,6 +41,23 @@ export interface ClusterItem {
   /** whether a `pgop serve` is working on the store (its lock's heartbeat) */
   operator: OperatorItem;
   message: string;
+}
+
+export interface PoolItem {
+  /** the pool host holding the virtual IP, or null (none, or more than one: see hosts) */
+  holder: string | null;
+  hosts: PoolHostItem[];
+}
+
+export interface PoolHostItem {
+  name: string;
+  address: string;
+  holds_vip: boolean | null;
+  /** pgpool there: 'routing' (answers, routes writes to the primary), 'up' (answers), 'down' */
+  pgpool: 'routing' | 'up' | 'down';
+  port: string;
+  machine: string;
+  routes_to: string | null;
 }
 
 export interface OperatorItem {
@@ -124,8 +144,36 @@ export function nodeItems(
   });
 }
 
-export function clusterItem(c: StoredCluster, nodeCount: number, operator: OperatorItem): ClusterItem {
+/** The pool hosts as last observed (only with several: spec.pgpool.hosts). */
+export function poolItem(c: StoredCluster, obs: ClusterObservation | undefined): PoolItem | undefined {
+  const hosts = poolHosts(c.spec);
+  if (!poolVip(c.spec)) return undefined;
+  const seen = new Map((obs?.pool?.hosts ?? []).map((h) => [h.name, h]));
+  const items = hosts.map((h): PoolHostItem => {
+    const o = seen.get(h.name);
+    const pgpool = !o?.reachable ? 'down' : o.primary !== null && o.primary === c.primary ? 'routing' : 'up';
+    return {
+      name: h.name,
+      address: h.address,
+      holds_vip: o?.holdsVip ?? null,
+      pgpool,
+      port: o?.port ?? 'unknown',
+      machine: o?.machine ?? 'unknown',
+      routes_to: o?.primary ?? null,
+    };
+  });
+  const holders = items.filter((h) => h.holds_vip === true);
+  return { holder: holders.length === 1 ? holders[0]!.name : null, hosts: items };
+}
+
+export function clusterItem(
+  c: StoredCluster,
+  nodeCount: number,
+  operator: OperatorItem,
+  obs?: ClusterObservation,
+): ClusterItem {
   const spec = c.spec;
+  const pool = poolItem(c, obs);
   const primaryAddress = spec.nodes.find((n) => n.name === c.primary)?.address;
   const endpoint =
     spec.pgpool.enabled && spec.pgpool.address
@@ -140,6 +188,7 @@ export function clusterItem(c: StoredCluster, nodeCount: number, operator: Opera
     phase: c.deletionRequested && c.phase !== 'Deleting' ? 'Deleting' : c.phase,
     primary: c.primary,
     endpoint,
+    ...(pool ? { pool } : {}),
     provider: spec.provider.type,
     nodes: nodeCount,
     replication: spec.replication.mode === 'sync' ? `sync (ANY ${spec.replication.syncQuorum})` : 'async',

@@ -13,6 +13,7 @@ import {
   nodeItems,
   operatorItem,
   operatorText,
+  type ClusterItem,
   type NodeItem,
 } from '../output.js';
 import { renderTable } from '../table.js';
@@ -32,7 +33,10 @@ export function collect(store: Store, kind: string, cluster: string | undefined,
       const operator = operatorItem(store.serveLockHolder(), Date.now());
       const items = [...clusters.values()]
         .filter((c) => !cluster || c.name === cluster)
-        .map((c) => clusterItem(c, nodes.filter((n) => n.cluster === c.name).length, operator));
+        .map((c) => {
+          const count = nodes.filter((n) => n.cluster === c.name).length;
+          return clusterItem(c, count, operator, store.getObservation(c.name));
+        });
       return { kind: 'clusters' as const, items };
     }
     case 'nodes':
@@ -93,7 +97,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
         c.observed_generation === c.generation ? c.generation : `${c.observed_generation}/${c.generation}`,
         c.phase,
         c.primary ?? '-',
-        c.endpoint ?? '-',
+        endpointText(c),
         c.nodes,
         c.replication,
         operatorText(c.operator),
@@ -260,7 +264,12 @@ export async function describeCommand(
       }));
       process.stdout.write(
         stringify({
-          cluster: clusterItem(c, nodes.length, operatorItem(store.serveLockHolder(), Date.now())),
+          cluster: clusterItem(
+            c,
+            nodes.length,
+            operatorItem(store.serveLockHolder(), Date.now()),
+            store.getObservation(name),
+          ),
           nodes,
           spec: c.spec,
           history,
@@ -300,4 +309,14 @@ export async function describeCommand(
   } finally {
     store.close();
   }
+}
+
+/** The endpoint, and with several pool hosts who holds it: "10.0.0.10:9999 (pool1; pool2 down)". */
+function endpointText(c: ClusterItem): string {
+  if (!c.endpoint) return '-';
+  if (!c.pool) return c.endpoint;
+  const others = c.pool.hosts.filter((h) => h.name !== c.pool!.holder);
+  const notes = others.filter((h) => h.pgpool !== 'routing').map((h) => `${h.name} ${h.pgpool}`);
+  const holder = c.pool.holder ?? 'no holder';
+  return `${c.endpoint} (${[holder, ...notes].join('; ')})`;
 }
