@@ -82,6 +82,10 @@ export interface SshMachines extends ProviderDriver {
   /** Create or start a pool host's machine. */
   ensurePoolHost(cluster: ClusterSpec, host: string): Promise<void>;
   observePoolHost(cluster: ClusterSpec, host: string): Promise<MachineObservation>;
+  /** Every pool host machine of the cluster, in the spec or not, and the removal of one that left
+   *  it (absent: the provider cannot list them; such a host is left alone). */
+  listPoolHosts?(cluster: ClusterSpec): Promise<string[]>;
+  deletePoolHost?(cluster: ClusterSpec, host: string): Promise<void>;
   hostKeyTarget(cluster: ClusterSpec, node: MachineRef): HostKeyTarget;
 }
 
@@ -141,6 +145,17 @@ export function createSshWorld(opts: SshWorldOptions): SshWorld {
       },
       start: (c, host) => machines.ensurePoolHost(c, host),
       observe: (c, host) => machines.observePoolHost(c, host),
+      ...(machines.listPoolHosts && machines.deletePoolHost
+        ? {
+            list: (c: ClusterSpec) => machines.listPoolHosts!(c),
+            remove: async (c: ClusterSpec, host: string) => {
+              await machines.deletePoolHost!(c, host);
+              // by id: hostRef knows only the spec's hosts (ids are cluster/host)
+              shell.disconnect(`${c.name}/${host}`);
+              forgetPin(c, host);
+            },
+          }
+        : {}),
     },
   });
   // a machine made again gets a new host key: the old pin must not refuse it

@@ -151,6 +151,8 @@ export interface PoolDriver {
   moveVip?(cluster: ClusterSpec, holder: string): Promise<void>;
   /** Start a pool host's machine again (one fenced or stopped). */
   startHost?(cluster: ClusterSpec, host: string): Promise<void>;
+  /** Remove a pool host machine the spec no longer names (PoolObservation.leftHosts). */
+  removeHost?(cluster: ClusterSpec, host: string): Promise<void>;
   deletePool(cluster: ClusterSpec): Promise<void>;
   close(): Promise<void>;
 }

@@ -82,10 +82,12 @@ export interface PoolObservation {
   /** With several pool hosts: each one's pgpool (the fields above are those of the one serving
    *  clients: the virtual IP's holder, else the first that answers). */
   hosts?: PoolHostObservation[];
+  /** pool host machines that the spec no longer names (they are removed) */
+  leftHosts?: string[];
 }
 
 /** One pool host's pgpool and its part in the virtual IP. */
-export interface PoolHostObservation extends Omit<PoolObservation, 'hosts'> {
+export interface PoolHostObservation extends Omit<PoolObservation, 'hosts' | 'leftHosts'> {
   name: string;
   /** pgpool's port: 'open' (a connect succeeds), 'refused' (nothing listens: pgpool is dead on a
    *  live host), 'silent' (no answer within connectTimeoutMs: host down or cut off) */

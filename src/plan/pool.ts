@@ -1,7 +1,7 @@
 // pgpool: it routes writes to the primary, keeps no session on a failed node, and runs the
 // spec's configuration.
 
-import { clusterAction, type PlanContext } from './context.js';
+import { clusterAction, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
 import { poolHoldsStandbys, poolVip } from '../spec/types.js';
 import type { PoolHostObservation } from '../observe/types.js';
@@ -24,16 +24,22 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
 }
 
 /** pgpool is configured from the spec: a primary that left it is handed over first (scale.ts). */
-function poolOfSpecPrimary(ctx: PlanContext) {
+function specPrimaryAndPool(ctx: PlanContext) {
   const { primary } = ctx;
   if (!primary || !ctx.primaryHealthy || !ctx.input.spec.pgpool.enabled || !ctx.specNames.includes(primary)) {
     return undefined;
   }
-  const pool = ctx.input.observation.pool;
-  // the virtual IP's holder is dead: moving the address comes first (holdVirtualIp)
-  const holder = pool?.hosts?.find((h) => h.holdsVip === true);
-  if (holder && holder.port !== 'open') return undefined;
-  return { primary, pool };
+  return { primary, pool: ctx.input.observation.pool };
+}
+
+/** ... and the pgpool clients reach: with several pool hosts, the one live holder of the virtual
+ *  IP (none, or a dead one: placing the address comes first, holdVirtualIp). */
+function poolOfSpecPrimary(ctx: PlanContext) {
+  const look = specPrimaryAndPool(ctx);
+  const hosts = look?.pool?.hosts;
+  if (!look || !hosts) return look;
+  const holders = hosts.filter((h) => h.holdsVip === true);
+  return holders.length === 1 && holders[0]!.port === 'open' ? look : undefined;
 }
 
 /** Why pgpool does not route as it should, or undefined when it does. */
@@ -83,6 +89,17 @@ export function reconfigurePool(ctx: PlanContext): Verdict | undefined {
 const poolHostDead = (h: PoolHostObservation, budget: number) =>
   h.port === 'refused' || h.silentLooks >= budget;
 
+/** A pool host the spec no longer names is removed before anything else moves the virtual IP:
+ *  it may hold the address (or, having been the one pool host, have it as its own). */
+export function removeLeftPoolHost(ctx: PlanContext): Verdict | undefined {
+  const host = ctx.input.observation.pool?.leftHosts?.[0];
+  if (!host) return undefined;
+  return clusterAction(
+    { type: 'removePoolHost', host },
+    `pool host ${host} is no longer in the spec; removing its machine (its pgpool and addresses with it)`,
+  );
+}
+
 /** Clients reach pgpool at the virtual IP: exactly one pool host holds it, one whose pgpool
  *  listens. Otherwise it goes to a live pool host reached over SSH (the holder that still
  *  listens, else one routing to the primary, else the first in spec order); the driver makes
@@ -90,7 +107,7 @@ const poolHostDead = (h: PoolHostObservation, budget: number) =>
 export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const vip = poolVip(ctx.input.spec);
   const hosts = ctx.input.observation.pool?.hosts;
-  if (!vip || !hosts) return undefined;
+  if (!vip || !hosts || (ctx.input.observation.pool?.leftHosts ?? []).length > 0) return undefined;
   // not read yet (the operator just started): a live holder may be among them
   if (hosts.some((h) => h.holdsVip === null && h.shellReachable && h.port === 'open')) return undefined;
   const holders = hosts.filter((h) => h.holdsVip === true);
@@ -128,7 +145,7 @@ export function startPoolHost(ctx: PlanContext): Verdict | undefined {
 /** Every pool host's pgpool as the serving one's: configured from the spec, routing to the
  *  primary, so that the virtual IP can move there at any moment. */
 export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
-  const look = poolOfSpecPrimary(ctx);
+  const look = specPrimaryAndPool(ctx);
   const hosts = look?.pool?.hosts;
   if (!look || !hosts) return undefined;
   const desired = ctx.input.desiredPoolConfigHash;
@@ -143,5 +160,19 @@ export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
       `pool host ${h.name}: ${why}; configuring it and pointing it at primary ${look.primary}`,
     );
   }
+  return undefined;
+}
+
+/** Nothing left to do but the pool layer is not whole: no live holder of the virtual IP yet, or a
+ *  pool host whose pgpool is down (the cluster has lost a spare). Not Healthy until it is. */
+export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
+  const vip = poolVip(ctx.input.spec);
+  const hosts = ctx.input.observation.pool?.hosts;
+  if (!vip || !hosts) return undefined;
+  const holders = hosts.filter((h) => h.holdsVip === true);
+  if (holders.length !== 1 || holders[0]!.port !== 'open')
+    return wait(`no live pool host holds the virtual IP ${vip} yet`);
+  const down = hosts.filter((h) => !h.reachable).map((h) => h.name);
+  if (down.length > 0) return wait(`pgpool is down on pool host ${down.join(', ')} (a spare for ${vip})`);
   return undefined;
 }

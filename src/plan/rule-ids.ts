@@ -46,6 +46,8 @@ export const RULE_IDS = {
   // pgpool
   'pool.vip-holder':
     'the virtual IP is on no live pool host (or on two): move it, fencing the old holder first',
+  'pool.host-remove': 'a pool host left the spec: its machine is removed (the virtual IP with it)',
+  'pool.hosts-waiting': 'the virtual IP has no live holder yet, or a spare pool host has no pgpool: wait',
   'pool.host-start': 'a pool host is fenced or stopped: start it again',
   'pool.host-route': 'a pool host that does not serve clients is configured and routed like the serving one',
   'pool.route': 'pgpool routes writes elsewhere or marks a healthy node down: point it at the primary',

@@ -16,6 +16,8 @@ import { clearSyncNames, setSyncQuorum } from './sync.js';
 import {
   detachFailedFromPool,
   holdVirtualIp,
+  removeLeftPoolHost,
+  waitForPoolHosts,
   reconfigurePool,
   routeOtherPoolHosts,
   routePool,
@@ -76,6 +78,7 @@ export const RULES: readonly Step[] = [
   rule('node.adopt-clone', node.adoptClone),
   rule('node.start-unrecorded', node.startUnrecorded),
   rule('failover.fence-primary', failover.fencePrimary),
+  rule('pool.host-remove', removeLeftPoolHost),
   rule('pool.vip-holder', holdVirtualIp),
   rule('job.cancel', cancelStaleJob),
   rule('recover.start-primary', failover.startFailedPrimary),
@@ -108,5 +111,6 @@ export const RULES: readonly Step[] = [
   rule('job.running', waitForJobs),
   rule('node.waiting', node.waitForNodes),
   rule('switchover.done', switchover.closeSettledSwitchover),
+  rule('pool.hosts-waiting', waitForPoolHosts),
   rule('cluster.converged', node.converged),
 ];

@@ -87,6 +87,8 @@ export type ClusterAction =
   | { type: 'moveVip'; to: string }
   /** start a pool host's machine again (fenced or stopped) */
   | { type: 'startPoolHost'; host: string }
+  /** remove a pool host that left the spec */
+  | { type: 'removePoolHost'; host: string }
   | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
   | { type: 'deleteClusterResources' }
   /** drop, on the primary, the replication slots of nodes that left the spec */

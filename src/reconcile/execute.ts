@@ -109,6 +109,9 @@ export async function runClusterAction(
     case 'moveVip':
       if (!world.pool.moveVip) throw internal(`this pool driver cannot move a virtual IP`);
       return world.pool.moveVip(spec, action.to);
+    case 'removePoolHost':
+      if (!world.pool.removeHost) throw internal(`this pool driver cannot remove pool host ${action.host}`);
+      return world.pool.removeHost(spec, action.host);
     case 'startPoolHost':
       if (!world.pool.startHost) throw internal(`this pool driver cannot start pool host ${action.host}`);
       return world.pool.startHost(spec, action.host);

@@ -345,6 +345,31 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     await writeIfChanged(join(h.dir, HOST_ADDRESS_FILE), `${h.address}\n`, 0o644);
   }
 
+  /** The pool hosts this machine holds for the cluster, in the spec or not (a pool host that
+   *  left the spec is found here and removed). */
+  async listPoolHosts(spec: ClusterSpec): Promise<string[]> {
+    const ctx = this.ctx(spec);
+    let entries: string[];
+    try {
+      entries = readdirSync(ctx.clusterDir, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
+    } catch {
+      return [];
+    }
+    // 'pool': the one pool host of a spec without hosts, made before directories were marked
+    return entries.filter((n) => n === POOL || existsSync(join(ctx.clusterDir, n, POOL_HOST_FILE)));
+  }
+
+  /** Remove a pool host that left the spec: its processes, namespace (and every address on it,
+   *  the virtual IP too) and directory. Idempotent. */
+  async deletePoolHost(spec: ClusterSpec, name: string): Promise<void> {
+    const ctx = this.ctx(spec);
+    if (poolHosts(spec).some((h) => h.name === name))
+      throw internal(`refusing to delete pool host ${name} of ${ctx.name}: it is in the spec`);
+    await this.locked(ctx.name, () => this.deleteHost(this.hostNamed(ctx, name)));
+  }
+
   /** A pool host's machine state (not part of observeMachines, which covers spec nodes). */
   async observePoolHost(spec: ClusterSpec, name: string = POOL): Promise<MachineObservation> {
     const ctx = this.ctx(spec);

@@ -241,6 +241,12 @@ export class PgpoolOnHost implements PoolDriver {
     return state.appliedHash?.hash ?? '';
   }
 
+  /** Forget the cluster's pgpool here (its host was removed with everything on it). */
+  forget(cluster: ClusterSpec): void {
+    this.states.get(cluster.name)?.dispose();
+    this.states.delete(cluster.name);
+  }
+
   /** pgpool's port is not open (pgpool or its host died, or the host restarted): what was known
    *  of its files and view no longer holds, so the next ensurePool prepares and starts it anew. */
   lost(cluster: ClusterSpec, error: string): PoolObservation {

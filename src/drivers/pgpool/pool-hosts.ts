@@ -19,6 +19,10 @@ export interface PoolHostMachines {
   fence(cluster: ClusterSpec, host: string): Promise<void>;
   start(cluster: ClusterSpec, host: string): Promise<void>;
   observe?(cluster: ClusterSpec, host: string): Promise<MachineObservation>;
+  /** every pool host machine of the cluster, in the spec or not */
+  list?(cluster: ClusterSpec): Promise<string[]>;
+  /** remove a pool host that left the spec, with every address on it */
+  remove?(cluster: ClusterSpec, host: string): Promise<void>;
 }
 
 export interface SshPoolDriverOptions extends Omit<PgpoolOnHostOptions, 'host'> {
@@ -28,10 +32,13 @@ export interface SshPoolDriverOptions extends Omit<PgpoolOnHostOptions, 'host'> 
 /** How often the virtual IP's place is read over SSH while nothing moved it (the driver is the
  *  only one that moves it; a look in between reuses the last answer). */
 const VIP_REREAD_MS = 1_000;
+/** How often the provider is asked for pool hosts that left the spec. */
+const LEFT_HOSTS_REREAD_MS = 5_000;
 
 interface HostVipState {
   holds: boolean | null;
   reading?: Promise<void>;
+  machine?: MachineObservation['state'];
   port: PoolHostObservation['port'];
   readAt: number;
   shellReachable: boolean;
@@ -44,6 +51,8 @@ export class SshPoolDriver implements PoolDriver {
   private readonly onHost = new Map<string, PgpoolOnHost>();
   /** by cluster, then pool host */
   private readonly vip = new Map<string, Map<string, HostVipState>>();
+  /** pool host machines that left the spec, by cluster, as last listed */
+  private readonly left = new Map<string, { hosts: string[]; at: number }>();
 
   constructor(opts: SshPoolDriverOptions) {
     this.opts = opts;
@@ -85,22 +94,53 @@ export class SshPoolDriver implements PoolDriver {
 
   async observe(cluster: ClusterSpec): Promise<PoolObservation> {
     const hosts = this.hosts(cluster);
+    const leftHosts = await this.leftHosts(cluster);
+    const left = leftHosts.length > 0 ? { leftHosts } : {};
     if (!poolVip(cluster) || hosts.length === 0) {
-      return hosts[0]?.observe(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
+      const none: PoolObservation = { reachable: false, primary: null, backends: [], configHash: '' };
+      return { ...((await hosts[0]?.observe(cluster)) ?? none), ...left };
     }
     const looks = await Promise.all(hosts.map((h) => this.lookAt(cluster, h)));
-    return serving(looks);
+    return { ...serving(looks), ...left };
+  }
+
+  /** Pool host machines the provider holds that the spec no longer names (every few seconds). */
+  private async leftHosts(cluster: ClusterSpec): Promise<string[]> {
+    const list = this.opts.machines?.list;
+    if (!list) return [];
+    const known = this.left.get(cluster.name);
+    if (known && Date.now() - known.at < LEFT_HOSTS_REREAD_MS) return known.hosts;
+    const names = new Set(poolHosts(cluster).map((h) => h.name));
+    const hosts = (await list(cluster).catch(() => known?.hosts ?? [])).filter((n) => !names.has(n));
+    this.left.set(cluster.name, { hosts, at: Date.now() });
+    return hosts;
+  }
+
+  /** Remove a pool host that left the spec (its machine, and the virtual IP with it). */
+  async removeHost(cluster: ClusterSpec, host: string): Promise<void> {
+    const remove = this.opts.machines?.remove;
+    if (!remove) throw transient(`cannot remove pool host ${host}: the provider cannot`);
+    await remove(cluster, host);
+    this.host(host).forget(cluster);
+    this.vip.get(cluster.name)?.delete(host);
+    this.left.delete(cluster.name);
+    this.log.info({ cluster: cluster.name, poolHost: host }, 'pool host removed (it left the spec)');
   }
 
   latest(cluster: ClusterSpec): PoolObservation | null {
     const hosts = this.hosts(cluster);
-    if (!poolVip(cluster)) return hosts[0]?.latest(cluster) ?? null;
+    const leftHosts = this.left.get(cluster.name)?.hosts ?? [];
+    const left = leftHosts.length > 0 ? { leftHosts } : {};
+    if (!poolVip(cluster)) {
+      const view = hosts[0]?.latest(cluster);
+      return view ? { ...view, ...left } : null;
+    }
     const looks = hosts.map((h): PoolHostObservation => {
       const view = h.latest(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
       const s = this.vipState(cluster, h.host);
       return { ...view, name: h.host, port: s.port, silentLooks: s.silentLooks, ...vipFields(s) };
     });
-    return looks.length > 0 ? serving(looks) : null;
+    return looks.length > 0 ? { ...serving(looks), ...left } : null;
   }
 
   /** One pool host: its pgpool port first (bounded by connectTimeoutMs), pgpool over PCP only
@@ -119,6 +159,7 @@ export class SshPoolDriver implements PoolDriver {
     ]);
     s.silentLooks = port === 'silent' ? s.silentLooks + 1 : 0;
     s.port = port;
+    if (machine) s.machine = machine.state;
     const view = port === 'open' ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
     return {
       ...view,
@@ -126,7 +167,6 @@ export class SshPoolDriver implements PoolDriver {
       port,
       silentLooks: s.silentLooks,
       ...vipFields(s),
-      ...(machine ? { machine: machine.state } : {}),
     };
   }
 
@@ -286,7 +326,11 @@ export class SshPoolDriver implements PoolDriver {
   }
 }
 
-const vipFields = (s: HostVipState) => ({ holdsVip: s.holds, shellReachable: s.shellReachable });
+const vipFields = (s: HostVipState) => ({
+  holdsVip: s.holds,
+  shellReachable: s.shellReachable,
+  ...(s.machine ? { machine: s.machine } : {}),
+});
 
 /** The observation clients see: the sole holder's pgpool, else the first that answers. */
 function serving(looks: PoolHostObservation[]): PoolObservation {
