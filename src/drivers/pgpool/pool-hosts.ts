@@ -157,7 +157,10 @@ export class SshPoolDriver implements PoolDriver {
   async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = [], host?: string) {
     if (host !== undefined) return this.host(host).ensurePool(cluster, primary, failed);
     const servingName = this.servingHost(cluster);
-    if (poolVip(cluster) && servingName !== undefined) await this.mustListen(cluster, servingName);
+    // only a holder serves clients: with none (bring-up: no pgpool runs yet, so the planner has
+    // no live host to give the address to) every pgpool is started here first
+    const holds = servingName !== undefined && this.vipState(cluster, servingName).holds === true;
+    if (poolVip(cluster) && holds) await this.mustListen(cluster, servingName);
     // a host last seen unreachable would hold up a failover's routing step for its timeouts
     const hosts = this.hosts(cluster).filter(
       (h) => h.host === servingName || this.looksAlive(cluster, h.host),
