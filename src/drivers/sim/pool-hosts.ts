@@ -57,6 +57,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
     const l = lookOf(cluster, name);
     const port = portOf(h);
     l.silentLooks = port === 'silent' ? l.silentLooks + 1 : 0;
+    // as the real driver: a host last unreachable whose port answers again waits for its read
+    if (port !== 'silent' && !l.shellReachable) readVip(h, l);
     const view = port === 'open' ? parts.view(cluster, h!.pgpool!) : lostView(`pgpool's port ${port}`);
     const look: PoolHostObservation = {
       ...view,
@@ -68,16 +70,18 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       machine: h?.machine ?? 'missing',
     };
     // the SSH read the look started ends after it
-    l.shellReachable = world.poolHostUp(h);
-    if (l.shellReachable) l.holds = h!.holdsVip;
+    readVip(h, l);
     return look;
   }
 
-  /** The holder as last read, else the first (the real driver's serving host). */
-  const servingHost = (cluster: ClusterSpec): string | undefined => {
-    const names = poolHosts(cluster).map((h) => h.name);
-    return names.find((n) => lookOf(cluster, n).holds === true) ?? names[0];
-  };
+  function readVip(h: SimPoolHost | undefined, l: HostLook): void {
+    l.shellReachable = world.poolHostUp(h);
+    if (l.shellReachable) l.holds = h!.holdsVip;
+  }
+
+  /** The holder as last read (the real driver's serving host). */
+  const servingHost = (cluster: ClusterSpec): string | undefined =>
+    poolHosts(cluster).find((h) => lookOf(cluster, h.name).holds === true)?.name;
 
   function ensureOn(cluster: ClusterSpec, name: string, primary: string | null): void {
     const why = unreachable(cluster, name);
@@ -122,13 +126,11 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       return { reachable, primary, backends, configHash, ...(error ? { error } : {}), hosts: all };
     },
 
-    /** One host, or every one that looked alive and the serving one (which must listen). */
+    /** One host, or every one that looked alive and the holder (which must listen). */
     async ensurePool(cluster: ClusterSpec, primary: string | null, host?: string): Promise<void> {
       if (host !== undefined) return ensureOn(cluster, host, primary);
       const serving = servingHost(cluster);
-      // only a holder must listen: with none (bring-up) every pgpool is started here first
-      const holds = serving !== undefined && lookOf(cluster, serving).holds === true;
-      const port = holds ? portOf(world.poolHost(cluster.name, serving)) : 'open';
+      const port = serving === undefined ? 'open' : portOf(world.poolHost(cluster.name, serving));
       if (port !== 'open')
         throw transient(
           `cannot route pgpool of ${cluster.name}: pool host ${serving}, which holds the virtual IP, ` +
@@ -138,13 +140,19 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       const names = poolHosts(cluster)
         .map((h) => h.name)
         .filter((n) => n === serving || alive(n));
-      for (const n of names) {
+      if (names.length === 0) throw transient(`cannot route pgpool of ${cluster.name}: no pool host answers`);
+      const failures = names.flatMap((n) => {
         try {
           ensureOn(cluster, n, primary);
+          return [];
         } catch (err) {
-          if (n === serving || names.length === 1) throw err;
+          return [{ n, err }];
         }
-      }
+      });
+      // as the real driver: the holder's failure, or everyone's, fails the step
+      const fatal =
+        failures.find((f) => f.n === serving) ?? (failures.length === names.length ? failures[0] : undefined);
+      if (fatal) throw fatal.err;
     },
 
     async moveVip(cluster: ClusterSpec, holder: string): Promise<void> {
@@ -165,6 +173,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       const h = world.poolHost(cluster.name, name);
       if (!h) world.createPoolHost(cluster.name, name, spec.address);
       else h.machine = 'running';
+      // as the real driver: the providers return once its SSH answers
+      lookOf(cluster, name).shellReachable = true;
       world.note(cluster.name, `provider start pool host ${name}`);
     },
 
