@@ -24,11 +24,17 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
 }
 
 /** pgpool is configured from the spec: a primary that left it is handed over first (scale.ts). */
-function poolOfSpecPrimary(ctx: PlanContext) {
+function specPrimaryForPool(ctx: PlanContext): string | undefined {
   const { primary } = ctx;
   if (!primary || !ctx.primaryHealthy || !ctx.input.spec.pgpool.enabled || !ctx.specNames.includes(primary)) {
     return undefined;
   }
+  return primary;
+}
+
+function poolOfSpecPrimary(ctx: PlanContext) {
+  const primary = specPrimaryForPool(ctx);
+  if (!primary) return undefined;
   const pool = ctx.input.observation.pool;
   // the virtual IP's holder is dead: moving the address comes first (holdVirtualIp)
   const holder = pool?.hosts?.find((h) => h.holdsVip === true);
@@ -126,14 +132,20 @@ export function startPoolHost(ctx: PlanContext): Verdict | undefined {
 }
 
 /** Every pool host's pgpool as the serving one's: configured from the spec, routing to the
- *  primary, so that the virtual IP can move there at any moment. */
+ *  primary, so that the virtual IP can move there at any moment. A holder whose pgpool died is
+ *  one of them once no live host can take the address (holdVirtualIp moves it otherwise):
+ *  someone's pgpool must start. */
 export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
-  const look = poolOfSpecPrimary(ctx);
-  const hosts = look?.pool?.hosts;
-  if (!look || !hosts) return undefined;
+  const primary = specPrimaryForPool(ctx);
+  const hosts = ctx.input.observation.pool?.hosts;
+  if (!primary || !hosts) return undefined;
+  const look = { primary };
   const desired = ctx.input.desiredPoolConfigHash;
   for (const h of hosts) {
-    if (!h.shellReachable || h.holdsVip === true || (h.machine && h.machine !== 'running')) continue;
+    // down or cut off (a silent port): SSH would only time out
+    if (!h.shellReachable || h.port === 'silent' || (h.machine && h.machine !== 'running')) continue;
+    // the serving holder is routePool's
+    if (h.holdsVip === true && h.port === 'open') continue;
     const drift = desired !== undefined && h.reachable && h.configHash !== '' && h.configHash !== desired;
     const why =
       misrouting(ctx, look.primary, h) ?? (drift ? "pgpool's configuration differs from the spec" : null);

@@ -1069,11 +1069,19 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(decide(host('pool-a', { holdsVip: true }), cut)).toMatchObject({ kind: 'done' });
   });
 
-  it('pgpool is not routed while the holder of the virtual IP does not listen', () => {
+  it('pgpool is not routed while the holder of the virtual IP does not listen (only other hosts)', () => {
     const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: 1, reachable: false });
     const d = decide(silent, host('pool-b', { primary: 'pg02' }));
     expect(d).not.toMatchObject({ ruleId: 'pool.route' });
-    expect(d).not.toMatchObject({ ruleId: 'pool.host-route' });
-    expect(d).not.toMatchObject({ action: { type: 'ensurePool' } });
+    expect(d).toMatchObject({ ruleId: 'pool.host-route', action: { type: 'ensurePool', host: 'pool-b' } });
+  });
+
+  it("the holder's pgpool died and no live host can take the address: its pgpool is started", () => {
+    const dead = host('pool-a', { holdsVip: true, port: 'refused', reachable: false, primary: null });
+    const cut = host('pool-b', { port: 'silent', silentLooks: 1, shellReachable: false, reachable: false });
+    expect(decide(dead, cut)).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { type: 'ensurePool', primary: 'pg01', host: 'pool-a' },
+    });
   });
 });
