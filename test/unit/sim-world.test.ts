@@ -513,7 +513,7 @@ describe('pool hosts (spec.pgpool.hosts)', () => {
     expect((await hostLooks()).map((h) => h.holdsVip)).toEqual([true, false]);
   });
 
-  it("a killed pgpool's port refuses; a cut-off host's goes silent, look after look, holding as last read", async () => {
+  it("a killed pgpool's port refuses; a cut-off host's is silent, looks counted, holding kept", async () => {
     await bringUpHosts();
     await hostLooks();
     await d.faults.kill(spec, 'pool-b');
