@@ -24,22 +24,24 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
 }
 
 /** pgpool is configured from the spec: a primary that left it is handed over first (scale.ts). */
-function specPrimaryAndPool(ctx: PlanContext) {
+function specPrimaryForPool(ctx: PlanContext): string | undefined {
   const { primary } = ctx;
   if (!primary || !ctx.primaryHealthy || !ctx.input.spec.pgpool.enabled || !ctx.specNames.includes(primary)) {
     return undefined;
   }
-  return { primary, pool: ctx.input.observation.pool };
+  return primary;
 }
 
 /** ... and the pgpool clients reach: with several pool hosts, the one live holder of the virtual
  *  IP (none, or a dead one: placing the address comes first, holdVirtualIp). */
 function poolOfSpecPrimary(ctx: PlanContext) {
-  const look = specPrimaryAndPool(ctx);
-  const hosts = look?.pool?.hosts;
-  if (!look || !hosts) return look;
+  const primary = specPrimaryForPool(ctx);
+  if (!primary) return undefined;
+  const pool = ctx.input.observation.pool;
+  const hosts = pool?.hosts;
+  if (!hosts) return { primary, pool };
   const holders = hosts.filter((h) => h.holdsVip === true);
-  return holders.length === 1 && holders[0]!.port === 'open' ? look : undefined;
+  return holders.length === 1 && holders[0]!.port === 'open' ? { primary, pool } : undefined;
 }
 
 /** Why pgpool does not route as it should, or undefined when it does. */
@@ -116,7 +118,7 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const live = hosts.filter((h) => h.shellReachable && h.port === 'open');
   const to =
     live.find((h) => h.holdsVip === true) ??
-    live.find((h) => ctx.primary !== undefined && h.primary === ctx.primary) ??
+    live.find((h) => ctx.primary && h.primary === ctx.primary) ??
     live[0];
   if (!to) return undefined;
   const why = !sole
@@ -143,14 +145,20 @@ export function startPoolHost(ctx: PlanContext): Verdict | undefined {
 }
 
 /** Every pool host's pgpool as the serving one's: configured from the spec, routing to the
- *  primary, so that the virtual IP can move there at any moment. */
+ *  primary, so that the virtual IP can move there at any moment. A holder whose pgpool died is
+ *  one of them once no live host can take the address (holdVirtualIp moves it otherwise):
+ *  someone's pgpool must start. */
 export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
-  const look = specPrimaryAndPool(ctx);
-  const hosts = look?.pool?.hosts;
-  if (!look || !hosts) return undefined;
+  const primary = specPrimaryForPool(ctx);
+  const hosts = ctx.input.observation.pool?.hosts;
+  if (!primary || !hosts) return undefined;
+  const look = { primary };
   const desired = ctx.input.desiredPoolConfigHash;
   for (const h of hosts) {
-    if (!h.shellReachable || h.holdsVip === true || (h.machine && h.machine !== 'running')) continue;
+    // down or cut off (a silent port): SSH would only time out
+    if (!h.shellReachable || h.port === 'silent' || (h.machine && h.machine !== 'running')) continue;
+    // the serving holder is routePool's
+    if (h.holdsVip === true && h.port === 'open') continue;
     const drift = desired !== undefined && h.reachable && h.configHash !== '' && h.configHash !== desired;
     const why =
       misrouting(ctx, look.primary, h) ?? (drift ? "pgpool's configuration differs from the spec" : null);

@@ -36,6 +36,12 @@ const RUNS = Number(process.env.PGOP_PROPERTY_RUNS ?? 600);
  *  their redos come on top; the largest seen over the default seeds is printed by the suite. */
 const CONVERGENCE_BOUND = { passes: 80, simMs: 60 * 60_000 };
 const NODES = ['pg01', 'pg02', 'pg03', 'pg04'] as const;
+/** Pool HA schedules: pgpool on these, the spec's pgpool address a virtual IP moved among them. */
+const POOL_HOSTS = [
+  { name: 'pool-a', address: '10.0.0.21' },
+  { name: 'pool-b', address: '10.0.0.22' },
+];
+const POOL_HA_RUNS = Number(process.env.PGOP_PROPERTY_POOL_RUNS ?? 150);
 /** How long a node's jobs take: at once (as before jobs), seconds (a lab host), minutes (a VM
  *  under TCG, a large copy). */
 const JOB_MS = [0, 3_000, 45_000, 240_000] as const;
@@ -118,11 +124,15 @@ function restartOperator(env: Env, why: string): void {
   env.trace.push(`  operator restarted (${why})`);
 }
 
-function setup(mode: 'async' | 'sync', profile: JobProfile = {}): Env {
+function setup(mode: 'async' | 'sync', profile: JobProfile = {}, poolHa = false): Env {
   const clock = new SimClock(1_700_000_000_000);
   const sim = new SimWorld({ clock });
   const store = Store.open(':memory:');
-  const spec = simSpec({ name: 'prop', replication: { mode, syncQuorum: 1 } });
+  const spec = simSpec({
+    name: 'prop',
+    replication: { mode, syncQuorum: 1 },
+    ...(poolHa ? { pgpool: { hosts: POOL_HOSTS } } : {}),
+  });
   store.applySpec(spec, hashOf(spec), 'test', clock.now());
   for (const [node, ms] of Object.entries(profile)) sim.setJobDuration(spec.name, node, ms);
   const env = {
@@ -174,6 +184,12 @@ function checkSafety(env: Env) {
   const writable = env.sim.writablePrimaries(env.spec.name);
   if (writable.length > 1)
     throw new Error(`two writable primaries: ${writable.join(', ')}\n${env.trace.slice(-80).join('\n')}`);
+  // a machine that runs holds its addresses: two such holders answer ARP for the virtual IP
+  const holders = env.sim.vipHolders(env.spec.name);
+  if (holders.length > 1)
+    throw new Error(
+      `two pool hosts hold the virtual IP: ${holders.join(', ')}\n${env.trace.slice(-80).join('\n')}`,
+    );
   {
     // Acks counted as sync only while synchronous_standby_names was set; check in every mode.
     const lost = env.sim.lostSyncAcks(env.spec.name);
@@ -204,9 +220,21 @@ function command(
   } as Cmd;
 }
 
-function commands(mode: 'async' | 'sync') {
+/** Faults on the pool hosts: pgpool killed, host cut off, stopped, started, its files edited. */
+function poolHostCommands() {
+  const host = fc.constantFrom(...POOL_HOSTS.map((h) => h.name));
+  const exists = (n: string) => (env: Env) =>
+    env.sim.inspectPoolHosts(env.spec.name).some((h) => h.name === n);
+  return (['kill', 'partition', 'heal', 'stop', 'start', 'driftConfig'] as const).map((how) =>
+    host.map((n) => command(`${how}(${n})`, (env) => env.sim[how](env.spec.name, n), exists(n))),
+  );
+}
+
+function commands(mode: 'async' | 'sync', poolHa = false) {
   const node = fc.constantFrom(...NODES);
   return [
+    // listed twice: the node commands outnumber them
+    ...(poolHa ? [...poolHostCommands(), ...poolHostCommands()] : []),
     fc.constant(null).map(() => command('pass', async (env) => void (await pass(env)))),
     fc.integer({ min: 1, max: 4 }).map((n) =>
       command(`passes(${n})`, async (env) => {
@@ -461,6 +489,7 @@ async function converge(env: Env): Promise<number> {
       env.sim.setLagging(env.spec.name, n, false);
     }
   }
+  for (const h of env.sim.inspectPoolHosts(env.spec.name)) env.sim.heal(env.spec.name, h.name);
   env.trace.push('-- faults stop --');
   const start = env.clock.now();
   let working = 0;
@@ -540,11 +569,28 @@ function assertConverged(env: Env) {
   expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual(
     [...specNodes].sort(),
   );
+  if (env.spec.pgpool.hosts) assertPoolHostsConverged(env, primary);
   // A write through pgpool now succeeds, synchronously in sync mode.
   const w = env.sim.write(name, 'pool', env.nextWriteId++);
   expect(w.acked, w.reason).toBe(true);
   if (env.spec.replication.mode === 'sync') expect(w.sync).toBe(true);
   expect(env.sim.lostSyncAcks(name)).toEqual([]);
+}
+
+/** Exactly one live pool host holds the virtual IP, and every pool host runs a pgpool routing
+ *  to the primary (the address may move to any of them next). */
+function assertPoolHostsConverged(env: Env, primary: string) {
+  const hosts = env.sim.inspectPoolHosts(env.spec.name);
+  const live = hosts.filter((h) => h.holdsVip && h.machine === 'running' && !h.partitioned);
+  expect(
+    live.map((h) => h.name),
+    'live holders of the virtual IP',
+  ).toHaveLength(1);
+  for (const h of hosts) {
+    expect(h.machine, `pool host ${h.name}`).toBe('running');
+    expect(h.pgpool?.running, `pgpool on ${h.name} runs`).toBe(true);
+    expect(h.pgpool?.primary, `pgpool on ${h.name} routes`).toBe(primary);
+  }
 }
 
 // A fixed seed by default keeps CI reproducible; PGOP_PROPERTY_SEED=random explores new
@@ -570,38 +616,45 @@ function params(runs: number) {
   };
 }
 
+/** Random schedules from `setup(mode, profile, poolHa)`: safe after every step, then converged. */
+async function runSchedules(mode: 'async' | 'sync', poolHa: boolean, runs: number): Promise<Stats> {
+  const total: Stats = { ...emptyStats };
+  let schedules = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      jobProfile,
+      fc.commands(commands(mode, poolHa), { maxCommands: 40, ...replayPath() }),
+      async (profile, cmds) => {
+        const env = setup(mode, profile, poolHa);
+        try {
+          await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
+          checkSafety(env);
+          await converge(env);
+          assertConverged(env);
+          schedules++;
+          addStats(total, env);
+        } finally {
+          env.store.close();
+        }
+      },
+    ),
+    params(runs),
+  );
+  const what = `${mode}${poolHa ? ', pool hosts' : ''}`;
+  console.info(`${what}: ${schedules} schedules passed; jobs: ${JSON.stringify(total)}`);
+  return total;
+}
+
 for (const mode of ['async', 'sync'] as const) {
   describe(`reconcile loop under faults and jobs (${mode})`, () => {
     it(
       `keeps one primary${mode === 'sync' ? ', loses no acknowledged commit,' : ''}` +
         ` and converges (${RUNS} schedules)`,
       async () => {
-        const total: Stats = { ...emptyStats };
-        let schedules = 0;
-        await fc.assert(
-          fc.asyncProperty(
-            jobProfile,
-            fc.commands(commands(mode), { maxCommands: 40, ...replayPath() }),
-            async (profile, cmds) => {
-              const env = setup(mode, profile);
-              try {
-                await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
-                checkSafety(env);
-                await converge(env);
-                assertConverged(env);
-                schedules++;
-                addStats(total, env);
-              } finally {
-                env.store.close();
-              }
-            },
-          ),
-          params(RUNS),
-        );
-        console.info(`${mode}: ${schedules} schedules passed; jobs: ${JSON.stringify(total)}`);
+        const total = await runSchedules(mode, false, RUNS);
         // the schedules did exercise every outcome of a job
         expect(total.jobsSucceeded).toBeGreaterThan(0);
-        if (schedules >= 100) {
+        if (RUNS >= 100) {
           for (const k of ['jobsFailed', 'jobsCancelled', 'jobsInterrupted'] as const)
             expect(total[k], k).toBeGreaterThan(0);
         }
@@ -611,10 +664,26 @@ for (const mode of ['async', 'sync'] as const) {
   });
 }
 
+describe('reconcile loop with pool hosts, under pool host faults too', () => {
+  it(
+    `never lets two running pool hosts hold the virtual IP, and ends with one live holder ` +
+      `(${POOL_HA_RUNS} schedules)`,
+    async () => {
+      const total = await runSchedules('async', true, POOL_HA_RUNS);
+      expect(total.jobsSucceeded).toBeGreaterThan(0);
+    },
+    600_000,
+  );
+});
+
 describe('reconcile loop, a healthy bring-up', () => {
   it('converges from nothing in a bounded number of passes and then stays done', async () => {
-    for (const mode of ['async', 'sync'] as const) {
-      const env = setup(mode);
+    for (const [mode, poolHa] of [
+      ['async', false],
+      ['sync', false],
+      ['async', true],
+    ] as const) {
+      const env = setup(mode, {}, poolHa);
       const passes = await converge(env);
       expect(passes).toBeLessThan(20);
       assertConverged(env);

@@ -93,6 +93,18 @@ describe('pgpool.conf', () => {
     },
   );
 
+  it('with pool hosts listens everywhere (its own address, and the virtual IP while it holds it)', () => {
+    const s = labSpec();
+    expect(settings(renderPgpoolConf(s)).pcp_listen_addresses).toBe("'10.77.0.10'");
+    s.pgpool.hosts = [
+      { name: 'pool-a', address: '10.77.0.21' },
+      { name: 'pool-b', address: '10.77.0.22' },
+    ];
+    const c = settings(renderPgpoolConf(s));
+    expect(c.listen_addresses).toBe("'*'");
+    expect(c.pcp_listen_addresses).toBe("'*'");
+  });
+
   it('pgpool accepts the generated file (pgpool -n -f ... parses it)', () => {
     if (!existsSync('/usr/sbin/pgpool')) return;
     // `pgpool -f <conf> -a <hba> -F <pcp> ... stop` parses the config before looking for a pid file

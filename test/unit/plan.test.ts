@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { plan, parseSyncNames } from '../../src/plan/plan.js';
 import { formatLsn, parseLsn } from '../../src/observe/lsn.js';
 import type { PlanInput } from '../../src/plan/types.js';
-import type { NodeObservation, PostgresObservation } from '../../src/observe/types.js';
+import type { NodeObservation, PoolHostObservation, PostgresObservation } from '../../src/observe/types.js';
 import type { NodeState } from '../../machines/node-edges.js';
 import { SIM_PG04, simSpec } from '../helpers/sim-spec.js';
 
@@ -906,5 +906,184 @@ describe('plan: each rule decides its case', () => {
     const r = plan(input(fenced, nodes, switchover({ to: 'pg03', from: 'pg01' })));
     expect(r.decision).toMatchObject({ node: 'pg03', ruleId: 'switchover.promote' });
     expect(r.phase).toBe('SwitchingOver');
+  });
+});
+
+describe('plan: pool hosts and the virtual IP', () => {
+  const spec = simSpec({
+    pgpool: {
+      hosts: [
+        { name: 'pool-a', address: '10.0.0.21' },
+        { name: 'pool-b', address: '10.0.0.22' },
+        { name: 'pool-c', address: '10.0.0.23' },
+      ],
+    },
+  });
+  /** A pool host whose pgpool listens, routes to pg01 with every backend up, and does not hold
+   *  the virtual IP. */
+  const host = (name: string, over: Partial<PoolHostObservation> = {}): PoolHostObservation => ({
+    ...poolUp('pg01', ['pg01', 'pg02', 'pg03']),
+    name,
+    port: 'open',
+    silentLooks: 0,
+    holdsVip: false,
+    shellReachable: true,
+    machine: 'running',
+    ...over,
+  });
+  /** A healthy cluster whose pool observation is these hosts (the serving view: the holder's). */
+  const withHosts = (...hosts: PoolHostObservation[]): PlanInput => {
+    const i = input(states3, healthy3(), { spec });
+    const serving = hosts.find((h) => h.holdsVip === true) ?? hosts[0]!;
+    const servesClients = serving.port === 'open';
+    i.observation.pool = {
+      reachable: servesClients,
+      primary: servesClients ? serving.primary : null,
+      backends: servesClients ? serving.backends : [],
+      configHash: serving.configHash,
+      hosts,
+    };
+    return i;
+  };
+  const decide = (...hosts: PoolHostObservation[]) => plan(withHosts(...hosts)).decision;
+  const moveTo = (to: string) => ({
+    kind: 'cluster',
+    ruleId: 'pool.vip-holder',
+    action: { type: 'moveVip', to },
+  });
+  const budget = spec.failureDetection.missesBeforeFailover;
+
+  it('a sole live holder: nothing to do', () => {
+    expect(decide(host('pool-a', { holdsVip: true }), host('pool-b'), host('pool-c'))).toMatchObject({
+      kind: 'done',
+    });
+  });
+
+  it('no holder: the address goes to a live host (one routing to the primary first)', () => {
+    const d = decide(
+      host('pool-a', { port: 'refused', reachable: false, primary: null }),
+      host('pool-b', { primary: 'pg02' }),
+      host('pool-c'),
+    );
+    expect(d).toMatchObject(moveTo('pool-c'));
+    expect(d.reason).toContain('no pool host holds the virtual IP 10.0.0.10');
+  });
+
+  it("the holder's pgpool refuses: moved at once, the reason naming the holder", () => {
+    const d = decide(host('pool-a', { holdsVip: true, port: 'refused', reachable: false }), host('pool-b'));
+    expect(d).toMatchObject(moveTo('pool-b'));
+    expect(d.reason).toContain('pgpool on pool-a, which holds the virtual IP 10.0.0.10, is not running');
+  });
+
+  it('a silent holder: waited for over the failure budget, then moved', () => {
+    for (let looks = 1; looks < budget; looks++) {
+      const d = decide(
+        host('pool-a', { holdsVip: true, port: 'silent', silentLooks: looks, reachable: false }),
+        host('pool-b'),
+      );
+      expect(d, `${looks} silent looks`).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+    }
+    const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: budget, reachable: false });
+    const d = decide({ ...silent, shellReachable: false }, host('pool-b'));
+    expect(d).toMatchObject(moveTo('pool-b'));
+    expect(d.reason).toContain(
+      `pool-a, which holds the virtual IP 10.0.0.10, has not answered ${budget} looks`,
+    );
+  });
+
+  it('two holders: kept on one of them that is live', () => {
+    const d = decide(
+      host('pool-a', { holdsVip: true, port: 'refused', reachable: false }),
+      host('pool-b'),
+      host('pool-c', { holdsVip: true }),
+    );
+    expect(d).toMatchObject(moveTo('pool-c'));
+    expect(d.reason).toContain('pool-a and pool-c all hold the virtual IP');
+  });
+
+  it("holdership not read yet on a live host: wait (it may be the holder), don't move", () => {
+    const d = decide(host('pool-a', { holdsVip: null }), host('pool-b'));
+    expect(d).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+    // unread on a host that cannot be reached: no reason to wait for it
+    const unreached = host('pool-a', {
+      holdsVip: null,
+      shellReachable: false,
+      port: 'silent',
+      silentLooks: 1,
+    });
+    expect(decide(unreached, host('pool-b'))).toMatchObject(moveTo('pool-b'));
+  });
+
+  it('no live host to move it to: nothing', () => {
+    const d = decide(
+      host('pool-a', { holdsVip: true, port: 'refused', reachable: false }),
+      host('pool-b', { port: 'silent', silentLooks: budget, shellReachable: false, reachable: false }),
+      host('pool-c', { port: 'open', shellReachable: false }),
+    );
+    expect(d).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+  });
+
+  it('a stopped pool host is started; a missing one only once there is a primary', () => {
+    const stopped = host('pool-b', { machine: 'stopped', port: 'silent', shellReachable: false });
+    expect(decide(host('pool-a', { holdsVip: true }), stopped)).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'pool.host-start',
+      action: { type: 'startPoolHost', host: 'pool-b' },
+    });
+    const missing = host('pool-b', { machine: 'missing', port: 'silent', shellReachable: false });
+    expect(decide(host('pool-a', { holdsVip: true }), missing)).toMatchObject({
+      ruleId: 'pool.host-start',
+      action: { host: 'pool-b' },
+    });
+    const bringUp = withHosts(host('pool-a', { holdsVip: true }), missing);
+    const states = { pg01: 'provisioned', pg02: 'provisioned', pg03: 'provisioned' } as const;
+    const noPrimary = plan({ ...bringUp, states, observation: { ...bringUp.observation } }).decision;
+    expect(noPrimary).not.toMatchObject({ ruleId: 'pool.host-start' });
+  });
+
+  it('a non-holder misrouting or with drifted files is configured alone (host named)', () => {
+    expect(
+      decide(host('pool-a', { holdsVip: true }), host('pool-b', { primary: 'pg02' }), host('pool-c')),
+    ).toMatchObject({
+      kind: 'cluster',
+      ruleId: 'pool.host-route',
+      action: { type: 'ensurePool', primary: 'pg01', host: 'pool-b' },
+    });
+    const dead = host('pool-c', { port: 'refused', reachable: false, primary: null });
+    expect(decide(host('pool-a', { holdsVip: true }), host('pool-b'), dead)).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { host: 'pool-c' },
+    });
+    const drift = withHosts(
+      host('pool-a', { holdsVip: true, configHash: 'wanted' }),
+      host('pool-b', { configHash: 'old' }),
+    );
+    drift.desiredPoolConfigHash = 'wanted';
+    const d = plan(drift).decision;
+    expect(d).toMatchObject({ ruleId: 'pool.host-route', action: { host: 'pool-b' } });
+    expect(d.reason).toContain("pool host pool-b: pgpool's configuration differs from the spec");
+  });
+
+  it('a pool host its shell cannot reach is left to the others (the cluster waits, naming it)', () => {
+    const cut = host('pool-b', { primary: null, reachable: false, shellReachable: false });
+    const d = decide(host('pool-a', { holdsVip: true }), cut);
+    expect(d).toMatchObject({ kind: 'wait', ruleId: 'pool.hosts-waiting' });
+    expect(d.reason).toContain('pgpool is down on pool host pool-b');
+  });
+
+  it('pgpool is not routed while the holder of the virtual IP does not listen (only other hosts)', () => {
+    const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: 1, reachable: false });
+    const d = decide(silent, host('pool-b', { primary: 'pg02' }));
+    expect(d).not.toMatchObject({ ruleId: 'pool.route' });
+    expect(d).toMatchObject({ ruleId: 'pool.host-route', action: { type: 'ensurePool', host: 'pool-b' } });
+  });
+
+  it("the holder's pgpool died and no live host can take the address: its pgpool is started", () => {
+    const dead = host('pool-a', { holdsVip: true, port: 'refused', reachable: false, primary: null });
+    const cut = host('pool-b', { port: 'silent', silentLooks: 1, shellReachable: false, reachable: false });
+    expect(decide(dead, cut)).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { type: 'ensurePool', primary: 'pg01', host: 'pool-a' },
+    });
   });
 });

@@ -486,6 +486,88 @@ describe('pgpool', () => {
   });
 });
 
+describe('pool hosts (spec.pgpool.hosts)', () => {
+  const HOSTS = [
+    { name: 'pool-a', address: '10.0.0.21' },
+    { name: 'pool-b', address: '10.0.0.22' },
+  ];
+  const hostLooks = async () => (await d.pool.observe(spec)).hosts!;
+  const look = async (name: string) => (await hostLooks()).find((h) => h.name === name)!;
+
+  /** bringUp with pool hosts (made with the first node), the virtual IP on pool-a. */
+  async function bringUpHosts() {
+    await bringUp(simSpec({ pgpool: { hosts: HOSTS } }));
+    await d.pool.moveVip!(spec, 'pool-a');
+  }
+
+  it('each host reports its own pgpool; a new operator sees the address from its second look', async () => {
+    await bringUpHosts();
+    expect((await hostLooks()).map((h) => [h.name, h.port, h.holdsVip, h.machine, h.primary])).toEqual([
+      ['pool-a', 'open', true, 'running', A.name],
+      ['pool-b', 'open', false, 'running', A.name],
+    ]);
+    expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: true, node: A.name });
+    // the SSH read runs beside the look: its answer shows from the next one
+    d = createSimWorld(sim);
+    expect((await hostLooks()).map((h) => h.holdsVip)).toEqual([null, null]);
+    expect((await hostLooks()).map((h) => h.holdsVip)).toEqual([true, false]);
+  });
+
+  it("a killed pgpool's port refuses; a cut-off host's is silent, looks counted, holding kept", async () => {
+    await bringUpHosts();
+    await hostLooks();
+    await d.faults.kill(spec, 'pool-b');
+    expect(await look('pool-b')).toMatchObject({ port: 'refused', reachable: false, silentLooks: 0 });
+    await d.faults.partition(spec, 'pool-a');
+    expect(await look('pool-a')).toMatchObject({ port: 'silent', silentLooks: 1, holdsVip: true });
+    expect(await look('pool-a')).toMatchObject({ silentLooks: 2, holdsVip: true, shellReachable: false });
+    expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: false });
+  });
+
+  it('moving the address fences a host SSH cannot reach; startHost brings it back without it', async () => {
+    await bringUpHosts();
+    await d.faults.partition(spec, 'pool-a');
+    await hostLooks();
+    await d.pool.ensurePool(spec, A.name, [], 'pool-b');
+    await d.pool.moveVip!(spec, 'pool-b');
+    expect(sim.inspectPoolHosts(spec.name).map((h) => [h.name, h.machine, h.holdsVip])).toEqual([
+      ['pool-a', 'stopped', false],
+      ['pool-b', 'running', true],
+    ]);
+    expect(sim.vipHolders(spec.name)).toEqual(['pool-b']);
+    expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: true });
+    expect(await look('pool-a')).toMatchObject({ machine: 'stopped', port: 'silent', holdsVip: false });
+    await d.faults.heal(spec, 'pool-a');
+    await d.pool.startHost!(spec, 'pool-a');
+    expect(await look('pool-a')).toMatchObject({ machine: 'running', port: 'refused', holdsVip: false });
+  });
+
+  it('a reachable host drops the address over SSH; ensurePool of all needs the serving pgpool', async () => {
+    await bringUpHosts();
+    await hostLooks();
+    await d.pool.moveVip!(spec, 'pool-b');
+    expect(sim.inspectPoolHosts(spec.name).map((h) => [h.machine, h.holdsVip])).toEqual([
+      ['running', false],
+      ['running', true],
+    ]);
+    await d.faults.kill(spec, 'pool-b');
+    await failsWith(
+      d.pool.ensurePool(spec, A.name),
+      'transient',
+      /pool host pool-b, which holds the virtual IP, is down \(its port refused\)/,
+    );
+    await d.pool.ensurePool(spec, A.name, [], 'pool-b');
+    expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: true });
+  });
+
+  it('a host stopped while holding the address holds it no more', async () => {
+    await bringUpHosts();
+    await d.faults.stop(spec, 'pool-a');
+    expect(sim.vipHolders(spec.name)).toEqual([]);
+    expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: false });
+  });
+});
+
 describe('determinism and cost', () => {
   async function scenario(): Promise<string[]> {
     clock = new SimClock(0);

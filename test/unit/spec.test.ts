@@ -392,6 +392,85 @@ describe('problems name file, line, column and path', () => {
     ).toBe(false);
   });
 
+  describe('pool hosts (pgpool.hosts)', () => {
+    // LAB's lines 1-25, then these (lines 26-30)
+    const HOSTS = edit(
+      LAB,
+      '    address: 10.77.0.10\n',
+      '    address: 10.77.0.10\n    hosts:\n      - name: pool-a\n        address: 10.77.0.21\n' +
+        '      - name: pool-b\n        address: 10.77.0.22\n',
+    );
+
+    it('valid: each with its own address, the spec address the virtual IP', () => {
+      const pp = parseSpecText(HOSTS, 'c.yaml').spec.pgpool;
+      expect(pp.address).toBe('10.77.0.10');
+      expect(pp.hosts).toEqual([
+        { name: 'pool-a', address: '10.77.0.21' },
+        { name: 'pool-b', address: '10.77.0.22' },
+      ]);
+    });
+
+    it('names unique among pool hosts and nodes', () => {
+      expect(problems(edit(HOSTS, 'name: pool-b', 'name: pool-a'))).toEqual([
+        problem(
+          29,
+          15,
+          'spec.pgpool.hosts[1].name',
+          'duplicate pool host name pool-a (also spec.pgpool.hosts[0])',
+        ),
+      ]);
+      expect(problems(edit(HOSTS, 'name: pool-b', 'name: pg02'))).toEqual([
+        problem(29, 15, 'spec.pgpool.hosts[1].name', 'pool host name pg02 is also spec.nodes[1].name'),
+      ]);
+    });
+
+    it("addresses their own: not a node's, not the virtual IP, not another pool host's", () => {
+      const at = (message: string) => [problem(30, 18, 'spec.pgpool.hosts[1].address', message)];
+      expect(problems(edit(HOSTS, 'address: 10.77.0.22', 'address: 10.77.0.12'))).toEqual(
+        at('pool host address 10.77.0.12 is also the address of spec.nodes[1].address'),
+      );
+      expect(problems(edit(HOSTS, 'address: 10.77.0.22', 'address: 10.77.0.10'))).toEqual(
+        at('10.77.0.10 is the virtual IP (spec.pgpool.address): give the pool host an address of its own'),
+      );
+      expect(problems(edit(HOSTS, 'address: 10.77.0.22', 'address: 10.77.0.21'))).toEqual(
+        at('duplicate pool host address 10.77.0.21 (also spec.pgpool.hosts[0])'),
+      );
+    });
+
+    it('the virtual IP is required with hosts', () => {
+      const sim = `${SIM_MINIMAL}  pgpool:
+    hosts:
+      - {name: pool-a, address: 10.0.0.21}
+      - {name: pool-b, address: 10.0.0.22}
+`;
+      expect(problems(sim)).toEqual([
+        problem(
+          8,
+          5,
+          'spec.pgpool.address',
+          'missing required field "address" (the virtual IP the pool hosts',
+        ),
+      ]);
+    });
+
+    it("pgpool's watchdog and pool hosts exclude each other", () => {
+      const both = edit(HOSTS, '    hosts:', '    watchdog: {enabled: true, vip: 10.77.0.30}\n    hosts:');
+      expect(problems(both)).toEqual([
+        problem(
+          26,
+          25,
+          'spec.pgpool.watchdog.enabled',
+          "pgpool's watchdog and pool hosts both move the virtual IP",
+        ),
+      ]);
+    });
+
+    it('at least two', () => {
+      const one = edit(HOSTS, '      - name: pool-b\n        address: 10.77.0.22\n', '');
+      expect(problems(one)).toEqual([problem(27, 7, 'spec.pgpool.hosts', 'must have at least 2 items')]);
+    });
+  });
+
   it('plaintext passwords, never echoed', () => {
     let err: SpecError | undefined;
     try {

@@ -221,4 +221,16 @@ describe('ClusterTls: the material on disk, renewal', () => {
     s.pgpool.watchdog = { enabled: true, vip: '10.77.0.100' };
     expect(wantedHosts(s).get('pool')).toEqual({ dns: ['pgpool'], ips: ['10.77.0.10', '10.77.0.100'] });
   });
+
+  it('the pgpool certificate names every pool host and the virtual IP', () => {
+    const s = spec();
+    s.pgpool.hosts = [
+      { name: 'pool-a', address: '10.77.0.21' },
+      { name: 'pool-b', address: '10.77.0.22' },
+    ];
+    expect(wantedHosts(s).get('pool')).toEqual({
+      dns: ['pgpool'],
+      ips: ['10.77.0.10', '10.77.0.21', '10.77.0.22'],
+    });
+  });
 });

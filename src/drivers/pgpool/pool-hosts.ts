@@ -160,6 +160,9 @@ export class SshPoolDriver implements PoolDriver {
     s.silentLooks = port === 'silent' ? s.silentLooks + 1 : 0;
     s.port = port;
     if (machine) s.machine = machine.state;
+    // a host last unreachable answers on its port again (healed, restarted): its shell's answer
+    // is waited for, or this look would skip it as unreachable and the pass call it converged
+    if (port !== 'silent' && !s.shellReachable && s.reading) await s.reading;
     const view = port === 'open' ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
     return {
       ...view,
@@ -193,7 +196,9 @@ export class SshPoolDriver implements PoolDriver {
   // ---------------------------------------------------------------- ensure
 
   /** One pool host, or every one (host undefined): then a host that cannot be reached is only
-   *  logged unless it serves clients (its own repair is a step of its own, see plan/pool.ts). */
+   *  logged unless it serves clients or every one failed (its own repair is a step of its own,
+   *  see plan/pool.ts). With no holder (bring-up, or the holder lost) none serves: the live ones
+   *  are started, so that the planner has one to give the virtual IP to. */
   async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = [], host?: string) {
     if (host !== undefined) return this.host(host).ensurePool(cluster, primary, failed);
     const servingName = this.servingHost(cluster);
@@ -202,11 +207,13 @@ export class SshPoolDriver implements PoolDriver {
     const hosts = this.hosts(cluster).filter(
       (h) => h.host === servingName || this.looksAlive(cluster, h.host),
     );
+    if (hosts.length === 0) throw transient(`cannot route pgpool of ${cluster.name}: no pool host answers`);
     const results = await Promise.allSettled(hosts.map((h) => h.ensurePool(cluster, primary, failed)));
+    const allFailed = results.every((r) => r.status === 'rejected');
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') return;
       const name = hosts[i]!.host;
-      if (name === servingName || hosts.length === 1) throw r.reason;
+      if (name === servingName || allFailed) throw r.reason;
       this.log.warn(
         { cluster: cluster.name, poolHost: name, error: messageOf(r.reason) },
         'pgpool not ensured',
@@ -232,10 +239,11 @@ export class SshPoolDriver implements PoolDriver {
     return s.shellReachable && s.silentLooks === 0;
   }
 
-  /** The pool host clients reach: the virtual IP's holder as last read, else the first. */
+  /** The pool host clients reach: the only one, or the virtual IP's holder as last read. */
   private servingHost(cluster: ClusterSpec): string | undefined {
     const names = poolHosts(cluster).map((h) => h.name);
-    return names.find((n) => this.vipState(cluster, n).holds === true) ?? names[0];
+    if (!poolVip(cluster)) return names[0];
+    return names.find((n) => this.vipState(cluster, n).holds === true);
   }
 
   /** The virtual IP on `holder` alone: dropped everywhere else first (a host SSH cannot reach
@@ -289,7 +297,9 @@ export class SshPoolDriver implements PoolDriver {
   async startHost(cluster: ClusterSpec, host: string): Promise<void> {
     if (!this.opts.machines) throw transient(`cannot start pool host ${host}: the provider cannot`);
     await this.opts.machines.start(cluster, host);
-    this.vipState(cluster, host).readAt = 0;
+    // the providers return once its SSH answers: its pgpool is started by the next pass, not
+    // skipped as unreachable until a read in the background says otherwise
+    Object.assign(this.vipState(cluster, host), { readAt: 0, shellReachable: true });
     this.host(host).lost(cluster, 'pool host started again');
   }
 

@@ -6,11 +6,17 @@
 
 import { createHash } from 'node:crypto';
 import { internal, terminal, transient } from '../../errors.js';
-import type { PoolBackend, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
-import { poolHoldsStandbys, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
+import type {
+  PoolBackend,
+  PoolObservation,
+  PostgresObservation,
+  ReplicaStatus,
+} from '../../observe/types.js';
+import { poolHoldsStandbys, poolVip, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type {
   FaultInjector,
   JobContext,
+  MachineRef,
   PoolDriver,
   PostgresDriver,
   ProbeResult,
@@ -19,7 +25,16 @@ import type {
 } from '../types.js';
 import { downObservation } from '../postgres/probe-query.js';
 import { syncStandbyNamesValue } from '../postgres/sync-names.js';
-import { commonPrefixLength, isPrefix, lsnOf, slotNameFor, type SimNode, SimWorld } from './world.js';
+import {
+  commonPrefixLength,
+  isPrefix,
+  lsnOf,
+  slotNameFor,
+  type SimNode,
+  type SimPool,
+  SimWorld,
+} from './world.js';
+import { simPoolHosts } from './pool-hosts.js';
 import { isInstant, work, type SimWork } from './work.js';
 
 /** JSON with sorted keys: the same spec content always hashes the same. */
@@ -61,8 +76,17 @@ export function desiredPoolConfigHash(cluster: ClusterSpec): string {
   });
 }
 
+/** The sim's faults reach pool hosts too, by name (kill: its pgpool), as the lab's do. */
+export interface SimFaults extends FaultInjector {
+  kill(cluster: ClusterSpec, machine: MachineRef): Promise<void>;
+  partition(cluster: ClusterSpec, machine: MachineRef): Promise<void>;
+  heal(cluster: ClusterSpec, machine: MachineRef): Promise<void>;
+  stop(cluster: ClusterSpec, machine: MachineRef): Promise<void>;
+  start(cluster: ClusterSpec, machine: MachineRef): Promise<void>;
+}
+
 export interface SimDrivers extends World {
-  faults: FaultInjector;
+  faults: SimFaults;
   sim: SimWorld;
   /** The operator process holding these drivers died: the long operations it started report
    *  nothing more (what their processes on the nodes do by themselves still happens). */
@@ -232,6 +256,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
 
     async ensureMachine(cluster, node, job) {
       world.settle(cluster.name);
+      poolHostsOf.ensureMachines(cluster);
       const n = world.node(cluster.name, node.name);
       const bootMs = world.jobDuration(cluster.name, node.name, 'machine');
       if (!n) {
@@ -570,10 +595,52 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     };
   }
 
+  /** What pgpool reports: every backend it was configured with, as its health check sees it. */
+  function poolView(cluster: ClusterSpec, p: SimPool): PoolObservation {
+    const backends: PoolBackend[] = cluster.nodes.map((spec) => {
+      if (!p.backends.includes(spec.name))
+        return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
+      const n = world.node(cluster.name, spec.name);
+      // pgop keeps standbys detached when pgpool balances no load to them; otherwise, as
+      // pgpool's health check: it needs the link and a running postgres.
+      const detached = !poolHoldsStandbys(cluster.pgpool) && spec.name !== p.primary;
+      if (detached || !world.linkUp(n) || !n.pg.running)
+        return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
+      return {
+        name: spec.name,
+        status: 'up' as const,
+        role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const),
+      };
+    });
+    // As pgpool: it reports every backend it was configured with; one the spec no longer names
+    // is known by its host address only (the real driver names backends from the spec).
+    for (const name of p.backends) {
+      if (cluster.nodes.some((s) => s.name === name)) continue;
+      const n = world.node(cluster.name, name);
+      const status = n && world.linkUp(n) && n.pg.running ? ('up' as const) : ('down' as const);
+      backends.push({
+        name: n?.address ?? name,
+        status,
+        role: status === 'up' ? (n!.pg.inRecovery ? 'standby' : 'primary') : 'unknown',
+      });
+    }
+    return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
+  }
+
+  const configuredPool = (cluster: ClusterSpec, primary: string | null): SimPool => ({
+    running: true,
+    primary,
+    backends: cluster.nodes.map((n) => n.name),
+    configHash: desiredPoolConfigHash(cluster),
+  });
+
+  const poolHostsOf = simPoolHosts(world, { view: poolView, configured: configuredPool });
+
   const pool: PoolDriver = {
     desiredConfigHash: (cluster) => desiredPoolConfigHash(cluster),
     async observe(cluster) {
       world.settle(cluster.name);
+      if (poolVip(cluster)) return poolHostsOf.observe(cluster);
       const p = world.state(cluster.name).pool;
       if (!p || !p.running) {
         return {
@@ -584,50 +651,22 @@ export function createSimWorld(world: SimWorld): SimDrivers {
           error: p ? 'pgpool not running' : 'pgpool not configured',
         };
       }
-      const backends: PoolBackend[] = cluster.nodes.map((spec) => {
-        if (!p.backends.includes(spec.name))
-          return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
-        const n = world.node(cluster.name, spec.name);
-        // pgop keeps standbys detached when pgpool balances no load to them; otherwise, as
-        // pgpool's health check: it needs the link and a running postgres.
-        const detached = !poolHoldsStandbys(cluster.pgpool) && spec.name !== p.primary;
-        if (detached || !world.linkUp(n) || !n.pg.running)
-          return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
-        return {
-          name: spec.name,
-          status: 'up' as const,
-          role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const),
-        };
-      });
-      // As pgpool: it reports every backend it was configured with; one the spec no longer names
-      // is known by its host address only (the real driver names backends from the spec).
-      for (const name of p.backends) {
-        if (cluster.nodes.some((s) => s.name === name)) continue;
-        const n = world.node(cluster.name, name);
-        const status = n && world.linkUp(n) && n.pg.running ? ('up' as const) : ('down' as const);
-        backends.push({
-          name: n?.address ?? name,
-          status,
-          role: status === 'up' ? (n!.pg.inRecovery ? 'standby' : 'primary') : 'unknown',
-        });
-      }
-      return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
+      return poolView(cluster, p);
     },
 
-    async ensurePool(cluster, primary) {
+    async ensurePool(cluster, primary, _failed, host) {
       world.settle(cluster.name);
       if (primary !== null && !cluster.nodes.some((n) => n.name === primary)) {
         throw internal(
           `cannot configure pgpool of ${cluster.name}: primary ${primary} is not a node of the spec`,
         );
       }
+      if (poolVip(cluster)) {
+        await poolHostsOf.ensurePool(cluster, primary, host);
+        return world.settle(cluster.name);
+      }
       const c = world.state(cluster.name);
-      const next = {
-        running: true,
-        primary,
-        backends: cluster.nodes.map((n) => n.name),
-        configHash: desiredPoolConfigHash(cluster),
-      };
+      const next = configuredPool(cluster, primary);
       const prev = c.pool;
       if (
         prev &&
@@ -644,8 +683,12 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       );
     },
 
+    moveVip: (cluster, holder) => poolHostsOf.moveVip(cluster, holder),
+    startHost: (cluster, host) => poolHostsOf.startHost(cluster, host),
+
     async deletePool(cluster) {
       const c = world.state(cluster.name);
+      poolHostsOf.deletePool(cluster);
       if (!c.pool) return;
       c.pool = null;
       world.note(cluster.name, 'pgpool delete');
@@ -654,22 +697,12 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     async close() {},
   };
 
-  const faults: FaultInjector = {
-    async kill(cluster, node) {
-      world.kill(cluster.name, node.name);
-    },
-    async partition(cluster, node) {
-      world.partition(cluster.name, node.name);
-    },
-    async heal(cluster, node) {
-      world.heal(cluster.name, node.name);
-    },
-    async stop(cluster, node) {
-      world.stop(cluster.name, node.name);
-    },
-    async start(cluster, node) {
-      world.start(cluster.name, node.name);
-    },
+  const faults: SimFaults = {
+    kill: async (cluster, m) => world.kill(cluster.name, m),
+    partition: async (cluster, m) => world.partition(cluster.name, m),
+    heal: async (cluster, m) => world.heal(cluster.name, m),
+    stop: async (cluster, m) => world.stop(cluster.name, m),
+    start: async (cluster, m) => world.start(cluster.name, m),
   };
 
   const detach = () => {

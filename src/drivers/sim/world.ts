@@ -88,6 +88,19 @@ export interface SimPool {
   configHash: string;
 }
 
+/** A pool host of spec.pgpool.hosts: a machine running one pgpool, which clients reach while it
+ *  holds the virtual IP. */
+export interface SimPoolHost {
+  name: string;
+  address: string;
+  machine: 'running' | 'stopped';
+  /** Link down: nobody reaches it (neither the operator nor clients). */
+  partitioned: boolean;
+  /** The virtual IP is on its interface (a machine powered off holds no address). */
+  holdsVip: boolean;
+  pgpool: SimPool | null;
+}
+
 export interface AckedWrite {
   id: number;
   node: string;
@@ -110,6 +123,8 @@ export interface SimCluster {
   /** Insertion order = creation order: keeps every listing deterministic. */
   nodes: Map<string, SimNode>;
   pool: SimPool | null;
+  /** With spec.pgpool.hosts: the pool hosts (each its own pgpool; `pool` stays unused). */
+  poolHosts?: SimPoolHost[];
   acked: AckedWrite[];
   journal: string[];
 }
@@ -289,6 +304,58 @@ export class SimWorld {
     return !!n && n.machine === 'running' && !n.partitioned && !n.booting;
   }
 
+  // ---- pool hosts ----
+
+  poolHost(cluster: Ref, name: string): SimPoolHost | undefined {
+    return this.state(cluster).poolHosts?.find((h) => h.name === name);
+  }
+
+  /** A new pool host, started, running no pgpool yet. */
+  createPoolHost(cluster: Ref, name: string, address: string): SimPoolHost {
+    const c = this.state(cluster);
+    const h: SimPoolHost = {
+      name,
+      address,
+      machine: 'running',
+      partitioned: false,
+      holdsVip: false,
+      pgpool: null,
+    };
+    (c.poolHosts ??= []).push(h);
+    return h;
+  }
+
+  /** The operator and clients can reach it. */
+  poolHostUp(h: SimPoolHost | undefined): h is SimPoolHost {
+    return !!h && h.machine === 'running' && !h.partitioned;
+  }
+
+  /** Power a pool host off (fence, stop): pgpool dies, the address goes with the machine. */
+  powerOffPoolHost(h: SimPoolHost): void {
+    h.machine = 'stopped';
+    h.holdsVip = false;
+    if (h.pgpool) h.pgpool.running = false;
+  }
+
+  /** The pgpool clients reach (with pool hosts: a reachable holder's), or why none. */
+  clientPool(cluster: Ref): SimPool | string {
+    const c = this.state(cluster);
+    if (!c.poolHosts?.length) return c.pool ?? 'pgpool not configured';
+    const holder = c.poolHosts.find((h) => h.holdsVip && this.poolHostUp(h));
+    if (!holder) return 'no reachable pool host holds the virtual IP';
+    return holder.pgpool ?? 'pgpool not configured';
+  }
+
+  /** Pool hosts holding the virtual IP with their machine running (safety: at most one). */
+  vipHolders(cluster: Ref): string[] {
+    const hosts = this.state(cluster).poolHosts ?? [];
+    return hosts.filter((h) => h.holdsVip && h.machine === 'running').map((h) => h.name);
+  }
+
+  inspectPoolHosts(cluster: Ref): SimPoolHost[] {
+    return structuredClone(this.state(cluster).poolHosts ?? []);
+  }
+
   // ---- time taken by long operations (jobs); none by default ----
 
   /** Wait on the world's clock (a SimClock's timers fire as the test advances it). */
@@ -400,13 +467,14 @@ export class SimWorld {
     this.settle(c.name);
     let target: SimNode | undefined;
     if (via === 'pool') {
-      if (!c.pool) return this.refuse(c, id, null, 'pgpool not configured');
-      if (!c.pool.running) return this.refuse(c, id, null, 'pgpool not running');
-      if (c.pool.primary === null) return this.refuse(c, id, null, 'pgpool has no primary backend');
-      target = c.nodes.get(c.pool.primary);
+      const pool = this.clientPool(c.name);
+      if (typeof pool === 'string') return this.refuse(c, id, null, pool);
+      if (!pool.running) return this.refuse(c, id, null, 'pgpool not running');
+      if (pool.primary === null) return this.refuse(c, id, null, 'pgpool has no primary backend');
+      target = c.nodes.get(pool.primary);
       // pgpool is a separate host: it needs the link as well as a writable postgres.
       if (!this.linkUp(target))
-        return this.refuse(c, id, c.pool.primary, `pgpool cannot reach ${c.pool.primary}`);
+        return this.refuse(c, id, pool.primary, `pgpool cannot reach ${pool.primary}`);
     } else {
       target = c.nodes.get(via.node);
       if (!target || target.machine !== 'running') return this.refuse(c, id, via.node, 'machine not running');
@@ -495,9 +563,10 @@ export class SimWorld {
     return n ? structuredClone(n) : undefined;
   }
 
+  /** The pgpool clients reach (with pool hosts: the virtual IP's reachable holder's). */
   inspectPool(cluster: Ref): SimPool | null {
-    const p = this.state(cluster).pool;
-    return p ? structuredClone(p) : null;
+    const p = this.clientPool(cluster);
+    return typeof p === 'string' ? null : structuredClone(p);
   }
 
   /** What happened, oldest first (driver actions, faults, refused writes): for failing seeds. */
@@ -516,8 +585,19 @@ export class SimWorld {
     this.settle(cluster);
   }
 
-  /** SIGKILL the postmaster: postgres down, data kept. */
+  /** A fault on a pool host (named as a node is: pool host names are no node's). */
+  private poolHostFault(cluster: Ref, name: Ref, what: string, f: (h: SimPoolHost) => void): boolean {
+    const h = this.poolHost(cluster, nameOf(name));
+    if (!h) return false;
+    f(h);
+    this.note(cluster, `fault ${what} pool host ${h.name}`);
+    return true;
+  }
+
+  /** SIGKILL the postmaster: postgres down, data kept. On a pool host: its pgpool. */
   kill(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'kill pgpool', (h) => h.pgpool && (h.pgpool.running = false)))
+      return;
     this.fault(cluster, node, 'kill', (n) => {
       if (n.pg.running)
         this.postmasterNews.add(`${typeof cluster === 'string' ? cluster : cluster.name}/${n.name}`);
@@ -527,12 +607,14 @@ export class SimWorld {
   }
 
   partition(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'partition', (h) => (h.partitioned = true))) return;
     this.fault(cluster, node, 'partition', (n) => {
       n.partitioned = true;
     });
   }
 
   heal(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'heal', (h) => (h.partitioned = false))) return;
     this.fault(cluster, node, 'heal', (n) => {
       n.partitioned = false;
     });
@@ -540,11 +622,13 @@ export class SimWorld {
 
   /** Shut the whole node down (every process). */
   stop(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'stop', (h) => this.powerOffPoolHost(h))) return;
     this.fault(cluster, node, 'stop', (n) => this.powerOff(n, 'domain shut off'));
   }
 
   /** Boot the machine; postgres stays down until the operator starts it. */
   start(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'start', (h) => (h.machine = 'running'))) return;
     this.fault(cluster, node, 'start', (n) => {
       if (n.machine === 'stopped') this.powerOn(n);
     });
@@ -552,6 +636,7 @@ export class SimWorld {
 
   /** The hypervisor killed the domain. */
   destroyDomain(cluster: Ref, node: Ref): void {
+    if (this.poolHostFault(cluster, node, 'destroy', (h) => this.powerOffPoolHost(h))) return;
     this.fault(cluster, node, 'destroy', (n) => this.powerOff(n, 'domain shut off (destroyed)'));
   }
 
@@ -568,15 +653,18 @@ export class SimWorld {
 
   /** Someone edited the managed configuration by hand. */
   driftConfig(cluster: Ref, node: Ref): void {
+    const drift = (h: SimPoolHost) => h.pgpool && (h.pgpool.configHash = `drifted-${++this.drifts}`);
+    if (this.poolHostFault(cluster, node, 'drift', drift)) return;
     this.fault(cluster, node, 'drift', (n) => {
       n.pg.configHash = `drifted-${++this.drifts}`;
     });
   }
 
+  /** The pgpool clients reach dies. */
   crashPool(cluster: Ref): void {
-    const c = this.state(cluster);
-    if (!c.pool) return;
-    c.pool.running = false;
-    this.note(c.name, 'fault crash pgpool');
+    const p = this.clientPool(cluster);
+    if (typeof p === 'string') return;
+    p.running = false;
+    this.note(cluster, 'fault crash pgpool');
   }
 }
