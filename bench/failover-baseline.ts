@@ -161,6 +161,10 @@ async function waitPoolPrimary(lab: ChaosLab, primary: string, timeoutMs = 60_00
 
 /** pgop stopped, pgpool deciding failovers itself. */
 export async function enableBaseline(lab: ChaosLab, primary: string): Promise<void> {
+  if (lab.poolHosts.length)
+    throw new Error(
+      "the pgpool baseline drives one pgpool: no baseline on pool hosts (it needs pgpool's watchdog)",
+    );
   await lab.stopServe('SIGTERM');
   const conf = baselineConf(pgopConf(lab));
   const pgpass = `*:5432:*:postgres:${lab.superuserPassword().replace(/\\/g, '\\\\').replace(/:/g, '\\:')}`;

@@ -4,12 +4,19 @@
 // Per trial: (a) how long after the fault a NEW session's write first commits, (b) the longest
 // time one pgbench client went without a commit, sessions aborted, pgbench commits missing from
 // pgbench_history, whether the bank still balances, and the most primaries seen at once.
+//
+// The pool scenarios (pool-kill, pool-down, pool-partition) fault the pool host that holds the
+// virtual IP (a lab with pgpool.hosts, found at fault time): its pgpool killed, its machine
+// stopped, its link taken down (healed after writes resumed). With pool hosts, both hosts'
+// addresses are sampled every 50 ms for the whole trial: two holders in one sample is recorded.
 
 import { join } from 'node:path';
 import type { ChaosLab } from '../test/helpers/chaos-lab.js';
+import { VipMonitor } from '../test/helpers/chaos-lab.js';
 import {
   currentPrimary,
   failoverTrial,
+  poolHostTrial,
   standbyTrial,
   switchoverTrial,
   type System,
@@ -21,22 +28,30 @@ import { commitGap } from './pgbench-parse.js';
 import { initPgbench, PgbenchLoad, type ClientRun, type PgbenchTarget } from './pgbench-load.js';
 import { finite, med, sec, spread, table } from './table.js';
 
+export type PoolScenario = 'pool-kill' | 'pool-down' | 'pool-partition';
 export type Scenario =
-  'primary-kill' | 'primary-partition' | 'standby-kill' | 'standby-partition' | 'switchover';
+  'primary-kill' | 'primary-partition' | 'standby-kill' | 'standby-partition' | 'switchover' | PoolScenario;
+export const POOL_SCENARIOS: PoolScenario[] = ['pool-kill', 'pool-down', 'pool-partition'];
 export const SCENARIOS: Scenario[] = [
   'primary-kill',
   'primary-partition',
   'standby-kill',
   'standby-partition',
   'switchover',
+  ...POOL_SCENARIOS,
 ];
+export const isPoolScenario = (s: string): s is PoolScenario => (POOL_SCENARIOS as string[]).includes(s);
 const TITLE: Record<Scenario, string> = {
   'primary-kill': 'kill -9 primary',
   'primary-partition': 'primary link down',
   'standby-kill': 'kill -9 standby',
   'standby-partition': 'standby link down',
   switchover: 'switchover',
+  'pool-kill': 'kill -9 pgpool on VIP holder',
+  'pool-down': 'VIP holder host down',
+  'pool-partition': 'VIP holder link down',
 };
+const POOL_FAULT = { 'pool-kill': 'kill', 'pool-down': 'stop', 'pool-partition': 'partition' } as const;
 /** pgbench committing on every client before the fault */
 const WARMUP_MS = 2000;
 /** after the scenario, how long the load keeps running for every client to commit again */
@@ -76,6 +91,10 @@ export interface LoadTrial {
   bank: BankSums;
   balanced: boolean;
   maxPrimaries: number;
+  /** most pool hosts holding the virtual IP in one 50 ms sample (null: one pool host, no VIP) */
+  maxVipHolders: number | null;
+  /** times the virtual IP came to rest on another pool host during the trial (null: no VIP) */
+  vipMoves: number | null;
   finalPrimary: string | null;
   /** the light writer through pgpool: its longest time without an acknowledged write */
   writerRtoMs: number | null;
@@ -140,7 +159,17 @@ async function runScenario(
   system: System,
   run: string,
   target: string,
+  vip: VipMonitor | null,
 ): Promise<ScenarioOutcome> {
+  if (isPoolScenario(scenario)) {
+    const r = await poolHostTrial(lab, {
+      fault: POOL_FAULT[scenario],
+      run,
+      system,
+      ...(vip ? { vip } : {}),
+    });
+    return { ...r, writerRtoMs: r.rtoPoolMs, detail: r };
+  }
   if (scenario === 'switchover') {
     const r = await switchoverTrial(
       lab,
@@ -160,7 +189,7 @@ async function runScenario(
 
 /** A trial of `scenario` on a ready cluster (under `system`, already in charge) with pgbench
  *  and the new-session probe running around it. `target`: the standby to fault, or the node
- *  to switch over to. */
+ *  to switch over to (a pool scenario finds the virtual IP's holder itself). */
 export async function loadTrial(
   lab: ChaosLab,
   o: { scenario: Scenario; system: System; run: string; target: string; clients: number; scale: number },
@@ -175,21 +204,41 @@ export async function loadTrial(
   const probe = lab
     .writer({ name: 'probe', run: o.run, via: 'pool', newSessionEach: true, intervalMs: 50, hedgeMs: 50 })
     .start();
+  // with pool hosts: two holders of the virtual IP at once, whatever the scenario
+  const vip = lab.poolHosts.length ? new VipMonitor(lab).start() : null;
   let outcome: ScenarioOutcome | undefined;
   let until = 0;
   let runs: ClientRun[] = [];
   try {
     await sleep(WARMUP_MS);
-    outcome = await runScenario(lab, o.scenario, o.system, o.run, o.target);
+    outcome = await runScenario(lab, o.scenario, o.system, o.run, o.target, vip);
     if (!(await load.committingAfter(outcome.t0, BACK_TIMEOUT_MS)))
       outcome.notes.push(`a pgbench client did not commit again within ${BACK_TIMEOUT_MS / 1000} s`);
   } finally {
     until = now();
-    [runs] = await Promise.all([load.stop(), probe.stop()]);
+    [runs] = await Promise.all([load.stop(), probe.stop(), vip?.stop()]);
   }
+  if (vip && vip.maxHolders > 1)
+    outcome.notes.push(
+      `two pool hosts held the virtual IP at once (first ${sec(vip.firstDoubleAt! - outcome.t0)} s ` +
+        `after the fault; ${vip.maxLinkedHolders} of them with their link up)`,
+    );
+  // a pool scenario moves the address once; any other move is pgop's own doing (a false failover)
+  const moves = vip?.moves() ?? [];
+  if (moves.length > (isPoolScenario(o.scenario) ? 1 : 0))
+    outcome.notes.push(
+      `the virtual IP moved ${moves.length} time(s): ` +
+        moves.map((m) => `to ${m.holder} at +${sec(m.t - outcome.t0)} s`).join(', '),
+    );
   const after = outcome.finalPrimary ? await bankSums(lab, outcome.finalPrimary) : null;
   if (!after) throw new Error(`${o.run}: no primary at the end to count pgbench_history on`);
-  return { ...measure(runs, probe, outcome, until, before, after), ...o, mode: lab.mode };
+  return {
+    ...measure(runs, probe, outcome, until, before, after),
+    maxVipHolders: vip ? vip.maxHolders : null,
+    vipMoves: vip ? moves.length : null,
+    ...o,
+    mode: lab.mode,
+  };
 }
 
 function measure(
@@ -199,7 +248,7 @@ function measure(
   until: number,
   before: BankSums,
   after: BankSums,
-): Omit<LoadTrial, 'run' | 'scenario' | 'system' | 'mode'> {
+): Omit<LoadTrial, 'run' | 'scenario' | 'system' | 'mode' | 'maxVipHolders' | 'vipMoves'> {
   const byClient = new Map<number, number[]>();
   for (const r of runs) byClient.set(r.client, [...(byClient.get(r.client) ?? []), ...r.commits]);
   const gaps = [...byClient.values()].map((ts) => commitGap(ts, s.t0, until));
@@ -254,14 +303,25 @@ export function loadLine(t: LoadTrial): string {
     `aborted ${t.sessionsAborted}  ` +
     `committed ${t.committed ?? '?'} / history +${t.historyGrowth}  lost ${t.lostTx ?? '?'}  ` +
     `bank ${t.balanced ? 'balanced' : 'UNBALANCED'}  max primaries ${t.maxPrimaries}  ` +
+    `${t.maxVipHolders === null ? '' : `max VIP holders ${t.maxVipHolders}  `}` +
     `writer ${sec(t.writerRtoMs)}s${t.notes.length ? `  (${t.notes.join('; ')})` : ''}`
   );
 }
 
-/** The table: one row per scenario, mode and system, as the trials came out. */
+/** A row the bench did not measure, and why (printed in place of the numbers). */
+export interface SkippedRow {
+  scenario: Scenario;
+  mode: string;
+  system: System;
+  why: string;
+}
+
+/** The table: one row per scenario, mode and system, as the trials came out (and the rows
+ *  skipped, in place). */
 export function loadReport(
   trials: LoadTrial[],
   failed: { fault: string; mode: string; system: string }[],
+  skipped: SkippedRow[] = [],
 ): { text: string; summary: object[] } {
   const rows: string[][] = [
     [
@@ -276,18 +336,30 @@ export function loadReport(
       'acked tx lost',
       'bank balanced',
       'max primaries',
+      '2 VIP holders seen',
       'light writer s med',
     ],
   ];
   const summary: object[] = [];
   const keyOf = (x: { mode: string; system: string }, scenario: string) =>
     `${scenario}|${x.mode}|${x.system}`;
-  const keys = new Set([...trials.map((t) => keyOf(t, t.scenario)), ...failed.map((f) => keyOf(f, f.fault))]);
+  const keys = new Set([
+    ...trials.map((t) => keyOf(t, t.scenario)),
+    ...failed.map((f) => keyOf(f, f.fault)),
+    ...skipped.map((s) => keyOf(s, s.scenario)),
+  ]);
   for (const key of keys) {
     const [scenario, mode, system] = key.split('|') as [Scenario, string, System];
+    const skip = skipped.find((s) => keyOf(s, s.scenario) === key);
+    if (skip) {
+      summary.push({ scenario, mode, system, skipped: skip.why });
+      rows.push([TITLE[scenario], mode, system === 'pgop' ? 'pgop' : 'pgpool own', skip.why]);
+      continue;
+    }
     const ts = trials.filter((t) => keyOf(t, t.scenario) === key);
     const nFailed = failed.filter((f) => keyOf(f, f.fault) === key).length;
     const lost = ts.some((t) => t.lostTx === null) ? null : ts.reduce((n, t) => n + t.lostTx!, 0);
+    const vipWatched = ts.filter((t) => t.maxVipHolders !== null && t.maxVipHolders !== undefined);
     const row = {
       scenario,
       mode,
@@ -301,6 +373,10 @@ export function loadReport(
       ackedTxLost: lost,
       balanced: `${ts.filter((t) => t.balanced).length}/${ts.length}`,
       maxPrimaries: Math.max(0, ...ts.map((t) => t.maxPrimaries)),
+      // trials with two holders at once, of those with the virtual IP watched (null: none was)
+      twoVipHolders: vipWatched.length
+        ? `${vipWatched.filter((t) => t.maxVipHolders! > 1).length}/${vipWatched.length}`
+        : null,
       lightWriterMedian: sec(med(finite(ts.map((t) => t.writerRtoMs)))),
     };
     summary.push(row);
@@ -316,6 +392,7 @@ export function loadReport(
       lost === null ? '?' : String(lost),
       row.balanced,
       String(row.maxPrimaries),
+      row.twoVipHolders ?? '-',
       row.lightWriterMedian,
     ]);
   }
@@ -331,5 +408,9 @@ const LEGEND =
   `the fault. Sessions aborted: pgbench's "client N aborted" per trial. Acked tx lost: pgbench's ` +
   `committed transactions minus pgbench_history's growth on the final primary. Bank balanced: ` +
   `sum(abalance) = sum(bbalance) = sum(tbalance) = sum(history delta) there. Max primaries: most ` +
-  `nodes answering as writable primaries in one 50 ms sweep. Light writer: the longest time ` +
+  `nodes answering as writable primaries in one 50 ms sweep. 2 VIP holders seen (pool hosts ` +
+  `only): trials in which two pool hosts had the virtual IP in one 50 ms sample of their ` +
+  `addresses ('-': one pool host, no virtual IP). Pool scenarios fault the pool host that holds ` +
+  `the virtual IP at fault time: pgpool killed (kill -9), the host stopped, its link down (healed ` +
+  `500 ms after writes resumed). Light writer: the longest time ` +
   `without an acknowledged write of the one-row writer through pgpool.`;

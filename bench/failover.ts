@@ -22,7 +22,17 @@
 // PGOP_BENCH_LOAD=pgbench (default: writer, the above): the same comparison under a real client's
 // load (bench/failover-load.ts): pgbench clients (PGOP_BENCH_CLIENTS, 4; pgbench -i -s
 // PGOP_BENCH_SCALE, 10) through pgpool, for PGOP_BENCH_SCENARIOS (primary-kill, primary-partition,
-// standby-kill, standby-partition, switchover), each under pgop and pgpool's own failover.
+// standby-kill, standby-partition, switchover, pool-kill, pool-down, pool-partition), each under
+// pgop and pgpool's own failover.
+//
+// Pool scenarios (pool-kill: pgpool killed on the virtual IP's holder; pool-down: the holder's
+// host stopped; pool-partition: its link down) run on a lab with two pool hosts and a virtual IP
+// (spec.pgpool.hosts), under pgop only: pgpool's own way to move its address (watchdog) is not
+// built, so their baseline rows say so. The other scenarios keep the one pool host (numbers
+// comparable with earlier runs) and run first, on a cluster of their own; the pool scenarios'
+// cluster is built after it is gone. PGOP_BENCH_POOL_HOSTS=2 (to 5) puts every scenario on pool
+// hosts (then no pgpool baseline at all: it drives a single pgpool). They join the default list:
+// pgop only, ~20 s a trial in the lab (and ~15 s to build their cluster).
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -46,8 +56,9 @@ const { currentPrimary, failoverTrial, switchoverTrial, waitConverged } =
   await import('../test/helpers/chaos-scenario.js');
 const { BASELINE_SETTINGS, baselineLog, disableBaseline, enableBaseline } =
   await import('./failover-baseline.js');
-const { SCENARIOS, loadLine, loadReport, loadTrial } = await import('./failover-load.js');
+const { SCENARIOS, isPoolScenario, loadLine, loadReport, loadTrial } = await import('./failover-load.js');
 type Scenario = (typeof SCENARIOS)[number];
+type SkippedRow = import('./failover-load.js').SkippedRow;
 type LoadTrial = Awaited<ReturnType<typeof loadTrial>>;
 type Lab = InstanceType<typeof ChaosLab>;
 type Trial = Awaited<ReturnType<typeof failoverTrial>>;
@@ -66,13 +77,25 @@ const list = <T extends string>(env: string | undefined, def: T[]): T[] =>
 const TRIALS = Number(process.env.PGOP_BENCH_TRIALS ?? 5);
 const MODES = list<Mode>(process.env.PGOP_BENCH_MODES, ['sync', 'async']);
 const FAULTS = list<Fault>(process.env.PGOP_BENCH_FAULTS, ['kill', 'partition']);
-const SYSTEMS = list<System>(process.env.PGOP_BENCH_SYSTEMS, ['pgop', 'pgpool']);
+const LOAD = process.env.PGOP_BENCH_LOAD === 'pgbench' ? 'pgbench' : 'writer';
+const POOL_HOSTS = Number(process.env.PGOP_BENCH_POOL_HOSTS ?? 0);
+if (POOL_HOSTS !== 0 && !(POOL_HOSTS >= 2 && POOL_HOSTS <= 5))
+  throw new Error(`PGOP_BENCH_POOL_HOSTS: 2-5 (or 0), not ${process.env.PGOP_BENCH_POOL_HOSTS}`);
+// the writer bench's baseline drives the one pgpool (pool hosts: the load bench says n/a per row)
+const SYSTEMS = list<System>(process.env.PGOP_BENCH_SYSTEMS, ['pgop', 'pgpool']).filter(
+  (s) => !(s === 'pgpool' && POOL_HOSTS && LOAD === 'writer'),
+);
 const SWITCHOVERS = Number(process.env.PGOP_BENCH_SWITCHOVERS ?? TRIALS);
 const TLS = process.env.PGOP_BENCH_TLS !== 'off';
-const LOAD = process.env.PGOP_BENCH_LOAD === 'pgbench' ? 'pgbench' : 'writer';
 const CLIENTS = Number(process.env.PGOP_BENCH_CLIENTS ?? 4);
 const SCALE = Number(process.env.PGOP_BENCH_SCALE ?? 10);
 const LOAD_SCENARIOS = list<Scenario>(process.env.PGOP_BENCH_SCENARIOS, SCENARIOS);
+for (const s of LOAD_SCENARIOS)
+  if (!SCENARIOS.includes(s))
+    throw new Error(`PGOP_BENCH_SCENARIOS: no scenario ${s} (${SCENARIOS.join(', ')})`);
+/** the pool scenarios' lab when PGOP_BENCH_POOL_HOSTS leaves it open */
+const POOL_LAB_HOSTS = POOL_HOSTS || 2;
+const NO_WATCHDOG = 'n/a (watchdog mode not built)';
 // the lab spec's pgpool.loadBalancing unless set: off keeps standbys out of pgpool
 const LOAD_BALANCING = process.env.PGOP_BENCH_LOAD_BALANCING;
 // a hung postgres is detected like a link that went down: the same budget
@@ -101,9 +124,12 @@ const trials: Trial[] = [];
 const failed: FailedTrial[] = [];
 const switches: Switch[] = [];
 const loadTrials: LoadTrial[] = [];
+const skipped: SkippedRow[] = [];
 const baselineLogs: Record<string, string> = {};
 
 let generation = 0;
+/** the lab's pool hosts (0: one pool host, no virtual IP) */
+let poolHosts = LOAD === 'pgbench' ? (loadGroups()[0]?.poolHosts ?? POOL_HOSTS) : POOL_HOSTS;
 let lab: Lab = newLab();
 function newLab(): Lab {
   generation++;
@@ -112,9 +138,19 @@ function newLab(): Lab {
     network: `10.${94 + generation}.0.0/24`,
     mode: MODES[0] ?? 'sync',
     tls: TLS,
+    poolHosts,
     ...(LOAD_BALANCING ? { pgpool: { loadBalancing: LOAD_BALANCING !== 'off' } } : {}),
     log: (s) => say(`  ${s}`),
   });
+}
+
+/** A lab with `hosts` pool hosts (0: one), built in place of the current one when it differs. */
+async function labWithPoolHosts(hosts: number): Promise<void> {
+  if (hosts === poolHosts) return;
+  await lab.down();
+  poolHosts = hosts;
+  lab = newLab();
+  await lab.up();
 }
 
 /** Converged under pgop, or a fresh cluster in the wanted mode. */
@@ -193,13 +229,21 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
   });
 }
 
-/** A load-mode trial: the standby faulted or switched to alternates with the trial number. */
+/** A load-mode trial: the standby faulted or switched to alternates with the trial number (a
+ *  pool scenario finds its target, the virtual IP's holder, at fault time). */
 async function loadRun(mode: Mode, scenario: Scenario, system: System, i: number): Promise<void> {
   const run = `${mode}-${scenario}-${system}-${i}`;
+  if (system === 'pgpool' && poolHosts) {
+    // pgpool's own failover on pool hosts needs its watchdog to move the address (and to agree
+    // between pgpools): not built into the baseline
+    if (!skipped.some((s) => s.scenario === scenario && s.mode === mode && s.system === system))
+      skipped.push({ scenario, mode, system, why: NO_WATCHDOG });
+    return;
+  }
   const pick = (c: { standbys: string[] }) => c.standbys[i % c.standbys.length]!;
   const fenced = scenario.startsWith('standby') ? pick : undefined;
   await underSystem({ mode, system, run, scenario, fenced }, async (c) => {
-    const target = scenario.startsWith('primary') ? c.primary : pick(c);
+    const target = isPoolScenario(scenario) ? '' : scenario.startsWith('primary') ? c.primary : pick(c);
     const t = await loadTrial(lab, { scenario, system, run, target, clients: CLIENTS, scale: SCALE });
     loadTrials.push(t);
     say(loadLine(t));
@@ -226,10 +270,13 @@ async function switchoverRun(mode: Mode, i: number): Promise<void> {
 // ------------------------------------------------------------------------------ report
 
 function runHeader(): string[] {
+  const poolScenariosApart = !POOL_HOSTS && LOAD === 'pgbench' && LOAD_SCENARIOS.some(isPoolScenario);
   return [
     `bench:failover on ${commit.slice(0, 12)}` +
       `${dirty ? ` (+${dirty} uncommitted tracked file(s) in the tree)` : ''}, ` +
       `TLS ${TLS ? 'on' : 'off'}, pgpool load balancing ${LOAD_BALANCING ?? 'as the lab spec'}, ` +
+      `${POOL_HOSTS ? `${POOL_HOSTS} pool hosts with a virtual IP` : 'one pool host'}` +
+      `${poolScenariosApart ? ` (pool scenarios: ${POOL_LAB_HOSTS} with a virtual IP)` : ''}, ` +
       `${TRIALS} trial(s) per row, ` +
       `${startedAt.toISOString()} .. ${new Date().toISOString()}`,
     `load average during the run: ${Math.min(...loads).toFixed(1)} .. ${Math.max(...loads).toFixed(1)} ` +
@@ -246,7 +293,7 @@ function failedLines(): string[] {
 
 /** The load mode's table, with the same header and failures as the writer's. */
 function loadReportText(): { text: string; summary: object[] } {
-  const { text, summary } = loadReport(loadTrials, failed);
+  const { text, summary } = loadReport(loadTrials, failed, skipped);
   return { text: [...runHeader(), text, ...failedLines()].join('\n'), summary };
 }
 
@@ -486,12 +533,24 @@ async function writerBench(mode: Mode): Promise<void> {
   for (let i = 1; i <= SWITCHOVERS && !stop; i++) await switchoverRun(mode, i);
 }
 
-async function loadBench(mode: Mode): Promise<void> {
+async function loadBench(mode: Mode, scenarios: Scenario[]): Promise<void> {
   for (let i = 1; i <= TRIALS && !stop; i++) {
-    for (const scenario of LOAD_SCENARIOS) {
+    for (const scenario of scenarios) {
       for (const system of inOrder(i)) if (!stop) await loadRun(mode, scenario, system, i);
     }
   }
+}
+
+/** The scenarios by the lab they need: the one pool host first (unless PGOP_BENCH_POOL_HOSTS puts
+ *  everything on pool hosts), then pool hosts with a virtual IP. */
+function loadGroups(): { poolHosts: number; scenarios: Scenario[] }[] {
+  const groups = POOL_HOSTS
+    ? [{ poolHosts: POOL_HOSTS, scenarios: LOAD_SCENARIOS }]
+    : [
+        { poolHosts: 0, scenarios: LOAD_SCENARIOS.filter((s) => !isPoolScenario(s)) },
+        { poolHosts: POOL_LAB_HOSTS, scenarios: LOAD_SCENARIOS.filter(isPoolScenario) },
+      ];
+  return groups.filter((g) => g.scenarios.length > 0);
 }
 
 try {
@@ -504,8 +563,17 @@ try {
           `${SYSTEMS.join('/')}, ${SWITCHOVERS} switchover(s) per mode; ` +
           `prefix ${process.env.PGOP_LAB_PREFIX}`,
   );
-  await lab.up();
-  for (const mode of MODES) await (LOAD === 'pgbench' ? loadBench(mode) : writerBench(mode));
+  if (LOAD === 'pgbench') {
+    await lab.up();
+    for (const g of loadGroups()) {
+      if (stop) break;
+      await labWithPoolHosts(g.poolHosts);
+      for (const mode of MODES) await loadBench(mode, g.scenarios);
+    }
+  } else {
+    await lab.up();
+    for (const mode of MODES) await writerBench(mode);
+  }
 } catch (err) {
   say(`bench aborted: ${(err as Error).stack ?? err}`);
   process.exitCode = 1;
@@ -525,7 +593,9 @@ try {
     trialsPerRow: TRIALS,
     tls: TLS,
     load: LOAD === 'pgbench' ? { clients: CLIENTS, scale: SCALE, scenarios: LOAD_SCENARIOS } : 'writer',
+    poolHosts: POOL_HOSTS,
     loadTrials,
+    skipped,
     modes: MODES,
     faults: FAULTS,
     systems: SYSTEMS,

@@ -20,12 +20,15 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { Store } from '../../src/store/store.js';
 import { parseSpecFile } from '../../src/spec/parse.js';
 import { createLabProvider, type LabProvider } from '../../src/drivers/lab/provider.js';
+import { ipIn, run } from '../../src/drivers/lab/netns.js';
+import type { MachineRef } from '../../src/drivers/types.js';
 import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
 import type { JobRecord } from '../../src/store/jobs.js';
@@ -36,6 +39,7 @@ import { PGOP_BIN, REPO } from './lab-env.js';
 
 export { PGOP_BIN, REPO };
 export const LAB_SPEC = join(REPO, 'specs', 'lab-3node.yaml');
+const IP_BIN = 'ip';
 
 export type Role = 'primary' | 'standby' | 'down';
 export type Mode = 'sync' | 'async';
@@ -56,6 +60,9 @@ export interface ChaosLabOptions {
   tls?: boolean;
   /** pgpool settings over the lab spec's (e.g. loadBalancing) */
   pgpool?: Record<string, unknown>;
+  /** pgpool on this many pool hosts (2-5: pgpool.hosts pool1.., at .2, .3, ...) with the pool
+   *  address (.10) a virtual IP one of them holds; default 0: the one pool host at .10 */
+  poolHosts?: number;
   /** progress lines (default: none) */
   log?: (line: string) => void;
   /** share this lab's store and `pgop serve` (two clusters under one operator) */
@@ -92,8 +99,14 @@ export class ChaosLab {
   readonly allNodes: { name: string; address: string }[];
   private readonly replication: Record<string, unknown>;
   private readonly pgpoolOverrides: Record<string, unknown>;
+  /** clients' address of pgpool: the one pool host's, or the virtual IP of `poolHosts` */
   readonly poolAddress: string;
   readonly poolPort = 9999;
+  /** pgpool.hosts (empty: the one pool host at poolAddress) */
+  readonly poolHosts: { name: string; address: string }[];
+  private readonly poolNs = new Map<string, string>();
+  /** pool hosts by their eth0 MAC */
+  private readonly poolMacs = new Map<string, string>();
   mode: Mode;
   /** false only for benches that measure what TLS costs */
   readonly tls: boolean;
@@ -133,6 +146,13 @@ export class ChaosLab {
     this.replication = o.replication ?? {};
     this.pgpoolOverrides = o.pgpool ?? {};
     this.poolAddress = `${base}.10`;
+    const pools = o.poolHosts ?? 0;
+    if (pools !== 0 && !(pools >= 2 && pools <= 5))
+      throw new Error(`poolHosts: 0 (one pool host) or 2-5, not ${pools}`);
+    this.poolHosts = Array.from({ length: pools }, (_, i) => ({
+      name: `pool${i + 1}`,
+      address: `${base}.${2 + i}`,
+    }));
     this.secrets = {
       postgres: randomBytes(15).toString('base64url'),
       replicator: randomBytes(15).toString('base64url'),
@@ -181,6 +201,7 @@ export class ChaosLab {
           ...this.pgpoolOverrides,
           enabled: true,
           address: this.poolAddress,
+          ...(this.poolHosts.length ? { hosts: this.poolHosts } : {}),
           port: this.poolPort,
         },
         roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],
@@ -387,16 +408,21 @@ export class ChaosLab {
       this.store = null;
       // PGOP_CHAOS_LOG_DIR=dir keeps pgpool's log too (the pool host goes with the delete below)
       const keep = process.env.PGOP_CHAOS_LOG_DIR;
-      const poolLog = join(this.stateDir, this.name, 'pool', 'u01', 'pgpool', 'log', 'pgpool.log');
-      if (keep && existsSync(poolLog)) {
-        mkdirSync(keep, { recursive: true });
-        copyFileSync(poolLog, join(keep, `pgpool-${this.name}-${Date.now()}.log`));
+      const pools = this.poolHosts.length ? this.poolHosts.map((h) => h.name) : ['pool'];
+      for (const host of keep ? pools : []) {
+        const poolLog = join(this.stateDir, this.name, host, 'u01', 'pgpool', 'log', 'pgpool.log');
+        if (!existsSync(poolLog)) continue;
+        mkdirSync(keep!, { recursive: true });
+        const tag = host === 'pool' ? '' : `-${host}`;
+        copyFileSync(poolLog, join(keep!, `pgpool-${this.name}${tag}-${Date.now()}.log`));
       }
       // ... and the nodes' postgres logs (promotion steps, with ms timestamps)
       for (const n of keep ? this.nodes : []) {
         const dir = join(this.stateDir, this.name, n.name, 'log');
         for (const f of existsSync(dir) ? readdirSync(dir).filter((x) => x.endsWith('.log')) : []) {
-          copyFileSync(join(dir, f), join(keep!, `postgres-${this.name}-${n.name}-${f}`));
+          // a dangling link (startup.log of a node never started) must not stop the teardown
+          if (existsSync(join(dir, f)))
+            copyFileSync(join(dir, f), join(keep!, `postgres-${this.name}-${n.name}-${f}`));
         }
       }
       if (existsSync(this.db)) {
@@ -428,16 +454,113 @@ export class ChaosLab {
     return n;
   }
 
-  /** A fault through the lab's FaultInjector; returns the time it was issued. */
+  /** A fault through the lab's FaultInjector, on a node or a pool host (kill: its pgpool);
+   *  returns the time it was issued. */
   async fault(node: string, action: FaultAction): Promise<number> {
     this.provider ??= createLabProvider();
     const spec = this.spec();
-    const n = spec.nodes.find((x) => x.name === node);
-    if (!n) throw new Error(`no node ${node} in the spec`);
+    const ref: MachineRef | undefined = this.poolHosts.some((h) => h.name === node)
+      ? node
+      : spec.nodes.find((x) => x.name === node);
+    if (!ref) throw new Error(`no node or pool host ${node} in the spec`);
     const t = now();
-    await this.provider[action](spec, n);
+    await this.provider[action](spec, ref);
     this.log(`fault ${action} ${node} at +0 (took ${(now() - t).toFixed(0)} ms)`);
     return t;
+  }
+
+  // ---------------------------------------------------------------- pool hosts
+
+  /** A pool host's network namespace (as the lab provider names it). */
+  poolHostNs(host: string): string {
+    let ns = this.poolNs.get(host);
+    if (!ns) {
+      this.provider ??= createLabProvider();
+      ns = this.provider.describeHost(this.spec(), host).ns;
+      this.poolNs.set(host, ns);
+    }
+    return ns;
+  }
+
+  /** Every pool host that has the virtual IP on an interface of its namespace, and whether that
+   *  interface is up (a partitioned holder still has it, but no client reaches it). */
+  async vipHolders(): Promise<{ host: string; linkUp: boolean }[]> {
+    const vip = `${this.poolAddress}/32`;
+    const looks = await Promise.all(
+      this.poolHosts.map(async (h) => {
+        // one line per interface: "eth0@if12  UP  10.95.0.2/24 10.95.0.10/32"
+        const out = await ipIn(this.poolHostNs(h.name), ['-br', '-4', 'addr', 'show']).catch(() => '');
+        const line = out.split('\n').find((l) => l.trim().split(/\s+/).slice(2).includes(vip));
+        return line ? { host: h.name, linkUp: line.trim().split(/\s+/)[1] !== 'DOWN' } : null;
+      }),
+    );
+    return looks.filter((x): x is { host: string; linkUp: boolean } => x !== null);
+  }
+
+  /** Where this machine (the clients' namespace) sends packets for the virtual IP: its neighbour
+   *  entry, read only (`ip neigh show`: no probe that could change it), as the pool host whose MAC
+   *  it has (or the MAC) and the entry's state; null: no entry. */
+  async clientArp(): Promise<{ host: string; state: string } | null> {
+    if (this.poolMacs.size === 0)
+      for (const h of this.poolHosts) {
+        const out = await ipIn(this.poolHostNs(h.name), ['-br', 'link', 'show', 'dev', 'eth0']).catch(
+          () => '',
+        );
+        const mac = out.trim().split(/\s+/)[2];
+        if (mac) this.poolMacs.set(mac.toLowerCase(), h.name);
+      }
+    const out = await run(IP_BIN, ['-4', 'neigh', 'show', this.poolAddress]).then(
+      (r) => r.stdout,
+      () => '',
+    );
+    // "10.95.0.10 dev br1a2b3c lladdr 02:..:.. REACHABLE" (or "... FAILED" without lladdr)
+    const w = out.trim().split(/\s+/);
+    if (w.length < 2) return null;
+    const i = w.indexOf('lladdr');
+    const mac = i >= 0 ? w[i + 1]!.toLowerCase() : '';
+    return { host: mac ? (this.poolMacs.get(mac) ?? mac) : '-', state: w[w.length - 1]! };
+  }
+
+  /** The one pool host holding the virtual IP (`ip -n NS -4 -o addr show to VIP/32`); throws
+   *  unless exactly one does. */
+  async vipHolder(): Promise<string> {
+    const held = await Promise.all(
+      this.poolHosts.map(async (h) => {
+        const out = await ipIn(this.poolHostNs(h.name), [
+          '-4',
+          '-o',
+          'addr',
+          'show',
+          'to',
+          `${this.poolAddress}/32`,
+        ]).catch(() => '');
+        return out.trim() ? h.name : null;
+      }),
+    );
+    const holders = held.filter((x): x is string => x !== null);
+    if (holders.length !== 1)
+      throw new Error(
+        `expected one pool host holding ${this.poolAddress}, found ${holders.length}: ${holders.join(', ')}`,
+      );
+    return holders[0]!;
+  }
+
+  /** Whether a pool host accepts a TCP connection on its own address: on pgpool's port, or
+   *  another (22: its machine runs). */
+  poolPortOpen(host: string, timeoutMs = 500, port = this.poolPort): Promise<boolean> {
+    const h = this.poolHosts.find((x) => x.name === host);
+    if (!h) return Promise.reject(new Error(`no pool host ${host}`));
+    return new Promise((resolve) => {
+      const socket = createConnection({ host: h.address, port });
+      const done = (open: boolean) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(open);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      socket.once('connect', () => done(true));
+      socket.once('error', () => done(false));
+    });
   }
 
   // ---------------------------------------------------------------- looking at nodes
@@ -686,5 +809,78 @@ export class SplitBrainMonitor {
       c.end().catch(() => undefined);
     }
     this.clients.clear();
+  }
+}
+
+/** The pool hosts' addresses sampled every periodMs (lab.vipHolders): records any moment at
+ *  which two pool hosts had the virtual IP in the same sample, and when the holders changed. */
+export class VipMonitor {
+  /** every change of holders (the first sample too), ms epoch */
+  readonly changes: { t: number; holders: string[]; linkDown: string[]; clientArp: string }[] = [];
+  maxHolders = 0;
+  /** the most holders whose link was up, in one sample (what clients' ARP could reach) */
+  maxLinkedHolders = 0;
+  firstDoubleAt: number | null = null;
+  samples = 0;
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly lab: ChaosLab,
+    private readonly periodMs = 50,
+  ) {}
+
+  start(): this {
+    this.loop = this.run();
+    return this;
+  }
+
+  private async run(): Promise<void> {
+    let last = '';
+    while (!this.stopped) {
+      const t = now();
+      const [held, arp] = await Promise.all([this.lab.vipHolders(), this.lab.clientArp()]);
+      const clientArp = arp ? `${arp.host} ${arp.state}` : 'none';
+      this.samples++;
+      const holders = held.map((h) => h.host);
+      const linked = held.filter((h) => h.linkUp).length;
+      this.maxHolders = Math.max(this.maxHolders, holders.length);
+      this.maxLinkedHolders = Math.max(this.maxLinkedHolders, linked);
+      if (holders.length > 1 && this.firstDoubleAt === null) this.firstDoubleAt = t;
+      const key = `${held.map((h) => `${h.host}${h.linkUp ? '' : '(down)'}`).join(',')} ${clientArp}`;
+      if (key !== last) {
+        const linkDown = held.filter((h) => !h.linkUp).map((h) => h.host);
+        this.changes.push({ t, holders, linkDown, clientArp });
+        last = key;
+      }
+      await sleep(Math.max(0, this.periodMs - (now() - t)));
+    }
+  }
+
+  /** Each time the virtual IP came to rest on a pool host other than the last one that held it
+   *  alone: ms epoch and the new holder. */
+  moves(): { t: number; holder: string }[] {
+    const out: { t: number; holder: string }[] = [];
+    let sole: string | null = null;
+    for (const c of this.changes) {
+      if (c.holders.length !== 1) continue;
+      if (sole !== null && c.holders[0] !== sole) out.push({ t: c.t, holder: c.holders[0]! });
+      sole = c.holders[0]!;
+    }
+    return out;
+  }
+
+  /** The first sample at or after `t` with exactly one holder other than `not`. */
+  movedAfter(t: number, not: string): { t: number; holder: string } | null {
+    for (const c of this.changes) {
+      if (c.t < t || c.holders.length !== 1 || c.holders[0] === not) continue;
+      return { t: c.t, holder: c.holders[0]! };
+    }
+    return null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
   }
 }

@@ -20,6 +20,7 @@
 import {
   ChaosLab,
   SplitBrainMonitor,
+  VipMonitor,
   waitFor,
   type CliResult,
   type EventItem,
@@ -501,6 +502,169 @@ async function standbyBack(
     notes.push(`did not converge: ${(err as Error).message.split('\n')[0]}`);
     return null;
   }
+}
+
+export type PoolFault = 'kill' | 'stop' | 'partition';
+
+export interface PoolTrialResult {
+  run: string;
+  /** on the virtual IP's holder: kill (its pgpool), stop (the host), partition (its link) */
+  fault: PoolFault;
+  system: System;
+  mode: string;
+  /** the pool host that held the virtual IP at the fault */
+  holder: string;
+  /** the sole holder after it moved (null: it did not) */
+  newHolder: string | null;
+  /** the postgres primary (a pool fault moves no primary) */
+  primary: string;
+  finalPrimary: string | null;
+  t0: number;
+  healAt: number | null;
+  /** from the fault to the first sample with the virtual IP on another pool host alone */
+  vipMovedMs: number | null;
+  /** longest time without an acknowledged write through pgpool after the fault */
+  rtoPoolMs: number | null;
+  lostAcked: string[];
+  maxPrimaries: number;
+  /** most pool hosts with the virtual IP in one sample (every 50 ms), and of them with their
+   *  link up (what a client's ARP could reach) */
+  maxVipHolders: number;
+  maxLinkedVipHolders: number;
+  /** when the holders changed, ms after the fault */
+  /** when the holders (or the clients' ARP entry for the address: pool host and state) changed,
+   *  ms after the fault */
+  vipTimeline: { ms: number; holders: string[]; linkDown: string[]; clientArp: string }[];
+  /** pgop: from the old holder being back (kill: the fault; stop: started by pgop; partition:
+   *  the heal) to its pgpool listening again, with one holder and pgop Healthy */
+  rejoinMs: number | null;
+  converged: boolean;
+  events: EventItem[];
+  /** the writer through pgpool's failed attempts after the fault up to its first write after the
+   *  move, ms after the fault (diagnosis: refused, timed out, reset...) */
+  poolAttempts: { sentMs: number; failedMs: number; error: string }[];
+  notes: string[];
+}
+
+/** A fault of the pool host holding the virtual IP (found at fault time) with the writer through
+ *  pgpool running: pgop moves the address to another pool host; the old holder's pgpool comes
+ *  back as a spare (pgop restarts it, or starts the host it fenced). `vip`: a running monitor to
+ *  read (else one of its own). */
+export async function poolHostTrial(
+  lab: ChaosLab,
+  o: { fault: PoolFault; run: string; system: System; vip?: VipMonitor; healAfterMs?: number },
+): Promise<PoolTrialResult> {
+  if (lab.poolHosts.length < 2) throw new Error(`${o.run}: the lab has no pool hosts to fail over between`);
+  const notes: string[] = [];
+  const { primary } = await currentPrimary(lab);
+  const pool = lab.writer({ name: 'pool', run: o.run, via: 'pool' });
+  const monitor = new SplitBrainMonitor(lab);
+  const vip = o.vip ?? new VipMonitor(lab);
+  const ownVip = !o.vip;
+  const eventsBefore = o.system === 'pgop' ? lab.lastEventId() : 0;
+  let holder = '';
+  let t0 = 0;
+  let healAt: number | null = null;
+  let rejoinMs: number | null = null;
+  let converged = o.system !== 'pgop';
+  try {
+    pool.start();
+    monitor.start();
+    if (ownVip) vip.start();
+    await writing(pool, 'the fault');
+    holder = await lab.vipHolder();
+    t0 = await lab.fault(holder, o.fault);
+    const faulted = now();
+    if (!(await resumed(pool, faulted, 90_000))) notes.push('writes through pgpool did not resume in 90 s');
+    if (o.fault === 'partition') {
+      await sleep(o.healAfterMs ?? 500);
+      healAt = await lab.fault(holder, 'heal');
+    }
+    if (o.system === 'pgop') {
+      let back = healAt ?? (o.fault === 'stop' ? null : t0);
+      const deadline = now() + 180_000;
+      try {
+        await waitFor(
+          async () => {
+            // stopped: back once pgop started it again (its sshd answers)
+            if (back === null && (await lab.poolPortOpen(holder, 300, 22))) back = now();
+            if (!(await lab.poolPortOpen(holder, 300))) return false;
+            rejoinMs ??= now() - (back ?? t0);
+            const held = await lab.vipHolders();
+            if (held.length !== 1 || !held[0]!.linkUp || !(await lab.poolPortOpen(held[0]!.host, 300)))
+              return false;
+            return lab.healthy() && (await lab.primaries()).length === 1;
+          },
+          Math.max(1000, deadline - now()),
+          `pool host ${holder}'s pgpool listening again, one virtual IP holder, pgop Healthy`,
+          async () =>
+            `holders ${JSON.stringify(await lab.vipHolders())}; ` +
+            `pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
+        );
+        converged = true;
+      } catch (err) {
+        rejoinMs = null;
+        notes.push(`did not converge: ${(err as Error).message.split('\n')[0]}`);
+      }
+    } else await sleep(2000);
+    await sleep(300);
+  } finally {
+    await Promise.all([pool.stop(), monitor.stop(), ownVip ? vip.stop() : Promise.resolve()]);
+  }
+  const roles = await lab.roles();
+  const primaries = Object.keys(roles).filter((n) => roles[n] === 'primary');
+  const finalPrimary = primaries.length === 1 ? primaries[0]! : null;
+  if (finalPrimary !== primary)
+    notes.push(`primary at the end: ${primaries.join(', ') || 'none'} (was ${primary})`);
+  const moved = vip.movedAfter(t0, holder);
+  const firstAfter = moved ? pool.sortedAcks().find((a) => a.sentAt >= moved.t) : undefined;
+  // the monitor may run on (loadTrial's): what it saw up to now
+  const until = now();
+  const during = vip.changes.filter((c) => c.t <= until);
+  return {
+    run: o.run,
+    fault: o.fault,
+    system: o.system,
+    mode: lab.mode,
+    holder,
+    newHolder: moved?.holder ?? null,
+    primary,
+    finalPrimary,
+    t0,
+    healAt,
+    vipMovedMs: moved ? moved.t - t0 : null,
+    rtoPoolMs: outage(pool.acks, t0).ms,
+    lostAcked: (await lostOn(lab, finalPrimary ?? primary, o.run, [pool])).map((l) => `${l.writer}:${l.id}`),
+    maxPrimaries: monitor.maxPrimaries,
+    maxVipHolders: vip.maxHolders,
+    maxLinkedVipHolders: vip.maxLinkedHolders,
+    vipTimeline: during
+      .filter((c, i) => c.t >= t0 || during[i + 1] === undefined || during[i + 1]!.t >= t0)
+      .map(({ t, ...c }) => ({ ms: Math.round(t - t0), ...c })),
+    rejoinMs,
+    converged,
+    events: o.system === 'pgop' ? (await lab.eventsCli()).filter((e) => e.id > eventsBefore) : [],
+    poolAttempts: pool.failures
+      .filter((f) => f.at >= t0 && (!firstAfter || f.sentAt <= firstAfter.ackAt))
+      .slice(0, 40)
+      .map((f) => ({
+        sentMs: Math.round(f.sentAt - t0),
+        failedMs: Math.round(f.at - t0),
+        error: f.error.slice(0, 120),
+      }))
+      .concat(
+        firstAfter
+          ? [
+              {
+                sentMs: Math.round(firstAfter.sentAt - t0),
+                failedMs: Math.round(firstAfter.ackAt - t0),
+                error: '(acknowledged)',
+              },
+            ]
+          : [],
+      ),
+    notes,
+  };
 }
 
 export interface LostAck {

@@ -202,7 +202,10 @@ export class SshPoolDriver implements PoolDriver {
   async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = [], host?: string) {
     if (host !== undefined) return this.host(host).ensurePool(cluster, primary, failed);
     const servingName = this.servingHost(cluster);
-    if (poolVip(cluster) && servingName !== undefined) await this.mustListen(cluster, servingName);
+    // only a holder whose address can go elsewhere: with no holder (a new cluster) or no other
+    // live pool host, starting the pgpools is what lets the virtual IP go anywhere at all
+    if (poolVip(cluster) && servingName !== undefined && this.canMoveVip(cluster, servingName))
+      await this.mustListen(cluster, servingName);
     // a host last seen unreachable would hold up a failover's routing step for its timeouts
     const hosts = this.hosts(cluster).filter(
       (h) => h.host === servingName || this.looksAlive(cluster, h.host),
@@ -232,6 +235,16 @@ export class SshPoolDriver implements PoolDriver {
     throw transient(
       `pgpool on pool host ${host} of ${cluster.name} is down (its port ${port}): the virtual IP moves first`,
     );
+  }
+
+  /** Whether `host` holds the virtual IP (as last read) and another pool host could take it: its
+   *  shell answered and its pgpool's port was open at the last look. */
+  private canMoveVip(cluster: ClusterSpec, host: string): boolean {
+    if (this.vipState(cluster, host).holds !== true) return false;
+    return poolHosts(cluster).some((h) => {
+      const s = this.vipState(cluster, h.name);
+      return h.name !== host && s.shellReachable && s.port === 'open';
+    });
   }
 
   private looksAlive(cluster: ClusterSpec, host: string): boolean {
