@@ -94,6 +94,9 @@ export interface PoolHostObservation extends Omit<PoolObservation, 'hosts' | 'le
   port: 'open' | 'refused' | 'silent';
   /** looks in a row the port was silent */
   silentLooks: number;
+  /** PCP's port, connected at the same time: pgpool's own process answers there while every
+   *  child is busy and a full listen backlog leaves the clients' port silent under load */
+  pcpPort: 'open' | 'refused' | 'silent';
   /** holds the virtual IP, as last read over SSH (null: never read) */
   holdsVip: boolean | null;
   /** the host's shell answered at the last look (holdsVip is current) */

@@ -23,6 +23,17 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
   );
 }
 
+/** A pool host's pgpool serves no client: nothing listens on its port, or the port stayed silent
+ *  for the failure budget's looks in a row (host down or cut off). Not when PCP's port answers:
+ *  pgpool is alive there and only busy (every child serving a client, its listen backlog full),
+ *  and fencing it would cut off the clients it serves. */
+const poolHostDead = (h: PoolHostObservation, budget: number) =>
+  h.port === 'refused' || (h.silentLooks >= budget && h.pcpPort !== 'open');
+
+/** A pool host's pgpool serves clients: its port accepts, or it is only busy (above). */
+const poolHostServes = (h: PoolHostObservation) =>
+  h.port === 'open' || (h.port === 'silent' && h.pcpPort === 'open');
+
 /** pgpool is configured from the spec: a primary that left it is handed over first (scale.ts). */
 function specPrimaryForPool(ctx: PlanContext): string | undefined {
   const { primary } = ctx;
@@ -41,7 +52,7 @@ function poolOfSpecPrimary(ctx: PlanContext) {
   const hosts = pool?.hosts;
   if (!hosts) return { primary, pool };
   const holders = hosts.filter((h) => h.holdsVip === true);
-  return holders.length === 1 && holders[0]!.port === 'open' ? { primary, pool } : undefined;
+  return holders.length === 1 && poolHostServes(holders[0]!) ? { primary, pool } : undefined;
 }
 
 /** Why pgpool does not route as it should, or undefined when it does. */
@@ -85,11 +96,6 @@ export function reconfigurePool(ctx: PlanContext): Verdict | undefined {
 }
 
 // ------------------------------------------------------------------ several pool hosts
-
-/** A pool host's pgpool serves no client: nothing listens on its port, or the port stayed silent
- *  for the failure budget's looks in a row (host down or cut off). */
-const poolHostDead = (h: PoolHostObservation, budget: number) =>
-  h.port === 'refused' || h.silentLooks >= budget;
 
 /** A pool host the spec no longer names is removed before anything else moves the virtual IP:
  *  it may hold the address (or, having been the one pool host, have it as its own). */
@@ -178,7 +184,7 @@ export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
   const hosts = ctx.input.observation.pool?.hosts;
   if (!vip || !hosts) return undefined;
   const holders = hosts.filter((h) => h.holdsVip === true);
-  if (holders.length !== 1 || holders[0]!.port !== 'open')
+  if (holders.length !== 1 || !poolHostServes(holders[0]!))
     return wait(`no live pool host holds the virtual IP ${vip} yet`);
   const down = hosts.filter((h) => !h.reachable).map((h) => h.name);
   if (down.length > 0) return wait(`pgpool is down on pool host ${down.join(', ')} (a spare for ${vip})`);

@@ -35,6 +35,7 @@ import type { JobRecord } from '../../src/store/jobs.js';
 import type { ClusterObservation } from '../../src/observe/types.js';
 import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
 import { labSsl } from './lab-tls.js';
+import { eventually } from './eventually.js';
 import { PGOP_BIN, REPO } from './lab-env.js';
 
 export { PGOP_BIN, REPO };
@@ -360,7 +361,14 @@ export class ChaosLab {
     if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
     this.startServe();
     await this.waitHealthy(timeoutMs, 'up');
-    await this.withPool((c) => c.query(TABLE_DDL));
+    // as any client would: a session pgpool ends (a restart or detach right after Healthy) is
+    // opened again; each such end is printed
+    await eventually(() =>
+      this.withPool((c) => c.query(TABLE_DDL)).catch((err: unknown) => {
+        this.log(`creating the writers' table through pgpool: ${(err as Error).message}; again`);
+        throw err;
+      }),
+    );
     this.log(`cluster ${this.name} (${this.mode}) up in ${((now() - t0) / 1000).toFixed(1)} s`);
   }
 

@@ -925,6 +925,7 @@ describe('plan: pool hosts and the virtual IP', () => {
     ...poolUp('pg01', ['pg01', 'pg02', 'pg03']),
     name,
     port: 'open',
+    pcpPort: over.port ?? 'open',
     silentLooks: 0,
     holdsVip: false,
     shellReachable: true,
@@ -989,6 +990,19 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(d.reason).toContain(
       `pool-a, which holds the virtual IP 10.0.0.10, has not answered ${budget} looks`,
     );
+  });
+
+  it('a busy holder (clients port silent under load, PCP answering) keeps the virtual IP', () => {
+    const busy = host('pool-a', {
+      holdsVip: true,
+      port: 'silent',
+      pcpPort: 'open',
+      silentLooks: budget * 10,
+      reachable: false,
+    });
+    const d = decide(busy, host('pool-b'));
+    expect(d).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+    expect(d).not.toMatchObject({ action: { type: 'moveVip' } });
   });
 
   it('two holders: kept on one of them that is live', () => {

@@ -38,6 +38,7 @@ const host = (name: string, over: Partial<PoolHostObservation>): PoolHostObserva
   backends: [],
   configHash: 'x',
   port: 'open',
+  pcpPort: 'open',
   silentLooks: 0,
   holdsVip: false,
   shellReachable: true,

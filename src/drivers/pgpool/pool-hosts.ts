@@ -40,6 +40,7 @@ interface HostVipState {
   reading?: Promise<void>;
   machine?: MachineObservation['state'];
   port: PoolHostObservation['port'];
+  pcpPort: PoolHostObservation['port'];
   readAt: number;
   shellReachable: boolean;
   silentLooks: number;
@@ -80,7 +81,14 @@ export class SshPoolDriver implements PoolDriver {
     if (!s)
       byHost.set(
         host,
-        (s = { holds: null, port: 'silent', readAt: 0, shellReachable: true, silentLooks: 0 }),
+        (s = {
+          holds: null,
+          port: 'silent',
+          pcpPort: 'silent',
+          readAt: 0,
+          shellReachable: true,
+          silentLooks: 0,
+        }),
       );
     return s;
   }
@@ -138,7 +146,8 @@ export class SshPoolDriver implements PoolDriver {
     const looks = hosts.map((h): PoolHostObservation => {
       const view = h.latest(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
       const s = this.vipState(cluster, h.host);
-      return { ...view, name: h.host, port: s.port, silentLooks: s.silentLooks, ...vipFields(s) };
+      const ports = { port: s.port, pcpPort: s.pcpPort, silentLooks: s.silentLooks };
+      return { ...view, name: h.host, ...ports, ...vipFields(s) };
     });
     return looks.length > 0 ? { ...serving(looks), ...left } : null;
   }
@@ -153,24 +162,21 @@ export class SshPoolDriver implements PoolDriver {
       s.reading = this.readVip(cluster, h.host).finally(() => (s.reading = undefined));
     }
     const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
-    const [port, machine] = await Promise.all([
+    const [port, pcpPort, machine] = await Promise.all([
       portState(h.address(cluster), cluster.pgpool.port, timeoutMs),
+      portState(h.address(cluster), cluster.pgpool.pcpPort, timeoutMs),
       this.opts.machines?.observe?.(cluster, h.host).catch(() => undefined),
     ]);
     s.silentLooks = port === 'silent' ? s.silentLooks + 1 : 0;
-    s.port = port;
+    Object.assign(s, { port, pcpPort });
     if (machine) s.machine = machine.state;
     // a host last unreachable answers on its port again (healed, restarted): its shell's answer
     // is waited for, or this look would skip it as unreachable and the pass call it converged
     if (port !== 'silent' && !s.shellReachable && s.reading) await s.reading;
-    const view = port === 'open' ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
-    return {
-      ...view,
-      name: h.host,
-      port,
-      silentLooks: s.silentLooks,
-      ...vipFields(s),
-    };
+    // PCP answers for a busy pgpool whose clients' port is silent (a full listen backlog)
+    const answers = port === 'open' || (port === 'silent' && pcpPort === 'open');
+    const view = answers ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
+    return { ...view, name: h.host, port, pcpPort, silentLooks: s.silentLooks, ...vipFields(s) };
   }
 
   /** Whether the host holds the virtual IP, over SSH; an unreachable host keeps its last answer. */
@@ -281,7 +287,8 @@ export class SshPoolDriver implements PoolDriver {
     let why: string;
     // known not to hold it and silent: nothing to take off (only this driver adds the address)
     if (s.silentLooks > 0 && s.holds === false) return;
-    if (s.silentLooks > 0) {
+    // its port went silent and PCP's too (host down or cut off, not busy): SSH would time out
+    if (s.silentLooks > 0 && s.pcpPort !== 'open') {
       // its port went silent (host down or cut off): SSH would only time out as well
       why = `pgpool's port silent for ${s.silentLooks} looks`;
     } else {
@@ -362,6 +369,7 @@ function serving(looks: PoolHostObservation[]): PoolObservation {
   const {
     name: _name,
     port: _port,
+    pcpPort: _pcp,
     silentLooks: _s,
     holdsVip: _h,
     shellReachable: _r,

@@ -64,6 +64,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       ...view,
       name,
       port,
+      // the sim's pgpool is never busy: PCP answers exactly when its port does
+      pcpPort: port,
       silentLooks: l.silentLooks,
       holdsVip: l.holds,
       shellReachable: l.shellReachable,
