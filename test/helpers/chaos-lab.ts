@@ -198,7 +198,8 @@ export class ChaosLab {
         nodes: this.nodes.map((n) => ({ name: n.name, address: n.address })),
         replication: { mode, syncQuorum: 1, password: s('replicator'), ...this.replication },
         pgpool: {
-          ...(lab.spec.pgpool ?? {}),
+          // the lab spec's pool hosts are on its own network: this cluster has its own, or none
+          ...withoutPoolHosts(lab.spec.pgpool ?? {}),
           ...this.pgpoolOverrides,
           enabled: true,
           address: this.poolAddress,
@@ -891,4 +892,9 @@ export class VipMonitor {
     this.stopped = true;
     await this.loop;
   }
+}
+
+function withoutPoolHosts(pgpool: Record<string, unknown>): Record<string, unknown> {
+  const { hosts: _hosts, ...rest } = pgpool;
+  return rest;
 }

@@ -475,7 +475,8 @@ function checkPgpool(spec: ClusterSpec): void {
     expect(m, `pgpool.conf line ${JSON.stringify(line)}`).not.toBeNull();
     values.set(m![1]!, m![2] ?? m![3]!);
   }
-  expect(values.get('listen_addresses')).toBe(spec.pgpool.address);
+  // with pool hosts pgpool listens on every address: the virtual IP comes and goes
+  expect(values.get('listen_addresses')).toBe(spec.pgpool.hosts ? '*' : spec.pgpool.address);
   spec.nodes.forEach((n, i) => {
     expect(values.get(`backend_hostname${i}`)).toBe(n.address);
     expect(values.get(`backend_data_directory${i}`)).toBe(spec.postgres.dataDir);

@@ -108,11 +108,9 @@ describe('example specs', () => {
       'pg03=10.77.0.13',
     ]);
     expect(lab.pgpool.address).toBe('10.77.0.10');
-    const ha = parseSpecFile(join(specsDir, 'lab-3node-pool-ha.yaml')).spec;
-    expect(ha.pgpool.address).toBe('10.76.0.10');
-    expect(ha.pgpool.hosts).toEqual([
-      { name: 'pool1', address: '10.76.0.21' },
-      { name: 'pool2', address: '10.76.0.22' },
+    expect(lab.pgpool.hosts).toEqual([
+      { name: 'pool1', address: '10.77.0.21' },
+      { name: 'pool2', address: '10.77.0.22' },
     ]);
     expect(lab.replication).toMatchObject({
       mode: 'sync',
