@@ -1,0 +1,52 @@
+// Chaos on the real lab with pgpool on two pool hosts behind a virtual IP, pgop serve running and a
+// writer going through the virtual IP the whole time: the holder's pgpool killed, the holder's
+// host stopped, the holder's link down (then healed). After each: the address moved to the other
+// pool host, never two pool hosts held it at once (sampled every 50 ms inside the lab), writes
+// through the address resumed and nothing acknowledged was lost, the primary stayed where it
+// was, and the old holder is back as a spare (its pgpool listening, pgop Healthy). Times are
+// printed, never asserted (bench:failover measures them under load). Root only:
+// scripts/test-integration.sh test/chaos. Budget: ~3 min (one cluster, three trials).
+
+import { describe, expect, it } from 'vitest';
+import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
+import { IN_LAB } from '../helpers/lab-env.js';
+import { poolHostTrial, waitConverged, type PoolFault } from '../helpers/chaos-scenario.js';
+import { eventTable } from '../helpers/chaos-assert.js';
+
+const FAULTS: { fault: PoolFault; title: string }[] = [
+  { fault: 'kill', title: "the holder's pgpool killed (-9)" },
+  { fault: 'stop', title: "the holder's host stopped" },
+  { fault: 'partition', title: "the holder's link down, then healed" },
+];
+
+const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
+
+describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', { timeout: 300_000 }, () => {
+  const lab = useChaosLab({ name: 'cv', network: '10.94.0.0/24', mode: 'sync', poolHosts: 2 });
+
+  for (const { fault, title } of FAULTS) {
+    it(`${title}: the address moves to the other pool host alone, writes resume, nothing lost`, async () => {
+      await waitConverged(lab, 120_000);
+      const r = await poolHostTrial(lab, { fault, run: `vip-${fault}`, system: 'pgop' });
+      log(
+        `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'}: moved ${seconds(r.vipMovedMs)}, ` +
+          `writes through the address back ${seconds(r.rtoPoolMs)}, old holder a spare again ` +
+          `${seconds(r.rejoinMs)}, most holders in a sample ${r.maxVipHolders}` +
+          `${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
+      );
+      const ctx = `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${eventTable(r.events, r.t0)}`;
+      expect(r.notes, ctx).toEqual([]);
+      expect(r.newHolder, ctx).not.toBeNull();
+      expect(r.newHolder, ctx).not.toBe(r.holder);
+      expect(r.maxVipHolders, `never two holders\n${ctx}`).toBeLessThanOrEqual(1);
+      expect(r.lostAcked, ctx).toEqual([]);
+      expect(r.maxPrimaries, ctx).toBe(1);
+      expect(r.finalPrimary, `a pool fault moves no primary\n${ctx}`).toBe(r.primary);
+      expect(r.converged, ctx).toBe(true);
+      expect(
+        r.events.some((e) => e.rule === 'pool.vip-holder'),
+        `pgop moved it (rule pool.vip-holder)\n${ctx}`,
+      ).toBe(true);
+    });
+  }
+});
