@@ -94,6 +94,9 @@ export interface PoolHostObservation extends Omit<PoolObservation, 'hosts' | 'le
   port: 'open' | 'refused' | 'silent';
   /** looks in a row the port was silent */
   silentLooks: number;
+  /** looks in a row its port accepted but pgpool did not answer over PCP, not while pgop
+   *  switched it (a pgpool just killed: the port lingers a moment; or a hung one) */
+  unansweredLooks: number;
   /** PCP's port, connected at the same time: pgpool's own process answers there while every
    *  child is busy and a full listen backlog leaves the clients' port silent under load */
   pcpPort: 'open' | 'refused' | 'silent';

@@ -28,7 +28,7 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
  *  pgpool is alive there and only busy (every child serving a client, its listen backlog full),
  *  and fencing it would cut off the clients it serves. */
 const poolHostDead = (h: PoolHostObservation, budget: number) =>
-  h.port === 'refused' || (h.silentLooks >= budget && h.pcpPort !== 'open');
+  h.port === 'refused' || (h.silentLooks >= budget && h.pcpPort !== 'open') || h.unansweredLooks >= budget;
 
 /** A pool host's pgpool serves clients: its port accepts, or it is only busy (above). */
 const poolHostServes = (h: PoolHostObservation) =>
@@ -52,7 +52,12 @@ function poolOfSpecPrimary(ctx: PlanContext) {
   const hosts = pool?.hosts;
   if (!hosts) return { primary, pool };
   const holders = hosts.filter((h) => h.holdsVip === true);
-  return holders.length === 1 && poolHostServes(holders[0]!) ? { primary, pool } : undefined;
+  const holder = holders.length === 1 ? holders[0]! : undefined;
+  // one that stopped answering is the virtual IP's to move first (a pgpool just killed keeps
+  // its port a moment: a restart here would cost clients seconds); routed once nothing could
+  if (!holder || !poolHostServes(holder)) return undefined;
+  if (holder.unansweredLooks > 0 && holder.unansweredLooks < ctx.budget) return undefined;
+  return { primary, pool };
 }
 
 /** Why pgpool does not route as it should, or undefined when it does. */
@@ -121,7 +126,7 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const holders = hosts.filter((h) => h.holdsVip === true);
   const sole = holders.length === 1 ? holders[0]! : undefined;
   if (sole && !poolHostDead(sole, ctx.budget)) return undefined;
-  const live = hosts.filter((h) => h.shellReachable && h.port === 'open');
+  const live = hosts.filter((h) => h.shellReachable && h.port === 'open' && !poolHostDead(h, ctx.budget));
   const to =
     live.find((h) => h.holdsVip === true) ??
     live.find((h) => ctx.primary && h.primary === ctx.primary) ??

@@ -34,7 +34,8 @@ describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', {
           `${seconds(r.rejoinMs)}, most holders in a sample ${r.maxVipHolders}` +
           `${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
       );
-      const ctx = `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${eventTable(r.events, r.t0)}`;
+      const outcome = JSON.stringify({ ...r, events: undefined });
+      const ctx = `${r.run}: ${outcome}\nevents:\n${eventTable(r.events, r.t0)}`;
       expect(r.notes, ctx).toEqual([]);
       expect(r.newHolder, ctx).not.toBeNull();
       expect(r.newHolder, ctx).not.toBe(r.holder);

@@ -927,6 +927,7 @@ describe('plan: pool hosts and the virtual IP', () => {
     port: 'open',
     pcpPort: over.port ?? 'open',
     silentLooks: 0,
+    unansweredLooks: 0,
     holdsVip: false,
     shellReachable: true,
     machine: 'running',
@@ -1003,6 +1004,19 @@ describe('plan: pool hosts and the virtual IP', () => {
     const d = decide(busy, host('pool-b'));
     expect(d).not.toMatchObject({ ruleId: 'pool.vip-holder' });
     expect(d).not.toMatchObject({ action: { type: 'moveVip' } });
+  });
+
+  it('a holder whose port accepts but pgpool does not answer: not restarted, moved after the budget', () => {
+    for (let looks = 1; looks < budget; looks++) {
+      const d = decide(
+        host('pool-a', { holdsVip: true, reachable: false, primary: null, unansweredLooks: looks }),
+        host('pool-b'),
+      );
+      expect(d, `${looks} unanswered looks`).not.toMatchObject({ action: { type: 'ensurePool' } });
+      expect(d, `${looks} unanswered looks`).not.toMatchObject({ action: { type: 'moveVip' } });
+    }
+    const hung = host('pool-a', { holdsVip: true, reachable: false, primary: null, unansweredLooks: budget });
+    expect(decide(hung, host('pool-b'))).toMatchObject(moveTo('pool-b'));
   });
 
   it('two holders: kept on one of them that is live', () => {

@@ -40,6 +40,7 @@ const host = (name: string, over: Partial<PoolHostObservation>): PoolHostObserva
   port: 'open',
   pcpPort: 'open',
   silentLooks: 0,
+  unansweredLooks: 0,
   holdsVip: false,
   shellReachable: true,
   machine: 'running',

@@ -203,6 +203,11 @@ export class PgpoolOnHost implements PoolDriver {
     return poolBackends(this.link(cluster), bound);
   }
 
+  /** pgop is switching this pgpool (its children restart: it does not answer meanwhile). */
+  isSwitching(cluster: ClusterSpec): boolean {
+    return this.state(cluster).switching !== undefined;
+  }
+
   async observe(cluster: ClusterSpec): Promise<PoolObservation> {
     const state = this.state(cluster);
     const to = state.switching;

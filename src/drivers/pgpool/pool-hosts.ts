@@ -44,6 +44,7 @@ interface HostVipState {
   readAt: number;
   shellReachable: boolean;
   silentLooks: number;
+  unansweredLooks: number;
 }
 
 export class SshPoolDriver implements PoolDriver {
@@ -88,6 +89,7 @@ export class SshPoolDriver implements PoolDriver {
           readAt: 0,
           shellReachable: true,
           silentLooks: 0,
+          unansweredLooks: 0,
         }),
       );
     return s;
@@ -146,7 +148,12 @@ export class SshPoolDriver implements PoolDriver {
     const looks = hosts.map((h): PoolHostObservation => {
       const view = h.latest(cluster) ?? { reachable: false, primary: null, backends: [], configHash: '' };
       const s = this.vipState(cluster, h.host);
-      const ports = { port: s.port, pcpPort: s.pcpPort, silentLooks: s.silentLooks };
+      const ports = {
+        port: s.port,
+        pcpPort: s.pcpPort,
+        silentLooks: s.silentLooks,
+        unansweredLooks: s.unansweredLooks,
+      };
       return { ...view, name: h.host, ...ports, ...vipFields(s) };
     });
     return looks.length > 0 ? { ...serving(looks), ...left } : null;
@@ -176,7 +183,10 @@ export class SshPoolDriver implements PoolDriver {
     // PCP answers for a busy pgpool whose clients' port is silent (a full listen backlog)
     const answers = port === 'open' || (port === 'silent' && pcpPort === 'open');
     const view = answers ? await h.observe(cluster) : h.lost(cluster, `pgpool's port ${port}`);
-    return { ...view, name: h.host, port, pcpPort, silentLooks: s.silentLooks, ...vipFields(s) };
+    const unanswered = port === 'open' && !view.reachable && !h.isSwitching(cluster);
+    s.unansweredLooks = unanswered ? s.unansweredLooks + 1 : 0;
+    const looks = { silentLooks: s.silentLooks, unansweredLooks: s.unansweredLooks };
+    return { ...view, name: h.host, port, pcpPort, ...looks, ...vipFields(s) };
   }
 
   /** Whether the host holds the virtual IP, over SSH; an unreachable host keeps its last answer. */
@@ -371,6 +381,7 @@ function serving(looks: PoolHostObservation[]): PoolObservation {
     port: _port,
     pcpPort: _pcp,
     silentLooks: _s,
+    unansweredLooks: _u,
     holdsVip: _h,
     shellReachable: _r,
     machine: _m,

@@ -67,6 +67,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       // the sim's pgpool is never busy: PCP answers exactly when its port does
       pcpPort: port,
       silentLooks: l.silentLooks,
+      // the sim's pgpool answers whenever its port accepts
+      unansweredLooks: 0,
       holdsVip: l.holds,
       shellReachable: l.shellReachable,
       machine: h?.machine ?? 'missing',
