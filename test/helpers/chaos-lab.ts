@@ -751,25 +751,44 @@ export async function waitFor(
   }
 }
 
-/** Repeated reads of every node's role over the unix sockets: records any moment at which two
- *  nodes answered as writable primaries in the same sweep. */
-export class SplitBrainMonitor {
-  readonly sweeps: { t: number; primaries: string[] }[] = [];
-  maxPrimaries = 0;
-  firstSplitAt: number | null = null;
-  private clients = new Map<string, pg.Client>();
+/** Runs `sample` every periodMs (from the start of one to the next) until stopped. */
+abstract class PeriodicSampler {
   private stopped = false;
   private loop: Promise<void> | null = null;
 
   constructor(
-    private readonly lab: ChaosLab,
+    protected readonly lab: ChaosLab,
     private readonly periodMs = 50,
   ) {}
+
+  protected abstract sample(t: number): Promise<void>;
 
   start(): this {
     this.loop = this.run();
     return this;
   }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const t = now();
+      await this.sample(t);
+      await sleep(Math.max(0, this.periodMs - (now() - t)));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+  }
+}
+
+/** Repeated reads of every node's role over the unix sockets: records any moment at which two
+ *  nodes answered as writable primaries in the same sweep. */
+export class SplitBrainMonitor extends PeriodicSampler {
+  readonly sweeps: { t: number; primaries: string[] }[] = [];
+  maxPrimaries = 0;
+  firstSplitAt: number | null = null;
+  private clients = new Map<string, pg.Client>();
 
   private async ask(node: string): Promise<boolean | null> {
     let c = this.clients.get(node);
@@ -796,23 +815,18 @@ export class SplitBrainMonitor {
     }
   }
 
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      const t = now();
-      const answers = await Promise.all(
-        this.lab.nodes.map(async (n) => [n.name, await this.ask(n.name)] as const),
-      );
-      const primaries = answers.filter(([, p]) => p === true).map(([n]) => n);
-      this.sweeps.push({ t, primaries });
-      if (primaries.length > this.maxPrimaries) this.maxPrimaries = primaries.length;
-      if (primaries.length > 1 && this.firstSplitAt === null) this.firstSplitAt = t;
-      await sleep(Math.max(0, this.periodMs - (now() - t)));
-    }
+  protected async sample(t: number): Promise<void> {
+    const answers = await Promise.all(
+      this.lab.nodes.map(async (n) => [n.name, await this.ask(n.name)] as const),
+    );
+    const primaries = answers.filter(([, p]) => p === true).map(([n]) => n);
+    this.sweeps.push({ t, primaries });
+    if (primaries.length > this.maxPrimaries) this.maxPrimaries = primaries.length;
+    if (primaries.length > 1 && this.firstSplitAt === null) this.firstSplitAt = t;
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.loop;
+  override async stop(): Promise<void> {
+    await super.stop();
     for (const c of this.clients.values()) {
       (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
       c.end().catch(() => undefined);
@@ -823,7 +837,7 @@ export class SplitBrainMonitor {
 
 /** The pool hosts' addresses sampled every periodMs (lab.vipHolders): records any moment at
  *  which two pool hosts had the virtual IP in the same sample, and when the holders changed. */
-export class VipMonitor {
+export class VipMonitor extends PeriodicSampler {
   /** every change of holders (the first sample too), ms epoch */
   readonly changes: { t: number; holders: string[]; linkDown: string[]; clientArp: string }[] = [];
   maxHolders = 0;
@@ -831,38 +845,22 @@ export class VipMonitor {
   maxLinkedHolders = 0;
   firstDoubleAt: number | null = null;
   samples = 0;
-  private stopped = false;
-  private loop: Promise<void> | null = null;
+  private last = '';
 
-  constructor(
-    private readonly lab: ChaosLab,
-    private readonly periodMs = 50,
-  ) {}
-
-  start(): this {
-    this.loop = this.run();
-    return this;
-  }
-
-  private async run(): Promise<void> {
-    let last = '';
-    while (!this.stopped) {
-      const t = now();
-      const [held, arp] = await Promise.all([this.lab.vipHolders(), this.lab.clientArp()]);
-      const clientArp = arp ? `${arp.host} ${arp.state}` : 'none';
-      this.samples++;
-      const holders = held.map((h) => h.host);
-      const linked = held.filter((h) => h.linkUp).length;
-      this.maxHolders = Math.max(this.maxHolders, holders.length);
-      this.maxLinkedHolders = Math.max(this.maxLinkedHolders, linked);
-      if (holders.length > 1 && this.firstDoubleAt === null) this.firstDoubleAt = t;
-      const key = `${held.map((h) => `${h.host}${h.linkUp ? '' : '(down)'}`).join(',')} ${clientArp}`;
-      if (key !== last) {
-        const linkDown = held.filter((h) => !h.linkUp).map((h) => h.host);
-        this.changes.push({ t, holders, linkDown, clientArp });
-        last = key;
-      }
-      await sleep(Math.max(0, this.periodMs - (now() - t)));
+  protected async sample(t: number): Promise<void> {
+    const [held, arp] = await Promise.all([this.lab.vipHolders(), this.lab.clientArp()]);
+    const clientArp = arp ? `${arp.host} ${arp.state}` : 'none';
+    this.samples++;
+    const holders = held.map((h) => h.host);
+    const linked = held.filter((h) => h.linkUp).length;
+    this.maxHolders = Math.max(this.maxHolders, holders.length);
+    this.maxLinkedHolders = Math.max(this.maxLinkedHolders, linked);
+    if (holders.length > 1 && this.firstDoubleAt === null) this.firstDoubleAt = t;
+    const key = `${held.map((h) => `${h.host}${h.linkUp ? '' : '(down)'}`).join(',')} ${clientArp}`;
+    if (key !== this.last) {
+      const linkDown = held.filter((h) => !h.linkUp).map((h) => h.host);
+      this.changes.push({ t, holders, linkDown, clientArp });
+      this.last = key;
     }
   }
 
@@ -886,11 +884,6 @@ export class VipMonitor {
       return { t: c.t, holder: c.holders[0]! };
     }
     return null;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.loop;
   }
 }
 

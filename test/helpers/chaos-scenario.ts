@@ -386,25 +386,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     maxPrimaries: monitor.maxPrimaries,
     events,
     errors: Object.fromEntries(all.map((w) => [w.name, errorCounts(w, t0)])),
-    poolAttempts: pool.failures
-      .filter((f) => f.at >= t0 && (!firstPoolAfter || f.sentAt <= firstPoolAfter.ackAt))
-      .slice(0, 40)
-      .map((f) => ({
-        sentMs: Math.round(f.sentAt - t0),
-        failedMs: Math.round(f.at - t0),
-        error: f.error.slice(0, 120),
-      }))
-      .concat(
-        firstPoolAfter
-          ? [
-              {
-                sentMs: Math.round(firstPoolAfter.sentAt - t0),
-                failedMs: Math.round(firstPoolAfter.ackAt - t0),
-                error: '(acknowledged)',
-              },
-            ]
-          : [],
-      ),
+    poolAttempts: poolAttempts(pool, t0, firstPoolAfter),
     notes,
   };
 }
@@ -644,25 +626,7 @@ export async function poolHostTrial(
     rejoinMs,
     converged,
     events: o.system === 'pgop' ? (await lab.eventsCli()).filter((e) => e.id > eventsBefore) : [],
-    poolAttempts: pool.failures
-      .filter((f) => f.at >= t0 && (!firstAfter || f.sentAt <= firstAfter.ackAt))
-      .slice(0, 40)
-      .map((f) => ({
-        sentMs: Math.round(f.sentAt - t0),
-        failedMs: Math.round(f.at - t0),
-        error: f.error.slice(0, 120),
-      }))
-      .concat(
-        firstAfter
-          ? [
-              {
-                sentMs: Math.round(firstAfter.sentAt - t0),
-                failedMs: Math.round(firstAfter.ackAt - t0),
-                error: '(acknowledged)',
-              },
-            ]
-          : [],
-      ),
+    poolAttempts: poolAttempts(pool, t0, firstAfter),
     notes,
   };
 }
@@ -783,4 +747,19 @@ export async function switchoverTrial(
     seconds,
     notes,
   };
+}
+
+/** The writer through pgpool's failed attempts after the fault up to its first acknowledged
+ *  write after `firstAfter`, ms after the fault (diagnosis: refused, timed out, reset...). */
+function poolAttempts(pool: Writer, t0: number, firstAfter: Ack | undefined) {
+  const ms = (t: number) => Math.round(t - t0);
+  return pool.failures
+    .filter((f) => f.at >= t0 && (!firstAfter || f.sentAt <= firstAfter.ackAt))
+    .slice(0, 40)
+    .map((f) => ({ sentMs: ms(f.sentAt), failedMs: ms(f.at), error: f.error.slice(0, 120) }))
+    .concat(
+      firstAfter
+        ? [{ sentMs: ms(firstAfter.sentAt), failedMs: ms(firstAfter.ackAt), error: '(acknowledged)' }]
+        : [],
+    );
 }
