@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-server openssh-client iproute2 procps util-linux)
 # arping: a pool host announces the virtual IP it takes over (gratuitous ARP).
 PKGS+=(iputils-arping)
+# pgBackRest: WAL archiving and backups (spec.backup): archive-push on the nodes, its TLS server
+# (the repository) on the operator's host.
+PKGS+=(pgbackrest)
 # The libvirt provider: libvirtd + qemu (its contract tests run a private libvirtd), virsh,
 # genisoimage for cloud-init seeds, libvirt-dev for @unraid/libvirt (node-gyp, during npm ci).
 # No daemon is started here (policy-rc.d below); tests start their own in a namespace.

@@ -34,6 +34,8 @@ export interface ClusterItem {
   endpoint: string | null;
   /** with several pool hosts: who holds the endpoint (the virtual IP) and each host's state */
   pool?: PoolItem;
+  /** with spec.backup: WAL archiving to the pgBackRest repository, as last observed */
+  archive?: ArchiveItem;
   provider: string;
   nodes: number;
   replication: string;
@@ -41,6 +43,24 @@ export interface ClusterItem {
   /** whether a `pgop serve` is working on the store (its lock's heartbeat) */
   operator: OperatorItem;
   message: string;
+}
+
+export interface ArchiveItem {
+  /** ok: the primary's last attempt succeeded; failing: it failed (see last_failed_wal);
+   *  waiting: nothing archived yet; no-stanza / server-down: the repository is not ready;
+   *  foreign-stanza: the repository's stanza of this name holds another database system's WAL
+   *  (a cluster made again under the same name: choose another repo.path, or remove the old
+   *  stanza with pgbackrest stanza-delete once its backups are no longer wanted) */
+  state: 'ok' | 'failing' | 'waiting' | 'no-stanza' | 'foreign-stanza' | 'server-down' | 'unknown';
+  repository: string;
+  last_archived_wal: string | null;
+  last_archived_at: string | null;
+  archived: number | null;
+  failed: number | null;
+  last_failed_wal: string | null;
+  last_failed_at: string | null;
+  /** why the repository's server is down, when known */
+  error?: string;
 }
 
 export interface PoolItem {
@@ -144,6 +164,41 @@ export function nodeItems(
   });
 }
 
+/** WAL archiving as last observed: the repository's server and stanza, and the primary's
+ *  pg_stat_archiver (only a primary archives: archive_mode=on). */
+export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefined): ArchiveItem {
+  const pg = c.primary ? obs?.nodes[c.primary]?.postgres : undefined;
+  const a = pg?.archiver;
+  const iso = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString() : null);
+  const b = obs?.backup;
+  const state: ArchiveItem['state'] = !b
+    ? 'unknown'
+    : b.server !== 'running'
+      ? 'server-down'
+      : !b.stanza
+        ? 'no-stanza'
+        : b.stanzaSystemId && pg?.systemId && b.stanzaSystemId !== pg.systemId
+          ? 'foreign-stanza'
+          : !a
+            ? 'unknown'
+            : (a.lastFailedAt ?? 0) > (a.lastArchivedAt ?? 0)
+              ? 'failing'
+              : a.lastArchivedAt
+                ? 'ok'
+                : 'waiting';
+  return {
+    state,
+    repository: c.spec.backup?.repo.path ?? '-',
+    last_archived_wal: a?.lastArchivedWal ?? null,
+    last_archived_at: iso(a?.lastArchivedAt),
+    archived: a?.archivedCount ?? null,
+    failed: a?.failedCount ?? null,
+    last_failed_wal: a?.lastFailedWal ?? null,
+    last_failed_at: iso(a?.lastFailedAt),
+    ...(b?.error ? { error: b.error } : {}),
+  };
+}
+
 /** The pool hosts as last observed (only with several: spec.pgpool.hosts). */
 export function poolItem(c: StoredCluster, obs: ClusterObservation | undefined): PoolItem | undefined {
   const hosts = poolHosts(c.spec);
@@ -189,6 +244,7 @@ export function clusterItem(
     primary: c.primary,
     endpoint,
     ...(pool ? { pool } : {}),
+    ...(spec.backup ? { archive: archiveItem(c, obs) } : {}),
     provider: spec.provider.type,
     nodes: nodeCount,
     replication: spec.replication.mode === 'sync' ? `sync (ANY ${spec.replication.syncQuorum})` : 'async',

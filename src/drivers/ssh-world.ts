@@ -24,6 +24,7 @@ import {
 import { rotateHostKey, type HostKeyTarget, type RotateResult } from './ssh/rotate.js';
 import { SshPostgresDriver } from './postgres/driver.js';
 import { SshPoolDriver } from './pgpool/pool-hosts.js';
+import { SshBackupDriver } from './backup/driver.js';
 import { ClusterTls } from '../tls/material.js';
 
 /** The one pgpool host's name in both SSH providers (a node may not be called so). */
@@ -189,6 +190,7 @@ export function createSshWorld(opts: SshWorldOptions): SshWorld {
     },
     postgres,
     pool,
+    backup: new SshBackupDriver({ shell, hostRef, tls, ...(log ? { log } : {}) }),
     signals,
     faults: opts.faults(shell),
     shell,

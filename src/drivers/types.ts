@@ -3,7 +3,12 @@
 // again after a crash half-way is always safe. They throw PgopError (src/errors.ts) on failure.
 
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
-import type { MachineObservation, PoolObservation, PostgresObservation } from '../observe/types.js';
+import type {
+  BackupObservation,
+  MachineObservation,
+  PoolObservation,
+  PostgresObservation,
+} from '../observe/types.js';
 
 /** A machine: a node of the spec, or a pool host by name (poolHosts in src/spec/types.ts). */
 export type MachineRef = NodeSpec | string;
@@ -188,10 +193,25 @@ export class Signals {
   }
 }
 
+/** Backups with pgBackRest (spec.backup): the repository's server on the operator's host and the
+ *  cluster's stanza in it (src/drivers/backup/). */
+export interface BackupDriver {
+  /** What the operator's host holds: no SSH, no network (a look every pass). */
+  observe(cluster: ClusterSpec): Promise<BackupObservation>;
+  /** The repository's server runs with the current configuration and answers on its port. */
+  ensureRepoServer(cluster: ClusterSpec): Promise<void>;
+  /** The stanza exists (stanza-create on the primary, over SSH as postgres). */
+  ensureStanza(cluster: ClusterSpec, primary: NodeSpec): Promise<void>;
+  /** The server stops; the repository (WAL and backups) stays. */
+  stopRepoServer(cluster: ClusterSpec): Promise<void>;
+}
+
 export interface World {
   provider: ProviderDriver;
   postgres: PostgresDriver;
   pool: PoolDriver;
+  /** Absent where no backups can be taken (the sim: the schema refuses spec.backup there). */
+  backup?: BackupDriver;
   /** Where drivers report what they noticed between passes (optional: sim has none). */
   signals?: Signals;
 }

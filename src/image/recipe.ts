@@ -27,6 +27,7 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'postgresql-15',
   'pgpool2',
   'postgresql-15-pgpool2',
+  'pgbackrest', // spec.backup: archive-push to the repository's server on the hypervisor
   'ifupdown',
   'isc-dhcp-client',
   'iproute2',

@@ -49,6 +49,21 @@ export interface PostgresObservation {
   /** The physical replication slots on the node (a primary's: one per standby). Absent when not
    *  read. */
   slots?: string[];
+  /** Primary: pg_stat_archiver (WAL archiving's health). */
+  archiver?: ArchiverStatus;
+  /** pg_control_system().system_identifier: which database system this is (a backup repository
+   *  keeps one per stanza). */
+  systemId?: string;
+}
+
+export interface ArchiverStatus {
+  archivedCount: number;
+  lastArchivedWal: string | null;
+  /** ms since the epoch */
+  lastArchivedAt: number | null;
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedAt: number | null;
 }
 
 export interface NodeObservation {
@@ -124,4 +139,17 @@ export interface ClusterObservation {
    *  reached by (the one recorded when they were made, else the provider's address): their
    *  removal acts on these. They are observed like spec nodes (in `nodes`). */
   strays?: Record<string, import('../spec/types.js').NodeSpec>;
+  /** spec.backup: the repository's server and stanza, as the operator's host sees them */
+  backup?: BackupObservation;
+}
+
+export interface BackupObservation {
+  /** outdated: it runs with a configuration or certificate older than the one wanted */
+  server: 'running' | 'stopped' | 'outdated';
+  /** the cluster's stanza exists in the repository */
+  stanza: boolean;
+  /** the database system the stanza holds WAL of (archive.info's db-system-id) */
+  stanzaSystemId?: string;
+  /** why the server is not running, when known (its last words) */
+  error?: string;
 }

@@ -53,6 +53,11 @@ export const RULE_IDS = {
   'pool.route': 'pgpool routes writes elsewhere or marks a healthy node down: point it at the primary',
   'pool.reconfigure': "pgpool's configuration differs from the spec: rewrite it and restart pgpool",
   'pool.detach-failed': 'pgpool still opens sessions on a failed standby: detach it',
+  // backups (spec.backup)
+  'backup.repo-server': "the backup repository's server on the operator's host is started or restarted",
+  'backup.stanza': 'the cluster has no stanza in the backup repository: stanza-create on the primary',
+  'backup.archive-failed': "the primary's archive_command (pgbackrest archive-push) started failing",
+  'backup.archive-resumed': "the primary's WAL archiving works again",
   // scale-in: a node that left the spec
   'scale.sync-remove': 'it is taken out of synchronous_standby_names',
   'scale.pool-remove': "it is taken out of pgpool's backends",

@@ -25,6 +25,7 @@ import {
 } from './pool.js';
 import * as switchover from './switchover.js';
 import { cancelStaleJob, waitForJobs } from './jobs.js';
+import { createStanza, ensureRepoServer } from './backup.js';
 
 export interface Rule {
   id: RuleId;
@@ -101,6 +102,8 @@ export const RULES: readonly Step[] = [
   rule('pool.reconfigure', reconfigurePool),
   rule('pool.host-start', startPoolHost),
   rule('pool.host-route', routeOtherPoolHosts),
+  rule('backup.repo-server', ensureRepoServer),
+  rule('backup.stanza', createStanza),
   rule('scale.wait-handover', scale.waitForHandover),
   rule('scale.handover', scale.handOver),
   rule('switchover.rejected', switchover.rejectSwitchover),

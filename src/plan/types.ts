@@ -91,6 +91,10 @@ export type ClusterAction =
   | { type: 'removePoolHost'; host: string }
   | { type: 'ensureSyncStandbys'; primary: string; names: string[]; quorum: number }
   | { type: 'deleteClusterResources' }
+  /** the backup repository's server runs with the current configuration */
+  | { type: 'ensureBackupRepo' }
+  /** the cluster's stanza exists in the backup repository (stanza-create on the primary) */
+  | { type: 'createStanza'; primary: string }
   /** drop, on the primary, the replication slots of nodes that left the spec */
   | { type: 'dropSlots'; primary: string; node: string }
   /** a node that left the spec is gone everywhere (machine, pgpool, slot, sync set): forget it */

@@ -2,7 +2,7 @@
 // driver operation, so a pass that died half-way can simply run again.
 
 import type { NodeActor } from '../../machines/node-edges.js';
-import type { JobContext, World } from '../drivers/types.js';
+import type { BackupDriver, JobContext, World } from '../drivers/types.js';
 import { AFTER_FAILOVER_MS } from '../drivers/types.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ClusterAction, NodeDecision } from '../plan/types.js';
@@ -97,6 +97,11 @@ async function fenceNode(
   await world.provider.fenceMachine(spec, node);
 }
 
+function backupOf(world: World): BackupDriver {
+  if (!world.backup) throw internal('this world has no backup driver');
+  return world.backup;
+}
+
 export async function runClusterAction(
   action: ClusterAction,
   spec: ClusterSpec,
@@ -124,7 +129,12 @@ export async function runClusterAction(
       return world.postgres.ensureSlots(spec, nodeOf(spec, action.primary, strays), []);
     case 'forgetNode':
       return; // bookkeeping only: the reconciler deletes the node's record
+    case 'ensureBackupRepo':
+      return backupOf(world).ensureRepoServer(spec);
+    case 'createStanza':
+      return backupOf(world).ensureStanza(spec, nodeOf(spec, action.primary, strays));
     case 'deleteClusterResources':
+      if (spec.backup && world.backup) await world.backup.stopRepoServer(spec);
       if (spec.pgpool.enabled) await world.pool.deletePool(spec);
       for (const node of spec.nodes) await world.provider.deleteMachine(spec, node);
       return world.provider.deleteClusterResources(spec);

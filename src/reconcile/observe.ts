@@ -82,9 +82,21 @@ export async function observeCluster(
     const pool = await poolAnswer(spec, world, poolLook, nodes, deaths);
     const urgent = deaths.dead.length > 0 ? { urgent: [...deaths.dead] } : {};
     const leftSpec = Object.keys(strays).length ? { strays } : {};
-    return { cluster: spec.name, at: now, nodes, pool, ...urgent, ...leftSpec };
+    const backup = await observeBackup(spec, world);
+    return { cluster: spec.name, at: now, nodes, pool, ...urgent, ...leftSpec, ...backup };
   } finally {
     deaths.stop();
+  }
+}
+
+/** The backup repository as the operator's host sees it (local files and a process: no wait on
+ *  the network); an error is reported as a stopped server with its reason. */
+async function observeBackup(spec: ClusterSpec, world: World): Promise<Pick<ClusterObservation, 'backup'>> {
+  if (!spec.backup || !world.backup) return {};
+  try {
+    return { backup: await world.backup.observe(spec) };
+  } catch (err) {
+    return { backup: { server: 'stopped', stanza: false, error: messageOf(err) } };
   }
 }
 

@@ -111,6 +111,8 @@ export class Reconciler {
   /** clusters whose last step fenced (or failed) a node on an urgent look */
   private afterUrgent = new Set<string>();
   private failures = new Map<string, { count: number; lastMessage: string }>();
+  /** per cluster: whether the primary's WAL archiving was failing at the last look */
+  private archiveFailing = new Map<string, boolean>();
   private generations = new Map<string, number>();
   /** The same successful action again and again means the world does not show its effect:
    *  back off instead of spinning (a driver bug or an outside force fighting us). */
@@ -265,9 +267,30 @@ export class Reconciler {
     }
   }
 
+  /** An event when the primary's WAL archiving starts failing, and when it works again (not on
+   *  every retry: postgres retries each second). */
+  private noteArchiving(name: string, observation: ClusterObservation, primary: string | null): void {
+    const a = primary ? observation.nodes[primary]?.postgres?.archiver : undefined;
+    // before the stanza exists every push fails: that is bring-up, not news
+    if (!a || !primary || !observation.backup?.stanza) return;
+    const failing = (a.lastFailedAt ?? 0) > (a.lastArchivedAt ?? 0);
+    const before = this.archiveFailing.get(name);
+    this.archiveFailing.set(name, failing);
+    // the first look only sets the baseline (get clusters shows the state meanwhile)
+    if (before === undefined || before === failing) return;
+    const reason = failing
+      ? `archiving ${a.lastFailedWal ?? 'WAL'} on ${primary} fails (${a.failedCount} failed attempts ` +
+        'since postgres started); the WAL waits in pg_wal until it is archived'
+      : `archiving works again on ${primary} (last archived ${a.lastArchivedWal ?? '-'})`;
+    const event = { time: this.opts.clock.now(), cluster: name, node: primary, from: null, to: null, reason };
+    if (failing) this.opts.store.recordEvent({ ...event, ruleId: 'backup.archive-failed' });
+    else this.opts.store.recordEvent({ ...event, ruleId: 'backup.archive-resumed' });
+  }
+
   private recordStatus(cluster: StoredCluster, { observation, records, planned }: Look): void {
     const { store } = this.opts;
     const { name } = cluster;
+    if (cluster.spec.backup) this.noteArchiving(name, observation, planned.primary);
     store.transaction(() => {
       store.saveObservation(observation);
       store.setClusterStatus(name, {

@@ -2,6 +2,7 @@
 
 import { internal } from '../errors.js';
 import type {
+  BackupSpec,
   ClusterSpec,
   DatabaseSpec,
   GrantSpec,
@@ -37,7 +38,7 @@ export function normalize(doc: RawDoc): ClusterSpec {
     archiveDir: str(pg.archiveDir) ?? '/u02/archive',
     backupDir: str(pg.backupDir) ?? '/u02/backup',
     logDir: str(pg.logDir) ?? '/var/log/postgres',
-    archiveScript: (pg.archiveScript as boolean | undefined) ?? true,
+    archiveScript: (pg.archiveScript as boolean | undefined) ?? s.backup === undefined,
     superuserPassword: secret(pg.superuserPassword, isSim),
     hba: arr(pg.hba).map((x) => {
       const h = obj(x);
@@ -148,7 +149,19 @@ export function normalize(doc: RawDoc): ClusterSpec {
             hostRules: (obj(s.tls).hostRules as TlsSpec['hostRules'] | undefined) ?? 'hostssl',
           },
         }),
+    ...(s.backup === undefined ? {} : { backup: normalizeBackup(obj(s.backup), isSim) }),
   };
+}
+
+function normalizeBackup(b: Raw, isSim: boolean): BackupSpec {
+  const repo = obj(b.repo);
+  const enc = b.encryption === undefined ? undefined : obj(b.encryption);
+  return omitUndefined({
+    repo: { path: repo.path as string, port: (repo.port as number | undefined) ?? 8432 },
+    compression: (b.compression as BackupSpec['compression'] | undefined) ?? 'zst',
+    encryption: enc ? { passphrase: secret(enc.passphrase, isSim) } : undefined,
+    archiveTimeoutS: (b.archiveTimeoutS as number | undefined) ?? 60,
+  });
 }
 
 function normalizeProvider(p: Raw, cluster: string): ProviderSpec {

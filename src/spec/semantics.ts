@@ -218,13 +218,14 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
   }
   const archiveOn =
     params.archive_mode === true || params.archive_mode === 'on' || params.archive_mode === 'always';
-  if (archiveOn && params.archive_command === undefined && pg.archiveScript === false) {
+  if (archiveOn && params.archive_command === undefined && pg.archiveScript === false && !spec.backup) {
     r.add(
       [...parp, 'archive_mode'],
       'archive_mode is on but there is no archive_command and postgres.archiveScript is false: ' +
         'WAL would pile up',
     );
   }
+  if (spec.backup !== undefined) checkBackup(spec, params, parp, r);
   arr(pg.hba).forEach((h, i) => {
     const rule = obj(h);
     const hp: Seg[] = [...S, 'postgres', 'hba', i];
@@ -402,4 +403,27 @@ function checkPoolHosts(
       );
     else hostAddresses.set(ip, i);
   });
+}
+
+/** pgBackRest owns archiving when `backup` is set: nothing else may claim archive_command, and
+ *  pgBackRest refuses archive_mode=always (two hosts pushing the same WAL). */
+function checkBackup(spec: Raw, params: Raw, parp: Seg[], r: Reporter): void {
+  const pg = obj(spec.postgres);
+  const why = 'spec.backup archives WAL with pgBackRest';
+  if (pg.archiveScript === true)
+    r.add(['spec', 'postgres', 'archiveScript'], `must be false (or left out): ${why}`);
+  if (params.archive_command !== undefined)
+    r.add([...parp, 'archive_command'], `must be left out: ${why} (pgop writes archive-push)`);
+  if (params.archive_timeout !== undefined)
+    r.add([...parp, 'archive_timeout'], 'must be left out: spec.backup.archiveTimeoutS sets it');
+  const mode = params.archive_mode;
+  if (mode !== undefined && mode !== true && mode !== 'on')
+    r.add(
+      [...parp, 'archive_mode'],
+      `must be on (or left out): ${why}, which needs it on and refuses "always"`,
+    );
+  if (str(obj(spec.provider).type) === 'sim')
+    r.add(['spec', 'backup'], 'needs a lab or libvirt provider: the repository is served on the gateway');
+  if (obj(spec.tls).enabled === false)
+    r.add(['spec', 'tls', 'enabled'], "must be true with spec.backup: pgBackRest's server speaks TLS only");
 }

@@ -2,6 +2,9 @@
 // semantic checks (src/spec/parse.ts). schema/cluster.schema.json is the source of truth for
 // what a user may write; these types mirror it with every default filled in.
 
+import { terminal } from '../errors.js';
+import { formatIpv4, networkOf, parseCidr } from '../net/ipv4.js';
+
 /** A secret is never written in a spec: it is referenced and resolved at use time only. */
 export type SecretRef = { env: string } | { file: string };
 
@@ -119,6 +122,17 @@ export function poolVip(spec: { pgpool: PgpoolSpec }): string | undefined {
  *  detach (pgpool 4.3 ends each session that runs a query while it carries one out). */
 export const poolHoldsStandbys = (pgpool: Pick<PgpoolSpec, 'loadBalancing'>): boolean => pgpool.loadBalancing;
 
+/** The address of the operator's host on the cluster network: the lab hub's bridge address (the
+ *  network's first), or the libvirt network's gateway. The backup repository's server listens
+ *  there. */
+export function repoHostAddress(cluster: ClusterSpec): string {
+  const p = cluster.provider;
+  if (p.type === 'libvirt') return p.network.gateway;
+  const c = p.type === 'lab' ? parseCidr(p.network) : undefined;
+  if (!c) throw terminal(`cannot place the backup repository of ${cluster.name}: no network`);
+  return formatIpv4(networkOf(c.address, c.prefixLen).base + 1);
+}
+
 /** Backend sessions each pgpool child may cache (pgpool's max_pool; pgop writes it). */
 export const PGPOOL_MAX_POOL = 4;
 
@@ -194,6 +208,21 @@ export interface TlsSpec {
   hostRules: 'hostssl' | 'as-written';
 }
 
+/** WAL archiving with pgBackRest into a repository on the operator's host (src/drivers/backup/). */
+export interface BackupSpec {
+  repo: {
+    /** the repository directory on the operator's host */
+    path: string;
+    /** the repository's pgbackrest server, on the cluster's gateway address (default 8432) */
+    port: number;
+  };
+  compression: 'zst' | 'lz4' | 'gz' | 'none';
+  /** aes-256-cbc with this passphrase (read on the operator's host only) */
+  encryption?: { passphrase: SecretRef };
+  /** postgres' archive_timeout in seconds (default 60) */
+  archiveTimeoutS: number;
+}
+
 export interface ClusterSpec {
   apiVersion: 'pgop.dev/v1';
   kind: 'Cluster';
@@ -209,4 +238,6 @@ export interface ClusterSpec {
   failureDetection: FailureDetectionSpec;
   /** absent: the defaults (tlsOf() in src/tls/material.ts) */
   tls?: TlsSpec;
+  /** absent: no pgBackRest (the seed's archive script, if postgres.archiveScript) */
+  backup?: BackupSpec;
 }

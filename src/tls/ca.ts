@@ -20,6 +20,8 @@ export interface ServerSubject {
   dns?: string[];
   /** IP address SANs (what the operator, pgpool and replicas connect to) */
   ips: string[];
+  /** also a client certificate (extended key usage clientAuth) */
+  clientAuth?: boolean;
 }
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -111,7 +113,12 @@ export async function issueServer(ca: Pem, subject: ServerSubject, now: Date, da
       ]),
       new x.BasicConstraintsExtension(false, undefined, true),
       new x.KeyUsagesExtension(x.KeyUsageFlags.digitalSignature, true),
-      new x.ExtendedKeyUsageExtension([x.ExtendedKeyUsage.serverAuth], false),
+      new x.ExtendedKeyUsageExtension(
+        subject.clientAuth
+          ? [x.ExtendedKeyUsage.serverAuth, x.ExtendedKeyUsage.clientAuth]
+          : [x.ExtendedKeyUsage.serverAuth],
+        false,
+      ),
       await x.AuthorityKeyIdentifierExtension.create(caCert, false),
       await x.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],

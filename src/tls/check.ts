@@ -7,7 +7,11 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 export interface WantedNames {
   dns: string[];
   ips: string[];
+  /** the certificate also authenticates its host as a client (pgBackRest's TLS both ways) */
+  clientAuth?: true;
 }
+
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 
 export interface CertFacts {
   notBefore: number;
@@ -87,6 +91,8 @@ export function judgeServerCert(
         `wants ${[...want.dns, ...want.ips].join(', ')})`,
     };
   }
+  if (want.clientAuth && !new X509Certificate(cert).keyUsage?.includes(CLIENT_AUTH_OID))
+    return { usable: false, reason: 'it cannot authenticate a client (pgBackRest needs it to)' };
   if (now >= f.notAfter) return { usable: false, reason: `expired on ${new Date(f.notAfter).toISOString()}` };
   if (now < f.notBefore)
     return { usable: false, reason: `not valid before ${new Date(f.notBefore).toISOString()}` };

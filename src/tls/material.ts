@@ -28,7 +28,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { poolHosts, type ClusterSpec } from '../spec/types.js';
+import { poolHosts, repoHostAddress, type ClusterSpec } from '../spec/types.js';
 import { TLS_DEFAULTS, tlsOf } from './settings.js';
 import { terminal } from '../errors.js';
 import { certFacts, judgeCa, judgeServerCert, type WantedNames } from './check.js';
@@ -41,11 +41,24 @@ const RECHECK_MS = 10_000;
 export { TLS_DEFAULTS, tlsOf };
 
 export const POOL_HOST = 'pool';
+/** The backup repository's server on the operator's host (src/drivers/backup/). */
+export const REPO_HOST = 'repo';
+export const REPO_HOST_NAME = 'pgbackrest-repo';
 
 /** The hosts that get a certificate, with the names it must carry. */
 export function wantedHosts(cluster: ClusterSpec): Map<string, WantedNames> {
   const out = new Map<string, WantedNames>();
-  for (const n of cluster.nodes) out.set(nodeHostId(n.name), { dns: [n.name], ips: [n.address] });
+  // With backups, a node's certificate is also its client certificate at the repository's server.
+  const client = cluster.backup ? { clientAuth: true as const } : {};
+  for (const n of cluster.nodes) out.set(nodeHostId(n.name), { dns: [n.name], ips: [n.address], ...client });
+  if (cluster.backup)
+    // pgBackRest 2.45 matches the host it dials only against the CN and DNS names: the
+    // address goes in as a DNS name as well
+    out.set(REPO_HOST, {
+      dns: [REPO_HOST_NAME, repoHostAddress(cluster)],
+      ips: [repoHostAddress(cluster)],
+      clientAuth: true,
+    });
   const pp = cluster.pgpool;
   if (pp.enabled && pp.address) {
     const ips = [
@@ -239,7 +252,7 @@ export class ClusterTls {
       if (!v) continue;
       const issued = await issueServer(
         ca,
-        { name: want.dns[0]!, dns: want.dns.slice(1), ips: want.ips },
+        { name: want.dns[0]!, dns: want.dns.slice(1), ips: want.ips, clientAuth: want.clientAuth === true },
         new Date(now),
         t.certificateDays,
       );

@@ -9,7 +9,12 @@ import type { ClusterSpec } from '../../src/spec/types.js';
 import type { ExecOptions, ExecResult, HostRef, NodeShell } from '../../src/drivers/types.js';
 import { SshPostgresDriver } from '../../src/drivers/postgres/driver.js';
 
-const lab = (): ClusterSpec => parseSpecFile(join(__dirname, '../../specs/lab-3node.yaml')).spec;
+// the lab spec as the seed had it: its archive script, no pgBackRest (whose passphrase file this
+// test does not make)
+const lab = (): ClusterSpec => {
+  const { backup: _backup, ...spec } = parseSpecFile(join(__dirname, '../../specs/lab-3node.yaml')).spec;
+  return { ...spec, postgres: { ...spec.postgres, archiveScript: true } };
+};
 
 class RecordingShell implements NodeShell {
   readonly calls: { argv: string[]; opts: ExecOptions }[] = [];

@@ -260,7 +260,12 @@ describe('the seed cluster round-trips', () => {
     delete expected.listen_addresses;
     delete expected.archive_command;
     expect(params).toEqual(expected);
-    expect(spec.postgres.archiveScript).toBe(true);
+    // the seed's archive.sh gives way to pgBackRest (spec.backup), into a repository off the nodes
+    expect(spec.postgres.archiveScript).toBe(false);
+    expect(spec.backup).toMatchObject({
+      repo: { path: '/var/lib/pgop/backup/lab', port: 8432 },
+      encryption: { passphrase: { file: '/var/lib/pgop/secrets/lab/backup' } },
+    });
     expect(spec.postgres.superuserPassword).toEqual({ file: '/var/lib/pgop/secrets/lab/postgres' });
     expect(spec.roles.map((r) => r.password)).toEqual([
       { file: '/var/lib/pgop/secrets/lab/cl_owner' },

@@ -87,6 +87,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
       'ENDPOINT',
       'NODES',
       'REPLICATION',
+      'ARCHIVE',
       'OPERATOR',
       ...(wide ? ['PROVIDER', 'MESSAGE'] : []),
     ];
@@ -100,6 +101,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
         endpointText(c),
         c.nodes,
         c.replication,
+        archiveText(c.archive, now),
         operatorText(c.operator),
         ...(wide ? [c.provider, c.message] : []),
       ]),
@@ -309,6 +311,15 @@ export async function describeCommand(
   } finally {
     store.close();
   }
+}
+
+/** "ok 12s" (the last segment's age), "failing 3m" (since the last success), or the state. */
+function archiveText(a: ClusterItem['archive'], now: number): string {
+  if (!a) return '-';
+  if (a.state === 'ok' && a.last_archived_at) return `ok ${age(a.last_archived_at, now)}`;
+  if (a.state === 'failing')
+    return a.last_archived_at ? `failing ${age(a.last_archived_at, now)}` : 'failing';
+  return a.state;
 }
 
 /** The endpoint, and with several pool hosts who holds it: "10.0.0.10:9999 (pool1; pool2 down)". */

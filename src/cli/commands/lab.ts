@@ -2,7 +2,16 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
@@ -15,7 +24,7 @@ import { makeDirs } from '../../state-dirs.js';
 import { userLocaleEnv } from '../child-locale.js';
 import { NotFoundError, UsageError } from '../errors.js';
 import { LAB_FAULTS, type LabFault } from '../vocabulary.js';
-import { poolHosts, type ClusterSpec, type SecretRef } from '../../spec/types.js';
+import { poolHosts, type BackupSpec, type ClusterSpec, type SecretRef } from '../../spec/types.js';
 import type { MachineRef } from '../../drivers/types.js';
 import type { StoredCluster } from '../../store/types.js';
 
@@ -38,6 +47,7 @@ export function ensureSecretFiles(spec: ClusterSpec): string[] {
     spec.postgres.superuserPassword,
     spec.replication.password,
     ...spec.roles.flatMap((r) => (r.password ? [r.password] : [])),
+    ...(spec.backup?.encryption ? [spec.backup.encryption.passphrase] : []),
   ];
   const made: string[] = [];
   for (const ref of refs) {
@@ -57,6 +67,7 @@ function missingBinaries(spec: ClusterSpec): string[] {
     '/usr/bin/ssh-keygen',
     '/usr/sbin/pgpool',
     '/usr/bin/unshare',
+    ...(spec.backup ? ['/usr/bin/pgbackrest'] : []),
   ];
   return need.filter((p) => !existsSync(p));
 }
@@ -199,10 +210,28 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
   }
 }
 
+/** The lab is a demo: taking it down takes its WAL and backups too (the stanza's directories;
+ *  the repository directory when nothing else is left in it). A cluster made again under the
+ *  same name would otherwise find a stanza of another database system there. Outside the lab, a
+ *  deleted cluster's repository stays. */
+function removeLabStanza(name: string, b: BackupSpec): void {
+  for (const part of ['archive', 'backup'])
+    rmSync(join(b.repo.path, part, name), { recursive: true, force: true });
+  for (const dir of [join(b.repo.path, 'archive'), join(b.repo.path, 'backup'), b.repo.path]) {
+    try {
+      if (readdirSync(dir).length === 0) rmdirSync(dir);
+    } catch {
+      /* gone already, or not empty */
+    }
+  }
+  process.stdout.write(`backup repository ${b.repo.path}: stanza ${name} removed\n`);
+}
+
 export async function labDownCommand(db: string, file: string | undefined): Promise<number> {
   requireRoot('take the lab down');
   const store = Store.open(db);
   let names: string[];
+  const backups = new Map<string, BackupSpec>();
   try {
     names = file
       ? [parseSpecFile(file).spec.name]
@@ -211,12 +240,18 @@ export async function labDownCommand(db: string, file: string | undefined): Prom
           .filter((c) => c.spec.provider.type === 'lab')
           .map((c) => c.name);
     names = names.filter((n) => store.getCluster(n));
+    for (const n of names) {
+      const b = store.getCluster(n)?.spec.backup;
+      if (b) backups.set(n, b);
+    }
   } finally {
     store.close();
   }
   for (const name of names) {
     const code = await deleteInHub(db, name);
     if (code !== EXIT.ok) return code;
+    const b = backups.get(name);
+    if (b) removeLabStanza(name, b);
   }
   // Stop the operator we started (by the PID we recorded, and only if it holds this store).
   const files = operatorFiles(db);

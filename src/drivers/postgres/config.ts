@@ -27,6 +27,7 @@ import { terminal } from '../../errors.js';
 import { tlsOf } from '../../tls/settings.js';
 import { shellQuote } from '../ssh/quote.js';
 import { syncStandbyNamesValue } from './sync-names.js';
+import { archiveCommand, nodeConfPath, renderNodeConf } from '../backup/config.js';
 
 export { syncStandbyNamesValue };
 
@@ -175,6 +176,12 @@ export function binDir(cluster: ClusterSpec): string {
   return `/usr/lib/postgresql/${v}/bin`;
 }
 
+/** The first unix socket directory postgres listens in (pgop's, unless the spec sets them). */
+export function socketDir(cluster: ClusterSpec): string {
+  const s = cluster.postgres.parameters.unix_socket_directories;
+  return s === undefined ? SOCKET_DIR : String(s).split(',')[0]!.trim();
+}
+
 export function pgPort(cluster: ClusterSpec): number {
   const p = cluster.postgres.parameters.port;
   if (p === undefined) return DEFAULT_PORT;
@@ -236,7 +243,15 @@ export function renderConf(cluster: ClusterSpec, _node?: NodeSpec): string {
     if (!seen.has(k)) defaults.push(`${k} = ${confValue(v)}`);
   }
   if (!seen.has('log_directory')) defaults.push(`log_directory = ${confQuote(cluster.postgres.logDir)}`);
-  if (isOn(params.archive_mode) && cluster.postgres.archiveScript && !seen.has('archive_command')) {
+  if (cluster.backup) {
+    // pgBackRest archives (the spec's checks keep archive_command and archive_timeout out of
+    // the parameters, and archive_mode on or unset)
+    if (!seen.has('archive_mode')) defaults.push(`archive_mode = on`);
+    defaults.push(
+      `archive_command = ${confQuote(archiveCommand(cluster))}`,
+      `archive_timeout = ${cluster.backup.archiveTimeoutS}`,
+    );
+  } else if (isOn(params.archive_mode) && cluster.postgres.archiveScript && !seen.has('archive_command')) {
     defaults.push(`archive_command = ${confQuote(`${archiveScriptPath(cluster)} %p %f`)}`);
   }
   if (tlsOn) {
@@ -403,9 +418,25 @@ export function desiredConfigHash(cluster: ClusterSpec, node: NodeSpec, tls?: No
   return configHashOf(
     renderConf(cluster, node),
     renderHba(cluster),
-    cluster.postgres.archiveScript ? renderArchiveScript(cluster) : '',
+    archiveFileOf(cluster)?.content ?? '',
     extra,
   );
+}
+
+/** The file archive_command depends on, which counts in the config hash: pgBackRest's
+ *  configuration with spec.backup, else the seed's archive script (when used), else none. */
+export function archiveFilePath(cluster: ClusterSpec): string | null {
+  if (cluster.backup) return nodeConfPath(cluster);
+  return cluster.postgres.archiveScript ? archiveScriptPath(cluster) : null;
+}
+
+export function archiveFileOf(cluster: ClusterSpec): { path: string; content: string } | null {
+  const path = archiveFilePath(cluster);
+  if (path === null) return null;
+  const content = cluster.backup
+    ? renderNodeConf(cluster, tlsNodePaths(cluster), { port: pgPort(cluster), socketDir: socketDir(cluster) })
+    : renderArchiveScript(cluster);
+  return { path, content };
 }
 
 // ------------------------------------------------------------------------------ per node

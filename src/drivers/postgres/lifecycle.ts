@@ -16,6 +16,7 @@ import {
   SOCKET_DIR,
   STANDBY_CONF_FILE,
   SYNC_CONF_FILE,
+  archiveFileOf,
   archiveScriptPath,
   binDir,
   desiredConfigHash,
@@ -32,6 +33,8 @@ import {
 } from './config.js';
 import { checkpoint, ms, socketDir, type NodeAccess } from './node-access.js';
 import type { Prober } from './probe.js';
+import { nodeCipherPath, nodeWorkDir, renderNodeCipher } from '../backup/config.js';
+import { resolveSecret } from '../../spec/secrets.js';
 import { initdbScript, installScript, startScript, startupErrorsScript, stopScript } from './scripts.js';
 import {
   ensureRolesAndDatabases,
@@ -66,6 +69,7 @@ export class Lifecycle {
       scriptDir: scriptDir(cluster),
       socketDir: SOCKET_DIR,
       waitForCloudInit: cluster.provider.type === 'libvirt',
+      pgbackrestWorkDir: cluster.backup ? nodeWorkDir(cluster) : null,
     });
     const res = await this.a.run(cluster, node, script, { user: 'root', timeoutMs: 15 * 60_000 });
     if (res.code !== 0) {
@@ -104,7 +108,20 @@ export class Lifecycle {
       { op: 'write', path: `${d}/${CONF_DIR}/${CONF_FILE}`, content: renderConf(cluster, node) },
       { op: 'write', path: `${d}/pg_hba.conf`, content: renderHba(cluster) },
     ];
-    if (cluster.postgres.archiveScript) files.push(this.scriptFile(cluster));
+    if (cluster.backup) {
+      const f = archiveFileOf(cluster)!;
+      files.push({ op: 'write', path: f.path, content: f.content });
+      const enc = cluster.backup.encryption;
+      files.push(
+        enc
+          ? {
+              op: 'write',
+              path: nodeCipherPath(cluster),
+              content: renderNodeCipher(resolveSecret(enc.passphrase, 'the backup passphrase')),
+            }
+          : { op: 'delete', path: nodeCipherPath(cluster) },
+      );
+    } else if (cluster.postgres.archiveScript) files.push(this.scriptFile(cluster));
     return files;
   }
 

@@ -29,9 +29,12 @@ import {
   binDir,
   parseLsn,
   pgPort,
+  socketDir,
   tlsNodePaths,
   type NodeTlsFiles,
 } from './config.js';
+
+export { socketDir };
 import { controlDataScript, nodeStateScript, reloadScript } from './scripts.js';
 
 /** What one SSH look at a node tells. */
@@ -321,11 +324,6 @@ export async function checkpoint(c: pg.Client): Promise<void> {
 }
 
 /** The socket directory postgres listens on (the first of unix_socket_directories). */
-export function socketDir(cluster: ClusterSpec): string {
-  const s = cluster.postgres.parameters.unix_socket_directories;
-  return s === undefined ? SOCKET_DIR : String(s).split(',')[0]!.trim();
-}
-
 /** Milliseconds since `t0` (performance.now()), for the driver's timing logs. */
 export function ms(t0: number): number {
   return Math.round(performance.now() - t0);

@@ -3,9 +3,9 @@
 
 import type pg from 'pg';
 import type { ClusterSpec } from '../../spec/types.js';
-import type { PostgresObservation, ReplicaStatus } from '../../observe/types.js';
+import type { ArchiverStatus, PostgresObservation, ReplicaStatus } from '../../observe/types.js';
 import { internal } from '../../errors.js';
-import { CONFHASH_FILE, CONF_DIR, CONF_FILE, archiveScriptPath, parseLsn, tlsNodePaths } from './config.js';
+import { CONFHASH_FILE, CONF_DIR, CONF_FILE, archiveFilePath, parseLsn, tlsNodePaths } from './config.js';
 
 interface ProbeRow {
   in_recovery: boolean;
@@ -27,6 +27,15 @@ interface ProbeRow {
   live_hash: string;
   recorded_hash: string | null;
   pending_restart: boolean | null;
+  sysid: string | null;
+  archiver: {
+    archived: string | number;
+    lastWal: string | null;
+    lastAt: number | null;
+    failed: string | number;
+    lastFailedWal: string | null;
+    lastFailedAt: number | null;
+  } | null;
 }
 
 // One round trip: role, positions, timeline, WAL receiver, replicas, config hash.
@@ -60,7 +69,12 @@ SELECT r.rec AS in_recovery,
                                                           ''::bytea), ''::bytea ORDER BY o)
                   FROM unnest($2::text[]) WITH ORDINALITY AS u(f, o)), ''::bytea)), 'hex') AS live_hash,
   convert_from(pg_read_binary_file('${CONFHASH_FILE}', 0, 1024, true), 'UTF8') AS recorded_hash,
-  (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
+  (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart,
+  (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
+  CASE WHEN NOT r.rec THEN (SELECT json_build_object('archived', archived_count,
+      'lastWal', last_archived_wal, 'lastAt', extract(epoch FROM last_archived_time) * 1000,
+      'failed', failed_count, 'lastFailedWal', last_failed_wal,
+      'lastFailedAt', extract(epoch FROM last_failed_time) * 1000) FROM pg_stat_archiver) END AS archiver
 FROM r LEFT JOIN pg_stat_wal_receiver w ON true`;
 
 /** host=... out of a conninfo string (keyword/value form). */
@@ -98,7 +112,7 @@ export async function queryObservation(
   client: pg.Client,
   tlsOn: boolean,
 ): Promise<PostgresObservation> {
-  const script = cluster.postgres.archiveScript ? archiveScriptPath(cluster) : '';
+  const script = archiveFilePath(cluster) ?? '';
   const t = tlsNodePaths(cluster);
   const res = await client.query<ProbeRow>(PROBE_SQL, [script, tlsOn ? [t.cert, t.key, t.ca] : []]);
   const r = res.rows[0];
@@ -150,5 +164,19 @@ function observationOf(cluster: ClusterSpec, r: ProbeRow): PostgresObservation {
     syncStandbyNames: r.ssn ?? '',
     configHash,
     slots: r.slots ?? [],
+    ...(r.archiver ? { archiver: archiverOf(r.archiver) } : {}),
+    ...(r.sysid ? { systemId: r.sysid } : {}),
+  };
+}
+
+function archiverOf(a: NonNullable<ProbeRow['archiver']>): ArchiverStatus {
+  const at = (v: number | null) => (v === null ? null : Math.round(Number(v)));
+  return {
+    archivedCount: Number(a.archived),
+    lastArchivedWal: a.lastWal,
+    lastArchivedAt: at(a.lastAt),
+    failedCount: Number(a.failed),
+    lastFailedWal: a.lastFailedWal,
+    lastFailedAt: at(a.lastFailedAt),
   };
 }

@@ -26,6 +26,9 @@ export interface InstallValues {
   scriptDir: string;
   socketDir: string;
   waitForCloudInit: boolean;
+  /** pgBackRest archives the WAL (spec.backup): install it when missing, and make its work
+   *  directory (locks, spool, the include directory of the passphrase) */
+  pgbackrestWorkDir: string | null;
 }
 
 export function installScript(v: InstallValues): NodeScript {
@@ -40,7 +43,8 @@ export function installScript(v: InstallValues): NodeScript {
     v.scriptDir,
     v.socketDir,
   ];
-  return { text: INSTALL_SH, args: [...args, v.waitForCloudInit ? 1 : 0] };
+  const backup = v.pgbackrestWorkDir === null ? [0, ''] : [1, v.pgbackrestWorkDir];
+  return { text: INSTALL_SH, args: [...args, v.waitForCloudInit ? 1 : 0, ...backup] };
 }
 
 export function initdbScript(dataDir: string, binDir: string): NodeScript {
@@ -256,10 +260,11 @@ const USERADD_POSTGRES =
   'useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash postgres';
 
 /** As root. $1 bin $2 version $3 data $4 archive $5 backup $6 log $7 family $8 script dir $9 socket dir
- *  ${10} wait for cloud-init. The spec's directories become postgres's through pg_dir
- *  (src/drivers/ssh/node-fs.ts): created by the owner of their parent, handed over (chown, never
- *  -R) only when root made them in a root-only directory; a system directory, a symlink another
- *  user could have made, or a non-empty directory of root's or of another user is refused. */
+ *  ${10} wait for cloud-init ${11} pgBackRest wanted ${12} its work directory. The spec's
+ *  directories become postgres's through pg_dir (src/drivers/ssh/node-fs.ts): created by the
+ *  owner of their parent, handed over (chown, never -R) only when root made them in a root-only
+ *  directory; a system directory, a symlink another user could have made, or a non-empty
+ *  directory of root's or of another user is refused. */
 const INSTALL_SH =
   `${NODE_FS_FUNCS}
 set -e
@@ -279,6 +284,11 @@ if [ ! -x "$b/postgres" ]; then
   fi
 fi
 [ -x "$b/postgres" ] || { echo "postgres binaries missing in $b" >&2; exit 3; }
+if [ "\${11}" = 1 ] && ! command -v pgbackrest >/dev/null 2>&1; then
+  if [ "$fam" = rhel ]; then dnf -y -q install pgbackrest
+  else DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null; fi
+  command -v pgbackrest >/dev/null 2>&1 || { echo "pgbackrest missing (spec.backup)" >&2; exit 3; }
+fi
 # Postgres never starts at boot: only the operator starts it.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   for u in postgresql.service "postgresql@$v-main.service" "postgresql-$v.service"; do
@@ -292,6 +302,10 @@ pg_dir "$d" 700
 pg_dir "$arch" 700
 pg_dir "$bk" -
 pg_dir "$logd" -
+if [ "\${11}" = 1 ]; then
+  pg_dir "\${12}" 700
+  pg_dir "\${12}/conf.d" 700
+fi
 # the socket directory is pgop's own constant (/var/run/postgresql), not a spec value
 pg_dir "$sock" 2775 fixed
 # The script directory: root's (755) in a root-only directory, so that postgres cannot change

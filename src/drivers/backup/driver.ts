@@ -1,0 +1,364 @@
+// The backup repository on the operator's host: `pgbackrest server` (pgBackRest's TLS server)
+// per cluster, listening on the cluster network's gateway address, and the stanza in the
+// repository. The nodes push WAL to it (archive_command); see README.md here.
+//
+// On the operator's host, per cluster:
+//   /var/lib/pgop/backup-servers/<cluster>-<id>/  root 0755
+//     server.pid, server.hash, server.out  root's: the process pgop started and with what
+//     server/                              root:pgbackrest 0750: pgbackrest.conf, the server's
+//                                          certificate, key (0640) and the CA bundle
+//     server/log, server/lock              pgbackrest's (the server writes only there)
+// and the repository directory of the spec, pgbackrest's (0750). The server runs as the system
+// user `pgbackrest` (made when missing): a pgBackRest client names the repository path itself,
+// so a node that was taken over must not be able to write as root on this host. Root never
+// writes into a directory that user owns.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import { makeDirs, stateRoot } from '../../state-dirs.js';
+import type { BackupObservation } from '../../observe/types.js';
+import { terminal, transient } from '../../errors.js';
+import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { REPO_HOST, type ClusterTls } from '../../tls/material.js';
+import type { BackupDriver, DriverLog, HostRef, NodeShell } from '../types.js';
+import { failureDetail, tail } from '../remote/run.js';
+import { backupOf, nodeConfArgs, renderRepoConf, repoHostAddress, stanzaOf } from './config.js';
+
+export const REPO_USER = 'pgbackrest';
+/** how long a started server may take to listen */
+const LISTEN_WAIT_MS = 5_000;
+
+export interface BackupDriverOptions {
+  shell: NodeShell;
+  hostRef(cluster: ClusterSpec, node: NodeSpec): HostRef;
+  tls: ClusterTls;
+  log?: DriverLog;
+}
+
+interface ServerFiles {
+  conf: string;
+  cert: string;
+  key: string;
+  ca: string;
+  /** sha256 of all four: what a running server was started with */
+  hash: string;
+}
+
+export class SshBackupDriver implements BackupDriver {
+  constructor(private readonly o: BackupDriverOptions) {}
+
+  async observe(cluster: ClusterSpec): Promise<BackupObservation> {
+    const info = readText(join(backupOf(cluster).repo.path, 'archive', stanzaOf(cluster), 'archive.info'));
+    const sysid = /^db-system-id=(\d+)$/m.exec(info)?.[1];
+    const stanza = { stanza: info !== '', ...(sysid ? { stanzaSystemId: sysid } : {}) };
+    const files = this.files(cluster, this.o.tls.peek(cluster));
+    const dir = this.stateDir(cluster);
+    const pid = serverPid(dir);
+    if (pid === null) return { server: 'stopped', ...stanza, ...lastWords(dir) };
+    const started = readText(join(dir, 'server.hash'));
+    return { server: files && started === files.hash ? 'running' : 'outdated', ...stanza };
+  }
+
+  async ensureRepoServer(cluster: ClusterSpec): Promise<void> {
+    const files = this.files(cluster, await this.o.tls.ensure(cluster));
+    if (!files) throw transient(`cannot start the backup repository's server: no certificate issued yet`);
+    const dir = this.stateDir(cluster);
+    const pid = serverPid(dir);
+    if (pid !== null && readText(join(dir, 'server.hash')) === files.hash) return;
+    const user = ensureRepoUser();
+    this.prepare(cluster, files, user);
+    if (pid !== null) await stopProcess(pid);
+    await this.start(cluster, dir, user, files.hash);
+  }
+
+  async ensureStanza(cluster: ClusterSpec, primary: NodeSpec): Promise<void> {
+    const argv = ['pgbackrest', ...nodeConfArgs(cluster), 'stanza-create'];
+    const res = await this.o.shell.exec(this.o.hostRef(cluster, primary), argv, {
+      user: 'postgres',
+      timeoutMs: 120_000,
+    });
+    if (res.code !== 0)
+      throw transient(`cannot create the backup stanza on ${primary.name}: ${failureDetail(res)}`);
+    this.o.log?.info({ cluster: cluster.name, node: primary.name }, 'backup: stanza created');
+  }
+
+  async stopRepoServer(cluster: ClusterSpec): Promise<void> {
+    const dir = this.stateDir(cluster);
+    const pid = serverPid(dir);
+    if (pid !== null) await stopProcess(pid);
+    // its configuration, certificate and logs; the repository itself stays
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** <state root>/backup-servers/<cluster>-<hash of its TLS directory>: in a traversable
+   *  directory (the cluster's own state is root's alone, and the server runs as another user),
+   *  and one per cluster state (tests run clusters of the same name in other state dirs). */
+  private stateDir(cluster: ClusterSpec): string {
+    const id = createHash('sha256').update(this.o.tls.dir(cluster)).digest('hex').slice(0, 8);
+    return join(stateRoot(), 'backup-servers', `${cluster.name}-${id}`);
+  }
+
+  private files(cluster: ClusterSpec, m: ReturnType<ClusterTls['peek']>): ServerFiles | null {
+    const host = m?.hosts.get(REPO_HOST);
+    if (!m || !host) return null;
+    const server = join(this.stateDir(cluster), 'server');
+    const conf = renderRepoConf(cluster, {
+      cert: join(server, 'server.crt'),
+      key: join(server, 'server.key'),
+      ca: join(server, 'ca.crt'),
+      logDir: join(server, 'log'),
+      lockDir: join(server, 'lock'),
+    });
+    const hash = createHash('sha256');
+    for (const part of [conf, host.cert, host.key, m.caBundle]) hash.update(part).update('\0');
+    return { conf, cert: host.cert, key: host.key, ca: m.caBundle, hash: hash.digest('hex') };
+  }
+
+  /** The server's files (root's, readable by its group) and the directories it writes in. */
+  private prepare(cluster: ClusterSpec, f: ServerFiles, user: RepoUser): void {
+    const dir = this.stateDir(cluster);
+    const server = join(dir, 'server');
+    makeDirs(server, 0o755);
+    chownSync(dir, 0, 0);
+    chmodSync(dir, 0o755);
+    ownedBy(server, 0, user.gid, 0o750);
+    writeRootFile(join(server, 'pgbackrest.conf'), f.conf, user.gid, 0o640);
+    writeRootFile(join(server, 'server.crt'), f.cert, user.gid, 0o640);
+    writeRootFile(join(server, 'server.key'), f.key, user.gid, 0o640);
+    writeRootFile(join(server, 'ca.crt'), f.ca, user.gid, 0o640);
+    for (const d of ['log', 'lock']) userDir(join(server, d), user);
+    repoDir(backupOf(cluster).repo.path, user);
+  }
+
+  private async start(cluster: ClusterSpec, dir: string, user: RepoUser, hash: string): Promise<void> {
+    const conf = join(dir, 'server', 'pgbackrest.conf');
+    const out = openSync(join(dir, 'server.out'), 'w', 0o644);
+    let pid: number | undefined;
+    try {
+      const child = spawn('pgbackrest', [`--config=${conf}`, 'server'], {
+        cwd: join(dir, 'server'),
+        detached: true, // its own session: it outlives the operator (adopted through server.pid)
+        stdio: ['ignore', out, out],
+        uid: user.uid,
+        gid: user.gid,
+        // also the configuration of the remote processes it forks per client, which would
+        // otherwise read the machine's /etc/pgbackrest.conf
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', PGBACKREST_CONFIG: conf },
+      });
+      child.on('error', () => undefined);
+      pid = child.pid;
+      child.unref();
+    } finally {
+      closeSync(out);
+    }
+    if (!pid)
+      throw transient(
+        `cannot start the backup repository's server: ${lastWords(dir).error ?? 'spawn failed'}`,
+      );
+    writeFileSync(join(dir, 'server.pid'), `${pid}\n`, { mode: 0o644 });
+    const address = repoHostAddress(cluster);
+    const port = backupOf(cluster).repo.port;
+    if (!(await listening(address, port, pid))) {
+      await stopProcess(pid);
+      throw transient(
+        `cannot start the backup repository's server on ${address}:${port}: ` +
+          (lastWords(dir).error ?? 'it does not listen'),
+      );
+    }
+    writeFileSync(join(dir, 'server.hash'), hash, { mode: 0o644 });
+    this.o.log?.info({ cluster: cluster.name, pid, address, port }, 'backup: repository server started');
+  }
+}
+
+// ------------------------------------------------------------------------------ process
+
+/** The server pgop started for this directory, if it still runs (a PID is trusted only while
+ *  its command line is that server's: never a recycled one). */
+function serverPid(dir: string): number | null {
+  const pid = Number(readText(join(dir, 'server.pid')));
+  if (!Number.isInteger(pid) || pid <= 1) return null;
+  let cmd: string;
+  try {
+    cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return null;
+  }
+  const conf = `--config=${join(dir, 'server', 'pgbackrest.conf')}`;
+  return cmd.split('\0').includes(conf) && cmd.includes('server') ? pid : null;
+}
+
+async function stopProcess(pid: number): Promise<void> {
+  const alive = () => existsSync(`/proc/${pid}`) && !isZombie(pid);
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 40 && alive(); i++) await sleep(50);
+  if (alive()) process.kill(pid, 'SIGKILL');
+}
+
+function isZombie(pid: number): boolean {
+  return / Z /.test(readText(`/proc/${pid}/stat`));
+}
+
+/** Whether the server accepts connections on its address (or has exited: false at once). */
+async function listening(address: string, port: number, pid: number): Promise<boolean> {
+  const deadline = Date.now() + LISTEN_WAIT_MS;
+  while (Date.now() < deadline) {
+    if (!existsSync(`/proc/${pid}`) || isZombie(pid)) return false;
+    if (await accepts(address, port)) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+function accepts(address: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: address, port, timeout: 500 });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+    s.once('timeout', () => done(false));
+  });
+}
+
+/** The end of what the server printed, or of its log: why it is not running. */
+function lastWords(dir: string): { error?: string } {
+  const out = tail(readText(join(dir, 'server.out')));
+  const logs = join(dir, 'server', 'log');
+  let log = '';
+  try {
+    const f = readdirSync(logs).find((n) => n.endsWith('server.log'));
+    if (f) log = readText(join(logs, f));
+  } catch {
+    /* no log yet */
+  }
+  const error =
+    out ||
+    tail(
+      log
+        .split('\n')
+        .filter((l) => /ERROR|WARN/.test(l))
+        .join('\n'),
+    );
+  return error ? { error } : {};
+}
+
+// ------------------------------------------------------------------------------ files and user
+
+interface RepoUser {
+  uid: number;
+  gid: number;
+}
+
+/** The unprivileged user the repository's server runs as, made when missing. */
+function ensureRepoUser(): RepoUser {
+  const ids = () => {
+    try {
+      const uid = Number(execFileSync('id', ['-u', REPO_USER], { encoding: 'utf8' }).trim());
+      const gid = Number(execFileSync('id', ['-g', REPO_USER], { encoding: 'utf8' }).trim());
+      return { uid, gid };
+    } catch {
+      return null;
+    }
+  };
+  const found = ids();
+  if (found) return found;
+  try {
+    execFileSync(
+      'useradd',
+      [
+        '--system',
+        '--user-group',
+        '--no-create-home',
+        '--home-dir',
+        '/nonexistent',
+        '--shell',
+        '/usr/sbin/nologin',
+        REPO_USER,
+      ],
+      { stdio: 'pipe' },
+    );
+  } catch (err) {
+    throw terminal(`cannot create the system user ${REPO_USER} for the backup repository: ${String(err)}`);
+  }
+  const made = ids();
+  if (!made) throw terminal(`cannot find the system user ${REPO_USER} after creating it`);
+  return made;
+}
+
+/** A file of root's (group `gid`), written through a temp file and a rename in its root-owned
+ *  directory: never through a link. */
+function writeRootFile(path: string, content: string, gid: number, mode: number): void {
+  const tmp = `${path}.pgop-${process.pid}`;
+  writeFileSync(tmp, content, { mode, flag: 'wx' });
+  chownSync(tmp, 0, gid);
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+function ownedBy(path: string, uid: number, gid: number, mode: number): void {
+  chownSync(path, uid, gid);
+  chmodSync(path, mode);
+}
+
+/** A directory the server writes in: made by root in root's directory, then handed over. */
+function userDir(path: string, user: RepoUser): void {
+  if (!existsSync(path)) mkdirSync(path, { mode: 0o750 });
+  const st = statSync(path);
+  if (!st.isDirectory()) throw terminal(`cannot use ${path}: not a directory`);
+  if (st.uid !== user.uid) ownedBy(path, user.uid, user.gid, 0o750);
+}
+
+/** The repository directory: the spec's, made when missing and then the server user's. One that
+ *  holds something of another user's is refused (pgop never takes over someone's files). */
+function repoDir(path: string, user: RepoUser): void {
+  makeDirs(path, 0o755);
+  for (let d = dirname(path); d !== '/'; d = dirname(d)) {
+    const up = statSync(d);
+    if ((up.mode & 0o001) === 0 && up.uid !== user.uid)
+      throw terminal(
+        `cannot use backup.repo.path ${path}: ${REPO_USER} cannot reach it (${d} is mode ` +
+          `${(up.mode & 0o777).toString(8)}; it needs o+x)`,
+      );
+  }
+  const st = statSync(path);
+  if (!st.isDirectory()) throw terminal(`cannot use backup.repo.path ${path}: not a directory`);
+  if (st.uid === user.uid) return;
+  if (readdirSync(path).length > 0)
+    throw terminal(
+      `cannot use backup.repo.path ${path}: it is not empty and belongs to uid ${st.uid}, ` +
+        `not to ${REPO_USER} (choose an empty or new directory)`,
+    );
+  ownedBy(path, user.uid, user.gid, 0o750);
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
