@@ -60,7 +60,8 @@ describe.skipIf(!IN_LAB)(
       ],
       pool: '10.87.0.10',
       // no archiveScript: with backup, pgBackRest archives (the default turns the script off)
-      more: `  failureDetection: {probeIntervalMs: 250, missesBeforeFailover: 3, connectTimeoutMs: 300, retryIntervalMs: 50}
+      more: `  failureDetection:
+    {probeIntervalMs: 250, missesBeforeFailover: 3, connectTimeoutMs: 300, retryIntervalMs: 50}
   backup:
     repo: {path: ${repo}}
     archiveTimeoutS: 5
@@ -169,7 +170,7 @@ describe.skipIf(!IN_LAB)(
       );
     });
 
-    it('after kill -9 of the primary, the new primary archives its timeline (history file first)', async () => {
+    it('after kill -9 of the primary, the new primary archives its timeline and history', async () => {
       expect(pgop('lab', 'fault', 'pg1', 'kill').code).toBe(0);
       await eventually(async () => expect(cluster().primary).not.toBe('pg1'), 60_000);
       const [sw] = await eventually(() =>

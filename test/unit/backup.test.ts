@@ -71,7 +71,8 @@ describe('spec.backup', () => {
   it('refuses what would take archiving away from pgBackRest, naming the line and field', () => {
     const text = SPEC.replace(
       '    parameters: {archive_mode: "on"}',
-      '    archiveScript: true\n    parameters: {archive_mode: always, archive_command: "cp %p /x", archive_timeout: 5}',
+      '    archiveScript: true\n' +
+        '    parameters: {archive_mode: always, archive_command: "cp %p /x", archive_timeout: 5}',
     );
     const got = problems(text).map((p) => `${p.line} ${p.path}`);
     expect(got).toEqual(

@@ -13,7 +13,8 @@
 // so a node that was taken over must not be able to write as root on this host. Root never
 // writes into a directory that user owns.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -36,11 +37,13 @@ import type { BackupObservation } from '../../observe/types.js';
 import { terminal, transient } from '../../errors.js';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { REPO_HOST, type ClusterTls } from '../../tls/material.js';
+import { resolveSecret } from '../../spec/secrets.js';
 import type { BackupDriver, DriverLog, HostRef, NodeShell } from '../types.js';
 import { failureDetail, tail } from '../remote/run.js';
 import { backupOf, nodeConfArgs, renderRepoConf, repoHostAddress, stanzaOf } from './config.js';
 
 export const REPO_USER = 'pgbackrest';
+const execFileAsync = promisify(execFile);
 /** how long a started server may take to listen */
 const LISTEN_WAIT_MS = 5_000;
 
@@ -60,19 +63,89 @@ interface ServerFiles {
   hash: string;
 }
 
+interface StanzaInfo {
+  at: number;
+  running: boolean;
+  systemId?: string;
+}
+
+/** how often `pgbackrest info` is asked which system a stanza holds */
+const INFO_EVERY_MS = 30_000;
+
 export class SshBackupDriver implements BackupDriver {
+  /** per cluster: what `pgbackrest info` last said of the stanza */
+  private readonly stanzaInfo = new Map<string, StanzaInfo>();
+
   constructor(private readonly o: BackupDriverOptions) {}
 
   async observe(cluster: ClusterSpec): Promise<BackupObservation> {
-    const info = readText(join(backupOf(cluster).repo.path, 'archive', stanzaOf(cluster), 'archive.info'));
-    const sysid = /^db-system-id=(\d+)$/m.exec(info)?.[1];
-    const stanza = { stanza: info !== '', ...(sysid ? { stanzaSystemId: sysid } : {}) };
+    const info = join(backupOf(cluster).repo.path, 'archive', stanzaOf(cluster), 'archive.info');
+    const stanza = existsSync(info);
+    if (stanza) this.refreshStanzaInfo(cluster);
+    const sysid = stanza ? this.stanzaInfo.get(cluster.name)?.systemId : undefined;
+    const found = { stanza, ...(sysid ? { stanzaSystemId: sysid } : {}) };
     const files = this.files(cluster, this.o.tls.peek(cluster));
     const dir = this.stateDir(cluster);
     const pid = serverPid(dir);
-    if (pid === null) return { server: 'stopped', ...stanza, ...lastWords(dir) };
+    if (pid === null) return { server: 'stopped', ...found, ...lastWords(dir) };
     const started = readText(join(dir, 'server.hash'));
-    return { server: files && started === files.hash ? 'running' : 'outdated', ...stanza };
+    return { server: files && started === files.hash ? 'running' : 'outdated', ...found };
+  }
+
+  /** Which database system the stanza holds (`pgbackrest info`, as the server's user: an
+   *  encrypted repository encrypts its info files too). In the background, every 30 s at most:
+   *  the look never waits for it. */
+  private refreshStanzaInfo(cluster: ClusterSpec): void {
+    const last = this.stanzaInfo.get(cluster.name);
+    if (last && (last.running || Date.now() - last.at < INFO_EVERY_MS)) return;
+    if (!existsSync(this.infoConf(cluster))) return; // the server's files are not written yet
+    const entry: StanzaInfo = {
+      at: Date.now(),
+      running: true,
+      ...(last?.systemId ? { systemId: last.systemId } : {}),
+    };
+    this.stanzaInfo.set(cluster.name, entry);
+    void this.readStanzaInfo(cluster)
+      .then((systemId) => {
+        if (systemId) entry.systemId = systemId;
+      })
+      .catch((err: unknown) =>
+        this.o.log?.warn({ cluster: cluster.name, err: String(err) }, 'backup: pgbackrest info failed'),
+      )
+      .finally(() => {
+        entry.running = false;
+        entry.at = Date.now();
+      });
+  }
+
+  private infoConf(cluster: ClusterSpec): string {
+    return join(this.stateDir(cluster), 'server', 'info.conf');
+  }
+
+  private async readStanzaInfo(cluster: ClusterSpec): Promise<string | undefined> {
+    const b = backupOf(cluster);
+    const user = ensureRepoUser();
+    const conf = this.infoConf(cluster);
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
+    if (b.encryption)
+      env.PGBACKREST_REPO1_CIPHER_PASS = resolveSecret(b.encryption.passphrase, 'the backup passphrase');
+    const args = [
+      `--config=${conf}`,
+      `--stanza=${stanzaOf(cluster)}`,
+      `--repo1-path=${b.repo.path}`,
+      ...(b.encryption ? ['--repo1-cipher-type=aes-256-cbc'] : []),
+      '--output=json',
+      'info',
+    ];
+    const { stdout } = await execFileAsync('pgbackrest', args, {
+      uid: user.uid,
+      gid: user.gid,
+      env,
+      timeout: 30_000,
+    });
+    // from the text, not JSON.parse: a system identifier is a 64-bit integer (past 2^53)
+    const ids = [...stdout.matchAll(/"system-id"\s*:\s*(\d+)/g)].map((m) => m[1]!);
+    return ids[ids.length - 1];
   }
 
   async ensureRepoServer(cluster: ClusterSpec): Promise<void> {
@@ -142,6 +215,11 @@ export class SshBackupDriver implements BackupDriver {
     writeRootFile(join(server, 'server.crt'), f.cert, user.gid, 0o640);
     writeRootFile(join(server, 'server.key'), f.key, user.gid, 0o640);
     writeRootFile(join(server, 'ca.crt'), f.ca, user.gid, 0o640);
+    // for the commands pgop runs here itself (info): logs and locks of their own
+    const info = ['[global]', `log-path=${join(server, 'log')}`, `lock-path=${join(server, 'lock')}`]
+      .concat('log-level-file=off', '')
+      .join('\n');
+    writeRootFile(join(server, 'info.conf'), info, user.gid, 0o640);
     for (const d of ['log', 'lock']) userDir(join(server, d), user);
     repoDir(backupOf(cluster).repo.path, user);
   }
