@@ -5,6 +5,7 @@ import type { JobRecord } from '../store/jobs.js';
 import type { EventRecord, NodeRecord, StoredCluster } from '../store/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
+import { archivingFails } from '../observe/archiver.js';
 import { poolHosts, poolVip } from '../spec/types.js';
 
 export interface NodeItem {
@@ -181,7 +182,7 @@ export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefine
           ? 'foreign-stanza'
           : !a
             ? 'unknown'
-            : (a.lastFailedAt ?? 0) > (a.lastArchivedAt ?? 0)
+            : archivingFails(a)
               ? 'failing'
               : a.lastArchivedAt
                 ? 'ok'

@@ -97,7 +97,7 @@ async function fenceNode(
   await world.provider.fenceMachine(spec, node);
 }
 
-function backupOf(world: World): BackupDriver {
+function backupDriver(world: World): BackupDriver {
   if (!world.backup) throw internal('this world has no backup driver');
   return world.backup;
 }
@@ -130,9 +130,9 @@ export async function runClusterAction(
     case 'forgetNode':
       return; // bookkeeping only: the reconciler deletes the node's record
     case 'ensureBackupRepo':
-      return backupOf(world).ensureRepoServer(spec);
+      return backupDriver(world).ensureRepoServer(spec);
     case 'createStanza':
-      return backupOf(world).ensureStanza(spec, nodeOf(spec, action.primary, strays));
+      return backupDriver(world).ensureStanza(spec, nodeOf(spec, action.primary, strays));
     case 'deleteClusterResources':
       if (spec.backup && world.backup) await world.backup.stopRepoServer(spec);
       if (spec.pgpool.enabled) await world.pool.deletePool(spec);

@@ -16,6 +16,7 @@ import { plan } from '../plan/plan.js';
 import { parseSyncNames } from '../plan/sync.js';
 import { failedRuleId, type RuleId } from '../plan/rule-ids.js';
 import type { ClusterObservation } from '../observe/types.js';
+import { archivingFails } from '../observe/archiver.js';
 import type { NodeSpec } from '../spec/types.js';
 import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
@@ -273,7 +274,7 @@ export class Reconciler {
     const a = primary ? observation.nodes[primary]?.postgres?.archiver : undefined;
     // before the stanza exists every push fails: that is bring-up, not news
     if (!a || !primary || !observation.backup?.stanza) return;
-    const failing = (a.lastFailedAt ?? 0) > (a.lastArchivedAt ?? 0);
+    const failing = archivingFails(a);
     const before = this.archiveFailing.get(name);
     this.archiveFailing.set(name, failing);
     // the first look only sets the baseline (get clusters shows the state meanwhile)

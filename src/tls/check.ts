@@ -91,7 +91,7 @@ export function judgeServerCert(
         `wants ${[...want.dns, ...want.ips].join(', ')})`,
     };
   }
-  if (want.clientAuth && !new X509Certificate(cert).keyUsage?.includes(CLIENT_AUTH_OID))
+  if (want.clientAuth && !c.keyUsage?.includes(CLIENT_AUTH_OID))
     return { usable: false, reason: 'it cannot authenticate a client (pgBackRest needs it to)' };
   if (now >= f.notAfter) return { usable: false, reason: `expired on ${new Date(f.notAfter).toISOString()}` };
   if (now < f.notBefore)

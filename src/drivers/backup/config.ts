@@ -7,6 +7,7 @@
 import { terminal } from '../../errors.js';
 import { repoHostAddress, type BackupSpec, type ClusterSpec } from '../../spec/types.js';
 import { shellQuote } from '../ssh/quote.js';
+import { besideDataDir } from '../postgres/layout.js';
 
 export { repoHostAddress };
 
@@ -21,16 +22,14 @@ export const stanzaOf = (cluster: ClusterSpec): string => safe('stanza', cluster
 /** A node's pgbackrest.conf: beside the data directory (postgres's, like the TLS files it names),
  *  never inside it, so no clone or rewind copies it. */
 export function nodeConfPath(cluster: ClusterSpec): string {
-  const d = cluster.postgres.dataDir.replace(/\/+$/, '');
-  return `${d.slice(0, d.lastIndexOf('/'))}/pgbackrest.conf`;
+  return besideDataDir(cluster, 'pgbackrest.conf');
 }
 
 /** Where pgBackRest on a node keeps its locks and the spool of asynchronous archiving: private
  *  to the node (on a lab node /tmp is shared by nothing but its own processes, but a directory
  *  beside the data directory is the node's on every provider). */
 export function nodeWorkDir(cluster: ClusterSpec): string {
-  const d = cluster.postgres.dataDir.replace(/\/+$/, '');
-  return `${d.slice(0, d.lastIndexOf('/'))}/pgbackrest`;
+  return besideDataDir(cluster, 'pgbackrest');
 }
 
 /** The include directory of the nodes' pgBackRest: the passphrase's file, kept out of the main

@@ -39,7 +39,7 @@ import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { REPO_HOST, type ClusterTls } from '../../tls/material.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import type { BackupDriver, DriverLog, HostRef, NodeShell } from '../types.js';
-import { failureDetail, tail } from '../remote/run.js';
+import { failureDetail, sleep, tail } from '../remote/run.js';
 import { backupOf, nodeConfArgs, renderRepoConf, repoHostAddress, stanzaOf } from './config.js';
 
 export const REPO_USER = 'pgbackrest';
@@ -75,6 +75,7 @@ const INFO_EVERY_MS = 30_000;
 export class SshBackupDriver implements BackupDriver {
   /** per cluster: what `pgbackrest info` last said of the stanza */
   private readonly stanzaInfo = new Map<string, StanzaInfo>();
+  private user: RepoUser | undefined;
 
   constructor(private readonly o: BackupDriverOptions) {}
 
@@ -84,12 +85,10 @@ export class SshBackupDriver implements BackupDriver {
     if (stanza) this.refreshStanzaInfo(cluster);
     const sysid = stanza ? this.stanzaInfo.get(cluster.name)?.systemId : undefined;
     const found = { stanza, ...(sysid ? { stanzaSystemId: sysid } : {}) };
-    const files = this.files(cluster, this.o.tls.peek(cluster));
     const dir = this.stateDir(cluster);
-    const pid = serverPid(dir);
-    if (pid === null) return { server: 'stopped', ...found, ...lastWords(dir) };
-    const started = readText(join(dir, 'server.hash'));
-    return { server: files && started === files.hash ? 'running' : 'outdated', ...found };
+    if (serverPid(dir) === null) return { server: 'stopped', ...found, ...lastWords(dir) };
+    const files = this.files(cluster, this.o.tls.peek(cluster));
+    return { server: files && startedWith(dir) === files.hash ? 'running' : 'outdated', ...found };
   }
 
   /** Which database system the stanza holds (`pgbackrest info`, as the server's user: an
@@ -118,13 +117,18 @@ export class SshBackupDriver implements BackupDriver {
       });
   }
 
+  /** The repository's user, looked up (or made) once per process. */
+  private repoUser(): RepoUser {
+    return (this.user ??= ensureRepoUser());
+  }
+
   private infoConf(cluster: ClusterSpec): string {
     return join(this.stateDir(cluster), 'server', 'info.conf');
   }
 
   private async readStanzaInfo(cluster: ClusterSpec): Promise<string | undefined> {
     const b = backupOf(cluster);
-    const user = ensureRepoUser();
+    const user = this.repoUser();
     const conf = this.infoConf(cluster);
     const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
     if (b.encryption)
@@ -153,8 +157,8 @@ export class SshBackupDriver implements BackupDriver {
     if (!files) throw transient(`cannot start the backup repository's server: no certificate issued yet`);
     const dir = this.stateDir(cluster);
     const pid = serverPid(dir);
-    if (pid !== null && readText(join(dir, 'server.hash')) === files.hash) return;
-    const user = ensureRepoUser();
+    if (pid !== null && startedWith(dir) === files.hash) return;
+    const user = this.repoUser();
     this.prepare(cluster, files, user);
     if (pid !== null) await stopProcess(pid);
     await this.start(cluster, dir, user, files.hash);
@@ -279,6 +283,11 @@ function serverPid(dir: string): number | null {
   }
   const conf = `--config=${join(dir, 'server', 'pgbackrest.conf')}`;
   return cmd.split('\0').includes(conf) && cmd.includes('server') ? pid : null;
+}
+
+/** The configuration hash the running server was started with (server.hash). */
+function startedWith(dir: string): string {
+  return readText(join(dir, 'server.hash'));
 }
 
 async function stopProcess(pid: number): Promise<void> {
@@ -438,5 +447,3 @@ function readText(path: string): string {
     return '';
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -28,6 +28,7 @@ import { tlsOf } from '../../tls/settings.js';
 import { shellQuote } from '../ssh/quote.js';
 import { syncStandbyNamesValue } from './sync-names.js';
 import { archiveCommand, nodeConfPath, renderNodeConf } from '../backup/config.js';
+import { besideDataDir } from './layout.js';
 
 export { syncStandbyNamesValue };
 
@@ -78,9 +79,11 @@ export const TLS_MANAGED_KEYS = ['ssl', 'ssl_cert_file', 'ssl_key_file', 'ssl_ca
 /** Where a node's TLS files live: beside the data directory (like the replication passfile), never
  *  inside it, so no clone or rewind copies another node's key. Owner postgres, key 0600. */
 export function tlsNodePaths(cluster: ClusterSpec): { cert: string; key: string; ca: string } {
-  const d = cluster.postgres.dataDir.replace(/\/+$/, '');
-  const parent = d.slice(0, d.lastIndexOf('/'));
-  return { cert: `${parent}/pgop-server.crt`, key: `${parent}/pgop-server.key`, ca: `${parent}/pgop-ca.crt` };
+  return {
+    cert: besideDataDir(cluster, 'pgop-server.crt'),
+    key: besideDataDir(cluster, 'pgop-server.key'),
+    ca: besideDataDir(cluster, 'pgop-ca.crt'),
+  };
 }
 
 /** libpq options for the node's own outgoing connections (replication, pg_basebackup, pg_rewind):
@@ -476,9 +479,7 @@ export function nodeOptionString(cluster: ClusterSpec, node: NodeSpec): string {
  *  directory, never inside it, so no clone, rewind or base backup carries it, and no GUC value
  *  ever holds the password (postgres logs changed GUC values on reload). */
 export function replicationPassfilePath(cluster: ClusterSpec): string {
-  const d = cluster.postgres.dataDir.replace(/\/+$/, '');
-  const parent = d.slice(0, d.lastIndexOf('/')) || '/';
-  return `${parent === '/' ? '' : parent}/pgop-replication.pgpass`;
+  return besideDataDir(cluster, 'pgop-replication.pgpass');
 }
 
 /** The passfile's one line: any host/port/database for the replication user. */
