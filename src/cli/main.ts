@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Argument, Command, Option } from 'commander';
 import { EXIT, PgopError, SpecError, exitCodeFor, messageOf } from '../errors.js';
 import type { ImageBuildFlags } from '../image/recipe.js';
+import type { BackupType } from '../spec/types.js';
 import type { ListenFlags } from '../server/listen.js';
 import { parseDuration } from './duration.js';
 import { cliExitCode } from './errors.js';
@@ -140,6 +141,46 @@ program
   .action(async (cluster: string, o: { to?: string; timeout: number }) => {
     const { switchoverCommand } = await import('./commands/apply.js');
     process.exitCode = await switchoverCommand(await dbPath(), cluster, o.to, o.timeout);
+  });
+
+program
+  .command('backup')
+  .description('take a backup of a cluster now (a job of the running pgop serve)')
+  .argument('<cluster>')
+  .addOption(
+    new Option('--type <type>', 'full, diff or incr').choices(['full', 'diff', 'incr']).default('full'),
+  )
+  .option('--no-wait', 'only ask for it')
+  .option(
+    '--timeout <duration>',
+    'give up waiting after this long (90, 90s, 5m, 1h)',
+    parseDuration,
+    6 * 60 * 60_000,
+  )
+  .action(async (cluster: string, o: { type: BackupType; wait: boolean; timeout: number }) => {
+    const { backupCommand } = await import('./commands/apply.js');
+    process.exitCode = await backupCommand(await dbPath(), cluster, o.type, o.wait, o.timeout);
+  });
+
+program
+  .command('restore')
+  .description("build a NEW cluster from another cluster's backups and WAL archive (point in time)")
+  .requiredOption('--from <cluster>', 'the cluster whose backups to restore')
+  .option('--to-time <time>', 'up to this time, e.g. "2026-12-04 10:15:00.123+00"')
+  .option('--to-lsn <lsn>', 'up to this WAL position, e.g. 0/5000060')
+  .option('--latest', 'to the end of the archive (every archived transaction)')
+  .option('--set <label>', 'start from this backup (default: the newest the target allows)')
+  .requiredOption('-f, --file <spec>', "the new cluster's spec (another name; needs spec.backup)")
+  .option('--no-wait', 'only store the new cluster')
+  .option(
+    '--timeout <duration>',
+    'give up waiting after this long (90, 90s, 5m, 1h)',
+    parseDuration,
+    60 * 60_000,
+  )
+  .action(async (o: import('./commands/restore.js').RestoreFlags) => {
+    const { restoreCommand } = await import('./commands/restore.js');
+    process.exitCode = await restoreCommand(await dbPath(), o);
   });
 
 program

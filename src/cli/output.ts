@@ -62,6 +62,9 @@ export interface ArchiveItem {
   last_failed_at: string | null;
   /** why the repository's server is down, when known */
   error?: string;
+  /** the newest backup the repository lists (pgop get backups shows them all) */
+  last_backup: { label: string; type: string; stopped: string } | null;
+  backups: number;
 }
 
 export interface PoolItem {
@@ -172,6 +175,7 @@ export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefine
   const a = pg?.archiver;
   const iso = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString() : null);
   const b = obs?.backup;
+  const lastBackup = b?.backups?.at(-1);
   const state: ArchiveItem['state'] = !b
     ? 'unknown'
     : b.server !== 'running'
@@ -197,6 +201,10 @@ export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefine
     last_failed_wal: a?.lastFailedWal ?? null,
     last_failed_at: iso(a?.lastFailedAt),
     ...(b?.error ? { error: b.error } : {}),
+    last_backup: lastBackup
+      ? { label: lastBackup.label, type: lastBackup.type, stopped: iso(lastBackup.stoppedAt)! }
+      : null,
+    backups: b?.backups?.length ?? 0,
   };
 }
 

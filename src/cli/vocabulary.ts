@@ -4,7 +4,7 @@
 
 /** The resource kinds each command takes (singular forms too, as kubectl). */
 export const KINDS = {
-  get: ['clusters', 'nodes', 'events', 'jobs', 'cluster', 'node', 'event', 'job'],
+  get: ['clusters', 'nodes', 'events', 'jobs', 'backups', 'cluster', 'node', 'event', 'job', 'backup'],
   describe: ['cluster', 'node'],
   delete: ['cluster'],
 } as const;

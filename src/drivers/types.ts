@@ -2,9 +2,10 @@
 // suite (test/contract). Mutating methods are idempotent `ensure*`/verb operations: running one
 // again after a crash half-way is always safe. They throw PgopError (src/errors.ts) on failure.
 
-import type { ClusterSpec, NodeSpec } from '../spec/types.js';
+import type { BackupType, ClusterSpec, NodeSpec } from '../spec/types.js';
 import type {
   BackupObservation,
+  BackupRecord,
   MachineObservation,
   PoolObservation,
   PostgresObservation,
@@ -204,6 +205,14 @@ export interface BackupDriver {
   ensureStanza(cluster: ClusterSpec, primary: NodeSpec): Promise<void>;
   /** The server stops; the repository (WAL and backups) stays. */
   stopRepoServer(cluster: ClusterSpec): Promise<void>;
+  /** One backup of this type, copied from `source` (the primary): its pgbackrest server is
+   *  started first; progress is reported in bytes; the signal stops it (pgBackRest resumes or
+   *  discards the partial backup at the next one). Returns the backup as the repository lists it. */
+  backup(cluster: ClusterSpec, source: NodeSpec, type: BackupType, job: JobContext): Promise<BackupRecord>;
+  /** After a promotion: push the segments of earlier timelines that the new primary holds and
+   *  the old one may not have pushed (archive_mode=on archives only what a primary wrote).
+   *  Returns what it did, for the event. */
+  pushEarlierTimelines(cluster: ClusterSpec, primary: NodeSpec, timeline: number): Promise<string>;
 }
 
 export interface World {

@@ -152,4 +152,30 @@ export interface BackupObservation {
   stanzaSystemId?: string;
   /** why the server is not running, when known (its last words) */
   error?: string;
+  /** the stanza's backups, oldest first, as `pgbackrest info` last listed them */
+  backups?: BackupRecord[];
+  /** when that list was read (ms) */
+  listedAt?: number;
+}
+
+/** One backup in the repository (pgbackrest info). Times in ms, sizes in bytes. */
+export interface BackupRecord {
+  label: string;
+  type: 'full' | 'diff' | 'incr';
+  /** the backup it depends on (diff, incr) */
+  prior?: string;
+  startedAt: number;
+  stoppedAt: number;
+  lsnStart: string;
+  lsnStop: string;
+  walStart: string;
+  walStop: string;
+  /** the database's size, and what this backup copied of it */
+  size: number;
+  delta: number;
+  /** in the repository: the whole set this backup needs, and this backup's own part */
+  repoSize: number;
+  repoDelta: number;
+  /** pgBackRest found page checksum errors while copying */
+  error: boolean;
 }

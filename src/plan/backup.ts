@@ -5,6 +5,8 @@
 
 import { clusterAction, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
+import type { BackupType } from '../spec/types.js';
+import { dueBackup } from './backup-schedule.js';
 
 /** Once there is a primary: its network (the gateway address the server listens on) exists by
  *  then, and nothing archives before. */
@@ -16,6 +18,19 @@ export function ensureRepoServer(ctx: PlanContext): Verdict | undefined {
     b.server === 'outdated'
       ? "restarting the backup repository's server: its configuration or certificate changed"
       : `starting the backup repository's server${b.error ? ` (${b.error})` : ''}`,
+  );
+}
+
+/** A cluster restored from another stanza: its own repository server serves the restore, so it
+ *  runs before the first primary is made (once a node is installed: the network exists then). */
+export function ensureRepoServerForRestore(ctx: PlanContext): Verdict | undefined {
+  const b = ctx.input.observation.backup;
+  const source = ctx.input.spec.bootstrap?.restore.stanza;
+  if (!source || !b || b.server === 'running' || ctx.primary) return undefined;
+  if (!Object.values(ctx.input.states).includes('installed')) return undefined;
+  return clusterAction(
+    { type: 'ensureBackupRepo' },
+    `starting the backup repository's server: it serves the restore from stanza ${source}`,
   );
 }
 
@@ -31,4 +46,77 @@ export function createStanza(ctx: PlanContext): Verdict | undefined {
     { type: 'createStanza', primary },
     `creating the backup stanza ${ctx.input.spec.name} from primary ${primary}`,
   );
+}
+
+/** Backups copy from the primary, once the stanza holds this database system (a foreign stanza
+ *  would refuse them anyway). */
+function backupSource(ctx: PlanContext): string | undefined {
+  const b = ctx.input.observation.backup;
+  const { primary, primaryPg } = ctx;
+  if (!ctx.input.spec.backup || !b || b.server !== 'running' || !b.stanza) return undefined;
+  if (!primary || !ctx.primaryHealthy || !primaryPg) return undefined;
+  if (b.stanzaSystemId && primaryPg.systemId && b.stanzaSystemId !== primaryPg.systemId) return undefined;
+  return primary;
+}
+
+/** How long a failed push of earlier timelines waits before it is tried again */
+const WAL_PUSH_RETRY_MS = 60_000;
+
+/** After a promotion, the earlier timelines' segments the old primary completed but may not have
+ *  pushed are still on the new primary (it streamed them): pushed from there, once per primary
+ *  and timeline, so that a restore through the new timeline finds every segment. */
+export function pushEarlierTimelines(ctx: PlanContext): Verdict | undefined {
+  const source = backupSource(ctx);
+  const timeline = ctx.primaryPg?.timeline ?? 1;
+  const push = ctx.input.walPush;
+  if (!source || timeline <= 1 || !push || push.running) return undefined;
+  const last = push.last;
+  if (last && last.primary === source && last.timeline === timeline) {
+    if (last.succeeded || ctx.input.now - last.finishedAt < WAL_PUSH_RETRY_MS) return undefined;
+  }
+  return clusterAction(
+    { type: 'pushEarlierTimelines', primary: source, timeline },
+    `${source} is primary on timeline ${timeline}: pushing the earlier timelines' segments it holds`,
+  );
+}
+
+/** A backup copying from a node that is no longer the primary cannot finish as meant. */
+export function cancelStaleBackup(ctx: PlanContext): Verdict | undefined {
+  const job = ctx.input.backupJob;
+  if (!job || job.cancelling || !ctx.primary || job.source === ctx.primary) return undefined;
+  return clusterAction(
+    { type: 'cancelJob', jobId: job.id, node: job.source },
+    `backup job #${job.id} copies from ${job.source}, but ${ctx.primary} is the primary now: cancelled`,
+  );
+}
+
+/** `pgop backup`: the oldest request starts once nothing else backs the cluster up. */
+export function startRequestedBackup(ctx: PlanContext): Verdict | undefined {
+  const request = ctx.input.requests.find((r) => r.kind === 'backup');
+  if (!request || ctx.input.backupJob) return undefined;
+  const source = backupSource(ctx);
+  if (!source) return undefined;
+  const backupType = parseBackupType(request.args.type);
+  return clusterAction(
+    { type: 'startBackup', backupType, source, requestId: request.id },
+    `${backupType} backup requested: copying from primary ${source}`,
+  );
+}
+
+/** spec.backup.schedule: the strongest backup due starts (one at a time). */
+export function startScheduledBackup(ctx: PlanContext): Verdict | undefined {
+  const schedule = ctx.input.spec.backup?.schedule;
+  if (!schedule || Object.keys(schedule).length === 0 || ctx.input.backupJob) return undefined;
+  const source = backupSource(ctx);
+  if (!source) return undefined;
+  const due = dueBackup(schedule, ctx.input.now, ctx.input.backupStarts ?? {});
+  if (!due) return undefined;
+  return clusterAction(
+    { type: 'startBackup', backupType: due.type, source },
+    `${due.reason}: copying from primary ${source}`,
+  );
+}
+
+function parseBackupType(value: string | undefined): BackupType {
+  return value === 'diff' || value === 'incr' ? value : 'full';
 }

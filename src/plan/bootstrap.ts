@@ -54,6 +54,8 @@ function onItsWay(ctx: PlanContext, n: string): boolean {
 
 /** One that already runs as a primary (initPrimary succeeded, its commit lost) wins. */
 export function initPrimary(ctx: PlanContext): Verdict | undefined {
+  // a restore reads through the cluster's own repository server (backup.restore-server)
+  if (ctx.input.spec.bootstrap && ctx.input.observation.backup?.server !== 'running') return undefined;
   const installed = installedNodes(ctx);
   if (!installed || unseen(ctx, installed).length > 0) return undefined;
   // one is being initialised (an earlier node's failed try may have cooled down meanwhile)

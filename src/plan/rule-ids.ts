@@ -58,6 +58,15 @@ export const RULE_IDS = {
   'backup.stanza': 'the cluster has no stanza in the backup repository: stanza-create on the primary',
   'backup.archive-failed': "the primary's archive_command (pgbackrest archive-push) started failing",
   'backup.archive-resumed': "the primary's WAL archiving works again",
+  'backup.restore-server':
+    "a cluster restored from a stanza: its repository's server starts before the first primary",
+  'backup.requested': 'a backup was asked for (pgop backup): it starts as a job, from the primary',
+  'backup.scheduled': 'a backup is due by spec.backup.schedule: it starts as a job, from the primary',
+  'backup.cancel': 'a running backup copies from a node that is no longer the primary: cancelled',
+  'backup.succeeded': 'written by the loop: a backup job finished; the repository lists it',
+  'backup.push-timelines':
+    "a promoted primary pushes the earlier timelines' segments it holds (the old primary may not have)",
+  'backup.timelines-pushed': "written by the loop: the earlier timelines' WAL is in the repository",
   // scale-in: a node that left the spec
   'scale.sync-remove': 'it is taken out of synchronous_standby_names',
   'scale.pool-remove': "it is taken out of pgpool's backends",

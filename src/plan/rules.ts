@@ -25,7 +25,7 @@ import {
 } from './pool.js';
 import * as switchover from './switchover.js';
 import { cancelStaleJob, waitForJobs } from './jobs.js';
-import { createStanza, ensureRepoServer } from './backup.js';
+import * as backup from './backup.js';
 
 export interface Rule {
   id: RuleId;
@@ -88,6 +88,7 @@ export const RULES: readonly Step[] = [
   rule('failover.adopt-promoted', failover.adoptPromoted),
   rule('node.start-machine', startMachineForBootstrap),
   rule('bootstrap.wait-unseen', waitForUnseen),
+  rule('backup.restore-server', backup.ensureRepoServerForRestore),
   rule('bootstrap.init-primary', initPrimary),
   rule('switchover.promote', failover.promoteForSwitchover),
   rule('failover.promote', failover.promoteForFailover),
@@ -102,8 +103,12 @@ export const RULES: readonly Step[] = [
   rule('pool.reconfigure', reconfigurePool),
   rule('pool.host-start', startPoolHost),
   rule('pool.host-route', routeOtherPoolHosts),
-  rule('backup.repo-server', ensureRepoServer),
-  rule('backup.stanza', createStanza),
+  rule('backup.repo-server', backup.ensureRepoServer),
+  rule('backup.stanza', backup.createStanza),
+  rule('backup.cancel', backup.cancelStaleBackup),
+  rule('backup.push-timelines', backup.pushEarlierTimelines),
+  rule('backup.requested', backup.startRequestedBackup),
+  rule('backup.scheduled', backup.startScheduledBackup),
   rule('scale.wait-handover', scale.waitForHandover),
   rule('scale.handover', scale.handOver),
   rule('switchover.rejected', switchover.rejectSwitchover),

@@ -1,5 +1,5 @@
 import type { NodeEvent, NodeGoal, NodeState } from '../../machines/node-edges.js';
-import type { ClusterSpec } from '../spec/types.js';
+import type { BackupType, ClusterSpec } from '../spec/types.js';
 import type { ClusterObservation } from '../observe/types.js';
 import type { RuleId } from './rule-ids.js';
 
@@ -7,7 +7,7 @@ import type { RuleId } from './rule-ids.js';
 export interface OperatorRequest {
   id: number;
   cluster: string;
-  kind: 'switchover';
+  kind: 'switchover' | 'backup';
   args: Record<string, string>;
   createdAt: number;
 }
@@ -48,6 +48,25 @@ export interface PlanInput {
   slotNames?: Record<string, string>;
   /** each busy node's job (running or cooling down after a failure), by node name */
   jobs?: Record<string, JobView>;
+  /** the cluster's backup job, while one runs */
+  backupJob?: BackupJobView;
+  /** when the newest backup of each type was started (jobs and the repository's list) */
+  backupStarts?: Partial<Record<BackupType, number>>;
+  /** the promoted primary's push of earlier timelines' WAL: running, and the last outcome */
+  walPush?: WalPushView;
+}
+
+export interface WalPushView {
+  running: boolean;
+  last?: { primary: string; timeline: number; succeeded: boolean; finishedAt: number };
+}
+
+export interface BackupJobView {
+  id: number;
+  type: BackupType;
+  /** the node it copies from */
+  source: string;
+  cancelling?: boolean;
 }
 
 interface DecisionBase {
@@ -100,6 +119,10 @@ export type ClusterAction =
   /** a node that left the spec is gone everywhere (machine, pgpool, slot, sync set): forget it */
   | { type: 'forgetNode'; node: string }
   | { type: 'completeRequest'; requestId: number }
+  /** start a backup job (from the primary), for an operator request or the schedule */
+  | { type: 'startBackup'; backupType: BackupType; source: string; requestId?: number }
+  /** push, from the promoted primary, the earlier timelines' segments it holds (a job) */
+  | { type: 'pushEarlierTimelines'; primary: string; timeline: number }
   /** stop a running job (its work is redone as the plan then says) */
   | { type: 'cancelJob'; jobId: number; node: string };
 

@@ -11,7 +11,7 @@ import { internal, terminal } from '../errors.js';
 /** Nodes that left the spec, by name, as the observation found them (see observeCluster). */
 export type StrayNodes = Record<string, NodeSpec>;
 
-function nodeOf(spec: ClusterSpec, name: string, strays: StrayNodes): NodeSpec {
+export function nodeOf(spec: ClusterSpec, name: string, strays: StrayNodes): NodeSpec {
   const node = spec.nodes.find((n) => n.name === name);
   if (node) return node;
   // A node removed from the spec: reached through the NodeSpec it was made with (its real
@@ -142,6 +142,9 @@ export async function runClusterAction(
       return; // bookkeeping only: the reconciler marks the request done
     case 'cancelJob':
       return; // the reconciler's job runner cancels it
+    case 'startBackup':
+    case 'pushEarlierTimelines':
+      return; // the reconciler starts it as a job of the cluster
     default: {
       const unmapped: never = action;
       throw internal(`cluster action ${JSON.stringify(unmapped)} has no driver operation`);

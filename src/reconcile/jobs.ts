@@ -58,6 +58,24 @@ export interface JobStart {
   run(job: JobContext): Promise<void>;
 }
 
+/** A job of the cluster rather than a step of a node (a backup): it blocks no node's steps and
+ *  commits no state; its outcome is its row and an event. */
+export interface ClusterJobStart {
+  cluster: string;
+  kind: string;
+  /** the node it works on (a backup's source), shown with it */
+  node: string;
+  ruleId: RuleId;
+  reason: string;
+  requestId?: number;
+  /** what it is for, kept in the job row's `to` (e.g. the timeline a WAL push is for) */
+  subject?: string;
+  /** the event its success records */
+  done: { ruleId: RuleId };
+  /** runs the work; resolves to what the success event says */
+  run(job: JobContext): Promise<string>;
+}
+
 export interface JobRunnerOptions {
   store: Store;
   clock: Clock;
@@ -76,7 +94,11 @@ interface Cooling {
 
 interface LiveJob {
   record: JobRecord;
-  start: JobStart;
+  /** a node's step; absent for a job of the cluster */
+  start?: JobStart;
+  clusterJob?: ClusterJobStart;
+  /** what the success event says (a cluster job's result) */
+  outcome?: string;
   controller: AbortController;
   cancelReason: string | null;
   lastProgressWrite: number;
@@ -117,7 +139,7 @@ export class JobRunner {
     }
     for (const job of this.live.values()) {
       const r = job.record;
-      if (r.cluster !== cluster) continue;
+      if (r.cluster !== cluster || job.clusterJob) continue;
       views[r.node] = {
         id: r.id,
         kind: r.kind,
@@ -132,11 +154,69 @@ export class JobRunner {
     return views;
   }
 
-  /** The running job of a node in this process, if any. */
+  /** The running job of a node in this process, if any (a job of the cluster is no node's). */
   runningOn(cluster: string, node: string): JobRecord | undefined {
     for (const j of this.live.values())
-      if (j.record.cluster === cluster && j.record.node === node) return j.record;
+      if (j.record.cluster === cluster && j.record.node === node && !j.clusterJob) return j.record;
     return undefined;
+  }
+
+  /** The cluster's running jobs of this kind prefix (e.g. `backup.`), in this process. */
+  clusterJobs(cluster: string, kindPrefix: string): { record: JobRecord; cancelling: boolean }[] {
+    return [...this.live.values()]
+      .filter((j) => j.clusterJob && j.record.cluster === cluster && j.record.kind.startsWith(kindPrefix))
+      .map((j) => ({ record: j.record, cancelling: j.cancelReason !== null }));
+  }
+
+  /** Start a job of the cluster (not a node's step); its outcome is recorded when it settles. */
+  startClusterJob(s: ClusterJobStart): number {
+    const { store, clock } = this.opts;
+    const now = clock.now();
+    const record = store.transaction(() => {
+      const id = store.jobs.create({
+        cluster: s.cluster,
+        node: s.node,
+        kind: s.kind,
+        ruleId: s.ruleId,
+        from: '',
+        to: s.subject ?? '',
+        source: s.node,
+        startedAt: now,
+        deadlineAt: now + FIRST_DEADLINE_MS.copy,
+        owner: this.owner,
+        ...(s.requestId !== undefined ? { requestId: s.requestId } : {}),
+      });
+      if (s.requestId !== undefined) store.completeRequest(s.requestId, now);
+      const reason = `job #${id} (${s.kind} from ${s.node}): ${s.reason}`;
+      this.event({ cluster: s.cluster, node: s.node, ruleId: 'job.started', reason });
+      return store.jobs.get(id)!;
+    });
+    const job: LiveJob = {
+      record,
+      clusterJob: s,
+      controller: new AbortController(),
+      cancelReason: null,
+      lastProgressWrite: 0,
+      maxBytesPerS: null,
+    };
+    this.live.set(record.id, job);
+    this.opts.log.info(
+      { cluster: s.cluster, node: s.node, job: record.id, kind: s.kind },
+      `job started: ${s.reason}`,
+    );
+    void s
+      .run({
+        signal: job.controller.signal,
+        progress: (done, total) => this.progress(job, done, total),
+      })
+      .then(
+        (outcome) => {
+          job.outcome = outcome;
+          this.settle(job, null);
+        },
+        (err: unknown) => this.settle(job, err),
+      );
+    return record.id;
   }
 
   /** Start the job and return its id; its outcome is recorded when it settles. */
@@ -238,7 +318,8 @@ export class JobRunner {
     r.doneBytes = doneBytes;
     r.totalBytes = total ?? null;
     r.progressAt = now;
-    if (total && COPY_ACTORS.has(r.kind)) r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS);
+    if (total && (COPY_ACTORS.has(r.kind) || job.clusterJob))
+      r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS);
     if (now - job.lastProgressWrite < PROGRESS_WRITE_MS) return;
     job.lastProgressWrite = now;
     try {
@@ -252,7 +333,8 @@ export class JobRunner {
     const r = job.record;
     this.live.delete(r.id);
     try {
-      if (err === null) this.succeeded(job);
+      if (err === null && job.clusterJob) this.clusterJobSucceeded(job, job.clusterJob);
+      else if (err === null) this.succeeded(job);
       else if (job.cancelReason !== null) this.cancelled(job, job.cancelReason);
       else this.failed(job, err);
     } catch (e) {
@@ -265,9 +347,25 @@ export class JobRunner {
     for (const l of this.listeners) l(r.cluster);
   }
 
+  private clusterJobSucceeded(job: LiveJob, s: ClusterJobStart): void {
+    const { store, clock, log } = this.opts;
+    const r = job.record;
+    const now = clock.now();
+    const reason = `job #${r.id}, ${((now - r.startedAt) / 1000).toFixed(1)} s: ${job.outcome ?? 'done'}`;
+    store.transaction(() => {
+      // the last figures (progress is written once a second at most)
+      if (r.doneBytes !== null)
+        store.jobs.progress(r.id, r.totalBytes ?? r.doneBytes, null, r.deadlineAt, now);
+      store.jobs.finish(r.id, 'succeeded', job.outcome ?? '', now);
+      this.event({ cluster: r.cluster, node: r.node, ruleId: s.done.ruleId, reason });
+    });
+    log.info({ cluster: r.cluster, node: r.node, job: r.id, kind: r.kind, actMs: now - r.startedAt }, reason);
+  }
+
   private succeeded(job: LiveJob): void {
     const { store, clock, log } = this.opts;
-    const { record: r, start: s } = job;
+    const { record: r } = job;
+    const s = job.start!;
     this.opts.beforeCommit?.(r.cluster, s.decision);
     const now = clock.now();
     const took = `job #${r.id}, ${((now - r.startedAt) / 1000).toFixed(1)} s`;
@@ -309,6 +407,14 @@ export class JobRunner {
   private failed(job: LiveJob, err: unknown): void {
     const r = job.record;
     const kind = err instanceof PgopError ? err.kind : 'internal';
+    if (job.clusterJob) {
+      const message = `${kind}: ${messageOf(err)}`;
+      this.record(job, 'failed', message, {
+        ruleId: 'job.failed',
+        reason: `job #${r.id} (${r.kind}): ${message}`,
+      });
+      return;
+    }
     const k = key(r.cluster, r.node);
     const failures = (this.cooling.get(k)?.failures ?? 0) + 1;
     const coolMs = backoffMs(COOLING, kind, failures);

@@ -22,6 +22,7 @@ import { observeCluster } from './observe.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
 import { JOB_ACTORS, JobRunner } from './jobs.js';
+import { backupPlanInput, startBackupJob, startWalPushJob } from './backups.js';
 import { backoffMs, type Backoff } from './backoff.js';
 import { PREEMPTS_JOBS } from '../plan/jobs.js';
 
@@ -250,6 +251,7 @@ export class Reconciler {
       since: Object.fromEntries(records.map((r) => [r.name, r.lastTransitionAt])),
       slotNames: Object.fromEntries(leftSpec.map((n) => [n, world.postgres.slotName(n)])),
       jobs: this.jobs.views(name, clock.now()),
+      ...(spec.backup ? backupPlanInput(store, this.jobs, name, observation) : {}),
     });
     return { observation, records, states, planned };
   }
@@ -409,6 +411,8 @@ export class Reconciler {
     const { action } = decision;
     if (action.type === 'cancelJob') this.jobs.cancel(action.jobId, decision.reason);
     if (action.type === 'deleteClusterResources') this.jobs.cancelCluster(name, 'the cluster is deleted');
+    if (action.type === 'startBackup') startBackupJob(this.jobs, spec, world, action, decision);
+    if (action.type === 'pushEarlierTimelines') startWalPushJob(this.jobs, spec, world, action, decision);
     await runClusterAction(action, spec, world, look.observation.strays);
     this.opts.beforeCommit?.(name, decision);
     const { ruleId, reason } = decision;

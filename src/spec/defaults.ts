@@ -3,6 +3,7 @@
 import { internal } from '../errors.js';
 import type {
   BackupSpec,
+  RestoreSource,
   ClusterSpec,
   DatabaseSpec,
   GrantSpec,
@@ -150,17 +151,47 @@ export function normalize(doc: RawDoc): ClusterSpec {
           },
         }),
     ...(s.backup === undefined ? {} : { backup: normalizeBackup(obj(s.backup), isSim) }),
+    ...(s.bootstrap === undefined
+      ? {}
+      : { bootstrap: { restore: normalizeRestore(obj(obj(s.bootstrap).restore), isSim) } }),
   };
+}
+
+function normalizeRestore(r: Raw, isSim: boolean): RestoreSource {
+  const enc = r.encryption === undefined ? undefined : obj(r.encryption);
+  return omitUndefined({
+    stanza: r.stanza as string,
+    repoPath: r.repoPath as string,
+    encryption: enc ? { passphrase: secret(enc.passphrase, isSim) } : undefined,
+    set: str(r.set),
+    targetTime: str(r.targetTime),
+    targetLsn: str(r.targetLsn),
+  });
 }
 
 function normalizeBackup(b: Raw, isSim: boolean): BackupSpec {
   const repo = obj(b.repo);
   const enc = b.encryption === undefined ? undefined : obj(b.encryption);
+  const retention = obj(b.retention);
   return omitUndefined({
-    repo: { path: repo.path as string, port: (repo.port as number | undefined) ?? 8432 },
+    repo: {
+      path: repo.path as string,
+      port: (repo.port as number | undefined) ?? 8432,
+      nodePort: (repo.nodePort as number | undefined) ?? 8433,
+    },
     compression: (b.compression as BackupSpec['compression'] | undefined) ?? 'zst',
     encryption: enc ? { passphrase: secret(enc.passphrase, isSim) } : undefined,
     archiveTimeoutS: (b.archiveTimeoutS as number | undefined) ?? 60,
+    schedule: omitUndefined({
+      full: str(obj(b.schedule).full),
+      diff: str(obj(b.schedule).diff),
+      incr: str(obj(b.schedule).incr),
+    }),
+    retention: omitUndefined({
+      full: (retention.full as number | undefined) ?? 2,
+      diff: retention.diff as number | undefined,
+    }),
+    processes: (b.processes as number | undefined) ?? 1,
   });
 }
 

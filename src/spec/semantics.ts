@@ -2,6 +2,7 @@
 // sizing, names that must be unique. The raw document may be schema-invalid here, so every
 // access is guarded.
 
+import { cronError } from '../plan/backup-schedule.js';
 import { cloneRateKBps } from './rates.js';
 import { statSync } from 'node:fs';
 import { formatIpv4, inNetwork, networkOf, parseCidr, parseIpv4, type Ipv4Network } from '../net/ipv4.js';
@@ -226,6 +227,7 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     );
   }
   if (spec.backup !== undefined) checkBackup(spec, params, parp, r);
+  if (spec.bootstrap !== undefined) checkRestore(spec, str(obj(obj(rawDoc).metadata).name), r);
   arr(pg.hba).forEach((h, i) => {
     const rule = obj(h);
     const hp: Seg[] = [...S, 'postgres', 'hba', i];
@@ -405,6 +407,22 @@ function checkPoolHosts(
   });
 }
 
+/** A restore is served by the cluster's own repository server, and the restored cluster must
+ *  never archive into its source's stanza (one writer per stanza). */
+function checkRestore(spec: Raw, name: string | undefined, r: Reporter): void {
+  const restore = obj(obj(spec.bootstrap).restore);
+  const at = ['spec', 'bootstrap', 'restore'];
+  if (spec.backup === undefined)
+    r.add([...at], "needs spec.backup: the cluster's own repository server serves the restore");
+  const sameRepo = str(obj(obj(spec.backup).repo).path) === str(restore.repoPath);
+  if (sameRepo && str(restore.stanza) === name)
+    r.add(
+      [...at, 'stanza'],
+      "is this cluster's own stanza in the same repository: a restored copy must archive elsewhere " +
+        '(choose another cluster name or backup.repo.path)',
+    );
+}
+
 /** pgBackRest owns archiving when `backup` is set: nothing else may claim archive_command, and
  *  pgBackRest refuses archive_mode=always (two hosts pushing the same WAL). */
 function checkBackup(spec: Raw, params: Raw, parp: Seg[], r: Reporter): void {
@@ -426,4 +444,10 @@ function checkBackup(spec: Raw, params: Raw, parp: Seg[], r: Reporter): void {
     r.add(['spec', 'backup'], 'needs a lab or libvirt provider: the repository is served on the gateway');
   if (obj(spec.tls).enabled === false)
     r.add(['spec', 'tls', 'enabled'], "must be true with spec.backup: pgBackRest's server speaks TLS only");
+  const schedule = obj(obj(spec.backup).schedule);
+  for (const type of ['full', 'diff', 'incr']) {
+    const expr = schedule[type];
+    const error = typeof expr === 'string' ? cronError(expr) : null;
+    if (error) r.add(['spec', 'backup', 'schedule', type], error);
+  }
 }

@@ -215,13 +215,24 @@ export interface BackupSpec {
     path: string;
     /** the repository's pgbackrest server, on the cluster's gateway address (default 8432) */
     port: number;
+    /** the pgbackrest server on a database node that a backup copies through (default 8433) */
+    nodePort: number;
   };
   compression: 'zst' | 'lz4' | 'gz' | 'none';
   /** aes-256-cbc with this passphrase (read on the operator's host only) */
   encryption?: { passphrase: SecretRef };
   /** postgres' archive_timeout in seconds (default 60) */
   archiveTimeoutS: number;
+  /** cron expressions (UTC) of the backups `pgop serve` takes by itself */
+  schedule: BackupSchedule;
+  /** full backups kept (default 2), and differential ones if fewer */
+  retention: { full: number; diff?: number };
+  /** pgBackRest's process-max for backups (default 1) */
+  processes: number;
 }
+
+export type BackupType = 'full' | 'diff' | 'incr';
+export type BackupSchedule = Partial<Record<BackupType, string>>;
 
 export interface ClusterSpec {
   apiVersion: 'pgop.dev/v1';
@@ -240,4 +251,17 @@ export interface ClusterSpec {
   tls?: TlsSpec;
   /** absent: no pgBackRest (the seed's archive script, if postgres.archiveScript) */
   backup?: BackupSpec;
+  /** how the first primary gets its data (default: initdb) */
+  bootstrap?: { restore: RestoreSource };
+}
+
+/** A restore from another cluster's stanza (spec.bootstrap.restore). */
+export interface RestoreSource {
+  stanza: string;
+  repoPath: string;
+  encryption?: { passphrase: SecretRef };
+  /** a backup label; default: the newest the target allows */
+  set?: string;
+  targetTime?: string;
+  targetLsn?: string;
 }

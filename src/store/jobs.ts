@@ -25,12 +25,14 @@ export interface JobRecord {
   finishedAt: number | null;
   message: string;
   owner: string;
+  /** the operator request it was started for (`pgop backup`), if any */
+  requestId: number | null;
 }
 
 export type NewJob = Omit<
   JobRecord,
-  'id' | 'doneBytes' | 'totalBytes' | 'progressAt' | 'state' | 'finishedAt' | 'message'
->;
+  'id' | 'doneBytes' | 'totalBytes' | 'progressAt' | 'state' | 'finishedAt' | 'message' | 'requestId'
+> & { requestId?: number };
 
 interface JobRow {
   id: number;
@@ -50,6 +52,7 @@ interface JobRow {
   finished_at: number | null;
   message: string;
   owner: string;
+  request_id: number | null;
 }
 
 const toJob = (r: JobRow): JobRecord => ({
@@ -70,6 +73,7 @@ const toJob = (r: JobRow): JobRecord => ({
   finishedAt: r.finished_at,
   message: r.message,
   owner: r.owner,
+  requestId: r.request_id,
 });
 
 /** Finished jobs kept per cluster (`get jobs` shows recent history; events keep the rest). */
@@ -81,7 +85,7 @@ export class JobTable {
   create(job: NewJob): number {
     const info = this.stmt(
       `INSERT INTO jobs (cluster, node, kind, rule_id, from_state, to_state, source, started_at,
-         deadline_at, state, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)`,
+         deadline_at, state, owner, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)`,
     ).run(
       job.cluster,
       job.node,
@@ -93,6 +97,7 @@ export class JobTable {
       job.startedAt,
       job.deadlineAt,
       job.owner,
+      job.requestId ?? null,
     );
     this.prune(job.cluster);
     return Number(info.lastInsertRowid);
@@ -101,6 +106,27 @@ export class JobTable {
   get(id: number): JobRecord | undefined {
     const row = this.stmt('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
     return row && toJob(row);
+  }
+
+  /** The job started for an operator request, if one was. */
+  forRequest(requestId: number): JobRecord | undefined {
+    const row = this.stmt('SELECT * FROM jobs WHERE request_id = ? ORDER BY id DESC LIMIT 1').get(
+      requestId,
+    ) as JobRow | undefined;
+    return row && toJob(row);
+  }
+
+  /** When the newest job of each of these kinds started (kept history only). */
+  lastStarts(cluster: string, kinds: readonly string[]): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const kind of kinds) {
+      const row = this.stmt('SELECT MAX(started_at) AS at FROM jobs WHERE cluster = ? AND kind = ?').get(
+        cluster,
+        kind,
+      ) as { at: number | null };
+      if (row.at !== null) out[kind] = row.at;
+    }
+    return out;
   }
 
   /** Newest first. `running`: only jobs still running (by their record). */

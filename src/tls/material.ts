@@ -48,12 +48,17 @@ export const REPO_HOST_NAME = 'pgbackrest-repo';
 /** The hosts that get a certificate, with the names it must carry. */
 export function wantedHosts(cluster: ClusterSpec): Map<string, WantedNames> {
   const out = new Map<string, WantedNames>();
-  // With backups, a node's certificate is also its client certificate at the repository's server.
-  const client = cluster.backup ? { clientAuth: true as const } : {};
-  for (const n of cluster.nodes) out.set(nodeHostId(n.name), { dns: [n.name], ips: [n.address], ...client });
-  if (cluster.backup)
-    // pgBackRest 2.45 matches the host it dials only against the CN and DNS names: the
-    // address goes in as a DNS name as well
+  // With backups, a node's certificate is also its client certificate at the repository's
+  // server, and its pgbackrest server's certificate: pgBackRest 2.45 matches the address it
+  // dials against the CN and DNS names only, so the address goes in as a DNS name as well.
+  const backup = !!cluster.backup;
+  for (const n of cluster.nodes)
+    out.set(nodeHostId(n.name), {
+      dns: backup ? [n.name, n.address] : [n.name],
+      ips: [n.address],
+      ...(backup ? { clientAuth: true as const } : {}),
+    });
+  if (backup)
     out.set(REPO_HOST, {
       dns: [REPO_HOST_NAME, repoHostAddress(cluster)],
       ips: [repoHostAddress(cluster)],

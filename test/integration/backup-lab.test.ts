@@ -91,6 +91,24 @@ describe.skipIf(!IN_LAB)(
         rule: string;
         reason: string;
       }[];
+    const backups = () =>
+      JSON.parse(pgop('get', 'backups', '--cluster', 'bk', '-o', 'json').stdout).items as {
+        label: string;
+        type: string;
+        state: string;
+        prior: string | null;
+        size_bytes: number;
+        copied_bytes: number;
+        lsn_start: string;
+      }[];
+    /** every directory of the stanza's archive: made read-only for its owner (the server's
+     *  user), archiving fails */
+    const archiveDirs = () => {
+      const dir = join(repo, 'archive', 'bk');
+      return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+        .map((d) => join(dir, d))
+        .filter((d) => statSync(d).isDirectory());
+    };
     const archived = () =>
       readdirSync(join(repo, 'archive', 'bk'), { recursive: true, encoding: 'utf8' }).map((f) =>
         f.split('/').pop()!,
@@ -170,30 +188,87 @@ describe.skipIf(!IN_LAB)(
       );
     });
 
-    it('after kill -9 of the primary, the new primary archives its timeline and history', async () => {
-      expect(pgop('lab', 'fault', 'pg1', 'kill').code).toBe(0);
-      await eventually(async () => expect(cluster().primary).not.toBe('pg1'), 60_000);
-      const [sw] = await eventually(() =>
-        labQuery<{ wal: string; tli: number }>(
-          primaryClient(),
-          'SELECT pg_walfile_name(pg_switch_wal()) AS wal, timeline_id AS tli FROM pg_control_checkpoint()',
-        ),
+    it('pgop backup takes a full and an incr backup from the primary; get backups lists them', async () => {
+      await labQuery(primaryClient(), 'CREATE TABLE IF NOT EXISTS t (id int)');
+      await labQuery(primaryClient(), 'INSERT INTO t SELECT generate_series(1, 100000)');
+      const full = pgop('backup', 'bk', '--type', 'full');
+      expect(full.code, full.stdout + full.stderr).toBe(0);
+      expect(full.stdout).toMatch(/full backup \d{8}-\d{6}F: /);
+      const incr = pgop('backup', 'bk', '--type', 'incr');
+      expect(incr.code, incr.stdout + incr.stderr).toBe(0);
+      const items = backups();
+      expect(items.map((b) => b.type)).toEqual(['full', 'incr']);
+      const [f, i] = items;
+      expect(f).toMatchObject({ cluster: 'bk', state: 'ok', prior: null, job: expect.any(Number) });
+      expect(f!.size_bytes).toBeGreaterThan(3_000_000);
+      expect(f!.lsn_start).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+      expect(i).toMatchObject({ state: 'ok', prior: f!.label });
+      expect(i!.copied_bytes).toBeLessThan(f!.copied_bytes);
+      // copied through the primary's own pgbackrest server, which runs as postgres
+      const pidFile = join(state, 'bk', 'pg1', 'u01', 'pg15', 'pgbackrest', 'server.pid');
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+      expect(uid).toBe(Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim()));
+      expect(pgop('get', 'clusters').stdout).toMatch(/incr \d+s/);
+      expect(events().map((e) => e.rule)).toEqual(
+        expect.arrayContaining(['backup.requested', 'backup.succeeded']),
       );
-      const history = `${sw!.tli.toString(16).toUpperCase().padStart(8, '0')}.history`;
-      expect(sw!.tli).toBeGreaterThan(1);
+    });
+
+    it('after kill -9 of the primary, the new one archives its timeline and what the old left', async () => {
+      // segments the primary completes but cannot push (its archive read-only), then its death
+      const dirs = archiveDirs();
+      for (const d of dirs) chmodSync(d, 0o500);
+      const unpushed: string[] = [];
+      try {
+        for (let i = 0; i < 3; i++) {
+          await labQuery(primaryClient(), 'INSERT INTO t SELECT generate_series(1, 1000)');
+          const [s] = await labQuery<{ wal: string }>(
+            primaryClient(),
+            'SELECT pg_walfile_name(pg_switch_wal()) AS wal',
+          );
+          unpushed.push(s!.wal);
+        }
+        await labQuery(primaryClient(), 'INSERT INTO t SELECT generate_series(1, 1000)');
+        expect(archived().filter((f) => unpushed.some((u) => f.startsWith(u)))).toEqual([]);
+        expect(pgop('lab', 'fault', 'pg1', 'kill').code).toBe(0);
+      } finally {
+        for (const d of dirs) chmodSync(d, 0o750);
+      }
+      await eventually(async () => expect(cluster().primary).not.toBe('pg1'), 60_000);
       await eventually(async () => {
         const files = archived();
-        expect(files).toContain(history);
+        for (const u of unpushed)
+          expect(
+            files.some((f) => f.startsWith(u)),
+            u,
+          ).toBe(true);
+      }, 60_000);
+      // pushed from the new primary: the dead one never could
+      const pushed = events().find((e) => e.rule === 'backup.timelines-pushed')!;
+      expect(Number(/: (\d+) of \d+ segments/.exec(pushed.reason)![1])).toBeGreaterThanOrEqual(
+        unpushed.length,
+      );
+      const [sw] = await eventually(() =>
+        labQuery<{ wal: string }>(primaryClient(), 'SELECT pg_walfile_name(pg_switch_wal()) AS wal'),
+      );
+      // the segment's name starts with its timeline (the checkpoint's may still be the old one)
+      const tli = parseInt(sw!.wal.slice(0, 8), 16);
+      expect(tli).toBeGreaterThan(1);
+      await eventually(async () => {
+        const files = archived();
+        expect(files).toContain(`${sw!.wal.slice(0, 8)}.history`);
         expect(files.some((f) => f.startsWith(sw!.wal))).toBe(true);
       }, 60_000);
+      // and backups now copy from the new primary, through its own pgbackrest server
+      const incr = pgop('backup', 'bk', '--type', 'incr');
+      const jobs = pgop('get', 'jobs', '--cluster', 'bk', '-o', 'wide').stdout;
+      expect(incr.code, `${incr.stdout}${incr.stderr}${jobs}${JSON.stringify(events().slice(-8))}`).toBe(0);
+      expect(backups().at(-1)!.lsn_start.startsWith('0/')).toBe(true);
     });
 
     it('a failing archive becomes an event, and its recovery another', async () => {
-      // every directory of the stanza's archive read-only for its owner (the server's user)
-      const dir = join(repo, 'archive', 'bk');
-      const dirs = readdirSync(dir, { recursive: true, encoding: 'utf8' })
-        .map((d) => join(dir, d))
-        .filter((d) => statSync(d).isDirectory());
+      const dirs = archiveDirs();
       for (const d of dirs) chmodSync(d, 0o500);
       try {
         await eventually(async () => {
@@ -208,6 +283,26 @@ describe.skipIf(!IN_LAB)(
         expect(events().map((e) => e.rule)).toContain('backup.archive-resumed');
         expect(cluster().archive.state).toBe('ok');
       }, 60_000);
+    });
+
+    it('takes scheduled backups by itself and keeps only what retention says', async () => {
+      const labels = new Set(backups().map((b) => b.label));
+      const scheduled = spec.replace(
+        '    archiveTimeoutS: 5\n',
+        '    archiveTimeoutS: 5\n    schedule: {full: "*/12 * * * * *"}\n    retention: {full: 2}\n',
+      );
+      writeFileSync(join(work, 'spec.yaml'), scheduled);
+      expect(pgop('apply', '-f', join(work, 'spec.yaml')).code).toBe(0);
+      // two fulls of the schedule's: retention keeps those two, and expires the older ones
+      await eventually(async () => {
+        const fulls = backups().filter((b) => b.type === 'full' && b.state === 'ok');
+        expect(fulls.filter((b) => !labels.has(b.label)).length).toBeGreaterThanOrEqual(2);
+        expect(fulls).toHaveLength(2);
+        expect(backups().some((b) => labels.has(b.label))).toBe(false);
+      }, 120_000);
+      expect(events().filter((e) => e.rule === 'backup.scheduled').length).toBeGreaterThanOrEqual(2);
+      writeFileSync(join(work, 'spec.yaml'), spec);
+      expect(pgop('apply', '-f', join(work, 'spec.yaml')).code).toBe(0);
     });
 
     it('deleting the cluster stops its server and keeps the repository', async () => {

@@ -48,7 +48,14 @@ function problems(text: string): SpecProblem[] {
 
 const withBackup = (): ClusterSpec => ({
   ...labSpec({ name: 'bk', network: '10.87.0.0/24' }),
-  backup: { repo: { path: '/var/lib/pgop/backup/bk', port: 8432 }, compression: 'zst', archiveTimeoutS: 60 },
+  backup: {
+    repo: { path: '/var/lib/pgop/backup/bk', port: 8432, nodePort: 8433 },
+    compression: 'zst',
+    archiveTimeoutS: 60,
+    schedule: {},
+    retention: { full: 2 },
+    processes: 1,
+  },
 });
 const TLS = {
   cert: '/u01/pg15/pgop-server.crt',
@@ -57,12 +64,15 @@ const TLS = {
 };
 
 describe('spec.backup', () => {
-  it('defaults: port 8432, zst, archive_timeout 60 s, and no archive script', () => {
+  it('defaults: ports 8432/8433, zst, archive_timeout 60 s, keep 2 fulls, no schedule nor script', () => {
     const s = parseSpecText(SPEC, 'bk.yaml').spec;
     expect(s.backup).toEqual({
-      repo: { path: '/var/lib/pgop/backup/bk', port: 8432 },
+      repo: { path: '/var/lib/pgop/backup/bk', port: 8432, nodePort: 8433 },
       compression: 'zst',
       archiveTimeoutS: 60,
+      schedule: {},
+      retention: { full: 2 },
+      processes: 1,
       encryption: { passphrase: { file: '/var/lib/pgop/secrets/bk/backup' } },
     });
     expect(s.postgres.archiveScript).toBe(false);
@@ -143,7 +153,7 @@ describe('rendering', () => {
     const spec = withBackup();
     const evil = {
       ...spec,
-      backup: { ...spec.backup!, repo: { path: '/srv/x\n[global]\nrepo1-path=/etc', port: 1 } },
+      backup: { ...spec.backup!, repo: { path: '/srv/x\n[global]\nrepo1-path=/etc', port: 1, nodePort: 2 } },
     };
     expect(() => renderNodeConf(evil, TLS, { port: 5432, socketDir: '/run' })).toThrow(/unsafe characters/);
     const node = { ...spec, nodes: [{ ...spec.nodes[0]!, name: 'pg1=other' }] };

@@ -345,6 +345,8 @@ describe('pgop completion', () => {
     expect(complete('pgop s').sort()).toEqual(['serve', 'service', 'switchover']);
     expect(complete('pgop __')).toEqual([]);
     expect(complete('pgop get ').sort()).toEqual([
+      'backup',
+      'backups',
       'cluster',
       'clusters',
       'event',

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { EXIT } from '../../errors.js';
 import { parseSpecFile, parseSpecText, type ParseOptions, type ParsedSpec } from '../../spec/parse.js';
 import { NotFoundError, UsageError } from '../errors.js';
-import type { ClusterSpec } from '../../spec/types.js';
+import type { BackupType, ClusterSpec } from '../../spec/types.js';
+import type { JobRecord } from '../../store/jobs.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
 
 /** `-f FILE`, or `-f -` for standard input (its errors then name `<stdin>`). */
@@ -127,7 +128,7 @@ const stripName = (s: ClusterSpec) => {
 };
 
 /** Wait for `done()` while a running `pgop serve` does the work; when none runs, do it here. */
-async function driveUntil(
+export async function driveUntil(
   db: string,
   store: Store,
   done: () => boolean,
@@ -224,4 +225,65 @@ export async function switchoverCommand(
   } finally {
     store.close();
   }
+}
+
+/** `pgop backup`: asks the loop for a backup and follows its job (progress on stderr). */
+export async function backupCommand(
+  db: string,
+  cluster: string,
+  type: BackupType,
+  wait: boolean,
+  timeoutMs: number,
+): Promise<number> {
+  if (wait) await enterLabHubIfNeeded(db);
+  const store = Store.open(db);
+  try {
+    const c = store.getCluster(cluster);
+    if (!c) throw new NotFoundError(`cannot back up cluster ${cluster}: no such cluster`);
+    if (!c.spec.backup)
+      throw new UsageError(`cannot back up cluster ${cluster}: its spec has no backup section (spec.backup)`);
+    const id = store.enqueueRequest(cluster, 'backup', { type }, Date.now());
+    process.stdout.write(`cluster/${cluster}: ${type} backup requested (request #${id})\n`);
+    if (!wait) return EXIT.ok;
+    const shown = { at: 0, text: '' };
+    const settled = () => {
+      const job = store.jobs.forRequest(id);
+      if (job) showProgress(job, shown);
+      return job !== undefined && job.state !== 'running';
+    };
+    await driveUntil(db, store, settled, 'backing up', timeoutMs);
+    const job = store.jobs.forRequest(id);
+    if (!job || job.state === 'running') {
+      const what = job ? `job #${job.id} still running` : 'not started yet (is the primary healthy?)';
+      process.stdout.write(`cluster/${cluster}: backup ${what}; see pgop get backups\n`);
+      return EXIT.transient;
+    }
+    const took = `${(((job.finishedAt ?? Date.now()) - job.startedAt) / 1000).toFixed(1)} s`;
+    if (job.state === 'succeeded') {
+      process.stdout.write(`cluster/${cluster}: ${job.message} (job #${job.id}, ${took})\n`);
+      return EXIT.ok;
+    }
+    process.stdout.write(`cluster/${cluster}: backup job #${job.id} ${job.state}: ${job.message}\n`);
+    return job.message.startsWith('terminal') ? EXIT.terminal : EXIT.transient;
+  } finally {
+    store.close();
+  }
+}
+
+const percentOf = (done: number, total: number) => Math.min(100, Math.floor((100 * done) / total));
+
+/** One line on stderr per second at most while the job copies. */
+function showProgress(job: JobRecord, shown: { at: number; text: string }): void {
+  if (job.state !== 'running' || Date.now() - shown.at < 1_000) return;
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  const text =
+    job.doneBytes === null
+      ? `job #${job.id}: starting (checkpoint, then copy)`
+      : job.totalBytes
+        ? `job #${job.id}: ${percentOf(job.doneBytes, job.totalBytes)}% of ${mib(job.totalBytes)}`
+        : `job #${job.id}: ${mib(job.doneBytes)} copied`;
+  if (text === shown.text) return;
+  process.stderr.write(`${text}\n`);
+  shown.at = Date.now();
+  shown.text = text;
 }

@@ -17,6 +17,7 @@ import {
   type NodeItem,
 } from '../output.js';
 import { renderTable } from '../table.js';
+import { backupItems, renderBackups, type BackupItem } from '../backups.js';
 import type { StoredCluster } from '../../store/types.js';
 import type { ClusterObservation } from '../../observe/types.js';
 
@@ -24,7 +25,8 @@ type Format = 'table' | 'wide' | 'json' | 'yaml';
 
 export function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
-  if (cluster && !clusters.has(cluster) && kind !== 'events' && kind !== 'jobs' && kind !== 'job')
+  const history = ['events', 'jobs', 'job'];
+  if (cluster && !clusters.has(cluster) && !history.includes(kind))
     throw new NotFoundError(`cannot get ${kind}: no cluster named ${cluster}`);
   switch (kind) {
     case 'clusters':
@@ -65,8 +67,17 @@ export function collect(store: Store, kind: string, cluster: string | undefined,
         kind: 'jobs' as const,
         items: store.jobs.list({ ...(cluster ? { cluster } : {}), limit: 200 }).map(jobItem),
       };
+    case 'backups':
+    case 'backup': {
+      const items = [...clusters.values()]
+        .filter((c) => (!cluster || c.name === cluster) && c.spec.backup)
+        .flatMap((c) =>
+          backupItems(c, store.getObservation(c.name), store.jobs.list({ cluster: c.name, limit: 200 })),
+        );
+      return { kind: 'backups' as const, items };
+    }
     default:
-      throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events, jobs)`);
+      throw new UsageError(`cannot get ${kind}: unknown kind (clusters, nodes, events, jobs, backups)`);
   }
 }
 
@@ -88,6 +99,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
       'NODES',
       'REPLICATION',
       'ARCHIVE',
+      'BACKUP',
       'OPERATOR',
       ...(wide ? ['PROVIDER', 'MESSAGE'] : []),
     ];
@@ -102,6 +114,11 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
         c.nodes,
         c.replication,
         archiveText(c.archive, now),
+        c.archive?.last_backup
+          ? `${c.archive.last_backup.type} ${age(c.archive.last_backup.stopped, now)}`
+          : c.archive
+            ? 'none'
+            : '-',
         operatorText(c.operator),
         ...(wide ? [c.provider, c.message] : []),
       ]),
@@ -128,6 +145,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
     );
   }
   if (data.kind === 'jobs') return renderJobs(data.items, wide, now);
+  if (data.kind === 'backups') return renderBackups(data.items, wide, now);
   const head = ['TIME', 'CLUSTER', 'NODE', 'TRANSITION', 'RULE', 'REASON'];
   return renderTable(
     head,
@@ -170,7 +188,7 @@ type Collected = ReturnType<typeof collect>;
 /** Only the named items (clusters or nodes by name); a name matching nothing is NotFound. */
 function onlyNamed(data: Collected, names: string[]): { data: Collected; missing: string[] } {
   if (names.length === 0) return { data, missing: [] };
-  if (data.kind === 'events' || data.kind === 'jobs')
+  if (data.kind === 'events' || data.kind === 'jobs' || data.kind === 'backups')
     throw new UsageError(`cannot get ${data.kind} by name: filter them with --cluster`);
   const wanted = new Set(names);
   const items = (data.items as { name: string }[]).filter((i) => wanted.has(i.name));
@@ -182,7 +200,11 @@ function onlyNamed(data: Collected, names: string[]): { data: Collected; missing
 const itemKey = (data: Collected, item: Collected['items'][number]) =>
   data.kind === 'events' || data.kind === 'jobs'
     ? `${data.kind}/${(item as { id: number }).id}`
-    : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
+    : data.kind === 'backups'
+      ? backupKey(item as BackupItem)
+      : `${(item as { cluster?: string }).cluster ?? ''}/${(item as { name: string }).name}`;
+
+const backupKey = (b: BackupItem) => `backups/${b.cluster}/${b.label ?? `job ${b.job}`}`;
 
 interface GetFlags {
   cluster?: string;

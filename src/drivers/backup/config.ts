@@ -5,9 +5,10 @@
 // the schema's constrained strings already; this refuses anything else that got this far).
 
 import { terminal } from '../../errors.js';
-import { repoHostAddress, type BackupSpec, type ClusterSpec } from '../../spec/types.js';
+import { repoHostAddress, type BackupSpec, type ClusterSpec, type RestoreSource } from '../../spec/types.js';
 import { shellQuote } from '../ssh/quote.js';
 import { besideDataDir } from '../postgres/layout.js';
+import { REPO_HOST_NAME } from '../../tls/material.js';
 
 export { repoHostAddress };
 
@@ -74,12 +75,7 @@ export function renderNodeConf(cluster: ClusterSpec, tls: NodeTlsPaths, pg: Loca
   return ini([
     '# Managed by pgop: rewritten on every reconcile. Edit the cluster spec instead.',
     ['global'],
-    ['repo1-host', repoHostAddress(cluster)],
-    ['repo1-host-type', 'tls'],
-    ['repo1-host-port', String(b.repo.port)],
-    ['repo1-host-ca-file', tls.ca],
-    ['repo1-host-cert-file', tls.cert],
-    ['repo1-host-key-file', tls.key],
+    ...repoHostLines(cluster, tls),
     ['repo1-path', b.repo.path],
     ...(b.encryption ? [['repo1-cipher-type', 'aes-256-cbc'] as Line] : []),
     ['compress-type', b.compression],
@@ -88,11 +84,31 @@ export function renderNodeConf(cluster: ClusterSpec, tls: NodeTlsPaths, pg: Loca
     ['log-level-console', 'warn'],
     ['lock-path', `${work}/lock`],
     ['spool-path', `${work}/spool`],
+    // the node's own server, which a backup on the repository's side copies through (its
+    // address is given when it starts: this file is the same on every node)
+    ['tls-server-port', String(b.repo.nodePort)],
+    ['tls-server-cert-file', tls.cert],
+    ['tls-server-key-file', tls.key],
+    ['tls-server-ca-file', tls.ca],
+    ['tls-server-auth', `${REPO_HOST_NAME}=${stanzaOf(cluster)}`],
     [stanzaOf(cluster)],
     ['pg1-path', cluster.postgres.dataDir],
     ['pg1-port', String(pg.port)],
     ['pg1-socket-path', pg.socketDir],
   ]);
+}
+
+/** A node reaches the repository through its server on the operator's host, over TLS with the
+ *  node's certificate. */
+function repoHostLines(cluster: ClusterSpec, tls: NodeTlsPaths): Line[] {
+  return [
+    ['repo1-host', repoHostAddress(cluster)],
+    ['repo1-host-type', 'tls'],
+    ['repo1-host-port', String(backupOf(cluster).repo.port)],
+    ['repo1-host-ca-file', tls.ca],
+    ['repo1-host-cert-file', tls.cert],
+    ['repo1-host-key-file', tls.key],
+  ];
 }
 
 /** The include file with the passphrase (mode 0600, postgres's). */
@@ -121,6 +137,9 @@ export function renderRepoConf(cluster: ClusterSpec, paths: RepoPaths): string {
   const b = backupOf(cluster);
   const stanza = stanzaOf(cluster);
   const clients = cluster.nodes.map((n) => safe('node name', n.name, NAME));
+  // while the spec restores from another stanza, the nodes may read that one too
+  const source = cluster.bootstrap?.restore.stanza;
+  const stanzas = source ? `${stanza},${safe('stanza', source, NAME)}` : stanza;
   return ini([
     '# Managed by pgop: rewritten when the spec changes. Edit the cluster spec instead.',
     ['global'],
@@ -134,7 +153,100 @@ export function renderRepoConf(cluster: ClusterSpec, paths: RepoPaths): string {
     ['tls-server-key-file', paths.key],
     ['tls-server-ca-file', paths.ca],
     // one line per client CN (the option repeats; a comma would separate stanzas)
-    ...clients.map((cn): Line => ['tls-server-auth', `${cn}=${stanza}`]),
+    ...clients.map((cn): Line => ['tls-server-auth', `${cn}=${stanzas}`]),
+  ]);
+}
+
+/** The configuration a restore reads the source stanza with (and, until the restored node is
+ *  promoted, its restore_command): the cluster's own repository server, the source's repository
+ *  path and cipher. Postgres's, 0600, removed after the promotion. */
+export function restoreConfPath(cluster: ClusterSpec): string {
+  return besideDataDir(cluster, 'pgbackrest-restore.conf');
+}
+
+export function renderRestoreConf(cluster: ClusterSpec, tls: NodeTlsPaths, passphrase?: string): string {
+  const b = backupOf(cluster);
+  const r = restoreOf(cluster);
+  const work = nodeWorkDir(cluster);
+  // the passphrase is no INI-safe word: checked as the nodes' own (renderNodeCipher)
+  const cipher = passphrase === undefined ? '' : renderNodeCipher(passphrase).replace('[global]\n', '');
+  const lines = ini([
+    '# Managed by pgop: the restore of this cluster from another stanza (spec.bootstrap.restore).',
+    ['global'],
+    ...repoHostLines(cluster, tls),
+    ['repo1-path', r.repoPath],
+    ...(passphrase !== undefined ? [['repo1-cipher-type', 'aes-256-cbc'] as Line] : []),
+    ['log-path', cluster.postgres.logDir],
+    ['log-level-console', 'warn'],
+    ['lock-path', `${work}/lock`],
+    [safe('stanza', r.stanza, NAME)],
+    ['pg1-path', cluster.postgres.dataDir],
+  ]);
+  return lines.replace('\n[global]\n', `\n[global]\n${cipher}`);
+}
+
+export function restoreOf(cluster: ClusterSpec): RestoreSource {
+  const r = cluster.bootstrap?.restore;
+  if (!r) throw terminal(`cannot restore ${cluster.name}: its spec has no bootstrap.restore`);
+  return r;
+}
+
+/** pgbackrest's arguments for the restore (after --config): what, up to where. */
+export function restoreArgs(cluster: ClusterSpec): string[] {
+  const r = restoreOf(cluster);
+  const target = r.targetTime
+    ? ['--type=time', `--target=${r.targetTime}`, '--target-action=promote']
+    : r.targetLsn
+      ? ['--type=lsn', `--target=${r.targetLsn}`, '--target-action=promote']
+      : ['--type=default'];
+  return [
+    `--stanza=${safe('stanza', r.stanza, NAME)}`,
+    `--pg1-path=${cluster.postgres.dataDir}`,
+    ...(r.set ? [`--set=${r.set}`] : []),
+    ...target,
+    'restore',
+  ];
+}
+
+/** Where a backup reads the database: the node's pgbackrest server (TLS, the repository's
+ *  certificate as client) and, there, postgres's data directory and socket. */
+export interface BackupSource {
+  address: string;
+  dataDir: string;
+  port: number;
+  socketDir: string;
+}
+
+/** The configuration of `pgbackrest backup` on the operator's host (as the repository's user):
+ *  the repository, what to keep, and the node to copy from. The passphrase goes in the
+ *  environment, never in a file. */
+export function renderBackupConf(cluster: ClusterSpec, source: BackupSource, paths: RepoPaths): string {
+  const b = backupOf(cluster);
+  return ini([
+    '# Managed by pgop: written for each backup. Edit the cluster spec instead.',
+    ['global'],
+    ['repo1-path', b.repo.path],
+    ...(b.encryption ? [['repo1-cipher-type', 'aes-256-cbc'] as Line] : []),
+    ['repo1-retention-full', String(b.retention.full)],
+    ...(b.retention.diff ? [['repo1-retention-diff', String(b.retention.diff)] as Line] : []),
+    ['compress-type', b.compression],
+    ['process-max', String(b.processes)],
+    // a backup starts with a checkpoint of its own, not after the next scheduled one
+    ['start-fast', 'y'],
+    ['log-path', paths.logDir],
+    ['log-level-file', 'info'],
+    ['log-level-console', 'detail'],
+    ['lock-path', paths.lockDir],
+    [stanzaOf(cluster)],
+    ['pg1-host', source.address],
+    ['pg1-host-type', 'tls'],
+    ['pg1-host-port', String(b.repo.nodePort)],
+    ['pg1-host-ca-file', paths.ca],
+    ['pg1-host-cert-file', paths.cert],
+    ['pg1-host-key-file', paths.key],
+    ['pg1-path', source.dataDir],
+    ['pg1-port', String(source.port)],
+    ['pg1-socket-path', source.socketDir],
   ]);
 }
 

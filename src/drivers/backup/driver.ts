@@ -33,14 +33,28 @@ import {
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { makeDirs, stateRoot } from '../../state-dirs.js';
-import type { BackupObservation } from '../../observe/types.js';
+import type { BackupObservation, BackupRecord } from '../../observe/types.js';
 import { terminal, transient } from '../../errors.js';
-import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import type { BackupType, ClusterSpec, NodeSpec } from '../../spec/types.js';
 import { REPO_HOST, type ClusterTls } from '../../tls/material.js';
 import { resolveSecret } from '../../spec/secrets.js';
-import type { BackupDriver, DriverLog, HostRef, NodeShell } from '../types.js';
+import type { BackupDriver, DriverLog, HostRef, JobContext, NodeShell } from '../types.js';
 import { failureDetail, sleep, tail } from '../remote/run.js';
-import { backupOf, nodeConfArgs, renderRepoConf, repoHostAddress, stanzaOf } from './config.js';
+import {
+  backupOf,
+  nodeConfArgs,
+  nodeConfPath,
+  nodeIncludeDir,
+  nodeWorkDir,
+  renderBackupConf,
+  renderRepoConf,
+  repoHostAddress,
+  stanzaOf,
+  type RepoPaths,
+} from './config.js';
+import { BackupProgress, newBackupLabel, parseInfo, type StanzaListing } from './info.js';
+import { historyFileOf, segmentsBeforeSwitches } from './timeline-wal.js';
+import { pgPort, socketDir, tlsNodePaths } from '../postgres/config.js';
 
 export const REPO_USER = 'pgbackrest';
 const execFileAsync = promisify(execFile);
@@ -66,7 +80,9 @@ interface ServerFiles {
 interface StanzaInfo {
   at: number;
   running: boolean;
-  systemId?: string;
+  listing?: StanzaListing;
+  /** when the listing was read */
+  listedAt?: number;
 }
 
 /** how often `pgbackrest info` is asked which system a stanza holds */
@@ -83,8 +99,13 @@ export class SshBackupDriver implements BackupDriver {
     const info = join(backupOf(cluster).repo.path, 'archive', stanzaOf(cluster), 'archive.info');
     const stanza = existsSync(info);
     if (stanza) this.refreshStanzaInfo(cluster);
-    const sysid = stanza ? this.stanzaInfo.get(cluster.name)?.systemId : undefined;
-    const found = { stanza, ...(sysid ? { stanzaSystemId: sysid } : {}) };
+    const known = stanza ? this.stanzaInfo.get(cluster.name) : undefined;
+    const listing = known?.listing;
+    const found = {
+      stanza,
+      ...(listing?.systemId ? { stanzaSystemId: listing.systemId } : {}),
+      ...(listing && known?.listedAt ? { backups: listing.backups, listedAt: known.listedAt } : {}),
+    };
     const dir = this.stateDir(cluster);
     if (serverPid(dir) === null) return { server: 'stopped', ...found, ...lastWords(dir) };
     const files = this.files(cluster, this.o.tls.peek(cluster));
@@ -98,15 +119,12 @@ export class SshBackupDriver implements BackupDriver {
     const last = this.stanzaInfo.get(cluster.name);
     if (last && (last.running || Date.now() - last.at < INFO_EVERY_MS)) return;
     if (!existsSync(this.infoConf(cluster))) return; // the server's files are not written yet
-    const entry: StanzaInfo = {
-      at: Date.now(),
-      running: true,
-      ...(last?.systemId ? { systemId: last.systemId } : {}),
-    };
+    const entry: StanzaInfo = { ...last, at: Date.now(), running: true };
     this.stanzaInfo.set(cluster.name, entry);
     void this.readStanzaInfo(cluster)
-      .then((systemId) => {
-        if (systemId) entry.systemId = systemId;
+      .then((listing) => {
+        entry.listing = listing;
+        entry.listedAt = Date.now();
       })
       .catch((err: unknown) =>
         this.o.log?.warn({ cluster: cluster.name, err: String(err) }, 'backup: pgbackrest info failed'),
@@ -126,13 +144,10 @@ export class SshBackupDriver implements BackupDriver {
     return join(this.stateDir(cluster), 'server', 'info.conf');
   }
 
-  private async readStanzaInfo(cluster: ClusterSpec): Promise<string | undefined> {
+  private async readStanzaInfo(cluster: ClusterSpec): Promise<StanzaListing> {
     const b = backupOf(cluster);
     const user = this.repoUser();
     const conf = this.infoConf(cluster);
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
-    if (b.encryption)
-      env.PGBACKREST_REPO1_CIPHER_PASS = resolveSecret(b.encryption.passphrase, 'the backup passphrase');
     const args = [
       `--config=${conf}`,
       `--stanza=${stanzaOf(cluster)}`,
@@ -144,12 +159,10 @@ export class SshBackupDriver implements BackupDriver {
     const { stdout } = await execFileAsync('pgbackrest', args, {
       uid: user.uid,
       gid: user.gid,
-      env,
+      env: repoEnv(cluster),
       timeout: 30_000,
     });
-    // from the text, not JSON.parse: a system identifier is a 64-bit integer (past 2^53)
-    const ids = [...stdout.matchAll(/"system-id"\s*:\s*(\d+)/g)].map((m) => m[1]!);
-    return ids[ids.length - 1];
+    return parseInfo(stdout);
   }
 
   async ensureRepoServer(cluster: ClusterSpec): Promise<void> {
@@ -175,6 +188,128 @@ export class SshBackupDriver implements BackupDriver {
     this.o.log?.info({ cluster: cluster.name, node: primary.name }, 'backup: stanza created');
   }
 
+  async backup(
+    cluster: ClusterSpec,
+    source: NodeSpec,
+    type: BackupType,
+    job: JobContext,
+  ): Promise<BackupRecord> {
+    const files = this.files(cluster, this.o.tls.peek(cluster));
+    if (!files) throw transient(`cannot back up ${cluster.name}: no repository certificate issued yet`);
+    const user = this.repoUser();
+    await this.ensureNodeServer(cluster, source);
+    await this.checkpoint(cluster, source);
+    const server = join(this.stateDir(cluster), 'server');
+    const conf = join(server, 'backup.conf');
+    const pg = { dataDir: cluster.postgres.dataDir, port: pgPort(cluster), socketDir: socketDir(cluster) };
+    const text = renderBackupConf(cluster, { address: source.address, ...pg }, this.repoPaths(cluster));
+    writeRootFile(conf, text, user.gid, 0o640);
+    const args = [`--config=${conf}`, `--stanza=${stanzaOf(cluster)}`, `--type=${type}`, 'backup'];
+    const started = Date.now();
+    const output = await runRepoCommand(args, user, repoEnv(cluster), job);
+    const label = newBackupLabel(output);
+    const listing = await this.readStanzaInfo(cluster);
+    this.stanzaInfo.set(cluster.name, { at: Date.now(), running: false, listing, listedAt: Date.now() });
+    const made = label
+      ? listing.backups.find((b) => b.label === label)
+      : listing.backups.filter((b) => b.startedAt >= started - 1_000).pop();
+    if (!made) throw transient(`the backup of ${cluster.name} ended, but the repository does not list it`);
+    this.o.log?.info({ cluster: cluster.name, label: made.label, type }, 'backup: done');
+    return made;
+  }
+
+  /** pgBackRest's server on the node (as postgres, on the node's address): what the repository's
+   *  side copies the data directory through. Started when missing or when its configuration or
+   *  certificate changed; adopted through a pid file whose command line is checked. */
+  private async ensureNodeServer(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const tls = tlsNodePaths(cluster);
+    const argv = [
+      'sh',
+      '-c',
+      NODE_SERVER_SCRIPT,
+      'pgop-backup-server',
+      nodeConfPath(cluster),
+      nodeIncludeDir(cluster),
+      nodeWorkDir(cluster),
+      node.address,
+      String(backupOf(cluster).repo.nodePort),
+      tls.cert,
+      tls.ca,
+    ];
+    const res = await this.o.shell.exec(this.o.hostRef(cluster, node), argv, {
+      user: 'postgres',
+      timeoutMs: 30_000,
+    });
+    if (res.code !== 0)
+      throw transient(`cannot start pgBackRest's server on ${node.name}: ${failureDetail(res)}`);
+  }
+
+  /** Push the earlier timelines' segments the promoted `primary` still holds (timeline-wal.ts);
+   *  pgBackRest skips the ones already archived (same checksum). */
+  async pushEarlierTimelines(cluster: ClusterSpec, primary: NodeSpec, timeline: number): Promise<string> {
+    const host = this.o.hostRef(cluster, primary);
+    const wal = `${cluster.postgres.dataDir}/pg_wal`;
+    const look = await this.o.shell.exec(
+      host,
+      [
+        'sh',
+        '-c',
+        WAL_LOOK_SCRIPT,
+        'pgop-wal-look',
+        wal,
+        historyFileOf(timeline),
+        socketDir(cluster),
+        String(pgPort(cluster)),
+      ],
+      { user: 'postgres', timeoutMs: 30_000 },
+    );
+    if (look.code !== 0) throw transient(`cannot list the WAL of ${primary.name}: ${failureDetail(look)}`);
+    const [files = '', history = '', size = ''] = look.stdout.split('\n--\n');
+    const segments = segmentsBeforeSwitches(files.split('\n'), history, Number(size.trim()));
+    if (segments.length === 0) return `no segment of an earlier timeline left on ${primary.name}`;
+    const argv = [
+      'sh',
+      '-c',
+      WAL_PUSH_SCRIPT,
+      'pgop-wal-push',
+      ...nodeConfArgs(cluster),
+      '--',
+      ...segments.map((s) => `${wal}/${s}`),
+    ];
+    const res = await this.o.shell.exec(host, argv, {
+      user: 'postgres',
+      timeoutMs: 60_000 + 10_000 * segments.length,
+    });
+    const already = (res.stdout + res.stderr).match(/already exists/g)?.length ?? 0;
+    if (res.code !== 0)
+      throw transient(`cannot push earlier timelines' WAL from ${primary.name}: ${failureDetail(res)}`);
+    const range = `${segments[0]}..${segments.at(-1)}`;
+    const counts = `${segments.length - already} of ${segments.length} segments`;
+    return `${counts} of earlier timelines pushed from ${primary.name} (${range}; the rest were there)`;
+  }
+
+  /** A checkpoint first: just after a promotion pg_control still names the old timeline until
+   *  one completes, and pgBackRest refuses to start (WAL timeline does not match pg_control). */
+  private async checkpoint(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const argv = ['psql', '-X', '-q', '-h', socketDir(cluster), '-p', String(pgPort(cluster))];
+    const res = await this.o.shell.exec(this.o.hostRef(cluster, node), [...argv, '-c', 'CHECKPOINT'], {
+      user: 'postgres',
+      timeoutMs: 120_000,
+    });
+    if (res.code !== 0) throw transient(`cannot checkpoint ${node.name} for a backup: ${failureDetail(res)}`);
+  }
+
+  private repoPaths(cluster: ClusterSpec): RepoPaths {
+    const server = join(this.stateDir(cluster), 'server');
+    return {
+      cert: join(server, 'server.crt'),
+      key: join(server, 'server.key'),
+      ca: join(server, 'ca.crt'),
+      logDir: join(server, 'log'),
+      lockDir: join(server, 'lock'),
+    };
+  }
+
   async stopRepoServer(cluster: ClusterSpec): Promise<void> {
     const dir = this.stateDir(cluster);
     const pid = serverPid(dir);
@@ -194,14 +329,7 @@ export class SshBackupDriver implements BackupDriver {
   private files(cluster: ClusterSpec, m: ReturnType<ClusterTls['peek']>): ServerFiles | null {
     const host = m?.hosts.get(REPO_HOST);
     if (!m || !host) return null;
-    const server = join(this.stateDir(cluster), 'server');
-    const conf = renderRepoConf(cluster, {
-      cert: join(server, 'server.crt'),
-      key: join(server, 'server.key'),
-      ca: join(server, 'ca.crt'),
-      logDir: join(server, 'log'),
-      lockDir: join(server, 'lock'),
-    });
+    const conf = renderRepoConf(cluster, this.repoPaths(cluster));
     const hash = createHash('sha256');
     for (const part of [conf, host.cert, host.key, m.caBundle]) hash.update(part).update('\0');
     return { conf, cert: host.cert, key: host.key, ca: m.caBundle, hash: hash.digest('hex') };
@@ -269,6 +397,114 @@ export class SshBackupDriver implements BackupDriver {
 }
 
 // ------------------------------------------------------------------------------ process
+
+/** The node's pgbackrest server, as postgres: $1 conf, $2 include dir, $3 work dir, $4 address,
+ *  $5 port, $6 certificate, $7 CA. Its files are postgres's, in postgres's directory. */
+const NODE_SERVER_SCRIPT = `set -eu
+conf=$1 inc=$2 work=$3 addr=$4 port=$5
+pidf="$work/server.pid" hashf="$work/server.hash"
+want=$(cat "$conf" "$6" "$7" | sha256sum | cut -d' ' -f1)
+pid=$(cat "$pidf" 2>/dev/null || true)
+cmd=$(tr '\\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+if [ -n "$pid" ] && case "$cmd" in *"--tls-server-address=$addr server"*) true;; *) false;; esac; then
+  [ "$(cat "$hashf" 2>/dev/null || true)" = "$want" ] && exit 0
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 20); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+fi
+rm -f "$pidf" "$hashf"
+setsid env -i PATH=/usr/bin:/bin LANG=C.UTF-8 PGBACKREST_CONFIG="$conf" \\
+  PGBACKREST_CONFIG_INCLUDE_PATH="$inc" pgbackrest --tls-server-address="$addr" server \\
+  </dev/null >"$work/server.out" 2>&1 &
+echo $! >"$pidf"
+for i in $(seq 50); do
+  if ! [ -d "/proc/$!" ]; then echo "it exited: $(tail -c 400 "$work/server.out")" >&2; exit 3; fi
+  if pgbackrest --config="$conf" --tls-server-address="$addr" --tls-server-port="$port" \\
+    --log-level-console=off server-ping >/dev/null 2>&1; then echo "$want" >"$hashf"; exit 0; fi
+  sleep 0.1
+done
+echo "it does not answer on $addr:$port: $(tail -c 400 "$work/server.out")" >&2
+exit 4
+`;
+
+/** $1 pg_wal, $2 the current timeline's history file, $3 socket dir, $4 port: the segment
+ *  files, the history and the segment size in bytes, separated by lines of `--`. */
+const WAL_LOOK_SCRIPT = `set -eu
+ls "$1"
+echo --
+cat "$1/$2" 2>/dev/null || true
+echo --
+psql -X -A -t -h "$3" -p "$4" -d postgres -c "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"
+`;
+
+/** pgbackrest's options, then --, then the segment paths: each pushed in turn; every failure
+ *  is told, and the exit status says whether there was one. */
+const WAL_PUSH_SCRIPT = `opts=""
+while [ "$1" != -- ]; do opts="$opts $1"; shift; done
+shift
+rc=0
+for f; do
+  # shellcheck disable=SC2086 (the options are pgop's own words, without spaces)
+  pgbackrest $opts archive-push "$f" || { echo "failed: $f" >&2; rc=1; }
+done
+exit $rc
+`;
+
+/** The environment of pgbackrest commands on the operator's host: the passphrase travels here,
+ *  never in a file or on a command line. */
+function repoEnv(cluster: ClusterSpec): Record<string, string> {
+  const b = backupOf(cluster);
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
+  if (b.encryption)
+    env.PGBACKREST_REPO1_CIPHER_PASS = resolveSecret(b.encryption.passphrase, 'the backup passphrase');
+  return env;
+}
+
+/** How long a stopped command may take to end before it is killed */
+const STOP_GRACE_MS = 10_000;
+
+/** Run pgbackrest as the repository's user; its console output feeds the job's progress. The
+ *  job's signal stops it (SIGTERM: pgBackRest ends cleanly and keeps what a resume can reuse). */
+function runRepoCommand(args: string[], user: RepoUser, env: Record<string, string>, job: JobContext) {
+  return new Promise<string>((resolve, reject) => {
+    const child = spawn('pgbackrest', args, {
+      uid: user.uid,
+      gid: user.gid,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const progress = new BackupProgress();
+    let output = '';
+    const take = (chunk: Buffer) => {
+      const s = chunk.toString('utf8');
+      output = (output + s).slice(-64 * 1024);
+      if (progress.feed(s)) job.progress(progress.done, progress.total);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    let killer: NodeJS.Timeout | undefined;
+    const stop = () => {
+      child.kill('SIGTERM');
+      killer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+    };
+    job.signal.addEventListener('abort', stop, { once: true });
+    child.on('error', (err) => reject(transient(`cannot run pgbackrest: ${err.message}`)));
+    child.on('close', (code, signal) => {
+      clearTimeout(killer);
+      job.signal.removeEventListener('abort', stop);
+      if (job.signal.aborted) return reject(job.signal.reason as Error);
+      if (code === 0) return resolve(output);
+      const errors = output
+        .split('\n')
+        .filter((l) => /ERROR|WARN/.test(l))
+        .join('\n');
+      reject(
+        transient(
+          `pgbackrest ${args.at(-1)} failed (${signal ?? `exit ${code}`}): ${tail(errors || output)}`,
+        ),
+      );
+    });
+  });
+}
 
 /** The server pgop started for this directory, if it still runs (a PID is trusted only while
  *  its command line is that server's: never a recycled one). */

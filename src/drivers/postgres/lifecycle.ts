@@ -30,18 +30,45 @@ import {
   renderSyncConf,
   replicationPassfilePath,
   scriptDir,
+  tlsNodePaths,
 } from './config.js';
 import { checkpoint, ms, socketDir, type NodeAccess } from './node-access.js';
 import type { Prober } from './probe.js';
-import { nodeCipherPath, nodeWorkDir, renderNodeCipher } from '../backup/config.js';
+import {
+  nodeCipherPath,
+  nodeWorkDir,
+  renderNodeCipher,
+  renderRestoreConf,
+  restoreArgs,
+  restoreConfPath,
+} from '../backup/config.js';
 import { resolveSecret } from '../../spec/secrets.js';
-import { initdbScript, installScript, startScript, startupErrorsScript, stopScript } from './scripts.js';
+import {
+  initdbScript,
+  installScript,
+  psqlScript,
+  startScript,
+  startupErrorsScript,
+  stopScript,
+} from './scripts.js';
 import {
   ensureRolesAndDatabases,
   ensureSchemasAndGrants,
   ensureSlots,
   ensureSuperuserPassword,
 } from './sql-objects.js';
+
+/** How long a restored node may replay the archive before its job gives up (and is retried) */
+const RECOVERY_WAIT_MS = 3_600_000;
+
+/** As postgres. $1 the data directory (made, empty, 0700: pgbackrest restores into an existing
+ *  one), then pgbackrest's arguments. */
+const RESTORE_SH = `set -eu
+umask 077
+mkdir -p "$1"
+shift
+exec pgbackrest "$@"
+`;
 
 export class Lifecycle {
   constructor(
@@ -297,6 +324,7 @@ export class Lifecycle {
     if (!running) extra.push(this.confHashFile(cluster, node));
     const changed = await this.writeManagedFiles(cluster, node, extra);
     if (!running) await this.start(cluster, node);
+    if (cluster.bootstrap) await this.finishRestore(cluster, node);
     await ensureSuperuserPassword(this.a, cluster, node);
     if (running && changed) await this.reload(cluster, node);
     await this.a.withAdmin(cluster, node, async (c) => {
@@ -328,6 +356,11 @@ export class Lifecycle {
       const what = `data directory ${d} is not empty and holds no database cluster${partial}`;
       throw terminal(`cannot initialise ${node.name}: ${what}`);
     }
+    if (cluster.bootstrap) {
+      await this.restore(cluster, node);
+      this.a.log.info({ node: node.name, ms: ms(t0) }, 'restore done');
+      return st.running;
+    }
     const initdb = initdbScript(d, binDir(cluster));
     await this.a.must(cluster, node, 'initdb', initdb, {
       user: 'postgres',
@@ -336,6 +369,73 @@ export class Lifecycle {
     });
     this.a.log.info({ node: node.name, ms: ms(t0) }, 'initdb done');
     return st.running;
+  }
+
+  /** spec.bootstrap.restore: the data directory from a backup of another stanza (pgbackrest
+   *  restore, as postgres, through the cluster's own repository server), with recovery settings
+   *  up to the target; postgres replays the archive when it starts. */
+  private async restore(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const r = cluster.bootstrap!.restore;
+    const pass = r.encryption ? resolveSecret(r.encryption.passphrase, 'the source passphrase') : undefined;
+    const conf = restoreConfPath(cluster);
+    await this.a.apply(
+      cluster,
+      node,
+      [
+        // the node's certificate reaches the repository's server (the other files come later)
+        ...this.a.tlsFiles(cluster, node),
+        {
+          op: 'write',
+          path: conf,
+          content: renderRestoreConf(cluster, tlsNodePaths(cluster), pass),
+          mode: 0o600,
+        },
+      ],
+      { dataDir: false },
+    );
+    const script = {
+      text: RESTORE_SH,
+      args: [this.a.dataDir(cluster), `--config=${conf}`, ...restoreArgs(cluster)],
+    };
+    await this.a.must(cluster, node, 'restore the backup', script, {
+      user: 'postgres',
+      timeoutMs: 6 * 3600_000,
+    });
+  }
+
+  /** A restored node replays the archive up to its target, then promotes itself: waited for;
+   *  then the recovery settings go (postgresql.auto.conf empty, the restore's configuration
+   *  removed). A node that is already past it has nothing to wait for. */
+  private async finishRestore(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const d = this.a.dataDir(cluster);
+    const conf = restoreConfPath(cluster);
+    const left = await this.a.run(
+      cluster,
+      node,
+      { text: 'test -e "$1" || test -e "$2"', args: [`${d}/recovery.signal`, conf] },
+      { user: 'postgres' },
+    );
+    if (left.code !== 0) return;
+    const t0 = performance.now();
+    // over the socket as postgres: the restored roles still have the source's passwords
+    const psql = psqlScript(binDir(cluster), socketDir(cluster), pgPort(cluster));
+    for (;;) {
+      const res = await this.a.run(cluster, node, psql, {
+        user: 'postgres',
+        input: '\\pset tuples_only on\n\\pset format unaligned\nSELECT pg_is_in_recovery();\n',
+      });
+      if (res.code === 0 && res.stdout.trim() === 'f') break;
+      if (ms(t0) > RECOVERY_WAIT_MS)
+        throw transient(`${node.name} still replays the archive after ${ms(t0)} ms`);
+      await sleep(500);
+    }
+    const files: FileOp[] = [
+      { op: 'write', path: `${d}/postgresql.auto.conf`, content: EMPTY_AUTO_CONF },
+      { op: 'delete', path: conf },
+    ];
+    await this.a.apply(cluster, node, files, { dataDir: false });
+    await this.reload(cluster, node);
+    this.a.log.info({ node: node.name, ms: ms(t0) }, 'restored node promoted itself');
   }
 
   // ---------------------------------------------------------------------- demote
