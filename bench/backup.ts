@@ -70,6 +70,7 @@ const clusterOf = (name: string) =>
 interface ClusterItem {
   name: string;
   phase: string;
+  message: string;
   primary: string | null;
   archive?: { state: string; last_archived_at: string | null };
 }
@@ -93,6 +94,8 @@ const running: { serve: ChildProcess | null } = { serve: null };
 const rows: string[][] = [];
 
 async function main(): Promise<void> {
+  // the repository's user (pgbackrest) must reach the repository through the state directory
+  mkdirSync(state, { recursive: true, mode: 0o755 });
   mkdirSync(work, { recursive: true, mode: 0o700 });
   writeSecretFiles(work, secrets);
   writeFileSync(join(work, 'src.yaml'), yaml(SRC));
@@ -103,7 +106,8 @@ async function main(): Promise<void> {
   closeSync(log);
   await eventually(async () => {
     const c = clusterOf(SRC.name);
-    if (c?.phase !== 'Healthy' || c.archive?.state !== 'ok') throw new Error(`not ready: ${c?.phase}`);
+    if (c?.phase !== 'Healthy' || c.archive?.state !== 'ok')
+      throw new Error(`not ready: ${c?.phase} ${c?.archive?.state}: ${c?.message}`);
   }, 240_000);
   const primary = addressOf(SRC, clusterOf(SRC.name)!.primary!);
 
@@ -183,11 +187,13 @@ async function main(): Promise<void> {
 
   const ages = await rpoTrials();
   const sorted = [...ages].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!.toFixed(1);
+  const each = sorted.map((a) => a.toFixed(1)).join(', ');
   rows.push([
     `RPO at kill -9, async, pgbench load (N=${ages.length})`,
     '-',
     '-',
-    `last archived ${sorted.map((a) => a.toFixed(1)).join(', ')} s before the kill (median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)})`,
+    `last archived ${each} s before the kill (median ${median})`,
   ]);
 }
 

@@ -3,7 +3,7 @@
 // does: WAL waits in pg_wal meanwhile, nothing is lost). Neither step is urgent: both come after
 // every failover and pool rule.
 
-import { clusterAction, type PlanContext } from './context.js';
+import { clusterAction, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
 import type { BackupType } from '../spec/types.js';
 import { dueBackup } from './backup-schedule.js';
@@ -95,7 +95,18 @@ export function startRequestedBackup(ctx: PlanContext): Verdict | undefined {
   const request = ctx.input.requests.find((r) => r.kind === 'backup');
   if (!request || ctx.input.backupJob) return undefined;
   const source = backupSource(ctx);
-  if (!source) return undefined;
+  if (!source) {
+    // said, not silently held: `pgop backup` waits for this request
+    const b = ctx.input.observation.backup;
+    const foreign =
+      b?.stanzaSystemId && ctx.primaryPg?.systemId && b.stanzaSystemId !== ctx.primaryPg.systemId;
+    if (!foreign) return undefined;
+    return wait(
+      `a backup is requested, but the stanza ${ctx.input.spec.name} holds another database system's WAL`,
+      undefined,
+      ctx.probeMs,
+    );
+  }
   const backupType = parseBackupType(request.args.type);
   return clusterAction(
     { type: 'startBackup', backupType, source, requestId: request.id },

@@ -128,6 +128,14 @@ P00   INFO: full backup size = 30MB, file total = 1275\n`;
 });
 
 describe('BackupProgress', () => {
+  it('counts files matched in the prior backup and resumed ones too (their share is in the %)', () => {
+    const p = new BackupProgress();
+    p.feed('P01 DETAIL: match file from prior backup 10.0.0.1:/d/base/1/1249 (50MB, 50.00%) checksum aa\n');
+    p.feed('P01 DETAIL: checksum resumed file 10.0.0.1:/d/base/1/1250 (25MB, 75.00%) checksum bb\n');
+    expect(p.done).toBe(75 * 2 ** 20);
+    expect(p.total).toBe(100 * 2 ** 20);
+  });
+
   const line = (path: string, size: string, pct: string) =>
     `P01 DETAIL: backup file 10.0.0.1:/u01/pg15/data/${path} (${size}, ${pct}%) checksum 8e2d0f5b0c1c8a7f\n`;
 
@@ -345,8 +353,9 @@ describe('planner: backup jobs', () => {
   it("starts no backup while the stanza holds another database system than the primary's", () => {
     const foreign = repo({ stanzaSystemId: '7715296041331670409' });
     const r = look({ requests: [request('incr')] }, foreign);
-    expect(r.decision.ruleId).not.toMatch(/^backup\.(requested|scheduled)$/);
-    expect(r.decision).not.toMatchObject({ action: { type: 'startBackup' } });
+    // the request waits, and says why (pgop backup is waiting for it)
+    expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'backup.requested' });
+    expect(r.decision.reason).toMatch(/another database system/);
     const scheduled = look({ spec: backupSpec({ full: '0 1 * * *' }) }, foreign);
     expect(scheduled.decision).not.toMatchObject({ action: { type: 'startBackup' } });
   });

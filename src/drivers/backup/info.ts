@@ -67,6 +67,13 @@ function toRecord(b: InfoBackup): BackupRecord[] {
 
 const UNIT: Record<string, number> = { B: 1, KB: 2 ** 10, MB: 2 ** 20, GB: 2 ** 30, TB: 2 ** 40 };
 
+/** A file the backup accounted for, with its size and the share of the whole so far: copied,
+ *  matched in the prior backup (diff, incr, delta), or checked after a resume. */
+const FILE_LINE = new RegExp(
+  ' (?:backup file|match file from prior backup|checksum resumed file) .* ' +
+    '\\((\\d+(?:\\.\\d+)?)(B|KB|MB|GB|TB), (\\d+(?:\\.\\d+)?)%\\)',
+);
+
 /** Progress of a backup from its console output (log-level-console=detail): every copied file
  *  prints `backup file <path> (<size>, <percent>%)`. Sums the sizes; the total follows from the
  *  percentage of the last line. */
@@ -81,7 +88,7 @@ export class BackupProgress {
     this.partial = lines.pop() ?? '';
     let moved = false;
     for (const line of lines) {
-      const m = / backup file .* \((\d+(?:\.\d+)?)(B|KB|MB|GB|TB), (\d+(?:\.\d+)?)%\)/.exec(line);
+      const m = FILE_LINE.exec(line);
       if (!m) continue;
       this.done += Math.round(Number(m[1]) * UNIT[m[2]!]!);
       const pct = Number(m[3]);
