@@ -245,4 +245,8 @@ try {
   rmSync(work, { recursive: true, force: true });
   rmSync(repo, { recursive: true, force: true });
   rmSync(state, { recursive: true, force: true });
+  // the hub namespace this run made (nothing else of ours runs in it by now)
+  const { deleteNetns, hubNs, netnsPids } = await import('../src/drivers/lab/netns.js');
+  const hub = hubNs();
+  if (netnsPids(hub).every((p) => p === process.pid)) await deleteNetns(hub).catch(() => undefined);
 }
