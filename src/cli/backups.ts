@@ -4,7 +4,7 @@
 import type { BackupRecord, ClusterObservation } from '../observe/types.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { StoredCluster } from '../store/types.js';
-import { age, humanBytes } from './output.js';
+import { age, humanBytes, jobItem } from './output.js';
 import { renderTable } from './table.js';
 
 export interface BackupItem {
@@ -88,10 +88,7 @@ function runningItem(cluster: string, j: JobRecord): BackupItem {
     repo_bytes: null,
     repo_set_bytes: null,
     job: j.id,
-    percent:
-      j.totalBytes && j.doneBytes !== null
-        ? Math.min(100, Math.floor((100 * j.doneBytes) / j.totalBytes))
-        : null,
+    percent: jobItem(j).percent,
   };
 }
 

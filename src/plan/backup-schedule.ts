@@ -3,14 +3,9 @@
 // is evaluated in UTC, so neither the host's clock zone nor a DST change moves a backup.
 
 import { CronExpressionParser, type CronExpression } from 'cron-parser';
+import { BACKUP_TYPES, type BackupSchedule, type BackupType } from '../spec/types.js';
 
-export type BackupType = 'full' | 'diff' | 'incr';
-/** cron expressions (5 fields, or 6 with seconds first), evaluated in UTC */
-export interface BackupSchedule {
-  full?: string;
-  diff?: string;
-  incr?: string;
-}
+export type { BackupSchedule, BackupType };
 /** per type: when the last backup of that type was started (attempted), ms since epoch */
 export type LastBackupStarts = Partial<Record<BackupType, number>>;
 export interface DueBackup {
@@ -20,8 +15,6 @@ export interface DueBackup {
   reason: string;
 }
 
-/** Strongest first: each type covers the ones after it (a full is also a diff and an incr). */
-const TYPES: readonly BackupType[] = ['full', 'diff', 'incr'];
 /** cronError tries a first fire time from here: an expression that parses may still never fire. */
 const REFERENCE = Date.UTC(2026, 0, 1);
 
@@ -68,7 +61,7 @@ export function cronError(expr: string): string | null {
 
 /** The schedule's valid entries, strongest first; the spec check rejects the others earlier. */
 function entries(schedule: BackupSchedule): [BackupType, string][] {
-  return TYPES.flatMap((t): [BackupType, string][] => {
+  return BACKUP_TYPES.flatMap((t): [BackupType, string][] => {
     const expr = schedule[t];
     return expr !== undefined && cronError(expr) === null ? [[t, expr]] : [];
   });
@@ -96,14 +89,14 @@ function nextFire(expr: string, now: number): number | undefined {
 
 /** When the last backup that counts as a `type` started: its own or a stronger type's. */
 function coveringStart(type: BackupType, last: LastBackupStarts): number | undefined {
-  const starts = TYPES.slice(0, TYPES.indexOf(type) + 1)
+  const starts = BACKUP_TYPES.slice(0, BACKUP_TYPES.indexOf(type) + 1)
     .map((t) => last[t])
     .filter((s): s is number => s !== undefined);
   return starts.length > 0 ? Math.max(...starts) : undefined;
 }
 
 function noneStarted(last: LastBackupStarts): boolean {
-  return TYPES.every((t) => last[t] === undefined);
+  return BACKUP_TYPES.every((t) => last[t] === undefined);
 }
 
 function iso(ms: number): string {

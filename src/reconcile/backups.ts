@@ -6,12 +6,11 @@ import type { ClusterObservation } from '../observe/types.js';
 import type { BackupJobView, ClusterAction, WalPushView } from '../plan/types.js';
 import type { RuleId } from '../plan/rule-ids.js';
 import { internal } from '../errors.js';
-import type { BackupType, ClusterSpec } from '../spec/types.js';
+import { BACKUP_TYPES, type BackupType, type ClusterSpec } from '../spec/types.js';
 import type { Store } from '../store/store.js';
 import { nodeOf } from './execute.js';
 import type { JobRunner } from './jobs.js';
 
-const BACKUP_TYPES: readonly BackupType[] = ['full', 'diff', 'incr'];
 export const backupJobKind = (type: BackupType): string => `backup.${type}`;
 
 /** The running backup job (at most one per cluster) and when each type was last started: by a
@@ -100,9 +99,7 @@ export function startWalPushJob(
 /** The newest push of earlier timelines (this store's history) and whether one runs. */
 export function walPushView(store: Store, jobs: JobRunner, cluster: string): WalPushView {
   const running = jobs.clusterJobs(cluster, WAL_PUSH_KIND).length > 0;
-  const last = store.jobs
-    .list({ cluster, limit: 200 })
-    .find((j) => j.kind === WAL_PUSH_KIND && j.state !== 'running');
+  const last = store.jobs.lastFinished(cluster, WAL_PUSH_KIND);
   if (!last) return { running };
   return {
     running,

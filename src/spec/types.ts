@@ -232,6 +232,8 @@ export interface BackupSpec {
 }
 
 export type BackupType = 'full' | 'diff' | 'incr';
+/** Strongest first: each type covers the ones after it (a full is also a diff and an incr). */
+export const BACKUP_TYPES: readonly BackupType[] = ['full', 'diff', 'incr'];
 export type BackupSchedule = Partial<Record<BackupType, string>>;
 
 export interface ClusterSpec {

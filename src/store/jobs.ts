@@ -116,17 +116,22 @@ export class JobTable {
     return row && toJob(row);
   }
 
-  /** When the newest job of each of these kinds started (kept history only). */
+  /** When the newest job of each of these kinds started (kept history only): one query, as the
+   *  loop asks every pass. */
   lastStarts(cluster: string, kinds: readonly string[]): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const kind of kinds) {
-      const row = this.stmt('SELECT MAX(started_at) AS at FROM jobs WHERE cluster = ? AND kind = ?').get(
-        cluster,
-        kind,
-      ) as { at: number | null };
-      if (row.at !== null) out[kind] = row.at;
-    }
-    return out;
+    const rows = this.stmt(
+      `SELECT kind, MAX(started_at) AS at FROM jobs
+       WHERE cluster = ? AND kind IN (SELECT value FROM json_each(?)) GROUP BY kind`,
+    ).all(cluster, JSON.stringify(kinds)) as { kind: string; at: number }[];
+    return Object.fromEntries(rows.map((r) => [r.kind, r.at]));
+  }
+
+  /** The newest finished job of this kind, if the history keeps one. */
+  lastFinished(cluster: string, kind: string): JobRecord | undefined {
+    const row = this.stmt(
+      `SELECT * FROM jobs WHERE cluster = ? AND kind = ? AND state != 'running' ORDER BY id DESC LIMIT 1`,
+    ).get(cluster, kind) as JobRow | undefined;
+    return row && toJob(row);
   }
 
   /** Newest first. `running`: only jobs still running (by their record). */

@@ -9,6 +9,7 @@ import { NotFoundError, UsageError } from '../errors.js';
 import type { BackupType, ClusterSpec } from '../../spec/types.js';
 import type { JobRecord } from '../../store/jobs.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
+import { jobItem, jobProgress } from '../output.js';
 
 /** `-f FILE`, or `-f -` for standard input (its errors then name `<stdin>`). */
 export function readSpec(file: string, opts: ParseOptions = {}): ParsedSpec {
@@ -270,18 +271,13 @@ export async function backupCommand(
   }
 }
 
-const percentOf = (done: number, total: number) => Math.min(100, Math.floor((100 * done) / total));
-
 /** One line on stderr per second at most while the job copies. */
 function showProgress(job: JobRecord, shown: { at: number; text: string }): void {
   if (job.state !== 'running' || Date.now() - shown.at < 1_000) return;
-  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
   const text =
     job.doneBytes === null
       ? `job #${job.id}: starting (checkpoint, then copy)`
-      : job.totalBytes
-        ? `job #${job.id}: ${percentOf(job.doneBytes, job.totalBytes)}% of ${mib(job.totalBytes)}`
-        : `job #${job.id}: ${mib(job.doneBytes)} copied`;
+      : `job #${job.id}: ${jobProgress(jobItem(job))}`;
   if (text === shown.text) return;
   process.stderr.write(`${text}\n`);
   shown.at = Date.now();

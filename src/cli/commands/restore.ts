@@ -2,7 +2,6 @@
 // pgBackRest stanza (spec.bootstrap.restore), up to a time, an LSN or the end of the archive.
 // Never touches SRC: the new cluster gets its own name, stanza and servers.
 
-import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { EXIT } from '../../errors.js';
 import { parseSpecText } from '../../spec/parse.js';

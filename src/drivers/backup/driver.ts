@@ -194,8 +194,8 @@ export class SshBackupDriver implements BackupDriver {
     type: BackupType,
     job: JobContext,
   ): Promise<BackupRecord> {
-    const files = this.files(cluster, this.o.tls.peek(cluster));
-    if (!files) throw transient(`cannot back up ${cluster.name}: no repository certificate issued yet`);
+    if (!this.o.tls.peek(cluster)?.hosts.has(REPO_HOST))
+      throw transient(`cannot back up ${cluster.name}: no repository certificate issued yet`);
     const user = this.repoUser();
     await this.ensureNodeServer(cluster, source);
     await this.checkpoint(cluster, source);
