@@ -123,6 +123,13 @@ export interface PoolHostObservation extends Omit<PoolObservation, 'hosts' | 'le
   machine?: MachineObservation['state'];
 }
 
+export interface SyncSet {
+  names: string[];
+  quorum: number;
+  primary: string;
+  elected?: true;
+}
+
 export interface ClusterObservation {
   cluster: string;
   at: number; // ms since epoch (injected clock)
@@ -133,8 +140,10 @@ export interface ClusterObservation {
   urgent?: string[];
   /** The primary's synchronous standby set as last seen while it was healthy (carried across
    *  passes and operator restarts through the store): which nodes may hold acknowledged commits
-   *  when the primary is lost. Absent when never seen. */
-  lastSync?: { names: string[]; quorum: number; primary: string };
+   *  when the primary is lost. Absent when never seen. Right after an election, until the new
+   *  primary's own set is seen: the promoted node and the standbys that were level with it
+   *  (`elected`, quorum = all of them: each holds every commit acknowledged before). */
+  lastSync?: SyncSet;
   /** Nodes that left the spec but still have a record or a machine, with the NodeSpec they are
    *  reached by (the one recorded when they were made, else the provider's address): their
    *  removal acts on these. They are observed like spec nodes (in `nodes`). */

@@ -189,6 +189,18 @@ function evidenceOfSync({ input, state, obs, specNames }: ContextBase): PlanCont
   const visible = names.filter((n) => state(n) === 'standby' && healthy(obs(n)));
   const needed = Math.max(1, names.length - k + 1);
   if (visible.length >= needed) return { ok: true };
+  if (last?.elected) {
+    const [promoted, ...level] = names;
+    const none = level.length
+      ? `none of ${level.join(', ')} (level with it then) can be read`
+      : 'no standby was level with it';
+    return {
+      ok: false,
+      reason:
+        `sync mode: ${promoted} was promoted holding every acknowledged commit and ${none}; ` +
+        `only ${promoted} is sure to hold them`,
+    };
+  }
   return {
     ok: false,
     reason:
@@ -222,7 +234,10 @@ function lastPrimaryToBringBack(
 // --- verdict builders: a rule's decision before plan() stamps its rule id --------------------
 
 type NodeDecisionExtra = Partial<
-  Pick<NodeDecision, 'primary' | 'standbys' | 'successor' | 'postmasterDeathReported' | 'leavingSpec'>
+  Pick<
+    NodeDecision,
+    'primary' | 'standbys' | 'successor' | 'postmasterDeathReported' | 'leavingSpec' | 'levelStandbys'
+  >
 >;
 
 export function act(

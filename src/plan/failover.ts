@@ -111,8 +111,13 @@ function promote(ctx: PlanContext, target: string): Verdict {
   };
   const others = ctx.candidates.filter((c) => c !== target);
   const ahead = ctx.candidates.length > 1 ? `, ahead of ${others.map(describe).join(', ')}` : '';
+  const timeline = (n: string) => ctx.obs(n)?.postgres?.timeline;
+  const levelStandbys = others.filter(
+    (c) => timeline(c) === timeline(target) && lsnOf(ctx.obs(c)) >= lsnOf(ctx.obs(target)),
+  );
   return act(target, 'primary.elected', `no primary; promoting ${target}: ${describe(target)}${ahead}`, {
     standbys: ctx.specNames.filter((x) => x !== target),
+    levelStandbys,
   });
 }
 

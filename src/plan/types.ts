@@ -89,6 +89,10 @@ export interface NodeDecision extends DecisionBase {
    *  to it alongside the fence (it stops sending anything to the fenced node at once, and its
    *  restart of its children overlaps the fence and the promotion instead of following them). */
   successor?: string;
+  /** a promotion: the standbys level with the promoted node (same WAL position); each holds
+   *  every commit the old primary acknowledged, so they stand as the sync evidence until the new
+   *  primary's own synchronous set is seen. */
+  levelStandbys?: string[];
   /** fencing a primary whose own backend reported its postmaster's death: nothing of it hangs
    *  a client (its host refused connections at once), so cutting the pool host off it can wait
    *  until the failover is over. */

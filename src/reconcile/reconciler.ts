@@ -15,7 +15,7 @@ import type { ClusterDecision, Decision, NodeDecision, PlanResult } from '../pla
 import { plan } from '../plan/plan.js';
 import { parseSyncNames } from '../plan/sync.js';
 import { failedRuleId, type RuleId } from '../plan/rule-ids.js';
-import type { ClusterObservation } from '../observe/types.js';
+import type { ClusterObservation, SyncSet } from '../observe/types.js';
 import { archivingFails } from '../observe/archiver.js';
 import type { NodeSpec } from '../spec/types.js';
 import { observeCluster } from './observe.js';
@@ -232,7 +232,7 @@ export class Reconciler {
     if (listMachines) this.listedAt.set(name, clock.now());
     const records = store.listNodes(name);
     const states: Record<string, NodeState> = Object.fromEntries(records.map((r) => [r.name, r.state]));
-    this.carrySyncSet(name, observation, records);
+    this.carrySyncSet(name, spec, observation, records);
     const specNames = new Set(spec.nodes.map((n) => n.name));
     const leftSpec = [...records.map((r) => r.name), ...Object.keys(observation.strays ?? {})].filter(
       (n) => !specNames.has(n),
@@ -256,17 +256,27 @@ export class Reconciler {
     return { observation, records, states, planned };
   }
 
-  /** Remember the sync set while the primary is seen healthy; carry it forward otherwise. */
-  private carrySyncSet(name: string, observation: ClusterObservation, records: NodeRecord[]): void {
+  /** Remember the sync set while the primary is seen healthy; carry it forward otherwise. A new
+   *  primary's empty set (sync mode, before pgop sets it) keeps its election's evidence. */
+  private carrySyncSet(
+    name: string,
+    spec: ClusterSpec,
+    observation: ClusterObservation,
+    records: NodeRecord[],
+  ): void {
     const storedPrimary = records.find((r) => r.state === 'primary')?.name;
     const seen = storedPrimary ? observation.nodes[storedPrimary] : undefined;
     const primaryPg = seen?.postgres;
+    const previous = this.opts.store.getObservation(name)?.lastSync;
     if (storedPrimary && primaryPg?.running && !primaryPg.inRecovery && seen?.reachable) {
       const parsed = parseSyncNames(primaryPg.syncStandbyNames);
-      observation.lastSync = { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
-    } else {
-      const previous = this.opts.store.getObservation(name)?.lastSync;
-      if (previous) observation.lastSync = previous;
+      const electedHere = previous?.elected && previous.primary === storedPrimary;
+      const keepElection = electedHere && parsed.names.length === 0 && spec.replication.mode === 'sync';
+      observation.lastSync = keepElection
+        ? previous
+        : { names: parsed.names, quorum: parsed.quorum, primary: storedPrimary };
+    } else if (previous) {
+      observation.lastSync = previous;
     }
   }
 
@@ -374,6 +384,7 @@ export class Reconciler {
       message: d.reason,
       event: { ruleId: d.ruleId, reason: d.reason, from: step.from, to: step.to },
       now: clock.now(),
+      ...electionEvidence(spec, d),
     });
     const urgent = look.observation.urgent ? { urgent: true } : {};
     const { from: stepFrom, to, actor } = step;
@@ -683,4 +694,12 @@ class Schedule {
   nextDue(names: string[]): number {
     return Math.min(...names.map((n) => this.due.get(n) ?? 0));
   }
+}
+
+/** A promotion in sync mode: the promoted node and the standbys level with it each hold every
+ *  commit the old primary acknowledged; they stand as the evidence until the new set is seen. */
+function electionEvidence(spec: ClusterSpec, d: NodeDecision): { lastSync?: SyncSet } {
+  if (!d.levelStandbys || spec.replication.mode !== 'sync') return {};
+  const names = [d.node, ...d.levelStandbys];
+  return { lastSync: { names, quorum: names.length, primary: d.node, elected: true } };
 }

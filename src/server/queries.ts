@@ -69,7 +69,11 @@ export function topologyItems(store: Store, cluster?: string): TopologyItem[] {
         state: r.state,
         sync_state: r.syncState,
       })),
-      sync: obs?.lastSync ? { names: obs.lastSync.names, quorum: obs.lastSync.quorum } : null,
+      // an election's evidence is not a synchronous_standby_names anyone set
+      sync:
+        obs?.lastSync && !obs.lastSync.elected
+          ? { names: obs.lastSync.names, quorum: obs.lastSync.quorum }
+          : null,
       pool: pool
         ? {
             reachable: pool.reachable,

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { internal, PgopError, terminal } from '../errors.js';
 import { makeDirs } from '../state-dirs.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
-import type { ClusterObservation } from '../observe/types.js';
+import type { ClusterObservation, SyncSet } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 import type {
   ApplyResult,
@@ -411,6 +411,7 @@ export class Store {
         message: step.message,
         now: step.now,
       });
+      if (step.lastSync) this.saveSyncSet(step.cluster, step.lastSync);
       return this.recordEvent({
         time: step.now,
         cluster: step.cluster,
@@ -445,6 +446,12 @@ export class Store {
       `INSERT INTO observations (cluster, at, json) VALUES (?, ?, ?)
        ON CONFLICT (cluster) DO UPDATE SET at = excluded.at, json = excluded.json`,
     ).run(obs.cluster, obs.at, JSON.stringify(obs));
+  }
+
+  /** The sync evidence an election leaves (the stored observation carries it to the next pass). */
+  private saveSyncSet(cluster: string, lastSync: SyncSet): void {
+    const obs = this.getObservation(cluster);
+    if (obs) this.saveObservation({ ...obs, lastSync });
   }
 
   getObservation(cluster: string): ClusterObservation | undefined {

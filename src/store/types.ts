@@ -2,6 +2,7 @@
 // migrations in schema/migrations/*.sql applied in order at open).
 
 import type { ClusterSpec } from '../spec/types.js';
+import type { SyncSet } from '../observe/types.js';
 import type { NodeGoal, NodeState } from '../../machines/node-edges.js';
 
 export type ApplyResult = 'created' | 'configured' | 'unchanged';
@@ -98,6 +99,8 @@ export interface StepCommit {
   message: string;
   event: StepEvent;
   now: number;
+  /** a promotion's sync evidence, stored with the step (see ClusterObservation.lastSync) */
+  lastSync?: SyncSet;
 }
 
 export type ServeLockResult = { ok: true } | { ok: false; pid: number; hostname: string; startedAt: number };

@@ -190,6 +190,42 @@ describe('plan', () => {
   });
 
   it(
+    "sync mode, a promoted node dead before its own set was seen: the election's level standbys are " +
+      'the evidence',
+    () => {
+      const spec = simSpec({ replication: { mode: 'sync', syncQuorum: 1 } });
+      const nodes = {
+        pg01: node('pg01', off),
+        pg02: node('pg02', { ...off, misses: 5 }),
+        pg03: node('pg03'),
+      };
+      const level = input({ pg01: 'fenced', pg02: 'fenced', pg03: 'standby' }, nodes, { spec });
+      level.observation.lastSync = { names: ['pg02', 'pg03'], quorum: 2, primary: 'pg02', elected: true };
+      expect(plan(level).decision).toMatchObject({ kind: 'act', node: 'pg03', ruleId: 'failover.promote' });
+      // pg03 was behind pg02 at the election: only pg02 holds every acknowledged commit
+      const since = { pg01: 1000, pg02: 2000, pg03: 0 };
+      const behind = input({ pg01: 'fenced', pg02: 'fenced', pg03: 'standby' }, nodes, { spec, since });
+      behind.observation.lastSync = { names: ['pg02'], quorum: 1, primary: 'pg02', elected: true };
+      const d = plan(behind).decision;
+      expect(d).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'recover.release-last-primary' });
+      expect(d.reason).toContain('no standby was level with it');
+    },
+  );
+
+  it('a promotion names the standbys level with the promoted node', () => {
+    const nodes = {
+      pg01: node('pg01', off),
+      pg02: node('pg02', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }),
+      pg03: node('pg03', { postgres: pg({ lsn: 1700, receiveLsn: 1700 }) }),
+    };
+    const r = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, nodes));
+    expect(r.decision).toMatchObject({ ruleId: 'failover.promote', node: 'pg02', levelStandbys: ['pg03'] });
+    const ahead = { ...nodes, pg02: node('pg02', { postgres: pg({ lsn: 1800, receiveLsn: 1800 }) }) };
+    const r2 = plan(input({ pg01: 'fenced', pg02: 'standby', pg03: 'standby' }, ahead));
+    expect(r2.decision).toMatchObject({ ruleId: 'failover.promote', node: 'pg02', levelStandbys: [] });
+  });
+
+  it(
     'sync mode: only the set last seen on the primary counts (a node that never streamed does not ' +
       'block)',
     () => {

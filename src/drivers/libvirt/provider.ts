@@ -34,6 +34,7 @@ import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
 import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
 import { createKeyedQueue } from '../keyed-queue.js';
 import { HypervisorResources } from './resources.js';
+import { BindingConnection } from './connection.js';
 import { destroy, loadLibvirtBinding, lookup, stateName, type DomainStateName } from './domains.js';
 
 export { stateName } from './domains.js';
@@ -74,7 +75,7 @@ export class LibvirtProvider implements ProviderDriver {
   private readonly watchEvents: boolean;
   private readonly serialLogDir: string | null;
   private readonly backoff: { min: number; max: number };
-  private readonly conns = new Map<string, Promise<Hypervisor>>();
+  private readonly conns = new Map<string, Promise<BindingConnection>>();
   private readonly watchers = new Map<string, EventWatcher>();
   private readonly listeners = new Set<(e: LibvirtEvent) => void>();
   /** Machine operations of one cluster (key: its name), or on one hypervisor's shared pool and
@@ -568,7 +569,7 @@ export class LibvirtProvider implements ProviderDriver {
     await Promise.allSettled(ws.map((w) => w.stop()));
     const cs = [...this.conns.values()];
     this.conns.clear();
-    await Promise.allSettled(cs.map(async (c) => (await c).connectClose()));
+    await Promise.allSettled(cs.map(async (c) => (await c).retire()));
     await this.virsh.close();
   }
 
@@ -607,14 +608,14 @@ export class LibvirtProvider implements ProviderDriver {
     if (advice) this.log.warn({ uri }, advice);
   }
 
-  private hv(uri: string): Promise<Hypervisor> {
+  private hv(uri: string): Promise<BindingConnection> {
     let p = this.conns.get(uri);
     if (!p) {
       p = (async () => {
         const { Hypervisor } = await loadLibvirtBinding();
         const h = new Hypervisor({ uri });
         await h.connectOpen();
-        return h;
+        return new BindingConnection(h);
       })();
       this.conns.set(uri, p);
       p.catch(() => {
@@ -624,30 +625,33 @@ export class LibvirtProvider implements ProviderDriver {
     return p;
   }
 
-  /** Run fn on the URI's connection; a connection found dead is reopened once. */
+  /** Run fn on the URI's connection; a connection found dead is retired and reopened once. */
   private async withHv<T>(uri: string, what: string, fn: (h: Hypervisor) => Promise<T>): Promise<T> {
-    if (this.closed) throw transient(`cannot ${what}: the libvirt provider is closed`);
     for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw transient(`cannot ${what}: the libvirt provider is closed`);
       const p = this.hv(uri);
-      let h: Hypervisor;
+      let conn: BindingConnection;
       try {
-        h = await p;
+        conn = await p;
       } catch (err) {
         throw transient(`cannot ${what}: cannot connect to ${uri}: ${messageOf(err)}`, err);
       }
       try {
-        return await fn(h);
+        const done = await conn.use(fn);
+        if (done) return done.value;
+        // retired by another call meanwhile: a new connection
+        if (this.conns.get(uri) === p) this.conns.delete(uri);
+        if (attempt > 1) throw transient(`cannot ${what}: the connection to ${uri} keeps being lost`);
       } catch (err) {
         if (err instanceof PgopError) throw err;
         const msg = messageOf(err);
-        if (CONNECTION_LOST.test(msg)) {
-          if (this.conns.get(uri) === p) this.conns.delete(uri);
-          h.connectClose().catch(() => undefined);
-          if (attempt === 0) continue;
-          throw transient(`cannot ${what}: ${msg}`, err);
+        if (!CONNECTION_LOST.test(msg)) {
+          const advice = storageAccessAdvice(msg);
+          throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
         }
-        const advice = storageAccessAdvice(msg);
-        throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
+        if (this.conns.get(uri) === p) this.conns.delete(uri);
+        conn.retire();
+        if (attempt > 0) throw transient(`cannot ${what}: ${msg}`, err);
       }
     }
   }
