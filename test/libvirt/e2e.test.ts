@@ -3,7 +3,8 @@
 // (specs/libvirt-3node.yaml, resized for this machine) applied and served by `pgop serve` until
 // healthy; a write through pgpool read back on a standby; `virsh destroy` of the primary's domain;
 // failover (a new primary, writes through pgpool again) and rejoin (the old primary back as a
-// standby); `pgop delete cluster` leaving no domain, volume or network behind.
+// standby); a full backup (pgBackRest, repository on the hypervisor) restored with the archive
+// after it into a new 1-node cluster; `pgop delete cluster` leaving no domain, volume or network.
 //
 // Run by scripts/test-e2e-libvirt.sh (npm run test:e2e-libvirt, and npm test as root), which
 // builds or reuses the image, starts the libvirtd, runs this file inside its namespace and
@@ -40,6 +41,8 @@ const SLOW = Math.max(1, Number(process.env.PGOP_E2E_SLOW ?? 1) || 1);
 const BRINGUP_MS = 20 * 60_000 * SLOW;
 const FAILOVER_MS = 5 * 60_000 * SLOW;
 const REJOIN_MS = 10 * 60_000 * SLOW;
+// one more guest boots (the restored cluster's) while the first three run
+const RESTORE_MS = 15 * 60_000 * SLOW;
 
 describe.skipIf(!enabled)(
   'libvirt end to end: real VMs, failover by virsh destroy, rejoin (root)',
@@ -51,16 +54,19 @@ describe.skipIf(!enabled)(
     const secrets = ensureSecrets(); // before Pgop: its children get a copy of this env
     const pgop = new Pgop(db, { ...process.env, PGOP_LIBVIRT_STATE: join(work, 'libvirt-state') });
     let spec: E2eSpec;
+    let restored: E2eSpec | undefined;
     let deleted = false;
+    let restoredDeleted = false;
     let primary = '';
     let newPrimary = '';
     const node = (name: string) => spec.nodes.find((n) => n.name === name)!;
     // over TLS, verify-full against the CA pgop keeps beside the cluster's operator key
-    const ssl = (name: string, address: string) =>
-      clientTls(readFileSync(join(work, 'libvirt-state', spec.name, 'tls', 'ca.crt'), 'utf8'), {
+    const tlsOf = (cluster: string, name: string, address: string) =>
+      clientTls(readFileSync(join(work, 'libvirt-state', cluster, 'tls', 'ca.crt'), 'utf8'), {
         name,
         address,
       });
+    const ssl = (name: string, address: string) => tlsOf(spec.name, name, address);
     const viaPgpool = (): Endpoint => ({
       host: spec.pgpool.address,
       port: spec.pgpool.port,
@@ -75,19 +81,31 @@ describe.skipIf(!enabled)(
       database: 'critlib',
       ssl: ssl(name, node(name).address),
     });
+    const archiveOf = async (cluster: string) => {
+      const r = await pgop.runAsync(['get', 'clusters', cluster, '-o', 'json'], 60_000);
+      const items = r.code === 0 ? (JSON.parse(r.stdout) as { items: ClusterArchive[] }).items : [];
+      return items[0]?.archive;
+    };
     const state = async () =>
       `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n` +
       `${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
 
     beforeAll(() => {
       mkdirSync(work, { recursive: true, mode: 0o755 }); // the pool is below it: qemu runs as libvirt-qemu
-      spec = e2eSpec({
-        uri: lv!.qemuUri,
-        baseImage: image!,
-        poolPath: join(work, 'pool'),
-        subnet: 100 + Math.floor(Math.random() * 150),
+      const subnet = 100 + Math.floor(Math.random() * 150);
+      const common = { uri: lv!.qemuUri, baseImage: image!, backupRepo: join(work, 'backup-repo') };
+      spec = e2eSpec({ ...common, poolPath: join(work, 'pool'), subnet });
+      // the restore's target: one node and no pgpool host, on a network and pool of its own
+      restored = e2eSpec({
+        ...common,
+        poolPath: join(work, 'pool-restored'),
+        subnet: subnet + 1,
+        name: `${spec.name}-restored`,
+        nodeCount: 1,
+        pgpool: false,
       });
       writeFileSync(join(work, 'spec.yaml'), spec.yaml);
+      writeFileSync(join(work, 'restored.yaml'), restored.yaml);
       log(`work dir ${work}; libvirtd ${lv!.qemuUri} in netns ${lv!.netns}; network ${spec.cidr}`);
     });
 
@@ -95,6 +113,11 @@ describe.skipIf(!enabled)(
       // Tear down whatever the tests left (a failure half-way included); the wrapper then kills
       // what is left in the namespace and removes the libvirtd's directories.
       try {
+        if (!restoredDeleted && restored && (await pgop.cluster(restored.name))) {
+          if (!pgop.serveAlive()) pgop.startServe(serveLog);
+          const r = await pgop.runAsync(['delete', 'cluster', restored.name], 600_000);
+          if (r.code !== 0) log(`delete of the restored cluster after failure: exit ${r.code}`);
+        }
         if (!deleted && spec) {
           if (!pgop.serveAlive()) pgop.startServe(serveLog);
           const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
@@ -258,6 +281,73 @@ describe.skipIf(!enabled)(
       },
     );
 
+    it(
+      'takes a full backup, then restores it and the archive after it into a new 1-node cluster',
+      { timeout: RESTORE_MS + 120_000 },
+      async () => {
+        if (!newPrimary) throw new Error('there was no failover (see the tests before)');
+        const t0 = Date.now();
+        const b = await pgop.runAsync(['backup', spec.name, '--type', 'full', '--timeout', '10m'], 660_000);
+        expect(b.code, b.stdout + b.stderr.slice(-2000)).toBe(0);
+        log(`full backup of ${spec.name} in ${secondsSince(t0)} s`);
+        const listed = JSON.parse((await pgop.runAsync(['get', 'backups', '-o', 'json'])).stdout) as {
+          items: { cluster: string; type: string; state: string }[];
+        };
+        expect(listed.items.filter((i) => i.cluster === spec.name)).toEqual([
+          expect.objectContaining({ type: 'full', state: 'ok' }),
+        ]);
+        // a row after the backup: the restore finds it in the archive only
+        await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (2000)');
+        const [sw] = await sql<{ wal: string }>(
+          viaPgpool(),
+          'SELECT pg_walfile_name(pg_switch_wal()) AS wal',
+        );
+        await waitFor(
+          `${sw!.wal} archived`,
+          async () => ((await archiveOf(spec.name))?.last_archived_wal ?? '') >= sw!.wal || undefined,
+          { timeoutMs: 120_000, intervalMs: 2000, describe: state },
+        );
+        const t1 = Date.now();
+        const r = await pgop.runAsync(
+          ['restore', '--from', spec.name, '--latest', '-f', join(work, 'restored.yaml'), '--no-wait'],
+          60_000,
+        );
+        expect(r.code, r.stdout + r.stderr).toBe(0);
+        const into = restored!;
+        await waitFor(
+          `${into.name} restored and healthy`,
+          async () => {
+            const [c, items] = [await pgop.cluster(into.name), await pgop.nodes(into.name)];
+            return c && healthy(c, items, 1) ? c : undefined;
+          },
+          { timeoutMs: RESTORE_MS, intervalMs: 10_000, log, describe: state },
+        );
+        log(`${into.name} restored and healthy ${secondsSince(t1)} s after pgop restore`);
+        const [only] = into.nodes;
+        const restoredNode: Endpoint = {
+          host: only!.address,
+          port: 5432,
+          password: secrets.PGOP_SUPERUSER_PASSWORD,
+          database: 'critlib',
+          ssl: tlsOf(into.name, only!.name, only!.address),
+        };
+        const [got] = await sql<{ n: string; ids: string; rec: boolean }>(
+          restoredNode,
+          'SELECT count(*) AS n, pg_is_in_recovery() AS rec, ' +
+            "string_agg(id::text, ',' ORDER BY id) FILTER (WHERE id > 100) AS ids FROM cl_owner.e2e",
+        );
+        // the 100 rows, the one written during the failover, the one after the rejoin, and the one
+        // after the backup (replayed from the archive)
+        expect(got).toEqual({ n: '103', rec: false, ids: '1000,1001,2000' });
+        const d = await pgop.runAsync(['delete', 'cluster', into.name], 600_000);
+        expect(d.code, d.stderr.slice(-2000)).toBe(0);
+        restoredDeleted = true;
+        const inv = await libvirtInventory(lv!.qemuUri);
+        expect(inv.domains.filter((x) => x.startsWith(`${into.name}-`))).toEqual([]);
+        expect(inv.networks).not.toContain(into.networkName);
+      },
+    );
+
     it('deletes the cluster: no domain, volume or network is left', { timeout: 660_000 }, async () => {
       const r = await pgop.runAsync(['delete', 'cluster', spec.name], 600_000);
       expect(r.code, r.stderr.slice(-2000)).toBe(0);
@@ -276,6 +366,12 @@ describe.skipIf(!enabled)(
     });
   },
 );
+
+interface ClusterArchive {
+  archive?: { state: string; last_archived_wal: string | null };
+}
+
+const secondsSince = (t: number) => ((Date.now() - t) / 1000).toFixed(0);
 
 function readFileSafe(p: string): string {
   try {

@@ -46,6 +46,7 @@ export const SECRET_ENVS = [
   'PGOP_REPLICATION_PASSWORD',
   'PGOP_CL_OWNER_PASSWORD',
   'PGOP_CL_USER_PASSWORD',
+  'PGOP_E2E_BACKUP_PASSPHRASE',
 ] as const;
 
 /** Random passwords for the seed spec's env references, set in this process's env (children inherit them). */
@@ -65,6 +66,15 @@ export interface E2eSpecOptions {
   /** third octet of 10.231.X.0/24 */
   subnet: number;
   memoryMiB?: number;
+  /** metadata.name (default: the seed's, critlib) */
+  name?: string;
+  /** how many database nodes (default 3) */
+  nodeCount?: number;
+  /** false: no pgpool host */
+  pgpool?: boolean;
+  /** archive and back up with pgBackRest into this repository on the hypervisor (encrypted),
+   *  instead of the seed's archive.sh */
+  backupRepo?: string;
 }
 
 /** The e2e's guests run under TCG unless PGOP_E2E_DOMAIN_TYPE says otherwise (auto, kvm): some
@@ -108,7 +118,7 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   );
   doc.setIn(['spec', 'postgres', 'parameters', 'shared_buffers'], '128MB');
   doc.setIn(['spec', 'postgres', 'hba', 0, 'address'], cidr);
-  const names = ['pg01', 'pg02', 'pg03'];
+  const names = ['pg01', 'pg02', 'pg03'].slice(0, o.nodeCount ?? 3);
   const nodes = names.map((name, i) => ({ name, address: `${net}.${11 + i}` }));
   doc.setIn(
     ['spec', 'nodes'],
@@ -138,6 +148,20 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
       retryIntervalMs: 500,
     }),
   );
+  if (o.pgpool === false) doc.setIn(['spec', 'pgpool', 'enabled'], false);
+  if (o.backupRepo) {
+    doc.setIn(['spec', 'postgres', 'archiveScript'], false);
+    doc.setIn(
+      ['spec', 'backup'],
+      doc.createNode({
+        repo: { path: o.backupRepo },
+        compression: 'zst',
+        archiveTimeoutS: 60,
+        encryption: { passphrase: { env: 'PGOP_E2E_BACKUP_PASSPHRASE' } },
+      }),
+    );
+  }
+  if (o.name) doc.setIn(['metadata', 'name'], o.name);
   const name = String(doc.getIn(['metadata', 'name']));
   return { yaml: doc.toString(), name, nodes, pgpool: pool, cidr, networkName, poolName };
 }
@@ -207,8 +231,9 @@ export class Pgop {
     }
   }
 
-  async nodes(): Promise<NodeItem[]> {
-    const r = await this.runAsync(['get', 'nodes', '-o', 'json'], 60_000);
+  async nodes(cluster?: string): Promise<NodeItem[]> {
+    const only = cluster ? ['--cluster', cluster] : [];
+    const r = await this.runAsync(['get', 'nodes', ...only, '-o', 'json'], 60_000);
     return r.code === 0 ? (JSON.parse(r.stdout).items as NodeItem[]) : [];
   }
 
