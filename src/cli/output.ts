@@ -7,6 +7,7 @@ import type { ClusterObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
 import { archivingFails } from '../observe/archiver.js';
 import { poolHosts, poolVip } from '../spec/types.js';
+import { nextBackup, type BackupSchedule, type LastBackupStarts } from '../plan/backup-schedule.js';
 
 export interface NodeItem {
   cluster: string;
@@ -62,9 +63,13 @@ export interface ArchiveItem {
   last_failed_at: string | null;
   /** why the repository's server is down, when known */
   error?: string;
+  /** what `pgbackrest info` says is wrong with the stanza, when it says so */
+  stanza_problem?: string;
   /** the newest backup the repository lists (pgop get backups shows them all) */
   last_backup: { label: string; type: string; stopped: string } | null;
   backups: number;
+  /** the next backup spec.backup.schedule takes (null: no schedule) */
+  next_backup: { type: string; at: string } | null;
 }
 
 export interface PoolItem {
@@ -170,7 +175,12 @@ export function nodeItems(
 
 /** WAL archiving as last observed: the repository's server and stanza, and the primary's
  *  pg_stat_archiver (only a primary archives: archive_mode=on). */
-export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefined): ArchiveItem {
+export function archiveItem(
+  c: StoredCluster,
+  obs: ClusterObservation | undefined,
+  backupStarts: LastBackupStarts = {},
+  now = Date.now(),
+): ArchiveItem {
   const pg = c.primary ? obs?.nodes[c.primary]?.postgres : undefined;
   const a = pg?.archiver;
   const iso = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString() : null);
@@ -205,7 +215,18 @@ export function archiveItem(c: StoredCluster, obs: ClusterObservation | undefine
       ? { label: lastBackup.label, type: lastBackup.type, stopped: iso(lastBackup.stoppedAt)! }
       : null,
     backups: b?.backups?.length ?? 0,
+    ...(b?.stanzaProblem ? { stanza_problem: b.stanzaProblem } : {}),
+    next_backup: nextBackupItem(c.spec.backup?.schedule, backupStarts, now),
   };
+}
+
+function nextBackupItem(
+  schedule: BackupSchedule | undefined,
+  starts: LastBackupStarts,
+  now: number,
+): ArchiveItem['next_backup'] {
+  const next = schedule ? nextBackup(schedule, now, starts) : undefined;
+  return next ? { type: next.type, at: new Date(next.at).toISOString() } : null;
 }
 
 /** The pool hosts as last observed (only with several: spec.pgpool.hosts). */
@@ -235,6 +256,7 @@ export function clusterItem(
   nodeCount: number,
   operator: OperatorItem,
   obs?: ClusterObservation,
+  backupStarts?: LastBackupStarts,
 ): ClusterItem {
   const spec = c.spec;
   const pool = poolItem(c, obs);
@@ -253,7 +275,7 @@ export function clusterItem(
     primary: c.primary,
     endpoint,
     ...(pool ? { pool } : {}),
-    ...(spec.backup ? { archive: archiveItem(c, obs) } : {}),
+    ...(spec.backup ? { archive: archiveItem(c, obs, backupStarts) } : {}),
     provider: spec.provider.type,
     nodes: nodeCount,
     replication: spec.replication.mode === 'sync' ? `sync (ANY ${spec.replication.syncQuorum})` : 'async',
@@ -287,6 +309,9 @@ export function age(iso: string, now: number): string {
   if (s < 172800) return `${Math.round(s / 3600)}h`;
   return `${Math.round(s / 86400)}d`;
 }
+
+/** How long until `iso` (0s when past), as `age` says it. */
+export const until = (iso: string, now: number): string => age(new Date(now).toISOString(), Date.parse(iso));
 
 export function humanBytes(n: number | null): string {
   if (n === null) return '-';

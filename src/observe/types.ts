@@ -161,6 +161,8 @@ export interface BackupObservation {
   stanzaSystemId?: string;
   /** why the server is not running, when known (its last words) */
   error?: string;
+  /** what `pgbackrest info` said is wrong with the stanza (it exits 0 on such errors) */
+  stanzaProblem?: string;
   /** the stanza's backups, oldest first, as `pgbackrest info` last listed them */
   backups?: BackupRecord[];
   /** when that list was read (ms) */

@@ -15,6 +15,24 @@ export interface DueBackup {
   reason: string;
 }
 
+/** A backup job's kind in the store: backup.full, backup.diff, backup.incr. */
+export const backupJobKind = (type: BackupType): string => `backup.${type}`;
+
+/** When each type was last started: by a job of this store (`jobStarts`, by job kind), or as
+ *  the repository lists it (`listed`: backups taken by hand count too). */
+export function lastBackupStarts(
+  jobStarts: Record<string, number>,
+  listed: readonly { type: BackupType; startedAt: number }[],
+): LastBackupStarts {
+  const starts: LastBackupStarts = {};
+  for (const type of BACKUP_TYPES) {
+    const fromRepo = listed.filter((b) => b.type === type).map((b) => b.startedAt);
+    const at = Math.max(jobStarts[backupJobKind(type)] ?? -Infinity, ...fromRepo);
+    if (Number.isFinite(at)) starts[type] = at;
+  }
+  return starts;
+}
+
 /** cronError tries a first fire time from here: an expression that parses may still never fire. */
 const REFERENCE = Date.UTC(2026, 0, 1);
 

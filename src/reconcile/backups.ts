@@ -10,8 +10,7 @@ import { BACKUP_TYPES, type BackupType, type ClusterSpec } from '../spec/types.j
 import type { Store } from '../store/store.js';
 import { nodeOf } from './execute.js';
 import type { JobRunner } from './jobs.js';
-
-export const backupJobKind = (type: BackupType): string => `backup.${type}`;
+import { backupJobKind, lastBackupStarts } from '../plan/backup-schedule.js';
 
 /** The running backup job (at most one per cluster) and when each type was last started: by a
  *  job of this store, or as the repository lists it (backups taken by hand count too). */
@@ -26,12 +25,7 @@ export function backupPlanInput(
   walPush: WalPushView;
 } {
   const started = store.jobs.lastStarts(cluster, BACKUP_TYPES.map(backupJobKind));
-  const backupStarts: Partial<Record<BackupType, number>> = {};
-  for (const type of BACKUP_TYPES) {
-    const listed = (observation.backup?.backups ?? []).filter((b) => b.type === type).map((b) => b.startedAt);
-    const at = Math.max(started[backupJobKind(type)] ?? -Infinity, ...listed);
-    if (Number.isFinite(at)) backupStarts[type] = at;
-  }
+  const backupStarts = lastBackupStarts(started, observation.backup?.backups ?? []);
   const walPush = walPushView(store, jobs, cluster);
   const running = jobs.clusterJobs(cluster, 'backup.')[0];
   if (!running) return { backupStarts, walPush };

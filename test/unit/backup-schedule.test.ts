@@ -2,7 +2,7 @@
 // backup is due at a given time given when each type last started, and which one comes next.
 
 import { describe, expect, it } from 'vitest';
-import { cronError, dueBackup, nextBackup } from '../../src/plan/backup-schedule.js';
+import { cronError, dueBackup, lastBackupStarts, nextBackup } from '../../src/plan/backup-schedule.js';
 
 const at = (iso: string): number => Date.parse(iso);
 const DAILY_FULL = '0 1 * * *';
@@ -151,6 +151,19 @@ describe('dueBackup', () => {
       full: at('2026-06-01T00:00:00Z'),
     });
     expect(due?.dueAt).toBe(at('2026-07-01T01:00:00Z'));
+  });
+});
+
+describe('lastBackupStarts', () => {
+  it("the later of this store's job and the repository's listing, per type", () => {
+    const jobs = { 'backup.full': 5000, 'backup.incr': 100 };
+    const listed = [
+      { type: 'full' as const, startedAt: 4000 },
+      { type: 'incr' as const, startedAt: 300 },
+      { type: 'diff' as const, startedAt: 200 },
+    ];
+    expect(lastBackupStarts(jobs, listed)).toEqual({ full: 5000, diff: 200, incr: 300 });
+    expect(lastBackupStarts({}, [])).toEqual({});
   });
 });
 

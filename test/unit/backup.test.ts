@@ -237,4 +237,27 @@ describe('archive health', () => {
     foreign!.nodes.pg1!.postgres!.systemId = '1';
     expect(archiveItem(stored('pg1'), foreign).state).toBe('foreign-stanza');
   });
+
+  it("names the schedule's next backup (none without a schedule) and the stanza's problem", () => {
+    const now = Date.parse('2026-12-04T10:20:00Z');
+    const scheduled = {
+      spec: { ...withBackup(), backup: { ...withBackup().backup!, schedule: { incr: '0 * * * *' } } },
+      primary: 'pg1',
+    } as unknown as Parameters<typeof archiveItem>[0];
+    const seen = obs(a(2000, 0), {
+      server: 'running',
+      stanza: true,
+      stanzaProblem: 'no valid backups',
+    } as never);
+    // a full was started before: the next is the hourly incr
+    const item = archiveItem(scheduled, seen, { full: now - 60_000 }, now);
+    expect(item.next_backup).toEqual({ type: 'incr', at: '2026-12-04T11:00:00.000Z' });
+    expect(item.stanza_problem).toBe('no valid backups');
+    // none started yet: the first full at once
+    expect(archiveItem(scheduled, seen, {}, now).next_backup).toEqual({
+      type: 'full',
+      at: new Date(now).toISOString(),
+    });
+    expect(archiveItem(stored('pg1'), seen, {}, now).next_backup).toBeNull();
+  });
 });

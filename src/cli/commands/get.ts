@@ -13,6 +13,7 @@ import {
   nodeItems,
   operatorItem,
   operatorText,
+  until,
   type ClusterItem,
   type NodeItem,
 } from '../output.js';
@@ -20,8 +21,17 @@ import { renderTable } from '../table.js';
 import { backupItems, renderBackups, type BackupItem } from '../backups.js';
 import type { StoredCluster } from '../../store/types.js';
 import type { ClusterObservation } from '../../observe/types.js';
+import { BACKUP_TYPES } from '../../spec/types.js';
+import { backupJobKind, lastBackupStarts, type LastBackupStarts } from '../../plan/backup-schedule.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
+
+/** The cluster's observation and when each backup type was last started (for the next one). */
+function observedBackups(store: Store, cluster: string): [ClusterObservation | undefined, LastBackupStarts] {
+  const obs = store.getObservation(cluster);
+  const jobStarts = store.jobs.lastStarts(cluster, BACKUP_TYPES.map(backupJobKind));
+  return [obs, lastBackupStarts(jobStarts, obs?.backup?.backups ?? [])];
+}
 
 export function collect(store: Store, kind: string, cluster: string | undefined, allIncarnations = false) {
   const clusters = new Map<string, StoredCluster>(store.listClusters().map((c) => [c.name, c]));
@@ -37,7 +47,7 @@ export function collect(store: Store, kind: string, cluster: string | undefined,
         .filter((c) => !cluster || c.name === cluster)
         .map((c) => {
           const count = nodes.filter((n) => n.cluster === c.name).length;
-          return clusterItem(c, count, operator, store.getObservation(c.name));
+          return clusterItem(c, count, operator, ...observedBackups(store, c.name));
         });
       return { kind: 'clusters' as const, items };
     }
@@ -101,8 +111,10 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
       'ARCHIVE',
       'BACKUP',
       'OPERATOR',
-      ...(wide ? ['PROVIDER', 'MESSAGE'] : []),
+      ...(wide ? ['NEXT BACKUP', 'PROVIDER', 'MESSAGE'] : []),
     ];
+    const next = (n: NonNullable<ClusterItem['archive']>['next_backup'] | undefined) =>
+      n ? `${n.type} in ${until(n.at, now)}` : '-';
     return renderTable(
       head,
       data.items.map((c) => [
@@ -120,7 +132,7 @@ async function render(data: ReturnType<typeof collect>, format: Format): Promise
             ? 'none'
             : '-',
         operatorText(c.operator),
-        ...(wide ? [c.provider, c.message] : []),
+        ...(wide ? [next(c.archive?.next_backup), c.provider, c.message] : []),
       ]),
     );
   }
@@ -292,7 +304,7 @@ export async function describeCommand(
             c,
             nodes.length,
             operatorItem(store.serveLockHolder(), Date.now()),
-            store.getObservation(name),
+            ...observedBackups(store, name),
           ),
           nodes,
           spec: c.spec,

@@ -104,6 +104,7 @@ export class SshBackupDriver implements BackupDriver {
     const found = {
       stanza,
       ...(listing?.systemId ? { stanzaSystemId: listing.systemId } : {}),
+      ...(listing?.problem ? { stanzaProblem: listing.problem } : {}),
       ...(listing && known?.listedAt ? { backups: listing.backups, listedAt: known.listedAt } : {}),
     };
     const dir = this.stateDir(cluster);
