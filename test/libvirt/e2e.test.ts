@@ -3,7 +3,8 @@
 // (specs/libvirt-3node.yaml, resized for this machine) applied and served by `pgop serve` until
 // healthy; a write through pgpool read back on a standby; `virsh destroy` of the primary's domain;
 // failover (a new primary, writes through pgpool again) and rejoin (the old primary back as a
-// standby); a full backup (pgBackRest, repository on the hypervisor) restored with the archive
+// standby); `virsh destroy` of the pool host holding the endpoint's virtual IP (writes through
+// it again); a full backup (pgBackRest, repository on the hypervisor) restored with the archive
 // after it into a new 1-node cluster; `pgop delete cluster` leaving no domain, volume or network.
 //
 // Run by scripts/test-e2e-libvirt.sh (npm run test:e2e-libvirt, and npm test as root), which
@@ -81,6 +82,11 @@ describe.skipIf(!enabled)(
       database: 'critlib',
       ssl: ssl(name, node(name).address),
     });
+    const poolOf = async (cluster: string) => {
+      const r = await pgop.runAsync(['get', 'clusters', cluster, '-o', 'json'], 60_000);
+      const items = r.code === 0 ? (JSON.parse(r.stdout) as { items: ClusterPool[] }).items : [];
+      return items[0]?.pool;
+    };
     const archiveOf = async (cluster: string) => {
       const r = await pgop.runAsync(['get', 'clusters', cluster, '-o', 'json'], 60_000);
       const items = r.code === 0 ? (JSON.parse(r.stdout) as { items: ClusterArchive[] }).items : [];
@@ -94,7 +100,7 @@ describe.skipIf(!enabled)(
       mkdirSync(work, { recursive: true, mode: 0o755 }); // the pool is below it: qemu runs as libvirt-qemu
       const subnet = 100 + Math.floor(Math.random() * 150);
       const common = { uri: lv!.qemuUri, baseImage: image!, backupRepo: join(work, 'backup-repo') };
-      spec = e2eSpec({ ...common, poolPath: join(work, 'pool'), subnet });
+      spec = e2eSpec({ ...common, poolPath: join(work, 'pool'), subnet, poolHosts: 2 });
       // the restore's target: one node and no pgpool host, on a network and pool of its own
       restored = e2eSpec({
         ...common,
@@ -129,7 +135,7 @@ describe.skipIf(!enabled)(
       }
     }, 900_000);
 
-    it('applies the seed spec and serves it to 3 healthy VMs and a pgpool host', async () => {
+    it('applies the seed spec and serves it to 3 healthy VMs and two pgpool hosts', async () => {
       const t0 = Date.now();
       const applied = await pgop.runAsync(['apply', '-f', join(work, 'spec.yaml')]);
       expect(applied.stderr).toBe('');
@@ -147,7 +153,7 @@ describe.skipIf(!enabled)(
       log(`healthy after ${((Date.now() - t0) / 1000).toFixed(0)} s; primary ${primary}`);
       const inv = await libvirtInventory(lv!.qemuUri);
       expect(inv.domains.sort()).toEqual(
-        [...spec.nodes.map((n) => `${spec.name}-${n.name}`), `${spec.name}-pool`].sort(),
+        [...spec.nodes.map((n) => n.name), 'pool1', 'pool2'].map((n) => `${spec.name}-${n}`).sort(),
       );
       expect(inv.networks).toContain(spec.networkName);
       for (const d of inv.domains) expect((await virsh(lv!.qemuUri, 'domstate', d)).trim()).toBe('running');
@@ -282,6 +288,51 @@ describe.skipIf(!enabled)(
     );
 
     it(
+      "`virsh destroy` of the virtual IP's holder: the address moves to the other pool host, " +
+        'writes through it again, and the old holder comes back as a spare',
+      { timeout: FAILOVER_MS + REJOIN_MS },
+      async () => {
+        if (!newPrimary) throw new Error('there was no failover (see the tests before)');
+        const holder = (await poolOf(spec.name))?.holder;
+        expect(holder, 'one pool host holds the virtual IP').toMatch(/^pool[12]$/);
+        const t0 = Date.now();
+        await virsh(lv!.qemuUri, 'destroy', `${spec.name}-${holder}`);
+        log(`destroyed ${spec.name}-${holder}, the virtual IP's holder`);
+        await waitFor(
+          'a write through the virtual IP',
+          async () => {
+            await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1002)', [], 5000);
+            return true;
+          },
+          { timeoutMs: FAILOVER_MS, intervalMs: 500, log, describe: state },
+        );
+        log(
+          `first write through the virtual IP ${((Date.now() - t0) / 1000).toFixed(1)} s after the destroy`,
+        );
+        const moved = await poolOf(spec.name);
+        expect(moved?.holder, JSON.stringify(moved)).not.toBe(holder);
+        expect(moved?.holder).toMatch(/^pool[12]$/);
+        const back = await waitFor(
+          `${holder} running again, a spare`,
+          async () => {
+            const p = await poolOf(spec.name);
+            const old = p?.hosts.find((h) => h.name === holder);
+            return p &&
+              p.holder !== holder &&
+              old?.machine === 'running' &&
+              old.pgpool !== 'down' &&
+              !old.holds_vip
+              ? p
+              : undefined;
+          },
+          { timeoutMs: REJOIN_MS, intervalMs: 5000, log, describe: state },
+        );
+        log(`${holder} a spare again ${((Date.now() - t0) / 1000).toFixed(0)} s after the destroy`);
+        expect(back.hosts.filter((h) => h.holds_vip === true)).toHaveLength(1);
+      },
+    );
+
+    it(
       'takes a full backup, then restores it and the archive after it into a new 1-node cluster',
       { timeout: RESTORE_MS + 120_000 },
       async () => {
@@ -336,9 +387,9 @@ describe.skipIf(!enabled)(
           'SELECT count(*) AS n, pg_is_in_recovery() AS rec, ' +
             "string_agg(id::text, ',' ORDER BY id) FILTER (WHERE id > 100) AS ids FROM cl_owner.e2e",
         );
-        // the 100 rows, the one written during the failover, the one after the rejoin, and the one
-        // after the backup (replayed from the archive)
-        expect(got).toEqual({ n: '103', rec: false, ids: '1000,1001,2000' });
+        // the 100 rows, the ones written during the failover, after the rejoin and after the pool
+        // host's loss, and the one after the backup (replayed from the archive)
+        expect(got).toEqual({ n: '104', rec: false, ids: '1000,1001,1002,2000' });
         const d = await pgop.runAsync(['delete', 'cluster', into.name], 600_000);
         expect(d.code, d.stderr.slice(-2000)).toBe(0);
         restoredDeleted = true;
@@ -366,6 +417,13 @@ describe.skipIf(!enabled)(
     });
   },
 );
+
+interface ClusterPool {
+  pool?: {
+    holder: string | null;
+    hosts: { name: string; holds_vip: boolean | null; pgpool: string; machine: string }[];
+  };
+}
 
 interface ClusterArchive {
   archive?: { state: string; last_archived_wal: string | null };

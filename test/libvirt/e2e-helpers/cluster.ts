@@ -72,6 +72,9 @@ export interface E2eSpecOptions {
   nodeCount?: number;
   /** false: no pgpool host */
   pgpool?: boolean;
+  /** pgpool on this many pool hosts of their own, the endpoint a virtual IP one of them holds
+   *  (default: one pgpool host, the endpoint its own address) */
+  poolHosts?: number;
   /** archive and back up with pgBackRest into this repository on the hypervisor (encrypted),
    *  instead of the seed's archive.sh */
   backupRepo?: string;
@@ -99,7 +102,8 @@ export interface E2eSpec {
 /**
  * specs/libvirt-3node.yaml made to fit a private libvirtd and this machine: its URI, pool and
  * network inside the test's namespace, small guests (1 vCPU, 768 MiB, small disks), postgres
- * settings sized for them, one pgpool host (no watchdog VIP). Everything else (the seed's
+ * settings sized for them, pgpool on one host or on `poolHosts` with a virtual IP that pgop moves
+ * (not pgpool's watchdog). Everything else (the seed's
  * parameters, archive script, LVM/xfs data disk, roles, database, grants) stays as the seed has it.
  */
 export function e2eSpec(o: E2eSpecOptions): E2eSpec {
@@ -135,6 +139,13 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
   );
   const pool = { address: `${net}.10`, port: Number(doc.getIn(['spec', 'pgpool', 'port']) ?? 9999) };
   doc.setIn(['spec', 'pgpool', 'address'], pool.address);
+  if (o.poolHosts && o.poolHosts > 1) {
+    const hosts = Array.from({ length: o.poolHosts }, (_, i) => ({
+      name: `pool${i + 1}`,
+      address: `${net}.${21 + i}`,
+    }));
+    doc.setIn(['spec', 'pgpool', 'hosts'], doc.createNode(hosts));
+  }
   doc.setIn(['spec', 'pgpool', 'watchdog'], doc.createNode({ enabled: false }));
   doc.setIn(['spec', 'pgpool', 'numInitChildren'], 8);
   // TCG guests on a shared 2-core host answer slowly: probes get 5 s (the looks over SSH twice
