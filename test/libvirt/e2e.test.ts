@@ -341,12 +341,17 @@ describe.skipIf(!enabled)(
         const b = await pgop.runAsync(['backup', spec.name, '--type', 'full', '--timeout', '10m'], 660_000);
         expect(b.code, b.stdout + b.stderr.slice(-2000)).toBe(0);
         log(`full backup of ${spec.name} in ${secondsSince(t0)} s`);
-        const listed = JSON.parse((await pgop.runAsync(['get', 'backups', '-o', 'json'])).stdout) as {
-          items: { cluster: string; type: string; state: string }[];
-        };
-        expect(listed.items.filter((i) => i.cluster === spec.name)).toEqual([
-          expect.objectContaining({ type: 'full', state: 'ok' }),
-        ]);
+        // the listing is pgbackrest info's, kept in the observation: the next pass stores it
+        const listed = await waitFor(
+          'the backup in get backups',
+          async () => {
+            const r = await pgop.runAsync(['get', 'backups', '--cluster', spec.name, '-o', 'json']);
+            const items = r.code === 0 ? (JSON.parse(r.stdout) as { items: BackupListed[] }).items : [];
+            return items.length > 0 ? items : undefined;
+          },
+          { timeoutMs: 120_000, intervalMs: 2000, describe: state },
+        );
+        expect(listed).toEqual([expect.objectContaining({ type: 'full', state: 'ok' })]);
         // a row after the backup: the restore finds it in the archive only
         await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (2000)');
         const [sw] = await sql<{ wal: string }>(
@@ -423,6 +428,12 @@ interface ClusterPool {
     holder: string | null;
     hosts: { name: string; holds_vip: boolean | null; pgpool: string; machine: string }[];
   };
+}
+
+interface BackupListed {
+  cluster: string;
+  type: string;
+  state: string;
 }
 
 interface ClusterArchive {
