@@ -166,12 +166,14 @@ pid_alive() {
 }
 pm_alive() { pid_alive "$1/postmaster.pid"; }
 shm_attached() {
-  # children of a dead postmaster keep its shared memory attached for a moment
+  # children of a dead postmaster keep its shared memory attached for a moment. Only the segment
+  # that postmaster created (its pid as cpid): a freed id is reused, e.g. by a pgpool on the node.
   f="$1/postmaster.pid"
   [ -f "$f" ] || return 1
+  pmpid=$(sed -n 1p "$f" 2>/dev/null | tr -d ' -')
   shmid=$(sed -n 7p "$f" 2>/dev/null | awk '{print $2}')
-  [ -n "$shmid" ] || return 1
-  n=$(awk -v id="$shmid" '$2==id {print $7}' /proc/sysvipc/shm 2>/dev/null)
+  [ -n "$shmid" ] && [ -n "$pmpid" ] || return 1
+  n=$(awk -v id="$shmid" -v pm="$pmpid" '$2==id && $5==pm {print $7}' /proc/sysvipc/shm 2>/dev/null)
   [ -n "$n" ] && [ "$n" != 0 ]
 }
 clear_stale() {
