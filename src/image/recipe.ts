@@ -31,7 +31,7 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'ifupdown',
   'isc-dhcp-client',
   'iproute2',
-  'iputils-arping', // pgpool's watchdog moves its VIP with arping
+  'iputils-arping', // the virtual IP's new holder announces it (gratuitous ARP)
   'netbase',
   'sudo',
   'procps',

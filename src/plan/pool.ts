@@ -3,7 +3,7 @@
 
 import { clusterAction, wait, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
-import { poolHoldsStandbys, poolVip } from '../spec/types.js';
+import { poolHoldsStandbys, poolHostNode, poolVip } from '../spec/types.js';
 import type { PoolHostObservation } from '../observe/types.js';
 
 /** pgpool opens every new session on all its nodes, so each one fails until a failed node is
@@ -144,7 +144,9 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
 
 /** A pool host that was fenced or stopped is started again (it then gets its pgpool back). */
 export function startPoolHost(ctx: PlanContext): Verdict | undefined {
-  const hosts = ctx.input.observation.pool?.hosts;
+  const spec = ctx.input.spec;
+  // a node's machine (pgpool on the nodes) is the node's rules' to start
+  const hosts = ctx.input.observation.pool?.hosts?.filter((h) => !poolHostNode(spec, h.name));
   // a missing one is made with the first node; later (a pool host added to the spec) here
   const down = hosts?.find((h) => h.machine === 'stopped' || (h.machine === 'missing' && ctx.primary));
   if (!down) return undefined;

@@ -67,6 +67,7 @@ export function normalize(doc: RawDoc): ClusterSpec {
       pool.hosts === undefined
         ? undefined
         : arr(pool.hosts).map((x) => ({ name: String(obj(x).name), address: String(obj(x).address) })),
+    onNodes: pool.onNodes === true ? true : undefined,
     port: (pool.port as number | undefined) ?? 9999,
     pcpPort: (pool.pcpPort as number | undefined) ?? 9898,
     loadBalancing: (pool.loadBalancing as boolean | undefined) ?? true,

@@ -122,8 +122,17 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       );
     return ip;
   };
+  const onNodes = pgpool.onNodes === true;
   if (pgpool.address === undefined) {
-    if (ptype === 'lab' && pgpoolOn) {
+    if (pgpoolOn && onNodes) {
+      r.add(
+        [...pp, 'address'],
+        'missing required field "address" (the virtual IP the nodes\' pgpools pass on)',
+        {
+          at: pp,
+        },
+      );
+    } else if (ptype === 'lab' && pgpoolOn && pgpool.hosts === undefined) {
       r.add(
         [...pp, 'address'],
         'missing required field "address" (the lab runs pgpool on a host of its own)',
@@ -132,8 +141,18 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
     }
   }
   const endpoint = notANode(pgpool.address, [...pp, 'address'], 'pgpool address');
-  if (pgpool.hosts !== undefined) checkPoolHosts(pgpool, pp, { names, endpoint, notANode }, r);
-  // With watchdog the vip may equal `address` (clients' address = the VIP holder).
+  if (onNodes && pgpool.hosts !== undefined)
+    r.add(
+      [...pp, 'onNodes'],
+      'pgpool runs either on the nodes or on pool hosts of its own: choose one (remove hosts or onNodes)',
+    );
+  else if (pgpool.hosts !== undefined) checkPoolHosts(pgpool, pp, { names, endpoint, notANode }, r);
+  if (obj(pgpool.watchdog).enabled === true)
+    r.add(
+      [...pp, 'watchdog', 'enabled'],
+      "pgpool's own watchdog is not supported: pgop moves the virtual IP itself " +
+        '(set onNodes: true, or list pool hosts in hosts, with address as the virtual IP)',
+    );
   notANode(obj(pgpool.watchdog).vip, [...pp, 'watchdog', 'vip'], 'watchdog vip');
   if (typeof pgpool.port === 'number' && pgpool.port === (pgpool.pcpPort ?? 9898)) {
     r.add([...pp, 'pcpPort'], `pcpPort must differ from port (${pgpool.port})`);
@@ -367,11 +386,6 @@ function checkPoolHosts(
     r.add([...pp, 'address'], 'missing required field "address" (the virtual IP the pool hosts pass on)', {
       at: pp,
     });
-  if (obj(pgpool.watchdog).enabled === true)
-    r.add(
-      [...pp, 'watchdog', 'enabled'],
-      "pgpool's watchdog and pool hosts both move the virtual IP: choose one (remove hosts or watchdog)",
-    );
   const hostNames = new Map<string, number>();
   const hostAddresses = new Map<number, number>();
   arr(pgpool.hosts).forEach((raw, i) => {

@@ -86,6 +86,8 @@ export interface PgpoolSpec {
   address?: string;
   /** pgpool on these machines, the virtual IP `address` held by one of them at a time */
   hosts?: PoolHostSpec[];
+  /** pgpool on every node (the seed's layout), the virtual IP `address` held by one of them */
+  onNodes?: boolean;
   port: number;
   pcpPort: number;
   loadBalancing: boolean;
@@ -103,18 +105,34 @@ export interface PoolHostSpec {
 /** The name of the one pool host of a spec without `pgpool.hosts` (no node may be called so). */
 export const SINGLE_POOL_HOST = 'pool';
 
-/** The machines pgpool runs on: the spec's hosts, or the one pool host at `address`. */
-export function poolHosts(spec: { pgpool: PgpoolSpec }): PoolHostSpec[] {
+type PoolPlacement = { pgpool: PgpoolSpec; nodes: readonly NodeSpec[] };
+
+/** The machines pgpool runs on: every node (onNodes), the spec's hosts, or the one pool host at
+ *  `address`. */
+export function poolHosts(spec: PoolPlacement): PoolHostSpec[] {
   const pp = spec.pgpool;
   if (!pp.enabled) return [];
+  if (pp.onNodes) return spec.nodes.map((n) => ({ name: n.name, address: n.address }));
   if (pp.hosts && pp.hosts.length > 0) return pp.hosts;
   return pp.address ? [{ name: SINGLE_POOL_HOST, address: pp.address }] : [];
 }
 
-/** The virtual IP pgop moves among the pool hosts, when there are several. */
+/** The pool hosts that are machines of their own, made and removed by the provider for pgpool
+ *  (none when pgpool runs on the nodes: their machines are the nodes'). */
+export function poolMachines(spec: PoolPlacement): PoolHostSpec[] {
+  return spec.pgpool.onNodes ? [] : poolHosts(spec);
+}
+
+/** The node a pool host runs on, when pgpool runs on the nodes. */
+export function poolHostNode(spec: PoolPlacement, host: string): NodeSpec | undefined {
+  return spec.pgpool.enabled && spec.pgpool.onNodes ? spec.nodes.find((n) => n.name === host) : undefined;
+}
+
+/** The virtual IP pgop moves among the pool hosts, when there are several (or pgpool runs on
+ *  the nodes). */
 export function poolVip(spec: { pgpool: PgpoolSpec }): string | undefined {
   const pp = spec.pgpool;
-  return pp.enabled && pp.hosts && pp.hosts.length > 0 ? pp.address : undefined;
+  return pp.enabled && (pp.onNodes || (pp.hosts && pp.hosts.length > 0)) ? pp.address : undefined;
 }
 
 /** Whether pgpool holds the standbys up: only when it load-balances reads to them. Otherwise they

@@ -64,6 +64,8 @@ export interface ChaosLabOptions {
   /** pgpool on this many pool hosts (2-5: pgpool.hosts pool1.., at .2, .3, ...) with the pool
    *  address (.10) a virtual IP one of them holds; default 0: the one pool host at .10 */
   poolHosts?: number;
+  /** pgpool on every node (pgpool.onNodes), the pool address (.10) a virtual IP one node holds */
+  poolOnNodes?: boolean;
   /** progress lines (default: none) */
   log?: (line: string) => void;
   /** share this lab's store and `pgop serve` (two clusters under one operator) */
@@ -105,6 +107,7 @@ export class ChaosLab {
   readonly poolPort = 9999;
   /** pgpool.hosts (empty: the one pool host at poolAddress) */
   readonly poolHosts: { name: string; address: string }[];
+  readonly poolOnNodes: boolean;
   private readonly poolNs = new Map<string, string>();
   /** pool hosts by their eth0 MAC */
   private readonly poolMacs = new Map<string, string>();
@@ -150,10 +153,15 @@ export class ChaosLab {
     const pools = o.poolHosts ?? 0;
     if (pools !== 0 && !(pools >= 2 && pools <= 5))
       throw new Error(`poolHosts: 0 (one pool host) or 2-5, not ${pools}`);
-    this.poolHosts = Array.from({ length: pools }, (_, i) => ({
-      name: `pool${i + 1}`,
-      address: `${base}.${2 + i}`,
-    }));
+    if (pools !== 0 && o.poolOnNodes) throw new Error('poolHosts and poolOnNodes exclude each other');
+    this.poolOnNodes = o.poolOnNodes === true;
+    // pgpool on the nodes: every node is a pool host (faults by name reach its pgpool: kill)
+    this.poolHosts = this.poolOnNodes
+      ? this.allNodes.map((n) => ({ ...n }))
+      : Array.from({ length: pools }, (_, i) => ({
+          name: `pool${i + 1}`,
+          address: `${base}.${2 + i}`,
+        }));
     this.secrets = {
       postgres: randomBytes(15).toString('base64url'),
       replicator: randomBytes(15).toString('base64url'),
@@ -203,7 +211,7 @@ export class ChaosLab {
           ...this.pgpoolOverrides,
           enabled: true,
           address: this.poolAddress,
-          ...(this.poolHosts.length ? { hosts: this.poolHosts } : {}),
+          ...(this.poolOnNodes ? { onNodes: true } : this.poolHosts.length ? { hosts: this.poolHosts } : {}),
           port: this.poolPort,
         },
         roles: [{ name: 'chaos', login: true, superuser: true, password: s('chaos') }],

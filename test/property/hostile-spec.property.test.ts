@@ -29,7 +29,7 @@ import {
 import schema from '../../schema/cluster.schema.json' with { type: 'json' };
 import { SpecError } from '../../src/errors.js';
 import { formatPath, libvirtUriProblem, parseSpecText, pathProblem } from '../../src/spec/parse.js';
-import type { ClusterSpec, NodeSpec } from '../../src/spec/types.js';
+import { poolVip, type ClusterSpec, type NodeSpec } from '../../src/spec/types.js';
 import {
   MANAGED_KEYS,
   PER_NODE_KEYS,
@@ -475,8 +475,9 @@ function checkPgpool(spec: ClusterSpec): void {
     expect(m, `pgpool.conf line ${JSON.stringify(line)}`).not.toBeNull();
     values.set(m![1]!, m![2] ?? m![3]!);
   }
-  // with pool hosts pgpool listens on every address: the virtual IP comes and goes
-  expect(values.get('listen_addresses')).toBe(spec.pgpool.hosts ? '*' : spec.pgpool.address);
+  // with a virtual IP (pool hosts, or pgpool on the nodes) pgpool listens on every address: the
+  // address comes and goes
+  expect(values.get('listen_addresses')).toBe(poolVip(spec) ? '*' : spec.pgpool.address);
   spec.nodes.forEach((n, i) => {
     expect(values.get(`backend_hostname${i}`)).toBe(n.address);
     expect(values.get(`backend_data_directory${i}`)).toBe(spec.postgres.dataDir);

@@ -23,7 +23,7 @@ import { createSimWorld, type SimDrivers } from '../../src/drivers/sim/drivers.j
 import { Reconciler, type PassResult } from '../../src/reconcile/reconciler.js';
 import type { JobRecord } from '../../src/store/jobs.js';
 import { canonicalJson } from '../../src/spec/parse.js';
-import type { ClusterSpec } from '../../src/spec/types.js';
+import { poolHosts, poolVip, type ClusterSpec } from '../../src/spec/types.js';
 import { simSpec } from '../helpers/sim-spec.js';
 
 const RUNS = Number(process.env.PGOP_PROPERTY_RUNS ?? 600);
@@ -42,6 +42,8 @@ const POOL_HOSTS = [
   { name: 'pool-b', address: '10.0.0.22' },
 ];
 const POOL_HA_RUNS = Number(process.env.PGOP_PROPERTY_POOL_RUNS ?? 150);
+/** Where pgpool runs: one pool host, pool hosts of their own, or every node (pgpool.onNodes). */
+type PoolLayout = 'single' | 'hosts' | 'nodes';
 /** How long a node's jobs take: at once (as before jobs), seconds (a lab host), minutes (a VM
  *  under TCG, a large copy). */
 const JOB_MS = [0, 3_000, 45_000, 240_000] as const;
@@ -124,14 +126,15 @@ function restartOperator(env: Env, why: string): void {
   env.trace.push(`  operator restarted (${why})`);
 }
 
-function setup(mode: 'async' | 'sync', profile: JobProfile = {}, poolHa = false): Env {
+function setup(mode: 'async' | 'sync', profile: JobProfile = {}, pools: PoolLayout = 'single'): Env {
   const clock = new SimClock(1_700_000_000_000);
   const sim = new SimWorld({ clock });
   const store = Store.open(':memory:');
   const spec = simSpec({
     name: 'prop',
     replication: { mode, syncQuorum: 1 },
-    ...(poolHa ? { pgpool: { hosts: POOL_HOSTS } } : {}),
+    ...(pools === 'hosts' ? { pgpool: { hosts: POOL_HOSTS } } : {}),
+    ...(pools === 'nodes' ? { pgpool: { onNodes: true } } : {}),
   });
   store.applySpec(spec, hashOf(spec), 'test', clock.now());
   for (const [node, ms] of Object.entries(profile)) sim.setJobDuration(spec.name, node, ms);
@@ -230,11 +233,23 @@ function poolHostCommands() {
   );
 }
 
-function commands(mode: 'async' | 'sync', poolHa = false) {
+function commands(mode: 'async' | 'sync', pools: PoolLayout = 'single') {
   const node = fc.constantFrom(...NODES);
   return [
     // listed twice: the node commands outnumber them
-    ...(poolHa ? [...poolHostCommands(), ...poolHostCommands()] : []),
+    ...(pools === 'hosts' ? [...poolHostCommands(), ...poolHostCommands()] : []),
+    // pgpool on the nodes: the node commands fail its machine; this fails its pgpool alone
+    ...(pools === 'nodes'
+      ? [
+          node.map((n) =>
+            command(
+              `killPgpool(${n})`,
+              (env) => env.sim.killPgpool(env.spec.name, n),
+              (env) => !!env.sim.poolHost(env.spec.name, n),
+            ),
+          ),
+        ]
+      : []),
     fc.constant(null).map(() => command('pass', async (env) => void (await pass(env)))),
     fc.integer({ min: 1, max: 4 }).map((n) =>
       command(`passes(${n})`, async (env) => {
@@ -569,7 +584,7 @@ function assertConverged(env: Env) {
   expect([...(env.sim.inspectPool(name)?.backends ?? [])].sort(), 'pgpool backends').toEqual(
     [...specNodes].sort(),
   );
-  if (env.spec.pgpool.hosts) assertPoolHostsConverged(env, primary);
+  if (poolVip(env.spec)) assertPoolHostsConverged(env, primary);
   // A write through pgpool now succeeds, synchronously in sync mode.
   const w = env.sim.write(name, 'pool', env.nextWriteId++);
   expect(w.acked, w.reason).toBe(true);
@@ -580,14 +595,17 @@ function assertConverged(env: Env) {
 /** Exactly one live pool host holds the virtual IP, and every pool host runs a pgpool routing
  *  to the primary (the address may move to any of them next). */
 function assertPoolHostsConverged(env: Env, primary: string) {
-  const hosts = env.sim.inspectPoolHosts(env.spec.name);
-  const live = hosts.filter((h) => h.holdsVip && h.machine === 'running' && !h.partitioned);
+  // a node that left the spec (pgpool.onNodes) took its pgpool with it
+  const names = poolHosts(env.spec).map((h) => h.name);
+  const hosts = env.sim.inspectPoolHosts(env.spec.name).filter((h) => names.includes(h.name));
+  expect(hosts.map((h) => h.name).sort(), 'pool hosts').toEqual([...names].sort());
+  const live = hosts.filter((h) => h.holdsVip && env.sim.poolHostUp(h));
   expect(
     live.map((h) => h.name),
     'live holders of the virtual IP',
   ).toHaveLength(1);
   for (const h of hosts) {
-    expect(h.machine, `pool host ${h.name}`).toBe('running');
+    expect(env.sim.poolHostMachine(h), `pool host ${h.name}`).toBe('running');
     expect(h.pgpool?.running, `pgpool on ${h.name} runs`).toBe(true);
     expect(h.pgpool?.primary, `pgpool on ${h.name} routes`).toBe(primary);
   }
@@ -616,16 +634,16 @@ function params(runs: number) {
   };
 }
 
-/** Random schedules from `setup(mode, profile, poolHa)`: safe after every step, then converged. */
-async function runSchedules(mode: 'async' | 'sync', poolHa: boolean, runs: number): Promise<Stats> {
+/** Random schedules from `setup(mode, profile, pools)`: safe after every step, then converged. */
+async function runSchedules(mode: 'async' | 'sync', pools: PoolLayout, runs: number): Promise<Stats> {
   const total: Stats = { ...emptyStats };
   let schedules = 0;
   await fc.assert(
     fc.asyncProperty(
       jobProfile,
-      fc.commands(commands(mode, poolHa), { maxCommands: 40, ...replayPath() }),
+      fc.commands(commands(mode, pools), { maxCommands: 40, ...replayPath() }),
       async (profile, cmds) => {
-        const env = setup(mode, profile, poolHa);
+        const env = setup(mode, profile, pools);
         try {
           await fc.asyncModelRun(() => ({ model: {}, real: env }), cmds);
           checkSafety(env);
@@ -640,7 +658,7 @@ async function runSchedules(mode: 'async' | 'sync', poolHa: boolean, runs: numbe
     ),
     params(runs),
   );
-  const what = `${mode}${poolHa ? ', pool hosts' : ''}`;
+  const what = `${mode}${pools === 'single' ? '' : pools === 'hosts' ? ', pool hosts' : ', pgpool on nodes'}`;
   console.info(`${what}: ${schedules} schedules passed; jobs: ${JSON.stringify(total)}`);
   return total;
 }
@@ -651,7 +669,7 @@ for (const mode of ['async', 'sync'] as const) {
       `keeps one primary${mode === 'sync' ? ', loses no acknowledged commit,' : ''}` +
         ` and converges (${RUNS} schedules)`,
       async () => {
-        const total = await runSchedules(mode, false, RUNS);
+        const total = await runSchedules(mode, 'single', RUNS);
         // the schedules did exercise every outcome of a job
         expect(total.jobsSucceeded).toBeGreaterThan(0);
         if (RUNS >= 100) {
@@ -669,7 +687,19 @@ describe('reconcile loop with pool hosts, under pool host faults too', () => {
     `never lets two running pool hosts hold the virtual IP, and ends with one live holder ` +
       `(${POOL_HA_RUNS} schedules)`,
     async () => {
-      const total = await runSchedules('async', true, POOL_HA_RUNS);
+      const total = await runSchedules('async', 'hosts', POOL_HA_RUNS);
+      expect(total.jobsSucceeded).toBeGreaterThan(0);
+    },
+    600_000,
+  );
+});
+
+describe('reconcile loop with pgpool on every node, under node and pgpool faults', () => {
+  it(
+    `never lets two running nodes hold the virtual IP, loses no acknowledged commit, and ends ` +
+      `with one live holder (${POOL_HA_RUNS} schedules)`,
+    async () => {
+      const total = await runSchedules('sync', 'nodes', POOL_HA_RUNS);
       expect(total.jobsSucceeded).toBeGreaterThan(0);
     },
     600_000,
@@ -678,12 +708,13 @@ describe('reconcile loop with pool hosts, under pool host faults too', () => {
 
 describe('reconcile loop, a healthy bring-up', () => {
   it('converges from nothing in a bounded number of passes and then stays done', async () => {
-    for (const [mode, poolHa] of [
-      ['async', false],
-      ['sync', false],
-      ['async', true],
+    for (const [mode, pools] of [
+      ['async', 'single'],
+      ['sync', 'single'],
+      ['async', 'hosts'],
+      ['sync', 'nodes'],
     ] as const) {
-      const env = setup(mode, {}, poolHa);
+      const env = setup(mode, {}, pools);
       const passes = await converge(env);
       expect(passes).toBeLessThan(20);
       assertConverged(env);

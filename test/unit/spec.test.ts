@@ -236,7 +236,8 @@ describe('the seed cluster round-trips', () => {
     expect(spec.pgpool).toMatchObject({
       enabled: true,
       address: '192.168.122.20',
-      watchdog: { enabled: true, vip: '192.168.122.20' },
+      onNodes: true, // the seed's pgpool on each guest, its virtual IP moved by pgop
+      watchdog: { enabled: false },
     });
     expect(spec.roles).toEqual(
       seedRoles({ env: 'PGOP_CL_OWNER_PASSWORD' }, { env: 'PGOP_CL_USER_PASSWORD' }),
@@ -456,16 +457,20 @@ describe('problems name file, line, column and path', () => {
       ]);
     });
 
-    it("pgpool's watchdog and pool hosts exclude each other", () => {
+    it("pgpool's own watchdog is refused, not ignored", () => {
       const both = edit(HOSTS, '    hosts:', '    watchdog: {enabled: true, vip: 10.77.0.30}\n    hosts:');
       expect(problems(both)).toEqual([
-        problem(
-          26,
-          25,
-          'spec.pgpool.watchdog.enabled',
-          "pgpool's watchdog and pool hosts both move the virtual IP",
-        ),
+        problem(26, 25, 'spec.pgpool.watchdog.enabled', "pgpool's own watchdog is not supported"),
       ]);
+    });
+
+    it('pgpool on the nodes: the virtual IP is required, and hosts are excluded', () => {
+      const onNodes = edit(HOSTS, '    hosts:', '    onNodes: true\n    hosts:');
+      expect(problems(onNodes)).toEqual([
+        problem(26, 14, 'spec.pgpool.onNodes', 'pgpool runs either on the nodes or on pool hosts'),
+      ]);
+      const noVip = edit(LAB, '    address: 10.77.0.10\n', '    onNodes: true\n');
+      expect(problems(noVip).map((p) => p.path)).toEqual(['spec.pgpool.address']);
     });
 
     it('at least two', () => {

@@ -186,7 +186,15 @@ export async function labUpCommand(db: string, file: string, timeoutMs: number):
       [`${me} lab fault NODE partition|heal`, "take a node's link down / up again"],
       [`${me} lab fault NODE stop|start`, 'stop / start a whole node'],
       [`${me} lab fault NODE hang|resume`, "SIGSTOP / SIGCONT a node's postgres (ports open, no answers)"],
-      ...(poolHosts(spec).length > 1
+      ...(poolHosts(spec).length > 1 && spec.pgpool.onNodes
+        ? [
+            [`${me} lab fault NODE kill-pgpool`, "kill the virtual IP holder's pgpool; watch it move"] as [
+              string,
+              string,
+            ],
+          ]
+        : []),
+      ...(poolHosts(spec).length > 1 && !spec.pgpool.onNodes
         ? [
             [
               `${me} lab fault POOLHOST kill-pgpool|stop|partition`,
@@ -336,26 +344,28 @@ export async function labFaultCommand(
   if (!(LAB_FAULTS as readonly string[]).includes(action))
     throw new UsageError(`cannot inject fault ${action}: use one of ${LAB_FAULTS.join(', ')}`);
   const spec = await labCluster(db, clusterName);
-  const pool = poolHosts(spec).find((h) => h.name === nodeName);
-  const node: MachineRef | undefined = pool ? pool.name : spec.nodes.find((n) => n.name === nodeName);
+  const runsPgpool = poolHosts(spec).some((h) => h.name === nodeName);
+  const dbNode = spec.nodes.find((n) => n.name === nodeName);
+  // a pool host of its own is named by a string; a node (pgpool on it or not) by its spec
+  const node: MachineRef | undefined = dbNode ?? (runsPgpool ? nodeName : undefined);
   if (!node) {
-    const known = [...spec.nodes.map((n) => n.name), ...poolHosts(spec).map((h) => h.name)];
+    const known = [...new Set([...spec.nodes.map((n) => n.name), ...poolHosts(spec).map((h) => h.name)])];
     throw new NotFoundError(
       `cannot inject a fault into ${nodeName}: no such node or pool host in cluster ${spec.name} ` +
         `(${known.join(', ')})`,
     );
   }
-  if (action === 'kill-pgpool' && !pool)
+  if (action === 'kill-pgpool' && !runsPgpool)
     throw new UsageError(`cannot inject fault kill-pgpool into ${nodeName}: pgpool runs on the pool hosts`);
-  if ((action === 'hang' || action === 'resume') && pool)
+  if ((action === 'hang' || action === 'resume') && !dbNode)
     throw new UsageError(`cannot inject fault ${action} into ${nodeName}: it is a pool host (no postgres)`);
   const { createLabProvider } = await import('../../drivers/lab/provider.js');
   const provider = createLabProvider();
   const t = Date.now();
   try {
-    // on a pool host, kill is kill-pgpool: pgpool is what runs there
-    const verb = action === 'kill-pgpool' ? 'kill' : (action as Exclude<LabFault, 'kill-pgpool'>);
-    await provider[verb](spec, node);
+    // on a pool host of its own, kill is kill-pgpool: pgpool is what runs there
+    if (action === 'kill-pgpool') await provider.killPgpoolOf(spec, node);
+    else await provider[action as Exclude<LabFault, 'kill-pgpool'>](spec, node);
   } finally {
     await provider.close();
   }

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SINGLE_POOL_HOST, poolHosts, poolVip } from '../../spec/types.js';
+import { SINGLE_POOL_HOST, poolHosts, poolMachines, poolVip } from '../../spec/types.js';
 import type { ClusterSpec, LabProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { FaultInjector, HostRef, MachineRef, ProviderDriver } from '../types.js';
@@ -209,7 +209,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
       address = pool.address;
     } else {
       name = assertSafeName('node', node.name);
-      if (name === POOL || pools.some((h) => h.name === name))
+      if (name === POOL || poolMachines(ctx.spec).some((h) => h.name === name))
         throw terminal(
           `cannot place node ${name} of cluster ${ctx.name}: ` +
             `the name "${name}" is a pgpool host's in the lab`,
@@ -365,7 +365,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
    *  the virtual IP too) and directory. Idempotent. */
   async deletePoolHost(spec: ClusterSpec, name: string): Promise<void> {
     const ctx = this.ctx(spec);
-    if (poolHosts(spec).some((h) => h.name === name))
+    if (poolHosts(spec).some((h) => h.name === name) || spec.nodes.some((n) => n.name === name))
       throw internal(`refusing to delete pool host ${name} of ${ctx.name}: it is in the spec`);
     await this.locked(ctx.name, () => this.deleteHost(this.hostNamed(ctx, name)));
   }
@@ -388,7 +388,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
         await this.ensureHost(ctx, h);
         // The pool hosts are created along with the first node (the driver contract has no call
         // for them); one that exists but was stopped is left alone (fault injection, fencing).
-        for (const pool of poolHosts(spec).map((p) => this.host(ctx, p.name))) {
+        for (const pool of poolMachines(spec).map((p) => this.host(ctx, p.name))) {
           if (!netnsExists(pool.ns) || !existsSync(join(pool.dir, 'ssh', 'sshd_config')))
             await this.ensurePoolHostIn(ctx, pool);
         }
@@ -399,7 +399,10 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   /** Create and start a pool host (every one when no name is given). Idempotent. */
   async ensurePoolHost(spec: ClusterSpec, name?: string): Promise<void> {
     const ctx = this.ctx(spec);
-    const names = name === undefined ? poolHosts(spec).map((p) => p.name) : [name];
+    const names = name === undefined ? poolMachines(spec).map((p) => p.name) : [name];
+    // a node's machine is the node's to start (pgpool on the nodes): never marked a pool host's
+    const node = names.find((n) => !poolMachines(spec).some((h) => h.name === n));
+    if (node !== undefined) throw internal(`${node} of ${spec.name} is no pool host machine`);
     await this.locked(ctx.name, async () => {
       await this.ensureClusterShared(ctx);
       for (const n of names) {
@@ -476,10 +479,10 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     await this.fenceHost(h);
-    // A pool host's kernel would go on answering ARP for the virtual IP with no process left:
-    // a machine powered off holds no address.
+    // A pool host's kernel (a node's too, with pgpool on the nodes) would go on answering ARP
+    // for the virtual IP with no process left: a machine powered off holds no address.
     const vip = poolVip(spec);
-    if (typeof node === 'string' && vip) await this.dropAddress(h, vip);
+    if (vip && poolHosts(spec).some((p) => p.name === h.name)) await this.dropAddress(h, vip);
   }
 
   private async dropAddress(h: LabHost, address: string): Promise<void> {
@@ -534,7 +537,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const ctx = this.ctx(spec);
     await this.locked(ctx.name, async () => {
       // The pool hosts, plus any host directory left by a node no longer in the spec.
-      const names = new Set<string>(poolHosts(spec).map((h) => h.name));
+      const names = new Set<string>(poolMachines(spec).map((h) => h.name));
       try {
         for (const e of readdirSync(ctx.clusterDir, { withFileTypes: true }))
           if (e.isDirectory()) names.add(e.name);
@@ -584,7 +587,12 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     });
   }
 
-  /** SIGKILL every pgpool process of a pool host (its main process and children) and wait until
+  /** SIGKILL every pgpool process of a pool host (a node, with pgpool on the nodes). */
+  async killPgpoolOf(spec: ClusterSpec, host: MachineRef): Promise<void> {
+    await this.killPgpool(this.host(this.ctx(spec), host));
+  }
+
+  /** SIGKILL every pgpool process of a host (its main process and children) and wait until
    *  they are gone. */
   private async killPgpool(h: LabHost): Promise<void> {
     await this.timed('kill', h.id, async () => {

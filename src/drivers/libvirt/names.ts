@@ -11,7 +11,13 @@
 //   MAC              52:54:00 + first 3 bytes of sha256("<cluster>/<node>")
 
 import { createHash } from 'node:crypto';
-import { poolHosts, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
+import {
+  poolHostNode,
+  poolMachines,
+  type ClusterSpec,
+  type LibvirtProviderSpec,
+  type NodeSpec,
+} from '../../spec/types.js';
 import { internal, terminal } from '../../errors.js';
 import {
   isHostOf,
@@ -93,7 +99,10 @@ export function uriOf(spec: ClusterSpec, node: NodeSpec | null): string {
 export function machinePlan(spec: ClusterSpec, node: NodeSpec | string): MachinePlan {
   const cluster = assertLibvirtName('cluster', spec.name);
   if (typeof node === 'string') {
-    const pool = poolHosts(spec).find((h) => h.name === node);
+    // pgpool on the nodes: a pool host is its node's machine
+    const onNode = poolHostNode(spec, node);
+    if (onNode) return machinePlan(spec, onNode);
+    const pool = poolMachines(spec).find((h) => h.name === node);
     if (!pool) {
       const why = spec.pgpool.enabled ? 'the spec names no such pool host' : 'pgpool is disabled';
       throw terminal(`cannot place pool host ${node} of cluster ${cluster}: ${why}`);
@@ -118,7 +127,7 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | string): Machine
     };
   }
   const name = assertLibvirtName('node', node.name);
-  if (name === POOL_HOST || poolHosts(spec).some((h) => h.name === name))
+  if (name === POOL_HOST || poolMachines(spec).some((h) => h.name === name))
     throw terminal(`cannot place node ${name} of cluster ${cluster}: "${name}" names a pgpool host`);
   return {
     cluster,
@@ -141,7 +150,7 @@ export function machinePlan(spec: ClusterSpec, node: NodeSpec | string): Machine
 /** Every machine of the cluster: the spec's nodes, then the pool host when pgpool is on. */
 export function allMachines(spec: ClusterSpec): MachinePlan[] {
   const out = spec.nodes.map((n) => machinePlan(spec, n));
-  for (const h of poolHosts(spec)) out.push(machinePlan(spec, h.name));
+  for (const h of poolMachines(spec)) out.push(machinePlan(spec, h.name));
   const seen = new Map<string, string>();
   for (const m of out) {
     const other = seen.get(m.mac);

@@ -8,10 +8,10 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hypervisor, Domain } from '@unraid/libvirt';
-import { poolHosts, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
+import { poolMachines, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
-import { PgopError, messageOf, terminal, transient } from '../../errors.js';
+import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
 import {
   POOL_HOST,
   allMachines,
@@ -222,7 +222,7 @@ export class LibvirtProvider implements ProviderDriver {
     const out: Record<string, MachineObservation & { address?: string; hypervisor?: string }> = {};
     for (const uri of clusterUris(spec)) {
       const domains = (await this.clusterDomains(uri, spec.name)).filter(
-        (d) => d.node !== POOL_HOST && !poolHosts(spec).some((h) => h.name === d.node),
+        (d) => d.node !== POOL_HOST && !poolMachines(spec).some((h) => h.name === d.node),
       );
       if (domains.length === 0) continue;
       const net = await this.resources.networkState(uri, p.network.name, `read network ${p.network.name}`);
@@ -288,13 +288,16 @@ export class LibvirtProvider implements ProviderDriver {
     await this.serial(spec.name, async () => {
       await this.ensureOne(spec, m);
       // The pool hosts come with the first node (the contract has no call of its own for them).
-      for (const h of poolHosts(spec)) await this.ensureOne(spec, machinePlan(spec, h.name));
+      for (const h of poolMachines(spec)) await this.ensureOne(spec, machinePlan(spec, h.name));
     });
   }
 
   /** Create and start a pgpool host (every one when no name is given). Idempotent. */
   async ensurePoolHost(spec: ClusterSpec, host?: string): Promise<void> {
-    const names = host === undefined ? poolHosts(spec).map((h) => h.name) : [host];
+    const names = host === undefined ? poolMachines(spec).map((h) => h.name) : [host];
+    // a node's machine is the node's to start (pgpool on the nodes)
+    const node = names.find((n) => !poolMachines(spec).some((h) => h.name === n));
+    if (node !== undefined) throw internal(`${node} of ${spec.name} is no pool host machine`);
     await this.serial(spec.name, async () => {
       for (const n of names) await this.ensureOne(spec, machinePlan(spec, n));
     });

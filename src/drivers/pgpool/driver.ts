@@ -11,7 +11,13 @@
 // answers: the steps in routing.ts), restarting pgpool when its idea of the primary stays wrong.
 
 import { randomBytes } from 'node:crypto';
-import { poolHoldsStandbys, poolHosts, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
+import {
+  poolHoldsStandbys,
+  poolHostNode,
+  poolHosts,
+  type ClusterSpec,
+  type NodeSpec,
+} from '../../spec/types.js';
 import type { PoolBackend, PoolObservation } from '../../observe/types.js';
 import type {
   DriverLog,
@@ -55,7 +61,15 @@ import {
   type RoutingClock,
   type RoutingGoal,
 } from './routing.js';
-import { CUT_OFF_SH, PREPARE_SH, REMOVE_DIR_SH, ROUTE_BACK_SH, START_SH, STOP_SH } from './scripts.js';
+import {
+  CUT_OFF_SH,
+  CUT_SESSIONS_SH,
+  PREPARE_SH,
+  REMOVE_DIR_SH,
+  ROUTE_BACK_SH,
+  START_SH,
+  STOP_SH,
+} from './scripts.js';
 import { PoolClusterState } from './state.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -489,14 +503,16 @@ export class PgpoolOnHost implements PoolDriver {
     }
   }
 
-  /** The route to `node` unreachable, its sessions ended; in the same round trip, the route to
-   *  the node pgpool is switched to is removed (a fence of it long ago may have left one). */
+  /** The route to `node` unreachable (not on a database node), its sessions ended; in the same
+   *  round trip, the route to the node pgpool is switched to is removed (a fence of it long ago
+   *  may have left one). */
   private async cutOff(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     const what = 'pgpool host: cannot fence the node off its network';
     try {
       const back = successor && successor.address !== this.address(cluster) ? [successor.address] : [];
       const opts = { user: 'root', timeoutMs: 5000 };
-      const r = await this.sh(cluster, CUT_OFF_SH, [node.address, ...back], opts);
+      const onNode = poolHostNode(cluster, this.host) !== undefined;
+      const r = await this.sh(cluster, onNode ? CUT_SESSIONS_SH : CUT_OFF_SH, [node.address, ...back], opts);
       if (r.code !== 0) {
         this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, what);
       }

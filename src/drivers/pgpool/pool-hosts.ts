@@ -283,6 +283,8 @@ export class SshPoolDriver implements PoolDriver {
     const t0 = performance.now();
     const others = poolHosts(cluster).filter((h) => h.name !== holder);
     await Promise.all(others.map((h) => this.dropVip(cluster, h.name, vip)));
+    // from here it may hold the address whatever the outcome (a timed-out add may have run)
+    Object.assign(this.vipState(cluster, holder), { holds: null, readAt: Date.now() });
     const res = await this.run(cluster, holder, VIP_ADD_SH, [vip, this.host(holder).address(cluster)], 5_000);
     if (res.code !== 0)
       throw transient(`cannot put ${vip} on pool host ${holder} of ${cluster.name}: ${failureDetail(res)}`);
@@ -295,23 +297,20 @@ export class SshPoolDriver implements PoolDriver {
   private async dropVip(cluster: ClusterSpec, host: string, vip: string): Promise<void> {
     const s = this.vipState(cluster, host);
     let why: string;
-    // known not to hold it and silent: nothing to take off (only this driver adds the address)
-    if (s.silentLooks > 0 && s.holds === false) return;
+    // known not to hold it: nothing to take off. Only this driver adds the address, and an add
+    // makes the host's answer unknown until it succeeded (moveVip); a new operator knows nothing.
+    if (s.holds === false) return;
     // its port went silent and PCP's too (host down or cut off, not busy): SSH would time out
     if (s.silentLooks > 0 && s.pcpPort !== 'open') {
       // its port went silent (host down or cut off): SSH would only time out as well
       why = `pgpool's port silent for ${s.silentLooks} looks`;
     } else {
-      try {
-        const res = await this.run(cluster, host, VIP_DROP_SH, [vip], 1_500);
-        if (res.code === 0) {
-          Object.assign(s, { holds: false, readAt: Date.now(), shellReachable: true });
-          return;
-        }
-        why = failureDetail(res);
-      } catch (err) {
-        why = messageOf(err);
+      const dropped = await this.dropOverSsh(cluster, host, vip);
+      if (dropped === true) {
+        Object.assign(s, { holds: false, readAt: Date.now(), shellReachable: true });
+        return;
       }
+      why = dropped;
     }
     const machines = this.opts.machines;
     if (!machines) throw transient(`cannot take ${vip} off pool host ${host} of ${cluster.name}: ${why}`);
@@ -321,6 +320,25 @@ export class SshPoolDriver implements PoolDriver {
     );
     await machines.fence(cluster, host);
     Object.assign(s, { holds: false, readAt: Date.now(), shellReachable: false });
+  }
+
+  /** The address off one host over SSH: true, or why not. A host that refused the connection
+   *  or timed out is not asked twice; one whose session broke mid-command is (once, on a new
+   *  channel): a fence is dearer than a retry, above all of a database node (pgpool.onNodes). */
+  private async dropOverSsh(cluster: ClusterSpec, host: string, vip: string): Promise<true | string> {
+    let why = '';
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      try {
+        const res = await this.run(cluster, host, VIP_DROP_SH, [vip], 1_500);
+        if (res.code === 0) return true;
+        return failureDetail(res);
+      } catch (err) {
+        why = messageOf(err);
+        if (!/connection lost before the command finished/.test(why)) return why;
+        this.log.warn({ cluster: cluster.name, poolHost: host, error: why }, 'virtual IP drop retried');
+      }
+    }
+    return why;
   }
 
   /** Start a pool host's machine again (after a fence); its pgpool follows (ensurePool). */

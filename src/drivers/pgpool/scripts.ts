@@ -112,6 +112,14 @@ export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;
 /** As root. $1 the virtual IP: prints held or free. */
 export const VIP_HELD_SH = 'if ip -4 -o addr show to "$1/32" | grep -q .; then echo held; else echo free; fi';
 
+/** As CUT_OFF_SH, without the route: on a database node (pgpool.onNodes) a route would also cut
+ *  its own replication off the node, and the fenced node's rejoin needs this one (a left-over
+ *  route on the new primary once made the old primary's pg_basebackup time out for minutes). */
+export const CUT_SESSIONS_SH = `ss -K dst "$1" >/dev/null 2>&1
+shift
+${ROUTE_BACK_SH}
+exit 0`;
+
 /** As root. $1 the virtual IP: removed from every interface that has it (nothing: a no-op). */
 export const VIP_DROP_SH = `set -e
 ip -4 -o addr show to "$1/32" | while read -r _ dev _ cidr _; do ip addr del "$cidr" dev "$dev"; done`;

@@ -7,7 +7,7 @@
 
 import { transient } from '../../errors.js';
 import type { PoolHostObservation, PoolObservation } from '../../observe/types.js';
-import { poolHosts, poolVip, type ClusterSpec } from '../../spec/types.js';
+import { poolHostNode, poolHosts, poolVip, type ClusterSpec } from '../../spec/types.js';
 import type { SimPool, SimPoolHost, SimWorld } from './world.js';
 
 /** What the single-pgpool sim driver lends: a pgpool's view, and the pgpool a spec configures. */
@@ -48,8 +48,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
   const unreachable = (cluster: ClusterSpec, name: string): string | null => {
     const h = world.poolHost(cluster.name, name);
     if (!h) return 'machine missing';
-    if (h.machine !== 'running') return 'machine not running';
-    return h.partitioned ? 'unreachable: link down' : null;
+    if (world.poolHostMachine(h) !== 'running') return 'machine not running';
+    return world.poolHostUp(h) ? null : 'unreachable: link down';
   };
 
   function lookAt(cluster: ClusterSpec, name: string): PoolHostObservation {
@@ -71,7 +71,7 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       unansweredLooks: 0,
       holdsVip: l.holds,
       shellReachable: l.shellReachable,
-      machine: h?.machine ?? 'missing',
+      machine: h ? world.poolHostMachine(h) : 'missing',
     };
     // the SSH read the look started ends after it
     readVip(h, l);
@@ -106,15 +106,15 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
   /** The address off one host: over SSH, else by powering it off (fence). */
   function dropVip(cluster: ClusterSpec, name: string): void {
     const l = lookOf(cluster, name);
-    // known not to hold it and silent: nothing to take off (only the driver adds the address)
-    if (l.silentLooks > 0 && l.holds === false) return;
+    // known not to hold it: nothing to take off (only the driver adds the address)
+    if (l.holds === false) return;
     const h = world.poolHost(cluster.name, name);
     if (l.silentLooks === 0 && world.poolHostUp(h)) {
       h.holdsVip = false;
       Object.assign(l, { holds: false, shellReachable: true });
       return;
     }
-    if (h?.machine === 'running') {
+    if (h && world.poolHostMachine(h) === 'running') {
       world.powerOffPoolHost(h);
       world.note(cluster.name, `provider fence pool host ${name} (the virtual IP cannot be taken off it)`);
     }
@@ -172,6 +172,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
     },
 
     async startHost(cluster: ClusterSpec, name: string): Promise<void> {
+      if (poolHostNode(cluster, name))
+        throw transient(`cannot start pool host ${name} of ${cluster.name}: it is a node's machine`);
       const spec = poolHosts(cluster).find((h) => h.name === name);
       if (!spec) throw transient(`cannot start pool host ${name} of ${cluster.name}: not in the spec`);
       const h = world.poolHost(cluster.name, name);
@@ -186,7 +188,8 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
     ensureMachines(cluster: ClusterSpec): void {
       if (!poolVip(cluster)) return;
       for (const h of poolHosts(cluster))
-        if (!world.poolHost(cluster.name, h.name)) world.createPoolHost(cluster.name, h.name, h.address);
+        if (!world.poolHost(cluster.name, h.name))
+          world.createPoolHost(cluster.name, h.name, h.address, !!poolHostNode(cluster, h.name));
     },
 
     deletePool(cluster: ClusterSpec): void {

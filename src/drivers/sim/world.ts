@@ -99,6 +99,9 @@ export interface SimPoolHost {
   /** The virtual IP is on its interface (a machine powered off holds no address). */
   holdsVip: boolean;
   pgpool: SimPool | null;
+  /** pgpool on a node (pgpool.onNodes): the machine, its link and its address are the node's,
+   *  which `machine` and `partitioned` here do not track */
+  onNode?: { cluster: string };
 }
 
 export interface AckedWrite {
@@ -269,13 +272,21 @@ export class SimWorld {
     this.state(cluster).nodes.delete(nameOf(node));
   }
 
-  /** Power a machine off (fence, destroy, stop): every process dies, disks stay. */
+  /** Power a machine off (fence, destroy, stop): every process dies (a pgpool on it too, and the
+   *  virtual IP goes), disks stay. */
   powerOff(n: SimNode, detail: string): void {
     n.machine = 'stopped';
     n.machineDetail = detail;
     n.booting = false;
     n.pg.running = false;
     n.pg.streaming = false;
+    for (const c of this.clusters.values()) {
+      if (c.nodes.get(n.name) !== n) continue;
+      const h = c.poolHosts?.find((p) => p.onNode && p.name === n.name);
+      if (!h) continue;
+      h.holdsVip = false;
+      if (h.pgpool) h.pgpool.running = false;
+    }
   }
 
   /** Boot a stopped machine. Postgres is not started at boot: only the operator starts it. */
@@ -310,8 +321,9 @@ export class SimWorld {
     return this.state(cluster).poolHosts?.find((h) => h.name === name);
   }
 
-  /** A new pool host, started, running no pgpool yet. */
-  createPoolHost(cluster: Ref, name: string, address: string): SimPoolHost {
+  /** A new pool host, started, running no pgpool yet; with `onNode`, the pgpool of the node of
+   *  that name (its machine is the node's). */
+  createPoolHost(cluster: Ref, name: string, address: string, onNode = false): SimPoolHost {
     const c = this.state(cluster);
     const h: SimPoolHost = {
       name,
@@ -320,19 +332,31 @@ export class SimWorld {
       partitioned: false,
       holdsVip: false,
       pgpool: null,
+      ...(onNode ? { onNode: { cluster: nameOf(cluster) } } : {}),
     };
     (c.poolHosts ??= []).push(h);
     return h;
   }
 
-  /** The operator and clients can reach it. */
-  poolHostUp(h: SimPoolHost | undefined): h is SimPoolHost {
-    return !!h && h.machine === 'running' && !h.partitioned;
+  /** The machine a pool host runs on: its own, or its node's. */
+  poolHostMachine(h: SimPoolHost): SimPoolHost['machine'] | 'missing' {
+    if (!h.onNode) return h.machine;
+    return this.node(h.onNode.cluster, h.name)?.machine ?? 'missing';
   }
 
-  /** Power a pool host off (fence, stop): pgpool dies, the address goes with the machine. */
+  /** The operator and clients can reach it. */
+  poolHostUp(h: SimPoolHost | undefined): h is SimPoolHost {
+    if (!h) return false;
+    if (h.onNode) return this.linkUp(this.node(h.onNode.cluster, h.name));
+    return h.machine === 'running' && !h.partitioned;
+  }
+
+  /** Power a pool host off (fence, stop): pgpool dies, the address goes with the machine (a
+   *  node's: the node with it). */
   powerOffPoolHost(h: SimPoolHost): void {
-    h.machine = 'stopped';
+    const node = h.onNode ? this.node(h.onNode.cluster, h.name) : undefined;
+    if (node) this.powerOff(node, 'domain destroyed (fenced)');
+    else h.machine = 'stopped';
     h.holdsVip = false;
     if (h.pgpool) h.pgpool.running = false;
   }
@@ -349,7 +373,7 @@ export class SimWorld {
   /** Pool hosts holding the virtual IP with their machine running (safety: at most one). */
   vipHolders(cluster: Ref): string[] {
     const hosts = this.state(cluster).poolHosts ?? [];
-    return hosts.filter((h) => h.holdsVip && h.machine === 'running').map((h) => h.name);
+    return hosts.filter((h) => h.holdsVip && this.poolHostMachine(h) === 'running').map((h) => h.name);
   }
 
   inspectPoolHosts(cluster: Ref): SimPoolHost[] {
@@ -588,10 +612,19 @@ export class SimWorld {
   /** A fault on a pool host (named as a node is: pool host names are no node's). */
   private poolHostFault(cluster: Ref, name: Ref, what: string, f: (h: SimPoolHost) => void): boolean {
     const h = this.poolHost(cluster, nameOf(name));
-    if (!h) return false;
+    // a node's pgpool: faults act on the node (killPgpool kills the pgpool alone)
+    if (!h || h.onNode) return false;
     f(h);
     this.note(cluster, `fault ${what} pool host ${h.name}`);
     return true;
+  }
+
+  /** SIGKILL a pool host's pgpool (a node's too, with pgpool on the nodes). */
+  killPgpool(cluster: Ref, host: string): void {
+    const h = this.poolHost(cluster, host);
+    if (!h) throw new Error(`no pool host ${host} in ${nameOf(cluster)}`);
+    if (h.pgpool) h.pgpool.running = false;
+    this.note(cluster, `fault kill pgpool on ${host}`);
   }
 
   /** SIGKILL the postmaster: postgres down, data kept. On a pool host: its pgpool. */

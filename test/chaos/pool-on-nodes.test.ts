@@ -1,0 +1,83 @@
+// Chaos on the real lab with pgpool on every database node (pgpool.onNodes, the seed's layout)
+// behind a virtual IP, pgop serve running and a writer going through the address the whole time:
+// the holder's pgpool killed (the primary stays where it is), then the holder's whole machine
+// stopped twice (the second time the holder is likely the primary: a database failover and an
+// address move at once), then its link down and healed. After each: the address is on another
+// node alone (sampled every 50 ms), writes through it resumed, nothing acknowledged was lost
+// (sync mode), never two primaries, and the old holder is back with its pgpool as a spare. Times
+// are printed, never asserted. Root only: scripts/test-integration.sh test/chaos.
+// Budget: ~1.5 min (one cluster, four trials).
+
+import { describe, expect, it } from 'vitest';
+import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
+import { IN_LAB } from '../helpers/lab-env.js';
+import { poolHostTrial, waitConverged, type PoolTrialResult } from '../helpers/chaos-scenario.js';
+import { eventTable } from '../helpers/chaos-assert.js';
+
+const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
+
+describe.skipIf(!IN_LAB)(
+  'chaos: pgpool on every node behind a virtual IP (root)',
+  { timeout: 300_000 },
+  () => {
+    const lab = useChaosLab({ name: 'cn', network: '10.96.0.0/24', mode: 'sync', poolOnNodes: true });
+
+    const report = (r: PoolTrialResult) => {
+      log(
+        `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'} (primary ${r.primary} -> ` +
+          `${r.finalPrimary ?? 'none'}): moved ${seconds(r.vipMovedMs)}, writes through the address back ` +
+          `${seconds(r.rtoPoolMs)}, old holder a spare again ${seconds(r.rejoinMs)}, most holders in a ` +
+          `sample ${r.maxVipHolders}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
+      );
+      const events = eventTable(r.events, r.t0);
+      if (process.env.PGOP_CHAOS_EVENTS) log(events);
+      return `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${events}`;
+    };
+
+    const common = (r: PoolTrialResult, ctx: string) => {
+      expect(r.newHolder, ctx).not.toBeNull();
+      expect(r.newHolder, ctx).not.toBe(r.holder);
+      expect(r.maxVipHolders, `never two holders\n${ctx}`).toBeLessThanOrEqual(1);
+      expect(r.lostAcked, ctx).toEqual([]);
+      expect(r.maxPrimaries, ctx).toBe(1);
+      expect(r.converged, ctx).toBe(true);
+      expect(
+        r.events.some((e) => e.rule === 'pool.vip-holder'),
+        `pgop moved it (rule pool.vip-holder)\n${ctx}`,
+      ).toBe(true);
+    };
+
+    it("the holder's pgpool killed: the address moves to another node, the primary stays", async () => {
+      await waitConverged(lab, 120_000);
+      const r = await poolHostTrial(lab, { fault: 'kill', run: 'nodes-kill', system: 'pgop' });
+      const ctx = report(r);
+      expect(r.notes, ctx).toEqual([]);
+      common(r, ctx);
+      expect(r.finalPrimary, `a pgpool fault moves no primary\n${ctx}`).toBe(r.primary);
+    });
+
+    // the second stop finds the address on the primary (the move prefers a node routing to it)
+    const MACHINE_FAULTS = [
+      { fault: 'stop', run: 'nodes-stop', title: 'stopped' },
+      { fault: 'stop', run: 'nodes-stop-again', title: 'stopped (again: now the primary, likely)' },
+      { fault: 'partition', run: 'nodes-partition', title: 'link down, then healed' },
+    ] as const;
+    for (const { fault, run, title } of MACHINE_FAULTS) {
+      const what = `the holder's machine ${title}`;
+      it(`${what}: the address moves, a lost primary is replaced, nothing lost`, async () => {
+        await waitConverged(lab, 120_000);
+        const r = await poolHostTrial(lab, { fault, run, system: 'pgop' });
+        const ctx = report(r);
+        // the holder may be the primary: then the primary moves too, which the trial notes
+        const primaryMoved = r.holder === r.primary;
+        expect(
+          r.notes.filter((n) => !(primaryMoved && n.startsWith('primary at the end'))),
+          ctx,
+        ).toEqual([]);
+        common(r, ctx);
+        if (primaryMoved) expect(r.finalPrimary, ctx).not.toBe(r.primary);
+        else expect(r.finalPrimary, ctx).toBe(r.primary);
+      });
+    }
+  },
+);
