@@ -126,6 +126,7 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const holders = hosts.filter((h) => h.holdsVip === true);
   const sole = holders.length === 1 ? holders[0]! : undefined;
   if (sole && !poolHostDead(sole, ctx.budget)) return undefined;
+  if (leavingNodeMayHold(ctx)) return undefined;
   const live = hosts.filter((h) => h.shellReachable && h.port === 'open' && !poolHostDead(h, ctx.budget));
   const to =
     live.find((h) => h.holdsVip === true) ??
@@ -140,6 +141,15 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
       ? `pgpool on ${sole.name}, which holds the virtual IP ${vip}, is not running (its port refuses)`
       : `${sole.name}, which holds the virtual IP ${vip}, has not answered ${sole.silentLooks} looks`;
   return clusterAction({ type: 'moveVip', to: to.name }, `${why}; moving it to ${to.name}`);
+}
+
+/** pgpool on the nodes: a node leaving the spec is no pool host any more (not looked at), yet
+ *  while its machine runs it may hold the address, and its pgpool serve the clients there. It is
+ *  fenced first (scale.ts), which takes the address with it: moving the address before would
+ *  leave it on two machines. */
+function leavingNodeMayHold(ctx: PlanContext): boolean {
+  if (!ctx.input.spec.pgpool.onNodes) return false;
+  return ctx.strayNames.some((n) => ctx.obs(n)?.machine.state === 'running' && ctx.state(n) !== 'deleting');
 }
 
 /** A pool host that was fenced or stopped is started again (it then gets its pgpool back). */

@@ -1150,4 +1150,24 @@ describe('plan: pool hosts and the virtual IP', () => {
       action: { type: 'ensurePool', primary: 'pg01', host: 'pool-a' },
     });
   });
+  it(
+    'pgpool on the nodes: a node leaving the spec, which may hold the address, is fenced before ' +
+      'the address moves',
+    () => {
+      const onNodes = simSpec({ pgpool: { onNodes: true } });
+      const leaving = (pg04: NodeState) => {
+        const nodes = { ...healthy3(), pg04: node('pg04', pg04 === 'deleting' ? off : {}) };
+        const i = input({ ...states3, pg04 }, nodes, { spec: onNodes });
+        i.observation.strays = { pg04: SIM_PG04 };
+        // no spec'd node holds the address: pg04 (unobserved) may
+        const hosts = ['pg01', 'pg02', 'pg03'].map((n) => host(n));
+        i.observation.pool = { ...poolUp('pg01', ['pg01', 'pg02', 'pg03']), hosts };
+        return plan(i).decision;
+      };
+      const first = leaving('standby');
+      expect(first).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+      expect(first).toMatchObject({ node: 'pg04', ruleId: 'scale.fence' });
+      expect(leaving('deleting')).toMatchObject(moveTo('pg01'));
+    },
+  );
 });

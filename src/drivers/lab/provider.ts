@@ -479,10 +479,11 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     const ctx = this.ctx(spec);
     const h = this.host(ctx, node);
     await this.fenceHost(h);
-    // A pool host's kernel (a node's too, with pgpool on the nodes) would go on answering ARP
-    // for the virtual IP with no process left: a machine powered off holds no address.
+    // A pool host's kernel (a node's too, with pgpool on the nodes, one that left the spec
+    // included) would go on answering ARP for the virtual IP with no process left: a machine
+    // powered off holds no address.
     const vip = poolVip(spec);
-    if (vip && poolHosts(spec).some((p) => p.name === h.name)) await this.dropAddress(h, vip);
+    if (vip) await this.dropAddress(h, vip);
   }
 
   private async dropAddress(h: LabHost, address: string): Promise<void> {
