@@ -18,6 +18,13 @@ export interface DueBackup {
 /** A backup job's kind in the store: backup.full, backup.diff, backup.incr. */
 export const backupJobKind = (type: BackupType): string => `backup.${type}`;
 
+/** How a succeeded backup job's message starts, and the label read back from it (`pgop backup`
+ *  waits for `get backups` to list that label). */
+export const backupJobHeadline = (type: BackupType, label: string): string => `${type} backup ${label}`;
+export function labelOfBackupJob(message: string): string | undefined {
+  return new RegExp(`^(?:${BACKUP_TYPES.join('|')}) backup (\\S+):`).exec(message)?.[1];
+}
+
 /** When each type was last started: by a job of this store (`jobStarts`, by job kind), or as
  *  the repository lists it (`listed`: backups taken by hand count too). */
 export function lastBackupStarts(

@@ -10,7 +10,7 @@ import { BACKUP_TYPES, type BackupType, type ClusterSpec } from '../spec/types.j
 import type { Store } from '../store/store.js';
 import { nodeOf } from './execute.js';
 import type { JobRunner } from './jobs.js';
-import { backupJobKind, lastBackupStarts } from '../plan/backup-schedule.js';
+import { backupJobHeadline, backupJobKind, lastBackupStarts } from '../plan/backup-schedule.js';
 
 /** The running backup job (at most one per cluster) and when each type was last started: by a
  *  job of this store, or as the repository lists it (backups taken by hand count too). */
@@ -60,7 +60,7 @@ export function startBackupJob(
       const b = await driver.backup(spec, source, action.backupType, job);
       const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
       const sizes = `${mib(b.delta)} copied of ${mib(b.size)}, ${mib(b.repoDelta)} in the repository`;
-      return `${b.type} backup ${b.label}: ${sizes}, WAL ${b.walStart}..${b.walStop}`;
+      return `${backupJobHeadline(b.type, b.label)}: ${sizes}, WAL ${b.walStart}..${b.walStop}`;
     },
   });
 }

@@ -2,7 +2,14 @@
 // backup is due at a given time given when each type last started, and which one comes next.
 
 import { describe, expect, it } from 'vitest';
-import { cronError, dueBackup, lastBackupStarts, nextBackup } from '../../src/plan/backup-schedule.js';
+import {
+  backupJobHeadline,
+  cronError,
+  dueBackup,
+  labelOfBackupJob,
+  lastBackupStarts,
+  nextBackup,
+} from '../../src/plan/backup-schedule.js';
 
 const at = (iso: string): number => Date.parse(iso);
 const DAILY_FULL = '0 1 * * *';
@@ -206,5 +213,13 @@ describe('nextBackup', () => {
     expect(nextBackup({ incr: HOURLY_INCR }, now, {})).toEqual({ type: 'full', at: now });
     expect(nextBackup({}, now, {})).toBeUndefined();
     expect(nextBackup({ diff: 'bad' }, now, old)).toBeUndefined();
+  });
+});
+
+describe('labelOfBackupJob', () => {
+  it("reads back the label a backup job's message starts with, and nothing from other messages", () => {
+    const message = `${backupJobHeadline('incr', '20261204-101500F_20261204-111500I')}: 1.0 MiB copied`;
+    expect(labelOfBackupJob(message)).toBe('20261204-101500F_20261204-111500I');
+    expect(labelOfBackupJob('cannot back up: no primary')).toBeUndefined();
   });
 });

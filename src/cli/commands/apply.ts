@@ -10,6 +10,7 @@ import type { BackupType, ClusterSpec } from '../../spec/types.js';
 import type { JobRecord } from '../../store/jobs.js';
 import { enterLabHubIfNeeded } from '../lab-ns.js';
 import { jobItem, jobProgress } from '../output.js';
+import { labelOfBackupJob } from '../../plan/backup-schedule.js';
 
 /** `-f FILE`, or `-f -` for standard input (its errors then name `<stdin>`). */
 export function readSpec(file: string, opts: ParseOptions = {}): ParsedSpec {
@@ -228,7 +229,11 @@ export async function switchoverCommand(
   }
 }
 
-/** `pgop backup`: asks the loop for a backup and follows its job (progress on stderr). */
+/** How long `pgop backup` waits, after its job succeeded, for `get backups` to list the backup. */
+const LISTING_WAIT_MS = 60_000;
+
+/** `pgop backup`: asks the loop for a backup and follows its job (progress on stderr) until the
+ *  backup is listed. */
 export async function backupCommand(
   db: string,
   cluster: string,
@@ -247,10 +252,17 @@ export async function backupCommand(
     process.stdout.write(`cluster/${cluster}: ${type} backup requested (request #${id})\n`);
     if (!wait) return EXIT.ok;
     const shown = { at: 0, text: '' };
+    // done once `get backups` lists it too: the loop stores the repository's listing a pass later
+    const listed = (job: JobRecord) => {
+      const label = labelOfBackupJob(job.message);
+      const backups = store.getObservation(cluster)?.backup?.backups ?? [];
+      const late = Date.now() - (job.finishedAt ?? 0) > LISTING_WAIT_MS;
+      return !label || late || backups.some((b) => b.label === label);
+    };
     const settled = () => {
       const job = store.jobs.forRequest(id);
       if (job) showProgress(job, shown);
-      return job !== undefined && job.state !== 'running';
+      return job !== undefined && job.state !== 'running' && (job.state !== 'succeeded' || listed(job));
     };
     await driveUntil(db, store, settled, 'backing up', timeoutMs);
     const job = store.jobs.forRequest(id);
