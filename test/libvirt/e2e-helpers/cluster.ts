@@ -102,8 +102,8 @@ export interface E2eSpec {
 /**
  * specs/libvirt-3node.yaml made to fit a private libvirtd and this machine: its URI, pool and
  * network inside the test's namespace, small guests (1 vCPU, 768 MiB, small disks), postgres
- * settings sized for them, pgpool on one host or on `poolHosts` with a virtual IP that pgop moves
- * (not pgpool's watchdog). Everything else (the seed's
+ * settings sized for them, pgpool on every node as the seed has it (or on `poolHosts` of their
+ * own), behind a virtual IP that pgop moves. Everything else (the seed's
  * parameters, archive script, LVM/xfs data disk, roles, database, grants) stays as the seed has it.
  */
 export function e2eSpec(o: E2eSpecOptions): E2eSpec {
@@ -144,9 +144,9 @@ export function e2eSpec(o: E2eSpecOptions): E2eSpec {
       name: `pool${i + 1}`,
       address: `${net}.${21 + i}`,
     }));
+    doc.deleteIn(['spec', 'pgpool', 'onNodes']);
     doc.setIn(['spec', 'pgpool', 'hosts'], doc.createNode(hosts));
   }
-  doc.setIn(['spec', 'pgpool', 'watchdog'], doc.createNode({ enabled: false }));
   doc.setIn(['spec', 'pgpool', 'numInitChildren'], 8);
   // TCG guests on a shared 2-core host answer slowly: probes get 5 s (the looks over SSH twice
   // that) instead of 1 s, so a slow answer is not taken for a dead node.
