@@ -33,6 +33,9 @@
 // cluster is built after it is gone. PGOP_BENCH_POOL_HOSTS=2 (to 5) puts every scenario on pool
 // hosts (then no pgpool baseline at all: it drives a single pgpool). They join the default list:
 // pgop only, ~20 s a trial in the lab (and ~15 s to build their cluster).
+// PGOP_BENCH_POOL_LAYOUT=nodes runs pgpool on every node instead (pgpool.onNodes, the seed's
+// layout): the holder is then a database node, and its machine going down may fail the primary
+// over too.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -95,6 +98,9 @@ for (const s of LOAD_SCENARIOS)
     throw new Error(`PGOP_BENCH_SCENARIOS: no scenario ${s} (${SCENARIOS.join(', ')})`);
 /** the pool scenarios' lab when PGOP_BENCH_POOL_HOSTS leaves it open */
 const POOL_LAB_HOSTS = POOL_HOSTS || 2;
+/** PGOP_BENCH_POOL_LAYOUT=nodes: the virtual IP's lab runs pgpool on every node (pgpool.onNodes,
+ *  the seed's layout) instead of on pool hosts of their own */
+const POOL_ON_NODES = process.env.PGOP_BENCH_POOL_LAYOUT === 'nodes';
 const NO_WATCHDOG = 'n/a (watchdog mode not built)';
 // the lab spec's pgpool.loadBalancing unless set: off keeps standbys out of pgpool
 const LOAD_BALANCING = process.env.PGOP_BENCH_LOAD_BALANCING;
@@ -138,7 +144,8 @@ function newLab(): Lab {
     network: `10.${94 + generation}.0.0/24`,
     mode: MODES[0] ?? 'sync',
     tls: TLS,
-    poolHosts,
+    // pool hosts asked for: on the nodes instead, with that layout
+    ...(POOL_ON_NODES && poolHosts ? { poolOnNodes: true } : { poolHosts }),
     ...(LOAD_BALANCING ? { pgpool: { loadBalancing: LOAD_BALANCING !== 'off' } } : {}),
     log: (s) => say(`  ${s}`),
   });
@@ -594,6 +601,7 @@ try {
     tls: TLS,
     load: LOAD === 'pgbench' ? { clients: CLIENTS, scale: SCALE, scenarios: LOAD_SCENARIOS } : 'writer',
     poolHosts: POOL_HOSTS,
+    poolLayout: POOL_ON_NODES ? 'nodes' : 'hosts',
     loadTrials,
     skipped,
     modes: MODES,

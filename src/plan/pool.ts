@@ -23,12 +23,17 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
   );
 }
 
-/** A pool host's pgpool serves no client: nothing listens on its port, or the port stayed silent
- *  for the failure budget's looks in a row (host down or cut off). Not when PCP's port answers:
- *  pgpool is alive there and only busy (every child serving a client, its listen backlog full),
- *  and fencing it would cut off the clients it serves. */
+/** A pool host's pgpool serves no client: nothing listens on its port, its machine is off (the
+ *  provider says so: no need to count looks), or the port stayed silent for the failure budget's
+ *  looks in a row (host down or cut off). Not when PCP's port answers: pgpool is alive there and
+ *  only busy (every child serving a client, its listen backlog full), and fencing it would cut
+ *  off the clients it serves. */
 const poolHostDead = (h: PoolHostObservation, budget: number) =>
-  h.port === 'refused' || (h.silentLooks >= budget && h.pcpPort !== 'open') || h.unansweredLooks >= budget;
+  h.port === 'refused' ||
+  h.machine === 'stopped' ||
+  h.machine === 'missing' ||
+  (h.silentLooks >= budget && h.pcpPort !== 'open') ||
+  h.unansweredLooks >= budget;
 
 /** A pool host's pgpool serves clients: its port accepts, or it is only busy (above). */
 const poolHostServes = (h: PoolHostObservation) =>

@@ -1007,6 +1007,14 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(d.reason).toContain('no pool host holds the virtual IP 10.0.0.10');
   });
 
+  it("the holder's machine is off (the provider says so): moved at once, without counting looks", () => {
+    const off = host('pool-a', { holdsVip: true, port: 'silent', pcpPort: 'silent', silentLooks: 1 });
+    off.machine = 'stopped';
+    expect(decide(off, host('pool-b'), host('pool-c'))).toMatchObject(moveTo('pool-b'));
+    const slow = host('pool-a', { holdsVip: true, port: 'silent', pcpPort: 'silent', silentLooks: 1 });
+    expect(decide(slow, host('pool-b'), host('pool-c'))).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+  });
+
   it("the holder's pgpool refuses: moved at once, the reason naming the holder", () => {
     const d = decide(host('pool-a', { holdsVip: true, port: 'refused', reachable: false }), host('pool-b'));
     expect(d).toMatchObject(moveTo('pool-b'));

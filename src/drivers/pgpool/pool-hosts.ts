@@ -265,7 +265,7 @@ export class SshPoolDriver implements PoolDriver {
 
   private looksAlive(cluster: ClusterSpec, host: string): boolean {
     const s = this.vipState(cluster, host);
-    return s.shellReachable && s.silentLooks === 0;
+    return s.shellReachable && s.silentLooks === 0 && !machineDown(s);
   }
 
   /** The pool host clients reach: the only one, or the virtual IP's holder as last read. */
@@ -301,9 +301,11 @@ export class SshPoolDriver implements PoolDriver {
     // makes the host's answer unknown until it succeeded (moveVip); a new operator knows nothing.
     if (s.holds === false) return;
     // its port went silent and PCP's too (host down or cut off, not busy): SSH would time out
-    if (s.silentLooks > 0 && s.pcpPort !== 'open') {
+    if ((s.silentLooks > 0 && s.pcpPort !== 'open') || machineDown(s)) {
       // its port went silent (host down or cut off): SSH would only time out as well
-      why = `pgpool's port silent for ${s.silentLooks} looks`;
+      why = machineDown(s)
+        ? `its machine is ${s.machine}`
+        : `pgpool's port silent for ${s.silentLooks} looks`;
     } else {
       const dropped = await this.dropOverSsh(cluster, host, vip);
       if (dropped === true) {
@@ -363,13 +365,16 @@ export class SshPoolDriver implements PoolDriver {
   }
 
   /** Every pgpool switched; the promotion waits only for those that looked alive (and the
-   *  serving one): the others' requests run on in the background, bounded by PCP timeouts. */
+   *  serving one, unless its machine is down: with pgpool on the nodes it often went with the
+   *  primary, and its PCP timeouts once held the promotion 38 s): the others' requests run on in
+   *  the background, bounded by PCP timeouts. */
   async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
     const servingName = this.servingHost(cluster);
     const waits: Promise<void>[] = [];
     for (const h of this.hosts(cluster)) {
       const routed = h.routeToPrimary(cluster, node, promoted);
-      if (h.host === servingName || this.looksAlive(cluster, h.host)) waits.push(routed);
+      const serving = h.host === servingName && !machineDown(this.vipState(cluster, h.host));
+      if (serving || this.looksAlive(cluster, h.host)) waits.push(routed);
     }
     await Promise.all(waits);
   }
@@ -383,6 +388,9 @@ export class SshPoolDriver implements PoolDriver {
     await Promise.all([...this.onHost.values()].map((h) => h.close()));
   }
 }
+
+/** Its machine was last seen stopped or missing (the provider's word, not a timeout). */
+const machineDown = (s: HostVipState) => s.machine === 'stopped' || s.machine === 'missing';
 
 const vipFields = (s: HostVipState) => ({
   holdsVip: s.holds,

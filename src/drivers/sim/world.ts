@@ -269,7 +269,11 @@ export class SimWorld {
   }
 
   removeNode(cluster: Ref, node: Ref): void {
-    this.state(cluster).nodes.delete(nameOf(node));
+    const c = this.state(cluster);
+    c.nodes.delete(nameOf(node));
+    // its pgpool and the address went with the machine (pgpool.onNodes)
+    const h = c.poolHosts?.find((p) => p.onNode && p.name === nameOf(node));
+    if (h) Object.assign(h, { holdsVip: false, pgpool: null });
   }
 
   /** Power a machine off (fence, destroy, stop): every process dies (a pgpool on it too, and the
