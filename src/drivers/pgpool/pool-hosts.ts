@@ -169,14 +169,14 @@ export class SshPoolDriver implements PoolDriver {
       s.reading = this.readVip(cluster, h.host).finally(() => (s.reading = undefined));
     }
     const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
-    const [port, pcpPort, machine] = await Promise.all([
+    const [port, pcpPort] = await Promise.all([
       portState(h.address(cluster), cluster.pgpool.port, timeoutMs),
       portState(h.address(cluster), cluster.pgpool.pcpPort, timeoutMs),
-      this.opts.machines?.observe?.(cluster, h.host).catch(() => undefined),
+      // known as soon as the provider answers, not after a dead host's port timeouts
+      this.readMachine(cluster, h.host),
     ]);
     s.silentLooks = port === 'silent' ? s.silentLooks + 1 : 0;
     Object.assign(s, { port, pcpPort });
-    if (machine) s.machine = machine.state;
     // a host last unreachable answers on its port again (healed, restarted): its shell's answer
     // is waited for, or this look would skip it as unreachable and the pass call it converged
     if (port !== 'silent' && !s.shellReachable && s.reading) await s.reading;
@@ -187,6 +187,12 @@ export class SshPoolDriver implements PoolDriver {
     s.unansweredLooks = unanswered ? s.unansweredLooks + 1 : 0;
     const looks = { silentLooks: s.silentLooks, unansweredLooks: s.unansweredLooks };
     return { ...view, name: h.host, port, pcpPort, ...looks, ...vipFields(s) };
+  }
+
+  /** The host's machine state as the provider tells it (kept when it cannot). */
+  private async readMachine(cluster: ClusterSpec, host: string): Promise<void> {
+    const machine = await this.opts.machines?.observe?.(cluster, host).catch(() => undefined);
+    if (machine) this.vipState(cluster, host).machine = machine.state;
   }
 
   /** Whether the host holds the virtual IP, over SSH; an unreachable host keeps its last answer. */
@@ -370,6 +376,8 @@ export class SshPoolDriver implements PoolDriver {
    *  the background, bounded by PCP timeouts. */
   async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
     const servingName = this.servingHost(cluster);
+    // asked now: the last look may predate the fault (a look waits out a dead host's ports)
+    if (servingName !== undefined) await this.readMachine(cluster, servingName);
     const waits: Promise<void>[] = [];
     for (const h of this.hosts(cluster)) {
       const routed = h.routeToPrimary(cluster, node, promoted);
