@@ -2,7 +2,7 @@
 // semantic checks (src/spec/parse.ts). schema/cluster.schema.json is the source of truth for
 // what a user may write; these types mirror it with every default filled in.
 
-import { terminal } from '../errors.js';
+import { internal, terminal } from '../errors.js';
 import { formatIpv4, networkOf, parseCidr } from '../net/ipv4.js';
 
 /** A secret is never written in a spec: it is referenced and resolved at use time only. */
@@ -121,6 +121,15 @@ export function poolHosts(spec: PoolPlacement): PoolHostSpec[] {
  *  (none when pgpool runs on the nodes: their machines are the nodes'). */
 export function poolMachines(spec: PoolPlacement): PoolHostSpec[] {
   return spec.pgpool.onNodes ? [] : poolHosts(spec);
+}
+
+/** The pool host machines to make or start: `host`, or every one. A node's machine is the node's
+ *  rules' to start (pgpool on the nodes), never marked a pool host's. */
+export function poolMachineNames(spec: PoolPlacement & { name: string }, host?: string): string[] {
+  const machines = poolMachines(spec).map((h) => h.name);
+  if (host !== undefined && !machines.includes(host))
+    throw internal(`${host} of ${spec.name} is no pool host machine`);
+  return host === undefined ? machines : [host];
 }
 
 /** The node a pool host runs on, when pgpool runs on the nodes. */

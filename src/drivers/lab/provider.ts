@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SINGLE_POOL_HOST, poolHosts, poolMachines, poolVip } from '../../spec/types.js';
+import { SINGLE_POOL_HOST, poolHosts, poolMachineNames, poolMachines, poolVip } from '../../spec/types.js';
 import type { ClusterSpec, LabProviderSpec, NodeSpec } from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { FaultInjector, HostRef, MachineRef, ProviderDriver } from '../types.js';
@@ -399,10 +399,7 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   /** Create and start a pool host (every one when no name is given). Idempotent. */
   async ensurePoolHost(spec: ClusterSpec, name?: string): Promise<void> {
     const ctx = this.ctx(spec);
-    const names = name === undefined ? poolMachines(spec).map((p) => p.name) : [name];
-    // a node's machine is the node's to start (pgpool on the nodes): never marked a pool host's
-    const node = names.find((n) => !poolMachines(spec).some((h) => h.name === n));
-    if (node !== undefined) throw internal(`${node} of ${spec.name} is no pool host machine`);
+    const names = poolMachineNames(spec, name);
     await this.locked(ctx.name, async () => {
       await this.ensureClusterShared(ctx);
       for (const n of names) {

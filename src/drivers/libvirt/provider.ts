@@ -8,10 +8,16 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Hypervisor, Domain } from '@unraid/libvirt';
-import { poolMachines, type ClusterSpec, type LibvirtProviderSpec, type NodeSpec } from '../../spec/types.js';
+import {
+  poolMachineNames,
+  poolMachines,
+  type ClusterSpec,
+  type LibvirtProviderSpec,
+  type NodeSpec,
+} from '../../spec/types.js';
 import type { MachineObservation } from '../../observe/types.js';
 import type { DriverLog, HostRef, ProviderDriver } from '../types.js';
-import { PgopError, internal, messageOf, terminal, transient } from '../../errors.js';
+import { PgopError, messageOf, terminal, transient } from '../../errors.js';
 import {
   POOL_HOST,
   allMachines,
@@ -294,10 +300,7 @@ export class LibvirtProvider implements ProviderDriver {
 
   /** Create and start a pgpool host (every one when no name is given). Idempotent. */
   async ensurePoolHost(spec: ClusterSpec, host?: string): Promise<void> {
-    const names = host === undefined ? poolMachines(spec).map((h) => h.name) : [host];
-    // a node's machine is the node's to start (pgpool on the nodes)
-    const node = names.find((n) => !poolMachines(spec).some((h) => h.name === n));
-    if (node !== undefined) throw internal(`${node} of ${spec.name} is no pool host machine`);
+    const names = poolMachineNames(spec, host);
     await this.serial(spec.name, async () => {
       for (const n of names) await this.ensureOne(spec, machinePlan(spec, n));
     });

@@ -11,6 +11,7 @@ import type { MachineObservation, PoolHostObservation, PoolObservation } from '.
 import type { DriverLog, PoolDriver } from '../types.js';
 import { messageOf, transient } from '../../errors.js';
 import { failureDetail, runScript } from '../remote/run.js';
+import { LOST_MID_COMMAND } from '../ssh/shell.js';
 import { PgpoolOnHost, type PgpoolOnHostOptions } from './driver.js';
 import { VIP_ADD_SH, VIP_DROP_SH, VIP_HELD_SH } from './scripts.js';
 
@@ -342,7 +343,7 @@ export class SshPoolDriver implements PoolDriver {
         return failureDetail(res);
       } catch (err) {
         why = messageOf(err);
-        if (!/connection lost before the command finished/.test(why)) return why;
+        if (!why.includes(LOST_MID_COMMAND)) return why;
         this.log.warn({ cluster: cluster.name, poolHost: host, error: why }, 'virtual IP drop retried');
       }
     }

@@ -129,6 +129,9 @@ interface Conn {
 
 export const REDACTED = '<redacted>';
 
+/** How an exec fails when its connection went away mid-command (the outcome is unknown). */
+export const LOST_MID_COMMAND = 'connection lost before the command finished';
+
 /** OpenSSH-style fingerprint of a raw public key blob: SHA256:<base64 without padding>. */
 export function fingerprint(keyB64: string): string {
   const digest = createHash('sha256').update(Buffer.from(keyB64, 'base64')).digest('base64');
@@ -437,9 +440,7 @@ export class SshShell implements NodeShell {
         stream.on('close', () => {
           // No exit status at all: the connection went away mid-command; the outcome is unknown.
           if (code === null && signal === undefined) {
-            reject(
-              transient(`cannot run ${what} on ${host.id}: connection lost before the command finished`),
-            );
+            reject(transient(`cannot run ${what} on ${host.id}: ${LOST_MID_COMMAND}`));
             return;
           }
           resolve({
