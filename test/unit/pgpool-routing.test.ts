@@ -225,4 +225,17 @@ describe('PoolClusterState', () => {
     expect(s.view).toMatchObject({ primary: null, reachable: true });
     expect(s.upBackends()).toEqual([]);
   });
+
+  it('shows a primary this pool host has cut off as down until it is routed back', () => {
+    const s = new PoolClusterState();
+    const view = s.remember(routed, 'h');
+    expect(s.shownWithCutOffs(view)).toBe(view);
+    s.cutOffNodes.add('pg02');
+    expect(s.shownWithCutOffs(view)).toBe(view);
+    s.cutOffNodes.add('pg01');
+    const shown = s.shownWithCutOffs(view);
+    expect(shown.primary).toBeNull();
+    expect(shown.backends.map((x) => x.status)).toEqual(['down', 'up', 'up']);
+    expect(s.upBackends()).toEqual(['pg01', 'pg02', 'pg03']);
+  });
 });

@@ -243,7 +243,7 @@ export class PgpoolOnHost implements PoolDriver {
     const configHash = await this.appliedHash(cluster, state);
     state.spec = cluster;
     warmPcp(this.link(cluster));
-    return state.remember(backends, configHash);
+    return state.shownWithCutOffs(state.remember(backends, configHash));
   }
 
   /** The config hash applied on the pool host, read at most every 10 s (observe runs every
@@ -278,7 +278,8 @@ export class PgpoolOnHost implements PoolDriver {
   }
 
   latest(cluster: ClusterSpec): PoolObservation | null {
-    return this.states.get(cluster.name)?.view ?? null;
+    const state = this.states.get(cluster.name);
+    return state?.view ? state.shownWithCutOffs(state.view) : null;
   }
 
   // ---------------------------------------------------------------- ensure
@@ -462,12 +463,15 @@ export class PgpoolOnHost implements PoolDriver {
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
   private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
-    const addresses = nodes.map((n) => n.address).filter((a) => a !== this.address(cluster));
+    const others = nodes.filter((n) => n.address !== this.address(cluster));
     const state = this.state(cluster);
-    for (const a of addresses) state.callOffCutOff(a);
-    if (addresses.length === 0) return;
+    for (const n of others) state.callOffCutOff(n.address);
+    if (others.length === 0) return;
     const script = `${ROUTE_BACK_SH}\nexit 0`;
-    await this.sh(cluster, script, addresses, { user: 'root', timeoutMs: 5000 }).catch(() => {});
+    const addresses = others.map((n) => n.address);
+    const asRoot = { user: 'root', timeoutMs: 5000 };
+    const res = await this.sh(cluster, script, addresses, asRoot).catch(() => null);
+    if (res?.code === 0) for (const n of others) state.cutOffNodes.delete(n.name);
   }
 
   routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
@@ -515,7 +519,11 @@ export class PgpoolOnHost implements PoolDriver {
       const r = await this.sh(cluster, onNode ? CUT_SESSIONS_SH : CUT_OFF_SH, [node.address, ...back], opts);
       if (r.code !== 0) {
         this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, what);
+        return;
       }
+      const state = this.state(cluster);
+      if (!onNode) state.cutOffNodes.add(node.name);
+      if (successor && back.length > 0) state.cutOffNodes.delete(successor.name);
     } catch (e) {
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, what);
     }

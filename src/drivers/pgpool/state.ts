@@ -34,6 +34,8 @@ export class PoolClusterState {
   pcpPassword: string | undefined;
   /** cut-offs put off until the failover is over, by node address */
   readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
+  /** nodes this pool host holds an unreachable route to (cutOff), until routed back */
+  readonly cutOffNodes = new Set<string>();
 
   /** pgpool's answer about its backends, taken as its current view. */
   remember(backends: PoolBackend[], configHash: string): PoolObservation {
@@ -80,6 +82,16 @@ export class PoolClusterState {
     const ready = this.pcpOpenedAhead;
     this.pcpOpenedAhead = undefined;
     void ready?.session.then((s) => s?.close());
+  }
+
+  /** pgpool's view as its clients feel it: a primary this pool host has cut off takes no write,
+   *  whatever pgpool believes (a node restarted in place and adopted again is otherwise never
+   *  routed to, and the route would stay). Routing it (settle) removes the route. */
+  shownWithCutOffs(view: PoolObservation): PoolObservation {
+    if (!view.primary || !this.cutOffNodes.has(view.primary)) return view;
+    const cut = view.primary;
+    const backends = view.backends.map((b): PoolBackend => (b.name === cut ? { ...b, status: 'down' } : b));
+    return { ...view, primary: null, backends };
   }
 
   /** A later cut-off of `address` called off (the node is routed back first). */
