@@ -43,14 +43,19 @@ export const BASELINE_SETTINGS: Record<string, string> = {
   search_primary_node_timeout: '5',
 };
 
-/** pgpool.conf with the baseline settings in place of pgop's (set once, appended if absent). */
-export function baselineConf(pgopConf: string): string {
-  let out = pgopConf;
-  for (const [k, v] of Object.entries(BASELINE_SETTINGS)) {
-    const re = new RegExp(`^\\s*${k}\\s*=.*$`, 'm');
-    out = re.test(out) ? out.replace(re, `${k} = ${v}`) : `${out}\n${k} = ${v}\n`;
+/** pgpool.conf with the baseline settings in place of pgop's. */
+export const baselineConf = (pgopConf: string): string =>
+  withSettings(pgopConf, BASELINE_SETTINGS, 'bench:failover baseline: pgpool decides failovers itself');
+
+/** pgop's pgpool.conf with `settings` in place of its own (set once, appended if absent). */
+export function withSettings(conf: string, settings: Record<string, string>, why: string): string {
+  let out = conf;
+  for (const [k, v] of Object.entries(settings)) {
+    const re = new RegExp(`^\\s*${k}\\s*=.*$`, 'mi');
+    const line = `${k} = ${v}`.replace(/\$/g, '$$$$');
+    out = re.test(out) ? out.replace(re, line) : `${out}\n${k} = ${v}\n`;
   }
-  return `${out.trimEnd()}\n# bench:failover baseline: pgpool decides failovers itself\n`;
+  return `${out.trimEnd()}\n# ${why}\n`;
 }
 
 const FAILOVER_SH =
@@ -71,8 +76,9 @@ exit 0
 /** pgpool's command line as pgop starts it (RESTART_PGPOOL). */
 const PGPOOL_ARGS = `-n -D -f ${P.conf} -a ${P.hba} -F ${P.pcp} -k ${P.key}`;
 
-/** Restart pgpool as postgres the way pgop starts it (-n -D, setsid, log to its log file). */
-const RESTART_PGPOOL =
+/** Restart pgpool as postgres the way pgop starts it (-n -D, setsid, log to its log file);
+ *  `asPostgres` is the command that drops root (the watchdog baseline keeps two capabilities). */
+export const restartPgpool = (asPostgres = 'runuser -u postgres --') =>
   `
 pidf=${P.pid}
 alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cat /proc/$1/comm 2>/dev/null)" = pgpool ]; }
@@ -88,18 +94,24 @@ if [ -f "$pidf" ]; then
 fi
 rm -f ${P.run}/.s.PGSQL.* 2>/dev/null
 cd ${P.dir}
-runuser -u postgres -- setsid nohup /usr/sbin/pgpool ${PGPOOL_ARGS} >> ${P.logFile} 2>&1 < /dev/null &
+${asPostgres} setsid nohup /usr/sbin/pgpool ${PGPOOL_ARGS} >> ${P.logFile} 2>&1 < /dev/null &
 i=0; while [ ! -s "$pidf" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 [ -s "$pidf" ] || { echo "pgpool did not start" >&2; tail -n 5 ${P.logFile} >&2; exit 1; }
 `;
+const RESTART_PGPOOL = restartPgpool();
 
-function heredoc(tag: string, body: string): string {
+export function heredoc(tag: string, body: string): string {
   if (body.includes(`\n${tag}\n`)) throw new Error(`heredoc tag ${tag} inside the body`);
   return `<<'${tag}'\n${body.endsWith('\n') ? body : `${body}\n`}${tag}\n`;
 }
 
-/** Run a script as root on the lab's pool host (script on stdin). */
-export function onPoolHost(lab: ChaosLab, script: string, timeoutMs = 60_000): Promise<string> {
+/** Run a script as root on the lab's pool host (script on stdin); `address`: one of several. */
+export function onPoolHost(
+  lab: ChaosLab,
+  script: string,
+  timeoutMs = 60_000,
+  address = lab.poolAddress,
+): Promise<string> {
   const key = join(lab.stateDir, lab.name, 'operator_ed25519');
   const args = [
     '-i',
@@ -114,7 +126,7 @@ export function onPoolHost(lab: ChaosLab, script: string, timeoutMs = 60_000): P
     'BatchMode=yes',
     '-o',
     'ConnectTimeout=5',
-    `root@${lab.poolAddress}`,
+    `root@${address}`,
     'sh',
     '-s',
   ];
@@ -140,7 +152,7 @@ function pgopConf(lab: ChaosLab): string {
 }
 
 /** Wait until pgpool answers and routes writes to `primary`. */
-async function waitPoolPrimary(lab: ChaosLab, primary: string, timeoutMs = 60_000): Promise<void> {
+export async function waitPoolPrimary(lab: ChaosLab, primary: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   for (;;) {

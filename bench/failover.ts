@@ -60,6 +60,8 @@ const { currentPrimary, failoverTrial, switchoverTrial, waitConverged } =
 const { BASELINE_SETTINGS, baselineLog, disableBaseline, enableBaseline } =
   await import('./failover-baseline.js');
 const { SCENARIOS, isPoolScenario, loadLine, loadReport, loadTrial } = await import('./failover-load.js');
+const { WATCHDOG_TIMING, disableWatchdogBaseline, enableWatchdogBaseline, watchdogLogs } =
+  await import('./failover-watchdog.js');
 type Scenario = (typeof SCENARIOS)[number];
 type SkippedRow = import('./failover-load.js').SkippedRow;
 type LoadTrial = Awaited<ReturnType<typeof loadTrial>>;
@@ -101,7 +103,9 @@ const POOL_LAB_HOSTS = POOL_HOSTS || 2;
 /** PGOP_BENCH_POOL_LAYOUT=nodes: the virtual IP's lab runs pgpool on every node (pgpool.onNodes,
  *  the seed's layout) instead of on pool hosts of their own */
 const POOL_ON_NODES = process.env.PGOP_BENCH_POOL_LAYOUT === 'nodes';
-const NO_WATCHDOG = 'n/a (watchdog mode not built)';
+const NO_WATCHDOG = POOL_ON_NODES
+  ? "n/a (pgpool's watchdog baseline runs on pool hosts of their own)"
+  : "n/a (pgpool's own failover drives one pgpool)";
 // the lab spec's pgpool.loadBalancing unless set: off keeps standbys out of pgpool
 const LOAD_BALANCING = process.env.PGOP_BENCH_LOAD_BALANCING;
 // a hung postgres is detected like a link that went down: the same budget
@@ -189,6 +193,10 @@ interface RunPlan {
   fenced?: (c: { primary: string; standbys: string[] }) => string;
 }
 
+/** A pool scenario's baseline: pgpool's watchdog moves the address between pool hosts of their
+ *  own (pgop stopped; the database is left alone by these faults). */
+const watchdogBaseline = (p: RunPlan) => isPoolScenario(p.scenario) && !POOL_ON_NODES;
+
 /** One trial on a ready cluster under `system` (pgpool: its own failover enabled around it, then
  *  pgop's setup back with the node `fenced` names fenced); a failure is recorded, not thrown. */
 async function underSystem(
@@ -200,7 +208,8 @@ async function underSystem(
   try {
     const c = await currentPrimary(lab);
     fenced = p.fenced?.(c) ?? c.primary;
-    if (p.system === 'pgpool') await enableBaseline(lab, c.primary);
+    if (p.system === 'pgpool' && watchdogBaseline(p)) await enableWatchdogBaseline(lab, c.primary);
+    else if (p.system === 'pgpool') await enableBaseline(lab, c.primary);
     await trial(c);
   } catch (err) {
     failed.push({
@@ -212,7 +221,12 @@ async function underSystem(
     });
     say(`${p.run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
   } finally {
-    if (p.system === 'pgpool' && fenced) {
+    if (p.system === 'pgpool' && watchdogBaseline(p)) {
+      baselineLogs[p.run] = await watchdogLogs(lab);
+      await disableWatchdogBaseline(lab).catch((err: Error) =>
+        say(`  restoring pgop after the watchdog baseline: ${err.message}`),
+      );
+    } else if (p.system === 'pgpool' && fenced) {
       baselineLogs[p.run] = await baselineLog(lab);
       await disableBaseline(lab, fenced).catch((err: Error) =>
         say(`  restoring pgop after the baseline: ${err.message}`),
@@ -240,9 +254,10 @@ async function failoverRun(mode: Mode, fault: Fault, system: System, i: number):
  *  pool scenario finds its target, the virtual IP's holder, at fault time). */
 async function loadRun(mode: Mode, scenario: Scenario, system: System, i: number): Promise<void> {
   const run = `${mode}-${scenario}-${system}-${i}`;
-  if (system === 'pgpool' && poolHosts) {
-    // pgpool's own failover on pool hosts needs its watchdog to move the address (and to agree
-    // between pgpools): not built into the baseline
+  const noBaseline = isPoolScenario(scenario) ? POOL_ON_NODES : poolHosts;
+  if (system === 'pgpool' && noBaseline) {
+    // pgpool's own failover drives one pgpool; its watchdog (the pool scenarios' baseline) runs
+    // on pool hosts of their own: on the database nodes it would need pgpool's failover too
     if (!skipped.some((s) => s.scenario === scenario && s.mode === mode && s.system === system))
       skipped.push({ scenario, mode, system, why: NO_WATCHDOG });
     return;
@@ -301,7 +316,19 @@ function failedLines(): string[] {
 /** The load mode's table, with the same header and failures as the writer's. */
 function loadReportText(): { text: string; summary: object[] } {
   const { text, summary } = loadReport(loadTrials, failed, skipped);
-  return { text: [...runHeader(), text, ...failedLines()].join('\n'), summary };
+  const timing = Object.entries(WATCHDOG_TIMING)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+  const watchdog = loadTrials.some((t) => t.system === 'pgpool' && isPoolScenario(t.scenario))
+    ? [
+        '',
+        `pgpool own, pool scenarios: pgop stopped, every pool host's pgpool under its watchdog ` +
+          `(delegate_ip = the virtual IP, heartbeat: ${timing}; half the votes a quorum with two ` +
+          `hosts), the address moved by pgpool's if_up_cmd/if_down_cmd/arping_cmd; afterwards ` +
+          `pgop's pgpool.conf is restored and pgop places the address again.`,
+      ]
+    : [];
+  return { text: [...runHeader(), text, ...watchdog, ...failedLines()].join('\n'), summary };
 }
 
 function report(): { text: string; summary: object[] } {
