@@ -323,7 +323,7 @@ function loadReportText(): { text: string; summary: object[] } {
     ? [
         '',
         `pgpool own, pool scenarios: pgop stopped, every pool host's pgpool under its watchdog ` +
-          `(delegate_ip = the virtual IP, heartbeat: ${timing}; half the votes a quorum with two ` +
+          `(delegate_IP = the virtual IP, heartbeat: ${timing}; half the votes a quorum with two ` +
           `hosts), the address moved by pgpool's if_up_cmd/if_down_cmd/arping_cmd; afterwards ` +
           `pgop's pgpool.conf is restored and pgop places the address again.`,
       ]
