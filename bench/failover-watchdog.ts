@@ -13,10 +13,10 @@
 // command lines).
 
 import { spawnSync } from 'node:child_process';
-import type { ChaosLab } from '../test/helpers/chaos-lab.js';
+import { type ChaosLab, waitFor } from '../test/helpers/chaos-lab.js';
 import { poolPaths } from '../src/drivers/pgpool/config.js';
 import { heredoc, onPoolHost, restartPgpool, waitPoolPrimary, withSettings } from './failover-baseline.js';
-import { sleep } from '../test/helpers/writer.js';
+import { VIP_DROP_SH } from '../src/drivers/pgpool/scripts.js';
 
 const P = poolPaths();
 const SAVED = `${P.conf}.pgop`;
@@ -77,7 +77,8 @@ export function watchdogSettings(
   };
 }
 
-const dropVip = (vip: string) => `ip addr del ${vip}/32 dev eth0 2>/dev/null || true`;
+/** The address taken off every interface of the pool host (pgop's own script). */
+const dropVip = (vip: string) => `set -- ${vip}\n${VIP_DROP_SH}`;
 
 /** pgop stopped, the address off every pool host, every pgpool restarted under its watchdog;
  *  returns once exactly one host holds the address and pgpool there routes to `primary`. */
@@ -102,9 +103,10 @@ export async function enableWatchdogBaseline(lab: ChaosLab, primary: string): Pr
   await Promise.all(
     lab.poolHosts.map((h) => onPoolHost(lab, restartPgpool(AS_POSTGRES_WITH_NET_CAPS), 60_000, h.address)),
   );
-  await waitOneHolder(lab, 60_000).catch(async (err: Error) => {
-    throw new Error(`${err.message}\n${await watchdogLogs(lab)}`);
-  });
+  const oneHolder = async () => (await lab.vipHolders()).length === 1;
+  await waitFor(oneHolder, 60_000, `one pool host holding ${vip} (pgpool's watchdog)`, () =>
+    watchdogLogs(lab),
+  );
   await waitPoolPrimary(lab, primary);
 }
 
@@ -122,17 +124,6 @@ export async function watchdogLogs(lab: ChaosLab): Promise<string> {
     ),
   );
   return tails.join('\n');
-}
-
-async function waitOneHolder(lab: ChaosLab, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const held = await lab.vipHolders();
-    if (held.length === 1) return;
-    if (Date.now() > deadline)
-      throw new Error(`pgpool's watchdog: ${held.length} pool hosts hold ${lab.poolAddress} after 60 s`);
-    await sleep(200);
-  }
 }
 
 /** Back to pgop: a stopped pool host started, its files restored, pgpool restarted without the

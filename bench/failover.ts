@@ -193,9 +193,11 @@ interface RunPlan {
   fenced?: (c: { primary: string; standbys: string[] }) => string;
 }
 
-/** A pool scenario's baseline: pgpool's watchdog moves the address between pool hosts of their
- *  own (pgop stopped; the database is left alone by these faults). */
-const watchdogBaseline = (p: RunPlan) => isPoolScenario(p.scenario) && !POOL_ON_NODES;
+/** Which pgpool baseline a trial runs under: a pool scenario's is pgpool's watchdog moving the
+ *  address between pool hosts of their own (pgop stopped; these faults leave the database
+ *  alone), any other's pgpool's own failover. */
+const baselineOf = (p: RunPlan): 'watchdog' | 'failover' | null =>
+  p.system !== 'pgpool' ? null : isPoolScenario(p.scenario) && !POOL_ON_NODES ? 'watchdog' : 'failover';
 
 /** One trial on a ready cluster under `system` (pgpool: its own failover enabled around it, then
  *  pgop's setup back with the node `fenced` names fenced); a failure is recorded, not thrown. */
@@ -208,8 +210,8 @@ async function underSystem(
   try {
     const c = await currentPrimary(lab);
     fenced = p.fenced?.(c) ?? c.primary;
-    if (p.system === 'pgpool' && watchdogBaseline(p)) await enableWatchdogBaseline(lab, c.primary);
-    else if (p.system === 'pgpool') await enableBaseline(lab, c.primary);
+    if (baselineOf(p) === 'watchdog') await enableWatchdogBaseline(lab, c.primary);
+    else if (baselineOf(p) === 'failover') await enableBaseline(lab, c.primary);
     await trial(c);
   } catch (err) {
     failed.push({
@@ -221,12 +223,12 @@ async function underSystem(
     });
     say(`${p.run}: FAILED ${(err as Error).message.split('\n').slice(0, 3).join(' | ')}`);
   } finally {
-    if (p.system === 'pgpool' && watchdogBaseline(p)) {
+    if (baselineOf(p) === 'watchdog') {
       baselineLogs[p.run] = await watchdogLogs(lab);
       await disableWatchdogBaseline(lab).catch((err: Error) =>
         say(`  restoring pgop after the watchdog baseline: ${err.message}`),
       );
-    } else if (p.system === 'pgpool' && fenced) {
+    } else if (baselineOf(p) === 'failover' && fenced) {
       baselineLogs[p.run] = await baselineLog(lab);
       await disableBaseline(lab, fenced).catch((err: Error) =>
         say(`  restoring pgop after the baseline: ${err.message}`),
