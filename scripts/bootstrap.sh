@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # The lab provider runs real postgres, pgpool-II and sshd in network namespaces.
 PKGS=(postgresql-15 postgresql-client-15 pgpool2 postgresql-15-pgpool2 openssh-server openssh-client iproute2 procps util-linux)
 # arping: a pool host announces the virtual IP it takes over (gratuitous ARP); ping: pgpool's
-# own watchdog (bench:failover's baseline) checks with it that the address came up.
-PKGS+=(iputils-arping iputils-ping)
+# own watchdog (spec.pgpool.watchdog) checks with it that the address came up, and sudo runs its
+# root-owned address script for it (the rule lives in each lab node's own /etc/sudoers.d).
+PKGS+=(iputils-arping iputils-ping sudo)
 # pgBackRest: WAL archiving and backups (spec.backup): archive-push on the nodes, its TLS server
 # (the repository) on the operator's host.
 PKGS+=(pgbackrest)

@@ -32,6 +32,7 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'isc-dhcp-client',
   'iproute2',
   'iputils-arping', // the virtual IP's new holder announces it (gratuitous ARP)
+  'iputils-ping', // pgpool's own watchdog (spec.pgpool.watchdog) pings the address it took
   'netbase',
   'sudo',
   'procps',

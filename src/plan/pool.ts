@@ -124,6 +124,8 @@ export function removeLeftPoolHost(ctx: PlanContext): Verdict | undefined {
  *  every other host drop it first, powering off one it cannot reach. */
 export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const vip = poolVip(ctx.input.spec);
+  // pgpool's own watchdog moves it (a pgpool that died is restarted without it, routeOtherPoolHosts)
+  if (ctx.input.spec.pgpool.watchdog.enabled) return undefined;
   const hosts = ctx.input.observation.pool?.hosts;
   if (!vip || !hosts || (ctx.input.observation.pool?.leftHosts ?? []).length > 0) return undefined;
   // not read yet (the operator just started): a live holder may be among them

@@ -64,6 +64,7 @@ export const LAB_PRIVATE_MOUNTS: readonly string[] = [
   '/opt/postgres',
   '/var/lib/postgresql',
   '/etc/pgpool2',
+  '/etc/sudoers.d',
   '/root',
   '/tmp',
   '/run',

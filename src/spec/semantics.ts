@@ -147,12 +147,7 @@ export function checkSemantics(rawDoc: unknown, r: Reporter, opts: ParseOptions 
       'pgpool runs either on the nodes or on pool hosts of its own: choose one (remove hosts or onNodes)',
     );
   else if (pgpool.hosts !== undefined) checkPoolHosts(pgpool, pp, { names, endpoint, notANode }, r);
-  if (obj(pgpool.watchdog).enabled === true)
-    r.add(
-      [...pp, 'watchdog', 'enabled'],
-      "pgpool's own watchdog is not supported: pgop moves the virtual IP itself " +
-        '(set onNodes: true, or list pool hosts in hosts, with address as the virtual IP)',
-    );
+  checkWatchdog(pgpool, pp, r);
   notANode(obj(pgpool.watchdog).vip, [...pp, 'watchdog', 'vip'], 'watchdog vip');
   if (typeof pgpool.port === 'number' && pgpool.port === (pgpool.pcpPort ?? 9898)) {
     r.add([...pp, 'pcpPort'], `pcpPort must differ from port (${pgpool.port})`);
@@ -368,6 +363,25 @@ function checkBaseImage(provider: Raw, nodes: unknown[], path: Seg[], r: Reporte
         `build it with \`pgop image build\` or point baseImage at a downloaded cloud image`,
     );
   }
+}
+
+/** pgpool's own watchdog moves the virtual IP among several pgpools: it needs them (onNodes or
+ *  hosts) and the address they pass; a `vip` of its own, from before, must be that address. */
+function checkWatchdog(pgpool: Raw, pp: Seg[], r: Reporter): void {
+  const wd = obj(pgpool.watchdog);
+  if (wd.enabled !== true || pgpool.enabled === false) return;
+  if (pgpool.onNodes !== true && pgpool.hosts === undefined)
+    r.add(
+      [...pp, 'watchdog', 'enabled'],
+      "pgpool's own watchdog moves the virtual IP among several pgpools: set onNodes: true, or " +
+        'list pool hosts in hosts, with address as the virtual IP',
+    );
+  else if (wd.vip !== undefined && wd.vip !== pgpool.address)
+    r.add(
+      [...pp, 'watchdog', 'vip'],
+      `the watchdog moves the cluster's endpoint, address ${String(pgpool.address)}: ` +
+        'remove vip, or make it the same address',
+    );
 }
 
 /** Pool hosts: names unique among nodes and pool hosts, addresses their own (not a node's, not the

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { simSpec } from '../helpers/sim-spec.js';
 import {
@@ -13,12 +13,29 @@ import {
   renderPoolHba,
   renderPoolPasswd,
 } from '../../src/drivers/pgpool/config.js';
+import {
+  WATCHDOG_SUDOERS,
+  WATCHDOG_VIP_SCRIPT,
+  renderVipScript,
+  renderVipSudoers,
+  watchdogFiles,
+} from '../../src/drivers/pgpool/watchdog.js';
 
 function labSpec() {
   const s = simSpec();
   s.provider = { type: 'lab', network: '10.77.0.0/24' };
   s.nodes = s.nodes.map((n, i) => ({ ...n, address: `10.77.0.${11 + i}` }));
   s.pgpool.address = '10.77.0.10';
+  return s;
+}
+
+function watchdogSpec() {
+  const s = labSpec();
+  s.pgpool.hosts = [
+    { name: 'pool-a', address: '10.77.0.21' },
+    { name: 'pool-b', address: '10.77.0.22' },
+  ];
+  s.pgpool.watchdog = { enabled: true };
   return s;
 }
 
@@ -105,6 +122,70 @@ describe('pgpool.conf', () => {
     expect(c.pcp_listen_addresses).toBe("'*'");
   });
 
+  it("pgpool's own watchdog: every pool host a member, the spec's address its delegate IP", () => {
+    const s = watchdogSpec();
+    const c = settings(renderPgpoolConf(s));
+    expect(c.use_watchdog).toBe('on');
+    expect([c.hostname0, c.hostname1, c.heartbeat_hostname1]).toEqual([
+      "'10.77.0.21'",
+      "'10.77.0.22'",
+      "'10.77.0.22'",
+    ]);
+    expect(c.delegate_IP).toBe("'10.77.0.10'");
+    expect(c.if_up_cmd).toBe(`'/usr/bin/sudo -n ${WATCHDOG_VIP_SCRIPT} up'`);
+    // two hosts: the survivor is a quorum; the operator's host (the lab hub) is trusted
+    expect(c.enable_consensus_with_half_votes).toBe('on');
+    expect(c.trusted_servers).toBe("'10.77.0.1'");
+    expect(c.failover_when_quorum_exists).toBe('off');
+    s.pgpool.hosts = undefined;
+    s.pgpool.onNodes = true;
+    const nodes = settings(renderPgpoolConf(s));
+    expect([nodes.hostname0, nodes.hostname2]).toEqual(["'10.77.0.11'", "'10.77.0.13'"]);
+    expect(nodes.enable_consensus_with_half_votes).toBe('off');
+    expect(settings(renderPgpoolConf(labSpec())).use_watchdog).toBe('off');
+  });
+
+  it('the watchdog files: a node id each, a root-owned script and a sudo rule for it alone', () => {
+    const s = watchdogSpec();
+    const paths = poolPaths();
+    const files = watchdogFiles(s, 'pool-b', paths);
+    expect(files.map((f) => [f.path, f.mode?.toString(8), f.owner, f.content?.slice(0, 2)])).toEqual([
+      [`${paths.dir}/pgpool_node_id`, undefined, undefined, '1\n'],
+      [WATCHDOG_VIP_SCRIPT, '755', 'root:root', '#!'],
+      [WATCHDOG_SUDOERS, '440', 'root:root', '# '],
+    ]);
+    expect(renderVipSudoers()).toMatch(
+      new RegExp(
+        `^postgres ALL=\\(root\\) NOPASSWD: ${WATCHDOG_VIP_SCRIPT} up, \\S+ down, \\S+ arping$`,
+        'm',
+      ),
+    );
+    // off: nothing of it stays, least of all the sudo rule
+    s.pgpool.watchdog = { enabled: false };
+    expect(watchdogFiles(s, 'pool-b', paths).map((f) => `${f.op} ${f.path}`)).toEqual([
+      `delete ${paths.dir}/pgpool_node_id`,
+      `delete ${WATCHDOG_VIP_SCRIPT}`,
+      `delete ${WATCHDOG_SUDOERS}`,
+    ]);
+  });
+
+  it('sudo accepts the rule; the script parses, has the addresses built in and takes only a verb', () => {
+    const dir = execFileSync('mktemp', ['-d']).toString().trim();
+    try {
+      writeFileSync(`${dir}/rule`, renderVipSudoers(), { mode: 0o440 });
+      // visudo comes with sudo (scripts/bootstrap.sh installs it)
+      execFileSync('visudo', ['-c', '-q', '-f', `${dir}/rule`], { stdio: 'pipe' });
+      const script = renderVipScript(watchdogSpec(), '10.77.0.22');
+      writeFileSync(`${dir}/vip`, script, { mode: 0o700 });
+      execFileSync('sh', ['-n', `${dir}/vip`]);
+      expect(script).toContain("up) vip_up '10.77.0.10' '10.77.0.22'");
+      const bad = spawnSync('sh', [`${dir}/vip`, '10.9.9.9'], { encoding: 'utf8' });
+      expect([bad.status, bad.stderr.trim()]).toEqual([64, `usage: ${dir}/vip up|down|arping`]);
+    } finally {
+      execFileSync('rm', ['-rf', dir]);
+    }
+  });
+
   it('pgpool accepts the generated file (pgpool -n -f ... parses it)', () => {
     if (!existsSync('/usr/sbin/pgpool')) return;
     // `pgpool -f <conf> -a <hba> -F <pcp> ... stop` parses the config before looking for a pid file
@@ -113,8 +194,10 @@ describe('pgpool.conf', () => {
     try {
       const paths = poolPaths(dir);
       execFileSync('sh', ['-c', `mkdir -p ${dir}/run ${dir}/log`]);
-      const s = labSpec();
+      // with the watchdog: its settings are the ones pgpool checks hardest
+      const s = watchdogSpec();
       require_write(paths.conf, renderPgpoolConf(s, paths));
+      require_write(`${dir}/pgpool_node_id`, '0\n');
       require_write(paths.hba, renderPoolHba(s));
       require_write(paths.pcp, renderPcpConf('x'));
       let out = '';

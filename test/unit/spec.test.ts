@@ -457,10 +457,34 @@ describe('problems name file, line, column and path', () => {
       ]);
     });
 
-    it("pgpool's own watchdog is refused, not ignored", () => {
-      const both = edit(HOSTS, '    hosts:', '    watchdog: {enabled: true, vip: 10.77.0.30}\n    hosts:');
-      expect(problems(both)).toEqual([
-        problem(26, 25, 'spec.pgpool.watchdog.enabled', "pgpool's own watchdog is not supported"),
+    it("pgpool's own watchdog: with several pgpools, moving the spec's virtual IP", () => {
+      const on = edit(HOSTS, '    hosts:', '    watchdog: {enabled: true}\n    hosts:');
+      expect(parseSpecText(on, 'c.yaml').spec.pgpool.watchdog).toEqual({ enabled: true });
+      const otherVip = edit(
+        HOSTS,
+        '    hosts:',
+        '    watchdog: {enabled: true, vip: 10.77.0.30}\n    hosts:',
+      );
+      expect(problems(otherVip)).toEqual([
+        problem(
+          26,
+          36,
+          'spec.pgpool.watchdog.vip',
+          "the watchdog moves the cluster's endpoint, address 10.77.0.10",
+        ),
+      ]);
+      const onePool = edit(
+        LAB,
+        '    address: 10.77.0.10\n',
+        '    address: 10.77.0.10\n    watchdog: {enabled: true}\n',
+      );
+      expect(problems(onePool)).toEqual([
+        problem(
+          26,
+          25,
+          'spec.pgpool.watchdog.enabled',
+          "pgpool's own watchdog moves the virtual IP among several",
+        ),
       ]);
     });
 

@@ -48,6 +48,8 @@ export const PRIVATE_MOUNTS: readonly PrivateMount[] = [
   // The postgres user's home (~/.pgpass, Debian's default cluster dirs) and pgpool's config dir.
   { sub: 'pghome', target: '/var/lib/postgresql', owner: 'postgres', mode: 0o755, createMountPoint: true },
   { sub: 'etc-pgpool2', target: '/etc/pgpool2', owner: 'root', mode: 0o755, createMountPoint: true },
+  // sudo rules pgop writes for a node (pgpool's watchdog) are that node's, never this machine's
+  { sub: 'etc-sudoers', target: '/etc/sudoers.d', owner: 'root', mode: 0o755, createMountPoint: true },
   // A home of its own for root, as on a real machine: the build machine's /root/.bashrc (which
   // bash sources for every command sshd runs) must not run on nodes (it costs a command ~1 s).
   { sub: 'root', target: '/root', owner: 'root', mode: 0o700, createMountPoint: false },

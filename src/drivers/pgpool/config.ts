@@ -12,6 +12,7 @@ import { internal, terminal } from '../../errors.js';
 import { clusterNetworks, commentText, pgPort } from '../postgres/config.js';
 import { tlsOf } from '../../tls/settings.js';
 import { resolveSecret } from '../../spec/secrets.js';
+import { nodeIdFile, watchdogLines } from './watchdog.js';
 
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 
@@ -112,7 +113,7 @@ export function renderPgpoolConf(cluster: ClusterSpec, paths: PoolPaths = poolPa
     ...primaryApplicationLines(cluster),
     '',
     ...noDecisionLines(cluster),
-    ...processLines(paths),
+    ...processLines(cluster, paths),
   ];
   return lines.join('\n');
 }
@@ -201,7 +202,7 @@ function noDecisionLines(cluster: ClusterSpec): string[] {
   ];
 }
 
-function processLines(paths: PoolPaths): string[] {
+function processLines(cluster: ClusterSpec, paths: PoolPaths): string[] {
   return [
     '# process files (private to the pool host)',
     `pid_file_name = ${q(paths.pid)}`,
@@ -209,7 +210,8 @@ function processLines(paths: PoolPaths): string[] {
     `wd_ipc_socket_dir = ${q(paths.run)}`,
     `memqcache_oiddir = ${q(paths.oiddir)}`,
     'memory_cache_enabled = off',
-    'use_watchdog = off',
+    '',
+    ...watchdogLines(cluster),
     '',
     '# logging (stderr, redirected to a file by pgop)',
     "log_destination = 'stderr'",
@@ -349,7 +351,7 @@ export function renderPoolFiles(
 /** The files whose change restarts a running pgpool (it reads its TLS files only at start). */
 export function restartFiles(paths: PoolPaths): string[] {
   const { conf, hba, pcp, passwd, key, sslCa, sslCert, sslKey } = paths;
-  return [conf, hba, pcp, passwd, key, sslCa, sslCert, sslKey];
+  return [conf, hba, pcp, passwd, key, sslCa, sslCert, sslKey, nodeIdFile(paths)];
 }
 
 /** pgpool's TLS files when right: its certificate, key and the CA bundle; null: none yet. */

@@ -15,6 +15,7 @@ import {
   poolHoldsStandbys,
   poolHostNode,
   poolHosts,
+  poolVip,
   type ClusterSpec,
   type NodeSpec,
 } from '../../spec/types.js';
@@ -69,7 +70,9 @@ import {
   ROUTE_BACK_SH,
   START_SH,
   STOP_SH,
+  VIP_DROP_SH,
 } from './scripts.js';
+import { watchdogFiles, watchdogOn } from './watchdog.js';
 import { PoolClusterState } from './state.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -322,7 +325,8 @@ export class PgpoolOnHost implements PoolDriver {
     // on the pool host (the AES key of pool_passwd and the PCP password, generated once, mode
     // 0600), is pgpool running.
     const pgpool = `${this.bin}/pgpool`;
-    const args = [p.dir, p.run, p.log, p.oiddir, pgpool, p.key, p.pcpSecret, p.pid, p.statusDir];
+    const wd = watchdogOn(cluster) ? 'watchdog' : '';
+    const args = [p.dir, p.run, p.log, p.oiddir, pgpool, p.key, p.pcpSecret, p.pid, p.statusDir, wd];
     const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, args, {
       user: 'root',
       kind: 'terminal',
@@ -340,7 +344,7 @@ export class PgpoolOnHost implements PoolDriver {
       files.push({ op: 'write', path: p.pcpSecret, content: `${secrets.pcpPassword}\n` });
     }
     state.pcpPassword = secrets.pcpPassword;
-    files.push(...renderPoolFiles(cluster, p, secrets, tls));
+    files.push(...renderPoolFiles(cluster, p, secrets, tls), ...watchdogFiles(cluster, this.host, p));
     const changedPaths = await putFiles(this.shell, this.hostRefOf(cluster), files);
     state.appliedHash = { hash: desired, at: Date.now() };
     let running = field('running') === '1';
@@ -349,7 +353,13 @@ export class PgpoolOnHost implements PoolDriver {
       await this.stopPgpool(cluster);
       running = false;
     }
-    if (!running) await this.startPgpool(cluster, how);
+    if (!running) {
+      // a pgpool killed while its watchdog held the address left it here: it starts without
+      // it, and the watchdogs' leader brings it up
+      if (wd)
+        await this.must(cluster, 'drop the virtual IP', VIP_DROP_SH, [poolVip(cluster)!], { user: 'root' });
+      await this.startPgpool(cluster, how);
+    }
   }
 
   // ---------------------------------------------------------------- routing

@@ -16,7 +16,7 @@ alive() {
 export const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
 
 /** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file
- *  $9 status dir.
+ *  $9 status dir $10 `watchdog` when pgpool's own watchdog is on (it needs sudo, arping, ping).
  *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. The directories
  *  become postgres's through pg_dir (src/drivers/ssh/node-fs.ts: the ones inside pgpool's
  *  directory are made by postgres itself); the secrets are read as postgres, their owner (root
@@ -31,6 +31,10 @@ if [ ! -x "$5" ]; then
   fi
 fi
 [ -x "$5" ] || { echo "pgpool is not installed ($5 missing)" >&2; exit 3; }
+wd_tools() { [ -x /usr/bin/sudo ] && [ -x /usr/bin/arping ] && [ -x /usr/bin/ping ]; }
+if [ "\${10}" = watchdog ] && ! wd_tools; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo iputils-arping iputils-ping >/dev/null
+fi
 set +e
 for dir in "$1" "$2" "$3" "$4"; do pg_dir "$dir" 700 fixed; done
 pg_dir "$9" 700 fixed
