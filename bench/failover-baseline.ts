@@ -76,9 +76,8 @@ exit 0
 /** pgpool's command line as pgop starts it (RESTART_PGPOOL). */
 const PGPOOL_ARGS = `-n -D -f ${P.conf} -a ${P.hba} -F ${P.pcp} -k ${P.key}`;
 
-/** Restart pgpool as postgres the way pgop starts it (-n -D, setsid, log to its log file);
- *  `asPostgres` is the command that drops root (the watchdog baseline keeps two capabilities). */
-export const restartPgpool = (asPostgres = 'runuser -u postgres --') =>
+/** Restart pgpool as postgres the way pgop starts it (-n -D, setsid, log to its log file). */
+const RESTART_PGPOOL =
   `
 pidf=${P.pid}
 alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cat /proc/$1/comm 2>/dev/null)" = pgpool ]; }
@@ -94,13 +93,12 @@ if [ -f "$pidf" ]; then
 fi
 rm -f ${P.run}/.s.PGSQL.* 2>/dev/null
 cd ${P.dir}
-${asPostgres} setsid nohup /usr/sbin/pgpool ${PGPOOL_ARGS} >> ${P.logFile} 2>&1 < /dev/null &
+runuser -u postgres -- setsid nohup /usr/sbin/pgpool ${PGPOOL_ARGS} >> ${P.logFile} 2>&1 < /dev/null &
 i=0; while [ ! -s "$pidf" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 [ -s "$pidf" ] || { echo "pgpool did not start" >&2; tail -n 5 ${P.logFile} >&2; exit 1; }
 `;
-const RESTART_PGPOOL = restartPgpool();
 
-export function heredoc(tag: string, body: string): string {
+function heredoc(tag: string, body: string): string {
   if (body.includes(`\n${tag}\n`)) throw new Error(`heredoc tag ${tag} inside the body`);
   return `<<'${tag}'\n${body.endsWith('\n') ? body : `${body}\n`}${tag}\n`;
 }

@@ -27,8 +27,9 @@
 //
 // Pool scenarios (pool-kill: pgpool killed on the virtual IP's holder; pool-down: the holder's
 // host stopped; pool-partition: its link down) run on a lab with two pool hosts and a virtual IP
-// (spec.pgpool.hosts), under pgop only: pgpool's own way to move its address (watchdog) is not
-// built, so their baseline rows say so. The other scenarios keep the one pool host (numbers
+// (spec.pgpool.hosts); their baseline is pgpool's own watchdog moving the address
+// (spec.pgpool.watchdog, pgop stopped during the trial: bench/failover-watchdog.ts). The other
+// scenarios keep the one pool host (numbers
 // comparable with earlier runs) and run first, on a cluster of their own; the pool scenarios'
 // cluster is built after it is gone. PGOP_BENCH_POOL_HOSTS=2 (to 5) puts every scenario on pool
 // hosts (then no pgpool baseline at all: it drives a single pgpool). They join the default list:
@@ -324,10 +325,11 @@ function loadReportText(): { text: string; summary: object[] } {
   const watchdog = loadTrials.some((t) => t.system === 'pgpool' && isPoolScenario(t.scenario))
     ? [
         '',
-        `pgpool own, pool scenarios: pgop stopped, every pool host's pgpool under its watchdog ` +
-          `(delegate_IP = the virtual IP, heartbeat: ${timing}; half the votes a quorum with two ` +
-          `hosts), the address moved by pgpool's if_up_cmd/if_down_cmd/arping_cmd; afterwards ` +
-          `pgop's pgpool.conf is restored and pgop places the address again.`,
+        `pgpool own, pool scenarios: every pool host's pgpool under its watchdog as ` +
+          `spec.pgpool.watchdog configures it (delegate_IP = the virtual IP, heartbeat: ${timing}; ` +
+          `half the votes a quorum with two hosts; the operator's host a trusted server), the ` +
+          `address moved by pgpool's if_up_cmd/if_down_cmd/arping_cmd through sudo; pgop stopped ` +
+          `during the trial, then serving again with the watchdog off (it places the address).`,
       ]
     : [];
   return { text: [...runHeader(), text, ...watchdog, ...failedLines()].join('\n'), summary };

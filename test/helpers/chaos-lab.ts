@@ -18,6 +18,7 @@ import {
   readFileSync,
   readdirSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -101,7 +102,7 @@ export class ChaosLab {
   nodes: { name: string; address: string }[];
   readonly allNodes: { name: string; address: string }[];
   private readonly replication: Record<string, unknown>;
-  private readonly pgpoolOverrides: Record<string, unknown>;
+  private pgpoolOverrides: Record<string, unknown>;
   /** clients' address of pgpool: the one pool host's, or the virtual IP of `poolHosts` */
   readonly poolAddress: string;
   readonly poolPort = 9999;
@@ -405,6 +406,37 @@ export class ChaosLab {
       60_000,
       `synchronous_standby_names for ${mode} mode`,
     );
+  }
+
+  /** Apply the spec with these pgpool settings over the lab spec's (instead of the ones before)
+   *  and wait until pgop is Healthy with every pool host's pgpool restarted on them. */
+  async applyPgpool(overrides: Record<string, unknown>, timeoutMs = 120_000): Promise<void> {
+    this.pgpoolOverrides = overrides;
+    writeFileSync(this.specFile, this.specYaml());
+    const a = await this.pgop(['apply', '-f', this.specFile]);
+    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    this.startServe();
+    const watchdog = (overrides.watchdog as { enabled?: boolean } | undefined)?.enabled === true;
+    await waitFor(
+      async () => this.healthy() && this.poolHostsRun(`use_watchdog = ${watchdog ? 'on' : 'off'}`),
+      timeoutMs,
+      `pgpool on every pool host restarted with ${JSON.stringify(overrides)}, pgop Healthy`,
+      () => `phase ${this.cluster()?.phase}: ${this.cluster()?.message}\n${this.serveLogTail(1500)}`,
+    );
+  }
+
+  /** Every pool host's pgpool.conf has `line`, and its pgpool started after the file was written. */
+  poolHostsRun(line: string): boolean {
+    return this.poolHosts.every((h) => {
+      const dir = join(this.stateDir, this.name, h.name, 'u01', 'pgpool');
+      try {
+        const conf = join(dir, 'pgpool.conf');
+        const started = statSync(join(dir, 'run', 'pgpool.pid')).mtimeMs;
+        return readFileSync(conf, 'utf8').split('\n').includes(line) && started >= statSync(conf).mtimeMs;
+      } catch {
+        return false;
+      }
+    });
   }
 
   /** Apply the spec with the first `count` nodes (scale out or in); does not wait. */

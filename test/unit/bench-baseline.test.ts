@@ -1,8 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { baselineConf, withSettings } from '../../bench/failover-baseline.js';
-import { watchdogSettings } from '../../bench/failover-watchdog.js';
-
-const hosts = [{ address: '10.9.0.21' }, { address: '10.9.0.22' }];
 
 describe("bench:failover's pgpool baselines", () => {
   it('replaces a setting in place, once, whatever its case, and appends a missing one', () => {
@@ -18,21 +15,6 @@ describe("bench:failover's pgpool baselines", () => {
   it("keeps pgpool's $_IP_$ placeholder literally", () => {
     const out = withSettings("if_up_cmd = ''\n", { if_up_cmd: "'ip addr add $_IP_$/32 dev eth0'" }, 'w');
     expect(out).toContain("if_up_cmd = 'ip addr add $_IP_$/32 dev eth0'");
-  });
-
-  it('names every pool host for the watchdog and the heartbeat, with the virtual IP as delegate_IP', () => {
-    const s = watchdogSettings(hosts, '10.9.0.10', 9999);
-    expect(s).toMatchObject({
-      use_watchdog: 'on',
-      hostname1: "'10.9.0.22'",
-      heartbeat_hostname0: "'10.9.0.21'",
-      pgpool_port1: '9999',
-      delegate_IP: "'10.9.0.10'",
-      enable_consensus_with_half_votes: 'on',
-    });
-    expect(
-      watchdogSettings([...hosts, { address: '10.9.0.23' }], 'x', 1).enable_consensus_with_half_votes,
-    ).toBe('off');
   });
 
   it("turns pgpool's own failover on in pgop's configuration", () => {
