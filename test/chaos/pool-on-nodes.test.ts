@@ -12,9 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { poolHostTrial, waitConverged, type PoolTrialResult } from '../helpers/chaos-scenario.js';
-import { eventTable } from '../helpers/chaos-assert.js';
-
-const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
+import { reportPoolTrial } from '../helpers/chaos-assert.js';
 
 describe.skipIf(!IN_LAB)(
   'chaos: pgpool on every node behind a virtual IP (root)',
@@ -22,17 +20,7 @@ describe.skipIf(!IN_LAB)(
   () => {
     const lab = useChaosLab({ name: 'cn', network: '10.96.0.0/24', mode: 'sync', poolOnNodes: true });
 
-    const report = (r: PoolTrialResult) => {
-      log(
-        `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'} (primary ${r.primary} -> ` +
-          `${r.finalPrimary ?? 'none'}): moved ${seconds(r.vipMovedMs)}, writes through the address back ` +
-          `${seconds(r.rtoPoolMs)}, old holder a spare again ${seconds(r.rejoinMs)}, most holders in a ` +
-          `sample ${r.maxVipHolders}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
-      );
-      const events = eventTable(r.events, r.t0);
-      if (process.env.PGOP_CHAOS_EVENTS) log(events);
-      return `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${events}`;
-    };
+    const report = (r: PoolTrialResult) => reportPoolTrial(r, log);
 
     const common = (r: PoolTrialResult, ctx: string) => {
       expect(r.newHolder, ctx).not.toBeNull();

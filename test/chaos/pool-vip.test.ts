@@ -11,15 +11,13 @@ import { describe, expect, it } from 'vitest';
 import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { poolHostTrial, waitConverged, type PoolFault } from '../helpers/chaos-scenario.js';
-import { eventTable } from '../helpers/chaos-assert.js';
+import { reportPoolTrial } from '../helpers/chaos-assert.js';
 
 const FAULTS: { fault: PoolFault; title: string }[] = [
   { fault: 'kill', title: "the holder's pgpool killed (-9)" },
   { fault: 'stop', title: "the holder's host stopped" },
   { fault: 'partition', title: "the holder's link down, then healed" },
 ];
-
-const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
 
 describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', { timeout: 300_000 }, () => {
   const lab = useChaosLab({ name: 'cv', network: '10.94.0.0/24', mode: 'sync', poolHosts: 2 });
@@ -28,14 +26,7 @@ describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', {
     it(`${title}: the address moves to the other pool host alone, writes resume, nothing lost`, async () => {
       await waitConverged(lab, 120_000);
       const r = await poolHostTrial(lab, { fault, run: `vip-${fault}`, system: 'pgop' });
-      log(
-        `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'}: moved ${seconds(r.vipMovedMs)}, ` +
-          `writes through the address back ${seconds(r.rtoPoolMs)}, old holder a spare again ` +
-          `${seconds(r.rejoinMs)}, most holders in a sample ${r.maxVipHolders}` +
-          `${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
-      );
-      const outcome = JSON.stringify({ ...r, events: undefined });
-      const ctx = `${r.run}: ${outcome}\nevents:\n${eventTable(r.events, r.t0)}`;
+      const ctx = reportPoolTrial(r, log);
       expect(r.notes, ctx).toEqual([]);
       expect(r.newHolder, ctx).not.toBeNull();
       expect(r.newHolder, ctx).not.toBe(r.holder);

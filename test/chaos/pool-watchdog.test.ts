@@ -14,15 +14,13 @@ import { describe, expect, it } from 'vitest';
 import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { poolHostTrial, waitConverged, type PoolFault } from '../helpers/chaos-scenario.js';
-import { eventTable } from '../helpers/chaos-assert.js';
+import { reportPoolTrial } from '../helpers/chaos-assert.js';
 import { WATCHDOG_SUDOERS, WATCHDOG_VIP_SCRIPT } from '../../src/drivers/pgpool/watchdog.js';
 
 const FAULTS: { fault: PoolFault; title: string }[] = [
   { fault: 'kill', title: "the holder's pgpool killed (-9)" },
   { fault: 'partition', title: "the holder's link down (healed after 10 s)" },
 ];
-
-const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
 
 describe.skipIf(!IN_LAB)(
   "chaos: pgpool's own watchdog moves the virtual IP (root)",
@@ -60,14 +58,7 @@ describe.skipIf(!IN_LAB)(
           system: 'pgop',
           healAfterMs: 10_000,
         });
-        log(
-          `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'}: moved ${seconds(r.vipMovedMs)}, ` +
-            `writes through the address back ${seconds(r.rtoPoolMs)}, old holder a spare again ` +
-            `${seconds(r.rejoinMs)}, most holders in a sample ${r.maxVipHolders}` +
-            `${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
-        );
-        const outcome = JSON.stringify({ ...r, events: undefined });
-        const ctx = `${r.run}: ${outcome}\nevents:\n${eventTable(r.events, r.t0)}`;
+        const ctx = reportPoolTrial(r, log);
         expect(r.notes, ctx).toEqual([]);
         // killed: pgop restarts that pgpool (without the address) within a second or so, and
         // the watchdogs may elect it again; cut off: the other host must take the address

@@ -2,7 +2,7 @@
 
 import { expect } from 'vitest';
 import type { ChaosLab, EventItem } from './chaos-lab.js';
-import type { TrialResult } from './chaos-scenario.js';
+import type { PoolTrialResult, TrialResult } from './chaos-scenario.js';
 
 const failed = (e: EventItem) => e.rule.endsWith('.failed');
 export const isFence = (e: EventItem) => /fence/.test(e.rule) && !/release/.test(e.rule) && !failed(e);
@@ -133,4 +133,20 @@ function topErrors(r: TrialResult): string {
   return e.length
     ? `\npgpool writer errors after the fault: ${e.map(([m, n]) => `${n}x ${m.slice(0, 120)}`).join(' | ')}`
     : '';
+}
+
+const seconds = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(2)} s`);
+
+/** Logs a pool-host trial in one line (its events too with PGOP_CHAOS_EVENTS) and returns the
+ *  context its assertions print: the whole outcome and the events. */
+export function reportPoolTrial(r: PoolTrialResult, log: (line: string) => void): string {
+  log(
+    `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'} (primary ${r.primary} -> ` +
+      `${r.finalPrimary ?? 'none'}): moved ${seconds(r.vipMovedMs)}, writes through the address back ` +
+      `${seconds(r.rtoPoolMs)}, old holder a spare again ${seconds(r.rejoinMs)}, most holders in a ` +
+      `sample ${r.maxVipHolders}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
+  );
+  const events = eventTable(r.events, r.t0);
+  if (process.env.PGOP_CHAOS_EVENTS) log(events);
+  return `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${events}`;
 }
