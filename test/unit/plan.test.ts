@@ -1007,6 +1007,22 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(d.reason).toContain('no pool host holds the virtual IP 10.0.0.10');
   });
 
+  it("pgpool's own watchdog moves it: pgop never does, and restarts the dead holder's pgpool", () => {
+    const i = withHosts(
+      host('pool-a', { holdsVip: true, port: 'refused', reachable: false, primary: null }),
+      host('pool-b'),
+      host('pool-c'),
+    );
+    i.spec = { ...i.spec, pgpool: { ...i.spec.pgpool, watchdog: { enabled: true } } };
+    expect(plan(i).decision).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { type: 'ensurePool', host: 'pool-a' },
+    });
+    const none = withHosts(host('pool-a'), host('pool-b'), host('pool-c'));
+    none.spec = i.spec;
+    expect(plan(none).decision).not.toMatchObject({ ruleId: 'pool.vip-holder' });
+  });
+
   it("the holder's machine is off (the provider says so): moved at once, without counting looks", () => {
     const off = host('pool-a', { holdsVip: true, port: 'silent', pcpPort: 'silent', silentLooks: 1 });
     off.machine = 'stopped';
