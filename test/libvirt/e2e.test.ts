@@ -275,7 +275,18 @@ describe.skipIf(!enabled)(
         );
         log(`${primary} rejoined after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
         expect((await virsh(lv!.qemuUri, 'domstate', `${spec.name}-${primary}`)).trim()).toBe('running');
-        await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1001)');
+        // pgpool attaches the rejoined node meanwhile (its children restart): retried, as a client
+        // would, and a retry after a commit whose acknowledgement was lost changes nothing
+        const t1 = Date.now();
+        await waitFor(
+          'a write through pgpool after the rejoin',
+          async () => {
+            await sql(viaPgpool(), 'INSERT INTO cl_owner.e2e (id) VALUES (1001) ON CONFLICT DO NOTHING');
+            return true;
+          },
+          { timeoutMs: 60_000, intervalMs: 500, log, describe: state },
+        );
+        log(`a write through pgpool ${((Date.now() - t1) / 1000).toFixed(1)} s after the rejoin was seen`);
         const row = await waitFor(
           `the newest row on ${primary}`,
           async () => {
