@@ -176,7 +176,7 @@ export class ChaosLab {
   /** The spec as YAML: failure detection and pgpool settings as the lab spec has them (so the
    *  numbers follow specs/lab-3node.yaml), postgres logs with ms UTC timestamps (promotion time),
    *  a superuser role `chaos` that may log in over the unix socket (the old-primary writer). */
-  specYaml(mode: Mode = this.mode): string {
+  specYaml(): string {
     const lab = parseYaml(readFileSync(LAB_SPEC, 'utf8')) as {
       spec: { failureDetection?: object; pgpool?: Record<string, unknown> };
     };
@@ -205,7 +205,7 @@ export class ChaosLab {
           ],
         },
         nodes: this.nodes.map((n) => ({ name: n.name, address: n.address })),
-        replication: { mode, syncQuorum: 1, password: s('replicator'), ...this.replication },
+        replication: { mode: this.mode, syncQuorum: 1, password: s('replicator'), ...this.replication },
         pgpool: {
           // the lab spec's pool hosts are on its own network: this cluster has its own, or none
           ...withoutPoolHosts(lab.spec.pgpool ?? {}),
@@ -365,10 +365,8 @@ export class ChaosLab {
     mkdirSync(join(this.work, 'secrets'), { recursive: true, mode: 0o700 });
     for (const [k, v] of Object.entries(this.secrets))
       writeFileSync(join(this.work, 'secrets', k), `${v}\n`, { mode: 0o600 });
-    writeFileSync(this.specFile, this.specYaml());
     const t0 = now();
-    const a = await this.pgop(['apply', '-f', this.specFile]);
-    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    await this.applySpec();
     this.startServe();
     await this.waitHealthy(timeoutMs, 'up');
     // as any client would: a session pgpool ends (a restart or detach right after Healthy) is
@@ -382,13 +380,18 @@ export class ChaosLab {
     this.log(`cluster ${this.name} (${this.mode}) up in ${((now() - t0) / 1000).toFixed(1)} s`);
   }
 
+  /** The spec as it stands now written out and applied (`pgop apply -f`). */
+  private async applySpec(): Promise<void> {
+    writeFileSync(this.specFile, this.specYaml());
+    const a = await this.pgop(['apply', '-f', this.specFile]);
+    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+  }
+
   /** Apply the spec again with another replication mode and wait until pgop converged. */
   async setMode(mode: Mode, timeoutMs = 120_000): Promise<void> {
     if (mode === this.mode) return;
     this.mode = mode;
-    writeFileSync(this.specFile, this.specYaml(mode));
-    const a = await this.pgop(['apply', '-f', this.specFile]);
-    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    await this.applySpec();
     this.startServe();
     await sleep(500);
     await this.waitHealthy(timeoutMs, `in ${mode} mode`);
@@ -412,9 +415,7 @@ export class ChaosLab {
    *  and wait until pgop is Healthy with every pool host's pgpool restarted on them. */
   async applyPgpool(overrides: Record<string, unknown>, timeoutMs = 120_000): Promise<void> {
     this.pgpoolOverrides = overrides;
-    writeFileSync(this.specFile, this.specYaml());
-    const a = await this.pgop(['apply', '-f', this.specFile]);
-    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    await this.applySpec();
     this.startServe();
     const watchdog = (overrides.watchdog as { enabled?: boolean } | undefined)?.enabled === true;
     await waitFor(
@@ -442,9 +443,7 @@ export class ChaosLab {
   /** Apply the spec with the first `count` nodes (scale out or in); does not wait. */
   async scaleTo(count: number): Promise<void> {
     this.nodes = this.allNodes.slice(0, count);
-    writeFileSync(this.specFile, this.specYaml());
-    const a = await this.pgop(['apply', '-f', this.specFile]);
-    if (a.code !== 0) throw new Error(`pgop apply failed: ${a.stderr}`);
+    await this.applySpec();
   }
 
   /** Everything gone, bounded in time, never throwing (scripts/test-integration.sh sweeps the

@@ -10,6 +10,7 @@
 import type { ClusterSpec } from '../../spec/types.js';
 import { poolHosts, poolVip, repoHostAddress } from '../../spec/types.js';
 import { internal } from '../../errors.js';
+import { formatIpv4, parseIpv4 } from '../../net/ipv4.js';
 import { VIP_ADD_SH, VIP_DROP_SH } from './scripts.js';
 import type { PoolPaths } from './config.js';
 import type { FileOp } from '../remote/files.js';
@@ -18,8 +19,8 @@ import type { FileOp } from '../remote/files.js';
  *  write there before it writes, see src/drivers/ssh/node-fs.ts). */
 export const WATCHDOG_VIP_SCRIPT = '/etc/pgpool2/pgop-vip';
 export const WATCHDOG_SUDOERS = '/etc/sudoers.d/pgop-pgpool-vip';
-export const WATCHDOG_PORT = 9000;
-export const HEARTBEAT_PORT = 9694;
+const WATCHDOG_PORT = 9000;
+const HEARTBEAT_PORT = 9694;
 const SUDO = '/usr/bin/sudo -n';
 
 /** A heartbeat every second, a pool host dead after 3 s without one. pgpool's defaults (2 s,
@@ -31,9 +32,11 @@ export const WATCHDOG_TIMING: Readonly<Record<string, string>> = {
   wd_heartbeat_deadtime: '3',
 };
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+/** `s` when it is an address in canonical dotted form (digits and dots only: safe in a script). */
 function ipv4(s: string, what: string): string {
-  if (!IPV4.test(s)) throw internal(`unsafe ${what} ${JSON.stringify(s)} for pgpool's watchdog`);
+  const n = parseIpv4(s);
+  if (n === undefined || formatIpv4(n) !== s)
+    throw internal(`unsafe ${what} ${JSON.stringify(s)} for pgpool's watchdog`);
   return s;
 }
 
