@@ -40,7 +40,7 @@ import { kvmPermissionAdvice, parseUri, resolveDomainType } from './accel.js';
 import { openPathForQemu, storageAccessAdvice } from '../../state-dirs.js';
 import { createKeyedQueue } from '../keyed-queue.js';
 import { HypervisorResources } from './resources.js';
-import { BindingConnection } from './connection.js';
+import { BindingConnection, BindingGate, BindingTimeout } from './connection.js';
 import { destroy, loadLibvirtBinding, lookup, stateName, type DomainStateName } from './domains.js';
 
 export { stateName } from './domains.js';
@@ -73,6 +73,14 @@ export interface DomainStatus {
 }
 
 const silent: DriverLog = { info() {}, warn() {} };
+
+/** How long a look at domains may wait on libvirtd (it answers in milliseconds; a domain job in
+ *  the way times out inside libvirtd after 30 s), and how long any other call may. */
+const LIBVIRT_LOOK_MS = 35_000;
+const LIBVIRT_CALL_MS = 180_000;
+
+/** One per process: the binding's calls share libuv's worker threads with everything else. */
+const bindingGate = new BindingGate();
 
 export class LibvirtProvider implements ProviderDriver {
   readonly stateDir: string;
@@ -234,10 +242,15 @@ export class LibvirtProvider implements ProviderDriver {
       const net = await this.resources.networkState(uri, p.network.name, `read network ${p.network.name}`);
       const hosts = net ? networkFacts(net.xml).hosts : [];
       for (const d of domains) {
-        const st = await this.withHv(uri, `observe domain ${d.domain}`, async (h) => {
-          const dom = await lookup(h, d.domain);
-          return dom ? stateName((await dom.getInfo()).state) : null;
-        });
+        const st = await this.withHv(
+          uri,
+          `observe domain ${d.domain}`,
+          async (h) => {
+            const dom = await lookup(h, d.domain);
+            return dom ? stateName((await dom.getInfo()).state) : null;
+          },
+          LIBVIRT_LOOK_MS,
+        );
         if (st === null) continue; // undefined meanwhile
         const address = hosts.find((x) => x.name === d.domain)?.ip;
         const running = st === 'running' || st === 'blocked' || st === 'shutdown';
@@ -260,21 +273,31 @@ export class LibvirtProvider implements ProviderDriver {
   /** Raw libvirt state of one machine's domain. */
   async domainStatus(spec: ClusterSpec, node: MachineRef): Promise<DomainStatus> {
     const m = machinePlan(spec, node);
-    return this.withHv(m.uri, `observe domain ${m.domain}`, async (h) => {
-      const dom = await lookup(h, m.domain);
-      if (!dom) return { exists: false, state: 'missing' };
-      return { exists: true, state: stateName((await dom.getInfo()).state) };
-    });
+    return this.withHv(
+      m.uri,
+      `observe domain ${m.domain}`,
+      async (h) => {
+        const dom = await lookup(h, m.domain);
+        if (!dom) return { exists: false, state: 'missing' };
+        return { exists: true, state: stateName((await dom.getInfo()).state) };
+      },
+      LIBVIRT_LOOK_MS,
+    );
   }
 
   private async observeOne(m: MachinePlan): Promise<MachineObservation> {
     this.remember(m);
     this.ensureWatcher(m.uri);
-    const st = await this.withHv(m.uri, `observe domain ${m.domain}`, async (h) => {
-      const dom = await lookup(h, m.domain);
-      if (!dom) return null;
-      return stateName((await dom.getInfo()).state);
-    });
+    const st = await this.withHv(
+      m.uri,
+      `observe domain ${m.domain}`,
+      async (h) => {
+        const dom = await lookup(h, m.domain);
+        if (!dom) return null;
+        return stateName((await dom.getInfo()).state);
+      },
+      LIBVIRT_LOOK_MS,
+    );
     const ev = this.lastEvent.get(`${m.uri}|${m.domain}`);
     const why = ev?.lifecycle ? ` (last event: ${ev.type} ${ev.text})` : '';
     if (st === null) return { state: 'missing', detail: `domain ${m.domain} is not defined on ${m.uri}` };
@@ -332,11 +355,19 @@ export class LibvirtProvider implements ProviderDriver {
         await this.resources.ensureNetwork(spec, m.uri, [m]);
         this.openForQemu(m.uri, [p.pool.path, p.baseImage]);
       });
-    const existing = await this.withHv(m.uri, `look up ${m.domain}`, (h) => lookup(h, m.domain));
+    const existing = await this.withHv(
+      m.uri,
+      `look up ${m.domain}`,
+      (h) => lookup(h, m.domain),
+      LIBVIRT_LOOK_MS,
+    );
     if (existing) {
       await this.withHv(m.uri, `check ${m.domain}`, () => this.checkOwned(existing, m));
-      const st = await this.withHv(m.uri, `observe ${m.domain}`, async () =>
-        stateName((await existing.getInfo()).state),
+      const st = await this.withHv(
+        m.uri,
+        `observe ${m.domain}`,
+        async () => stateName((await existing.getInfo()).state),
+        LIBVIRT_LOOK_MS,
       );
       if (st === 'running' || st === 'blocked' || st === 'shutdown') return;
       await shared(); // its disks and network must be there to start it
@@ -444,11 +475,16 @@ export class LibvirtProvider implements ProviderDriver {
   async fenceMachine(spec: ClusterSpec, node: MachineRef): Promise<void> {
     const m = machinePlan(spec, node);
     const t0 = performance.now();
-    const fenced = await this.withHv(m.uri, `fence ${m.id}`, async (h) => {
-      const dom = await lookup(h, m.domain);
-      if (!dom) return false;
-      return destroy(dom);
-    });
+    const fenced = await this.withHv(
+      m.uri,
+      `fence ${m.id}`,
+      async (h) => {
+        const dom = await lookup(h, m.domain);
+        if (!dom) return false;
+        return destroy(dom);
+      },
+      LIBVIRT_LOOK_MS,
+    );
     if (fenced)
       this.log.info(
         { id: m.id, domain: m.domain, ms: Math.round(performance.now() - t0) },
@@ -542,16 +578,21 @@ export class LibvirtProvider implements ProviderDriver {
 
   /** Domains on uri whose pgop metadata names this cluster. */
   private async clusterDomains(uri: string, cluster: string): Promise<{ domain: string; node: string }[]> {
-    return this.withHv(uri, `list the domains of ${cluster}`, async (h) => {
-      const out: { domain: string; node: string }[] = [];
-      for (const dom of await h.connectListAllDomains()) {
-        const name = await dom.getName();
-        if (!name.startsWith(`${cluster}-`)) continue;
-        const meta = pgopMetadata(await dom.getXMLDesc(), 'machine');
-        if (meta?.cluster === cluster && meta.node) out.push({ domain: name, node: meta.node });
-      }
-      return out;
-    });
+    return this.withHv(
+      uri,
+      `list the domains of ${cluster}`,
+      async (h) => {
+        const out: { domain: string; node: string }[] = [];
+        for (const dom of await h.connectListAllDomains()) {
+          const name = await dom.getName();
+          if (!name.startsWith(`${cluster}-`)) continue;
+          const meta = pgopMetadata(await dom.getXMLDesc(), 'machine');
+          if (meta?.cluster === cluster && meta.node) out.push({ domain: name, node: meta.node });
+        }
+        return out;
+      },
+      LIBVIRT_LOOK_MS,
+    );
   }
 
   // ---------------------------------------------------------------- faults
@@ -620,7 +661,7 @@ export class LibvirtProvider implements ProviderDriver {
       p = (async () => {
         const { Hypervisor } = await loadLibvirtBinding();
         const h = new Hypervisor({ uri });
-        await h.connectOpen();
+        await bindingGate.run(`connect to ${uri}`, LIBVIRT_LOOK_MS, () => h.connectOpen());
         return new BindingConnection(h);
       })();
       this.conns.set(uri, p);
@@ -632,7 +673,12 @@ export class LibvirtProvider implements ProviderDriver {
   }
 
   /** Run fn on the URI's connection; a connection found dead is retired and reopened once. */
-  private async withHv<T>(uri: string, what: string, fn: (h: Hypervisor) => Promise<T>): Promise<T> {
+  private async withHv<T>(
+    uri: string,
+    what: string,
+    fn: (h: Hypervisor) => Promise<T>,
+    timeoutMs = LIBVIRT_CALL_MS,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw transient(`cannot ${what}: the libvirt provider is closed`);
       const p = this.hv(uri);
@@ -643,7 +689,7 @@ export class LibvirtProvider implements ProviderDriver {
         throw transient(`cannot ${what}: cannot connect to ${uri}: ${messageOf(err)}`, err);
       }
       try {
-        const done = await conn.use(fn);
+        const done = await bindingGate.run(what, timeoutMs, () => conn.use(fn));
         if (done) return done.value;
         // retired by another call meanwhile: a new connection
         if (this.conns.get(uri) === p) this.conns.delete(uri);
@@ -651,6 +697,12 @@ export class LibvirtProvider implements ProviderDriver {
       } catch (err) {
         if (err instanceof PgopError) throw err;
         const msg = messageOf(err);
+        if (err instanceof BindingTimeout) {
+          // libvirtd may be wedged on this connection: later calls get a new one
+          if (this.conns.get(uri) === p) this.conns.delete(uri);
+          conn.retire();
+          throw transient(msg, err);
+        }
         if (!CONNECTION_LOST.test(msg)) {
           const advice = storageAccessAdvice(msg);
           throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
