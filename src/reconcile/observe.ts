@@ -7,6 +7,7 @@
 // a look waits makes it urgent from then on. The reconciler acts on an urgent look only to fence
 // or fail the dead node.
 
+import { PassTrace } from './pass-trace.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';
 import type { ListedMachine, World } from '../drivers/types.js';
 import type {
@@ -47,16 +48,20 @@ export async function observeCluster(
   recordedStrays: Record<string, NodeSpec | undefined> = {},
   /** listMachines: ask the provider for every machine it holds for the cluster (always done
    *  while recorded strays exist): machines of nodes that left the spec unrecorded are found so */
-  opts: { urgent?: boolean; afterDeath?: boolean; listMachines?: boolean } = {},
+  opts: { urgent?: boolean; afterDeath?: boolean; listMachines?: boolean; trace?: PassTrace } = {},
 ): Promise<ClusterObservation> {
-  const found = await findStrays(spec, world, recordedStrays, !!opts.listMachines);
+  const trace = opts.trace ?? new PassTrace();
+  const found = await trace.on(
+    opts.listMachines ? 'listing the machines' : 'the strays',
+    findStrays(spec, world, recordedStrays, !!opts.listMachines),
+  );
   const { strayNames, strays } = found;
   // Probes see the strays as nodes of the cluster (a standby's upstream may still be one).
   const seen: ClusterSpec = strayNames.length
     ? { ...spec, nodes: [...spec.nodes, ...Object.values(strays)] }
     : spec;
   const deaths = watchDeaths(world, seen, opts.urgent);
-  const machines = await observeMachines(spec, world, found);
+  const machines = await trace.on('the machines', observeMachines(spec, world, found));
   try {
     // pgpool is read alongside the nodes (not after them): a pass costs the slowest look, not the sum
     const poolLook: Promise<ClusterObservation['pool']> = spec.pgpool.enabled
@@ -68,7 +73,8 @@ export async function observeCluster(
     const probe = (node: NodeSpec) => probeNode(world, seen, node, deaths, opts.afterDeath);
     await Promise.all(
       seen.nodes.map(async (node) => {
-        nodes[node.name] = await observeNode(spec, node, machines, probe, previousMisses[node.name] ?? 0);
+        const look = observeNode(spec, node, machines, probe, previousMisses[node.name] ?? 0);
+        nodes[node.name] = await trace.on(`probe of ${node.name}`, look);
       }),
     );
     deaths.lookDone();
@@ -79,10 +85,10 @@ export async function observeCluster(
       const error = 'left the spec; its address is not known';
       nodes[name] = { name, machine, reachable: false, postgres: null, misses: 0, error };
     }
-    const pool = await poolAnswer(spec, world, poolLook, nodes, deaths);
+    const pool = await trace.on('pgpool', poolAnswer(spec, world, poolLook, nodes, deaths));
     const urgent = deaths.dead.length > 0 ? { urgent: [...deaths.dead] } : {};
     const leftSpec = Object.keys(strays).length ? { strays } : {};
-    const backup = await observeBackup(spec, world);
+    const backup = await trace.on('the backup repository', observeBackup(spec, world));
     return { cluster: spec.name, at: now, nodes, pool, ...urgent, ...leftSpec, ...backup };
   } finally {
     deaths.stop();

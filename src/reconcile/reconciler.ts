@@ -19,6 +19,7 @@ import type { ClusterObservation, SyncSet } from '../observe/types.js';
 import { archivingFails } from '../observe/archiver.js';
 import type { NodeSpec } from '../spec/types.js';
 import { observeCluster } from './observe.js';
+import { PassTrace, SLOW_PASS_MS, whileSlow } from './pass-trace.js';
 import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
 import { JOB_ACTORS, JobRunner } from './jobs.js';
@@ -97,6 +98,7 @@ interface LookSetup {
   strays: Record<string, NodeSpec | undefined>;
   previousMisses: Record<string, number>;
   listMachines: boolean;
+  trace: PassTrace;
 }
 
 /** A pass that acts: what its steps need. */
@@ -106,6 +108,7 @@ interface Acting {
   world: World;
   look: Look;
   observeMs: number;
+  trace: PassTrace;
 }
 
 export class Reconciler {
@@ -134,6 +137,24 @@ export class Reconciler {
   }
 
   async pass(name: string): Promise<PassResult | null> {
+    const trace = new PassTrace();
+    const stop = whileSlow(SLOW_PASS_MS, (ms) => {
+      const waitingOn = trace.waitingOn();
+      const s = Math.round(ms / 1000);
+      this.log.warn(
+        { cluster: name, passS: s, waitingOn },
+        `the pass of ${name} has run ${s} s; its loop sees nothing new meanwhile; ` +
+          `waiting on: ${waitingOn.join(', ') || 'nothing named'}`,
+      );
+    });
+    try {
+      return await this.passTraced(name, trace);
+    } finally {
+      stop();
+    }
+  }
+
+  private async passTraced(name: string, trace: PassTrace): Promise<PassResult | null> {
     const cluster = this.opts.store.getCluster(name);
     if (!cluster) return null;
     const spec = cluster.spec;
@@ -146,7 +167,7 @@ export class Reconciler {
       this.jobs.resetCooling(name);
     }
     const passStart = performance.now();
-    const look = await this.lookWithUrgency(cluster, world, this.setUpLook(cluster));
+    const look = await this.lookWithUrgency(cluster, world, this.setUpLook(cluster, trace));
     const observeMs = Math.round(performance.now() - passStart);
     const nodes = Object.values(look.observation.nodes);
     this.misses.set(name, Object.fromEntries(nodes.map((n) => [n.name, n.misses])));
@@ -161,17 +182,17 @@ export class Reconciler {
     }
     if (decision.kind === 'wait' || decision.kind === 'done') {
       // node-local steps that may go on while the cluster waits (a node's install, say)
-      const acting = { name, spec, world, look, observeMs };
+      const acting = { name, spec, world, look, observeMs, trace };
       const acted = (await Promise.all(this.alongside(acting))).length > 0;
       this.failures.delete(name);
       const requeueAfterMs = decision.requeueAfterMs;
       const { also } = look.planned;
       return { cluster: name, decision, phase, converged, acted, requeueAfterMs, observeMs, also };
     }
-    return this.act({ name, spec, world, look, observeMs }, decision);
+    return this.act({ name, spec, world, look, observeMs, trace }, decision);
   }
 
-  private setUpLook(cluster: StoredCluster): LookSetup {
+  private setUpLook(cluster: StoredCluster, trace: PassTrace): LookSetup {
     const { store, clock } = this.opts;
     const { name, spec } = cluster;
     const specNames = new Set(spec.nodes.map((n) => n.name));
@@ -193,7 +214,7 @@ export class Reconciler {
     const failing = Object.values(previousMisses).some((m) => m > 0) || this.afterUrgent.has(name);
     const listedLongAgo = clock.now() - (this.listedAt.get(name) ?? -Infinity) >= LIST_MACHINES_EVERY_MS;
     const listMachines = Object.keys(strays).length > 0 || (!failing && listedLongAgo);
-    return { strays, previousMisses, listMachines };
+    return { strays, previousMisses, listMachines, trace };
   }
 
   /** An urgent look (other nodes' answers not fresh) serves only to fence or fail the node whose
@@ -220,9 +241,9 @@ export class Reconciler {
   ): Promise<Look> {
     const { store, clock } = this.opts;
     const { name, spec } = cluster;
-    const { strays, previousMisses, listMachines } = setup;
+    const { strays, previousMisses, listMachines, trace } = setup;
     const observe = () =>
-      observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines });
+      observeCluster(spec, world, previousMisses, clock.now(), strays, { ...opts, listMachines, trace });
     const settled = this.jobs.settledSoFar(name);
     let observation = await observe();
     // a job that committed during the look (a machine deleted, say) left it behind the stored
@@ -328,8 +349,9 @@ export class Reconciler {
     try {
       const extra = this.alongside(acting);
       try {
-        if (decision.kind === 'act') await this.stepOne(acting, decision);
-        else if ((await this.runCluster(acting, decision)) === 'removed') {
+        const what = `${decision.ruleId} (${decision.kind === 'act' ? decision.node : 'cluster'})`;
+        if (decision.kind === 'act') await acting.trace.on(what, this.stepOne(acting, decision));
+        else if ((await acting.trace.on(what, this.runCluster(acting, decision))) === 'removed') {
           return { ...base, acted: true, requeueAfterMs: 0, removed: true };
         }
       } finally {
@@ -347,7 +369,9 @@ export class Reconciler {
    *  failures are recorded like the main one's but do not fail the pass. */
   private alongside(acting: Acting): Promise<void>[] {
     return (acting.look.planned.also ?? []).map((d) =>
-      this.stepOne(acting, d).catch((err) => void this.failed(acting.name, d, err, false)),
+      acting.trace
+        .on(`${d.ruleId} (${d.node}, alongside)`, this.stepOne(acting, d))
+        .catch((err) => void this.failed(acting.name, d, err, false)),
     );
   }
 
