@@ -326,6 +326,7 @@ export class PgpoolOnHost implements PoolDriver {
     // 0600), is pgpool running.
     const pgpool = `${this.bin}/pgpool`;
     const wd = watchdogOn(cluster) ? 'watchdog' : '';
+    const t0 = performance.now();
     const args = [p.dir, p.run, p.log, p.oiddir, pgpool, p.key, p.pcpSecret, p.pid, p.statusDir, wd];
     const prep = await this.must(cluster, 'prepare pgpool', PREPARE_SH, args, {
       user: 'root',
@@ -345,7 +346,9 @@ export class PgpoolOnHost implements PoolDriver {
     }
     state.pcpPassword = secrets.pcpPassword;
     files.push(...renderPoolFiles(cluster, p, secrets, tls), ...watchdogFiles(cluster, this.host, p));
+    const prepareMs = Math.round(performance.now() - t0);
     const changedPaths = await putFiles(this.shell, this.hostRefOf(cluster), files);
+    const filesMs = Math.round(performance.now() - t0) - prepareMs;
     state.appliedHash = { hash: desired, at: Date.now() };
     let running = field('running') === '1';
     if (running && restartFiles(p).some((f) => changedPaths.has(f))) {
@@ -360,6 +363,9 @@ export class PgpoolOnHost implements PoolDriver {
         await this.must(cluster, 'drop the virtual IP', VIP_DROP_SH, [poolVip(cluster)!], { user: 'root' });
       await this.startPgpool(cluster, how);
     }
+    // where a slow configuration's time goes (the pass that runs it waits for all of it)
+    const ms = { prepareMs, filesMs, startMs: Math.round(performance.now() - t0) - prepareMs - filesMs };
+    this.log.info({ cluster: cluster.name, ...ms, started: !running }, 'pgpool configured');
   }
 
   // ---------------------------------------------------------------- routing
