@@ -697,18 +697,15 @@ export class LibvirtProvider implements ProviderDriver {
       } catch (err) {
         if (err instanceof PgopError) throw err;
         const msg = messageOf(err);
-        if (err instanceof BindingTimeout) {
-          // libvirtd may be wedged on this connection: later calls get a new one
-          if (this.conns.get(uri) === p) this.conns.delete(uri);
-          conn.retire();
-          throw transient(msg, err);
-        }
-        if (!CONNECTION_LOST.test(msg)) {
+        const timedOut = err instanceof BindingTimeout;
+        if (!timedOut && !CONNECTION_LOST.test(msg)) {
           const advice = storageAccessAdvice(msg);
           throw terminal(`cannot ${what}: ${msg}${advice ? ` (${advice})` : ''}`, err);
         }
+        // lost, or libvirtd may be wedged on it: later calls get a new connection
         if (this.conns.get(uri) === p) this.conns.delete(uri);
         conn.retire();
+        if (timedOut) throw transient(msg, err);
         if (attempt > 0) throw transient(`cannot ${what}: ${msg}`, err);
       }
     }
