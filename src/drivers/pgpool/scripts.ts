@@ -44,10 +44,14 @@ echo "pcp=$(as_user postgres postgres head -n 1 -- "$7" 2>/dev/null || true)"
 running=0
 if [ -f "$8" ] && alive "$(as_user postgres postgres head -n 1 -- "$8" 2>/dev/null)"; then running=1; fi
 echo "running=$running"
-# pgpool never starts at boot by itself (the distro unit would fight over ports and sockets)
+# pgpool never starts at boot by itself (the distro unit would fight over ports and sockets);
+# disabled only while enabled or running: a disable reloads systemd, seconds on an emulated VM
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now pgpool2.service >/dev/null 2>&1 || true
-  systemctl disable --now pgpool-II.service >/dev/null 2>&1 || true
+  for unit in pgpool2.service pgpool-II.service; do
+    if systemctl -q is-enabled "$unit" 2>/dev/null || systemctl -q is-active "$unit" 2>/dev/null; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 `;
 
