@@ -60,7 +60,9 @@ function poolOfSpecPrimary(ctx: PlanContext) {
   const holder = holders.length === 1 ? holders[0]! : undefined;
   // one that stopped answering is the virtual IP's to move first (a pgpool just killed keeps
   // its port a moment: a restart here would cost clients seconds); routed once nothing could
-  if (!holder || !poolHostServes(holder)) return undefined;
+  // a holder being configured (its pgpool died with nowhere to move the address) is its job's
+  if (!holder || !poolHostServes(holder) || ctx.input.poolHostJobs?.[holder.name]?.state === 'running')
+    return undefined;
   if (holder.unansweredLooks > 0 && holder.unansweredLooks < ctx.budget) return undefined;
   return { primary, pool };
 }
@@ -134,7 +136,11 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   const sole = holders.length === 1 ? holders[0]! : undefined;
   if (sole && !poolHostDead(sole, ctx.budget)) return undefined;
   if (leavingNodeMayHold(ctx)) return undefined;
-  const live = hosts.filter((h) => h.shellReachable && h.port === 'open' && !poolHostDead(h, ctx.budget));
+  // one being configured may be restarting its pgpool: the address waits for the job
+  const configuring = (h: PoolHostObservation) => poolHostJob(ctx, h.name)?.state === 'running';
+  const live = hosts.filter(
+    (h) => h.shellReachable && h.port === 'open' && !poolHostDead(h, ctx.budget) && !configuring(h),
+  );
   const to =
     live.find((h) => h.holdsVip === true) ??
     live.find((h) => ctx.primary && h.primary === ctx.primary) ??
@@ -175,7 +181,8 @@ export function startPoolHost(ctx: PlanContext): Verdict | undefined {
 }
 
 /** Every pool host's pgpool as the serving one's: configured from the spec, routing to the
- *  primary, so that the virtual IP can move there at any moment. A holder whose pgpool died is
+ *  primary, so that the virtual IP can move there at any moment. One host at a time starts as a
+ *  job (the next pass starts the next one's): none of it holds up the loop. A holder whose pgpool died is
  *  one of them once no live host can take the address (holdVirtualIp moves it otherwise):
  *  someone's pgpool must start. */
 export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
@@ -185,6 +192,8 @@ export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
   const look = { primary };
   const desired = ctx.input.desiredPoolConfigHash;
   for (const h of hosts) {
+    // its job runs, or failed a moment ago and cools down
+    if (poolHostJob(ctx, h.name)) continue;
     // down or cut off (a silent port): SSH would only time out
     if (!h.shellReachable || h.port === 'silent' || (h.machine && h.machine !== 'running')) continue;
     // the serving holder is routePool's
@@ -194,7 +203,7 @@ export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
       misrouting(ctx, look.primary, h) ?? (drift ? "pgpool's configuration differs from the spec" : null);
     if (!why) continue;
     return clusterAction(
-      { type: 'ensurePool', primary: look.primary, failed: ctx.poolFailed, host: h.name },
+      { type: 'configurePoolHost', host: h.name, primary: look.primary, failed: ctx.poolFailed },
       `pool host ${h.name}: ${why}; configuring it and pointing it at primary ${look.primary}`,
     );
   }
@@ -212,5 +221,16 @@ export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
     return wait(`no live pool host holds the virtual IP ${vip} yet`);
   const down = hosts.filter((h) => !h.reachable).map((h) => h.name);
   if (down.length > 0) return wait(`pgpool is down on pool host ${down.join(', ')} (a spare for ${vip})`);
+  const configuring = Object.entries(ctx.input.poolHostJobs ?? {}).filter(([, j]) => j.state === 'running');
+  if (configuring.length > 0) {
+    const jobs = configuring.map(([h, j]) => `pool host ${h}: job #${j.id} configures pgpool`);
+    return wait(jobs.join('; '), undefined, 1_000);
+  }
   return undefined;
+}
+
+/** The pool host's configuration job, running or cooling down after a failure. */
+function poolHostJob(ctx: PlanContext, host: string) {
+  const job = ctx.input.poolHostJobs?.[host];
+  return job && (job.state === 'running' || job.deadlineAt > ctx.input.now) ? job : undefined;
 }

@@ -49,7 +49,9 @@ export const RULE_IDS = {
   'pool.host-remove': 'a pool host left the spec: its machine is removed (the virtual IP with it)',
   'pool.hosts-waiting': 'the virtual IP has no live holder yet, or a spare pool host has no pgpool: wait',
   'pool.host-start': 'a pool host is fenced or stopped: start it again',
-  'pool.host-route': 'a pool host that does not serve clients is configured and routed like the serving one',
+  'pool.host-route':
+    'a pool host that does not serve clients is configured and routed like the serving one (a job)',
+  'pool.host-configured': "written by the loop: a pool host's configuration job finished",
   'pool.route': 'pgpool routes writes elsewhere or marks a healthy node down: point it at the primary',
   'pool.reconfigure': "pgpool's configuration differs from the spec: rewrite it and restart pgpool",
   'pool.detach-failed': 'pgpool still opens sessions on a failed standby: detach it',

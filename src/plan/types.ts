@@ -54,6 +54,8 @@ export interface PlanInput {
   backupStarts?: Partial<Record<BackupType, number>>;
   /** the promoted primary's push of earlier timelines' WAL: running, and the last outcome */
   walPush?: WalPushView;
+  /** pool hosts whose configuration job runs, or failed and cools down, by pool host name */
+  poolHostJobs?: Record<string, JobView>;
 }
 
 export interface WalPushView {
@@ -106,6 +108,9 @@ export interface NodeDecision extends DecisionBase {
 export type ClusterAction =
   /** failed: nodes whose postgres pgop sees failed (detached, not attached again meanwhile) */
   | { type: 'ensurePool'; primary: string | null; failed?: string[]; host?: string }
+  /** configure and route one pool host that serves no client, as a job of the cluster: a
+   *  configuration can take a minute (a VM just booted), and the loop must see a failover meanwhile */
+  | { type: 'configurePoolHost'; host: string; primary: string; failed?: string[] }
   /** the virtual IP on pool host `to` alone (the others made to drop it first) */
   | { type: 'moveVip'; to: string }
   /** start a pool host's machine again (fenced or stopped) */

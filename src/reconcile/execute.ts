@@ -144,6 +144,7 @@ export async function runClusterAction(
       return; // the reconciler's job runner cancels it
     case 'startBackup':
     case 'pushEarlierTimelines':
+    case 'configurePoolHost':
       return; // the reconciler starts it as a job of the cluster
     default: {
       const unmapped: never = action;

@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { JobView, NodeDecision } from '../plan/types.js';
 import type { RuleId } from '../plan/rule-ids.js';
-import { PgopError, messageOf } from '../errors.js';
+import { PgopError, messageOf, type ErrorKind } from '../errors.js';
 import { cloneRateKBps } from '../spec/rates.js';
 import { backoffMs, type Backoff } from './backoff.js';
 import type { Clock, Log } from './reconciler.js';
@@ -74,6 +74,8 @@ export interface ClusterJobStart {
   done: { ruleId: RuleId };
   /** runs the work; resolves to what the success event says */
   run(job: JobContext): Promise<string>;
+  /** after a failure, the planner is told the job cools down (clusterJobViews) before a retry */
+  coolsDown?: true;
 }
 
 export interface JobRunnerOptions {
@@ -110,6 +112,8 @@ export class JobRunner {
   readonly owner = randomUUID();
   private live = new Map<number, LiveJob>();
   private cooling = new Map<string, Cooling>();
+  /** cluster jobs that cool down after a failure, by key(cluster, kind + NUL + node) */
+  private clusterCooling = new Map<string, Cooling>();
   private orphansSettled = new Set<string>();
   private listeners = new Set<(cluster: string) => void>();
   private settledCount = new Map<string, number>();
@@ -166,6 +170,21 @@ export class JobRunner {
     return [...this.live.values()]
       .filter((j) => j.clusterJob && j.record.cluster === cluster && j.record.kind.startsWith(kindPrefix))
       .map((j) => ({ record: j.record, cancelling: j.cancelReason !== null }));
+  }
+
+  /** The cluster's jobs of this kind, running or cooling down after a failure, by their node. */
+  clusterJobViews(cluster: string, kind: string, now: number): Record<string, JobView> {
+    const views: Record<string, JobView> = {};
+    for (const [k, c] of this.clusterCooling) {
+      const [owner, coolingKind, node = ''] = k.split('\u0000');
+      if (owner !== cluster || coolingKind !== kind || c.until <= now) continue;
+      views[node] = { id: c.jobId, kind, state: 'cooling', deadlineAt: c.until };
+    }
+    for (const { record: r } of this.clusterJobs(cluster, kind)) {
+      if (r.kind !== kind) continue;
+      views[r.node] = { id: r.id, kind, state: 'running', deadlineAt: r.deadlineAt };
+    }
+    return views;
   }
 
   /** Start a job of the cluster (not a node's step); its outcome is recorded when it settles. */
@@ -350,6 +369,7 @@ export class JobRunner {
   private clusterJobSucceeded(job: LiveJob, s: ClusterJobStart): void {
     const { store, clock, log } = this.opts;
     const r = job.record;
+    this.clusterCooling.delete(clusterKey(r));
     const now = clock.now();
     const reason = `job #${r.id}, ${((now - r.startedAt) / 1000).toFixed(1)} s: ${job.outcome ?? 'done'}`;
     store.transaction(() => {
@@ -409,22 +429,34 @@ export class JobRunner {
     const kind = err instanceof PgopError ? err.kind : 'internal';
     if (job.clusterJob) {
       const message = `${kind}: ${messageOf(err)}`;
+      if (job.clusterJob.coolsDown) this.coolDown(this.clusterCooling, clusterKey(r), kind, r, message);
       this.record(job, 'failed', message, {
         ruleId: 'job.failed',
         reason: `job #${r.id} (${r.kind}): ${message}`,
       });
       return;
     }
-    const k = key(r.cluster, r.node);
-    const failures = (this.cooling.get(k)?.failures ?? 0) + 1;
-    const coolMs = backoffMs(COOLING, kind, failures);
-    const until = this.opts.clock.now() + coolMs;
     const message = `${kind}: ${messageOf(err)}`;
     // the event says a repeated failure once (the job rows and the log keep every one)
-    const repeated = this.cooling.get(k)?.lastMessage === message;
-    this.cooling.set(k, { until, failures, jobId: r.id, kind: r.kind, lastMessage: message });
+    const repeated = this.coolDown(this.cooling, key(r.cluster, r.node), kind, r, message);
     const reason = `job #${r.id} (${r.kind}): ${message}`;
     this.record(job, 'failed', message, repeated ? null : { ruleId: 'job.failed', reason });
+  }
+
+  /** Cool the job's node down, longer after each failure in a row; true when the failure
+   *  repeats the last one's message. */
+  private coolDown(
+    map: Map<string, Cooling>,
+    k: string,
+    kind: ErrorKind,
+    r: JobRecord,
+    message: string,
+  ): boolean {
+    const last = map.get(k);
+    const failures = (last?.failures ?? 0) + 1;
+    const until = this.opts.clock.now() + backoffMs(COOLING, kind, failures);
+    map.set(k, { until, failures, jobId: r.id, kind: r.kind, lastMessage: message });
+    return last?.lastMessage === message;
   }
 
   private cancelled(job: LiveJob, message: string): void {
@@ -454,7 +486,8 @@ export class JobRunner {
 
   /** A new spec generation: failed jobs are tried again at once. */
   resetCooling(cluster: string): void {
-    for (const k of [...this.cooling.keys()]) if (splitKey(k)[0] === cluster) this.cooling.delete(k);
+    for (const map of [this.cooling, this.clusterCooling])
+      for (const k of [...map.keys()]) if (splitKey(k)[0] === cluster) map.delete(k);
   }
 
   private event(e: { cluster: string; node: string; ruleId: RuleId; reason: string }): void {
@@ -464,6 +497,7 @@ export class JobRunner {
 }
 
 const key = (cluster: string, node: string) => `${cluster}\u0000${node}`;
+const clusterKey = (r: JobRecord) => key(r.cluster, `${r.kind}\u0000${r.node}`);
 const splitKey = (k: string) => k.split('\u0000') as [string, string];
 
 function firstDeadlineMs(actor: NodeActor): number {

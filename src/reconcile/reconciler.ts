@@ -24,6 +24,7 @@ import { runActor, runClusterAction } from './execute.js';
 import { PgopError, messageOf } from '../errors.js';
 import { JOB_ACTORS, JobRunner } from './jobs.js';
 import { backupPlanInput, startBackupJob, startWalPushJob } from './backups.js';
+import { POOL_HOST_JOB_KIND, startPoolHostJob } from './pool-host-jobs.js';
 import { backoffMs, type Backoff } from './backoff.js';
 import { PREEMPTS_JOBS } from '../plan/jobs.js';
 
@@ -273,6 +274,9 @@ export class Reconciler {
       slotNames: Object.fromEntries(leftSpec.map((n) => [n, world.postgres.slotName(n)])),
       jobs: this.jobs.views(name, clock.now()),
       ...(spec.backup ? backupPlanInput(store, this.jobs, name, observation) : {}),
+      ...(observation.pool?.hosts
+        ? { poolHostJobs: this.jobs.clusterJobViews(name, POOL_HOST_JOB_KIND, clock.now()) }
+        : {}),
     });
     return { observation, records, states, planned };
   }
@@ -448,6 +452,7 @@ export class Reconciler {
     if (action.type === 'deleteClusterResources') this.jobs.cancelCluster(name, 'the cluster is deleted');
     if (action.type === 'startBackup') startBackupJob(this.jobs, spec, world, action, decision);
     if (action.type === 'pushEarlierTimelines') startWalPushJob(this.jobs, spec, world, action, decision);
+    if (action.type === 'configurePoolHost') startPoolHostJob(this.jobs, spec, world, action, decision);
     await runClusterAction(action, spec, world, look.observation.strays);
     this.opts.beforeCommit?.(name, decision);
     const { ruleId, reason } = decision;
@@ -479,7 +484,7 @@ export class Reconciler {
     const key =
       decision.kind === 'act'
         ? `${decision.node}/${decision.event}/${decision.ruleId}`
-        : `${decision.action.type}/${decision.ruleId}`;
+        : `${decision.ruleId}/${JSON.stringify(decision.action)}`;
     const prev = this.repeats.get(name);
     const count = prev?.key === key ? prev.count + 1 : 1;
     this.repeats.set(name, { key, count });

@@ -167,6 +167,37 @@ describe('jobs', () => {
     env.store.close();
   });
 
+  it("a pool host's configuration that hangs holds up no failover", async () => {
+    const hosts = [
+      { name: 'pool-a', address: '10.0.0.21' },
+      { name: 'pool-b', address: '10.0.0.22' },
+    ];
+    // pool-b's first configuration never ends (a VM that just booted, its SSH session stuck)
+    let hung = 0;
+    const env = setup('jobs6', (d) => ({
+      ...d,
+      pool: {
+        ...d.pool,
+        ensurePool: (spec, primary, failed, host) =>
+          host === 'pool-b' && hung++ === 0
+            ? new Promise(() => {})
+            : d.pool.ensurePool(spec, primary, failed, host),
+      },
+    }));
+    env.apply(simSpec({ name: 'jobs6', pgpool: { hosts } }));
+    const running = () => env.store.jobs.list({ running: true }).filter((j) => j.kind === 'pool.configure');
+    await env.passUntil(() => env.sim.vipHolders('jobs6').length === 1 && running().length === 1, 400);
+    expect(running()[0]!.node).toBe('pool-b');
+    const [old] = env.sim.writablePrimaries('jobs6');
+    env.sim.kill('jobs6', old!);
+    // promoted, and clients write through the address again, pool-b's job still running
+    const newPrimary = () => env.sim.writablePrimaries('jobs6').find((p) => p !== old);
+    await env.passUntil(() => !!newPrimary() && env.sim.write('jobs6', 'pool', 1).acked, 400);
+    expect(env.sim.write('jobs6', 'pool', 2)).toMatchObject({ acked: true, node: newPrimary() });
+    expect(running().map((j) => j.node)).toEqual(['pool-b']);
+    env.store.close();
+  });
+
   it("one cluster's stuck pass does not hold up another cluster's passes", async () => {
     const store = Store.open(':memory:');
     const sim = new SimWorld({ clock: systemClock });

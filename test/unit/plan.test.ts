@@ -1016,7 +1016,7 @@ describe('plan: pool hosts and the virtual IP', () => {
     i.spec = { ...i.spec, pgpool: { ...i.spec.pgpool, watchdog: { enabled: true } } };
     expect(plan(i).decision).toMatchObject({
       ruleId: 'pool.host-route',
-      action: { type: 'ensurePool', host: 'pool-a' },
+      action: { type: 'configurePoolHost', host: 'pool-a' },
     });
     const none = withHosts(host('pool-a'), host('pool-b'), host('pool-c'));
     none.spec = i.spec;
@@ -1135,7 +1135,7 @@ describe('plan: pool hosts and the virtual IP', () => {
     ).toMatchObject({
       kind: 'cluster',
       ruleId: 'pool.host-route',
-      action: { type: 'ensurePool', primary: 'pg01', host: 'pool-b' },
+      action: { type: 'configurePoolHost', primary: 'pg01', host: 'pool-b' },
     });
     const dead = host('pool-c', { port: 'refused', reachable: false, primary: null });
     expect(decide(host('pool-a', { holdsVip: true }), host('pool-b'), dead)).toMatchObject({
@@ -1152,6 +1152,42 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(d.reason).toContain("pool host pool-b: pgpool's configuration differs from the spec");
   });
 
+  it("a pool host's configuration is a job: the next pass takes the next host, then waits for them", () => {
+    const misrouted = () => [host('pool-a', { holdsVip: true }), host('pool-b', { primary: 'pg02' })];
+    const running = (id: number) => ({
+      id,
+      kind: 'pool.configure',
+      state: 'running' as const,
+      deadlineAt: 9e15,
+    });
+    const both = withHosts(...misrouted(), host('pool-c', { primary: 'pg02' }));
+    both.poolHostJobs = { 'pool-b': running(4) };
+    expect(plan(both).decision).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { type: 'configurePoolHost', host: 'pool-c' },
+    });
+    both.poolHostJobs['pool-c'] = running(5);
+    const d = plan(both).decision;
+    expect(d).toMatchObject({ kind: 'wait', ruleId: 'pool.hosts-waiting' });
+    expect(d.reason).toContain('pool host pool-b: job #4 configures pgpool');
+    // a failed one cools down first, and is tried again after
+    const cooling = withHosts(...misrouted());
+    cooling.poolHostJobs = { 'pool-b': { ...running(6), state: 'cooling', deadlineAt: cooling.now + 500 } };
+    expect(plan(cooling).decision).not.toMatchObject({ ruleId: 'pool.host-route' });
+    cooling.poolHostJobs['pool-b']!.deadlineAt = cooling.now - 1;
+    expect(plan(cooling).decision).toMatchObject({ ruleId: 'pool.host-route', action: { host: 'pool-b' } });
+  });
+
+  it('the virtual IP never moves to a pool host whose configuration job runs', () => {
+    const i = withHosts(
+      host('pool-a', { holdsVip: true, port: 'refused', reachable: false }),
+      host('pool-b'),
+      host('pool-c'),
+    );
+    i.poolHostJobs = { 'pool-b': { id: 3, kind: 'pool.configure', state: 'running', deadlineAt: 9e15 } };
+    expect(plan(i).decision).toMatchObject(moveTo('pool-c'));
+  });
+
   it('a pool host its shell cannot reach is left to the others (the cluster waits, naming it)', () => {
     const cut = host('pool-b', { primary: null, reachable: false, shellReachable: false });
     const d = decide(host('pool-a', { holdsVip: true }), cut);
@@ -1163,7 +1199,10 @@ describe('plan: pool hosts and the virtual IP', () => {
     const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: 1, reachable: false });
     const d = decide(silent, host('pool-b', { primary: 'pg02' }));
     expect(d).not.toMatchObject({ ruleId: 'pool.route' });
-    expect(d).toMatchObject({ ruleId: 'pool.host-route', action: { type: 'ensurePool', host: 'pool-b' } });
+    expect(d).toMatchObject({
+      ruleId: 'pool.host-route',
+      action: { type: 'configurePoolHost', host: 'pool-b' },
+    });
   });
 
   it("the holder's pgpool died and no live host can take the address: its pgpool is started", () => {
@@ -1171,7 +1210,7 @@ describe('plan: pool hosts and the virtual IP', () => {
     const cut = host('pool-b', { port: 'silent', silentLooks: 1, shellReachable: false, reachable: false });
     expect(decide(dead, cut)).toMatchObject({
       ruleId: 'pool.host-route',
-      action: { type: 'ensurePool', primary: 'pg01', host: 'pool-a' },
+      action: { type: 'configurePoolHost', primary: 'pg01', host: 'pool-a' },
     });
   });
   it(

@@ -289,18 +289,43 @@ export class PgpoolOnHost implements PoolDriver {
 
   async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = []): Promise<void> {
     if (!cluster.pgpool.enabled) return;
+    const state = this.state(cluster);
+    state.ensuring++;
+    try {
+      await this.ensureOnce(cluster, state, primary, failed);
+    } finally {
+      state.ensuring--;
+    }
+  }
+
+  private async ensureOnce(
+    cluster: ClusterSpec,
+    state: PoolClusterState,
+    primary: string | null,
+    failed: string[],
+  ): Promise<void> {
     const t0 = performance.now();
     const tls = await this.ensureTls(cluster);
-    const state = this.state(cluster);
     const desired = desiredPoolConfigHash(cluster, this.paths, tls);
     // During a failover only routing is wrong: when the files on the pool host are known to be
     // current, skip the round trips that would rewrite them and go straight to routing.
-    const known = state.appliedHash;
-    const current = known?.hash === desired && Date.now() - known.at < 60_000;
+    const current = this.filesCurrent(state, desired);
     if (!current) await this.configure(cluster, { state, tls, desired, failed, primary });
     await this.settle(cluster, primary, failed);
     const ms = Math.round(performance.now() - t0);
     this.log.info({ cluster: cluster.name, primary, ms }, current ? 'pgpool routed' : 'pgpool ensured');
+  }
+
+  private filesCurrent(state: PoolClusterState, desired: string): boolean {
+    const known = state.appliedHash;
+    return known?.hash === desired && Date.now() - known.at < 60_000;
+  }
+
+  /** An ensurePool here would only route (its files are known current: seconds at most), and
+   *  none is under way (two would fight over pgpool's restarts). */
+  routesOnly(cluster: ClusterSpec): boolean {
+    const state = this.states.get(cluster.name);
+    return !!state && state.ensuring === 0 && this.filesCurrent(state, this.desiredConfigHash(cluster));
   }
 
   private async ensureTls(cluster: ClusterSpec): Promise<PoolTlsFiles> {

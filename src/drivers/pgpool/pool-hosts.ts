@@ -220,8 +220,9 @@ export class SshPoolDriver implements PoolDriver {
 
   /** One pool host, or every one (host undefined): then a host that cannot be reached is only
    *  logged unless it serves clients or every one failed (its own repair is a step of its own,
-   *  see plan/pool.ts). With no holder (bring-up, or the holder lost) none serves: the live ones
-   *  are started, so that the planner has one to give the virtual IP to. */
+   *  see plan/pool.ts), and beside a serving one only those that need no configuring are routed.
+   *  With no holder (bring-up, or the holder lost) none serves: the live ones are started, so
+   *  that the planner has one to give the virtual IP to. */
   async ensurePool(cluster: ClusterSpec, primary: string | null, failed: string[] = [], host?: string) {
     if (host !== undefined) return this.host(host).ensurePool(cluster, primary, failed);
     const servingName = this.servingHost(cluster);
@@ -229,9 +230,13 @@ export class SshPoolDriver implements PoolDriver {
     // live pool host, starting the pgpools is what lets the virtual IP go anywhere at all
     if (poolVip(cluster) && servingName !== undefined && this.canMoveVip(cluster, servingName))
       await this.mustListen(cluster, servingName);
-    // a host last seen unreachable would hold up a failover's routing step for its timeouts
+    // a host last seen unreachable would hold up a failover's routing step for its timeouts, and
+    // one that needs configuring (files, a start: up to a minute on a VM just booted) is its own
+    // job's (plan/pool.ts routeOtherPoolHosts): here only the ones that route in seconds
     const hosts = this.hosts(cluster).filter(
-      (h) => h.host === servingName || this.looksAlive(cluster, h.host),
+      (h) =>
+        h.host === servingName ||
+        (this.looksAlive(cluster, h.host) && (servingName === undefined || h.routesOnly(cluster))),
     );
     if (hosts.length === 0) throw transient(`cannot route pgpool of ${cluster.name}: no pool host answers`);
     const results = await Promise.allSettled(hosts.map((h) => h.ensurePool(cluster, primary, failed)));

@@ -30,6 +30,8 @@ export class PoolClusterState {
   pcpOpenedAhead: PcpOpenedAhead | undefined;
   /** no PCP session is opened ahead before this time (see warmPcp) */
   pcpQuietUntil = 0;
+  /** ensurePool calls under way here (a pool host's job and a pass may both route it) */
+  ensuring = 0;
   /** the PCP password (generated once, kept on the pool host in pcp.secret) */
   pcpPassword: string | undefined;
   /** cut-offs put off until the failover is over, by node address */

@@ -141,9 +141,14 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
             `is down (its port ${port}): the address moves first`,
         );
       const alive = (n: string) => lookOf(cluster, n).shellReachable && lookOf(cluster, n).silentLooks === 0;
+      // as the real driver: beside a serving host, one that needs configuring is its own job's
+      const routesOnly = (n: string) => {
+        const running = world.poolHost(cluster.name, n)?.pgpool;
+        return !!running?.running && running.configHash === parts.configured(cluster, primary).configHash;
+      };
       const names = poolHosts(cluster)
         .map((h) => h.name)
-        .filter((n) => n === serving || alive(n));
+        .filter((n) => n === serving || (alive(n) && (serving === undefined || routesOnly(n))));
       if (names.length === 0) throw transient(`cannot route pgpool of ${cluster.name}: no pool host answers`);
       const failures = names.flatMap((n) => {
         try {
