@@ -10,18 +10,30 @@ export class BindingConnection {
   private retired = false;
   private closed = false;
 
-  constructor(private readonly h: Hypervisor) {}
+  /** Every call of it goes through `gate`, its close too (each holds a worker thread). */
+  constructor(
+    private readonly h: Hypervisor,
+    private readonly gate: BindingGate,
+    private readonly closeMs: number,
+  ) {}
 
-  /** Run fn on the connection unless it was retired (then undefined: open a new one). */
-  async use<T>(fn: (h: Hypervisor) => Promise<T>): Promise<{ value: T } | undefined> {
-    if (this.retired) return undefined;
-    this.busy++;
-    try {
-      return { value: await fn(this.h) };
-    } finally {
-      this.busy--;
-      this.closeWhenIdle();
-    }
+  /** Run fn on the connection through the gate, unless it was retired by the time its turn came
+   *  (then undefined: open a new one). */
+  use<T>(
+    what: string,
+    timeoutMs: number,
+    fn: (h: Hypervisor) => Promise<T>,
+  ): Promise<{ value: T } | undefined> {
+    return this.gate.run(what, timeoutMs, async () => {
+      if (this.retired) return undefined;
+      this.busy++;
+      try {
+        return { value: await fn(this.h) };
+      } finally {
+        this.busy--;
+        this.closeWhenIdle();
+      }
+    });
   }
 
   /** No new call starts on it; it is closed once the running ones have returned. */
@@ -30,10 +42,12 @@ export class BindingConnection {
     this.closeWhenIdle();
   }
 
+  /** A close that finds no free turn in time is dropped: a connection left open on a wedged
+   *  libvirtd costs memory, a thread held outside the gate could stall the process. */
   private closeWhenIdle(): void {
     if (!this.retired || this.busy > 0 || this.closed) return;
     this.closed = true;
-    this.h.connectClose().catch(() => undefined);
+    this.gate.run('close a connection', this.closeMs, () => this.h.connectClose()).catch(() => undefined);
   }
 }
 

@@ -662,7 +662,7 @@ export class LibvirtProvider implements ProviderDriver {
         const { Hypervisor } = await loadLibvirtBinding();
         const h = new Hypervisor({ uri });
         await bindingGate.run(`connect to ${uri}`, LIBVIRT_LOOK_MS, () => h.connectOpen());
-        return new BindingConnection(h);
+        return new BindingConnection(h, bindingGate, LIBVIRT_LOOK_MS);
       })();
       this.conns.set(uri, p);
       p.catch(() => {
@@ -689,7 +689,7 @@ export class LibvirtProvider implements ProviderDriver {
         throw transient(`cannot ${what}: cannot connect to ${uri}: ${messageOf(err)}`, err);
       }
       try {
-        const done = await bindingGate.run(what, timeoutMs, () => conn.use(fn));
+        const done = await conn.use(what, timeoutMs, fn);
         if (done) return done.value;
         // retired by another call meanwhile: a new connection
         if (this.conns.get(uri) === p) this.conns.delete(uri);
