@@ -65,6 +65,8 @@ export interface ClusterJobStart {
   kind: string;
   /** the node it works on (a backup's source), shown with it */
   node: string;
+  /** how the started event names the node: "from" it (a backup's source, default) or "on" it */
+  nodeIs?: 'from' | 'on';
   ruleId: RuleId;
   reason: string;
   requestId?: number;
@@ -206,7 +208,7 @@ export class JobRunner {
         ...(s.requestId !== undefined ? { requestId: s.requestId } : {}),
       });
       if (s.requestId !== undefined) store.completeRequest(s.requestId, now);
-      const reason = `job #${id} (${s.kind} from ${s.node}): ${s.reason}`;
+      const reason = `job #${id} (${s.kind} ${s.nodeIs ?? 'from'} ${s.node}): ${s.reason}`;
       this.event({ cluster: s.cluster, node: s.node, ruleId: 'job.started', reason });
       return store.jobs.get(id)!;
     });

@@ -22,6 +22,7 @@ export function startPoolHostJob(
     cluster: spec.name,
     kind: POOL_HOST_JOB_KIND,
     node: host,
+    nodeIs: 'on',
     subject: primary,
     ruleId: decision.ruleId,
     reason: decision.reason,
