@@ -828,6 +828,17 @@ export class SplitBrainMonitor extends PeriodicSampler {
   maxPrimaries = 0;
   firstSplitAt: number | null = null;
   private clients = new Map<string, pg.Client>();
+  /** why each node's last read failed: a monitor that never reaches the primary cannot see two */
+  private readonly lastErrors = new Map<string, string>();
+
+  /** What the results must say of the monitor itself: it never saw a primary (and why). */
+  notes(): string[] {
+    if (this.maxPrimaries > 0) return [];
+    const why = [...this.lastErrors].map(([n, e]) => `${n}: ${e}`).join('; ');
+    return [
+      `the split-brain monitor never reached a primary (${this.sweeps.length} sweeps; ${why || 'no error'})`,
+    ];
+  }
 
   private async ask(node: string): Promise<boolean | null> {
     let c = this.clients.get(node);
@@ -844,7 +855,8 @@ export class SplitBrainMonitor extends PeriodicSampler {
       }
       const r = await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
       return !r.rows[0]!.r;
-    } catch {
+    } catch (err) {
+      this.lastErrors.set(node, (err as Error).message.slice(0, 160));
       if (c) {
         (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
         c.end().catch(() => undefined);

@@ -305,6 +305,7 @@ export async function failoverTrial(lab: ChaosLab, o: TrialOptions): Promise<Tri
     await Promise.all([...all.map((w) => w.stop()), monitor.stop()]);
     await during;
   }
+  notes.push(...monitor.notes());
 
   // ---- what happened
   const finalRoles = await lab.roles();
@@ -446,6 +447,7 @@ export async function standbyTrial(
   } finally {
     await Promise.all([pool.stop(), monitor.stop()]);
   }
+  notes.push(...monitor.notes());
   return {
     run: o.run,
     fault: o.fault,
@@ -593,6 +595,7 @@ export async function poolHostTrial(
   } finally {
     await Promise.all([pool.stop(), monitor.stop(), ownVip ? vip.stop() : Promise.resolve()]);
   }
+  notes.push(...monitor.notes());
   const roles = await lab.roles();
   const primaries = Object.keys(roles).filter((n) => roles[n] === 'primary');
   const finalPrimary = primaries.length === 1 ? primaries[0]! : null;
@@ -720,6 +723,7 @@ export async function switchoverTrial(
   } finally {
     await Promise.all([...all.map((w) => w.stop()), monitor.stop()]);
   }
+  notes.push(...monitor.notes());
   const N = system === 'pgop' ? (await currentPrimary(lab)).primary : o.to!;
   const direct = probes.find((p) => p.node === N)?.writer;
   const firstDirect = direct ? (firstAckOf(direct)?.ackAt ?? null) : null;
