@@ -844,9 +844,11 @@ export class SplitBrainMonitor extends PeriodicSampler {
     let c = this.clients.get(node);
     try {
       if (!c) {
+        // a connect may take longer than a sweep under load (pgbench beside it measured over
+        // 500 ms on every node in every sweep): it is kept, and only reads must be quick
         c = new pg.Client({
           ...this.lab.nodeConfig(node, 'socket'),
-          connectionTimeoutMillis: 500,
+          connectionTimeoutMillis: 5_000,
           query_timeout: 500,
         });
         c.on('error', () => {});
