@@ -79,10 +79,12 @@ export function run(file: string, args: readonly string[], timeoutMs = 15_000): 
           const cause = e.killed
             ? `timed out after ${timeoutMs} ms`
             : (String(stderr).trim() || e.message).split('\n').slice(-3).join(' | ');
+          const signal = (err as { signal?: string | null }).signal ?? undefined;
           reject(
-            Object.assign(new Error(cause), {
+            Object.assign(new Error(signal && !e.killed ? `${cause} (killed by ${signal})` : cause), {
               exitCode: typeof e.code === 'number' ? e.code : undefined,
               stderr: String(stderr),
+              killedFromOutside: !!signal && !e.killed,
             }),
           );
           return;
@@ -93,12 +95,17 @@ export function run(file: string, args: readonly string[], timeoutMs = 15_000): 
   });
 }
 
-/** `ip <args>`; throws terminal `cannot run ip <args>: <stderr>`. */
+/** `ip <args>`; throws terminal `cannot run ip <args>: <stderr>`. An `ip -n NS` runs inside NS
+ *  for a moment, and a fence of that machine by another process (the operator's and a lab
+ *  fault's at once) kills whatever runs there: such a kill is tried again, twice. */
 export async function ip(args: readonly string[]): Promise<string> {
-  try {
-    return (await run(IP, args)).stdout;
-  } catch (err) {
-    throw terminal(`cannot run ip ${args.join(' ')}: ${(err as Error).message}`, err);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return (await run(IP, args)).stdout;
+    } catch (err) {
+      if ((err as { killedFromOutside?: boolean }).killedFromOutside && attempt < 2) continue;
+      throw terminal(`cannot run ip ${args.join(' ')}: ${(err as Error).message}`, err);
+    }
   }
 }
 
