@@ -111,6 +111,8 @@ export interface LoadTrial {
   }[];
   /** the scenario's own trial (chaos-scenario.ts) */
   detail: object;
+  /** the probe's attempts from the fault to its first new session: where the time went */
+  probeAttempts: string[];
 }
 
 interface ScenarioOutcome {
@@ -292,7 +294,23 @@ function measure(
     notes,
     perClient: clients,
     detail: s.detail,
+    probeAttempts: probeAttempts(probe, s.t0, firstNew?.ackAt ?? until),
   };
+}
+
+/** "+sent..+done ok|error" for each probe attempt sent from the fault until end (40 at most). */
+function probeAttempts(probe: Writer, t0: number, end: number): string[] {
+  const rel = (t: number) => `+${Math.round(t - t0)}`;
+  const acks = probe.acks.map((a) => ({ sentAt: a.sentAt, line: `${rel(a.sentAt)}..${rel(a.ackAt)} ok` }));
+  const fails = probe.failures.map((f) => ({
+    sentAt: f.sentAt,
+    line: `${rel(f.sentAt)}..${rel(f.at)} ${f.error.slice(0, 80)}`,
+  }));
+  return [...acks, ...fails]
+    .filter((a) => a.sentAt >= t0 && a.sentAt <= end)
+    .sort((a, b) => a.sentAt - b.sentAt)
+    .slice(0, 40)
+    .map((a) => a.line);
 }
 
 /** One line per trial as it ends. */
