@@ -1,9 +1,9 @@
 // Running the compiled CLI (bin/pgop) as a user does, for the CLI tests.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './temp.js';
 
 export const root = new URL('../../', import.meta.url).pathname;
 export const bin = join(root, 'bin/pgop');
@@ -29,7 +29,7 @@ export function pgop(
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export const tmp = () => mkdtempSync(join(tmpdir(), 'pgop-cli-'));
+export const tmp = () => tempDir('pgop-cli');
 
 /** For beforeAll: the CLI tests run the build (scripts/test-all.sh builds first). */
 export function ensureBuilt(): void {

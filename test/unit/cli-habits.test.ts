@@ -2,10 +2,11 @@
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bin, ensureBuilt, pgop, root, simSpec, tmp } from '../helpers/pgop-cli.js';
+import { tempDir } from '../helpers/temp.js';
 import { parseDuration } from '../../src/cli/duration.js';
 import { pinChildLocale, userLocaleEnv } from '../../src/cli/child-locale.js';
 import { Store, processIsAlive } from '../../src/store/store.js';
@@ -314,7 +315,7 @@ describe('child processes run in the C locale', () => {
 
 describe('pgop completion', () => {
   // bash runs the script as a user's shell would: `pgop` found on PATH
-  const pathDir = mkdtempSync(join(tmpdir(), 'pgop-completion-'));
+  const pathDir = tempDir('pgop-completion');
   writeFileSync(
     join(pathDir, 'pgop'),
     `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} "$@"\n`,

@@ -2,7 +2,7 @@
 // lines) and the CLI's argument handling. The build itself runs in the libvirt e2e test.
 
 import { describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, writeFileSync, chmodSync, readFileSync } from 'node:fs';
+import { cpSync, writeFileSync, chmodSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import {
 } from '../../src/image/recipe.js';
 import { imageSourceDir, readRecipeFiles, hashOf } from '../../src/image/build.js';
 import { Progress } from '../../src/image/progress.js';
+import { tempDir } from '../helpers/temp.js';
 import { PgopError } from '../../src/errors.js';
 
 const base: RecipeInputs = {
@@ -88,7 +89,7 @@ describe('the shipped recipe', () => {
     const o = resolveBuildOptions({});
     const h = hashOf(o);
     // a copy of src/image hashes the same; editing or chmod-ing a file there changes the hash
-    const copy = join(mkdtempSync(join(tmpdir(), 'pgop-image-')), 'image');
+    const copy = join(tempDir('pgop-image'), 'image');
     cpSync(imageSourceDir(), copy, { recursive: true });
     expect(hashOf(o, copy)).toBe(h);
     const cfg = join(copy, 'files/etc/cloud/cloud.cfg.d/90-pgop.cfg');

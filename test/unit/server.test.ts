@@ -4,11 +4,11 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt } from '../helpers/pgop-cli.js';
+import { tempDir } from '../helpers/temp.js';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../../src/store/store.js';
 import { startHttpServer, type HttpServer } from '../../src/server/http.js';
@@ -83,7 +83,7 @@ let db: string;
 
 beforeAll(() => {
   ensureBuilt();
-  dir = mkdtempSync(join(tmpdir(), 'pgop-server-'));
+  dir = tempDir('pgop-server');
   db = join(dir, 'pgop.db');
   expect(pgop(db, ['apply', '-f', simSpec]).code).toBe(0);
   const served = pgop(db, ['serve', '--until-converged', '--timeout', '30', '--listen', 'off']);

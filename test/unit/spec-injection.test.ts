@@ -4,8 +4,8 @@
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, pgop } from '../helpers/pgop-cli.js';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from '../helpers/temp.js';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HypervisorResources } from '../../src/drivers/libvirt/resources.js';
 import { Virsh } from '../../src/drivers/libvirt/virsh.js';
@@ -192,7 +192,7 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
   let db: string;
   beforeAll(() => {
     ensureBuilt();
-    dir = mkdtempSync(join(tmpdir(), 'pgop-inject-'));
+    dir = tempDir('pgop-inject');
     db = join(dir, 'pgop.db');
     const file = join(dir, 'sim.yaml');
     writeFileSync(file, SIM);
@@ -234,7 +234,7 @@ describe('pgop apply rejects spec values that reached files and commands', () =>
 
 describe('the libvirt ownership marker', () => {
   it('refuses a pool name that is not a libvirt name, whatever reached the provider', () => {
-    const r = new HypervisorResources(new Virsh(), mkdtempSync(join(tmpdir(), 'pgop-marker-')), {
+    const r = new HypervisorResources(new Virsh(), tempDir('pgop-marker'), {
       info() {},
       warn() {},
     });

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { PgopError, SpecError, type SpecProblem } from '../../src/errors.js';
 import { canonicalJson, parseSpecFile, parseSpecText } from '../../src/spec/parse.js';
 import { describeSecret, resolveSecret } from '../../src/spec/secrets.js';
 import { minimalSimYaml } from '../helpers/sim-spec.js';
+import { tempDir } from '../helpers/temp.js';
 import { specDefaults } from '../helpers/spec-defaults.js';
 import { SEED_PARAMS, seedDatabases, seedGrants, seedRoles } from '../helpers/seed.js';
 
@@ -700,7 +700,7 @@ describe('secrets', () => {
   it('resolves env and file references, trimming the trailing newline', () => {
     process.env.PGOP_TEST_SECRET = 'from-env';
     expect(resolveSecret({ env: 'PGOP_TEST_SECRET' }, 'the test password')).toBe('from-env');
-    const dir = mkdtempSync(join(tmpdir(), 'pgop-secret-'));
+    const dir = tempDir('pgop-secret');
     writeFileSync(join(dir, 'pw'), 'from-file\n');
     expect(resolveSecret({ file: join(dir, 'pw') }, 'the test password')).toBe('from-file');
   });
