@@ -66,18 +66,38 @@ const WAL_PUSH_RETRY_MS = 60_000;
  *  pushed are still on the new primary (it streamed them): pushed from there, once per primary
  *  and timeline, so that a restore through the new timeline finds every segment. */
 export function pushEarlierTimelines(ctx: PlanContext): Verdict | undefined {
-  const source = backupSource(ctx);
-  const timeline = ctx.primaryPg?.timeline ?? 1;
-  const push = ctx.input.walPush;
-  if (!source || timeline <= 1 || !push || push.running) return undefined;
-  const last = push.last;
-  if (last && last.primary === source && last.timeline === timeline) {
-    if (last.succeeded || ctx.input.now - last.finishedAt < WAL_PUSH_RETRY_MS) return undefined;
-  }
+  const due = earlierTimelinesDue(ctx);
+  if (!due || ctx.input.walPush!.running) return undefined;
+  const { source, timeline } = due;
+  const last = ctx.input.walPush!.last;
+  const tried = last && last.primary === source && last.timeline === timeline;
+  if (tried && ctx.input.now - last.finishedAt < WAL_PUSH_RETRY_MS) return undefined;
   return clusterAction(
     { type: 'pushEarlierTimelines', primary: source, timeline },
     `${source} is primary on timeline ${timeline}: pushing the earlier timelines' segments it holds`,
   );
+}
+
+/** The push of earlier timelines from this primary runs or has not been tried yet: a CHECKPOINT
+ *  there (a rewind's, a backup's) would delete those segments first (it streamed them, so it
+ *  counts them as archived). What checkpoints on the new primary waits for its first try; a
+ *  failed try holds nothing (its event says so; the push is tried again). */
+export function earlierTimelinesPending(ctx: PlanContext): boolean {
+  const due = earlierTimelinesDue(ctx);
+  if (!due) return false;
+  const { running, last } = ctx.input.walPush!;
+  return running || !last || last.primary !== due.source || last.timeline !== due.timeline;
+}
+
+/** The primary and timeline a push is owed for, unless it succeeded or no push can run. */
+function earlierTimelinesDue(ctx: PlanContext): { source: string; timeline: number } | undefined {
+  const source = backupSource(ctx);
+  const timeline = ctx.primaryPg?.timeline ?? 1;
+  const push = ctx.input.walPush;
+  if (!source || timeline <= 1 || !push) return undefined;
+  const last = push.last;
+  if (last && last.primary === source && last.timeline === timeline && last.succeeded) return undefined;
+  return { source, timeline };
 }
 
 /** A backup copying from a node that is no longer the primary cannot finish as meant. */
@@ -93,7 +113,7 @@ export function cancelStaleBackup(ctx: PlanContext): Verdict | undefined {
 /** `pgop backup`: the oldest request starts once nothing else backs the cluster up. */
 export function startRequestedBackup(ctx: PlanContext): Verdict | undefined {
   const request = ctx.input.requests.find((r) => r.kind === 'backup');
-  if (!request || ctx.input.backupJob) return undefined;
+  if (!request || ctx.input.backupJob || earlierTimelinesPending(ctx)) return undefined;
   const source = backupSource(ctx);
   if (!source) {
     // said, not silently held: `pgop backup` waits for this request
@@ -118,6 +138,7 @@ export function startRequestedBackup(ctx: PlanContext): Verdict | undefined {
 export function startScheduledBackup(ctx: PlanContext): Verdict | undefined {
   const schedule = ctx.input.spec.backup?.schedule;
   if (!schedule || Object.keys(schedule).length === 0 || ctx.input.backupJob) return undefined;
+  if (earlierTimelinesPending(ctx)) return undefined;
   const source = backupSource(ctx);
   if (!source) return undefined;
   const due = dueBackup(schedule, ctx.input.now, ctx.input.backupStarts ?? {});

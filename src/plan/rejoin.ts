@@ -3,6 +3,7 @@
 
 import { act, hangs, type PlanContext } from './context.js';
 import type { Verdict } from './types.js';
+import { earlierTimelinesPending } from './backup.js';
 
 const returning = (ctx: PlanContext, n: string) =>
   ctx.state(n) === 'degraded' || ctx.state(n) === 'rejoining';
@@ -16,6 +17,8 @@ export function rejoinAsStandby(ctx: PlanContext, n: string): Verdict | undefine
   const { primary } = ctx;
   const o = ctx.obs(n);
   if (!returning(ctx, n) || !o?.reachable || hangs(o) || !primary || !ctx.primaryHealthy) return undefined;
+  // a rewind checkpoints the primary: not before the WAL it alone holds is in the repository
+  if (earlierTimelinesPending(ctx)) return undefined;
   const how = ctx.state(n) === 'rejoining' ? 'rewinding it into' : 'rejoining it as';
   return act(n, 'machine.reachable', `${n} is reachable again; ${how} a standby of ${primary}`, { primary });
 }

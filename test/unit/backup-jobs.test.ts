@@ -395,6 +395,57 @@ describe('planner: backup jobs', () => {
     expect(busy.decision).not.toMatchObject({ action: { type: 'startBackup' } });
   });
 
+  describe('after a promotion: the earlier timelines are pushed before a checkpoint there', () => {
+    // pg01 promoted (timeline 2); pg02, the old primary, is back and to be rewound: its rewind
+    // checkpoints pg01, which deletes the earlier timelines' segments pg01 streamed
+    const promoted = (over: Partial<PlanInput> = {}) => {
+      const nodes = {
+        ...healthy3(),
+        pg01: node('pg01', { postgres: primaryPg({ systemId: SYSTEM_ID, timeline: 2 }) }),
+        pg02: node('pg02', { postgres: null }),
+      };
+      const states = { ...states3, pg02: 'rejoining' as const };
+      const i = input(states, nodes, { spec: backupSpec(), now: Date.UTC(2026, 11, 4, 12), ...over });
+      i.observation.backup = repo();
+      return plan(i);
+    };
+    const tried = (succeeded: boolean) => ({
+      running: false,
+      last: { primary: 'pg01', timeline: 2, succeeded, finishedAt: Date.UTC(2026, 11, 4, 12) - 1000 },
+    });
+
+    it('pushes first; the rewind and a requested backup wait while the push runs', () => {
+      const first = promoted({ walPush: { running: false }, requests: [request('incr')] });
+      expect(first.decision).toMatchObject({
+        kind: 'cluster',
+        ruleId: 'backup.push-timelines',
+        action: { type: 'pushEarlierTimelines', primary: 'pg01', timeline: 2 },
+      });
+      const running = promoted({ walPush: { running: true }, requests: [request('incr')] });
+      expect(running.decision.ruleId).not.toBe('rejoin.standby');
+      expect(running.decision).not.toMatchObject({ action: { type: 'startBackup' } });
+      // a push for an older primary or timeline is not this one
+      const older = promoted({ walPush: { running: false, last: { ...tried(true).last, timeline: 1 } } });
+      expect(older.decision.ruleId).toBe('backup.push-timelines');
+    });
+
+    it('the rewind and backups go on once it was tried, even when it failed', () => {
+      for (const succeeded of [true, false]) {
+        const r = promoted({ walPush: tried(succeeded) });
+        expect(r.decision).toMatchObject({ kind: 'act', node: 'pg02', ruleId: 'rejoin.standby' });
+      }
+      const backup = promoted({ walPush: tried(true), requests: [request('incr')] });
+      expect(backup.decision.ruleId).toBe('rejoin.standby');
+    });
+
+    it('holds nothing without backups, or when no push can run', () => {
+      expect(promoted({ spec: simSpec(), walPush: { running: false } }).decision.ruleId).toBe(
+        'rejoin.standby',
+      );
+      expect(promoted({ walPush: undefined }).decision.ruleId).toBe('rejoin.standby');
+    });
+  });
+
   it('cancels a backup that copies from a node that is no longer the primary', () => {
     const r = look({ backupJob: { id: 5, type: 'full', source: 'pg02' } });
     expect(r.decision).toMatchObject({
