@@ -7,7 +7,7 @@
 // namespace, the processes in them and the state dir on exit, even when a test fails.
 // Run any other way (not root, or not inside the hub) the suite is skipped.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -448,6 +448,21 @@ describe.skipIf(!ready)(
         });
         await fresh.close();
         await provider.fenceMachine(spec, b); // idempotent
+        if (cg && existsSync(join(cg, 'cgroup.kill'))) {
+          // Fences again, at once: they kill the machine's cgroup only, not a process that merely
+          // entered its namespace (such as another fence's `ip -n`, which then failed).
+          const visitor = spawn('ip', ['netns', 'exec', hB.ns, 'sleep', '60'], { stdio: 'ignore' });
+          const visitorPid = visitor.pid ?? -1;
+          const exited = new Promise((r) => visitor.once('exit', r));
+          try {
+            await eventually(async () => expect(pidInNetns(visitorPid, hB.ns)).toBe(true), 5000);
+            await Promise.all([provider.fenceMachine(spec, b), provider.fenceMachine(spec, b)]);
+            expect(pidInNetns(visitorPid, hB.ns) && !killedOrExiting(visitorPid)).toBe(true);
+          } finally {
+            visitor.kill('SIGKILL');
+            await exited;
+          }
+        }
       },
     );
 

@@ -252,16 +252,14 @@ export function procPpid(pid: number): number | null {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** SIGKILL every process in namespace ns, again and again until none is left (children of a
- *  killed postmaster linger ~100 ms; a forking process may add one meanwhile). Refuses to act on
- *  a namespace the calling process itself lives in. Returns how many processes were killed. */
 /**
  * SIGKILL every process of namespace ns: the fence of a lab machine without a cgroup. Scans
  * again until a scan finds no process it has not killed yet (a child forked before the kill
  * shows up in the next scan; a killed process cannot fork), then waits until each has begun to
  * exit (awaitExiting): from then on nothing of the machine acts any more, and the fence holds.
  * Their teardown (it can take a few hundred ms) is left to `awaitNetnsEmpty`, where
- * it matters: before the machine starts again or is removed. Returns how many were killed.
+ * it matters: before the machine starts again or is removed. Refuses a namespace the operator
+ * itself lives in. Returns how many were killed.
  */
 export async function killNetnsProcesses(ns: string, timeoutMs = 10_000): Promise<number> {
   if (pidInNetns(process.pid, ns))

@@ -269,6 +269,12 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     return pid !== null && pidInNetns(pid, h.ns) && procComm(pid) === 'sshd';
   }
 
+  /** sshd runs and is not in cgroup cg (a host without cgroup.kill, or it could not join). */
+  private sshdAliveOutside(h: LabHost, cg: string): boolean {
+    const pid = sshdPid(h);
+    return pid !== null && this.sshdAlive(h) && !pidInCgroup(pid, cg);
+  }
+
   private observeHost(h: LabHost): MachineObservation {
     if (!netnsExists(h.ns)) return { state: 'missing', detail: `namespace ${h.ns} does not exist` };
     if (this.sshdAlive(h)) return { state: 'running', detail: `namespace ${h.ns}, sshd pid ${sshdPid(h)}` };
@@ -499,17 +505,18 @@ export class LabProvider implements ProviderDriver, FaultInjector {
     if (!netnsExists(h.ns)) return;
     await this.timed('fence', h.id, async () => {
       const cg = machineCgroup(h.ns);
-      const sshd = sshdPid(h);
-      if (cg && sshd !== null && pidInCgroup(sshd, cg) && existsSync(join(cg, 'cgroup.kill'))) {
-        // sshd is in the machine's cgroup, so is all it started: one write kills them all
+      const killable = cg !== null && existsSync(join(cg, 'cgroup.kill')) ? cg : null;
+      if (killable) {
+        // sshd started in the machine's cgroup, so did all it started: one write kills them all
         // (the kernel also kills what forks meanwhile); then each has begun to exit (and runs
         // no code of its own again), though its teardown is not waited for.
-        writeFileSync(join(cg, 'cgroup.kill'), '1');
-        await awaitExiting(cgroupPids(cg));
-      } else {
-        // a machine started without a cgroup: kill what /proc shows
-        await killNetnsProcesses(h.ns);
+        writeFileSync(join(killable, 'cgroup.kill'), '1');
+        await awaitExiting(cgroupPids(killable));
       }
+      // The namespace-wide kill only for a machine whose sshd runs outside such a cgroup: it
+      // also kills a concurrent fence's transient `ip -n` of this namespace, so a second fence
+      // (sshd.pid already gone) must not reach it.
+      if (!killable || this.sshdAliveOutside(h, killable)) await killNetnsProcesses(h.ns);
       rmSync(join(h.dir, 'sshd.pid'), { force: true });
     });
   }
