@@ -4,7 +4,7 @@
 // every failover and pool rule.
 
 import { clusterAction, wait, type PlanContext } from './context.js';
-import type { Verdict } from './types.js';
+import type { Verdict, WalPushView } from './types.js';
 import type { BackupType } from '../spec/types.js';
 import { dueBackup } from './backup-schedule.js';
 
@@ -66,12 +66,10 @@ const WAL_PUSH_RETRY_MS = 60_000;
  *  pushed are still on the new primary (it streamed them): pushed from there, once per primary
  *  and timeline, so that a restore through the new timeline finds every segment. */
 export function pushEarlierTimelines(ctx: PlanContext): Verdict | undefined {
-  const due = earlierTimelinesDue(ctx);
-  if (!due || ctx.input.walPush!.running) return undefined;
-  const { source, timeline } = due;
-  const last = ctx.input.walPush!.last;
-  const tried = last && last.primary === source && last.timeline === timeline;
-  if (tried && ctx.input.now - last.finishedAt < WAL_PUSH_RETRY_MS) return undefined;
+  const owed = owedPush(ctx);
+  if (!owed || owed.running) return undefined;
+  if (owed.lastTry && ctx.input.now - owed.lastTry.finishedAt < WAL_PUSH_RETRY_MS) return undefined;
+  const { source, timeline } = owed;
   return clusterAction(
     { type: 'pushEarlierTimelines', primary: source, timeline },
     `${source} is primary on timeline ${timeline}: pushing the earlier timelines' segments it holds`,
@@ -83,21 +81,28 @@ export function pushEarlierTimelines(ctx: PlanContext): Verdict | undefined {
  *  counts them as archived). What checkpoints on the new primary waits for its first try; a
  *  failed try holds nothing (its event says so; the push is tried again). */
 export function earlierTimelinesPending(ctx: PlanContext): boolean {
-  const due = earlierTimelinesDue(ctx);
-  if (!due) return false;
-  const { running, last } = ctx.input.walPush!;
-  return running || !last || last.primary !== due.source || last.timeline !== due.timeline;
+  const owed = owedPush(ctx);
+  return owed !== undefined && (owed.running || !owed.lastTry);
 }
 
-/** The primary and timeline a push is owed for, unless it succeeded or no push can run. */
-function earlierTimelinesDue(ctx: PlanContext): { source: string; timeline: number } | undefined {
+interface OwedPush {
+  source: string;
+  timeline: number;
+  running: boolean;
+  /** the last push from this primary for this timeline, a failed one */
+  lastTry?: WalPushView['last'];
+}
+
+/** The push owed for the primary's timeline, unless one succeeded or none can run. */
+function owedPush(ctx: PlanContext): OwedPush | undefined {
   const source = backupSource(ctx);
   const timeline = ctx.primaryPg?.timeline ?? 1;
   const push = ctx.input.walPush;
   if (!source || timeline <= 1 || !push) return undefined;
   const last = push.last;
-  if (last && last.primary === source && last.timeline === timeline && last.succeeded) return undefined;
-  return { source, timeline };
+  const lastTry = last && last.primary === source && last.timeline === timeline ? last : undefined;
+  if (lastTry?.succeeded) return undefined;
+  return { source, timeline, running: push.running, ...(lastTry ? { lastTry } : {}) };
 }
 
 /** A backup copying from a node that is no longer the primary cannot finish as meant. */
