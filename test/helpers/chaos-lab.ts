@@ -611,6 +611,13 @@ export class ChaosLab {
     });
   }
 
+  /** Whether a pool host's pgpool serves clients, as pgop judges it: its port accepts, or its PCP
+   *  port does (alive with every child serving a client, its listen backlog full). */
+  async poolServes(host: string, timeoutMs = 300): Promise<boolean> {
+    if (await this.poolPortOpen(host, timeoutMs)) return true;
+    return this.poolPortOpen(host, timeoutMs, this.spec().pgpool.pcpPort);
+  }
+
   // ---------------------------------------------------------------- looking at nodes
 
   /** The node's unix socket directory as seen from this machine (reachable when its link is down). */

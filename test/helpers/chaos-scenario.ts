@@ -575,8 +575,7 @@ export async function poolHostTrial(
             if (!(await lab.poolPortOpen(holder, 300))) return false;
             rejoinMs ??= now() - (back ?? t0);
             const held = await lab.vipHolders();
-            if (held.length !== 1 || !held[0]!.linkUp || !(await lab.poolPortOpen(held[0]!.host, 300)))
-              return false;
+            if (held.length !== 1 || !held[0]!.linkUp || !(await lab.poolServes(held[0]!.host))) return false;
             return lab.healthy() && (await lab.primaries()).length === 1;
           },
           Math.max(1000, deadline - now()),
@@ -588,7 +587,8 @@ export async function poolHostTrial(
         converged = true;
       } catch (err) {
         rejoinMs = null;
-        notes.push(`did not converge: ${(err as Error).message.split('\n')[0]}`);
+        // the first line says what it waited for, the second what it saw (the serve log follows)
+        notes.push(`did not converge: ${(err as Error).message.split('\n').slice(0, 2).join('; ')}`);
       }
     } else await sleep(2000);
     await sleep(300);

@@ -183,7 +183,8 @@ export class Writer {
       const ackAt = now();
       this.acks.push({ id, sentAt, ackAt });
       for (const w of this.firstAckWaiters.splice(0)) w();
-      if (this.stopped || this.o.newSessionEach) {
+      // one idle session is enough: a hedge's would hold one of pgpool's children for nothing
+      if (this.stopped || this.o.newSessionEach || this.idle.length > 0) {
         destroy(client);
         this.all.delete(client);
       } else this.idle.push(client);
