@@ -18,6 +18,7 @@
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
 // PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false),
 // PGOP_BENCH_LOAD_BALANCING (the lab spec's: on; off: pgpool holds only the primary).
+// PGOP_BENCH_POOL_CHILDREN: pgpool's num_init_children (the lab spec's: 8).
 //
 // PGOP_BENCH_LOAD=pgbench (default: writer, the above): the same comparison under a real client's
 // load (bench/failover-load.ts): pgbench clients (PGOP_BENCH_CLIENTS, 4; pgbench -i -s
@@ -109,6 +110,7 @@ const NO_WATCHDOG = POOL_ON_NODES
   : "n/a (pgpool's own failover drives one pgpool)";
 // the lab spec's pgpool.loadBalancing unless set: off keeps standbys out of pgpool
 const LOAD_BALANCING = process.env.PGOP_BENCH_LOAD_BALANCING;
+const POOL_CHILDREN = Number(process.env.PGOP_BENCH_POOL_CHILDREN ?? 0) || undefined;
 // a hung postgres is detected like a link that went down: the same budget
 const TARGET_MS: Record<Fault, number> = { kill: 500, partition: 2000, hang: 2000 };
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -151,7 +153,10 @@ function newLab(): Lab {
     tls: TLS,
     // pool hosts asked for: on the nodes instead, with that layout
     ...(POOL_ON_NODES && poolHosts ? { poolOnNodes: true } : { poolHosts }),
-    ...(LOAD_BALANCING ? { pgpool: { loadBalancing: LOAD_BALANCING !== 'off' } } : {}),
+    pgpool: {
+      ...(LOAD_BALANCING ? { loadBalancing: LOAD_BALANCING !== 'off' } : {}),
+      ...(POOL_CHILDREN ? { numInitChildren: POOL_CHILDREN } : {}),
+    },
     log: (s) => say(`  ${s}`),
   });
 }
