@@ -5,7 +5,7 @@
 // connect, and the other nodes' last answers (at most two probe intervals old) are taken instead
 // of waiting for fresh ones, which are slow on a host busy with the failure. News that comes while
 // a look waits makes it urgent from then on. The reconciler acts on an urgent look only to fence
-// or fail the dead node.
+// the dead node, detach it from pgpool, or mark it failed.
 
 import { PassTrace } from './pass-trace.js';
 import type { ClusterSpec, NodeSpec } from '../spec/types.js';

@@ -81,8 +81,19 @@ const LIST_MACHINES_EVERY_MS = 60_000;
  *  a dead node out; the promotion that follows is planned on a fresh look). */
 const URGENT_RULES: ReadonlySet<RuleId> = new Set<RuleId>(['failover.fence-primary', 'standby.failed']);
 
-function urgentAllowed(decision: Decision, dead: string[]): boolean {
+function urgentAllowed(decision: Decision, look: ClusterObservation, dead: string[]): boolean {
+  if (decision.kind === 'cluster') return detachesOnlyDead(decision, look, dead);
   return decision.kind === 'act' && dead.includes(decision.node) && URGENT_RULES.has(decision.ruleId);
+}
+
+/** ... or to detach such standbys from pgpool, which fails every new session until then: pgpool's
+ *  answer in the look is fresh, and the nodes it still holds up are dead by the news. */
+function detachesOnlyDead(decision: ClusterDecision, look: ClusterObservation, dead: string[]): boolean {
+  const { action } = decision;
+  if (decision.ruleId !== 'pool.detach-failed' || action.type !== 'ensurePool') return false;
+  const failed = new Set(action.failed ?? []);
+  const detached = (look.pool?.backends ?? []).filter((b) => b.status === 'up' && failed.has(b.name));
+  return detached.length > 0 && detached.every((b) => dead.includes(b.name));
 }
 
 /** What one look at a cluster saw, and what the planner made of it. */
@@ -226,7 +237,7 @@ export class Reconciler {
     const first = await this.look(cluster, world, setup, { afterDeath });
     const dead = first.observation.urgent;
     if (!dead) return first;
-    if (!urgentAllowed(first.planned.decision, dead)) {
+    if (!urgentAllowed(first.planned.decision, first.observation, dead)) {
       return this.look(cluster, world, setup, { urgent: false });
     }
     // node-local steps on other nodes wait for a fresh look

@@ -252,12 +252,14 @@ describe('split brain and the invariant helpers', () => {
       reason: `pgpool cannot reach ${A.name}`,
     });
     expect(sim.nodeLog(spec.name, B.name)).toEqual([]);
+    // pgpool detaches nothing by itself (no health checks): the node stays up until pgop detaches it
     const pool = await d.pool.observe(spec);
     expect(pool.backends.find((b) => b.name === A.name)).toEqual({
       name: A.name,
-      status: 'down',
-      role: 'unknown',
+      status: 'up',
+      role: 'primary',
     });
+
     expect((await d.postgres.probe(spec, A)).error).toBe('unreachable: link down');
   });
 
@@ -469,6 +471,22 @@ describe('pgpool', () => {
     expect(sim.write(spec.name, 'pool', 1)).toMatchObject({ acked: false, reason: 'pgpool not running' });
     await d.pool.ensurePool(spec, A.name);
     expect(sim.write(spec.name, 'pool', 2).acked).toBe(true);
+  });
+
+  it('holds a dead standby up until detached; attaches it once it answers, not failed', async () => {
+    await bringUp();
+    const status = async (n: string) =>
+      (await d.pool.observe(spec)).backends.find((b) => b.name === n)?.status;
+    sim.kill(spec.name, C.name);
+    expect(await status(C.name)).toBe('up');
+    await d.pool.ensurePool(spec, A.name, [C.name]);
+    expect(await status(C.name)).toBe('down');
+    // not failed any more, but not answering: held down
+    await d.pool.ensurePool(spec, A.name, []);
+    expect(await status(C.name)).toBe('down');
+    await d.postgres.ensureConfigured(spec, C);
+    await d.pool.ensurePool(spec, A.name, []);
+    expect(await status(C.name)).toBe('up');
   });
 
   it('routes to its configured primary only: stale routing after a failover fails writes', async () => {

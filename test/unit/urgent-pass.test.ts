@@ -1,7 +1,8 @@
 // The urgent pass: when a backend reports its postmaster dead, the loop plans on that news plus
 // the other nodes' last answers instead of waiting for fresh probes, and acts on such a look
 // only to fence (or fail) the dead node. Against the simulated world, whose "last answer" is
-// the stalest a real driver could hand out.
+// the stalest a real driver could hand out. A dead standby is detached from pgpool on that look:
+// every new session through pgpool fails until then.
 
 import { describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
@@ -66,6 +67,24 @@ describe('urgent pass', () => {
     expect(store.getObservation(spec.name)!.urgent).toBeUndefined();
     expect(store.getObservation(spec.name)!.nodes[s2]!.postgres?.running).toBe(false);
     expect(next.decision).toMatchObject({ kind: 'act', node: s1, ruleId: 'failover.promote' });
+  });
+
+  it("detaches a dead standby from pgpool on the news and the others' last answers", async () => {
+    setup('sync');
+    await converge();
+    const primary = store.getCluster(spec.name)!.primary!;
+    const [s1, s2] = spec.nodes.map((n) => n.name).filter((n) => n !== primary) as [string, string];
+    sim.kill(spec.name, s1);
+
+    const r = await pass();
+    expect(r.decision).toMatchObject({ kind: 'cluster', ruleId: 'pool.detach-failed' });
+    const seen = store.getObservation(spec.name)!;
+    expect(seen.urgent).toEqual([s1]);
+    expect(seen.nodes[s1]!.misses).toBe(spec.failureDetection.missesBeforeFailover);
+    expect(seen.nodes[s2]!.postgres?.running).toBe(true);
+    const pool = await createSimWorld(sim).pool.observe(spec);
+    expect(pool.backends.find((b) => b.name === s1)?.status).not.toBe('up');
+    expect(pool.backends.find((b) => b.name === s2)?.status).toBe('up');
   });
 
   it('decides on a fresh look when the urgent one would do anything else', async () => {

@@ -595,21 +595,22 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     };
   }
 
-  /** What pgpool reports: every backend it was configured with, as its health check sees it. */
+  /** What pgpool reports: every backend it was configured with, up unless held down (pgop runs
+   *  it without health checks: a node that died is up until pgop detaches it). */
   function poolView(cluster: ClusterSpec, p: SimPool): PoolObservation {
     const backends: PoolBackend[] = cluster.nodes.map((spec) => {
       if (!p.backends.includes(spec.name))
         return { name: spec.name, status: 'unused' as const, role: 'unknown' as const };
       const n = world.node(cluster.name, spec.name);
-      // pgop keeps standbys detached when pgpool balances no load to them; otherwise, as
-      // pgpool's health check: it needs the link and a running postgres.
+      // pgop keeps standbys detached when pgpool balances no load to them
       const detached = !poolHoldsStandbys(cluster.pgpool) && spec.name !== p.primary;
-      if (detached || !world.linkUp(n) || !n.pg.running)
+      if (detached || p.detached.includes(spec.name))
         return { name: spec.name, status: 'down' as const, role: 'unknown' as const };
+      // held up, dead or alive: its role is the last pgpool saw
       return {
         name: spec.name,
         status: 'up' as const,
-        role: n.pg.inRecovery ? ('standby' as const) : ('primary' as const),
+        role: !n ? ('unknown' as const) : n.pg.inRecovery ? ('standby' as const) : ('primary' as const),
       };
     });
     // As pgpool: it reports every backend it was configured with; one the spec no longer names
@@ -627,14 +628,55 @@ export function createSimWorld(world: SimWorld): SimDrivers {
     return { reachable: true, primary: p.primary, backends, configHash: p.configHash };
   }
 
-  const configuredPool = (cluster: ClusterSpec, primary: string | null): SimPool => ({
+  const configuredPool = (
+    cluster: ClusterSpec,
+    primary: string | null,
+    failed: readonly string[],
+    prev: SimPool | null,
+  ): SimPool => ({
     running: true,
     primary,
     backends: cluster.nodes.map((n) => n.name),
+    detached: detachedAfter(cluster, primary, failed, prev),
     configHash: desiredPoolConfigHash(cluster),
   });
 
-  const poolHostsOf = simPoolHosts(world, { view: poolView, configured: configuredPool });
+  /** The nodes pgpool holds down after ensurePool, as the real driver leaves them: the ones pgop
+   *  saw fail, and the ones it cannot reach that pgpool held down, or finds down as it starts or
+   *  switches primary (a PCP promote marks every other node down); a node is attached only while
+   *  its postgres answers. */
+  function detachedAfter(
+    cluster: ClusterSpec,
+    primary: string | null,
+    failed: readonly string[],
+    prev: SimPool | null,
+  ): string[] {
+    const starts =
+      !prev?.running || prev.configHash !== desiredPoolConfigHash(cluster) || prev.primary !== primary;
+    return cluster.nodes
+      .map((n) => n.name)
+      .filter((name) => {
+        if (name === primary) return false;
+        if (failed.includes(name)) return true;
+        const n = world.node(cluster.name, name);
+        const answers = !!n && world.linkUp(n) && n.pg.running;
+        return !answers && (starts || prev.detached.includes(name));
+      });
+  }
+
+  const samePool = (a: SimPool | null, b: SimPool) =>
+    !!a?.running &&
+    a.primary === b.primary &&
+    a.configHash === b.configHash &&
+    a.backends.join() === b.backends.join() &&
+    a.detached.join() === b.detached.join();
+
+  const poolHostsOf = simPoolHosts(world, {
+    view: poolView,
+    configured: configuredPool,
+    same: samePool,
+    configHash: desiredPoolConfigHash,
+  });
 
   const pool: PoolDriver = {
     desiredConfigHash: (cluster) => desiredPoolConfigHash(cluster),
@@ -654,7 +696,7 @@ export function createSimWorld(world: SimWorld): SimDrivers {
       return poolView(cluster, p);
     },
 
-    async ensurePool(cluster, primary, _failed, host) {
+    async ensurePool(cluster, primary, failed = [], host) {
       world.settle(cluster.name);
       if (primary !== null && !cluster.nodes.some((n) => n.name === primary)) {
         throw internal(
@@ -662,20 +704,13 @@ export function createSimWorld(world: SimWorld): SimDrivers {
         );
       }
       if (poolVip(cluster)) {
-        await poolHostsOf.ensurePool(cluster, primary, host);
+        await poolHostsOf.ensurePool(cluster, primary, failed, host);
         return world.settle(cluster.name);
       }
       const c = world.state(cluster.name);
-      const next = configuredPool(cluster, primary);
       const prev = c.pool;
-      if (
-        prev &&
-        prev.running &&
-        prev.primary === next.primary &&
-        prev.configHash === next.configHash &&
-        prev.backends.join() === next.backends.join()
-      )
-        return;
+      const next = configuredPool(cluster, primary, failed, prev);
+      if (samePool(prev, next)) return;
       c.pool = next;
       done(
         cluster,

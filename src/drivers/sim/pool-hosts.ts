@@ -13,7 +13,14 @@ import type { SimPool, SimPoolHost, SimWorld } from './world.js';
 /** What the single-pgpool sim driver lends: a pgpool's view, and the pgpool a spec configures. */
 export interface SimPgpoolParts {
   view(cluster: ClusterSpec, p: SimPool): PoolObservation;
-  configured(cluster: ClusterSpec, primary: string | null): SimPool;
+  configured(
+    cluster: ClusterSpec,
+    primary: string | null,
+    failed: readonly string[],
+    prev: SimPool | null,
+  ): SimPool;
+  same(a: SimPool | null, b: SimPool): boolean;
+  configHash(cluster: ClusterSpec): string;
 }
 
 /** The operator's memory of one pool host (lost with the operator, as the real driver's). */
@@ -87,15 +94,19 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
   const servingHost = (cluster: ClusterSpec): string | undefined =>
     poolHosts(cluster).find((h) => lookOf(cluster, h.name).holds === true)?.name;
 
-  function ensureOn(cluster: ClusterSpec, name: string, primary: string | null): void {
+  function ensureOn(
+    cluster: ClusterSpec,
+    name: string,
+    primary: string | null,
+    failed: readonly string[],
+  ): void {
     const why = unreachable(cluster, name);
     if (why !== null)
       throw transient(`cannot configure pgpool on pool host ${name} of ${cluster.name}: ${why}`);
     const h = world.poolHost(cluster.name, name)!;
-    const next = parts.configured(cluster, primary);
     const prev = h.pgpool;
-    const same = prev?.running && prev.primary === primary && prev.configHash === next.configHash;
-    if (same && prev.backends.join() === next.backends.join()) return;
+    const next = parts.configured(cluster, primary, failed, prev);
+    if (parts.same(prev, next)) return;
     h.pgpool = next;
     world.note(
       cluster.name,
@@ -131,8 +142,13 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
     },
 
     /** One host, or every one that looked alive and the holder (which must listen). */
-    async ensurePool(cluster: ClusterSpec, primary: string | null, host?: string): Promise<void> {
-      if (host !== undefined) return ensureOn(cluster, host, primary);
+    async ensurePool(
+      cluster: ClusterSpec,
+      primary: string | null,
+      failed: readonly string[],
+      host?: string,
+    ): Promise<void> {
+      if (host !== undefined) return ensureOn(cluster, host, primary, failed);
       const serving = servingHost(cluster);
       const port = serving === undefined ? 'open' : portOf(world.poolHost(cluster.name, serving));
       if (port !== 'open')
@@ -144,7 +160,7 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       // as the real driver: beside a serving host, one that needs configuring is its own job's
       const routesOnly = (n: string) => {
         const running = world.poolHost(cluster.name, n)?.pgpool;
-        return !!running?.running && running.configHash === parts.configured(cluster, primary).configHash;
+        return !!running?.running && running.configHash === parts.configHash(cluster);
       };
       const names = poolHosts(cluster)
         .map((h) => h.name)
@@ -152,7 +168,7 @@ export function simPoolHosts(world: SimWorld, parts: SimPgpoolParts) {
       if (names.length === 0) throw transient(`cannot route pgpool of ${cluster.name}: no pool host answers`);
       const failures = names.flatMap((n) => {
         try {
-          ensureOn(cluster, n, primary);
+          ensureOn(cluster, n, primary, failed);
           return [];
         } catch (err) {
           return [{ n, err }];

@@ -85,6 +85,9 @@ export interface SimPool {
   primary: string | null;
   /** Backends configured by the last ensurePool (node names). */
   backends: string[];
+  /** Backends it holds down: detached by pgop, or found down as it started. pgpool detaches
+   *  nothing by itself (pgop runs it without health checks): a node that dies stays up here. */
+  detached: string[];
   configHash: string;
 }
 
