@@ -339,9 +339,13 @@ export class JobRunner {
     r.doneBytes = doneBytes;
     r.totalBytes = total ?? null;
     r.progressAt = now;
-    if (total && (COPY_ACTORS.has(r.kind) || job.clusterJob))
+    if (total && (COPY_ACTORS.has(r.kind) || job.clusterJob)) {
       r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS);
-    if (now - job.lastProgressWrite < PROGRESS_WRITE_MS) return;
+      // every byte copied: what is left (postgres's start, its catch-up) gets the slack from now
+      if (doneBytes >= total) r.deadlineAt = Math.max(r.deadlineAt, now + COPY_SLACK_MS);
+    }
+    const finished = total !== undefined && total !== null && doneBytes >= total;
+    if (now - job.lastProgressWrite < PROGRESS_WRITE_MS && !finished) return;
     job.lastProgressWrite = now;
     try {
       this.opts.store.jobs.progress(r.id, doneBytes, total ?? null, r.deadlineAt, now);

@@ -68,6 +68,8 @@ function setup(name: string, wrap: (drivers: World) => World = (d) => d) {
   return env;
 }
 
+const MIB = 2 ** 20;
+
 const story = (env: { store: Store; spec: ClusterSpec }) =>
   env.store.listEvents({ cluster: env.spec.name }).map((e) => `${e.node ?? '-'} ${e.ruleId}: ${e.reason}`);
 
@@ -130,6 +132,38 @@ describe('jobs', () => {
     await env.passUntil(() => env.store.getNode(env.spec.name, 'pg04')?.state === 'standby');
     expect(env.store.jobs.get(orphan)).toMatchObject({ state: 'interrupted' });
     expect(story(env).some((e) => e.startsWith(`pg04 job.interrupted: job #${orphan}`))).toBe(true);
+    env.store.close();
+  });
+
+  it('a clone that copied every byte gets the slack from then to finish, past its deadline', async () => {
+    let ctx: JobContext | undefined;
+    const env = setup('jobs5', (d) => ({
+      ...d,
+      postgres: {
+        ...d.postgres,
+        ensureStandby: (spec, n, primary, job) => {
+          if (n.name !== 'pg04') return d.postgres.ensureStandby(spec, n, primary, job);
+          ctx = job;
+          job?.progress(10 * MIB, 300 * MIB);
+          return new Promise<void>((_, reject) =>
+            job?.signal.addEventListener('abort', () => reject(new Error('pg_basebackup killed'))),
+          );
+        },
+      },
+    }));
+    await env.passUntil(env.converged);
+    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
+    await env.passUntil(() => ctx !== undefined);
+    const clone = () => env.store.jobs.list({}).find((j) => j.kind === 'cloneStandby')!;
+    const firstDeadline = clone().deadlineAt; // start + 2 min + 300 MiB at 1 MiB/s
+    env.clock.advance(firstDeadline - env.clock.now() - 30_000);
+    ctx!.progress(300 * MIB, 300 * MIB); // copied; postgres now starts and catches up
+    env.clock.advance(60_000); // past the first deadline
+    await env.reconciler.pass(env.spec.name);
+    expect(clone().state).toBe('running');
+    env.clock.advance(90_000); // past the slack from the last byte
+    await env.passUntil(() => clone().state !== 'running', 5);
+    expect(clone().state).toBe('cancelled');
     env.store.close();
   });
 
