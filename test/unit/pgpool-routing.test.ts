@@ -238,4 +238,26 @@ describe('PoolClusterState', () => {
     expect(shown.backends.map((x) => x.status)).toEqual(['down', 'up', 'up']);
     expect(s.upBackends()).toEqual(['pg01', 'pg02', 'pg03']);
   });
+  it('routes back to a node once after each cut-off, not on every routing', () => {
+    const s = new PoolClusterState();
+    const first = s.needRouteBack(['pg01', 'pg02']);
+    expect(first.nodes).toEqual(['pg01', 'pg02']); // never checked by this process
+    s.routedBackDone(first.nodes, first.token);
+    expect(s.needRouteBack(['pg01', 'pg02']).nodes).toEqual([]);
+    s.cuttingOff('pg01');
+    s.cutOffNodes.add('pg01');
+    const again = s.needRouteBack(['pg01', 'pg02']);
+    expect(again.nodes).toEqual(['pg01']);
+    s.routedBackDone(again.nodes, again.token);
+    expect(s.cutOffNodes.has('pg01')).toBe(false);
+    expect(s.needRouteBack(['pg01']).nodes).toEqual([]);
+  });
+
+  it('does not count a route back that overlapped a cut-off', () => {
+    const s = new PoolClusterState();
+    const due = s.needRouteBack(['pg01']);
+    s.cuttingOff('pg01'); // a fence's cut-off while the route back ran
+    s.routedBackDone(due.nodes, due.token);
+    expect(s.needRouteBack(['pg01']).nodes).toEqual(['pg01']);
+  });
 });

@@ -504,15 +504,16 @@ export class PgpoolOnHost implements PoolDriver {
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
   private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
-    const others = nodes.filter((n) => n.address !== this.address(cluster));
     const state = this.state(cluster);
+    const others = nodes.filter((n) => n.address !== this.address(cluster));
     for (const n of others) state.callOffCutOff(n.address);
-    if (others.length === 0) return;
+    const due = state.needRouteBack(others.map((n) => n.name));
+    if (due.nodes.length === 0) return;
     const script = `${ROUTE_BACK_SH}\nexit 0`;
-    const addresses = others.map((n) => n.address);
+    const addresses = others.filter((n) => due.nodes.includes(n.name)).map((n) => n.address);
     const asRoot = { user: 'root', timeoutMs: 5000 };
     const res = await this.sh(cluster, script, addresses, asRoot).catch(() => null);
-    if (res?.code === 0) for (const n of others) state.cutOffNodes.delete(n.name);
+    if (res?.code === 0) state.routedBackDone(due.nodes, due.token);
   }
 
   routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
@@ -553,6 +554,8 @@ export class PgpoolOnHost implements PoolDriver {
    *  may have left one). */
   private async cutOff(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void> {
     const what = 'pgpool host: cannot fence the node off its network';
+    const state = this.state(cluster);
+    state.cuttingOff(node.name);
     try {
       const back = successor && successor.address !== this.address(cluster) ? [successor.address] : [];
       const opts = { user: 'root', timeoutMs: 5000 };
@@ -562,7 +565,6 @@ export class PgpoolOnHost implements PoolDriver {
         this.log.warn({ cluster: cluster.name, node: node.name, error: tail(r.stderr) }, what);
         return;
       }
-      const state = this.state(cluster);
       if (!onNode) state.cutOffNodes.add(node.name);
       if (successor && back.length > 0) state.cutOffNodes.delete(successor.name);
     } catch (e) {

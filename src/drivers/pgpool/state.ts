@@ -38,6 +38,10 @@ export class PoolClusterState {
   readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
   /** nodes this pool host holds an unreachable route to (cutOff), until routed back */
   readonly cutOffNodes = new Set<string>();
+  /** nodes whose route this process removed (or found none) since their last cut-off */
+  private readonly routedBack = new Set<string>();
+  /** cut-offs started so far (a route back that overlapped one proves nothing) */
+  private cutOffsStarted = 0;
 
   /** pgpool's answer about its backends, taken as its current view. */
   remember(backends: PoolBackend[], configHash: string): PoolObservation {
@@ -94,6 +98,26 @@ export class PoolClusterState {
     const cut = view.primary;
     const backends = view.backends.map((b): PoolBackend => (b.name === cut ? { ...b, status: 'down' } : b));
     return { ...view, primary: null, backends };
+  }
+
+  /** A cut-off of `node` starts: its route must be removed again before it is routed to. */
+  cuttingOff(node: string): void {
+    this.cutOffsStarted++;
+    this.routedBack.delete(node);
+  }
+
+  /** Of `nodes`, those a route back must still run for (a cut-off since, or never checked: a
+   *  route left by an earlier operator process is removed at the first routing), and a token
+   *  for routedBackDone. Once checked, routing does not wait for a round trip that changes
+   *  nothing. */
+  needRouteBack(nodes: string[]): { nodes: string[]; token: number } {
+    return { nodes: nodes.filter((n) => !this.routedBack.has(n)), token: this.cutOffsStarted };
+  }
+
+  /** The route back to `nodes` ran (token: from needRouteBack); a cut-off meanwhile voids it. */
+  routedBackDone(nodes: string[], token: number): void {
+    for (const n of nodes) this.cutOffNodes.delete(n);
+    if (token === this.cutOffsStarted) for (const n of nodes) this.routedBack.add(n);
   }
 
   /** A later cut-off of `address` called off (the node is routed back first). */
