@@ -238,6 +238,18 @@ describe('PoolClusterState', () => {
     expect(shown.backends.map((x) => x.status)).toEqual(['down', 'up', 'up']);
     expect(s.upBackends()).toEqual(['pg01', 'pg02', 'pg03']);
   });
+  it('names the old primary to detach when a promote would also mark a standby down', () => {
+    const s = new PoolClusterState();
+    s.remember(routed, 'h');
+    expect(s.promoteWouldDrop('pg02')).toBe('pg01'); // pg03 would be marked down
+    expect(s.promoteWouldDrop('pg01')).toBeUndefined(); // routed there already
+    s.remember([b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'down')], 'h');
+    expect(s.promoteWouldDrop('pg02')).toBeUndefined(); // nobody else to keep: promote
+    expect(s.promoteWouldDrop('pg03')).toBeUndefined(); // held down: attached instead
+    s.remember([b('pg01', 'down', 'primary'), b('pg02', 'up'), b('pg03', 'up')], 'h');
+    expect(s.promoteWouldDrop('pg02')).toBeUndefined(); // no primary to detach
+  });
+
   it('routes back to a node once after each cut-off, not on every routing', () => {
     const s = new PoolClusterState();
     const first = s.needRouteBack(['pg01', 'pg02']);

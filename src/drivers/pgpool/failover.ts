@@ -116,12 +116,12 @@ export class FailoverRouting {
   }
 
   /** Route writes to `node`, which is being promoted (`promoted` settles when postgres is
-   *  writable), with one PCP request: a promote in pgpool at once, alongside postgres's
-   *  promotion, unless the fence switched pgpool to it already. pgpool's restart of its
-   *  children then overlaps the promotion (no search for the primary); sessions opened before
-   *  both finish get a read-only error and retry. pgpool marks every other node down until the
-   *  pool-route step attaches it again. A node pgpool holds down (it ignores a promote of such
-   *  a node) is attached once writable instead. */
+   *  writable), with one PCP request, unless the fence switched pgpool to it already. While
+   *  pgpool holds other standbys up, the old primary is detached once `node` is writable
+   *  (detachOldWhenPromoted). Otherwise a promote in pgpool at once, alongside postgres's
+   *  promotion: pgpool's restart of its children then overlaps it (no search for the primary);
+   *  sessions opened before both finish get a read-only error and retry. A node pgpool holds
+   *  down (it ignores a promote of such a node) is attached once writable instead. */
   async routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
     if (!cluster.pgpool.enabled) return;
     const i = cluster.nodes.findIndex((n) => n.name === node.name);
@@ -136,11 +136,49 @@ export class FailoverRouting {
     if (switched || state.heldDown(node.name)) {
       return this.attachWhenPromoted(cluster, node, i, promoted, early?.node);
     }
+    // a promote would mark a standby pgpool holds up down: detach the old primary instead
+    const old = state.promoteWouldDrop(node.name);
+    const oldId = cluster.nodes.findIndex((n) => n.name === old);
+    if (old && oldId >= 0)
+      return this.detachOldWhenPromoted(cluster, node, { name: old, nodeId: oldId }, promoted);
     try {
       await this.pcpPromote(cluster, node, i);
     } catch (e) {
       this.warnNotRouted(cluster, node, e);
     }
+  }
+
+  /** pgpool holds other standbys up beside the old primary: a PCP promote would mark them down
+   *  (its follow degeneration), and each attach back would end the sessions running a query then.
+   *  Detaching the old primary once `node` is writable keeps them: pgpool's search for the primary
+   *  finds `node` at its first look. The children's restart follows the promotion instead of
+   *  overlapping it. */
+  private async detachOldWhenPromoted(
+    cluster: ClusterSpec,
+    node: NodeSpec,
+    old: { name: string; nodeId: number },
+    promoted: Promise<void>,
+  ): Promise<void> {
+    const writable = await promoted.then(
+      () => true,
+      () => false,
+    );
+    if (!writable) return;
+    const t0 = performance.now();
+    const state = this.host.state(cluster);
+    const known = state.knownBackends;
+    try {
+      await this.host.routeBack(cluster, node); // pgpool's search must reach it
+      await sendPcp(this.host.link(cluster), { kind: 'detach', nodeId: old.nodeId });
+    } catch (e) {
+      return this.warnNotRouted(cluster, node, e);
+    }
+    this.host.log.info(
+      { cluster: cluster.name, node: node.name, old: old.name, ms: Math.round(performance.now() - t0) },
+      'pgpool: old primary detached; pgpool finds the new one',
+    );
+    state.markDetached(old.name, known);
+    this.whileSwitching(cluster, node.name);
   }
 
   /** pgpool does not promote a node it holds down: it is attached once writable, and pgpool's

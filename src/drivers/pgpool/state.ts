@@ -70,6 +70,17 @@ export class PoolClusterState {
     this.knownBackends = promoted(this.knownBackends);
   }
 
+  /** The node pgpool routes writes to now, when a promote of `node` would also mark a standby
+   *  down that pgpool holds up (its follow degeneration): a detach of that old primary, once
+   *  `node` is writable, keeps them. */
+  promoteWouldDrop(node: string): string | undefined {
+    const known = this.knownBackends;
+    const old = known.find((b) => b.role === 'primary' && b.status === 'up');
+    if (!old || old.name === node || !known.some((b) => b.name === node && b.status === 'up'))
+      return undefined;
+    return known.some((b) => b !== old && b.name !== node && b.status === 'up') ? old.name : undefined;
+  }
+
   /** pgpool took a detach of `node`: it holds it down and routes writes nowhere. `from`: the
    *  backends as known when the detach was sent. */
   markDetached(node: string, from: PoolBackend[] = this.knownBackends): void {
