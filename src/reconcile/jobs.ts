@@ -339,12 +339,12 @@ export class JobRunner {
     r.doneBytes = doneBytes;
     r.totalBytes = total ?? null;
     r.progressAt = now;
+    const finished = total !== undefined && total !== null && doneBytes >= total;
     if (total && (COPY_ACTORS.has(r.kind) || job.clusterJob)) {
       r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS);
       // every byte copied: what is left (postgres's start, its catch-up) gets the slack from now
-      if (doneBytes >= total) r.deadlineAt = Math.max(r.deadlineAt, now + COPY_SLACK_MS);
+      if (finished) r.deadlineAt = Math.max(r.deadlineAt, now + COPY_SLACK_MS);
     }
-    const finished = total !== undefined && total !== null && doneBytes >= total;
     if (now - job.lastProgressWrite < PROGRESS_WRITE_MS && !finished) return;
     job.lastProgressWrite = now;
     try {

@@ -159,11 +159,7 @@ export class FailoverRouting {
     old: { name: string; nodeId: number },
     promoted: Promise<void>,
   ): Promise<void> {
-    const writable = await promoted.then(
-      () => true,
-      () => false,
-    );
-    if (!writable) return;
+    if (!(await succeeds(promoted))) return;
     const t0 = performance.now();
     const state = this.host.state(cluster);
     const known = state.knownBackends;
@@ -190,11 +186,7 @@ export class FailoverRouting {
     promoted: Promise<void>,
     switchedTo: string | undefined,
   ): Promise<void> {
-    const writable = await promoted.then(
-      () => true,
-      () => false,
-    );
-    if (!writable) return;
+    if (!(await succeeds(promoted))) return;
     await this.host.state(cluster).switching?.done;
     try {
       await this.host.routeBack(cluster, node);
@@ -249,3 +241,10 @@ export class FailoverRouting {
     state.switching = entry;
   }
 }
+
+/** Whether `p` fulfils (a failed promotion leaves routing to the pool-route step). */
+const succeeds = (p: Promise<unknown>): Promise<boolean> =>
+  p.then(
+    () => true,
+    () => false,
+  );
