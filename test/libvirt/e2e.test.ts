@@ -353,7 +353,15 @@ describe.skipIf(!enabled)(
         );
         log(`${holder} a spare again ${((Date.now() - t0) / 1000).toFixed(0)} s after the destroy`);
         expect(back.hosts.filter((h) => h.holds_vip === true)).toHaveLength(1);
-        const [kept] = await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e');
+        // one new session, no retry: the cluster says it is healthy, so pgpool must take it
+        const [kept] = await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e').catch(
+          async (e: unknown) => {
+            const pool = JSON.stringify(await poolOf(spec.name));
+            throw new Error(
+              `a new session through the virtual IP: ${String(e)}\n  pool: ${pool}\n${await state()}`,
+            );
+          },
+        );
         expect(kept!.n, 'every acknowledged row, 1002 included').toBe('103');
       },
     );
