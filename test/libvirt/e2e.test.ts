@@ -356,10 +356,12 @@ describe.skipIf(!enabled)(
         // one new session, no retry: the cluster says it is healthy, so pgpool must take it
         const [kept] = await sql<{ n: string }>(viaPgpool(), 'SELECT count(*) AS n FROM cl_owner.e2e').catch(
           async (e: unknown) => {
-            const pool = JSON.stringify(await poolOf(spec.name));
-            throw new Error(
-              `a new session through the virtual IP: ${String(e)}\n  pool: ${pool}\n${await state()}`,
+            // as waitFor's describe: a failing look must not hide the session's own error
+            const seen = await Promise.all([poolOf(spec.name), state()]).then(
+              ([pool, s]) => `  pool: ${JSON.stringify(pool)}\n${s}`,
+              (d: unknown) => `  (cannot describe the cluster: ${String(d)})`,
             );
+            throw new Error(`a new session through the virtual IP: ${String(e)}\n${seen}`);
           },
         );
         expect(kept!.n, 'every acknowledged row, 1002 included').toBe('103');
