@@ -745,6 +745,14 @@ export class ChaosLab {
 
   // ---------------------------------------------------------------- writers
 
+  /** One new session through pgpool's address (`SELECT 1`, no retry): why it failed, or null. */
+  async newSessionFails(): Promise<string | null> {
+    return once(this.poolConfig(), (c) => c.query('SELECT 1')).then(
+      () => null,
+      (e: unknown) => (e as Error).message ?? String(e),
+    );
+  }
+
   writer(
     o: Omit<WriterOptions, 'connect'> & { via: 'pool' | { node: string; over: 'socket' | 'tcp' } },
   ): Writer {

@@ -591,6 +591,10 @@ export async function poolHostTrial(
             `pgop: ${lab.cluster()?.phase} ${lab.cluster()?.message}\n${lab.serveLogTail(1500)}`,
         );
         converged = true;
+        // no retry: a cluster that says it is healthy takes a new session (pgpool ends those
+        // that start while it handles an attach: pgop is not done before that is over)
+        const refused = await lab.newSessionFails();
+        if (refused) notes.push(`a new session through pgpool after pgop said Healthy failed: ${refused}`);
       } catch (err) {
         rejoinMs = null;
         // the first line says what it waited for, the second what it saw (the serve log follows)

@@ -50,6 +50,7 @@ import {
 } from './config.js';
 import { poolBackends } from './backends.js';
 import { FailoverRouting } from './failover.js';
+import { poolSessionConfig, waitFailbackDone } from './failback.js';
 import { sendPcp, warmPcp, type PcpLink } from './pcp-link.js';
 import {
   knownReach,
@@ -436,6 +437,7 @@ export class PgpoolOnHost implements PoolDriver {
         state.remember(look.backends ?? [], state.appliedHash?.hash ?? '');
         const { restarted } = clock;
         this.log.info({ cluster: cluster.name, primary, ms, restarted }, 'pgpool routes as desired');
+        if ([...sent.keys()].some((k) => k.startsWith('attach:'))) await this.afterAttach(cluster);
         return;
       }
       if (next.kind === 'give-up') throw transient(this.notRouted(cluster, primary, next.cause, why));
@@ -453,6 +455,15 @@ export class PgpoolOnHost implements PoolDriver {
       clock.restarted = true;
       clock.deadline = Date.now() + Math.max(15_000, this.settleTimeoutMs * 3);
     }
+  }
+
+  /** Routing is done once pgpool has handled the attach it was sent, which ends the sessions
+   *  that run meanwhile (failback.ts): until then a client's new session may fail. */
+  private async afterAttach(cluster: ClusterSpec): Promise<void> {
+    const wait = await waitFailbackDone(poolSessionConfig(cluster, this.address(cluster), this.tls));
+    const { ms, refused, error } = wait;
+    if (error) this.log.warn({ cluster: cluster.name, ms, refused, error }, 'pgpool: takes no session yet');
+    else this.log.info({ cluster: cluster.name, ms, refused }, 'pgpool: attach handled, takes sessions');
   }
 
   private notRouted(

@@ -1,0 +1,73 @@
+// The end of pgpool's handling of an attach, seen the way a client sees it.
+//
+// pgpool 4.3 handles an attach (a "failback") in its main process: it marks the node up, then
+// looks for the primary again over a new session to every node (TLS and SCRAM each: up to
+// seconds on a loaded VM). Meanwhile every child that needs the main node (a session starting,
+// or running a query) exits without a word (pool_virtual_main_db_node_id: "failover/failback is
+// in progress"), and clients see "Connection terminated unexpectedly". pgpool shows the node up
+// from the start of that, so its node list cannot say when it ended: one new session through
+// it that answers a query can, since the node was marked up inside the same handling.
+
+import type pg from 'pg';
+import type { ClusterSpec } from '../../spec/types.js';
+import { resolveSecret } from '../../spec/secrets.js';
+import { clientTls } from '../../tls/client.js';
+import type { ClusterTls } from '../../tls/material.js';
+import { endClient, newClient, pgMessage } from '../pg-clients.js';
+import { sleep } from '../remote/run.js';
+
+export interface FailbackWait {
+  /** how long until a session through pgpool answered (ms) */
+  ms: number;
+  /** sessions pgpool ended or refused before that */
+  refused: number;
+  /** set when none answered in time: the last one's error */
+  error?: string;
+}
+
+/** The superuser's session through the pgpool at `address` (verify-full when TLS is on). */
+export function poolSessionConfig(cluster: ClusterSpec, address: string, tls: ClusterTls): pg.ClientConfig {
+  const ms = Math.max(1_000, 2 * cluster.failureDetection.connectTimeoutMs);
+  const base: pg.ClientConfig = {
+    host: address,
+    port: cluster.pgpool.port,
+    user: 'postgres',
+    database: 'postgres',
+    password: resolveSecret(cluster.postgres.superuserPassword, 'the postgres superuser password'),
+    connectionTimeoutMillis: ms,
+    query_timeout: ms,
+    application_name: 'pgop',
+  };
+  const m = tls.enabled(cluster) ? tls.peek(cluster) : undefined;
+  if (!m) return base;
+  return {
+    ...base,
+    ssl: clientTls(m.caBundle, { name: 'pgpool', address }),
+    enableChannelBinding: true,
+  } as pg.ClientConfig;
+}
+
+/** Until a new session through pgpool answers a query, at most `timeoutMs` (the operator's
+ *  step waits meanwhile: a failback takes under a second in the lab, ~1-2 s on a TCG VM). */
+export async function waitFailbackDone(config: pg.ClientConfig, timeoutMs = 5_000): Promise<FailbackWait> {
+  const t0 = Date.now();
+  let refused = 0;
+  let error = '';
+  while (Date.now() - t0 < timeoutMs) {
+    const client = newClient(config);
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return { ms: Date.now() - t0, refused };
+    } catch (err) {
+      refused++;
+      error = pgMessage(err);
+    } finally {
+      await endClient(client);
+    }
+    // each try costs pgpool a child's sessions to every node while it searches them itself
+    await sleep(200);
+  }
+  return { ms: Date.now() - t0, refused, error };
+}
