@@ -94,6 +94,9 @@ export interface PoolObservation {
   backends: PoolBackend[];
   configHash: string;
   error?: string;
+  /** pgpool shows an attached node up but may still be handling the attach, ending every new
+   *  session meanwhile (src/drivers/pgpool/failback.ts) */
+  handlingAttach?: boolean;
   /** With several pool hosts: each one's pgpool (the fields above are those of the one serving
    *  clients: the virtual IP's holder, else the first that answers). */
   hosts?: PoolHostObservation[];

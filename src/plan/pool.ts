@@ -229,6 +229,13 @@ export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
   return undefined;
 }
 
+/** Nothing left to do, but the pgpool clients reach still handles an attach: it ends every new
+ *  session until it has (src/drivers/pgpool/failback.ts). Not Healthy until then. */
+export function waitForPoolAttach(ctx: PlanContext): Verdict | undefined {
+  if (!ctx.input.spec.pgpool.enabled || !ctx.input.observation.pool?.handlingAttach) return undefined;
+  return wait('pgpool is still handling an attach (it ends new sessions until it has)', undefined, 250);
+}
+
 /** The pool host's configuration job, running or cooling down after a failure. */
 function poolHostJob(ctx: PlanContext, host: string) {
   const job = ctx.input.poolHostJobs?.[host];

@@ -48,6 +48,7 @@ export const RULE_IDS = {
     'the virtual IP is on no live pool host (or on two): move it, fencing the old holder first',
   'pool.host-remove': 'a pool host left the spec: its machine is removed (the virtual IP with it)',
   'pool.hosts-waiting': 'the virtual IP has no live holder yet, or a spare pool host has no pgpool: wait',
+  'pool.attach-settling': 'pgpool still handles an attach and ends new sessions meanwhile: wait',
   'pool.host-start': 'a pool host is fenced or stopped: start it again',
   'pool.host-route':
     'a pool host that does not serve clients is configured and routed like the serving one (a job)',

@@ -17,6 +17,7 @@ import {
   detachFailedFromPool,
   holdVirtualIp,
   removeLeftPoolHost,
+  waitForPoolAttach,
   waitForPoolHosts,
   reconfigurePool,
   routeOtherPoolHosts,
@@ -120,5 +121,6 @@ export const RULES: readonly Step[] = [
   rule('node.waiting', node.waitForNodes),
   rule('switchover.done', switchover.closeSettledSwitchover),
   rule('pool.hosts-waiting', waitForPoolHosts),
+  rule('pool.attach-settling', waitForPoolAttach),
   rule('cluster.converged', node.converged),
 ];

@@ -51,6 +51,16 @@ describe('plan', () => {
     expect(r.goals).toEqual({ pg01: 'primary', pg02: 'standby', pg03: 'standby' });
   });
 
+  it('is not Healthy while pgpool still handles an attach (it ends new sessions until it has)', () => {
+    const i = input(states3, healthy3());
+    i.observation.pool = { ...poolUp('pg01', ['pg01', 'pg02', 'pg03']), handlingAttach: true };
+    const r = plan(i);
+    expect(r.decision).toMatchObject({ kind: 'wait', ruleId: 'pool.attach-settling' });
+    expect(r.phase).toBe('Degraded');
+    i.observation.pool = poolUp('pg01', ['pg01', 'pg02', 'pg03']);
+    expect(plan(i).phase).toBe('Healthy');
+  });
+
   it('does not fail over on fewer misses than the budget (no flapping on one slow probe)', () => {
     const nodes = {
       ...healthy3(),

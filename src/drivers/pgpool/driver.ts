@@ -247,7 +247,7 @@ export class PgpoolOnHost implements PoolDriver {
     const configHash = await this.appliedHash(cluster, state);
     state.spec = cluster;
     warmPcp(this.link(cluster));
-    return state.shownWithCutOffs(state.remember(backends, configHash));
+    return state.shown(state.remember(backends, configHash));
   }
 
   /** The config hash applied on the pool host, read at most every 10 s (observe runs every
@@ -283,7 +283,7 @@ export class PgpoolOnHost implements PoolDriver {
 
   latest(cluster: ClusterSpec): PoolObservation | null {
     const state = this.states.get(cluster.name);
-    return state?.view ? state.shownWithCutOffs(state.view) : null;
+    return state?.view ? state.shown(state.view) : null;
   }
 
   // ---------------------------------------------------------------- ensure
@@ -437,7 +437,7 @@ export class PgpoolOnHost implements PoolDriver {
         state.remember(look.backends ?? [], state.appliedHash?.hash ?? '');
         const { restarted } = clock;
         this.log.info({ cluster: cluster.name, primary, ms, restarted }, 'pgpool routes as desired');
-        if ([...sent.keys()].some((k) => k.startsWith('attach:'))) await this.afterAttach(cluster);
+        if ([...sent.keys()].some((k) => k.startsWith('attach:'))) this.watchFailback(cluster);
         return;
       }
       if (next.kind === 'give-up') throw transient(this.notRouted(cluster, primary, next.cause, why));
@@ -457,13 +457,32 @@ export class PgpoolOnHost implements PoolDriver {
     }
   }
 
-  /** Routing is done once pgpool has handled the attach it was sent, which ends the sessions
-   *  that run meanwhile (failback.ts): until then a client's new session may fail. */
-  private async afterAttach(cluster: ClusterSpec): Promise<void> {
-    const wait = await waitFailbackDone(poolSessionConfig(cluster, this.address(cluster), this.tls));
-    const { ms, refused, error } = wait;
-    if (error) this.log.warn({ cluster: cluster.name, ms, refused, error }, 'pgpool: takes no session yet');
-    else this.log.info({ cluster: cluster.name, ms, refused }, 'pgpool: attach handled, takes sessions');
+  /** pgpool shows an attached node up before it has finished handling the attach, and ends
+   *  every new session until it has (failback.ts): until a new session through it answers,
+   *  observe() says so and the cluster is not Healthy. In the background: the loop goes on. */
+  private watchFailback(cluster: ClusterSpec): void {
+    const state = this.state(cluster);
+    state.attachesSent++;
+    if (state.handlingAttach) return; // the running watch sees the new attach
+    state.handlingAttach = true;
+    const watch = async () => {
+      const config = poolSessionConfig(cluster, this.address(cluster), this.tls);
+      for (;;) {
+        const seen = state.attachesSent;
+        const { ms, refused, error } = await waitFailbackDone(config);
+        if (error) {
+          this.log.warn({ cluster: cluster.name, ms, refused, error }, 'pgpool: takes no session yet');
+          return;
+        }
+        this.log.info({ cluster: cluster.name, ms, refused }, 'pgpool: attach handled, takes sessions');
+        if (state.attachesSent === seen) return;
+      }
+    };
+    void watch()
+      .catch((e: unknown) =>
+        this.log.warn({ cluster: cluster.name, error: messageOf(e) }, 'pgpool: cannot watch its attach'),
+      )
+      .finally(() => (state.handlingAttach = false));
   }
 
   private notRouted(

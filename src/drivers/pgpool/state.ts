@@ -30,6 +30,9 @@ export class PoolClusterState {
   pcpOpenedAhead: PcpOpenedAhead | undefined;
   /** no PCP session is opened ahead before this time (see warmPcp) */
   pcpQuietUntil = 0;
+  /** attaches sent so far, and whether pgpool may still be handling one (driver.watchFailback) */
+  attachesSent = 0;
+  handlingAttach = false;
   /** ensurePool calls under way here (a pool host's job and a pass may both route it) */
   ensuring = 0;
   /** the PCP password (generated once, kept on the pool host in pcp.secret) */
@@ -104,6 +107,13 @@ export class PoolClusterState {
   /** pgpool's view as its clients feel it: a primary this pool host has cut off takes no write,
    *  whatever pgpool believes (a node restarted in place and adopted again is otherwise never
    *  routed to, and the route would stay). Routing it (settle) removes the route. */
+  /** The view as observe() and latest() give it: cut-off primaries shown down (below), and an
+   *  attach pgpool is still handling said. */
+  shown(view: PoolObservation): PoolObservation {
+    const v = this.shownWithCutOffs(view);
+    return this.handlingAttach ? { ...v, handlingAttach: true } : v;
+  }
+
   shownWithCutOffs(view: PoolObservation): PoolObservation {
     if (!view.primary || !this.cutOffNodes.has(view.primary)) return view;
     const cut = view.primary;
