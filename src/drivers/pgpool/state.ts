@@ -104,16 +104,16 @@ export class PoolClusterState {
     void ready?.session.then((s) => s?.close());
   }
 
-  /** pgpool's view as its clients feel it: a primary this pool host has cut off takes no write,
-   *  whatever pgpool believes (a node restarted in place and adopted again is otherwise never
-   *  routed to, and the route would stay). Routing it (settle) removes the route. */
-  /** The view as observe() and latest() give it: cut-off primaries shown down (below), and an
-   *  attach pgpool is still handling said. */
+  /** The view as observe() and latest() give it: cut-off primaries shown down (shownWithCutOffs),
+   *  and an attach pgpool is still handling said. */
   shown(view: PoolObservation): PoolObservation {
     const v = this.shownWithCutOffs(view);
     return this.handlingAttach ? { ...v, handlingAttach: true } : v;
   }
 
+  /** pgpool's view as its clients feel it: a primary this pool host has cut off takes no write,
+   *  whatever pgpool believes (a node restarted in place and adopted again is otherwise never
+   *  routed to, and the route would stay). Routing it (settle) removes the route. */
   shownWithCutOffs(view: PoolObservation): PoolObservation {
     if (!view.primary || !this.cutOffNodes.has(view.primary)) return view;
     const cut = view.primary;
