@@ -48,8 +48,9 @@ export function poolSessionConfig(cluster: ClusterSpec, address: string, tls: Cl
 }
 
 /** Until a new session through pgpool answers a query, at most `timeoutMs` (the cluster is not
- *  Healthy meanwhile: measured 0.4-0.9 s in the lab, 2.0-5.2 s on the e2e's TCG VMs). */
-export async function waitFailbackDone(config: pg.ClientConfig, timeoutMs = 10_000): Promise<FailbackWait> {
+ *  Healthy meanwhile; measured after pgpool showed the node up: 0.4-0.9 s in the lab, 2-17 s on
+ *  the e2e's TCG VMs with a busy host). */
+export async function waitFailbackDone(config: pg.ClientConfig, timeoutMs = 30_000): Promise<FailbackWait> {
   const t0 = Date.now();
   let refused = 0;
   let error = '';
@@ -66,8 +67,9 @@ export async function waitFailbackDone(config: pg.ClientConfig, timeoutMs = 10_0
     } finally {
       await endClient(client);
     }
-    // each try costs pgpool a child's sessions to every node while it searches them itself
-    await sleep(200);
+    // each try costs pgpool a child, and the pgpool host a TLS handshake, while pgpool itself
+    // opens a session to every node: back off (0.2, 0.4, 0.8, then every 1 s)
+    await sleep(Math.min(1_000, 200 * 2 ** (refused - 1)));
   }
   return { ms: Date.now() - t0, refused, error };
 }
