@@ -40,6 +40,11 @@ export const KEEPALIVE_IDLE_MS = 5_000;
 export const poolLookTimeoutMs = (c: ClusterSpec): number =>
   Math.max(2_000, c.failureDetection.connectTimeoutMs * 2);
 
+/** A client session through pgpool (connect, then one query): pgpool's child opens a session to
+ *  every node it holds up before it answers, TLS and SCRAM each. */
+export const poolSessionTimeoutMs = (c: ClusterSpec): number =>
+  Math.max(1_000, 2 * c.failureDetection.connectTimeoutMs);
+
 /** A PCP login and a PCP request each: pgpool answers from its own memory, but may be in the
  *  middle of restarting its children after a failover. */
 export const pcpTimeoutMs = (c: ClusterSpec): number =>

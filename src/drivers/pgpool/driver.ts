@@ -416,6 +416,7 @@ export class PgpoolOnHost implements PoolDriver {
     const probeMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
     const t0 = Date.now();
     const sent = new Map<string, number>();
+    let attached = false;
     const clock: RoutingClock = {
       now: t0,
       deadline: t0 + this.settleTimeoutMs,
@@ -431,13 +432,14 @@ export class PgpoolOnHost implements PoolDriver {
       clock.primaryGoneSince = primaryGoneSince(clock.primaryGoneSince, look, clock.now);
       const { send, next, why } = nextRoutingStep(goal, look, clock);
       for (const r of send) sent.set(requestKey(r), clock.now);
+      attached ||= send.some((r) => r.kind === 'attach');
       await Promise.all(send.map((r) => this.sendRouteRequest(cluster, r)));
       const ms = Date.now() - t0;
       if (next.kind === 'done') {
         state.remember(look.backends ?? [], state.appliedHash?.hash ?? '');
         const { restarted } = clock;
         this.log.info({ cluster: cluster.name, primary, ms, restarted }, 'pgpool routes as desired');
-        if ([...sent.keys()].some((k) => k.startsWith('attach:'))) this.watchFailback(cluster);
+        if (attached) this.watchFailback(cluster);
         return;
       }
       if (next.kind === 'give-up') throw transient(this.notRouted(cluster, primary, next.cause, why));

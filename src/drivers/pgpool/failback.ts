@@ -15,6 +15,7 @@ import { clientTls } from '../../tls/client.js';
 import type { ClusterTls } from '../../tls/material.js';
 import { endClient, newClient, pgMessage } from '../pg-clients.js';
 import { sleep } from '../remote/run.js';
+import { poolSessionTimeoutMs } from '../timeouts.js';
 
 export interface FailbackWait {
   /** how long until a session through pgpool answered (ms) */
@@ -27,7 +28,7 @@ export interface FailbackWait {
 
 /** The superuser's session through the pgpool at `address` (verify-full when TLS is on). */
 export function poolSessionConfig(cluster: ClusterSpec, address: string, tls: ClusterTls): pg.ClientConfig {
-  const ms = Math.max(1_000, 2 * cluster.failureDetection.connectTimeoutMs);
+  const ms = poolSessionTimeoutMs(cluster);
   const base: pg.ClientConfig = {
     host: address,
     port: cluster.pgpool.port,
