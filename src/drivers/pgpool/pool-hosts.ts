@@ -5,12 +5,12 @@
 // machine is powered off when SSH cannot reach it), then the holder adds it and announces it
 // with a gratuitous ARP, so that neighbours send to the new holder at once.
 
-import { createConnection } from 'node:net';
 import { poolHosts, poolVip, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type { MachineObservation, PoolHostObservation, PoolObservation } from '../../observe/types.js';
 import type { DriverLog, PoolDriver } from '../types.js';
 import { messageOf, transient } from '../../errors.js';
 import { failureDetail, runScript } from '../remote/run.js';
+import { tcpPortState } from '../remote/port.js';
 import { LOST_MID_COMMAND } from '../ssh/shell.js';
 import { PgpoolOnHost, type PgpoolOnHostOptions } from './driver.js';
 import { VIP_ADD_SH, VIP_DROP_SH, VIP_HELD_SH } from './scripts.js';
@@ -171,8 +171,8 @@ export class SshPoolDriver implements PoolDriver {
     }
     const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
     const [port, pcpPort] = await Promise.all([
-      portState(h.address(cluster), cluster.pgpool.port, timeoutMs),
-      portState(h.address(cluster), cluster.pgpool.pcpPort, timeoutMs),
+      tcpPortState(h.address(cluster), cluster.pgpool.port, timeoutMs),
+      tcpPortState(h.address(cluster), cluster.pgpool.pcpPort, timeoutMs),
       // known as soon as the provider answers, not after a dead host's port timeouts
       this.readMachine(cluster, h.host),
     ]);
@@ -257,7 +257,7 @@ export class SshPoolDriver implements PoolDriver {
    *  virtual IP (the next pass) is what clients need. */
   private async mustListen(cluster: ClusterSpec, host: string): Promise<void> {
     const timeoutMs = Math.max(200, cluster.failureDetection.connectTimeoutMs);
-    const port = await portState(this.host(host).address(cluster), cluster.pgpool.port, timeoutMs);
+    const port = await tcpPortState(this.host(host).address(cluster), cluster.pgpool.port, timeoutMs);
     if (port === 'open') return;
     this.vipState(cluster, host).port = port;
     throw transient(
@@ -428,21 +428,4 @@ function serving(looks: PoolHostObservation[]): PoolObservation {
     ...view
   } = main;
   return { ...view, hosts: looks };
-}
-
-/** A TCP connect to pgpool's port: accepted, refused (nothing listens), or no answer in time. */
-function portState(host: string, port: number, timeoutMs: number): Promise<PoolHostObservation['port']> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host, port });
-    const done = (state: PoolHostObservation['port']) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(state);
-    };
-    const timer = setTimeout(() => done('silent'), timeoutMs);
-    socket.once('connect', () => done('open'));
-    socket.once('error', (err: NodeJS.ErrnoException) =>
-      done(err.code === 'ECONNREFUSED' ? 'refused' : 'silent'),
-    );
-  });
 }
