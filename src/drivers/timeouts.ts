@@ -45,6 +45,11 @@ export const poolLookTimeoutMs = (c: ClusterSpec): number =>
 export const poolSessionTimeoutMs = (c: ClusterSpec): number =>
   Math.max(1_000, 2 * c.failureDetection.connectTimeoutMs);
 
+/** How long a failed standby's port may take to refuse a connect (its postgres died, its host
+ *  answers). Refused within it, pgpool skips the standby by itself once a route cuts it off;
+ *  anything slower is taken as silent (host down or cut off) and the standby is detached too. */
+export const REFUSAL_WAIT_MS = 150;
+
 /** A PCP login and a PCP request each: pgpool answers from its own memory, but may be in the
  *  middle of restarting its children after a failover. */
 export const pcpTimeoutMs = (c: ClusterSpec): number =>

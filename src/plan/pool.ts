@@ -7,7 +7,8 @@ import { poolHoldsStandbys, poolHostNode, poolVip } from '../spec/types.js';
 import type { PoolHostObservation } from '../observe/types.js';
 
 /** pgpool opens every new session on all its nodes, so each one fails until a failed node is
- *  detached (pgpool detaches nothing by itself). Decided before slower per-node repairs. */
+ *  taken out (pgpool detaches nothing by itself): detached, or on a pool host of its own cut off
+ *  by a route (the pool driver's cutStandby). Decided before slower per-node repairs. */
 export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
   const { primary } = ctx;
   const pool = ctx.input.observation.pool;
@@ -19,7 +20,8 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
   return clusterAction(
     { type: 'ensurePool', primary, failed: ctx.poolFailed },
     `postgres on ${failed.join(', ')} failed ${ctx.budget}+ probes but pgpool still opens sessions there; ` +
-      `detaching ${failed.length > 1 ? 'them' : 'it'}`,
+      `taking ${failed.length > 1 ? 'them' : 'it'} out of pgpool (cut off by a route on a pool host of ` +
+      'its own, else detached)',
   );
 }
 

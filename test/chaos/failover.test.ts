@@ -54,6 +54,7 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
     const victim = standbys[standbys.length - 1]!;
     const before = lab.lastEventId();
     const pool = lab.writer({ name: 'pool', run: 'kill-standby', via: 'pool' }).start();
+    const logFrom = lab.serveLogSize();
     let t0 = 0;
     try {
       await pool.firstAck();
@@ -86,5 +87,16 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
       events.some((e) => e.node === victim && !e.rule.endsWith('.failed') && e.reason.length > 0),
       `an event explains what happened to ${victim}\n${ctx}`,
     ).toBe(true);
+    // its own pool host: the dead standby is cut off by a route and brought back, never detached
+    // or attached (pgpool ends every session running a query while it handles either)
+    const said = lab
+      .serveLogFrom(logFrom)
+      .split('\n')
+      .filter((l) => l.includes(`"node":"${victim}"`) && l.includes('pgpool'));
+    const poolSaid = said.map((l) => (JSON.parse(l) as { msg: string }).msg).join('\n');
+    const why = `${ctx}\nwhat the pool driver said of ${victim}:\n${poolSaid}`;
+    expect(poolSaid, why).toContain('standby cut off by a route');
+    expect(poolSaid, why).toContain('route to a standby back, no attach');
+    expect(poolSaid, why).not.toMatch(/pgpool: (detach|attach) sent/);
   });
 });

@@ -299,6 +299,19 @@ export class ChaosLab {
     return listNetns().filter((n) => n.startsWith(`${this.prefix}-${this.name}-`));
   }
 
+  /** The serve log's length now: serveLogFrom reads what was logged after it. */
+  serveLogSize(): number {
+    return this.serveLogFrom(0).length;
+  }
+
+  serveLogFrom(offset: number): string {
+    try {
+      return readFileSync(join((this.owner ?? this).work, 'serve.log'), 'utf8').slice(offset);
+    } catch {
+      return '';
+    }
+  }
+
   serveLogTail(chars = 3000): string {
     try {
       const s = readFileSync(join((this.owner ?? this).work, 'serve.log'), 'utf8');

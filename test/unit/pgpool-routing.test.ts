@@ -226,16 +226,18 @@ describe('PoolClusterState', () => {
     expect(s.upBackends()).toEqual([]);
   });
 
-  it('shows a primary this pool host has cut off as down until it is routed back', () => {
+  it('shows a node this pool host has cut off as down until it is routed back', () => {
     const s = new PoolClusterState();
     const view = s.remember(routed, 'h');
     expect(s.shownWithCutOffs(view)).toBe(view);
-    s.cutOffNodes.add('pg02');
-    expect(s.shownWithCutOffs(view)).toBe(view);
+    s.cutOffNodes.add('pg02'); // a dead standby: pgpool still holds it up
+    const standbyCut = s.shownWithCutOffs(view);
+    expect(standbyCut.primary).toBe('pg01');
+    expect(standbyCut.backends.map((x) => x.status)).toEqual(['up', 'down', 'up']);
     s.cutOffNodes.add('pg01');
     const shown = s.shownWithCutOffs(view);
     expect(shown.primary).toBeNull();
-    expect(shown.backends.map((x) => x.status)).toEqual(['down', 'up', 'up']);
+    expect(shown.backends.map((x) => x.status)).toEqual(['down', 'down', 'up']);
     expect(s.upBackends()).toEqual(['pg01', 'pg02', 'pg03']);
   });
   it('names the old primary to detach when a promote would also mark a standby down', () => {

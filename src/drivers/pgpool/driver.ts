@@ -37,7 +37,8 @@ import { putFiles, type FileOp } from '../remote/files.js';
 import { failureDetail, runScript, sleep, tail } from '../remote/run.js';
 import { NODE_FS_FUNCS } from '../ssh/node-fs.js';
 import { pgMessage } from '../pg-clients.js';
-import { poolLookTimeoutMs } from '../timeouts.js';
+import { REFUSAL_WAIT_MS, poolLookTimeoutMs } from '../timeouts.js';
+import { tcpPortState } from '../remote/port.js';
 import { ClusterTls, POOL_HOST } from '../../tls/material.js';
 import {
   desiredPoolConfigHash,
@@ -69,6 +70,7 @@ import {
   PREPARE_SH,
   REMOVE_DIR_SH,
   ROUTE_BACK_SH,
+  ROUTE_CUT_SH,
   START_SH,
   STOP_SH,
   VIP_DROP_SH,
@@ -245,9 +247,29 @@ export class PgpoolOnHost implements PoolDriver {
       return view;
     }
     const configHash = await this.appliedHash(cluster, state);
+    if (!state.routesRead) await this.readCutOffs(cluster, state);
     state.spec = cluster;
     warmPcp(this.link(cluster));
     return state.shown(state.remember(backends, configHash));
+  }
+
+  /** The nodes an `unreachable` route cuts off from this pool host, read once per operator
+   *  process (an earlier one may have left them: a standby cut off while it restarted, now
+   *  taking sessions, would otherwise stay out of every session while pgpool holds it up).
+   *  Shown down, routing brings each one back that answers. Only on a pool host of its own:
+   *  cutOff and cutStandby set none on a database node. */
+  private async readCutOffs(cluster: ClusterSpec, state: PoolClusterState): Promise<void> {
+    if (poolHostNode(cluster, this.host)) {
+      state.routesRead = true;
+      return;
+    }
+    const r = await this.sh(cluster, 'ip -4 route show type unreachable', [], { timeoutMs: 5000 }).catch(
+      () => null,
+    );
+    if (r?.code !== 0) return; // read again at the next look
+    const cut = new Set(r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[1]?.replace(/\/32$/, '')));
+    for (const n of cluster.nodes) if (cut.has(n.address)) state.cutOffNodes.add(n.name);
+    state.routesRead = true;
   }
 
   /** The config hash applied on the pool host, read at most every 10 s (observe runs every
@@ -432,8 +454,8 @@ export class PgpoolOnHost implements PoolDriver {
       clock.primaryGoneSince = primaryGoneSince(clock.primaryGoneSince, look, clock.now);
       const { send, next, why } = nextRoutingStep(goal, look, clock);
       for (const r of send) sent.set(requestKey(r), clock.now);
-      attached ||= send.some((r) => r.kind === 'attach');
-      await Promise.all(send.map((r) => this.sendRouteRequest(cluster, r)));
+      const viaPcp = await Promise.all(send.map((r) => this.sendRouteRequest(cluster, r, look, probeMs)));
+      attached ||= send.some((r, i) => r.kind === 'attach' && viaPcp[i]);
       const ms = Date.now() - t0;
       if (next.kind === 'done') {
         state.remember(look.backends ?? [], state.appliedHash?.hash ?? '');
@@ -513,16 +535,36 @@ export class PgpoolOnHost implements PoolDriver {
     const pi = goal.primary === null ? -1 : goal.nodes.indexOf(goal.primary);
     const primaryAnswers = mustProbePrimary(goal, backends) ? await probe(pi) : undefined;
     if (!backends) return { backends, error, reach: [], primaryAnswers };
+    // routing decides on the nodes pgpool can reach from here; it held the cut-off ones up
+    const shown = this.state(cluster).asClientsFeel(backends);
+    const heldUp = backends
+      .filter((b, i) => b.status === 'up' && shown[i]!.status !== 'up')
+      .map((b) => b.name);
     const reach = await Promise.all(
-      knownReach(goal, backends, primaryAnswers).map(async (k, i) => k ?? probe(i)),
+      knownReach(goal, shown, primaryAnswers).map(async (k, i) => k ?? probe(i)),
     );
-    return { backends, reach, primaryAnswers };
+    return { backends: shown, reach, primaryAnswers, heldUp };
   }
 
   /** One request of a routing step; a failure is only logged: settle() looks again and
-   *  repeats it. An attach first removes the route a fence may have left. */
-  private async sendRouteRequest(cluster: ClusterSpec, r: RouteRequest): Promise<void> {
-    if (r.kind === 'attach') await this.routeBack(cluster, cluster.nodes[r.nodeId]!);
+   *  repeats it. An attach first removes the route a fence may have left, and is not sent to a
+   *  pgpool that held the node up all along; a detach may be a route alone (cutStandby).
+   *  Whether a PCP request was sent. */
+  private async sendRouteRequest(
+    cluster: ClusterSpec,
+    r: RouteRequest,
+    look: PoolLook,
+    probeMs: number,
+  ): Promise<boolean> {
+    const node = cluster.nodes[r.nodeId]!;
+    if (r.kind === 'attach') await this.routeBack(cluster, node);
+    if (r.kind === 'attach' && look.heldUp?.includes(r.node)) {
+      // a failed route back leaves it cut off: the next look asks again
+      if (!this.state(cluster).cutOffNodes.has(r.node))
+        this.log.info({ cluster: cluster.name, node: r.node }, 'pgpool: route to a standby back, no attach');
+      return false;
+    }
+    if (r.kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
     const t0 = performance.now();
     try {
       await sendPcp(this.link(cluster), { kind: r.kind, nodeId: r.nodeId });
@@ -532,6 +574,39 @@ export class PgpoolOnHost implements PoolDriver {
       const error = messageOf(e);
       this.log.warn({ cluster: cluster.name, node: r.node, error }, `pgpool: cannot ${r.kind} ${r.node}`);
     }
+    return true;
+  }
+
+  /** A failed standby, on a pool host of its own with standbys held: cut off by a route rather
+   *  than detached when its port refuses (postgres died, the host lives). pgpool then opens
+   *  its sessions without it at once and runs no failover(), which would end every session
+   *  running a query (standby-death.md §3, §4b); the route keeps it from sessions while it
+   *  restarts (57P03 would fail them all) until routing brings it back. A standby that does
+   *  not refuse (host down or cut off, hung) is detached as well: pgpool ends the sessions
+   *  load-balanced to it, which would hang. Whether the route alone took it out. */
+  private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
+    if (standbysOf(cluster) !== 'attached' || poolHostNode(cluster, this.host)) return false;
+    const state = this.state(cluster);
+    state.cuttingOff(node.name);
+    const asRoot = { user: 'root', timeoutMs: 5000 };
+    const [cut, port] = await Promise.all([
+      this.sh(cluster, ROUTE_CUT_SH, [node.address], asRoot).catch((e: unknown) => ({
+        code: -1,
+        stderr: messageOf(e),
+      })),
+      tcpPortState(node.address, pgPort(cluster), Math.min(probeMs, REFUSAL_WAIT_MS)),
+    ]);
+    if (cut.code !== 0) {
+      const error = tail(cut.stderr);
+      this.log.warn(
+        { cluster: cluster.name, node: node.name, error },
+        'pgpool host: cannot cut off a standby',
+      );
+      return false;
+    }
+    state.cutOffNodes.add(node.name);
+    this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
+    return port === 'refused';
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */

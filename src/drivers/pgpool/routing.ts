@@ -29,6 +29,9 @@ export interface PoolLook {
   reach: boolean[];
   /** whether the wanted primary's postgres answered a connect (undefined: not probed) */
   primaryAnswers?: boolean;
+  /** nodes pgpool itself holds up that `backends` shows down, being cut off from the pool host
+   *  by a route: bringing one back needs the route removed, and no attach */
+  heldUp?: string[];
 }
 
 export interface RoutingClock {

@@ -113,6 +113,14 @@ shift
 ${ROUTE_BACK_SH}
 exit 0`;
 
+/** As root: the route to $1 made `unreachable`, and the connects still waiting for its answer
+ *  ended: pgpool's connects there fail at once, and it opens its sessions without that standby
+ *  (a connect to a silent host would hold a child until the kernel gives up: minutes). The
+ *  sessions it has keep their sockets: a killed one would end its session. */
+export const ROUTE_CUT_SH = `ip route replace unreachable "$1"/32 || exit 1
+ss -K state syn-sent dst "$1" >/dev/null 2>&1
+exit 0`;
+
 /** As root: pgpool's directory removed, as postgres (its owner): root never recurses into a
  *  tree postgres can write. */
 export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;

@@ -39,8 +39,10 @@ export class PoolClusterState {
   pcpPassword: string | undefined;
   /** cut-offs put off until the failover is over, by node address */
   readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
-  /** nodes this pool host holds an unreachable route to (cutOff), until routed back */
+  /** nodes this pool host holds an unreachable route to (cutOff, cutStandby), until routed back */
   readonly cutOffNodes = new Set<string>();
+  /** whether the routes an earlier operator process left were read (driver.readCutOffs) */
+  routesRead = false;
   /** nodes whose route this process removed (or found none) since their last cut-off */
   private readonly routedBack = new Set<string>();
   /** cut-offs started so far (a route back that overlapped one proves nothing) */
@@ -111,14 +113,21 @@ export class PoolClusterState {
     return this.handlingAttach ? { ...v, handlingAttach: true } : v;
   }
 
-  /** pgpool's view as its clients feel it: a primary this pool host has cut off takes no write,
-   *  whatever pgpool believes (a node restarted in place and adopted again is otherwise never
-   *  routed to, and the route would stay). Routing it (settle) removes the route. */
+  /** pgpool's view as its clients feel it: a node this pool host has cut off (a fenced primary,
+   *  a dead standby: cutOff, driver.cutStandby) takes no session, whatever pgpool believes.
+   *  Routing then brings each one back that answers again (settle removes its route), which a
+   *  node pgpool still holds up would otherwise never be. */
   shownWithCutOffs(view: PoolObservation): PoolObservation {
-    if (!view.primary || !this.cutOffNodes.has(view.primary)) return view;
-    const cut = view.primary;
-    const backends = view.backends.map((b): PoolBackend => (b.name === cut ? { ...b, status: 'down' } : b));
-    return { ...view, primary: null, backends };
+    const backends = this.asClientsFeel(view.backends);
+    if (backends === view.backends) return view;
+    const primary = view.primary && this.cutOffNodes.has(view.primary) ? null : view.primary;
+    return { ...view, primary, backends };
+  }
+
+  /** pgpool's backends with every node cut off from this pool host shown down. */
+  asClientsFeel(backends: PoolBackend[]): PoolBackend[] {
+    if (!backends.some((b) => b.status === 'up' && this.cutOffNodes.has(b.name))) return backends;
+    return backends.map((b): PoolBackend => (this.cutOffNodes.has(b.name) ? { ...b, status: 'down' } : b));
   }
 
   /** A cut-off of `node` starts: its route must be removed again before it is routed to. */
