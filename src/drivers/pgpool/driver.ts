@@ -247,7 +247,13 @@ export class PgpoolOnHost implements PoolDriver {
       return view;
     }
     const configHash = await this.appliedHash(cluster, state);
-    if (!state.routesRead) await this.readCutOffs(cluster, state);
+    // in the background: the loop does not wait on a slow shell (the next look shows them)
+    if (!state.routesRead && !state.routesReading) {
+      state.routesReading = true;
+      void this.readCutOffs(cluster, state)
+        .catch(() => undefined) // read again at a later look
+        .finally(() => (state.routesReading = false));
+    }
     state.spec = cluster;
     warmPcp(this.link(cluster));
     return state.shown(state.remember(backends, configHash));
@@ -266,7 +272,7 @@ export class PgpoolOnHost implements PoolDriver {
     const r = await this.sh(cluster, 'ip -4 route show type unreachable', [], { timeoutMs: 5000 }).catch(
       () => null,
     );
-    if (r?.code !== 0) return; // read again at the next look
+    if (r?.code !== 0) return; // read again at a later look
     const cut = new Set(r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[1]?.replace(/\/32$/, '')));
     for (const n of cluster.nodes) if (cut.has(n.address)) state.cutOffNodes.add(n.name);
     state.routesRead = true;

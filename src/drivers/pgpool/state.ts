@@ -41,8 +41,10 @@ export class PoolClusterState {
   readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
   /** nodes this pool host holds an unreachable route to (cutOff, cutStandby), until routed back */
   readonly cutOffNodes = new Set<string>();
-  /** whether the routes an earlier operator process left were read (driver.readCutOffs) */
+  /** whether the routes an earlier operator process left were read, or are being read
+   *  (driver.readCutOffs) */
   routesRead = false;
+  routesReading = false;
   /** nodes whose route this process removed (or found none) since their last cut-off */
   private readonly routedBack = new Set<string>();
   /** cut-offs started so far (a route back that overlapped one proves nothing) */
