@@ -313,12 +313,7 @@ export class ChaosLab {
   }
 
   serveLogTail(chars = 3000): string {
-    try {
-      const s = readFileSync(join((this.owner ?? this).work, 'serve.log'), 'utf8');
-      return s.slice(-chars);
-    } catch {
-      return '';
-    }
+    return this.serveLogFrom(0).slice(-chars);
   }
 
   private openStore(): Store {

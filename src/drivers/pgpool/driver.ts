@@ -542,9 +542,10 @@ export class PgpoolOnHost implements PoolDriver {
     const primaryAnswers = mustProbePrimary(goal, backends) ? await probe(pi) : undefined;
     if (!backends) return { backends, error, reach: [], primaryAnswers };
     // routing decides on the nodes pgpool can reach from here; it held the cut-off ones up
-    const shown = this.state(cluster).asClientsFeel(backends);
+    const state = this.state(cluster);
+    const shown = state.asClientsFeel(backends);
     const heldUp = backends
-      .filter((b, i) => b.status === 'up' && shown[i]!.status !== 'up')
+      .filter((b) => b.status === 'up' && state.cutOffNodes.has(b.name))
       .map((b) => b.name);
     const reach = await Promise.all(
       knownReach(goal, shown, primaryAnswers).map(async (k, i) => k ?? probe(i)),
