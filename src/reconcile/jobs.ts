@@ -37,9 +37,12 @@ const MINUTE = 60_000;
 /** Until a copy reports its size: enough for a VM boot under TCG or a package install. */
 const FIRST_DEADLINE_MS = { copy: 10 * MINUTE, other: 20 * MINUTE };
 /** A copy's deadline once its size is known: this long plus the size at the slowest rate a
- *  healthy copy runs at (a quarter of cloneMaxRate when that is lower). */
+ *  healthy copy runs at (a quarter of cloneMaxRate when that is lower). A copy slower than that
+ *  which still moves is not cancelled (its copied bytes would be lost) until it stalls for
+ *  COPY_SLACK_MS, or until the size at a sixteenth of that rate has passed. */
 const COPY_SLACK_MS = 2 * MINUTE;
 const SLOWEST_COPY_BYTES_PER_S = 1 * 2 ** 20;
+const CRAWL_FACTOR = 16;
 /** A job's progress is written at most this often. */
 const PROGRESS_WRITE_MS = 1_000;
 /** After a failed job its node waits this long (doubling per failure in a row) before a retry. */
@@ -341,7 +344,7 @@ export class JobRunner {
     r.progressAt = now;
     const finished = total !== undefined && total !== null && doneBytes >= total;
     if (total && (COPY_ACTORS.has(r.kind) || job.clusterJob)) {
-      r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS);
+      r.deadlineAt = copyDeadline(r.startedAt, total, job.maxBytesPerS, now);
       // every byte copied: what is left (postgres's start, its catch-up) gets the slack from now
       if (finished) r.deadlineAt = Math.max(r.deadlineAt, now + COPY_SLACK_MS);
     }
@@ -510,10 +513,18 @@ function firstDeadlineMs(actor: NodeActor): number {
   return COPY_ACTORS.has(actor) ? FIRST_DEADLINE_MS.copy : FIRST_DEADLINE_MS.other;
 }
 
-/** Deadlines scale with the data: the bytes to copy at the slowest healthy rate, plus slack. */
-export function copyDeadline(startedAt: number, totalBytes: number, maxBytesPerS: number | null): number {
+/** Deadlines scale with the data: the bytes to copy at the slowest healthy rate, plus slack; a
+ *  slower copy gets the slack from its latest progress, up to the bytes at a crawl's rate. */
+export function copyDeadline(
+  startedAt: number,
+  totalBytes: number,
+  maxBytesPerS: number | null,
+  progressAt: number,
+): number {
   const slowest = Math.min(SLOWEST_COPY_BYTES_PER_S, maxBytesPerS ? maxBytesPerS / 4 : Infinity);
-  return startedAt + COPY_SLACK_MS + Math.ceil((totalBytes / slowest) * 1000);
+  const atRate = (bytesPerS: number) =>
+    startedAt + COPY_SLACK_MS + Math.ceil((totalBytes / bytesPerS) * 1000);
+  return Math.min(atRate(slowest / CRAWL_FACTOR), Math.max(atRate(slowest), progressAt + COPY_SLACK_MS));
 }
 
 /** replication.cloneMaxRate (pg_basebackup --max-rate: kB/s, or with a k or M suffix) in bytes/s. */

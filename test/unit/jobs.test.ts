@@ -167,6 +167,42 @@ describe('jobs', () => {
     env.store.close();
   });
 
+  it('a clone slower than the slowest healthy rate runs on while it moves, ends when it stalls', async () => {
+    let ctx: JobContext | undefined;
+    const env = setup('jobs6', (d) => ({
+      ...d,
+      postgres: {
+        ...d.postgres,
+        ensureStandby: (spec, n, primary, job) => {
+          if (n.name !== 'pg04') return d.postgres.ensureStandby(spec, n, primary, job);
+          ctx = job;
+          job?.progress(0, 30 * MIB);
+          return new Promise<void>((_, reject) =>
+            job?.signal.addEventListener('abort', () => reject(new Error('pg_basebackup killed'))),
+          );
+        },
+      },
+    }));
+    await env.passUntil(env.converged);
+    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
+    await env.passUntil(() => ctx !== undefined);
+    const clone = () => env.store.jobs.list({}).find((j) => j.kind === 'cloneStandby')!;
+    // 30 MiB at 100 kB/s (a busy TCG guest): past start + 2 min + 30 s, a third copied
+    for (let copied = 1; copied <= 24; copied++) {
+      env.clock.advance(10_000);
+      ctx!.progress(copied * MIB, 30 * MIB);
+      await env.reconciler.pass(env.spec.name);
+    }
+    expect(clone().state).toBe('running');
+    env.clock.advance(90_000); // stalled, but not for the slack yet
+    await env.reconciler.pass(env.spec.name);
+    expect(clone().state).toBe('running');
+    env.clock.advance(40_000); // stalled past the slack
+    await env.passUntil(() => clone().state !== 'running', 5);
+    expect(clone().state).toBe('cancelled');
+    env.store.close();
+  });
+
   it('a slow removal is not pre-empted by its own rule, pass after pass', async () => {
     const env = setup('jobs4');
     env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
