@@ -240,6 +240,22 @@ describe('PoolClusterState', () => {
     expect(shown.backends.map((x) => x.status)).toEqual(['down', 'down', 'up']);
     expect(s.upBackends()).toEqual(['pg01', 'pg02', 'pg03']);
   });
+  it('keeps a node from sessions by a route alone only while a lower-numbered node serves', () => {
+    const s = new PoolClusterState();
+    s.remember(routed, 'h'); // pg01 primary, pg02 and pg03 standbys, all up
+    expect(s.mainStaysWithout('pg01')).toBe(false); // pgpool's main node: a skip moves it
+    expect(s.mainStaysWithout('pg02')).toBe(true);
+    expect(s.mainStaysWithout('pg03')).toBe(true);
+    s.cutOffNodes.add('pg01'); // cut off: it serves no session, so it keeps nothing in place
+    expect(s.mainStaysWithout('pg02')).toBe(false);
+    expect(s.mainStaysWithout('pg03')).toBe(true);
+    s.remember([b('pg01', 'down'), b('pg02', 'up', 'primary'), b('pg03', 'up')], 'h');
+    s.cutOffNodes.clear();
+    expect(s.mainStaysWithout('pg02')).toBe(false);
+    expect(s.mainStaysWithout('pg03')).toBe(true);
+    expect(s.mainStaysWithout('pg09')).toBe(false);
+  });
+
   it('names the old primary to detach when a promote would also mark a standby down', () => {
     const s = new PoolClusterState();
     s.remember(routed, 'h');

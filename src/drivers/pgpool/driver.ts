@@ -141,6 +141,7 @@ export class PgpoolOnHost implements PoolDriver {
       cutOff: (cluster, node, successor) => this.cutOff(cluster, node, successor),
       routeBack: (cluster, ...nodes) => this.routeBack(cluster, ...nodes),
       waitRouted: (cluster, primary) => this.waitRouted(cluster, primary),
+      cutsInsteadOfDetaching: (cluster) => this.cutsInsteadOfDetaching(cluster),
     });
     this.offSignals = opts.signals?.on((s) => {
       const spec = this.states.get(s.cluster)?.spec;
@@ -555,8 +556,8 @@ export class PgpoolOnHost implements PoolDriver {
 
   /** One request of a routing step; a failure is only logged: settle() looks again and
    *  repeats it. An attach first removes the route a fence may have left, and is not sent to a
-   *  pgpool that held the node up all along; a detach may be a route alone (cutStandby).
-   *  Whether a PCP request was sent. */
+   *  pgpool that held the node up all along (while a lower-numbered node serves, else it is
+   *  detached first); a detach may be a route alone (cutStandby). Whether PCP was sent. */
   private async sendRouteRequest(
     cluster: ClusterSpec,
     r: RouteRequest,
@@ -564,22 +565,27 @@ export class PgpoolOnHost implements PoolDriver {
     probeMs: number,
   ): Promise<boolean> {
     const node = cluster.nodes[r.nodeId]!;
-    if (r.kind === 'attach') await this.routeBack(cluster, node);
-    if (r.kind === 'attach' && look.heldUp?.includes(r.node)) {
+    const state = this.state(cluster);
+    const heldUp = r.kind === 'attach' && look.heldUp?.includes(r.node);
+    if (heldUp && state.mainStaysWithout(r.node, look.backends ?? undefined)) {
+      await this.routeBack(cluster, node);
       // a failed route back leaves it cut off: the next look asks again
-      if (!this.state(cluster).cutOffNodes.has(r.node))
+      if (!state.cutOffNodes.has(r.node))
         this.log.info({ cluster: cluster.name, node: r.node }, 'pgpool: route to a standby back, no attach');
       return false;
     }
-    if (r.kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
+    // held up where pgpool's main node may have moved off it: a detach, then the attach, sets it
+    const kind = heldUp ? 'detach' : r.kind;
+    if (kind === 'attach') await this.routeBack(cluster, node);
+    if (kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
     const t0 = performance.now();
     try {
-      await sendPcp(this.link(cluster), { kind: r.kind, nodeId: r.nodeId });
+      await sendPcp(this.link(cluster), { kind, nodeId: r.nodeId });
       const ms = Math.round(performance.now() - t0);
-      this.log.info({ cluster: cluster.name, node: r.node, ms }, `pgpool: ${r.kind} sent`);
+      this.log.info({ cluster: cluster.name, node: r.node, ms }, `pgpool: ${kind} sent`);
     } catch (e) {
       const error = messageOf(e);
-      this.log.warn({ cluster: cluster.name, node: r.node, error }, `pgpool: cannot ${r.kind} ${r.node}`);
+      this.log.warn({ cluster: cluster.name, node: r.node, error }, `pgpool: cannot ${kind} ${r.node}`);
     }
     return true;
   }
@@ -592,8 +598,8 @@ export class PgpoolOnHost implements PoolDriver {
    *  not refuse (host down or cut off, hung) is detached as well: pgpool ends the sessions
    *  load-balanced to it, which would hang. Whether the route alone took it out. */
   private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
-    if (standbysOf(cluster) !== 'attached' || poolHostNode(cluster, this.host)) return false;
     const state = this.state(cluster);
+    if (!this.cutsInsteadOfDetaching(cluster) || !state.mainStaysWithout(node.name)) return false;
     state.cuttingOff(node.name);
     const asRoot = { user: 'root', timeoutMs: 5000 };
     const [cut, port] = await Promise.all([
@@ -614,6 +620,10 @@ export class PgpoolOnHost implements PoolDriver {
     state.cutOffNodes.add(node.name);
     this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
     return port === 'refused';
+  }
+
+  private cutsInsteadOfDetaching(cluster: ClusterSpec): boolean {
+    return standbysOf(cluster) === 'attached' && !poolHostNode(cluster, this.host);
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */

@@ -22,6 +22,9 @@ export interface FailoverHost {
   routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void>;
   /** Until pgpool answers that it routes writes to `primary` (bounded). */
   waitRouted(cluster: ClusterSpec, primary: string): Promise<void>;
+  /** Whether this pool host keeps a failed node from pgpool's sessions by a route alone, held up
+   *  (a host of its own with standbys attached: standby-death.md §4c). */
+  cutsInsteadOfDetaching(cluster: ClusterSpec): boolean;
 }
 
 /** A switch made at the fence is used by the promotion only this long after. */
@@ -152,7 +155,8 @@ export class FailoverRouting {
    *  (its follow degeneration), and each attach back would end the sessions running a query then.
    *  Detaching the old primary once `node` is writable keeps them: pgpool's search for the primary
    *  finds `node` at its first look. The children's restart follows the promotion instead of
-   *  overlapping it. */
+   *  overlapping it. Where a route alone keeps a node from sessions, the old primary is attached
+   *  again behind one right away (holdUpBehindRoute), unless it is pgpool's main node. */
   private async detachOldWhenPromoted(
     cluster: ClusterSpec,
     node: NodeSpec,
@@ -163,6 +167,9 @@ export class FailoverRouting {
     const t0 = performance.now();
     const state = this.host.state(cluster);
     const known = state.knownBackends;
+    const oldNode = cluster.nodes[old.nodeId]!;
+    const holdUp = this.host.cutsInsteadOfDetaching(cluster) && state.mainStaysWithout(old.name, known);
+    const cut = holdUp ? this.cutNow(cluster, oldNode) : undefined;
     try {
       await this.host.routeBack(cluster, node); // pgpool's search must reach it
       await sendPcp(this.host.link(cluster), { kind: 'detach', nodeId: old.nodeId });
@@ -174,7 +181,38 @@ export class FailoverRouting {
       'pgpool: old primary detached; pgpool finds the new one',
     );
     state.markDetached(old.name, known);
+    if (cut && (await cut)) await this.holdUpBehindRoute(cluster, old);
     this.whileSwitching(cluster, node.name);
+  }
+
+  /** The route to the old primary, now rather than later (cutOffLater): whether it is cut. */
+  private async cutNow(cluster: ClusterSpec, node: NodeSpec): Promise<boolean> {
+    const state = this.host.state(cluster);
+    state.callOffCutOff(node.address);
+    await this.host.cutOff(cluster, node);
+    return state.cutOffNodes.has(node.name);
+  }
+
+  /** The old primary attached again while pgpool still handles its detach (the request joins
+   *  that failover() run), behind the route: new sessions skip it, and its return as a standby
+   *  is a route removed, not an attach, which would end every session running a query then
+   *  (standby-death.md §4b). */
+  private async holdUpBehindRoute(
+    cluster: ClusterSpec,
+    old: { name: string; nodeId: number },
+  ): Promise<void> {
+    try {
+      await sendPcp(this.host.link(cluster), { kind: 'attach', nodeId: old.nodeId });
+      this.host.log.info(
+        { cluster: cluster.name, node: old.name },
+        'pgpool: old primary attached again behind a route (its rejoin needs no attach)',
+      );
+    } catch (e) {
+      this.host.log.warn(
+        { cluster: cluster.name, node: old.name, error: messageOf(e) },
+        'pgpool: cannot attach the old primary behind its route (its rejoin attaches it)',
+      );
+    }
   }
 
   /** pgpool does not promote a node it holds down: it is attached once writable, and pgpool's

@@ -132,6 +132,16 @@ export class PoolClusterState {
     return backends.map((b): PoolBackend => (this.cutOffNodes.has(b.name) ? { ...b, status: 'down' } : b));
   }
 
+  /** Whether pgpool's main node stays put while `node` is kept from sessions by a route alone:
+   *  a node of a lower id serves them. pgpool's main node is its lowest-numbered node up; a
+   *  child that cannot connect to it moves it to the next one for good, and once the node is
+   *  back every session that reaches it fails (standby-death.md §4d). */
+  mainStaysWithout(node: string, backends: PoolBackend[] = this.knownBackends): boolean {
+    const shown = this.asClientsFeel(backends);
+    const i = shown.findIndex((b) => b.name === node);
+    return shown.slice(0, Math.max(i, 0)).some((b) => b.status === 'up');
+  }
+
   /** A cut-off of `node` starts: its route must be removed again before it is routed to. */
   cuttingOff(node: string): void {
     this.cutOffsStarted++;
