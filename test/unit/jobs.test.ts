@@ -136,28 +136,10 @@ describe('jobs', () => {
   });
 
   it('a clone that copied every byte gets the slack from then to finish, past its deadline', async () => {
-    let ctx: JobContext | undefined;
-    const env = setup('jobs5', (d) => ({
-      ...d,
-      postgres: {
-        ...d.postgres,
-        ensureStandby: (spec, n, primary, job) => {
-          if (n.name !== 'pg04') return d.postgres.ensureStandby(spec, n, primary, job);
-          ctx = job;
-          job?.progress(10 * MIB, 300 * MIB);
-          return new Promise<void>((_, reject) =>
-            job?.signal.addEventListener('abort', () => reject(new Error('pg_basebackup killed'))),
-          );
-        },
-      },
-    }));
-    await env.passUntil(env.converged);
-    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
-    await env.passUntil(() => ctx !== undefined);
-    const clone = () => env.store.jobs.list({}).find((j) => j.kind === 'cloneStandby')!;
+    const { env, job, clone } = await heldClone('jobs5', 10 * MIB, 300 * MIB);
     const firstDeadline = clone().deadlineAt; // start + 2 min + 300 MiB at 1 MiB/s
     env.clock.advance(firstDeadline - env.clock.now() - 30_000);
-    ctx!.progress(300 * MIB, 300 * MIB); // copied; postgres now starts and catches up
+    job.progress(300 * MIB, 300 * MIB); // copied; postgres now starts and catches up
     env.clock.advance(60_000); // past the first deadline
     await env.reconciler.pass(env.spec.name);
     expect(clone().state).toBe('running');
@@ -168,29 +150,11 @@ describe('jobs', () => {
   });
 
   it('a clone slower than the slowest healthy rate runs on while it moves, ends when it stalls', async () => {
-    let ctx: JobContext | undefined;
-    const env = setup('jobs6', (d) => ({
-      ...d,
-      postgres: {
-        ...d.postgres,
-        ensureStandby: (spec, n, primary, job) => {
-          if (n.name !== 'pg04') return d.postgres.ensureStandby(spec, n, primary, job);
-          ctx = job;
-          job?.progress(0, 30 * MIB);
-          return new Promise<void>((_, reject) =>
-            job?.signal.addEventListener('abort', () => reject(new Error('pg_basebackup killed'))),
-          );
-        },
-      },
-    }));
-    await env.passUntil(env.converged);
-    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
-    await env.passUntil(() => ctx !== undefined);
-    const clone = () => env.store.jobs.list({}).find((j) => j.kind === 'cloneStandby')!;
+    const { env, job, clone } = await heldClone('jobs6', 0, 30 * MIB);
     // 30 MiB at 100 kB/s (a busy TCG guest): past start + 2 min + 30 s, a third copied
     for (let copied = 1; copied <= 24; copied++) {
       env.clock.advance(10_000);
-      ctx!.progress(copied * MIB, 30 * MIB);
+      job.progress(copied * MIB, 30 * MIB);
       await env.reconciler.pass(env.spec.name);
     }
     expect(clone().state).toBe('running');
@@ -202,6 +166,31 @@ describe('jobs', () => {
     expect(clone().state).toBe('cancelled');
     env.store.close();
   });
+
+  /** A converged cluster given pg04, whose clone reports `done` of `total` bytes and then runs
+   *  until its job is cancelled. */
+  async function heldClone(name: string, done: number, total: number) {
+    let ctx: JobContext | undefined;
+    const env = setup(name, (d) => ({
+      ...d,
+      postgres: {
+        ...d.postgres,
+        ensureStandby: (spec, n, primary, job) => {
+          if (n.name !== 'pg04') return d.postgres.ensureStandby(spec, n, primary, job);
+          ctx = job;
+          job?.progress(done, total);
+          return new Promise<void>((_, reject) =>
+            job?.signal.addEventListener('abort', () => reject(new Error('pg_basebackup killed'))),
+          );
+        },
+      },
+    }));
+    await env.passUntil(env.converged);
+    env.apply({ ...env.spec, nodes: [...env.spec.nodes, SIM_PG04] });
+    await env.passUntil(() => ctx !== undefined);
+    const clone = () => env.store.jobs.list({}).find((j) => j.kind === 'cloneStandby')!;
+    return { env, job: ctx!, clone };
+  }
 
   it('a slow removal is not pre-empted by its own rule, pass after pass', async () => {
     const env = setup('jobs4');
