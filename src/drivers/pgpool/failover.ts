@@ -163,13 +163,13 @@ export class FailoverRouting {
     old: { name: string; nodeId: number },
     promoted: Promise<void>,
   ): Promise<void> {
+    const state = this.host.state(cluster);
+    const holdUp = this.host.cutsInsteadOfDetaching(cluster) && state.mainStaysWithout(old.name);
+    // cut meanwhile, so that the attach follows the detach soon enough to join its failover() run
+    const cut = holdUp ? this.cutNow(cluster, cluster.nodes[old.nodeId]!) : undefined;
     if (!(await succeeds(promoted))) return;
     const t0 = performance.now();
-    const state = this.host.state(cluster);
     const known = state.knownBackends;
-    const oldNode = cluster.nodes[old.nodeId]!;
-    const holdUp = this.host.cutsInsteadOfDetaching(cluster) && state.mainStaysWithout(old.name, known);
-    const cut = holdUp ? this.cutNow(cluster, oldNode) : undefined;
     try {
       await this.host.routeBack(cluster, node); // pgpool's search must reach it
       await sendPcp(this.host.link(cluster), { kind: 'detach', nodeId: old.nodeId });
