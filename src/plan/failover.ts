@@ -3,6 +3,7 @@
 
 import type { NodeObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
+import { poolHoldsStandbys } from '../spec/types.js';
 import {
   REQUEUE,
   act,
@@ -33,8 +34,11 @@ export function fencePrimary(ctx: PlanContext): Verdict | undefined {
   const successor = ctx.candidates[0]!;
   const { spec, observation } = ctx.input;
   // Only on a fresh look: an urgent look's standby answers predate the failure, and switching
-  // pgpool to a standby the election then passes over costs pgpool a second failover.
-  const early = spec.pgpool.enabled && !observation.urgent;
+  // pgpool to a standby the election then passes over costs pgpool a second failover. Not where
+  // pool hosts of their own hold the standbys: pgpool's switch (a promote) would mark them down,
+  // each attach back ending sessions; the promotion detaches the old primary there instead.
+  const holdsStandbys = poolHoldsStandbys(spec.pgpool) && !spec.pgpool.onNodes;
+  const early = spec.pgpool.enabled && !observation.urgent && !holdsStandbys;
   const told = observation.urgent?.includes(primary) ? { postmasterDeathReported: true as const } : {};
   const meanwhile = early ? ` (pgpool switches to ${successor} meanwhile)` : '';
   return act(

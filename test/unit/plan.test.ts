@@ -456,7 +456,10 @@ describe('plan', () => {
         pg02: node('pg02', { postgres: pg({ lsn: 900, receiveLsn: 900 }) }),
         pg03: node('pg03', { postgres: pg({ lsn: 1100, receiveLsn: 1100 }) }),
       };
-      const r = plan(input(states3, nodes));
+      // pgpool on the nodes: a promote in pgpool marks no standby down that matters
+      const onNodes = input(states3, nodes);
+      onNodes.spec = { ...onNodes.spec, pgpool: { ...onNodes.spec.pgpool, onNodes: true } };
+      const r = plan(onNodes);
       expect(r.decision).toMatchObject({
         kind: 'act',
         node: 'pg01',
@@ -464,6 +467,10 @@ describe('plan', () => {
         successor: 'pg03',
       });
       expect(r.decision.reason).toContain('pgpool switches to pg03');
+      // a pool host of its own holding standbys: the promotion detaches the old primary instead
+      const ownHost = plan(input(states3, nodes)).decision;
+      expect(ownHost).toMatchObject({ ruleId: 'failover.fence-primary' });
+      expect(ownHost).not.toHaveProperty('successor');
       const fenced = {
         ...nodes,
         pg01: node('pg01', off),
