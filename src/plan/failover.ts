@@ -3,7 +3,7 @@
 
 import type { NodeObservation } from '../observe/types.js';
 import { formatLsn } from '../observe/lsn.js';
-import { poolHoldsStandbys } from '../spec/types.js';
+import { poolCutsByRoute } from '../spec/types.js';
 import {
   REQUEUE,
   act,
@@ -37,8 +37,7 @@ export function fencePrimary(ctx: PlanContext): Verdict | undefined {
   // pgpool to a standby the election then passes over costs pgpool a second failover. Not where
   // pool hosts of their own hold the standbys: pgpool's switch (a promote) would mark them down,
   // each attach back ending sessions; the promotion detaches the old primary there instead.
-  const holdsStandbys = poolHoldsStandbys(spec.pgpool) && !spec.pgpool.onNodes;
-  const early = spec.pgpool.enabled && !observation.urgent && !holdsStandbys;
+  const early = spec.pgpool.enabled && !observation.urgent && !poolCutsByRoute(spec.pgpool);
   const told = observation.urgent?.includes(primary) ? { postmasterDeathReported: true as const } : {};
   const meanwhile = early ? ` (pgpool switches to ${successor} meanwhile)` : '';
   return act(

@@ -149,6 +149,11 @@ export function poolVip(spec: { pgpool: PgpoolSpec }): string | undefined {
  *  detach (pgpool 4.3 ends each session that runs a query while it carries one out). */
 export const poolHoldsStandbys = (pgpool: Pick<PgpoolSpec, 'loadBalancing'>): boolean => pgpool.loadBalancing;
 
+/** Whether a failed node can be kept from pgpool's sessions by a route on its pool hosts alone:
+ *  pool hosts of their own (on a node a route would also cut replication) that hold standbys. */
+export const poolCutsByRoute = (pgpool: Pick<PgpoolSpec, 'loadBalancing' | 'onNodes'>): boolean =>
+  poolHoldsStandbys(pgpool) && !pgpool.onNodes;
+
 /** The address of the operator's host on the cluster network: the lab hub's bridge address (the
  *  network's first), or the libvirt network's gateway. The backup repository's server listens
  *  there. */

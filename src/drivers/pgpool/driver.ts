@@ -12,6 +12,7 @@
 
 import { randomBytes } from 'node:crypto';
 import {
+  poolCutsByRoute,
   poolHoldsStandbys,
   poolHostNode,
   poolHosts,
@@ -577,7 +578,7 @@ export class PgpoolOnHost implements PoolDriver {
     // held up where pgpool's main node may have moved off it: a detach, then the attach, sets it
     const kind = heldUp ? 'detach' : r.kind;
     if (kind === 'attach') await this.routeBack(cluster, node);
-    if (kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
+    if (r.kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
     const t0 = performance.now();
     try {
       await sendPcp(this.link(cluster), { kind, nodeId: r.nodeId });
@@ -623,7 +624,7 @@ export class PgpoolOnHost implements PoolDriver {
   }
 
   private cutsInsteadOfDetaching(cluster: ClusterSpec): boolean {
-    return standbysOf(cluster) === 'attached' && !poolHostNode(cluster, this.host);
+    return poolCutsByRoute(cluster.pgpool);
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
