@@ -142,7 +142,6 @@ export class PgpoolOnHost implements PoolDriver {
       cutOff: (cluster, node, successor) => this.cutOff(cluster, node, successor),
       routeBack: (cluster, ...nodes) => this.routeBack(cluster, ...nodes),
       waitRouted: (cluster, primary) => this.waitRouted(cluster, primary),
-      cutsInsteadOfDetaching: (cluster) => this.cutsInsteadOfDetaching(cluster),
     });
     this.offSignals = opts.signals?.on((s) => {
       const spec = this.states.get(s.cluster)?.spec;
@@ -600,7 +599,7 @@ export class PgpoolOnHost implements PoolDriver {
    *  load-balanced to it, which would hang. Whether the route alone took it out. */
   private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
     const state = this.state(cluster);
-    if (!this.cutsInsteadOfDetaching(cluster) || !state.mainStaysWithout(node.name)) return false;
+    if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return false;
     state.cuttingOff(node.name);
     const asRoot = { user: 'root', timeoutMs: 5000 };
     const [cut, port] = await Promise.all([
@@ -621,10 +620,6 @@ export class PgpoolOnHost implements PoolDriver {
     state.cutOffNodes.add(node.name);
     this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
     return port === 'refused';
-  }
-
-  private cutsInsteadOfDetaching(cluster: ClusterSpec): boolean {
-    return poolCutsByRoute(cluster.pgpool);
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */

@@ -3,7 +3,7 @@
 // to the promoted node with one PCP request. Best effort throughout: ensurePool checks and
 // repairs whatever this could not do.
 
-import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
+import { poolCutsByRoute, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type { DriverLog } from '../types.js';
 import { messageOf } from '../../errors.js';
 import { PcpRefused } from './pcp.js';
@@ -22,9 +22,6 @@ export interface FailoverHost {
   routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void>;
   /** Until pgpool answers that it routes writes to `primary` (bounded). */
   waitRouted(cluster: ClusterSpec, primary: string): Promise<void>;
-  /** Whether this pool host keeps a failed node from pgpool's sessions by a route alone, held up
-   *  (a host of its own with standbys attached: standby-death.md §4c). */
-  cutsInsteadOfDetaching(cluster: ClusterSpec): boolean;
 }
 
 /** A switch made at the fence is used by the promotion only this long after. */
@@ -164,7 +161,7 @@ export class FailoverRouting {
     promoted: Promise<void>,
   ): Promise<void> {
     const state = this.host.state(cluster);
-    const holdUp = this.host.cutsInsteadOfDetaching(cluster) && state.mainStaysWithout(old.name);
+    const holdUp = poolCutsByRoute(cluster.pgpool) && state.mainStaysWithout(old.name);
     // cut meanwhile, so that the attach follows the detach soon enough to join its failover() run
     const cut = holdUp ? this.cutNow(cluster, cluster.nodes[old.nodeId]!) : undefined;
     if (!(await succeeds(promoted))) return;
