@@ -753,9 +753,12 @@ export class ChaosLab {
 
   // ---------------------------------------------------------------- writers
 
-  /** One new session through pgpool's address (`SELECT 1`, no retry): why it failed, or null. */
-  async newSessionFails(): Promise<string | null> {
-    return once(this.poolConfig(), (c) => c.query('SELECT 1')).then(
+  /** One new session through pgpool's address (`SELECT 1`, no retry): why it failed, or null.
+   *  With an application name, as most clients send one (psql, pgbench, JDBC): pgpool then sets
+   *  it on every backend of a cached session it reuses. */
+  async newSessionFails(applicationName?: string): Promise<string | null> {
+    const cfg = { ...this.poolConfig(), ...(applicationName ? { application_name: applicationName } : {}) };
+    return once(cfg, (c) => c.query('SELECT 1')).then(
       () => null,
       (e: unknown) => (e as Error).message ?? String(e),
     );

@@ -74,6 +74,7 @@ import {
   ROUTE_CUT_SH,
   START_SH,
   STOP_SH,
+  UNSTICK_CHILDREN_SH,
   VIP_DROP_SH,
 } from './scripts.js';
 import { watchdogFiles, watchdogOn } from './watchdog.js';
@@ -596,7 +597,8 @@ export class PgpoolOnHost implements PoolDriver {
    *  running a query (standby-death.md §3, §4b); the route keeps it from sessions while it
    *  restarts (57P03 would fail them all) until routing brings it back. A standby that does
    *  not refuse (host down or cut off, hung) is detached as well: pgpool ends the sessions
-   *  load-balanced to it, which would hang. Whether the route alone took it out. */
+   *  load-balanced to it, which would hang; its children are freed of it first. Whether the
+   *  route alone took it out. */
   private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
     const state = this.state(cluster);
     if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return false;
@@ -619,7 +621,22 @@ export class PgpoolOnHost implements PoolDriver {
     }
     state.cutOffNodes.add(node.name);
     this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
-    return port === 'refused';
+    if (port === 'refused') return true;
+    await this.unstickChildren(cluster, node);
+    return false;
+  }
+
+  /** A silent standby's cached sessions dropped from pgpool's idle children, and the children
+   *  stuck on one while taking a client freed (UNSTICK_CHILDREN_SH); a failure is only logged. */
+  private async unstickChildren(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
+    const asRoot = { user: 'root', timeoutMs: 5000 };
+    const r = await this.sh(cluster, UNSTICK_CHILDREN_SH, [node.address], asRoot).catch((e: unknown) => ({
+      code: -1,
+      stderr: messageOf(e),
+    }));
+    if (r.code === 0) return;
+    const error = tail(r.stderr);
+    this.log.warn({ cluster: cluster.name, node: node.name, error }, 'pgpool host: cannot free children');
   }
 
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */

@@ -121,6 +121,25 @@ export const ROUTE_CUT_SH = `ip route replace unreachable "$1"/32 || exit 1
 ss -K state syn-sent dst "$1" >/dev/null 2>&1
 exit 0`;
 
+/** As root, after ROUTE_CUT_SH, for a standby that went silent ($1 its address). A pgpool
+ *  child taking a client ("accept connection") waits without a timeout for the node's answer:
+ *  to the startup of a connection it had opened before the node went silent, or to the
+ *  `SET application_name` it sends on a cached one (child.c,
+ *  connect_using_existing_connection). It would wait until TCP gives up (minutes), serving no
+ *  one: that socket is destroyed, so its client fails at once and the child is free again. An
+ *  idle child with cached connections gets SIGUSR1, pgpool's own request to drop them. Never
+ *  SIGQUIT: pgpool does not fork again a child that quit on it. */
+export const UNSTICK_CHILDREN_SH = `ss -Htnp state established dst "$1" | while read -r _ _ local _ users; do
+  pid=$(printf '%s' "$users" | sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p')
+  [ -n "$pid" ] || continue
+  title=$(tr '\\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+  case $title in
+    'pgpool: wait for connection request'*) kill -USR1 "$pid" 2>/dev/null ;;
+    'pgpool: accept connection'*) ss -K state established dst "$1" sport = ":\${local##*:}" >/dev/null 2>&1 ;;
+  esac
+done
+exit 0`;
+
 /** As root: pgpool's directory removed, as postgres (its owner): root never recurses into a
  *  tree postgres can write. */
 export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;
