@@ -9,13 +9,13 @@
 // (bench:failover reports it). One cluster for the whole file. Root only:
 // scripts/test-integration.sh test/chaos.
 
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { currentPrimary, errorCounts, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
 import { eventTable, expectSafeFailover, isFence, isPromote, summary } from '../helpers/chaos-assert.js';
-import { missing, now, outage, sleep } from '../helpers/writer.js';
+import { missing, outage, sleep } from '../helpers/writer.js';
+import { expectSessionsBackAfterSilentStandby } from '../helpers/silent-standby.js';
 import { eventually } from '../helpers/eventually.js';
 
 describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000 }, () => {
@@ -144,41 +144,7 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
     await waitConverged(lab, 120_000);
     const first = lab.spec().nodes[0]!.name;
     const victim = (await currentPrimary(lab)).standbys.find((n) => n !== first)!;
-    // half of pgpool's 8 children held by idle sessions, as pgbench's clients would hold them;
-    // the other half caught connecting to the victim when its link goes down (a busy pool
-    // host's connects take long enough to be caught so: the victim hung to make sure of it)
-    const held = await openSessions(4, 'pgbench');
-    let probes: Probe[] = [];
-    let caughtErrors: (string | null)[] = [];
-    let t0 = 0;
-    try {
-      t0 = await lab.fault(victim, 'hang');
-      const caught = [0, 1, 2, 3].map(() => lab.newSessionFails('probe'));
-      await sleep(500);
-      await lab.fault(victim, 'partition');
-      await lab.fault(victim, 'resume');
-      probes = await probeSessions(t0, 20_000);
-      caughtErrors = await Promise.all(caught);
-    } finally {
-      await endSessions(held);
-      if (t0) await lab.fault(victim, 'resume');
-      if (t0) await lab.fault(victim, 'heal');
-    }
-    const failed = probes.filter((p) => p.error);
-    const late = probes.filter((p) => p.at >= 8000);
-    const ctx =
-      `new sessions through pgpool that failed (s after ${victim} hung, its link down at +0.5 s):\n` +
-      failed.map((p) => `+${(p.at / 1000).toFixed(2)} ${p.error}`).join('\n');
-    log(
-      `partition-standby ${victim}: the sessions caught connecting: ${caughtErrors.join(' | ')}\n` +
-        `${failed.length} of ${probes.length} new sessions failed\n${ctx}`,
-    );
-    expect(late.length, ctx).toBeGreaterThan(10);
-    expect(
-      late.filter((p) => p.error),
-      ctx,
-    ).toEqual([]);
-    await waitConverged(lab, 120_000);
+    await expectSessionsBackAfterSilentStandby(lab, victim);
     await expectNewSessions();
   });
 
@@ -201,46 +167,7 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
       }
     }, 15_000);
   }
-
-  /** Sessions through pgpool, all open at once (each has a child of its own), each after one
-   *  query. pgbench's application name is one of the lab spec's primaryApplications. */
-  async function openSessions(n: number, applicationName: string): Promise<pg.Client[]> {
-    const clients = Array.from({ length: n }, () => {
-      const c = new pg.Client({ ...lab.poolConfig(), application_name: applicationName });
-      c.on('error', () => {});
-      return c;
-    });
-    await Promise.all(clients.map((c) => c.connect()));
-    await Promise.all(clients.map((c) => c.query('SELECT 1')));
-    return clients;
-  }
-
-  async function endSessions(clients: pg.Client[]): Promise<void> {
-    await Promise.all(clients.map((c) => c.end().catch(() => {})));
-  }
-
-  /** New sessions through pgpool for `ms` after `t0`, four at a time, one every 50 ms at most
-   *  (each gives up after 3 s): when each started, in ms after `t0`, and why it failed. */
-  async function probeSessions(t0: number, ms: number): Promise<Probe[]> {
-    const probes: Probe[] = [];
-    await Promise.all(
-      [0, 1, 2, 3].map(async (k) => {
-        await sleep(k * 50);
-        while (now() < t0 + ms) {
-          const at = now();
-          probes.push({ at: at - t0, error: await lab.newSessionFails('probe') });
-          await sleep(Math.max(0, 200 - (now() - at)));
-        }
-      }),
-    );
-    return probes.sort((a, b) => a.at - b.at);
-  }
 });
-
-interface Probe {
-  at: number;
-  error: string | null;
-}
 
 /** The pool driver's log lines about `node` in a piece of the serve log, and a message for a
  *  failed expectation. */

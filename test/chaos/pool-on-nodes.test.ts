@@ -5,13 +5,20 @@
 // address move at once), then its link down and healed. After each: the address is on another
 // node alone (sampled every 50 ms), writes through it resumed, nothing acknowledged was lost
 // (sync mode), never two primaries, and the old holder is back with its pgpool as a spare. Times
-// are printed, never asserted. Root only: scripts/test-integration.sh test/chaos.
-// Budget: ~1.5 min (one cluster, four trials).
+// are printed, never asserted. Last, a standby's link down while the holder's children connect
+// to it. Root only: scripts/test-integration.sh test/chaos.
+// Budget: ~2 min (one cluster, five trials).
 
 import { describe, expect, it } from 'vitest';
 import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
-import { poolHostTrial, waitConverged, type PoolTrialResult } from '../helpers/chaos-scenario.js';
+import {
+  currentPrimary,
+  poolHostTrial,
+  waitConverged,
+  type PoolTrialResult,
+} from '../helpers/chaos-scenario.js';
+import { expectSessionsBackAfterSilentStandby } from '../helpers/silent-standby.js';
 import { reportPoolTrial } from '../helpers/chaos-assert.js';
 
 describe.skipIf(!IN_LAB)(
@@ -67,5 +74,14 @@ describe.skipIf(!IN_LAB)(
         else expect(r.finalPrimary, ctx).toBe(r.primary);
       });
     }
+
+    // detached here, not cut off by a route (a route on a node would cut its replication too):
+    // the children caught on it are freed beside the detach (standby-death.md §4e)
+    it("a standby's link down as the holder's children connect to it: new sessions work again", async () => {
+      await waitConverged(lab, 120_000);
+      const holder = await lab.vipHolder();
+      const victim = (await currentPrimary(lab)).standbys.find((n) => n !== holder)!;
+      await expectSessionsBackAfterSilentStandby(lab, victim);
+    });
   },
 );

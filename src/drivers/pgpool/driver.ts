@@ -80,6 +80,9 @@ import {
 import { watchdogFiles, watchdogOn } from './watchdog.js';
 import { PoolClusterState } from './state.js';
 
+/** What cutStandby did: see there. */
+type StandbyCut = 'route' | 'freed' | 'no';
+
 // the shared DriverLog, under the name this module exported first
 export type PoolDriverLog = DriverLog;
 
@@ -578,7 +581,15 @@ export class PgpoolOnHost implements PoolDriver {
     // held up where pgpool's main node may have moved off it: a detach, then the attach, sets it
     const kind = heldUp ? 'detach' : r.kind;
     if (kind === 'attach') await this.routeBack(cluster, node);
-    if (r.kind === 'detach' && (await this.cutStandby(cluster, node, probeMs))) return false;
+    let freeing = Promise.resolve();
+    if (r.kind === 'detach') {
+      const cut = await this.cutStandby(cluster, node, probeMs);
+      if (cut === 'route') return false;
+      // not cut off here (pgpool's main node, pgpool on the nodes): a node gone silent may
+      // still hold children taking clients; freed beside the detach, which does not free them
+      if (cut === 'no' && node.address !== this.address(cluster))
+        freeing = this.unstickChildren(cluster, node);
+    }
     const t0 = performance.now();
     try {
       await sendPcp(this.link(cluster), { kind, nodeId: r.nodeId });
@@ -588,6 +599,7 @@ export class PgpoolOnHost implements PoolDriver {
       const error = messageOf(e);
       this.log.warn({ cluster: cluster.name, node: r.node, error }, `pgpool: cannot ${kind} ${r.node}`);
     }
+    await freeing;
     return true;
   }
 
@@ -597,11 +609,12 @@ export class PgpoolOnHost implements PoolDriver {
    *  running a query (standby-death.md §3, §4b); the route keeps it from sessions while it
    *  restarts (57P03 would fail them all) until routing brings it back. A standby that does
    *  not refuse (host down or cut off, hung) is detached as well: pgpool ends the sessions
-   *  load-balanced to it, which would hang; its children are freed of it first. Whether the
-   *  route alone took it out. */
-  private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
+   *  load-balanced to it, which would hang; its children are freed of it first. 'route': the
+   *  route alone took it out; 'freed': cut off and children freed, a detach is due; 'no': not
+   *  cut off. */
+  private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<StandbyCut> {
     const state = this.state(cluster);
-    if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return false;
+    if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return 'no';
     state.cuttingOff(node.name);
     const asRoot = { user: 'root', timeoutMs: 5000 };
     const [cut, port] = await Promise.all([
@@ -617,13 +630,13 @@ export class PgpoolOnHost implements PoolDriver {
         { cluster: cluster.name, node: node.name, error },
         'pgpool host: cannot cut off a standby',
       );
-      return false;
+      return 'no';
     }
     state.cutOffNodes.add(node.name);
     this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
-    if (port === 'refused') return true;
+    if (port === 'refused') return 'route';
     await this.unstickChildren(cluster, node);
-    return false;
+    return 'freed';
   }
 
   /** A silent standby's cached sessions dropped from pgpool's idle children, and the children
