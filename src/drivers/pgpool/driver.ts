@@ -200,6 +200,19 @@ export class PgpoolOnHost implements PoolDriver {
     return runScript(this.shell, this.hostRefOf(cluster), { text: script, args }, opts);
   }
 
+  /** A short script as root (routes, sockets, signals); one that could not run is reported as
+   *  failed like one that exited non-zero, for a caller that only logs it. */
+  private rootSh(
+    cluster: ClusterSpec,
+    script: string,
+    args: string[],
+  ): Promise<{ code: number; stderr: string }> {
+    return this.sh(cluster, script, args, { user: 'root', timeoutMs: 5000 }).catch((e: unknown) => ({
+      code: -1,
+      stderr: messageOf(e),
+    }));
+  }
+
   private async must(
     cluster: ClusterSpec,
     what: string,
@@ -616,12 +629,8 @@ export class PgpoolOnHost implements PoolDriver {
     const state = this.state(cluster);
     if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return 'no';
     state.cuttingOff(node.name);
-    const asRoot = { user: 'root', timeoutMs: 5000 };
     const [cut, port] = await Promise.all([
-      this.sh(cluster, ROUTE_CUT_SH, [node.address], asRoot).catch((e: unknown) => ({
-        code: -1,
-        stderr: messageOf(e),
-      })),
+      this.rootSh(cluster, ROUTE_CUT_SH, [node.address]),
       tcpPortState(node.address, pgPort(cluster), Math.min(probeMs, REFUSAL_WAIT_MS)),
     ]);
     if (cut.code !== 0) {
@@ -642,11 +651,7 @@ export class PgpoolOnHost implements PoolDriver {
   /** A silent standby's cached sessions dropped from pgpool's idle children, and the children
    *  stuck on one while taking a client freed (UNSTICK_CHILDREN_SH); a failure is only logged. */
   private async unstickChildren(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
-    const asRoot = { user: 'root', timeoutMs: 5000 };
-    const r = await this.sh(cluster, UNSTICK_CHILDREN_SH, [node.address], asRoot).catch((e: unknown) => ({
-      code: -1,
-      stderr: messageOf(e),
-    }));
+    const r = await this.rootSh(cluster, UNSTICK_CHILDREN_SH, [node.address]);
     if (r.code === 0) return;
     const error = tail(r.stderr);
     this.log.warn({ cluster: cluster.name, node: node.name, error }, 'pgpool host: cannot free children');
@@ -661,9 +666,8 @@ export class PgpoolOnHost implements PoolDriver {
     if (due.nodes.length === 0) return;
     const script = `${ROUTE_BACK_SH}\nexit 0`;
     const addresses = others.filter((n) => due.nodes.includes(n.name)).map((n) => n.address);
-    const asRoot = { user: 'root', timeoutMs: 5000 };
-    const res = await this.sh(cluster, script, addresses, asRoot).catch(() => null);
-    if (res?.code === 0) state.routedBackDone(due.nodes, due.token);
+    const res = await this.rootSh(cluster, script, addresses);
+    if (res.code === 0) state.routedBackDone(due.nodes, due.token);
   }
 
   routeToPrimary(cluster: ClusterSpec, node: NodeSpec, promoted: Promise<void>): Promise<void> {
