@@ -80,9 +80,6 @@ import {
 import { watchdogFiles, watchdogOn } from './watchdog.js';
 import { PoolClusterState } from './state.js';
 
-/** What cutStandby did: see there. */
-type StandbyCut = 'route' | 'freed' | 'no';
-
 // the shared DriverLog, under the name this module exported first
 export type PoolDriverLog = DriverLog;
 
@@ -596,12 +593,9 @@ export class PgpoolOnHost implements PoolDriver {
     if (kind === 'attach') await this.routeBack(cluster, node);
     let freeing = Promise.resolve();
     if (r.kind === 'detach') {
-      const cut = await this.cutStandby(cluster, node, probeMs);
-      if (cut === 'route') return false;
-      // not cut off here (pgpool's main node, pgpool on the nodes): a node gone silent may
-      // still hold children taking clients; freed beside the detach, which does not free them
-      if (cut === 'no' && node.address !== this.address(cluster))
-        freeing = this.unstickChildren(cluster, node);
+      if (await this.cutStandby(cluster, node, probeMs)) return false;
+      // a node gone silent may hold children taking clients; the detach does not free them
+      if (node.address !== this.address(cluster)) freeing = this.unstickChildren(cluster, node);
     }
     const t0 = performance.now();
     try {
@@ -622,12 +616,10 @@ export class PgpoolOnHost implements PoolDriver {
    *  running a query (standby-death.md §3, §4b); the route keeps it from sessions while it
    *  restarts (57P03 would fail them all) until routing brings it back. A standby that does
    *  not refuse (host down or cut off, hung) is detached as well: pgpool ends the sessions
-   *  load-balanced to it, which would hang; its children are freed of it first. 'route': the
-   *  route alone took it out; 'freed': cut off and children freed, a detach is due; 'no': not
-   *  cut off. */
-  private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<StandbyCut> {
+   *  load-balanced to it, which would hang. Whether the route alone took it out. */
+  private async cutStandby(cluster: ClusterSpec, node: NodeSpec, probeMs: number): Promise<boolean> {
     const state = this.state(cluster);
-    if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return 'no';
+    if (!poolCutsByRoute(cluster.pgpool) || !state.mainStaysWithout(node.name)) return false;
     state.cuttingOff(node.name);
     const [cut, port] = await Promise.all([
       this.rootSh(cluster, ROUTE_CUT_SH, [node.address]),
@@ -639,17 +631,15 @@ export class PgpoolOnHost implements PoolDriver {
         { cluster: cluster.name, node: node.name, error },
         'pgpool host: cannot cut off a standby',
       );
-      return 'no';
+      return false;
     }
     state.cutOffNodes.add(node.name);
     this.log.info({ cluster: cluster.name, node: node.name, port }, 'pgpool: standby cut off by a route');
-    if (port === 'refused') return 'route';
-    await this.unstickChildren(cluster, node);
-    return 'freed';
+    return port === 'refused';
   }
 
-  /** A silent standby's cached sessions dropped from pgpool's idle children, and the children
-   *  stuck on one while taking a client freed (UNSTICK_CHILDREN_SH); a failure is only logged. */
+  /** A detached node's cached sessions dropped from pgpool's idle children, and the children
+   *  stuck on it while taking a client freed (UNSTICK_CHILDREN_SH); a failure is only logged. */
   private async unstickChildren(cluster: ClusterSpec, node: NodeSpec): Promise<void> {
     const r = await this.rootSh(cluster, UNSTICK_CHILDREN_SH, [node.address]);
     if (r.code === 0) return;

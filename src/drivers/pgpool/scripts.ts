@@ -121,7 +121,7 @@ export const ROUTE_CUT_SH = `ip route replace unreachable "$1"/32 || exit 1
 ss -K state syn-sent dst "$1" >/dev/null 2>&1
 exit 0`;
 
-/** As root, after ROUTE_CUT_SH, for a standby that went silent ($1 its address). A pgpool
+/** As root, beside the PCP detach of a node that may have gone silent ($1 its address). A pgpool
  *  child taking a client ("accept connection") waits without a timeout for the node's answer:
  *  to the startup of a connection it had opened before the node went silent, or to the
  *  `SET application_name` it sends on a cached one (child.c,
