@@ -12,19 +12,10 @@ import type { ChaosLab } from './chaos-lab.js';
 import { waitConverged } from './chaos-scenario.js';
 import { now, sleep } from './writer.js';
 
-export interface Probe {
+interface Probe {
   /** ms after the fault */
   at: number;
   error: string | null;
-}
-
-export interface SilentStandbyResult {
-  victim: string;
-  /** how the sessions caught connecting ended (null: they worked) */
-  caught: (string | null)[];
-  probes: Probe[];
-  /** what a failed expectation should print */
-  report: string;
 }
 
 /** The trial on `victim` (a standby), then: every new session that started 8 s or more after
@@ -42,7 +33,10 @@ export async function expectSessionsBackAfterSilentStandby(lab: ChaosLab, victim
 }
 
 /** The trial on `victim` (a standby); it is healed and resumed before this returns. */
-export async function silentStandbyTrial(lab: ChaosLab, victim: string): Promise<SilentStandbyResult> {
+async function silentStandbyTrial(
+  lab: ChaosLab,
+  victim: string,
+): Promise<{ probes: Probe[]; report: string }> {
   const held = await openSessions(lab, 4, 'pgbench');
   let probes: Probe[] = [];
   let caught: (string | null)[] = [];
@@ -65,7 +59,7 @@ export async function silentStandbyTrial(lab: ChaosLab, victim: string): Promise
     `${victim} hung, its link down at +0.5 s; the sessions caught connecting: ${caught.join(' | ')}\n` +
     `${failed.length} of ${probes.length} new sessions failed:\n` +
     failed.map((p) => `+${(p.at / 1000).toFixed(2)} ${p.error}`).join('\n');
-  return { victim, caught, probes, report };
+  return { probes, report };
 }
 
 /** Sessions through pgpool, all open at once (each has a child of its own), each after one
