@@ -158,6 +158,25 @@ export function holdVirtualIp(ctx: PlanContext): Verdict | undefined {
   return clusterAction({ type: 'moveVip', to: to.name }, `${why}; moving it to ${to.name}`);
 }
 
+/** The virtual IP's holder stopped answering, not yet for the failure budget's looks: the next
+ *  looks come at the retry interval, as a primary's probes do after a miss (a merely slow holder
+ *  answers one of them and nothing happens). Not while a job's wait would set the pace. */
+export function waitForSilentHolder(ctx: PlanContext): Verdict | undefined {
+  const vip = poolVip(ctx.input.spec);
+  if (!vip || ctx.input.spec.pgpool.watchdog.enabled) return undefined;
+  const holders = ctx.input.observation.pool?.hosts?.filter((h) => h.holdsVip === true) ?? [];
+  const holder = holders.length === 1 ? holders[0]! : undefined;
+  if (!holder || poolHostDead(holder, ctx.budget)) return undefined;
+  const silent = holder.pcpPort !== 'open' ? holder.silentLooks : 0;
+  const looks = Math.max(silent, holder.unansweredLooks);
+  if (looks === 0) return undefined;
+  return wait(
+    `${holder.name}, which holds the virtual IP ${vip}, has not answered ${looks}/${ctx.budget} looks`,
+    undefined,
+    ctx.retryMs,
+  );
+}
+
 /** pgpool on the nodes: a node leaving the spec is no pool host any more (not looked at), yet
  *  while its machine runs it may hold the address, and its pgpool serve the clients there. It is
  *  fenced first (scale.ts), which takes the address with it: moving the address before would

@@ -16,6 +16,7 @@ import { clearSyncNames, setSyncQuorum } from './sync.js';
 import {
   detachFailedFromPool,
   holdVirtualIp,
+  waitForSilentHolder,
   removeLeftPoolHost,
   waitForPoolAttach,
   waitForPoolHosts,
@@ -117,6 +118,7 @@ export const RULES: readonly Step[] = [
   rule('switchover.wait-target', switchover.waitForSwitchoverTarget),
   rule('switchover.demote', switchover.demoteForSwitchover),
   rule('primary.unhealthy', failover.waitForPrimary),
+  rule('pool.holder-unanswered', waitForSilentHolder),
   rule('job.running', waitForJobs),
   rule('node.waiting', node.waitForNodes),
   rule('switchover.done', switchover.closeSettledSwitchover),

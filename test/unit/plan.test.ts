@@ -1070,6 +1070,25 @@ describe('plan: pool hosts and the virtual IP', () => {
     );
   });
 
+  it('a holder missing looks is looked at again at the retry interval, even while a job runs', () => {
+    const retry = spec.failureDetection.retryIntervalMs;
+    const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: 1, reachable: false });
+    const i = withHosts(silent, host('pool-b'));
+    i.jobs = { pg02: { id: 8, kind: 'repointStandby', state: 'running', deadlineAt: i.now + 60_000 } };
+    const d = plan(i).decision;
+    expect(d).toMatchObject({ kind: 'wait', ruleId: 'pool.holder-unanswered', requeueAfterMs: retry });
+    expect(d.reason).toContain(`pool-a, which holds the virtual IP 10.0.0.10, has not answered 1/${budget}`);
+    const hung = host('pool-a', { holdsVip: true, reachable: false, primary: null, unansweredLooks: 1 });
+    expect(decide(hung, host('pool-b'))).toMatchObject({ ruleId: 'pool.holder-unanswered' });
+    // a silent spare, or a busy holder (PCP answers): the usual pace
+    const spare = host('pool-b', { port: 'silent', silentLooks: 1, reachable: false });
+    expect(decide(host('pool-a', { holdsVip: true }), spare)).not.toMatchObject({
+      ruleId: 'pool.holder-unanswered',
+    });
+    const busy = host('pool-a', { holdsVip: true, port: 'silent', pcpPort: 'open', silentLooks: 1 });
+    expect(decide(busy, host('pool-b'))).not.toMatchObject({ ruleId: 'pool.holder-unanswered' });
+  });
+
   it('a busy holder (clients port silent under load, PCP answering) keeps the virtual IP', () => {
     const busy = host('pool-a', {
       holdsVip: true,
