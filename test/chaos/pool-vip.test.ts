@@ -4,14 +4,18 @@
 // pool host, never two pool hosts held it at once (sampled every 50 ms inside the lab), writes
 // through the address resumed and nothing acknowledged was lost, the primary stayed where it
 // was, and the old holder is back as a spare (its pgpool listening, pgop Healthy). Times are
-// printed, never asserted (bench:failover measures them under load). Root only:
-// scripts/test-integration.sh test/chaos. Budget: ~3 min (one cluster, three trials).
+// printed, never asserted (bench:failover measures them under load). And a client that waits for an
+// answer when the holder's link goes down is told its session is gone (the new holder's tickle),
+// instead of waiting for TCP keepalive. Root only: scripts/test-integration.sh test/chaos.
+// Budget: ~4 min (one cluster, four trials).
 
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { poolHostTrial, waitConverged, type PoolFault } from '../helpers/chaos-scenario.js';
 import { reportPoolTrial } from '../helpers/chaos-assert.js';
+import { now, sleep } from '../helpers/writer.js';
 
 const FAULTS: { fault: PoolFault; title: string }[] = [
   { fault: 'kill', title: "the holder's pgpool killed (-9)" },
@@ -41,4 +45,34 @@ describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', {
       ).toBe(true);
     });
   }
+
+  it('a client waiting on the holder when its link goes down is told its session ended', async () => {
+    await waitConverged(lab, 120_000);
+    const holder = await lab.vipHolder();
+    // no keepalive, as most clients: the holder's answer never comes, and nothing else would end it
+    const client = new pg.Client({ ...lab.poolConfig(), application_name: 'waiting' });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const ended = client.query('SELECT pg_sleep(120)').then(
+        () => 'answered',
+        (e: unknown) => (e as Error).message,
+      );
+      // the query reached pgpool (acknowledged): from now on the client only listens
+      await sleep(1_000);
+      const t0 = await lab.fault(holder, 'partition');
+      const outcome = await Promise.race([ended, sleep(30_000).then(() => 'still waiting after 30 s')]);
+      log(
+        `waiting client: "${outcome}" ${((now() - t0) / 1000).toFixed(2)} s after ${holder}'s link went down`,
+      );
+      expect(outcome).not.toBe('still waiting after 30 s');
+      expect(outcome).not.toBe('answered');
+      expect(await lab.vipHolder()).not.toBe(holder);
+    } finally {
+      (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      client.end().catch(() => undefined);
+      await lab.fault(holder, 'heal');
+    }
+    await waitConverged(lab, 180_000);
+  });
 });

@@ -13,7 +13,7 @@ import { failureDetail, runScript } from '../remote/run.js';
 import { tcpPortState } from '../remote/port.js';
 import { LOST_MID_COMMAND } from '../ssh/shell.js';
 import { PgpoolOnHost, type PgpoolOnHostOptions } from './driver.js';
-import { VIP_ADD_SH, VIP_DROP_SH, VIP_HELD_SH } from './scripts.js';
+import { VIP_DROP_SH, VIP_HELD_SH, VIP_TAKE_SH } from './scripts.js';
 
 /** What the driver needs of the provider to fence and restart a pool host's machine. */
 export interface PoolHostMachines {
@@ -46,7 +46,12 @@ interface HostVipState {
   shellReachable: boolean;
   silentLooks: number;
   unansweredLooks: number;
+  /** the clients connected to its pgpool at the virtual IP when it last held it (ADDRESS:PORT) */
+  clients: string[];
 }
+
+/** A client as `ss` prints it; anything else read from a host is dropped, never passed on. */
+const CLIENT_LINE = /^c (\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})$/;
 
 export class SshPoolDriver implements PoolDriver {
   private readonly opts: SshPoolDriverOptions;
@@ -91,6 +96,7 @@ export class SshPoolDriver implements PoolDriver {
           shellReachable: true,
           silentLooks: 0,
           unansweredLooks: 0,
+          clients: [],
         }),
       );
     return s;
@@ -201,9 +207,12 @@ export class SshPoolDriver implements PoolDriver {
     const s = this.vipState(cluster, host);
     const startedAt = Date.now();
     try {
-      const res = await this.run(cluster, host, VIP_HELD_SH, [poolVip(cluster) ?? ''], 2_000);
+      const args = [poolVip(cluster) ?? '', String(cluster.pgpool.port)];
+      const res = await this.run(cluster, host, VIP_HELD_SH, args, 2_000);
+      const lines = res.stdout.trim().split('\n');
       // a move meanwhile knows better
-      if (s.readAt <= startedAt) s.holds = res.stdout.trim() === 'held';
+      if (s.readAt <= startedAt) s.holds = lines[0] === 'held';
+      if (s.holds) s.clients = lines.flatMap((l) => CLIENT_LINE.exec(l)?.slice(1, 2) ?? []);
       s.shellReachable = true;
     } catch {
       s.shellReachable = false;
@@ -297,12 +306,20 @@ export class SshPoolDriver implements PoolDriver {
     await Promise.all(others.map((h) => this.dropVip(cluster, h.name, vip)));
     // from here it may hold the address whatever the outcome (a timed-out add may have run)
     Object.assign(this.vipState(cluster, holder), { holds: null, readAt: Date.now() });
-    const res = await this.run(cluster, holder, VIP_ADD_SH, [vip, this.host(holder).address(cluster)], 5_000);
+    // the old holder's clients, as last read there: told at once that their sessions are gone
+    const clients = [...new Set(others.flatMap((h) => this.vipState(cluster, h.name).clients))];
+    const own = this.host(holder).address(cluster);
+    const args = [vip, own, String(cluster.pgpool.port), ...clients];
+    const res = await this.run(cluster, holder, VIP_TAKE_SH, args, 5_000);
     if (res.code !== 0)
       throw transient(`cannot put ${vip} on pool host ${holder} of ${cluster.name}: ${failureDetail(res)}`);
     Object.assign(this.vipState(cluster, holder), { holds: true, readAt: Date.now(), shellReachable: true });
+    for (const h of others) this.vipState(cluster, h.name).clients = [];
     const ms = Math.round(performance.now() - t0);
-    this.log.info({ cluster: cluster.name, poolHost: holder, vip, ms }, 'virtual IP moved');
+    this.log.info(
+      { cluster: cluster.name, poolHost: holder, vip, ms, tickled: clients.length },
+      'virtual IP moved',
+    );
   }
 
   /** The address off one host: over SSH, else by powering the machine off (fence). */

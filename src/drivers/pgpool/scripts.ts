@@ -144,8 +144,17 @@ exit 0`;
  *  tree postgres can write. */
 export const REMOVE_DIR_SH = `${NODE_FS_FUNCS}\npg_rmtree "$1"`;
 
-/** As root. $1 the virtual IP: prints held or free. */
-export const VIP_HELD_SH = 'if ip -4 -o addr show to "$1/32" | grep -q .; then echo held; else echo free; fi';
+/** Clients of the old holder tickled at most: their addresses travel on one command line (Linux
+ *  takes at most 128 KiB in one argument; 2048 of them take 45 KiB). */
+export const MAX_TICKLED_CLIENTS = 2048;
+
+/** As root. $1 the virtual IP, $2 pgpool's port: prints held or free; when held, then the clients
+ *  connected to pgpool at the virtual IP, one `c ADDRESS:PORT` line each (the next holder tickles
+ *  them, VIP_TAKE_SH). */
+export const VIP_HELD_SH = `if ! ip -4 -o addr show to "$1/32" | grep -q .; then echo free; exit 0; fi
+echo held
+ss -Htn state established src "$1:$2" 2>/dev/null | while read -r _ _ _ peer _; do echo "c $peer"; done |
+  head -n ${MAX_TICKLED_CLIENTS}`;
 
 /** As CUT_OFF_SH, without the route: on a database node (pgpool.onNodes) a route would also cut
  *  its own replication off the node, and the fenced node's rejoin needs this one (a left-over
@@ -159,6 +168,34 @@ exit 0`;
 export const VIP_DROP_SH = `set -e
 ip -4 -o addr show to "$1/32" | while read -r _ dev _ cidr _; do ip addr del "$cidr" dev "$dev"; done`;
 
+/** Python (stdin), as root. argv: the virtual IP, the host's own address, pgpool's port, then the
+ *  old holder's clients as ADDRESS:PORT. A client waiting for an answer the old holder will never
+ *  send sends nothing itself, so it would wait out TCP keepalive (hours); one whose request was
+ *  lost waits out its retransmit backoff (seconds). Each gets a bare ACK from the virtual IP
+ *  that no connection here matches: its kernel answers with an ACK, which this host, holding no
+ *  such connection, answers with a reset, so the client learns at once and reconnects (CTDB's
+ *  "tickle ACK"). Twice: the first answer may still go to the old holder's MAC, and Linux
+ *  answers a socket's stray segments at most every 500 ms. */
+const TICKLE_PY = `import socket, struct, sys, time
+vip, port, peers = sys.argv[1], int(sys.argv[3]), sys.argv[4:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.bind((vip, 0))
+def ack(ip, p):
+    h = struct.pack("!HHIIBBHHH", port, p, 0, 0, 0x50, 0x10, 1024, 0, 0)
+    b = socket.inet_aton(vip) + socket.inet_aton(ip) + struct.pack("!BBH", 0, 6, len(h)) + h
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return h[:16] + struct.pack("!H", ~t & 0xFFFF) + h[18:]
+for delay in (0, 0.6):
+    time.sleep(delay)
+    for peer in peers:
+        ip, p = peer.rsplit(":", 1)
+        try:
+            s.sendto(ack(ip, int(p)), (ip, 0))
+        except OSError:
+            pass`;
+
 /** As root. $1 the virtual IP, $2 the host's own address: the VIP added (as /32) on the interface
  *  that carries $2, then announced with an unsolicited ARP so that neighbours' caches point at
  *  this host at once (no arping: a warning, and neighbours learn it when their entry expires). */
@@ -171,4 +208,14 @@ if command -v arping >/dev/null 2>&1; then
   setsid arping -q -U -c 2 -I "$dev" "$1" </dev/null >/dev/null 2>&1 &
 else
   echo "warning: no arping (iputils-arping): neighbours keep the old holder until their ARP entry expires"
+fi`;
+
+/** As root. VIP_ADD_SH's $1 and $2, then pgpool's port and the old holder's clients
+ *  (ADDRESS:PORT): the address added and announced, then the clients tickled (TICKLE_PY, not
+ *  waited for; without python3 they learn by their own retransmits or keepalives). */
+export const VIP_TAKE_SH = `${VIP_ADD_SH}
+if [ $# -gt 3 ] && command -v python3 >/dev/null 2>&1; then
+  setsid python3 - "$@" >/dev/null 2>&1 <<'PY' &
+${TICKLE_PY}
+PY
 fi`;
