@@ -25,17 +25,17 @@ export function detachFailedFromPool(ctx: PlanContext): Verdict | undefined {
   );
 }
 
+/** The looks in a row a pool host's pgpool has missed: its port silent (not while PCP's port
+ *  answers: pgpool is alive there and only busy, every child serving a client, its listen
+ *  backlog full), or its port open and pgpool not answering. */
+const missedLooks = (h: PoolHostObservation) =>
+  Math.max(h.pcpPort !== 'open' ? h.silentLooks : 0, h.unansweredLooks);
+
 /** A pool host's pgpool serves no client: nothing listens on its port, its machine is off (the
- *  provider says so: no need to count looks), or the port stayed silent for the failure budget's
- *  looks in a row (host down or cut off). Not when PCP's port answers: pgpool is alive there and
- *  only busy (every child serving a client, its listen backlog full), and fencing it would cut
- *  off the clients it serves. */
+ *  provider says so: no need to count looks), or it missed the failure budget's looks (host down
+ *  or cut off, or hung). A busy one is not: fencing it would cut off the clients it serves. */
 const poolHostDead = (h: PoolHostObservation, budget: number) =>
-  h.port === 'refused' ||
-  h.machine === 'stopped' ||
-  h.machine === 'missing' ||
-  (h.silentLooks >= budget && h.pcpPort !== 'open') ||
-  h.unansweredLooks >= budget;
+  h.port === 'refused' || h.machine === 'stopped' || h.machine === 'missing' || missedLooks(h) >= budget;
 
 /** A pool host's pgpool serves clients: its port accepts, or it is only busy (above). */
 const poolHostServes = (h: PoolHostObservation) =>
@@ -167,8 +167,7 @@ export function waitForSilentHolder(ctx: PlanContext): Verdict | undefined {
   const holders = ctx.input.observation.pool?.hosts?.filter((h) => h.holdsVip === true) ?? [];
   const holder = holders.length === 1 ? holders[0]! : undefined;
   if (!holder || poolHostDead(holder, ctx.budget)) return undefined;
-  const silent = holder.pcpPort !== 'open' ? holder.silentLooks : 0;
-  const looks = Math.max(silent, holder.unansweredLooks);
+  const looks = missedLooks(holder);
   if (looks === 0) return undefined;
   return wait(
     `${holder.name}, which holds the virtual IP ${vip}, has not answered ${looks}/${ctx.budget} looks`,

@@ -15,7 +15,7 @@ import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { poolHostTrial, waitConverged, type PoolFault } from '../helpers/chaos-scenario.js';
 import { reportPoolTrial } from '../helpers/chaos-assert.js';
-import { now, sleep } from '../helpers/writer.js';
+import { destroyClient, now, sleep } from '../helpers/writer.js';
 
 const FAULTS: { fault: PoolFault; title: string }[] = [
   { fault: 'kill', title: "the holder's pgpool killed (-9)" },
@@ -69,8 +69,7 @@ describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', {
       expect(outcome).not.toBe('answered');
       expect(await lab.vipHolder()).not.toBe(holder);
     } finally {
-      (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-      client.end().catch(() => undefined);
+      destroyClient(client);
       await lab.fault(holder, 'heal');
     }
     await waitConverged(lab, 180_000);

@@ -34,7 +34,7 @@ import type { ClusterSpec } from '../../src/spec/types.js';
 import type { EventRecord } from '../../src/store/types.js';
 import type { JobRecord } from '../../src/store/jobs.js';
 import type { ClusterObservation } from '../../src/observe/types.js';
-import { TABLE_DDL, Writer, now, sleep, type WriterOptions } from './writer.js';
+import { TABLE_DDL, Writer, destroyClient, now, sleep, type WriterOptions } from './writer.js';
 import { labSsl } from './lab-tls.js';
 import { eventually } from './eventually.js';
 import { PGOP_BIN, REPO } from './lab-env.js';
@@ -784,8 +784,7 @@ async function once<T>(cfg: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): 
     await c.connect();
     return await fn(c);
   } finally {
-    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-    c.end().catch(() => undefined);
+    destroyClient(c);
   }
 }
 
@@ -885,10 +884,7 @@ export class SplitBrainMonitor extends PeriodicSampler {
       return !r.rows[0]!.r;
     } catch (err) {
       this.lastErrors.set(node, (err as Error).message.slice(0, 160));
-      if (c) {
-        (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-        c.end().catch(() => undefined);
-      }
+      if (c) destroyClient(c);
       this.clients.delete(node);
       return null;
     }
@@ -907,8 +903,7 @@ export class SplitBrainMonitor extends PeriodicSampler {
   override async stop(): Promise<void> {
     await super.stop();
     for (const c of this.clients.values()) {
-      (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-      c.end().catch(() => undefined);
+      destroyClient(c);
     }
     this.clients.clear();
   }

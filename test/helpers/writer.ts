@@ -116,7 +116,7 @@ export class Writer {
     if (this.timer) clearTimeout(this.timer);
     const deadline = now() + Math.max(this.o.connectTimeoutMs, this.o.queryTimeoutMs) + 500;
     while (this.inFlight > 0 && now() < deadline) await sleep(10);
-    for (const c of [...this.all]) destroy(c);
+    for (const c of [...this.all]) destroyClient(c);
     this.all.clear();
     this.idle = [];
   }
@@ -185,7 +185,7 @@ export class Writer {
       for (const w of this.firstAckWaiters.splice(0)) w();
       // one idle session is enough: a hedge's would hold one of pgpool's children for nothing
       if (this.stopped || this.o.newSessionEach || this.idle.length > 0) {
-        destroy(client);
+        destroyClient(client);
         this.all.delete(client);
       } else this.idle.push(client);
       if (this.o.stopAfterFirstAck) this.stopped = true;
@@ -202,7 +202,7 @@ export class Writer {
         if (e.code && KEEP_SESSION.has(e.code) && !this.stopped && !this.o.newSessionEach)
           this.idle.push(client);
         else {
-          destroy(client);
+          destroyClient(client);
           this.all.delete(client);
         }
       }
@@ -210,7 +210,8 @@ export class Writer {
   }
 }
 
-function destroy(c: pg.Client) {
+/** A client ended at once: its socket destroyed (a peer that went silent would hold `end()`). */
+export function destroyClient(c: pg.Client) {
   (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   c.end().catch(() => undefined);
 }
