@@ -94,6 +94,7 @@ describe.skipIf(!enabled)(
       return items[0]?.archive;
     };
     const state = async () =>
+      pgop.unexpectedExits.map((e) => `  ${e} (restarted)\n`).join('') +
       `  cluster: ${JSON.stringify(await pgop.cluster(spec.name))}\n` +
       `${describeNodes(await pgop.nodes())}\n  serve log tail:\n${tailOf(serveLog, 25)}`;
 
@@ -132,6 +133,8 @@ describe.skipIf(!enabled)(
         }
       } finally {
         await pgop.stopServe();
+        for (const e of pgop.unexpectedExits)
+          log(`NOTE: ${e}; restarted as its unit would (serve log: kernel lines)`);
         if (process.env.PGOP_E2E_KEEP_WORK !== '1') rmSync(work, { recursive: true, force: true });
       }
     }, 900_000);

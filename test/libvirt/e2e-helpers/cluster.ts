@@ -7,7 +7,7 @@
 
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -202,6 +202,7 @@ export interface ClusterItem {
 export class Pgop {
   private serveChild: ChildProcess | null = null;
   readonly outputs: string[] = [];
+  readonly unexpectedExits: string[] = [];
 
   constructor(
     readonly db: string,
@@ -254,16 +255,30 @@ export class Pgop {
     return (JSON.parse(r.stdout).items as ClusterItem[]).find((c) => c.name === name) ?? null;
   }
 
-  /** Start `pgop serve` in the background; its log goes to `logFile`. */
+  /** Start `pgop serve` in the background; its log goes to `logFile`. An exit nobody asked for
+   *  is written to that log (code or signal, and the kernel's last lines: a segfault or an OOM
+   *  kill shows there) and, as the systemd unit's Restart=always does, serve is started again
+   *  2 s later; `unexpectedExits` keeps what was seen. */
   startServe(logFile: string): number {
     if (this.serveChild && this.serveChild.exitCode === null) return this.serveChild.pid!;
     const fd = openSync(logFile, 'a', 0o600);
-    this.serveChild = spawn(process.execPath, [BIN, '--db', this.db, 'serve'], {
+    const child = spawn(process.execPath, [BIN, '--db', this.db, 'serve'], {
       stdio: ['ignore', fd, fd],
       env: this.env,
     });
     closeSync(fd);
-    return this.serveChild.pid!;
+    this.serveChild = child;
+    child.once('exit', (code, signal) => {
+      if (this.serveChild !== child) return; // stopServe asked for it
+      const how = signal ?? `code ${code}`;
+      const seen = `pgop serve (pid ${child.pid}) exited on its own at ${new Date().toISOString()}: ${how}`;
+      this.unexpectedExits.push(seen);
+      appendFileSync(logFile, `[e2e] ${seen}; restarting it in 2 s\n[e2e] kernel: ${kernelTail()}\n`);
+      setTimeout(() => {
+        if (this.serveChild === child) this.startServe(logFile);
+      }, 2000).unref();
+    });
+    return child.pid!;
   }
 
   serveAlive(): boolean {
@@ -284,6 +299,15 @@ export class Pgop {
       c.kill('SIGTERM');
     });
   }
+}
+
+/** The kernel's last lines (dmesg), one line: empty where dmesg cannot be read. */
+function kernelTail(): string {
+  const r = spawnSync('dmesg', ['--ctime'], { encoding: 'utf8', timeout: 5000 });
+  return (
+    (r.stdout ?? '').trimEnd().split('\n').slice(-8).join(' | ') ||
+    `(dmesg: ${r.stderr?.trim() || 'nothing'})`
+  );
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
