@@ -32,6 +32,7 @@ export const DEFAULT_PACKAGES: readonly string[] = [
   'isc-dhcp-client',
   'iproute2',
   'iputils-arping', // the virtual IP's new holder announces it (gratuitous ARP)
+  'iptables', // a pool host sends pgpool's first node's connects to a standby while it is away
   'iputils-ping', // pgpool's own watchdog (spec.pgpool.watchdog) pings the address it took
   'netbase',
   'sudo',

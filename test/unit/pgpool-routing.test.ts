@@ -256,6 +256,45 @@ describe('PoolClusterState', () => {
     expect(s.mainStaysWithout('pg09')).toBe(false);
   });
 
+  it("holds pgpool's first node up behind an alias to a standby, never to the primary", () => {
+    const s = new PoolClusterState();
+    s.remember(routed, 'h'); // pg01 primary, pg02 and pg03 standbys, all up
+    expect(s.aliasTargetFor('pg01', 'pg02')).toBe('pg03');
+    expect(s.aliasTargetFor('pg01', 'pg03')).toBe('pg02');
+    s.cutOffNodes.add('pg03'); // a standby cut off serves nothing in its place
+    expect(s.aliasTargetFor('pg01', 'pg02')).toBeUndefined();
+    s.cutOffNodes.clear();
+    s.remember([b('pg01', 'up', 'primary'), b('pg02', 'up'), b('pg03', 'down')], 'h');
+    expect(s.aliasTargetFor('pg01', 'pg02')).toBeUndefined(); // two nodes: no standby besides
+    s.remember([b('pg01', 'up'), b('pg02', 'up', 'primary'), b('pg03', 'up')], 'h');
+    expect(s.aliasTargetFor('pg03', 'pg01')).toBeUndefined(); // pg02, pgpool's primary, is never one
+  });
+
+  it("trusts an alias to have kept pgpool's main node only while no other node moved", () => {
+    const s = new PoolClusterState();
+    s.remember(routed, 'h');
+    s.cuttingOff('pg01');
+    s.aliased('pg01', 'pg03');
+    expect(s.cutOffNodes.has('pg01')).toBe(true); // shown down, routing brings it back
+    s.markDetached('pg01'); // its own detach, the alias set first: still whole
+    expect(s.aliasIntact('pg01')).toBe(true);
+    s.cuttingOff('pg03'); // the target cut off: connects to pg01 fail, a child skips it
+    expect(s.aliasIntact('pg01')).toBe(false);
+
+    s.aliased('pg01', 'pg03');
+    s.markDetached('pg02');
+    expect(s.aliasIntact('pg01')).toBe(false);
+    s.aliased('pg01', 'pg03');
+    s.markPromoted('pg03');
+    expect(s.aliasIntact('pg01')).toBe(false);
+    s.aliased('pg01', null); // left by an earlier operator process: the target unknown
+    expect(s.aliasIntact('pg01')).toBe(false);
+    s.aliased('pg01', 'pg03');
+    s.routedBackDone(['pg01'], s.needRouteBack(['pg01']).token);
+    expect(s.aliasIntact('pg01')).toBe(false);
+    expect(s.cutOffNodes.has('pg01')).toBe(false);
+  });
+
   it('names the old primary to detach when a promote would also mark a standby down', () => {
     const s = new PoolClusterState();
     s.remember(routed, 'h');

@@ -66,11 +66,13 @@ import {
   type RoutingGoal,
 } from './routing.js';
 import {
+  ALIAS_SH,
   CUT_OFF_SH,
   CUT_SESSIONS_SH,
   PREPARE_SH,
+  READ_CUT_OFFS_SH,
   REMOVE_DIR_SH,
-  ROUTE_BACK_SH,
+  ROUTE_AND_ALIAS_BACK_SH,
   ROUTE_CUT_SH,
   START_SH,
   STOP_SH,
@@ -141,6 +143,7 @@ export class PgpoolOnHost implements PoolDriver {
       state: (cluster) => this.state(cluster),
       link: (cluster) => this.link(cluster),
       cutOff: (cluster, node, successor) => this.cutOff(cluster, node, successor),
+      aliasTo: (cluster, node, target) => this.aliasTo(cluster, node, target),
       routeBack: (cluster, ...nodes) => this.routeBack(cluster, ...nodes),
       waitRouted: (cluster, primary) => this.waitRouted(cluster, primary),
     });
@@ -274,22 +277,26 @@ export class PgpoolOnHost implements PoolDriver {
     return state.shown(state.remember(backends, configHash));
   }
 
-  /** The nodes an `unreachable` route cuts off from this pool host, read once per operator
-   *  process (an earlier one may have left them: a standby cut off while it restarted, now
-   *  taking sessions, would otherwise stay out of every session while pgpool holds it up).
-   *  Shown down, routing brings each one back that answers. Only on a pool host of its own:
-   *  cutOff and cutStandby set none on a database node. */
+  /** The nodes an `unreachable` route or a NAT alias keeps from sessions on this pool host,
+   *  read once per operator process (an earlier one may have left them: a standby cut off while
+   *  it restarted, now taking sessions, would otherwise stay out of every session while pgpool
+   *  holds it up). Shown down, routing brings each one back that answers; an alias whose
+   *  target may have failed meanwhile is not trusted to have kept pgpool's main node (the node
+   *  is detached, then attached). Only on a pool host of its own: none is set on a database node. */
   private async readCutOffs(cluster: ClusterSpec, state: PoolClusterState): Promise<void> {
     if (poolHostNode(cluster, this.host)) {
       state.routesRead = true;
       return;
     }
-    const r = await this.sh(cluster, 'ip -4 route show type unreachable', [], { timeoutMs: 5000 }).catch(
+    const r = await this.sh(cluster, READ_CUT_OFFS_SH, [], { user: 'root', timeoutMs: 5000 }).catch(
       () => null,
     );
     if (r?.code !== 0) return; // read again at a later look
-    const cut = new Set(r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[1]?.replace(/\/32$/, '')));
-    for (const n of cluster.nodes) if (cut.has(n.address)) state.cutOffNodes.add(n.name);
+    const lines = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
+    for (const n of cluster.nodes) {
+      if (lines.some(([kind, a]) => kind === 'unreachable' && a === n.address)) state.cutOffNodes.add(n.name);
+      if (lines.some(([kind, a]) => kind === 'alias' && a === n.address)) state.aliased(n.name, null);
+    }
     state.routesRead = true;
   }
 
@@ -581,11 +588,13 @@ export class PgpoolOnHost implements PoolDriver {
     const node = cluster.nodes[r.nodeId]!;
     const state = this.state(cluster);
     const heldUp = r.kind === 'attach' && look.heldUp?.includes(r.node);
-    if (heldUp && state.mainStaysWithout(r.node, look.backends ?? undefined)) {
+    const alias = heldUp && state.aliasIntact(r.node);
+    if (heldUp && (alias || state.mainStaysWithout(r.node, look.backends ?? undefined))) {
       await this.routeBack(cluster, node);
       // a failed route back leaves it cut off: the next look asks again
+      const what = alias ? 'alias of a standby removed' : 'route to a standby back';
       if (!state.cutOffNodes.has(r.node))
-        this.log.info({ cluster: cluster.name, node: r.node }, 'pgpool: route to a standby back, no attach');
+        this.log.info({ cluster: cluster.name, node: r.node }, `pgpool: ${what}, no attach`);
       return false;
     }
     // held up where pgpool's main node may have moved off it: a detach, then the attach, sets it
@@ -654,9 +663,8 @@ export class PgpoolOnHost implements PoolDriver {
     for (const n of others) state.callOffCutOff(n.address);
     const due = state.needRouteBack(others.map((n) => n.name));
     if (due.nodes.length === 0) return;
-    const script = `${ROUTE_BACK_SH}\nexit 0`;
     const addresses = others.filter((n) => due.nodes.includes(n.name)).map((n) => n.address);
-    const res = await this.rootSh(cluster, script, addresses);
+    const res = await this.rootSh(cluster, ROUTE_AND_ALIAS_BACK_SH, addresses);
     if (res.code === 0) state.routedBackDone(due.nodes, due.token);
   }
 
@@ -691,6 +699,21 @@ export class PgpoolOnHost implements PoolDriver {
         await sleep(250);
       }
     }
+  }
+
+  /** pgpool's connects to `node` sent to `target` (ALIAS_SH), on a pool host of its own: whether
+   *  the alias is in place. */
+  private async aliasTo(cluster: ClusterSpec, node: NodeSpec, target: NodeSpec): Promise<boolean> {
+    const state = this.state(cluster);
+    state.cuttingOff(node.name);
+    const r = await this.rootSh(cluster, ALIAS_SH, [node.address, target.address, String(pgPort(cluster))]);
+    if (r.code !== 0) {
+      const error = tail(r.stderr);
+      this.log.warn({ cluster: cluster.name, node: node.name, error }, 'pgpool host: cannot alias a node');
+      return false;
+    }
+    state.aliased(node.name, target.name);
+    return true;
   }
 
   /** The route to `node` unreachable (not on a database node), its sessions ended; in the same

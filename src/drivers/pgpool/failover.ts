@@ -18,10 +18,20 @@ export interface FailoverHost {
   /** The route to `node` made unreachable and its sessions ended; the route to `successor`
    *  (a fence of it long ago may have left one) removed. Never throws. */
   cutOff(cluster: ClusterSpec, node: NodeSpec, successor?: NodeSpec): Promise<void>;
+  /** pgpool's connects to `node` sent to the standby `target` (a NAT alias on the pool host),
+   *  the route a fence set to it removed: whether the alias is in place. Never throws. */
+  aliasTo(cluster: ClusterSpec, node: NodeSpec, target: NodeSpec): Promise<boolean>;
   /** The routes a fence set to these nodes removed, and their later cut-offs called off. */
   routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void>;
   /** Until pgpool answers that it routes writes to `primary` (bounded). */
   waitRouted(cluster: ClusterSpec, primary: string): Promise<void>;
+}
+
+/** How a node pgpool keeps attached while it is away is kept from sessions. */
+interface HeldUp {
+  alias: boolean;
+  /** for the log: "a route", "an alias to pg03" */
+  behind: string;
 }
 
 /** A switch made at the fence is used by the promotion only this long after. */
@@ -153,7 +163,8 @@ export class FailoverRouting {
    *  Detaching the old primary once `node` is writable keeps them: pgpool's search for the primary
    *  finds `node` at its first look. The children's restart follows the promotion instead of
    *  overlapping it. Where a route alone keeps a node from sessions, the old primary is attached
-   *  again behind one right away (holdUpBehindRoute), unless it is pgpool's main node. */
+   *  again right away (holdUpWhileAway): behind a route, or, as pgpool's main node, behind an
+   *  alias to a standby. */
   private async detachOldWhenPromoted(
     cluster: ClusterSpec,
     node: NodeSpec,
@@ -161,10 +172,14 @@ export class FailoverRouting {
     promoted: Promise<void>,
   ): Promise<void> {
     const state = this.host.state(cluster);
-    const holdUp = poolCutsByRoute(cluster.pgpool) && state.mainStaysWithout(old.name);
-    // cut meanwhile, so that the attach follows the detach soon enough to join its failover() run
-    const cut = holdUp ? this.cutNow(cluster, cluster.nodes[old.nodeId]!) : undefined;
-    if (!(await succeeds(promoted))) return;
+    // held up meanwhile, so that the attach follows the detach soon enough to join its failover()
+    const oldNode = cluster.nodes[old.nodeId]!;
+    const held = this.holdUpWhileAway(cluster, oldNode, node);
+    if (!(await succeeds(promoted))) {
+      // pgpool still routes writes to the old primary: through an alias they would reach a standby
+      if ((await held)?.alias) await this.host.cutOff(cluster, oldNode);
+      return;
+    }
     const t0 = performance.now();
     const known = state.knownBackends;
     try {
@@ -178,36 +193,51 @@ export class FailoverRouting {
       'pgpool: old primary detached; pgpool finds the new one',
     );
     state.markDetached(old.name, known);
-    if (cut && (await cut)) await this.holdUpBehindRoute(cluster, old);
+    const heldUp = await held;
+    if (heldUp) await this.attachHeldUp(cluster, old, heldUp.behind);
     this.whileSwitching(cluster, node.name);
   }
 
-  /** The route to the old primary, now rather than later (cutOffLater): whether it is cut. */
-  private async cutNow(cluster: ClusterSpec, node: NodeSpec): Promise<boolean> {
+  /** Where a route keeps a node from sessions (a pool host of its own), the old primary cut off
+   *  now rather than later (cutOffLater), or, when it is pgpool's main node (whose skipped
+   *  connect would move that for good, standby-death.md §4d), its connects sent to a standby
+   *  other than the new primary. What holds it up, if anything does. */
+  private async holdUpWhileAway(
+    cluster: ClusterSpec,
+    old: NodeSpec,
+    primary: NodeSpec,
+  ): Promise<HeldUp | undefined> {
+    if (!poolCutsByRoute(cluster.pgpool)) return undefined;
     const state = this.host.state(cluster);
-    state.callOffCutOff(node.address);
-    await this.host.cutOff(cluster, node);
-    return state.cutOffNodes.has(node.name);
+    state.callOffCutOff(old.address);
+    if (state.mainStaysWithout(old.name)) {
+      await this.host.cutOff(cluster, old);
+      return state.cutOffNodes.has(old.name) ? { alias: false, behind: 'a route' } : undefined;
+    }
+    const target = cluster.nodes.find((n) => n.name === state.aliasTargetFor(old.name, primary.name));
+    if (!target || !(await this.host.aliasTo(cluster, old, target))) return undefined;
+    return { alias: true, behind: `an alias to ${target.name}` };
   }
 
   /** The old primary attached again while pgpool still handles its detach (the request joins
-   *  that failover() run), behind the route: new sessions skip it, and its return as a standby
-   *  is a route removed, not an attach, which would end every session running a query then
-   *  (standby-death.md §4b). */
-  private async holdUpBehindRoute(
+   *  that failover() run), held up: new sessions skip it or reach a standby in its place, and
+   *  its return as a standby is a route or an alias removed, not an attach, which would end
+   *  every session running a query then (standby-death.md §4b). */
+  private async attachHeldUp(
     cluster: ClusterSpec,
     old: { name: string; nodeId: number },
+    behind: string,
   ): Promise<void> {
     try {
       await sendPcp(this.host.link(cluster), { kind: 'attach', nodeId: old.nodeId });
       this.host.log.info(
         { cluster: cluster.name, node: old.name },
-        'pgpool: old primary attached again behind a route (its rejoin needs no attach)',
+        `pgpool: old primary attached again behind ${behind} (its rejoin needs no attach)`,
       );
     } catch (e) {
       this.host.log.warn(
         { cluster: cluster.name, node: old.name, error: messageOf(e) },
-        'pgpool: cannot attach the old primary behind its route (its rejoin attaches it)',
+        `pgpool: cannot attach the old primary behind ${behind} (its rejoin attaches it)`,
       );
     }
   }

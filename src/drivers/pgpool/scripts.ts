@@ -15,6 +15,52 @@ alive() {
 /** As root: remove the `unreachable` route (set by a fence) to each address given. */
 export const ROUTE_BACK_SH = 'for a in "$@"; do ip route del unreachable "$a"/32 2>/dev/null; done';
 
+/** drop_alias ADDRESS: the NAT alias (ALIAS_SH) to ADDRESS removed, if any. */
+const DROP_ALIAS_FN = `
+drop_alias() {
+  iptables -w -t nat -S PGOP_ALIAS 2>/dev/null | awk -v d="$1/32" '$3 == "-d" && $4 == d {
+    for (i = 5; i < NF; i++) { if ($i == "--dport") p = $(i + 1); if ($i == "--to-destination") t = $(i + 1) }
+    print p, t
+  }' | while read -r p t; do
+    iptables -w -t nat -D PGOP_ALIAS -d "$1"/32 -p tcp -m tcp --dport "$p" -j DNAT --to-destination "$t"
+  done
+}
+`;
+
+/** As root: the `unreachable` route (set by a fence) and the NAT alias (ALIAS_SH) to each
+ *  address given removed. A connection pgpool holds through the alias keeps its translation
+ *  (conntrack) and so its session; new ones reach the node itself. */
+export const ROUTE_AND_ALIAS_BACK_SH = `${DROP_ALIAS_FN}
+for a in "$@"; do
+  ip route del unreachable "$a"/32 2>/dev/null
+  drop_alias "$a"
+done
+exit 0`;
+
+/** As root. $1 a node pgpool holds up while it is away, $2 a standby that serves, $3 postgres's
+ *  port: pgpool's connects to $1 go to $2 (a DNAT rule in chain PGOP_ALIAS of the nat table,
+ *  for this host's own connects), the sockets still at $1 ended, then the route a fence set
+ *  to $1 removed. pgpool's first node cannot be held up behind a route (standby-death.md
+ *  §4d): this keeps its connects succeeding, so no child skips it and pgpool's main node stays. */
+export const ALIAS_SH = `${DROP_ALIAS_FN}
+command -v iptables >/dev/null 2>&1 || { echo "iptables is not installed" >&2; exit 3; }
+ss -K dst "$1" >/dev/null 2>&1
+iptables -w -t nat -N PGOP_ALIAS 2>/dev/null
+iptables -w -t nat -C OUTPUT -j PGOP_ALIAS 2>/dev/null || iptables -w -t nat -I OUTPUT -j PGOP_ALIAS || exit 1
+drop_alias "$1"
+iptables -w -t nat -A PGOP_ALIAS -d "$1"/32 -p tcp -m tcp --dport "$3" \\
+  -j DNAT --to-destination "$2:$3" || exit 1
+ip route del unreachable "$1"/32 2>/dev/null
+exit 0`;
+
+/** As root: the nodes a fence or a standby's death left cut off from this host (`unreachable
+ *  ADDRESS` lines) and those held up behind a NAT alias (`alias ADDRESS` lines). */
+export const READ_CUT_OFFS_SH = `ip -4 route show type unreachable |
+  awk '{ sub("/32$", "", $2); print "unreachable", $2 }'
+iptables -w -t nat -S PGOP_ALIAS 2>/dev/null |
+  awk '$1 == "-A" && $3 == "-d" { sub("/32$", "", $4); print "alias", $4 }'
+exit 0`;
+
 /** As root. $1 dir $2 run $3 log $4 oiddir $5 pgpool binary $6 key file $7 pcp secret $8 pid file
  *  $9 status dir $10 `watchdog` when pgpool's own watchdog is on (it needs sudo, arping, ping).
  *  Prints key=, pcp= (the stored secrets, empty when missing) and running=0|1. The directories
