@@ -11,10 +11,18 @@
 // scripts/test-integration.sh test/chaos.
 
 import { describe, expect, it } from 'vitest';
+import { poolHosts } from '../../src/spec/types.js';
 import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import { currentPrimary, errorCounts, failoverTrial, waitConverged } from '../helpers/chaos-scenario.js';
-import { eventTable, expectSafeFailover, isFence, isPromote, summary } from '../helpers/chaos-assert.js';
+import {
+  eventTable,
+  expectSafeFailover,
+  isFence,
+  isPromote,
+  poolSaid,
+  summary,
+} from '../helpers/chaos-assert.js';
 import { missing, outage, sleep } from '../helpers/writer.js';
 import { expectSessionsBackAfterSilentStandby } from '../helpers/silent-standby.js';
 import { eventually } from '../helpers/eventually.js';
@@ -46,6 +54,7 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
       expect(said.text, said.why).toMatch(/old primary attached again behind an alias to pg\d+/);
       expect(said.text, said.why).toContain('alias of a standby removed, no attach');
       expect(said.text, said.why).not.toContain('pgpool: attach sent');
+      for (const h of poolHosts(lab.spec())) expect(await lab.aliasesOn(h.name), h.name).toEqual([]);
       await expectNewSessions();
     },
   );
@@ -178,14 +187,3 @@ describe.skipIf(!IN_LAB)('chaos: failover on the lab (root)', { timeout: 300_000
     }, 15_000);
   }
 });
-
-/** The pool driver's log lines about `node` in a piece of the serve log, and a message for a
- *  failed expectation. */
-function poolSaid(serveLog: string, node: string): { text: string; why: string } {
-  const text = serveLog
-    .split('\n')
-    .filter((l) => l.includes(`"node":"${node}"`) && l.includes('pgpool'))
-    .map((l) => (JSON.parse(l) as { msg: string }).msg)
-    .join('\n');
-  return { text, why: `what the pool driver said of ${node}:\n${text}` };
-}

@@ -5,21 +5,24 @@
 // address move at once), then its link down and healed. After each: the address is on another
 // node alone (sampled every 50 ms), writes through it resumed, nothing acknowledged was lost
 // (sync mode), never two primaries, and the old holder is back with its pgpool as a spare. Times
-// are printed, never asserted. Last, a standby's link down while the holder's children connect
+// are printed, never asserted. Then kill -9 of the primary, held up behind an alias on every
+// node's pgpool while it rejoins; last, a standby's link down while the holder's children connect
 // to it. Root only: scripts/test-integration.sh test/chaos.
-// Budget: ~2 min (one cluster, five trials).
+// Budget: ~2 min (one cluster, six trials).
 
 import { describe, expect, it } from 'vitest';
-import { chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
+import { poolHosts } from '../../src/spec/types.js';
+import { CHAOS_DEADLINES as DEADLINES, chaosLog as log, useChaosLab } from '../helpers/chaos-suite.js';
 import { IN_LAB } from '../helpers/lab-env.js';
 import {
   currentPrimary,
+  failoverTrial,
   poolHostTrial,
   waitConverged,
   type PoolTrialResult,
 } from '../helpers/chaos-scenario.js';
 import { expectSessionsBackAfterSilentStandby } from '../helpers/silent-standby.js';
-import { reportPoolTrial } from '../helpers/chaos-assert.js';
+import { expectSafeFailover, poolSaid, reportPoolTrial, summary } from '../helpers/chaos-assert.js';
 
 describe.skipIf(!IN_LAB)(
   'chaos: pgpool on every node behind a virtual IP (root)',
@@ -74,6 +77,29 @@ describe.skipIf(!IN_LAB)(
         else expect(r.finalPrimary, ctx).toBe(r.primary);
       });
     }
+
+    // a route on a node would cut its replication too: each pgpool sends its connects to the old
+    // primary to a standby instead (standby-death.md §4d), so its return needs no attach, which
+    // would end the sessions running a query on that pgpool
+    it("kill -9 of the primary: held up by an alias on each node's pgpool, no attach", async () => {
+      await waitConverged(lab, 120_000);
+      const logFrom = lab.serveLogSize();
+      const r = await failoverTrial(lab, {
+        fault: 'kill-postgres',
+        run: 'nodes-kill-primary',
+        system: 'pgop',
+        ...DEADLINES,
+      });
+      log(summary(r));
+      await expectSafeFailover(lab, r);
+      // its own pgpool went with the fence: started again, it attaches the node (no client there)
+      const said = poolSaid(lab.serveLogFrom(logFrom), r.oldPrimary, r.oldPrimary);
+      expect(said.text, said.why).toMatch(/old primary attached again behind an alias to pg\d+/);
+      expect(said.text, said.why).toContain('alias of a standby removed, no attach');
+      expect(said.text, said.why).not.toContain('pgpool: attach sent');
+      expect(said.text, said.why).not.toContain('cannot alias');
+      for (const h of poolHosts(lab.spec())) expect(await lab.aliasesOn(h.name), h.name).toEqual([]);
+    });
 
     // detached here, not cut off by a route (a route on a node would cut its replication too):
     // the children caught on it are freed beside the detach (standby-death.md §4e)

@@ -151,3 +151,17 @@ export function reportPoolTrial(r: PoolTrialResult, log: (line: string) => void)
   if (process.env.PGOP_CHAOS_EVENTS) log(events);
   return `${r.run}: ${JSON.stringify({ ...r, events: undefined })}\nevents:\n${events}`;
 }
+
+/** The pool driver's log lines about `node` in a piece of the serve log (but those of pool host
+ *  `notOn`), and a message for a failed expectation. */
+export function poolSaid(serveLog: string, node: string, notOn?: string): { text: string; why: string } {
+  const text = serveLog
+    .split('\n')
+    .filter((l) => l.includes(`"node":"${node}"`) && l.includes('pgpool'))
+    .map((l) => JSON.parse(l) as { msg: string; poolHost?: string })
+    .filter((l) => notOn === undefined || l.poolHost !== notOn)
+    .map((l) => l.msg)
+    .join('\n');
+  const where = notOn === undefined ? '' : ` (pool hosts but ${notOn})`;
+  return { text, why: `what the pool driver said of ${node}${where}:\n${text}` };
+}

@@ -45,7 +45,10 @@ const IP_BIN = 'ip';
 
 export type Role = 'primary' | 'standby' | 'down';
 export type Mode = 'sync' | 'async';
-export type FaultAction = 'kill' | 'partition' | 'heal' | 'stop' | 'start' | 'hang' | 'resume';
+/** `kill` on a pool host (pgpool on the nodes: a node's name too) kills its pgpool;
+ *  `kill-postgres` always the node's postmaster. */
+export type FaultAction =
+  'kill' | 'kill-postgres' | 'partition' | 'heal' | 'stop' | 'start' | 'hang' | 'resume';
 
 export interface ChaosLabOptions {
   /** cluster name (also the store directory's name) */
@@ -515,12 +518,14 @@ export class ChaosLab {
   async fault(node: string, action: FaultAction): Promise<number> {
     this.provider ??= createLabProvider();
     const spec = this.spec();
-    const ref: MachineRef | undefined = this.poolHosts.some((h) => h.name === node)
-      ? node
-      : spec.nodes.find((x) => x.name === node);
+    const postgres = action === 'kill-postgres';
+    const ref: MachineRef | undefined =
+      !postgres && this.poolHosts.some((h) => h.name === node)
+        ? node
+        : spec.nodes.find((x) => x.name === node);
     if (!ref) throw new Error(`no node or pool host ${node} in the spec`);
     const t = now();
-    await this.provider[action](spec, ref);
+    await this.provider[postgres ? 'kill' : action](spec, ref);
     this.log(`fault ${action} ${node} at +0 (took ${(now() - t).toFixed(0)} ms)`);
     return t;
   }
@@ -536,6 +541,16 @@ export class ChaosLab {
       this.poolNs.set(host, ns);
     }
     return ns;
+  }
+
+  /** The NAT aliases pgop left on a pool host (a node's name with pgpool on the nodes): the
+   *  rules of chain PGOP_ALIAS, none when the chain is missing. */
+  async aliasesOn(host: string): Promise<string[]> {
+    const ns = this.poolHostNs(host);
+    const r = await run('ip', ['netns', 'exec', ns, 'iptables', '-w', '-t', 'nat', '-S', 'PGOP_ALIAS']).catch(
+      () => ({ stdout: '' }),
+    );
+    return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
   }
 
   /** Every pool host that has the virtual IP on an interface of its namespace, and whether that

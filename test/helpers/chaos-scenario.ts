@@ -29,7 +29,7 @@ import {
 import { acksAfter, missing, now, outage, sleep, type Ack, type Writer } from './writer.js';
 
 export type System = 'pgop' | 'pgpool';
-export type Fault = 'kill' | 'partition' | 'hang';
+export type Fault = 'kill' | 'kill-postgres' | 'partition' | 'hang';
 
 export interface DuringContext {
   t0: number;

@@ -282,12 +282,8 @@ export class PgpoolOnHost implements PoolDriver {
    *  it restarted, now taking sessions, would otherwise stay out of every session while pgpool
    *  holds it up). Shown down, routing brings each one back that answers; an alias whose
    *  target may have failed meanwhile is not trusted to have kept pgpool's main node (the node
-   *  is detached, then attached). Only on a pool host of its own: none is set on a database node. */
+   *  is detached, then attached). A database node has aliases only: no route is set there. */
   private async readCutOffs(cluster: ClusterSpec, state: PoolClusterState): Promise<void> {
-    if (poolHostNode(cluster, this.host)) {
-      state.routesRead = true;
-      return;
-    }
     const r = await this.sh(cluster, READ_CUT_OFFS_SH, [], { user: 'root', timeoutMs: 5000 }).catch(
       () => null,
     );
@@ -659,7 +655,8 @@ export class PgpoolOnHost implements PoolDriver {
   /** Remove the route detachBackend set when the node was fenced (none: a no-op). */
   private async routeBack(cluster: ClusterSpec, ...nodes: NodeSpec[]): Promise<void> {
     const state = this.state(cluster);
-    const others = nodes.filter((n) => n.address !== this.address(cluster));
+    // no route to its own address is ever set; an alias may be (pgpool on the old primary's node)
+    const others = nodes.filter((n) => n.address !== this.address(cluster) || state.holdsAlias(n.name));
     for (const n of others) state.callOffCutOff(n.address);
     const due = state.needRouteBack(others.map((n) => n.name));
     if (due.nodes.length === 0) return;
@@ -701,8 +698,9 @@ export class PgpoolOnHost implements PoolDriver {
     }
   }
 
-  /** pgpool's connects to `node` sent to `target` (ALIAS_SH), on a pool host of its own: whether
-   *  the alias is in place. */
+  /** pgpool's connects to `node` sent to `target` (ALIAS_SH): whether the alias is in place. On
+   *  a database node the rule holds the node's other connects to that port too: a walreceiver
+   *  still after the old primary reaches the standby (a valid upstream) until it is repointed. */
   private async aliasTo(cluster: ClusterSpec, node: NodeSpec, target: NodeSpec): Promise<boolean> {
     const state = this.state(cluster);
     state.cuttingOff(node.name);

@@ -3,7 +3,7 @@
 // to the promoted node with one PCP request. Best effort throughout: ensurePool checks and
 // repairs whatever this could not do.
 
-import { poolCutsByRoute, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
+import { poolCutsByRoute, poolHoldsStandbys, type ClusterSpec, type NodeSpec } from '../../spec/types.js';
 import type { DriverLog } from '../types.js';
 import { messageOf } from '../../errors.js';
 import { PcpRefused } from './pcp.js';
@@ -162,9 +162,8 @@ export class FailoverRouting {
    *  (its follow degeneration), and each attach back would end the sessions running a query then.
    *  Detaching the old primary once `node` is writable keeps them: pgpool's search for the primary
    *  finds `node` at its first look. The children's restart follows the promotion instead of
-   *  overlapping it. Where a route alone keeps a node from sessions, the old primary is attached
-   *  again right away (holdUpWhileAway): behind a route, or, as pgpool's main node, behind an
-   *  alias to a standby. */
+   *  overlapping it. The old primary is attached again right away, held up (holdUpWhileAway):
+   *  behind a route, or behind an alias to a standby. */
   private async detachOldWhenPromoted(
     cluster: ClusterSpec,
     node: NodeSpec,
@@ -198,19 +197,20 @@ export class FailoverRouting {
     this.whileSwitching(cluster, node.name);
   }
 
-  /** Where a route keeps a node from sessions (a pool host of its own), the old primary cut off
-   *  now rather than later (cutOffLater), or, when it is pgpool's main node (whose skipped
-   *  connect would move that for good, standby-death.md §4d), its connects sent to a standby
-   *  other than the new primary. What holds it up, if anything does. */
+  /** Where pgpool holds standbys: on a pool host of its own the old primary cut off now rather
+   *  than later (cutOffLater); when it is pgpool's main node (whose skipped connect would move
+   *  that for good, standby-death.md §4d), or on a database node (where a route would cut the
+   *  node's replication too), its connects sent to a standby other than the new primary instead.
+   *  What holds it up, if anything does. */
   private async holdUpWhileAway(
     cluster: ClusterSpec,
     old: NodeSpec,
     primary: NodeSpec,
   ): Promise<HeldUp | undefined> {
-    if (!poolCutsByRoute(cluster.pgpool)) return undefined;
+    if (!poolHoldsStandbys(cluster.pgpool)) return undefined;
     const state = this.host.state(cluster);
     state.callOffCutOff(old.address);
-    if (state.mainStaysWithout(old.name)) {
+    if (poolCutsByRoute(cluster.pgpool) && state.mainStaysWithout(old.name)) {
       await this.host.cutOff(cluster, old);
       return state.cutOffNodes.has(old.name) ? { alias: false, behind: 'a route' } : undefined;
     }

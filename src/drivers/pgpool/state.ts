@@ -176,6 +176,11 @@ export class PoolClusterState {
     return this.aliases.get(node)?.intact === true;
   }
 
+  /** Whether an alias holds `node` up (intact or not). */
+  holdsAlias(node: string): boolean {
+    return this.aliases.has(node);
+  }
+
   private othersMoved(node: string): void {
     for (const [n, a] of this.aliases) if (n !== node) a.intact = false;
   }
