@@ -274,22 +274,22 @@ describe('PoolClusterState', () => {
     const s = new PoolClusterState();
     s.remember(routed, 'h');
     s.cuttingOff('pg01');
-    s.aliased('pg01', 'pg03');
+    s.aliased('pg01', true);
     expect(s.cutOffNodes.has('pg01')).toBe(true); // shown down, routing brings it back
     s.markDetached('pg01'); // its own detach, the alias set first: still whole
     expect(s.aliasIntact('pg01')).toBe(true);
     s.cuttingOff('pg03'); // the target cut off: connects to pg01 fail, a child skips it
     expect(s.aliasIntact('pg01')).toBe(false);
 
-    s.aliased('pg01', 'pg03');
+    s.aliased('pg01', true);
     s.markDetached('pg02');
     expect(s.aliasIntact('pg01')).toBe(false);
-    s.aliased('pg01', 'pg03');
+    s.aliased('pg01', true);
     s.markPromoted('pg03');
     expect(s.aliasIntact('pg01')).toBe(false);
-    s.aliased('pg01', null); // left by an earlier operator process: the target unknown
+    s.aliased('pg01', false); // left by an earlier operator process: the target unknown
     expect(s.aliasIntact('pg01')).toBe(false);
-    s.aliased('pg01', 'pg03');
+    s.aliased('pg01', true);
     s.routedBackDone(['pg01'], s.needRouteBack(['pg01']).token);
     expect(s.aliasIntact('pg01')).toBe(false);
     expect(s.cutOffNodes.has('pg01')).toBe(false);

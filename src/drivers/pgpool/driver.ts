@@ -291,7 +291,7 @@ export class PgpoolOnHost implements PoolDriver {
     const lines = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
     for (const n of cluster.nodes) {
       if (lines.some(([kind, a]) => kind === 'unreachable' && a === n.address)) state.cutOffNodes.add(n.name);
-      if (lines.some(([kind, a]) => kind === 'alias' && a === n.address)) state.aliased(n.name, null);
+      if (lines.some(([kind, a]) => kind === 'alias' && a === n.address)) state.aliased(n.name, false);
     }
     state.routesRead = true;
   }
@@ -710,7 +710,7 @@ export class PgpoolOnHost implements PoolDriver {
       this.log.warn({ cluster: cluster.name, node: node.name, error }, 'pgpool host: cannot alias a node');
       return false;
     }
-    state.aliased(node.name, target.name);
+    state.aliased(node.name, true);
     return true;
   }
 

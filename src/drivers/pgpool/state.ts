@@ -41,9 +41,9 @@ export class PoolClusterState {
   readonly laterCutOffs = new Map<string, NodeJS.Timeout>();
   /** nodes this pool host holds an unreachable route to (cutOff, cutStandby), until routed back */
   readonly cutOffNodes = new Set<string>();
-  /** nodes held up behind a NAT alias (ALIAS_SH; also in cutOffNodes): the standby their
-   *  connects go to, and whether every other node kept its place since (aliasIntact) */
-  private readonly aliases = new Map<string, { target: string; intact: boolean }>();
+  /** nodes held up behind a NAT alias (ALIAS_SH; also in cutOffNodes), each with whether every
+   *  other node kept its place since (aliasIntact) */
+  private readonly aliases = new Map<string, boolean>();
   /** whether the routes an earlier operator process left were read, or are being read
    *  (driver.readCutOffs) */
   routesRead = false;
@@ -72,7 +72,7 @@ export class PoolClusterState {
    *  and every other one is marked down. Kept as its view until it answers again, so that a
    *  second failure right after does not ask it to promote a node it now holds down. */
   markPromoted(node: string): void {
-    this.othersMoved('');
+    this.voidAliases();
     const promoted = (list: PoolBackend[]) =>
       list.map((b): PoolBackend =>
         b.name === node ? { ...b, status: 'up', role: 'primary' } : { ...b, status: 'down', role: 'standby' },
@@ -95,7 +95,7 @@ export class PoolClusterState {
   /** pgpool took a detach of `node`: it holds it down and routes writes nowhere. `from`: the
    *  backends as known when the detach was sent. */
   markDetached(node: string, from: PoolBackend[] = this.knownBackends): void {
-    this.othersMoved(node);
+    this.voidAliases(node);
     const detached = from.map((b): PoolBackend => (b.name === node ? { ...b, status: 'down' } : b));
     this.knownBackends = detached;
     if (this.view) this.view = { ...this.view, primary: null, backends: detached };
@@ -151,7 +151,7 @@ export class PoolClusterState {
   cuttingOff(node: string): void {
     this.cutOffsStarted++;
     this.routedBack.delete(node);
-    this.othersMoved(''); // the node's own alias too: a route now holds it
+    this.voidAliases(); // the node's own alias too: a route now holds it
   }
 
   /** The standby pgpool's connects to `node` may be sent to while `node` is away (ALIAS_SH): one
@@ -162,18 +162,18 @@ export class PoolClusterState {
     return this.knownBackends.find((b) => b.name !== node && b.name !== primary && fit(b))?.name;
   }
 
-  /** `node` is held up behind an alias to `target` (null: one an earlier operator process left,
-   *  its target unknown). */
-  aliased(node: string, target: string | null): void {
+  /** `node` is held up behind an alias: one just set (intact), or one an earlier operator process
+   *  left (its target may have failed since: not intact). */
+  aliased(node: string, intact: boolean): void {
     this.cutOffNodes.add(node);
-    this.aliases.set(node, { target: target ?? '', intact: target !== null });
+    this.aliases.set(node, intact);
   }
 
   /** Whether `node`'s return can be its alias removed alone: every connect pgpool made to it
    *  went to its target since, so no child skipped it and pgpool's main node stayed. Any other
    *  node cut off, detached or promoted meanwhile (the target among them) voids that. */
   aliasIntact(node: string): boolean {
-    return this.aliases.get(node)?.intact === true;
+    return this.aliases.get(node) === true;
   }
 
   /** Whether an alias holds `node` up (intact or not). */
@@ -181,8 +181,9 @@ export class PoolClusterState {
     return this.aliases.has(node);
   }
 
-  private othersMoved(node: string): void {
-    for (const [n, a] of this.aliases) if (n !== node) a.intact = false;
+  /** Every alias but `except`'s no longer intact (another node moved). */
+  private voidAliases(except?: string): void {
+    for (const n of this.aliases.keys()) if (n !== except) this.aliases.set(n, false);
   }
 
   /** Of `nodes`, those a route back must still run for (a cut-off since, or never checked: a
