@@ -127,6 +127,7 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
   let shell: SshShell;
   let pgd: SshPostgresDriver;
   let pool: SshPoolDriver;
+  let poolDriver: () => SshPoolDriver;
   const shellLog: ShellLogEntry[] = [];
   const driverLog: string[] = [];
   const leaks: string[] = [];
@@ -172,7 +173,8 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       warn: (o: object, m?: string) => driverLog.push(`WARN ${m} ${JSON.stringify(o)}`),
     };
     pgd = new SshPostgresDriver({ shell, hostRef: (c, n) => provider.hostRef(c, n), logger });
-    pool = new SshPoolDriver({ shell, hostRef: (c, h) => provider.hostRef(c, h), logger });
+    poolDriver = () => new SshPoolDriver({ shell, hostRef: (c, h) => provider.hostRef(c, h), logger });
+    pool = poolDriver();
     // Sample every process's command line for the whole run: no password may ever show.
     sampler = setInterval(() => {
       sampling = sampling.then(async () => {
@@ -572,6 +574,38 @@ describe.skipIf(!inLab)('postgres + pgpool drivers on lab hosts', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(alive).toBe('0');
+  }, 60_000);
+
+  it('starts pgpool again when its main process died alone, its children holding the ports', async () => {
+    const host = provider.hostRef(spec, 'pool');
+    const readPid = async () =>
+      (await retry('readFile', () => shell.readFile(host, '/u01/pgpool/run/pgpool.pid')))
+        ?.replace(/\0/g, '')
+        .trim();
+    const pid = await readPid();
+    expect(pid).toMatch(/^\d+$/);
+    const run = (cmd: string) => retry('exec', () => shell.exec(host, ['sh', '-c', cmd]));
+    expect((await run(`kill -KILL ${pid}`)).code).toBe(0);
+    const holders = `ss -Hltnp "sport = :${spec.pgpool.port}" | grep -o 'pid=[0-9]*' | sort -u`;
+    // the case this covers: the old children keep the listening socket, and a new main process
+    // would fail with "Address already in use"
+    expect((await run(holders)).stdout.trim(), 'children of the killed main still listen').not.toBe('');
+    // as a restarted `pgop serve` finds it: files rewritten, pgpool (its main process) not
+    // running, so it is started; the leftovers would make that fail until they die
+    const fresh = poolDriver();
+    try {
+      await fresh.ensurePool(spec, 'pg02');
+      const obs = await fresh.observe(spec);
+      expect(obs.primary).toBe('pg02');
+      expect(obs.backends.every((b) => b.status === 'up')).toBe(true);
+    } finally {
+      await fresh.close();
+    }
+    const now = await readPid();
+    expect(now).not.toBe(pid);
+    // every listener is the new main's or in its group, none the killed one's
+    const groups = await run(`${holders} | cut -d= -f2 | xargs -r ps -o pgid= -p | sort -u`);
+    expect(groups.stdout.trim().split(/\s+/)).toEqual([now]);
   }, 60_000);
 
   it('switches over: demote pg02, promote pg01, pg02 and pg03 follow without losing a commit', async () => {

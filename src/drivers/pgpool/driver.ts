@@ -79,7 +79,7 @@ import {
   UNSTICK_CHILDREN_SH,
   VIP_DROP_SH,
 } from './scripts.js';
-import { watchdogFiles, watchdogOn } from './watchdog.js';
+import { pgpoolPorts, watchdogFiles, watchdogOn } from './watchdog.js';
 import { PoolClusterState } from './state.js';
 
 // the shared DriverLog, under the name this module exported first
@@ -763,7 +763,8 @@ export class PgpoolOnHost implements PoolDriver {
     await this.routeBack(cluster, ...cluster.nodes.filter((_, i) => status[i] === 'up'));
     const statusLines = `${status.join('\n')}\n`;
     const args = [`${this.bin}/pgpool`, p.conf, p.hba, p.pcp, p.key, p.logFile, p.pid, p.dir, statusLines];
-    await this.must(cluster, 'start pgpool', START_SH, [...args, `${p.statusDir}/pgpool_status`], {
+    const ports = pgpoolPorts(cluster).join(' ');
+    await this.must(cluster, 'start pgpool', START_SH, [...args, `${p.statusDir}/pgpool_status`, ports], {
       user: 'postgres',
       kind: 'transient',
       timeoutMs: 20_000,

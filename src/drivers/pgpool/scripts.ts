@@ -101,19 +101,50 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 `;
 
+/** As postgres: the pgpool processes (ours: ss names only the caller's) that listen on one of
+ *  the ports in $1 (space-separated), and the pgpool processes of their groups, ended. */
+const END_PORT_HOLDERS_FN = `
+end_port_holders() {
+  for port in $1; do
+    for p in $(ss -Hlntup "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+      [ "$(cat "/proc/$p/comm" 2>/dev/null)" = pgpool ] || continue
+      g=$(ps -o pgid= -p "$p" | tr -d ' ')
+      [ -n "$g" ] && pgrep -g "$g" -x pgpool | xargs -r kill -KILL 2>/dev/null
+      kill -KILL "$p" 2>/dev/null
+    done
+  done
+  i=0
+  while [ $i -lt 30 ]; do
+    held=
+    for port in $1; do
+      ss -Hlntup "sport = :$port" 2>/dev/null | grep -q 'pid=' && held=1
+    done
+    [ -z "$held" ] && return 0
+    sleep 0.1; i=$((i+1))
+  done
+}
+`;
+
 /** As postgres. $1 pgpool $2 conf $3 hba $4 pcp $5 key $6 log $7 pid $8 dir $9 status lines
- *  ${10} status file. */
-export const START_SH = `${ALIVE_FN}
+ *  ${10} status file ${11} the ports it listens on (space-separated). One start at a time (a
+ *  lock in $8): two at once would both start a main process, and the one whose pid file lost
+ *  would run on unseen. */
+export const START_SH = `${ALIVE_FN}${END_PORT_HOLDERS_FN}
 cd "$8" || exit 1
+exec 9>>"$8/.pgop-start.lock"
+flock -w 30 9 || { echo "another start of pgpool holds $8/.pgop-start.lock" >&2; exit 1; }
 if [ -f "$7" ]; then
   if alive "$(head -n 1 "$7")"; then exit 0; fi
   rm -f "$7"
 fi
+# The processes of a main process that died alone (a kill of it, the OOM killer) keep its ports:
+# the new main would fail with "Address already in use" for as long as they live.
+end_port_holders "\${11}"
 rm -f "$(dirname "$7")"/.s.PGSQL.* 2>/dev/null
 # /run is emptied at boot; prepare (as root) creates the directory, this covers a restart
 mkdir -p "$(dirname "\${10}")" 2>/dev/null
 printf '%s' "$9" > "\${10}" || exit 1
-setsid nohup "$1" -n -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null &
+setsid nohup "$1" -n -f "$2" -a "$3" -F "$4" -k "$5" >> "$6" 2>&1 < /dev/null 9>&- &
 i=0
 while [ $i -lt 100 ]; do
   [ -s "$7" ] && exit 0

@@ -43,6 +43,13 @@ function ipv4(s: string, what: string): string {
 export const watchdogOn = (cluster: ClusterSpec): boolean =>
   cluster.pgpool.watchdog.enabled && poolVip(cluster) !== undefined;
 
+/** The ports a pool host's pgpool listens on (TCP, and the heartbeat's UDP). */
+export const pgpoolPorts = (cluster: ClusterSpec): number[] => [
+  cluster.pgpool.port,
+  cluster.pgpool.pcpPort,
+  ...(watchdogOn(cluster) ? [WATCHDOG_PORT, HEARTBEAT_PORT] : []),
+];
+
 /** pgpool.conf's watchdog settings: the same for every pool host (pgpool_node_id, a file beside
  *  pgpool.conf, tells them apart). */
 export function watchdogSettings(cluster: ClusterSpec): Record<string, string> {
