@@ -18,7 +18,7 @@
 // PGOP_BENCH_SYSTEMS (pgop,pgpool), PGOP_BENCH_SWITCHOVERS (= trials; 0 skips them),
 // PGOP_BENCH_TLS (on; off measures what TLS costs: the spec's tls.enabled false),
 // PGOP_BENCH_LOAD_BALANCING (the lab spec's: on; off: pgpool holds only the primary).
-// PGOP_BENCH_POOL_CHILDREN: pgpool's num_init_children (the lab spec's: 8).
+// PGOP_BENCH_POOL_CHILDREN: pgpool's num_init_children (the lab spec's: 24).
 //
 // PGOP_BENCH_LOAD=pgbench (default: writer, the above): the same comparison under a real client's
 // load (bench/failover-load.ts): pgbench clients (PGOP_BENCH_CLIENTS, 4; pgbench -i -s
