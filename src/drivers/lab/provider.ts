@@ -600,13 +600,17 @@ export class LabProvider implements ProviderDriver, FaultInjector {
   }
 
   /** SIGKILL every pgpool process of a host (its main process and children) and wait until
-   *  they are gone. */
+   *  none is left. Pids wrap (pid_max 32768 here), so the main process may come after some of
+   *  its children in /proc and fork their replacements before its own kill: those are found by
+   *  the next listing and killed too. */
   private async killPgpool(h: LabHost): Promise<void> {
     await this.timed('kill', h.id, async () => {
-      const pids = netnsPids(h.ns).filter((p) => procComm(p) === 'pgpool');
-      for (const pid of pids) signalQuietly(pid, 'SIGKILL');
+      const pgpools = () => netnsPids(h.ns).filter((p) => procComm(p) === 'pgpool');
       const deadline = Date.now() + 5000;
-      while (Date.now() < deadline && pids.some((p) => pidInNetns(p, h.ns))) await sleep(5);
+      for (let pids = pgpools(); pids.length > 0 && Date.now() < deadline; pids = pgpools()) {
+        for (const pid of pids) signalQuietly(pid, 'SIGKILL');
+        await sleep(5);
+      }
     });
   }
 
