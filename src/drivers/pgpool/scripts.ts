@@ -102,7 +102,9 @@ fi
 `;
 
 /** As postgres: the pgpool processes (ours: ss names only the caller's) that listen on one of
- *  the ports in $1 (space-separated), and the pgpool processes of their groups, ended. */
+ *  the ports in $1 (space-separated), and the pgpool processes of their groups, ended; then up to
+ *  3 s for every listener there to go, whoever's (a command pgpool's watchdog ran, as root,
+ *  inherits its socket until it exits). */
 const END_PORT_HOLDERS_FN = `
 end_port_holders() {
   for port in $1; do
@@ -117,7 +119,7 @@ end_port_holders() {
   while [ $i -lt 30 ]; do
     held=
     for port in $1; do
-      ss -Hlntup "sport = :$port" 2>/dev/null | grep -q 'pid=' && held=1
+      ss -Hlntu "sport = :$port" 2>/dev/null | grep -q . && held=1
     done
     [ -z "$held" ] && return 0
     sleep 0.1; i=$((i+1))
