@@ -58,8 +58,10 @@ describe.skipIf(!IN_LAB)('chaos: the virtual IP across two pool hosts (root)', {
         () => 'answered',
         (e: unknown) => (e as Error).message,
       );
-      // the query reached pgpool (acknowledged): from now on the client only listens
-      await sleep(1_000);
+      // the query reached pgpool (acknowledged): from now on the client only listens. pgop reads
+      // the holder's clients every second over SSH: one that connected less than a read (and its
+      // round trip) ago may not be in the list yet (README), so the fault waits for two reads
+      await sleep(2_500);
       const t0 = await lab.fault(holder, 'partition');
       const outcome = await Promise.race([ended, sleep(30_000).then(() => 'still waiting after 30 s')]);
       log(
