@@ -130,10 +130,14 @@ describe.skipIf(!IN_LAB)(
     let target = '';
 
     it('writes, backs up, writes, notes T, writes, fails over, and writes on the new timeline', async () => {
+      // the primary the cluster settled on (pg1 unless a node missed its probes on the way up,
+      // which this file is not about): it is the one killed below
+      let first = '';
       await eventually(async () => {
         const c = JSON.parse(pgop('get', 'clusters', '-o', 'json').stdout).items[0];
-        expect({ ...c, message: '' }, c.message).toMatchObject({ phase: 'Healthy', primary: 'pg1' });
+        expect({ ...c, message: '' }, c.message).toMatchObject({ phase: 'Healthy' });
         expect(c.archive.state).toBe('ok');
+        first = c.primary;
       }, 180_000);
       await labQuery(client('src'), 'CREATE TABLE rows (id serial PRIMARY KEY, at timestamptz NOT NULL)');
       await write(20);
@@ -149,8 +153,8 @@ describe.skipIf(!IN_LAB)(
       before = await rows('src');
       await new Promise((r) => setTimeout(r, 50));
       await write(20);
-      expect(pgop('lab', 'fault', 'pg1', 'kill').code).toBe(0);
-      await eventually(async () => expect(clusterOf(names.src)!.primary).not.toBe('pg1'), 60_000);
+      expect(pgop('lab', 'fault', first, 'kill').code).toBe(0);
+      await eventually(async () => expect(clusterOf(names.src)!.primary).not.toBe(first), 60_000);
       await eventually(() => write(20), 60_000);
       acknowledged = await rows('src');
       expect(acknowledged.length).toBeGreaterThanOrEqual(80);
