@@ -107,21 +107,15 @@ fi
  *  inherits its socket until it exits). */
 const END_PORT_HOLDERS_FN = `
 end_port_holders() {
-  for port in $1; do
-    for p in $(ss -Hlntup "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
-      [ "$(cat "/proc/$p/comm" 2>/dev/null)" = pgpool ] || continue
-      g=$(ps -o pgid= -p "$p" | tr -d ' ')
-      [ -n "$g" ] && pgrep -g "$g" -x pgpool | xargs -r kill -KILL 2>/dev/null
-      kill -KILL "$p" 2>/dev/null
-    done
-  done
+  f=
+  for port in $1; do f="$f\${f:+ or }sport = :$port"; done
+  pids=$(ss -Hlntup "( $f )" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)
+  # each group once (24 children listen on one port): its pgpool processes only
+  [ -n "$pids" ] && ps -o pgid=,comm= -p "$pids" | awk '$2 == "pgpool" { print $1 }' | sort -u |
+    while read -r g; do pgrep -g "$g" -x pgpool | xargs -r kill -KILL 2>/dev/null; done
   i=0
   while [ $i -lt 30 ]; do
-    held=
-    for port in $1; do
-      ss -Hlntu "sport = :$port" 2>/dev/null | grep -q . && held=1
-    done
-    [ -z "$held" ] && return 0
+    ss -Hlntu "( $f )" 2>/dev/null | grep -q . || return 0
     sleep 0.1; i=$((i+1))
   done
 }
