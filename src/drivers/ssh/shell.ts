@@ -416,41 +416,19 @@ export class SshShell implements NodeShell {
     deadlineHit.catch(() => {});
     try {
       const client = await Promise.race([this.connection(host), deadlineHit]);
-      const stream = await Promise.race([
-        new Promise<ClientChannel>((resolve, reject) => {
+      const lost = () => transient(`cannot run ${what} on ${host.id}: ${LOST_MID_COMMAND}`);
+      const { stream, done } = await Promise.race([
+        new Promise<RunningCommand>((resolve, reject) => {
           try {
-            client.exec(cmd, (err, ch) => (err ? reject(new ChannelOpenError(err.message)) : resolve(ch)));
+            client.exec(cmd, (err, ch) =>
+              err ? reject(new ChannelOpenError(err.message)) : resolve(collectOutput(ch, lost)),
+            );
           } catch (err) {
             reject(new ChannelOpenError((err as Error).message));
           }
         }),
         deadlineHit,
       ]);
-      const out: Buffer[] = [];
-      const errOut: Buffer[] = [];
-      const done = new Promise<ExecResult>((resolve, reject) => {
-        stream.on('data', (d: Buffer) => out.push(d));
-        stream.stderr.on('data', (d: Buffer) => errOut.push(d));
-        let code: number | null = null;
-        let signal: string | undefined;
-        stream.on('exit', (c: number | null, s?: string) => {
-          code = c;
-          signal = s;
-        });
-        stream.on('close', () => {
-          // No exit status at all: the connection went away mid-command; the outcome is unknown.
-          if (code === null && signal === undefined) {
-            reject(transient(`cannot run ${what} on ${host.id}: ${LOST_MID_COMMAND}`));
-            return;
-          }
-          resolve({
-            code: code ?? 128 + (SIGNALS[signal!] ?? 0),
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(errOut).toString('utf8'),
-          });
-        });
-      });
-      stream.on('error', () => {});
       stream.end(input ?? undefined);
       try {
         const res = await Promise.race([done, deadlineHit]);
@@ -547,6 +525,43 @@ export class SshShell implements NodeShell {
   async close(): Promise<void> {
     for (const [id, c] of [...this.conns]) this.drop(id, c);
   }
+}
+
+interface RunningCommand {
+  stream: ClientChannel;
+  done: Promise<ExecResult>;
+}
+
+/** A command's output and exit status, listened to from the moment its channel is confirmed: a
+ *  quick command's exit status may come in the same read as the confirmation, and is emitted
+ *  before any code awaiting the channel runs (under load that read as a lost connection). ssh2
+ *  passes the exit status to 'close' as well; a close with none means the connection went away
+ *  mid-command: the outcome is unknown. */
+function collectOutput(stream: ClientChannel, lost: () => Error): RunningCommand {
+  const out: Buffer[] = [];
+  const errOut: Buffer[] = [];
+  let code: number | null = null;
+  let signal: string | undefined;
+  stream.on('error', () => {}); // the close that follows says what matters
+  stream.on('data', (d: Buffer) => out.push(d));
+  stream.stderr.on('data', (d: Buffer) => errOut.push(d));
+  stream.on('exit', (c: number | null, s?: string) => {
+    code = c;
+    signal = s;
+  });
+  const done = new Promise<ExecResult>((resolve, reject) => {
+    stream.on('close', (c?: number | null, s?: string) => {
+      if (code === null && signal === undefined) [code, signal] = [typeof c === 'number' ? c : null, s];
+      if (code === null && signal === undefined) return reject(lost());
+      resolve({
+        // ssh2 names a signal as 'SIGKILL'
+        code: code ?? 128 + (SIGNALS[signal!.replace(/^SIG/, '')] ?? 0),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(errOut).toString('utf8'),
+      });
+    });
+  });
+  return { stream, done };
 }
 
 class ChannelOpenError extends Error {}
