@@ -230,8 +230,9 @@ export function routeOtherPoolHosts(ctx: PlanContext): Verdict | undefined {
   return undefined;
 }
 
-/** Nothing left to do but the pool layer is not whole: no live holder of the virtual IP yet, or a
- *  pool host whose pgpool is down (the cluster has lost a spare). Not Healthy until it is. */
+/** Nothing left to do but the pool layer is not whole: no live holder of the virtual IP yet, a
+ *  pool host whose pgpool is down (the cluster has lost a spare), or one that routes otherwise
+ *  than the spec. Not Healthy until it is. */
 export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
   const vip = poolVip(ctx.input.spec);
   const hosts = ctx.input.observation.pool?.hosts;
@@ -245,6 +246,13 @@ export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
   if (configuring.length > 0) {
     const jobs = configuring.map(([h, j]) => `pool host ${h}: job #${j.id} configures pgpool`);
     return wait(jobs.join('; '), undefined, 1_000);
+  }
+  // a spare routeOtherPoolHosts could not configure (its shell did not answer, its job cools
+  // down) would take the address as it routes now
+  const primary = specPrimaryForPool(ctx);
+  for (const h of primary ? hosts.filter((x) => x !== holders[0]) : []) {
+    const why = misrouting(ctx, primary!, h);
+    if (why) return wait(`pool host ${h.name}: ${why} (a spare for ${vip}, not configured yet)`);
   }
   return undefined;
 }

@@ -49,7 +49,8 @@ export const RULE_IDS = {
   'pool.host-remove': 'a pool host left the spec: its machine is removed (the virtual IP with it)',
   'pool.holder-unanswered':
     'the virtual IP holder misses looks, not yet enough to move the address: look again soon',
-  'pool.hosts-waiting': 'the virtual IP has no live holder yet, or a spare pool host has no pgpool: wait',
+  'pool.hosts-waiting':
+    'the virtual IP has no live holder yet, or a spare pool host has no pgpool or routes otherwise: wait',
   'pool.attach-settling': 'pgpool still handles an attach and ends new sessions meanwhile: wait',
   'pool.host-start': 'a pool host is fenced or stopped: start it again',
   'pool.host-route':

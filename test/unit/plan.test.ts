@@ -1231,6 +1231,20 @@ describe('plan: pool hosts and the virtual IP', () => {
     expect(d.reason).toContain('pgpool is down on pool host pool-b');
   });
 
+  it('a spare that routes otherwise and cannot be configured keeps the cluster waiting, named', () => {
+    // pgpool answers there, but its shell did not: routeOtherPoolHosts cannot reach it
+    const unreached = { shellReachable: false };
+    expect(plan(withHosts(host('pool-a', { holdsVip: true }), host('pool-b', unreached))).phase).toBe(
+      'Healthy',
+    );
+    const backends = host('pool-b').backends.map((b) =>
+      b.name === 'pg02' ? { ...b, status: 'down' as const } : b,
+    );
+    const d = decide(host('pool-a', { holdsVip: true }), host('pool-b', { ...unreached, backends }));
+    expect(d).toMatchObject({ kind: 'wait', ruleId: 'pool.hosts-waiting' });
+    expect(d.reason).toContain('pool host pool-b: pgpool marks pg02 down');
+  });
+
   it('pgpool is not routed while the holder of the virtual IP does not listen (only other hosts)', () => {
     const silent = host('pool-a', { holdsVip: true, port: 'silent', silentLooks: 1, reachable: false });
     const d = decide(silent, host('pool-b', { primary: 'pg02' }));
