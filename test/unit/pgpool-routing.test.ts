@@ -295,6 +295,25 @@ describe('PoolClusterState', () => {
     expect(s.cutOffNodes.has('pg01')).toBe(false);
   });
 
+  it('reads the rules in place again after a command setting one went unanswered', () => {
+    const s = new PoolClusterState();
+    const first = s.rulesReadStarts();
+    s.rulesReadDone(first);
+    expect(s.routesRead).toBe(true);
+    const during = s.rulesReadStarts();
+    s.rulesUnknown(); // an alias command timed out while a read ran: that read proves nothing
+    s.rulesReadDone(during);
+    expect(s.routesRead).toBe(false);
+    s.rulesReadDone(s.rulesReadStarts());
+    expect(s.routesRead).toBe(true);
+    // what it finds must be routed back before the node is used, even one routed back before
+    s.routedBackDone(['pg01'], s.needRouteBack(['pg01']).token);
+    s.foundCutOff('pg01', true);
+    expect(s.cutOffNodes.has('pg01')).toBe(true);
+    expect(s.aliasIntact('pg01')).toBe(false);
+    expect(s.needRouteBack(['pg01']).nodes).toEqual(['pg01']);
+  });
+
   it('names the old primary to detach when a promote would also mark a standby down', () => {
     const s = new PoolClusterState();
     s.remember(routed, 'h');

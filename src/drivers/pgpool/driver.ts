@@ -108,6 +108,9 @@ export interface PgpoolOnHostOptions {
 
 const silent: PoolDriverLog = { info() {}, warn() {} };
 
+/** rootSh's code for a script that timed out or lost its connection: it may have run. */
+const NO_ANSWER = -1;
+
 export class PgpoolOnHost implements PoolDriver {
   readonly host: string;
   private readonly shell: NodeShell;
@@ -202,13 +205,15 @@ export class PgpoolOnHost implements PoolDriver {
 
   /** A short script as root (routes, sockets, signals); one that could not run is reported as
    *  failed like one that exited non-zero, for a caller that only logs it. */
+  /** A root script's exit code and stderr; NO_ANSWER when it timed out or its connection was
+   *  lost (it may have run). */
   private rootSh(
     cluster: ClusterSpec,
     script: string,
     args: string[],
   ): Promise<{ code: number; stderr: string }> {
     return this.sh(cluster, script, args, { user: 'root', timeoutMs: 5000 }).catch((e: unknown) => ({
-      code: -1,
+      code: NO_ANSWER,
       stderr: messageOf(e),
     }));
   }
@@ -280,20 +285,23 @@ export class PgpoolOnHost implements PoolDriver {
   /** The nodes an `unreachable` route or a NAT alias keeps from sessions on this pool host,
    *  read once per operator process (an earlier one may have left them: a standby cut off while
    *  it restarted, now taking sessions, would otherwise stay out of every session while pgpool
-   *  holds it up). Shown down, routing brings each one back that answers; an alias whose
-   *  target may have failed meanwhile is not trusted to have kept pgpool's main node (the node
-   *  is detached, then attached). A database node has aliases only: no route is set there. */
+   *  holds it up), and again after a command setting one went unanswered (it may have run).
+   *  Shown down, routing brings each one back that answers; an alias whose target may have
+   *  failed meanwhile is not trusted to have kept pgpool's main node (the node is detached,
+   *  then attached). A database node has aliases only: no route is set there. */
   private async readCutOffs(cluster: ClusterSpec, state: PoolClusterState): Promise<void> {
+    const token = state.rulesReadStarts();
     const r = await this.sh(cluster, READ_CUT_OFFS_SH, [], { user: 'root', timeoutMs: 5000 }).catch(
       () => null,
     );
     if (r?.code !== 0) return; // read again at a later look
     const lines = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
     for (const n of cluster.nodes) {
-      if (lines.some(([kind, a]) => kind === 'unreachable' && a === n.address)) state.cutOffNodes.add(n.name);
-      if (lines.some(([kind, a]) => kind === 'alias' && a === n.address)) state.aliased(n.name, false);
+      if (lines.some(([kind, a]) => kind === 'unreachable' && a === n.address))
+        state.foundCutOff(n.name, false);
+      if (lines.some(([kind, a]) => kind === 'alias' && a === n.address)) state.foundCutOff(n.name, true);
     }
-    state.routesRead = true;
+    state.rulesReadDone(token);
   }
 
   /** The config hash applied on the pool host, read at most every 10 s (observe runs every
@@ -631,6 +639,7 @@ export class PgpoolOnHost implements PoolDriver {
       tcpPortState(node.address, pgPort(cluster), Math.min(probeMs, REFUSAL_WAIT_MS)),
     ]);
     if (cut.code !== 0) {
+      if (cut.code === NO_ANSWER) state.rulesUnknown();
       const error = tail(cut.stderr);
       this.log.warn(
         { cluster: cluster.name, node: node.name, error },
@@ -706,6 +715,7 @@ export class PgpoolOnHost implements PoolDriver {
     state.cuttingOff(node.name);
     const r = await this.rootSh(cluster, ALIAS_SH, [node.address, target.address, String(pgPort(cluster))]);
     if (r.code !== 0) {
+      if (r.code === NO_ANSWER) state.rulesUnknown();
       const error = tail(r.stderr);
       this.log.warn({ cluster: cluster.name, node: node.name, error }, 'pgpool host: cannot alias a node');
       return false;
@@ -733,6 +743,7 @@ export class PgpoolOnHost implements PoolDriver {
       if (!onNode) state.cutOffNodes.add(node.name);
       if (successor && back.length > 0) state.cutOffNodes.delete(successor.name);
     } catch (e) {
+      state.rulesUnknown();
       this.log.warn({ cluster: cluster.name, node: node.name, error: messageOf(e) }, what);
     }
   }

@@ -48,6 +48,8 @@ export class PoolClusterState {
    *  (driver.readCutOffs) */
   routesRead = false;
   routesReading = false;
+  /** commands that set rules and went unanswered so far (rulesUnknown) */
+  private rulesUnknownSince = 0;
   /** nodes whose route this process removed (or found none) since their last cut-off */
   private readonly routedBack = new Set<string>();
   /** cut-offs started so far (a route back that overlapped one proves nothing) */
@@ -160,6 +162,31 @@ export class PoolClusterState {
     const fit = (b: PoolBackend) =>
       b.status === 'up' && b.role !== 'primary' && !this.cutOffNodes.has(b.name);
     return this.knownBackends.find((b) => b.name !== node && b.name !== primary && fit(b))?.name;
+  }
+
+  /** A route or an alias to `node` found on the pool host (readCutOffs): kept from sessions until
+   *  routed back, like one this process set. */
+  foundCutOff(node: string, alias: boolean): void {
+    this.routedBack.delete(node);
+    if (alias) this.aliased(node, false);
+    else this.cutOffNodes.add(node);
+  }
+
+  /** A command setting a route or an alias gave no answer (timed out, connection lost): it may
+   *  have run. What is in place is read again at the next look. */
+  rulesUnknown(): void {
+    this.rulesUnknownSince++;
+    this.routesRead = false;
+  }
+
+  /** A read of the rules in place starts: the token for rulesReadDone. */
+  rulesReadStarts(): number {
+    return this.rulesUnknownSince;
+  }
+
+  /** The read of `token` is applied; it counts only if no command went unanswered meanwhile. */
+  rulesReadDone(token: number): void {
+    if (token === this.rulesUnknownSince) this.routesRead = true;
   }
 
   /** `node` is held up behind an alias: one just set (intact), or one an earlier operator process
