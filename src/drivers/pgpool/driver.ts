@@ -203,10 +203,8 @@ export class PgpoolOnHost implements PoolDriver {
     return runScript(this.shell, this.hostRefOf(cluster), { text: script, args }, opts);
   }
 
-  /** A short script as root (routes, sockets, signals); one that could not run is reported as
-   *  failed like one that exited non-zero, for a caller that only logs it. */
-  /** A root script's exit code and stderr; NO_ANSWER when it timed out or its connection was
-   *  lost (it may have run). */
+  /** A short script as root (routes, sockets, signals): its exit code and stderr. One that gave
+   *  no answer (timed out, connection lost) is NO_ANSWER: it may have run. */
   private rootSh(
     cluster: ClusterSpec,
     script: string,
