@@ -145,7 +145,11 @@ export function reportPoolTrial(r: PoolTrialResult, log: (line: string) => void)
     `${r.run}: ${r.holder} -> ${r.newHolder ?? 'nowhere'} (primary ${r.primary} -> ` +
       `${r.finalPrimary ?? 'none'}): moved ${seconds(r.vipMovedMs)}, writes through the address back ` +
       `${seconds(r.rtoPoolMs)}, old holder a spare again ${seconds(r.rejoinMs)}, most holders in a ` +
-      `sample ${r.maxVipHolders}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
+      `sample ${r.maxVipHolders}` +
+      (r.arpCatchUpMs !== null
+        ? `, new sessions waited ${seconds(r.arpCatchUpMs)} for the client's ARP`
+        : '') +
+      (r.notes.length ? `; ${r.notes.join('; ')}` : ''),
   );
   const events = eventTable(r.events, r.t0);
   if (process.env.PGOP_CHAOS_EVENTS) log(events);

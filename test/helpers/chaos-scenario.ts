@@ -522,6 +522,9 @@ export interface PoolTrialResult {
   /** pgop: from the old holder being back (kill: the fault; stop: started by pgop; partition:
    *  the heal) to its pgpool listening again, with one holder and pgop Healthy */
   rejoinMs: number | null;
+  /** staleArpWaitMs: how long new sessions failed after Healthy while the client's ARP entry
+   *  named another host than the address's holder (null: they did not) */
+  arpCatchUpMs: number | null;
   converged: boolean;
   events: EventItem[];
   /** the writer through pgpool's failed attempts after the fault up to its first write after the
@@ -530,13 +533,43 @@ export interface PoolTrialResult {
   notes: string[];
 }
 
+/** New sessions through the address after one failed: waited for while the client's ARP entry
+ *  names a host that does not hold the address (at most `waitMs`); any other failure, or one
+ *  that outlasts the wait, is the failure returned. */
+async function afterStaleArp(
+  lab: ChaosLab,
+  waitMs: number,
+): Promise<{ refused: string | null; arpCatchUpMs: number | null }> {
+  const t0 = now();
+  let refused: string | null = 'no session tried';
+  while (now() - t0 < waitMs) {
+    const [held, arp] = await Promise.all([lab.vipHolders(), lab.clientArp()]);
+    if (held.length !== 1 || !arp || arp.host === held[0]!.host) break;
+    refused = await lab.newSessionFails();
+    if (!refused) return { refused: null, arpCatchUpMs: Math.round(now() - t0) };
+    await sleep(500);
+  }
+  refused = await lab.newSessionFails();
+  return { refused, arpCatchUpMs: refused ? null : Math.round(now() - t0) };
+}
+
 /** A fault of the pool host holding the virtual IP (found at fault time) with the writer through
  *  pgpool running: pgop moves the address to another pool host; the old holder's pgpool comes
  *  back as a spare (pgop restarts it, or starts the host it fenced). `vip`: a running monitor to
  *  read (else one of its own). */
 export async function poolHostTrial(
   lab: ChaosLab,
-  o: { fault: PoolFault; run: string; system: System; vip?: VipMonitor; healAfterMs?: number },
+  o: {
+    fault: PoolFault;
+    run: string;
+    system: System;
+    vip?: VipMonitor;
+    healAfterMs?: number;
+    /** pgpool's watchdog: after two holders, the one that keeps the address announces nothing,
+     *  so a client's ARP entry may still name the other host; new sessions are then waited for
+     *  up to this long (arpCatchUpMs), while the entry names another host than the holder */
+    staleArpWaitMs?: number;
+  },
 ): Promise<PoolTrialResult> {
   if (lab.poolHosts.length < 2) throw new Error(`${o.run}: the lab has no pool hosts to fail over between`);
   const notes: string[] = [];
@@ -550,6 +583,7 @@ export async function poolHostTrial(
   let t0 = 0;
   let healAt: number | null = null;
   let rejoinMs: number | null = null;
+  let arpCatchUpMs: number | null = null;
   let converged = o.system !== 'pgop';
   try {
     pool.start();
@@ -593,7 +627,9 @@ export async function poolHostTrial(
         converged = true;
         // no retry: a cluster that says it is healthy takes a new session (pgpool ends those
         // that start while it handles an attach: pgop is not done before that is over)
-        const refused = await lab.newSessionFails();
+        let refused = await lab.newSessionFails();
+        if (refused && o.staleArpWaitMs)
+          ({ refused, arpCatchUpMs } = await afterStaleArp(lab, o.staleArpWaitMs));
         if (refused) notes.push(`a new session through pgpool after pgop said Healthy failed: ${refused}`);
       } catch (err) {
         rejoinMs = null;
@@ -637,6 +673,7 @@ export async function poolHostTrial(
       .filter((c, i) => c.t >= t0 || during[i + 1] === undefined || during[i + 1]!.t >= t0)
       .map(({ t, ...c }) => ({ ms: Math.round(t - t0), ...c })),
     rejoinMs,
+    arpCatchUpMs,
     converged,
     events: o.system === 'pgop' ? (await lab.eventsCli()).filter((e) => e.id > eventsBefore) : [],
     poolAttempts: poolAttempts(pool, t0, firstAfter),
