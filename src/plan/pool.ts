@@ -250,8 +250,9 @@ export function waitForPoolHosts(ctx: PlanContext): Verdict | undefined {
   // a spare routeOtherPoolHosts could not configure (its shell did not answer, its job cools
   // down) would take the address as it routes now
   const primary = specPrimaryForPool(ctx);
-  for (const h of primary ? hosts.filter((x) => x !== holders[0]) : []) {
-    const why = misrouting(ctx, primary!, h);
+  if (!primary) return undefined;
+  for (const h of hosts.filter((x) => x !== holders[0])) {
+    const why = misrouting(ctx, primary, h);
     if (why) return wait(`pool host ${h.name}: ${why} (a spare for ${vip}, not configured yet)`);
   }
   return undefined;

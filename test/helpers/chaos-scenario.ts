@@ -541,15 +541,13 @@ async function afterStaleArp(
   waitMs: number,
 ): Promise<{ refused: string | null; arpCatchUpMs: number | null }> {
   const t0 = now();
-  let refused: string | null = 'no session tried';
   while (now() - t0 < waitMs) {
     const [held, arp] = await Promise.all([lab.vipHolders(), lab.clientArp()]);
     if (held.length !== 1 || !arp || arp.host === held[0]!.host) break;
-    refused = await lab.newSessionFails();
-    if (!refused) return { refused: null, arpCatchUpMs: Math.round(now() - t0) };
+    if (!(await lab.newSessionFails())) return { refused: null, arpCatchUpMs: Math.round(now() - t0) };
     await sleep(500);
   }
-  refused = await lab.newSessionFails();
+  const refused = await lab.newSessionFails();
   return { refused, arpCatchUpMs: refused ? null : Math.round(now() - t0) };
 }
 
