@@ -11,6 +11,27 @@ export function newClient(cfg: pg.ClientConfig): pg.Client {
   return scramOnly(new pg.Client(cfg));
 }
 
+/** client.connect(), settling also when the client is closed meanwhile: node-postgres never
+ *  settles a connect whose client was end()ed before it finished (its 'end' handler calls back
+ *  only on an end it did not ask for). A probe session dropped mid-connect so hung every later
+ *  probe of its node. */
+export function connectClient(client: pg.Client): Promise<pg.Client> {
+  return new Promise((resolve, reject) => {
+    const closed = () => reject(new Error('connection closed before it was established'));
+    client.once('end', closed);
+    client.connect().then(
+      () => {
+        client.off('end', closed);
+        resolve(client);
+      },
+      (err: unknown) => {
+        client.off('end', closed);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** Close a pg client without waiting on a peer that may be gone (a fenced or deleted node never
  *  answers the goodbye, and end() would wait for TCP to give up). */
 export async function endClient(client: pg.Client, ms = 1000): Promise<void> {
@@ -59,7 +80,7 @@ export class ClientCache {
     };
     client.on('error', (err: Error) => kill(err.message || 'connection error'));
     client.on('end', () => kill('connection ended'));
-    entry.ready = client.connect().then(
+    entry.ready = connectClient(client).then(
       () => {
         connected = true;
         return client;

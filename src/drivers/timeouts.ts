@@ -10,6 +10,10 @@ import type { ClusterSpec } from '../spec/types.js';
  *  whether its link is down or its postgres hangs behind an open port. */
 export const probeTimeoutMs = (c: ClusterSpec): number => c.failureDetection.connectTimeoutMs;
 
+/** A whole probe: two tries (a cached session may have died), each a connect and a query, then
+ *  an SSH look, with room to spare; beyond it a step hangs that should not (a pgop fault). */
+export const probeDeadlineMs = (c: ClusterSpec): number => 4 * probeTimeoutMs(c) + lookTimeoutMs(c) + 2_000;
+
 /** A fresh admin session's connect (TCP, TLS, SCRAM) on a host that may be busy with a failure:
  *  more room than a probe, whose session is kept open. */
 export const adminConnectTimeoutMs = (c: ClusterSpec): number =>

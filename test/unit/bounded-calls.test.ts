@@ -22,6 +22,7 @@ import {
   KEEPALIVE_IDLE_MS,
   pcpTimeoutMs,
   poolLookTimeoutMs,
+  probeDeadlineMs,
 } from '../../src/drivers/timeouts.js';
 
 const lab = (): ClusterSpec => {
@@ -121,6 +122,68 @@ describe('a postgres that accepts connects but never answers', () => {
       await prober.close();
     }
   });
+});
+
+/** The promise's result, or 'still pending' if it has none within `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'still pending'>((r) => (timer = setTimeout(() => r('still pending'), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+describe('a probe that cannot finish', () => {
+  let server: Server | undefined;
+  const sockets: Socket[] = [];
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    server = undefined;
+  });
+
+  it('ends when its session is dropped mid-connect (a job stopping postgres)', async () => {
+    // reads and says nothing, and closes when the client does (as postgres does)
+    server = createServer((s) => void sockets.push(s.resume()));
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const spec = lab();
+    const prober = new Prober(access((server.address() as { port: number }).port));
+    try {
+      const probe = prober.probe(spec, spec.nodes[0]!);
+      while (sockets.length === 0) await new Promise((r) => setTimeout(r, 5));
+      prober.dropProbe(spec, spec.nodes[0]!); // what stop() does before pg_ctl stop
+      const r = await within(probe, 2_000);
+      expect(r).not.toBe('still pending');
+      expect(r).toMatchObject({ reachable: true, error: expect.stringMatching(/closed before/) });
+    } finally {
+      await prober.close();
+    }
+  });
+
+  it('whose step never settles costs one miss within its deadline, not the node for good', async () => {
+    const hangingShell: NodeShell = { ...runningShell, exec: () => new Promise<ExecResult>(() => {}) };
+    const spec = lab();
+    const node = spec.nodes[0]!;
+    const prober = new Prober(
+      new NodeAccess({
+        shell: hangingShell,
+        hostRef,
+        // nothing listens on port 1: refused, then the SSH look that hangs
+        connect: () => ({ host: '127.0.0.1', port: 1, user: 'postgres', password: 'x' }),
+        log: { info() {}, warn() {} },
+        tls: new ClusterTls(),
+      }),
+    );
+    try {
+      const deadline = probeDeadlineMs(spec);
+      const r = await within(prober.probe(spec, node), deadline + 2_000);
+      expect(r).toMatchObject({
+        reachable: false,
+        postgres: null,
+        error: expect.stringMatching(/no result/),
+      });
+    } finally {
+      await prober.close();
+    }
+  }, 20_000);
 });
 
 describe('fromLook', () => {

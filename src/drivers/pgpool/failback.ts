@@ -13,7 +13,7 @@ import type { ClusterSpec } from '../../spec/types.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { clientTls } from '../../tls/client.js';
 import type { ClusterTls } from '../../tls/material.js';
-import { endClient, newClient, pgMessage } from '../pg-clients.js';
+import { connectClient, endClient, newClient, pgMessage } from '../pg-clients.js';
 import { sleep } from '../remote/run.js';
 import { poolSessionTimeoutMs } from '../timeouts.js';
 
@@ -59,7 +59,7 @@ export async function waitFailbackDone(config: pg.ClientConfig, timeoutMs = 30_0
     const client = newClient(config);
     client.on('error', () => {});
     try {
-      await client.connect();
+      await connectClient(client);
       await client.query('SELECT 1');
       return { ms: Date.now() - t0, refused };
     } catch (err) {

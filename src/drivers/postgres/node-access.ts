@@ -9,7 +9,7 @@ import { PgopError, messageOf, transient } from '../../errors.js';
 import { resolveSecret } from '../../spec/secrets.js';
 import { ClusterTls, nodeHostId } from '../../tls/material.js';
 import { clientTls, explainTlsError } from '../../tls/client.js';
-import { endClient, newClient, pgMessage } from '../pg-clients.js';
+import { connectClient, endClient, newClient, pgMessage } from '../pg-clients.js';
 import {
   ADMIN_LOCK_MS,
   ADMIN_STATEMENT_MS,
@@ -229,7 +229,7 @@ export class NodeAccess {
     const client = newClient(cfg);
     client.on('error', () => {});
     try {
-      await client.connect();
+      await connectClient(client);
     } catch (err) {
       await endClient(client);
       const repaired = explainTlsError(err) ? await this.repairTls(cluster, node, pgMessage(err)) : '';

@@ -10,7 +10,7 @@ import { messageOf } from '../../errors.js';
 import { ClientCache, newClient, pgMessage } from '../pg-clients.js';
 import type { NodeAccess, NodeState } from './node-access.js';
 import { downObservation, queryObservation } from './probe-query.js';
-import { lookTimeoutMs, probeTimeoutMs } from '../timeouts.js';
+import { lookTimeoutMs, probeDeadlineMs, probeTimeoutMs } from '../timeouts.js';
 
 /** How long a backend's report of its postmaster's death stays news (a probe has looked since). */
 const DEATH_NEWS_MS = 5_000;
@@ -143,7 +143,7 @@ export class Prober {
     // news of its postmaster's death answers at once, not after a probe still connecting
     const prev = this.deaths.has(key) ? undefined : this.probing.get(key);
     if (prev) await prev.catch(() => {});
-    const p = this.probeOnce(cluster, node);
+    const p = this.bounded(cluster, node, this.probeOnce(cluster, node));
     this.probing.set(key, p);
     try {
       const result = await p;
@@ -152,6 +152,24 @@ export class Prober {
     } finally {
       if (this.probing.get(key) === p) this.probing.delete(key);
     }
+  }
+
+  /** Every step of a probe is bounded, and so is the whole: a step that hangs anyway (a library
+   *  promise that never settles) costs one miss, not every later probe of the node (they wait
+   *  for this one) and the loop's view of its cluster. */
+  private bounded(cluster: ClusterSpec, node: NodeSpec, probe: Promise<ProbeResult>): Promise<ProbeResult> {
+    const ms = probeDeadlineMs(cluster);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<ProbeResult>((resolve) => {
+      timer = setTimeout(() => {
+        this.dropProbe(cluster, node);
+        const error = `probe: no result within ${ms} ms (a hang in pgop; the session is dropped)`;
+        this.access.log.warn({ cluster: cluster.name, node: node.name, ms }, error);
+        resolve({ reachable: false, postgres: null, error });
+      }, ms);
+    });
+    probe.catch(() => undefined);
+    return Promise.race([probe, late]).finally(() => clearTimeout(timer));
   }
 
   /** A backend reported its postmaster gone: remember it for the node's next probe, and probe

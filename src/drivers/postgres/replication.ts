@@ -5,7 +5,7 @@ import type pg from 'pg';
 import type { ClusterSpec, NodeSpec } from '../../spec/types.js';
 import type { PostgresObservation } from '../../observe/types.js';
 import { type PgopError, internal, messageOf, transient } from '../../errors.js';
-import { endClient, newClient } from '../pg-clients.js';
+import { connectClient, endClient, newClient } from '../pg-clients.js';
 import { sleep, tail } from '../remote/run.js';
 import {
   CONF_DIR,
@@ -495,7 +495,7 @@ export class Replication {
           if (!client) {
             client = newClient(this.a.clientConfig(cluster, node, { connectionTimeoutMillis: 2000 }));
             client.on('error', () => {});
-            await client.connect();
+            await connectClient(client);
           }
           const r = await client.query<{ rec: boolean; status: string | null; host: string | null }>(
             'SELECT pg_is_in_recovery() AS rec, w.status, w.sender_host AS host ' +
