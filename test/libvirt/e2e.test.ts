@@ -201,7 +201,17 @@ describe.skipIf(!enabled)(
         'CREATE TABLE IF NOT EXISTS cl_owner.items (id int)',
       );
       await sql(user, 'INSERT INTO items VALUES (1)');
-      expect((await sql<{ n: string }>(user, 'SELECT count(*) AS n FROM items'))[0]!.n).toBe('1');
+      // replication is async here and pgpool balances a new session's read to any node: a
+      // standby shows the row once it has replayed it
+      const seen = await waitFor(
+        'the row read back through pgpool',
+        async () => {
+          const [r] = await sql<{ n: string }>(user, 'SELECT count(*) AS n FROM items');
+          return r?.n === '1' ? r.n : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
+      expect(seen).toBe('1');
       await expect(sql(user, 'DROP TABLE items')).rejects.toThrow(/must be owner|permission denied/);
     });
 
