@@ -230,6 +230,7 @@ describe('renderBackupConf', () => {
       'compress-type=zst',
       'process-max=1',
       'start-fast=y',
+      'archive-timeout=300',
       'log-level-console=detail',
       '[bk]',
       'pg1-host=10.87.0.11',

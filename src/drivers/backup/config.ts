@@ -217,6 +217,10 @@ export interface BackupSource {
   socketDir: string;
 }
 
+/** How long a backup waits for the WAL it needs to reach the repository (pgBackRest's
+ *  archive-timeout), in seconds. */
+export const BACKUP_ARCHIVE_TIMEOUT_S = 300;
+
 /** The configuration of `pgbackrest backup` on the operator's host (as the repository's user):
  *  the repository, what to keep, and the node to copy from. The passphrase goes in the
  *  environment, never in a file. */
@@ -233,6 +237,10 @@ export function renderBackupConf(cluster: ClusterSpec, source: BackupSource, pat
     ['process-max', String(b.processes)],
     // a backup starts with a checkpoint of its own, not after the next scheduled one
     ['start-fast', 'y'],
+    // The backup waits for its last WAL segment in the repository: 60 s by default, which a
+    // primary busy with a failover's aftermath on slow hardware overran (the e2e's TCG VMs). A
+    // broken archive_command shows meanwhile in `get clusters` (archiving).
+    ['archive-timeout', String(BACKUP_ARCHIVE_TIMEOUT_S)],
     ['log-path', paths.logDir],
     ['log-level-file', 'info'],
     ['log-level-console', 'detail'],
