@@ -94,7 +94,14 @@ describe('pg sessions to a node are bounded', () => {
   });
 });
 
-describe('a postgres that accepts connects but never answers', () => {
+/** The promise's result, or 'still pending' if it has none within `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'still pending'>((r) => (timer = setTimeout(() => r('still pending'), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+describe('a probe of a node that does not answer ends', () => {
   let server: Server | undefined;
   const sockets: Socket[] = [];
   afterEach(async () => {
@@ -103,7 +110,7 @@ describe('a postgres that accepts connects but never answers', () => {
     server = undefined;
   });
 
-  it('is probed within its budget and reported as unreadable, not running', async () => {
+  it('within its budget when postgres takes the connect, says nothing: unreadable, not running', async () => {
     server = createServer((s) => void sockets.push(s)); // takes the startup packet, says nothing
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
@@ -122,25 +129,8 @@ describe('a postgres that accepts connects but never answers', () => {
       await prober.close();
     }
   });
-});
 
-/** The promise's result, or 'still pending' if it has none within `ms`. */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still pending'> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'still pending'>((r) => (timer = setTimeout(() => r('still pending'), ms)));
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-describe('a probe that cannot finish', () => {
-  let server: Server | undefined;
-  const sockets: Socket[] = [];
-  afterEach(async () => {
-    for (const s of sockets.splice(0)) s.destroy();
-    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
-    server = undefined;
-  });
-
-  it('ends when its session is dropped mid-connect (a job stopping postgres)', async () => {
+  it('when its session is dropped mid-connect (a job stopping postgres)', async () => {
     // reads and says nothing, and closes when the client does (as postgres does)
     server = createServer((s) => void sockets.push(s.resume()));
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
@@ -158,7 +148,7 @@ describe('a probe that cannot finish', () => {
     }
   });
 
-  it('whose step never settles costs one miss within its deadline, not the node for good', async () => {
+  it('within its deadline when a step never settles: one miss, not the node for good', async () => {
     const hangingShell: NodeShell = { ...runningShell, exec: () => new Promise<ExecResult>(() => {}) };
     const spec = lab();
     const node = spec.nodes[0]!;
