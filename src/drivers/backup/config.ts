@@ -237,9 +237,9 @@ export function renderBackupConf(cluster: ClusterSpec, source: BackupSource, pat
     ['process-max', String(b.processes)],
     // a backup starts with a checkpoint of its own, not after the next scheduled one
     ['start-fast', 'y'],
-    // The backup waits for its last WAL segment in the repository: 60 s by default, which a
-    // primary busy with a failover's aftermath on slow hardware overran (the e2e's TCG VMs). A
-    // broken archive_command shows meanwhile in `get clusters` (archiving).
+    // The backup waits for its last WAL segment in the repository; pgBackRest's 60 s is short for
+    // a primary still busy after a failover on slow hardware. A broken archive_command shows
+    // meanwhile in `get clusters` (archiving).
     ['archive-timeout', String(BACKUP_ARCHIVE_TIMEOUT_S)],
     ['log-path', paths.logDir],
     ['log-level-file', 'info'],
