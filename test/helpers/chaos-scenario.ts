@@ -533,20 +533,25 @@ export interface PoolTrialResult {
   notes: string[];
 }
 
-/** New sessions through the address after one failed: waited for while the client's ARP entry
- *  names a host that does not hold the address (at most `waitMs`); any other failure, or one
- *  that outlasts the wait, is the failure returned. */
+/** New sessions through the address after `failed`: waited for while the client's ARP entry
+ *  names a host that does not hold the address (at most `waitMs`), then tried once more; a
+ *  failure with the entry right from the start, or one that outlasts the wait, is returned. */
 async function afterStaleArp(
   lab: ChaosLab,
   waitMs: number,
+  failed: string,
 ): Promise<{ refused: string | null; arpCatchUpMs: number | null }> {
   const t0 = now();
+  let stale = false;
   while (now() - t0 < waitMs) {
     const [held, arp] = await Promise.all([lab.vipHolders(), lab.clientArp()]);
     if (held.length !== 1 || !arp || arp.host === held[0]!.host) break;
+    stale = true;
     if (!(await lab.newSessionFails())) return { refused: null, arpCatchUpMs: Math.round(now() - t0) };
     await sleep(500);
   }
+  // no stale entry: the session failed for another reason, and is not tried again
+  if (!stale) return { refused: failed, arpCatchUpMs: null };
   const refused = await lab.newSessionFails();
   return { refused, arpCatchUpMs: refused ? null : Math.round(now() - t0) };
 }
@@ -627,7 +632,7 @@ export async function poolHostTrial(
         // that start while it handles an attach: pgop is not done before that is over)
         let refused = await lab.newSessionFails();
         if (refused && o.staleArpWaitMs)
-          ({ refused, arpCatchUpMs } = await afterStaleArp(lab, o.staleArpWaitMs));
+          ({ refused, arpCatchUpMs } = await afterStaleArp(lab, o.staleArpWaitMs, refused));
         if (refused) notes.push(`a new session through pgpool after pgop said Healthy failed: ${refused}`);
       } catch (err) {
         rejoinMs = null;
